@@ -1,0 +1,14 @@
+"""The event log suite: memory backend, then NATS JetStream against the raw client."""
+
+from __future__ import annotations
+
+from bench._table import Row
+from bench.eventlog_memory import bench_memory_log
+
+
+async def suite() -> list[tuple[str, list[Row]]]:
+    tables = [("event log: MemoryEventLog", await bench_memory_log())]
+    from bench.eventlog_nats import bench_nats
+
+    tables.append(("event log: NatsEventLog vs raw nats-py", await bench_nats()))
+    return tables

@@ -1,0 +1,161 @@
+"""``MemoryEventLog``: the embedded default backend, in process memory, no server.
+
+Positions are contiguous (1, 2, 3, ...) and the message-id dedup window is unbounded. Works on
+any anyio backend (asyncio or trio).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from eventlog._streams import check_stream_id
+from eventlog.base import EventLog, Subscription
+from eventlog.errors import InvalidAppend, WrongExpectedVersion
+from eventlog.record import NewEvent, Record, Snapshot, StreamInfo
+
+__all__ = ["MemoryEventLog"]
+
+
+class MemoryEventLog(EventLog):
+    """An event log held in memory. The embedded default: ``RoomKit()`` uses one."""
+
+    dedup_window = None
+    max_append_events = 10_000
+
+    def __init__(self) -> None:
+        self._log: list[Record] = []
+        self._streams: dict[str, list[Record]] = {}
+        # stream -> message id -> (first version, number of events) of the append that used it
+        self._message_ids: dict[str, dict[str, tuple[int, int]]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+        # Created lazily (an anyio.Event needs a running event loop) and only while a
+        # subscriber waits, so appends with nobody listening cost nothing.
+        self._appended: anyio.Event | None = None
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None,
+    ) -> list[Record]:
+        check_stream_id(stream)
+        if not events:
+            raise InvalidAppend(f"append to {stream!r} with no events")
+        if len(events) > self.max_append_events:
+            raise InvalidAppend(
+                f"append to {stream!r} with {len(events)} events; "
+                f"at most {self.max_append_events} per call"
+            )
+        records = self._streams.get(stream)
+        current = len(records) if records is not None else 0
+        message_id = events[0].headers.message_id
+        if message_id is not None and records is not None:
+            seen = self._message_ids.get(stream, {}).get(message_id)
+            if seen is not None:
+                first, count = seen
+                return records[first - 1 : first - 1 + count]
+        if expected_version is not None and expected_version != current:
+            raise WrongExpectedVersion(stream, expected_version, current)
+        if records is None:
+            records = self._streams[stream] = []
+        now = time.time()
+        position = len(self._log)
+        committed = [
+            Record(
+                stream=stream,
+                version=current + offset,
+                position=position + offset,
+                type=event.type,
+                timestamp=now if event.timestamp is None else event.timestamp,
+                data=event.data,
+                headers=event.headers,
+            )
+            for offset, event in enumerate(events, start=1)
+        ]
+        records.extend(committed)
+        self._log.extend(committed)
+        if message_id is not None:
+            self._message_ids.setdefault(stream, {})[message_id] = (current + 1, len(committed))
+        self._wake()
+        return committed
+
+    async def read(
+        self, stream: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[Record]:
+        check_stream_id(stream)
+        records = self._streams.get(stream, [])
+        start = max(after_version, 0)
+        end = None if limit is None else start + limit
+        return records[start:end]
+
+    async def last_version(self, stream: str) -> int:
+        check_stream_id(stream)
+        return len(self._streams.get(stream, ()))
+
+    async def read_all(self, *, after_position: int = 0, limit: int | None = None) -> list[Record]:
+        start = max(after_position, 0)
+        end = None if limit is None else start + limit
+        return self._log[start:end]
+
+    async def last_position(self) -> int:
+        return len(self._log)
+
+    def subscribe(self, *, after_position: int = 0) -> Subscription:
+        return _MemorySubscription(self, after_position)
+
+    async def streams(self) -> list[StreamInfo]:
+        return [
+            StreamInfo(
+                stream=name,
+                version=len(records),
+                last_position=records[-1].position,
+                last_timestamp=records[-1].timestamp,
+            )
+            for name, records in sorted(self._streams.items())
+        ]
+
+    async def save_snapshot(self, stream: str, version: int, data: bytes) -> None:
+        check_stream_id(stream)
+        self._snapshots[stream] = Snapshot(
+            stream=stream, version=version, data=data, timestamp=time.time()
+        )
+
+    async def load_snapshot(self, stream: str) -> Snapshot | None:
+        check_stream_id(stream)
+        return self._snapshots.get(stream)
+
+    async def _wait_for_append(self) -> None:
+        if self._appended is None:
+            self._appended = anyio.Event()
+        await self._appended.wait()
+
+    def _wake(self) -> None:
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, log: MemoryEventLog, after_position: int) -> None:
+        self._log = log
+        # Positions are list indices + 1, so the next record to yield is at this index.
+        self._next = max(after_position, 0)
+        self._closed = False
+
+    async def __anext__(self) -> Record:
+        records = self._log._log
+        while not self._closed:
+            if self._next < len(records):
+                record = records[self._next]
+                self._next += 1
+                return record
+            await self._log._wait_for_append()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._log._wake()

@@ -1,0 +1,3 @@
+"""roomkit."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""voice."""
+
+from __future__ import annotations
