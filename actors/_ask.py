@@ -1,0 +1,61 @@
+"""The reply slot of one ``ask``: the envelope in the mailbox and the asker's wait, in one object.
+
+An ask costs one small object and one ``anyio.Event``: no memory stream, no cancel scope (its
+timeout is kept by ``_Deadlines``). Telling asks from tells in the mailbox is a type check, so a
+told message travels bare, without an envelope.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+__all__ = ["TIMED_OUT", "Ask"]
+
+TIMED_OUT: object = object()
+"""The value of a slot that expired; the asker turns it into an ``AskTimeout`` with context."""
+
+
+class Ask:
+    """A message waiting for its reply. Settled once: the first outcome wins.
+
+    Attributes:
+        message: the message the actor handles.
+        done: whether the reply, an error, or the timeout has been set.
+    """
+
+    __slots__ = ("_error", "_event", "_value", "done", "message")
+
+    def __init__(self, message: object) -> None:
+        self.message = message
+        self.done = False
+        self._value: object = None
+        self._error: BaseException | None = None
+        self._event = anyio.Event()
+
+    def resolve(self, value: object) -> None:
+        """Set the reply, unless the slot is already settled (e.g. the asker timed out)."""
+        if not self.done:
+            self.done = True
+            self._value = value
+            self._event.set()
+
+    def expire(self) -> None:
+        """Settle the slot as timed out (``wait`` returns ``TIMED_OUT``)."""
+        self.resolve(TIMED_OUT)
+
+    def fail(self, error: BaseException) -> None:
+        """Set an error for the asker, unless the slot is already settled."""
+        if not self.done:
+            self.done = True
+            self._error = error
+            self._event.set()
+
+    async def wait(self) -> object:
+        """Wait until settled; return the reply (``TIMED_OUT`` on expiry) or raise the error."""
+        await self._event.wait()
+        error = self._error
+        if error is not None:
+            # Drop the reference: a raised exception holds this frame, which holds the slot.
+            self._error = None
+            raise error
+        return self._value

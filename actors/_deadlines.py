@@ -1,0 +1,82 @@
+"""``Deadlines``: one task that expires every pending ``ask`` of a system.
+
+A cancel scope per ask (``fail_after``) costs about as much as the rest of the round trip, so the
+timeouts are kept here instead: one FIFO queue per distinct timeout value (callers use a handful),
+each in deadline order because the clock only moves forward. Settled asks at the head of a queue
+are dropped when the next ask is added, so a queue stays short while replies come in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import anyio
+
+from actors._ask import Ask
+
+__all__ = ["Deadlines"]
+
+
+class Deadlines:
+    """Pending asks by deadline, and the task (``run``) that fails the ones that expire."""
+
+    def __init__(self) -> None:
+        self._queues: dict[float, deque[tuple[float, Ask]]] = {}
+        # The earliest deadline the run loop sleeps towards (None: it sleeps until woken).
+        self._next: float | None = None
+        self._wakeup: anyio.Event | None = None
+
+    def add(self, ask: Ask, timeout: float) -> None:
+        """Expire ``ask`` in ``timeout`` seconds unless it is settled first.
+
+        Raises:
+            ValueError: ``timeout`` is not a positive, finite number.
+        """
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"an ask needs a positive, finite timeout, got {timeout!r}")
+        deadline = anyio.current_time() + timeout
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = deque()
+        while queue and queue[0][1].done:
+            queue.popleft()
+        queue.append((deadline, ask))
+        if len(queue) == 1 and (self._next is None or deadline < self._next):
+            self._wake()
+
+    def pending(self) -> int:
+        """Return how many asks are tracked (settled ones not yet dropped included)."""
+        return sum(len(queue) for queue in self._queues.values())
+
+    def fail_all(self, error: BaseException) -> None:
+        """Settle every pending ask with ``error`` (used when the system stops)."""
+        for queue in self._queues.values():
+            for _, ask in queue:
+                ask.fail(error)
+        self._queues.clear()
+
+    async def run(self) -> None:
+        """Expire asks as their deadlines pass, until cancelled."""
+        while True:
+            now = anyio.current_time()
+            earliest: float | None = None
+            for timeout, queue in list(self._queues.items()):
+                while queue and (queue[0][1].done or queue[0][0] <= now):
+                    queue.popleft()[1].expire()
+                if not queue:
+                    del self._queues[timeout]
+                elif earliest is None or queue[0][0] < earliest:
+                    earliest = queue[0][0]
+            self._next = earliest
+            wakeup = self._wakeup = anyio.Event()
+            if earliest is None:
+                await wakeup.wait()
+            else:
+                with anyio.move_on_after(earliest - now):
+                    await wakeup.wait()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None

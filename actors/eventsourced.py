@@ -1,0 +1,291 @@
+"""``EventSourcedActor``: an actor whose state is the fold of its stream in the event log.
+
+The Pekko persistence model: an id (the stream), an empty state, a command handler
+``decide(state, command) -> Effect`` and a pure event handler ``evolve(state, event) -> state``.
+The actor is the only writer of its stream; optimistic concurrency on the stream's version
+guards against a second writer (another process), which is detected, reloaded and retried,
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from actors.actor import Actor
+from actors.effect import Effect
+from actors.errors import ActorCrash, ActorError, AfterCommitError, ConcurrencyConflict
+from eventlog import EventLog, NewEvent, Record, WrongExpectedVersion
+
+__all__ = ["EventSourcedActor"]
+
+logger = logging.getLogger("actors")
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+#: Records read per call while recovering, so a long stream never sits in memory whole.
+_REPLAY_BATCH = 1000
+
+
+class EventSourcedActor(Actor, Generic[S, E]):
+    """An actor that persists its changes as events and recovers by replaying them.
+
+    **Recovery** (on activation, and after a crash): the latest snapshot if there is one (a
+    snapshot that fails to decode is ignored: full replay), then every later record of the
+    stream, decoded and applied with ``evolve``. Messages that arrive meanwhile wait in the
+    mailbox.
+
+    **A command** (every message is one): ``decide(state, command)`` returns an ``Effect``. Its
+    events are encoded and appended with the version the actor knows as the expected version;
+    only once the log acknowledged them does the actor ``evolve`` its state, save a snapshot if
+    ``snapshot_interval()`` events passed since the last one, run ``after_commit`` (side effects)
+    and reply. If the log says another writer moved the stream (``WrongExpectedVersion``), the
+    actor reads the new records, then runs ``decide`` again on the new state, once; a second
+    conflict fails the command with ``ConcurrencyConflict``. If the log returns the records of an
+    earlier append with the same message id (a retried command), the actor catches up from the
+    log and replies without evolving the events twice.
+
+    Failures: an exception from ``decide`` or the append fails the command only; an exception
+    from ``evolve`` after a commit crashes the actor (``ActorCrash``: it restarts from the log);
+    an exception from ``after_commit`` reaches the asker as ``AfterCommitError``.
+
+    Attributes:
+        state: the current state (valid from ``on_start`` on).
+        version: the stream version the state includes (0: no event yet).
+    """
+
+    def __init__(self, key: str) -> None:
+        """Args:
+        key: the actor's key (also its stream id, unless ``stream_id`` says otherwise).
+        """
+        super().__init__(key)
+        self._recovered = False
+        self._version = 0
+        self._snapshot_version = 0
+
+    # -- the model: what subclasses write --------------------------------------------------------
+
+    def stream_id(self) -> str:
+        """Return the id of the stream the actor writes (default: its key)."""
+        return self.key
+
+    @abc.abstractmethod
+    def initial_state(self) -> S:
+        """Return the state of a stream with no events."""
+
+    @abc.abstractmethod
+    def evolve(self, state: S, event: E) -> S:
+        """Return the state after ``event``. Pure: no I/O, no clock; deterministic.
+
+        Live commands and recovery both go through it, so recovery rebuilds the same state.
+        """
+
+    @abc.abstractmethod
+    async def decide(self, state: S, command: object) -> Effect[E]:
+        """Validate ``command`` against ``state`` and return the events to commit and the reply.
+
+        May await (e.g. user hooks that may veto), but must not change ``state`` or have side
+        effects that matter if the command is re-run after a concurrency conflict.
+
+        Raises:
+            Exception: rejects the command: nothing is appended, the asker gets the error.
+        """
+
+    @abc.abstractmethod
+    def encode_event(self, event: E) -> NewEvent:
+        """Return the log form of ``event`` (a stable type tag, never a class name)."""
+
+    @abc.abstractmethod
+    def decode_event(self, record: Record) -> E:
+        """Return the domain event stored in ``record`` (inverse of ``encode_event``)."""
+
+    def encode_state(self, state: S) -> bytes:
+        """Return ``state`` as snapshot bytes. Override with ``decode_state`` to enable snapshots.
+
+        Raises:
+            NotImplementedError: by default (the actor takes no snapshots).
+        """
+        raise NotImplementedError
+
+    def decode_state(self, data: bytes) -> S:
+        """Return the state stored in snapshot bytes (inverse of ``encode_state``).
+
+        Raises:
+            NotImplementedError: by default (the actor takes no snapshots).
+        """
+        raise NotImplementedError
+
+    def snapshot_interval(self) -> int | None:
+        """Return how many events to commit between snapshots (``None``: never).
+
+        Default: the system's ``snapshot_every`` if the subclass implements ``encode_state`` and
+        ``decode_state``, else ``None``.
+        """
+        if not self._snapshots_supported():
+            return None
+        return self.system.snapshot_every
+
+    async def after_commit(self, state: S, events: list[E], records: list[Record]) -> None:  # noqa: B027
+        """Run side effects of committed events (after ``evolve``, before the reply).
+
+        Args:
+            state: the state after the events.
+            events: the domain events just committed.
+            records: their committed records (versions, positions, timestamps).
+
+        Raises:
+            Exception: reported to the asker as ``AfterCommitError``; the events stay committed.
+        """
+
+    # -- what the runtime offers -----------------------------------------------------------------
+
+    @property
+    def state(self) -> S:
+        """The current state.
+
+        Raises:
+            ActorError: before recovery.
+        """
+        if not self._recovered:
+            raise ActorError(f"{type(self).__name__}({self.key!r}) has not recovered yet")
+        return self._state
+
+    @property
+    def version(self) -> int:
+        """The version of the last event applied to ``state`` (0: none)."""
+        return self._version
+
+    @property
+    def log(self) -> EventLog:
+        """The system's event log."""
+        return self.system.log
+
+    async def receive(self, message: object) -> object:
+        """Handle ``message`` as a command (see the class docstring); return the reply."""
+        stream = self.stream_id()
+        for attempt in (1, 2):
+            effect = await self.decide(self.state, message)
+            events = list(effect.events)
+            if not events:
+                return effect.reply_for(self.state)
+            expected = self._version
+            try:
+                encoded = [self.encode_event(event) for event in events]
+                records = await self.log.append(stream, encoded, expected_version=expected)
+            except WrongExpectedVersion as exc:
+                await self._catch_up(stream)
+                if attempt == 1:
+                    logger.info(
+                        "stream %r moved (expected %d, at %s): reloaded, re-running the command",
+                        stream,
+                        expected,
+                        exc.actual,
+                    )
+                    continue
+                raise ConcurrencyConflict(stream, expected, exc.actual) from exc
+            if records[0].version != expected + 1:
+                # The log returned an earlier append with the same message id: already applied
+                # here, or written by another process we have not read yet.
+                await self._catch_up(stream)
+                return effect.reply_for(self.state)
+            return await self._commit(effect, events, records)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- internals -------------------------------------------------------------------------------
+
+    _state: S
+
+    async def _commit(self, effect: Effect[E], events: list[E], records: list[Record]) -> object:
+        try:
+            state = self.state
+            for event in events:
+                state = self.evolve(state, event)
+        except Exception as exc:
+            raise ActorCrash(
+                f"evolve failed after events were committed to {self.stream_id()!r}; "
+                "the actor restarts from the log"
+            ) from exc
+        self._state = state
+        self._version = records[-1].version
+        await self._maybe_snapshot()
+        reply = effect.reply_for(state)
+        try:
+            await self.after_commit(state, events, records)
+        except Exception as exc:
+            raise AfterCommitError(reply, records) from exc
+        return reply
+
+    async def _recover(self) -> None:
+        stream = self.stream_id()
+        state = self.initial_state()
+        version = 0
+        snapshot = await self.log.load_snapshot(stream) if self._snapshots_supported() else None
+        if snapshot is not None:
+            try:
+                state = self.decode_state(snapshot.data)
+                version = snapshot.version
+            except Exception:
+                logger.warning(
+                    "snapshot of stream %r at version %d does not decode; replaying the stream",
+                    stream,
+                    snapshot.version,
+                    exc_info=True,
+                )
+                state = self.initial_state()
+        self._state = state
+        self._version = version
+        self._snapshot_version = version
+        self._recovered = True
+        await self._catch_up(stream)
+        # A long tail since the last snapshot: take one now, so the next recovery is short.
+        await self._maybe_snapshot()
+
+    async def _catch_up(self, stream: str) -> int:
+        """Apply the records after ``version``; return how many there were."""
+        applied = 0
+        while True:
+            batch = await self.log.read(stream, after_version=self._version, limit=_REPLAY_BATCH)
+            if not batch:
+                return applied
+            self._apply_records(batch)
+            applied += len(batch)
+            if len(batch) < _REPLAY_BATCH:
+                return applied
+
+    def _apply_records(self, records: Sequence[Record]) -> None:
+        state = self.state
+        version = self._version
+        for record in records:
+            if record.version != version + 1:
+                raise ActorError(
+                    f"stream {record.stream!r} jumps from version {version} to {record.version}"
+                )
+            state = self.evolve(state, self.decode_event(record))
+            version = record.version
+        self._state = state
+        self._version = version
+
+    async def _maybe_snapshot(self) -> None:
+        interval = self.snapshot_interval()
+        if interval is None or self._version - self._snapshot_version < interval:
+            return
+        stream = self.stream_id()
+        try:
+            await self.log.save_snapshot(stream, self._version, self.encode_state(self.state))
+        except Exception:
+            # A snapshot only shortens recovery; failing to take one loses nothing.
+            logger.warning(
+                "snapshot of stream %r at version %d failed", stream, self._version, exc_info=True
+            )
+            return
+        self._snapshot_version = self._version
+
+    def _snapshots_supported(self) -> bool:
+        cls = type(self)
+        return (
+            cls.encode_state is not EventSourcedActor.encode_state
+            and cls.decode_state is not EventSourcedActor.decode_state
+        )

@@ -1,0 +1,351 @@
+"""``ActorSystem``: the registry of actor kinds, and the task group every actor runs in."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from actors._cell import Cell, Counters, Host
+from actors._deadlines import Deadlines
+from actors._sweeper import Sweeper
+from actors.actor import Actor
+from actors.errors import ActorDeadError, ActorError, UnknownActorKind
+from actors.ref import ActorRef
+from actors.stats import SystemStats
+from actors.supervision import SupervisionPolicy
+from eventlog import EventLog
+
+__all__ = ["ActorSystem"]
+
+logger = logging.getLogger("actors")
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    factory: Callable[[str], Actor]
+    capacity: int
+    policy: SupervisionPolicy
+
+
+class ActorSystem:
+    """Runs virtual actors: activated by their first message, passivated when idle.
+
+    Use it as an async context manager; it owns one task group and every actor task lives in
+    it::
+
+        system = ActorSystem(MemoryEventLog(), idle_timeout=300)
+        system.register("counter", Counter)
+        async with system:
+            await system.ref("counter", "c1").ask(Increment(2))
+
+    **Shutdown policy.** Leaving the ``async with`` (normally, by an exception, or by
+    cancellation) first closes the door: every new ``tell``/``ask`` (from outside or between
+    actors) raises ``ActorDeadError``. Then every actor **drains** what its mailbox already holds
+    (senders waiting for room included), replies to its askers, runs ``on_stop``, and ends. The
+    drain runs shielded from the cancellation of the surrounding scope and is bounded by
+    ``shutdown_timeout``; actors still running after it are cancelled: their queued asks fail
+    with ``ActorDeadError``, queued tells are dropped (and logged), ``on_stop`` is skipped. Then
+    the system's own tasks stop; no task is left behind, and the exception or cancellation that
+    ended the block propagates unchanged.
+
+    Args:
+        log: the event log event-sourced actors use (plain actors need none).
+        mailbox_size: default capacity of a mailbox, in messages.
+        ask_timeout: default ``ask`` timeout, in seconds.
+        idle_timeout: seconds without messages after which an actor passivates (``None``: never).
+        task_linger: seconds an idle actor keeps its task before returning it (it stays active,
+            its state in memory); ``None`` keeps tasks until passivation, 0 returns them at once.
+        snapshot_every: default snapshot interval of event-sourced actors, in events
+            (``None``: no snapshots).
+        supervision: the default supervision policy.
+        shutdown_timeout: seconds the shutdown drain may take before actors are cancelled.
+    """
+
+    def __init__(
+        self,
+        log: EventLog | None = None,
+        *,
+        mailbox_size: int = 1024,
+        ask_timeout: float = 5.0,
+        idle_timeout: float | None = None,
+        task_linger: float | None = 1.0,
+        snapshot_every: int | None = 100,
+        supervision: SupervisionPolicy | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        if mailbox_size < 1:
+            raise ValueError("mailbox_size must be >= 1")
+        if not (ask_timeout > 0 and math.isfinite(ask_timeout)):
+            raise ValueError("ask_timeout must be a positive, finite number of seconds")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError("idle_timeout must be a positive number of seconds, or None")
+        if task_linger is not None and not task_linger >= 0:
+            raise ValueError("task_linger must be >= 0, or None")
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ValueError("snapshot_every must be >= 1, or None")
+        if not shutdown_timeout >= 0:
+            raise ValueError("shutdown_timeout must be >= 0")
+        self._log = log
+        self._mailbox_size = mailbox_size
+        self._ask_timeout = ask_timeout
+        self._idle_timeout = idle_timeout
+        self._task_linger = task_linger
+        self._snapshot_every = snapshot_every
+        self._supervision = supervision or SupervisionPolicy()
+        self._shutdown_timeout = shutdown_timeout
+        self._kinds: dict[str, _Kind] = {}
+        # The incarnations taking messages, by (kind, key). Only these are reachable by refs.
+        self._cells: dict[tuple[str, str], Cell] = {}
+        # The latest incarnation of a key that is stopping: a new one waits for it to end.
+        self._stopping: dict[tuple[str, str], Cell] = {}
+        # Cells holding a task, to cancel them if the shutdown drain times out.
+        self._running: set[Cell] = set()
+        self._live = 0
+        self._drained: anyio.Event | None = None
+        self._state = _State.NEW
+        self._tg: TaskGroup | None = None
+        self._counters = Counters()
+        self._deadlines = Deadlines()
+        self._sweeper = Sweeper(task_linger, idle_timeout, self._passivate_cell)
+        self._host = Host(
+            self,
+            self._counters,
+            self._sweeper,
+            spawn=self._spawn,
+            task_exited=self._running.discard,
+            detach=self._detach,
+            finished=self._cell_finished,
+        )
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    @property
+    def log(self) -> EventLog:
+        """The event log of event-sourced actors.
+
+        Raises:
+            ActorError: the system was made without a log.
+        """
+        if self._log is None:
+            raise ActorError("this ActorSystem has no event log; pass one to use event sourcing")
+        return self._log
+
+    @property
+    def has_log(self) -> bool:
+        """Whether the system was given an event log."""
+        return self._log is not None
+
+    @property
+    def snapshot_every(self) -> int | None:
+        """Default snapshot interval of event-sourced actors, in events (``None``: never)."""
+        return self._snapshot_every
+
+    @property
+    def ask_timeout(self) -> float:
+        """Default ``ask`` timeout, in seconds."""
+        return self._ask_timeout
+
+    @property
+    def running(self) -> bool:
+        """Whether the system takes messages (entered and not closing)."""
+        return self._state is _State.RUNNING
+
+    def register(
+        self,
+        kind: str,
+        factory: Callable[[str], Actor],
+        *,
+        mailbox_size: int | None = None,
+        supervision: SupervisionPolicy | None = None,
+    ) -> None:
+        """Declare a kind of actor. Allowed before or while the system runs.
+
+        Args:
+            kind: the name refs use.
+            factory: ``factory(key)`` returns a new instance (an ``Actor`` subclass works).
+            mailbox_size: this kind's mailbox capacity (default: the system's).
+            supervision: this kind's supervision policy (default: the system's).
+
+        Raises:
+            ValueError: ``kind`` is already registered, or ``mailbox_size`` is below 1.
+        """
+        if kind in self._kinds:
+            raise ValueError(f"actor kind {kind!r} is already registered")
+        capacity = self._mailbox_size if mailbox_size is None else mailbox_size
+        if capacity < 1:
+            raise ValueError("mailbox_size must be >= 1")
+        self._kinds[kind] = _Kind(factory, capacity, supervision or self._supervision)
+
+    # -- addressing ------------------------------------------------------------------------------
+
+    def ref(self, kind: str, key: str) -> ActorRef:
+        """Return a ref to the actor ``(kind, key)``, running or not (nothing is started).
+
+        Raises:
+            UnknownActorKind: ``kind`` is not registered.
+            TypeError: ``key`` is not a string.
+        """
+        if kind not in self._kinds:
+            raise UnknownActorKind(kind)
+        if not isinstance(key, str):
+            raise TypeError(f"an actor key is a str, not {type(key).__name__}")
+        return ActorRef(self, kind, key)
+
+    def is_active(self, kind: str, key: str) -> bool:
+        """Return whether ``(kind, key)`` has an incarnation taking messages."""
+        return (kind, key) in self._cells
+
+    async def passivate(self, kind: str, key: str) -> bool:
+        """Stop the actor gracefully and wait until it is stopped.
+
+        Messages already in its mailbox are handled first; messages sent from now on go to the
+        next incarnation, which starts only once this one has run ``on_stop``.
+
+        Returns:
+            Whether the actor was active.
+        """
+        ident = (kind, key)
+        cell = self._cells.get(ident)
+        if cell is None:
+            stopping = self._stopping.get(ident)
+            if stopping is not None:
+                await stopping.wait_stopped()
+            return False
+        self._passivate_cell(cell)
+        await cell.wait_stopped()
+        return True
+
+    def stats(self) -> SystemStats:
+        """Return the current counters and the depth of every active actor's mailbox."""
+        counters = self._counters
+        return SystemStats(
+            active_actors=len(self._cells),
+            running_actors=len(self._running),
+            stopping_actors=self._live - len(self._cells),
+            activations=counters.activations,
+            passivations=counters.passivations,
+            restarts=counters.restarts,
+            failures=counters.failures,
+            messages_handled=counters.handled,
+            pending_asks=self._deadlines.pending(),
+            mailbox_depths={ident: cell.depth for ident, cell in self._cells.items()},
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.NEW:
+            raise RuntimeError("an ActorSystem runs once; make a new one")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._state = _State.RUNNING
+        tg.start_soon(self._deadlines.run, name="actors: ask deadlines")
+        tg.start_soon(self._sweeper.run, name="actors: idle sweeper")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg = self._tg
+        assert tg is not None, "__aexit__ without __aenter__"
+        self._state = _State.CLOSING
+        try:
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self._shutdown_timeout) as drain:
+                    for cell in list(self._cells.values()):
+                        self._stop_cell(cell)
+                    if self._live:
+                        self._drained = anyio.Event()
+                        await self._drained.wait()
+                if drain.cancelled_caught:
+                    logger.warning(
+                        "actor system: %d actor(s) still running after the %.1f s shutdown "
+                        "timeout; cancelling them",
+                        self._live,
+                        self._shutdown_timeout,
+                    )
+                for cell in list(self._running):
+                    cell.cancel()
+                tg.cancel_scope.cancel()
+            # The body's own exception (if any) propagates from the caller's frame unchanged;
+            # passing it to the task group would wrap it in an ExceptionGroup.
+            await tg.__aexit__(None, None, None)
+        finally:
+            self._state = _State.CLOSED
+            self._deadlines.fail_all(ActorDeadError("the actor system stopped"))
+
+    # -- internals, called by refs and cells -----------------------------------------------------
+
+    def _activate(self, ident: tuple[str, str]) -> Cell:
+        """Return the cell for ``ident``, making a new incarnation if none takes messages."""
+        cell = self._cells.get(ident)
+        if cell is not None:
+            return cell
+        if self._state is not _State.RUNNING:
+            state = "has not started" if self._state is _State.NEW else "is shutting down"
+            raise ActorDeadError(f"actor {ident[0]}/{ident[1]}: the actor system {state}")
+        kind = self._kinds.get(ident[0])
+        if kind is None:
+            raise UnknownActorKind(ident[0])
+        cell = Cell(
+            self._host,
+            ident[0],
+            ident[1],
+            kind.factory,
+            capacity=kind.capacity,
+            policy=kind.policy,
+            linger=self._task_linger,
+            predecessor=self._stopping.get(ident),
+        )
+        self._cells[ident] = cell
+        self._live += 1
+        return cell
+
+    def _spawn(self, cell: Cell) -> None:
+        assert self._tg is not None
+        self._running.add(cell)
+        self._tg.start_soon(cell.run, name=f"actor {cell.kind}/{cell.key}")
+
+    def _detach(self, cell: Cell) -> None:
+        ident = (cell.kind, cell.key)
+        if self._cells.get(ident) is cell:
+            del self._cells[ident]
+            self._stopping[ident] = cell
+
+    def _stop_cell(self, cell: Cell) -> None:
+        self._detach(cell)
+        cell.begin_stop()
+
+    def _passivate_cell(self, cell: Cell) -> None:
+        self._counters.passivations += 1
+        self._stop_cell(cell)
+
+    def _cell_finished(self, cell: Cell) -> None:
+        ident = (cell.kind, cell.key)
+        if self._cells.get(ident) is cell:
+            del self._cells[ident]
+        if self._stopping.get(ident) is cell:
+            del self._stopping[ident]
+        self._sweeper.forget(cell)
+        self._live -= 1
+        if self._live == 0 and self._drained is not None:
+            self._drained.set()

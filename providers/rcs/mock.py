@@ -1,0 +1,62 @@
+"""An RCS provider that records what it is asked to send."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid4
+
+from providers.rcs.base import RCSDeliveryResult, RCSProvider
+from roomkit.models.event import RoomEvent
+
+__all__ = ["MockRCSProvider"]
+
+
+class MockRCSProvider(RCSProvider):
+    """Records every send in :attr:`calls`; no network.
+
+    Args:
+        sender_id: The RCS agent id.
+        simulate_fallback: Pretend recipients lack RCS: sends that allow fallback go out as SMS,
+            sends that do not fail with ``error="rcs_not_supported"``.
+        simulate_failure: Every send fails with ``error="simulated_failure"``.
+
+    Attributes:
+        calls: ``{"event", "to", "fallback"}`` per send, as passed.
+    """
+
+    def __init__(
+        self,
+        sender_id: str = "mock-rcs-agent",
+        *,
+        simulate_fallback: bool = False,
+        simulate_failure: bool = False,
+    ) -> None:
+        self._sender_id = sender_id
+        self.simulate_fallback = simulate_fallback
+        self.simulate_failure = simulate_failure
+        self.calls: list[dict[str, Any]] = []
+
+    @property
+    def sender_id(self) -> str:
+        """The RCS agent id."""
+        return self._sender_id
+
+    async def send(self, event: RoomEvent, to: str, *, fallback: bool = True) -> RCSDeliveryResult:
+        """Record the send and return the simulated outcome."""
+        self.calls.append({"event": event, "to": to, "fallback": fallback})
+        if self.simulate_failure:
+            return RCSDeliveryResult(success=False, error="simulated_failure")
+        if self.simulate_fallback:
+            if not fallback:
+                return RCSDeliveryResult(success=False, error="rcs_not_supported")
+            return RCSDeliveryResult(
+                success=True,
+                provider_message_id=f"mock-{uuid4().hex}",
+                channel_used="sms",
+                fallback=True,
+            )
+        return RCSDeliveryResult(success=True, provider_message_id=f"mock-{uuid4().hex}")
+
+    async def check_capability(self, phone_number: str) -> bool:
+        """RCS is reachable unless fallback is being simulated."""
+        return not self.simulate_fallback

@@ -1,0 +1,132 @@
+"""A channel that pushes events to connected WebSocket clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from roomkit.channels.base import Channel
+from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
+from roomkit.models.context import RoomContext
+from roomkit.models.delivery import InboundMessage
+from roomkit.models.enums import ChannelMediaType, ChannelType
+from roomkit.models.event import RoomEvent
+
+__all__ = ["SendFn", "WebSocketChannel"]
+
+logger = logging.getLogger("roomkit.channels.websocket")
+
+SendFn = Callable[[str, RoomEvent], Awaitable[None]]
+"""Sends one event to one connection: ``await send_fn(connection_id, event)``."""
+
+
+class WebSocketChannel(Channel):
+    """Delivers every event to each registered connection; a connection whose send fails is
+    dropped.
+
+    Args:
+        channel_id: Unique id of this channel in the kit.
+    """
+
+    channel_type = ChannelType.WEBSOCKET
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self._connections: dict[str, SendFn] = {}
+
+    def register_connection(self, connection_id: str, send_fn: SendFn) -> None:
+        """Add a connection (replacing any with the same id).
+
+        Args:
+            connection_id: Id of the connection.
+            send_fn: Coroutine function called with ``(connection_id, event)`` per event.
+        """
+        self._connections[connection_id] = send_fn
+
+    def unregister_connection(self, connection_id: str) -> None:
+        """Remove a connection; unknown ids are ignored."""
+        self._connections.pop(connection_id, None)
+
+    @property
+    def connection_count(self) -> int:
+        """Number of registered connections."""
+        return len(self._connections)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``{"connection_count": n}``."""
+        return {"connection_count": self.connection_count}
+
+    def capabilities(self) -> ChannelCapabilities:
+        """Everything a browser client can render."""
+        return ChannelCapabilities(
+            media_types=[
+                ChannelMediaType.TEXT,
+                ChannelMediaType.RICH,
+                ChannelMediaType.MEDIA,
+                ChannelMediaType.AUDIO,
+                ChannelMediaType.VIDEO,
+                ChannelMediaType.LOCATION,
+            ],
+            supports_typing=True,
+            supports_read_receipts=True,
+            supports_reactions=True,
+            supports_rich_text=True,
+            supports_media=True,
+            supports_buttons=True,
+            supports_cards=True,
+            supports_quick_replies=True,
+        )
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        """Build the room event for a message received from a client.
+
+        Args:
+            message: What the client sent.
+            context: The room the message was routed to.
+
+        Returns:
+            The event to process.
+        """
+        return self._inbound_event(message, context, ChannelType.WEBSOCKET)
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        """Send ``event`` to every registered connection, concurrently.
+
+        A connection whose send raises is logged and unregistered; the others still get the
+        event. Cancellation is not caught.
+
+        Args:
+            event: The event to push.
+            binding: This channel's binding in the event's room.
+            context: The room, including the event.
+
+        Returns:
+            An empty output.
+        """
+        connections = list(self._connections.items())
+        if not connections:
+            return ChannelOutput.empty()
+        async with anyio.create_task_group() as tg:
+            for connection_id, send_fn in connections:
+                tg.start_soon(self._send_one, connection_id, send_fn, event)
+        return ChannelOutput.empty()
+
+    async def _send_one(self, connection_id: str, send_fn: SendFn, event: RoomEvent) -> None:
+        try:
+            await send_fn(connection_id, event)
+        except Exception:
+            logger.warning(
+                "channel %s: dropping connection %s after a failed send",
+                self.channel_id,
+                connection_id,
+                exc_info=True,
+            )
+            # Only drop it if it was not re-registered with a new send function meanwhile.
+            if self._connections.get(connection_id) is send_fn:
+                del self._connections[connection_id]

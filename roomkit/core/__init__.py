@@ -1,0 +1,3 @@
+"""RoomKit core: the kit, the room actor, hooks, routing and resilience helpers."""
+
+from __future__ import annotations

@@ -1,0 +1,136 @@
+"""Channels: registration, attaching to rooms, and binding changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roomkit.channels.base import Channel
+from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
+from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.enums import Access, ChannelCategory, ChannelType
+
+__all__ = ["ChannelOpsMixin"]
+
+_UNSET: Any = object()
+
+
+class ChannelOpsMixin(HelpersMixin):
+    """Channel operations of ``RoomKit``."""
+
+    def register_channel(self, channel: Channel) -> None:
+        """Make ``channel`` available to rooms (replaces a channel with the same id).
+
+        Circuit breakers and rate limits of the channel id survive re-registration
+        (quirk 14 fixed).
+        """
+        self._channels[channel.channel_id] = channel
+        set_framework = getattr(channel, "set_framework", None)
+        if callable(set_framework):
+            set_framework(self)
+
+    def get_channel(self, channel_id: str) -> Channel | None:
+        """Return the registered channel, or ``None``."""
+        return self._channels.get(channel_id)
+
+    def list_channels(self) -> list[Channel]:
+        """Return every registered channel."""
+        return list(self._channels.values())
+
+    async def attach_channel(
+        self,
+        room_id: str,
+        channel_id: str,
+        channel_type: ChannelType | None = None,
+        category: ChannelCategory = _UNSET,
+        access: Access = Access.READ_WRITE,
+        visibility: str = "all",
+        **kwargs: Any,
+    ) -> ChannelBinding:
+        """Bind a registered channel to a room and fire ON_CHANNEL_ATTACHED.
+
+        ``category`` defaults to the channel's own (an ``AIChannel`` is INTELLIGENCE); extra
+        keyword arguments go to the ``ChannelBinding`` (metadata, direction, muted, rate_limit,
+        retry_policy, participant_id, ...).
+
+        Raises:
+            ChannelNotRegisteredError: ``channel_id`` was not registered.
+            RoomNotFoundError: no such room.
+        """
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            raise ChannelNotRegisteredError(f"Channel {channel_id} is not registered")
+        if category is _UNSET:
+            category = getattr(channel, "category", ChannelCategory.TRANSPORT)
+        binding = ChannelBinding(
+            channel_id=channel_id,
+            room_id=room_id,
+            channel_type=channel_type or channel.channel_type,
+            category=category,
+            access=access,
+            visibility=visibility,
+            capabilities=channel.capabilities(),
+            **kwargs,
+        )
+        outcome = await self._command(room_id, AttachChannel(binding, utcnow()))
+        await self._emit_framework_event(
+            "room_channel_attached", room_id=room_id, channel_id=channel_id
+        )
+        attached: ChannelBinding = outcome.value
+        return attached
+
+    async def detach_channel(self, room_id: str, channel_id: str) -> bool:
+        """Remove a channel's binding; ``False`` if it was not attached."""
+        outcome = await self._command(room_id, DetachChannel(channel_id, utcnow()))
+        if outcome.value:
+            await self._emit_framework_event(
+                "room_channel_detached", room_id=room_id, channel_id=channel_id
+            )
+        return bool(outcome.value)
+
+    async def _update_binding(
+        self, room_id: str, channel_id: str, change: str, updates: dict[str, Any]
+    ) -> ChannelBinding:
+        outcome = await self._command(
+            room_id, UpdateBinding(channel_id, change, updates, utcnow())
+        )
+        binding: ChannelBinding = outcome.value
+        return binding
+
+    async def mute(self, room_id: str, channel_id: str) -> ChannelBinding:
+        """Mute a channel in a room (its AI replies are suppressed) and fire ON_CHANNEL_MUTED."""
+        return await self._update_binding(room_id, channel_id, "muted", {"muted": True})
+
+    async def unmute(self, room_id: str, channel_id: str) -> ChannelBinding:
+        """Unmute a channel and fire ON_CHANNEL_UNMUTED."""
+        return await self._update_binding(room_id, channel_id, "unmuted", {"muted": False})
+
+    async def set_visibility(
+        self, room_id: str, channel_id: str, visibility: str
+    ) -> ChannelBinding:
+        """Set which channels see what this channel sends."""
+        return await self._update_binding(
+            room_id, channel_id, "visibility", {"visibility": visibility}
+        )
+
+    async def set_access(self, room_id: str, channel_id: str, access: Access) -> ChannelBinding:
+        """Set whether the channel may read and/or write in the room."""
+        return await self._update_binding(room_id, channel_id, "access", {"access": access})
+
+    async def update_binding_metadata(
+        self, room_id: str, channel_id: str, metadata: dict[str, Any]
+    ) -> ChannelBinding:
+        """Merge ``metadata`` into the binding's metadata."""
+        return await self._update_binding(room_id, channel_id, "metadata", {"metadata": metadata})
+
+    async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding:
+        """Return the binding. Raises ChannelNotFoundError."""
+        binding = await self._store.get_binding(room_id, channel_id)
+        if binding is None:
+            raise ChannelNotFoundError(f"Channel {channel_id} is not attached to room {room_id}")
+        return binding
+
+    async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
+        """Return the room's bindings."""
+        return await self._store.list_bindings(room_id)

@@ -1,0 +1,156 @@
+"""Commands to a room actor and its replies.
+
+Commands live only in memory (they are never logged): the actor turns each one into zero or
+more domain events. Every command that needs a time carries it (``now``), so that deciding
+reads no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.enums import HookTrigger
+from roomkit.models.event import RoomEvent
+from roomkit.models.hook import InjectedEvent
+from roomkit.models.identity import Identity
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room
+from roomkit.models.task import Observation, Task
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRoom:
+    room: Room
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRoomMetadata:
+    metadata: dict[str, Any]
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRoom:
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTimers:
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttachChannel:
+    binding: ChannelBinding
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DetachChannel:
+    channel_id: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateBinding:
+    """Mute, unmute, set visibility or access, merge metadata."""
+
+    channel_id: str
+    change: str  # muted | unmuted | visibility | access | metadata
+    updates: dict[str, Any]
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureParticipant:
+    participant: Participant
+    # When set, an existing participant that is not identified yet gets these fields.
+    upgrade: dict[str, Any] | None = None
+    system_code: str | None = None
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveParticipant:
+    participant_id: str
+    identity: Identity
+    resolved_by: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInbound:
+    """Record an inbound event: idempotency, BEFORE_BROADCAST hooks, commit, then delivery."""
+
+    event: RoomEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvent:
+    """Record an event sent directly (``send_event``); runs no BEFORE_BROADCAST hooks."""
+
+    event: RoomEvent
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInjected:
+    """Record events injected by an identity hook (e.g. a challenge) and deliver them."""
+
+    injected: list[InjectedEvent]
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """What the delivery of one event produced, sent back by the room's delivery worker."""
+
+    event_id: str
+    root: str
+    results: list[Any] = field(default_factory=list)  # DeliveryResult
+    replies: list[RoomEvent] = field(default_factory=list)
+    blocked: list[RoomEvent] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    channel_id: str
+    event_id: str | None  # None: everything
+
+
+@dataclass(frozen=True, slots=True)
+class GetContext:
+    """Reply with the room's current ``RoomContext``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """An async lifecycle hook to run after commit, with its synthetic event."""
+
+    trigger: HookTrigger
+    event: RoomEvent
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The reply to a command: what it committed and how to wait for its effects.
+
+    Attributes:
+        value: the command's result (a Room, a binding, a bool, ...).
+        position: the log position of the last event committed (0: nothing committed).
+        root: the turn to wait for (``TurnTracker``), if the command started one.
+    """
+
+    value: Any = None
+    position: int = 0
+    root: str | None = None
+    event: RoomEvent | None = None
+    blocked: bool = False
+    reason: str | None = None
+    blocked_by: str | None = None
+    hook_errors: list[dict[str, str]] = field(default_factory=list)
+    duplicate_of: str | None = None

@@ -1,0 +1,179 @@
+"""The delivery worker of a room: the side effects of its committed events, in order.
+
+The room actor hands it each committed event to broadcast and each lifecycle hook to run. It
+calls the channels through the ``EventRouter`` (access, visibility, transcoding, breakers, rate
+limits, retries), reports what came back — delivery outcomes, AI replies, tasks, observations —
+to the room actor, which commits them, then runs the async hooks. The room actor is never held
+while this happens (quirk 7 fixed: async hooks do not hold the room).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from roomkit.core._commands import RecordOutcome
+from roomkit.core._facts import Deliver, RunLifecycle
+from roomkit.core._services import KitServices
+from roomkit.core._system_events import lifecycle_event
+from roomkit.models.context import RoomContext
+from roomkit.models.delivery import DeliveryResult
+from roomkit.models.enums import EventType, HookTrigger
+from roomkit.models.event import RoomEvent
+
+__all__ = ["DeliveryJob", "RoomDelivery"]
+
+logger = logging.getLogger("roomkit.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One unit of post-commit work with the room's context as of its commit."""
+
+    work: Deliver | RunLifecycle
+    context: RoomContext
+
+
+class RoomDelivery:
+    """Runs the post-commit work of one room, one job at a time."""
+
+    def __init__(self, room_id: str, services: KitServices) -> None:
+        self._room_id = room_id
+        self._services = services
+        self._context: RoomContext | None = None  # of the job being handled
+
+    async def handle(self, job: DeliveryJob) -> None:
+        work = job.work
+        self._context = job.context
+        try:
+            if isinstance(work, Deliver):
+                await self._deliver(work, job.context)
+            else:
+                await self._lifecycle(work, job.context)
+        except Exception:
+            logger.exception("room %s: post-commit work failed", self._room_id)
+        finally:
+            self._services.turns.delivered(work.root)
+
+    async def _lifecycle(self, work: RunLifecycle, context: RoomContext) -> None:
+        errors = await self._services.hooks.run_async_hooks(
+            self._room_id, work.trigger, work.event, context
+        )
+        await self._report_hook_errors(errors, context)
+
+    async def _deliver(self, work: Deliver, context: RoomContext) -> None:
+        services = self._services
+        event = work.event
+        router = services.router()
+        results: list[DeliveryResult] = []
+        if work.targets is not None:
+            # Injected events go to their targets through ``deliver`` (quirk 5 fixed).
+            for target_id in work.targets:
+                binding = context.get_binding(target_id)
+                if binding is None:
+                    continue
+                result = await router.deliver_to(event, binding, context)
+                if result is not None:
+                    results.append(result)
+            await self._report_deliveries(event, results)
+            if results:
+                await self._record(RecordOutcome(event.id, work.root, results=results))
+            return
+
+        source_binding = context.get_binding(event.source.channel_id)
+        if source_binding is None:
+            return
+        broadcast = await router.broadcast(event, source_binding, context)
+        results = list(broadcast.delivery_results.values())
+        if broadcast.errors:
+            logger.warning(
+                "room %s: event %s failed on %s", self._room_id, event.id, sorted(broadcast.errors)
+            )
+            await services.emit(
+                "broadcast_partial_failure",
+                room_id=self._room_id,
+                event_id=event.id,
+                data={
+                    "failed": len(broadcast.errors),
+                    "total": len(broadcast.outputs) or len(broadcast.errors),
+                    "errors": dict(broadcast.errors),
+                },
+            )
+        await self._report_deliveries(event, results)
+        for blocked in broadcast.blocked_events:
+            await services.emit(
+                "chain_depth_exceeded",
+                room_id=self._room_id,
+                channel_id=blocked.source.channel_id,
+                event_id=blocked.id,
+                data={
+                    "chain_depth": blocked.chain_depth,
+                    "max_chain_depth": router.max_chain_depth,
+                },
+            )
+        outcome = RecordOutcome(
+            event.id,
+            work.root,
+            results=results,
+            replies=list(broadcast.reentry_events),
+            blocked=list(broadcast.blocked_events),
+            tasks=list(broadcast.tasks),
+            observations=list(broadcast.observations),
+        )
+        if results or outcome.replies or outcome.blocked or outcome.tasks or outcome.observations:
+            await self._record(outcome)
+        errors = await services.hooks.run_async_hooks(
+            self._room_id, HookTrigger.AFTER_BROADCAST, event, context
+        )
+        await self._report_hook_errors(errors, context)
+
+    async def _record(self, outcome: RecordOutcome) -> None:
+        await self._services.tell_room(self._room_id, outcome)
+
+    async def _report_deliveries(self, event: RoomEvent, results: list[DeliveryResult]) -> None:
+        emit = self._services.emit
+        failures: list[DeliveryResult] = []
+        for result in results:
+            if result.success:
+                await emit(
+                    "delivery_succeeded",
+                    room_id=self._room_id,
+                    channel_id=result.channel_id,
+                    event_id=event.id,
+                )
+            else:
+                failures.append(result)
+                await emit(
+                    "delivery_failed",
+                    room_id=self._room_id,
+                    channel_id=result.channel_id,
+                    event_id=event.id,
+                    data={"error": result.error},
+                )
+        for failure in failures:
+            await self._on_error(
+                "delivery_failed",
+                f"delivery of {event.id} to {failure.channel_id} failed: {failure.error}",
+                {"channel_id": failure.channel_id, "event_id": event.id, "error": failure.error},
+                failure.channel_id,
+            )
+
+    async def _report_hook_errors(
+        self, errors: list[tuple[str, BaseException]], context: RoomContext
+    ) -> None:
+        for name, error in errors:
+            await self._services.emit(
+                "hook_error", room_id=self._room_id, data={"hook": name, "error": str(error)}
+            )
+            await self._on_error("hook_error", f"hook {name} failed: {error}", {"hook": name})
+
+    async def _on_error(
+        self, code: str, body: str, data: dict[str, object], channel_id: str = "system"
+    ) -> None:
+        # Quirk 9 fixed: ON_ERROR fires (as an async lifecycle hook) for delivery and hook
+        # failures. Errors of ON_ERROR hooks themselves are only logged, never re-reported.
+        services = self._services
+        event = lifecycle_event(self._room_id, EventType.SYSTEM, code, body, services.now(), data)
+        await services.hooks.run_async_hooks(
+            self._room_id, HookTrigger.ON_ERROR, event, self._context
+        )

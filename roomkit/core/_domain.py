@@ -1,0 +1,198 @@
+"""The room's domain events: what the room actor appends to the log.
+
+Each event is a frozen msgspec Struct with a stable tag (``Record.type``) that never changes, even
+if the class is renamed. Public models (pydantic) travel inside as their own JSON
+(``msgspec.Raw``), so encoding a ``RoomEvent`` costs one pydantic-core serialisation and nothing
+more; new fields get defaults so that old logs stay readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from pydantic import BaseModel
+
+from eventlog import Headers, NewEvent, Record
+
+__all__ = [
+    "ChannelAttached",
+    "ChannelDetached",
+    "ChannelUpdated",
+    "DeliveryRecorded",
+    "DomainEvent",
+    "MessageRecorded",
+    "ObservationRecorded",
+    "ParticipantJoined",
+    "ParticipantUpdated",
+    "ReadMarked",
+    "RoomCreated",
+    "RoomUpdated",
+    "TaskRecorded",
+    "decode_domain_event",
+    "dump",
+    "load",
+    "encode_domain_event",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def dump(model: BaseModel) -> msgspec.Raw:
+    """A pydantic model as raw JSON to embed in a domain event."""
+    return msgspec.Raw(model.__pydantic_serializer__.to_json(model))
+
+
+def load(model: type[M], raw: msgspec.Raw) -> M:
+    """The pydantic model embedded in a domain event as raw JSON."""
+    return model.model_validate_json(bytes(raw))
+
+
+class DomainEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Base of the room's domain events. ``TAG`` is the stable ``Record.type``."""
+
+    TAG = ""
+
+
+class RoomCreated(DomainEvent, frozen=True):
+    """A room came into being (``Room`` JSON)."""
+
+    TAG = "room.created"
+    room: msgspec.Raw
+
+
+class RoomUpdated(DomainEvent, frozen=True):
+    """The room's own fields changed: status, metadata, timers (``Room`` JSON after the change).
+
+    ``reason`` says why: ``closed``, ``closed_by_timer``, ``paused_by_timer``,
+    ``metadata_updated``.
+    """
+
+    TAG = "room.updated"
+    room: msgspec.Raw
+    reason: str = ""
+
+
+class ChannelAttached(DomainEvent, frozen=True):
+    """A channel was bound to the room (``ChannelBinding`` JSON)."""
+
+    TAG = "channel.attached"
+    binding: msgspec.Raw
+
+
+class ChannelDetached(DomainEvent, frozen=True):
+    """A channel's binding was removed."""
+
+    TAG = "channel.detached"
+    channel_id: str
+
+
+class ChannelUpdated(DomainEvent, frozen=True):
+    """A binding changed (``ChannelBinding`` JSON after the change).
+
+    ``change``: ``muted``, ``unmuted``, ``visibility``, ``access``, ``metadata``, ``participant``.
+    """
+
+    TAG = "channel.updated"
+    binding: msgspec.Raw
+    change: str = ""
+
+
+class ParticipantJoined(DomainEvent, frozen=True):
+    """A participant was added to the room (``Participant`` JSON)."""
+
+    TAG = "participant.joined"
+    participant: msgspec.Raw
+
+
+class ParticipantUpdated(DomainEvent, frozen=True):
+    """A participant changed, e.g. was identified (``Participant`` JSON after the change)."""
+
+    TAG = "participant.updated"
+    participant: msgspec.Raw
+
+
+class MessageRecorded(DomainEvent, frozen=True):
+    """An event entered the room's timeline (``RoomEvent`` JSON).
+
+    Covers messages (delivered or blocked), system/audit events, injected events and AI replies.
+    ``deliver`` is false for events that are recorded but must not be broadcast (blocked ones,
+    audit events); ``targets`` restricts delivery of injected events to those channel ids.
+    """
+
+    TAG = "message.recorded"
+    event: msgspec.Raw
+    deliver: bool = True
+    targets: list[str] | None = None
+
+
+class TaskRecorded(DomainEvent, frozen=True):
+    """A hook or a channel produced a task (``Task`` JSON)."""
+
+    TAG = "task.recorded"
+    task: msgspec.Raw
+
+
+class ObservationRecorded(DomainEvent, frozen=True):
+    """A hook or a channel produced an observation (``Observation`` JSON)."""
+
+    TAG = "observation.recorded"
+    observation: msgspec.Raw
+
+
+class DeliveryRecorded(DomainEvent, frozen=True):
+    """The outcome of broadcasting one event: a ``DeliveryResult`` JSON per target channel."""
+
+    TAG = "delivery.recorded"
+    event_id: str
+    results: list[msgspec.Raw] = msgspec.field(default_factory=list)
+
+
+class ReadMarked(DomainEvent, frozen=True):
+    """A channel read the room up to ``event_id`` (``None``: everything so far)."""
+
+    TAG = "read.marked"
+    channel_id: str
+    event_id: str | None = None
+
+
+_TYPES: dict[str, type[DomainEvent]] = {
+    cls.TAG: cls
+    for cls in (
+        RoomCreated,
+        RoomUpdated,
+        ChannelAttached,
+        ChannelDetached,
+        ChannelUpdated,
+        ParticipantJoined,
+        ParticipantUpdated,
+        MessageRecorded,
+        TaskRecorded,
+        ObservationRecorded,
+        DeliveryRecorded,
+        ReadMarked,
+    )
+}
+_encoder = msgspec.json.Encoder()
+_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    tag: msgspec.json.Decoder(cls) for tag, cls in _TYPES.items()
+}
+
+
+def encode_domain_event(
+    event: DomainEvent, *, timestamp: float, headers: Headers | None = None
+) -> NewEvent:
+    """Turn a domain event into a log event under its stable tag."""
+    kwargs: dict[str, Any] = {"timestamp": timestamp}
+    if headers is not None:
+        kwargs["headers"] = headers
+    return NewEvent(type=event.TAG, data=_encoder.encode(event), **kwargs)
+
+
+def decode_domain_event(record: Record) -> DomainEvent | None:
+    """Decode a log record; ``None`` for a tag this version does not know (forward compat)."""
+    decoder = _decoders.get(record.type)
+    if decoder is None:
+        return None
+    event: DomainEvent = decoder.decode(record.data)
+    return event

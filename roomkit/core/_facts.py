@@ -1,0 +1,58 @@
+"""``Fact``: a domain event on its way into (or out of) the log, with what the actor knows.
+
+The log stores only ``domain`` (encoded). In the process that decided it, a fact also carries the
+decoded public model (so ``evolve`` need not parse JSON again) and what to do once it is
+committed (deliver it as part of a turn, run a lifecycle hook). Facts read back from the log
+have neither, so replaying a room never repeats its side effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from eventlog import Headers, NewEvent, Record
+from roomkit.core._domain import DomainEvent, decode_domain_event, encode_domain_event
+from roomkit.models.enums import HookTrigger
+from roomkit.models.event import RoomEvent
+
+__all__ = ["Deliver", "Fact", "RunLifecycle", "fact_from_record"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """After commit: broadcast ``event`` within turn ``root`` (only to ``targets``, if set)."""
+
+    event: RoomEvent
+    root: str
+    targets: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunLifecycle:
+    """After commit: run the async hooks of ``trigger`` with this synthetic event."""
+
+    trigger: HookTrigger
+    event: RoomEvent
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    domain: DomainEvent
+    timestamp: float
+    model: BaseModel | None = None
+    headers: Headers | None = None
+    then: Deliver | RunLifecycle | None = None
+
+    def to_new_event(self) -> NewEvent:
+        return encode_domain_event(self.domain, timestamp=self.timestamp, headers=self.headers)
+
+
+def fact_from_record(record: Record) -> Fact | None:
+    """The fact a record holds; ``None`` if this version does not know its type."""
+    domain = decode_domain_event(record)
+    if domain is None:
+        return None
+    return Fact(domain=domain, timestamp=record.timestamp, headers=record.headers)

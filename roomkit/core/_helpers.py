@@ -1,0 +1,121 @@
+"""What every part of ``RoomKit`` shares: the runtime, commands to rooms, framework events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from eventlog import EventLog, InvalidStreamId
+from eventlog._streams import check_stream_id
+from roomkit.core._commands import GetContext, Outcome
+from roomkit.errors import InvalidRoomIdError, RoomNotFoundError
+from roomkit.models.context import RoomContext
+from roomkit.models.framework import FrameworkEvent
+
+if TYPE_CHECKING:
+    from roomkit.channels.base import Channel
+    from roomkit.core._runtime import KitRuntime
+    from roomkit.core.hooks import HookEngine
+    from roomkit.store.base import ConversationStore
+
+__all__ = ["FrameworkHandler", "HelpersMixin", "utcnow"]
+
+logger = logging.getLogger("roomkit.framework")
+
+FrameworkHandler = Callable[[FrameworkEvent], Awaitable[None]]
+F = TypeVar("F", bound=FrameworkHandler)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class HelpersMixin:
+    """Runtime access, room commands and framework events, for the other mixins."""
+
+    _store: ConversationStore
+    _log: EventLog
+    _hook_engine: HookEngine
+    _channels: dict[str, Channel]
+    _framework_handlers: dict[str, list[FrameworkHandler]]
+    _process_timeout: float
+    _wait_for_delivery: bool
+
+    async def _ensure_runtime(self) -> KitRuntime:
+        raise NotImplementedError  # provided by RoomKit
+
+    # -- framework events --------------------------------------------------------------------
+
+    def on(self, event_type: str) -> Callable[[F], F]:
+        """Decorator: call ``fn(FrameworkEvent)`` for framework events of ``event_type``.
+
+        Exact type match only (no wildcard); exceptions of handlers are logged.
+        """
+
+        def register(fn: F) -> F:
+            self._framework_handlers.setdefault(event_type, []).append(fn)
+            return fn
+
+        return register
+
+    async def _emit_framework_event(
+        self,
+        event_type: str,
+        *,
+        room_id: str | None = None,
+        channel_id: str | None = None,
+        event_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        handlers = self._framework_handlers.get(event_type)
+        if not handlers:
+            return
+        event = FrameworkEvent(
+            type=event_type,
+            room_id=room_id,
+            channel_id=channel_id,
+            event_id=event_id,
+            data=data or {},
+        )
+        for handler in handlers:
+            try:
+                await handler(event)
+            except Exception:
+                logger.exception("framework event handler for %r failed", event_type)
+
+    # -- rooms -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_room_id(room_id: str) -> str:
+        try:
+            return check_stream_id(room_id)
+        except InvalidStreamId as exc:
+            raise InvalidRoomIdError(
+                f"invalid room id {room_id!r}: use 1 to 64 characters from [A-Za-z0-9_-]"
+            ) from exc
+
+    async def _command(self, room_id: str, command: object, *, settle: bool = True) -> Outcome:
+        """Send ``command`` to the room's actor; by default wait until its effects settled:
+        its turn delivered (hooks run) and the read model caught up with what it committed."""
+        runtime = await self._ensure_runtime()
+        outcome = await runtime.ask_room(self._check_room_id(room_id), command)
+        if settle:
+            await self._settle(runtime, outcome)
+        return outcome
+
+    async def _settle(self, runtime: KitRuntime, outcome: Outcome) -> None:
+        if outcome.root is not None and self._wait_for_delivery:
+            await runtime.turns.wait(outcome.root)
+        if outcome.position:
+            await runtime.projection.wait(outcome.position)
+
+    async def _context(self, room_id: str) -> RoomContext:
+        outcome = await self._command(room_id, GetContext(), settle=False)
+        context: RoomContext = outcome.value
+        return context
+
+    async def _require_room(self, room_id: str) -> None:
+        if await self._store.get_room(room_id) is None:
+            raise RoomNotFoundError(f"Room {room_id} not found")

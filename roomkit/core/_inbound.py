@@ -1,0 +1,392 @@
+"""The inbound pipeline (reference §5) as commands to the room actor.
+
+In the caller's task: routing, the channel's ``handle_inbound`` and identity resolution, which
+may wait on I/O and must not hold the room. In the room actor: idempotency, BEFORE_BROADCAST
+hooks and the commit. After commit, in the room's delivery worker: broadcast, AI re-entry and
+async hooks. ``process_inbound`` returns once all of that has settled (the 0.3.0 contract),
+unless the kit was built with ``wait_for_delivery=False``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import uuid4
+
+import anyio
+
+from roomkit.core._commands import (
+    EnsureParticipant,
+    Outcome,
+    ProcessInbound,
+    RecordInjected,
+    SendEvent,
+)
+from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError
+from roomkit.identity.base import IdentityResolver
+from roomkit.models.context import RoomContext
+from roomkit.models.delivery import DeliveryStatus, InboundMessage, InboundResult
+from roomkit.models.enums import (
+    ChannelDirection,
+    ChannelType,
+    EventStatus,
+    EventType,
+    HookTrigger,
+    IdentificationStatus,
+)
+from roomkit.models.event import EventContent, EventSource, RoomEvent
+from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
+from roomkit.models.participant import Participant
+
+__all__ = ["IdentityHookRegistration", "InboundMixin"]
+
+logger = logging.getLogger("roomkit.framework")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_AMBIGUOUS = (IdentificationStatus.AMBIGUOUS, IdentificationStatus.PENDING)
+_UNKNOWN = (IdentificationStatus.UNKNOWN, IdentificationStatus.REJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityHookRegistration:
+    trigger: HookTrigger
+    fn: Callable[..., Any]
+    channel_types: Collection[ChannelType] | None = None
+    channel_ids: Collection[str] | None = None
+    directions: Collection[ChannelDirection] | None = None
+
+    def matches(self, event: RoomEvent) -> bool:
+        source = event.source
+        return (
+            (self.channel_types is None or source.channel_type in self.channel_types)
+            and (self.channel_ids is None or source.channel_id in self.channel_ids)
+            and (self.directions is None or source.direction in self.directions)
+        )
+
+
+class InboundMixin(HelpersMixin):
+    """``process_inbound``, ``send_event``, identity hooks, webhooks and delivery statuses."""
+
+    _identity_resolver: IdentityResolver | None
+    _identity_channel_types: set[ChannelType] | None
+    _identity_timeout: float
+    _identity_hooks: list[IdentityHookRegistration]
+    _delivery_status_handlers: list[Callable[[DeliveryStatus], Any]]
+    _inbound_router: Any
+
+    # -- process_inbound ---------------------------------------------------------------------
+
+    async def process_inbound(
+        self, message: InboundMessage, *, room_id: str | None = None
+    ) -> InboundResult:
+        """Run an inbound message through the room: identity, hooks, commit, delivery.
+
+        Args:
+            message: what a channel received.
+            room_id: the room to use; by default the inbound router picks one, creating a room
+                (with the channel attached) when none fits.
+
+        Returns:
+            The recorded event, or ``blocked=True`` with a reason (a hook blocked it, a
+            duplicate of a committed message, an identity rejection or challenge, a timeout).
+
+        Raises:
+            ChannelNotRegisteredError: the message's channel is not registered.
+            RoomNotFoundError: ``room_id`` names no room.
+        """
+        channel = self._channels.get(message.channel_id)
+        if channel is None:
+            raise ChannelNotRegisteredError(f"Channel {message.channel_id} is not registered")
+        if room_id is None:
+            room_id = await self._inbound_router.route(
+                message.channel_id, channel.channel_type, participant_id=message.sender_id
+            )
+            if room_id is None:
+                room = await self.create_room()  # type: ignore[attr-defined]
+                await self.attach_channel(room.id, message.channel_id)  # type: ignore[attr-defined]
+                room_id = room.id
+        context = await self._context(room_id)
+        event = await channel.handle_inbound(message, context)
+
+        if self._identity_resolver is not None and (
+            self._identity_channel_types is None
+            or channel.channel_type in self._identity_channel_types
+        ):
+            stop = await self._resolve_identity(
+                room_id, message, event, context, channel.channel_type
+            )
+            if isinstance(stop, InboundResult):
+                return stop
+            event = stop
+
+        runtime = await self._ensure_runtime()
+        with anyio.move_on_after(self._process_timeout) as scope:
+            outcome = await runtime.ask_room(room_id, ProcessInbound(event))
+            await self._settle(runtime, outcome)
+        if scope.cancelled_caught:
+            logger.warning(
+                "process_inbound timed out after %ss in room %s", self._process_timeout, room_id
+            )
+            await self._emit_framework_event(
+                "process_timeout", room_id=room_id, data={"timeout": self._process_timeout}
+            )
+            return InboundResult(blocked=True, reason="process_timeout")
+        return await self._inbound_result(room_id, outcome)
+
+    async def _inbound_result(self, room_id: str, outcome: Outcome) -> InboundResult:
+        for error in outcome.hook_errors:
+            await self._emit_framework_event("hook_error", room_id=room_id, data=dict(error))
+        if outcome.duplicate_of is not None:
+            original = await self._store.get_event(outcome.duplicate_of)
+            return InboundResult(event=original, blocked=True, reason="duplicate")
+        event = outcome.event
+        assert event is not None
+        if outcome.blocked:
+            await self._emit_framework_event(
+                "event_blocked",
+                room_id=room_id,
+                channel_id=event.source.channel_id,
+                event_id=event.id,
+                data={"reason": outcome.reason, "blocked_by": outcome.blocked_by},
+            )
+            return InboundResult(event=event, blocked=True, reason=outcome.reason)
+        await self._emit_framework_event(
+            "event_processed",
+            room_id=room_id,
+            channel_id=event.source.channel_id,
+            event_id=event.id,
+        )
+        return InboundResult(event=event)
+
+    # -- identity ----------------------------------------------------------------------------
+
+    def identity_hook(
+        self,
+        trigger: HookTrigger,
+        channel_types: Collection[ChannelType] | None = None,
+        channel_ids: Collection[str] | None = None,
+        directions: Collection[ChannelDirection] | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: ``async fn(event, context, id_result) -> IdentityHookResult | None`` for
+        ON_IDENTITY_AMBIGUOUS or ON_IDENTITY_UNKNOWN; hooks run in registration order and the
+        first non-None result wins."""
+
+        def register(fn: F) -> F:
+            self._identity_hooks.append(
+                IdentityHookRegistration(trigger, fn, channel_types, channel_ids, directions)
+            )
+            return fn
+
+        return register
+
+    async def _resolve_identity(
+        self,
+        room_id: str,
+        message: InboundMessage,
+        event: RoomEvent,
+        context: RoomContext,
+        channel_type: ChannelType,
+    ) -> RoomEvent | InboundResult:
+        """Resolve the sender; return the (stamped) event, or the result that ends the turn."""
+        resolver = self._identity_resolver
+        assert resolver is not None
+        result: IdentityResult | None = None
+        with anyio.move_on_after(self._identity_timeout) as scope:
+            result = await resolver.resolve(message, context)
+        if scope.cancelled_caught or result is None:
+            await self._emit_framework_event(
+                "identity_timeout", room_id=room_id, data={"timeout": self._identity_timeout}
+            )
+            result = IdentityResult(status=IdentificationStatus.UNKNOWN)
+        backfill: dict[str, Any] = {}
+        if not result.address:
+            backfill["address"] = message.sender_id
+        if not result.channel_type:
+            backfill["channel_type"] = str(channel_type)
+        if backfill:
+            result = result.model_copy(update=backfill)
+
+        if result.status == IdentificationStatus.IDENTIFIED and result.identity is not None:
+            return await self._identified(room_id, event, result.identity)
+        if result.status in _AMBIGUOUS:
+            hook = await self._run_identity_hooks(
+                HookTrigger.ON_IDENTITY_AMBIGUOUS, room_id, event, context, result
+            )
+            status = hook.status if hook is not None else None
+            if status == IdentificationStatus.IDENTIFIED and hook and hook.identity is not None:
+                return await self._identified(room_id, event, hook.identity)
+            if status == IdentificationStatus.CHALLENGE_SENT:
+                if hook is not None and hook.inject is not None:
+                    await self._command(room_id, RecordInjected([hook.inject], event.id))
+                return InboundResult(blocked=True, reason="identity_challenge_sent")
+            if status == IdentificationStatus.REJECTED:
+                reason = (hook.reason if hook else None) or "identity_rejected"
+                return InboundResult(blocked=True, reason=reason)
+            candidates = hook.candidates if hook and hook.candidates else result.candidates
+            display_name = hook.display_name if hook else None
+            return await self._pending(room_id, event, candidates, display_name)
+        if result.status in _UNKNOWN:
+            hook = await self._run_identity_hooks(
+                HookTrigger.ON_IDENTITY_UNKNOWN, room_id, event, context, result
+            )
+            status = hook.status if hook is not None else None
+            if status == IdentificationStatus.REJECTED:
+                reason = (hook.reason if hook else None) or "unknown_sender"
+                return InboundResult(blocked=True, reason=reason)
+            if status == IdentificationStatus.IDENTIFIED and hook and hook.identity is not None:
+                return await self._identified(room_id, event, hook.identity)
+        return event
+
+    async def _run_identity_hooks(
+        self,
+        trigger: HookTrigger,
+        room_id: str,
+        event: RoomEvent,
+        context: RoomContext,
+        result: IdentityResult,
+    ) -> IdentityHookResult | None:
+        outcome: IdentityHookResult | None = None
+        for registration in self._identity_hooks:
+            if registration.trigger != trigger or not registration.matches(event):
+                continue
+            try:
+                value = registration.fn(event, context, result)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception:
+                logger.exception(
+                    "identity hook %r failed", getattr(registration.fn, "__name__", "?")
+                )
+                continue
+            if value is not None:
+                outcome = value
+                break
+        await self._hook_engine.run_async_hooks(room_id, trigger, event, context)
+        return outcome
+
+    async def _identified(self, room_id: str, event: RoomEvent, identity: Identity) -> RoomEvent:
+        now = utcnow()
+        participant = Participant(
+            id=identity.id,
+            room_id=room_id,
+            channel_id=event.source.channel_id,
+            display_name=identity.display_name,
+            identification=IdentificationStatus.IDENTIFIED,
+            identity_id=identity.id,
+            joined_at=now,
+        )
+        upgrade = {
+            "identification": IdentificationStatus.IDENTIFIED,
+            "identity_id": identity.id,
+            "display_name": identity.display_name,
+        }
+        await self._command(
+            room_id,
+            EnsureParticipant(participant, upgrade, "participant_joined_identified", now),
+        )
+        source = event.source.model_copy(update={"participant_id": identity.id})
+        return event.model_copy(update={"source": source})
+
+    async def _pending(
+        self,
+        room_id: str,
+        event: RoomEvent,
+        candidates: list[Identity],
+        display_name: str | None,
+    ) -> RoomEvent:
+        now = utcnow()
+        participant = Participant(
+            id=event.source.participant_id or f"pending-{uuid4().hex[:8]}",
+            room_id=room_id,
+            channel_id=event.source.channel_id,
+            display_name=display_name,
+            identification=IdentificationStatus.PENDING,
+            candidates=[c.id for c in candidates] or None,
+            joined_at=now,
+        )
+        await self._command(
+            room_id, EnsureParticipant(participant, None, "participant_joined_pending", now)
+        )
+        return event
+
+    # -- send_event --------------------------------------------------------------------------
+
+    async def send_event(
+        self,
+        room_id: str,
+        channel_id: str,
+        content: EventContent,
+        event_type: EventType = EventType.MESSAGE,
+        chain_depth: int = 0,
+        participant_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        visibility: str = "all",
+    ) -> RoomEvent:
+        """Record an event as sent by ``channel_id`` and deliver it to the room's other channels.
+
+        Unlike 0.3.0 (quirk 6 fixed), replies it causes (an AI answering) re-enter the room, and
+        tasks and observations are recorded. BEFORE_BROADCAST hooks do not run.
+
+        Raises:
+            RoomNotFoundError: no such room.
+            ChannelNotFoundError: the channel is not attached to the room.
+        """
+        binding = await self._store.get_binding(room_id, channel_id)
+        if binding is None:
+            await self._require_room(room_id)
+            raise ChannelNotFoundError(f"Channel {channel_id} is not attached to room {room_id}")
+        event = RoomEvent(
+            room_id=room_id,
+            type=event_type,
+            source=EventSource(
+                channel_id=channel_id,
+                channel_type=binding.channel_type,
+                participant_id=participant_id,
+            ),
+            content=content,
+            status=EventStatus.DELIVERED,
+            visibility=visibility,
+            chain_depth=chain_depth,
+            metadata=metadata or {},
+            created_at=utcnow(),
+        )
+        outcome = await self._command(room_id, SendEvent(event))
+        sent = outcome.event
+        assert sent is not None
+        return sent
+
+    # -- webhooks and delivery statuses ------------------------------------------------------
+
+    def on_delivery_status(self, fn: F) -> F:
+        """Decorator: call ``fn(DeliveryStatus)`` (sync or async) for every delivery status."""
+        self._delivery_status_handlers.append(fn)
+        return fn
+
+    async def process_delivery_status(self, status: DeliveryStatus) -> None:
+        """Hand a provider's delivery status to every handler and to ON_DELIVERY_STATUS hooks
+        (quirk 9 fixed: the hooks fire); handler errors are logged."""
+        for handler in self._delivery_status_handlers:
+            try:
+                value = handler(status)
+                if inspect.isawaitable(value):
+                    await value
+            except Exception:
+                logger.exception("delivery status handler failed")
+        await self._hook_engine.run_async_hooks(
+            "", HookTrigger.ON_DELIVERY_STATUS, status, None, skip_event_filter=True
+        )
+
+    async def process_webhook(self, meta: Any, channel_id: str) -> InboundResult | None:
+        """Route a parsed webhook: inbound messages to ``process_inbound``, statuses to
+        ``process_delivery_status``; anything else is ignored."""
+        if getattr(meta, "is_inbound", False):
+            result: InboundResult = await self.process_inbound(meta.to_inbound(channel_id))
+            return result
+        if getattr(meta, "is_status", False):
+            await self.process_delivery_status(meta.to_status())
+        return None

@@ -1,0 +1,139 @@
+"""The room actor (single writer of a room's stream) and the room's delivery worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actors import Actor, Effect, EventSourcedActor
+from eventlog import NewEvent, Record
+from roomkit.core._commands import Outcome
+from roomkit.core._delivery import DeliveryJob, RoomDelivery
+from roomkit.core._domain import DomainEvent, dump, load
+from roomkit.core._facts import Fact, fact_from_record
+from roomkit.core._room_decider import RoomDecider
+from roomkit.core._room_state import RoomState, evolve
+from roomkit.core._services import KitServices
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.context import RoomContext
+from roomkit.models.enums import HookTrigger
+from roomkit.models.event import RoomEvent
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room
+
+__all__ = ["DeliveryActor", "RoomActor"]
+
+_UNKNOWN = DomainEvent()
+
+
+class _Snapshot(msgspec.Struct, frozen=True):
+    """A room's state as stored in a snapshot (public models as their own JSON)."""
+
+    room: msgspec.Raw | None
+    bindings: list[msgspec.Raw]
+    participants: list[msgspec.Raw]
+    idempotency: dict[str, str]
+    event_count: int
+    recent: list[msgspec.Raw]
+
+
+_snapshot_encoder = msgspec.json.Encoder()
+_snapshot_decoder = msgspec.json.Decoder(_Snapshot)
+
+
+class RoomActor(EventSourcedActor[RoomState, Fact]):
+    """Decides a room's commands, appends their facts, and hands the side effects of what it
+    committed to the room's delivery worker."""
+
+    def __init__(self, key: str, services: KitServices) -> None:
+        super().__init__(key)
+        self._services = services
+        self._decider = RoomDecider(key, self._before_broadcast, services.now)
+        # The reply being built for the command in hand; after_commit fills in its position.
+        self._outcome: Outcome | None = None
+
+    # -- event sourcing ----------------------------------------------------------------------
+
+    def initial_state(self) -> RoomState:
+        return RoomState()
+
+    def evolve(self, state: RoomState, event: Fact) -> RoomState:
+        return evolve(state, event.domain, event.model)
+
+    def encode_event(self, event: Fact) -> NewEvent:
+        return event.to_new_event()
+
+    def decode_event(self, record: Record) -> Fact:
+        fact = fact_from_record(record)
+        # An event type from a newer version is skipped, not fatal (forward compatibility).
+        return fact if fact is not None else Fact(domain=_UNKNOWN, timestamp=record.timestamp)
+
+    def encode_state(self, state: RoomState) -> bytes:
+        snapshot = _Snapshot(
+            room=dump(state.room) if state.room is not None else None,
+            bindings=[dump(b) for b in state.bindings.values()],
+            participants=[dump(p) for p in state.participants.values()],
+            idempotency=state.idempotency,
+            event_count=state.event_count,
+            recent=[dump(e) for e in state.recent],
+        )
+        return _snapshot_encoder.encode(snapshot)
+
+    def decode_state(self, data: bytes) -> RoomState:
+        snapshot = _snapshot_decoder.decode(data)
+        state = RoomState(
+            room=load(Room, snapshot.room) if snapshot.room is not None else None,
+            idempotency=dict(snapshot.idempotency),
+            event_count=snapshot.event_count,
+        )
+        for raw in snapshot.bindings:
+            binding = load(ChannelBinding, raw)
+            state.bindings[binding.channel_id] = binding
+        for raw in snapshot.participants:
+            participant = load(Participant, raw)
+            state.participants[participant.id] = participant
+        state.recent.extend(load(RoomEvent, raw) for raw in snapshot.recent)
+        return state
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def decide(self, state: RoomState, command: object) -> Effect[Fact]:
+        facts, outcome = await self._decider.decide(state, command)
+        self._outcome = outcome
+        return Effect(events=facts, reply=outcome)
+
+    async def after_commit(
+        self, state: RoomState, events: list[Fact], records: list[Record]
+    ) -> None:
+        if self._outcome is not None:
+            self._outcome.position = records[-1].position
+            self._outcome = None
+        context: RoomContext | None = None
+        services = self._services
+        for fact in events:
+            work = fact.then
+            if work is None:
+                continue
+            if context is None:
+                context = state.context()
+            services.turns.opened(work.root)
+            await services.tell_delivery(self.key, DeliveryJob(work, context))
+
+    async def _before_broadcast(self, room_id: str, event: RoomEvent, context: RoomContext) -> Any:
+        return await self._services.hooks.run_sync_hooks(
+            room_id, HookTrigger.BEFORE_BROADCAST, event, context
+        )
+
+
+class DeliveryActor(Actor):
+    """Runs the post-commit work of one room, in commit order."""
+
+    def __init__(self, key: str, services: KitServices) -> None:
+        super().__init__(key)
+        self._delivery = RoomDelivery(key, services)
+
+    async def receive(self, message: object) -> object:
+        assert isinstance(message, DeliveryJob)
+        await self._delivery.handle(message)
+        return None

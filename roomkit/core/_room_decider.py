@@ -1,0 +1,512 @@
+"""How a room decides: from its state and a command to the facts to append and the reply.
+
+Nothing here writes anywhere. The only awaits are the user's BEFORE_BROADCAST hooks, which may
+block or modify a message before it is recorded. Facts that need work after commit (delivery,
+lifecycle hooks) say so in ``Fact.then``; the actor does it once the append is acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from roomkit.core._commands import (
+    AttachChannel,
+    CheckTimers,
+    CloseRoom,
+    CreateRoom,
+    DetachChannel,
+    EnsureParticipant,
+    GetContext,
+    MarkRead,
+    Outcome,
+    ProcessInbound,
+    RecordInjected,
+    RecordOutcome,
+    ResolveParticipant,
+    SendEvent,
+    UpdateBinding,
+    UpdateRoomMetadata,
+)
+from roomkit.core._domain import (
+    ChannelAttached,
+    ChannelDetached,
+    ChannelUpdated,
+    DeliveryRecorded,
+    MessageRecorded,
+    ObservationRecorded,
+    ParticipantJoined,
+    ParticipantUpdated,
+    ReadMarked,
+    RoomCreated,
+    RoomUpdated,
+    TaskRecorded,
+    dump,
+)
+from roomkit.core._facts import Deliver, Fact, RunLifecycle
+from roomkit.core._room_state import RoomState
+from roomkit.core._system_events import audit_event, lifecycle_event
+from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
+from roomkit.models.enums import (
+    EventStatus,
+    EventType,
+    HookTrigger,
+    IdentificationStatus,
+    RoomStatus,
+)
+from roomkit.models.event import RoomEvent
+from roomkit.models.hook import InjectedEvent
+from roomkit.models.room import Room
+from roomkit.models.task import Observation, Task
+
+__all__ = ["Decision", "RoomDecider"]
+
+Decision = tuple[list[Fact], Outcome]
+
+# change -> (stored event type, its code, lifecycle trigger or None)
+_BINDING_CHANGES: dict[str, tuple[EventType, str, HookTrigger | None]] = {
+    "muted": (EventType.CHANNEL_MUTED, "channel_muted", HookTrigger.ON_CHANNEL_MUTED),
+    "unmuted": (EventType.CHANNEL_UNMUTED, "channel_unmuted", HookTrigger.ON_CHANNEL_UNMUTED),
+    "visibility": (EventType.CHANNEL_UPDATED, "channel_visibility_changed", None),
+    "access": (EventType.CHANNEL_UPDATED, "channel_access_changed", None),
+    "metadata": (EventType.CHANNEL_UPDATED, "channel_metadata_updated", None),
+}
+
+
+class _Draft:
+    """The facts of one decision, with the timeline indices they take."""
+
+    def __init__(self, state: RoomState, now: datetime) -> None:
+        self.state = state
+        self.now = now
+        self.stamp = now.timestamp()
+        self.facts: list[Fact] = []
+        self._next_index = state.event_count
+
+    def next_index(self) -> int:
+        index = self._next_index
+        self._next_index += 1
+        return index
+
+    def add(self, domain: Any, model: Any = None, then: Any = None) -> None:
+        self.facts.append(Fact(domain=domain, timestamp=self.stamp, model=model, then=then))
+
+    def message(
+        self, event: RoomEvent, *, deliver: Deliver | None = None, then: Any = None
+    ) -> None:
+        self.add(
+            MessageRecorded(
+                event=dump(event),
+                deliver=deliver is not None,
+                targets=deliver.targets if deliver else None,
+            ),
+            event,
+            deliver or then,
+        )
+
+    def audit(
+        self,
+        type: EventType,
+        code: str,
+        body: str,
+        channel_id: str = "system",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        room = self.state.room
+        assert room is not None
+        event = audit_event(
+            room.id, type, code, body, self.now, self.next_index(), channel_id, data
+        )
+        self.message(event)
+
+    def lifecycle(
+        self,
+        trigger: HookTrigger,
+        type: EventType,
+        code: str,
+        body: str,
+        data: dict[str, Any] | None = None,
+    ) -> str:
+        """Attach a lifecycle hook run to the last fact; return the turn it opens."""
+        room = self.state.room
+        assert room is not None
+        event = lifecycle_event(room.id, type, code, body, self.now, data)
+        last = self.facts[-1]
+        self.facts[-1] = Fact(
+            domain=last.domain,
+            timestamp=last.timestamp,
+            model=last.model,
+            headers=last.headers,
+            then=RunLifecycle(trigger, event, event.id),
+        )
+        return event.id
+
+    def tasks_and_observations(
+        self, room_id: str, tasks: list[Task], observations: list[Observation], root: str
+    ) -> None:
+        for task in tasks:
+            task = (
+                task if task.room_id == room_id else task.model_copy(update={"room_id": room_id})
+            )
+            synthetic = lifecycle_event(
+                room_id, EventType.TASK_CREATED, "task_created", task.title, self.now
+            ).model_copy(update={"metadata": {"task_id": task.id, "task_title": task.title}})
+            self.add(
+                TaskRecorded(task=dump(task)),
+                task,
+                RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root),
+            )
+        for observation in observations:
+            if observation.room_id != room_id:
+                observation = observation.model_copy(update={"room_id": room_id})
+            self.add(ObservationRecorded(observation=dump(observation)), observation)
+
+    def injected(self, room_id: str, injected: list[InjectedEvent], root: str) -> None:
+        for item in injected:
+            event = item.event.model_copy(update={"room_id": room_id, "index": self.next_index()})
+            targets = item.target_channel_ids
+            self.message(event, deliver=Deliver(event, root, targets) if targets else None)
+
+
+class RoomDecider:
+    """Turns commands into facts. ``run_before_broadcast`` runs the sync hooks of a room."""
+
+    def __init__(
+        self,
+        room_id: str,
+        run_before_broadcast: Callable[[str, RoomEvent, Any], Awaitable[Any]],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._room_id = room_id
+        self._run_before_broadcast = run_before_broadcast
+        self._now = now
+
+    async def decide(self, state: RoomState, command: object) -> Decision:
+        """Return the facts ``command`` produces in ``state`` and the reply to give."""
+        if isinstance(command, ProcessInbound):
+            return await self._process_inbound(state, command)
+        if isinstance(command, CreateRoom):
+            return self._create_room(state, command)
+        room = state.room
+        if room is None:
+            raise RoomNotFoundError(f"Room {self._room_id} not found")
+        match command:
+            case RecordOutcome():
+                return self._record_outcome(state, command)
+            case SendEvent():
+                return self._send_event(state, command)
+            case GetContext():
+                return [], Outcome(value=state.context())
+            case AttachChannel():
+                return self._attach(state, command)
+            case DetachChannel():
+                return self._detach(state, command)
+            case UpdateBinding():
+                return self._update_binding(state, command)
+            case UpdateRoomMetadata():
+                return self._update_metadata(state, room, command)
+            case CloseRoom():
+                return self._close(state, room, command)
+            case CheckTimers():
+                return self._check_timers(state, room, command)
+            case EnsureParticipant():
+                return self._ensure_participant(state, command)
+            case ResolveParticipant():
+                return self._resolve_participant(state, command)
+            case RecordInjected():
+                draft = _Draft(state, self._now())
+                draft.injected(room.id, command.injected, command.root)
+                return draft.facts, Outcome(root=command.root)
+            case MarkRead():
+                draft = _Draft(state, self._now())
+                draft.add(ReadMarked(channel_id=command.channel_id, event_id=command.event_id))
+                return draft.facts, Outcome(value=True)
+        raise TypeError(f"a room does not handle {type(command).__name__}")
+
+    # -- rooms -------------------------------------------------------------------------------
+
+    def _create_room(self, state: RoomState, command: CreateRoom) -> Decision:
+        if state.room is not None:
+            return [], Outcome(value=state.room)  # creating an existing room changes nothing
+        room = command.room
+        draft = _Draft(state, room.created_at)
+        draft.add(RoomCreated(room=dump(room)), room)
+        draft.state = _with_room(state, room)
+        root = draft.lifecycle(
+            HookTrigger.ON_ROOM_CREATED, EventType.SYSTEM, "room_created", "Room created"
+        )
+        return draft.facts, Outcome(value=room, root=root)
+
+    def _update_metadata(self, state: RoomState, room: Room, cmd: UpdateRoomMetadata) -> Decision:
+        updated = room.model_copy(
+            update={"metadata": {**room.metadata, **cmd.metadata}, "updated_at": cmd.now}
+        )
+        draft = _Draft(state, cmd.now)
+        draft.add(RoomUpdated(room=dump(updated), reason="metadata_updated"), updated)
+        return draft.facts, Outcome(value=updated)
+
+    def _close(self, state: RoomState, room: Room, cmd: CloseRoom) -> Decision:
+        closed = room.model_copy(
+            update={"status": RoomStatus.CLOSED, "closed_at": cmd.now, "updated_at": cmd.now}
+        )
+        draft = _Draft(state, cmd.now)
+        draft.add(RoomUpdated(room=dump(closed), reason="closed"), closed)
+        root = draft.lifecycle(
+            HookTrigger.ON_ROOM_CLOSED, EventType.SYSTEM, "room_closed", "Room closed"
+        )
+        return draft.facts, Outcome(value=closed, root=root)
+
+    def _check_timers(self, state: RoomState, room: Room, cmd: CheckTimers) -> Decision:
+        timers = room.timers
+        last = timers.last_activity_at
+        if room.status in (RoomStatus.CLOSED, RoomStatus.ARCHIVED) or last is None:
+            return [], Outcome(value=(room, None))
+        elapsed = (cmd.now - last).total_seconds()
+        closed_after, inactive_after = timers.closed_after_seconds, timers.inactive_after_seconds
+        if closed_after is not None and elapsed > closed_after:
+            status, code, trigger = (
+                RoomStatus.CLOSED,
+                "room_closed_by_timer",
+                HookTrigger.ON_ROOM_CLOSED,
+            )
+        elif (
+            room.status == RoomStatus.ACTIVE
+            and inactive_after is not None
+            and elapsed > inactive_after
+        ):
+            status, code, trigger = (
+                RoomStatus.PAUSED,
+                "room_paused_by_timer",
+                HookTrigger.ON_ROOM_PAUSED,
+            )
+        else:
+            return [], Outcome(value=(room, None))
+        update: dict[str, Any] = {"status": status, "updated_at": cmd.now}
+        if status == RoomStatus.CLOSED:
+            update["closed_at"] = cmd.now
+        changed = room.model_copy(update=update)
+        draft = _Draft(state, cmd.now)
+        draft.add(RoomUpdated(room=dump(changed), reason=code), changed)
+        body = f"Room {status.value} after {elapsed:.0f}s of inactivity"
+        draft.audit(EventType.SYSTEM, code, body, data={"elapsed_seconds": elapsed})
+        root = draft.lifecycle(trigger, EventType.SYSTEM, code, body)
+        return draft.facts, Outcome(value=(changed, status), root=root)
+
+    # -- bindings ----------------------------------------------------------------------------
+
+    def _attach(self, state: RoomState, cmd: AttachChannel) -> Decision:
+        binding = cmd.binding
+        draft = _Draft(state, cmd.now)
+        draft.add(ChannelAttached(binding=dump(binding)), binding)
+        channel_id = binding.channel_id
+        draft.audit(
+            EventType.CHANNEL_ATTACHED,
+            "channel_attached",
+            f"Channel {channel_id} attached",
+            channel_id,
+            {"channel_id": channel_id, "channel_type": str(binding.channel_type)},
+        )
+        root = draft.lifecycle(
+            HookTrigger.ON_CHANNEL_ATTACHED,
+            EventType.CHANNEL_ATTACHED,
+            "channel_attached",
+            f"Channel {channel_id} attached",
+            {"channel_id": channel_id},
+        )
+        return draft.facts, Outcome(value=binding, root=root)
+
+    def _detach(self, state: RoomState, cmd: DetachChannel) -> Decision:
+        if cmd.channel_id not in state.bindings:
+            return [], Outcome(value=False)
+        draft = _Draft(state, cmd.now)
+        draft.add(ChannelDetached(channel_id=cmd.channel_id))
+        body = f"Channel {cmd.channel_id} detached"
+        data = {"channel_id": cmd.channel_id}
+        draft.audit(EventType.CHANNEL_DETACHED, "channel_detached", body, cmd.channel_id, data)
+        root = draft.lifecycle(
+            HookTrigger.ON_CHANNEL_DETACHED,
+            EventType.CHANNEL_DETACHED,
+            "channel_detached",
+            body,
+            data,
+        )
+        return draft.facts, Outcome(value=True, root=root)
+
+    def _update_binding(self, state: RoomState, cmd: UpdateBinding) -> Decision:
+        binding = state.bindings.get(cmd.channel_id)
+        if binding is None:
+            raise ChannelNotFoundError(
+                f"Channel {cmd.channel_id} is not attached to room {self._room_id}"
+            )
+        updates = dict(cmd.updates)
+        if cmd.change == "metadata":
+            updates["metadata"] = {**binding.metadata, **cmd.updates["metadata"]}
+        updated = binding.model_copy(update=updates)
+        event_type, code, trigger = _BINDING_CHANGES[cmd.change]
+        draft = _Draft(state, cmd.now)
+        draft.add(ChannelUpdated(binding=dump(updated), change=cmd.change), updated)
+        body = f"Channel {cmd.channel_id} {code.removeprefix('channel_').replace('_', ' ')}"
+        data = {"channel_id": cmd.channel_id, **{k: _plain(v) for k, v in cmd.updates.items()}}
+        draft.audit(event_type, code, body, cmd.channel_id, data)
+        root = None
+        if trigger is not None:
+            root = draft.lifecycle(trigger, event_type, code, body, {"channel_id": cmd.channel_id})
+        return draft.facts, Outcome(value=updated, root=root)
+
+    # -- participants ------------------------------------------------------------------------
+
+    def _ensure_participant(self, state: RoomState, cmd: EnsureParticipant) -> Decision:
+        wanted = cmd.participant
+        existing = state.participants.get(wanted.id)
+        draft = _Draft(state, cmd.now or wanted.joined_at)
+        if existing is not None:
+            if cmd.upgrade and existing.identification != IdentificationStatus.IDENTIFIED:
+                upgraded = existing.model_copy(update=cmd.upgrade)
+                draft.add(ParticipantUpdated(participant=dump(upgraded)), upgraded)
+                return draft.facts, Outcome(value=upgraded)
+            return [], Outcome(value=existing)
+        draft.add(ParticipantJoined(participant=dump(wanted)), wanted)
+        if cmd.system_code:
+            draft.audit(
+                EventType.PARTICIPANT_JOINED,
+                cmd.system_code,
+                f"Participant {wanted.display_name or wanted.id} joined",
+                wanted.channel_id or "system",
+                {"participant_id": wanted.id},
+            )
+        return draft.facts, Outcome(value=wanted)
+
+    def _resolve_participant(self, state: RoomState, cmd: ResolveParticipant) -> Decision:
+        participant = state.participants.get(cmd.participant_id)
+        if participant is None:
+            raise ParticipantNotFoundError(
+                f"Participant {cmd.participant_id} not found in room {self._room_id}"
+            )
+        identity = cmd.identity
+        resolved = participant.model_copy(
+            update={
+                "identification": IdentificationStatus.IDENTIFIED,
+                "identity_id": identity.id,
+                "resolved_at": cmd.now,
+                "resolved_by": cmd.resolved_by,
+                "candidates": None,
+                "display_name": identity.display_name or participant.display_name,
+            }
+        )
+        draft = _Draft(state, cmd.now)
+        draft.add(ParticipantUpdated(participant=dump(resolved)), resolved)
+        binding = state.bindings.get(participant.channel_id) if participant.channel_id else None
+        if binding is not None:
+            rebound = binding.model_copy(update={"participant_id": identity.id})
+            draft.add(ChannelUpdated(binding=dump(rebound), change="participant"), rebound)
+        body = f"Participant {participant.id} identified as {identity.id}"
+        data = {"participant_id": participant.id, "identity_id": identity.id}
+        draft.audit(
+            EventType.PARTICIPANT_IDENTIFIED,
+            "participant_identified",
+            body,
+            participant.channel_id or "system",
+            data,
+        )
+        root = draft.lifecycle(
+            HookTrigger.ON_PARTICIPANT_IDENTIFIED,
+            EventType.PARTICIPANT_IDENTIFIED,
+            "participant_identified",
+            body,
+            data,
+        )
+        return draft.facts, Outcome(value=resolved, root=root)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def _process_inbound(self, state: RoomState, cmd: ProcessInbound) -> Decision:
+        room = state.room
+        if room is None:
+            raise RoomNotFoundError(f"Room {self._room_id} not found")
+        event = cmd.event
+        key = event.idempotency_key
+        if key and key in state.idempotency:
+            return [], Outcome(
+                blocked=True, reason="duplicate", duplicate_of=state.idempotency[key]
+            )
+        draft = _Draft(state, event.created_at)
+        event = event.model_copy(update={"room_id": room.id, "index": draft.next_index()})
+        result = await self._run_before_broadcast(room.id, event, state.context())
+        hook_errors = [dict(e) for e in result.hook_errors]
+        if not result.allowed:
+            blocked = event.model_copy(
+                update={
+                    "status": EventStatus.BLOCKED,
+                    "blocked_by": result.blocked_by or result.reason,
+                }
+            )
+            draft.message(blocked)
+            draft.injected(room.id, list(result.injected_events), blocked.id)
+            draft.tasks_and_observations(
+                room.id, list(result.tasks), list(result.observations), blocked.id
+            )
+            return draft.facts, Outcome(
+                event=blocked,
+                blocked=True,
+                reason=result.reason,
+                blocked_by=result.blocked_by,
+                hook_errors=hook_errors,
+                root=blocked.id,
+            )
+        final = result.event if result.event is not None else event
+        final = final.model_copy(
+            update={"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
+        )
+        bound = final.source.channel_id in state.bindings
+        draft.message(final, deliver=Deliver(final, final.id) if bound else None)
+        draft.injected(room.id, list(result.injected_events), final.id)
+        draft.tasks_and_observations(
+            room.id, list(result.tasks), list(result.observations), final.id
+        )
+        return draft.facts, Outcome(event=final, root=final.id, hook_errors=hook_errors)
+
+    def _send_event(self, state: RoomState, cmd: SendEvent) -> Decision:
+        event = cmd.event
+        if event.source.channel_id not in state.bindings:
+            raise ChannelNotFoundError(
+                f"Channel {event.source.channel_id} is not attached to room {self._room_id}"
+            )
+        draft = _Draft(state, event.created_at)
+        event = event.model_copy(update={"index": draft.next_index()})
+        draft.message(event, deliver=Deliver(event, event.id))
+        return draft.facts, Outcome(event=event, root=event.id)
+
+    def _record_outcome(self, state: RoomState, cmd: RecordOutcome) -> Decision:
+        room = state.room
+        assert room is not None
+        draft = _Draft(state, self._now())
+        if cmd.results:
+            draft.add(
+                DeliveryRecorded(event_id=cmd.event_id, results=[dump(r) for r in cmd.results])
+            )
+        for blocked in cmd.blocked:
+            draft.message(blocked.model_copy(update={"index": draft.next_index()}))
+        for reply in cmd.replies:
+            # Quirk 3 fixed: a re-entered reply gets its real index and DELIVERED status.
+            reply = reply.model_copy(
+                update={
+                    "room_id": room.id,
+                    "index": draft.next_index(),
+                    "status": EventStatus.DELIVERED,
+                }
+            )
+            bound = reply.source.channel_id in state.bindings
+            draft.message(reply, deliver=Deliver(reply, cmd.root) if bound else None)
+        draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root)
+        return draft.facts, Outcome(root=cmd.root)
+
+
+def _with_room(state: RoomState, room: Room) -> RoomState:
+    """A throwaway view of ``state`` with ``room`` set, for facts decided with the room."""
+    view = RoomState(room=room, event_count=state.event_count)
+    return view
+
+
+def _plain(value: Any) -> Any:
+    return value.value if hasattr(value, "value") else value

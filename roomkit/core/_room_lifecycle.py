@@ -1,0 +1,140 @@
+"""Rooms and participants: create, close, timers, metadata, identity resolution."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid4
+
+from roomkit.core._commands import (
+    CheckTimers,
+    CloseRoom,
+    CreateRoom,
+    EnsureParticipant,
+    ResolveParticipant,
+    UpdateRoomMetadata,
+)
+from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.errors import IdentityNotFoundError, RoomNotFoundError
+from roomkit.models.enums import RoomStatus
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room, RoomTimers
+
+__all__ = ["RoomLifecycleMixin"]
+
+
+class RoomLifecycleMixin(HelpersMixin):
+    """Room and participant operations of ``RoomKit``."""
+
+    async def create_room(
+        self,
+        room_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        timers: RoomTimers | None = None,
+        organization_id: str | None = None,
+    ) -> Room:
+        """Create a room (id: a new uuid4 hex by default) and fire ON_ROOM_CREATED.
+
+        Creating a room that already exists returns it unchanged. ``timers`` and
+        ``organization_id`` are additions to the 0.3.0 signature (there, callers wrote them
+        to the store directly, which a log-sourced room would not see).
+
+        Raises:
+            InvalidRoomIdError: ``room_id`` is not 1 to 64 characters of ``[A-Za-z0-9_-]``.
+        """
+        now = utcnow()
+        room = Room(
+            id=room_id or uuid4().hex,
+            organization_id=organization_id,
+            metadata=metadata or {},
+            timers=timers or RoomTimers(),
+            created_at=now,
+            updated_at=now,
+        )
+        outcome = await self._command(room.id, CreateRoom(room))
+        created: Room = outcome.value
+        if outcome.position:
+            await self._emit_framework_event("room_created", room_id=created.id)
+        return created
+
+    async def get_room(self, room_id: str) -> Room:
+        """Return the room. Raises RoomNotFoundError."""
+        room = await self._store.get_room(room_id)
+        if room is None:
+            raise RoomNotFoundError(f"Room {room_id} not found")
+        return room
+
+    async def close_room(self, room_id: str) -> Room:
+        """Close the room (status CLOSED, closed_at) and fire ON_ROOM_CLOSED."""
+        outcome = await self._command(room_id, CloseRoom(utcnow()))
+        await self._emit_framework_event("room_closed", room_id=room_id)
+        closed: Room = outcome.value
+        return closed
+
+    async def update_room_metadata(self, room_id: str, metadata: dict[str, Any]) -> Room:
+        """Merge ``metadata`` into the room's metadata."""
+        outcome = await self._command(room_id, UpdateRoomMetadata(metadata, utcnow()))
+        room: Room = outcome.value
+        return room
+
+    async def check_room_timers(self, room_id: str) -> Room:
+        """Pause or close the room if its inactivity timers have run out; return the room."""
+        outcome = await self._command(room_id, CheckTimers(utcnow()))
+        room, changed = outcome.value
+        if changed == RoomStatus.CLOSED:
+            await self._emit_framework_event(
+                "room_closed", room_id=room_id, data={"reason": "timer"}
+            )
+        elif changed == RoomStatus.PAUSED:
+            await self._emit_framework_event(
+                "room_paused", room_id=room_id, data={"reason": "timer"}
+            )
+        result: Room = room
+        return result
+
+    async def check_all_timers(self) -> list[Room]:
+        """Check the timers of every ACTIVE and PAUSED room; return those whose status changed."""
+        changed: list[Room] = []
+        for status in (RoomStatus.ACTIVE, RoomStatus.PAUSED):
+            for room in await self._store.find_rooms(status=status):
+                after = await self.check_room_timers(room.id)
+                if after.status != room.status:
+                    changed.append(after)
+        return changed
+
+    async def ensure_participant(
+        self,
+        room_id: str,
+        channel_id: str,
+        participant_id: str,
+        display_name: str | None = None,
+    ) -> Participant:
+        """Return the participant, adding it to the room first if it is not there."""
+        participant = Participant(
+            id=participant_id, room_id=room_id, channel_id=channel_id, display_name=display_name
+        )
+        outcome = await self._command(room_id, EnsureParticipant(participant, now=utcnow()))
+        result: Participant = outcome.value
+        return result
+
+    async def resolve_participant(
+        self,
+        room_id: str,
+        participant_id: str,
+        identity_id: str,
+        resolved_by: str = "manual",
+    ) -> Participant:
+        """Mark a participant as identified as ``identity_id`` and fire
+        ON_PARTICIPANT_IDENTIFIED.
+
+        Raises:
+            ParticipantNotFoundError: no such participant in the room.
+            IdentityNotFoundError: the store has no identity ``identity_id``.
+        """
+        identity = await self._store.get_identity(identity_id)
+        if identity is None:
+            raise IdentityNotFoundError(f"Identity {identity_id} not found")
+        command = ResolveParticipant(participant_id, identity, resolved_by, utcnow())
+        outcome = await self._command(room_id, command)
+        result: Participant = outcome.value
+        return result

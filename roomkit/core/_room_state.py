@@ -1,0 +1,108 @@
+"""A room's state as its actor holds it, and ``evolve``: the fold of its domain events.
+
+``evolve`` has no I/O and reads no clock: given the same events it builds the same state, which
+is what lets a room be rebuilt from the log after a restart or a passivation. It updates the
+state in place (the actor owns it exclusively) and returns it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from roomkit.core._domain import (
+    ChannelAttached,
+    ChannelDetached,
+    ChannelUpdated,
+    DeliveryRecorded,
+    DomainEvent,
+    MessageRecorded,
+    ObservationRecorded,
+    ParticipantJoined,
+    ParticipantUpdated,
+    ReadMarked,
+    RoomCreated,
+    RoomUpdated,
+    TaskRecorded,
+    load,
+)
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.context import RoomContext
+from roomkit.models.enums import EventStatus, EventType
+from roomkit.models.event import RoomEvent
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room
+
+__all__ = ["RECENT_EVENTS", "RoomState", "evolve"]
+
+RECENT_EVENTS = 50
+"""How many of the most recent timeline events a hook or channel sees in its ``RoomContext``."""
+
+
+@dataclass(slots=True)
+class RoomState:
+    """Everything the room actor needs to decide: the room, its bindings and participants,
+    the idempotency keys already committed, and the tail of its timeline."""
+
+    room: Room | None = None
+    bindings: dict[str, ChannelBinding] = field(default_factory=dict)
+    participants: dict[str, Participant] = field(default_factory=dict)
+    idempotency: dict[str, str] = field(default_factory=dict)
+    event_count: int = 0
+    recent: deque[RoomEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+
+    def context(self) -> RoomContext:
+        """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed)."""
+        assert self.room is not None
+        return RoomContext(
+            room=self.room,
+            bindings=list(self.bindings.values()),
+            participants=list(self.participants.values()),
+            recent_events=list(self.recent),
+        )
+
+
+def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None) -> RoomState:
+    """Apply one domain event to ``state`` (in place) and return it.
+
+    ``model`` is the decoded public model the event carries, when the caller already has it
+    (the actor that just decided the event): it saves decoding the JSON again.
+    """
+    match event:
+        case MessageRecorded():
+            recorded = model if model is not None else load(RoomEvent, event.event)
+            assert isinstance(recorded, RoomEvent)
+            _record_message(state, recorded)
+        case RoomCreated() | RoomUpdated():
+            room = model if model is not None else load(Room, event.room)
+            assert isinstance(room, Room)
+            state.room = room
+        case ChannelAttached() | ChannelUpdated():
+            binding = model if model is not None else load(ChannelBinding, event.binding)
+            assert isinstance(binding, ChannelBinding)
+            state.bindings[binding.channel_id] = binding
+        case ChannelDetached():
+            state.bindings.pop(event.channel_id, None)
+        case ParticipantJoined() | ParticipantUpdated():
+            participant = model if model is not None else load(Participant, event.participant)
+            assert isinstance(participant, Participant)
+            state.participants[participant.id] = participant
+        case TaskRecorded() | ObservationRecorded() | DeliveryRecorded() | ReadMarked():
+            pass  # read-model only: the actor decides nothing from them
+    return state
+
+
+def _record_message(state: RoomState, event: RoomEvent) -> None:
+    state.event_count += 1
+    if event.idempotency_key:
+        state.idempotency[event.idempotency_key] = event.id
+    state.recent.append(event)
+    room = state.room
+    if room is None:
+        return
+    updates: dict[str, object] = {"event_count": state.event_count, "latest_index": event.index}
+    if event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED:
+        updates["timers"] = room.timers.model_copy(update={"last_activity_at": event.created_at})
+    state.room = room.model_copy(update=updates)

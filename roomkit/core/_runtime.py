@@ -1,0 +1,218 @@
+"""The running part of a kit: the actor system (rooms and their delivery workers) and the
+store projection, in one task group.
+
+``enter()`` starts it in the caller's structured context (``async with RoomKit()``). 0.3.0 code
+never enters the kit, so ``ensure_started()`` starts the same thing on first use in a host task
+of the kit's own (an asyncio task or a trio system task), stopped by ``stop()`` (``kit.close()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from actors import ActorSystem, AskTimeout
+from roomkit.core._commands import Outcome
+from roomkit.core._room_actor import DeliveryActor, RoomActor
+from roomkit.core._services import KitServices
+from roomkit.core._store_projection import StoreProjection
+from roomkit.core._turns import TurnTracker
+
+if TYPE_CHECKING:
+    from roomkit.core.framework import RoomKit
+
+__all__ = ["KitRuntime", "RuntimeSettings"]
+
+logger = logging.getLogger("roomkit.runtime")
+
+_DELIVERY_MAILBOX = 1_000_000
+ROOM = "room"
+DELIVERY = "room-delivery"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    mailbox_size: int = 256
+    idle_timeout: float | None = 300.0
+    snapshot_every: int | None = 200
+    ask_timeout: float = 30.0
+
+
+class KitRuntime:
+    """Owns the actor system and the store projection of one kit."""
+
+    def __init__(self, kit: RoomKit, settings: RuntimeSettings) -> None:
+        self._kit = kit
+        self._settings = settings
+        self.turns = TurnTracker()
+        self.projection = StoreProjection(kit._log, kit._store)
+        self._system: ActorSystem | None = None
+        self._stack: AsyncExitStack | None = None
+        self._host_stop: anyio.Event | None = None
+        self._host_done: anyio.Event | None = None
+        self._starting: anyio.Event | None = None
+        self._start_error: BaseException | None = None
+        self.services = KitServices(
+            hooks=kit._hook_engine,
+            router=kit._get_router,
+            emit=kit._emit_framework_event,
+            turns=self.turns,
+            tell_room=self._ask_room_for_delivery,
+            tell_delivery=self._tell_delivery,
+            now=_utcnow,
+            ask_timeout=settings.ask_timeout,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._system is not None
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    async def enter(self) -> None:
+        """Start in the caller's context (``async with RoomKit()``)."""
+        if self._system is not None:
+            return
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        kit = self._kit
+        settings = self._settings
+        system = ActorSystem(
+            kit._log,
+            mailbox_size=settings.mailbox_size,
+            idle_timeout=settings.idle_timeout,
+            snapshot_every=settings.snapshot_every,
+        )
+        system.register(ROOM, lambda key: RoomActor(key, self.services))
+        # The room actor tells its delivery worker what to do after each commit while the
+        # worker may be asking the room to record outcomes: a bounded delivery mailbox could
+        # deadlock the two, so it is sized far beyond what callers waiting on turns can fill.
+        system.register(
+            DELIVERY,
+            lambda key: DeliveryActor(key, self.services),
+            mailbox_size=_DELIVERY_MAILBOX,
+        )
+        # The read model first catches up with what the log already holds (a restart), then
+        # follows it live.
+        await self.projection.catch_up()
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        await stack.enter_async_context(system)
+        await task_group.start(self.projection.run)
+        stack.callback(task_group.cancel_scope.cancel)
+        self._system = system
+
+    async def ensure_started(self) -> None:
+        """Start on first use when the kit was not entered (0.3.0 style)."""
+        if self._system is not None:
+            return
+        if self._starting is not None:
+            await self._starting.wait()
+            if self._start_error is not None:
+                raise self._start_error
+            return
+        self._starting = anyio.Event()
+        self._host_stop = anyio.Event()
+        self._host_done = anyio.Event()
+        _spawn_host(self._host)
+        await self._starting.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    async def _host(self) -> None:
+        assert self._starting is not None and self._host_stop is not None
+        try:
+            async with AsyncExitStack() as stack:
+                try:
+                    await self._start(stack)
+                except BaseException as exc:
+                    self._start_error = exc
+                    raise
+                finally:
+                    self._starting.set()
+                await self._host_stop.wait()
+                await self._drain()
+        except Exception:
+            if self._start_error is None:
+                logger.exception("the kit's runtime stopped on an error")
+        finally:
+            self._system = None
+            assert self._host_done is not None
+            self._host_done.set()
+
+    async def stop(self) -> None:
+        """Finish pending deliveries, then stop every actor and the projection."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await self._drain()
+            self._system = None
+            await stack.aclose()
+        elif self._host_stop is not None and self._host_done is not None:
+            self._host_stop.set()
+            await self._host_done.wait()
+            self._host_stop = self._host_done = self._starting = None
+
+    async def _drain(self) -> None:
+        # Let open turns finish so that close() does not cut deliveries half way.
+        with anyio.move_on_after(self._settings.ask_timeout):
+            while len(self.turns):
+                await anyio.sleep(0.01)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def ask_room(self, room_id: str, command: object) -> Outcome:
+        system = self._system
+        assert system is not None, "runtime not started"
+        try:
+            outcome: Outcome = await system.ref(ROOM, room_id).ask(
+                command, timeout=self._settings.ask_timeout
+            )
+        except AskTimeout as exc:
+            raise TimeoutError(f"room {room_id} did not answer in time") from exc
+        return outcome
+
+    async def _ask_room_for_delivery(self, room_id: str, command: object) -> Any:
+        return await self.ask_room(room_id, command)
+
+    async def _tell_delivery(self, room_id: str, job: object) -> None:
+        system = self._system
+        assert system is not None
+        await system.ref(DELIVERY, room_id).tell(job)
+
+    async def rebuild_store(self) -> None:
+        await self.projection.rebuild()
+
+
+def _utcnow() -> Any:
+    from roomkit.core._helpers import utcnow
+
+    return utcnow()
+
+
+def _spawn_host(fn: Any) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        task = loop.create_task(fn(), name="roomkit.runtime")
+        _HOST_TASKS.add(task)
+        task.add_done_callback(_HOST_TASKS.discard)
+        return
+    import trio
+
+    trio.lowlevel.spawn_system_task(fn, name="roomkit.runtime")
+
+
+_HOST_TASKS: set[asyncio.Task[None]] = set()

@@ -1,0 +1,35 @@
+"""What the room actors and delivery workers of one kit share.
+
+One object per ``RoomKit``: the actors get it at creation instead of a reference to the kit, so
+they depend on the few services they use and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from roomkit.core._turns import TurnTracker
+
+if TYPE_CHECKING:
+    from roomkit.core.event_router import EventRouter
+    from roomkit.core.hooks import HookEngine
+
+__all__ = ["EmitFrameworkEvent", "KitServices"]
+
+EmitFrameworkEvent = Callable[..., Awaitable[None]]
+"""``await emit(type, room_id=..., channel_id=..., event_id=..., data=...)``."""
+
+
+@dataclass(slots=True)
+class KitServices:
+    hooks: HookEngine
+    router: Callable[[], EventRouter]
+    emit: EmitFrameworkEvent
+    turns: TurnTracker
+    tell_room: Callable[[str, object], Awaitable[Any]]
+    tell_delivery: Callable[[str, object], Awaitable[None]]
+    now: Callable[[], datetime]
+    ask_timeout: float

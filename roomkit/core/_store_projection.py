@@ -1,0 +1,143 @@
+"""The store projection: keeps the ``ConversationStore`` read model in step with the log.
+
+It consumes the log in global order from its checkpoint and applies each domain event to the
+store, at most once per ``(stream, version)``, so replaying from zero into an empty store
+rebuilds it. ``wait(position)`` is the read-your-writes barrier the kit's methods use before
+they return.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from anyio.abc import TaskStatus
+
+from eventlog import EventLog, Record
+from roomkit.core._domain import (
+    ChannelAttached,
+    ChannelDetached,
+    ChannelUpdated,
+    DeliveryRecorded,
+    MessageRecorded,
+    ObservationRecorded,
+    ParticipantJoined,
+    ParticipantUpdated,
+    ReadMarked,
+    RoomCreated,
+    RoomUpdated,
+    TaskRecorded,
+    decode_domain_event,
+    load,
+)
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.enums import EventStatus, EventType
+from roomkit.models.event import RoomEvent
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room
+from roomkit.models.task import Observation, Task
+from roomkit.store.base import ConversationStore
+
+__all__ = ["StoreProjection"]
+
+logger = logging.getLogger("roomkit.projection.store")
+
+
+class StoreProjection:
+    """Applies the log to a ``ConversationStore``; see the module docstring."""
+
+    name = "store"
+
+    def __init__(self, log: EventLog, store: ConversationStore) -> None:
+        self._log = log
+        self._store = store
+        self.checkpoint = 0
+        self._versions: dict[str, int] = {}
+        self._advanced: anyio.Event | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the log for ever (until cancelled), applying every record."""
+        async with self._log.subscribe(after_position=self.checkpoint) as records:
+            task_status.started()
+            async for record in records:
+                await self.apply(record)
+
+    async def catch_up(self) -> None:
+        """Apply everything the log holds now (used to rebuild before serving)."""
+        while batch := await self._log.read_all(after_position=self.checkpoint, limit=5000):
+            for record in batch:
+                await self.apply(record)
+
+    async def wait(self, position: int) -> None:
+        """Return once every record up to ``position`` is in the store."""
+        while self.checkpoint < position:
+            if self._advanced is None:
+                self._advanced = anyio.Event()
+            await self._advanced.wait()
+
+    async def apply(self, record: Record) -> None:
+        """Apply one record (a second time is a no-op) and advance the checkpoint."""
+        if record.version > self._versions.get(record.stream, 0):
+            try:
+                await self._apply(record)
+            except Exception:
+                # A read model that cannot take one event must not stop the others: log it
+                # loudly; rebuilding from the log repairs the store.
+                logger.exception(
+                    "store projection failed on %s v%d (%s)",
+                    record.stream,
+                    record.version,
+                    record.type,
+                )
+            self._versions[record.stream] = record.version
+        self.checkpoint = max(self.checkpoint, record.position)
+        if self._advanced is not None:
+            self._advanced.set()
+            self._advanced = None
+
+    async def _apply(self, record: Record) -> None:
+        store = self._store
+        match decode_domain_event(record):
+            case MessageRecorded(event=raw):
+                event = load(RoomEvent, raw)
+                await store.add_event(event)
+                await self._count(event)
+            case RoomCreated(room=raw):
+                await store.create_room(load(Room, raw))
+            case RoomUpdated(room=raw):
+                await store.update_room(load(Room, raw))
+            case ChannelAttached(binding=raw):
+                await store.add_binding(load(ChannelBinding, raw))
+            case ChannelUpdated(binding=raw):
+                await store.update_binding(load(ChannelBinding, raw))
+            case ChannelDetached(channel_id=channel_id):
+                await store.remove_binding(record.stream, channel_id)
+            case ParticipantJoined(participant=raw):
+                await store.add_participant(load(Participant, raw))
+            case ParticipantUpdated(participant=raw):
+                await store.update_participant(load(Participant, raw))
+            case TaskRecorded(task=raw):
+                await store.add_task(load(Task, raw))
+            case ObservationRecorded(observation=raw):
+                await store.add_observation(load(Observation, raw))
+            case ReadMarked(channel_id=channel_id, event_id=None):
+                await store.mark_all_read(record.stream, channel_id)
+            case ReadMarked(channel_id=channel_id, event_id=str(event_id)):
+                await store.mark_read(record.stream, channel_id, event_id)
+            case DeliveryRecorded() | None:
+                pass  # audit only (the timeline API has no delivery outcomes)
+
+    async def _count(self, event: RoomEvent) -> None:
+        # Room.event_count / latest_index / last activity are derived from the timeline.
+        room = await self._store.get_room(event.room_id)
+        if room is None:
+            return
+        updates: dict[str, object] = {
+            "event_count": room.event_count + 1,
+            "latest_index": max(room.latest_index, event.index),
+        }
+        if event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED:
+            updates["timers"] = room.timers.model_copy(
+                update={"last_activity_at": event.created_at}
+            )
+        await self._store.update_room(room.model_copy(update=updates))

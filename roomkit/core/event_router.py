@@ -1,0 +1,554 @@
+"""Broadcast one committed event to the other channels of its room (reference §6).
+
+`EventRouter.broadcast` is pure routing: it reads bindings from the `RoomContext` it is given,
+calls channels, and returns everything they produced in a `BroadcastResult`. It never writes:
+the caller (the delivery projection) records the delivery outcomes, re-enters the responses,
+stores the blocked ones and the side effects.
+
+Steps, per RoomKit 0.3.0:
+
+1. Source gate: a source binding that cannot write (READ_ONLY, NONE) or is muted reaches nobody.
+2. Visibility stamping: an event with visibility ``"all"`` takes its source binding's visibility.
+3. Targets: every other binding that can read (not WRITE_ONLY/NONE), is not OUTBOUND-only and is
+   visible under the *source binding's* visibility (``all``, ``none``, ``transport``,
+   ``intelligence``, ``"a,b"`` = those channel ids, anything else = that one channel id).
+   Muted targets are included: muting silences a channel's voice, not its ears.
+4. Per target, concurrently: transcode, truncate to ``max_length``, ``on_event``; for TRANSPORT
+   bindings also deliver through the circuit breaker, the rate limit and the retry policy.
+   A muted target's responses are dropped; other responses are re-entered below
+   ``max_chain_depth`` or come back as BLOCKED copies with an Observation.
+
+Fixed quirks: provider failures returned as ``ProviderResult(success=False)`` count as failures
+for retries and the breaker (QUIRK 12); breakers and the rate limiter are injected so their
+state outlives the router (QUIRK 14); `EventRouter.deliver_to` sends injected events out through
+``deliver`` (QUIRK 5); content a target cannot show is transcoded even when the binding media
+sets alone would not ask for it (QUIRK 11).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from roomkit.core.circuit_breaker import CircuitBreaker
+from roomkit.core.rate_limiter import TokenBucketRateLimiter
+from roomkit.core.retry import retry_with_backoff
+from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder, required_media_type
+from roomkit.models.delivery import DeliveryResult, ProviderResult
+from roomkit.models.enums import (
+    Access,
+    ChannelCategory,
+    ChannelDirection,
+    ChannelMediaType,
+    EventStatus,
+)
+from roomkit.models.event import CompositeContent, SystemContent, TemplateContent, TextContent
+from roomkit.models.task import Observation
+
+if TYPE_CHECKING:
+    from roomkit.channels.base import Channel
+    from roomkit.models.channel import ChannelBinding, ChannelOutput
+    from roomkit.models.context import RoomContext
+    from roomkit.models.event import EventContent, RoomEvent
+    from roomkit.models.task import Task
+
+__all__ = [
+    "CHAIN_DEPTH_BLOCKED_BY",
+    "BroadcastResult",
+    "EventRouter",
+    "ProviderDeliveryError",
+    "stamp_visibility",
+    "visible_to",
+]
+
+logger = logging.getLogger("roomkit.event_router")
+
+CHAIN_DEPTH_BLOCKED_BY = "event_chain_depth_limit"
+"""``blocked_by`` of a response that would exceed ``max_chain_depth``."""
+
+_CANNOT_WRITE = frozenset({Access.READ_ONLY, Access.NONE})
+_CANNOT_READ = frozenset({Access.WRITE_ONLY, Access.NONE})
+
+
+class ProviderDeliveryError(Exception):
+    """A channel's provider answered ``success=False``: a failure, not a silent success.
+
+    Raised inside the retried delivery so retries and the circuit breaker see it (QUIRK 12).
+    """
+
+    def __init__(self, provider_result: ProviderResult) -> None:
+        super().__init__(provider_result.error or "provider_failure")
+        self.provider_result = provider_result
+
+
+@dataclass(slots=True)
+class BroadcastResult:
+    """Everything a broadcast produced, keyed by target channel id where it applies.
+
+    Attributes:
+        outputs: each reached target's ``on_event`` output.
+        delivery_outputs: each TRANSPORT target's ``deliver`` output, on success.
+        reentry_events: responses to commit and broadcast in turn (chain depth allowing).
+        tasks: tasks from every ``on_event`` output.
+        observations: observations from every ``on_event`` output, plus one per response
+            blocked by the chain depth limit.
+        metadata_updates: merged ``metadata_updates`` of every ``on_event`` output.
+        blocked_events: BLOCKED copies of responses over the chain depth limit.
+        errors: why a target was not served (``transcoding_failed``, ``circuit_breaker_open``,
+            a provider error, an exception text).
+        delivery_results: one `DeliveryResult` per TRANSPORT target, success or not.
+    """
+
+    outputs: dict[str, ChannelOutput] = field(default_factory=dict)
+    delivery_outputs: dict[str, ChannelOutput] = field(default_factory=dict)
+    reentry_events: list[RoomEvent] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    metadata_updates: dict[str, Any] = field(default_factory=dict)
+    blocked_events: list[RoomEvent] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    delivery_results: dict[str, DeliveryResult] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What happened at one target, merged into the BroadcastResult in target order."""
+
+    binding: ChannelBinding
+    output: ChannelOutput | None = None
+    delivery: DeliveryResult | None = None
+    delivery_output: ChannelOutput | None = None
+    error: str | None = None
+
+
+def stamp_visibility(event: RoomEvent, source_binding: ChannelBinding) -> RoomEvent:
+    """``event`` with its source binding's visibility if its own is ``"all"`` (step 2).
+
+    Public so the caller can stamp before committing; `EventRouter.broadcast` applies it too
+    (idempotent). Returns ``event`` itself when nothing changes.
+    """
+    if event.visibility == "all" and source_binding.visibility != "all":
+        return event.model_copy(update={"visibility": source_binding.visibility})
+    return event
+
+
+@functools.lru_cache(maxsize=1024)
+def _channel_id_set(visibility: str) -> frozenset[str]:
+    return frozenset(part for part in (p.strip() for p in visibility.split(",")) if part)
+
+
+def visible_to(visibility: str, target: ChannelBinding) -> bool:
+    """Whether a target binding may see events under ``visibility`` (step 3).
+
+    ``"all"``: everyone; ``"none"``: nobody; ``"transport"`` / ``"intelligence"``: bindings of
+    that category; ``"a, b"``: those channel ids; any other value: that one channel id.
+    """
+    if visibility == "all":
+        return True
+    if visibility == "none":
+        return False
+    if visibility == "transport":
+        return target.category == ChannelCategory.TRANSPORT
+    if visibility == "intelligence":
+        return target.category == ChannelCategory.INTELLIGENCE
+    if "," in visibility:
+        return target.channel_id in _channel_id_set(visibility)
+    return target.channel_id == visibility
+
+
+def _is_subset(source: Sequence[ChannelMediaType], target: Sequence[ChannelMediaType]) -> bool:
+    # Lists of at most 7 items: a loop beats building two sets on every target.
+    return all(media_type in target for media_type in source)
+
+
+def _fits(content: EventContent, target: Sequence[ChannelMediaType]) -> bool:
+    """Whether ``target`` can show ``content`` as is (text and notices always fit)."""
+    if isinstance(content, TextContent | SystemContent | TemplateContent):
+        return True
+    if isinstance(content, CompositeContent):
+        return all(_fits(part, target) for part in content.parts)
+    needed = required_media_type(content)
+    return needed is None or needed in target
+
+
+def _truncated(content: EventContent, max_length: int | None) -> EventContent:
+    if max_length is None or not isinstance(content, TextContent):
+        return content
+    body = content.body
+    if len(body) <= max_length:
+        return content
+    # Room for the ellipsis only when the limit allows it (a limit of 1-3 keeps a bare prefix).
+    body = body[: max_length - 3] + "..." if max_length > 3 else body[:max_length]
+    return content.model_copy(update={"body": body})
+
+
+class EventRouter:
+    """Routes committed events to the channels bound in their room.
+
+    Args:
+        channels: registered channels by id. Read live, so a mapping the kit keeps updating
+            needs no new router.
+        transcoder: content adaptation (`DefaultContentTranscoder` if ``None``).
+        max_chain_depth: responses with ``chain_depth`` at or above this are blocked.
+        rate_limiter: shared limiter (a private one if ``None``). The kit should own one for
+            its lifetime so limits survive router re-creation.
+        breakers: shared circuit breakers by channel id, filled on demand (private if ``None``).
+        breaker_factory: builds the breaker of a channel seen for the first time.
+        sleep: async sleep between delivery retries (inject a fake one in tests).
+    """
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        transcoder: ContentTranscoder | None = None,
+        max_chain_depth: int = 5,
+        rate_limiter: TokenBucketRateLimiter | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
+        *,
+        breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
+        sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+    ) -> None:
+        self._channels = channels
+        self._transcoder = transcoder if transcoder is not None else DefaultContentTranscoder()
+        self.max_chain_depth = max_chain_depth
+        self._limiter = rate_limiter if rate_limiter is not None else TokenBucketRateLimiter()
+        self._breakers: dict[str, CircuitBreaker] = breakers if breakers is not None else {}
+        self._breaker_factory = breaker_factory
+        self._sleep = sleep
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """The circuit breakers by channel id (the injected dict itself)."""
+        return self._breakers
+
+    @property
+    def rate_limiter(self) -> TokenBucketRateLimiter:
+        """The rate limiter in use."""
+        return self._limiter
+
+    def breaker(self, channel_id: str) -> CircuitBreaker:
+        """The circuit breaker of ``channel_id``, created on first use."""
+        breaker = self._breakers.get(channel_id)
+        if breaker is None:
+            breaker = self._breakers[channel_id] = self._breaker_factory()
+        return breaker
+
+    # -- broadcast ------------------------------------------------------------------------
+
+    def targets(
+        self, source_binding: ChannelBinding, context: RoomContext
+    ) -> list[ChannelBinding]:
+        """The bindings a broadcast from ``source_binding`` reaches (step 3), in binding order.
+
+        Empty when the source gate closes (step 1).
+        """
+        if source_binding.muted or source_binding.access in _CANNOT_WRITE:
+            return []
+        source_id = source_binding.channel_id
+        visibility = source_binding.visibility
+        return [
+            b
+            for b in context.bindings
+            if b.channel_id != source_id
+            and b.access not in _CANNOT_READ
+            and b.direction != ChannelDirection.OUTBOUND
+            and visible_to(visibility, b)
+        ]
+
+    async def broadcast(
+        self, event: RoomEvent, source_binding: ChannelBinding, context: RoomContext
+    ) -> BroadcastResult:
+        """Send ``event`` to every target of its room and collect what they produced.
+
+        Never raises for a target's failure: each one ends up in ``errors`` (and, for
+        TRANSPORT targets, in ``delivery_results``). Cancellation propagates.
+
+        Args:
+            event: the committed event.
+            source_binding: the binding of the channel the event came from.
+            context: the room as of the event (bindings are read from it).
+
+        Returns:
+            Outputs, responses to re-enter, blocked responses, side effects and errors.
+        """
+        result = BroadcastResult()
+        targets = self.targets(source_binding, context)
+        if not targets:
+            return result
+        event = stamp_visibility(event, source_binding)
+        outcomes: list[_Outcome | None]
+        if len(targets) == 1:
+            # The common 1:1 room: no task group, no extra task.
+            outcomes = [await self._process_target(event, source_binding, targets[0], context)]
+        else:
+            outcomes = [None] * len(targets)
+            last = len(targets) - 1
+            async with anyio.create_task_group() as tg:
+                for i in range(last):
+                    tg.start_soon(
+                        self._process_into, outcomes, i, event, source_binding, targets[i], context
+                    )
+                # The last target runs in this task: one task fewer to spawn per broadcast.
+                outcomes[last] = await self._process_target(
+                    event, source_binding, targets[last], context
+                )
+        for outcome in outcomes:
+            if outcome is not None:
+                self._merge(result, outcome)
+        return result
+
+    async def _process_into(
+        self,
+        outcomes: list[_Outcome | None],
+        slot: int,
+        event: RoomEvent,
+        source_binding: ChannelBinding,
+        target: ChannelBinding,
+        context: RoomContext,
+    ) -> None:
+        outcomes[slot] = await self._process_target(event, source_binding, target, context)
+
+    async def _process_target(
+        self,
+        event: RoomEvent,
+        source_binding: ChannelBinding,
+        target: ChannelBinding,
+        context: RoomContext,
+    ) -> _Outcome | None:
+        channel_id = target.channel_id
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            logger.warning(
+                "room %s: channel %r is bound but not registered, skipped",
+                event.room_id,
+                channel_id,
+            )
+            return None
+        outcome = _Outcome(target)
+        is_transport = target.category == ChannelCategory.TRANSPORT
+        try:
+            prepared = await self._prepare(event, source_binding, target)
+            if prepared is None:
+                outcome.error = "transcoding_failed"
+                if is_transport:
+                    outcome.delivery = DeliveryResult(
+                        channel_id=channel_id, success=False, error="transcoding_failed"
+                    )
+                return outcome
+            outcome.output = await channel.on_event(prepared, target, context)
+            if is_transport:
+                outcome.delivery, outcome.delivery_output = await self._deliver(
+                    channel, prepared, target, context
+                )
+        except Exception as exc:
+            text = str(exc) or type(exc).__name__
+            logger.warning(
+                "room %s: target %r failed on event %s: %s",
+                event.room_id,
+                channel_id,
+                event.id,
+                text,
+                exc_info=True,
+            )
+            outcome.error = text
+            if is_transport and outcome.delivery is None:
+                outcome.delivery = DeliveryResult(channel_id=channel_id, success=False, error=text)
+        return outcome
+
+    def _merge(self, result: BroadcastResult, outcome: _Outcome) -> None:
+        binding = outcome.binding
+        channel_id = binding.channel_id
+        if outcome.error is not None:
+            result.errors[channel_id] = outcome.error
+        delivery = outcome.delivery
+        if delivery is not None:
+            result.delivery_results[channel_id] = delivery
+            if delivery.success:
+                if outcome.delivery_output is not None:
+                    result.delivery_outputs[channel_id] = outcome.delivery_output
+            else:
+                result.errors[channel_id] = delivery.error or "delivery_failed"
+        output = outcome.output
+        if output is None:
+            return
+        result.outputs[channel_id] = output
+        result.observations.extend(output.observations)
+        result.tasks.extend(output.tasks)
+        if output.metadata_updates:
+            result.metadata_updates.update(output.metadata_updates)
+        if binding.muted or not output.responded:
+            # Muting silences the voice, not the brain: the target saw the event, its
+            # responses go nowhere.
+            return
+        for response in output.response_events:
+            if response.chain_depth < self.max_chain_depth:
+                result.reentry_events.append(response)
+            else:
+                self._block_response(result, response)
+
+    def _block_response(self, result: BroadcastResult, response: RoomEvent) -> None:
+        depth = response.chain_depth
+        source_channel = response.source.channel_id
+        logger.info(
+            "room %s: response %s from %r blocked at chain depth %d (max %d)",
+            response.room_id,
+            response.id,
+            source_channel,
+            depth,
+            self.max_chain_depth,
+        )
+        result.blocked_events.append(
+            response.model_copy(
+                update={"status": EventStatus.BLOCKED, "blocked_by": CHAIN_DEPTH_BLOCKED_BY}
+            )
+        )
+        result.observations.append(
+            Observation(
+                id=f"obs_{response.id}",
+                room_id=response.room_id,
+                channel_id=source_channel,
+                content=(
+                    f"Event chain depth {depth} reached the limit of {self.max_chain_depth}; "
+                    f"response from {source_channel} blocked"
+                ),
+                category="event_chain_depth_exceeded",
+                metadata={
+                    "chain_depth": depth,
+                    "max_chain_depth": self.max_chain_depth,
+                    "source_channel": source_channel,
+                },
+            )
+        )
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def deliver_to(
+        self, event: RoomEvent, target_binding: ChannelBinding, context: RoomContext
+    ) -> DeliveryResult:
+        """Send ``event`` out through one target's ``deliver`` (injected events, QUIRK 5).
+
+        Same path as a broadcast's delivery: transcoding (against the event's source binding
+        in ``context`` when there is one), truncation, circuit breaker, rate limit and retries.
+        No ``on_event`` call and no access, visibility or mute check: the caller chose the
+        target explicitly. Never raises for a delivery failure; cancellation propagates.
+
+        Returns:
+            The outcome; ``error`` is ``channel_not_registered``, ``transcoding_failed``,
+            ``circuit_breaker_open``, the provider's error or an exception text on failure.
+        """
+        channel_id = target_binding.channel_id
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            return DeliveryResult(
+                channel_id=channel_id, success=False, error="channel_not_registered"
+            )
+        try:
+            prepared = await self._prepare(
+                event, context.get_binding(event.source.channel_id), target_binding
+            )
+        except Exception as exc:
+            logger.warning("transcoding for %r failed: %s", channel_id, exc, exc_info=True)
+            return DeliveryResult(
+                channel_id=channel_id, success=False, error=str(exc) or type(exc).__name__
+            )
+        if prepared is None:
+            return DeliveryResult(channel_id=channel_id, success=False, error="transcoding_failed")
+        delivery, _ = await self._deliver(channel, prepared, target_binding, context)
+        return delivery
+
+    async def _prepare(
+        self, event: RoomEvent, source_binding: ChannelBinding | None, target: ChannelBinding
+    ) -> RoomEvent | None:
+        """``event`` as ``target`` should receive it (transcoded, truncated), or ``None``."""
+        content = event.content
+        target_types = target.capabilities.media_types
+        if not _fits(content, target_types) or (
+            source_binding is not None
+            and not _is_subset(source_binding.capabilities.media_types, target_types)
+        ):
+            # Reference rule: transcode when the source binding's media types are not a subset
+            # of the target's. QUIRK 11 fix: also when the content itself does not fit.
+            transcoded = await self._transcoder.transcode(
+                content, source_binding if source_binding is not None else target, target
+            )
+            if transcoded is None:
+                return None
+            content = transcoded
+        content = _truncated(content, target.capabilities.max_length)
+        if content is event.content:
+            return event
+        return event.model_copy(update={"content": content})
+
+    async def _deliver(
+        self,
+        channel: Channel,
+        event: RoomEvent,
+        binding: ChannelBinding,
+        context: RoomContext,
+    ) -> tuple[DeliveryResult, ChannelOutput | None]:
+        """Deliver through breaker, rate limit and retries; never raises an ``Exception``."""
+        channel_id = binding.channel_id
+        breaker = self.breaker(channel_id)
+        if not breaker.allow_request():
+            logger.debug("circuit open for %r, event %s not delivered", channel_id, event.id)
+            return (
+                DeliveryResult(channel_id=channel_id, success=False, error="circuit_breaker_open"),
+                None,
+            )
+        try:
+            if binding.rate_limit is not None:
+                # Queues rather than drops: the message waits for its token.
+                await self._limiter.wait(channel_id, binding.rate_limit)
+            if binding.retry_policy is None:
+                output = await _deliver_once(channel, event, binding, context)
+            else:
+                output = await retry_with_backoff(
+                    _deliver_once,
+                    binding.retry_policy,
+                    channel,
+                    event,
+                    binding,
+                    context,
+                    sleep=self._sleep,
+                )
+        except ProviderDeliveryError as exc:
+            breaker.record_failure()
+            logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, exc)
+            return (
+                DeliveryResult(
+                    channel_id=channel_id,
+                    success=False,
+                    provider_result=exc.provider_result,
+                    error=str(exc),
+                ),
+                None,
+            )
+        except Exception as exc:
+            breaker.record_failure()
+            text = str(exc) or type(exc).__name__
+            logger.warning(
+                "delivery of %s to %r failed: %s", event.id, channel_id, text, exc_info=True
+            )
+            return DeliveryResult(channel_id=channel_id, success=False, error=text), None
+        breaker.record_success()
+        return (
+            DeliveryResult(
+                channel_id=channel_id, success=True, provider_result=output.provider_result
+            ),
+            output,
+        )
+
+
+async def _deliver_once(
+    channel: Channel, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+) -> ChannelOutput:
+    output = await channel.deliver(event, binding, context)
+    provider_result = output.provider_result
+    if provider_result is not None and provider_result.success is False:
+        raise ProviderDeliveryError(provider_result)
+    return output

@@ -1,0 +1,408 @@
+"""``RoomKit``: the composition root and public entry point.
+
+Compatible with the RoomKit 0.3.0 API; underneath, each room is an actor that appends domain
+events to an event log (``MemoryEventLog`` by default) and the store, the deliveries and the
+async hooks follow that log. Use it as an async context manager (``async with RoomKit() as
+kit``) to own its tasks in your task group; for 0.3.0 code that never enters it, the runtime
+starts on first use and stops in ``close()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from eventlog import EventLog, MemoryEventLog
+from roomkit.channels.base import Channel
+from roomkit.channels.websocket import WebSocketChannel
+from roomkit.core._channel_ops import ChannelOpsMixin
+from roomkit.core._commands import MarkRead
+from roomkit.core._helpers import FrameworkHandler
+from roomkit.core._inbound import IdentityHookRegistration, InboundMixin
+from roomkit.core._room_lifecycle import RoomLifecycleMixin
+from roomkit.core._runtime import KitRuntime, RuntimeSettings
+from roomkit.core.circuit_breaker import CircuitBreaker
+from roomkit.core.event_router import EventRouter
+from roomkit.core.hooks import HookEngine, HookRegistration
+from roomkit.core.inbound_router import DefaultInboundRoomRouter, InboundRoomRouter
+from roomkit.core.locks import InMemoryLockManager, RoomLockManager
+from roomkit.core.rate_limiter import TokenBucketRateLimiter
+from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder
+from roomkit.errors import (
+    ChannelNotFoundError,
+    ChannelNotRegisteredError,
+    IdentityNotFoundError,
+    InvalidRoomIdError,
+    ParticipantNotFoundError,
+    RoomKitError,
+    RoomNotFoundError,
+    SourceAlreadyAttachedError,
+    SourceNotFoundError,
+    VoiceBackendNotConfiguredError,
+    VoiceNotConfiguredError,
+)
+from roomkit.identity.base import IdentityResolver
+from roomkit.models.delivery import DeliveryStatus
+from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
+from roomkit.models.event import RoomEvent
+from roomkit.models.task import Observation, Task
+from roomkit.realtime.base import (
+    EphemeralCallback,
+    EphemeralEvent,
+    EphemeralEventType,
+    RealtimeBackend,
+)
+from roomkit.realtime.memory import InMemoryRealtime
+from roomkit.store.base import ConversationStore
+from roomkit.store.memory import InMemoryStore
+
+__all__ = [
+    "ChannelNotFoundError",
+    "ChannelNotRegisteredError",
+    "IdentityNotFoundError",
+    "InvalidRoomIdError",
+    "ParticipantNotFoundError",
+    "RoomKit",
+    "RoomKitError",
+    "RoomNotFoundError",
+    "SourceAlreadyAttachedError",
+    "SourceNotFoundError",
+    "VoiceBackendNotConfiguredError",
+    "VoiceNotConfiguredError",
+]
+
+logger = logging.getLogger("roomkit.framework")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PRESENCE = {
+    "online": EphemeralEventType.PRESENCE_ONLINE,
+    "away": EphemeralEventType.PRESENCE_AWAY,
+    "offline": EphemeralEventType.PRESENCE_OFFLINE,
+}
+
+
+class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
+    """Rooms that join channels, with hooks, over an event log.
+
+    Args:
+        store: the read model behind queries (default ``InMemoryStore``); rebuilt from the log.
+        identity_resolver: resolves inbound senders to identities (default: none).
+        identity_channel_types: resolve only for these channel types (default: all).
+        inbound_router: picks the room of an inbound message (default: 0.3.0's routing).
+        lock_manager: accepted for compatibility and unused: each room's actor is its only
+            writer, so no lock exists.
+        realtime: ephemeral events backend (default ``InMemoryRealtime``).
+        max_chain_depth: how many AI replies may follow each other in one turn.
+        identity_timeout: seconds the identity resolver may take.
+        process_timeout: seconds ``process_inbound`` may take before it gives up.
+        stt, tts, voice: voice providers and backend (voice is a separate package).
+        log: the event log (default ``MemoryEventLog``; ``NatsEventLog`` in production).
+        transcoder: adapts content to what target channels support.
+        wait_for_delivery: when False, ``process_inbound`` and ``send_event`` return right
+            after the commit instead of after delivery and async hooks.
+        mailbox_size: bound of each room actor's mailbox (backpressure to callers).
+        idle_timeout: seconds after which an idle room actor passivates (``None``: never).
+        snapshot_every: snapshot a room's state every N events (``None``: never).
+    """
+
+    def __init__(
+        self,
+        store: ConversationStore | None = None,
+        identity_resolver: IdentityResolver | None = None,
+        identity_channel_types: set[ChannelType] | None = None,
+        inbound_router: InboundRoomRouter | None = None,
+        lock_manager: RoomLockManager | None = None,
+        realtime: RealtimeBackend | None = None,
+        max_chain_depth: int = 5,
+        identity_timeout: float = 10.0,
+        process_timeout: float = 30.0,
+        stt: Any = None,
+        tts: Any = None,
+        voice: Any = None,
+        *,
+        log: EventLog | None = None,
+        transcoder: ContentTranscoder | None = None,
+        wait_for_delivery: bool = True,
+        mailbox_size: int = 256,
+        idle_timeout: float | None = 300.0,
+        snapshot_every: int | None = 200,
+    ) -> None:
+        self._store = store if store is not None else InMemoryStore()
+        self._log = log if log is not None else MemoryEventLog()
+        self._identity_resolver = identity_resolver
+        self._identity_channel_types = identity_channel_types
+        self._inbound_router = inbound_router or DefaultInboundRoomRouter(self._store)
+        self._lock_manager = lock_manager or InMemoryLockManager()
+        self._realtime = realtime if realtime is not None else InMemoryRealtime()
+        self._max_chain_depth = max_chain_depth
+        self._identity_timeout = identity_timeout
+        self._process_timeout = process_timeout
+        self._stt = stt
+        self._tts = tts
+        self._voice = voice
+        self._wait_for_delivery = wait_for_delivery
+        self._transcoder = transcoder or DefaultContentTranscoder()
+        self._hook_engine = HookEngine()
+        self._channels: dict[str, Channel] = {}
+        self._framework_handlers: dict[str, list[FrameworkHandler]] = {}
+        self._identity_hooks: list[IdentityHookRegistration] = []
+        self._delivery_status_handlers: list[Callable[[DeliveryStatus], Any]] = []
+        # Owned by the kit for its whole life, so that re-registering a channel keeps its
+        # breaker and rate-limit state (quirk 14 fixed).
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._rate_limiter = TokenBucketRateLimiter()
+        self._router: EventRouter | None = None
+        self._runtime = KitRuntime(
+            self,
+            RuntimeSettings(
+                mailbox_size=mailbox_size,
+                idle_timeout=idle_timeout,
+                snapshot_every=snapshot_every,
+                ask_timeout=process_timeout,
+            ),
+        )
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def store(self) -> ConversationStore:
+        return self._store
+
+    @property
+    def log(self) -> EventLog:
+        return self._log
+
+    @property
+    def hook_engine(self) -> HookEngine:
+        return self._hook_engine
+
+    @property
+    def realtime(self) -> RealtimeBackend:
+        return self._realtime
+
+    @property
+    def stt(self) -> Any:
+        return self._stt
+
+    @property
+    def tts(self) -> Any:
+        return self._tts
+
+    @property
+    def voice(self) -> Any:
+        return self._voice
+
+    # -- runtime -----------------------------------------------------------------------------
+
+    async def _ensure_runtime(self) -> KitRuntime:
+        await self._runtime.ensure_started()
+        return self._runtime
+
+    def _get_router(self) -> EventRouter:
+        # One router for the kit's life: it reads the channel registry live, and owns no
+        # state of its own beyond the breakers and limiter the kit hands it.
+        if self._router is None:
+            self._router = EventRouter(
+                self._channels,
+                transcoder=self._transcoder,
+                max_chain_depth=self._max_chain_depth,
+                rate_limiter=self._rate_limiter,
+                breakers=self._breakers,
+            )
+        return self._router
+
+    async def __aenter__(self) -> Self:
+        await self._runtime.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the rooms (pending work is finished), close channels, voice and realtime."""
+        await self._runtime.stop()
+        for channel in list(self._channels.values()):
+            try:
+                await channel.close()
+            except Exception:
+                logger.exception("closing channel %s failed", channel.channel_id)
+        if self._voice is not None and hasattr(self._voice, "close"):
+            await self._voice.close()
+        await self._realtime.close()
+
+    async def rebuild_store(self) -> None:
+        """Rebuild the read model from the log (the store must support ``clear()``)."""
+        runtime = await self._ensure_runtime()
+        await runtime.rebuild_store()
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def hook(
+        self,
+        trigger: HookTrigger,
+        execution: HookExecution = HookExecution.SYNC,
+        priority: int = 0,
+        name: str = "",
+        timeout: float = 30.0,
+        channel_types: Collection[ChannelType] | None = None,
+        channel_ids: Collection[str] | None = None,
+        directions: Collection[ChannelDirection] | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator registering a global hook; returns the function unchanged."""
+
+        def register(fn: F) -> F:
+            registration = HookRegistration(
+                trigger=trigger,
+                execution=execution,
+                fn=fn,
+                priority=priority,
+                name=name,
+                timeout=timeout,
+                channel_types=channel_types,
+                channel_ids=channel_ids,
+                directions=directions,
+            )
+            self._register_hook(registration)
+            return fn
+
+        return register
+
+    def add_room_hook(
+        self,
+        room_id: str,
+        trigger: HookTrigger,
+        execution: HookExecution,
+        fn: Callable[..., Awaitable[Any]],
+        priority: int = 0,
+        name: str = "",
+    ) -> None:
+        """Register a hook for one room only."""
+        registration = HookRegistration(
+            trigger=trigger, execution=execution, fn=fn, priority=priority, name=name
+        )
+        self._register_hook(registration, room_id)
+
+    def remove_room_hook(self, room_id: str, name: str) -> bool:
+        """Remove the first room hook called ``name``; ``False`` if there is none."""
+        return self._hook_engine.remove_room_hook(room_id, name)
+
+    def _register_hook(self, registration: HookRegistration, room_id: str | None = None) -> None:
+        mismatch = self._hook_engine.execution_mismatch(registration)
+        if mismatch:
+            # Quirk 8 fixed: a hook that can never run is reported at registration.
+            logger.warning("hook %r will never run: %s", registration.name, mismatch)
+        if room_id is None:
+            self._hook_engine.register(registration)
+        else:
+            self._hook_engine.add_room_hook(room_id, registration)
+
+    # -- timeline and read model -------------------------------------------------------------
+
+    async def get_timeline(
+        self,
+        room_id: str,
+        offset: int = 0,
+        limit: int = 50,
+        visibility_filter: str | None = None,
+    ) -> list[RoomEvent]:
+        """Return the room's events in order (offset/limit), optionally of one visibility."""
+        await self._require_room(room_id)
+        return await self._store.list_events(
+            room_id, offset=offset, limit=limit, visibility_filter=visibility_filter
+        )
+
+    async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
+        return await self._store.list_tasks(room_id, status=status)
+
+    async def list_observations(self, room_id: str) -> list[Observation]:
+        return await self._store.list_observations(room_id)
+
+    async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
+        """Record that ``channel_id`` read the room up to ``event_id``."""
+        await self._command(room_id, MarkRead(channel_id, event_id))
+
+    async def mark_all_read(self, room_id: str, channel_id: str) -> None:
+        """Record that ``channel_id`` read everything in the room so far."""
+        await self._command(room_id, MarkRead(channel_id, None))
+
+    # -- websockets --------------------------------------------------------------------------
+
+    async def connect_websocket(
+        self, channel_id: str, connection_id: str, send_fn: Callable[..., Awaitable[Any]]
+    ) -> None:
+        """Register a WebSocket connection on a registered ``WebSocketChannel``."""
+        channel = self._channels.get(channel_id)
+        if not isinstance(channel, WebSocketChannel):
+            raise ChannelNotRegisteredError(
+                f"Channel {channel_id} is not a registered WebSocketChannel"
+            )
+        channel.register_connection(connection_id, send_fn)
+        await self._emit_framework_event(
+            "channel_connected", channel_id=channel_id, data={"connection_id": connection_id}
+        )
+
+    async def disconnect_websocket(self, channel_id: str, connection_id: str) -> None:
+        """Unregister a WebSocket connection."""
+        channel = self._channels.get(channel_id)
+        if isinstance(channel, WebSocketChannel):
+            channel.unregister_connection(connection_id)
+            await self._emit_framework_event(
+                "channel_disconnected",
+                channel_id=channel_id,
+                data={"connection_id": connection_id},
+            )
+
+    # -- realtime (ephemeral, never logged) --------------------------------------------------
+
+    async def publish_typing(
+        self,
+        room_id: str,
+        user_id: str,
+        is_typing: bool = True,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        kind = EphemeralEventType.TYPING_START if is_typing else EphemeralEventType.TYPING_STOP
+        await self._publish(room_id, kind, user_id, data or {})
+
+    async def publish_presence(self, room_id: str, user_id: str, status: str) -> None:
+        kind = _PRESENCE.get(status)
+        if kind is None:
+            await self._publish(room_id, EphemeralEventType.CUSTOM, user_id, {"status": status})
+        else:
+            await self._publish(room_id, kind, user_id, {})
+
+    async def publish_read_receipt(self, room_id: str, user_id: str, event_id: str) -> None:
+        await self._publish(
+            room_id, EphemeralEventType.READ_RECEIPT, user_id, {"event_id": event_id}
+        )
+
+    async def publish_reaction(
+        self,
+        room_id: str,
+        user_id: str,
+        target_event_id: str,
+        emoji: str,
+        action: str = "add",
+    ) -> None:
+        data = {"target_event_id": target_event_id, "emoji": emoji, "action": action}
+        await self._publish(room_id, EphemeralEventType.REACTION, user_id, data)
+
+    async def _publish(
+        self, room_id: str, kind: EphemeralEventType, user_id: str, data: dict[str, Any]
+    ) -> None:
+        event = EphemeralEvent(room_id=room_id, type=kind, user_id=user_id, data=data)
+        await self._realtime.publish_to_room(room_id, event)
+
+    async def subscribe_room(self, room_id: str, callback: EphemeralCallback) -> str:
+        return await self._realtime.subscribe_to_room(room_id, callback)
+
+    async def unsubscribe_room(self, subscription_id: str) -> bool:
+        return await self._realtime.unsubscribe(subscription_id)

@@ -1,0 +1,428 @@
+"""Hook registrations and the engine that runs them.
+
+A hook is ``async fn(event, context)``. For the SYNC triggers (`SYNC_TRIGGERS`) it returns a
+`HookResult` (``None`` means allow) and may block or modify the event; for every other trigger it
+runs ASYNC, returns nothing and only observes. The engine knows nothing of rooms as actors or of
+the log: the room actor calls `HookEngine.run_sync_hooks` while deciding, and the async-hook
+projection calls `HookEngine.run_async_hooks` after commit.
+
+Behaviour of RoomKit 0.3.0 kept: global hooks before room hooks, stable sort by priority,
+filters on ``event.source``, sync hooks sequential and fail-open, async hooks concurrent with
+their errors logged and never raised. Fixed: QUIRK 8 (a registration whose execution mode its
+trigger never runs is reported by `HookEngine.execution_mismatch`), and async-hook errors are
+returned so the caller can fire ON_ERROR (QUIRK 9).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import anyio
+
+from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
+from roomkit.models.hook import HookResult, InjectedEvent
+from roomkit.models.task import Observation, Task
+
+__all__ = [
+    "SYNC_TRIGGERS",
+    "HookEngine",
+    "HookError",
+    "HookFn",
+    "HookRegistration",
+    "HookTimeoutError",
+    "SyncPipelineResult",
+    "expected_execution",
+]
+
+logger = logging.getLogger("roomkit.hooks")
+
+HookFn = Callable[[Any, Any], Awaitable[HookResult | None]]
+"""``async (event, context) -> HookResult | None`` (async triggers return ``None``)."""
+
+SYNC_TRIGGERS: frozenset[HookTrigger] = frozenset(
+    {
+        HookTrigger.BEFORE_BROADCAST,
+        HookTrigger.ON_TRANSCRIPTION,
+        HookTrigger.BEFORE_TTS,
+        HookTrigger.ON_REALTIME_TOOL_CALL,
+    }
+)
+"""Triggers whose hooks run through `HookEngine.run_sync_hooks`; all others run ASYNC."""
+
+
+def expected_execution(trigger: HookTrigger) -> HookExecution:
+    """The execution mode in which hooks of ``trigger`` are run."""
+    return HookExecution.SYNC if trigger in SYNC_TRIGGERS else HookExecution.ASYNC
+
+
+@dataclass(eq=False, slots=True)
+class HookRegistration:
+    """One hook: when it runs, how, in which order, and for which event sources.
+
+    Args:
+        trigger: the point where it runs.
+        execution: SYNC (may block or modify) or ASYNC (observes).
+        fn: ``async (event, context) -> HookResult | None``.
+        priority: lower runs first; equal priorities keep registration order.
+        name: used in ``blocked_by`` and error reports; defaults to ``fn.__name__``.
+        timeout: seconds one call may take before it is abandoned (fail-open).
+        channel_types: run only for events from these channel types (``None``: all).
+        channel_ids: run only for events from these channel ids (``None``: all).
+        directions: run only for events with these source directions (``None``: all).
+
+    Raises:
+        TypeError: if ``fn`` is not callable.
+        ValueError: if ``timeout`` is not positive, or ``trigger`` / ``execution`` is not a
+            value of its enum.
+    """
+
+    trigger: HookTrigger
+    execution: HookExecution
+    fn: HookFn
+    priority: int = 0
+    name: str = ""
+    timeout: float = 30.0
+    channel_types: Collection[ChannelType] | None = None
+    channel_ids: Collection[str] | None = None
+    directions: Collection[ChannelDirection] | None = None
+
+    def __post_init__(self) -> None:
+        # Accept the enums' string values too; an unknown value fails here, not at run time.
+        self.trigger = HookTrigger(self.trigger)
+        self.execution = HookExecution(self.execution)
+        if not callable(self.fn):
+            raise TypeError(
+                f"hook {self.name or '<unnamed>'!r} for {self.trigger}: fn must be an async "
+                f"callable (event, context), got {type(self.fn).__name__}"
+            )
+        if not self.timeout > 0:
+            raise ValueError(f"hook timeout must be positive, got {self.timeout!r}")
+        if not self.name:
+            self.name = getattr(self.fn, "__name__", "") or type(self.fn).__name__
+
+    def matches(self, event: Any) -> bool:
+        """Whether the channel filters accept ``event``'s source.
+
+        Objects without a ``source`` (voice hooks get strings and sessions) cannot be filtered
+        and always match, as with ``skip_event_filter``.
+        """
+        if self.channel_types is None and self.channel_ids is None and self.directions is None:
+            return True
+        source = getattr(event, "source", None)
+        if source is None:
+            return True
+        return (
+            (self.channel_types is None or source.channel_type in self.channel_types)
+            and (self.channel_ids is None or source.channel_id in self.channel_ids)
+            and (self.directions is None or source.direction in self.directions)
+        )
+
+
+@dataclass(slots=True)
+class SyncPipelineResult:
+    """Outcome of running the sync hooks of one trigger over one event.
+
+    ``event`` is the (possibly modified) event; ``blocked_by`` is the blocking hook's name;
+    ``injected_events``, ``tasks`` and ``observations`` come from every hook that ran,
+    including the blocking one; ``hook_errors`` holds ``{"hook": name, "error": text}`` for
+    each hook that raised or timed out (the pipeline went on without it).
+    """
+
+    allowed: bool = True
+    event: Any = None
+    reason: str | None = None
+    blocked_by: str | None = None
+    injected_events: list[InjectedEvent] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    hook_errors: list[dict[str, str]] = field(default_factory=list)
+
+
+class HookTimeoutError(TimeoutError):
+    """A hook did not finish within its registration's ``timeout``."""
+
+    def __init__(self, hook: str, timeout: float) -> None:
+        super().__init__(f"hook {hook!r} timed out after {timeout:g}s")
+        self.hook = hook
+        self.timeout = timeout
+
+
+class HookError(NamedTuple):
+    """An async hook that failed: its name and what it raised (`HookTimeoutError` on timeout)."""
+
+    hook: str
+    error: Exception
+
+
+_Key = tuple[HookTrigger, HookExecution]
+
+
+def _by_priority(reg: HookRegistration) -> int:
+    return reg.priority
+
+
+class HookEngine:
+    """Holds global and per-room hook registrations and runs them.
+
+    Lookups are cached per (room, trigger, execution) as priority-sorted tuples, so the hot
+    path only filters; any registration change drops the affected cache.
+    """
+
+    def __init__(self) -> None:
+        self._global: list[HookRegistration] = []
+        self._room: dict[str, list[HookRegistration]] = {}
+        # Priority-sorted registrations per key; rooms without hooks use _global_index.
+        self._global_index: dict[_Key, tuple[HookRegistration, ...]] = {}
+        self._room_index: dict[str, dict[_Key, tuple[HookRegistration, ...]]] = {}
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(self, registration: HookRegistration) -> None:
+        """Add a global hook (runs for every room)."""
+        self._global.append(registration)
+        self._global_index.clear()
+        self._room_index.clear()
+
+    def add_room_hook(self, room_id: str, registration: HookRegistration) -> None:
+        """Add a hook that runs for ``room_id`` only, after the global ones of equal priority."""
+        self._room.setdefault(room_id, []).append(registration)
+        self._room_index.pop(room_id, None)
+
+    def remove_room_hook(self, room_id: str, name: str) -> bool:
+        """Remove the first hook of ``room_id`` named ``name``; False if there is none."""
+        hooks = self._room.get(room_id)
+        if not hooks:
+            return False
+        for i, reg in enumerate(hooks):
+            if reg.name == name:
+                del hooks[i]
+                if not hooks:
+                    del self._room[room_id]
+                self._room_index.pop(room_id, None)
+                return True
+        return False
+
+    def clear_room(self, room_id: str) -> None:
+        """Drop every hook of ``room_id`` (e.g. when the room is deleted)."""
+        self._room.pop(room_id, None)
+        self._room_index.pop(room_id, None)
+
+    @property
+    def global_hooks(self) -> list[HookRegistration]:
+        """A copy of the global registrations, in registration order."""
+        return list(self._global)
+
+    def room_hooks(self, room_id: str) -> list[HookRegistration]:
+        """A copy of ``room_id``'s registrations, in registration order."""
+        return list(self._room.get(room_id, ()))
+
+    @staticmethod
+    def execution_mismatch(registration: HookRegistration) -> str | None:
+        """Explain why ``registration`` would never run, or return ``None`` if it will.
+
+        RoomKit 0.3.0 silently ignored a hook registered with the other execution mode than its
+        trigger uses (QUIRK 8); the kit logs this message as a warning at registration.
+        """
+        expected = expected_execution(registration.trigger)
+        if registration.execution == expected:
+            return None
+        return (
+            f"hook {registration.name!r} is registered as {registration.execution.value.upper()}"
+            f" for {registration.trigger.value}, which only runs {expected.value.upper()} hooks:"
+            f" it will never run (register it with execution=HookExecution.{expected.name})"
+        )
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def _sorted(self, room_id: str, key: _Key) -> tuple[HookRegistration, ...]:
+        hooks = self._global_index.get(key)
+        if hooks is None:
+            hooks = tuple(
+                sorted(
+                    (r for r in self._global if (r.trigger, r.execution) == key), key=_by_priority
+                )
+            )
+            self._global_index[key] = hooks
+        room_hooks = self._room.get(room_id)
+        if not room_hooks:
+            return hooks
+        index = self._room_index.setdefault(room_id, {})
+        merged = index.get(key)
+        if merged is None:
+            # Global first, then room: the stable sort keeps that order within a priority.
+            own = [r for r in room_hooks if (r.trigger, r.execution) == key]
+            merged = tuple(sorted([*hooks, *own], key=_by_priority)) if own else hooks
+            index[key] = merged
+        return merged
+
+    def get_hooks(
+        self,
+        room_id: str,
+        trigger: HookTrigger,
+        execution: HookExecution,
+        event: Any = None,
+        *,
+        skip_event_filter: bool = False,
+    ) -> list[HookRegistration]:
+        """The hooks to run, in order: global then room, stably sorted by priority ascending.
+
+        Args:
+            room_id: room whose own hooks are added to the global ones.
+            trigger: the trigger.
+            execution: only registrations with this execution mode.
+            event: filtered against its ``source`` (``None``: no filtering).
+            skip_event_filter: ignore the channel filters (voice hooks).
+        """
+        hooks = self._sorted(room_id, (trigger, execution))
+        if event is None or skip_event_filter:
+            return list(hooks)
+        return [h for h in hooks if h.matches(event)]
+
+    def _matching(
+        self,
+        room_id: str,
+        trigger: HookTrigger,
+        execution: HookExecution,
+        event: Any,
+        skip_event_filter: bool,
+    ) -> tuple[HookRegistration, ...] | list[HookRegistration]:
+        hooks = self._sorted(room_id, (trigger, execution))
+        if not hooks or skip_event_filter:
+            return hooks
+        return [h for h in hooks if h.matches(event)]
+
+    # -- execution ------------------------------------------------------------------------
+
+    async def run_sync_hooks(
+        self,
+        room_id: str,
+        trigger: HookTrigger,
+        event: Any,
+        context: Any,
+        *,
+        skip_event_filter: bool = False,
+    ) -> SyncPipelineResult:
+        """Run the SYNC hooks of ``trigger`` one after the other over ``event``.
+
+        Each hook gets the current event (as modified by earlier hooks) and ``context``.
+        ``None`` or ``allow`` goes on; ``modify`` replaces the event from then on; ``block``
+        stops at once. A hook that raises, times out or returns something other than a
+        `HookResult` is skipped and reported in ``hook_errors`` (fail-open). Cancellation of
+        the caller is never swallowed.
+
+        Returns:
+            The pipeline's outcome; ``allowed`` is True when no hook blocked.
+        """
+        result = SyncPipelineResult(event=event)
+        for reg in self._matching(room_id, trigger, HookExecution.SYNC, event, skip_event_filter):
+            try:
+                outcome = await _call_with_timeout(reg, result.event, context)
+            except Exception as exc:
+                text = _error_text(exc)
+                logger.warning(
+                    "sync hook %r (%s) failed, skipped (fail-open): %s",
+                    reg.name,
+                    trigger,
+                    text,
+                    exc_info=not isinstance(exc, HookTimeoutError),
+                )
+                result.hook_errors.append({"hook": reg.name, "error": text})
+                continue
+            if outcome is None:
+                continue
+            if not isinstance(outcome, HookResult):
+                text = f"returned {type(outcome).__name__}, expected HookResult or None"
+                logger.warning("sync hook %r (%s) %s, ignored", reg.name, trigger, text)
+                result.hook_errors.append({"hook": reg.name, "error": text})
+                continue
+            result.injected_events.extend(outcome.injected_events)
+            result.tasks.extend(outcome.tasks)
+            result.observations.extend(outcome.observations)
+            if outcome.action == "block":
+                result.allowed = False
+                result.reason = outcome.reason
+                result.blocked_by = reg.name
+                break
+            if outcome.action == "modify" and outcome.event is not None:
+                result.event = outcome.event
+        return result
+
+    async def run_async_hooks(
+        self,
+        room_id: str,
+        trigger: HookTrigger,
+        event: Any,
+        context: Any,
+        *,
+        skip_event_filter: bool = False,
+    ) -> list[HookError]:
+        """Run every ASYNC hook of ``trigger`` concurrently, each under its own timeout.
+
+        Errors and timeouts are logged (logger ``roomkit.hooks``) and never raised; they are
+        returned so the caller can fire ON_ERROR. Returns when every hook has finished.
+
+        Returns:
+            One `HookError` per failed hook, in registration order (empty if all succeeded).
+        """
+        hooks = self._matching(room_id, trigger, HookExecution.ASYNC, event, skip_event_filter)
+        if not hooks:
+            return []
+        errors: list[HookError | None] = [None] * len(hooks)
+        if len(hooks) == 1:
+            # No task group for the common single-hook case.
+            await _run_async_one(hooks[0], event, context, errors, 0)
+        else:
+            last = len(hooks) - 1
+            async with anyio.create_task_group() as tg:
+                for i in range(last):
+                    reg = hooks[i]
+                    tg.start_soon(_run_async_one, reg, event, context, errors, i, name=reg.name)
+                # The last hook runs in this task: one task fewer to spawn.
+                await _run_async_one(hooks[last], event, context, errors, last)
+        return [e for e in errors if e is not None]
+
+
+async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) -> Any:
+    """Await the hook under its timeout; `HookTimeoutError` if it did not finish in time."""
+    # move_on_after rather than fail_after: a TimeoutError raised by the hook's own I/O must
+    # not be reported as the hook's timeout.
+    with anyio.move_on_after(reg.timeout) as scope:
+        awaitable = reg.fn(event, context)
+        if not inspect.isawaitable(awaitable):
+            # RoomKit 0.3.0 requires async hooks; say so instead of failing obscurely.
+            raise TypeError(
+                f"hook {reg.name!r} is not async: it returned {type(awaitable).__name__} "
+                "instead of an awaitable (define it with 'async def')"
+            )
+        return await awaitable
+    if scope.cancelled_caught:
+        raise HookTimeoutError(reg.name, reg.timeout)
+    return None  # pragma: no cover - the hook swallowed its own cancellation and returned
+
+
+async def _run_async_one(
+    reg: HookRegistration,
+    event: Any,
+    context: Any,
+    errors: list[HookError | None],
+    slot: int,
+) -> None:
+    try:
+        await _call_with_timeout(reg, event, context)
+    except Exception as exc:
+        logger.warning(
+            "async hook %r (%s) failed: %s",
+            reg.name,
+            reg.trigger,
+            _error_text(exc),
+            exc_info=not isinstance(exc, HookTimeoutError),
+        )
+        errors[slot] = HookError(reg.name, exc)
+
+
+def _error_text(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,149 @@
+"""Content transcoding: adapt an event's content to what a target channel can display.
+
+`ContentTranscoder` is the pluggable interface; `DefaultContentTranscoder` implements RoomKit
+0.3.0's rules (reference §6.1). Returning ``None`` means "this target cannot receive it": the
+router records ``transcoding_failed`` for that target and skips it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from roomkit.models.enums import ChannelMediaType
+from roomkit.models.event import (
+    AudioContent,
+    CompositeContent,
+    LocationContent,
+    MediaContent,
+    RichContent,
+    TextContent,
+    VideoContent,
+)
+
+if TYPE_CHECKING:
+    from roomkit.models import ChannelBinding
+    from roomkit.models.event import EventContent
+
+__all__ = ["ContentTranscoder", "DefaultContentTranscoder", "required_media_type"]
+
+_MEDIA_TYPE_OF: dict[str, ChannelMediaType] = {
+    "text": ChannelMediaType.TEXT,
+    "rich": ChannelMediaType.RICH,
+    "media": ChannelMediaType.MEDIA,
+    "audio": ChannelMediaType.AUDIO,
+    "video": ChannelMediaType.VIDEO,
+    "location": ChannelMediaType.LOCATION,
+    "template": ChannelMediaType.TEMPLATE,
+}
+
+
+def required_media_type(content: EventContent) -> ChannelMediaType | None:
+    """The media type a target needs to show ``content`` as is.
+
+    ``None`` for content every channel passes through unchanged (system notices) and for
+    composites, whose parts are judged one by one.
+    """
+    return _MEDIA_TYPE_OF.get(content.type)
+
+
+class ContentTranscoder(ABC):
+    """Turns content into a form the target binding supports.
+
+    Contract: pure (no I/O needed, but async so implementations may call out, e.g. to a
+    translation service); never mutates its input; returns the content itself when no change
+    is needed, new content when converted, or ``None`` when the target cannot receive it.
+    """
+
+    @abstractmethod
+    async def transcode(
+        self,
+        content: EventContent,
+        source_binding: ChannelBinding,
+        target_binding: ChannelBinding,
+    ) -> EventContent | None:
+        """Content for ``target_binding``, or ``None`` if it cannot be delivered there."""
+
+
+class DefaultContentTranscoder(ContentTranscoder):
+    """RoomKit 0.3.0's rules: degrade rich content, media, audio, video and locations to text.
+
+    ==========  ==========================================================================
+    content     when the target lacks the media type
+    ==========  ==========================================================================
+    Text        unchanged
+    Rich        ``TextContent(plain_text or body)``
+    Media       ``"[Media: caption|filename|url]"`` (first one set)
+    Audio       the transcript as text, else ``"[Voice message: url]"``
+    Video       ``"[Video: url]"``
+    Location    ``"[Location: label|address (lat, lon)]"``
+    Composite   each part transcoded; ``None`` parts dropped; ``None`` if none is left; one
+                ``TextContent`` joined by newlines if every part became text
+    System      unchanged
+    Template    unchanged
+    ==========  ==========================================================================
+    """
+
+    async def transcode(
+        self,
+        content: EventContent,
+        source_binding: ChannelBinding,
+        target_binding: ChannelBinding,
+    ) -> EventContent | None:
+        """Apply the table above against ``target_binding``'s media types.
+
+        Composite parts go through ``self.transcode`` again, so a subclass that refuses some
+        content (returns ``None``) has those parts dropped from composites too.
+        """
+        if not isinstance(content, CompositeContent):
+            return _transcode_single(content, target_binding.capabilities.media_types)
+        parts: list[EventContent] = []
+        for part in content.parts:
+            converted = await self.transcode(part, source_binding, target_binding)
+            if converted is not None:
+                parts.append(converted)
+        if not parts:
+            return None
+        texts = [p.body for p in parts if isinstance(p, TextContent)]
+        if len(texts) == len(parts):
+            return TextContent(body="\n".join(texts))
+        if len(parts) == len(content.parts) and all(
+            new is old for new, old in zip(parts, content.parts, strict=True)
+        ):
+            return content  # nothing changed: keep the original object
+        return CompositeContent(parts=parts)
+
+
+def _transcode_single(
+    content: EventContent, supported: Collection[ChannelMediaType]
+) -> EventContent:
+    """One non-composite content against the target's media types."""
+    if isinstance(content, RichContent):
+        if ChannelMediaType.RICH in supported:
+            return content
+        return TextContent(body=content.plain_text or content.body)
+    if isinstance(content, MediaContent):
+        if ChannelMediaType.MEDIA in supported:
+            return content
+        return TextContent(body=f"[Media: {content.caption or content.filename or content.url}]")
+    if isinstance(content, AudioContent):
+        if ChannelMediaType.AUDIO in supported:
+            return content
+        if content.transcript:
+            return TextContent(body=content.transcript)
+        return TextContent(body=f"[Voice message: {content.url}]")
+    if isinstance(content, VideoContent):
+        if ChannelMediaType.VIDEO in supported:
+            return content
+        return TextContent(body=f"[Video: {content.url}]")
+    if isinstance(content, LocationContent):
+        if ChannelMediaType.LOCATION in supported:
+            return content
+        place = content.label or content.address
+        where = f"({content.latitude}, {content.longitude})"
+        return TextContent(
+            body=f"[Location: {place} {where}]" if place else f"[Location: {where}]"
+        )
+    # Text, system, template and anything newer pass through unchanged.
+    return content

@@ -1,0 +1,82 @@
+"""Errors raised by the RoomKit API.
+
+Every error the kit raises derives from ``RoomKitError``; foreign exceptions (event log, actor
+runtime) are translated at the boundary with ``raise ... from exc``::
+
+    RoomKitError
+    ├── RoomNotFoundError
+    ├── ChannelNotFoundError
+    ├── ChannelNotRegisteredError
+    ├── ParticipantNotFoundError
+    ├── IdentityNotFoundError
+    ├── SourceAlreadyAttachedError
+    ├── SourceNotFoundError
+    ├── VoiceNotConfiguredError
+    ├── VoiceBackendNotConfiguredError
+    └── InvalidRoomIdError (also a ValueError)
+
+``ProviderError`` (AI providers) is not a ``RoomKitError``, as in RoomKit 0.3.0.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChannelNotFoundError",
+    "ChannelNotRegisteredError",
+    "IdentityNotFoundError",
+    "InvalidRoomIdError",
+    "ParticipantNotFoundError",
+    "RoomKitError",
+    "RoomNotFoundError",
+    "SourceAlreadyAttachedError",
+    "SourceNotFoundError",
+    "VoiceBackendNotConfiguredError",
+    "VoiceNotConfiguredError",
+]
+
+
+class RoomKitError(Exception):
+    """Base class of every error raised by the kit."""
+
+
+class RoomNotFoundError(RoomKitError):
+    """No room has this id."""
+
+
+class ChannelNotFoundError(RoomKitError):
+    """The channel is not attached to the room (no binding)."""
+
+
+class ChannelNotRegisteredError(RoomKitError):
+    """No channel with this id was registered with the kit (or it has the wrong kind)."""
+
+
+class ParticipantNotFoundError(RoomKitError):
+    """The room has no participant with this id."""
+
+
+class IdentityNotFoundError(RoomKitError):
+    """The store has no identity with this id."""
+
+
+class SourceAlreadyAttachedError(RoomKitError):
+    """A source is already attached to this channel."""
+
+
+class SourceNotFoundError(RoomKitError):
+    """No source is attached to this channel."""
+
+
+class VoiceNotConfiguredError(RoomKitError):
+    """The kit has no speech-to-text or text-to-speech provider."""
+
+
+class VoiceBackendNotConfiguredError(RoomKitError):
+    """The kit has no voice backend."""
+
+
+class InvalidRoomIdError(RoomKitError, ValueError):
+    """A room id must be one token of 1 to 64 characters in ``[A-Za-z0-9_-]``.
+
+    Room ids name event-log streams (and NATS subjects), so dots, wildcards and spaces are refused.
+    """

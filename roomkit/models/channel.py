@@ -1,0 +1,118 @@
+"""Channel bindings, capabilities, rate limits, retry policies and channel outputs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from roomkit.models._defaults import utcnow
+from roomkit.models.delivery import ProviderResult
+from roomkit.models.enums import (
+    Access,
+    ChannelCategory,
+    ChannelDirection,
+    ChannelMediaType,
+    ChannelType,
+    DeliveryMode,
+)
+from roomkit.models.event import RoomEvent
+from roomkit.models.task import Observation, Task
+
+__all__ = [
+    "ChannelBinding",
+    "ChannelCapabilities",
+    "ChannelOutput",
+    "RateLimit",
+    "RetryPolicy",
+]
+
+
+def _text_only() -> list[ChannelMediaType]:
+    return [ChannelMediaType.TEXT]
+
+
+class ChannelCapabilities(BaseModel):
+    """What a channel can carry; the router transcodes and truncates from it."""
+
+    media_types: list[ChannelMediaType] = Field(default_factory=_text_only)
+    max_length: int | None = Field(default=None, gt=0)
+    supports_threading: bool = False
+    supports_reactions: bool = False
+    supports_read_receipts: bool = False
+    supports_typing: bool = False
+    supports_templates: bool = False
+    supports_rich_text: bool = False
+    supports_buttons: bool = False
+    max_buttons: int | None = Field(default=None, gt=0)
+    supports_cards: bool = False
+    supports_quick_replies: bool = False
+    supports_media: bool = False
+    supported_media_types: list[str] = Field(default_factory=list)
+    max_media_size_bytes: int | None = None
+    supports_audio: bool = False
+    max_audio_duration_seconds: int | None = None
+    supported_audio_formats: list[str] = Field(default_factory=list)
+    supports_video: bool = False
+    max_video_duration_seconds: int | None = None
+    supported_video_formats: list[str] = Field(default_factory=list)
+    delivery_mode: DeliveryMode = DeliveryMode.BROADCAST
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+
+class RateLimit(BaseModel):
+    """Outbound rate limit of a binding; the first limit set wins (second, minute, hour)."""
+
+    max_per_second: float | None = Field(default=None, gt=0)
+    max_per_minute: float | None = Field(default=None, gt=0)
+    max_per_hour: float | None = Field(default=None, gt=0)
+
+
+class RetryPolicy(BaseModel):
+    """Retries of a failed delivery: ``min(base * exponential_base**attempt, max)`` apart."""
+
+    max_retries: int = Field(default=3, ge=0)
+    base_delay_seconds: float = Field(default=1.0, gt=0)
+    max_delay_seconds: float = Field(default=60.0, gt=0)
+    exponential_base: float = Field(default=2.0, gt=0)
+
+
+class ChannelBinding(BaseModel):
+    """How one channel is attached to one room (access, visibility, mute, limits, metadata)."""
+
+    channel_id: str
+    room_id: str
+    channel_type: ChannelType
+    category: ChannelCategory = ChannelCategory.TRANSPORT
+    direction: ChannelDirection = ChannelDirection.BIDIRECTIONAL
+    access: Access = Access.READ_WRITE
+    muted: bool = False
+    visibility: str = "all"
+    participant_id: str | None = None
+    last_read_index: int | None = Field(default=None, ge=0)
+    attached_at: datetime = Field(default_factory=utcnow)
+    capabilities: ChannelCapabilities = Field(default_factory=ChannelCapabilities)
+    rate_limit: RateLimit | None = None
+    retry_policy: RetryPolicy | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChannelOutput(BaseModel):
+    """What a channel returns from ``on_event`` or ``deliver``.
+
+    ``provider_result`` (an addition to RoomKit 0.3.0) carries the provider's answer, so that
+    a ``ProviderResult(success=False)`` counts as a failure for the circuit breaker and retries.
+    """
+
+    responded: bool = False
+    response_events: list[RoomEvent] = Field(default_factory=list)
+    tasks: list[Task] = Field(default_factory=list)
+    observations: list[Observation] = Field(default_factory=list)
+    metadata_updates: dict[str, Any] = Field(default_factory=dict)
+    provider_result: ProviderResult | None = None
+
+    @classmethod
+    def empty(cls) -> ChannelOutput:
+        """Return an output with no response and no side effects."""
+        return cls()

@@ -1,0 +1,118 @@
+"""``HookResult``: what a sync hook decides (allow, block, modify), and ``InjectedEvent``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from roomkit.models.event import RoomEvent
+from roomkit.models.task import Observation, Task
+
+__all__ = ["HookAction", "HookResult", "InjectedEvent"]
+
+HookAction = Literal["allow", "block", "modify"]
+
+
+class InjectedEvent(BaseModel):
+    """An extra event a hook sends, to some channels of the room or (``None``) to all of them."""
+
+    event: RoomEvent
+    target_channel_ids: list[str] | None = None
+
+
+class HookResult(BaseModel):
+    """Decision of a hook, plus injected events, tasks and observations it raises.
+
+    ``modify`` requires the replacement ``event``; ``block`` requires a ``reason``.
+    """
+
+    action: HookAction
+    event: RoomEvent | None = None
+    reason: str | None = None
+    injected_events: list[InjectedEvent] = Field(default_factory=list)
+    tasks: list[Task] = Field(default_factory=list)
+    observations: list[Observation] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _action_needs(self) -> Self:
+        if self.action == "modify" and self.event is None:
+            raise ValueError("HookResult action 'modify' requires an event")
+        if self.action == "block" and not self.reason:
+            raise ValueError("HookResult action 'block' requires a reason")
+        return self
+
+    @classmethod
+    def allow(
+        cls,
+        injected: list[InjectedEvent] | None = None,
+        *,
+        tasks: list[Task] | None = None,
+        observations: list[Observation] | None = None,
+    ) -> HookResult:
+        """Let the event through unchanged.
+
+        Args:
+            injected: Extra events to send to the room.
+            tasks: Tasks to record.
+            observations: Observations to record.
+        """
+        return cls(
+            action="allow",
+            injected_events=injected or [],
+            tasks=tasks or [],
+            observations=observations or [],
+        )
+
+    @classmethod
+    def block(
+        cls,
+        reason: str,
+        injected: list[InjectedEvent] | None = None,
+        tasks: list[Task] | None = None,
+        observations: list[Observation] | None = None,
+    ) -> HookResult:
+        """Stop the event: it is recorded as BLOCKED and not broadcast.
+
+        Args:
+            reason: Why the event is blocked (required, non-empty).
+            injected: Extra events to send to the room anyway.
+            tasks: Tasks to record.
+            observations: Observations to record.
+
+        Raises:
+            pydantic.ValidationError: If ``reason`` is empty.
+        """
+        return cls(
+            action="block",
+            reason=reason,
+            injected_events=injected or [],
+            tasks=tasks or [],
+            observations=observations or [],
+        )
+
+    @classmethod
+    def modify(
+        cls,
+        event: RoomEvent,
+        injected: list[InjectedEvent] | None = None,
+        *,
+        tasks: list[Task] | None = None,
+        observations: list[Observation] | None = None,
+    ) -> HookResult:
+        """Replace the event by ``event`` for the following hooks and the broadcast.
+
+        Args:
+            event: The replacement event.
+            injected: Extra events to send to the room.
+            tasks: Tasks to record.
+            observations: Observations to record.
+        """
+        return cls(
+            action="modify",
+            event=event,
+            injected_events=injected or [],
+            tasks=tasks or [],
+            observations=observations or [],
+        )

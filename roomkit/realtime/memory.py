@@ -1,0 +1,255 @@
+"""``InMemoryRealtime``: ephemeral pub/sub inside one process, on anyio (asyncio or trio).
+
+Each subscription owns a bounded queue (the oldest event is dropped when it is full) and one
+delivery task, so a slow subscriber never slows the publisher or the other subscribers.
+
+Task ownership: the delivery tasks live in a task group opened by ``run()``, which serves
+until ``close()``. There are three ways to start it, all ending in the same ``run()``:
+
+- structured, in the owner's task group: ``await tg.start(realtime.run)``;
+- as an async context manager: ``async with InMemoryRealtime() as realtime: ...``;
+- lazily: the first ``subscribe`` on a backend that is not running spawns ``run()`` as a host
+  task on the running event loop (``loop.create_task`` on asyncio, a system task on trio). This
+  keeps the RoomKit 0.3.0 usage working (``RoomKit()`` built synchronously, no ``async with``);
+  the owner must then ``await close()``, which stops and joins the host task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from roomkit.models._defaults import new_id
+from roomkit.realtime.base import EphemeralCallback, EphemeralEvent, RealtimeBackend
+
+__all__ = ["InMemoryRealtime"]
+
+logger = logging.getLogger("roomkit.realtime")
+
+
+@dataclass(eq=False)
+class _Subscription:
+    id: str
+    channel: str
+    callback: EphemeralCallback
+    queue: deque[EphemeralEvent]
+    # Created before the task runs, so unsubscribe can cancel a task that has not started yet.
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    # Set while the delivery task waits for an event; publish sets it to wake the task.
+    wakeup: anyio.Event | None = None
+
+
+class InMemoryRealtime(RealtimeBackend):
+    """In-process realtime backend: one delivery task and bounded queue per subscription.
+
+    Args:
+        max_queue_size: Events buffered per subscription; when full, the oldest is dropped.
+    """
+
+    def __init__(self, max_queue_size: int = 100) -> None:
+        if max_queue_size < 1:
+            raise ValueError("max_queue_size must be at least 1")
+        self._max_queue_size = max_queue_size
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._by_channel: dict[str, dict[str, _Subscription]] = {}
+        self._closed = False
+        # Task group of the running ``run()``, or None when not running.
+        self._task_group: TaskGroup | None = None
+        # anyio events need a running loop, so they are created by the async methods.
+        self._ready: anyio.Event | None = None
+        self._stop: anyio.Event | None = None
+        self._done: anyio.Event | None = None
+        # Strong reference to a lazily spawned asyncio host task (the loop keeps weak ones).
+        self._host_task: asyncio.Task[None] | None = None
+        self._exit_stack: AsyncExitStack | None = None
+
+    @property
+    def subscription_count(self) -> int:
+        """Number of live subscriptions."""
+        return len(self._subscriptions)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called."""
+        return self._closed
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own the delivery tasks until ``close``; start it with ``await tg.start(backend.run)``.
+
+        Raises:
+            RuntimeError: If the backend is already running.
+        """
+        if self._task_group is not None:
+            raise RuntimeError("InMemoryRealtime is already running")
+        # A lazy start has created these already (close() may be waiting on them).
+        ready = self._ready = self._ready or anyio.Event()
+        stop = self._stop = self._stop or anyio.Event()
+        done = self._done = self._done or anyio.Event()
+        try:
+            if self._closed or stop.is_set():
+                task_status.started()
+                return
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                ready.set()
+                task_status.started()
+                await stop.wait()
+                # run() is always its own task, so cancelling its group only stops deliveries.
+                tg.cancel_scope.cancel()
+        finally:
+            self._task_group = None
+            self._ready = self._stop = self._done = None
+            self._host_task = None
+            # Delivery tasks died with the group: forget their subscriptions, so a backend
+            # whose owner was cancelled without close() can start again cleanly.
+            self._subscriptions.clear()
+            self._by_channel.clear()
+            ready.set()
+            done.set()
+
+    async def publish(self, channel: str, event: EphemeralEvent) -> None:
+        """Queue ``event`` for every subscriber of ``channel``; ignored after ``close``."""
+        if self._closed:
+            return
+        subscribers = self._by_channel.get(channel)
+        if not subscribers:
+            return
+        for sub in subscribers.values():
+            if len(sub.queue) == self._max_queue_size:
+                logger.debug("realtime subscription %s is full; dropping its oldest event", sub.id)
+            sub.queue.append(event)  # a deque with maxlen drops the oldest by itself
+            if sub.wakeup is not None:
+                sub.wakeup.set()
+
+    async def subscribe(self, channel: str, callback: EphemeralCallback) -> str:
+        """Deliver the events of ``channel`` to ``callback``, one at a time, in order.
+
+        Starts the backend lazily if it is not running (see the module docstring).
+
+        Raises:
+            RuntimeError: If the backend is closed.
+        """
+        if self._closed:
+            raise RuntimeError("InMemoryRealtime is closed")
+        task_group = self._task_group or await self._start_lazily()
+        sub = _Subscription(
+            id=new_id(),
+            channel=channel,
+            callback=callback,
+            queue=deque(maxlen=self._max_queue_size),
+        )
+        self._subscriptions[sub.id] = sub
+        self._by_channel.setdefault(channel, {})[sub.id] = sub
+        task_group.start_soon(self._deliver, sub, name=f"roomkit.realtime:{channel}:{sub.id}")
+        return sub.id
+
+    async def unsubscribe(self, subscription_id: str) -> bool:
+        """Stop a subscription; events still queued for it are discarded."""
+        sub = self._subscriptions.get(subscription_id)
+        if sub is None:
+            return False
+        self._forget(sub)
+        sub.scope.cancel()
+        return True
+
+    async def close(self) -> None:
+        """Stop every subscription and the delivery tasks; later publishes are ignored."""
+        self._closed = True
+        for sub in self._subscriptions.values():
+            sub.scope.cancel()
+        self._subscriptions.clear()
+        self._by_channel.clear()
+        done = self._done
+        if self._stop is not None:
+            self._stop.set()
+        if done is not None:
+            await done.wait()
+
+    async def __aenter__(self) -> Self:
+        async with AsyncExitStack() as stack:
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            await task_group.start(self.run)
+            self._exit_stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        try:
+            await self.close()
+        finally:
+            if stack is not None:
+                await stack.__aexit__(exc_type, exc, tb)
+
+    async def _start_lazily(self) -> TaskGroup:
+        if self._ready is None:
+            # Concurrent first subscribers all wait on the same event; only one host spawns.
+            self._ready = anyio.Event()
+            self._stop = anyio.Event()
+            self._done = anyio.Event()
+            self._spawn_host()
+        await self._ready.wait()
+        if self._task_group is None:
+            raise RuntimeError("InMemoryRealtime is closed")
+        return self._task_group
+
+    def _spawn_host(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._host_task = loop.create_task(self.run(), name="roomkit.realtime")
+            return
+        # Not asyncio: anyio's only other backend is trio.
+        import trio
+
+        trio.lowlevel.spawn_system_task(self.run, name="roomkit.realtime")
+
+    def _forget(self, sub: _Subscription) -> None:
+        if self._subscriptions.get(sub.id) is sub:
+            del self._subscriptions[sub.id]
+        subscribers = self._by_channel.get(sub.channel)
+        if subscribers is not None and subscribers.get(sub.id) is sub:
+            del subscribers[sub.id]
+            if not subscribers:
+                del self._by_channel[sub.channel]
+
+    async def _deliver(self, sub: _Subscription) -> None:
+        try:
+            with sub.scope:
+                queue = sub.queue
+                while True:
+                    # A callback without checkpoints would not see a pending cancellation, so
+                    # an unsubscribe (or close) from inside a callback is checked explicitly.
+                    while queue and not sub.scope.cancel_called:
+                        event = queue.popleft()
+                        try:
+                            await sub.callback(event)
+                        except Exception:
+                            logger.exception(
+                                "realtime callback of subscription %s on %r failed",
+                                sub.id,
+                                sub.channel,
+                            )
+                    sub.wakeup = anyio.Event()
+                    await sub.wakeup.wait()
+                    sub.wakeup = None
+        finally:
+            self._forget(sub)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._task_group else "idle"
+        return f"<InMemoryRealtime {state} subscriptions={self.subscription_count}>"

@@ -1,0 +1,295 @@
+"""``ConversationStore``: the read model of rooms, timelines, bindings, participants and more.
+
+In RoomKit the store is not the source of truth: the event log is. The store projection applies
+every committed domain event to a store, so the store can be emptied (``clear``) and rebuilt by
+replaying the log. Queries such as ``RoomKit.get_room`` or ``get_timeline`` read from it.
+
+Rules shared by every method (and tested by ``roomkit.store.testing.ConversationStoreContract``):
+
+- **Ownership.** A write method may keep the model it is given; the caller must not mutate it
+  afterwards. Reads return models the caller owns: assigning a field of a returned model never
+  changes the store. Backends may share nested containers (``metadata`` dicts, lists) between
+  the store and the copy they return, so change those through ``model_copy(update=...)``, never
+  in place.
+- **Upserts.** ``add_*``, ``create_*`` and ``update_*`` store the model under its key and replace
+  any previous version, so applying the same event twice leaves the same state (the projection
+  relies on it). Child records (events, bindings, ...) do not require their room to exist.
+- **Missing things.** Lookups of an unknown id return ``None``; removals return ``False``;
+  listings and counts of an unknown room return ``[]`` / ``0``.
+- **Order.** Rooms list in creation order, events in the order they were added, bindings,
+  participants, tasks and observations in the order they were first added.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.event import RoomEvent
+from roomkit.models.identity import Identity
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room
+from roomkit.models.task import Observation, Task
+
+__all__ = ["ConversationStore"]
+
+
+class ConversationStore(ABC):
+    """Storage for rooms and everything in them; see the module docstring for shared rules.
+
+    The 35 abstract methods are the RoomKit 0.3.0 interface. ``list_recent_events`` and
+    ``clear`` are additions with default implementations, so stores written for 0.3.0 still
+    work; backends override them when they can do better.
+    """
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_room(self, room: Room) -> Room:
+        """Store a new room and return it.
+
+        Creating a room whose id is already stored replaces the room's fields but keeps its
+        place in creation order and everything stored in it.
+        """
+
+    @abstractmethod
+    async def get_room(self, room_id: str) -> Room | None:
+        """Return the room with this id, or ``None`` if there is none."""
+
+    @abstractmethod
+    async def update_room(self, room: Room) -> Room:
+        """Replace the stored room that has ``room.id`` and return it (an upsert)."""
+
+    @abstractmethod
+    async def delete_room(self, room_id: str) -> bool:
+        """Delete a room and everything stored in it; return whether the room existed.
+
+        The cascade removes its events (and their idempotency keys), bindings, participants,
+        tasks, observations and read markers. Identities are not per room and are kept.
+        """
+
+    @abstractmethod
+    async def list_rooms(self, offset: int = 0, limit: int = 50) -> list[Room]:
+        """Return one page of rooms, in creation order."""
+
+    @abstractmethod
+    async def find_rooms(
+        self,
+        organization_id: str | None = None,
+        status: str | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+    ) -> list[Room]:
+        """Return the rooms that match every given filter, in creation order.
+
+        Args:
+            organization_id: Keep rooms of this organization (``None``: any).
+            status: Keep rooms with this ``RoomStatus`` (``None``: any).
+            metadata_filter: Keep rooms whose metadata has each of these keys with an equal
+                value (``None`` or empty: any).
+        """
+
+    @abstractmethod
+    async def find_latest_room(
+        self,
+        participant_id: str,
+        channel_type: str | None = None,
+        status: str | None = None,
+    ) -> Room | None:
+        """Return the newest room (by ``created_at``) that ``participant_id`` takes part in.
+
+        A room qualifies if it has a participant with that id or, failing that, a binding whose
+        ``participant_id`` is that id. With ``channel_type``, the participant's channel (its
+        binding) or the binding must be of that type; with ``status``, the room must have it.
+        Returns ``None`` when no room qualifies.
+        """
+
+    @abstractmethod
+    async def find_room_id_by_channel(
+        self, channel_id: str, status: str | None = None
+    ) -> str | None:
+        """Return the id of the first room, in creation order, that has ``channel_id`` bound.
+
+        With ``status``, only rooms with that status count. Returns ``None`` when no room
+        qualifies. The default inbound router calls this for every message without a room.
+        """
+
+    # -- events ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_event(self, event: RoomEvent) -> RoomEvent:
+        """Append an event to its room's timeline and return it.
+
+        The event's ``idempotency_key``, if any, is recorded for ``check_idempotency`` whatever
+        the event's status (BLOCKED events count too). Adding an event id that is already
+        stored replaces that event in place (no second timeline entry).
+        """
+
+    @abstractmethod
+    async def get_event(self, event_id: str) -> RoomEvent | None:
+        """Return the event with this id (in any room), or ``None``."""
+
+    @abstractmethod
+    async def list_events(
+        self,
+        room_id: str,
+        offset: int = 0,
+        limit: int = 50,
+        visibility_filter: str | None = None,
+    ) -> list[RoomEvent]:
+        """Return one page of a room's timeline, oldest first.
+
+        Args:
+            room_id: The room.
+            offset: How many (matching) events to skip from the oldest.
+            limit: The most events to return.
+            visibility_filter: Keep only events whose ``visibility`` equals this value; the
+                page is taken from the filtered timeline.
+        """
+
+    @abstractmethod
+    async def check_idempotency(self, room_id: str, key: str) -> bool:
+        """Return whether an event of this room was added with this idempotency key."""
+
+    @abstractmethod
+    async def get_event_count(self, room_id: str) -> int:
+        """Return how many events the room's timeline holds (system and blocked included)."""
+
+    # -- bindings --------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        """Store a channel binding under ``(binding.room_id, binding.channel_id)``."""
+
+    @abstractmethod
+    async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding | None:
+        """Return the binding of ``channel_id`` in the room, or ``None``."""
+
+    @abstractmethod
+    async def update_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        """Replace the binding under ``(binding.room_id, binding.channel_id)`` (an upsert)."""
+
+    @abstractmethod
+    async def remove_binding(self, room_id: str, channel_id: str) -> bool:
+        """Remove the binding of ``channel_id`` from the room; return whether it existed."""
+
+    @abstractmethod
+    async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
+        """Return the room's bindings, in the order they were first added."""
+
+    # -- participants ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_participant(self, participant: Participant) -> Participant:
+        """Store a participant under ``(participant.room_id, participant.id)``."""
+
+    @abstractmethod
+    async def get_participant(self, room_id: str, participant_id: str) -> Participant | None:
+        """Return the participant of the room with this id, or ``None``."""
+
+    @abstractmethod
+    async def update_participant(self, participant: Participant) -> Participant:
+        """Replace the participant under ``(participant.room_id, participant.id)`` (an upsert)."""
+
+    @abstractmethod
+    async def list_participants(self, room_id: str) -> list[Participant]:
+        """Return the room's participants, in the order they were first added."""
+
+    # -- identities ------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_identity(self, identity: Identity) -> Identity:
+        """Store an identity and index every address in its ``channel_addresses``.
+
+        An address belongs to one identity: an address already linked to another identity
+        moves to this one (and leaves the other's ``channel_addresses``).
+        """
+
+    @abstractmethod
+    async def get_identity(self, identity_id: str) -> Identity | None:
+        """Return the identity with this id, or ``None``."""
+
+    @abstractmethod
+    async def resolve_identity(self, channel_type: str, address: str) -> Identity | None:
+        """Return the identity that owns ``address`` on ``channel_type``, or ``None``."""
+
+    @abstractmethod
+    async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
+        """Add ``address`` to the identity's ``channel_addresses[channel_type]``.
+
+        Linking is idempotent; an address owned by another identity moves to this one.
+
+        Raises:
+            KeyError: No identity has this id.
+        """
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_task(self, task: Task) -> Task:
+        """Store a task under ``task.id``."""
+
+    @abstractmethod
+    async def get_task(self, task_id: str) -> Task | None:
+        """Return the task with this id, or ``None``."""
+
+    @abstractmethod
+    async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
+        """Return the room's tasks (only those with ``status`` if given), oldest first."""
+
+    @abstractmethod
+    async def update_task(self, task: Task) -> Task:
+        """Replace the task under ``task.id`` (an upsert)."""
+
+    # -- observations ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_observation(self, observation: Observation) -> Observation:
+        """Store an observation of its room."""
+
+    @abstractmethod
+    async def list_observations(self, room_id: str) -> list[Observation]:
+        """Return the room's observations, oldest first."""
+
+    # -- read tracking ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
+        """Set the channel's read marker in the room to ``event_id``.
+
+        The marker may move backwards. An event id that is not in the room's timeline leaves
+        the marker unchanged.
+        """
+
+    @abstractmethod
+    async def mark_all_read(self, room_id: str, channel_id: str) -> None:
+        """Set the channel's read marker to the room's latest event (no-op on an empty room)."""
+
+    @abstractmethod
+    async def get_unread_count(self, room_id: str, channel_id: str) -> int:
+        """Return how many of the room's events come after the channel's read marker.
+
+        Without a marker, every event of the room is unread.
+        """
+
+    # -- additions (not in 0.3.0; defaults keep third-party stores working) ----------------------
+
+    async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
+        """Return the room's ``limit`` most recent events, oldest first.
+
+        The default asks ``get_event_count`` then ``list_events`` for the last page; between
+        the two calls another writer may add events, so backends should override it with one
+        query when they can.
+        """
+        if limit <= 0:
+            return []
+        count = await self.get_event_count(room_id)
+        return await self.list_events(room_id, offset=max(0, count - limit), limit=limit)
+
+    async def clear(self) -> None:
+        """Remove everything (rooms, events, identities, ...), to rebuild from the log.
+
+        Raises:
+            NotImplementedError: The backend cannot clear itself (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support clear()")

@@ -1,0 +1,767 @@
+"""The contract suite every ``ConversationStore`` backend passes.
+
+Subclass ``ConversationStoreContract`` in a test module and provide a ``store`` fixture that
+returns (or yields) a fresh, empty store::
+
+    class TestMyStore(ConversationStoreContract):
+        supports_clear = True
+
+        @pytest.fixture
+        async def store(self) -> AsyncIterator[ConversationStore]:
+            async with MyStore(...) as store:
+                yield store
+
+Capability flags switch optional parts on. The suite checks only what ``roomkit.store.base``
+promises; in particular it never mutates nested containers of returned models, which backends
+may share.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.enums import ChannelType, EventStatus, RoomStatus, TaskStatus
+from roomkit.models.event import EventSource, RoomEvent, TextContent
+from roomkit.models.identity import Identity
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room
+from roomkit.models.task import Observation, Task
+from roomkit.store.base import ConversationStore
+
+__all__ = [
+    "ConversationStoreContract",
+    "make_binding",
+    "make_event",
+    "make_participant",
+    "make_room",
+]
+
+T = TypeVar("T")
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def make_room(room_id: str, **fields: Any) -> Room:
+    """A room with a fixed id."""
+    return Room(id=room_id, **fields)
+
+
+def make_event(room_id: str, body: str = "hi", **fields: Any) -> RoomEvent:
+    """A text message in ``room_id`` from an SMS channel ``sms1``."""
+    source = EventSource(channel_id=fields.pop("channel_id", "sms1"), channel_type=ChannelType.SMS)
+    return RoomEvent(room_id=room_id, source=source, content=TextContent(body=body), **fields)
+
+
+def make_binding(room_id: str, channel_id: str, **fields: Any) -> ChannelBinding:
+    """A binding of ``channel_id`` (SMS unless ``channel_type`` is given) to ``room_id``."""
+    fields.setdefault("channel_type", ChannelType.SMS)
+    return ChannelBinding(room_id=room_id, channel_id=channel_id, **fields)
+
+
+def make_participant(room_id: str, participant_id: str, **fields: Any) -> Participant:
+    """A participant of ``room_id`` connected through ``sms1`` unless told otherwise."""
+    fields.setdefault("channel_id", "sms1")
+    return Participant(id=participant_id, room_id=room_id, **fields)
+
+
+def some(value: T | None) -> T:
+    """``value``, asserting that it is not ``None``."""
+    assert value is not None
+    return value
+
+
+def bodies(events: list[RoomEvent]) -> list[str]:
+    """The text bodies of ``events``, in order."""
+    contents = [e.content for e in events]
+    assert all(isinstance(c, TextContent) for c in contents)
+    return [c.body for c in contents if isinstance(c, TextContent)]
+
+
+async def add_events(store: ConversationStore, room_id: str, n: int) -> list[RoomEvent]:
+    """Add ``n`` events with bodies ``"0"`` .. ``str(n - 1)`` to the room."""
+    return [await store.add_event(make_event(room_id, str(i))) for i in range(n)]
+
+
+class ConversationStoreContract:
+    """Tests of the ``ConversationStore`` contract; subclass with a ``store`` fixture."""
+
+    #: The backend implements ``clear()``.
+    supports_clear: bool = False
+
+    @pytest.fixture
+    def store(self) -> ConversationStore:  # pragma: no cover - always overridden
+        raise NotImplementedError("subclasses provide a fresh, empty store")
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    async def test_create_and_get_room(self, store: ConversationStore) -> None:
+        room = make_room("r1", organization_id="org", metadata={"k": "v"})
+        created = await store.create_room(room)
+        assert created == room
+        assert await store.get_room("r1") == room
+
+    async def test_get_unknown_room_is_none(self, store: ConversationStore) -> None:
+        assert await store.get_room("nope") is None
+
+    async def test_returned_room_is_a_copy(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        first = await store.get_room("r1")
+        assert first is not None
+        first.status = RoomStatus.CLOSED
+        first.metadata = {"changed": True}
+        again = await store.get_room("r1")
+        assert again is not None
+        assert again is not first
+        assert again.status == RoomStatus.ACTIVE
+        assert again.metadata == {}
+
+    async def test_update_room_replaces(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        updated = make_room("r1", status=RoomStatus.PAUSED, metadata={"a": 1}, event_count=3)
+        assert await store.update_room(updated) == updated
+        assert await store.get_room("r1") == updated
+
+    async def test_update_unknown_room_inserts(self, store: ConversationStore) -> None:
+        room = make_room("r1", status=RoomStatus.PAUSED)
+        await store.update_room(room)
+        assert await store.get_room("r1") == room
+
+    async def test_create_room_again_keeps_order_and_content(
+        self, store: ConversationStore
+    ) -> None:
+        for room_id in ("r1", "r2"):
+            await store.create_room(make_room(room_id))
+        await store.add_event(make_event("r1"))
+        await store.add_binding(make_binding("r1", "sms1"))
+        await store.create_room(make_room("r1", metadata={"v": 2}))
+        assert [r.id for r in await store.list_rooms()] == ["r1", "r2"]
+        assert some(await store.get_room("r1")).metadata == {"v": 2}
+        assert await store.get_event_count("r1") == 1
+        assert await store.get_binding("r1", "sms1") is not None
+
+    async def test_list_rooms_in_creation_order_with_pages(self, store: ConversationStore) -> None:
+        for i in range(5):
+            await store.create_room(make_room(f"r{i}"))
+        assert [r.id for r in await store.list_rooms()] == [f"r{i}" for i in range(5)]
+        assert [r.id for r in await store.list_rooms(offset=1, limit=2)] == ["r1", "r2"]
+        assert [r.id for r in await store.list_rooms(offset=4, limit=10)] == ["r4"]
+        assert await store.list_rooms(offset=5) == []
+        assert await store.list_rooms(limit=0) == []
+
+    async def test_list_rooms_returns_copies(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        [room] = await store.list_rooms()
+        room.status = RoomStatus.CLOSED
+        assert some(await store.get_room("r1")).status == RoomStatus.ACTIVE
+
+    async def test_delete_room(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        assert await store.delete_room("r1") is True
+        assert await store.get_room("r1") is None
+        assert await store.list_rooms() == []
+        assert await store.delete_room("r1") is False
+        assert await store.delete_room("never") is False
+
+    async def test_delete_room_cascades(self, store: ConversationStore) -> None:
+        for room_id in ("r1", "r2"):
+            await store.create_room(make_room(room_id))
+            await store.add_binding(make_binding(room_id, "sms1", participant_id="p1"))
+            await store.add_participant(make_participant(room_id, "p1"))
+            await store.add_task(Task(id=f"t-{room_id}", room_id=room_id, title="t"))
+            await store.add_observation(
+                Observation(room_id=room_id, channel_id="sms1", content="o")
+            )
+        doomed = await store.add_event(make_event("r1", idempotency_key="k1"))
+        await store.add_event(make_event("r1"))
+        await store.mark_read("r1", "sms1", doomed.id)
+        kept = await store.add_event(make_event("r2", idempotency_key="k1"))
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+1"]}))
+
+        assert await store.delete_room("r1") is True
+
+        assert await store.list_events("r1") == []
+        assert await store.get_event_count("r1") == 0
+        assert await store.get_event(doomed.id) is None
+        assert await store.check_idempotency("r1", "k1") is False
+        assert await store.list_bindings("r1") == []
+        assert await store.get_binding("r1", "sms1") is None
+        assert await store.list_participants("r1") == []
+        assert await store.get_task("t-r1") is None
+        assert await store.list_tasks("r1") == []
+        assert await store.list_observations("r1") == []
+        assert await store.get_unread_count("r1", "sms1") == 0
+        # The other room and the identities are untouched.
+        assert await store.get_event(kept.id) == kept
+        assert await store.check_idempotency("r2", "k1") is True
+        assert len(await store.list_bindings("r2")) == 1
+        assert len(await store.list_participants("r2")) == 1
+        assert await store.get_task("t-r2") is not None
+        assert len(await store.list_observations("r2")) == 1
+        assert await store.find_room_id_by_channel("sms1") == "r2"
+        assert some(await store.find_latest_room("p1")).id == "r2"
+        assert await store.resolve_identity("sms", "+1") is not None
+
+    async def test_deleted_room_id_can_be_reused(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await add_events(store, "r1", 2)
+        await store.add_binding(make_binding("r1", "sms1"))
+        await store.delete_room("r1")
+        await store.create_room(make_room("r1"))
+        assert await store.get_event_count("r1") == 0
+        assert await store.list_bindings("r1") == []
+        assert await store.find_room_id_by_channel("sms1") is None
+
+    # -- find_rooms ------------------------------------------------------------------------------
+
+    async def test_find_rooms_filters(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("a", organization_id="o1", metadata={"tier": "gold"}))
+        await store.create_room(
+            make_room("b", organization_id="o1", status=RoomStatus.CLOSED, metadata={"x": 1})
+        )
+        await store.create_room(make_room("c", organization_id="o2", metadata={"tier": "gold"}))
+        await store.create_room(make_room("d", metadata={"tier": None}))
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.id for r in await store.find_rooms(**filters)]
+
+        assert await ids() == ["a", "b", "c", "d"]
+        assert await ids(organization_id="o1") == ["a", "b"]
+        assert await ids(status=RoomStatus.ACTIVE) == ["a", "c", "d"]
+        assert await ids(status="closed") == ["b"]
+        assert await ids(metadata_filter={"tier": "gold"}) == ["a", "c"]
+        assert await ids(metadata_filter={"tier": None}) == ["d"]
+        assert await ids(metadata_filter={}) == ["a", "b", "c", "d"]
+        assert await ids(organization_id="o1", metadata_filter={"tier": "gold"}) == ["a"]
+        assert await ids(organization_id="o1", status="closed", metadata_filter={"x": 1}) == ["b"]
+        assert await ids(organization_id="nobody") == []
+        assert await ids(metadata_filter={"tier": "gold", "x": 1}) == []
+
+    async def test_find_rooms_sees_updates_and_returns_copies(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_room(make_room("a"))
+        await store.update_room(make_room("a", status=RoomStatus.PAUSED))
+        assert await store.find_rooms(status="active") == []
+        [room] = await store.find_rooms(status="paused")
+        room.status = RoomStatus.CLOSED
+        assert [r.id for r in await store.find_rooms(status="paused")] == ["a"]
+
+    # -- find_latest_room ------------------------------------------------------------------------
+
+    async def test_find_latest_room_by_participant(self, store: ConversationStore) -> None:
+        # Created in one order, dated in the other: created_at decides.
+        await store.create_room(make_room("newer", created_at=T0 + timedelta(hours=1)))
+        await store.create_room(make_room("older", created_at=T0))
+        await store.create_room(make_room("other", created_at=T0 + timedelta(hours=2)))
+        await store.add_participant(make_participant("older", "p1"))
+        await store.add_participant(make_participant("newer", "p1"))
+        await store.add_participant(make_participant("other", "p2"))
+        found = await store.find_latest_room("p1")
+        assert found is not None
+        assert found.id == "newer"
+        assert await store.find_latest_room("nobody") is None
+
+    async def test_find_latest_room_by_binding(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1", created_at=T0))
+        await store.create_room(make_room("r2", created_at=T0 + timedelta(hours=1)))
+        await store.add_binding(make_binding("r1", "sms1", participant_id="p1"))
+        await store.add_participant(make_participant("r2", "p2"))
+        assert some(await store.find_latest_room("p1")).id == "r1"
+
+    async def test_find_latest_room_mixes_participants_and_bindings(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_room(make_room("via-participant", created_at=T0))
+        await store.create_room(make_room("via-binding", created_at=T0 + timedelta(hours=1)))
+        await store.add_participant(make_participant("via-participant", "p1"))
+        await store.add_binding(make_binding("via-binding", "sms1", participant_id="p1"))
+        assert some(await store.find_latest_room("p1")).id == "via-binding"
+
+    async def test_find_latest_room_filters_by_status(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("old", created_at=T0))
+        await store.create_room(
+            make_room("new", created_at=T0 + timedelta(hours=1), status=RoomStatus.CLOSED)
+        )
+        for room_id in ("old", "new"):
+            await store.add_participant(make_participant(room_id, "p1"))
+        assert some(await store.find_latest_room("p1", status="active")).id == "old"
+        assert some(await store.find_latest_room("p1", status=RoomStatus.CLOSED)).id == "new"
+        assert some(await store.find_latest_room("p1")).id == "new"
+        assert await store.find_latest_room("p1", status="archived") is None
+
+    async def test_find_latest_room_filters_by_channel_type(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_room(make_room("sms-room", created_at=T0))
+        await store.create_room(make_room("email-room", created_at=T0 + timedelta(hours=1)))
+        await store.create_room(make_room("bound-room", created_at=T0 + timedelta(hours=2)))
+        await store.add_binding(make_binding("sms-room", "sms1"))
+        await store.add_participant(make_participant("sms-room", "p1", channel_id="sms1"))
+        await store.add_binding(make_binding("email-room", "mail", channel_type="email"))
+        await store.add_participant(make_participant("email-room", "p1", channel_id="mail"))
+        await store.add_binding(
+            make_binding(
+                "bound-room", "wa", channel_type=ChannelType.WHATSAPP, participant_id="p1"
+            )
+        )
+
+        async def latest(channel_type: str | None) -> str | None:
+            room = await store.find_latest_room("p1", channel_type=channel_type)
+            return None if room is None else room.id
+
+        assert await latest(None) == "bound-room"
+        assert await latest("sms") == "sms-room"
+        assert await latest(ChannelType.EMAIL) == "email-room"
+        assert await latest("whatsapp") == "bound-room"
+        assert await latest("teams") is None
+
+    async def test_find_latest_room_follows_binding_changes(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_room(make_room("r1"))
+        await store.add_binding(make_binding("r1", "sms1", participant_id="p1"))
+        await store.update_binding(make_binding("r1", "sms1", participant_id="p2"))
+        assert await store.find_latest_room("p1") is None
+        assert some(await store.find_latest_room("p2")).id == "r1"
+        await store.remove_binding("r1", "sms1")
+        assert await store.find_latest_room("p2") is None
+
+    async def test_find_latest_room_returns_a_copy(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.add_participant(make_participant("r1", "p1"))
+        room = await store.find_latest_room("p1")
+        assert room is not None
+        room.status = RoomStatus.CLOSED
+        assert some(await store.get_room("r1")).status == RoomStatus.ACTIVE
+
+    # -- find_room_id_by_channel -----------------------------------------------------------------
+
+    async def test_find_room_id_by_channel_first_in_creation_order(
+        self, store: ConversationStore
+    ) -> None:
+        for room_id in ("r1", "r2", "r3"):
+            await store.create_room(make_room(room_id))
+        # Bound in reverse order: room creation order still decides.
+        await store.add_binding(make_binding("r3", "sms1"))
+        await store.add_binding(make_binding("r2", "sms1"))
+        await store.add_binding(make_binding("r1", "web"))
+        assert await store.find_room_id_by_channel("sms1") == "r2"
+        assert await store.find_room_id_by_channel("web") == "r1"
+        assert await store.find_room_id_by_channel("nobody") is None
+
+    async def test_find_room_id_by_channel_with_status(self, store: ConversationStore) -> None:
+        for room_id in ("r1", "r2", "r3"):
+            await store.create_room(make_room(room_id))
+            await store.add_binding(make_binding(room_id, "sms1"))
+        await store.update_room(make_room("r1", status=RoomStatus.CLOSED))
+        assert await store.find_room_id_by_channel("sms1") == "r1"
+        assert await store.find_room_id_by_channel("sms1", status="active") == "r2"
+        assert await store.find_room_id_by_channel("sms1", status=RoomStatus.ACTIVE) == "r2"
+        assert await store.find_room_id_by_channel("sms1", status="closed") == "r1"
+        assert await store.find_room_id_by_channel("sms1", status="paused") is None
+        await store.update_room(make_room("r1"))
+        assert await store.find_room_id_by_channel("sms1", status="active") == "r1"
+
+    async def test_find_room_id_by_channel_after_detach_and_delete(
+        self, store: ConversationStore
+    ) -> None:
+        for room_id in ("r1", "r2"):
+            await store.create_room(make_room(room_id))
+            await store.add_binding(make_binding(room_id, "sms1"))
+        assert await store.remove_binding("r1", "sms1") is True
+        assert await store.find_room_id_by_channel("sms1") == "r2"
+        await store.update_binding(make_binding("r2", "sms1", muted=True))
+        assert await store.find_room_id_by_channel("sms1") == "r2"
+        await store.delete_room("r2")
+        assert await store.find_room_id_by_channel("sms1") is None
+
+    async def test_find_room_id_by_channel_needs_the_room(self, store: ConversationStore) -> None:
+        # A binding stored before its room is found once the room exists.
+        await store.add_binding(make_binding("late", "sms1"))
+        assert await store.find_room_id_by_channel("sms1") is None
+        await store.create_room(make_room("late"))
+        assert await store.find_room_id_by_channel("sms1") == "late"
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def test_add_and_get_event(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        event = make_event("r1", metadata={"m": 1})
+        assert await store.add_event(event) == event
+        assert await store.get_event(event.id) == event
+        assert await store.get_event("nope") is None
+
+    async def test_returned_events_are_copies(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        event = await store.add_event(make_event("r1"))
+        got = await store.get_event(event.id)
+        assert got is not None
+        got.status = EventStatus.FAILED
+        [listed] = await store.list_events("r1")
+        assert listed.status == EventStatus.PENDING
+        listed.status = EventStatus.FAILED
+        [recent] = await store.list_recent_events("r1")
+        assert recent.status == EventStatus.PENDING
+        recent.status = EventStatus.FAILED
+        assert some(await store.get_event(event.id)).status == EventStatus.PENDING
+
+    async def test_events_list_in_insertion_order(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.create_room(make_room("r2"))
+        # created_at runs backwards: insertion order, not time, orders the timeline.
+        for i in range(3):
+            await store.add_event(make_event("r1", str(i), created_at=T0 - timedelta(seconds=i)))
+            await store.add_event(make_event("r2", f"other{i}"))
+        assert bodies(await store.list_events("r1")) == ["0", "1", "2"]
+        assert await store.list_events("unknown") == []
+
+    async def test_list_events_pagination(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await add_events(store, "r1", 120)
+        assert bodies(await store.list_events("r1")) == [str(i) for i in range(50)]
+        assert bodies(await store.list_events("r1", offset=50, limit=3)) == ["50", "51", "52"]
+        assert bodies(await store.list_events("r1", offset=118)) == ["118", "119"]
+        assert await store.list_events("r1", offset=120) == []
+        assert await store.list_events("r1", limit=0) == []
+        assert len(await store.list_events("r1", limit=1000)) == 120
+
+    async def test_list_events_visibility_filter(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        for i in range(6):
+            visibility = "all" if i % 2 == 0 else "transport"
+            await store.add_event(make_event("r1", str(i), visibility=visibility))
+        assert bodies(await store.list_events("r1", visibility_filter="transport")) == [
+            "1",
+            "3",
+            "5",
+        ]
+        assert bodies(
+            await store.list_events("r1", offset=1, limit=1, visibility_filter="transport")
+        ) == ["3"]
+        assert bodies(await store.list_events("r1", visibility_filter="all")) == ["0", "2", "4"]
+        assert await store.list_events("r1", visibility_filter="none") == []
+        assert len(await store.list_events("r1")) == 6
+
+    async def test_add_event_with_a_stored_id_replaces_it(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        first, second = await add_events(store, "r1", 2)
+        replaced = first.model_copy(update={"status": EventStatus.DELIVERED})
+        await store.add_event(replaced)
+        assert await store.get_event_count("r1") == 2
+        assert [e.id for e in await store.list_events("r1")] == [first.id, second.id]
+        assert some(await store.get_event(first.id)).status == EventStatus.DELIVERED
+
+    async def test_get_event_count(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        assert await store.get_event_count("r1") == 0
+        assert await store.get_event_count("unknown") == 0
+        await add_events(store, "r1", 3)
+        await store.add_event(make_event("r1", status=EventStatus.BLOCKED, blocked_by="hook"))
+        assert await store.get_event_count("r1") == 4
+
+    async def test_check_idempotency(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.create_room(make_room("r2"))
+        assert await store.check_idempotency("r1", "k1") is False
+        await store.add_event(make_event("r1", idempotency_key="k1"))
+        await store.add_event(make_event("r1"))
+        assert await store.check_idempotency("r1", "k1") is True
+        assert await store.check_idempotency("r1", "k2") is False
+        assert await store.check_idempotency("r2", "k1") is False
+        assert await store.check_idempotency("unknown", "k1") is False
+
+    async def test_blocked_events_record_idempotency(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.add_event(
+            make_event("r1", idempotency_key="k1", status=EventStatus.BLOCKED, blocked_by="spam")
+        )
+        assert await store.check_idempotency("r1", "k1") is True
+
+    async def test_list_recent_events(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        assert await store.list_recent_events("r1") == []
+        await add_events(store, "r1", 60)
+        assert bodies(await store.list_recent_events("r1")) == [str(i) for i in range(10, 60)]
+        assert bodies(await store.list_recent_events("r1", limit=3)) == ["57", "58", "59"]
+        assert len(await store.list_recent_events("r1", limit=100)) == 60
+        assert await store.list_recent_events("r1", limit=0) == []
+        assert await store.list_recent_events("unknown") == []
+
+    async def test_default_list_recent_events_agrees(self, store: ConversationStore) -> None:
+        # The ABC's fallback, built on the abstract methods, gives the same answer.
+        await store.create_room(make_room("r1"))
+        await add_events(store, "r1", 7)
+        for limit in (0, 1, 5, 7, 50):
+            expected = await store.list_recent_events("r1", limit=limit)
+            assert await ConversationStore.list_recent_events(store, "r1", limit) == expected
+
+    # -- bindings --------------------------------------------------------------------------------
+
+    async def test_add_get_update_binding(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        binding = make_binding("r1", "sms1", metadata={"phone_number": "+1"})
+        assert await store.add_binding(binding) == binding
+        assert await store.get_binding("r1", "sms1") == binding
+        assert await store.get_binding("r1", "nope") is None
+        assert await store.get_binding("unknown", "sms1") is None
+        muted = binding.model_copy(update={"muted": True})
+        assert await store.update_binding(muted) == muted
+        assert await store.get_binding("r1", "sms1") == muted
+
+    async def test_returned_bindings_are_copies(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.add_binding(make_binding("r1", "sms1"))
+        got = await store.get_binding("r1", "sms1")
+        assert got is not None
+        got.muted = True
+        [listed] = await store.list_bindings("r1")
+        assert listed.muted is False
+        listed.muted = True
+        assert some(await store.get_binding("r1", "sms1")).muted is False
+
+    async def test_remove_binding(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.add_binding(make_binding("r1", "sms1"))
+        assert await store.remove_binding("r1", "sms1") is True
+        assert await store.get_binding("r1", "sms1") is None
+        assert await store.remove_binding("r1", "sms1") is False
+        assert await store.remove_binding("unknown", "sms1") is False
+
+    async def test_list_bindings_order(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        for channel_id in ("c", "a", "b"):
+            await store.add_binding(make_binding("r1", channel_id))
+        await store.update_binding(make_binding("r1", "c", muted=True))
+        assert [b.channel_id for b in await store.list_bindings("r1")] == ["c", "a", "b"]
+        assert await store.list_bindings("unknown") == []
+
+    # -- participants ----------------------------------------------------------------------------
+
+    async def test_participants(self, store: ConversationStore) -> None:
+        for room_id in ("r1", "r2"):
+            await store.create_room(make_room(room_id))
+        p1 = make_participant("r1", "p1", display_name="Ann")
+        assert await store.add_participant(p1) == p1
+        await store.add_participant(make_participant("r1", "p2"))
+        await store.add_participant(make_participant("r2", "p1", display_name="Ann in r2"))
+        assert await store.get_participant("r1", "p1") == p1
+        assert some(await store.get_participant("r2", "p1")).display_name == "Ann in r2"
+        assert await store.get_participant("r1", "nope") is None
+        assert await store.get_participant("unknown", "p1") is None
+        assert [p.id for p in await store.list_participants("r1")] == ["p1", "p2"]
+        assert await store.list_participants("unknown") == []
+
+        renamed = p1.model_copy(update={"display_name": "Anne"})
+        assert await store.update_participant(renamed) == renamed
+        assert await store.get_participant("r1", "p1") == renamed
+        assert [p.id for p in await store.list_participants("r1")] == ["p1", "p2"]
+
+    async def test_returned_participants_are_copies(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.add_participant(make_participant("r1", "p1"))
+        got = await store.get_participant("r1", "p1")
+        assert got is not None
+        got.display_name = "changed"
+        [listed] = await store.list_participants("r1")
+        assert listed.display_name is None
+        listed.display_name = "changed"
+        assert some(await store.get_participant("r1", "p1")).display_name is None
+
+    # -- identities ------------------------------------------------------------------------------
+
+    async def test_create_get_resolve_identity(self, store: ConversationStore) -> None:
+        identity = Identity(
+            id="i1", display_name="Ann", channel_addresses={"sms": ["+1", "+2"], "email": ["a@x"]}
+        )
+        assert await store.create_identity(identity) == identity
+        assert await store.get_identity("i1") == identity
+        assert await store.get_identity("nope") is None
+        assert (await store.resolve_identity("sms", "+2")) == identity
+        assert (await store.resolve_identity(ChannelType.EMAIL, "a@x")) == identity
+        assert await store.resolve_identity("email", "+1") is None
+        assert await store.resolve_identity("sms", "+3") is None
+
+    async def test_returned_identities_are_copies(self, store: ConversationStore) -> None:
+        await store.create_identity(Identity(id="i1", display_name="Ann"))
+        got = await store.get_identity("i1")
+        assert got is not None
+        got.display_name = "changed"
+        assert some(await store.get_identity("i1")).display_name == "Ann"
+
+    async def test_link_address(self, store: ConversationStore) -> None:
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+1"]}))
+        before = await store.get_identity("i1")
+        await store.link_address("i1", "sms", "+2")
+        await store.link_address("i1", ChannelType.WHATSAPP, "+1")
+        await store.link_address("i1", "sms", "+2")  # idempotent
+        identity = await store.get_identity("i1")
+        assert identity is not None
+        assert identity.channel_addresses == {"sms": ["+1", "+2"], "whatsapp": ["+1"]}
+        assert some(await store.resolve_identity("sms", "+2")).id == "i1"
+        assert some(await store.resolve_identity("whatsapp", "+1")).id == "i1"
+        # A copy read before the link is not changed behind the caller's back.
+        assert before is not None
+        assert before.channel_addresses == {"sms": ["+1"]}
+
+    async def test_link_address_moves_it_between_identities(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+1", "+2"]}))
+        await store.create_identity(Identity(id="i2"))
+        await store.link_address("i2", "sms", "+1")
+        assert some(await store.resolve_identity("sms", "+1")).id == "i2"
+        assert some(await store.get_identity("i1")).channel_addresses == {"sms": ["+2"]}
+        assert some(await store.get_identity("i2")).channel_addresses == {"sms": ["+1"]}
+
+    async def test_create_identity_claims_addresses(self, store: ConversationStore) -> None:
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+1"]}))
+        await store.create_identity(Identity(id="i2", channel_addresses={"sms": ["+1"]}))
+        assert some(await store.resolve_identity("sms", "+1")).id == "i2"
+        assert some(await store.get_identity("i1")).channel_addresses == {}
+
+    async def test_create_identity_again_replaces_addresses(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+1"]}))
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+2"]}))
+        assert await store.resolve_identity("sms", "+1") is None
+        assert some(await store.resolve_identity("sms", "+2")).id == "i1"
+
+    async def test_link_address_to_unknown_identity(self, store: ConversationStore) -> None:
+        with pytest.raises(KeyError):
+            await store.link_address("nope", "sms", "+1")
+        assert await store.resolve_identity("sms", "+1") is None
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    async def test_tasks(self, store: ConversationStore) -> None:
+        for room_id in ("r1", "r2"):
+            await store.create_room(make_room(room_id))
+        t1 = Task(id="t1", room_id="r1", title="call back")
+        assert await store.add_task(t1) == t1
+        await store.add_task(Task(id="t2", room_id="r1", title="b", status=TaskStatus.COMPLETED))
+        await store.add_task(Task(id="t3", room_id="r2", title="c"))
+        assert await store.get_task("t1") == t1
+        assert await store.get_task("nope") is None
+        assert [t.id for t in await store.list_tasks("r1")] == ["t1", "t2"]
+        assert [t.id for t in await store.list_tasks("r1", status="completed")] == ["t2"]
+        assert [t.id for t in await store.list_tasks("r1", status=TaskStatus.PENDING)] == ["t1"]
+        assert await store.list_tasks("r1", status="failed") == []
+        assert await store.list_tasks("unknown") == []
+
+        done = t1.model_copy(update={"status": TaskStatus.COMPLETED})
+        assert await store.update_task(done) == done
+        assert await store.get_task("t1") == done
+        assert [t.id for t in await store.list_tasks("r1", status="completed")] == ["t1", "t2"]
+
+    async def test_returned_tasks_are_copies(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.add_task(Task(id="t1", room_id="r1", title="a"))
+        got = await store.get_task("t1")
+        assert got is not None
+        got.status = TaskStatus.FAILED
+        [listed] = await store.list_tasks("r1")
+        assert listed.status == TaskStatus.PENDING
+        listed.status = TaskStatus.FAILED
+        assert some(await store.get_task("t1")).status == TaskStatus.PENDING
+
+    # -- observations ----------------------------------------------------------------------------
+
+    async def test_observations(self, store: ConversationStore) -> None:
+        for room_id in ("r1", "r2"):
+            await store.create_room(make_room(room_id))
+        first = Observation(room_id="r1", channel_id="ai", content="angry", category="sentiment")
+        assert await store.add_observation(first) == first
+        await store.add_observation(Observation(room_id="r1", channel_id="ai", content="second"))
+        await store.add_observation(Observation(room_id="r2", channel_id="ai", content="other"))
+        listed = await store.list_observations("r1")
+        assert [o.content for o in listed] == ["angry", "second"]
+        assert listed[0] == first
+        assert await store.list_observations("unknown") == []
+        listed[0].content = "changed"
+        assert (await store.list_observations("r1"))[0].content == "angry"
+
+    # -- read tracking ---------------------------------------------------------------------------
+
+    async def test_unread_without_marker_counts_everything(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        assert await store.get_unread_count("r1", "sms1") == 0
+        await add_events(store, "r1", 3)
+        assert await store.get_unread_count("r1", "sms1") == 3
+        assert await store.get_unread_count("unknown", "sms1") == 0
+
+    async def test_mark_read(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        events = await add_events(store, "r1", 5)
+        await store.mark_read("r1", "sms1", events[1].id)
+        assert await store.get_unread_count("r1", "sms1") == 3
+        assert await store.get_unread_count("r1", "web") == 5  # markers are per channel
+        await store.add_event(make_event("r1"))
+        assert await store.get_unread_count("r1", "sms1") == 4
+        await store.mark_read("r1", "sms1", events[4].id)
+        assert await store.get_unread_count("r1", "sms1") == 1
+        await store.mark_read("r1", "sms1", events[0].id)  # a marker may move back
+        assert await store.get_unread_count("r1", "sms1") == 5
+
+    async def test_mark_read_ignores_foreign_events(self, store: ConversationStore) -> None:
+        for room_id in ("r1", "r2"):
+            await store.create_room(make_room(room_id))
+        events = await add_events(store, "r1", 3)
+        other = await store.add_event(make_event("r2"))
+        await store.mark_read("r1", "sms1", events[0].id)
+        await store.mark_read("r1", "sms1", "no-such-event")
+        await store.mark_read("r1", "sms1", other.id)
+        assert await store.get_unread_count("r1", "sms1") == 2
+        await store.mark_read("r2", "sms1", "no-such-event")
+        assert await store.get_unread_count("r2", "sms1") == 1
+
+    async def test_mark_all_read(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.mark_all_read("r1", "sms1")  # nothing to read yet
+        await add_events(store, "r1", 3)
+        assert await store.get_unread_count("r1", "sms1") == 3
+        await store.mark_all_read("r1", "sms1")
+        assert await store.get_unread_count("r1", "sms1") == 0
+        assert await store.get_unread_count("r1", "web") == 3
+        await add_events(store, "r1", 2)
+        assert await store.get_unread_count("r1", "sms1") == 2
+        await store.mark_all_read("unknown", "sms1")
+        assert await store.get_unread_count("unknown", "sms1") == 0
+
+    # -- clear (optional) ------------------------------------------------------------------------
+
+    async def test_clear(self, store: ConversationStore) -> None:
+        if not self.supports_clear:
+            pytest.skip("backend does not support clear()")
+        await store.create_room(make_room("r1"))
+        event = await store.add_event(make_event("r1", idempotency_key="k"))
+        await store.add_binding(make_binding("r1", "sms1", participant_id="p1"))
+        await store.add_participant(make_participant("r1", "p1"))
+        await store.add_task(Task(id="t1", room_id="r1", title="t"))
+        await store.add_observation(Observation(room_id="r1", channel_id="ai", content="o"))
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+1"]}))
+        await store.mark_all_read("r1", "sms1")
+
+        await store.clear()
+
+        assert await store.list_rooms() == []
+        assert await store.get_event(event.id) is None
+        assert await store.get_event_count("r1") == 0
+        assert await store.check_idempotency("r1", "k") is False
+        assert await store.list_bindings("r1") == []
+        assert await store.find_room_id_by_channel("sms1") is None
+        assert await store.find_latest_room("p1") is None
+        assert await store.list_participants("r1") == []
+        assert await store.get_task("t1") is None
+        assert await store.list_observations("r1") == []
+        assert await store.get_identity("i1") is None
+        assert await store.resolve_identity("sms", "+1") is None
+        # Still usable afterwards, with fresh read markers.
+        await store.create_room(make_room("r1"))
+        await add_events(store, "r1", 2)
+        assert await store.get_unread_count("r1", "sms1") == 2
+        assert await store.find_room_id_by_channel("sms1") is None

@@ -1,0 +1,274 @@
+"""The provider ABCs' defaults and the mocks' recording behaviour."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import providers
+from providers import (
+    AIContext,
+    AIImagePart,
+    AIMessage,
+    AIProvider,
+    AIResponse,
+    AITextPart,
+    AIToolCall,
+    EmailProvider,
+    HTTPProvider,
+    MessengerProvider,
+    MockAIProvider,
+    MockEmailProvider,
+    MockHTTPProvider,
+    MockMessengerProvider,
+    MockRCSProvider,
+    MockSMSProvider,
+    MockTeamsProvider,
+    MockWhatsAppProvider,
+    ProviderError,
+    RCSDeliveryResult,
+    RCSProvider,
+    SMSProvider,
+    TeamsProvider,
+    WhatsAppProvider,
+)
+from roomkit.models.delivery import ProviderResult
+from roomkit.models.enums import ChannelType
+from roomkit.models.event import EventSource, RoomEvent, TextContent
+
+
+def _event(body: str = "hi") -> RoomEvent:
+    return RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="sms-1", channel_type=ChannelType.SMS),
+        content=TextContent(body=body),
+    )
+
+
+class TestPublicNames:
+    def test_all_names_unique_and_importable(self) -> None:
+        assert len(providers.__all__) == len(set(providers.__all__))
+        for name in providers.__all__:
+            assert getattr(providers, name) is not None
+
+    def test_subpackages_export_their_names(self) -> None:
+        from providers import ai, email, http, messenger, rcs, sms, teams, whatsapp
+
+        for package in (ai, email, http, messenger, rcs, sms, teams, whatsapp):
+            for name in package.__all__:
+                assert getattr(providers, name) is getattr(package, name)
+
+    def test_provider_error_is_reexported_from_ai_base(self) -> None:
+        from providers.ai.base import ProviderError as FromAIBase
+
+        assert FromAIBase is ProviderError
+
+
+@pytest.mark.parametrize(
+    "module", ["providers", "providers.sms.mock", "roomkit", "roomkit.channels.ai"]
+)
+def test_import_order_has_no_cycle(module: str) -> None:
+    """``providers`` and ``roomkit`` import each other's modules; any entry point must work."""
+    code = f"import {module}; import providers, roomkit.channels; providers.MockAIProvider"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+class TestProviderError:
+    def test_fields_and_defaults(self) -> None:
+        err = ProviderError("boom")
+        assert str(err) == "boom"
+        assert (err.message, err.retryable, err.provider) == ("boom", False, "")
+        assert err.status_code is None and err.retry_after is None
+
+    def test_keyword_fields(self) -> None:
+        err = ProviderError(
+            "slow down", retryable=True, provider="X", status_code=429, retry_after=2.5
+        )
+        assert (err.retryable, err.provider, err.status_code, err.retry_after) == (
+            True,
+            "X",
+            429,
+            2.5,
+        )
+        assert "retry_after=2.5" in repr(err)
+
+
+class TestAIModels:
+    def test_message_content_parts_are_discriminated(self) -> None:
+        message = AIMessage.model_validate(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image", "url": "https://x.test/a.png", "mime_type": "image/png"},
+                ],
+            }
+        )
+        assert isinstance(message.content, list)
+        assert isinstance(message.content[0], AITextPart)
+        assert isinstance(message.content[1], AIImagePart)
+
+    def test_context_defaults(self) -> None:
+        context = AIContext()
+        assert context.messages == [] and context.tools == []
+        assert (context.temperature, context.max_tokens) == (0.7, 1024)
+        assert context.room is None and context.target_capabilities is None
+
+    def test_response_defaults(self) -> None:
+        response = AIResponse(content="ok", tool_calls=[AIToolCall(id="1", name="f")])
+        assert response.usage == {} and response.tasks == [] and response.observations == []
+        assert response.tool_calls[0].arguments == {}
+
+
+class TestMockAIProvider:
+    async def test_round_robin_and_recording(self) -> None:
+        provider = MockAIProvider(["a", "b"])
+        contexts = [AIContext(system_prompt=str(i)) for i in range(3)]
+        replies = [(await provider.generate(c)).content for c in contexts]
+        assert replies == ["a", "b", "a"]
+        assert provider.calls == contexts
+
+    async def test_usage_and_defaults(self) -> None:
+        provider = MockAIProvider()
+        response = await provider.generate(AIContext())
+        assert response.content
+        assert response.usage == {"prompt_tokens": 10, "completion_tokens": 5}
+        assert isinstance(provider, AIProvider)
+        assert provider.name == "MockAIProvider"
+        assert provider.model_name == "mock"
+        assert provider.supports_vision is False
+        assert MockAIProvider(vision=True).supports_vision is True
+        await provider.close()
+
+
+class TestMockSMSProvider:
+    async def test_records_sends(self) -> None:
+        provider = MockSMSProvider()
+        event = _event()
+        result = await provider.send(event, to="+15551112222")
+        result2 = await provider.send(event, to="+15553334444", from_="+15559990000")
+        assert isinstance(provider, SMSProvider)
+        assert provider.from_number == "+15550001234"
+        assert provider.sent == [
+            {"event": event, "to": "+15551112222", "from": "+15550001234"},
+            {"event": event, "to": "+15553334444", "from": "+15559990000"},
+        ]
+        assert result.success and result.provider_message_id
+        assert result.provider_message_id != result2.provider_message_id
+
+    async def test_simulated_failure_is_returned_not_raised(self) -> None:
+        provider = MockSMSProvider(simulate_failure=True)
+        result = await provider.send(_event(), to="+1")
+        assert not result.success and result.error == "simulated_failure"
+        assert len(provider.sent) == 1
+
+    async def test_optional_methods_raise_not_implemented(self) -> None:
+        provider = MockSMSProvider()
+        with pytest.raises(NotImplementedError):
+            await provider.parse_webhook({}, "sms-1")
+        with pytest.raises(NotImplementedError):
+            provider.verify_signature(b"", "sig")
+
+
+class TestMockEmailProvider:
+    async def test_records_sends_with_subject(self) -> None:
+        provider = MockEmailProvider()
+        event = _event()
+        result = await provider.send(event, to="a@x.test", from_="b@x.test", subject="Hi")
+        assert isinstance(provider, EmailProvider)
+        assert provider.sent == [
+            {"event": event, "to": "a@x.test", "from": "b@x.test", "subject": "Hi"}
+        ]
+        assert result.success
+        with pytest.raises(NotImplementedError):
+            await provider.parse_inbound({}, "email-1")
+
+
+class TestMockRCSProvider:
+    async def test_rcs_delivery(self) -> None:
+        provider = MockRCSProvider("agent-1")
+        event = _event()
+        result = await provider.send(event, to="+1")
+        assert isinstance(provider, RCSProvider)
+        assert isinstance(result, RCSDeliveryResult) and isinstance(result, ProviderResult)
+        assert result.success and result.channel_used == "rcs" and not result.fallback
+        assert provider.sender_id == "agent-1"
+        assert provider.supports_fallback is True
+        assert provider.calls == [{"event": event, "to": "+1", "fallback": True}]
+        assert await provider.check_capability("+1") is True
+
+    async def test_simulated_fallback(self) -> None:
+        provider = MockRCSProvider(simulate_fallback=True)
+        result = await provider.send(_event(), to="+1")
+        assert result.success and result.channel_used == "sms" and result.fallback
+        refused = await provider.send(_event(), to="+1", fallback=False)
+        assert not refused.success and refused.error == "rcs_not_supported"
+        assert [c["fallback"] for c in provider.calls] == [True, False]
+        assert await provider.check_capability("+1") is False
+
+    async def test_simulated_failure(self) -> None:
+        provider = MockRCSProvider(simulate_failure=True)
+        result = await provider.send(_event(), to="+1")
+        assert not result.success and result.error == "simulated_failure"
+        assert len(provider.calls) == 1
+
+    def test_delivery_result_defaults(self) -> None:
+        result = RCSDeliveryResult(success=True)
+        assert (result.channel_used, result.fallback) == ("rcs", False)
+
+
+@pytest.mark.parametrize(
+    ("mock_cls", "abc"),
+    [
+        (MockMessengerProvider, MessengerProvider),
+        (MockTeamsProvider, TeamsProvider),
+        (MockHTTPProvider, HTTPProvider),
+        (MockWhatsAppProvider, WhatsAppProvider),
+    ],
+)
+class TestEventToMocks:
+    async def test_records_event_and_recipient(self, mock_cls: type, abc: type) -> None:
+        provider = mock_cls()
+        event = _event()
+        result = await provider.send(event, to="someone")
+        assert isinstance(provider, abc)
+        assert provider.sent == [{"event": event, "to": "someone"}]
+        assert result.success and result.provider_message_id
+        assert provider.name == mock_cls.__name__
+        await provider.close()
+
+    async def test_simulated_failure(self, mock_cls: type, abc: type) -> None:
+        provider = mock_cls(simulate_failure=True)
+        result = await provider.send(_event(), to="someone")
+        assert not result.success and result.error == "simulated_failure"
+
+
+class TestWhatsAppOptionalMethods:
+    async def test_raise_not_implemented(self) -> None:
+        provider = MockWhatsAppProvider()
+        with pytest.raises(NotImplementedError):
+            await provider.parse_webhook({}, "wa")
+        with pytest.raises(NotImplementedError):
+            await provider.send_template("+1", "welcome", {"name": "Ann"})
+        with pytest.raises(NotImplementedError):
+            await provider.send_reaction("chat", "sender", "m1", "👍")
+
+
+def test_abcs_cannot_be_instantiated() -> None:
+    for abc in (
+        AIProvider,
+        SMSProvider,
+        EmailProvider,
+        RCSProvider,
+        MessengerProvider,
+        TeamsProvider,
+        HTTPProvider,
+        WhatsAppProvider,
+    ):
+        with pytest.raises(TypeError):
+            abc()  # type: ignore[abstract]

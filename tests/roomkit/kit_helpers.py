@@ -1,0 +1,78 @@
+"""Test channels and helpers shared by the kit's tests (as the seed's testing section shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roomkit import (
+    Channel,
+    ChannelBinding,
+    ChannelCapabilities,
+    ChannelMediaType,
+    ChannelOutput,
+    ChannelType,
+    EventSource,
+    InboundMessage,
+    RoomContext,
+    RoomEvent,
+    TextContent,
+)
+
+
+class SimpleChannel(Channel):
+    """A bidirectional test channel that records every event delivered to it."""
+
+    channel_type = ChannelType.SMS
+
+    def __init__(
+        self,
+        channel_id: str,
+        channel_type: ChannelType = ChannelType.SMS,
+        media_types: list[ChannelMediaType] | None = None,
+        fail: bool = False,
+    ) -> None:
+        super().__init__(channel_id)
+        self.channel_type = channel_type  # type: ignore[misc]
+        self.media_types = media_types or [ChannelMediaType.TEXT]
+        self.fail = fail
+        self.delivered: list[RoomEvent] = []
+        self.seen: list[RoomEvent] = []
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        return RoomEvent(
+            room_id=context.room.id,
+            source=EventSource(
+                channel_id=self.channel_id,
+                channel_type=self.channel_type,
+                participant_id=message.sender_id,
+            ),
+            content=message.content,
+            idempotency_key=message.idempotency_key,
+            metadata=dict(message.metadata),
+        )
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if self.fail:
+            raise RuntimeError(f"{self.channel_id} is down")
+        self.delivered.append(event)
+        return ChannelOutput.empty()
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.seen.append(event)
+        return ChannelOutput.empty()
+
+    def capabilities(self) -> ChannelCapabilities:
+        return ChannelCapabilities(media_types=list(self.media_types))
+
+    def texts(self) -> list[str]:
+        return [e.content.body for e in self.delivered if isinstance(e.content, TextContent)]
+
+
+def text(channel_id: str, body: str, sender: str = "user-1", **kwargs: Any) -> InboundMessage:
+    return InboundMessage(
+        channel_id=channel_id, sender_id=sender, content=TextContent(body=body), **kwargs
+    )

@@ -1,0 +1,129 @@
+"""WebSocketChannel: connection registry, fan-out, dropping failing connections."""
+
+from __future__ import annotations
+
+import pytest
+
+from roomkit.channels import WebSocketChannel
+from roomkit.models.channel import ChannelBinding, ChannelOutput
+from roomkit.models.context import RoomContext
+from roomkit.models.delivery import InboundMessage
+from roomkit.models.enums import ChannelCategory, ChannelMediaType, ChannelType
+from roomkit.models.event import EventSource, RoomEvent, TextContent
+from roomkit.models.room import Room
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The channel is pure anyio: run it on both backends."""
+    return str(request.param)
+
+
+def _event() -> RoomEvent:
+    return RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="sms-1", channel_type=ChannelType.SMS),
+        content=TextContent(body="hi"),
+    )
+
+
+def _binding() -> ChannelBinding:
+    return ChannelBinding(channel_id="ws-1", room_id="r1", channel_type=ChannelType.WEBSOCKET)
+
+
+def _context() -> RoomContext:
+    return RoomContext(room=Room(id="r1"))
+
+
+class _Client:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.received: list[tuple[str, RoomEvent]] = []
+
+    async def send(self, connection_id: str, event: RoomEvent) -> None:
+        if self.fail:
+            raise ConnectionResetError("gone")
+        self.received.append((connection_id, event))
+
+
+class TestRegistry:
+    def test_attributes(self) -> None:
+        channel = WebSocketChannel("ws-1")
+        assert channel.channel_type == ChannelType.WEBSOCKET
+        assert channel.category == ChannelCategory.TRANSPORT
+        caps = channel.capabilities()
+        assert caps.media_types == [
+            ChannelMediaType.TEXT,
+            ChannelMediaType.RICH,
+            ChannelMediaType.MEDIA,
+            ChannelMediaType.AUDIO,
+            ChannelMediaType.VIDEO,
+            ChannelMediaType.LOCATION,
+        ]
+        assert all(
+            [
+                caps.supports_typing,
+                caps.supports_read_receipts,
+                caps.supports_reactions,
+                caps.supports_rich_text,
+                caps.supports_media,
+                caps.supports_buttons,
+                caps.supports_cards,
+                caps.supports_quick_replies,
+            ]
+        )
+
+    def test_register_and_unregister(self) -> None:
+        channel = WebSocketChannel("ws-1")
+        assert channel.connection_count == 0 and channel.info == {"connection_count": 0}
+        channel.register_connection("a", _Client().send)
+        channel.register_connection("b", _Client().send)
+        channel.register_connection("a", _Client().send)  # replaces
+        assert channel.connection_count == 2 and channel.info == {"connection_count": 2}
+        channel.unregister_connection("a")
+        channel.unregister_connection("unknown")
+        assert channel.connection_count == 1
+
+
+class TestDeliver:
+    async def test_delivers_to_every_connection(self) -> None:
+        channel = WebSocketChannel("ws-1")
+        a, b = _Client(), _Client()
+        channel.register_connection("a", a.send)
+        channel.register_connection("b", b.send)
+        event = _event()
+        output = await channel.deliver(event, _binding(), _context())
+        assert output == ChannelOutput.empty()
+        assert a.received == [("a", event)]
+        assert b.received == [("b", event)]
+
+    async def test_no_connections(self) -> None:
+        channel = WebSocketChannel("ws-1")
+        assert await channel.deliver(_event(), _binding(), _context()) == ChannelOutput.empty()
+
+    async def test_failing_connection_is_dropped_others_still_served(self) -> None:
+        channel = WebSocketChannel("ws-1")
+        good, bad = _Client(), _Client(fail=True)
+        channel.register_connection("good", good.send)
+        channel.register_connection("bad", bad.send)
+        await channel.deliver(_event(), _binding(), _context())
+        assert channel.connection_count == 1
+        await channel.deliver(_event(), _binding(), _context())
+        assert len(good.received) == 2
+
+    async def test_handle_inbound(self) -> None:
+        channel = WebSocketChannel("ws-1")
+        message = InboundMessage(
+            channel_id="ws-1",
+            sender_id="user-1",
+            content=TextContent(body="hey"),
+            idempotency_key="k1",
+            metadata={"ip": "127.0.0.1"},
+        )
+        event = await channel.handle_inbound(message, _context())
+        assert event.room_id == "r1"
+        assert event.source.channel_id == "ws-1"
+        assert event.source.channel_type == ChannelType.WEBSOCKET
+        assert event.source.participant_id == "user-1"
+        assert event.idempotency_key == "k1"
+        assert event.metadata == {"ip": "127.0.0.1"}

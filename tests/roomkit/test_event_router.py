@@ -1,0 +1,859 @@
+"""EventRouter: source gate, visibility/access/mute matrix, transcoding, truncation, delivery
+through breaker, rate limit and retries, provider failures, chain depth, and deliver_to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+import pytest
+
+from roomkit.channels.base import Channel
+from roomkit.core.circuit_breaker import CircuitBreaker, CircuitState
+from roomkit.core.event_router import (
+    CHAIN_DEPTH_BLOCKED_BY,
+    BroadcastResult,
+    EventRouter,
+    stamp_visibility,
+    visible_to,
+)
+from roomkit.core.rate_limiter import TokenBucketRateLimiter
+from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder
+from roomkit.models import (
+    Access,
+    ChannelBinding,
+    ChannelCapabilities,
+    ChannelCategory,
+    ChannelDirection,
+    ChannelMediaType,
+    ChannelOutput,
+    ChannelType,
+    CompositeContent,
+    EventContent,
+    EventSource,
+    EventStatus,
+    InboundMessage,
+    MediaContent,
+    Observation,
+    ProviderResult,
+    RateLimit,
+    RetryPolicy,
+    RichContent,
+    Room,
+    RoomContext,
+    RoomEvent,
+    Task,
+    TextContent,
+)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Pure anyio code: every async test runs on both backends."""
+    param: str = request.param
+    return param
+
+
+M = ChannelMediaType
+TRANSPORT = ChannelCategory.TRANSPORT
+INTELLIGENCE = ChannelCategory.INTELLIGENCE
+OK = ProviderResult(success=True, provider_message_id="msg-1")
+IMG = "https://x.test/cat.png"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+Behaviour = ProviderResult | Exception | None
+
+
+class Probe(Channel):
+    """A test channel recording what it sees and delivers.
+
+    ``deliveries`` scripts successive ``deliver`` calls: a ProviderResult to return, an
+    exception to raise, or None for an output without a provider result; once exhausted,
+    every delivery succeeds with ``OK``.
+    """
+
+    channel_type = ChannelType.SMS
+
+    def __init__(
+        self,
+        channel_id: str,
+        *,
+        output: Callable[[RoomEvent], ChannelOutput] | None = None,
+        deliveries: Iterable[Behaviour] = (),
+        on_event_error: Exception | None = None,
+    ) -> None:
+        super().__init__(channel_id)
+        self.seen: list[RoomEvent] = []
+        self.delivered: list[RoomEvent] = []
+        self._output = output
+        self._deliveries = list(deliveries)
+        self._on_event_error = on_event_error
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        raise NotImplementedError
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.seen.append(event)
+        if self._on_event_error is not None:
+            raise self._on_event_error
+        return self._output(event) if self._output is not None else ChannelOutput.empty()
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.delivered.append(event)
+        behaviour = self._deliveries.pop(0) if self._deliveries else OK
+        if isinstance(behaviour, Exception):
+            raise behaviour
+        return ChannelOutput(provider_result=behaviour)
+
+
+def reply(text: str = "reply", **extra: Any) -> Callable[[RoomEvent], ChannelOutput]:
+    """An AI-like output: one response one level deeper in the chain."""
+
+    def output(event: RoomEvent) -> ChannelOutput:
+        response = RoomEvent(
+            room_id=event.room_id,
+            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+            content=TextContent(body=text),
+            chain_depth=event.chain_depth + 1,
+        )
+        return ChannelOutput(responded=True, response_events=[response], **extra)
+
+    return output
+
+
+def bind(
+    channel_id: str,
+    *,
+    category: ChannelCategory = TRANSPORT,
+    media: Iterable[ChannelMediaType] = (M.TEXT,),
+    max_length: int | None = None,
+    **kwargs: Any,
+) -> ChannelBinding:
+    return ChannelBinding(
+        channel_id=channel_id,
+        room_id="r1",
+        channel_type=ChannelType.AI if category is INTELLIGENCE else ChannelType.SMS,
+        category=category,
+        capabilities=ChannelCapabilities(media_types=list(media), max_length=max_length),
+        **kwargs,
+    )
+
+
+def message(
+    content: EventContent | str = "hello", *, chain_depth: int = 0, visibility: str = "all"
+) -> RoomEvent:
+    return RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="src", channel_type=ChannelType.SMS),
+        content=TextContent(body=content) if isinstance(content, str) else content,
+        chain_depth=chain_depth,
+        visibility=visibility,
+    )
+
+
+def context(*bindings: ChannelBinding) -> RoomContext:
+    return RoomContext(room=Room(id="r1"), bindings=list(bindings))
+
+
+def make_router(*channels: Channel, **kwargs: Any) -> EventRouter:
+    kwargs.setdefault("sleep", RecordingSleep())
+    kwargs.setdefault("rate_limiter", TokenBucketRateLimiter(clock=FakeClock()))
+    return EventRouter({c.channel_id: c for c in channels}, **kwargs)
+
+
+async def broadcast(
+    router: EventRouter,
+    *targets: ChannelBinding,
+    source: ChannelBinding | None = None,
+    event: RoomEvent | None = None,
+) -> BroadcastResult:
+    source = source if source is not None else bind("src")
+    return await router.broadcast(
+        event if event is not None else message(), source, context(source, *targets)
+    )
+
+
+def reached(*channels: Probe) -> set[str]:
+    return {c.channel_id for c in channels if c.seen}
+
+
+# -- source gate, access, direction, visibility ---------------------------------------------
+
+
+class TestSourceGate:
+    @pytest.mark.parametrize(
+        ("access", "delivers"),
+        [
+            (Access.READ_WRITE, True),
+            (Access.WRITE_ONLY, True),
+            (Access.READ_ONLY, False),
+            (Access.NONE, False),
+        ],
+    )
+    async def test_source_access(self, access: Access, delivers: bool) -> None:
+        target = Probe("t")
+        result = await broadcast(make_router(target), bind("t"), source=bind("src", access=access))
+        assert bool(target.delivered) is delivers
+        assert bool(result.delivery_results) is delivers
+
+    async def test_muted_source_reaches_nobody(self) -> None:
+        target = Probe("t")
+        result = await broadcast(make_router(target), bind("t"), source=bind("src", muted=True))
+        assert target.seen == [] and target.delivered == []
+        assert result == BroadcastResult()
+
+    async def test_the_source_never_receives_its_own_event(self) -> None:
+        source, other = Probe("src"), Probe("t")
+        await broadcast(make_router(source, other), bind("t"))
+        assert reached(source, other) == {"t"}
+
+
+class TestTargetFilter:
+    @pytest.mark.parametrize(
+        ("access", "receives"),
+        [
+            (Access.READ_WRITE, True),
+            (Access.READ_ONLY, True),
+            (Access.WRITE_ONLY, False),
+            (Access.NONE, False),
+        ],
+    )
+    async def test_target_access(self, access: Access, receives: bool) -> None:
+        target = Probe("t")
+        await broadcast(make_router(target), bind("t", access=access))
+        assert bool(target.seen) is receives
+        assert bool(target.delivered) is receives
+
+    @pytest.mark.parametrize(
+        ("direction", "receives"),
+        [
+            (ChannelDirection.BIDIRECTIONAL, True),
+            (ChannelDirection.INBOUND, True),
+            (ChannelDirection.OUTBOUND, False),
+        ],
+    )
+    async def test_target_direction(self, direction: ChannelDirection, receives: bool) -> None:
+        target = Probe("t")
+        await broadcast(make_router(target), bind("t", direction=direction))
+        assert bool(target.seen) is receives
+
+    @pytest.mark.parametrize(
+        ("visibility", "expected"),
+        [
+            ("all", {"sms", "email", "ai", "internal"}),
+            ("none", set()),
+            ("transport", {"sms", "email", "internal"}),
+            ("intelligence", {"ai"}),
+            ("sms, ai", {"sms", "ai"}),
+            ("sms,email,", {"sms", "email"}),
+            ("email", {"email"}),
+            ("internal", {"internal"}),
+            ("nobody", set()),
+        ],
+    )
+    async def test_visibility_of_the_source_binding(
+        self, visibility: str, expected: set[str]
+    ) -> None:
+        channels = [Probe("sms"), Probe("email"), Probe("ai"), Probe("internal")]
+        await broadcast(
+            make_router(*channels),
+            bind("sms"),
+            bind("email"),
+            bind("ai", category=INTELLIGENCE),
+            bind("internal"),
+            source=bind("src", visibility=visibility),
+        )
+        assert reached(*channels) == expected
+
+    async def test_routing_uses_the_binding_visibility_not_the_events(self) -> None:
+        """As in 0.3.0: an event's own visibility does not narrow its routing."""
+        sms, ai = Probe("sms"), Probe("ai")
+        await broadcast(
+            make_router(sms, ai),
+            bind("sms"),
+            bind("ai", category=INTELLIGENCE),
+            event=message(visibility="intelligence"),
+        )
+        assert reached(sms, ai) == {"sms", "ai"}
+
+    async def test_unregistered_channels_are_skipped_silently(self) -> None:
+        known = Probe("known")
+        result = await broadcast(make_router(known), bind("ghost"), bind("known"))
+        assert reached(known) == {"known"}
+        assert result.errors == {}
+        assert set(result.delivery_results) == {"known"}
+
+    def test_visible_to_is_exposed(self) -> None:
+        assert visible_to(" a , b ", bind("b")) is True  # ids in a list are stripped
+        assert visible_to(" b ", bind("b")) is False  # a single id must match exactly
+
+
+class TestVisibilityStamping:
+    async def test_event_takes_the_binding_visibility(self) -> None:
+        target = Probe("t")
+        await broadcast(make_router(target), bind("t"), source=bind("src", visibility="t"))
+        assert target.seen[0].visibility == "t"
+        assert target.delivered[0].visibility == "t"
+
+    async def test_explicit_event_visibility_is_kept(self) -> None:
+        target = Probe("t")
+        await broadcast(
+            make_router(target),
+            bind("t"),
+            source=bind("src", visibility="transport"),
+            event=message(visibility="agents"),
+        )
+        assert target.seen[0].visibility == "agents"
+
+    def test_stamp_returns_the_same_object_when_nothing_changes(self) -> None:
+        ev = message()
+        assert stamp_visibility(ev, bind("src")) is ev
+        stamped = stamp_visibility(ev, bind("src", visibility="transport"))
+        assert stamped.visibility == "transport" and ev.visibility == "all"
+
+
+class TestCategoryAndMute:
+    async def test_on_event_for_all_deliver_for_transport_only(self) -> None:
+        sms, ai = Probe("sms"), Probe("ai")
+        result = await broadcast(
+            make_router(sms, ai), bind("sms"), bind("ai", category=INTELLIGENCE)
+        )
+        assert reached(sms, ai) == {"sms", "ai"}
+        assert [c.channel_id for c in (sms, ai) if c.delivered] == ["sms"]
+        assert set(result.outputs) == {"sms", "ai"}
+        assert set(result.delivery_results) == set(result.delivery_outputs) == {"sms"}
+
+    @pytest.mark.parametrize("category", [TRANSPORT, INTELLIGENCE])
+    async def test_muted_target_listens_but_its_responses_are_dropped(
+        self, category: ChannelCategory
+    ) -> None:
+        task = Task(room_id="r1", title="follow up")
+        obs = Observation(room_id="r1", channel_id="t", content="angry")
+        target = Probe(
+            "t", output=reply(tasks=[task], observations=[obs], metadata_updates={"k": 1})
+        )
+        result = await broadcast(make_router(target), bind("t", category=category, muted=True))
+        assert len(target.seen) == 1
+        assert len(target.delivered) == (1 if category is TRANSPORT else 0)
+        assert result.reentry_events == [] and result.blocked_events == []
+        assert result.tasks == [task] and result.observations == [obs]
+        assert result.metadata_updates == {"k": 1}
+
+    async def test_unmuted_responses_are_reentered(self) -> None:
+        ai = Probe("ai", output=reply("hi back"))
+        result = await broadcast(make_router(ai), bind("ai", category=INTELLIGENCE))
+        assert [body(e) for e in result.reentry_events] == ["hi back"]
+
+    async def test_responses_without_responded_are_ignored(self) -> None:
+        def output(event: RoomEvent) -> ChannelOutput:
+            return ChannelOutput(responded=False, response_events=reply()(event).response_events)
+
+        ai = Probe("ai", output=output)
+        result = await broadcast(make_router(ai), bind("ai", category=INTELLIGENCE))
+        assert result.reentry_events == []
+
+    async def test_side_effects_merge_across_targets(self) -> None:
+        a = Probe("a", output=lambda e: ChannelOutput(metadata_updates={"x": 1, "y": 1}))
+        b = Probe("b", output=lambda e: ChannelOutput(metadata_updates={"y": 2}))
+        result = await broadcast(make_router(a, b), bind("a"), bind("b"))
+        assert result.metadata_updates == {"x": 1, "y": 2}  # binding order: later wins
+
+
+def body(event: RoomEvent) -> str:
+    assert isinstance(event.content, TextContent)
+    return event.content.body
+
+
+# -- transcoding and truncation -------------------------------------------------------------
+
+
+class SpyTranscoder(DefaultContentTranscoder):
+    def __init__(self, refuse: bool = False) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.refuse = refuse
+
+    async def transcode(
+        self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+    ) -> EventContent | None:
+        self.calls.append((source.channel_id, target.channel_id))
+        if self.refuse:
+            return None
+        return await super().transcode(content, source, target)
+
+
+class Broken(ContentTranscoder):
+    async def transcode(
+        self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+    ) -> EventContent | None:
+        raise RuntimeError("no translator")
+
+
+class TestTranscoding:
+    async def test_not_invoked_when_source_types_are_a_subset(self) -> None:
+        spy = SpyTranscoder()
+        target = Probe("t")
+        await broadcast(
+            make_router(target, transcoder=spy),
+            bind("t", media=(M.TEXT, M.MEDIA)),
+            source=bind("src", media=(M.TEXT,)),
+        )
+        assert spy.calls == []
+
+    async def test_rich_to_text_only_target(self) -> None:
+        spy = SpyTranscoder()
+        target = Probe("t")
+        await broadcast(
+            make_router(target, transcoder=spy),
+            bind("t"),
+            source=bind("src", media=(M.TEXT, M.RICH)),
+            event=message(RichContent(body="**hi**", plain_text="hi")),
+        )
+        assert spy.calls == [("src", "t")]
+        assert body(target.seen[0]) == "hi" and body(target.delivered[0]) == "hi"
+
+    async def test_content_the_target_cannot_show_is_transcoded(self) -> None:
+        """QUIRK 11 fixed: equal binding media sets no longer let media reach a text target."""
+        target = Probe("t")
+        await broadcast(
+            make_router(target),
+            bind("t"),
+            event=message(MediaContent(url=IMG, mime_type="image/png", caption="cat")),
+        )
+        assert body(target.delivered[0]) == "[Media: cat]"
+
+    @pytest.mark.parametrize(
+        ("media", "expected"),
+        [
+            ((M.TEXT, M.MEDIA), None),  # every part fits: delivered as is
+            ((M.TEXT,), TextContent(body="look\n[Media: cat]")),
+        ],
+    )
+    async def test_composites_are_judged_part_by_part(
+        self, media: tuple[ChannelMediaType, ...], expected: TextContent | None
+    ) -> None:
+        composite = CompositeContent(
+            parts=[
+                TextContent(body="look"),
+                MediaContent(url=IMG, mime_type="image/png", caption="cat"),
+            ]
+        )
+        target = Probe("t")
+        await broadcast(make_router(target), bind("t", media=media), event=message(composite))
+        assert target.delivered[0].content == (expected or composite)
+
+    async def test_transcoding_failure_skips_the_target(self) -> None:
+        target, ai = Probe("t"), Probe("ai")
+        result = await broadcast(
+            make_router(target, ai, transcoder=SpyTranscoder(refuse=True)),
+            bind("t"),
+            bind("ai", category=INTELLIGENCE),
+            source=bind("src", media=(M.TEXT, M.AUDIO)),
+        )
+        assert target.seen == target.delivered == ai.seen == []
+        assert result.errors == {"t": "transcoding_failed", "ai": "transcoding_failed"}
+        assert result.delivery_results["t"].success is False
+        assert result.delivery_results["t"].error == "transcoding_failed"
+        assert "ai" not in result.delivery_results
+
+    async def test_transcoder_exception_is_the_targets_error(self) -> None:
+        target = Probe("t")
+        result = await broadcast(
+            make_router(target, transcoder=Broken()),
+            bind("t"),
+            source=bind("src", media=(M.TEXT, M.RICH)),
+        )
+        assert result.errors == {"t": "no translator"}
+        assert target.seen == []
+
+
+class TestTruncation:
+    @pytest.mark.parametrize(
+        ("max_length", "text", "expected"),
+        [
+            (10, "abcdefghijklmnop", "abcdefg..."),
+            (10, "abcdefghij", "abcdefghij"),
+            (4, "abcdef", "a..."),
+            (3, "abcdef", "abc"),
+            (1, "abcdef", "a"),
+            (None, "x" * 5000, "x" * 5000),
+        ],
+    )
+    async def test_text_is_cut_to_max_length(
+        self, max_length: int | None, text: str, expected: str
+    ) -> None:
+        target = Probe("t")
+        original = message(text)
+        await broadcast(make_router(target), bind("t", max_length=max_length), event=original)
+        assert body(target.seen[0]) == body(target.delivered[0]) == expected
+        assert body(original) == text
+
+    async def test_only_the_limited_target_is_cut(self) -> None:
+        short, long = Probe("short"), Probe("long")
+        await broadcast(
+            make_router(short, long),
+            bind("short", max_length=5),
+            bind("long"),
+            event=message("0123456789"),
+        )
+        assert body(short.delivered[0]) == "01..."
+        assert body(long.delivered[0]) == "0123456789"
+
+    async def test_non_text_is_not_cut(self) -> None:
+        target = Probe("t")
+        rich = RichContent(body="x" * 50)
+        await broadcast(
+            make_router(target),
+            bind("t", media=(M.TEXT, M.RICH), max_length=5),
+            event=message(rich),
+        )
+        assert target.delivered[0].content == rich
+
+
+# -- delivery: provider results, retries, breaker, rate limit -------------------------------
+
+
+class TestDelivery:
+    async def test_success(self) -> None:
+        target = Probe("t")
+        result = await broadcast(make_router(target), bind("t"))
+        delivery = result.delivery_results["t"]
+        assert (delivery.channel_id, delivery.success, delivery.error) == ("t", True, None)
+        assert delivery.provider_result == OK
+        assert result.delivery_outputs["t"].provider_result == OK
+        assert result.errors == {}
+
+    async def test_output_without_provider_result_is_a_success(self) -> None:
+        target = Probe("t", deliveries=[None])
+        result = await broadcast(make_router(target), bind("t"))
+        assert result.delivery_results["t"].success
+        assert result.delivery_results["t"].provider_result is None
+
+    @pytest.mark.parametrize(
+        ("provider_error", "expected"),
+        [("invalid_number", "invalid_number"), (None, "provider_failure")],
+    )
+    async def test_provider_failure_is_a_failure(
+        self, provider_error: str | None, expected: str
+    ) -> None:
+        """QUIRK 12 fixed: success=False is no longer counted as a delivery."""
+        failed = ProviderResult(success=False, error=provider_error)
+        target = Probe("t", deliveries=[failed])
+        breakers: dict[str, CircuitBreaker] = {}
+        result = await broadcast(make_router(target, breakers=breakers), bind("t"))
+        assert result.errors == {"t": expected}
+        delivery = result.delivery_results["t"]
+        assert delivery.success is False and delivery.error == expected
+        assert delivery.provider_result == failed
+        assert "t" not in result.delivery_outputs
+        assert breakers["t"].failure_count == 1
+
+    async def test_exception_is_a_failure(self) -> None:
+        target = Probe("t", deliveries=[ConnectionError("socket closed")])
+        breakers: dict[str, CircuitBreaker] = {}
+        result = await broadcast(make_router(target, breakers=breakers), bind("t"))
+        assert result.errors == {"t": "socket closed"}
+        assert result.delivery_results["t"].provider_result is None
+        assert breakers["t"].failure_count == 1
+
+    async def test_retries_see_provider_failures(self) -> None:
+        failed = ProviderResult(success=False, error="rate_limit")
+        target = Probe("t", deliveries=[failed, ConnectionError("reset")])
+        sleep = RecordingSleep()
+        breakers: dict[str, CircuitBreaker] = {}
+        policy = RetryPolicy(max_retries=2, base_delay_seconds=1.0)
+        result = await broadcast(
+            make_router(target, sleep=sleep, breakers=breakers), bind("t", retry_policy=policy)
+        )
+        assert len(target.delivered) == 3
+        assert sleep.delays == [1.0, 2.0]
+        assert result.delivery_results["t"].success
+        assert breakers["t"].failure_count == 0
+
+    async def test_exhausted_retries_count_one_breaker_failure(self) -> None:
+        failed = ProviderResult(success=False, error="down")
+        target = Probe("t", deliveries=[failed] * 4)
+        sleep = RecordingSleep()
+        breakers: dict[str, CircuitBreaker] = {}
+        policy = RetryPolicy(max_retries=3, base_delay_seconds=0.5, max_delay_seconds=1.5)
+        result = await broadcast(
+            make_router(target, sleep=sleep, breakers=breakers), bind("t", retry_policy=policy)
+        )
+        assert len(target.delivered) == 4
+        assert sleep.delays == [0.5, 1.0, 1.5]
+        assert result.errors == {"t": "down"}
+        assert result.delivery_results["t"].provider_result == failed
+        assert breakers["t"].failure_count == 1
+
+    async def test_without_policy_there_is_a_single_attempt(self) -> None:
+        target = Probe("t", deliveries=[ConnectionError("x")])
+        sleep = RecordingSleep()
+        await broadcast(make_router(target, sleep=sleep), bind("t"))
+        assert len(target.delivered) == 1 and sleep.delays == []
+
+    async def test_on_event_failure_skips_delivery(self) -> None:
+        target = Probe("t", on_event_error=ValueError("bad state"))
+        other = Probe("other")
+        result = await broadcast(make_router(target, other), bind("t"), bind("other"))
+        assert target.delivered == []
+        assert result.errors == {"t": "bad state"}
+        assert result.delivery_results["t"].success is False
+        assert result.delivery_results["other"].success
+        assert "t" not in result.outputs
+
+
+class TestCircuitBreaker:
+    async def test_opens_refuses_then_probes(self) -> None:
+        clock = FakeClock()
+        target = Probe("t", deliveries=[ConnectionError("down")] * 2)
+        router = make_router(
+            target,
+            breaker_factory=lambda: CircuitBreaker(
+                failure_threshold=2, recovery_timeout=30, clock=clock
+            ),
+        )
+        for _ in range(2):
+            await broadcast(router, bind("t"))
+        assert router.breaker("t").state is CircuitState.OPEN
+        result = await broadcast(router, bind("t"))
+        assert result.errors == {"t": "circuit_breaker_open"}
+        assert result.delivery_results["t"].error == "circuit_breaker_open"
+        assert len(target.delivered) == 2  # not called while open
+        assert len(target.seen) == 3  # on_event still runs
+        clock.now += 30
+        result = await broadcast(router, bind("t"))  # the probe succeeds
+        assert result.delivery_results["t"].success
+        assert router.breaker("t").state is CircuitState.CLOSED
+
+    async def test_breakers_survive_router_recreation(self) -> None:
+        """QUIRK 14 fixed: the kit owns the breakers; a new router sees the open circuit."""
+        breakers = {"t": CircuitBreaker(failure_threshold=1, clock=FakeClock())}
+        breakers["t"].record_failure()
+        target = Probe("t")
+        router = make_router(target, breakers=breakers)
+        assert router.breakers is breakers
+        result = await broadcast(router, bind("t"))
+        assert result.errors == {"t": "circuit_breaker_open"}
+        assert target.delivered == []
+
+    async def test_breakers_are_per_channel(self) -> None:
+        bad, good = Probe("bad", deliveries=[ConnectionError("x")]), Probe("good")
+        breakers: dict[str, CircuitBreaker] = {}
+        router = make_router(
+            bad, good, breakers=breakers, breaker_factory=lambda: CircuitBreaker(1)
+        )
+        await broadcast(router, bind("bad"), bind("good"))
+        assert breakers["bad"].state is CircuitState.OPEN
+        assert breakers["good"].state is CircuitState.CLOSED
+
+
+class TestRateLimit:
+    async def test_deliveries_wait_for_their_token(self) -> None:
+        sleep = RecordingSleep()
+        limiter = TokenBucketRateLimiter(clock=FakeClock(), sleep=sleep)
+        target = Probe("t")
+        limited = bind("t", rate_limit=RateLimit(max_per_minute=30))
+        router = make_router(target, rate_limiter=limiter)
+        for _ in range(3):
+            await broadcast(router, limited)
+        assert len(target.delivered) == 3  # queued, never dropped
+        assert sleep.delays == [pytest.approx(2.0), pytest.approx(4.0)]
+        # QUIRK 14: the limiter outlives the router.
+        await broadcast(make_router(target, rate_limiter=limiter), limited)
+        assert sleep.delays[-1] == pytest.approx(6.0)
+        assert router.rate_limiter is limiter
+
+    async def test_unlimited_bindings_do_not_wait(self) -> None:
+        sleep = RecordingSleep()
+        router = make_router(
+            Probe("t"), rate_limiter=TokenBucketRateLimiter(clock=FakeClock(), sleep=sleep)
+        )
+        for _ in range(5):
+            await broadcast(router, bind("t"))
+        assert sleep.delays == []
+
+
+# -- chain depth ----------------------------------------------------------------------------
+
+
+class TestChainDepth:
+    async def test_responses_below_the_limit_reenter(self) -> None:
+        ai = Probe("ai", output=reply())
+        result = await broadcast(
+            make_router(ai), bind("ai", category=INTELLIGENCE), event=message(chain_depth=3)
+        )
+        assert [e.chain_depth for e in result.reentry_events] == [4]
+        assert result.blocked_events == []
+
+    async def test_responses_at_the_limit_are_blocked_with_an_observation(self) -> None:
+        ai = Probe("ai", output=reply("too deep"))
+        result = await broadcast(
+            make_router(ai), bind("ai", category=INTELLIGENCE), event=message(chain_depth=4)
+        )
+        assert result.reentry_events == []
+        (blocked,) = result.blocked_events
+        assert blocked.status is EventStatus.BLOCKED
+        assert blocked.blocked_by == CHAIN_DEPTH_BLOCKED_BY == "event_chain_depth_limit"
+        assert blocked.chain_depth == 5 and body(blocked) == "too deep"
+        (obs,) = result.observations
+        assert obs.id == f"obs_{blocked.id}"
+        assert obs.category == "event_chain_depth_exceeded"
+        assert obs.room_id == "r1" and obs.channel_id == "ai"
+        assert obs.metadata == {"chain_depth": 5, "max_chain_depth": 5, "source_channel": "ai"}
+
+    async def test_max_depth_one_blocks_the_first_reply(self) -> None:
+        ai = Probe("ai", output=reply())
+        result = await broadcast(
+            make_router(ai, max_chain_depth=1), bind("ai", category=INTELLIGENCE)
+        )
+        assert result.reentry_events == []
+        assert len(result.blocked_events) == 1
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+class TestConcurrency:
+    async def test_targets_run_concurrently_and_merge_in_binding_order(self) -> None:
+        """``a`` waits until ``b`` has run: sequential processing would deadlock."""
+        b_done = anyio.Event()
+
+        class Waiting(Probe):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                await b_done.wait()
+                return await super().on_event(event, binding, context)
+
+        class Signalling(Probe):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                output = await super().on_event(event, binding, context)
+                b_done.set()
+                return output
+
+        a = Waiting("a", output=reply("from a"))
+        b = Signalling("b", output=reply("from b"))
+        with anyio.fail_after(5):
+            result = await broadcast(
+                make_router(a, b),
+                bind("a", category=INTELLIGENCE),
+                bind("b", category=INTELLIGENCE),
+            )
+        assert [body(e) for e in result.reentry_events] == ["from a", "from b"]
+        assert list(result.outputs) == ["a", "b"]
+
+
+# -- deliver_to (injected events) -----------------------------------------------------------
+
+
+class TestDeliverTo:
+    async def test_delivers_without_on_event(self) -> None:
+        """QUIRK 5 fixed: injected events go out through ``deliver``."""
+        target = Probe("t")
+        router = make_router(target)
+        delivery = await router.deliver_to(message(), bind("t"), context(bind("src"), bind("t")))
+        assert delivery.success and delivery.provider_result == OK
+        assert target.seen == [] and len(target.delivered) == 1
+
+    async def test_explicit_targets_skip_access_and_mute_checks(self) -> None:
+        target = Probe("t")
+        binding = bind("t", muted=True, access=Access.WRITE_ONLY)
+        delivery = await make_router(target).deliver_to(message(), binding, context(binding))
+        assert delivery.success
+
+    async def test_transcodes_against_the_source_binding(self) -> None:
+        target = Probe("t")
+        source = bind("src", media=(M.TEXT, M.RICH))
+        spy = SpyTranscoder()
+        await make_router(target, transcoder=spy).deliver_to(
+            message(RichContent(body="*b*", plain_text="b")),
+            bind("t", max_length=100),
+            context(source, bind("t")),
+        )
+        assert spy.calls == [("src", "t")]
+        assert body(target.delivered[0]) == "b"
+
+    async def test_transcodes_by_content_without_a_source_binding(self) -> None:
+        target = Probe("t")
+        await make_router(target).deliver_to(
+            message(MediaContent(url=IMG, mime_type="image/png")),
+            bind("t", max_length=10),
+            context(bind("t")),
+        )
+        assert body(target.delivered[0]) == "[Media:..."
+
+    async def test_failures(self) -> None:
+        failed = ProviderResult(success=False, error="blocked_number")
+        target = Probe("t", deliveries=[failed])
+        breakers: dict[str, CircuitBreaker] = {}
+        router = make_router(target, breakers=breakers, breaker_factory=lambda: CircuitBreaker(1))
+        ctx = context(bind("t"))
+        missing = await router.deliver_to(message(), bind("ghost"), ctx)
+        assert (missing.success, missing.error) == (False, "channel_not_registered")
+        delivery = await router.deliver_to(message(), bind("t"), ctx)
+        assert (delivery.success, delivery.error) == (False, "blocked_number")
+        assert delivery.provider_result == failed
+        refused = await router.deliver_to(message(), bind("t"), ctx)
+        assert refused.error == "circuit_breaker_open"
+        assert len(target.delivered) == 1
+
+    async def test_transcoding_refused(self) -> None:
+        target = Probe("t")
+        delivery = await make_router(target, transcoder=SpyTranscoder(refuse=True)).deliver_to(
+            message(MediaContent(url=IMG, mime_type="image/png")), bind("t"), context()
+        )
+        assert (delivery.success, delivery.error) == (False, "transcoding_failed")
+        assert target.delivered == []
+
+    async def test_transcoder_exception(self) -> None:
+        target = Probe("t")
+        source = bind("src", media=(M.TEXT, M.RICH))
+        delivery = await make_router(target, transcoder=Broken()).deliver_to(
+            message(), bind("t"), context(source)
+        )
+        assert (delivery.success, delivery.error) == (False, "no translator")
+        assert target.delivered == []
+
+    async def test_retry_policy_applies(self) -> None:
+        target = Probe("t", deliveries=[ConnectionError("once")])
+        sleep = RecordingSleep()
+        binding = bind("t", retry_policy=RetryPolicy(max_retries=1))
+        delivery = await make_router(target, sleep=sleep).deliver_to(
+            message(), binding, context(binding)
+        )
+        assert delivery.success and len(target.delivered) == 2 and sleep.delays == [1.0]
+
+
+async def test_no_targets_returns_an_empty_result() -> None:
+    result = await broadcast(make_router())
+    assert result == BroadcastResult()
+
+
+async def test_default_collaborators() -> None:
+    router = EventRouter({})
+    assert isinstance(router.rate_limiter, TokenBucketRateLimiter)
+    assert router.breakers == {}
+    assert router.max_chain_depth == 5
+    assert router.breaker("x") is router.breaker("x")

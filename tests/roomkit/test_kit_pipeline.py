@@ -1,0 +1,351 @@
+"""The inbound pipeline end to end, on the embedded default (memory log)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from roomkit import (
+    Access,
+    AIChannel,
+    ChannelCategory,
+    ChannelNotRegisteredError,
+    EventStatus,
+    EventType,
+    FrameworkEvent,
+    HookExecution,
+    HookResult,
+    HookTrigger,
+    InjectedEvent,
+    InvalidRoomIdError,
+    MockAIProvider,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    RoomNotFoundError,
+    RoomStatus,
+    Task,
+    TextContent,
+)
+from roomkit.models.event import EventSource
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+@pytest.fixture
+async def kit() -> AsyncIterator[RoomKit]:
+    async with RoomKit() as kit:
+        yield kit
+
+
+async def two_channel_room(kit: RoomKit) -> tuple[SimpleChannel, SimpleChannel]:
+    sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+    kit.register_channel(sms)
+    kit.register_channel(ws)
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ws")
+    return sms, ws
+
+
+class TestRooms:
+    async def test_create_and_get_room(self, kit: RoomKit) -> None:
+        room = await kit.create_room(room_id="r1", metadata={"topic": "billing"})
+        assert room.status == RoomStatus.ACTIVE
+        fetched = await kit.get_room("r1")
+        assert fetched.id == "r1"
+        assert fetched.metadata == {"topic": "billing"}
+
+    async def test_unknown_room(self, kit: RoomKit) -> None:
+        with pytest.raises(RoomNotFoundError):
+            await kit.get_room("nope")
+        with pytest.raises(RoomNotFoundError):
+            await kit.close_room("nope")
+
+    async def test_invalid_room_id_is_a_clear_error(self, kit: RoomKit) -> None:
+        with pytest.raises(InvalidRoomIdError):
+            await kit.create_room(room_id="room.with.dots")
+
+    async def test_close_and_metadata(self, kit: RoomKit) -> None:
+        events: list[FrameworkEvent] = []
+
+        @kit.on("room_closed")
+        async def closed(event: FrameworkEvent) -> None:
+            events.append(event)
+
+        await kit.create_room(room_id="r1")
+        room = await kit.update_room_metadata("r1", {"a": 1})
+        assert room.metadata == {"a": 1}
+        closed_room = await kit.close_room("r1")
+        assert closed_room.status == RoomStatus.CLOSED
+        assert (await kit.get_room("r1")).status == RoomStatus.CLOSED
+        assert [e.room_id for e in events] == ["r1"]
+
+    async def test_lifecycle_hooks_run_before_the_call_returns(self, kit: RoomKit) -> None:
+        seen: list[str] = []
+
+        @kit.hook(HookTrigger.ON_ROOM_CREATED, execution=HookExecution.ASYNC)
+        async def created(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(f"created:{event.room_id}")
+
+        @kit.hook(HookTrigger.ON_CHANNEL_ATTACHED, execution=HookExecution.ASYNC)
+        async def attached(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(f"attached:{event.content.data['channel_id']}")  # type: ignore[union-attr]
+
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        assert seen == ["created:r1", "attached:sms"]
+
+
+class TestInbound:
+    async def test_message_reaches_the_other_channels_once(self, kit: RoomKit) -> None:
+        sms, ws = await two_channel_room(kit)
+        result = await kit.process_inbound(text("sms", "hello"))
+        assert not result.blocked
+        assert result.event is not None
+        assert result.event.status == EventStatus.DELIVERED
+        assert ws.texts() == ["hello"]
+        assert sms.texts() == []
+        timeline = await kit.get_timeline("r1")
+        messages = [e for e in timeline if e.type == EventType.MESSAGE]
+        assert [m.content.body for m in messages] == ["hello"]  # type: ignore[union-attr]
+        assert messages[0].index == len(timeline) - 1
+        room = await kit.get_room("r1")
+        assert room.event_count == len(timeline)
+        assert room.timers.last_activity_at is not None
+
+    async def test_unregistered_channel(self, kit: RoomKit) -> None:
+        with pytest.raises(ChannelNotRegisteredError):
+            await kit.process_inbound(text("ghost", "boo"))
+
+    async def test_routing_auto_creates_a_room_and_reuses_it(self, kit: RoomKit) -> None:
+        kit.register_channel(SimpleChannel("sms"))
+        first = await kit.process_inbound(text("sms", "one"))
+        second = await kit.process_inbound(text("sms", "two"))
+        assert first.event is not None and second.event is not None
+        assert first.event.room_id == second.event.room_id
+        bindings = await kit.list_bindings(first.event.room_id)
+        assert [b.channel_id for b in bindings] == ["sms"]
+
+    async def test_duplicate_idempotency_key_is_not_recorded_twice(self, kit: RoomKit) -> None:
+        _, ws = await two_channel_room(kit)
+        first = await kit.process_inbound(text("sms", "hi", idempotency_key="k1"))
+        again = await kit.process_inbound(text("sms", "hi", idempotency_key="k1"))
+        assert again.blocked and again.reason == "duplicate"
+        assert again.event is not None and first.event is not None
+        assert again.event.id == first.event.id
+        assert ws.texts() == ["hi"]
+
+    async def test_blocking_hook(self, kit: RoomKit) -> None:
+        _, ws = await two_channel_room(kit)
+        blocked_events: list[FrameworkEvent] = []
+
+        @kit.on("event_blocked")
+        async def on_blocked(event: FrameworkEvent) -> None:
+            blocked_events.append(event)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def no_spam(event: RoomEvent, context: RoomContext) -> HookResult:
+            if "spam" in event.content.body:  # type: ignore[union-attr]
+                return HookResult.block("spam detected")
+            return HookResult.allow()
+
+        result = await kit.process_inbound(text("sms", "buy spam now"))
+        assert result.blocked and result.reason == "spam detected"
+        assert result.event is not None and result.event.status == EventStatus.BLOCKED
+        assert result.event.blocked_by == "no_spam"
+        assert ws.delivered == []
+        stored = await kit.store.get_event(result.event.id)
+        assert stored is not None and stored.status == EventStatus.BLOCKED
+        assert blocked_events[0].data == {"reason": "spam detected", "blocked_by": "no_spam"}
+
+    async def test_modifying_hook_changes_what_is_delivered(self, kit: RoomKit) -> None:
+        _, ws = await two_channel_room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def shout(event: RoomEvent, context: RoomContext) -> HookResult:
+            body = event.content.body.upper()  # type: ignore[union-attr]
+            return HookResult.modify(event.model_copy(update={"content": TextContent(body=body)}))
+
+        await kit.process_inbound(text("sms", "quiet"))
+        assert ws.texts() == ["QUIET"]
+
+    async def test_injected_event_reaches_its_target_through_deliver(self, kit: RoomKit) -> None:
+        sms, ws = await two_channel_room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def notice(event: RoomEvent, context: RoomContext) -> HookResult:
+            if event.source.channel_id != "sms":
+                return HookResult.allow()
+            reply = RoomEvent(
+                room_id=event.room_id,
+                source=EventSource(channel_id="system", channel_type="system"),
+                content=TextContent(body="we got it"),
+            )
+            return HookResult.block(
+                "held", injected=[InjectedEvent(event=reply, target_channel_ids=["sms"])]
+            )
+
+        await kit.process_inbound(text("sms", "hello?"))
+        assert sms.texts() == ["we got it"]  # quirk 5 fixed: deliver, not on_event
+        assert ws.delivered == []
+
+    async def test_failing_sync_hook_fails_open_and_reports(self, kit: RoomKit) -> None:
+        _, ws = await two_channel_room(kit)
+        errors: list[FrameworkEvent] = []
+
+        @kit.on("hook_error")
+        async def on_error(event: FrameworkEvent) -> None:
+            errors.append(event)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, name="broken")
+        async def broken(event: RoomEvent, context: RoomContext) -> HookResult:
+            raise RuntimeError("boom")
+
+        result = await kit.process_inbound(text("sms", "still here"))
+        assert not result.blocked
+        assert ws.texts() == ["still here"]
+        assert errors[0].data["hook"] == "broken"
+
+    async def test_hooks_run_in_priority_order(self, kit: RoomKit) -> None:
+        await two_channel_room(kit)
+        order: list[str] = []
+        for name, priority in (("late", 10), ("early", -1), ("middle", 0)):
+
+            async def hook(event: RoomEvent, context: RoomContext, name: str = name) -> None:
+                order.append(name)
+
+            kit.hook(HookTrigger.BEFORE_BROADCAST, priority=priority, name=name)(hook)
+        await kit.process_inbound(text("sms", "x"))
+        assert order == ["early", "middle", "late"]
+
+    async def test_after_broadcast_and_task_hooks_have_run_on_return(self, kit: RoomKit) -> None:
+        await two_channel_room(kit)
+        seen: list[str] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def make_task(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult(action="allow", tasks=[Task(room_id="r1", title="follow up")])
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def after(event: RoomEvent, context: RoomContext) -> None:
+            seen.append("after")
+
+        @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
+        async def task_created(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(f"task:{event.metadata['task_title']}")
+
+        await kit.process_inbound(text("sms", "hi"))
+        assert sorted(seen) == ["after", "task:follow up"]
+        assert [t.title for t in await kit.list_tasks("r1")] == ["follow up"]
+
+
+class TestAI:
+    async def test_ai_reply_is_recorded_and_delivered(self, kit: RoomKit) -> None:
+        sms = SimpleChannel("sms")
+        ai = AIChannel("ai", provider=MockAIProvider(["How can I help?"]))
+        kit.register_channel(sms)
+        kit.register_channel(ai)
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        await kit.process_inbound(text("sms", "hello"))
+        assert sms.texts() == ["How can I help?"]
+        timeline = await kit.get_timeline("r1")
+        reply = timeline[-1]
+        assert reply.source.channel_id == "ai"
+        assert reply.status == EventStatus.DELIVERED  # quirk 3 fixed
+        assert reply.index == len(timeline) - 1
+        provider = ai._provider
+        assert isinstance(provider, MockAIProvider)
+        bodies = [m.content for m in provider.calls[0].messages]
+        assert bodies.count("hello") == 1  # quirk 2 fixed
+
+    async def test_two_ais_stop_at_the_chain_depth(self) -> None:
+        async with RoomKit(max_chain_depth=3) as kit:
+            exceeded: list[FrameworkEvent] = []
+
+            @kit.on("chain_depth_exceeded")
+            async def on_exceeded(event: FrameworkEvent) -> None:
+                exceeded.append(event)
+
+            sms = SimpleChannel("sms")
+            kit.register_channel(sms)
+            kit.register_channel(AIChannel("ai-a", provider=MockAIProvider(["a"])))
+            kit.register_channel(AIChannel("ai-b", provider=MockAIProvider(["b"])))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            await kit.attach_channel("r1", "ai-a")
+            await kit.attach_channel("r1", "ai-b")
+            await kit.process_inbound(text("sms", "start"))
+            timeline = await kit.get_timeline("r1", limit=200)
+            replies = [e for e in timeline if e.source.channel_id.startswith("ai")]
+            delivered = [e for e in replies if e.status == EventStatus.DELIVERED]
+            blocked = [e for e in replies if e.status == EventStatus.BLOCKED]
+            assert max(e.chain_depth for e in delivered) == 2
+            assert blocked and all(e.blocked_by == "event_chain_depth_limit" for e in blocked)
+            assert exceeded
+
+    async def test_send_event_replies_re_enter(self, kit: RoomKit) -> None:
+        sms = SimpleChannel("sms")
+        kit.register_channel(sms)
+        kit.register_channel(AIChannel("ai", provider=MockAIProvider(["pong"])))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ai")
+        await kit.send_event("r1", "sms", TextContent(body="ping"))
+        assert sms.texts() == ["pong"]  # quirk 6 fixed
+
+
+class TestBindings:
+    async def test_read_only_source_reaches_nobody(self, kit: RoomKit) -> None:
+        _, ws = await two_channel_room(kit)
+        await kit.set_access("r1", "sms", Access.READ_ONLY)
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        assert ws.delivered == []
+
+    async def test_write_only_target_is_skipped(self, kit: RoomKit) -> None:
+        _, ws = await two_channel_room(kit)
+        await kit.set_access("r1", "ws", Access.WRITE_ONLY)
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        assert ws.delivered == []
+
+    async def test_visibility_limits_targets(self, kit: RoomKit) -> None:
+        sms, ws = await two_channel_room(kit)
+        email = SimpleChannel("email")
+        kit.register_channel(email)
+        await kit.attach_channel("r1", "email")
+        await kit.set_visibility("r1", "sms", "email")
+        await kit.process_inbound(text("sms", "psst"), room_id="r1")
+        assert email.texts() == ["psst"]
+        assert ws.delivered == []
+
+    async def test_mute_and_detach(self, kit: RoomKit) -> None:
+        await two_channel_room(kit)
+        binding = await kit.mute("r1", "ws")
+        assert binding.muted
+        assert (await kit.get_binding("r1", "ws")).muted
+        assert not (await kit.unmute("r1", "ws")).muted
+        assert await kit.detach_channel("r1", "ws")
+        assert not await kit.detach_channel("r1", "ws")
+        assert [b.channel_id for b in await kit.list_bindings("r1")] == ["sms"]
+
+    async def test_read_markers(self, kit: RoomKit) -> None:
+        await two_channel_room(kit)
+        result = await kit.process_inbound(text("sms", "one"))
+        await kit.process_inbound(text("sms", "two"))
+        assert result.event is not None
+        await kit.mark_read("r1", "ws", result.event.id)
+        assert await kit.store.get_unread_count("r1", "ws") == 1
+        await kit.mark_all_read("r1", "ws")
+        assert await kit.store.get_unread_count("r1", "ws") == 0
+
+
+async def test_a_kit_works_without_being_entered() -> None:
+    """0.3.0 code never enters the kit: the runtime starts on first use."""
+    kit = RoomKit()
+    sms, ws = await two_channel_room(kit)
+    await kit.process_inbound(text("sms", "hi"))
+    assert ws.texts() == ["hi"]
+    await kit.close()

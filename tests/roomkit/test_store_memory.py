@@ -1,0 +1,211 @@
+"""InMemoryStore passes the shared ConversationStore contract; the ABC has the 0.3.0 shape."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import roomkit.store
+from roomkit.models.enums import RoomStatus
+from roomkit.store import ConversationStore, InMemoryStore
+from roomkit.store.testing import ConversationStoreContract, make_binding, make_event, make_room
+
+ABSTRACT_METHODS = {
+    # rooms
+    "create_room",
+    "get_room",
+    "update_room",
+    "delete_room",
+    "list_rooms",
+    "find_rooms",
+    "find_latest_room",
+    "find_room_id_by_channel",
+    # events
+    "add_event",
+    "get_event",
+    "list_events",
+    "check_idempotency",
+    "get_event_count",
+    # bindings
+    "add_binding",
+    "get_binding",
+    "update_binding",
+    "remove_binding",
+    "list_bindings",
+    # participants
+    "add_participant",
+    "get_participant",
+    "update_participant",
+    "list_participants",
+    # identities
+    "create_identity",
+    "get_identity",
+    "resolve_identity",
+    "link_address",
+    # tasks
+    "add_task",
+    "get_task",
+    "list_tasks",
+    "update_task",
+    # observations
+    "add_observation",
+    "list_observations",
+    # read tracking
+    "mark_read",
+    "mark_all_read",
+    "get_unread_count",
+}
+
+
+class TestInMemoryStore(ConversationStoreContract):
+    supports_clear = True
+
+    @pytest.fixture
+    def store(self) -> ConversationStore:
+        return InMemoryStore()
+
+
+class TestConversationStoreABC:
+    def test_exports(self) -> None:
+        assert roomkit.store.__all__ == ["ConversationStore", "InMemoryStore"]
+
+    def test_the_35_abstract_methods(self) -> None:
+        assert len(ABSTRACT_METHODS) == 35
+        assert ConversationStore.__abstractmethods__ == frozenset(ABSTRACT_METHODS)
+        for name in ABSTRACT_METHODS:
+            method = getattr(ConversationStore, name)
+            assert inspect.iscoroutinefunction(method), name
+            assert method.__doc__, name
+
+    @pytest.mark.parametrize(
+        ("name", "params"),
+        [
+            ("list_rooms", ["offset=0", "limit=50"]),
+            ("find_rooms", ["organization_id=None", "status=None", "metadata_filter=None"]),
+            ("find_latest_room", ["participant_id", "channel_type=None", "status=None"]),
+            ("find_room_id_by_channel", ["channel_id", "status=None"]),
+            ("list_events", ["room_id", "offset=0", "limit=50", "visibility_filter=None"]),
+            ("check_idempotency", ["room_id", "key"]),
+            ("get_binding", ["room_id", "channel_id"]),
+            ("get_participant", ["room_id", "participant_id"]),
+            ("resolve_identity", ["channel_type", "address"]),
+            ("link_address", ["identity_id", "channel_type", "address"]),
+            ("list_tasks", ["room_id", "status=None"]),
+            ("mark_read", ["room_id", "channel_id", "event_id"]),
+            ("list_recent_events", ["room_id", "limit=50"]),
+        ],
+    )
+    def test_signatures(self, name: str, params: list[str]) -> None:
+        for cls in (ConversationStore, InMemoryStore):
+            signature = inspect.signature(getattr(cls, name))
+            shown = [str(p).split(":")[0] + _default(p) for p in signature.parameters.values()]
+            assert shown[1:] == params, (cls, name)
+
+    def test_additions_are_not_abstract(self) -> None:
+        assert "list_recent_events" not in ConversationStore.__abstractmethods__
+        assert "clear" not in ConversationStore.__abstractmethods__
+
+    def test_incomplete_store_cannot_be_built(self) -> None:
+        class Partial(ConversationStore):
+            async def get_room(self, room_id: str) -> Any:
+                return None
+
+        with pytest.raises(TypeError):
+            Partial()  # type: ignore[abstract]
+
+    async def test_default_clear_raises(self) -> None:
+        with pytest.raises(NotImplementedError, match="InMemoryStore"):
+            await ConversationStore.clear(InMemoryStore())
+
+
+def _default(param: inspect.Parameter) -> str:
+    return "" if param.default is inspect.Parameter.empty else f"={param.default!r}"
+
+
+# -- the channel index against a brute-force model ---------------------------------------------
+
+ROOMS = [f"r{i}" for i in range(4)]
+CHANNELS = ["c0", "c1", "c2"]
+STATUSES = [RoomStatus.ACTIVE, RoomStatus.PAUSED, RoomStatus.CLOSED]
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), st.sampled_from(ROOMS), st.sampled_from(STATUSES)),
+        st.tuples(st.just("update"), st.sampled_from(ROOMS), st.sampled_from(STATUSES)),
+        st.tuples(st.just("delete"), st.sampled_from(ROOMS)),
+        st.tuples(st.just("bind"), st.sampled_from(ROOMS), st.sampled_from(CHANNELS)),
+        st.tuples(st.just("unbind"), st.sampled_from(ROOMS), st.sampled_from(CHANNELS)),
+        st.tuples(st.just("event"), st.sampled_from(ROOMS)),
+    ),
+    max_size=40,
+)
+
+
+class _Model:
+    """The obvious, slow semantics: scan rooms in creation order."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, RoomStatus] = {}
+        self.bindings: dict[str, dict[str, None]] = {}
+        self.events: dict[str, int] = {}
+
+    def apply(self, op: tuple[Any, ...]) -> None:
+        match op:
+            case ("create" | "update", room_id, status):
+                self.rooms[room_id] = status
+            case ("delete", room_id):
+                self.rooms.pop(room_id, None)
+                self.bindings.pop(room_id, None)
+                self.events.pop(room_id, None)
+            case ("bind", room_id, channel_id):
+                self.bindings.setdefault(room_id, {})[channel_id] = None
+            case ("unbind", room_id, channel_id):
+                self.bindings.get(room_id, {}).pop(channel_id, None)
+            case ("event", room_id):
+                self.events[room_id] = self.events.get(room_id, 0) + 1
+
+    def find(self, channel_id: str, status: RoomStatus | None) -> str | None:
+        for room_id, room_status in self.rooms.items():
+            if channel_id in self.bindings.get(room_id, {}) and status in (None, room_status):
+                return room_id
+        return None
+
+
+async def _apply(store: InMemoryStore, op: tuple[Any, ...]) -> None:
+    match op:
+        case ("create", room_id, status):
+            await store.create_room(make_room(room_id, status=status))
+        case ("update", room_id, status):
+            await store.update_room(make_room(room_id, status=status))
+        case ("delete", room_id):
+            await store.delete_room(room_id)
+        case ("bind", room_id, channel_id):
+            await store.add_binding(make_binding(room_id, channel_id))
+        case ("unbind", room_id, channel_id):
+            await store.remove_binding(room_id, channel_id)
+        case ("event", room_id):
+            await store.add_event(make_event(room_id))
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=operations)
+async def test_indexes_agree_with_a_scan(ops: list[tuple[Any, ...]]) -> None:
+    store = InMemoryStore()
+    model = _Model()
+    for op in ops:
+        await _apply(store, op)
+        model.apply(op)
+        for channel_id in CHANNELS:
+            for status in [None, *STATUSES]:
+                found = await store.find_room_id_by_channel(channel_id, status=status)
+                assert found == model.find(channel_id, status), (channel_id, status)
+    assert [r.id for r in await store.list_rooms(limit=100)] == list(model.rooms)
+    for room_id in ROOMS:
+        assert await store.get_event_count(room_id) == model.events.get(room_id, 0)
+        assert [b.channel_id for b in await store.list_bindings(room_id)] == list(
+            model.bindings.get(room_id, {})
+        )
