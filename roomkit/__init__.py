@@ -1,123 +1,251 @@
 """RoomKit: multi-channel conversations in rooms, with hooks, over an immutable event log.
 
-Everything public is importable from here. Provider names come from their subpackages (not
-from ``providers`` itself) so that ``import roomkit`` and ``import providers`` work in either
-order.
+Everything public is importable from here. Names are loaded on first access (PEP 562), so
+``import roomkit`` stays fast and imports no model, channel or provider until one is used;
+``from roomkit import RoomKit`` loads what ``RoomKit`` needs. Provider names come from their
+subpackages (not from ``providers`` itself) so that ``import roomkit`` and ``import providers``
+work in either order.
 """
 
 from __future__ import annotations
 
-from providers.ai import (
-    AIContext,
-    AIImagePart,
-    AIMessage,
-    AIProvider,
-    AIResponse,
-    AITextPart,
-    AITool,
-    AIToolCall,
-    MockAIProvider,
-)
-from providers.email import EmailProvider, MockEmailProvider
-from providers.errors import ProviderError
-from providers.http import HTTPProvider, MockHTTPProvider
-from providers.messenger import MessengerProvider, MockMessengerProvider
-from providers.rcs import MockRCSProvider, RCSDeliveryResult, RCSProvider
-from providers.sms import MockSMSProvider, SMSProvider
-from providers.teams import MockTeamsProvider, TeamsProvider
-from providers.whatsapp import MockWhatsAppProvider, WhatsAppProvider
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from roomkit._version import __version__
-from roomkit.channels import (
-    AIChannel,
-    Channel,
-    EmailChannel,
-    HTTPChannel,
-    MessengerChannel,
-    RCSChannel,
-    SMSChannel,
-    TeamsChannel,
-    TransportChannel,
-    WebSocketChannel,
-    WhatsAppChannel,
-    WhatsAppPersonalChannel,
-)
-from roomkit.core.framework import RoomKit
-from roomkit.core.hooks import HookEngine, HookRegistration
-from roomkit.core.inbound_router import DefaultInboundRoomRouter, InboundRoomRouter
-from roomkit.core.locks import InMemoryLockManager, RoomLockManager
-from roomkit.errors import (
-    ChannelNotFoundError,
-    ChannelNotRegisteredError,
-    IdentityNotFoundError,
-    InvalidRoomIdError,
-    ParticipantNotFoundError,
-    RoomKitError,
-    RoomNotFoundError,
-    SourceAlreadyAttachedError,
-    SourceNotFoundError,
-    VoiceBackendNotConfiguredError,
-    VoiceNotConfiguredError,
-)
-from roomkit.identity import IdentityResolver, MockIdentityResolver
-from roomkit.models import (
-    Access,
-    AudioContent,
-    ChannelBinding,
-    ChannelCapabilities,
-    ChannelCategory,
-    ChannelDirection,
-    ChannelMediaType,
-    ChannelOutput,
-    ChannelType,
-    CompositeContent,
-    DeliveryMode,
-    DeliveryResult,
-    DeliveryStatus,
-    EventContent,
-    EventSource,
-    EventStatus,
-    EventType,
-    FrameworkEvent,
-    HookExecution,
-    HookResult,
-    HookTrigger,
-    IdentificationStatus,
-    Identity,
-    IdentityHookResult,
-    IdentityResult,
-    InboundMessage,
-    InboundResult,
-    InjectedEvent,
-    LocationContent,
-    MediaContent,
-    Observation,
-    Participant,
-    ParticipantRole,
-    ParticipantStatus,
-    ProviderResult,
-    RateLimit,
-    RetryPolicy,
-    RichContent,
-    Room,
-    RoomContext,
-    RoomEvent,
-    RoomStatus,
-    RoomTimers,
-    SystemContent,
-    Task,
-    TaskStatus,
-    TemplateContent,
-    TextContent,
-    VideoContent,
-)
-from roomkit.realtime import (
-    EphemeralCallback,
-    EphemeralEvent,
-    EphemeralEventType,
-    InMemoryRealtime,
-    RealtimeBackend,
-)
-from roomkit.store import ConversationStore, InMemoryStore
+
+if TYPE_CHECKING:
+    from providers.ai import (
+        AIContext,
+        AIImagePart,
+        AIMessage,
+        AIProvider,
+        AIResponse,
+        AITextPart,
+        AITool,
+        AIToolCall,
+        MockAIProvider,
+    )
+    from providers.email import EmailProvider, MockEmailProvider
+    from providers.errors import ProviderError
+    from providers.http import HTTPProvider, MockHTTPProvider
+    from providers.messenger import MessengerProvider, MockMessengerProvider
+    from providers.rcs import MockRCSProvider, RCSDeliveryResult, RCSProvider
+    from providers.sms import MockSMSProvider, SMSProvider
+    from providers.teams import MockTeamsProvider, TeamsProvider
+    from providers.whatsapp import MockWhatsAppProvider, WhatsAppProvider
+    from roomkit.ai_docs import get_agents_md, get_ai_context, get_llms_txt
+    from roomkit.channels import (
+        AIChannel,
+        Channel,
+        EmailChannel,
+        HTTPChannel,
+        MessengerChannel,
+        RCSChannel,
+        SMSChannel,
+        TeamsChannel,
+        TransportChannel,
+        WebSocketChannel,
+        WhatsAppChannel,
+        WhatsAppPersonalChannel,
+    )
+    from roomkit.core.framework import RoomKit
+    from roomkit.core.hooks import HookEngine, HookRegistration
+    from roomkit.core.inbound_router import DefaultInboundRoomRouter, InboundRoomRouter
+    from roomkit.core.locks import InMemoryLockManager, RoomLockManager
+    from roomkit.errors import (
+        ChannelNotFoundError,
+        ChannelNotRegisteredError,
+        IdentityNotFoundError,
+        InvalidRoomIdError,
+        ParticipantNotFoundError,
+        RoomKitError,
+        RoomNotFoundError,
+        SourceAlreadyAttachedError,
+        SourceNotFoundError,
+        VoiceBackendNotConfiguredError,
+        VoiceNotConfiguredError,
+    )
+    from roomkit.identity import IdentityResolver, MockIdentityResolver
+    from roomkit.models import (
+        Access,
+        AudioContent,
+        ChannelBinding,
+        ChannelCapabilities,
+        ChannelCategory,
+        ChannelDirection,
+        ChannelMediaType,
+        ChannelOutput,
+        ChannelType,
+        CompositeContent,
+        DeliveryMode,
+        DeliveryResult,
+        DeliveryStatus,
+        EventContent,
+        EventSource,
+        EventStatus,
+        EventType,
+        FrameworkEvent,
+        HookExecution,
+        HookResult,
+        HookTrigger,
+        IdentificationStatus,
+        Identity,
+        IdentityHookResult,
+        IdentityResult,
+        InboundMessage,
+        InboundResult,
+        InjectedEvent,
+        LocationContent,
+        MediaContent,
+        Observation,
+        Participant,
+        ParticipantRole,
+        ParticipantStatus,
+        ProviderResult,
+        RateLimit,
+        RetryPolicy,
+        RichContent,
+        Room,
+        RoomContext,
+        RoomEvent,
+        RoomStatus,
+        RoomTimers,
+        SystemContent,
+        Task,
+        TaskStatus,
+        TemplateContent,
+        TextContent,
+        VideoContent,
+    )
+    from roomkit.realtime import (
+        EphemeralCallback,
+        EphemeralEvent,
+        EphemeralEventType,
+        InMemoryRealtime,
+        RealtimeBackend,
+    )
+    from roomkit.store import ConversationStore, InMemoryStore
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AIChannel": "roomkit.channels",
+    "AIContext": "providers.ai",
+    "AIImagePart": "providers.ai",
+    "AIMessage": "providers.ai",
+    "AIProvider": "providers.ai",
+    "AIResponse": "providers.ai",
+    "AITextPart": "providers.ai",
+    "AITool": "providers.ai",
+    "AIToolCall": "providers.ai",
+    "Access": "roomkit.models",
+    "AudioContent": "roomkit.models",
+    "Channel": "roomkit.channels",
+    "ChannelBinding": "roomkit.models",
+    "ChannelCapabilities": "roomkit.models",
+    "ChannelCategory": "roomkit.models",
+    "ChannelDirection": "roomkit.models",
+    "ChannelMediaType": "roomkit.models",
+    "ChannelNotFoundError": "roomkit.errors",
+    "ChannelNotRegisteredError": "roomkit.errors",
+    "ChannelOutput": "roomkit.models",
+    "ChannelType": "roomkit.models",
+    "CompositeContent": "roomkit.models",
+    "ConversationStore": "roomkit.store",
+    "DefaultInboundRoomRouter": "roomkit.core.inbound_router",
+    "DeliveryMode": "roomkit.models",
+    "DeliveryResult": "roomkit.models",
+    "DeliveryStatus": "roomkit.models",
+    "EmailChannel": "roomkit.channels",
+    "EmailProvider": "providers.email",
+    "EphemeralCallback": "roomkit.realtime",
+    "EphemeralEvent": "roomkit.realtime",
+    "EphemeralEventType": "roomkit.realtime",
+    "EventContent": "roomkit.models",
+    "EventSource": "roomkit.models",
+    "EventStatus": "roomkit.models",
+    "EventType": "roomkit.models",
+    "FrameworkEvent": "roomkit.models",
+    "HTTPChannel": "roomkit.channels",
+    "HTTPProvider": "providers.http",
+    "HookEngine": "roomkit.core.hooks",
+    "HookExecution": "roomkit.models",
+    "HookRegistration": "roomkit.core.hooks",
+    "HookResult": "roomkit.models",
+    "HookTrigger": "roomkit.models",
+    "IdentificationStatus": "roomkit.models",
+    "Identity": "roomkit.models",
+    "IdentityHookResult": "roomkit.models",
+    "IdentityNotFoundError": "roomkit.errors",
+    "IdentityResolver": "roomkit.identity",
+    "IdentityResult": "roomkit.models",
+    "InMemoryLockManager": "roomkit.core.locks",
+    "InMemoryRealtime": "roomkit.realtime",
+    "InMemoryStore": "roomkit.store",
+    "InboundMessage": "roomkit.models",
+    "InboundResult": "roomkit.models",
+    "InboundRoomRouter": "roomkit.core.inbound_router",
+    "InjectedEvent": "roomkit.models",
+    "InvalidRoomIdError": "roomkit.errors",
+    "get_agents_md": "roomkit.ai_docs",
+    "get_ai_context": "roomkit.ai_docs",
+    "get_llms_txt": "roomkit.ai_docs",
+    "LocationContent": "roomkit.models",
+    "MediaContent": "roomkit.models",
+    "MessengerChannel": "roomkit.channels",
+    "MessengerProvider": "providers.messenger",
+    "MockAIProvider": "providers.ai",
+    "MockEmailProvider": "providers.email",
+    "MockHTTPProvider": "providers.http",
+    "MockIdentityResolver": "roomkit.identity",
+    "MockMessengerProvider": "providers.messenger",
+    "MockRCSProvider": "providers.rcs",
+    "MockSMSProvider": "providers.sms",
+    "MockTeamsProvider": "providers.teams",
+    "MockWhatsAppProvider": "providers.whatsapp",
+    "Observation": "roomkit.models",
+    "Participant": "roomkit.models",
+    "ParticipantNotFoundError": "roomkit.errors",
+    "ParticipantRole": "roomkit.models",
+    "ParticipantStatus": "roomkit.models",
+    "ProviderError": "providers.errors",
+    "ProviderResult": "roomkit.models",
+    "RCSChannel": "roomkit.channels",
+    "RCSDeliveryResult": "providers.rcs",
+    "RCSProvider": "providers.rcs",
+    "RateLimit": "roomkit.models",
+    "RealtimeBackend": "roomkit.realtime",
+    "RetryPolicy": "roomkit.models",
+    "RichContent": "roomkit.models",
+    "Room": "roomkit.models",
+    "RoomContext": "roomkit.models",
+    "RoomEvent": "roomkit.models",
+    "RoomKit": "roomkit.core.framework",
+    "RoomKitError": "roomkit.errors",
+    "RoomLockManager": "roomkit.core.locks",
+    "RoomNotFoundError": "roomkit.errors",
+    "RoomStatus": "roomkit.models",
+    "RoomTimers": "roomkit.models",
+    "SMSChannel": "roomkit.channels",
+    "SMSProvider": "providers.sms",
+    "SourceAlreadyAttachedError": "roomkit.errors",
+    "SourceNotFoundError": "roomkit.errors",
+    "SystemContent": "roomkit.models",
+    "Task": "roomkit.models",
+    "TaskStatus": "roomkit.models",
+    "TeamsChannel": "roomkit.channels",
+    "TeamsProvider": "providers.teams",
+    "TemplateContent": "roomkit.models",
+    "TextContent": "roomkit.models",
+    "TransportChannel": "roomkit.channels",
+    "VideoContent": "roomkit.models",
+    "VoiceBackendNotConfiguredError": "roomkit.errors",
+    "VoiceNotConfiguredError": "roomkit.errors",
+    "WebSocketChannel": "roomkit.channels",
+    "WhatsAppChannel": "roomkit.channels",
+    "WhatsAppPersonalChannel": "roomkit.channels",
+    "WhatsAppProvider": "providers.whatsapp",
+}
 
 __all__ = [
     "AIChannel",
@@ -234,4 +362,20 @@ __all__ = [
     "WhatsAppPersonalChannel",
     "WhatsAppProvider",
     "__version__",
+    "get_agents_md",
+    "get_ai_context",
+    "get_llms_txt",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'roomkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -31,8 +31,7 @@ PENDING = {
     "RealtimeErrorEvent", "RealtimeSession", "RealtimeSessionState", "RealtimeSpeechEvent",
     "RealtimeToolCallEvent", "RealtimeTranscriptionEvent", "RealtimeVoiceProvider",
     "VoiceChannel", "RealtimeVoiceChannel", "BaseSourceProvider", "EmitCallback",
-    "SourceHealth", "SourceProvider", "SourceStatus", "get_agents_md", "get_ai_context",
-    "get_llms_txt",
+    "SourceHealth", "SourceProvider", "SourceStatus",
 }  # fmt: skip
 
 # Additions of ours, not in 0.3.0.

@@ -1,0 +1,253 @@
+"""Timers, framework events, realtime, WebSocket, resilience and transcoding through the kit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from roomkit import (
+    ChannelMediaType,
+    EphemeralEvent,
+    EphemeralEventType,
+    FrameworkEvent,
+    HookExecution,
+    HookTrigger,
+    MediaContent,
+    MockSMSProvider,
+    RetryPolicy,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    RoomStatus,
+    RoomTimers,
+    SMSChannel,
+    TextContent,
+    WebSocketChannel,
+)
+from roomkit.core import _helpers
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+@pytest.fixture
+async def kit() -> AsyncIterator[RoomKit]:
+    async with RoomKit() as kit:
+        yield kit
+
+
+class TestTimers:
+    async def test_inactive_room_pauses_then_closes(
+        self, kit: RoomKit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        kit.register_channel(SimpleChannel("sms"))
+        timers = RoomTimers(inactive_after_seconds=60, closed_after_seconds=600)
+        await kit.create_room(room_id="r1", timers=timers)
+        await kit.attach_channel("r1", "sms")
+        await kit.process_inbound(text("sms", "hi"))
+        seen: list[str] = []
+
+        @kit.on("room_paused")
+        async def paused(event: FrameworkEvent) -> None:
+            seen.append("paused")
+
+        @kit.hook(HookTrigger.ON_ROOM_CLOSED, execution=HookExecution.ASYNC)
+        async def closed(event: RoomEvent, context: RoomContext) -> None:
+            seen.append("closed")
+
+        assert (await kit.check_room_timers("r1")).status == RoomStatus.ACTIVE
+        later = datetime.now(UTC) + timedelta(seconds=120)
+        monkeypatch.setattr(_helpers, "utcnow", lambda: later)
+        monkeypatch.setattr("roomkit.core._room_lifecycle.utcnow", lambda: later)
+        changed = await kit.check_all_timers()
+        assert [r.status for r in changed] == [RoomStatus.PAUSED]
+        much_later = later + timedelta(seconds=1000)
+        monkeypatch.setattr("roomkit.core._room_lifecycle.utcnow", lambda: much_later)
+        assert (await kit.check_room_timers("r1")).status == RoomStatus.CLOSED
+        assert seen == ["paused", "closed"]
+        codes = [getattr(e.content, "code", None) for e in await kit.get_timeline("r1")]
+        assert "room_paused_by_timer" in codes and "room_closed_by_timer" in codes
+
+
+class TestFrameworkEvents:
+    async def test_delivery_outcomes_and_partial_failures(self, kit: RoomKit) -> None:
+        events: list[str] = []
+        for name in ("delivery_succeeded", "delivery_failed", "broadcast_partial_failure"):
+
+            async def record(event: FrameworkEvent, name: str = name) -> None:
+                events.append(f"{name}:{event.channel_id or ''}")
+
+            kit.on(name)(record)
+        errors: list[str] = []
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def on_error(event: RoomEvent, context: RoomContext) -> None:
+            errors.append(event.content.code)  # type: ignore[union-attr]
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ok"))
+        kit.register_channel(SimpleChannel("down", fail=True))
+        await kit.create_room(room_id="r1")
+        for channel_id in ("sms", "ok", "down"):
+            await kit.attach_channel("r1", channel_id)
+        await kit.process_inbound(text("sms", "hi"))
+        assert "delivery_succeeded:ok" in events
+        assert "delivery_failed:down" in events
+        assert "broadcast_partial_failure:" in events
+        assert errors == ["delivery_failed"]  # quirk 9 fixed: ON_ERROR fires
+
+    async def test_on_delivery_status(self, kit: RoomKit) -> None:
+        from roomkit import DeliveryStatus
+
+        statuses: list[str] = []
+        hooked: list[str] = []
+
+        @kit.on_delivery_status
+        def handler(status: DeliveryStatus) -> None:
+            statuses.append(status.status)
+
+        @kit.hook(HookTrigger.ON_DELIVERY_STATUS, execution=HookExecution.ASYNC)
+        async def hook(status: DeliveryStatus, context: object) -> None:
+            hooked.append(status.message_id)
+
+        await kit.process_delivery_status(
+            DeliveryStatus(provider="twilio", message_id="SM1", status="delivered")
+        )
+        assert statuses == ["delivered"]
+        assert hooked == ["SM1"]
+
+
+class TestResilience:
+    async def test_provider_failure_is_retried_and_counted(self, kit: RoomKit) -> None:
+        provider = MockSMSProvider(simulate_failure=True)
+        kit.register_channel(SimpleChannel("ws"))
+        kit.register_channel(SMSChannel("sms", provider=provider))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "ws")
+        policy = RetryPolicy(max_retries=2, base_delay_seconds=0.001, max_delay_seconds=0.001)
+        await kit.attach_channel(
+            "r1", "sms", metadata={"phone_number": "+15551234567"}, retry_policy=policy
+        )
+        failed: list[FrameworkEvent] = []
+
+        @kit.on("delivery_failed")
+        async def on_failed(event: FrameworkEvent) -> None:
+            failed.append(event)
+
+        await kit.process_inbound(text("ws", "hello"))
+        assert len(provider.sent) == 3  # 1 + 2 retries: success=False counts (quirk 12)
+        assert failed[0].data["error"] == "simulated_failure"
+        # The breaker survives re-registration (quirk 14).
+        breaker = kit._breakers["sms"]
+        assert breaker.failure_count == 1
+        kit.register_channel(SMSChannel("sms", provider=provider))
+        assert kit._breakers["sms"] is breaker
+
+
+class TestTranscoding:
+    async def test_media_reaches_a_text_only_channel_as_text(self, kit: RoomKit) -> None:
+        rich = SimpleChannel("rich", media_types=[ChannelMediaType.TEXT, ChannelMediaType.MEDIA])
+        plain = SimpleChannel("plain")
+        kit.register_channel(rich)
+        kit.register_channel(plain)
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "rich")
+        await kit.attach_channel("r1", "plain")
+        from roomkit import InboundMessage
+
+        await kit.process_inbound(
+            InboundMessage(
+                channel_id="rich",
+                sender_id="u",
+                content=MediaContent(
+                    url="https://x.test/cat.png", mime_type="image/png", caption="a cat"
+                ),
+            )
+        )
+        assert plain.texts() == ["[Media: a cat]"]
+
+
+class TestWebSocketAndRealtime:
+    async def test_websocket_connections_receive_events(self, kit: RoomKit) -> None:
+        ws = WebSocketChannel("ws")
+        kit.register_channel(ws)
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "ws")
+        await kit.attach_channel("r1", "sms")
+        received: list[str] = []
+
+        async def send(connection_id: str, event: RoomEvent) -> None:
+            received.append(f"{connection_id}:{event.content.body}")  # type: ignore[union-attr]
+
+        await kit.connect_websocket("ws", "c1", send)
+        await kit.process_inbound(text("sms", "hi"))
+        await kit.disconnect_websocket("ws", "c1")
+        await kit.process_inbound(text("sms", "gone"))
+        assert received == ["c1:hi"]
+
+    async def test_typing_and_presence_reach_subscribers(self, kit: RoomKit) -> None:
+        got: list[EphemeralEvent] = []
+        two = anyio.Event()
+
+        async def callback(event: EphemeralEvent) -> None:
+            got.append(event)
+            if len(got) == 2:
+                two.set()
+
+        await kit.create_room(room_id="r1")
+        sub = await kit.subscribe_room("r1", callback)
+        await kit.publish_typing("r1", "ana")
+        await kit.publish_presence("r1", "ana", "busy")
+        with anyio.fail_after(5):
+            await two.wait()
+        assert [e.type for e in got] == [
+            EphemeralEventType.TYPING_START,
+            EphemeralEventType.CUSTOM,
+        ]
+        assert got[1].data == {"status": "busy"}
+        assert await kit.unsubscribe_room(sub)
+
+
+async def test_return_right_after_commit() -> None:
+    release = anyio.Event()
+    async with RoomKit(wait_for_delivery=False) as kit:
+        slow = SimpleChannel("slow")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(slow)
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "slow")
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def wait(event: RoomEvent, context: RoomContext) -> None:
+            await release.wait()
+
+        result = await kit.process_inbound(text("sms", "fast"))
+        assert result.event is not None  # committed, while its async hook still waits
+        release.set()
+
+
+async def test_close_leaves_no_task_behind() -> None:
+    import asyncio
+
+    before = len(asyncio.all_tasks())
+    kit = RoomKit()
+    kit.register_channel(SimpleChannel("sms"))
+    await kit.process_inbound(text("sms", "hi"))
+    assert len(asyncio.all_tasks()) > before
+    await kit.close()
+    await anyio.lowlevel.checkpoint()
+    assert len(asyncio.all_tasks()) == before
+
+
+async def test_text_roundtrip_is_unchanged(kit: RoomKit) -> None:
+    a, b = SimpleChannel("a"), SimpleChannel("b")
+    kit.register_channel(a)
+    kit.register_channel(b)
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "a")
+    await kit.attach_channel("r1", "b")
+    await kit.send_event("r1", "a", TextContent(body="plain"))
+    assert b.texts() == ["plain"]

@@ -1,0 +1,173 @@
+"""Identity resolution in the inbound pipeline: every branch of reference §5.1 step 5."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from roomkit import (
+    EventSource,
+    FrameworkEvent,
+    HookExecution,
+    HookTrigger,
+    IdentificationStatus,
+    Identity,
+    IdentityHookResult,
+    IdentityResult,
+    InboundMessage,
+    InjectedEvent,
+    MockIdentityResolver,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    TextContent,
+)
+from roomkit.identity.base import IdentityResolver
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+ANA = Identity(id="id-ana", display_name="Ana")
+BOB = Identity(id="id-bob", display_name="Bob")
+
+
+async def kit_with(resolver: IdentityResolver, **kwargs: object) -> RoomKit:
+    kit = RoomKit(identity_resolver=resolver, **kwargs)  # type: ignore[arg-type]
+    await kit.__aenter__()
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ws")
+    await kit.store.create_identity(ANA)
+    return kit
+
+
+@pytest.fixture
+async def resolver() -> AsyncIterator[MockIdentityResolver]:
+    yield MockIdentityResolver(mapping={"+1": ANA}, ambiguous={"+2": [ANA, BOB]})
+
+
+async def test_identified_sender_becomes_a_participant(resolver: MockIdentityResolver) -> None:
+    kit = await kit_with(resolver)
+    result = await kit.process_inbound(text("sms", "hi", sender="+1"))
+    assert result.event is not None
+    assert result.event.source.participant_id == "id-ana"
+    participants = await kit.store.list_participants("r1")
+    assert [(p.id, p.identification) for p in participants] == [
+        ("id-ana", IdentificationStatus.IDENTIFIED)
+    ]
+    await kit.process_inbound(text("sms", "again", sender="+1"))
+    assert len(await kit.store.list_participants("r1")) == 1  # idempotent
+    await kit.close()
+
+
+async def test_ambiguous_sender_without_hook_is_pending(resolver: MockIdentityResolver) -> None:
+    kit = await kit_with(resolver)
+    result = await kit.process_inbound(text("sms", "who am i", sender="+2"))
+    assert not result.blocked
+    (participant,) = await kit.store.list_participants("r1")
+    assert participant.identification == IdentificationStatus.PENDING
+    assert participant.candidates == ["id-ana", "id-bob"]
+    await kit.close()
+
+
+async def test_ambiguous_hook_can_identify_challenge_or_reject(
+    resolver: MockIdentityResolver,
+) -> None:
+    kit = await kit_with(resolver)
+    sms = kit.get_channel("sms")
+    assert isinstance(sms, SimpleChannel)
+    decisions = iter(["identify", "challenge", "reject"])
+
+    @kit.identity_hook(HookTrigger.ON_IDENTITY_AMBIGUOUS)
+    async def decide(
+        event: RoomEvent, context: RoomContext, result: IdentityResult
+    ) -> IdentityHookResult:
+        decision = next(decisions)
+        if decision == "identify":
+            return IdentityHookResult.resolved(BOB)
+        if decision == "challenge":
+            question = RoomEvent(
+                room_id="r1",
+                source=EventSource(channel_id="system", channel_type="system"),
+                content=TextContent(body="Are you Ana or Bob?"),
+            )
+            return IdentityHookResult.challenge(
+                InjectedEvent(event=question, target_channel_ids=["sms"])
+            )
+        return IdentityHookResult.reject("not welcome")
+
+    identified = await kit.process_inbound(text("sms", "1", sender="+2"))
+    assert identified.event is not None and identified.event.source.participant_id == "id-bob"
+    challenged = await kit.process_inbound(text("sms", "2", sender="+2"))
+    assert challenged.blocked and challenged.reason == "identity_challenge_sent"
+    assert sms.texts() == ["Are you Ana or Bob?"]
+    rejected = await kit.process_inbound(text("sms", "3", sender="+2"))
+    assert rejected.blocked and rejected.reason == "not welcome"
+    timeline_bodies = [getattr(e.content, "body", "") for e in await kit.get_timeline("r1")]
+    assert "2" not in timeline_bodies and "3" not in timeline_bodies
+    await kit.close()
+
+
+async def test_unknown_sender_rejected_by_hook(resolver: MockIdentityResolver) -> None:
+
+    kit = await kit_with(resolver)
+
+    @kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN)
+    async def reject(
+        event: RoomEvent, context: RoomContext, result: IdentityResult
+    ) -> IdentityHookResult:
+        return IdentityHookResult.reject()
+
+    result = await kit.process_inbound(text("sms", "hello", sender="+9"))
+    assert result.blocked and result.reason == "Unknown sender"
+    await kit.close()
+
+
+async def test_unknown_sender_without_hook_goes_through(resolver: MockIdentityResolver) -> None:
+    kit = await kit_with(resolver)
+    result = await kit.process_inbound(text("sms", "hello", sender="+9"))
+    assert not result.blocked
+    assert await kit.store.list_participants("r1") == []
+    await kit.close()
+
+
+class SlowResolver(IdentityResolver):
+    async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_identity_timeout_counts_as_unknown() -> None:
+    kit = await kit_with(SlowResolver(), identity_timeout=0.05)
+    timeouts: list[FrameworkEvent] = []
+
+    @kit.on("identity_timeout")
+    async def on_timeout(event: FrameworkEvent) -> None:
+        timeouts.append(event)
+
+    result = await kit.process_inbound(text("sms", "hello", sender="+1"))
+    assert not result.blocked
+    assert timeouts[0].data == {"timeout": 0.05}
+    await kit.close()
+
+
+async def test_resolve_participant_manually(resolver: MockIdentityResolver) -> None:
+
+    kit = await kit_with(resolver)
+    identified: list[str] = []
+
+    @kit.hook(HookTrigger.ON_PARTICIPANT_IDENTIFIED, execution=HookExecution.ASYNC)
+    async def on_identified(event: RoomEvent, context: RoomContext) -> None:
+        identified.append(event.content.data["identity_id"])  # type: ignore[union-attr]
+
+    await kit.process_inbound(text("sms", "?", sender="+2"))
+    (pending,) = await kit.store.list_participants("r1")
+    resolved = await kit.resolve_participant("r1", pending.id, "id-ana")
+    assert resolved.identification == IdentificationStatus.IDENTIFIED
+    assert resolved.identity_id == "id-ana"
+    assert identified == ["id-ana"]
+    binding = await kit.get_binding("r1", "sms")
+    assert binding.participant_id == "id-ana"
+    await kit.close()
