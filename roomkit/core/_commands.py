@@ -83,9 +83,16 @@ class ResolveParticipant:
 
 @dataclass(frozen=True, slots=True)
 class ProcessInbound:
-    """Record an inbound event: idempotency, BEFORE_BROADCAST hooks, commit, then delivery."""
+    """Record an inbound event: idempotency, BEFORE_BROADCAST hooks, commit, then delivery.
 
-    event: RoomEvent
+    Either ``event`` is given (the caller already ran the channel's ``handle_inbound``, e.g. to
+    resolve the sender's identity), or ``message`` and ``channel``: the room then builds the
+    event itself with its own context, which saves a round trip to the room.
+    """
+
+    event: RoomEvent | None = None
+    message: Any = None  # InboundMessage
+    channel: Any = None  # Channel
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,9 @@ class RoomDelivery:
                     results.append(result)
             await self._report_deliveries(event, results)
             if results:
-                await self._record(RecordOutcome(event.id, work.root, results=results))
+                await services.tell_room(
+                    self._room_id, RecordOutcome(event.id, work.root, results=results)
+                )
             return
 
         source_binding = context.get_binding(event.source.channel_id)
@@ -120,15 +122,19 @@ class RoomDelivery:
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
         )
-        if results or outcome.replies or outcome.blocked or outcome.tasks or outcome.observations:
+        if outcome.replies or outcome.blocked or outcome.tasks or outcome.observations:
+            # The turn goes on with what the room commits now: wait for it.
             await self._record(outcome)
+        elif results:
+            # Only outcomes to record: nothing later in this turn depends on them.
+            await services.tell_room(self._room_id, outcome)
         errors = await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.AFTER_BROADCAST, event, context
         )
         await self._report_hook_errors(errors, context)
 
     async def _record(self, outcome: RecordOutcome) -> None:
-        await self._services.tell_room(self._room_id, outcome)
+        await self._services.ask_room(self._room_id, outcome)
 
     async def _report_deliveries(self, event: RoomEvent, results: list[DeliveryResult]) -> None:
         emit = self._services.emit

@@ -110,23 +110,25 @@ class InboundMixin(HelpersMixin):
                 room = await self.create_room()  # type: ignore[attr-defined]
                 await self.attach_channel(room.id, message.channel_id)  # type: ignore[attr-defined]
                 room_id = room.id
-        context = await self._context(room_id)
-        event = await channel.handle_inbound(message, context)
-
+        command = ProcessInbound(message=message, channel=channel)
         if self._identity_resolver is not None and (
             self._identity_channel_types is None
             or channel.channel_type in self._identity_channel_types
         ):
+            # Identity resolution may wait on I/O: it runs here, not in the room actor, so it
+            # needs the context and the event before the room sees the message.
+            context = await self._context(room_id)
+            event = await channel.handle_inbound(message, context)
             stop = await self._resolve_identity(
                 room_id, message, event, context, channel.channel_type
             )
             if isinstance(stop, InboundResult):
                 return stop
-            event = stop
+            command = ProcessInbound(event=stop)
 
         runtime = await self._ensure_runtime()
         with anyio.move_on_after(self._process_timeout) as scope:
-            outcome = await runtime.ask_room(room_id, ProcessInbound(event))
+            outcome = await runtime.ask_room(room_id, command)
             await self._settle(runtime, outcome)
         if scope.cancelled_caught:
             logger.warning(

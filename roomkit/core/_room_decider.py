@@ -425,6 +425,8 @@ class RoomDecider:
         if room is None:
             raise RoomNotFoundError(f"Room {self._room_id} not found")
         event = cmd.event
+        if event is None:
+            event = await cmd.channel.handle_inbound(cmd.message, state.context())
         key = event.idempotency_key
         if key and key in state.idempotency:
             return [], Outcome(

@@ -56,7 +56,8 @@ class RoomState:
     def context(self) -> RoomContext:
         """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed)."""
         assert self.room is not None
-        return RoomContext(
+        # model_construct: every part is already a validated model owned by this state.
+        return RoomContext.model_construct(
             room=self.room,
             bindings=list(self.bindings.values()),
             participants=list(self.participants.values()),

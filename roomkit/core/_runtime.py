@@ -62,7 +62,8 @@ class KitRuntime:
             router=kit._get_router,
             emit=kit._emit_framework_event,
             turns=self.turns,
-            tell_room=self._ask_room_for_delivery,
+            ask_room=self._ask_room_for_delivery,
+            tell_room=self._tell_room,
             tell_delivery=self._tell_delivery,
             now=_utcnow,
             ask_timeout=settings.ask_timeout,
@@ -184,6 +185,11 @@ class KitRuntime:
 
     async def _ask_room_for_delivery(self, room_id: str, command: object) -> Any:
         return await self.ask_room(room_id, command)
+
+    async def _tell_room(self, room_id: str, command: object) -> None:
+        system = self._system
+        assert system is not None
+        await system.ref(ROOM, room_id).tell(command)
 
     async def _tell_delivery(self, room_id: str, job: object) -> None:
         system = self._system

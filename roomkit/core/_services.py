@@ -29,7 +29,8 @@ class KitServices:
     router: Callable[[], EventRouter]
     emit: EmitFrameworkEvent
     turns: TurnTracker
-    tell_room: Callable[[str, object], Awaitable[Any]]
+    ask_room: Callable[[str, object], Awaitable[Any]]
+    tell_room: Callable[[str, object], Awaitable[None]]
     tell_delivery: Callable[[str, object], Awaitable[None]]
     now: Callable[[], datetime]
     ask_timeout: float

@@ -1,0 +1,252 @@
+"""RoomKit inbound workloads (issue 4): one busy room, many rooms, fan-out, memory, import time.
+
+Every workload runs on a given event log; ``suite_roomkit`` runs them on the memory log and on
+JetStream.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+
+from bench._table import Row, Stopwatch, print_table, rate, row
+from eventlog import EventLog, MemoryEventLog
+from roomkit import (
+    ChannelBinding,
+    ChannelOutput,
+    HookExecution,
+    HookResult,
+    HookTrigger,
+    InboundMessage,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    TextContent,
+)
+from roomkit.channels.base import Channel
+from roomkit.models.event import EventSource
+
+LogFactory = Callable[[], AbstractAsyncContextManager[EventLog]]
+
+
+class RecordingChannel(Channel):
+    """Inbound and outbound test channel: counts deliveries, keeps nothing."""
+
+    channel_type = "sms"  # type: ignore[assignment]
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.count = 0
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        return RoomEvent(
+            room_id=context.room.id,
+            source=EventSource(channel_id=self.channel_id, channel_type="sms"),
+            content=message.content,
+        )
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.count += 1
+        return ChannelOutput.empty()
+
+
+def message(channel_id: str, n: int) -> InboundMessage:
+    return InboundMessage(
+        channel_id=channel_id, sender_id="bench", content=TextContent(body=f"message {n}")
+    )
+
+
+async def _room(kit: RoomKit, room_id: str, targets: int) -> list[RecordingChannel]:
+    await kit.create_room(room_id=room_id)
+    channels = []
+    for name in ["in", *[f"out{i}" for i in range(targets)]]:
+        channel = kit.get_channel(name)
+        if channel is None:
+            channel = RecordingChannel(name)
+            kit.register_channel(channel)
+        channels.append(channel)
+        await kit.attach_channel(room_id, name)
+    return channels  # type: ignore[return-value]
+
+
+def _hooks(kit: RoomKit) -> None:
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def allow(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.allow()
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+    async def observe(event: RoomEvent, context: RoomContext) -> None:
+        return None
+
+
+async def one_busy_room(name: str, logs: LogFactory, messages: int = 20_000) -> list[Row]:
+    async with logs() as log, RoomKit(log=log) as kit:
+        _hooks(kit)
+        await _room(kit, "busy", 1)
+        laps: list[float] = []
+        with Stopwatch() as total:
+            start = time.perf_counter()
+            for n in range(messages):
+                await kit.process_inbound(message("in", n), room_id="busy")
+                if (n + 1) % 1000 == 0:
+                    now = time.perf_counter()
+                    laps.append(now - start)
+                    start = now
+    first, last = 1000 / laps[0], 1000 / laps[-1]
+    return [
+        row(name, f"(a) 1 room, {messages:,} sequential", rate(messages, total.seconds), "msg/s"),
+        row(name, "(a) first 1,000", first, "msg/s"),
+        row(name, "(a) last 1,000", last, "msg/s", f"last/first = {last / first:.2f}"),
+    ]
+
+
+async def many_rooms(
+    name: str, logs: LogFactory, rooms: int = 1_000, per_room: int = 20
+) -> list[Row]:
+    latencies: list[float] = []
+    async with logs() as log, RoomKit(log=log, mailbox_size=64) as kit:
+        for r in range(rooms):
+            await _room(kit, f"room-{r}", 1)
+
+        async def talk(room_id: str) -> None:
+            for n in range(per_room):
+                start = time.perf_counter()
+                await kit.process_inbound(message("in", n), room_id=room_id)
+                latencies.append(time.perf_counter() - start)
+
+        with Stopwatch() as sw:
+            async with anyio.create_task_group() as tg:
+                for r in range(rooms):
+                    tg.start_soon(talk, f"room-{r}")
+    total = rooms * per_room
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    label = f"(b) {rooms:,} rooms x {per_room}"
+    return [
+        row(name, label, rate(total, sw.seconds), "msg/s"),
+        row(name, f"{label} p50 latency", p50, "ms"),
+        row(name, f"{label} p99 latency", p99, "ms"),
+    ]
+
+
+async def fan_out(name: str, logs: LogFactory, messages: int = 5_000) -> list[Row]:
+    async with logs() as log, RoomKit(log=log) as kit:
+        channels = await _room(kit, "fan", 10)
+        with Stopwatch() as sw:
+            for n in range(messages):
+                await kit.process_inbound(message("in", n), room_id="fan")
+        delivered = sum(c.count for c in channels)
+    assert delivered == messages * 10
+    return [row(name, "(c) 1 room -> 10 channels", rate(messages, sw.seconds), "msg/s")]
+
+
+async def memory(
+    name: str, logs: LogFactory, rooms: int = 10_000, events: int = 20_000
+) -> list[Row]:
+    rows: list[Row] = []
+    gc.collect()
+    tracemalloc.start()
+    async with logs() as log, RoomKit(log=log, idle_timeout=None) as kit:
+        kit.register_channel(RecordingChannel("in"))
+        kit.register_channel(RecordingChannel("out0"))
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for r in range(rooms):
+            await kit.create_room(room_id=f"idle-{r}")
+            await kit.attach_channel(f"idle-{r}", "in")
+            await kit.attach_channel(f"idle-{r}", "out0")
+        gc.collect()
+        after_rooms = tracemalloc.get_traced_memory()[0]
+        rows.append(
+            row(
+                name,
+                f"(d) memory per idle room ({rooms:,}, 2 channels)",
+                (after_rooms - before) / rooms,
+                "bytes",
+                "log + actors + read model",
+            )
+        )
+        await _room(kit, "mem", 1)
+        gc.collect()
+        before_events = tracemalloc.get_traced_memory()[0]
+        for n in range(events):
+            await kit.process_inbound(message("in", n), room_id="mem")
+        gc.collect()
+        after_events = tracemalloc.get_traced_memory()[0]
+        rows.append(
+            row(
+                name,
+                "(d) memory per stored message",
+                (after_events - before_events) / events,
+                "bytes",
+                "log + read model + delivery record",
+            )
+        )
+    tracemalloc.stop()
+    return rows
+
+
+def import_time() -> list[Row]:
+    code = "import time; t = time.perf_counter(); import roomkit; print(time.perf_counter() - t)"
+    full = (
+        "import time; t = time.perf_counter(); from roomkit import RoomKit; "
+        "print(time.perf_counter() - t)"
+    )
+    rows = []
+    for label, snippet in (("import roomkit", code), ("from roomkit import RoomKit", full)):
+        runs = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", snippet], capture_output=True, text=True, check=True
+                ).stdout
+            )
+            for _ in range(5)
+        ]
+        rows.append(row("python", f"(e) {label}", statistics.median(runs), "s", "median of 5"))
+    return rows
+
+
+class _MemoryLogs:
+    async def __aenter__(self) -> EventLog:
+        return MemoryEventLog()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def memory_logs() -> AbstractAsyncContextManager[EventLog]:
+    return _MemoryLogs()
+
+
+async def bench_inbound(name: str, logs: LogFactory, *, quick: bool = False) -> list[Row]:
+    scale = 10 if quick else 1
+    rows = await one_busy_room(name, logs, 20_000 // scale)
+    rows += await many_rooms(name, logs, 1_000 // scale)
+    rows += await fan_out(name, logs, 5_000 // scale)
+    rows += await memory(name, logs, 10_000 // scale, 20_000 // scale)
+    return rows
+
+
+async def _iterate(rows: list[Row]) -> AsyncIterator[Row]:
+    for r in rows:
+        yield r
+
+
+def main() -> None:
+    rows = anyio.run(bench_inbound, "memory log", memory_logs)
+    print_table("RoomKit inbound: memory log", rows + import_time())
+
+
+if __name__ == "__main__":
+    main()
