@@ -2,6 +2,10 @@
 
 Every type here is a frozen msgspec Struct. Field order and names are part of the stored format:
 new fields get defaults, existing fields never change type (so old logs stay readable).
+
+They are declared ``gc=False``: they hold only strings, numbers, bytes and string-to-string
+dicts, so they can never be part of a reference cycle, and a log of millions of records then
+gives the cyclic garbage collector nothing to scan.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import msgspec
 __all__ = ["NO_HEADERS", "Headers", "NewEvent", "Record", "Snapshot", "StreamInfo"]
 
 
-class Headers(msgspec.Struct, frozen=True, omit_defaults=True):
+class Headers(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Metadata that travels with an event.
 
     Attributes:
@@ -32,7 +36,7 @@ NO_HEADERS = Headers()
 """Shared empty headers: most events carry none, and sharing keeps stored records small."""
 
 
-class NewEvent(msgspec.Struct, frozen=True):
+class NewEvent(msgspec.Struct, frozen=True, gc=False):
     """An event to append: a stable type tag and an opaque payload.
 
     Attributes:
@@ -49,7 +53,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     timestamp: float | None = None
 
 
-class Record(msgspec.Struct, frozen=True):
+class Record(msgspec.Struct, frozen=True, gc=False):
     """A committed event.
 
     Attributes:
@@ -71,7 +75,7 @@ class Record(msgspec.Struct, frozen=True):
     headers: Headers = NO_HEADERS
 
 
-class Snapshot(msgspec.Struct, frozen=True):
+class Snapshot(msgspec.Struct, frozen=True, gc=False):
     """A stream's state saved at ``version``, so recovery can replay only the tail."""
 
     stream: str
@@ -80,7 +84,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     timestamp: float = 0.0
 
 
-class StreamInfo(msgspec.Struct, frozen=True):
+class StreamInfo(msgspec.Struct, frozen=True, gc=False):
     """What the log knows of one stream without reading it whole."""
 
     stream: str

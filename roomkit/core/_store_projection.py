@@ -9,8 +9,10 @@ they return.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 
 from eventlog import EventLog, Record
@@ -32,7 +34,6 @@ from roomkit.core._domain import (
 )
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import EventStatus, EventType
-from roomkit.models.event import RoomEvent
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
@@ -41,6 +42,19 @@ from roomkit.store.base import ConversationStore
 __all__ = ["StoreProjection"]
 
 logger = logging.getLogger("roomkit.projection.store")
+
+
+class _EventSummary(msgspec.Struct):
+    """What the room's counters need from a recorded event (read from its JSON)."""
+
+    room_id: str
+    created_at: datetime
+    index: int = 0
+    type: str = EventType.MESSAGE
+    status: str = EventStatus.PENDING
+
+
+_summary_decoder = msgspec.json.Decoder(_EventSummary)
 
 
 class StoreProjection:
@@ -99,9 +113,9 @@ class StoreProjection:
         store = self._store
         match decode_domain_event(record):
             case MessageRecorded(event=raw):
-                event = load(RoomEvent, raw)
-                await store.add_event(event)
-                await self._count(event)
+                data = bytes(raw)
+                await store.add_event_json(data)
+                await self._count(_summary_decoder.decode(data))
             case RoomCreated(room=raw):
                 await store.create_room(load(Room, raw))
             case RoomUpdated(room=raw):
@@ -127,7 +141,7 @@ class StoreProjection:
             case DeliveryRecorded() | None:
                 pass  # audit only (the timeline API has no delivery outcomes)
 
-    async def _count(self, event: RoomEvent) -> None:
+    async def _count(self, event: _EventSummary) -> None:
         # Room.event_count / latest_index / last activity are derived from the timeline.
         room = await self._store.get_room(event.room_id)
         if room is None:

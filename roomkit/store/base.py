@@ -125,6 +125,14 @@ class ConversationStore(ABC):
         stored replaces that event in place (no second timeline entry).
         """
 
+    async def add_event_json(self, data: bytes) -> None:
+        """Append an event given as its JSON (the form the event log holds it in).
+
+        Same contract as ``add_event``. The default validates the JSON into a ``RoomEvent`` and
+        calls ``add_event``; a backend that keeps events serialised overrides it to skip that.
+        """
+        await self.add_event(RoomEvent.model_validate_json(data))
+
     @abstractmethod
     async def get_event(self, event_id: str) -> RoomEvent | None:
         """Return the event with this id (in any room), or ``None``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -29,12 +29,6 @@ from roomkit import (
 )
 from roomkit.core import _helpers
 from tests.roomkit.kit_helpers import SimpleChannel, text
-
-
-@pytest.fixture
-async def kit() -> AsyncIterator[RoomKit]:
-    async with RoomKit() as kit:
-        yield kit
 
 
 class TestTimers:
@@ -210,9 +204,9 @@ class TestWebSocketAndRealtime:
         assert await kit.unsubscribe_room(sub)
 
 
-async def test_return_right_after_commit() -> None:
+async def test_return_right_after_commit(make_kit: Callable[..., RoomKit]) -> None:
     release = anyio.Event()
-    async with RoomKit(wait_for_delivery=False) as kit:
+    async with make_kit(wait_for_delivery=False) as kit:
         slow = SimpleChannel("slow")
         kit.register_channel(SimpleChannel("sms"))
         kit.register_channel(slow)

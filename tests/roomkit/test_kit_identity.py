@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import pytest
@@ -27,12 +27,21 @@ from roomkit import (
 from roomkit.identity.base import IdentityResolver
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
+KitWith = Callable[..., Awaitable[RoomKit]]
+
 ANA = Identity(id="id-ana", display_name="Ana")
 BOB = Identity(id="id-bob", display_name="Bob")
 
 
-async def kit_with(resolver: IdentityResolver, **kwargs: object) -> RoomKit:
-    kit = RoomKit(identity_resolver=resolver, **kwargs)  # type: ignore[arg-type]
+@pytest.fixture
+def kit_with(make_kit: Callable[..., RoomKit]) -> Callable[..., Awaitable[RoomKit]]:
+    return lambda resolver, **kwargs: _kit_with(make_kit, resolver, **kwargs)
+
+
+async def _kit_with(
+    make_kit: Callable[..., RoomKit], resolver: IdentityResolver, **kwargs: object
+) -> RoomKit:
+    kit = make_kit(identity_resolver=resolver, **kwargs)
     await kit.__aenter__()
     kit.register_channel(SimpleChannel("sms"))
     kit.register_channel(SimpleChannel("ws"))
@@ -48,7 +57,9 @@ async def resolver() -> AsyncIterator[MockIdentityResolver]:
     yield MockIdentityResolver(mapping={"+1": ANA}, ambiguous={"+2": [ANA, BOB]})
 
 
-async def test_identified_sender_becomes_a_participant(resolver: MockIdentityResolver) -> None:
+async def test_identified_sender_becomes_a_participant(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
     kit = await kit_with(resolver)
     result = await kit.process_inbound(text("sms", "hi", sender="+1"))
     assert result.event is not None
@@ -62,7 +73,9 @@ async def test_identified_sender_becomes_a_participant(resolver: MockIdentityRes
     await kit.close()
 
 
-async def test_ambiguous_sender_without_hook_is_pending(resolver: MockIdentityResolver) -> None:
+async def test_ambiguous_sender_without_hook_is_pending(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
     kit = await kit_with(resolver)
     result = await kit.process_inbound(text("sms", "who am i", sender="+2"))
     assert not result.blocked
@@ -73,7 +86,7 @@ async def test_ambiguous_sender_without_hook_is_pending(resolver: MockIdentityRe
 
 
 async def test_ambiguous_hook_can_identify_challenge_or_reject(
-    resolver: MockIdentityResolver,
+    resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:
     kit = await kit_with(resolver)
     sms = kit.get_channel("sms")
@@ -110,7 +123,9 @@ async def test_ambiguous_hook_can_identify_challenge_or_reject(
     await kit.close()
 
 
-async def test_unknown_sender_rejected_by_hook(resolver: MockIdentityResolver) -> None:
+async def test_unknown_sender_rejected_by_hook(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
 
     kit = await kit_with(resolver)
 
@@ -125,7 +140,9 @@ async def test_unknown_sender_rejected_by_hook(resolver: MockIdentityResolver) -
     await kit.close()
 
 
-async def test_unknown_sender_without_hook_goes_through(resolver: MockIdentityResolver) -> None:
+async def test_unknown_sender_without_hook_goes_through(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
     kit = await kit_with(resolver)
     result = await kit.process_inbound(text("sms", "hello", sender="+9"))
     assert not result.blocked
@@ -139,7 +156,7 @@ class SlowResolver(IdentityResolver):
         raise AssertionError("unreachable")
 
 
-async def test_identity_timeout_counts_as_unknown() -> None:
+async def test_identity_timeout_counts_as_unknown(kit_with: KitWith) -> None:
     kit = await kit_with(SlowResolver(), identity_timeout=0.05)
     timeouts: list[FrameworkEvent] = []
 
@@ -153,7 +170,9 @@ async def test_identity_timeout_counts_as_unknown() -> None:
     await kit.close()
 
 
-async def test_resolve_participant_manually(resolver: MockIdentityResolver) -> None:
+async def test_resolve_participant_manually(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
 
     kit = await kit_with(resolver)
     identified: list[str] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 import pytest
 
@@ -30,12 +30,6 @@ from roomkit import (
 )
 from roomkit.models.event import EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, text
-
-
-@pytest.fixture
-async def kit() -> AsyncIterator[RoomKit]:
-    async with RoomKit() as kit:
-        yield kit
 
 
 async def two_channel_room(kit: RoomKit) -> tuple[SimpleChannel, SimpleChannel]:
@@ -262,8 +256,8 @@ class TestAI:
         bodies = [m.content for m in provider.calls[0].messages]
         assert bodies.count("hello") == 1  # quirk 2 fixed
 
-    async def test_two_ais_stop_at_the_chain_depth(self) -> None:
-        async with RoomKit(max_chain_depth=3) as kit:
+    async def test_two_ais_stop_at_the_chain_depth(self, make_kit: Callable[..., RoomKit]) -> None:
+        async with make_kit(max_chain_depth=3) as kit:
             exceeded: list[FrameworkEvent] = []
 
             @kit.on("chain_depth_exceeded")

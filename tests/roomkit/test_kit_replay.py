@@ -62,8 +62,8 @@ async def snapshot(kit: RoomKit) -> dict[str, Any]:
     return out
 
 
-async def test_rebuilt_kit_has_the_same_state_and_keeps_idempotency() -> None:
-    log = MemoryEventLog()
+async def test_rebuilt_kit_has_the_same_state_and_keeps_idempotency(event_log: EventLog) -> None:
+    log = event_log
     identity = Identity(id="id-ana", display_name="Ana")
     resolver = MockIdentityResolver(mapping={"+1555": identity})
     async with new_kit(log, identity_resolver=resolver) as kit:

@@ -1,0 +1,60 @@
+"""Translation of nats-py exceptions into ``EventLogError`` subclasses, at the boundary.
+
+nats-py reports JetStream failures as ``APIError`` subclasses chosen by HTTP-like code, but the
+meaning is in ``err_code`` (10052/10057/10110 arrive as 500 ServerError), so we branch on that.
+"""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+
+from eventlog.errors import EventLogError, LogUnavailable
+
+__all__ = [
+    "ERR_STREAM_NAME_IN_USE",
+    "ERR_WRONG_LAST_SEQUENCE",
+    "ServerBusy",
+    "is_transient",
+    "translate",
+]
+
+#: ``Nats-Expected-Last-Subject-Sequence`` did not match.
+ERR_WRONG_LAST_SEQUENCE = 10071
+#: ``add_stream`` with a name that exists with another configuration.
+ERR_STREAM_NAME_IN_USE = 10058
+
+
+class ServerBusy(Exception):
+    """The server answered a direct get with 503 or 408: worth retrying."""
+
+
+# Failures that go away once the server is back (restart, leader election, reconnect).
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    ServerBusy,
+    TimeoutError,  # nats.errors.TimeoutError and asyncio's are subclasses of the built-in
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    ConnectionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` later may succeed (the server or the connection is away)."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.code == 503
+
+
+def translate(exc: BaseException, doing: str) -> EventLogError:
+    """Return the ``EventLogError`` to raise ``from exc`` for a failure while ``doing``."""
+    if isinstance(exc, EventLogError):
+        return exc
+    if is_transient(exc) or isinstance(exc, nats.errors.ConnectionClosedError):
+        return LogUnavailable(f"{doing}: NATS did not answer ({exc!r})")
+    return EventLogError(f"{doing}: {exc}")

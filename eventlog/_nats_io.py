@@ -1,0 +1,340 @@
+"""The JetStream requests ``NatsEventLog`` is made of, each bounded in time and retried.
+
+Everything that talks to the server goes through ``JetStreamIO``: single and batched direct gets
+(no server-side state: the cheap way to read a few messages), bulk replays through an ephemeral
+push consumer (the fast way to read many), and ``retrying``, which retries transient failures
+(server restarting, reconnecting client) until a deadline and then raises ``LogUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
+
+from eventlog._nats_codec import StoredBatch, decode_batch
+from eventlog._nats_consumer import PushConsumer
+from eventlog._nats_errors import ServerBusy, is_transient, translate
+from eventlog.errors import EventLogError, LogUnavailable
+
+__all__ = ["DIRECT_BATCH", "JetStreamIO", "MessageHandler", "Stored", "decode_message"]
+
+logger = logging.getLogger("roomkit.eventlog.nats")
+
+T = TypeVar("T")
+
+#: The most messages one batched direct get asks for.
+DIRECT_BATCH = 1000
+
+#: Receives (subject, stream sequence, payload); returns whether to go on.
+MessageHandler = Callable[[str, int, bytes], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored message: its stream sequence, its batch and its ``Nats-Msg-Id``."""
+
+    seq: int
+    batch: StoredBatch
+    msg_id: str | None
+
+    @property
+    def last_version(self) -> int:
+        return self.batch.version + len(self.batch.events) - 1
+
+
+class _BatchReply:
+    """Collects the replies to one batched direct get (data messages, then an end marker)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Msg] = []
+        self.status: str | None = None
+        self.pending = 0
+        self.done = anyio.Event()
+
+    def __call__(self, msg: Msg) -> None:
+        if msg.data:
+            self.messages.append(msg)
+            return
+        headers = msg.headers or {}
+        self.status = headers.get("Status", "")
+        self.pending = int(headers.get("Nats-Num-Pending", "0") or 0)
+        self.done.set()
+
+
+class JetStreamIO:
+    """Bounded, retried requests on one JetStream stream.
+
+    Args:
+        nc: a connected client.
+        js: its JetStream context (its timeout bounds management requests).
+        stream_name: the JetStream stream holding the log.
+        request_timeout: bound of one request.
+        retry_timeout: how long transient failures are retried before ``LogUnavailable``.
+        idle_heartbeat: heartbeat interval of push consumers (stall detection unit).
+    """
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        js: JetStreamContext,
+        *,
+        stream_name: str,
+        request_timeout: float,
+        retry_timeout: float,
+        idle_heartbeat: float,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.stream_name = stream_name
+        self.request_timeout = request_timeout
+        self.retry_timeout = retry_timeout
+        self.idle_heartbeat = idle_heartbeat
+        self._direct_subject = f"{js._prefix}.DIRECT.GET.{stream_name}"
+        # One wildcard inbox for every batched direct get, demultiplexed by its last token,
+        # instead of a subscription (and a nats-py task) per request.
+        self._inbox = ""
+        self._replies: dict[str, Callable[[Msg], None]] = {}
+        self._tokens = itertools.count()
+
+    async def start(self) -> None:
+        self._inbox = self.nc.new_inbox() + "."
+        await self.nc.subscribe(self._inbox + "*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        handler = self._replies.get(msg.subject[len(self._inbox) :])
+        if handler is not None:
+            handler(msg)
+
+    async def request(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> Msg:
+        """Publish and wait for the one reply, at most ``request_timeout`` seconds.
+
+        nats-py's ``request`` does the same with a fresh NUID and ``asyncio.wait_for`` per call;
+        a counter token and one timer handle make appends about 10% cheaper.
+
+        Raises:
+            TimeoutError: no reply in time.
+            nats.errors.NoRespondersError: nobody listens (JetStream not ready, no stream).
+        """
+        loop = asyncio.get_running_loop()
+        token = str(next(self._tokens))
+        future: asyncio.Future[Msg] = loop.create_future()
+
+        def on_reply(msg: Msg) -> None:
+            if not future.done():
+                future.set_result(msg)
+
+        def on_timeout() -> None:
+            if not future.done():
+                future.set_exception(TimeoutError(f"no reply on {subject} in time"))
+
+        self._replies[token] = on_reply
+        timer = loop.call_later(self.request_timeout, on_timeout)
+        try:
+            await self.nc.publish(subject, payload, reply=self._inbox + token, headers=headers)
+            msg = await future
+        finally:
+            timer.cancel()
+            del self._replies[token]
+        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+            raise nats.errors.NoRespondersError
+        return msg
+
+    # -- retries ---------------------------------------------------------------------------
+
+    def deadline(self) -> float:
+        return time.monotonic() + self.retry_timeout
+
+    async def retrying(
+        self, doing: str, attempt: Callable[[], Awaitable[T]], deadline: float | None = None
+    ) -> T:
+        """Run ``attempt`` until it succeeds, retrying transient failures until ``deadline``.
+
+        Raises:
+            LogUnavailable: still failing at the deadline.
+            EventLogError: any other failure, translated.
+        """
+        if deadline is None:
+            deadline = self.deadline()
+        delay = 0.02
+        while True:
+            try:
+                return await attempt()
+            except EventLogError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise translate(exc, doing) from exc
+                logger.debug("%s: %r; retrying in %.2f s", doing, exc, delay)
+            # Backoff between attempts while the server or the connection comes back.
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- direct gets -----------------------------------------------------------------------
+
+    async def _direct(self, subject: str, payload: bytes) -> Stored | None:
+        msg = await self.request(subject, payload)
+        headers = msg.headers or {}
+        if not msg.data:
+            status = headers.get("Status")
+            if status == "404":
+                return None
+            raise _status_error(status, headers)
+        return Stored(
+            seq=int(headers["Nats-Sequence"]),
+            batch=decode_message(msg.data, int(headers["Nats-Sequence"])),
+            msg_id=headers.get("Nats-Msg-Id"),
+        )
+
+    async def last_of(self, subject: str, deadline: float | None = None) -> Stored | None:
+        """The last message on ``subject`` (one direct get), or ``None``."""
+        return await self.retrying(
+            f"reading the last message of {subject}",
+            lambda: self._direct(f"{self._direct_subject}.{subject}", b""),
+            deadline,
+        )
+
+    async def at(self, seq: int, deadline: float | None = None) -> Stored | None:
+        """The message with stream sequence ``seq``, or ``None``."""
+        payload = json.dumps({"seq": seq}).encode()
+        return await self.retrying(
+            f"reading message {seq}", lambda: self._direct(self._direct_subject, payload), deadline
+        )
+
+    async def next_of(self, subject: str, seq: int) -> Stored | None:
+        """The first message on ``subject`` at or after stream sequence ``seq``, or ``None``."""
+        payload = json.dumps({"seq": seq, "next_by_subj": subject}).encode()
+        return await self.retrying(
+            f"reading {subject} from {seq}", lambda: self._direct(self._direct_subject, payload)
+        )
+
+    async def _batch(self, subject: str, seq: int, count: int) -> _BatchReply:
+        token = self.nc._nuid.next().decode()
+        reply = _BatchReply()
+        self._replies[token] = reply
+        try:
+            request = {"seq": seq, "batch": count, "next_by_subj": subject}
+            await self.nc.publish(
+                self._direct_subject, json.dumps(request).encode(), reply=self._inbox + token
+            )
+            with anyio.fail_after(self.request_timeout):
+                await reply.done.wait()
+        finally:
+            del self._replies[token]
+        if reply.status not in ("204", "404"):
+            raise _status_error(reply.status, {})
+        return reply
+
+    async def scan_direct(
+        self, subject: str, start_seq: int, handle: MessageHandler, *, max_messages: int
+    ) -> None:
+        """Feed ``handle`` the messages on ``subject`` from ``start_seq``, by batched direct gets.
+
+        Stops when ``handle`` returns False, after ``max_messages``, or at the end of the stream.
+        """
+        seq = start_seq
+        left = max_messages
+        while left > 0:
+            count = min(left, DIRECT_BATCH)
+            reply = await self.retrying(
+                f"reading {subject} from {seq}",
+                functools.partial(self._batch, subject, seq, count),
+            )
+            for msg in reply.messages:
+                headers = msg.headers or {}
+                seq = int(headers["Nats-Sequence"]) + 1
+                left -= 1
+                if not handle(headers["Nats-Subject"], seq - 1, msg.data):
+                    return
+            if reply.status == "404" or reply.pending == 0 or not reply.messages:
+                return
+
+    # -- replay through a consumer ---------------------------------------------------------
+
+    async def scan_consumer(
+        self,
+        subject: str,
+        start_seq: int,
+        handle: MessageHandler,
+        *,
+        last_per_subject: bool = False,
+    ) -> None:
+        """Feed ``handle`` the messages on ``subject`` from ``start_seq`` through a consumer.
+
+        Stops when ``handle`` returns False or nothing is pending. A consumer that breaks (lost
+        message, server restart) is replaced from where it stopped; with ``last_per_subject``
+        the replacement starts over, so ``handle`` must tolerate seeing a subject twice.
+        """
+
+        async def on_data(subject: str, seq: int, data: bytes, pending: int) -> bool:
+            return handle(subject, seq, data) and pending > 0
+
+        next_seq = start_seq
+        deadline = self.deadline()
+        while True:
+            consumer = PushConsumer(
+                self.js,
+                self.nc,
+                stream_name=self.stream_name,
+                filter_subject=subject,
+                handler=on_data,
+                idle_heartbeat=self.idle_heartbeat,
+            )
+            try:
+                pending = await self.retrying(
+                    f"replaying {subject}",
+                    functools.partial(consumer.start, next_seq, last_per_subject=last_per_subject),
+                    deadline,
+                )
+                if pending == 0:
+                    return
+                while not consumer.finished.is_set():
+                    with anyio.move_on_after(self.idle_heartbeat):
+                        await consumer.finished.wait()
+                    if not consumer.finished.is_set() and consumer.stalled():
+                        consumer.broken = True
+                        break
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.request_timeout):
+                    await consumer.stop()
+            if consumer.error is not None:
+                raise translate(consumer.error, f"replaying {subject}") from consumer.error
+            if not consumer.broken:
+                return
+            if time.monotonic() > deadline:
+                raise LogUnavailable(f"replaying {subject}: the consumer keeps breaking")
+            if not last_per_subject:
+                next_seq = max(consumer.next_seq, next_seq)
+
+
+def decode_message(data: bytes, seq: int) -> StoredBatch:
+    """Decode the batch stored in message ``seq``.
+
+    Raises:
+        EventLogError: the message is not a RoomKit batch (someone else wrote on our subjects).
+    """
+    try:
+        return decode_batch(data)
+    except Exception as exc:
+        raise EventLogError(f"message {seq} is not a RoomKit event batch") from exc
+
+
+def _status_error(status: str | None, headers: dict[str, str]) -> Exception:
+    description = headers.get("Description", "")
+    if status in ("503", "408"):
+        return ServerBusy(f"direct get answered {status} {description}")
+    return EventLogError(f"direct get answered {status} {description}")

@@ -1,0 +1,145 @@
+"""``NatsSubscription``: catch-up and live tail of the whole log, through one push consumer.
+
+nats-py delivers in its own asyncio tasks; the consumer's handler bridges each message into
+this subscription through a bounded anyio memory object stream. When the stream is full the
+handler waits, so flow control stops the server: a slow subscriber holds at most the buffer
+plus the flow-control window in memory. A consumer that breaks (gap, or silent because the
+server restarted) is replaced at the sequence after the last message handed over, so records
+arrive exactly once and in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from eventlog._nats_codec import first_seq_after, records_of
+from eventlog._nats_consumer import PushConsumer
+from eventlog._nats_errors import is_transient, translate
+from eventlog._nats_io import JetStreamIO, decode_message
+from eventlog.base import Subscription
+from eventlog.errors import EventLogError
+from eventlog.record import Record
+
+__all__ = ["NatsSubscription"]
+
+logger = logging.getLogger("roomkit.eventlog.nats")
+
+# Batches (one per JetStream message) buffered between nats-py's task and the reader.
+_BUFFER = 64
+
+
+class NatsSubscription(Subscription):
+    """Records of every stream after ``after_position``, in global order; see the module doc."""
+
+    def __init__(
+        self,
+        io: JetStreamIO,
+        *,
+        subject: str,
+        subject_base: str,
+        after_position: int,
+        on_close: Callable[[NatsSubscription], None],
+    ) -> None:
+        self._io = io
+        self._subject = subject
+        self._base = len(subject_base)
+        self._after_position = max(after_position, 0)
+        self._next_seq = first_seq_after(after_position)
+        self._on_close = on_close
+        self._send: MemoryObjectSendStream[list[Record]]
+        self._receive: MemoryObjectReceiveStream[list[Record]]
+        self._send, self._receive = anyio.create_memory_object_stream[list[Record]](_BUFFER)
+        self._ready: deque[Record] = deque()
+        self._consumer: PushConsumer | None = None
+        self._closed = False
+
+    async def _deliver(self, subject: str, seq: int, data: bytes, pending: int) -> bool:
+        # Runs in nats-py's delivery task.
+        records = records_of(subject[self._base :], seq, decode_message(data, seq))
+        if records[0].position <= self._after_position:
+            records = [r for r in records if r.position > self._after_position]
+            if not records:
+                return True
+        try:
+            await self._send.send(records)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False  # closed meanwhile
+        return True
+
+    async def __anext__(self) -> Record:
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            consumer = self._consumer
+            if consumer is None or consumer.broken:
+                consumer = await self._replace(consumer)
+            if consumer.error is not None:
+                error = consumer.error
+                raise translate(error, "following the log") from error
+            with anyio.move_on_after(self._io.idle_heartbeat):
+                try:
+                    self._ready.extend(await self._receive.receive())
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    raise StopAsyncIteration from None
+                continue
+            # Nothing for a heartbeat interval: fine if heartbeats still come.
+            if consumer.stalled():
+                logger.info("subscription consumer on %s went silent; replacing it", self._subject)
+                consumer.broken = True
+
+    async def _replace(self, old: PushConsumer | None) -> PushConsumer:
+        """Start a consumer at the first sequence not handed over yet, retrying for ever.
+
+        A subscription outlives server restarts like the connection does; each attempt is
+        bounded and the caller can always cancel.
+        """
+        if old is not None:
+            self._next_seq = max(self._next_seq, old.next_seq)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._io.request_timeout):
+                await old.stop()
+        delay = 0.05
+        while True:
+            consumer = PushConsumer(
+                self._io.js,
+                self._io.nc,
+                stream_name=self._io.stream_name,
+                filter_subject=self._subject,
+                handler=self._deliver,
+                idle_heartbeat=self._io.idle_heartbeat,
+            )
+            self._consumer = consumer
+            try:
+                with anyio.fail_after(self._io.request_timeout * 2):
+                    await consumer.start(self._next_seq)
+                return consumer
+            except Exception as exc:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                    await consumer.stop()
+                if self._io.nc.is_closed:
+                    raise EventLogError("the NATS connection is closed") from exc
+                if not is_transient(exc):
+                    raise translate(exc, "subscribing to the log") from exc
+                logger.warning("cannot (re)start the subscription consumer yet: %r", exc)
+            # Backoff while the server is away.
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._on_close(self)
+        consumer, self._consumer = self._consumer, None
+        with anyio.CancelScope(shield=True):
+            if consumer is not None:
+                with anyio.move_on_after(self._io.request_timeout):
+                    await consumer.stop()
+            self._send.close()
+            self._receive.close()

@@ -1,0 +1,67 @@
+"""Errors of the audit API.
+
+Exception tree (``RoomNotFoundError`` is the kit's own, reused for an unknown room)::
+
+    RoomKitError
+    ├── RoomNotFoundError      the log has no stream of that id
+    └── AuditError
+        ├── BadExport          an export line that is not a record, or records out of order
+        ├── CorruptRecord      a record whose payload does not decode as its domain event
+        └── ImportConflict     the target already holds different records for a stream
+"""
+
+from __future__ import annotations
+
+from roomkit.errors import RoomKitError
+
+__all__ = ["AuditError", "BadExport", "CorruptRecord", "ImportConflict"]
+
+
+class AuditError(RoomKitError):
+    """Root of the errors raised by ``roomkit.audit``."""
+
+
+class BadExport(AuditError, ValueError):
+    """An export that cannot be imported: a line that is not a record, or a stream whose
+    versions do not run 1, 2, 3, ... without gaps.
+
+    Attributes:
+        line: the 1-based line number of the offending line (``None`` when not line-bound).
+    """
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+
+
+class CorruptRecord(AuditError):
+    """A record whose payload does not decode as the domain event its type names.
+
+    Attributes:
+        stream: the record's stream.
+        version: the record's version.
+    """
+
+    def __init__(self, stream: str, version: int, type: str, reason: str) -> None:
+        self.stream = stream
+        self.version = version
+        super().__init__(f"{stream} v{version} ({type}) does not decode: {reason}")
+
+
+class ImportConflict(AuditError):
+    """The target log already has a record of the stream, at that version, that differs.
+
+    Nothing of the import was written: an import never overwrites or forks a stream.
+
+    Attributes:
+        stream: the conflicting stream.
+        version: the first version where the target and the import differ.
+    """
+
+    def __init__(self, stream: str, version: int, detail: str) -> None:
+        self.stream = stream
+        self.version = version
+        super().__init__(
+            f"stream {stream!r} already exists in the target and differs at version {version} "
+            f"({detail}); refusing to overwrite it"
+        )

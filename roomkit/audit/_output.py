@@ -1,0 +1,149 @@
+"""Writing a room's replay, the room list and the live log as lines, for the CLI and the demo.
+
+Each function takes ``write``, a callable that takes one line (without its newline), so the
+CLI prints to stdout, the demo to its own output, and tests to a list; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+
+from eventlog import EventLog
+from roomkit.audit._records import Progress, RecordReader, Until
+from roomkit.audit._render import (
+    TextRenderer,
+    entry_to_dict,
+    format_rooms,
+    format_state,
+    room_to_dict,
+    state_to_dict,
+)
+from roomkit.audit._replay import replay_point
+from roomkit.audit._timeline import TimelineBuilder, TimelineEntry, timeline
+from roomkit.audit._transfer import rooms
+
+__all__ = ["Format", "Write", "follow", "to_json", "write_replay", "write_rooms"]
+
+Write = Callable[[str], object]
+"""Takes one output line, without its newline."""
+
+Format = Literal["text", "json"]
+"""``text``: aligned lines for people; ``json``: one JSON object per line for scripts."""
+
+
+def to_json(value: dict[str, Any]) -> str:
+    """One compact JSON line (non-ASCII kept as is: messages are in every language)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def write_replay(
+    log: EventLog,
+    room_id: str,
+    write: Write,
+    *,
+    at: Until = None,
+    format: Format = "text",
+    progress: Progress | None = None,
+) -> None:
+    """Write ``room_id``'s timeline, or with ``at`` its state as of that version or time.
+
+    Text: a header, then one line per record (a date line starts each UTC day); with ``at``,
+    the room's status, bindings and participants. JSON: one object per record (see
+    ``entry_to_dict``); with ``at``, one object (see ``state_to_dict``).
+
+    Raises:
+        RoomNotFoundError: the log has no record of ``room_id``.
+        InvalidStreamId: ``room_id`` is not a valid stream id.
+        CorruptRecord: (with ``at``) a record does not decode.
+    """
+    if at is not None:
+        point = await replay_point(log, room_id, at, progress=progress)
+        if format == "json":
+            write(to_json(state_to_dict(point)))
+        else:
+            for line in format_state(point):
+                write(line)
+        return
+    renderer = TextRenderer()
+    first = True
+    async for entry in timeline(log, room_id, progress=progress):
+        if format == "json":
+            write(to_json(entry_to_dict(entry)))
+            continue
+        if first:
+            write(f"room {room_id}: log at version {await log.last_version(room_id)}")
+            first = False
+        for line in renderer.lines(entry):
+            write(line)
+
+
+async def write_rooms(log: EventLog, write: Write, *, format: Format = "text") -> int:
+    """Write every room with its version and last activity; return how many there are."""
+    infos = await rooms(log)
+    if format == "json":
+        for info in infos:
+            write(to_json(room_to_dict(info)))
+    else:
+        for line in format_rooms(infos):
+            write(line)
+    return len(infos)
+
+
+async def follow(
+    log: EventLog,
+    write: Write,
+    *,
+    room_id: str | None = None,
+    last: int = 10,
+    live: bool = True,
+    format: Format = "text",
+) -> None:
+    """Write the last ``last`` entries, then every new one as it is committed (until cancelled).
+
+    With ``room_id``, only that room (it may not exist yet: its first records will show); its
+    earlier records are folded silently so that senders show under their names. Without it,
+    every room, each line starting with the room id; "the last N" then counts log positions,
+    which is exact on the memory log and close to it elsewhere.
+
+    Args:
+        log: the log to follow.
+        write: takes each output line.
+        room_id: the room to follow (``None``: all).
+        last: how many existing entries to show first.
+        live: keep following the log (``False``: stop after the existing entries).
+        format: ``text`` or ``json`` (one object per line).
+    """
+    builder = TimelineBuilder()
+    renderer = TextRenderer(with_room=room_id is None)
+
+    def emit(entry: TimelineEntry) -> None:
+        if format == "json":
+            write(to_json(entry_to_dict(entry)))
+        else:
+            for line in renderer.lines(entry):
+                write(line)
+
+    # Where the live part starts: taken before the catch-up, so nothing committed in between
+    # is missed; what the catch-up already showed is skipped by version below.
+    start = await log.last_position()
+    shown = 0
+    if room_id is not None:
+        newest = await log.last_version(room_id)
+        async for record in RecordReader(log, room_id):
+            entry = builder.entry(record)
+            if record.version > newest - last:
+                emit(entry)
+            shown = record.version
+    else:
+        for record in await log.read_all(after_position=max(start - last, 0), limit=last):
+            if record.position <= start:
+                emit(builder.entry(record))
+    if not live:
+        return
+    async with log.subscribe(after_position=start) as records:
+        async for record in records:
+            if room_id is not None and (record.stream != room_id or record.version <= shown):
+                continue
+            emit(builder.entry(record))

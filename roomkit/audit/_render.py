@@ -1,0 +1,148 @@
+"""Rendering timeline entries, replayed states and room lists as text lines or JSON dicts.
+
+The CLI and the demo print through these, so ``make demo`` shows exactly what ``roomkit
+replay`` prints. JSON dicts keep every key on every entry (``None`` when it does not apply), so
+that scripts can rely on the shape.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from eventlog import StreamInfo
+from roomkit.audit._records import to_datetime
+from roomkit.audit._replay import ReplayPoint
+from roomkit.audit._timeline import TimelineEntry
+
+__all__ = [
+    "TextRenderer",
+    "entry_to_dict",
+    "format_entry",
+    "format_rooms",
+    "format_state",
+    "room_to_dict",
+    "state_to_dict",
+]
+
+_KIND_WIDTH = 18
+_WHO_WIDTH = 14
+
+
+def format_entry(entry: TimelineEntry, *, with_room: bool = False) -> str:
+    """One aligned line: version, time of day (UTC), kind, who, what."""
+    room = f"{entry.room_id}  " if with_room else ""
+    return (
+        f"{room}{f'v{entry.version}':>5}  {entry.time:%H:%M:%S}  "
+        f"{entry.kind:<{_KIND_WIDTH}} {entry.who:<{_WHO_WIDTH}} {entry.what}"
+    )
+
+
+class TextRenderer:
+    """Formats entries as text lines; a date line precedes the first entry of each UTC day,
+    so that each entry's line stays short."""
+
+    def __init__(self, *, with_room: bool = False) -> None:
+        self._with_room = with_room
+        self._day: date | None = None
+
+    def lines(self, entry: TimelineEntry) -> list[str]:
+        """The lines that show ``entry`` (its own, after a date line on a new day)."""
+        out: list[str] = []
+        day = entry.time.date()
+        if day != self._day:
+            self._day = day
+            out.append(f"-- {day.isoformat()} (UTC) --")
+        out.append(format_entry(entry, with_room=self._with_room))
+        return out
+
+
+def entry_to_dict(entry: TimelineEntry) -> dict[str, Any]:
+    """``entry`` as a JSON-ready dict (ISO 8601 time, lists for tuples)."""
+    return {
+        "room_id": entry.room_id,
+        "version": entry.version,
+        "position": entry.position,
+        "time": entry.time.isoformat(),
+        "kind": entry.kind,
+        "who": entry.who,
+        "what": entry.what,
+        "event_id": entry.event_id,
+        "event_type": entry.event_type,
+        "channel": entry.channel,
+        "sender": entry.sender,
+        "text": entry.text,
+        "status": entry.status,
+        "blocked_by": entry.blocked_by,
+        "modified_by": list(entry.modified_by),
+        "refers_to": entry.refers_to,
+        "deliveries": [
+            {"channel_id": d.channel_id, "success": d.success, "error": d.error}
+            for d in entry.deliveries
+        ],
+    }
+
+
+def format_state(point: ReplayPoint) -> list[str]:
+    """The room as of ``point``: status, bindings (access, visibility, muted), participants."""
+    state = point.state
+    when = f"{point.time:%Y-%m-%d %H:%M:%S} UTC" if point.time is not None else "the start"
+    lines = [f"room {point.room_id} as of v{point.version} ({when})"]
+    room = state.room
+    if room is None:
+        lines.append("  not created yet")
+        return lines
+    lines.append(
+        f"  status: {room.status}; timeline events: {state.event_count}; "
+        f"idempotency keys: {len(state.idempotency)}"
+    )
+    lines.append(f"  bindings ({len(state.bindings)}):")
+    for binding in state.bindings.values():
+        lines.append(
+            f"    {binding.channel_id:<12} {binding.channel_type!s:<10} "
+            f"access {binding.access}, visibility {binding.visibility}, "
+            f"muted {'yes' if binding.muted else 'no'}"
+        )
+    lines.append(f"  participants ({len(state.participants)}):")
+    for person in state.participants.values():
+        name = f" ({person.display_name})" if person.display_name else ""
+        lines.append(
+            f"    {person.id}{name}: {person.identification} via {person.channel_id}, "
+            f"{person.role}, {person.status}"
+        )
+    return lines
+
+
+def state_to_dict(point: ReplayPoint) -> dict[str, Any]:
+    """The room as of ``point`` as a JSON-ready dict, with the full models."""
+    state = point.state
+    return {
+        "room_id": point.room_id,
+        "version": point.version,
+        "time": point.time.isoformat() if point.time is not None else None,
+        "room": state.room.model_dump(mode="json") if state.room is not None else None,
+        "bindings": [b.model_dump(mode="json") for b in state.bindings.values()],
+        "participants": [p.model_dump(mode="json") for p in state.participants.values()],
+        "event_count": state.event_count,
+        "idempotency_keys": dict(state.idempotency),
+    }
+
+
+def format_rooms(infos: list[StreamInfo]) -> list[str]:
+    """A table of rooms: id, version, last activity (UTC)."""
+    width = max([len("ROOM"), *(len(info.stream) for info in infos)])
+    lines = [f"{'ROOM':<{width}}  {'VERSION':>7}  LAST ACTIVITY (UTC)"]
+    for info in infos:
+        when = to_datetime(info.last_timestamp)
+        lines.append(f"{info.stream:<{width}}  {info.version:>7}  {when:%Y-%m-%d %H:%M:%S}")
+    return lines
+
+
+def room_to_dict(info: StreamInfo) -> dict[str, Any]:
+    """One room of the list as a JSON-ready dict."""
+    return {
+        "room_id": info.stream,
+        "version": info.version,
+        "last_position": info.last_position,
+        "last_activity": to_datetime(info.last_timestamp).isoformat(),
+    }
