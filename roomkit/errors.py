@@ -13,7 +13,11 @@ runtime) are translated at the boundary with ``raise ... from exc``::
     ├── SourceNotFoundError
     ├── VoiceNotConfiguredError
     ├── VoiceBackendNotConfiguredError
-    └── InvalidRoomIdError (also a ValueError)
+    ├── InvalidRoomIdError (also a ValueError)
+    ├── RoomConflictError      another process kept writing the room
+    ├── RoomTimeoutError       (also a TimeoutError) the room did not answer in time
+    ├── LogUnavailableError    the event log cannot be reached
+    └── KitClosedError         the kit takes no more commands
 
 ``ProviderError`` (AI providers) is not a ``RoomKitError``, as in RoomKit 0.3.0.
 """
@@ -25,9 +29,13 @@ __all__ = [
     "ChannelNotRegisteredError",
     "IdentityNotFoundError",
     "InvalidRoomIdError",
+    "KitClosedError",
+    "LogUnavailableError",
     "ParticipantNotFoundError",
+    "RoomConflictError",
     "RoomKitError",
     "RoomNotFoundError",
+    "RoomTimeoutError",
     "SourceAlreadyAttachedError",
     "SourceNotFoundError",
     "VoiceBackendNotConfiguredError",
@@ -80,3 +88,20 @@ class InvalidRoomIdError(RoomKitError, ValueError):
 
     Room ids name event-log streams (and NATS subjects), so dots, wildcards and spaces are refused.
     """
+
+
+class RoomConflictError(RoomKitError):
+    """Another process kept writing the room while this one retried: the command was not
+    applied (the room's history is never forked). Retrying later is safe."""
+
+
+class RoomTimeoutError(RoomKitError, TimeoutError):
+    """The room did not answer in time (its mailbox is backed up, or a hook is slow)."""
+
+
+class LogUnavailableError(RoomKitError):
+    """The event log cannot be reached; nothing was committed by the failed call."""
+
+
+class KitClosedError(RoomKitError):
+    """The kit is closed (or closing) and takes no more commands."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from roomkit.audit._errors import AuditError, BadExport, CorruptRecord, ImportConflict
 from roomkit.audit._output import Format, Write, follow, to_json, write_replay, write_rooms
-from roomkit.audit._records import Until
+from roomkit.audit._records import Progress, Until
 from roomkit.audit._render import (
     TextRenderer,
     entry_to_dict,
@@ -56,6 +56,7 @@ __all__ = [
     "ImportConflict",
     "ImportReport",
     "ImportedStream",
+    "Progress",
     "ReplayPoint",
     "RoomState",
     "TextRenderer",

@@ -279,14 +279,17 @@ def _message(
         "status": str(event.status),
         "blocked_by": event.blocked_by,
     }
-    if source.channel_type == ChannelType.SYSTEM or event.type != EventType.MESSAGE:
+    if event.type != EventType.MESSAGE:
         # Audit events the room records about itself (channel attached, participant joined).
         details["who"] = "system"
         details["what"] = f"[{event.type}] {preview}"
         return details
     modified = tuple(_marks_decoder.decode(record.data).modified_by)
     details["modified_by"] = modified
-    details["who"] = _sender(source.participant_id, source.channel_id, state)
+    if source.channel_type == ChannelType.SYSTEM:
+        details["who"] = "system"  # e.g. a notice a hook injected
+    else:
+        details["who"] = _sender(source.participant_id, source.channel_id, state)
     if event.status == EventStatus.BLOCKED:
         # Upper case so that a blocked message stands out in a long timeline.
         what = f'"{preview}" BLOCKED by {event.blocked_by or "a hook"}'

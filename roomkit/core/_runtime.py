@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from actors import ActorSystem, AskTimeout
+from actors import ActorDeadError, ActorSystem, AskTimeout, ConcurrencyConflict
+from eventlog import EventLogError
 from roomkit.core._commands import Outcome
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
 from roomkit.core._turns import TurnTracker
+from roomkit.errors import (
+    KitClosedError,
+    LogUnavailableError,
+    RoomConflictError,
+    RoomTimeoutError,
+)
 
 if TYPE_CHECKING:
     from roomkit.core.framework import RoomKit
@@ -173,14 +180,29 @@ class KitRuntime:
     # -- messages ----------------------------------------------------------------------------
 
     async def ask_room(self, room_id: str, command: object) -> Outcome:
+        """Send ``command`` to the room's actor; translate runtime and log errors.
+
+        Raises:
+            RoomTimeoutError, RoomConflictError, LogUnavailableError, KitClosedError, and the
+            RoomKitError the command itself raised.
+        """
         system = self._system
-        assert system is not None, "runtime not started"
+        if system is None:
+            raise KitClosedError("the kit is closed")
         try:
             outcome: Outcome = await system.ref(ROOM, room_id).ask(
                 command, timeout=self._settings.ask_timeout
             )
         except AskTimeout as exc:
-            raise TimeoutError(f"room {room_id} did not answer in time") from exc
+            raise RoomTimeoutError(f"room {room_id} did not answer in time") from exc
+        except ConcurrencyConflict as exc:
+            raise RoomConflictError(
+                f"room {room_id} kept changing under another writer; nothing was applied"
+            ) from exc
+        except ActorDeadError as exc:
+            raise KitClosedError("the kit is closing and takes no more commands") from exc
+        except EventLogError as exc:
+            raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc
         return outcome
 
     async def _ask_room_for_delivery(self, room_id: str, command: object) -> Any:

@@ -36,5 +36,14 @@ def make_kit(event_log: EventLog) -> Callable[..., RoomKit]:
 
 @pytest.fixture
 async def kit(make_kit: Callable[..., RoomKit]) -> AsyncIterator[RoomKit]:
+    """A running kit. Afterwards (every scenario checks it): the room actors' state equals a
+    fresh fold of the log and the store; a second kit rebuilt from the same log holds the same
+    rooms, bindings, participants, timeline and read markers."""
+    from tests.roomkit.test_kit_replay import assert_consistent, snapshot
+
     async with make_kit() as kit:
         yield kit
+        await assert_consistent(kit)
+        live = await snapshot(kit)
+    async with make_kit() as rebuilt:
+        assert await snapshot(rebuilt) == live, "state rebuilt from the log differs"

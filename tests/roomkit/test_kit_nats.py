@@ -45,3 +45,33 @@ async def test_rooms_survive_a_server_kill_and_a_new_process(
         after = await kit.process_inbound(text("sms", "still there?"))
         assert after.event is not None
         assert after.event.index == before["support-1"]["room"]["event_count"]
+
+
+async def test_two_processes_writing_one_room_never_fork_its_history(
+    nats_server: NatsServer,
+) -> None:
+    # Two kits (as two processes would) on one JetStream: each room actor caches its state,
+    # so the second writer's append is rejected by the expected-sequence check, reloads the
+    # room from the log and re-runs the command. Nothing is lost, nothing is overwritten.
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        kit_on(log_a) as kit_a,
+        kit_on(log_b) as kit_b,
+    ):
+        await kit_a.create_room(room_id="shared")
+        await kit_a.attach_channel("shared", "sms")
+        await kit_a.attach_channel("shared", "ws")
+        for n in range(6):
+            writer = kit_a if n % 2 == 0 else kit_b
+            result = await writer.process_inbound(text("sms", f"m{n}"), room_id="shared")
+            assert result.event is not None and not result.blocked
+        records = await log_a.read("shared")
+        # kit_a's read model follows the other writer through its log subscription.
+        await kit_a._runtime.projection.wait(await log_a.last_position())
+        assert [r.version for r in records] == list(range(1, len(records) + 1))
+        timeline = [
+            e for e in (await kit_a.get_timeline("shared", limit=100)) if e.type == "message"
+        ]
+        assert [e.content.body for e in timeline] == [f"m{n}" for n in range(6)]  # type: ignore[union-attr]
+        assert [e.index for e in timeline] == sorted({e.index for e in timeline})

@@ -35,7 +35,13 @@ PENDING = {
 }  # fmt: skip
 
 # Additions of ours, not in 0.3.0.
-ADDED = {"InvalidRoomIdError"}
+ADDED = {
+    "InvalidRoomIdError",
+    "KitClosedError",
+    "LogUnavailableError",
+    "RoomConflictError",
+    "RoomTimeoutError",
+}
 
 
 def test_every_exported_name_imports() -> None:

@@ -1,0 +1,484 @@
+"""``roomkit``: audit, replay and move rooms from the command line.
+
+A thin shell over ``roomkit.audit``: it parses arguments, opens the log (a NATS JetStream
+server with ``--log``, or an export file with ``--file``), runs one command and turns errors into
+exit codes that scripts can rely on (see ``EXIT_CODES``). Each command is one entry of
+``COMMANDS``; ``roomkit serve`` (the NATS ingress) will be one more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import anyio
+
+from eventlog import EventLog, InvalidStreamId, LogUnavailable, MemoryEventLog
+from roomkit.audit import (
+    AuditError,
+    BadExport,
+    CorruptRecord,
+    ImportConflict,
+    Progress,
+    Until,
+    Write,
+    export_room,
+    follow,
+    import_room,
+    write_replay,
+    write_rooms,
+)
+from roomkit.errors import RoomNotFoundError
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_BAD_INPUT",
+    "EXIT_CODES",
+    "EXIT_CONFLICT",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UNKNOWN_ROOM",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "Command",
+    "main",
+]
+
+logger = logging.getLogger("roomkit.cli")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_UNKNOWN_ROOM = 4
+EXIT_BAD_INPUT = 5
+EXIT_CONFLICT = 6
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success (also: tail stopped with Ctrl-C)",
+    EXIT_ERROR: "unexpected error",
+    EXIT_USAGE: "usage error (bad arguments, invalid room id)",
+    EXIT_UNREACHABLE: "the log cannot be reached (server down, NATS support missing)",
+    EXIT_UNKNOWN_ROOM: "unknown room",
+    EXIT_BAD_INPUT: "bad input: unreadable export file, a line that is not a record, "
+    "a record that does not decode",
+    EXIT_CONFLICT: "import refused: the target holds different records for the room",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C) before the command finished",
+}
+
+PROGRESS_THRESHOLD = 1000
+"""Replays of rooms with more records than this show a progress bar (on a terminal)."""
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+_NATS_SCHEMES = ("nats", "tls")
+_NATS_PORT = 4222
+
+
+class CliError(Exception):
+    """Ends the command with ``code`` after printing ``message`` on stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Console:
+    """Where a command writes: lines for the user on ``out``, notes and errors on ``err``."""
+
+    out: TextIO
+    err: TextIO
+
+    def write(self, line: str) -> None:
+        self.out.write(line + "\n")
+
+    def note(self, line: str) -> None:
+        self.err.write(line + "\n")
+
+
+Handler = Callable[[argparse.Namespace, Console], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One subcommand: its name, help, arguments and the coroutine that runs it."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Handler
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def _check_nats_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in _NATS_SCHEMES or not parts.hostname:
+        raise CliError(EXIT_USAGE, f"--log {url!r}: expected nats://HOST:PORT")
+    try:
+        port = parts.port or _NATS_PORT
+    except ValueError as exc:
+        raise CliError(EXIT_USAGE, f"--log {url!r}: bad port") from exc
+    return parts.hostname, port
+
+
+@asynccontextmanager
+async def _nats_log(url: str, timeout: float) -> AsyncIterator[EventLog]:
+    host, port = _check_nats_url(url)
+    # A plain TCP connection first: a clear, quick answer when nothing listens there, whatever
+    # the NATS client's own reconnection policy is.
+    try:
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_tcp(host, port)
+        await stream.aclose()
+    except (OSError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise CliError(EXIT_UNREACHABLE, f"cannot reach the log at {url}: {reason}") from exc
+    try:
+        # Imported here: nats-py is an optional dependency, and only --log needs it.
+        from eventlog.nats import NatsEventLog
+    except ImportError as exc:
+        raise CliError(
+            EXIT_UNREACHABLE, f"cannot open {url}: NATS support is not available ({exc})"
+        ) from exc
+    try:
+        with anyio.fail_after(timeout):
+            log = NatsEventLog(url)
+            await log.__aenter__()
+    except (LogUnavailable, OSError, TimeoutError) as exc:
+        raise CliError(EXIT_UNREACHABLE, f"cannot open the log at {url}: {exc}") from exc
+    try:
+        yield log
+    finally:
+        with anyio.CancelScope(shield=True):
+            await log.aclose()
+
+
+async def _lines_of(path: str) -> AsyncIterator[str]:
+    if path == "-" and _isatty(sys.stdin):
+        raise CliError(EXIT_USAGE, "no export on stdin: pipe one in, or use --file EXPORT")
+    try:
+        if path == "-":
+            async for line in anyio.wrap_file(sys.stdin):
+                yield line
+            return
+        async with await anyio.open_file(path, encoding="utf-8") as lines:
+            async for line in lines:
+                yield line
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(EXIT_BAD_INPUT, f"cannot read {path}: {exc}") from exc
+
+
+async def _file_log(path: str) -> EventLog:
+    """An export file loaded into a memory log: the offline source of every command."""
+    log = MemoryEventLog()
+    lines = _lines_of(path)
+    try:
+        await import_room(log, lines)
+    finally:
+        await lines.aclose()
+    return log
+
+
+@asynccontextmanager
+async def _source(args: argparse.Namespace) -> AsyncIterator[EventLog]:
+    if args.log is not None:
+        async with _nats_log(args.log, args.timeout) as log:
+            yield log
+    elif args.file is not None:
+        yield await _file_log(args.file)
+    else:
+        raise CliError(EXIT_USAGE, "no log given: use --log nats://HOST:PORT or --file EXPORT")
+
+
+def _until(text: str | None) -> Until:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CliError(
+            EXIT_USAGE, f"--at {text!r}: expected a version (e.g. 12) or an ISO time"
+        ) from exc
+
+
+@contextmanager
+def _progress_bar(total: int, console: Console) -> Iterator[Any]:
+    """A tqdm bar on stderr for long replays on a terminal; ``None`` otherwise."""
+    if total <= PROGRESS_THRESHOLD or not _isatty(console.err):
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:  # an optional nicety: the replay works the same without it
+        logger.debug("tqdm is not installed: no progress bar")
+        yield None
+        return
+    with tqdm(total=total, file=console.err, unit="ev", desc="replay", leave=False) as bar:
+        yield bar
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _add_source(parser: argparse.ArgumentParser, *, file_help: str) -> None:
+    group = parser.add_argument_group("log")
+    exclusive = group.add_mutually_exclusive_group()
+    exclusive.add_argument("--log", metavar="nats://HOST:PORT", help="a NATS JetStream log")
+    exclusive.add_argument("--file", metavar="EXPORT.jsonl", help=file_help)
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up connecting to --log after this long (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text for people, json for scripts (one object per line)",
+    )
+
+
+def _configure_replay(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("room", metavar="ROOM", help="the room id")
+    parser.add_argument(
+        "--at",
+        metavar="VERSION|TIME",
+        help="print the room's state (status, bindings, participants) as of this version or "
+        "ISO 8601 time (naive times are UTC) instead of the timeline",
+    )
+    _add_format(parser)
+    _add_source(parser, file_help="an export to read instead of a live log")
+
+
+async def _run_replay(args: argparse.Namespace, console: Console) -> int:
+    at = _until(args.at)
+    async with _source(args) as log:
+        total = await log.last_version(args.room)
+        if total == 0:
+            raise RoomNotFoundError(f"Room {args.room} not found in the log")
+        with _progress_bar(total, console) as bar:
+            write: Write = console.write
+            progress: Progress | None = None
+            if bar is not None:
+                progress = bar.update
+                if _isatty(console.out):
+                    # Lines and the bar share the terminal: tqdm prints them above its bar.
+                    write = functools.partial(bar.write, file=console.out)
+            await write_replay(log, args.room, write, at=at, format=args.format, progress=progress)
+    return EXIT_OK
+
+
+def _configure_tail(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("room", metavar="ROOM", nargs="?", help="the room (default: all rooms)")
+    parser.add_argument(
+        "-n",
+        "--lines",
+        type=int,
+        default=10,
+        metavar="N",
+        help="show the last N events first (default 10)",
+    )
+    _add_format(parser)
+    _add_source(parser, file_help="an export (nothing live: prints its last events and exits)")
+
+
+async def _run_tail(args: argparse.Namespace, console: Console) -> int:
+    async with _source(args) as log:
+        await follow(
+            log,
+            console.write,
+            room_id=args.room,
+            last=max(args.lines, 0),
+            live=args.log is not None,
+            format=args.format,
+        )
+    return EXIT_OK
+
+
+def _configure_rooms(parser: argparse.ArgumentParser) -> None:
+    _add_format(parser)
+    _add_source(parser, file_help="an export to read instead of a live log")
+
+
+async def _run_rooms(args: argparse.Namespace, console: Console) -> int:
+    async with _source(args) as log:
+        await write_rooms(log, console.write, format=args.format)
+    return EXIT_OK
+
+
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("room", metavar="ROOM", help="the room id")
+    _add_source(parser, file_help="an export to take the room from")
+
+
+async def _run_export(args: argparse.Namespace, console: Console) -> int:
+    async with _source(args) as log:
+        async for line in export_room(log, args.room):
+            console.out.write(line)
+    return EXIT_OK
+
+
+def _configure_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log", metavar="nats://HOST:PORT", required=True, help="the log to import into"
+    )
+    parser.add_argument(
+        "--file", metavar="EXPORT.jsonl", default="-", help="the export (default: stdin)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up connecting to --log after this long (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+
+
+async def _run_import(args: argparse.Namespace, console: Console) -> int:
+    lines = _lines_of(args.file)
+    try:
+        async with _nats_log(args.log, args.timeout) as log:
+            report = await import_room(log, lines)
+    finally:
+        await lines.aclose()
+    for stream in report.streams:
+        console.write(
+            f"{stream.stream}: {stream.appended} records appended, "
+            f"{stream.already_present} already present"
+        )
+    return EXIT_OK
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("replay", "print a room's history, or its state as of a point", _configure_replay,
+            _run_replay),
+    Command("tail", "follow new events as they are committed (Ctrl-C stops)", _configure_tail,
+            _run_tail),
+    Command("rooms", "list rooms with their version and last activity", _configure_rooms,
+            _run_rooms),
+    Command("export", "write a room's records to stdout as JSON lines", _configure_export,
+            _run_export),
+    Command("import", "append exported records to a log, keeping their versions",
+            _configure_import, _run_import),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``roomkit`` argument parser, with one subcommand per entry of ``COMMANDS``."""
+    codes = "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="roomkit",
+        description="Audit and replay RoomKit rooms from their event log.",
+        epilog=f"exit codes:\n{codes}\n\n"
+        "examples:\n"
+        "  roomkit rooms --log nats://127.0.0.1:4222\n"
+        "  roomkit replay room-1 --log nats://127.0.0.1:4222 --at 42\n"
+        "  roomkit export room-1 --log nats://127.0.0.1:4222 > room-1.jsonl\n"
+        "  roomkit replay room-1 --file room-1.jsonl --format json\n"
+        "  roomkit import --log nats://other:4222 --file room-1.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=f"exit codes:\n{codes}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.configure(sub)
+        sub.set_defaults(handler=command.run)
+    return parser
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-exception groups that task groups add."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _exit_code(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and message for an error the CLI expects; ``None`` for a bug."""
+    match exc:
+        case CliError():
+            return exc.code, str(exc)
+        case RoomNotFoundError():
+            return EXIT_UNKNOWN_ROOM, str(exc)
+        case InvalidStreamId():
+            return EXIT_USAGE, str(exc)
+        case LogUnavailable():
+            return EXIT_UNREACHABLE, f"the log is unavailable: {exc}"
+        case BadExport() | CorruptRecord():
+            return EXIT_BAD_INPUT, str(exc)
+        case ImportConflict():
+            return EXIT_CONFLICT, str(exc)
+        case AuditError():
+            return EXIT_ERROR, str(exc)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``roomkit`` with ``argv`` (default: the process's arguments); return the exit code.
+
+    Writes to ``sys.stdout`` and ``sys.stderr`` as they are at call time (tests capture them).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    console = Console(out=sys.stdout, err=sys.stderr)
+    handler: Handler = args.handler
+    try:
+        code = anyio.run(handler, args, console)
+        console.out.flush()  # a closed pipe shows here, not as a warning at exit
+        return code
+    except KeyboardInterrupt:
+        # Stopping ``tail`` is how it ends; anything else interrupted is not a success.
+        return EXIT_OK if args.command == "tail" else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader (``| head``) has what it wanted; keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except BaseException as exc:
+        known = _exit_code(_leaf(exc))
+        if known is None:
+            raise
+        code, message = known
+        console.note(f"roomkit {args.command}: {message}")
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m roomkit`` goes through __main__
+    sys.exit(main())
