@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format bench demo nats clean
+.PHONY: setup test lint format bench demo demo-nats nats clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ bench: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m roomkit.demo $(DEMO_ARGS)
+
+# The same conversation through the NATS ingress on a nats-server it starts itself.
+demo-nats: $(STAMP)
+	$(PY) -m roomkit.demo --nats
 
 # A local JetStream server in the foreground, data under .nats/ (Ctrl-C to stop).
 nats: $(STAMP)

@@ -15,7 +15,7 @@ from bench._table import print_table
 
 SUITES = {
     "eventlog": "bench.suite_eventlog",
-    "actors": "bench.suite_actors",
+    "actors": "bench.actors",
     "roomkit": "bench.suite_roomkit",
 }
 

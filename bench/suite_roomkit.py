@@ -1,0 +1,35 @@
+"""The RoomKit suite: the inbound workloads on the memory log and on JetStream."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bench._table import Row
+from bench.roomkit_inbound import bench_inbound, import_time, memory_logs
+from eventlog import EventLog
+
+
+async def suite() -> list[tuple[str, list[Row]]]:
+    from eventlog.nats import NatsEventLog
+    from eventlog.testing_nats import NatsServer
+
+    tables = [("RoomKit inbound: memory log", await bench_inbound("memory log", memory_logs))]
+    with tempfile.TemporaryDirectory() as directory, NatsServer(directory) as server:
+
+        @asynccontextmanager
+        async def nats_logs() -> AsyncIterator[EventLog]:
+            # A fresh stream per workload, so that each starts from an empty log.
+            nats_logs.count += 1  # type: ignore[attr-defined]
+            name = f"BENCH{nats_logs.count}"  # type: ignore[attr-defined]
+            async with NatsEventLog(
+                server.url, stream_name=name, subject_prefix=name.lower()
+            ) as log:
+                yield log
+
+        nats_logs.count = 0  # type: ignore[attr-defined]
+        rows = await bench_inbound("JetStream", nats_logs)
+        tables.append(("RoomKit inbound: NatsEventLog (JetStream, file storage)", rows))
+    tables.append(("import time", import_time()))
+    return tables
