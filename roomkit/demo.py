@@ -40,6 +40,7 @@ __all__ = ["ROOM_ID", "RuleBasedAIProvider", "main", "run"]
 
 ROOM_ID = "support-4711"
 CUSTOMER_PHONE = "+15550001111"
+FIRST_SMS = "Hi! My order #4711 hasn't arrived yet."
 EXIT_NOT_AVAILABLE = 2
 
 # 13 to 16 digits, optionally grouped by spaces or dashes: what a card number looks like.

@@ -25,12 +25,13 @@ from roomkit.models.room import Room
 __all__ = ["DeliveryActor", "RoomActor"]
 
 _UNKNOWN = DomainEvent()
+_NULL = msgspec.Raw(b"null")
 
 
 class _Snapshot(msgspec.Struct, frozen=True):
     """A room's state as stored in a snapshot (public models as their own JSON)."""
 
-    room: msgspec.Raw | None
+    room: msgspec.Raw  # JSON ``null`` before the room is created (Raw cannot be optional)
     bindings: list[msgspec.Raw]
     participants: list[msgspec.Raw]
     idempotency: dict[str, str]
@@ -71,7 +72,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
 
     def encode_state(self, state: RoomState) -> bytes:
         snapshot = _Snapshot(
-            room=dump(state.room) if state.room is not None else None,
+            room=dump(state.room) if state.room is not None else _NULL,
             bindings=[dump(b) for b in state.bindings.values()],
             participants=[dump(p) for p in state.participants.values()],
             idempotency=state.idempotency,
@@ -83,7 +84,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     def decode_state(self, data: bytes) -> RoomState:
         snapshot = _snapshot_decoder.decode(data)
         state = RoomState(
-            room=load(Room, snapshot.room) if snapshot.room is not None else None,
+            room=load(Room, snapshot.room) if bytes(snapshot.room) != b"null" else None,
             idempotency=dict(snapshot.idempotency),
             event_count=snapshot.event_count,
         )

@@ -1,0 +1,133 @@
+"""Rooms as actors: passivation and recovery, snapshots, concurrency across rooms."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from roomkit import RoomKit
+from roomkit.core._runtime import ROOM
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+async def test_a_passivated_room_comes_back_with_its_state(
+    make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_kit(snapshot_every=3) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        ws = SimpleChannel("ws")
+        kit.register_channel(ws)
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        first = await kit.process_inbound(text("sms", "one", idempotency_key="k1"))
+        system = kit._runtime._system
+        assert system is not None and system.is_active(ROOM, "r1")
+        assert await system.passivate(ROOM, "r1")
+        assert not system.is_active(ROOM, "r1")
+        # The next message activates a new incarnation, recovered from snapshot + tail.
+        second = await kit.process_inbound(text("sms", "two"))
+        duplicate = await kit.process_inbound(text("sms", "one", idempotency_key="k1"))
+        assert first.event is not None and second.event is not None
+        assert second.event.index == first.event.index + 1
+        assert duplicate.reason == "duplicate"
+        assert ws.texts() == ["one", "two"]
+        snapshot = await kit.log.load_snapshot("r1")
+        assert snapshot is not None and snapshot.version >= 3
+        assert kit._runtime._system is not None
+        assert kit._runtime._system.stats().restarts == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_room_snapshot_round_trips(make_kit: Callable[..., RoomKit]) -> None:
+    from roomkit.core._room_actor import RoomActor
+
+    async with make_kit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        await kit.ensure_participant("r1", "ws", "agent")
+        for n in range(3):
+            await kit.process_inbound(text("sms", f"m{n}", idempotency_key=f"k{n}"))
+        actor = RoomActor("r1", kit._runtime.services)
+        empty = actor.decode_state(actor.encode_state(actor.initial_state()))
+        assert empty.room is None and empty.event_count == 0
+        context = await kit._context("r1")
+        from roomkit.core._facts import fact_from_record
+        from roomkit.core._room_state import RoomState, evolve
+
+        state = RoomState()
+        for record in await kit.log.read("r1"):
+            fact = fact_from_record(record)
+            assert fact is not None
+            evolve(state, fact.domain)
+        restored = actor.decode_state(actor.encode_state(state))
+        assert restored.room == state.room == context.room
+        assert restored.bindings == state.bindings
+        assert restored.participants == state.participants
+        assert (
+            restored.idempotency
+            == state.idempotency
+            == {
+                "k0": restored.idempotency["k0"],
+                "k1": restored.idempotency["k1"],
+                "k2": restored.idempotency["k2"],
+            }
+        )
+        assert list(restored.recent) == list(state.recent)
+        assert restored.event_count == state.event_count
+
+
+async def test_idle_rooms_passivate_by_themselves(make_kit: Callable[..., RoomKit]) -> None:
+    async with make_kit(idle_timeout=0.05) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        for n in range(5):
+            await kit.create_room(room_id=f"r{n}")
+        system = kit._runtime._system
+        assert system is not None
+        with anyio.fail_after(10):
+            while any(system.is_active(ROOM, f"r{n}") for n in range(5)):
+                await anyio.sleep(0.02)  # polling observable state, bounded by fail_after
+        assert system.stats().passivations >= 5
+        room = await kit.get_room("r3")
+        assert room.id == "r3"
+        await kit.attach_channel("r3", "sms")  # reactivates and works
+        assert [b.channel_id for b in await kit.list_bindings("r3")] == ["sms"]
+
+
+async def test_rooms_run_concurrently(make_kit: Callable[..., RoomKit]) -> None:
+    # A slow hook in one room does not hold the others (no global lock).
+    from roomkit import HookResult, HookTrigger, RoomContext, RoomEvent
+
+    release = anyio.Event()
+    async with make_kit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def gate(event: RoomEvent, context: RoomContext) -> HookResult:
+            if context.room.id == "slow":
+                await release.wait()
+            return HookResult.allow()
+
+        for room_id in ("slow", "fast"):
+            await kit.create_room(room_id=room_id)
+            await kit.attach_channel(room_id, "sms")
+            await kit.attach_channel(room_id, "ws")
+        done: list[str] = []
+        async with anyio.create_task_group() as tg:
+
+            async def send(room_id: str) -> None:
+                await kit.process_inbound(text("sms", room_id), room_id=room_id)
+                done.append(room_id)
+                if room_id == "fast":
+                    release.set()
+
+            tg.start_soon(send, "slow")
+            tg.start_soon(send, "fast")
+        assert done == ["fast", "slow"]
