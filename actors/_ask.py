@@ -1,7 +1,7 @@
 """The reply slot of one ``ask``: the envelope in the mailbox and the asker's wait, in one object.
 
 An ask costs one small object and one ``anyio.Event``: no memory stream, no cancel scope (its
-timeout is kept by ``_Deadlines``). Telling asks from tells in the mailbox is a type check, so a
+timeout is kept by ``Deadlines``). Telling asks from tells in the mailbox is a type check, so a
 told message travels bare, without an envelope.
 """
 
@@ -18,6 +18,9 @@ TIMED_OUT: object = object()
 class Ask:
     """A message waiting for its reply. Settled once: the first outcome wins.
 
+    Once settled and read, a slot holds neither the message nor the reply nor its event: it may
+    linger a while in ``Deadlines``, and must cost next to nothing there.
+
     Attributes:
         message: the message the actor handles.
         done: whether the reply, an error, or the timeout has been set.
@@ -30,32 +33,49 @@ class Ask:
         self.done = False
         self._value: object = None
         self._error: BaseException | None = None
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = anyio.Event()
 
     def resolve(self, value: object) -> None:
         """Set the reply, unless the slot is already settled (e.g. the asker timed out)."""
         if not self.done:
             self.done = True
+            self.message = None
             self._value = value
-            self._event.set()
-
-    def expire(self) -> None:
-        """Settle the slot as timed out (``wait`` returns ``TIMED_OUT``)."""
-        self.resolve(TIMED_OUT)
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
         """Set an error for the asker, unless the slot is already settled."""
         if not self.done:
             self.done = True
+            self.message = None
             self._error = error
-            self._event.set()
+            self._wake()
+
+    def expire(self) -> None:
+        """Settle the slot as timed out (``wait`` returns ``TIMED_OUT``).
+
+        The message stays: it may still be in the mailbox, to be handled.
+        """
+        if not self.done:
+            self.done = True
+            self._value = TIMED_OUT
+            self._wake()
 
     async def wait(self) -> object:
         """Wait until settled; return the reply (``TIMED_OUT`` on expiry) or raise the error."""
-        await self._event.wait()
+        if self._event is not None:
+            await self._event.wait()
+        # Settled: nobody sets the event again.
+        self._event = None
         error = self._error
         if error is not None:
             # Drop the reference: a raised exception holds this frame, which holds the slot.
             self._error = None
             raise error
-        return self._value
+        value = self._value
+        self._value = None
+        return value
+
+    def _wake(self) -> None:
+        if self._event is not None:
+            self._event.set()

@@ -299,6 +299,8 @@ class Cell(Mailbox):
         policy = self.policy
         receive: Callable[[object], Awaitable[object]] = actor.receive
         budget = _BATCH
+        item: object = None
+        reply: object = None
         while True:
             if self._queue:
                 item = self.take()
@@ -339,8 +341,11 @@ class Cell(Mailbox):
                 self.release()
                 return _Outcome.RETIRE
             self._host.sweeper.note_idle(self)
+            # Whether it parks or retires, an idle actor keeps neither its last message (nor
+            # reply) alive through this frame, nor an empty queue's memory.
+            item = reply = None
+            self.release()
             if self.linger == 0:
-                self.release()
                 return _Outcome.RETIRE
             wakeup = self._wakeup = anyio.Event()
             await wakeup.wait()

@@ -3,7 +3,9 @@
 A cancel scope per ask (``fail_after``) costs about as much as the rest of the round trip, so the
 timeouts are kept here instead: one FIFO queue per distinct timeout value (callers use a handful),
 each in deadline order because the clock only moves forward. Settled asks at the head of a queue
-are dropped when the next ask is added, so a queue stays short while replies come in order.
+are dropped when the next ask is added, so a queue stays short while replies come in order; when
+a slow ask holds the head, the queue is compacted once it doubles, so the settled asks kept
+behind it stay within a constant factor of the asks really pending (amortised O(1) per ask).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from actors._ask import Ask
 
 __all__ = ["Deadlines"]
 
+#: A queue is never compacted below this length (compaction is a full pass).
+_COMPACT_MIN = 1024
+
 
 class Deadlines:
     """Pending asks by deadline, and the task (``run``) that fails the ones that expire."""
 
     def __init__(self) -> None:
         self._queues: dict[float, deque[tuple[float, Ask]]] = {}
+        # Per queue: the length past which it is compacted next.
+        self._compact_at: dict[float, int] = {}
         # The earliest deadline the run loop sleeps towards (None: it sleeps until woken).
         self._next: float | None = None
         self._wakeup: anyio.Event | None = None
@@ -41,6 +48,9 @@ class Deadlines:
             queue = self._queues[timeout] = deque()
         while queue and queue[0][1].done:
             queue.popleft()
+        if len(queue) >= self._compact_at.get(timeout, _COMPACT_MIN):
+            queue = self._queues[timeout] = deque(e for e in queue if not e[1].done)
+            self._compact_at[timeout] = max(_COMPACT_MIN, 2 * len(queue))
         queue.append((deadline, ask))
         if len(queue) == 1 and (self._next is None or deadline < self._next):
             self._wake()
@@ -55,6 +65,7 @@ class Deadlines:
             for _, ask in queue:
                 ask.fail(error)
         self._queues.clear()
+        self._compact_at.clear()
 
     async def run(self) -> None:
         """Expire asks as their deadlines pass, until cancelled."""
@@ -66,6 +77,7 @@ class Deadlines:
                     queue.popleft()[1].expire()
                 if not queue:
                     del self._queues[timeout]
+                    self._compact_at.pop(timeout, None)
                 elif earliest is None or queue[0][0] < earliest:
                     earliest = queue[0][0]
             self._next = earliest

@@ -30,8 +30,10 @@ class Actor(abc.ABC):
     """
 
     def __init__(self, key: str) -> None:
-        """Args:
-        key: the key the system activates this instance for.
+        """Make an instance; the system binds it (``system``, ``kind``) before ``on_start``.
+
+        Args:
+            key: the key the system activates this instance for.
         """
         self.key = key
         self._system: ActorSystem | None = None
@@ -60,6 +62,14 @@ class Actor(abc.ABC):
         if self._self_ref is None:
             self._self_ref = self.system.ref(self._kind, self.key)
         return self._self_ref
+
+    def passivate(self) -> None:
+        """Stop this incarnation once the messages already in its mailbox are handled.
+
+        Safe from a handler (e.g. on a "close" command): the current message completes, the
+        queued ones too, then ``on_stop`` runs; later messages go to a new incarnation.
+        """
+        self.system.request_passivation(self._kind, self.key)
 
     async def on_start(self) -> None:  # noqa: B027 - a hook, empty on purpose
         """Run after activation (state recovered), before the first message is handled.

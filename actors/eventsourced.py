@@ -58,8 +58,10 @@ class EventSourcedActor(Actor, Generic[S, E]):
     """
 
     def __init__(self, key: str) -> None:
-        """Args:
-        key: the actor's key (also its stream id, unless ``stream_id`` says otherwise).
+        """Make an instance; its state is recovered from the log before ``on_start``.
+
+        Args:
+            key: the actor's key (also its stream id, unless ``stream_id`` says otherwise).
         """
         super().__init__(key)
         self._recovered = False

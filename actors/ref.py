@@ -64,7 +64,9 @@ class ActorRef:
             raise ActorDeadError(f"actor {self.kind}/{self.key} stopped before taking the message")
 
     def tell_nowait(self, message: object) -> None:
-        """Send ``message`` if the mailbox has room, without waiting (usable from sync code).
+        """Send ``message`` if the mailbox has room, without waiting.
+
+        Usable from synchronous code running in the event loop's thread (callbacks).
 
         Raises:
             MailboxFull: the mailbox is full.
@@ -93,13 +95,17 @@ class ActorRef:
             ActorDeadError: the system is not running, or the actor stopped or gave up first.
             ValueError: ``timeout`` is not a positive, finite number.
             Exception: whatever the handler raised, unchanged.
+
+        An actor that asks itself waits for its own handler, so the ask can only time out: tell
+        yourself instead.
         """
         system = self._system
         if timeout is None:
             timeout = system.ask_timeout
-        cell = system._cells.get(self._id) or system._activate(self._id)
         ask = Ask(message)
+        # The deadline first: it validates the timeout before anything is activated or queued.
         system._deadlines.add(ask, timeout)
+        cell = system._cells.get(self._id) or system._activate(self._id)
         if not cell.offer(ask):
             await self._put_within(cell, ask, timeout)
         reply = await ask.wait()

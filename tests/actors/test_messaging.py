@@ -1,0 +1,244 @@
+"""tell / ask: order per actor, concurrency across actors, replies, errors, timeouts."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import pytest
+
+from actors import (
+    ActorDeadError,
+    ActorRef,
+    ActorSystem,
+    AskTimeout,
+    UnknownActorKind,
+)
+from tests.actors.models import Block, Call, Journal, Probe, Raise, probes
+
+
+def make_system(journal: Journal, **options: object) -> ActorSystem:
+    system = ActorSystem(**options)  # type: ignore[arg-type]
+    system.register("probe", probes(journal))
+    return system
+
+
+async def test_ask_returns_the_handler_reply() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        assert await system.ref("probe", "a").ask("hello") == "hello"
+        assert journal.started == ["a"]
+
+
+async def test_one_actor_handles_messages_one_at_a_time_in_arrival_order() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        sent: list[object] = []
+        for n in range(300):
+            if n % 3 == 0:
+                sent.append(await ref.ask(n))
+            elif n % 3 == 1:
+                await ref.tell(n)
+                sent.append(n)
+            else:
+                ref.tell_nowait(n)
+                sent.append(n)
+        await ref.ask("end")
+    assert journal.handled("a") == [*sent, "end"]
+
+
+async def test_each_sender_keeps_its_order_when_senders_interleave() -> None:
+    journal = Journal()
+    async with make_system(journal, mailbox_size=4) as system:
+        ref = system.ref("probe", "a")
+
+        async def sender(name: str) -> None:
+            for n in range(100):
+                await ref.tell((name, n))
+
+        async with anyio.create_task_group() as tg:
+            for name in "xyz":
+                tg.start_soon(sender, name)
+        await ref.ask("end")
+    handled = journal.handled("a")[:-1]
+    assert len(handled) == 300
+    for name in "xyz":
+        assert [n for s, n in handled if s == name] == list(range(100))  # type: ignore[misc]
+
+
+async def test_a_handler_is_never_entered_twice_at_once() -> None:
+    journal = Journal()
+    inside = 0
+    most = 0
+
+    async def slow(_: Probe) -> None:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        await anyio.lowlevel.checkpoint()
+        inside -= 1
+
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(ref.ask, Call(slow))
+    assert most == 1
+
+
+async def test_different_actors_run_concurrently() -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    async with make_system(journal) as system:
+        blocks = [Block(gate) for _ in range(20)]
+        for n, block in enumerate(blocks):
+            await system.ref("probe", f"k{n}").tell(block)
+        with anyio.fail_after(5):
+            for block in blocks:
+                await block.entered.wait()
+        # Twenty handlers are inside at once, and another actor still answers.
+        assert await system.ref("probe", "free").ask("ping") == "ping"
+        gate.set()
+    assert sorted(journal.stopped) == sorted([f"k{n}" for n in range(20)] + ["free"])
+
+
+async def test_a_failing_message_fails_only_itself_and_the_actor_keeps_its_state() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        await ref.ask("one")
+        error = ValueError("bad message")
+        with pytest.raises(ValueError, match="bad message") as raised:
+            await ref.ask(Raise(error))
+        assert raised.value is error
+        count = await ref.ask(Call(lambda probe: probe.count))
+        stats = system.stats()
+    assert count == 3  # the same instance handled all three
+    assert journal.started == ["a"]
+    assert stats.restarts == 0
+
+
+async def test_a_failing_told_message_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        await ref.tell(Raise(RuntimeError("told and failed")))
+        assert await ref.ask("after") == "after"
+    assert any(
+        "failed to handle a told message" in r.getMessage()
+        and r.exc_info is not None
+        and "told and failed" in str(r.exc_info[1])
+        for r in caplog.records
+    )
+
+
+async def test_ask_times_out_and_the_message_may_still_be_handled() -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        block = Block(gate)
+        await ref.tell(block)
+        with anyio.fail_after(5):
+            await block.entered.wait()
+        with pytest.raises(AskTimeout, match="probe/a"):
+            await ref.ask("late", timeout=0.01)
+        assert isinstance(AskTimeout(), TimeoutError)
+        gate.set()
+        assert await ref.ask("next") == "next"
+    assert journal.handled("a") == ["block", "late", "next"]
+
+
+async def test_ask_timeouts_are_bounded_and_positive() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        for bad in (0, -1, math.inf, math.nan):
+            with pytest.raises(ValueError, match="timeout"):
+                await ref.ask("x", timeout=bad)
+        assert journal.entries == []
+        assert not system.is_active("probe", "a")  # a refused ask activates nothing
+    with pytest.raises(ValueError):
+        ActorSystem(ask_timeout=math.inf)
+
+
+async def test_many_asks_do_not_pile_up_pending_deadlines() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        for n in range(1000):
+            await ref.ask(n)
+        assert system.stats().pending_asks <= 1
+
+
+async def test_refs_are_addresses() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        one = system.ref("probe", "a")
+        assert one == system.ref("probe", "a")
+        assert hash(one) == hash(system.ref("probe", "a"))
+        assert one != system.ref("probe", "b")
+        assert repr(one) == "ActorRef('probe', 'a')"
+        assert not system.is_active("probe", "a")  # a ref starts nothing
+        self_ref = await one.ask(Call(lambda probe: probe.self_ref))
+        assert isinstance(self_ref, ActorRef) and self_ref == one
+        assert system.is_active("probe", "a")
+
+
+async def test_an_actor_can_tell_itself_and_others() -> None:
+    journal = Journal()
+
+    async def fan_out(probe: Probe) -> None:
+        await probe.self_ref.tell("to myself")
+        await probe.system.ref("probe", "b").tell("to b")
+
+    async with make_system(journal) as system:
+        await system.ref("probe", "a").ask(Call(fan_out))
+        await system.ref("probe", "a").ask("sync")
+        await system.ref("probe", "b").ask("sync")
+    assert journal.handled("a") == ["to myself", "sync"]
+    assert journal.handled("b") == ["to b", "sync"]
+
+
+async def test_unknown_kinds_and_bad_keys_are_refused() -> None:
+    journal = Journal()
+    system = make_system(journal)
+    with pytest.raises(UnknownActorKind):
+        system.ref("nope", "a")
+    with pytest.raises(TypeError):
+        system.ref("probe", 7)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="already registered"):
+        system.register("probe", probes(journal))
+
+
+async def test_messages_need_a_running_system() -> None:
+    journal = Journal()
+    system = make_system(journal)
+    ref = system.ref("probe", "a")
+    with pytest.raises(ActorDeadError, match="not started"):
+        await ref.tell("early")
+    async with system:
+        await ref.ask("during")
+    with pytest.raises(ActorDeadError, match="has stopped"):
+        ref.tell_nowait("late")
+    with pytest.raises(ActorDeadError):
+        await ref.ask("late")
+    assert journal.handled("a") == ["during"]
+
+
+async def test_a_slow_ask_does_not_make_settled_asks_pile_up() -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    async with make_system(journal) as system:
+        slow = system.ref("probe", "slow")
+        fast = system.ref("probe", "fast")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow.ask, Block(gate))
+            await anyio.wait_all_tasks_blocked()
+            most = 0
+            for n in range(5000):
+                await fast.ask(n)
+                most = max(most, system.stats().pending_asks)
+            gate.set()
+    assert most <= 1024 + 2

@@ -1,0 +1,212 @@
+"""Activation on first message, passivation when idle, and what an idle actor keeps."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import anyio
+import pytest
+
+from actors import Actor, ActorSystem
+from eventlog import MemoryEventLog
+from tests.actors.models import AddMany, Block, Call, Counter, CounterState, Get, Journal, probes
+
+
+async def test_an_idle_actor_passivates_and_reactivates_with_its_state_from_the_log() -> None:
+    stopped = anyio.Event()
+
+    class Watched(Counter):
+        async def on_stop(self) -> None:
+            stopped.set()
+
+    log = MemoryEventLog()
+    system = ActorSystem(log, idle_timeout=0.02)
+    system.register("counter", Watched)
+    async with system:
+        ref = system.ref("counter", "c")
+        await ref.ask(AddMany((5, 6)))
+        with anyio.fail_after(5):
+            await stopped.wait()
+        assert not system.is_active("counter", "c")
+        assert system.stats().passivations == 1
+        assert await ref.ask(Get()) == CounterState(total=11, count=2, amounts=(5, 6))
+        assert Watched.instances == 2
+    assert [r.version for r in await log.read("c")] == [1, 2]
+
+
+async def test_passivate_drains_the_mailbox_then_stops() -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    system = ActorSystem()
+    system.register("probe", probes(journal))
+    async with system:
+        ref = system.ref("probe", "a")
+        block = Block(gate)
+        await ref.tell(block)
+        with anyio.fail_after(5):
+            await block.entered.wait()
+        for n in range(3):
+            await ref.tell(n)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(system.passivate, "probe", "a")
+            await anyio.wait_all_tasks_blocked()
+            assert not system.is_active("probe", "a")
+            gate.set()
+        assert journal.stopped == ["a"]
+        assert not await system.passivate("probe", "a")  # not active any more
+    assert journal.handled("a") == ["block", 0, 1, 2]
+
+
+async def test_a_message_sent_during_passivation_goes_to_the_next_incarnation() -> None:
+    journal = Journal(on_stop_gate=anyio.Event())
+    system = ActorSystem()
+    system.register("probe", probes(journal))
+    async with system:
+        ref = system.ref("probe", "a")
+        await ref.ask("before")
+        reply: list[object] = []
+
+        async def ask_later() -> None:
+            reply.append(await ref.ask("during"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(system.passivate, "probe", "a")
+            await anyio.wait_all_tasks_blocked()  # the old incarnation is inside on_stop
+            tg.start_soon(ask_later)
+            await anyio.wait_all_tasks_blocked()
+            # The new incarnation holds the message but waits for the old one to stop.
+            assert journal.handled("a") == ["before"]
+            assert journal.started == ["a"]
+            assert system.is_active("probe", "a")
+            journal.on_stop_gate.set()
+    assert reply == ["during"]
+    assert journal.handled("a") == ["before", "during"]
+    assert journal.started == ["a", "a"]
+
+
+async def test_a_passivated_actor_leaves_nothing_behind() -> None:
+    journal = Journal()
+    system = ActorSystem()
+    system.register("probe", probes(journal))
+    async with system:
+        instance = await system.ref("probe", "a").ask(Call(lambda probe: weakref.ref(probe)))
+        assert isinstance(instance, weakref.ref)
+        assert instance() is not None
+        assert await system.passivate("probe", "a")
+        gc.collect()
+        assert instance() is None
+        stats = system.stats()
+        assert stats.active_actors == 0
+        assert stats.stopping_actors == 0
+        assert stats.running_actors == 0
+        assert stats.mailbox_depths == {}
+
+
+@pytest.mark.parametrize("linger", [0, None])
+async def test_an_idle_actor_can_give_back_its_task_and_stay_active(
+    linger: float | None,
+) -> None:
+    journal = Journal()
+    system = ActorSystem(task_linger=linger)
+    system.register("probe", probes(journal))
+    async with system:
+        ref = system.ref("probe", "a")
+        for n in range(3):
+            await ref.ask(n)
+            await anyio.wait_all_tasks_blocked()
+            stats = system.stats()
+            assert stats.active_actors == 1
+            assert stats.running_actors == (0 if linger == 0 else 1)
+        # Same instance throughout: its in-memory state survived giving back the task.
+        assert await ref.ask(Call(lambda probe: probe.count)) == 4
+    assert journal.started == ["a"]
+
+
+async def test_the_sweeper_retires_lingering_tasks() -> None:
+    retired = anyio.Event()
+
+    class Idle(Actor):
+        async def receive(self, message: object) -> object:
+            return message
+
+    system = ActorSystem(task_linger=0.01)
+    system.register("idle", Idle)
+    async with system:
+        await system.ref("idle", "a").ask("x")
+
+        async def watch() -> None:
+            while system.stats().running_actors:
+                await anyio.wait_all_tasks_blocked()
+            retired.set()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                await retired.wait()
+        assert system.is_active("idle", "a")
+        assert await system.ref("idle", "a").ask("y") == "y"
+
+
+class FakeCell:
+    def __init__(self, idle_since: float, *, idle: bool = True) -> None:
+        self.idle_since = idle_since
+        self.idle = idle
+        self.swept = False
+
+
+def test_a_sweep_acts_only_on_idle_cells_that_are_due_and_stops_at_the_first_not_due() -> None:
+    from collections import OrderedDict
+
+    from actors._sweeper import Sweeper
+
+    old, busy, due, fresh = FakeCell(0.0), FakeCell(1.0, idle=False), FakeCell(2.0), FakeCell(9.0)
+    queue: OrderedDict[FakeCell, None] = OrderedDict.fromkeys([old, busy, due, fresh])
+
+    def act(cell: FakeCell) -> None:
+        cell.swept = True
+
+    next_due = Sweeper._sweep(queue, 5.0, 7.5, act)  # type: ignore[arg-type]
+    assert next_due == 14.0
+    assert [old.swept, busy.swept, due.swept, fresh.swept] == [True, False, True, False]
+    assert list(queue) == [fresh]
+    assert Sweeper._sweep(queue, 5.0, 20.0, act) is None  # type: ignore[arg-type]
+    assert fresh.swept and not queue
+
+
+class Payload:
+    """A message that can be weakly referenced."""
+
+
+@pytest.mark.parametrize("linger", [0, None])
+async def test_an_idle_actor_does_not_keep_its_last_message_alive(linger: float | None) -> None:
+    journal = Journal()
+    system = ActorSystem(task_linger=linger)
+    system.register("probe", probes(journal))
+    async with system:
+        message = Payload()
+        alive = weakref.ref(message)
+        assert await system.ref("probe", "a").ask(message) is message
+        journal.entries.clear()
+        del message
+        await anyio.wait_all_tasks_blocked()
+        gc.collect()
+        assert alive() is None
+        assert system.is_active("probe", "a")
+
+
+async def test_an_actor_can_passivate_itself_from_a_handler() -> None:
+    journal = Journal()
+    system = ActorSystem()
+    system.register("probe", probes(journal))
+    async with system:
+        ref = system.ref("probe", "a")
+        ref.tell_nowait(Call(lambda probe: probe.passivate()))
+        ref.tell_nowait("queued before")
+        with anyio.fail_after(5):
+            await journal.stopped_event.wait()
+        assert not system.is_active("probe", "a")
+        assert await ref.ask("next incarnation") == "next incarnation"
+        assert not system.request_passivation("probe", "nobody")
+    assert journal.handled("a") == ["queued before", "next incarnation"]
+    assert journal.started == ["a", "a"]

@@ -1,0 +1,148 @@
+"""Leaving the system: drain what was accepted, refuse the rest, leave no task behind."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from actors import ActorDeadError, ActorSystem
+from eventlog import MemoryEventLog
+from tests.actors.models import Add, Block, Call, Counter, Journal, Probe, probes
+
+
+def running_tasks() -> set[int]:
+    return {task.id for task in anyio.get_running_tasks()}
+
+
+async def test_no_task_is_left_behind() -> None:
+    before = running_tasks()
+    journal = Journal(on_stop_gate=None)
+    gate = anyio.Event()
+    system = ActorSystem(MemoryEventLog(), idle_timeout=60, task_linger=None)
+    system.register("probe", probes(journal))
+    system.register("counter", Counter)
+    async with system:
+        for n in range(50):
+            await system.ref("probe", f"p{n}").ask(n)  # parked tasks
+            await system.ref("counter", f"c{n}").ask(Add(n))
+        system_linger0 = system.stats().running_actors
+        await system.ref("probe", "busy").tell(Block(gate))  # busy at exit
+        for n in range(10):
+            await system.ref("probe", "busy").tell(n)
+        await system.passivate("probe", "p0")
+        assert running_tasks() > before
+        gate.set()
+    assert system_linger0 == 100
+    assert running_tasks() == before
+    assert len(journal.stopped) == 51
+    stats = system.stats()
+    assert stats.active_actors == stats.running_actors == stats.stopping_actors == 0
+    assert stats.pending_asks == 0
+
+
+async def test_actors_without_a_task_are_stopped_too() -> None:
+    before = running_tasks()
+    journal = Journal()
+    system = ActorSystem(task_linger=0)
+    system.register("probe", probes(journal))
+    async with system:
+        for key in "abc":
+            await system.ref("probe", key).ask("hi")
+        await anyio.wait_all_tasks_blocked()
+        assert system.stats().running_actors == 0
+    assert sorted(journal.stopped) == ["a", "b", "c"]
+    assert running_tasks() == before
+
+
+async def test_exit_drains_mailboxes_and_refuses_new_messages() -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    system = ActorSystem()
+    system.register("probe", probes(journal))
+    replies: dict[int, object] = {}
+    refused: list[BaseException] = []
+
+    async def tell_other(probe: Probe) -> None:
+        try:
+            await probe.system.ref("probe", "other").tell("from inside, during the drain")
+        except ActorDeadError as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as outside, system:
+        ref = system.ref("probe", "a")
+        await ref.tell(Block(gate))
+
+        async def ask(n: int) -> None:
+            replies[n] = await ref.ask(n)
+
+        for n in range(5):
+            outside.start_soon(ask, n)
+            await anyio.wait_all_tasks_blocked()  # one at a time: trio starts tasks in any order
+        await ref.tell(Call(tell_other))
+        await anyio.wait_all_tasks_blocked()
+        assert replies == {}
+        gate.set()  # the actor runs again only once the exit has begun
+    assert replies == {n: n for n in range(5)}
+    assert journal.handled("a") == ["block", 0, 1, 2, 3, 4]
+    assert len(refused) == 1 and "shutting down" in str(refused[0])
+    assert journal.stopped == ["a"]
+
+
+async def test_past_the_shutdown_timeout_stuck_actors_are_cancelled() -> None:
+    before = running_tasks()
+    journal = Journal()
+    never = anyio.Event()
+    system = ActorSystem(shutdown_timeout=0.01)
+    system.register("probe", probes(journal))
+    outcomes: list[BaseException] = []
+
+    async def ask(message: object) -> None:
+        try:
+            await system.ref("probe", "stuck").ask(message)
+        except ActorDeadError as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as outside, system:
+        outside.start_soon(ask, Block(never))
+        await anyio.wait_all_tasks_blocked()
+        outside.start_soon(ask, "queued")
+        await anyio.wait_all_tasks_blocked()
+    assert len(outcomes) == 2
+    assert journal.stopped == []  # on_stop is skipped when cancelled by force
+    assert running_tasks() == before
+
+
+async def test_cancelling_the_enclosing_scope_still_drains_then_propagates() -> None:
+    journal = Journal()
+    system = ActorSystem()
+    system.register("probe", probes(journal))
+    with anyio.CancelScope() as scope:
+        async with system:
+            for n in range(3):
+                system.ref("probe", "a").tell_nowait(n)
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()
+            pytest.fail("the cancellation did not reach the body")  # pragma: no cover
+    assert scope.cancelled_caught
+    assert journal.handled("a") == [0, 1, 2]
+    assert journal.stopped == ["a"]
+
+
+async def test_an_exception_from_the_body_propagates_unwrapped() -> None:
+    journal = Journal()
+    system = ActorSystem()
+    system.register("probe", probes(journal))
+    with pytest.raises(KeyError, match="boom"):
+        async with system:
+            await system.ref("probe", "a").ask("x")
+            raise KeyError("boom")
+    assert journal.stopped == ["a"]
+
+
+async def test_a_system_runs_once() -> None:
+    system = ActorSystem()
+    async with system:
+        pass
+    with pytest.raises(RuntimeError, match="once"):
+        async with system:
+            pass  # pragma: no cover

@@ -1,0 +1,207 @@
+"""Supervision: a failing message fails alone; a crashing actor restarts with its state, up to
+a limit, with backoff; past the limit it gives up without poisoning its key."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from actors import (
+    Actor,
+    ActorCrash,
+    ActorDeadError,
+    ActorSystem,
+    SupervisionPolicy,
+)
+from eventlog import MemoryEventLog
+from tests.actors.models import (
+    Add,
+    Block,
+    Counter,
+    CounterState,
+    Crash,
+    Get,
+    Journal,
+    Probe,
+    Raise,
+    probes,
+)
+
+FAST = SupervisionPolicy(max_restarts=3, min_backoff=0, max_backoff=0, jitter=0)
+
+
+class StateCorrupted(Exception):
+    pass
+
+
+async def test_a_crash_restarts_the_actor_with_its_state_recovered() -> None:
+    system = ActorSystem(MemoryEventLog(), supervision=FAST)
+    system.register("counter", Counter)
+    async with system:
+        ref = system.ref("counter", "c")
+        await ref.ask(Add(3))
+        await ref.ask(Add(4))
+        with pytest.raises(ActorCrash, match="asked to crash"):
+            await ref.ask(Crash())
+        state = await ref.ask(Get())
+        stats = system.stats()
+    assert state == CounterState(total=7, count=2, amounts=(3, 4))
+    assert Counter.instances == 2  # a new instance took over
+    assert stats.restarts == 1
+    assert stats.activations == 2
+    assert stats.failures == 0
+
+
+async def test_messages_queued_behind_a_crash_are_handled_by_the_new_instance() -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    system = ActorSystem(supervision=FAST)
+    system.register("probe", probes(journal))
+    async with system:
+        ref = system.ref("probe", "a")
+        await ref.tell(Block(gate))
+        results: dict[str, object] = {}
+
+        async def ask(name: str, message: object) -> None:
+            try:
+                results[name] = await ref.ask(message)
+            except Exception as exc:
+                results[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "crash", Raise(ActorCrash("crash")))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(ask, "after", "after")
+            await anyio.wait_all_tasks_blocked()
+            assert system.stats().mailbox_depths[("probe", "a")] == 2
+            gate.set()
+    assert isinstance(results["crash"], ActorCrash)
+    assert results["after"] == "after"
+    assert journal.started == ["a", "a"]
+    assert journal.handled("a") == ["block", "raise", "after"]
+
+
+async def test_restart_on_turns_a_handler_error_into_a_restart() -> None:
+    journal = Journal()
+    system = ActorSystem(supervision=FAST)
+    policy = SupervisionPolicy(min_backoff=0, max_backoff=0, restart_on=(StateCorrupted,))
+    system.register("probe", lambda key: Probe(key, journal), supervision=policy)
+    async with system:
+        ref = system.ref("probe", "a")
+        with pytest.raises(ValueError):
+            await ref.ask(Raise(ValueError("ordinary")))
+        assert system.stats().restarts == 0
+        with pytest.raises(StateCorrupted):
+            await ref.ask(Raise(StateCorrupted()))
+        await ref.ask("after")
+        assert system.stats().restarts == 1
+    assert journal.started == ["a", "a"]
+    assert journal.stopped == ["a", "a"]  # the crashed instance got on_stop too
+
+
+class Flaky(Actor):
+    """Fails to start ``failures`` times (like a log that is briefly unreachable)."""
+
+    failures = 0
+    attempts = 0
+
+    async def on_start(self) -> None:
+        type(self).attempts += 1
+        if type(self).attempts <= type(self).failures:
+            raise ConnectionError(f"attempt {type(self).attempts}")
+
+    async def receive(self, message: object) -> object:
+        return ("ok", message)
+
+
+@pytest.fixture
+def flaky() -> type[Flaky]:
+    class Fresh(Flaky):
+        pass
+
+    return Fresh
+
+
+async def test_a_failed_activation_is_retried_and_queued_messages_wait(
+    flaky: type[Flaky],
+) -> None:
+    flaky.failures = 2
+    system = ActorSystem(supervision=FAST)
+    system.register("flaky", flaky)
+    async with system:
+        assert await system.ref("flaky", "f").ask(1) == ("ok", 1)
+        stats = system.stats()
+    assert flaky.attempts == 3
+    assert stats.restarts == 2
+    assert stats.activations == 1
+
+
+async def test_past_the_restart_limit_the_actor_gives_up_then_a_new_message_retries(
+    flaky: type[Flaky], caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky.failures = 3  # one more than max_restarts=2 allows
+    system = ActorSystem(supervision=SupervisionPolicy(max_restarts=2, min_backoff=0, jitter=0))
+    system.register("flaky", flaky)
+    async with system:
+        ref = system.ref("flaky", "f")
+        outcomes: list[BaseException | object] = []
+
+        async def ask(n: int) -> None:
+            try:
+                outcomes.append(await ref.ask(n))
+            except Exception as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(ask, n)
+        assert len(outcomes) == 3
+        for outcome in outcomes:
+            assert isinstance(outcome, ActorDeadError)
+            assert isinstance(outcome.__cause__, ConnectionError)
+        assert not system.is_active("flaky", "f")
+        stats = system.stats()
+        assert stats.failures == 1
+        assert stats.restarts == 2
+        # The key is not poisoned: the next message starts a fresh incarnation.
+        assert await ref.ask("again") == ("ok", "again")
+    assert any("gave up" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_bad_factory_is_a_failed_activation() -> None:
+    system = ActorSystem(supervision=SupervisionPolicy(max_restarts=0))
+    system.register("bad", lambda key: object())  # type: ignore[arg-type, return-value]
+    async with system:
+        with pytest.raises(ActorDeadError) as raised:
+            await system.ref("bad", "x").ask("hi")
+    assert isinstance(raised.value.__cause__, TypeError)
+
+
+def test_backoff_doubles_from_min_to_max() -> None:
+    policy = SupervisionPolicy(min_backoff=0.1, max_backoff=1.0, jitter=0)
+    assert [policy.backoff(n) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert policy.backoff(10_000) == 1.0
+
+
+def test_backoff_jitter_only_adds_up_to_its_fraction() -> None:
+    policy = SupervisionPolicy(min_backoff=1.0, max_backoff=1.0, jitter=0.5)
+    delays = [policy.backoff(1) for _ in range(200)]
+    assert all(1.0 <= d <= 1.5 for d in delays)
+
+
+def test_policies_are_validated() -> None:
+    with pytest.raises(ValueError):
+        SupervisionPolicy(max_restarts=-1)
+    with pytest.raises(ValueError):
+        SupervisionPolicy(min_backoff=2, max_backoff=1)
+    with pytest.raises(ValueError):
+        SupervisionPolicy(within=0)
+    with pytest.raises(ValueError):
+        SupervisionPolicy(jitter=-0.1)
+
+
+def test_escalation_rules() -> None:
+    policy = SupervisionPolicy(restart_on=(KeyError,))
+    assert policy.escalates(ActorCrash("x"))
+    assert policy.escalates(KeyError("k"))
+    assert not policy.escalates(ValueError("v"))
