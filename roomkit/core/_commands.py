@@ -161,3 +161,6 @@ class Outcome:
     blocked_by: str | None = None
     hook_errors: list[dict[str, str]] = field(default_factory=list)
     duplicate_of: str | None = None
+    # The turn ``root`` opened by this command, set by the actor before it replies, so that
+    # the caller can wait for it even if it ends before the caller looks (a late waiter).
+    turn: Any = None

@@ -39,8 +39,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def dump(model: BaseModel) -> msgspec.Raw:
-    """A pydantic model as raw JSON to embed in a domain event."""
-    return msgspec.Raw(model.__pydantic_serializer__.to_json(model))
+    """A pydantic model as raw JSON to embed in a domain event.
+
+    Fields that are None are left out (decoding restores them): a binding's
+    capabilities or an event's empty source fields would otherwise take most of the log.
+    """
+    return msgspec.Raw(model.__pydantic_serializer__.to_json(model, exclude_none=True))
 
 
 def load(model: type[M], raw: msgspec.Raw) -> M:

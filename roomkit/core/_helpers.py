@@ -106,10 +106,12 @@ class HelpersMixin:
         return outcome
 
     async def _settle(self, runtime: KitRuntime, outcome: Outcome) -> None:
-        if outcome.root is not None and self._wait_for_delivery:
-            await runtime.turns.wait(outcome.root)
-        if outcome.position:
-            await runtime.projection.wait(outcome.position)
+        position = outcome.position
+        if outcome.turn is not None and self._wait_for_delivery:
+            # The turn's replies were committed after the command: wait for them too.
+            position = max(position, await runtime.turns.wait(outcome.turn))
+        if position:
+            await runtime.projection.wait(position)
 
     async def _context(self, room_id: str) -> RoomContext:
         outcome = await self._command(room_id, GetContext(), settle=False)

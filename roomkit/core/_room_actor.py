@@ -107,19 +107,25 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     async def after_commit(
         self, state: RoomState, events: list[Fact], records: list[Record]
     ) -> None:
-        if self._outcome is not None:
-            self._outcome.position = records[-1].position
-            self._outcome = None
+        position = records[-1].position
+        turns = self._services.turns
+        outcome, self._outcome = self._outcome, None
+        if outcome is not None:
+            outcome.position = position
+            if outcome.root is not None:
+                turns.reached(outcome.root, position)
         context: RoomContext | None = None
-        services = self._services
         for fact in events:
             work = fact.then
             if work is None:
                 continue
             if context is None:
                 context = state.context()
-            services.turns.opened(work.root)
-            await services.tell_delivery(self.key, DeliveryJob(work, context))
+            turn = turns.opened(work.root)
+            turns.reached(work.root, position)
+            if outcome is not None and work.root == outcome.root:
+                outcome.turn = turn  # the caller waits on it, even if it ends first
+            await self._services.tell_delivery(self.key, DeliveryJob(work, context))
 
     async def _before_broadcast(self, room_id: str, event: RoomEvent, context: RoomContext) -> Any:
         return await self._services.hooks.run_sync_hooks(

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import anyio
 
-__all__ = ["TurnTracker"]
+__all__ = ["Turn", "TurnTracker"]
 
 
-class _Turn:
-    __slots__ = ("done", "pending")
+class Turn:
+    """One open turn. Keep a reference to wait for it even after it ends (``TurnTracker.wait``)."""
+
+    __slots__ = ("done", "pending", "position")
 
     def __init__(self) -> None:
         self.pending = 0
+        self.position = 0  # the last log position committed within the turn
         self.done: anyio.Event | None = None
 
 
@@ -29,17 +32,28 @@ class TurnTracker:
     """Counts the undelivered events of each open turn, keyed by the turn's root event id."""
 
     def __init__(self) -> None:
-        self._turns: dict[str, _Turn] = {}
+        self._turns: dict[str, Turn] = {}
 
     def __len__(self) -> int:
         return len(self._turns)
 
-    def opened(self, root: str) -> None:
-        """One more event of turn ``root`` awaits delivery."""
+    def opened(self, root: str) -> Turn:
+        """One more event of turn ``root`` awaits delivery; return the turn."""
         turn = self._turns.get(root)
         if turn is None:
-            turn = self._turns[root] = _Turn()
+            turn = self._turns[root] = Turn()
         turn.pending += 1
+        return turn
+
+    def get(self, root: str) -> Turn | None:
+        """The open turn ``root``, if any."""
+        return self._turns.get(root)
+
+    def reached(self, root: str, position: int) -> None:
+        """Something of turn ``root`` was committed at ``position`` (e.g. an AI reply)."""
+        turn = self._turns.get(root)
+        if turn is not None and position > turn.position:
+            turn.position = position
 
     def delivered(self, root: str) -> None:
         """One event of turn ``root`` is delivered; wake waiters when none is left."""
@@ -52,11 +66,16 @@ class TurnTracker:
             if turn.done is not None:
                 turn.done.set()
 
-    async def wait(self, root: str) -> None:
-        """Return once turn ``root`` has nothing left to deliver (at once if it never opened)."""
-        turn = self._turns.get(root)
-        if turn is None:
-            return
-        if turn.done is None:
-            turn.done = anyio.Event()
-        await turn.done.wait()
+    @staticmethod
+    async def wait(turn: Turn) -> int:
+        """Return once ``turn`` has nothing left to deliver (at once if it already ended).
+
+        Returns:
+            The last log position committed within the turn, so the caller can wait for the
+            read model to include the replies too.
+        """
+        if turn.pending > 0:
+            if turn.done is None:
+                turn.done = anyio.Event()
+            await turn.done.wait()
+        return turn.position

@@ -8,28 +8,16 @@ import sys
 import roomkit
 
 # Names of RoomKit 0.3.0's __all__ (reference §1) that belong to issues not done yet:
-# vendor providers, voice, realtime voice, sources and the AI docs helpers.
+# voice, realtime voice and sources.
 PENDING = {
-    "AnthropicAIProvider", "AnthropicConfig", "GeminiAIProvider", "GeminiConfig",
-    "OpenAIAIProvider", "OpenAIConfig", "VLLMConfig", "create_vllm_provider",
-    "HTTPProviderConfig", "WebhookHTTPProvider", "parse_http_webhook",
-    "ElasticEmailConfig", "ElasticEmailProvider", "FacebookMessengerProvider",
-    "MessengerConfig", "parse_messenger_webhook", "BotFrameworkTeamsProvider",
-    "ConversationReferenceStore", "InMemoryConversationReferenceStore", "TeamsConfig",
-    "is_bot_added", "parse_teams_activity", "parse_teams_webhook", "WebhookMeta",
-    "extract_sms_meta", "is_valid_phone", "normalize_phone", "SinchConfig", "SinchSMSProvider",
-    "parse_sinch_webhook", "TelnyxConfig", "TelnyxSMSProvider", "parse_telnyx_webhook",
-    "TelnyxRCSConfig", "TelnyxRCSProvider", "parse_telnyx_rcs_webhook", "TwilioConfig",
-    "TwilioSMSProvider", "parse_twilio_webhook", "VoiceMeUpConfig", "VoiceMeUpSMSProvider",
-    "configure_voicemeup_mms", "parse_voicemeup_webhook", "TwilioRCSConfig",
-    "TwilioRCSProvider", "parse_twilio_rcs_webhook", "WhatsAppPersonalProvider",
-    "AudioChunk", "BargeInEvent", "MockSTTProvider", "MockTTSProvider", "MockVoiceBackend",
-    "PartialTranscriptionEvent", "SpeechEndCallback", "SpeechStartCallback", "STTProvider",
-    "TTSCancelledEvent", "TTSProvider", "TranscriptionResult", "VADAudioLevelEvent",
-    "VADSilenceEvent", "VoiceBackend", "VoiceCapability", "VoiceSession", "VoiceSessionState",
-    "MockRealtimeProvider", "MockRealtimeTransport", "RealtimeAudioTransport",
-    "RealtimeErrorEvent", "RealtimeSession", "RealtimeSessionState", "RealtimeSpeechEvent",
-    "RealtimeToolCallEvent", "RealtimeTranscriptionEvent", "RealtimeVoiceProvider",
+    "AudioChunk", "BargeInEvent", "MockSTTProvider", "MockTTSProvider",
+    "MockVoiceBackend", "PartialTranscriptionEvent", "SpeechEndCallback", "SpeechStartCallback",
+    "STTProvider", "TTSCancelledEvent", "TTSProvider", "TranscriptionResult",
+    "VADAudioLevelEvent", "VADSilenceEvent", "VoiceBackend", "VoiceCapability",
+    "VoiceSession", "VoiceSessionState", "MockRealtimeProvider", "MockRealtimeTransport",
+    "RealtimeAudioTransport", "RealtimeErrorEvent", "RealtimeSession", "RealtimeSessionState",
+    "RealtimeSpeechEvent", "RealtimeToolCallEvent", "RealtimeTranscriptionEvent",
+    "RealtimeVoiceProvider",
     "VoiceChannel", "RealtimeVoiceChannel", "BaseSourceProvider", "EmitCallback",
     "SourceHealth", "SourceProvider", "SourceStatus",
 }  # fmt: skip

@@ -1,0 +1,147 @@
+"""Claude models through the Anthropic Messages API, over httpx (no vendor SDK)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from providers.ai._http import VendorClient, event_json
+from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
+from providers.ai.base import AIContext, AIProvider, AIResponse
+from providers.anthropic._mapping import build_request, parse_response
+from providers.anthropic._stream import StreamState, stream_error
+from providers.anthropic.config import ANTHROPIC_VERSION, AnthropicConfig
+from providers.errors import ProviderError
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["AnthropicAIProvider"]
+
+logger = logging.getLogger("roomkit.providers.anthropic")
+
+# Every Claude 3 and later model reads images; Claude 2 and Instant do not.
+_VISION_MODEL = re.compile(r"claude-(3|(sonnet|opus|haiku)-[4-9])")
+
+
+class AnthropicAIProvider(AIProvider):
+    """Generates replies with a Claude model (``POST {base_url}/v1/messages``).
+
+    See :mod:`providers.anthropic._mapping` for how an :class:`AIContext` maps to the request
+    and :mod:`providers.ai._messages` for the tool-turn conventions.
+
+    Args:
+        config: API key, model, endpoint and limits.
+        client: An ``httpx.AsyncClient`` to send requests with (tests pass one with a
+            ``MockTransport``); it is left open by :meth:`close`. When omitted the provider
+            creates its own and :meth:`close` closes it.
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    def __init__(
+        self, config: AnthropicConfig, *, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self._config = config
+        api_key = config.api_key.get_secret_value()
+        self._url = config.base_url.rstrip("/") + "/v1/messages"
+        self._secrets = [api_key]
+        self._http = VendorClient(
+            provider=self.name,
+            headers={"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION},
+            timeout=config.timeout,
+            secrets=self._secrets,
+            client=client,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self._config.model!r})"
+
+    @property
+    def model_name(self) -> str:
+        """The configured model id."""
+        return self._config.model
+
+    @property
+    def supports_vision(self) -> bool:
+        """True for Claude 3 and later models (``claude-3*``, ``claude-sonnet-4*``, ...)."""
+        return _VISION_MODEL.match(self._config.model) is not None
+
+    async def generate(self, context: AIContext) -> AIResponse:
+        """Generate one reply.
+
+        Raises:
+            ProviderError: Invalid context, HTTP failure (retryable on 408/429/5xx/529 and
+                timeouts, with ``retry_after`` from the ``retry-after`` header) or an
+                unexpected answer.
+        """
+        data = await self._http.post_json(self._url, self._body(context, stream=False))
+        try:
+            response = parse_response(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderError(
+                f"unexpected response: {type(exc).__name__}", provider=self.name
+            ) from exc
+        logger.debug(
+            "reply from %s: finish_reason=%s usage=%s",
+            self._config.model,
+            response.finish_reason,
+            response.usage,
+        )
+        return response
+
+    async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
+        """Generate one reply as a stream: text deltas, then the complete response.
+
+        See :mod:`providers.ai._streaming` for the contract.
+
+        Raises:
+            ProviderError: As :meth:`generate`; also an ``error`` event from the vendor
+                (retryable when overloaded or rate limited) or a stream that ends before
+                ``message_stop`` (retryable).
+        """
+        body = self._body(context, stream=True)
+        state = StreamState()
+        async with aclosing(self._http.stream_sse(self._url, body)) as events:
+            async for event in events:
+                data = event_json(event, provider=self.name)
+                if data.get("type") == "error":
+                    raise stream_error(data, provider=self.name, secrets=self._secrets)
+                try:
+                    text = state.apply(data)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise ProviderError("unexpected stream event", provider=self.name) from exc
+                if text:
+                    yield AITextDelta(text=text)
+                if state.done:
+                    break
+        if not state.done:
+            raise ProviderError(
+                "stream ended before message_stop", retryable=True, provider=self.name
+            )
+        try:
+            response = state.response()
+        except ValueError as exc:
+            raise ProviderError(
+                "invalid tool arguments in the stream", provider=self.name
+            ) from exc
+        yield AIStreamEnd(response=response)
+
+    async def close(self) -> None:
+        """Close the HTTP client if the provider created it."""
+        await self._http.aclose()
+
+    def _body(self, context: AIContext, *, stream: bool) -> dict[str, Any]:
+        try:
+            return build_request(
+                context,
+                model=self._config.model,
+                default_max_tokens=self._config.max_tokens,
+                stream=stream,
+            )
+        except ValueError as exc:
+            raise ProviderError(f"invalid AI context: {exc}", provider=self.name) from exc

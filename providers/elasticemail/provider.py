@@ -1,0 +1,151 @@
+"""Elastic Email over its v2 HTTP API (``POST /v2/email/send``, form-encoded, API key in the body).
+
+Elastic Email v2 answers HTTP 200 for most failures, with ``{"success": false, "error": "..."}``;
+those become ``error="auth_error"`` (a rejected API key) or ``error="elasticemail_error"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from providers.email.base import EmailProvider
+from providers.http._render import email_parts
+from providers.http._vendor import (
+    HTTPClientOwner,
+    VendorAPIError,
+    VendorHTTP,
+    json_body,
+    mask_recipient,
+)
+from roomkit.models.delivery import ProviderResult
+from roomkit.models.event import RoomEvent
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["ElasticEmailConfig", "ElasticEmailProvider"]
+
+logger = logging.getLogger("roomkit.providers.elasticemail")
+
+
+class ElasticEmailConfig(BaseModel):
+    """Settings of :class:`ElasticEmailProvider`.
+
+    Attributes:
+        api_key: Elastic Email API key (kept secret in reprs and logs).
+        from_email: Default sender address.
+        from_name: Sender display name.
+        default_subject: Subject when neither ``send`` nor the binding gives one.
+        is_transactional: Send as transactional mail (not subject to marketing unsubscribes).
+        base_url: API root, without a trailing slash.
+        timeout: Seconds before a request times out (for the client the provider creates).
+    """
+
+    api_key: SecretStr
+    from_email: str
+    from_name: str | None = None
+    default_subject: str = "New message"
+    is_transactional: bool = True
+    base_url: str = "https://api.elasticemail.com/v2"
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class ElasticEmailProvider(HTTPClientOwner, EmailProvider):
+    """Sends email through Elastic Email.
+
+    Args:
+        config: Credentials and defaults.
+        client: An ``httpx.AsyncClient`` to use instead of creating one (not closed by
+            :meth:`close`).
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    def __init__(
+        self, config: ElasticEmailConfig, *, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self._config = config
+        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
+
+    @property
+    def config(self) -> ElasticEmailConfig:
+        """The provider's settings."""
+        return self._config
+
+    async def send(
+        self,
+        event: RoomEvent,
+        to: str,
+        from_: str | None = None,
+        subject: str | None = None,
+    ) -> ProviderResult:
+        """Send ``event``'s content as one email.
+
+        Text goes to ``bodyText``; HTML rich content to ``bodyHtml`` with a text alternative;
+        ``data:`` media are attached (multipart upload); linked media are written as links.
+
+        Returns:
+            ``provider_message_id`` = Elastic Email's message id (``transactionid`` in
+            metadata); failures as ``success=False`` with an error code.
+        """
+        if not to:
+            return ProviderResult(success=False, error="missing_recipient")
+        parts = email_parts(event.content)
+        if parts.is_empty:
+            return ProviderResult(success=False, error="empty_message")
+        cfg = self._config
+        form: dict[str, str] = {
+            "apikey": cfg.api_key.get_secret_value(),
+            "from": from_ or cfg.from_email,
+            "to": to,
+            "subject": subject or cfg.default_subject,
+            "bodyText": parts.text,
+            "isTransactional": "true" if cfg.is_transactional else "false",
+        }
+        if cfg.from_name:
+            form["fromName"] = cfg.from_name
+        if parts.html is not None:
+            form["bodyHtml"] = parts.html
+        request: dict[str, Any] = {"data": form}
+        if parts.attachments:
+            request["files"] = [
+                ("attachments", (a.filename, a.data, a.mime_type)) for a in parts.attachments
+            ]
+        try:
+            response = await self._http.request("POST", f"{cfg.base_url}/email/send", **request)
+        except VendorAPIError as exc:
+            logger.warning("elastic email send to %s failed: %s", mask_recipient(to), exc.code)
+            return exc.to_result()
+        return self._result(response)
+
+    def _result(self, response: httpx.Response) -> ProviderResult:
+        body = json_body(response)
+        if not isinstance(body, dict):
+            return ProviderResult(
+                success=False, error="invalid_response", metadata={"provider": self.name}
+            )
+        if body.get("success") is not True:
+            message = str(body.get("error") or "unknown error")[:300]
+            lowered = message.lower()
+            code = (
+                "auth_error"
+                if "apikey" in lowered or "api key" in lowered or "access denied" in lowered
+                else "elasticemail_error"
+            )
+            logger.warning("elastic email refused the message: %s", code)
+            return ProviderResult(
+                success=False, error=code, metadata={"provider": self.name, "detail": message}
+            )
+        data = body.get("data")
+        data = data if isinstance(data, dict) else {}
+        message_id = data.get("messageid") or data.get("transactionid")
+        metadata = {"transaction_id": data["transactionid"]} if "transactionid" in data else {}
+        return ProviderResult(
+            success=True,
+            provider_message_id=str(message_id) if message_id else None,
+            metadata=metadata,
+        )

@@ -1,0 +1,223 @@
+"""AIContext → ``generateContent`` request, and its response → AIResponse.
+
+Request: ``contents`` with roles ``user`` and ``model`` (the assistant), consecutive turns of
+one role merged into one (Gemini expects turns to alternate); the system prompt and ``system``
+messages go to ``systemInstruction``; images become ``inlineData`` (base64 from ``data:`` URLs)
+or ``fileData`` (any other URL); assistant tool calls become ``functionCall`` parts and ``tool``
+messages ``functionResponse`` parts in a ``user`` turn (a JSON-object result is sent as it is,
+any other text as ``{"output": text}``); tools are ``functionDeclarations`` whose JSON Schema goes
+in ``parametersJsonSchema`` (the ``parameters`` field takes only an OpenAPI subset and rejects
+keys such as ``title`` that pydantic schemas carry); ``generationConfig`` holds
+``temperature`` and ``maxOutputTokens``. Field names are the API's canonical camelCase.
+
+Response: the first candidate's text parts joined (thought summaries left out), its
+``functionCall`` parts as :class:`AIToolCall` (ids made up as ``call_<n>`` when Gemini sends
+none), ``finishReason`` as Gemini names it (``STOP``, ``MAX_TOKENS``, ``SAFETY``, ...), and
+``usageMetadata``. A prompt blocked before any candidate gives an empty reply whose finish
+reason is the ``blockReason``.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from providers.ai._data_url import parse_data_url
+from providers.ai._messages import (
+    TOOL_NAME_KEY,
+    iter_parts,
+    message_text,
+    tool_call_id,
+    tool_calls,
+)
+from providers.ai.base import AIContext, AIImagePart, AIMessage, AIResponse, AITool, AIToolCall
+
+__all__ = [
+    "build_request",
+    "call_from_part",
+    "parse_response",
+    "response_metadata",
+    "retry_delay",
+    "usage_from",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def build_request(context: AIContext, *, default_max_tokens: int) -> dict[str, Any]:
+    """The JSON body for ``context`` (the same for ``generateContent`` and its stream).
+
+    Raises:
+        ValueError: A message breaks the tool-turn conventions or has a malformed data: URL.
+    """
+    system = [context.system_prompt] if context.system_prompt else []
+    contents: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
+    for message in context.messages:
+        if message.role == "system":
+            if text := message_text(message):
+                system.append(text)
+        elif message.role == "tool":
+            _append(contents, "user", [_function_response(message, call_names)])
+        elif message.role == "assistant":
+            calls = tool_calls(message)
+            call_names.update((call.id, call.name) for call in calls)
+            parts = _parts(message) + [
+                {"functionCall": {"name": call.name, "args": call.arguments}} for call in calls
+            ]
+            _append(contents, "model", parts)
+        else:
+            _append(contents, "user", _parts(message))
+    max_tokens = context.max_tokens if context.max_tokens > 0 else default_max_tokens
+    body: dict[str, Any] = {
+        "contents": contents,
+        "generationConfig": {"temperature": context.temperature, "maxOutputTokens": max_tokens},
+    }
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    if context.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(tool) for tool in context.tools]}]
+    return body
+
+
+def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
+    if not parts:
+        return
+    if contents and contents[-1]["role"] == role:
+        contents[-1]["parts"].extend(parts)
+    else:
+        contents.append({"role": role, "parts": parts})
+
+
+def _parts(message: AIMessage) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for part in iter_parts(message):
+        if isinstance(part, AIImagePart):
+            parts.append(_image(part))
+        elif part.text:
+            parts.append({"text": part.text})
+    return parts
+
+
+def _image(part: AIImagePart) -> dict[str, Any]:
+    inline = parse_data_url(part.url)
+    if inline is not None:
+        mime_type = inline.mime_type or part.mime_type or "image/png"
+        return {"inlineData": {"mimeType": mime_type, "data": inline.data}}
+    mime_type = part.mime_type or mimetypes.guess_type(urlsplit(part.url).path)[0] or "image/jpeg"
+    return {"fileData": {"mimeType": mime_type, "fileUri": part.url}}
+
+
+def _function_response(message: AIMessage, call_names: dict[str, str]) -> dict[str, Any]:
+    name = message.metadata.get(TOOL_NAME_KEY)
+    if not isinstance(name, str) or not name:
+        call_id = tool_call_id(message)
+        if call_id not in call_names:
+            raise ValueError(f"tool message answers an unknown call {call_id!r}; set its name")
+        name = call_names[call_id]
+    text = message_text(message)
+    try:
+        result = json.loads(text)
+    except ValueError:
+        result = None
+    response = result if isinstance(result, dict) else {"output": text}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def _declaration(tool: AITool) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": tool.name, "description": tool.description}
+    if tool.parameters:
+        declaration["parametersJsonSchema"] = tool.parameters
+    return declaration
+
+
+def call_from_part(part: dict[str, Any], index: int) -> AIToolCall:
+    """The tool call of a ``functionCall`` part; ``index`` numbers calls without an id."""
+    call = part["functionCall"]
+    return AIToolCall(
+        id=call.get("id") or f"call_{index}", name=call["name"], arguments=call.get("args") or {}
+    )
+
+
+def usage_from(raw: Any) -> dict[str, int]:
+    """Gemini's usage counters plus ``prompt_tokens``/``completion_tokens``/``total_tokens``.
+
+    ``completion_tokens`` includes thinking tokens, as OpenAI counts reasoning tokens.
+    """
+    if not isinstance(raw, dict):
+        return {}
+    usage = {
+        key: value
+        for key, value in raw.items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
+    prompt = usage.get("promptTokenCount", 0)
+    completion = usage.get("candidatesTokenCount", 0) + usage.get("thoughtsTokenCount", 0)
+    usage.update(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=usage.get("totalTokenCount", prompt + completion),
+    )
+    return usage
+
+
+def response_metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """The response's id and model version, when present."""
+    names = {"responseId": "id", "modelVersion": "model"}
+    return {ours: data[theirs] for theirs, ours in names.items() if data.get(theirs) is not None}
+
+
+def parse_response(data: dict[str, Any]) -> AIResponse:
+    """The :class:`AIResponse` for a ``generateContent`` answer.
+
+    Raises:
+        KeyError, TypeError, ValueError: The answer does not have the documented shape.
+    """
+    metadata = response_metadata(data)
+    candidates = data.get("candidates") or []
+    if not candidates:
+        block_reason = (data.get("promptFeedback") or {}).get("blockReason")
+        if block_reason:
+            metadata["block_reason"] = block_reason
+        return AIResponse(
+            content="",
+            finish_reason=block_reason,
+            usage=usage_from(data.get("usageMetadata")),
+            metadata=metadata,
+        )
+    candidate = candidates[0]
+    texts: list[str] = []
+    calls: list[AIToolCall] = []
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        if "functionCall" in part:
+            calls.append(call_from_part(part, len(calls)))
+        elif isinstance(part.get("text"), str) and not part.get("thought"):
+            texts.append(part["text"])
+    return AIResponse(
+        content="".join(texts),
+        finish_reason=candidate.get("finishReason"),
+        usage=usage_from(data.get("usageMetadata")),
+        metadata=metadata,
+        tool_calls=calls,
+    )
+
+
+def retry_delay(body: Any) -> float | None:
+    """The ``retryDelay`` of a ``google.rpc.RetryInfo`` detail of an error body, in seconds.
+
+    Gemini says how long to wait after a 429 there rather than in a ``retry-after`` header.
+    """
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if (
+            isinstance(detail, dict)
+            and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo")
+            and isinstance(detail.get("retryDelay"), str)
+            and (match := _DURATION.match(detail["retryDelay"]))
+        ):
+            return float(match.group(1))
+    return None

@@ -1,0 +1,76 @@
+"""Folding ``streamGenerateContent?alt=sse`` chunks into deltas and a final :class:`AIResponse`.
+
+Each event's data is a whole ``GenerateContentResponse`` holding the next piece of the first
+candidate: text parts (deltas), complete ``functionCall`` parts, and on the last chunk the
+``finishReason`` and the final ``usageMetadata``. The stream has no end marker: the HTTP body
+ends. A chunk with an ``error`` object fails the stream; a prompt blocked before any candidate
+ends it with the ``blockReason``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.ai.base import AIResponse, AIToolCall
+from providers.gemini._mapping import call_from_part, response_metadata, usage_from
+
+__all__ = ["StreamState"]
+
+
+@dataclass
+class StreamState:
+    """What has been received so far; :meth:`apply` one chunk at a time."""
+
+    texts: list[str] = field(default_factory=list)
+    calls: list[AIToolCall] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether a chunk said why generation stopped (the sign of a complete stream)."""
+        return self.finish_reason is not None
+
+    def apply(self, chunk: dict[str, Any]) -> str | None:
+        """Record one chunk; return the text it adds to the reply, if any.
+
+        Raises:
+            KeyError, TypeError, AttributeError: The chunk does not have the documented shape.
+        """
+        self.metadata.update(response_metadata(chunk))
+        if chunk.get("usageMetadata"):
+            # Each chunk's counts are totals so far: keep the latest.
+            self.usage = usage_from(chunk["usageMetadata"])
+        candidates = chunk.get("candidates") or []
+        if not candidates:
+            block_reason = (chunk.get("promptFeedback") or {}).get("blockReason")
+            if block_reason:
+                self.metadata["block_reason"] = block_reason
+                self.finish_reason = block_reason
+            return None
+        candidate = candidates[0]
+        texts: list[str] = []
+        for part in (candidate.get("content") or {}).get("parts") or []:
+            if "functionCall" in part:
+                self.calls.append(call_from_part(part, len(self.calls)))
+            elif isinstance(part.get("text"), str) and part["text"] and not part.get("thought"):
+                texts.append(part["text"])
+        if candidate.get("finishReason"):
+            self.finish_reason = candidate["finishReason"]
+        if not texts:
+            return None
+        text = "".join(texts)
+        self.texts.append(text)
+        return text
+
+    def response(self) -> AIResponse:
+        """The complete reply."""
+        return AIResponse(
+            content="".join(self.texts),
+            finish_reason=self.finish_reason,
+            usage=dict(self.usage),
+            metadata=dict(self.metadata),
+            tool_calls=list(self.calls),
+        )

@@ -1,0 +1,27 @@
+"""Settings of :class:`~providers.gemini.ai.GeminiAIProvider`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+
+__all__ = ["GeminiConfig"]
+
+
+class GeminiConfig(BaseModel):
+    """How to reach the Gemini API (Google AI for developers).
+
+    Args:
+        api_key: Sent as the ``x-goog-api-key`` header (never in the URL, where it would end up
+            in access logs).
+        model: Model id, e.g. ``"gemini-2.0-flash"`` (a ``models/`` prefix is accepted).
+        base_url: API root; the provider posts to ``{base_url}/models/{model}:generateContent``.
+        max_tokens: Reply length limit used when the context asks for 0; otherwise
+            ``AIContext.max_tokens`` is sent as ``maxOutputTokens``.
+        timeout: Seconds allowed for each request.
+    """
+
+    api_key: SecretStr
+    model: str = "gemini-2.0-flash"
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    max_tokens: int = Field(default=1024, gt=0)
+    timeout: float = Field(default=120.0, gt=0)

@@ -1,0 +1,182 @@
+"""A generic HTTP webhook transport: RoomKit POSTs messages to your URL, you POST replies back.
+
+Outbound, each message is one ``POST`` of JSON to ``webhook_url``::
+
+    {"recipient_id": "...", "channel_id": "...", "room_id": "...",
+     "content": {"type": "text", "body": "..."}, "metadata": {...}}
+
+signed, when a secret is configured, with ``X-RoomKit-Signature: <hex HMAC-SHA256 of the body>``
+(:func:`verify_http_signature` checks it on the receiving side). A JSON answer with a
+``message_id`` gives the provider message id.
+
+Inbound, :func:`parse_http_webhook` reads ``{"sender_id", "body", "external_id"?, "metadata"?}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from providers.errors import ProviderError
+from providers.http._render import content_text
+from providers.http._vendor import (
+    HTTPClientOwner,
+    VendorAPIError,
+    VendorHTTP,
+    hmac_sha256_hex,
+    json_body,
+    verify_hmac_sha256_hex,
+)
+from providers.http.base import HTTPProvider
+from roomkit.models.delivery import InboundMessage, ProviderResult
+from roomkit.models.event import TextContent
+
+if TYPE_CHECKING:
+    import httpx
+
+    from roomkit.models.event import RoomEvent
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "HTTPProviderConfig",
+    "WebhookHTTPProvider",
+    "parse_http_webhook",
+    "verify_http_signature",
+]
+
+logger = logging.getLogger("roomkit.providers.http")
+
+SIGNATURE_HEADER = "X-RoomKit-Signature"
+
+
+class HTTPProviderConfig(BaseModel):
+    """Settings of :class:`WebhookHTTPProvider`.
+
+    Attributes:
+        webhook_url: Where messages are POSTed.
+        secret: Key of the ``X-RoomKit-Signature`` HMAC; no signature when None.
+        headers: Extra request headers (e.g. an ``Authorization``); hidden from the repr since
+            they often hold credentials.
+        timeout: Seconds before a request times out (for the client the provider creates).
+    """
+
+    webhook_url: str
+    secret: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    timeout: float = Field(default=10.0, gt=0)
+
+
+def verify_http_signature(body: bytes, signature: str | None, secret: SecretStr | str) -> bool:
+    """Whether ``signature`` (the ``X-RoomKit-Signature`` header) is the HMAC-SHA256 hex of the
+    raw ``body`` keyed with ``secret`` (constant-time comparison)."""
+    return verify_hmac_sha256_hex(secret, body, signature)
+
+
+class WebhookHTTPProvider(HTTPClientOwner, HTTPProvider):
+    """Posts messages as JSON to a webhook URL.
+
+    Args:
+        config: URL, signing secret, headers, timeout.
+        client: An ``httpx.AsyncClient`` to use instead of creating one (not closed by
+            :meth:`close`).
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    def __init__(
+        self, config: HTTPProviderConfig, *, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self._config = config
+        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
+
+    @property
+    def config(self) -> HTTPProviderConfig:
+        """The provider's settings."""
+        return self._config
+
+    def build_body(self, event: RoomEvent, to: str) -> bytes | None:
+        """The exact bytes POSTed (and signed) for ``event``; None when there is no text."""
+        text = content_text(event.content)
+        if not text.strip():
+            return None
+        payload = {
+            "recipient_id": to,
+            "channel_id": event.source.channel_id,
+            "room_id": event.room_id,
+            "content": {"type": "text", "body": text},
+            "metadata": event.metadata,
+        }
+        # default=str: event metadata is free-form and may hold values JSON cannot encode.
+        return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+    async def send(self, event: RoomEvent, to: str) -> ProviderResult:
+        """POST ``event``'s text to the webhook for recipient ``to``.
+
+        Returns:
+            ``provider_message_id`` = the answer's ``message_id`` (None when it has none);
+            failures as ``success=False`` with ``empty_message``, ``auth_error``,
+            ``rate_limit``, ``http_<status>``, ``timeout``, ``network_error``.
+        """
+        body = self.build_body(event, to)
+        if body is None:
+            return ProviderResult(success=False, error="empty_message")
+        # The body's type and signature are ours to set; drop any configured variant of them.
+        reserved = ("content-type", SIGNATURE_HEADER.lower())
+        headers = {k: v for k, v in self._config.headers.items() if k.lower() not in reserved}
+        headers["Content-Type"] = "application/json"
+        if self._config.secret is not None:
+            headers[SIGNATURE_HEADER] = hmac_sha256_hex(self._config.secret, body)
+        try:
+            response = await self._http.request(
+                "POST", self._config.webhook_url, content=body, headers=headers
+            )
+        except VendorAPIError as exc:
+            logger.warning("webhook delivery of %s failed: %s", event.id, exc.code)
+            return exc.to_result()
+        answer = json_body(response)
+        message_id = answer.get("message_id") if isinstance(answer, dict) else None
+        return ProviderResult(
+            success=True,
+            provider_message_id=None if message_id is None else str(message_id),
+        )
+
+
+def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
+    """Turn ``{"sender_id", "body", "external_id"?, "metadata"?}`` into an inbound message.
+
+    The external id, when given, is also the idempotency key (a re-posted message is recorded
+    once).
+
+    Raises:
+        ProviderError: ``payload`` is not an object, ``sender_id`` or ``body`` is missing or not
+            a non-empty string, ``external_id`` is not a string, or ``metadata`` not an object.
+    """
+    if not isinstance(payload, dict):
+        raise ProviderError("HTTP webhook payload must be a JSON object", provider="WebhookHTTP")
+    sender, body = payload.get("sender_id"), payload.get("body")
+    if not isinstance(sender, str) or not sender:
+        raise ProviderError(
+            "HTTP webhook payload needs a sender_id string", provider="WebhookHTTP"
+        )
+    if not isinstance(body, str) or not body:
+        raise ProviderError("HTTP webhook payload needs a body string", provider="WebhookHTTP")
+    external_id = payload.get("external_id")
+    if external_id is not None and not isinstance(external_id, str):
+        raise ProviderError("external_id must be a string", provider="WebhookHTTP")
+    metadata = payload.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise ProviderError("metadata must be a JSON object", provider="WebhookHTTP")
+    return InboundMessage(
+        channel_id=channel_id,
+        sender_id=sender,
+        content=TextContent(body=body),
+        external_id=external_id or None,
+        idempotency_key=external_id or None,
+        metadata={"recipient_id": sender, **metadata},
+    )

@@ -1,0 +1,261 @@
+"""Facebook Messenger over the Graph API Send API (``POST /{version}/me/messages``).
+
+The page access token travels in an ``Authorization: Bearer`` header rather than the documented
+``access_token`` query parameter: both are accepted by the Graph API, and a header never shows up
+in URLs that httpx and proxies log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from providers.http._render import content_text, rich_buttons, rich_text
+from providers.http._vendor import (
+    HTTPClientOwner,
+    VendorAPIError,
+    VendorHTTP,
+    graph_error_parser,
+    json_body,
+    mask_recipient,
+)
+from providers.messenger.base import MessengerProvider
+from providers.messenger.facebook_webhook import (
+    parse_messenger_webhook,
+    verify_messenger_signature,
+)
+from roomkit.models.delivery import InboundMessage, ProviderResult
+from roomkit.models.event import (
+    AudioContent,
+    CompositeContent,
+    EventContent,
+    LocationContent,
+    MediaContent,
+    RichContent,
+    SystemContent,
+    TemplateContent,
+    TextContent,
+    VideoContent,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from roomkit.models.event import RoomEvent
+
+__all__ = ["FacebookMessengerProvider", "MessengerConfig"]
+
+logger = logging.getLogger("roomkit.providers.messenger")
+
+MAX_BUTTONS = 3  # button template limit
+MAX_QUICK_REPLIES = 13
+MAX_QUICK_REPLY_TITLE = 20
+MAX_BUTTON_TEXT = 640  # the button template's text limit
+
+
+class MessengerConfig(BaseModel):
+    """Settings of :class:`FacebookMessengerProvider`.
+
+    Attributes:
+        page_access_token: Page access token (kept secret in reprs and logs).
+        app_secret: App secret, to check ``X-Hub-Signature-256`` on webhooks.
+        verify_token: Token you chose for the webhook subscription handshake.
+        api_version: Graph API version.
+        base_url: Graph API root, without a trailing slash.
+        messaging_type: ``RESPONSE`` (reply within 24 h), ``UPDATE`` or ``MESSAGE_TAG``.
+        timeout: Seconds before a request times out (for the client the provider creates).
+    """
+
+    page_access_token: SecretStr
+    app_secret: SecretStr | None = None
+    verify_token: SecretStr | None = None
+    api_version: str = "v21.0"
+    base_url: str = "https://graph.facebook.com"
+    messaging_type: str = "RESPONSE"
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class _Unsendable(Exception):
+    """Content this provider cannot express; ``code`` is the result's error."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _attachment(kind: str, url: str) -> dict[str, Any]:
+    if not url.startswith(("http://", "https://")):
+        # Graph fetches attachments by URL; a data: URL would need the Attachment Upload API.
+        raise _Unsendable("unsupported_media_url")
+    return {"attachment": {"type": kind, "payload": {"url": url}}}
+
+
+def _media_kind(mime_type: str) -> str:
+    major = mime_type.partition("/")[0]
+    return major if major in ("image", "video", "audio") else "file"
+
+
+def _rich_message(content: RichContent) -> dict[str, Any]:
+    text = rich_text(content)
+    buttons = rich_buttons(content.buttons)
+    message: dict[str, Any]
+    if buttons:
+        if len(buttons) > MAX_BUTTONS:
+            logger.info("messenger shows at most %d buttons; dropping the rest", MAX_BUTTONS)
+        message = {
+            "attachment": {
+                "type": "template",
+                "payload": {
+                    "template_type": "button",
+                    "text": text[:MAX_BUTTON_TEXT],
+                    "buttons": [
+                        {"type": "web_url", "url": b.url, "title": b.title}
+                        if b.url
+                        else {"type": "postback", "title": b.title, "payload": b.payload}
+                        for b in buttons[:MAX_BUTTONS]
+                    ],
+                },
+            }
+        }
+    else:
+        if not text.strip():
+            raise _Unsendable("empty_message")
+        message = {"text": text}
+    if content.quick_replies:
+        message["quick_replies"] = [
+            {"content_type": "text", "title": reply[:MAX_QUICK_REPLY_TITLE], "payload": reply}
+            for reply in content.quick_replies[:MAX_QUICK_REPLIES]
+        ]
+    return message
+
+
+def _messenger_messages(content: EventContent) -> list[dict[str, Any]]:
+    """The Send API ``message`` objects for ``content``, in sending order.
+
+    Rich content with buttons becomes a button template, quick replies become
+    ``quick_replies``; media become attachments (a caption follows as a text message, since
+    Messenger attachments have none); composites send each part.
+
+    Raises:
+        _Unsendable: Nothing to send, or content Messenger cannot express.
+    """
+    if isinstance(content, TextContent | SystemContent):
+        if not content.body.strip():
+            raise _Unsendable("empty_message")
+        return [{"text": content.body}]
+    if isinstance(content, RichContent):
+        return [_rich_message(content)]
+    if isinstance(content, MediaContent):
+        messages = [_attachment(_media_kind(content.mime_type), content.url)]
+        if content.caption:
+            messages.append({"text": content.caption})
+        return messages
+    if isinstance(content, AudioContent):
+        return [_attachment("audio", content.url)]
+    if isinstance(content, VideoContent):
+        return [_attachment("video", content.url)]
+    if isinstance(content, LocationContent | TemplateContent):
+        # Messenger templates are not WhatsApp-style approved templates: send their text.
+        text = content_text(content)
+        if not text.strip():
+            raise _Unsendable("empty_message")
+        return [{"text": text}]
+    if isinstance(content, CompositeContent):
+        combined: list[dict[str, Any]] = []
+        for part in content.parts:
+            try:
+                combined.extend(_messenger_messages(part))
+            except _Unsendable as exc:
+                if exc.code != "empty_message":
+                    raise
+        if not combined:
+            raise _Unsendable("empty_message")
+        return combined
+    raise _Unsendable("unsupported_content")  # pragma: no cover - the union is exhaustive
+
+
+class FacebookMessengerProvider(HTTPClientOwner, MessengerProvider):
+    """Sends Messenger messages from a Facebook page.
+
+    Args:
+        config: Page token, app secret and API settings.
+        client: An ``httpx.AsyncClient`` to use instead of creating one (not closed by
+            :meth:`close`).
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    def __init__(
+        self, config: MessengerConfig, *, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self._config = config
+        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
+        self._url = f"{config.base_url}/{config.api_version}/me/messages"
+        self._errors = graph_error_parser("messenger")
+
+    @property
+    def config(self) -> MessengerConfig:
+        """The provider's settings."""
+        return self._config
+
+    async def send(self, event: RoomEvent, to: str) -> ProviderResult:
+        """Send ``event``'s content to the page-scoped user id ``to``.
+
+        Content that needs several Send API calls (media with a caption, composites) is sent in
+        order and stops at the first failure.
+
+        Returns:
+            ``provider_message_id`` = the first message's ``message_id`` (all ids in
+            ``metadata["message_ids"]``); failures as ``success=False`` with an error code
+            (``auth_error``, ``rate_limit``, ``messenger_<graph code>``, ``http_<status>``, ...).
+        """
+        if not to:
+            return ProviderResult(success=False, error="missing_recipient")
+        try:
+            messages = _messenger_messages(event.content)
+        except _Unsendable as exc:
+            return ProviderResult(success=False, error=exc.code)
+        headers = {"Authorization": f"Bearer {self._config.page_access_token.get_secret_value()}"}
+        ids: list[str] = []
+        for message in messages:
+            payload = {
+                "recipient": {"id": to},
+                "messaging_type": self._config.messaging_type,
+                "message": message,
+            }
+            try:
+                response = await self._http.request(
+                    "POST", self._url, json=payload, headers=headers, error_parser=self._errors
+                )
+            except VendorAPIError as exc:
+                logger.warning("messenger send to %s failed: %s", mask_recipient(to), exc.code)
+                result = exc.to_result()
+                if ids:
+                    result.metadata["message_ids"] = ids
+                return result
+            body = json_body(response)
+            message_id = body.get("message_id") if isinstance(body, dict) else None
+            if isinstance(message_id, str):
+                ids.append(message_id)
+        return ProviderResult(
+            success=True,
+            provider_message_id=ids[0] if ids else None,
+            metadata={"message_ids": ids},
+        )
+
+    def verify_signature(self, payload: bytes, signature: str | None) -> bool:
+        """Check a webhook's ``X-Hub-Signature-256`` header against the raw body.
+
+        Raises:
+            ValueError: ``config.app_secret`` is not set.
+        """
+        if self._config.app_secret is None:
+            raise ValueError("MessengerConfig.app_secret is required to verify signatures")
+        return verify_messenger_signature(payload, signature, self._config.app_secret)
+
+    def parse_webhook(self, payload: Any, channel_id: str) -> list[InboundMessage]:
+        """Same as :func:`parse_messenger_webhook`."""
+        return parse_messenger_webhook(payload, channel_id)

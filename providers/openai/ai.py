@@ -1,0 +1,176 @@
+"""Models behind the OpenAI Chat Completions API, over httpx (no vendor SDK).
+
+Any OpenAI-compatible server works by changing ``base_url`` (vLLM, see
+:func:`providers.vllm.create_vllm_provider`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from providers.ai._errors import vendor_error_message
+from providers.ai._http import VendorClient, event_json
+from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
+from providers.ai.base import AIContext, AIProvider, AIResponse
+from providers.errors import ProviderError
+from providers.openai._mapping import build_request, parse_response
+from providers.openai._stream import DONE, StreamState
+from providers.openai.config import OpenAIConfig
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["OpenAIAIProvider"]
+
+logger = logging.getLogger("roomkit.providers.openai")
+
+_VISION_PREFIXES = (
+    "gpt-4o",
+    "chatgpt-4o",
+    "gpt-4-turbo",
+    "gpt-4-vision",
+    "gpt-4.1",
+    "gpt-4.5",
+    "gpt-5",
+    "o1",
+    "o3",
+    "o4",
+)
+# Early reasoning models that read text only.
+_TEXT_ONLY_PREFIXES = ("o1-mini", "o1-preview", "o3-mini")
+
+
+class OpenAIAIProvider(AIProvider):
+    """Generates replies with ``POST {base_url}/chat/completions``.
+
+    See :mod:`providers.openai._mapping` for how an :class:`AIContext` maps to the request
+    and :mod:`providers.ai._messages` for the tool-turn conventions.
+
+    Args:
+        config: API key, model, endpoint and limits.
+        client: An ``httpx.AsyncClient`` to send requests with (tests pass one with a
+            ``MockTransport``); it is left open by :meth:`close`. When omitted the provider
+            creates its own and :meth:`close` closes it.
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    def __init__(self, config: OpenAIConfig, *, client: httpx.AsyncClient | None = None) -> None:
+        self._config = config
+        api_key = config.api_key.get_secret_value()
+        headers: dict[str, str] = {}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        if config.organization:
+            headers["openai-organization"] = config.organization
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._secrets = [api_key]
+        self._http = VendorClient(
+            provider=self.name,
+            headers=headers,
+            timeout=config.timeout,
+            secrets=self._secrets,
+            client=client,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self._config.model!r}, url={self._url!r})"
+
+    @property
+    def model_name(self) -> str:
+        """The configured model id."""
+        return self._config.model
+
+    @property
+    def supports_vision(self) -> bool:
+        """``config.vision`` when set, else whether the model's name is a known vision model."""
+        if self._config.vision is not None:
+            return self._config.vision
+        model = self._config.model
+        return model.startswith(_VISION_PREFIXES) and not model.startswith(_TEXT_ONLY_PREFIXES)
+
+    async def generate(self, context: AIContext) -> AIResponse:
+        """Generate one reply.
+
+        Raises:
+            ProviderError: Invalid context, HTTP failure (retryable on 408/429/5xx and
+                timeouts, with ``retry_after`` from ``retry-after-ms`` / ``retry-after``) or an
+                unexpected answer (including tool arguments that are not a JSON object).
+        """
+        data = await self._http.post_json(self._url, self._body(context, stream=False))
+        try:
+            response = parse_response(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderError(
+                f"unexpected response: {type(exc).__name__}", provider=self.name
+            ) from exc
+        logger.debug(
+            "reply from %s: finish_reason=%s usage=%s",
+            self._config.model,
+            response.finish_reason,
+            response.usage,
+        )
+        return response
+
+    async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
+        """Generate one reply as a stream: text deltas, then the complete response.
+
+        See :mod:`providers.ai._streaming` for the contract.
+
+        Raises:
+            ProviderError: As :meth:`generate`; also an error chunk from the server, or a
+                stream that ends before ``[DONE]`` (retryable).
+        """
+        body = self._body(context, stream=True)
+        state = StreamState()
+        finished = False
+        async with aclosing(self._http.stream_sse(self._url, body)) as events:
+            async for event in events:
+                if event.data.strip() == DONE:
+                    finished = True
+                    break
+                chunk = event_json(event, provider=self.name)
+                if chunk.get("error"):
+                    raise self._stream_error(chunk)
+                try:
+                    text = state.apply(chunk)
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise ProviderError("unexpected stream chunk", provider=self.name) from exc
+                if text:
+                    yield AITextDelta(text=text)
+        if not finished:
+            raise ProviderError("stream ended before [DONE]", retryable=True, provider=self.name)
+        try:
+            response = state.response()
+        except ValueError as exc:
+            raise ProviderError(
+                "invalid tool arguments in the stream", provider=self.name
+            ) from exc
+        yield AIStreamEnd(response=response)
+
+    async def close(self) -> None:
+        """Close the HTTP client if the provider created it."""
+        await self._http.aclose()
+
+    def _body(self, context: AIContext, *, stream: bool) -> dict[str, Any]:
+        try:
+            return build_request(
+                context,
+                model=self._config.model,
+                default_max_tokens=self._config.max_tokens,
+                stream=stream,
+            )
+        except ValueError as exc:
+            raise ProviderError(f"invalid AI context: {exc}", provider=self.name) from exc
+
+    def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
+        error = chunk["error"]
+        kind = error.get("type") if isinstance(error, dict) else None
+        detail = vendor_error_message(chunk, self._secrets) or "unknown error"
+        return ProviderError(
+            f"stream error: {detail}", retryable=kind == "server_error", provider=self.name
+        )

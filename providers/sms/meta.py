@@ -1,0 +1,323 @@
+"""Vendor-neutral view of an SMS webhook: :class:`WebhookMeta` and :func:`extract_sms_meta`.
+
+A vendor webhook is either an inbound message (someone texted us), a delivery status of a message
+we sent, or something else (an outbound echo, an event we do not handle). ``extract_sms_meta``
+reads any of the four SMS vendors' payloads into a :class:`WebhookMeta`, which
+``RoomKit.process_webhook(meta, channel_id)`` routes: ``is_inbound`` → ``to_inbound(channel_id)``
+→ ``process_inbound``; ``is_status`` → ``to_status()`` → ``process_delivery_status``.
+
+Extractors never raise on a mapping, whatever it holds: webhooks are attacker-controlled input,
+and anything unreadable just yields a meta that is neither inbound nor a status. Only
+``to_inbound`` / ``to_status`` (called on the wrong kind) and a non-mapping payload raise
+``ValueError``.
+
+The small ``get_*`` helpers below are what the vendor parsers use to read untrusted payloads.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from roomkit.models.delivery import DeliveryStatus, InboundMessage
+from roomkit.models.event import CompositeContent, EventContent, MediaContent, TextContent
+
+if TYPE_CHECKING:
+    from providers.voicemeup.mms import VoiceMeUpMMSAggregator
+
+__all__ = [
+    "SMS_WEBHOOK_PROVIDERS",
+    "WebhookMedia",
+    "WebhookMeta",
+    "build_inbound_content",
+    "check_payload",
+    "extract_media_urls",
+    "extract_sms_meta",
+    "extract_text_body",
+    "get_list",
+    "get_mapping",
+    "get_str",
+    "raw_dict",
+    "webhook_media",
+]
+
+SMS_WEBHOOK_PROVIDERS = ("voicemeup", "telnyx", "twilio", "sinch")
+"""Provider names :func:`extract_sms_meta` understands."""
+
+_DEFAULT_MIME = "application/octet-stream"
+
+
+class WebhookMedia(BaseModel):
+    """One attachment of an inbound MMS: its URL and MIME type (as the vendor said, or guessed
+    from the URL)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    mime_type: str = _DEFAULT_MIME
+
+
+class WebhookMeta(BaseModel):
+    """What a vendor webhook says, in vendor-neutral fields.
+
+    Attributes:
+        provider: Vendor name (``"twilio"``, ``"telnyx"``, ``"sinch"``, ``"voicemeup"``).
+        direction: ``"inbound"`` (a message to us), ``"outbound"`` (about a message we sent),
+            or None when the payload said neither.
+        sender: Who sent the message (phone number, as the vendor wrote it).
+        recipient: Who it was sent to.
+        body: Text of the message.
+        media: Attachments (http(s) URLs only).
+        message_id: The vendor's message id.
+        status: Delivery status (lower-case, the vendor's vocabulary) for status events.
+        error_code: The vendor's error code of a failed delivery.
+        error_message: The vendor's error text of a failed delivery.
+        timestamp: When the vendor says it happened (ISO 8601 as given), if it did.
+        event_type: The vendor's event name, when it has one (``message.received``, ...).
+        pending: The message is held back until its other half arrives (VoiceMeUp splits an
+            MMS into several webhooks); a pending meta is neither inbound nor a status.
+        extra: Vendor-specific details copied into the inbound message's metadata.
+        raw: The payload as received.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    direction: str | None = None
+    sender: str = ""
+    recipient: str = ""
+    body: str = ""
+    media: list[WebhookMedia] = Field(default_factory=list)
+    message_id: str | None = None
+    status: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    timestamp: str | None = None
+    event_type: str | None = None
+    pending: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict)
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_inbound(self) -> bool:
+        """An inbound message that can become an :class:`InboundMessage`."""
+        return self.direction == "inbound" and bool(self.sender) and not self.pending
+
+    @property
+    def is_status(self) -> bool:
+        """A delivery status of a message we sent."""
+        return (
+            self.direction != "inbound"
+            and bool(self.status)
+            and bool(self.message_id)
+            and not self.pending
+        )
+
+    @property
+    def external_id(self) -> str | None:
+        """Alias of :attr:`message_id` (the name ``InboundMessage`` uses)."""
+        return self.message_id
+
+    def to_inbound(self, channel_id: str) -> InboundMessage:
+        """The inbound message this webhook carries.
+
+        The vendor message id becomes both ``external_id`` and ``idempotency_key``, so a webhook
+        the vendor retries is recorded once.
+
+        Raises:
+            ValueError: This is not an inbound message (:attr:`is_inbound` is False).
+        """
+        if not self.is_inbound:
+            kind = "a pending MMS part" if self.pending else f"direction={self.direction!r}"
+            raise ValueError(f"{self.provider} webhook is not an inbound message ({kind})")
+        metadata: dict[str, Any] = {"provider": self.provider, "recipient": self.recipient}
+        if self.timestamp:
+            metadata["timestamp"] = self.timestamp
+        metadata.update(self.extra)
+        return InboundMessage(
+            channel_id=channel_id,
+            sender_id=self.sender,
+            content=build_inbound_content(self.body, self.media),
+            external_id=self.message_id,
+            idempotency_key=self.message_id,
+            metadata=metadata,
+        )
+
+    def to_status(self) -> DeliveryStatus:
+        """The delivery status this webhook carries.
+
+        Raises:
+            ValueError: This is not a delivery status (:attr:`is_status` is False).
+        """
+        if not self.is_status:
+            raise ValueError(f"{self.provider} webhook is not a delivery status")
+        return DeliveryStatus(
+            provider=self.provider,
+            message_id=self.message_id or "",
+            status=self.status or "",
+            recipient=self.recipient,
+            sender=self.sender,
+            error_code=self.error_code,
+            error_message=self.error_message,
+            timestamp=self.timestamp,
+            raw=self.raw,
+        )
+
+
+def extract_sms_meta(
+    provider: str,
+    payload: Mapping[str, Any],
+    *,
+    aggregator: VoiceMeUpMMSAggregator | None = None,
+) -> WebhookMeta:
+    """Read a webhook payload of ``provider`` into a :class:`WebhookMeta`.
+
+    Args:
+        provider: ``"voicemeup"``, ``"telnyx"``, ``"twilio"`` or ``"sinch"`` (any case).
+        payload: The decoded webhook: Twilio's form fields as a dict, the others' JSON body.
+        aggregator: VoiceMeUp only: the MMS aggregator to use (the module's default one when
+            None; see :mod:`providers.voicemeup.mms`).
+
+    Returns:
+        The vendor-neutral view; check ``is_inbound`` / ``is_status``.
+
+    Raises:
+        ValueError: Unknown provider, or ``payload`` is not a mapping.
+    """
+    name = provider.strip().lower() if isinstance(provider, str) else ""
+    if name == "twilio":
+        from providers.twilio.webhook import extract_twilio_meta
+
+        return extract_twilio_meta(payload)
+    if name == "telnyx":
+        from providers.telnyx.webhook import extract_telnyx_meta
+
+        return extract_telnyx_meta(payload)
+    if name == "sinch":
+        from providers.sinch.webhook import extract_sinch_meta
+
+        return extract_sinch_meta(payload)
+    if name == "voicemeup":
+        from providers.voicemeup.webhook import extract_voicemeup_meta
+
+        return extract_voicemeup_meta(payload, aggregator=aggregator)
+    known = ", ".join(SMS_WEBHOOK_PROVIDERS)
+    raise ValueError(f"unknown SMS webhook provider {provider!r} (known: {known})")
+
+
+def extract_text_body(provider: str, payload: Mapping[str, Any]) -> str:
+    """The text of an inbound webhook of ``provider`` ("" when it has none).
+
+    Raises:
+        ValueError: As :func:`extract_sms_meta`.
+    """
+    return _meta_without_aggregation(provider, payload).body
+
+
+def extract_media_urls(provider: str, payload: Mapping[str, Any]) -> list[WebhookMedia]:
+    """The attachments of an inbound webhook of ``provider`` (http(s) URLs only).
+
+    Raises:
+        ValueError: As :func:`extract_sms_meta`.
+    """
+    return list(_meta_without_aggregation(provider, payload).media)
+
+
+def _meta_without_aggregation(provider: str, payload: Mapping[str, Any]) -> WebhookMeta:
+    # Reading one payload's fields must not feed (or drain) an MMS aggregation buffer.
+    if isinstance(provider, str) and provider.strip().lower() == "voicemeup":
+        from providers.voicemeup.webhook import read_voicemeup_payload
+
+        return read_voicemeup_payload(payload)
+    return extract_sms_meta(provider, payload)
+
+
+def build_inbound_content(body: str, media: Sequence[WebhookMedia] = ()) -> EventContent:
+    """The content of an inbound message with ``body`` and ``media``.
+
+    No media → ``TextContent``; one attachment → ``MediaContent`` with the text as caption;
+    several → ``CompositeContent`` (the text first, when there is one, then each attachment).
+    Attachments whose URL is not http(s) are skipped.
+    """
+    items = [
+        MediaContent(url=item.url, mime_type=item.mime_type or _DEFAULT_MIME)
+        for item in media
+        if item.url.startswith(("http://", "https://"))
+    ]
+    if not items:
+        return TextContent(body=body)
+    if len(items) == 1:
+        return items[0].model_copy(update={"caption": body or None})
+    parts: list[EventContent] = [TextContent(body=body)] if body else []
+    parts.extend(items)
+    return CompositeContent(parts=parts)
+
+
+def webhook_media(url: str, mime_type: str | None = None) -> WebhookMedia | None:
+    """A :class:`WebhookMedia` for ``url``, guessing the MIME type from the URL when the vendor
+    gave none; None unless ``url`` is http(s)."""
+    if not url.startswith(("http://", "https://")):
+        return None
+    if not mime_type:
+        mime_type = mimetypes.guess_type(url.split("?", 1)[0])[0] or _DEFAULT_MIME
+    return WebhookMedia(url=url, mime_type=mime_type)
+
+
+def check_payload(payload: object, provider: str) -> Mapping[str, Any]:
+    """``payload`` if it is a mapping.
+
+    Raises:
+        ValueError: It is not.
+    """
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"{provider} webhook payload must be a mapping, not {type(payload)}")
+    return payload
+
+
+def raw_dict(payload: Mapping[Any, Any]) -> dict[str, Any]:
+    """A plain ``dict`` copy of ``payload`` with string keys (for :attr:`WebhookMeta.raw`)."""
+    return {str(key): value for key, value in payload.items()}
+
+
+def get_str(payload: object, *keys: str) -> str:
+    """The first of ``keys`` in ``payload`` whose value reads as text, else "".
+
+    Strings are returned as is, numbers (not booleans) as their decimal text, and a list (a
+    repeated form field) by its first element.
+    """
+    if not isinstance(payload, Mapping):
+        return ""
+    for key in keys:
+        value = payload.get(key)
+        if isinstance(value, list | tuple) and value:
+            value = value[0]
+        if isinstance(value, str):
+            if value:
+                return value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                return str(value)
+            except ValueError:  # an int past Python's digit limit: not a usable id anyway
+                continue
+    return ""
+
+
+def get_mapping(payload: object, key: str) -> Mapping[str, Any]:
+    """``payload[key]`` if it is a mapping, else an empty one."""
+    if isinstance(payload, Mapping):
+        value = payload.get(key)
+        if isinstance(value, Mapping):
+            return value
+    return {}
+
+
+def get_list(payload: object, key: str) -> list[Any]:
+    """``payload[key]`` if it is a list, else an empty one."""
+    if isinstance(payload, Mapping):
+        value = payload.get(key)
+        if isinstance(value, list):
+            return value
+    return []

@@ -1,0 +1,126 @@
+"""Phone numbers in E.164 (``+`` country code, subscriber number; at most 15 digits).
+
+With the optional ``phonenumbers`` package installed (``pip install phonenumbers``), both helpers
+use Google's libphonenumber metadata: any national format of any region is understood and
+validity is checked against the real numbering plans.
+
+Without it they fall back to a deliberately small set of rules, instead of failing (RoomKit
+0.3.0's ``is_valid_phone`` returned False for every number when the package was missing):
+
+* a number written with ``+`` (or with the international prefix: ``011`` in the North
+  American Numbering Plan, ``00`` elsewhere) keeps its digits; formatting characters
+  (spaces, ``-``, ``.``, ``/``, parentheses) are removed;
+* a national number is understood only for NANP regions (US, CA and the other ``+1``
+  countries): 10 digits, or 11 starting with 1;
+* validity means 7 to 15 digits with no leading 0, and for ``+1`` numbers the NANP shape
+  (area code and exchange each starting with 2-9).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from types import ModuleType
+
+__all__ = ["is_valid_phone", "normalize_phone"]
+
+# Regions that share country code 1 (the North American Numbering Plan).
+_NANP_REGIONS = frozenset(
+    {
+        *("US", "CA", "AG", "AI", "AS", "BB", "BM", "BS", "DM", "DO", "GD", "GU", "JM"),
+        *("KN", "KY", "LC", "MP", "MS", "PR", "SX", "TC", "TT", "VC", "VG", "VI"),
+    }
+)
+_FORMATTING = re.compile(r"[\s\-./()]")
+_NANP_NATIONAL = re.compile(r"[2-9]\d{2}[2-9]\d{6}")
+
+
+@functools.cache
+def _phonenumbers() -> ModuleType | None:
+    """The ``phonenumbers`` module, or None when it is not installed (imported on first use)."""
+    try:
+        return importlib.import_module("phonenumbers")
+    except ImportError:
+        return None
+
+
+def normalize_phone(number: str, default_region: str = "US") -> str:
+    """Write ``number`` in E.164 (``+15145550100``).
+
+    Args:
+        number: A phone number in international (``+…``) or national format.
+        default_region: ISO 3166 region assumed for a national number.
+
+    Returns:
+        The E.164 form.
+
+    Raises:
+        ValueError: ``number`` cannot be read as a phone number (or, without ``phonenumbers``,
+            is a national number of a non-NANP region).
+    """
+    if not isinstance(number, str) or not number.strip():
+        raise ValueError("phone number must be a non-empty string")
+    pn = _phonenumbers()
+    if pn is not None:
+        try:
+            parsed = pn.parse(number, default_region.upper())
+        except pn.NumberParseException as exc:
+            raise ValueError(f"not a phone number: {number!r}") from exc
+        if not pn.is_possible_number(parsed):
+            raise ValueError(f"not a possible phone number: {number!r}")
+        e164: str = pn.format_number(parsed, pn.PhoneNumberFormat.E164)
+        return e164
+    return "+" + _fallback_digits(number, default_region.upper())
+
+
+def is_valid_phone(number: str, default_region: str = "US") -> bool:
+    """Whether ``number`` is a valid phone number (see the module doc for the rules used
+    without ``phonenumbers``). Never raises."""
+    if not isinstance(number, str) or not number.strip():
+        return False
+    pn = _phonenumbers()
+    if pn is not None:
+        try:
+            parsed = pn.parse(number, default_region.upper())
+        except pn.NumberParseException:
+            return False
+        valid: bool = pn.is_valid_number(parsed)
+        return valid
+    try:
+        digits = _fallback_digits(number, default_region.upper())
+    except ValueError:
+        return False
+    if digits.startswith("1"):
+        return len(digits) == 11 and _NANP_NATIONAL.fullmatch(digits[1:]) is not None
+    return True
+
+
+def _fallback_digits(number: str, region: str) -> str:
+    """The E.164 digits (without ``+``) by the fallback rules."""
+    compact = _FORMATTING.sub("", number.strip())
+    if compact.startswith("+"):
+        digits = compact[1:]
+    elif region in _NANP_REGIONS and compact.startswith("011"):
+        digits = compact[3:]
+    elif region not in _NANP_REGIONS and compact.startswith("00"):
+        digits = compact[2:]
+    elif region in _NANP_REGIONS:
+        if not compact.isdigit():
+            raise ValueError(f"not a phone number: {number!r}")
+        if len(compact) == 10:
+            digits = "1" + compact
+        elif len(compact) == 11 and compact.startswith("1"):
+            digits = compact
+        else:
+            raise ValueError(f"not a NANP number: {number!r}")
+    else:
+        raise ValueError(
+            f"cannot read national number {number!r} for region {region!r} "
+            "without the phonenumbers package"
+        )
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"not a phone number: {number!r}")
+    if digits.startswith("0") or not 7 <= len(digits) <= 15:
+        raise ValueError(f"not an E.164 number: {number!r}")
+    return digits

@@ -1,0 +1,211 @@
+"""Reading Bot Framework activities that Teams posts to the bot's messaging endpoint.
+
+A Teams message activity looks like::
+
+    {"type": "message", "id": "1700000000000", "timestamp": "2024-...Z",
+     "serviceUrl": "https://smba.trafficmanager.net/amer/", "channelId": "msteams",
+     "from": {"id": "29:1abc...", "name": "Megan Bowen", "aadObjectId": "..."},
+     "conversation": {"id": "a:1xyz...", "conversationType": "personal", "tenantId": "..."},
+     "recipient": {"id": "28:<bot app id>", "name": "RoomKit Bot"},
+     "text": "<at>RoomKit Bot</at> hello", "textFormat": "plain",
+     "entities": [{"type": "mention", "text": "<at>RoomKit Bot</at>",
+                   "mentioned": {"id": "28:<bot app id>", "name": "RoomKit Bot"}}],
+     "channelData": {"tenant": {"id": "..."}}}
+
+When the bot is installed or added to a conversation Teams sends ``conversationUpdate`` with
+``membersAdded`` (the bot among them) or ``installationUpdate`` with ``action: "add"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from providers.errors import ProviderError
+from roomkit.models.delivery import InboundMessage
+from roomkit.models.event import TextContent
+
+__all__ = [
+    "conversation_reference_from_activity",
+    "is_bot_added",
+    "parse_teams_activity",
+    "parse_teams_webhook",
+    "strip_mentions",
+]
+
+_AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
+_PROVIDER = "BotFrameworkTeams"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _require_object(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise ProviderError("Teams activity must be a JSON object", provider=_PROVIDER)
+    return payload
+
+
+def strip_mentions(text: str, entities: Any = None, bot_id: str | None = None) -> str:
+    """Remove the bot's ``<at>`` mentions from ``text``; other mentions keep their name.
+
+    When the activity's entities say which mention is the bot's, only that one is removed and
+    ``<at>Alice</at>`` becomes ``Alice``; without that information every ``<at>`` mention is
+    removed. Whitespace left behind is collapsed.
+    """
+    bot_mentions: set[str] = set()
+    if bot_id is not None and isinstance(entities, list):
+        for entity in entities:
+            entity = _dict(entity)
+            if entity.get("type") != "mention":
+                continue
+            if _dict(entity.get("mentioned")).get("id") == bot_id:
+                mention = _str(entity.get("text"))
+                if mention is not None:
+                    bot_mentions.add(mention)
+    if bot_mentions:
+        for mention in bot_mentions:
+            text = text.replace(mention, " ")
+        text = _AT_TAG.sub(r"\1", text)
+    else:
+        text = _AT_TAG.sub(" ", text)
+    return " ".join(text.split())
+
+
+def parse_teams_activity(payload: Any) -> dict[str, Any]:
+    """The fields of an activity that a bot usually needs, flattened with snake_case keys.
+
+    Keys (None or empty when absent): ``activity_type``, ``activity_id``, ``text`` (bot mentions
+    stripped), ``raw_text``, ``text_format``, ``sender_id``, ``sender_name``, ``aad_object_id``,
+    ``conversation_id``, ``conversation_type``, ``is_group``, ``tenant_id``, ``service_url``,
+    ``channel_id`` (``msteams``), ``bot_id``, ``bot_name``, ``reply_to_id``, ``timestamp``,
+    ``locale``, ``action``, ``members_added`` and ``members_removed`` (lists of ids).
+
+    Raises:
+        ProviderError: ``payload`` is not a JSON object.
+    """
+    payload = _require_object(payload)
+    sender = _dict(payload.get("from"))
+    recipient = _dict(payload.get("recipient"))
+    conversation = _dict(payload.get("conversation"))
+    bot_id = _str(recipient.get("id"))
+    raw_text = payload.get("text") if isinstance(payload.get("text"), str) else ""
+    tenant_id = _str(conversation.get("tenantId")) or _str(
+        _dict(_dict(payload.get("channelData")).get("tenant")).get("id")
+    )
+
+    def member_ids(key: str) -> list[str]:
+        members = payload.get(key)
+        if not isinstance(members, list):
+            return []
+        return [i for m in members if (i := _str(_dict(m).get("id"))) is not None]
+
+    return {
+        "activity_type": _str(payload.get("type")),
+        "activity_id": _str(payload.get("id")),
+        "text": strip_mentions(raw_text, payload.get("entities"), bot_id),
+        "raw_text": raw_text,
+        "text_format": _str(payload.get("textFormat")),
+        "sender_id": _str(sender.get("id")),
+        "sender_name": _str(sender.get("name")),
+        "aad_object_id": _str(sender.get("aadObjectId")),
+        "conversation_id": _str(conversation.get("id")),
+        "conversation_type": _str(conversation.get("conversationType")),
+        "is_group": conversation.get("isGroup") is True,
+        "tenant_id": tenant_id,
+        "service_url": _str(payload.get("serviceUrl")),
+        "channel_id": _str(payload.get("channelId")),
+        "bot_id": bot_id,
+        "bot_name": _str(recipient.get("name")),
+        "reply_to_id": _str(payload.get("replyToId")),
+        "timestamp": _str(payload.get("timestamp")),
+        "locale": _str(payload.get("locale")),
+        "action": _str(payload.get("action")),
+        "members_added": member_ids("membersAdded"),
+        "members_removed": member_ids("membersRemoved"),
+    }
+
+
+def parse_teams_webhook(payload: Any, channel_id: str) -> list[InboundMessage]:
+    """Turn an activity into inbound messages: one for a ``message`` with text, else none.
+
+    The sender is ``from.id``; the activity id is the external id and the idempotency key (Teams
+    retries deliveries); the conversation id is the thread id. Metadata carries
+    ``teams_conversation_id`` (the channel's recipient key), ``service_url``, ``tenant_id``,
+    ``conversation_type``, ``sender_name``, ``aad_object_id``, ``bot_id`` and ``reply_to_id``
+    when present. Bot mentions are stripped from the text (see :func:`strip_mentions`).
+
+    Raises:
+        ProviderError: ``payload`` is not a JSON object.
+    """
+    activity = parse_teams_activity(payload)
+    if activity["activity_type"] != "message" or not activity["text"]:
+        return []
+    sender = activity["sender_id"]
+    conversation_id = activity["conversation_id"]
+    if sender is None or conversation_id is None:
+        return []
+    keys = ("service_url", "tenant_id", "conversation_type", "sender_name", "aad_object_id")
+    metadata: dict[str, Any] = {"teams_conversation_id": conversation_id}
+    metadata.update({k: activity[k] for k in (*keys, "bot_id", "reply_to_id") if activity[k]})
+    return [
+        InboundMessage(
+            channel_id=channel_id,
+            sender_id=sender,
+            content=TextContent(body=activity["text"]),
+            external_id=activity["activity_id"],
+            thread_id=conversation_id,
+            idempotency_key=activity["activity_id"],
+            metadata=metadata,
+        )
+    ]
+
+
+def is_bot_added(payload: Any) -> bool:
+    """Whether the activity announces that the bot joined a conversation.
+
+    True for ``conversationUpdate`` whose ``membersAdded`` contains the recipient (the bot), and
+    for ``installationUpdate`` with ``action == "add"``. Never raises: anything else is False.
+    """
+    if not isinstance(payload, dict):
+        return False
+    activity = parse_teams_activity(payload)
+    if activity["activity_type"] == "installationUpdate":
+        return bool(activity["action"] == "add")
+    if activity["activity_type"] != "conversationUpdate" or activity["bot_id"] is None:
+        return False
+    return activity["bot_id"] in activity["members_added"]
+
+
+def conversation_reference_from_activity(payload: Any) -> dict[str, Any]:
+    """The conversation reference (see :mod:`providers.teams.references`) of an activity.
+
+    Raises:
+        ProviderError: ``payload`` is not an object or lacks ``conversation.id`` or
+            ``serviceUrl``.
+    """
+    payload = _require_object(payload)
+    conversation = _dict(payload.get("conversation"))
+    service_url = _str(payload.get("serviceUrl"))
+    if _str(conversation.get("id")) is None or service_url is None:
+        raise ProviderError(
+            "Teams activity has no conversation.id or serviceUrl", provider=_PROVIDER
+        )
+    reference: dict[str, Any] = {
+        "activityId": _str(payload.get("id")),
+        "channelId": _str(payload.get("channelId")) or "msteams",
+        "serviceUrl": service_url,
+        "conversation": dict(conversation),
+    }
+    if isinstance(payload.get("from"), dict):
+        reference["user"] = dict(payload["from"])
+    if isinstance(payload.get("recipient"), dict):
+        reference["bot"] = dict(payload["recipient"])
+    if _str(payload.get("locale")) is not None:
+        reference["locale"] = payload["locale"]
+    return reference

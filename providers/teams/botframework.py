@@ -1,0 +1,448 @@
+"""Microsoft Teams through the Bot Framework Connector REST API, called directly with httpx.
+
+Two endpoints matter:
+
+- the Microsoft identity platform token endpoint,
+  ``POST {login}/{tenant}/oauth2/v2.0/token`` (form: ``grant_type=client_credentials``,
+  ``client_id``, ``client_secret``, ``scope=https://api.botframework.com/.default``), whose
+  bearer token is cached until shortly before ``expires_in`` runs out;
+- the Bot Connector of the conversation's region, ``POST {serviceUrl}/v3/conversations/{id}/
+  activities`` to send, ``POST {serviceUrl}/v3/conversations`` to start a channel thread.
+
+The ``serviceUrl`` of a conversation comes with the activities Teams posts to the bot, so the
+provider sends only to conversations whose reference was saved
+(:meth:`BotFrameworkTeamsProvider.save_conversation_reference`). Since the bot's token is sent to
+that URL, verify incoming activities (:func:`providers.teams.auth.verify_teams_jwt` with
+``service_url=``) before saving their reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import anyio
+from pydantic import BaseModel, Field, SecretStr
+
+from providers.errors import ProviderError
+from providers.http._render import content_text, rich_buttons, rich_text
+from providers.http._vendor import (
+    ErrorDetail,
+    HTTPClientOwner,
+    VendorAPIError,
+    VendorHTTP,
+    json_body,
+)
+from providers.teams.activity import conversation_reference_from_activity
+from providers.teams.auth import verify_teams_jwt
+from providers.teams.base import TeamsProvider
+from providers.teams.references import (
+    ConversationReferenceStore,
+    InMemoryConversationReferenceStore,
+)
+from roomkit.models.delivery import ProviderResult
+from roomkit.models.event import (
+    AudioContent,
+    CompositeContent,
+    EventContent,
+    MediaContent,
+    RichContent,
+    TextContent,
+    VideoContent,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from roomkit.models.event import RoomEvent
+
+__all__ = ["BotFrameworkTeamsProvider", "TeamsConfig"]
+
+logger = logging.getLogger("roomkit.providers.teams")
+
+_HERO_CARD = "application/vnd.microsoft.card.hero"
+_ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+# Refresh a token this long before it expires, so a send never races the expiry.
+_TOKEN_MARGIN = 300.0
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class TeamsConfig(BaseModel):
+    """Settings of :class:`BotFrameworkTeamsProvider`.
+
+    Attributes:
+        app_id: The bot's Microsoft app (client) id.
+        app_password: The app's client secret (kept secret in reprs and logs).
+        tenant_id: Token tenant: ``botframework.com`` for multi-tenant bots, else the bot's
+            Entra ID tenant id (single-tenant bots).
+        login_url: Microsoft identity platform root, without a trailing slash.
+        scope: OAuth scope of Bot Connector tokens.
+        timeout: Seconds before a request times out (for the client the provider creates).
+    """
+
+    app_id: str
+    app_password: SecretStr
+    tenant_id: str = "botframework.com"
+    login_url: str = "https://login.microsoftonline.com"
+    scope: str = "https://api.botframework.com/.default"
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class _Unsendable(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _card_attachment(card: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``RichContent.cards`` entry as an attachment: as is when it names its content type."""
+    if "contentType" in card:
+        return dict(card)
+    if card.get("type") == "AdaptiveCard":
+        return {"contentType": _ADAPTIVE_CARD, "content": dict(card)}
+    return {"contentType": _HERO_CARD, "content": dict(card)}
+
+
+def _collect(
+    content: EventContent, texts: list[str], attachments: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Add ``content``'s text and attachments; return activity fields it sets (format, actions)."""
+    extra: dict[str, Any] = {}
+    if isinstance(content, RichContent):
+        texts.append(content.body if content.format == "html" else rich_text(content))
+        extra["textFormat"] = "xml" if content.format == "html" else "markdown"
+        buttons = rich_buttons(content.buttons)
+        if buttons:
+            actions = [
+                {"type": "openUrl", "title": b.title, "value": b.url}
+                if b.url
+                else {"type": "imBack", "title": b.title, "value": b.payload}
+                for b in buttons
+            ]
+            attachments.append({"contentType": _HERO_CARD, "content": {"buttons": actions}})
+        attachments.extend(_card_attachment(c) for c in content.cards)
+        if content.quick_replies:
+            extra["suggestedActions"] = {
+                "actions": [
+                    {"type": "imBack", "title": r, "value": r} for r in content.quick_replies
+                ]
+            }
+    elif isinstance(content, MediaContent | AudioContent | VideoContent):
+        if not content.url.startswith(("http://", "https://")):
+            raise _Unsendable("unsupported_media_url")
+        attachment = {"contentType": content.mime_type, "contentUrl": content.url}
+        if isinstance(content, MediaContent):
+            if content.filename:
+                attachment["name"] = content.filename
+            if content.caption:
+                texts.append(content.caption)
+        attachments.append(attachment)
+    elif isinstance(content, CompositeContent):
+        for part in content.parts:
+            extra.update(_collect(part, texts, attachments))
+    else:
+        texts.append(content.body if isinstance(content, TextContent) else content_text(content))
+    return extra
+
+
+def _teams_activity(content: EventContent, conversation_id: str) -> dict[str, Any]:
+    """The message activity for ``content`` (without ``from``, which comes from the reference).
+
+    Text is sent with ``textFormat`` ``plain``; Markdown rich content as ``markdown``, HTML as
+    ``xml``; buttons become a hero card, ``cards`` attachments (adaptive when they say so),
+    quick replies ``suggestedActions``; media become attachments with a ``contentUrl``.
+
+    Raises:
+        _Unsendable: Nothing to send, or media without an http(s) URL.
+    """
+    texts: list[str] = []
+    attachments: list[dict[str, Any]] = []
+    extra = _collect(content, texts, attachments)
+    text = "\n\n".join(t for t in texts if t.strip())
+    if not text and not attachments:
+        raise _Unsendable("empty_message")
+    activity: dict[str, Any] = {
+        "type": "message",
+        "conversation": {"id": conversation_id},
+        "textFormat": "plain",
+    }
+    activity.update(extra)
+    if text:
+        activity["text"] = text
+    if attachments:
+        activity["attachments"] = attachments
+    return activity
+
+
+def _token_error(response: httpx.Response) -> ErrorDetail:
+    body = json_body(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    description = body.get("error_description") if isinstance(body, dict) else None
+    # The identity platform answers 400 (not 401) for a wrong client id or secret.
+    code = "auth_error" if response.status_code in (400, 401, 403) else None
+    return ErrorDetail(
+        message=description.split("\r\n")[0] if isinstance(description, str) else "",
+        vendor_code=error if isinstance(error, str) else None,
+        code=code,
+    )
+
+
+def _connector_error(response: httpx.Response) -> ErrorDetail:
+    body = json_body(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ErrorDetail()
+    code, message = error.get("code"), error.get("message")
+    return ErrorDetail(
+        message=message if isinstance(message, str) else "",
+        vendor_code=code if isinstance(code, str) else None,
+    )
+
+
+def _valid_service_url(url: Any) -> bool:
+    """https, or http on loopback (the Bot Framework Emulator); anything else is refused
+    because the bot's bearer token is sent there."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+
+
+class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
+    """Sends Teams messages as a Bot Framework bot.
+
+    Args:
+        config: The bot's app credentials.
+        conversation_store: Where conversation references live (in memory by default).
+        client: An ``httpx.AsyncClient`` to use instead of creating one (not closed by
+            :meth:`close`).
+        clock: Monotonic clock in seconds for the token cache (tests pass a fake one).
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    def __init__(
+        self,
+        config: TeamsConfig,
+        *,
+        conversation_store: ConversationReferenceStore | None = None,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._store = conversation_store or InMemoryConversationReferenceStore()
+        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
+        self._clock = clock
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        # One refresh at a time: concurrent sends after expiry share a single token request.
+        self._token_lock = anyio.Lock()
+
+    @property
+    def config(self) -> TeamsConfig:
+        """The provider's settings."""
+        return self._config
+
+    @property
+    def conversation_store(self) -> ConversationReferenceStore:
+        """The store of conversation references."""
+        return self._store
+
+    async def get_token(self) -> str:
+        """A Bot Connector bearer token, from the cache while it is fresh.
+
+        Raises:
+            VendorAPIError: The token request failed (``auth_error`` for bad credentials).
+        """
+        async with self._token_lock:
+            if self._token is not None and self._clock() < self._token_expires_at:
+                return self._token
+            cfg = self._config
+            response = await self._http.request(
+                "POST",
+                f"{cfg.login_url}/{cfg.tenant_id}/oauth2/v2.0/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": cfg.app_id,
+                    "client_secret": cfg.app_password.get_secret_value(),
+                    "scope": cfg.scope,
+                },
+                error_parser=_token_error,
+            )
+            body = json_body(response)
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise VendorAPIError(
+                    f"{self.name}: token response has no access_token",
+                    code="auth_error",
+                    provider=self.name,
+                )
+            lifetime = body.get("expires_in", 3600) if isinstance(body, dict) else 3600
+            try:
+                seconds = float(lifetime)
+            except (TypeError, ValueError):
+                seconds = 3600.0
+            self._token = token
+            self._token_expires_at = self._clock() + max(seconds - _TOKEN_MARGIN, seconds / 2)
+            logger.debug("fetched a bot connector token valid for %.0f s", seconds)
+            return token
+
+    def invalidate_token(self) -> None:
+        """Drop the cached token (the next call fetches a new one)."""
+        self._token = None
+        self._token_expires_at = 0.0
+
+    async def _connector_request(self, url: str, payload: dict[str, Any]) -> httpx.Response:
+        token = await self.get_token()
+        try:
+            return await self._http.request(
+                "POST",
+                url,
+                json=payload,
+                headers={"Authorization": f"Bearer {token}"},
+                error_parser=_connector_error,
+            )
+        except VendorAPIError as exc:
+            if exc.status_code == 401:
+                self.invalidate_token()  # revoked or rotated: fetch a fresh one next time
+            raise
+
+    async def send(self, event: RoomEvent, to: str) -> ProviderResult:
+        """Send ``event``'s content to the Teams conversation ``to``.
+
+        The conversation's reference must have been saved (it holds the ``serviceUrl``).
+
+        Returns:
+            ``provider_message_id`` = the new activity id; failures as ``success=False`` with
+            ``conversation_reference_not_found``, ``invalid_service_url``, ``empty_message``,
+            ``auth_error``, ``rate_limit``, ``http_<status>``, ``timeout``, ...
+        """
+        if not to:
+            return ProviderResult(success=False, error="missing_recipient")
+        reference = await self._store.get(to)
+        if reference is None:
+            logger.warning("no conversation reference saved for a teams conversation")
+            return ProviderResult(success=False, error="conversation_reference_not_found")
+        service_url = reference.get("serviceUrl")
+        if not isinstance(service_url, str) or not _valid_service_url(service_url):
+            return ProviderResult(success=False, error="invalid_service_url")
+        try:
+            activity = _teams_activity(event.content, to)
+        except _Unsendable as exc:
+            return ProviderResult(success=False, error=exc.code)
+        if isinstance(reference.get("bot"), dict):
+            activity["from"] = reference["bot"]
+        url = f"{service_url.rstrip('/')}/v3/conversations/{quote(to, safe='')}/activities"
+        try:
+            response = await self._connector_request(url, activity)
+        except VendorAPIError as exc:
+            logger.warning("teams send failed: %s", exc.code)
+            return exc.to_result()
+        body = json_body(response)
+        activity_id = body.get("id") if isinstance(body, dict) else None
+        return ProviderResult(
+            success=True,
+            provider_message_id=activity_id if isinstance(activity_id, str) else None,
+        )
+
+    async def save_conversation_reference(self, activity: dict[str, Any]) -> str:
+        """Remember how to reach the conversation of an incoming activity.
+
+        Args:
+            activity: The activity Teams posted (verify its JWT first).
+
+        Returns:
+            The conversation id (use it as the binding's ``teams_conversation_id``).
+
+        Raises:
+            ProviderError: The activity lacks a conversation id or a usable ``serviceUrl``.
+        """
+        reference = conversation_reference_from_activity(activity)
+        if not _valid_service_url(reference["serviceUrl"]):
+            raise ProviderError("Teams activity has an unusable serviceUrl", provider=self.name)
+        conversation_id: str = reference["conversation"]["id"]
+        await self._store.save(conversation_id, reference)
+        return conversation_id
+
+    async def create_channel_conversation(
+        self, service_url: str, teams_channel_id: str, text: str, *, tenant_id: str | None = None
+    ) -> str:
+        """Start a new thread in a Teams channel by posting ``text``, and save its reference.
+
+        Args:
+            service_url: The Bot Connector URL of the team's region (from any activity of it).
+            teams_channel_id: The channel id (``19:...@thread.tacv2``).
+            text: The thread's first message.
+            tenant_id: The team's tenant id.
+
+        Returns:
+            The new conversation id (send further messages to it).
+
+        Raises:
+            ProviderError: ``service_url`` is unusable, or the request failed
+                (a :class:`~providers.http._vendor.VendorAPIError` with its error code).
+        """
+        if not _valid_service_url(service_url):
+            raise ProviderError("unusable Teams serviceUrl", provider=self.name)
+        bot = {"id": f"28:{self._config.app_id}"}
+        channel_data: dict[str, Any] = {"channel": {"id": teams_channel_id}}
+        if tenant_id:
+            channel_data["tenant"] = {"id": tenant_id}
+        payload = {
+            "isGroup": True,
+            "bot": bot,
+            "channelData": channel_data,
+            "activity": {"type": "message", "text": text, "textFormat": "plain"},
+        }
+        response = await self._connector_request(
+            f"{service_url.rstrip('/')}/v3/conversations", payload
+        )
+        body = json_body(response)
+        conversation_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise ProviderError("Bot Connector returned no conversation id", provider=self.name)
+        conversation: dict[str, Any] = {
+            "id": conversation_id,
+            "isGroup": True,
+            "conversationType": "channel",
+        }
+        if tenant_id:
+            conversation["tenantId"] = tenant_id
+        reference: dict[str, Any] = {
+            "channelId": "msteams",
+            "serviceUrl": service_url,
+            "conversation": conversation,
+            "bot": bot,
+        }
+        if isinstance(body, dict) and isinstance(body.get("activityId"), str):
+            reference["activityId"] = body["activityId"]
+        await self._store.save(conversation_id, reference)
+        return conversation_id
+
+    def verify_jwt(
+        self,
+        token: str,
+        *,
+        jwks: Mapping[str, Any],
+        service_url: str | None = None,
+        channel_id: str | None = None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """:func:`~providers.teams.auth.verify_teams_jwt` with this bot's app id as audience."""
+        return verify_teams_jwt(
+            token,
+            app_id=self._config.app_id,
+            jwks=jwks,
+            service_url=service_url,
+            channel_id=channel_id,
+            now=now,
+        )

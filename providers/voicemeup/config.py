@@ -1,0 +1,45 @@
+"""Configuration of the VoiceMeUp SMS provider."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+
+__all__ = ["VoiceMeUpConfig"]
+
+VOICEMEUP_API_BASE = "https://clients.voicemeup.com"
+VOICEMEUP_SANDBOX_BASE = "https://dev-clients.voicemeup.com"
+
+
+class VoiceMeUpConfig(BaseModel):
+    """VoiceMeUp SMS / MMS settings.
+
+    Args:
+        username: API user name (sent in each request's form data).
+        auth_token: API auth token (sent in the form data, never in the URL; a ``SecretStr``,
+            plain strings are accepted).
+        from_number: Default sender: one of the account's numbers (E.164 or digits).
+        sandbox: Use the sandbox host instead of production.
+        base_url: API root overriding ``sandbox`` (tests, other hosts).
+        max_message_length: Longer texts are split into several messages of at most this
+            many characters, cut between words.
+        timeout: Per-request timeout in seconds.
+    """
+
+    username: str = Field(min_length=1)
+    auth_token: SecretStr
+    from_number: str = Field(min_length=1)
+    sandbox: bool = False
+    base_url: str | None = None
+    max_message_length: int = Field(default=1000, gt=0)
+    timeout: float = Field(default=10.0, gt=0)
+
+    @property
+    def api_root(self) -> str:
+        """The API root in use."""
+        default = VOICEMEUP_SANDBOX_BASE if self.sandbox else VOICEMEUP_API_BASE
+        return (self.base_url or default).rstrip("/")
+
+    @property
+    def queue_sms_url(self) -> str:
+        """The ``queue_sms`` endpoint."""
+        return f"{self.api_root}/api/v1.1/json/queue_sms"

@@ -1,0 +1,228 @@
+"""Re-assembly of VoiceMeUp MMS that arrive as several webhooks.
+
+VoiceMeUp delivers an MMS with a picture and a text as separate webhooks: the attachment (no
+text) and, just after, the text, each with its own id. :class:`VoiceMeUpMMSAggregator` holds
+an attachment-only inbound message back, keyed by (sender, recipient), and merges it into the
+next text message of the same pair, so the room sees one message with a caption. Several
+attachments of the same pair accumulate. A plain text with nothing held back passes straight
+through (text-only SMS are never delayed). An attachment whose text does not come within
+``timeout_seconds`` is released alone, through ``on_timeout``.
+
+RoomKit 0.3.0 kept this buffer in module-level globals and started its timers with
+``asyncio.create_task`` (quirk 18): two kits in one process shared one buffer, and timer tasks
+were orphans. Here the buffer is an object; each :class:`~providers.voicemeup.VoiceMeUpSMSProvider`
+has its own; and nothing runs on its own: the caller releases expired attachments by calling
+:meth:`VoiceMeUpMMSAggregator.flush_expired` (from any event loop, e.g. on a periodic job) or
+by running :meth:`VoiceMeUpMMSAggregator.run` in a task group it owns::
+
+    aggregator = VoiceMeUpMMSAggregator(on_timeout=lambda meta: kit.process_webhook(meta, "sms"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(aggregator.run)
+        ...
+
+The module-level :func:`configure_voicemeup_mms` and the module functions that take no
+``aggregator`` (``extract_voicemeup_meta``, ``parse_voicemeup_webhook``,
+``extract_sms_meta("voicemeup", ...)``) use one default instance, for compatibility with
+0.3.0's API; pass an ``aggregator=`` to keep instances apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskStatus
+
+from providers.sms.meta import WebhookMedia, WebhookMeta
+
+__all__ = [
+    "MMSTimeoutCallback",
+    "VoiceMeUpMMSAggregator",
+    "configure_voicemeup_mms",
+    "default_voicemeup_aggregator",
+]
+
+logger = logging.getLogger("roomkit.providers.voicemeup")
+
+MMSTimeoutCallback = Callable[[WebhookMeta], Awaitable[object] | object]
+"""Called with an attachment released alone (an inbound :class:`WebhookMeta`; hand it to
+``kit.process_webhook(meta, channel_id)``). May be sync or async."""
+
+
+@dataclass
+class _Held:
+    """Attachments of one (sender, recipient) pair waiting for their text."""
+
+    meta: WebhookMeta
+    deadline: float
+    part_ids: list[str] = field(default_factory=list)
+
+
+class VoiceMeUpMMSAggregator:
+    """Merges VoiceMeUp MMS parts (see the module doc).
+
+    Args:
+        timeout_seconds: How long an attachment waits for its text; ``<= 0`` disables merging
+            (every part passes through at once).
+        on_timeout: Receives each attachment released alone by :meth:`flush_expired`.
+        clock: Monotonic clock, in seconds (the ``now`` arguments use it).
+        max_pending: Most attachments held at once; past it the oldest is released early.
+    """
+
+    def __init__(
+        self,
+        timeout_seconds: float = 5.0,
+        on_timeout: MMSTimeoutCallback | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_pending: int = 1000,
+    ) -> None:
+        self._timeout = timeout_seconds
+        self._on_timeout = on_timeout
+        self._clock = clock
+        self._max_pending = max_pending
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._released: list[WebhookMeta] = []
+
+    @property
+    def timeout_seconds(self) -> float:
+        """How long an attachment waits for its text."""
+        return self._timeout
+
+    @property
+    def on_timeout(self) -> MMSTimeoutCallback | None:
+        """The callback of attachments released alone."""
+        return self._on_timeout
+
+    @property
+    def pending(self) -> int:
+        """Attachment groups held or released but not yet flushed."""
+        return len(self._held) + len(self._released)
+
+    def configure(
+        self, timeout_seconds: float = 5.0, on_timeout: MMSTimeoutCallback | None = None
+    ) -> None:
+        """Change the timeout and the callback (held parts keep their deadlines)."""
+        self._timeout = timeout_seconds
+        self._on_timeout = on_timeout
+
+    def add(self, meta: WebhookMeta, *, now: float | None = None) -> WebhookMeta:
+        """Feed one parsed webhook.
+
+        Returns:
+            ``meta`` unchanged when it is not an MMS part to merge; a copy with
+            ``pending=True`` when it is held back (the caller must not process it); or, for a
+            text completing held attachments, the merged message (the held attachments, then
+            this message's own, with this message's text and id, and the ids of every part in
+            ``extra["mms_part_ids"]``).
+        """
+        if self._timeout <= 0 or not meta.is_inbound:
+            return meta
+        current = self._clock() if now is None else now
+        self._expire(current)
+        key = (meta.sender, meta.recipient)
+        held = self._held.get(key)
+        if meta.media and not meta.body:
+            if held is None:
+                self._held[key] = _Held(
+                    meta=meta, deadline=current + self._timeout, part_ids=_ids(meta)
+                )
+                self._enforce_limit()
+            else:
+                merged_media = [*held.meta.media, *meta.media]
+                held.meta = held.meta.model_copy(update={"media": merged_media})
+                held.part_ids.extend(_ids(meta))
+            return meta.model_copy(update={"pending": True})
+        if held is None:
+            return meta
+        del self._held[key]
+        media: list[WebhookMedia] = [*held.meta.media, *meta.media]
+        extra = {**meta.extra, "mms_part_ids": [*held.part_ids, *_ids(meta)]}
+        logger.debug("voicemeup: merged %d attachment(s) into message %s", len(media), key)
+        return meta.model_copy(update={"media": media, "extra": extra})
+
+    def expired(self, now: float | None = None) -> list[WebhookMeta]:
+        """Remove and return the attachments whose text did not come in time (without calling
+        ``on_timeout``)."""
+        self._expire(self._clock() if now is None else now)
+        released, self._released = self._released, []
+        return released
+
+    async def flush_expired(self, now: float | None = None) -> list[WebhookMeta]:
+        """Release the attachments whose text did not come in time: pass each to
+        ``on_timeout`` (awaited when async; an exception is logged and the next one still
+        runs) and return them."""
+        released = self.expired(now)
+        callback = self._on_timeout
+        for meta in released:
+            if callback is None:
+                continue
+            try:
+                result = callback(meta)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("voicemeup: on_timeout failed for message %s", meta.message_id)
+        return released
+
+    async def run(
+        self,
+        interval: float | None = None,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call :meth:`flush_expired` every ``interval`` seconds (half the timeout by
+        default) until cancelled; run it in a task group you own (``await tg.start(...)``)."""
+        period = interval if interval is not None else max(self._timeout / 2, 0.05)
+        task_status.started()
+        while True:
+            await anyio.sleep(period)
+            await self.flush_expired()
+
+    def clear(self) -> None:
+        """Forget every held or released part."""
+        self._held.clear()
+        self._released.clear()
+
+    def _expire(self, now: float) -> None:
+        for key in [key for key, held in self._held.items() if held.deadline <= now]:
+            self._released.append(self._held.pop(key).meta)
+
+    def _enforce_limit(self) -> None:
+        while self._held and len(self._held) + len(self._released) > self._max_pending:
+            oldest = min(self._held, key=lambda key: self._held[key].deadline)
+            logger.warning("voicemeup: too many MMS parts held; releasing the oldest early")
+            self._released.append(self._held.pop(oldest).meta)
+        if len(self._released) > self._max_pending:
+            dropped = len(self._released) - self._max_pending
+            logger.warning("voicemeup: %d released MMS part(s) never flushed; dropped", dropped)
+            del self._released[:dropped]
+
+
+def _ids(meta: WebhookMeta) -> list[str]:
+    return [meta.message_id] if meta.message_id else []
+
+
+_default_aggregator = VoiceMeUpMMSAggregator()
+
+
+def default_voicemeup_aggregator() -> VoiceMeUpMMSAggregator:
+    """The aggregator used by the module-level functions when given none (0.3.0 API)."""
+    return _default_aggregator
+
+
+def configure_voicemeup_mms(
+    timeout_seconds: float = 5.0, on_timeout: MMSTimeoutCallback | None = None
+) -> VoiceMeUpMMSAggregator:
+    """Configure the default aggregator (RoomKit 0.3.0's API) and return it.
+
+    Expired attachments are released only by ``flush_expired()`` / ``run()`` of the returned
+    aggregator (nothing runs in the background), and ``on_timeout`` receives a
+    :class:`WebhookMeta` (``kit.process_webhook(meta, channel_id)`` processes it).
+    """
+    _default_aggregator.configure(timeout_seconds=timeout_seconds, on_timeout=on_timeout)
+    return _default_aggregator

@@ -1,0 +1,484 @@
+"""AnthropicAIProvider against a fake Messages API (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+import pytest
+
+from providers.ai import AIContext, AIMessage, AIToolCall
+from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
+from providers.anthropic import AnthropicAIProvider, AnthropicConfig
+from providers.errors import ProviderError
+from roomkit import AIChannel, ChannelCategory, RoomKit
+from tests.providers.test_common_ai import (
+    CAT_URL,
+    ChunkedStream,
+    FakeAPI,
+    rich_context,
+    sse_body,
+    sse_response,
+)
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+KEY = "sk-ant-test-0123456789"
+MESSAGES_URL = "https://api.anthropic.com/v1/messages"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
+
+
+def provider(client: httpx.AsyncClient, **config: Any) -> AnthropicAIProvider:
+    return AnthropicAIProvider(AnthropicConfig(api_key=KEY, **config), client=client)
+
+
+def message(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-20250514",
+        "content": [{"type": "text", "text": "Hi from Claude"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 4},
+    }
+    return body | overrides
+
+
+def error(status: int, kind: str, text: str, **headers: str) -> httpx.Response:
+    body = {"type": "error", "error": {"type": kind, "message": text}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+class TestRequest:
+    async def test_rich_context_maps_to_the_documented_body(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(httpx.Response(200, json=message()))
+        await provider(client).generate(rich_context())
+
+        request = fake.request
+        assert (request.method, str(request.url)) == ("POST", MESSAGES_URL)
+        assert request.headers["x-api-key"] == KEY
+        assert request.headers["anthropic-version"] == "2023-06-01"
+        assert request.headers["content-type"] == "application/json"
+        assert "authorization" not in request.headers
+        assert fake.body == {
+            "model": "claude-sonnet-4-20250514",
+            "max_tokens": 256,
+            "temperature": 0.3,
+            "system": "You are a concise assistant.\n\nAnswer in English.",
+            "messages": [
+                {"role": "user", "content": "Hi, I'm in Paris."},
+                {"role": "assistant", "content": "Hello! How can I help?"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is on these pictures?"},
+                        {"type": "image", "source": {"type": "url", "url": CAT_URL}},
+                        {
+                            "type": "image",
+                            "source": {
+                                "type": "base64",
+                                "media_type": "image/png",
+                                "data": "iVBORw0KGgo=",
+                            },
+                        },
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": "Let me check the weather."},
+                        {
+                            "type": "tool_use",
+                            "id": "call_1",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
+                        },
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "call_1",
+                            "content": '{"temp_c": 18}',
+                        }
+                    ],
+                },
+            ],
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "description": "Current weather for a city",
+                    "input_schema": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string"}},
+                        "required": ["city"],
+                    },
+                }
+            ],
+        }
+
+    async def test_minimal_context_and_config_fallbacks(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(httpx.Response(200, json=message()))
+        custom = provider(client, base_url="https://proxy.example.com/", max_tokens=64)
+        context = AIContext(max_tokens=0, messages=[AIMessage(role="user", content="hello")])
+        await custom.generate(context)
+        assert str(fake.request.url) == "https://proxy.example.com/v1/messages"
+        assert fake.body == {
+            "model": "claude-sonnet-4-20250514",
+            "max_tokens": 64,
+            "temperature": 0.7,
+            "messages": [{"role": "user", "content": "hello"}],
+        }
+
+    async def test_consecutive_tool_results_share_one_user_turn(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(httpx.Response(200, json=message()))
+        calls = [AIToolCall(id="a", name="f"), AIToolCall(id="b", name="f")]
+        context = AIContext(
+            messages=[
+                AIMessage(role="user", content="go"),
+                AIMessage(role="assistant", content="", metadata={"tool_calls": calls}),
+                AIMessage(role="tool", content="1", metadata={"tool_call_id": "a"}),
+                AIMessage(role="tool", content="2", metadata={"tool_call_id": "b"}),
+            ]
+        )
+        await provider(client).generate(context)
+        assert fake.body["messages"][1:] == [
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "a", "name": "f", "input": {}},
+                    {"type": "tool_use", "id": "b", "name": "f", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "a", "content": "1"},
+                    {"type": "tool_result", "tool_use_id": "b", "content": "2"},
+                ],
+            },
+        ]
+
+    async def test_invalid_context_fails_before_any_request(self, fake: FakeAPI) -> None:
+        client = fake.client
+        context = AIContext(messages=[AIMessage(role="tool", content="orphan result")])
+        with pytest.raises(ProviderError, match="tool_call_id") as info:
+            await provider(client).generate(context)
+        assert not info.value.retryable
+        assert fake.requests == []
+
+
+class TestResponse:
+    async def test_text_tool_calls_usage_and_stop_reason(self, fake: FakeAPI) -> None:
+        client = fake.client
+        content = [
+            {"type": "text", "text": "It is sunny"},
+            {"type": "text", "text": " in Paris."},
+            {
+                "type": "tool_use",
+                "id": "toolu_01",
+                "name": "get_weather",
+                "input": {"city": "Lyon"},
+            },
+        ]
+        usage = {"input_tokens": 120, "output_tokens": 30, "cache_read_input_tokens": 10}
+        fake.reply(
+            httpx.Response(200, json=message(content=content, stop_reason="tool_use", usage=usage))
+        )
+        response = await provider(client).generate(rich_context())
+        assert response.content == "It is sunny in Paris."
+        assert response.tool_calls == [
+            AIToolCall(id="toolu_01", name="get_weather", arguments={"city": "Lyon"})
+        ]
+        assert response.finish_reason == "tool_use"
+        assert response.usage == {
+            "input_tokens": 120,
+            "output_tokens": 30,
+            "cache_read_input_tokens": 10,
+            "prompt_tokens": 130,
+            "completion_tokens": 30,
+            "total_tokens": 160,
+        }
+        assert response.metadata == {"id": "msg_01", "model": "claude-sonnet-4-20250514"}
+
+    async def test_unexpected_shape(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(httpx.Response(200, json={"content": [{"type": "tool_use"}]}))
+        with pytest.raises(ProviderError, match="unexpected response"):
+            await provider(client).generate(rich_context())
+
+
+class TestErrors:
+    async def test_401_is_not_retryable_and_never_shows_the_key(
+        self, fake: FakeAPI, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        client = fake.client
+        fake.reply(error(401, "authentication_error", f"invalid x-api-key {KEY}"))
+        caplog.set_level(logging.DEBUG)
+        claude = provider(client)
+        with pytest.raises(ProviderError) as info:
+            await claude.generate(rich_context())
+        failure = info.value
+        assert (failure.status_code, failure.retryable, failure.retry_after) == (401, False, None)
+        assert failure.provider == "AnthropicAIProvider"
+        assert failure.message == "HTTP 401: authentication_error: invalid x-api-key ***"
+        for shown in (str(failure), repr(failure), repr(claude), caplog.text):
+            assert KEY not in shown
+
+    async def test_429_is_retryable_with_retry_after(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(error(429, "rate_limit_error", "slow down", **{"retry-after": "12"}))
+        with pytest.raises(ProviderError) as info:
+            await provider(client).generate(rich_context())
+        assert (info.value.status_code, info.value.retryable) == (429, True)
+        assert info.value.retry_after == 12.0
+
+    @pytest.mark.parametrize(
+        ("status", "kind"),
+        [(500, "api_error"), (502, "api_error"), (503, "api_error"), (529, "overloaded_error")],
+    )
+    async def test_server_errors_are_retryable(
+        self, fake: FakeAPI, status: int, kind: str
+    ) -> None:
+        client = fake.client
+        fake.reply(error(status, kind, "try again"))
+        with pytest.raises(ProviderError) as info:
+            await provider(client).generate(rich_context())
+        assert (info.value.status_code, info.value.retryable) == (status, True)
+        assert kind in info.value.message
+
+    async def test_400_is_not_retryable(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(error(400, "invalid_request_error", "max_tokens: too large"))
+        with pytest.raises(ProviderError) as info:
+            await provider(client).generate(rich_context())
+        assert not info.value.retryable
+
+    async def test_timeout(self, fake: FakeAPI) -> None:
+        client = fake.client
+
+        def too_slow(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("timed out", request=request)
+
+        fake.reply(too_slow)
+        with pytest.raises(ProviderError) as info:
+            await provider(client).generate(rich_context())
+        assert (info.value.message, info.value.retryable) == ("timeout", True)
+        assert info.value.status_code is None
+
+
+STREAM = sse_body(
+    (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_02",
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": "claude-sonnet-4-20250514",
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 25, "output_tokens": 1},
+            },
+        },
+    ),
+    (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ),
+    ("ping", {"type": "ping"}),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hel"},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "lo!"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {
+                "type": "tool_use",
+                "id": "toolu_9",
+                "name": "get_weather",
+                "input": {},
+            },
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '{"city": "Pa'},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": 'ris"}'},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 15},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+)
+
+
+async def collect(stream: Any) -> list[AIStreamEvent]:
+    return [event async for event in stream]
+
+
+class TestStreaming:
+    async def test_deltas_in_order_then_the_whole_response(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(sse_response(STREAM))
+        events = await collect(provider(client).generate_stream(rich_context()))
+
+        assert fake.body["stream"] is True
+        assert str(fake.request.url) == MESSAGES_URL
+        assert events[:2] == [AITextDelta(text="Hel"), AITextDelta(text="lo!")]
+        assert len(events) == 3
+        end = events[2]
+        assert isinstance(end, AIStreamEnd)
+        assert end.response.content == "Hello!"
+        assert end.response.finish_reason == "tool_use"
+        assert end.response.tool_calls == [
+            AIToolCall(id="toolu_9", name="get_weather", arguments={"city": "Paris"})
+        ]
+        assert end.response.usage == {
+            "input_tokens": 25,
+            "output_tokens": 15,
+            "prompt_tokens": 25,
+            "completion_tokens": 15,
+            "total_tokens": 40,
+        }
+        assert end.response.metadata == {"id": "msg_02", "model": "claude-sonnet-4-20250514"}
+
+    async def test_error_event_is_a_retryable_provider_error(self, fake: FakeAPI) -> None:
+        client = fake.client
+        overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Busy"}}
+        fake.reply(sse_response(STREAM[:400] + b"\n\n" + sse_body(("error", overloaded))))
+        with pytest.raises(ProviderError) as info:
+            await collect(provider(client).generate_stream(rich_context()))
+        assert info.value.message == "stream error: overloaded_error: Busy"
+        assert (info.value.retryable, info.value.status_code) == (True, 529)
+
+    async def test_cut_stream_is_a_retryable_error(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(sse_response(STREAM[: STREAM.index(b"event: message_delta")]))
+        with pytest.raises(ProviderError, match="before message_stop") as info:
+            await collect(provider(client).generate_stream(rich_context()))
+        assert info.value.retryable
+
+    async def test_http_error_before_the_stream(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(error(529, "overloaded_error", "Overloaded", **{"retry-after": "3"}))
+        with pytest.raises(ProviderError) as info:
+            await collect(provider(client).generate_stream(rich_context()))
+        assert (info.value.status_code, info.value.retryable, info.value.retry_after) == (
+            529,
+            True,
+            3.0,
+        )
+
+    async def test_leaving_early_closes_the_response(self, fake: FakeAPI) -> None:
+        client = fake.client
+        body = ChunkedStream(STREAM)
+        fake.reply(httpx.Response(200, stream=body))
+        async with aclosing(provider(client).generate_stream(rich_context())) as stream:
+            async for event in stream:
+                assert event == AITextDelta(text="Hel")
+                break
+            assert not body.closed
+        assert body.closed
+
+
+class TestProvider:
+    @pytest.mark.parametrize(
+        ("model", "vision"),
+        [
+            ("claude-3-5-sonnet-20241022", True),
+            ("claude-3-haiku-20240307", True),
+            ("claude-sonnet-4-20250514", True),
+            ("claude-opus-4-1-20250805", True),
+            ("claude-haiku-4-5", True),
+            ("claude-2.1", False),
+            ("claude-instant-1.2", False),
+        ],
+    )
+    async def test_vision_by_model(self, model: str, vision: bool) -> None:
+        claude = AnthropicAIProvider(AnthropicConfig(api_key=KEY, model=model))
+        assert claude.supports_vision is vision
+        assert claude.model_name == model
+        await claude.close()
+
+    async def test_close_closes_only_its_own_client(self, fake: FakeAPI) -> None:
+        client = fake.client
+        own = AnthropicAIProvider(AnthropicConfig(api_key=KEY))
+        await own.close()
+        await own.close()
+        assert own._http.client.is_closed
+        await provider(client).close()
+        assert not client.is_closed
+
+    def test_config_hides_the_key(self) -> None:
+        config = AnthropicConfig(api_key=KEY)
+        assert KEY not in repr(config) and KEY not in str(config.model_dump())
+
+
+class TestEndToEnd:
+    async def test_claude_answers_in_the_room(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(httpx.Response(200, json=message()))
+        async with RoomKit() as kit:
+            sms = SimpleChannel("sms")
+            kit.register_channel(sms)
+            kit.register_channel(
+                AIChannel("ai", provider=provider(client), system_prompt="Be brief.")
+            )
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+            await kit.process_inbound(text("sms", "hello"))
+            assert sms.texts() == ["Hi from Claude"]
+        assert fake.body["system"] == "Be brief."
+        assert fake.body["messages"] == [{"role": "user", "content": "hello"}]
+        assert not client.is_closed  # the kit closed the provider, which left our client open

@@ -1,0 +1,437 @@
+"""What the AI vendor providers share: the SSE decoder, HTTP error mapping, data: URLs.
+
+Also home of :class:`FakeAPI` and :func:`rich_context`, used by the per-vendor test modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from providers._sse import SSEDecoder, SSEError, SSEEvent, aiter_sse
+from providers.ai import AIContext, AIImagePart, AIMessage, AITextPart, AITool, AIToolCall
+from providers.ai._data_url import DataURL, parse_data_url
+from providers.ai._errors import parse_retry_after, vendor_error_message
+from providers.ai._http import VendorClient, import_httpx
+from providers.ai._messages import tool_call_id, tool_calls
+from providers.ai._streaming import AIStreamEnd, AITextDelta
+from providers.errors import ProviderError
+from providers.pydantic_ai import PydanticAIConfig
+
+Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+class FakeAPI:
+    """A vendor API behind ``httpx.MockTransport``: queued replies, recorded requests.
+
+    Use it as an async context manager: it owns :attr:`client`, a client on that transport.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.replies: list[Reply] = []
+        self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+
+    async def __aenter__(self) -> FakeAPI:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.aclose()
+
+    def reply(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0)
+        return reply(request) if callable(reply) else reply
+
+    @property
+    def request(self) -> httpx.Request:
+        (request,) = self.requests
+        return request
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.request.content)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
+
+
+def sse_body(*events: tuple[str | None, object]) -> bytes:
+    """An event stream: each ``(event name or None, JSON data or raw str)`` as one event."""
+    lines = []
+    for name, data in events:
+        if name is not None:
+            lines.append(f"event: {name}")
+        lines.append(f"data: {data if isinstance(data, str) else json.dumps(data)}")
+        lines.append("")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class ChunkedStream(httpx.AsyncByteStream):
+    """A response body delivered in small chunks, which records whether it was closed."""
+
+    def __init__(self, body: bytes, chunk: int = 7) -> None:
+        self.body, self.chunk, self.closed = body, chunk, False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.body), self.chunk):
+            yield self.body[start : start + self.chunk]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def sse_response(body: bytes, chunk: int = 7) -> httpx.Response:
+    """A streamed 200 ``text/event-stream`` response delivering ``body`` in small chunks."""
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=ChunkedStream(body, chunk)
+    )
+
+
+WEATHER_TOOL = AITool(
+    name="get_weather",
+    description="Current weather for a city",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+)
+PNG_DATA_URL = "data:image/png;base64,iVBORw0KGgo="
+CAT_URL = "https://images.example.com/cat.jpg"
+
+
+def rich_context() -> AIContext:
+    """A context using every feature: system prompt and message, images, a tool turn."""
+    return AIContext(
+        system_prompt="You are a concise assistant.",
+        temperature=0.3,
+        max_tokens=256,
+        tools=[WEATHER_TOOL],
+        messages=[
+            AIMessage(role="system", content="Answer in English."),
+            AIMessage(role="user", content="Hi, I'm in Paris."),
+            AIMessage(role="assistant", content="Hello! How can I help?"),
+            AIMessage(
+                role="user",
+                content=[
+                    AITextPart(text="What is on these pictures?"),
+                    AIImagePart(url=CAT_URL, mime_type="image/jpeg"),
+                    AIImagePart(url=PNG_DATA_URL),
+                ],
+            ),
+            AIMessage(
+                role="assistant",
+                content="Let me check the weather.",
+                metadata={
+                    "tool_calls": [
+                        AIToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})
+                    ]
+                },
+            ),
+            AIMessage(role="tool", content='{"temp_c": 18}', metadata={"tool_call_id": "call_1"}),
+        ],
+    )
+
+
+# --- SSE decoder ---------------------------------------------------------------------------
+
+
+# Text that fits on one SSE line (no line breaks, no lone surrogates, which UTF-8 cannot carry).
+_line_chars = st.characters(exclude_categories=["Cs"], exclude_characters="\r\n")
+
+
+def decode(*chunks: bytes, max_event_size: int | None = None) -> list[SSEEvent]:
+    decoder = SSEDecoder() if max_event_size is None else SSEDecoder(max_event_size)
+    return [event for chunk in chunks for event in decoder.feed(chunk)]
+
+
+class TestSSEDecoder:
+    def test_fields_comments_and_defaults(self) -> None:
+        body = (
+            b": keep-alive\n"
+            b'event: message_start\ndata: {"a": 1}\n\n'
+            b"data: first\ndata:second\nid: 7\nretry: 1500\n\n"
+            b"data\n\n"
+            b"event: ignored-without-data\n\n"
+        )
+        assert decode(body) == [
+            SSEEvent(event="message_start", data='{"a": 1}'),
+            SSEEvent(event="message", data="first\nsecond", id="7", retry=1500),
+            SSEEvent(event="message", data="", id="7"),
+        ]
+
+    def test_line_endings_bom_and_split_sequences(self) -> None:
+        body = "\ufeffdata: é\r\n\r\ndata: b\r\rdata: c\n\n".encode()
+        expected = [SSEEvent("message", "é"), SSEEvent("message", "b"), SSEEvent("message", "c")]
+        assert decode(body) == expected
+        # Byte by byte: the CRLF and the two-byte "é" are both split across chunks.
+        assert decode(*(body[i : i + 1] for i in range(len(body)))) == expected
+
+    def test_cr_then_lf_in_separate_chunks_is_one_line_break(self) -> None:
+        assert decode(b"data: a\r", b"\n", b"\n") == [SSEEvent("message", "a")]
+
+    def test_unterminated_event_is_discarded(self) -> None:
+        assert decode(b"data: done\n\ndata: partial") == [SSEEvent("message", "done")]
+
+    def test_invalid_utf8_is_replaced(self) -> None:
+        assert decode(b"data: \xff\n\n") == [SSEEvent("message", "\ufffd")]
+
+    def test_oversized_line_or_event_is_the_documented_error(self) -> None:
+        with pytest.raises(SSEError):
+            decode(b"data: " + b"x" * 100, max_event_size=50)
+        with pytest.raises(SSEError):
+            decode(b"data: 123456789\n" * 10, max_event_size=50)
+
+    async def test_aiter_sse(self) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"data: 1\n"
+            yield b"\ndata: 2\n\n"
+
+        assert [event.data async for event in aiter_sse(chunks())] == ["1", "2"]
+
+    @given(st.binary(), st.lists(st.integers(min_value=0, max_value=64)))
+    def test_never_raises_and_chunking_does_not_matter(self, body: bytes, cuts: list[int]) -> None:
+        whole = decode(body)
+        points = sorted({cut % (len(body) + 1) for cut in cuts})
+        pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+        assert decode(*pieces) == whole
+
+    @given(st.binary(max_size=200))
+    def test_small_limit_raises_only_sse_error(self, body: bytes) -> None:
+        with contextlib.suppress(SSEError):
+            decode(body, max_event_size=8)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.text(alphabet=_line_chars, min_size=1),
+                st.lists(st.text(alphabet=_line_chars), min_size=1),
+            ),
+            max_size=5,
+        ),
+        st.sampled_from(["\n", "\r", "\r\n"]),
+    )
+    def test_round_trip(self, events: list[tuple[str, list[str]]], newline: str) -> None:
+        # One space after the colon is part of the syntax, so every value comes back intact.
+        body = "".join(
+            f"event: {name}{newline}"
+            + "".join(f"data: {line}{newline}" for line in lines)
+            + newline
+            for name, lines in events
+        ).encode()
+        expected = [SSEEvent(event=name, data="\n".join(lines)) for name, lines in events]
+        assert decode(body) == expected
+
+
+# --- data: URLs ----------------------------------------------------------------------------
+
+
+class TestDataURL:
+    def test_base64(self) -> None:
+        assert parse_data_url(PNG_DATA_URL) == DataURL("image/png", "iVBORw0KGgo=")
+
+    def test_percent_encoded_payload_becomes_base64(self) -> None:
+        assert parse_data_url("data:image/svg+xml,%3Csvg%2F%3E") == DataURL(
+            "image/svg+xml", "PHN2Zy8+"
+        )
+
+    def test_missing_type_and_other_schemes(self) -> None:
+        assert parse_data_url("data:;base64,QUJD") == DataURL("", "QUJD")
+        assert parse_data_url(CAT_URL) is None
+
+    def test_malformed(self) -> None:
+        with pytest.raises(ValueError, match="comma"):
+            parse_data_url("data:image/png;base64")
+
+
+# --- tool-turn conventions -----------------------------------------------------------------
+
+
+class TestMessageConventions:
+    def test_tool_calls_accept_models_and_dicts(self) -> None:
+        message = AIMessage(
+            role="assistant",
+            content="",
+            metadata={"tool_calls": [{"id": "a", "name": "f", "arguments": {"x": 1}}]},
+        )
+        assert tool_calls(message) == [AIToolCall(id="a", name="f", arguments={"x": 1})]
+
+    def test_bad_conventions_are_value_errors(self) -> None:
+        with pytest.raises(ValueError):
+            tool_calls(AIMessage(role="assistant", content="", metadata={"tool_calls": "x"}))
+        with pytest.raises(ValueError, match="tool_call_id"):
+            tool_call_id(AIMessage(role="tool", content="42"))
+
+
+# --- HTTP and error mapping ----------------------------------------------------------------
+
+
+class TestRetryAfter:
+    def test_seconds_milliseconds_and_dates(self) -> None:
+        now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+        assert parse_retry_after({"retry-after": "30"}) == 30.0
+        assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+        date = "Wed, 01 Jan 2025 12:00:20 GMT"
+        assert parse_retry_after({"retry-after": date}, now=now) == 20.0
+        assert parse_retry_after({"retry-after": "Wed, 01 Jan 2025 11:00:00 GMT"}, now=now) == 0
+        assert parse_retry_after({"retry-after": "soon"}) is None
+        assert parse_retry_after({"retry-after": "-3"}) is None
+        assert parse_retry_after({}) is None
+
+
+class TestVendorErrorMessage:
+    def test_shapes(self) -> None:
+        assert vendor_error_message({"error": {"type": "x_error", "message": "m"}}) == "x_error: m"
+        assert vendor_error_message({"error": {"status": "UNAVAILABLE"}}) == "UNAVAILABLE"
+        assert vendor_error_message({"message": "plain"}) == "plain"
+        assert vendor_error_message({"error": "text"}) == "text"
+        assert vendor_error_message(["no"]) == ""
+
+    def test_long_messages_are_cut_and_secrets_masked(self) -> None:
+        message = vendor_error_message({"message": "key sk-secret " + "x" * 1000}, ["sk-secret"])
+        assert "sk-secret" not in message
+        assert message.startswith("key *** ")
+        assert len(message) == 300
+        straddling = vendor_error_message({"message": "x" * 290 + " sk-secret"}, ["sk-secret"])
+        assert "sk-" not in straddling
+
+
+class TestVendorClient:
+    async def test_created_client_is_closed_injected_one_is_not(self) -> None:
+        owned = VendorClient(provider="P", headers={}, timeout=1.0)
+        await owned.aclose()
+        await owned.aclose()  # idempotent
+        assert owned.client.is_closed
+        async with httpx.AsyncClient() as client:
+            borrowed = VendorClient(provider="P", headers={}, timeout=1.0, client=client)
+            await borrowed.aclose()
+            assert not client.is_closed
+
+    async def test_error_message_masks_an_echoed_key(self, fake: FakeAPI) -> None:
+        client = fake.client
+        vendor = VendorClient(
+            provider="P", headers={}, timeout=1.0, secrets=["sk-1"], client=client
+        )
+        fake.reply(httpx.Response(401, json={"error": {"message": "bad key sk-1"}}))
+        with pytest.raises(ProviderError) as info:
+            await vendor.post_json("https://api.example.com/x", {})
+        assert "sk-1" not in str(info.value) and "sk-1" not in repr(info.value)
+        assert info.value.message == "HTTP 401: bad key ***"
+
+    @pytest.mark.parametrize(
+        ("response", "message"),
+        [
+            (httpx.Response(200, content=b"<html>"), "invalid JSON in the response"),
+            (httpx.Response(200, json=[1]), "the response is not a JSON object"),
+            (httpx.Response(302, headers={"location": "/"}), "HTTP 302"),
+        ],
+    )
+    async def test_bad_answers(
+        self, fake: FakeAPI, response: httpx.Response, message: str
+    ) -> None:
+        client = fake.client
+        fake.reply(response)
+        vendor = VendorClient(provider="P", headers={}, timeout=1.0, client=client)
+        with pytest.raises(ProviderError, match=message) as info:
+            await vendor.post_json("https://api.example.com/x", {})
+        assert not info.value.retryable
+
+    async def test_unencodable_body(self, fake: FakeAPI) -> None:
+        client = fake.client
+        vendor = VendorClient(provider="P", headers={}, timeout=1.0, client=client)
+        with pytest.raises(ProviderError, match="cannot be encoded"):
+            await vendor.post_json("https://api.example.com/x", {"t": float("nan")})
+        assert fake.requests == []
+
+    async def test_transport_errors_are_retryable(self, fake: FakeAPI) -> None:
+        client = fake.client
+
+        def refuse(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("connection refused", request=request)
+
+        fake.reply(refuse)
+        vendor = VendorClient(provider="P", headers={}, timeout=1.0, client=client)
+        with pytest.raises(ProviderError) as info:
+            await vendor.post_json("https://api.example.com/x", {})
+        assert info.value.retryable
+        assert info.value.message == "transport error: ConnectError"
+        assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+    async def test_timeout_in_the_middle_of_a_stream(self, fake: FakeAPI) -> None:
+        client = fake.client
+
+        def stalls(request: httpx.Request) -> httpx.Response:
+            async def chunks() -> AsyncIterator[bytes]:
+                yield b"data: 1\n\n"
+                raise httpx.ReadTimeout("read timed out", request=request)
+
+            return httpx.Response(200, content=chunks())
+
+        fake.reply(stalls)
+        vendor = VendorClient(provider="P", headers={}, timeout=1.0, client=client)
+        received: list[str] = []
+        with pytest.raises(ProviderError) as info:
+            async for event in vendor.stream_sse("https://api.example.com/x", {}):
+                received.append(event.data)
+        assert received == ["1"]
+        assert info.value.message == "timeout" and info.value.retryable
+
+    async def test_oversized_stream_event(self, fake: FakeAPI) -> None:
+        client = fake.client
+        fake.reply(httpx.Response(200, content=b"data: " + b"x" * (5 * 1024 * 1024)))
+        vendor = VendorClient(provider="P", headers={}, timeout=1.0, client=client)
+        with pytest.raises(ProviderError, match="longer than") as info:
+            async for _ in vendor.stream_sse("https://api.example.com/x", {}):
+                pass
+        assert info.value.provider == "P"
+
+
+class TestImports:
+    def test_vendor_packages_do_not_import_httpx(self) -> None:
+        code = (
+            "import sys\n"
+            "import providers.anthropic, providers.openai, providers.gemini\n"
+            "import providers.vllm, providers.pydantic_ai\n"
+            "assert 'httpx' not in sys.modules, 'httpx imported eagerly'\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    def test_missing_httpx_gives_an_install_hint(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(sys.modules, "httpx", None)
+        with pytest.raises(ImportError, match=r"pip install 'roomkit\[http\]'"):
+            import_httpx("AnthropicAIProvider")
+
+
+class TestModels:
+    def test_stream_events(self) -> None:
+        delta = AITextDelta(text="Hi")
+        assert delta.type == "text_delta"
+        end = AIStreamEnd.model_validate({"response": {"content": "Hi"}})
+        assert end.response.content == "Hi"
+        with pytest.raises(ValueError):
+            delta.text = "changed"  # frozen
+
+    def test_pydantic_ai_config(self) -> None:
+        config = PydanticAIConfig(model="anthropic:claude-sonnet-4-20250514", system_prompt="Hi")
+        assert config.model.startswith("anthropic:")
+        assert (PydanticAIConfig().temperature, PydanticAIConfig().max_tokens) == (0.7, 1024)

@@ -1,0 +1,186 @@
+"""ElasticEmailProvider through httpx.MockTransport (no network)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+
+from providers.elasticemail import ElasticEmailConfig, ElasticEmailProvider
+from roomkit import ChannelType
+from roomkit.models.event import (
+    CompositeContent,
+    EventSource,
+    MediaContent,
+    RichContent,
+    RoomEvent,
+    TextContent,
+)
+
+API_KEY = "ee-test-key-123456"
+URL = "https://api.elasticemail.com/v2/email/send"
+OK = httpx.Response(
+    200, json={"success": True, "data": {"transactionid": "tx-1", "messageid": "msg-1"}}
+)
+
+Reply = httpx.Response | type[Exception] | Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """A MockTransport handler: records requests, answers from a script (the last one repeats)."""
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies: list[Reply] = list(replies) or [OK]
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, type):
+            raise reply("simulated", request=request)  # type: ignore[call-arg]
+        if isinstance(reply, httpx.Response):
+            return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
+        return reply(request)
+
+
+def config(**overrides: Any) -> ElasticEmailConfig:
+    values: dict[str, Any] = {"api_key": API_KEY, "from_email": "bot@example.com"}
+    values.update(overrides)
+    return ElasticEmailConfig(**values)
+
+
+def event(content: Any) -> RoomEvent:
+    return RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="agent", channel_type=ChannelType.WEBSOCKET),
+        content=content,
+    )
+
+
+async def send(
+    recorder: Recorder, content: Any, cfg: ElasticEmailConfig | None = None, **kwargs: Any
+) -> Any:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        provider = ElasticEmailProvider(cfg or config(), client=client)
+        return await provider.send(event(content), "alice@example.com", **kwargs)
+
+
+def form(request: httpx.Request) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+
+
+class TestRequests:
+    async def test_text_email_is_a_form_post(self) -> None:
+        recorder = Recorder()
+        result = await send(recorder, TextContent(body="Hello Alice"), config(from_name="Support"))
+        assert result.success
+        assert result.provider_message_id == "msg-1"
+        assert result.metadata == {"transaction_id": "tx-1"}
+        (request,) = recorder.requests
+        assert request.method == "POST"
+        assert str(request.url) == URL
+        assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+        assert form(request) == {
+            "apikey": API_KEY,
+            "from": "bot@example.com",
+            "fromName": "Support",
+            "to": "alice@example.com",
+            "subject": "New message",
+            "bodyText": "Hello Alice",
+            "isTransactional": "true",
+        }
+
+    async def test_overrides_and_html(self) -> None:
+        recorder = Recorder()
+        content = RichContent(body="<h1>Hi</h1><p>there</p>", format="html")
+        await send(
+            recorder,
+            content,
+            config(is_transactional=False),
+            from_="ops@example.com",
+            subject="Hello",
+        )
+        fields = form(recorder.requests[0])
+        assert fields["from"] == "ops@example.com"
+        assert fields["subject"] == "Hello"
+        assert fields["isTransactional"] == "false"
+        assert fields["bodyHtml"] == "<h1>Hi</h1><p>there</p>"
+        assert fields["bodyText"] == "Hi\nthere"
+
+    async def test_data_media_is_uploaded_as_multipart(self) -> None:
+        png = b"\x89PNG\r\n\x1a\nfake"
+        content = CompositeContent(
+            parts=[
+                TextContent(body="See attached"),
+                MediaContent(
+                    url="data:image/png;base64," + base64.b64encode(png).decode(),
+                    mime_type="image/png",
+                    filename="chart.png",
+                ),
+            ]
+        )
+        recorder = Recorder()
+        assert (await send(recorder, content)).success
+        request = recorder.requests[0]
+        assert request.headers["content-type"].startswith("multipart/form-data; boundary=")
+        assert b'name="attachments"; filename="chart.png"' in request.content
+        assert png in request.content
+        assert b'name="bodyText"\r\n\r\nSee attached' in request.content
+
+    async def test_empty_message(self) -> None:
+        recorder = Recorder()
+        result = await send(recorder, TextContent(body=""))
+        assert (result.success, result.error) == (False, "empty_message")
+        assert recorder.requests == []
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("body", "error"),
+        [
+            ({"success": False, "error": "Incorrect apikey"}, "auth_error"),
+            ({"success": False, "error": "Access denied."}, "auth_error"),
+            (
+                {"success": False, "error": "Recipient is on the suppression list"},
+                "elasticemail_error",
+            ),
+            ({"success": False}, "elasticemail_error"),
+        ],
+    )
+    async def test_vendor_failures_in_a_200(self, body: dict[str, Any], error: str) -> None:
+        result = await send(Recorder(httpx.Response(200, json=body)), TextContent(body="hi"))
+        assert (result.success, result.error) == (False, error)
+
+    async def test_non_json_answer(self) -> None:
+        result = await send(Recorder(httpx.Response(200, text="ok")), TextContent(body="hi"))
+        assert result.error == "invalid_response"
+
+    @pytest.mark.parametrize(
+        ("reply", "error", "retryable"),
+        [
+            (httpx.Response(401), "auth_error", False),
+            (httpx.Response(500), "http_500", True),
+            (httpx.Response(429, headers={"Retry-After": "5"}), "rate_limit", True),
+            (httpx.ReadTimeout, "timeout", True),
+        ],
+    )
+    async def test_http_failures(self, reply: Reply, error: str, retryable: bool) -> None:
+        result = await send(Recorder(reply), TextContent(body="hi"))
+        assert (result.success, result.error) == (False, error)
+        assert result.metadata["retryable"] is retryable
+        if error == "rate_limit":
+            assert result.metadata["retry_after"] == 5.0
+
+    async def test_key_not_in_logs_or_results(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG)
+        results = [
+            await send(Recorder(reply), TextContent(body="hi"))
+            for reply in (httpx.Response(500), httpx.ReadTimeout, OK)
+        ]
+        for shown in (caplog.text, repr(config()), *(r.model_dump_json() for r in results)):
+            assert API_KEY not in shown

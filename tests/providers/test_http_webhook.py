@@ -1,0 +1,303 @@
+"""WebhookHTTPProvider and parse_http_webhook through httpx.MockTransport (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from providers.errors import ProviderError
+from providers.http import (
+    HTTPProviderConfig,
+    WebhookHTTPProvider,
+    parse_http_webhook,
+    verify_http_signature,
+)
+from roomkit import ChannelType, HTTPChannel, RoomKit
+from roomkit.models.event import EventSource, MediaContent, RichContent, RoomEvent, TextContent
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+URL = "https://hooks.example.com/roomkit"
+SECRET = "whsec-test-secret"
+
+Reply = httpx.Response | type[Exception] | Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """A MockTransport handler: records requests, answers from a script (the last one repeats)."""
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies: list[Reply] = list(replies) or [httpx.Response(200, json={})]
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, type):
+            raise reply("simulated", request=request)  # type: ignore[call-arg]
+        if isinstance(reply, httpx.Response):
+            return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
+        return reply(request)
+
+
+def event(content: Any = None, **kwargs: Any) -> RoomEvent:
+    return RoomEvent(
+        room_id="room-1",
+        source=EventSource(channel_id="web", channel_type=ChannelType.WEBSOCKET),
+        content=content or TextContent(body="Hello there"),
+        **kwargs,
+    )
+
+
+async def send_with(
+    recorder: Recorder, content: Any = None, *, config: HTTPProviderConfig | None = None
+) -> Any:
+    config = config or HTTPProviderConfig(webhook_url=URL, secret=SECRET)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        provider = WebhookHTTPProvider(config, client=client)
+        return await provider.send(event(content, metadata={"k": "v"}), to="user-42")
+
+
+class TestSend:
+    async def test_posts_signed_json(self) -> None:
+        recorder = Recorder(httpx.Response(200, json={"message_id": "m-1"}))
+        config = HTTPProviderConfig(
+            webhook_url=URL, secret=SECRET, headers={"Authorization": "Token abc"}
+        )
+        result = await send_with(recorder, config=config)
+        assert result.success
+        assert result.provider_message_id == "m-1"
+        (request,) = recorder.requests
+        assert request.method == "POST"
+        assert str(request.url) == URL
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["authorization"] == "Token abc"
+        assert json.loads(request.content) == {
+            "recipient_id": "user-42",
+            "channel_id": "web",
+            "room_id": "room-1",
+            "content": {"type": "text", "body": "Hello there"},
+            "metadata": {"k": "v"},
+        }
+        expected = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
+        assert request.headers["x-roomkit-signature"] == expected
+
+    async def test_configured_headers_cannot_override_type_or_signature(self) -> None:
+        recorder = Recorder()
+        config = HTTPProviderConfig(
+            webhook_url=URL,
+            secret=SECRET,
+            headers={"content-type": "text/plain", "X-RoomKit-Signature": "forged", "X-A": "1"},
+        )
+        await send_with(recorder, config=config)
+        (request,) = recorder.requests
+        assert request.headers.get_list("content-type") == ["application/json"]
+        expected = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
+        assert request.headers.get_list("x-roomkit-signature") == [expected]
+        assert request.headers["x-a"] == "1"
+
+    async def test_no_secret_no_signature(self) -> None:
+        recorder = Recorder(httpx.Response(204))
+        result = await send_with(recorder, config=HTTPProviderConfig(webhook_url=URL))
+        assert result.success
+        assert result.provider_message_id is None
+        assert "x-roomkit-signature" not in recorder.requests[0].headers
+
+    async def test_rich_and_media_are_sent_as_text(self) -> None:
+        recorder = Recorder(httpx.Response(200, text="ok"))
+        rich = RichContent(body="<p>Hi <b>you</b></p>", format="html")
+        assert (await send_with(recorder, rich)).success
+        media = MediaContent(
+            url="https://cdn.example.com/a.png", mime_type="image/png", caption="A"
+        )
+        assert (await send_with(recorder, media)).success
+        bodies = [json.loads(r.content)["content"] for r in recorder.requests]
+        assert bodies == [
+            {"type": "text", "body": "Hi you"},
+            {"type": "text", "body": "A\nhttps://cdn.example.com/a.png"},
+        ]
+
+    async def test_empty_message_is_not_sent(self) -> None:
+        recorder = Recorder()
+        result = await send_with(recorder, TextContent(body="   "))
+        assert (result.success, result.error) == (False, "empty_message")
+        assert recorder.requests == []
+
+    @pytest.mark.parametrize(
+        ("reply", "error", "retryable"),
+        [
+            (httpx.Response(401), "auth_error", False),
+            (httpx.Response(403), "auth_error", False),
+            (httpx.Response(404), "http_404", False),
+            (httpx.Response(503, json={"message": "down"}), "http_503", True),
+            (httpx.ReadTimeout, "timeout", True),
+            (httpx.ConnectError, "network_error", True),
+        ],
+    )
+    async def test_errors_become_results(self, reply: Reply, error: str, retryable: bool) -> None:
+        result = await send_with(Recorder(reply))
+        assert result.success is False
+        assert result.error == error
+        assert result.metadata["retryable"] is retryable
+
+    async def test_rate_limit_carries_retry_after(self) -> None:
+        result = await send_with(Recorder(httpx.Response(429, headers={"Retry-After": "12"})))
+        assert result.error == "rate_limit"
+        assert result.metadata["retry_after"] == 12.0
+        assert result.metadata["status_code"] == 429
+
+    async def test_secrets_stay_out_of_repr_and_logs(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        config = HTTPProviderConfig(
+            webhook_url=URL, secret=SECRET, headers={"Authorization": "Token hunter2"}
+        )
+        result = await send_with(Recorder(httpx.Response(500)), config=config)
+        for shown in (repr(config), str(config), caplog.text, result.model_dump_json()):
+            assert SECRET not in shown
+            assert "hunter2" not in shown
+
+    async def test_close_closes_only_its_own_client(self) -> None:
+        provider = WebhookHTTPProvider(HTTPProviderConfig(webhook_url=URL))
+        client = provider._http.client
+        async with provider:
+            assert not client.is_closed
+        assert client.is_closed
+        async with httpx.AsyncClient() as injected:
+            borrowed = WebhookHTTPProvider(HTTPProviderConfig(webhook_url=URL), client=injected)
+            await borrowed.close()
+            assert not injected.is_closed
+
+
+class TestSignature:
+    def test_accepts_signed_body_and_rejects_forgery(self) -> None:
+        body = b'{"sender_id":"u1","body":"hi"}'
+        good = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert verify_http_signature(body, good, SECRET)
+        assert verify_http_signature(body, good.upper(), SECRET)
+        assert not verify_http_signature(body + b" ", good, SECRET)
+        assert not verify_http_signature(body, good, "other-secret")
+        assert not verify_http_signature(body, None, SECRET)
+        assert not verify_http_signature(body, "", SECRET)
+        assert not verify_http_signature(body, "é" * 64, SECRET)
+
+
+class TestParse:
+    def test_full_payload(self) -> None:
+        message = parse_http_webhook(
+            {"sender_id": "u1", "body": "hi", "external_id": "x-9", "metadata": {"a": 1}}, "web"
+        )
+        assert message.channel_id == "web"
+        assert message.sender_id == "u1"
+        assert message.content == TextContent(body="hi")
+        assert (message.external_id, message.idempotency_key) == ("x-9", "x-9")
+        assert message.metadata == {"recipient_id": "u1", "a": 1}
+
+    def test_minimal_payload(self) -> None:
+        message = parse_http_webhook({"sender_id": "u1", "body": "hi"}, "web")
+        assert message.external_id is None
+        assert message.idempotency_key is None
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            [],
+            "text",
+            {},
+            {"sender_id": "u1"},
+            {"body": "hi"},
+            {"sender_id": 5, "body": "hi"},
+            {"sender_id": "u1", "body": ""},
+            {"sender_id": "u1", "body": "hi", "external_id": 7},
+            {"sender_id": "u1", "body": "hi", "metadata": []},
+        ],
+    )
+    def test_invalid_payloads(self, payload: Any) -> None:
+        with pytest.raises(ProviderError):
+            parse_http_webhook(payload, "web")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "sender_id": json_values,
+        "body": json_values,
+        "external_id": json_values,
+        "metadata": json_values,
+    },
+)
+
+
+@given(st.one_of(json_values, shaped))
+def test_parser_raises_only_provider_error(payload: Any) -> None:
+    try:
+        message = parse_http_webhook(payload, "web")
+    except ProviderError:
+        return
+    assert message.sender_id == payload["sender_id"]
+
+
+async def test_end_to_end_webhook_in_reply_out() -> None:
+    recorder = Recorder(httpx.Response(200, json={"message_id": "hook-7"}))
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client,
+        RoomKit() as kit,
+    ):
+        provider = WebhookHTTPProvider(
+            HTTPProviderConfig(webhook_url=URL, secret=SECRET), client=client
+        )
+        kit.register_channel(HTTPChannel("hook", provider=provider))
+        agent = SimpleChannel("agent", ChannelType.WEBSOCKET)
+        kit.register_channel(agent)
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "hook", metadata={"recipient_id": "user-42"})
+        await kit.attach_channel("r1", "agent")
+
+        inbound = parse_http_webhook(
+            {"sender_id": "user-42", "body": "Help!", "external_id": "e1"}, "hook"
+        )
+        result = await kit.process_inbound(inbound)
+        assert not result.blocked
+        assert agent.texts() == ["Help!"]
+        assert recorder.requests == []  # the sender's own channel gets no echo
+
+        await kit.process_inbound(text("agent", "On it", sender="agent-1"))
+        (request,) = recorder.requests
+        body = json.loads(request.content)
+        assert body["recipient_id"] == "user-42"
+        assert body["room_id"] == "r1"
+        assert body["channel_id"] == "agent"
+        assert body["content"] == {"type": "text", "body": "On it"}
+        signature = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
+        assert request.headers["x-roomkit-signature"] == signature
+
+
+def test_vendor_packages_import_without_httpx_or_cryptography() -> None:
+    """httpx and cryptography load when a provider is built or a token checked, not on import."""
+    code = (
+        "import sys, providers, providers.sendgrid, providers.elasticemail, "
+        "providers.messenger.facebook, providers.teams.botframework, providers.teams.auth, "
+        "providers.whatsapp.cloud, providers.whatsapp.personal, providers.http.webhook\n"
+        "loaded = {'httpx', 'cryptography'} & set(sys.modules)\n"
+        "assert not loaded, loaded"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

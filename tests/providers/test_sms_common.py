@@ -1,0 +1,391 @@
+"""What the SMS vendors share: WebhookMeta and extract_sms_meta, inbound content, phone numbers,
+outbound rendering and text splitting, HTTP failure mapping, lazy imports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from providers.sms import phone
+from providers.sms._http import HTTPFailure, VendorHTTP, failure_from_response, parse_retry_after
+from providers.sms._outbound import OutboundMedia, render_outbound, split_text
+from providers.sms.meta import (
+    WebhookMedia,
+    WebhookMeta,
+    build_inbound_content,
+    extract_sms_meta,
+    get_str,
+)
+from providers.sms.phone import is_valid_phone, normalize_phone
+from roomkit.models.event import (
+    AudioContent,
+    CompositeContent,
+    LocationContent,
+    MediaContent,
+    SystemContent,
+    TemplateContent,
+    TextContent,
+    VideoContent,
+)
+from tests.providers.sms_support import json_values
+
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+
+
+class TestWebhookMeta:
+    def test_inbound(self) -> None:
+        meta = WebhookMeta(
+            provider="twilio",
+            direction="inbound",
+            sender="+15145550100",
+            recipient="+15005550006",
+            body="hi",
+            message_id="SM1",
+            timestamp="2024-05-10T12:00:00Z",
+            extra={"num_segments": "1"},
+        )
+        assert meta.is_inbound and not meta.is_status
+        assert meta.external_id == "SM1"
+        message = meta.to_inbound("sms")
+        assert message.metadata == {
+            "provider": "twilio",
+            "recipient": "+15005550006",
+            "timestamp": "2024-05-10T12:00:00Z",
+            "num_segments": "1",
+        }
+        with pytest.raises(ValueError, match="not a delivery status"):
+            meta.to_status()
+
+    def test_outbound_is_not_inbound(self) -> None:
+        meta = WebhookMeta(provider="x", direction="outbound", sender="+1", body="hi")
+        assert not meta.is_inbound and not meta.is_status
+        with pytest.raises(ValueError, match="direction='outbound'"):
+            meta.to_inbound("sms")
+
+    def test_inbound_needs_a_sender(self) -> None:
+        assert not WebhookMeta(provider="x", direction="inbound").is_inbound
+
+    def test_pending_is_neither(self) -> None:
+        meta = WebhookMeta(
+            provider="x", direction="inbound", sender="+1", pending=True, status="sent"
+        )
+        assert not meta.is_inbound and not meta.is_status
+        with pytest.raises(ValueError, match="pending"):
+            meta.to_inbound("sms")
+
+    def test_status_needs_id_and_status(self) -> None:
+        assert not WebhookMeta(provider="x", status="delivered").is_status
+        assert not WebhookMeta(provider="x", message_id="1").is_status
+        assert WebhookMeta(provider="x", message_id="1", status="delivered").is_status
+
+    def test_frozen(self) -> None:
+        meta = WebhookMeta(provider="x")
+        with pytest.raises(ValueError):
+            meta.body = "changed"  # type: ignore[misc]
+
+    @pytest.mark.parametrize("provider", ["TWILIO", " telnyx ", "Sinch", "voicemeup"])
+    def test_dispatch_is_case_insensitive(self, provider: str) -> None:
+        assert extract_sms_meta(provider, {}).provider == provider.strip().lower()
+
+    def test_unknown_provider(self) -> None:
+        with pytest.raises(ValueError, match="unknown SMS webhook provider"):
+            extract_sms_meta("nexmo", {})
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.sampled_from(["twilio", "telnyx", "sinch"]), json_values)
+    def test_any_payload_value(self, provider: str, payload: Any) -> None:
+        # Non-mappings are refused with ValueError; mappings never raise.
+        try:
+            meta = extract_sms_meta(provider, payload)
+        except ValueError:
+            assert not isinstance(payload, dict)
+        else:
+            assert isinstance(payload, dict)
+            assert isinstance(meta, WebhookMeta)
+
+
+class TestInboundContent:
+    def test_text(self) -> None:
+        assert build_inbound_content("hi") == TextContent(body="hi")
+
+    def test_one_media_with_caption(self) -> None:
+        content = build_inbound_content(
+            "caption", [WebhookMedia(url="https://x.example/a.jpg", mime_type="image/jpeg")]
+        )
+        assert content == MediaContent(
+            url="https://x.example/a.jpg", mime_type="image/jpeg", caption="caption"
+        )
+
+    def test_composite_and_non_http_skipped(self) -> None:
+        media = [
+            WebhookMedia(url="https://x.example/a.jpg", mime_type="image/jpeg"),
+            WebhookMedia(url="ftp://x.example/b.jpg", mime_type="image/jpeg"),
+            WebhookMedia(url="https://x.example/c.ogg", mime_type="audio/ogg"),
+        ]
+        content = build_inbound_content("", media)
+        assert isinstance(content, CompositeContent)
+        assert [p.url for p in content.parts] == [  # type: ignore[union-attr]
+            "https://x.example/a.jpg",
+            "https://x.example/c.ogg",
+        ]
+
+    def test_only_bad_urls_is_text(self) -> None:
+        media = [WebhookMedia(url="javascript:alert(1)")]
+        assert build_inbound_content("x", media) == TextContent(body="x")
+
+
+class TestGetStr:
+    def test_reading_untrusted_values(self) -> None:
+        payload = {"a": None, "b": True, "c": 12, "d": ["x", "y"], "e": "", "f": {"k": 1}}
+        assert get_str(payload, "a", "b", "c") == "12"
+        assert get_str(payload, "d") == "x"
+        assert get_str(payload, "e", "f") == ""
+        assert get_str("not a mapping", "a") == ""
+        assert get_str({"big": 10**5000}, "big") == ""
+
+
+class TestPhone:
+    @pytest.fixture(params=["phonenumbers", "fallback"])
+    def engine(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+        if request.param == "fallback":
+            monkeypatch.setattr(phone, "_phonenumbers", lambda: None)
+        else:
+            pytest.importorskip("phonenumbers")  # an optional extra
+        return str(request.param)
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("+1 (514) 555-0100", "+15145550100"),
+            ("514.555.0100", "+15145550100"),
+            ("1-514-555-0100", "+15145550100"),
+            ("+44 20 7946 0958", "+442079460958"),
+            ("011 44 20 7946 0958", "+442079460958"),
+        ],
+    )
+    def test_normalize(self, engine: str, raw: str, expected: str) -> None:
+        assert normalize_phone(raw) == expected
+
+    def test_international_prefix_depends_on_region(self, engine: str) -> None:
+        assert normalize_phone("0044 20 7946 0958", "FR") == "+442079460958"
+        with pytest.raises(ValueError):
+            normalize_phone("0044 20 7946 0958", "US")
+
+    @pytest.mark.parametrize("raw", ["", "   ", "hello", "+", "12", "+0123456789"])
+    def test_normalize_rejects(self, engine: str, raw: str) -> None:
+        with pytest.raises(ValueError):
+            normalize_phone(raw)
+
+    def test_national_number_of_other_regions(self, engine: str) -> None:
+        if engine == "phonenumbers":
+            assert normalize_phone("020 7946 0958", "GB") == "+442079460958"
+        else:
+            with pytest.raises(ValueError, match="phonenumbers"):
+                normalize_phone("020 7946 0958", "GB")
+
+    @pytest.mark.parametrize(
+        ("raw", "valid"),
+        [
+            ("+15145550100", True),
+            ("(514) 555-0100", True),
+            ("+442079460958", True),
+            ("+1 123 555 0100", False),  # NANP area codes never start with 1
+            ("+1514555010", False),
+            ("not a number", False),
+            ("", False),
+        ],
+    )
+    def test_is_valid(self, engine: str, raw: str, valid: bool) -> None:
+        assert is_valid_phone(raw) is valid
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet="+0123456789 -().x", max_size=20) | st.text(max_size=20))
+    def test_never_raises_anything_else(self, raw: str) -> None:
+        for engine in (phone._phonenumbers, lambda: None):
+            original = phone._phonenumbers
+            phone._phonenumbers = engine  # type: ignore[assignment]
+            try:
+                is_valid_phone(raw)
+                try:
+                    result = normalize_phone(raw)
+                except ValueError:
+                    continue
+                assert E164.fullmatch(result), result
+            finally:
+                phone._phonenumbers = original  # type: ignore[assignment]
+
+
+class TestRenderOutbound:
+    def test_kinds(self) -> None:
+        assert render_outbound(SystemContent(body="sys")).text == "sys"
+        assert render_outbound(TemplateContent(template_id="t", body="tpl")).text == "tpl"
+        assert render_outbound(TemplateContent(template_id="t")).is_empty
+        location = render_outbound(
+            LocationContent(latitude=45.5017, longitude=-73.5673, label="Office")
+        )
+        assert location.text == "Office\n45.501700,-73.567300"
+        audio = render_outbound(AudioContent(url="https://x.example/a.ogg"))
+        video = render_outbound(VideoContent(url="https://x.example/v.mp4"))
+        assert audio.media == (OutboundMedia("https://x.example/a.ogg", "audio/ogg"),)
+        assert video.media == (OutboundMedia("https://x.example/v.mp4", "video/mp4"),)
+
+    def test_composite_and_data_urls(self) -> None:
+        content = CompositeContent(
+            parts=[
+                TextContent(body="one"),
+                MediaContent(url="data:image/png;base64,AAAA", mime_type="image/png"),
+                CompositeContent(parts=[TextContent(body="two")]),
+            ]
+        )
+        rendered = render_outbound(content)
+        assert rendered.text == "one\ntwo"
+        assert rendered.media == ()
+
+
+class TestSplitText:
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.sampled_from("ab \n\t"), max_size=300), st.integers(1, 40))
+    def test_invariants(self, text: str, max_length: int) -> None:
+        chunks = split_text(text, max_length)
+        assert all(len(chunk) <= max_length for chunk in chunks)
+        assert "".join("".join(chunks).split()) == "".join(text.split())
+
+    def test_words_stay_whole(self) -> None:
+        assert split_text("hello big world", 9) == ["hello big", "world"]
+        assert split_text("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+        assert split_text("short", 160) == ["short"]
+        with pytest.raises(ValueError):
+            split_text("x", 0)
+
+
+class TestHTTPFailures:
+    def test_retry_after(self) -> None:
+        assert parse_retry_after("5") == 5.0
+        assert parse_retry_after(" 2.5 ") == 2.5
+        assert parse_retry_after("-3") == 0.0
+        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+        assert parse_retry_after("soon") is None
+        assert parse_retry_after("nan") is None
+        assert parse_retry_after(None) is None
+
+    def test_classification(self) -> None:
+        def code(body: Any) -> tuple[str | None, str | None]:
+            return ("E1", "bad") if body else (None, None)
+
+        def failure(status: int, body: Any = None) -> HTTPFailure:
+            response = httpx.Response(status, json=body) if body else httpx.Response(status)
+            return failure_from_response(response, code, provider="P", code_prefix="vendor")
+
+        assert failure(403, {"x": 1}).error == "auth_error"
+        assert failure(429).retryable
+        assert failure(400, {"x": 1}).error == "vendor_E1"
+        assert failure(400).error == "http_400"
+        assert failure(408).retryable
+        assert failure(502, {"x": 1}).error == "http_502"
+        error = failure(503).to_error()
+        assert (error.provider, error.status_code, error.retryable) == ("P", 503, True)
+
+    def test_broken_extractor_does_not_hide_the_failure(self) -> None:
+        def broken(body: Any) -> tuple[str | None, str | None]:
+            raise KeyError("oops")
+
+        response = httpx.Response(400, json={"a": 1})
+        assert failure_from_response(response, broken).error == "http_400"
+
+    async def test_vendor_http_closes_only_its_own_client(self) -> None:
+        import logging
+
+        own = VendorHTTP("P", code_prefix="p", client=None, timeout=1, logger=logging.getLogger())
+        assert own.owns_client
+        await own.aclose()
+        await own.aclose()  # idempotent
+        assert own.client.is_closed
+
+
+def test_importing_providers_loads_no_optional_dependency() -> None:
+    code = (
+        "import sys\n"
+        "import providers, providers.sms.meta, providers.sms.phone\n"
+        "import providers.twilio, providers.telnyx, providers.sinch, providers.voicemeup\n"
+        "loaded = [m for m in ('httpx', 'cryptography', 'phonenumbers', 'nacl')"
+        " if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class TestSendGuards:
+    @pytest.mark.parametrize("vendor", ["twilio", "telnyx", "sinch", "voicemeup"])
+    async def test_missing_recipient_is_not_sent(self, vendor: str) -> None:
+        from tests.providers.sms_support import Recorder, event, mock_client
+
+        recorder = Recorder([httpx.Response(500)])
+        async with mock_client(recorder) as client:
+            provider = _provider(vendor, client)
+            result = await provider.send(event("hello"), to="")
+        assert (result.success, result.error) == (False, "missing_recipient")
+        assert recorder.requests == []
+
+
+def _provider(vendor: str, client: httpx.AsyncClient) -> Any:
+    if vendor == "twilio":
+        from providers.twilio import TwilioConfig, TwilioSMSProvider
+
+        return TwilioSMSProvider(
+            TwilioConfig(account_sid="AC1", auth_token="t", from_number="+1"), client=client
+        )
+    if vendor == "telnyx":
+        from providers.telnyx import TelnyxConfig, TelnyxSMSProvider
+
+        return TelnyxSMSProvider(TelnyxConfig(api_key="k", from_number="+1"), client=client)
+    if vendor == "sinch":
+        from providers.sinch import SinchConfig, SinchSMSProvider
+
+        config = SinchConfig(service_plan_id="p", api_token="t", from_number="+1")
+        return SinchSMSProvider(config, client=client)
+    from providers.voicemeup import VoiceMeUpConfig, VoiceMeUpSMSProvider
+
+    config = VoiceMeUpConfig(username="u", auth_token="t", from_number="+1")
+    return VoiceMeUpSMSProvider(config, client=client)
+
+
+class TestSignaturesNeverRaise:
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.binary(max_size=64) | st.text(max_size=64), st.text(max_size=40), st.text(max_size=60)
+    )
+    def test_twilio(self, payload: bytes | str, signature: str, url: str) -> None:
+        from providers.twilio import verify_twilio_signature
+
+        assert verify_twilio_signature("token", url, payload, signature) in (True, False)
+        assert not verify_twilio_signature(
+            "token", "https://x.example/?bodySHA256=ab", payload, signature
+        )
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.binary(max_size=64), st.text(max_size=90), st.none() | st.text(max_size=12))
+    def test_telnyx(self, payload: bytes, signature: str, timestamp: str | None) -> None:
+        pytest.importorskip("cryptography")
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from providers.telnyx import verify_telnyx_signature
+
+        key = Ed25519PrivateKey.from_private_bytes(bytes(32)).public_key()
+        result = verify_telnyx_signature(
+            key, payload, signature, timestamp, tolerance_seconds=None
+        )
+        assert result is False
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.binary(max_size=64) | st.text(max_size=64), st.text(max_size=40))
+    def test_sinch(self, payload: bytes | str, signature: str) -> None:
+        from providers.sinch import verify_sinch_signature
+
+        assert verify_sinch_signature("secret", payload, signature) in (True, False)

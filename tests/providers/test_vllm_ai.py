@@ -1,0 +1,73 @@
+"""create_vllm_provider: an OpenAIAIProvider aimed at a vLLM server (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from providers.ai import AIContext, AIMessage
+from providers.openai import OpenAIAIProvider
+from providers.vllm import VLLMConfig, create_vllm_provider
+from tests.providers.test_common_ai import FakeAPI
+
+MODEL = "Qwen/Qwen2.5-7B-Instruct"
+REPLY = {
+    "id": "cmpl-1",
+    "object": "chat.completion",
+    "model": MODEL,
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+CONTEXT = AIContext(messages=[AIMessage(role="user", content="hello")], max_tokens=32)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
+
+
+async def test_posts_to_the_local_server_without_a_key(fake: FakeAPI) -> None:
+    fake.reply(httpx.Response(200, json=REPLY))
+    provider = create_vllm_provider(VLLMConfig(model=MODEL), client=fake.client)
+    assert isinstance(provider, OpenAIAIProvider)
+    assert (provider.model_name, provider.supports_vision) == (MODEL, False)
+
+    response = await provider.generate(CONTEXT)
+
+    assert str(fake.request.url) == "http://localhost:8000/v1/chat/completions"
+    assert "authorization" not in fake.request.headers
+    assert fake.body == {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 32,
+        "temperature": 0.7,
+    }
+    assert (response.content, response.finish_reason) == ("Hi", "stop")
+    assert response.usage == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+
+
+async def test_key_url_and_vision_are_passed_on(fake: FakeAPI) -> None:
+    fake.reply(httpx.Response(200, json=REPLY))
+    config = VLLMConfig(
+        model="llava-hf/llava-1.5-7b-hf",
+        base_url="http://gpu-box.internal:9000/v1/",
+        api_key="vllm-secret",
+        vision=True,
+    )
+    provider = create_vllm_provider(config, client=fake.client)
+    await provider.generate(CONTEXT)
+    assert str(fake.request.url) == "http://gpu-box.internal:9000/v1/chat/completions"
+    assert fake.request.headers["authorization"] == "Bearer vllm-secret"
+    assert provider.supports_vision
+    assert "vllm-secret" not in repr(config) and "vllm-secret" not in repr(provider)
+
+
+async def test_created_client_is_closed() -> None:
+    provider = create_vllm_provider(VLLMConfig(model=MODEL))
+    await provider.close()
+    assert provider._http.client.is_closed

@@ -1,0 +1,436 @@
+"""VoiceMeUp over httpx.MockTransport: queue_sms requests, long text, errors, webhooks and the
+MMS aggregator (quirk 18: per-instance state, caller-owned timers)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from hypothesis import given, settings
+
+from providers.sms.meta import WebhookMeta, extract_sms_meta
+from providers.voicemeup import (
+    VoiceMeUpConfig,
+    VoiceMeUpMMSAggregator,
+    VoiceMeUpSMSProvider,
+    configure_voicemeup_mms,
+    default_voicemeup_aggregator,
+    extract_voicemeup_meta,
+    parse_voicemeup_webhook,
+    read_voicemeup_payload,
+)
+from roomkit.models.event import CompositeContent, MediaContent, TextContent
+from tests.providers.sms_support import Recorder, event, form, mock_client, payloads, sms_kit
+
+TOKEN = "vmu-auth-t0ken-s3cret"
+QUEUE_URL = "https://clients.voicemeup.com/api/v1.1/json/queue_sms"
+
+
+def queued(sms_id: str = "8812345") -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "response_status": "success",
+            "response_messages": [],
+            "sms_id": sms_id,
+        },
+    )
+
+
+def config(**overrides: Any) -> VoiceMeUpConfig:
+    values: dict[str, Any] = {
+        "username": "acme",
+        "auth_token": TOKEN,
+        "from_number": "+15145550199",
+    }
+    values.update(overrides)
+    return VoiceMeUpConfig(**values)
+
+
+def incoming(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "sms_id": "990001",
+        "direction": "incoming",
+        "source_number": "15145550100",
+        "destination_number": "15145550199",
+        "message": "Bonjour",
+        "datetime_transmission": "2024-05-10 12:00:00",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def picture(sms_id: str = "990002", name: str = "photo.jpg") -> dict[str, Any]:
+    return incoming(
+        sms_id=sms_id,
+        message="",
+        attachment=f"https://clients.voicemeup.com/mms/{name}",
+        attachment_mime_type="image/jpeg",
+    )
+
+
+def base_form(**fields: str) -> dict[str, list[str]]:
+    values = {
+        "username": ["acme"],
+        "auth_token": [TOKEN],
+        "source_number": ["15145550199"],
+        "destination_number": ["15145550100"],
+    }
+    values.update({key: [value] for key, value in fields.items()})
+    return values
+
+
+class TestSend:
+    async def test_text_request(self) -> None:
+        recorder = Recorder([queued()])
+        async with mock_client(recorder) as client:
+            result = await VoiceMeUpSMSProvider(config(), client=client).send(
+                event("Salut"), to="+15145550100"
+            )
+        assert result.success
+        assert result.provider_message_id == "8812345"
+        assert result.metadata == {"message_ids": ["8812345"], "parts": 1}
+        request = recorder.last
+        assert (request.method, str(request.url)) == ("POST", QUEUE_URL)
+        assert "authorization" not in request.headers
+        assert TOKEN not in str(request.url)
+        assert form(request) == base_form(message="Salut")
+
+    async def test_sandbox_host(self) -> None:
+        recorder = Recorder([queued()])
+        async with mock_client(recorder) as client:
+            await VoiceMeUpSMSProvider(config(sandbox=True), client=client).send(
+                event("x"), to="+1"
+            )
+        assert str(recorder.last.url) == (
+            "https://dev-clients.voicemeup.com/api/v1.1/json/queue_sms"
+        )
+
+    async def test_long_text_is_split_between_words(self) -> None:
+        recorder = Recorder([queued("1"), queued("2"), queued("3")])
+        text = " ".join(f"word{i:02d}" for i in range(30))  # 30 * 7 - 1 = 209 chars
+        async with mock_client(recorder) as client:
+            provider = VoiceMeUpSMSProvider(config(max_message_length=80), client=client)
+            result = await provider.send(event(text), to="+15145550100")
+        parts = [form(r)["message"][0] for r in recorder.requests]
+        assert len(parts) == 3
+        assert all(len(part) <= 80 for part in parts)
+        assert " ".join(parts) == text
+        assert result.metadata == {"message_ids": ["1", "2", "3"], "parts": 3}
+
+    async def test_media_with_caption_and_extra_media(self) -> None:
+        recorder = Recorder([queued("1"), queued("2")])
+        content = CompositeContent(
+            parts=[
+                TextContent(body="plans"),
+                MediaContent(url="https://cdn.example.com/a.png", mime_type="image/png"),
+                MediaContent(url="https://cdn.example.com/b.png", mime_type="image/png"),
+            ]
+        )
+        async with mock_client(recorder) as client:
+            result = await VoiceMeUpSMSProvider(config(), client=client).send(
+                event(content), to="+15145550100"
+            )
+        assert [form(r) for r in recorder.requests] == [
+            base_form(message="plans", attachment_url="https://cdn.example.com/a.png"),
+            base_form(message="", attachment_url="https://cdn.example.com/b.png"),
+        ]
+        assert result.metadata["parts"] == 2
+
+    async def test_empty(self) -> None:
+        recorder = Recorder([queued()])
+        async with mock_client(recorder) as client:
+            result = await VoiceMeUpSMSProvider(config(), client=client).send(event(""), to="+1")
+        assert result.error == "empty_message" and recorder.requests == []
+
+
+class TestErrors:
+    async def send_with(self, *answers: httpx.Response | Exception, text: str = "x") -> Any:
+        recorder = Recorder(list(answers))
+        async with mock_client(recorder) as client:
+            provider = VoiceMeUpSMSProvider(config(max_message_length=10), client=client)
+            return await provider.send(event(text), to="+15145550100")
+
+    async def test_http_statuses(self) -> None:
+        assert (await self.send_with(httpx.Response(401))).error == "auth_error"
+        limited = await self.send_with(httpx.Response(429, headers={"Retry-After": "30"}))
+        assert (limited.error, limited.metadata["retry_after"]) == ("rate_limit", 30.0)
+        assert (await self.send_with(httpx.Response(500))).error == "http_500"
+        assert (await self.send_with(httpx.ReadTimeout("t"))).error == "timeout"
+
+    async def test_error_in_a_200_answer(self) -> None:
+        refused = httpx.Response(
+            200,
+            json={
+                "response_status": "error",
+                "response_messages": [
+                    {"code": "invalid_destination", "message": "Invalid destination number"}
+                ],
+            },
+        )
+        result = await self.send_with(refused)
+        assert result.error == "voicemeup_invalid_destination"
+        assert result.metadata["detail"] == "Invalid destination number"
+        bare = httpx.Response(200, json={"response_status": "failure"})
+        assert (await self.send_with(bare)).error == "voicemeup_error"
+
+    async def test_stops_at_first_failed_part(self) -> None:
+        result = await self.send_with(
+            queued("1"), httpx.Response(503), text="one two three four five"
+        )
+        assert (result.success, result.error) == (False, "http_503")
+        assert result.metadata["message_ids"] == ["1"]
+        assert result.metadata["parts"] == 3
+
+    async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG)
+        for answer in (httpx.Response(401), httpx.ReadTimeout("t"), httpx.Response(500)):
+            assert TOKEN not in repr(await self.send_with(answer))
+        assert TOKEN not in repr(config())
+        assert TOKEN not in caplog.text
+
+
+class TestWebhooks:
+    def test_inbound_text(self) -> None:
+        message = parse_voicemeup_webhook(incoming(), "sms", aggregator=VoiceMeUpMMSAggregator())
+        assert message is not None
+        assert message.sender_id == "+15145550100"
+        assert message.content == TextContent(body="Bonjour")
+        assert message.external_id == message.idempotency_key == "990001"
+        assert message.metadata["recipient"] == "+15145550199"
+        assert message.metadata["timestamp"] == "2024-05-10 12:00:00"
+
+    def test_outgoing_echo_is_not_inbound(self) -> None:
+        meta = read_voicemeup_payload(incoming(direction="outgoing"))
+        assert not meta.is_inbound and not meta.is_status
+        with pytest.raises(ValueError, match="not an inbound message"):
+            parse_voicemeup_webhook(
+                incoming(direction="outgoing"), "sms", aggregator=VoiceMeUpMMSAggregator()
+            )
+
+    def test_form_encoded_strings(self) -> None:
+        payload = {key: [value] for key, value in incoming().items()}
+        assert read_voicemeup_payload(payload).body == "Bonjour"
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        payloads(
+            [
+                "sms_id",
+                "direction",
+                "source_number",
+                "destination_number",
+                "message",
+                "attachment",
+                "attachment_mime_type",
+            ]
+        )
+    )
+    def test_parsers_only_raise_value_error(self, payload: dict[str, Any]) -> None:
+        aggregator = VoiceMeUpMMSAggregator()
+        meta = extract_voicemeup_meta(payload, aggregator=aggregator)
+        if meta.is_inbound:
+            meta.to_inbound("sms")
+        with contextlib.suppress(ValueError):
+            parse_voicemeup_webhook(payload, "sms", aggregator=aggregator)
+        aggregator.expired(now=float("inf"))
+
+
+class TestMMSAggregator:
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        # The aggregator is pure anyio (no asyncio.create_task): it runs under trio too.
+        return str(request.param)
+
+    def test_picture_then_text_merge(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5)
+        first = extract_voicemeup_meta(picture(), aggregator=aggregator)
+        assert first.pending and not first.is_inbound and not first.is_status
+        assert (
+            parse_voicemeup_webhook(picture("990003", "b.jpg"), "sms", aggregator=aggregator)
+            is None
+        )
+        message = parse_voicemeup_webhook(incoming(), "sms", aggregator=aggregator)
+        assert message is not None
+        assert isinstance(message.content, CompositeContent)
+        text, one, two = message.content.parts
+        assert text == TextContent(body="Bonjour")
+        assert isinstance(one, MediaContent) and one.url.endswith("photo.jpg")
+        assert isinstance(two, MediaContent) and two.url.endswith("b.jpg")
+        assert message.metadata["mms_part_ids"] == ["990002", "990003", "990001"]
+        assert aggregator.pending == 0
+
+    def test_single_picture_becomes_captioned_media(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator()
+        extract_voicemeup_meta(picture(), aggregator=aggregator)
+        message = parse_voicemeup_webhook(incoming(), "sms", aggregator=aggregator)
+        assert message is not None
+        assert message.content == MediaContent(
+            url="https://clients.voicemeup.com/mms/photo.jpg",
+            mime_type="image/jpeg",
+            caption="Bonjour",
+        )
+
+    def test_text_alone_is_never_delayed(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator()
+        assert extract_voicemeup_meta(incoming(), aggregator=aggregator).is_inbound
+        assert aggregator.pending == 0
+
+    def test_pairs_are_kept_apart(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator()
+        extract_voicemeup_meta(picture(), aggregator=aggregator)
+        other = extract_voicemeup_meta(
+            incoming(source_number="15145550111"), aggregator=aggregator
+        )
+        assert other.media == []
+        assert aggregator.pending == 1
+
+    async def test_lone_picture_times_out_through_the_callback(self) -> None:
+        released: list[WebhookMeta] = []
+
+        async def on_timeout(meta: WebhookMeta) -> None:
+            released.append(meta)
+
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5, on_timeout=on_timeout)
+        extract_voicemeup_meta(picture(), aggregator=aggregator)
+        assert await aggregator.flush_expired(now=_now() + 4) == []
+        flushed = await aggregator.flush_expired(now=_now() + 6)
+        assert released == flushed
+        assert len(released) == 1 and released[0].is_inbound
+        assert released[0].to_inbound("sms").content == MediaContent(
+            url="https://clients.voicemeup.com/mms/photo.jpg", mime_type="image/jpeg"
+        )
+        assert aggregator.pending == 0
+
+    async def test_late_text_is_not_merged(self) -> None:
+        clock = [100.0]
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5, clock=lambda: clock[0])
+        extract_voicemeup_meta(picture(), aggregator=aggregator)
+        clock[0] = 106.0
+        late = extract_voicemeup_meta(incoming(), aggregator=aggregator)
+        assert late.media == []
+        assert [m.message_id for m in aggregator.expired()] == ["990002"]
+
+    async def test_callback_errors_do_not_stop_the_flush(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        calls: list[str | None] = []
+
+        def on_timeout(meta: WebhookMeta) -> None:
+            calls.append(meta.message_id)
+            raise RuntimeError("boom")
+
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=1, on_timeout=on_timeout)
+        aggregator.add(read_voicemeup_payload(picture()), now=0)
+        aggregator.add(
+            read_voicemeup_payload(picture("7", "x.jpg") | {"source_number": "1"}), now=0
+        )
+        assert len(await aggregator.flush_expired(now=2)) == 2
+        assert calls == ["990002", "7"]
+        assert "on_timeout failed" in caplog.text
+
+    def test_disabled_with_zero_timeout(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0)
+        assert extract_voicemeup_meta(picture(), aggregator=aggregator).is_inbound
+
+    def test_bounded(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator(max_pending=3)
+        for i in range(5):
+            payload = picture(str(i)) | {"source_number": f"1514555000{i}"}
+            aggregator.add(read_voicemeup_payload(payload), now=0)
+        assert aggregator.pending == 3
+
+    async def test_run_is_a_task_the_caller_owns(self) -> None:
+        clock = [0.0]
+        released = anyio.Event()
+        aggregator = VoiceMeUpMMSAggregator(
+            timeout_seconds=5, on_timeout=lambda meta: released.set(), clock=lambda: clock[0]
+        )
+        extract_voicemeup_meta(picture(), aggregator=aggregator)
+        async with anyio.create_task_group() as tg:
+            await tg.start(aggregator.run, 0.001)
+            clock[0] = 10.0
+            with anyio.fail_after(5):
+                await released.wait()
+            tg.cancel_scope.cancel()
+        assert aggregator.pending == 0
+
+    async def test_providers_do_not_share_state(self) -> None:
+        async with mock_client(Recorder([queued()])) as client:
+            a = VoiceMeUpSMSProvider(config(), client=client)
+            b = VoiceMeUpSMSProvider(config(), client=client)
+            assert a.aggregator is not b.aggregator
+            assert await a.parse_webhook(picture(), "sms") is None
+            message = await b.parse_webhook(incoming(), "sms")
+            assert message is not None and message.content == TextContent(body="Bonjour")
+            assert a.aggregator.pending == 1 and b.aggregator.pending == 0
+
+    def test_module_level_api_uses_the_default_instance(self) -> None:
+        default = default_voicemeup_aggregator()
+        before = (default.timeout_seconds, default.on_timeout)
+        try:
+            returned = configure_voicemeup_mms(timeout_seconds=2.0, on_timeout=print)
+            assert returned is default
+            assert (default.timeout_seconds, default.on_timeout) == (2.0, print)
+            assert extract_sms_meta("voicemeup", picture()).pending
+            assert extract_sms_meta("voicemeup", incoming()).media
+        finally:
+            default.clear()
+            configure_voicemeup_mms(*before)
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+class TestEndToEnd:
+    async def test_mms_webhooks_in_reply_out(self) -> None:
+        recorder = Recorder([queued("771")])
+        async with mock_client(recorder) as client:
+            provider = VoiceMeUpSMSProvider(config(), client=client)
+            async with sms_kit(provider, "+15145550100") as (kit, other):
+                meta = extract_sms_meta("voicemeup", picture(), aggregator=provider.aggregator)
+                assert await kit.process_webhook(meta, "sms") is None
+                assert other.delivered == []
+                meta = extract_sms_meta("voicemeup", incoming(), aggregator=provider.aggregator)
+                result = await kit.process_webhook(meta, "sms")
+                assert result is not None and result.event is not None
+                assert result.event.source.channel_type == "mms"
+                assert [e.content for e in other.delivered] == [
+                    MediaContent(
+                        url="https://clients.voicemeup.com/mms/photo.jpg",
+                        mime_type="image/jpeg",
+                        caption="Bonjour",
+                    )
+                ]
+                await kit.send_event("r1", "other", TextContent(body="Merci!"))
+        assert len(recorder.requests) == 1
+        assert str(recorder.last.url) == QUEUE_URL
+        assert form(recorder.last) == base_form(message="Merci!")
+
+    async def test_timed_out_picture_reaches_the_room(self) -> None:
+        async with mock_client(Recorder([queued()])) as client:
+            provider = VoiceMeUpSMSProvider(config(), client=client)
+            async with sms_kit(provider, "+15145550100") as (kit, other):
+                provider.aggregator.configure(
+                    timeout_seconds=5, on_timeout=lambda meta: kit.process_webhook(meta, "sms")
+                )
+                meta = extract_sms_meta("voicemeup", picture(), aggregator=provider.aggregator)
+                await kit.process_webhook(meta, "sms")
+                await provider.aggregator.flush_expired(now=_now() + 10)
+                assert len(other.delivered) == 1
+                assert isinstance(other.delivered[0].content, MediaContent)
+
+
+def test_numbers_are_written_e164() -> None:
+    meta = read_voicemeup_payload(
+        incoming(source_number="5145550100", destination_number="+1 514 555 0199")
+    )
+    assert (meta.sender, meta.recipient) == ("+15145550100", "+15145550199")
+    assert read_voicemeup_payload(incoming(source_number="12345")).sender == "12345"
