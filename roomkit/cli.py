@@ -3,7 +3,8 @@
 A thin shell over ``roomkit.audit``: it parses arguments, opens the log (a NATS JetStream
 server with ``--log``, or an export file with ``--file``), runs one command and turns errors into
 exit codes that scripts can rely on (see ``EXIT_CODES``). Each command is one entry of
-``COMMANDS``; ``roomkit serve`` (the NATS ingress) will be one more.
+``COMMANDS``; ``roomkit serve`` (the NATS ingress) will be one more. Commands raise
+``CliError(code, message)`` to end with a chosen exit code.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 import anyio
 
 from eventlog import EventLog, InvalidStreamId, LogUnavailable, MemoryEventLog
 from roomkit.audit import (
+    DEFAULT_STREAM,
+    DEFAULT_SUBJECT_PREFIX,
     AuditError,
     BadExport,
     CorruptRecord,
@@ -34,6 +36,7 @@ from roomkit.audit import (
     export_room,
     follow,
     import_room,
+    open_nats_log,
     write_replay,
     write_rooms,
 )
@@ -41,6 +44,9 @@ from roomkit.errors import RoomNotFoundError
 
 __all__ = [
     "COMMANDS",
+    "CliError",
+    "Command",
+    "Console",
     "EXIT_BAD_INPUT",
     "EXIT_CODES",
     "EXIT_CONFLICT",
@@ -50,7 +56,7 @@ __all__ = [
     "EXIT_UNKNOWN_ROOM",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
-    "Command",
+    "build_parser",
     "main",
 ]
 
@@ -81,8 +87,6 @@ PROGRESS_THRESHOLD = 1000
 """Replays of rooms with more records than this show a progress bar (on a terminal)."""
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
-_NATS_SCHEMES = ("nats", "tls")
-_NATS_PORT = 4222
 
 
 class CliError(Exception):
@@ -112,61 +116,40 @@ Handler = Callable[[argparse.Namespace, Console], Awaitable[int]]
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One subcommand: its name, help, arguments and the coroutine that runs it."""
+    """One subcommand: its name, help, arguments and the coroutine that runs it.
+
+    ``run(args, console)`` returns the exit code or raises (``CliError`` for a chosen code).
+    ``stops_with_ctrl_c``: Ctrl-C is how the command ends (``tail``), so it exits with 0.
+    """
 
     name: str
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
     run: Handler
+    stops_with_ctrl_c: bool = False
 
 
 # -- sources -----------------------------------------------------------------------------------
 
 
-def _check_nats_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme not in _NATS_SCHEMES or not parts.hostname:
-        raise CliError(EXIT_USAGE, f"--log {url!r}: expected nats://HOST:PORT")
-    try:
-        port = parts.port or _NATS_PORT
-    except ValueError as exc:
-        raise CliError(EXIT_USAGE, f"--log {url!r}: bad port") from exc
-    return parts.hostname, port
-
-
 @asynccontextmanager
-async def _nats_log(url: str, timeout: float) -> AsyncIterator[EventLog]:
-    host, port = _check_nats_url(url)
-    # A plain TCP connection first: a clear, quick answer when nothing listens there, whatever
-    # the NATS client's own reconnection policy is.
-    try:
-        with anyio.fail_after(timeout):
-            stream = await anyio.connect_tcp(host, port)
-        await stream.aclose()
-    except (OSError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise CliError(EXIT_UNREACHABLE, f"cannot reach the log at {url}: {reason}") from exc
-    try:
-        # Imported here: nats-py is an optional dependency, and only --log needs it.
-        from eventlog.nats import NatsEventLog
-    except ImportError as exc:
-        raise CliError(
-            EXIT_UNREACHABLE, f"cannot open {url}: NATS support is not available ({exc})"
-        ) from exc
-    try:
-        with anyio.fail_after(timeout):
-            log = NatsEventLog(url)
-            await log.__aenter__()
-    except (LogUnavailable, OSError, TimeoutError) as exc:
-        raise CliError(EXIT_UNREACHABLE, f"cannot open the log at {url}: {exc}") from exc
-    try:
+async def _nats_log(args: argparse.Namespace, *, create: bool) -> AsyncIterator[EventLog]:
+    opened = open_nats_log(
+        args.log,
+        stream_name=args.stream,
+        subject_prefix=args.subject_prefix,
+        timeout=args.timeout,
+        create=create,
+    )
+    async with AsyncExitStack() as stack:
+        try:
+            log = await stack.enter_async_context(opened)
+        except ValueError as exc:  # a bad URL, or a stream of other subjects: fix the arguments
+            raise CliError(EXIT_USAGE, f"--log: {exc}") from exc
         yield log
-    finally:
-        with anyio.CancelScope(shield=True):
-            await log.aclose()
 
 
-async def _lines_of(path: str) -> AsyncIterator[str]:
+async def _lines_of(path: str) -> AsyncGenerator[str, None]:
     if path == "-" and _isatty(sys.stdin):
         raise CliError(EXIT_USAGE, "no export on stdin: pipe one in, or use --file EXPORT")
     try:
@@ -195,7 +178,8 @@ async def _file_log(path: str) -> EventLog:
 @asynccontextmanager
 async def _source(args: argparse.Namespace) -> AsyncIterator[EventLog]:
     if args.log is not None:
-        async with _nats_log(args.log, args.timeout) as log:
+        # Reading commands never create the log's stream on the server.
+        async with _nats_log(args, create=False) as log:
             yield log
     elif args.file is not None:
         yield await _file_log(args.file)
@@ -223,7 +207,7 @@ def _progress_bar(total: int, console: Console) -> Iterator[Any]:
         yield None
         return
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
     except ImportError:  # an optional nicety: the replay works the same without it
         logger.debug("tqdm is not installed: no progress bar")
         yield None
@@ -240,18 +224,34 @@ def _isatty(stream: TextIO) -> bool:
 # -- commands ----------------------------------------------------------------------------------
 
 
-def _add_source(parser: argparse.ArgumentParser, *, file_help: str) -> None:
-    group = parser.add_argument_group("log")
-    exclusive = group.add_mutually_exclusive_group()
-    exclusive.add_argument("--log", metavar="nats://HOST:PORT", help="a NATS JetStream log")
-    exclusive.add_argument("--file", metavar="EXPORT.jsonl", help=file_help)
+def _add_nats_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="SECONDS",
-        help=f"give up connecting to --log after this long (default {DEFAULT_CONNECT_TIMEOUT:g})",
+        help=f"give up on --log after this long (default {DEFAULT_CONNECT_TIMEOUT:g})",
     )
+    group.add_argument(
+        "--stream",
+        default=DEFAULT_STREAM,
+        metavar="NAME",
+        help=f"the log's JetStream stream (default {DEFAULT_STREAM})",
+    )
+    group.add_argument(
+        "--subject-prefix",
+        default=DEFAULT_SUBJECT_PREFIX,
+        metavar="PREFIX",
+        help=f"the log's subject prefix (default {DEFAULT_SUBJECT_PREFIX})",
+    )
+
+
+def _add_source(parser: argparse.ArgumentParser, *, file_help: str) -> None:
+    group = parser.add_argument_group("log")
+    exclusive = group.add_mutually_exclusive_group()
+    exclusive.add_argument("--log", metavar="nats://HOST:PORT", help="a NATS JetStream log")
+    exclusive.add_argument("--file", metavar="EXPORT.jsonl", help=file_help)
+    _add_nats_options(group)
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
@@ -309,6 +309,11 @@ def _configure_tail(parser: argparse.ArgumentParser) -> None:
 
 async def _run_tail(args: argparse.Namespace, console: Console) -> int:
     async with _source(args) as log:
+        if args.log is not None and isinstance(log, MemoryEventLog):
+            # The server has no RoomKit stream (``open_nats_log`` stands in an empty log).
+            raise CliError(
+                EXIT_UNKNOWN_ROOM, f"no RoomKit log at {args.log} yet: nothing to follow"
+            )
         await follow(
             log,
             console.write,
@@ -345,24 +350,22 @@ async def _run_export(args: argparse.Namespace, console: Console) -> int:
 
 def _configure_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--log", metavar="nats://HOST:PORT", required=True, help="the log to import into"
-    )
-    parser.add_argument(
         "--file", metavar="EXPORT.jsonl", default="-", help="the export (default: stdin)"
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_CONNECT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"give up connecting to --log after this long (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    group = parser.add_argument_group("log")
+    group.add_argument(
+        "--log",
+        metavar="nats://HOST:PORT",
+        required=True,
+        help="the log to import into (its stream is created if missing)",
     )
+    _add_nats_options(group)
 
 
 async def _run_import(args: argparse.Namespace, console: Console) -> int:
     lines = _lines_of(args.file)
     try:
-        async with _nats_log(args.log, args.timeout) as log:
+        async with _nats_log(args, create=True) as log:
             report = await import_room(log, lines)
     finally:
         await lines.aclose()
@@ -378,7 +381,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("replay", "print a room's history, or its state as of a point", _configure_replay,
             _run_replay),
     Command("tail", "follow new events as they are committed (Ctrl-C stops)", _configure_tail,
-            _run_tail),
+            _run_tail, stops_with_ctrl_c=True),
     Command("rooms", "list rooms with their version and last activity", _configure_rooms,
             _run_rooms),
     Command("export", "write a room's records to stdout as JSON lines", _configure_export,
@@ -413,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.configure(sub)
-        sub.set_defaults(handler=command.run)
+        sub.set_defaults(handler=command.run, command_spec=command)
     return parser
 
 
@@ -437,7 +440,7 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
         case InvalidStreamId():
             return EXIT_USAGE, str(exc)
         case LogUnavailable():
-            return EXIT_UNREACHABLE, f"the log is unavailable: {exc}"
+            return EXIT_UNREACHABLE, str(exc)
         case BadExport() | CorruptRecord():
             return EXIT_BAD_INPUT, str(exc)
         case ImportConflict():
@@ -463,21 +466,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = anyio.run(handler, args, console)
         console.out.flush()  # a closed pipe shows here, not as a warning at exit
         return code
-    except KeyboardInterrupt:
-        # Stopping ``tail`` is how it ends; anything else interrupted is not a success.
-        return EXIT_OK if args.command == "tail" else EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader (``| head``) has what it wanted; keep Python from complaining at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
-    except BaseException as exc:
-        known = _exit_code(_leaf(exc))
+    except BaseException as exc:  # every way out maps to an exit code, or re-raises
+        error = _leaf(exc)
+        if isinstance(error, KeyboardInterrupt):
+            # Stopping ``tail`` is how it ends; anything else interrupted is not a success.
+            spec: Command = args.command_spec
+            return EXIT_OK if spec.stops_with_ctrl_c else EXIT_INTERRUPTED
+        if isinstance(error, BrokenPipeError):
+            # The reader (``| head``) has what it wanted; keep Python from complaining at exit.
+            _silence_stdout()
+            return EXIT_OK
+        known = _exit_code(error)
         if known is None:
             raise
         code, message = known
         console.note(f"roomkit {args.command}: {message}")
         return code
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file behind stdout: nothing will complain
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m roomkit`` goes through __main__

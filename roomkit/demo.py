@@ -14,6 +14,7 @@ yet: it comes with the ingress.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -207,7 +208,10 @@ def _outcome(result: InboundResult, original: InboundResult | None = None) -> st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; ``--nats`` is reserved for the NATS version (not available yet)."""
-    parser = argparse.ArgumentParser(prog="python -m roomkit.demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m roomkit.demo",
+        description="A scripted SMS + WebSocket + AI conversation, then its replay.",
+    )
     parser.add_argument(
         "--nats",
         action="store_true",
@@ -223,7 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run `make demo` for the embedded version\n"
         )
         return EXIT_NOT_AVAILABLE
-    anyio.run(run, print)
+    # Collected, then printed: the run takes milliseconds, and the channels' callbacks never
+    # meet a closed stdout (``| head``).
+    lines: list[str] = []
+    anyio.run(run, lines.append)
+    try:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Piped into ``head``: the reader has seen enough; keep Python quiet at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -16,6 +16,7 @@ The ``roomkit`` command line (``roomkit.cli``) is a thin shell over this package
 from __future__ import annotations
 
 from roomkit.audit._errors import AuditError, BadExport, CorruptRecord, ImportConflict
+from roomkit.audit._nats import DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX, open_nats_log
 from roomkit.audit._output import Format, Write, follow, to_json, write_replay, write_rooms
 from roomkit.audit._records import Progress, Until
 from roomkit.audit._render import (
@@ -50,6 +51,8 @@ __all__ = [
     "AuditError",
     "BadExport",
     "CorruptRecord",
+    "DEFAULT_STREAM",
+    "DEFAULT_SUBJECT_PREFIX",
     "DeliveryOutcome",
     "ExportLines",
     "Format",
@@ -74,6 +77,7 @@ __all__ = [
     "format_rooms",
     "format_state",
     "import_room",
+    "open_nats_log",
     "replay",
     "replay_point",
     "room_to_dict",

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
-from eventlog import EventLog
+from eventlog import EventLog, Record
 from roomkit.audit._records import Progress, RecordReader, Until
 from roomkit.audit._render import (
     TextRenderer,
@@ -104,8 +104,7 @@ async def follow(
 
     With ``room_id``, only that room (it may not exist yet: its first records will show); its
     earlier records are folded silently so that senders show under their names. Without it,
-    every room, each line starting with the room id; "the last N" then counts log positions,
-    which is exact on the memory log and close to it elsewhere.
+    every room, each line starting with the room id.
 
     Args:
         log: the log to follow.
@@ -136,10 +135,9 @@ async def follow(
             if record.version > newest - last:
                 emit(entry)
             shown = record.version
-    else:
-        for record in await log.read_all(after_position=max(start - last, 0), limit=last):
-            if record.position <= start:
-                emit(builder.entry(record))
+    elif last > 0:
+        for record in await _last_records(log, start, last):
+            emit(builder.entry(record))
     if not live:
         return
     async with log.subscribe(after_position=start) as records:
@@ -147,3 +145,20 @@ async def follow(
             if room_id is not None and (record.stream != room_id or record.version <= shown):
                 continue
             emit(builder.entry(record))
+
+
+async def _last_records(log: EventLog, end: int, count: int) -> list[Record]:
+    """The last ``count`` records at or before position ``end``, across every stream.
+
+    Positions need not be contiguous (JetStream leaves gaps), so look back over a window of
+    positions that grows until it holds enough records or reaches the start of the log.
+    """
+    window = count
+    while True:
+        start = max(end - window, 0)
+        # Positions strictly increase, so at most ``window`` records lie in (start, end].
+        batch = await log.read_all(after_position=start, limit=window)
+        records = [r for r in batch if r.position <= end]
+        if len(records) >= count or start == 0:
+            return records[-count:]
+        window *= 16

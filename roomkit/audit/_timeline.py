@@ -130,7 +130,7 @@ class TimelineEntry:
     blocked_by: str | None = None
     modified_by: tuple[str, ...] = ()
     refers_to: int | None = None
-    deliveries: tuple[DeliveryOutcome, ...] = field(default_factory=tuple)
+    deliveries: tuple[DeliveryOutcome, ...] = ()
 
 
 @dataclass(slots=True)
@@ -211,9 +211,11 @@ def _describe(
             }
             return details, None
         case RoomCreated() | RoomUpdated():
-            created = isinstance(event, RoomCreated)
             room_model = load(Room, event.room)
-            why = "created" if created else (event.reason or "updated").replace("_", " ")
+            if isinstance(event, RoomUpdated):
+                why = (event.reason or "updated").replace("_", " ")  # e.g. closed by timer
+            else:
+                why = "created"
             what = f"room {why} (status {room_model.status})"
             return {"who": "system", "what": what, "status": str(room_model.status)}, room_model
         case ChannelAttached() | ChannelUpdated():

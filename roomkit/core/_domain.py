@@ -122,12 +122,16 @@ class MessageRecorded(DomainEvent, frozen=True):
     Covers messages (delivered or blocked), system/audit events, injected events and AI replies.
     ``deliver`` is false for events that are recorded but must not be broadcast (blocked ones,
     audit events); ``targets`` restricts delivery of injected events to those channel ids.
+    For the audit trail: ``modified_by`` names the BEFORE_BROADCAST hooks that replaced the
+    event, ``reason`` is the blocking hook's reason.
     """
 
     TAG = "message.recorded"
     event: msgspec.Raw
     deliver: bool = True
     targets: list[str] | None = None
+    modified_by: list[str] = msgspec.field(default_factory=list)
+    reason: str | None = None
 
 
 class TaskRecorded(DomainEvent, frozen=True):

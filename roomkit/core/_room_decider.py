@@ -93,13 +93,21 @@ class _Draft:
         self.facts.append(Fact(domain=domain, timestamp=self.stamp, model=model, then=then))
 
     def message(
-        self, event: RoomEvent, *, deliver: Deliver | None = None, then: Any = None
+        self,
+        event: RoomEvent,
+        *,
+        deliver: Deliver | None = None,
+        then: Any = None,
+        modified_by: list[str] | None = None,
+        reason: str | None = None,
     ) -> None:
         self.add(
             MessageRecorded(
                 event=dump(event),
                 deliver=deliver is not None,
                 targets=deliver.targets if deliver else None,
+                modified_by=modified_by or [],
+                reason=reason,
             ),
             event,
             deliver or then,
@@ -164,7 +172,14 @@ class _Draft:
 
     def injected(self, room_id: str, injected: list[InjectedEvent], root: str) -> None:
         for item in injected:
-            event = item.event.model_copy(update={"room_id": room_id, "index": self.next_index()})
+            # Recorded as delivered, like AI replies: the room sends it once it is committed.
+            event = item.event.model_copy(
+                update={
+                    "room_id": room_id,
+                    "index": self.next_index(),
+                    "status": EventStatus.DELIVERED,
+                }
+            )
             targets = item.target_channel_ids
             self.message(event, deliver=Deliver(event, root, targets) if targets else None)
 
@@ -443,7 +458,7 @@ class RoomDecider:
                     "blocked_by": result.blocked_by or result.reason,
                 }
             )
-            draft.message(blocked)
+            draft.message(blocked, modified_by=result.modified_by, reason=result.reason)
             draft.injected(room.id, list(result.injected_events), blocked.id)
             draft.tasks_and_observations(
                 room.id, list(result.tasks), list(result.observations), blocked.id
@@ -461,7 +476,11 @@ class RoomDecider:
             update={"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
         )
         bound = final.source.channel_id in state.bindings
-        draft.message(final, deliver=Deliver(final, final.id) if bound else None)
+        draft.message(
+            final,
+            deliver=Deliver(final, final.id) if bound else None,
+            modified_by=result.modified_by,
+        )
         draft.injected(room.id, list(result.injected_events), final.id)
         draft.tasks_and_observations(
             room.id, list(result.tasks), list(result.observations), final.id

@@ -128,8 +128,9 @@ class SyncPipelineResult:
 
     ``event`` is the (possibly modified) event; ``blocked_by`` is the blocking hook's name;
     ``injected_events``, ``tasks`` and ``observations`` come from every hook that ran,
-    including the blocking one; ``hook_errors`` holds ``{"hook": name, "error": text}`` for
-    each hook that raised or timed out (the pipeline went on without it).
+    including the blocking one; ``modified_by`` names the hooks that replaced the event, in
+    order; ``hook_errors`` holds ``{"hook": name, "error": text}`` for each hook that raised or
+    timed out (the pipeline went on without it).
     """
 
     allowed: bool = True
@@ -140,6 +141,7 @@ class SyncPipelineResult:
     tasks: list[Task] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     hook_errors: list[dict[str, str]] = field(default_factory=list)
+    modified_by: list[str] = field(default_factory=list)
 
 
 class HookTimeoutError(TimeoutError):
@@ -349,6 +351,7 @@ class HookEngine:
                 break
             if outcome.action == "modify" and outcome.event is not None:
                 result.event = outcome.event
+                result.modified_by.append(reg.name)
         return result
 
     async def run_async_hooks(

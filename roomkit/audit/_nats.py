@@ -1,0 +1,151 @@
+"""Opening a NATS JetStream log to audit it, without changing it.
+
+``NatsEventLog.connect`` creates its JetStream stream, or updates the stream's configuration to
+its own arguments: right for the process that owns the log, wrong for a tool that only reads
+it (an audit must not turn a production stream's three replicas into one). So the stream is
+looked up first and the log opened with the stream's own settings, which makes that update a
+no-op; a server without the stream holds no rooms, and nothing is created there unless asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+
+from eventlog import EventLog, LogUnavailable, MemoryEventLog
+
+__all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log"]
+
+logger = logging.getLogger("roomkit.audit")
+
+DEFAULT_STREAM = "ROOMKIT"
+DEFAULT_SUBJECT_PREFIX = "roomkit"
+_SCHEMES = ("nats", "tls")
+_DEFAULT_PORT = 4222
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        raise ValueError(f"{url!r} is not a NATS URL: expected nats://HOST:PORT")
+    try:
+        return parts.hostname, parts.port or _DEFAULT_PORT
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: bad port") from exc
+
+
+async def _reachable(url: str, timeout: float) -> None:
+    # A plain TCP connection first: a clear, quick answer when nothing listens there, whatever
+    # the NATS client's reconnection policy is.
+    host, port = _address(url)
+    try:
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_tcp(host, port)
+        await stream.aclose()
+    except (OSError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise LogUnavailable(f"cannot reach the log at {url}: {reason}") from exc
+
+
+async def _stream_settings(
+    url: str, stream_name: str, subject_prefix: str, timeout: float
+) -> dict[str, Any] | None:
+    """The ``NatsEventLog`` settings that match the existing stream (``None``: no stream)."""
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.js.api import StorageType
+
+    try:
+        with anyio.fail_after(timeout):
+            nc = await nats.connect(
+                url, connect_timeout=max(1, round(timeout)), allow_reconnect=False
+            )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise LogUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
+    try:
+        with anyio.fail_after(timeout):
+            info = await nc.jetstream(timeout=timeout).stream_info(stream_name)
+    except nats.js.errors.NotFoundError:
+        return None
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise LogUnavailable(f"no JetStream answers at {url}: {exc!r}") from exc
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.close()
+    config = info.config
+    subjects = f"{subject_prefix}.ev.>"
+    if subjects not in (config.subjects or []):
+        raise ValueError(
+            f"JetStream stream {stream_name} at {url} holds {config.subjects}, not {subjects}: "
+            "give the subject prefix its writers use"
+        )
+    return {
+        "storage": "memory" if config.storage == StorageType.MEMORY else "file",
+        "replicas": config.num_replicas or 1,
+        "duplicate_window": config.duplicate_window or 120.0,
+    }
+
+
+@asynccontextmanager
+async def open_nats_log(
+    url: str,
+    *,
+    stream_name: str = DEFAULT_STREAM,
+    subject_prefix: str = DEFAULT_SUBJECT_PREFIX,
+    timeout: float = 5.0,
+    create: bool = False,
+) -> AsyncIterator[EventLog]:
+    """Open the RoomKit log on the NATS server at ``url``, leaving its stream as it is.
+
+    Args:
+        url: ``nats://HOST:PORT``.
+        stream_name: the JetStream stream of the log.
+        subject_prefix: the log's subject prefix (``<prefix>.ev.<room id>``).
+        timeout: bound of connecting, and of each call's retries while the server is away.
+        create: create the stream if it does not exist (imports); otherwise a server without
+            it yields an empty log and is left untouched.
+
+    Raises:
+        ValueError: ``url`` is not a NATS URL, or the stream holds other subjects.
+        LogUnavailable: nothing answers at ``url``, JetStream does not, or NATS support
+            (nats-py) is not installed.
+    """
+    await _reachable(url, timeout)
+    try:
+        # Imported here: nats-py is an optional dependency that only this source needs.
+        from eventlog.nats import NatsEventLog
+    except ImportError as exc:
+        raise LogUnavailable(f"cannot open {url}: NATS support is not installed ({exc})") from exc
+    settings = await _stream_settings(url, stream_name, subject_prefix, timeout)
+    if settings is None and not create:
+        logger.info("no JetStream stream %s at %s: the log is empty", stream_name, url)
+        yield MemoryEventLog()
+        return
+    log = NatsEventLog(
+        url,
+        stream_name=stream_name,
+        subject_prefix=subject_prefix,
+        connect_timeout=timeout,
+        retry_timeout=timeout,
+        **(settings or {}),
+    )
+    try:
+        with anyio.fail_after(timeout):
+            await log.connect()
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await log.aclose()
+        if isinstance(exc, TimeoutError):
+            raise LogUnavailable(f"the log at {url} did not open within {timeout:g}s") from exc
+        raise
+    try:
+        yield log
+    finally:
+        with anyio.CancelScope(shield=True):
+            await log.aclose()

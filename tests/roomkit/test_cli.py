@@ -1,0 +1,421 @@
+"""The ``roomkit`` command line, run in-process with an export file as its log."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from eventlog import EventLog, MemoryEventLog
+from roomkit import HookResult, HookTrigger, RoomContext, RoomEvent, RoomKit
+from roomkit.audit import export_room, import_room
+from roomkit.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_CONFLICT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNKNOWN_ROOM,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    main,
+)
+from roomkit.core._domain import ReadMarked, RoomCreated, dump, encode_domain_event
+from roomkit.models.room import Room
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+async def _conversation() -> MemoryEventLog:
+    log = MemoryEventLog()
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def no_spam(event: RoomEvent, context: RoomContext) -> HookResult:
+            if "spam" in getattr(event.content, "body", ""):
+                return HookResult.block("spam detected")
+            return HookResult.allow()
+
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        await kit.process_inbound(text("sms", "hello", idempotency_key="k1"))
+        await kit.process_inbound(text("sms", "buy spam"))
+        await kit.mute("r1", "ws")
+    return log
+
+
+async def _write_export(log: EventLog, room_id: str, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        async for line in export_room(log, room_id):
+            out.write(line)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export of room ``r1``: 2 channels, a delivered and a blocked message, a mute."""
+    path = tmp_path_factory.mktemp("export") / "r1.jsonl"
+
+    async def build() -> None:
+        await _write_export(await _conversation(), "r1", path)
+
+    anyio.run(build)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def versions(export: Path) -> int:
+    return sum(1 for line in export.read_text().splitlines() if line.strip())
+
+
+class TestReplay:
+    def test_text_timeline_shows_every_version(
+        self, capsys: pytest.CaptureFixture[str], export: Path
+    ) -> None:
+        code, out, err = run(capsys, "replay", "r1", "--file", str(export))
+        assert (code, err) == (EXIT_OK, "")
+        lines = out.splitlines()
+        total = versions(export)
+        assert lines[0] == f"room r1: log at version {total}"
+        assert lines[1].startswith("-- ") and lines[1].endswith(" (UTC) --")
+        assert [line.split()[0] for line in lines[2:]] == [f"v{n}" for n in range(1, total + 1)]
+        assert any('"buy spam" BLOCKED by no_spam' in line for line in lines)
+        assert any("delivery.recorded" in line and "-> ws ok" in line for line in lines)
+
+    def test_json_lines(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
+        code, out, _ = run(capsys, "replay", "r1", "--file", str(export), "--format", "json")
+        assert code == EXIT_OK
+        entries = [json.loads(line) for line in out.splitlines()]
+        assert [e["version"] for e in entries] == list(range(1, versions(export) + 1))
+        blocked = next(e for e in entries if e["status"] == "blocked")
+        assert (blocked["blocked_by"], blocked["text"]) == ("no_spam", "buy spam")
+
+    def test_state_at_a_version(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
+        code, out, _ = run(capsys, "replay", "r1", "--file", str(export), "--at", "3")
+        assert code == EXIT_OK
+        lines = out.splitlines()
+        assert lines[0].startswith("room r1 as of v3 (")
+        assert "  status: active" in lines[1]
+        assert "  bindings (1):" in lines
+        assert any(line.split()[0] == "sms" and "muted no" in line for line in lines)
+        code, out, _ = run(capsys, "replay", "r1", "--file", str(export))
+        last = versions(export)
+        code, out, _ = run(
+            capsys, "replay", "r1", "--file", str(export), "--at", str(last), "--format", "json"
+        )
+        state = json.loads(out)
+        assert state["version"] == last
+        assert {b["channel_id"]: b["muted"] for b in state["bindings"]} == {
+            "sms": False,
+            "ws": True,
+        }
+        assert list(state["idempotency_keys"]) == ["k1"]
+
+    def test_state_at_a_time(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
+        code, out, _ = run(capsys, "replay", "r1", "--file", str(export), "--at", "2000-01-01")
+        assert code == EXIT_OK
+        assert out.splitlines() == ["room r1 as of v0 (the start)", "  not created yet"]
+        code, out, _ = run(
+            capsys, "replay", "r1", "--file", str(export), "--at", "2999-01-01T00:00:00+00:00"
+        )
+        assert out.startswith(f"room r1 as of v{versions(export)} (")
+
+
+class TestOtherCommands:
+    def test_rooms(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
+        code, out, _ = run(capsys, "rooms", "--file", str(export))
+        assert code == EXIT_OK
+        header, row = out.splitlines()
+        assert header.split()[:2] == ["ROOM", "VERSION"]
+        assert row.split()[:2] == ["r1", str(versions(export))]
+        code, out, _ = run(capsys, "rooms", "--file", str(export), "--format", "json")
+        (room,) = [json.loads(line) for line in out.splitlines()]
+        assert (room["room_id"], room["version"]) == ("r1", versions(export))
+
+    def test_export_writes_the_same_lines(
+        self, capsys: pytest.CaptureFixture[str], export: Path
+    ) -> None:
+        code, out, _ = run(capsys, "export", "r1", "--file", str(export))
+        assert code == EXIT_OK
+        assert out == export.read_text()
+
+    def test_tail_of_a_file_prints_the_last_entries_and_exits(
+        self, capsys: pytest.CaptureFixture[str], export: Path
+    ) -> None:
+        code, out, _ = run(capsys, "tail", "r1", "--file", str(export), "-n", "2")
+        assert code == EXIT_OK
+        total = versions(export)
+        assert [line.split()[0] for line in out.splitlines()[1:]] == [f"v{total - 1}", f"v{total}"]
+
+    def test_help_documents_the_exit_codes(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "--help")
+        assert code == EXIT_OK
+        for code_line in ("0  success", "2  usage", "3  the log cannot be reached", "4  unknown"):
+            assert code_line in out
+
+    def test_python_dash_m_roomkit(self) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "roomkit", "rooms", "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == EXIT_OK and "usage: roomkit rooms" in done.stdout
+
+
+class TestExitCodes:
+    def test_unknown_room(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
+        for command in ("replay", "export"):
+            code, out, err = run(capsys, command, "nope", "--file", str(export))
+            assert (code, out) == (EXIT_UNKNOWN_ROOM, "")
+            assert err == f"roomkit {command}: Room nope not found in the log\n"
+
+    def test_bad_or_missing_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"stream": "r1"}\n')
+        code, _, err = run(capsys, "replay", "r1", "--file", str(bad))
+        assert code == EXIT_BAD_INPUT and "line 1: not an exported record" in err
+        code, _, err = run(capsys, "rooms", "--file", str(tmp_path / "missing.jsonl"))
+        assert code == EXIT_BAD_INPUT and "cannot read" in err
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["replay", "r1"],  # no log
+            ["replay", "r1", "--file", "x", "--log", "nats://127.0.0.1:4222"],
+            ["replay", "r.1", "--file", "{export}"],
+            ["replay", "r1", "--file", "{export}", "--at", "yesterday"],
+            ["replay", "r1", "--log", "http://127.0.0.1:4222"],
+            ["frobnicate"],
+            [],
+        ],
+    )
+    def test_usage_errors(
+        self, capsys: pytest.CaptureFixture[str], export: Path, argv: list[str]
+    ) -> None:
+        code, out, err = run(capsys, *(a.format(export=export) for a in argv))
+        assert (code, out) == (EXIT_USAGE, "")
+        assert err
+
+    def test_unreachable_log(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
+        url = "nats://127.0.0.1:1"
+        for argv in (["rooms"], ["replay", "r1"], ["import", "--file", str(export)]):
+            code, out, err = run(capsys, *argv, "--log", url, "--timeout", "5")
+            assert (code, out) == (EXIT_UNREACHABLE, "")
+            assert err.startswith(f"roomkit {argv[0]}: cannot reach the log at {url}")
+
+    def test_ctrl_c_ends_tail_with_success_and_other_commands_with_130(
+        self, capsys: pytest.CaptureFixture[str], export: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def interrupted(*args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("roomkit.cli.follow", interrupted)
+        monkeypatch.setattr("roomkit.cli.write_replay", interrupted)
+        assert run(capsys, "tail", "--file", str(export))[0] == EXIT_OK
+        assert run(capsys, "replay", "r1", "--file", str(export))[0] == EXIT_INTERRUPTED
+
+
+class TestImport:
+    """``import`` writes to ``--log``; here a memory log stands in for the NATS server."""
+
+    @pytest.fixture
+    def target(self, monkeypatch: pytest.MonkeyPatch) -> MemoryEventLog:
+        log = MemoryEventLog()
+
+        @asynccontextmanager
+        async def fake_nats_log(args: Any, *, create: bool) -> AsyncIterator[EventLog]:
+            yield log
+
+        monkeypatch.setattr("roomkit.cli._nats_log", fake_nats_log)
+        return log
+
+    def test_import_then_again_then_a_conflict(
+        self, capsys: pytest.CaptureFixture[str], export: Path, target: MemoryEventLog
+    ) -> None:
+        total = versions(export)
+        argv = ("import", "--log", "nats://fake:4222", "--file", str(export))
+        assert run(capsys, *argv) == (
+            EXIT_OK,
+            f"r1: {total} records appended, 0 already present\n",
+            "",
+        )
+        assert run(capsys, *argv)[1] == f"r1: 0 records appended, {total} already present\n"
+
+        other = export.parent / "other.jsonl"
+
+        async def different_r1() -> None:
+            log = MemoryEventLog()
+            created = encode_domain_event(RoomCreated(room=dump(Room(id="r1"))), timestamp=1.0)
+            await log.append("r1", [created], expected_version=0)
+            await _write_export(log, "r1", other)
+
+        anyio.run(different_r1)
+        code, out, err = run(capsys, "import", "--log", "nats://fake:4222", "--file", str(other))
+        assert (code, out) == (EXIT_CONFLICT, "")
+        assert "refusing to overwrite" in err
+
+    def test_import_reads_stdin(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        export: Path,
+        target: MemoryEventLog,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(export.read_text()))
+        code, out, _ = run(capsys, "import", "--log", "nats://fake:4222")
+        assert code == EXIT_OK and out.startswith("r1: ")
+
+    def test_import_of_a_bad_file(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: Path, target: MemoryEventLog
+    ) -> None:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("\n\n")
+        code, _, err = run(capsys, "import", "--log", "nats://fake:4222", "--file", str(bad))
+        assert code == EXIT_BAD_INPUT and "no record in the input" in err
+
+
+@pytest.fixture(scope="module")
+def long_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export of room ``big``: 1001 records, past the progress bar's threshold."""
+    path = tmp_path_factory.mktemp("long") / "long.jsonl"
+
+    async def build() -> None:
+        log = MemoryEventLog()
+        events = [encode_domain_event(RoomCreated(room=dump(Room(id="big"))), timestamp=1.0)]
+        events += [
+            encode_domain_event(ReadMarked(channel_id="sms"), timestamp=2.0) for _ in range(1000)
+        ]
+        await log.append("big", events, expected_version=0)
+        await _write_export(log, "big", path)
+
+    anyio.run(build)
+    return path
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class TestProgressBar:
+    def test_on_a_terminal_for_long_replays(
+        self, long_export: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        pytest.importorskip("tqdm")
+        out, err = _Terminal(), _Terminal()
+        monkeypatch.setattr("sys.stdout", out)
+        monkeypatch.setattr("sys.stderr", err)
+        assert main(["replay", "big", "--file", str(long_export), "--at", "1001"]) == EXIT_OK
+        assert "replay:" in err.getvalue() and "1001" in err.getvalue()
+        assert out.getvalue().startswith("room big as of v1001")
+        # Timeline lines go above the bar, all of them.
+        out.seek(0), out.truncate()
+        assert main(["replay", "big", "--file", str(long_export)]) == EXIT_OK
+        assert sum(1 for line in out.getvalue().splitlines() if "read.marked" in line) == 1000
+
+    def test_not_when_stderr_is_not_a_terminal_or_the_room_is_short(
+        self, capsys: pytest.CaptureFixture[str], long_export: Path, export: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        assert run(capsys, "replay", "big", "--file", str(long_export))[2] == ""
+        err = _Terminal()
+        monkeypatch.setattr("sys.stderr", err)
+        assert main(["replay", "r1", "--file", str(export)]) == EXIT_OK
+        assert err.getvalue() == ""
+
+
+class TestOnNats:
+    """The same commands on a real nats-server: an export moved in, then read back."""
+
+    def test_import_rooms_replay_export(
+        self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
+    ) -> None:
+        url = nats_server.url
+        total = versions(export)
+        code, out, err = run(capsys, "import", "--log", url, "--file", str(export))
+        assert (code, out, err) == (
+            EXIT_OK,
+            f"r1: {total} records appended, 0 already present\n",
+            "",
+        )
+        code, out, _ = run(capsys, "rooms", "--log", url)
+        assert out.splitlines()[1].split()[:2] == ["r1", str(total)]
+
+        def without_positions(out: str) -> list[dict[str, Any]]:
+            return [{**json.loads(line), "position": None} for line in out.splitlines()]
+
+        from_file = run(capsys, "replay", "r1", "--file", str(export), "--format", "json")[1]
+        from_nats = run(capsys, "replay", "r1", "--log", url, "--format", "json")[1]
+        assert without_positions(from_nats) == without_positions(from_file)
+        assert run(capsys, "replay", "nope", "--log", url)[0] == EXIT_UNKNOWN_ROOM
+        assert run(capsys, "replay", "not.a.room", "--log", url)[0] == EXIT_USAGE
+        bad = export.parent / "bad-for-nats.jsonl"
+        bad.write_text("{}\n")
+        code, _, err = run(capsys, "import", "--log", url, "--file", str(bad))
+        assert code == EXIT_BAD_INPUT and "line 1: not an exported record" in err
+        exported_again = run(capsys, "export", "r1", "--log", url)[1]
+        assert without_positions(exported_again) == without_positions(export.read_text())
+
+    def test_reading_leaves_the_server_as_it_was(
+        self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
+    ) -> None:
+        url = nats_server.url
+
+        async def stream_storage() -> str | None:
+            import nats
+            import nats.js.errors
+
+            nc = await nats.connect(url)
+            try:
+                info = await nc.jetstream().stream_info("ROOMKIT")
+            except nats.js.errors.NotFoundError:
+                return None
+            finally:
+                await nc.close()
+            return str(info.config.storage)
+
+        # No RoomKit stream yet: reading finds nothing and creates nothing.
+        assert run(capsys, "rooms", "--log", url)[:2] == (
+            EXIT_OK,
+            "ROOM  VERSION  LAST ACTIVITY (UTC)\n",
+        )
+        assert run(capsys, "replay", "r1", "--log", url)[0] == EXIT_UNKNOWN_ROOM
+        code, _, err = run(capsys, "tail", "--log", url)
+        assert code == EXIT_UNKNOWN_ROOM and "nothing to follow" in err
+        assert anyio.run(stream_storage) is None
+
+        # A stream its owner keeps in memory stays in memory (the log's default is file).
+        async def create_in_memory() -> None:
+            from eventlog.nats import NatsEventLog
+
+            async with NatsEventLog(url, storage="memory") as log:
+                await import_room(log, export.read_text().splitlines())
+
+        anyio.run(create_in_memory)
+        assert run(capsys, "rooms", "--log", url)[0] == EXIT_OK
+        assert run(capsys, "replay", "r1", "--log", url)[0] == EXIT_OK
+        assert anyio.run(stream_storage) == "memory"
+        code, _, err = run(capsys, "rooms", "--log", url, "--subject-prefix", "other")
+        assert code == EXIT_USAGE and "holds ['roomkit.ev.>'], not other.ev.>" in err
+
+
+def test_all_is_sorted_and_importable() -> None:
+    import roomkit.cli
+
+    assert list(roomkit.cli.__all__) == sorted(set(roomkit.cli.__all__))
+    for name in roomkit.cli.__all__:
+        assert getattr(roomkit.cli, name) is not None, name
