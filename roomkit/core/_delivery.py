@@ -10,6 +10,7 @@ while this happens (quirk 7 fixed: async hooks do not hold the room).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from roomkit.core._commands import RecordOutcome
@@ -165,7 +166,7 @@ class RoomDelivery:
             )
 
     async def _report_hook_errors(
-        self, errors: list[tuple[str, BaseException]], context: RoomContext
+        self, errors: Sequence[tuple[str, BaseException]], context: RoomContext
     ) -> None:
         for name, error in errors:
             await self._services.emit(

@@ -190,7 +190,7 @@ class KitRuntime:
         if system is None:
             raise KitClosedError("the kit is closed")
         try:
-            outcome: Outcome = await system.ref(ROOM, room_id).ask(
+            reply = await system.ref(ROOM, room_id).ask(
                 command, timeout=self._settings.ask_timeout
             )
         except AskTimeout as exc:
@@ -203,7 +203,8 @@ class KitRuntime:
             raise KitClosedError("the kit is closing and takes no more commands") from exc
         except EventLogError as exc:
             raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc
-        return outcome
+        assert isinstance(reply, Outcome)
+        return reply
 
     async def _ask_room_for_delivery(self, room_id: str, command: object) -> Any:
         return await self.ask_room(room_id, command)

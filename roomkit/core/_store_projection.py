@@ -68,19 +68,34 @@ class StoreProjection:
         self.checkpoint = 0
         self._versions: dict[str, int] = {}
         self._advanced: anyio.Event | None = None
+        # Held while applying, so that a rebuild never interleaves with the live tail.
+        self._applying = anyio.Lock()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log for ever (until cancelled), applying every record."""
         async with self._log.subscribe(after_position=self.checkpoint) as records:
             task_status.started()
             async for record in records:
-                await self.apply(record)
+                async with self._applying:
+                    await self.apply(record)
 
     async def catch_up(self) -> None:
         """Apply everything the log holds now (used to rebuild before serving)."""
         while batch := await self._log.read_all(after_position=self.checkpoint, limit=5000):
             for record in batch:
                 await self.apply(record)
+
+    async def rebuild(self) -> None:
+        """Empty the store and apply the whole log again (the live tail waits meanwhile).
+
+        Raises:
+            NotImplementedError: the store cannot be cleared.
+        """
+        async with self._applying:
+            await self._store.clear()
+            self._versions.clear()
+            self.checkpoint = 0
+            await self.catch_up()
 
     async def wait(self, position: int) -> None:
         """Return once every record up to ``position`` is in the store."""

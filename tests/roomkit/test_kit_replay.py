@@ -163,3 +163,18 @@ async def assert_consistent(kit: RoomKit) -> None:
         stored_participants = {p.id: p for p in await kit.store.list_participants(room_id)}
         assert stored_participants == folded.participants
         assert list(folded.recent) == live.recent_events
+
+
+async def test_the_store_can_be_rebuilt_from_the_log_while_the_kit_runs() -> None:
+    log = MemoryEventLog()
+    async with new_kit(log) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        await kit.process_inbound(text("sms", "before"))
+        before = await snapshot(kit)
+        await kit.rebuild_store()
+        assert await snapshot(kit) == before
+        await kit.process_inbound(text("sms", "after"))
+        bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+        assert bodies[-2:] == ["before", "after"]
