@@ -8,6 +8,8 @@ they return.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 from datetime import datetime
 
@@ -67,7 +69,10 @@ class StoreProjection:
         self._store = store
         self.checkpoint = 0
         self._versions: dict[str, int] = {}
-        self._advanced: anyio.Event | None = None
+        # Waiters by the position they wait for (a heap): an advance wakes only those it
+        # satisfies, so a thousand callers waiting on their own writes cost O(log n) each.
+        self._waiters: list[tuple[int, int, anyio.Event]] = []
+        self._waiter_ids = itertools.count()
         # Held while applying, so that a rebuild never interleaves with the live tail.
         self._applying = anyio.Lock()
 
@@ -99,10 +104,11 @@ class StoreProjection:
 
     async def wait(self, position: int) -> None:
         """Return once every record up to ``position`` is in the store."""
-        while self.checkpoint < position:
-            if self._advanced is None:
-                self._advanced = anyio.Event()
-            await self._advanced.wait()
+        if self.checkpoint >= position:
+            return
+        event = anyio.Event()
+        heapq.heappush(self._waiters, (position, next(self._waiter_ids), event))
+        await event.wait()
 
     async def apply(self, record: Record) -> None:
         """Apply one record (a second time is a no-op) and advance the checkpoint."""
@@ -119,10 +125,10 @@ class StoreProjection:
                     record.type,
                 )
             self._versions[record.stream] = record.version
-        self.checkpoint = max(self.checkpoint, record.position)
-        if self._advanced is not None:
-            self._advanced.set()
-            self._advanced = None
+        self.checkpoint = checkpoint = max(self.checkpoint, record.position)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= checkpoint:
+            heapq.heappop(waiters)[2].set()
 
     async def _apply(self, record: Record) -> None:
         store = self._store
