@@ -49,10 +49,19 @@ class StoredEvent(msgspec.Struct, frozen=True, array_like=True):
 
 
 class StoredBatch(msgspec.Struct, frozen=True, array_like=True, tag="rk1"):
-    """The payload of one JetStream message: the events of one ``append`` call."""
+    """The payload of one JetStream message: the events of one ``append`` call.
+
+    Attributes:
+        version: the version of the first event.
+        events: the events, in order.
+        prev_seq: the stream sequence of the log stream's previous message (0 for its first):
+            the sequence the append was conditioned on, kept so that a stream's messages can
+            be walked backwards and checked.
+    """
 
     version: int
     events: list[StoredEvent]
+    prev_seq: int = 0
 
 
 class ApiError(msgspec.Struct, frozen=True):
@@ -74,11 +83,12 @@ _pub_ack_decoder = msgspec.json.Decoder(PubAck)
 
 
 def encode_batch(
-    version: int, events: Sequence[NewEvent], now: float
+    version: int, events: Sequence[NewEvent], now: float, prev_seq: int
 ) -> tuple[bytes, StoredBatch]:
     """Encode ``events`` as the batch that starts at ``version`` (``now`` stamps bare events)."""
     batch = StoredBatch(
         version=version,
+        prev_seq=prev_seq,
         events=[
             StoredEvent(
                 type=event.type,

@@ -1,8 +1,8 @@
 """An ephemeral JetStream push consumer that hands messages, in stream order, to a handler.
 
-Used for bulk replays (``read_all``, ``streams``, long ``read``) and for live subscriptions. It
-is nats-py's ordered consumer done by hand, for two reasons: control messages go through the
-same per-subscription queue as data, so the flow-control reply is sent only once every message
+The engine of live subscriptions (bulk replays pull instead, see ``_nats_replay``). It is
+nats-py's ordered consumer done by hand, for two reasons: control messages go through the same
+per-subscription queue as data, so the flow-control reply is sent only once every message
 before it has been *handled* (real backpressure, where nats-py replies on receipt and may drop
 messages as a slow consumer), and it is about 20% faster with a plain callback.
 
@@ -30,6 +30,7 @@ __all__ = ["DataHandler", "PushConsumer"]
 logger = logging.getLogger("roomkit.eventlog.nats")
 
 #: Receives (subject, stream sequence, payload, messages still pending); returns whether to go on.
+#: It may wait (a subscription waiting for its reader): that is the backpressure.
 DataHandler = Callable[[str, int, bytes, int], Awaitable[bool]]
 
 # Reply subjects of delivered messages: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.
@@ -46,7 +47,9 @@ class PushConsumer:
     Args:
         js: the JetStream context (its timeout bounds the create request).
         stream_name: the JetStream stream.
-        filter_subject: the subjects to deliver.
+        filter_subject: the subjects to deliver; ``None`` for the whole JetStream stream,
+            which the server serves much faster than an equivalent wildcard (no per-subject
+            accounting: 0.5 ms instead of 15 ms to create a consumer on 100k messages).
         handler: called for each data message, in order, from nats-py's delivery task.
         idle_heartbeat: seconds between heartbeats while idle (also the stall detector's unit).
     """
@@ -57,7 +60,7 @@ class PushConsumer:
         nc: NatsClient,
         *,
         stream_name: str,
-        filter_subject: str,
+        filter_subject: str | None,
         handler: DataHandler,
         idle_heartbeat: float,
     ) -> None:
@@ -91,6 +94,7 @@ class PushConsumer:
             nats errors: for the caller to translate.
         """
         self.next_seq = start_seq
+        self._cseq = 0
         if self._sub is not None:  # a retried start: drop the previous attempt's inbox
             await self._unsubscribe()
         inbox = self._nc.new_inbox()
@@ -129,22 +133,31 @@ class PushConsumer:
         """Whether nothing (not even a heartbeat) arrived for three heartbeat intervals."""
         return time.monotonic() - self.last_activity > 3 * self._idle_heartbeat
 
-    async def stop(self) -> None:
-        """Stop delivery and delete the consumer (without waiting for the answer). Idempotent."""
+    async def stop(self, *, wait: bool = False) -> None:
+        """Stop delivery and delete the consumer. Idempotent.
+
+        Args:
+            wait: wait for the server to confirm the delete (bounded by the JetStream
+                timeout); otherwise fire and forget, which saves a round trip per replay. A
+                lost delete is covered by the consumer's ``inactive_threshold``.
+        """
         if self._closed:
             return
         self._closed = True
         if self._nc.is_closed:
             return
         await self._unsubscribe()
-        if self._name is not None:
-            try:
-                # Fire and forget: a lost delete is covered by inactive_threshold.
+        if self._name is None:
+            return
+        try:
+            if wait:
+                await self._js.delete_consumer(self._stream_name, self._name)
+            else:
                 await self._nc.publish(
                     f"{self._js._prefix}.CONSUMER.DELETE.{self._stream_name}.{self._name}"
                 )
-            except nats.errors.Error as exc:
-                logger.debug("deleting consumer %s: %r", self._name, exc)
+        except (nats.errors.Error, TimeoutError) as exc:
+            logger.debug("deleting consumer %s: %r", self._name, exc)
 
     async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
@@ -165,11 +178,12 @@ class PushConsumer:
             return
         self.last_activity = time.monotonic()
         data = msg.data
-        if not data:
-            headers = msg.headers
-            if headers is not None and headers.get(_STATUS) == _CONTROL:
-                await self._on_control(msg, headers)
-                return
+        if not data and msg.headers is not None and _STATUS in msg.headers:
+            if msg.headers[_STATUS] == _CONTROL:
+                await self._on_control(msg, msg.headers)
+            else:  # e.g. 409 Consumer Deleted: the owner starts another one
+                self._break(f"status {msg.headers[_STATUS]} {msg.headers.get('Description')}")
+            return
         try:
             tokens = msg.reply.split(".")
             if len(tokens) == _V1_TOKENS:

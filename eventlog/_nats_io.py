@@ -1,9 +1,10 @@
 """The JetStream requests ``NatsEventLog`` is made of, each bounded in time and retried.
 
-Everything that talks to the server goes through ``JetStreamIO``: single and batched direct gets
-(no server-side state: the cheap way to read a few messages), bulk replays through an ephemeral
-push consumer (the fast way to read many), and ``retrying``, which retries transient failures
-(server restarting, reconnecting client) until a deadline and then raises ``LogUnavailable``.
+Everything that talks to the server goes through ``JetStreamIO``: requests on one shared reply
+inbox, single and batched direct gets (no server-side state: the cheap way to read a few
+messages), and ``retrying``, which retries transient failures (server restarting, reconnecting
+client) until a deadline and then raises ``LogUnavailable``. Bulk replays are in
+``_nats_replay``, live subscriptions in ``_nats_subscription``.
 """
 
 from __future__ import annotations
@@ -22,14 +23,21 @@ import anyio
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js.client import JetStreamContext
 
 from eventlog._nats_codec import StoredBatch, decode_batch
-from eventlog._nats_consumer import PushConsumer
 from eventlog._nats_errors import ServerBusy, is_transient, translate
-from eventlog.errors import EventLogError, LogUnavailable
+from eventlog.errors import EventLogError
 
-__all__ = ["DIRECT_BATCH", "JetStreamIO", "MessageHandler", "Stored", "decode_message"]
+__all__ = [
+    "DIRECT_BATCH",
+    "MAX_BYTES",
+    "JetStreamIO",
+    "MessageHandler",
+    "Stored",
+    "decode_message",
+]
 
 logger = logging.getLogger("roomkit.eventlog.nats")
 
@@ -37,6 +45,8 @@ T = TypeVar("T")
 
 #: The most messages one batched direct get asks for.
 DIRECT_BATCH = 1000
+#: The most bytes one batched request asks for (bounds what waits in memory).
+MAX_BYTES = 8 * 1024 * 1024
 
 #: Receives (subject, stream sequence, payload); returns whether to go on.
 MessageHandler = Callable[[str, int, bytes], bool]
@@ -106,12 +116,38 @@ class JetStreamIO:
         # One wildcard inbox for every batched direct get, demultiplexed by its last token,
         # instead of a subscription (and a nats-py task) per request.
         self._inbox = ""
+        self._inbox_sub: NatsSubscription | None = None
         self._replies: dict[str, Callable[[Msg], None]] = {}
         self._tokens = itertools.count()
 
     async def start(self) -> None:
-        self._inbox = self.nc.new_inbox() + "."
-        await self.nc.subscribe(self._inbox + "*", cb=self._on_reply)
+        """Subscribe the reply inbox (once connected)."""
+        if self._inbox_sub is None:
+            self._inbox = self.nc.new_inbox() + "."
+            self._inbox_sub = await self.nc.subscribe(self._inbox + "*", cb=self._on_reply)
+
+    async def stop(self) -> None:
+        """Unsubscribe the reply inbox (the connection may belong to the application)."""
+        sub, self._inbox_sub = self._inbox_sub, None
+        if sub is not None and not self.nc.is_closed:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error as exc:
+                logger.debug("unsubscribing the reply inbox: %r", exc)
+
+    def listen(self, handler: Callable[[Msg], None]) -> str:
+        """Route the replies sent to a fresh reply subject to ``handler``; return the subject.
+
+        Only for replies published *to* that subject (requests, direct gets): messages a
+        consumer delivers keep their original subject and need their own subscription.
+        """
+        token = str(next(self._tokens))
+        self._replies[token] = handler
+        return self._inbox + token
+
+    def forget(self, reply: str) -> None:
+        """Stop routing ``reply`` (a subject returned by ``listen``)."""
+        self._replies.pop(reply[len(self._inbox) :], None)
 
     async def _on_reply(self, msg: Msg) -> None:
         handler = self._replies.get(msg.subject[len(self._inbox) :])
@@ -131,7 +167,6 @@ class JetStreamIO:
             nats.errors.NoRespondersError: nobody listens (JetStream not ready, no stream).
         """
         loop = asyncio.get_running_loop()
-        token = str(next(self._tokens))
         future: asyncio.Future[Msg] = loop.create_future()
 
         def on_reply(msg: Msg) -> None:
@@ -142,14 +177,14 @@ class JetStreamIO:
             if not future.done():
                 future.set_exception(TimeoutError(f"no reply on {subject} in time"))
 
-        self._replies[token] = on_reply
+        reply = self.listen(on_reply)
         timer = loop.call_later(self.request_timeout, on_timeout)
         try:
-            await self.nc.publish(subject, payload, reply=self._inbox + token, headers=headers)
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
             msg = await future
         finally:
             timer.cancel()
-            del self._replies[token]
+            self.forget(reply)
         if not msg.data and msg.headers and msg.headers.get("Status") == "503":
             raise nats.errors.NoRespondersError
         return msg
@@ -194,11 +229,9 @@ class JetStreamIO:
             if status == "404":
                 return None
             raise _status_error(status, headers)
-        return Stored(
-            seq=int(headers["Nats-Sequence"]),
-            batch=decode_message(msg.data, int(headers["Nats-Sequence"])),
-            msg_id=headers.get("Nats-Msg-Id"),
-        )
+        seq = int(headers["Nats-Sequence"])
+        batch = decode_message(msg.data, seq)
+        return Stored(seq=seq, batch=batch, msg_id=headers.get("Nats-Msg-Id"))
 
     async def last_of(self, subject: str, deadline: float | None = None) -> Stored | None:
         """The last message on ``subject`` (one direct get), or ``None``."""
@@ -215,6 +248,13 @@ class JetStreamIO:
             f"reading message {seq}", lambda: self._direct(self._direct_subject, payload), deadline
         )
 
+    async def last_seq(self) -> int:
+        """The sequence of the stream's last message (0 if it is empty)."""
+        info = await self.retrying(
+            "reading the stream state", lambda: self.js.stream_info(self.stream_name)
+        )
+        return info.state.last_seq or 0
+
     async def next_of(self, subject: str, seq: int) -> Stored | None:
         """The first message on ``subject`` at or after stream sequence ``seq``, or ``None``."""
         payload = json.dumps({"seq": seq, "next_by_subj": subject}).encode()
@@ -222,27 +262,32 @@ class JetStreamIO:
             f"reading {subject} from {seq}", lambda: self._direct(self._direct_subject, payload)
         )
 
-    async def _batch(self, subject: str, seq: int, count: int) -> _BatchReply:
-        token = self.nc._nuid.next().decode()
+    async def _batch(self, subject: str | None, seq: int, count: int) -> _BatchReply:
         reply = _BatchReply()
-        self._replies[token] = reply
+        reply_subject = self.listen(reply)
         try:
-            request = {"seq": seq, "batch": count, "next_by_subj": subject}
+            # max_bytes: the replies are collected before they are handled.
+            request: dict[str, object] = {"seq": seq, "batch": count, "max_bytes": MAX_BYTES}
+            if subject is not None:
+                request["next_by_subj"] = subject
             await self.nc.publish(
-                self._direct_subject, json.dumps(request).encode(), reply=self._inbox + token
+                self._direct_subject, json.dumps(request).encode(), reply=reply_subject
             )
             with anyio.fail_after(self.request_timeout):
                 await reply.done.wait()
         finally:
-            del self._replies[token]
+            self.forget(reply_subject)
         if reply.status not in ("204", "404"):
             raise _status_error(reply.status, {})
         return reply
 
     async def scan_direct(
-        self, subject: str, start_seq: int, handle: MessageHandler, *, max_messages: int
+        self, subject: str | None, start_seq: int, handle: MessageHandler, *, max_messages: int
     ) -> None:
         """Feed ``handle`` the messages on ``subject`` from ``start_seq``, by batched direct gets.
+
+        ``subject=None`` reads the whole JetStream stream: far cheaper for the server than the
+        equivalent wildcard.
 
         Stops when ``handle`` returns False, after ``max_messages``, or at the end of the stream.
         """
@@ -251,7 +296,7 @@ class JetStreamIO:
         while left > 0:
             count = min(left, DIRECT_BATCH)
             reply = await self.retrying(
-                f"reading {subject} from {seq}",
+                f"reading {subject or 'the log'} from {seq}",
                 functools.partial(self._batch, subject, seq, count),
             )
             for msg in reply.messages:
@@ -262,63 +307,6 @@ class JetStreamIO:
                     return
             if reply.status == "404" or reply.pending == 0 or not reply.messages:
                 return
-
-    # -- replay through a consumer ---------------------------------------------------------
-
-    async def scan_consumer(
-        self,
-        subject: str,
-        start_seq: int,
-        handle: MessageHandler,
-        *,
-        last_per_subject: bool = False,
-    ) -> None:
-        """Feed ``handle`` the messages on ``subject`` from ``start_seq`` through a consumer.
-
-        Stops when ``handle`` returns False or nothing is pending. A consumer that breaks (lost
-        message, server restart) is replaced from where it stopped; with ``last_per_subject``
-        the replacement starts over, so ``handle`` must tolerate seeing a subject twice.
-        """
-
-        async def on_data(subject: str, seq: int, data: bytes, pending: int) -> bool:
-            return handle(subject, seq, data) and pending > 0
-
-        next_seq = start_seq
-        deadline = self.deadline()
-        while True:
-            consumer = PushConsumer(
-                self.js,
-                self.nc,
-                stream_name=self.stream_name,
-                filter_subject=subject,
-                handler=on_data,
-                idle_heartbeat=self.idle_heartbeat,
-            )
-            try:
-                pending = await self.retrying(
-                    f"replaying {subject}",
-                    functools.partial(consumer.start, next_seq, last_per_subject=last_per_subject),
-                    deadline,
-                )
-                if pending == 0:
-                    return
-                while not consumer.finished.is_set():
-                    with anyio.move_on_after(self.idle_heartbeat):
-                        await consumer.finished.wait()
-                    if not consumer.finished.is_set() and consumer.stalled():
-                        consumer.broken = True
-                        break
-            finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.request_timeout):
-                    await consumer.stop()
-            if consumer.error is not None:
-                raise translate(consumer.error, f"replaying {subject}") from consumer.error
-            if not consumer.broken:
-                return
-            if time.monotonic() > deadline:
-                raise LogUnavailable(f"replaying {subject}: the consumer keeps breaking")
-            if not last_per_subject:
-                next_seq = max(consumer.next_seq, next_seq)
 
 
 def decode_message(data: bytes, seq: int) -> StoredBatch:

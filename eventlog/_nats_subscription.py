@@ -40,7 +40,7 @@ class NatsSubscription(Subscription):
         self,
         io: JetStreamIO,
         *,
-        subject: str,
+        subject: str | None,
         subject_base: str,
         after_position: int,
         on_close: Callable[[NatsSubscription], None],
@@ -66,9 +66,15 @@ class NatsSubscription(Subscription):
             if not records:
                 return True
         try:
-            await self._send.send(records)
+            # send() yields to the event loop even when there is room: try without first.
+            self._send.send_nowait(records)
+        except anyio.WouldBlock:
+            try:
+                await self._send.send(records)  # the reader is behind: wait (backpressure)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return False  # closed meanwhile
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return False  # closed meanwhile
+            return False
         return True
 
     async def __anext__(self) -> Record:
@@ -83,6 +89,14 @@ class NatsSubscription(Subscription):
             if consumer.error is not None:
                 error = consumer.error
                 raise translate(error, "following the log") from error
+            try:
+                # Fast path without a cancel scope: a batch is usually waiting already.
+                self._ready.extend(self._receive.receive_nowait())
+                continue
+            except anyio.WouldBlock:
+                pass
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise StopAsyncIteration from None
             with anyio.move_on_after(self._io.idle_heartbeat):
                 try:
                     self._ready.extend(await self._receive.receive())
@@ -91,7 +105,7 @@ class NatsSubscription(Subscription):
                 continue
             # Nothing for a heartbeat interval: fine if heartbeats still come.
             if consumer.stalled():
-                logger.info("subscription consumer on %s went silent; replacing it", self._subject)
+                logger.info("subscription consumer went silent; replacing it")
                 consumer.broken = True
 
     async def _replace(self, old: PushConsumer | None) -> PushConsumer:
@@ -140,6 +154,6 @@ class NatsSubscription(Subscription):
         with anyio.CancelScope(shield=True):
             if consumer is not None:
                 with anyio.move_on_after(self._io.request_timeout):
-                    await consumer.stop()
+                    await consumer.stop(wait=True)
             self._send.close()
             self._receive.close()

@@ -1,4 +1,4 @@
-"""``NatsEventLog``: the event log on NATS JetStream (nats-py, asyncio only).
+"""``NatsEventLog``: the event log on NATS JetStream (nats-py, so asyncio only).
 
 Layout on the server:
 
@@ -10,13 +10,26 @@ Layout on the server:
   the stream's version to the JetStream sequence of its last message; a miss costs one direct
   get of the subject's last message;
 - de-duplication with ``Nats-Msg-Id`` = ``<stream>:<message_id>`` (JetStream's ids are global to
-  the JetStream stream, ours are per log stream), inside the stream's ``duplicate_window``;
-- positions: the last event of the message with sequence ``seq`` is at ``seq * 1000``;
-- snapshots in a KV bucket, key = stream id.
+  the JetStream stream, ours are per log stream);
+- positions: the last event of the message with sequence ``seq`` is at ``seq * 1000``, the
+  events before it in the same message count down from there (strictly increasing, not
+  contiguous);
+- snapshots in a KV bucket (``<stream name>_snapshots``), key = stream id, latest save wins.
+
+What the contract leaves to the backend:
+
+- ``dedup_window`` is the stream's ``duplicate_window`` (120 s by default). Inside it, a
+  re-sent message id is recognised when the append names the current version (or
+  ``ANY_VERSION``). With a stale expected version, JetStream checks the sequence first; the
+  append then recognises the stream's *last* append, at any age: exactly the retry after a
+  lost acknowledgement.
+- An append that raised ``LogUnavailable`` may have been committed. Retrying it with the same
+  message id and expected version is safe; appends without a message id get a private one,
+  so the retries ``append`` makes by itself never duplicate.
 
 Every nats-py exception is translated at the boundary (``LogUnavailable`` when the server is
-away after bounded retries). The connection reconnects forever, quickly (0.1 s), so the log
-survives a server restart.
+away after bounded retries). The connection reconnects for ever, quickly (every 0.1 s), so the
+log and its subscriptions survive a server restart.
 """
 
 from __future__ import annotations
@@ -27,14 +40,13 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
-from nats.js.client import JetStreamContext
+from nats.js.api import StorageType
 from nats.js.kv import KeyValue
 
 from eventlog._nats_codec import (
@@ -42,16 +54,16 @@ from eventlog._nats_codec import (
     PubAck,
     decode_pub_ack,
     encode_batch,
-    first_seq_after,
     last_position_of,
     records_of,
 )
 from eventlog._nats_errors import (
-    ERR_STREAM_NAME_IN_USE,
     ERR_WRONG_LAST_SEQUENCE,
     ServerBusy,
 )
-from eventlog._nats_io import DIRECT_BATCH, JetStreamIO, MessageHandler, Stored, decode_message
+from eventlog._nats_io import JetStreamIO, Stored
+from eventlog._nats_reads import list_streams, read_log, read_stream
+from eventlog._nats_setup import close_quietly, ensure_bucket, ensure_stream, open_client
 from eventlog._nats_subscription import NatsSubscription
 from eventlog._streams import check_stream_id
 from eventlog.base import EventLog, Subscription
@@ -88,6 +100,8 @@ class NatsEventLog(EventLog):
     Args:
         servers: the NATS URL(s) to connect to (ignored when ``client`` is given).
         client: an already connected nats-py client to use; the log then leaves it open.
+            (A client the log opens itself parses message headers faster: see
+            ``eventlog._nats_client``.)
         stream_name: the JetStream stream (created, or updated if its config differs).
         subject_prefix: subjects are ``<subject_prefix>.ev.<stream id>``.
         kv_bucket: the KV bucket of snapshots (default ``<stream_name>_snapshots``).
@@ -98,8 +112,8 @@ class NatsEventLog(EventLog):
         retry_timeout: how long a call retries while the server is unreachable before it
             raises ``LogUnavailable``.
         connect_timeout: bound of the initial connection.
-        idle_heartbeat: heartbeat of push consumers (replays, subscriptions); a consumer silent
-            for three of them is replaced, which is how subscriptions survive a restart.
+        idle_heartbeat: heartbeat of subscription consumers; one silent for three of them is
+            replaced, which is how subscriptions survive a server restart.
         version_cache_size: how many streams' (version, sequence) pairs are kept.
         connect_options: more keyword arguments for ``nats.connect`` (TLS, credentials, name).
 
@@ -152,7 +166,6 @@ class NatsEventLog(EventLog):
         self._version_cache_size = version_cache_size
         self._subject_base = f"{subject_prefix}.ev."
         self._all_subjects = f"{subject_prefix}.ev.>"
-        self._nc: NatsClient | None = None
         self._owns_client = client is None
         self._io: JetStreamIO | None = None
         self._kv: KeyValue | None = None
@@ -173,7 +186,16 @@ class NatsEventLog(EventLog):
             raise EventLogError("this NatsEventLog is closed")
         if self._io is not None:
             return
-        nc = self._client if self._client is not None else await self._open_client()
+        if self._client is not None:
+            nc = self._client
+        else:
+            nc = await open_client(
+                self.servers,
+                connect_timeout=self.connect_timeout,
+                request_timeout=self.request_timeout,
+                options=self._connect_options,
+            )
+        storage = StorageType.FILE if self.storage == "file" else StorageType.MEMORY
         try:
             js = nc.jetstream(timeout=self.request_timeout)
             io = JetStreamIO(
@@ -184,77 +206,30 @@ class NatsEventLog(EventLog):
                 retry_timeout=self.retry_timeout,
                 idle_heartbeat=self.idle_heartbeat,
             )
-            await io.retrying("creating the stream", lambda: self._ensure_stream(js))
-            self._kv = await io.retrying("creating the snapshot bucket", lambda: self._bucket(js))
+            await io.retrying(
+                "creating the stream",
+                lambda: ensure_stream(
+                    js,
+                    name=self.stream_name,
+                    subjects=self._all_subjects,
+                    storage=storage,
+                    replicas=self.replicas,
+                    duplicate_window=self.duplicate_window,
+                ),
+            )
+            self._kv = await io.retrying(
+                "creating the snapshot bucket",
+                lambda: ensure_bucket(
+                    js, name=self.kv_bucket, storage=storage, replicas=self.replicas
+                ),
+            )
             await io.retrying("subscribing", io.start)
         except BaseException:
             if self._owns_client:
                 with anyio.CancelScope(shield=True):
-                    await _close_quietly(nc)
+                    await close_quietly(nc)
             raise
-        self._nc = nc
         self._io = io
-
-    async def _open_client(self) -> NatsClient:
-        nc = NatsClient()
-        options: dict[str, Any] = {
-            "servers": self.servers,
-            # Reconnect for ever and fast: the default 2 s wait stalls every outage by 2 s.
-            "reconnect_time_wait": 0.1,
-            "max_reconnect_attempts": -1,
-            "connect_timeout": max(1, round(min(self.connect_timeout, self.request_timeout))),
-            "flush_timeout": self.request_timeout,
-            "error_cb": _on_error,
-            "disconnected_cb": _on_disconnected,
-            "reconnected_cb": _on_reconnected,
-        }
-        options.update(self._connect_options)
-        try:
-            # With max_reconnect_attempts=-1 nats-py never gives up on the first connection
-            # either: bound it here.
-            with anyio.fail_after(self.connect_timeout):
-                await nc.connect(**options)
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await _close_quietly(nc)
-            if isinstance(exc, TimeoutError | OSError | nats.errors.Error):
-                raise LogUnavailable(f"cannot connect to NATS at {self.servers}") from exc
-            raise
-        return nc
-
-    async def _ensure_stream(self, js: JetStreamContext) -> None:
-        config = StreamConfig(
-            name=self.stream_name,
-            subjects=[self._all_subjects],
-            storage=StorageType.FILE if self.storage == "file" else StorageType.MEMORY,
-            num_replicas=self.replicas,
-            duplicate_window=self.duplicate_window,
-            # Direct gets read a stream's last message, or a batch, without a consumer.
-            allow_direct=True,
-        )
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != ERR_STREAM_NAME_IN_USE:
-                raise
-            logger.info("updating the configuration of JetStream stream %s", self.stream_name)
-            await js.update_stream(config)
-
-    async def _bucket(self, js: JetStreamContext) -> KeyValue:
-        config = KeyValueConfig(
-            bucket=self.kv_bucket,
-            history=1,
-            storage=StorageType.FILE if self.storage == "file" else StorageType.MEMORY,
-            replicas=self.replicas,
-            direct=True,
-        )
-        try:
-            return await js.create_key_value(config)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != ERR_STREAM_NAME_IN_USE:
-                raise
-            # It exists with another configuration (made by an operator): use it as it is.
-            return await js.key_value(self.kv_bucket)
 
     async def aclose(self) -> None:
         """Close the subscriptions and, unless it was given, the connection. Idempotent."""
@@ -264,11 +239,16 @@ class NatsEventLog(EventLog):
         with anyio.CancelScope(shield=True):
             for subscription in list(self._subscriptions):
                 await subscription.aclose()
-            nc, self._nc, self._io = self._nc, None, None
-            if nc is not None and self._owns_client:
-                await _close_quietly(nc)
+            io, self._io = self._io, None
+            if io is None:
+                return
+            if self._owns_client:
+                await close_quietly(io.nc)
+            else:
+                with anyio.move_on_after(self.request_timeout):
+                    await io.stop()
 
-    async def __aenter__(self) -> NatsEventLog:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -349,7 +329,7 @@ class NatsEventLog(EventLog):
         max_payload = io.nc.max_payload
         while True:
             version, seq = known
-            payload, batch = encode_batch(version + 1, events, now)
+            payload, batch = encode_batch(version + 1, events, now, seq)
             if len(payload) + _HEADERS_ALLOWANCE > max_payload:
                 raise InvalidAppend(
                     f"append to {stream!r}: {len(payload)} bytes, more than the server's "
@@ -417,122 +397,33 @@ class NatsEventLog(EventLog):
         io = self._connected()
         if limit is not None and limit <= 0:
             return []
-        after_version = max(after_version, 0)
         subject = self._subject(stream)
         last = await io.last_of(subject)
-        last_version, last_seq = self._remember_stored(stream, last)
-        if last is None or after_version >= last_version:
+        self._remember_stored(stream, last)
+        if last is None:
             return []
-        wanted = last_version - after_version
-        if limit is not None:
-            wanted = min(wanted, limit)
-        if last.batch.version <= after_version + 1:
-            # The usual case after a snapshot: the tail is in the last message.
-            skip = after_version + 1 - last.batch.version
-            return records_of(stream, last_seq, last.batch)[skip : skip + wanted]
-        start = 1
-        if after_version > 0:
-            start = await self._seq_of_version(io, subject, after_version + 1, last_seq - 1)
-        records: list[Record] = []
-
-        def handle(_subject: str, seq: int, data: bytes) -> bool:
-            batch = decode_message(data, seq)
-            if batch.version + len(batch.events) - 1 > after_version:
-                skip = max(after_version + 1 - batch.version, 0)
-                records.extend(records_of(stream, seq, batch)[skip:])
-            return len(records) < wanted and seq < last_seq
-
-        await self._scan(io, subject, start, handle, wanted)
-        return records[:wanted]
-
-    async def _seq_of_version(self, io: JetStreamIO, subject: str, version: int, high: int) -> int:
-        """Binary search of the message of ``subject`` holding ``version`` (in ``1..high``).
-
-        Each probe is one direct get of the subject's next message from a sequence, so finding
-        the start of a tail costs log2(stream length) round trips instead of reading the
-        stream's older messages.
-        """
-        low = 1
-        while low <= high:
-            middle = (low + high) // 2
-            found = await io.next_of(subject, middle)
-            if found is None or found.seq > high:
-                high = middle - 1
-            elif found.last_version < version:
-                low = found.seq + 1
-            elif found.batch.version > version:
-                high = middle - 1
-            else:
-                return found.seq
-        return low
+        return await read_stream(
+            io, stream, subject, last, after_version=max(after_version, 0), limit=limit
+        )
 
     async def read_all(self, *, after_position: int = 0, limit: int | None = None) -> list[Record]:
         io = self._connected()
         if limit is not None and limit <= 0:
             return []
-        base = len(self._subject_base)
-        records: list[Record] = []
-
-        def handle(subject: str, seq: int, data: bytes) -> bool:
-            batch = decode_message(data, seq)
-            batch_records = records_of(subject[base:], seq, batch)
-            if batch_records[0].position <= after_position:
-                batch_records = [r for r in batch_records if r.position > after_position]
-            records.extend(batch_records)
-            return limit is None or len(records) < limit
-
-        wanted = limit if limit is not None else None
-        await self._scan(io, self._all_subjects, first_seq_after(after_position), handle, wanted)
-        return records if limit is None else records[:limit]
-
-    async def _scan(
-        self,
-        io: JetStreamIO,
-        subject: str,
-        start: int,
-        handle: MessageHandler,
-        wanted: int | None,
-    ) -> None:
-        # A few messages: batched direct gets (one round trip, no server state). Many: a push
-        # consumer, about twice as fast per message.
-        if wanted is not None and wanted <= DIRECT_BATCH:
-            await io.scan_direct(subject, start, handle, max_messages=wanted)
-        else:
-            await io.scan_consumer(subject, start, handle)
+        return await read_log(io, self._subject_base, after_position=after_position, limit=limit)
 
     async def last_position(self) -> int:
-        io = self._connected()
-        info = await io.retrying(
-            "reading the stream state", lambda: io.js.stream_info(self.stream_name)
-        )
-        return last_position_of(info.state.last_seq)
+        return last_position_of(await self._connected().last_seq())
 
     async def streams(self) -> list[StreamInfo]:
-        io = self._connected()
-        base = len(self._subject_base)
-        found: dict[str, StreamInfo] = {}
-
-        def handle(subject: str, seq: int, data: bytes) -> bool:
-            batch = decode_message(data, seq)
-            stream = subject[base:]
-            found[stream] = StreamInfo(
-                stream=stream,
-                version=batch.version + len(batch.events) - 1,
-                last_position=last_position_of(seq),
-                last_timestamp=batch.events[-1].timestamp,
-            )
-            return True
-
-        # One consumer delivering each subject's last message: ~70k streams per second.
-        await io.scan_consumer(self._all_subjects, 1, handle, last_per_subject=True)
-        return [found[name] for name in sorted(found)]
+        return await list_streams(self._connected(), self._subject_base)
 
     # -- subscriptions -----------------------------------------------------------------------
 
     def subscribe(self, *, after_position: int = 0) -> Subscription:
         subscription = NatsSubscription(
             self._connected(),
-            subject=self._all_subjects,
+            subject=None,  # the whole JetStream stream: see _nats_reads.read_log
             subject_base=self._subject_base,
             after_position=after_position,
             on_close=self._subscriptions.discard,
@@ -585,24 +476,3 @@ def _msg_id(stream: str, message_id: str | None) -> str:
         return f"{stream}:{message_id}"
     # nats-py strips and rewrites header values it cannot carry: send a digest instead.
     return f"{stream}:#{hashlib.sha256(message_id.encode()).hexdigest()}"
-
-
-async def _close_quietly(nc: NatsClient) -> None:
-    try:
-        with anyio.move_on_after(5):
-            await nc.close()
-    except Exception as exc:  # closing is best effort; the caller already has a better error
-        logger.debug("closing the NATS connection: %r", exc)
-
-
-async def _on_error(exc: Exception) -> None:
-    # nats-py reports here what happens in its own tasks (failed reconnects, slow consumers).
-    logger.warning("NATS: %r", exc)
-
-
-async def _on_disconnected() -> None:
-    logger.info("NATS: disconnected")
-
-
-async def _on_reconnected() -> None:
-    logger.info("NATS: reconnected")

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from eventlog.testing_nats import NatsServer
+
+if TYPE_CHECKING:  # nats-py is imported only by the tests that use the log
+    from eventlog.nats import NatsEventLog
 
 __all__ = ["nats_log", "nats_server", "restartable_nats_server"]
 
@@ -48,7 +52,7 @@ def restartable_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-async def nats_log(nats_server: NatsServer) -> AsyncIterator[object]:
+async def nats_log(nats_server: NatsServer) -> AsyncIterator[NatsEventLog]:
     """A connected ``NatsEventLog`` on a fresh server (short timeouts: tests fail fast)."""
     from eventlog.nats import NatsEventLog
 

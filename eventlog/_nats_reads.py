@@ -1,0 +1,124 @@
+"""The read algorithms of ``NatsEventLog``: one stream, the whole log, the list of streams.
+
+Which transport for which read: a stream's tail usually sits in its last message (one direct
+get); a few messages come from one batched direct get (no server state); many come from a pull
+consumer (``_nats_replay``), about twice as fast per message.
+"""
+
+from __future__ import annotations
+
+from eventlog._nats_codec import first_seq_after, last_position_of, records_of
+from eventlog._nats_io import DIRECT_BATCH, JetStreamIO, Stored, decode_message
+from eventlog._nats_replay import pull_replay
+from eventlog.record import Record, StreamInfo
+
+__all__ = ["read_log", "read_stream", "seq_of_version", "list_streams"]
+
+
+async def read_stream(
+    io: JetStreamIO,
+    stream: str,
+    subject: str,
+    last: Stored,
+    *,
+    after_version: int,
+    limit: int | None,
+) -> list[Record]:
+    """The records of ``stream`` above ``after_version``, up to its ``last`` message."""
+    last_version = last.last_version
+    if after_version >= last_version:
+        return []
+    wanted = last_version - after_version
+    if limit is not None:
+        wanted = min(wanted, limit)
+    if last.batch.version <= after_version + 1:
+        # The usual case after a snapshot: the tail is in the last message.
+        skip = after_version + 1 - last.batch.version
+        return records_of(stream, last.seq, last.batch)[skip : skip + wanted]
+    start = 1
+    if after_version > 0:
+        start = await seq_of_version(io, subject, after_version + 1, last.seq - 1)
+    records: list[Record] = []
+
+    def handle(_subject: str, seq: int, data: bytes) -> bool:
+        batch = decode_message(data, seq)
+        if batch.version + len(batch.events) - 1 > after_version:
+            skip = max(after_version + 1 - batch.version, 0)
+            records.extend(records_of(stream, seq, batch)[skip:])
+        # Stop at the last message read above, even if the stream grew since.
+        return len(records) < wanted and seq < last.seq
+
+    if wanted <= DIRECT_BATCH:
+        await io.scan_direct(subject, start, handle, max_messages=wanted)
+    else:
+        await pull_replay(io, subject, start, handle)
+    return records[:wanted]
+
+
+async def seq_of_version(io: JetStreamIO, subject: str, version: int, high: int) -> int:
+    """Binary search of the message of ``subject`` holding ``version`` (in ``1..high``).
+
+    Each probe is one direct get of the subject's next message from a sequence, so finding
+    the start of a tail costs log2(stream length) round trips instead of reading the
+    stream's older messages.
+    """
+    low = 1
+    while low <= high:
+        middle = (low + high) // 2
+        found = await io.next_of(subject, middle)
+        if found is None or found.seq > high:
+            high = middle - 1
+        elif found.last_version < version:
+            low = found.seq + 1
+        elif found.batch.version > version:
+            high = middle - 1
+        else:
+            return found.seq
+    return low
+
+
+async def read_log(
+    io: JetStreamIO, subject_base: str, *, after_position: int, limit: int | None
+) -> list[Record]:
+    """Records of every stream above ``after_position``, in global order."""
+    base = len(subject_base)
+    records: list[Record] = []
+
+    def handle(subject: str, seq: int, data: bytes) -> bool:
+        batch = decode_message(data, seq)
+        batch_records = records_of(subject[base:], seq, batch)
+        if batch_records[0].position <= after_position:
+            batch_records = [r for r in batch_records if r.position > after_position]
+        records.extend(batch_records)
+        return limit is None or len(records) < limit
+
+    start = first_seq_after(after_position)
+    # No subject filter: the JetStream stream holds only log subjects, and the server serves
+    # "everything" much faster than the equivalent wildcard (no per-subject accounting).
+    if limit is not None and limit <= DIRECT_BATCH:
+        await io.scan_direct(None, start, handle, max_messages=limit)
+    else:
+        # Everything, or a large page: a consumer asked for exactly that many messages.
+        await pull_replay(io, None, start, handle, max_messages=limit)
+    return records if limit is None else records[:limit]
+
+
+async def list_streams(io: JetStreamIO, subject_base: str) -> list[StreamInfo]:
+    """Describe every stream from its last message, ordered by stream id."""
+    base = len(subject_base)
+    found: dict[str, StreamInfo] = {}
+
+    def handle(subject: str, seq: int, data: bytes) -> bool:
+        batch = decode_message(data, seq)
+        stream = subject[base:]
+        found[stream] = StreamInfo(
+            stream=stream,
+            version=batch.version + len(batch.events) - 1,
+            last_position=last_position_of(seq),
+            last_timestamp=batch.events[-1].timestamp,
+        )
+        return True
+
+    # One consumer delivering each subject's last message.
+    await pull_replay(io, subject_base + ">", 1, handle, last_per_subject=True)
+    return [found[name] for name in sorted(found)]

@@ -1,0 +1,133 @@
+"""Connecting to NATS and creating what ``NatsEventLog`` needs: the stream and the KV bucket."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from eventlog._nats_client import RoomKitNatsClient
+from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE
+from eventlog.errors import LogUnavailable
+
+__all__ = ["close_quietly", "ensure_bucket", "ensure_stream", "open_client"]
+
+logger = logging.getLogger("roomkit.eventlog.nats")
+
+
+async def open_client(
+    servers: Sequence[str],
+    *,
+    connect_timeout: float,
+    request_timeout: float,
+    options: Mapping[str, Any],
+) -> NatsClient:
+    """Connect a client that reconnects for ever, quickly (so the log outlives a restart).
+
+    Raises:
+        LogUnavailable: no server answered within ``connect_timeout``.
+    """
+    nc = RoomKitNatsClient()
+    settings: dict[str, Any] = {
+        "servers": list(servers),
+        # Reconnect for ever and fast: the default 2 s wait stalls every outage by 2 s.
+        "reconnect_time_wait": 0.1,
+        "max_reconnect_attempts": -1,
+        "connect_timeout": max(1, round(min(connect_timeout, request_timeout))),
+        # Bounds the wait for a full outgoing buffer (unbounded by default).
+        "flush_timeout": request_timeout,
+        "error_cb": _on_error,
+        "disconnected_cb": _on_disconnected,
+        "reconnected_cb": _on_reconnected,
+    }
+    settings.update(options)
+    try:
+        # With max_reconnect_attempts=-1 nats-py never gives up on the first connection
+        # either: bound it here.
+        with anyio.fail_after(connect_timeout):
+            await nc.connect(**settings)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await close_quietly(nc)
+        if isinstance(exc, TimeoutError | OSError | nats.errors.Error):
+            raise LogUnavailable(f"cannot connect to NATS at {list(servers)}") from exc
+        raise
+    return nc
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    *,
+    name: str,
+    subjects: str,
+    storage: StorageType,
+    replicas: int,
+    duplicate_window: float,
+) -> None:
+    """Create the JetStream stream, or update it if it exists with another configuration."""
+    config = StreamConfig(
+        name=name,
+        subjects=[subjects],
+        storage=storage,
+        num_replicas=replicas,
+        duplicate_window=duplicate_window,
+        # Direct gets read a subject's last message, or a batch, without a consumer.
+        allow_direct=True,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code != ERR_STREAM_NAME_IN_USE:
+            raise
+        logger.info("updating the configuration of JetStream stream %s", name)
+        await js.update_stream(config)
+
+
+async def ensure_bucket(
+    js: JetStreamContext, *, name: str, storage: StorageType, replicas: int
+) -> KeyValue:
+    """Create the KV bucket of snapshots (one value per key), or bind to the existing one."""
+    config = KeyValueConfig(
+        bucket=name, history=1, storage=storage, replicas=replicas, direct=True
+    )
+    try:
+        return await js.create_key_value(config)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code != ERR_STREAM_NAME_IN_USE:
+            raise
+        # It exists with another configuration (made by an operator): use it as it is.
+        return await js.key_value(name)
+
+
+async def close_quietly(nc: NatsClient) -> None:
+    """Close ``nc`` within 5 s, logging (not raising) what goes wrong."""
+    try:
+        with anyio.move_on_after(5):
+            await nc.close()
+    except Exception as exc:  # closing is best effort; the caller already has a better error
+        logger.debug("closing the NATS connection: %r", exc)
+
+
+async def _on_error(exc: Exception) -> None:
+    # nats-py reports here what happens in its own tasks. While the server is away each
+    # reconnect attempt (every 0.1 s) fails with a connection error: not worth a warning each.
+    if isinstance(exc, OSError | nats.errors.StaleConnectionError):
+        logger.debug("NATS: %r", exc)
+    else:
+        logger.warning("NATS: %r", exc)
+
+
+async def _on_disconnected() -> None:
+    logger.info("NATS: disconnected")
+
+
+async def _on_reconnected() -> None:
+    logger.info("NATS: reconnected")

@@ -1,0 +1,374 @@
+"""What NatsEventLog does beyond the shared contract, against a real nats-server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import anyio
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js.api import StreamConfig
+
+from eventlog import (
+    ANY_VERSION,
+    EventLogError,
+    InvalidAppend,
+    LogUnavailable,
+    NewEvent,
+    Record,
+    WrongExpectedVersion,
+)
+from eventlog._nats_client import parse_header_lines
+from eventlog.nats import NatsEventLog
+from eventlog.testing import event
+from eventlog.testing_nats import NatsServer
+
+pytestmark = pytest.mark.nats
+
+
+def payloads(records: list[Record]) -> list[bytes]:
+    return [r.data for r in records]
+
+
+# -- layout: positions, versions, reads -------------------------------------------------------
+
+
+async def test_positions_end_each_message_at_its_sequence_times_1000(
+    nats_log: NatsEventLog,
+) -> None:
+    first = await nats_log.append("a", [event(1), event(2), event(3)], expected_version=0)
+    second = await nats_log.append("b", [event(4)], expected_version=0)
+    assert [r.position for r in first] == [998, 999, 1000]
+    assert [r.position for r in second] == [2000]
+    assert await nats_log.last_position() == 2000
+    assert payloads(await nats_log.read_all(after_position=998)) == [b"2", b"3", b"4"]
+    assert payloads(await nats_log.read_all(after_position=1000)) == [b"4"]
+
+
+async def test_each_message_points_to_the_previous_one_of_its_stream(
+    nats_log: NatsEventLog,
+) -> None:
+    for n in range(6):
+        for stream in ("a", "b"):
+            await nats_log.append(stream, [event(n)], expected_version=ANY_VERSION)
+    io = nats_log._connected()
+    stored = await io.last_of("roomkit.ev.a")
+    versions: list[int] = []
+    while stored is not None:
+        versions.append(stored.batch.version)
+        stored = await io.at(stored.batch.prev_seq) if stored.batch.prev_seq else None
+    assert versions == [6, 5, 4, 3, 2, 1]
+
+
+async def test_reads_of_any_tail_in_an_interleaved_log(nats_log: NatsEventLog) -> None:
+    # Batches of 1 to 3 events on three interleaved streams: read(after_version=k) finds the
+    # message holding k + 1 (binary search), possibly in the middle of a batch.
+    for n in range(60):
+        for stream in ("x", "y", "z"):
+            size = 1 + (n + len(stream)) % 3
+            batch = [event(f"{stream}{n}.{i}") for i in range(size)]
+            await nats_log.append(stream, batch, expected_version=ANY_VERSION)
+    whole = await nats_log.read("y")
+    assert [r.version for r in whole] == list(range(1, len(whole) + 1))
+    for after in (0, 1, 2, 7, 50, len(whole) // 2, len(whole) - 3, len(whole) - 1):
+        assert await nats_log.read("y", after_version=after) == whole[after:]
+        assert await nats_log.read("y", after_version=after, limit=4) == whole[after : after + 4]
+    assert await nats_log.read("y", after_version=len(whole)) == []
+
+
+async def test_large_reads_go_through_a_consumer(nats_log: NatsEventLog) -> None:
+    # More than 1,000 events to read: the push consumer path, for one stream and for all.
+    for version in range(0, 1200, 100):
+        batch = [event(version + i) for i in range(100)]
+        await nats_log.append("big", batch, expected_version=version)
+    for n in range(1100):
+        await nats_log.append(f"s{n % 7}", [event(f"s{n}")], expected_version=ANY_VERSION)
+    big = await nats_log.read("big")
+    assert payloads(big) == [str(n).encode() for n in range(1200)]
+    assert await nats_log.read("big", after_version=150) == big[150:]
+    everything = await nats_log.read_all()
+    assert len(everything) == 2300
+    positions = [r.position for r in everything]
+    assert positions == sorted(set(positions))
+    paged: list[Record] = []
+    while page := await nats_log.read_all(
+        after_position=paged[-1].position if paged else 0, limit=333
+    ):
+        paged.extend(page)
+    assert paged == everything
+    assert await nats_log.read_all(limit=1500) == everything[:1500]
+
+
+async def test_replays_of_large_messages_span_several_requests(nats_log: NatsEventLog) -> None:
+    # 12 MB in all: more than one request carries (8 MB), so the replay asks again.
+    blob = b"x" * 200_000
+    for version in range(0, 60, 4):
+        batch = [NewEvent(type="blob", data=blob + str(version + i).encode()) for i in range(4)]
+        await nats_log.append("blobs", batch, expected_version=version)
+    records = await nats_log.read("blobs")  # batched direct gets
+    assert [r.data[200_000:] for r in records] == [str(n).encode() for n in range(60)]
+    assert await nats_log.read_all() == records  # a pull consumer
+
+
+async def test_streams_lists_each_stream_once_with_its_last_record(
+    nats_log: NatsEventLog,
+) -> None:
+    last: dict[str, Record] = {}
+    for n in range(120):
+        stream = f"room-{n % 40:02d}"
+        [record] = await nats_log.append(stream, [event(n)], expected_version=ANY_VERSION)
+        last[stream] = record
+    infos = await nats_log.streams()
+    assert [i.stream for i in infos] == sorted(last)
+    for info in infos:
+        assert (info.version, info.last_position) == (3, last[info.stream].position)
+
+
+# -- de-duplication --------------------------------------------------------------------------
+
+
+async def test_an_older_duplicate_inside_the_window_is_recognised(nats_log: NatsEventLog) -> None:
+    # With the current expected version, JetStream's window recognises any earlier append.
+    first = await nats_log.append("s1", [event(1, message_id="m-1")], expected_version=0)
+    await nats_log.append("s1", [event(2, message_id="m-2")], expected_version=1)
+    assert await nats_log.append("s1", [event(1, message_id="m-1")], expected_version=2) == first
+    again = await nats_log.append("s1", [event(1, message_id="m-1")], expected_version=ANY_VERSION)
+    assert again == first
+    assert await nats_log.last_version("s1") == 2
+
+
+@pytest.mark.parametrize(
+    "message_id", ["with spaces inside", " padded ", "line\r\nbreak", "x" * 500, "é-ü"]
+)
+async def test_message_ids_that_a_header_cannot_carry_still_deduplicate(
+    nats_log: NatsEventLog, message_id: str
+) -> None:
+    batch = [event(1, message_id=message_id)]
+    original = await nats_log.append("s1", batch, expected_version=0)
+    assert await nats_log.append("s1", batch, expected_version=0) == original
+    assert await nats_log.append("s1", batch, expected_version=1) == original
+    assert original[0].headers.message_id == message_id
+    assert await nats_log.last_version("s1") == 1
+
+
+# -- concurrency across processes ------------------------------------------------------------
+
+
+async def test_a_write_by_another_process_is_detected(nats_server: NatsServer) -> None:
+    async with NatsEventLog(nats_server.url) as one, NatsEventLog(nats_server.url) as other:
+        await one.append("s1", [event(1)], expected_version=0)
+        await other.append("s1", [event(2)], expected_version=1)
+        with pytest.raises(WrongExpectedVersion) as caught:
+            await one.append("s1", [event(3)], expected_version=1)  # its cache says 1
+        assert caught.value.actual == 2
+        records = await one.append("s1", [event(3)], expected_version=2)
+        assert records[0].version == 3
+        assert payloads(await other.read("s1")) == [b"1", b"2", b"3"]
+
+
+# -- setup and lifecycle ---------------------------------------------------------------------
+
+
+async def test_an_existing_stream_with_another_config_is_updated(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="LOG", subjects=["app.ev.>"], duplicate_window=5))
+        async with NatsEventLog(
+            nats_server.url, stream_name="LOG", subject_prefix="app", duplicate_window=42
+        ) as log:
+            await log.append("s1", [event(1)], expected_version=0)
+            info = await js.stream_info("LOG")
+            assert info.config.duplicate_window == 42
+            assert info.config.allow_direct
+            assert log.dedup_window == 42
+    finally:
+        await nc.close()
+
+
+async def test_a_given_client_is_used_and_left_open(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        async with NatsEventLog(client=nc, stream_name="MINE", subject_prefix="mine") as log:
+            await log.append("s1", [event(1)], expected_version=0)
+            assert payloads(await log.read("s1")) == [b"1"]
+        assert nc.is_connected
+        subjects = await nc.jetstream().stream_info("MINE", subjects_filter=">")
+        assert subjects.state.subjects == {"mine.ev.s1": 1}
+    finally:
+        await nc.close()
+
+
+async def test_connecting_to_no_server_raises_log_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nobody listens there
+    with anyio.fail_after(10), pytest.raises(LogUnavailable):
+        async with NatsEventLog(f"nats://127.0.0.1:{port}", connect_timeout=0.5):
+            pass  # pragma: no cover
+
+
+async def test_a_closed_log_refuses_calls(nats_server: NatsServer) -> None:
+    log = NatsEventLog(nats_server.url)
+    with pytest.raises(EventLogError, match="not connected"):
+        await log.read("s1")
+    await log.connect()
+    await log.connect()  # idempotent
+    await log.aclose()
+    await log.aclose()  # idempotent
+    with pytest.raises(EventLogError, match="closed"):
+        await log.append("s1", [event(1)], expected_version=0)
+
+
+def test_bad_names_are_refused_up_front() -> None:
+    with pytest.raises(ValueError, match="stream name"):
+        NatsEventLog(stream_name="a.b")
+    with pytest.raises(ValueError, match="subject prefix"):
+        NatsEventLog(subject_prefix="rooms.*")
+
+
+# -- refusals and foreign data ---------------------------------------------------------------
+
+
+async def test_an_append_larger_than_the_max_payload_is_refused(nats_log: NatsEventLog) -> None:
+    huge = [NewEvent(type="big", data=b"x" * 600_000) for _ in range(2)]
+    with pytest.raises(InvalidAppend, match="max payload"):
+        await nats_log.append("s1", huge, expected_version=0)
+    assert await nats_log.read("s1") == []
+
+
+async def test_a_foreign_message_on_a_log_subject_is_reported(nats_server: NatsServer) -> None:
+    async with NatsEventLog(nats_server.url) as log:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().publish("roomkit.ev.alien", b"not a batch")
+        finally:
+            await nc.close()
+        with pytest.raises(EventLogError, match="not a RoomKit event batch"):
+            await log.read("alien")
+        with pytest.raises(EventLogError, match="not a RoomKit event batch"):
+            await log.read_all()
+
+
+# -- outages ---------------------------------------------------------------------------------
+
+
+async def test_appends_raise_log_unavailable_while_the_server_is_down(
+    restartable_nats_server: NatsServer,
+) -> None:
+    server = restartable_nats_server
+    async with NatsEventLog(server.url, request_timeout=0.3, retry_timeout=0.6) as log:
+        await log.append("s1", [event(1, message_id="m-1")], expected_version=0)
+        server.stop()
+        with anyio.fail_after(10), pytest.raises(LogUnavailable):
+            await log.append("s1", [event(2, message_id="m-2")], expected_version=1)
+        await anyio.to_thread.run_sync(server.restart)
+        # The failed append may have landed or not: retrying it with its message id is safe.
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    records = await log.append(
+                        "s1", [event(2, message_id="m-2")], expected_version=1
+                    )
+                    break
+                except LogUnavailable:
+                    continue
+        assert records[0].version == 2
+        assert payloads(await log.read("s1")) == [b"1", b"2"]
+
+
+async def test_a_replay_waits_for_a_restarting_server(
+    restartable_nats_server: NatsServer,
+) -> None:
+    server = restartable_nats_server
+    async with NatsEventLog(server.url, request_timeout=0.5, retry_timeout=10) as log:
+        written = await log.append("s1", [event(n) for n in range(1000)], expected_version=0)
+        written += await log.append("s1", [event(n) for n in range(200)], expected_version=1000)
+        server.stop()
+        replayed: list[Record] = []
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+
+                async def replay() -> None:
+                    replayed.extend(await log.read_all())
+
+                tg.start_soon(replay)
+                await anyio.to_thread.run_sync(server.restart)
+        assert replayed == written
+
+
+async def test_a_subscription_survives_a_server_restart(
+    restartable_nats_server: NatsServer,
+) -> None:
+    server = restartable_nats_server
+    seen: list[bytes] = []
+    async with NatsEventLog(server.url, idle_heartbeat=0.2, retry_timeout=10) as log:
+        with anyio.fail_after(30):
+            async with log.subscribe() as subscription:
+                for n in range(5):
+                    await log.append("s1", [event(n)], expected_version=n)
+                async for record in subscription:
+                    seen.append(record.data)
+                    if len(seen) == 5:
+                        server.kill()
+                        await anyio.to_thread.run_sync(server.restart)
+                        for n in range(5, 10):
+                            await log.append("s1", [event(n)], expected_version=n)
+                    if len(seen) == 10:
+                        break
+    assert seen == [str(n).encode() for n in range(10)]
+
+
+# -- subscriptions ---------------------------------------------------------------------------
+
+
+async def test_a_slow_subscriber_gets_every_record_once_in_order(nats_log: NatsEventLog) -> None:
+    async def writer(stream: str) -> None:
+        for version in range(100):
+            await nats_log.append(stream, [event(f"{stream}.{version}")], expected_version=version)
+
+    seen: list[Record] = []
+    with anyio.fail_after(60):
+        async with nats_log.subscribe() as subscription, anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(writer, f"w{n}")
+            async for record in subscription:
+                seen.append(record)
+                await anyio.lowlevel.checkpoint()  # a reader that yields on every record
+                if len(seen) == 2000:
+                    break
+    assert seen == await nats_log.read_all()
+
+
+async def test_closing_a_subscription_deletes_its_consumer(nats_log: NatsEventLog) -> None:
+    await nats_log.append("s1", [event(1)], expected_version=0)
+    async with nats_log.subscribe() as subscription:
+        assert (await subscription.__anext__()).data == b"1"
+    nc = await nats.connect(nats_log.servers[0])
+    try:
+        assert (await nc.jetstream().stream_info("ROOMKIT")).state.consumer_count == 0
+    finally:
+        await nc.close()
+
+
+# -- packaging -------------------------------------------------------------------------------
+
+
+def test_importing_eventlog_does_not_import_nats() -> None:
+    code = "import sys, eventlog; assert 'nats' not in sys.modules, 'nats imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Nats-Msg-Id: s1:m-1\r\nNats-Expected-Last-Subject-Sequence: 12\r\n\r\n",
+        b"A:1\r\nB:\t two words \r\nBad Name: x\r\n\r\n",
+        b"Caf\xc3\xa9: x\r\nK: caf\xc3\xa9\r\nNoColon\r\n\xff: y\r\nE: \xff\r\n",
+    ],
+)
+def test_the_fast_header_parser_agrees_with_nats_py(raw: bytes) -> None:
+    assert parse_header_lines(raw) == NatsClient._parse_header_lines(raw)
