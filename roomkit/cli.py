@@ -3,7 +3,7 @@
 A thin shell over ``roomkit.audit``: it parses arguments, opens the log (a NATS JetStream
 server with ``--log``, or an export file with ``--file``), runs one command and turns errors into
 exit codes that scripts can rely on (see ``EXIT_CODES``). Each command is one entry of
-``COMMANDS``; ``roomkit serve`` (the NATS ingress) will be one more. Commands raise
+``COMMANDS``; ``roomkit serve`` (the NATS ingress) is one of them. Commands raise
 ``CliError(code, message)`` to end with a chosen exit code.
 """
 
@@ -41,6 +41,7 @@ from roomkit.audit import (
     write_rooms,
 )
 from roomkit.errors import RoomNotFoundError
+from roomkit.ingress.cli import SERVE_HELP, configure_serve_parser, run_serve
 
 __all__ = [
     "COMMANDS",
@@ -388,6 +389,7 @@ COMMANDS: tuple[Command, ...] = (
             _run_export),
     Command("import", "append exported records to a log, keeping their versions",
             _configure_import, _run_import),
+    Command("serve", SERVE_HELP, configure_serve_parser, run_serve),
 )  # fmt: skip
 
 

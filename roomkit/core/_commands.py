@@ -23,7 +23,10 @@ from roomkit.models.task import Observation, Task
 
 @dataclass(frozen=True, slots=True)
 class CreateRoom:
+    """Create a room, with channels attached in the same append (inbound auto-create)."""
+
     room: Room
+    bindings: tuple[ChannelBinding, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from roomkit.models.enums import (
 from roomkit.models.event import EventContent, EventSource, RoomEvent
 from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
 from roomkit.models.participant import Participant
+from roomkit.models.room import Room
 
 __all__ = ["IdentityHookRegistration", "InboundMixin"]
 
@@ -102,14 +103,21 @@ class InboundMixin(HelpersMixin):
         channel = self._channels.get(message.channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {message.channel_id} is not registered")
-        if room_id is None:
+        if room_id is not None:
+            self._check_room_id(room_id)
+        else:
             room_id = await self._inbound_router.route(
                 message.channel_id, channel.channel_type, participant_id=message.sender_id
             )
             if room_id is None:
-                room = await self.create_room()  # type: ignore[attr-defined]
-                await self.attach_channel(room.id, message.channel_id)  # type: ignore[attr-defined]
-                room_id = room.id
+                # One command, one append: a crash cannot leave a room without its channel
+                # (a redelivered message would then route to a second room).
+                room_id = uuid4().hex
+                binding = self._new_binding(room_id, channel)  # type: ignore[attr-defined]
+                now = utcnow()
+                room = Room(id=room_id, created_at=now, updated_at=now)
+                await self._create(room, (binding,))  # type: ignore[attr-defined]
+
         command = ProcessInbound(message=message, channel=channel)
         if self._identity_resolver is not None and (
             self._identity_channel_types is None

@@ -48,6 +48,7 @@ from roomkit.core._facts import Deliver, Fact, RunLifecycle
 from roomkit.core._room_state import RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
+from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import (
     EventStatus,
     EventType,
@@ -135,20 +136,23 @@ class _Draft:
         code: str,
         body: str,
         data: dict[str, Any] | None = None,
+        root: str | None = None,
     ) -> str:
-        """Attach a lifecycle hook run to the last fact; return the turn it opens."""
+        """Attach a lifecycle hook run to the last fact; return the turn it belongs to (a
+        new one, unless ``root`` names one)."""
         room = self.state.room
         assert room is not None
         event = lifecycle_event(room.id, type, code, body, self.now, data)
+        root = root or event.id
         last = self.facts[-1]
         self.facts[-1] = Fact(
             domain=last.domain,
             timestamp=last.timestamp,
             model=last.model,
             headers=last.headers,
-            then=RunLifecycle(trigger, event, event.id),
+            then=RunLifecycle(trigger, event, root),
         )
-        return event.id
+        return root
 
     def tasks_and_observations(
         self, room_id: str, tasks: list[Task], observations: list[Observation], root: str
@@ -251,6 +255,8 @@ class RoomDecider:
         root = draft.lifecycle(
             HookTrigger.ON_ROOM_CREATED, EventType.SYSTEM, "room_created", "Room created"
         )
+        for binding in command.bindings:
+            self._attach_to(draft, binding, root)
         return draft.facts, Outcome(value=room, root=root)
 
     def _update_metadata(self, state: RoomState, room: Room, cmd: UpdateRoomMetadata) -> Decision:
@@ -311,8 +317,12 @@ class RoomDecider:
     # -- bindings ----------------------------------------------------------------------------
 
     def _attach(self, state: RoomState, cmd: AttachChannel) -> Decision:
-        binding = cmd.binding
         draft = _Draft(state, cmd.now)
+        root = self._attach_to(draft, cmd.binding)
+        return draft.facts, Outcome(value=cmd.binding, root=root)
+
+    @staticmethod
+    def _attach_to(draft: _Draft, binding: ChannelBinding, root: str | None = None) -> str:
         draft.add(ChannelAttached(binding=dump(binding)), binding)
         channel_id = binding.channel_id
         draft.audit(
@@ -322,14 +332,14 @@ class RoomDecider:
             channel_id,
             {"channel_id": channel_id, "channel_type": str(binding.channel_type)},
         )
-        root = draft.lifecycle(
+        return draft.lifecycle(
             HookTrigger.ON_CHANNEL_ATTACHED,
             EventType.CHANNEL_ATTACHED,
             "channel_attached",
             f"Channel {channel_id} attached",
             {"channel_id": channel_id},
+            root=root,
         )
-        return draft.facts, Outcome(value=binding, root=root)
 
     def _detach(self, state: RoomState, cmd: DetachChannel) -> Decision:
         if cmd.channel_id not in state.bindings:

@@ -15,6 +15,7 @@ from roomkit.core._commands import (
 )
 from roomkit.core._helpers import HelpersMixin, utcnow
 from roomkit.errors import IdentityNotFoundError, RoomNotFoundError
+from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import RoomStatus
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room, RoomTimers
@@ -51,10 +52,18 @@ class RoomLifecycleMixin(HelpersMixin):
             created_at=now,
             updated_at=now,
         )
-        outcome = await self._command(room.id, CreateRoom(room))
+        return await self._create(room)
+
+    async def _create(self, room: Room, bindings: tuple[ChannelBinding, ...] = ()) -> Room:
+        """Create ``room`` with ``bindings`` attached, in one append."""
+        outcome = await self._command(room.id, CreateRoom(room, bindings))
         created: Room = outcome.value
         if outcome.position:
             await self._emit_framework_event("room_created", room_id=created.id)
+            for binding in bindings:
+                await self._emit_framework_event(
+                    "room_channel_attached", room_id=created.id, channel_id=binding.channel_id
+                )
         return created
 
     async def get_room(self, room_id: str) -> Room:

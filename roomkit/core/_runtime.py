@@ -64,6 +64,7 @@ class KitRuntime:
         self._host_done: anyio.Event | None = None
         self._starting: anyio.Event | None = None
         self._start_error: BaseException | None = None
+        self._closed = False
         self.services = KitServices(
             hooks=kit._hook_engine,
             router=kit._get_router,
@@ -86,6 +87,8 @@ class KitRuntime:
         """Start in the caller's context (``async with RoomKit()``)."""
         if self._system is not None:
             return
+        if self._closed:
+            raise KitClosedError("the kit is closed")
         stack = AsyncExitStack()
         try:
             await self._start(stack)
@@ -122,9 +125,15 @@ class KitRuntime:
         self._system = system
 
     async def ensure_started(self) -> None:
-        """Start on first use when the kit was not entered (0.3.0 style)."""
+        """Start on first use when the kit was not entered (0.3.0 style).
+
+        Raises:
+            KitClosedError: the kit was closed; it does not start again.
+        """
         if self._system is not None:
             return
+        if self._closed:
+            raise KitClosedError("the kit is closed")
         if self._starting is not None:
             await self._starting.wait()
             if self._start_error is not None:
@@ -161,6 +170,7 @@ class KitRuntime:
 
     async def stop(self) -> None:
         """Finish pending deliveries, then stop every actor and the projection."""
+        self._closed = True
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await self._drain()

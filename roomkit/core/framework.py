@@ -10,9 +10,12 @@ starts on first use and stops in ``close()``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
 
 from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
@@ -237,6 +240,38 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         if self._voice is not None and hasattr(self._voice, "close"):
             await self._voice.close()
         await self._realtime.close()
+
+    async def serve_ingress(
+        self,
+        nats_url: str | Sequence[str] | Any = "nats://127.0.0.1:4222",
+        *,
+        subject_prefix: str = "roomkit",
+        stream_name: str = "ROOMKIT_IN",
+        durable: str = "roomkit-ingress",
+        max_in_flight: int = 64,
+        task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+        **options: Any,
+    ) -> None:
+        """Consume inbound messages published on ``<subject_prefix>.in.<channel_id>`` until
+        cancelled (see ``roomkit.ingress``); acknowledges each one after it is committed.
+
+        Args:
+            nats_url: the NATS server(s), or a connected nats-py client.
+            subject_prefix, stream_name, durable, max_in_flight, options: see
+                ``roomkit.ingress.Ingress``.
+        """
+        from roomkit.ingress.ingress import serve_ingress
+
+        await serve_ingress(
+            self,
+            nats_url,
+            subject_prefix=subject_prefix,
+            stream_name=stream_name,
+            durable=durable,
+            max_in_flight=max_in_flight,
+            task_status=task_status,
+            **options,
+        )
 
     async def rebuild_store(self) -> None:
         """Rebuild the read model from the log (the store must support ``clear()``)."""

@@ -48,8 +48,9 @@ def test_main_prints_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "BLOCKED by content_filter" in out
 
 
-def test_nats_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--nats"]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "not available yet" in captured.err
+@pytest.mark.nats
+def test_nats_flag_runs_the_ingress_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--nats"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("RoomKit NATS demo: nats-server with JetStream on nats://")
+    assert "same as before the restart: yes" in out

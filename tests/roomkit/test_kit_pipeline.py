@@ -343,3 +343,36 @@ async def test_a_kit_works_without_being_entered() -> None:
     await kit.process_inbound(text("sms", "hi"))
     assert ws.texts() == ["hi"]
     await kit.close()
+
+
+class TestEdges:
+    async def test_an_invalid_explicit_room_id_is_a_clear_error(self, kit: RoomKit) -> None:
+        kit.register_channel(SimpleChannel("sms"))
+        with pytest.raises(InvalidRoomIdError):
+            await kit.process_inbound(text("sms", "hi"), room_id="bad.id")
+
+    async def test_auto_created_room_and_its_channel_are_one_append(self) -> None:
+        from eventlog import MemoryEventLog
+
+        appends: list[list[str]] = []
+
+        class CountingLog(MemoryEventLog):
+            async def append(self, stream, events, *, expected_version):  # type: ignore[no-untyped-def]
+                appends.append([e.type for e in events])
+                return await super().append(stream, events, expected_version=expected_version)
+
+        async with RoomKit(log=CountingLog()) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            result = await kit.process_inbound(text("sms", "first"))
+            assert result.event is not None
+        assert appends[0][:2] == ["room.created", "channel.attached"]
+
+    async def test_a_closed_kit_does_not_start_again(self) -> None:
+        from roomkit import KitClosedError
+
+        kit = RoomKit()
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.process_inbound(text("sms", "hi"))
+        await kit.close()
+        with pytest.raises(KitClosedError):
+            await kit.process_inbound(text("sms", "again"))

@@ -1,0 +1,262 @@
+"""One message to its end: recorded and acknowledged, dead-lettered and terminated, or handed
+back to JetStream when the ingress stops.
+
+``process_inbound`` returning means the event is committed, so acknowledging right after it is
+"ack after commit". A failure that is not the message's fault (the log is unreachable) is
+retried in place for as long as the ingress runs: a nak would let the room's next message
+overtake this one. Other failures count as attempts; after ``max_attempts`` the message is
+dead-lettered, so one poisonous message cannot block its room for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
+
+from eventlog.errors import LogUnavailable
+from roomkit.errors import (
+    ChannelNotRegisteredError,
+    InvalidRoomIdError,
+    KitClosedError,
+    LogUnavailableError,
+    RoomNotFoundError,
+)
+from roomkit.ingress._inflight import Inflight, pause
+from roomkit.ingress._work import IngressStats, Rejection, WorkItem
+from roomkit.ingress.wire import (
+    ERROR_DETAIL_HEADER,
+    ERROR_HEADER,
+    MSG_ID_HEADER,
+    REPLY_TO_HEADER,
+    STREAM_SEQ_HEADER,
+    SUBJECT_HEADER,
+    IngressErrorCode,
+    IngressReply,
+    dead_letter_subject,
+    encode_reply,
+    reply_for,
+)
+from roomkit.models.delivery import InboundResult
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from roomkit.core.framework import RoomKit
+
+__all__ = ["Abandon", "HandlerSettings", "MessageHandler", "Settle"]
+
+logger = logging.getLogger("roomkit.ingress")
+
+#: How a delivery is settled with JetStream.
+Settle = Literal["ack", "nak", "term", "in_progress"]
+
+# Transient failures are retried after 50 ms, doubling up to this.
+_RETRY_MAX_DELAY = 2.0
+
+
+class Abandon(Exception):
+    """The ingress is stopping: hand the message back to JetStream instead of finishing it."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSettings:
+    """What the handler needs to know of its ingress's configuration."""
+
+    subject_prefix: str
+    stream_name: str
+    dlq_stream: str | None
+    max_attempts: int
+    request_timeout: float
+
+
+class MessageHandler:
+    """Processes messages for an ingress (``handle``) and settles their deliveries.
+
+    Args:
+        kit: the kit whose ``process_inbound`` records them.
+        nc: the ingress's NATS connection (replies, core dead letters, acks).
+        js: its JetStream context (stored dead letters).
+        settings: prefixes, stream names, attempts and timeouts.
+        stats: counters to update.
+        inflight: the held messages (settling one frees its slot).
+        stopping: set when the ingress stops: retries give up, messages go back.
+        on_kit_closed: called when the kit turns out to be closed (the ingress stops).
+    """
+
+    def __init__(
+        self,
+        kit: RoomKit,
+        nc: NatsClient,
+        js: JetStreamContext,
+        settings: HandlerSettings,
+        stats: IngressStats,
+        inflight: Inflight,
+        stopping: anyio.Event,
+        on_kit_closed: Callable[[KitClosedError], None],
+    ) -> None:
+        self._kit = kit
+        self._nc = nc
+        self._js = js
+        self._settings = settings
+        self._stats = stats
+        self._inflight = inflight
+        self._stopping = stopping
+        self._on_kit_closed = on_kit_closed
+        self._in_base = f"{settings.subject_prefix}.in."
+
+    async def handle(self, item: WorkItem) -> None:
+        """Take ``item`` to its end (see the module docs); never raises but cancellation."""
+        try:
+            outcome: InboundResult | Rejection
+            if item.rejection is not None:
+                outcome = item.rejection
+            else:
+                outcome = await self._process(item)
+            if isinstance(outcome, Rejection):
+                await self._dead_letter(item, outcome)
+                await self.settle(item, "term")
+                refusal = IngressReply(
+                    ok=False, error=outcome.code, detail=outcome.detail, stream_seq=item.seq
+                )
+                await self._reply(item, refusal)
+                self._stats.dead_lettered += 1
+                return
+            await self.settle(item, "ack")
+            await self._reply(item, reply_for(outcome, stream_seq=item.seq))
+            if outcome.reason == "duplicate":
+                self._stats.duplicates += 1
+            elif outcome.blocked:
+                self._stats.blocked += 1
+            else:
+                self._stats.recorded += 1
+        except Abandon:
+            await self.settle(item, "nak")
+            self._stats.released += 1
+
+    async def _process(self, item: WorkItem) -> InboundResult | Rejection:
+        """``process_inbound``, retried in place on failures (so the room's order holds)."""
+        assert item.message is not None
+        attempts = 0
+        delay = 0.05
+        while True:
+            try:
+                result = await self._kit.process_inbound(item.message, room_id=item.room_id)
+            except ChannelNotRegisteredError as exc:
+                return Rejection.of(IngressErrorCode.UNKNOWN_CHANNEL, str(exc))
+            except InvalidRoomIdError as exc:
+                return Rejection.of(IngressErrorCode.INVALID_ROOM_ID, str(exc))
+            except RoomNotFoundError as exc:
+                return Rejection.of(IngressErrorCode.ROOM_NOT_FOUND, str(exc))
+            except KitClosedError as exc:
+                self._on_kit_closed(exc)
+                raise Abandon from exc
+            except (LogUnavailableError, LogUnavailable) as exc:
+                failure = f"the log is unavailable: {exc}"  # not the message's fault: no count
+            except Exception as exc:
+                attempts += 1
+                failure = repr(exc)
+            else:
+                if result.reason != "process_timeout":
+                    return result
+                attempts += 1
+                failure = "process_inbound timed out"
+            if attempts >= self._settings.max_attempts:
+                return Rejection.of(
+                    IngressErrorCode.FAILED, f"gave up after {attempts} attempts: {failure}"
+                )
+            if self._stopping.is_set():
+                raise Abandon
+            self._stats.retried += 1
+            logger.warning(
+                "ingress: %s #%s failed (%s); retrying in %.2f s",
+                item.subject,
+                item.seq,
+                failure,
+                delay,
+            )
+            await pause(self._stopping, delay)
+            delay = min(delay * 2, _RETRY_MAX_DELAY)
+
+    async def _dead_letter(self, item: WorkItem, rejection: Rejection) -> None:
+        """Publish the raw payload with the reason on ``<prefix>.dlq.<channel>``, retried until
+        stored: a message is terminated only once its dead letter exists."""
+        logger.warning(
+            "ingress: dead-lettering %s #%s: %s (%s)",
+            item.subject,
+            item.seq,
+            rejection.code,
+            rejection.detail,
+        )
+        settings = self._settings
+        headers = {k: v for k, v in item.headers.items() if not k.startswith("Nats-")}
+        headers[ERROR_HEADER] = str(rejection.code)
+        headers[ERROR_DETAIL_HEADER] = rejection.detail
+        headers[SUBJECT_HEADER] = item.subject
+        if item.seq is not None:
+            headers[STREAM_SEQ_HEADER] = str(item.seq)
+            # A message dead-lettered twice (recovery, then redelivery) is stored once.
+            headers[MSG_ID_HEADER] = f"{settings.stream_name}:{item.seq}"
+        subject = dead_letter_subject(settings.subject_prefix, item.subject[len(self._in_base) :])
+        delay = 0.05
+        while True:
+            try:
+                with anyio.fail_after(settings.request_timeout):
+                    if settings.dlq_stream is None:
+                        await self._nc.publish(subject, item.data, headers=headers)
+                    else:
+                        await self._js.publish(
+                            subject, item.data, headers=headers, stream=settings.dlq_stream
+                        )
+                return
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                if self._stopping.is_set():
+                    raise Abandon from exc
+                logger.warning("ingress: storing a dead letter failed (%r); retrying", exc)
+                await pause(self._stopping, delay)
+                delay = min(delay * 2, _RETRY_MAX_DELAY)
+
+    async def settle(self, item: WorkItem, how: Settle) -> None:
+        """Acknowledge (or nak, term, keep alive) ``item``'s delivery; release its slot.
+
+        Best effort: a lost acknowledgement means a redelivery, which the idempotency key
+        turns into a recognised duplicate. A recovered message (its delivery belonged to a
+        process that died) has nothing to settle: JetStream redelivers it later, and that
+        delivery is acknowledged as a duplicate.
+        """
+        if how != "in_progress":
+            self._inflight.release(item)
+        msg = item.msg
+        if msg is None:
+            return
+        try:
+            with anyio.move_on_after(self._settings.request_timeout):
+                if how == "ack":
+                    await msg.ack()
+                elif how == "term":
+                    await msg.term()
+                elif how == "nak":
+                    await msg.nak()
+                else:
+                    await msg.in_progress()
+        except (nats.errors.Error, OSError) as exc:
+            logger.info("ingress: %s of %s #%s failed: %r", how, item.subject, item.seq, exc)
+
+    async def _reply(self, item: WorkItem, reply: IngressReply) -> None:
+        inbox = item.headers.get(REPLY_TO_HEADER)
+        if not inbox:
+            return
+        if any(c in inbox for c in "*> \t\r\n"):
+            # A malformed subject would make the server drop the connection: refuse it here.
+            logger.info("ingress: ignoring the invalid reply inbox %r", inbox)
+            return
+        try:
+            with anyio.move_on_after(self._settings.request_timeout):
+                await self._nc.publish(inbox, encode_reply(reply))
+        except (nats.errors.Error, OSError) as exc:
+            logger.info("ingress: replying to %s failed: %r", inbox, exc)

@@ -1,0 +1,229 @@
+"""NATS plumbing of the ingress: connecting, classifying failures, ensuring streams.
+
+nats-py is asyncio only; everything here is awaited from anyio tasks on the asyncio backend,
+and every request carries its own timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
+from nats.js.client import JetStreamContext
+
+from roomkit.ingress.errors import IngressError, IngressUnavailable
+
+__all__ = [
+    "close_quietly",
+    "connect",
+    "ensure_consumer",
+    "ensure_stream",
+    "is_transient",
+]
+
+logger = logging.getLogger("roomkit.ingress")
+
+#: ``add_stream`` with a name that exists with another configuration.
+ERR_STREAM_NAME_IN_USE = 10058
+
+# Failures that go away once the server is back (restart, leader election, reconnect).
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError and asyncio's are subclasses of the built-in
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    ConnectionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a NATS call that raised ``exc`` may succeed later (server or link away)."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.code == 503
+
+
+async def connect(
+    servers: str | Sequence[str],
+    *,
+    connect_timeout: float,
+    request_timeout: float,
+    name: str,
+    options: Mapping[str, Any] | None = None,
+) -> NatsClient:
+    """A client that reconnects for ever, quickly (the default 2 s wait stalls every outage).
+
+    Raises:
+        IngressUnavailable: no server answered within ``connect_timeout``.
+    """
+    nc = NatsClient()
+    settings: dict[str, Any] = {
+        "servers": [servers] if isinstance(servers, str) else list(servers),
+        "name": name,
+        "reconnect_time_wait": 0.1,
+        "max_reconnect_attempts": -1,
+        "connect_timeout": max(1, round(min(connect_timeout, request_timeout))),
+        "flush_timeout": request_timeout,
+        "error_cb": _on_error,
+        "disconnected_cb": _on_disconnected,
+        "reconnected_cb": _on_reconnected,
+    }
+    settings.update(options or {})
+    try:
+        # With max_reconnect_attempts=-1 nats-py never gives up on the first connection either.
+        with anyio.fail_after(connect_timeout):
+            await nc.connect(**settings)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await close_quietly(nc)
+        if isinstance(exc, TimeoutError | OSError | nats.errors.Error):
+            raise IngressUnavailable(f"cannot connect to NATS at {servers}") from exc
+        raise
+    return nc
+
+
+async def close_quietly(nc: NatsClient) -> None:
+    """Close ``nc``, bounded and best effort (the caller already has a better error)."""
+    try:
+        with anyio.move_on_after(5):
+            await nc.close()
+    except Exception as exc:
+        logger.debug("closing the NATS connection: %r", exc)
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    name: str,
+    subject: str,
+    *,
+    storage: StorageType,
+    duplicate_window: float,
+    work_queue: bool,
+    timeout: float,
+) -> StreamInfo:
+    """Create the JetStream stream ``name`` over ``subject``, or check the existing one.
+
+    An existing stream is used as it is (an operator may have tuned its limits, replicas or
+    retention), as long as it captures ``subject``.
+
+    Returns:
+        The stream's info (its configuration says whether direct gets are allowed).
+
+    Raises:
+        IngressUnavailable: JetStream did not answer.
+        IngressError: the stream exists without ``subject``, or JetStream refused it.
+    """
+    config = StreamConfig(
+        name=name,
+        subjects=[subject],
+        storage=storage,
+        duplicate_window=duplicate_window,
+        # Work queue: an acknowledged message is deleted, so the stream holds exactly the
+        # messages still to process (and a recovery after a crash reads only those).
+        retention=RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS,
+        allow_direct=True,
+    )
+    try:
+        with anyio.fail_after(timeout):
+            try:
+                return await js.add_stream(config)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                    raise
+            info = await js.stream_info(name)
+    except nats.js.errors.APIError as exc:
+        if is_transient(exc):
+            raise IngressUnavailable(f"JetStream did not create stream {name}: {exc}") from exc
+        raise IngressError(f"JetStream refused stream {name}: {exc}") from exc
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise IngressUnavailable(f"JetStream did not create stream {name}: {exc!r}") from exc
+    subjects = info.config.subjects or []
+    if subject not in subjects:
+        raise IngressError(
+            f"JetStream stream {name} exists with subjects {subjects}, not {subject!r}: "
+            "choose another stream name or subject prefix"
+        )
+    logger.debug("using the existing JetStream stream %s", name)
+    return info
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    subject: str,
+    *,
+    ack_wait: float,
+    max_ack_pending: int,
+    timeout: float,
+) -> JetStreamContext.PullSubscription:
+    """Create (or update) the durable pull consumer and bind a pull subscription to it.
+
+    A consumer that exists with settings that cannot change (an operator's, an older
+    version's) is used as it is.
+
+    Raises:
+        IngressUnavailable: JetStream did not answer.
+        IngressError: JetStream refused the consumer.
+    """
+    config = ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+        filter_subject=subject,
+    )
+    try:
+        with anyio.fail_after(timeout):
+            try:
+                await js.add_consumer(stream, config)
+            except nats.js.errors.APIError as exc:
+                if is_transient(exc):
+                    raise
+                logger.warning(
+                    "ingress: consumer %s exists with another configuration (%s); using it",
+                    durable,
+                    exc.description,
+                )
+                await js.consumer_info(stream, durable)
+            return await js.pull_subscribe_bind(durable=durable, stream=stream)
+    except nats.js.errors.APIError as exc:
+        if is_transient(exc):
+            raise IngressUnavailable(f"JetStream did not answer: {exc}") from exc
+        raise IngressError(f"JetStream refused consumer {durable}: {exc}") from exc
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise IngressUnavailable(f"JetStream did not answer: {exc!r}") from exc
+
+
+async def _on_error(exc: Exception) -> None:
+    # nats-py reports here what happens in its own tasks (failed reconnects, slow consumers).
+    logger.warning("NATS: %r", exc)
+
+
+async def _on_disconnected() -> None:
+    logger.info("NATS: disconnected")
+
+
+async def _on_reconnected() -> None:
+    logger.info("NATS: reconnected")

@@ -1,0 +1,318 @@
+"""``roomkit serve``: run the NATS ingress for a kit that an application factory builds.
+
+::
+
+    roomkit serve --nats nats://127.0.0.1:4222 --app myapp.rooms:build_kit
+
+``--app MODULE:NAME`` names (like uvicorn's ``--factory``) a function that returns a configured
+``RoomKit`` (channels registered, hooks added); it may be ``async``. When it takes a ``log``
+argument it gets a ``NatsEventLog`` on the same server (``--log`` for another one), so the
+rooms survive restarts; a factory without one builds its kit as it likes. ``NAME`` may also be
+a ``RoomKit`` instance. Ctrl-C or SIGTERM stops gracefully: no more fetches, the messages being
+processed finish, the rest go back to JetStream.
+
+``roomkit.cli`` wires this in (``add_serve_parser`` or ``configure_serve_parser`` +
+``run_serve``); nats-py is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import signal
+import sys
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from roomkit.errors import KitClosedError
+from roomkit.ingress.errors import IngressError, IngressUnavailable
+
+if TYPE_CHECKING:
+    from eventlog import EventLog
+    from roomkit.core.framework import RoomKit
+    from roomkit.ingress.ingress import Ingress
+
+__all__ = ["SERVE_HELP", "add_serve_parser", "configure_serve_parser", "run_serve"]
+
+logger = logging.getLogger("roomkit.ingress")
+
+SERVE_HELP = "consume inbound messages from NATS subjects into a kit's rooms (Ctrl-C stops)"
+
+_DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+class Notes(Protocol):
+    """Where ``run_serve`` writes its few lines (``roomkit.cli.Console`` fits)."""
+
+    def note(self, line: str) -> None:
+        """Write one line for the operator (stderr)."""
+
+
+class _Stderr:
+    def note(self, line: str) -> None:
+        sys.stderr.write(line + "\n")
+
+
+def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``serve``'s arguments to ``parser``."""
+    parser.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:NAME",
+        help="a function returning a configured RoomKit (it gets log=NatsEventLog if it takes "
+        "a `log` argument; it may be async), or a RoomKit instance",
+    )
+    parser.add_argument(
+        "--nats", default=_DEFAULT_URL, metavar="URL", help=f"the NATS server ({_DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--prefix",
+        default="roomkit",
+        metavar="P",
+        help="subject prefix: consume P.in.<channel>, dead letters on P.dlq.<channel>, and the "
+        "log's events on P.ev.<room> (default roomkit)",
+    )
+    parser.add_argument(
+        "--log",
+        metavar="URL",
+        help="the NATS server of the event log given to the factory (default: --nats)",
+    )
+    parser.add_argument(
+        "--log-stream",
+        default="ROOMKIT",
+        metavar="NAME",
+        help="the JetStream stream of the event log (default ROOMKIT)",
+    )
+    parser.add_argument(
+        "--stream",
+        default="ROOMKIT_IN",
+        metavar="NAME",
+        help="the JetStream stream of inbound messages (default ROOMKIT_IN)",
+    )
+    parser.add_argument(
+        "--dlq-stream",
+        default="ROOMKIT_DLQ",
+        metavar="NAME",
+        help="the JetStream stream keeping dead letters (default ROOMKIT_DLQ)",
+    )
+    parser.add_argument(
+        "--durable",
+        default="roomkit-ingress",
+        metavar="NAME",
+        help="the durable consumer (default roomkit-ingress)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        metavar="N",
+        help="messages processed at a time, across rooms (default 64)",
+    )
+    parser.add_argument(
+        "--allow-missing-key",
+        action="store_true",
+        help="accept messages without an idempotency_key (a redelivery may record them twice)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="give up connecting after this long (default 5)",
+    )
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` subcommand to ``subparsers`` (from ``add_subparsers``).
+
+    Its defaults set ``handler=run_serve``.
+
+    Returns:
+        The ``serve`` parser.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help=SERVE_HELP, description=SERVE_HELP
+    )
+    configure_serve_parser(parser)
+    parser.set_defaults(handler=run_serve)
+    return parser
+
+
+async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> int:
+    """Build the kit, serve the ingress until Ctrl-C or SIGTERM; return the exit code (0).
+
+    Args:
+        args: parsed by a parser that ``configure_serve_parser`` configured.
+        console: where the start and stop lines go (default: stderr).
+
+    Returns:
+        0 after a graceful stop.
+
+    Raises:
+        roomkit.cli.CliError: a bad ``--app`` (usage), NATS unreachable or unusable; the
+            ``roomkit`` entry point turns it into its exit code and message.
+        LogUnavailable: the event log's server cannot be reached.
+    """
+    from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+
+    notes = console if console is not None else _Stderr()
+    if args.max_in_flight < 1:
+        raise CliError(EXIT_USAGE, "--max-in-flight must be at least 1")
+    target = _load_app(args.app, CliError, EXIT_USAGE)
+    try:
+        from eventlog.nats import NatsEventLog
+        from roomkit.ingress.ingress import Ingress
+    except ImportError as exc:
+        raise CliError(
+            EXIT_UNREACHABLE, f"NATS support is not available ({exc}): install roomkit[nats]"
+        ) from exc
+
+    wants_log = _check_app(target, CliError, EXIT_USAGE)
+    async with AsyncExitStack() as stack:
+        log: EventLog | None = None
+        if wants_log:
+            log = NatsEventLog(
+                args.log or args.nats,
+                stream_name=args.log_stream,
+                subject_prefix=args.prefix,
+                connect_timeout=args.timeout,
+            )
+            await stack.enter_async_context(log)
+        kit = await _build_kit(target, log, CliError, EXIT_USAGE)
+        _warn_if_volatile(kit, notes)
+        await stack.enter_async_context(kit)
+        ingress = Ingress(
+            kit,
+            args.nats,
+            subject_prefix=args.prefix,
+            stream_name=args.stream,
+            dlq_stream=args.dlq_stream,
+            durable=args.durable,
+            max_in_flight=args.max_in_flight,
+            require_idempotency_key=not args.allow_missing_key,
+            connect_timeout=args.timeout,
+        )
+        try:
+            await stack.enter_async_context(ingress)
+        except IngressUnavailable as exc:
+            raise CliError(EXIT_UNREACHABLE, str(exc)) from exc
+        except IngressError as exc:
+            raise CliError(EXIT_ERROR, str(exc)) from exc
+        notes.note(
+            f"roomkit serve: consuming {ingress.subject} on {args.nats} (stream {args.stream}, "
+            f"durable {args.durable}); dead letters on {args.prefix}.dlq.>; Ctrl-C stops"
+        )
+        try:
+            await _serve_until_signal(ingress)
+        except (IngressError, KitClosedError) as exc:
+            raise CliError(EXIT_ERROR, str(exc)) from exc
+        stats = ingress.stats
+    notes.note(
+        f"roomkit serve: stopped; {stats.recorded} recorded, {stats.blocked} blocked, "
+        f"{stats.duplicates} duplicates, {stats.dead_lettered} dead letters"
+    )
+    return 0
+
+
+async def _serve_until_signal(ingress: Ingress) -> None:
+    """Serve until SIGINT or SIGTERM (a graceful stop), or until the ingress stops itself.
+
+    Raises:
+        KitClosedError, IngressUnavailable: why the ingress stopped by itself.
+    """
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            try:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        logger.info("ingress: %s received, stopping", signal.Signals(signum).name)
+                        ingress.stop()
+                        return
+            except NotImplementedError:  # no signal receivers on this platform (Windows)
+                await anyio.sleep_forever()
+
+        tg.start_soon(stop_on_signal)
+        try:
+            await ingress.wait()
+        except (IngressError, KitClosedError) as exc:
+            failure = exc  # raised below, not wrapped in the task group's ExceptionGroup
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+def _load_app(spec: str, error: Any, code: int) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise error(code, f"--app {spec!r}: expected MODULE:NAME (e.g. myapp.rooms:build_kit)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise error(code, f"--app {spec!r}: cannot import {module_name}: {exc}") from exc
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise error(code, f"--app {spec!r}: {module_name} has no {attribute}") from exc
+    return target
+
+
+def _check_app(target: Any, error: Any, code: int) -> bool:
+    """Check that ``target`` is a kit or a factory we can call; return whether it takes a log.
+
+    Done before connecting anything, so that a wrong ``--app`` is a usage error.
+    """
+    if _is_kit(target):
+        return False
+    if not callable(target):
+        raise error(code, f"--app: {target!r} is neither a RoomKit nor a function")
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin or C callable: call it without arguments
+        return False
+    wants_log = any(
+        p.name == "log" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in signature.parameters.values()
+    )
+    try:
+        signature.bind(**({"log": None} if wants_log else {}))
+    except TypeError as exc:
+        raise error(code, f"--app: the factory cannot be called that way: {exc}") from exc
+    return wants_log
+
+
+async def _build_kit(target: Any, log: EventLog | None, error: Any, code: int) -> RoomKit:
+    from roomkit.core.framework import RoomKit
+
+    if _is_kit(target):
+        kit: Any = target
+    else:
+        kit = target(log=log) if log is not None else target()
+        if inspect.isawaitable(kit):
+            kit = await kit
+    if not isinstance(kit, RoomKit):
+        raise error(code, f"--app: the factory returned {type(kit).__name__}, not a RoomKit")
+    return kit
+
+
+def _is_kit(target: Any) -> bool:
+    from roomkit.core.framework import RoomKit
+
+    return isinstance(target, RoomKit)
+
+
+def _warn_if_volatile(kit: RoomKit, notes: Notes) -> None:
+    from eventlog import MemoryEventLog
+
+    if isinstance(kit.log, MemoryEventLog):
+        notes.note(
+            "roomkit serve: warning: the kit keeps its log in memory; rooms do not survive a "
+            "restart (give the factory a `log` argument to get a NatsEventLog)"
+        )

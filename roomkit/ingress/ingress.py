@@ -1,0 +1,608 @@
+"""``Ingress``: inbound messages from NATS JetStream into a kit's rooms.
+
+Other services publish ``InboundEnvelope`` JSON on ``<prefix>.in.<channel_id>`` (see
+``roomkit.ingress.wire``); a JetStream stream keeps them and a durable pull consumer hands them
+to ``kit.process_inbound``::
+
+    async with RoomKit(log=log) as kit, Ingress(kit, "nats://127.0.0.1:4222") as ingress:
+        await ingress.wait()                  # or: await serve_ingress(kit, url)
+
+What it guarantees:
+
+- **Acknowledged after commit.** A message is acknowledged only once ``process_inbound``
+  returned (its event is in the log), refused messages once their dead letter is stored.
+  Anything else is redelivered by JetStream, and the room's idempotency keys (rebuilt from the
+  log after a restart) make the redelivery record nothing twice.
+- **Per-room order.** Each message gets a lane key (the room id when the publisher names the
+  room, else the channel id: see ``default_lane_key``), hashed into one of ``lanes``
+  sequential lanes; lanes run concurrently, at most ``max_in_flight`` messages are held at a
+  time. Transient failures are retried in place (JetStream is told the message is in
+  progress), never put back behind later messages of the same room.
+- **Order after a crash too.** JetStream redelivers what a dead process held only after
+  ``ack_wait``, behind newer messages, so on start the ingress first re-reads the consumer's
+  unacknowledged range from the stream and processes it in order; only then does it fetch new
+  messages. After a reconnection (the server restarted, the link broke) it does the same once
+  the messages it holds are finished: deliveries lost on the way are not overtaken.
+- **Nothing lost silently.** A payload that does not decode, an unknown channel, an invalid or
+  unknown room id, a missing idempotency key, or a message that keeps failing: it is published
+  with the reason to ``<prefix>.dlq.<channel_id>`` (stored in the ``dlq_stream``), answered
+  with an error reply when the publisher asked for one, then terminated; the ingress goes on.
+- **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
+  the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
+  back to JetStream (nak, no delay: another process may take them at once). Cancellation
+  does the same without the drain.
+
+Ordering holds for one serving process per durable consumer; several processes sharing a
+durable share its messages, and the rooms' single-writer rule still keeps every room's log
+consistent, but two messages of one room may then be processed by different processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+import anyio
+import anyio.abc
+import nats.errors
+import nats.js.errors
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import RawStreamMsg, StorageType
+from nats.js.client import JetStreamContext
+
+from roomkit.ingress._handler import HandlerSettings, MessageHandler
+from roomkit.ingress._inflight import Inflight, pause
+from roomkit.ingress._nats import (
+    close_quietly,
+    connect,
+    ensure_consumer,
+    ensure_stream,
+    is_transient,
+)
+from roomkit.ingress._recovery import recover
+from roomkit.ingress._work import IngressStats, LaneKey, WorkItem, default_lane_key, prepare
+from roomkit.ingress.errors import IngressError, IngressUnavailable
+from roomkit.ingress.wire import check_subject_prefix
+
+if TYPE_CHECKING:
+    from roomkit.core.framework import RoomKit
+
+__all__ = ["Ingress", "serve_ingress"]
+
+logger = logging.getLogger("roomkit.ingress")
+
+# A fetch that failed (server away) is retried after this long.
+_FETCH_RETRY_DELAY = 1.0
+
+
+class Ingress:
+    """Consumes inbound messages from JetStream into ``kit`` (see the module docs).
+
+    An async context manager owning its tasks: ``async with Ingress(kit, url) as ingress``.
+    The kit should be running (``async with kit``); it starts on first use otherwise.
+
+    Args:
+        kit: the kit whose ``process_inbound`` records the messages.
+        nats_url: the NATS URL(s) to connect to, or a connected nats-py client (left open).
+        subject_prefix: subjects are ``<prefix>.in.<channel_id>`` and ``<prefix>.dlq.<...>``.
+        stream_name: the JetStream stream of inbound messages (created if missing; an existing
+            one is used as it is, if it captures ``<prefix>.in.>``).
+        durable: the durable pull consumer's name (its position survives restarts).
+        dlq_stream: the JetStream stream keeping dead letters; ``None`` publishes them on core
+            NATS only (then only live subscribers see them).
+        max_in_flight: at most this many messages are held (fetched, not yet acknowledged).
+        lanes: sequential lanes (default ``max_in_flight``): rooms processed concurrently.
+        lane_key: the ordering key of a message (default: room id, else channel id).
+        require_idempotency_key: dead-letter messages without an ``idempotency_key``.
+        storage: ``"file"`` or ``"memory"`` for the streams this ingress creates.
+        duplicate_window: seconds during which JetStream drops a re-published ``Nats-Msg-Id``.
+        work_queue: create the inbound stream with work-queue retention (an acknowledged
+            message is deleted); ``False`` keeps them (limits retention).
+        ack_wait: seconds JetStream waits for an acknowledgement before redelivering; held
+            messages are kept alive with "in progress" acks every third of it.
+        fetch_batch: messages asked for per fetch.
+        fetch_timeout: how long one fetch (a long poll) waits for messages.
+        max_attempts: a message whose processing fails this many times (errors other than an
+            unreachable log, which is retried for as long as the ingress runs) is
+            dead-lettered with ``"failed"``.
+        request_timeout: bound of each request to NATS.
+        connect_timeout: bound of the initial connection.
+        drain_timeout: how long a graceful stop lets the lanes finish what they hold.
+        connect_options: more keyword arguments for ``nats.connect`` (TLS, credentials, ...).
+
+    Raises (on entering):
+        IngressUnavailable: NATS could not be reached, or JetStream did not answer.
+        IngressError: JetStream refused the streams or the consumer.
+    """
+
+    def __init__(
+        self,
+        kit: RoomKit,
+        nats_url: str | Sequence[str] | NatsClient = "nats://127.0.0.1:4222",
+        *,
+        subject_prefix: str = "roomkit",
+        stream_name: str = "ROOMKIT_IN",
+        durable: str = "roomkit-ingress",
+        dlq_stream: str | None = "ROOMKIT_DLQ",
+        max_in_flight: int = 64,
+        lanes: int | None = None,
+        lane_key: LaneKey = default_lane_key,
+        require_idempotency_key: bool = True,
+        storage: Literal["file", "memory"] = "file",
+        duplicate_window: float = 120.0,
+        work_queue: bool = True,
+        ack_wait: float = 30.0,
+        fetch_batch: int = 64,
+        fetch_timeout: float = 1.0,
+        max_attempts: int = 10,
+        request_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        drain_timeout: float = 10.0,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_subject_prefix(subject_prefix)
+        for name in (stream_name, dlq_stream, durable):
+            if name is not None and (not name or any(c in name for c in ".*> \t\r\n")):
+                raise ValueError(f"invalid JetStream name {name!r}")
+        if max_in_flight < 1 or (lanes is not None and lanes < 1) or max_attempts < 1:
+            raise ValueError("max_in_flight, lanes and max_attempts must be at least 1")
+        if storage not in ("file", "memory"):
+            raise ValueError(f"storage must be 'file' or 'memory', not {storage!r}")
+        self.kit = kit
+        self.subject_prefix = subject_prefix
+        self.stream_name = stream_name
+        self.durable = durable
+        self.dlq_stream = dlq_stream
+        self.max_in_flight = max_in_flight
+        self.lanes = lanes if lanes is not None else max_in_flight
+        self.require_idempotency_key = require_idempotency_key
+        self.stats = IngressStats()
+        self._client = nats_url if isinstance(nats_url, NatsClient) else None
+        self._servers = None if isinstance(nats_url, NatsClient) else nats_url
+        self._lane_key = lane_key
+        self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
+        self._duplicate_window = duplicate_window
+        self._work_queue = work_queue
+        self._ack_wait = ack_wait
+        self._fetch_batch = max(1, min(fetch_batch, max_in_flight))
+        self._fetch_timeout = fetch_timeout
+        self._max_attempts = max_attempts
+        self._request_timeout = request_timeout
+        self._connect_timeout = connect_timeout
+        self._drain_timeout = drain_timeout
+        self._connect_options = dict(connect_options or {})
+        self._in_base = f"{subject_prefix}.in."
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._handler: MessageHandler | None = None
+        self._fetch_scope: anyio.CancelScope | None = None
+        self._direct = True
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._entered = False
+        self._inflight = Inflight(max_in_flight)
+        self._senders: list[MemoryObjectSendStream[WorkItem]] = []
+        self._stopping = anyio.Event()
+        self._consumed = anyio.Event()
+        self._lanes_done = anyio.Event()
+        self._lanes_running = 0
+        self._failure: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def subject(self) -> str:
+        """The subjects consumed: ``<prefix>.in.>``."""
+        return f"{self._in_base}>"
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("an Ingress runs once; make a new one")
+        self._entered = True
+        nc = self._client
+        if nc is None:
+            assert self._servers is not None
+            nc = await connect(
+                self._servers,
+                connect_timeout=self._connect_timeout,
+                request_timeout=self._request_timeout,
+                name="roomkit-ingress",
+                options=self._connect_options,
+            )
+        self._nc = nc
+        try:
+            self._js = nc.jetstream(timeout=self._request_timeout)
+            await self._setup()
+        except BaseException:
+            if self._client is None:
+                with anyio.CancelScope(shield=True):
+                    await close_quietly(nc)
+            raise
+        self._handler = MessageHandler(
+            self.kit,
+            nc,
+            self._js,
+            HandlerSettings(
+                subject_prefix=self.subject_prefix,
+                stream_name=self.stream_name,
+                dlq_stream=self.dlq_stream,
+                max_attempts=self._max_attempts,
+                request_timeout=self._request_timeout,
+            ),
+            self.stats,
+            self._inflight,
+            self._stopping,
+            on_kit_closed=self._fail,
+        )
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        receivers: list[MemoryObjectReceiveStream[WorkItem]] = []
+        for _ in range(self.lanes):
+            # Never full: at most max_in_flight items exist at a time, whatever the lane.
+            send, receive = anyio.create_memory_object_stream[WorkItem](self.max_in_flight)
+            self._senders.append(send)
+            receivers.append(receive)
+        self._lanes_running = len(receivers)
+        for index, receive in enumerate(receivers):
+            tg.start_soon(self._lane, receive, name=f"ingress lane {index}")
+        tg.start_soon(self._consume, name="ingress consumer")
+        tg.start_soon(self._keep_alive, name="ingress keep-alive")
+        logger.info(
+            "ingress: consuming %s (stream %s, durable %s), %d in flight over %d lanes",
+            self.subject,
+            self.stream_name,
+            self.durable,
+            self.max_in_flight,
+            self.lanes,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg = self._tg
+        assert tg is not None, "__aexit__ without __aenter__"
+        self.stop()
+        try:
+            with anyio.CancelScope(shield=True):
+                if exc_type is None:
+                    await self._drain()
+                tg.cancel_scope.cancel()
+            # The body's own exception propagates from the caller's frame unchanged; passing
+            # it to the task group would wrap it in an ExceptionGroup.
+            await tg.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release_held()
+                await self._close()
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: no more fetches; ``wait()`` returns once fetching ended.
+
+        Leaving ``async with`` then lets the lanes finish what they hold.
+        """
+        self._stopping.set()
+        self._inflight.wake()  # a resync waiting for the lanes gives up
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()
+
+    async def wait(self) -> None:
+        """Wait until the ingress stops fetching (``stop()``, or the kit closed under it).
+
+        Raises:
+            KitClosedError: the kit was closed while the ingress ran.
+            IngressUnavailable: the NATS connection was closed under the ingress.
+        """
+        await self._consumed.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _drain(self) -> None:
+        with anyio.move_on_after(self._drain_timeout) as scope:
+            await self._consumed.wait()
+            for send in self._senders:
+                send.close()  # each lane finishes its queue, then ends
+            await self._lanes_done.wait()
+        if scope.cancelled_caught:
+            logger.warning(
+                "ingress: %d message(s) still held after the %.1f s drain; handing them back",
+                len(self._inflight),
+                self._drain_timeout,
+            )
+
+    async def _release_held(self) -> None:
+        """Hand every message still held back to JetStream, for prompt redelivery."""
+        if self._handler is None:
+            return
+        for item in self._inflight.items():
+            await self._handler.settle(item, "nak")
+            self.stats.released += 1
+
+    async def _close(self) -> None:
+        for send in self._senders:
+            send.close()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                with anyio.move_on_after(self._request_timeout):
+                    await sub.unsubscribe()
+            except nats.errors.Error as exc:
+                logger.debug("ingress: unsubscribing: %r", exc)
+        nc, self._nc = self._nc, None
+        if nc is not None and self._client is None:
+            await close_quietly(nc)
+
+    def _fail(self, failure: BaseException) -> None:
+        if self._failure is None:
+            logger.error("ingress: stopping: %s", failure)
+            self._failure = failure
+        self.stop()
+
+    # -- setup -------------------------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        js = self._js
+        assert js is not None
+        info = await ensure_stream(
+            js,
+            self.stream_name,
+            self.subject,
+            storage=self._storage,
+            duplicate_window=self._duplicate_window,
+            work_queue=self._work_queue,
+            timeout=self._request_timeout,
+        )
+        self._direct = bool(info.config.allow_direct)
+        if self.dlq_stream is not None:
+            await ensure_stream(
+                js,
+                self.dlq_stream,
+                f"{self.subject_prefix}.dlq.>",
+                storage=self._storage,
+                duplicate_window=self._duplicate_window,
+                work_queue=False,
+                timeout=self._request_timeout,
+            )
+        self._sub = await ensure_consumer(
+            js,
+            self.stream_name,
+            self.durable,
+            self.subject,
+            ack_wait=self._ack_wait,
+            # Room for what a crashed process still holds while this one fetches.
+            max_ack_pending=max(1000, 4 * self.max_in_flight),
+            timeout=self._request_timeout,
+        )
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        nc = self._nc
+        assert nc is not None
+        try:
+            reconnects = nc.stats["reconnects"]
+            await self._recover()
+            while not self._stopping.is_set():
+                if nc.stats["reconnects"] != reconnects:
+                    reconnects = nc.stats["reconnects"]
+                    await self._resync()
+                else:
+                    await self._fetch_once()
+        finally:
+            self._consumed.set()
+
+    async def _resync(self) -> None:
+        """After a reconnection: re-read what the server delivered but this ingress never got.
+
+        Messages in flight toward it when the link (or the server) went down count as
+        delivered for JetStream (see ``_recovery``). Once everything held is finished, the
+        unacknowledged range is processed again in order, before new fetches.
+        """
+        logger.info("ingress: reconnected; finishing held messages, then re-reading the rest")
+        await self._inflight.wait_empty(self._stopping)
+        await self._recover()
+
+    async def _fetch_once(self) -> None:
+        sub = self._sub
+        assert sub is not None
+        wanted = await self._inflight.reserve(self._fetch_batch)
+        msgs: list[Msg] = []
+        try:
+            # Stopping cancels a waiting fetch. A message the server sends to it meanwhile is
+            # held by nobody: JetStream redelivers it after ack_wait, and a restart of this
+            # ingress re-reads it at once (see _recover).
+            with anyio.CancelScope() as self._fetch_scope:
+                if self._stopping.is_set():
+                    self._fetch_scope.cancel()
+                msgs = await sub.fetch(wanted, timeout=self._fetch_timeout)
+        except TimeoutError:
+            pass  # nothing to do for now
+        except nats.errors.ConnectionClosedError as exc:
+            failure = IngressUnavailable("the NATS connection was closed under the ingress")
+            failure.__cause__ = exc
+            self._fail(failure)
+        except (nats.errors.Error, OSError) as exc:
+            await self._fetch_failed(exc)
+        finally:
+            self._inflight.unreserve(wanted - len(msgs))
+        for msg in msgs:
+            self._dispatch(self._prepare(msg))
+
+    async def _fetch_failed(self, exc: BaseException) -> None:
+        await pause(self._stopping, _FETCH_RETRY_DELAY)
+        if is_transient(exc) and await self._consumer_exists() is not False:
+            logger.info("ingress: fetching failed (%r); retrying", exc)
+            return
+        # The consumer or the stream is gone (deleted by an operator, a memory stream after a
+        # server restart; a fetch from a deleted consumer fails like an unavailable server):
+        # create them again.
+        logger.warning("ingress: fetching failed (%r); ensuring the stream and consumer", exc)
+        old, self._sub = self._sub, None
+        try:
+            await self._setup()
+        except IngressUnavailable as again:
+            self._sub = old  # keep trying with what we had
+            logger.info("ingress: %s; retrying", again)
+            return
+        except IngressError as fatal:  # e.g. the stream now exists with other subjects
+            self._sub = old
+            self._fail(fatal)
+            return
+        if old is not None:
+            with (
+                anyio.move_on_after(self._request_timeout),
+                contextlib.suppress(nats.errors.Error),
+            ):
+                await old.unsubscribe()
+
+    async def _consumer_exists(self) -> bool | None:
+        """Whether the durable consumer exists (``None``: JetStream did not say)."""
+        js = self._js
+        assert js is not None
+        try:
+            with anyio.fail_after(self._request_timeout):
+                await js.consumer_info(self.stream_name, self.durable)
+        except nats.js.errors.NotFoundError:
+            return False
+        except (TimeoutError, nats.errors.Error):
+            return None
+        return True
+
+    def _prepare(self, msg: Msg) -> WorkItem:
+        self.stats.received += 1
+        try:
+            seq: int | None = msg.metadata.sequence.stream
+        except Exception:  # a delivery without JetStream metadata: still processed
+            seq = None
+        return prepare(
+            subject=msg.subject,
+            channel_token=msg.subject[len(self._in_base) :],
+            data=msg.data,
+            headers=msg.headers,
+            seq=seq,
+            msg=msg,
+            lane_key=self._lane_key,
+            require_idempotency_key=self.require_idempotency_key,
+        )
+
+    def _dispatch(self, item: WorkItem) -> None:
+        # No checkpoint between the fetch and here: a fetched message is always held (and so
+        # acknowledged or handed back), even if the ingress is cancelled right now. The lane
+        # has room: at most max_in_flight items exist, and each lane buffers that many.
+        self._inflight.hold(item)
+        lane = zlib.crc32(item.key.encode()) % self.lanes
+        self._senders[lane].send_nowait(item)
+
+    async def _lane(self, receive: MemoryObjectReceiveStream[WorkItem]) -> None:
+        handler = self._handler
+        assert handler is not None
+        try:
+            async with receive:
+                async for item in receive:
+                    await handler.handle(item)
+        finally:
+            self._lanes_running -= 1
+            if self._lanes_running == 0:
+                self._lanes_done.set()
+
+    async def _keep_alive(self) -> None:
+        # Tell JetStream that held messages are being worked on, so that a message waiting
+        # behind a slow one of its room is not redelivered (and reordered) meanwhile.
+        handler = self._handler
+        assert handler is not None
+        interval = self._ack_wait / 3
+        while True:
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            for item in self._inflight.items():
+                if item.msg is not None and now - item.last_progress >= interval:
+                    item.last_progress = now
+                    await handler.settle(item, "in_progress")
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        js, handler = self._js, self._handler
+        assert js is not None and handler is not None
+        await recover(
+            js,
+            self.stream_name,
+            self.durable,
+            direct=self._direct,
+            timeout=self._request_timeout,
+            stopping=self._stopping,
+            to_item=self._prepare_raw,
+            handle=handler.handle,
+        )
+
+    def _prepare_raw(self, raw: RawStreamMsg) -> WorkItem | None:
+        subject = raw.subject or ""
+        if not subject.startswith(self._in_base):
+            return None
+        self.stats.recovered += 1
+        headers = {k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)}
+        return prepare(
+            subject=subject,
+            channel_token=subject[len(self._in_base) :],
+            data=raw.data or b"",
+            headers=headers,
+            seq=raw.seq,
+            msg=None,
+            lane_key=self._lane_key,
+            require_idempotency_key=self.require_idempotency_key,
+        )
+
+
+async def serve_ingress(
+    kit: RoomKit,
+    nats_url: str | Sequence[str] | NatsClient = "nats://127.0.0.1:4222",
+    *,
+    subject_prefix: str = "roomkit",
+    stream_name: str = "ROOMKIT_IN",
+    durable: str = "roomkit-ingress",
+    max_in_flight: int = 64,
+    task_status: anyio.abc.TaskStatus[Ingress] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Run an ``Ingress`` for ``kit`` until cancelled (or ``stop()``-ed, then drained).
+
+    ``await tg.start(serve_ingress, kit, url)`` returns the running ``Ingress`` once its
+    stream and consumer exist (publishers may publish from then on).
+
+    Args:
+        kit: the kit whose ``process_inbound`` records the messages.
+        nats_url: the NATS URL(s), or a connected nats-py client (left open).
+        subject_prefix: consume ``<prefix>.in.>``.
+        stream_name: the JetStream stream of inbound messages.
+        durable: the durable consumer's name.
+        max_in_flight: at most this many messages held at a time.
+        task_status: set by ``TaskGroup.start`` (the running ``Ingress``).
+        **options: more keyword arguments of ``Ingress``.
+
+    Raises:
+        IngressUnavailable: NATS could not be reached at start.
+        IngressError: JetStream refused the stream or the consumer.
+        KitClosedError: the kit was closed while the ingress ran.
+    """
+    async with Ingress(
+        kit,
+        nats_url,
+        subject_prefix=subject_prefix,
+        stream_name=stream_name,
+        durable=durable,
+        max_in_flight=max_in_flight,
+        **options,
+    ) as ingress:
+        task_status.started(ingress)
+        await ingress.wait()

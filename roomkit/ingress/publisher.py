@@ -1,0 +1,209 @@
+"""``publish_inbound``: how a service feeds RoomKit through the NATS ingress.
+
+::
+
+    nc = await nats.connect(url)
+    ack = await publish_inbound(nc, InboundMessage(channel_id="sms", sender_id="+1555...",
+                                                   content=TextContent(body="Hi"),
+                                                   idempotency_key="SM1001"))
+    reply = await publish_inbound(nc, message, reply_timeout=5.0)   # wait for the outcome
+    if reply.ok and not reply.blocked: print("recorded as", reply.event_id)
+
+The message is published to JetStream (stored before the call returns) with
+``Nats-Msg-Id = <channel_id>:<idempotency_key>``, so a service that retries a publish within
+JetStream's duplicate window stores it once; the rooms' idempotency keys catch later repeats.
+``publish_inbound`` does not retry by itself: on ``IngressUnavailable`` (a server restarting,
+an ack lost) publish the same message again; it cannot be recorded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import overload
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import PubAck
+
+from roomkit.errors import InvalidRoomIdError
+from roomkit.ingress.errors import IngressTimeout, IngressUnavailable, InvalidInbound
+from roomkit.ingress.wire import (
+    MSG_ID_HEADER,
+    REPLY_TO_HEADER,
+    InboundEnvelope,
+    IngressReply,
+    check_room_id,
+    check_subject_prefix,
+    check_token,
+    decode_reply,
+    encode_envelope,
+    inbound_subject,
+    msg_id_for,
+)
+from roomkit.models.delivery import InboundMessage
+
+__all__ = ["publish_inbound"]
+
+
+@overload
+async def publish_inbound(
+    nc: NatsClient,
+    message: InboundMessage | InboundEnvelope,
+    *,
+    subject_prefix: str = ...,
+    room_id: str | None = ...,
+    reply_timeout: None = None,
+    timeout: float = ...,
+    require_idempotency_key: bool = ...,
+) -> PubAck: ...
+
+
+@overload
+async def publish_inbound(
+    nc: NatsClient,
+    message: InboundMessage | InboundEnvelope,
+    *,
+    subject_prefix: str = ...,
+    room_id: str | None = ...,
+    reply_timeout: float,
+    timeout: float = ...,
+    require_idempotency_key: bool = ...,
+) -> IngressReply: ...
+
+
+async def publish_inbound(
+    nc: NatsClient,
+    message: InboundMessage | InboundEnvelope,
+    *,
+    subject_prefix: str = "roomkit",
+    room_id: str | None = None,
+    reply_timeout: float | None = None,
+    timeout: float = 5.0,
+    require_idempotency_key: bool = True,
+) -> PubAck | IngressReply:
+    """Publish ``message`` on ``<prefix>.in.<channel_id>``; optionally wait for its outcome.
+
+    Args:
+        nc: a connected nats-py client.
+        message: the message, as a channel received it (or an envelope already built).
+        subject_prefix: the ingress's subject prefix.
+        room_id: record it in this room (overrides the envelope's); ``None`` lets the kit's
+            inbound router choose.
+        reply_timeout: wait this long (after JetStream stored the message) for the
+            ``IngressReply``; ``None`` returns as soon as JetStream stored it.
+        timeout: bound of the publish itself.
+        require_idempotency_key: refuse a message without an idempotency key, as the ingress
+            does by default (pass ``False`` for an ingress configured to accept them).
+
+    Returns:
+        JetStream's ``PubAck`` (``duplicate=True`` if the id was seen within its window), or
+        with ``reply_timeout`` the ``IngressReply``. A publish that JetStream recognises as a
+        duplicate gets ``IngressReply(ok=True, blocked=True, reason="duplicate")`` at once,
+        without an event id: the first copy is (or will be) processed, not this one.
+
+    Raises:
+        InvalidInbound: a channel id that is not one subject token, an invalid room id, or no
+            idempotency key while one is required.
+        IngressUnavailable: JetStream did not store the message (no server, no stream: the
+            ingress creates its stream when it starts).
+        IngressTimeout: no reply within ``reply_timeout`` (the message is stored and will
+            still be processed).
+        ValueError: ``subject_prefix`` is not a valid subject prefix.
+    """
+    envelope = _envelope(message, room_id, require_idempotency_key)
+    check_subject_prefix(subject_prefix)
+    subject = inbound_subject(subject_prefix, envelope.channel_id)
+    payload = encode_envelope(envelope)
+    headers: dict[str, str] = {}
+    if envelope.idempotency_key:
+        headers[MSG_ID_HEADER] = msg_id_for(envelope.channel_id, envelope.idempotency_key)
+    if reply_timeout is None:
+        return await _publish(nc, subject, payload, headers, timeout)
+
+    inbox = nc.new_inbox()
+    headers[REPLY_TO_HEADER] = inbox
+    # nats-py calls back in its own asyncio task: hand the reply over through a memory stream.
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+
+    async def on_reply(msg: Msg) -> None:
+        # A second reply (a redelivery processed again) is dropped: the first one counts.
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
+            send.send_nowait(msg.data)
+
+    with send, receive:
+        try:
+            with anyio.fail_after(timeout):
+                subscription = await nc.subscribe(inbox, cb=on_reply)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise IngressUnavailable(f"cannot subscribe to a reply inbox: {exc!r}") from exc
+        try:
+            ack = await _publish(nc, subject, payload, headers, timeout)
+            if ack.duplicate:
+                return IngressReply(ok=True, blocked=True, reason="duplicate", stream_seq=ack.seq)
+            try:
+                with anyio.fail_after(reply_timeout):
+                    data = await receive.receive()
+            except TimeoutError as exc:
+                raise IngressTimeout(
+                    f"no reply within {reply_timeout} s for message {ack.seq} on {subject}; "
+                    "it is stored and will still be processed"
+                ) from exc
+        finally:
+            # A failure means the connection is closing: the subscription goes with it.
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(timeout),
+                contextlib.suppress(nats.errors.Error),
+            ):
+                await subscription.unsubscribe()
+    try:
+        return decode_reply(data)
+    except msgspec.DecodeError as exc:
+        raise IngressUnavailable(f"the ingress replied something else: {data[:200]!r}") from exc
+
+
+def _envelope(
+    message: InboundMessage | InboundEnvelope, room_id: str | None, require_key: bool
+) -> InboundEnvelope:
+    if isinstance(message, InboundMessage):
+        envelope = InboundEnvelope.from_message(message, room_id=room_id)
+    elif room_id is not None:
+        envelope = msgspec.structs.replace(message, room_id=room_id)
+    else:
+        envelope = message
+    try:
+        check_token(envelope.channel_id)
+        if envelope.room_id is not None:
+            check_room_id(envelope.room_id)
+    except (ValueError, InvalidRoomIdError) as exc:
+        raise InvalidInbound(str(exc)) from exc
+    if require_key and not envelope.idempotency_key:
+        raise InvalidInbound(
+            "the message has no idempotency_key (the provider's message id): the ingress "
+            "refuses it, since a redelivery could record it twice"
+        )
+    return envelope
+
+
+async def _publish(
+    nc: NatsClient, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+) -> PubAck:
+    js = nc.jetstream(timeout=timeout)
+    try:
+        with anyio.fail_after(timeout + 1):  # nats-py's own timeout first; this one in case
+            return await js.publish(subject, payload, timeout=timeout, headers=headers or None)
+    except nats.js.errors.NoStreamResponseError as exc:
+        raise IngressUnavailable(
+            f"no JetStream stream captures {subject}: start the ingress first (it creates "
+            "its stream), or check the subject prefix"
+        ) from exc
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise IngressUnavailable(
+            f"JetStream did not store the message on {subject}: {exc!r}"
+        ) from exc

@@ -1,0 +1,322 @@
+"""The ingress wire format: what services publish to feed RoomKit over NATS, and what they get.
+
+Subjects (``prefix`` defaults to ``roomkit``)::
+
+    <prefix>.in.<channel_id>     inbound messages; JetStream stream ROOMKIT_IN over <prefix>.in.>
+    <prefix>.dlq.<channel_id>    dead letters; JetStream stream ROOMKIT_DLQ over <prefix>.dlq.>
+
+``channel_id`` must be one subject token (no ``.``, ``*``, ``>`` or white space) and must equal
+the payload's ``channel_id``.
+
+Payload: one JSON object (UTF-8), an ``InboundEnvelope``::
+
+    {"channel_id": "sms", "sender_id": "+15550001111",
+     "content": {"type": "text", "body": "Hi!"},            # any RoomKit content dict
+     "idempotency_key": "SM1001",                            # the provider's message id
+     "external_id": "SM1001", "thread_id": null,            # optional
+     "metadata": {"carrier": "acme"},                        # optional, any JSON object
+     "room_id": "support-1"}                                 # optional: else the kit routes
+
+Unknown fields are ignored (newer publishers, older servers); new fields only ever get defaults.
+
+``idempotency_key`` is required by default. It makes delivery exactly-once in effect: JetStream
+redelivers a message whose processing was not acknowledged (a crash, a timeout), and the room
+recognises the key and records nothing twice, even across restarts. Without a key a redelivered
+message may be recorded twice, so the ingress dead-letters keyless messages unless it was built
+with ``require_idempotency_key=False``.
+
+Headers (all optional)::
+
+    Nats-Msg-Id: <channel_id>:<idempotency_key>   JetStream's own de-duplication window (set by
+                                                  publish_inbound; hashed when not header-safe)
+    RoomKit-Reply-To: <inbox>                     where the ingress publishes the IngressReply
+
+Request-reply: a JetStream-delivered message's NATS ``reply`` is JetStream's ack subject, so the
+caller names its inbox in ``RoomKit-Reply-To`` instead; once the message is committed (or
+rejected) the ingress publishes one ``IngressReply`` JSON object there::
+
+    {"ok": true, "event_id": "...", "room_id": "support-1", "index": 3, "stream_seq": 42}
+    {"ok": true, "event_id": "...", "room_id": "support-1", "blocked": true, "reason": "duplicate"}
+    {"ok": false, "error": "unknown_channel", "detail": "Channel fax is not registered"}
+
+A duplicate caught by JetStream's window is not delivered to the ingress at all;
+``publish_inbound`` then answers ``{"ok": true, "blocked": true, "reason": "duplicate"}``
+itself, without an event id. A reply may come twice if a message is processed again after a
+crash (the second one says ``"duplicate"``): requesters keep the first.
+
+Dead letters keep the raw payload byte for byte (fix it and publish it again) and the
+original headers except ``Nats-*`` ones, plus ``RoomKit-Error`` (an ``IngressErrorCode``),
+``RoomKit-Error-Detail``, ``RoomKit-Subject`` and ``RoomKit-Stream-Seq`` (the original subject
+and its sequence in the ingress stream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+
+from eventlog._streams import check_stream_id
+from eventlog.errors import InvalidStreamId
+from roomkit.errors import InvalidRoomIdError
+from roomkit.models.delivery import InboundMessage, InboundResult
+
+__all__ = [
+    "ERROR_DETAIL_HEADER",
+    "ERROR_HEADER",
+    "MSG_ID_HEADER",
+    "REPLY_TO_HEADER",
+    "STREAM_SEQ_HEADER",
+    "SUBJECT_HEADER",
+    "InboundEnvelope",
+    "IngressErrorCode",
+    "IngressReply",
+    "check_room_id",
+    "check_subject_prefix",
+    "check_token",
+    "dead_letter_subject",
+    "decode_envelope",
+    "decode_reply",
+    "encode_envelope",
+    "encode_reply",
+    "inbound_subject",
+    "msg_id_for",
+    "reply_for",
+]
+
+#: The caller's inbox for the ``IngressReply`` (JetStream owns the message's own ``reply``).
+REPLY_TO_HEADER = "RoomKit-Reply-To"
+#: JetStream's de-duplication header.
+MSG_ID_HEADER = "Nats-Msg-Id"
+#: Dead letters: why the message was refused (an ``IngressErrorCode``).
+ERROR_HEADER = "RoomKit-Error"
+#: Dead letters: a human-readable explanation.
+ERROR_DETAIL_HEADER = "RoomKit-Error-Detail"
+#: Dead letters: the subject the message was published on.
+SUBJECT_HEADER = "RoomKit-Subject"
+#: Dead letters: the message's sequence in the ingress stream.
+STREAM_SEQ_HEADER = "RoomKit-Stream-Seq"
+
+# A Nats-Msg-Id travels as a header value: longer or unusual keys are sent as a digest.
+_MAX_RAW_MSG_ID = 128
+_SUBJECT_FORBIDDEN = frozenset(".*> \t\r\n")
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class IngressErrorCode(StrEnum):
+    """Why the ingress refused a message (the reply's ``error``, the dead letter's header)."""
+
+    BAD_PAYLOAD = "bad_payload"
+    """Not JSON, not an ``InboundEnvelope``, or content that is no RoomKit content."""
+    CHANNEL_MISMATCH = "channel_mismatch"
+    """The subject's channel token differs from the payload's ``channel_id``."""
+    MISSING_IDEMPOTENCY_KEY = "missing_idempotency_key"
+    """No ``idempotency_key`` while the ingress requires one."""
+    INVALID_ROOM_ID = "invalid_room_id"
+    """``room_id`` is not 1 to 64 characters from ``[A-Za-z0-9_-]``."""
+    UNKNOWN_CHANNEL = "unknown_channel"
+    """No channel with this id is registered with the kit."""
+    ROOM_NOT_FOUND = "room_not_found"
+    """``room_id`` names no room."""
+    FAILED = "failed"
+    """Processing kept failing (a bug in a channel or a hook, a room that keeps timing out)."""
+
+
+class InboundEnvelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """An inbound message on the wire: ``InboundMessage``'s fields plus an optional room.
+
+    Attributes:
+        channel_id: the registered channel that received it (also the subject's last token).
+        sender_id: the sender's address on that channel (phone number, user id, ...).
+        content: a RoomKit content dict (``{"type": "text", "body": ...}``, ``"media"``, ...),
+            validated into the ``EventContent`` union by the ingress.
+        idempotency_key: the provider's message id; see the module docs.
+        external_id: the provider's id of the message, kept on the event.
+        thread_id: the provider's thread or conversation id.
+        metadata: any JSON object, kept on the event.
+        room_id: the room to record it in; ``None`` lets the kit's inbound router choose.
+    """
+
+    channel_id: NonEmpty
+    sender_id: NonEmpty
+    content: dict[str, Any]
+    idempotency_key: str | None = None
+    external_id: str | None = None
+    thread_id: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    room_id: str | None = None
+
+    @classmethod
+    def from_message(
+        cls, message: InboundMessage, *, room_id: str | None = None
+    ) -> InboundEnvelope:
+        """The envelope of ``message`` (content dumped to its JSON form), for ``room_id``."""
+        return cls(
+            channel_id=message.channel_id,
+            sender_id=message.sender_id,
+            content=message.content.model_dump(mode="json", exclude_none=True),
+            idempotency_key=message.idempotency_key,
+            external_id=message.external_id,
+            thread_id=message.thread_id,
+            metadata=dict(message.metadata),
+            room_id=room_id,
+        )
+
+    def to_message(self) -> InboundMessage:
+        """The ``InboundMessage`` to hand to ``process_inbound``.
+
+        Raises:
+            pydantic.ValidationError: ``content`` is not a RoomKit content, or ``metadata``
+                does not validate.
+        """
+        return InboundMessage.model_validate(
+            {
+                "channel_id": self.channel_id,
+                "sender_id": self.sender_id,
+                "content": self.content,
+                "idempotency_key": self.idempotency_key,
+                "external_id": self.external_id,
+                "thread_id": self.thread_id,
+                "metadata": self.metadata,
+            }
+        )
+
+
+class IngressReply(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """What a requester gets back: ``InboundResult`` in brief, or why the message was refused.
+
+    Attributes:
+        ok: the message was processed (recorded, blocked by a hook, or a duplicate).
+        event_id: the recorded event (for a duplicate: the event recorded the first time).
+        room_id: the room it was recorded in.
+        index: the event's index in the room's timeline.
+        blocked: a hook blocked it, it was a duplicate, or identity resolution stopped it.
+        reason: why it was blocked (``"duplicate"`` for a duplicate).
+        error: why the ingress refused it (``ok`` is False); see ``IngressErrorCode``.
+        detail: a human-readable explanation of ``error``.
+        stream_seq: the message's sequence in the ingress stream.
+    """
+
+    ok: bool
+    event_id: str | None = None
+    room_id: str | None = None
+    index: int | None = None
+    blocked: bool = False
+    reason: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    stream_seq: int | None = None
+
+
+_envelope_decoder = msgspec.json.Decoder(InboundEnvelope)
+_reply_decoder = msgspec.json.Decoder(IngressReply)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_envelope(envelope: InboundEnvelope) -> bytes:
+    """The JSON payload of ``envelope``."""
+    return _encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes) -> InboundEnvelope:
+    """Decode a payload.
+
+    Raises:
+        msgspec.DecodeError: not JSON, or not the shape of an ``InboundEnvelope`` (a
+            ``msgspec.ValidationError``, which says which field is wrong).
+    """
+    return _envelope_decoder.decode(data)
+
+
+def encode_reply(reply: IngressReply) -> bytes:
+    """The JSON payload of ``reply``."""
+    return _encoder.encode(reply)
+
+
+def decode_reply(data: bytes) -> IngressReply:
+    """Decode a reply.
+
+    Raises:
+        msgspec.DecodeError: not an ``IngressReply``.
+    """
+    return _reply_decoder.decode(data)
+
+
+def reply_for(result: InboundResult, *, stream_seq: int | None = None) -> IngressReply:
+    """The ``IngressReply`` of a processed message."""
+    event = result.event
+    return IngressReply(
+        ok=True,
+        event_id=event.id if event is not None else None,
+        room_id=event.room_id if event is not None else None,
+        index=event.index if event is not None else None,
+        blocked=result.blocked,
+        reason=result.reason,
+        stream_seq=stream_seq,
+    )
+
+
+# -- subjects ----------------------------------------------------------------------------------
+
+
+def check_subject_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is one or more subject tokens without wildcards.
+
+    Raises:
+        ValueError: if it is not.
+    """
+    tokens = prefix.split(".")
+    if not all(tokens) or any(c in _SUBJECT_FORBIDDEN - {"."} for c in prefix):
+        raise ValueError(f"invalid subject prefix {prefix!r}")
+    return prefix
+
+
+def check_token(value: str, what: str = "channel id") -> str:
+    """Return ``value`` if it can be one subject token.
+
+    Raises:
+        ValueError: if it is empty or holds ``.``, ``*``, ``>`` or white space.
+    """
+    if not value or any(c in _SUBJECT_FORBIDDEN for c in value):
+        raise ValueError(f"invalid {what} {value!r}: it must be one NATS subject token")
+    return value
+
+
+def check_room_id(room_id: str) -> str:
+    """Return ``room_id`` if it is a valid room id (the kit's rule).
+
+    Raises:
+        InvalidRoomIdError: if it is not 1 to 64 characters from ``[A-Za-z0-9_-]``.
+    """
+    try:
+        return check_stream_id(room_id)
+    except InvalidStreamId as exc:
+        raise InvalidRoomIdError(
+            f"invalid room id {room_id!r}: use 1 to 64 characters from [A-Za-z0-9_-]"
+        ) from exc
+
+
+def inbound_subject(prefix: str, channel_id: str) -> str:
+    """``<prefix>.in.<channel_id>``."""
+    return f"{prefix}.in.{channel_id}"
+
+
+def dead_letter_subject(prefix: str, channel_token: str) -> str:
+    """``<prefix>.dlq.<channel_token>``."""
+    return f"{prefix}.dlq.{channel_token}"
+
+
+def msg_id_for(channel_id: str, idempotency_key: str) -> str:
+    """The ``Nats-Msg-Id`` of a message: its key, scoped to its channel (providers' ids are
+    unique per provider, and JetStream's window spans the whole ingress stream)."""
+    if (
+        len(idempotency_key) <= _MAX_RAW_MSG_ID
+        and idempotency_key.isprintable()
+        and idempotency_key == idempotency_key.strip()
+    ):
+        return f"{channel_id}:{idempotency_key}"
+    # nats-py rewrites header values it cannot carry verbatim: send a digest instead.
+    return f"{channel_id}:#{hashlib.sha256(idempotency_key.encode()).hexdigest()}"

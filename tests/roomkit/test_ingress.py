@@ -1,0 +1,793 @@
+"""The NATS ingress on a real nats-server: order, request-reply, dead letters, duplicates,
+stops and restarts, and a kill -9 of the serving process mid-stream."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import nats
+import nats.js.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from eventlog import EventLog, LogUnavailable, MemoryEventLog, NewEvent, Record
+from eventlog.nats import NatsEventLog
+from eventlog.testing_nats import NatsServer
+from roomkit import (
+    EventType,
+    HookResult,
+    HookTrigger,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    TextContent,
+)
+from roomkit.cli import EXIT_USAGE, CliError
+from roomkit.errors import KitClosedError
+from roomkit.ingress import (
+    InboundEnvelope,
+    Ingress,
+    IngressErrorCode,
+    IngressReply,
+    IngressTimeout,
+    IngressUnavailable,
+    InvalidInbound,
+    publish_inbound,
+    serve_ingress,
+)
+from roomkit.ingress.cli import add_serve_parser, run_serve
+from roomkit.ingress.wire import (
+    ERROR_DETAIL_HEADER,
+    ERROR_HEADER,
+    REPLY_TO_HEADER,
+    STREAM_SEQ_HEADER,
+    SUBJECT_HEADER,
+    decode_reply,
+)
+from tests.roomkit import ingress_app
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+pytestmark = pytest.mark.nats
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` (observable state) until it holds; fail after ``timeout`` seconds."""
+    with anyio.move_on_after(timeout):
+        while not await check():
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
+
+
+def kit_on(log: EventLog, **kwargs: Any) -> RoomKit:
+    kit = RoomKit(log=log, **kwargs)
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    return kit
+
+
+async def bodies(kit: RoomKit, room_id: str) -> list[str]:
+    events = await kit.get_timeline(room_id, limit=10_000)
+    return [
+        e.content.body
+        for e in events
+        if e.type == EventType.MESSAGE and isinstance(e.content, TextContent)
+    ]
+
+
+async def make_rooms(kit: RoomKit, *room_ids: str) -> None:
+    for room_id in room_ids:
+        await kit.create_room(room_id=room_id)
+        await kit.attach_channel(room_id, "sms")
+
+
+def envelope(body: str, key: str | None, **fields: Any) -> bytes:
+    data: dict[str, Any] = {
+        "channel_id": "sms",
+        "sender_id": "+15550001111",
+        "content": {"type": "text", "body": body},
+        "idempotency_key": key,
+    }
+    data.update(fields)
+    return msgspec.json.encode({k: v for k, v in data.items() if v is not None})
+
+
+class Replies:
+    """Replies to one inbox, bridged from nats-py's callback into an anyio memory stream."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.inbox = nc.new_inbox()
+        self._send, self._receive = anyio.create_memory_object_stream[IngressReply](100)
+
+    async def __aenter__(self) -> Replies:
+        async def on_reply(msg: Msg) -> None:
+            self._send.send_nowait(decode_reply(msg.data))
+
+        self._sub = await self.nc.subscribe(self.inbox, cb=on_reply)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._sub.unsubscribe()
+        self._send.close()
+        self._receive.close()
+
+    async def take(self, count: int) -> list[IngressReply]:
+        with anyio.fail_after(10):
+            return [await self._receive.receive() for _ in range(count)]
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
+    """Another connection: the service that publishes inbound messages."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def log(nats_server: NatsServer) -> AsyncIterator[NatsEventLog]:
+    async with NatsEventLog(nats_server.url, request_timeout=5.0, retry_timeout=10.0) as log:
+        yield log
+
+
+@pytest.fixture
+async def nats_kit(log: NatsEventLog) -> AsyncIterator[RoomKit]:
+    """A running kit on JetStream with channels ``sms`` and ``ws``."""
+    async with kit_on(log) as kit:
+        yield kit
+
+
+# -- the package -------------------------------------------------------------------------------
+
+
+def test_every_exported_name_imports_and_the_cli_needs_no_nats() -> None:
+    import roomkit.ingress
+
+    assert roomkit.ingress.__all__ == sorted(roomkit.ingress.__all__)
+    for name in roomkit.ingress.__all__:
+        assert getattr(roomkit.ingress, name) is not None, name
+    # `roomkit --help` must work without the nats extra: the serve command imports it late.
+    code = "import sys, roomkit.ingress.cli; assert 'nats' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# -- order and routing -------------------------------------------------------------------------
+
+
+async def test_messages_from_another_connection_land_in_their_rooms_in_order(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    rooms = ["room-a", "room-b", "room-c"]
+    await make_rooms(nats_kit, *rooms)
+    async with Ingress(nats_kit, nats_server.url, max_in_flight=8) as ingress:
+        for j in range(30):
+            for room in rooms:
+                message = text("sms", f"{room} #{j}", idempotency_key=f"{room}-{j}")
+                ack = await publish_inbound(client, message, room_id=room)
+                assert ack.stream == "ROOMKIT_IN"
+
+        async def all_recorded() -> bool:
+            return ingress.stats.recorded == 90
+
+        await eventually(all_recorded, what="90 messages recorded")
+        for room in rooms:
+            assert await bodies(nats_kit, room) == [f"{room} #{j}" for j in range(30)]
+
+        # Acknowledged after commit, every one of them: nothing pending, nothing left.
+        js = client.jetstream()
+
+        async def all_acknowledged() -> bool:
+            info = await js.consumer_info("ROOMKIT_IN", "roomkit-ingress")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await eventually(all_acknowledged, what="every message acknowledged")
+        assert (await js.stream_info("ROOMKIT_IN")).state.messages == 0  # work queue
+    assert ingress.stats.dead_lettered == ingress.stats.duplicates == 0
+
+
+async def test_rooms_are_processed_concurrently(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "slow", "fast")
+    fast_seen = anyio.Event()
+
+    @nats_kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def gate(event: RoomEvent, context: RoomContext) -> HookResult:
+        # The slow room's first message waits for the fast room: with one lane for all
+        # rooms this would never finish.
+        if context.room.id == "slow":
+            with anyio.fail_after(5):
+                await fast_seen.wait()
+        else:
+            fast_seen.set()
+        return HookResult.allow()
+
+    async with Ingress(nats_kit, nats_server.url), Replies(client) as replies:
+        js = client.jetstream()
+        for room, key in (("slow", "s1"), ("slow", "s2"), ("fast", "f1")):
+            await js.publish(
+                "roomkit.in.sms",
+                envelope(f"{room} {key}", key, room_id=room),
+                headers={REPLY_TO_HEADER: replies.inbox},
+            )
+        got = await replies.take(3)
+    assert all(r.ok and not r.blocked for r in got)
+    assert [r.room_id for r in got] == ["fast", "slow", "slow"]
+    assert await bodies(nats_kit, "slow") == ["slow s1", "slow s2"]
+
+
+async def test_without_a_room_id_the_kit_routes_one_channel_in_order(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        for j in range(20):
+            message = text("ws", f"ws #{j}", sender=f"user-{j % 3}", idempotency_key=f"w{j}")
+            await publish_inbound(client, message)
+
+        async def all_recorded() -> bool:
+            return ingress.stats.recorded == 20
+
+        await eventually(all_recorded, what="20 messages recorded")
+    # The first message created a room bound to the channel; the others followed it there.
+    rooms = await nats_kit.store.list_rooms()
+    assert len(rooms) == 1
+    assert await bodies(nats_kit, rooms[0].id) == [f"ws #{j}" for j in range(20)]
+
+
+# -- request-reply -----------------------------------------------------------------------------
+
+
+async def test_a_requester_gets_the_inbound_result(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "support-1")
+
+    @nats_kit.hook(HookTrigger.BEFORE_BROADCAST, name="no_secrets")
+    async def no_secrets(event: RoomEvent, context: RoomContext) -> HookResult:
+        if "secret" in getattr(event.content, "body", ""):
+            return HookResult.block("no secrets")
+        return HookResult.allow()
+
+    async with Ingress(nats_kit, nats_server.url):
+        hello = text("sms", "hello", idempotency_key="SM1")
+        first = await publish_inbound(client, hello, room_id="support-1", reply_timeout=10)
+        timeline = await nats_kit.get_timeline("support-1")
+        recorded = timeline[-1]
+        assert first == IngressReply(
+            ok=True,
+            event_id=recorded.id,
+            room_id="support-1",
+            index=recorded.index,
+            stream_seq=1,
+        )
+
+        secret = text("sms", "the secret is 42", idempotency_key="SM2")
+        blocked = await publish_inbound(client, secret, room_id="support-1", reply_timeout=10)
+        assert blocked.ok and blocked.blocked and blocked.reason == "no secrets"
+        assert blocked.event_id is not None
+
+        # Re-published within JetStream's window: stored once, answered at once.
+        again = await publish_inbound(client, hello, room_id="support-1", reply_timeout=10)
+        assert again == IngressReply(ok=True, blocked=True, reason="duplicate", stream_seq=1)
+
+        # Re-sent past JetStream's dedup (no Nats-Msg-Id): the room recognises the key.
+        async with Replies(client) as replies:
+            await client.jetstream().publish(
+                "roomkit.in.sms",
+                envelope("hello", "SM1", room_id="support-1"),
+                headers={REPLY_TO_HEADER: replies.inbox},
+            )
+            (late,) = await replies.take(1)
+        assert late.ok and late.blocked and late.reason == "duplicate"
+        assert late.event_id == recorded.id
+    assert await bodies(nats_kit, "support-1") == ["hello", "the secret is 42"]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+BAD_INPUT: list[tuple[str, bytes, IngressErrorCode]] = [
+    ("roomkit.in.sms", b"{not json", IngressErrorCode.BAD_PAYLOAD),
+    ("roomkit.in.sms", b'{"channel_id": "sms"}', IngressErrorCode.BAD_PAYLOAD),
+    (
+        "roomkit.in.sms",
+        envelope("x", "k3", content={"type": "hologram"}),
+        IngressErrorCode.BAD_PAYLOAD,
+    ),
+    ("roomkit.in.fax", envelope("x", "k4", channel_id="fax"), IngressErrorCode.UNKNOWN_CHANNEL),
+    ("roomkit.in.sms", envelope("x", "k5", room_id="bad.room"), IngressErrorCode.INVALID_ROOM_ID),
+    ("roomkit.in.sms", envelope("x", "k6", room_id="no-such"), IngressErrorCode.ROOM_NOT_FOUND),
+    ("roomkit.in.sms", envelope("x", None), IngressErrorCode.MISSING_IDEMPOTENCY_KEY),
+    ("roomkit.in.ws", envelope("x", "k8"), IngressErrorCode.CHANNEL_MISMATCH),
+]
+
+
+async def test_bad_input_is_dead_lettered_with_its_reason_and_the_ingress_goes_on(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
+        for subject, payload, _ in BAD_INPUT:
+            await js.publish(subject, payload, headers={REPLY_TO_HEADER: replies.inbox})
+        errors = await replies.take(len(BAD_INPUT))
+        # Still serving: a valid message after all of them is recorded.
+        valid = text("sms", "still here", idempotency_key="ok")
+        ok = await publish_inbound(client, valid, room_id="room-1", reply_timeout=10)
+    assert ok.ok and not ok.blocked
+    assert await bodies(nats_kit, "room-1") == ["still here"]
+    # Lanes run concurrently: replies and dead letters come in any order across channels.
+    errors.sort(key=lambda r: r.stream_seq or 0)
+    assert [(r.ok, r.error, r.stream_seq) for r in errors] == [
+        (False, code, seq) for seq, (_, _, code) in enumerate(BAD_INPUT, 1)
+    ]
+    assert all(r.detail for r in errors)
+    assert ingress.stats.dead_lettered == len(BAD_INPUT)
+
+    # Each dead letter is stored with the raw payload and the reason.
+    info = await js.stream_info("ROOMKIT_DLQ")
+    assert info.state.messages == len(BAD_INPUT)
+    stored = [await js.get_msg("ROOMKIT_DLQ", seq) for seq in range(1, len(BAD_INPUT) + 1)]
+    stored.sort(key=lambda m: int((m.headers or {})[STREAM_SEQ_HEADER]))
+    for seq, ((subject, payload, code), dead) in enumerate(zip(BAD_INPUT, stored, strict=True), 1):
+        headers = dead.headers or {}
+        assert dead.subject == subject.replace(".in.", ".dlq.")
+        assert dead.data == payload
+        assert headers[ERROR_HEADER] == code
+        assert headers[SUBJECT_HEADER] == subject
+        assert headers[STREAM_SEQ_HEADER] == str(seq)
+        assert headers[ERROR_DETAIL_HEADER]
+    # Terminated, not left for redelivery.
+    consumer = await js.consumer_info("ROOMKIT_IN", "roomkit-ingress")
+    assert consumer.num_ack_pending == 0 and consumer.num_pending == 0
+
+
+async def test_a_core_subscriber_sees_dead_letters_live(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    send, receive = anyio.create_memory_object_stream[Msg](10)
+
+    async def on_dead_letter(msg: Msg) -> None:
+        send.send_nowait(msg)
+
+    with send, receive:
+        sub = await client.subscribe("roomkit.dlq.>", cb=on_dead_letter)
+        async with Ingress(nats_kit, nats_server.url, dlq_stream=None):
+            await client.jetstream().publish("roomkit.in.sms", b"\xff garbage")
+            with anyio.fail_after(10):
+                dead = await receive.receive()
+        await sub.unsubscribe()
+    assert dead.subject == "roomkit.dlq.sms"
+    assert dead.data == b"\xff garbage"
+    assert (dead.headers or {})[ERROR_HEADER] == "bad_payload"
+
+
+# -- duplicates --------------------------------------------------------------------------------
+
+
+async def test_a_message_published_twice_is_recorded_once(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    message = text("sms", "only once", idempotency_key="SM-42")
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        first = await publish_inbound(client, message, room_id="room-1")
+        second = await publish_inbound(client, message, room_id="room-1")
+        assert not first.duplicate and second.duplicate and second.seq == first.seq
+        # Past JetStream's window (no Nats-Msg-Id): the ingress sees it, the room drops it.
+        await client.jetstream().publish(
+            "roomkit.in.sms", envelope("only once", "SM-42", room_id="room-1")
+        )
+
+        async def both_seen() -> bool:
+            return ingress.stats.processed == 2
+
+        await eventually(both_seen, what="two messages processed")
+    assert (ingress.stats.recorded, ingress.stats.duplicates) == (1, 1)
+    assert await bodies(nats_kit, "room-1") == ["only once"]
+
+
+async def test_keyless_messages_when_the_ingress_allows_them(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    message = text("sms", "no key")
+    async with Ingress(nats_kit, nats_server.url, require_idempotency_key=False):
+        reply = await publish_inbound(
+            client, message, room_id="room-1", reply_timeout=10, require_idempotency_key=False
+        )
+    assert reply.ok and reply.event_id is not None
+    assert await bodies(nats_kit, "room-1") == ["no key"]
+
+
+# -- the publisher helper ----------------------------------------------------------------------
+
+
+async def test_publish_inbound_refuses_what_the_ingress_would_refuse(client: NatsClient) -> None:
+    with pytest.raises(InvalidInbound, match="idempotency_key"):
+        await publish_inbound(client, text("sms", "x"))
+    with pytest.raises(InvalidInbound, match="subject token"):
+        await publish_inbound(client, text("sms.eu", "x", idempotency_key="k"))
+    with pytest.raises(InvalidInbound, match="room id"):
+        await publish_inbound(client, text("sms", "x", idempotency_key="k"), room_id="a b")
+
+
+async def test_publish_inbound_says_when_nothing_stores_or_answers(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    message = text("sms", "anyone?", idempotency_key="k1")
+    with pytest.raises(IngressUnavailable, match="start the ingress"):
+        await publish_inbound(client, message, timeout=2)
+    async with Ingress(nats_kit, nats_server.url):
+        pass  # creates the stream, then stops
+    with pytest.raises(IngressTimeout, match="will still be processed"):
+        await publish_inbound(client, message, reply_timeout=0.2)
+    # The next ingress processes it.
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+
+        async def recorded() -> bool:
+            return ingress.stats.recorded == 1
+
+        await eventually(recorded, what="the stored message recorded")
+
+
+async def test_an_envelope_round_trips_an_inbound_message() -> None:
+    message = text("sms", "hi", idempotency_key="k", external_id="e", thread_id="t")
+    message.metadata["carrier"] = "acme"
+    envelope = InboundEnvelope.from_message(message, room_id="r")
+    decoded = msgspec.json.decode(msgspec.json.encode(envelope), type=InboundEnvelope)
+    assert decoded == envelope
+    assert decoded.to_message() == message
+
+
+# -- stopping, failing, restarting -------------------------------------------------------------
+
+
+async def test_held_messages_go_back_on_cancel_and_the_next_ingress_keeps_the_order(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    release = anyio.Event()
+    entered = anyio.Event()
+
+    @nats_kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def hold(event: RoomEvent, context: RoomContext) -> HookResult:
+        entered.set()
+        await release.wait()
+        return HookResult.allow()
+
+    async with anyio.create_task_group() as tg:
+        first: Ingress = await tg.start(serve_ingress, nats_kit, nats_server.url)
+        for j in range(5):
+            message = text("sms", f"#{j}", idempotency_key=f"k{j}")
+            await publish_inbound(client, message, room_id="room-1")
+
+        async def all_held() -> bool:
+            return entered.is_set() and first.stats.received == 5
+
+        # Message #0 is in the room's hook; the other four wait behind it in its lane.
+        await eventually(all_held, what="five messages held")
+        tg.cancel_scope.cancel()
+    assert first.stats.released >= 4  # handed back to JetStream, not dropped
+    release.set()
+
+    async with Ingress(nats_kit, nats_server.url) as second:
+
+        async def done() -> bool:
+            return await bodies(nats_kit, "room-1") == [f"#{j}" for j in range(5)]
+
+        await eventually(done, what="the five messages in order")
+    # Message #0 may have been committed while the first ingress was cancelled: at most a
+    # recognised duplicate, never a second event.
+    assert second.stats.recorded + first.stats.recorded <= 5
+
+
+async def test_messages_held_longer_than_ack_wait_are_kept_alive(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+
+    @nats_kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def slow(event: RoomEvent, context: RoomContext) -> HookResult:
+        if getattr(event.content, "body", "") == "#0":
+            await anyio.sleep(1.6)  # the scenario: a hook slower than ack_wait
+        return HookResult.allow()
+
+    async with Ingress(nats_kit, nats_server.url, ack_wait=1.0) as ingress:
+        for j in range(3):
+            message = text("sms", f"#{j}", idempotency_key=f"k{j}")
+            await publish_inbound(client, message, room_id="room-1")
+
+        async def all_recorded() -> bool:
+            return ingress.stats.recorded == 3
+
+        await eventually(all_recorded, what="three messages recorded")
+    # "In progress" acks kept JetStream from redelivering the held messages meanwhile.
+    assert ingress.stats.received == 3 and ingress.stats.duplicates == 0
+    assert await bodies(nats_kit, "room-1") == ["#0", "#1", "#2"]
+
+
+class FlakyLog(MemoryEventLog):
+    """A memory log whose appends fail while ``down`` (the log's server is away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.refused = 0
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> list[Record]:
+        if self.down:
+            self.refused += 1
+            if self.refused >= 3:
+                self.down = False  # back after a few refusals
+            raise LogUnavailable("the log is away")
+        return await super().append(stream, events, expected_version=expected_version)
+
+
+async def test_an_unavailable_log_is_retried_in_place_keeping_the_order(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    log = FlakyLog()
+    async with kit_on(log) as kit:
+        await make_rooms(kit, "room-1")
+        log.down = True
+        async with Ingress(kit, nats_server.url) as ingress:
+            for j in range(10):
+                await publish_inbound(
+                    client, text("sms", f"#{j}", idempotency_key=f"k{j}"), room_id="room-1"
+                )
+
+            async def all_recorded() -> bool:
+                return ingress.stats.recorded == 10
+
+            await eventually(all_recorded, what="10 messages recorded")
+        assert log.refused >= 3 and ingress.stats.retried >= 3
+        assert ingress.stats.dead_lettered == 0
+        assert await bodies(kit, "room-1") == [f"#{j}" for j in range(10)]
+
+
+async def test_a_server_restart_mid_stream_loses_nothing_and_keeps_the_order(
+    restartable_nats_server: NatsServer,
+) -> None:
+    server = restartable_nats_server
+    rooms = [f"room-{i}" for i in range(10)]
+    per_room = 50
+    total = len(rooms) * per_room
+    async with (
+        NatsEventLog(server.url, request_timeout=2.0, retry_timeout=10.0) as log,
+        kit_on(log) as kit,
+    ):
+        await make_rooms(kit, *rooms)
+        async with Ingress(kit, server.url):
+            pass  # creates the streams and the durable consumer: the backlog waits there
+        nc = await nats.connect(server.url)
+        try:
+            for j in range(per_room):
+                for room in rooms:
+                    message = text("sms", f"{room} #{j}", idempotency_key=f"{room}-{j}")
+                    await publish_inbound(nc, message, room_id=room)
+        finally:
+            await nc.close()
+
+        async with Ingress(kit, server.url, request_timeout=2.0) as ingress:
+
+            async def some_recorded() -> bool:
+                return ingress.stats.recorded >= total // 4
+
+            await eventually(some_recorded, what="a quarter recorded")
+            # SIGKILL while messages, acks and fetches are in flight; back on the same store.
+            server.kill()
+            server.start()
+
+            async def all_recorded() -> bool:
+                return ingress.stats.recorded == total
+
+            await eventually(all_recorded, timeout=25, what="every message recorded")
+        for room in rooms:
+            assert await bodies(kit, room) == [f"{room} #{j}" for j in range(per_room)]
+
+
+async def test_a_deleted_consumer_is_created_again(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    async with Ingress(nats_kit, nats_server.url, fetch_timeout=0.2) as ingress:
+        first = text("sms", "#0", idempotency_key="k0")
+        assert (await publish_inbound(client, first, room_id="room-1", reply_timeout=10)).ok
+        await js.delete_consumer("ROOMKIT_IN", "roomkit-ingress")  # an operator's mistake
+        await eventually(lambda: consumer_exists(client), what="the consumer created again")
+        second = text("sms", "#1", idempotency_key="k1")
+        assert (await publish_inbound(client, second, room_id="room-1", reply_timeout=10)).ok
+    assert ingress.stats.recorded == 2
+    assert await bodies(nats_kit, "room-1") == ["#0", "#1"]
+
+
+class ClosedKit:
+    """Stands for a kit that was closed under the ingress (its commands all fail so)."""
+
+    async def process_inbound(self, message: object, *, room_id: str | None = None) -> None:
+        raise KitClosedError("the kit is closed")
+
+
+async def test_the_kit_closing_stops_the_ingress_and_hands_messages_back(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    async with Ingress(ClosedKit(), nats_server.url) as ingress:  # type: ignore[arg-type]
+        message = text("sms", "late", idempotency_key="k")
+        await publish_inbound(client, message, room_id="room-1")
+        with pytest.raises(KitClosedError), anyio.fail_after(10):
+            await ingress.wait()
+    assert ingress.stats.released == 1 and ingress.stats.processed == 0
+    # Nothing lost: a working kit gets it.
+    await make_rooms(nats_kit, "room-1")
+    async with Ingress(nats_kit, nats_server.url) as again:
+
+        async def recorded() -> bool:
+            return again.stats.recorded == 1
+
+        await eventually(recorded, what="the message recorded")
+
+
+# -- roomkit serve -----------------------------------------------------------------------------
+
+
+async def consumer_exists(nc: NatsClient) -> bool:
+    try:
+        await nc.jetstream().consumer_info("ROOMKIT_IN", "roomkit-ingress")
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
+
+
+def serve_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["serve", *argv])
+
+
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        ("nocolon", "expected MODULE:NAME"),
+        ("no_such_module_xyz:build", "cannot import"),
+        ("tests.roomkit.ingress_app:nothing", "has no nothing"),
+        ("tests.roomkit.ingress_app:APP", "neither a RoomKit nor a function"),
+        ("tests.roomkit.kit_helpers:text", "cannot be called that way"),
+        ("tests.roomkit.kit_helpers:SimpleChannel", "cannot be called that way"),
+    ],
+)
+async def test_serve_refuses_a_bad_app(app: str, message: str) -> None:
+    with pytest.raises(CliError, match=message) as caught:
+        await run_serve(serve_args("--app", app, "--nats", "nats://127.0.0.1:1"))
+    assert caught.value.code == EXIT_USAGE
+
+
+async def test_serve_runs_the_factory_kit(
+    nats_server: NatsServer, client: NatsClient, log: NatsEventLog
+) -> None:
+    async with kit_on(log) as kit:
+        await make_rooms(kit, "room-1")
+    notes: list[str] = []
+
+    class Notes:
+        def note(self, line: str) -> None:
+            notes.append(line)
+
+    args = serve_args("--app", ingress_app.APP, "--nats", nats_server.url)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_serve, args, Notes())
+        await eventually(lambda: consumer_exists(client), what="the ingress consumer")
+        message = text("sms", "via serve", idempotency_key="k")
+        reply = await publish_inbound(client, message, room_id="room-1", reply_timeout=10)
+        tg.cancel_scope.cancel()  # SIGTERM's graceful stop is in the kill -9 test
+    assert reply.ok and reply.room_id == "room-1"
+    assert notes == [
+        "roomkit serve: consuming roomkit.in.> on "
+        f"{nats_server.url} (stream ROOMKIT_IN, durable roomkit-ingress); dead letters on "
+        "roomkit.dlq.>; Ctrl-C stops"
+    ]
+    async with kit_on(log) as kit:
+        assert await bodies(kit, "room-1") == ["via serve"]
+
+
+# -- kill -9 of the serving process ------------------------------------------------------------
+
+
+async def committed(log: EventLog, rooms: Sequence[str], baseline: dict[str, int]) -> int:
+    """Messages committed so far: each one is one record of its room's stream."""
+    versions = {info.stream: info.version for info in await log.streams()}
+    return sum(versions.get(room, 0) - baseline[room] for room in rooms)
+
+
+def start_server(url: str, output: Path) -> subprocess.Popen[bytes]:
+    with output.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.roomkit.ingress_app", "--nats", url],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+
+async def test_kill_9_mid_stream_loses_nothing_and_records_nothing_twice(
+    nats_server: NatsServer, client: NatsClient, log: NatsEventLog, tmp_path: Path
+) -> None:
+    rooms = [f"room-{i:02d}" for i in range(50)]
+    per_room = 20
+    async with ingress_app.build_kit(log) as kit:
+        await make_rooms(kit, *rooms)
+        async with Ingress(kit, nats_server.url):
+            pass  # creates the streams and the durable consumer: the backlog waits there
+    baseline = {info.stream: info.version for info in await log.streams()}
+
+    # The service: 1,000 messages, each room's in order, rooms interleaved.
+    server = start_server(nats_server.url, tmp_path / "serve-1.log")
+    processes = [server]
+    try:
+        for j in range(per_room):
+            async with anyio.create_task_group() as tg:
+                for room in rooms:
+                    message = text("sms", f"{room} #{j}", idempotency_key=f"{room}-{j}")
+                    tg.start_soon(lambda m=message, r=room: publish_inbound(client, m, room_id=r))
+
+        async def some_committed() -> bool:
+            return await committed(log, rooms, baseline) >= 300
+
+        await eventually(some_committed, timeout=20, what="300 messages committed")
+        server.kill()  # SIGKILL: no drain, no nak, acks in flight lost
+        server.wait(5)
+        at_kill = await committed(log, rooms, baseline)
+        assert 300 <= at_kill < len(rooms) * per_room, "the kill was not mid-way"
+
+        restarted = start_server(nats_server.url, tmp_path / "serve-2.log")
+        processes.append(restarted)
+
+        async def all_committed() -> bool:
+            return await committed(log, rooms, baseline) >= len(rooms) * per_room
+
+        await eventually(all_committed, timeout=20, what="1,000 messages committed")
+        restarted.send_signal(signal.SIGTERM)  # a graceful stop
+        assert restarted.wait(15) == 0
+        assert "roomkit serve: stopped;" in (tmp_path / "serve-2.log").read_text()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    assert await committed(log, rooms, baseline) == len(rooms) * per_room
+    async with ingress_app.build_kit(log) as rebuilt:
+        for room in rooms:
+            timeline = await rebuilt.get_timeline(room, limit=1000)
+            messages = [e for e in timeline if e.type == EventType.MESSAGE]
+            assert [e.content.body for e in messages] == [  # type: ignore[union-attr]
+                f"{room} #{j}" for j in range(per_room)
+            ], f"room {room}"
+            assert [e.idempotency_key for e in messages] == [
+                f"{room}-{j}" for j in range(per_room)
+            ]
+            indexes = [e.index for e in timeline]
+            assert indexes == sorted(set(indexes))
