@@ -1,6 +1,7 @@
 """``python -m bench [name ...]``: run the benchmarks and print one table per suite.
 
-Suites: ``eventlog`` (memory and NATS backends), ``actors``, ``roomkit`` (inbound workloads).
+Suites: ``eventlog`` (memory and NATS backends), ``actors``, ``roomkit`` (inbound workloads),
+``ingress`` (the NATS ingress).
 Each suite is a module exposing ``async def suite() -> list[tuple[str, list[Row]]]``.
 """
 
@@ -17,6 +18,7 @@ SUITES = {
     "eventlog": "bench.suite_eventlog",
     "actors": "bench.actors",
     "roomkit": "bench.suite_roomkit",
+    "ingress": "bench.ingress_nats",
 }
 
 
