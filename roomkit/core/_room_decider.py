@@ -449,9 +449,10 @@ class RoomDecider:
         room = state.room
         if room is None:
             raise RoomNotFoundError(f"Room {self._room_id} not found")
+        context = state.context()  # the room before this message, for the channel and hooks
         event = cmd.event
         if event is None:
-            event = await cmd.channel.handle_inbound(cmd.message, state.context())
+            event = await cmd.channel.handle_inbound(cmd.message, context)
         key = event.idempotency_key
         if key and key in state.idempotency:
             return [], Outcome(
@@ -459,7 +460,7 @@ class RoomDecider:
             )
         draft = _Draft(state, event.created_at)
         event = event.model_copy(update={"room_id": room.id, "index": draft.next_index()})
-        result = await self._run_before_broadcast(room.id, event, state.context())
+        result = await self._run_before_broadcast(room.id, event, context)
         hook_errors = [dict(e) for e in result.hook_errors]
         if not result.allowed:
             blocked = event.model_copy(
