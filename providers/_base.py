@@ -1,13 +1,16 @@
-"""What every messaging provider has: a name for logs and a ``close`` for its clients."""
+"""What every messaging provider has: a name for logs and a ``close`` for its clients; and what
+the in-memory mocks share."""
 
 from __future__ import annotations
 
 from abc import ABC
+from typing import Any
 from uuid import uuid4
 
 from roomkit.models.delivery import ProviderResult
+from roomkit.models.event import RoomEvent
 
-__all__ = ["MessagingProvider", "mock_result"]
+__all__ = ["MessagingProvider", "RecordingProvider", "mock_result"]
 
 
 class MessagingProvider(ABC):  # noqa: B024 - each kind declares its own abstract send()
@@ -29,3 +32,24 @@ def mock_result(*, simulate_failure: bool, provider: str) -> ProviderResult:
             success=False, error="simulated_failure", metadata={"provider": provider}
         )
     return ProviderResult(success=True, provider_message_id=f"mock-{uuid4().hex}")
+
+
+class RecordingProvider(MessagingProvider):
+    """Base of the mocks whose ``send`` takes ``(event, to)``: records every send in
+    :attr:`sent`; no network.
+
+    Args:
+        simulate_failure: Return ``success=False`` results (the send is still recorded).
+
+    Attributes:
+        sent: ``{"event", "to"}`` per send.
+    """
+
+    def __init__(self, *, simulate_failure: bool = False) -> None:
+        self.simulate_failure = simulate_failure
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, event: RoomEvent, to: str) -> ProviderResult:
+        """Record the send and return a result with a fresh message id."""
+        self.sent.append({"event": event, "to": to})
+        return mock_result(simulate_failure=self.simulate_failure, provider=self.name)

@@ -1,46 +1,32 @@
 """The JSON-over-HTTP session that every AI vendor provider talks through.
 
-A :class:`VendorClient` owns or borrows one ``httpx.AsyncClient``, sends JSON bodies with the
-vendor's headers and the configured timeout, and turns every failure into
-:class:`~providers.errors.ProviderError` (see :mod:`providers.ai._errors`). It never logs headers
-or bodies: they carry API keys and the users' messages.
+A :class:`VendorClient` sends JSON bodies with the vendor's headers through a
+:class:`~providers._http.VendorHTTP` (which owns or borrows the ``httpx.AsyncClient`` and applies
+the timeout) and returns JSON objects or server-sent events. Every failure is a
+:class:`~providers.errors.ProviderError`: HTTP and transport failures are
+:class:`~providers._http.VendorAPIError` (``"timeout"``, ``"HTTP 429: ..."``, retryable on
+408/409/425/429/5xx and transport errors, ``retry_after`` from ``retry-after-ms`` /
+``retry-after``), with the API key masked should a vendor echo it. Headers and bodies are never
+logged: they carry API keys and the users' messages.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from types import ModuleType
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from providers._http import ErrorParser, HTTPFailure, VendorHTTP
 from providers._sse import SSEDecoder, SSEError, SSEEvent
-from providers.ai._errors import error_from_exception, error_from_response
 from providers.errors import ProviderError
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["VendorClient", "event_json", "import_httpx"]
+__all__ = ["VendorClient", "event_json"]
 
 logger = logging.getLogger("roomkit.providers.ai.http")
-
-RetryAfterFromBody = Callable[[Any], "float | None"]
-
-
-def import_httpx(provider: str) -> ModuleType:
-    """Import httpx, or fail with a hint naming the extra to install.
-
-    Raises:
-        ImportError: httpx is not installed.
-    """
-    try:
-        import httpx
-    except ImportError as exc:  # pragma: no cover - httpx is installed in the test environment
-        raise ImportError(
-            f"{provider} needs httpx; install it with: pip install 'roomkit[http]'"
-        ) from exc
-    return httpx
 
 
 def event_json(event: SSEEvent, *, provider: str) -> dict[str, Any]:
@@ -67,8 +53,11 @@ class VendorClient:
         timeout: Seconds allowed for each request (connect, read, write, pool).
         secrets: Values masked in error messages (API keys).
         client: A client to use instead of creating one; it stays open on :meth:`aclose`.
-        retry_after_from_body: Extracts a retry delay from a decoded error body, for vendors
-            that put it there rather than in a header.
+        error_parser: Reads the vendor's error body, for vendors that say more there than the
+            generic reader finds (a retry delay, ...).
+
+    Raises:
+        ImportError: httpx is not installed.
     """
 
     def __init__(
@@ -79,27 +68,23 @@ class VendorClient:
         timeout: float,
         secrets: Sequence[str] = (),
         client: httpx.AsyncClient | None = None,
-        retry_after_from_body: RetryAfterFromBody | None = None,
+        error_parser: ErrorParser | None = None,
     ) -> None:
         self.provider = provider
         self._headers = {"content-type": "application/json", **headers}
-        self._timeout = timeout
-        self._secrets = tuple(secret for secret in secrets if secret)
-        self._owns_client = client is None
-        self._client: httpx.AsyncClient = (
-            client if client is not None else import_httpx(provider).AsyncClient()
+        self._http = VendorHTTP(
+            provider, client=client, timeout=timeout, secrets=secrets, logger=logger
         )
-        self._retry_after_from_body = retry_after_from_body
+        self._errors = error_parser
 
     @property
     def client(self) -> httpx.AsyncClient:
         """The underlying httpx client."""
-        return self._client
+        return self._http.client
 
     async def aclose(self) -> None:
         """Close the client if this object created it (idempotent)."""
-        if self._owns_client and not self._client.is_closed:
-            await self._client.aclose()
+        await self._http.aclose()
 
     async def post_json(self, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` as JSON and return the decoded JSON object of a 2xx answer.
@@ -108,31 +93,26 @@ class VendorClient:
             ProviderError: Timeout, transport failure, non-2xx status, or a body that is not
                 a JSON object.
         """
-        import httpx
-
         content = self._encode(body)
         logger.debug("%s: POST %s", self.provider, url)
+        outcome = await self._http.request(
+            "POST", url, content=content, headers=self._headers, error_parser=self._errors
+        )
+        if isinstance(outcome, HTTPFailure):
+            raise outcome.to_error()
         try:
-            response = await self._client.post(
-                url, content=content, headers=self._headers, timeout=self._timeout
-            )
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc, provider=self.provider) from exc
-        if not response.is_success:
-            raise self._error(response)
-        try:
-            data = response.json()
+            data = outcome.json()
         except ValueError as exc:
             raise ProviderError(
                 "invalid JSON in the response",
                 provider=self.provider,
-                status_code=response.status_code,
+                status_code=outcome.status_code,
             ) from exc
         if not isinstance(data, dict):
             raise ProviderError(
                 "the response is not a JSON object",
                 provider=self.provider,
-                status_code=response.status_code,
+                status_code=outcome.status_code,
             )
         return data
 
@@ -148,23 +128,16 @@ class VendorClient:
             ProviderError: Timeout or transport failure (also in the middle of the stream),
                 non-2xx status, or an oversized event.
         """
-        import httpx
-
         content = self._encode(body)
         decoder = SSEDecoder()
         logger.debug("%s: POST %s (stream)", self.provider, url)
         try:
-            async with self._client.stream(
-                "POST", url, content=content, headers=self._headers, timeout=self._timeout
+            async with self._http.stream(
+                "POST", url, content=content, headers=self._headers, error_parser=self._errors
             ) as response:
-                if not response.is_success:
-                    await response.aread()
-                    raise self._error(response)
                 async for chunk in response.aiter_bytes():
                     for event in decoder.feed(chunk):
                         yield event
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc, provider=self.provider) from exc
         except SSEError as exc:
             raise ProviderError(exc.message, provider=self.provider) from exc
 
@@ -178,18 +151,3 @@ class VendorClient:
                 f"request cannot be encoded as JSON: {type(exc).__name__}",
                 provider=self.provider,
             ) from exc
-
-    def _error(self, response: httpx.Response) -> ProviderError:
-        retry_after = None
-        if self._retry_after_from_body is not None:
-            try:
-                retry_after = self._retry_after_from_body(response.json())
-            except ValueError:
-                retry_after = None
-        error = error_from_response(
-            response, provider=self.provider, secrets=self._secrets, retry_after=retry_after
-        )
-        logger.debug(
-            "%s: HTTP %s (retryable=%s)", self.provider, error.status_code, error.retryable
-        )
-        return error

@@ -16,6 +16,7 @@ from typing import Any
 
 from providers.ai._data_url import parse_data_url
 from providers.ai._messages import iter_parts, message_text, tool_call_id, tool_calls
+from providers.ai._usage import int_fields
 from providers.ai.base import AIContext, AIImagePart, AIMessage, AIResponse, AITool, AIToolCall
 
 __all__ = ["build_request", "parse_response", "response_metadata", "usage_from"]
@@ -116,13 +117,7 @@ def usage_from(raw: Any) -> dict[str, int]:
     ``prompt_tokens`` counts every input token, cached ones included (Anthropic reports cache
     reads and writes apart from ``input_tokens``), to match what other vendors call a prompt.
     """
-    if not isinstance(raw, dict):
-        return {}
-    usage = {
-        key: value
-        for key, value in raw.items()
-        if isinstance(value, int) and not isinstance(value, bool)
-    }
+    usage = int_fields(raw)
     if "input_tokens" in usage or "output_tokens" in usage:
         prompt = (
             usage.get("input_tokens", 0)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.ai._errors import vendor_error_message
+from providers._http import vendor_error_message
 from providers.ai.base import AIResponse, AIToolCall
 from providers.anthropic._mapping import response_metadata, usage_from
 from providers.errors import ProviderError

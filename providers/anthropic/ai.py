@@ -6,11 +6,13 @@ import logging
 import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from providers.ai._http import VendorClient, event_json
+from providers.ai._http import event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
-from providers.ai.base import AIContext, AIProvider, AIResponse
+from providers.ai._vendor import HTTPAIProvider
+from providers.ai.base import AIContext, AIResponse
 from providers.anthropic._mapping import build_request, parse_response
 from providers.anthropic._stream import StreamState, stream_error
 from providers.anthropic.config import ANTHROPIC_VERSION, AnthropicConfig
@@ -27,7 +29,7 @@ logger = logging.getLogger("roomkit.providers.anthropic")
 _VISION_MODEL = re.compile(r"claude-(3|(sonnet|opus|haiku)-[4-9])")
 
 
-class AnthropicAIProvider(AIProvider):
+class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
     """Generates replies with a Claude model (``POST {base_url}/v1/messages``).
 
     See :mod:`providers.anthropic._mapping` for how an :class:`AIContext` maps to the request
@@ -46,25 +48,10 @@ class AnthropicAIProvider(AIProvider):
     def __init__(
         self, config: AnthropicConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
-        self._config = config
         api_key = config.api_key.get_secret_value()
+        headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
+        super().__init__(config, client=client, headers=headers, logger=logger)
         self._url = config.base_url.rstrip("/") + "/v1/messages"
-        self._secrets = [api_key]
-        self._http = VendorClient(
-            provider=self.name,
-            headers={"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION},
-            timeout=config.timeout,
-            secrets=self._secrets,
-            client=client,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self._config.model!r})"
-
-    @property
-    def model_name(self) -> str:
-        """The configured model id."""
-        return self._config.model
 
     @property
     def supports_vision(self) -> bool:
@@ -79,20 +66,7 @@ class AnthropicAIProvider(AIProvider):
                 timeouts, with ``retry_after`` from the ``retry-after`` header) or an
                 unexpected answer.
         """
-        data = await self._http.post_json(self._url, self._body(context, stream=False))
-        try:
-            response = parse_response(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(
-                f"unexpected response: {type(exc).__name__}", provider=self.name
-            ) from exc
-        logger.debug(
-            "reply from %s: finish_reason=%s usage=%s",
-            self._config.model,
-            response.finish_reason,
-            response.usage,
-        )
-        return response
+        return await self._generate(self._url, self._body(context, stream=False), parse_response)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
         """Generate one reply as a stream: text deltas, then the complete response.
@@ -123,25 +97,16 @@ class AnthropicAIProvider(AIProvider):
             raise ProviderError(
                 "stream ended before message_stop", retryable=True, provider=self.name
             )
-        try:
-            response = state.response()
-        except ValueError as exc:
-            raise ProviderError(
-                "invalid tool arguments in the stream", provider=self.name
-            ) from exc
-        yield AIStreamEnd(response=response)
-
-    async def close(self) -> None:
-        """Close the HTTP client if the provider created it."""
-        await self._http.aclose()
+        yield AIStreamEnd(response=self._streamed_response(state.response))
 
     def _body(self, context: AIContext, *, stream: bool) -> dict[str, Any]:
-        try:
-            return build_request(
+        config = self._config
+        return self._request_body(
+            partial(
+                build_request,
                 context,
-                model=self._config.model,
-                default_max_tokens=self._config.max_tokens,
+                model=config.model,
+                default_max_tokens=config.max_tokens,
                 stream=stream,
             )
-        except ValueError as exc:
-            raise ProviderError(f"invalid AI context: {exc}", provider=self.name) from exc
+        )

@@ -11,15 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from providers._http import HTTPFailure, response_json
+from providers._vendor import VendorProvider
 from providers.email.base import EmailProvider
 from providers.http._render import email_parts
-from providers.http._vendor import (
-    HTTPClientOwner,
-    VendorAPIError,
-    VendorHTTP,
-    json_body,
-    mask_recipient,
-)
 from roomkit.models.delivery import ProviderResult
 from roomkit.models.event import RoomEvent
 
@@ -41,7 +36,7 @@ class ElasticEmailConfig(BaseModel):
         default_subject: Subject when neither ``send`` nor the binding gives one.
         is_transactional: Send as transactional mail (not subject to marketing unsubscribes).
         base_url: API root, without a trailing slash.
-        timeout: Seconds before a request times out (for the client the provider creates).
+        timeout: Seconds before a request times out.
     """
 
     api_key: SecretStr
@@ -53,7 +48,7 @@ class ElasticEmailConfig(BaseModel):
     timeout: float = Field(default=10.0, gt=0)
 
 
-class ElasticEmailProvider(HTTPClientOwner, EmailProvider):
+class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
     """Sends email through Elastic Email.
 
     Args:
@@ -68,13 +63,7 @@ class ElasticEmailProvider(HTTPClientOwner, EmailProvider):
     def __init__(
         self, config: ElasticEmailConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
-        self._config = config
-        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
-
-    @property
-    def config(self) -> ElasticEmailConfig:
-        """The provider's settings."""
-        return self._config
+        super().__init__(config, client=client, secrets=[config.api_key], logger=logger)
 
     async def send(
         self,
@@ -115,19 +104,16 @@ class ElasticEmailProvider(HTTPClientOwner, EmailProvider):
             request["files"] = [
                 ("attachments", (a.filename, a.data, a.mime_type)) for a in parts.attachments
             ]
-        try:
-            response = await self._http.request("POST", f"{cfg.base_url}/email/send", **request)
-        except VendorAPIError as exc:
-            logger.warning("elastic email send to %s failed: %s", mask_recipient(to), exc.code)
-            return exc.to_result()
-        return self._result(response)
+        outcome = await self._http.request("POST", f"{cfg.base_url}/email/send", **request)
+        if isinstance(outcome, HTTPFailure):
+            return outcome.to_result(ProviderResult)
+        return self._result(outcome)
 
     def _result(self, response: httpx.Response) -> ProviderResult:
-        body = json_body(response)
+        body = response_json(response)
         if not isinstance(body, dict):
-            return ProviderResult(
-                success=False, error="invalid_response", metadata={"provider": self.name}
-            )
+            failure = self._http.answer_failure(response, "Elastic Email answered no JSON object")
+            return failure.to_result(ProviderResult)
         if body.get("success") is not True:
             message = str(body.get("error") or "unknown error")[:300]
             lowered = message.lower()

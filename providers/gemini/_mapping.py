@@ -33,6 +33,7 @@ from providers.ai._messages import (
     tool_call_id,
     tool_calls,
 )
+from providers.ai._usage import int_fields
 from providers.ai.base import AIContext, AIImagePart, AIMessage, AIResponse, AITool, AIToolCall
 
 __all__ = [
@@ -149,11 +150,7 @@ def usage_from(raw: Any) -> dict[str, int]:
     """
     if not isinstance(raw, dict):
         return {}
-    usage = {
-        key: value
-        for key, value in raw.items()
-        if isinstance(value, int) and not isinstance(value, bool)
-    }
+    usage = int_fields(raw)
     prompt = usage.get("promptTokenCount", 0)
     completion = usage.get("candidatesTokenCount", 0) + usage.get("thoughtsTokenCount", 0)
     usage.update(

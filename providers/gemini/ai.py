@@ -5,13 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from providers.ai._errors import RETRYABLE_STATUS_CODES, vendor_error_message
-from providers.ai._http import VendorClient, event_json
+from providers._http import (
+    ErrorDetail,
+    default_error_detail,
+    is_retryable_status,
+    response_json,
+    vendor_error_message,
+)
+from providers.ai._http import event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
-from providers.ai.base import AIContext, AIProvider, AIResponse
+from providers.ai._vendor import HTTPAIProvider
+from providers.ai.base import AIContext, AIResponse
 from providers.errors import ProviderError
 from providers.gemini._mapping import build_request, parse_response, retry_delay
 from providers.gemini._stream import StreamState
@@ -25,7 +34,13 @@ __all__ = ["GeminiAIProvider"]
 logger = logging.getLogger("roomkit.providers.gemini")
 
 
-class GeminiAIProvider(AIProvider):
+def _gemini_error(response: httpx.Response) -> ErrorDetail:
+    """The generic error detail, with the retry delay Gemini puts in the body."""
+    detail = default_error_detail(response)
+    return replace(detail, retry_after=retry_delay(response_json(response)))
+
+
+class GeminiAIProvider(HTTPAIProvider[GeminiConfig]):
     """Generates replies with ``POST {base_url}/models/{model}:generateContent``.
 
     See :mod:`providers.gemini._mapping` for how an :class:`AIContext` maps to the request
@@ -42,29 +57,17 @@ class GeminiAIProvider(AIProvider):
     """
 
     def __init__(self, config: GeminiConfig, *, client: httpx.AsyncClient | None = None) -> None:
-        self._config = config
-        api_key = config.api_key.get_secret_value()
+        super().__init__(
+            config,
+            client=client,
+            headers={"x-goog-api-key": config.api_key.get_secret_value()},
+            logger=logger,
+            error_parser=_gemini_error,
+        )
         model = quote(config.model.removeprefix("models/"), safe="-._~")
         base = f"{config.base_url.rstrip('/')}/models/{model}"
         self._url = f"{base}:generateContent"
         self._stream_url = f"{base}:streamGenerateContent?alt=sse"
-        self._secrets = [api_key]
-        self._http = VendorClient(
-            provider=self.name,
-            headers={"x-goog-api-key": api_key},
-            timeout=config.timeout,
-            secrets=self._secrets,
-            client=client,
-            retry_after_from_body=retry_delay,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self._config.model!r})"
-
-    @property
-    def model_name(self) -> str:
-        """The configured model id."""
-        return self._config.model
 
     @property
     def supports_vision(self) -> bool:
@@ -79,20 +82,7 @@ class GeminiAIProvider(AIProvider):
                 timeouts, with ``retry_after`` from the header or the error's ``RetryInfo``)
                 or an unexpected answer.
         """
-        data = await self._http.post_json(self._url, self._body(context))
-        try:
-            response = parse_response(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProviderError(
-                f"unexpected response: {type(exc).__name__}", provider=self.name
-            ) from exc
-        logger.debug(
-            "reply from %s: finish_reason=%s usage=%s",
-            self._config.model,
-            response.finish_reason,
-            response.usage,
-        )
-        return response
+        return await self._generate(self._url, self._body(context), parse_response)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
         """Generate one reply as a stream: text deltas, then the complete response.
@@ -120,17 +110,12 @@ class GeminiAIProvider(AIProvider):
             raise ProviderError(
                 "stream ended without a finish reason", retryable=True, provider=self.name
             )
-        yield AIStreamEnd(response=state.response())
-
-    async def close(self) -> None:
-        """Close the HTTP client if the provider created it."""
-        await self._http.aclose()
+        yield AIStreamEnd(response=self._streamed_response(state.response))
 
     def _body(self, context: AIContext) -> dict[str, Any]:
-        try:
-            return build_request(context, default_max_tokens=self._config.max_tokens)
-        except ValueError as exc:
-            raise ProviderError(f"invalid AI context: {exc}", provider=self.name) from exc
+        return self._request_body(
+            partial(build_request, context, default_max_tokens=self._config.max_tokens)
+        )
 
     def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
         error = chunk["error"]
@@ -139,7 +124,7 @@ class GeminiAIProvider(AIProvider):
         detail = vendor_error_message(chunk, self._secrets) or "unknown error"
         return ProviderError(
             f"stream error: {detail}",
-            retryable=status in RETRYABLE_STATUS_CODES,
+            retryable=status is not None and is_retryable_status(status),
             provider=self.name,
             status_code=status,
             retry_after=retry_delay(chunk),

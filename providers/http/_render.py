@@ -32,13 +32,36 @@ __all__ = [
     "Button",
     "EmailAttachment",
     "EmailParts",
+    "Unsendable",
     "content_text",
     "email_parts",
     "html_to_text",
     "parse_data_url",
+    "public_url",
     "rich_buttons",
     "rich_text",
 ]
+
+
+class Unsendable(Exception):
+    """Content a provider cannot express; ``code`` is the failed result's ``error``
+    (``empty_message``, ``unsupported_media_url``, ...)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def public_url(url: str) -> str:
+    """``url`` when the vendor can fetch it (http or https).
+
+    Raises:
+        Unsendable: ``unsupported_media_url``, e.g. for a ``data:`` URL, which the vendors here
+            could only take through their media upload APIs.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise Unsendable("unsupported_media_url")
+    return url
 
 
 class _TextExtractor(HTMLParser):

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from providers._base import mock_result
+from providers._base import RecordingProvider
 from providers.http.base import HTTPProvider
-from roomkit.models.delivery import ProviderResult
-from roomkit.models.event import RoomEvent
 
 __all__ = ["MockHTTPProvider"]
 
 
-class MockHTTPProvider(HTTPProvider):
-    """Records every send in :attr:`sent`; no network.
-
-    Args:
-        simulate_failure: Return ``success=False`` results (the send is still recorded).
-
-    Attributes:
-        sent: ``{"event", "to"}`` per send.
-    """
-
-    def __init__(self, *, simulate_failure: bool = False) -> None:
-        self.simulate_failure = simulate_failure
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, event: RoomEvent, to: str) -> ProviderResult:
-        """Record the send and return a result with a fresh message id."""
-        self.sent.append({"event": event, "to": to})
-        return mock_result(simulate_failure=self.simulate_failure, provider=self.name)
+class MockHTTPProvider(RecordingProvider, HTTPProvider):
+    """Records every send in ``sent``; no network (see
+    :class:`~providers._base.RecordingProvider` for ``simulate_failure``)."""

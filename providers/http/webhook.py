@@ -20,16 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from providers._http import HTTPFailure, response_json
+from providers._signature import hmac_sha256_hex, verify_hmac_sha256_hex
+from providers._vendor import VendorProvider
 from providers.errors import ProviderError
 from providers.http._render import content_text
-from providers.http._vendor import (
-    HTTPClientOwner,
-    VendorAPIError,
-    VendorHTTP,
-    hmac_sha256_hex,
-    json_body,
-    verify_hmac_sha256_hex,
-)
 from providers.http.base import HTTPProvider
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.event import TextContent
@@ -60,7 +55,7 @@ class HTTPProviderConfig(BaseModel):
         secret: Key of the ``X-RoomKit-Signature`` HMAC; no signature when None.
         headers: Extra request headers (e.g. an ``Authorization``); hidden from the repr since
             they often hold credentials.
-        timeout: Seconds before a request times out (for the client the provider creates).
+        timeout: Seconds before a request times out.
     """
 
     webhook_url: str
@@ -75,7 +70,7 @@ def verify_http_signature(body: bytes, signature: str | None, secret: SecretStr 
     return verify_hmac_sha256_hex(secret, body, signature)
 
 
-class WebhookHTTPProvider(HTTPClientOwner, HTTPProvider):
+class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
     """Posts messages as JSON to a webhook URL.
 
     Args:
@@ -90,13 +85,7 @@ class WebhookHTTPProvider(HTTPClientOwner, HTTPProvider):
     def __init__(
         self, config: HTTPProviderConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
-        self._config = config
-        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
-
-    @property
-    def config(self) -> HTTPProviderConfig:
-        """The provider's settings."""
-        return self._config
+        super().__init__(config, client=client, secrets=[config.secret], logger=logger)
 
     def build_body(self, event: RoomEvent, to: str) -> bytes | None:
         """The exact bytes POSTed (and signed) for ``event``; None when there is no text."""
@@ -130,14 +119,12 @@ class WebhookHTTPProvider(HTTPClientOwner, HTTPProvider):
         headers["Content-Type"] = "application/json"
         if self._config.secret is not None:
             headers[SIGNATURE_HEADER] = hmac_sha256_hex(self._config.secret, body)
-        try:
-            response = await self._http.request(
-                "POST", self._config.webhook_url, content=body, headers=headers
-            )
-        except VendorAPIError as exc:
-            logger.warning("webhook delivery of %s failed: %s", event.id, exc.code)
-            return exc.to_result()
-        answer = json_body(response)
+        outcome = await self._http.request(
+            "POST", self._config.webhook_url, content=body, headers=headers
+        )
+        if isinstance(outcome, HTTPFailure):
+            return outcome.to_result(ProviderResult)
+        answer = response_json(outcome)
         message_id = answer.get("message_id") if isinstance(answer, dict) else None
         return ProviderResult(
             success=True,

@@ -4,16 +4,14 @@ first access."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from providers._lazy import lazy_exports
 from providers.messenger.base import MessengerProvider
 from providers.messenger.mock import MockMessengerProvider
 
 __all__ = ["MockMessengerProvider", "MessengerProvider"]
 
-# Vendor implementations load on first access (PEP 562), so that importing the package
-# (and ``providers``) stays light; ``__all__`` keeps the names ``providers`` re-exports.
+# Vendor implementations load on first access, so that importing the package (and
+# ``providers``) stays light; ``__all__`` keeps the names ``providers`` re-exports.
 _VENDOR_EXPORTS: dict[str, str] = {
     "FacebookMessengerProvider": "providers.messenger.facebook",
     "MessengerConfig": "providers.messenger.facebook",
@@ -22,15 +20,4 @@ _VENDOR_EXPORTS: dict[str, str] = {
     "verify_messenger_subscription": "providers.messenger.facebook_webhook",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _VENDOR_EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_VENDOR_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _VENDOR_EXPORTS)

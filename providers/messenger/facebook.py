@@ -12,20 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-from providers.http._render import content_text, rich_buttons, rich_text
-from providers.http._vendor import (
-    HTTPClientOwner,
-    VendorAPIError,
-    VendorHTTP,
-    graph_error_parser,
-    json_body,
-    mask_recipient,
-)
+from providers._meta import GraphProvider
+from providers.http._render import Unsendable, content_text, public_url, rich_buttons, rich_text
 from providers.messenger.base import MessengerProvider
-from providers.messenger.facebook_webhook import (
-    parse_messenger_webhook,
-    verify_messenger_signature,
-)
+from providers.messenger.facebook_webhook import parse_messenger_webhook
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.event import (
     AudioContent,
@@ -65,7 +55,7 @@ class MessengerConfig(BaseModel):
         api_version: Graph API version.
         base_url: Graph API root, without a trailing slash.
         messaging_type: ``RESPONSE`` (reply within 24 h), ``UPDATE`` or ``MESSAGE_TAG``.
-        timeout: Seconds before a request times out (for the client the provider creates).
+        timeout: Seconds before a request times out.
     """
 
     page_access_token: SecretStr
@@ -77,19 +67,9 @@ class MessengerConfig(BaseModel):
     timeout: float = Field(default=10.0, gt=0)
 
 
-class _Unsendable(Exception):
-    """Content this provider cannot express; ``code`` is the result's error."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 def _attachment(kind: str, url: str) -> dict[str, Any]:
-    if not url.startswith(("http://", "https://")):
-        # Graph fetches attachments by URL; a data: URL would need the Attachment Upload API.
-        raise _Unsendable("unsupported_media_url")
-    return {"attachment": {"type": kind, "payload": {"url": url}}}
+    # Graph fetches attachments by URL; a data: URL would need the Attachment Upload API.
+    return {"attachment": {"type": kind, "payload": {"url": public_url(url)}}}
 
 
 def _media_kind(mime_type: str) -> str:
@@ -121,7 +101,7 @@ def _rich_message(content: RichContent) -> dict[str, Any]:
         }
     else:
         if not text.strip():
-            raise _Unsendable("empty_message")
+            raise Unsendable("empty_message")
         message = {"text": text}
     if content.quick_replies:
         message["quick_replies"] = [
@@ -139,11 +119,11 @@ def _messenger_messages(content: EventContent) -> list[dict[str, Any]]:
     Messenger attachments have none); composites send each part.
 
     Raises:
-        _Unsendable: Nothing to send, or content Messenger cannot express.
+        Unsendable: Nothing to send, or content Messenger cannot express.
     """
     if isinstance(content, TextContent | SystemContent):
         if not content.body.strip():
-            raise _Unsendable("empty_message")
+            raise Unsendable("empty_message")
         return [{"text": content.body}]
     if isinstance(content, RichContent):
         return [_rich_message(content)]
@@ -160,23 +140,28 @@ def _messenger_messages(content: EventContent) -> list[dict[str, Any]]:
         # Messenger templates are not WhatsApp-style approved templates: send their text.
         text = content_text(content)
         if not text.strip():
-            raise _Unsendable("empty_message")
+            raise Unsendable("empty_message")
         return [{"text": text}]
     if isinstance(content, CompositeContent):
         combined: list[dict[str, Any]] = []
         for part in content.parts:
             try:
                 combined.extend(_messenger_messages(part))
-            except _Unsendable as exc:
+            except Unsendable as exc:
                 if exc.code != "empty_message":
                     raise
         if not combined:
-            raise _Unsendable("empty_message")
+            raise Unsendable("empty_message")
         return combined
-    raise _Unsendable("unsupported_content")  # pragma: no cover - the union is exhaustive
+    raise Unsendable("unsupported_content")  # pragma: no cover - the union is exhaustive
 
 
-class FacebookMessengerProvider(HTTPClientOwner, MessengerProvider):
+def _message_id(body: Any) -> str | None:
+    message_id = body.get("message_id") if isinstance(body, dict) else None
+    return message_id if isinstance(message_id, str) else None
+
+
+class FacebookMessengerProvider(GraphProvider[MessengerConfig], MessengerProvider):
     """Sends Messenger messages from a Facebook page.
 
     Args:
@@ -191,15 +176,14 @@ class FacebookMessengerProvider(HTTPClientOwner, MessengerProvider):
     def __init__(
         self, config: MessengerConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
-        self._config = config
-        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
+        super().__init__(
+            config,
+            client=client,
+            token=config.page_access_token,
+            code_prefix="messenger",
+            logger=logger,
+        )
         self._url = f"{config.base_url}/{config.api_version}/me/messages"
-        self._errors = graph_error_parser("messenger")
-
-    @property
-    def config(self) -> MessengerConfig:
-        """The provider's settings."""
-        return self._config
 
     async def send(self, event: RoomEvent, to: str) -> ProviderResult:
         """Send ``event``'s content to the page-scoped user id ``to``.
@@ -216,45 +200,13 @@ class FacebookMessengerProvider(HTTPClientOwner, MessengerProvider):
             return ProviderResult(success=False, error="missing_recipient")
         try:
             messages = _messenger_messages(event.content)
-        except _Unsendable as exc:
+        except Unsendable as exc:
             return ProviderResult(success=False, error=exc.code)
-        headers = {"Authorization": f"Bearer {self._config.page_access_token.get_secret_value()}"}
-        ids: list[str] = []
-        for message in messages:
-            payload = {
-                "recipient": {"id": to},
-                "messaging_type": self._config.messaging_type,
-                "message": message,
-            }
-            try:
-                response = await self._http.request(
-                    "POST", self._url, json=payload, headers=headers, error_parser=self._errors
-                )
-            except VendorAPIError as exc:
-                logger.warning("messenger send to %s failed: %s", mask_recipient(to), exc.code)
-                result = exc.to_result()
-                if ids:
-                    result.metadata["message_ids"] = ids
-                return result
-            body = json_body(response)
-            message_id = body.get("message_id") if isinstance(body, dict) else None
-            if isinstance(message_id, str):
-                ids.append(message_id)
-        return ProviderResult(
-            success=True,
-            provider_message_id=ids[0] if ids else None,
-            metadata={"message_ids": ids},
+        payloads = (
+            {"recipient": {"id": to}, "messaging_type": self._config.messaging_type, "message": m}
+            for m in messages
         )
-
-    def verify_signature(self, payload: bytes, signature: str | None) -> bool:
-        """Check a webhook's ``X-Hub-Signature-256`` header against the raw body.
-
-        Raises:
-            ValueError: ``config.app_secret`` is not set.
-        """
-        if self._config.app_secret is None:
-            raise ValueError("MessengerConfig.app_secret is required to verify signatures")
-        return verify_messenger_signature(payload, signature, self._config.app_secret)
+        return await self._post_all(self._url, payloads, _message_id)
 
     def parse_webhook(self, payload: Any, channel_id: str) -> list[InboundMessage]:
         """Same as :func:`parse_messenger_webhook`."""

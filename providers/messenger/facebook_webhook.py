@@ -23,8 +23,8 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from providers._meta import verify_meta_signature, verify_meta_subscription
 from providers.errors import ProviderError
-from providers.http._vendor import verify_hmac_sha256_hex, verify_meta_subscription
 from roomkit.models.delivery import InboundMessage
 from roomkit.models.event import (
     AudioContent,
@@ -59,7 +59,7 @@ def verify_messenger_signature(
     Returns:
         True when the signature matches (constant-time comparison).
     """
-    return verify_hmac_sha256_hex(app_secret, body, signature, prefix="sha256=")
+    return verify_meta_signature(body, signature, app_secret)
 
 
 def verify_messenger_subscription(

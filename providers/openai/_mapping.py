@@ -18,12 +18,12 @@ import json
 from typing import Any
 
 from providers.ai._messages import iter_parts, message_text, tool_call_id, tool_calls
+from providers.ai._usage import int_fields
 from providers.ai.base import AIContext, AIImagePart, AIMessage, AIResponse, AITool, AIToolCall
 
 __all__ = [
     "build_request",
     "decode_arguments",
-    "int_fields",
     "is_reasoning_model",
     "parse_response",
     "response_metadata",
@@ -130,17 +130,6 @@ def decode_arguments(raw: Any) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         raise ValueError("tool call arguments are not a JSON object")
     return arguments
-
-
-def int_fields(raw: Any) -> dict[str, int]:
-    """The integer fields of a usage object (nested details are left out)."""
-    if not isinstance(raw, dict):
-        return {}
-    return {
-        key: value
-        for key, value in raw.items()
-        if isinstance(value, int) and not isinstance(value, bool)
-    }
 
 
 def response_metadata(data: dict[str, Any]) -> dict[str, Any]:

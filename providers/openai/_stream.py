@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.ai._usage import int_fields
 from providers.ai.base import AIResponse, AIToolCall
-from providers.openai._mapping import decode_arguments, int_fields, response_metadata
+from providers.openai._mapping import decode_arguments, response_metadata
 
 __all__ = ["DONE", "StreamState"]
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from providers.ai._errors import vendor_error_message
-from providers.ai._http import VendorClient, event_json
+from providers._http import vendor_error_message
+from providers.ai._http import event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
-from providers.ai.base import AIContext, AIProvider, AIResponse
+from providers.ai._vendor import HTTPAIProvider
+from providers.ai.base import AIContext, AIResponse
 from providers.errors import ProviderError
 from providers.openai._mapping import build_request, parse_response
 from providers.openai._stream import DONE, StreamState
@@ -43,7 +45,7 @@ _VISION_PREFIXES = (
 _TEXT_ONLY_PREFIXES = ("o1-mini", "o1-preview", "o3-mini")
 
 
-class OpenAIAIProvider(AIProvider):
+class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
     """Generates replies with ``POST {base_url}/chat/completions``.
 
     See :mod:`providers.openai._mapping` for how an :class:`AIContext` maps to the request
@@ -60,30 +62,17 @@ class OpenAIAIProvider(AIProvider):
     """
 
     def __init__(self, config: OpenAIConfig, *, client: httpx.AsyncClient | None = None) -> None:
-        self._config = config
         api_key = config.api_key.get_secret_value()
         headers: dict[str, str] = {}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         if config.organization:
             headers["openai-organization"] = config.organization
+        super().__init__(config, client=client, headers=headers, logger=logger)
         self._url = config.base_url.rstrip("/") + "/chat/completions"
-        self._secrets = [api_key]
-        self._http = VendorClient(
-            provider=self.name,
-            headers=headers,
-            timeout=config.timeout,
-            secrets=self._secrets,
-            client=client,
-        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self._config.model!r}, url={self._url!r})"
-
-    @property
-    def model_name(self) -> str:
-        """The configured model id."""
-        return self._config.model
 
     @property
     def supports_vision(self) -> bool:
@@ -101,20 +90,7 @@ class OpenAIAIProvider(AIProvider):
                 timeouts, with ``retry_after`` from ``retry-after-ms`` / ``retry-after``) or an
                 unexpected answer (including tool arguments that are not a JSON object).
         """
-        data = await self._http.post_json(self._url, self._body(context, stream=False))
-        try:
-            response = parse_response(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(
-                f"unexpected response: {type(exc).__name__}", provider=self.name
-            ) from exc
-        logger.debug(
-            "reply from %s: finish_reason=%s usage=%s",
-            self._config.model,
-            response.finish_reason,
-            response.usage,
-        )
-        return response
+        return await self._generate(self._url, self._body(context, stream=False), parse_response)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
         """Generate one reply as a stream: text deltas, then the complete response.
@@ -144,28 +120,19 @@ class OpenAIAIProvider(AIProvider):
                     yield AITextDelta(text=text)
         if not finished:
             raise ProviderError("stream ended before [DONE]", retryable=True, provider=self.name)
-        try:
-            response = state.response()
-        except ValueError as exc:
-            raise ProviderError(
-                "invalid tool arguments in the stream", provider=self.name
-            ) from exc
-        yield AIStreamEnd(response=response)
-
-    async def close(self) -> None:
-        """Close the HTTP client if the provider created it."""
-        await self._http.aclose()
+        yield AIStreamEnd(response=self._streamed_response(state.response))
 
     def _body(self, context: AIContext, *, stream: bool) -> dict[str, Any]:
-        try:
-            return build_request(
+        config = self._config
+        return self._request_body(
+            partial(
+                build_request,
                 context,
-                model=self._config.model,
-                default_max_tokens=self._config.max_tokens,
+                model=config.model,
+                default_max_tokens=config.max_tokens,
                 stream=stream,
             )
-        except ValueError as exc:
-            raise ProviderError(f"invalid AI context: {exc}", provider=self.name) from exc
+        )
 
     def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
         error = chunk["error"]

@@ -14,16 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from providers._http import ErrorDetail, HTTPFailure, bearer, response_json
+from providers._vendor import VendorProvider
 from providers.email.base import EmailProvider
 from providers.http._render import email_parts
-from providers.http._vendor import (
-    ErrorDetail,
-    HTTPClientOwner,
-    VendorAPIError,
-    VendorHTTP,
-    json_body,
-    mask_recipient,
-)
 from roomkit.models.delivery import ProviderResult
 from roomkit.models.event import RoomEvent
 
@@ -45,7 +39,7 @@ class SendGridConfig(BaseModel):
         default_subject: Subject when neither ``send`` nor the binding gives one.
         sandbox_mode: Ask SendGrid to validate the request without delivering it.
         base_url: API root, without a trailing slash.
-        timeout: Seconds before a request times out (for the client the provider creates).
+        timeout: Seconds before a request times out.
     """
 
     api_key: SecretStr
@@ -58,7 +52,7 @@ class SendGridConfig(BaseModel):
 
 
 def _sendgrid_error(response: httpx.Response) -> ErrorDetail:
-    body = json_body(response)
+    body = response_json(response)
     errors = body.get("errors") if isinstance(body, dict) else None
     message = ""
     if isinstance(errors, list):
@@ -75,7 +69,7 @@ def _sendgrid_error(response: httpx.Response) -> ErrorDetail:
     return ErrorDetail(message=message, retry_after=retry_after)
 
 
-class SendGridProvider(HTTPClientOwner, EmailProvider):
+class SendGridProvider(VendorProvider[SendGridConfig], EmailProvider):
     """Sends email through SendGrid.
 
     Args:
@@ -88,13 +82,7 @@ class SendGridProvider(HTTPClientOwner, EmailProvider):
     """
 
     def __init__(self, config: SendGridConfig, *, client: httpx.AsyncClient | None = None) -> None:
-        self._config = config
-        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
-
-    @property
-    def config(self) -> SendGridConfig:
-        """The provider's settings."""
-        return self._config
+        super().__init__(config, client=client, secrets=[config.api_key], logger=logger)
 
     def build_payload(
         self,
@@ -157,18 +145,15 @@ class SendGridProvider(HTTPClientOwner, EmailProvider):
         payload = self.build_payload(event, to, from_, subject)
         if payload is None:
             return ProviderResult(success=False, error="empty_message")
-        headers = {"Authorization": f"Bearer {self._config.api_key.get_secret_value()}"}
-        try:
-            response = await self._http.request(
-                "POST",
-                f"{self._config.base_url}/mail/send",
-                json=payload,
-                headers=headers,
-                error_parser=_sendgrid_error,
-            )
-        except VendorAPIError as exc:
-            logger.warning("sendgrid send to %s failed: %s", mask_recipient(to), exc.code)
-            return exc.to_result()
+        outcome = await self._http.request(
+            "POST",
+            f"{self._config.base_url}/mail/send",
+            json=payload,
+            headers=bearer(self._config.api_key),
+            error_parser=_sendgrid_error,
+        )
+        if isinstance(outcome, HTTPFailure):
+            return outcome.to_result(ProviderResult)
         return ProviderResult(
-            success=True, provider_message_id=response.headers.get("x-message-id")
+            success=True, provider_message_id=outcome.headers.get("x-message-id")
         )

@@ -6,11 +6,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from providers._http import HTTPFailure, bearer, body_error_parser, code_and_message, response_json
+from providers._vendor import VendorProvider
 from providers.sinch.config import SinchConfig
 from providers.sinch.signature import verify_sinch_signature
 from providers.sinch.webhook import parse_sinch_webhook
-from providers.sms._http import HTTPFailure, VendorHTTP, response_json
-from providers.sms._outbound import render_outbound
+from providers.sms._outbound import refusal, render_outbound
 from providers.sms.base import SMSProvider
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.event import RoomEvent
@@ -27,14 +28,13 @@ def sinch_error(body: Any) -> tuple[str | None, str | None]:
     """Sinch's ``(code, text)`` from an error body (``{"code": ..., "text": ...}``)."""
     if not isinstance(body, dict):
         return None, None
-    code, text = body.get("code"), body.get("text")
-    return (
-        code if isinstance(code, str) and code else None,
-        text if isinstance(text, str) else None,
-    )
+    return code_and_message(body.get("code"), body.get("text"))
 
 
-class SinchSMSProvider(SMSProvider):
+_ERRORS = body_error_parser(sinch_error)
+
+
+class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
     """Sends SMS / MMS as Sinch XMS batches of one recipient.
 
     ``POST https://{region}.sms.api.sinch.com/xms/v1/{service_plan_id}/batches`` with
@@ -52,22 +52,16 @@ class SinchSMSProvider(SMSProvider):
     """
 
     def __init__(self, config: SinchConfig, *, client: httpx.AsyncClient | None = None) -> None:
-        self._config = config
-        self._http = VendorHTTP(
-            "SinchSMSProvider",
-            code_prefix="sinch",
+        super().__init__(
+            config,
             client=client,
-            timeout=config.timeout,
+            code_prefix="sinch",
+            secrets=[config.api_token, config.webhook_secret],
             logger=logger,
         )
 
     def __repr__(self) -> str:
         return f"SinchSMSProvider(service_plan_id={self._config.service_plan_id!r})"
-
-    @property
-    def config(self) -> SinchConfig:
-        """The provider's configuration (secrets stay ``SecretStr``)."""
-        return self._config
 
     @property
     def from_number(self) -> str:
@@ -90,10 +84,8 @@ class SinchSMSProvider(SMSProvider):
             (``"sinch_syntax_invalid_parameter_format"``) or ``"http_<status>"``.
         """
         message = render_outbound(event.content)
-        if message.is_empty:
-            return ProviderResult(success=False, error="empty_message")
-        if not to:
-            return ProviderResult(success=False, error="missing_recipient")
+        if (refused := refusal(message, to, ProviderResult)) is not None:
+            return refused
         config = self._config
         body: dict[str, Any] = {"from": from_ or config.from_number, "to": [to]}
         dropped = 0
@@ -115,20 +107,16 @@ class SinchSMSProvider(SMSProvider):
             "POST",
             self.batches_url,
             json=body,
-            headers={"Authorization": f"Bearer {config.api_token.get_secret_value()}"},
-            extract_error=sinch_error,
+            headers=bearer(config.api_token),
+            error_parser=_ERRORS,
         )
         if isinstance(outcome, HTTPFailure):
             return outcome.to_result(ProviderResult)
         data = response_json(outcome)
         batch_id = data.get("id") if isinstance(data, dict) else None
         if not isinstance(batch_id, str) or not batch_id:
-            return HTTPFailure(
-                "invalid_response",
-                "Sinch answered without a batch id",
-                provider=self._http.provider,
-                status_code=outcome.status_code,
-            ).to_result(ProviderResult)
+            failure = self._http.answer_failure(outcome, "Sinch answered without a batch id")
+            return failure.to_result(ProviderResult)
         metadata: dict[str, Any] = {"type": body["type"]}
         if dropped:
             metadata["media_dropped"] = dropped
@@ -161,7 +149,3 @@ class SinchSMSProvider(SMSProvider):
         if secret is None or not secret.get_secret_value():
             raise ValueError("SinchConfig.webhook_secret is not set")
         return verify_sinch_signature(secret.get_secret_value(), payload, signature)
-
-    async def close(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        await self._http.aclose()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TypeVar
 
+from roomkit.models.delivery import ProviderResult
 from roomkit.models.event import (
     AudioContent,
     CompositeContent,
@@ -22,9 +24,11 @@ from roomkit.models.event import (
     VideoContent,
 )
 
-__all__ = ["OutboundMedia", "OutboundMessage", "render_outbound", "split_text"]
+__all__ = ["OutboundMedia", "OutboundMessage", "refusal", "render_outbound", "split_text"]
 
 logger = logging.getLogger("roomkit.providers.sms")
+
+R = TypeVar("R", bound=ProviderResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,20 @@ def render_outbound(content: EventContent) -> OutboundMessage:
     media: list[OutboundMedia] = []
     _collect(content, texts, media)
     return OutboundMessage(text="\n".join(text for text in texts if text), media=tuple(media))
+
+
+def refusal(message: OutboundMessage, to: str, result_type: type[R]) -> R | None:
+    """Why ``message`` must not be sent to ``to``, as a failed ``result_type``; None when it may.
+
+    Returns:
+        ``error="empty_message"`` when there is nothing to send, ``"missing_recipient"`` when
+        ``to`` is empty (checked in that order), else None.
+    """
+    if message.is_empty:
+        return result_type(success=False, error="empty_message")
+    if not to:
+        return result_type(success=False, error="missing_recipient")
+    return None
 
 
 def _collect(content: EventContent, texts: list[str], media: list[OutboundMedia]) -> None:

@@ -70,6 +70,9 @@ def normalize_phone(number: str, default_region: str = "US") -> str:
         if not pn.is_possible_number(parsed):
             raise ValueError(f"not a possible phone number: {number!r}")
         e164: str = pn.format_number(parsed, pn.PhoneNumberFormat.E164)
+        # libphonenumber deems some short numbers "possible" (``+4900``); E.164 needs 7+ digits.
+        if not 8 <= len(e164) <= 16:
+            raise ValueError(f"not an E.164 number: {number!r}")
         return e164
     return "+" + _fallback_digits(number, default_region.upper())
 

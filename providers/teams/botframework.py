@@ -27,14 +27,15 @@ from urllib.parse import quote, urlsplit
 import anyio
 from pydantic import BaseModel, Field, SecretStr
 
+from providers._http import ErrorDetail, HTTPFailure, VendorAPIError, bearer, response_json
+from providers._vendor import VendorProvider
 from providers.errors import ProviderError
-from providers.http._render import content_text, rich_buttons, rich_text
-from providers.http._vendor import (
-    ErrorDetail,
-    HTTPClientOwner,
-    VendorAPIError,
-    VendorHTTP,
-    json_body,
+from providers.http._render import (
+    Unsendable,
+    content_text,
+    public_url,
+    rich_buttons,
+    rich_text,
 )
 from providers.teams.activity import conversation_reference_from_activity
 from providers.teams.auth import verify_teams_jwt
@@ -80,7 +81,7 @@ class TeamsConfig(BaseModel):
             Entra ID tenant id (single-tenant bots).
         login_url: Microsoft identity platform root, without a trailing slash.
         scope: OAuth scope of Bot Connector tokens.
-        timeout: Seconds before a request times out (for the client the provider creates).
+        timeout: Seconds before a request times out.
     """
 
     app_id: str
@@ -89,12 +90,6 @@ class TeamsConfig(BaseModel):
     login_url: str = "https://login.microsoftonline.com"
     scope: str = "https://api.botframework.com/.default"
     timeout: float = Field(default=10.0, gt=0)
-
-
-class _Unsendable(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 def _card_attachment(card: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,9 +126,7 @@ def _collect(
                 ]
             }
     elif isinstance(content, MediaContent | AudioContent | VideoContent):
-        if not content.url.startswith(("http://", "https://")):
-            raise _Unsendable("unsupported_media_url")
-        attachment = {"contentType": content.mime_type, "contentUrl": content.url}
+        attachment = {"contentType": content.mime_type, "contentUrl": public_url(content.url)}
         if isinstance(content, MediaContent):
             if content.filename:
                 attachment["name"] = content.filename
@@ -156,14 +149,14 @@ def _teams_activity(content: EventContent, conversation_id: str) -> dict[str, An
     quick replies ``suggestedActions``; media become attachments with a ``contentUrl``.
 
     Raises:
-        _Unsendable: Nothing to send, or media without an http(s) URL.
+        Unsendable: Nothing to send, or media without an http(s) URL.
     """
     texts: list[str] = []
     attachments: list[dict[str, Any]] = []
     extra = _collect(content, texts, attachments)
     text = "\n\n".join(t for t in texts if t.strip())
     if not text and not attachments:
-        raise _Unsendable("empty_message")
+        raise Unsendable("empty_message")
     activity: dict[str, Any] = {
         "type": "message",
         "conversation": {"id": conversation_id},
@@ -178,7 +171,7 @@ def _teams_activity(content: EventContent, conversation_id: str) -> dict[str, An
 
 
 def _token_error(response: httpx.Response) -> ErrorDetail:
-    body = json_body(response)
+    body = response_json(response)
     error = body.get("error") if isinstance(body, dict) else None
     description = body.get("error_description") if isinstance(body, dict) else None
     # The identity platform answers 400 (not 401) for a wrong client id or secret.
@@ -191,7 +184,7 @@ def _token_error(response: httpx.Response) -> ErrorDetail:
 
 
 def _connector_error(response: httpx.Response) -> ErrorDetail:
-    body = json_body(response)
+    body = response_json(response)
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return ErrorDetail()
@@ -216,7 +209,7 @@ def _valid_service_url(url: Any) -> bool:
     return parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
 
 
-class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
+class BotFrameworkTeamsProvider(VendorProvider[TeamsConfig], TeamsProvider):
     """Sends Teams messages as a Bot Framework bot.
 
     Args:
@@ -238,19 +231,13 @@ class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._config = config
+        super().__init__(config, client=client, secrets=[config.app_password], logger=logger)
         self._store = conversation_store or InMemoryConversationReferenceStore()
-        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
         self._clock = clock
         self._token: str | None = None
         self._token_expires_at = 0.0
         # One refresh at a time: concurrent sends after expiry share a single token request.
         self._token_lock = anyio.Lock()
-
-    @property
-    def config(self) -> TeamsConfig:
-        """The provider's settings."""
-        return self._config
 
     @property
     def conversation_store(self) -> ConversationReferenceStore:
@@ -267,7 +254,7 @@ class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
             if self._token is not None and self._clock() < self._token_expires_at:
                 return self._token
             cfg = self._config
-            response = await self._http.request(
+            outcome = await self._http.request(
                 "POST",
                 f"{cfg.login_url}/{cfg.tenant_id}/oauth2/v2.0/token",
                 data={
@@ -278,14 +265,15 @@ class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
                 },
                 error_parser=_token_error,
             )
-            body = json_body(response)
+            if isinstance(outcome, HTTPFailure):
+                raise outcome.to_error()
+            body = response_json(outcome)
             token = body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
-                raise VendorAPIError(
-                    f"{self.name}: token response has no access_token",
-                    code="auth_error",
-                    provider=self.name,
+                failure = HTTPFailure(
+                    "auth_error", "token response has no access_token", provider=self.name
                 )
+                raise failure.to_error()
             lifetime = body.get("expires_in", 3600) if isinstance(body, dict) else 3600
             try:
                 seconds = float(lifetime)
@@ -301,20 +289,21 @@ class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
         self._token = None
         self._token_expires_at = 0.0
 
-    async def _connector_request(self, url: str, payload: dict[str, Any]) -> httpx.Response:
+    async def _connector_request(
+        self, url: str, payload: dict[str, Any]
+    ) -> httpx.Response | HTTPFailure:
+        """POST ``payload`` to the Bot Connector.
+
+        Raises:
+            VendorAPIError: No token could be had.
+        """
         token = await self.get_token()
-        try:
-            return await self._http.request(
-                "POST",
-                url,
-                json=payload,
-                headers={"Authorization": f"Bearer {token}"},
-                error_parser=_connector_error,
-            )
-        except VendorAPIError as exc:
-            if exc.status_code == 401:
-                self.invalidate_token()  # revoked or rotated: fetch a fresh one next time
-            raise
+        outcome = await self._http.request(
+            "POST", url, json=payload, headers=bearer(token), error_parser=_connector_error
+        )
+        if isinstance(outcome, HTTPFailure) and outcome.status_code == 401:
+            self.invalidate_token()  # revoked or rotated: fetch a fresh one next time
+        return outcome
 
     async def send(self, event: RoomEvent, to: str) -> ProviderResult:
         """Send ``event``'s content to the Teams conversation ``to``.
@@ -337,17 +326,18 @@ class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
             return ProviderResult(success=False, error="invalid_service_url")
         try:
             activity = _teams_activity(event.content, to)
-        except _Unsendable as exc:
+        except Unsendable as exc:
             return ProviderResult(success=False, error=exc.code)
         if isinstance(reference.get("bot"), dict):
             activity["from"] = reference["bot"]
         url = f"{service_url.rstrip('/')}/v3/conversations/{quote(to, safe='')}/activities"
         try:
-            response = await self._connector_request(url, activity)
+            outcome = await self._connector_request(url, activity)
         except VendorAPIError as exc:
-            logger.warning("teams send failed: %s", exc.code)
             return exc.to_result()
-        body = json_body(response)
+        if isinstance(outcome, HTTPFailure):
+            return outcome.to_result(ProviderResult)
+        body = response_json(outcome)
         activity_id = body.get("id") if isinstance(body, dict) else None
         return ProviderResult(
             success=True,
@@ -389,7 +379,7 @@ class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
 
         Raises:
             ProviderError: ``service_url`` is unusable, or the request failed
-                (a :class:`~providers.http._vendor.VendorAPIError` with its error code).
+                (a :class:`~providers._http.VendorAPIError` with its error code).
         """
         if not _valid_service_url(service_url):
             raise ProviderError("unusable Teams serviceUrl", provider=self.name)
@@ -403,10 +393,12 @@ class BotFrameworkTeamsProvider(HTTPClientOwner, TeamsProvider):
             "channelData": channel_data,
             "activity": {"type": "message", "text": text, "textFormat": "plain"},
         }
-        response = await self._connector_request(
+        outcome = await self._connector_request(
             f"{service_url.rstrip('/')}/v3/conversations", payload
         )
-        body = json_body(response)
+        if isinstance(outcome, HTTPFailure):
+            raise outcome.to_error()
+        body = response_json(outcome)
         conversation_id = body.get("id") if isinstance(body, dict) else None
         if not isinstance(conversation_id, str) or not conversation_id:
             raise ProviderError("Bot Connector returned no conversation id", provider=self.name)

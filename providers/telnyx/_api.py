@@ -1,28 +1,35 @@
-"""The Telnyx v2 Messages API call shared by the SMS and RCS providers.
+"""The Telnyx v2 Messages API, shared by the SMS and RCS providers.
 
 ``POST {base}/v2/messages`` with ``Authorization: Bearer <api key>`` and a JSON body (``from``,
 ``to``, ``text``, ``media_urls``, ``messaging_profile_id``, ``webhook_url``; RCS adds
 ``type: "RCS"`` and ``auto_detect``). Success answers ``{"data": {"id": ..., "type": "SMS",
 "to": [{"phone_number": ..., "status": "queued"}], ...}}``; errors answer
-``{"errors": [{"code": "40310", "title": ..., "detail": ...}]}``.
+``{"errors": [{"code": "40310", "title": ..., "detail": ...}]}``. Webhooks are signed with
+Ed25519 (``telnyx-signature-ed25519`` over ``timestamp|body``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from providers.sms._http import HTTPFailure, VendorHTTP, response_json
+from providers._http import HTTPFailure, bearer, body_error_parser, code_and_message, response_json
+from providers._vendor import VendorProvider
+from providers.telnyx.config import TelnyxConfig, TelnyxRCSConfig
+from providers.telnyx.signature import load_telnyx_public_key, verify_telnyx_signature
 
 if TYPE_CHECKING:
-    from pydantic import SecretStr
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["TelnyxSent", "bearer", "send_message", "telnyx_error"]
+    from providers.sms._outbound import OutboundMessage
 
+__all__ = ["TelnyxMessagingProvider", "TelnyxSent", "telnyx_error"]
 
-def bearer(api_key: SecretStr) -> dict[str, str]:
-    """The Authorization header for ``api_key``."""
-    return {"Authorization": f"Bearer {api_key.get_secret_value()}"}
+logger = logging.getLogger("roomkit.providers.telnyx")
+
+C = TypeVar("C", bound=TelnyxConfig | TelnyxRCSConfig)
 
 
 def telnyx_error(body: Any) -> tuple[str | None, str | None]:
@@ -31,12 +38,10 @@ def telnyx_error(body: Any) -> tuple[str | None, str | None]:
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return None, None
     first = errors[0]
-    code = first.get("code")
-    message = first.get("detail") or first.get("title")
-    return (
-        str(code) if isinstance(code, int | str) and code != "" else None,
-        message if isinstance(message, str) else None,
-    )
+    return code_and_message(first.get("code"), first.get("detail") or first.get("title"))
+
+
+_ERRORS = body_error_parser(telnyx_error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,28 +61,70 @@ class TelnyxSent:
         return None
 
 
-async def send_message(
-    http: VendorHTTP, *, base_url: str, api_key: SecretStr, body: dict[str, Any]
-) -> TelnyxSent | HTTPFailure:
-    """Create one message with the JSON ``body``."""
-    outcome = await http.request(
-        "POST",
-        f"{base_url.rstrip('/')}/v2/messages",
-        json=body,
-        headers=bearer(api_key),
-        extract_error=telnyx_error,
-    )
-    if isinstance(outcome, HTTPFailure):
-        return outcome
-    data = response_json(outcome)
-    data = data.get("data") if isinstance(data, dict) else None
-    if isinstance(data, dict):
-        message_id = data.get("id")
-        if isinstance(message_id, str) and message_id:
-            return TelnyxSent(id=message_id, data=data)
-    return HTTPFailure(
-        "invalid_response",
-        "Telnyx answered without a message id",
-        provider=http.provider,
-        status_code=outcome.status_code,
-    )
+class TelnyxMessagingProvider(VendorProvider[C]):
+    """Mixin of the Telnyx providers: their client, message creation and webhook signature
+    check. Constructor arguments as for :class:`~providers.telnyx.TelnyxSMSProvider`."""
+
+    def __init__(
+        self,
+        config: C,
+        public_key: str | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._public_key: Ed25519PublicKey | None = (
+            None if public_key is None else load_telnyx_public_key(public_key)
+        )
+        super().__init__(
+            config, client=client, code_prefix="telnyx", secrets=[config.api_key], logger=logger
+        )
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response | HTTPFailure:
+        """One authenticated Telnyx API call (see :meth:`VendorHTTP.request`)."""
+        return await self._http.request(
+            method, url, headers=bearer(self._config.api_key), error_parser=_ERRORS, **kwargs
+        )
+
+    async def _create_message(
+        self, fields: dict[str, Any], message: OutboundMessage
+    ) -> TelnyxSent | HTTPFailure:
+        """Create one message: ``fields`` (``from``, ``to``, ...), then ``message``'s text and
+        media and the configured messaging profile and webhook."""
+        config = self._config
+        body = dict(fields)
+        if message.text:
+            body["text"] = message.text
+        if message.media:
+            body["media_urls"] = [item.url for item in message.media]
+        if config.messaging_profile_id:
+            body["messaging_profile_id"] = config.messaging_profile_id
+        if config.webhook_url:
+            body["webhook_url"] = config.webhook_url
+        outcome = await self._call("POST", f"{config.base_url.rstrip('/')}/v2/messages", json=body)
+        if isinstance(outcome, HTTPFailure):
+            return outcome
+        data = response_json(outcome)
+        data = data.get("data") if isinstance(data, dict) else None
+        message_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(message_id, str) or not message_id:
+            return self._http.answer_failure(outcome, "Telnyx answered without a message id")
+        logger.debug("telnyx accepted message %s", message_id)
+        return TelnyxSent(id=message_id, data=data)
+
+    def verify_signature(
+        self, payload: bytes, signature: str, timestamp: str | None = None
+    ) -> bool:
+        """Check the ``telnyx-signature-ed25519`` header of a webhook.
+
+        Args:
+            payload: The raw request body.
+            signature: The ``telnyx-signature-ed25519`` header.
+            timestamp: The ``telnyx-timestamp`` header; a missing or stale (over five
+                minutes) timestamp fails verification.
+
+        Raises:
+            ValueError: The provider was created without ``public_key``.
+        """
+        if self._public_key is None:
+            raise ValueError(f"{type(self).__name__} needs public_key= to verify signatures")
+        return verify_telnyx_signature(self._public_key, payload, signature, timestamp)

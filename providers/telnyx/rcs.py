@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
+from providers._http import HTTPFailure, response_json
 from providers.rcs.base import RCSDeliveryResult, RCSProvider
-from providers.sms._http import HTTPFailure, VendorHTTP, response_json
-from providers.sms._outbound import render_outbound
-from providers.telnyx._api import bearer, send_message, telnyx_error
+from providers.sms._outbound import refusal, render_outbound
+from providers.telnyx._api import TelnyxMessagingProvider
 from providers.telnyx.config import TelnyxRCSConfig
-from providers.telnyx.signature import load_telnyx_public_key, verify_telnyx_signature
 from providers.telnyx.webhook import parse_telnyx_rcs_webhook
 from roomkit.models.delivery import InboundMessage
 from roomkit.models.event import RoomEvent
 
-if TYPE_CHECKING:
-    import httpx
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 __all__ = ["TelnyxRCSProvider"]
 
-logger = logging.getLogger("roomkit.providers.telnyx")
 
-
-class TelnyxRCSProvider(RCSProvider):
+class TelnyxRCSProvider(TelnyxMessagingProvider[TelnyxRCSConfig], RCSProvider):
     """Sends RCS messages from a Telnyx RCS agent.
 
     The message is ``type: "RCS"`` from the agent id. With ``fallback=True`` Telnyx detects
@@ -43,32 +35,8 @@ class TelnyxRCSProvider(RCSProvider):
         ValueError: ``public_key`` is not an Ed25519 public key.
     """
 
-    def __init__(
-        self,
-        config: TelnyxRCSConfig,
-        public_key: str | None = None,
-        *,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._config = config
-        self._public_key: Ed25519PublicKey | None = (
-            None if public_key is None else load_telnyx_public_key(public_key)
-        )
-        self._http = VendorHTTP(
-            "TelnyxRCSProvider",
-            code_prefix="telnyx",
-            client=client,
-            timeout=config.timeout,
-            logger=logger,
-        )
-
     def __repr__(self) -> str:
         return f"TelnyxRCSProvider(agent_id={self._config.agent_id!r})"
-
-    @property
-    def config(self) -> TelnyxRCSConfig:
-        """The provider's configuration."""
-        return self._config
 
     @property
     def sender_id(self) -> str:
@@ -85,38 +53,20 @@ class TelnyxRCSProvider(RCSProvider):
             The outcome; failures as for :meth:`TelnyxSMSProvider.send`.
         """
         message = render_outbound(event.content)
-        if message.is_empty:
-            return RCSDeliveryResult(success=False, error="empty_message")
-        if not to:
-            return RCSDeliveryResult(success=False, error="missing_recipient")
-        config = self._config
-        body: dict[str, Any] = {
-            "from": config.agent_id,
-            "to": to,
-            "type": "RCS",
-            "auto_detect": fallback,
-        }
-        if message.text:
-            body["text"] = message.text
-        if message.media:
-            body["media_urls"] = [item.url for item in message.media]
-        if config.messaging_profile_id:
-            body["messaging_profile_id"] = config.messaging_profile_id
-        if config.webhook_url:
-            body["webhook_url"] = config.webhook_url
-        outcome = await send_message(
-            self._http, base_url=config.base_url, api_key=config.api_key, body=body
-        )
-        if isinstance(outcome, HTTPFailure):
-            return outcome.to_result(RCSDeliveryResult)
-        sent_as = outcome.data.get("type")
+        if (refused := refusal(message, to, RCSDeliveryResult)) is not None:
+            return refused
+        fields = {"from": self.sender_id, "to": to, "type": "RCS", "auto_detect": fallback}
+        sent = await self._create_message(fields, message)
+        if isinstance(sent, HTTPFailure):
+            return sent.to_result(RCSDeliveryResult)
+        sent_as = sent.data.get("type")
         used_sms = isinstance(sent_as, str) and sent_as.upper() in ("SMS", "MMS")
         return RCSDeliveryResult(
             success=True,
-            provider_message_id=outcome.id,
+            provider_message_id=sent.id,
             channel_used="sms" if used_sms else "rcs",
             fallback=used_sms,
-            metadata={"status": outcome.status, "type": sent_as},
+            metadata={"status": sent.status, "type": sent_as},
         )
 
     async def check_capability(self, phone_number: str) -> bool:
@@ -136,9 +86,7 @@ class TelnyxRCSProvider(RCSProvider):
             f"{config.base_url.rstrip('/')}/v2/messaging/rcs/capabilities/"
             f"{quote(config.agent_id, safe='')}/{quote(phone_number, safe='')}"
         )
-        outcome = await self._http.request(
-            "GET", url, headers=bearer(config.api_key), extract_error=telnyx_error
-        )
+        outcome = await self._call("GET", url)
         if isinstance(outcome, HTTPFailure):
             if outcome.status_code == 404:
                 return False
@@ -157,20 +105,3 @@ class TelnyxRCSProvider(RCSProvider):
             ValueError: ``payload`` is not an inbound message.
         """
         return parse_telnyx_rcs_webhook(payload, channel_id)
-
-    def verify_signature(
-        self, payload: bytes, signature: str, timestamp: str | None = None
-    ) -> bool:
-        """Check the ``telnyx-signature-ed25519`` header (see
-        :meth:`TelnyxSMSProvider.verify_signature`).
-
-        Raises:
-            ValueError: The provider was created without ``public_key``.
-        """
-        if self._public_key is None:
-            raise ValueError("TelnyxRCSProvider needs public_key= to verify signatures")
-        return verify_telnyx_signature(self._public_key, payload, signature, timestamp)
-
-    async def close(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        await self._http.aclose()

@@ -66,7 +66,7 @@ def parse_telnyx_webhook(payload: Mapping[str, Any], channel_id: str) -> Inbound
     Raises:
         ValueError: ``payload`` is not an inbound message.
     """
-    return _inbound(extract_telnyx_meta(payload), channel_id)
+    return extract_telnyx_meta(payload).to_inbound(channel_id)
 
 
 def parse_telnyx_rcs_webhook(payload: Mapping[str, Any], channel_id: str) -> InboundMessage:
@@ -75,13 +75,7 @@ def parse_telnyx_rcs_webhook(payload: Mapping[str, Any], channel_id: str) -> Inb
     Raises:
         ValueError: ``payload`` is not an inbound message.
     """
-    return _inbound(extract_telnyx_rcs_meta(payload), channel_id)
-
-
-def _inbound(meta: WebhookMeta, channel_id: str) -> InboundMessage:
-    if not meta.is_inbound:
-        raise ValueError("Telnyx webhook is not an inbound message")
-    return meta.to_inbound(channel_id)
+    return extract_telnyx_rcs_meta(payload).to_inbound(channel_id)
 
 
 def _is_telnyx_inbound(event_type: str, direction: str) -> bool:

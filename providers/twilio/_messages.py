@@ -1,4 +1,4 @@
-"""The Twilio Messages API call shared by the SMS and RCS providers.
+"""The Twilio Messages API, shared by the SMS and RCS providers.
 
 ``POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json``, form-encoded, HTTP Basic auth
 (account SID : auth token). Fields: ``To``, ``From`` or ``MessagingServiceSid``, ``Body``, up to
@@ -11,20 +11,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from providers.sms._http import HTTPFailure, VendorHTTP, response_json
-from providers.sms._outbound import OutboundMessage
+from providers._http import HTTPFailure, body_error_parser, code_and_message, response_json
+from providers._vendor import VendorProvider
+from providers.twilio.config import TwilioConfig, TwilioRCSConfig
+from providers.twilio.signature import verify_twilio_signature
 
 if TYPE_CHECKING:
     import httpx
-    from pydantic import SecretStr
 
-__all__ = ["MAX_MEDIA", "TwilioSent", "messages_url", "send_message", "twilio_error"]
+    from providers.sms._outbound import OutboundMessage
+
+__all__ = ["MAX_MEDIA", "TwilioMessagesProvider", "TwilioSent", "messages_url", "twilio_error"]
+
+logger = logging.getLogger("roomkit.providers.twilio")
 
 MAX_MEDIA = 10
 """Twilio accepts at most ten ``MediaUrl`` per message."""
+
+C = TypeVar("C", bound=TwilioConfig | TwilioRCSConfig)
 
 
 def messages_url(base_url: str, account_sid: str) -> str:
@@ -37,12 +44,10 @@ def twilio_error(body: Any) -> tuple[str | None, str | None]:
     """Twilio's ``(code, message)`` from an error body."""
     if not isinstance(body, dict):
         return None, None
-    code = body.get("code")
-    message = body.get("message")
-    return (
-        str(code) if isinstance(code, int | str) and code != "" else None,
-        message if isinstance(message, str) else None,
-    )
+    return code_and_message(body.get("code"), body.get("message"))
+
+
+_ERRORS = body_error_parser(twilio_error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,66 +58,92 @@ class TwilioSent:
     data: dict[str, Any]
     media_dropped: int
 
-
-async def send_message(
-    http: VendorHTTP,
-    *,
-    base_url: str,
-    account_sid: str,
-    auth_token: SecretStr,
-    to: str,
-    sender: tuple[str, str],
-    message: OutboundMessage,
-    status_callback: str | None,
-    logger: logging.Logger,
-) -> TwilioSent | HTTPFailure:
-    """Create one message.
-
-    Args:
-        http: The provider's HTTP client.
-        base_url: API root.
-        account_sid: Account SID.
-        auth_token: Auth token (only ever put in the Authorization header).
-        to: The ``To`` field.
-        sender: ``("From", number)`` or ``("MessagingServiceSid", sid)``.
-        message: Text and media.
-        status_callback: ``StatusCallback`` URL, if any.
-        logger: The vendor's logger.
-    """
-    form: list[tuple[str, str]] = [("To", to), sender]
-    if message.text:
-        form.append(("Body", message.text))
-    media = message.media[:MAX_MEDIA]
-    dropped = len(message.media) - len(media)
-    if dropped:
-        logger.warning("twilio: %d attachment(s) past the first %d not sent", dropped, MAX_MEDIA)
-    form.extend(("MediaUrl", item.url) for item in media)
-    if status_callback:
-        form.append(("StatusCallback", status_callback))
-    outcome = await http.request(
-        "POST",
-        messages_url(base_url, account_sid),
-        data=_form(form),
-        auth=http.httpx_module.BasicAuth(account_sid, auth_token.get_secret_value()),
-        extract_error=twilio_error,
-    )
-    if isinstance(outcome, HTTPFailure):
-        return outcome
-    return _sent(outcome, dropped, http.provider)
+    def metadata(self) -> dict[str, Any]:
+        """``status`` and, when attachments were left out, ``media_dropped``."""
+        metadata: dict[str, Any] = {"status": self.data.get("status")}
+        if self.media_dropped:
+            metadata["media_dropped"] = self.media_dropped
+        return metadata
 
 
-def _sent(response: httpx.Response, dropped: int, provider: str) -> TwilioSent | HTTPFailure:
-    data = response_json(response)
-    if isinstance(data, dict):
-        sid = data.get("sid")
-        if isinstance(sid, str) and sid:
-            return TwilioSent(sid=sid, data=data, media_dropped=dropped)
-    return HTTPFailure(
-        "invalid_response",
-        "Twilio answered without a message sid",
-        provider=provider,
-        status_code=response.status_code,
-    )
+class TwilioMessagesProvider(VendorProvider[C]):
+    """Mixin of the Twilio providers: their client, message creation and webhook signature
+    check. Constructor arguments as for :class:`~providers.twilio.TwilioSMSProvider`."""
+
+    def __init__(self, config: C, *, client: httpx.AsyncClient | None = None) -> None:
+        super().__init__(
+            config,
+            client=client,
+            code_prefix="twilio",
+            secrets=[config.auth_token],
+            logger=logger,
+        )
+
+    async def _create_message(
+        self, *, to: str, sender: tuple[str, str], message: OutboundMessage
+    ) -> TwilioSent | HTTPFailure:
+        """Create one message.
+
+        Args:
+            to: The ``To`` field.
+            sender: ``("From", number)`` or ``("MessagingServiceSid", sid)``.
+            message: Text and media (past :data:`MAX_MEDIA` attachments are dropped).
+        """
+        config = self._config
+        form: list[tuple[str, str]] = [("To", to), sender]
+        if message.text:
+            form.append(("Body", message.text))
+        media = message.media[:MAX_MEDIA]
+        dropped = len(message.media) - len(media)
+        if dropped:
+            logger.warning(
+                "twilio: %d attachment(s) past the first %d not sent", dropped, MAX_MEDIA
+            )
+        form.extend(("MediaUrl", item.url) for item in media)
+        if config.status_callback:
+            form.append(("StatusCallback", config.status_callback))
+        http = self._http
+        outcome = await http.request(
+            "POST",
+            messages_url(config.base_url, config.account_sid),
+            data=_form(form),
+            auth=http.httpx_module.BasicAuth(
+                config.account_sid, config.auth_token.get_secret_value()
+            ),
+            error_parser=_ERRORS,
+        )
+        if isinstance(outcome, HTTPFailure):
+            return outcome
+        data = response_json(outcome)
+        sid = data.get("sid") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(sid, str) or not sid:
+            return http.answer_failure(outcome, "Twilio answered without a message sid")
+        logger.debug("twilio accepted message %s", sid)
+        return TwilioSent(sid=sid, data=data, media_dropped=dropped)
+
+    def verify_signature(
+        self,
+        payload: bytes,
+        signature: str,
+        timestamp: str | None = None,
+        url: str | None = None,
+    ) -> bool:
+        """Check an ``X-Twilio-Signature`` header with the auth token.
+
+        Args:
+            payload: The raw request body (or the decoded form fields).
+            signature: The header's value.
+            timestamp: Unused (Twilio signs no timestamp); kept for the ABC's signature.
+            url: The full URL Twilio called, query string included.
+
+        Raises:
+            ValueError: ``url`` is missing (Twilio's signature covers it).
+        """
+        if not url:
+            raise ValueError("Twilio signs the webhook URL: pass url=")
+        return verify_twilio_signature(
+            self._config.auth_token.get_secret_value(), url, payload, signature
+        )
 
 
 def _form(fields: list[tuple[str, str]]) -> dict[str, str | list[str]]:

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from providers.sms._http import HTTPFailure, VendorHTTP
-from providers.sms._outbound import render_outbound
+from providers._http import HTTPFailure
+from providers.sms._outbound import refusal, render_outbound
 from providers.sms.base import SMSProvider
-from providers.twilio._messages import send_message
+from providers.twilio._messages import TwilioMessagesProvider
 from providers.twilio.config import TwilioConfig
-from providers.twilio.signature import verify_twilio_signature
 from providers.twilio.webhook import parse_twilio_webhook
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.event import RoomEvent
 
-if TYPE_CHECKING:
-    import httpx
-
 __all__ = ["TwilioSMSProvider"]
 
-logger = logging.getLogger("roomkit.providers.twilio")
 
-
-class TwilioSMSProvider(SMSProvider):
+class TwilioSMSProvider(TwilioMessagesProvider[TwilioConfig], SMSProvider):
     """Sends SMS / MMS through Twilio and reads its webhooks.
 
     Args:
@@ -35,23 +28,8 @@ class TwilioSMSProvider(SMSProvider):
         ImportError: httpx is not installed.
     """
 
-    def __init__(self, config: TwilioConfig, *, client: httpx.AsyncClient | None = None) -> None:
-        self._config = config
-        self._http = VendorHTTP(
-            "TwilioSMSProvider",
-            code_prefix="twilio",
-            client=client,
-            timeout=config.timeout,
-            logger=logger,
-        )
-
     def __repr__(self) -> str:
         return f"TwilioSMSProvider(account_sid={self._config.account_sid!r})"
-
-    @property
-    def config(self) -> TwilioConfig:
-        """The provider's configuration (the auth token stays a ``SecretStr``)."""
-        return self._config
 
     @property
     def from_number(self) -> str:
@@ -72,10 +50,8 @@ class TwilioSMSProvider(SMSProvider):
             ``"http_<status>"``.
         """
         message = render_outbound(event.content)
-        if message.is_empty:
-            return ProviderResult(success=False, error="empty_message")
-        if not to:
-            return ProviderResult(success=False, error="missing_recipient")
+        if (refused := refusal(message, to, ProviderResult)) is not None:
+            return refused
         config = self._config
         if from_:
             sender = ("From", from_)
@@ -83,24 +59,10 @@ class TwilioSMSProvider(SMSProvider):
             sender = ("MessagingServiceSid", config.messaging_service_sid)
         else:
             sender = ("From", config.from_number)
-        outcome = await send_message(
-            self._http,
-            base_url=config.base_url,
-            account_sid=config.account_sid,
-            auth_token=config.auth_token,
-            to=to,
-            sender=sender,
-            message=message,
-            status_callback=config.status_callback,
-            logger=logger,
-        )
-        if isinstance(outcome, HTTPFailure):
-            return outcome.to_result(ProviderResult)
-        metadata: dict[str, Any] = {"status": outcome.data.get("status")}
-        if outcome.media_dropped:
-            metadata["media_dropped"] = outcome.media_dropped
-        logger.debug("twilio accepted message %s", outcome.sid)
-        return ProviderResult(success=True, provider_message_id=outcome.sid, metadata=metadata)
+        sent = await self._create_message(to=to, sender=sender, message=message)
+        if isinstance(sent, HTTPFailure):
+            return sent.to_result(ProviderResult)
+        return ProviderResult(success=True, provider_message_id=sent.sid, metadata=sent.metadata())
 
     async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
         """Turn an inbound webhook into an :class:`InboundMessage` (see
@@ -110,31 +72,3 @@ class TwilioSMSProvider(SMSProvider):
             ValueError: ``payload`` is not an inbound message.
         """
         return parse_twilio_webhook(payload, channel_id)
-
-    def verify_signature(
-        self,
-        payload: bytes,
-        signature: str,
-        timestamp: str | None = None,
-        url: str | None = None,
-    ) -> bool:
-        """Check an ``X-Twilio-Signature`` header with the auth token.
-
-        Args:
-            payload: The raw request body (or the decoded form fields).
-            signature: The header's value.
-            timestamp: Unused (Twilio signs no timestamp); kept for the ABC's signature.
-            url: The full URL Twilio called, query string included.
-
-        Raises:
-            ValueError: ``url`` is missing (Twilio's signature covers it).
-        """
-        if not url:
-            raise ValueError("Twilio signs the webhook URL: pass url=")
-        return verify_twilio_signature(
-            self._config.auth_token.get_secret_value(), url, payload, signature
-        )
-
-    async def close(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        await self._http.aclose()

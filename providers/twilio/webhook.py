@@ -74,7 +74,7 @@ def parse_twilio_webhook(payload: Mapping[str, Any], channel_id: str) -> Inbound
     Raises:
         ValueError: ``payload`` is not an inbound message (a status callback, say).
     """
-    return _inbound(extract_twilio_meta(payload), channel_id)
+    return extract_twilio_meta(payload).to_inbound(channel_id)
 
 
 def parse_twilio_rcs_webhook(payload: Mapping[str, Any], channel_id: str) -> InboundMessage:
@@ -83,13 +83,7 @@ def parse_twilio_rcs_webhook(payload: Mapping[str, Any], channel_id: str) -> Inb
     Raises:
         ValueError: ``payload`` is not an inbound message.
     """
-    return _inbound(extract_twilio_rcs_meta(payload), channel_id)
-
-
-def _inbound(meta: WebhookMeta, channel_id: str) -> InboundMessage:
-    if not meta.is_inbound:
-        raise ValueError("Twilio webhook is not an inbound message")
-    return meta.to_inbound(channel_id)
+    return extract_twilio_rcs_meta(payload).to_inbound(channel_id)
 
 
 def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:

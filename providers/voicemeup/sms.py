@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from providers.sms._http import HTTPFailure, VendorHTTP, response_json
-from providers.sms._outbound import render_outbound, split_text
+from providers._http import HTTPFailure, body_error_parser, code_and_message, response_json
+from providers._vendor import VendorProvider
+from providers.sms._outbound import refusal, render_outbound, split_text
 from providers.sms.base import SMSProvider
 from providers.voicemeup.config import VoiceMeUpConfig
 from providers.voicemeup.mms import VoiceMeUpMMSAggregator
@@ -40,14 +41,13 @@ def voicemeup_error(body: Any) -> tuple[str | None, str | None]:
     if isinstance(first, list) and first:
         first = first[0]
     if isinstance(first, dict):
-        code, text = first.get("code"), first.get("message") or first.get("text")
-        return (
-            str(code) if isinstance(code, int | str) and code != "" else None,
-            text if isinstance(text, str) else None,
-        )
+        return code_and_message(first.get("code"), first.get("message") or first.get("text"))
     if isinstance(first, str):
         return None, first
     return None, None
+
+
+_ERRORS = body_error_parser(voicemeup_error)
 
 
 def _message_id(body: Any) -> str | None:
@@ -68,7 +68,7 @@ def _digits(number: str) -> str:
     return number[1:] if number.startswith("+") else number
 
 
-class VoiceMeUpSMSProvider(SMSProvider):
+class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
     """Sends SMS / MMS through VoiceMeUp and reads its webhooks.
 
     ``POST {root}/api/v1.1/json/queue_sms``, form data: ``username``, ``auth_token``,
@@ -96,23 +96,17 @@ class VoiceMeUpSMSProvider(SMSProvider):
         client: httpx.AsyncClient | None = None,
         aggregator: VoiceMeUpMMSAggregator | None = None,
     ) -> None:
-        self._config = config
-        self.aggregator = aggregator if aggregator is not None else VoiceMeUpMMSAggregator()
-        self._http = VendorHTTP(
-            "VoiceMeUpSMSProvider",
-            code_prefix="voicemeup",
+        super().__init__(
+            config,
             client=client,
-            timeout=config.timeout,
+            code_prefix="voicemeup",
+            secrets=[config.auth_token],
             logger=logger,
         )
+        self.aggregator = aggregator if aggregator is not None else VoiceMeUpMMSAggregator()
 
     def __repr__(self) -> str:
         return f"VoiceMeUpSMSProvider(username={self._config.username!r})"
-
-    @property
-    def config(self) -> VoiceMeUpConfig:
-        """The provider's configuration (the auth token stays a ``SecretStr``)."""
-        return self._config
 
     @property
     def from_number(self) -> str:
@@ -134,10 +128,8 @@ class VoiceMeUpSMSProvider(SMSProvider):
             ``metadata["message_ids"]`` then lists the parts already queued.
         """
         message = render_outbound(event.content)
-        if message.is_empty:
-            return ProviderResult(success=False, error="empty_message")
-        if not to:
-            return ProviderResult(success=False, error="missing_recipient")
+        if (refused := refusal(message, to, ProviderResult)) is not None:
+            return refused
         config = self._config
         texts = split_text(message.text, config.max_message_length) if message.text else []
         urls = [item.url for item in message.media]
@@ -175,7 +167,7 @@ class VoiceMeUpSMSProvider(SMSProvider):
     async def _queue(self, form: dict[str, str]) -> str | HTTPFailure:
         """One ``queue_sms`` call; the message id ("" when VoiceMeUp gave none)."""
         outcome = await self._http.request(
-            "POST", self._config.queue_sms_url, data=form, extract_error=voicemeup_error
+            "POST", self._config.queue_sms_url, data=form, error_parser=_ERRORS
         )
         if isinstance(outcome, HTTPFailure):
             return outcome
@@ -184,14 +176,14 @@ class VoiceMeUpSMSProvider(SMSProvider):
         if isinstance(status, str) and status.lower() not in _SUCCESS:
             # VoiceMeUp reports request errors in a 200 answer.
             code, text = voicemeup_error(body)
-            logger.warning("voicemeup refused a message: %s (%s)", code or status, text)
-            return HTTPFailure(
-                f"voicemeup_{code}" if code else "voicemeup_error",
-                (text or status)[:300],
-                provider=self._http.provider,
-                status_code=outcome.status_code,
+            failure = self._http.answer_failure(
+                outcome,
+                text or status,
+                error=f"voicemeup_{code}" if code else "voicemeup_error",
                 vendor_code=code,
             )
+            logger.warning("voicemeup refused a message: %s (%s)", failure.error, failure.message)
+            return failure
         return _message_id(body) or ""
 
     async def parse_webhook(  # type: ignore[override]
@@ -207,7 +199,3 @@ class VoiceMeUpSMSProvider(SMSProvider):
             ValueError: ``payload`` is not an inbound message.
         """
         return parse_voicemeup_webhook(payload, channel_id, aggregator=self.aggregator)
-
-    async def close(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        await self._http.aclose()

@@ -5,16 +5,14 @@ first access."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from providers._lazy import lazy_exports
 from providers.whatsapp.base import WhatsAppProvider
 from providers.whatsapp.mock import MockWhatsAppProvider
 
 __all__ = ["MockWhatsAppProvider", "WhatsAppProvider"]
 
-# Vendor implementations load on first access (PEP 562), so that importing the package
-# (and ``providers``) stays light; ``__all__`` keeps the names ``providers`` re-exports.
+# Vendor implementations load on first access, so that importing the package (and
+# ``providers``) stays light; ``__all__`` keeps the names ``providers`` re-exports.
 _VENDOR_EXPORTS: dict[str, str] = {
     "WhatsAppCloudConfig": "providers.whatsapp.cloud",
     "WhatsAppCloudProvider": "providers.whatsapp.cloud",
@@ -26,15 +24,4 @@ _VENDOR_EXPORTS: dict[str, str] = {
     "WhatsAppPersonalSource": "providers.whatsapp.personal",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _VENDOR_EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_VENDOR_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _VENDOR_EXPORTS)

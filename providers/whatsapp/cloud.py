@@ -18,18 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from providers._http import HTTPFailure, response_json
+from providers._meta import GraphProvider
 from providers.errors import ProviderError
-from providers.http._render import content_text, rich_buttons, rich_text
-from providers.http._vendor import (
-    HTTPClientOwner,
-    VendorAPIError,
-    VendorHTTP,
-    graph_error_parser,
-    json_body,
-    mask_recipient,
-)
+from providers.http._render import Unsendable, content_text, public_url, rich_buttons, rich_text
 from providers.whatsapp.base import WhatsAppProvider
-from providers.whatsapp.cloud_webhook import parse_whatsapp_webhook, verify_whatsapp_signature
+from providers.whatsapp.cloud_webhook import parse_whatsapp_webhook
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.event import (
     AudioContent,
@@ -68,7 +62,7 @@ class WhatsAppCloudConfig(BaseModel):
         base_url: Graph API root, without a trailing slash.
         template_language: Language code for :meth:`WhatsAppCloudProvider.send_template`.
         preview_url: Let WhatsApp render link previews in text messages.
-        timeout: Seconds before a request times out (for the client the provider creates).
+        timeout: Seconds before a request times out.
     """
 
     access_token: SecretStr
@@ -82,33 +76,21 @@ class WhatsAppCloudConfig(BaseModel):
     timeout: float = Field(default=10.0, gt=0)
 
 
-class _Unsendable(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 def _text(body: str, preview_url: bool) -> dict[str, Any]:
     if not body.strip():
-        raise _Unsendable("empty_message")
+        raise Unsendable("empty_message")
     return {"type": "text", "text": {"body": body, "preview_url": preview_url}}
 
 
-def _link(url: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        # The Cloud API fetches media by link; data: URLs would need the media upload API.
-        raise _Unsendable("unsupported_media_url")
-    return url
-
-
 def _media(content: MediaContent | AudioContent | VideoContent) -> dict[str, Any]:
+    # The Cloud API fetches media by link; data: URLs would need the media upload API.
     if isinstance(content, AudioContent):
-        return {"type": "audio", "audio": {"link": _link(content.url)}}
+        return {"type": "audio", "audio": {"link": public_url(content.url)}}
     if isinstance(content, VideoContent):
-        return {"type": "video", "video": {"link": _link(content.url)}}
+        return {"type": "video", "video": {"link": public_url(content.url)}}
     major = content.mime_type.partition("/")[0]
     kind = major if major in ("image", "video", "audio") else "document"
-    media: dict[str, Any] = {"link": _link(content.url)}
+    media: dict[str, Any] = {"link": public_url(content.url)}
     if content.caption and kind != "audio":  # audio messages have no caption
         media["caption"] = content.caption
     if kind == "document" and content.filename:
@@ -127,7 +109,7 @@ def _rich(content: RichContent, preview_url: bool) -> dict[str, Any]:
     if not replies:
         return _text(body, preview_url)
     if not body.strip():
-        raise _Unsendable("empty_message")  # an interactive message needs a body
+        raise Unsendable("empty_message")  # an interactive message needs a body
     if len(replies) > MAX_REPLY_BUTTONS:
         logger.info(
             "whatsapp shows at most %d reply buttons; dropping the rest", MAX_REPLY_BUTTONS
@@ -175,7 +157,7 @@ def _whatsapp_messages(
     """The Cloud API message bodies (without ``messaging_product`` / ``to``) for ``content``.
 
     Raises:
-        _Unsendable: Nothing to send, or media without an http(s) URL.
+        Unsendable: Nothing to send, or media without an http(s) URL.
     """
     if isinstance(content, RichContent):
         return [_rich(content, preview_url)]
@@ -198,11 +180,11 @@ def _whatsapp_messages(
         for part in content.parts:
             try:
                 messages.extend(_whatsapp_messages(part, preview_url=preview_url))
-            except _Unsendable as exc:
+            except Unsendable as exc:
                 if exc.code != "empty_message":
                     raise
         if not messages:
-            raise _Unsendable("empty_message")
+            raise Unsendable("empty_message")
         return messages
     return [_text(content_text(content), preview_url)]
 
@@ -213,7 +195,14 @@ def _recipient(to: str) -> str:
     return digits or to
 
 
-class WhatsAppCloudProvider(HTTPClientOwner, WhatsAppProvider):
+def _message_id(body: Any) -> str | None:
+    sent = body.get("messages") if isinstance(body, dict) else None
+    first = sent[0] if isinstance(sent, list) and sent else None
+    message_id = first.get("id") if isinstance(first, dict) else None
+    return message_id if isinstance(message_id, str) else None
+
+
+class WhatsAppCloudProvider(GraphProvider[WhatsAppCloudConfig], WhatsAppProvider):
     """Sends WhatsApp Business messages through the Cloud API.
 
     Args:
@@ -228,50 +217,17 @@ class WhatsAppCloudProvider(HTTPClientOwner, WhatsAppProvider):
     def __init__(
         self, config: WhatsAppCloudConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
-        self._config = config
-        self._http = VendorHTTP(self.name, client=client, timeout=config.timeout)
-        self._graph = f"{config.base_url}/{config.api_version}"
-        self._errors = graph_error_parser("whatsapp")
-
-    @property
-    def config(self) -> WhatsAppCloudConfig:
-        """The provider's settings."""
-        return self._config
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._config.access_token.get_secret_value()}"}
+        super().__init__(
+            config, client=client, token=config.access_token, code_prefix="whatsapp", logger=logger
+        )
+        self._graph_url = f"{config.base_url}/{config.api_version}"
+        self._messages_url = f"{self._graph_url}/{config.phone_number_id}/messages"
 
     async def _post(self, to: str, messages: list[dict[str, Any]]) -> ProviderResult:
-        """Send ``messages`` in order, stopping at the first failure."""
-        url = f"{self._graph}/{self._config.phone_number_id}/messages"
-        ids: list[str] = []
-        for message in messages:
-            payload = {
-                "messaging_product": "whatsapp",
-                "recipient_type": "individual",
-                "to": _recipient(to),
-                **message,
-            }
-            try:
-                response = await self._http.request(
-                    "POST", url, json=payload, headers=self._headers(), error_parser=self._errors
-                )
-            except VendorAPIError as exc:
-                logger.warning("whatsapp send to %s failed: %s", mask_recipient(to), exc.code)
-                result = exc.to_result()
-                if ids:
-                    result.metadata["message_ids"] = ids
-                return result
-            body = json_body(response)
-            sent = body.get("messages") if isinstance(body, dict) else None
-            first = sent[0] if isinstance(sent, list) and sent else None
-            if isinstance(first, dict) and isinstance(first.get("id"), str):
-                ids.append(first["id"])
-        return ProviderResult(
-            success=True,
-            provider_message_id=ids[0] if ids else None,
-            metadata={"message_ids": ids},
-        )
+        """Send ``messages`` to ``to`` in order, stopping at the first failure."""
+        envelope = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+        payloads = ({**envelope, "to": _recipient(to), **m} for m in messages)
+        return await self._post_all(self._messages_url, payloads, _message_id)
 
     async def send(self, event: RoomEvent, to: str) -> ProviderResult:
         """Send ``event``'s content to the WhatsApp number ``to``.
@@ -289,7 +245,7 @@ class WhatsAppCloudProvider(HTTPClientOwner, WhatsAppProvider):
             return ProviderResult(success=False, error="missing_recipient")
         try:
             messages = _whatsapp_messages(event.content, preview_url=self._config.preview_url)
-        except _Unsendable as exc:
+        except Unsendable as exc:
             return ProviderResult(success=False, error=exc.code)
         return await self._post(to, messages)
 
@@ -315,16 +271,9 @@ class WhatsAppCloudProvider(HTTPClientOwner, WhatsAppProvider):
     async def mark_read(self, message_id: str) -> ProviderResult:
         """Mark an inbound message (and earlier ones) as read (blue ticks)."""
         payload = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
-        try:
-            await self._http.request(
-                "POST",
-                f"{self._graph}/{self._config.phone_number_id}/messages",
-                json=payload,
-                headers=self._headers(),
-                error_parser=self._errors,
-            )
-        except VendorAPIError as exc:
-            return exc.to_result()
+        outcome = await self._graph("POST", self._messages_url, json=payload)
+        if isinstance(outcome, HTTPFailure):
+            return outcome.to_result(ProviderResult)
         return ProviderResult(success=True, provider_message_id=message_id)
 
     async def get_media_url(self, media_id: str) -> str:
@@ -333,10 +282,10 @@ class WhatsAppCloudProvider(HTTPClientOwner, WhatsAppProvider):
         Raises:
             ProviderError: The lookup failed (a ``VendorAPIError`` with its error code).
         """
-        response = await self._http.request(
-            "GET", f"{self._graph}/{media_id}", headers=self._headers(), error_parser=self._errors
-        )
-        body = json_body(response)
+        outcome = await self._graph("GET", f"{self._graph_url}/{media_id}")
+        if isinstance(outcome, HTTPFailure):
+            raise outcome.to_error()
+        body = response_json(outcome)
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url:
             raise ProviderError("WhatsApp media lookup returned no url", provider=self.name)
@@ -348,17 +297,7 @@ class WhatsAppCloudProvider(HTTPClientOwner, WhatsAppProvider):
         Raises:
             ProviderError: The payload is not an object or carries no inbound message.
         """
-        messages = parse_whatsapp_webhook(payload, channel_id, media_base_url=self._graph)
+        messages = parse_whatsapp_webhook(payload, channel_id, media_base_url=self._graph_url)
         if not messages:
             raise ProviderError("WhatsApp webhook carries no inbound message", provider=self.name)
         return messages[0]
-
-    def verify_signature(self, payload: bytes, signature: str | None) -> bool:
-        """Check a webhook's ``X-Hub-Signature-256`` header against the raw body.
-
-        Raises:
-            ValueError: ``config.app_secret`` is not set.
-        """
-        if self._config.app_secret is None:
-            raise ValueError("WhatsAppCloudConfig.app_secret is required to verify signatures")
-        return verify_whatsapp_signature(payload, signature, self._config.app_secret)

@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from providers._meta import verify_meta_signature, verify_meta_subscription
 from providers.errors import ProviderError
-from providers.http._vendor import verify_hmac_sha256_hex, verify_meta_subscription
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import (
     AudioContent,
@@ -57,7 +57,7 @@ def verify_whatsapp_signature(
     body: bytes, signature: str | None, app_secret: SecretStr | str
 ) -> bool:
     """Whether ``signature`` (the ``X-Hub-Signature-256`` header) signs the raw ``body``."""
-    return verify_hmac_sha256_hex(app_secret, body, signature, prefix="sha256=")
+    return verify_meta_signature(body, signature, app_secret)
 
 
 def verify_whatsapp_subscription(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -14,25 +13,19 @@ from providers.ai import AIContext, AIMessage, AIToolCall
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.anthropic import AnthropicAIProvider, AnthropicConfig
 from providers.errors import ProviderError
-from roomkit import AIChannel, ChannelCategory, RoomKit
-from tests.providers.test_common_ai import (
+from tests.providers.ai_support import (
     CAT_URL,
     ChunkedStream,
     FakeAPI,
+    ai_room,
     rich_context,
     sse_body,
     sse_response,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import text
 
 KEY = "sk-ant-test-0123456789"
 MESSAGES_URL = "https://api.anthropic.com/v1/messages"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAPI]:
-    async with FakeAPI() as api:
-        yield api
 
 
 def provider(client: httpx.AsyncClient, **config: Any) -> AnthropicAIProvider:
@@ -468,15 +461,7 @@ class TestEndToEnd:
     async def test_claude_answers_in_the_room(self, fake: FakeAPI) -> None:
         client = fake.client
         fake.reply(httpx.Response(200, json=message()))
-        async with RoomKit() as kit:
-            sms = SimpleChannel("sms")
-            kit.register_channel(sms)
-            kit.register_channel(
-                AIChannel("ai", provider=provider(client), system_prompt="Be brief.")
-            )
-            await kit.create_room(room_id="r1")
-            await kit.attach_channel("r1", "sms")
-            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        async with ai_room(provider(client), system_prompt="Be brief.") as (kit, sms):
             await kit.process_inbound(text("sms", "hello"))
             assert sms.texts() == ["Hi from Claude"]
         assert fake.body["system"] == "Be brief."

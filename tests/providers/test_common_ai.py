@@ -1,154 +1,27 @@
-"""What the AI vendor providers share: the SSE decoder, HTTP error mapping, data: URLs.
-
-Also home of :class:`FakeAPI` and :func:`rich_context`, used by the per-vendor test modules.
-"""
+"""What the AI vendor providers share: the SSE decoder, HTTP error mapping, data: URLs."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from providers._http import import_httpx
 from providers._sse import SSEDecoder, SSEError, SSEEvent, aiter_sse
-from providers.ai import AIContext, AIImagePart, AIMessage, AITextPart, AITool, AIToolCall
+from providers.ai import AIMessage, AIToolCall
 from providers.ai._data_url import DataURL, parse_data_url
-from providers.ai._errors import parse_retry_after, vendor_error_message
-from providers.ai._http import VendorClient, import_httpx
+from providers.ai._http import VendorClient
 from providers.ai._messages import tool_call_id, tool_calls
 from providers.ai._streaming import AIStreamEnd, AITextDelta
 from providers.errors import ProviderError
 from providers.pydantic_ai import PydanticAIConfig
-
-Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
-
-
-class FakeAPI:
-    """A vendor API behind ``httpx.MockTransport``: queued replies, recorded requests.
-
-    Use it as an async context manager: it owns :attr:`client`, a client on that transport.
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-        self.replies: list[Reply] = []
-        self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
-
-    async def __aenter__(self) -> FakeAPI:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.client.aclose()
-
-    def reply(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0)
-        return reply(request) if callable(reply) else reply
-
-    @property
-    def request(self) -> httpx.Request:
-        (request,) = self.requests
-        return request
-
-    @property
-    def body(self) -> Any:
-        return json.loads(self.request.content)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAPI]:
-    async with FakeAPI() as api:
-        yield api
-
-
-def sse_body(*events: tuple[str | None, object]) -> bytes:
-    """An event stream: each ``(event name or None, JSON data or raw str)`` as one event."""
-    lines = []
-    for name, data in events:
-        if name is not None:
-            lines.append(f"event: {name}")
-        lines.append(f"data: {data if isinstance(data, str) else json.dumps(data)}")
-        lines.append("")
-    return ("\n".join(lines) + "\n").encode()
-
-
-class ChunkedStream(httpx.AsyncByteStream):
-    """A response body delivered in small chunks, which records whether it was closed."""
-
-    def __init__(self, body: bytes, chunk: int = 7) -> None:
-        self.body, self.chunk, self.closed = body, chunk, False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for start in range(0, len(self.body), self.chunk):
-            yield self.body[start : start + self.chunk]
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-def sse_response(body: bytes, chunk: int = 7) -> httpx.Response:
-    """A streamed 200 ``text/event-stream`` response delivering ``body`` in small chunks."""
-    return httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, stream=ChunkedStream(body, chunk)
-    )
-
-
-WEATHER_TOOL = AITool(
-    name="get_weather",
-    description="Current weather for a city",
-    parameters={
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-)
-PNG_DATA_URL = "data:image/png;base64,iVBORw0KGgo="
-CAT_URL = "https://images.example.com/cat.jpg"
-
-
-def rich_context() -> AIContext:
-    """A context using every feature: system prompt and message, images, a tool turn."""
-    return AIContext(
-        system_prompt="You are a concise assistant.",
-        temperature=0.3,
-        max_tokens=256,
-        tools=[WEATHER_TOOL],
-        messages=[
-            AIMessage(role="system", content="Answer in English."),
-            AIMessage(role="user", content="Hi, I'm in Paris."),
-            AIMessage(role="assistant", content="Hello! How can I help?"),
-            AIMessage(
-                role="user",
-                content=[
-                    AITextPart(text="What is on these pictures?"),
-                    AIImagePart(url=CAT_URL, mime_type="image/jpeg"),
-                    AIImagePart(url=PNG_DATA_URL),
-                ],
-            ),
-            AIMessage(
-                role="assistant",
-                content="Let me check the weather.",
-                metadata={
-                    "tool_calls": [
-                        AIToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})
-                    ]
-                },
-            ),
-            AIMessage(role="tool", content='{"temp_c": 18}', metadata={"tool_call_id": "call_1"}),
-        ],
-    )
-
+from tests.providers.ai_support import CAT_URL, PNG_DATA_URL, FakeAPI
 
 # --- SSE decoder ---------------------------------------------------------------------------
 
@@ -281,36 +154,6 @@ class TestMessageConventions:
 
 
 # --- HTTP and error mapping ----------------------------------------------------------------
-
-
-class TestRetryAfter:
-    def test_seconds_milliseconds_and_dates(self) -> None:
-        now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
-        assert parse_retry_after({"retry-after": "30"}) == 30.0
-        assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-        date = "Wed, 01 Jan 2025 12:00:20 GMT"
-        assert parse_retry_after({"retry-after": date}, now=now) == 20.0
-        assert parse_retry_after({"retry-after": "Wed, 01 Jan 2025 11:00:00 GMT"}, now=now) == 0
-        assert parse_retry_after({"retry-after": "soon"}) is None
-        assert parse_retry_after({"retry-after": "-3"}) is None
-        assert parse_retry_after({}) is None
-
-
-class TestVendorErrorMessage:
-    def test_shapes(self) -> None:
-        assert vendor_error_message({"error": {"type": "x_error", "message": "m"}}) == "x_error: m"
-        assert vendor_error_message({"error": {"status": "UNAVAILABLE"}}) == "UNAVAILABLE"
-        assert vendor_error_message({"message": "plain"}) == "plain"
-        assert vendor_error_message({"error": "text"}) == "text"
-        assert vendor_error_message(["no"]) == ""
-
-    def test_long_messages_are_cut_and_secrets_masked(self) -> None:
-        message = vendor_error_message({"message": "key sk-secret " + "x" * 1000}, ["sk-secret"])
-        assert "sk-secret" not in message
-        assert message.startswith("key *** ")
-        assert len(message) == 300
-        straddling = vendor_error_message({"message": "x" * 290 + " sk-secret"}, ["sk-secret"])
-        assert "sk-" not in straddling
 
 
 class TestVendorClient:

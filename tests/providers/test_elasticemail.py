@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -12,15 +11,14 @@ import httpx
 import pytest
 
 from providers.elasticemail import ElasticEmailConfig, ElasticEmailProvider
-from roomkit import ChannelType
 from roomkit.models.event import (
     CompositeContent,
-    EventSource,
     MediaContent,
     RichContent,
-    RoomEvent,
     TextContent,
 )
+from tests.providers import http_support
+from tests.providers.http_support import Reply, event
 
 API_KEY = "ee-test-key-123456"
 URL = "https://api.elasticemail.com/v2/email/send"
@@ -28,38 +26,15 @@ OK = httpx.Response(
     200, json={"success": True, "data": {"transactionid": "tx-1", "messageid": "msg-1"}}
 )
 
-Reply = httpx.Response | type[Exception] | Callable[[httpx.Request], httpx.Response]
 
-
-class Recorder:
-    """A MockTransport handler: records requests, answers from a script (the last one repeats)."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies: list[Reply] = list(replies) or [OK]
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if isinstance(reply, type):
-            raise reply("simulated", request=request)  # type: ignore[call-arg]
-        if isinstance(reply, httpx.Response):
-            return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
-        return reply(request)
+class Recorder(http_support.Recorder):
+    default = OK
 
 
 def config(**overrides: Any) -> ElasticEmailConfig:
     values: dict[str, Any] = {"api_key": API_KEY, "from_email": "bot@example.com"}
     values.update(overrides)
     return ElasticEmailConfig(**values)
-
-
-def event(content: Any) -> RoomEvent:
-    return RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="agent", channel_type=ChannelType.WEBSOCKET),
-        content=content,
-    )
 
 
 async def send(

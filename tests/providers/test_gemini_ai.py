@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,24 +12,18 @@ from providers.ai import AIContext, AIMessage, AIToolCall
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.errors import ProviderError
 from providers.gemini import GeminiAIProvider, GeminiConfig
-from roomkit import AIChannel, ChannelCategory, RoomKit
-from tests.providers.test_common_ai import (
+from tests.providers.ai_support import (
     CAT_URL,
     FakeAPI,
+    ai_room,
     rich_context,
     sse_body,
     sse_response,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import text
 
 KEY = "AIzaSy-test-0123456789"
 MODEL_URL = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAPI]:
-    async with FakeAPI() as api:
-        yield api
 
 
 def provider(client: httpx.AsyncClient, **config: Any) -> GeminiAIProvider:
@@ -359,13 +352,7 @@ class TestProvider:
 class TestEndToEnd:
     async def test_gemini_answers_in_the_room(self, fake: FakeAPI) -> None:
         fake.reply(httpx.Response(200, json=generated({"text": "Hi from Gemini"})))
-        async with RoomKit() as kit:
-            sms = SimpleChannel("sms")
-            kit.register_channel(sms)
-            kit.register_channel(AIChannel("ai", provider=provider(fake.client)))
-            await kit.create_room(room_id="r1")
-            await kit.attach_channel("r1", "sms")
-            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        async with ai_room(provider(fake.client)) as (kit, sms):
             await kit.process_inbound(text("sms", "hello"))
             assert sms.texts() == ["Hi from Gemini"]
         assert fake.body["contents"] == [{"role": "user", "parts": [{"text": "hello"}]}]

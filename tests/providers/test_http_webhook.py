@@ -8,7 +8,6 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,29 +24,11 @@ from providers.http import (
 )
 from roomkit import ChannelType, HTTPChannel, RoomKit
 from roomkit.models.event import EventSource, MediaContent, RichContent, RoomEvent, TextContent
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.providers.http_support import Recorder, Reply, agent_room
+from tests.roomkit.kit_helpers import text
 
 URL = "https://hooks.example.com/roomkit"
 SECRET = "whsec-test-secret"
-
-Reply = httpx.Response | type[Exception] | Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A MockTransport handler: records requests, answers from a script (the last one repeats)."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies: list[Reply] = list(replies) or [httpx.Response(200, json={})]
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if isinstance(reply, type):
-            raise reply("simulated", request=request)  # type: ignore[call-arg]
-        if isinstance(reply, httpx.Response):
-            return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
-        return reply(request)
 
 
 def event(content: Any = None, **kwargs: Any) -> RoomEvent:
@@ -264,12 +245,8 @@ async def test_end_to_end_webhook_in_reply_out() -> None:
         provider = WebhookHTTPProvider(
             HTTPProviderConfig(webhook_url=URL, secret=SECRET), client=client
         )
-        kit.register_channel(HTTPChannel("hook", provider=provider))
-        agent = SimpleChannel("agent", ChannelType.WEBSOCKET)
-        kit.register_channel(agent)
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "hook", metadata={"recipient_id": "user-42"})
-        await kit.attach_channel("r1", "agent")
+        channel = HTTPChannel("hook", provider=provider)
+        agent = await agent_room(kit, channel, {"recipient_id": "user-42"})
 
         inbound = parse_http_webhook(
             {"sender_id": "user-42", "body": "Help!", "external_id": "e1"}, "hook"

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,17 +21,17 @@ from providers.messenger import (
     verify_messenger_signature,
     verify_messenger_subscription,
 )
-from roomkit import ChannelType, MessengerChannel, RoomKit
+from roomkit import MessengerChannel, RoomKit
 from roomkit.models.event import (
     AudioContent,
     CompositeContent,
-    EventSource,
     MediaContent,
     RichContent,
-    RoomEvent,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.providers import http_support
+from tests.providers.http_support import Reply, agent_room, event, json_values
+from tests.roomkit.kit_helpers import text
 
 TOKEN = "EAAG-page-token-secret"
 APP_SECRET = "app-secret-123"
@@ -40,31 +39,13 @@ URL = "https://graph.facebook.com/v21.0/me/messages"
 PSID = "6912345678901234"
 PAGE_ID = "1122334455"
 
-Reply = httpx.Response | type[Exception] | Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A MockTransport handler: records requests, answers from a script (the last one repeats)."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies: list[Reply] = list(replies) or [sent("m_1")]
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if isinstance(reply, type):
-            raise reply("simulated", request=request)  # type: ignore[call-arg]
-        if isinstance(reply, httpx.Response):
-            return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
-        return reply(request)
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.content) for r in self.requests]
-
 
 def sent(mid: str) -> httpx.Response:
     return httpx.Response(200, json={"recipient_id": PSID, "message_id": mid})
+
+
+class Recorder(http_support.Recorder):
+    default = sent("m_1")
 
 
 def graph_error(status: int, code: int, **extra: Any) -> httpx.Response:
@@ -74,14 +55,6 @@ def graph_error(status: int, code: int, **extra: Any) -> httpx.Response:
 
 def config(**overrides: Any) -> MessengerConfig:
     return MessengerConfig(**{"page_access_token": TOKEN, "app_secret": APP_SECRET, **overrides})
-
-
-def event(content: Any) -> RoomEvent:
-    return RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="agent", channel_type=ChannelType.WEBSOCKET),
-        content=content,
-    )
 
 
 async def send(recorder: Recorder, content: Any, to: str = PSID) -> Any:
@@ -356,13 +329,6 @@ class TestSignature:
         assert verify_messenger_subscription({**params, "hub.mode": "unsubscribe"}, "vt") is None
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
-)
 items = st.fixed_dictionaries(
     {},
     optional={
@@ -422,12 +388,8 @@ async def test_end_to_end_messenger() -> None:
         RoomKit() as kit,
     ):
         provider = FacebookMessengerProvider(config(), client=client)
-        kit.register_channel(MessengerChannel("fb", provider=provider))
-        agent = SimpleChannel("agent", ChannelType.WEBSOCKET)
-        kit.register_channel(agent)
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "fb", metadata={"facebook_user_id": PSID})
-        await kit.attach_channel("r1", "agent")
+        channel = MessengerChannel("fb", provider=provider)
+        agent = await agent_room(kit, channel, {"facebook_user_id": PSID})
 
         body = json.dumps(webhook(message_item({"mid": "m_in", "text": "Is it open?"}))).encode()
         signature = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,25 +12,19 @@ from providers.ai import AIContext, AIMessage, AIToolCall
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.errors import ProviderError
 from providers.openai import OpenAIAIProvider, OpenAIConfig
-from roomkit import AIChannel, ChannelCategory, RoomKit
-from tests.providers.test_common_ai import (
+from tests.providers.ai_support import (
     CAT_URL,
     PNG_DATA_URL,
     FakeAPI,
+    ai_room,
     rich_context,
     sse_body,
     sse_response,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import text
 
 KEY = "sk-proj-test-0123456789"
 COMPLETIONS_URL = "https://api.openai.com/v1/chat/completions"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAPI]:
-    async with FakeAPI() as api:
-        yield api
 
 
 def provider(client: httpx.AsyncClient, **config: Any) -> OpenAIAIProvider:
@@ -419,13 +412,7 @@ class TestProvider:
 class TestEndToEnd:
     async def test_gpt_answers_in_the_room(self, fake: FakeAPI) -> None:
         fake.reply(httpx.Response(200, json=completion()))
-        async with RoomKit() as kit:
-            sms = SimpleChannel("sms")
-            kit.register_channel(sms)
-            kit.register_channel(AIChannel("ai", provider=provider(fake.client)))
-            await kit.create_room(room_id="r1")
-            await kit.attach_channel("r1", "sms")
-            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        async with ai_room(provider(fake.client)) as (kit, sms):
             await kit.process_inbound(text("sms", "hello"))
             assert sms.texts() == ["Hi from GPT"]
         assert fake.body["messages"] == [{"role": "user", "content": "hello"}]

@@ -6,59 +6,35 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from providers.sendgrid import SendGridConfig, SendGridProvider
-from roomkit import ChannelType, EmailChannel, InboundMessage, RoomKit
+from roomkit import EmailChannel, InboundMessage, RoomKit
 from roomkit.models.event import (
     CompositeContent,
-    EventSource,
     MediaContent,
     RichContent,
-    RoomEvent,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.providers import http_support
+from tests.providers.http_support import Reply, agent_room, event
+from tests.roomkit.kit_helpers import text
 
 API_KEY = "SG.test-key-abcdef"
 URL = "https://api.sendgrid.com/v3/mail/send"
 
-Reply = httpx.Response | type[Exception] | Callable[[httpx.Request], httpx.Response]
 
-
-class Recorder:
-    """A MockTransport handler: records requests, answers from a script (the last one repeats)."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies: list[Reply] = list(replies) or [httpx.Response(202)]
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if isinstance(reply, type):
-            raise reply("simulated", request=request)  # type: ignore[call-arg]
-        if isinstance(reply, httpx.Response):
-            return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
-        return reply(request)
+class Recorder(http_support.Recorder):
+    default = httpx.Response(202)
 
 
 def config(**overrides: Any) -> SendGridConfig:
     values: dict[str, Any] = {"api_key": API_KEY, "from_email": "bot@example.com"}
     values.update(overrides)
     return SendGridConfig(**values)
-
-
-def event(content: Any) -> RoomEvent:
-    return RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="agent", channel_type=ChannelType.WEBSOCKET),
-        content=content,
-    )
 
 
 async def send(
@@ -220,18 +196,10 @@ async def test_end_to_end_email_reply() -> None:
         httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client,
         RoomKit() as kit,
     ):
-        kit.register_channel(
-            EmailChannel("email", provider=SendGridProvider(config(), client=client))
+        channel = EmailChannel("email", provider=SendGridProvider(config(), client=client))
+        agent = await agent_room(
+            kit, channel, {"email_address": "alice@example.com", "subject": "Re: your order"}
         )
-        agent = SimpleChannel("agent", ChannelType.WEBSOCKET)
-        kit.register_channel(agent)
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel(
-            "r1",
-            "email",
-            metadata={"email_address": "alice@example.com", "subject": "Re: your order"},
-        )
-        await kit.attach_channel("r1", "agent")
 
         inbound = InboundMessage(
             channel_id="email",

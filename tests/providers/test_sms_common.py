@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from providers.sms import phone
-from providers.sms._http import HTTPFailure, VendorHTTP, failure_from_response, parse_retry_after
 from providers.sms._outbound import OutboundMedia, render_outbound, split_text
 from providers.sms.meta import (
     WebhookMedia,
@@ -263,50 +262,6 @@ class TestSplitText:
         assert split_text("short", 160) == ["short"]
         with pytest.raises(ValueError):
             split_text("x", 0)
-
-
-class TestHTTPFailures:
-    def test_retry_after(self) -> None:
-        assert parse_retry_after("5") == 5.0
-        assert parse_retry_after(" 2.5 ") == 2.5
-        assert parse_retry_after("-3") == 0.0
-        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
-        assert parse_retry_after("soon") is None
-        assert parse_retry_after("nan") is None
-        assert parse_retry_after(None) is None
-
-    def test_classification(self) -> None:
-        def code(body: Any) -> tuple[str | None, str | None]:
-            return ("E1", "bad") if body else (None, None)
-
-        def failure(status: int, body: Any = None) -> HTTPFailure:
-            response = httpx.Response(status, json=body) if body else httpx.Response(status)
-            return failure_from_response(response, code, provider="P", code_prefix="vendor")
-
-        assert failure(403, {"x": 1}).error == "auth_error"
-        assert failure(429).retryable
-        assert failure(400, {"x": 1}).error == "vendor_E1"
-        assert failure(400).error == "http_400"
-        assert failure(408).retryable
-        assert failure(502, {"x": 1}).error == "http_502"
-        error = failure(503).to_error()
-        assert (error.provider, error.status_code, error.retryable) == ("P", 503, True)
-
-    def test_broken_extractor_does_not_hide_the_failure(self) -> None:
-        def broken(body: Any) -> tuple[str | None, str | None]:
-            raise KeyError("oops")
-
-        response = httpx.Response(400, json={"a": 1})
-        assert failure_from_response(response, broken).error == "http_400"
-
-    async def test_vendor_http_closes_only_its_own_client(self) -> None:
-        import logging
-
-        own = VendorHTTP("P", code_prefix="p", client=None, timeout=1, logger=logging.getLogger())
-        assert own.owns_client
-        await own.aclose()
-        await own.aclose()  # idempotent
-        assert own.client.is_closed
 
 
 def test_importing_providers_loads_no_optional_dependency() -> None:

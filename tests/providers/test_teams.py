@@ -36,12 +36,12 @@ from providers.teams import (
 from roomkit import ChannelType, RoomKit, TeamsChannel
 from roomkit.models.event import (
     CompositeContent,
-    EventSource,
     MediaContent,
     RichContent,
-    RoomEvent,
     TextContent,
 )
+from tests.providers import http_support
+from tests.providers.http_support import event
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 APP_ID = "00000000-1111-2222-3333-444444444444"
@@ -82,16 +82,16 @@ def message_activity(text_: str = "<at>RoomKit Bot</at> hello", **extra: Any) ->
     return activity
 
 
-class BotFramework:
-    """MockTransport handler playing the identity platform and the Bot Connector."""
+class BotFramework(http_support.Recorder):
+    """MockTransport handler playing the identity platform and the Bot Connector (whose replies
+    are the script)."""
+
+    default = httpx.Response(201, json={"id": "1700000000999"})
 
     def __init__(self, *connector_replies: httpx.Response | type[Exception]) -> None:
+        super().__init__(*connector_replies)
         self.token_replies: list[httpx.Response] = []
-        self.connector_replies = list(connector_replies) or [
-            httpx.Response(201, json={"id": "1700000000999"})
-        ]
         self.token_requests: list[httpx.Request] = []
-        self.requests: list[httpx.Request] = []
         self.issued = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -109,24 +109,11 @@ class BotFramework:
                     "access_token": f"bf-token-{self.issued}",
                 },
             )
-        self.requests.append(request)
-        replies = self.connector_replies
-        reply = replies.pop(0) if len(replies) > 1 else replies[0]
-        if isinstance(reply, type):
-            raise reply("simulated", request=request)  # type: ignore[call-arg]
-        return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
+        return super().__call__(request)
 
 
 def config(**overrides: Any) -> TeamsConfig:
     return TeamsConfig(**{"app_id": APP_ID, "app_password": PASSWORD, **overrides})
-
-
-def event(content: Any) -> RoomEvent:
-    return RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="agent", channel_type=ChannelType.WEBSOCKET),
-        content=content,
-    )
 
 
 class Clock:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
 from providers.ai import AIContext, AIMessage
 from providers.openai import OpenAIAIProvider
 from providers.vllm import VLLMConfig, create_vllm_provider
-from tests.providers.test_common_ai import FakeAPI
+from tests.providers.ai_support import FakeAPI
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 REPLY = {
@@ -23,12 +20,6 @@ REPLY = {
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
 CONTEXT = AIContext(messages=[AIMessage(role="user", content="hello")], max_tokens=32)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAPI]:
-    async with FakeAPI() as api:
-        yield api
 
 
 async def test_posts_to_the_local_server_without_a_key(fake: FakeAPI) -> None:

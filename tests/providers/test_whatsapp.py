@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,49 +24,27 @@ from providers.whatsapp import (
     verify_whatsapp_signature,
     verify_whatsapp_subscription,
 )
-from roomkit import ChannelType, RoomKit, WhatsAppChannel
+from roomkit import RoomKit, WhatsAppChannel
 from roomkit.models.event import (
     AudioContent,
     CompositeContent,
     EventContent,
-    EventSource,
     LocationContent,
     MediaContent,
     RichContent,
-    RoomEvent,
     TemplateContent,
     TextContent,
     VideoContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.providers import http_support
+from tests.providers.http_support import Reply, agent_room, event, json_values
+from tests.roomkit.kit_helpers import text
 
 TOKEN = "EAAJ-system-user-token"
 APP_SECRET = "wa-app-secret"
 PHONE_ID = "106540352242922"
 URL = f"https://graph.facebook.com/v21.0/{PHONE_ID}/messages"
 CUSTOMER = "16315551181"
-
-Reply = httpx.Response | type[Exception] | Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A MockTransport handler: records requests, answers from a script (the last one repeats)."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies: list[Reply] = list(replies) or [accepted("wamid.1")]
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if isinstance(reply, type):
-            raise reply("simulated", request=request)  # type: ignore[call-arg]
-        if isinstance(reply, httpx.Response):
-            return httpx.Response(reply.status_code, headers=reply.headers, content=reply.content)
-        return reply(request)
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.content) for r in self.requests]
 
 
 def accepted(wamid: str) -> httpx.Response:
@@ -79,6 +56,10 @@ def accepted(wamid: str) -> httpx.Response:
             "messages": [{"id": wamid}],
         },
     )
+
+
+class Recorder(http_support.Recorder):
+    default = accepted("wamid.1")
 
 
 def graph_error(status: int, code: int) -> httpx.Response:
@@ -93,14 +74,6 @@ def graph_error(status: int, code: int) -> httpx.Response:
 def config(**overrides: Any) -> WhatsAppCloudConfig:
     values = {"access_token": TOKEN, "phone_number_id": PHONE_ID, "app_secret": APP_SECRET}
     return WhatsAppCloudConfig(**{**values, **overrides})
-
-
-def event(content: EventContent) -> RoomEvent:
-    return RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="agent", channel_type=ChannelType.WEBSOCKET),
-        content=content,
-    )
 
 
 async def send(recorder: Recorder, content: EventContent, to: str = f"+{CUSTOMER}") -> Any:
@@ -542,13 +515,6 @@ class TestSignature:
         assert verify_whatsapp_subscription(params, "other") is None
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
-)
 kinds = st.sampled_from(
     ["text", "image", "audio", "video", "document", "sticker", "location", "interactive", "button"]
 )
@@ -678,12 +644,8 @@ async def test_end_to_end_whatsapp() -> None:
         RoomKit() as kit,
     ):
         provider = WhatsAppCloudProvider(config(), client=client)
-        kit.register_channel(WhatsAppChannel("wa", provider=provider))
-        agent = SimpleChannel("agent", ChannelType.WEBSOCKET)
-        kit.register_channel(agent)
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "wa", metadata={"phone_number": f"+{CUSTOMER}"})
-        await kit.attach_channel("r1", "agent")
+        channel = WhatsAppChannel("wa", provider=provider)
+        agent = await agent_room(kit, channel, {"phone_number": f"+{CUSTOMER}"})
 
         body = json.dumps(
             webhook(

@@ -1,0 +1,216 @@
+"""The ``httpx.AsyncClient`` of one provider (owned or borrowed) and the one way it calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from providers._http._error_body import ErrorParser
+from providers._http._failure import HTTPFailure, failure_from_exception, failure_from_response
+from providers._http._secrets import shorten
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["VendorHTTP", "import_httpx"]
+
+
+def import_httpx(provider: str) -> ModuleType:
+    """Import httpx, or fail with a hint naming the provider that needs it.
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+    try:
+        import httpx
+    except ImportError as exc:  # pragma: no cover - httpx is a dev dependency
+        raise ImportError(
+            f"{provider} needs httpx; install it with: pip install 'roomkit[http]' "
+            "(or: pip install httpx)"
+        ) from exc
+    return httpx
+
+
+class VendorHTTP:
+    """The ``httpx.AsyncClient`` of one provider and the one way it sends requests.
+
+    Args:
+        provider: Provider name, for failures and logs.
+        client: An ``httpx.AsyncClient`` to borrow (not closed by :meth:`aclose`); a new
+            client owned by this object when None.
+        timeout: Per-request timeout in seconds (applied to borrowed clients too).
+        code_prefix: Prefix of vendor error codes in failures (see
+            :func:`failure_from_response`); "" to use vendor codes only through parsers.
+        secrets: Values masked in failure messages (API keys, tokens).
+        logger: Where failed calls are logged; ``roomkit.providers.http`` when None.
+
+    Raises:
+        ImportError: httpx is not installed.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        client: httpx.AsyncClient | None,
+        timeout: float,
+        code_prefix: str = "",
+        secrets: Iterable[str] = (),
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._httpx = import_httpx(provider)
+        self._provider = provider
+        self._timeout = timeout
+        self._code_prefix = code_prefix
+        self._secrets = tuple(secret for secret in secrets if secret)
+        self._logger = logger or logging.getLogger("roomkit.providers.http")
+        self._owns_client = client is None
+        self._client: httpx.AsyncClient = (
+            self._httpx.AsyncClient(timeout=timeout) if client is None else client
+        )
+
+    @property
+    def provider(self) -> str:
+        """Name of the provider this client serves."""
+        return self._provider
+
+    @property
+    def httpx_module(self) -> ModuleType:
+        """The httpx module (imported when this object was made)."""
+        return self._httpx
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The underlying client."""
+        return self._client
+
+    @property
+    def owns_client(self) -> bool:
+        """Whether :meth:`aclose` closes the client (it was created here)."""
+        return self._owns_client
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        error_parser: ErrorParser | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response | HTTPFailure:
+        """Send one request; return the 2xx response or why there is none (never raises for
+        network or HTTP failures).
+
+        Args:
+            method: HTTP method.
+            url: Absolute URL (never carrying secrets: they go in headers or the body).
+            error_parser: Reads the vendor's error body (see :func:`failure_from_response`).
+            **kwargs: Passed to ``httpx.AsyncClient.request`` (``content``, ``data``,
+                ``json``, ``files``, ``headers``, ``auth``, ``params``).
+        """
+        if self._client.is_closed:
+            return self._closed_failure()
+        try:
+            response = await self._client.request(method, url, timeout=self._timeout, **kwargs)
+        except (self._httpx.HTTPError, self._httpx.InvalidURL) as exc:
+            return self._exception_failure(exc, method, url)
+        if response.is_success:
+            return response
+        return self._response_failure(response, method, url, error_parser)
+
+    def _closed_failure(self) -> HTTPFailure:
+        """The failure of a call made after :meth:`aclose`."""
+        return HTTPFailure(
+            "client_closed", f"{self._provider} has been closed", provider=self._provider
+        )
+
+    def _exception_failure(self, exc: Exception, method: str, url: str) -> HTTPFailure:
+        """Classify (and log) an httpx exception raised by a call to ``url``."""
+        failure = failure_from_exception(exc, provider=self._provider)
+        self._log(method, url, failure)
+        return failure
+
+    def _response_failure(
+        self,
+        response: httpx.Response,
+        method: str,
+        url: str,
+        error_parser: ErrorParser | None = None,
+    ) -> HTTPFailure:
+        """Classify (and log) a non-2xx response whose body has been read."""
+        failure = failure_from_response(
+            response,
+            error_parser,
+            provider=self._provider,
+            code_prefix=self._code_prefix,
+            secrets=self._secrets,
+        )
+        self._log(method, url, failure)
+        return failure
+
+    def answer_failure(
+        self,
+        response: httpx.Response,
+        message: str,
+        *,
+        error: str = "invalid_response",
+        vendor_code: str | None = None,
+    ) -> HTTPFailure:
+        """The failure of a call whose 2xx answer still says it failed: by lacking what the
+        call needs (``invalid_response``), or by carrying the vendor's own error (vendors that
+        report errors with HTTP 200). ``message`` is shortened with the secrets masked."""
+        return HTTPFailure(
+            error,
+            shorten(message, self._secrets),
+            provider=self._provider,
+            status_code=response.status_code,
+            vendor_code=vendor_code,
+        )
+
+    def _log(self, method: str, url: str, failure: HTTPFailure) -> None:
+        self._logger.warning(
+            "%s %s %s failed: %s%s (%s)",
+            self._provider,
+            method,
+            url.split("?", 1)[0],  # no query: it could carry identifiers
+            failure.error,
+            "" if failure.status_code is None else f" [HTTP {failure.status_code}]",
+            failure.message,
+        )
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        error_parser: ErrorParser | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[httpx.Response]:
+        """Send one request and hold its 2xx response open for streaming its body.
+
+        A stream can fail after it started, so unlike :meth:`request` every failure raises,
+        including a timeout or a dropped connection while the body is read inside the block.
+
+        Raises:
+            VendorAPIError: The client is closed, the request failed or was answered non-2xx.
+        """
+        if self._client.is_closed:
+            raise self._closed_failure().to_error()
+        try:
+            async with self._client.stream(
+                method, url, timeout=self._timeout, **kwargs
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise self._response_failure(response, method, url, error_parser).to_error()
+                yield response
+        except (self._httpx.HTTPError, self._httpx.InvalidURL) as exc:
+            raise self._exception_failure(exc, method, url).to_error() from exc
+
+    async def aclose(self) -> None:
+        """Close the client if it was created here (idempotent; a borrowed client stays open)."""
+        if self._owns_client and not self._client.is_closed:
+            await self._client.aclose()

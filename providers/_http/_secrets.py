@@ -1,0 +1,38 @@
+"""Credentials in vendor calls: reading them, sending them, and masking them in messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import SecretStr
+
+__all__ = ["MAX_MESSAGE", "bearer", "redact", "secret_value", "shorten"]
+
+MAX_MESSAGE = 300
+"""Longest vendor message kept: a vendor echoing a large request body must not flood logs."""
+
+
+def secret_value(secret: SecretStr | str) -> str:
+    """The plain value of a secret (configs hold ``SecretStr``; helpers also accept ``str``)."""
+    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+
+
+def bearer(token: SecretStr | str) -> dict[str, str]:
+    """The ``Authorization: Bearer`` header for ``token``."""
+    return {"Authorization": f"Bearer {secret_value(token)}"}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def shorten(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with ``secrets`` masked (see :func:`redact`), cut to :data:`MAX_MESSAGE`
+    characters."""
+    # Masked before shortening: a cut could otherwise leave half a key unmasked.
+    text = redact(text, secrets)
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
