@@ -60,6 +60,7 @@ from eventlog._nats_codec import (
 from eventlog._nats_errors import (
     ERR_WRONG_LAST_SEQUENCE,
     ServerBusy,
+    is_transient,
 )
 from eventlog._nats_io import JetStreamIO, Stored
 from eventlog._nats_reads import list_streams, read_log, read_stream
@@ -76,7 +77,13 @@ from eventlog.errors import (
 )
 from eventlog.record import NewEvent, Record, Snapshot, StreamInfo
 
-__all__ = ["NatsEventLog"]
+__all__ = ["NatsEventLog", "close_nats_client", "is_transient_nats_error", "open_nats_client"]
+
+# The connection helpers, public for other NATS users of the same process (the RoomKit
+# ingress): one place decides the reconnect settings and which failures are transient.
+open_nats_client = open_client
+close_nats_client = close_quietly
+is_transient_nats_error = is_transient
 
 logger = logging.getLogger("roomkit.eventlog.nats")
 

@@ -25,6 +25,8 @@ from nats.js.api import (
 )
 from nats.js.client import JetStreamContext
 
+from eventlog import LogUnavailable
+from eventlog.nats import close_nats_client, is_transient_nats_error, open_nats_client
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 
 __all__ = [
@@ -40,25 +42,10 @@ logger = logging.getLogger("roomkit.ingress")
 #: ``add_stream`` with a name that exists with another configuration.
 ERR_STREAM_NAME_IN_USE = 10058
 
-# Failures that go away once the server is back (restart, leader election, reconnect).
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    TimeoutError,  # nats.errors.TimeoutError and asyncio's are subclasses of the built-in
-    nats.errors.NoRespondersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoServersError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-    ConnectionError,
-)
-
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a NATS call that raised ``exc`` may succeed later (server or link away)."""
-    if isinstance(exc, _TRANSIENT):
-        return True
-    return isinstance(exc, nats.js.errors.APIError) and exc.code == 503
+    return is_transient_nats_error(exc)
 
 
 async def connect(
@@ -69,44 +56,26 @@ async def connect(
     name: str,
     options: Mapping[str, Any] | None = None,
 ) -> NatsClient:
-    """A client that reconnects for ever, quickly (the default 2 s wait stalls every outage).
+    """A client that reconnects for ever, quickly (the event log's settings, see
+    ``eventlog.nats.open_nats_client``).
 
     Raises:
         IngressUnavailable: no server answered within ``connect_timeout``.
     """
-    nc = NatsClient()
-    settings: dict[str, Any] = {
-        "servers": [servers] if isinstance(servers, str) else list(servers),
-        "name": name,
-        "reconnect_time_wait": 0.1,
-        "max_reconnect_attempts": -1,
-        "connect_timeout": max(1, round(min(connect_timeout, request_timeout))),
-        "flush_timeout": request_timeout,
-        "error_cb": _on_error,
-        "disconnected_cb": _on_disconnected,
-        "reconnected_cb": _on_reconnected,
-    }
-    settings.update(options or {})
     try:
-        # With max_reconnect_attempts=-1 nats-py never gives up on the first connection either.
-        with anyio.fail_after(connect_timeout):
-            await nc.connect(**settings)
-    except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await close_quietly(nc)
-        if isinstance(exc, TimeoutError | OSError | nats.errors.Error):
-            raise IngressUnavailable(f"cannot connect to NATS at {servers}") from exc
-        raise
-    return nc
+        return await open_nats_client(
+            [servers] if isinstance(servers, str) else list(servers),
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            options={"name": name, **(options or {})},
+        )
+    except LogUnavailable as exc:
+        raise IngressUnavailable(f"cannot connect to NATS at {servers}") from exc
 
 
 async def close_quietly(nc: NatsClient) -> None:
     """Close ``nc``, bounded and best effort (the caller already has a better error)."""
-    try:
-        with anyio.move_on_after(5):
-            await nc.close()
-    except Exception as exc:
-        logger.debug("closing the NATS connection: %r", exc)
+    await close_nats_client(nc)
 
 
 async def ensure_stream(
@@ -214,16 +183,3 @@ async def ensure_consumer(
         raise IngressError(f"JetStream refused consumer {durable}: {exc}") from exc
     except (TimeoutError, nats.errors.Error) as exc:
         raise IngressUnavailable(f"JetStream did not answer: {exc!r}") from exc
-
-
-async def _on_error(exc: Exception) -> None:
-    # nats-py reports here what happens in its own tasks (failed reconnects, slow consumers).
-    logger.warning("NATS: %r", exc)
-
-
-async def _on_disconnected() -> None:
-    logger.info("NATS: disconnected")
-
-
-async def _on_reconnected() -> None:
-    logger.info("NATS: reconnected")
