@@ -5,7 +5,7 @@ with the actors' own ``evolve``, so a replayed state is the state the room had::
 
     state = await replay(log, "room-1", until=42)           # or until=a datetime
     async for entry in timeline(log, "room-1"):
-        print(format_entry(entry))
+        out.write(format_entry(entry) + "\n")
     async for line in export_room(log, "room-1"):           # JSON lines
         ...
     await import_room(other_log, lines)                      # same versions, no overwrite

@@ -421,7 +421,7 @@ def timeline(
     """Iterate over the readable history of ``room_id``::
 
         async for entry in timeline(log, "room-1"):
-            print(format_entry(entry))
+            out.write(format_entry(entry) + "\n")
 
     Args:
         log: the log holding the room.
