@@ -78,8 +78,9 @@ _BINDING_CHANGES: dict[str, tuple[EventType, str, HookTrigger | None]] = {
 class _Draft:
     """The facts of one decision, with the timeline indices they take."""
 
-    def __init__(self, state: RoomState, now: datetime) -> None:
-        self.state = state
+    def __init__(self, state: RoomState, now: datetime, room_id: str | None = None) -> None:
+        # The room the facts belong to: the state's, or the one being created.
+        self.room_id = room_id or (state.room.id if state.room is not None else "")
         self.now = now
         self.stamp = now.timestamp()
         self.facts: list[Fact] = []
@@ -122,10 +123,8 @@ class _Draft:
         channel_id: str = "system",
         data: dict[str, Any] | None = None,
     ) -> None:
-        room = self.state.room
-        assert room is not None
         event = audit_event(
-            room.id, type, code, body, self.now, self.next_index(), channel_id, data
+            self.room_id, type, code, body, self.now, self.next_index(), channel_id, data
         )
         self.message(event)
 
@@ -140,9 +139,7 @@ class _Draft:
     ) -> str:
         """Attach a lifecycle hook run to the last fact; return the turn it belongs to (a
         new one, unless ``root`` names one)."""
-        room = self.state.room
-        assert room is not None
-        event = lifecycle_event(room.id, type, code, body, self.now, data)
+        event = lifecycle_event(self.room_id, type, code, body, self.now, data)
         root = root or event.id
         last = self.facts[-1]
         self.facts[-1] = Fact(
@@ -249,9 +246,8 @@ class RoomDecider:
         if state.room is not None:
             return [], Outcome(value=state.room)  # creating an existing room changes nothing
         room = command.room
-        draft = _Draft(state, room.created_at)
+        draft = _Draft(state, room.created_at, room.id)
         draft.add(RoomCreated(room=dump(room)), room)
-        draft.state = _with_room(state, room)
         root = draft.lifecycle(
             HookTrigger.ON_ROOM_CREATED, EventType.SYSTEM, "room_created", "Room created"
         )
@@ -535,12 +531,6 @@ class RoomDecider:
         # extends the turn; a delivery record alone is audit and nobody waits for it.
         settles = bool(cmd.replies or cmd.blocked or cmd.tasks or cmd.observations)
         return draft.facts, Outcome(root=cmd.root if settles else None)
-
-
-def _with_room(state: RoomState, room: Room) -> RoomState:
-    """A throwaway view of ``state`` with ``room`` set, for facts decided with the room."""
-    view = RoomState(room=room, event_count=state.event_count)
-    return view
 
 
 def _plain(value: Any) -> Any:

@@ -19,6 +19,7 @@ import anyio
 from actors import ActorDeadError, ActorSystem, AskTimeout, ConcurrencyConflict
 from eventlog import EventLogError
 from roomkit.core._commands import Outcome
+from roomkit.core._helpers import utcnow
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
@@ -70,10 +71,10 @@ class KitRuntime:
             router=kit._get_router,
             emit=kit._emit_framework_event,
             turns=self.turns,
-            ask_room=self._ask_room_for_delivery,
+            ask_room=self.ask_room,
             tell_room=self._tell_room,
             tell_delivery=self._tell_delivery,
-            now=_utcnow,
+            now=utcnow,
             ask_timeout=settings.ask_timeout,
         )
 
@@ -184,8 +185,7 @@ class KitRuntime:
     async def _drain(self) -> None:
         # Let open turns finish so that close() does not cut deliveries half way.
         with anyio.move_on_after(self._settings.ask_timeout):
-            while len(self.turns):
-                await anyio.sleep(0.01)
+            await self.turns.wait_idle()
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -216,9 +216,6 @@ class KitRuntime:
         assert isinstance(reply, Outcome)
         return reply
 
-    async def _ask_room_for_delivery(self, room_id: str, command: object) -> Any:
-        return await self.ask_room(room_id, command)
-
     async def _tell_room(self, room_id: str, command: object) -> None:
         system = self._system
         assert system is not None
@@ -231,12 +228,6 @@ class KitRuntime:
 
     async def rebuild_store(self) -> None:
         await self.projection.rebuild()
-
-
-def _utcnow() -> Any:
-    from roomkit.core._helpers import utcnow
-
-    return utcnow()
 
 
 def _spawn_host(fn: Any) -> None:

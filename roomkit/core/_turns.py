@@ -33,6 +33,7 @@ class TurnTracker:
 
     def __init__(self) -> None:
         self._turns: dict[str, Turn] = {}
+        self._idle: anyio.Event | None = None  # set when the last open turn ends
 
     def __len__(self) -> int:
         return len(self._turns)
@@ -65,6 +66,17 @@ class TurnTracker:
             del self._turns[root]
             if turn.done is not None:
                 turn.done.set()
+            if not self._turns and self._idle is not None:
+                self._idle.set()
+                self._idle = None
+
+    async def wait_idle(self) -> None:
+        """Return once no turn is open."""
+        if not self._turns:
+            return
+        if self._idle is None:
+            self._idle = anyio.Event()
+        await self._idle.wait()
 
     @staticmethod
     async def wait(turn: Turn) -> int:
