@@ -174,7 +174,25 @@ async def memory(
                 f"(d) memory per idle room ({rooms:,}, 2 channels)",
                 (after_rooms - before) / rooms,
                 "bytes",
-                "log + actors + read model",
+                "log + active actors + read model",
+            )
+        )
+        # What an idle room costs once its actors passivated (after idle_timeout, 300 s by
+        # default): the log (in process for the memory log) and the read model.
+        system = kit._runtime._system
+        assert system is not None
+        for r in range(rooms):
+            await system.passivate("room", f"idle-{r}")
+            await system.passivate("room-delivery", f"idle-{r}")
+        gc.collect()
+        passivated = tracemalloc.get_traced_memory()[0]
+        rows.append(
+            row(
+                name,
+                f"(d) memory per idle room, actors passivated ({rooms:,})",
+                (passivated - before) / rooms,
+                "bytes",
+                "log + read model",
             )
         )
         await _room(kit, "mem", 1)
