@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from roomkit.channels.base import Channel
+from roomkit.core._capabilities import CapabilitiesInterner
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
 from roomkit.core._helpers import HelpersMixin, utcnow
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError
@@ -71,8 +72,10 @@ class ChannelOpsMixin(HelpersMixin):
         attached: ChannelBinding = outcome.value
         return attached
 
-    @staticmethod
+    _capabilities: CapabilitiesInterner
+
     def _new_binding(
+        self,
         room_id: str,
         channel: Channel,
         channel_type: ChannelType | None = None,
@@ -90,7 +93,7 @@ class ChannelOpsMixin(HelpersMixin):
             category=category,
             access=access,
             visibility=visibility,
-            capabilities=channel.capabilities(),
+            capabilities=self._capabilities.capabilities(channel.capabilities()),
             **kwargs,
         )
 

@@ -14,6 +14,7 @@ import msgspec
 from pydantic import BaseModel
 
 from eventlog import Headers, NewEvent, Record
+from roomkit.models.event import RoomEvent
 
 __all__ = [
     "ChannelAttached",
@@ -41,10 +42,15 @@ M = TypeVar("M", bound=BaseModel)
 def dump(model: BaseModel) -> msgspec.Raw:
     """A pydantic model as raw JSON to embed in a domain event.
 
-    Fields that are None are left out (decoding restores them): a binding's
+    Fields equal to their default are left out (decoding restores them): a binding's
     capabilities or an event's empty source fields would otherwise take most of the log.
+    Events keep every field but the None ones: their content's ``type`` is the discriminator
+    of a union and must stay even though it equals its default.
     """
-    return msgspec.Raw(model.__pydantic_serializer__.to_json(model, exclude_none=True))
+    serializer = model.__pydantic_serializer__
+    if isinstance(model, RoomEvent):
+        return msgspec.Raw(serializer.to_json(model, exclude_none=True))
+    return msgspec.Raw(serializer.to_json(model, exclude_defaults=True))
 
 
 def load(model: type[M], raw: msgspec.Raw) -> M:

@@ -58,7 +58,7 @@ class KitRuntime:
         self._kit = kit
         self._settings = settings
         self.turns = TurnTracker()
-        self.projection = StoreProjection(kit._log, kit._store)
+        self.projection = StoreProjection(kit._log, kit._store, kit._capabilities)
         self._system: ActorSystem | None = None
         self._stack: AsyncExitStack | None = None
         self._host_stop: anyio.Event | None = None

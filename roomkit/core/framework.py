@@ -20,6 +20,7 @@ from anyio.abc import TaskStatus
 from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
+from roomkit.core._capabilities import CapabilitiesInterner
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._commands import MarkRead
 from roomkit.core._helpers import FrameworkHandler
@@ -158,6 +159,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._breakers: dict[str, CircuitBreaker] = {}
         self._rate_limiter = TokenBucketRateLimiter()
         self._router: EventRouter | None = None
+        self._capabilities = CapabilitiesInterner()
         self._runtime = KitRuntime(
             self,
             RuntimeSettings(

@@ -245,3 +245,14 @@ async def test_text_roundtrip_is_unchanged(kit: RoomKit) -> None:
     await kit.attach_channel("r1", "b")
     await kit.send_event("r1", "a", TextContent(body="plain"))
     assert b.texts() == ["plain"]
+
+
+async def test_bindings_of_one_channel_share_one_capabilities_instance(kit: RoomKit) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    for room_id in ("r1", "r2"):
+        await kit.create_room(room_id=room_id)
+        await kit.attach_channel(room_id, "sms")
+    first = await kit.get_binding("r1", "sms")
+    second = await kit.get_binding("r2", "sms")
+    assert first.capabilities == second.capabilities
+    assert first.capabilities is second.capabilities  # one instance in the read model
