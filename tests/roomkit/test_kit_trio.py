@@ -1,0 +1,35 @@
+"""The kit is pure anyio on the memory log: the same flows run on trio."""
+
+from __future__ import annotations
+
+import pytest
+
+from roomkit import AIChannel, MockAIProvider, RoomKit
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+async def test_an_entered_kit_runs_the_pipeline_on_trio() -> None:
+    async with RoomKit() as kit:
+        sms = SimpleChannel("sms")
+        kit.register_channel(sms)
+        kit.register_channel(AIChannel("ai", provider=MockAIProvider(["hi back"])))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ai")
+        result = await kit.process_inbound(text("sms", "hello"))
+        assert result.event is not None and result.event.index == 2
+        assert sms.texts() == ["hi back"]
+
+
+async def test_a_kit_that_is_never_entered_starts_and_closes_on_trio() -> None:
+    kit = RoomKit()
+    kit.register_channel(SimpleChannel("sms"))
+    result = await kit.process_inbound(text("sms", "hello"))
+    assert result.event is not None
+    assert [e.index for e in await kit.get_timeline(result.event.room_id)] == [0, 1]
+    await kit.close()
