@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import anyio
@@ -254,11 +254,6 @@ async def bench_inbound(name: str, logs: LogFactory, *, quick: bool = False) -> 
     rows += await fan_out(name, logs, 5_000 // scale)
     rows += await memory(name, logs, 10_000 // scale, 20_000 // scale)
     return rows
-
-
-async def _iterate(rows: list[Row]) -> AsyncIterator[Row]:
-    for r in rows:
-        yield r
 
 
 def main() -> None:

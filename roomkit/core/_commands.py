@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from roomkit.models.channel import ChannelBinding
-from roomkit.models.enums import HookTrigger
 from roomkit.models.event import RoomEvent
 from roomkit.models.hook import InjectedEvent
 from roomkit.models.identity import Identity
@@ -135,14 +134,6 @@ class MarkRead:
 @dataclass(frozen=True, slots=True)
 class GetContext:
     """Reply with the room's current ``RoomContext``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lifecycle:
-    """An async lifecycle hook to run after commit, with its synthetic event."""
-
-    trigger: HookTrigger
-    event: RoomEvent
 
 
 @dataclass(slots=True)

@@ -75,12 +75,7 @@ class KitRuntime:
             tell_room=self._tell_room,
             tell_delivery=self._tell_delivery,
             now=utcnow,
-            ask_timeout=settings.ask_timeout,
         )
-
-    @property
-    def running(self) -> bool:
-        return self._system is not None
 
     # -- start and stop ----------------------------------------------------------------------
 

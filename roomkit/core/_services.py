@@ -33,4 +33,3 @@ class KitServices:
     tell_room: Callable[[str, object], Awaitable[None]]
     tell_delivery: Callable[[str, object], Awaitable[None]]
     now: Callable[[], datetime]
-    ask_timeout: float
