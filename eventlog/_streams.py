@@ -1,10 +1,11 @@
-"""Validation of stream ids, shared by every backend."""
+"""Validation of stream ids and appends, shared by every backend."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sized
 
-from eventlog.errors import InvalidStreamId
+from eventlog.errors import InvalidAppend, InvalidStreamId
 
 # One NATS subject token: no '.', '*', '>' or white space, so that a stream id can be the last
 # token of a subject and wildcards never match more than one stream.
@@ -20,3 +21,20 @@ def check_stream_id(stream: object) -> str:
     if isinstance(stream, str) and _STREAM_ID.fullmatch(stream):
         return stream
     raise InvalidStreamId(stream)
+
+
+def check_append(stream: object, events: Sized, limit: int) -> str:
+    """Return ``stream`` if an append of ``events`` to it is acceptable.
+
+    Raises:
+        InvalidStreamId: ``stream`` is not a valid stream id.
+        InvalidAppend: ``events`` is empty or holds more than ``limit`` events.
+    """
+    name = check_stream_id(stream)
+    if not len(events):
+        raise InvalidAppend(f"append to {name!r} with no events")
+    if len(events) > limit:
+        raise InvalidAppend(
+            f"append to {name!r} with {len(events)} events; at most {limit} per call"
+        )
+    return name

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import anyio
 
-from eventlog._streams import check_stream_id
+from eventlog._streams import check_append, check_stream_id
 from eventlog.base import EventLog, Subscription
-from eventlog.errors import InvalidAppend, WrongExpectedVersion
+from eventlog.errors import WrongExpectedVersion
 from eventlog.record import NewEvent, Record, Snapshot, StreamInfo
 
 __all__ = ["MemoryEventLog"]
@@ -42,14 +42,7 @@ class MemoryEventLog(EventLog):
         *,
         expected_version: int | None,
     ) -> list[Record]:
-        check_stream_id(stream)
-        if not events:
-            raise InvalidAppend(f"append to {stream!r} with no events")
-        if len(events) > self.max_append_events:
-            raise InvalidAppend(
-                f"append to {stream!r} with {len(events)} events; "
-                f"at most {self.max_append_events} per call"
-            )
+        check_append(stream, events, self.max_append_events)
         records = self._streams.get(stream)
         current = len(records) if records is not None else 0
         message_id = events[0].headers.message_id

@@ -66,7 +66,7 @@ from eventlog._nats_io import JetStreamIO, Stored
 from eventlog._nats_reads import list_streams, read_log, read_stream
 from eventlog._nats_setup import close_quietly, ensure_bucket, ensure_stream, open_client
 from eventlog._nats_subscription import NatsSubscription
-from eventlog._streams import check_stream_id
+from eventlog._streams import check_append, check_stream_id
 from eventlog.base import EventLog, Subscription
 from eventlog.codec import decode_snapshot, encode
 from eventlog.errors import (
@@ -296,13 +296,7 @@ class NatsEventLog(EventLog):
         *,
         expected_version: int | None,
     ) -> list[Record]:
-        check_stream_id(stream)
-        if not events:
-            raise InvalidAppend(f"append to {stream!r} with no events")
-        if len(events) > MAX_EVENTS:
-            raise InvalidAppend(
-                f"append to {stream!r} with {len(events)} events; at most {MAX_EVENTS} per call"
-            )
+        check_append(stream, events, self.max_append_events)
         io = self._connected()
         # Every request below has its own timeout (nc.request); the deadline bounds retries.
         return await self._append(io, stream, events, expected_version, io.deadline())
