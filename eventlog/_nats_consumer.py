@@ -22,8 +22,9 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+
+from eventlog._nats_consumer_config import reader_config
 
 __all__ = ["DataHandler", "PushConsumer"]
 
@@ -107,23 +108,16 @@ class PushConsumer:
             pending_bytes_limit=512 * 1024 * 1024,
         )
         self._name = self._nc._nuid.next().decode()
-        config = ConsumerConfig(
-            name=self._name,
-            deliver_subject=inbox,
-            ack_policy=AckPolicy.NONE,
+        config = reader_config(
+            self._name,
             filter_subject=self._filter_subject,
+            start_seq=start_seq,
+            last_per_subject=last_per_subject,
+            inactive_threshold=max(10 * self._idle_heartbeat, 5.0),
+            deliver_subject=inbox,
             flow_control=True,
             idle_heartbeat=self._idle_heartbeat,
-            # The server forgets it soon after we stop listening, even if the delete is lost.
-            inactive_threshold=max(10 * self._idle_heartbeat, 5.0),
-            mem_storage=True,
-            num_replicas=1,
         )
-        if last_per_subject:
-            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
-        else:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = max(start_seq, 1)
         self.last_activity = time.monotonic()
         info = await self._js.add_consumer(self._stream_name, config)
         self.last_activity = time.monotonic()

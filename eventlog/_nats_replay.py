@@ -18,8 +18,8 @@ import anyio
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from eventlog._nats_consumer_config import reader_config
 from eventlog._nats_errors import translate
 from eventlog._nats_io import MAX_BYTES, JetStreamIO, MessageHandler
 from eventlog.errors import LogUnavailable
@@ -123,20 +123,13 @@ async def pull_replay(
     deadline = io.deadline()
     while True:
         name = io.nc._nuid.next().decode()
-        config = ConsumerConfig(
-            name=name,
-            ack_policy=AckPolicy.NONE,
+        config = reader_config(
+            name,
             filter_subject=subject,
-            # The server forgets it soon even if the delete below is lost.
+            start_seq=next_seq,
+            last_per_subject=last_per_subject,
             inactive_threshold=5.0,
-            mem_storage=True,
-            num_replicas=1,
         )
-        if last_per_subject:
-            config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
-        else:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = max(next_seq, 1)
         # Pulled messages keep their own subject, so they are routed by subscription, not by
         # the shared reply inbox: one inbox per consumer (a replaced consumer's stragglers
         # cannot reach its successor).
