@@ -8,16 +8,16 @@ of the kit's own (an asyncio task or a trio system task), stopped by ``stop()`` 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from actors import ActorDeadError, ActorSystem, AskTimeout, ConcurrencyConflict
 from eventlog import EventLogError
+from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
 from roomkit.core._room_actor import DeliveryActor, RoomActor
@@ -138,7 +138,7 @@ class KitRuntime:
         self._starting = anyio.Event()
         self._host_stop = anyio.Event()
         self._host_done = anyio.Event()
-        _spawn_host(self._host)
+        spawn_host(self._host, "roomkit.runtime")
         await self._starting.wait()
         if self._start_error is not None:
             raise self._start_error
@@ -223,21 +223,3 @@ class KitRuntime:
 
     async def rebuild_store(self) -> None:
         await self.projection.rebuild()
-
-
-def _spawn_host(fn: Any) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    if loop is not None:
-        task = loop.create_task(fn(), name="roomkit.runtime")
-        _HOST_TASKS.add(task)
-        task.add_done_callback(_HOST_TASKS.discard)
-        return
-    import trio
-
-    trio.lowlevel.spawn_system_task(fn, name="roomkit.runtime")
-
-
-_HOST_TASKS: set[asyncio.Task[None]] = set()

@@ -16,7 +16,6 @@ until ``close()``. There are three ways to start it, all ending in the same ``ru
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from contextlib import AsyncExitStack
@@ -27,6 +26,7 @@ from typing import Self
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from roomkit._host import spawn_host
 from roomkit.models._defaults import new_id
 from roomkit.realtime.base import EphemeralCallback, EphemeralEvent, RealtimeBackend
 
@@ -68,7 +68,6 @@ class InMemoryRealtime(RealtimeBackend):
         self._stop: anyio.Event | None = None
         self._done: anyio.Event | None = None
         # Strong reference to a lazily spawned asyncio host task (the loop keeps weak ones).
-        self._host_task: asyncio.Task[None] | None = None
         self._exit_stack: AsyncExitStack | None = None
 
     @property
@@ -107,7 +106,6 @@ class InMemoryRealtime(RealtimeBackend):
         finally:
             self._task_group = None
             self._ready = self._stop = self._done = None
-            self._host_task = None
             # Delivery tasks died with the group: forget their subscriptions, so a backend
             # whose owner was cancelled without close() can start again cleanly.
             self._subscriptions.clear()
@@ -199,24 +197,11 @@ class InMemoryRealtime(RealtimeBackend):
             self._ready = anyio.Event()
             self._stop = anyio.Event()
             self._done = anyio.Event()
-            self._spawn_host()
+            spawn_host(self.run, "roomkit.realtime")
         await self._ready.wait()
         if self._task_group is None:
             raise RuntimeError("InMemoryRealtime is closed")
         return self._task_group
-
-    def _spawn_host(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
-            self._host_task = loop.create_task(self.run(), name="roomkit.realtime")
-            return
-        # Not asyncio: anyio's only other backend is trio.
-        import trio
-
-        trio.lowlevel.spawn_system_task(self.run, name="roomkit.realtime")
 
     def _forget(self, sub: _Subscription) -> None:
         if self._subscriptions.get(sub.id) is sub:
