@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -28,7 +28,6 @@ from roomkit.core._commands import (
 from roomkit.core._helpers import HelpersMixin, utcnow
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError
 from roomkit.identity.base import IdentityResolver
-from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryStatus, InboundMessage, InboundResult
 from roomkit.models.enums import (
@@ -80,9 +79,6 @@ class InboundMixin(HelpersMixin):
     _identity_hooks: list[IdentityHookRegistration]
     _delivery_status_handlers: list[Callable[[DeliveryStatus], Any]]
     _inbound_router: Any
-    # Provided by the other mixins of RoomKit (channel ops, room lifecycle).
-    _new_binding: Callable[..., ChannelBinding]
-    _create: Callable[..., Awaitable[Room]]
 
     # -- process_inbound ---------------------------------------------------------------------
 
@@ -117,10 +113,10 @@ class InboundMixin(HelpersMixin):
                 # One command, one append: a crash cannot leave a room without its channel
                 # (a redelivered message would then route to a second room).
                 room_id = uuid4().hex
-                binding = self._new_binding(room_id, channel)
+                binding = self._new_binding(room_id, channel)  # type: ignore[attr-defined]
                 now = utcnow()
                 room = Room(id=room_id, created_at=now, updated_at=now)
-                await self._create(room, (binding,))
+                await self._create(room, (binding,))  # type: ignore[attr-defined]
 
         command = ProcessInbound(message=message, channel=channel)
         if self._identity_resolver is not None and (
