@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 
 from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE
-from eventlog.errors import LogUnavailable
+from eventlog.errors import EventLogError, LogUnavailable
 
 __all__ = ["close_quietly", "ensure_bucket", "ensure_stream", "open_client"]
 
@@ -71,8 +71,20 @@ async def ensure_stream(
     storage: StorageType,
     replicas: int,
     duplicate_window: float,
-) -> None:
-    """Create the JetStream stream, or update it if it exists with another configuration."""
+) -> float:
+    """Create the JetStream stream, or use the existing one as it is.
+
+    An existing stream keeps its storage, replicas and duplicate window: another process, or an
+    operator, chose them, and a client that reconfigured the shared stream on connect would
+    fight every other client (or fail: storage cannot change). Only what the log cannot work
+    without is checked (our subjects) or turned on (direct gets).
+
+    Returns:
+        The stream's duplicate window, in seconds (the log's ``dedup_window``).
+
+    Raises:
+        EventLogError: the stream exists without our subjects.
+    """
     config = StreamConfig(
         name=name,
         subjects=[subjects],
@@ -84,11 +96,21 @@ async def ensure_stream(
     )
     try:
         await js.add_stream(config)
+        return duplicate_window
     except nats.js.errors.APIError as exc:
         if exc.err_code != ERR_STREAM_NAME_IN_USE:
             raise
-        logger.info("updating the configuration of JetStream stream %s", name)
-        await js.update_stream(config)
+    existing = (await js.stream_info(name)).config
+    if subjects not in (existing.subjects or []):
+        raise EventLogError(
+            f"JetStream stream {name} holds subjects {existing.subjects}, not {subjects!r}: "
+            "choose another stream name or subject prefix"
+        )
+    if not existing.allow_direct:
+        logger.info("turning direct gets on for JetStream stream %s", name)
+        existing.allow_direct = True
+        await js.update_stream(existing)
+    return existing.duplicate_window or duplicate_window
 
 
 async def ensure_bucket(

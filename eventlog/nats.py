@@ -109,7 +109,8 @@ class NatsEventLog(EventLog):
         client: an already connected nats-py client to use; the log then leaves it open.
             (A client the log opens itself parses message headers faster: see
             ``eventlog._nats_client``.)
-        stream_name: the JetStream stream (created, or updated if its config differs).
+        stream_name: the JetStream stream, created with the settings below if missing; an
+            existing one is used as it is (its storage, replicas and duplicate window win).
         subject_prefix: subjects are ``<subject_prefix>.ev.<stream id>``.
         kv_bucket: the KV bucket of snapshots (default ``<stream_name>_snapshots``).
         storage: ``"file"`` (survives restarts) or ``"memory"``.
@@ -184,7 +185,7 @@ class NatsEventLog(EventLog):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect, and create (or update) the stream and the snapshot bucket. Idempotent.
+        """Connect, and create the stream and the snapshot bucket if missing. Idempotent.
 
         Raises:
             LogUnavailable: no server answered within ``connect_timeout``.
@@ -213,7 +214,7 @@ class NatsEventLog(EventLog):
                 retry_timeout=self.retry_timeout,
                 idle_heartbeat=self.idle_heartbeat,
             )
-            await io.retrying(
+            window = await io.retrying(
                 "creating the stream",
                 lambda: ensure_stream(
                     js,
@@ -224,6 +225,7 @@ class NatsEventLog(EventLog):
                     duplicate_window=self.duplicate_window,
                 ),
             )
+            self.duplicate_window = self.dedup_window = window
             self._kv = await io.retrying(
                 "creating the snapshot bucket",
                 lambda: ensure_bucket(

@@ -1,10 +1,8 @@
 """Opening a NATS JetStream log to audit it, without changing it.
 
-``NatsEventLog.connect`` creates its JetStream stream, or updates the stream's configuration to
-its own arguments: right for the process that owns the log, wrong for a tool that only reads
-it (an audit must not turn a production stream's three replicas into one). So the stream is
-looked up first and the log opened with the stream's own settings, which makes that update a
-no-op; a server without the stream holds no rooms, and nothing is created there unless asked.
+``NatsEventLog.connect`` uses an existing stream as it is, but creates a missing one: right for
+the process that owns the log, wrong for a tool that only reads it. So the stream is looked up
+first: a server without it holds no rooms, and nothing is created there unless asked (imports).
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -52,14 +49,15 @@ async def _reachable(url: str, timeout: float) -> None:
         raise LogUnavailable(f"cannot reach the log at {url}: {reason}") from exc
 
 
-async def _stream_settings(
-    url: str, stream_name: str, subject_prefix: str, timeout: float
-) -> dict[str, Any] | None:
-    """The ``NatsEventLog`` settings that match the existing stream (``None``: no stream)."""
+async def _stream_exists(url: str, stream_name: str, subject_prefix: str, timeout: float) -> bool:
+    """Whether the log's stream exists (a reading tool must not create one).
+
+    Raises:
+        ValueError: the stream holds other subjects (the wrong prefix was given).
+    """
     import nats
     import nats.errors
     import nats.js.errors
-    from nats.js.api import StorageType
 
     try:
         with anyio.fail_after(timeout):
@@ -72,7 +70,7 @@ async def _stream_settings(
         with anyio.fail_after(timeout):
             info = await nc.jetstream(timeout=timeout).stream_info(stream_name)
     except nats.js.errors.NotFoundError:
-        return None
+        return False
     except (TimeoutError, nats.errors.Error) as exc:
         raise LogUnavailable(f"no JetStream answers at {url}: {exc!r}") from exc
     finally:
@@ -85,11 +83,7 @@ async def _stream_settings(
             f"JetStream stream {stream_name} at {url} holds {config.subjects}, not {subjects}: "
             "give the subject prefix its writers use"
         )
-    return {
-        "storage": "memory" if config.storage == StorageType.MEMORY else "file",
-        "replicas": config.num_replicas or 1,
-        "duplicate_window": config.duplicate_window or 120.0,
-    }
+    return True
 
 
 @asynccontextmanager
@@ -122,8 +116,8 @@ async def open_nats_log(
         from eventlog.nats import NatsEventLog
     except ImportError as exc:
         raise LogUnavailable(f"cannot open {url}: NATS support is not installed ({exc})") from exc
-    settings = await _stream_settings(url, stream_name, subject_prefix, timeout)
-    if settings is None and not create:
+    # An existing stream is used as it is (NatsEventLog never reconfigures one).
+    if not await _stream_exists(url, stream_name, subject_prefix, timeout) and not create:
         logger.info("no JetStream stream %s at %s: the log is empty", stream_name, url)
         yield MemoryEventLog()
         return
@@ -133,7 +127,6 @@ async def open_nats_log(
         subject_prefix=subject_prefix,
         connect_timeout=timeout,
         retry_timeout=timeout,
-        **(settings or {}),
     )
     try:
         with anyio.fail_after(timeout):

@@ -10,7 +10,7 @@ import anyio
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.api import StreamConfig
+from nats.js.api import StorageType, StreamConfig
 
 from eventlog import (
     ANY_VERSION,
@@ -172,19 +172,40 @@ async def test_a_write_by_another_process_is_detected(nats_server: NatsServer) -
 # -- setup and lifecycle ---------------------------------------------------------------------
 
 
-async def test_an_existing_stream_with_another_config_is_updated(nats_server: NatsServer) -> None:
+async def test_an_existing_stream_is_used_as_it_is(nats_server: NatsServer) -> None:
+    # Another process (or an operator) made the stream: its settings win, nothing is
+    # reconfigured on connect except direct gets, which the log needs.
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()
-        await js.add_stream(StreamConfig(name="LOG", subjects=["app.ev.>"], duplicate_window=5))
+        await js.add_stream(
+            StreamConfig(
+                name="LOG",
+                subjects=["app.ev.>"],
+                duplicate_window=5,
+                storage=StorageType.MEMORY,
+            )
+        )
         async with NatsEventLog(
             nats_server.url, stream_name="LOG", subject_prefix="app", duplicate_window=42
         ) as log:
             await log.append("s1", [event(1)], expected_version=0)
             info = await js.stream_info("LOG")
-            assert info.config.duplicate_window == 42
+            assert info.config.duplicate_window == 5
+            assert info.config.storage == StorageType.MEMORY
             assert info.config.allow_direct
-            assert log.dedup_window == 42
+            assert log.dedup_window == 5
+    finally:
+        await nc.close()
+
+
+async def test_an_existing_stream_with_other_subjects_is_refused(nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().add_stream(StreamConfig(name="LOG", subjects=["orders.>"]))
+        with pytest.raises(EventLogError, match="holds subjects"):
+            async with NatsEventLog(nats_server.url, stream_name="LOG", subject_prefix="app"):
+                pass  # pragma: no cover
     finally:
         await nc.close()
 
