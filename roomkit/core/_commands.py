@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from roomkit.models.channel import ChannelBinding
+from roomkit.models.enums import EventType
 from roomkit.models.event import RoomEvent
 from roomkit.models.hook import InjectedEvent
 from roomkit.models.identity import Identity
@@ -99,9 +100,17 @@ class ProcessInbound:
 
 @dataclass(frozen=True, slots=True)
 class SendEvent:
-    """Record an event sent directly (``send_event``); runs no BEFORE_BROADCAST hooks."""
+    """Record an event sent directly by a bound channel (``send_event``); runs no
+    BEFORE_BROADCAST hooks. The room builds the event from its binding of the channel."""
 
-    event: RoomEvent
+    channel_id: str
+    content: Any  # EventContent
+    event_type: EventType
+    chain_depth: int
+    participant_id: str | None
+    metadata: dict[str, Any]
+    visibility: str
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)

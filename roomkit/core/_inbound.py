@@ -26,19 +26,18 @@ from roomkit.core._commands import (
     SendEvent,
 )
 from roomkit.core._helpers import HelpersMixin, utcnow
-from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError
+from roomkit.errors import ChannelNotRegisteredError
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryStatus, InboundMessage, InboundResult
 from roomkit.models.enums import (
     ChannelDirection,
     ChannelType,
-    EventStatus,
     EventType,
     HookTrigger,
     IdentificationStatus,
 )
-from roomkit.models.event import EventContent, EventSource, RoomEvent
+from roomkit.models.event import EventContent, RoomEvent
 from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
@@ -346,26 +345,19 @@ class InboundMixin(HelpersMixin):
             RoomNotFoundError: no such room.
             ChannelNotFoundError: the channel is not attached to the room.
         """
-        binding = await self._store.get_binding(room_id, channel_id)
-        if binding is None:
-            await self._require_room(room_id)
-            raise ChannelNotFoundError(f"Channel {channel_id} is not attached to room {room_id}")
-        event = RoomEvent(
-            room_id=room_id,
-            type=event_type,
-            source=EventSource(
-                channel_id=channel_id,
-                channel_type=binding.channel_type,
-                participant_id=participant_id,
-            ),
-            content=content,
-            status=EventStatus.DELIVERED,
-            visibility=visibility,
-            chain_depth=chain_depth,
-            metadata=metadata or {},
-            created_at=utcnow(),
+        # The room builds the event from its own binding of the channel: no read of the
+        # store (which may lag another process's attach) and one check, in the room.
+        command = SendEvent(
+            channel_id,
+            content,
+            event_type,
+            chain_depth,
+            participant_id,
+            metadata or {},
+            visibility,
+            utcnow(),
         )
-        outcome = await self._command(room_id, SendEvent(event))
+        outcome = await self._command(room_id, command)
         sent = outcome.event
         assert sent is not None
         return sent

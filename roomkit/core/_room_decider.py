@@ -56,7 +56,7 @@ from roomkit.models.enums import (
     IdentificationStatus,
     RoomStatus,
 )
-from roomkit.models.event import RoomEvent
+from roomkit.models.event import EventSource, RoomEvent
 from roomkit.models.hook import InjectedEvent
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
@@ -495,13 +495,28 @@ class RoomDecider:
         return draft.facts, Outcome(event=final, root=final.id, hook_errors=hook_errors)
 
     def _send_event(self, state: RoomState, cmd: SendEvent) -> Decision:
-        event = cmd.event
-        if event.source.channel_id not in state.bindings:
+        binding = state.bindings.get(cmd.channel_id)
+        if binding is None:
             raise ChannelNotFoundError(
-                f"Channel {event.source.channel_id} is not attached to room {self._room_id}"
+                f"Channel {cmd.channel_id} is not attached to room {self._room_id}"
             )
-        draft = _Draft(state, event.created_at)
-        event = event.model_copy(update={"index": draft.next_index()})
+        draft = _Draft(state, cmd.now)
+        event = RoomEvent(
+            room_id=self._room_id,
+            type=cmd.event_type,
+            source=EventSource(
+                channel_id=cmd.channel_id,
+                channel_type=binding.channel_type,
+                participant_id=cmd.participant_id,
+            ),
+            content=cmd.content,
+            status=EventStatus.DELIVERED,
+            visibility=cmd.visibility,
+            index=draft.next_index(),
+            chain_depth=cmd.chain_depth,
+            metadata=cmd.metadata,
+            created_at=cmd.now,
+        )
         draft.message(event, deliver=Deliver(event, event.id))
         return draft.facts, Outcome(event=event, root=event.id)
 

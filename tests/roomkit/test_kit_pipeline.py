@@ -376,3 +376,19 @@ class TestEdges:
         await kit.close()
         with pytest.raises(KitClosedError):
             await kit.process_inbound(text("sms", "again"))
+
+
+class TestSendEventErrors:
+    async def test_unknown_room_and_unbound_channel(self, kit: RoomKit) -> None:
+        from roomkit import ChannelNotFoundError
+
+        kit.register_channel(SimpleChannel("sms"))
+        with pytest.raises(RoomNotFoundError):
+            await kit.send_event("nope", "sms", TextContent(body="x"))
+        await kit.create_room(room_id="r1")
+        with pytest.raises(ChannelNotFoundError):
+            await kit.send_event("r1", "sms", TextContent(body="x"))
+        await kit.attach_channel("r1", "sms")
+        sent = await kit.send_event("r1", "sms", TextContent(body="x"), participant_id="ana")
+        assert sent.source.channel_type == "sms" and sent.source.participant_id == "ana"
+        assert sent.index == 1  # after the channel_attached audit event
