@@ -173,16 +173,13 @@ class StoreProjection:
         return self._capabilities.binding(load(ChannelBinding, raw))
 
     async def _count(self, event: _EventSummary) -> None:
-        # Room.event_count / latest_index / last activity are derived from the timeline.
+        # Room.event_count / latest_index / last activity are derived from the timeline. The
+        # store hands out a copy that is ours to change: no second copy before writing it back.
         room = await self._store.get_room(event.room_id)
         if room is None:
             return
-        updates: dict[str, object] = {
-            "event_count": room.event_count + 1,
-            "latest_index": max(room.latest_index, event.index),
-        }
+        room.event_count += 1
+        room.latest_index = max(room.latest_index, event.index)
         if event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED:
-            updates["timers"] = room.timers.model_copy(
-                update={"last_activity_at": event.created_at}
-            )
-        await self._store.update_room(room.model_copy(update=updates))
+            room.timers = room.timers.model_copy(update={"last_activity_at": event.created_at})
+        await self._store.update_room(room)
