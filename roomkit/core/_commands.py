@@ -133,6 +133,12 @@ class RecordOutcome:
     tasks: list[Task] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
 
+    @property
+    def continues_turn(self) -> bool:
+        """Whether it holds what the turn's caller will read (replies, blocked replies, tasks,
+        observations); delivery results alone are audit, and nobody waits for them."""
+        return bool(self.replies or self.blocked or self.tasks or self.observations)
+
 
 @dataclass(frozen=True, slots=True)
 class MarkRead:

@@ -123,11 +123,10 @@ class RoomDelivery:
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
         )
-        if outcome.replies or outcome.blocked or outcome.tasks or outcome.observations:
+        if outcome.continues_turn:
             # The turn goes on with what the room commits now: wait for it.
             await self._record(outcome)
         elif results:
-            # Only outcomes to record: nothing later in this turn depends on them.
             await services.tell_room(self._room_id, outcome)
         errors = await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.AFTER_BROADCAST, event, context

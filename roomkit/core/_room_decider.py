@@ -542,10 +542,7 @@ class RoomDecider:
             bound = reply.source.channel_id in state.bindings
             draft.message(reply, deliver=Deliver(reply, cmd.root) if bound else None)
         draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root)
-        # Only what the turn's caller will read (replies, blocked replies, tasks, observations)
-        # extends the turn; a delivery record alone is audit and nobody waits for it.
-        settles = bool(cmd.replies or cmd.blocked or cmd.tasks or cmd.observations)
-        return draft.facts, Outcome(root=cmd.root if settles else None)
+        return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
 
 
 def _plain(value: Any) -> Any:
