@@ -14,7 +14,7 @@ import msgspec
 from pydantic import BaseModel
 
 from eventlog import Headers, NewEvent, Record
-from roomkit.models.event import RoomEvent
+from roomkit.models.event import ChannelData, EventSource, RoomEvent
 
 __all__ = [
     "ChannelAttached",
@@ -43,14 +43,53 @@ def dump(model: BaseModel) -> msgspec.Raw:
     """A pydantic model as raw JSON to embed in a domain event.
 
     Fields equal to their default are left out (decoding restores them): a binding's
-    capabilities or an event's empty source fields would otherwise take most of the log.
-    Events keep every field but the None ones: their content's ``type`` is the discriminator
-    of a union and must stay even though it equals its default.
+    capabilities or an event's empty containers would otherwise take most of the log, and
+    the in-memory read model shares these bytes. So a model's defaults are part of the stored
+    format: changing one changes what old logs mean. An event's content keeps every field but
+    the None ones, because its ``type`` is the discriminator of a union and must stay even
+    though it equals its default; it is serialised apart and put last.
     """
     serializer = model.__pydantic_serializer__
     if isinstance(model, RoomEvent):
-        return msgspec.Raw(serializer.to_json(model, exclude_none=True))
+        return msgspec.Raw(
+            serializer.to_json(model, exclude_none=True, exclude=_event_defaults(model))
+        )
     return msgspec.Raw(serializer.to_json(model, exclude_defaults=True))
+
+
+def _defaults(model: type[BaseModel], nested: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """The fields of ``model`` with a fixed default: a value or an empty container (a dict, a
+    list, or an empty ``ChannelData`` compared by its fields, faster than its ``__eq__``)."""
+    found = []
+    for name, field in model.model_fields.items():
+        if name in nested or field.is_required():
+            continue
+        factory = field.default_factory
+        if factory in (dict, list):
+            found.append((name, factory()))  # type: ignore[misc]
+        elif factory is None and field.default is not None:
+            found.append((name, field.default))
+    return found
+
+
+# pydantic's exclude_defaults would also call the id and clock factories to compare (twice
+# the cost of the serialisation): the fixed defaults are compared here instead.
+_EVENT_DEFAULTS = _defaults(RoomEvent, nested=("source", "content", "channel_data"))
+_SOURCE_DEFAULTS = _defaults(EventSource)
+_NO_CHANNEL_DATA = ChannelData().__dict__
+
+
+def _event_defaults(event: RoomEvent) -> dict[str, Any]:
+    exclude: dict[str, Any] = {
+        name: True for name, default in _EVENT_DEFAULTS if getattr(event, name) == default
+    }
+    if event.channel_data.__dict__ == _NO_CHANNEL_DATA:
+        exclude["channel_data"] = True
+    source = event.source
+    in_source = {name for name, default in _SOURCE_DEFAULTS if getattr(source, name) == default}
+    if in_source:
+        exclude["source"] = in_source
+    return exclude
 
 
 def load(model: type[M], raw: msgspec.Raw) -> M:
@@ -200,7 +239,11 @@ def encode_domain_event(
     kwargs: dict[str, Any] = {"timestamp": timestamp}
     if headers is not None:
         kwargs["headers"] = headers
-    return NewEvent(type=event.TAG, data=_encoder.encode(event), **kwargs)
+    # encode() hands back its growth buffer, up to half of it unused, and the log keeps the
+    # payload for good: encoding into a scratch buffer and copying keeps exactly the bytes.
+    buffer = bytearray()
+    _encoder.encode_into(event, buffer)
+    return NewEvent(type=event.TAG, data=bytes(buffer), **kwargs)
 
 
 def decode_domain_event(record: Record) -> DomainEvent | None:

@@ -57,7 +57,12 @@ class _EventSummary(msgspec.Struct):
     status: str = EventStatus.PENDING
 
 
-_summary_decoder = msgspec.json.Decoder(_EventSummary)
+class _SummaryEnvelope(msgspec.Struct):
+    event: _EventSummary
+
+
+_summary_decoder = msgspec.json.Decoder(_SummaryEnvelope)
+_MESSAGE = MessageRecorded.TAG
 
 
 class StoreProjection:
@@ -139,11 +144,12 @@ class StoreProjection:
 
     async def _apply(self, record: Record) -> None:
         store = self._store
+        if record.type == _MESSAGE:
+            # The payload as it is: an in-memory store keeps the log's own bytes.
+            await store.add_event_envelope(record.data)
+            await self._count(_summary_decoder.decode(record.data).event)
+            return
         match decode_domain_event(record):
-            case MessageRecorded(event=raw):
-                data = bytes(raw)
-                await store.add_event_json(data)
-                await self._count(_summary_decoder.decode(data))
             case RoomCreated(room=raw):
                 await store.create_room(load(Room, raw))
             case RoomUpdated(room=raw):

@@ -25,6 +25,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import msgspec
+
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
 from roomkit.models.identity import Identity
@@ -33,6 +35,13 @@ from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
 __all__ = ["ConversationStore"]
+
+
+class _Envelope(msgspec.Struct):
+    event: msgspec.Raw
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
 
 
 class ConversationStore(ABC):
@@ -132,6 +141,15 @@ class ConversationStore(ABC):
         calls ``add_event``; a backend that keeps events serialised overrides it to skip that.
         """
         await self.add_event(RoomEvent.model_validate_json(data))
+
+    async def add_event_envelope(self, data: bytes) -> None:
+        """Append an event given as a JSON object whose ``event`` member is the event's JSON
+        (the log's ``message.recorded`` payload; other members are ignored).
+
+        Same contract as ``add_event``. A backend that keeps events serialised can keep these
+        bytes as they are; the default extracts the event and calls ``add_event_json``.
+        """
+        await self.add_event_json(bytes(_envelope_decoder.decode(data).event))
 
     @abstractmethod
     async def get_event(self, event_id: str) -> RoomEvent | None:

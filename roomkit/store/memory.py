@@ -12,10 +12,12 @@ filter; ``find_room_id_by_channel`` is O(1) with a status (O(number of statuses)
 to an index ``channel_id -> status -> rooms sorted by creation``; ``find_latest_room`` looks only
 at the rooms the participant is in. ``find_rooms`` scans every room.
 
-Events are kept as their JSON (bytes) and validated again on read: a timeline of a million
-events then holds a million byte strings instead of some ten million small objects, which costs
-a third of the memory and gives the garbage collector nothing to scan. ``add_event_json`` takes
-the JSON the event log already holds, so the store projection never builds a model at all.
+Events are kept as JSON (bytes) and validated again on read: a timeline of a million events
+then holds a million byte strings instead of some ten million small objects, which costs a third
+of the memory and gives the garbage collector nothing to scan. Each is kept inside an envelope,
+``{"event": <the event's JSON>, ...}``, the shape of the log's ``message.recorded`` payload:
+``add_event_envelope`` keeps the log's own bytes, so with the in-process log an event's JSON is
+held once for both, and the store projection never builds a model at all.
 
 No method awaits, so each call is atomic with respect to other tasks: no lock is needed.
 """
@@ -51,11 +53,29 @@ class _EventKeys(msgspec.Struct):
     visibility: str = "all"
 
 
-_keys_decoder = msgspec.json.Decoder(_EventKeys)
+class _EnvelopeKeys(msgspec.Struct):
+    event: _EventKeys
 
 
-def _event(data: bytes) -> RoomEvent:
-    return RoomEvent.model_validate_json(data)
+class _Envelope(msgspec.Struct):
+    event: msgspec.Raw
+
+
+_keys_decoder = msgspec.json.Decoder(_EnvelopeKeys)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+# An event's location packs its room's number and its position in that room's timeline into one
+# int (a third of the memory of a tuple), for the index of every stored event.
+_POSITION_BITS = 32
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
+
+
+def _event(envelope: bytes) -> RoomEvent:
+    return RoomEvent.model_validate_json(bytes(_envelope_decoder.decode(envelope).event))
+
+
+def _envelope(event_json: bytes) -> bytes:
+    return b'{"event":' + event_json + b"}"
 
 
 class _RoomData:
@@ -65,15 +85,19 @@ class _RoomData:
         "bindings",
         "events",
         "keys",
+        "number",
         "observations",
         "participants",
         "read_markers",
+        "room_id",
         "tasks",
         "visibility",
     )
 
-    def __init__(self) -> None:
-        # Each event as its JSON, with its visibility alongside for filtered listings.
+    def __init__(self, room_id: str, number: int) -> None:
+        self.room_id = room_id
+        self.number = number  # its index in InMemoryStore._numbered
+        # Each event as its JSON envelope, with its visibility alongside for filtered listings.
         self.events: list[bytes] = []
         self.visibility: list[str] = []
         self.keys: set[str] = set()
@@ -98,8 +122,9 @@ class InMemoryStore(ConversationStore):
         self._order: dict[str, int] = {}
         self._next_order = 0
         self._data: dict[str, _RoomData] = {}
-        # event_id -> (room_id, position in that room's events).
-        self._event_loc: dict[str, tuple[str, int]] = {}
+        self._numbered: list[_RoomData | None] = []  # by _RoomData.number
+        # event_id -> room number << _POSITION_BITS | position in that room's events.
+        self._event_loc: dict[str, int] = {}
         # channel_id -> room status -> sorted [(creation order, room_id)] of existing rooms.
         self._by_channel: dict[str, dict[str, list[tuple[int, str]]]] = {}
         # participant id -> rooms with a participant of that id / bindings naming it.
@@ -119,8 +144,17 @@ class InMemoryStore(ConversationStore):
     def _room_data(self, room_id: str) -> _RoomData:
         data = self._data.get(room_id)
         if data is None:
-            data = self._data[room_id] = _RoomData()
+            data = self._data[room_id] = _RoomData(room_id, len(self._numbered))
+            self._numbered.append(data)
         return data
+
+    def _locate(self, event_id: str) -> tuple[_RoomData, int] | None:
+        loc = self._event_loc.get(event_id)
+        if loc is None:
+            return None
+        data = self._numbered[loc >> _POSITION_BITS]
+        assert data is not None
+        return data, loc & _POSITION_MASK
 
     def _index_channel(self, room_id: str, channel_id: str, status: str) -> None:
         buckets = self._by_channel.setdefault(channel_id, {})
@@ -190,9 +224,10 @@ class InMemoryStore(ConversationStore):
         room = self._rooms.pop(room_id, None)
         data = self._data.pop(room_id, None)
         if data is not None:
+            self._numbered[data.number] = None
             for raw in data.events:
                 # add_event refuses an id of another room, so every id here is this room's.
-                del self._event_loc[_keys_decoder.decode(raw).id]
+                del self._event_loc[_keys_decoder.decode(raw).event.id]
             for channel_id, binding in data.bindings.items():
                 if room is not None:
                     self._unindex_channel(room_id, channel_id, room.status)
@@ -301,7 +336,7 @@ class InMemoryStore(ConversationStore):
             event.room_id,
             event.idempotency_key,
             event.visibility,
-            event.__pydantic_serializer__.to_json(event),
+            _envelope(event.__pydantic_serializer__.to_json(event)),
         )
         return event
 
@@ -312,7 +347,16 @@ class InMemoryStore(ConversationStore):
             ValueError: The event id is already stored in another room.
             msgspec.ValidationError: The JSON lacks an event's ``id`` or ``room_id``.
         """
-        keys = _keys_decoder.decode(data)
+        await self.add_event_envelope(_envelope(data))
+
+    async def add_event_envelope(self, data: bytes) -> None:
+        """Append an event given as ``{"event": <its JSON>, ...}`` and keep these very bytes.
+
+        Raises:
+            ValueError: The event id is already stored in another room.
+            msgspec.ValidationError: The JSON has no ``event`` with an ``id`` and a ``room_id``.
+        """
+        keys = _keys_decoder.decode(data).event
         self._put_event(keys.id, keys.room_id, keys.idempotency_key, keys.visibility, data)
 
     def _put_event(
@@ -324,25 +368,25 @@ class InMemoryStore(ConversationStore):
         data: bytes,
     ) -> None:
         room = self._room_data(room_id)
-        loc = self._event_loc.get(event_id)
-        if loc is None:
-            self._event_loc[event_id] = (room_id, len(room.events))
+        found = self._locate(event_id)
+        if found is None:
+            self._event_loc[event_id] = room.number << _POSITION_BITS | len(room.events)
             room.events.append(data)
             room.visibility.append(visibility)
-        elif loc[0] == room_id:
-            room.events[loc[1]] = data
-            room.visibility[loc[1]] = visibility
+        elif found[0] is room:
+            room.events[found[1]] = data
+            room.visibility[found[1]] = visibility
         else:
-            raise ValueError(f"event {event_id!r} is already stored in room {loc[0]!r}")
+            raise ValueError(f"event {event_id!r} is already stored in room {found[0].room_id!r}")
         if idempotency_key:
             room.keys.add(idempotency_key)
 
     async def get_event(self, event_id: str) -> RoomEvent | None:
         """Return the event (O(1)), or ``None``."""
-        loc = self._event_loc.get(event_id)
-        if loc is None:
+        found = self._locate(event_id)
+        if found is None:
             return None
-        return _event(self._data[loc[0]].events[loc[1]])
+        return _event(found[0].events[found[1]])
 
     async def list_events(
         self,
@@ -564,11 +608,11 @@ class InMemoryStore(ConversationStore):
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
         """Move the channel's read marker to the event (O(1)); unknown events are ignored."""
-        loc = self._event_loc.get(event_id)
-        if loc is None or loc[0] != room_id:
+        found = self._locate(event_id)
+        if found is None or found[0].room_id != room_id:
             logger.debug("mark_read ignored: event %r is not in room %r", event_id, room_id)
             return
-        self._data[room_id].read_markers[channel_id] = loc[1]
+        found[0].read_markers[channel_id] = found[1]
 
     async def mark_all_read(self, room_id: str, channel_id: str) -> None:
         """Move the channel's read marker to the room's latest event."""
