@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 
@@ -27,7 +28,10 @@ class Deadlines:
     """Pending asks by deadline, and the task (``run``) that fails the ones that expire."""
 
     def __init__(self) -> None:
+        # Replaced by the loop's own clock when the system starts (see _clock.py).
+        self.clock: Callable[[], float] = anyio.current_time
         self._queues: dict[float, deque[tuple[float, Ask]]] = {}
+
         # Per queue: the length past which it is compacted next.
         self._compact_at: dict[float, int] = {}
         # The earliest deadline the run loop sleeps towards (None: it sleeps until woken).
@@ -42,7 +46,7 @@ class Deadlines:
         """
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"an ask needs a positive, finite timeout, got {timeout!r}")
-        deadline = anyio.current_time() + timeout
+        deadline = self.clock() + timeout
         queue = self._queues.get(timeout)
         if queue is None:
             queue = self._queues[timeout] = deque()
@@ -70,7 +74,7 @@ class Deadlines:
     async def run(self) -> None:
         """Expire asks as their deadlines pass, until cancelled."""
         while True:
-            now = anyio.current_time()
+            now = self.clock()
             earliest: float | None = None
             for timeout, queue in list(self._queues.items()):
                 while queue and (queue[0][1].done or queue[0][0] <= now):

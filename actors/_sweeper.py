@@ -38,6 +38,9 @@ class Sweeper:
     ) -> None:
         self._linger = linger if linger else None
         self._idle_timeout = idle_timeout
+        # Replaced by the loop's own clock when the system starts (see _clock.py).
+        self.clock: Callable[[], float] = anyio.current_time
+
         self._passivate = passivate
         self._parked: OrderedDict[Cell, None] = OrderedDict()
         self._idle: OrderedDict[Cell, None] = OrderedDict()
@@ -45,7 +48,7 @@ class Sweeper:
 
     def note_idle(self, cell: Cell) -> None:
         """Record that ``cell`` just went idle (its task is about to park or retire)."""
-        cell.idle_since = anyio.current_time()
+        cell.idle_since = self.clock()
         if self._linger is not None:
             self._enqueue(self._parked, cell)
         if self._idle_timeout is not None:
@@ -61,7 +64,7 @@ class Sweeper:
         if self._linger is None and self._idle_timeout is None:
             return
         while True:
-            now = anyio.current_time()
+            now = self.clock()
             due: float | None = None
             if self._linger is not None:
                 due = self._sweep(self._parked, self._linger, now, _retire)

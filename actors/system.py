@@ -14,6 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from actors._cell import Cell, Counters, Host
+from actors._clock import loop_clock
 from actors._deadlines import Deadlines
 from actors._sweeper import Sweeper
 from actors.actor import Actor
@@ -265,9 +266,12 @@ class ActorSystem:
     async def __aenter__(self) -> Self:
         if self._state is not _State.NEW:
             raise RuntimeError("an ActorSystem runs once; make a new one")
+        clock = loop_clock()
+        self._deadlines.clock = self._sweeper.clock = clock
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+
         self._state = _State.RUNNING
         tg.start_soon(self._deadlines.run, name="actors: ask deadlines")
         tg.start_soon(self._sweeper.run, name="actors: idle sweeper")
