@@ -151,6 +151,11 @@ class GetContext:
     """Reply with the room's current ``RoomContext``."""
 
 
+@dataclass(frozen=True, slots=True)
+class FlushOutcomes:
+    """Append the delivery outcomes still waiting for the room's next append, if any."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """The reply to a command: what it committed and how to wait for its effects.

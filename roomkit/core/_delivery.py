@@ -78,9 +78,7 @@ class RoomDelivery:
                     results.append(result)
             await self._report_deliveries(event, results)
             if results:
-                await services.tell_room(
-                    self._room_id, RecordOutcome(event.id, work.root, results=results)
-                )
+                services.outcomes.add(self._room_id, RecordOutcome(event.id, work.root, results))
             return
 
         source_binding = context.get_binding(event.source.channel_id)
@@ -127,7 +125,8 @@ class RoomDelivery:
             # The turn goes on with what the room commits now: wait for it.
             await self._record(outcome)
         elif results:
-            await services.tell_room(self._room_id, outcome)
+            services.outcomes.add(self._room_id, outcome)  # audit only: the next append's
+
         errors = await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.AFTER_BROADCAST, event, context
         )

@@ -60,13 +60,14 @@ def dump(model: BaseModel) -> msgspec.Raw:
 def _defaults(model: type[BaseModel], nested: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
     """The fields of ``model`` with a fixed default: a value or an empty container (a dict, a
     list, or an empty ``ChannelData`` compared by its fields, faster than its ``__eq__``)."""
-    found = []
+    found: list[tuple[str, Any]] = []
     for name, field in model.model_fields.items():
         if name in nested or field.is_required():
             continue
         factory = field.default_factory
         if factory in (dict, list):
-            found.append((name, factory()))  # type: ignore[misc]
+            found.append((name, factory()))
+
         elif factory is None and field.default is not None:
             found.append((name, field.default))
     return found

@@ -105,7 +105,19 @@ class HelpersMixin:
             await self._settle(runtime, outcome)
         return outcome
 
+    def _settled(self, runtime: KitRuntime, outcome: Outcome) -> bool:
+        """Whether ``_settle`` would return at once (often so by the time the room replied:
+        the delivery worker and the projection ran before the caller woke up)."""
+        position = outcome.position
+        turn = outcome.turn
+        if turn is not None and self._wait_for_delivery:
+            if turn.pending > 0:
+                return False
+            position = max(position, turn.position)
+        return runtime.projection.checkpoint >= position
+
     async def _settle(self, runtime: KitRuntime, outcome: Outcome) -> None:
+
         position = outcome.position
         if outcome.turn is not None and self._wait_for_delivery:
             # The turn's replies were committed after the command: wait for them too.

@@ -26,7 +26,7 @@ from roomkit.core._commands import (
     SendEvent,
 )
 from roomkit.core._helpers import HelpersMixin, utcnow
-from roomkit.errors import ChannelNotRegisteredError
+from roomkit.errors import ChannelNotRegisteredError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryStatus, InboundMessage, InboundResult
@@ -134,18 +134,29 @@ class InboundMixin(HelpersMixin):
             command = ProcessInbound(event=stop)
 
         runtime = await self._ensure_runtime()
-        with anyio.move_on_after(self._process_timeout) as scope:
+        # The room's answer is bounded by the ask's own deadline (the runtime's ask timeout is
+        # the process timeout); a cancel scope, some 6 µs, is only paid when the turn is still
+        # running once the room answered.
+        deadline = anyio.current_time() + self._process_timeout
+        try:
             outcome = await runtime.ask_room(room_id, command)
-            await self._settle(runtime, outcome)
-        if scope.cancelled_caught:
-            logger.warning(
-                "process_inbound timed out after %ss in room %s", self._process_timeout, room_id
-            )
-            await self._emit_framework_event(
-                "process_timeout", room_id=room_id, data={"timeout": self._process_timeout}
-            )
-            return InboundResult(blocked=True, reason="process_timeout")
+        except RoomTimeoutError:
+            return await self._process_timed_out(room_id)
+        if not self._settled(runtime, outcome):
+            with anyio.move_on_at(deadline) as scope:
+                await self._settle(runtime, outcome)
+            if scope.cancelled_caught:
+                return await self._process_timed_out(room_id)
         return await self._inbound_result(room_id, outcome)
+
+    async def _process_timed_out(self, room_id: str) -> InboundResult:
+        logger.warning(
+            "process_inbound timed out after %ss in room %s", self._process_timeout, room_id
+        )
+        await self._emit_framework_event(
+            "process_timeout", room_id=room_id, data={"timeout": self._process_timeout}
+        )
+        return InboundResult(blocked=True, reason="process_timeout")
 
     async def _inbound_result(self, room_id: str, outcome: Outcome) -> InboundResult:
         for error in outcome.hook_errors:

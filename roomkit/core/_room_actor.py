@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import NewEvent, Record
-from roomkit.core._commands import Outcome
+from roomkit.core._commands import FlushOutcomes, Outcome
 from roomkit.core._delivery import DeliveryJob, RoomDelivery
 from roomkit.core._domain import DomainEvent, dump, load
 from roomkit.core._facts import Fact, fact_from_record
@@ -23,6 +24,8 @@ from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 
 __all__ = ["DeliveryActor", "RoomActor"]
+
+logger = logging.getLogger("roomkit.room")
 
 _UNKNOWN = DomainEvent()
 _NULL = msgspec.Raw(b"null")
@@ -53,6 +56,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._decider = RoomDecider(key, self._before_broadcast, services.now)
         # The reply being built for the command in hand; after_commit fills in its position.
         self._outcome: Outcome | None = None
+        # Delivery outcomes taken from the OutcomeFlusher but not appended yet: the next append
+        # carries them (see _outcome_flusher.py); and how many of them the append in hand carries.
+        self._unrecorded: list[Fact] = []
+        self._carried = 0
 
     # -- event sourcing ----------------------------------------------------------------------
 
@@ -100,13 +107,32 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     # -- commands ----------------------------------------------------------------------------
 
     async def decide(self, state: RoomState, command: object) -> Effect[Fact]:
-        facts, outcome = await self._decider.decide(state, command)
+        if type(command) is FlushOutcomes:
+            facts: list[Fact] = []
+            outcome = Outcome()
+        else:
+            facts, outcome = await self._decider.decide(state, command)
+        # Only commands that write carry the waiting delivery outcomes (a query never
+        # appends). A re-run after a concurrency conflict carries them again: they leave
+        # ``_unrecorded`` only once committed.
+        if facts or type(command) is FlushOutcomes:
+            taken = self._services.outcomes.take(self.key)
+            if taken:
+                self._unrecorded.extend(self._decider.delivery_facts(taken))
+            self._carried = len(self._unrecorded)
+            if self._carried:
+                facts = [*self._unrecorded, *facts]
+        else:
+            self._carried = 0
         self._outcome = outcome
         return Effect(events=facts, reply=outcome)
 
     async def after_commit(
         self, state: RoomState, events: list[Fact], records: list[Record]
     ) -> None:
+        if self._carried:
+            del self._unrecorded[: self._carried]
+            self._carried = 0
         position = records[-1].position
         turns = self._services.turns
         outcome, self._outcome = self._outcome, None
@@ -127,7 +153,21 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             await self._services.tell_delivery(self.key, DeliveryJob(work, context))
 
+    async def on_stop(self) -> None:
+        # Passivation or shutdown: append what is still waiting rather than lose it.
+        if self._unrecorded or self._services.outcomes.holds(self.key):
+            try:
+                await self.receive(FlushOutcomes())
+            except Exception:
+                logger.warning(
+                    "room %s stopped with %d delivery outcomes it could not append",
+                    self.key,
+                    len(self._unrecorded),
+                    exc_info=True,
+                )
+
     async def _before_broadcast(self, room_id: str, event: RoomEvent, context: RoomContext) -> Any:
+
         return await self._services.hooks.run_sync_hooks(
             room_id, HookTrigger.BEFORE_BROADCAST, event, context
         )

@@ -48,6 +48,7 @@ from roomkit.core._facts import Deliver, Fact, RunLifecycle
 from roomkit.core._room_state import RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
+from roomkit.models._copy import updated
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import (
     EventStatus,
@@ -455,7 +456,7 @@ class RoomDecider:
                 blocked=True, reason="duplicate", duplicate_of=state.idempotency[key]
             )
         draft = _Draft(state, event.created_at)
-        event = event.model_copy(update={"room_id": room.id, "index": draft.next_index()})
+        event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
         hook_errors = [dict(e) for e in result.hook_errors]
         if not result.allowed:
@@ -479,8 +480,8 @@ class RoomDecider:
                 root=blocked.id,
             )
         final = result.event if result.event is not None else event
-        final = final.model_copy(
-            update={"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
+        final = updated(
+            final, {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
         )
         bound = final.source.channel_id in state.bindings
         draft.message(
@@ -520,7 +521,22 @@ class RoomDecider:
         draft.message(event, deliver=Deliver(event, event.id))
         return draft.facts, Outcome(event=event, root=event.id)
 
+    def delivery_facts(self, outcomes: list[RecordOutcome]) -> list[Fact]:
+        """The ``delivery.recorded`` facts of audit-only outcomes (delivery results only)."""
+        stamp = self._now().timestamp()
+        return [
+            Fact(
+                domain=DeliveryRecorded(
+                    event_id=outcome.event_id, results=[dump(r) for r in outcome.results]
+                ),
+                timestamp=stamp,
+            )
+            for outcome in outcomes
+            if outcome.results
+        ]
+
     def _record_outcome(self, state: RoomState, cmd: RecordOutcome) -> Decision:
+
         room = state.room
         assert room is not None
         draft = _Draft(state, self._now())

@@ -28,6 +28,7 @@ from roomkit.core._domain import (
     TaskRecorded,
     load,
 )
+from roomkit.models._copy import updated
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import EventStatus, EventType
@@ -105,5 +106,5 @@ def _record_message(state: RoomState, event: RoomEvent) -> None:
         return
     updates: dict[str, object] = {"event_count": state.event_count, "latest_index": event.index}
     if event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED:
-        updates["timers"] = room.timers.model_copy(update={"last_activity_at": event.created_at})
-    state.room = room.model_copy(update=updates)
+        updates["timers"] = updated(room.timers, {"last_activity_at": event.created_at})
+    state.room = updated(room, updates)

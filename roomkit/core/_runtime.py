@@ -20,6 +20,7 @@ from eventlog import EventLogError
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
+from roomkit.core._outcome_flusher import OutcomeFlusher
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
@@ -49,6 +50,8 @@ class RuntimeSettings:
     idle_timeout: float | None = 300.0
     snapshot_every: int | None = 200
     ask_timeout: float = 30.0
+    # How long delivery outcomes may wait for a room's next append (see _outcome_flusher.py).
+    outcome_delay: float = 0.05
 
 
 class KitRuntime:
@@ -59,6 +62,7 @@ class KitRuntime:
         self._settings = settings
         self.turns = TurnTracker()
         self.projection = StoreProjection(kit._log, kit._store, kit._capabilities)
+        self.flusher = OutcomeFlusher(self._tell_room, settings.outcome_delay)
         self._system: ActorSystem | None = None
         self._stack: AsyncExitStack | None = None
         self._host_stop: anyio.Event | None = None
@@ -75,6 +79,7 @@ class KitRuntime:
             tell_room=self._tell_room,
             tell_delivery=self._tell_delivery,
             now=utcnow,
+            outcomes=self.flusher,
         )
 
     # -- start and stop ----------------------------------------------------------------------
@@ -117,6 +122,7 @@ class KitRuntime:
         task_group = await stack.enter_async_context(anyio.create_task_group())
         await stack.enter_async_context(system)
         await task_group.start(self.projection.run)
+        await task_group.start(self.flusher.run)
         stack.callback(task_group.cancel_scope.cancel)
         self._system = system
 

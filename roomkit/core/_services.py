@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from roomkit.core._turns import TurnTracker
 
 if TYPE_CHECKING:
+    from roomkit.core._outcome_flusher import OutcomeFlusher
     from roomkit.core.event_router import EventRouter
     from roomkit.core.hooks import HookEngine
 
@@ -33,3 +34,5 @@ class KitServices:
     tell_room: Callable[[str, object], Awaitable[None]]
     tell_delivery: Callable[[str, object], Awaitable[None]]
     now: Callable[[], datetime]
+    # Audit-only delivery outcomes wait there for the room's next append (OutcomeFlusher).
+    outcomes: OutcomeFlusher
