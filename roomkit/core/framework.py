@@ -110,6 +110,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         mailbox_size: bound of each room actor's mailbox (backpressure to callers).
         idle_timeout: seconds after which an idle room actor passivates (``None``: never).
         snapshot_every: snapshot a room's state every N events (``None``: never).
+        outcome_delay: delivery outcomes are audit records that ride on the room's next
+            append; a room that stays quiet this many seconds appends them on their own.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         mailbox_size: int = 256,
         idle_timeout: float | None = 300.0,
         snapshot_every: int | None = 200,
+        outcome_delay: float = 0.05,
     ) -> None:
         self._store = store if store is not None else InMemoryStore()
         self._log = log if log is not None else MemoryEventLog()
@@ -167,7 +170,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 idle_timeout=idle_timeout,
                 snapshot_every=snapshot_every,
                 ask_timeout=process_timeout,
+                outcome_delay=outcome_delay,
             ),
+
         )
 
     # -- properties --------------------------------------------------------------------------

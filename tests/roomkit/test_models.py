@@ -601,3 +601,29 @@ def test_models_all_is_sorted_complete_and_importable() -> None:
         if not name.startswith("_") and isinstance(value, type)
     }
     assert exported <= set(models.__all__)
+
+
+def test_new_ids_are_random_uuid4_hex() -> None:
+    import uuid
+
+    from roomkit.models._defaults import new_id
+
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:50]:
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_updated_is_model_copy_with_update() -> None:
+    from roomkit.models._copy import updated
+
+    room = Room(id="r1", metadata={"a": 1})
+    changed = updated(room, {"event_count": 3, "latest_index": 2})
+    assert changed == room.model_copy(update={"event_count": 3, "latest_index": 2})
+    assert changed.model_fields_set == room.model_copy(
+        update={"event_count": 3}
+    ).model_fields_set | {"latest_index"}
+    assert room.event_count == 0  # the original is untouched
+    assert changed.metadata is room.metadata  # shallow, like model_copy

@@ -1,0 +1,107 @@
+"""Delivery outcomes are audit records that ride on the room's next append.
+
+A busy room writes one batch per message (its outcome goes with the next message); a room that
+falls quiet appends them after ``outcome_delay``; a room actor that passivates or stops appends
+what it holds. Nothing is lost and the order in the log stays: each outcome after its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import anyio
+import msgspec
+
+from eventlog import EventLog, MemoryEventLog, NewEvent, Record
+from roomkit import RoomKit
+from roomkit.core._runtime import ROOM
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+class _CountingLog(MemoryEventLog):
+    """A memory log that remembers the event types of each append."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: list[list[str]] = []
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> list[Record]:
+        self.appends.append([event.type for event in events])
+        return await super().append(stream, events, expected_version=expected_version)
+
+
+async def _room(kit: RoomKit) -> SimpleChannel:
+    kit.register_channel(SimpleChannel("sms"))
+    ws = SimpleChannel("ws")
+    kit.register_channel(ws)
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ws")
+    return ws
+
+
+def _referred(record: Record) -> str:
+    return str(msgspec.json.decode(record.data)["event_id"])
+
+
+async def _deliveries(log: EventLog) -> list[str]:
+    return [_referred(r) for r in await log.read("r1") if r.type == "delivery.recorded"]
+
+
+async def test_a_busy_room_appends_once_per_message() -> None:
+    log = _CountingLog()
+    async with RoomKit(log=log, outcome_delay=3600) as kit:
+        ws = await _room(kit)
+        log.appends.clear()
+        for n in range(3):
+            await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+        assert ws.texts() == ["m0", "m1", "m2"]
+        assert log.appends == [
+            ["message.recorded"],
+            ["delivery.recorded", "message.recorded"],
+            ["delivery.recorded", "message.recorded"],
+        ]
+    # The last outcome was appended when the room's actor stopped with the kit.
+    assert log.appends[-1] == ["delivery.recorded"]
+    types = [r.type for r in await log.read("r1")]
+    assert types[-6:] == ["message.recorded", "delivery.recorded"] * 3
+
+
+async def test_a_quiet_room_appends_its_outcomes_after_the_delay(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit(outcome_delay=0.01) as kit:
+        await _room(kit)
+        result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        assert result.event is not None
+        with anyio.fail_after(10):
+            async with kit.log.subscribe() as records:
+                async for record in records:
+                    if record.type == "delivery.recorded":
+                        break
+        assert _referred(record) == result.event.id
+        assert await _deliveries(kit.log) == [result.event.id]
+
+
+async def test_a_passivated_room_appends_what_it_held(make_kit: Callable[..., RoomKit]) -> None:
+    async with make_kit(outcome_delay=3600) as kit:
+        await _room(kit)
+        result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        assert result.event is not None
+        assert await _deliveries(kit.log) == []
+        system = kit._runtime._system
+        assert system is not None
+        assert await system.passivate(ROOM, "r1")
+        assert await _deliveries(kit.log) == [result.event.id]
+
+
+async def test_closing_the_kit_appends_waiting_outcomes(make_kit: Callable[..., RoomKit]) -> None:
+    kit = make_kit(outcome_delay=3600)
+    async with kit:
+        await _room(kit)
+        first = await kit.process_inbound(text("sms", "one"), room_id="r1")
+        second = await kit.process_inbound(text("sms", "two"), room_id="r1")
+    assert first.event is not None and second.event is not None
+    assert await _deliveries(kit.log) == [first.event.id, second.event.id]
