@@ -48,7 +48,7 @@ DELIVERY = "room-delivery"
 class RuntimeSettings:
     mailbox_size: int = 256
     idle_timeout: float | None = 300.0
-    snapshot_every: int | None = 200
+    snapshot_every: int | None = 1000
     ask_timeout: float = 30.0
     # How long delivery outcomes may wait for a room's next append (see _outcome_flusher.py).
     outcome_delay: float = 0.05

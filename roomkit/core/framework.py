@@ -109,7 +109,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             after the commit instead of after delivery and async hooks.
         mailbox_size: bound of each room actor's mailbox (backpressure to callers).
         idle_timeout: seconds after which an idle room actor passivates (``None``: never).
-        snapshot_every: snapshot a room's state every N events (``None``: never).
+        snapshot_every: snapshot a room's state every N events (``None``: never). A snapshot
+            re-encodes the room with its 50 recent events (~0.3 ms); recovering replays at most
+            N events past it (~0.3 ms per 1,000 from memory, ~2 ms from JetStream).
+
         outcome_delay: delivery outcomes are audit records that ride on the room's next
             append; a room that stays quiet this many seconds appends them on their own.
     """
@@ -134,7 +137,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         wait_for_delivery: bool = True,
         mailbox_size: int = 256,
         idle_timeout: float | None = 300.0,
-        snapshot_every: int | None = 200,
+        snapshot_every: int | None = 1000,
         outcome_delay: float = 0.05,
     ) -> None:
         self._store = store if store is not None else InMemoryStore()
