@@ -175,7 +175,6 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 ask_timeout=process_timeout,
                 outcome_delay=outcome_delay,
             ),
-
         )
 
     # -- properties --------------------------------------------------------------------------

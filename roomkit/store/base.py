@@ -23,6 +23,7 @@ Rules shared by every method (and tested by ``roomkit.store.testing.Conversation
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -47,9 +48,9 @@ _envelope_decoder = msgspec.json.Decoder(_Envelope)
 class ConversationStore(ABC):
     """Storage for rooms and everything in them; see the module docstring for shared rules.
 
-    The 35 abstract methods are the RoomKit 0.3.0 interface. ``list_recent_events`` and
-    ``clear`` are additions with default implementations, so stores written for 0.3.0 still
-    work; backends override them when they can do better.
+    The 35 abstract methods are the RoomKit 0.3.0 interface. ``list_recent_events``,
+    ``count_event`` and ``clear`` are additions with default implementations, so stores written
+    for 0.3.0 still work; backends override them when they can do better.
     """
 
     # -- rooms -----------------------------------------------------------------------------------
@@ -311,6 +312,25 @@ class ConversationStore(ABC):
             return []
         count = await self.get_event_count(room_id)
         return await self.list_events(room_id, offset=max(0, count - limit), limit=limit)
+
+    async def count_event(self, room_id: str, index: int, activity_at: datetime | None) -> None:
+        """One more event in the room's timeline: ``event_count`` + 1, ``latest_index`` =
+        max(latest_index, index), and ``timers.last_activity_at`` = ``activity_at`` when given.
+        Unknown rooms are ignored.
+
+        The store projection calls it once per recorded message. The default reads the room
+        and writes it back (``get_room`` then ``update_room``: not atomic if another writer
+        updates the room in between); backends override it with one cheap update.
+        """
+        room = await self.get_room(room_id)
+        if room is None:
+            return
+        # The room read is ours to change, but its nested timers may be shared: replace them.
+        room.event_count += 1
+        room.latest_index = max(room.latest_index, index)
+        if activity_at is not None:
+            room.timers = room.timers.model_copy(update={"last_activity_at": activity_at})
+        await self.update_room(room)
 
     async def clear(self) -> None:
         """Remove everything (rooms, events, identities, ...), to rebuild from the log.

@@ -1,23 +1,46 @@
-"""``InMemoryStore``: the default ``ConversationStore``, in dicts and lists.
+"""``InMemoryStore``: the default ``ConversationStore``, in dicts and lists of JSON bytes.
 
-It sits on the hot path (the store projection adds every committed event and updates the room's
-counters), so writes are O(1) and take ownership of the model they are given, and reads copy only
-what they return: ``model_copy()`` is shallow, so assigning a field of a returned model never
-reaches the store, while nested containers (``metadata`` ...) are shared and must not be mutated
-in place. A deep copy would cost some 20 times more per model.
+It sits on the hot path (the store projection adds every committed event and counts it in its
+room), so adding an event and counting it are O(1) and touch no model.
+
+Everything a room holds is kept as JSON (bytes) and validated again on read, so a reader always
+gets a model of its own: an idle room then costs some 1 KB instead of some 4 KB of pydantic
+models, and the garbage collector has little to scan. What the indexes and filters read is kept
+beside the JSON as plain values, so that no index ever validates a model:
+
+- **Rooms**: the JSON with the fields equal to their defaults left out; the status (for the
+  channel index and ``find_rooms``) and the creation order. The counters that every message
+  changes (``event_count``, ``latest_index``, ``timers.last_activity_at``) are not in the JSON:
+  they are plain values that ``count_event`` changes in O(1) and that a read puts back in the
+  model; ``create_room``/``update_room`` take them from the room given.
+- **Bindings**: the JSON without its key (``room_id``, ``channel_id``), without
+  ``channel_type`` and ``participant_id`` (plain values beside it) and without
+  ``capabilities``: that 25-field model, equal in every binding of a channel, is kept once per
+  distinct value and handed to every binding read, as ``model_copy()`` used to hand out the
+  stored one. (Nested models and containers of a returned model may be shared and must not be
+  mutated in place; see ``roomkit.store.base``.)
+- **Participants**, **tasks** and **observations**: the JSON, with a participant's
+  ``channel_id`` and a task's room and status beside it.
+- **Events**: the JSON inside an envelope, ``{"event": <the event's JSON>, ...}``, the shape of
+  the log's ``message.recorded`` payload: ``add_event_envelope`` keeps the log's own bytes, so
+  with the in-process log an event's JSON is held once for both, and the store projection never
+  builds a model at all. A timeline of a million events holds a million byte strings instead of
+  some ten million small objects.
+
+So the models a store is given must serialise to JSON, and read back as their JSON validates:
+a tuple in ``metadata`` comes back as a list (as it does from the event log).
+
+A room's containers (events, bindings, idempotency keys, read markers ...) are created on first
+use: an empty ``set`` costs 216 bytes, and most rooms never have an idempotency key.
 
 Complexities: ``add_event``, ``get_event``, ``get_event_count``, ``check_idempotency``,
-``get_unread_count``, ``mark_read`` are O(1); ``list_events`` is O(limit) without a visibility
-filter; ``find_room_id_by_channel`` is O(1) with a status (O(number of statuses) without) thanks
-to an index ``channel_id -> status -> rooms sorted by creation``; ``find_latest_room`` looks only
-at the rooms the participant is in. ``find_rooms`` scans every room.
-
-Events are kept as JSON (bytes) and validated again on read: a timeline of a million events
-then holds a million byte strings instead of some ten million small objects, which costs a third
-of the memory and gives the garbage collector nothing to scan. Each is kept inside an envelope,
-``{"event": <the event's JSON>, ...}``, the shape of the log's ``message.recorded`` payload:
-``add_event_envelope`` keeps the log's own bytes, so with the in-process log an event's JSON is
-held once for both, and the store projection never builds a model at all.
+``get_unread_count``, ``mark_read``, ``count_event`` and every lookup by key are O(1);
+``list_events`` is O(limit) without a visibility filter; ``find_room_id_by_channel`` is O(1) with
+a status (O(number of statuses) without) thanks to an index ``channel_id -> status -> rooms
+sorted by creation`` (kept sorted by bisection); ``find_latest_room`` looks only at the rooms
+the participant is in (and reads the ``created_at`` of those that qualify). ``find_rooms`` scans
+every room, validating those of the wanted status. Writes of rooms, bindings, participants,
+tasks and observations serialise the model (a few µs), reads validate it (2 to 4 µs).
 
 No method awaits, so each call is atomic with respect to other tasks: no lock is needed.
 """
@@ -26,12 +49,17 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sys
+from collections.abc import Mapping
+from datetime import datetime
 from itertools import islice
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 import msgspec
+from pydantic import BaseModel
 
-from roomkit.models.channel import ChannelBinding
+from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.event import RoomEvent
 from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
@@ -44,13 +72,16 @@ __all__ = ["InMemoryStore"]
 logger = logging.getLogger("roomkit.store.memory")
 
 
+_ALL = "all"  # the default visibility, one object (msgspec hands the default out as it is)
+
+
 class _EventKeys(msgspec.Struct):
     """The fields of an event's JSON the store indexes (msgspec skips the rest)."""
 
     id: str
     room_id: str
     idempotency_key: str | None = None
-    visibility: str = "all"
+    visibility: str = _ALL
 
 
 class _EnvelopeKeys(msgspec.Struct):
@@ -63,11 +94,29 @@ class _Envelope(msgspec.Struct):
 
 _keys_decoder = msgspec.json.Decoder(_EnvelopeKeys)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+_fields_decoder = msgspec.json.Decoder(dict[str, Any])
 
 # An event's location packs its room's number and its position in that room's timeline into one
 # int (a third of the memory of a tuple), for the index of every stored event.
 _POSITION_BITS = 32
 _POSITION_MASK = (1 << _POSITION_BITS) - 1
+
+# The room's counters live beside its JSON (see the module docstring), never in it.
+_ROOM_COUNTERS: Mapping[str, bool | set[str]] = {
+    "event_count": True,
+    "latest_index": True,
+    "timers": {"last_activity_at"},
+}
+# What a binding's JSON leaves out: its key, what the indexes read, and the capabilities
+# (kept once per distinct value); _load_binding puts them back.
+_BINDING_APART: Mapping[str, bool | set[str]] = {
+    "room_id": True,
+    "channel_id": True,
+    "channel_type": True,
+    "participant_id": True,
+    "capabilities": True,
+}
+_NOTHING: Mapping[str, Any] = {}
 
 
 def _event(envelope: bytes) -> RoomEvent:
@@ -78,18 +127,69 @@ def _envelope(event_json: bytes) -> bytes:
     return b'{"event":' + event_json + b"}"
 
 
+def _json(model: BaseModel, exclude: Mapping[str, bool | set[str]] | None = None) -> bytes:
+    """The model's JSON without the fields equal to their defaults (validation restores them)."""
+    return model.__pydantic_serializer__.to_json(model, exclude_defaults=True, exclude=exclude)
+
+
+def _intern(name: str) -> str:
+    """One string object for every equal name (a channel's id repeats in every room it is in).
+
+    ``sys.intern`` refuses subclasses of ``str`` (a ``StrEnum`` assigned to a field after
+    validation); those are kept as they are.
+    """
+    return sys.intern(name) if type(name) is str else name
+
+
+class _CreatedAt(BaseModel):
+    """The one field of a room's JSON that ``find_latest_room`` compares (parsed as ``Room``
+    parses it; the other fields are ignored)."""
+
+    created_at: datetime
+
+
+class _Binding(NamedTuple):
+    """A stored binding: its JSON without the fields kept apart (see ``_BINDING_APART``)."""
+
+    json: bytes
+    capabilities: ChannelCapabilities  # the store's shared instance for this value
+    channel_type: str
+    participant_id: str | None
+
+
+class _Participant(NamedTuple):
+    json: bytes
+    channel_id: str  # for find_latest_room(channel_type=...)
+
+
+class _Task(NamedTuple):
+    json: bytes
+    room_id: str
+    status: str
+
+
 class _RoomData:
-    """Everything stored in one room besides the ``Room`` itself."""
+    """One room: the room itself (if created) and everything stored in it.
+
+    Containers stay ``None`` until first used: most rooms never get an idempotency key, a
+    participant, a task, an observation or a read marker.
+    """
 
     __slots__ = (
+        "activity",
         "bindings",
+        "event_count",
         "events",
         "keys",
+        "latest_index",
         "number",
         "observations",
+        "order",
         "participants",
         "read_markers",
+        "room",
         "room_id",
+        "status",
         "tasks",
         "visibility",
     )
@@ -97,17 +197,60 @@ class _RoomData:
     def __init__(self, room_id: str, number: int) -> None:
         self.room_id = room_id
         self.number = number  # its index in InMemoryStore._numbered
+        # The Room's JSON without its counters; None until the room is created.
+        self.room: bytes | None = None
+        self.status = ""
+        # Creation order of the room (what find_room_id_by_channel honours), drawn from the
+        # same sequence as ``number``: it is ``number`` itself, the same int object, unless the
+        # room was created after something was stored in it (see InMemoryStore._put_room).
+        self.order = number
+        self.event_count = 0
+        self.latest_index = 0
+        self.activity: datetime | None = None  # timers.last_activity_at
         # Each event as its JSON envelope, with its visibility alongside for filtered listings.
-        self.events: list[bytes] = []
-        self.visibility: list[str] = []
-        self.keys: set[str] = set()
-        self.bindings: dict[str, ChannelBinding] = {}
-        self.participants: dict[str, Participant] = {}
+        self.events: list[bytes] | None = None
+        self.visibility: list[str] | None = None
+        self.keys: set[str] | None = None
+        self.bindings: dict[str, _Binding] | None = None
+        self.participants: dict[str, _Participant] | None = None
         # Ordered set of task ids (the tasks themselves live in InMemoryStore._tasks).
-        self.tasks: dict[str, None] = {}
-        self.observations: dict[str, Observation] = {}
+        self.tasks: dict[str, None] | None = None
+        self.observations: dict[str, bytes] | None = None
         # channel_id -> position in ``events`` of the last event read.
-        self.read_markers: dict[str, int] = {}
+        self.read_markers: dict[str, int] | None = None
+
+
+_by_order = attrgetter("order")
+
+
+def _load_room(data: _RoomData) -> Room:
+    """A new ``Room`` from the stored JSON, with the counters put back."""
+    assert data.room is not None
+    room = Room.model_validate_json(data.room)
+    if data.event_count:
+        room.event_count = data.event_count
+    if data.latest_index:
+        room.latest_index = data.latest_index
+    if data.activity is not None:
+        room.timers.last_activity_at = data.activity  # the model is new: nothing shares it
+    return room
+
+
+def _load_binding(room_id: str, channel_id: str, binding: _Binding) -> ChannelBinding:
+    """A new ``ChannelBinding`` from the stored JSON and the fields kept apart.
+
+    The JSON is decoded to builtins, completed, and validated in Python mode, which keeps the
+    shared capabilities instance as it is. (Validating the JSON alone would build default
+    capabilities, 25 fields, only to replace them: twice the cost.)
+    """
+    fields = _fields_decoder.decode(binding.json)
+    fields["room_id"] = room_id
+    fields["channel_id"] = channel_id
+    fields["channel_type"] = binding.channel_type
+    if binding.participant_id is not None:
+        fields["participant_id"] = binding.participant_id
+    fields["capabilities"] = binding.capabilities
+    return ChannelBinding.model_validate(fields)
 
 
 class InMemoryStore(ConversationStore):
@@ -117,20 +260,21 @@ class InMemoryStore(ConversationStore):
         self._init()
 
     def _init(self) -> None:
-        self._rooms: dict[str, Room] = {}
-        # room_id -> creation sequence number: the order ``find_room_id_by_channel`` honours.
-        self._order: dict[str, int] = {}
-        self._next_order = 0
+        # Every room with something stored, and the existing rooms alone in creation order.
         self._data: dict[str, _RoomData] = {}
-        self._numbered: list[_RoomData | None] = []  # by _RoomData.number
+        self._rooms: dict[str, _RoomData] = {}
+        # By _RoomData.number (None: deleted, or a number taken as a creation order).
+        self._numbered: list[_RoomData | None] = []
         # event_id -> room number << _POSITION_BITS | position in that room's events.
         self._event_loc: dict[str, int] = {}
-        # channel_id -> room status -> sorted [(creation order, room_id)] of existing rooms.
-        self._by_channel: dict[str, dict[str, list[tuple[int, str]]]] = {}
+        # channel_id -> room status -> existing rooms with the channel bound, by creation order.
+        self._by_channel: dict[str, dict[str, list[_RoomData]]] = {}
         # participant id -> rooms with a participant of that id / bindings naming it.
         self._participant_rooms: dict[str, dict[str, None]] = {}
         self._binding_participants: dict[str, dict[tuple[str, str], None]] = {}
-        self._tasks: dict[str, Task] = {}
+        # Capabilities JSON -> the one instance every binding with that value shares.
+        self._capabilities: dict[bytes, ChannelCapabilities] = {}
+        self._tasks: dict[str, _Task] = {}
         self._identities: dict[str, Identity] = {}
         # (channel_type, address) -> identity_id
         self._addresses: dict[tuple[str, str], str] = {}
@@ -156,32 +300,32 @@ class InMemoryStore(ConversationStore):
         assert data is not None
         return data, loc & _POSITION_MASK
 
-    def _index_channel(self, room_id: str, channel_id: str, status: str) -> None:
+    def _index_channel(self, data: _RoomData, channel_id: str, status: str) -> None:
         buckets = self._by_channel.setdefault(channel_id, {})
-        bisect.insort(buckets.setdefault(status, []), (self._order[room_id], room_id))
+        bisect.insort(buckets.setdefault(status, []), data, key=_by_order)
 
-    def _unindex_channel(self, room_id: str, channel_id: str, status: str) -> None:
+    def _unindex_channel(self, data: _RoomData, channel_id: str, status: str) -> None:
         buckets = self._by_channel[channel_id]
         rooms = buckets[status]
-        entry = (self._order[room_id], room_id)
-        del rooms[bisect.bisect_left(rooms, entry)]
+        del rooms[bisect.bisect_left(rooms, data.order, key=_by_order)]
         if not rooms:
             del buckets[status]
             if not buckets:
                 del self._by_channel[channel_id]
 
-    def _link_binding_participant(self, binding: ChannelBinding) -> None:
+    def _link_binding_participant(self, room_id: str, channel_id: str, binding: _Binding) -> None:
         if binding.participant_id is not None:
-            self._binding_participants.setdefault(binding.participant_id, {})[
-                (binding.room_id, binding.channel_id)
-            ] = None
+            links = self._binding_participants.setdefault(binding.participant_id, {})
+            links[(room_id, channel_id)] = None
 
-    def _unlink_binding_participant(self, binding: ChannelBinding) -> None:
+    def _unlink_binding_participant(
+        self, room_id: str, channel_id: str, binding: _Binding
+    ) -> None:
         if binding.participant_id is None:
             return
         links = self._binding_participants.get(binding.participant_id)
         if links is not None:
-            links.pop((binding.room_id, binding.channel_id), None)
+            links.pop((room_id, channel_id), None)
             if not links:
                 del self._binding_participants[binding.participant_id]
 
@@ -192,61 +336,80 @@ class InMemoryStore(ConversationStore):
         return self._put_room(room)
 
     async def get_room(self, room_id: str) -> Room | None:
-        """Return a copy of the room, or ``None``."""
-        room = self._rooms.get(room_id)
-        return None if room is None else room.model_copy()
+        """Return the room (a new model), or ``None``."""
+        data = self._rooms.get(room_id)
+        return None if data is None else _load_room(data)
 
     async def update_room(self, room: Room) -> Room:
-        """Replace the room (an upsert); see ``ConversationStore``."""
+        """Replace the room (an upsert), counters included; see ``ConversationStore``."""
         return self._put_room(room)
 
     def _put_room(self, room: Room) -> Room:
-        old = self._rooms.get(room.id)
         data = self._data.get(room.id)
-        if old is None:
-            self._order[room.id] = self._next_order
-            self._next_order += 1
-            self._rooms[room.id] = room
+        if data is None:
+            data = self._room_data(room.id)  # the newest number: its creation order too
+        elif data.room is None:
+            # Something was stored in it before the room existed: rooms created since come
+            # first, so take a new number as its creation order (that slot stays empty).
+            data.order = len(self._numbered)
+            self._numbered.append(None)
+        created = data.room is None
+        old_status = data.status
+        data.room = _json(room, _ROOM_COUNTERS)
+        data.status = room.status
+        data.event_count = room.event_count
+        data.latest_index = room.latest_index
+        data.activity = room.timers.last_activity_at
+        if created:
+            self._rooms[room.id] = data
             # Bindings added before their room existed become findable now.
-            if data is not None:
-                for channel_id in data.bindings:
-                    self._index_channel(room.id, channel_id, room.status)
-            return room
-        self._rooms[room.id] = room
-        if old.status != room.status and data is not None:
-            for channel_id in data.bindings:
-                self._unindex_channel(room.id, channel_id, old.status)
-                self._index_channel(room.id, channel_id, room.status)
+            for channel_id in data.bindings or ():
+                self._index_channel(data, channel_id, room.status)
+        elif old_status != room.status:
+            for channel_id in data.bindings or ():
+                self._unindex_channel(data, channel_id, old_status)
+                self._index_channel(data, channel_id, room.status)
         return room
+
+    async def count_event(self, room_id: str, index: int, activity_at: datetime | None) -> None:
+        """Count one more event in the room (O(1), no model); see ``ConversationStore``."""
+        data = self._rooms.get(room_id)
+        if data is None:
+            return
+        data.event_count += 1
+        if index > data.latest_index:
+            data.latest_index = index
+        if activity_at is not None:
+            data.activity = activity_at
 
     async def delete_room(self, room_id: str) -> bool:
         """Delete the room and everything in it; return whether the room existed."""
-        room = self._rooms.pop(room_id, None)
         data = self._data.pop(room_id, None)
-        if data is not None:
-            self._numbered[data.number] = None
-            for raw in data.events:
-                # add_event refuses an id of another room, so every id here is this room's.
-                del self._event_loc[_keys_decoder.decode(raw).event.id]
-            for channel_id, binding in data.bindings.items():
-                if room is not None:
-                    self._unindex_channel(room_id, channel_id, room.status)
-                self._unlink_binding_participant(binding)
-            for participant_id in data.participants:
-                rooms = self._participant_rooms[participant_id]
-                del rooms[room_id]
-                if not rooms:
-                    del self._participant_rooms[participant_id]
-            for task_id in data.tasks:
-                del self._tasks[task_id]
-        self._order.pop(room_id, None)
-        return room is not None
+        if data is None:
+            return False
+        existed = self._rooms.pop(room_id, None) is not None
+        self._numbered[data.number] = None
+        for raw in data.events or ():
+            # add_event refuses an id of another room, so every id here is this room's.
+            del self._event_loc[_keys_decoder.decode(raw).event.id]
+        for channel_id, binding in (data.bindings or _NOTHING).items():
+            if existed:
+                self._unindex_channel(data, channel_id, data.status)
+            self._unlink_binding_participant(room_id, channel_id, binding)
+        for participant_id in data.participants or ():
+            rooms = self._participant_rooms[participant_id]
+            del rooms[room_id]
+            if not rooms:
+                del self._participant_rooms[participant_id]
+        for task_id in data.tasks or ():
+            del self._tasks[task_id]
+        return existed
 
     async def list_rooms(self, offset: int = 0, limit: int = 50) -> list[Room]:
-        """Return copies of one page of rooms, in creation order."""
+        """Return one page of rooms (new models), in creation order."""
         start = max(0, offset)
         stop = start + max(0, limit)
-        return [room.model_copy() for room in islice(self._rooms.values(), start, stop)]
+        return [_load_room(data) for data in islice(self._rooms.values(), start, stop)]
 
     async def find_rooms(
         self,
@@ -254,18 +417,20 @@ class InMemoryStore(ConversationStore):
         status: str | None = None,
         metadata_filter: dict[str, Any] | None = None,
     ) -> list[Room]:
-        """Return copies of the rooms matching every filter (a full scan)."""
+        """Return the rooms matching every filter (a full scan; only rooms of the wanted status
+        are validated)."""
         wanted = list(metadata_filter.items()) if metadata_filter else []
         found: list[Room] = []
-        for room in self._rooms.values():
-            if organization_id is not None and room.organization_id != organization_id:
+        for data in self._rooms.values():
+            if status is not None and data.status != status:
                 continue
-            if status is not None and room.status != status:
+            room = _load_room(data)
+            if organization_id is not None and room.organization_id != organization_id:
                 continue
             metadata = room.metadata
             if wanted and not all(k in metadata and metadata[k] == v for k, v in wanted):
                 continue
-            found.append(room.model_copy())
+            found.append(room)
         return found
 
     async def find_latest_room(
@@ -274,7 +439,8 @@ class InMemoryStore(ConversationStore):
         channel_type: str | None = None,
         status: str | None = None,
     ) -> Room | None:
-        """Return a copy of the newest room the participant is in; see ``ConversationStore``.
+        """Return the newest room the participant is in (a new model); see
+        ``ConversationStore``.
 
         Ties on ``created_at`` go to the room created last.
         """
@@ -282,31 +448,31 @@ class InMemoryStore(ConversationStore):
         candidates.update(
             room_id for room_id, _ in self._binding_participants.get(participant_id, ())
         )
-        best: Room | None = None
-        for room_id in sorted(
-            (r for r in candidates if r in self._rooms), key=self._order.__getitem__
-        ):
-            room = self._rooms[room_id]
-            if status is not None and room.status != status:
+        rooms = self._rooms
+        best: tuple[datetime, _RoomData] | None = None
+        for data in sorted((rooms[r] for r in candidates if r in rooms), key=_by_order):
+            if status is not None and data.status != status:
                 continue
-            if not self._takes_part(room_id, participant_id, channel_type):
+            if not self._takes_part(data, participant_id, channel_type):
                 continue
-            if best is None or room.created_at >= best.created_at:
-                best = room
-        return None if best is None else best.model_copy()
+            assert data.room is not None
+            created_at = _CreatedAt.model_validate_json(data.room).created_at
+            if best is None or created_at >= best[0]:
+                best = (created_at, data)
+        return None if best is None else _load_room(best[1])
 
-    def _takes_part(self, room_id: str, participant_id: str, channel_type: str | None) -> bool:
-        data = self._data[room_id]
-        participant = data.participants.get(participant_id)
+    def _takes_part(self, data: _RoomData, participant_id: str, channel_type: str | None) -> bool:
+        bindings = data.bindings or _NOTHING
+        participant = (data.participants or _NOTHING).get(participant_id)
         if participant is not None:
             if channel_type is None:
                 return True
-            binding = data.bindings.get(participant.channel_id)
+            binding = bindings.get(participant.channel_id)
             if binding is not None and binding.channel_type == channel_type:
                 return True
         for bound_room, channel_id in self._binding_participants.get(participant_id, ()):
-            if bound_room == room_id and (
-                channel_type is None or data.bindings[channel_id].channel_type == channel_type
+            if bound_room == data.room_id and (
+                channel_type is None or bindings[channel_id].channel_type == channel_type
             ):
                 return True
         return False
@@ -320,8 +486,9 @@ class InMemoryStore(ConversationStore):
             return None
         if status is not None:
             rooms = buckets.get(status)
-            return rooms[0][1] if rooms else None
-        return min(rooms[0] for rooms in buckets.values())[1]
+            return rooms[0].room_id if rooms else None
+        first: _RoomData = min((rooms[0] for rooms in buckets.values()), key=_by_order)
+        return first.room_id
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -368,17 +535,28 @@ class InMemoryStore(ConversationStore):
         data: bytes,
     ) -> None:
         room = self._room_data(room_id)
+        # Decoding makes a new string per event ("internal": 57 bytes a system event); share
+        # one. The default (no "visibility" in the JSON, as for most messages) is shared
+        # already: skip the lookup for it, this runs once per message.
+        if visibility is not _ALL and type(visibility) is str:
+            visibility = sys.intern(visibility)
+        events, visibilities = room.events, room.visibility
+        if events is None or visibilities is None:
+            events = room.events = []
+            visibilities = room.visibility = []
         found = self._locate(event_id)
         if found is None:
-            self._event_loc[event_id] = room.number << _POSITION_BITS | len(room.events)
-            room.events.append(data)
-            room.visibility.append(visibility)
+            self._event_loc[event_id] = room.number << _POSITION_BITS | len(events)
+            events.append(data)
+            visibilities.append(visibility)
         elif found[0] is room:
-            room.events[found[1]] = data
-            room.visibility[found[1]] = visibility
+            events[found[1]] = data
+            visibilities[found[1]] = visibility
         else:
             raise ValueError(f"event {event_id!r} is already stored in room {found[0].room_id!r}")
         if idempotency_key:
+            if room.keys is None:
+                room.keys = set()
             room.keys.add(idempotency_key)
 
     async def get_event(self, event_id: str) -> RoomEvent | None:
@@ -386,7 +564,9 @@ class InMemoryStore(ConversationStore):
         found = self._locate(event_id)
         if found is None:
             return None
-        return _event(found[0].events[found[1]])
+        events = found[0].events
+        assert events is not None
+        return _event(events[found[1]])
 
     async def list_events(
         self,
@@ -397,7 +577,7 @@ class InMemoryStore(ConversationStore):
     ) -> list[RoomEvent]:
         """Return one page of the timeline: O(limit), or a scan with a filter."""
         data = self._data.get(room_id)
-        if data is None or limit <= 0:
+        if data is None or data.events is None or data.visibility is None or limit <= 0:
             return []
         start = max(0, offset)
         if visibility_filter is None:
@@ -412,19 +592,19 @@ class InMemoryStore(ConversationStore):
     async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
         """Return the room's ``limit`` most recent events, oldest first: O(limit)."""
         data = self._data.get(room_id)
-        if data is None or limit <= 0:
+        if data is None or data.events is None or limit <= 0:
             return []
         return [_event(raw) for raw in data.events[-limit:]]
 
     async def check_idempotency(self, room_id: str, key: str) -> bool:
         """Return whether the room has an event with this idempotency key (O(1))."""
         data = self._data.get(room_id)
-        return data is not None and key in data.keys
+        return data is not None and data.keys is not None and key in data.keys
 
     async def get_event_count(self, room_id: str) -> int:
         """Return the number of events of the room (O(1))."""
         data = self._data.get(room_id)
-        return 0 if data is None else len(data.events)
+        return 0 if data is None or data.events is None else len(data.events)
 
     # -- bindings --------------------------------------------------------------------------------
 
@@ -433,10 +613,10 @@ class InMemoryStore(ConversationStore):
         return self._put_binding(binding)
 
     async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding | None:
-        """Return a copy of the binding, or ``None``."""
+        """Return the binding (a new model), or ``None``."""
         data = self._data.get(room_id)
-        binding = None if data is None else data.bindings.get(channel_id)
-        return None if binding is None else binding.model_copy()
+        binding = None if data is None or data.bindings is None else data.bindings.get(channel_id)
+        return None if binding is None else _load_binding(room_id, channel_id, binding)
 
     async def update_binding(self, binding: ChannelBinding) -> ChannelBinding:
         """Replace the binding (an upsert)."""
@@ -444,32 +624,46 @@ class InMemoryStore(ConversationStore):
 
     def _put_binding(self, binding: ChannelBinding) -> ChannelBinding:
         data = self._room_data(binding.room_id)
-        old = data.bindings.get(binding.channel_id)
+        bindings = data.bindings
+        if bindings is None:
+            bindings = data.bindings = {}
+        channel_id = _intern(binding.channel_id)
+        capabilities = binding.capabilities
+        key = capabilities.__pydantic_serializer__.to_json(capabilities)
+        entry = _Binding(
+            _json(binding, _BINDING_APART),
+            self._capabilities.setdefault(key, capabilities),
+            binding.channel_type,
+            binding.participant_id,
+        )
+        old = bindings.get(channel_id)
         if old is not None:
-            self._unlink_binding_participant(old)
-        data.bindings[binding.channel_id] = binding
-        self._link_binding_participant(binding)
-        room = self._rooms.get(binding.room_id)
-        if old is None and room is not None:
-            self._index_channel(binding.room_id, binding.channel_id, room.status)
+            self._unlink_binding_participant(data.room_id, channel_id, old)
+        bindings[channel_id] = entry
+        self._link_binding_participant(data.room_id, channel_id, entry)
+        if old is None and data.room is not None:
+            self._index_channel(data, channel_id, data.status)
         return binding
 
     async def remove_binding(self, room_id: str, channel_id: str) -> bool:
         """Remove the binding; return whether it existed."""
         data = self._data.get(room_id)
-        binding = None if data is None else data.bindings.pop(channel_id, None)
-        if binding is None:
+        binding = (
+            None if data is None or data.bindings is None else data.bindings.pop(channel_id, None)
+        )
+        if data is None or binding is None:
             return False
-        self._unlink_binding_participant(binding)
-        room = self._rooms.get(room_id)
-        if room is not None:
-            self._unindex_channel(room_id, channel_id, room.status)
+        self._unlink_binding_participant(room_id, channel_id, binding)
+        if data.room is not None:
+            self._unindex_channel(data, channel_id, data.status)
         return True
 
     async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
-        """Return copies of the room's bindings, in the order they were first added."""
+        """Return the room's bindings (new models), in the order they were first added."""
         data = self._data.get(room_id)
-        return [] if data is None else [b.model_copy() for b in data.bindings.values()]
+        if data is None or data.bindings is None:
+            return []
+        return [_load_binding(room_id, c, b) for c, b in data.bindings.items()]
 
     # -- participants ----------------------------------------------------------------------------
 
@@ -478,24 +672,31 @@ class InMemoryStore(ConversationStore):
         return self._put_participant(participant)
 
     async def get_participant(self, room_id: str, participant_id: str) -> Participant | None:
-        """Return a copy of the participant, or ``None``."""
+        """Return the participant (a new model), or ``None``."""
         data = self._data.get(room_id)
-        participant = None if data is None else data.participants.get(participant_id)
-        return None if participant is None else participant.model_copy()
+        participants = None if data is None else data.participants
+        found = None if participants is None else participants.get(participant_id)
+        return None if found is None else Participant.model_validate_json(found.json)
 
     async def update_participant(self, participant: Participant) -> Participant:
         """Replace the participant (an upsert)."""
         return self._put_participant(participant)
 
     def _put_participant(self, participant: Participant) -> Participant:
-        self._room_data(participant.room_id).participants[participant.id] = participant
+        data = self._room_data(participant.room_id)
+        if data.participants is None:
+            data.participants = {}
+        entry = _Participant(_json(participant), _intern(participant.channel_id))
+        data.participants[participant.id] = entry
         self._participant_rooms.setdefault(participant.id, {})[participant.room_id] = None
         return participant
 
     async def list_participants(self, room_id: str) -> list[Participant]:
-        """Return copies of the room's participants, in the order they were first added."""
+        """Return the room's participants (new models), in the order they were first added."""
         data = self._data.get(room_id)
-        return [] if data is None else [p.model_copy() for p in data.participants.values()]
+        if data is None or data.participants is None:
+            return []
+        return [Participant.model_validate_json(p.json) for p in data.participants.values()]
 
     # -- identities ------------------------------------------------------------------------------
 
@@ -568,17 +769,19 @@ class InMemoryStore(ConversationStore):
         return self._put_task(task)
 
     async def get_task(self, task_id: str) -> Task | None:
-        """Return a copy of the task, or ``None``."""
+        """Return the task (a new model), or ``None``."""
         task = self._tasks.get(task_id)
-        return None if task is None else task.model_copy()
+        return None if task is None else Task.model_validate_json(task.json)
 
     async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
-        """Return copies of the room's tasks (with ``status`` if given), oldest first."""
+        """Return the room's tasks (with ``status`` if given; new models), oldest first."""
         data = self._data.get(room_id)
-        if data is None:
+        if data is None or data.tasks is None:
             return []
         tasks = (self._tasks[task_id] for task_id in data.tasks)
-        return [t.model_copy() for t in tasks if status is None or t.status == status]
+        return [
+            Task.model_validate_json(t.json) for t in tasks if status is None or t.status == status
+        ]
 
     async def update_task(self, task: Task) -> Task:
         """Replace the task (an upsert)."""
@@ -587,22 +790,32 @@ class InMemoryStore(ConversationStore):
     def _put_task(self, task: Task) -> Task:
         old = self._tasks.get(task.id)
         if old is not None and old.room_id != task.room_id:
-            self._data[old.room_id].tasks.pop(task.id, None)
-        self._tasks[task.id] = task
-        self._room_data(task.room_id).tasks[task.id] = None
+            old_tasks = self._data[old.room_id].tasks
+            assert old_tasks is not None
+            old_tasks.pop(task.id, None)
+        self._tasks[task.id] = _Task(_json(task), task.room_id, task.status)
+        data = self._room_data(task.room_id)
+        if data.tasks is None:
+            data.tasks = {}
+        data.tasks[task.id] = None
         return task
 
     # -- observations ----------------------------------------------------------------------------
 
     async def add_observation(self, observation: Observation) -> Observation:
         """Store the observation (an upsert by id)."""
-        self._room_data(observation.room_id).observations[observation.id] = observation
+        data = self._room_data(observation.room_id)
+        if data.observations is None:
+            data.observations = {}
+        data.observations[observation.id] = _json(observation)
         return observation
 
     async def list_observations(self, room_id: str) -> list[Observation]:
-        """Return copies of the room's observations, oldest first."""
+        """Return the room's observations (new models), oldest first."""
         data = self._data.get(room_id)
-        return [] if data is None else [o.model_copy() for o in data.observations.values()]
+        if data is None or data.observations is None:
+            return []
+        return [Observation.model_validate_json(raw) for raw in data.observations.values()]
 
     # -- read tracking ---------------------------------------------------------------------------
 
@@ -612,18 +825,23 @@ class InMemoryStore(ConversationStore):
         if found is None or found[0].room_id != room_id:
             logger.debug("mark_read ignored: event %r is not in room %r", event_id, room_id)
             return
-        found[0].read_markers[channel_id] = found[1]
+        data = found[0]
+        if data.read_markers is None:
+            data.read_markers = {}
+        data.read_markers[channel_id] = found[1]
 
     async def mark_all_read(self, room_id: str, channel_id: str) -> None:
         """Move the channel's read marker to the room's latest event."""
         data = self._data.get(room_id)
         if data is not None and data.events:
+            if data.read_markers is None:
+                data.read_markers = {}
             data.read_markers[channel_id] = len(data.events) - 1
 
     async def get_unread_count(self, room_id: str, channel_id: str) -> int:
         """Return the number of events after the channel's read marker (O(1))."""
         data = self._data.get(room_id)
-        if data is None:
+        if data is None or data.events is None:
             return 0
-        marker = data.read_markers.get(channel_id)
+        marker = None if data.read_markers is None else data.read_markers.get(channel_id)
         return len(data.events) if marker is None else len(data.events) - marker - 1

@@ -28,7 +28,7 @@ from roomkit.models.enums import ChannelType, EventStatus, RoomStatus, TaskStatu
 from roomkit.models.event import EventSource, RoomEvent, TextContent
 from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
-from roomkit.models.room import Room
+from roomkit.models.room import Room, RoomTimers
 from roomkit.models.task import Observation, Task
 from roomkit.store.base import ConversationStore
 
@@ -386,6 +386,99 @@ class ConversationStoreContract:
         await store.create_room(make_room("late"))
         assert await store.find_room_id_by_channel("sms1") == "late"
 
+    # -- counters (count_event) ------------------------------------------------------------------
+
+    async def test_count_event(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1", timers=RoomTimers(inactive_after_seconds=60)))
+        other = make_room("r2")
+        await store.create_room(other)
+        for index in (0, 5, 2):
+            await store.count_event("r1", index, None)
+        room = some(await store.get_room("r1"))
+        assert (room.event_count, room.latest_index) == (3, 5)
+        assert room.timers.last_activity_at is None
+        await store.count_event("r1", 4, T0)
+        room = some(await store.get_room("r1"))
+        assert (room.event_count, room.latest_index) == (4, 5)
+        assert room.timers == RoomTimers(inactive_after_seconds=60, last_activity_at=T0)
+        await store.count_event("r1", 6, None)  # no activity: the last one stays
+        assert some(await store.get_room("r1")).timers.last_activity_at == T0
+        # The other room is untouched.
+        assert await store.get_room("r2") == other
+
+    async def test_count_event_ignores_unknown_rooms(self, store: ConversationStore) -> None:
+        await store.count_event("nope", 3, T0)
+        assert await store.get_room("nope") is None
+        assert await store.list_rooms() == []
+        # A room with events but not created yet is unknown too.
+        await store.add_event(make_event("late"))
+        await store.count_event("late", 0, None)
+        assert await store.get_room("late") is None
+        assert await store.get_event_count("late") == 1
+
+    async def test_counters_show_in_every_room_read(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1", created_at=T0))
+        await store.add_participant(make_participant("r1", "p1"))
+        await store.count_event("r1", 7, T0)
+        await store.count_event("r1", 8, None)
+
+        def counted(room: Room | None) -> tuple[str, int, int, datetime | None]:
+            assert room is not None
+            return room.id, room.event_count, room.latest_index, room.timers.last_activity_at
+
+        expected = ("r1", 2, 8, T0)
+        assert counted(await store.get_room("r1")) == expected
+        assert [counted(r) for r in await store.list_rooms()] == [expected]
+        assert [counted(r) for r in await store.find_rooms(status="active")] == [expected]
+        assert [counted(r) for r in await store.find_rooms(metadata_filter={})] == [expected]
+        assert counted(await store.find_latest_room("p1")) == expected
+
+    async def test_update_room_sets_the_counters(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.count_event("r1", 3, T0)
+        # A room read and written back keeps its counters, and counting goes on from them.
+        room = some(await store.get_room("r1"))
+        await store.update_room(room.model_copy(update={"metadata": {"k": "v"}}))
+        await store.count_event("r1", 1, None)
+        room = some(await store.get_room("r1"))
+        assert (room.event_count, room.latest_index, room.metadata) == (2, 3, {"k": "v"})
+        assert room.timers.last_activity_at == T0
+        # A room given with other counters replaces them.
+        later = T0 + timedelta(hours=1)
+        timers = RoomTimers(last_activity_at=later)
+        reset = make_room("r1", event_count=10, latest_index=9, timers=timers)
+        await store.update_room(reset)
+        assert await store.get_room("r1") == reset
+        await store.count_event("r1", 4, None)
+        room = some(await store.get_room("r1"))
+        assert (room.event_count, room.latest_index) == (11, 9)
+        assert room.timers.last_activity_at == later
+        await store.create_room(make_room("r1"))
+        room = some(await store.get_room("r1"))
+        assert (room.event_count, room.latest_index, room.timers) == (0, 0, RoomTimers())
+
+    async def test_counted_room_reads_are_copies(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.count_event("r1", 1, T0)
+        room = some(await store.get_room("r1"))
+        room.event_count = 100
+        room.timers = RoomTimers()
+        [listed] = await store.list_rooms()
+        assert (listed.event_count, listed.timers.last_activity_at) == (1, T0)
+
+    async def test_default_count_event_agrees(self, store: ConversationStore) -> None:
+        # The ABC's fallback (get_room + update_room) leaves the same room behind.
+        for room_id in ("own", "default"):
+            await store.create_room(make_room(room_id, created_at=T0, updated_at=T0))
+        for index, activity_at in [(0, None), (4, T0), (2, None), (9, T0 + timedelta(days=1))]:
+            await store.count_event("own", index, activity_at)
+            await ConversationStore.count_event(store, "default", index, activity_at)
+        own = some(await store.get_room("own"))
+        default = some(await store.get_room("default"))
+        assert default == own.model_copy(update={"id": "default"})
+        await ConversationStore.count_event(store, "nope", 1, T0)
+        assert await store.get_room("nope") is None
+
     # -- events ----------------------------------------------------------------------------------
 
     async def test_add_and_get_event(self, store: ConversationStore) -> None:
@@ -394,6 +487,39 @@ class ConversationStoreContract:
         assert await store.add_event(event) == event
         assert await store.get_event(event.id) == event
         assert await store.get_event("nope") is None
+
+    async def test_add_event_envelope(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        first = make_event("r1", "first", idempotency_key="k1", visibility="transport")
+        second = make_event("r1", "second", metadata={"m": [1, 2]})
+        for event, envelope in [
+            (first, b'{"event":%s,"deliver":true}'),
+            (second, b'{"deliver":false,"event":%s,"other":{"event":{"id":"x"}}}'),
+        ]:
+            await store.add_event_envelope(envelope % event.model_dump_json().encode())
+        assert await store.get_event(first.id) == first
+        assert await store.get_event(second.id) == second
+        assert await store.get_event("x") is None
+        assert await store.list_events("r1") == [first, second]
+        assert await store.list_events("r1", visibility_filter="transport") == [first]
+        assert await store.list_recent_events("r1", limit=1) == [second]
+        assert await store.get_event_count("r1") == 2
+        assert await store.check_idempotency("r1", "k1") is True
+
+    async def test_add_event_json(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        event = make_event("r1", idempotency_key="k1")
+        await store.add_event_json(event.model_dump_json().encode())
+        assert await store.get_event(event.id) == event
+        assert await store.list_events("r1") == [event]
+        assert await store.check_idempotency("r1", "k1") is True
+
+    async def test_envelope_with_a_stored_id_replaces_it(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        first, second = await add_events(store, "r1", 2)
+        replaced = first.model_copy(update={"status": EventStatus.DELIVERED})
+        await store.add_event_envelope(b'{"event":%s}' % replaced.model_dump_json().encode())
+        assert await store.list_events("r1") == [replaced, second]
 
     async def test_returned_events_are_copies(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))

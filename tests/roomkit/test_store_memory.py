@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,9 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import roomkit.store
+from roomkit.models.channel import ChannelCapabilities
 from roomkit.models.enums import RoomStatus
+from roomkit.models.room import RoomTimers
 from roomkit.store import ConversationStore, InMemoryStore
-from roomkit.store.testing import ConversationStoreContract, make_binding, make_event, make_room
+from roomkit.store.testing import (
+    T0,
+    ConversationStoreContract,
+    make_binding,
+    make_event,
+    make_room,
+    some,
+)
 
 ABSTRACT_METHODS = {
     # rooms
@@ -97,6 +107,7 @@ class TestConversationStoreABC:
             ("list_tasks", ["room_id", "status=None"]),
             ("mark_read", ["room_id", "channel_id", "event_id"]),
             ("list_recent_events", ["room_id", "limit=50"]),
+            ("count_event", ["room_id", "index", "activity_at"]),
         ],
     )
     def test_signatures(self, name: str, params: list[str]) -> None:
@@ -107,6 +118,7 @@ class TestConversationStoreABC:
 
     def test_additions_are_not_abstract(self) -> None:
         assert "list_recent_events" not in ConversationStore.__abstractmethods__
+        assert "count_event" not in ConversationStore.__abstractmethods__
         assert "clear" not in ConversationStore.__abstractmethods__
 
     def test_incomplete_store_cannot_be_built(self) -> None:
@@ -209,3 +221,92 @@ async def test_indexes_agree_with_a_scan(ops: list[tuple[Any, ...]]) -> None:
         assert [b.channel_id for b in await store.list_bindings(room_id)] == list(
             model.bindings.get(room_id, {})
         )
+
+
+# -- InMemoryStore's representation (see its module docstring) ----------------------------------
+
+
+async def test_models_are_snapshotted_when_stored() -> None:
+    # The store keeps JSON, not the models it is given: changing one in place afterwards (which
+    # the contract forbids) does not reach the store.
+    store = InMemoryStore()
+    room = make_room("r1")
+    binding = make_binding("r1", "sms1")
+    await store.create_room(room)
+    await store.add_binding(binding)
+    room.metadata["k"] = "v"
+    binding.metadata["k"] = "v"
+    assert some(await store.get_room("r1")).metadata == {}
+    assert some(await store.get_binding("r1", "sms1")).metadata == {}
+
+
+async def test_bindings_share_equal_capabilities() -> None:
+    store = InMemoryStore()
+    for room_id in ("r1", "r2"):
+        capabilities = ChannelCapabilities(max_length=160, supports_media=True)
+        await store.add_binding(make_binding(room_id, "sms1", capabilities=capabilities))
+    await store.add_binding(
+        make_binding("r3", "sms1", capabilities=ChannelCapabilities(max_length=70))
+    )
+    first, second, third = [
+        some(await store.get_binding(room_id, "sms1")) for room_id in ("r1", "r2", "r3")
+    ]
+    assert first.capabilities is second.capabilities
+    assert first.capabilities == ChannelCapabilities(max_length=160, supports_media=True)
+    assert third.capabilities == ChannelCapabilities(max_length=70)
+    [listed] = await store.list_bindings("r2")
+    assert listed.capabilities is first.capabilities
+
+
+counter_operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("count"),
+            st.sampled_from(ROOMS),
+            st.integers(0, 20),
+            st.sampled_from([None, T0, T0 + timedelta(minutes=1)]),
+        ),
+        st.tuples(
+            st.sampled_from(["create", "update"]),
+            st.sampled_from(ROOMS),
+            st.integers(0, 5),
+            st.integers(0, 5),
+            st.sampled_from([None, T0]),
+        ),
+        st.tuples(st.just("delete"), st.sampled_from(ROOMS)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=counter_operations)
+async def test_count_event_agrees_with_the_default(ops: list[tuple[Any, ...]]) -> None:
+    # One store counts with its own count_event, the other with the ABC's get_room/update_room.
+    own, default = InMemoryStore(), InMemoryStore()
+    for op in ops:
+        for store in (own, default):
+            match op:
+                case ("count", room_id, index, activity_at):
+                    if store is own:
+                        await store.count_event(room_id, index, activity_at)
+                    else:
+                        await ConversationStore.count_event(store, room_id, index, activity_at)
+                case ("create" | "update", room_id, count, latest, activity_at):
+                    room = make_room(
+                        room_id,
+                        created_at=T0,
+                        updated_at=T0,
+                        event_count=count,
+                        latest_index=latest,
+                        timers=RoomTimers(last_activity_at=activity_at),
+                    )
+                    if op[0] == "create":
+                        await store.create_room(room)
+                    else:
+                        await store.update_room(room)
+                case ("delete", room_id):
+                    await store.delete_room(room_id)
+        for room_id in ROOMS:
+            assert await own.get_room(room_id) == await default.get_room(room_id)
+    assert await own.list_rooms() == await default.list_rooms()
