@@ -13,6 +13,7 @@ from roomkit.core._commands import FlushOutcomes, Outcome
 from roomkit.core._delivery import DeliveryJob, RoomDelivery
 from roomkit.core._domain import DomainEvent, dump, load
 from roomkit.core._facts import Fact, fact_from_record
+from roomkit.core._recent import RecentEvents
 from roomkit.core._room_decider import RoomDecider
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.core._services import KitServices
@@ -84,7 +85,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             participants=[dump(p) for p in state.participants.values()],
             idempotency=state.idempotency,
             event_count=state.event_count,
-            recent=[dump(e) for e in state.recent],
+            recent=state.recent.raw(),
         )
         return _snapshot_encoder.encode(snapshot)
 
@@ -94,6 +95,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             room=load(Room, snapshot.room) if bytes(snapshot.room) != b"null" else None,
             idempotency=dict(snapshot.idempotency),
             event_count=snapshot.event_count,
+            recent=RecentEvents(snapshot.recent),
         )
         for raw in snapshot.bindings:
             binding = load(ChannelBinding, raw)
@@ -101,7 +103,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         for raw in snapshot.participants:
             participant = load(Participant, raw)
             state.participants[participant.id] = participant
-        state.recent.extend(load(RoomEvent, raw) for raw in snapshot.recent)
         return state
 
     # -- commands ----------------------------------------------------------------------------

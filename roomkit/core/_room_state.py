@@ -7,9 +7,9 @@ state in place (the actor owns it exclusively) and returns it.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
+import msgspec
 from pydantic import BaseModel
 
 from roomkit.core._domain import (
@@ -28,6 +28,7 @@ from roomkit.core._domain import (
     TaskRecorded,
     load,
 )
+from roomkit.core._recent import RECENT_EVENTS, RecentEvents
 from roomkit.models._copy import updated
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
@@ -37,9 +38,6 @@ from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 
 __all__ = ["RECENT_EVENTS", "RoomState", "evolve"]
-
-RECENT_EVENTS = 50
-"""How many of the most recent timeline events a hook or channel sees in its ``RoomContext``."""
 
 
 @dataclass(slots=True)
@@ -52,7 +50,7 @@ class RoomState:
     participants: dict[str, Participant] = field(default_factory=dict)
     idempotency: dict[str, str] = field(default_factory=dict)
     event_count: int = 0
-    recent: deque[RoomEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    recent: RecentEvents = field(default_factory=RecentEvents)
 
     def context(self) -> RoomContext:
         """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed)."""
@@ -62,7 +60,7 @@ class RoomState:
             room=self.room,
             bindings=list(self.bindings.values()),
             participants=list(self.participants.values()),
-            recent_events=list(self.recent),
+            recent_events=self.recent.view(),
         )
 
 
@@ -76,7 +74,7 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
         case MessageRecorded():
             recorded = model if model is not None else load(RoomEvent, event.event)
             assert isinstance(recorded, RoomEvent)
-            _record_message(state, recorded)
+            _record_message(state, recorded, event.event)
         case RoomCreated() | RoomUpdated():
             room = model if model is not None else load(Room, event.room)
             assert isinstance(room, Room)
@@ -96,11 +94,11 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
     return state
 
 
-def _record_message(state: RoomState, event: RoomEvent) -> None:
+def _record_message(state: RoomState, event: RoomEvent, raw: msgspec.Raw) -> None:
     state.event_count += 1
     if event.idempotency_key:
         state.idempotency[event.idempotency_key] = event.id
-    state.recent.append(event)
+    state.recent.append(raw, event)
     room = state.room
     if room is None:
         return

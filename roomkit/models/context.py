@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import ChannelType
@@ -20,6 +22,15 @@ class RoomContext(BaseModel):
     bindings: list[ChannelBinding] = Field(default_factory=list)
     participants: list[Participant] = Field(default_factory=list)
     recent_events: list[RoomEvent] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A kit's contexts carry their recent events as a list that loads them on first use
+        # (roomkit.core._recent); pydantic reads a list's storage directly, so load it first.
+        materialize = getattr(self.recent_events, "materialize", None)
+        if materialize is not None:
+            materialize()
+        return handler(self)
 
     def other_channels(self, exclude_channel_id: str) -> list[ChannelBinding]:
         """Return the bindings of every channel except ``exclude_channel_id``."""

@@ -1,0 +1,101 @@
+"""A room actor keeps its recent events as JSON and hands contexts lists that load on use."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+from roomkit import EventSource, RoomContext, RoomEvent, TextContent
+from roomkit.core._domain import dump
+from roomkit.core._recent import RECENT_EVENTS, LazyEvents, RecentEvents
+from roomkit.models.room import Room
+
+
+def _event(n: int) -> RoomEvent:
+    return RoomEvent(
+        room_id="r1",
+        index=n,
+        source=EventSource(channel_id="sms", channel_type="sms"),
+        content=TextContent(body=f"m{n}"),
+    )
+
+
+def _recent(count: int) -> tuple[RecentEvents, list[RoomEvent]]:
+    recent = RecentEvents()
+    events = [_event(n) for n in range(count)]
+    for event in events:
+        recent.append(dump(event), event)
+    return recent, events
+
+
+def test_a_context_list_loads_the_events_of_its_moment() -> None:
+    recent, events = _recent(3)
+    view = recent.view()
+    assert isinstance(view, LazyEvents)
+    later = _event(3)
+    recent.append(dump(later), later)
+    # Read after the room moved on: still the three events it was made with.
+    assert view == events
+    assert [e.content.body for e in view] == ["m0", "m1", "m2"]  # type: ignore[union-attr]
+    assert recent.view() == [*events, later]
+
+
+def test_only_the_last_events_are_kept() -> None:
+    recent, events = _recent(RECENT_EVENTS + 5)
+    assert len(recent) == RECENT_EVENTS
+    assert list(recent) == events[5:]
+    assert [bytes(raw) for raw in recent.raw()] == [bytes(dump(e)) for e in events[5:]]
+
+
+def test_every_list_operation_sees_the_events() -> None:
+    recent, events = _recent(4)
+    assert len(recent.view()) == 4
+    assert bool(recent.view())
+    assert recent.view()[-1] == events[-1]
+    assert recent.view()[1:3] == events[1:3]
+    assert events[2] in recent.view()
+    assert list(reversed(recent.view())) == events[::-1]
+    assert recent.view().index(events[1]) == 1
+    assert recent.view() + [] == events
+    appended = recent.view()
+    appended.append(events[0])
+    assert appended == [*events, events[0]]
+    assert copy.deepcopy(recent.view()) == events
+    assert type(copy.copy(recent.view())) is list
+    assert pickle.loads(pickle.dumps(recent.view())) == events
+    assert repr(recent.view()).startswith("[RoomEvent(id=")
+
+
+def test_after_the_first_read_the_room_keeps_the_models() -> None:
+    recent, events = _recent(2)
+    assert list(recent.view()) == events
+    later = _event(2)
+    recent.append(dump(later), later)
+    view = recent.view()
+    assert not isinstance(view, LazyEvents)  # plain list of the kept models
+    assert view[-1] is later
+
+
+def test_a_context_serialises_its_lazy_events() -> None:
+    recent, events = _recent(2)
+    room = Room(id="r1")
+    context = RoomContext.model_construct(
+        room=room, bindings=[], participants=[], recent_events=recent.view()
+    )
+    dumped = context.model_dump(mode="json")
+    assert [e["id"] for e in dumped["recent_events"]] == [e.id for e in events]
+    fresh = RoomContext.model_construct(
+        room=room, bindings=[], participants=[], recent_events=recent.view()
+    )
+
+    assert RoomContext.model_validate_json(fresh.model_dump_json()) == context
+
+
+def test_equal_windows_compare_equal() -> None:
+    first, events = _recent(3)
+    second = RecentEvents()
+    for event in events:
+        second.append(dump(event), event)
+    assert first == second
+    second.append(dump(_event(9)), _event(9))
+    assert first != second
