@@ -151,6 +151,9 @@ async def fan_out(name: str, logs: LogFactory, messages: int = 5_000) -> list[Ro
     return [row(name, "(c) 1 room -> 10 channels", rate(messages, sw.seconds), "msg/s")]
 
 
+_TASK_LINGER = 1.0  # the ActorSystem's default, which the kit keeps
+
+
 async def memory(
     name: str, logs: LogFactory, rooms: int = 10_000, events: int = 20_000
 ) -> list[Row]:
@@ -174,7 +177,21 @@ async def memory(
                 f"(d) memory per idle room ({rooms:,}, 2 channels)",
                 (after_rooms - before) / rooms,
                 "bytes",
-                "log + active actors + read model",
+                "log + active actors (tasks parked) + read model",
+            )
+        )
+        # An actor idle for task_linger (1 s) returns its task and stays active: what a room
+        # costs between two messages a second or more apart.
+        await anyio.sleep(_TASK_LINGER + 0.5)
+        gc.collect()
+        lingered = tracemalloc.get_traced_memory()[0]
+        rows.append(
+            row(
+                name,
+                f"(d) memory per idle room, idle > {_TASK_LINGER:g} s ({rooms:,})",
+                (lingered - before) / rooms,
+                "bytes",
+                "log + active actors (no task) + read model",
             )
         )
         # What an idle room costs once its actors passivated (after idle_timeout, 300 s by
@@ -196,21 +213,33 @@ async def memory(
             )
         )
         await _room(kit, "mem", 1)
+        records_before = await log.last_version("mem")
         gc.collect()
         before_events = tracemalloc.get_traced_memory()[0]
         for n in range(events):
             await kit.process_inbound(message("in", n), room_id="mem")
         gc.collect()
         after_events = tracemalloc.get_traced_memory()[0]
+        stored = await log.last_version("mem") - records_before
         rows.append(
             row(
                 name,
                 "(d) memory per stored message",
                 (after_events - before_events) / events,
                 "bytes",
-                "log + read model + delivery record",
+                "log + read model, message + its delivery record",
             )
         )
+        rows.append(
+            row(
+                name,
+                "(d) memory per stored event",
+                (after_events - before_events) / stored,
+                "bytes",
+                f"{stored:,} log records",
+            )
+        )
+
     tracemalloc.stop()
     return rows
 

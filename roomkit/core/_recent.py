@@ -42,7 +42,9 @@ class RecentEvents:
     __slots__ = ("_appended", "_models", "_raw")
 
     def __init__(self, raw: Iterable[Json] = ()) -> None:
-        self._raw: deque[Json] = deque(raw, maxlen=RECENT_EVENTS)
+        # A list, not a bounded deque: a deque takes a 64-slot block (~0.5 KB) even for the
+        # two events of a new room, and trimming 50 pointers is nothing.
+        self._raw: list[Json] = list(raw)[-RECENT_EVENTS:]
         self._models: deque[RoomEvent] | None = None  # once somebody read them
         self._appended = 0  # identifies the current window, for contexts made earlier
 
@@ -66,6 +68,8 @@ class RecentEvents:
     def append(self, raw: Json, model: RoomEvent) -> None:
         """One more event: its JSON as logged, and its model."""
         self._raw.append(raw)
+        if len(self._raw) > RECENT_EVENTS:
+            del self._raw[0]
         self._appended += 1
         if self._models is not None:
             self._models.append(model)
