@@ -8,7 +8,8 @@ gets a model of its own: an idle room then costs some 1 KB instead of some 4 KB 
 models, and the garbage collector has little to scan. What the indexes and filters read is kept
 beside the JSON as plain values, so that no index ever validates a model:
 
-- **Rooms**: the JSON with the fields equal to their defaults left out; the status (for the
+- **Rooms**: the JSON with the fields equal to their fixed defaults left out (``compact_json``,
+  the event log's format: ids and timestamps are always written); the status (for the
   channel index and ``find_rooms``) and the creation order. The counters that every message
   changes (``event_count``, ``latest_index``, ``timers.last_activity_at``) are not in the JSON:
   they are plain values that ``count_event`` changes in O(1) and that a read puts back in the
@@ -59,6 +60,7 @@ from typing import Any, NamedTuple
 import msgspec
 from pydantic import BaseModel
 
+from roomkit.core._domain import compact_json
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.event import RoomEvent
 from roomkit.models.identity import Identity
@@ -125,11 +127,6 @@ def _event(envelope: bytes) -> RoomEvent:
 
 def _envelope(event_json: bytes) -> bytes:
     return b'{"event":' + event_json + b"}"
-
-
-def _json(model: BaseModel, exclude: Mapping[str, bool | set[str]] | None = None) -> bytes:
-    """The model's JSON without the fields equal to their defaults (validation restores them)."""
-    return model.__pydantic_serializer__.to_json(model, exclude_defaults=True, exclude=exclude)
 
 
 def _intern(name: str) -> str:
@@ -355,7 +352,7 @@ class InMemoryStore(ConversationStore):
             self._numbered.append(None)
         created = data.room is None
         old_status = data.status
-        data.room = _json(room, _ROOM_COUNTERS)
+        data.room = compact_json(room, _ROOM_COUNTERS)
         data.status = room.status
         data.event_count = room.event_count
         data.latest_index = room.latest_index
@@ -631,7 +628,7 @@ class InMemoryStore(ConversationStore):
         capabilities = binding.capabilities
         key = capabilities.__pydantic_serializer__.to_json(capabilities)
         entry = _Binding(
-            _json(binding, _BINDING_APART),
+            compact_json(binding, _BINDING_APART),
             self._capabilities.setdefault(key, capabilities),
             binding.channel_type,
             binding.participant_id,
@@ -686,7 +683,7 @@ class InMemoryStore(ConversationStore):
         data = self._room_data(participant.room_id)
         if data.participants is None:
             data.participants = {}
-        entry = _Participant(_json(participant), _intern(participant.channel_id))
+        entry = _Participant(compact_json(participant), _intern(participant.channel_id))
         data.participants[participant.id] = entry
         self._participant_rooms.setdefault(participant.id, {})[participant.room_id] = None
         return participant
@@ -793,7 +790,7 @@ class InMemoryStore(ConversationStore):
             old_tasks = self._data[old.room_id].tasks
             assert old_tasks is not None
             old_tasks.pop(task.id, None)
-        self._tasks[task.id] = _Task(_json(task), task.room_id, task.status)
+        self._tasks[task.id] = _Task(compact_json(task), task.room_id, task.status)
         data = self._room_data(task.room_id)
         if data.tasks is None:
             data.tasks = {}
@@ -807,7 +804,7 @@ class InMemoryStore(ConversationStore):
         data = self._room_data(observation.room_id)
         if data.observations is None:
             data.observations = {}
-        data.observations[observation.id] = _json(observation)
+        data.observations[observation.id] = compact_json(observation)
         return observation
 
     async def list_observations(self, room_id: str) -> list[Observation]:
