@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from roomkit.core._concurrently import concurrently
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
 from roomkit.core.retry import retry_with_backoff
@@ -281,37 +282,16 @@ class EventRouter:
         if not targets:
             return result
         event = stamp_visibility(event, source_binding)
-        outcomes: list[_Outcome | None]
-        if len(targets) == 1:
-            # The common 1:1 room: no task group, no extra task.
-            outcomes = [await self._process_target(event, source_binding, targets[0], context)]
-        else:
-            outcomes = [None] * len(targets)
-            last = len(targets) - 1
-            async with anyio.create_task_group() as tg:
-                for i in range(last):
-                    tg.start_soon(
-                        self._process_into, outcomes, i, event, source_binding, targets[i], context
-                    )
-                # The last target runs in this task: one task fewer to spawn per broadcast.
-                outcomes[last] = await self._process_target(
-                    event, source_binding, targets[last], context
-                )
+        outcomes = await concurrently(
+            [
+                functools.partial(self._process_target, event, source_binding, t, context)
+                for t in targets
+            ]
+        )
         for outcome in outcomes:
             if outcome is not None:
                 self._merge(result, outcome)
         return result
-
-    async def _process_into(
-        self,
-        outcomes: list[_Outcome | None],
-        slot: int,
-        event: RoomEvent,
-        source_binding: ChannelBinding,
-        target: ChannelBinding,
-        context: RoomContext,
-    ) -> None:
-        outcomes[slot] = await self._process_target(event, source_binding, target, context)
 
     async def _process_target(
         self,

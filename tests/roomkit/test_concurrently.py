@@ -1,0 +1,91 @@
+"""``concurrently``: fan-out without orphans, on asyncio (plain tasks) and trio (task group)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+from roomkit.core._concurrently import concurrently
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _value(value: int) -> Callable[[], Awaitable[int]]:
+    async def call() -> int:
+        await anyio.lowlevel.checkpoint()
+        return value
+
+    return call
+
+
+async def test_results_come_back_in_order() -> None:
+    assert await concurrently([_value(n) for n in range(5)]) == [0, 1, 2, 3, 4]
+    assert await concurrently([_value(7)]) == [7]
+    assert await concurrently([]) == []
+
+
+async def test_calls_run_at_the_same_time() -> None:
+    # Each call waits for the next one to start: run one after the other, this never ends.
+    started = [anyio.Event() for _ in range(4)]
+
+    def call(n: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            started[n].set()
+            if n + 1 < len(started):
+                await started[n + 1].wait()
+            return n
+
+        return run
+
+    with anyio.fail_after(5):
+        assert await concurrently([call(n) for n in range(4)]) == [0, 1, 2, 3]
+
+
+async def test_an_error_cancels_the_others_and_waits_for_them() -> None:
+    cleaned: list[str] = []
+
+    async def stuck() -> int:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned.append("stuck")
+        return 0  # pragma: no cover
+
+    async def fails() -> int:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError("boom")
+
+    with anyio.fail_after(5), pytest.raises(ValueError, match="boom"):
+        await concurrently([stuck, stuck, fails])
+    assert cleaned == ["stuck", "stuck"]  # both ended before the error reached us
+
+
+async def test_cancelling_the_caller_cancels_every_call_before_returning() -> None:
+    running = anyio.Event()
+    cleaned: list[int] = []
+
+    def call(n: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            try:
+                running.set()
+                await anyio.sleep_forever()
+            finally:
+                cleaned.append(n)
+            return n  # pragma: no cover
+
+        return run
+
+    async with anyio.create_task_group() as tg:
+
+        async def caller() -> None:
+            await concurrently([call(n) for n in range(3)])
+
+        tg.start_soon(caller)
+        await running.wait()
+        tg.cancel_scope.cancel()
+    assert sorted(cleaned) == [0, 1, 2]
