@@ -525,12 +525,7 @@ class RoomDecider:
         """The ``delivery.recorded`` facts of audit-only outcomes (delivery results only)."""
         stamp = self._now().timestamp()
         return [
-            Fact(
-                domain=DeliveryRecorded(
-                    event_id=outcome.event_id, results=[dump(r) for r in outcome.results]
-                ),
-                timestamp=stamp,
-            )
+            Fact(domain=_delivery_recorded(outcome), timestamp=stamp)
             for outcome in outcomes
             if outcome.results
         ]
@@ -541,9 +536,7 @@ class RoomDecider:
         assert room is not None
         draft = _Draft(state, self._now())
         if cmd.results:
-            draft.add(
-                DeliveryRecorded(event_id=cmd.event_id, results=[dump(r) for r in cmd.results])
-            )
+            draft.add(_delivery_recorded(cmd))
         for blocked in cmd.blocked:
             draft.message(blocked.model_copy(update={"index": draft.next_index()}))
         for reply in cmd.replies:
@@ -559,6 +552,10 @@ class RoomDecider:
             draft.message(reply, deliver=Deliver(reply, cmd.root) if bound else None)
         draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root)
         return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
+
+
+def _delivery_recorded(outcome: RecordOutcome) -> DeliveryRecorded:
+    return DeliveryRecorded(event_id=outcome.event_id, results=[dump(r) for r in outcome.results])
 
 
 def _plain(value: Any) -> Any:

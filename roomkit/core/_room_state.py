@@ -28,7 +28,7 @@ from roomkit.core._domain import (
     TaskRecorded,
     load,
 )
-from roomkit.core._recent import RECENT_EVENTS, RecentEvents
+from roomkit.core._recent import RecentEvents
 from roomkit.models._copy import updated
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
@@ -37,7 +37,7 @@ from roomkit.models.event import RoomEvent
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 
-__all__ = ["RECENT_EVENTS", "RoomState", "evolve"]
+__all__ = ["RoomState", "evolve"]
 
 
 @dataclass(slots=True)
