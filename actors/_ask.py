@@ -1,13 +1,13 @@
 """The reply slot of one ``ask``: the envelope in the mailbox and the asker's wait, in one object.
 
-An ask costs one small object and one ``anyio.Event``: no memory stream, no cancel scope (its
-timeout is kept by ``Deadlines``). Telling asks from tells in the mailbox is a type check, so a
-told message travels bare, without an envelope.
+An ask costs one small object and one signal (``_signal.py``): no memory stream, no cancel
+scope (its timeout is kept by ``Deadlines``). Telling asks from tells in the mailbox is a type
+check, so a told message travels bare, without an envelope.
 """
 
 from __future__ import annotations
 
-import anyio
+from actors._signal import Signal, signal
 
 __all__ = ["TIMED_OUT", "Ask"]
 
@@ -33,7 +33,7 @@ class Ask:
         self.done = False
         self._value: object = None
         self._error: BaseException | None = None
-        self._event: anyio.Event | None = anyio.Event()
+        self._event: Signal | None = signal()
 
     def resolve(self, value: object) -> None:
         """Set the reply, unless the slot is already settled (e.g. the asker timed out)."""

@@ -20,6 +20,7 @@ import anyio.lowlevel
 
 from actors._ask import Ask
 from actors._mailbox import Mailbox
+from actors._signal import Signal, signal
 from actors.actor import Actor
 from actors.errors import ActorDeadError
 from actors.supervision import SupervisionPolicy
@@ -156,7 +157,8 @@ class Cell(Mailbox):
         self.finished = False
         self.retire = False
         self.idle_since = 0.0
-        self._wakeup: anyio.Event | None = None
+        self._wakeup: Signal | None = None
+
         self._stopped: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
         self._current: Ask | None = None
@@ -347,7 +349,7 @@ class Cell(Mailbox):
             self.release()
             if self.linger == 0:
                 return _Outcome.RETIRE
-            wakeup = self._wakeup = anyio.Event()
+            wakeup = self._wakeup = signal()
             await wakeup.wait()
             if self._queue:
                 self.retire = False
