@@ -6,6 +6,7 @@ any anyio backend (asyncio or trio).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ class MemoryEventLog(EventLog):
         # Created lazily (an anyio.Event needs a running event loop) and only while a
         # subscriber waits, so appends with nobody listening cost nothing.
         self._appended: anyio.Event | None = None
+        self._waiting: list[asyncio.Future[None]] = []
 
     async def append(
         self,
@@ -122,14 +124,28 @@ class MemoryEventLog(EventLog):
         return self._snapshots.get(stream)
 
     async def _wait_for_append(self) -> None:
-        if self._appended is None:
-            self._appended = anyio.Event()
-        await self._appended.wait()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio
+            if self._appended is None:
+                self._appended = anyio.Event()
+            await self._appended.wait()
+            return
+        # On asyncio, a bare future per waiter: an anyio.Event costs a backend lookup and an
+        # asyncio.Event with a future of its own, on every append a subscriber waits for.
+        future = loop.create_future()
+        self._waiting.append(future)
+        await future
 
     def _wake(self) -> None:
         if self._appended is not None:
             self._appended.set()
             self._appended = None
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for future in waiting:
+                if not future.done():  # a cancelled waiter's future is done already
+                    future.set_result(None)
 
 
 class _MemorySubscription(Subscription):
