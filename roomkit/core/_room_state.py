@@ -29,7 +29,7 @@ from roomkit.core._domain import (
     load,
 )
 from roomkit.core._recent import RecentEvents
-from roomkit.models._copy import updated
+from roomkit.models._copy import constructed, updated
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import EventStatus, EventType
@@ -55,12 +55,15 @@ class RoomState:
     def context(self) -> RoomContext:
         """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed)."""
         assert self.room is not None
-        # model_construct: every part is already a validated model owned by this state.
-        return RoomContext.model_construct(
-            room=self.room,
-            bindings=list(self.bindings.values()),
-            participants=list(self.participants.values()),
-            recent_events=self.recent.view(),
+        # Not validated: every part is already a validated model owned by this state.
+        return constructed(
+            RoomContext,
+            {
+                "room": self.room,
+                "bindings": list(self.bindings.values()),
+                "participants": list(self.participants.values()),
+                "recent_events": self.recent.view(),
+            },
         )
 
 

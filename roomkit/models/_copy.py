@@ -1,9 +1,11 @@
-"""``updated(model, changes)``: ``model.model_copy(update=changes)`` at a quarter of the cost.
+"""Model copies and constructions for the room's hot path, without pydantic's generic path.
 
-The room's hot path copies a few models per message (an event taking its index and status, the
-room taking its counters). pydantic's ``model_copy`` goes through ``copy.copy`` for each of the
-model's parts and re-checks its configuration every time; this does the same shallow copy
-directly. Like ``model_copy``, it does not validate the changes.
+``updated(model, changes)`` is ``model.model_copy(update=changes)``: the room copies a few models
+per message (an event taking its index and status, the room taking its counters), and
+``model_copy`` goes through ``copy.copy`` for each of the model's parts and re-checks its
+configuration every time. ``constructed(cls, values)`` is ``cls.model_construct(**values)`` for
+values that are all given and already valid (a room's context, twice per message), at a third
+of the cost. Neither validates anything.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-__all__ = ["updated"]
+__all__ = ["constructed", "updated"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,3 +40,14 @@ def updated(model: M, changes: Mapping[str, Any]) -> M:
         private = {k: v for k, v in private.items() if v is not PydanticUndefined}
     _set(copy, "__pydantic_private__", private)
     return copy
+
+
+def constructed(cls: type[M], values: dict[str, Any]) -> M:
+    """``cls.model_construct(**values)`` when ``values`` names every field (no defaults to fill)
+    and the model allows no extra fields; ``values`` becomes the model's ``__dict__``."""
+    model = cls.__new__(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model

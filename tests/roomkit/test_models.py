@@ -627,3 +627,22 @@ def test_updated_is_model_copy_with_update() -> None:
     ).model_fields_set | {"latest_index"}
     assert room.event_count == 0  # the original is untouched
     assert changed.metadata is room.metadata  # shallow, like model_copy
+
+
+def test_constructed_is_model_construct_with_every_field() -> None:
+    from roomkit.models._copy import constructed
+    from roomkit.models.context import RoomContext
+
+    room = Room(id="r1")
+    values: dict[str, Any] = {
+        "room": room,
+        "bindings": [],
+        "participants": [],
+        "recent_events": [],
+    }
+    built = constructed(RoomContext, dict(values))
+    expected = RoomContext.model_construct(**values)
+    assert built == expected
+    assert built.model_fields_set == expected.model_fields_set
+    assert built.model_dump() == expected.model_dump()
+    assert set(RoomContext.model_fields) == set(values)  # the kit's context names every field
