@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field, field_serializer
 
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import ChannelType
@@ -23,14 +21,12 @@ class RoomContext(BaseModel):
     participants: list[Participant] = Field(default_factory=list)
     recent_events: list[RoomEvent] = Field(default_factory=list)
 
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler: SerializerFunctionWrapHandler) -> Any:
+    @field_serializer("recent_events")
+    def _serialize_recent_events(self, events: list[RoomEvent]) -> list[RoomEvent]:
         # A kit's contexts carry their recent events as a list that loads them on first use
-        # (roomkit.core._recent); pydantic reads a list's storage directly, so load it first.
-        materialize = getattr(self.recent_events, "materialize", None)
-        if materialize is not None:
-            materialize()
-        return handler(self)
+        # (roomkit.core._recent), and pydantic reads a list's storage directly: hand it a plain
+        # list (serialised as the field itself would be).
+        return list(events)
 
     def other_channels(self, exclude_channel_id: str) -> list[ChannelBinding]:
         """Return the bindings of every channel except ``exclude_channel_id``."""

@@ -99,3 +99,10 @@ def test_equal_windows_compare_equal() -> None:
     assert first == second
     second.append(dump(_event(9)), _event(9))
     assert first != second
+
+
+def test_the_context_schema_is_unchanged_by_lazy_events() -> None:
+    serialization = RoomContext.model_json_schema(mode="serialization")
+    assert serialization == RoomContext.model_json_schema(mode="validation")
+    events = serialization["properties"]["recent_events"]
+    assert events["type"] == "array" and events["items"] == {"$ref": "#/$defs/RoomEvent"}
