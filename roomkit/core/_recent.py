@@ -8,17 +8,17 @@ bytes the log holds), and validated into models only when something reads them, 
 room: from then on the actor keeps the models too, as the read that needed them (an AI channel
 building its prompt) will come again.
 
-A context gets a ``LazyEvents``: a real list that fills itself with the models the first time
-it is used (any list method, iteration, ``len``, comparison, copying, and the context's own
-serialisation). It captures the events of its moment, so a late read still sees the room as it
-was when the context was made.
+A context gets a ``LazyEvents``: a sequence with every list operation that fills itself with
+the models the first time it is used (iteration, indexing, ``len``, comparison, copying,
+validation into another pydantic model, the context's serialisation). It captures the events
+of its moment, so a late read still sees the room as it was when the context was made.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, SupportsIndex
+from collections.abc import Iterable, Iterator, MutableSequence
+from typing import Any, SupportsIndex, overload
 
 import msgspec
 
@@ -78,8 +78,9 @@ class RecentEvents:
         """The events' JSON, oldest first (what a snapshot stores)."""
         return list(self._raw)
 
-    def view(self) -> list[RoomEvent]:
-        """The events for a ``RoomContext``: the models, or a list that loads them when used."""
+    def view(self) -> MutableSequence[RoomEvent]:
+        """The events for a ``RoomContext``: a list of the models, or a ``LazyEvents``."""
+
         if self._models is not None:
             return list(self._models)
         return LazyEvents(self, tuple(self._raw), self._appended)
@@ -92,48 +93,98 @@ class RecentEvents:
         return list(self._models)
 
 
-class LazyEvents(list[RoomEvent]):
-    """A list of a room's recent events that validates them when first used."""
+class LazyEvents(MutableSequence[RoomEvent]):
+    """A room's recent events that validates them when first used; see the module docstring.
 
-    __slots__ = ("_appended", "_raws", "_source")
+    A mutable sequence rather than a ``list`` subclass: C code (pydantic's validators and
+    serialisers among it) reads a list subclass's storage directly and would see it empty,
+    while any other sequence is iterated, which loads it. It answers every list operation
+    (``+`` and comparisons with lists included); only ``isinstance(..., list)`` is false.
+    """
+
+    __slots__ = ("_appended", "_events", "_raws", "_source")
 
     def __init__(self, source: RecentEvents, raws: tuple[Json, ...], appended: int) -> None:
-        super().__init__()
         self._source: RecentEvents | None = source
         self._raws = raws
         self._appended = appended
+        self._events: list[RoomEvent] = []
 
-    def materialize(self) -> None:
-        """Fill the list with the models (once)."""
+    def _loaded(self) -> list[RoomEvent]:
         source = self._source
         if source is not None:
             self._source = None
-            list.extend(self, source._load(self._raws, self._appended))
+            self._events = source._load(self._raws, self._appended)
             self._raws = ()
+        return self._events
+
+    def materialize(self) -> None:
+        """Validate the events now (once)."""
+        self._loaded()
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __iter__(self) -> Iterator[RoomEvent]:
+        return iter(self._loaded())
+
+    def __reversed__(self) -> Iterator[RoomEvent]:
+        return reversed(self._loaded())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._loaded()
+
+    @overload
+    def __getitem__(self, index: int) -> RoomEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RoomEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> RoomEvent | list[RoomEvent]:
+        return self._loaded()[index]
+
+    @overload
+    def __setitem__(self, index: int, value: RoomEvent) -> None: ...
+
+    @overload
+    def __setitem__(self, index: slice, value: Iterable[RoomEvent]) -> None: ...
+
+    def __setitem__(self, index: int | slice, value: Any) -> None:
+        self._loaded()[index] = value
+
+    def __delitem__(self, index: int | slice) -> None:
+        del self._loaded()[index]
+
+    def insert(self, index: int, value: RoomEvent) -> None:
+        self._loaded().insert(index, value)
+
+    def sort(self, *, key: Any = None, reverse: bool = False) -> None:
+        self._loaded().sort(key=key, reverse=reverse)
+
+    def copy(self) -> list[RoomEvent]:
+        return list(self._loaded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyEvents):
+            other = other._loaded()
+        return self._loaded() == other
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __add__(self, other: Iterable[RoomEvent]) -> list[RoomEvent]:
+        return [*self._loaded(), *other]
+
+    def __radd__(self, other: Iterable[RoomEvent]) -> list[RoomEvent]:
+        return [*other, *self._loaded()]
+
+    def __mul__(self, times: int) -> list[RoomEvent]:
+        return self._loaded() * times
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return repr(self._loaded())
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # Copies and pickles are plain lists.
-        self.materialize()
-        return (list, (list.__iter__(self),))
-
-
-def _loading(name: str) -> Callable[..., Any]:
-    method = getattr(list, name)
-
-    def call(self: LazyEvents, *args: Any, **kwargs: Any) -> Any:
-        self.materialize()
-        return method(self, *args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    return call
-
-
-# Every list operation loads the models first (C code that reads a list's storage directly,
-# such as pydantic's serialiser, is covered by RoomContext's serializer).
-for _name in (
-    "__iter__", "__len__", "__getitem__", "__contains__", "__reversed__", "__repr__",
-    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__add__", "__mul__",
-    "__rmul__", "__iadd__", "__imul__", "__setitem__", "__delitem__", "append", "extend",
-    "insert", "pop", "remove", "index", "count", "copy", "sort", "reverse", "clear",
-):  # fmt: skip
-    setattr(LazyEvents, _name, _loading(_name))
+        return (list, (list(self._loaded()),))

@@ -23,9 +23,8 @@ class RoomContext(BaseModel):
 
     @field_serializer("recent_events")
     def _serialize_recent_events(self, events: list[RoomEvent]) -> list[RoomEvent]:
-        # A kit's contexts carry their recent events as a list that loads them on first use
-        # (roomkit.core._recent), and pydantic reads a list's storage directly: hand it a plain
-        # list (serialised as the field itself would be).
+        # A kit's contexts carry their recent events as a sequence that loads them on first use
+        # (roomkit.core._recent): hand pydantic a plain list, serialised as the field would be.
         return list(events)
 
     def other_channels(self, exclude_channel_id: str) -> list[ChannelBinding]:

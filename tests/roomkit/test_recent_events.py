@@ -62,6 +62,9 @@ def test_every_list_operation_sees_the_events() -> None:
     assert appended == [*events, events[0]]
     assert copy.deepcopy(recent.view()) == events
     assert type(copy.copy(recent.view())) is list
+    assert recent.view().copy() == events
+    assert [] + recent.view() == events
+    assert recent.view() * 1 == events
     assert pickle.loads(pickle.dumps(recent.view())) == events
     assert repr(recent.view()).startswith("[RoomEvent(id=")
 
@@ -106,3 +109,12 @@ def test_the_context_schema_is_unchanged_by_lazy_events() -> None:
     assert serialization == RoomContext.model_json_schema(mode="validation")
     events = serialization["properties"]["recent_events"]
     assert events["type"] == "array" and events["items"] == {"$ref": "#/$defs/RoomEvent"}
+
+
+def test_lazy_events_validate_into_other_models() -> None:
+    # pydantic reads a list subclass's storage directly: the lazy sequence must be iterated.
+    recent, events = _recent(3)
+    room = Room(id="r1")
+    assert RoomContext(room=room, recent_events=recent.view()).recent_events == events
+    validated = RoomContext.model_validate({"room": room, "recent_events": recent.view()})
+    assert validated.recent_events == events
