@@ -125,7 +125,7 @@ class RoomDelivery:
             # The turn goes on with what the room commits now: wait for it.
             await self._record(outcome)
         elif results:
-            services.outcomes.add(self._room_id, outcome)  # audit only: the next append's
+            services.outcomes.add(self._room_id, outcome)  # audit only: rides on a later append
 
         errors = await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.AFTER_BROADCAST, event, context

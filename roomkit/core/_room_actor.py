@@ -168,7 +168,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 )
 
     async def _before_broadcast(self, room_id: str, event: RoomEvent, context: RoomContext) -> Any:
-
         return await self._services.hooks.run_sync_hooks(
             room_id, HookTrigger.BEFORE_BROADCAST, event, context
         )
