@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from datetime import datetime
 
 import anyio
 import msgspec
@@ -35,6 +34,7 @@ from roomkit.core._domain import (
     decode_domain_event,
     load,
 )
+from roomkit.models._json import EventFields, enveloped_event_fields
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import EventStatus, EventType
 from roomkit.models.participant import Participant
@@ -47,21 +47,6 @@ __all__ = ["StoreProjection"]
 logger = logging.getLogger("roomkit.projection.store")
 
 
-class _EventSummary(msgspec.Struct):
-    """What the room's counters need from a recorded event (read from its JSON)."""
-
-    room_id: str
-    created_at: datetime
-    index: int = 0
-    type: str = EventType.MESSAGE
-    status: str = EventStatus.PENDING
-
-
-class _SummaryEnvelope(msgspec.Struct):
-    event: _EventSummary
-
-
-_summary_decoder = msgspec.json.Decoder(_SummaryEnvelope)
 _MESSAGE = MessageRecorded.TAG
 
 
@@ -176,7 +161,7 @@ class StoreProjection:
         if record.type == _MESSAGE:
             # The payload as it is: an in-memory store keeps the log's own bytes.
             await store.add_event_envelope(record.data)
-            await self._count(_summary_decoder.decode(record.data).event)
+            await self._count(enveloped_event_fields(record.data))
             return
         match decode_domain_event(record):
             case RoomCreated(room=raw):
@@ -207,7 +192,7 @@ class StoreProjection:
     def _binding(self, raw: msgspec.Raw) -> ChannelBinding:
         return self._capabilities.binding(load(ChannelBinding, raw))
 
-    async def _count(self, event: _EventSummary) -> None:
+    async def _count(self, event: EventFields) -> None:
         # Room.event_count / latest_index / last activity are derived from the timeline; the
         # store counts in place (the in-memory store without reading or writing the room).
         delivered = event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED

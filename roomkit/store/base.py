@@ -26,8 +26,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
+from roomkit.models._json import event_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
 from roomkit.models.identity import Identity
@@ -36,13 +35,6 @@ from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
 __all__ = ["ConversationStore"]
-
-
-class _Envelope(msgspec.Struct):
-    event: msgspec.Raw
-
-
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
 
 
 class ConversationStore(ABC):
@@ -150,7 +142,7 @@ class ConversationStore(ABC):
         Same contract as ``add_event``. A backend that keeps events serialised can keep these
         bytes as they are; the default extracts the event and calls ``add_event_json``.
         """
-        await self.add_event_json(bytes(_envelope_decoder.decode(data).event))
+        await self.add_event_json(event_json(data))
 
     @abstractmethod
     async def get_event(self, event_id: str) -> RoomEvent | None:

@@ -60,7 +60,12 @@ from typing import Any, NamedTuple
 import msgspec
 from pydantic import BaseModel
 
-from roomkit.core._domain import compact_json
+from roomkit.models._json import (
+    DEFAULT_VISIBILITY,
+    compact_json,
+    enveloped_event_fields,
+    event_json,
+)
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.event import RoomEvent
 from roomkit.models.identity import Identity
@@ -74,28 +79,6 @@ __all__ = ["InMemoryStore"]
 logger = logging.getLogger("roomkit.store.memory")
 
 
-_ALL = "all"  # the default visibility, one object (msgspec hands the default out as it is)
-
-
-class _EventKeys(msgspec.Struct):
-    """The fields of an event's JSON the store indexes (msgspec skips the rest)."""
-
-    id: str
-    room_id: str
-    idempotency_key: str | None = None
-    visibility: str = _ALL
-
-
-class _EnvelopeKeys(msgspec.Struct):
-    event: _EventKeys
-
-
-class _Envelope(msgspec.Struct):
-    event: msgspec.Raw
-
-
-_keys_decoder = msgspec.json.Decoder(_EnvelopeKeys)
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
 _fields_decoder = msgspec.json.Decoder(dict[str, Any])
 
 # An event's location packs its room's number and its position in that room's timeline into one
@@ -122,7 +105,7 @@ _NOTHING: Mapping[str, Any] = {}
 
 
 def _event(envelope: bytes) -> RoomEvent:
-    return RoomEvent.model_validate_json(bytes(_envelope_decoder.decode(envelope).event))
+    return RoomEvent.model_validate_json(event_json(envelope))
 
 
 def _envelope(event_json: bytes) -> bytes:
@@ -388,7 +371,7 @@ class InMemoryStore(ConversationStore):
         self._numbered[data.number] = None
         for raw in data.events or ():
             # add_event refuses an id of another room, so every id here is this room's.
-            del self._event_loc[_keys_decoder.decode(raw).event.id]
+            del self._event_loc[enveloped_event_fields(raw).id]
         for channel_id, binding in (data.bindings or _NOTHING).items():
             if existed:
                 self._unindex_channel(data, channel_id, data.status)
@@ -520,7 +503,7 @@ class InMemoryStore(ConversationStore):
             ValueError: The event id is already stored in another room.
             msgspec.ValidationError: The JSON has no ``event`` with an ``id`` and a ``room_id``.
         """
-        keys = _keys_decoder.decode(data).event
+        keys = enveloped_event_fields(data)
         self._put_event(keys.id, keys.room_id, keys.idempotency_key, keys.visibility, data)
 
     def _put_event(
@@ -535,7 +518,7 @@ class InMemoryStore(ConversationStore):
         # Decoding makes a new string per event ("internal": 57 bytes a system event); share
         # one. The default (no "visibility" in the JSON, as for most messages) is shared
         # already: skip the lookup for it, this runs once per message.
-        if visibility is not _ALL and type(visibility) is str:
+        if visibility is not DEFAULT_VISIBILITY and type(visibility) is str:
             visibility = sys.intern(visibility)
         events, visibilities = room.events, room.visibility
         if events is None or visibilities is None:

@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 
 import roomkit.models._defaults as defaults
 from roomkit.channels import SMS_CAPABILITIES, WHATSAPP_PERSONAL_CAPABILITIES
-from roomkit.core._domain import _plan, compact_json, dump, load
+from roomkit.core._domain import dump, load
 from roomkit.models._defaults import utcnow
+from roomkit.models._json import _plan, compact_json
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, RateLimit, RetryPolicy
 from roomkit.models.delivery import DeliveryResult, ProviderResult
 from roomkit.models.enums import (
