@@ -65,14 +65,14 @@ class RecentEvents:
     def __iter__(self) -> Iterator[RoomEvent]:
         return iter(self._load(tuple(self._raw), self._appended))
 
-    def append(self, raw: Json, model: RoomEvent) -> None:
-        """One more event: its JSON as logged, and its model."""
+    def append(self, raw: Json, model: RoomEvent | None = None) -> None:
+        """One more event: its JSON as logged, and its model if the caller has it."""
         self._raw.append(raw)
         if len(self._raw) > RECENT_EVENTS:
             del self._raw[0]
         self._appended += 1
         if self._models is not None:
-            self._models.append(model)
+            self._models.append(model if model is not None else _model(raw))
 
     def raw(self) -> list[Json]:
         """The events' JSON, oldest first (what a snapshot stores)."""

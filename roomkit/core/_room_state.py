@@ -30,6 +30,7 @@ from roomkit.core._domain import (
 )
 from roomkit.core._recent import RecentEvents
 from roomkit.models._copy import constructed, updated
+from roomkit.models._json import EventFields, event_fields
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import EventStatus, EventType
@@ -75,9 +76,8 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
     """
     match event:
         case MessageRecorded():
-            recorded = model if model is not None else load(RoomEvent, event.event)
-            assert isinstance(recorded, RoomEvent)
-            _record_message(state, recorded, event.event)
+            assert model is None or isinstance(model, RoomEvent)
+            _record_message(state, event.event, model)
         case RoomCreated() | RoomUpdated():
             room = model if model is not None else load(Room, event.room)
             assert isinstance(room, Room)
@@ -97,11 +97,14 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
     return state
 
 
-def _record_message(state: RoomState, event: RoomEvent, raw: msgspec.Raw) -> None:
+def _record_message(state: RoomState, raw: msgspec.Raw, model: RoomEvent | None) -> None:
+    # Replaying, nothing here needs the validated event: its JSON goes to the recent events,
+    # and the few fields the state keeps are read from it directly.
+    event: RoomEvent | EventFields = model if model is not None else event_fields(raw)
     state.event_count += 1
     if event.idempotency_key:
         state.idempotency[event.idempotency_key] = event.id
-    state.recent.append(raw, event)
+    state.recent.append(raw, model)
     room = state.room
     if room is None:
         return

@@ -118,3 +118,14 @@ def test_lazy_events_validate_into_other_models() -> None:
     assert RoomContext(room=room, recent_events=recent.view()).recent_events == events
     validated = RoomContext.model_validate({"room": room, "recent_events": recent.view()})
     assert validated.recent_events == events
+
+
+def test_events_replayed_without_their_model_are_validated_only_when_read() -> None:
+    recent, events = _recent(2)
+    assert list(recent) == events  # the room now keeps models
+    replayed = _event(2)
+    recent.append(dump(replayed))  # a replay has only the JSON
+    assert recent.view()[-1] == replayed
+    fresh = RecentEvents()
+    fresh.append(dump(replayed))
+    assert isinstance(fresh.view(), LazyEvents) and fresh.view() == [replayed]
