@@ -17,6 +17,7 @@ from roomkit.models.framework import FrameworkEvent
 if TYPE_CHECKING:
     from roomkit.channels.base import Channel
     from roomkit.core._runtime import KitRuntime
+    from roomkit.core._turns import Turn
     from roomkit.core.hooks import HookEngine
     from roomkit.store.base import ConversationStore
 
@@ -108,22 +109,25 @@ class HelpersMixin:
     def _settled(self, runtime: KitRuntime, outcome: Outcome) -> bool:
         """Whether ``_settle`` would return at once (often so by the time the room replied:
         the delivery worker and the projection ran before the caller woke up)."""
-        position = outcome.position
-        turn = outcome.turn
-        if turn is not None and self._wait_for_delivery:
-            if turn.pending > 0:
-                return False
-            position = max(position, turn.position)
-        return runtime.projection.checkpoint >= position
+        turn = self._awaited_turn(outcome)
+        if turn is not None and turn.pending > 0:
+            return False
+        return runtime.projection.checkpoint >= self._settled_position(outcome)
 
     async def _settle(self, runtime: KitRuntime, outcome: Outcome) -> None:
+        turn = self._awaited_turn(outcome)
+        if turn is not None:
+            await runtime.turns.wait(turn)
+        await runtime.projection.wait(self._settled_position(outcome))
 
-        position = outcome.position
-        if outcome.turn is not None and self._wait_for_delivery:
-            # The turn's replies were committed after the command: wait for them too.
-            position = max(position, await runtime.turns.wait(outcome.turn))
-        if position:
-            await runtime.projection.wait(position)
+    def _awaited_turn(self, outcome: Outcome) -> Turn | None:
+        return outcome.turn if self._wait_for_delivery else None
+
+    def _settled_position(self, outcome: Outcome) -> int:
+        """The log position the read model must reach: the command's own, or the last one
+        of its turn (replies are committed after the command) once the turn ended."""
+        turn = self._awaited_turn(outcome)
+        return outcome.position if turn is None else max(outcome.position, turn.position)
 
     async def _context(self, room_id: str) -> RoomContext:
         outcome = await self._command(room_id, GetContext(), settle=False)
