@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from roomkit.channels.base import Channel
-from roomkit.core._capabilities import CapabilitiesInterner
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
 from roomkit.core._helpers import HelpersMixin, utcnow
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError
+from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import Access, ChannelCategory, ChannelType
 

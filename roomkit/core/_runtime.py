@@ -61,7 +61,7 @@ class KitRuntime:
         self._kit = kit
         self._settings = settings
         self.turns = TurnTracker()
-        self.projection = StoreProjection(kit._log, kit._store, kit._capabilities)
+        self.projection = StoreProjection(kit._log, kit._store)
         self.flusher = OutcomeFlusher(self._tell_room, settings.outcome_delay)
         self._system: ActorSystem | None = None
         self._stack: AsyncExitStack | None = None

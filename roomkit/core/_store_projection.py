@@ -13,11 +13,9 @@ import itertools
 import logging
 
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
 
 from eventlog import EventLog, Record
-from roomkit.core._capabilities import CapabilitiesInterner
 from roomkit.core._domain import (
     ChannelAttached,
     ChannelDetached,
@@ -82,13 +80,11 @@ class StoreProjection:
         self,
         log: EventLog,
         store: ConversationStore,
-        capabilities: CapabilitiesInterner | None = None,
     ) -> None:
         self._log = log
         self._store = store
         self.checkpoint = 0
         self._versions: dict[str, int] = {}
-        self._capabilities = capabilities or CapabilitiesInterner()
         # Waiters by the position they wait for (a heap): an advance wakes only those it
         # satisfies, so a thousand callers waiting on their own writes cost O(log n) each.
         self._waiters: list[tuple[int, int, anyio.Event]] = []
@@ -169,9 +165,9 @@ class StoreProjection:
             case RoomUpdated(room=raw):
                 await store.update_room(load(Room, raw))
             case ChannelAttached(binding=raw):
-                await store.add_binding(self._binding(raw))
+                await store.add_binding(load(ChannelBinding, raw))
             case ChannelUpdated(binding=raw):
-                await store.update_binding(self._binding(raw))
+                await store.update_binding(load(ChannelBinding, raw))
             case ChannelDetached(channel_id=channel_id):
                 await store.remove_binding(record.stream, channel_id)
             case ParticipantJoined(participant=raw):
@@ -188,9 +184,6 @@ class StoreProjection:
                 await store.mark_read(record.stream, channel_id, event_id)
             case DeliveryRecorded() | None:
                 pass  # audit only (the timeline API has no delivery outcomes)
-
-    def _binding(self, raw: msgspec.Raw) -> ChannelBinding:
-        return self._capabilities.binding(load(ChannelBinding, raw))
 
     async def _count(self, event: EventFields) -> None:
         # Room.event_count / latest_index / last activity are derived from the timeline; the

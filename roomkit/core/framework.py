@@ -20,7 +20,6 @@ from anyio.abc import TaskStatus
 from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
-from roomkit.core._capabilities import CapabilitiesInterner
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._commands import MarkRead
 from roomkit.core._helpers import FrameworkHandler
@@ -48,6 +47,7 @@ from roomkit.errors import (
     VoiceNotConfiguredError,
 )
 from roomkit.identity.base import IdentityResolver
+from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.delivery import DeliveryStatus
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.event import RoomEvent

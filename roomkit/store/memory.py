@@ -60,6 +60,7 @@ from typing import Any, NamedTuple
 import msgspec
 from pydantic import BaseModel
 
+from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models._json import (
     DEFAULT_VISIBILITY,
     compact_json,
@@ -252,8 +253,8 @@ class InMemoryStore(ConversationStore):
         # participant id -> rooms with a participant of that id / bindings naming it.
         self._participant_rooms: dict[str, dict[str, None]] = {}
         self._binding_participants: dict[str, dict[tuple[str, str], None]] = {}
-        # Capabilities JSON -> the one instance every binding with that value shares.
-        self._capabilities: dict[bytes, ChannelCapabilities] = {}
+        # The one capabilities instance every binding with that value shares.
+        self._capabilities = CapabilitiesInterner()
         self._tasks: dict[str, _Task] = {}
         self._identities: dict[str, Identity] = {}
         # (channel_type, address) -> identity_id
@@ -608,11 +609,9 @@ class InMemoryStore(ConversationStore):
         if bindings is None:
             bindings = data.bindings = {}
         channel_id = _intern(binding.channel_id)
-        capabilities = binding.capabilities
-        key = capabilities.__pydantic_serializer__.to_json(capabilities)
         entry = _Binding(
             compact_json(binding, _BINDING_APART),
-            self._capabilities.setdefault(key, capabilities),
+            self._capabilities.capabilities(binding.capabilities),
             binding.channel_type,
             binding.participant_id,
         )

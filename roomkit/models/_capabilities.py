@@ -1,14 +1,14 @@
 """One shared ``ChannelCapabilities`` instance per distinct value.
 
 Every binding of a channel carries a snapshot of its capabilities (a 25-field model), so a kit
-with thousands of rooms would hold thousands of equal copies. The kit keeps one instance per
-value instead; models are handed out as shallow copies, so nobody mutates a shared one in
-place (as with every nested model of the store).
+with thousands of rooms would hold thousands of equal copies. The kit (for the bindings its
+rooms hold) and the in-memory store each keep one instance per value instead; models are handed
+out as shallow copies, so nobody mutates a shared one in place.
 """
 
 from __future__ import annotations
 
-from roomkit.models.channel import ChannelBinding, ChannelCapabilities
+from roomkit.models.channel import ChannelCapabilities
 
 __all__ = ["CapabilitiesInterner"]
 
@@ -26,10 +26,3 @@ class CapabilitiesInterner:
         """The shared instance equal to ``capabilities``."""
         key = capabilities.__pydantic_serializer__.to_json(capabilities)
         return self._instances.setdefault(key, capabilities)
-
-    def binding(self, binding: ChannelBinding) -> ChannelBinding:
-        """``binding`` itself, its capabilities replaced by the shared instance."""
-        shared = self.capabilities(binding.capabilities)
-        if shared is not binding.capabilities:
-            binding.capabilities = shared
-        return binding
