@@ -176,8 +176,13 @@ class KitRuntime:
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await self._drain()
-            self._system = None
-            await stack.aclose()
+            try:
+                # The system stays reachable while it shuts down: actors finishing their
+                # mailboxes (and the outcome flusher, until its cancellation lands) still tell
+                # each other; the system itself refuses new work meanwhile (ActorDeadError).
+                await stack.aclose()
+            finally:
+                self._system = None
         elif self._host_stop is not None and self._host_done is not None:
             self._host_stop.set()
             await self._host_done.wait()
@@ -218,14 +223,16 @@ class KitRuntime:
         return reply
 
     async def _tell_room(self, room_id: str, command: object) -> None:
-        system = self._system
-        assert system is not None
-        await system.ref(ROOM, room_id).tell(command)
+        await self._running().ref(ROOM, room_id).tell(command)
 
     async def _tell_delivery(self, room_id: str, job: object) -> None:
+        await self._running().ref(DELIVERY, room_id).tell(job)
+
+    def _running(self) -> ActorSystem:
         system = self._system
-        assert system is not None
-        await system.ref(DELIVERY, room_id).tell(job)
+        if system is None:
+            raise ActorDeadError("the kit's actor system is stopped")
+        return system
 
     async def rebuild_store(self) -> None:
         await self.projection.rebuild()

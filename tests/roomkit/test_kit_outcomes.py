@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 import msgspec
+import pytest
 
 from eventlog import EventLog, MemoryEventLog, NewEvent, Record
 from roomkit import RoomKit
@@ -105,3 +106,33 @@ async def test_closing_the_kit_appends_waiting_outcomes(make_kit: Callable[..., 
         second = await kit.process_inbound(text("sms", "two"), room_id="r1")
     assert first.event is not None and second.event is not None
     assert await _deliveries(kit.log) == [first.event.id, second.event.id]
+
+
+async def test_the_flusher_stops_quietly_when_the_kit_is_stopping() -> None:
+    from actors import ActorDeadError
+    from roomkit.core._commands import RecordOutcome
+    from roomkit.core._outcome_flusher import OutcomeFlusher
+
+    told: list[str] = []
+
+    async def closed(room_id: str, command: object) -> None:
+        told.append(room_id)
+        raise ActorDeadError("stopping")
+
+    flusher = OutcomeFlusher(closed, delay=0)
+    flusher.add("r1", RecordOutcome("e1", "e1"))
+    with anyio.fail_after(5):
+        await flusher.run()  # returns instead of raising
+    assert told == ["r1"]
+    assert flusher.holds("r1")  # still there for the room's own on_stop
+
+
+async def test_a_stopped_kit_refuses_tells_with_the_actor_error() -> None:
+    from actors import ActorDeadError
+    from roomkit.core._outcome_flusher import FLUSH
+
+    kit = RoomKit()
+    async with kit:
+        await _room(kit)
+    with pytest.raises(ActorDeadError):
+        await kit._runtime._tell_room("r1", FLUSH)
