@@ -84,9 +84,11 @@ class VoiceBackendNotConfiguredError(RoomKitError):
 
 
 class InvalidRoomIdError(RoomKitError, ValueError):
-    """A room id must be one token of 1 to 64 characters in ``[A-Za-z0-9_-]``.
+    """A room id must be a non-empty ``str`` of at most 255 characters (valid Unicode).
 
-    Room ids name event-log streams (and NATS subjects), so dots, wildcards and spaces are refused.
+    Any such id works, ``"support:42"`` or ``"alice@example.com"`` included: a room whose id is
+    not a valid event-log stream id is stored in a stream named after it (see
+    ``docs/quirks.md``).
     """
 
 

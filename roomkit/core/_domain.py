@@ -87,10 +87,14 @@ class ChannelAttached(DomainEvent, frozen=True):
 
 
 class ChannelDetached(DomainEvent, frozen=True):
-    """A channel's binding was removed."""
+    """A channel's binding was removed.
+
+    ``room_id`` is written only when the stream's name is not the room id (see _room_ids.py).
+    """
 
     TAG = "channel.detached"
     channel_id: str
+    room_id: str | None = None
 
 
 class ChannelUpdated(DomainEvent, frozen=True):
@@ -164,6 +168,7 @@ class ReadMarked(DomainEvent, frozen=True):
     TAG = "read.marked"
     channel_id: str
     event_id: str | None = None
+    room_id: str | None = None  # as in ChannelDetached
 
 
 _TYPES: dict[str, type[DomainEvent]] = {

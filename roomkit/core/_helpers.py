@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eventlog import EventLog, InvalidStreamId
-from eventlog._streams import check_stream_id
+from eventlog import EventLog
 from roomkit.core._commands import GetContext, Outcome
-from roomkit.errors import InvalidRoomIdError, RoomNotFoundError
+from roomkit.core._room_ids import check_room_id
+from roomkit.errors import RoomNotFoundError
 from roomkit.models.context import RoomContext
 from roomkit.models.framework import FrameworkEvent
 
@@ -90,12 +90,7 @@ class HelpersMixin:
 
     @staticmethod
     def _check_room_id(room_id: str) -> str:
-        try:
-            return check_stream_id(room_id)
-        except InvalidStreamId as exc:
-            raise InvalidRoomIdError(
-                f"invalid room id {room_id!r}: use 1 to 64 characters from [A-Za-z0-9_-]"
-            ) from exc
+        return check_room_id(room_id)
 
     async def _command(self, room_id: str, command: object, *, settle: bool = True) -> Outcome:
         """Send ``command`` to the room's actor; by default wait until its effects settled:

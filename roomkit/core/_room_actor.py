@@ -15,6 +15,7 @@ from roomkit.core._domain import DomainEvent, dump, load
 from roomkit.core._facts import Fact, fact_from_record
 from roomkit.core._recent import RecentEvents
 from roomkit.core._room_decider import RoomDecider
+from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.core._services import KitServices
 from roomkit.models.channel import ChannelBinding
@@ -54,6 +55,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     def __init__(self, key: str, services: KitServices) -> None:
         super().__init__(key)
         self._services = services
+        self._stream = room_stream(key)
         self._decider = RoomDecider(key, self._before_broadcast, services.now)
         # The reply being built for the command in hand; after_commit fills in its position.
         self._outcome: Outcome | None = None
@@ -63,6 +65,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._carried = 0
 
     # -- event sourcing ----------------------------------------------------------------------
+
+    def stream_id(self) -> str:
+        # The key is the room id, which names the stream only if it is a valid stream id.
+        return self._stream
 
     def initial_state(self) -> RoomState:
         return RoomState()

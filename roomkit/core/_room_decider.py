@@ -45,6 +45,7 @@ from roomkit.core._domain import (
     dump,
 )
 from roomkit.core._facts import Deliver, Fact, RunLifecycle
+from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
@@ -198,6 +199,8 @@ class RoomDecider:
         self._room_id = room_id
         self._run_before_broadcast = run_before_broadcast
         self._now = now
+        # Events that name no model of the room say which room only when the stream does not.
+        self._named_room = None if room_stream(room_id) == room_id else room_id
 
     async def decide(self, state: RoomState, command: object) -> Decision:
         """Return the facts ``command`` produces in ``state`` and the reply to give."""
@@ -237,7 +240,13 @@ class RoomDecider:
                 return draft.facts, Outcome(root=command.root)
             case MarkRead():
                 draft = _Draft(state, self._now())
-                draft.add(ReadMarked(channel_id=command.channel_id, event_id=command.event_id))
+                draft.add(
+                    ReadMarked(
+                        channel_id=command.channel_id,
+                        event_id=command.event_id,
+                        room_id=self._named_room,
+                    )
+                )
                 return draft.facts, Outcome(value=True)
         raise TypeError(f"a room does not handle {type(command).__name__}")
 
@@ -342,7 +351,7 @@ class RoomDecider:
         if cmd.channel_id not in state.bindings:
             return [], Outcome(value=False)
         draft = _Draft(state, cmd.now)
-        draft.add(ChannelDetached(channel_id=cmd.channel_id))
+        draft.add(ChannelDetached(channel_id=cmd.channel_id, room_id=self._named_room))
         body = f"Channel {cmd.channel_id} detached"
         data = {"channel_id": cmd.channel_id}
         draft.audit(EventType.CHANNEL_DETACHED, "channel_detached", body, cmd.channel_id, data)

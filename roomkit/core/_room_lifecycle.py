@@ -41,7 +41,7 @@ class RoomLifecycleMixin(HelpersMixin):
         to the store directly, which a log-sourced room would not see).
 
         Raises:
-            InvalidRoomIdError: ``room_id`` is not 1 to 64 characters of ``[A-Za-z0-9_-]``.
+            InvalidRoomIdError: ``room_id`` is longer than 255 characters (or not a str).
         """
         now = utcnow()
         room = Room(

@@ -32,6 +32,7 @@ from roomkit.core._domain import (
     decode_domain_event,
     load,
 )
+from roomkit.core._room_ids import room_of_stream
 from roomkit.models._json import EventFields, enveloped_event_fields
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import EventStatus, EventType
@@ -168,8 +169,8 @@ class StoreProjection:
                 await store.add_binding(load(ChannelBinding, raw))
             case ChannelUpdated(binding=raw):
                 await store.update_binding(load(ChannelBinding, raw))
-            case ChannelDetached(channel_id=channel_id):
-                await store.remove_binding(record.stream, channel_id)
+            case ChannelDetached(channel_id=channel_id, room_id=room_id):
+                await store.remove_binding(room_id or _room_of(record), channel_id)
             case ParticipantJoined(participant=raw):
                 await store.add_participant(load(Participant, raw))
             case ParticipantUpdated(participant=raw):
@@ -178,10 +179,11 @@ class StoreProjection:
                 await store.add_task(load(Task, raw))
             case ObservationRecorded(observation=raw):
                 await store.add_observation(load(Observation, raw))
-            case ReadMarked(channel_id=channel_id, event_id=None):
-                await store.mark_all_read(record.stream, channel_id)
-            case ReadMarked(channel_id=channel_id, event_id=str(event_id)):
-                await store.mark_read(record.stream, channel_id, event_id)
+            case ReadMarked(channel_id=channel_id, event_id=None, room_id=room_id):
+                await store.mark_all_read(room_id or _room_of(record), channel_id)
+            case ReadMarked(channel_id=channel_id, event_id=str(event_id), room_id=room_id):
+                await store.mark_read(room_id or _room_of(record), channel_id, event_id)
+
             case DeliveryRecorded() | None:
                 pass  # audit only (the timeline API has no delivery outcomes)
 
@@ -192,3 +194,9 @@ class StoreProjection:
         await self._store.count_event(
             event.room_id, event.index, event.created_at if delivered else None
         )
+
+
+def _room_of(record: Record) -> str:
+    """The room of a record whose event does not name it: the one its stream is named after
+    (such events name their room whenever the stream name does not tell it)."""
+    return room_of_stream(record.stream) or record.stream

@@ -58,9 +58,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from eventlog._streams import check_stream_id
-from eventlog.errors import InvalidStreamId
-from roomkit.errors import InvalidRoomIdError
+from roomkit.core._room_ids import check_room_id as _kit_check_room_id
 from roomkit.models.delivery import InboundMessage, InboundResult
 
 __all__ = [
@@ -116,7 +114,7 @@ class IngressErrorCode(StrEnum):
     MISSING_IDEMPOTENCY_KEY = "missing_idempotency_key"
     """No ``idempotency_key`` while the ingress requires one."""
     INVALID_ROOM_ID = "invalid_room_id"
-    """``room_id`` is not 1 to 64 characters from ``[A-Za-z0-9_-]``."""
+    """``room_id`` is not a room id: empty, not a string, or over 255 characters."""
     UNKNOWN_CHANNEL = "unknown_channel"
     """No channel with this id is registered with the kit."""
     ROOM_NOT_FOUND = "room_not_found"
@@ -286,17 +284,13 @@ def check_token(value: str, what: str = "channel id") -> str:
 
 
 def check_room_id(room_id: str) -> str:
-    """Return ``room_id`` if it is a valid room id (the kit's rule).
+    """Return ``room_id`` if it is a valid room id (the kit's rule: a non-empty str of at most
+    255 characters).
 
     Raises:
-        InvalidRoomIdError: if it is not 1 to 64 characters from ``[A-Za-z0-9_-]``.
+        InvalidRoomIdError: if it is not.
     """
-    try:
-        return check_stream_id(room_id)
-    except InvalidStreamId as exc:
-        raise InvalidRoomIdError(
-            f"invalid room id {room_id!r}: use 1 to 64 characters from [A-Za-z0-9_-]"
-        ) from exc
+    return _kit_check_room_id(room_id)
 
 
 def inbound_subject(prefix: str, channel_id: str) -> str:

@@ -58,7 +58,11 @@ class TestRooms:
 
     async def test_invalid_room_id_is_a_clear_error(self, kit: RoomKit) -> None:
         with pytest.raises(InvalidRoomIdError):
-            await kit.create_room(room_id="room.with.dots")
+            await kit.create_room(room_id="r" * 256)
+        with pytest.raises(InvalidRoomIdError):
+            await kit.close_room("\ud800")  # a lone surrogate: not text
+        with pytest.raises(InvalidRoomIdError):
+            await kit.close_room(42)  # type: ignore[arg-type]
 
     async def test_close_and_metadata(self, kit: RoomKit) -> None:
         events: list[FrameworkEvent] = []
@@ -349,7 +353,7 @@ class TestEdges:
     async def test_an_invalid_explicit_room_id_is_a_clear_error(self, kit: RoomKit) -> None:
         kit.register_channel(SimpleChannel("sms"))
         with pytest.raises(InvalidRoomIdError):
-            await kit.process_inbound(text("sms", "hi"), room_id="bad.id")
+            await kit.process_inbound(text("sms", "hi"), room_id="")
 
     async def test_auto_created_room_and_its_channel_are_one_append(self) -> None:
         from eventlog import MemoryEventLog

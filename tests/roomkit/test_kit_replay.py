@@ -143,16 +143,20 @@ async def test_live_state_equals_state_replayed_from_the_log(
 async def assert_consistent(kit: RoomKit) -> None:
     """The room actors' live state, a fresh fold of the log and the store agree, room by room."""
     from roomkit.core._facts import fact_from_record
+    from roomkit.core._room_ids import room_stream
     from roomkit.core._room_state import RoomState, evolve
 
     for info in await kit.log.streams():
-        room_id = info.stream
-        live = await kit._context(room_id)  # the actor's state (activates it if passivated)
+        records = await kit.log.read(info.stream)
         folded = RoomState()
-        for record in await kit.log.read(room_id):
+        for record in records:
             fact = fact_from_record(record)
             assert fact is not None, record.type
             evolve(folded, fact.domain)
+        assert folded.room is not None
+        room_id = folded.room.id  # the stream is named after it (roomkit/core/_room_ids.py)
+        assert info.stream == room_stream(room_id)
+        live = await kit._context(room_id)  # the actor's state (activates it if passivated)
         stored_room = await kit.store.get_room(room_id)
         assert folded.room == live.room == stored_room
         assert folded.event_count == live.room.event_count
