@@ -40,7 +40,8 @@ from roomkit.audit import (
     write_replay,
     write_rooms,
 )
-from roomkit.errors import RoomNotFoundError
+from roomkit.core._room_ids import check_room_id, room_stream
+from roomkit.errors import InvalidRoomIdError, RoomNotFoundError
 from roomkit.ingress.cli import SERVE_HELP, configure_serve_parser, run_serve
 
 __all__ = [
@@ -278,8 +279,9 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
 
 async def _run_replay(args: argparse.Namespace, console: Console) -> int:
     at = _until(args.at)
+    stream = room_stream(args.room)  # an invalid id is a usage error, before any connection
     async with _source(args) as log:
-        total = await log.last_version(args.room)
+        total = await log.last_version(stream)
         if total == 0:
             raise RoomNotFoundError(f"Room {args.room} not found in the log")
         with _progress_bar(total, console) as bar:
@@ -309,6 +311,8 @@ def _configure_tail(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run_tail(args: argparse.Namespace, console: Console) -> int:
+    if args.room is not None:
+        check_room_id(args.room)  # an invalid id is a usage error, before any connection
     async with _source(args) as log:
         if args.log is not None and isinstance(log, MemoryEventLog):
             # The server has no RoomKit stream (``open_nats_log`` stands in an empty log).
@@ -343,6 +347,7 @@ def _configure_export(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run_export(args: argparse.Namespace, console: Console) -> int:
+    check_room_id(args.room)  # an invalid id is a usage error, before any connection
     async with _source(args) as log:
         async for line in export_room(log, args.room):
             console.out.write(line)
@@ -372,7 +377,7 @@ async def _run_import(args: argparse.Namespace, console: Console) -> int:
         await lines.aclose()
     for stream in report.streams:
         console.write(
-            f"{stream.stream}: {stream.appended} records appended, "
+            f"{stream.room_id}: {stream.appended} records appended, "
             f"{stream.already_present} already present"
         )
     return EXIT_OK
@@ -439,7 +444,7 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
             return exc.code, str(exc)
         case RoomNotFoundError():
             return EXIT_UNKNOWN_ROOM, str(exc)
-        case InvalidStreamId():
+        case InvalidRoomIdError() | InvalidStreamId():
             return EXIT_USAGE, str(exc)
         case LogUnavailable():
             return EXIT_UNREACHABLE, str(exc)

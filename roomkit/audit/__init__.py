@@ -10,6 +10,9 @@ with the actors' own ``evolve``, so a replayed state is the state the room had::
         ...
     await import_room(other_log, lines)                      # same versions, no overwrite
 
+Rooms are named by their ids (``"support:42"`` too), which the functions map to the streams
+the log holds them in; timelines, replays and room lists show the ids back.
+
 The ``roomkit`` command line (``roomkit.cli``) is a thin shell over this package.
 """
 
@@ -41,6 +44,7 @@ from roomkit.audit._transfer import (
     ExportLines,
     ImportedStream,
     ImportReport,
+    RoomInfo,
     export_room,
     import_room,
     rooms,
@@ -61,6 +65,7 @@ __all__ = [
     "ImportedStream",
     "Progress",
     "ReplayPoint",
+    "RoomInfo",
     "RoomState",
     "TextRenderer",
     "Timeline",

@@ -3,7 +3,7 @@
 Exception tree (``RoomNotFoundError`` is the kit's own, reused for an unknown room)::
 
     RoomKitError
-    ├── RoomNotFoundError      the log has no stream of that id
+    ├── RoomNotFoundError      the log has no record of that room
     └── AuditError
         ├── BadExport          an export line that is not a record, or records out of order
         ├── CorruptRecord      a record whose payload does not decode as its domain event

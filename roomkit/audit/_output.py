@@ -21,8 +21,10 @@ from roomkit.audit._render import (
     state_to_dict,
 )
 from roomkit.audit._replay import replay_point
+from roomkit.audit._room_ids import find_room_id
 from roomkit.audit._timeline import TimelineBuilder, TimelineEntry, timeline
 from roomkit.audit._transfer import rooms
+from roomkit.core._room_ids import room_of_stream, room_stream
 
 __all__ = ["Format", "Write", "follow", "to_json", "write_replay", "write_rooms"]
 
@@ -55,9 +57,10 @@ async def write_replay(
 
     Raises:
         RoomNotFoundError: the log has no record of ``room_id``.
-        InvalidStreamId: ``room_id`` is not a valid stream id.
+        InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: (with ``at``) a record does not decode.
     """
+    stream = room_stream(room_id)
     if at is not None:
         point = await replay_point(log, room_id, at, progress=progress)
         if format == "json":
@@ -73,14 +76,15 @@ async def write_replay(
             write(to_json(entry_to_dict(entry)))
             continue
         if first:
-            write(f"room {room_id}: log at version {await log.last_version(room_id)}")
+            write(f"room {room_id}: log at version {await log.last_version(stream)}")
             first = False
         for line in renderer.lines(entry):
             write(line)
 
 
 async def write_rooms(log: EventLog, write: Write, *, format: Format = "text") -> int:
-    """Write every room with its version and last activity; return how many there are."""
+    """Write every room (by room id) with its version and last activity; return how many
+    there are."""
     infos = await rooms(log)
     if format == "json":
         for info in infos:
@@ -113,8 +117,14 @@ async def follow(
         last: how many existing entries to show first.
         live: keep following the log (``False``: stop after the existing entries).
         format: ``text`` or ``json`` (one object per line).
+
+    Raises:
+        InvalidRoomIdError: ``room_id`` is not a valid room id.
     """
-    builder = TimelineBuilder()
+    stream = room_stream(room_id) if room_id is not None else None
+    entries = _LogEntries(log)
+    if room_id is not None:
+        entries.name(room_id)
     renderer = TextRenderer(with_room=room_id is None)
 
     def emit(entry: TimelineEntry) -> None:
@@ -128,23 +138,48 @@ async def follow(
     # is missed; what the catch-up already showed is skipped by version below.
     start = await log.last_position()
     shown = 0
-    if room_id is not None:
-        newest = await log.last_version(room_id)
-        async for record in RecordReader(log, room_id):
-            entry = builder.entry(record)
+    if stream is not None:
+        newest = await log.last_version(stream)
+        async for record in RecordReader(log, stream):
+            entry = await entries.entry(record)
             if record.version > newest - last:
                 emit(entry)
             shown = record.version
     elif last > 0:
         for record in await _last_records(log, start, last):
-            emit(builder.entry(record))
+            emit(await entries.entry(record))
     if not live:
         return
     async with log.subscribe(after_position=start) as records:
         async for record in records:
-            if room_id is not None and (record.stream != room_id or record.version <= shown):
+            if stream is not None and (record.stream != stream or record.version <= shown):
                 continue
-            emit(builder.entry(record))
+            emit(await entries.entry(record))
+
+
+class _LogEntries:
+    """Timeline entries of records from anywhere in the log, each under its room id."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._builder = TimelineBuilder()
+        self._named: set[str] = set()  # streams whose room id is known or was looked for
+
+    def name(self, room_id: str) -> None:
+        self._builder.name(room_id)
+        self._named.add(room_stream(room_id))
+
+    async def entry(self, record: Record) -> TimelineEntry:
+        stream = record.stream
+        if stream not in self._named:
+            self._named.add(stream)
+            if record.version > 1 and room_of_stream(stream) is None:
+                # A long id's stream met past its room.created record, where the builder
+                # would have read the id: read that record once.
+                found = await find_room_id(self._log, stream)
+                if found is not None:
+                    self._builder.name(found)
+        return self._builder.entry(record)
 
 
 async def _last_records(log: EventLog, end: int, count: int) -> list[Record]:

@@ -43,7 +43,7 @@ class RecordReader:
 
     Args:
         log: the log to read.
-        stream: the stream (room id).
+        stream: the stream (``room_stream(room_id)`` for a room: not the room id itself).
         after_version: skip the records up to this version.
         until: stop after this version or time (``None``: read to the end).
         progress: told how many records each page brought.

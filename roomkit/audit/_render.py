@@ -7,6 +7,7 @@ that scripts can rely on the shape.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -14,6 +15,8 @@ from eventlog import StreamInfo
 from roomkit.audit._records import to_datetime
 from roomkit.audit._replay import ReplayPoint
 from roomkit.audit._timeline import TimelineEntry
+from roomkit.audit._transfer import RoomInfo
+from roomkit.core._room_ids import room_of_stream
 
 __all__ = [
     "TextRenderer",
@@ -128,21 +131,30 @@ def state_to_dict(point: ReplayPoint) -> dict[str, Any]:
     }
 
 
-def format_rooms(infos: list[StreamInfo]) -> list[str]:
+def format_rooms(infos: Sequence[RoomInfo | StreamInfo]) -> list[str]:
     """A table of rooms: id, version, last activity (UTC)."""
-    width = max([len("ROOM"), *(len(info.stream) for info in infos)])
+    ids = [_room_id(info) for info in infos]
+    width = max([len("ROOM"), *(len(room_id) for room_id in ids)])
     lines = [f"{'ROOM':<{width}}  {'VERSION':>7}  LAST ACTIVITY (UTC)"]
-    for info in infos:
+    for room_id, info in zip(ids, infos, strict=True):
         when = to_datetime(info.last_timestamp)
-        lines.append(f"{info.stream:<{width}}  {info.version:>7}  {when:%Y-%m-%d %H:%M:%S}")
+        lines.append(f"{room_id:<{width}}  {info.version:>7}  {when:%Y-%m-%d %H:%M:%S}")
     return lines
 
 
-def room_to_dict(info: StreamInfo) -> dict[str, Any]:
+def room_to_dict(info: RoomInfo | StreamInfo) -> dict[str, Any]:
     """One room of the list as a JSON-ready dict."""
     return {
-        "room_id": info.stream,
+        "room_id": _room_id(info),
         "version": info.version,
         "last_position": info.last_position,
         "last_activity": to_datetime(info.last_timestamp).isoformat(),
     }
+
+
+def _room_id(info: RoomInfo | StreamInfo) -> str:
+    if isinstance(info, RoomInfo):
+        return info.room_id
+    # A bare ``log.streams()`` entry (what ``rooms`` returned before room ids were mapped):
+    # its name tells the room id, except for a long id's stream.
+    return room_of_stream(info.stream) or info.stream

@@ -12,6 +12,7 @@ from eventlog import EventLog, Record
 from roomkit.audit._errors import CorruptRecord
 from roomkit.audit._records import Progress, RecordReader, Until, to_datetime
 from roomkit.core._domain import DomainEvent, decode_domain_event
+from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.errors import RoomNotFoundError
 
@@ -23,7 +24,7 @@ class ReplayPoint:
     """A room's state as of one point of its log.
 
     Attributes:
-        room_id: the room (stream).
+        room_id: the room's id.
         state: the fold of every record up to ``version``.
         version: the last version folded (0: none, the point is before the room existed).
         time: that record's timestamp (``None`` when ``version`` is 0).
@@ -71,7 +72,7 @@ async def replay_point(
 
     Args:
         log: the log holding the room.
-        room_id: the room (stream id).
+        room_id: the room's id (any id the kit accepts; its stream is read).
         until: the last version to fold, or a time (records stamped at or before it; a naive
             ``datetime`` is UTC); ``None`` folds everything.
         progress: told how many records were read, page by page.
@@ -81,15 +82,16 @@ async def replay_point(
 
     Raises:
         RoomNotFoundError: the log has no record of ``room_id``.
-        InvalidStreamId: ``room_id`` is not a valid stream id.
+        InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
     """
+    stream = room_stream(room_id)
     state = RoomState()
     last: Record | None = None
-    async for record in RecordReader(log, room_id, until=until, progress=progress):
+    async for record in RecordReader(log, stream, until=until, progress=progress):
         apply_record(state, record)
         last = record
-    if last is None and await log.last_version(room_id) == 0:
+    if last is None and await log.last_version(stream) == 0:
         raise RoomNotFoundError(f"Room {room_id} not found in the log")
     return ReplayPoint(
         room_id=room_id,
@@ -107,6 +109,7 @@ async def replay(
 
     Raises:
         RoomNotFoundError: the log has no record of ``room_id``.
+        InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
     """
     return (await replay_point(log, room_id, until, progress=progress)).state

@@ -19,6 +19,7 @@ from eventlog import EventLog, Record
 from roomkit.audit._errors import CorruptRecord
 from roomkit.audit._records import Progress, RecordReader, Until, to_datetime
 from roomkit.audit._replay import decode
+from roomkit.audit._room_ids import created_room_id
 from roomkit.core._domain import (
     ChannelAttached,
     ChannelDetached,
@@ -35,6 +36,7 @@ from roomkit.core._domain import (
     TaskRecorded,
     load,
 )
+from roomkit.core._room_ids import room_of_stream, room_stream
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.errors import RoomNotFoundError
 from roomkit.models.channel import ChannelBinding
@@ -94,7 +96,8 @@ class TimelineEntry:
     """One record of a room's log, made readable.
 
     Attributes:
-        room_id: the room (stream).
+        room_id: the room's id (the name of its stream when neither that name nor the room's
+            ``room.created`` record tells it).
         version: the record's version in the room.
         position: its position in the whole log.
         time: when it was recorded (UTC).
@@ -135,6 +138,7 @@ class TimelineEntry:
 
 @dataclass(slots=True)
 class _Room:
+    room_id: str | None  # None until the stream's name or its room.created record tells it
     state: RoomState = field(default_factory=RoomState)
     versions: dict[str, int] = field(default_factory=dict)
 
@@ -150,21 +154,39 @@ class TimelineBuilder:
     Records of several rooms may be interleaved (the global order of ``tail``); each room gets
     its own folded state. A record that does not decode becomes an entry that says so rather
     than stopping the timeline: an audit must show what is there.
+
+    Entries show room ids: read from the stream's name, or from the room's ``room.created``
+    record for the stream of a long id (see ``name`` for a room met past that record).
     """
 
     def __init__(self) -> None:
-        self._rooms: dict[str, _Room] = {}
+        self._rooms: dict[str, _Room] = {}  # by stream
 
     def state(self, room_id: str) -> RoomState:
-        """The state folded so far for ``room_id`` (empty if none of its records was seen)."""
-        room = self._rooms.get(room_id)
+        """The state folded so far for ``room_id`` (empty if none of its records was seen).
+
+        Raises:
+            InvalidRoomIdError: ``room_id`` is not a valid room id.
+        """
+        room = self._rooms.get(room_stream(room_id))
         return room.state if room is not None else RoomState()
+
+    def name(self, room_id: str) -> None:
+        """Show the entries of ``room_id``'s stream under ``room_id``, for a caller that knows
+        it when the builder cannot (a long id's stream, first met past its ``room.created``).
+
+        Raises:
+            InvalidRoomIdError: ``room_id`` is not a valid room id.
+        """
+        self._room(room_stream(room_id)).room_id = room_id
 
     def entry(self, record: Record) -> TimelineEntry:
         """The entry for ``record`` (and fold it into its room's state)."""
-        room = self._rooms.setdefault(record.stream, _Room())
+        room = self._room(record.stream)
+        if room.room_id is None:
+            room.room_id = created_room_id(record)
         base: dict[str, Any] = {
-            "room_id": record.stream,
+            "room_id": room.room_id or record.stream,
             "version": record.version,
             "position": record.position,
             "time": to_datetime(record.timestamp),
@@ -182,6 +204,12 @@ class TimelineBuilder:
             return TimelineEntry(**base, who="?", what=f"undecodable record: {reason}")
         evolve(room.state, event, model)
         return TimelineEntry(**base, **details)
+
+    def _room(self, stream: str) -> _Room:
+        room = self._rooms.get(stream)
+        if room is None:
+            room = self._rooms[stream] = _Room(room_of_stream(stream))
+        return room
 
 
 def _describe(
@@ -383,9 +411,12 @@ class Timeline:
     ) -> None:
         self._log = log
         self._room_id = room_id
+        self._stream = room_stream(room_id)
         self._after = after_version
-        self._records = RecordReader(log, room_id, until=until, progress=progress)
+        self._records = RecordReader(log, self._stream, until=until, progress=progress)
         self._builder = TimelineBuilder()
+        # The caller's id, even if the room's room.created record is missing or damaged.
+        self._builder.name(room_id)
         self._started = False
 
     def __aiter__(self) -> Self:
@@ -396,7 +427,7 @@ class Timeline:
             try:
                 record = await self._records.__anext__()
             except StopAsyncIteration:
-                if not self._started and await self._log.last_version(self._room_id) == 0:
+                if not self._started and await self._log.last_version(self._stream) == 0:
                     raise RoomNotFoundError(f"Room {self._room_id} not found in the log") from None
                 raise
             self._started = True
@@ -425,13 +456,13 @@ def timeline(
 
     Args:
         log: the log holding the room.
-        room_id: the room (stream id).
+        room_id: the room's id (any id the kit accepts; its stream is read).
         after_version: yield only the entries above this version.
         until: stop after this version, or after this time (a naive ``datetime`` is UTC).
         progress: told how many records were read, page by page.
 
     Raises:
         RoomNotFoundError: (while iterating) the log has no record of ``room_id``.
-        InvalidStreamId: (while iterating) ``room_id`` is not a valid stream id.
+        InvalidRoomIdError: (at once) ``room_id`` is not a valid room id.
     """
     return Timeline(log, room_id, after_version=after_version, until=until, progress=progress)

@@ -4,6 +4,9 @@ An export line is one ``Record`` encoded with the event log's own JSON codec, so
 exactly what the source log holds (payloads included, base64-encoded). Import appends the
 records to another log with the same versions, timestamps and headers; positions are the
 target's (they order the whole log, not one room).
+
+Records name streams, as the log does; the functions here take and report room ids (see
+``roomkit.audit._room_ids``).
 """
 
 from __future__ import annotations
@@ -15,13 +18,23 @@ from typing import Self
 
 import msgspec
 
-from eventlog import EventLog, InvalidStreamId, NewEvent, Record, StreamInfo, WrongExpectedVersion
+from eventlog import EventLog, InvalidStreamId, NewEvent, Record, WrongExpectedVersion
 from eventlog.codec import decode_record_json, encode_json
 from roomkit.audit._errors import BadExport, ImportConflict
 from roomkit.audit._records import RecordReader
+from roomkit.audit._room_ids import created_room_id, find_room_id
+from roomkit.core._room_ids import room_of_stream, room_stream
 from roomkit.errors import RoomNotFoundError
 
-__all__ = ["ExportLines", "ImportReport", "ImportedStream", "export_room", "import_room", "rooms"]
+__all__ = [
+    "ExportLines",
+    "ImportReport",
+    "ImportedStream",
+    "RoomInfo",
+    "export_room",
+    "import_room",
+    "rooms",
+]
 
 logger = logging.getLogger("roomkit.audit")
 
@@ -32,9 +45,43 @@ Lines = Iterable[str | bytes] | AsyncIterable[str | bytes]
 """Export lines, from a file (sync) or a stream (async)."""
 
 
-async def rooms(log: EventLog) -> list[StreamInfo]:
-    """Every stream of the log (one per room) with its version and last activity, by id."""
-    return await log.streams()
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One room of the log, as ``rooms`` lists it.
+
+    Attributes:
+        room_id: the room's id (its stream's name when neither that name nor the room's
+            ``room.created`` record tells it).
+        stream: the event-log stream that holds the room.
+        version: its last version (how many records it has).
+        last_position: the position of its last record in the whole log.
+        last_timestamp: when its last record was written (seconds since the epoch).
+    """
+
+    room_id: str
+    stream: str
+    version: int
+    last_position: int
+    last_timestamp: float
+
+
+async def rooms(log: EventLog) -> list[RoomInfo]:
+    """Every room of the log (one per stream) with its version and last activity, by room id.
+
+    Reads the first record of the streams whose name does not tell their room id (long ids).
+    """
+    found = [
+        RoomInfo(
+            room_id=await find_room_id(log, info.stream) or info.stream,
+            stream=info.stream,
+            version=info.version,
+            last_position=info.last_position,
+            last_timestamp=info.last_timestamp,
+        )
+        for info in await log.streams()
+    ]
+    # The log orders streams by their (encoded) names; people look rooms up by id.
+    return sorted(found, key=lambda room: (room.room_id, room.stream))
 
 
 class ExportLines:
@@ -43,7 +90,7 @@ class ExportLines:
     def __init__(self, log: EventLog, room_id: str) -> None:
         self._log = log
         self._room_id = room_id
-        self._records = RecordReader(log, room_id)
+        self._records = RecordReader(log, room_stream(room_id))
         self._started = False
 
     def __aiter__(self) -> Self:
@@ -67,9 +114,11 @@ def export_room(log: EventLog, room_id: str) -> ExportLines:
             async for line in export_room(log, "room-1"):
                 out.write(line)
 
+    The records are the log's own: they name the room's stream, not its id.
+
     Raises:
         RoomNotFoundError: (while iterating) the log has no record of ``room_id``.
-        InvalidStreamId: (while iterating) ``room_id`` is not a valid stream id.
+        InvalidRoomIdError: (at once) ``room_id`` is not a valid room id.
     """
     return ExportLines(log, room_id)
 
@@ -79,16 +128,19 @@ class ImportedStream:
     """What an import did to one stream.
 
     Attributes:
-        stream: the stream (room id).
+        stream: the stream.
         records: how many records of it the input held.
         appended: how many were appended.
         already_present: how many the target already held, identical (an earlier import).
+        room_id: the room the stream holds (the stream's name when neither that name nor its
+            ``room.created`` record tells it).
     """
 
     stream: str
     records: int
     appended: int
     already_present: int
+    room_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +195,17 @@ async def import_room(log: EventLog, lines: Lines) -> ImportReport:
         todo = records[present[stream] :]
         for batch in plans[stream]:
             await _append_batch(log, stream, batch)
-        report.append(ImportedStream(stream, len(records), len(todo), present[stream]))
+        room_id = _room_id(stream, records)
+        report.append(ImportedStream(stream, len(records), len(todo), present[stream], room_id))
         logger.info(
-            "imported %s: %d appended, %d already present", stream, len(todo), present[stream]
+            "imported %s: %d appended, %d already present", room_id, len(todo), present[stream]
         )
     return ImportReport(tuple(report))
+
+
+def _room_id(stream: str, records: list[Record]) -> str:
+    """The room ``stream`` holds; ``records`` start at version 1, its ``room.created``."""
+    return room_of_stream(stream) or created_room_id(records[0]) or stream
 
 
 async def _parse(lines: Lines) -> dict[str, list[Record]]:

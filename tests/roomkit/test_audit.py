@@ -14,13 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import roomkit.audit
-from eventlog import EventLog, Headers, InvalidStreamId, MemoryEventLog, NewEvent, Record
+from eventlog import EventLog, Headers, MemoryEventLog, NewEvent, Record
 from providers.sms.mock import MockSMSProvider
 from roomkit import (
     AIChannel,
     HookResult,
     HookTrigger,
     Identity,
+    InvalidRoomIdError,
     MockAIProvider,
     MockIdentityResolver,
     RoomContext,
@@ -276,8 +277,8 @@ class TestTimeline:
         log = await hand_made_room()
         with pytest.raises(RoomNotFoundError):
             await entries(log, "nope")
-        with pytest.raises(InvalidStreamId):
-            await entries(log, "not.a.room")
+        with pytest.raises(InvalidRoomIdError):
+            await entries(log, "")
 
 
 # -- replay ----------------------------------------------------------------------------------

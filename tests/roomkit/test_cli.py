@@ -196,7 +196,7 @@ class TestExitCodes:
         [
             ["replay", "r1"],  # no log
             ["replay", "r1", "--file", "x", "--log", "nats://127.0.0.1:4222"],
-            ["replay", "r.1", "--file", "{export}"],
+            ["replay", "", "--file", "{export}"],
             ["replay", "r1", "--file", "{export}", "--at", "yesterday"],
             ["replay", "r1", "--log", "http://127.0.0.1:4222"],
             ["frobnicate"],
@@ -362,7 +362,7 @@ class TestOnNats:
         from_nats = run(capsys, "replay", "r1", "--log", url, "--format", "json")[1]
         assert without_positions(from_nats) == without_positions(from_file)
         assert run(capsys, "replay", "nope", "--log", url)[0] == EXIT_UNKNOWN_ROOM
-        assert run(capsys, "replay", "not.a.room", "--log", url)[0] == EXIT_USAGE
+        assert run(capsys, "replay", "", "--log", url)[0] == EXIT_USAGE
         bad = export.parent / "bad-for-nats.jsonl"
         bad.write_text("{}\n")
         code, _, err = run(capsys, "import", "--log", url, "--file", str(bad))
