@@ -34,6 +34,7 @@ __all__ = [
     "dump",
     "load",
     "encode_domain_event",
+    "encode_payload",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -195,17 +196,29 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
 
 
 def encode_domain_event(
-    event: DomainEvent, *, timestamp: float, headers: Headers | None = None
+    event: DomainEvent,
+    *,
+    timestamp: float,
+    headers: Headers | None = None,
+    data: bytes | None = None,
 ) -> NewEvent:
-    """Turn a domain event into a log event under its stable tag."""
+    """Turn a domain event into a log event under its stable tag.
+
+    ``data``: the event's payload if the caller encoded it already (``encode_payload``).
+    """
     kwargs: dict[str, Any] = {"timestamp": timestamp}
     if headers is not None:
         kwargs["headers"] = headers
+    return NewEvent(type=event.TAG, data=encode_payload(event) if data is None else data, **kwargs)
+
+
+def encode_payload(event: DomainEvent) -> bytes:
+    """A domain event's payload: its JSON, in exactly as many bytes as it takes."""
     # encode() hands back its growth buffer, up to half of it unused, and the log keeps the
     # payload for good: encoding into a scratch buffer and copying keeps exactly the bytes.
     buffer = bytearray()
     _encoder.encode_into(event, buffer)
-    return NewEvent(type=event.TAG, data=bytes(buffer), **kwargs)
+    return bytes(buffer)
 
 
 def decode_domain_event(record: Record) -> DomainEvent | None:

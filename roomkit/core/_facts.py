@@ -45,9 +45,13 @@ class Fact:
     model: BaseModel | None = None
     headers: Headers | None = None
     then: Deliver | RunLifecycle | None = None
+    # ``domain`` encoded, when the decider needed the bytes first (a message: see _Draft.message).
+    data: bytes | None = None
 
     def to_new_event(self) -> NewEvent:
-        return encode_domain_event(self.domain, timestamp=self.timestamp, headers=self.headers)
+        return encode_domain_event(
+            self.domain, timestamp=self.timestamp, headers=self.headers, data=self.data
+        )
 
 
 def fact_from_record(record: Record) -> Fact | None:

@@ -7,9 +7,12 @@ lifecycle hooks) say so in ``Fact.then``; the actor does it once the append is a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from roomkit.core._commands import (
     AttachChannel,
@@ -43,6 +46,7 @@ from roomkit.core._domain import (
     RoomUpdated,
     TaskRecorded,
     dump,
+    encode_payload,
 )
 from roomkit.core._facts import Deliver, Fact, RunLifecycle
 from roomkit.core._room_ids import room_stream
@@ -50,6 +54,7 @@ from roomkit.core._room_state import RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
 from roomkit.models._copy import updated
+from roomkit.models._json import event_json_view
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import (
     EventStatus,
@@ -105,16 +110,25 @@ class _Draft:
         modified_by: list[str] | None = None,
         reason: str | None = None,
     ) -> None:
-        self.add(
-            MessageRecorded(
-                event=dump(event),
-                deliver=deliver is not None,
-                targets=deliver.targets if deliver else None,
-                modified_by=modified_by or [],
-                reason=reason,
-            ),
-            event,
-            deliver or then,
+        recorded = MessageRecorded(
+            event=dump(event),
+            deliver=deliver is not None,
+            targets=deliver.targets if deliver else None,
+            modified_by=modified_by or [],
+            reason=reason,
+        )
+        # The room's recent events keep the event's JSON as a view of the payload the log
+        # appends (and the in-memory log and store keep): one copy of a message, not two.
+        data = encode_payload(recorded)
+        recorded = msgspec.structs.replace(recorded, event=event_json_view(data))
+        self.facts.append(
+            Fact(
+                domain=recorded,
+                timestamp=self.stamp,
+                model=event,
+                then=deliver or then,
+                data=data,
+            )
         )
 
     def audit(
@@ -143,14 +157,8 @@ class _Draft:
         new one, unless ``root`` names one)."""
         event = lifecycle_event(self.room_id, type, code, body, self.now, data)
         root = root or event.id
-        last = self.facts[-1]
-        self.facts[-1] = Fact(
-            domain=last.domain,
-            timestamp=last.timestamp,
-            model=last.model,
-            headers=last.headers,
-            then=RunLifecycle(trigger, event, root),
-        )
+        then = RunLifecycle(trigger, event, root)
+        self.facts[-1] = dataclasses.replace(self.facts[-1], then=then)
         return root
 
     def tasks_and_observations(

@@ -31,6 +31,7 @@ __all__ = [
     "compact_json",
     "event_fields",
     "event_json",
+    "event_json_view",
     "enveloped_event_fields",
 ]
 
@@ -77,6 +78,11 @@ def enveloped_event_fields(envelope: bytes) -> EventFields:
 def event_json(envelope: bytes) -> bytes:
     """The event's JSON in an envelope."""
     return bytes(_envelope_decoder.decode(envelope).event)
+
+
+def event_json_view(envelope: bytes) -> msgspec.Raw:
+    """The event's JSON in an envelope, as a view of the envelope's bytes (no copy)."""
+    return _envelope_decoder.decode(envelope).event
 
 
 def compact_json(model: BaseModel, exclude: Mapping[str, Any] | None = None) -> bytes:
