@@ -52,6 +52,12 @@ class OutcomeFlusher:
         """Whether outcomes wait for ``room_id``."""
         return room_id in self._waiting
 
+    def adopt(self, other: OutcomeFlusher) -> None:
+        """Take over what ``other`` (of a runtime that ended) still held."""
+        for room_id, outcomes in other._waiting.items():
+            self._waiting.setdefault(room_id, []).extend(outcomes)
+        other._waiting.clear()
+
     def take(self, room_id: str) -> list[RecordOutcome]:
         """The outcomes waiting for ``room_id``, in delivery order; they are the caller's now."""
         return self._waiting.pop(room_id, None) or []

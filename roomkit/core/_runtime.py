@@ -57,12 +57,21 @@ class RuntimeSettings:
 class KitRuntime:
     """Owns the actor system and the store projection of one kit."""
 
-    def __init__(self, kit: RoomKit, settings: RuntimeSettings) -> None:
+    def __init__(
+        self, kit: RoomKit, settings: RuntimeSettings, predecessor: KitRuntime | None = None
+    ) -> None:
         self._kit = kit
         self._settings = settings
         self.turns = TurnTracker()
-        self.projection = StoreProjection(kit._log, kit._store)
         self.flusher = OutcomeFlusher(self._tell_room, settings.outcome_delay)
+        if predecessor is None:
+            self.projection = StoreProjection(kit._log, kit._store)
+        else:
+            # The store already holds what the predecessor applied: go on from there (applying
+            # again would count events twice), and record the outcomes it still held.
+            self.projection = predecessor.projection
+            self.projection.forget_waiters()
+            self.flusher.adopt(predecessor.flusher)
         self._system: ActorSystem | None = None
         self._stack: AsyncExitStack | None = None
         self._host_stop: anyio.Event | None = None
@@ -70,6 +79,7 @@ class KitRuntime:
         self._starting: anyio.Event | None = None
         self._start_error: BaseException | None = None
         self._closed = False
+        self._ended = False
         self.services = KitServices(
             hooks=kit._hook_engine,
             router=kit._get_router,
@@ -83,6 +93,18 @@ class KitRuntime:
         )
 
     # -- start and stop ----------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """Whether the runtime stopped without being closed: the event loop that ran it ended
+        (``asyncio.run`` returned, a test's loop closed) or it failed. A kit then goes on in a
+        ``successor`` on its next use, as a 0.3.0 kit, which held nothing bound to a loop, did.
+        """
+        return self._ended and not self._closed
+
+    def successor(self) -> KitRuntime:
+        """A runtime to take over from this ended one, in the event loop now running."""
+        return KitRuntime(self._kit, self._settings, predecessor=self)
 
     async def enter(self) -> None:
         """Start in the caller's context (``async with RoomKit()``)."""
@@ -167,6 +189,8 @@ class KitRuntime:
                 logger.exception("the kit's runtime stopped on an error")
         finally:
             self._system = None
+            # Not asked to stop: its event loop is ending (it cancels every task) or it failed.
+            self._ended = not self._closed and self._start_error is None
             assert self._host_done is not None
             self._host_done.set()
 

@@ -104,6 +104,12 @@ class StoreProjection:
                 finally:
                     self._applying.release()
 
+    def forget_waiters(self) -> None:
+        """Drop the waiters and the turnstile of an event loop that ended (their tasks are
+        gone), so that a runtime taking over in another loop starts clean."""
+        self._waiters.clear()
+        self._applying = _Turnstile()
+
     async def catch_up(self) -> None:
         """Apply everything the log holds now (used to rebuild before serving)."""
         while batch := await self._log.read_all(after_position=self.checkpoint, limit=5000):

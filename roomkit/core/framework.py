@@ -210,7 +210,12 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     # -- runtime -----------------------------------------------------------------------------
 
     async def _ensure_runtime(self) -> KitRuntime:
-        await self._runtime.ensure_started()
+        await self._current_runtime().ensure_started()
+        return self._runtime
+
+    def _current_runtime(self) -> KitRuntime:
+        if self._runtime.ended:
+            self._runtime = self._runtime.successor()
         return self._runtime
 
     def _get_router(self) -> EventRouter:
@@ -227,7 +232,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         return self._router
 
     async def __aenter__(self) -> Self:
-        await self._runtime.enter()
+        await self._current_runtime().enter()
         return self
 
     async def __aexit__(

@@ -1,0 +1,62 @@
+"""A kit outlives the event loop it first ran in, as a 0.3.0 kit did (it held nothing bound to
+a loop): e.g. a module-level kit used by tests that each get a new loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+
+from roomkit import KitClosedError, RoomKit
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+def new_kit() -> tuple[RoomKit, SimpleChannel]:
+    kit = RoomKit()
+    kit.register_channel(SimpleChannel("sms"))
+    ws = SimpleChannel("ws")
+    kit.register_channel(ws)
+    return kit, ws
+
+
+async def first_use(kit: RoomKit) -> None:
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ws")
+    await kit.process_inbound(text("sms", "one", idempotency_key="k1"), room_id="r1")
+
+
+async def second_use(kit: RoomKit) -> list[str]:
+    again = await kit.process_inbound(text("sms", "one", idempotency_key="k1"), room_id="r1")
+    assert again.blocked and again.reason == "duplicate"
+    await kit.process_inbound(text("sms", "two"), room_id="r1")
+    room = await kit.get_room("r1")
+    timeline = await kit.get_timeline("r1")
+    assert room.event_count == len(timeline) == 4  # 2 attachments + 2 messages, none twice
+    return [e.content.body for e in timeline if e.type == "message"]  # type: ignore[union-attr]
+
+
+def test_a_kit_goes_on_in_the_next_asyncio_loop() -> None:
+    kit, ws = new_kit()
+    asyncio.run(first_use(kit))
+    assert asyncio.run(second_use(kit)) == ["one", "two"]
+    assert ws.texts() == ["one", "two"]
+    asyncio.run(kit.close())
+
+
+def test_a_kit_first_used_on_trio_goes_on_under_asyncio() -> None:
+    pytest.importorskip("trio")
+    kit, ws = new_kit()
+    anyio.run(first_use, kit, backend="trio")
+    assert anyio.run(second_use, kit, backend="asyncio") == ["one", "two"]
+    assert ws.texts() == ["one", "two"]
+    anyio.run(kit.close)
+
+
+def test_a_closed_kit_stays_closed_in_the_next_loop() -> None:
+    kit, _ = new_kit()
+    asyncio.run(first_use(kit))
+    asyncio.run(kit.close())
+    with pytest.raises(KitClosedError):
+        asyncio.run(kit.create_room(room_id="r2"))
