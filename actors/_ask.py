@@ -54,10 +54,11 @@ class Ask:
     def expire(self) -> None:
         """Settle the slot as timed out (``wait`` returns ``TIMED_OUT``).
 
-        The message stays: it may still be in the mailbox, to be handled.
+        If the message is still queued, the actor drops it when it comes to it.
         """
         if not self.done:
             self.done = True
+            self.message = None
             self._value = TIMED_OUT
             self._wake()
 

@@ -40,7 +40,7 @@ _BATCH = 64
 class Counters:
     """Totals for ``ActorSystem.stats``, shared by every cell of a system."""
 
-    __slots__ = ("activations", "failures", "handled", "passivations", "restarts")
+    __slots__ = ("activations", "dropped", "failures", "handled", "passivations", "restarts")
 
     def __init__(self) -> None:
         self.activations = 0
@@ -48,6 +48,7 @@ class Counters:
         self.restarts = 0
         self.failures = 0
         self.handled = 0
+        self.dropped = 0
 
 
 class Host:
@@ -307,7 +308,12 @@ class Cell(Mailbox):
             if self._queue:
                 item = self.take()
                 if type(item) is Ask:
-                    self._current = item
+                    if item.done:
+                        # Its asker timed out before the actor took it up: handling it now
+                        # would act on a request whose sender was told it timed out.
+                        counters.dropped += 1
+                        continue
+                    self._current = actor._asked = item
                     try:
                         reply = await receive(item.message)
                     except Exception as exc:
@@ -316,7 +322,8 @@ class Cell(Mailbox):
                             raise _Crash(exc) from exc
                     else:
                         item.resolve(reply)
-                    self._current = None
+                    self._current = actor._asked = None
+
                 else:
                     try:
                         await receive(item)

@@ -40,8 +40,10 @@ class ActorError(Exception):
 class AskTimeout(ActorError, TimeoutError):
     """An ``ask`` got no reply in time.
 
-    The message may still be handled later: a timeout tells the asker it stopped waiting, not
-    that the actor did nothing.
+    If the actor had not taken the message up yet, it never will: an ask that expires while
+    queued is dropped (``SystemStats.asks_dropped``), so the asker may send it again. If the
+    actor was already handling it, the handler runs to its end; only the reply is lost.
+
     """
 
 

@@ -93,7 +93,8 @@ class ActorRef:
             What the actor's handler returned.
 
         Raises:
-            AskTimeout: no reply in time (the message may still be handled later).
+            AskTimeout: no reply in time. A message still queued then is dropped unhandled;
+                one the actor had taken up is handled to the end (see ``AskTimeout``).
             ActorDeadError: the system is not running, or the actor stopped or gave up first.
             ValueError: ``timeout`` is not a positive, finite number.
             Exception: whatever the handler raised, unchanged.

@@ -20,6 +20,7 @@ class SystemStats:
         restarts: restarts after a crash or a failed activation.
         failures: actors that gave up after their restart limit.
         messages_handled: messages handled (successfully or not).
+        asks_dropped: asks that expired while queued, dropped without being handled.
         pending_asks: asks waiting for a reply or expiry (an upper bound: settled asks are
             dropped lazily).
         mailbox_depths: ``(kind, key) -> queued messages`` for every active actor.
@@ -34,4 +35,6 @@ class SystemStats:
     failures: int
     messages_handled: int
     pending_asks: int
+    asks_dropped: int = 0
+
     mailbox_depths: dict[tuple[str, str], int] = field(default_factory=dict)

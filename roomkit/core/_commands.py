@@ -96,6 +96,9 @@ class ProcessInbound:
     event: RoomEvent | None = None
     message: Any = None  # InboundMessage
     channel: Any = None  # Channel
+    # Seconds the room may spend on it (the kit's process_timeout), counted from when the room
+    # takes it up, as 0.3.0 counted from when its lock was taken; None: no bound.
+    budget: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,11 @@ class Outcome:
     blocked_by: str | None = None
     hook_errors: list[dict[str, str]] = field(default_factory=list)
     duplicate_of: str | None = None
+    # ProcessInbound only: what is left of its budget once committed; None: no bound. A
+    # command that spent it all before committing commits nothing and says ``timed_out``.
+    budget_left: float | None = None
+    timed_out: bool = False
+
     # The turn ``root`` opened by this command, set by the actor before it replies, so that
     # the caller can wait for it even if it ends before the caller looks (a late waiter).
     turn: Any = None

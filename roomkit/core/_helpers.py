@@ -41,7 +41,7 @@ class HelpersMixin:
     _hook_engine: HookEngine
     _channels: dict[str, Channel]
     _framework_handlers: dict[str, list[FrameworkHandler]]
-    _process_timeout: float
+    _process_timeout: float | None
     _wait_for_delivery: bool
 
     async def _ensure_runtime(self) -> KitRuntime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -117,7 +118,8 @@ class InboundMixin(HelpersMixin):
                 room = Room(id=room_id, created_at=now, updated_at=now)
                 await self._create(room, (binding,))  # type: ignore[attr-defined]
 
-        command = ProcessInbound(message=message, channel=channel)
+        budget = self._process_timeout
+        command = ProcessInbound(message=message, channel=channel, budget=budget)
         if self._identity_resolver is not None and (
             self._identity_channel_types is None
             or channel.channel_type in self._identity_channel_types
@@ -131,19 +133,24 @@ class InboundMixin(HelpersMixin):
             )
             if isinstance(stop, InboundResult):
                 return stop
-            command = ProcessInbound(event=stop)
+            command = ProcessInbound(event=stop, budget=budget)
 
         runtime = await self._ensure_runtime()
-        # The room's answer is bounded by the ask's own deadline (the runtime's ask timeout is
-        # the process timeout); a cancel scope, some 6 µs, is only paid when the turn is still
-        # running once the room answered.
-        deadline = anyio.current_time() + self._process_timeout
+        # process_timeout bounds the room's work on the message, from when the room takes it
+        # up (0.3.0: from when its lock was taken); the room commits nothing once it is spent.
+        # Waiting for the room is bounded by the ask's own timeout, after which the message is
+        # dropped unprocessed. Either way a timeout means the message was not recorded, unless
+        # the room committed it and its delivery or async hooks overran (as in 0.3.0).
         try:
             outcome = await runtime.ask_room(room_id, command)
         except RoomTimeoutError:
             return await self._process_timed_out(room_id)
+        if outcome.timed_out:
+            return await self._process_timed_out(room_id)
         if not self._settled(runtime, outcome):
-            with anyio.move_on_at(deadline) as scope:
+            # A cancel scope, some 6 µs, only when the turn still runs once the room answered.
+            left = outcome.budget_left
+            with anyio.move_on_after(math.inf if left is None else left) as scope:
                 await self._settle(runtime, outcome)
             if scope.cancelled_caught:
                 return await self._process_timed_out(room_id)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import msgspec
 
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import NewEvent, Record
-from roomkit.core._commands import FlushOutcomes, Outcome
+from roomkit.core._commands import FlushOutcomes, Outcome, ProcessInbound
 from roomkit.core._delivery import DeliveryJob, RoomDelivery
 from roomkit.core._domain import DomainEvent, dump, load
 from roomkit.core._facts import Fact, fact_from_record
@@ -117,8 +118,17 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if type(command) is FlushOutcomes:
             facts: list[Fact] = []
             outcome = Outcome()
+        elif type(command) is ProcessInbound and command.budget is not None:
+            facts, outcome = await self._decide_within(state, command, command.budget)
         else:
             facts, outcome = await self._decider.decide(state, command)
+        if facts and self.asker_gave_up:
+            # The caller timed out while the room decided (slow hooks, a backlog): it was told
+            # its command did not happen, so it must not.
+            logger.warning(
+                "room %s: %s not applied, its caller timed out", self.key, type(command).__name__
+            )
+            facts, outcome = [], Outcome(timed_out=True)
         # Only commands that write carry the waiting delivery outcomes (a query never
         # appends). A re-run after a concurrency conflict carries them again: they leave
         # ``_unrecorded`` only once committed.
@@ -133,6 +143,26 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             self._carried = 0
         self._outcome = outcome
         return Effect(events=facts, reply=outcome)
+
+    async def _decide_within(
+        self, state: RoomState, command: ProcessInbound, budget: float
+    ) -> tuple[list[Fact], Outcome]:
+        # Hooks have their own timeouts, so the decision ends; if it took longer than the
+        # budget, nothing is committed and the caller, who stopped waiting, is told so.
+        started = time.perf_counter()
+        facts, outcome = await self._decider.decide(state, command)
+        left = budget - (time.perf_counter() - started)
+        if left < 0:
+            logger.warning(
+                "room %s spent %.1f s (over its process_timeout of %s s) deciding an inbound "
+                "message: it is not recorded",
+                self.key,
+                budget - left,
+                budget,
+            )
+            return [], Outcome(timed_out=True)
+        outcome.budget_left = left
+        return facts, outcome
 
     async def after_commit(
         self, state: RoomState, events: list[Fact], records: list[Record]

@@ -101,7 +101,11 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         realtime: ephemeral events backend (default ``InMemoryRealtime``).
         max_chain_depth: how many AI replies may follow each other in one turn.
         identity_timeout: seconds the identity resolver may take.
-        process_timeout: seconds ``process_inbound`` may take before it gives up.
+        process_timeout: seconds a room may spend on one inbound message, from when it takes
+            the message up (``None``: no bound). A message spends at most four times as long
+            waiting for its room (a backlog) before it is dropped unprocessed; either way
+            ``process_inbound`` then returns ``blocked=True, reason="process_timeout"`` and the
+            message is not recorded, unless it was and its delivery or async hooks overran.
         stt, tts, voice: voice providers and backend (voice is a separate package).
         log: the event log (default ``MemoryEventLog``; ``NatsEventLog`` in production).
         transcoder: adapts content to what target channels support.
@@ -127,7 +131,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         realtime: RealtimeBackend | None = None,
         max_chain_depth: int = 5,
         identity_timeout: float = 10.0,
-        process_timeout: float = 30.0,
+        process_timeout: float | None = 30.0,
         stt: Any = None,
         tts: Any = None,
         voice: Any = None,
@@ -172,7 +176,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 mailbox_size=mailbox_size,
                 idle_timeout=idle_timeout,
                 snapshot_every=snapshot_every,
-                ask_timeout=process_timeout,
+                ask_timeout=_ask_timeout(process_timeout),
                 outcome_delay=outcome_delay,
             ),
         )
@@ -455,3 +459,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def unsubscribe_room(self, subscription_id: str) -> bool:
         return await self._realtime.unsubscribe(subscription_id)
+
+
+_UNBOUNDED_ASK = 24 * 3600.0
+"""How long a command waits for its room when ``process_timeout`` is None: asks stay finite."""
+
+
+def _ask_timeout(process_timeout: float | None) -> float:
+    """How long a command may wait for its room and be handled there before it is dropped:
+    room for a backlog of a few messages next to the time one may take."""
+    return _UNBOUNDED_ASK if process_timeout is None else 4 * process_timeout

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from actors import (
+    Actor,
     ActorDeadError,
     ActorRef,
     ActorSystem,
@@ -133,7 +134,7 @@ async def test_a_failing_told_message_is_logged(caplog: pytest.LogCaptureFixture
     )
 
 
-async def test_ask_times_out_and_the_message_may_still_be_handled() -> None:
+async def test_an_ask_that_times_out_while_queued_is_dropped_unhandled() -> None:
     journal = Journal()
     gate = anyio.Event()
     async with make_system(journal) as system:
@@ -147,7 +148,35 @@ async def test_ask_times_out_and_the_message_may_still_be_handled() -> None:
         assert isinstance(AskTimeout(), TimeoutError)
         gate.set()
         assert await ref.ask("next") == "next"
-    assert journal.handled("a") == ["block", "late", "next"]
+        assert system.stats().asks_dropped == 1
+    # The asker was told "late" timed out: handling it after all would surprise it.
+    assert journal.handled("a") == ["block", "next"]
+
+
+class Patient(Actor):
+    """Takes its time over each message, then notes whether its asker still waited."""
+
+    def __init__(self, key: str, seen: list[tuple[object, bool]]) -> None:
+        super().__init__(key)
+        self.seen = seen
+
+    async def receive(self, message: object) -> object:
+        await anyio.sleep(0.05)
+        self.seen.append((message, self.asker_gave_up))
+        return message
+
+
+async def test_a_handler_learns_that_its_asker_gave_up() -> None:
+    seen: list[tuple[object, bool]] = []
+    async with ActorSystem() as system:
+        system.register("patient", lambda key: Patient(key, seen))
+        ref = system.ref("patient", "a")
+        with pytest.raises(AskTimeout):
+            await ref.ask("hurried", timeout=0.01)  # taken up at once, then abandoned
+        assert await ref.ask("calm", timeout=5) == "calm"
+        await ref.tell("told")
+        assert await ref.ask("end", timeout=5) == "end"
+    assert seen == [("hurried", True), ("calm", False), ("told", False), ("end", False)]
 
 
 async def test_ask_timeouts_are_bounded_and_positive() -> None:
