@@ -51,10 +51,10 @@ from roomkit.core._domain import (
 from roomkit.core._facts import Deliver, Fact, RunLifecycle
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState
-from roomkit.core._system_events import audit_event, lifecycle_event
+from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
 from roomkit.models._copy import updated
-from roomkit.models._json import event_json_view
+from roomkit.models._json import event_fields, event_json_view
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import (
     EventStatus,
@@ -162,15 +162,21 @@ class _Draft:
         return root
 
     def tasks_and_observations(
-        self, room_id: str, tasks: list[Task], observations: list[Observation], root: str
+        self,
+        room_id: str,
+        tasks: list[Task],
+        observations: list[Observation],
+        root: str,
+        trigger: RoomEvent | None,
     ) -> None:
+        """Record ``tasks`` and ``observations``; each task runs the ON_TASK_CREATED hooks
+        after commit with a synthetic event built from ``trigger``, the event whose
+        processing produced them (the synthetic event is never recorded)."""
         for task in tasks:
             task = (
                 task if task.room_id == room_id else task.model_copy(update={"room_id": room_id})
             )
-            synthetic = lifecycle_event(
-                room_id, EventType.TASK_CREATED, "task_created", task.title, self.now
-            ).model_copy(update={"metadata": {"task_id": task.id, "task_title": task.title}})
+            synthetic = task_created_event(room_id, task, trigger, self.now)
             self.add(
                 TaskRecorded(task=dump(task)),
                 task,
@@ -486,7 +492,7 @@ class RoomDecider:
             draft.message(blocked, modified_by=result.modified_by, reason=result.reason)
             draft.injected(room.id, list(result.injected_events), blocked.id)
             draft.tasks_and_observations(
-                room.id, list(result.tasks), list(result.observations), blocked.id
+                room.id, list(result.tasks), list(result.observations), blocked.id, blocked
             )
             return draft.facts, Outcome(
                 event=blocked,
@@ -507,8 +513,10 @@ class RoomDecider:
             modified_by=result.modified_by,
         )
         draft.injected(room.id, list(result.injected_events), final.id)
+        # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
+        # replacement, if one ran.
         draft.tasks_and_observations(
-            room.id, list(result.tasks), list(result.observations), final.id
+            room.id, list(result.tasks), list(result.observations), final.id, final
         )
         return draft.facts, Outcome(event=final, root=final.id, hook_errors=hook_errors)
 
@@ -567,8 +575,24 @@ class RoomDecider:
             )
             bound = reply.source.channel_id in state.bindings
             draft.message(reply, deliver=Deliver(reply, cmd.root) if bound else None)
-        draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root)
+        # The tasks came from broadcasting ``cmd.event_id`` (an inbound message, a sent event
+        # or a reply re-entering the room): its source and content go to ON_TASK_CREATED.
+        trigger = _recent_event(state, cmd.event_id) if cmd.tasks else None
+        draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, trigger)
         return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
+
+
+def _recent_event(state: RoomState, event_id: str) -> RoomEvent | None:
+    """The room's event ``event_id`` if it is among its recent events, else None.
+
+    An outcome reports on an event the room committed before delivering it, so the event is
+    there unless more than ``RECENT_EVENTS`` others were committed while it was delivered.
+    Matched on the JSON's id, newest first, so only the event found is validated.
+    """
+    for raw in reversed(state.recent.raw()):
+        if event_fields(raw).id == event_id:
+            return RoomEvent.model_validate_json(bytes(raw))
+    return None
 
 
 def _delivery_recorded(outcome: RecordOutcome) -> DeliveryRecorded:

@@ -1,4 +1,5 @@
-"""Builders for the room's system events: stored audit events and synthetic lifecycle events."""
+"""Builders for the room's system events: stored audit events and the synthetic, never stored
+events that lifecycle and task-created hooks receive."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from roomkit.models.enums import ChannelType, EventStatus, EventType
-from roomkit.models.event import EventSource, RoomEvent, SystemContent
+from roomkit.models.event import EventContent, EventSource, RoomEvent, SystemContent
+from roomkit.models.task import Task
 
-__all__ = ["audit_event", "lifecycle_event"]
+__all__ = ["audit_event", "lifecycle_event", "task_created_event"]
 
 
 def lifecycle_event(
@@ -28,6 +30,38 @@ def lifecycle_event(
         content=SystemContent(body=body, code=code, data=data or {}),
         status=EventStatus.DELIVERED,
         visibility="internal",
+        created_at=now,
+    )
+
+
+def task_created_event(
+    room_id: str, task: Task, trigger: RoomEvent | None, now: datetime
+) -> RoomEvent:
+    """The synthetic, never stored event that ON_TASK_CREATED hooks receive for ``task``.
+
+    As in RoomKit 0.3.0 it is not a lifecycle event: it carries the source and content of
+    ``trigger``, the event whose processing produced the task (so a hook filtered by channel
+    type, channel id or direction matches the channel the message came from, and reads the
+    message), visibility ``"internal"`` and metadata ``{task_id, task_title}``. 0.3.0 sets
+    nothing else, so every other field keeps ``RoomEvent``'s default (status PENDING, index
+    and chain depth 0, no parent or correlation id); ``now`` stands in for its clock read.
+
+    ``trigger`` is None only when the room no longer holds that event (see the decider): the
+    hook then still runs, with a system source and the task's title as content.
+    """
+    metadata = {"task_id": task.id, "task_title": task.title}
+    if trigger is None:
+        source = EventSource(channel_id="system", channel_type=ChannelType.SYSTEM)
+        content: EventContent = SystemContent(body=task.title, code="task_created")
+    else:
+        source, content = trigger.source, trigger.content
+    return RoomEvent(
+        room_id=room_id,
+        type=EventType.TASK_CREATED,
+        source=source,
+        content=content,
+        visibility="internal",
+        metadata=metadata,
         created_at=now,
     )
 
