@@ -135,6 +135,8 @@ class RecordOutcome:
     blocked: list[RoomEvent] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
+    # The event delivered: the ON_TASK_CREATED hooks of ``tasks`` see its source and content.
+    event: RoomEvent | None = None
 
     @property
     def continues_turn(self) -> bool:

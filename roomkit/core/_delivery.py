@@ -120,6 +120,7 @@ class RoomDelivery:
             blocked=list(broadcast.blocked_events),
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
+            event=event if broadcast.tasks else None,
         )
         if outcome.continues_turn:
             # The turn goes on with what the room commits now: wait for it.

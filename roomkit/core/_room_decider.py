@@ -54,7 +54,7 @@ from roomkit.core._room_state import RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
 from roomkit.models._copy import updated
-from roomkit.models._json import event_fields, event_json_view
+from roomkit.models._json import event_json_view
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import (
     EventStatus,
@@ -575,24 +575,10 @@ class RoomDecider:
             )
             bound = reply.source.channel_id in state.bindings
             draft.message(reply, deliver=Deliver(reply, cmd.root) if bound else None)
-        # The tasks came from broadcasting ``cmd.event_id`` (an inbound message, a sent event
-        # or a reply re-entering the room): its source and content go to ON_TASK_CREATED.
-        trigger = _recent_event(state, cmd.event_id) if cmd.tasks else None
-        draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, trigger)
+        # The tasks came from broadcasting ``cmd.event`` (an inbound message, a sent event or
+        # a reply re-entering the room): its source and content go to ON_TASK_CREATED.
+        draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, cmd.event)
         return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
-
-
-def _recent_event(state: RoomState, event_id: str) -> RoomEvent | None:
-    """The room's event ``event_id`` if it is among its recent events, else None.
-
-    An outcome reports on an event the room committed before delivering it, so the event is
-    there unless more than ``RECENT_EVENTS`` others were committed while it was delivered.
-    Matched on the JSON's id, newest first, so only the event found is validated.
-    """
-    for raw in reversed(state.recent.raw()):
-        if event_fields(raw).id == event_id:
-            return RoomEvent.model_validate_json(bytes(raw))
-    return None
 
 
 def _delivery_recorded(outcome: RecordOutcome) -> DeliveryRecorded:
