@@ -34,7 +34,7 @@ from roomkit.core.framework import RoomKit
 from roomkit.identity.mock import MockIdentityResolver
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage, InboundResult
-from roomkit.models.enums import ChannelType, HookTrigger
+from roomkit.models.enums import ChannelCategory, ChannelType, HookTrigger
 from roomkit.models.event import EventSource, RoomEvent, TextContent
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.identity import Identity
@@ -146,7 +146,7 @@ async def run(write: Write, *, log: EventLog | None = None) -> EventLog:
         await kit.create_room(room_id=ROOM_ID)
         await kit.attach_channel(ROOM_ID, "sms", metadata={"phone_number": CUSTOMER_PHONE})
         await kit.attach_channel(ROOM_ID, "ws")
-        await kit.attach_channel(ROOM_ID, "ai")
+        await kit.attach_channel(ROOM_ID, "ai", category=ChannelCategory.INTELLIGENCE)
 
         write("1. Carla texts the shop (SMS webhook SM-1001)")
         first = await kit.process_inbound(

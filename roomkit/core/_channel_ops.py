@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from roomkit.channels.base import Channel
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
 from roomkit.core._helpers import HelpersMixin, utcnow
-from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError
+from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError, RoomNotFoundError
 from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import Access, ChannelCategory, ChannelType
 
 __all__ = ["ChannelOpsMixin"]
+
+logger = logging.getLogger("roomkit.framework")
 
 _UNSET: Any = object()
 
@@ -51,17 +54,29 @@ class ChannelOpsMixin(HelpersMixin):
     ) -> ChannelBinding:
         """Bind a registered channel to a room and fire ON_CHANNEL_ATTACHED.
 
-        ``category`` defaults to the channel's own (an ``AIChannel`` is INTELLIGENCE); extra
-        keyword arguments go to the ``ChannelBinding`` (metadata, direction, muted, rate_limit,
-        retry_policy, participant_id, ...).
+        ``category`` defaults to TRANSPORT whatever the channel, as in 0.3.0: attach an
+        ``AIChannel`` with ``category=ChannelCategory.INTELLIGENCE`` for the router to treat
+        it as one (visibility ``"intelligence"`` reaches it, ``deliver`` is not called).
+        Extra keyword arguments go to the ``ChannelBinding`` (metadata, direction, muted,
+        rate_limit, retry_policy, participant_id, ...).
 
         Raises:
-            ChannelNotRegisteredError: ``channel_id`` was not registered.
             RoomNotFoundError: no such room.
+            ChannelNotRegisteredError: ``channel_id`` was not registered.
         """
         channel = self._channels.get(channel_id)
         if channel is None:
+            await self._context(room_id)  # as 0.3.0: a missing room is reported first
             raise ChannelNotRegisteredError(f"Channel {channel_id} is not registered")
+        if category is _UNSET and _category_of(channel) is not ChannelCategory.TRANSPORT:
+            logger.info(
+                "channel %s (%s) attached to room %s as TRANSPORT, the default as in 0.3.0; "
+                "pass category=ChannelCategory.%s to attach it as one",
+                channel_id,
+                type(channel).__name__,
+                room_id,
+                _category_of(channel).name,
+            )
         binding = self._new_binding(
             room_id, channel, channel_type, category, access, visibility, **kwargs
         )
@@ -85,7 +100,7 @@ class ChannelOpsMixin(HelpersMixin):
         **kwargs: Any,
     ) -> ChannelBinding:
         if category is _UNSET:
-            category = getattr(channel, "category", ChannelCategory.TRANSPORT)
+            category = ChannelCategory.TRANSPORT
         return ChannelBinding(
             channel_id=channel.channel_id,
             room_id=room_id,
@@ -98,8 +113,12 @@ class ChannelOpsMixin(HelpersMixin):
         )
 
     async def detach_channel(self, room_id: str, channel_id: str) -> bool:
-        """Remove a channel's binding; ``False`` if it was not attached."""
-        outcome = await self._command(room_id, DetachChannel(channel_id, utcnow()))
+        """Remove a channel's binding; ``False`` if it was not attached (or there is no such
+        room: 0.3.0 asked the store to remove a binding it did not have)."""
+        try:
+            outcome = await self._command(room_id, DetachChannel(channel_id, utcnow()))
+        except RoomNotFoundError:
+            return False
         if outcome.value:
             await self._emit_framework_event(
                 "room_channel_detached", room_id=room_id, channel_id=channel_id
@@ -151,3 +170,8 @@ class ChannelOpsMixin(HelpersMixin):
     async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
         """Return the room's bindings."""
         return await self._store.list_bindings(room_id)
+
+
+def _category_of(channel: Channel) -> ChannelCategory:
+    """The category the channel's class declares (TRANSPORT if none)."""
+    return ChannelCategory(getattr(channel, "category", ChannelCategory.TRANSPORT))

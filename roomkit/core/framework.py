@@ -9,6 +9,7 @@ starts on first use and stops in ``close()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
@@ -379,12 +380,16 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         return await self._store.list_observations(room_id)
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
-        """Record that ``channel_id`` read the room up to ``event_id``."""
-        await self._command(room_id, MarkRead(channel_id, event_id))
+        """Record that ``channel_id`` read the room up to ``event_id`` (nothing for a room
+        that does not exist, as 0.3.0's store passthrough did)."""
+        with contextlib.suppress(RoomNotFoundError):
+            await self._command(room_id, MarkRead(channel_id, event_id))
 
     async def mark_all_read(self, room_id: str, channel_id: str) -> None:
-        """Record that ``channel_id`` read everything in the room so far."""
-        await self._command(room_id, MarkRead(channel_id, None))
+        """Record that ``channel_id`` read everything in the room so far (nothing for a room
+        that does not exist)."""
+        with contextlib.suppress(RoomNotFoundError):
+            await self._command(room_id, MarkRead(channel_id, None))
 
     # -- websockets --------------------------------------------------------------------------
 

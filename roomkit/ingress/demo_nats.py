@@ -75,6 +75,7 @@ async def run_nats_demo(out: Out) -> None:
 async def _play(server: NatsServer, out: Out) -> None:
     from roomkit.audit import write_replay
     from roomkit.demo import ROOM_ID
+    from roomkit.models.enums import ChannelCategory
 
     out(f"RoomKit NATS demo: nats-server with JetStream on {server.url}")
     scene = _Scene(out)
@@ -82,7 +83,7 @@ async def _play(server: NatsServer, out: Out) -> None:
         await kit.create_room(room_id=ROOM_ID)
         await kit.attach_channel(ROOM_ID, "sms", metadata={"phone_number": _customer()})
         await kit.attach_channel(ROOM_ID, "ws")
-        await kit.attach_channel(ROOM_ID, "ai")
+        await kit.attach_channel(ROOM_ID, "ai", category=ChannelCategory.INTELLIGENCE)
         out(
             f"Kit #1 serves the ingress: services publish on roomkit.in.<channel>; room "
             f"{ROOM_ID} joins SMS, WebSocket and AI"

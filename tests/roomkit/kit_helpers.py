@@ -8,6 +8,7 @@ from roomkit import (
     Channel,
     ChannelBinding,
     ChannelCapabilities,
+    ChannelCategory,
     ChannelMediaType,
     ChannelOutput,
     ChannelType,
@@ -75,4 +76,12 @@ class SimpleChannel(Channel):
 def text(channel_id: str, body: str, sender: str = "user-1", **kwargs: Any) -> InboundMessage:
     return InboundMessage(
         channel_id=channel_id, sender_id=sender, content=TextContent(body=body), **kwargs
+    )
+
+
+def category_of(channel_id: str) -> ChannelCategory:
+    """The category the tests attach a channel with: the AI channels ("ai", "ai1", ...) are
+    INTELLIGENCE, which 0.3.0 (and the kit) need to be told explicitly."""
+    return (
+        ChannelCategory.INTELLIGENCE if channel_id.startswith("ai") else ChannelCategory.TRANSPORT
     )

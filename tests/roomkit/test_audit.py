@@ -18,6 +18,7 @@ from eventlog import EventLog, Headers, MemoryEventLog, NewEvent, Record
 from providers.sms.mock import MockSMSProvider
 from roomkit import (
     AIChannel,
+    ChannelCategory,
     HookResult,
     HookTrigger,
     Identity,
@@ -62,7 +63,7 @@ from roomkit.core._domain import (
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import ChannelType, RoomStatus
 from roomkit.models.room import Room
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, category_of, text
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -132,7 +133,7 @@ async def conversation() -> AsyncIterator[MemoryEventLog]:
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms", metadata={"phone_number": "+1555"})
         await kit.attach_channel("r1", "ws")
-        await kit.attach_channel("r1", "ai")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
         await kit.process_inbound(text("sms", "hello there", sender="+1555"))
         await kit.mute("r1", "ai")
         await kit.process_inbound(text("ws", "buy spam now", sender="agent"))
@@ -502,7 +503,7 @@ async def test_replayed_state_equals_the_live_room(script: list[tuple[str, str, 
         kit.register_channel(AIChannel("ai", provider=MockAIProvider(["noted"])))
         await kit.create_room(room_id="r1")
         for channel_id in ("sms", "ws", "ai"):
-            await kit.attach_channel("r1", channel_id)
+            await kit.attach_channel("r1", channel_id, category=category_of(channel_id))
         for kind, channel_id, arg in script:
             attached = {b.channel_id for b in await kit.list_bindings("r1")}
             if kind == "message" and channel_id in attached:
@@ -522,7 +523,7 @@ async def test_replayed_state_equals_the_live_room(script: list[tuple[str, str, 
                 if channel_id in attached:
                     await kit.detach_channel("r1", channel_id)
                 else:
-                    await kit.attach_channel("r1", channel_id)
+                    await kit.attach_channel("r1", channel_id, category=category_of(channel_id))
             elif kind == "visibility" and channel_id in attached:
                 await kit.set_visibility("r1", channel_id, "internal" if arg else "all")
 

@@ -291,7 +291,7 @@ class TestAI:
         kit.register_channel(AIChannel("ai", provider=MockAIProvider(["pong"])))
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms")
-        await kit.attach_channel("r1", "ai")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
         await kit.send_event("r1", "sms", TextContent(body="ping"))
         assert sms.texts() == ["pong"]  # quirk 6 fixed
 

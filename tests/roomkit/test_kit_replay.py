@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from eventlog import EventLog, MemoryEventLog
 from roomkit import (
     AIChannel,
+    ChannelCategory,
     HookResult,
     HookTrigger,
     Identity,
@@ -21,7 +22,7 @@ from roomkit import (
     RoomKit,
 )
 from roomkit.models.room import RoomTimers
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, category_of, text
 
 
 def channels() -> list[Any]:
@@ -77,7 +78,7 @@ async def test_rebuilt_kit_has_the_same_state_and_keeps_idempotency(event_log: E
         await kit.create_room(room_id="r1", timers=RoomTimers(inactive_after_seconds=60))
         await kit.attach_channel("r1", "sms")
         await kit.attach_channel("r1", "ws")
-        await kit.attach_channel("r1", "ai")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
         first = await kit.process_inbound(
             text("sms", "hello", sender="+1555", idempotency_key="m1")
         )
@@ -120,7 +121,7 @@ async def test_live_state_equals_state_replayed_from_the_log(
     async with new_kit(log, snapshot_every=2) as kit:
         await kit.create_room(room_id="r1")
         for channel_id in ("sms", "ws", "ai"):
-            await kit.attach_channel("r1", channel_id)
+            await kit.attach_channel("r1", channel_id, category=category_of(channel_id))
         for kind, channel_id, arg in script:
             if kind == "message":
                 await kit.process_inbound(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from roomkit import AIChannel, MockAIProvider, RoomKit
+from roomkit import AIChannel, ChannelCategory, MockAIProvider, RoomKit
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -20,7 +20,7 @@ async def test_an_entered_kit_runs_the_pipeline_on_trio() -> None:
         kit.register_channel(AIChannel("ai", provider=MockAIProvider(["hi back"])))
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms")
-        await kit.attach_channel("r1", "ai")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
         result = await kit.process_inbound(text("sms", "hello"))
         assert result.event is not None and result.event.index == 2
         assert sms.texts() == ["hi back"]

@@ -1,0 +1,67 @@
+"""0.3.0 behaviours a user's code may rely on (spec §4), beyond the pipeline's own tests."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from roomkit import (
+    AIChannel,
+    ChannelCategory,
+    ChannelNotRegisteredError,
+    MockAIProvider,
+    RoomKit,
+    RoomNotFoundError,
+)
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+class TestAttachChannel:
+    @pytest.mark.parametrize(
+        ("category", "answers"),
+        [(None, True), (ChannelCategory.INTELLIGENCE, False)],
+    )
+    async def test_the_category_defaults_to_transport_whatever_the_channel(
+        self,
+        kit: RoomKit,
+        caplog: pytest.LogCaptureFixture,
+        category: ChannelCategory | None,
+        answers: bool,
+    ) -> None:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(AIChannel("ai", provider=MockAIProvider(["hello"])))
+        await kit.create_room(room_id="r1")
+        # The sms binding's "transport" visibility reaches TRANSPORT targets only.
+        await kit.attach_channel("r1", "sms", visibility="transport")
+        with caplog.at_level(logging.INFO, logger="roomkit.framework"):
+            if category is None:
+                binding = await kit.attach_channel("r1", "ai")
+            else:
+                binding = await kit.attach_channel("r1", "ai", category=category)
+        assert binding.category == (category or ChannelCategory.TRANSPORT)
+        said = "category=ChannelCategory.INTELLIGENCE" in caplog.text
+        assert said is (category is None)
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        last = [e.source.channel_id for e in await kit.get_timeline("r1")][-1]
+        assert (last == "ai") is answers
+
+    async def test_a_missing_room_is_reported_before_an_unregistered_channel(
+        self, kit: RoomKit
+    ) -> None:
+        with pytest.raises(RoomNotFoundError):
+            await kit.attach_channel("nope", "not-registered")
+        await kit.create_room(room_id="r1")
+        with pytest.raises(ChannelNotRegisteredError):
+            await kit.attach_channel("r1", "not-registered")
+
+
+class TestUnknownRooms:
+    async def test_detaching_from_a_missing_room_is_false(self, kit: RoomKit) -> None:
+        kit.register_channel(SimpleChannel("sms"))
+        assert await kit.detach_channel("nope", "sms") is False
+
+    async def test_read_markers_of_a_missing_room_are_ignored(self, kit: RoomKit) -> None:
+        await kit.mark_read("nope", "sms", "e1")
+        await kit.mark_all_read("nope", "sms")
+        assert await kit.store.get_room("nope") is None
