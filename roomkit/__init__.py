@@ -515,6 +515,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "providers":
+        # 0.3.0 code reaches providers as ``roomkit.providers.<kind>...`` after ``import
+        # roomkit``; the package of that name aliases ``providers`` (roomkit/providers).
+        return importlib.import_module("roomkit.providers")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'roomkit' has no attribute {name!r}")

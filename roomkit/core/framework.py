@@ -305,7 +305,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         execution: HookExecution = HookExecution.SYNC,
         priority: int = 0,
         name: str = "",
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
         channel_types: Collection[ChannelType] | None = None,
         channel_ids: Collection[str] | None = None,
         directions: Collection[ChannelDirection] | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -85,7 +86,7 @@ class HookRegistration:
     fn: HookFn
     priority: int = 0
     name: str = ""
-    timeout: float = 30.0
+    timeout: float | None = 30.0  # None: no bound (math.inf once registered)
     channel_types: Collection[ChannelType] | None = None
     channel_ids: Collection[str] | None = None
     directions: Collection[ChannelDirection] | None = None
@@ -99,6 +100,9 @@ class HookRegistration:
                 f"hook {self.name or '<unnamed>'!r} for {self.trigger}: fn must be an async "
                 f"callable (event, context), got {type(self.fn).__name__}"
             )
+        if self.timeout is None:
+            # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
+            self.timeout = math.inf
         if not self.timeout > 0:
             raise ValueError(f"hook timeout must be positive, got {self.timeout!r}")
         if not self.name:
@@ -403,7 +407,7 @@ async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) ->
             )
         return await awaitable
     if scope.cancelled_caught:
-        raise HookTimeoutError(reg.name, reg.timeout)
+        raise HookTimeoutError(reg.name, reg.timeout or math.inf)
     return None  # pragma: no cover - the hook swallowed its own cancellation and returned
 
 

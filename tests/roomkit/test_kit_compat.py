@@ -10,7 +10,10 @@ from roomkit import (
     AIChannel,
     ChannelCategory,
     ChannelNotRegisteredError,
+    HookTrigger,
     MockAIProvider,
+    RoomContext,
+    RoomEvent,
     RoomKit,
     RoomNotFoundError,
 )
@@ -65,3 +68,19 @@ class TestUnknownRooms:
         await kit.mark_read("nope", "sms", "e1")
         await kit.mark_all_read("nope", "sms")
         assert await kit.store.get_room("nope") is None
+
+
+class TestHooks:
+    async def test_a_hook_without_a_timeout(self, kit: RoomKit) -> None:
+        # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
+        seen: list[str] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=None)
+        async def unbounded(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(event.id)
+
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert result.event is not None and seen == [result.event.id]

@@ -275,3 +275,13 @@ def test_a_provider_module_runs_once_whatever_the_spelling_and_order() -> None:
         "files.count(providers.twilio.sms.__file__))\n"
     )
     assert _run(code) == "True 1 1"
+
+
+def test_providers_is_an_attribute_of_roomkit_after_import_roomkit() -> None:
+    # 0.3.0 code may write ``roomkit.providers.sms.mock.MockSMSProvider`` after ``import roomkit``.
+    out = _run(
+        "import roomkit\n"
+        "import providers.sms.mock as real\n"
+        "print(roomkit.providers.sms.mock.MockSMSProvider is real.MockSMSProvider)\n"
+    )
+    assert out.strip() == "True"
