@@ -184,6 +184,9 @@ class Outcome:
     # command that spent it all before committing commits nothing and says ``timed_out``.
     budget_left: float | None = None
     timed_out: bool = False
+    # ProcessInbound only: the source channel is not attached, so the event was recorded but
+    # not broadcast (and, as in 0.3.0, no ``event_processed``).
+    unbound: bool = False
 
     # The turn ``root`` opened by this command, set by the actor before it replies, so that
     # the caller can wait for it even if it ends before the caller looks (a late waiter).

@@ -76,7 +76,7 @@ class RoomDelivery:
                 result = await router.deliver_to(event, binding, context)
                 if result is not None:
                     results.append(result)
-            await self._report_deliveries(event, results)
+            await self._report_deliveries(event, results, work.report)
             if results:
                 services.outcomes.add(self._room_id, RecordOutcome(event.id, work.root, results))
             return
@@ -90,6 +90,7 @@ class RoomDelivery:
             logger.warning(
                 "room %s: event %s failed on %s", self._room_id, event.id, sorted(broadcast.errors)
             )
+        if broadcast.errors and work.report:
             await services.emit(
                 "broadcast_partial_failure",
                 room_id=self._room_id,
@@ -100,8 +101,8 @@ class RoomDelivery:
                     "errors": dict(broadcast.errors),
                 },
             )
-        await self._report_deliveries(event, results)
-        for blocked in broadcast.blocked_events:
+        await self._report_deliveries(event, results, work.report)
+        for blocked in broadcast.blocked_events if work.report else ():
             await services.emit(
                 "chain_depth_exceeded",
                 room_id=self._room_id,
@@ -136,19 +137,24 @@ class RoomDelivery:
     async def _record(self, outcome: RecordOutcome) -> None:
         await self._services.ask_room(self._room_id, outcome)
 
-    async def _report_deliveries(self, event: RoomEvent, results: list[DeliveryResult]) -> None:
+    async def _report_deliveries(
+        self, event: RoomEvent, results: list[DeliveryResult], report: bool
+    ) -> None:
+        """Framework events for the deliveries (if ``report``), ON_ERROR for each failure."""
         emit = self._services.emit
         failures: list[DeliveryResult] = []
         for result in results:
             if result.success:
-                await emit(
-                    "delivery_succeeded",
-                    room_id=self._room_id,
-                    channel_id=result.channel_id,
-                    event_id=event.id,
-                )
-            else:
-                failures.append(result)
+                if report:
+                    await emit(
+                        "delivery_succeeded",
+                        room_id=self._room_id,
+                        channel_id=result.channel_id,
+                        event_id=event.id,
+                    )
+                continue
+            failures.append(result)
+            if report:
                 await emit(
                     "delivery_failed",
                     room_id=self._room_id,

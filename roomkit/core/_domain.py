@@ -139,6 +139,9 @@ class MessageRecorded(DomainEvent, frozen=True):
     targets: list[str] | None = None
     modified_by: list[str] = msgspec.field(default_factory=list)
     reason: str | None = None
+    # Whether a delivered message is room activity (``timers.last_activity_at``): as in 0.3.0,
+    # only an inbound message from a bound channel is; false is written for the others.
+    activity: bool = True
 
 
 class TaskRecorded(DomainEvent, frozen=True):

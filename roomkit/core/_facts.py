@@ -27,6 +27,10 @@ class Deliver:
     event: RoomEvent
     root: str
     targets: list[str] | None = None
+    # Emit the framework events of its deliveries (delivery_succeeded/failed,
+    # broadcast_partial_failure, chain_depth_exceeded): 0.3.0 did for an inbound message's own
+    # broadcast only, not for replies, injected events or send_event.
+    report: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,6 +182,8 @@ class InboundMixin(HelpersMixin):
                 data={"reason": outcome.reason, "blocked_by": outcome.blocked_by},
             )
             return InboundResult(event=event, blocked=True, reason=outcome.reason)
+        if outcome.unbound:
+            return InboundResult(event=event)  # 0.3.0 returned before event_processed
         await self._emit_framework_event(
             "event_processed",
             room_id=room_id,

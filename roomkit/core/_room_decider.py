@@ -109,6 +109,7 @@ class _Draft:
         then: Any = None,
         modified_by: list[str] | None = None,
         reason: str | None = None,
+        activity: bool = True,
     ) -> None:
         recorded = MessageRecorded(
             event=dump(event),
@@ -116,6 +117,7 @@ class _Draft:
             targets=deliver.targets if deliver else None,
             modified_by=modified_by or [],
             reason=reason,
+            activity=activity,
         )
         # The room's recent events keep the event's JSON as a view of the payload the log
         # appends (and the in-memory log and store keep): one copy of a message, not two.
@@ -198,7 +200,8 @@ class _Draft:
                 }
             )
             targets = item.target_channel_ids
-            self.message(event, deliver=Deliver(event, root, targets) if targets else None)
+            deliver = Deliver(event, root, targets) if targets else None
+            self.message(event, deliver=deliver, activity=False)
 
 
 class RoomDecider:
@@ -507,10 +510,12 @@ class RoomDecider:
             final, {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
         )
         bound = final.source.channel_id in state.bindings
+        # Unbound source: recorded, not broadcast, no room activity (0.3.0 returned early).
         draft.message(
             final,
-            deliver=Deliver(final, final.id) if bound else None,
+            deliver=Deliver(final, final.id, report=True) if bound else None,
             modified_by=result.modified_by,
+            activity=bound,
         )
         draft.injected(room.id, list(result.injected_events), final.id)
         # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
@@ -518,7 +523,9 @@ class RoomDecider:
         draft.tasks_and_observations(
             room.id, list(result.tasks), list(result.observations), final.id, final
         )
-        return draft.facts, Outcome(event=final, root=final.id, hook_errors=hook_errors)
+        return draft.facts, Outcome(
+            event=final, root=final.id, hook_errors=hook_errors, unbound=not bound
+        )
 
     def _send_event(self, state: RoomState, cmd: SendEvent) -> Decision:
         binding = state.bindings.get(cmd.channel_id)
@@ -543,7 +550,8 @@ class RoomDecider:
             metadata=cmd.metadata,
             created_at=cmd.now,
         )
-        draft.message(event, deliver=Deliver(event, event.id))
+        # 0.3.0: a sent event is not room activity and reports no framework events.
+        draft.message(event, deliver=Deliver(event, event.id), activity=False)
         return draft.facts, Outcome(event=event, root=event.id)
 
     def delivery_facts(self, outcomes: list[RecordOutcome]) -> list[Fact]:
@@ -574,7 +582,8 @@ class RoomDecider:
                 }
             )
             bound = reply.source.channel_id in state.bindings
-            draft.message(reply, deliver=Deliver(reply, cmd.root) if bound else None)
+            deliver = Deliver(reply, cmd.root) if bound else None
+            draft.message(reply, deliver=deliver, activity=False)
         # The tasks came from broadcasting ``cmd.event`` (an inbound message, a sent event or
         # a reply re-entering the room): its source and content go to ON_TASK_CREATED.
         draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, cmd.event)

@@ -77,7 +77,7 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
     match event:
         case MessageRecorded():
             assert model is None or isinstance(model, RoomEvent)
-            _record_message(state, event.event, model)
+            _record_message(state, event.event, model, event.activity)
         case RoomCreated() | RoomUpdated():
             room = model if model is not None else load(Room, event.room)
             assert isinstance(room, Room)
@@ -97,7 +97,9 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
     return state
 
 
-def _record_message(state: RoomState, raw: msgspec.Raw, model: RoomEvent | None) -> None:
+def _record_message(
+    state: RoomState, raw: msgspec.Raw, model: RoomEvent | None, activity: bool
+) -> None:
     # Replaying, nothing here needs the validated event: its JSON goes to the recent events,
     # and the few fields the state keeps are read from it directly.
     event: RoomEvent | EventFields = model if model is not None else event_fields(raw)
@@ -109,6 +111,6 @@ def _record_message(state: RoomState, raw: msgspec.Raw, model: RoomEvent | None)
     if room is None:
         return
     updates: dict[str, object] = {"event_count": state.event_count, "latest_index": event.index}
-    if event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED:
+    if activity and event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED:
         updates["timers"] = updated(room.timers, {"last_activity_at": event.created_at})
     state.room = updated(room, updates)

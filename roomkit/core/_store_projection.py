@@ -33,7 +33,7 @@ from roomkit.core._domain import (
     load,
 )
 from roomkit.core._room_ids import room_of_stream
-from roomkit.models._json import EventFields, enveloped_event_fields
+from roomkit.models._json import EventFields, enveloped_event_activity
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import EventStatus, EventType
 from roomkit.models.participant import Participant
@@ -164,7 +164,7 @@ class StoreProjection:
         if record.type == _MESSAGE:
             # The payload as it is: an in-memory store keeps the log's own bytes.
             await store.add_event_envelope(record.data)
-            await self._count(enveloped_event_fields(record.data))
+            await self._count(*enveloped_event_activity(record.data))
             return
         match decode_domain_event(record):
             case RoomCreated(room=raw):
@@ -193,12 +193,14 @@ class StoreProjection:
             case DeliveryRecorded() | None:
                 pass  # audit only (the timeline API has no delivery outcomes)
 
-    async def _count(self, event: EventFields) -> None:
+    async def _count(self, event: EventFields, activity: bool) -> None:
         # Room.event_count / latest_index / last activity are derived from the timeline; the
         # store counts in place (the in-memory store without reading or writing the room).
-        delivered = event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED
+        active = (
+            activity and event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED
+        )
         await self._store.count_event(
-            event.room_id, event.index, event.created_at if delivered else None
+            event.room_id, event.index, event.created_at if active else None
         )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "event_fields",
     "event_json",
     "event_json_view",
+    "enveloped_event_activity",
     "enveloped_event_fields",
 ]
 
@@ -54,6 +55,7 @@ class EventFields(msgspec.Struct):
 
 class _Enveloped(msgspec.Struct):
     event: EventFields
+    activity: bool = True  # the log's message.recorded: whether it is room activity
 
 
 class _Envelope(msgspec.Struct):
@@ -73,6 +75,13 @@ def event_fields(event_json: bytes | msgspec.Raw) -> EventFields:
 def enveloped_event_fields(envelope: bytes) -> EventFields:
     """The ``EventFields`` of the event in an envelope."""
     return _enveloped_decoder.decode(envelope).event
+
+
+def enveloped_event_activity(envelope: bytes) -> tuple[EventFields, bool]:
+    """The ``EventFields`` of the event in a ``message.recorded`` envelope, and whether the
+    room counts it as activity (its ``activity`` flag, true when absent)."""
+    enveloped = _enveloped_decoder.decode(envelope)
+    return enveloped.event, enveloped.activity
 
 
 def event_json(envelope: bytes) -> bytes:

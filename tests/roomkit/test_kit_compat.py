@@ -10,12 +10,15 @@ from roomkit import (
     AIChannel,
     ChannelCategory,
     ChannelNotRegisteredError,
+    EventStatus,
+    FrameworkEvent,
     HookTrigger,
     MockAIProvider,
     RoomContext,
     RoomEvent,
     RoomKit,
     RoomNotFoundError,
+    TextContent,
 )
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
@@ -84,3 +87,52 @@ class TestHooks:
         await kit.attach_channel("r1", "sms")
         result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
         assert result.event is not None and seen == [result.event.id]
+
+
+class TestActivityAndFrameworkEvents:
+    """0.3.0 reported deliveries and counted room activity for inbound messages only."""
+
+    async def room(self, kit: RoomKit, events: list[str]) -> None:
+        for kind in ("delivery_succeeded", "event_processed", "broadcast_partial_failure"):
+
+            @kit.on(kind)
+            async def note(event: FrameworkEvent) -> None:
+                events.append(event.type)
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        kit.register_channel(AIChannel("ai", provider=MockAIProvider(["noted"])))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+
+    async def test_an_inbound_message_is_activity_and_reported(self, kit: RoomKit) -> None:
+        events: list[str] = []
+        await self.room(kit, events)
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert result.event is not None
+        room = await kit.get_room("r1")
+        assert room.timers.last_activity_at == result.event.created_at
+        assert sorted(events) == ["delivery_succeeded", "event_processed"]
+
+    async def test_a_sent_event_and_an_ai_reply_are_neither(self, kit: RoomKit) -> None:
+        events: list[str] = []
+        await self.room(kit, events)
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        sent = await kit.send_event("r1", "ws", TextContent(body="from the agent"))
+        timeline = await kit.get_timeline("r1")
+        reply = timeline[-1]
+        assert reply.source.channel_id == "ai" and reply.content.body == "noted"  # type: ignore[union-attr]
+        assert sent.status == reply.status == EventStatus.DELIVERED
+        assert (await kit.get_room("r1")).timers.last_activity_at is None
+        assert events == []
+
+    async def test_a_message_from_an_unbound_channel_is_recorded_only(self, kit: RoomKit) -> None:
+        events: list[str] = []
+        await self.room(kit, events)
+        kit.register_channel(SimpleChannel("email"))
+        result = await kit.process_inbound(text("email", "stray"), room_id="r1")
+        assert result.event is not None and not result.blocked
+        assert result.event.id in {e.id for e in await kit.get_timeline("r1")}
+        assert (await kit.get_room("r1")).timers.last_activity_at is None
+        assert events == []

@@ -283,7 +283,31 @@ class TestAI:
             blocked = [e for e in replies if e.status == EventStatus.BLOCKED]
             assert max(e.chain_depth for e in delivered) == 2
             assert blocked and all(e.blocked_by == "event_chain_depth_limit" for e in blocked)
-            assert exceeded
+            # As in 0.3.0, replies blocked in a nested broadcast raise no framework event.
+            assert exceeded == []
+
+    async def test_a_reply_over_the_depth_at_the_top_level_is_reported(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        async with make_kit(max_chain_depth=1) as kit:
+            exceeded: list[FrameworkEvent] = []
+
+            @kit.on("chain_depth_exceeded")
+            async def on_exceeded(event: FrameworkEvent) -> None:
+                exceeded.append(event)
+
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(AIChannel("ai", provider=MockAIProvider(["a"])))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+            await kit.process_inbound(text("sms", "start"))
+            timeline = await kit.get_timeline("r1", limit=200)
+            (reply,) = [e for e in timeline if e.source.channel_id == "ai" and e.type == "message"]
+            assert reply.status == EventStatus.BLOCKED
+            assert [(e.event_id, e.data) for e in exceeded] == [
+                (reply.id, {"chain_depth": 1, "max_chain_depth": 1})
+            ]
 
     async def test_send_event_replies_re_enter(self, kit: RoomKit) -> None:
         sms = SimpleChannel("sms")
