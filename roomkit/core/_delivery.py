@@ -42,9 +42,36 @@ class RoomDelivery:
         self._room_id = room_id
         self._services = services
         self._context: RoomContext | None = None  # of the job being handled
+        # ``last`` work waiting for the rest of its turn, by turn, in arrival order.
+        self._parked: dict[str, list[DeliveryJob]] = {}
 
     async def handle(self, job: DeliveryJob) -> None:
+        root = job.work.root
+        if isinstance(job.work, RunLifecycle) and job.work.last:
+            # Waits until the rest of its turn (replies, their replies, all queued here:
+            # every job of a room's turns passes through this worker) is delivered.
+            self._parked.setdefault(root, []).append(job)
+        else:
+            await self._run(job)
+        turn = self._services.turns.get(root)
+        if root in self._parked and (turn is None or turn.pending <= turn.last):
+            for parked in self._parked.pop(root):
+                await self._run(parked)
+
+    async def run_parked(self) -> None:
+        """Run the ``last`` work still waiting (the worker stops: it must not be lost)."""
+        while self._parked:
+            _, jobs = self._parked.popitem()
+            for job in jobs:
+                await self._run(job)
+
+    async def _run(self, job: DeliveryJob) -> None:
         work = job.work
+        turns = self._services.turns
+        if isinstance(work, RunLifecycle) and work.last:
+            turn = turns.get(work.root)
+            if turn is not None:
+                turn.last -= 1
         self._context = job.context
         try:
             if isinstance(work, Deliver):
@@ -54,7 +81,7 @@ class RoomDelivery:
         except Exception:
             logger.exception("room %s: post-commit work failed", self._room_id)
         finally:
-            self._services.turns.delivered(work.root)
+            turns.delivered(work.root)
 
     async def _lifecycle(self, work: RunLifecycle, context: RoomContext) -> None:
         errors = await self._services.hooks.run_async_hooks(
@@ -66,6 +93,8 @@ class RoomDelivery:
         services = self._services
         event = work.event
         router = services.router()
+        for error in work.hook_errors:
+            await services.emit("hook_error", room_id=self._room_id, data=dict(error))
         results: list[DeliveryResult] = []
         if work.targets is not None:
             # Injected events go to their targets through ``deliver`` (quirk 5 fixed).
@@ -129,6 +158,14 @@ class RoomDelivery:
         elif results:
             services.outcomes.add(self._room_id, outcome)  # audit only: rides on a later append
 
+        turn = services.turns.get(work.root)
+        if work.report and turn is not None and turn.pending > 1:
+            # An inbound message's AFTER_BROADCAST hooks run last in its turn, after its
+            # replies and ON_TASK_CREATED (0.3.0's order); at once when nothing else is left.
+            after = RunLifecycle(HookTrigger.AFTER_BROADCAST, event, work.root, last=True)
+            services.turns.opened(work.root).last += 1
+            await services.tell_delivery(self._room_id, DeliveryJob(after, context))
+            return
         errors = await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.AFTER_BROADCAST, event, context
         )

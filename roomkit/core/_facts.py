@@ -29,8 +29,11 @@ class Deliver:
     targets: list[str] | None = None
     # Emit the framework events of its deliveries (delivery_succeeded/failed,
     # broadcast_partial_failure, chain_depth_exceeded): 0.3.0 did for an inbound message's own
-    # broadcast only, not for replies, injected events or send_event.
+    # broadcast only, not for replies, injected events or send_event. Such a broadcast also
+    # runs its AFTER_BROADCAST hooks last in its turn, after the replies (0.3.0's order).
     report: bool = False
+    # BEFORE_BROADCAST hook errors to report (``hook_error``) before delivering, as 0.3.0 did.
+    hook_errors: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class RunLifecycle:
     trigger: HookTrigger
     event: RoomEvent
     root: str
+    # Run once the rest of the turn is delivered (the replies and theirs): 0.3.0 ran
+    # ON_TASK_CREATED and the message's AFTER_BROADCAST at the end of its pipeline.
+    last: bool = False
 
 
 @dataclass(frozen=True, slots=True)

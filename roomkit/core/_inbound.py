@@ -166,8 +166,10 @@ class InboundMixin(HelpersMixin):
         return InboundResult(blocked=True, reason="process_timeout")
 
     async def _inbound_result(self, room_id: str, outcome: Outcome) -> InboundResult:
-        for error in outcome.hook_errors:
-            await self._emit_framework_event("hook_error", room_id=room_id, data=dict(error))
+        if outcome.blocked or outcome.unbound:
+            # An allowed message's delivery reports them, before its broadcast (0.3.0's order).
+            for error in outcome.hook_errors:
+                await self._emit_framework_event("hook_error", room_id=room_id, data=dict(error))
         if outcome.duplicate_of is not None:
             original = await self._store.get_event(outcome.duplicate_of)
             return InboundResult(event=original, blocked=True, reason="duplicate")

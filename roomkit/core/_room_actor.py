@@ -13,7 +13,7 @@ from eventlog import NewEvent, Record
 from roomkit.core._commands import FlushOutcomes, Outcome, ProcessInbound
 from roomkit.core._delivery import DeliveryJob, RoomDelivery
 from roomkit.core._domain import DomainEvent, dump, load
-from roomkit.core._facts import Fact, fact_from_record
+from roomkit.core._facts import Deliver, Fact, RunLifecycle, fact_from_record
 from roomkit.core._recent import RecentEvents
 from roomkit.core._room_decider import RoomDecider
 from roomkit.core._room_ids import room_stream
@@ -177,14 +177,16 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             outcome.position = position
             if outcome.root is not None:
                 turns.reached(outcome.root, position)
-        context: RoomContext | None = None
-        for fact in events:
-            work = fact.then
-            if work is None:
-                continue
-            if context is None:
-                context = state.context()
+        works = [fact.then for fact in events if fact.then is not None]
+        if not works:
+            return
+        # Injected events go out before the message that brought them is broadcast (0.3.0).
+        works.sort(key=_injected_first)
+        context = state.context()
+        for work in works:
             turn = turns.opened(work.root)
+            if isinstance(work, RunLifecycle) and work.last:
+                turn.last += 1
             turns.reached(work.root, position)
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
@@ -220,3 +222,10 @@ class DeliveryActor(Actor):
         assert isinstance(message, DeliveryJob)
         await self._delivery.handle(message)
         return None
+
+    async def on_stop(self) -> None:
+        await self._delivery.run_parked()
+
+
+def _injected_first(work: Deliver | RunLifecycle) -> int:
+    return 0 if isinstance(work, Deliver) and work.targets is not None else 1

@@ -182,14 +182,21 @@ class _Draft:
             self.add(
                 TaskRecorded(task=dump(task)),
                 task,
-                RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root),
+                RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root, last=True),
             )
         for observation in observations:
             if observation.room_id != room_id:
                 observation = observation.model_copy(update={"room_id": room_id})
             self.add(ObservationRecorded(observation=dump(observation)), observation)
 
-    def injected(self, room_id: str, injected: list[InjectedEvent], root: str) -> None:
+    def injected(
+        self,
+        room_id: str,
+        injected: list[InjectedEvent],
+        root: str,
+        hook_errors: tuple[dict[str, str], ...] = (),
+    ) -> None:
+        """Record injected events; ``hook_errors`` go with the first one that is delivered."""
         for item in injected:
             # Recorded as delivered, like AI replies: the room sends it once it is committed.
             event = item.event.model_copy(
@@ -200,7 +207,10 @@ class _Draft:
                 }
             )
             targets = item.target_channel_ids
-            deliver = Deliver(event, root, targets) if targets else None
+            deliver = None
+            if targets:
+                deliver = Deliver(event, root, targets, hook_errors=hook_errors)
+                hook_errors = ()
             self.message(event, deliver=deliver, activity=False)
 
 
@@ -510,14 +520,23 @@ class RoomDecider:
             final, {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
         )
         bound = final.source.channel_id in state.bindings
+        injected = list(result.injected_events)
+        # hook_error is reported by the turn's first delivery, before anything goes out: the
+        # injected events', which go out before the broadcast, if any (0.3.0's order).
+        errors = tuple(hook_errors) if bound else ()
+        injected_first = any(item.target_channel_ids for item in injected)
         # Unbound source: recorded, not broadcast, no room activity (0.3.0 returned early).
         draft.message(
             final,
-            deliver=Deliver(final, final.id, report=True) if bound else None,
+            deliver=(
+                Deliver(final, final.id, report=True, hook_errors=() if injected_first else errors)
+                if bound
+                else None
+            ),
             modified_by=result.modified_by,
             activity=bound,
         )
-        draft.injected(room.id, list(result.injected_events), final.id)
+        draft.injected(room.id, injected, final.id, errors if injected_first else ())
         # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
         # replacement, if one ran.
         draft.tasks_and_observations(

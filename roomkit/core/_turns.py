@@ -20,10 +20,11 @@ __all__ = ["Turn", "TurnTracker"]
 class Turn:
     """One open turn. Keep a reference to wait for it even after it ends (``TurnTracker.wait``)."""
 
-    __slots__ = ("done", "pending", "position")
+    __slots__ = ("done", "last", "pending", "position")
 
     def __init__(self) -> None:
         self.pending = 0
+        self.last = 0  # of ``pending``: the work that runs once the rest is delivered
         self.position = 0  # the last log position committed within the turn
         self.done: anyio.Event | None = None
 

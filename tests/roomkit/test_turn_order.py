@@ -1,0 +1,102 @@
+"""The order of one inbound message's turn is 0.3.0's (spec §5.2): hook errors, injected
+events, the broadcast, the replies with their own AFTER_BROADCAST, ON_TASK_CREATED, then the
+message's AFTER_BROADCAST, then ``event_processed``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roomkit import (
+    AIChannel,
+    ChannelBinding,
+    ChannelCategory,
+    ChannelOutput,
+    ChannelType,
+    EventSource,
+    FrameworkEvent,
+    HookExecution,
+    HookResult,
+    HookTrigger,
+    MockAIProvider,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    Task,
+    TextContent,
+)
+from roomkit.models.hook import InjectedEvent
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+def body(event: RoomEvent) -> str:
+    return event.content.body if isinstance(event.content, TextContent) else str(event.type)
+
+
+class Tap(SimpleChannel):
+    """Notes each delivery in the shared log."""
+
+    def __init__(self, channel_id: str, log: list[str], channel_type: ChannelType) -> None:
+        super().__init__(channel_id, channel_type)
+        self.log = log
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.log.append(f"deliver {self.channel_id} <- {body(event)}")
+        return await super().deliver(event, binding, context)
+
+
+async def test_one_turn_runs_in_0_3_0_order(kit: RoomKit) -> None:
+    log: list[str] = []
+    kit.register_channel(Tap("sms", log, ChannelType.SMS))
+    kit.register_channel(Tap("ws", log, ChannelType.WEBSOCKET))
+    kit.register_channel(AIChannel("ai", provider=MockAIProvider(["AI says hi"])))
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ws")
+    await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=0)
+    async def inject(event: RoomEvent, context: RoomContext) -> HookResult | None:
+        log.append(f"BEFORE_BROADCAST {body(event)}")
+        if event.source.channel_id != "sms":
+            return None
+        note = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="bot", channel_type=ChannelType.SYSTEM),
+            content=TextContent(body="injected"),
+        )
+        result = HookResult.allow(injected=[InjectedEvent(event=note, target_channel_ids=["ws"])])
+        return result.model_copy(update={"tasks": [Task(room_id="r1", title="follow up")]})
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, name="boom", priority=1)
+    async def boom(event: RoomEvent, context: RoomContext) -> None:
+        raise RuntimeError("boom")
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+    async def after(event: RoomEvent, context: RoomContext) -> None:
+        log.append(f"AFTER_BROADCAST {body(event)}")
+
+    @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
+    async def task(event: RoomEvent, context: RoomContext) -> None:
+        log.append(f"ON_TASK_CREATED {event.metadata['task_title']}")
+
+    async def framework(event: FrameworkEvent) -> None:
+        log.append(f"FW {event.type}")
+
+    for kind in ("hook_error", "event_processed"):
+        kit.on(kind)(framework)
+
+    await kit.process_inbound(text("sms", "hello"), room_id="r1")
+    seen: list[Any] = [line for line in log if line != "deliver ws <- AI says hi"]
+    assert seen == [
+        "BEFORE_BROADCAST hello",
+        "FW hook_error",
+        "deliver ws <- injected",
+        "deliver ws <- hello",
+        "deliver sms <- AI says hi",
+        "AFTER_BROADCAST AI says hi",
+        "ON_TASK_CREATED follow up",
+        "AFTER_BROADCAST hello",
+        "FW event_processed",
+    ]
