@@ -24,13 +24,17 @@ class Ask:
     Attributes:
         message: the message the actor handles.
         done: whether the reply, an error, or the timeout has been set.
+        taken: whether the actor took the message up (its handler runs or ran).
+        patient: once taken, the timeout no longer applies (``ask(wait_once_taken=True)``).
     """
 
-    __slots__ = ("_error", "_event", "_value", "done", "message")
+    __slots__ = ("_error", "_event", "_value", "done", "message", "patient", "taken")
 
-    def __init__(self, message: object) -> None:
+    def __init__(self, message: object, patient: bool = False) -> None:
         self.message = message
         self.done = False
+        self.taken = False
+        self.patient = patient
         self._value: object = None
         self._error: BaseException | None = None
         self._event: Signal | None = signal()
@@ -54,9 +58,10 @@ class Ask:
     def expire(self) -> None:
         """Settle the slot as timed out (``wait`` returns ``TIMED_OUT``).
 
-        If the message is still queued, the actor drops it when it comes to it.
+        If the message is still queued, the actor drops it when it comes to it. A patient slot
+        whose message was taken up does not expire: it waits for the handler.
         """
-        if not self.done:
+        if not self.done and not (self.patient and self.taken):
             self.done = True
             self.message = None
             self._value = TIMED_OUT

@@ -40,7 +40,14 @@ _BATCH = 64
 class Counters:
     """Totals for ``ActorSystem.stats``, shared by every cell of a system."""
 
-    __slots__ = ("activations", "dropped", "failures", "handled", "passivations", "restarts")
+    __slots__ = (
+        "activations",
+        "asks_dropped",
+        "failures",
+        "handled",
+        "passivations",
+        "restarts",
+    )
 
     def __init__(self) -> None:
         self.activations = 0
@@ -48,7 +55,7 @@ class Counters:
         self.restarts = 0
         self.failures = 0
         self.handled = 0
-        self.dropped = 0
+        self.asks_dropped = 0
 
 
 class Host:
@@ -311,8 +318,9 @@ class Cell(Mailbox):
                     if item.done:
                         # Its asker timed out before the actor took it up: handling it now
                         # would act on a request whose sender was told it timed out.
-                        counters.dropped += 1
+                        counters.asks_dropped += 1
                         continue
+                    item.taken = True
                     self._current = actor._asked = item
                     try:
                         reply = await receive(item.message)
@@ -323,7 +331,6 @@ class Cell(Mailbox):
                     else:
                         item.resolve(reply)
                     self._current = actor._asked = None
-
                 else:
                     try:
                         await receive(item)

@@ -42,8 +42,8 @@ class AskTimeout(ActorError, TimeoutError):
 
     If the actor had not taken the message up yet, it never will: an ask that expires while
     queued is dropped (``SystemStats.asks_dropped``), so the asker may send it again. If the
-    actor was already handling it, the handler runs to its end; only the reply is lost.
-
+    actor was already handling it, the handler runs to its end; only the reply is lost (an
+    ``ask(wait_once_taken=True)`` waits for it instead).
     """
 
 

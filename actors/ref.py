@@ -81,13 +81,18 @@ class ActorRef:
                 f"mailbox of actor {self.kind}/{self.key} is full ({cell.capacity} messages)"
             )
 
-    async def ask(self, message: object, *, timeout: float | None = None) -> object:
+    async def ask(
+        self, message: object, *, timeout: float | None = None, wait_once_taken: bool = False
+    ) -> object:
         """Send ``message`` and wait for the actor's reply.
 
         Args:
             message: the message; the actor's ``receive`` returns the reply.
             timeout: seconds to wait, waiting for mailbox room included (default: the system's
                 ``ask_timeout``). Always finite: an ask never waits for ever.
+            wait_once_taken: the timeout bounds only the wait for the actor to take the message
+                up; from then on the ask waits for the handler to finish (the handler bounds
+                its own time). An ``AskTimeout`` then always means the message was not handled.
 
         Returns:
             What the actor's handler returned.
@@ -105,7 +110,7 @@ class ActorRef:
         system = self._system
         if timeout is None:
             timeout = system.ask_timeout
-        ask = Ask(message)
+        ask = Ask(message, wait_once_taken)
         # The deadline first: it validates the timeout before anything is activated or queued.
         system._deadlines.add(ask, timeout)
         cell = system._cells.get(self._id) or system._activate(self._id)

@@ -36,5 +36,4 @@ class SystemStats:
     messages_handled: int
     pending_asks: int
     asks_dropped: int = 0
-
     mailbox_depths: dict[tuple[str, str], int] = field(default_factory=dict)

@@ -258,7 +258,7 @@ class ActorSystem:
             failures=counters.failures,
             messages_handled=counters.handled,
             pending_asks=self._deadlines.pending(),
-            asks_dropped=counters.dropped,
+            asks_dropped=counters.asks_dropped,
             mailbox_depths={ident: cell.depth for ident, cell in self._cells.items()},
         )
 

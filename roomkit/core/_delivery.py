@@ -172,7 +172,7 @@ class RoomDelivery:
         await self._report_hook_errors(errors, context)
 
     async def _record(self, outcome: RecordOutcome) -> None:
-        await self._services.ask_room(self._room_id, outcome)
+        await self._services.ask_room(self._room_id, outcome, internal=True)
 
     async def _report_deliveries(
         self, event: RoomEvent, results: list[DeliveryResult], report: bool

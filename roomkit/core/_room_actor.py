@@ -122,13 +122,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             facts, outcome = await self._decide_within(state, command, command.budget)
         else:
             facts, outcome = await self._decider.decide(state, command)
-        if facts and self.asker_gave_up:
-            # The caller timed out while the room decided (slow hooks, a backlog): it was told
-            # its command did not happen, so it must not.
-            logger.warning(
-                "room %s: %s not applied, its caller timed out", self.key, type(command).__name__
-            )
-            facts, outcome = [], Outcome(timed_out=True)
         # Only commands that write carry the waiting delivery outcomes (a query never
         # appends). A re-run after a concurrency conflict carries them again: they leave
         # ``_unrecorded`` only once committed.

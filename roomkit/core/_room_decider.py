@@ -173,7 +173,11 @@ class _Draft:
     ) -> None:
         """Record ``tasks`` and ``observations``; each task runs the ON_TASK_CREATED hooks
         after commit with a synthetic event built from ``trigger``, the event whose
-        processing produced them (the synthetic event is never recorded)."""
+        processing produced them (the synthetic event is never recorded).
+
+        Tasks of the turn's own message (its hooks', its broadcast's) run their hooks last in
+        the turn, as 0.3.0 did; a reply's tasks (which 0.3.0 dropped) run in turn order."""
+        last = trigger is None or trigger.id == root
         for task in tasks:
             task = (
                 task if task.room_id == room_id else task.model_copy(update={"room_id": room_id})
@@ -182,7 +186,7 @@ class _Draft:
             self.add(
                 TaskRecorded(task=dump(task)),
                 task,
-                RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root, last=True),
+                RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root, last=last),
             )
         for observation in observations:
             if observation.room_id != room_id:

@@ -9,9 +9,11 @@ So a room id is its own stream id when it is one, and is encoded otherwise:
 - ``__h`` + the base64url of its SHA-256, for longer ids (the room id is in the room's
   ``room.created`` record, which the audit tools read it from).
 
-An id that is already a stream id but starts with ``__`` is encoded too, so no two room ids
-ever share a stream. The base64url alphabet is ``[A-Za-z0-9_-]``: every encoded form is a
-valid stream id of at most 64 characters.
+Every id that is a valid stream id keeps its stream (a log written before room ids could be
+anything still reads). So that no two room ids share a stream, the two encoded shapes are
+reserved: a plain id that *is* the ``__b`` form of another id, or has the exact shape of a
+``__h`` form, is refused (``InvalidRoomIdError``). The base64url alphabet is ``[A-Za-z0-9_-]``:
+every encoded form is a valid stream id of at most 64 characters.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENCODED = "__"
 _BASE64 = "__b"
 _HASHED = "__h"
+# "__h" + the base64url of a SHA-256 digest (32 bytes: 43 characters).
+_HASHED_SHAPE = re.compile(r"__h[A-Za-z0-9_-]{43}")
 # 45 bytes make 60 base64 characters: with the 3-character prefix, 63 of the 64 allowed.
 _MAX_REVERSIBLE = 45
 
@@ -72,10 +76,15 @@ def room_stream(room_id: str) -> str:
     """The id of the event-log stream holding ``room_id`` (itself when it is a valid one).
 
     Raises:
-        InvalidRoomIdError: ``room_id`` is not a valid room id (see ``check_room_id``).
+        InvalidRoomIdError: ``room_id`` is not a valid room id (see ``check_room_id``), or is
+            a valid stream id spelled like an encoded one (see the module docstring).
     """
     check_room_id(room_id)
-    if _PLAIN.fullmatch(room_id) and not room_id.startswith(_ENCODED):
+    if _PLAIN.fullmatch(room_id):
+        if room_id.startswith(_ENCODED) and _encoded_shape(room_id):
+            raise InvalidRoomIdError(
+                f"room id {room_id!r} is reserved: it names the stream of another room id"
+            )
         return room_id
     data = room_id.encode()
     if len(data) <= _MAX_REVERSIBLE:
@@ -89,14 +98,32 @@ def room_of_stream(stream: str) -> str | None:
     if not stream.startswith(_ENCODED):
         return stream
     if stream.startswith(_BASE64):
-        encoded = stream[len(_BASE64) :]
-        try:
-            decoded = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-        # Only an id the kit would have encoded this way: anything else is not a room's stream.
-        return decoded if room_stream_or_none(decoded) == stream else None
-    return None
+        decoded = _decoded(stream)
+        return decoded if decoded is not None else stream
+    if _HASHED_SHAPE.fullmatch(stream):
+        return None
+    return stream
+
+
+def _encoded_shape(stream: str) -> bool:
+    """Whether ``stream`` is an encoded form: the ``__b`` form of an id that needs encoding,
+    or anything of the ``__h`` form's shape (a hash cannot be checked)."""
+    if stream.startswith(_BASE64):
+        return _decoded(stream) is not None
+    return _HASHED_SHAPE.fullmatch(stream) is not None
+
+
+def _decoded(stream: str) -> str | None:
+    """The id whose ``__b`` form ``stream`` is, if it is one (exactly what encoding gives)."""
+    encoded = stream[len(_BASE64) :]
+    try:
+        decoded = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not decoded or _PLAIN.fullmatch(decoded) or _b64(decoded.encode()) != encoded:
+        # Not a room id, or a plain one (its own stream), or a spelling encoding never gives.
+        return None
+    return decoded
 
 
 def room_stream_or_none(room_id: str) -> str | None:

@@ -8,6 +8,7 @@ of the kit's own (an asyncio task or a trio system task), stopped by ``stop()`` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ __all__ = ["KitRuntime", "RuntimeSettings"]
 logger = logging.getLogger("roomkit.runtime")
 
 _DELIVERY_MAILBOX = 1_000_000
+# The kit's own asks (see ask_room) stay finite, as every ask does.
+_INTERNAL_ASK_TIMEOUT = 24 * 3600.0
 ROOM = "room"
 DELIVERY = "room-delivery"
 
@@ -80,6 +83,7 @@ class KitRuntime:
         self._start_error: BaseException | None = None
         self._closed = False
         self._ended = False
+        self._host_loop: asyncio.AbstractEventLoop | None = None  # on asyncio
         self.services = KitServices(
             hooks=kit._hook_engine,
             router=kit._get_router,
@@ -100,7 +104,9 @@ class KitRuntime:
         (``asyncio.run`` returned, a test's loop closed) or it failed. A kit then goes on in a
         ``successor`` on its next use, as a 0.3.0 kit, which held nothing bound to a loop, did.
         """
-        return self._ended and not self._closed
+        # A loop closed without cancelling its tasks never ran the host's ``finally``.
+        loop_gone = self._host_loop is not None and self._host_loop.is_closed()
+        return (self._ended or loop_gone) and not self._closed
 
     def successor(self) -> KitRuntime:
         """A runtime to take over from this ended one, in the event loop now running."""
@@ -166,6 +172,7 @@ class KitRuntime:
         self._starting = anyio.Event()
         self._host_stop = anyio.Event()
         self._host_done = anyio.Event()
+        self._host_loop = _running_asyncio_loop()
         spawn_host(self._host, "roomkit.runtime")
         await self._starting.wait()
         if self._start_error is not None:
@@ -219,8 +226,14 @@ class KitRuntime:
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def ask_room(self, room_id: str, command: object) -> Outcome:
+    async def ask_room(self, room_id: str, command: object, *, internal: bool = False) -> Outcome:
         """Send ``command`` to the room's actor; translate runtime and log errors.
+
+        The ask timeout bounds the wait for the room to take the command up: a command that
+        times out is dropped, never applied later; one taken up is waited for (the room bounds
+        its own work: hooks have timeouts, an inbound message its ``process_timeout``).
+        ``internal``: the kit's own command (a delivery outcome with its AI replies), which must
+        not be dropped behind a backlog: it waits for as long as the room takes.
 
         Raises:
             RoomTimeoutError, RoomConflictError, LogUnavailableError, KitClosedError, and the
@@ -231,7 +244,9 @@ class KitRuntime:
             raise KitClosedError("the kit is closed")
         try:
             reply = await system.ref(ROOM, room_id).ask(
-                command, timeout=self._settings.ask_timeout
+                command,
+                timeout=_INTERNAL_ASK_TIMEOUT if internal else self._settings.ask_timeout,
+                wait_once_taken=True,
             )
         except AskTimeout as exc:
             raise RoomTimeoutError(f"room {room_id} did not answer in time") from exc
@@ -260,3 +275,11 @@ class KitRuntime:
 
     async def rebuild_store(self) -> None:
         await self.projection.rebuild()
+
+
+def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or None (trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -30,7 +30,7 @@ class KitServices:
     router: Callable[[], EventRouter]
     emit: EmitFrameworkEvent
     turns: TurnTracker
-    ask_room: Callable[[str, object], Awaitable[Any]]
+    ask_room: Callable[..., Awaitable[Any]]  # (room_id, command, *, internal=False)
     tell_room: Callable[[str, object], Awaitable[None]]
     tell_delivery: Callable[[str, object], Awaitable[None]]
     now: Callable[[], datetime]

@@ -189,7 +189,6 @@ class StoreProjection:
                 await store.mark_all_read(room_id or _room_of(record), channel_id)
             case ReadMarked(channel_id=channel_id, event_id=str(event_id), room_id=room_id):
                 await store.mark_read(room_id or _room_of(record), channel_id, event_id)
-
             case DeliveryRecorded() | None:
                 pass  # audit only (the timeline API has no delivery outcomes)
 

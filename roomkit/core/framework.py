@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -154,6 +155,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._realtime = realtime if realtime is not None else InMemoryRealtime()
         self._max_chain_depth = max_chain_depth
         self._identity_timeout = identity_timeout
+        if process_timeout is not None and not process_timeout > 0:
+            raise ValueError(f"process_timeout must be positive or None, got {process_timeout!r}")
+        if process_timeout == math.inf:
+            process_timeout = None  # no bound, as None says
         self._process_timeout = process_timeout
         self._stt = stt
         self._tts = tts

@@ -271,3 +271,20 @@ async def test_a_slow_ask_does_not_make_settled_asks_pile_up() -> None:
                 most = max(most, system.stats().pending_asks)
             gate.set()
     assert most <= 1024 + 2
+
+
+async def test_an_ask_waiting_once_taken_outlives_its_timeout_in_the_handler() -> None:
+    seen: list[tuple[object, bool]] = []
+    async with ActorSystem() as system:
+        system.register("patient", lambda key: Patient(key, seen))
+        ref = system.ref("patient", "a")
+        # Taken up at once: the 0.05 s handler outlasts the 0.01 s timeout, the ask waits.
+        assert await ref.ask("slow", timeout=0.01, wait_once_taken=True) == "slow"
+        # Queued behind a 0.05 s handler: never taken up in time, so dropped.
+        await ref.tell("first")
+        with pytest.raises(AskTimeout):
+            await ref.ask("behind", timeout=0.01, wait_once_taken=True)
+        assert await ref.ask("end", timeout=5) == "end"
+        assert system.stats().asks_dropped == 1
+    assert [message for message, _ in seen] == ["slow", "first", "end"]
+    assert not any(gave_up for _, gave_up in seen)

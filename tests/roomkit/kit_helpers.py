@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import anyio
 
 from roomkit import (
     Channel,
@@ -85,3 +88,14 @@ def category_of(channel_id: str) -> ChannelCategory:
     return (
         ChannelCategory.INTELLIGENCE if channel_id.startswith("ai") else ChannelCategory.TRANSPORT
     )
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` (observable state) until it holds; fail after ``timeout`` seconds."""
+    with anyio.move_on_after(timeout):
+        while not await check():
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out after {timeout} s waiting for: {what}")

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ from roomkit.ingress.wire import (
     decode_reply,
 )
 from tests.roomkit import ingress_app
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
 
 pytestmark = pytest.mark.nats
 
@@ -63,17 +63,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` (observable state) until it holds; fail after ``timeout`` seconds."""
-    with anyio.move_on_after(timeout):
-        while not await check():
-            await anyio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
 
 
 def kit_on(log: EventLog, **kwargs: Any) -> RoomKit:

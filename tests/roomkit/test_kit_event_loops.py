@@ -60,3 +60,12 @@ def test_a_closed_kit_stays_closed_in_the_next_loop() -> None:
     asyncio.run(kit.close())
     with pytest.raises(KitClosedError):
         asyncio.run(kit.create_room(room_id="r2"))
+
+
+def test_a_kit_goes_on_after_a_loop_closed_without_cancelling_its_tasks() -> None:
+    kit, ws = new_kit()
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(first_use(kit))
+    loop.close()  # the kit's runtime task never learned it ended
+    assert asyncio.run(second_use(kit)) == ["one", "two"]
+    asyncio.run(kit.close())

@@ -3,12 +3,20 @@ counted from when its lock was taken); a message reported as timed out is not re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import pytest
 
+from eventlog import MemoryEventLog
 from roomkit import (
+    ChannelBinding,
+    ChannelCategory,
+    ChannelOutput,
+    ChannelType,
+    EventSource,
     HookResult,
     HookTrigger,
     InboundResult,
@@ -17,7 +25,7 @@ from roomkit import (
     RoomKit,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
 
 
 async def room(kit: RoomKit, delay: Callable[[str], float]) -> None:
@@ -73,7 +81,7 @@ async def test_a_message_over_its_budget_is_not_recorded(
         assert slow.blocked and slow.reason == "process_timeout" and slow.event is None
         fast = await kit.process_inbound(text("sms", "fast"), room_id="r1")
         assert not fast.blocked
-        await anyio.sleep(0.3)  # nothing of "slow" shows up later either
+        # The room had finished with "slow" (it answered): nothing of it can show up later.
         assert await recorded(kit) == ["fast"]
         assert len(events) == 1
 
@@ -93,7 +101,8 @@ async def test_what_is_reported_timed_out_is_exactly_what_is_not_recorded(
         async with anyio.create_task_group() as tg:
             for n in range(12):
                 tg.start_soon(send, f"m{n:02}")
-        await anyio.sleep(1.5)  # a dropped message would have been handled by now
+        # A message the room takes up is waited for; one it had not taken is dropped. Once
+        # every caller has its answer, the room has nothing of theirs left: no sleep needed.
         ok = sorted(body for body, r in results.items() if not r.blocked)
         timed_out = sorted(body for body, r in results.items() if r.reason == "process_timeout")
         assert ok and timed_out, results
@@ -108,3 +117,85 @@ async def test_no_process_timeout(make_kit: Callable[..., RoomKit]) -> None:
         result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
         assert not result.blocked
         assert await recorded(kit) == ["hi"]
+
+
+class SlowLog(MemoryEventLog):
+    """A memory log whose appends take ``delay`` seconds (a network hiccup)."""
+
+    delay = 0.0
+
+    async def append(  # type: ignore[override]
+        self, stream: str, events: Any, *, expected_version: int | None
+    ) -> Any:
+        if self.delay:
+            await anyio.sleep(self.delay)
+        return await super().append(stream, events, expected_version=expected_version)
+
+
+async def test_a_message_the_room_took_up_is_never_reported_timed_out_and_recorded() -> None:
+    # Each append outlasts the 0.2 s budget's ask bound share: the callers wait for the room
+    # once it took their message up, so what they are told matches what is recorded.
+    log = SlowLog()
+    async with RoomKit(log=log, process_timeout=0.2) as kit:
+        await room(kit, lambda body: 0.0)
+        log.delay = 0.35
+        results: dict[str, InboundResult] = {}
+
+        async def send(body: str) -> None:
+            results[body] = await kit.process_inbound(text("sms", body), room_id="r1")
+
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(send, f"m{n}")
+        log.delay = 0.0
+        ok = sorted(body for body, r in results.items() if not r.blocked)
+        assert sorted(await recorded(kit)) == ok
+
+
+class SlowAI(SimpleChannel):
+    """Answers "first" after thinking a while; ignores everything else."""
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if not (isinstance(event.content, TextContent) and event.content.body == "first"):
+            return ChannelOutput.empty()
+        await anyio.sleep(0.2)  # meanwhile a slow message occupies the room
+        reply = RoomEvent(
+            room_id=event.room_id,
+            chain_depth=event.chain_depth + 1,
+            source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
+            content=TextContent(body="reply to first"),
+        )
+        return ChannelOutput(responded=True, response_events=[reply])
+
+
+async def test_a_reply_is_recorded_behind_a_backlog_longer_than_a_caller_may_wait(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit(process_timeout=0.3) as kit:  # a caller waits 1.2 s for the room
+        await room(kit, lambda body: 1.5 if body == "slow" else 0.0)
+        kit.register_channel(SlowAI("ai", ChannelType.AI))
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+
+        async def send(body: str) -> None:
+            await kit.process_inbound(text("sms", body), room_id="r1")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, "first")
+            await anyio.sleep(0.05)  # "slow" reaches the room while the AI thinks
+            tg.start_soon(send, "slow")
+
+        async def replied() -> bool:
+            return "reply to first" in await recorded(kit)
+
+        await eventually(replied, what="the AI reply recorded")
+
+
+async def test_process_timeout_must_be_positive() -> None:
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="process_timeout"):
+            RoomKit(process_timeout=bad)
+    async with RoomKit(process_timeout=math.inf) as kit:  # no bound, as None
+        await room(kit, lambda body: 0.0)
+        assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
