@@ -53,10 +53,11 @@ class RoomDelivery:
             self._parked.setdefault(root, []).append(job)
         else:
             await self._run(job)
-        turn = self._services.turns.get(root)
-        if root in self._parked and (turn is None or turn.pending <= turn.last):
-            for parked in self._parked.pop(root):
-                await self._run(parked)
+        if self._parked and root in self._parked:
+            turn = self._services.turns.get(root)
+            if turn is None or turn.pending <= turn.last:
+                for parked in self._parked.pop(root):
+                    await self._run(parked)
 
     async def run_parked(self) -> None:
         """Run the ``last`` work still waiting (the worker stops: it must not be lost)."""

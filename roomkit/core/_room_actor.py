@@ -173,8 +173,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         works = [fact.then for fact in events if fact.then is not None]
         if not works:
             return
-        # Injected events go out before the message that brought them is broadcast (0.3.0).
-        works.sort(key=_injected_first)
+        if len(works) > 1:
+            # Injected events go out before the message that brought them is broadcast (0.3.0).
+            works.sort(key=_injected_first)
         context = state.context()
         for work in works:
             turn = turns.opened(work.root)
