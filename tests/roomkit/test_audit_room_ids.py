@@ -31,11 +31,12 @@ from roomkit.audit import (
     write_replay,
     write_rooms,
 )
-from roomkit.cli import EXIT_OK, EXIT_UNKNOWN_ROOM, EXIT_USAGE, main
+from roomkit.cli import EXIT_OK, EXIT_UNKNOWN_ROOM, EXIT_USAGE
 from roomkit.core._domain import DomainEvent, ReadMarked, RoomCreated, dump, encode_domain_event
 from roomkit.core._room_ids import room_stream
 from roomkit.models.room import Room
 from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.test_cli import run  # the CLI in process, as its own tests run it
 
 LONG = "tenant/acme/" + "y" * 188  # 200 characters: its stream is a hash, not reversible
 # In creation order; the long id last, so that the log ends with its records.
@@ -253,12 +254,6 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     anyio.run(build)
     return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 class TestCli:

@@ -4,7 +4,7 @@ counted from when its lock was taken); a message reported as timed out is not re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -48,19 +48,32 @@ async def recorded(kit: RoomKit) -> list[str]:
     ]
 
 
+async def send_all(
+    kit: RoomKit, bodies: list[str], also: Callable[[], Awaitable[object]] | None = None
+) -> dict[str, InboundResult]:
+    """Send ``bodies`` to room r1 at once (and run ``also`` alongside); their results."""
+    results: dict[str, InboundResult] = {}
+
+    async def send(body: str) -> None:
+        results[body] = await kit.process_inbound(text("sms", body), room_id="r1")
+
+    async with anyio.create_task_group() as tg:
+        for body in bodies:
+            tg.start_soon(send, body)
+        if also is not None:
+            tg.start_soon(also)
+    return results
+
+
 async def test_time_waiting_for_the_room_does_not_count(make_kit: Callable[..., RoomKit]) -> None:
     # Each message takes 0.3 s of a 1 s budget; the fourth waits 0.9 s for the room first.
     async with make_kit(process_timeout=1.0) as kit:
         await room(kit, lambda body: 0.3)
-        results: dict[str, InboundResult] = {}
 
-        async def send(body: str) -> None:
-            results[body] = await kit.process_inbound(text("sms", body), room_id="r1")
+        async def metadata() -> None:
+            await kit.update_room_metadata("r1", {"a": 1})
 
-        async with anyio.create_task_group() as tg:
-            for n in range(4):
-                tg.start_soon(send, f"m{n}")
-            tg.start_soon(kit.update_room_metadata, "r1", {"a": 1})
+        results = await send_all(kit, [f"m{n}" for n in range(4)], metadata)
         assert all(not r.blocked for r in results.values()), results
         assert sorted(await recorded(kit)) == ["m0", "m1", "m2", "m3"]
         assert (await kit.get_room("r1")).metadata == {"a": 1}
@@ -93,14 +106,7 @@ async def test_what_is_reported_timed_out_is_exactly_what_is_not_recorded(
     # message may wait for it, so the last ones are dropped unprocessed.
     async with make_kit(process_timeout=0.2) as kit:
         await room(kit, lambda body: 0.1)
-        results: dict[str, InboundResult] = {}
-
-        async def send(body: str) -> None:
-            results[body] = await kit.process_inbound(text("sms", body), room_id="r1")
-
-        async with anyio.create_task_group() as tg:
-            for n in range(12):
-                tg.start_soon(send, f"m{n:02}")
+        results = await send_all(kit, [f"m{n:02}" for n in range(12)])
         # A message the room takes up is waited for; one it had not taken is dropped. Once
         # every caller has its answer, the room has nothing of theirs left: no sleep needed.
         ok = sorted(body for body, r in results.items() if not r.blocked)
@@ -139,14 +145,7 @@ async def test_a_message_the_room_took_up_is_never_reported_timed_out_and_record
     async with RoomKit(log=log, process_timeout=0.2) as kit:
         await room(kit, lambda body: 0.0)
         log.delay = 0.35
-        results: dict[str, InboundResult] = {}
-
-        async def send(body: str) -> None:
-            results[body] = await kit.process_inbound(text("sms", body), room_id="r1")
-
-        async with anyio.create_task_group() as tg:
-            for n in range(3):
-                tg.start_soon(send, f"m{n}")
+        results = await send_all(kit, [f"m{n}" for n in range(3)])
         log.delay = 0.0
         ok = sorted(body for body, r in results.items() if not r.blocked)
         assert sorted(await recorded(kit)) == ok
