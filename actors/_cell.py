@@ -321,7 +321,7 @@ class Cell(Mailbox):
                         counters.asks_dropped += 1
                         continue
                     item.taken = True
-                    self._current = actor._asked = item
+                    self._current = item
                     try:
                         reply = await receive(item.message)
                     except Exception as exc:
@@ -330,7 +330,7 @@ class Cell(Mailbox):
                             raise _Crash(exc) from exc
                     else:
                         item.resolve(reply)
-                    self._current = actor._asked = None
+                    self._current = None
                 else:
                     try:
                         await receive(item)

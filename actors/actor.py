@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from actors.errors import ActorError
 
 if TYPE_CHECKING:
-    from actors._ask import Ask
     from actors.ref import ActorRef
     from actors.system import ActorSystem
 
@@ -40,16 +39,6 @@ class Actor(abc.ABC):
         self._system: ActorSystem | None = None
         self._kind = ""
         self._self_ref: ActorRef | None = None
-        # The ask being handled (set by the cell around ``receive``), for ``asker_gave_up``.
-        self._asked: Ask | None = None
-
-    @property
-    def asker_gave_up(self) -> bool:
-        """Whether the message in hand came by ``ask`` and its asker stopped waiting (its
-        timeout expired meanwhile): a handler may then leave undone what the asker was told
-        did not happen. False for a told message."""
-        asked = self._asked
-        return asked is not None and asked.done
 
     @property
     def system(self) -> ActorSystem:
