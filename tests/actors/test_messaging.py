@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 
 from actors import (
     Actor,
+    ActorDeadError,
+    ActorRef,
     ActorSystem,
     AskTimeout,
+    UnknownActorKind,
 )
 from tests.actors.models import Block, Call, Journal, Probe, Raise, probes
 
@@ -159,6 +164,112 @@ class Patient(Actor):
         await anyio.sleep(0.05)
         self.seen.append(message)
         return message
+
+
+async def test_an_ask_taken_up_then_timing_out_is_handled_to_the_end() -> None:
+    seen: list[object] = []
+    async with ActorSystem() as system:
+        system.register("patient", lambda key: Patient(key, seen))
+        ref = system.ref("patient", "a")
+        with pytest.raises(AskTimeout):
+            await ref.ask("hurried", timeout=0.01)  # taken up at once, then abandoned
+        assert await ref.ask("end", timeout=5) == "end"
+        assert system.stats().asks_dropped == 0
+    assert seen == ["hurried", "end"]
+
+
+async def test_ask_timeouts_are_bounded_and_positive() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        for bad in (0, -1, math.inf, math.nan):
+            with pytest.raises(ValueError, match="timeout"):
+                await ref.ask("x", timeout=bad)
+        assert journal.entries == []
+        assert not system.is_active("probe", "a")  # a refused ask activates nothing
+    with pytest.raises(ValueError):
+        ActorSystem(ask_timeout=math.inf)
+
+
+async def test_many_asks_do_not_pile_up_pending_deadlines() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        for n in range(1000):
+            await ref.ask(n)
+        assert system.stats().pending_asks <= 1
+
+
+async def test_refs_are_addresses() -> None:
+    journal = Journal()
+    async with make_system(journal) as system:
+        one = system.ref("probe", "a")
+        assert one == system.ref("probe", "a")
+        assert hash(one) == hash(system.ref("probe", "a"))
+        assert one != system.ref("probe", "b")
+        assert repr(one) == "ActorRef('probe', 'a')"
+        assert not system.is_active("probe", "a")  # a ref starts nothing
+        self_ref = await one.ask(Call(lambda probe: probe.self_ref))
+        assert isinstance(self_ref, ActorRef) and self_ref == one
+        assert system.is_active("probe", "a")
+
+
+async def test_an_actor_can_tell_itself_and_others() -> None:
+    journal = Journal()
+
+    async def fan_out(probe: Probe) -> None:
+        await probe.self_ref.tell("to myself")
+        await probe.system.ref("probe", "b").tell("to b")
+
+    async with make_system(journal) as system:
+        await system.ref("probe", "a").ask(Call(fan_out))
+        await system.ref("probe", "a").ask("sync")
+        await system.ref("probe", "b").ask("sync")
+    assert journal.handled("a") == ["to myself", "sync"]
+    assert journal.handled("b") == ["to b", "sync"]
+
+
+async def test_unknown_kinds_and_bad_keys_are_refused() -> None:
+    journal = Journal()
+    system = make_system(journal)
+    with pytest.raises(UnknownActorKind):
+        system.ref("nope", "a")
+    with pytest.raises(TypeError):
+        system.ref("probe", 7)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="already registered"):
+        system.register("probe", probes(journal))
+
+
+async def test_messages_need_a_running_system() -> None:
+    journal = Journal()
+    system = make_system(journal)
+    ref = system.ref("probe", "a")
+    with pytest.raises(ActorDeadError, match="not started"):
+        await ref.tell("early")
+    async with system:
+        await ref.ask("during")
+    with pytest.raises(ActorDeadError, match="has stopped"):
+        ref.tell_nowait("late")
+    with pytest.raises(ActorDeadError):
+        await ref.ask("late")
+    assert journal.handled("a") == ["during"]
+
+
+async def test_a_slow_ask_does_not_make_settled_asks_pile_up() -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    async with make_system(journal) as system:
+        slow = system.ref("probe", "slow")
+        fast = system.ref("probe", "fast")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow.ask, Block(gate))
+            await anyio.wait_all_tasks_blocked()
+            most = 0
+            for n in range(5000):
+                await fast.ask(n)
+                most = max(most, system.stats().pending_asks)
+            gate.set()
+    assert most <= 1024 + 2
 
 
 async def test_an_ask_waiting_once_taken_outlives_its_timeout_in_the_handler() -> None:
