@@ -178,7 +178,10 @@ class Outcome:
     blocked: bool = False
     reason: str | None = None
     blocked_by: str | None = None
-    hook_errors: list[dict[str, str]] = field(default_factory=list)
+    # ProcessInbound: hook_error / event_blocked, in order; ``announced`` once a post-commit
+    # work took them (else the caller emits them).
+    announce: tuple[Any, ...] = ()  # Announcement
+    announced: bool = False
     duplicate_of: str | None = None
     # ProcessInbound only: what is left of its budget once committed; None: no bound. A
     # command that spent it all before committing commits nothing and says ``timed_out``.

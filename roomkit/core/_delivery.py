@@ -74,6 +74,14 @@ class RoomDelivery:
             if turn is not None:
                 turn.last -= 1
         self._context = job.context
+        for note in work.announce:
+            await self._services.emit(
+                note.event_type,
+                room_id=self._room_id,
+                channel_id=note.channel_id,
+                event_id=note.event_id,
+                data=note.data,
+            )
         try:
             if isinstance(work, Deliver):
                 await self._deliver(work, job.context)
@@ -94,8 +102,6 @@ class RoomDelivery:
         services = self._services
         event = work.event
         router = services.router()
-        for error in work.hook_errors:
-            await services.emit("hook_error", room_id=self._room_id, data=dict(error))
         results: list[DeliveryResult] = []
         if work.targets is not None:
             # Injected events go to their targets through ``deliver`` (quirk 5 fixed).

@@ -9,6 +9,7 @@ have neither, so replaying a room never repeats its side effects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -17,7 +18,7 @@ from roomkit.core._domain import DomainEvent, decode_domain_event, encode_domain
 from roomkit.models.enums import HookTrigger
 from roomkit.models.event import RoomEvent
 
-__all__ = ["Deliver", "Fact", "RunLifecycle", "fact_from_record"]
+__all__ = ["Announcement", "Deliver", "Fact", "RunLifecycle", "fact_from_record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +33,7 @@ class Deliver:
     # broadcast only, not for replies, injected events or send_event. Such a broadcast also
     # runs its AFTER_BROADCAST hooks last in its turn, after the replies (0.3.0's order).
     report: bool = False
-    # BEFORE_BROADCAST hook errors to report (``hook_error``) before delivering, as 0.3.0 did.
-    hook_errors: tuple[dict[str, str], ...] = ()
+    announce: tuple[Announcement, ...] = ()  # framework events to emit first (see below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,19 @@ class RunLifecycle:
     # Run once the rest of the turn is delivered (the replies and theirs): 0.3.0 ran
     # ON_TASK_CREATED and the message's AFTER_BROADCAST at the end of its pipeline.
     last: bool = False
+    announce: tuple[Announcement, ...] = ()  # framework events to emit first (see below)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A framework event of a turn (``hook_error``, ``event_blocked``) that 0.3.0 emitted
+    before anything of the turn went out: the turn's first post-commit work emits it, or the
+    caller when the turn has none."""
+
+    event_type: str
+    channel_id: str | None = None
+    event_id: str | None = None
+    data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

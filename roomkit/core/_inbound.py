@@ -166,23 +166,22 @@ class InboundMixin(HelpersMixin):
         return InboundResult(blocked=True, reason="process_timeout")
 
     async def _inbound_result(self, room_id: str, outcome: Outcome) -> InboundResult:
-        if outcome.blocked or outcome.unbound:
-            # An allowed message's delivery reports them, before its broadcast (0.3.0's order).
-            for error in outcome.hook_errors:
-                await self._emit_framework_event("hook_error", room_id=room_id, data=dict(error))
+        if not outcome.announced:
+            # No post-commit work of the turn reported them (see Announcement): do it here.
+            for note in outcome.announce:
+                await self._emit_framework_event(
+                    note.event_type,
+                    room_id=room_id,
+                    channel_id=note.channel_id,
+                    event_id=note.event_id,
+                    data=note.data,
+                )
         if outcome.duplicate_of is not None:
             original = await self._store.get_event(outcome.duplicate_of)
             return InboundResult(event=original, blocked=True, reason="duplicate")
         event = outcome.event
         assert event is not None
-        if outcome.blocked:
-            await self._emit_framework_event(
-                "event_blocked",
-                room_id=room_id,
-                channel_id=event.source.channel_id,
-                event_id=event.id,
-                data={"reason": outcome.reason, "blocked_by": outcome.blocked_by},
-            )
+        if outcome.blocked:  # event_blocked was announced with the turn
             return InboundResult(event=event, blocked=True, reason=outcome.reason)
         if outcome.unbound:
             return InboundResult(event=event)  # 0.3.0 returned before event_processed

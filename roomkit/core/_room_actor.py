@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -176,6 +177,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if len(works) > 1:
             # Injected events go out before the message that brought them is broadcast (0.3.0).
             works.sort(key=_injected_first)
+        if outcome is not None and outcome.announce and works[0].root == outcome.root:
+            # The turn's first work reports its hook errors (and blocking) before anything of
+            # the turn goes out, as 0.3.0 did; the caller need not.
+            works[0] = dataclasses.replace(works[0], announce=outcome.announce)
+            outcome.announced = True
         context = state.context()
         for work in works:
             turn = turns.opened(work.root)

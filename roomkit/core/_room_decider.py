@@ -48,7 +48,7 @@ from roomkit.core._domain import (
     dump,
     encode_payload,
 )
-from roomkit.core._facts import Deliver, Fact, RunLifecycle
+from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
@@ -198,9 +198,8 @@ class _Draft:
         room_id: str,
         injected: list[InjectedEvent],
         root: str,
-        hook_errors: tuple[dict[str, str], ...] = (),
     ) -> None:
-        """Record injected events; ``hook_errors`` go with the first one that is delivered."""
+        """Record injected events; those with targets are delivered to them."""
         for item in injected:
             # Recorded as delivered, like AI replies: the room sends it once it is committed.
             event = item.event.model_copy(
@@ -211,10 +210,7 @@ class _Draft:
                 }
             )
             targets = item.target_channel_ids
-            deliver = None
-            if targets:
-                deliver = Deliver(event, root, targets, hook_errors=hook_errors)
-                hook_errors = ()
+            deliver = Deliver(event, root, targets) if targets else None
             self.message(event, deliver=deliver, activity=False)
 
 
@@ -498,7 +494,7 @@ class RoomDecider:
         draft = _Draft(state, event.created_at)
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
-        hook_errors = [dict(e) for e in result.hook_errors]
+        announce = [Announcement("hook_error", data=dict(e)) for e in result.hook_errors]
         if not result.allowed:
             blocked = event.model_copy(
                 update={
@@ -511,12 +507,20 @@ class RoomDecider:
             draft.tasks_and_observations(
                 room.id, list(result.tasks), list(result.observations), blocked.id, blocked
             )
+            announce.append(
+                Announcement(
+                    "event_blocked",
+                    channel_id=blocked.source.channel_id,
+                    event_id=blocked.id,
+                    data={"reason": result.reason, "blocked_by": result.blocked_by},
+                )
+            )
             return draft.facts, Outcome(
                 event=blocked,
                 blocked=True,
                 reason=result.reason,
                 blocked_by=result.blocked_by,
-                hook_errors=hook_errors,
+                announce=tuple(announce),
                 root=blocked.id,
             )
         final = result.event if result.event is not None else event
@@ -524,30 +528,21 @@ class RoomDecider:
             final, {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
         )
         bound = final.source.channel_id in state.bindings
-        injected = list(result.injected_events)
-        # hook_error is reported by the turn's first delivery, before anything goes out: the
-        # injected events', which go out before the broadcast, if any (0.3.0's order).
-        errors = tuple(hook_errors) if bound else ()
-        injected_first = any(item.target_channel_ids for item in injected)
         # Unbound source: recorded, not broadcast, no room activity (0.3.0 returned early).
         draft.message(
             final,
-            deliver=(
-                Deliver(final, final.id, report=True, hook_errors=() if injected_first else errors)
-                if bound
-                else None
-            ),
+            deliver=Deliver(final, final.id, report=True) if bound else None,
             modified_by=result.modified_by,
             activity=bound,
         )
-        draft.injected(room.id, injected, final.id, errors if injected_first else ())
+        draft.injected(room.id, list(result.injected_events), final.id)
         # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
         # replacement, if one ran.
         draft.tasks_and_observations(
             room.id, list(result.tasks), list(result.observations), final.id, final
         )
         return draft.facts, Outcome(
-            event=final, root=final.id, hook_errors=hook_errors, unbound=not bound
+            event=final, root=final.id, announce=tuple(announce), unbound=not bound
         )
 
     def _send_event(self, state: RoomState, cmd: SendEvent) -> Decision:

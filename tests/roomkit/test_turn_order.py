@@ -100,3 +100,48 @@ async def test_one_turn_runs_in_0_3_0_order(kit: RoomKit) -> None:
         "AFTER_BROADCAST hello",
         "FW event_processed",
     ]
+
+
+async def test_a_blocked_turn_runs_in_0_3_0_order(kit: RoomKit) -> None:
+    log: list[str] = []
+    kit.register_channel(Tap("sms", log, ChannelType.SMS))
+    kit.register_channel(Tap("ws", log, ChannelType.WEBSOCKET))
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ws")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, name="boom", priority=0)
+    async def boom(event: RoomEvent, context: RoomContext) -> None:
+        raise RuntimeError("boom")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, name="guard", priority=1)
+    async def guard(event: RoomEvent, context: RoomContext) -> HookResult:
+        note = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="bot", channel_type=ChannelType.SYSTEM),
+            content=TextContent(body="we removed a message"),
+        )
+        return HookResult.block(
+            "no",
+            injected=[InjectedEvent(event=note, target_channel_ids=["ws"])],
+            tasks=[Task(room_id="r1", title="review")],
+        )
+
+    @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
+    async def task(event: RoomEvent, context: RoomContext) -> None:
+        log.append(f"ON_TASK_CREATED {event.metadata['task_title']}")
+
+    async def framework(event: FrameworkEvent) -> None:
+        log.append(f"FW {event.type}")
+
+    for kind in ("hook_error", "event_blocked", "event_processed"):
+        kit.on(kind)(framework)
+
+    result = await kit.process_inbound(text("sms", "bad"), room_id="r1")
+    assert result.blocked and result.reason == "no"
+    assert log == [
+        "FW hook_error",
+        "FW event_blocked",
+        "deliver ws <- we removed a message",
+        "ON_TASK_CREATED review",
+    ]
