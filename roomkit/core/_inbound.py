@@ -97,9 +97,14 @@ class InboundMixin(HelpersMixin):
             duplicate of a committed message, an identity rejection or challenge, a timeout).
 
         Raises:
+            TypeError: ``message`` is not an ``InboundMessage``.
             ChannelNotRegisteredError: the message's channel is not registered.
             RoomNotFoundError: ``room_id`` names no room.
         """
+        if not isinstance(message, InboundMessage):
+            raise TypeError(
+                f"process_inbound takes an InboundMessage, not {type(message).__name__}"
+            )
         channel = self._channels.get(message.channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {message.channel_id} is not registered")

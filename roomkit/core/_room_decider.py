@@ -400,7 +400,9 @@ class RoomDecider:
         updates = dict(cmd.updates)
         if cmd.change == "metadata":
             updates["metadata"] = {**binding.metadata, **cmd.updates["metadata"]}
-        updated = binding.model_copy(update=updates)
+        # Validated, unlike model_copy: a value the model refuses (a visibility of 5) would be
+        # logged for good and fail every replay of the room. The caller gets the error instead.
+        updated = ChannelBinding.model_validate({**binding.__dict__, **updates})
         event_type, code, trigger = _BINDING_CHANGES[cmd.change]
         draft = _Draft(state, cmd.now)
         draft.add(ChannelUpdated(binding=dump(updated), change=cmd.change), updated)
