@@ -183,9 +183,9 @@ class Outcome:
     announce: tuple[Any, ...] = ()  # Announcement
     announced: bool = False
     duplicate_of: str | None = None
-    # ProcessInbound only: what is left of its budget once committed; None: no bound. A
-    # command that spent it all before committing commits nothing and says ``timed_out``.
-    budget_left: float | None = None
+    # ProcessInbound only: when (``time.perf_counter()``) its budget is spent; None: no bound.
+    # A command that spent it before committing commits nothing and says ``timed_out``.
+    budget_deadline: float | None = None
     timed_out: bool = False
     # ProcessInbound only: the source channel is not attached, so the event was recorded but
     # not broadcast (and, as in 0.3.0, no ``event_processed``).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -154,8 +155,9 @@ class InboundMixin(HelpersMixin):
             return await self._process_timed_out(room_id)
         if not self._settled(runtime, outcome):
             # A cancel scope, some 6 µs, only when the turn still runs once the room answered.
-            left = outcome.budget_left
-            with anyio.move_on_after(math.inf if left is None else left) as scope:
+            deadline = outcome.budget_deadline
+            left = math.inf if deadline is None else deadline - time.perf_counter()
+            with anyio.move_on_after(left) as scope:
                 await self._settle(runtime, outcome)
             if scope.cancelled_caught:
                 return await self._process_timed_out(room_id)

@@ -65,8 +65,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # carries them (see _outcome_flusher.py); and how many of them the append in hand carries.
         self._unrecorded: list[Fact] = []
         self._carried = 0
-        # perf_counter() time when the inbound message in hand spends its process_timeout.
-        self._budget_deadline = 0.0
 
     # -- event sourcing ----------------------------------------------------------------------
 
@@ -157,8 +155,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 budget,
             )
             return [], Outcome(timed_out=True)
-        outcome.budget_left = left
-        self._budget_deadline = started + budget  # after_commit counts the append too
+        # The caller measures what is left when it needs to: the append counts too.
+        outcome.budget_deadline = started + budget
         return facts, outcome
 
     async def after_commit(
@@ -174,8 +172,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             outcome.position = position
             if outcome.root is not None:
                 turns.reached(outcome.root, position)
-            if outcome.budget_left is not None:
-                outcome.budget_left = self._budget_deadline - time.perf_counter()
         works = [fact.then for fact in events if fact.then is not None]
         if not works:
             return
