@@ -10,7 +10,7 @@ while this happens (quirk 7 fixed: async hooks do not hold the room).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from roomkit.core._commands import RecordOutcome
@@ -25,6 +25,9 @@ from roomkit.models.event import RoomEvent
 __all__ = ["DeliveryJob", "RoomDelivery"]
 
 logger = logging.getLogger("roomkit.delivery")
+
+Emit = Callable[..., Awaitable[None]]
+"""How the worker emits a framework event (``KitServices.emit``, or ``_quiet``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,32 +59,27 @@ class RoomDelivery:
         if self._parked and root in self._parked:
             turn = self._services.turns.get(root)
             if turn is None or turn.pending <= turn.last:
-                for parked in self._parked.pop(root):
-                    await self._run(parked)
+                await self._run_last(self._parked.pop(root))
 
     async def run_parked(self) -> None:
         """Run the ``last`` work still waiting (the worker stops: it must not be lost)."""
         while self._parked:
             _, jobs = self._parked.popitem()
-            for job in jobs:
-                await self._run(job)
+            await self._run_last(jobs)
+
+    async def _run_last(self, jobs: list[DeliveryJob]) -> None:
+        turns = self._services.turns
+        for job in jobs:
+            turn = turns.get(job.work.root)
+            if turn is not None:
+                turn.last -= 1
+            await self._run(job)
 
     async def _run(self, job: DeliveryJob) -> None:
         work = job.work
-        turns = self._services.turns
-        if isinstance(work, RunLifecycle) and work.last:
-            turn = turns.get(work.root)
-            if turn is not None:
-                turn.last -= 1
         self._context = job.context
         for note in work.announce:
-            await self._services.emit(
-                note.event_type,
-                room_id=self._room_id,
-                channel_id=note.channel_id,
-                event_id=note.event_id,
-                data=note.data,
-            )
+            await note.emit(self._services.emit, self._room_id)
         try:
             if isinstance(work, Deliver):
                 await self._deliver(work, job.context)
@@ -90,7 +88,7 @@ class RoomDelivery:
         except Exception:
             logger.exception("room %s: post-commit work failed", self._room_id)
         finally:
-            turns.delivered(work.root)
+            self._services.turns.delivered(work.root)
 
     async def _lifecycle(self, work: RunLifecycle, context: RoomContext) -> None:
         errors = await self._services.hooks.run_async_hooks(
@@ -112,7 +110,7 @@ class RoomDelivery:
                 result = await router.deliver_to(event, binding, context)
                 if result is not None:
                     results.append(result)
-            await self._report_deliveries(event, results, work.report)
+            await self._report_deliveries(event, results, _quiet)
             if results:
                 services.outcomes.add(self._room_id, RecordOutcome(event.id, work.root, results))
             return
@@ -122,12 +120,12 @@ class RoomDelivery:
             return
         broadcast = await router.broadcast(event, source_binding, context)
         results = list(broadcast.delivery_results.values())
+        notify = services.emit if work.report else _quiet
         if broadcast.errors:
             logger.warning(
                 "room %s: event %s failed on %s", self._room_id, event.id, sorted(broadcast.errors)
             )
-        if broadcast.errors and work.report:
-            await services.emit(
+            await notify(
                 "broadcast_partial_failure",
                 room_id=self._room_id,
                 event_id=event.id,
@@ -137,9 +135,9 @@ class RoomDelivery:
                     "errors": dict(broadcast.errors),
                 },
             )
-        await self._report_deliveries(event, results, work.report)
-        for blocked in broadcast.blocked_events if work.report else ():
-            await services.emit(
+        await self._report_deliveries(event, results, notify)
+        for blocked in broadcast.blocked_events:
+            await notify(
                 "chain_depth_exceeded",
                 room_id=self._room_id,
                 channel_id=blocked.source.channel_id,
@@ -182,24 +180,21 @@ class RoomDelivery:
         await self._services.ask_room(self._room_id, outcome, internal=True)
 
     async def _report_deliveries(
-        self, event: RoomEvent, results: list[DeliveryResult], report: bool
+        self, event: RoomEvent, results: list[DeliveryResult], notify: Emit
     ) -> None:
-        """Framework events for the deliveries (if ``report``), ON_ERROR for each failure."""
-        emit = self._services.emit
+        """Framework events for the deliveries through ``notify``, ON_ERROR for each failure."""
         failures: list[DeliveryResult] = []
         for result in results:
             if result.success:
-                if report:
-                    await emit(
-                        "delivery_succeeded",
-                        room_id=self._room_id,
-                        channel_id=result.channel_id,
-                        event_id=event.id,
-                    )
-                continue
-            failures.append(result)
-            if report:
-                await emit(
+                await notify(
+                    "delivery_succeeded",
+                    room_id=self._room_id,
+                    channel_id=result.channel_id,
+                    event_id=event.id,
+                )
+            else:
+                failures.append(result)
+                await notify(
                     "delivery_failed",
                     room_id=self._room_id,
                     channel_id=result.channel_id,
@@ -233,3 +228,8 @@ class RoomDelivery:
         await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.ON_ERROR, event, self._context
         )
+
+
+async def _quiet(*_: object, **__: object) -> None:
+    """Emits nothing: the framework events of deliveries are reported for an inbound message's
+    own broadcast only (``Deliver.report``), as in 0.3.0."""

@@ -8,6 +8,7 @@ have neither, so replaying a room never repeats its side effects.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,16 @@ class Announcement:
     channel_id: str | None = None
     event_id: str | None = None
     data: dict[str, Any] | None = None
+
+    async def emit(self, emit: Callable[..., Awaitable[None]], room_id: str) -> None:
+        """Emit it through ``emit`` (the kit's ``_emit_framework_event``) for ``room_id``."""
+        await emit(
+            self.event_type,
+            room_id=room_id,
+            channel_id=self.channel_id,
+            event_id=self.event_id,
+            data=self.data,
+        )
 
 
 @dataclass(frozen=True, slots=True)

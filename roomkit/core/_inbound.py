@@ -176,13 +176,7 @@ class InboundMixin(HelpersMixin):
         if not outcome.announced:
             # No post-commit work of the turn reported them (see Announcement): do it here.
             for note in outcome.announce:
-                await self._emit_framework_event(
-                    note.event_type,
-                    room_id=room_id,
-                    channel_id=note.channel_id,
-                    event_id=note.event_id,
-                    data=note.data,
-                )
+                await note.emit(self._emit_framework_event, room_id)
         if outcome.duplicate_of is not None:
             original = await self._store.get_event(outcome.duplicate_of)
             return InboundResult(event=original, blocked=True, reason="duplicate")
