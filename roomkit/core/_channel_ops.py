@@ -68,14 +68,15 @@ class ChannelOpsMixin(HelpersMixin):
         if channel is None:
             await self._context(room_id)  # as 0.3.0: a missing room is reported first
             raise ChannelNotRegisteredError(f"Channel {channel_id} is not registered")
-        if category is _UNSET and _category_of(channel) is not ChannelCategory.TRANSPORT:
+        declared = _category_of(channel)
+        if category is _UNSET and declared is not ChannelCategory.TRANSPORT:
             logger.info(
                 "channel %s (%s) attached to room %s as TRANSPORT, the default as in 0.3.0; "
                 "pass category=ChannelCategory.%s to attach it as one",
                 channel_id,
                 type(channel).__name__,
                 room_id,
-                _category_of(channel).name,
+                declared.name,
             )
         binding = self._new_binding(
             room_id, channel, channel_type, category, access, visibility, **kwargs
