@@ -20,6 +20,7 @@ from uuid import uuid4
 
 import anyio
 
+from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._commands import (
     EnsureParticipant,
     Outcome,
@@ -226,10 +227,12 @@ class InboundMixin(HelpersMixin):
         """Resolve the sender; return the (stamped) event, or the result that ends the turn."""
         resolver = self._identity_resolver
         assert resolver is not None
-        result: IdentityResult | None = None
-        with anyio.move_on_after(self._identity_timeout) as scope:
-            result = await resolver.resolve(message, context)
-        if scope.cancelled_caught or result is None:
+        result: IdentityResult | None
+        try:
+            result = await bounded(resolver.resolve(message, context), self._identity_timeout)
+        except TimedOut:
+            result = None
+        if result is None:
             await self._emit_framework_event(
                 "identity_timeout", room_id=room_id, data={"timeout": self._identity_timeout}
             )

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import anyio
 
+from roomkit.core._bounded import TimedOut, bounded
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.task import Observation, Task
@@ -395,20 +396,19 @@ class HookEngine:
 
 async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) -> Any:
     """Await the hook under its timeout; `HookTimeoutError` if it did not finish in time."""
-    # move_on_after rather than fail_after: a TimeoutError raised by the hook's own I/O must
-    # not be reported as the hook's timeout.
-    with anyio.move_on_after(reg.timeout) as scope:
-        awaitable = reg.fn(event, context)
-        if not inspect.isawaitable(awaitable):
-            # RoomKit 0.3.0 requires async hooks; say so instead of failing obscurely.
-            raise TypeError(
-                f"hook {reg.name!r} is not async: it returned {type(awaitable).__name__} "
-                "instead of an awaitable (define it with 'async def')"
-            )
-        return await awaitable
-    if scope.cancelled_caught:
-        raise HookTimeoutError(reg.name, reg.timeout or math.inf)
-    return None  # pragma: no cover - the hook swallowed its own cancellation and returned
+    awaitable = reg.fn(event, context)
+    if not inspect.isawaitable(awaitable):
+        # RoomKit 0.3.0 requires async hooks; say so instead of failing obscurely.
+        raise TypeError(
+            f"hook {reg.name!r} is not async: it returned {type(awaitable).__name__} "
+            "instead of an awaitable (define it with 'async def')"
+        )
+    # TimedOut, not TimeoutError: a TimeoutError raised by the hook's own I/O must not be
+    # reported as the hook's timeout.
+    try:
+        return await bounded(awaitable, reg.timeout)
+    except TimedOut:
+        raise HookTimeoutError(reg.name, reg.timeout or math.inf) from None
 
 
 async def _run_async_one(

@@ -1,0 +1,100 @@
+"""Await user code under a time limit, paying for a timer only when the code suspends.
+
+Hooks and identity resolvers run under a timeout on every message. Most hooks (filters,
+moderation rules, observers) finish without ever suspending, and cancellation is cooperative:
+code that never reaches an ``await`` that suspends cannot be interrupted by any timer. So
+`bounded` runs a coroutine's first step itself; if the coroutine finishes there (the common
+case) no timer is armed at all. Only a coroutine that suspends is resumed under a timer
+whose deadline counts from before its first step.
+
+On asyncio the timer is ``asyncio.timeout_at``, not an anyio cancel scope: anyio keeps a
+stack of scopes per task, and a scope entered *after* the coroutine entered (and suspended
+inside) its own scopes would sit above them on that stack, which anyio refuses when they
+exit. ``asyncio.timeout_at`` keeps no such stack; anyio's scopes cooperate with it through
+``Task.cancelling()``/``uncancel()``. On other backends (trio) the whole await runs in an
+anyio cancel scope, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import types
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, TypeVar
+
+import anyio
+
+__all__ = ["TimedOut", "bounded"]
+
+T = TypeVar("T")
+
+
+class TimedOut(Exception):
+    """The awaited code did not finish within its time limit (it was cancelled).
+
+    Distinct from `TimeoutError`, which the awaited code may raise from its own I/O.
+    """
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float | None) -> T:
+    """Await ``awaitable``; raise `TimedOut` if it has not finished after ``seconds``.
+
+    ``None`` or infinity: no limit. The awaited code is cancelled when its time runs out; if
+    it swallows the cancellation and returns, its result is returned.
+    """
+    if seconds is None or seconds == math.inf:
+        return await awaitable
+    loop = asyncio._get_running_loop()
+    if loop is None:  # not asyncio (trio): anyio's own scope, entered before anything runs
+        with anyio.move_on_after(seconds):
+            return await awaitable
+        raise TimedOut  # the scope caught its cancellation: the code did not return in time
+    deadline = loop.time() + seconds
+    if type(awaitable) is not types.CoroutineType:
+        return await _under_timer(awaitable, deadline)
+    coroutine: Coroutine[Any, Any, T] = awaitable
+    try:
+        first = coroutine.send(None)
+    except StopIteration as finished:  # done without suspending: nothing to time
+        result: T = finished.value
+        return result
+    return await _under_timer(_resume(coroutine, first), deadline)
+
+
+async def _under_timer(awaitable: Awaitable[T], deadline: float) -> T:
+    timer = asyncio.timeout_at(deadline)
+    try:
+        async with timer:
+            return await awaitable
+    except TimeoutError:
+        if timer.expired():
+            raise TimedOut from None
+        raise
+
+
+@types.coroutine
+def _resume(coroutine: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    """Go on with a coroutine whose first step already ran and yielded ``yielded``.
+
+    What the task sends or throws in goes to the coroutine, what it yields goes to the task:
+    the same delegation as ``await``, picked up after the first step.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coroutine.close()
+            raise
+        except BaseException as thrown:
+            try:
+                yielded = coroutine.throw(thrown)
+            except StopIteration as finished:
+                result: T = finished.value
+                return result
+        else:
+            try:
+                yielded = coroutine.send(sent)
+            except StopIteration as finished:
+                result = finished.value
+                return result

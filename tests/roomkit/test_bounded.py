@@ -1,0 +1,145 @@
+"""``bounded``: user code under a time limit, on asyncio (first step untimed) and trio."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+import pytest
+
+from roomkit.core._bounded import TimedOut, bounded
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_code_that_never_suspends_returns_its_result() -> None:
+    async def at_once() -> int:
+        return 7
+
+    assert await bounded(at_once(), 0.5) == 7
+
+
+async def test_code_that_suspends_and_finishes_in_time_returns_its_result() -> None:
+    async def after_checkpoints() -> str:
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        return "done"
+
+    assert await bounded(after_checkpoints(), 5) == "done"
+    assert await bounded(after_checkpoints(), None) == "done"
+    assert await bounded(after_checkpoints(), float("inf")) == "done"
+
+
+async def test_code_still_running_at_its_deadline_is_cancelled() -> None:
+    cleaned = []
+
+    async def forever() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned.append(True)
+
+    with pytest.raises(TimedOut):
+        await bounded(forever(), 0.05)
+    assert cleaned == [True]
+
+
+async def test_the_deadline_counts_from_before_the_first_step() -> None:
+    # 0.2 s of work before the first suspension, then 0.15 s asleep: 0.35 s against 0.3.
+    async def busy_then_asleep() -> str:
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.2:
+            pass
+        await anyio.sleep(0.15)
+        return "late"
+
+    with pytest.raises(TimedOut):
+        await bounded(busy_then_asleep(), 0.3)
+
+
+async def test_the_codes_own_timeout_error_is_not_taken_for_the_limit() -> None:
+    async def own_timeout(suspend: bool) -> None:
+        if suspend:
+            await anyio.lowlevel.checkpoint()
+        raise TimeoutError("the vendor API did not answer")
+
+    for suspend in (False, True):
+        with pytest.raises(TimeoutError, match="vendor") as caught:
+            await bounded(own_timeout(suspend), 5)
+        assert not isinstance(caught.value, TimedOut)
+
+
+async def test_errors_raised_after_a_suspension_come_through() -> None:
+    async def failing() -> None:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        await bounded(failing(), 5)
+
+
+async def test_code_with_cancel_scopes_of_its_own_runs_and_times_out() -> None:
+    # The code enters its own anyio scopes and suspends inside them before the limit's timer
+    # exists: the timer must not upset anyio's stack of scopes.
+    async def scoped(nap: float) -> str:
+        with anyio.move_on_after(10):
+            with anyio.fail_after(10):
+                await anyio.sleep(nap)
+        return "scoped"
+
+    assert await bounded(scoped(0.01), 5) == "scoped"
+    with pytest.raises(TimedOut):
+        await bounded(scoped(10), 0.05)
+    # and the task's own scopes still work afterwards
+    with anyio.move_on_after(0.01) as scope:
+        await anyio.sleep_forever()
+    assert scope.cancelled_caught
+
+
+async def test_an_outer_cancellation_is_not_taken_for_the_limit() -> None:
+    reached = anyio.Event()
+
+    async def waiting() -> None:
+        reached.set()
+        await anyio.sleep_forever()
+
+    outcome: list[str] = []
+
+    async def run() -> None:
+        try:
+            await bounded(waiting(), 10)
+        except TimedOut:
+            outcome.append("timed out")
+        else:
+            outcome.append("returned")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await reached.wait()
+        tg.cancel_scope.cancel()
+    assert outcome == []
+
+
+async def test_code_that_swallows_its_cancellation_keeps_its_result() -> None:
+    async def stubborn() -> str:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            return "kept"
+        return "never"  # pragma: no cover
+
+    assert await bounded(stubborn(), 0.05) == "kept"
+
+
+async def test_awaitables_other_than_coroutines_are_bounded_too() -> None:
+    class Later:
+        def __await__(self) -> Generator[Any, None, None]:
+            return anyio.sleep(10).__await__()
+
+    with pytest.raises(TimedOut):
+        await bounded(Later(), 0.05)
