@@ -1,11 +1,11 @@
 """Await user code under a time limit, paying for a timer only when the code suspends.
 
-Hooks and identity resolvers run under a timeout on every message. Most hooks (filters,
+Hooks and identity resolvers run under a timeout on every message. Most of them (filters,
 moderation rules, observers) finish without ever suspending, and cancellation is cooperative:
 code that never reaches an ``await`` that suspends cannot be interrupted by any timer. So
-`bounded` runs a coroutine's first step itself; if the coroutine finishes there (the common
-case) no timer is armed at all. Only a coroutine that suspends is resumed under a timer
-whose deadline counts from before its first step.
+`bounded` runs a coroutine's first step itself (`roomkit.core._first_step`); if it finishes
+there, no timer is armed at all. A coroutine that suspends is resumed under a timer whose
+deadline counts from before its first step.
 
 On asyncio the timer is ``asyncio.timeout_at``, not an anyio cancel scope: anyio keeps a
 stack of scopes per task, and a scope entered *after* the coroutine entered (and suspended
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import types
-from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import anyio
+
+from roomkit.core._first_step import first_step
 
 __all__ = ["TimedOut", "bounded"]
 
@@ -51,15 +52,11 @@ async def bounded(awaitable: Awaitable[T], seconds: float | None) -> T:
             return await awaitable
         raise TimedOut  # the scope caught its cancellation: the code did not return in time
     deadline = loop.time() + seconds
-    if type(awaitable) is not types.CoroutineType:
-        return await _under_timer(awaitable, deadline)
-    coroutine: Coroutine[Any, Any, T] = awaitable
-    try:
-        first = coroutine.send(None)
-    except StopIteration as finished:  # done without suspending: nothing to time
-        result: T = finished.value
+    done, rest = first_step(awaitable)
+    if done:
+        result: T = rest
         return result
-    return await _under_timer(_resume(coroutine, first), deadline)
+    return await _under_timer(rest, deadline)
 
 
 async def _under_timer(awaitable: Awaitable[T], deadline: float) -> T:
@@ -71,30 +68,3 @@ async def _under_timer(awaitable: Awaitable[T], deadline: float) -> T:
         if timer.expired():
             raise TimedOut from None
         raise
-
-
-@types.coroutine
-def _resume(coroutine: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
-    """Go on with a coroutine whose first step already ran and yielded ``yielded``.
-
-    What the task sends or throws in goes to the coroutine, what it yields goes to the task:
-    the same delegation as ``await``, picked up after the first step.
-    """
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coroutine.close()
-            raise
-        except BaseException as thrown:
-            try:
-                yielded = coroutine.throw(thrown)
-            except StopIteration as finished:
-                result: T = finished.value
-                return result
-        else:
-            try:
-                yielded = coroutine.send(sent)
-            except StopIteration as finished:
-                result = finished.value
-                return result

@@ -8,16 +8,21 @@ and keeps the structured guarantees itself: it returns or raises only once every
 ended, and if it is cancelled (or one call raises) it cancels the others and waits for them.
 On trio it uses an anyio task group.
 
-The last call runs in the caller's task: one task fewer per fan-out.
+Most channels deliver without suspending (they hand the message to a queue, a buffer or a
+mock), and a task for a call that never waits is pure cost. So on asyncio the calls' first
+steps run here, one after the other, as their tasks' first steps would have: only when one
+suspends do the calls after it get tasks of their own, while it goes on in this task.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
+
+from roomkit.core._first_step import first_step
 
 __all__ = ["concurrently"]
 
@@ -48,18 +53,66 @@ async def _run(call: Callable[[], Awaitable[T]]) -> T:
 async def _in_asyncio_tasks(
     loop: asyncio.AbstractEventLoop, calls: Sequence[Callable[[], Awaitable[T]]]
 ) -> list[T]:
-    tasks = [loop.create_task(_run(call)) for call in calls[:-1]]
-    try:
-        last = await calls[-1]()
-        results = [await task for task in tasks]
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait(tasks)
-        raise
-    results.append(last)
+    results: list[T] = []
+    for slot, call in enumerate(calls):
+        done, rest = first_step(call())
+        if done:
+            results.append(rest)
+            continue
+        # This call suspended: the calls after it start in tasks of their own, and it goes on
+        # in this task while they run.
+        tasks = [loop.create_task(_run(later)) for later in calls[slot + 1 :]]
+        failures = _Failures(tasks)
+        try:
+            results.append(await rest)
+            results.extend([await task for task in tasks])
+        except BaseException as error:
+            failure = failures.close()
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait(tasks)
+            if failure is not None and isinstance(error, asyncio.CancelledError):
+                raise failure from None
+            raise
+        break
     return results
+
+
+class _Failures:
+    """Interrupts the caller's task when one of ``tasks`` fails, as a task group would: the
+    call going on in the caller's task may wait for something the failed one never gives.
+
+    The interruption is a cancellation of the caller's task, delivered where it waits (in
+    ``concurrently``); `close` withdraws it and tells whether it was the only one.
+    """
+
+    def __init__(self, tasks: list[asyncio.Task[Any]]) -> None:
+        self._caller = asyncio.current_task()
+        self._armed = True
+        self._cancelled_caller = False
+        self._first: BaseException | None = None
+        for task in tasks:
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        if not self._armed or task.cancelled() or task.exception() is None:
+            return
+        self._armed = False
+        self._first = task.exception()
+        if self._caller is not None:
+            self._caller.cancel()
+            self._cancelled_caller = True
+
+    def close(self) -> BaseException | None:
+        """Stop watching; the failure the caller was cancelled for, unless another
+        cancellation of the caller is pending too (then that one goes on)."""
+        self._armed = False
+        if not self._cancelled_caller or self._caller is None:
+            return None
+        self._cancelled_caller = False
+        return self._first if self._caller.uncancel() == 0 else None
 
 
 async def _in_task_group(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -89,3 +90,65 @@ async def test_cancelling_the_caller_cancels_every_call_before_returning() -> No
         await running.wait()
         tg.cancel_scope.cancel()
     assert sorted(cleaned) == [0, 1, 2]
+
+
+async def test_calls_that_never_wait_and_calls_that_do_mix_in_order() -> None:
+    def at_once(n: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            return n
+
+        return run
+
+    def later(n: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            await anyio.sleep(0.01 * (4 - n))  # the later the call, the sooner it is done
+            return n
+
+        return run
+
+    calls = [at_once(0), later(1), at_once(2), later(3), at_once(4)]
+    assert await concurrently(calls) == [0, 1, 2, 3, 4]
+
+
+async def test_calls_with_cancel_scopes_of_their_own_run_concurrently() -> None:
+    # Each call enters its own scopes and waits inside them for the next call to start.
+    started = [anyio.Event() for _ in range(3)]
+
+    def call(n: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            with anyio.move_on_after(10), anyio.fail_after(10):
+                started[n].set()
+                if n + 1 < len(started):
+                    await started[n + 1].wait()
+                await anyio.lowlevel.checkpoint()
+            return n
+
+        return run
+
+    with anyio.fail_after(5):
+        assert await concurrently([call(n) for n in range(3)]) == [0, 1, 2]
+
+
+async def test_a_failure_leaves_the_callers_task_as_it_was(anyio_backend: str) -> None:
+    async def stubborn() -> int:
+        # swallows the cancellation that tells it a sibling failed
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            return -1
+        return 0  # pragma: no cover
+
+    async def fails() -> int:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError("boom")
+
+    for calls in ([stubborn, fails], [fails, stubborn]):
+        with anyio.fail_after(5), pytest.raises(ValueError, match="boom"):
+            await concurrently(calls)
+        # no cancellation left pending on this task: it still waits and times out normally
+        with anyio.move_on_after(0.01) as scope:
+            await anyio.sleep(1)
+        assert scope.cancelled_caught
+        if anyio_backend == "asyncio":
+            task = asyncio.current_task()
+            assert task is not None and task.cancelling() == 0

@@ -1,0 +1,63 @@
+"""Run a coroutine's first step in the caller's task, and go on with it only if it suspended.
+
+Most of what the kit awaits per message (hooks, a channel's ``on_event`` and ``deliver``) does
+its work without ever suspending. Arming a timer for such a call (`roomkit.core._bounded`) or
+spawning a task for it (`roomkit.core._concurrently`) costs more than the call itself, so the
+kit runs the first step itself: a call that finishes there needs neither. One that suspends
+is resumed *in the same task* by the awaitable `first_step` returns, which matters: anyio
+and trio tie a cancel scope to the task that entered it, and the coroutine may have entered
+one before suspending.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, TypeVar
+
+__all__ = ["first_step"]
+
+T = TypeVar("T")
+
+
+def first_step(awaitable: Awaitable[T]) -> tuple[bool, Any]:
+    """``(True, result)`` if ``awaitable`` is a coroutine that finished in its first step;
+    otherwise ``(False, rest)``, where awaiting ``rest`` (in this task) goes on with it.
+
+    An error raised in the first step propagates from here.
+    """
+    if type(awaitable) is not types.CoroutineType:
+        return False, awaitable
+    coroutine: Coroutine[Any, Any, T] = awaitable
+    try:
+        yielded = coroutine.send(None)
+    except StopIteration as finished:
+        return True, finished.value
+    return False, _resume(coroutine, yielded)
+
+
+@types.coroutine
+def _resume(coroutine: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    """Go on with a coroutine whose first step already ran and yielded ``yielded``.
+
+    What the task sends or throws in goes to the coroutine, what it yields goes to the task:
+    the same delegation as ``await``, picked up after the first step.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coroutine.close()
+            raise
+        except BaseException as thrown:
+            try:
+                yielded = coroutine.throw(thrown)
+            except StopIteration as finished:
+                result: T = finished.value
+                return result
+        else:
+            try:
+                yielded = coroutine.send(sent)
+            except StopIteration as finished:
+                result = finished.value
+                return result
