@@ -15,6 +15,7 @@ returned so the caller can fire ON_ERROR (QUIRK 9).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -22,9 +23,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import anyio
-
 from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.task import Observation, Task
@@ -380,17 +380,12 @@ class HookEngine:
         if not hooks:
             return []
         errors: list[HookError | None] = [None] * len(hooks)
-        if len(hooks) == 1:
-            # No task group for the common single-hook case.
-            await _run_async_one(hooks[0], event, context, errors, 0)
-        else:
-            last = len(hooks) - 1
-            async with anyio.create_task_group() as tg:
-                for i in range(last):
-                    reg = hooks[i]
-                    tg.start_soon(_run_async_one, reg, event, context, errors, i, name=reg.name)
-                # The last hook runs in this task: one task fewer to spawn.
-                await _run_async_one(hooks[last], event, context, errors, last)
+        await concurrently(
+            [
+                functools.partial(_run_async_one, reg, event, context, errors, slot)
+                for slot, reg in enumerate(hooks)
+            ]
+        )
         return [e for e in errors if e is not None]
 
 
