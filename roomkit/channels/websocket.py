@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
-
 from roomkit.channels.base import Channel
+from roomkit.core._concurrently import concurrently
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage
@@ -112,9 +112,13 @@ class WebSocketChannel(Channel):
         connections = list(self._connections.items())
         if not connections:
             return ChannelOutput.empty()
-        async with anyio.create_task_group() as tg:
-            for connection_id, send_fn in connections:
-                tg.start_soon(self._send_one, connection_id, send_fn, event)
+        # concurrently: a send that completes at once (a buffered write) costs no task.
+        await concurrently(
+            [
+                functools.partial(self._send_one, connection_id, send_fn, event)
+                for connection_id, send_fn in connections
+            ]
+        )
         return ChannelOutput.empty()
 
     async def _send_one(self, connection_id: str, send_fn: SendFn, event: RoomEvent) -> None:
