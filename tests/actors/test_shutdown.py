@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors import ActorDeadError, ActorSystem
+from actors import Actor, ActorDeadError, ActorSystem
 from eventlog import MemoryEventLog
 from tests.actors.models import Add, Block, Call, Counter, Journal, Probe, probes
 
@@ -109,6 +109,30 @@ async def test_past_the_shutdown_timeout_stuck_actors_are_cancelled() -> None:
         await anyio.wait_all_tasks_blocked()
     assert len(outcomes) == 2
     assert journal.stopped == []  # on_stop is skipped when cancelled by force
+    assert running_tasks() == before
+
+
+async def test_exit_waits_for_cancelled_actors_to_finish_their_cleanup() -> None:
+    before = running_tasks()
+    cleaned: list[str] = []
+
+    class SlowToLeave(Actor):
+        async def receive(self, message: object) -> object:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.05)
+                cleaned.append(self.key)
+            return None  # pragma: no cover - never reached: it sleeps until cancelled
+
+    system = ActorSystem(shutdown_timeout=0.01)
+    system.register("slow", SlowToLeave)
+    async with system:
+        for key in "ab":
+            await system.ref("slow", key).tell("hold")
+        await anyio.wait_all_tasks_blocked()
+    assert sorted(cleaned) == ["a", "b"]
     assert running_tasks() == before
 
 
