@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import uuid4
 
-import anyio
-
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._commands import (
     EnsureParticipant,
@@ -155,12 +153,12 @@ class InboundMixin(HelpersMixin):
         if outcome.timed_out:
             return await self._process_timed_out(room_id)
         if not self._settled(runtime, outcome):
-            # A cancel scope, some 6 µs, only when the turn still runs once the room answered.
+            # A timer only when the turn still runs once the room answered.
             deadline = outcome.budget_deadline
             left = math.inf if deadline is None else deadline - time.perf_counter()
-            with anyio.move_on_after(left) as scope:
-                await self._settle(runtime, outcome)
-            if scope.cancelled_caught:
+            try:
+                await bounded(self._settle(runtime, outcome), left)
+            except TimedOut:
                 return await self._process_timed_out(room_id)
         return await self._inbound_result(room_id, outcome)
 
