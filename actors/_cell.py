@@ -278,6 +278,7 @@ class Cell(Mailbox):
                     return True
                 continue
             if outcome is _Outcome.RETIRE:
+                self._call_on_idle(actor)
                 return False
             self.actor = None
             await self._call_on_stop(actor)
@@ -400,6 +401,12 @@ class Cell(Mailbox):
         dropped = self.fail_all(dead)
         if dropped:
             logger.warning("actor %s/%s: %d told message(s) dropped", self.kind, self.key, dropped)
+
+    def _call_on_idle(self, actor: Actor) -> None:
+        try:
+            actor.on_idle()
+        except Exception:
+            logger.exception("on_idle of actor %s/%s failed", self.kind, self.key)
 
     async def _call_on_stop(self, actor: Actor) -> None:
         try:

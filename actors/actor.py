@@ -23,7 +23,8 @@ class Actor(abc.ABC):
     over). Keep no state elsewhere than in the instance (or in the event log).
 
     Lifecycle: ``on_start`` once the instance is bound to its system (and, for an event-sourced
-    actor, its state recovered); ``receive`` for each message; ``on_stop`` when it is retired.
+    actor, its state recovered); ``receive`` for each message; ``on_idle`` each time it returns
+    its task (idle for ``task_linger``, still active); ``on_stop`` when it is retired.
 
     Attributes:
         key: the actor's key, unique within its kind.
@@ -91,6 +92,13 @@ class Actor(abc.ABC):
         Raises:
             Exception: fails this message only: the asker gets it, a told message's failure is
                 logged, and the actor goes on (unless the supervision policy escalates it).
+        """
+
+    def on_idle(self) -> None:  # noqa: B027 - a hook, empty on purpose
+        """Run when the actor returns its task, idle for ``task_linger``; it stays active.
+
+        A chance to let go of what it can rebuild (caches), so that an idle actor costs little
+        memory. Synchronous, and it must not send messages. Exceptions are logged and ignored.
         """
 
     async def on_stop(self) -> None:  # noqa: B027 - a hook, empty on purpose

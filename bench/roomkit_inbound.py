@@ -268,6 +268,47 @@ async def memory(
     return rows
 
 
+async def conversation_memory(
+    name: str, logs: LogFactory, rooms: int = 200, messages: int = 60
+) -> list[Row]:
+    """What a room costs after a conversation whose history was read (an AI channel, a
+    moderation hook): while its actors hold their tasks, then idle (past task_linger)."""
+    rows: list[Row] = []
+    gc.collect()
+    tracemalloc.start()
+    async with logs() as log, RoomKit(log=log, idle_timeout=None) as kit:
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def reads_the_history(event: RoomEvent, context: RoomContext) -> None:
+            len(context.recent_events)
+
+        await _room(kit, "warm", 1)
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for r in range(rooms):
+            await _room(kit, f"talk-{r}", 1)
+            for n in range(messages):
+                await kit.process_inbound(message("in", n), room_id=f"talk-{r}")
+        gc.collect()
+        busy = tracemalloc.get_traced_memory()[0]
+        await anyio.sleep(_TASK_LINGER + 0.5)
+        gc.collect()
+        idle = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    label = f"(d) memory per room after {messages} messages, history read ({rooms:,})"
+    rows.append(row(name, label, (busy - before) / rooms, "bytes", "actors active"))
+    rows.append(
+        row(
+            name,
+            f"{label}, idle > {_TASK_LINGER:g} s",
+            (idle - before) / rooms,
+            "bytes",
+            "recent events kept as JSON only",
+        )
+    )
+    return rows
+
+
 def import_time() -> list[Row]:
     code = "import time; t = time.perf_counter(); import roomkit; print(time.perf_counter() - t)"
     full = (
@@ -307,6 +348,7 @@ async def bench_inbound(name: str, logs: LogFactory, *, quick: bool = False) -> 
     rows += await many_rooms(name, logs, 1_000 // scale, gc_threshold=TUNED_GC)
     rows += await fan_out(name, logs, 5_000 // scale)
     rows += await memory(name, logs, 10_000 // scale, 20_000 // scale)
+    rows += await conversation_memory(name, logs, 200 // scale)
     return rows
 
 

@@ -88,6 +88,8 @@ class RoomDelivery:
         except Exception:
             logger.exception("room %s: post-commit work failed", self._room_id)
         finally:
+            # Not kept past its job: a context may hold fifty recent events as models.
+            self._context = None
             self._services.turns.delivered(work.root)
 
     async def _lifecycle(self, work: RunLifecycle, context: RoomContext) -> None:

@@ -75,6 +75,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     def initial_state(self) -> RoomState:
         return RoomState()
 
+    def on_idle(self) -> None:
+        # A room whose history was read (an AI channel, a hook) holds its recent events as
+        # models too, ~3 KB each: an idle room keeps only their JSON.
+        self.state.recent.forget_models()
+
     def evolve(self, state: RoomState, event: Fact) -> RoomState:
         return evolve(state, event.domain, event.model)
 

@@ -51,10 +51,24 @@ DELIVERY = "room-delivery"
 class RuntimeSettings:
     mailbox_size: int = 256
     idle_timeout: float | None = 300.0
+    task_linger: float | None = 1.0
     snapshot_every: int | None = 1000
     ask_timeout: float = 30.0
     # How long delivery outcomes may wait for a room's next append (see _outcome_flusher.py).
     outcome_delay: float = 0.05
+
+    def __post_init__(self) -> None:
+        # Checked when the kit is made, not when its first call starts the actor system.
+        if self.mailbox_size < 1:
+            raise ValueError(f"mailbox_size must be >= 1, got {self.mailbox_size!r}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive or None, got {self.idle_timeout!r}")
+        if self.task_linger is not None and not self.task_linger >= 0:
+            raise ValueError(f"task_linger must be >= 0 or None, got {self.task_linger!r}")
+        if self.snapshot_every is not None and self.snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1 or None, got {self.snapshot_every!r}")
+        if not self.outcome_delay >= 0:
+            raise ValueError(f"outcome_delay must be >= 0, got {self.outcome_delay!r}")
 
 
 class KitRuntime:
@@ -133,6 +147,7 @@ class KitRuntime:
             kit._log,
             mailbox_size=settings.mailbox_size,
             idle_timeout=settings.idle_timeout,
+            task_linger=settings.task_linger,
             snapshot_every=settings.snapshot_every,
         )
         system.register(ROOM, lambda key: RoomActor(key, self.services))

@@ -123,6 +123,61 @@ async def test_an_idle_actor_can_give_back_its_task_and_stay_active(
     assert journal.started == ["a"]
 
 
+async def test_an_actor_hears_on_idle_each_time_it_gives_back_its_task() -> None:
+    idled: list[int] = []
+
+    class Forgetful(Actor):
+        def __init__(self, key: str) -> None:
+            super().__init__(key)
+            self.cache: list[object] | None = None
+            self.handled = 0
+
+        async def receive(self, message: object) -> object:
+            self.handled += 1
+            had_cache = self.cache is not None
+            self.cache = [message]
+            return had_cache
+
+        def on_idle(self) -> None:
+            idled.append(self.handled)
+            self.cache = None
+
+    system = ActorSystem(task_linger=0)
+    system.register("forgetful", Forgetful)
+    async with system:
+        ref = system.ref("forgetful", "a")
+        assert await ref.ask("first") is False
+        await anyio.wait_all_tasks_blocked()
+        assert idled == [1]
+        # A burst is handled by one task: the cache lives through it, on_idle comes once.
+        for n in range(3):
+            await ref.tell(n)
+        assert await ref.ask("last of the burst") is True
+        await anyio.wait_all_tasks_blocked()
+        assert idled == [1, 5]
+        assert system.is_active("forgetful", "a")  # idle, not passivated
+
+
+async def test_a_failing_on_idle_is_logged_and_the_actor_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Clumsy(Actor):
+        async def receive(self, message: object) -> object:
+            return message
+
+        def on_idle(self) -> None:
+            raise RuntimeError("cannot let go")
+
+    system = ActorSystem(task_linger=0)
+    system.register("clumsy", Clumsy)
+    async with system:
+        ref = system.ref("clumsy", "a")
+        assert await ref.ask(1) == 1
+        await anyio.wait_all_tasks_blocked()
+        assert await ref.ask(2) == 2
+    assert "on_idle of actor clumsy/a failed" in caplog.text
+
+
 async def test_the_sweeper_retires_lingering_tasks() -> None:
     retired = anyio.Event()
 

@@ -1,0 +1,65 @@
+"""What an idle room keeps: once its actors give back their tasks, no event models."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from uuid import uuid4
+
+import anyio
+import pytest
+
+from roomkit import HookTrigger, RoomContext, RoomEvent, RoomKit
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+def _live_event_models(room_id: str) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, RoomEvent) and o.room_id == room_id)
+
+
+async def test_an_idle_room_keeps_its_history_as_json_only(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit(task_linger=0) as kit:
+        seen: list[list[str]] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def reads_the_history(event: RoomEvent, context: RoomContext) -> None:
+            # As an AI channel or a moderation hook does: the room's events become models.
+            seen.append([past.id for past in context.recent_events])
+
+        channels = [SimpleChannel("sms"), SimpleChannel("ws")]
+        for channel in channels:
+            kit.register_channel(channel)
+        room_id = f"idle-{uuid4().hex}"  # other tests' events may still be alive
+        await kit.create_room(room_id=room_id)
+        for channel in channels:
+            await kit.attach_channel(room_id, channel.channel_id)
+        ids = []
+        for n in range(5):
+            result = await kit.process_inbound(text("sms", f"hello {n}"), room_id=room_id)
+            assert result.event is not None
+            ids.append(result.event.id)
+        del result
+        for channel in channels:
+            channel.delivered.clear()
+            channel.seen.clear()
+        await anyio.wait_all_tasks_blocked()
+        assert _live_event_models(room_id) == 0
+
+        # The next message sees the same history, read again from the JSON.
+        await kit.process_inbound(text("sms", "again"), room_id=room_id)
+        assert seen[-1][-5:] == ids
+
+
+def test_actor_settings_are_checked_when_the_kit_is_made() -> None:
+    for settings in (
+        {"task_linger": -1},
+        {"idle_timeout": 0},
+        {"mailbox_size": 0},
+        {"snapshot_every": 0},
+        {"outcome_delay": -0.1},
+    ):
+        with pytest.raises(ValueError, match=next(iter(settings))):
+            RoomKit(**settings)  # type: ignore[arg-type]
