@@ -7,12 +7,14 @@ code that never reaches an ``await`` that suspends cannot be interrupted by any 
 there, no timer is armed at all. A coroutine that suspends is resumed under a timer whose
 deadline counts from before its first step.
 
-On asyncio the timer is ``asyncio.timeout_at``, not an anyio cancel scope: anyio keeps a
-stack of scopes per task, and a scope entered *after* the coroutine entered (and suspended
-inside) its own scopes would sit above them on that stack, which anyio refuses when they
-exit. ``asyncio.timeout_at`` keeps no such stack; anyio's scopes cooperate with it through
-``Task.cancelling()``/``uncancel()``. On other backends (trio) the whole await runs in an
-anyio cancel scope, as before.
+On asyncio the timer is ``asyncio.timeout_at``, so a hook's time runs out as under 0.3.0's
+``asyncio.wait_for``: one asyncio cancellation, which anyio shields inside the hook do not hold
+off, and which the hook may swallow and return (its result is then returned). An anyio cancel
+scope would repeat the cancellation and respect shields, but entering one costs as much as the
+timer saved (a scope must also be entered *before* the first step: anyio keeps a stack of
+scopes per task, and one entered after the coroutine entered and suspended inside its own
+scopes would sit above them, which anyio refuses when they exit). On trio the whole await runs
+in an anyio cancel scope.
 """
 
 from __future__ import annotations

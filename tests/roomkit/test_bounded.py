@@ -143,3 +143,21 @@ async def test_awaitables_other_than_coroutines_are_bounded_too() -> None:
 
     with pytest.raises(TimedOut):
         await bounded(Later(), 0.05)
+
+
+async def test_the_limit_cancels_as_the_backend_does(anyio_backend: str) -> None:
+    # asyncio: one cancellation, as 0.3.0's asyncio.wait_for; trio: anyio's cancel scope,
+    # which cancels again at the next wait.
+    async def retries_once() -> str:
+        try:
+            await anyio.sleep(10)
+        except anyio.get_cancelled_exc_class():
+            pass
+        await anyio.sleep(0.01)
+        return "answered on the second attempt"
+
+    if anyio_backend == "asyncio":
+        assert await bounded(retries_once(), 0.05) == "answered on the second attempt"
+    else:
+        with pytest.raises(TimedOut):
+            await bounded(retries_once(), 0.05)
