@@ -10,13 +10,16 @@ On trio it uses an anyio task group.
 
 Most channels deliver without suspending (they hand the message to a queue, a buffer or a
 mock), and a task for a call that never waits is pure cost. So on asyncio the calls' first
-steps run here, one after the other, as their tasks' first steps would have: only when one
-suspends do the calls after it get tasks of their own, while it goes on in this task.
+steps run here, one after the other, as their tasks' first steps would have, each in a copy
+of the caller's context: only when one suspends do the calls after it get tasks of their own,
+while it goes on in this task. (``asyncio.current_task()`` is then the caller's task for the
+calls run here.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -35,8 +38,8 @@ async def concurrently(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     Raises:
         BaseException: the first error of a call (the others are cancelled first).
     """
-    if len(calls) <= 1:
-        return [await call() for call in calls]
+    if not calls:
+        return []
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
@@ -55,7 +58,10 @@ async def _in_asyncio_tasks(
 ) -> list[T]:
     results: list[T] = []
     for slot, call in enumerate(calls):
-        done, rest = first_step(call())
+        # Each call in a copy of the caller's context, as in a task of its own: a hook or a
+        # channel setting a context variable (a logging or tracing binding) does not leak it
+        # into the calls after it or into the long-lived worker that called them.
+        done, rest = first_step(call(), contextvars.copy_context())
         if done:
             results.append(rest)
             continue
@@ -90,6 +96,9 @@ class _Failures:
 
     def __init__(self, tasks: list[asyncio.Task[Any]]) -> None:
         self._caller = asyncio.current_task()
+        # Cancellations already requested before (the caller cleaning up after one): only
+        # what is left above them after withdrawing ours is another cancellation.
+        self._cancelling = self._caller.cancelling() if self._caller is not None else 0
         self._armed = True
         self._cancelled_caller = False
         self._first: BaseException | None = None
@@ -112,7 +121,7 @@ class _Failures:
         if not self._cancelled_caller or self._caller is None:
             return None
         self._cancelled_caller = False
-        return self._first if self._caller.uncancel() == 0 else None
+        return self._first if self._caller.uncancel() <= self._cancelling else None
 
 
 async def _in_task_group(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
@@ -123,9 +132,8 @@ async def _in_task_group(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]
 
     try:
         async with anyio.create_task_group() as tg:
-            for slot in range(len(calls) - 1):
+            for slot in range(len(calls)):  # each in a task: its own context variables
                 tg.start_soon(run_into, slot)
-            await run_into(len(calls) - 1)
     except BaseExceptionGroup as group:
         # The first error as it is, like the asyncio path (the rest were cancellations).
         errors = [

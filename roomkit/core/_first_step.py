@@ -7,12 +7,17 @@ kit runs the first step itself: a call that finishes there needs neither. One th
 is resumed *in the same task* by the awaitable `first_step` returns, which matters: anyio
 and trio tie a cancel scope to the task that entered it, and the coroutine may have entered
 one before suspending.
+
+``context``: run every step of the coroutine in that ``contextvars.Context``, as a task of its
+own would; a call that sets a context variable then does not change it for the caller or for
+the calls that run after it.
 """
 
 from __future__ import annotations
 
 import types
 from collections.abc import Awaitable, Coroutine, Generator
+from contextvars import Context
 from typing import Any, TypeVar
 
 __all__ = ["first_step"]
@@ -20,20 +25,23 @@ __all__ = ["first_step"]
 T = TypeVar("T")
 
 
-def first_step(awaitable: Awaitable[T]) -> tuple[bool, Any]:
+def first_step(awaitable: Awaitable[T], context: Context | None = None) -> tuple[bool, Any]:
     """``(True, result)`` if ``awaitable`` is a coroutine that finished in its first step;
     otherwise ``(False, rest)``, where awaiting ``rest`` (in this task) goes on with it.
 
-    An error raised in the first step propagates from here.
+    An error raised in the first step propagates from here. Anything but a coroutine is
+    returned as ``rest`` untouched (and then runs in the caller's context).
     """
     if type(awaitable) is not types.CoroutineType:
         return False, awaitable
     coroutine: Coroutine[Any, Any, T] = awaitable
     try:
-        yielded = coroutine.send(None)
+        yielded = coroutine.send(None) if context is None else context.run(coroutine.send, None)
     except StopIteration as finished:
         return True, finished.value
-    return False, _resume(coroutine, yielded)
+    if context is None:
+        return False, _resume(coroutine, yielded)
+    return False, _resume_in(context, coroutine, yielded)
 
 
 @types.coroutine
@@ -58,6 +66,31 @@ def _resume(coroutine: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, A
         else:
             try:
                 yielded = coroutine.send(sent)
+            except StopIteration as finished:
+                result = finished.value
+                return result
+
+
+@types.coroutine
+def _resume_in(
+    context: Context, coroutine: Coroutine[Any, Any, T], yielded: Any
+) -> Generator[Any, Any, T]:
+    """`_resume`, each step run in ``context``."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            context.run(coroutine.close)
+            raise
+        except BaseException as thrown:
+            try:
+                yielded = context.run(coroutine.throw, thrown)
+            except StopIteration as finished:
+                result: T = finished.value
+                return result
+        else:
+            try:
+                yielded = context.run(coroutine.send, sent)
             except StopIteration as finished:
                 result = finished.value
                 return result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -152,3 +154,53 @@ async def test_a_failure_leaves_the_callers_task_as_it_was(anyio_backend: str) -
         if anyio_backend == "asyncio":
             task = asyncio.current_task()
             assert task is not None and task.cancelling() == 0
+
+
+async def test_each_call_has_its_own_context_variables() -> None:
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="unset")
+    seen: list[str] = []
+
+    def call(n: int, suspend: bool) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            seen.append(tag.get())
+            tag.set(f"call {n}")  # as a logging or tracing binding would
+            if suspend:
+                await anyio.lowlevel.checkpoint()
+            seen.append(tag.get())
+            return n
+
+        return run
+
+    calls = [call(0, False), call(1, True), call(2, False), call(3, True)]
+    assert await concurrently(calls) == [0, 1, 2, 3]
+    assert sorted(seen) == sorted(["unset"] * 4 + [f"call {n}" for n in range(4)])
+    assert tag.get() == "unset"  # nothing leaked into the caller
+
+
+async def test_a_failure_is_reported_when_the_caller_was_already_being_cancelled(
+    anyio_backend: str,
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("Task.cancelling() is asyncio's")
+    task = asyncio.current_task()
+    assert task is not None
+
+    async def stuck() -> int:
+        await anyio.sleep_forever()
+        return 0  # pragma: no cover
+
+    async def fails() -> int:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError("boom")
+
+    # A caller cleaning up after a cancellation it caught without uncancel().
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(1)
+    assert task.cancelling() == 1
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            await concurrently([stuck, fails])
+        assert task.cancelling() == 1
+    finally:
+        task.uncancel()
