@@ -292,32 +292,48 @@ class ActorSystem:
         tg = self._tg
         assert tg is not None, "__aexit__ without __aenter__"
         self._state = _State.CLOSING
+        # The shield holds off anyio's cancellation, not a plain asyncio Task.cancel() (an
+        # asyncio.wait_for or TaskGroup around the exit): that one is noted, the shutdown goes
+        # on to its end, so that no actor task outlives the system, and then it propagates.
+        interrupted: BaseException | None = None
         try:
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self._shutdown_timeout) as drain:
-                    for cell in list(self._cells.values()):
-                        self._stop_cell(cell)
-                    if self._live:
-                        self._drained = anyio.Event()
-                        await self._drained.wait()
-                if drain.cancelled_caught:
-                    logger.warning(
-                        "actor system: %d actor(s) still running after the %.1f s shutdown "
-                        "timeout; cancelling them",
-                        self._live,
-                        self._shutdown_timeout,
-                    )
+                try:
+                    await self._drain()
+                except BaseException as exc:
+                    interrupted = exc
                 for cell in list(self._running):
                     cell.cancel()
                 tg.cancel_scope.cancel()
                 while self._tasks:  # the cells' plain tasks, which the group does not wait for
-                    await asyncio.wait(set(self._tasks))
+                    try:
+                        await asyncio.wait(set(self._tasks))
+                    except BaseException as exc:
+                        interrupted = interrupted or exc
             # The body's own exception (if any) propagates from the caller's frame unchanged;
             # passing it to the task group would wrap it in an ExceptionGroup.
             await tg.__aexit__(None, None, None)
         finally:
             self._state = _State.CLOSED
             self._deadlines.fail_all(ActorDeadError("the actor system stopped"))
+        if interrupted is not None:
+            raise interrupted
+
+    async def _drain(self) -> None:
+        """Stop every actor and wait for them, at most ``shutdown_timeout``."""
+        with anyio.move_on_after(self._shutdown_timeout) as drain:
+            for cell in list(self._cells.values()):
+                self._stop_cell(cell)
+            if self._live:
+                self._drained = anyio.Event()
+                await self._drained.wait()
+        if drain.cancelled_caught:
+            logger.warning(
+                "actor system: %d actor(s) still running after the %.1f s shutdown "
+                "timeout; cancelling them",
+                self._live,
+                self._shutdown_timeout,
+            )
 
     # -- internals, called by refs and cells -----------------------------------------------------
 
@@ -362,7 +378,9 @@ class ActorSystem:
         # task costs ~4. The group's guarantees are kept here: the system waits for these
         # tasks when it stops, and a cell's task is never cancelled from outside (it runs
         # shielded in the group too); the system stops it with Cell.cancel.
-        task = loop.create_task(cell.run(), name=f"actor {cell.kind}/{cell.key}")
+        # asyncio.Task itself, not loop.create_task: an eager task factory (Python 3.12+)
+        # would start the cell inside the sender's offer().
+        task = asyncio.Task(cell.run(), loop=loop, name=f"actor {cell.kind}/{cell.key}")
         self._tasks.add(task)
         task.add_done_callback(self._task_ended)
 

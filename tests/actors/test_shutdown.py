@@ -136,6 +136,44 @@ async def test_exit_waits_for_cancelled_actors_to_finish_their_cleanup() -> None
     assert running_tasks() == before
 
 
+async def test_a_plain_asyncio_cancellation_of_the_exit_still_waits_for_every_actor(
+    anyio_backend: str,
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("a plain Task.cancel() exists on asyncio only")
+    import asyncio
+
+    cleaning = anyio.Event()
+    cleaned: list[str] = []
+
+    class SlowToLeave(Actor):
+        async def receive(self, message: object) -> object:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                cleaning.set()
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.05)
+                cleaned.append(self.key)
+            return None  # pragma: no cover - never reached: it sleeps until cancelled
+
+    async def run_system() -> None:
+        system = ActorSystem(shutdown_timeout=0.01)
+        system.register("slow", SlowToLeave)
+        async with system:
+            await system.ref("slow", "a").tell("hold")
+            await anyio.wait_all_tasks_blocked()
+
+    before = running_tasks()
+    closing = asyncio.ensure_future(run_system())
+    await cleaning.wait()  # the system is waiting for the actor's cleanup
+    closing.cancel()  # as asyncio.wait_for or a TaskGroup around the exit would
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert cleaned == ["a"]  # the exit waited for it, then propagated the cancellation
+    assert running_tasks() == before
+
+
 async def test_cancelling_the_enclosing_scope_still_drains_then_propagates() -> None:
     journal = Journal()
     system = ActorSystem()
