@@ -40,7 +40,7 @@ def _model(raw: Json) -> RoomEvent:
 class RecentEvents:
     """The last ``RECENT_EVENTS`` events of a room, oldest first; see the module docstring."""
 
-    __slots__ = ("_appended", "_models", "_raw")
+    __slots__ = ("_appended", "_models", "_raw", "_resting")
 
     def __init__(self, raw: Iterable[Json] = ()) -> None:
         # A list, not a bounded deque: a deque takes a 64-slot block (~0.5 KB) even for the
@@ -48,6 +48,7 @@ class RecentEvents:
         self._raw: list[Json] = list(raw)[-RECENT_EVENTS:]
         self._models: deque[RoomEvent] | None = None  # once somebody read them
         self._appended = 0  # identifies the current window, for contexts made earlier
+        self._resting = False  # idle: reads validate the events but the room keeps no models
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -72,12 +73,15 @@ class RecentEvents:
         if len(self._raw) > RECENT_EVENTS:
             del self._raw[0]
         self._appended += 1
+        self._resting = False
         if self._models is not None:
             self._models.append(model if model is not None else _model(raw))
 
     def forget_models(self) -> None:
-        """Keep the JSON only (the room is idle); the next read validates the events again."""
+        """Keep the JSON only (the room is idle) until the next event: a late read (an async
+        hook of the last message) validates the events for itself, not for the room."""
         self._models = None
+        self._resting = True
 
     def raw(self) -> list[Json]:
         """The events' JSON, oldest first (what a snapshot stores)."""
@@ -91,8 +95,8 @@ class RecentEvents:
         return LazyEvents(self, tuple(self._raw), self._appended)
 
     def _load(self, raws: tuple[Json, ...], appended: int) -> list[RoomEvent]:
-        if appended != self._appended:
-            return [_model(raw) for raw in raws]  # an older window: not worth keeping
+        if appended != self._appended or self._resting:
+            return [_model(raw) for raw in raws]  # an older window, or an idle room
         if self._models is None:
             self._models = deque((_model(raw) for raw in raws), maxlen=RECENT_EVENTS)
         return list(self._models)

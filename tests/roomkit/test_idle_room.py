@@ -9,7 +9,7 @@ from uuid import uuid4
 import anyio
 import pytest
 
-from roomkit import HookTrigger, RoomContext, RoomEvent, RoomKit
+from roomkit import HookExecution, HookTrigger, RoomContext, RoomEvent, RoomKit
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -51,6 +51,36 @@ async def test_an_idle_room_keeps_its_history_as_json_only(
         # The next message sees the same history, read again from the JSON.
         await kit.process_inbound(text("sms", "again"), room_id=room_id)
         assert seen[-1][-5:] == ids
+
+
+async def test_a_late_read_of_the_history_does_not_fill_an_idle_room_again(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit(task_linger=0, wait_for_delivery=False) as kit:
+        gate = anyio.Event()
+        read: list[int] = []
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def reads_after_a_while(event: RoomEvent, context: RoomContext) -> None:
+            await gate.wait()  # e.g. after a slow AI reply: the room is idle by then
+            read.append(len(context.recent_events))
+
+        channels = [SimpleChannel("sms"), SimpleChannel("ws")]
+        for channel in channels:
+            kit.register_channel(channel)
+        room_id = f"idle-{uuid4().hex}"
+        await kit.create_room(room_id=room_id)
+        for channel in channels:
+            await kit.attach_channel(room_id, channel.channel_id)
+        await kit.process_inbound(text("sms", "hello"), room_id=room_id)
+        await anyio.wait_all_tasks_blocked()  # the room's actor gave back its task
+        gate.set()
+        await anyio.wait_all_tasks_blocked()
+        assert read == [3]  # two channel_attached system events and the message
+        for channel in channels:
+            channel.delivered.clear()
+            channel.seen.clear()
+        assert _live_event_models(room_id) == 0
 
 
 def test_actor_settings_are_checked_when_the_kit_is_made() -> None:

@@ -129,3 +129,17 @@ def test_events_replayed_without_their_model_are_validated_only_when_read() -> N
     fresh = RecentEvents()
     fresh.append(dump(replayed))
     assert isinstance(fresh.view(), LazyEvents) and fresh.view() == [replayed]
+
+
+def test_an_idle_room_forgets_the_models_until_its_next_event() -> None:
+    recent, events = _recent(2)
+    assert list(recent.view()) == events  # read: the room keeps the models
+    recent.forget_models()
+    late = recent.view()
+    assert isinstance(late, LazyEvents)
+    assert late == events  # a late read still sees the events...
+    assert isinstance(recent.view(), LazyEvents)  # ...but the idle room keeps no models
+    later = _event(2)
+    recent.append(dump(later), later)
+    assert list(recent.view()) == [*events, later]  # busy again: read, kept
+    assert not isinstance(recent.view(), LazyEvents)
