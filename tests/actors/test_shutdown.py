@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import pytest
 
@@ -112,22 +114,32 @@ async def test_past_the_shutdown_timeout_stuck_actors_are_cancelled() -> None:
     assert running_tasks() == before
 
 
-async def test_exit_waits_for_cancelled_actors_to_finish_their_cleanup() -> None:
-    before = running_tasks()
-    cleaned: list[str] = []
+def slow_to_leave(
+    cleaned: list[str], cleaning: anyio.Event | None = None
+) -> Callable[[str], Actor]:
+    """Actors that hold every message until cancelled, then take 50 ms (shielded) to clean up
+    and note their key in ``cleaned``; ``cleaning`` is set when the cleanup starts."""
 
     class SlowToLeave(Actor):
         async def receive(self, message: object) -> object:
             try:
                 await anyio.sleep_forever()
             finally:
+                if cleaning is not None:
+                    cleaning.set()
                 with anyio.CancelScope(shield=True):
                     await anyio.sleep(0.05)
                 cleaned.append(self.key)
             return None  # pragma: no cover - never reached: it sleeps until cancelled
 
+    return SlowToLeave
+
+
+async def test_exit_waits_for_cancelled_actors_to_finish_their_cleanup() -> None:
+    before = running_tasks()
+    cleaned: list[str] = []
     system = ActorSystem(shutdown_timeout=0.01)
-    system.register("slow", SlowToLeave)
+    system.register("slow", slow_to_leave(cleaned))
     async with system:
         for key in "ab":
             await system.ref("slow", key).tell("hold")
@@ -146,20 +158,9 @@ async def test_a_plain_asyncio_cancellation_of_the_exit_still_waits_for_every_ac
     cleaning = anyio.Event()
     cleaned: list[str] = []
 
-    class SlowToLeave(Actor):
-        async def receive(self, message: object) -> object:
-            try:
-                await anyio.sleep_forever()
-            finally:
-                cleaning.set()
-                with anyio.CancelScope(shield=True):
-                    await anyio.sleep(0.05)
-                cleaned.append(self.key)
-            return None  # pragma: no cover - never reached: it sleeps until cancelled
-
     async def run_system() -> None:
         system = ActorSystem(shutdown_timeout=0.01)
-        system.register("slow", SlowToLeave)
+        system.register("slow", slow_to_leave(cleaned, cleaning))
         async with system:
             await system.ref("slow", "a").tell("hold")
             await anyio.wait_all_tasks_blocked()
