@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,8 @@ import anyio
 from roomkit.core._first_step import first_step
 
 __all__ = ["concurrently"]
+
+logger = logging.getLogger("roomkit.concurrently")
 
 T = TypeVar("T")
 
@@ -79,11 +82,25 @@ async def _in_asyncio_tasks(
             if tasks:
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait(tasks)
+                _log_other_failures(tasks, (failure, error))
             if failure is not None and isinstance(error, asyncio.CancelledError):
                 raise failure from None
             raise
         break
     return results
+
+
+def _log_other_failures(
+    tasks: list[asyncio.Task[Any]], reported: tuple[BaseException | None, ...]
+) -> None:
+    """Log what the cancelled calls raised besides the error that propagates (and mark it
+    retrieved: asyncio would otherwise complain when the task is collected)."""
+    for task in tasks:
+        if task.cancelled():
+            continue
+        error = task.exception()
+        if error is not None and error not in reported:
+            logger.warning("a concurrent call also failed: %r", error, exc_info=error)
 
 
 class _Failures:

@@ -204,3 +204,25 @@ async def test_a_failure_is_reported_when_the_caller_was_already_being_cancelled
         assert task.cancelling() == 1
     finally:
         task.uncancel()
+
+
+async def test_what_a_cancelled_call_raises_besides_is_logged(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("the task group reports every error itself on trio")
+
+    async def fails() -> int:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError("boom")
+
+    async def fails_when_cancelled() -> int:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            raise RuntimeError("cleanup failed too") from None
+        return 0  # pragma: no cover
+
+    with pytest.raises(ValueError, match="boom"):
+        await concurrently([fails, fails_when_cancelled])
+    assert "cleanup failed too" in caplog.text
