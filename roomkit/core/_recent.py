@@ -89,7 +89,9 @@ class RecentEvents:
 
     def view(self) -> MutableSequence[RoomEvent]:
         """The events for a ``RoomContext``: a list of the models, or a ``LazyEvents``."""
-
+        # Only a busy room makes contexts: reads from now on are the room's own again (the
+        # first message after a pause validates the events once, not once per reader).
+        self._resting = False
         if self._models is not None:
             return list(self._models)
         return LazyEvents(self, tuple(self._raw), self._appended)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from uuid import uuid4
 
 import anyio
+import msgspec
 import pytest
 
 from roomkit import HookExecution, HookTrigger, RoomContext, RoomEvent, RoomKit
@@ -81,6 +82,45 @@ async def test_a_late_read_of_the_history_does_not_fill_an_idle_room_again(
             channel.delivered.clear()
             channel.seen.clear()
         assert _live_event_models(room_id) == 0
+
+
+async def test_after_a_pause_the_history_is_validated_once_for_every_reader(
+    make_kit: Callable[..., RoomKit], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import roomkit.core._recent as recent_module
+
+    validated: list[int] = []
+    validate = recent_module._model
+
+    def counting(raw: msgspec.Raw) -> RoomEvent:
+        validated.append(1)
+        return validate(raw)
+
+    monkeypatch.setattr(recent_module, "_model", counting)
+    async with make_kit(task_linger=0) as kit:
+        read: list[int] = []
+
+        async def reads_the_history(event: RoomEvent, context: RoomContext) -> None:
+            read.append(len(context.recent_events))
+
+        kit.hook(HookTrigger.BEFORE_BROADCAST, name="moderation")(reads_the_history)
+        kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, name="ai")(
+            reads_the_history
+        )
+        channels = [SimpleChannel("sms"), SimpleChannel("ws")]
+        for channel in channels:
+            kit.register_channel(channel)
+        room_id = f"idle-{uuid4().hex}"
+        await kit.create_room(room_id=room_id)
+        for channel in channels:
+            await kit.attach_channel(room_id, channel.channel_id)
+        await kit.process_inbound(text("sms", "hello"), room_id=room_id)
+        await anyio.wait_all_tasks_blocked()  # idle: the models are forgotten
+        validated.clear()
+        await kit.process_inbound(text("sms", "again"), room_id=room_id)
+        assert read[-2:] == [3, 4]
+        # The three events before the message, once: both readers share them.
+        assert len(validated) == 3
 
 
 def test_actor_settings_are_checked_when_the_kit_is_made() -> None:

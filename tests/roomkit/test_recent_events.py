@@ -131,15 +131,18 @@ def test_events_replayed_without_their_model_are_validated_only_when_read() -> N
     assert isinstance(fresh.view(), LazyEvents) and fresh.view() == [replayed]
 
 
-def test_an_idle_room_forgets_the_models_until_its_next_event() -> None:
+def test_an_idle_room_forgets_the_models_until_it_is_busy_again() -> None:
     recent, events = _recent(2)
     assert list(recent.view()) == events  # read: the room keeps the models
-    recent.forget_models()
-    late = recent.view()
+    recent.forget_models()  # the room goes idle
+    late = recent.view()  # ... the context of a message still being delivered
+    woken = recent.view()
+    recent.forget_models()  # idle again before anybody read them
     assert isinstance(late, LazyEvents)
     assert late == events  # a late read still sees the events...
-    assert isinstance(recent.view(), LazyEvents)  # ...but the idle room keeps no models
-    later = _event(2)
-    recent.append(dump(later), later)
-    assert list(recent.view()) == [*events, later]  # busy again: read, kept
+    assert isinstance(recent.view(), LazyEvents)  # ...but the idle room kept no models
+    # Busy again (a new context): its reads are the room's, kept once for every reader.
+    assert woken == events
+    fresh = recent.view()
+    assert fresh == events
     assert not isinstance(recent.view(), LazyEvents)
