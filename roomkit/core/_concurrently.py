@@ -79,27 +79,30 @@ async def _in_asyncio_tasks(
             failure = failures.close()
             for task in tasks:
                 task.cancel()
+            raised = (
+                failure
+                if failure is not None and isinstance(error, asyncio.CancelledError)
+                else error
+            )
             if tasks:
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait(tasks)
-                _log_other_failures(tasks, (failure, error))
-            if failure is not None and isinstance(error, asyncio.CancelledError):
-                raise failure from None
+                _log_other_failures(tasks, raised)
+            if raised is not error:
+                raise raised from None
             raise
         break
     return results
 
 
-def _log_other_failures(
-    tasks: list[asyncio.Task[Any]], reported: tuple[BaseException | None, ...]
-) -> None:
-    """Log what the cancelled calls raised besides the error that propagates (and mark it
-    retrieved: asyncio would otherwise complain when the task is collected)."""
+def _log_other_failures(tasks: list[asyncio.Task[Any]], raised: BaseException) -> None:
+    """Log what the tasks raised besides the error that propagates (and mark it retrieved:
+    asyncio would otherwise complain when the task is collected)."""
     for task in tasks:
         if task.cancelled():
             continue
         error = task.exception()
-        if error is not None and error not in reported:
+        if error is not None and error is not raised:
             logger.warning("a concurrent call also failed: %r", error, exc_info=error)
 
 

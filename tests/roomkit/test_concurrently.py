@@ -226,3 +226,25 @@ async def test_what_a_cancelled_call_raises_besides_is_logged(
     with pytest.raises(ValueError, match="boom"):
         await concurrently([fails, fails_when_cancelled])
     assert "cleanup failed too" in caplog.text
+
+
+async def test_a_failure_that_does_not_propagate_is_logged(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("the task group reports every error itself on trio")
+
+    async def converts_its_cancellation() -> int:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            raise RuntimeError("interrupted") from None
+        return 0  # pragma: no cover
+
+    async def fails() -> int:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError("the first failure")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await concurrently([converts_its_cancellation, fails])
+    assert "the first failure" in caplog.text
