@@ -175,6 +175,45 @@ async def test_a_plain_asyncio_cancellation_of_the_exit_still_waits_for_every_ac
     assert running_tasks() == before
 
 
+async def test_a_plain_asyncio_cancellation_during_the_drain_stops_the_actors_at_once(
+    anyio_backend: str,
+) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("a plain Task.cancel() exists on asyncio only")
+    import asyncio
+
+    journal = Journal()
+    never = anyio.Event()
+    outcomes: list[BaseException] = []
+
+    async def run_system() -> None:
+        system = ActorSystem(shutdown_timeout=30)
+        system.register("probe", probes(journal))
+
+        async def ask() -> None:
+            try:
+                await system.ref("probe", "stuck").ask(Block(never))
+            except ActorDeadError as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as outside, system:
+            outside.start_soon(ask)
+            await anyio.wait_all_tasks_blocked()
+
+    before = running_tasks()
+    closing = asyncio.ensure_future(run_system())
+    with anyio.fail_after(5):
+        while not journal.handled("stuck"):
+            await anyio.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()  # the exit drains: it would wait 30 s
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    assert len(outcomes) == 1  # the stuck ask failed: the actor was cancelled, not drained
+    assert journal.stopped == []
+    assert running_tasks() == before
+
+
 async def test_cancelling_the_enclosing_scope_still_drains_then_propagates() -> None:
     journal = Journal()
     system = ActorSystem()
