@@ -66,10 +66,10 @@ class ActorSystem:
     (senders waiting for room included), replies to its askers, runs ``on_stop``, and ends. The
     drain runs shielded from the cancellation of the surrounding scope and is bounded by
     ``shutdown_timeout`` (a plain asyncio ``Task.cancel()`` of the exiting task, which no anyio
-    shield holds off, ends it at once as the timeout would); actors still running after it are cancelled: their queued asks fail
-    with ``ActorDeadError``, queued tells are dropped (and logged), ``on_stop`` is skipped. Then
-    the system's own tasks stop; no task is left behind, and the exception or cancellation that
-    ended the block propagates unchanged.
+    shield holds off, ends it at once as the timeout would); actors still running after it are
+    cancelled: their queued asks fail with ``ActorDeadError``, queued tells are dropped (and
+    logged), ``on_stop`` is skipped. Then the system's own tasks stop; no task is left behind,
+    and the exception or cancellation that ended the block propagates unchanged.
 
     Args:
         log: the event log event-sourced actors use (plain actors need none).
