@@ -19,6 +19,18 @@ def _live_event_models(room_id: str) -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, RoomEvent) and o.room_id == room_id)
 
 
+async def _room_with_two_channels(kit: RoomKit) -> tuple[str, list[SimpleChannel]]:
+    """A room of its own (other tests' events may still be alive) with an sms and a ws."""
+    channels = [SimpleChannel("sms"), SimpleChannel("ws")]
+    for channel in channels:
+        kit.register_channel(channel)
+    room_id = f"idle-{uuid4().hex}"
+    await kit.create_room(room_id=room_id)
+    for channel in channels:
+        await kit.attach_channel(room_id, channel.channel_id)
+    return room_id, channels
+
+
 async def test_an_idle_room_keeps_its_history_as_json_only(
     make_kit: Callable[..., RoomKit],
 ) -> None:
@@ -30,13 +42,7 @@ async def test_an_idle_room_keeps_its_history_as_json_only(
             # As an AI channel or a moderation hook does: the room's events become models.
             seen.append([past.id for past in context.recent_events])
 
-        channels = [SimpleChannel("sms"), SimpleChannel("ws")]
-        for channel in channels:
-            kit.register_channel(channel)
-        room_id = f"idle-{uuid4().hex}"  # other tests' events may still be alive
-        await kit.create_room(room_id=room_id)
-        for channel in channels:
-            await kit.attach_channel(room_id, channel.channel_id)
+        room_id, channels = await _room_with_two_channels(kit)
         ids = []
         for n in range(5):
             result = await kit.process_inbound(text("sms", f"hello {n}"), room_id=room_id)
@@ -66,13 +72,7 @@ async def test_a_late_read_of_the_history_does_not_fill_an_idle_room_again(
             await gate.wait()  # e.g. after a slow AI reply: the room is idle by then
             read.append(len(context.recent_events))
 
-        channels = [SimpleChannel("sms"), SimpleChannel("ws")]
-        for channel in channels:
-            kit.register_channel(channel)
-        room_id = f"idle-{uuid4().hex}"
-        await kit.create_room(room_id=room_id)
-        for channel in channels:
-            await kit.attach_channel(room_id, channel.channel_id)
+        room_id, channels = await _room_with_two_channels(kit)
         await kit.process_inbound(text("sms", "hello"), room_id=room_id)
         await anyio.wait_all_tasks_blocked()  # the room's actor gave back its task
         gate.set()
@@ -107,13 +107,7 @@ async def test_after_a_pause_the_history_is_validated_once_for_every_reader(
         kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, name="ai")(
             reads_the_history
         )
-        channels = [SimpleChannel("sms"), SimpleChannel("ws")]
-        for channel in channels:
-            kit.register_channel(channel)
-        room_id = f"idle-{uuid4().hex}"
-        await kit.create_room(room_id=room_id)
-        for channel in channels:
-            await kit.attach_channel(room_id, channel.channel_id)
+        room_id, channels = await _room_with_two_channels(kit)
         await kit.process_inbound(text("sms", "hello"), room_id=room_id)
         await anyio.wait_all_tasks_blocked()  # idle: the models are forgotten
         validated.clear()
