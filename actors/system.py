@@ -44,6 +44,33 @@ class _Kind:
     policy: SupervisionPolicy
 
 
+def check_settings(
+    *,
+    mailbox_size: int = 1024,
+    ask_timeout: float = 5.0,
+    idle_timeout: float | None = None,
+    task_linger: float | None = 1.0,
+    snapshot_every: int | None = 100,
+    shutdown_timeout: float = 10.0,
+) -> None:
+    """Raise ``ValueError`` for a setting ``ActorSystem`` would refuse (see its arguments).
+
+    For owners of a system that check their settings before they start it.
+    """
+    if mailbox_size < 1:
+        raise ValueError("mailbox_size must be >= 1")
+    if not (ask_timeout > 0 and math.isfinite(ask_timeout)):
+        raise ValueError("ask_timeout must be a positive, finite number of seconds")
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise ValueError("idle_timeout must be a positive number of seconds, or None")
+    if task_linger is not None and not task_linger >= 0:
+        raise ValueError("task_linger must be >= 0, or None")
+    if snapshot_every is not None and snapshot_every < 1:
+        raise ValueError("snapshot_every must be >= 1, or None")
+    if not shutdown_timeout >= 0:
+        raise ValueError("shutdown_timeout must be >= 0")
+
+
 class ActorSystem:
     """Runs virtual actors: activated by their first message, passivated when idle.
 
@@ -96,18 +123,14 @@ class ActorSystem:
         supervision: SupervisionPolicy | None = None,
         shutdown_timeout: float = 10.0,
     ) -> None:
-        if mailbox_size < 1:
-            raise ValueError("mailbox_size must be >= 1")
-        if not (ask_timeout > 0 and math.isfinite(ask_timeout)):
-            raise ValueError("ask_timeout must be a positive, finite number of seconds")
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError("idle_timeout must be a positive number of seconds, or None")
-        if task_linger is not None and not task_linger >= 0:
-            raise ValueError("task_linger must be >= 0, or None")
-        if snapshot_every is not None and snapshot_every < 1:
-            raise ValueError("snapshot_every must be >= 1, or None")
-        if not shutdown_timeout >= 0:
-            raise ValueError("shutdown_timeout must be >= 0")
+        check_settings(
+            mailbox_size=mailbox_size,
+            ask_timeout=ask_timeout,
+            idle_timeout=idle_timeout,
+            task_linger=task_linger,
+            snapshot_every=snapshot_every,
+            shutdown_timeout=shutdown_timeout,
+        )
         self._log = log
         self._mailbox_size = mailbox_size
         self._ask_timeout = ask_timeout

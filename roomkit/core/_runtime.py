@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from actors import ActorDeadError, ActorSystem, AskTimeout, ConcurrencyConflict
+from actors import (
+    ActorDeadError,
+    ActorSystem,
+    AskTimeout,
+    ConcurrencyConflict,
+    check_settings,
+)
 from eventlog import EventLogError
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
@@ -59,14 +65,13 @@ class RuntimeSettings:
 
     def __post_init__(self) -> None:
         # Checked when the kit is made, not when its first call starts the actor system.
-        if self.mailbox_size < 1:
-            raise ValueError(f"mailbox_size must be >= 1, got {self.mailbox_size!r}")
-        if self.idle_timeout is not None and not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be positive or None, got {self.idle_timeout!r}")
-        if self.task_linger is not None and not self.task_linger >= 0:
-            raise ValueError(f"task_linger must be >= 0 or None, got {self.task_linger!r}")
-        if self.snapshot_every is not None and self.snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be >= 1 or None, got {self.snapshot_every!r}")
+        check_settings(
+            mailbox_size=self.mailbox_size,
+            ask_timeout=self.ask_timeout,
+            idle_timeout=self.idle_timeout,
+            task_linger=self.task_linger,
+            snapshot_every=self.snapshot_every,
+        )
         if not self.outcome_delay >= 0:
             raise ValueError(f"outcome_delay must be >= 0, got {self.outcome_delay!r}")
 
