@@ -20,6 +20,7 @@ in an anyio cancel scope.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -44,20 +45,27 @@ async def bounded(awaitable: Awaitable[T], seconds: float | None) -> T:
     """Await ``awaitable``; raise `TimedOut` if it has not finished after ``seconds``.
 
     ``None`` or infinity: no limit. The awaited code is cancelled when its time runs out; if
-    it swallows the cancellation and returns, its result is returned.
+    it swallows the cancellation and returns, its result is returned. It runs in a copy of the
+    caller's context variables, as 0.3.0's ``asyncio.wait_for`` ran a hook in a task of its
+    own: a hook setting one does not leave it in the room's actor for its next messages.
     """
-    if seconds is None or seconds == math.inf:
-        return await awaitable
+    limit = math.inf if seconds is None else seconds
+    context = contextvars.copy_context()
+    result: T
     loop = asyncio._get_running_loop()
     if loop is None:  # not asyncio (trio): anyio's own scope, entered before anything runs
-        with anyio.move_on_after(seconds):
-            return await awaitable
+        with anyio.move_on_after(limit):
+            done, rest = first_step(awaitable, context)
+            result = rest if done else await rest
+            return result
         raise TimedOut  # the scope caught its cancellation: the code did not return in time
-    deadline = loop.time() + seconds
-    done, rest = first_step(awaitable)
+    deadline = loop.time() + limit
+    done, rest = first_step(awaitable, context)
     if done:
-        result: T = rest
+        result = rest
         return result
+    if limit == math.inf:
+        return await rest  # type: ignore[no-any-return]
     return await _under_timer(rest, deadline)
 
 

@@ -8,9 +8,8 @@ is resumed *in the same task* by the awaitable `first_step` returns, which matte
 and trio tie a cancel scope to the task that entered it, and the coroutine may have entered
 one before suspending.
 
-``context``: run every step of the coroutine in that ``contextvars.Context``, as a task of its
-own would; a call that sets a context variable then does not change it for the caller or for
-the calls that run after it.
+Every step runs in the ``contextvars.Context`` given, as a task of its own would run it: a call
+that sets a context variable does not change it for the caller or for the calls after it.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ __all__ = ["first_step"]
 T = TypeVar("T")
 
 
-def first_step(awaitable: Awaitable[T], context: Context | None = None) -> tuple[bool, Any]:
+def first_step(awaitable: Awaitable[T], context: Context) -> tuple[bool, Any]:
     """``(True, result)`` if ``awaitable`` is a coroutine that finished in its first step;
     otherwise ``(False, rest)``, where awaiting ``rest`` (in this task) goes on with it.
 
@@ -36,46 +35,22 @@ def first_step(awaitable: Awaitable[T], context: Context | None = None) -> tuple
         return False, awaitable
     coroutine: Coroutine[Any, Any, T] = awaitable
     try:
-        yielded = coroutine.send(None) if context is None else context.run(coroutine.send, None)
+        yielded = context.run(coroutine.send, None)
     except StopIteration as finished:
         return True, finished.value
-    if context is None:
-        return False, _resume(coroutine, yielded)
-    return False, _resume_in(context, coroutine, yielded)
+    return False, _resume(context, coroutine, yielded)
 
 
 @types.coroutine
-def _resume(coroutine: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
-    """Go on with a coroutine whose first step already ran and yielded ``yielded``.
-
-    What the task sends or throws in goes to the coroutine, what it yields goes to the task:
-    the same delegation as ``await``, picked up after the first step.
-    """
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coroutine.close()
-            raise
-        except BaseException as thrown:
-            try:
-                yielded = coroutine.throw(thrown)
-            except StopIteration as finished:
-                result: T = finished.value
-                return result
-        else:
-            try:
-                yielded = coroutine.send(sent)
-            except StopIteration as finished:
-                result = finished.value
-                return result
-
-
-@types.coroutine
-def _resume_in(
+def _resume(
     context: Context, coroutine: Coroutine[Any, Any, T], yielded: Any
 ) -> Generator[Any, Any, T]:
-    """`_resume`, each step run in ``context``."""
+    """Go on with a coroutine whose first step already ran and yielded ``yielded``.
+
+    What the task sends or throws in goes to the coroutine (each step run in ``context``),
+    what it yields goes to the task: the same delegation as ``await``, picked up after the
+    first step.
+    """
     while True:
         try:
             sent = yield yielded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Generator
 from typing import Any
@@ -161,3 +162,21 @@ async def test_the_limit_cancels_as_the_backend_does(anyio_backend: str) -> None
     else:
         with pytest.raises(TimedOut):
             await bounded(retries_once(), 0.05)
+
+
+async def test_the_code_has_its_own_copy_of_the_context_variables() -> None:
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="unset")
+
+    async def binds(suspend: bool) -> str:
+        seen = tag.get()
+        tag.set("bound by the hook")  # as a logging or tracing binding would
+        if suspend:
+            await anyio.lowlevel.checkpoint()
+        assert tag.get() == "bound by the hook"
+        return seen
+
+    tag.set("the caller's")
+    for suspend in (False, True):
+        for limit in (5, None):
+            assert await bounded(binds(suspend), limit) == "the caller's"
+            assert tag.get() == "the caller's"  # left as it was
