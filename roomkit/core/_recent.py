@@ -73,13 +73,14 @@ class RecentEvents:
         if len(self._raw) > RECENT_EVENTS:
             del self._raw[0]
         self._appended += 1
-        self._resting = False
         if self._models is not None:
             self._models.append(model if model is not None else _model(raw))
 
     def forget_models(self) -> None:
-        """Keep the JSON only (the room is idle) until the next event: a late read (an async
-        hook of the last message) validates the events for itself, not for the room."""
+        """Keep the JSON only (the room is idle) until the room makes a context again: a late
+        read (an async hook of the last message) validates the events for itself, not for the
+        room. (A context made earlier and read after a new event holds an older window,
+        which is never kept either.)"""
         self._models = None
         self._resting = True
 
