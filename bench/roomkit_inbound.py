@@ -178,6 +178,12 @@ TUNED_GC = (50_000, 20, 100)
 _TASK_LINGER = 1.0  # the ActorSystem's default, which the kit keeps
 
 
+def _traced() -> int:
+    """The memory tracemalloc traces now, garbage collected first."""
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
 async def memory(
     name: str, logs: LogFactory, rooms: int = 10_000, events: int = 20_000
 ) -> list[Row]:
@@ -187,14 +193,12 @@ async def memory(
     async with logs() as log, RoomKit(log=log, idle_timeout=None) as kit:
         kit.register_channel(RecordingChannel("in"))
         kit.register_channel(RecordingChannel("out0"))
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
+        before = _traced()
         for r in range(rooms):
             await kit.create_room(room_id=f"idle-{r}")
             await kit.attach_channel(f"idle-{r}", "in")
             await kit.attach_channel(f"idle-{r}", "out0")
-        gc.collect()
-        after_rooms = tracemalloc.get_traced_memory()[0]
+        after_rooms = _traced()
         rows.append(
             row(
                 name,
@@ -207,8 +211,7 @@ async def memory(
         # An actor idle for task_linger (1 s) returns its task and stays active: what a room
         # costs between two messages a second or more apart.
         await anyio.sleep(_TASK_LINGER + 0.5)
-        gc.collect()
-        lingered = tracemalloc.get_traced_memory()[0]
+        lingered = _traced()
         rows.append(
             row(
                 name,
@@ -225,8 +228,7 @@ async def memory(
         for r in range(rooms):
             await system.passivate("room", f"idle-{r}")
             await system.passivate("room-delivery", f"idle-{r}")
-        gc.collect()
-        passivated = tracemalloc.get_traced_memory()[0]
+        passivated = _traced()
         rows.append(
             row(
                 name,
@@ -238,12 +240,10 @@ async def memory(
         )
         await _room(kit, "mem", 1)
         records_before = await log.last_version("mem")
-        gc.collect()
-        before_events = tracemalloc.get_traced_memory()[0]
+        before_events = _traced()
         for n in range(events):
             await kit.process_inbound(message("in", n), room_id="mem")
-        gc.collect()
-        after_events = tracemalloc.get_traced_memory()[0]
+        after_events = _traced()
         stored = await log.last_version("mem") - records_before
         rows.append(
             row(
@@ -283,17 +283,14 @@ async def conversation_memory(
             len(context.recent_events)
 
         await _room(kit, "warm", 1)
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
+        before = _traced()
         for r in range(rooms):
             await _room(kit, f"talk-{r}", 1)
             for n in range(messages):
                 await kit.process_inbound(message("in", n), room_id=f"talk-{r}")
-        gc.collect()
-        busy = tracemalloc.get_traced_memory()[0]
+        busy = _traced()
         await anyio.sleep(_TASK_LINGER + 0.5)
-        gc.collect()
-        idle = tracemalloc.get_traced_memory()[0]
+        idle = _traced()
     tracemalloc.stop()
     label = f"(d) memory per room after {messages} messages, history read ({rooms:,})"
     rows.append(row(name, label, (busy - before) / rooms, "bytes", "actors active"))
