@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import anyio
@@ -148,12 +149,19 @@ async def test_exit_waits_for_cancelled_actors_to_finish_their_cleanup() -> None
     assert running_tasks() == before
 
 
+async def cancel_plainly(exiting: asyncio.Future[None]) -> None:
+    """Cancel the task leaving a system as asyncio.wait_for or a TaskGroup around it would (no
+    anyio shield holds that off), and see the cancellation come out of it."""
+    exiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await exiting
+
+
 async def test_a_plain_asyncio_cancellation_of_the_exit_still_waits_for_every_actor(
     anyio_backend: str,
 ) -> None:
     if anyio_backend != "asyncio":
         pytest.skip("a plain Task.cancel() exists on asyncio only")
-    import asyncio
 
     cleaning = anyio.Event()
     cleaned: list[str] = []
@@ -168,9 +176,7 @@ async def test_a_plain_asyncio_cancellation_of_the_exit_still_waits_for_every_ac
     before = running_tasks()
     closing = asyncio.ensure_future(run_system())
     await cleaning.wait()  # the system is waiting for the actor's cleanup
-    closing.cancel()  # as asyncio.wait_for or a TaskGroup around the exit would
-    with pytest.raises(asyncio.CancelledError):
-        await closing
+    await cancel_plainly(closing)
     assert cleaned == ["a"]  # the exit waited for it, then propagated the cancellation
     assert running_tasks() == before
 
@@ -180,7 +186,6 @@ async def test_a_plain_asyncio_cancellation_during_the_drain_stops_the_actors_at
 ) -> None:
     if anyio_backend != "asyncio":
         pytest.skip("a plain Task.cancel() exists on asyncio only")
-    import asyncio
 
     journal = Journal()
     never = anyio.Event()
@@ -206,9 +211,7 @@ async def test_a_plain_asyncio_cancellation_during_the_drain_stops_the_actors_at
         while not journal.handled("stuck"):
             await anyio.wait_all_tasks_blocked()
         await anyio.wait_all_tasks_blocked()  # the exit drains: it would wait 30 s
-        closing.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await closing
+        await cancel_plainly(closing)
     assert len(outcomes) == 1  # the stuck ask failed: the actor was cancelled, not drained
     assert journal.stopped == []
     assert running_tasks() == before
