@@ -1,4 +1,4 @@
-"""The RoomKit suite: the inbound workloads on the memory log and on JetStream."""
+"""The RoomKit suite: the inbound workloads on the memory log and on JetStream, and their floor."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bench._table import Row
+from bench.roomkit_floor import bench_floor, over_floor
 from bench.roomkit_inbound import bench_inbound, import_time, memory_logs
 from eventlog import EventLog
 
@@ -15,7 +16,13 @@ async def suite() -> list[tuple[str, list[Row]]]:
     from eventlog.nats import NatsEventLog
     from eventlog.testing_nats import NatsServer
 
-    tables = [("RoomKit inbound: memory log", await bench_inbound("memory log", memory_logs))]
+    kit_rows = await bench_inbound("memory log", memory_logs)
+    floor_rows = await bench_floor()
+    tables = [
+        ("RoomKit inbound: memory log", kit_rows),
+        ("The floor under (a)-(c) (bench/roomkit_floor.py)", floor_rows),
+        ("RoomKit on the memory log over the floor", over_floor(kit_rows, floor_rows)),
+    ]
     with tempfile.TemporaryDirectory() as directory, NatsServer(directory) as server:
 
         @asynccontextmanager
