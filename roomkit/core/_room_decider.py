@@ -56,6 +56,7 @@ from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomN
 from roomkit.models._copy import updated
 from roomkit.models._json import event_json_view
 from roomkit.models.channel import ChannelBinding
+from roomkit.models.delivery import DeliveryResult
 from roomkit.models.enums import (
     EventStatus,
     EventType,
@@ -611,7 +612,34 @@ class RoomDecider:
 
 
 def _delivery_recorded(outcome: RecordOutcome) -> DeliveryRecorded:
-    return DeliveryRecorded(event_id=outcome.event_id, results=[dump(r) for r in outcome.results])
+    return DeliveryRecorded(
+        event_id=outcome.event_id, results=[_result_json(r) for r in outcome.results]
+    )
+
+
+# A delivery's result is nearly always ``{"channel_id": ..., "success": true}``: its JSON is
+# made once per channel, not per message and target (a tenth of what recording a message's
+# outcome cost with ten targets). Bounded: forgotten when it holds this many.
+_PLAIN_RESULTS_KEPT = 1024
+_plain_results: dict[tuple[str, bool], msgspec.Raw] = {}
+
+
+def _result_json(result: DeliveryResult) -> msgspec.Raw:
+    """``dump(result)``, from the JSON kept for a result with nothing but its channel and its
+    success."""
+    if (
+        type(result) is not DeliveryResult
+        or result.provider_result is not None
+        or result.error is not None
+    ):
+        return dump(result)
+    key = (result.channel_id, result.success)
+    raw = _plain_results.get(key)
+    if raw is None:
+        if len(_plain_results) >= _PLAIN_RESULTS_KEPT:
+            _plain_results.clear()
+        raw = _plain_results[key] = dump(result)
+    return raw
 
 
 def _plain(value: Any) -> Any:

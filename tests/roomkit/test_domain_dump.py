@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 import roomkit.models._defaults as defaults
 from roomkit.channels import SMS_CAPABILITIES, WHATSAPP_PERSONAL_CAPABILITIES
 from roomkit.core._domain import dump, load
+from roomkit.core._room_decider import _result_json
 from roomkit.models._defaults import utcnow
 from roomkit.models._json import _plan, compact_json
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, RateLimit, RetryPolicy
@@ -615,3 +616,23 @@ events = build(
 @given(st.one_of(rooms, bindings, participants, tasks, observations, deliveries, events))
 def test_any_instance_reads_back_equal(model: BaseModel) -> None:
     assert roundtrip(model) == model
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        DeliveryResult(channel_id="sms", success=True),
+        DeliveryResult(channel_id="sms", success=False),
+        DeliveryResult(channel_id="sms", success=False, error="timeout"),
+        DeliveryResult(
+            channel_id="sms", success=True, provider_result=ProviderResult(success=True)
+        ),
+        DeliveryResult(channel_id="email", success=True),
+    ],
+)
+def test_a_delivery_result_is_recorded_as_dumped(result: DeliveryResult) -> None:
+    # A plain result's JSON is kept per channel; asked twice, it is still exactly the dump.
+    for _ in range(2):
+        recorded = _result_json(result)
+        assert bytes(recorded) == bytes(dump(result))
+        assert DeliveryResult.model_validate_json(bytes(recorded)) == result
