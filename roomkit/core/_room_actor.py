@@ -134,7 +134,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if facts or type(command) is FlushOutcomes:
             taken = self._services.outcomes.take(self.key)
             if taken:
-                self._unrecorded.extend(self._decider.delivery_facts(taken))
+                # Stamped like the facts they are appended with (a flush has none).
+                stamp = facts[0].timestamp if facts else None
+                self._unrecorded.extend(self._decider.delivery_facts(taken, stamp))
             self._carried = len(self._unrecorded)
             if self._carried:
                 facts = [*self._unrecorded, *facts]

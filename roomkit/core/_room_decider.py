@@ -575,9 +575,13 @@ class RoomDecider:
         draft.message(event, deliver=Deliver(event, event.id), activity=False)
         return draft.facts, Outcome(event=event, root=event.id)
 
-    def delivery_facts(self, outcomes: list[RecordOutcome]) -> list[Fact]:
-        """The ``delivery.recorded`` facts of audit-only outcomes (delivery results only)."""
-        stamp = self._now().timestamp()
+    def delivery_facts(
+        self, outcomes: list[RecordOutcome], stamp: float | None = None
+    ) -> list[Fact]:
+        """The ``delivery.recorded`` facts of audit-only outcomes (delivery results only),
+        stamped ``stamp`` (default: now)."""
+        if stamp is None:
+            stamp = self._now().timestamp()
         return [
             Fact(domain=_delivery_recorded(outcome), timestamp=stamp)
             for outcome in outcomes

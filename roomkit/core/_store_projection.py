@@ -47,6 +47,7 @@ logger = logging.getLogger("roomkit.projection.store")
 
 
 _MESSAGE = MessageRecorded.TAG
+_DELIVERY = DeliveryRecorded.TAG
 
 
 class _Turnstile:
@@ -161,11 +162,14 @@ class StoreProjection:
 
     async def _apply(self, record: Record) -> None:
         store = self._store
-        if record.type == _MESSAGE:
+        kind = record.type
+        if kind == _MESSAGE:
             # The payload as it is: an in-memory store keeps the log's own bytes.
             await store.add_event_envelope(record.data)
             await self._count(*enveloped_event_activity(record.data))
             return
+        if kind == _DELIVERY:
+            return  # audit only (the timeline API has no delivery outcomes): not even decoded
         match decode_domain_event(record):
             case RoomCreated(room=raw):
                 await store.create_room(load(Room, raw))
@@ -189,8 +193,8 @@ class StoreProjection:
                 await store.mark_all_read(room_id or _room_of(record), channel_id)
             case ReadMarked(channel_id=channel_id, event_id=str(event_id), room_id=room_id):
                 await store.mark_read(room_id or _room_of(record), channel_id, event_id)
-            case DeliveryRecorded() | None:
-                pass  # audit only (the timeline API has no delivery outcomes)
+            case None:
+                pass  # a type from a newer version
 
     async def _count(self, event: EventFields, activity: bool) -> None:
         # Room.event_count / latest_index / last activity are derived from the timeline; the
