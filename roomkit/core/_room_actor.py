@@ -76,9 +76,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         return RoomState()
 
     def on_idle(self) -> None:
-        # A room whose history was read (an AI channel, a hook) holds its recent events as
-        # models too, ~3 KB each: an idle room keeps only their JSON.
-        self.state.recent.forget_models()
+        # An idle room keeps its models as JSON only: its room, bindings and participants
+        # (some 4 KB with two bindings), and the recent events of a room whose history was read
+        # (an AI channel, a hook), ~3 KB each.
+        self.state.rest()
 
     def evolve(self, state: RoomState, event: Fact) -> RoomState:
         return evolve(state, event.domain, event.model)

@@ -4,13 +4,26 @@ Every binding of a channel carries a snapshot of its capabilities (a 25-field mo
 with thousands of rooms would hold thousands of equal copies. The kit (for the bindings its
 rooms hold) and the in-memory store each keep one instance per value instead; models are handed
 out as shallow copies, so nobody mutates a shared one in place.
+
+A binding kept as JSON (in the in-memory store, in an idle room) keeps its capabilities apart, as
+that shared instance: ``binding_json`` and ``binding_from_json``.
 """
 
 from __future__ import annotations
 
-from roomkit.models.channel import ChannelCapabilities
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["CapabilitiesInterner"]
+import msgspec
+
+from roomkit.models._json import compact_json
+from roomkit.models.channel import ChannelBinding, ChannelCapabilities
+
+__all__ = ["WITHOUT_CAPABILITIES", "CapabilitiesInterner", "binding_from_json", "binding_json"]
+
+WITHOUT_CAPABILITIES: Mapping[str, bool] = {"capabilities": True}
+
+_fields_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class CapabilitiesInterner:
@@ -26,3 +39,27 @@ class CapabilitiesInterner:
         """The shared instance equal to ``capabilities``."""
         key = capabilities.__pydantic_serializer__.to_json(capabilities)
         return self._instances.setdefault(key, capabilities)
+
+
+def binding_json(
+    binding: ChannelBinding, apart: Mapping[str, Any] = WITHOUT_CAPABILITIES
+) -> bytes:
+    """The binding's ``compact_json`` without the fields in ``apart`` (its capabilities at
+    least: the caller keeps their instance)."""
+    return compact_json(binding, apart)
+
+
+def binding_from_json(
+    json: bytes, capabilities: ChannelCapabilities, **apart: Any
+) -> ChannelBinding:
+    """A new ``ChannelBinding`` from ``binding_json``'s JSON, its capabilities and the other
+    fields kept apart.
+
+    The JSON is decoded to builtins, completed, and validated in Python mode, which keeps the
+    capabilities instance as it is. (Validating the JSON alone would build default
+    capabilities, 25 fields, only to replace them: twice the cost.)
+    """
+    fields = _fields_decoder.decode(json)
+    fields.update(apart)
+    fields["capabilities"] = capabilities
+    return ChannelBinding.model_validate(fields)

@@ -1,4 +1,4 @@
-"""What an idle room keeps: once its actors give back their tasks, no event models."""
+"""What an idle room keeps: once its actors give back their tasks, its models as JSON only."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import anyio
 import msgspec
 import pytest
 
-from roomkit import HookExecution, HookTrigger, RoomContext, RoomEvent, RoomKit
+from roomkit import (
+    ChannelBinding,
+    HookExecution,
+    HookTrigger,
+    Participant,
+    Room,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+)
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -115,6 +124,79 @@ async def test_after_a_pause_the_history_is_validated_once_for_every_reader(
         assert read[-2:] == [3, 4]
         # The three events before the message, once: both readers share them.
         assert len(validated) == 3
+
+
+def _live_room_models(room_id: str) -> list[object]:
+    """The room's models alive now: its ``Room``, bindings and participants."""
+    gc.collect()
+    return [
+        o
+        for o in gc.get_objects()
+        if (isinstance(o, Room) and o.id == room_id)
+        or (isinstance(o, ChannelBinding | Participant) and o.room_id == room_id)
+    ]
+
+
+async def test_an_idle_room_keeps_its_room_bindings_and_participants_as_json_only(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit(task_linger=0) as kit:
+        contexts: list[RoomContext] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def keeps_the_context(event: RoomEvent, context: RoomContext) -> None:
+            contexts.append(context)
+
+        room_id, channels = await _room_with_two_channels(kit)
+        await kit.ensure_participant(room_id, "sms", "ana", display_name="Ana")
+        await kit.process_inbound(text("sms", "hello", sender="ana"), room_id=room_id)
+        before = contexts.pop()
+        del before.recent_events[:]  # the hook's copy: only the models count here
+        shared = [binding.capabilities for binding in before.bindings]
+        await anyio.wait_all_tasks_blocked()  # idle: the actor gave back its task
+        models = [id(m) for m in (before.room, *before.bindings, *before.participants)]
+        assert {id(m) for m in _live_room_models(room_id)} == set(models)
+        del models
+
+        # The next message finds the same room, bindings and participants, and is routed.
+        await kit.process_inbound(text("sms", "again", sender="ana"), room_id=room_id)
+        after = contexts.pop()
+        assert after.room.model_dump(exclude={"event_count", "latest_index", "timers"}) == (
+            before.room.model_dump(exclude={"event_count", "latest_index", "timers"})
+        )
+        assert after.room.event_count == before.room.event_count + 1
+        assert after.bindings == before.bindings
+        assert after.participants == before.participants
+        # A binding's capabilities stay the instance the kit shares for their value.
+        assert all(
+            binding.capabilities is capabilities
+            for binding, capabilities in zip(after.bindings, shared, strict=True)
+        )
+        delivered = [event.content for event in channels[1].delivered]
+        assert [getattr(content, "body", None) for content in delivered] == ["hello", "again"]
+
+
+async def test_a_resting_room_takes_every_kind_of_command(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit(task_linger=0) as kit:
+        room_id, channels = await _room_with_two_channels(kit)
+        await anyio.wait_all_tasks_blocked()
+        await kit.mute(room_id, "ws")
+        await anyio.wait_all_tasks_blocked()
+        await kit.mute(room_id, "sms")  # changed after waking: not the JSON it woke from
+        await anyio.wait_all_tasks_blocked()
+        await kit.update_room_metadata(room_id, {"topic": "billing"})
+        await anyio.wait_all_tasks_blocked()
+        await kit.ensure_participant(room_id, "sms", "ana")
+        await anyio.wait_all_tasks_blocked()
+        assert await kit.detach_channel(room_id, "ws")
+        await anyio.wait_all_tasks_blocked()
+        context = await kit._context(room_id)
+        assert [(b.channel_id, b.muted) for b in context.bindings] == [("sms", True)]
+        assert context.room.metadata == {"topic": "billing"}
+        assert [p.id for p in context.participants] == ["ana"]
+        assert context.bindings == await kit.store.list_bindings(room_id)
 
 
 def test_actor_settings_are_checked_when_the_kit_is_made() -> None:
