@@ -113,6 +113,7 @@ class KitRuntime:
             tell_delivery=self._tell_delivery,
             now=utcnow,
             outcomes=self.flusher,
+            capabilities=kit._capabilities,
         )
 
     # -- start and stop ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from roomkit.core._outcome_flusher import OutcomeFlusher
     from roomkit.core.event_router import EventRouter
     from roomkit.core.hooks import HookEngine
+    from roomkit.models._capabilities import CapabilitiesInterner
 
 __all__ = ["EmitFrameworkEvent", "KitServices"]
 
@@ -36,3 +37,5 @@ class KitServices:
     now: Callable[[], datetime]
     # Audit-only delivery outcomes wait there for the room's next append (OutcomeFlusher).
     outcomes: OutcomeFlusher
+    # One ChannelCapabilities instance per value, for the bindings of every room.
+    capabilities: CapabilitiesInterner

@@ -8,9 +8,36 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from roomkit import RoomKit
+from roomkit import HookTrigger, RoomContext, RoomEvent, RoomKit
 from roomkit.core._runtime import ROOM
 from tests.roomkit.kit_helpers import SimpleChannel, text
+
+
+@pytest.mark.parametrize("snapshot_every", [1, 1000])  # from a snapshot, from the log
+async def test_a_room_back_from_passivation_shares_the_kits_capabilities(
+    make_kit: Callable[..., RoomKit], snapshot_every: int
+) -> None:
+    async with make_kit(snapshot_every=snapshot_every) as kit:
+        contexts: list[RoomContext] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def keeps_the_context(event: RoomEvent, context: RoomContext) -> None:
+            contexts.append(context)
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        await kit.process_inbound(text("sms", "one"))
+        shared = [binding.capabilities for binding in contexts[-1].bindings]
+        system = kit._runtime._system
+        assert system is not None and await system.passivate(ROOM, "r1")
+        await kit.process_inbound(text("sms", "two"))
+        back = contexts[-1].bindings
+        assert back == contexts[0].bindings
+        # One instance per capabilities value in the whole kit, not a copy per binding.
+        assert all(b.capabilities is c for b, c in zip(back, shared, strict=True))
 
 
 async def test_a_passivated_room_comes_back_with_its_state(
@@ -102,7 +129,7 @@ async def test_idle_rooms_passivate_by_themselves(make_kit: Callable[..., RoomKi
 
 async def test_rooms_run_concurrently(make_kit: Callable[..., RoomKit]) -> None:
     # A slow hook in one room does not hold the others (no global lock).
-    from roomkit import HookResult, HookTrigger, RoomContext, RoomEvent
+    from roomkit import HookResult, HookTrigger
 
     release = anyio.Event()
     async with make_kit() as kit:
