@@ -196,6 +196,11 @@ class EventSourcedActor(Actor, Generic[S, E]):
             return await self._commit(effect, events, records)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def reload(self) -> None:
+        """Drop the state held and recover it from the log again (snapshot + tail), as a new
+        incarnation would: for an actor that finds its state unusable."""
+        await self._recover()
+
     # -- internals -------------------------------------------------------------------------------
 
     _state: S

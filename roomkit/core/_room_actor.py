@@ -135,6 +135,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     # -- commands ----------------------------------------------------------------------------
 
     async def decide(self, state: RoomState, command: object) -> Effect[Fact]:
+        if state.resting:
+            state = await self._woken(state)
         if type(command) is FlushOutcomes:
             facts: list[Fact] = []
             outcome = Outcome()
@@ -148,9 +150,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if facts or type(command) is FlushOutcomes:
             taken = self._services.outcomes.take(self.key)
             if taken:
-                # Stamped like the facts they are appended with (a flush has none).
-                stamp = facts[0].timestamp if facts else None
-                self._unrecorded.extend(self._decider.delivery_facts(taken, stamp))
+                self._unrecorded.extend(self._decider.delivery_facts(taken))
             self._carried = len(self._unrecorded)
             if self._carried:
                 facts = [*self._unrecorded, *facts]
@@ -158,6 +158,22 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             self._carried = 0
         self._outcome = outcome
         return Effect(events=facts, reply=outcome)
+
+    async def _woken(self, state: RoomState) -> RoomState:
+        """The state, its models validated again after a rest; if one no longer validates
+        (changed in place through a context: nothing logged it), the state the log holds."""
+        try:
+            state.wake()
+        except ValueError:  # pydantic's ValidationError
+            logger.warning(
+                "room %s: its models, kept as JSON while it was idle, no longer validate "
+                "(changed in place, not through the kit?); the room reloads from the log",
+                self.key,
+                exc_info=True,
+            )
+            await self.reload()
+            state = self.state
+        return state
 
     async def _decide_within(
         self, state: RoomState, command: ProcessInbound, budget: float

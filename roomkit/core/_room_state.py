@@ -97,9 +97,12 @@ class RoomState:
         self.recent = RecentEvents() if recent is None else recent
 
     def __repr__(self) -> str:
+        if self._at_rest is not None:  # not woken for a repr
+            return f"RoomState(<at rest>, event_count={self.event_count})"
         return (
-            f"RoomState(room={self.room!r}, bindings={self.bindings!r}, "
-            f"participants={self.participants!r}, event_count={self.event_count})"
+            f"RoomState(room={self._room!r}, bindings={self._bindings!r}, "
+            f"participants={self._participants!r}, idempotency={self.idempotency!r}, "
+            f"event_count={self.event_count}, recent={len(self.recent)} events)"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -170,18 +173,35 @@ class RoomState:
         known = self._json_of.get(id(model))
         return known[1] if known is not None and known[0] is model else to_json(model)
 
+    @property
+    def resting(self) -> bool:
+        """Whether the models are kept as JSON (see `rest`)."""
+        return self._at_rest is not None
+
+    def wake(self) -> None:
+        """Validate the models again if the state rests; all of them or none.
+
+        Raises:
+            pydantic.ValidationError: a model no longer validates; the state still rests. The
+                JSON came from the state's own models, so one of them was changed in place
+                after it was validated (through a context handed to a hook, say).
+        """
+        if self._at_rest is not None:
+            self._wake()
+
     def _wake(self) -> None:
         at_rest = self._at_rest
         assert at_rest is not None
+        room = Room.model_validate_json(at_rest.room)
+        bindings = [(binding_from_json(j, c), j) for j, c in at_rest.bindings]
+        participants = [(Participant.model_validate_json(j), j) for j in at_rest.participants]
         self._at_rest = None
-        self._room = Room.model_validate_json(at_rest.room)
+        self._room = room
         json_of = self._json_of
-        for json, capabilities in at_rest.bindings:
-            binding = binding_from_json(json, capabilities)
+        for binding, json in bindings:
             self._bindings[binding.channel_id] = binding
             json_of[id(binding)] = (binding, json)
-        for json in at_rest.participants:
-            participant = Participant.model_validate_json(json)
+        for participant, json in participants:
             self._participants[participant.id] = participant
             json_of[id(participant)] = (participant, json)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable
 from uuid import uuid4
 
@@ -20,6 +21,7 @@ from roomkit import (
     RoomEvent,
     RoomKit,
 )
+from roomkit.core._room_ids import room_stream
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -167,6 +169,13 @@ async def test_an_idle_room_keeps_its_room_bindings_and_participants_as_json_onl
         assert after.room.event_count == before.room.event_count + 1
         assert after.bindings == before.bindings
         assert after.participants == before.participants
+        # New models, validated from the JSON: the room held none of them while it rested.
+        for now, then in zip(
+            [*after.bindings, *after.participants],
+            [*before.bindings, *before.participants],
+            strict=True,
+        ):
+            assert now is not then
         # A binding's capabilities stay the instance the kit shares for their value.
         assert all(
             binding.capabilities is capabilities
@@ -197,6 +206,32 @@ async def test_a_resting_room_takes_every_kind_of_command(
         assert context.room.metadata == {"topic": "billing"}
         assert [p.id for p in context.participants] == ["ana"]
         assert context.bindings == await kit.store.list_bindings(room_id)
+
+
+async def test_a_model_changed_in_place_does_not_cost_a_resting_room_its_state(
+    make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_kit(task_linger=0) as kit:
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def breaks_the_room_in_place(event: RoomEvent, context: RoomContext) -> None:
+            # pydantic does not validate assignments: this value would not validate again.
+            context.room.timers.inactive_after_seconds = -5
+
+        room_id, channels = await _room_with_two_channels(kit)
+        await kit.process_inbound(text("sms", "one"), room_id=room_id)
+        await anyio.wait_all_tasks_blocked()  # the room rests with that value in its JSON
+        with caplog.at_level(logging.WARNING, logger="roomkit.room"):
+            await kit.process_inbound(text("sms", "two"), room_id=room_id)
+        assert "reloads from the log" in caplog.text
+        await anyio.wait_all_tasks_blocked()
+        await kit.process_inbound(text("sms", "three"), room_id=room_id)
+        delivered = [getattr(event.content, "body", None) for event in channels[1].delivered]
+        assert delivered == ["one", "two", "three"]
+        context = await kit._context(room_id)
+        assert [b.channel_id for b in context.bindings] == ["sms", "ws"]
+        records = await kit.log.read(room_stream(room_id))
+        assert [r.type for r in records].count("room.created") == 1
 
 
 def test_actor_settings_are_checked_when_the_kit_is_made() -> None:
