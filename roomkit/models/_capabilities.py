@@ -36,9 +36,17 @@ class CapabilitiesInterner:
         return len(self._instances)
 
     def capabilities(self, capabilities: ChannelCapabilities) -> ChannelCapabilities:
-        """The shared instance equal to ``capabilities``."""
-        key = capabilities.__pydantic_serializer__.to_json(capabilities)
-        return self._instances.setdefault(key, capabilities)
+        """The shared instance equal to ``capabilities``.
+
+        One changed in place since (through a binding handed to a hook) no longer has the
+        value it is kept for: ``capabilities`` takes its place, so the change goes no further.
+        """
+        to_json = capabilities.__pydantic_serializer__.to_json
+        key = to_json(capabilities)
+        shared = self._instances.setdefault(key, capabilities)
+        if shared is not capabilities and to_json(shared) != key:
+            shared = self._instances[key] = capabilities
+        return shared
 
 
 def binding_json(

@@ -256,3 +256,33 @@ async def test_bindings_of_one_channel_share_one_capabilities_instance(kit: Room
     second = await kit.get_binding("r2", "sms")
     assert first.capabilities == second.capabilities
     assert first.capabilities is second.capabilities  # one instance in the read model
+
+
+async def test_capabilities_changed_in_place_are_not_shared_any_further(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit() as kit:
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def shrinks_in_place(event: RoomEvent, context: RoomContext) -> None:
+            if context.room.id == "r1":  # user code changing a model it was handed
+                for binding in context.bindings:
+                    binding.capabilities.max_length = 5
+
+        ws = SimpleChannel("ws")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(ws)
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        await kit.process_inbound(text("sms", "hello world"), room_id="r1")
+        # A room attached afterwards gets capabilities with the value the channel declared.
+        await kit.create_room(room_id="r2")
+        await kit.attach_channel("r2", "sms")
+        await kit.attach_channel("r2", "ws")
+        await kit.process_inbound(text("sms", "hello world"), room_id="r2")
+        last = ws.delivered[-1]
+        assert last.room_id == "r2"
+        assert isinstance(last.content, TextContent) and last.content.body == "hello world"
+        context = await kit._context("r2")
+        assert all(binding.capabilities.max_length is None for binding in context.bindings)
