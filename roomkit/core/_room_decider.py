@@ -575,13 +575,11 @@ class RoomDecider:
         draft.message(event, deliver=Deliver(event, event.id), activity=False)
         return draft.facts, Outcome(event=event, root=event.id)
 
-    def delivery_facts(
-        self, outcomes: list[RecordOutcome], stamp: float | None = None
-    ) -> list[Fact]:
-        """The ``delivery.recorded`` facts of audit-only outcomes (delivery results only),
-        stamped ``stamp`` (default: now)."""
-        if stamp is None:
-            stamp = self._now().timestamp()
+    def delivery_facts(self, outcomes: list[RecordOutcome]) -> list[Fact]:
+        """The ``delivery.recorded`` facts of audit-only outcomes (delivery results only)."""
+        # Now, not the stamp of the facts they go with: an inbound message is stamped with
+        # its event's created_at, which its channel may set in the past.
+        stamp = self._now().timestamp()
         return [
             Fact(domain=_delivery_recorded(outcome), timestamp=stamp)
             for outcome in outcomes

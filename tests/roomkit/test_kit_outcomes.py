@@ -8,14 +8,16 @@ what it holds. Nothing is lost and the order in the log stays: each outcome afte
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import anyio
 import msgspec
 import pytest
 
 from eventlog import EventLog, MemoryEventLog, NewEvent, Record
-from roomkit import RoomKit
+from roomkit import InboundMessage, RoomContext, RoomEvent, RoomKit
 from roomkit.core._runtime import ROOM
+from roomkit.models._defaults import utcnow
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -68,6 +70,35 @@ async def test_a_busy_room_appends_once_per_message() -> None:
     assert log.appends[-1] == ["delivery.recorded"]
     types = [r.type for r in await log.read("r1")]
     assert types[-6:] == ["message.recorded", "delivery.recorded"] * 3
+
+
+class _ProviderTimeChannel(SimpleChannel):
+    """Stamps an inbound message "late" an hour back, as with a provider's own date."""
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        if getattr(message.content, "body", "") == "late":
+            event = event.model_copy(update={"created_at": utcnow() - timedelta(hours=1)})
+        return event
+
+
+async def test_an_outcome_is_stamped_when_it_is_recorded_not_with_the_message_it_rides_on() -> (
+    None
+):
+    log = MemoryEventLog()
+    async with RoomKit(log=log, outcome_delay=3600) as kit:
+        kit.register_channel(_ProviderTimeChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        await kit.process_inbound(text("sms", "first"), room_id="r1")
+        await kit.process_inbound(text("sms", "late"), room_id="r1")
+    records = await log.read("r1")
+    first = next(r for r in records if r.type == "message.recorded" and b'"first"' in r.data)
+    outcomes = [r for r in records if r.type == "delivery.recorded"]
+    outcome = next(r for r in outcomes if r.version > first.version)
+    assert outcome.timestamp >= first.timestamp  # not the late message's hour-old stamp
 
 
 async def test_a_quiet_room_appends_its_outcomes_after_the_delay(
