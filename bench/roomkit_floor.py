@@ -1,8 +1,8 @@
 """The floor under the inbound workloads: a message's own work, without RoomKit's machinery.
 
 A reference to read RoomKit's figures against, not a product. It runs workloads (a), (b) and
-(c) with the very channels, hooks and messages of ``bench.roomkit_inbound`` and only what the
-design cannot do without:
+(c) with the very channels, hooks and messages of ``bench.roomkit_inbound`` (hooks in (a)
+only, as there) and only what the design cannot do without:
 
 - the caller builds its ``InboundMessage`` and hands it to the room's task;
 - the room's task runs the channel's ``handle_inbound`` and the BEFORE_BROADCAST hook, gives
@@ -47,9 +47,16 @@ async def _observe(event: RoomEvent, context: RoomContext) -> None:
 class _FloorRoom:
     """One room: a task that decides and logs, a task that delivers."""
 
-    def __init__(self, room_id: str, source: RecordingChannel, targets: list[RecordingChannel]):
+    def __init__(
+        self,
+        room_id: str,
+        source: RecordingChannel,
+        targets: list[RecordingChannel],
+        hooks: bool,
+    ) -> None:
         self.source = source
         self.targets = targets
+        self.hooks = hooks
         bindings = [
             ChannelBinding(room_id=room_id, channel_id=c.channel_id, channel_type="sms")
             for c in [source, *targets]
@@ -64,8 +71,7 @@ class _FloorRoom:
         while True:
             inbound, reply = await self.inbox.get()
             event = await self.source.handle_inbound(inbound, self.context)
-            result = await _allow(event, self.context)
-            if result.action != "allow":
+            if self.hooks and (await _allow(event, self.context)).action != "allow":
                 reply.set_result(event)
                 continue
             event = event.model_copy(update={"index": len(self.log)})
@@ -77,15 +83,18 @@ class _FloorRoom:
             event, reply = await self.outbox.get()
             for channel, binding in zip(self.targets, self.bindings, strict=True):
                 await channel.deliver(event, binding, self.context)
-            await _observe(event, self.context)
+            if self.hooks:
+                await _observe(event, self.context)
             reply.set_result(event)
 
 
-async def _run(rooms: int, per_room: int, targets: int, latencies: list[float]) -> float:
+async def _run(
+    rooms: int, per_room: int, targets: int, latencies: list[float], hooks: bool = False
+) -> float:
     loop = asyncio.get_running_loop()
     source = RecordingChannel("in")
     outs = [RecordingChannel(f"out{i}") for i in range(targets)]
-    floor_rooms = [_FloorRoom(f"room-{r}", source, outs) for r in range(rooms)]
+    floor_rooms = [_FloorRoom(f"room-{r}", source, outs, hooks) for r in range(rooms)]
     tasks = [loop.create_task(room.decide()) for room in floor_rooms]
     tasks += [loop.create_task(room.deliver()) for room in floor_rooms]
 
@@ -112,7 +121,7 @@ async def bench_floor(
     messages: int = 20_000, rooms: int = 1_000, fan_out: int = 5_000
 ) -> list[Row]:
     """Workloads (a), (b) and (c) at the floor."""
-    seconds = await _run(1, messages, 1, [])
+    seconds = await _run(1, messages, 1, [], hooks=True)
     rows = [row("floor", f"(a) 1 room, {messages:,} sequential", rate(messages, seconds), "msg/s")]
     latencies: list[float] = []
     per_room = 20
