@@ -198,8 +198,16 @@ class EventSourcedActor(Actor, Generic[S, E]):
 
     async def reload(self) -> None:
         """Drop the state held and recover it from the log again (snapshot + tail), as a new
-        incarnation would: for an actor that finds its state unusable."""
-        await self._recover()
+        incarnation would: for an actor that finds its state unusable.
+
+        Raises:
+            ActorCrash: the recovery failed; the runtime restarts the actor (or gives up on
+                it) as its supervision policy says, instead of it going on half-recovered.
+        """
+        try:
+            await self._recover()
+        except Exception as exc:
+            raise ActorCrash(f"reloading {self.stream_id()!r} from the log failed") from exc
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -123,6 +123,11 @@ class Crash:
     pass
 
 
+@dataclass(frozen=True)
+class Reload:
+    """Handled by reloading the state from the log; the reply is the state reloaded."""
+
+
 _ENCODER = msgspec.msgpack.Encoder()
 _EVENT = msgspec.msgpack.Decoder(Incremented)
 _STATE = msgspec.msgpack.Decoder(CounterState)
@@ -168,6 +173,9 @@ class Counter(EventSourcedActor[CounterState, Incremented]):
                 return Effect.reply_only(state)
             case Crash():
                 raise ActorCrash("asked to crash")
+            case Reload():
+                await self.reload()
+                return Effect.reply_only(self.state)
         raise TypeError(f"unknown command {command!r}")
 
     def encode_event(self, event: Incremented) -> NewEvent:
