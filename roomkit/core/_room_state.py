@@ -101,8 +101,8 @@ class RoomState:
             return f"RoomState(<at rest>, event_count={self.event_count})"
         return (
             f"RoomState(room={self._room!r}, bindings={self._bindings!r}, "
-            f"participants={self._participants!r}, idempotency={self.idempotency!r}, "
-            f"event_count={self.event_count}, recent={len(self.recent)} events)"
+            f"participants={self._participants!r}, {len(self.idempotency)} idempotency keys, "
+            f"event_count={self.event_count}, {len(self.recent)} recent events)"
         )
 
     def __eq__(self, other: object) -> bool:

@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import anyio
 import msgspec
+import pydantic
 import pytest
 
 from roomkit import (
@@ -232,6 +233,56 @@ async def test_a_model_changed_in_place_does_not_cost_a_resting_room_its_state(
         assert [b.channel_id for b in context.bindings] == ["sms", "ws"]
         records = await kit.log.read(room_stream(room_id))
         assert [r.type for r in records].count("room.created") == 1
+
+
+def test_waking_takes_every_model_or_none() -> None:
+    from roomkit.core._room_state import RoomState
+
+    state = RoomState(room=Room(id="r1"))
+    for channel_id in ("sms", "ws"):
+        binding = ChannelBinding(room_id="r1", channel_id=channel_id, channel_type="sms")
+        state.bindings[channel_id] = binding
+    state.participants["ana"] = Participant(id="ana", room_id="r1", channel_id="sms")
+    awake = RoomState(
+        room=state.room, bindings=dict(state.bindings), participants=dict(state.participants)
+    )
+    state.rest()
+    assert state.resting
+    at_rest = state._at_rest
+    assert at_rest is not None
+    good = at_rest.participants[0]
+    at_rest.participants[0] = b'{"id": 5}'  # the last model to validate does not
+    with pytest.raises(pydantic.ValidationError):
+        state.wake()
+    assert state.resting and state._at_rest is at_rest  # nothing taken in
+    at_rest.participants[0] = good
+    state.wake()
+    assert not state.resting
+    assert state == awake
+
+
+async def test_a_snapshot_that_would_not_read_back_is_not_taken(
+    make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_kit(snapshot_every=1) as kit:
+        broken = False
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def breaks_the_room_in_place(event: RoomEvent, context: RoomContext) -> None:
+            if broken:
+                context.room.timers.inactive_after_seconds = -5
+
+        room_id, channels = await _room_with_two_channels(kit)
+        await kit.process_inbound(text("sms", "one"), room_id=room_id)
+        snapshot = await kit.log.load_snapshot(room_stream(room_id))
+        assert snapshot is not None
+        broken = True
+        with caplog.at_level(logging.WARNING, logger="actors"):
+            await kit.process_inbound(text("sms", "two"), room_id=room_id)
+        assert "snapshot of stream" in caplog.text
+        # The last snapshot is still the one that reads back.
+        kept = await kit.log.load_snapshot(room_stream(room_id))
+        assert kept is not None and kept.version == snapshot.version
 
 
 def test_actor_settings_are_checked_when_the_kit_is_made() -> None:
