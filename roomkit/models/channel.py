@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from roomkit.models._defaults import utcnow
 from roomkit.models.delivery import ProviderResult
@@ -61,8 +61,15 @@ class ChannelCapabilities(BaseModel):
     custom: dict[str, Any] = Field(default_factory=dict)
 
 
+# An infinite limit or delay is valid: written as JSON's null it would come back as None or
+# fail, and a binding goes through the log as JSON. As "Infinity" it comes back as it was.
+_INFINITY_AS_A_STRING = ConfigDict(ser_json_inf_nan="strings")
+
+
 class RateLimit(BaseModel):
     """Outbound rate limit of a binding; the first limit set wins (second, minute, hour)."""
+
+    model_config = _INFINITY_AS_A_STRING
 
     max_per_second: float | None = Field(default=None, gt=0)
     max_per_minute: float | None = Field(default=None, gt=0)
@@ -71,6 +78,8 @@ class RateLimit(BaseModel):
 
 class RetryPolicy(BaseModel):
     """Retries of a failed delivery: ``min(base * exponential_base**attempt, max)`` apart."""
+
+    model_config = _INFINITY_AS_A_STRING
 
     max_retries: int = Field(default=3, ge=0)
     base_delay_seconds: float = Field(default=1.0, gt=0)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 import anyio
 import pytest
 
-from roomkit import HookTrigger, RoomContext, RoomEvent, RoomKit
+from roomkit import HookTrigger, RateLimit, RetryPolicy, RoomContext, RoomEvent, RoomKit
 from roomkit.core._runtime import ROOM
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
@@ -158,3 +159,28 @@ async def test_rooms_run_concurrently(make_kit: Callable[..., RoomKit]) -> None:
             tg.start_soon(send, "slow")
             tg.start_soon(send, "fast")
         assert done == ["fast", "slow"]
+
+
+async def test_infinite_limits_of_a_binding_survive_the_log(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # Written as JSON's null, an infinite delay failed every replay of its room.
+    limits = {
+        "retry_policy": RetryPolicy(max_delay_seconds=math.inf),
+        "rate_limit": RateLimit(max_per_second=math.inf),
+    }
+    async with make_kit(snapshot_every=1000) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws", **limits)  # type: ignore[arg-type]
+        system = kit._runtime._system
+        assert system is not None and await system.passivate(ROOM, "r1")
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")  # replays the room
+        context = await kit._context("r1")
+        ws = next(b for b in context.bindings if b.channel_id == "ws")
+        assert ws.retry_policy == limits["retry_policy"]
+        assert ws.rate_limit == limits["rate_limit"]
+        stored = await kit.store.get_binding("r1", "ws")
+        assert stored is not None and stored.retry_policy == limits["retry_policy"]
