@@ -19,6 +19,7 @@ from roomkit import (
     InboundMessage,
     RoomContext,
     RoomEvent,
+    RoomKit,
     TextContent,
 )
 
@@ -80,6 +81,13 @@ def text(channel_id: str, body: str, sender: str = "user-1", **kwargs: Any) -> I
     return InboundMessage(
         channel_id=channel_id, sender_id=sender, content=TextContent(body=body), **kwargs
     )
+
+
+async def room_with(kit: RoomKit, room_id: str, *channel_ids: str) -> None:
+    """Create the room and attach these (registered) channels to it."""
+    await kit.create_room(room_id=room_id)
+    for channel_id in channel_ids:
+        await kit.attach_channel(room_id, channel_id)
 
 
 def category_of(channel_id: str) -> ChannelCategory:

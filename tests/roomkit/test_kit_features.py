@@ -28,7 +28,7 @@ from roomkit import (
     WebSocketChannel,
 )
 from roomkit.core import _helpers
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
 class TestTimers:
@@ -210,9 +210,7 @@ async def test_return_right_after_commit(make_kit: Callable[..., RoomKit]) -> No
         slow = SimpleChannel("slow")
         kit.register_channel(SimpleChannel("sms"))
         kit.register_channel(slow)
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "sms")
-        await kit.attach_channel("r1", "slow")
+        await room_with(kit, "r1", "sms", "slow")
 
         @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
         async def wait(event: RoomEvent, context: RoomContext) -> None:
@@ -272,14 +270,10 @@ async def test_capabilities_changed_in_place_are_not_shared_any_further(
         ws = SimpleChannel("ws")
         kit.register_channel(SimpleChannel("sms"))
         kit.register_channel(ws)
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "sms")
-        await kit.attach_channel("r1", "ws")
+        await room_with(kit, "r1", "sms", "ws")
         await kit.process_inbound(text("sms", "hello world"), room_id="r1")
         # A room attached afterwards gets capabilities with the value the channel declared.
-        await kit.create_room(room_id="r2")
-        await kit.attach_channel("r2", "sms")
-        await kit.attach_channel("r2", "ws")
+        await room_with(kit, "r2", "sms", "ws")
         await kit.process_inbound(text("sms", "hello world"), room_id="r2")
         last = ws.delivered[-1]
         assert last.room_id == "r2"
