@@ -278,7 +278,8 @@ class Cell(Mailbox):
                     return True
                 continue
             if outcome is _Outcome.RETIRE:
-                self._call_on_idle(actor)
+                if self._host.sweeper.cells_call_on_idle:
+                    self._call_on_idle(actor)
                 return False
             self.actor = None
             await self._call_on_stop(actor)
@@ -401,6 +402,11 @@ class Cell(Mailbox):
         dropped = self.fail_all(dead)
         if dropped:
             logger.warning("actor %s/%s: %d told message(s) dropped", self.kind, self.key, dropped)
+
+    def quieten(self) -> None:
+        """Run the actor's ``on_idle`` (the sweeper, once the cell was idle long enough)."""
+        if self.actor is not None:
+            self._call_on_idle(self.actor)
 
     def _call_on_idle(self, actor: Actor) -> None:
         try:

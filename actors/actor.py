@@ -95,7 +95,8 @@ class Actor(abc.ABC):
         """
 
     def on_idle(self) -> None:  # noqa: B027 - a hook, empty on purpose
-        """Run when the actor returns its task, idle for ``task_linger``; it stays active.
+        """Run once the actor has been idle for the system's ``on_idle_after`` (by default:
+        when it returns its task, idle for ``task_linger``); it stays active.
 
         A chance to let go of what it can rebuild (caches), so that an idle actor costs little
         memory. Synchronous, and it must not send messages. Exceptions are logged and ignored.

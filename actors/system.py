@@ -52,6 +52,7 @@ def check_settings(
     task_linger: float | None = 1.0,
     snapshot_every: int | None = 100,
     shutdown_timeout: float = 10.0,
+    on_idle_after: float | None = None,
 ) -> None:
     """Raise ``ValueError`` for a setting ``ActorSystem`` would refuse (see its arguments).
 
@@ -69,6 +70,8 @@ def check_settings(
         raise ValueError("snapshot_every must be >= 1, or None")
     if not shutdown_timeout >= 0:
         raise ValueError("shutdown_timeout must be >= 0")
+    if on_idle_after is not None and not on_idle_after >= 0:
+        raise ValueError("on_idle_after must be >= 0 (inf: never), or None")
 
 
 class ActorSystem:
@@ -109,6 +112,8 @@ class ActorSystem:
             (``None``: no snapshots).
         supervision: the default supervision policy.
         shutdown_timeout: seconds the shutdown drain may take before actors are cancelled.
+        on_idle_after: seconds an active actor stays idle before its ``on_idle`` runs
+            (``math.inf``: never); ``None`` runs it when the actor returns its task.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class ActorSystem:
         snapshot_every: int | None = 100,
         supervision: SupervisionPolicy | None = None,
         shutdown_timeout: float = 10.0,
+        on_idle_after: float | None = None,
     ) -> None:
         check_settings(
             mailbox_size=mailbox_size,
@@ -130,6 +136,7 @@ class ActorSystem:
             task_linger=task_linger,
             snapshot_every=snapshot_every,
             shutdown_timeout=shutdown_timeout,
+            on_idle_after=on_idle_after,
         )
         self._log = log
         self._mailbox_size = mailbox_size
@@ -155,7 +162,9 @@ class ActorSystem:
         self._tasks: set[asyncio.Task[None]] = set()
         self._counters = Counters()
         self._deadlines = Deadlines()
-        self._sweeper = Sweeper(task_linger, idle_timeout, self._passivate_cell)
+        self._sweeper = Sweeper(
+            task_linger, idle_timeout, self._passivate_cell, on_idle_after=on_idle_after
+        )
         self._host = Host(
             self,
             self._counters,

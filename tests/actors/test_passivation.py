@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import weakref
 
 import anyio
@@ -265,3 +266,80 @@ async def test_an_actor_can_passivate_itself_from_a_handler() -> None:
         assert not system.request_passivation("probe", "nobody")
     assert journal.handled("a") == ["queued before", "next incarnation"]
     assert journal.started == ["a", "a"]
+
+
+async def test_on_idle_after_runs_on_idle_once_per_quiet_spell_even_with_the_task_parked() -> None:
+    idled: list[int] = []
+
+    class Counting(Actor):
+        handled = 0
+
+        async def receive(self, message: object) -> object:
+            self.handled += 1
+            return message
+
+        def on_idle(self) -> None:
+            idled.append(self.handled)
+
+    system = ActorSystem(task_linger=None, on_idle_after=0)
+    system.register("counting", Counting)
+    async with system:
+        ref = system.ref("counting", "a")
+        await ref.ask("first")
+        await anyio.wait_all_tasks_blocked()
+        assert idled == [1]
+        assert system.stats().running_actors == 1  # the task is still parked
+        await anyio.wait_all_tasks_blocked()
+        assert idled == [1]  # once per quiet spell
+        for n in range(3):
+            await ref.tell(n)
+        await ref.ask("last")
+        await anyio.wait_all_tasks_blocked()
+        assert idled == [1, 5]
+
+
+async def test_on_idle_after_inf_never_runs_on_idle_even_when_the_task_returns() -> None:
+    idled: list[str] = []
+
+    class Counting(Actor):
+        async def receive(self, message: object) -> object:
+            return message
+
+        def on_idle(self) -> None:
+            idled.append(self.key)
+
+    system = ActorSystem(task_linger=0, on_idle_after=math.inf)
+    system.register("counting", Counting)
+    async with system:
+        await system.ref("counting", "a").ask("x")
+        await anyio.wait_all_tasks_blocked()
+        assert system.stats().running_actors == 0 and system.is_active("counting", "a")
+    assert idled == []
+
+
+async def test_on_idle_after_waits_that_long() -> None:
+    quiet = anyio.Event()
+    asked_at: list[float] = []
+    idled_at: list[float] = []
+
+    class Timed(Actor):
+        async def receive(self, message: object) -> object:
+            asked_at.append(anyio.current_time())
+            return message
+
+        def on_idle(self) -> None:
+            idled_at.append(anyio.current_time())
+            quiet.set()
+
+    system = ActorSystem(task_linger=0, on_idle_after=0.05)
+    system.register("timed", Timed)
+    async with system:
+        await system.ref("timed", "a").ask("x")
+        with anyio.fail_after(5):
+            await quiet.wait()
+    assert idled_at[0] - asked_at[0] >= 0.05
+
+
+def test_on_idle_after_is_checked() -> None:
+    with pytest.raises(ValueError, match="on_idle_after"):
+        ActorSystem(on_idle_after=-1)
