@@ -58,6 +58,8 @@ class RuntimeSettings:
     mailbox_size: int = 256
     idle_timeout: float | None = 300.0
     task_linger: float | None = 1.0
+    # Seconds of quiet before a room rests (RoomState.rest, via the actor's on_idle).
+    rest_after: float = 10.0
     snapshot_every: int | None = 1000
     ask_timeout: float = 30.0
     # How long delivery outcomes may wait for a room's next append (see _outcome_flusher.py).
@@ -65,12 +67,15 @@ class RuntimeSettings:
 
     def __post_init__(self) -> None:
         # Checked when the kit is made, not when its first call starts the actor system.
+        if not self.rest_after >= 0:
+            raise ValueError(f"rest_after must be >= 0, or None, got {self.rest_after!r}")
         check_settings(
             mailbox_size=self.mailbox_size,
             ask_timeout=self.ask_timeout,
             idle_timeout=self.idle_timeout,
             task_linger=self.task_linger,
             snapshot_every=self.snapshot_every,
+            on_idle_after=self.rest_after,
         )
         if not self.outcome_delay >= 0:
             raise ValueError(f"outcome_delay must be >= 0, got {self.outcome_delay!r}")
@@ -155,6 +160,7 @@ class KitRuntime:
             idle_timeout=settings.idle_timeout,
             task_linger=settings.task_linger,
             snapshot_every=settings.snapshot_every,
+            on_idle_after=settings.rest_after,
         )
         system.register(ROOM, lambda key: RoomActor(key, self.services))
         # The room actor tells its delivery worker what to do after each commit while the

@@ -46,7 +46,7 @@ async def _room_with_two_channels(kit: RoomKit) -> tuple[str, list[SimpleChannel
 async def test_an_idle_room_keeps_its_history_as_json_only(
     make_kit: Callable[..., RoomKit],
 ) -> None:
-    async with make_kit(task_linger=0) as kit:
+    async with make_kit(task_linger=0, rest_after=0) as kit:
         seen: list[list[str]] = []
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
@@ -75,7 +75,7 @@ async def test_an_idle_room_keeps_its_history_as_json_only(
 async def test_a_late_read_of_the_history_does_not_fill_an_idle_room_again(
     make_kit: Callable[..., RoomKit],
 ) -> None:
-    async with make_kit(task_linger=0, wait_for_delivery=False) as kit:
+    async with make_kit(task_linger=0, rest_after=0, wait_for_delivery=False) as kit:
         gate = anyio.Event()
         read: list[int] = []
 
@@ -109,7 +109,7 @@ async def test_after_a_pause_the_history_is_validated_once_for_every_reader(
         return validate(raw)
 
     monkeypatch.setattr(recent_module, "_model", counting)
-    async with make_kit(task_linger=0) as kit:
+    async with make_kit(task_linger=0, rest_after=0) as kit:
         read: list[int] = []
 
         async def reads_the_history(event: RoomEvent, context: RoomContext) -> None:
@@ -143,7 +143,7 @@ def _live_room_models(room_id: str) -> list[object]:
 async def test_an_idle_room_keeps_its_room_bindings_and_participants_as_json_only(
     make_kit: Callable[..., RoomKit],
 ) -> None:
-    async with make_kit(task_linger=0) as kit:
+    async with make_kit(task_linger=0, rest_after=0) as kit:
         contexts: list[RoomContext] = []
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
@@ -189,7 +189,7 @@ async def test_an_idle_room_keeps_its_room_bindings_and_participants_as_json_onl
 async def test_a_resting_room_takes_every_kind_of_command(
     make_kit: Callable[..., RoomKit],
 ) -> None:
-    async with make_kit(task_linger=0) as kit:
+    async with make_kit(task_linger=0, rest_after=0) as kit:
         room_id, channels = await _room_with_two_channels(kit)
         await anyio.wait_all_tasks_blocked()
         await kit.mute(room_id, "ws")
@@ -212,7 +212,7 @@ async def test_a_resting_room_takes_every_kind_of_command(
 async def test_a_model_changed_in_place_does_not_cost_a_resting_room_its_state(
     make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with make_kit(task_linger=0) as kit:
+    async with make_kit(task_linger=0, rest_after=0) as kit:
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def breaks_the_room_in_place(event: RoomEvent, context: RoomContext) -> None:
@@ -288,6 +288,7 @@ async def test_a_snapshot_that_would_not_read_back_is_not_taken(
 def test_actor_settings_are_checked_when_the_kit_is_made() -> None:
     for settings in (
         {"task_linger": -1},
+        {"rest_after": -1},
         {"idle_timeout": 0},
         {"mailbox_size": 0},
         {"snapshot_every": 0},
