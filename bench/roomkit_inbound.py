@@ -199,40 +199,19 @@ async def memory(
             await kit.create_room(room_id=f"idle-{r}")
             await kit.attach_channel(f"idle-{r}", "in")
             await kit.attach_channel(f"idle-{r}", "out0")
-        after_rooms = _traced()
-        rows.append(
-            row(
-                name,
-                f"(d) memory per idle room ({rooms:,}, 2 channels)",
-                (after_rooms - before) / rooms,
-                "bytes",
-                "log + active actors (tasks parked) + read model",
-            )
-        )
+
+        def per_room(state: str, note: str) -> None:
+            label = f"{state} ({rooms:,})" if state else f" ({rooms:,}, 2 channels)"
+            memory = (_traced() - before) / rooms
+            rows.append(row(name, f"(d) memory per idle room{label}", memory, "bytes", note))
+
+        per_room("", "log + active actors (tasks parked) + read model")
         # An actor idle for task_linger (1 s) returns its task and stays active: what a room
         # costs between two messages a second or more apart.
         await anyio.sleep(_TASK_LINGER + 0.5)
-        lingered = _traced()
-        rows.append(
-            row(
-                name,
-                f"(d) memory per idle room, idle > {_TASK_LINGER:g} s ({rooms:,})",
-                (lingered - before) / rooms,
-                "bytes",
-                "log + active actors (no task) + read model",
-            )
-        )
+        per_room(f", idle > {_TASK_LINGER:g} s", "log + active actors (no task) + read model")
         await anyio.sleep(_REST_AFTER - _TASK_LINGER)
-        rested = _traced()
-        rows.append(
-            row(
-                name,
-                f"(d) memory per idle room, idle > {_REST_AFTER:g} s ({rooms:,})",
-                (rested - before) / rooms,
-                "bytes",
-                "log + active actors, the room at rest + read model",
-            )
-        )
+        per_room(f", idle > {_REST_AFTER:g} s", "log + active actors, room at rest + read model")
         # What an idle room costs once its actors passivated (after idle_timeout, 300 s by
         # default): the log (in process for the memory log) and the read model.
         system = kit._runtime._system
@@ -240,16 +219,7 @@ async def memory(
         for r in range(rooms):
             await system.passivate("room", f"idle-{r}")
             await system.passivate("room-delivery", f"idle-{r}")
-        passivated = _traced()
-        rows.append(
-            row(
-                name,
-                f"(d) memory per idle room, actors passivated ({rooms:,})",
-                (passivated - before) / rooms,
-                "bytes",
-                "log + read model",
-            )
-        )
+        per_room(", actors passivated", "log + read model")
         await _room(kit, "mem", 1)
         records_before = await log.last_version("mem")
         before_events = _traced()
