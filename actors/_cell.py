@@ -189,7 +189,10 @@ class Cell(Mailbox):
             not self.closing
             and not self._queue
             and not self._senders
-            and (self._wakeup is not None or not self.running)
+            # A task the sweeper just retired has not ended yet, but it is as idle as a parked
+            # one: a sweep due in the same pass (on_idle, passivation) must not skip the cell,
+            # which will not report being idle again before its next message.
+            and (self._wakeup is not None or not self.running or self.retire)
         )
 
     def _on_message(self) -> None:

@@ -343,3 +343,30 @@ async def test_on_idle_after_waits_that_long() -> None:
 def test_on_idle_after_is_checked() -> None:
     with pytest.raises(ValueError, match="on_idle_after"):
         ActorSystem(on_idle_after=-1)
+
+
+@pytest.mark.parametrize("setting", ["on_idle_after", "idle_timeout"])
+async def test_a_delay_equal_to_task_linger_still_comes(setting: str) -> None:
+    # The task is retired in the same sweep pass: the cell must still count as idle.
+    quiet = anyio.Event()
+
+    class Quiet(Actor):
+        async def receive(self, message: object) -> object:
+            return message
+
+        def on_idle(self) -> None:
+            quiet.set()
+
+        async def on_stop(self) -> None:
+            quiet.set()
+
+    system = ActorSystem(task_linger=0.05, **{setting: 0.05})  # type: ignore[arg-type]
+    system.register("quiet", Quiet)
+    async with system:
+        await system.ref("quiet", "a").ask("x")
+        with anyio.fail_after(5):
+            await quiet.wait()
+        if setting == "idle_timeout":
+            with anyio.fail_after(5):
+                while system.is_active("quiet", "a"):
+                    await anyio.wait_all_tasks_blocked()
