@@ -23,8 +23,9 @@ class Actor(abc.ABC):
     over). Keep no state elsewhere than in the instance (or in the event log).
 
     Lifecycle: ``on_start`` once the instance is bound to its system (and, for an event-sourced
-    actor, its state recovered); ``receive`` for each message; ``on_idle`` each time it returns
-    its task (idle for ``task_linger``, still active); ``on_stop`` when it is retired.
+    actor, its state recovered); ``receive`` for each message; ``on_idle`` once per quiet spell,
+    still active (after the system's ``on_idle_after``, by default when it returns its task,
+    idle for ``task_linger``); ``on_stop`` when it is retired.
 
     Attributes:
         key: the actor's key, unique within its kind.

@@ -1,4 +1,4 @@
-"""What an idle room keeps: once its actors give back their tasks, its models as JSON only."""
+"""What an idle room keeps: once it rests (``rest_after``), its models as JSON only."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from roomkit import (
     RoomEvent,
     RoomKit,
 )
+from roomkit.core._room_actor import RoomActor
 from roomkit.core._room_ids import room_stream
+from roomkit.core._runtime import ROOM
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -233,6 +235,26 @@ async def test_a_model_changed_in_place_does_not_cost_a_resting_room_its_state(
         assert [b.channel_id for b in context.bindings] == ["sms", "ws"]
         records = await kit.log.read(room_stream(room_id))
         assert [r.type for r in records].count("room.created") == 1
+
+
+async def test_a_room_rests_after_rest_after_with_its_task_still_parked(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    async with make_kit(rest_after=0.05, task_linger=None) as kit:
+        room_id, channels = await _room_with_two_channels(kit)
+        await kit.process_inbound(text("sms", "hello"), room_id=room_id)
+        system = kit._runtime._system
+        assert system is not None
+        cell = system._cells[(ROOM, room_id)]
+        actor = cell.actor
+        assert isinstance(actor, RoomActor) and not actor.state.resting
+        with anyio.fail_after(5):
+            while not actor.state.resting:
+                await anyio.wait_all_tasks_blocked()
+        assert system.stats().running_actors >= 1  # rested while its task stays parked
+        await kit.process_inbound(text("sms", "again"), room_id=room_id)
+        delivered = [getattr(event.content, "body", None) for event in channels[1].delivered]
+        assert delivered == ["hello", "again"]
 
 
 def test_waking_takes_every_model_or_none() -> None:

@@ -112,14 +112,16 @@ commands = st.lists(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(commands, st.sampled_from([0.0, 10.0]))
+@given(commands, st.sampled_from([(0.0, 0.0), (1.0, 10.0)]))
 async def test_live_state_equals_state_replayed_from_the_log(
-    script: list[tuple[str, str, Any]], rest_after: float
+    script: list[tuple[str, str, Any]], idle: tuple[float, float]
 ) -> None:
     log = MemoryEventLog()
+    task_linger, rest_after = idle
     # Snapshots every 2 events: the rebuilt kit's room recovers from a snapshot + its tail.
     # With rest_after=0 the room rests (its models as JSON) whenever it goes idle.
-    async with new_kit(log, snapshot_every=2, rest_after=rest_after) as kit:
+    settings = {"snapshot_every": 2, "task_linger": task_linger, "rest_after": rest_after}
+    async with new_kit(log, **settings) as kit:
         await kit.create_room(room_id="r1")
         for channel_id in ("sms", "ws", "ai"):
             await kit.attach_channel("r1", channel_id, category=category_of(channel_id))
