@@ -152,7 +152,7 @@ class RoomState:
         """Keep the models as JSON only, until something reads them again (an idle room).
 
         A room with two bindings holds some 4 KB of models, against 0.5 KB of JSON. Resting
-        and waking again cost some 15 µs, most of it validating the models again.
+        and waking again cost some 15-20 µs, most of it validating the models again.
         """
         self.recent.forget_models()
         if self._at_rest is not None or self._room is None:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -69,16 +69,20 @@ class RuntimeSettings:
         # Checked when the kit is made, not when its first call starts the actor system.
         if not self.rest_after >= 0:
             raise ValueError(f"rest_after must be >= 0, or None, got {self.rest_after!r}")
-        check_settings(
-            mailbox_size=self.mailbox_size,
-            ask_timeout=self.ask_timeout,
-            idle_timeout=self.idle_timeout,
-            task_linger=self.task_linger,
-            snapshot_every=self.snapshot_every,
-            on_idle_after=self.rest_after,
-        )
+        check_settings(ask_timeout=self.ask_timeout, **self.actor_system())
         if not self.outcome_delay >= 0:
             raise ValueError(f"outcome_delay must be >= 0, got {self.outcome_delay!r}")
+
+    def actor_system(self) -> dict[str, Any]:
+        """The settings the kit's ``ActorSystem`` is made with (its asks set their own
+        timeouts)."""
+        return {
+            "mailbox_size": self.mailbox_size,
+            "idle_timeout": self.idle_timeout,
+            "task_linger": self.task_linger,
+            "snapshot_every": self.snapshot_every,
+            "on_idle_after": self.rest_after,
+        }
 
 
 class KitRuntime:
@@ -154,14 +158,7 @@ class KitRuntime:
     async def _start(self, stack: AsyncExitStack) -> None:
         kit = self._kit
         settings = self._settings
-        system = ActorSystem(
-            kit._log,
-            mailbox_size=settings.mailbox_size,
-            idle_timeout=settings.idle_timeout,
-            task_linger=settings.task_linger,
-            snapshot_every=settings.snapshot_every,
-            on_idle_after=settings.rest_after,
-        )
+        system = ActorSystem(kit._log, **settings.actor_system())
         system.register(ROOM, lambda key: RoomActor(key, self.services))
         # The room actor tells its delivery worker what to do after each commit while the
         # worker may be asking the room to record outcomes: a bounded delivery mailbox could
