@@ -19,9 +19,9 @@ import msgspec
 from roomkit.models._json import compact_json
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 
-__all__ = ["WITHOUT_CAPABILITIES", "CapabilitiesInterner", "binding_from_json", "binding_json"]
+__all__ = ["CapabilitiesInterner", "binding_from_json", "binding_json"]
 
-WITHOUT_CAPABILITIES: Mapping[str, bool] = {"capabilities": True}
+_WITHOUT_CAPABILITIES: Mapping[str, bool] = {"capabilities": True}
 
 _fields_decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -49,19 +49,17 @@ class CapabilitiesInterner:
         return shared
 
 
-def binding_json(
-    binding: ChannelBinding, apart: Mapping[str, Any] = WITHOUT_CAPABILITIES
-) -> bytes:
-    """The binding's ``compact_json`` without the fields in ``apart`` (its capabilities at
-    least: the caller keeps their instance)."""
-    return compact_json(binding, apart)
+def binding_json(binding: ChannelBinding) -> bytes:
+    """The binding's ``compact_json`` without its capabilities (the caller keeps their
+    instance). The in-memory store keeps more fields apart: it calls ``compact_json`` itself."""
+    return compact_json(binding, _WITHOUT_CAPABILITIES)
 
 
 def binding_from_json(
     json: bytes, capabilities: ChannelCapabilities, **apart: Any
 ) -> ChannelBinding:
-    """A new ``ChannelBinding`` from ``binding_json``'s JSON, its capabilities and the other
-    fields kept apart.
+    """A new ``ChannelBinding`` from JSON without its capabilities (and maybe other fields),
+    the capabilities and those other fields.
 
     The JSON is decoded to builtins, completed, and validated in Python mode, which keeps the
     capabilities instance as it is. (Validating the JSON alone would build default

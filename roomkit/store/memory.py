@@ -59,7 +59,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
-from roomkit.models._capabilities import CapabilitiesInterner, binding_from_json, binding_json
+from roomkit.models._capabilities import CapabilitiesInterner, binding_from_json
 from roomkit.models._json import (
     DEFAULT_VISIBILITY,
     compact_json,
@@ -598,7 +598,7 @@ class InMemoryStore(ConversationStore):
             bindings = data.bindings = {}
         channel_id = _intern(binding.channel_id)
         entry = _Binding(
-            binding_json(binding, _BINDING_APART),
+            compact_json(binding, _BINDING_APART),
             self._capabilities.capabilities(binding.capabilities),
             binding.channel_type,
             binding.participant_id,
