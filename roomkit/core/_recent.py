@@ -6,8 +6,8 @@ per event for the garbage collector to walk on every full collection: with a tho
 rooms, collections took half the process's time. So the events are kept as their JSON (the
 bytes the log holds), and validated into models only when something reads them, once per
 room: from then on the actor keeps the models too, as the read that needed them (an AI channel
-building its prompt) will come again, until the room is idle (its actor returns its task):
-fifty models take ~150 KB, their JSON a fifth of that.
+building its prompt) will come again, until the room rests (``RoomState.rest``, after
+``rest_after`` of quiet): fifty models take ~150 KB, their JSON a fifth of that.
 
 A context gets a ``LazyEvents``: a sequence with every list operation that fills itself with
 the models the first time it is used (iteration, indexing, ``len``, comparison, copying,
