@@ -24,7 +24,7 @@ from actors.eventsourced import EventSourcedActor
 from actors.ref import ActorRef
 from actors.stats import SystemStats
 from actors.supervision import SupervisionPolicy
-from actors.system import ActorSystem, check_settings
+from actors.system import ActorSystem, check_count, check_seconds, check_settings
 
 __all__ = [
     "Actor",
@@ -42,5 +42,7 @@ __all__ = [
     "SupervisionPolicy",
     "SystemStats",
     "UnknownActorKind",
+    "check_count",
+    "check_seconds",
     "check_settings",
 ]

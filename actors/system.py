@@ -54,10 +54,18 @@ def check_settings(
     shutdown_timeout: float = 10.0,
     on_idle_after: float | None = None,
 ) -> None:
-    """Raise ``ValueError`` for a setting ``ActorSystem`` would refuse (see its arguments).
+    """Raise ``ValueError`` for a setting ``ActorSystem`` would refuse (see its arguments),
+    ``TypeError`` for one that is not a number (counts: not an integer).
 
     For owners of a system that check their settings before they start it.
     """
+    check_count("mailbox_size", mailbox_size)
+    check_seconds("ask_timeout", ask_timeout)
+    check_seconds("idle_timeout", idle_timeout, none=True)
+    check_seconds("task_linger", task_linger, none=True)
+    check_count("snapshot_every", snapshot_every, none=True)
+    check_seconds("shutdown_timeout", shutdown_timeout)
+    check_seconds("on_idle_after", on_idle_after, none=True)
     if mailbox_size < 1:
         raise ValueError("mailbox_size must be >= 1")
     if not (ask_timeout > 0 and math.isfinite(ask_timeout)):
@@ -72,6 +80,26 @@ def check_settings(
         raise ValueError("shutdown_timeout must be >= 0")
     if on_idle_after is not None and not on_idle_after >= 0:
         raise ValueError("on_idle_after must be >= 0 (inf: never), or None")
+
+
+def check_seconds(name: str, value: object, *, none: bool = False) -> None:
+    """Raise ``TypeError`` unless ``value`` is a number (``int`` or ``float``, not ``bool``),
+    or None when ``none``; its range is the caller's to check."""
+    if (value is None and none) or (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+    ):
+        return
+    expected = "a number of seconds" + (" or None" if none else "")
+    raise TypeError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_count(name: str, value: object, *, none: bool = False) -> None:
+    """Raise ``TypeError`` unless ``value`` is an ``int`` (not ``bool``), or None when
+    ``none``; its range is the caller's to check."""
+    if (value is None and none) or (isinstance(value, int) and not isinstance(value, bool)):
+        return
+    expected = "an integer" + (" or None" if none else "")
+    raise TypeError(f"{name} must be {expected}, got {value!r}")
 
 
 class ActorSystem:

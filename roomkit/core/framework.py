@@ -19,6 +19,7 @@ from typing import Any, Self, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
+from actors import check_count, check_seconds
 from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
@@ -154,6 +155,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         task_linger: float | None = 1.0,
         rest_after: float | None = 10.0,
     ) -> None:
+        # Numbers of the wrong type fail here, by name, not at the first comparison deep inside
+        # (the actor settings are checked with the actor system's own checks, below).
+        check_count("max_chain_depth", max_chain_depth)
+        check_seconds("identity_timeout", identity_timeout, none=True)  # None: no bound, as 0.3.0
+        check_seconds("process_timeout", process_timeout, none=True)
+        check_seconds("rest_after", rest_after, none=True)
+        check_seconds("outcome_delay", outcome_delay)
         self._store = store if store is not None else InMemoryStore()
         self._log = log if log is not None else MemoryEventLog()
         self._identity_resolver = identity_resolver

@@ -9,7 +9,7 @@ import weakref
 import anyio
 import pytest
 
-from actors import Actor, ActorSystem
+from actors import Actor, ActorSystem, check_settings
 from eventlog import MemoryEventLog
 from tests.actors.models import AddMany, Block, Call, Counter, CounterState, Get, Journal, probes
 
@@ -370,3 +370,23 @@ async def test_a_delay_equal_to_task_linger_still_comes(setting: str) -> None:
             with anyio.fail_after(5):
                 while system.is_active("quiet", "a"):
                     await anyio.wait_all_tasks_blocked()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("mailbox_size", 1.5),
+        ("mailbox_size", False),
+        ("ask_timeout", "5"),
+        ("idle_timeout", "1"),
+        ("task_linger", [1]),
+        ("snapshot_every", 10.0),
+        ("shutdown_timeout", None),
+        ("on_idle_after", "inf"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_refused_by_name(setting: str, value: object) -> None:
+    with pytest.raises(TypeError, match=f"^{setting} must be "):
+        ActorSystem(**{setting: value})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=f"^{setting} must be "):
+        check_settings(**{setting: value})  # type: ignore[arg-type]

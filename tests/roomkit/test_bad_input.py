@@ -48,3 +48,34 @@ async def test_process_inbound_takes_an_inbound_message(kit: RoomKit) -> None:
     for bad in (None, {"channel_id": "sms"}, "hello"):
         with pytest.raises(TypeError, match="InboundMessage"):
             await kit.process_inbound(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("rest_after", "10"),
+        ("process_timeout", "30"),
+        ("identity_timeout", [10]),
+        ("outcome_delay", None),
+        ("max_chain_depth", 2.5),
+        ("max_chain_depth", True),
+        ("mailbox_size", 2.5),
+        ("snapshot_every", "1000"),
+        ("idle_timeout", "300"),
+        ("task_linger", b"1"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_refused_by_name(setting: str, value: object) -> None:
+    with pytest.raises(TypeError, match=f"^{setting} must be "):
+        RoomKit(**{setting: value})  # type: ignore[arg-type]
+
+
+def test_settings_that_take_none_take_it() -> None:
+    RoomKit(
+        process_timeout=None,
+        identity_timeout=None,  # as 0.3.0's asyncio.wait_for: no bound
+        rest_after=None,
+        idle_timeout=None,
+        task_linger=None,
+        snapshot_every=None,
+    )
