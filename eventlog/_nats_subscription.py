@@ -1,11 +1,11 @@
 """``NatsSubscription``: catch-up and live tail of the whole log, through one push consumer.
 
 nats-py delivers in its own asyncio tasks; the consumer's handler bridges each message into
-this subscription through a bounded anyio memory object stream. When the stream is full the
-handler waits, so flow control stops the server: a slow subscriber holds at most the buffer
-plus the flow-control window in memory. A consumer that breaks (gap, or silent because the
-server restarted) is replaced at the sequence after the last message handed over, so records
-arrive exactly once and in order.
+this subscription through a bounded ``Handover``. When it is full the handler waits, so flow
+control stops the server: a slow subscriber holds at most the buffer plus the flow-control
+window in memory. A consumer that breaks (gap, or silent because the server restarted) is
+replaced at the sequence after the last message handed over, so records arrive exactly once
+and in order.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Callable
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from eventlog._handover import Handover, HandoverClosed
 from eventlog._nats_codec import first_seq_after, records_of
 from eventlog._nats_consumer import PushConsumer
 from eventlog._nats_errors import is_transient, translate
@@ -51,9 +51,7 @@ class NatsSubscription(Subscription):
         self._after_position = max(after_position, 0)
         self._next_seq = first_seq_after(after_position)
         self._on_close = on_close
-        self._send: MemoryObjectSendStream[list[Record]]
-        self._receive: MemoryObjectReceiveStream[list[Record]]
-        self._send, self._receive = anyio.create_memory_object_stream[list[Record]](_BUFFER)
+        self._batches: Handover[list[Record]] = Handover(_BUFFER)
         self._ready: deque[Record] = deque()
         self._consumer: PushConsumer | None = None
         self._closed = False
@@ -66,14 +64,9 @@ class NatsSubscription(Subscription):
             if not records:
                 return True
         try:
-            # send() yields to the event loop even when there is room: try without first.
-            self._send.send_nowait(records)
-        except anyio.WouldBlock:
-            try:
-                await self._send.send(records)  # the reader is behind: wait (backpressure)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return False  # closed meanwhile
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if not self._batches.put_nowait(records):
+                await self._batches.put(records)  # the reader is behind: wait (backpressure)
+        except HandoverClosed:
             return False
         return True
 
@@ -89,19 +82,13 @@ class NatsSubscription(Subscription):
             if consumer.error is not None:
                 error = consumer.error
                 raise translate(error, "following the log") from error
-            try:
-                # Fast path without a cancel scope: a batch is usually waiting already.
-                self._ready.extend(self._receive.receive_nowait())
+            batch = self._batches.take()
+            if batch is not None:
+                self._ready.extend(batch)
                 continue
-            except anyio.WouldBlock:
-                pass
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                raise StopAsyncIteration from None
-            with anyio.move_on_after(self._io.idle_heartbeat):
-                try:
-                    self._ready.extend(await self._receive.receive())
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
-                    raise StopAsyncIteration from None
+            if self._batches.closed:
+                raise StopAsyncIteration
+            if await self._batches.wait(self._io.idle_heartbeat):
                 continue
             # Nothing for a heartbeat interval: fine if heartbeats still come.
             if consumer.stalled():
@@ -155,5 +142,4 @@ class NatsSubscription(Subscription):
             if consumer is not None:
                 with anyio.move_on_after(self._io.request_timeout):
                     await consumer.stop(wait=True)
-            self._send.close()
-            self._receive.close()
+            self._batches.close()
