@@ -63,7 +63,7 @@ class RuntimeSettings:
     snapshot_every: int | None = 1000
     ask_timeout: float = 30.0
     # How long delivery outcomes may wait for a room's next append (see _outcome_flusher.py).
-    outcome_delay: float = 0.05
+    outcome_delay: float = 1.0
 
     def __post_init__(self) -> None:
         # Checked when the kit is made, not when its first call starts the actor system.

@@ -127,7 +127,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             N events past it (~0.3 ms per 1,000 from memory, ~2 ms from JetStream).
 
         outcome_delay: delivery outcomes are audit records that ride on the room's next
-            append; a room that stays quiet this many seconds appends them on their own.
+            append; outcomes that waited this many seconds for one are appended on their own
+            (a shorter delay: the log shows them sooner, at an append of their own for every
+            message of a room whose messages come further apart; a crash loses what waits).
     """
 
     def __init__(
@@ -151,7 +153,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         mailbox_size: int = 256,
         idle_timeout: float | None = 300.0,
         snapshot_every: int | None = 1000,
-        outcome_delay: float = 0.05,
+        outcome_delay: float = 1.0,
         task_linger: float | None = 1.0,
         rest_after: float | None = 10.0,
     ) -> None:
