@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import anyio
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
 from eventlog import (
@@ -393,3 +395,60 @@ def test_importing_eventlog_does_not_import_nats() -> None:
 )
 def test_the_fast_header_parser_agrees_with_nats_py(raw: bytes) -> None:
     assert parse_header_lines(raw) == NatsClient._parse_header_lines(raw)
+
+
+# -- requests: one reply inbox, one timer -----------------------------------------------------
+
+
+async def test_requests_time_out_each_at_its_own_deadline(nats_log: NatsEventLog) -> None:
+    io = nats_log._connected()
+    silent = await io.nc.subscribe("test.silent")  # takes requests, never answers
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"pong:" + msg.data)
+
+    echo = await io.nc.subscribe("test.echo", cb=answer)
+    try:
+        io.request_timeout = 60.0
+        patient = asyncio.ensure_future(io.request("test.silent", b"1"))
+        await anyio.sleep(0.01)
+        io.request_timeout = 0.05  # a later request with an earlier deadline
+        with anyio.fail_after(10), pytest.raises(TimeoutError, match="test.silent"):
+            await io.request("test.silent", b"2")
+        assert not patient.done()
+        # Answered requests get their reply meanwhile, and leave nothing behind.
+        replies = await asyncio.gather(*(io.request("test.echo", b"%d" % n) for n in range(20)))
+        assert [r.data for r in replies] == [b"pong:%d" % n for n in range(20)]
+        patient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await patient
+        assert io._requests == {}
+    finally:
+        await silent.unsubscribe()
+        await echo.unsubscribe()
+
+
+async def test_a_timed_out_request_does_not_stop_the_next_ones_from_timing_out(
+    nats_log: NatsEventLog,
+) -> None:
+    io = nats_log._connected()
+    silent = await io.nc.subscribe("test.silent")
+    try:
+        io.request_timeout = 0.05
+        for n in range(3):  # the timer is armed again after each
+            with anyio.fail_after(10), pytest.raises(TimeoutError):
+                await io.request("test.silent", b"%d" % n)
+        results = await asyncio.gather(
+            *(io.request("test.silent", b"x") for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, TimeoutError) for r in results)
+        # A request still waiting when the timer fired for an earlier one gets its own turn.
+        first = asyncio.ensure_future(io.request("test.silent", b"first"))
+        await anyio.sleep(0.01)
+        io.request_timeout = 0.5
+        with anyio.fail_after(10), pytest.raises(TimeoutError):
+            await io.request("test.silent", b"second")
+        assert first.done() and isinstance(first.exception(), TimeoutError)
+        assert io._requests == {}
+    finally:
+        await silent.unsubscribe()
