@@ -26,7 +26,10 @@ class HandoverClosed(Exception):
 class Handover(Generic[T]):
     """Items in order from writers to one reader, at most ``capacity`` waiting.
 
-    A reader cancelled while it waits loses nothing: items stay queued until taken.
+    A reader cancelled while it waits loses nothing: items stay queued until taken. Writers
+    that wait for room get it in the order they came: each slot the reader frees is kept for
+    the first of them until it runs, and an item goes in only when its writer runs, so a
+    writer cancelled while it waits never put its item in (and passes a kept slot on).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -36,6 +39,7 @@ class Handover(Generic[T]):
         self._items: deque[T] = deque()
         self._reader: asyncio.Future[bool] | None = None
         self._writers: deque[asyncio.Future[None]] = deque()
+        self._kept = 0  # slots kept for writers woken but not run yet
         self._closed = False
 
     @property
@@ -53,7 +57,7 @@ class Handover(Generic[T]):
         """
         if self._closed:
             raise HandoverClosed
-        if len(self._items) >= self._capacity or self._writers:
+        if self._writers or len(self._items) + self._kept >= self._capacity:
             return False  # writers already waiting go first
         self._items.append(item)
         self._wake_reader(True)
@@ -67,26 +71,23 @@ class Handover(Generic[T]):
         """
         if self.put_nowait(item):
             return
-        loop = asyncio.get_running_loop()
-        while True:
-            room: asyncio.Future[None] = loop.create_future()
-            self._writers.append(room)
-            try:
-                await room
-            except BaseException:
-                if room.done() and not room.cancelled():
-                    self._wake_writer()  # it was this writer's turn: pass it on
-                raise
-            finally:
-                if room in self._writers:
+        room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writers.append(room)
+        try:
+            await room
+        except BaseException:
+            if not room.done() or room.cancelled():
+                if room in self._writers:  # still in line (_wake_writer drops cancelled ones)
                     self._writers.remove(room)
-            if self._closed:
-                raise HandoverClosed
-            if len(self._items) < self._capacity:
-                self._items.append(item)
-                self._wake_reader(True)
-                self._wake_writer()  # room may be left for the next one
-                return
+            elif not self._closed:
+                self._kept -= 1  # woken with a slot kept for it: pass the slot on
+                self._wake_writer()
+            raise
+        if self._closed:
+            raise HandoverClosed
+        self._kept -= 1
+        self._items.append(item)
+        self._wake_reader(True)
 
     def take(self) -> T | None:
         """The oldest item, or None when none is queued; never waits."""
@@ -124,9 +125,13 @@ class Handover(Generic[T]):
             _settle(self._reader, value)
 
     def _wake_writer(self) -> None:
+        """Keep the free slot, if there is one, for the first writer still waiting."""
+        if len(self._items) + self._kept >= self._capacity:
+            return
         while self._writers:
             room = self._writers.popleft()
             if not room.done():
+                self._kept += 1
                 room.set_result(None)
                 return
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 import pytest
 
 from eventlog._handover import Handover, HandoverClosed
@@ -44,6 +45,37 @@ async def test_waiting_writers_go_in_the_order_they_came() -> None:
             taken.append(item)
     assert taken == ["first", "a", "b", "c"]
     await asyncio.gather(*writers)
+
+
+@pytest.mark.parametrize("reader_pace", [0, 1, 2, 3])
+async def test_many_waiting_writers_stay_in_order_and_within_capacity(reader_pace: int) -> None:
+    handover: Handover[str] = Handover(2)
+    names = [f"w{n}" for n in range(8)]
+    writers = [asyncio.ensure_future(handover.put(name)) for name in names]
+    taken: list[str] = []
+    with anyio.fail_after(5):
+        while len(taken) < len(names):
+            assert len(handover) <= 2
+            item = handover.take()
+            if item is None:
+                await asyncio.sleep(0)
+                continue
+            taken.append(item)
+            for _ in range(reader_pace):  # the reader works a while on each item
+                await asyncio.sleep(0)
+        await asyncio.gather(*writers)
+    assert taken == names
+
+
+async def test_a_slot_kept_for_a_woken_writer_is_not_given_to_put_nowait() -> None:
+    handover: Handover[int] = Handover(1)
+    handover.put_nowait(0)
+    writer = asyncio.ensure_future(handover.put(1))
+    await asyncio.sleep(0)
+    assert handover.take() == 0  # frees the slot for the waiting writer, which has not run
+    assert not handover.put_nowait(2)
+    await writer
+    assert [handover.take(), handover.take()] == [1, None]
 
 
 async def test_a_cancelled_writer_passes_its_turn_on() -> None:
