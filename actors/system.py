@@ -6,6 +6,7 @@ import asyncio
 import enum
 import logging
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -83,23 +84,22 @@ def check_settings(
 
 
 def check_seconds(name: str, value: object, *, none: bool = False) -> None:
-    """Raise ``TypeError`` unless ``value`` is a number (``int`` or ``float``, not ``bool``),
-    or None when ``none``; its range is the caller's to check."""
-    if (value is None and none) or (
-        isinstance(value, (int, float)) and not isinstance(value, bool)
-    ):
-        return
-    expected = "a number of seconds" + (" or None" if none else "")
-    raise TypeError(f"{name} must be {expected}, got {value!r}")
+    """Raise ``TypeError`` unless ``value`` is a real number (``numbers.Real``: ints, floats,
+    fractions, numpy's numbers; not ``bool``), or None when ``none``; its range is the
+    caller's to check."""
+    _check_type(name, value, numbers.Real, "a number of seconds", none)
 
 
 def check_count(name: str, value: object, *, none: bool = False) -> None:
-    """Raise ``TypeError`` unless ``value`` is an ``int`` (not ``bool``), or None when
-    ``none``; its range is the caller's to check."""
-    if (value is None and none) or (isinstance(value, int) and not isinstance(value, bool)):
+    """Raise ``TypeError`` unless ``value`` is an integer (``numbers.Integral``, not ``bool``),
+    or None when ``none``; its range is the caller's to check."""
+    _check_type(name, value, numbers.Integral, "an integer", none)
+
+
+def _check_type(name: str, value: object, kind: type, expected: str, none: bool) -> None:
+    if (value is None and none) or (isinstance(value, kind) and not isinstance(value, bool)):
         return
-    expected = "an integer" + (" or None" if none else "")
-    raise TypeError(f"{name} must be {expected}, got {value!r}")
+    raise TypeError(f"{name} must be {expected}{' or None' if none else ''}, got {value!r}")
 
 
 class ActorSystem:

@@ -3,6 +3,9 @@ is logged that a replay of the room would fail on."""
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import pydantic
 import pytest
 
@@ -57,7 +60,7 @@ async def test_process_inbound_takes_an_inbound_message(kit: RoomKit) -> None:
         ("process_timeout", "30"),
         ("identity_timeout", [10]),
         ("outcome_delay", None),
-        ("max_chain_depth", 2.5),
+        ("max_chain_depth", "5"),
         ("max_chain_depth", True),
         ("mailbox_size", 2.5),
         ("snapshot_every", "1000"),
@@ -68,6 +71,18 @@ async def test_process_inbound_takes_an_inbound_message(kit: RoomKit) -> None:
 def test_a_setting_of_the_wrong_type_is_refused_by_name(setting: str, value: object) -> None:
     with pytest.raises(TypeError, match=f"^{setting} must be "):
         RoomKit(**{setting: value})  # type: ignore[arg-type]
+
+
+def test_settings_take_any_real_number_as_0_3_0_did() -> None:
+    kit = RoomKit(
+        max_chain_depth=math.inf,  # only ever compared: no limit
+        identity_timeout=Fraction(1, 2),
+        process_timeout=1e308,  # no bound in practice; its asks stay finite
+        rest_after=Fraction(5),
+        outcome_delay=0,
+        mailbox_size=16,
+    )
+    assert kit._max_chain_depth == math.inf
 
 
 def test_settings_that_take_none_take_it() -> None:
