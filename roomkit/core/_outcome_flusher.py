@@ -11,44 +11,65 @@ A room that falls quiet must not keep them for long: ``delay`` seconds after its
 waiting, the flusher tells the room to append them (``FlushOutcomes``). Each room's own wait
 counts: a flusher that told every room holding outcomes each ``delay`` seconds made a room
 whose outcome came just before append it on its own, a second append for most messages once
-rooms' messages came more than ``delay`` apart. A room actor that stops
+rooms' messages came more than ``delay`` apart. The flusher never waits on a room: a busy one
+(full mailbox) appends them with its next command anyway, and a room told once is told again
+only after ``max(delay, 1 s)``, if it has not appended them by then. A room actor that stops
 (passivation, shutdown) appends what it took; only a crash of the room's actor loses the
-outcomes it held (the messages themselves are committed).
+outcomes it held (the messages themselves are committed), and a room whose actor gave up
+drops them with a warning.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+import logging
+import math
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
-from actors import ActorDeadError
+from actors import ActorDeadError, MailboxFull
 from roomkit.core._commands import FlushOutcomes, RecordOutcome
 
 __all__ = ["FLUSH", "OutcomeFlusher"]
+
+logger = logging.getLogger("roomkit.runtime")
 
 FLUSH = FlushOutcomes()
 
 
 class OutcomeFlusher:
-    """Holds each room's unrecorded delivery outcomes until the room takes them."""
+    """Holds each room's unrecorded delivery outcomes until the room takes them.
+
+    Args:
+        tell_room: hands a room a message without waiting (``ActorRef.tell_nowait``); raises
+            ``MailboxFull`` for a busy room and ``ActorDeadError`` for one that cannot take it.
+        running: whether the kit's actors still run (else an ``ActorDeadError`` means the kit
+            is closing: its rooms append what they hold as they stop).
+        delay: how long a room's outcomes wait for its next append.
+        clock: the clock of ``delay`` (anyio's, which ``anyio.sleep`` follows).
+    """
 
     def __init__(
         self,
-        tell_room: Callable[[str, object], Awaitable[None]],
+        tell_room: Callable[[str, object], None],
+        running: Callable[[], bool],
         delay: float,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         self._tell_room = tell_room
+        self._running = running
         self._delay = delay
+        # A room told to append is told again only if it has not after this long: its FLUSH
+        # waits behind the commands in its mailbox, and each of them appends its outcomes too.
+        self._retell = max(delay, _RETELL_AFTER)
         self._clock = clock
-        # room -> its outcomes, in the order the rooms' first outcomes came (so the room
-        # waiting longest is first), and when that first one came.
+        # room -> its outcomes; and, in the order they started waiting, the rooms not told
+        # yet (-> when their first outcome came) and the rooms told (-> when they were told).
         self._waiting: dict[str, list[RecordOutcome]] = {}
         self._since: dict[str, float] = {}
+        self._told: dict[str, float] = {}
         self._wakeup: anyio.Event | None = None
 
     def add(self, room_id: str, outcome: RecordOutcome) -> None:
@@ -71,14 +92,18 @@ class OutcomeFlusher:
         """Take over what ``other`` (of a runtime that ended) still held."""
         for room_id, outcomes in other._waiting.items():
             if room_id not in self._waiting:
-                self._since[room_id] = other._since[room_id]
+                # Waited in a loop that is gone (another clock): due at once. (No clock is
+                # read here: a kit may take over its ended runtime from any code.)
+                self._since[room_id] = -math.inf
             self._waiting.setdefault(room_id, []).extend(outcomes)
         other._waiting.clear()
         other._since.clear()
+        other._told.clear()
 
     def take(self, room_id: str) -> list[RecordOutcome]:
         """The outcomes waiting for ``room_id``, in delivery order; they are the caller's now."""
         self._since.pop(room_id, None)
+        self._told.pop(room_id, None)
         return self._waiting.pop(room_id, None) or []
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -90,28 +115,46 @@ class OutcomeFlusher:
                 await wakeup.wait()
                 continue
             now = self._clock()
-            due = self._due(now)
+            due = _due(self._since, self._delay, now) + _due(self._told, self._retell, now)
             if not due:
-                await anyio.sleep(self._since[next(iter(self._waiting))] + self._delay - now)
+                await anyio.sleep(self._next_due() - now)
                 continue
             for room_id in due:
-                if room_id not in self._waiting:
-                    continue  # taken meanwhile
-                # Told once per delay: until the room takes them, its wait starts again (and
-                # it goes last, so the order by waiting time holds).
-                self._waiting[room_id] = self._waiting.pop(room_id)
-                self._since[room_id] = now
+                self._since.pop(room_id, None)
+                self._told.pop(room_id, None)
+                self._told[room_id] = now  # last: the order by time told holds
                 try:
-                    await self._tell_room(room_id, FLUSH)
+                    self._tell_room(room_id, FLUSH)
+                except MailboxFull:
+                    pass  # busy: its next command appends them (or it is told again later)
                 except ActorDeadError:
-                    return  # the kit is closing: the rooms append them as they stop
-            await anyio.lowlevel.checkpoint()  # let them take their outcomes (delay 0)
+                    if not self._running():
+                        return  # the kit is closing: the rooms append them as they stop
+                    dropped = self.take(room_id)
+                    logger.warning(
+                        "room %s cannot append %d delivery outcomes (its actor gave up): dropped",
+                        room_id,
+                        len(dropped),
+                    )
+            await anyio.lowlevel.checkpoint()  # let them take their outcomes
 
-    def _due(self, now: float) -> list[str]:
-        """The rooms whose outcomes have waited ``delay`` by ``now``, longest first."""
-        due = []
-        for room_id in self._waiting:
-            if self._since[room_id] + self._delay > now:
-                break
-            due.append(room_id)
-        return due
+    def _next_due(self) -> float:
+        times = []
+        if self._since:
+            times.append(self._since[next(iter(self._since))] + self._delay)
+        if self._told:
+            times.append(self._told[next(iter(self._told))] + self._retell)
+        return min(times)
+
+
+_RETELL_AFTER = 1.0
+
+
+def _due(started: dict[str, float], limit: float, now: float) -> list[str]:
+    """The rooms of ``started`` (in the order they started) that waited ``limit`` by ``now``."""
+    due = []
+    for room_id, since in started.items():
+        if since + limit > now:
+            break
+        due.append(room_id)
+    return due

@@ -146,11 +146,11 @@ async def test_the_flusher_stops_quietly_when_the_kit_is_stopping() -> None:
 
     told: list[str] = []
 
-    async def closed(room_id: str, command: object) -> None:
+    def closed(room_id: str, command: object) -> None:
         told.append(room_id)
         raise ActorDeadError("stopping")
 
-    flusher = OutcomeFlusher(closed, delay=0)
+    flusher = OutcomeFlusher(closed, running=lambda: False, delay=0)
     flusher.add("r1", RecordOutcome("e1", "e1"))
     with anyio.fail_after(5):
         await flusher.run()  # returns instead of raising

@@ -8,10 +8,12 @@ from collections.abc import Callable
 import anyio
 import pytest
 
+from actors import ActorDeadError, MailboxFull
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 
 DELAY = 0.05  # seconds on the test's clock; the flusher's real sleeps are as long
+RETELL = 1.0  # a told room that did not append is told again after max(delay, 1 s)
 
 
 class _Rooms:
@@ -20,13 +22,23 @@ class _Rooms:
     def __init__(self) -> None:
         self.now = 0.0
         self.told: list[tuple[str, float]] = []
+        self.busy: set[str] = set()
+        self.dead: set[str] = set()
+        self.running = True
 
     def clock(self) -> float:
         return self.now
 
-    async def tell(self, room_id: str, message: object) -> None:
+    def tell(self, room_id: str, message: object) -> None:
         assert message is FLUSH
+        if room_id in self.dead:
+            raise ActorDeadError(f"room {room_id} gave up")
+        if room_id in self.busy:
+            raise MailboxFull(f"room {room_id} is full")
         self.told.append((room_id, self.now))
+
+    def flusher(self, delay: float = DELAY) -> OutcomeFlusher:
+        return OutcomeFlusher(self.tell, lambda: self.running, delay, clock=self.clock)
 
     async def until(self, done: Callable[[], bool]) -> None:
         with anyio.fail_after(5):
@@ -46,7 +58,7 @@ def rooms() -> _Rooms:
 async def test_a_room_is_told_when_its_own_outcomes_have_waited_the_delay(
     rooms: _Rooms,
 ) -> None:
-    flusher = OutcomeFlusher(rooms.tell, DELAY, clock=rooms.clock)
+    flusher = rooms.flusher()
     flusher.add("early", _outcome("e1"))
     rooms.now = 0.04
     flusher.add("late", _outcome("e2"))  # has waited 0.01 when "early" is due
@@ -63,7 +75,7 @@ async def test_a_room_is_told_when_its_own_outcomes_have_waited_the_delay(
 
 
 async def test_a_room_that_took_its_outcomes_is_not_told(rooms: _Rooms) -> None:
-    flusher = OutcomeFlusher(rooms.tell, DELAY, clock=rooms.clock)
+    flusher = rooms.flusher()
     flusher.add("busy", _outcome("e1"))
     flusher.add("quiet", _outcome("e2"))
     flusher.add("busy", _outcome("e3"))
@@ -76,19 +88,69 @@ async def test_a_room_that_took_its_outcomes_is_not_told(rooms: _Rooms) -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_a_room_that_does_not_take_them_is_told_again_a_delay_later(
-    rooms: _Rooms,
+@pytest.mark.parametrize("delay", [DELAY, 0.0])
+async def test_a_room_that_does_not_take_them_is_told_again_only_a_while_later(
+    rooms: _Rooms, delay: float
 ) -> None:
-    flusher = OutcomeFlusher(rooms.tell, DELAY, clock=rooms.clock)
+    flusher = rooms.flusher(delay)
     flusher.add("slow", _outcome("e1"))
     rooms.now = DELAY
     async with anyio.create_task_group() as tg:
         await tg.start(flusher.run)
         await rooms.until(lambda: len(rooms.told) == 1)
         await anyio.sleep(3 * DELAY)
-        assert len(rooms.told) == 1  # not again before another delay on the test's clock
-        rooms.now = 2 * DELAY
+        assert len(rooms.told) == 1  # its FLUSH waits in its mailbox: no flood of them
+        rooms.now = DELAY + RETELL
         await rooms.until(lambda: len(rooms.told) == 2)
-        assert rooms.told == [("slow", DELAY), ("slow", 2 * DELAY)]
+        assert rooms.told == [("slow", DELAY), ("slow", DELAY + RETELL)]
         assert flusher.holds("slow")
         tg.cancel_scope.cancel()
+
+
+async def test_a_busy_room_does_not_hold_up_the_others(rooms: _Rooms) -> None:
+    flusher = rooms.flusher()
+    rooms.busy.add("full")
+    flusher.add("full", _outcome("e1"))
+    flusher.add("free", _outcome("e2"))
+    rooms.now = DELAY
+    async with anyio.create_task_group() as tg:
+        await tg.start(flusher.run)
+        await rooms.until(lambda: len(rooms.told) == 1)
+        assert rooms.told == [("free", DELAY)]
+        assert flusher.holds("full")  # its next command appends them
+        rooms.busy.clear()
+        rooms.now = DELAY + RETELL
+        await rooms.until(lambda: len(rooms.told) == 3)  # both told again, in the same order
+        assert rooms.told[1:] == [("full", DELAY + RETELL), ("free", DELAY + RETELL)]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_room_whose_actor_gave_up_loses_its_outcomes_not_the_others(
+    rooms: _Rooms, caplog: pytest.LogCaptureFixture
+) -> None:
+    flusher = rooms.flusher()
+    rooms.dead.add("broken")
+    flusher.add("broken", _outcome("e1"))
+    flusher.add("fine", _outcome("e2"))
+    rooms.now = DELAY
+    async with anyio.create_task_group() as tg:
+        await tg.start(flusher.run)
+        await rooms.until(lambda: len(rooms.told) == 1)
+        assert rooms.told == [("fine", DELAY)]
+        assert not flusher.holds("broken")
+        assert "cannot append 1 delivery outcomes" in caplog.text
+        tg.cancel_scope.cancel()
+
+
+async def test_outcomes_adopted_from_an_ended_runtime_are_due_at_once(rooms: _Rooms) -> None:
+    old = rooms.flusher()
+    old.add("r1", _outcome("e1"))
+    flusher = rooms.flusher()
+    flusher.adopt(old)
+    assert not old.holds("r1")
+    async with anyio.create_task_group() as tg:
+        await tg.start(flusher.run)
+        await rooms.until(lambda: len(rooms.told) == 1)  # the test's clock has not moved
+        assert rooms.told == [("r1", 0.0)]
+        tg.cancel_scope.cancel()
+    assert [o.event_id for o in flusher.take("r1")] == ["e1"]
