@@ -57,8 +57,8 @@ class Handover(Generic[T]):
         """
         if self._closed:
             raise HandoverClosed
-        if self._writers or len(self._items) + self._kept >= self._capacity:
-            return False  # writers already waiting go first
+        if self._writers or self._kept or len(self._items) >= self._capacity:
+            return False  # writers that waited go first, also those woken but not run yet
         self._items.append(item)
         self._wake_reader(True)
         return True

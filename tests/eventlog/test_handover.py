@@ -78,6 +78,20 @@ async def test_a_slot_kept_for_a_woken_writer_is_not_given_to_put_nowait() -> No
     assert [handover.take(), handover.take()] == [1, None]
 
 
+async def test_a_writer_that_waited_goes_before_a_later_put_nowait() -> None:
+    handover: Handover[str] = Handover(2)
+    handover.put_nowait("a")
+    handover.put_nowait("b")
+    writer = asyncio.ensure_future(handover.put("early"))
+    await asyncio.sleep(0)
+    assert handover.take() == "a"  # a slot kept for "early", which has not run yet
+    assert handover.take() == "b"  # a second free slot
+    assert not handover.put_nowait("late")
+    await writer
+    assert handover.put_nowait("late")
+    assert [handover.take(), handover.take()] == ["early", "late"]
+
+
 async def test_a_cancelled_writer_passes_its_turn_on() -> None:
     handover: Handover[str] = Handover(1)
     handover.put_nowait("first")
