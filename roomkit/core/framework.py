@@ -502,5 +502,8 @@ _UNBOUNDED_ASK = 24 * 3600.0
 def _ask_timeout(process_timeout: float | None) -> float:
     """How long a command may wait for its room and be handled there before it is dropped:
     room for a backlog of a few messages next to the time one may take."""
-    ask = math.inf if process_timeout is None else 4 * process_timeout
+    try:
+        ask = math.inf if process_timeout is None else float(4 * process_timeout)
+    except OverflowError:  # an int past a float's range
+        ask = math.inf
     return ask if math.isfinite(ask) else _UNBOUNDED_ASK  # 1e308 s is no bound either

@@ -77,7 +77,7 @@ def test_settings_take_any_real_number_as_0_3_0_did() -> None:
     kit = RoomKit(
         max_chain_depth=math.inf,  # only ever compared: no limit
         identity_timeout=Fraction(1, 2),
-        process_timeout=1e308,  # no bound in practice; its asks stay finite
+        process_timeout=10**400,  # no bound in practice; its asks stay finite
         rest_after=Fraction(5),
         outcome_delay=0,
         mailbox_size=16,
