@@ -3,7 +3,8 @@ waiting, whatever the other rooms do (on a clock the test moves)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -46,6 +47,15 @@ class _Rooms:
                 await anyio.sleep(0.005)
 
 
+@asynccontextmanager
+async def running(flusher: OutcomeFlusher) -> AsyncIterator[None]:
+    """``flusher.run`` in a task of its own for the block."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(flusher.run)
+        yield
+        tg.cancel_scope.cancel()
+
+
 def _outcome(event_id: str) -> RecordOutcome:
     return RecordOutcome(event_id, event_id)
 
@@ -63,15 +73,13 @@ async def test_a_room_is_told_when_its_own_outcomes_have_waited_the_delay(
     rooms.now = 0.04
     flusher.add("late", _outcome("e2"))  # has waited 0.01 when "early" is due
     rooms.now = DELAY
-    async with anyio.create_task_group() as tg:
-        await tg.start(flusher.run)
+    async with running(flusher):
         await rooms.until(lambda: len(rooms.told) == 1)
         await anyio.sleep(3 * DELAY)  # real time: "late" is still not due on the test's clock
         assert rooms.told == [("early", DELAY)]
         rooms.now = 0.09
         await rooms.until(lambda: len(rooms.told) == 2)
         assert rooms.told[1] == ("late", 0.09)
-        tg.cancel_scope.cancel()
 
 
 async def test_a_room_that_took_its_outcomes_is_not_told(rooms: _Rooms) -> None:
@@ -81,11 +89,9 @@ async def test_a_room_that_took_its_outcomes_is_not_told(rooms: _Rooms) -> None:
     flusher.add("busy", _outcome("e3"))
     assert [o.event_id for o in flusher.take("busy")] == ["e1", "e3"]  # its next append
     rooms.now = DELAY
-    async with anyio.create_task_group() as tg:
-        await tg.start(flusher.run)
+    async with running(flusher):
         await rooms.until(lambda: len(rooms.told) == 1)
         assert rooms.told == [("quiet", DELAY)]
-        tg.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("delay", [DELAY, 0.0])
@@ -95,8 +101,7 @@ async def test_a_room_that_does_not_take_them_is_told_again_only_a_while_later(
     flusher = rooms.flusher(delay)
     flusher.add("slow", _outcome("e1"))
     rooms.now = DELAY
-    async with anyio.create_task_group() as tg:
-        await tg.start(flusher.run)
+    async with running(flusher):
         await rooms.until(lambda: len(rooms.told) == 1)
         await anyio.sleep(3 * DELAY)
         assert len(rooms.told) == 1  # its FLUSH waits in its mailbox: no flood of them
@@ -104,7 +109,6 @@ async def test_a_room_that_does_not_take_them_is_told_again_only_a_while_later(
         await rooms.until(lambda: len(rooms.told) == 2)
         assert rooms.told == [("slow", DELAY), ("slow", DELAY + RETELL)]
         assert flusher.holds("slow")
-        tg.cancel_scope.cancel()
 
 
 async def test_a_busy_room_does_not_hold_up_the_others(rooms: _Rooms) -> None:
@@ -113,8 +117,7 @@ async def test_a_busy_room_does_not_hold_up_the_others(rooms: _Rooms) -> None:
     flusher.add("full", _outcome("e1"))
     flusher.add("free", _outcome("e2"))
     rooms.now = DELAY
-    async with anyio.create_task_group() as tg:
-        await tg.start(flusher.run)
+    async with running(flusher):
         await rooms.until(lambda: len(rooms.told) == 1)
         assert rooms.told == [("free", DELAY)]
         assert flusher.holds("full")  # its next command appends them
@@ -122,7 +125,6 @@ async def test_a_busy_room_does_not_hold_up_the_others(rooms: _Rooms) -> None:
         rooms.now = DELAY + RETELL
         await rooms.until(lambda: len(rooms.told) == 3)  # both told again, in the same order
         assert rooms.told[1:] == [("full", DELAY + RETELL), ("free", DELAY + RETELL)]
-        tg.cancel_scope.cancel()
 
 
 async def test_a_room_whose_actor_gave_up_loses_its_outcomes_not_the_others(
@@ -133,13 +135,11 @@ async def test_a_room_whose_actor_gave_up_loses_its_outcomes_not_the_others(
     flusher.add("broken", _outcome("e1"))
     flusher.add("fine", _outcome("e2"))
     rooms.now = DELAY
-    async with anyio.create_task_group() as tg:
-        await tg.start(flusher.run)
+    async with running(flusher):
         await rooms.until(lambda: len(rooms.told) == 1)
         assert rooms.told == [("fine", DELAY)]
         assert not flusher.holds("broken")
         assert "cannot append 1 delivery outcomes" in caplog.text
-        tg.cancel_scope.cancel()
 
 
 async def test_outcomes_adopted_from_an_ended_runtime_are_due_at_once(rooms: _Rooms) -> None:
@@ -148,9 +148,7 @@ async def test_outcomes_adopted_from_an_ended_runtime_are_due_at_once(rooms: _Ro
     flusher = rooms.flusher()
     flusher.adopt(old)
     assert not old.holds("r1")
-    async with anyio.create_task_group() as tg:
-        await tg.start(flusher.run)
+    async with running(flusher):
         await rooms.until(lambda: len(rooms.told) == 1)  # the test's clock has not moved
         assert rooms.told == [("r1", 0.0)]
-        tg.cancel_scope.cancel()
     assert [o.event_id for o in flusher.take("r1")] == ["e1"]
