@@ -173,9 +173,9 @@ class JetStreamIO:
 
         nats-py's ``request`` does the same with a fresh NUID and ``asyncio.wait_for`` per call.
         Here a counter token names the reply, and one timer handle serves every request in
-        flight: a handle and two closures per request, left in the loop's timer heap until
-        purged even once cancelled, were a tenth of an append and kept a thousand appends in
-        flight busy for the garbage collector.
+        flight, instead of a handle and two closures per request (~2.5 µs, and left in the
+        loop's timer heap until purged even once cancelled): with a thousand appends in flight,
+        ~4% more appends per second.
 
         Raises:
             TimeoutError: no reply in time.
