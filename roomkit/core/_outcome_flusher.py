@@ -14,9 +14,10 @@ whose outcome came just before append it on its own, a second append for most me
 rooms' messages came more than ``delay`` apart. The flusher never waits on a room: a busy one
 (full mailbox) appends them with its next command anyway, and a room told once is told again
 only after ``max(delay, 1 s)``, if it has not appended them by then. A room actor that stops
-(passivation, shutdown) appends what it took; only a crash of the room's actor loses the
-outcomes it held (the messages themselves are committed), and a room whose actor gave up
-drops them with a warning.
+(passivation, shutdown) appends what it took, and a closing kit tells the rooms whose actors
+do not run. Only a crash of the room's actor loses the outcomes it held (the messages
+themselves are committed); a room told ten times that still did not append them (its actor
+cannot start) drops them with a warning.
 """
 
 from __future__ import annotations
@@ -70,15 +71,19 @@ class OutcomeFlusher:
         self._waiting: dict[str, list[RecordOutcome]] = {}
         self._since: dict[str, float] = {}
         self._told: dict[str, float] = {}
+        self._tells: dict[str, int] = {}  # how often a room was told and did not take them
         self._wakeup: anyio.Event | None = None
+        self._wake_at = math.inf  # when the flusher looks again, unless woken
 
     def add(self, room_id: str, outcome: RecordOutcome) -> None:
         """Keep ``outcome`` (audit only) for ``room_id``'s next append."""
         waiting = self._waiting.get(room_id)
         if waiting is None:
             self._waiting[room_id] = [outcome]
-            self._since[room_id] = self._clock()
-            if self._wakeup is not None:
+            since = self._since[room_id] = self._clock()
+            if self._wakeup is not None and since + self._delay < self._wake_at:
+                # Due before the flusher looks again (it sleeps towards a later time, or
+                # without one): wake it. Most rooms come due after the ones already waiting.
                 self._wakeup.set()
                 self._wakeup = None
         else:
@@ -87,6 +92,10 @@ class OutcomeFlusher:
     def holds(self, room_id: str) -> bool:
         """Whether outcomes wait for ``room_id``."""
         return room_id in self._waiting
+
+    def rooms(self) -> list[str]:
+        """The rooms that outcomes wait for."""
+        return list(self._waiting)
 
     def adopt(self, other: OutcomeFlusher) -> None:
         """Take over what ``other`` (of a runtime that ended) still held."""
@@ -99,25 +108,30 @@ class OutcomeFlusher:
         other._waiting.clear()
         other._since.clear()
         other._told.clear()
+        other._tells.clear()
 
     def take(self, room_id: str) -> list[RecordOutcome]:
         """The outcomes waiting for ``room_id``, in delivery order; they are the caller's now."""
         self._since.pop(room_id, None)
         self._told.pop(room_id, None)
+        self._tells.pop(room_id, None)
         return self._waiting.pop(room_id, None) or []
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Tell each room to append what still waits, ``delay`` after it started waiting."""
         task_status.started()
         while True:
+            wakeup = self._wakeup = anyio.Event()
             if not self._waiting:
-                wakeup = self._wakeup = anyio.Event()
+                self._wake_at = math.inf
                 await wakeup.wait()
                 continue
             now = self._clock()
             due = _due(self._since, self._delay, now) + _due(self._told, self._retell, now)
             if not due:
-                await anyio.sleep(self._next_due() - now)
+                self._wake_at = self._next_due()
+                with anyio.move_on_after(self._wake_at - now):
+                    await wakeup.wait()
                 continue
             for room_id in due:
                 self._since.pop(room_id, None)
@@ -126,15 +140,19 @@ class OutcomeFlusher:
                 try:
                     self._tell_room(room_id, FLUSH)
                 except MailboxFull:
-                    pass  # busy: its next command appends them (or it is told again later)
+                    continue  # busy: its next command appends them (or it is told again later)
                 except ActorDeadError:
-                    if not self._running():
-                        return  # the kit is closing: the rooms append them as they stop
+                    return  # the kit is closing (see KitRuntime.stop for the rooms' outcomes)
+                tells = self._tells[room_id] = self._tells.get(room_id, 0) + 1
+                if tells > _MOST_TELLS:
+                    # Told every second and never appending: its actor cannot start (each
+                    # message to it starts it anew, and the actor system logs each failure).
                     dropped = self.take(room_id)
                     logger.warning(
-                        "room %s cannot append %d delivery outcomes (its actor gave up): dropped",
+                        "room %s did not append %d delivery outcomes in %d tries: dropped",
                         room_id,
                         len(dropped),
+                        _MOST_TELLS,
                     )
             await anyio.lowlevel.checkpoint()  # let them take their outcomes
 
@@ -148,6 +166,7 @@ class OutcomeFlusher:
 
 
 _RETELL_AFTER = 1.0
+_MOST_TELLS = 10
 
 
 def _due(started: dict[str, float], limit: float, now: float) -> list[str]:

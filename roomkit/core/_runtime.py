@@ -27,7 +27,7 @@ from eventlog import EventLogError
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
-from roomkit.core._outcome_flusher import OutcomeFlusher
+from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
@@ -249,6 +249,13 @@ class KitRuntime:
         # Let open turns finish so that close() does not cut deliveries half way.
         with anyio.move_on_after(self._settings.ask_timeout):
             await self.turns.wait_idle()
+            # A room actor appends the outcomes it holds as it stops, but one that is not
+            # running (passivated while its delivery ran) would not stop: tell it now.
+            system = self._system
+            if system is not None:
+                for room_id in self.flusher.rooms():
+                    if not system.is_active(ROOM, room_id):
+                        await system.ref(ROOM, room_id).tell(FLUSH)
 
     # -- messages ----------------------------------------------------------------------------
 

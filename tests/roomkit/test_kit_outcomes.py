@@ -7,6 +7,7 @@ what it holds. Nothing is lost and the order in the log stays: each outcome afte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -15,7 +16,14 @@ import msgspec
 import pytest
 
 from eventlog import EventLog, MemoryEventLog, NewEvent, Record
-from roomkit import InboundMessage, RoomContext, RoomEvent, RoomKit
+from roomkit import (
+    ChannelBinding,
+    ChannelOutput,
+    InboundMessage,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+)
 from roomkit.core._runtime import ROOM
 from roomkit.models._defaults import utcnow
 from tests.roomkit.kit_helpers import SimpleChannel, text
@@ -127,6 +135,34 @@ async def test_a_passivated_room_appends_what_it_held(make_kit: Callable[..., Ro
         assert system is not None
         assert await system.passivate(ROOM, "r1")
         assert await _deliveries(kit.log) == [result.event.id]
+
+
+async def test_closing_the_kit_appends_the_outcomes_of_a_room_whose_actor_is_not_running(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    class _Slow(SimpleChannel):
+        async def deliver(
+            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            await anyio.sleep(0.2)
+            return await super().deliver(event, binding, context)
+
+    kit = make_kit(outcome_delay=3600)
+    async with kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(_Slow("slow"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "slow")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(kit.process_inbound, room_id="r1"), text("sms", "hi"))
+            await anyio.sleep(0.05)  # committed; its delivery still runs
+            system = kit._runtime._system
+            assert system is not None
+            assert await system.passivate(ROOM, "r1")
+        assert kit._runtime.flusher.holds("r1")
+    (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
+    assert await _deliveries(kit.log) == [message.id]
 
 
 async def test_closing_the_kit_appends_waiting_outcomes(make_kit: Callable[..., RoomKit]) -> None:

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from actors import ActorDeadError, MailboxFull
+from actors import MailboxFull
+from roomkit.core import _outcome_flusher as outcome_flusher
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 
@@ -24,22 +25,18 @@ class _Rooms:
         self.now = 0.0
         self.told: list[tuple[str, float]] = []
         self.busy: set[str] = set()
-        self.dead: set[str] = set()
-        self.running = True
 
     def clock(self) -> float:
         return self.now
 
     def tell(self, room_id: str, message: object) -> None:
         assert message is FLUSH
-        if room_id in self.dead:
-            raise ActorDeadError(f"room {room_id} gave up")
         if room_id in self.busy:
             raise MailboxFull(f"room {room_id} is full")
         self.told.append((room_id, self.now))
 
     def flusher(self, delay: float = DELAY) -> OutcomeFlusher:
-        return OutcomeFlusher(self.tell, lambda: self.running, delay, clock=self.clock)
+        return OutcomeFlusher(self.tell, lambda: True, delay, clock=self.clock)
 
     async def until(self, done: Callable[[], bool]) -> None:
         with anyio.fail_after(5):
@@ -127,19 +124,53 @@ async def test_a_busy_room_does_not_hold_up_the_others(rooms: _Rooms) -> None:
         assert rooms.told[1:] == [("full", DELAY + RETELL), ("free", DELAY + RETELL)]
 
 
-async def test_a_room_whose_actor_gave_up_loses_its_outcomes_not_the_others(
-    rooms: _Rooms, caplog: pytest.LogCaptureFixture
+async def test_a_room_told_ten_times_in_vain_drops_its_outcomes(
+    rooms: _Rooms, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outcome_flusher, "_RETELL_AFTER", 0.0)  # told again after DELAY
+    flusher = rooms.flusher()  # its actor cannot start: it never takes them
+    flusher.add("broken", _outcome("e1"))
+    async with running(flusher):
+        for tell in range(1, 11):
+            rooms.now = tell * DELAY
+            await rooms.until(lambda: len(rooms.told) == tell)  # noqa: B023 - awaited now
+            assert flusher.holds("broken")
+        rooms.now = 11 * DELAY
+        await rooms.until(lambda: not flusher.holds("broken"))
+    assert "did not append 1 delivery outcomes in 10 tries" in caplog.text
+
+
+async def test_a_room_that_took_its_outcomes_after_being_told_is_not_told_again(
+    rooms: _Rooms,
 ) -> None:
     flusher = rooms.flusher()
-    rooms.dead.add("broken")
-    flusher.add("broken", _outcome("e1"))
-    flusher.add("fine", _outcome("e2"))
+    flusher.add("r1", _outcome("e1"))
     rooms.now = DELAY
     async with running(flusher):
         await rooms.until(lambda: len(rooms.told) == 1)
-        assert rooms.told == [("fine", DELAY)]
-        assert not flusher.holds("broken")
-        assert "cannot append 1 delivery outcomes" in caplog.text
+        assert [o.event_id for o in flusher.take("r1")] == ["e1"]  # its FLUSH appended them
+        rooms.now = DELAY + 2 * RETELL
+        await anyio.sleep(3 * DELAY)
+        assert rooms.told == [("r1", DELAY)]
+
+
+async def test_a_room_due_before_the_flusher_looks_again_wakes_it(
+    rooms: _Rooms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flusher sleeps towards a told room's next turn (60 s here, real seconds too); a room
+    # whose outcomes come meanwhile is due long before that.
+    monkeypatch.setattr(outcome_flusher, "_RETELL_AFTER", 60.0)
+    flusher = rooms.flusher()
+    flusher.add("told", _outcome("e1"))
+    rooms.now = DELAY
+    async with running(flusher):
+        await rooms.until(lambda: len(rooms.told) == 1)
+        await anyio.sleep(3 * DELAY)  # real time: the flusher went to sleep
+        rooms.now = 0.10
+        flusher.add("new", _outcome("e2"))
+        rooms.now = 0.10 + DELAY
+        await rooms.until(lambda: len(rooms.told) == 2)
+        assert rooms.told[1] == ("new", 0.10 + DELAY)
 
 
 async def test_outcomes_adopted_from_an_ended_runtime_are_due_at_once(rooms: _Rooms) -> None:
