@@ -45,9 +45,8 @@ class OutcomeFlusher:
 
     Args:
         tell_room: hands a room a message without waiting (``ActorRef.tell_nowait``); raises
-            ``MailboxFull`` for a busy room and ``ActorDeadError`` for one that cannot take it.
-        running: whether the kit's actors still run (else an ``ActorDeadError`` means the kit
-            is closing: its rooms append what they hold as they stop).
+            ``MailboxFull`` for a busy room and ``ActorDeadError`` once the kit's actors stop
+            (the kit is closing: see ``KitRuntime.stop`` for the outcomes still waiting).
         delay: how long a room's outcomes wait for its next append.
         clock: the clock of ``delay`` (anyio's, which ``anyio.sleep`` follows).
     """
@@ -55,12 +54,10 @@ class OutcomeFlusher:
     def __init__(
         self,
         tell_room: Callable[[str, object], None],
-        running: Callable[[], bool],
         delay: float,
         clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         self._tell_room = tell_room
-        self._running = running
         self._delay = delay
         # A room told to append is told again only if it has not after this long: its FLUSH
         # waits behind the commands in its mailbox, and each of them appends its outcomes too.
@@ -134,17 +131,7 @@ class OutcomeFlusher:
                     await wakeup.wait()
                 continue
             for room_id in due:
-                self._since.pop(room_id, None)
-                self._told.pop(room_id, None)
-                self._told[room_id] = now  # last: the order by time told holds
-                try:
-                    self._tell_room(room_id, FLUSH)
-                except MailboxFull:
-                    continue  # busy: its next command appends them (or it is told again later)
-                except ActorDeadError:
-                    return  # the kit is closing (see KitRuntime.stop for the rooms' outcomes)
-                tells = self._tells[room_id] = self._tells.get(room_id, 0) + 1
-                if tells > _MOST_TELLS:
+                if self._tells.get(room_id, 0) >= _MOST_TELLS:
                     # Told every second and never appending: its actor cannot start (each
                     # message to it starts it anew, and the actor system logs each failure).
                     dropped = self.take(room_id)
@@ -154,6 +141,17 @@ class OutcomeFlusher:
                         len(dropped),
                         _MOST_TELLS,
                     )
+                    continue
+                self._since.pop(room_id, None)
+                self._told.pop(room_id, None)
+                self._told[room_id] = now  # last: the order by time told holds
+                try:
+                    self._tell_room(room_id, FLUSH)
+                except MailboxFull:
+                    continue  # busy: its next command appends them (or it is told again later)
+                except ActorDeadError:
+                    return  # the kit is closing (see KitRuntime.stop for the rooms' outcomes)
+                self._tells[room_id] = self._tells.get(room_id, 0) + 1
             await anyio.lowlevel.checkpoint()  # let them take their outcomes
 
     def _next_due(self) -> float:

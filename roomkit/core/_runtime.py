@@ -94,9 +94,7 @@ class KitRuntime:
         self._kit = kit
         self._settings = settings
         self.turns = TurnTracker()
-        self.flusher = OutcomeFlusher(
-            self._tell_room_nowait, self._actors_running, settings.outcome_delay
-        )
+        self.flusher = OutcomeFlusher(self._tell_room_nowait, settings.outcome_delay)
         if predecessor is None:
             self.projection = StoreProjection(kit._log, kit._store)
         else:
@@ -299,9 +297,6 @@ class KitRuntime:
 
     def _tell_room_nowait(self, room_id: str, command: object) -> None:
         self._running().ref(ROOM, room_id).tell_nowait(command)
-
-    def _actors_running(self) -> bool:
-        return self._system is not None and self._system.running
 
     async def _tell_delivery(self, room_id: str, job: object) -> None:
         await self._running().ref(DELIVERY, room_id).tell(job)

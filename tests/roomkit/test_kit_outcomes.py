@@ -186,7 +186,7 @@ async def test_the_flusher_stops_quietly_when_the_kit_is_stopping() -> None:
         told.append(room_id)
         raise ActorDeadError("stopping")
 
-    flusher = OutcomeFlusher(closed, running=lambda: False, delay=0)
+    flusher = OutcomeFlusher(closed, delay=0)
     flusher.add("r1", RecordOutcome("e1", "e1"))
     with anyio.fail_after(5):
         await flusher.run()  # returns instead of raising

@@ -36,7 +36,7 @@ class _Rooms:
         self.told.append((room_id, self.now))
 
     def flusher(self, delay: float = DELAY) -> OutcomeFlusher:
-        return OutcomeFlusher(self.tell, lambda: True, delay, clock=self.clock)
+        return OutcomeFlusher(self.tell, delay, clock=self.clock)
 
     async def until(self, done: Callable[[], bool]) -> None:
         with anyio.fail_after(5):
