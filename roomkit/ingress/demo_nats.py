@@ -73,6 +73,7 @@ async def run_nats_demo(out: Out) -> None:
 
 
 async def _play(server: NatsServer, out: Out) -> None:
+    from eventlog.nats import NatsEventLog
     from roomkit.audit import write_replay
     from roomkit.demo import ROOM_ID
     from roomkit.models.enums import ChannelCategory
@@ -91,7 +92,9 @@ async def _play(server: NatsServer, out: Out) -> None:
         async with _gateway(server.url) as gateway:
             first = await _conversation(gateway, scene)
         before = await _room_state(kit, ROOM_ID)
-        version = await log.last_version(ROOM_ID)
+    # Read once the kit stopped: it appends the delivery outcomes still waiting as it stops.
+    async with NatsEventLog(server.url) as reader:
+        version = await reader.last_version(ROOM_ID)
     out(f"Kit #1 stopped; the room's log is at version {version} in JetStream")
 
     await anyio.to_thread.run_sync(server.kill)

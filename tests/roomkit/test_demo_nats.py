@@ -26,6 +26,8 @@ async def test_the_nats_demo_rebuilds_the_same_room_after_a_crash() -> None:
     assert "   dead letter on roomkit.dlq.sms: bad_payload (the payload does not decode" in text
     assert "   ws agent-console got [ai] You're welcome! Anything else I can do?" in text
     assert "nats-server killed with SIGKILL and restarted on the same store" in lines
+    # What kit #1 left is what the replay at the end reads (kit #2 appends nothing).
+    assert "Kit #1 stopped; the room's log is at version 22 in JetStream" in lines
 
     rebuilt = next(line for line in lines if line.startswith("Kit #2"))
     assert rebuilt.endswith("same as before the restart: yes"), rebuilt
