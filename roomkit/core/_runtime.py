@@ -118,7 +118,6 @@ class KitRuntime:
             emit=kit._emit_framework_event,
             turns=self.turns,
             ask_room=self.ask_room,
-            tell_room=self._tell_room,
             tell_delivery=self._tell_delivery,
             now=utcnow,
             outcomes=self.flusher,
@@ -291,9 +290,6 @@ class KitRuntime:
             raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc
         assert isinstance(reply, Outcome)
         return reply
-
-    async def _tell_room(self, room_id: str, command: object) -> None:
-        await self._running().ref(ROOM, room_id).tell(command)
 
     def _tell_room_nowait(self, room_id: str, command: object) -> None:
         self._running().ref(ROOM, room_id).tell_nowait(command)

@@ -32,7 +32,6 @@ class KitServices:
     emit: EmitFrameworkEvent
     turns: TurnTracker
     ask_room: Callable[..., Awaitable[Any]]  # (room_id, command, *, internal=False)
-    tell_room: Callable[[str, object], Awaitable[None]]
     tell_delivery: Callable[[str, object], Awaitable[None]]
     now: Callable[[], datetime]
     # Audit-only delivery outcomes wait there for the room's next append (OutcomeFlusher).
