@@ -24,7 +24,13 @@ from actors.eventsourced import EventSourcedActor
 from actors.ref import ActorRef
 from actors.stats import SystemStats
 from actors.supervision import SupervisionPolicy
-from actors.system import ActorSystem, check_count, check_seconds, check_settings
+from actors.system import (
+    ActorSystem,
+    check_count,
+    check_number,
+    check_seconds,
+    check_settings,
+)
 
 __all__ = [
     "Actor",
@@ -43,6 +49,7 @@ __all__ = [
     "SystemStats",
     "UnknownActorKind",
     "check_count",
+    "check_number",
     "check_seconds",
     "check_settings",
 ]

@@ -83,11 +83,16 @@ def check_settings(
         raise ValueError("on_idle_after must be >= 0 (inf: never), or None")
 
 
-def check_seconds(name: str, value: object, *, none: bool = False) -> None:
+def check_number(name: str, value: object, *, none: bool = False, what: str = "a number") -> None:
     """Raise ``TypeError`` unless ``value`` is a real number (``numbers.Real``: ints, floats,
     fractions, numpy's numbers; not ``bool``), or None when ``none``; its range is the
-    caller's to check."""
-    _check_type(name, value, numbers.Real, "a number of seconds", none)
+    caller's to check. ``what`` names the kind of number in the message."""
+    _check_type(name, value, numbers.Real, what, none)
+
+
+def check_seconds(name: str, value: object, *, none: bool = False) -> None:
+    """``check_number`` for a duration."""
+    check_number(name, value, none=none, what="a number of seconds")
 
 
 def check_count(name: str, value: object, *, none: bool = False) -> None:

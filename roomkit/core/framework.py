@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import numbers
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -20,7 +19,7 @@ from typing import Any, Self, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
-from actors import check_seconds
+from actors import check_number, check_seconds
 from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
@@ -160,10 +159,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     ) -> None:
         # Numbers of the wrong type fail here, by name, not at the first comparison deep inside
         # (the actor settings are checked with the actor system's own checks, below).
-        depth: object = max_chain_depth  # mypy does not know int is a numbers.Real
-        if isinstance(depth, bool) or not isinstance(depth, numbers.Real):
-            # Only ever compared, as in 0.3.0: math.inf means no limit.
-            raise TypeError(f"max_chain_depth must be a number, got {max_chain_depth!r}")
+        check_number("max_chain_depth", max_chain_depth)  # only compared: inf is no limit
         check_seconds("identity_timeout", identity_timeout, none=True)  # None: no bound, as 0.3.0
         check_seconds("process_timeout", process_timeout, none=True)
         check_seconds("rest_after", rest_after, none=True)
