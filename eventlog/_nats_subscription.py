@@ -64,8 +64,8 @@ class NatsSubscription(Subscription):
             if not records:
                 return True
         try:
-            if not self._batches.put_nowait(records):
-                await self._batches.put(records)  # the reader is behind: wait (backpressure)
+            # Waits only while the reader is behind (backpressure); no yield when there is room.
+            await self._batches.put(records)
         except HandoverClosed:
             return False
         return True
