@@ -27,6 +27,7 @@ from actors.supervision import SupervisionPolicy
 from actors.system import (
     ActorSystem,
     check_count,
+    check_finite_seconds,
     check_number,
     check_seconds,
     check_settings,
@@ -49,6 +50,7 @@ __all__ = [
     "SystemStats",
     "UnknownActorKind",
     "check_count",
+    "check_finite_seconds",
     "check_number",
     "check_seconds",
     "check_settings",

@@ -6,11 +6,10 @@ import asyncio
 import enum
 import logging
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Self, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -24,7 +23,7 @@ from actors.errors import ActorDeadError, ActorError, UnknownActorKind
 from actors.ref import ActorRef
 from actors.stats import SystemStats
 from actors.supervision import SupervisionPolicy
-from eventlog import EventLog
+from eventlog import EventLog, _numbers
 
 __all__ = ["ActorSystem"]
 
@@ -60,13 +59,47 @@ def check_settings(
 
     For owners of a system that check their settings before they start it.
     """
+    _checked_settings(
+        mailbox_size=mailbox_size,
+        ask_timeout=ask_timeout,
+        idle_timeout=idle_timeout,
+        task_linger=task_linger,
+        snapshot_every=snapshot_every,
+        shutdown_timeout=shutdown_timeout,
+        on_idle_after=on_idle_after,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """A system's settings, checked, with every duration a float."""
+
+    mailbox_size: int
+    ask_timeout: float
+    idle_timeout: float | None
+    task_linger: float | None
+    snapshot_every: int | None
+    shutdown_timeout: float
+    on_idle_after: float | None
+
+
+def _checked_settings(
+    *,
+    mailbox_size: int,
+    ask_timeout: float,
+    idle_timeout: float | None,
+    task_linger: float | None,
+    snapshot_every: int | None,
+    shutdown_timeout: float,
+    on_idle_after: float | None,
+) -> _Settings:
     check_count("mailbox_size", mailbox_size)
-    check_seconds("ask_timeout", ask_timeout)
-    check_seconds("idle_timeout", idle_timeout, none=True)
-    check_seconds("task_linger", task_linger, none=True)
+    ask_timeout = check_seconds("ask_timeout", ask_timeout)
+    idle_timeout = check_seconds("idle_timeout", idle_timeout, none=True)
+    task_linger = check_seconds("task_linger", task_linger, none=True)
     check_count("snapshot_every", snapshot_every, none=True)
-    check_seconds("shutdown_timeout", shutdown_timeout)
-    check_seconds("on_idle_after", on_idle_after, none=True)
+    shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
+    on_idle_after = check_seconds("on_idle_after", on_idle_after, none=True)
     if mailbox_size < 1:
         raise ValueError("mailbox_size must be >= 1")
     if not (ask_timeout > 0 and math.isfinite(ask_timeout)):
@@ -81,30 +114,56 @@ def check_settings(
         raise ValueError("shutdown_timeout must be >= 0")
     if on_idle_after is not None and not on_idle_after >= 0:
         raise ValueError("on_idle_after must be >= 0 (inf: never), or None")
+    return _Settings(
+        mailbox_size=mailbox_size,
+        ask_timeout=ask_timeout,
+        # An infinite wait is no wait: the sweeper then keeps no queue for it.
+        idle_timeout=None if idle_timeout == math.inf else idle_timeout,
+        task_linger=None if task_linger == math.inf else task_linger,
+        snapshot_every=snapshot_every,
+        shutdown_timeout=shutdown_timeout,
+        on_idle_after=on_idle_after,
+    )
+
+
+# The checks every layer's constructors use, defined in the lowest one (the log's own
+# settings are checked with them too); exported here with the actor settings they check.
 
 
 def check_number(name: str, value: object, *, none: bool = False, what: str = "a number") -> None:
     """Raise ``TypeError`` unless ``value`` is a real number (``numbers.Real``: ints, floats,
     fractions, numpy's numbers; not ``bool``), or None when ``none``; its range is the
     caller's to check. ``what`` names the kind of number in the message."""
-    _check_type(name, value, numbers.Real, what, none)
+    _numbers.check_number(name, value, none=none, what=what)
 
 
-def check_seconds(name: str, value: object, *, none: bool = False) -> None:
-    """``check_number`` for a duration."""
-    check_number(name, value, none=none, what="a number of seconds")
+@overload
+def check_seconds(name: str, value: object) -> float: ...
+
+
+@overload
+def check_seconds(name: str, value: object, *, none: bool) -> float | None: ...
+
+
+def check_seconds(name: str, value: object, *, none: bool = False) -> float | None:
+    """``check_number`` for a duration; returns it as a ``float`` (``None`` stays ``None``).
+
+    An int past a float's range (some 1.8e308) becomes infinity: so many seconds never end,
+    and the clock arithmetic a duration meets (``now + seconds``) would fail on the int.
+    """
+    return _numbers.check_seconds(name, value, none=none)
+
+
+def check_finite_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``check_seconds`` for a duration a server or a timer is given as a number: it must be
+    positive (or zero, with ``zero``) and finite, else ``ValueError``."""
+    return _numbers.check_finite_seconds(name, value, zero=zero)
 
 
 def check_count(name: str, value: object, *, none: bool = False) -> None:
     """Raise ``TypeError`` unless ``value`` is an integer (``numbers.Integral``, not ``bool``),
     or None when ``none``; its range is the caller's to check."""
-    _check_type(name, value, numbers.Integral, "an integer", none)
-
-
-def _check_type(name: str, value: object, kind: type, expected: str, none: bool) -> None:
-    if (value is None and none) or (isinstance(value, kind) and not isinstance(value, bool)):
-        return
-    raise TypeError(f"{name} must be {expected}{' or None' if none else ''}, got {value!r}")
+    _numbers.check_count(name, value, none=none)
 
 
 class ActorSystem:
@@ -162,7 +221,7 @@ class ActorSystem:
         shutdown_timeout: float = 10.0,
         on_idle_after: float | None = None,
     ) -> None:
-        check_settings(
+        settings = _checked_settings(
             mailbox_size=mailbox_size,
             ask_timeout=ask_timeout,
             idle_timeout=idle_timeout,
@@ -172,13 +231,13 @@ class ActorSystem:
             on_idle_after=on_idle_after,
         )
         self._log = log
-        self._mailbox_size = mailbox_size
-        self._ask_timeout = ask_timeout
-        self._idle_timeout = idle_timeout
-        self._task_linger = task_linger
-        self._snapshot_every = snapshot_every
+        self._mailbox_size = settings.mailbox_size
+        self._ask_timeout = settings.ask_timeout
+        self._idle_timeout = settings.idle_timeout
+        self._task_linger = settings.task_linger
+        self._snapshot_every = settings.snapshot_every
         self._supervision = supervision or SupervisionPolicy()
-        self._shutdown_timeout = shutdown_timeout
+        self._shutdown_timeout = settings.shutdown_timeout
         self._kinds: dict[str, _Kind] = {}
         # The incarnations taking messages, by (kind, key). Only these are reachable by refs.
         self._cells: dict[tuple[str, str], Cell] = {}
@@ -196,7 +255,10 @@ class ActorSystem:
         self._counters = Counters()
         self._deadlines = Deadlines()
         self._sweeper = Sweeper(
-            task_linger, idle_timeout, self._passivate_cell, on_idle_after=on_idle_after
+            settings.task_linger,
+            settings.idle_timeout,
+            self._passivate_cell,
+            on_idle_after=settings.on_idle_after,
         )
         self._host = Host(
             self,

@@ -158,12 +158,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         rest_after: float | None = 10.0,
     ) -> None:
         # Numbers of the wrong type fail here, by name, not at the first comparison deep inside
-        # (the actor settings are checked with the actor system's own checks, below).
+        # (the actor settings are checked with the actor system's own checks, below). Durations
+        # become floats: an int too large for one is infinite (see check_seconds).
         check_number("max_chain_depth", max_chain_depth)  # only compared: inf is no limit
-        check_seconds("identity_timeout", identity_timeout, none=True)  # None: no bound, as 0.3.0
-        check_seconds("process_timeout", process_timeout, none=True)
-        check_seconds("rest_after", rest_after, none=True)
-        check_seconds("outcome_delay", outcome_delay)
+        identity_bound = check_seconds("identity_timeout", identity_timeout, none=True)
+        process_timeout = check_seconds("process_timeout", process_timeout, none=True)
+        rest_after = check_seconds("rest_after", rest_after, none=True)
+        outcome_delay = check_seconds("outcome_delay", outcome_delay)
         self._store = store if store is not None else InMemoryStore()
         self._log = log if log is not None else MemoryEventLog()
         self._identity_resolver = identity_resolver
@@ -172,7 +173,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._lock_manager = lock_manager or InMemoryLockManager()
         self._realtime = realtime if realtime is not None else InMemoryRealtime()
         self._max_chain_depth = max_chain_depth
-        self._identity_timeout = identity_timeout
+        # None: no bound, as in 0.3.0.
+        self._identity_timeout = math.inf if identity_bound is None else identity_bound
         if process_timeout is not None and not process_timeout > 0:
             raise ValueError(f"process_timeout must be positive or None, got {process_timeout!r}")
         if process_timeout == math.inf:
@@ -498,8 +500,5 @@ _UNBOUNDED_ASK = 24 * 3600.0
 def _ask_timeout(process_timeout: float | None) -> float:
     """How long a command may wait for its room and be handled there before it is dropped:
     room for a backlog of a few messages next to the time one may take."""
-    try:
-        ask = math.inf if process_timeout is None else float(4 * process_timeout)
-    except OverflowError:  # an int past a float's range
-        ask = math.inf
+    ask = math.inf if process_timeout is None else 4 * process_timeout
     return ask if math.isfinite(ask) else _UNBOUNDED_ASK  # 1e308 s is no bound either

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from actors import check_seconds
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
@@ -77,7 +78,7 @@ class HookRegistration:
         directions: run only for events with these source directions (``None``: all).
 
     Raises:
-        TypeError: if ``fn`` is not callable.
+        TypeError: if ``fn`` is not callable, or ``timeout`` is not a number.
         ValueError: if ``timeout`` is not positive, or ``trigger`` / ``execution`` is not a
             value of its enum.
     """
@@ -101,9 +102,9 @@ class HookRegistration:
                 f"hook {self.name or '<unnamed>'!r} for {self.trigger}: fn must be an async "
                 f"callable (event, context), got {type(self.fn).__name__}"
             )
-        if self.timeout is None:
-            # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
-            self.timeout = math.inf
+        # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
+        timeout = check_seconds("hook timeout", self.timeout, none=True)
+        self.timeout = math.inf if timeout is None else timeout
         if not self.timeout > 0:
             raise ValueError(f"hook timeout must be positive, got {self.timeout!r}")
         if not self.name:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import gc
 import math
 import weakref
+from fractions import Fraction
 
 import anyio
 import pytest
 
-from actors import Actor, ActorSystem, check_settings
+from actors import Actor, ActorSystem, check_finite_seconds, check_seconds, check_settings
 from eventlog import MemoryEventLog
 from tests.actors.models import AddMany, Block, Call, Counter, CounterState, Get, Journal, probes
 
@@ -390,3 +391,37 @@ def test_a_setting_of_the_wrong_type_is_refused_by_name(setting: str, value: obj
         ActorSystem(**{setting: value})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=f"^{setting} must be "):
         check_settings(**{setting: value})  # type: ignore[arg-type]
+
+
+def test_durations_become_floats_and_an_int_past_a_float_is_infinite() -> None:
+    assert check_seconds("t", 2) == 2.0 and type(check_seconds("t", 2)) is float
+    assert check_seconds("t", Fraction(1, 4)) == 0.25
+    assert check_seconds("t", 10**400) == math.inf
+    assert check_seconds("t", -(10**400)) == -math.inf
+    assert check_seconds("t", None, none=True) is None
+    assert check_finite_seconds("t", 0, zero=True) == 0.0
+    for bad in (0, -1, math.inf, 10**400, math.nan):
+        with pytest.raises(ValueError, match="^t must be a positive, finite number"):
+            check_finite_seconds("t", bad)
+    with pytest.raises(ValueError, match="task_linger"):
+        ActorSystem(task_linger=-(10**400))
+
+
+async def test_durations_past_a_floats_range_mean_never() -> None:
+    # Each one used to meet clock arithmetic (now + seconds) and fail with OverflowError,
+    # in the sweeper's task: the whole system then stopped.
+    class Echo(Actor):
+        async def receive(self, message: object) -> object:
+            return message
+
+    huge = 10**400
+    system = ActorSystem(
+        idle_timeout=huge, task_linger=huge, on_idle_after=huge, shutdown_timeout=huge
+    )
+    system.register("echo", Echo)
+    async with system:
+        ref = system.ref("echo", "a")
+        assert await ref.ask("x", timeout=5) == "x"
+        await anyio.sleep(0.05)  # a sweep pass
+        assert await ref.ask("y", timeout=5) == "y"
+        assert system.is_active("echo", "a")

@@ -6,12 +6,24 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import anyio
 import pydantic
 import pytest
 
-from eventlog import EventLog
-from roomkit import Access, RoomKit
+from eventlog import EventLog, MemoryEventLog
+from roomkit import (
+    Access,
+    HookExecution,
+    HookResult,
+    HookTrigger,
+    IdentityResult,
+    InboundMessage,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+)
 from roomkit.core._room_ids import room_stream
+from roomkit.identity.base import IdentityResolver
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -94,3 +106,52 @@ def test_settings_that_take_none_take_it() -> None:
         task_linger=None,
         snapshot_every=None,
     )
+
+
+class _SlowResolver(IdentityResolver):
+    """Suspends before it answers, so that the identity timeout is armed."""
+
+    async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+        await anyio.sleep(0)
+        return IdentityResult(status="unknown")
+
+
+async def test_durations_past_a_floats_range_mean_no_bound() -> None:
+    # Each of these met clock arithmetic (now + seconds) and failed with OverflowError: the
+    # hooks and the identity resolver at every call, the outcome flusher and the actor
+    # system's sweeper in their own tasks, which then stopped the kit.
+    huge = 10**400
+    log = MemoryEventLog()
+    seen: list[str] = []
+    kit = RoomKit(
+        log=log,
+        identity_resolver=_SlowResolver(),
+        identity_timeout=huge,
+        process_timeout=huge,
+        rest_after=huge,
+        outcome_delay=huge,
+        idle_timeout=huge,
+        task_linger=huge,
+    )
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=huge)
+    async def slow_check(event: RoomEvent, context: RoomContext) -> HookResult:
+        await anyio.sleep(0)
+        return HookResult.allow()
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, timeout=huge)
+    async def slow_watch(event: RoomEvent, context: RoomContext) -> None:
+        await anyio.sleep(0)
+        seen.append(event.id)
+
+    async with kit:
+        await room(kit)
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.attach_channel("r1", "ws")
+        result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        assert not result.blocked
+        assert seen == [result.event.id]
+        assert kit.get_channel("ws").texts() == ["hello"]  # type: ignore[union-attr]
+    # Its delivery outcome waited (for ever, as outcome_delay says) and was appended at close.
+    types = [r.type for r in await log.read(room_stream("r1"))]
+    assert types[-2:] == ["message.recorded", "delivery.recorded"]
