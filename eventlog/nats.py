@@ -66,6 +66,7 @@ from eventlog._nats_io import JetStreamIO, Stored
 from eventlog._nats_reads import list_streams, read_log, read_stream
 from eventlog._nats_setup import close_quietly, ensure_bucket, ensure_stream, open_client
 from eventlog._nats_subscription import NatsSubscription
+from eventlog._numbers import check_count, check_finite_seconds
 from eventlog._streams import check_append, check_stream_id
 from eventlog.base import EventLog, Subscription
 from eventlog.codec import decode_snapshot, encode
@@ -125,6 +126,11 @@ class NatsEventLog(EventLog):
         version_cache_size: how many streams' (version, sequence) pairs are kept.
         connect_options: more keyword arguments for ``nats.connect`` (TLS, credentials, name).
 
+    Raises (when made):
+        TypeError: a count or a duration is not a number (counts: not an integer).
+        ValueError: a name or prefix JetStream refuses, a count below 1 (the cache: below
+            0), a duration that is not positive and finite (``retry_timeout``: may be 0).
+
     Raises (from every method):
         LogUnavailable: the server could not be reached in time.
         EventLogError: the server refused a request for another reason.
@@ -157,6 +163,16 @@ class NatsEventLog(EventLog):
             raise ValueError(f"invalid subject prefix {subject_prefix!r}")
         if storage not in ("file", "memory"):
             raise ValueError(f"storage must be 'file' or 'memory', not {storage!r}")
+        # Checked here, not where a task (or the server) first uses them.
+        check_count("replicas", replicas)
+        check_count("version_cache_size", version_cache_size)
+        if replicas < 1 or version_cache_size < 0:
+            raise ValueError("replicas must be >= 1 and version_cache_size >= 0")
+        duplicate_window = check_finite_seconds("duplicate_window", duplicate_window)
+        request_timeout = check_finite_seconds("request_timeout", request_timeout)
+        retry_timeout = check_finite_seconds("retry_timeout", retry_timeout, zero=True)
+        connect_timeout = check_finite_seconds("connect_timeout", connect_timeout)
+        idle_heartbeat = check_finite_seconds("idle_heartbeat", idle_heartbeat)
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.stream_name = stream_name
         self.subject_prefix = subject_prefix

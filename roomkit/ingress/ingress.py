@@ -57,6 +57,7 @@ from nats.aio.msg import Msg
 from nats.js.api import RawStreamMsg, StorageType
 from nats.js.client import JetStreamContext
 
+from actors import check_count, check_finite_seconds, check_seconds
 from roomkit.ingress._handler import HandlerSettings, MessageHandler
 from roomkit.ingress._inflight import Inflight, pause
 from roomkit.ingress._nats import (
@@ -117,6 +118,12 @@ class Ingress:
         drain_timeout: how long a graceful stop lets the lanes finish what they hold.
         connect_options: more keyword arguments for ``nats.connect`` (TLS, credentials, ...).
 
+    Raises:
+        TypeError: a count or a duration is not a number (counts: not an integer).
+        ValueError: a setting is out of range: a name JetStream refuses, a count below 1, a
+            duration NATS is given that is not positive and finite, a negative
+            ``drain_timeout``.
+
     Raises (on entering):
         IngressUnavailable: NATS could not be reached, or JetStream did not answer.
         IngressError: JetStream refused the streams or the consumer.
@@ -151,8 +158,21 @@ class Ingress:
         for name in (stream_name, dlq_stream, durable):
             if name is not None and (not name or any(c in name for c in ".*> \t\r\n")):
                 raise ValueError(f"invalid JetStream name {name!r}")
+        # Checked here: each one is first used in a task of the running ingress, or by NATS.
+        check_count("max_in_flight", max_in_flight)
+        check_count("lanes", lanes, none=True)
+        check_count("fetch_batch", fetch_batch)
+        check_count("max_attempts", max_attempts)
         if max_in_flight < 1 or (lanes is not None and lanes < 1) or max_attempts < 1:
             raise ValueError("max_in_flight, lanes and max_attempts must be at least 1")
+        duplicate_window = check_finite_seconds("duplicate_window", duplicate_window)
+        ack_wait = check_finite_seconds("ack_wait", ack_wait)
+        fetch_timeout = check_finite_seconds("fetch_timeout", fetch_timeout)
+        request_timeout = check_finite_seconds("request_timeout", request_timeout)
+        connect_timeout = check_finite_seconds("connect_timeout", connect_timeout)
+        drain_timeout = check_seconds("drain_timeout", drain_timeout)
+        if not drain_timeout >= 0:
+            raise ValueError(f"drain_timeout must be >= 0 (inf: no bound), got {drain_timeout!r}")
         if storage not in ("file", "memory"):
             raise ValueError(f"storage must be 'file' or 'memory', not {storage!r}")
         self.kit = kit

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import subprocess
 import sys
+from fractions import Fraction
 
 import anyio
 import nats
@@ -251,6 +253,35 @@ def test_bad_names_are_refused_up_front() -> None:
         NatsEventLog(stream_name="a.b")
     with pytest.raises(ValueError, match="subject prefix"):
         NatsEventLog(subject_prefix="rooms.*")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("replicas", 0, ValueError),
+        ("replicas", 1.0, TypeError),
+        ("version_cache_size", -1, ValueError),
+        ("version_cache_size", "100", TypeError),
+        ("duplicate_window", 0, ValueError),
+        ("duplicate_window", math.inf, ValueError),  # the server takes it in nanoseconds
+        ("request_timeout", 10**400, ValueError),
+        ("request_timeout", "2", TypeError),
+        ("retry_timeout", -1, ValueError),
+        ("connect_timeout", math.nan, ValueError),
+        ("idle_heartbeat", None, TypeError),
+    ],
+)
+def test_bad_settings_are_refused_up_front(
+    setting: str, value: object, error: type[Exception]
+) -> None:
+    # Not when a request, a retry or a subscription's stall check first uses them.
+    with pytest.raises(error, match=setting):
+        NatsEventLog(**{setting: value})
+
+
+def test_settings_take_numbers_of_any_kind() -> None:
+    log = NatsEventLog(request_timeout=Fraction(1, 2), retry_timeout=0, idle_heartbeat=2)
+    assert (log.request_timeout, log.retry_timeout, log.idle_heartbeat) == (0.5, 0.0, 2.0)
 
 
 # -- refusals and foreign data ---------------------------------------------------------------

@@ -4,11 +4,13 @@ stops and restarts, and a kill -9 of the serving process mid-stream."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -426,6 +428,37 @@ async def test_keyless_messages_when_the_ingress_allows_them(
 
 
 # -- the publisher helper ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [
+        ("max_in_flight", 0, ValueError),
+        ("max_in_flight", 2.5, TypeError),
+        ("lanes", "4", TypeError),
+        ("fetch_batch", None, TypeError),
+        ("max_attempts", True, TypeError),
+        ("ack_wait", 0, ValueError),
+        ("ack_wait", math.inf, ValueError),  # JetStream takes it in nanoseconds
+        ("duplicate_window", 10**400, ValueError),
+        ("fetch_timeout", -1, ValueError),
+        ("request_timeout", math.nan, ValueError),
+        ("connect_timeout", "5", TypeError),
+        ("drain_timeout", -0.5, ValueError),
+        ("drain_timeout", [1], TypeError),
+    ],
+)
+def test_a_bad_setting_is_refused_when_the_ingress_is_made(
+    setting: str, value: object, error: type[Exception]
+) -> None:
+    # Not when a task of the running ingress (or NATS) first uses it.
+    with pytest.raises(error, match=setting):
+        Ingress(RoomKit(), **{setting: value})
+
+
+def test_settings_take_numbers_of_any_kind() -> None:
+    ingress = Ingress(RoomKit(), ack_wait=Fraction(15), drain_timeout=math.inf, lanes=2)
+    assert ingress.lanes == 2
 
 
 async def test_publish_inbound_refuses_what_the_ingress_would_refuse(client: NatsClient) -> None:
