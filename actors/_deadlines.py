@@ -44,7 +44,11 @@ class Deadlines:
         Raises:
             ValueError: ``timeout`` is not a positive, finite number.
         """
-        if not (timeout > 0 and _finite(timeout)):
+        try:
+            valid = timeout > 0 and math.isfinite(timeout)
+        except OverflowError:  # an int past a float's range: no finite float
+            valid = False
+        if not valid:
             raise ValueError(f"an ask needs a positive, finite timeout, got {timeout!r}")
         deadline = self.clock() + timeout
         queue = self._queues.get(timeout)
@@ -96,10 +100,3 @@ class Deadlines:
         if self._wakeup is not None:
             self._wakeup.set()
             self._wakeup = None
-
-
-def _finite(seconds: float) -> bool:
-    try:
-        return math.isfinite(seconds)
-    except OverflowError:  # an int past a float's range: no finite float
-        return False
