@@ -56,7 +56,7 @@ class AITool(BaseModel):
     """
 
     name: str
-    description: str = ""
+    description: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 

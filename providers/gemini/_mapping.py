@@ -129,7 +129,7 @@ def _function_response(message: AIMessage, call_names: dict[str, str]) -> dict[s
 
 
 def _declaration(tool: AITool) -> dict[str, Any]:
-    declaration: dict[str, Any] = {"name": tool.name, "description": tool.description}
+    declaration: dict[str, Any] = {"name": tool.name, "description": tool.description or ""}
     if tool.parameters:
         declaration["parametersJsonSchema"] = tool.parameters
     return declaration

@@ -45,7 +45,7 @@ class IdentityHookResult(BaseModel):
     status: IdentificationStatus
     identity: Identity | None = None
     display_name: str | None = None
-    candidates: list[Identity] = Field(default_factory=list)
+    candidates: list[Identity] | None = None
     inject: InjectedEvent | None = None
     reason: str | None = None
     challenge_type: str | None = None
@@ -64,7 +64,7 @@ class IdentityHookResult(BaseModel):
         return cls(
             status=IdentificationStatus.PENDING,
             display_name=display_name,
-            candidates=candidates or [],
+            candidates=candidates,
         )
 
     @classmethod

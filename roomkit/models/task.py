@@ -19,7 +19,7 @@ class Task(BaseModel):
     id: str = Field(default_factory=new_id)
     room_id: str
     title: str
-    description: str = ""
+    description: str | None = None
     assigned_to: str | None = None
     status: TaskStatus = TaskStatus.PENDING
     created_at: datetime = Field(default_factory=utcnow)
@@ -33,7 +33,7 @@ class Observation(BaseModel):
     room_id: str
     channel_id: str
     content: str
-    category: str = ""
+    category: str | None = None
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
     created_at: datetime = Field(default_factory=utcnow)
     metadata: dict[str, Any] = Field(default_factory=dict)

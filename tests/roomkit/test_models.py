@@ -418,7 +418,8 @@ class TestTasks:
         task = Task(room_id="r1", title="Call back")
         assert len(task.id) == 32
         assert task.status is TaskStatus.PENDING
-        assert task.description == ""
+        assert task.description is None  # as in 0.3.0, which took None too
+        assert Task(room_id="r1", title="x", description=None).description is None
         assert task.assigned_to is None
         assert task.created_at.tzinfo is not None
         assert task.metadata == {}
@@ -426,7 +427,7 @@ class TestTasks:
     def test_observation_confidence_range(self) -> None:
         observation = Observation(room_id="r", channel_id="ai", content="happy")
         assert observation.confidence == 1.0
-        assert observation.category == ""
+        assert observation.category is None  # as in 0.3.0
         assert Observation(room_id="r", channel_id="c", content="x", confidence=0).confidence == 0
         with pytest.raises(ValidationError):
             Observation(room_id="r", channel_id="c", content="x", confidence=1.01)

@@ -116,9 +116,10 @@ class TestIdentityHookResult:
         result = IdentityHookResult.pending(display_name="Guest", candidates=candidates)
         assert result.status is IdentificationStatus.PENDING
         assert result.display_name == "Guest"
-        assert [c.id for c in result.candidates] == ["u1", "u2"]
+        assert [c.id for c in result.candidates or ()] == ["u1", "u2"]
         bare = IdentityHookResult.pending()
-        assert (bare.display_name, bare.candidates) == (None, [])
+        assert (bare.display_name, bare.candidates) == (None, None)  # as in 0.3.0
+        assert IdentityHookResult(status="pending", candidates=None).candidates is None
 
     def test_challenge(self) -> None:
         question = injected("Who are you?", ["sms-1"])
@@ -143,7 +144,7 @@ class TestIdentityHookResult:
             None,
             None,
         )
-        assert (result.challenge_type, result.message, result.candidates) == (None, None, [])
+        assert (result.challenge_type, result.message, result.candidates) == (None, None, None)
         with pytest.raises(ValidationError):
             IdentityHookResult(status="maybe")  # type: ignore[arg-type]
         with pytest.raises(ValidationError):
