@@ -85,6 +85,16 @@ class CircuitBreaker:
             and self._clock() - self._opened_at < self.recovery_timeout
         )
 
+    @property
+    def is_closed(self) -> bool:
+        """True while calls go through (no failure streak reached the threshold)."""
+        return self._state is CircuitState.CLOSED
+
+    @property
+    def is_half_open(self) -> bool:
+        """True while a probe is due or under way: neither closed nor open."""
+        return not (self.is_closed or self.is_open)
+
     def allow_request(self) -> bool:
         """Whether the caller may call the channel now.
 

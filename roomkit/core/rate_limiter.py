@@ -91,8 +91,8 @@ class TokenBucketRateLimiter:
             bucket.refill(rate, now)
         return bucket
 
-    def acquire(self, key: str, rate_limit: RateLimit) -> bool:
-        """Take one token for ``key`` if one is available now.
+    def acquire(self, channel_id: str, rate_limit: RateLimit) -> bool:
+        """Take one token for ``channel_id`` if one is available now.
 
         Returns:
             True if the caller may send (always for an unlimited limit), False otherwise.
@@ -101,14 +101,14 @@ class TokenBucketRateLimiter:
         rate = rate_of(rate_limit)
         if rate is None:
             return True
-        bucket = self._bucket(key, rate)
+        bucket = self._bucket(channel_id, rate)
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return True
         return False
 
-    async def wait(self, key: str, rate_limit: RateLimit) -> None:
-        """Wait until ``key`` may send one message, then consume its token.
+    async def wait(self, channel_id: str, rate_limit: RateLimit) -> None:
+        """Wait until ``channel_id`` may send one message, then consume its token.
 
         The token is reserved at once (the balance may go negative) and the caller sleeps
         exactly until the balance covers it, so concurrent callers are served in arrival order
@@ -118,7 +118,7 @@ class TokenBucketRateLimiter:
         rate = rate_of(rate_limit)
         if rate is None:
             return
-        bucket = self._bucket(key, rate)
+        bucket = self._bucket(channel_id, rate)
         bucket.tokens -= 1.0
         if bucket.tokens >= 0.0:
             return

@@ -153,8 +153,8 @@ class TestGetHooks:
         engine.register(reg(rec.hook("g_late"), priority=10))
         engine.register(reg(rec.hook("g_first"), priority=0))
         engine.add_room_hook("r1", reg(rec.hook("r_first"), priority=0))
-        engine.add_room_hook("r1", reg(rec.hook("r_early"), priority=-5))
-        engine.register(reg(rec.hook("g_second"), priority=0))
+        engine.add_room_hook("r1", hook=reg(rec.hook("r_early"), priority=-5))  # 0.3.0's name
+        engine.register(hook=reg(rec.hook("g_second"), priority=0))
         names = [h.name for h in engine.get_hooks("r1", BEFORE, SYNC)]
         assert names == ["r_early", "g_first", "g_second", "r_first", "g_late"]
         # Other rooms only see the global hooks.

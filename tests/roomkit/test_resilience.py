@@ -86,6 +86,23 @@ class TestCircuitBreaker:
         assert not breaker.allow_request()
         assert not breaker.allow_request()
 
+    def test_is_closed_open_and_half_open_name_the_state_callers_see(self) -> None:
+        clock = FakeClock()
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=10, clock=clock)
+
+        def seen() -> tuple[bool, bool, bool]:
+            return breaker.is_closed, breaker.is_open, breaker.is_half_open
+
+        assert seen() == (True, False, False)
+        breaker.record_failure()
+        assert seen() == (False, True, False)
+        clock.advance(10)
+        assert seen() == (False, False, True)  # a probe is due
+        assert breaker.allow_request()
+        assert seen() == (False, False, True)  # the probe is under way
+        breaker.record_success()
+        assert seen() == (True, False, False)
+
     def test_probe_success_closes(self) -> None:
         clock = FakeClock()
         breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=5, clock=clock)
@@ -188,6 +205,8 @@ class TestTokenBucket:
         assert limiter.acquire("a", limit)
         assert not limiter.acquire("a", limit)
         assert limiter.acquire("b", limit)
+        # 0.3.0's parameter names (a keyword call keeps working).
+        assert not limiter.acquire(channel_id="b", rate_limit=limit)
 
     def test_rate_below_one_per_second_gets_tokens(self) -> None:
         """QUIRK 13 fixed: 30/minute used to cap the bucket at 0.5 tokens, forever empty."""
