@@ -29,7 +29,14 @@ from providers.errors import ProviderError
 from providers.http import HTTPProvider, MockHTTPProvider
 from providers.messenger import MessengerProvider, MockMessengerProvider
 from providers.rcs import MockRCSProvider, RCSDeliveryResult, RCSProvider
-from providers.sms import MockSMSProvider, SMSProvider
+from providers.sms import (
+    MockSMSProvider,
+    SMSProvider,
+    WebhookMeta,
+    extract_sms_meta,
+    is_valid_phone,
+    normalize_phone,
+)
 from providers.teams import MockTeamsProvider, TeamsProvider
 from providers.whatsapp import MockWhatsAppProvider, WhatsAppProvider
 
@@ -55,6 +62,11 @@ __all__ = [
     "AIToolCall",
     # results
     "RCSDeliveryResult",
+    # SMS webhooks and phone numbers
+    "WebhookMeta",
+    "extract_sms_meta",
+    "is_valid_phone",
+    "normalize_phone",
     # mocks
     "MockAIProvider",
     "MockEmailProvider",

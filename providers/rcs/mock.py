@@ -26,7 +26,7 @@ class MockRCSProvider(RCSProvider):
 
     def __init__(
         self,
-        sender_id: str = "mock-rcs-agent",
+        sender_id: str = "mock_rcs_agent",  # 0.3.0's
         *,
         simulate_fallback: bool = False,
         simulate_failure: bool = False,

@@ -16,6 +16,7 @@ The small ``get_*`` helpers below are what the vendor parsers use to read untrus
 
 from __future__ import annotations
 
+import importlib
 import mimetypes
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -321,3 +322,20 @@ def get_list(payload: object, key: str) -> list[Any]:
         if isinstance(value, list):
             return value
     return []
+
+
+# RoomKit 0.3.0 kept each vendor's extractor in this module; they live in the vendors' webhook
+# modules, which import this one, so they are looked up on first access (PEP 562).
+_VENDOR_EXTRACTORS = {
+    "extract_sinch_meta": "providers.sinch.webhook",
+    "extract_telnyx_meta": "providers.telnyx.webhook",
+    "extract_twilio_meta": "providers.twilio.webhook",
+    "extract_voicemeup_meta": "providers.voicemeup.webhook",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _VENDOR_EXTRACTORS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -40,8 +40,9 @@ class ConversationReferenceStore(ABC):
         """Forget ``conversation_id``'s reference; False when there was none."""
 
     @abstractmethod
-    async def list_all(self) -> list[dict[str, Any]]:
-        """Every stored reference, in the order they were first saved."""
+    async def list_all(self) -> dict[str, dict[str, Any]]:
+        """Every stored reference by conversation id, in the order they were first saved
+        (a mapping, as in RoomKit 0.3.0)."""
 
 
 class InMemoryConversationReferenceStore(ConversationReferenceStore):
@@ -63,9 +64,9 @@ class InMemoryConversationReferenceStore(ConversationReferenceStore):
         """Forget the reference; False when there was none."""
         return self._references.pop(conversation_id, None) is not None
 
-    async def list_all(self) -> list[dict[str, Any]]:
-        """Deep copies of every reference, in first-save order."""
-        return [copy.deepcopy(r) for r in self._references.values()]
+    async def list_all(self) -> dict[str, dict[str, Any]]:
+        """Deep copies of every reference by conversation id, in first-save order."""
+        return copy.deepcopy(self._references)
 
     def __len__(self) -> int:
         return len(self._references)

@@ -14,7 +14,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import uuid4
 
@@ -27,6 +26,7 @@ from roomkit.core._commands import (
     SendEvent,
 )
 from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.core.hooks import IdentityHookRegistration
 from roomkit.errors import ChannelNotRegisteredError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.context import RoomContext
@@ -43,7 +43,7 @@ from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 
-__all__ = ["IdentityHookRegistration", "InboundMixin"]
+__all__ = ["InboundMixin"]
 
 logger = logging.getLogger("roomkit.framework")
 
@@ -51,23 +51,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _AMBIGUOUS = (IdentificationStatus.AMBIGUOUS, IdentificationStatus.PENDING)
 _UNKNOWN = (IdentificationStatus.UNKNOWN, IdentificationStatus.REJECTED)
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityHookRegistration:
-    trigger: HookTrigger
-    fn: Callable[..., Any]
-    channel_types: Collection[ChannelType] | None = None
-    channel_ids: Collection[str] | None = None
-    directions: Collection[ChannelDirection] | None = None
-
-    def matches(self, event: RoomEvent) -> bool:
-        source = event.source
-        return (
-            (self.channel_types is None or source.channel_type in self.channel_types)
-            and (self.channel_ids is None or source.channel_id in self.channel_ids)
-            and (self.directions is None or source.direction in self.directions)
-        )
 
 
 class InboundMixin(HelpersMixin):

@@ -26,12 +26,17 @@ from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._commands import MarkRead
 from roomkit.core._helpers import FrameworkHandler
-from roomkit.core._inbound import IdentityHookRegistration, InboundMixin
+from roomkit.core._inbound import InboundMixin
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.event_router import EventRouter
-from roomkit.core.hooks import HookEngine, HookRegistration
+from roomkit.core.hooks import (
+    HookEngine,
+    HookRegistration,
+    IdentityHookFn,
+    IdentityHookRegistration,
+)
 from roomkit.core.inbound_router import DefaultInboundRoomRouter, InboundRoomRouter
 from roomkit.core.locks import InMemoryLockManager, RoomLockManager
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
@@ -68,6 +73,8 @@ from roomkit.store.memory import InMemoryStore
 __all__ = [
     "ChannelNotFoundError",
     "ChannelNotRegisteredError",
+    "FrameworkEventHandler",
+    "IdentityHookFn",
     "IdentityNotFoundError",
     "InvalidRoomIdError",
     "ParticipantNotFoundError",
@@ -83,6 +90,9 @@ __all__ = [
 logger = logging.getLogger("roomkit.framework")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+FrameworkEventHandler = FrameworkHandler
+"""``async (FrameworkEvent) -> None``: a handler of ``kit.on(type)`` (0.3.0's name)."""
 
 _PRESENCE = {
     "online": EphemeralEventType.PRESENCE_ONLINE,

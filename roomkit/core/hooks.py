@@ -28,6 +28,7 @@ from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
+from roomkit.models.identity import IdentityHookResult, IdentityResult
 from roomkit.models.task import Observation, Task
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "HookFn",
     "HookRegistration",
     "HookTimeoutError",
+    "IdentityHookFn",
+    "IdentityHookRegistration",
     "SyncPipelineResult",
     "expected_execution",
 ]
@@ -45,6 +48,9 @@ logger = logging.getLogger("roomkit.hooks")
 
 HookFn = Callable[[Any, Any], Awaitable[HookResult | None]]
 """``async (event, context) -> HookResult | None`` (async triggers return ``None``)."""
+
+IdentityHookFn = Callable[[Any, Any, IdentityResult], Awaitable[IdentityHookResult | None]]
+"""``async (event, context, identity_result) -> IdentityHookResult | None``."""
 
 SYNC_TRIGGERS: frozenset[HookTrigger] = frozenset(
     {
@@ -128,6 +134,27 @@ class HookRegistration:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityHookRegistration:
+    """One identity hook (``kit.identity_hook``): runs at ``trigger`` for the inbound events
+    whose source the channel filters accept (``None``: any)."""
+
+    trigger: HookTrigger
+    fn: Callable[..., Any]  # an IdentityHookFn, or the same function not async
+    channel_types: Collection[ChannelType] | None = None
+    channel_ids: Collection[str] | None = None
+    directions: Collection[ChannelDirection] | None = None
+
+    def matches(self, event: Any) -> bool:
+        """Whether the channel filters accept ``event``'s source."""
+        source = event.source
+        return (
+            (self.channel_types is None or source.channel_type in self.channel_types)
+            and (self.channel_ids is None or source.channel_id in self.channel_ids)
+            and (self.directions is None or source.direction in self.directions)
+        )
+
+
 @dataclass(slots=True)
 class SyncPipelineResult:
     """Outcome of running the sync hooks of one trigger over one event.
@@ -189,15 +216,15 @@ class HookEngine:
 
     # -- registration ---------------------------------------------------------------------
 
-    def register(self, registration: HookRegistration) -> None:
+    def register(self, hook: HookRegistration) -> None:
         """Add a global hook (runs for every room)."""
-        self._global.append(registration)
+        self._global.append(hook)
         self._global_index.clear()
         self._room_index.clear()
 
-    def add_room_hook(self, room_id: str, registration: HookRegistration) -> None:
+    def add_room_hook(self, room_id: str, hook: HookRegistration) -> None:
         """Add a hook that runs for ``room_id`` only, after the global ones of equal priority."""
-        self._room.setdefault(room_id, []).append(registration)
+        self._room.setdefault(room_id, []).append(hook)
         self._room_index.pop(room_id, None)
 
     def remove_room_hook(self, room_id: str, name: str) -> bool:

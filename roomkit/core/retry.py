@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
-if TYPE_CHECKING:
-    from roomkit.models import RetryPolicy
+from roomkit.models.channel import RetryPolicy  # also importable from here, as in 0.3.0
 
-__all__ = ["backoff_delay", "retry_with_backoff"]
+__all__ = ["RetryPolicy", "backoff_delay", "retry_with_backoff"]
 
 logger = logging.getLogger("roomkit.retry")
 

@@ -389,7 +389,11 @@ class TestReferences:
         assert got is not None
         got["serviceUrl"] = "changed"  # callers cannot mutate the stored copy
         assert (await store.get("c1")) == reference
-        assert [r.get("serviceUrl") for r in await store.list_all()] == [SERVICE_URL] * 2
+        everything = await store.list_all()  # by conversation id, as in 0.3.0
+        assert list(everything) == ["c1", "c2"]
+        assert everything["c1"] == reference
+        everything["c2"]["serviceUrl"] = "changed"
+        assert (await store.get("c2")) == {"serviceUrl": SERVICE_URL}
         assert await store.delete("c1") is True
         assert await store.delete("c1") is False
         assert await store.get("c1") is None

@@ -1,0 +1,8 @@
+"""RoomKit 0.3.0's module path ``roomkit.providers.elasticemail.config``; its names live in
+``providers.elasticemail.provider``."""
+
+from __future__ import annotations
+
+from providers.elasticemail.provider import ElasticEmailConfig
+
+__all__ = ["ElasticEmailConfig"]
