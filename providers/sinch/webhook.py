@@ -76,7 +76,7 @@ def extract_sinch_meta(payload: Mapping[str, Any]) -> WebhookMeta:
             event_type=kind,
             raw=raw,
         )
-    return WebhookMeta(provider="sinch", event_type=kind or None, raw=raw)
+    return WebhookMeta(provider="sinch", direction="unknown", event_type=kind or None, raw=raw)
 
 
 def parse_sinch_webhook(payload: Mapping[str, Any], channel_id: str) -> InboundMessage:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import importlib
 import mimetypes
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import CompositeContent, EventContent, MediaContent, TextContent
@@ -51,6 +52,26 @@ SMS_WEBHOOK_PROVIDERS = ("voicemeup", "telnyx", "twilio", "sinch")
 _DEFAULT_MIME = "application/octet-stream"
 
 
+# RoomKit 0.3.0's WebhookMeta (a dataclass): its positional order, and the event types by
+# which it told a status (and a message we sent) from an inbound message.
+_ORDER_0_3_0 = (
+    "provider",
+    "sender",
+    "recipient",
+    "body",
+    "external_id",
+    "timestamp",
+    "raw",
+    "media_urls",
+    "direction",
+    "event_type",
+)
+_STATUS_EVENTS_0_3_0 = frozenset(
+    {"message.sent", "message.delivered", "message.failed", "message.finalized"}
+)
+_SENT_EVENTS_0_3_0 = frozenset({"message.sent", "message.finalized"})
+
+
 class WebhookMedia(BaseModel):
     """One attachment of an inbound MMS: its URL and MIME type (as the vendor said, or guessed
     from the URL)."""
@@ -64,10 +85,19 @@ class WebhookMedia(BaseModel):
 class WebhookMeta(BaseModel):
     """What a vendor webhook says, in vendor-neutral fields.
 
+    It is also made as RoomKit 0.3.0 made it, positionally in 0.3.0's order (``provider,
+    sender, recipient, body, external_id, timestamp, raw, media_urls, direction,
+    event_type``) or by those names: ``external_id`` is ``message_id``, ``media_urls`` (dicts
+    with ``url`` and ``mime_type``) become ``media``, and a status ``event_type`` of an
+    outbound message (``"message.delivered"``, ...) gives ``status``. A name it does not know
+    is refused, not dropped.
+
     Attributes:
         provider: Vendor name (``"twilio"``, ``"telnyx"``, ``"sinch"``, ``"voicemeup"``).
         direction: ``"inbound"`` (a message to us), ``"outbound"`` (about a message we sent),
-            or None when the payload said neither.
+            ``"unknown"`` when a vendor payload said neither (it is then neither inbound nor a
+            status), or None when not given: as in 0.3.0, such a meta with a sender is an
+            inbound message unless ``event_type`` says the message was sent.
         sender: Who sent the message (phone number, as the vendor wrote it).
         recipient: Who it was sent to.
         body: Text of the message.
@@ -76,7 +106,8 @@ class WebhookMeta(BaseModel):
         status: Delivery status (lower-case, the vendor's vocabulary) for status events.
         error_code: The vendor's error code of a failed delivery.
         error_message: The vendor's error text of a failed delivery.
-        timestamp: When the vendor says it happened (ISO 8601 as given), if it did.
+        timestamp: When the vendor says it happened (ISO 8601 as given, or the ``datetime``
+            a 0.3.0-style caller gave), if it did.
         event_type: The vendor's event name, when it has one (``message.received``, ...).
         pending: The message is held back until its other half arrives (VoiceMeUp splits an
             MMS into several webhooks); a pending meta is neither inbound nor a status.
@@ -84,7 +115,7 @@ class WebhookMeta(BaseModel):
         raw: The payload as received.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     provider: str
     direction: str | None = None
@@ -96,22 +127,66 @@ class WebhookMeta(BaseModel):
     status: str | None = None
     error_code: str | None = None
     error_message: str | None = None
-    timestamp: str | None = None
+    timestamp: str | datetime | None = None
     event_type: str | None = None
     pending: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict)
 
+    def __init__(self, *args: Any, **data: Any) -> None:
+        if len(args) > len(_ORDER_0_3_0):
+            raise TypeError(f"WebhookMeta takes at most {len(_ORDER_0_3_0)} positional arguments")
+        for name, value in zip(_ORDER_0_3_0, args, strict=False):
+            if name in data:
+                raise TypeError(f"WebhookMeta got multiple values for {name!r}")
+            data[name] = value
+        super().__init__(**data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_0_3_0(cls, data: Any) -> Any:
+        """Read 0.3.0's ``external_id`` and ``media_urls``, and its status event types."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "external_id" in data:
+            external_id = data.pop("external_id")
+            if data.setdefault("message_id", external_id) != external_id:
+                raise ValueError("external_id and message_id differ (they are one field)")
+        if "media_urls" in data:
+            media_urls = data.pop("media_urls") or []
+            if "media" in data:
+                raise ValueError("give media or media_urls, not both (they are one field)")
+            data["media"] = [
+                media
+                for item in media_urls
+                if isinstance(item, Mapping)
+                and (media := webhook_media(str(item.get("url") or ""), item.get("mime_type")))
+            ]
+        event_type = data.get("event_type")
+        if (
+            data.get("status") is None
+            and data.get("direction") == "outbound"
+            and event_type in _STATUS_EVENTS_0_3_0
+        ):
+            data["status"] = event_type.removeprefix("message.")
+        return data
+
     @property
     def is_inbound(self) -> bool:
         """An inbound message that can become an :class:`InboundMessage`."""
-        return self.direction == "inbound" and bool(self.sender) and not self.pending
+        if self.pending or not self.sender:
+            return False
+        if self.direction is None:  # not given: 0.3.0's default, unless sent by us
+            return self.event_type not in _SENT_EVENTS_0_3_0
+        return self.direction == "inbound"
 
     @property
     def is_status(self) -> bool:
         """A delivery status of a message we sent."""
         return (
             self.direction != "inbound"
+            and not self.is_inbound
             and bool(self.status)
             and bool(self.message_id)
             and not self.pending
@@ -121,6 +196,11 @@ class WebhookMeta(BaseModel):
     def external_id(self) -> str | None:
         """Alias of :attr:`message_id` (the name ``InboundMessage`` uses)."""
         return self.message_id
+
+    @property
+    def media_urls(self) -> list[dict[str, str | None]]:
+        """:attr:`media` as RoomKit 0.3.0 gave it: dicts with ``url`` and ``mime_type``."""
+        return [{"url": m.url, "mime_type": m.mime_type} for m in self.media]
 
     def to_inbound(self, channel_id: str) -> InboundMessage:
         """The inbound message this webhook carries.
@@ -136,7 +216,10 @@ class WebhookMeta(BaseModel):
             raise ValueError(f"{self.provider} webhook is not an inbound message ({kind})")
         metadata: dict[str, Any] = {"provider": self.provider, "recipient": self.recipient}
         if self.timestamp:
-            metadata["timestamp"] = self.timestamp
+            timestamp = self.timestamp
+            metadata["timestamp"] = (
+                timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
+            )
         metadata.update(self.extra)
         return InboundMessage(
             channel_id=channel_id,
@@ -163,7 +246,11 @@ class WebhookMeta(BaseModel):
             sender=self.sender,
             error_code=self.error_code,
             error_message=self.error_message,
-            timestamp=self.timestamp,
+            timestamp=(
+                self.timestamp.isoformat()
+                if isinstance(self.timestamp, datetime)
+                else self.timestamp
+            ),
             raw=self.raw,
         )
 

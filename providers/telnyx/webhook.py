@@ -120,7 +120,7 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
         provider="telnyx",
         direction="inbound"
         if inbound
-        else ("outbound" if status or direction == "outbound" else None),
+        else ("outbound" if status or direction == "outbound" else "unknown"),
         sender=sender,
         recipient=recipient,
         body=body,

@@ -109,7 +109,7 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
     elif status:
         direction = "outbound"
     else:
-        direction = None
+        direction = "unknown"  # neither inbound nor a status
     return WebhookMeta(
         provider="twilio",
         direction=direction,

@@ -49,7 +49,7 @@ def read_voicemeup_payload(payload: Mapping[str, Any]) -> WebhookMeta:
     elif direction_field in _INBOUND or (not direction_field and sender):
         direction = "inbound"
     else:
-        direction = None
+        direction = "unknown"  # neither inbound nor a status
     media = webhook_media(
         get_str(payload, "attachment", "attachment_url", "media_url"),
         get_str(payload, "attachment_mime_type", "attachment_type", "content_type"),

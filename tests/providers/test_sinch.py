@@ -22,7 +22,7 @@ from providers.sinch import (
     parse_sinch_webhook,
     verify_sinch_signature,
 )
-from providers.sms.meta import extract_sms_meta
+from providers.sms.meta import WebhookMeta, extract_sms_meta
 from roomkit.models.delivery import DeliveryStatus
 from roomkit.models.event import CompositeContent, MediaContent, TextContent
 from tests.providers.sms_support import (
@@ -360,3 +360,14 @@ class TestEndToEnd:
             "type": "mt_text",
             "body": "Got it",
         }
+
+    async def test_a_webhook_meta_made_the_0_3_0_way_reaches_the_room(self) -> None:
+        # 0.3.0's dataclass, positionally and without a direction: it used to be ignored.
+        meta = WebhookMeta("sinch", "+15145550100", "12345", "Hello", "01W4", None, {})
+        async with mock_client(Recorder([created()])) as client:
+            provider = SinchSMSProvider(config(), client=client)
+            async with sms_kit(provider, "+15145550100") as (kit, other):
+                result = await kit.process_webhook(meta, "sms")
+                assert result is not None and result.event is not None
+                assert result.event.idempotency_key == "01W4"
+                assert other.texts() == ["Hello"]

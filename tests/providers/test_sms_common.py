@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -88,6 +89,50 @@ class TestWebhookMeta:
         meta = WebhookMeta(provider="x")
         with pytest.raises(ValueError):
             meta.body = "changed"  # type: ignore[misc]
+
+    def test_made_as_0_3_0_made_it(self) -> None:
+        # Positionally, in 0.3.0's order, without a direction: an inbound message, as then.
+        when = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
+        media = [{"url": "https://x.example/a.jpg", "mime_type": None}]
+        meta = WebhookMeta("twilio", "+15145550100", "+15005550006", "hi", "SM1", when, {}, media)
+        assert (meta.message_id, meta.external_id, meta.direction) == ("SM1", "SM1", None)
+        assert meta.media_urls == [{"url": "https://x.example/a.jpg", "mime_type": "image/jpeg"}]
+        assert meta.is_inbound and not meta.is_status
+        message = meta.to_inbound("sms")
+        assert (message.external_id, message.idempotency_key) == ("SM1", "SM1")
+        assert message.metadata["timestamp"] == "2024-05-10T12:00:00+00:00"
+        assert isinstance(message.content, MediaContent) and message.content.caption == "hi"
+        # By name; a status event type of an outbound message makes a status.
+        status = WebhookMeta(
+            provider="telnyx",
+            sender="+1",
+            recipient="+2",
+            body="",
+            external_id="m1",
+            timestamp=None,
+            raw={},
+            direction="outbound",
+            event_type="message.delivered",
+        )
+        assert status.is_status and not status.is_inbound
+        assert (status.to_status().status, status.to_status().message_id) == ("delivered", "m1")
+        sent = WebhookMeta(provider="telnyx", sender="+1", event_type="message.sent")
+        assert not sent.is_inbound  # a message we sent, as 0.3.0 read it
+
+    def test_0_3_0_arguments_are_checked_not_dropped(self) -> None:
+        with pytest.raises(ValueError, match="extra|not permitted"):
+            WebhookMeta(provider="x", media_url="https://x.example/a.jpg")  # a typo
+        with pytest.raises(TypeError, match="multiple values"):
+            WebhookMeta("x", provider="y")
+        with pytest.raises(TypeError, match="at most 10"):
+            WebhookMeta(*range(11))
+        with pytest.raises(ValueError, match="one field"):
+            WebhookMeta(provider="x", external_id="a", message_id="b")
+
+    def test_a_vendor_payload_that_says_neither_is_neither(self) -> None:
+        meta = extract_sms_meta("twilio", {"From": "+15145550100"})  # no body, no status
+        assert meta.direction == "unknown"
+        assert not meta.is_inbound and not meta.is_status
 
     @pytest.mark.parametrize("provider", ["TWILIO", " telnyx ", "Sinch", "voicemeup"])
     def test_dispatch_is_case_insensitive(self, provider: str) -> None:
