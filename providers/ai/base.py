@@ -72,9 +72,11 @@ class AIMessage(BaseModel):
     """One message of the conversation shown to the model.
 
     ``content`` is plain text, or a list of parts for providers that support vision.
+    ``role`` is ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``, which every provider
+    maps; any other (OpenAI's ``"developer"``, say) is passed on as it is, as in 0.3.0.
     """
 
-    role: Literal["system", "user", "assistant", "tool"]
+    role: str
     content: str | list[AIContentPart]
     metadata: dict[str, Any] = Field(default_factory=dict)
 

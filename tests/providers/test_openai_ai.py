@@ -154,6 +154,12 @@ class TestRequest:
             }
         ]
 
+    async def test_a_role_of_its_own_is_passed_on_as_0_3_0_did(self, fake: FakeAPI) -> None:
+        fake.reply(httpx.Response(200, json=completion()))
+        context = AIContext(messages=[AIMessage(role="developer", content="Be brief.")])
+        await provider(fake.client).generate(context)
+        assert fake.body["messages"] == [{"role": "developer", "content": "Be brief."}]
+
     async def test_unencodable_tool_arguments(self, fake: FakeAPI) -> None:
         call = AIToolCall(id="c", name="f", arguments={"when": object()})
         context = AIContext(
