@@ -8,6 +8,7 @@ more; new fields get defaults so that old logs stay readable.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -216,12 +217,34 @@ def encode_domain_event(
 
 
 def encode_payload(event: DomainEvent) -> bytes:
-    """A domain event's payload: its JSON, in exactly as many bytes as it takes."""
+    """A domain event's payload: its JSON, in exactly as many bytes as it takes.
+
+    Raises:
+        ValueError: it holds a number of more than 4,300 digits, which JSON readers refuse
+            (Python's limit on reading an int from text): logged, it would fail every replay.
+    """
     # encode() hands back its growth buffer, up to half of it unused, and the log keeps the
     # payload for good: encoding into a scratch buffer and copying keeps exactly the bytes.
     buffer = bytearray()
     _encoder.encode_into(event, buffer)
-    return bytes(buffer)
+    data = bytes(buffer)
+    if len(data) > _MAX_DIGITS and _TOO_MANY_DIGITS.search(data) is not None:
+        _check_readable(data)  # the run of digits may sit inside a string
+    return data
+
+
+_MAX_DIGITS = 4300
+_TOO_MANY_DIGITS = re.compile(rb"[0-9]{%d}" % (_MAX_DIGITS + 1))
+
+
+def _check_readable(data: bytes) -> None:
+    try:
+        msgspec.json.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise ValueError(
+            f"cannot be stored: a number of more than {_MAX_DIGITS:,} digits could not be "
+            f"read back ({exc})"
+        ) from None
 
 
 def decode_domain_event(record: Record) -> DomainEvent | None:

@@ -139,7 +139,10 @@ class RoomLifecycleMixin(HelpersMixin):
         Raises:
             ParticipantNotFoundError: no such participant in the room.
             IdentityNotFoundError: the store has no identity ``identity_id``.
+            TypeError: ``resolved_by`` is not a string.
         """
+        if not isinstance(resolved_by, str):
+            raise TypeError(f"resolved_by must be a string, got {resolved_by!r}")
         identity = await self._store.get_identity(identity_id)
         if identity is None:
             raise IdentityNotFoundError(f"Identity {identity_id} not found")

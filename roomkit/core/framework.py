@@ -418,13 +418,24 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
         """Record that ``channel_id`` read the room up to ``event_id`` (nothing for a room
-        that does not exist, as 0.3.0's store passthrough did)."""
+        that does not exist, as 0.3.0's store passthrough did).
+
+        Raises:
+            TypeError: ``channel_id`` or ``event_id`` is not a string.
+        """
+        _check_str("channel_id", channel_id)
+        _check_str("event_id", event_id)
         with contextlib.suppress(RoomNotFoundError):
             await self._command(room_id, MarkRead(channel_id, event_id))
 
     async def mark_all_read(self, room_id: str, channel_id: str) -> None:
         """Record that ``channel_id`` read everything in the room so far (nothing for a room
-        that does not exist)."""
+        that does not exist).
+
+        Raises:
+            TypeError: ``channel_id`` is not a string.
+        """
+        _check_str("channel_id", channel_id)
         with contextlib.suppress(RoomNotFoundError):
             await self._command(room_id, MarkRead(channel_id, None))
 
@@ -501,6 +512,12 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def unsubscribe_room(self, subscription_id: str) -> bool:
         return await self._realtime.unsubscribe(subscription_id)
+
+
+def _check_str(name: str, value: object) -> None:
+    """Refuse a value the log would store but its reader refuses (an id must be a string)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {value!r}")
 
 
 _UNBOUNDED_ASK = 24 * 3600.0

@@ -21,6 +21,7 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
+    TextContent,
 )
 from roomkit.core._room_ids import room_stream
 from roomkit.identity.base import IdentityResolver
@@ -155,3 +156,48 @@ async def test_durations_past_a_floats_range_mean_no_bound() -> None:
     # Its delivery outcome waited (for ever, as outcome_delay says) and was appended at close.
     types = [r.type for r in await log.read(room_stream("r1"))]
     assert types[-2:] == ["message.recorded", "delivery.recorded"]
+
+
+async def test_a_number_too_long_to_read_back_is_refused_and_nothing_is_logged(
+    kit: RoomKit, event_log: EventLog
+) -> None:
+    # JSON readers refuse an int of more than 4,300 digits (Python's limit): logged, it
+    # would fail every replay of its room. A run of digits inside a string is text and fine.
+    huge = 10**4400
+    await room(kit)
+    with pytest.raises(ValueError, match="4,300 digits"):
+        await kit.create_room(room_id="big", metadata={"n": huge})
+    assert "big" not in [r.id for r in await kit.store.list_rooms()]
+    version = await event_log.last_version(room_stream("r1"))
+    with pytest.raises(ValueError, match="4,300 digits"):
+        await kit.send_event("r1", "sms", TextContent(body="x"), metadata={"n": huge})
+    message = text("sms", "hi")
+    with pytest.raises(ValueError, match="4,300 digits"):
+        await kit.process_inbound(
+            message.model_copy(update={"metadata": {"n": huge}}), room_id="r1"
+        )
+    assert await event_log.last_version(room_stream("r1")) == version
+    digits = "7" * 5000
+    result = await kit.process_inbound(text("sms", digits), room_id="r1")
+    assert not result.blocked
+    timeline = await kit.get_timeline("r1")
+    assert timeline[-1].content.body == digits  # type: ignore[union-attr]
+
+
+async def test_read_markers_and_resolutions_take_strings_and_log_nothing_else(
+    kit: RoomKit, event_log: EventLog
+) -> None:
+    # Each of these was logged as given, and the room could not be read back after a restart.
+    await room(kit)
+    sent = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert sent.event is not None
+    version = await event_log.last_version(room_stream("r1"))
+    with pytest.raises(TypeError, match="^event_id must be a string"):
+        await kit.mark_read("r1", "sms", 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^channel_id must be a string"):
+        await kit.mark_all_read("r1", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^resolved_by must be a string"):
+        await kit.resolve_participant("r1", "user-1", "id-x", resolved_by=5)  # type: ignore[arg-type]
+    assert await event_log.last_version(room_stream("r1")) == version
+    await kit.mark_read("r1", "sms", sent.event.id)
+    assert await kit.store.get_unread_count("r1", "sms") == 0
