@@ -206,6 +206,50 @@ class TestInbound:
         assert ws.texts() == ["still here"]
         assert errors[0].data["hook"] == "broken"
 
+    @pytest.mark.parametrize(
+        "update",
+        [
+            {"content": TextContent.model_construct(body=None)},  # a redaction gone wrong
+            {"chain_depth": -5},
+            {"created_at": "not a date"},
+            {"metadata": {"n": object()}},  # not even JSON
+            {"metadata": {"n": 10**4400}},  # JSON, but no reader takes it back
+        ],
+    )
+    async def test_a_replacement_that_does_not_validate_fails_open(
+        self, kit: RoomKit, update: dict[str, object]
+    ) -> None:
+        # model_copy validates nothing: logged, such an event made every read of the
+        # room's timeline fail, live and after a restart.
+        _, ws = await two_channel_room(kit)
+        errors: list[FrameworkEvent] = []
+
+        @kit.on("hook_error")
+        async def on_error(event: FrameworkEvent) -> None:
+            errors.append(event)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, name="redact")
+        async def redact(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.modify(event.model_copy(update=update))
+
+        result = await kit.process_inbound(text("sms", "my card is 4111"))
+        assert not result.blocked and ws.texts() == ["my card is 4111"]
+        assert errors[0].data["hook"] == "redact"
+        assert "does not validate" in errors[0].data["error"]
+        timeline = await kit.get_timeline("r1")
+        assert timeline[-1].content.body == "my card is 4111"  # type: ignore[union-attr]
+
+    async def test_a_valid_replacement_made_by_model_copy_is_kept(self, kit: RoomKit) -> None:
+        _, ws = await two_channel_room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def tag(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.modify(event.model_copy(update={"metadata": {"checked": True}}))
+
+        result = await kit.process_inbound(text("sms", "hi"))
+        assert result.event is not None and result.event.metadata == {"checked": True}
+        assert ws.delivered[0].metadata == {"checked": True}
+
     async def test_hooks_run_in_priority_order(self, kit: RoomKit) -> None:
         await two_channel_room(kit)
         order: list[str] = []
