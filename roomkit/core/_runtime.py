@@ -229,14 +229,19 @@ class KitRuntime:
         self._closed = True
         if self._stack is not None:
             stack, self._stack = self._stack, None
-            await self._drain()
             try:
-                # The system stays reachable while it shuts down: actors finishing their
-                # mailboxes (and the outcome flusher, until its cancellation lands) still tell
-                # each other; the system itself refuses new work meanwhile (ActorDeadError).
-                await stack.aclose()
+                await self._drain()
             finally:
-                self._system = None
+                # Even when the drain is cancelled (a deadline around the kit's `async with`):
+                # the stack holds the runtime's task group, entered in this very task, which
+                # must be left here, or the caller's cancel scopes unwind out of order.
+                try:
+                    # The system stays reachable while it shuts down: actors finishing their
+                    # mailboxes (and the outcome flusher, until its cancellation lands) still
+                    # tell each other; the system itself refuses new work (ActorDeadError).
+                    await stack.aclose()
+                finally:
+                    self._system = None
         elif self._host_stop is not None and self._host_done is not None:
             self._host_stop.set()
             await self._host_done.wait()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import anyio
 import pytest
 
 from roomkit import (
@@ -11,6 +13,7 @@ from roomkit import (
     AIChannel,
     ChannelCategory,
     ChannelNotRegisteredError,
+    ChannelOutput,
     EventStatus,
     EventType,
     FrameworkEvent,
@@ -448,6 +451,26 @@ class TestEdges:
         await kit.close()
         with pytest.raises(KitClosedError):
             await kit.process_inbound(text("sms", "again"))
+
+    async def test_a_deadline_that_fires_while_the_kit_closes_is_a_timeout(self) -> None:
+        # The deadline lands in close()'s wait for a delivery still running: the kit must
+        # still leave its task group in this task, or the caller's cancel scopes unwind out
+        # of order (RuntimeError) and a stray cancellation stays with the task.
+        class Slow(SimpleChannel):
+            async def deliver(self, *args: Any) -> ChannelOutput:
+                await anyio.sleep(0.6)
+                return ChannelOutput.empty()
+
+        with pytest.raises(TimeoutError), anyio.fail_after(0.3):
+            async with RoomKit(process_timeout=0.1) as kit:
+                kit.register_channel(SimpleChannel("sms"))
+                kit.register_channel(Slow("slow"))
+                await kit.create_room(room_id="r1")
+                await kit.attach_channel("r1", "sms")
+                await kit.attach_channel("r1", "slow")
+                result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+                assert result.reason == "process_timeout"
+        await anyio.sleep(0)  # the task goes on, without a cancellation left over
 
 
 class TestSendEventErrors:
