@@ -27,6 +27,7 @@ from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._commands import MarkRead
 from roomkit.core._helpers import FrameworkHandler
 from roomkit.core._inbound import InboundMixin
+from roomkit.core._room_ids import check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
 from roomkit.core.circuit_breaker import CircuitBreaker
@@ -375,7 +376,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         priority: int = 0,
         name: str = "",
     ) -> None:
-        """Register a hook for one room only."""
+        """Register a hook for one room only.
+
+        Raises:
+            InvalidRoomIdError: ``room_id`` is not a room id (``None`` would make the hook a
+                global one that ``remove_room_hook`` cannot remove).
+        """
+        check_room_id(room_id)
         registration = HookRegistration(
             trigger=trigger, execution=execution, fn=fn, priority=priority, name=name
         )

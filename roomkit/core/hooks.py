@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from actors import check_seconds
+from actors import check_number, check_seconds
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
@@ -84,7 +84,7 @@ class HookRegistration:
         directions: run only for events with these source directions (``None``: all).
 
     Raises:
-        TypeError: if ``fn`` is not callable, or ``timeout`` is not a number.
+        TypeError: if ``fn`` is not callable, or ``priority`` or ``timeout`` is not a number.
         ValueError: if ``timeout`` is not positive, or ``trigger`` / ``execution`` is not a
             value of its enum.
     """
@@ -108,6 +108,8 @@ class HookRegistration:
                 f"hook {self.name or '<unnamed>'!r} for {self.trigger}: fn must be an async "
                 f"callable (event, context), got {type(self.fn).__name__}"
             )
+        # Sorted with the others at every message: one that does not compare would fail them.
+        check_number("hook priority", self.priority)
         # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
         timeout = check_seconds("hook timeout", self.timeout, none=True)
         self.timeout = math.inf if timeout is None else timeout

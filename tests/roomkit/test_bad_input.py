@@ -18,6 +18,7 @@ from roomkit import (
     HookTrigger,
     IdentityResult,
     InboundMessage,
+    InvalidRoomIdError,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -201,3 +202,22 @@ async def test_read_markers_and_resolutions_take_strings_and_log_nothing_else(
     assert await event_log.last_version(room_stream("r1")) == version
     await kit.mark_read("r1", "sms", sent.event.id)
     assert await kit.store.get_unread_count("r1", "sms") == 0
+
+
+async def test_hook_registrations_that_would_break_every_message_are_refused(
+    kit: RoomKit,
+) -> None:
+    await room(kit)
+
+    async def allow(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.allow()
+
+    # A priority that does not compare failed the sorting at every message of every room.
+    for priority in ("10", None):
+        with pytest.raises(TypeError, match="^hook priority must be a number"):
+            kit.hook(HookTrigger.BEFORE_BROADCAST, priority=priority)(allow)  # type: ignore[arg-type]
+    # A room hook for room None was a global hook that remove_room_hook could not remove.
+    with pytest.raises(InvalidRoomIdError):
+        kit.add_room_hook(None, HookTrigger.BEFORE_BROADCAST, HookExecution.SYNC, allow)  # type: ignore[arg-type]
+    kit.hook(HookTrigger.BEFORE_BROADCAST, priority=2.5)(allow)  # any real number sorts
+    assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
