@@ -15,6 +15,7 @@ returned so the caller can fire ON_ERROR (QUIRK 9).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -434,6 +435,21 @@ async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) ->
         return await bounded(awaitable, reg.timeout)
     except TimedOut:
         raise HookTimeoutError(reg.name, reg.timeout or math.inf) from None
+    except asyncio.CancelledError:
+        if _cancelling():
+            raise
+        # The hook's own (an inner operation's, let through), not a cancellation of the task
+        # running it: left to propagate, it would end the room's actor. A failure like any.
+        raise RuntimeError(f"hook {reg.name!r} raised CancelledError uncancelled") from None
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (always, as far as we know, off asyncio)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop: trio, where Cancelled comes only from a scope
+        return True
+    return task is None or task.cancelling() > 0
 
 
 async def _run_async_one(

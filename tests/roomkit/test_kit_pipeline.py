@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -252,6 +253,33 @@ class TestInbound:
         result = await kit.process_inbound(text("sms", "hi"))
         assert result.event is not None and result.event.metadata == {"checked": True}
         assert ws.delivered[0].metadata == {"checked": True}
+
+    async def test_a_hook_raising_cancelled_error_of_its_own_fails_open(
+        self, kit: RoomKit
+    ) -> None:
+        # An inner operation's CancelledError let through (nothing cancelled the room): it
+        # used to end the room's actor, and the caller got KitClosedError from an open kit.
+        _, ws = await two_channel_room(kit)
+        errors: list[FrameworkEvent] = []
+
+        @kit.on("hook_error")
+        async def on_error(event: FrameworkEvent) -> None:
+            errors.append(event)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, name="flaky")
+        async def flaky(event: RoomEvent, context: RoomContext) -> HookResult:
+            raise asyncio.CancelledError
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, name="later")
+        async def later(event: RoomEvent, context: RoomContext) -> None:
+            raise asyncio.CancelledError
+
+        for body in ("first", "second"):
+            result = await kit.process_inbound(text("sms", body))
+            assert not result.blocked
+        assert ws.texts() == ["first", "second"]
+        assert {e.data["hook"] for e in errors} >= {"flaky"}
+        assert "CancelledError" in errors[0].data["error"]
 
     async def test_hooks_run_in_priority_order(self, kit: RoomKit) -> None:
         await two_channel_room(kit)
