@@ -36,6 +36,7 @@ from roomkit.errors import (
     KitClosedError,
     LogUnavailableError,
     RoomConflictError,
+    RoomKitError,
     RoomTimeoutError,
 )
 
@@ -272,7 +273,8 @@ class KitRuntime:
 
         Raises:
             RoomTimeoutError, RoomConflictError, LogUnavailableError, KitClosedError, and the
-            RoomKitError the command itself raised.
+            RoomKitError the command itself raised (or one saying that the room's actor gave
+            up: its state could not be loaded or it kept failing).
         """
         system = self._system
         if system is None:
@@ -290,6 +292,8 @@ class KitRuntime:
                 f"room {room_id} kept changing under another writer; nothing was applied"
             ) from exc
         except ActorDeadError as exc:
+            if system.running:  # this room's actor stopped (gave up), not the kit
+                raise RoomKitError(f"room {room_id} is unavailable: {exc}") from exc
             raise KitClosedError("the kit is closing and takes no more commands") from exc
         except EventLogError as exc:
             raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc

@@ -10,7 +10,7 @@ import anyio
 import pydantic
 import pytest
 
-from eventlog import EventLog, MemoryEventLog
+from eventlog import EventLog, MemoryEventLog, NewEvent
 from roomkit import (
     Access,
     HookExecution,
@@ -19,9 +19,11 @@ from roomkit import (
     IdentityResult,
     InboundMessage,
     InvalidRoomIdError,
+    KitClosedError,
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomKitError,
     TextContent,
 )
 from roomkit.core._room_ids import room_stream
@@ -221,3 +223,19 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
         kit.add_room_hook(None, HookTrigger.BEFORE_BROADCAST, HookExecution.SYNC, allow)  # type: ignore[arg-type]
     kit.hook(HookTrigger.BEFORE_BROADCAST, priority=2.5)(allow)  # any real number sorts
     assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
+
+
+async def test_a_room_whose_log_cannot_be_read_says_so_and_the_kit_goes_on() -> None:
+    # A record its reader refuses (written by another program, or by an older bug): the
+    # room's actor gives up. Its callers used to get KitClosedError from an open kit.
+    log = MemoryEventLog()
+    unreadable = NewEvent(type="room.created", data=b'{"room":{"id":5}}')
+    await log.append("bad", [unreadable], expected_version=0)
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        with pytest.raises(RoomKitError, match="room bad is unavailable") as raised:
+            await kit.process_inbound(text("sms", "x"), room_id="bad")
+        assert not isinstance(raised.value, KitClosedError)
+        await kit.create_room(room_id="ok")
+        await kit.attach_channel("ok", "sms")
+        assert not (await kit.process_inbound(text("sms", "y"), room_id="ok")).blocked
