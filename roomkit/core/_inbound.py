@@ -218,6 +218,11 @@ class InboundMixin(HelpersMixin):
                 "identity_timeout", room_id=room_id, data={"timeout": self._identity_timeout}
             )
             result = IdentityResult(status=IdentificationStatus.UNKNOWN)
+        if not isinstance(result, IdentityResult):
+            raise TypeError(
+                f"{type(resolver).__name__}.resolve returned {type(result).__name__}, "
+                "expected IdentityResult"
+            )
         backfill: dict[str, Any] = {}
         if not result.address:
             backfill["address"] = message.sender_id
@@ -278,9 +283,17 @@ class InboundMixin(HelpersMixin):
                     "identity hook %r failed", getattr(registration.fn, "__name__", "?")
                 )
                 continue
-            if value is not None:
-                outcome = value
-                break
+            if value is None:
+                continue
+            if not isinstance(value, IdentityHookResult):
+                logger.warning(
+                    "identity hook %r returned %s, expected IdentityHookResult or None; ignored",
+                    getattr(registration.fn, "__name__", "?"),
+                    type(value).__name__,
+                )
+                continue
+            outcome = value
+            break
         await self._hook_engine.run_async_hooks(room_id, trigger, event, context)
         return outcome
 

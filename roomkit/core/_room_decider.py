@@ -493,6 +493,11 @@ class RoomDecider:
         event = cmd.event
         if event is None:
             event = await cmd.channel.handle_inbound(cmd.message, context)
+            if not isinstance(event, RoomEvent):
+                raise TypeError(
+                    f"channel {cmd.channel.channel_id!r}: handle_inbound returned "
+                    f"{type(event).__name__}, expected RoomEvent"
+                )
         key = event.idempotency_key
         if key and key in state.idempotency:
             return [], Outcome(

@@ -239,3 +239,40 @@ async def test_a_room_whose_log_cannot_be_read_says_so_and_the_kit_goes_on() -> 
         await kit.create_room(room_id="ok")
         await kit.attach_channel("ok", "sms")
         assert not (await kit.process_inbound(text("sms", "y"), room_id="ok")).blocked
+
+
+class _Forgetful(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        return None  # type: ignore[return-value]  # forgot the return
+
+
+class _Unknown(IdentityResolver):
+    async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+        return IdentityResult(status="unknown")
+
+
+class _Dict(IdentityResolver):
+    async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+        return {"status": "unknown"}  # type: ignore[return-value]
+
+
+async def test_wrong_return_types_of_extension_points_are_named() -> None:
+    # Each failed with an AttributeError from deep inside the kit.
+    async with RoomKit() as kit:
+        kit.register_channel(_Forgetful("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        with pytest.raises(TypeError, match="handle_inbound returned NoneType, expected"):
+            await kit.process_inbound(text("sms", "x"), room_id="r1")
+    async with RoomKit(identity_resolver=_Dict()) as kit:
+        await room(kit)
+        with pytest.raises(TypeError, match="resolve returned dict, expected IdentityResult"):
+            await kit.process_inbound(text("sms", "x"), room_id="r1")
+    async with RoomKit(identity_resolver=_Unknown()) as kit:
+        await room(kit)
+
+        @kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN)
+        async def gate(event: RoomEvent, context: RoomContext, result: IdentityResult) -> str:
+            return "reject"  # not an IdentityHookResult: ignored, with a warning
+
+        assert not (await kit.process_inbound(text("sms", "x"), room_id="r1")).blocked
