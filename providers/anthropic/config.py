@@ -20,6 +20,8 @@ class AnthropicConfig(BaseModel):
         max_tokens: Reply length limit used when the context asks for 0 (the Messages API
             requires one); otherwise ``AIContext.max_tokens`` is sent.
         timeout: Seconds allowed for each request.
+        temperature: Kept for RoomKit 0.3.0 code, which set it here; as then, each request
+            sends its ``AIContext.temperature``.
     """
 
     api_key: SecretStr
@@ -27,3 +29,4 @@ class AnthropicConfig(BaseModel):
     base_url: str = "https://api.anthropic.com"
     max_tokens: int = Field(default=1024, gt=0)
     timeout: float = Field(default=120.0, gt=0)
+    temperature: float = 0.7

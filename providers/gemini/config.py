@@ -18,6 +18,8 @@ class GeminiConfig(BaseModel):
         max_tokens: Reply length limit used when the context asks for 0; otherwise
             ``AIContext.max_tokens`` is sent as ``maxOutputTokens``.
         timeout: Seconds allowed for each request.
+        temperature: Kept for RoomKit 0.3.0 code, which set it here; as then, each request
+            sends its ``AIContext.temperature``.
     """
 
     api_key: SecretStr
@@ -25,3 +27,4 @@ class GeminiConfig(BaseModel):
     base_url: str = "https://generativelanguage.googleapis.com/v1beta"
     max_tokens: int = Field(default=1024, gt=0)
     timeout: float = Field(default=120.0, gt=0)
+    temperature: float = 1.0

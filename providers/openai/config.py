@@ -19,6 +19,8 @@ class OpenAIConfig(BaseModel):
         max_tokens: Reply length limit used when the context asks for 0; otherwise
             ``AIContext.max_tokens`` is sent.
         timeout: Seconds allowed for each request.
+        temperature: Kept for RoomKit 0.3.0 code, which set it here; as then, each request
+            sends its ``AIContext.temperature``.
         vision: Whether the model reads images; None decides by the model's name (``gpt-4o``,
             ``gpt-4.1``, ``gpt-5``, ``o1``, ``o3``, ...). Set it for models the name rule does not
             know, such as those served by vLLM.
@@ -30,4 +32,5 @@ class OpenAIConfig(BaseModel):
     organization: str | None = None
     max_tokens: int = Field(default=1024, gt=0)
     timeout: float = Field(default=120.0, gt=0)
+    temperature: float = 0.7
     vision: bool | None = None

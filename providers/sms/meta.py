@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from providers._positional import as_keywords
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import CompositeContent, EventContent, MediaContent, TextContent
 
@@ -134,13 +135,7 @@ class WebhookMeta(BaseModel):
     raw: dict[str, Any] = Field(default_factory=dict)
 
     def __init__(self, *args: Any, **data: Any) -> None:
-        if len(args) > len(_ORDER_0_3_0):
-            raise TypeError(f"WebhookMeta takes at most {len(_ORDER_0_3_0)} positional arguments")
-        for name, value in zip(_ORDER_0_3_0, args, strict=False):
-            if name in data:
-                raise TypeError(f"WebhookMeta got multiple values for {name!r}")
-            data[name] = value
-        super().__init__(**data)
+        super().__init__(**as_keywords("WebhookMeta", _ORDER_0_3_0, args, data))
 
     @model_validator(mode="before")
     @classmethod

@@ -166,20 +166,22 @@ def parse_teams_webhook(payload: Any, channel_id: str) -> list[InboundMessage]:
     ]
 
 
-def is_bot_added(payload: Any) -> bool:
+def is_bot_added(payload: Any, bot_id: str | None = None) -> bool:
     """Whether the activity announces that the bot joined a conversation.
 
-    True for ``conversationUpdate`` whose ``membersAdded`` contains the recipient (the bot), and
-    for ``installationUpdate`` with ``action == "add"``. Never raises: anything else is False.
+    True for ``conversationUpdate`` whose ``membersAdded`` contains the bot (``bot_id``, or the
+    activity's recipient when None), and for ``installationUpdate`` with ``action == "add"``.
+    Never raises: anything else is False.
     """
     if not isinstance(payload, dict):
         return False
     activity = parse_teams_activity(payload)
     if activity["activity_type"] == "installationUpdate":
         return bool(activity["action"] == "add")
-    if activity["activity_type"] != "conversationUpdate" or activity["bot_id"] is None:
+    bot = bot_id or activity["bot_id"]
+    if activity["activity_type"] != "conversationUpdate" or not bot:
         return False
-    return activity["bot_id"] in activity["members_added"]
+    return bot in activity["members_added"]
 
 
 def conversation_reference_from_activity(payload: Any) -> dict[str, Any]:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, SecretStr
 
+from providers._positional import as_keywords
+
 __all__ = ["VLLMConfig"]
+
+# RoomKit 0.3.0's field order (a dataclass then).
+_ORDER_0_3_0 = ("model", "base_url", "api_key", "max_tokens", "temperature")
 
 
 class VLLMConfig(BaseModel):
@@ -18,6 +25,11 @@ class VLLMConfig(BaseModel):
         timeout: Seconds allowed for each request.
         vision: Whether the served model reads images (vLLM serves any model, so its name
             tells nothing reliable).
+        temperature: Kept for RoomKit 0.3.0 code, which set it here; as then, each request
+            sends its ``AIContext.temperature``.
+
+    As in 0.3.0 (a dataclass then), it is also made positionally: ``model, base_url, api_key,
+    max_tokens, temperature``.
     """
 
     model: str
@@ -26,3 +38,7 @@ class VLLMConfig(BaseModel):
     max_tokens: int = Field(default=1024, gt=0)
     timeout: float = Field(default=120.0, gt=0)
     vision: bool = False
+    temperature: float = 0.7
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        super().__init__(**as_keywords("VLLMConfig", _ORDER_0_3_0, args, data))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, SecretStr
 
 __all__ = ["VoiceMeUpConfig"]
@@ -19,6 +21,8 @@ class VoiceMeUpConfig(BaseModel):
             plain strings are accepted).
         from_number: Default sender: one of the account's numbers (E.164 or digits).
         sandbox: Use the sandbox host instead of production.
+        environment: RoomKit 0.3.0's way to say it: ``"sandbox"`` or ``"production"``
+            (``"sandbox"`` sets ``sandbox``; anything else is refused, not ignored).
         base_url: API root overriding ``sandbox`` (tests, other hosts).
         max_message_length: Longer texts are split into several messages of at most this
             many characters, cut between words.
@@ -29,6 +33,7 @@ class VoiceMeUpConfig(BaseModel):
     auth_token: SecretStr
     from_number: str = Field(min_length=1)
     sandbox: bool = False
+    environment: Literal["production", "sandbox"] | None = None
     base_url: str | None = None
     max_message_length: int = Field(default=1000, gt=0)
     timeout: float = Field(default=10.0, gt=0)
@@ -36,7 +41,8 @@ class VoiceMeUpConfig(BaseModel):
     @property
     def api_root(self) -> str:
         """The API root in use."""
-        default = VOICEMEUP_SANDBOX_BASE if self.sandbox else VOICEMEUP_API_BASE
+        sandbox = self.sandbox or self.environment == "sandbox"
+        default = VOICEMEUP_SANDBOX_BASE if sandbox else VOICEMEUP_API_BASE
         return (self.base_url or default).rstrip("/")
 
     @property

@@ -28,7 +28,8 @@ class WhatsAppPersonalSource(Protocol):
 
     Only :meth:`send` is required. The provider also uses, when the source has them:
     ``async send_reaction(chat, sender, message_id, emoji) -> str | None``,
-    ``async send_composing(chat)``, ``async send_paused(chat)`` and
+    ``async send_composing(chat)``, ``async send_paused(chat)``, ``async send_recording(chat)``
+    and
     ``async mark_read(chat, sender, message_ids)``; and a ``connected`` attribute (False makes
     sends fail fast with ``not_connected``).
     """
@@ -126,16 +127,24 @@ class WhatsAppPersonalProvider(WhatsAppProvider):
             success=True, provider_message_id=reaction_id if isinstance(reaction_id, str) else None
         )
 
-    async def send_typing(self, chat: str, *, typing: bool = True) -> None:
-        """Show (or stop showing) "typing…" in ``chat``.
+    async def send_typing(self, to: str, *, is_typing: bool = True, media: str = "text") -> None:
+        """Show (or stop showing) "typing…" in the chat ``to`` (0.3.0's signature).
+
+        ``media="audio"`` shows "recording audio…" instead, through the source's
+        ``send_recording(chat)`` when it has one (else as typing).
 
         Raises:
             NotImplementedError: The source cannot send chat presence.
         """
-        await self._optional("send_composing" if typing else "send_paused", chat)
+        if not is_typing:
+            await self._optional("send_paused", to)
+        elif media == "audio" and callable(getattr(self._source, "send_recording", None)):
+            await self._optional("send_recording", to)
+        else:
+            await self._optional("send_composing", to)
 
-    async def mark_read(self, chat: str, sender: str, message_ids: list[str]) -> None:
-        """Send read receipts for ``message_ids`` from ``sender`` in ``chat``.
+    async def mark_read(self, message_ids: list[str], chat: str, sender: str) -> None:
+        """Send read receipts for ``message_ids`` from ``sender`` in ``chat`` (0.3.0's order).
 
         Raises:
             NotImplementedError: The source cannot send read receipts.

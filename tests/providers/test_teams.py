@@ -479,6 +479,10 @@ class TestActivities:
         assert not is_bot_added({"type": "installationUpdate", "action": "remove"})
         assert not is_bot_added(message_activity())
         assert not is_bot_added(["not", "a", "dict"])
+        # 0.3.0's bot_id: the bot's own id, when the recipient is not it (or is missing).
+        assert is_bot_added(update, bot_id="29:someone")
+        assert not is_bot_added(update, bot_id="28:another-bot")
+        assert is_bot_added({**update, "recipient": {}}, BOT["id"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
 
 from providers.ai import AIContext, AIMessage
-from providers.openai import OpenAIAIProvider
+from providers.anthropic import AnthropicConfig
+from providers.gemini import GeminiConfig
+from providers.openai import OpenAIAIProvider, OpenAIConfig
 from providers.vllm import VLLMConfig, create_vllm_provider
 from tests.providers.ai_support import FakeAPI
 
@@ -62,3 +67,31 @@ async def test_created_client_is_closed() -> None:
     provider = create_vllm_provider(VLLMConfig(model=MODEL))
     await provider.close()
     assert provider._http.client.is_closed
+
+
+def test_made_positionally_as_0_3_0_made_it() -> None:
+    # A dataclass in 0.3.0: model, base_url, api_key, max_tokens, temperature.
+    config = VLLMConfig("llama", "http://gpu:8000/v1", "secret", 256, 0.2)
+    assert (config.model, config.base_url, config.max_tokens, config.temperature) == (
+        "llama",
+        "http://gpu:8000/v1",
+        256,
+        0.2,
+    )
+    assert config.api_key is not None and config.api_key.get_secret_value() == "secret"
+    with pytest.raises(TypeError, match="multiple values for 'model'"):
+        VLLMConfig("llama", model="other")
+
+
+@pytest.mark.parametrize(
+    ("config", "temperature"),
+    [
+        (AnthropicConfig(api_key="k"), 0.7),
+        (OpenAIConfig(api_key="k"), 0.7),
+        (GeminiConfig(api_key="k"), 1.0),
+        (VLLMConfig(model="m"), 0.7),
+    ],
+)
+def test_configs_keep_0_3_0_s_temperature(config: Any, temperature: float) -> None:
+    assert config.temperature == temperature
+    assert type(config)(**{**config.model_dump(), "temperature": 0.1}).temperature == 0.1

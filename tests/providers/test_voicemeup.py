@@ -100,15 +100,20 @@ class TestSend:
         assert TOKEN not in str(request.url)
         assert form(request) == base_form(message="Salut")
 
-    async def test_sandbox_host(self) -> None:
+    @pytest.mark.parametrize("setting", [{"sandbox": True}, {"environment": "sandbox"}])
+    async def test_sandbox_host(self, setting: dict[str, Any]) -> None:
+        # environment="sandbox" is 0.3.0's way: ignored, it sent to production.
         recorder = Recorder([queued()])
         async with mock_client(recorder) as client:
-            await VoiceMeUpSMSProvider(config(sandbox=True), client=client).send(
-                event("x"), to="+1"
-            )
+            await VoiceMeUpSMSProvider(config(**setting), client=client).send(event("x"), to="+1")
         assert str(recorder.last.url) == (
             "https://dev-clients.voicemeup.com/api/v1.1/json/queue_sms"
         )
+
+    def test_an_unknown_environment_is_refused(self) -> None:
+        assert config(environment="production").api_root == "https://clients.voicemeup.com"
+        with pytest.raises(ValueError, match="environment"):
+            config(environment="staging")
 
     async def test_long_text_is_split_between_words(self) -> None:
         recorder = Recorder([queued("1"), queued("2"), queued("3")])

@@ -603,6 +603,9 @@ class FakeSource:
     async def send_paused(self, chat: str) -> None:
         self.presence.append(("paused", chat))
 
+    async def send_composing_audio(self, chat: str) -> None:
+        self.presence.append(("recording", chat))
+
 
 class TestPersonal:
     def test_needs_a_source(self) -> None:
@@ -617,13 +620,30 @@ class TestPersonal:
         result = await provider.send(event(TextContent(body="hi")), CUSTOMER)
         assert (result.success, result.provider_message_id) == (True, "3EB01")
         assert source.sent == [(CUSTOMER, TextContent(body="hi"))]
+        # 0.3.0's signatures: send_typing(to, *, is_typing, media), mark_read(ids, chat, sender).
         await provider.send_typing(CUSTOMER)
-        await provider.send_typing(CUSTOMER, typing=False)
-        assert source.presence == [("composing", CUSTOMER), ("paused", CUSTOMER)]
+        await provider.send_typing(CUSTOMER, is_typing=False)
+        await provider.send_typing(CUSTOMER, media="audio")  # no send_recording: typing
+        assert source.presence == [
+            ("composing", CUSTOMER),
+            ("paused", CUSTOMER),
+            ("composing", CUSTOMER),
+        ]
+        source.send_recording = source.send_composing_audio  # type: ignore[attr-defined]
+        await provider.send_typing(to=CUSTOMER, media="audio")
+        assert source.presence[-1] == ("recording", CUSTOMER)
         with pytest.raises(NotImplementedError):
             await provider.send_reaction(CUSTOMER, CUSTOMER, "3EB01", "👍")
         with pytest.raises(NotImplementedError):
-            await provider.mark_read(CUSTOMER, CUSTOMER, ["3EB01"])
+            await provider.mark_read(["3EB01"], CUSTOMER, CUSTOMER)
+        read: list[tuple[str, str, list[str]]] = []
+
+        async def mark_read(chat: str, sender: str, message_ids: list[str]) -> None:
+            read.append((chat, sender, message_ids))
+
+        source.mark_read = mark_read  # type: ignore[attr-defined]
+        await provider.mark_read(["3EB01"], "chat@g.us", CUSTOMER)
+        assert read == [("chat@g.us", CUSTOMER, ["3EB01"])]
 
     async def test_failures_are_results(self) -> None:
         failing = WhatsAppPersonalProvider(FakeSource(fail=True))
