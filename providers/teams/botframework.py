@@ -344,11 +344,11 @@ class BotFrameworkTeamsProvider(VendorProvider[TeamsConfig], TeamsProvider):
             provider_message_id=activity_id if isinstance(activity_id, str) else None,
         )
 
-    async def save_conversation_reference(self, activity: dict[str, Any]) -> str:
+    async def save_conversation_reference(self, activity_dict: dict[str, Any]) -> str:
         """Remember how to reach the conversation of an incoming activity.
 
         Args:
-            activity: The activity Teams posted (verify its JWT first).
+            activity_dict: The activity Teams posted (verify its JWT first); 0.3.0's name.
 
         Returns:
             The conversation id (use it as the binding's ``teams_conversation_id``).
@@ -356,7 +356,7 @@ class BotFrameworkTeamsProvider(VendorProvider[TeamsConfig], TeamsProvider):
         Raises:
             ProviderError: The activity lacks a conversation id or a usable ``serviceUrl``.
         """
-        reference = conversation_reference_from_activity(activity)
+        reference = conversation_reference_from_activity(activity_dict)
         if not _valid_service_url(reference["serviceUrl"]):
             raise ProviderError("Teams activity has an unusable serviceUrl", provider=self.name)
         conversation_id: str = reference["conversation"]["id"]

@@ -59,23 +59,39 @@ def extract_telnyx_rcs_meta(payload: Mapping[str, Any]) -> WebhookMeta:
     return _extract(check_payload(payload, "telnyx"), rcs=True)
 
 
-def parse_telnyx_webhook(payload: Mapping[str, Any], channel_id: str) -> InboundMessage:
+def parse_telnyx_webhook(
+    payload: Mapping[str, Any], channel_id: str, *, strict: bool = True
+) -> InboundMessage:
     """Turn a Telnyx ``message.received`` webhook into an :class:`InboundMessage` (the message
     id is its external id and idempotency key).
 
+    ``strict=False`` (0.3.0's switch, not recommended) converts a webhook that is not an
+    inbound message all the same, if it names a sender.
+
     Raises:
-        ValueError: ``payload`` is not an inbound message.
+        ValueError: ``payload`` is not an inbound message (with ``strict=False``: it names no
+            sender, or is not a mapping).
     """
-    return extract_telnyx_meta(payload).to_inbound(channel_id)
+    return _inbound(extract_telnyx_meta(payload), channel_id, strict)
 
 
-def parse_telnyx_rcs_webhook(payload: Mapping[str, Any], channel_id: str) -> InboundMessage:
+def parse_telnyx_rcs_webhook(
+    payload: Mapping[str, Any], channel_id: str, *, strict: bool = True
+) -> InboundMessage:
     """Turn a Telnyx inbound RCS webhook into an :class:`InboundMessage`.
 
+    ``strict``: as for :func:`parse_telnyx_webhook`.
+
     Raises:
         ValueError: ``payload`` is not an inbound message.
     """
-    return extract_telnyx_rcs_meta(payload).to_inbound(channel_id)
+    return _inbound(extract_telnyx_rcs_meta(payload), channel_id, strict)
+
+
+def _inbound(meta: WebhookMeta, channel_id: str, strict: bool) -> InboundMessage:
+    if not strict and not meta.is_inbound:
+        meta = meta.model_copy(update={"direction": "inbound", "pending": False})
+    return meta.to_inbound(channel_id)
 
 
 def _is_telnyx_inbound(event_type: str, direction: str) -> bool:

@@ -318,6 +318,9 @@ class TestWebhooks:
         assert status.timestamp == "2024-05-10T20:16:59.000+00:00"
         with pytest.raises(ValueError):
             parse_telnyx_webhook(finalized("delivered"), "sms")
+        # 0.3.0's strict=False converts it all the same (not recommended).
+        loose = parse_telnyx_webhook(finalized("delivered"), "sms", strict=False)
+        assert (loose.channel_id, loose.sender_id) == ("sms", "+18445550001")
 
     def test_delivery_failed_has_error(self) -> None:
         errors = [{"code": "40008", "title": "Undeliverable", "detail": "Handset unreachable"}]
