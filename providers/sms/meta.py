@@ -16,7 +16,6 @@ The small ``get_*`` helpers below are what the vendor parsers use to read untrus
 
 from __future__ import annotations
 
-import importlib
 import mimetypes
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from providers._lazy import lazy_exports
 from providers._positional import as_keywords
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import CompositeContent, EventContent, MediaContent, TextContent
@@ -408,16 +408,12 @@ def get_list(payload: object, key: str) -> list[Any]:
 
 # RoomKit 0.3.0 kept each vendor's extractor in this module; they live in the vendors' webhook
 # modules, which import this one, so they are looked up on first access (PEP 562).
-_VENDOR_EXTRACTORS = {
-    "extract_sinch_meta": "providers.sinch.webhook",
-    "extract_telnyx_meta": "providers.telnyx.webhook",
-    "extract_twilio_meta": "providers.twilio.webhook",
-    "extract_voicemeup_meta": "providers.voicemeup.webhook",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _VENDOR_EXTRACTORS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "extract_sinch_meta": "providers.sinch.webhook",
+        "extract_telnyx_meta": "providers.telnyx.webhook",
+        "extract_twilio_meta": "providers.twilio.webhook",
+        "extract_voicemeup_meta": "providers.voicemeup.webhook",
+    },
+)

@@ -36,6 +36,17 @@ from roomkit.models.event import EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
+def hook_errors(kit: RoomKit) -> list[FrameworkEvent]:
+    """The ``hook_error`` framework events the kit emits from now on."""
+    errors: list[FrameworkEvent] = []
+
+    async def on_error(event: FrameworkEvent) -> None:
+        errors.append(event)
+
+    kit.on("hook_error")(on_error)
+    return errors
+
+
 async def two_channel_room(kit: RoomKit) -> tuple[SimpleChannel, SimpleChannel]:
     sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
     kit.register_channel(sms)
@@ -195,11 +206,7 @@ class TestInbound:
 
     async def test_failing_sync_hook_fails_open_and_reports(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
-        errors: list[FrameworkEvent] = []
-
-        @kit.on("hook_error")
-        async def on_error(event: FrameworkEvent) -> None:
-            errors.append(event)
+        errors = hook_errors(kit)
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST, name="broken")
         async def broken(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -226,11 +233,7 @@ class TestInbound:
         # model_copy validates nothing: logged, such an event made every read of the
         # room's timeline fail, live and after a restart.
         _, ws = await two_channel_room(kit)
-        errors: list[FrameworkEvent] = []
-
-        @kit.on("hook_error")
-        async def on_error(event: FrameworkEvent) -> None:
-            errors.append(event)
+        errors = hook_errors(kit)
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST, name="redact")
         async def redact(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -260,11 +263,7 @@ class TestInbound:
         # An inner operation's CancelledError let through (nothing cancelled the room): it
         # used to end the room's actor, and the caller got KitClosedError from an open kit.
         _, ws = await two_channel_room(kit)
-        errors: list[FrameworkEvent] = []
-
-        @kit.on("hook_error")
-        async def on_error(event: FrameworkEvent) -> None:
-            errors.append(event)
+        errors = hook_errors(kit)
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST, name="flaky")
         async def flaky(event: RoomEvent, context: RoomContext) -> HookResult:
