@@ -36,6 +36,7 @@ __all__ = [
     "load",
     "encode_domain_event",
     "encode_payload",
+    "unreadable",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -228,23 +229,29 @@ def encode_payload(event: DomainEvent) -> bytes:
     buffer = bytearray()
     _encoder.encode_into(event, buffer)
     data = bytes(buffer)
-    if len(data) > _MAX_DIGITS and _TOO_MANY_DIGITS.search(data) is not None:
-        _check_readable(data)  # the run of digits may sit inside a string
+    why = unreadable(data)
+    if why is not None:
+        raise ValueError(f"cannot be stored: {why}")
     return data
 
 
 _MAX_DIGITS = 4300
-_TOO_MANY_DIGITS = re.compile(rb"[0-9]{%d}" % (_MAX_DIGITS + 1))
+# A run of digits from its start only (the lookbehind): searching from every digit of a long
+# run would take time quadratic in its length.
+_TOO_MANY_DIGITS = re.compile(rb"(?<![0-9])[0-9]{%d}" % (_MAX_DIGITS + 1))
 
 
-def _check_readable(data: bytes) -> None:
+def unreadable(data: bytes) -> str | None:
+    """Why JSON ``data`` could not be read back, or None: a number of more than 4,300 digits
+    (Python's limit on reading an int from text), which pydantic and msgspec write but refuse
+    to read. Costs a length check for most payloads."""
+    if len(data) <= _MAX_DIGITS or _TOO_MANY_DIGITS.search(data) is None:
+        return None
     try:
-        msgspec.json.decode(data)
+        msgspec.json.decode(data)  # the run of digits may sit inside a string
     except msgspec.MsgspecError as exc:
-        raise ValueError(
-            f"cannot be stored: a number of more than {_MAX_DIGITS:,} digits could not be "
-            f"read back ({exc})"
-        ) from None
+        return f"a number of more than {_MAX_DIGITS:,} digits could not be read back ({exc})"
+    return None
 
 
 def decode_domain_event(record: Record) -> DomainEvent | None:

@@ -48,6 +48,7 @@ from roomkit.core._domain import (
     TaskRecorded,
     dump,
     encode_payload,
+    unreadable,
 )
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._room_ids import room_stream
@@ -666,7 +667,7 @@ def _result_json(result: DeliveryResult) -> msgspec.Raw:
         or result.provider_result is not None
         or result.error is not None
     ):
-        return dump(result)
+        return _storable_result(result)
     key = (result.channel_id, result.success)
     raw = _plain_results.get(key)
     if raw is None:
@@ -674,6 +675,32 @@ def _result_json(result: DeliveryResult) -> msgspec.Raw:
             _plain_results.clear()
         raw = _plain_results[key] = dump(result)
     return raw
+
+
+def _storable_result(result: DeliveryResult) -> msgspec.Raw:
+    """``dump(result)``, or, when that could not be read back (a provider's metadata holding
+    something that is not JSON, or a number too long to read), the result without its provider
+    result: the room's next append carries it, and must not fail for it."""
+    try:
+        raw = dump(result)
+        why = unreadable(bytes(raw))
+    except Exception as exc:  # pydantic's serialization error
+        why = str(exc).splitlines()[0]
+    if why is None:
+        return raw
+    logger.warning(
+        "delivery result for %r cannot be stored (%s): recorded without its provider result",
+        result.channel_id,
+        why,
+    )
+    kept = f"{result.error}; " if result.error else ""
+    return dump(
+        DeliveryResult(
+            channel_id=result.channel_id,
+            success=result.success,
+            error=f"{kept}provider result not storable",
+        )
+    )
 
 
 def _plain(value: Any) -> Any:

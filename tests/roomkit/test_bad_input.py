@@ -13,6 +13,8 @@ import pytest
 from eventlog import EventLog, MemoryEventLog, NewEvent
 from roomkit import (
     Access,
+    ChannelBinding,
+    ChannelOutput,
     HookExecution,
     HookResult,
     HookTrigger,
@@ -20,6 +22,7 @@ from roomkit import (
     InboundMessage,
     InvalidRoomIdError,
     KitClosedError,
+    ProviderResult,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -276,3 +279,36 @@ async def test_wrong_return_types_of_extension_points_are_named() -> None:
             return "reject"  # not an IdentityHookResult: ignored, with a warning
 
         assert not (await kit.process_inbound(text("sms", "x"), room_id="r1")).blocked
+
+
+class _OddProvider(SimpleChannel):
+    """Its provider answers with metadata the log cannot hold."""
+
+    def __init__(self, channel_id: str, metadata: dict[str, object]) -> None:
+        super().__init__(channel_id)
+        self.metadata = metadata
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.delivered.append(event)
+        return ChannelOutput(provider_result=ProviderResult(success=True, metadata=self.metadata))
+
+
+@pytest.mark.parametrize("metadata", [{"n": 10**4400}, {"n": object()}])
+async def test_a_delivery_result_the_log_cannot_hold_is_recorded_without_it(
+    kit: RoomKit, event_log: EventLog, metadata: dict[str, object]
+) -> None:
+    # Outcomes ride on the room's next append: one that could not be encoded made every
+    # later write to its room fail.
+    await room(kit)
+    kit.register_channel(_OddProvider("ws", metadata))
+    await kit.attach_channel("r1", "ws")
+    for body in ("first", "second", "third"):
+        assert not (await kit.process_inbound(text("sms", body), room_id="r1")).blocked
+    await kit.send_event("r1", "sms", TextContent(body="sent"))  # appends the outcomes
+    records = await event_log.read(room_stream("r1"))
+    outcomes = [r.data for r in records if r.type == "delivery.recorded"]
+    assert outcomes and all(b"provider result not storable" in data for data in outcomes)
+    bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
+    assert bodies[-4:] == ["first", "second", "third", "sent"]
