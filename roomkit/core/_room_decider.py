@@ -54,7 +54,6 @@ from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
-from roomkit.core.hooks import SyncPipelineResult
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
 from roomkit.models._copy import updated
 from roomkit.models._json import event_json_view
@@ -72,7 +71,7 @@ from roomkit.models.hook import InjectedEvent
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
-__all__ = ["Decision", "RoomDecider"]
+__all__ = ["Decision", "RoomDecider", "validated_event"]
 
 logger = logging.getLogger("roomkit.room")
 
@@ -507,8 +506,6 @@ class RoomDecider:
         draft = _Draft(state, event.created_at)
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
-        if result.event is not None and result.event is not event:
-            _check_replacement(result)
         announce = [Announcement("hook_error", data=dict(e)) for e in result.hook_errors]
         if not result.allowed:
             blocked = event.model_copy(
@@ -625,25 +622,15 @@ class RoomDecider:
         return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
 
 
-def _check_replacement(result: SyncPipelineResult) -> None:
-    """Validate the event BEFORE_BROADCAST hooks replaced the message with.
+def validated_event(event: RoomEvent) -> RoomEvent:
+    """A BEFORE_BROADCAST hook's replacement for the message, validated as the log will hold
+    it: ``model_copy(update=...)`` and assigning a field validate nothing, and an event that
+    does not validate would be logged and then fail every read of the room's timeline.
 
-    ``model_copy(update=...)`` and assigning a field validate nothing, and an event that does
-    not validate would be logged and then fail every read of the room's timeline. One that
-    does not is dropped and the message goes on as it came (fail-open, as for a hook that
-    raises), reported as a ``hook_error`` of the last hook that modified it.
+    Raises:
+        pydantic.ValidationError, or pydantic's serialization error (not JSON at all).
     """
-    replacement = result.event
-    try:
-        json = replacement.model_dump_json(warnings=False)  # as the log will hold it
-        result.event = RoomEvent.model_validate_json(json)
-    except Exception as exc:  # a ValidationError, or a value that does not even serialise
-        hook = result.modified_by[-1] if result.modified_by else "?"
-        text = f"modified the event into one that does not validate: {exc}".splitlines()[0]
-        logger.warning("sync hook %r %s (fail-open: the message goes on unmodified)", hook, text)
-        result.hook_errors.append({"hook": hook, "error": text})
-        result.event = None
-        result.modified_by.clear()
+    return RoomEvent.model_validate_json(event.model_dump_json(warnings=False))
 
 
 def _delivery_recorded(outcome: RecordOutcome) -> DeliveryRecorded:

@@ -343,14 +343,16 @@ class HookEngine:
         context: Any,
         *,
         skip_event_filter: bool = False,
+        check: Callable[[Any], Any] | None = None,
     ) -> SyncPipelineResult:
         """Run the SYNC hooks of ``trigger`` one after the other over ``event``.
 
         Each hook gets the current event (as modified by earlier hooks) and ``context``.
         ``None`` or ``allow`` goes on; ``modify`` replaces the event from then on; ``block``
         stops at once. A hook that raises, times out or returns something other than a
-        `HookResult` is skipped and reported in ``hook_errors`` (fail-open). Cancellation of
-        the caller is never swallowed.
+        `HookResult` is skipped and reported in ``hook_errors`` (fail-open); so is one whose
+        replacement event ``check`` refuses (it returns the event to go on with, or raises).
+        Cancellation of the caller is never swallowed.
 
         Returns:
             The pipeline's outcome; ``allowed`` is True when no hook blocked.
@@ -377,6 +379,16 @@ class HookEngine:
                 logger.warning("sync hook %r (%s) %s, ignored", reg.name, trigger, text)
                 result.hook_errors.append({"hook": reg.name, "error": text})
                 continue
+            replacement = outcome.event if outcome.action == "modify" else None
+            if replacement is not None and check is not None:
+                try:
+                    replacement = check(replacement)
+                except Exception as exc:
+                    text = f"modified the event into one that does not validate: {exc}"
+                    text = text.splitlines()[0]
+                    logger.warning("sync hook %r (%s) %s, skipped", reg.name, trigger, text)
+                    result.hook_errors.append({"hook": reg.name, "error": text})
+                    continue
             result.injected_events.extend(outcome.injected_events)
             result.tasks.extend(outcome.tasks)
             result.observations.extend(outcome.observations)
@@ -385,8 +397,8 @@ class HookEngine:
                 result.reason = outcome.reason
                 result.blocked_by = reg.name
                 break
-            if outcome.action == "modify" and outcome.event is not None:
-                result.event = outcome.event
+            if replacement is not None:
+                result.event = replacement
                 result.modified_by.append(reg.name)
         return result
 

@@ -246,6 +246,30 @@ class TestInbound:
         timeline = await kit.get_timeline("r1")
         assert timeline[-1].content.body == "my card is 4111"  # type: ignore[union-attr]
 
+    async def test_an_invalid_replacement_keeps_what_earlier_hooks_made(
+        self, kit: RoomKit
+    ) -> None:
+        # Only the failing hook is skipped: a redaction before it stands (a privacy matter).
+        _, ws = await two_channel_room(kit)
+        errors = hook_errors(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=0, name="redact")
+        async def redact(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.modify(event.model_copy(update={"content": TextContent(body="***")}))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=1, name="tag")
+        async def tag(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.modify(event.model_copy(update={"metadata": {"x": object()}}))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=2, name="mark")
+        async def mark(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.modify(event.model_copy(update={"metadata": {"checked": True}}))
+
+        result = await kit.process_inbound(text("sms", "my card is 4111"))
+        assert ws.texts() == ["***"]
+        assert result.event is not None and result.event.metadata == {"checked": True}
+        assert [e.data["hook"] for e in errors] == ["tag"]
+
     async def test_a_valid_replacement_made_by_model_copy_is_kept(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
 
