@@ -70,7 +70,19 @@ _ORDER_0_3_0 = (
 _STATUS_EVENTS_0_3_0 = frozenset(
     {"message.sent", "message.delivered", "message.failed", "message.finalized"}
 )
-_SENT_EVENTS_0_3_0 = frozenset({"message.sent", "message.finalized"})
+
+
+def _media_of(item: Any) -> WebhookMedia:
+    """One of 0.3.0's ``media_urls`` entries (``{"url": ..., "mime_type": ...}``).
+
+    Raises:
+        ValueError: it is not such a mapping, or its URL is not http(s) (refused, not dropped).
+    """
+    url = item.get("url") if isinstance(item, Mapping) else None
+    media = webhook_media(url, item.get("mime_type")) if isinstance(url, str) else None
+    if media is None:
+        raise ValueError(f"a media_urls entry is {{'url': 'http(s)://...'}}, not {item!r}")
+    return media
 
 
 class WebhookMedia(BaseModel):
@@ -89,16 +101,16 @@ class WebhookMeta(BaseModel):
     It is also made as RoomKit 0.3.0 made it, positionally in 0.3.0's order (``provider,
     sender, recipient, body, external_id, timestamp, raw, media_urls, direction,
     event_type``) or by those names: ``external_id`` is ``message_id``, ``media_urls`` (dicts
-    with ``url`` and ``mime_type``) become ``media``, and a status ``event_type`` of an
-    outbound message (``"message.delivered"``, ...) gives ``status``. A name it does not know
-    is refused, not dropped.
+    with an http(s) ``url`` and a ``mime_type``) become ``media``, and a status ``event_type``
+    (``"message.delivered"``, ...) without an inbound direction gives ``status``. A name it
+    does not know is refused, not dropped.
 
     Attributes:
         provider: Vendor name (``"twilio"``, ``"telnyx"``, ``"sinch"``, ``"voicemeup"``).
         direction: ``"inbound"`` (a message to us), ``"outbound"`` (about a message we sent),
             ``"unknown"`` when a vendor payload said neither (it is then neither inbound nor a
             status), or None when not given: as in 0.3.0, such a meta with a sender is an
-            inbound message unless ``event_type`` says the message was sent.
+            inbound message, unless it has a ``status`` (or a status ``event_type``).
         sender: Who sent the message (phone number, as the vendor wrote it).
         recipient: Who it was sent to.
         body: Text of the message.
@@ -149,19 +161,13 @@ class WebhookMeta(BaseModel):
             if data.setdefault("message_id", external_id) != external_id:
                 raise ValueError("external_id and message_id differ (they are one field)")
         if "media_urls" in data:
-            media_urls = data.pop("media_urls") or []
             if "media" in data:
                 raise ValueError("give media or media_urls, not both (they are one field)")
-            data["media"] = [
-                media
-                for item in media_urls
-                if isinstance(item, Mapping)
-                and (media := webhook_media(str(item.get("url") or ""), item.get("mime_type")))
-            ]
+            data["media"] = [_media_of(item) for item in data.pop("media_urls") or []]
         event_type = data.get("event_type")
         if (
             data.get("status") is None
-            and data.get("direction") == "outbound"
+            and data.get("direction") in (None, "outbound")
             and event_type in _STATUS_EVENTS_0_3_0
         ):
             data["status"] = event_type.removeprefix("message.")
@@ -172,8 +178,8 @@ class WebhookMeta(BaseModel):
         """An inbound message that can become an :class:`InboundMessage`."""
         if self.pending or not self.sender:
             return False
-        if self.direction is None:  # not given: 0.3.0's default, unless sent by us
-            return self.event_type not in _SENT_EVENTS_0_3_0
+        if self.direction is None:  # not given: 0.3.0's default, unless it is a status
+            return self.status is None and self.event_type not in _STATUS_EVENTS_0_3_0
         return self.direction == "inbound"
 
     @property

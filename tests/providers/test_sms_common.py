@@ -119,7 +119,26 @@ class TestWebhookMeta:
         sent = WebhookMeta(provider="telnyx", sender="+1", event_type="message.sent")
         assert not sent.is_inbound  # a message we sent, as 0.3.0 read it
 
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"status": "delivered"},  # a status given, no direction
+            {"event_type": "message.delivered"},  # 0.3.0's status event, no direction
+            {"event_type": "message.failed", "direction": "outbound"},
+        ],
+    )
+    def test_a_status_without_an_inbound_direction_is_a_status(
+        self, fields: dict[str, Any]
+    ) -> None:
+        # Not an (empty) inbound message: the status handlers would never have seen it.
+        meta = WebhookMeta(provider="x", sender="+15145550100", message_id="m-42", **fields)
+        assert meta.is_status and not meta.is_inbound
+        assert meta.to_status().message_id == "m-42"
+
     def test_0_3_0_arguments_are_checked_not_dropped(self) -> None:
+        for entry in ({"url": "/relative.jpg"}, "https://x.example/a.jpg", {"mime_type": "x"}):
+            with pytest.raises(ValueError, match="media_urls entry"):
+                WebhookMeta(provider="x", media_urls=[entry])
         with pytest.raises(ValueError, match="extra|not permitted"):
             WebhookMeta(provider="x", media_url="https://x.example/a.jpg")  # a typo
         with pytest.raises(TypeError, match="multiple values"):
