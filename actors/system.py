@@ -93,11 +93,11 @@ def _checked_settings(
     shutdown_timeout: float,
     on_idle_after: float | None,
 ) -> _Settings:
-    check_count("mailbox_size", mailbox_size)
+    mailbox_size = check_count("mailbox_size", mailbox_size)
     ask_timeout = check_seconds("ask_timeout", ask_timeout)
     idle_timeout = check_seconds("idle_timeout", idle_timeout, none=True)
     task_linger = check_seconds("task_linger", task_linger, none=True)
-    check_count("snapshot_every", snapshot_every, none=True)
+    snapshot_every = check_count("snapshot_every", snapshot_every, none=True)
     shutdown_timeout = check_seconds("shutdown_timeout", shutdown_timeout)
     on_idle_after = check_seconds("on_idle_after", on_idle_after, none=True)
     if mailbox_size < 1:
@@ -160,10 +160,19 @@ def check_finite_seconds(name: str, value: object, *, zero: bool = False) -> flo
     return _numbers.check_finite_seconds(name, value, zero=zero)
 
 
-def check_count(name: str, value: object, *, none: bool = False) -> None:
+@overload
+def check_count(name: str, value: object) -> int: ...
+
+
+@overload
+def check_count(name: str, value: object, *, none: bool) -> int | None: ...
+
+
+def check_count(name: str, value: object, *, none: bool = False) -> int | None:
     """Raise ``TypeError`` unless ``value`` is an integer (``numbers.Integral``, not ``bool``),
-    or None when ``none``; its range is the caller's to check."""
-    _numbers.check_count(name, value, none=none)
+    or None when ``none``; return it as an ``int`` (numpy's integers become ints: what is sent
+    on is then JSON). Its range is the caller's to check."""
+    return _numbers.check_count(name, value, none=none)
 
 
 class ActorSystem:

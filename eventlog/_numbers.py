@@ -49,9 +49,18 @@ def check_finite_seconds(name: str, value: object, *, zero: bool = False) -> flo
     return seconds
 
 
-def check_count(name: str, value: object, *, none: bool = False) -> None:
+@overload
+def check_count(name: str, value: object) -> int: ...
+
+
+@overload
+def check_count(name: str, value: object, *, none: bool) -> int | None: ...
+
+
+def check_count(name: str, value: object, *, none: bool = False) -> int | None:
     """See ``actors.check_count``."""
     _check_type(name, value, numbers.Integral, "an integer", none)
+    return None if value is None else int(cast(int, value))
 
 
 def _check_type(name: str, value: object, kind: type, expected: str, none: bool) -> None:

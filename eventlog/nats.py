@@ -164,11 +164,11 @@ class NatsEventLog(EventLog):
         if storage not in ("file", "memory"):
             raise ValueError(f"storage must be 'file' or 'memory', not {storage!r}")
         # Checked here, not where a task (or the server) first uses them.
-        check_count("replicas", replicas)
-        check_count("version_cache_size", version_cache_size)
+        replicas = check_count("replicas", replicas)
+        version_cache_size = check_count("version_cache_size", version_cache_size)
         if replicas < 1 or version_cache_size < 0:
             raise ValueError("replicas must be >= 1 and version_cache_size >= 0")
-        duplicate_window = check_finite_seconds("duplicate_window", duplicate_window)
+        duplicate_window = check_finite_seconds("duplicate_window", duplicate_window, zero=True)
         request_timeout = check_finite_seconds("request_timeout", request_timeout)
         retry_timeout = check_finite_seconds("retry_timeout", retry_timeout, zero=True)
         connect_timeout = check_finite_seconds("connect_timeout", connect_timeout)

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from actors import check_number, check_seconds
+from actors import check_seconds
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
@@ -110,7 +110,10 @@ class HookRegistration:
                 f"callable (event, context), got {type(self.fn).__name__}"
             )
         # Sorted with the others at every message: one that does not compare would fail them.
-        check_number("hook priority", self.priority)
+        try:
+            self.priority < 0  # noqa: B015 - only whether it compares
+        except TypeError:
+            raise TypeError(f"hook priority must be a number, got {self.priority!r}") from None
         # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
         timeout = check_seconds("hook timeout", self.timeout, none=True)
         self.timeout = math.inf if timeout is None else timeout

@@ -159,13 +159,13 @@ class Ingress:
             if name is not None and (not name or any(c in name for c in ".*> \t\r\n")):
                 raise ValueError(f"invalid JetStream name {name!r}")
         # Checked here: each one is first used in a task of the running ingress, or by NATS.
-        check_count("max_in_flight", max_in_flight)
-        check_count("lanes", lanes, none=True)
-        check_count("fetch_batch", fetch_batch)
-        check_count("max_attempts", max_attempts)
+        max_in_flight = check_count("max_in_flight", max_in_flight)
+        lanes = check_count("lanes", lanes, none=True)
+        fetch_batch = check_count("fetch_batch", fetch_batch)
+        max_attempts = check_count("max_attempts", max_attempts)
         if max_in_flight < 1 or (lanes is not None and lanes < 1) or max_attempts < 1:
             raise ValueError("max_in_flight, lanes and max_attempts must be at least 1")
-        duplicate_window = check_finite_seconds("duplicate_window", duplicate_window)
+        duplicate_window = check_finite_seconds("duplicate_window", duplicate_window, zero=True)
         ack_wait = check_finite_seconds("ack_wait", ack_wait)
         fetch_timeout = check_finite_seconds("fetch_timeout", fetch_timeout)
         request_timeout = check_finite_seconds("request_timeout", request_timeout)

@@ -10,7 +10,14 @@ from fractions import Fraction
 import anyio
 import pytest
 
-from actors import Actor, ActorSystem, check_finite_seconds, check_seconds, check_settings
+from actors import (
+    Actor,
+    ActorSystem,
+    check_count,
+    check_finite_seconds,
+    check_seconds,
+    check_settings,
+)
 from eventlog import MemoryEventLog
 from tests.actors.models import AddMany, Block, Call, Counter, CounterState, Get, Journal, probes
 
@@ -400,6 +407,11 @@ def test_durations_become_floats_and_an_int_past_a_float_is_infinite() -> None:
     assert check_seconds("t", -(10**400)) == -math.inf
     assert check_seconds("t", None, none=True) is None
     assert check_finite_seconds("t", 0, zero=True) == 0.0
+
+    class Count(int):  # stands in for numpy's integers: not sent on as they are
+        pass
+
+    assert type(check_count("n", Count(3))) is int and check_count("n", None, none=True) is None
     for bad in (0, -1, math.inf, 10**400, math.nan):
         with pytest.raises(ValueError, match="^t must be a positive, finite number"):
             check_finite_seconds("t", bad)

@@ -4,6 +4,7 @@ is logged that a replay of the room would fail on."""
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from fractions import Fraction
 
 import anyio
@@ -207,6 +208,9 @@ async def test_read_markers_and_resolutions_take_strings_and_log_nothing_else(
     assert await event_log.last_version(room_stream("r1")) == version
     await kit.mark_read("r1", "sms", sent.event.id)
     assert await kit.store.get_unread_count("r1", "sms") == 0
+    await kit.process_inbound(text("sms", "more"), room_id="r1")
+    await kit.mark_read("r1", "sms", None)  # everything, as mark_all_read
+    assert await kit.store.get_unread_count("r1", "sms") == 0
 
 
 async def test_hook_registrations_that_would_break_every_message_are_refused(
@@ -224,7 +228,8 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
     # A room hook for room None was a global hook that remove_room_hook could not remove.
     with pytest.raises(InvalidRoomIdError):
         kit.add_room_hook(None, HookTrigger.BEFORE_BROADCAST, HookExecution.SYNC, allow)  # type: ignore[arg-type]
-    kit.hook(HookTrigger.BEFORE_BROADCAST, priority=2.5)(allow)  # any real number sorts
+    kit.hook(HookTrigger.BEFORE_BROADCAST, priority=2.5)(allow)  # any number sorts
+    kit.hook(HookTrigger.BEFORE_BROADCAST, priority=Decimal("1.5"))(allow)  # type: ignore[arg-type]
     assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
 
 
