@@ -129,7 +129,8 @@ class NatsEventLog(EventLog):
     Raises (when made):
         TypeError: a count or a duration is not a number (counts: not an integer).
         ValueError: a name or prefix JetStream refuses, a count below 1 (the cache: below
-            0), a duration that is not positive and finite (``retry_timeout``: may be 0).
+            0), a duration that is not positive and finite (``retry_timeout`` and
+            ``duplicate_window``, the server's default window, may be 0).
 
     Raises (from every method):
         LogUnavailable: the server could not be reached in time.

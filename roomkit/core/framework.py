@@ -430,7 +430,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         ``event_id=None`` marks everything read, as ``mark_all_read`` does.
 
         Raises:
-            TypeError: ``channel_id`` or ``event_id`` is not a string.
+            TypeError: ``channel_id`` is not a string, or ``event_id`` neither one nor None.
         """
         _check_str("channel_id", channel_id)
         if event_id is not None:

@@ -121,8 +121,8 @@ class Ingress:
     Raises:
         TypeError: a count or a duration is not a number (counts: not an integer).
         ValueError: a setting is out of range: a name JetStream refuses, a count below 1, a
-            duration NATS is given that is not positive and finite, a negative
-            ``drain_timeout``.
+            duration NATS is given that is not positive and finite (``duplicate_window`` may
+            be 0, the server's default window), a negative ``drain_timeout``.
 
     Raises (on entering):
         IngressUnavailable: NATS could not be reached, or JetStream did not answer.
