@@ -11,9 +11,10 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+from pydantic import BaseModel
 
 from roomkit.core._commands import (
     AttachChannel,
@@ -71,9 +72,11 @@ from roomkit.models.hook import InjectedEvent
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
-__all__ = ["Decision", "RoomDecider", "validated_event"]
+__all__ = ["Decision", "RoomDecider", "validated"]
 
 logger = logging.getLogger("roomkit.room")
+
+M = TypeVar("M", bound=BaseModel)
 
 Decision = tuple[list[Fact], Outcome]
 
@@ -183,7 +186,7 @@ class _Draft:
         Tasks of the turn's own message (its hooks', its broadcast's) run their hooks last in
         the turn, as 0.3.0 did; a reply's tasks (which 0.3.0 dropped) run in turn order."""
         last = trigger is None or trigger.id == root
-        for task in tasks:
+        for task in _storable(tasks, "task"):
             task = (
                 task if task.room_id == room_id else task.model_copy(update={"room_id": room_id})
             )
@@ -193,7 +196,7 @@ class _Draft:
                 task,
                 RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root, last=last),
             )
-        for observation in observations:
+        for observation in _storable(observations, "observation"):
             if observation.room_id != room_id:
                 observation = observation.model_copy(update={"room_id": room_id})
             self.add(ObservationRecorded(observation=dump(observation)), observation)
@@ -206,8 +209,11 @@ class _Draft:
     ) -> None:
         """Record injected events; those with targets are delivered to them."""
         for item in injected:
+            injected_event = _storable_or_none(item.event, "injected event")
+            if injected_event is None:
+                continue
             # Recorded as delivered, like AI replies: the room sends it once it is committed.
-            event = item.event.model_copy(
+            event = injected_event.model_copy(
                 update={
                     "room_id": room_id,
                     "index": self.next_index(),
@@ -622,15 +628,31 @@ class RoomDecider:
         return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
 
 
-def validated_event(event: RoomEvent) -> RoomEvent:
-    """A BEFORE_BROADCAST hook's replacement for the message, validated as the log will hold
-    it: ``model_copy(update=...)`` and assigning a field validate nothing, and an event that
-    does not validate would be logged and then fail every read of the room's timeline.
+def validated(model: M) -> M:
+    """A model from user code (a hook's replacement for the message, an injected event, a
+    task), validated as the log will hold it: ``model_copy(update=...)`` and assigning a field
+    validate nothing, and a model that does not validate would be logged and then fail every
+    read of it (the room's timeline, its tasks).
 
     Raises:
         pydantic.ValidationError, or pydantic's serialization error (not JSON at all).
     """
-    return RoomEvent.model_validate_json(event.model_dump_json(warnings=False))
+    return type(model).model_validate_json(model.model_dump_json(warnings=False))
+
+
+def _storable(models: list[M], what: str) -> list[M]:
+    """``models`` validated (``validated``), without those that do not validate."""
+    return [kept for model in models if (kept := _storable_or_none(model, what)) is not None]
+
+
+def _storable_or_none(model: M, what: str) -> M | None:
+    """``model`` validated (``validated``), or None, with a warning."""
+    try:
+        return validated(model)
+    except Exception as exc:  # a ValidationError, or not JSON at all
+        text = str(exc).splitlines()[0]
+        logger.warning("%s %r does not validate, not recorded: %s", what, model, text)
+        return None
 
 
 def _delivery_recorded(outcome: RecordOutcome) -> DeliveryRecorded:

@@ -24,6 +24,7 @@ from roomkit import (
     InjectedEvent,
     InvalidRoomIdError,
     MockAIProvider,
+    Observation,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -269,6 +270,48 @@ class TestInbound:
         assert ws.texts() == ["***"]
         assert result.event is not None and result.event.metadata == {"checked": True}
         assert [e.data["hook"] for e in errors] == ["tag"]
+
+    async def test_side_effects_that_do_not_validate_are_left_out(self, kit: RoomKit) -> None:
+        # Tasks, observations and injected events from user code are validated as the log
+        # will hold them; logged, a broken one failed every read of the room's tasks or
+        # timeline. The others, and the message, go on.
+        sms, ws = await two_channel_room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def effects(event: RoomEvent, context: RoomContext) -> HookResult:
+            if event.source.channel_id != "sms":
+                return HookResult.allow()
+            good = Task(room_id="r1", title="call back")
+            notice = RoomEvent(
+                room_id="r1",
+                source=EventSource(channel_id="system", channel_type="system"),
+                content=TextContent(body="noted"),
+            )
+            return HookResult(
+                action="allow",
+                tasks=[good, good.model_copy(update={"id": "t-bad", "title": None})],
+                observations=[
+                    Observation(room_id="r1", channel_id="sms", content="fine"),
+                    Observation(room_id="r1", channel_id="sms", content="x").model_copy(
+                        update={"confidence": "very"}
+                    ),
+                ],
+                injected_events=[
+                    InjectedEvent(event=notice, target_channel_ids=["ws"]),
+                    InjectedEvent(
+                        event=notice.model_copy(update={"id": "e-bad", "chain_depth": -1}),
+                        target_channel_ids=["ws"],
+                    ),
+                ],
+            )
+
+        result = await kit.process_inbound(text("sms", "hello"))
+        assert not result.blocked
+        assert [t.title for t in await kit.list_tasks("r1")] == ["call back"]
+        assert [o.content for o in await kit.list_observations("r1")] == ["fine"]
+        assert sorted(ws.texts()) == ["hello", "noted"]
+        bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
+        assert bodies.count("noted") == 1 and "hello" in bodies
 
     async def test_a_valid_replacement_made_by_model_copy_is_kept(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
