@@ -608,9 +608,9 @@ class RoomDecider:
         draft = _Draft(state, self._now())
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
-        for blocked in cmd.blocked:
+        for blocked in _storable(cmd.blocked, "blocked reply"):
             draft.message(blocked.model_copy(update={"index": draft.next_index()}))
-        for reply in cmd.replies:
+        for reply in _storable(cmd.replies, "reply"):
             # Quirk 3 fixed: a re-entered reply gets its real index and DELIVERED status.
             reply = reply.model_copy(
                 update={
