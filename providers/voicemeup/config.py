@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 __all__ = ["VoiceMeUpConfig"]
 
@@ -37,6 +37,12 @@ class VoiceMeUpConfig(BaseModel):
     base_url: str | None = None
     max_message_length: int = Field(default=1000, gt=0)
     timeout: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_environment(self) -> Self:
+        if self.sandbox and self.environment == "production":
+            raise ValueError("sandbox=True and environment='production' contradict each other")
+        return self
 
     @property
     def api_root(self) -> str:

@@ -134,8 +134,11 @@ class WhatsAppPersonalProvider(WhatsAppProvider):
         ``send_recording(chat)`` when it has one (else as typing).
 
         Raises:
+            ValueError: ``media`` is neither ``"text"`` nor ``"audio"``.
             NotImplementedError: The source cannot send chat presence.
         """
+        if media not in ("text", "audio"):
+            raise ValueError(f"media is 'text' or 'audio', not {media!r}")
         if not is_typing:
             await self._optional("send_paused", to)
         elif media == "audio" and callable(getattr(self._source, "send_recording", None)):
@@ -147,6 +150,12 @@ class WhatsAppPersonalProvider(WhatsAppProvider):
         """Send read receipts for ``message_ids`` from ``sender`` in ``chat`` (0.3.0's order).
 
         Raises:
+            TypeError: ``message_ids`` is not a list of ids (a call in another order, say).
             NotImplementedError: The source cannot send read receipts.
         """
-        await self._optional("mark_read", chat, sender, message_ids)
+        if isinstance(message_ids, str) or not all(isinstance(m, str) for m in message_ids):
+            raise TypeError(
+                f"message_ids is a list of message ids (mark_read(message_ids, chat, sender)), "
+                f"got {message_ids!r}"
+            )
+        await self._optional("mark_read", chat, sender, list(message_ids))

@@ -9,9 +9,11 @@ more; new fields get defaults so that old logs stay readable.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, TypeVar
 
 import msgspec
+import pydantic_core
 from pydantic import BaseModel
 
 from eventlog import Headers, NewEvent, Record
@@ -235,22 +237,30 @@ def encode_payload(event: DomainEvent) -> bytes:
     return data
 
 
-_MAX_DIGITS = 4300
-# A run of digits from its start only (the lookbehind): searching from every digit of a long
-# run would take time quadratic in its length.
-_TOO_MANY_DIGITS = re.compile(rb"(?<![0-9])[0-9]{%d}" % (_MAX_DIGITS + 1))
+_MAX_DIGITS = 4300  # msgspec's limit, and Python's default one
+_too_many_digits: dict[int, re.Pattern[bytes]] = {}
 
 
 def unreadable(data: bytes) -> str | None:
-    """Why JSON ``data`` could not be read back, or None: a number of more than 4,300 digits
-    (Python's limit on reading an int from text), which pydantic and msgspec write but refuse
-    to read. Costs a length check for most payloads."""
-    if len(data) <= _MAX_DIGITS or _TOO_MANY_DIGITS.search(data) is None:
+    """Why JSON ``data`` could not be read back, or None: a number of more digits than
+    Python reads from text (4,300 by default, ``sys.set_int_max_str_digits``), which
+    pydantic and msgspec write but refuse to read. Costs a length check for most payloads."""
+    limit = min(sys.get_int_max_str_digits() or _MAX_DIGITS, _MAX_DIGITS)
+    if len(data) <= limit:
+        return None
+    pattern = _too_many_digits.get(limit)
+    if pattern is None:
+        # A run of digits from its start only (the lookbehind): searching from every digit of
+        # a long run would take time quadratic in its length.
+        pattern = _too_many_digits[limit] = re.compile(rb"(?<![0-9])[0-9]{%d}" % (limit + 1))
+    if pattern.search(data) is None:
         return None
     try:
-        msgspec.json.decode(data)  # the run of digits may sit inside a string
-    except msgspec.MsgspecError as exc:
-        return f"a number of more than {_MAX_DIGITS:,} digits could not be read back ({exc})"
+        # The run of digits may sit inside a string; pydantic reads numbers as Python does.
+        msgspec.json.decode(data)
+        pydantic_core.from_json(data)
+    except (msgspec.MsgspecError, ValueError) as exc:
+        return f"a number of more than {limit:,} digits could not be read back ({exc})"
     return None
 
 

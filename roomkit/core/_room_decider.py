@@ -687,22 +687,36 @@ def _result_json(result: DeliveryResult) -> msgspec.Raw:
 
 
 def _storable_result(result: DeliveryResult) -> msgspec.Raw:
-    """``dump(result)``, or, when that could not be read back (a provider's metadata holding
-    something that is not JSON, or a number too long to read), the result without its provider
-    result: the room's next append carries it, and must not fail for it."""
-    try:
-        raw = dump(result)
-        why = unreadable(bytes(raw))
-    except Exception as exc:  # pydantic's serialization error
-        why = str(exc).splitlines()[0]
-    if why is None:
+    """``dump(result)``; when that could not be read back (a provider's metadata holding
+    something that is not JSON, or a number too long to read), the result without that
+    metadata, or else without its provider result: the room's next append carries it, and
+    must not fail for it."""
+    raw, why = _dumped(result)
+    if raw is not None:
         return raw
+    provider = result.provider_result
+    kept = f"{result.error}; " if result.error else ""
+    if provider is not None and provider.metadata:
+        trimmed = updated(
+            result,
+            {
+                "provider_result": updated(provider, {"metadata": {}}),
+                "error": f"{kept}provider metadata not storable",
+            },
+        )
+        raw, _ = _dumped(trimmed)
+        if raw is not None:
+            logger.warning(
+                "delivery result for %r: provider metadata not storable (%s), left out",
+                result.channel_id,
+                why,
+            )
+            return raw
     logger.warning(
         "delivery result for %r cannot be stored (%s): recorded without its provider result",
         result.channel_id,
         why,
     )
-    kept = f"{result.error}; " if result.error else ""
     return dump(
         DeliveryResult(
             channel_id=result.channel_id,
@@ -710,6 +724,16 @@ def _storable_result(result: DeliveryResult) -> msgspec.Raw:
             error=f"{kept}provider result not storable",
         )
     )
+
+
+def _dumped(model: BaseModel) -> tuple[msgspec.Raw | None, str | None]:
+    """``(dump(model), None)``, or ``(None, why)`` if its JSON could not be read back."""
+    try:
+        raw = dump(model)
+        why = unreadable(bytes(raw))
+    except Exception as exc:  # pydantic's serialization error: not JSON at all
+        return None, str(exc).splitlines()[0]
+    return (raw, None) if why is None else (None, why)
 
 
 def _plain(value: Any) -> Any:

@@ -423,18 +423,17 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def list_observations(self, room_id: str) -> list[Observation]:
         return await self._store.list_observations(room_id)
 
-    async def mark_read(self, room_id: str, channel_id: str, event_id: str | None) -> None:
+    async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
         """Record that ``channel_id`` read the room up to ``event_id`` (nothing for a room
-        that does not exist, as 0.3.0's store passthrough did).
-
-        ``event_id=None`` marks everything read, as ``mark_all_read`` does.
+        that does not exist, as 0.3.0's store passthrough did); ``mark_all_read`` marks
+        everything.
 
         Raises:
-            TypeError: ``channel_id`` is not a string, or ``event_id`` neither one nor None.
+            TypeError: ``channel_id`` or ``event_id`` is not a string (0.3.0 stored a None
+                marker, after which every event counted as unread).
         """
         _check_str("channel_id", channel_id)
-        if event_id is not None:
-            _check_str("event_id", event_id)
+        _check_str("event_id", event_id)
         with contextlib.suppress(RoomNotFoundError):
             await self._command(room_id, MarkRead(channel_id, event_id))
 

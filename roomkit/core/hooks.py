@@ -112,7 +112,7 @@ class HookRegistration:
         # Sorted with the others at every message: one that does not compare would fail them.
         try:
             self.priority < 0  # noqa: B015 - only whether it compares
-        except TypeError:
+        except (TypeError, ArithmeticError):  # Decimal("NaN") raises InvalidOperation
             raise TypeError(f"hook priority must be a number, got {self.priority!r}") from None
         # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
         timeout = check_seconds("hook timeout", self.timeout, none=True)

@@ -282,6 +282,7 @@ def test_bad_settings_are_refused_up_front(
 def test_settings_take_numbers_of_any_kind() -> None:
     log = NatsEventLog(request_timeout=Fraction(1, 2), retry_timeout=0, idle_heartbeat=2)
     assert (log.request_timeout, log.retry_timeout, log.idle_heartbeat) == (0.5, 0.0, 2.0)
+    assert NatsEventLog(duplicate_window=0).duplicate_window == 0  # the server's default
 
 
 # -- refusals and foreign data ---------------------------------------------------------------

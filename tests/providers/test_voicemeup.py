@@ -114,6 +114,8 @@ class TestSend:
         assert config(environment="production").api_root == "https://clients.voicemeup.com"
         with pytest.raises(ValueError, match="environment"):
             config(environment="staging")
+        with pytest.raises(ValueError, match="contradict"):
+            config(environment="production", sandbox=True)
 
     async def test_long_text_is_split_between_words(self) -> None:
         recorder = Recorder([queued("1"), queued("2"), queued("3")])

@@ -644,6 +644,10 @@ class TestPersonal:
         source.mark_read = mark_read  # type: ignore[attr-defined]
         await provider.mark_read(["3EB01"], "chat@g.us", CUSTOMER)
         assert read == [("chat@g.us", CUSTOMER, ["3EB01"])]
+        with pytest.raises(TypeError, match="message_ids"):
+            await provider.mark_read("chat@g.us", CUSTOMER, ["3EB01"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="media"):
+            await provider.send_typing(CUSTOMER, media="video")
 
     async def test_failures_are_results(self) -> None:
         failing = WhatsAppPersonalProvider(FakeSource(fail=True))

@@ -4,6 +4,7 @@ is logged that a replay of the room would fail on."""
 from __future__ import annotations
 
 import math
+import sys
 from decimal import Decimal
 from fractions import Fraction
 
@@ -208,9 +209,8 @@ async def test_read_markers_and_resolutions_take_strings_and_log_nothing_else(
     assert await event_log.last_version(room_stream("r1")) == version
     await kit.mark_read("r1", "sms", sent.event.id)
     assert await kit.store.get_unread_count("r1", "sms") == 0
-    await kit.process_inbound(text("sms", "more"), room_id="r1")
-    await kit.mark_read("r1", "sms", None)  # everything, as mark_all_read
-    assert await kit.store.get_unread_count("r1", "sms") == 0
+    with pytest.raises(TypeError, match="^event_id must be a string"):
+        await kit.mark_read("r1", "sms", None)  # type: ignore[arg-type]  # mark_all_read does it
 
 
 async def test_hook_registrations_that_would_break_every_message_are_refused(
@@ -314,6 +314,25 @@ async def test_a_delivery_result_the_log_cannot_hold_is_recorded_without_it(
     await kit.send_event("r1", "sms", TextContent(body="sent"))  # appends the outcomes
     records = await event_log.read(room_stream("r1"))
     outcomes = [r.data for r in records if r.type == "delivery.recorded"]
-    assert outcomes and all(b"provider result not storable" in data for data in outcomes)
+    # Only what could not be stored is left out: the provider's own answer stays.
+    assert outcomes and all(b"provider metadata not storable" in data for data in outcomes)
+    assert all(b'"provider_result":{"success":true}' in data for data in outcomes)
     bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
     assert bodies[-4:] == ["first", "second", "third", "sent"]
+
+
+async def test_the_digit_limit_follows_python_s(kit: RoomKit) -> None:
+    # A process may lower the limit (sys.set_int_max_str_digits): pydantic reads numbers
+    # as Python does, so the kit refuses what this process could not read back.
+    await room(kit)
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(1000)
+    try:
+        with pytest.raises(ValueError, match="1,000 digits"):
+            await kit.create_room(room_id="big", metadata={"n": 10**1500})
+    finally:
+        sys.set_int_max_str_digits(limit)
+    with pytest.raises(TypeError, match="^hook priority must be a number"):
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=Decimal("NaN"))  # type: ignore[arg-type]
+        async def never(event: RoomEvent, context: RoomContext) -> None: ...

@@ -459,6 +459,7 @@ def test_a_bad_setting_is_refused_when_the_ingress_is_made(
 def test_settings_take_numbers_of_any_kind() -> None:
     ingress = Ingress(RoomKit(), ack_wait=Fraction(15), drain_timeout=math.inf, lanes=2)
     assert ingress.lanes == 2
+    Ingress(RoomKit(), duplicate_window=0)  # the server's default window
 
 
 async def test_publish_inbound_refuses_what_the_ingress_would_refuse(client: NatsClient) -> None:
