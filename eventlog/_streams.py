@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sized
+from collections.abc import Sequence
 
 from eventlog.errors import InvalidAppend, InvalidStreamId
+from eventlog.record import NO_HEADERS, Headers, NewEvent
 
 # One NATS subject token: no '.', '*', '>' or white space, so that a stream id can be the last
 # token of a subject and wildcards never match more than one stream.
@@ -23,12 +24,21 @@ def check_stream_id(stream: object) -> str:
     raise InvalidStreamId(stream)
 
 
-def check_append(stream: object, events: Sized, limit: int) -> str:
+def check_append(
+    stream: object, events: Sequence[object], limit: int, expected_version: object = None
+) -> str:
     """Return ``stream`` if an append of ``events`` to it is acceptable.
+
+    Every field is checked for the type the record envelope has: msgspec does not check what a
+    Struct is made with, and a record written with, say, ``str`` data could not be read back,
+    which on JetStream makes the whole log unreadable.
 
     Raises:
         InvalidStreamId: ``stream`` is not a valid stream id.
-        InvalidAppend: ``events`` is empty or holds more than ``limit`` events.
+        InvalidAppend: ``events`` is empty, holds more than ``limit`` events, or one that is not
+            a ``NewEvent`` of the envelope's types (a non-empty str ``type``, bytes ``data``, a
+            finite ``timestamp`` a date can have, str headers); or ``expected_version`` is
+            neither None nor an int >= 0.
     """
     name = check_stream_id(stream)
     if not len(events):
@@ -37,4 +47,49 @@ def check_append(stream: object, events: Sized, limit: int) -> str:
         raise InvalidAppend(
             f"append to {name!r} with {len(events)} events; at most {limit} per call"
         )
+    if expected_version is not None and (
+        type(expected_version) is not int or expected_version < 0
+    ):
+        raise InvalidAppend(
+            f"append to {name!r}: expected_version is an int >= 0 or None, "
+            f"got {expected_version!r}"
+        )
+    for event in events:
+        problem = _problem(event)
+        if problem is not None:
+            raise InvalidAppend(f"append to {name!r}: {problem}")
     return name
+
+
+# The timestamps a datetime can have (years 1 to 9999): the audit tools show them as dates.
+_MIN_TIMESTAMP = -62_135_596_800.0
+_MAX_TIMESTAMP = 253_402_300_799.0
+
+
+def _problem(event: object) -> str | None:
+    """What makes ``event`` unfit for the log, or None (a few type checks: per event)."""
+    if not isinstance(event, NewEvent):
+        return f"{event!r} is not a NewEvent"
+    if type(event.type) is not str or not event.type:
+        return f"an event's type is a non-empty str, not {event.type!r}"
+    if type(event.data) is not bytes:
+        return f"event {event.type!r}: data is bytes, not {type(event.data).__name__}"
+    timestamp = event.timestamp
+    if timestamp is not None and not (
+        type(timestamp) in (float, int) and _MIN_TIMESTAMP <= timestamp <= _MAX_TIMESTAMP
+    ):
+        return f"event {event.type!r}: timestamp {timestamp!r} is not seconds a date can have"
+    headers = event.headers
+    if headers is not NO_HEADERS:
+        if not isinstance(headers, Headers):
+            return f"event {event.type!r}: headers are Headers, not {type(headers).__name__}"
+        for value in (headers.message_id, headers.causation_id, headers.correlation_id):
+            if value is not None and type(value) is not str:
+                return f"event {event.type!r}: header ids are str, not {value!r}"
+        extra = headers.extra
+        if extra is not None and not (
+            isinstance(extra, dict)
+            and all(type(k) is str and type(v) is str for k, v in extra.items())
+        ):
+            return f"event {event.type!r}: extra headers are str to str, not {extra!r}"
+    return None

@@ -44,7 +44,7 @@ class MemoryEventLog(EventLog):
         *,
         expected_version: int | None,
     ) -> list[Record]:
-        check_append(stream, events, self.max_append_events)
+        check_append(stream, events, self.max_append_events, expected_version)
         records = self._streams.get(stream)
         current = len(records) if records is not None else 0
         message_id = events[0].headers.message_id

@@ -315,7 +315,7 @@ class NatsEventLog(EventLog):
         *,
         expected_version: int | None,
     ) -> list[Record]:
-        check_append(stream, events, self.max_append_events)
+        check_append(stream, events, self.max_append_events, expected_version)
         io = self._connected()
         # Every request below has its own timeout (nc.request); the deadline bounds retries.
         return await self._append(io, stream, events, expected_version, io.deadline())

@@ -132,6 +132,40 @@ class EventLogContract:
             await log.append("s1", [event(2), event(3), event(4)], expected_version=0)
         assert payloads(await log.read("s1")) == [b"1"]
 
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            NewEvent(type="x", data="text"),  # type: ignore[arg-type]
+            NewEvent(type=5, data=b"x"),  # type: ignore[arg-type]
+            NewEvent(type="", data=b"x"),
+            NewEvent(type="x", timestamp=float("nan")),
+            NewEvent(type="x", timestamp=1e20),
+            NewEvent(type="x", timestamp="2026-01-01"),  # type: ignore[arg-type]
+            NewEvent(type="x", headers=Headers(message_id=5)),  # type: ignore[arg-type]
+            NewEvent(type="x", headers=Headers(extra={"k": 1})),  # type: ignore[dict-item]
+            None,
+            b"x",
+        ],
+    )
+    async def test_an_event_the_envelope_cannot_hold_is_refused(
+        self, log: EventLog, bad: Any
+    ) -> None:
+        # Written, it could not be read back: on JetStream the whole log became unreadable.
+        await log.append("s1", [event(1)], expected_version=0)
+        with pytest.raises(InvalidAppend):
+            await log.append("s1", [event(2), bad], expected_version=1)
+        with pytest.raises(InvalidAppend):
+            await log.append("s2", [bad], expected_version=0)
+        assert payloads(await log.read("s1")) == [b"1"]
+        assert [s.stream for s in await log.streams()] == ["s1"]  # no empty "s2" left behind
+        assert payloads(await log.read_all()) == [b"1"]
+
+    @pytest.mark.parametrize("bad", ["0", 0.0, -1, True])
+    async def test_expected_version_is_an_int_or_none(self, log: EventLog, bad: Any) -> None:
+        with pytest.raises(InvalidAppend, match="expected_version"):
+            await log.append("s1", [event(1)], expected_version=bad)
+        assert await log.last_version("s1") == 0
+
     async def test_any_version_skips_the_check(self, log: EventLog) -> None:
         await log.append("s1", [event(1)], expected_version=ANY_VERSION)
         records = await log.append("s1", [event(2)], expected_version=ANY_VERSION)
