@@ -17,7 +17,15 @@ from typing import Generic, TypeVar
 from actors.actor import Actor
 from actors.effect import Effect
 from actors.errors import ActorCrash, ActorError, AfterCommitError, ConcurrencyConflict
-from eventlog import EventLog, NewEvent, Record, WrongExpectedVersion
+from eventlog import (
+    EventLog,
+    EventLogError,
+    LogUnavailable,
+    NewEvent,
+    Record,
+    Snapshot,
+    WrongExpectedVersion,
+)
 
 __all__ = ["EventSourcedActor"]
 
@@ -237,7 +245,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         stream = self.stream_id()
         state = self.initial_state()
         version = 0
-        snapshot = await self.log.load_snapshot(stream) if self._snapshots_supported() else None
+        snapshot = await self._load_snapshot(stream) if self._snapshots_supported() else None
         if snapshot is not None:
             try:
                 state = self.decode_state(snapshot.data)
@@ -297,6 +305,22 @@ class EventSourcedActor(Actor, Generic[S, E]):
             )
             return
         self._snapshot_version = self._version
+
+    async def _load_snapshot(self, stream: str) -> Snapshot | None:
+        """The stream's snapshot, or None when there is none to use: one the log cannot read,
+        or one past the stream's end (appends after it would all conflict). Either way the
+        stream is replayed from its start, as for a snapshot that does not decode."""
+        try:
+            snapshot = await self.log.load_snapshot(stream)
+            if snapshot is None or snapshot.version <= await self.log.last_version(stream):
+                return snapshot
+            problem = f"is at version {snapshot.version}, past the stream's end"
+        except LogUnavailable:
+            raise
+        except EventLogError as exc:
+            problem = f"cannot be read ({exc})"
+        logger.warning("snapshot of stream %r %s; replaying the stream", stream, problem)
+        return None
 
     def _snapshots_supported(self) -> bool:
         cls = type(self)

@@ -93,3 +93,21 @@ def _problem(event: object) -> str | None:
         ):
             return f"event {event.type!r}: extra headers are str to str, not {extra!r}"
     return None
+
+
+def check_snapshot(stream: object, version: object, data: object) -> str:
+    """Return ``stream`` if a snapshot of it at ``version`` holding ``data`` is acceptable.
+
+    (One past the stream's end is stored; an event-sourced actor recovering ignores it.)
+
+    Raises:
+        InvalidStreamId: ``stream`` is not a valid stream id.
+        InvalidAppend: ``version`` is not an int >= 0 (it would not encode, or not compare),
+            or ``data`` is not bytes (it could not be read back).
+    """
+    name = check_stream_id(stream)
+    if type(version) is not int or not 0 <= version < 2**63:
+        raise InvalidAppend(f"snapshot of {name!r}: version is an int >= 0, got {version!r}")
+    if type(data) is not bytes:
+        raise InvalidAppend(f"snapshot of {name!r}: data is bytes, not {type(data).__name__}")
+    return name

@@ -136,7 +136,11 @@ class EventLog(abc.ABC):
 
     @abc.abstractmethod
     async def save_snapshot(self, stream: str, version: int, data: bytes) -> None:
-        """Store ``data`` as the state of ``stream`` at ``version`` (replaces the previous one)."""
+        """Store ``data`` as the state of ``stream`` at ``version`` (replaces the previous one).
+
+        Raises:
+            InvalidAppend: ``version`` is not an int >= 0, or ``data`` is not bytes.
+        """
 
     @abc.abstractmethod
     async def load_snapshot(self, stream: str) -> Snapshot | None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from eventlog._streams import check_append, check_stream_id
+from eventlog._streams import check_append, check_snapshot, check_stream_id
 from eventlog.base import EventLog, Subscription
 from eventlog.errors import WrongExpectedVersion
 from eventlog.record import NewEvent, Record, Snapshot, StreamInfo
@@ -114,7 +114,7 @@ class MemoryEventLog(EventLog):
         ]
 
     async def save_snapshot(self, stream: str, version: int, data: bytes) -> None:
-        check_stream_id(stream)
+        check_snapshot(stream, version, data)
         self._snapshots[stream] = Snapshot(
             stream=stream, version=version, data=data, timestamp=time.time()
         )

@@ -67,7 +67,7 @@ from eventlog._nats_reads import list_streams, read_log, read_stream
 from eventlog._nats_setup import close_quietly, ensure_bucket, ensure_stream, open_client
 from eventlog._nats_subscription import NatsSubscription
 from eventlog._numbers import check_count, check_finite_seconds
-from eventlog._streams import check_append, check_stream_id
+from eventlog._streams import check_append, check_snapshot, check_stream_id
 from eventlog.base import EventLog, Subscription
 from eventlog.codec import decode_snapshot, encode
 from eventlog.errors import (
@@ -454,7 +454,7 @@ class NatsEventLog(EventLog):
     # -- snapshots ---------------------------------------------------------------------------
 
     async def save_snapshot(self, stream: str, version: int, data: bytes) -> None:
-        check_stream_id(stream)
+        check_snapshot(stream, version, data)
         io = self._connected()
         kv = self._kv
         assert kv is not None

@@ -317,6 +317,16 @@ class EventLogContract:
 
     # -- snapshots ---------------------------------------------------------------------------
 
+    @pytest.mark.parametrize(
+        ("version", "data"), [(-1, b"x"), (1.5, b"x"), (2**70, b"x"), (1, "text"), (1, None)]
+    )
+    async def test_a_snapshot_the_log_cannot_hold_is_refused(
+        self, log: EventLog, version: Any, data: Any
+    ) -> None:
+        with pytest.raises(InvalidAppend, match="snapshot"):
+            await log.save_snapshot("s1", version, data)
+        assert await log.load_snapshot("s1") is None
+
     async def test_latest_snapshot_wins(self, log: EventLog) -> None:
         await log.save_snapshot("s1", 3, b"three")
         await log.save_snapshot("s1", 7, b"seven")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from actors import (
     ConcurrencyConflict,
     SupervisionPolicy,
 )
-from eventlog import LogUnavailable, MemoryEventLog, NewEvent, Record
+from eventlog import EventLogError, LogUnavailable, MemoryEventLog, NewEvent, Record, Snapshot
 from tests.actors.models import (
     Add,
     AddMany,
@@ -102,6 +103,27 @@ async def test_a_snapshot_that_does_not_decode_falls_back_to_full_replay(
     async with counter_system(log, snapshot_every=None) as system:
         assert await state_of(system) == replay(await log.read("c"))
     assert any("does not decode" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_snapshot_past_the_stream_s_end_or_unreadable_falls_back_to_full_replay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Used, the first kind made every later command conflict; the second made every
+    # activation fail, though the stream itself was intact.
+    class Unreadable(MemoryEventLog):
+        async def load_snapshot(self, stream: str) -> Snapshot | None:
+            raise EventLogError("the snapshot of 'c' cannot be decoded")
+
+    for log, message in ((MemoryEventLog(), "past the stream's end"), (Unreadable(), "read")):
+        async with counter_system(log, snapshot_every=None) as system:
+            await system.ref("counter", "c").ask(Add(1))
+        state = msgspec.msgpack.encode(CounterState(total=5, count=5))
+        await MemoryEventLog.save_snapshot(log, "c", 99, state)
+        async with counter_system(log, snapshot_every=None) as system:
+            assert (await state_of(system)).total == 1
+            await system.ref("counter", "c").ask(Add(2))  # appends go on
+            assert (await state_of(system)).total == 3
+        assert any(message in r.getMessage() for r in caplog.records)
 
 
 async def test_recovery_reads_a_long_stream_in_batches() -> None:
