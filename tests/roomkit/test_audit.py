@@ -274,6 +274,15 @@ class TestTimeline:
             await replay(log, "r1")
         assert caught.value.version == 7
 
+    async def test_a_message_whose_event_lacks_fields_is_a_corrupt_record(self) -> None:
+        # Its envelope decodes; the event inside does not: a raw msgspec error escaped.
+        log = await hand_made_room()
+        broken = NewEvent("message.recorded", b'{"event":{"x":1}}')
+        await log.append("r1", [broken], expected_version=5)
+        with pytest.raises(CorruptRecord) as caught:
+            await replay(log, "r1")
+        assert caught.value.version == 6
+
     async def test_unknown_room_and_invalid_id(self) -> None:
         log = await hand_made_room()
         with pytest.raises(RoomNotFoundError):
