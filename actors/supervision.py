@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 from actors.errors import ActorCrash
+from eventlog import _numbers
 
 __all__ = ["SupervisionPolicy"]
 
@@ -48,14 +49,25 @@ class SupervisionPolicy:
     restart_on: tuple[type[Exception], ...] = ()
 
     def __post_init__(self) -> None:
+        # Checked here, not at the first crash, which is where a bad value used to fail (or,
+        # for an infinite backoff or jitter, hang the actor for ever).
+        _set = object.__setattr__  # frozen: the checked values are stored as floats
+        _set(self, "max_restarts", _numbers.check_count("max_restarts", self.max_restarts))
+        for name in ("within", "min_backoff", "max_backoff", "jitter"):
+            _set(self, name, _numbers.check_seconds(name, getattr(self, name)))
         if self.max_restarts < 0:
             raise ValueError("max_restarts must be >= 0")
         if not (self.within > 0 and math.isfinite(self.within)):
             raise ValueError("within must be a positive, finite number of seconds")
-        if not 0 <= self.min_backoff <= self.max_backoff:
-            raise ValueError("need 0 <= min_backoff <= max_backoff")
-        if self.jitter < 0:
-            raise ValueError("jitter must be >= 0")
+        if not (0 <= self.min_backoff <= self.max_backoff and math.isfinite(self.max_backoff)):
+            raise ValueError("need 0 <= min_backoff <= max_backoff, finite")
+        if not (self.jitter >= 0 and math.isfinite(self.jitter)):
+            raise ValueError("jitter must be a finite number >= 0")
+        restart_on = self.restart_on
+        if not isinstance(restart_on, tuple) or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in restart_on
+        ):
+            raise TypeError(f"restart_on is a tuple of exception types, got {restart_on!r}")
 
     def backoff(self, crashes: int) -> float:
         """Return the delay before restarting after the ``crashes``-th crash in the window.

@@ -175,6 +175,11 @@ def check_count(name: str, value: object, *, none: bool = False) -> int | None:
     return _numbers.check_count(name, value, none=none)
 
 
+def _check_policy(supervision: object) -> None:
+    if supervision is not None and not isinstance(supervision, SupervisionPolicy):
+        raise TypeError(f"supervision is a SupervisionPolicy or None, got {supervision!r}")
+
+
 class ActorSystem:
     """Runs virtual actors: activated by their first message, passivated when idle.
 
@@ -245,6 +250,7 @@ class ActorSystem:
         self._idle_timeout = settings.idle_timeout
         self._task_linger = settings.task_linger
         self._snapshot_every = settings.snapshot_every
+        _check_policy(supervision)
         self._supervision = supervision or SupervisionPolicy()
         self._shutdown_timeout = settings.shutdown_timeout
         self._kinds: dict[str, _Kind] = {}
@@ -325,12 +331,18 @@ class ActorSystem:
 
         Raises:
             ValueError: ``kind`` is already registered, or ``mailbox_size`` is below 1.
+            TypeError: ``factory`` is not callable, ``mailbox_size`` not an integer, or
+                ``supervision`` not a ``SupervisionPolicy``.
         """
         if kind in self._kinds:
             raise ValueError(f"actor kind {kind!r} is already registered")
-        capacity = self._mailbox_size if mailbox_size is None else mailbox_size
+        if not callable(factory):
+            raise TypeError(f"the factory of actor kind {kind!r} is not callable: {factory!r}")
+        size = self._mailbox_size if mailbox_size is None else mailbox_size
+        capacity = check_count("mailbox_size", size)
         if capacity < 1:
             raise ValueError("mailbox_size must be >= 1")
+        _check_policy(supervision)
         self._kinds[kind] = _Kind(factory, capacity, supervision or self._supervision)
 
     # -- addressing ------------------------------------------------------------------------------

@@ -3,6 +3,9 @@ a limit, with backoff; past the limit it gives up without poisoning its key."""
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import anyio
 import pytest
 
@@ -198,6 +201,23 @@ def test_policies_are_validated() -> None:
         SupervisionPolicy(within=0)
     with pytest.raises(ValueError):
         SupervisionPolicy(jitter=-0.1)
+    # Each of these used to pass, and fail (or hang the actor for ever) at its first crash.
+    for bad in ({"jitter": math.inf}, {"max_backoff": math.inf}, {"jitter": math.nan}):
+        with pytest.raises(ValueError):
+            SupervisionPolicy(**bad)  # type: ignore[arg-type]
+    for wrong in ({"max_restarts": math.nan}, {"within": "60"}, {"restart_on": ("x",)}):
+        with pytest.raises(TypeError):
+            SupervisionPolicy(**wrong)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="supervision"):
+        ActorSystem(supervision="x")  # type: ignore[arg-type]
+    system = ActorSystem()
+    with pytest.raises(TypeError, match="supervision"):
+        system.register("a", Journal, supervision="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mailbox_size"):
+        system.register("b", Journal, mailbox_size=math.nan)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not callable"):
+        system.register("c", None)  # type: ignore[arg-type]
+    assert SupervisionPolicy(within=Fraction(1, 2)).within == 0.5
 
 
 def test_escalation_rules() -> None:
