@@ -111,3 +111,25 @@ def check_snapshot(stream: object, version: object, data: object) -> str:
     if type(data) is not bytes:
         raise InvalidAppend(f"snapshot of {name!r}: data is bytes, not {type(data).__name__}")
     return name
+
+
+# Past this no log holds a record (JetStream sequences are 64-bit); a read after it is empty.
+MAX_POSITION = 2**62
+
+
+def check_range(after: object, limit: object, name: str) -> None:
+    """Check a read's ``after_version`` / ``after_position`` (``name``) and ``limit``.
+
+    A negative ``after`` reads from the start, as 0 does; ``limit`` None reads to the end.
+
+    Raises:
+        TypeError: ``after`` is not an int, or ``limit`` neither an int nor None.
+        ValueError: ``limit`` is negative (the backends disagreed on what it meant).
+    """
+    if type(after) is not int:
+        raise TypeError(f"{name} is an int, got {after!r}")
+    if limit is not None:
+        if type(limit) is not int:
+            raise TypeError(f"limit is an int or None, got {limit!r}")
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from eventlog._streams import check_append, check_snapshot, check_stream_id
+from eventlog._streams import check_append, check_range, check_snapshot, check_stream_id
 from eventlog.base import EventLog, Subscription
 from eventlog.errors import WrongExpectedVersion
 from eventlog.record import NewEvent, Record, Snapshot, StreamInfo
@@ -82,6 +82,7 @@ class MemoryEventLog(EventLog):
         self, stream: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[Record]:
         check_stream_id(stream)
+        check_range(after_version, limit, "after_version")
         records = self._streams.get(stream, [])
         start = max(after_version, 0)
         end = None if limit is None else start + limit
@@ -92,6 +93,7 @@ class MemoryEventLog(EventLog):
         return len(self._streams.get(stream, ()))
 
     async def read_all(self, *, after_position: int = 0, limit: int | None = None) -> list[Record]:
+        check_range(after_position, limit, "after_position")
         start = max(after_position, 0)
         end = None if limit is None else start + limit
         return self._log[start:end]

@@ -67,7 +67,13 @@ from eventlog._nats_reads import list_streams, read_log, read_stream
 from eventlog._nats_setup import close_quietly, ensure_bucket, ensure_stream, open_client
 from eventlog._nats_subscription import NatsSubscription
 from eventlog._numbers import check_count, check_finite_seconds
-from eventlog._streams import check_append, check_snapshot, check_stream_id
+from eventlog._streams import (
+    MAX_POSITION,
+    check_append,
+    check_range,
+    check_snapshot,
+    check_stream_id,
+)
 from eventlog.base import EventLog, Subscription
 from eventlog.codec import decode_snapshot, encode
 from eventlog.errors import (
@@ -414,8 +420,9 @@ class NatsEventLog(EventLog):
         self, stream: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[Record]:
         check_stream_id(stream)
+        check_range(after_version, limit, "after_version")
         io = self._connected()
-        if limit is not None and limit <= 0:
+        if limit == 0 or after_version >= MAX_POSITION:
             return []
         subject = self._subject(stream)
         last = await io.last_of(subject)
@@ -427,8 +434,9 @@ class NatsEventLog(EventLog):
         )
 
     async def read_all(self, *, after_position: int = 0, limit: int | None = None) -> list[Record]:
+        check_range(after_position, limit, "after_position")
         io = self._connected()
-        if limit is not None and limit <= 0:
+        if limit == 0 or after_position >= MAX_POSITION:
             return []
         return await read_log(io, self._subject_base, after_position=after_position, limit=limit)
 

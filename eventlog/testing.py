@@ -166,6 +166,24 @@ class EventLogContract:
             await log.append("s1", [event(1)], expected_version=bad)
         assert await log.last_version("s1") == 0
 
+    async def test_read_arguments_are_checked_alike(self, log: EventLog) -> None:
+        # A negative limit read all but the last records from memory, and nothing from NATS.
+        await log.append("s1", [event(1), event(2), event(3)], expected_version=0)
+        for bad_limit in (-1, -2):
+            with pytest.raises(ValueError, match="limit"):
+                await log.read("s1", limit=bad_limit)
+            with pytest.raises(ValueError, match="limit"):
+                await log.read_all(limit=bad_limit)
+        for wrong in ({"limit": 1.5}, {"after_version": None}, {"after_version": "1"}):
+            with pytest.raises(TypeError):
+                await log.read("s1", **wrong)
+        with pytest.raises(TypeError):
+            await log.read_all(after_position=None)  # type: ignore[arg-type]
+        assert await log.read("s1", after_version=10**30) == []
+        assert await log.read_all(after_position=10**30) == []
+        assert payloads(await log.read("s1", after_version=-5, limit=0)) == []
+        assert payloads(await log.read("s1", after_version=-5)) == [b"1", b"2", b"3"]
+
     async def test_any_version_skips_the_check(self, log: EventLog) -> None:
         await log.append("s1", [event(1)], expected_version=ANY_VERSION)
         records = await log.append("s1", [event(2)], expected_version=ANY_VERSION)
