@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -192,7 +193,7 @@ async def _source(args: argparse.Namespace) -> AsyncIterator[EventLog]:
 def _until(text: str | None) -> Until:
     if text is None:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to int
         return int(text)
     try:
         return datetime.fromisoformat(text)
@@ -200,6 +201,14 @@ def _until(text: str | None) -> Until:
         raise CliError(
             EXIT_USAGE, f"--at {text!r}: expected a version (e.g. 12) or an ISO time"
         ) from exc
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``'s value: a positive, finite number of seconds (argparse says so if not)."""
+    seconds = float(text)  # a ValueError is argparse's "invalid _seconds value"
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 @contextmanager
@@ -229,7 +238,7 @@ def _isatty(stream: TextIO) -> bool:
 def _add_nats_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up on --log after this long (default {DEFAULT_CONNECT_TIMEOUT:g})",

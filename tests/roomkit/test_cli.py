@@ -198,6 +198,9 @@ class TestExitCodes:
             ["replay", "r1", "--file", "x", "--log", "nats://127.0.0.1:4222"],
             ["replay", "", "--file", "{export}"],
             ["replay", "r1", "--file", "{export}", "--at", "yesterday"],
+            ["replay", "r1", "--file", "{export}", "--at", "²"],  # a digit to isdigit only
+            ["rooms", "--log", "nats://127.0.0.1:4222", "--timeout", "inf"],
+            ["rooms", "--log", "nats://127.0.0.1:4222", "--timeout", "0"],
             ["replay", "r1", "--log", "http://127.0.0.1:4222"],
             ["frobnicate"],
             [],
