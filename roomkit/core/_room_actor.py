@@ -17,7 +17,7 @@ from roomkit.core._delivery import DeliveryJob, RoomDelivery
 from roomkit.core._domain import ChannelAttached, ChannelUpdated, DomainEvent, dump, load
 from roomkit.core._facts import Deliver, Fact, RunLifecycle, fact_from_record
 from roomkit.core._recent import RecentEvents
-from roomkit.core._room_decider import RoomDecider, validated
+from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.core._services import KitServices
@@ -251,7 +251,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
 
     async def _before_broadcast(self, room_id: str, event: RoomEvent, context: RoomContext) -> Any:
         return await self._services.hooks.run_sync_hooks(
-            room_id, HookTrigger.BEFORE_BROADCAST, event, context, check=validated
+            room_id, HookTrigger.BEFORE_BROADCAST, event, context, check=validated_event
         )
 
 

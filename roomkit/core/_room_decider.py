@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -72,7 +72,7 @@ from roomkit.models.hook import InjectedEvent
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
-__all__ = ["Decision", "RoomDecider", "validated"]
+__all__ = ["Decision", "RoomDecider", "validated", "validated_event"]
 
 logger = logging.getLogger("roomkit.room")
 
@@ -186,7 +186,7 @@ class _Draft:
         Tasks of the turn's own message (its hooks', its broadcast's) run their hooks last in
         the turn, as 0.3.0 did; a reply's tasks (which 0.3.0 dropped) run in turn order."""
         last = trigger is None or trigger.id == root
-        for task in _storable(tasks, "task"):
+        for task in _storable(tasks, Task, "task"):
             task = (
                 task if task.room_id == room_id else task.model_copy(update={"room_id": room_id})
             )
@@ -196,7 +196,7 @@ class _Draft:
                 task,
                 RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root, last=last),
             )
-        for observation in _storable(observations, "observation"):
+        for observation in _storable(observations, Observation, "observation"):
             if observation.room_id != room_id:
                 observation = observation.model_copy(update={"room_id": room_id})
             self.add(ObservationRecorded(observation=dump(observation)), observation)
@@ -209,7 +209,7 @@ class _Draft:
     ) -> None:
         """Record injected events; those with targets are delivered to them."""
         for item in injected:
-            injected_event = _storable_or_none(item.event, "injected event")
+            injected_event = _storable_or_none(item.event, RoomEvent, "injected event")
             if injected_event is None:
                 continue
             # Recorded as delivered, like AI replies: the room sends it once it is committed.
@@ -608,9 +608,9 @@ class RoomDecider:
         draft = _Draft(state, self._now())
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
-        for blocked in _storable(cmd.blocked, "blocked reply"):
+        for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply"):
             draft.message(blocked.model_copy(update={"index": draft.next_index()}))
-        for reply in _storable(cmd.replies, "reply"):
+        for reply in _storable(cmd.replies, RoomEvent, "reply"):
             # Quirk 3 fixed: a re-entered reply gets its real index and DELIVERED status.
             reply = reply.model_copy(
                 update={
@@ -628,27 +628,35 @@ class RoomDecider:
         return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
 
 
-def validated(model: M) -> M:
-    """A model from user code (a hook's replacement for the message, an injected event, a
-    task), validated as the log will hold it: ``model_copy(update=...)`` and assigning a field
-    validate nothing, and a model that does not validate would be logged and then fail every
-    read of it (the room's timeline, its tasks).
+def validated(model: M, stored: type[BaseModel] | None = None) -> M:
+    """``model`` (a hook's replacement for the message, an injected event, a task from user
+    code) if what the log will hold of it reads back as ``stored`` (default: its own type).
+
+    ``model_copy(update=...)`` and assigning a field validate nothing, and a model that does
+    not read back would be logged and then fail every read of it (the room's timeline, its
+    tasks). The model itself is returned, private attributes and all.
 
     Raises:
         pydantic.ValidationError, or pydantic's serialization error (not JSON at all).
     """
-    return type(model).model_validate_json(model.model_dump_json(warnings=False))
+    (stored or type(model)).model_validate_json(bytes(dump(model)))
+    return model
 
 
-def _storable(models: list[M], what: str) -> list[M]:
-    """``models`` validated (``validated``), without those that do not validate."""
-    return [kept for model in models if (kept := _storable_or_none(model, what)) is not None]
+def validated_event(event: RoomEvent) -> RoomEvent:
+    """``validated(event, RoomEvent)``: the check of BEFORE_BROADCAST replacements."""
+    return validated(event, RoomEvent)
 
 
-def _storable_or_none(model: M, what: str) -> M | None:
-    """``model`` validated (``validated``), or None, with a warning."""
+def _storable(models: Sequence[M], stored: type[BaseModel], what: str) -> list[M]:
+    """``models`` that read back as ``stored`` (``validated``), with a warning for the rest."""
+    return [m for m in models if _storable_or_none(m, stored, what) is not None]
+
+
+def _storable_or_none(model: M, stored: type[BaseModel], what: str) -> M | None:
+    """``model`` if it reads back as ``stored`` (``validated``), or None, with a warning."""
     try:
-        return validated(model)
+        return validated(model, stored)
     except Exception as exc:  # a ValidationError, or not JSON at all
         text = str(exc).splitlines()[0]
         logger.warning("%s %r does not validate, not recorded: %s", what, model, text)
