@@ -262,7 +262,21 @@ class EventSourcedActor(Actor, Generic[S, E]):
         self._version = version
         self._snapshot_version = version
         self._recovered = True
-        await self._catch_up(stream)
+        if not await self._catch_up(stream) and version > 0:
+            # Nothing after the snapshot: it may be past the stream's end (appends after it
+            # would all conflict). Asked only then, not at every activation.
+            last = await self.log.last_version(stream)
+            if last < version:
+                logger.warning(
+                    "snapshot of stream %r is at version %d, past the stream's end (%d); "
+                    "replaying the stream",
+                    stream,
+                    version,
+                    last,
+                )
+                self._state = self.initial_state()
+                self._version = self._snapshot_version = 0
+                await self._catch_up(stream)
         # A long tail since the last snapshot: take one now, so the next recovery is short.
         await self._maybe_snapshot()
 
@@ -307,20 +321,17 @@ class EventSourcedActor(Actor, Generic[S, E]):
         self._snapshot_version = self._version
 
     async def _load_snapshot(self, stream: str) -> Snapshot | None:
-        """The stream's snapshot, or None when there is none to use: one the log cannot read,
-        or one past the stream's end (appends after it would all conflict). Either way the
-        stream is replayed from its start, as for a snapshot that does not decode."""
+        """The stream's snapshot, or None when the log cannot read it: the stream is then
+        replayed from its start, as for a snapshot that does not decode."""
         try:
-            snapshot = await self.log.load_snapshot(stream)
-            if snapshot is None or snapshot.version <= await self.log.last_version(stream):
-                return snapshot
-            problem = f"is at version {snapshot.version}, past the stream's end"
+            return await self.log.load_snapshot(stream)
         except LogUnavailable:
             raise
         except EventLogError as exc:
-            problem = f"cannot be read ({exc})"
-        logger.warning("snapshot of stream %r %s; replaying the stream", stream, problem)
-        return None
+            logger.warning(
+                "snapshot of stream %r cannot be read (%s); replaying the stream", stream, exc
+            )
+            return None
 
     def _snapshots_supported(self) -> bool:
         cls = type(self)
