@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
+from typing import TypeGuard
 
 from eventlog.errors import InvalidAppend, InvalidStreamId
 from eventlog.record import NO_HEADERS, Headers, NewEvent
@@ -47,9 +49,7 @@ def check_append(
         raise InvalidAppend(
             f"append to {name!r} with {len(events)} events; at most {limit} per call"
         )
-    if expected_version is not None and (
-        type(expected_version) is not int or expected_version < 0
-    ):
+    if expected_version is not None and (not _is_int(expected_version) or expected_version < 0):
         raise InvalidAppend(
             f"append to {name!r}: expected_version is an int >= 0 or None, "
             f"got {expected_version!r}"
@@ -70,29 +70,43 @@ def _problem(event: object) -> str | None:
     """What makes ``event`` unfit for the log, or None (a few type checks: per event)."""
     if not isinstance(event, NewEvent):
         return f"{event!r} is not a NewEvent"
-    if type(event.type) is not str or not event.type:
+    if not _is_str(event.type) or not event.type:
         return f"an event's type is a non-empty str, not {event.type!r}"
-    if type(event.data) is not bytes:
-        return f"event {event.type!r}: data is bytes, not {type(event.data).__name__}"
+    if not isinstance(event.data, bytes):  # a bytearray would stay mutable in a memory log
+        return (
+            f"event {event.type!r}: data is bytes, not {type(event.data).__name__} "
+            "(bytes(data) makes it)"
+        )
     timestamp = event.timestamp
-    if timestamp is not None and not (
-        type(timestamp) in (float, int) and _MIN_TIMESTAMP <= timestamp <= _MAX_TIMESTAMP
-    ):
-        return f"event {event.type!r}: timestamp {timestamp!r} is not seconds a date can have"
+    if timestamp is not None:
+        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+            return f"event {event.type!r}: timestamp is a number, not {timestamp!r}"
+        if not _MIN_TIMESTAMP <= timestamp <= _MAX_TIMESTAMP:  # NaN too
+            return f"event {event.type!r}: timestamp {timestamp!r} is no date's (years 1-9999)"
     headers = event.headers
     if headers is not NO_HEADERS:
         if not isinstance(headers, Headers):
             return f"event {event.type!r}: headers are Headers, not {type(headers).__name__}"
         for value in (headers.message_id, headers.causation_id, headers.correlation_id):
-            if value is not None and type(value) is not str:
+            if value is not None and not _is_str(value):
                 return f"event {event.type!r}: header ids are str, not {value!r}"
         extra = headers.extra
         if extra is not None and not (
-            isinstance(extra, dict)
-            and all(type(k) is str and type(v) is str for k, v in extra.items())
+            isinstance(extra, dict) and all(_is_str(k) and _is_str(v) for k, v in extra.items())
         ):
             return f"event {event.type!r}: extra headers are str to str, not {extra!r}"
     return None
+
+
+def _is_str(value: object) -> TypeGuard[str]:
+    """A str, or a str enum (msgspec writes its value); not another str subclass, which msgspec
+    cannot write."""
+    return type(value) is str or (isinstance(value, str) and isinstance(value, enum.Enum))
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """An int (an IntEnum too), not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_snapshot(stream: object, version: object, data: object) -> str:
@@ -106,9 +120,9 @@ def check_snapshot(stream: object, version: object, data: object) -> str:
             or ``data`` is not bytes (it could not be read back).
     """
     name = check_stream_id(stream)
-    if type(version) is not int or not 0 <= version < 2**63:
+    if not _is_int(version) or not 0 <= version < 2**63:
         raise InvalidAppend(f"snapshot of {name!r}: version is an int >= 0, got {version!r}")
-    if type(data) is not bytes:
+    if not isinstance(data, bytes):
         raise InvalidAppend(f"snapshot of {name!r}: data is bytes, not {type(data).__name__}")
     return name
 
@@ -126,10 +140,10 @@ def check_range(after: object, limit: object, name: str) -> None:
         TypeError: ``after`` is not an int, or ``limit`` neither an int nor None.
         ValueError: ``limit`` is negative (the backends disagreed on what it meant).
     """
-    if type(after) is not int:
+    if not _is_int(after):
         raise TypeError(f"{name} is an int, got {after!r}")
     if limit is not None:
-        if type(limit) is not int:
+        if not _is_int(limit):
             raise TypeError(f"limit is an int or None, got {limit!r}")
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")

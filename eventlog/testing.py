@@ -15,6 +15,7 @@ Capability flags switch optional parts on or off. The suite assumes only what th
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import anyio
@@ -159,6 +160,21 @@ class EventLogContract:
         assert payloads(await log.read("s1")) == [b"1"]
         assert [s.stream for s in await log.streams()] == ["s1"]  # no empty "s2" left behind
         assert payloads(await log.read_all()) == [b"1"]
+
+    async def test_str_and_int_enums_are_taken(self, log: EventLog) -> None:
+        class Tag(enum.StrEnum):
+            HAPPENED = "happened"
+
+        class Version(enum.IntEnum):
+            ZERO = 0
+
+        records = await log.append(
+            "s1",
+            [NewEvent(type=Tag.HAPPENED, data=b"1", timestamp=1_700_000_000)],
+            expected_version=Version.ZERO,
+        )
+        assert records[0].type == "happened"
+        assert payloads(await log.read("s1", after_version=Version.ZERO)) == [b"1"]
 
     @pytest.mark.parametrize("bad", ["0", 0.0, -1, True])
     async def test_expected_version_is_an_int_or_none(self, log: EventLog, bad: Any) -> None:
