@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import types
 from dataclasses import dataclass
 
 from actors.errors import ActorCrash
@@ -52,10 +53,10 @@ class SupervisionPolicy:
         # Checked here, not at the first crash, which is where a bad value used to fail (or,
         # for an infinite backoff or jitter, hang the actor for ever).
         _set = object.__setattr__  # frozen: the checked values are stored as floats
-        _set(self, "max_restarts", _numbers.check_count("max_restarts", self.max_restarts))
+        _numbers.check_number("max_restarts", self.max_restarts)  # inf: never give up
         for name in ("within", "min_backoff", "max_backoff", "jitter"):
             _set(self, name, _numbers.check_seconds(name, getattr(self, name)))
-        if self.max_restarts < 0:
+        if not self.max_restarts >= 0:  # NaN too
             raise ValueError("max_restarts must be >= 0")
         if not (self.within > 0 and math.isfinite(self.within)):
             raise ValueError("within must be a positive, finite number of seconds")
@@ -64,10 +65,16 @@ class SupervisionPolicy:
         if not (self.jitter >= 0 and math.isfinite(self.jitter)):
             raise ValueError("jitter must be a finite number >= 0")
         restart_on = self.restart_on
-        if not isinstance(restart_on, tuple) or not all(
-            isinstance(kind, type) and issubclass(kind, BaseException) for kind in restart_on
-        ):
+        try:  # any iterable of exception types (or unions of them, as isinstance takes)
+            kinds = tuple(restart_on)
+            isinstance(ValueError(), (ActorCrash, *kinds))
+        except TypeError:
+            raise TypeError(
+                f"restart_on is a tuple of exception types, got {restart_on!r}"
+            ) from None
+        if not all(_is_exception_type(kind) for kind in kinds):
             raise TypeError(f"restart_on is a tuple of exception types, got {restart_on!r}")
+        _set(self, "restart_on", kinds)
 
     def backoff(self, crashes: int) -> float:
         """Return the delay before restarting after the ``crashes``-th crash in the window.
@@ -91,3 +98,9 @@ class SupervisionPolicy:
             exc: the exception the handler raised.
         """
         return isinstance(exc, (ActorCrash, *self.restart_on))
+
+
+def _is_exception_type(kind: object) -> bool:
+    if isinstance(kind, types.UnionType):
+        return all(_is_exception_type(member) for member in kind.__args__)
+    return isinstance(kind, type) and issubclass(kind, BaseException)

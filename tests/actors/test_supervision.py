@@ -202,10 +202,15 @@ def test_policies_are_validated() -> None:
     with pytest.raises(ValueError):
         SupervisionPolicy(jitter=-0.1)
     # Each of these used to pass, and fail (or hang the actor for ever) at its first crash.
-    for bad in ({"jitter": math.inf}, {"max_backoff": math.inf}, {"jitter": math.nan}):
+    for bad in (
+        {"jitter": math.inf},
+        {"max_backoff": math.inf},
+        {"jitter": math.nan},
+        {"max_restarts": math.nan},
+    ):
         with pytest.raises(ValueError):
             SupervisionPolicy(**bad)  # type: ignore[arg-type]
-    for wrong in ({"max_restarts": math.nan}, {"within": "60"}, {"restart_on": ("x",)}):
+    for wrong in ({"max_restarts": "3"}, {"within": "60"}, {"restart_on": ("x",)}):
         with pytest.raises(TypeError):
             SupervisionPolicy(**wrong)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="supervision"):
@@ -218,6 +223,10 @@ def test_policies_are_validated() -> None:
     with pytest.raises(TypeError, match="not callable"):
         system.register("c", None)  # type: ignore[arg-type]
     assert SupervisionPolicy(within=Fraction(1, 2)).within == 0.5
+    # What worked before still does: a list, a union, never giving up.
+    assert SupervisionPolicy(restart_on=[KeyError]).restart_on == (KeyError,)  # type: ignore[arg-type]
+    assert SupervisionPolicy(restart_on=(KeyError | ValueError,)).escalates(ValueError())  # type: ignore[arg-type]
+    assert SupervisionPolicy(max_restarts=math.inf).max_restarts == math.inf  # type: ignore[arg-type]
 
 
 def test_escalation_rules() -> None:
