@@ -238,6 +238,7 @@ def encode_payload(event: DomainEvent) -> bytes:
 
 
 _MAX_DIGITS = 4300  # msgspec's limit, and Python's default one
+_LOWEST_LIMIT = 640  # the lowest Python lets sys.set_int_max_str_digits set
 _too_many_digits: dict[int, re.Pattern[bytes]] = {}
 
 
@@ -245,6 +246,8 @@ def unreadable(data: bytes) -> str | None:
     """Why JSON ``data`` could not be read back, or None: a number of more digits than
     Python reads from text (4,300 by default, ``sys.set_int_max_str_digits``), which
     pydantic and msgspec write but refuse to read. Costs a length check for most payloads."""
+    if len(data) <= _LOWEST_LIMIT:  # most payloads: no number in them can be too long
+        return None
     limit = min(sys.get_int_max_str_digits() or _MAX_DIGITS, _MAX_DIGITS)
     if len(data) <= limit:
         return None

@@ -650,6 +650,8 @@ def validated_event(event: RoomEvent) -> RoomEvent:
 
 def _storable(models: Sequence[M], stored: type[BaseModel], what: str) -> list[M]:
     """``models`` that read back as ``stored`` (``validated``), with a warning for the rest."""
+    if not models:  # nearly always, on every message
+        return []
     return [m for m in models if _storable_or_none(m, stored, what) is not None]
 
 
