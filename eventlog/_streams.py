@@ -72,14 +72,16 @@ def _problem(event: object) -> str | None:
         return f"{event!r} is not a NewEvent"
     if not _is_str(event.type) or not event.type:
         return f"an event's type is a non-empty str, not {event.type!r}"
-    if not isinstance(event.data, bytes):  # a bytearray would stay mutable in a memory log
+    # bytes itself: a bytearray would stay mutable in a memory log, and msgspec cannot write a
+    # bytes subclass (a JetStream append failed on it with msgspec's own error).
+    if type(event.data) is not bytes:
         return (
             f"event {event.type!r}: data is bytes, not {type(event.data).__name__} "
             "(bytes(data) makes it)"
         )
     timestamp = event.timestamp
     if timestamp is not None:
-        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+        if type(timestamp) not in (float, int):  # msgspec writes no subclass but IntEnum
             return f"event {event.type!r}: timestamp is a number, not {timestamp!r}"
         if not _MIN_TIMESTAMP <= timestamp <= _MAX_TIMESTAMP:  # NaN too
             return f"event {event.type!r}: timestamp {timestamp!r} is no date's (years 1-9999)"
@@ -122,7 +124,7 @@ def check_snapshot(stream: object, version: object, data: object) -> str:
     name = check_stream_id(stream)
     if not _is_int(version) or not 0 <= version < 2**63:
         raise InvalidAppend(f"snapshot of {name!r}: version is an int >= 0, got {version!r}")
-    if not isinstance(data, bytes):
+    if type(data) is not bytes:
         raise InvalidAppend(f"snapshot of {name!r}: data is bytes, not {type(data).__name__}")
     return name
 
