@@ -21,12 +21,18 @@ if TYPE_CHECKING:
     from roomkit.core.hooks import HookEngine
     from roomkit.store.base import ConversationStore
 
-__all__ = ["FrameworkHandler", "HelpersMixin", "utcnow"]
+__all__ = ["FrameworkHandler", "HelpersMixin", "check_str", "utcnow"]
 
 logger = logging.getLogger("roomkit.framework")
 
 FrameworkHandler = Callable[[FrameworkEvent], Awaitable[None]]
 F = TypeVar("F", bound=FrameworkHandler)
+
+
+def check_str(name: str, value: object) -> None:
+    """Refuse a value the log would store but its reader refuses (an id must be a string)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {value!r}")
 
 
 def utcnow() -> datetime:

@@ -13,7 +13,7 @@ from roomkit.core._commands import (
     ResolveParticipant,
     UpdateRoomMetadata,
 )
-from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.errors import IdentityNotFoundError, RoomNotFoundError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import RoomStatus
@@ -141,8 +141,7 @@ class RoomLifecycleMixin(HelpersMixin):
             IdentityNotFoundError: the store has no identity ``identity_id``.
             TypeError: ``resolved_by`` is not a string.
         """
-        if not isinstance(resolved_by, str):
-            raise TypeError(f"resolved_by must be a string, got {resolved_by!r}")
+        check_str("resolved_by", resolved_by)
         identity = await self._store.get_identity(identity_id)
         if identity is None:
             raise IdentityNotFoundError(f"Identity {identity_id} not found")

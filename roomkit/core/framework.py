@@ -25,7 +25,7 @@ from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._commands import MarkRead
-from roomkit.core._helpers import FrameworkHandler
+from roomkit.core._helpers import FrameworkHandler, check_str
 from roomkit.core._inbound import InboundMixin
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
@@ -432,8 +432,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             TypeError: ``channel_id`` or ``event_id`` is not a string (0.3.0 stored a None
                 marker, after which every event counted as unread).
         """
-        _check_str("channel_id", channel_id)
-        _check_str("event_id", event_id)
+        check_str("channel_id", channel_id)
+        check_str("event_id", event_id)
         with contextlib.suppress(RoomNotFoundError):
             await self._command(room_id, MarkRead(channel_id, event_id))
 
@@ -444,7 +444,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         Raises:
             TypeError: ``channel_id`` is not a string.
         """
-        _check_str("channel_id", channel_id)
+        check_str("channel_id", channel_id)
         with contextlib.suppress(RoomNotFoundError):
             await self._command(room_id, MarkRead(channel_id, None))
 
@@ -521,12 +521,6 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def unsubscribe_room(self, subscription_id: str) -> bool:
         return await self._realtime.unsubscribe(subscription_id)
-
-
-def _check_str(name: str, value: object) -> None:
-    """Refuse a value the log would store but its reader refuses (an id must be a string)."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {value!r}")
 
 
 _UNBOUNDED_ASK = 24 * 3600.0
