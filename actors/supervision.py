@@ -6,6 +6,7 @@ import math
 import random
 import types
 from dataclasses import dataclass
+from typing import Any
 
 from actors.errors import ActorCrash
 from eventlog import _numbers
@@ -64,14 +65,13 @@ class SupervisionPolicy:
             raise ValueError("need 0 <= min_backoff <= max_backoff, finite")
         if not (self.jitter >= 0 and math.isfinite(self.jitter)):
             raise ValueError("jitter must be a finite number >= 0")
-        restart_on = self.restart_on
-        try:  # any iterable of exception types (or unions of them, as isinstance takes)
+        # Any iterable of exception types, or unions of them (as isinstance takes).
+        restart_on: Any = self.restart_on  # checked here, whatever was given
+        kinds: tuple[Any, ...]
+        try:
             kinds = tuple(restart_on)
-            isinstance(ValueError(), (ActorCrash, *kinds))
         except TypeError:
-            raise TypeError(
-                f"restart_on is a tuple of exception types, got {restart_on!r}"
-            ) from None
+            kinds = (restart_on,)  # one type (as isinstance takes it), or refused just below
         if not all(_is_exception_type(kind) for kind in kinds):
             raise TypeError(f"restart_on is a tuple of exception types, got {restart_on!r}")
         _set(self, "restart_on", kinds)
