@@ -38,8 +38,9 @@ class Deadlines:
         self._next: float | None = None
         self._wakeup: anyio.Event | None = None
 
-    def add(self, ask: Ask, timeout: float) -> None:
-        """Expire ``ask`` in ``timeout`` seconds unless it is settled first.
+    @staticmethod
+    def check(timeout: float) -> None:
+        """Refuse a timeout `add` cannot keep.
 
         Raises:
             ValueError: ``timeout`` is not a positive, finite number.
@@ -50,6 +51,10 @@ class Deadlines:
             valid = False
         if not valid:
             raise ValueError(f"an ask needs a positive, finite timeout, got {timeout!r}")
+
+    def add(self, ask: Ask, timeout: float) -> None:
+        """Expire ``ask`` in ``timeout`` seconds unless it is settled first (``timeout``
+        passed `check`)."""
         deadline = self.clock() + timeout
         queue = self._queues.get(timeout)
         if queue is None:

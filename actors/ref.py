@@ -110,10 +110,12 @@ class ActorRef:
         system = self._system
         if timeout is None:
             timeout = system.ask_timeout
-        ask = Ask(message, wait_once_taken)
-        # The deadline first: it validates the timeout before anything is activated or queued.
-        system._deadlines.add(ask, timeout)
+        # The timeout is checked before anything is activated or queued, and the deadline kept
+        # only once the actor can take the message: an ask refused here leaves nothing pending.
+        system._deadlines.check(timeout)
         cell = system._cells.get(self._id) or system._activate(self._id)
+        ask = Ask(message, wait_once_taken)
+        system._deadlines.add(ask, timeout)
         if not cell.offer(ask):
             await self._put_within(cell, ask, timeout)
         reply = await ask.wait()

@@ -91,6 +91,17 @@ async def test_exit_drains_mailboxes_and_refuses_new_messages() -> None:
     assert journal.stopped == ["a"]
 
 
+async def test_an_ask_refused_after_the_exit_leaves_nothing_pending() -> None:
+    system = ActorSystem(MemoryEventLog())
+    system.register("counter", Counter)
+    async with system:
+        await system.ref("counter", "c").ask(Add(1))
+    for _ in range(3):
+        with pytest.raises(ActorDeadError, match="has stopped"):
+            await system.ref("counter", "c").ask(Add(1))
+    assert system.stats().pending_asks == 0
+
+
 async def test_past_the_shutdown_timeout_stuck_actors_are_cancelled() -> None:
     before = running_tasks()
     journal = Journal()
