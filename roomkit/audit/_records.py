@@ -27,9 +27,17 @@ def to_timestamp(when: datetime) -> float:
     return when.timestamp()
 
 
-def to_datetime(timestamp: float) -> datetime:
-    """A record's timestamp as an aware UTC ``datetime``."""
-    return datetime.fromtimestamp(timestamp, tz=UTC)
+def to_datetime(timestamp: float) -> datetime | None:
+    """A record's timestamp as an aware UTC ``datetime``; ``None`` when it is not a time.
+
+    Appends refuse a timestamp that is not a time (NaN, infinite, out of ``datetime``'s
+    range), but a log written before they did, or by another writer, may hold one. Reading
+    it as unknown keeps the rest of the record readable.
+    """
+    try:
+        return datetime.fromtimestamp(timestamp, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # OSError: out of the platform's time_t
+        return None
 
 
 class RecordReader:

@@ -8,7 +8,7 @@ that scripts can rely on the shape.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from eventlog import StreamInfo
@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _KIND_WIDTH = 18
+_UNKNOWN_TIME = "????-??-?? ??:??:??"  # a timestamp that is not a time (to_datetime)
 _WHO_WIDTH = 14
 
 
@@ -36,7 +37,7 @@ def format_entry(entry: TimelineEntry, *, with_room: bool = False) -> str:
     """One aligned line: version, time of day (UTC), kind, who, what."""
     room = f"{entry.room_id}  " if with_room else ""
     return (
-        f"{room}{f'v{entry.version}':>5}  {entry.time:%H:%M:%S}  "
+        f"{room}{f'v{entry.version}':>5}  {_clock(entry.time)}  "
         f"{entry.kind:<{_KIND_WIDTH}} {entry.who:<{_WHO_WIDTH}} {entry.what}"
     )
 
@@ -52,8 +53,8 @@ class TextRenderer:
     def lines(self, entry: TimelineEntry) -> list[str]:
         """The lines that show ``entry`` (its own, after a date line on a new day)."""
         out: list[str] = []
-        day = entry.time.date()
-        if day != self._day:
+        day = entry.time.date() if entry.time is not None else self._day
+        if day is not None and day != self._day:
             self._day = day
             out.append(f"-- {day.isoformat()} (UTC) --")
         out.append(format_entry(entry, with_room=self._with_room))
@@ -66,7 +67,7 @@ def entry_to_dict(entry: TimelineEntry) -> dict[str, Any]:
         "room_id": entry.room_id,
         "version": entry.version,
         "position": entry.position,
-        "time": entry.time.isoformat(),
+        "time": _iso(entry.time),
         "kind": entry.kind,
         "who": entry.who,
         "what": entry.what,
@@ -89,7 +90,10 @@ def entry_to_dict(entry: TimelineEntry) -> dict[str, Any]:
 def format_state(point: ReplayPoint) -> list[str]:
     """The room as of ``point``: status, bindings (access, visibility, muted), participants."""
     state = point.state
-    when = f"{point.time:%Y-%m-%d %H:%M:%S} UTC" if point.time is not None else "the start"
+    if point.time is not None:
+        when = f"{point.time:%Y-%m-%d %H:%M:%S} UTC"
+    else:
+        when = "the start" if point.version == 0 else "time unknown"
     lines = [f"room {point.room_id} as of v{point.version} ({when})"]
     room = state.room
     if room is None:
@@ -138,7 +142,8 @@ def format_rooms(infos: Sequence[RoomInfo | StreamInfo]) -> list[str]:
     lines = [f"{'ROOM':<{width}}  {'VERSION':>7}  LAST ACTIVITY (UTC)"]
     for room_id, info in zip(ids, infos, strict=True):
         when = to_datetime(info.last_timestamp)
-        lines.append(f"{room_id:<{width}}  {info.version:>7}  {when:%Y-%m-%d %H:%M:%S}")
+        shown = f"{when:%Y-%m-%d %H:%M:%S}" if when is not None else _UNKNOWN_TIME
+        lines.append(f"{room_id:<{width}}  {info.version:>7}  {shown}")
     return lines
 
 
@@ -148,8 +153,17 @@ def room_to_dict(info: RoomInfo | StreamInfo) -> dict[str, Any]:
         "room_id": _room_id(info),
         "version": info.version,
         "last_position": info.last_position,
-        "last_activity": to_datetime(info.last_timestamp).isoformat(),
+        "last_activity": _iso(to_datetime(info.last_timestamp)),
     }
+
+
+def _clock(time: datetime | None) -> str:
+    """The time of day of an entry; question marks when its timestamp is not a time."""
+    return f"{time:%H:%M:%S}" if time is not None else "??:??:??"
+
+
+def _iso(time: datetime | None) -> str | None:
+    return time.isoformat() if time is not None else None
 
 
 def _room_id(info: RoomInfo | StreamInfo) -> str:

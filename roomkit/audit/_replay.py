@@ -27,7 +27,8 @@ class ReplayPoint:
         room_id: the room's id.
         state: the fold of every record up to ``version``.
         version: the last version folded (0: none, the point is before the room existed).
-        time: that record's timestamp (``None`` when ``version`` is 0).
+        time: that record's timestamp (``None`` when ``version`` is 0, or when the timestamp
+            is not a time).
     """
 
     room_id: str

@@ -100,7 +100,8 @@ class TimelineEntry:
             ``room.created`` record tells it).
         version: the record's version in the room.
         position: its position in the whole log.
-        time: when it was recorded (UTC).
+        time: when it was recorded (UTC); ``None`` when the record's timestamp is not a time
+            (a record written before appends refused such timestamps, or by another writer).
         kind: the record's stable type tag (``message.recorded``, ``delivery.recorded``, ...).
         who: who did it: a participant's name or id, a channel, ``system`` or ``router``.
         what: a one-line summary.
@@ -120,7 +121,7 @@ class TimelineEntry:
     room_id: str
     version: int
     position: int
-    time: datetime
+    time: datetime | None
     kind: str
     who: str
     what: str

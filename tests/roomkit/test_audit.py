@@ -4,17 +4,23 @@ between backends, and the property that a replayed room is the live room."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import roomkit.audit
 from eventlog import EventLog, Headers, MemoryEventLog, NewEvent, Record
+from eventlog._nats_codec import StoredBatch, StoredEvent
+from eventlog.codec import encode
+from eventlog.nats import NatsEventLog
+from eventlog.testing_nats import NatsServer
 from providers.sms.mock import MockSMSProvider
 from roomkit import (
     AIChannel,
@@ -43,10 +49,12 @@ from roomkit.audit import (
     export_room,
     follow,
     format_entry,
+    format_rooms,
     format_state,
     import_room,
     replay,
     replay_point,
+    room_to_dict,
     rooms,
     state_to_dict,
     timeline,
@@ -605,3 +613,49 @@ class TestOnEveryBackend:
             await append_at(event_log, "r1", ChannelAttached(binding=dump(binding("email"))), T0)
             assert (await out.wait_for(3))[-1].split()[0] == "v6"
             tg.cancel_scope.cancel()
+
+
+# -- records written before appends checked their timestamps ---------------------------------
+
+
+async def test_a_timestamp_that_is_not_a_time_reads_as_unknown(
+    nats_server: NatsServer, nats_log: NatsEventLog
+) -> None:
+    """Appends refuse a NaN or out-of-range timestamp, but a log written before they did (or
+    by another writer) may hold one: the audit tools read it as unknown, and the rest of the
+    record and of the log stays readable. Such a record is published to the stream's subject
+    by hand, as an older writer would have stored it."""
+    source = await hand_made_room()
+    await import_room(nats_log, await exported(source, "r1"))
+    reopened = Room(id="r1", created_at=T0, updated_at=T0, metadata={"n": 1})
+    nc = await nats.connect(nats_server.url)
+    try:
+        for offset, timestamp in enumerate([math.nan, 1e300]):
+            updated = encode_domain_event(
+                RoomUpdated(room=dump(reopened), reason="updated"), timestamp=None
+            )
+            batch = StoredBatch(
+                version=6 + offset,
+                events=[StoredEvent(type=updated.type, timestamp=timestamp, data=updated.data)],
+            )
+            await nc.jetstream().publish(nats_log._subject("r1"), encode(batch))
+    finally:
+        await nc.close()
+    found = await entries(nats_log, "r1")
+    assert [(e.version, e.time, e.kind) for e in found[5:]] == [
+        (6, None, "room.updated"),
+        (7, None, "room.updated"),
+    ]
+    assert found[4].time == T0 + timedelta(minutes=4)
+    lines: list[str] = []
+    renderer = TextRenderer()
+    for entry in found:
+        lines.extend(renderer.lines(entry))
+    assert lines[-1].split()[:2] == ["v7", "??:??:??"]
+    assert entry_to_dict(found[-1])["time"] is None
+    point = await replay_point(nats_log, "r1")
+    assert (point.version, point.time, point.state.room) == (7, None, reopened)
+    assert "time unknown" in format_state(point)[0]
+    listed = await rooms(nats_log)
+    assert format_rooms(listed)[1].split()[-2:] == ["????-??-??", "??:??:??"]
+    assert room_to_dict(listed[0])["last_activity"] is None
