@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from roomkit.core.hooks import HookEngine
     from roomkit.store.base import ConversationStore
 
-__all__ = ["FrameworkHandler", "HelpersMixin", "check_str", "utcnow"]
+__all__ = ["FrameworkHandler", "HelpersMixin", "check_part", "check_str", "utcnow"]
 
 logger = logging.getLogger("roomkit.framework")
 
@@ -33,6 +33,23 @@ def check_str(name: str, value: object) -> None:
     """Refuse a value the log would store but its reader refuses (an id must be a string)."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {value!r}")
+
+
+def check_part(name: str, value: object, contract: type) -> None:
+    """Refuse, by name, a part of the kit (its log, store, resolver...) that is not a
+    ``contract``, when the kit is made rather than at its first use inside a room.
+
+    An object of another class that has every abstract method of ``contract`` is taken: a
+    duck-typed part worked with 0.3.0. A class where an instance is due is not.
+    """
+    if value is None or isinstance(value, contract):
+        return
+    required: frozenset[str] = getattr(contract, "__abstractmethods__", frozenset())
+    missing = sorted(m for m in required if not callable(getattr(value, m, None)))
+    if required and not missing and not isinstance(value, type):
+        return
+    got = f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
+    raise TypeError(f"{name} must be an instance of {contract.__name__}, got {got}")
 
 
 def utcnow() -> datetime:

@@ -25,7 +25,7 @@ from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._commands import MarkRead
-from roomkit.core._helpers import FrameworkHandler, check_str
+from roomkit.core._helpers import FrameworkHandler, check_part, check_str
 from roomkit.core._inbound import InboundMixin
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
@@ -176,6 +176,22 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         process_timeout = check_seconds("process_timeout", process_timeout, none=True)
         rest_after = check_seconds("rest_after", rest_after, none=True)
         outcome_delay = check_seconds("outcome_delay", outcome_delay)
+        for name, part, contract in [
+            ("store", store, ConversationStore),
+            ("identity_resolver", identity_resolver, IdentityResolver),
+            ("inbound_router", inbound_router, InboundRoomRouter),
+            ("lock_manager", lock_manager, RoomLockManager),
+            ("realtime", realtime, RealtimeBackend),
+            ("log", log, EventLog),
+            ("transcoder", transcoder, ContentTranscoder),
+        ]:
+            check_part(name, part, contract)
+        if isinstance(identity_channel_types, str | bytes):
+            # ``"sms" in "sms,email"`` would match by substring: a collection is due.
+            raise TypeError(
+                "identity_channel_types must be a collection of channel types, got "
+                f"{identity_channel_types!r}"
+            )
         self._store = store if store is not None else InMemoryStore()
         self._log = log if log is not None else MemoryEventLog()
         self._identity_resolver = identity_resolver

@@ -33,6 +33,8 @@ from roomkit import (
 )
 from roomkit.core._room_ids import room_stream
 from roomkit.identity.base import IdentityResolver
+from roomkit.store.base import ConversationStore
+from roomkit.store.memory import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -92,6 +94,53 @@ async def test_process_inbound_takes_an_inbound_message(kit: RoomKit) -> None:
 def test_a_setting_of_the_wrong_type_is_refused_by_name(setting: str, value: object) -> None:
     with pytest.raises(TypeError, match=f"^{setting} must be "):
         RoomKit(**{setting: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("part", "value", "said"),
+    [
+        ("log", "nats://localhost:4222", "EventLog, got str"),
+        ("store", 42, "ConversationStore, got int"),
+        ("store", InMemoryStore, "ConversationStore, got the class InMemoryStore"),
+        ("identity_resolver", 5, "IdentityResolver, got int"),
+        ("inbound_router", object(), "InboundRoomRouter, got object"),
+        ("lock_manager", {}, "RoomLockManager, got dict"),
+        ("realtime", object(), "RealtimeBackend, got object"),
+        ("transcoder", "plain", "ContentTranscoder, got str"),
+    ],
+)
+def test_a_part_of_the_wrong_kind_is_refused_by_name(part: str, value: object, said: str) -> None:
+    """Before, each was taken, and failed at its first use inside a room (a store's failure
+    left the room's read model behind its log)."""
+    with pytest.raises(TypeError, match=f"^{part} must be an instance of {said}$"):
+        RoomKit(**{part: value})  # type: ignore[arg-type]
+
+
+async def test_a_part_shaped_like_the_contract_is_taken_as_0_3_0_took_it() -> None:
+    class DuckStore:  # every method of ConversationStore, without the base class
+        def __init__(self) -> None:
+            self._inner = InMemoryStore()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._inner, name)
+
+    for name in ConversationStore.__abstractmethods__:
+        setattr(DuckStore, name, _forward(name))
+    async with RoomKit(store=DuckStore()) as kit:  # type: ignore[arg-type]
+        await room(kit)
+        assert (await kit.get_room("r1")) is not None
+
+
+def _forward(name: str) -> object:
+    def method(self: object, *args: object, **kwargs: object) -> object:
+        return getattr(self._inner, name)(*args, **kwargs)  # type: ignore[attr-defined]
+
+    return method
+
+
+def test_identity_channel_types_is_a_collection_not_a_string() -> None:
+    with pytest.raises(TypeError, match="^identity_channel_types must be a collection"):
+        RoomKit(identity_channel_types="sms")  # type: ignore[arg-type]
 
 
 def test_settings_take_any_real_number_as_0_3_0_did() -> None:
