@@ -7,7 +7,7 @@ from typing import Any
 
 from roomkit.channels.base import Channel
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
-from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.core._helpers import HelpersMixin, check_part, check_str, utcnow
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError, RoomNotFoundError
 from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
@@ -28,7 +28,13 @@ class ChannelOpsMixin(HelpersMixin):
 
         Circuit breakers and rate limits of the channel id survive re-registration
         (quirk 14 fixed).
+
+        Raises:
+            TypeError: ``channel`` is not a channel (nor shaped like one), or its
+                ``channel_id`` is not a string.
         """
+        check_part("channel", channel, Channel)
+        check_str("channel_id", getattr(channel, "channel_id", None))
         self._channels[channel.channel_id] = channel
         set_framework = getattr(channel, "set_framework", None)
         if callable(set_framework):

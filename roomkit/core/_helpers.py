@@ -76,9 +76,15 @@ class HelpersMixin:
         """Decorator: call ``fn(FrameworkEvent)`` for framework events of ``event_type``.
 
         Exact type match only (no wildcard); exceptions of handlers are logged.
+
+        Raises:
+            TypeError: ``event_type`` is not a string, or what is decorated is not callable.
         """
+        check_str("event_type", event_type)
 
         def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"a framework event handler must be callable, got {fn!r}")
             self._framework_handlers.setdefault(event_type, []).append(fn)
             return fn
 

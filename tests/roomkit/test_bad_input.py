@@ -138,6 +138,25 @@ def _forward(name: str) -> object:
     return method
 
 
+def test_a_channel_of_the_wrong_kind_is_refused_when_registered() -> None:
+    kit = RoomKit()
+    with pytest.raises(TypeError, match="^channel must be an instance of Channel, got int$"):
+        kit.register_channel(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got the class SimpleChannel$"):
+        kit.register_channel(SimpleChannel)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^channel_id must be a string, got 7$"):
+        kit.register_channel(SimpleChannel(7))  # type: ignore[arg-type]
+    assert kit.list_channels() == []
+
+
+def test_framework_handlers_are_registered_under_a_string_type() -> None:
+    kit = RoomKit()
+    with pytest.raises(TypeError, match="^event_type must be a string"):
+        kit.on(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be callable"):
+        kit.on("room_created")("not a function")  # type: ignore[type-var]
+
+
 def test_identity_channel_types_is_a_collection_not_a_string() -> None:
     with pytest.raises(TypeError, match="^identity_channel_types must be a collection"):
         RoomKit(identity_channel_types="sms")  # type: ignore[arg-type]
