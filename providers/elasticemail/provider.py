@@ -45,7 +45,7 @@ class ElasticEmailConfig(BaseModel):
     default_subject: str = "New message"
     is_transactional: bool = True
     base_url: str = "https://api.elasticemail.com/v2"
-    timeout: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)  # 0.3.0's default
 
 
 class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):

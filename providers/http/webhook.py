@@ -61,7 +61,7 @@ class HTTPProviderConfig(BaseModel):
     webhook_url: str
     secret: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
-    timeout: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)  # 0.3.0's default
 
 
 def verify_http_signature(body: bytes, signature: str | None, secret: SecretStr | str) -> bool:

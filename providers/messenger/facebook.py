@@ -64,7 +64,7 @@ class MessengerConfig(BaseModel):
     api_version: str = "v21.0"
     base_url: str = "https://graph.facebook.com"
     messaging_type: str = "RESPONSE"
-    timeout: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)  # 0.3.0's default
 
 
 def _attachment(kind: str, url: str) -> dict[str, Any]:

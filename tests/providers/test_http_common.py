@@ -4,6 +4,7 @@ and the lazy re-exports of the provider packages (``providers._lazy``)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import types
@@ -255,3 +256,21 @@ def test_lazy_exports() -> None:
             getattr_("nope")
     finally:
         del sys.modules[package.__name__]
+
+
+@pytest.mark.parametrize(
+    ("config", "timeout"),
+    [
+        ("providers.twilio.config:TwilioConfig", 10.0),
+        ("providers.telnyx.config:TelnyxConfig", 10.0),
+        ("providers.sinch.config:SinchConfig", 10.0),
+        ("providers.voicemeup.config:VoiceMeUpConfig", 10.0),
+        ("providers.elasticemail.provider:ElasticEmailConfig", 30.0),
+        ("providers.http.webhook:HTTPProviderConfig", 30.0),
+        ("providers.messenger.facebook:MessengerConfig", 30.0),
+    ],
+)
+def test_vendor_configs_default_to_0_3_0_s_request_timeouts(config: str, timeout: float) -> None:
+    module, name = config.split(":")
+    model = getattr(importlib.import_module(module), name)
+    assert model.model_fields["timeout"].default == timeout
