@@ -77,8 +77,9 @@ class TeamsConfig(BaseModel):
     Attributes:
         app_id: The bot's Microsoft app (client) id.
         app_password: The app's client secret (kept secret in reprs and logs).
-        tenant_id: Token tenant: ``botframework.com`` for multi-tenant bots, else the bot's
-            Entra ID tenant id (single-tenant bots).
+        tenant_id: Token tenant: the bot's Entra ID tenant id for a single-tenant bot. The
+            default, ``"common"`` as in 0.3.0, means a multi-tenant bot, whose tokens come
+            from the ``botframework.com`` tenant (0.3.0 left the tenant to the SDK then).
         login_url: Microsoft identity platform root, without a trailing slash.
         scope: OAuth scope of Bot Connector tokens.
         timeout: Seconds before a request times out.
@@ -86,10 +87,17 @@ class TeamsConfig(BaseModel):
 
     app_id: str
     app_password: SecretStr
-    tenant_id: str = "botframework.com"
+    tenant_id: str = "common"
     login_url: str = "https://login.microsoftonline.com"
     scope: str = "https://api.botframework.com/.default"
     timeout: float = Field(default=10.0, gt=0)
+
+
+def _token_tenant(tenant_id: str) -> str:
+    """The tenant that issues the bot's tokens: ``common`` (0.3.0's default) stands for a
+    multi-tenant bot, whose tokens the ``botframework.com`` tenant issues (a client-credentials
+    token is asked of a named tenant)."""
+    return "botframework.com" if tenant_id == "common" else tenant_id
 
 
 def _card_attachment(card: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,7 +264,7 @@ class BotFrameworkTeamsProvider(VendorProvider[TeamsConfig], TeamsProvider):
             cfg = self._config
             outcome = await self._http.request(
                 "POST",
-                f"{cfg.login_url}/{cfg.tenant_id}/oauth2/v2.0/token",
+                f"{cfg.login_url}/{_token_tenant(cfg.tenant_id)}/oauth2/v2.0/token",
                 data={
                     "grant_type": "client_credentials",
                     "client_id": cfg.app_id,

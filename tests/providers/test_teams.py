@@ -161,6 +161,25 @@ class TestSend:
             "from": BOT,
         }
 
+    @pytest.mark.parametrize(
+        ("tenant", "url"),
+        [
+            (None, TOKEN_URL),  # 0.3.0's default, "common": a multi-tenant bot
+            ("common", TOKEN_URL),
+            ("botframework.com", TOKEN_URL),
+            ("tenant-1", TOKEN_URL.replace("botframework.com", "tenant-1")),
+        ],
+    )
+    async def test_the_token_tenant(self, tenant: str | None, url: str) -> None:
+        fake = BotFramework()
+        overrides = {} if tenant is None else {"tenant_id": tenant}
+        assert config(**overrides).tenant_id == (tenant or "common")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+            provider = BotFrameworkTeamsProvider(config(**overrides), client=client)
+            await provider.save_conversation_reference(message_activity())
+            assert (await provider.send(event(TextContent(body="Hi")), CONVERSATION)).success
+        assert [str(r.url) for r in fake.token_requests] == [url]
+
     async def test_token_cached_until_expiry(self) -> None:
         fake, clock = BotFramework(), Clock()
         async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
