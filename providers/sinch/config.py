@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from pydantic import BaseModel, Field, SecretStr
 
 __all__ = ["SinchConfig"]
@@ -40,3 +42,8 @@ class SinchConfig(BaseModel):
     def api_root(self) -> str:
         """The API root in use (``base_url`` or the region's host)."""
         return (self.base_url or f"https://{self.region}.sms.api.sinch.com").rstrip("/")
+
+    @property
+    def api_url(self) -> str:
+        """The service plan's batches endpoint, where messages are sent (as in 0.3.0)."""
+        return f"{self.api_root}/xms/v1/{quote(self.service_plan_id, safe='')}/batches"

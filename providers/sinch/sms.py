@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from providers._http import HTTPFailure, bearer, body_error_parser, code_and_message, response_json
 from providers._vendor import VendorProvider
@@ -71,8 +70,7 @@ class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
     @property
     def batches_url(self) -> str:
         """The batches endpoint of the service plan."""
-        plan = quote(self._config.service_plan_id, safe="")
-        return f"{self._config.api_root}/xms/v1/{plan}/batches"
+        return self._config.api_url
 
     async def send(self, event: RoomEvent, to: str, from_: str | None = None) -> ProviderResult:
         """Send ``event``'s text (``mt_text``) or text and first attachment (``mt_media``).

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
 from providers._http import HTTPFailure, body_error_parser, code_and_message, response_json
 from providers._vendor import VendorProvider
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 
     from providers.sms._outbound import OutboundMessage
 
-__all__ = ["MAX_MEDIA", "TwilioMessagesProvider", "TwilioSent", "messages_url", "twilio_error"]
+__all__ = ["MAX_MEDIA", "TwilioMessagesProvider", "TwilioSent", "twilio_error"]
 
 logger = logging.getLogger("roomkit.providers.twilio")
 
@@ -32,12 +31,6 @@ MAX_MEDIA = 10
 """Twilio accepts at most ten ``MediaUrl`` per message."""
 
 C = TypeVar("C", bound=TwilioConfig | TwilioRCSConfig)
-
-
-def messages_url(base_url: str, account_sid: str) -> str:
-    """The Messages.json URL of an account."""
-    account = quote(account_sid, safe="")
-    return f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
 
 
 def twilio_error(body: Any) -> tuple[str | None, str | None]:
@@ -105,7 +98,7 @@ class TwilioMessagesProvider(VendorProvider[C]):
         http = self._http
         outcome = await http.request(
             "POST",
-            messages_url(config.base_url, config.account_sid),
+            config.api_url,
             data=_form(form),
             auth=http.httpx_module.BasicAuth(
                 config.account_sid, config.auth_token.get_secret_value()

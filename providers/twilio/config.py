@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 __all__ = ["TwilioConfig", "TwilioRCSConfig"]
 
 TWILIO_API_BASE = "https://api.twilio.com"
+
+
+def messages_url(base_url: str, account_sid: str) -> str:
+    """The Messages.json URL of an account."""
+    account = quote(account_sid, safe="")
+    return f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
 
 
 class TwilioConfig(BaseModel):
@@ -41,6 +49,11 @@ class TwilioConfig(BaseModel):
             raise ValueError("TwilioConfig needs from_number or messaging_service_sid")
         return self
 
+    @property
+    def api_url(self) -> str:
+        """The account's ``Messages.json`` endpoint, where messages are sent (as in 0.3.0)."""
+        return messages_url(self.base_url, self.account_sid)
+
 
 class TwilioRCSConfig(BaseModel):
     """Twilio RCS settings: RCS goes through a Messaging Service that has an RCS sender.
@@ -61,3 +74,8 @@ class TwilioRCSConfig(BaseModel):
     status_callback: str | None = None
     base_url: str = TWILIO_API_BASE
     timeout: float = Field(default=10.0, gt=0)
+
+    @property
+    def api_url(self) -> str:
+        """The account's ``Messages.json`` endpoint, where messages are sent."""
+        return messages_url(self.base_url, self.account_sid)

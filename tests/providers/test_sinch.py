@@ -142,6 +142,11 @@ class TestSend:
         assert recorder.requests == []
 
 
+def test_config_api_url_is_the_batches_endpoint_as_in_0_3_0() -> None:
+    assert config().api_url == BATCHES_URL
+    assert config(region="eu").api_url == BATCHES_URL.replace("//us.", "//eu.")
+
+
 class TestErrors:
     async def send_with(self, answer: httpx.Response | Exception) -> Any:
         async with mock_client(Recorder([answer])) as client:

@@ -309,6 +309,11 @@ class TestClientOwnership:
             TwilioConfig(account_sid=SID, auth_token=TOKEN)
         assert TwilioConfig(account_sid=SID, auth_token=TOKEN, messaging_service_sid="MG1")
 
+    def test_config_api_url_is_the_messages_endpoint_as_in_0_3_0(self) -> None:
+        assert config().api_url == MESSAGES_URL
+        edge = config(base_url="https://api.dublin.ie1.twilio.com/")
+        assert edge.api_url == MESSAGES_URL.replace("api.twilio.com", "api.dublin.ie1.twilio.com")
+
 
 class TestWebhooks:
     def test_inbound_text(self) -> None:
