@@ -372,15 +372,22 @@ class BotFrameworkTeamsProvider(VendorProvider[TeamsConfig], TeamsProvider):
         return conversation_id
 
     async def create_channel_conversation(
-        self, service_url: str, teams_channel_id: str, text: str, *, tenant_id: str | None = None
+        self,
+        service_url: str,
+        channel_id: str,
+        text: str = "",
+        *,
+        tenant_id: str | None = None,
     ) -> str:
         """Start a new thread in a Teams channel by posting ``text``, and save its reference.
 
         Args:
             service_url: The Bot Connector URL of the team's region (from any activity of it).
-            teams_channel_id: The channel id (``19:...@thread.tacv2``).
-            text: The thread's first message.
-            tenant_id: The team's tenant id.
+            channel_id: The Teams channel id (``19:...@thread.tacv2``).
+            text: The thread's first message; empty by default, as 0.3.0 posted it (a
+                channel conversation starts with an activity).
+            tenant_id: The team's tenant id; by default the config's ``tenant_id`` when it
+                names one (a single-tenant bot), as in 0.3.0.
 
         Returns:
             The new conversation id (send further messages to it).
@@ -392,7 +399,9 @@ class BotFrameworkTeamsProvider(VendorProvider[TeamsConfig], TeamsProvider):
         if not _valid_service_url(service_url):
             raise ProviderError("unusable Teams serviceUrl", provider=self.name)
         bot = {"id": f"28:{self._config.app_id}"}
-        channel_data: dict[str, Any] = {"channel": {"id": teams_channel_id}}
+        channel_data: dict[str, Any] = {"channel": {"id": channel_id}}
+        if tenant_id is None and _token_tenant(self._config.tenant_id) != "botframework.com":
+            tenant_id = self._config.tenant_id
         if tenant_id:
             channel_data["tenant"] = {"id": tenant_id}
         payload = {

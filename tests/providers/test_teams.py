@@ -384,6 +384,26 @@ class TestChannelConversation:
         assert reference["serviceUrl"] == SERVICE_URL
         assert reference["conversation"]["conversationType"] == "channel"
 
+    async def test_create_takes_0_3_0_s_arguments(self) -> None:
+        """``create_channel_conversation(service_url, channel_id, *, tenant_id=None)``: an
+        empty first message, and the config's tenant when it names one."""
+        for tenant_config, tenant_sent in [("common", None), ("tenant-9", "tenant-9")]:
+            fake = BotFramework(httpx.Response(201, json={"id": "19:c;messageid=1"}))
+            async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+                provider = BotFrameworkTeamsProvider(
+                    config(tenant_id=tenant_config), client=client
+                )
+                made = await provider.create_channel_conversation(SERVICE_URL, channel_id="19:c")
+                reference = await provider.conversation_store.get(made)
+            (request,) = fake.requests
+            body = json.loads(request.content)
+            assert body["activity"] == {"type": "message", "text": "", "textFormat": "plain"}
+            assert body["channelData"].get("tenant") == (
+                None if tenant_sent is None else {"id": tenant_sent}
+            )
+            assert reference is not None
+            assert reference["conversation"].get("tenantId") == tenant_sent
+
     async def test_create_failures_raise(self) -> None:
         fake = BotFramework(
             httpx.Response(403, json={"error": {"code": "BotNotInConversationRoster"}})
