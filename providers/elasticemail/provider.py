@@ -35,7 +35,8 @@ class ElasticEmailConfig(BaseModel):
         from_name: Sender display name.
         default_subject: Subject when neither ``send`` nor the binding gives one.
         is_transactional: Send as transactional mail (not subject to marketing unsubscribes).
-        base_url: API root, without a trailing slash.
+        base_url: The send endpoint, as in 0.3.0; an API root (``.../v2``) is taken too, and
+            ``/email/send`` added to it.
         timeout: Seconds before a request times out.
     """
 
@@ -44,8 +45,14 @@ class ElasticEmailConfig(BaseModel):
     from_name: str | None = None
     default_subject: str = "New message"
     is_transactional: bool = True
-    base_url: str = "https://api.elasticemail.com/v2"
+    base_url: str = "https://api.elasticemail.com/v2/email/send"
     timeout: float = Field(default=30.0, gt=0)  # 0.3.0's default
+
+    @property
+    def send_url(self) -> str:
+        """Where messages are posted: ``base_url``, or its ``/email/send`` for an API root."""
+        url = self.base_url.rstrip("/")
+        return url if url.endswith("/email/send") else f"{url}/email/send"
 
 
 class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
@@ -104,7 +111,7 @@ class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
             request["files"] = [
                 ("attachments", (a.filename, a.data, a.mime_type)) for a in parts.attachments
             ]
-        outcome = await self._http.request("POST", f"{cfg.base_url}/email/send", **request)
+        outcome = await self._http.request("POST", cfg.send_url, **request)
         if isinstance(outcome, HTTPFailure):
             return outcome.to_result(ProviderResult)
         return self._result(outcome)

@@ -70,6 +70,21 @@ class TestRequests:
             "isTransactional": "true",
         }
 
+    @pytest.mark.parametrize(
+        "base_url",
+        [
+            "https://proxy.example.com/v2/email/send",  # 0.3.0: the send endpoint
+            "https://proxy.example.com/v2/email/send/",
+            "https://proxy.example.com/v2",  # an API root
+        ],
+    )
+    async def test_base_url_as_0_3_0_gave_it_or_an_api_root(self, base_url: str) -> None:
+        assert config().base_url == URL  # 0.3.0's default
+        recorder = Recorder()
+        assert (await send(recorder, TextContent(body="Hi"), config(base_url=base_url))).success
+        (request,) = recorder.requests
+        assert str(request.url) == "https://proxy.example.com/v2/email/send"
+
     async def test_overrides_and_html(self) -> None:
         recorder = Recorder()
         content = RichContent(body="<h1>Hi</h1><p>there</p>", format="html")
