@@ -96,6 +96,7 @@ if TYPE_CHECKING:
     from roomkit.errors import (
         ChannelNotFoundError,
         ChannelNotRegisteredError,
+        EventRefusedError,
         IdentityNotFoundError,
         InvalidRoomIdError,
         KitClosedError,
@@ -212,6 +213,7 @@ _EXPORTS: dict[str, str] = {
     "EphemeralEvent": "roomkit.realtime",
     "EphemeralEventType": "roomkit.realtime",
     "EventContent": "roomkit.models",
+    "EventRefusedError": "roomkit.errors",
     "EventSource": "roomkit.models",
     "EventStatus": "roomkit.models",
     "EventType": "roomkit.models",
@@ -382,6 +384,7 @@ __all__ = [
     "EphemeralEvent",
     "EphemeralEventType",
     "EventContent",
+    "EventRefusedError",
     "EventSource",
     "EventStatus",
     "EventType",

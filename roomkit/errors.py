@@ -17,6 +17,7 @@ runtime) are translated at the boundary with ``raise ... from exc``::
     ├── RoomConflictError      another process kept writing the room
     ├── RoomTimeoutError       (also a TimeoutError) the room did not answer in time
     ├── LogUnavailableError    the event log cannot be reached
+    ├── EventRefusedError      (also a ValueError) the event log refused what a command wrote
     └── KitClosedError         the kit takes no more commands
 
 ``ProviderError`` (AI providers) is not a ``RoomKitError``, as in RoomKit 0.3.0.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChannelNotFoundError",
+    "EventRefusedError",
     "ChannelNotRegisteredError",
     "IdentityNotFoundError",
     "InvalidRoomIdError",
@@ -103,6 +105,11 @@ class RoomTimeoutError(RoomKitError, TimeoutError):
 
 class LogUnavailableError(RoomKitError):
     """The event log cannot be reached; nothing was committed by the failed call."""
+
+
+class EventRefusedError(RoomKitError, ValueError):
+    """The event log refused the events a command would have written (too large for the log,
+    for instance): nothing was committed, and the same command will be refused again."""
 
 
 class KitClosedError(RoomKitError):

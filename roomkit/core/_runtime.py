@@ -23,7 +23,7 @@ from actors import (
     ConcurrencyConflict,
     check_settings,
 )
-from eventlog import EventLogError
+from eventlog import EventLogError, InvalidAppend
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
@@ -33,6 +33,7 @@ from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
 from roomkit.core._turns import TurnTracker
 from roomkit.errors import (
+    EventRefusedError,
     KitClosedError,
     LogUnavailableError,
     RoomConflictError,
@@ -272,7 +273,8 @@ class KitRuntime:
         not be dropped behind a backlog: it waits for as long as the room takes.
 
         Raises:
-            RoomTimeoutError, RoomConflictError, LogUnavailableError, KitClosedError, and the
+            RoomTimeoutError, RoomConflictError, LogUnavailableError, EventRefusedError,
+            KitClosedError, and the
             RoomKitError the command itself raised (or one saying that the room's actor gave
             up: its state could not be loaded or it kept failing).
         """
@@ -295,6 +297,10 @@ class KitRuntime:
             if system.running:  # this room's actor stopped (gave up), not the kit
                 raise RoomKitError(f"room {room_id} is unavailable: {exc}") from exc
             raise KitClosedError("the kit is closing and takes no more commands") from exc
+        except InvalidAppend as exc:  # a refusal, not an outage: retrying cannot help
+            raise EventRefusedError(
+                f"the event log refused room {room_id}'s events: {exc}"
+            ) from exc
         except EventLogError as exc:
             raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc
         assert isinstance(reply, Outcome)

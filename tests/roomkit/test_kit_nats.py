@@ -6,7 +6,7 @@ import pytest
 
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
-from roomkit import RoomKit
+from roomkit import EventRefusedError, RoomKit
 from tests.roomkit.kit_helpers import SimpleChannel, text
 from tests.roomkit.test_kit_replay import snapshot
 
@@ -75,3 +75,20 @@ async def test_two_processes_writing_one_room_never_fork_its_history(
         ]
         assert [e.content.body for e in timeline] == [f"m{n}" for n in range(6)]  # type: ignore[union-attr]
         assert [e.index for e in timeline] == sorted({e.index for e in timeline})
+
+
+async def test_a_message_too_large_for_the_log_is_refused_and_the_room_goes_on(
+    nats_server: NatsServer, nats_log: NatsEventLog
+) -> None:
+    """JetStream refuses a message past the server's max payload: that is the message's fault,
+    not an outage, so it is an ``EventRefusedError`` (a ``ValueError``), and nothing is logged."""
+    async with kit_on(nats_log) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        before = await nats_log.last_version("r1")
+        with pytest.raises(EventRefusedError, match="refused room r1's events") as info:
+            await kit.process_inbound(text("sms", "x" * 1_100_000))
+        assert isinstance(info.value, ValueError)
+        assert await nats_log.last_version("r1") == before
+        after = await kit.process_inbound(text("sms", "a normal one"))
+        assert after.event is not None and not after.blocked

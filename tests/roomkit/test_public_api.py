@@ -27,6 +27,7 @@ PENDING = {
 
 # Additions of ours, not in 0.3.0.
 ADDED = {
+    "EventRefusedError",
     "InvalidRoomIdError",
     "KitClosedError",
     "LogUnavailableError",
