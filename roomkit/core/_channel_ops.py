@@ -169,14 +169,14 @@ class ChannelOpsMixin(HelpersMixin):
 
     async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding:
         """Return the binding. Raises ChannelNotFoundError."""
-        binding = await self._store.get_binding(room_id, channel_id)
+        binding = await (await self._read_model()).get_binding(room_id, channel_id)
         if binding is None:
             raise ChannelNotFoundError(f"Channel {channel_id} is not attached to room {room_id}")
         return binding
 
     async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
         """Return the room's bindings."""
-        return await self._store.list_bindings(room_id)
+        return await (await self._read_model()).list_bindings(room_id)
 
 
 def _category_of(channel: Channel) -> ChannelCategory:

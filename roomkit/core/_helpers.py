@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from eventlog import EventLog
 from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._room_ids import check_room_id
-from roomkit.errors import RoomNotFoundError
+from roomkit.errors import KitClosedError, RoomNotFoundError
 from roomkit.models.context import RoomContext
 from roomkit.models.framework import FrameworkEvent
 
@@ -158,6 +159,16 @@ class HelpersMixin:
         context: RoomContext = outcome.value
         return context
 
+    async def _read_model(self) -> ConversationStore:
+        """The store, caught up with the log: a kit used without ``async with`` starts at its
+        first call, a read included, and a kit on an existing log rebuilds its read model
+        from it then. (Before, a read ahead of any command saw an empty store, and routing
+        made a new room for a conversation the log already held.) A closed kit's reads
+        answer from its read model as it was left."""
+        with contextlib.suppress(KitClosedError):
+            await self._ensure_runtime()
+        return self._store
+
     async def _require_room(self, room_id: str) -> None:
-        if await self._store.get_room(room_id) is None:
+        if await (await self._read_model()).get_room(room_id) is None:
             raise RoomNotFoundError(f"Room {room_id} not found")

@@ -94,6 +94,7 @@ class InboundMixin(HelpersMixin):
         if room_id is not None:
             self._check_room_id(room_id)
         else:
+            await self._ensure_runtime()  # the router reads the store: caught up with the log
             room_id = await self._inbound_router.route(
                 message.channel_id, channel.channel_type, participant_id=message.sender_id
             )

@@ -68,7 +68,7 @@ class RoomLifecycleMixin(HelpersMixin):
 
     async def get_room(self, room_id: str) -> Room:
         """Return the room. Raises RoomNotFoundError."""
-        room = await self._store.get_room(room_id)
+        room = await (await self._read_model()).get_room(room_id)
         if room is None:
             raise RoomNotFoundError(f"Room {room_id} not found")
         return room
@@ -105,7 +105,7 @@ class RoomLifecycleMixin(HelpersMixin):
         """Check the timers of every ACTIVE and PAUSED room; return those whose status changed."""
         changed: list[Room] = []
         for status in (RoomStatus.ACTIVE, RoomStatus.PAUSED):
-            for room in await self._store.find_rooms(status=status):
+            for room in await (await self._read_model()).find_rooms(status=status):
                 after = await self.check_room_timers(room.id)
                 if after.status != room.status:
                     changed.append(after)
@@ -142,7 +142,7 @@ class RoomLifecycleMixin(HelpersMixin):
             TypeError: ``resolved_by`` is not a string.
         """
         check_str("resolved_by", resolved_by)
-        identity = await self._store.get_identity(identity_id)
+        identity = await (await self._read_model()).get_identity(identity_id)
         if identity is None:
             raise IdentityNotFoundError(f"Identity {identity_id} not found")
         command = ResolveParticipant(participant_id, identity, resolved_by, utcnow())

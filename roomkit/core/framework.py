@@ -429,15 +429,15 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     ) -> list[RoomEvent]:
         """Return the room's events in order (offset/limit), optionally of one visibility."""
         await self._require_room(room_id)
-        return await self._store.list_events(
+        return await (await self._read_model()).list_events(
             room_id, offset=offset, limit=limit, visibility_filter=visibility_filter
         )
 
     async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
-        return await self._store.list_tasks(room_id, status=status)
+        return await (await self._read_model()).list_tasks(room_id, status=status)
 
     async def list_observations(self, room_id: str) -> list[Observation]:
-        return await self._store.list_observations(room_id)
+        return await (await self._read_model()).list_observations(room_id)
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
         """Record that ``channel_id`` read the room up to ``event_id`` (nothing for a room

@@ -100,6 +100,35 @@ async def test_rebuilt_kit_has_the_same_state_and_keeps_idempotency(event_log: E
         assert await snapshot(rebuilt) == before
 
 
+async def test_a_kit_used_without_async_with_reads_the_log_before_its_first_command(
+    event_log: EventLog,
+) -> None:
+    """The 0.3.0 way: a kit made and used without ``async with``. On an existing log, its
+    first call, a read included, rebuilds the read model; the next message of a conversation
+    the log holds is routed to its room, not to a new one."""
+    async with new_kit(event_log) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.process_inbound(text("sms", "hello", sender="+1555"))
+        before = await snapshot(kit)
+    for read in ("get_room", "get_timeline", "list_bindings", "route"):
+        lazy = new_kit(event_log)
+        try:
+            if read == "get_room":
+                assert (await lazy.get_room("r1")).id == "r1"
+            elif read == "get_timeline":
+                assert len(await lazy.get_timeline("r1")) == 2
+            elif read == "list_bindings":
+                assert [b.channel_id for b in await lazy.list_bindings("r1")] == ["sms"]
+            else:
+                again = await lazy.process_inbound(text("sms", "me again", sender="+1555"))
+                assert again.event is not None and again.event.room_id == "r1"
+                before["r1"] = (await snapshot(lazy))["r1"]
+            assert await snapshot(lazy) == before
+        finally:
+            await lazy.close()
+
+
 commands = st.lists(
     st.one_of(
         st.tuples(st.just("message"), st.sampled_from(["sms", "ws"]), st.integers(0, 5)),
