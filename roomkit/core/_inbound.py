@@ -391,7 +391,15 @@ class InboundMixin(HelpersMixin):
 
     async def process_delivery_status(self, status: DeliveryStatus) -> None:
         """Hand a provider's delivery status to every handler and to ON_DELIVERY_STATUS hooks
-        (quirk 9 fixed: the hooks fire); handler errors are logged."""
+        (quirk 9 fixed: the hooks fire); handler errors are logged.
+
+        Raises:
+            TypeError: ``status`` is not a ``DeliveryStatus``.
+        """
+        if not isinstance(status, DeliveryStatus):
+            raise TypeError(
+                f"process_delivery_status takes a DeliveryStatus, not {type(status).__name__}"
+            )
         for handler in self._delivery_status_handlers:
             try:
                 value = handler(status)
@@ -405,10 +413,26 @@ class InboundMixin(HelpersMixin):
 
     async def process_webhook(self, meta: Any, channel_id: str) -> InboundResult | None:
         """Route a parsed webhook: inbound messages to ``process_inbound``, statuses to
-        ``process_delivery_status``; anything else is ignored."""
-        if getattr(meta, "is_inbound", False):
+        ``process_delivery_status``; a meta that is neither is ignored.
+
+        Raises:
+            TypeError: ``meta`` is not a webhook meta (``extract_sms_meta``'s answer, or an
+                object with its ``is_inbound`` / ``is_status``): a raw payload or a parsed
+                ``InboundMessage`` was lost without a word before.
+        """
+        if not (hasattr(meta, "is_inbound") and hasattr(meta, "is_status")):
+            hint = (
+                "; pass an InboundMessage to process_inbound"
+                if isinstance(meta, InboundMessage)
+                else ""
+            )
+            raise TypeError(
+                "process_webhook takes a WebhookMeta (from extract_sms_meta), "
+                f"not {type(meta).__name__}{hint}"
+            )
+        if meta.is_inbound:
             result: InboundResult = await self.process_inbound(meta.to_inbound(channel_id))
             return result
-        if getattr(meta, "is_status", False):
+        if meta.is_status:
             await self.process_delivery_status(meta.to_status())
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from uuid import uuid4
 
@@ -14,13 +15,22 @@ from roomkit.core._commands import (
     UpdateRoomMetadata,
 )
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
-from roomkit.errors import IdentityNotFoundError, RoomNotFoundError
+from roomkit.errors import (
+    IdentityNotFoundError,
+    KitClosedError,
+    LogUnavailableError,
+    RoomKitError,
+    RoomNotFoundError,
+)
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import RoomStatus
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room, RoomTimers
 
 __all__ = ["RoomLifecycleMixin"]
+
+
+logger = logging.getLogger("roomkit.timers")
 
 
 class RoomLifecycleMixin(HelpersMixin):
@@ -102,11 +112,24 @@ class RoomLifecycleMixin(HelpersMixin):
         return result
 
     async def check_all_timers(self) -> list[Room]:
-        """Check the timers of every ACTIVE and PAUSED room; return those whose status changed."""
+        """Check the timers of every ACTIVE and PAUSED room; return those whose status changed.
+
+        A room that cannot be checked (unavailable, or busy past the kit's timeout) is logged
+        and skipped: the others are checked all the same, and it is checked again next time.
+
+        Raises:
+            KitClosedError, LogUnavailableError: the kit is closed, or its log unreachable.
+        """
         changed: list[Room] = []
         for status in (RoomStatus.ACTIVE, RoomStatus.PAUSED):
             for room in await (await self._read_model()).find_rooms(status=status):
-                after = await self.check_room_timers(room.id)
+                try:
+                    after = await self.check_room_timers(room.id)
+                except (KitClosedError, LogUnavailableError):
+                    raise  # the kit or its log, not this room: the others would fail too
+                except RoomKitError as exc:
+                    logger.warning("timers of room %s not checked: %s", room.id, exc)
+                    continue
                 if after.status != room.status:
                     changed.append(after)
         return changed

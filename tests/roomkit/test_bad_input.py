@@ -33,6 +33,7 @@ from roomkit import (
 )
 from roomkit.core._room_ids import room_stream
 from roomkit.identity.base import IdentityResolver
+from roomkit.models.room import RoomTimers
 from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, text
@@ -315,6 +316,42 @@ async def test_a_room_whose_log_cannot_be_read_says_so_and_the_kit_goes_on() -> 
         await kit.create_room(room_id="ok")
         await kit.attach_channel("ok", "sms")
         assert not (await kit.process_inbound(text("sms", "y"), room_id="ok")).blocked
+
+
+async def test_a_room_that_cannot_be_checked_does_not_stop_the_timer_sweep(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = MemoryEventLog()
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        for room_id in ("a-broken", "b-ok"):
+            await kit.create_room(room_id=room_id, timers=RoomTimers(inactive_after_seconds=0))
+            await kit.attach_channel(room_id, "sms")
+            await kit.process_inbound(text("sms", "hi"), room_id=room_id)  # room activity
+        stream = room_stream("a-broken")
+        version = await log.last_version(stream)
+        unreadable = NewEvent("room.updated", b"{not json")
+        await log.append(stream, [unreadable], expected_version=version)
+        system = kit._runtime._system
+        assert system is not None
+        await system.passivate("room", "a-broken")  # reloads from its log at the next command
+        changed = await kit.check_all_timers()
+    assert [room.id for room in changed] == ["b-ok"]
+    assert "timers of room a-broken not checked" in caplog.text
+
+
+async def test_webhooks_and_statuses_of_the_wrong_kind_are_refused() -> None:
+    async with RoomKit() as kit:
+        await room(kit)
+        for wrong in ({"From": "+1555", "Body": "hi"}, None, text("sms", "parsed already")):
+            with pytest.raises(TypeError, match="^process_webhook takes a WebhookMeta"):
+                await kit.process_webhook(wrong, "sms")
+        with pytest.raises(TypeError, match="pass an InboundMessage to process_inbound$"):
+            await kit.process_webhook(text("sms", "parsed already"), "sms")
+        for status in (None, {"status": "delivered"}):
+            with pytest.raises(TypeError, match="^process_delivery_status takes a Delivery"):
+                await kit.process_delivery_status(status)  # type: ignore[arg-type]
+        assert [e.type for e in await kit.get_timeline("r1")] == ["channel_attached"]
 
 
 class _Forgetful(SimpleChannel):
