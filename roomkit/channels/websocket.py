@@ -7,7 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors import check_seconds
 from roomkit.channels.base import Channel
+from roomkit.core._bounded import bounded
 from roomkit.core._concurrently import concurrently
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
@@ -24,18 +26,24 @@ SendFn = Callable[[str, RoomEvent], Awaitable[None]]
 
 
 class WebSocketChannel(Channel):
-    """Delivers every event to each registered connection; a connection whose send fails is
-    dropped.
+    """Delivers every event to each registered connection; a connection whose send fails, or
+    does not finish within ``send_timeout``, is dropped.
 
     Args:
         channel_id: Unique id of this channel in the kit.
+        send_timeout: Seconds one send may take (``None``: no bound). A client that stopped
+            reading blocks its sends once the buffers are full; without a bound it would hold
+            every delivery of its rooms, the healthy clients' included.
     """
 
     channel_type = ChannelType.WEBSOCKET
 
-    def __init__(self, channel_id: str) -> None:
+    def __init__(self, channel_id: str, *, send_timeout: float | None = 10.0) -> None:
         super().__init__(channel_id)
         self._connections: dict[str, SendFn] = {}
+        self._send_timeout = check_seconds("send_timeout", send_timeout, none=True)
+        if self._send_timeout is not None and not self._send_timeout > 0:
+            raise ValueError(f"send_timeout must be positive or None, got {send_timeout!r}")
 
     def register_connection(self, connection_id: str, send_fn: SendFn) -> None:
         """Add a connection (replacing any with the same id).
@@ -98,8 +106,8 @@ class WebSocketChannel(Channel):
     ) -> ChannelOutput:
         """Send ``event`` to every registered connection, concurrently.
 
-        A connection whose send raises is logged and unregistered; the others still get the
-        event. Cancellation is not caught.
+        A connection whose send raises or times out is logged and unregistered; the others
+        still get the event. Cancellation is not caught.
 
         Args:
             event: The event to push.
@@ -123,10 +131,10 @@ class WebSocketChannel(Channel):
 
     async def _send_one(self, connection_id: str, send_fn: SendFn, event: RoomEvent) -> None:
         try:
-            await send_fn(connection_id, event)
+            await bounded(send_fn(connection_id, event), self._send_timeout)
         except Exception:
             logger.warning(
-                "channel %s: dropping connection %s after a failed send",
+                "channel %s: dropping connection %s after a failed or timed-out send",
                 self.channel_id,
                 connection_id,
                 exc_info=True,

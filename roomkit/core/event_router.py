@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from actors import check_seconds
+from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._concurrently import concurrently
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
@@ -201,6 +203,11 @@ class EventRouter:
         breakers: shared circuit breakers by channel id, filled on demand (private if ``None``).
         breaker_factory: builds the breaker of a channel seen for the first time.
         sleep: async sleep between delivery retries (inject a fake one in tests).
+        call_timeout: seconds a target's ``on_event``, and each ``deliver`` attempt, may take;
+            one that takes longer is cancelled and fails with the error ``"timeout"`` (a
+            failure for the breaker and retries). ``None``: no bound. The kit passes its
+            ``process_timeout``, which bounded 0.3.0's whole pipeline: a hung channel must not
+            hold its room's deliveries for ever.
     """
 
     def __init__(
@@ -213,8 +220,12 @@ class EventRouter:
         *,
         breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+        call_timeout: float | None = None,
     ) -> None:
         self._channels = channels
+        self._call_timeout = check_seconds("call_timeout", call_timeout, none=True)
+        if self._call_timeout is not None and not self._call_timeout > 0:
+            raise ValueError(f"call_timeout must be positive or None, got {call_timeout!r}")
         self._transcoder = transcoder if transcoder is not None else DefaultContentTranscoder()
         self.max_chain_depth = max_chain_depth
         self._limiter = rate_limiter if rate_limiter is not None else TokenBucketRateLimiter()
@@ -320,13 +331,15 @@ class EventRouter:
                         channel_id=channel_id, success=False, error="transcoding_failed"
                     )
                 return outcome
-            outcome.output = await channel.on_event(prepared, target, context)
+            outcome.output = await bounded(
+                channel.on_event(prepared, target, context), self._call_timeout
+            )
             if is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
                     channel, prepared, target, context
                 )
         except Exception as exc:
-            text = str(exc) or type(exc).__name__
+            text = _error_text(exc)
             logger.warning(
                 "room %s: target %r failed on event %s: %s",
                 event.room_id,
@@ -484,8 +497,9 @@ class EventRouter:
             if binding.rate_limit is not None:
                 # Queues rather than drops: the message waits for its token.
                 await self._limiter.wait(channel_id, binding.rate_limit)
+            limit = self._call_timeout
             if binding.retry_policy is None:
-                output = await _deliver_once(channel, event, binding, context)
+                output = await _deliver_once(channel, event, binding, context, limit)
             else:
                 output = await retry_with_backoff(
                     _deliver_once,
@@ -494,6 +508,7 @@ class EventRouter:
                     event,
                     binding,
                     context,
+                    limit,
                     sleep=self._sleep,
                 )
         except ProviderDeliveryError as exc:
@@ -510,7 +525,7 @@ class EventRouter:
             )
         except Exception as exc:
             breaker.record_failure()
-            text = str(exc) or type(exc).__name__
+            text = _error_text(exc)
             logger.warning(
                 "delivery of %s to %r failed: %s", event.id, channel_id, text, exc_info=True
             )
@@ -525,10 +540,21 @@ class EventRouter:
 
 
 async def _deliver_once(
-    channel: Channel, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    channel: Channel,
+    event: RoomEvent,
+    binding: ChannelBinding,
+    context: RoomContext,
+    limit: float | None,
 ) -> ChannelOutput:
-    output = await channel.deliver(event, binding, context)
+    output = await bounded(channel.deliver(event, binding, context), limit)
     provider_result = output.provider_result
     if provider_result is not None and provider_result.success is False:
         raise ProviderDeliveryError(provider_result)
     return output
+
+
+def _error_text(error: Exception) -> str:
+    """What a failed target reports: ``"timeout"`` when its time ran out (`call_timeout`)."""
+    if isinstance(error, TimedOut):
+        return "timeout"
+    return str(error) or type(error).__name__

@@ -287,6 +287,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 max_chain_depth=self._max_chain_depth,
                 rate_limiter=self._rate_limiter,
                 breakers=self._breakers,
+                # A hung channel fails its target, not its room's deliveries for ever.
+                call_timeout=self._process_timeout,
             )
         return self._router
 

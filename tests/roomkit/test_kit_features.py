@@ -9,7 +9,9 @@ import anyio
 import pytest
 
 from roomkit import (
+    ChannelBinding,
     ChannelMediaType,
+    ChannelOutput,
     EphemeralEvent,
     EphemeralEventType,
     FrameworkEvent,
@@ -137,6 +139,66 @@ class TestResilience:
         assert breaker.failure_count == 1
         kit.register_channel(SMSChannel("sms", provider=provider))
         assert kit._breakers["sms"] is breaker
+
+    async def test_a_hung_channel_fails_its_target_not_the_room(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """A ``deliver`` (or ``on_event``) that never returns fails with ``"timeout"`` after
+        ``process_timeout``; the room's other targets and later messages go on. It used to
+        hold every delivery of its room for good. (The caller of such a message is answered
+        ``process_timeout``, as 0.3.0 answered when a delivery overran.)"""
+
+        class Hung(SimpleChannel):
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                await anyio.sleep_forever()
+                raise AssertionError("unreachable")
+
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        async with make_kit(process_timeout=0.2) as kit:
+            for channel in (sms, ws, Hung("hung")):
+                kit.register_channel(channel)
+            await kit.create_room(room_id="r1")
+            for channel_id in ("sms", "ws", "hung"):
+                await kit.attach_channel("r1", channel_id)
+            failed: list[tuple[str | None, object]] = []
+
+            @kit.on("delivery_failed")
+            async def on_failed(event: FrameworkEvent) -> None:
+                failed.append((event.channel_id, event.data["error"]))
+
+            with anyio.fail_after(10):
+                for body in ("one", "two"):
+                    await kit.process_inbound(text("sms", body))
+                while len(failed) < 2:
+                    await anyio.sleep(0.01)
+            assert ws.texts() == ["one", "two"]
+            assert failed == [("hung", "timeout"), ("hung", "timeout")]
+            assert [e.content.body for e in await kit.get_timeline("r1")][-2:] == ["one", "two"]
+
+    async def test_a_websocket_client_that_stopped_reading_is_dropped(self, kit: RoomKit) -> None:
+        ws = WebSocketChannel("ws", send_timeout=0.1)
+        kit.register_channel(ws)
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "ws")
+        await kit.attach_channel("r1", "sms")
+        received: list[str] = []
+
+        async def good(connection_id: str, event: RoomEvent) -> None:
+            received.append(event.content.body)  # type: ignore[union-attr]
+
+        async def stuck(connection_id: str, event: RoomEvent) -> None:
+            await anyio.sleep_forever()
+
+        await kit.connect_websocket("ws", "good", good)
+        await kit.connect_websocket("ws", "stuck", stuck)
+        with anyio.fail_after(10):
+            for body in ("one", "two", "three"):
+                await kit.process_inbound(text("sms", body))
+        assert received == ["one", "two", "three"]
+        assert ws.connection_count == 1
 
 
 class TestTranscoding:

@@ -578,14 +578,15 @@ class TestEdges:
                 return ChannelOutput.empty()
 
         with pytest.raises(TimeoutError), anyio.fail_after(0.3):
-            async with RoomKit(process_timeout=0.1) as kit:
+            # No process_timeout: it would also cut the slow delivery short (call_timeout).
+            async with RoomKit(process_timeout=None, wait_for_delivery=False) as kit:
                 kit.register_channel(SimpleChannel("sms"))
                 kit.register_channel(Slow("slow"))
                 await kit.create_room(room_id="r1")
                 await kit.attach_channel("r1", "sms")
                 await kit.attach_channel("r1", "slow")
                 result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
-                assert result.reason == "process_timeout"
+                assert not result.blocked  # committed; its delivery still runs
         await anyio.sleep(0)  # the task goes on, without a cancellation left over
 
 
