@@ -73,9 +73,15 @@ def graph_error_parser(prefix: str) -> ErrorParser:
     return parse
 
 
-def verify_meta_signature(body: bytes, signature: str | None, app_secret: SecretStr | str) -> bool:
+def verify_meta_signature(
+    body: bytes | str, signature: str | None, app_secret: SecretStr | str
+) -> bool:
     """Whether ``signature`` (the ``X-Hub-Signature-256`` header, ``sha256=<hex>``) is the
-    HMAC-SHA256 of the raw ``body`` with the app secret (constant-time comparison)."""
+    HMAC-SHA256 of the raw ``body`` with the app secret (constant-time comparison).
+
+    Raises:
+        ValueError: ``app_secret`` is empty.
+    """
     return verify_hmac_sha256_hex(app_secret, body, signature, prefix="sha256=")
 
 
@@ -87,7 +93,13 @@ def verify_meta_subscription(
     Returns:
         The ``hub.challenge`` to echo with HTTP 200 when ``hub.mode`` is ``subscribe`` and
         ``hub.verify_token`` matches; None otherwise (answer 403).
+
+    Raises:
+        ValueError: ``verify_token`` is empty: a request with an empty ``hub.verify_token``
+            would match it, so anyone could subscribe the webhook.
     """
+    if verify_token is None or not secret_value(verify_token):
+        raise ValueError("webhook verify token is not set")
     token = params.get("hub.verify_token")
     if params.get("hub.mode") != "subscribe" or not isinstance(token, str):
         return None
@@ -174,14 +186,14 @@ class GraphProvider(VendorProvider[C]):
             metadata={"message_ids": ids},
         )
 
-    def verify_signature(self, payload: bytes, signature: str | None) -> bool:
+    def verify_signature(self, payload: bytes | str, signature: str | None) -> bool:
         """Check a webhook's ``X-Hub-Signature-256`` header against the raw body.
 
         Raises:
-            ValueError: ``config.app_secret`` is not set.
+            ValueError: ``config.app_secret`` is not set (or empty).
         """
         app_secret = self._config.app_secret
-        if app_secret is None:
+        if app_secret is None or not app_secret.get_secret_value():
             config_name = type(self._config).__name__
             raise ValueError(f"{config_name}.app_secret is required to verify signatures")
         return verify_meta_signature(payload, signature, app_secret)

@@ -52,21 +52,28 @@ class HTTPProviderConfig(BaseModel):
 
     Attributes:
         webhook_url: Where messages are POSTed.
-        secret: Key of the ``X-RoomKit-Signature`` HMAC; no signature when None.
+        secret: Key of the ``X-RoomKit-Signature`` HMAC; no signature when None. An empty
+            secret is refused: anyone could compute a signature with it.
         headers: Extra request headers (e.g. an ``Authorization``); hidden from the repr since
             they often hold credentials.
         timeout: Seconds before a request times out.
     """
 
     webhook_url: str
-    secret: SecretStr | None = None
+    secret: SecretStr | None = Field(default=None, min_length=1)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     timeout: float = Field(default=30.0, gt=0)  # 0.3.0's default
 
 
-def verify_http_signature(body: bytes, signature: str | None, secret: SecretStr | str) -> bool:
+def verify_http_signature(
+    body: bytes | str, signature: str | None, secret: SecretStr | str
+) -> bool:
     """Whether ``signature`` (the ``X-RoomKit-Signature`` header) is the HMAC-SHA256 hex of the
-    raw ``body`` keyed with ``secret`` (constant-time comparison)."""
+    raw ``body`` keyed with ``secret`` (constant-time comparison).
+
+    Raises:
+        ValueError: ``secret`` is empty.
+    """
     return verify_hmac_sha256_hex(secret, body, signature)
 
 

@@ -59,8 +59,9 @@ class MessengerConfig(BaseModel):
     """
 
     page_access_token: SecretStr
-    app_secret: SecretStr | None = None
-    verify_token: SecretStr | None = None
+    # Not empty: an empty app secret or verify token would let anyone forge webhooks.
+    app_secret: SecretStr | None = Field(default=None, min_length=1)
+    verify_token: SecretStr | None = Field(default=None, min_length=1)
     api_version: str = "v21.0"
     base_url: str = "https://graph.facebook.com"
     messaging_type: str = "RESPONSE"

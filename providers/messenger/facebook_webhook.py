@@ -47,7 +47,7 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 
 def verify_messenger_signature(
-    body: bytes, signature: str | None, app_secret: SecretStr | str
+    body: bytes | str, signature: str | None, app_secret: SecretStr | str
 ) -> bool:
     """Whether ``signature`` (the ``X-Hub-Signature-256`` header) signs ``body``.
 
@@ -57,7 +57,11 @@ def verify_messenger_signature(
         app_secret: The Facebook app secret.
 
     Returns:
-        True when the signature matches (constant-time comparison).
+        True when the signature matches (constant-time comparison); a malformed signature or
+        body is False.
+
+    Raises:
+        ValueError: ``app_secret`` is empty.
     """
     return verify_meta_signature(body, signature, app_secret)
 
@@ -74,6 +78,9 @@ def verify_messenger_subscription(
     Returns:
         The ``hub.challenge`` to echo with HTTP 200 when ``hub.mode`` is ``subscribe`` and
         ``hub.verify_token`` matches; None otherwise (answer 403).
+
+    Raises:
+        ValueError: ``verify_token`` is empty.
     """
     return verify_meta_subscription(params, verify_token)
 

@@ -7,6 +7,8 @@ import base64
 import hashlib
 import hmac
 
+from providers._signature import body_bytes, header_text
+
 __all__ = ["compute_sinch_signature", "verify_sinch_signature"]
 
 
@@ -18,14 +20,17 @@ def compute_sinch_signature(secret: str, payload: bytes | str) -> str:
 
 
 def verify_sinch_signature(secret: str, payload: bytes | str, signature: str) -> bool:
-    """Whether ``signature`` is the signature of ``payload`` (constant-time comparison).
+    """Whether ``signature`` is the signature of ``payload`` (constant-time comparison); a
+    malformed signature or payload is False.
 
     Raises:
         ValueError: ``secret`` is empty.
     """
     if not secret:
         raise ValueError("Sinch webhook secret is not set")
-    if not isinstance(signature, str) or not signature:
+    body = body_bytes(payload)
+    text = header_text(signature)
+    if body is None or text is None:
         return False
-    expected = compute_sinch_signature(secret, payload)
-    return hmac.compare_digest(expected.encode(), signature.strip().encode())
+    expected = compute_sinch_signature(secret, body)
+    return hmac.compare_digest(expected.encode(), text.encode())

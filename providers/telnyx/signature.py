@@ -16,13 +16,23 @@ import binascii
 import time
 from typing import TYPE_CHECKING, Any
 
+from providers._signature import body_bytes, header_text
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["DEFAULT_TOLERANCE_SECONDS", "load_telnyx_public_key", "verify_telnyx_signature"]
+__all__ = [
+    "DEFAULT_TOLERANCE_SECONDS",
+    "MAX_TIMESTAMP_DIGITS",
+    "load_telnyx_public_key",
+    "verify_telnyx_signature",
+]
 
 DEFAULT_TOLERANCE_SECONDS = 300.0
 """How far (seconds) a webhook's timestamp may be from now."""
+
+MAX_TIMESTAMP_DIGITS = 12
+"""Longest ``telnyx-timestamp`` accepted (Unix seconds have 10 digits until the year 2286)."""
 
 
 def _ed25519() -> Any:
@@ -69,8 +79,8 @@ def load_telnyx_public_key(public_key: str | bytes) -> Ed25519PublicKey:
 def verify_telnyx_signature(
     public_key: Ed25519PublicKey | str | bytes,
     payload: bytes | str,
-    signature: str,
-    timestamp: str | None,
+    signature: str | bytes,
+    timestamp: str | bytes | None,
     *,
     tolerance_seconds: float | None = DEFAULT_TOLERANCE_SECONDS,
     now: float | None = None,
@@ -79,36 +89,42 @@ def verify_telnyx_signature(
 
     Args:
         public_key: Telnyx' public key (loaded, or as :func:`load_telnyx_public_key` reads it).
-        payload: The raw request body, byte for byte as received.
-        signature: The ``telnyx-signature-ed25519`` header (base64).
-        timestamp: The ``telnyx-timestamp`` header (Unix seconds); None fails verification.
+        payload: The raw request body, byte for byte as received (bytes, or text as UTF-8).
+        signature: The ``telnyx-signature-ed25519`` header (base64, as text or raw bytes).
+        timestamp: The ``telnyx-timestamp`` header (Unix seconds, at most
+            :data:`MAX_TIMESTAMP_DIGITS` ASCII digits); None fails verification.
         tolerance_seconds: Maximum distance between the timestamp and ``now``; None skips the
             check.
         now: The current Unix time (``time.time()`` when None).
 
     Returns:
-        True only for a valid, fresh signature; malformed input gives False.
+        True only for a valid, fresh signature; malformed input (of any type) gives False.
 
     Raises:
         ValueError: ``public_key`` is not an Ed25519 public key.
     """
     key = load_telnyx_public_key(public_key) if isinstance(public_key, str | bytes) else public_key
-    if not timestamp or not signature:
+    stamp = header_text(timestamp)
+    signature_text = header_text(signature)
+    body = body_bytes(payload)
+    # A short run of ASCII digits only: int() also takes signs, "_" and non-ASCII digits, and a
+    # few hundred digits overflow the float comparison below.
+    if stamp is None or len(stamp) > MAX_TIMESTAMP_DIGITS or not stamp.isdigit():
+        return False
+    if signature_text is None or body is None:
         return False
     try:
-        sent_at = int(timestamp.strip())
-        raw_signature = base64.b64decode(signature, validate=True)
+        raw_signature = base64.b64decode(signature_text, validate=True)
     except (ValueError, binascii.Error):
         return False
     if tolerance_seconds is not None:
         current = time.time() if now is None else now
-        if abs(current - sent_at) > tolerance_seconds:
+        if abs(current - int(stamp)) > tolerance_seconds:
             return False
-    body = payload.encode() if isinstance(payload, str) else payload
     from cryptography.exceptions import InvalidSignature
 
     try:
-        key.verify(raw_signature, timestamp.strip().encode() + b"|" + body)
+        key.verify(raw_signature, stamp.encode() + b"|" + body)
     except InvalidSignature:
         return False
     return True

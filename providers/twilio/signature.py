@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 
+from providers._signature import body_bytes, header_text
+
 __all__ = ["compute_twilio_signature", "verify_twilio_signature"]
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -49,34 +51,39 @@ def verify_twilio_signature(
     payload: bytes | str | Mapping[str, Any],
     signature: str,
 ) -> bool:
-    """Whether ``signature`` is Twilio's for this request. Never raises on bad input.
+    """Whether ``signature`` is Twilio's for this request. Never raises on bad input: a value
+    of the wrong type or shape is False.
 
     Args:
         auth_token: The account's auth token.
         url: The exact URL Twilio called (including its query string).
-        payload: The raw body (form-encoded, or JSON when the URL has ``bodySHA256``), or the
-            already decoded form fields.
+        payload: The raw body (form-encoded, or JSON when the URL has ``bodySHA256``), as
+            bytes or text, or the already decoded form fields.
         signature: The ``X-Twilio-Signature`` header.
     """
-    if not auth_token or not isinstance(signature, str) or not signature:
+    signature_text = header_text(signature)
+    if not auth_token or not isinstance(auth_token, str) or signature_text is None:
         return False
     try:
         query = parse_qs(urlsplit(url).query)
         body_hash = query.get("bodySHA256")
+        raw = body_bytes(payload)
         if body_hash:
-            raw = payload.encode() if isinstance(payload, str) else payload
-            if not isinstance(raw, bytes):
+            if raw is None:
                 return False
             if not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), body_hash[0].lower()):
                 return False
             params: list[tuple[str, str]] = []
         elif isinstance(payload, Mapping):
             params = _pairs(payload)
+        elif raw is not None:
+            params = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
         else:
-            text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-            params = parse_qsl(text, keep_blank_values=True)
+            return False
         return any(
-            hmac.compare_digest(compute_twilio_signature(auth_token, candidate, params), signature)
+            hmac.compare_digest(
+                compute_twilio_signature(auth_token, candidate, params), signature_text
+            )
             for candidate in _url_variants(url)
         )
     except (ValueError, TypeError, UnicodeError):

@@ -54,16 +54,24 @@ _PROVIDER = "WhatsAppCloud"
 
 
 def verify_whatsapp_signature(
-    body: bytes, signature: str | None, app_secret: SecretStr | str
+    body: bytes | str, signature: str | None, app_secret: SecretStr | str
 ) -> bool:
-    """Whether ``signature`` (the ``X-Hub-Signature-256`` header) signs the raw ``body``."""
+    """Whether ``signature`` (the ``X-Hub-Signature-256`` header) signs the raw ``body``.
+
+    Raises:
+        ValueError: ``app_secret`` is empty.
+    """
     return verify_meta_signature(body, signature, app_secret)
 
 
 def verify_whatsapp_subscription(
     params: Mapping[str, str], verify_token: SecretStr | str
 ) -> str | None:
-    """Answer Meta's subscription check: the ``hub.challenge`` to echo, or None (answer 403)."""
+    """Answer Meta's subscription check: the ``hub.challenge`` to echo, or None (answer 403).
+
+    Raises:
+        ValueError: ``verify_token`` is empty.
+    """
     return verify_meta_subscription(params, verify_token)
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr, ValidationError
 
 from providers.errors import ProviderError
 from providers.http import (
@@ -172,6 +173,26 @@ class TestSignature:
         assert not verify_http_signature(body, None, SECRET)
         assert not verify_http_signature(body, "", SECRET)
         assert not verify_http_signature(body, "é" * 64, SECRET)
+
+    def test_text_body_like_bytes_and_malformed_values_false(self) -> None:
+        body = '{"sender_id":"u1","body":"héllo"}'
+        good = hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+        assert verify_http_signature(body, good, SECRET)
+        assert verify_http_signature(body.encode(), good.encode(), SECRET)
+        for bad_body in (None, 5, "\udc00"):
+            assert verify_http_signature(bad_body, good, SECRET) is False  # type: ignore[arg-type]
+        assert verify_http_signature(body, 5, SECRET) is False  # type: ignore[arg-type]
+
+    def test_empty_secret_is_refused(self) -> None:
+        body = b'{"sender_id":"u1","body":"hi"}'
+        forged = hmac.new(b"", body, hashlib.sha256).hexdigest()
+        with pytest.raises(ValueError, match="secret is not set"):
+            verify_http_signature(body, forged, "")
+        with pytest.raises(ValueError, match="secret is not set"):
+            verify_http_signature(body, forged, SecretStr(""))
+        with pytest.raises(ValidationError):
+            HTTPProviderConfig(webhook_url=URL, secret="")
+        assert HTTPProviderConfig(webhook_url=URL).secret is None
 
 
 class TestParse:

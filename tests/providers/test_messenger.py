@@ -12,6 +12,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr, ValidationError
 
 from providers.errors import ProviderError
 from providers.messenger import (
@@ -327,6 +328,31 @@ class TestSignature:
         assert verify_messenger_subscription(params, "vt") == "1158201444"
         assert verify_messenger_subscription({**params, "hub.verify_token": "x"}, "vt") is None
         assert verify_messenger_subscription({**params, "hub.mode": "unsubscribe"}, "vt") is None
+
+    def test_text_body_like_bytes(self) -> None:
+        digest = hmac.new(APP_SECRET.encode(), self.BODY, hashlib.sha256).hexdigest()
+        assert verify_messenger_signature(self.BODY.decode(), f"sha256={digest}", APP_SECRET)
+        assert not verify_messenger_signature(None, f"sha256={digest}", APP_SECRET)  # type: ignore[arg-type]
+
+    async def test_empty_secret_or_token_is_refused(self) -> None:
+        forged = "sha256=" + hmac.new(b"", self.BODY, hashlib.sha256).hexdigest()
+        with pytest.raises(ValueError, match="secret is not set"):
+            verify_messenger_signature(self.BODY, forged, "")
+        params = {"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"}
+        with pytest.raises(ValueError, match="verify token is not set"):
+            verify_messenger_subscription(params, "")
+        with pytest.raises(ValidationError):
+            config(app_secret="")
+        with pytest.raises(ValidationError):
+            config(verify_token="")
+        async with httpx.AsyncClient() as client:
+            # A config built without validation still cannot verify with an empty secret.
+            unchecked = MessengerConfig.model_construct(
+                page_access_token=SecretStr(TOKEN), app_secret=SecretStr("")
+            )
+            provider = FacebookMessengerProvider(unchecked, client=client)
+            with pytest.raises(ValueError, match="app_secret"):
+                provider.verify_signature(self.BODY, forged)
 
 
 items = st.fixed_dictionaries(

@@ -416,6 +416,72 @@ class TestSignature:
         assert not verify_telnyx_signature(public, body, signature, None, now=now)
         assert not verify_telnyx_signature(public, body, signature, "soon", now=now)
 
+    @pytest.mark.parametrize(
+        "timestamp",
+        [
+            "9" * 309,  # int() takes it; float(int) overflows
+            "9" * 4300,
+            "-" + "9" * 400,
+            "9" * 13,
+            "-1715372167",
+            "+1715372167",
+            "1_715_372_167",
+            "\uff11\uff17\uff11\uff15",  # full-width digits: int() reads them
+        ],
+    )
+    def test_timestamp_must_be_short_ascii_digits(
+        self, keys: tuple[Ed25519PrivateKey, str], timestamp: str
+    ) -> None:
+        # Signed with the very timestamp: only the format check can refuse it.
+        private, public = keys
+        body = json.dumps(inbound()).encode()
+        signature = self.sign(private, timestamp, body)
+        for tolerance in (300.0, None):
+            assert (
+                verify_telnyx_signature(
+                    public, body, signature, timestamp, now=1715372170, tolerance_seconds=tolerance
+                )
+                is False
+            )
+
+    async def test_overlong_timestamp_through_providers(
+        self, keys: tuple[Ed25519PrivateKey, str]
+    ) -> None:
+        private, public = keys
+        body = json.dumps(inbound()).encode()
+        signature = self.sign(private, "1715372167", body)
+        async with mock_client(Recorder([])) as client:
+            for provider in (
+                TelnyxSMSProvider(config(), public, client=client),
+                TelnyxRCSProvider(rcs_config(), public, client=client),
+            ):
+                assert provider.verify_signature(body, signature, "9" * 400) is False
+                assert provider.verify_signature(body, signature, "-" + "9" * 400) is False
+
+    def test_bytes_and_text_alike_malformed_types_false(
+        self, keys: tuple[Ed25519PrivateKey, str]
+    ) -> None:
+        private, public = keys
+        body = json.dumps(inbound()).encode()
+        stamp = "1715372167"
+        signature = self.sign(private, stamp, body)
+        now = 1715372170
+        # Frameworks hand raw headers over as bytes, and the body as text or bytes.
+        assert verify_telnyx_signature(public, body, signature.encode(), stamp.encode(), now=now)
+        assert verify_telnyx_signature(public, body.decode(), signature, stamp, now=now)
+        assert verify_telnyx_signature(public, bytearray(body), signature, stamp, now=now)
+        bad: list[tuple[Any, Any, Any]] = [
+            (None, signature, stamp),
+            (12, signature, stamp),
+            ("\udc00", signature, stamp),
+            (body, None, stamp),
+            (body, 5, stamp),
+            (body, signature, 1715372167),
+            (body, signature, b"\xff\xfe"),
+        ]
+        for payload, sig, ts in bad:
+            assert verify_telnyx_signature(public, payload, sig, ts, now=now) is False
+
     def test_stale_timestamp(self, keys: tuple[Ed25519PrivateKey, str]) -> None:
         private, public = keys
         signature = self.sign(private, "1715372167", b"{}")

@@ -495,6 +495,16 @@ class TestSignature:
         assert verify_twilio_signature(TOKEN, url, body, signature)
         assert not verify_twilio_signature(TOKEN, url, b'{"MessageSid": "SM2"}', signature)
 
+    @pytest.mark.parametrize("payload", [5, 1.5, None, [("Digits", "1234")], object()])
+    def test_payload_of_another_type_is_false(self, payload: Any) -> None:
+        assert verify_twilio_signature("12345", self.URL, payload, self.EXPECTED) is False
+
+    def test_text_bytes_and_header_bytes_alike(self) -> None:
+        body = urlencode(self.PARAMS)
+        assert verify_twilio_signature("12345", self.URL, body, self.EXPECTED)
+        assert verify_twilio_signature("12345", self.URL, bytearray(body.encode()), self.EXPECTED)
+        assert verify_twilio_signature("12345", self.URL, body, self.EXPECTED.encode())
+
     async def test_provider_method(self) -> None:
         body = urlencode(inbound_form()).encode()
         url = "https://example.com/twilio/sms"
