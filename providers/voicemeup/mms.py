@@ -4,9 +4,17 @@ VoiceMeUp delivers an MMS with a picture and a text as separate webhooks: the at
 text) and, just after, the text, each with its own id. :class:`VoiceMeUpMMSAggregator` holds
 an attachment-only inbound message back, keyed by (sender, recipient), and merges it into the
 next text message of the same pair, so the room sees one message with a caption. Several
-attachments of the same pair accumulate. A plain text with nothing held back passes straight
-through (text-only SMS are never delayed). An attachment whose text does not come within
-``timeout_seconds`` is released alone, through ``on_timeout``.
+attachments of the same pair accumulate (a retried webhook of a part already held is not added
+twice). A plain text with nothing held back passes straight through (text-only SMS are never
+delayed). An attachment whose text does not come within ``timeout_seconds`` is released alone,
+through ``on_timeout``.
+
+An attachment is held back only when something will release it: an ``on_timeout`` callback, or a
+caller that drains the aggregator (:meth:`~VoiceMeUpMMSAggregator.run` running, or
+:meth:`~VoiceMeUpMMSAggregator.expired` / :meth:`~VoiceMeUpMMSAggregator.flush_expired` called
+once). Otherwise (the defaults: no callback, nobody flushing) a picture-only MMS would wait
+forever, so attachments pass straight through, unmerged: the room gets the picture and the text
+as two messages rather than losing the picture.
 
 RoomKit 0.3.0 kept this buffer in module-level globals and started its timers with
 ``asyncio.create_task`` (quirk 18): two kits in one process shared one buffer, and timer tasks
@@ -68,7 +76,9 @@ class VoiceMeUpMMSAggregator:
     Args:
         timeout_seconds: How long an attachment waits for its text; ``<= 0`` disables merging
             (every part passes through at once).
-        on_timeout: Receives each attachment released alone by :meth:`flush_expired`.
+        on_timeout: Receives each attachment released alone by :meth:`flush_expired`. Without
+            it, attachments are held only once the caller drains the aggregator (see the
+            module doc).
         clock: Monotonic clock, in seconds (the ``now`` arguments use it).
         max_pending: Most attachments held at once; past it the oldest is released early.
     """
@@ -87,6 +97,9 @@ class VoiceMeUpMMSAggregator:
         self._max_pending = max_pending
         self._held: dict[tuple[str, str], _Held] = {}
         self._released: list[WebhookMeta] = []
+        # Set once a caller drains expired parts (run / expired / flush_expired): from then on
+        # a held part has a way out even without on_timeout.
+        self._drained = False
 
     @property
     def timeout_seconds(self) -> float:
@@ -114,10 +127,11 @@ class VoiceMeUpMMSAggregator:
         """Feed one parsed webhook.
 
         Returns:
-            ``meta`` unchanged when it is not an MMS part to merge; a copy with
-            ``pending=True`` when it is held back (the caller must not process it); or, for a
-            text completing held attachments, the merged message (the held attachments, then
-            this message's own, with this message's text and id, and the ids of every part in
+            ``meta`` unchanged when it is not an MMS part to merge (or when nothing would
+            release a held part, see the module doc); a copy with ``pending=True`` when it is
+            held back (the caller must not process it); or, for a text completing held
+            attachments, the merged message (the held attachments, then this message's own,
+            with this message's text and id, and the ids of every part in
             ``extra["mms_part_ids"]``).
         """
         if self._timeout <= 0 or not meta.is_inbound:
@@ -126,28 +140,42 @@ class VoiceMeUpMMSAggregator:
         self._expire(current)
         key = (meta.sender, meta.recipient)
         held = self._held.get(key)
-        if meta.media and not meta.body:
+        attachment_only = bool(meta.media) and not meta.body
+        if attachment_only and self._can_release:
             if held is None:
                 self._held[key] = _Held(
                     meta=meta, deadline=current + self._timeout, part_ids=_ids(meta)
                 )
                 self._enforce_limit()
-            else:
+            elif not (meta.message_id and meta.message_id in held.part_ids):
+                # A retried webhook (same id) is already held: adding it again would send the
+                # picture twice.
                 merged_media = [*held.meta.media, *meta.media]
                 held.meta = held.meta.model_copy(update={"media": merged_media})
                 held.part_ids.extend(_ids(meta))
             return meta.model_copy(update={"pending": True})
         if held is None:
+            if attachment_only:
+                logger.debug("voicemeup: no on_timeout and nobody flushing; not holding MMS part")
             return meta
+        # A text completes the held parts; so does an attachment once nothing would release
+        # them any more (on_timeout removed by configure), rather than leaving them stranded.
         del self._held[key]
-        media: list[WebhookMedia] = [*held.meta.media, *meta.media]
-        extra = {**meta.extra, "mms_part_ids": [*held.part_ids, *_ids(meta)]}
+        retried = bool(meta.message_id) and meta.message_id in held.part_ids
+        media: list[WebhookMedia] = [*held.meta.media, *([] if retried else meta.media)]
+        own_ids = [] if retried else _ids(meta)
+        extra = {**meta.extra, "mms_part_ids": [*held.part_ids, *own_ids]}
         logger.debug("voicemeup: merged %d attachment(s) into message %s", len(media), key)
         return meta.model_copy(update={"media": media, "extra": extra})
 
     def expired(self, now: float | None = None) -> list[WebhookMeta]:
         """Remove and return the attachments whose text did not come in time (without calling
-        ``on_timeout``)."""
+        ``on_timeout``).
+
+        The first call also tells the aggregator that someone drains it: from then on it
+        holds attachments even without ``on_timeout``.
+        """
+        self._drained = True
         self._expire(self._clock() if now is None else now)
         released, self._released = self._released, []
         return released
@@ -178,6 +206,7 @@ class VoiceMeUpMMSAggregator:
         """Call :meth:`flush_expired` every ``interval`` seconds (half the timeout by
         default) until cancelled; run it in a task group you own (``await tg.start(...)``)."""
         period = interval if interval is not None else max(self._timeout / 2, 0.05)
+        self._drained = True
         task_status.started()
         while True:
             await anyio.sleep(period)
@@ -187,6 +216,11 @@ class VoiceMeUpMMSAggregator:
         """Forget every held or released part."""
         self._held.clear()
         self._released.clear()
+
+    @property
+    def _can_release(self) -> bool:
+        """Whether a held part would ever come out again (see the module doc)."""
+        return self._on_timeout is not None or self._drained
 
     def _expire(self, now: float) -> None:
         for key in [key for key, held in self._held.items() if held.deadline <= now]:
@@ -222,7 +256,9 @@ def configure_voicemeup_mms(
 
     Expired attachments are released only by ``flush_expired()`` / ``run()`` of the returned
     aggregator (nothing runs in the background), and ``on_timeout`` receives a
-    :class:`WebhookMeta` (``kit.process_webhook(meta, channel_id)`` processes it).
+    :class:`WebhookMeta` (``kit.process_webhook(meta, channel_id)`` processes it). With
+    ``on_timeout=None`` and nobody flushing, attachments are not held at all (they would never
+    come out): each MMS part then reaches the room as its own message.
     """
     _default_aggregator.configure(timeout_seconds=timeout_seconds, on_timeout=on_timeout)
     return _default_aggregator

@@ -247,6 +247,11 @@ class TestWebhooks:
         aggregator.expired(now=float("inf"))
 
 
+def holding(**kwargs: Any) -> VoiceMeUpMMSAggregator:
+    """An aggregator that holds attachments: an ``on_timeout`` gives held parts a way out."""
+    return VoiceMeUpMMSAggregator(on_timeout=lambda meta: None, **kwargs)
+
+
 class TestMMSAggregator:
     @pytest.fixture(params=["asyncio", "trio"])
     def anyio_backend(self, request: pytest.FixtureRequest) -> str:
@@ -254,7 +259,7 @@ class TestMMSAggregator:
         return str(request.param)
 
     def test_picture_then_text_merge(self) -> None:
-        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5)
+        aggregator = holding(timeout_seconds=5)
         first = extract_voicemeup_meta(picture(), aggregator=aggregator)
         assert first.pending and not first.is_inbound and not first.is_status
         assert (
@@ -272,7 +277,7 @@ class TestMMSAggregator:
         assert aggregator.pending == 0
 
     def test_single_picture_becomes_captioned_media(self) -> None:
-        aggregator = VoiceMeUpMMSAggregator()
+        aggregator = holding()
         extract_voicemeup_meta(picture(), aggregator=aggregator)
         message = parse_voicemeup_webhook(incoming(), "sms", aggregator=aggregator)
         assert message is not None
@@ -288,7 +293,7 @@ class TestMMSAggregator:
         assert aggregator.pending == 0
 
     def test_pairs_are_kept_apart(self) -> None:
-        aggregator = VoiceMeUpMMSAggregator()
+        aggregator = holding()
         extract_voicemeup_meta(picture(), aggregator=aggregator)
         other = extract_voicemeup_meta(
             incoming(source_number="15145550111"), aggregator=aggregator
@@ -316,6 +321,7 @@ class TestMMSAggregator:
     async def test_late_text_is_not_merged(self) -> None:
         clock = [100.0]
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5, clock=lambda: clock[0])
+        assert aggregator.expired() == []  # a caller that drains: parts are held from now on
         extract_voicemeup_meta(picture(), aggregator=aggregator)
         clock[0] = 106.0
         late = extract_voicemeup_meta(incoming(), aggregator=aggregator)
@@ -340,12 +346,55 @@ class TestMMSAggregator:
         assert calls == ["990002", "7"]
         assert "on_timeout failed" in caplog.text
 
+    async def test_defaults_hold_nothing_that_nobody_would_release(self) -> None:
+        # No on_timeout and nobody flushing: a held picture-only MMS would never come out.
+        async with mock_client(Recorder([])) as client:
+            provider = VoiceMeUpSMSProvider(config(), client=client)
+            photo = await provider.parse_webhook(picture(), "sms")
+            assert photo is not None
+            assert photo.content == MediaContent(
+                url="https://clients.voicemeup.com/mms/photo.jpg", mime_type="image/jpeg"
+            )
+            text = await provider.parse_webhook(incoming(), "sms")
+            assert text is not None and text.content == TextContent(body="Bonjour")
+            assert provider.aggregator.pending == 0
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5.0, on_timeout=None)
+        assert parse_voicemeup_webhook(picture(), "sms", aggregator=aggregator) is not None
+        assert aggregator.pending == 0
+
+    def test_module_defaults_hold_nothing(self) -> None:
+        default = default_voicemeup_aggregator()
+        before = (default.timeout_seconds, default.on_timeout)
+        try:
+            configure_voicemeup_mms()
+            assert parse_voicemeup_webhook(picture(), "sms") is not None
+            assert default.pending == 0
+        finally:
+            default.clear()
+            configure_voicemeup_mms(*before)
+
+    def test_held_parts_come_out_when_the_callback_is_removed(self) -> None:
+        aggregator = holding()
+        assert extract_voicemeup_meta(picture(), aggregator=aggregator).pending
+        aggregator.configure(on_timeout=None)
+        both = extract_voicemeup_meta(picture("990003", "b.jpg"), aggregator=aggregator)
+        assert not both.pending and len(both.media) == 2
+        assert aggregator.pending == 0
+
+    def test_a_retried_part_is_merged_once(self) -> None:
+        aggregator = holding()
+        assert extract_voicemeup_meta(picture(), aggregator=aggregator).pending
+        assert extract_voicemeup_meta(picture(), aggregator=aggregator).pending  # retry
+        merged = extract_voicemeup_meta(incoming(), aggregator=aggregator)
+        assert [m.url for m in merged.media] == ["https://clients.voicemeup.com/mms/photo.jpg"]
+        assert merged.extra["mms_part_ids"] == ["990002", "990001"]
+
     def test_disabled_with_zero_timeout(self) -> None:
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0)
         assert extract_voicemeup_meta(picture(), aggregator=aggregator).is_inbound
 
     def test_bounded(self) -> None:
-        aggregator = VoiceMeUpMMSAggregator(max_pending=3)
+        aggregator = holding(max_pending=3)
         for i in range(5):
             payload = picture(str(i)) | {"source_number": f"1514555000{i}"}
             aggregator.add(read_voicemeup_payload(payload), now=0)
@@ -368,7 +417,7 @@ class TestMMSAggregator:
 
     async def test_providers_do_not_share_state(self) -> None:
         async with mock_client(Recorder([queued()])) as client:
-            a = VoiceMeUpSMSProvider(config(), client=client)
+            a = VoiceMeUpSMSProvider(config(), client=client, aggregator=holding())
             b = VoiceMeUpSMSProvider(config(), client=client)
             assert a.aggregator is not b.aggregator
             assert await a.parse_webhook(picture(), "sms") is None
@@ -400,7 +449,7 @@ class TestEndToEnd:
     async def test_mms_webhooks_in_reply_out(self) -> None:
         recorder = Recorder([queued("771")])
         async with mock_client(recorder) as client:
-            provider = VoiceMeUpSMSProvider(config(), client=client)
+            provider = VoiceMeUpSMSProvider(config(), client=client, aggregator=holding())
             async with sms_kit(provider, "+15145550100") as (kit, other):
                 meta = extract_sms_meta("voicemeup", picture(), aggregator=provider.aggregator)
                 assert await kit.process_webhook(meta, "sms") is None
@@ -420,6 +469,18 @@ class TestEndToEnd:
         assert len(recorder.requests) == 1
         assert str(recorder.last.url) == QUEUE_URL
         assert form(recorder.last) == base_form(message="Merci!")
+
+    async def test_picture_only_mms_reaches_the_room_with_defaults(self) -> None:
+        async with mock_client(Recorder([queued()])) as client:
+            provider = VoiceMeUpSMSProvider(config(), client=client)
+            async with sms_kit(provider, "+15145550100") as (kit, other):
+                meta = extract_sms_meta("voicemeup", picture(), aggregator=provider.aggregator)
+                await kit.process_webhook(meta, "sms")
+                assert [e.content for e in other.delivered] == [
+                    MediaContent(
+                        url="https://clients.voicemeup.com/mms/photo.jpg", mime_type="image/jpeg"
+                    )
+                ]
 
     async def test_timed_out_picture_reaches_the_room(self) -> None:
         async with mock_client(Recorder([queued()])) as client:
