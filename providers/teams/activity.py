@@ -18,7 +18,7 @@ When the bot is installed or added to a conversation Teams sends ``conversationU
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from typing import Any
 
 from providers.errors import ProviderError
@@ -33,7 +33,7 @@ __all__ = [
     "strip_mentions",
 ]
 
-_AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
+_HSPACE = " \t"
 _PROVIDER = "BotFrameworkTeams"
 
 
@@ -51,12 +51,65 @@ def _require_object(payload: Any) -> dict[str, Any]:
     return payload
 
 
+def _at_tags(text: str) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, name)`` of each ``<at ...>name</at>`` in ``text``, left to right.
+
+    A scan with ``str.find`` rather than the regex ``<at[^>]*>(.*?)</at>`` (same matches): for
+    each unclosed ``<at`` the regex searched the rest of the text again, quadratic time on text
+    such as ``"<at>" * 4000``. Here every character is looked at a bounded number of times.
+    """
+    lower = text.lower()
+    pos = 0
+    while (start := lower.find("<at", pos)) >= 0:
+        open_end = lower.find(">", start + 3)
+        if open_end < 0:
+            return  # no ">" left: no later "<at" can open a tag either
+        close = lower.find("</at>", open_end + 1)
+        if close < 0:
+            return  # nothing left closes a tag
+        yield start, close + 5, text[open_end + 1 : close]
+        pos = close + 5
+
+
+def _tidy_removal(out: list[str], text: str, end: int) -> int:
+    """Mend the whitespace around a mention just removed (``out`` holds the text before it,
+    ``text[end:]`` follows it), so that ``"hi <at>Bot</at> there"`` reads ``"hi there"``.
+
+    Returns:
+        Where the rest of ``text`` resumes (past the spaces that followed the mention).
+    """
+    while out and out[-1].endswith((" ", "\t")):
+        out[-1] = out[-1].rstrip(_HSPACE)
+        if not out[-1]:
+            out.pop()
+    at_start = not out
+    while end < len(text) and text[end] in _HSPACE:
+        end += 1
+    if end == len(text):
+        # Nothing follows on this message: no blank line or spaces left dangling at its end.
+        while out and out[-1][-1:].isspace():
+            out[-1] = out[-1].rstrip()
+            if not out[-1]:
+                out.pop()
+        return end
+    if at_start:
+        # The message began with the mention: drop the line break it leaves too.
+        while end < len(text) and text[end].isspace():
+            end += 1
+        return end
+    if out[-1][-1] not in "\r\n" and text[end] not in "\r\n,.;:!?)":
+        out.append(" ")
+    return end
+
+
 def strip_mentions(text: str, entities: Any = None, bot_id: str | None = None) -> str:
     """Remove the bot's ``<at>`` mentions from ``text``; other mentions keep their name.
 
-    When the activity's entities say which mention is the bot's, only that one is removed and
-    ``<at>Alice</at>`` becomes ``Alice``; without that information every ``<at>`` mention is
-    removed. Whitespace left behind is collapsed.
+    When the activity's entities say which mention is the bot's (an entity of type
+    ``mention`` whose ``mentioned.id`` is ``bot_id`` and whose ``text`` is the ``<at>`` tag),
+    only that one is removed and ``<at>Alice</at>`` becomes ``Alice``; without that
+    information every ``<at>`` mention is removed. Only the spaces where a mention was removed
+    are tidied; the rest of the text (line breaks, indentation) is kept as sent.
     """
     bot_mentions: set[str] = set()
     if bot_id is not None and isinstance(entities, list):
@@ -68,13 +121,18 @@ def strip_mentions(text: str, entities: Any = None, bot_id: str | None = None) -
                 mention = _str(entity.get("text"))
                 if mention is not None:
                     bot_mentions.add(mention)
-    if bot_mentions:
-        for mention in bot_mentions:
-            text = text.replace(mention, " ")
-        text = _AT_TAG.sub(r"\1", text)
-    else:
-        text = _AT_TAG.sub(" ", text)
-    return " ".join(text.split())
+    out: list[str] = []
+    pos = 0
+    for start, end, name in _at_tags(text):
+        if start > pos:
+            out.append(text[pos:start])
+        if bot_mentions and text[start:end] not in bot_mentions:
+            out.append(name)
+            pos = end
+        else:
+            pos = _tidy_removal(out, text, end)
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def parse_teams_activity(payload: Any) -> dict[str, Any]:
@@ -144,7 +202,7 @@ def parse_teams_webhook(payload: Any, channel_id: str) -> list[InboundMessage]:
         ProviderError: ``payload`` is not a JSON object.
     """
     activity = parse_teams_activity(payload)
-    if activity["activity_type"] != "message" or not activity["text"]:
+    if activity["activity_type"] != "message" or not activity["text"].strip():
         return []
     sender = activity["sender_id"]
     conversation_id = activity["conversation_id"]

@@ -31,6 +31,7 @@ from providers.teams import (
     is_bot_added,
     parse_teams_activity,
     parse_teams_webhook,
+    strip_mentions,
     verify_teams_jwt,
 )
 from roomkit import ChannelType, RoomKit, TeamsChannel
@@ -484,6 +485,53 @@ class TestActivities:
             message_activity("<at>Bot</at>  hi <AT>x</AT>", entities=None), "teams"
         )
         assert msg.content == TextContent(body="hi")
+
+    def test_text_is_kept_as_sent_apart_from_removed_mentions(self) -> None:
+        code = "Steps:\n1. restart\n2. retry\n\n```\nif x:\n    y()\n```"
+        (msg,) = parse_teams_webhook(message_activity(code), "teams")
+        assert msg.content == TextContent(body=code)
+        (msg,) = parse_teams_webhook(message_activity(f"<at>RoomKit Bot</at>\n{code}"), "teams")
+        assert msg.content == TextContent(body=code)
+        bot = [{"type": "mention", "text": "<at>Bot</at>", "mentioned": {"id": "b"}}]
+        cases = {
+            "hi <at>Bot</at> there": "hi there",
+            "hi\t<at>Bot</at>, thanks": "hi, thanks",
+            "line 1\n<at>Bot</at>  line 2\n    indented": "line 1\nline 2\n    indented",
+            "a  b <at>Bot</at>": "a  b",
+            "ask <at>Adele</at>  please": "ask Adele  please",  # not the bot's: kept as is
+        }
+        for sent, expected in cases.items():
+            assert strip_mentions(sent, bot, "b") == expected
+        assert parse_teams_webhook(message_activity("<at>RoomKit Bot</at> \n "), "teams") == []
+
+    @pytest.mark.parametrize("piece", ["<at>", "<at ", "<AT x>y", "<at></a"])
+    def test_unclosed_tags_are_scanned_in_linear_time(self, piece: str) -> None:
+        # No wall clock: count the characters the scan looks at. The regex it replaces
+        # searched the rest of the text again for each "<at", quadratic in the length.
+        class Counted(str):
+            scanned = 0
+
+            def lower(self) -> Counted:
+                return Counted(str.lower(self))
+
+            def find(self, sub: str, start: Any = None, end: Any = None) -> int:
+                found = str.find(self, sub, start, end)
+                Counted.scanned += (found if found >= 0 else len(self)) - (start or 0)
+                return found
+
+        text = Counted(piece * 4000)
+        assert strip_mentions(text) == text
+        assert 0 < Counted.scanned <= 3 * len(text)
+
+    @settings(max_examples=300)
+    @given(st.text(alphabet="<>/atAT x\n", max_size=40))
+    def test_the_scan_finds_what_the_old_regex_found(self, sent: str) -> None:
+        import re
+
+        expected = re.sub(r"<at[^>]*>(.*?)</at>", r"\1", sent, flags=re.IGNORECASE | re.DOTALL)
+        everyone = [{"type": "mention", "text": "<nobody>", "mentioned": {"id": "b"}}]
+        # With a bot mention that matches no tag, every tag is unwrapped to its name.
+        assert strip_mentions(sent, everyone, "b") == expected
 
     def test_non_messages_and_empty_text(self) -> None:
         assert parse_teams_webhook(message_activity("<at>RoomKit Bot</at>"), "teams") == []
