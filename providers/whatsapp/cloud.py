@@ -67,8 +67,9 @@ class WhatsAppCloudConfig(BaseModel):
 
     access_token: SecretStr
     phone_number_id: str
-    app_secret: SecretStr | None = None
-    verify_token: SecretStr | None = None
+    # Not empty: an empty app secret or verify token would let anyone forge webhooks.
+    app_secret: SecretStr | None = Field(default=None, min_length=1)
+    verify_token: SecretStr | None = Field(default=None, min_length=1)
     api_version: str = "v21.0"
     base_url: str = "https://graph.facebook.com"
     template_language: str = "en_US"
@@ -294,10 +295,21 @@ class WhatsAppCloudProvider(GraphProvider[WhatsAppCloudConfig], WhatsAppProvider
     async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
         """The first inbound message of a webhook body (see :func:`parse_whatsapp_webhook`).
 
+        The :class:`WhatsAppProvider` contract (0.3.0's) returns one message, but Meta batches
+        several in one webhook under load: the others are dropped here, with a warning. Use
+        :func:`parse_whatsapp_webhook` (all messages, in order) to keep them.
+
         Raises:
             ProviderError: The payload is not an object or carries no inbound message.
         """
         messages = parse_whatsapp_webhook(payload, channel_id, media_base_url=self._graph_url)
         if not messages:
             raise ProviderError("WhatsApp webhook carries no inbound message", provider=self.name)
+        if len(messages) > 1:
+            logger.warning(
+                "whatsapp webhook batched %d messages; parse_webhook returns the first and "
+                "drops %d: use parse_whatsapp_webhook to process them all",
+                len(messages),
+                len(messages) - 1,
+            )
         return messages[0]

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from providers.errors import ProviderError
 from providers.whatsapp import (
@@ -484,6 +485,22 @@ class TestWebhook:
             with pytest.raises(ProviderError):
                 await provider.parse_webhook(webhook({"statuses": []}), "wa")
 
+    async def test_provider_parse_webhook_warns_of_the_messages_it_drops(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        three = [inbound("text", {"body": body}, id=f"wamid.{body}") for body in "abc"]
+        async with httpx.AsyncClient() as client:
+            provider = WhatsAppCloudProvider(config(), client=client)
+            with caplog.at_level(logging.WARNING, logger="roomkit.providers.whatsapp"):
+                await provider.parse_webhook(webhook({"messages": three[:1]}), "wa")
+                assert caplog.records == []
+                first = await provider.parse_webhook(webhook({"messages": three}), "wa")
+        assert first.content == TextContent(body="a")
+        (record,) = caplog.records
+        assert record.levelno == logging.WARNING
+        assert "drops 2" in record.getMessage()
+        assert "parse_whatsapp_webhook" in record.getMessage()
+
     def test_not_an_object(self) -> None:
         with pytest.raises(ProviderError):
             parse_whatsapp_webhook("x", "wa")
@@ -513,6 +530,23 @@ class TestSignature:
         params = {"hub.mode": "subscribe", "hub.verify_token": "tok", "hub.challenge": "42"}
         assert verify_whatsapp_subscription(params, "tok") == "42"
         assert verify_whatsapp_subscription(params, "other") is None
+
+    def test_text_body_like_bytes(self) -> None:
+        good = "sha256=" + hmac.new(APP_SECRET.encode(), self.BODY, hashlib.sha256).hexdigest()
+        assert verify_whatsapp_signature(self.BODY.decode(), good, APP_SECRET)
+        assert not verify_whatsapp_signature(None, good, APP_SECRET)  # type: ignore[arg-type]
+
+    def test_empty_secret_or_token_is_refused(self) -> None:
+        forged = "sha256=" + hmac.new(b"", self.BODY, hashlib.sha256).hexdigest()
+        with pytest.raises(ValueError, match="secret is not set"):
+            verify_whatsapp_signature(self.BODY, forged, "")
+        params = {"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "42"}
+        with pytest.raises(ValueError, match="verify token is not set"):
+            verify_whatsapp_subscription(params, "")
+        with pytest.raises(ValidationError):
+            config(app_secret="")
+        with pytest.raises(ValidationError):
+            config(verify_token="")
 
 
 kinds = st.sampled_from(
