@@ -50,8 +50,16 @@ def dump(model: BaseModel) -> msgspec.Raw:
     A binding's capabilities or an event's empty containers would otherwise take most of the
     log, and the in-memory read model shares these bytes. So a model's fixed defaults are part
     of the stored format: changing one changes what old logs mean.
+
+    Raises:
+        ValueError: the model cannot be written as JSON (text with a lone surrogate, nesting
+            deeper than pydantic writes), said plainly: nothing of it is logged.
     """
-    return msgspec.Raw(compact_json(model))
+    try:
+        return msgspec.Raw(compact_json(model))
+    except pydantic_core.PydanticSerializationError as exc:
+        reason = str(exc).removeprefix("Error serializing to JSON: ")
+        raise ValueError(f"{type(model).__name__} cannot be stored: {reason}") from exc
 
 
 def load(model: type[M], raw: msgspec.Raw) -> M:

@@ -354,6 +354,40 @@ async def test_webhooks_and_statuses_of_the_wrong_kind_are_refused() -> None:
         assert [e.type for e in await kit.get_timeline("r1")] == ["channel_attached"]
 
 
+def _nested(depth: int) -> list[object]:
+    deep: list[object] = []
+    for _ in range(depth):
+        deep = [deep]
+    return deep
+
+
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [
+        (text("sms", "hi \udc00"), "surrogates not allowed"),  # json.loads lets one through
+        (
+            InboundMessage(
+                channel_id="sms",
+                sender_id="a",
+                content=TextContent(body="hi"),
+                metadata={"deep": _nested(1000)},
+            ),
+            "Maximum serialization depth exceeded",
+        ),
+    ],
+)
+async def test_a_message_json_cannot_hold_is_refused_plainly_and_nothing_is_logged(
+    kit: RoomKit, event_log: EventLog, message: InboundMessage, why: str
+) -> None:
+    await room(kit)
+    version = await event_log.last_version(room_stream("r1"))
+    with pytest.raises(ValueError, match=f"^RoomEvent cannot be stored: .*{why}"):
+        await kit.process_inbound(message, room_id="r1")
+    assert await event_log.last_version(room_stream("r1")) == version
+    after = await kit.process_inbound(text("sms", "fine"), room_id="r1")
+    assert after.event is not None and after.event.index == 1
+
+
 class _Forgetful(SimpleChannel):
     async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
         return None  # type: ignore[return-value]  # forgot the return
