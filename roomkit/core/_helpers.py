@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventlog import EventLog
 from roomkit.core._commands import GetContext, Outcome
+from roomkit.core._post_commit import IN_POST_COMMIT_WORK
 from roomkit.core._room_ids import check_room_id
 from roomkit.errors import KitClosedError, RoomNotFoundError
 from roomkit.models.context import RoomContext
@@ -146,7 +147,10 @@ class HelpersMixin:
         await runtime.projection.wait(self._settled_position(outcome))
 
     def _awaited_turn(self, outcome: Outcome) -> Turn | None:
-        return outcome.turn if self._wait_for_delivery else None
+        if not self._wait_for_delivery or IN_POST_COMMIT_WORK.get():
+            return None  # see IN_POST_COMMIT_WORK: settle on the commit only
+        turn: Turn | None = outcome.turn
+        return turn
 
     def _settled_position(self, outcome: Outcome) -> int:
         """The log position the read model must reach: the command's own, or the last one

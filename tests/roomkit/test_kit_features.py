@@ -200,6 +200,48 @@ class TestResilience:
         assert received == ["one", "two", "three"]
         assert ws.connection_count == 1
 
+    @pytest.mark.parametrize("where", ["framework_handler", "async_hook"])
+    async def test_post_commit_code_can_send_to_its_own_room(
+        self, make_kit: Callable[..., RoomKit], where: str
+    ) -> None:
+        """A ``delivery_succeeded`` handler or an AFTER_BROADCAST async hook that sends to its
+        own room: the send returns once committed, and is delivered after the work that
+        sent it. It used to wait for that delivery, queued behind itself: the room's
+        deliveries stopped for good."""
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        async with make_kit(process_timeout=5) as kit:
+            kit.register_channel(sms)
+            kit.register_channel(ws)
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            await kit.attach_channel("r1", "ws")
+            sent: list[RoomEvent] = []
+
+            async def acknowledge() -> None:
+                if not sent:
+                    sent.append(await kit.send_event("r1", "ws", TextContent(body="ack")))
+
+            if where == "framework_handler":
+
+                @kit.on("delivery_succeeded")
+                async def on_delivered(event: FrameworkEvent) -> None:
+                    await acknowledge()
+
+            else:
+
+                @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+                async def after(event: RoomEvent, context: RoomContext) -> None:
+                    await acknowledge()
+
+            with anyio.fail_after(4):
+                for body in ("first", "second"):
+                    result = await kit.process_inbound(text("sms", body))
+                    assert not result.blocked, result.reason
+            assert ws.texts() == ["first", "second"]
+            assert sms.texts() == ["ack"]
+            bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
+            assert bodies[-3:] == ["first", "ack", "second"]
+
 
 class TestTranscoding:
     async def test_media_reaches_a_text_only_channel_as_text(self, kit: RoomKit) -> None:
