@@ -3,6 +3,8 @@
 In RoomKit the store is not the source of truth: the event log is. The store projection applies
 every committed domain event to a store, so the store can be emptied (``clear``) and rebuilt by
 replaying the log. Queries such as ``RoomKit.get_room`` or ``get_timeline`` read from it.
+Identities are the exception: the application creates them in the store (``create_identity``),
+no log record holds them, and ``clear`` keeps them.
 
 Rules shared by every method (and tested by ``roomkit.store.testing.ConversationStoreContract``):
 
@@ -325,7 +327,9 @@ class ConversationStore(ABC):
         await self.update_room(room)
 
     async def clear(self) -> None:
-        """Remove everything (rooms, events, identities, ...), to rebuild from the log.
+        """Remove everything the log rebuilds (rooms, events, bindings, participants, tasks,
+        observations, read markers), to rebuild it from the log. Identities and their
+        addresses stay: the application stores them here, and no log record holds them.
 
         Raises:
             NotImplementedError: The backend cannot clear itself (the default).

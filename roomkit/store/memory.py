@@ -227,6 +227,7 @@ class InMemoryStore(ConversationStore):
 
     def __init__(self) -> None:
         self._init()
+        self._init_identities()
 
     def _init(self) -> None:
         # Every room with something stored, and the existing rooms alone in creation order.
@@ -244,12 +245,15 @@ class InMemoryStore(ConversationStore):
         # The one capabilities instance every binding with that value shares.
         self._capabilities = CapabilitiesInterner()
         self._tasks: dict[str, _Task] = {}
+
+    def _init_identities(self) -> None:
+        # Not the log's: clear() keeps them.
         self._identities: dict[str, Identity] = {}
         # (channel_type, address) -> identity_id
         self._addresses: dict[tuple[str, str], str] = {}
 
     async def clear(self) -> None:
-        """Forget everything."""
+        """Forget everything the log rebuilds; identities stay (see ``ConversationStore``)."""
         self._init()
 
     # -- internals -------------------------------------------------------------------------------

@@ -884,8 +884,11 @@ class ConversationStoreContract:
         assert await store.list_participants("r1") == []
         assert await store.get_task("t1") is None
         assert await store.list_observations("r1") == []
-        assert await store.get_identity("i1") is None
-        assert await store.resolve_identity("sms", "+1") is None
+        # Identities are the application's, not the log's (nothing rebuilds them): kept.
+        assert await store.get_identity("i1") == Identity(
+            id="i1", channel_addresses={"sms": ["+1"]}
+        )
+        assert await store.resolve_identity("sms", "+1") == await store.get_identity("i1")
         # Still usable afterwards, with fresh read markers.
         await store.create_room(make_room("r1"))
         await add_events(store, "r1", 2)

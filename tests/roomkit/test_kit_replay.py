@@ -210,9 +210,16 @@ async def test_the_store_can_be_rebuilt_from_the_log_while_the_kit_runs() -> Non
         await kit.attach_channel("r1", "sms")
         await kit.attach_channel("r1", "ws")
         await kit.process_inbound(text("sms", "before"))
+        # An identity the application stored (no log record holds it) outlives the rebuild.
+        await kit.ensure_participant("r1", "sms", "+1555")
+        ana = await kit.store.create_identity(
+            Identity(id="id-ana", channel_addresses={"sms": ["+1555"]})
+        )
         before = await snapshot(kit)
         await kit.rebuild_store()
         assert await snapshot(kit) == before
+        assert await kit.store.resolve_identity("sms", "+1555") == ana
+        await kit.resolve_participant("r1", "+1555", "id-ana")
         await kit.process_inbound(text("sms", "after"))
         bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
-        assert bodies[-2:] == ["before", "after"]
+        assert bodies[-3:] == ["before", "Participant +1555 identified as id-ana", "after"]
