@@ -54,9 +54,9 @@ class WebSocketChannel(Channel):
         """
         self._connections[connection_id] = send_fn
 
-    def unregister_connection(self, connection_id: str) -> None:
-        """Remove a connection; unknown ids are ignored."""
-        self._connections.pop(connection_id, None)
+    def unregister_connection(self, connection_id: str) -> bool:
+        """Remove a connection; whether there was one (unknown ids are ignored)."""
+        return self._connections.pop(connection_id, None) is not None
 
     @property
     def connection_count(self) -> int:

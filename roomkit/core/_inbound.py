@@ -51,6 +51,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _AMBIGUOUS = (IdentificationStatus.AMBIGUOUS, IdentificationStatus.PENDING)
 _UNKNOWN = (IdentificationStatus.UNKNOWN, IdentificationStatus.REJECTED)
+_IDENTITY_TRIGGERS = frozenset(
+    {HookTrigger.ON_IDENTITY_AMBIGUOUS, HookTrigger.ON_IDENTITY_UNKNOWN}
+)
 
 
 class InboundMixin(HelpersMixin):
@@ -188,9 +191,22 @@ class InboundMixin(HelpersMixin):
     ) -> Callable[[F], F]:
         """Decorator: ``async fn(event, context, id_result) -> IdentityHookResult | None`` for
         ON_IDENTITY_AMBIGUOUS or ON_IDENTITY_UNKNOWN; hooks run in registration order and the
-        first non-None result wins."""
+        first non-None result wins.
+
+        Raises:
+            ValueError: ``trigger`` is neither of those two (such a hook would never run).
+            TypeError: what is decorated is not callable.
+        """
+        trigger = HookTrigger(trigger)
+        if trigger not in _IDENTITY_TRIGGERS:
+            raise ValueError(
+                "identity hooks run on ON_IDENTITY_AMBIGUOUS or ON_IDENTITY_UNKNOWN, "
+                f"not {trigger}"
+            )
 
         def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"an identity hook must be an async callable, got {fn!r}")
             self._identity_hooks.append(
                 IdentityHookRegistration(trigger, fn, channel_types, channel_ids, directions)
             )
@@ -209,12 +225,10 @@ class InboundMixin(HelpersMixin):
         """Resolve the sender; return the (stamped) event, or the result that ends the turn."""
         resolver = self._identity_resolver
         assert resolver is not None
-        result: IdentityResult | None
+        result: IdentityResult
         try:
             result = await bounded(resolver.resolve(message, context), self._identity_timeout)
         except TimedOut:
-            result = None
-        if result is None:
             await self._emit_framework_event(
                 "identity_timeout", room_id=room_id, data={"timeout": self._identity_timeout}
             )

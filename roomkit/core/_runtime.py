@@ -129,6 +129,11 @@ class KitRuntime:
     # -- start and stop ----------------------------------------------------------------------
 
     @property
+    def closed(self) -> bool:
+        """Whether the kit was closed (for good)."""
+        return self._closed
+
+    @property
     def ended(self) -> bool:
         """Whether the runtime stopped without being closed: the event loop that ran it ended
         (``asyncio.run`` returned, a test's loop closed) or it failed. A kit then goes on in a

@@ -19,7 +19,7 @@ from typing import Any, Self, TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
-from actors import check_number, check_seconds
+from actors import check_count, check_number, check_seconds
 from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
@@ -47,6 +47,7 @@ from roomkit.errors import (
     ChannelNotRegisteredError,
     IdentityNotFoundError,
     InvalidRoomIdError,
+    KitClosedError,
     ParticipantNotFoundError,
     RoomKitError,
     RoomNotFoundError,
@@ -429,7 +430,16 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         limit: int = 50,
         visibility_filter: str | None = None,
     ) -> list[RoomEvent]:
-        """Return the room's events in order (offset/limit), optionally of one visibility."""
+        """Return the room's events in order (offset/limit), optionally of one visibility.
+
+        Raises:
+            RoomNotFoundError: no such room.
+            TypeError, ValueError: ``offset`` or ``limit`` is not an int >= 0 (a negative one
+                was taken as 0, or gave nothing, without a word).
+        """
+        for name, value in (("offset", offset), ("limit", limit)):
+            if check_count(name, value) < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
         await self._require_room(room_id)
         return await (await self._read_model()).list_events(
             room_id, offset=offset, limit=limit, visibility_filter=visibility_filter
@@ -471,7 +481,16 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def connect_websocket(
         self, channel_id: str, connection_id: str, send_fn: Callable[..., Awaitable[Any]]
     ) -> None:
-        """Register a WebSocket connection on a registered ``WebSocketChannel``."""
+        """Register a WebSocket connection on a registered ``WebSocketChannel``.
+
+        Raises:
+            ChannelNotRegisteredError: no ``WebSocketChannel`` of that id is registered.
+            TypeError: ``connection_id`` is not a string or ``send_fn`` is not callable (such a
+                connection was dropped at its first delivery, the event unsent).
+        """
+        check_str("connection_id", connection_id)
+        if not callable(send_fn):
+            raise TypeError(f"send_fn must be an async callable, got {send_fn!r}")
         channel = self._channels.get(channel_id)
         if not isinstance(channel, WebSocketChannel):
             raise ChannelNotRegisteredError(
@@ -483,10 +502,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         )
 
     async def disconnect_websocket(self, channel_id: str, connection_id: str) -> None:
-        """Unregister a WebSocket connection."""
+        """Unregister a WebSocket connection; ``channel_disconnected`` fires when there was one."""
         channel = self._channels.get(channel_id)
-        if isinstance(channel, WebSocketChannel):
-            channel.unregister_connection(connection_id)
+        if isinstance(channel, WebSocketChannel) and channel.unregister_connection(connection_id):
             await self._emit_framework_event(
                 "channel_disconnected",
                 channel_id=channel_id,
@@ -535,6 +553,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         await self._realtime.publish_to_room(room_id, event)
 
     async def subscribe_room(self, room_id: str, callback: EphemeralCallback) -> str:
+        """Call ``callback`` with the room's ephemeral events; the subscription's id.
+
+        Raises:
+            KitClosedError: the kit is closed.
+        """
+        if self._runtime.closed:
+            raise KitClosedError("the kit is closed")
         return await self._realtime.subscribe_to_room(room_id, callback)
 
     async def unsubscribe_room(self, subscription_id: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Self
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from actors import check_count
 from roomkit._host import spawn_host
 from roomkit.models._defaults import new_id
 from roomkit.realtime.base import EphemeralCallback, EphemeralEvent, RealtimeBackend
@@ -55,6 +56,7 @@ class InMemoryRealtime(RealtimeBackend):
     """
 
     def __init__(self, max_queue_size: int = 100) -> None:
+        max_queue_size = check_count("max_queue_size", max_queue_size)
         if max_queue_size < 1:
             raise ValueError("max_queue_size must be at least 1")
         self._max_queue_size = max_queue_size

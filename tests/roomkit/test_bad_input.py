@@ -30,10 +30,12 @@ from roomkit import (
     RoomKit,
     RoomKitError,
     TextContent,
+    WebSocketChannel,
 )
 from roomkit.core._room_ids import room_stream
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.room import RoomTimers
+from roomkit.realtime.memory import InMemoryRealtime
 from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, text
@@ -403,6 +405,11 @@ class _Dict(IdentityResolver):
         return {"status": "unknown"}  # type: ignore[return-value]
 
 
+class _Nothing(IdentityResolver):
+    async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+        return None  # type: ignore[return-value]  # was reported as an identity_timeout
+
+
 async def test_wrong_return_types_of_extension_points_are_named() -> None:
     # Each failed with an AttributeError from deep inside the kit.
     async with RoomKit() as kit:
@@ -411,10 +418,14 @@ async def test_wrong_return_types_of_extension_points_are_named() -> None:
         await kit.attach_channel("r1", "sms")
         with pytest.raises(TypeError, match="handle_inbound returned NoneType, expected"):
             await kit.process_inbound(text("sms", "x"), room_id="r1")
-    async with RoomKit(identity_resolver=_Dict()) as kit:
-        await room(kit)
-        with pytest.raises(TypeError, match="resolve returned dict, expected IdentityResult"):
-            await kit.process_inbound(text("sms", "x"), room_id="r1")
+    for resolver, returned in ((_Dict(), "dict"), (_Nothing(), "NoneType")):
+        async with RoomKit(identity_resolver=resolver) as kit:
+            await room(kit)
+            timeouts: list[object] = []
+            kit.on("identity_timeout")(timeouts.append)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=f"resolve returned {returned}, expected Identity"):
+                await kit.process_inbound(text("sms", "x"), room_id="r1")
+            assert timeouts == []
     async with RoomKit(identity_resolver=_Unknown()) as kit:
         await room(kit)
 
@@ -423,6 +434,60 @@ async def test_wrong_return_types_of_extension_points_are_named() -> None:
             return "reject"  # not an IdentityHookResult: ignored, with a warning
 
         assert not (await kit.process_inbound(text("sms", "x"), room_id="r1")).blocked
+
+
+async def test_identity_hooks_are_registered_on_identity_triggers_only() -> None:
+    kit = RoomKit()
+    with pytest.raises(ValueError, match="not before_broadcast$"):
+        kit.identity_hook(HookTrigger.BEFORE_BROADCAST)  # it would never run
+    with pytest.raises(ValueError):
+        kit.identity_hook("nonsense")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an async callable"):
+        kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN)(42)  # type: ignore[type-var]
+    assert kit._identity_hooks == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"offset": -3}, ValueError),
+        ({"limit": -1}, ValueError),
+        ({"offset": None}, TypeError),
+        ({"limit": "1"}, TypeError),
+        ({"limit": 1.5}, TypeError),
+    ],
+)
+async def test_timeline_paging_takes_counts(
+    kit: RoomKit, arguments: dict[str, object], error: type[Exception]
+) -> None:
+    await room(kit)
+    name = next(iter(arguments))
+    with pytest.raises(error, match=f"^{name} must be"):
+        await kit.get_timeline("r1", **arguments)  # type: ignore[arg-type]
+
+
+async def test_websocket_connections_and_subscriptions_refuse_what_cannot_work() -> None:
+    ws = WebSocketChannel("ws")
+    disconnected: list[object] = []
+    async with RoomKit() as kit:
+        kit.register_channel(ws)
+        kit.on("channel_disconnected")(disconnected.append)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="^send_fn must be an async callable"):
+            await kit.connect_websocket("ws", "c1", None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="^connection_id must be a string"):
+            await kit.connect_websocket("ws", None, _Sink().send)  # type: ignore[arg-type]
+        assert ws.connection_count == 0
+        await kit.disconnect_websocket("ws", "never-connected")
+        assert disconnected == []  # nothing was connected: nothing to announce
+    with pytest.raises(KitClosedError):
+        await kit.subscribe_room("r1", _Sink().send)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^max_queue_size must be an integer"):
+        InMemoryRealtime(max_queue_size=2.5)  # type: ignore[arg-type]
+
+
+class _Sink:
+    async def send(self, *args: object) -> None:
+        return None
 
 
 class _OddProvider(SimpleChannel):
