@@ -4,7 +4,8 @@ back to JetStream when the ingress stops.
 ``process_inbound`` returning means the event is committed, so acknowledging right after it is
 "ack after commit". A failure that is not the message's fault (the log is unreachable) is
 retried in place for as long as the ingress runs: a nak would let the room's next message
-overtake this one. Other failures count as attempts; after ``max_attempts`` the message is
+overtake this one. A failure that is (the log refuses its event, too large for instance) is
+dead-lettered at once. Other failures count as attempts; after ``max_attempts`` the message is
 dead-lettered, so one poisonous message cannot block its room for ever.
 """
 
@@ -16,26 +17,26 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from eventlog.errors import LogUnavailable
 from roomkit.errors import (
     ChannelNotRegisteredError,
+    EventRefusedError,
     InvalidRoomIdError,
     KitClosedError,
     LogUnavailableError,
     RoomNotFoundError,
 )
+from roomkit.ingress._deadletter import HEADER_SLACK, fit, own_headers
 from roomkit.ingress._inflight import Inflight, pause
+from roomkit.ingress._nats import is_transient
 from roomkit.ingress._work import IngressStats, Rejection, WorkItem
+from roomkit.ingress.errors import IngressUnavailable
 from roomkit.ingress.wire import (
-    ERROR_DETAIL_HEADER,
-    ERROR_HEADER,
-    MSG_ID_HEADER,
     REPLY_TO_HEADER,
-    STREAM_SEQ_HEADER,
-    SUBJECT_HEADER,
     IngressErrorCode,
     IngressReply,
     dead_letter_subject,
@@ -86,7 +87,8 @@ class MessageHandler:
         stats: counters to update.
         inflight: the held messages (settling one frees its slot).
         stopping: set when the ingress stops: retries give up, messages go back.
-        on_kit_closed: called when the kit turns out to be closed (the ingress stops).
+        on_fatal: called with why the ingress must stop (the kit closed, the NATS connection
+            closed under it); the message at hand is then handed back.
     """
 
     def __init__(
@@ -98,7 +100,7 @@ class MessageHandler:
         stats: IngressStats,
         inflight: Inflight,
         stopping: anyio.Event,
-        on_kit_closed: Callable[[KitClosedError], None],
+        on_fatal: Callable[[BaseException], None],
     ) -> None:
         self._kit = kit
         self._nc = nc
@@ -107,7 +109,7 @@ class MessageHandler:
         self._stats = stats
         self._inflight = inflight
         self._stopping = stopping
-        self._on_kit_closed = on_kit_closed
+        self._on_fatal = on_fatal
         self._in_base = f"{settings.subject_prefix}.in."
 
     async def handle(self, item: WorkItem) -> None:
@@ -153,8 +155,12 @@ class MessageHandler:
                 return Rejection.of(IngressErrorCode.INVALID_ROOM_ID, str(exc))
             except RoomNotFoundError as exc:
                 return Rejection.of(IngressErrorCode.ROOM_NOT_FOUND, str(exc))
+            except EventRefusedError as exc:
+                # The message's fault (its event is too large for the log, say): the same
+                # append would be refused at every attempt.
+                return Rejection.of(IngressErrorCode.EVENT_REFUSED, str(exc))
             except KitClosedError as exc:
-                self._on_kit_closed(exc)
+                self._on_fatal(exc)
                 raise Abandon from exc
             except (LogUnavailableError, LogUnavailable) as exc:
                 failure = f"the log is unavailable: {exc}"  # not the message's fault: no count
@@ -185,7 +191,15 @@ class MessageHandler:
 
     async def _dead_letter(self, item: WorkItem, rejection: Rejection) -> None:
         """Publish the raw payload with the reason on ``<prefix>.dlq.<channel>``, retried until
-        stored: a message is terminated only once its dead letter exists."""
+        stored: a message is terminated only once its dead letter exists.
+
+        What would not fit the server's max payload is cut (see ``_deadletter.fit``); a dead
+        letter JetStream refuses for good is stored without payload nor original headers.
+
+        Raises:
+            Abandon: the ingress is stopping, or the NATS connection was closed (which stops
+                the ingress: nothing can be settled on it any more).
+        """
         logger.warning(
             "ingress: dead-lettering %s #%s: %s (%s)",
             item.subject,
@@ -194,29 +208,41 @@ class MessageHandler:
             rejection.detail,
         )
         settings = self._settings
-        headers = {k: v for k, v in item.headers.items() if not k.startswith("Nats-")}
-        headers[ERROR_HEADER] = str(rejection.code)
-        headers[ERROR_DETAIL_HEADER] = rejection.detail
-        headers[SUBJECT_HEADER] = item.subject
-        if item.seq is not None:
-            headers[STREAM_SEQ_HEADER] = str(item.seq)
-            # A message dead-lettered twice (recovery, then redelivery) is stored once.
-            headers[MSG_ID_HEADER] = f"{settings.stream_name}:{item.seq}"
+        own = own_headers(item, rejection, settings.stream_name)
+        limit = self._nc.max_payload - HEADER_SLACK
+        data, headers = fit(item.data, item.headers, own, limit)
         subject = dead_letter_subject(settings.subject_prefix, item.subject[len(self._in_base) :])
         delay = 0.05
         while True:
             try:
                 with anyio.fail_after(settings.request_timeout):
                     if settings.dlq_stream is None:
-                        await self._nc.publish(subject, item.data, headers=headers)
+                        await self._nc.publish(subject, data, headers=headers)
                     else:
                         await self._js.publish(
-                            subject, item.data, headers=headers, stream=settings.dlq_stream
+                            subject, data, headers=headers, stream=settings.dlq_stream
                         )
                 return
+            except nats.errors.ConnectionClosedError as exc:
+                # Closed for good (a reconnecting client raises other errors): retrying would
+                # spin for ever, and every held message is lost to this connection anyway.
+                failure = IngressUnavailable("the NATS connection was closed under the ingress")
+                failure.__cause__ = exc
+                self._on_fatal(failure)
+                raise Abandon from exc
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 if self._stopping.is_set():
                     raise Abandon from exc
+                if isinstance(exc, nats.js.errors.APIError) and not is_transient(exc) and data:
+                    # JetStream refuses this letter itself (a limit of the dead-letter
+                    # stream): keep what says why, which any stream takes.
+                    logger.warning(
+                        "ingress: JetStream refused the dead letter (%r); storing it without "
+                        "its payload",
+                        exc,
+                    )
+                    data, headers = fit(item.data, {}, own, 0)
+                    continue
                 logger.warning("ingress: storing a dead letter failed (%r); retrying", exc)
                 await pause(self._stopping, delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY)

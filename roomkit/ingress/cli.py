@@ -113,6 +113,13 @@ def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
         help="messages processed at a time, across rooms (default 64)",
     )
     parser.add_argument(
+        "--lanes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rooms processed concurrently (default: --max-in-flight, at most 256)",
+    )
+    parser.add_argument(
         "--allow-missing-key",
         action="store_true",
         help="accept messages without an idempotency_key (a redelivery may record them twice)",
@@ -160,8 +167,7 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
     from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
     notes = console if console is not None else _Stderr()
-    if args.max_in_flight < 1:
-        raise CliError(EXIT_USAGE, "--max-in-flight must be at least 1")
+    _check_args(args, CliError, EXIT_USAGE)
     target = _load_app(args.app, CliError, EXIT_USAGE)
     try:
         from eventlog.nats import NatsEventLog
@@ -193,6 +199,7 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
             dlq_stream=args.dlq_stream,
             durable=args.durable,
             max_in_flight=args.max_in_flight,
+            lanes=args.lanes,
             require_idempotency_key=not args.allow_missing_key,
             connect_timeout=args.timeout,
         )
@@ -245,6 +252,33 @@ async def _serve_until_signal(ingress: Ingress) -> None:
         tg.cancel_scope.cancel()
     if failure is not None:
         raise failure
+
+
+def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:
+    """Refuse bad settings as usage errors, before anything connects (the ingress and the log
+    would refuse them too, but later and with a traceback)."""
+    from actors import check_finite_seconds
+    from roomkit.ingress.wire import check_jetstream_name, check_subject_prefix
+
+    if args.max_in_flight < 1:
+        raise error(code, "--max-in-flight must be at least 1")
+    if args.lanes is not None and args.lanes < 1:
+        raise error(code, "--lanes must be at least 1")
+    try:
+        check_finite_seconds("--timeout", args.timeout)
+        check_subject_prefix(args.prefix)
+        for option in ("stream", "dlq_stream", "durable", "log_stream"):
+            check_jetstream_name(getattr(args, option), f"--{option.replace('_', '-')}")
+    except (TypeError, ValueError) as exc:
+        raise error(code, str(exc)) from exc
+    if args.dlq_stream == args.stream:
+        raise error(code, f"--dlq-stream and --stream are both {args.stream!r}")
+    if (args.log is None or args.log == args.nats) and args.log_stream in (
+        args.stream,
+        args.dlq_stream,
+    ):
+        # One server, one stream name: the log's stream does not capture the ingress's subjects.
+        raise error(code, f"--log-stream {args.log_stream!r} is also an ingress stream")
 
 
 def _load_app(spec: str, error: Any, code: int) -> Any:

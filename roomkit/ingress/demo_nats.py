@@ -315,18 +315,20 @@ def _body(event: RoomEvent) -> str:
 
 
 def _outcome(reply: IngressReply, first: IngressReply | None = None) -> str:
+    from roomkit.ingress.wire import DUPLICATE_PUBLISH
+
     if not reply.ok:
         return f"refused: {reply.error} ({reply.detail})"
+    if reply.reason == DUPLICATE_PUBLISH:
+        return (
+            f"JetStream recognised the retry (same Nats-Msg-Id): stored once, as "
+            f"message {reply.stream_seq}; nothing recorded"
+        )
     if reply.reason == "duplicate":
-        if reply.event_id is None:
-            return (
-                f"JetStream recognised the retry (same Nats-Msg-Id): stored once, as "
-                f"message {reply.stream_seq}; nothing recorded"
-            )
         same = first is not None and reply.event_id == first.event_id
         return (
             f"duplicate recognised by the room: already recorded as event "
-            f"{reply.event_id[:8]}{'' if same else ' (a different event came back!)'}, "
+            f"{(reply.event_id or '?')[:8]}{'' if same else ' (a different event came back!)'}, "
             "nothing appended"
         )
     if reply.blocked:

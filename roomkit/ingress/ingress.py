@@ -15,18 +15,24 @@ What it guarantees:
   log after a restart) make the redelivery record nothing twice.
 - **Per-room order.** Each message gets a lane key (the room id when the publisher names the
   room, else the channel id: see ``default_lane_key``), hashed into one of ``lanes``
-  sequential lanes; lanes run concurrently, at most ``max_in_flight`` messages are held at a
-  time. Transient failures are retried in place (JetStream is told the message is in
-  progress), never put back behind later messages of the same room.
-- **Order after a crash too.** JetStream redelivers what a dead process held only after
-  ``ack_wait``, behind newer messages, so on start the ingress first re-reads the consumer's
-  unacknowledged range from the stream and processes it in order; only then does it fetch new
-  messages. After a reconnection (the server restarted, the link broke) it does the same once
-  the messages it holds are finished: deliveries lost on the way are not overtaken.
+  sequential lanes (default ``max_in_flight``, at most ``DEFAULT_MAX_LANES``); lanes run
+  concurrently, at most ``max_in_flight`` messages are held at a time. Transient failures are
+  retried in place (JetStream is told the message is in progress), never put back behind
+  later messages of the same room.
+- **Order after a crash too** (with work-queue retention, the default). JetStream redelivers
+  what a dead process held only after ``ack_wait``, behind newer messages, so on start the
+  ingress first re-reads the consumer's unacknowledged range from the stream and processes it
+  in order; only then does it fetch new messages. After a reconnection (the server restarted,
+  the link broke) it does the same once the messages it holds are finished: deliveries lost
+  on the way are not overtaken. That range is only unacknowledged messages when acknowledged
+  ones are deleted, so a stream with another retention (``work_queue=False``, or an
+  operator's) is not re-read: JetStream redelivers after ``ack_wait``, possibly behind newer
+  messages, and idempotency keys still keep anything from being recorded twice.
 - **Nothing lost silently.** A payload that does not decode, an unknown channel, an invalid or
   unknown room id, a missing idempotency key, or a message that keeps failing: it is published
   with the reason to ``<prefix>.dlq.<channel_id>`` (stored in the ``dlq_stream``), answered
   with an error reply when the publisher asked for one, then terminated; the ingress goes on.
+  No single message can stop the consumer: whatever fails while reading one refuses it.
 - **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
   the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
   back to JetStream (nak, no delay: another process may take them at once). Cancellation
@@ -54,7 +60,7 @@ import nats.js.errors
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import RawStreamMsg, StorageType
+from nats.js.api import RawStreamMsg, RetentionPolicy, StorageType
 from nats.js.client import JetStreamContext
 
 from actors import check_count, check_finite_seconds, check_seconds
@@ -68,19 +74,29 @@ from roomkit.ingress._nats import (
     is_transient,
 )
 from roomkit.ingress._recovery import recover
-from roomkit.ingress._work import IngressStats, LaneKey, WorkItem, default_lane_key, prepare
+from roomkit.ingress._work import (
+    IngressStats,
+    LaneKey,
+    WorkItem,
+    default_lane_key,
+    prepare,
+    refused,
+)
 from roomkit.ingress.errors import IngressError, IngressUnavailable
-from roomkit.ingress.wire import check_subject_prefix
+from roomkit.ingress.wire import IngressErrorCode, check_jetstream_name, check_subject_prefix
 
 if TYPE_CHECKING:
     from roomkit.core.framework import RoomKit
 
-__all__ = ["Ingress", "serve_ingress"]
+__all__ = ["DEFAULT_MAX_LANES", "Ingress", "serve_ingress"]
 
 logger = logging.getLogger("roomkit.ingress")
 
 # A fetch that failed (server away) is retried after this long.
 _FETCH_RETRY_DELAY = 1.0
+
+#: The most lanes (tasks) ``lanes=None`` makes: more lanes than rooms at work buy nothing.
+DEFAULT_MAX_LANES = 256
 
 
 class Ingress:
@@ -99,13 +115,17 @@ class Ingress:
         dlq_stream: the JetStream stream keeping dead letters; ``None`` publishes them on core
             NATS only (then only live subscribers see them).
         max_in_flight: at most this many messages are held (fetched, not yet acknowledged).
-        lanes: sequential lanes (default ``max_in_flight``): rooms processed concurrently.
-        lane_key: the ordering key of a message (default: room id, else channel id).
+        lanes: sequential lanes (rooms processed concurrently); default ``max_in_flight``, at
+            most ``DEFAULT_MAX_LANES``.
+        lane_key: the ordering key of a message (default: room id, else channel id). If it
+            raises or returns no str for a message, that message gets the default key (a
+            warning is logged); it never stops the ingress.
         require_idempotency_key: dead-letter messages without an ``idempotency_key``.
         storage: ``"file"`` or ``"memory"`` for the streams this ingress creates.
         duplicate_window: seconds during which JetStream drops a re-published ``Nats-Msg-Id``.
         work_queue: create the inbound stream with work-queue retention (an acknowledged
-            message is deleted); ``False`` keeps them (limits retention).
+            message is deleted); ``False`` keeps them (limits retention), and then a restart
+            does not re-read the unacknowledged range first (see "Order after a crash").
         ack_wait: seconds JetStream waits for an acknowledgement before redelivering; held
             messages are kept alive with "in progress" acks every third of it.
         fetch_batch: messages asked for per fetch.
@@ -120,9 +140,10 @@ class Ingress:
 
     Raises:
         TypeError: a count or a duration is not a number (counts: not an integer).
-        ValueError: a setting is out of range: a name JetStream refuses, a count below 1, a
-            duration NATS is given that is not positive and finite (``duplicate_window`` may
-            be 0, the server's default window), a negative ``drain_timeout``.
+        ValueError: a setting is out of range: a name JetStream refuses (or ``dlq_stream``
+            equal to ``stream_name``), a count below 1, a duration NATS is given that is not
+            positive and finite (``duplicate_window`` may be 0, the server's default window),
+            a negative ``drain_timeout``.
 
     Raises (on entering):
         IngressUnavailable: NATS could not be reached, or JetStream did not answer.
@@ -155,9 +176,12 @@ class Ingress:
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         check_subject_prefix(subject_prefix)
-        for name in (stream_name, dlq_stream, durable):
-            if name is not None and (not name or any(c in name for c in ".*> \t\r\n")):
-                raise ValueError(f"invalid JetStream name {name!r}")
+        check_jetstream_name(stream_name, "stream_name")
+        check_jetstream_name(durable, "durable")
+        if dlq_stream is not None:
+            check_jetstream_name(dlq_stream, "dlq_stream")
+            if dlq_stream == stream_name:
+                raise ValueError(f"dlq_stream and stream_name are both {stream_name!r}")
         # Checked here: each one is first used in a task of the running ingress, or by NATS.
         max_in_flight = check_count("max_in_flight", max_in_flight)
         lanes = check_count("lanes", lanes, none=True)
@@ -181,7 +205,7 @@ class Ingress:
         self.durable = durable
         self.dlq_stream = dlq_stream
         self.max_in_flight = max_in_flight
-        self.lanes = lanes if lanes is not None else max_in_flight
+        self.lanes = lanes if lanes is not None else min(max_in_flight, DEFAULT_MAX_LANES)
         self.require_idempotency_key = require_idempotency_key
         self.stats = IngressStats()
         self._client = nats_url if isinstance(nats_url, NatsClient) else None
@@ -205,6 +229,8 @@ class Ingress:
         self._handler: MessageHandler | None = None
         self._fetch_scope: anyio.CancelScope | None = None
         self._direct = True
+        self._recoverable = True
+        self._incarnation = ""
         self._tg: anyio.abc.TaskGroup | None = None
         self._entered = False
         self._inflight = Inflight(max_in_flight)
@@ -259,7 +285,7 @@ class Ingress:
             self.stats,
             self._inflight,
             self._stopping,
-            on_kit_closed=self._fail,
+            on_fatal=self._fail,
         )
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -384,6 +410,9 @@ class Ingress:
             timeout=self._request_timeout,
         )
         self._direct = bool(info.config.allow_direct)
+        # Only then is the range above the ack floor exactly the unacknowledged messages.
+        self._recoverable = info.config.retention == RetentionPolicy.WORK_QUEUE
+        self._incarnation = info.created.isoformat() if info.created is not None else ""
         if self.dlq_stream is not None:
             await ensure_stream(
                 js,
@@ -457,6 +486,7 @@ class Ingress:
         finally:
             self._inflight.unreserve(wanted - len(msgs))
         for msg in msgs:
+            # _prepare never raises: every fetched message must be held (and settled).
             self._dispatch(self._prepare(msg))
 
     async def _fetch_failed(self, exc: BaseException) -> None:
@@ -505,16 +535,44 @@ class Ingress:
             seq: int | None = msg.metadata.sequence.stream
         except Exception:  # a delivery without JetStream metadata: still processed
             seq = None
-        return prepare(
-            subject=msg.subject,
-            channel_token=msg.subject[len(self._in_base) :],
-            data=msg.data,
-            headers=msg.headers,
-            seq=seq,
-            msg=msg,
-            lane_key=self._lane_key,
-            require_idempotency_key=self.require_idempotency_key,
-        )
+        return self._work(msg.subject, msg.data, msg.headers, seq, msg)
+
+    def _work(
+        self,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        seq: int | None,
+        msg: Msg | None,
+    ) -> WorkItem:
+        """``prepare``, guarded: whatever fails while reading one message refuses that message
+        instead of stopping the consumer (and, after a restart, stopping it again)."""
+        channel_token = subject[len(self._in_base) :]
+        try:
+            item = prepare(
+                subject=subject,
+                channel_token=channel_token,
+                data=data,
+                headers=headers,
+                seq=seq,
+                msg=msg,
+                lane_key=self._lane_key,
+                require_idempotency_key=self.require_idempotency_key,
+            )
+        except Exception as exc:
+            logger.exception("ingress: reading %s #%s failed", subject, seq)
+            item = refused(
+                subject=subject,
+                channel_token=channel_token,
+                data=data,
+                headers=headers,
+                seq=seq,
+                msg=msg,
+                code=IngressErrorCode.BAD_PAYLOAD,
+                detail=f"the message cannot be read: {exc!r}",
+            )
+        item.incarnation = self._incarnation
+        return item
 
     def _dispatch(self, item: WorkItem) -> None:
         # No checkpoint between the fetch and here: a fetched message is always held (and so
@@ -555,6 +613,8 @@ class Ingress:
     async def _recover(self) -> None:
         js, handler = self._js, self._handler
         assert js is not None and handler is not None
+        if not self._recoverable:
+            return  # see "Order after a crash" in the module docs
         await recover(
             js,
             self.stream_name,
@@ -572,16 +632,7 @@ class Ingress:
             return None
         self.stats.recovered += 1
         headers = {k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)}
-        return prepare(
-            subject=subject,
-            channel_token=subject[len(self._in_base) :],
-            data=raw.data or b"",
-            headers=headers,
-            seq=raw.seq,
-            msg=None,
-            lane_key=self._lane_key,
-            require_idempotency_key=self.require_idempotency_key,
-        )
+        return self._work(subject, raw.data or b"", headers, raw.seq, None)
 
 
 async def serve_ingress(

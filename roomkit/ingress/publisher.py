@@ -10,10 +10,14 @@
     if reply.ok and not reply.blocked: print("recorded as", reply.event_id)
 
 The message is published to JetStream (stored before the call returns) with
-``Nats-Msg-Id = <channel_id>:<idempotency_key>``, so a service that retries a publish within
-JetStream's duplicate window stores it once; the rooms' idempotency keys catch later repeats.
-``publish_inbound`` does not retry by itself: on ``IngressUnavailable`` (a server restarting,
-an ack lost) publish the same message again; it cannot be recorded twice.
+``Nats-Msg-Id = <channel_id>:<room_id>:<idempotency_key>`` (see ``wire.msg_id_for``), so a
+service that retries a publish within JetStream's duplicate window stores it once; the rooms'
+idempotency keys catch later repeats. ``publish_inbound`` does not retry by itself: on
+``IngressUnavailable`` (a server restarting, an ack lost) publish the same message again; it
+cannot be recorded twice.
+
+A message that was dead-lettered and fixed (its room created, say) is published again with
+``deduplicate=False``: with the same id, JetStream would drop it within its window.
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
+from actors import check_finite_seconds
 from roomkit.errors import InvalidRoomIdError
+from roomkit.ingress._deadletter import headers_size
+from roomkit.ingress._work import Rejection, message_of
 from roomkit.ingress.errors import IngressTimeout, IngressUnavailable, InvalidInbound
 from roomkit.ingress.wire import (
+    DUPLICATE_PUBLISH,
     MSG_ID_HEADER,
     REPLY_TO_HEADER,
     InboundEnvelope,
@@ -39,6 +47,7 @@ from roomkit.ingress.wire import (
     check_room_id,
     check_subject_prefix,
     check_token,
+    decode_envelope,
     decode_reply,
     encode_envelope,
     inbound_subject,
@@ -59,6 +68,7 @@ async def publish_inbound(
     reply_timeout: None = None,
     timeout: float = ...,
     require_idempotency_key: bool = ...,
+    deduplicate: bool = ...,
 ) -> PubAck: ...
 
 
@@ -72,6 +82,7 @@ async def publish_inbound(
     reply_timeout: float,
     timeout: float = ...,
     require_idempotency_key: bool = ...,
+    deduplicate: bool = ...,
 ) -> IngressReply: ...
 
 
@@ -84,6 +95,7 @@ async def publish_inbound(
     reply_timeout: float | None = None,
     timeout: float = 5.0,
     require_idempotency_key: bool = True,
+    deduplicate: bool = True,
 ) -> PubAck | IngressReply:
     """Publish ``message`` on ``<prefix>.in.<channel_id>``; optionally wait for its outcome.
 
@@ -98,34 +110,55 @@ async def publish_inbound(
         timeout: bound of the publish itself.
         require_idempotency_key: refuse a message without an idempotency key, as the ingress
             does by default (pass ``False`` for an ingress configured to accept them).
+        deduplicate: send a ``Nats-Msg-Id`` (when the message has an idempotency key), so
+            that JetStream stores a publish repeated within its duplicate window once. Pass
+            ``False`` to publish again a dead letter that was fixed: JetStream would drop it
+            as a copy of the first publish otherwise. The room's idempotency key still keeps
+            it from being recorded twice.
 
     Returns:
         JetStream's ``PubAck`` (``duplicate=True`` if the id was seen within its window), or
-        with ``reply_timeout`` the ``IngressReply``. A publish that JetStream recognises as a
-        duplicate gets ``IngressReply(ok=True, blocked=True, reason="duplicate")`` at once,
-        without an event id: the first copy is (or will be) processed, not this one.
+        with ``reply_timeout`` the ``IngressReply``. A publish that JetStream drops as a
+        duplicate gets ``IngressReply(ok=True, blocked=True, reason="duplicate_publish",
+        stream_seq=<the first copy's>)`` at once, without an event id: this copy was not
+        processed, and whether the first one was recorded or dead-lettered is its own
+        reply's to say.
 
     Raises:
-        InvalidInbound: a channel id that is not one subject token, an invalid room id, or no
-            idempotency key while one is required.
+        InvalidInbound: a message the ingress would refuse: a channel id that is not one
+            subject token, an invalid room id, no idempotency key while one is required, an
+            envelope that does not encode or decode as one (wrong field types, metadata that
+            is no JSON), content that is no RoomKit content, or a message larger than the
+            server's max payload.
         IngressUnavailable: JetStream did not store the message (no server, no stream: the
             ingress creates its stream when it starts).
         IngressTimeout: no reply within ``reply_timeout`` (the message is stored and will
             still be processed).
-        ValueError: ``subject_prefix`` is not a valid subject prefix.
+        TypeError: ``message`` is neither an ``InboundMessage`` nor an ``InboundEnvelope``,
+            ``subject_prefix`` is not a str, or a timeout is not a number.
+        ValueError: ``subject_prefix`` is not a valid subject prefix, or a timeout is not
+            positive and finite.
     """
-    envelope = _envelope(message, room_id, require_idempotency_key)
+    # Checked before anything is published: NATS would take NaN as no bound at all.
+    timeout = check_finite_seconds("timeout", timeout)
+    if reply_timeout is not None:
+        reply_timeout = check_finite_seconds("reply_timeout", reply_timeout)
     check_subject_prefix(subject_prefix)
+    envelope = _envelope(message, room_id, require_idempotency_key)
     subject = inbound_subject(subject_prefix, envelope.channel_id)
-    payload = encode_envelope(envelope)
+    payload = _payload(envelope)
     headers: dict[str, str] = {}
-    if envelope.idempotency_key:
-        headers[MSG_ID_HEADER] = msg_id_for(envelope.channel_id, envelope.idempotency_key)
+    if envelope.idempotency_key and deduplicate:
+        headers[MSG_ID_HEADER] = msg_id_for(
+            envelope.channel_id, envelope.idempotency_key, envelope.room_id
+        )
     if reply_timeout is None:
+        _check_size(nc, payload, headers)
         return await _publish(nc, subject, payload, headers, timeout)
 
     inbox = nc.new_inbox()
     headers[REPLY_TO_HEADER] = inbox
+    _check_size(nc, payload, headers)
     # nats-py calls back in its own asyncio task: hand the reply over through a memory stream.
     send, receive = anyio.create_memory_object_stream[bytes](1)
 
@@ -145,7 +178,9 @@ async def publish_inbound(
         try:
             ack = await _publish(nc, subject, payload, headers, timeout)
             if ack.duplicate:
-                return IngressReply(ok=True, blocked=True, reason="duplicate", stream_seq=ack.seq)
+                return IngressReply(
+                    ok=True, blocked=True, reason=DUPLICATE_PUBLISH, stream_seq=ack.seq
+                )
             try:
                 with anyio.fail_after(reply_timeout):
                     data = await receive.receive()
@@ -173,10 +208,15 @@ def _envelope(
 ) -> InboundEnvelope:
     if isinstance(message, InboundMessage):
         envelope = InboundEnvelope.from_message(message, room_id=room_id)
-    elif room_id is not None:
-        envelope = msgspec.structs.replace(message, room_id=room_id)
-    else:
+    elif isinstance(message, InboundEnvelope):
         envelope = message
+        if room_id is not None:
+            envelope = msgspec.structs.replace(message, room_id=room_id)
+    else:
+        raise TypeError(
+            f"publish_inbound takes an InboundMessage or an InboundEnvelope, "
+            f"not {type(message).__name__}"
+        )
     try:
         check_token(envelope.channel_id)
         if envelope.room_id is not None:
@@ -189,6 +229,36 @@ def _envelope(
             "refuses it, since a redelivery could record it twice"
         )
     return envelope
+
+
+def _payload(envelope: InboundEnvelope) -> bytes:
+    """The payload of ``envelope``, once it decodes as the ingress will decode it.
+
+    msgspec does not check a Struct's fields when it is made, so an envelope built by hand
+    may hold anything: the round trip finds what the ingress would refuse.
+    """
+    try:
+        payload = encode_envelope(envelope)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise InvalidInbound(f"the message does not encode as JSON: {exc}") from exc
+    try:
+        decoded = decode_envelope(payload)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidInbound(f"the message is not a valid envelope: {exc}") from exc
+    checked = message_of(decoded)
+    if isinstance(checked, Rejection):
+        raise InvalidInbound(checked.detail)
+    return payload
+
+
+def _check_size(nc: NatsClient, payload: bytes, headers: dict[str, str]) -> None:
+    # The server closes a connection that publishes more than its max payload.
+    size = len(payload) + (headers_size(headers) if headers else 0)
+    if size > nc.max_payload:
+        raise InvalidInbound(
+            f"the message takes {size} bytes with its headers, more than the server's max "
+            f"payload ({nc.max_payload})"
+        )
 
 
 async def _publish(

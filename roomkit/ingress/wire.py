@@ -5,8 +5,8 @@ Subjects (``prefix`` defaults to ``roomkit``)::
     <prefix>.in.<channel_id>     inbound messages; JetStream stream ROOMKIT_IN over <prefix>.in.>
     <prefix>.dlq.<channel_id>    dead letters; JetStream stream ROOMKIT_DLQ over <prefix>.dlq.>
 
-``channel_id`` must be one subject token (no ``.``, ``*``, ``>`` or white space) and must equal
-the payload's ``channel_id``.
+``channel_id`` must be one subject token (no ``.``, ``*``, ``>``, white space or ASCII control
+character) and must equal the payload's ``channel_id``.
 
 Payload: one JSON object (UTF-8), an ``InboundEnvelope``::
 
@@ -18,6 +18,8 @@ Payload: one JSON object (UTF-8), an ``InboundEnvelope``::
      "room_id": "support-1"}                                 # optional: else the kit routes
 
 Unknown fields are ignored (newer publishers, older servers); new fields only ever get defaults.
+``metadata`` and ``content`` may nest at most ``MAX_NESTING`` (100) levels deep: the kit's
+serializer gives up near 255, so deeper ones are refused as ``bad_payload`` at once.
 
 ``idempotency_key`` is required by default. It makes delivery exactly-once in effect: JetStream
 redelivers a message whose processing was not acknowledged (a crash, a timeout), and the room
@@ -27,8 +29,10 @@ with ``require_idempotency_key=False``.
 
 Headers (all optional)::
 
-    Nats-Msg-Id: <channel_id>:<idempotency_key>   JetStream's own de-duplication window (set by
-                                                  publish_inbound; hashed when not header-safe)
+    Nats-Msg-Id: <channel_id>:<room_id>:<key>     JetStream's own de-duplication window (set by
+                                                  publish_inbound, see ``msg_id_for``: without
+                                                  a room ``<channel_id>:<key>``; a digest when a
+                                                  part holds ``:`` or is not header-safe)
     RoomKit-Reply-To: <inbox>                     where the ingress publishes the IngressReply
 
 Request-reply: a JetStream-delivered message's NATS ``reply`` is JetStream's ack subject, so the
@@ -40,14 +44,25 @@ rejected) the ingress publishes one ``IngressReply`` JSON object there::
     {"ok": false, "error": "unknown_channel", "detail": "Channel fax is not registered"}
 
 A duplicate caught by JetStream's window is not delivered to the ingress at all;
-``publish_inbound`` then answers ``{"ok": true, "blocked": true, "reason": "duplicate"}``
-itself, without an event id. A reply may come twice if a message is processed again after a
+``publish_inbound`` then answers ``{"ok": true, "blocked": true, "reason":
+"duplicate_publish", "stream_seq": <the first copy's>}`` itself, without an event id: this
+copy was dropped, and what became of the first one (recorded, or dead-lettered) is for the
+first copy's reply to say. A reply may come twice if a message is processed again after a
 crash (the second one says ``"duplicate"``): requesters keep the first.
 
-Dead letters keep the raw payload byte for byte (fix it and publish it again) and the
-original headers except ``Nats-*`` ones, plus ``RoomKit-Error`` (an ``IngressErrorCode``),
-``RoomKit-Error-Detail``, ``RoomKit-Subject`` and ``RoomKit-Stream-Seq`` (the original subject
-and its sequence in the ingress stream).
+Dead letters keep the raw payload byte for byte and the original headers except ``Nats-*``
+ones, plus ``RoomKit-Error`` (an ``IngressErrorCode``), ``RoomKit-Error-Detail``,
+``RoomKit-Subject`` and ``RoomKit-Stream-Seq`` (the original subject and its sequence in the
+ingress stream). A dead letter that would not fit the server's max payload with these headers
+keeps only the payload's first bytes, and ``RoomKit-Truncated: <original size in bytes>``
+says so (the original headers are dropped too if they alone do not fit). A dead letter's own
+``Nats-Msg-Id`` is ``<stream>:<seq>@<the stream's creation time>``: a message dead-lettered
+twice is stored once, and a stream made again (its sequences restart) does not clash.
+
+To fix a dead letter and publish it again, publish it without a ``Nats-Msg-Id``
+(``publish_inbound(nc, message, deduplicate=False)``): within JetStream's duplicate window
+(2 minutes by default) a copy with the first one's id is dropped unseen. The room's
+idempotency key still keeps it from being recorded twice.
 """
 
 from __future__ import annotations
@@ -62,15 +77,19 @@ from roomkit.core._room_ids import check_room_id as _kit_check_room_id
 from roomkit.models.delivery import InboundMessage, InboundResult
 
 __all__ = [
+    "DUPLICATE_PUBLISH",
     "ERROR_DETAIL_HEADER",
     "ERROR_HEADER",
+    "MAX_NESTING",
     "MSG_ID_HEADER",
     "REPLY_TO_HEADER",
     "STREAM_SEQ_HEADER",
     "SUBJECT_HEADER",
+    "TRUNCATED_HEADER",
     "InboundEnvelope",
     "IngressErrorCode",
     "IngressReply",
+    "check_jetstream_name",
     "check_room_id",
     "check_subject_prefix",
     "check_token",
@@ -96,10 +115,18 @@ ERROR_DETAIL_HEADER = "RoomKit-Error-Detail"
 SUBJECT_HEADER = "RoomKit-Subject"
 #: Dead letters: the message's sequence in the ingress stream.
 STREAM_SEQ_HEADER = "RoomKit-Stream-Seq"
+#: Dead letters: present when the payload was cut to fit the server; its original size.
+TRUNCATED_HEADER = "RoomKit-Truncated"
+#: ``IngressReply.reason`` when JetStream dropped a publish as a copy of one it stores.
+DUPLICATE_PUBLISH = "duplicate_publish"
+#: How deep ``metadata`` and ``content`` may nest (the kit's serializer stops near 255).
+MAX_NESTING = 100
 
 # A Nats-Msg-Id travels as a header value: longer or unusual keys are sent as a digest.
 _MAX_RAW_MSG_ID = 128
 _SUBJECT_FORBIDDEN = frozenset(".*> \t\r\n")
+# JetStream stream and consumer names: no subject separators or wildcards, no white space.
+_NAME_FORBIDDEN = frozenset(".*>/\\")
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -108,7 +135,8 @@ class IngressErrorCode(StrEnum):
     """Why the ingress refused a message (the reply's ``error``, the dead letter's header)."""
 
     BAD_PAYLOAD = "bad_payload"
-    """Not JSON, not an ``InboundEnvelope``, or content that is no RoomKit content."""
+    """Not JSON, not an ``InboundEnvelope``, content that is no RoomKit content, or
+    ``metadata``/``content`` nested deeper than ``MAX_NESTING``."""
     CHANNEL_MISMATCH = "channel_mismatch"
     """The subject's channel token differs from the payload's ``channel_id``."""
     MISSING_IDEMPOTENCY_KEY = "missing_idempotency_key"
@@ -119,6 +147,9 @@ class IngressErrorCode(StrEnum):
     """No channel with this id is registered with the kit."""
     ROOM_NOT_FOUND = "room_not_found"
     """``room_id`` names no room."""
+    EVENT_REFUSED = "event_refused"
+    """The event log refused the message's event (too large for it, for instance): the
+    same message would be refused again, so it is not retried."""
     FAILED = "failed"
     """Processing kept failing (a bug in a channel or a hook, a room that keeps timing out)."""
 
@@ -139,7 +170,8 @@ class InboundEnvelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=T
     """
 
     channel_id: NonEmpty
-    sender_id: NonEmpty
+    # Any str, as InboundMessage (and so the kit) takes it; an empty one too.
+    sender_id: str
     content: dict[str, Any]
     idempotency_key: str | None = None
     external_id: str | None = None
@@ -187,12 +219,16 @@ class IngressReply(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True
     """What a requester gets back: ``InboundResult`` in brief, or why the message was refused.
 
     Attributes:
-        ok: the message was processed (recorded, blocked by a hook, or a duplicate).
+        ok: the ingress did not refuse it: it was processed (recorded, blocked by a hook, or
+            a duplicate), or, with ``reason="duplicate_publish"``, JetStream dropped this
+            publish as a copy of the message it stores at ``stream_seq`` (that one's reply
+            says what became of it).
         event_id: the recorded event (for a duplicate: the event recorded the first time).
         room_id: the room it was recorded in.
         index: the event's index in the room's timeline.
         blocked: a hook blocked it, it was a duplicate, or identity resolution stopped it.
-        reason: why it was blocked (``"duplicate"`` for a duplicate).
+        reason: why it was blocked (``"duplicate"``: the room recorded this key before;
+            ``"duplicate_publish"``: see ``ok``).
         error: why the ingress refused it (``ok`` is False); see ``IngressErrorCode``.
         detail: a human-readable explanation of ``error``.
         stream_seq: the message's sequence in the ingress stream.
@@ -260,14 +296,23 @@ def reply_for(result: InboundResult, *, stream_seq: int | None = None) -> Ingres
 # -- subjects ----------------------------------------------------------------------------------
 
 
+def _unsafe(c: str) -> bool:
+    # White space of any kind and ASCII control characters: NATS splits protocol lines on
+    # some of them, and none belongs in a subject or a name.
+    return c.isspace() or c < " " or c == "\x7f"
+
+
 def check_subject_prefix(prefix: str) -> str:
     """Return ``prefix`` if it is one or more subject tokens without wildcards.
 
     Raises:
+        TypeError: if it is not a str.
         ValueError: if it is not.
     """
+    if not isinstance(prefix, str):
+        raise TypeError(f"a subject prefix is a str, not {type(prefix).__name__}")
     tokens = prefix.split(".")
-    if not all(tokens) or any(c in _SUBJECT_FORBIDDEN - {"."} for c in prefix):
+    if not all(tokens) or any(c in "*>" or _unsafe(c) for c in prefix):
         raise ValueError(f"invalid subject prefix {prefix!r}")
     return prefix
 
@@ -276,11 +321,32 @@ def check_token(value: str, what: str = "channel id") -> str:
     """Return ``value`` if it can be one subject token.
 
     Raises:
-        ValueError: if it is empty or holds ``.``, ``*``, ``>`` or white space.
+        ValueError: if it is not a str, is empty, or holds ``.``, ``*``, ``>``, white space or
+            an ASCII control character.
     """
-    if not value or any(c in _SUBJECT_FORBIDDEN for c in value):
+    if (
+        not isinstance(value, str)
+        or not value
+        or any(c in _SUBJECT_FORBIDDEN or _unsafe(c) for c in value)
+    ):
         raise ValueError(f"invalid {what} {value!r}: it must be one NATS subject token")
     return value
+
+
+def check_jetstream_name(name: str, what: str = "JetStream name") -> str:
+    """Return ``name`` if JetStream takes it as a stream or consumer name.
+
+    Raises:
+        ValueError: if it is not a str, is empty, or holds ``.``, ``*``, ``>``, ``/``, ``\\``,
+            white space or an ASCII control character.
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or any(c in _NAME_FORBIDDEN or _unsafe(c) for c in name)
+    ):
+        raise ValueError(f"invalid {what} {name!r}")
+    return name
 
 
 def check_room_id(room_id: str) -> str:
@@ -303,14 +369,30 @@ def dead_letter_subject(prefix: str, channel_token: str) -> str:
     return f"{prefix}.dlq.{channel_token}"
 
 
-def msg_id_for(channel_id: str, idempotency_key: str) -> str:
-    """The ``Nats-Msg-Id`` of a message: its key, scoped to its channel (providers' ids are
-    unique per provider, and JetStream's window spans the whole ingress stream)."""
-    if (
-        len(idempotency_key) <= _MAX_RAW_MSG_ID
-        and idempotency_key.isprintable()
-        and idempotency_key == idempotency_key.strip()
-    ):
-        return f"{channel_id}:{idempotency_key}"
+def msg_id_for(channel_id: str, idempotency_key: str, room_id: str | None = None) -> str:
+    """The ``Nats-Msg-Id`` of a message: its key, scoped to its channel and room.
+
+    JetStream's window spans the whole ingress stream, while the kit keeps idempotency keys
+    per room (the same key in two rooms is two messages): so the id names the room too.
+    ``<channel_id>:<room_id>:<key>``, or ``<channel_id>:<key>`` without a room; when a part
+    holds ``:``, starts with ``#`` or is not header-safe, ``<channel_id>:#<sha256>`` (or
+    ``#<sha256>``) of all of them instead, so that two different messages never share an id.
+    """
+    parts = [channel_id] + ([] if room_id is None else [room_id]) + [idempotency_key]
+    if all(_plain_part(p) for p in parts):
+        raw = ":".join(parts)
+        if len(raw) <= _MAX_RAW_MSG_ID:
+            return raw
     # nats-py rewrites header values it cannot carry verbatim: send a digest instead.
-    return f"{channel_id}:#{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    digest = hashlib.sha256(_encoder.encode(parts)).hexdigest()
+    return f"{channel_id}:#{digest}" if _plain_part(channel_id) else f"#{digest}"
+
+
+def _plain_part(part: str) -> bool:
+    return (
+        bool(part)
+        and ":" not in part
+        and not part.startswith("#")
+        and part.isprintable()
+        and part == part.strip()
+    )

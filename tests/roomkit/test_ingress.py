@@ -4,8 +4,10 @@ stops and restarts, and a kill -9 of the serving process mid-stream."""
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,13 +31,14 @@ from roomkit import (
     EventType,
     HookResult,
     HookTrigger,
+    InboundMessage,
     RoomContext,
     RoomEvent,
     RoomKit,
     TextContent,
 )
 from roomkit.cli import EXIT_USAGE, CliError
-from roomkit.errors import KitClosedError
+from roomkit.errors import KitClosedError, RoomNotFoundError
 from roomkit.ingress import (
     InboundEnvelope,
     Ingress,
@@ -48,13 +51,17 @@ from roomkit.ingress import (
     serve_ingress,
 )
 from roomkit.ingress.cli import add_serve_parser, run_serve
+from roomkit.ingress.ingress import DEFAULT_MAX_LANES
 from roomkit.ingress.wire import (
+    DUPLICATE_PUBLISH,
     ERROR_DETAIL_HEADER,
     ERROR_HEADER,
     REPLY_TO_HEADER,
     STREAM_SEQ_HEADER,
     SUBJECT_HEADER,
+    TRUNCATED_HEADER,
     decode_reply,
+    msg_id_for,
 )
 from tests.roomkit import ingress_app
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
@@ -277,9 +284,10 @@ async def test_a_requester_gets_the_inbound_result(
         assert blocked.ok and blocked.blocked and blocked.reason == "no secrets"
         assert blocked.event_id is not None
 
-        # Re-published within JetStream's window: stored once, answered at once.
+        # Re-published within JetStream's window: stored once, answered at once, without
+        # claiming that this copy was recorded.
         again = await publish_inbound(client, hello, room_id="support-1", reply_timeout=10)
-        assert again == IngressReply(ok=True, blocked=True, reason="duplicate", stream_seq=1)
+        assert again == IngressReply(ok=True, blocked=True, reason=DUPLICATE_PUBLISH, stream_seq=1)
 
         # Re-sent past JetStream's dedup (no Nats-Msg-Id): the room recognises the key.
         async with Replies(client) as replies:
@@ -372,6 +380,180 @@ async def test_a_core_subscriber_sees_dead_letters_live(
     assert (dead.headers or {})[ERROR_HEADER] == "bad_payload"
 
 
+def nested(depth: int, key: str) -> bytes:
+    """An envelope whose metadata nests ``depth`` lists deep (built as bytes: too deep for
+    the encoder)."""
+    return (
+        b'{"channel_id":"sms","sender_id":"a","content":{"type":"text","body":"deep"},'
+        b'"room_id":"room-1","idempotency_key":"' + key.encode() + b'",'
+        b'"metadata":{"m":' + b"[" * depth + b"]" * depth + b"}}"
+    )
+
+
+async def hold_and_die(nc: NatsClient, count: int, *, ack: Sequence[int] = ()) -> None:
+    """Be a serving process that fetched ``count`` messages, acknowledged those at the
+    indexes ``ack`` and died holding the others (they stay unacknowledged until ack_wait)."""
+    sub = await nc.jetstream().pull_subscribe_bind(durable="roomkit-ingress", stream="ROOMKIT_IN")
+    msgs = await sub.fetch(count, timeout=5)
+    assert len(msgs) == count
+    for index in ack:
+        await msgs[index].ack_sync()
+    await sub.unsubscribe()
+
+
+async def test_a_payload_nested_too_deep_is_refused_at_once_and_the_ingress_goes_on(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
+        # 1,000 levels: msgspec raises RecursionError (not DecodeError) while decoding.
+        # 500 levels: decodes and validates, but the kit's serializer gives up near 255.
+        for depth in (1000, 500):
+            payload = nested(depth, f"deep-{depth}")
+            await js.publish("roomkit.in.sms", payload, headers={REPLY_TO_HEADER: replies.inbox})
+        refusals = await replies.take(2)
+        valid = text("sms", "still here", idempotency_key="ok")
+        ok = await publish_inbound(client, valid, room_id="room-1", reply_timeout=10)
+    assert sorted((r.stream_seq, r.error) for r in refusals) == [
+        (1, IngressErrorCode.BAD_PAYLOAD),
+        (2, IngressErrorCode.BAD_PAYLOAD),
+    ]
+    assert ingress.stats.retried == 0  # refused when read, not after ten failed attempts
+    assert ok.ok and await bodies(nats_kit, "room-1") == ["still here"]
+
+
+async def test_a_payload_too_deep_to_decode_is_recovered_without_stopping_the_ingress(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    async with Ingress(nats_kit, nats_server.url):
+        pass  # creates the stream and the durable consumer
+    await client.jetstream().publish("roomkit.in.sms", nested(1000, "deep"))
+    await hold_and_die(client, 1)
+    # The restart re-reads it first (recovery), and must refuse it, not die on it again.
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+
+        async def dead_lettered() -> bool:
+            return ingress.stats.dead_lettered == 1
+
+        await eventually(dead_lettered, what="the recovered message dead-lettered")
+    assert ingress.stats.recovered == 1
+
+
+async def test_a_dead_letter_too_large_for_the_server_is_stored_cut_and_says_so(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    bad = b"{" + b"x" * (client.max_payload - 200)  # not JSON, just under the server's limit
+    async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
+        await js.publish("roomkit.in.sms", bad, headers={REPLY_TO_HEADER: replies.inbox})
+        (refusal,) = await replies.take(1)
+        valid = text("sms", "still here", idempotency_key="ok")
+        ok = await publish_inbound(client, valid, room_id="room-1", reply_timeout=10)
+    assert refusal.error == IngressErrorCode.BAD_PAYLOAD
+    assert ok.ok and ingress.stats.dead_lettered == 1
+    dead = await js.get_msg("ROOMKIT_DLQ", 1, direct=True)
+    headers = dead.headers or {}
+    assert headers[ERROR_HEADER] == "bad_payload"
+    assert headers[TRUNCATED_HEADER] == str(len(bad))
+    assert dead.data and len(dead.data) < len(bad) and bad.startswith(dead.data)
+
+
+async def test_a_message_the_log_refuses_is_dead_lettered_at_once(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    # The envelope fits the server; its event, with the event's own fields, does not.
+    big = text("sms", "x" * (client.max_payload - 400), idempotency_key="big")
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        refusal = await publish_inbound(client, big, room_id="room-1", reply_timeout=8)
+        valid = text("sms", "still here", idempotency_key="ok")
+        ok = await publish_inbound(client, valid, room_id="room-1", reply_timeout=10)
+    assert (refusal.ok, refusal.error) == (False, IngressErrorCode.EVENT_REFUSED)
+    assert ingress.stats.retried == 0 and ingress.stats.dead_lettered == 1
+    assert ok.ok and await bodies(nats_kit, "room-1") == ["still here"]
+    dead = await client.jetstream().get_msg("ROOMKIT_DLQ", 1, direct=True)
+    assert (dead.headers or {})[ERROR_HEADER] == "event_refused"
+
+
+class ClosingKit:
+    """Closes the ingress's NATS connection, then refuses the message: its dead letter meets
+    a connection closed for good."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+
+    async def process_inbound(self, message: object, *, room_id: str | None = None) -> None:
+        await self.nc.close()
+        raise RoomNotFoundError(f"Room {room_id} not found")
+
+
+async def test_a_connection_closed_under_a_dead_letter_stops_the_ingress(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        # One message in flight: the fetch loop waits for its slot, so only the dead letter
+        # meets the closed connection.
+        kit = ClosingKit(nc)
+        async with Ingress(kit, nc, max_in_flight=1) as ingress:  # type: ignore[arg-type]
+            await publish_inbound(client, text("sms", "x", idempotency_key="k"), room_id="r")
+            with pytest.raises(IngressUnavailable, match="closed"), anyio.fail_after(10):
+                await ingress.wait()
+    finally:
+        await nc.close()
+    assert ingress.stats.dead_lettered == 0 and ingress.stats.released == 1
+
+
+async def test_a_lane_key_that_fails_falls_back_to_the_default_lane(
+    nats_server: NatsServer,
+    nats_kit: RoomKit,
+    client: NatsClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+
+    def by_tenant(envelope: InboundEnvelope) -> str:
+        if envelope.metadata.get("odd"):
+            return envelope.metadata.get("tenant")  # type: ignore[no-any-return]  # None
+        return "tenant:" + envelope.metadata["tenant"]  # KeyError without a tenant
+
+    caplog.set_level(logging.WARNING, "roomkit.ingress")
+    async with Ingress(nats_kit, nats_server.url, lane_key=by_tenant) as ingress:
+        for j, metadata in enumerate([{"tenant": "t1"}, {}, {"odd": True}]):
+            message = text("sms", f"#{j}", idempotency_key=f"k{j}")
+            message.metadata.update(metadata)
+            reply = await publish_inbound(client, message, room_id="room-1", reply_timeout=10)
+            assert reply.ok and not reply.blocked, reply
+    assert ingress.stats.recorded == 3
+    assert await bodies(nats_kit, "room-1") == ["#0", "#1", "#2"]
+    assert "lane_key raised" in caplog.text and "not a str" in caplog.text
+
+
+async def test_dead_letters_of_a_stream_made_again_are_not_taken_for_the_old_ones(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    js = client.jetstream()
+    async with (
+        Ingress(nats_kit, nats_server.url, fetch_timeout=0.2) as ingress,
+        Replies(client) as replies,
+    ):
+        await js.publish("roomkit.in.sms", b"first", headers={REPLY_TO_HEADER: replies.inbox})
+        await replies.take(1)
+        await js.delete_stream("ROOMKIT_IN")  # an operator resets it; the ingress makes it again
+        await eventually(lambda: consumer_exists(client), what="the stream made again")
+        ack = await js.publish(
+            "roomkit.in.sms", b"second", headers={REPLY_TO_HEADER: replies.inbox}
+        )
+        assert ack.seq == 1  # the same sequence as the first one
+        await replies.take(1)
+    assert ingress.stats.dead_lettered == 2
+    assert (await js.stream_info("ROOMKIT_DLQ")).state.messages == 2
+    stored = [await js.get_msg("ROOMKIT_DLQ", seq) for seq in (1, 2)]
+    assert [m.data for m in stored] == [b"first", b"second"]
+
+
 # -- duplicates --------------------------------------------------------------------------------
 
 
@@ -395,6 +577,62 @@ async def test_a_message_published_twice_is_recorded_once(
         await eventually(both_seen, what="two messages processed")
     assert (ingress.stats.recorded, ingress.stats.duplicates) == (1, 1)
     assert await bodies(nats_kit, "room-1") == ["only once"]
+
+
+async def test_one_idempotency_key_in_two_rooms_is_two_messages(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # The kit keeps keys per room: JetStream's window must not take one for the other.
+    await make_rooms(nats_kit, "room-a", "room-b")
+    async with Ingress(nats_kit, nats_server.url):
+        for room in ("room-a", "room-b"):
+            message = text("sms", f"to {room}", idempotency_key="SAME")
+            reply = await publish_inbound(client, message, room_id=room, reply_timeout=10)
+            assert reply.ok and not reply.blocked and reply.room_id == room
+    assert await bodies(nats_kit, "room-a") == ["to room-a"]
+    assert await bodies(nats_kit, "room-b") == ["to room-b"]
+
+
+async def test_a_fixed_dead_letter_is_published_again_without_its_msg_id(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    message = text("sms", "hello", idempotency_key="SM-1")
+    async with Ingress(nats_kit, nats_server.url):
+        first = await publish_inbound(client, message, room_id="support-1", reply_timeout=10)
+        assert first.error == IngressErrorCode.ROOM_NOT_FOUND
+        await make_rooms(nats_kit, "support-1")  # the fix
+        dropped = await publish_inbound(client, message, room_id="support-1", reply_timeout=10)
+        assert dropped.reason == DUPLICATE_PUBLISH and dropped.event_id is None
+        again = await publish_inbound(
+            client, message, room_id="support-1", reply_timeout=10, deduplicate=False
+        )
+        assert again.ok and not again.blocked and again.event_id is not None
+        # Still recorded once: the room knows the key.
+        late = await publish_inbound(
+            client, message, room_id="support-1", reply_timeout=10, deduplicate=False
+        )
+        assert late.reason == "duplicate" and late.event_id == again.event_id
+    assert await bodies(nats_kit, "support-1") == ["hello"]
+
+
+def test_msg_ids_tell_channels_rooms_and_keys_apart() -> None:
+    cases = [
+        ("sms", "k", None),
+        ("sms", "k", "a"),
+        ("sms", "k", "b"),
+        ("sms", "a:k", None),
+        ("sms", "k", "a:b"),
+        ("sms", "b:k", "a"),
+        ("sms:a", "k", None),
+        ("sms", "#k", None),
+        ("sms", "k" * 200, "a"),
+        ("sms", "k" * 200, "b"),
+        ("sms", " k", "a"),
+    ]
+    ids = [msg_id_for(channel, key, room) for channel, key, room in cases]
+    assert len(set(ids)) == len(cases)
+    assert all(i.isprintable() and len(i) <= 128 for i in ids)
+    assert ids[:2] == ["sms:k", "sms:a:k"]  # readable when every part is plain
 
 
 async def test_a_room_id_that_is_not_a_stream_id_works_through_the_ingress(
@@ -446,6 +684,9 @@ async def test_keyless_messages_when_the_ingress_allows_them(
         ("connect_timeout", "5", TypeError),
         ("drain_timeout", -0.5, ValueError),
         ("drain_timeout", [1], TypeError),
+        ("stream_name", "a/b", ValueError),
+        ("durable", "x\x00", ValueError),
+        ("dlq_stream", "ROOMKIT_IN", ValueError),
     ],
 )
 def test_a_bad_setting_is_refused_when_the_ingress_is_made(
@@ -454,6 +695,13 @@ def test_a_bad_setting_is_refused_when_the_ingress_is_made(
     # Not when a task of the running ingress (or NATS) first uses it.
     with pytest.raises(error, match=setting):
         Ingress(RoomKit(), **{setting: value})
+
+
+def test_lanes_are_bounded_by_default() -> None:
+    # One task (and one stream) per lane: max_in_flight=200_000 must not make 200,000.
+    assert Ingress(RoomKit(), max_in_flight=200_000).lanes == DEFAULT_MAX_LANES == 256
+    assert Ingress(RoomKit(), max_in_flight=8).lanes == 8
+    assert Ingress(RoomKit(), max_in_flight=1000, lanes=1000).lanes == 1000
 
 
 def test_settings_take_numbers_of_any_kind() -> None:
@@ -469,6 +717,83 @@ async def test_publish_inbound_refuses_what_the_ingress_would_refuse(client: Nat
         await publish_inbound(client, text("sms.eu", "x", idempotency_key="k"))
     with pytest.raises(InvalidInbound, match="room id"):
         await publish_inbound(client, text("sms", "x", idempotency_key="k"), room_id="")
+
+
+@pytest.mark.parametrize(
+    ("message", "options", "error", "match"),
+    [
+        (
+            InboundEnvelope(channel_id="sms", sender_id=5, content="hi", idempotency_key="k"),  # type: ignore[arg-type]
+            {},
+            InvalidInbound,
+            "not a valid envelope",
+        ),
+        (
+            InboundEnvelope(
+                channel_id="sms", sender_id="u", content={"type": "hologram"}, idempotency_key="k"
+            ),
+            {},
+            InvalidInbound,
+            "invalid message",
+        ),
+        (
+            text("sms", "x", idempotency_key="k", metadata={"o": object()}),
+            {},
+            InvalidInbound,
+            "does not encode",
+        ),
+        (
+            text("sms", "x" * (2 * 1024 * 1024), idempotency_key="k"),
+            {},
+            InvalidInbound,
+            "max payload",
+        ),
+        (text("sms\x0b", "x", idempotency_key="k"), {}, InvalidInbound, "subject token"),
+        (text("sms\u00a0", "x", idempotency_key="k"), {}, InvalidInbound, "subject token"),
+        (text("sms\x00", "x", idempotency_key="k"), {}, InvalidInbound, "subject token"),
+        (text("sms", "x", idempotency_key="k"), {"timeout": math.nan}, ValueError, "timeout"),
+        (text("sms", "x", idempotency_key="k"), {"timeout": -1}, ValueError, "timeout"),
+        (text("sms", "x", idempotency_key="k"), {"reply_timeout": -1}, ValueError, "reply_"),
+        (text("sms", "x", idempotency_key="k"), {"reply_timeout": "5"}, TypeError, "reply_"),
+        (text("sms", "x", idempotency_key="k"), {"subject_prefix": None}, TypeError, "prefix"),
+        ({"channel_id": "sms"}, {}, TypeError, "InboundMessage"),
+    ],
+)
+async def test_publish_inbound_refuses_before_publishing_what_would_fail(
+    client: NatsClient,
+    message: Any,
+    options: dict[str, Any],
+    error: type[Exception],
+    match: str,
+) -> None:
+    # No stream captures the subject: a message that got as far as publishing would raise
+    # IngressUnavailable instead.
+    with pytest.raises(error, match=match):
+        await publish_inbound(client, message, **options)
+
+
+async def test_publish_inbound_refuses_metadata_nested_too_deep(client: NatsClient) -> None:
+    deep: Any = []
+    for _ in range(150):
+        deep = [deep]
+    with pytest.raises(InvalidInbound, match="nested"):
+        await publish_inbound(client, text("sms", "x", idempotency_key="k", metadata={"m": deep}))
+    # Well within the bound: checked, then published (and no stream takes it here).
+    shallow = text("sms", "x", idempotency_key="k", metadata={"m": [[[[]]]]})
+    with pytest.raises(IngressUnavailable):
+        await publish_inbound(client, shallow, timeout=1)
+
+
+async def test_an_empty_sender_id_goes_through_as_the_kit_takes_it(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    message = InboundMessage(
+        channel_id="sms", sender_id="", content=TextContent(body="x"), idempotency_key="k"
+    )
+    async with Ingress(nats_kit, nats_server.url):
+        reply = await publish_inbound(client, message, room_id="room-1", reply_timeout=10)
+    assert reply.ok and not reply.blocked
 
 
 async def test_publish_inbound_says_when_nothing_stores_or_answers(
@@ -564,6 +889,38 @@ async def test_messages_held_longer_than_ack_wait_are_kept_alive(
     # "In progress" acks kept JetStream from redelivering the held messages meanwhile.
     assert ingress.stats.received == 3 and ingress.stats.duplicates == 0
     assert await bodies(nats_kit, "room-1") == ["#0", "#1", "#2"]
+
+
+async def test_without_work_queue_a_restart_does_not_replay_acknowledged_messages(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    await make_rooms(nats_kit, "room-1")
+    # Limits retention keeps acknowledged messages; keyless ones could be recorded twice.
+    options: dict[str, Any] = {
+        "work_queue": False,
+        "require_idempotency_key": False,
+        "ack_wait": 1.0,
+    }
+    async with Ingress(nats_kit, nats_server.url, **options):
+        pass  # creates the stream and the durable consumer
+    js = client.jetstream()
+    for body in ("A", "B"):
+        await js.publish("roomkit.in.sms", envelope(body, None, room_id="room-1"))
+    # A process that fetched both, acknowledged B (so it handled it), and died holding A.
+    await hold_and_die(client, 2, ack=[1])
+    async with Ingress(nats_kit, nats_server.url, **options), Replies(client) as replies:
+
+        async def redelivered() -> bool:
+            return await bodies(nats_kit, "room-1") == ["A"]
+
+        await eventually(redelivered, what="A redelivered after ack_wait")
+        await js.publish(
+            "roomkit.in.sms",
+            envelope("C", None, room_id="room-1"),
+            headers={REPLY_TO_HEADER: replies.inbox},
+        )
+        await replies.take(1)
+    assert await bodies(nats_kit, "room-1") == ["A", "C"]  # B was not read again
 
 
 class FlakyLog(MemoryEventLog):
@@ -721,6 +1078,29 @@ def serve_args(*argv: str) -> argparse.Namespace:
 async def test_serve_refuses_a_bad_app(app: str, message: str) -> None:
     with pytest.raises(CliError, match=message) as caught:
         await run_serve(serve_args("--app", app, "--nats", "nats://127.0.0.1:1"))
+    assert caught.value.code == EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--timeout", "nan"], "--timeout"),
+        (["--timeout", "-1"], "--timeout"),
+        (["--prefix", "a..b"], "subject prefix"),
+        (["--prefix", "a b"], "subject prefix"),
+        (["--stream", "a.b"], "--stream"),
+        (["--dlq-stream", ""], "--dlq-stream"),
+        (["--durable", "x y"], "--durable"),
+        (["--stream", "ROOMKIT"], "--log-stream"),
+        (["--dlq-stream", "ROOMKIT_IN"], "--dlq-stream"),
+        (["--lanes", "0"], "--lanes"),
+    ],
+)
+async def test_serve_refuses_bad_settings_before_connecting(argv: list[str], message: str) -> None:
+    # Port 1 answers nothing: a setting checked only once connected would fail otherwise.
+    args = serve_args("--app", ingress_app.APP, "--nats", "nats://127.0.0.1:1", *argv)
+    with pytest.raises(CliError, match=re.escape(message)) as caught:
+        await run_serve(args)
     assert caught.value.code == EXIT_USAGE
 
 
