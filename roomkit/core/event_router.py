@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from actors import check_seconds
-from roomkit.core._bounded import TimedOut, bounded
+from roomkit.channels.base import Channel
+from roomkit.core._bounded import TimedOut, bounded_here
 from roomkit.core._concurrently import concurrently
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
@@ -54,7 +55,6 @@ from roomkit.models.event import CompositeContent, SystemContent, TemplateConten
 from roomkit.models.task import Observation
 
 if TYPE_CHECKING:
-    from roomkit.channels.base import Channel
     from roomkit.models.channel import ChannelBinding, ChannelOutput
     from roomkit.models.context import RoomContext
     from roomkit.models.event import EventContent, RoomEvent
@@ -76,6 +76,9 @@ CHAIN_DEPTH_BLOCKED_BY = "event_chain_depth_limit"
 
 _CANNOT_WRITE = frozenset({Access.READ_ONLY, Access.NONE})
 _CANNOT_READ = frozenset({Access.WRITE_ONLY, Access.NONE})
+
+
+_BASE_ON_EVENT = Channel.on_event
 
 
 class ProviderDeliveryError(Exception):
@@ -331,9 +334,13 @@ class EventRouter:
                         channel_id=channel_id, success=False, error="transcoding_failed"
                     )
                 return outcome
-            outcome.output = await bounded(
-                channel.on_event(prepared, target, context), self._call_timeout
-            )
+            reaction = channel.on_event(prepared, target, context)
+            if type(channel).on_event is _BASE_ON_EVENT:
+                # The base on_event does nothing and never waits: no bound to pay for on
+                # every target of every message.
+                outcome.output = await reaction
+            else:
+                outcome.output = await bounded_here(reaction, self._call_timeout)
             if is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
                     channel, prepared, target, context
@@ -546,7 +553,7 @@ async def _deliver_once(
     context: RoomContext,
     limit: float | None,
 ) -> ChannelOutput:
-    output = await bounded(channel.deliver(event, binding, context), limit)
+    output = await bounded_here(channel.deliver(event, binding, context), limit)
     provider_result = output.provider_result
     if provider_result is not None and provider_result.success is False:
         raise ProviderDeliveryError(provider_result)

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._bounded import TimedOut, bounded, bounded_here
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -180,3 +180,72 @@ async def test_the_code_has_its_own_copy_of_the_context_variables() -> None:
         for limit in (5, None):
             assert await bounded(binds(suspend), limit) == "the caller's"
             assert tag.get() == "the caller's"  # left as it was
+
+
+# -- bounded_here: the same guarantees, without a context copy (fan-out targets) -------------
+
+
+async def test_bounded_here_keeps_the_guarantees_of_bounded() -> None:
+    async def at_once() -> int:
+        return 7
+
+    async def after_checkpoints() -> str:
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        return "done"
+
+    cleaned: list[bool] = []
+
+    async def forever() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned.append(True)
+
+    async def own_timeout() -> None:
+        await anyio.lowlevel.checkpoint()
+        raise TimeoutError("the vendor API did not answer")
+
+    async def scoped(nap: float) -> str:
+        with anyio.move_on_after(10):
+            with anyio.fail_after(10):
+                await anyio.sleep(nap)
+        return "scoped"
+
+    assert await bounded_here(at_once(), 0.5) == 7
+    assert await bounded_here(after_checkpoints(), 5) == "done"
+    assert await bounded_here(after_checkpoints(), None) == "done"
+    with pytest.raises(TimedOut):
+        await bounded_here(forever(), 0.05)
+    assert cleaned == [True]
+    with pytest.raises(TimeoutError, match="vendor") as caught:
+        await bounded_here(own_timeout(), 5)
+    assert not isinstance(caught.value, TimedOut)
+    assert await bounded_here(scoped(0.01), 5) == "scoped"
+    with pytest.raises(TimedOut):
+        await bounded_here(scoped(10), 0.05)
+    with anyio.move_on_after(0.01) as scope:
+        await anyio.sleep_forever()
+    assert scope.cancelled_caught
+
+
+async def test_bounded_here_does_not_take_an_outer_cancellation_for_the_limit() -> None:
+    reached = anyio.Event()
+
+    async def waiting() -> None:
+        reached.set()
+        await anyio.sleep_forever()
+
+    outcome: list[str] = []
+
+    async def run() -> None:
+        try:
+            await bounded_here(waiting(), 10)
+        except TimedOut:
+            outcome.append("timed out")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await reached.wait()
+        tg.cancel_scope.cancel()
+    assert outcome == []

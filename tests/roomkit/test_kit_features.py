@@ -155,12 +155,19 @@ class TestResilience:
                 await anyio.sleep_forever()
                 raise AssertionError("unreachable")
 
+        class Dreaming(SimpleChannel):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                await anyio.sleep_forever()
+                raise AssertionError("unreachable")
+
         sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
         async with make_kit(process_timeout=0.2) as kit:
-            for channel in (sms, ws, Hung("hung")):
+            for channel in (sms, ws, Hung("hung"), Dreaming("dreaming")):
                 kit.register_channel(channel)
             await kit.create_room(room_id="r1")
-            for channel_id in ("sms", "ws", "hung"):
+            for channel_id in ("sms", "ws", "hung", "dreaming"):
                 await kit.attach_channel("r1", channel_id)
             failed: list[tuple[str | None, object]] = []
 
@@ -171,10 +178,10 @@ class TestResilience:
             with anyio.fail_after(10):
                 for body in ("one", "two"):
                     await kit.process_inbound(text("sms", body))
-                while len(failed) < 2:
+                while len(failed) < 4:
                     await anyio.sleep(0.01)
             assert ws.texts() == ["one", "two"]
-            assert failed == [("hung", "timeout"), ("hung", "timeout")]
+            assert sorted(failed) == [("dreaming", "timeout")] * 2 + [("hung", "timeout")] * 2
             assert [e.content.body for e in await kit.get_timeline("r1")][-2:] == ["one", "two"]
 
     async def test_a_websocket_client_that_stopped_reading_is_dropped(self, kit: RoomKit) -> None:
