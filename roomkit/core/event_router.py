@@ -27,6 +27,7 @@ sets alone would not ask for it (QUIRK 11).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ import anyio
 from actors import check_seconds
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded_here
+from roomkit.core._cancel import is_cancelling
 from roomkit.core._concurrently import concurrently
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
@@ -346,19 +348,31 @@ class EventRouter:
                     channel, prepared, target, context
                 )
         except Exception as exc:
-            text = _error_text(exc)
-            logger.warning(
-                "room %s: target %r failed on event %s: %s",
-                event.room_id,
-                channel_id,
-                event.id,
-                text,
-                exc_info=True,
-            )
-            outcome.error = text
-            if is_transport and outcome.delivery is None:
-                outcome.delivery = DeliveryResult(channel_id=channel_id, success=False, error=text)
+            self._target_failed(outcome, event, exc)
+        except asyncio.CancelledError:
+            if is_cancelling():
+                raise
+            # The channel's own, not a cancellation of this broadcast: propagated, it would
+            # cancel the other targets and lose their results.
+            failure = RuntimeError(f"channel {channel_id!r} raised CancelledError uncancelled")
+            self._target_failed(outcome, event, failure)
         return outcome
+
+    @staticmethod
+    def _target_failed(outcome: _Outcome, event: RoomEvent, error: Exception) -> None:
+        channel_id = outcome.binding.channel_id
+        text = _error_text(error)
+        logger.warning(
+            "room %s: target %r failed on event %s: %s",
+            event.room_id,
+            channel_id,
+            event.id,
+            text,
+            exc_info=error,
+        )
+        outcome.error = text
+        if outcome.binding.category == ChannelCategory.TRANSPORT and outcome.delivery is None:
+            outcome.delivery = DeliveryResult(channel_id=channel_id, success=False, error=text)
 
     def _merge(self, result: BroadcastResult, outcome: _Outcome) -> None:
         binding = outcome.binding

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from actors import check_seconds
 from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._cancel import is_cancelling
 from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
@@ -451,20 +452,11 @@ async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) ->
     except TimedOut:
         raise HookTimeoutError(reg.name, reg.timeout or math.inf) from None
     except asyncio.CancelledError:
-        if _cancelling():
+        if is_cancelling():
             raise
         # The hook's own (an inner operation's, let through), not a cancellation of the task
         # running it: left to propagate, it would end the room's actor. A failure like any.
         raise RuntimeError(f"hook {reg.name!r} raised CancelledError uncancelled") from None
-
-
-def _cancelling() -> bool:
-    """Whether the current task is being cancelled (always, as far as we know, off asyncio)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no asyncio loop: trio, where Cancelled comes only from a scope
-        return True
-    return task is None or task.cancelling() > 0
 
 
 async def _run_async_one(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -183,6 +184,38 @@ class TestResilience:
             assert ws.texts() == ["one", "two"]
             assert sorted(failed) == [("dreaming", "timeout")] * 2 + [("hung", "timeout")] * 2
             assert [e.content.body for e in await kit.get_timeline("r1")][-2:] == ["one", "two"]
+
+    async def test_a_channel_raising_cancelled_error_of_its_own_fails_alone(
+        self, kit: RoomKit
+    ) -> None:
+        """A channel (or the provider under it) raising ``CancelledError`` when nothing was
+        cancelled: its target fails; it used to cancel the whole broadcast, the other
+        targets' results (an AI's reply) with it."""
+
+        class Stray(SimpleChannel):
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                await anyio.sleep(0.01)
+                raise asyncio.CancelledError
+
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        for channel in (sms, ws, Stray("stray")):
+            kit.register_channel(channel)
+        await kit.create_room(room_id="r1")
+        for channel_id in ("sms", "stray", "ws"):
+            await kit.attach_channel("r1", channel_id)
+        failed: list[tuple[str | None, object]] = []
+
+        @kit.on("delivery_failed")
+        async def on_failed(event: FrameworkEvent) -> None:
+            failed.append((event.channel_id, event.data["error"]))
+
+        with anyio.fail_after(5):
+            assert not (await kit.process_inbound(text("sms", "hi"))).blocked
+            assert not (await kit.process_inbound(text("sms", "again"))).blocked
+        assert ws.texts() == ["hi", "again"]
+        assert failed == [("stray", "channel 'stray' raised CancelledError uncancelled")] * 2
 
     async def test_a_websocket_client_that_stopped_reading_is_dropped(self, kit: RoomKit) -> None:
         ws = WebSocketChannel("ws", send_timeout=0.1)
