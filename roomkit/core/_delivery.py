@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Deliver, RunLifecycle
-from roomkit.core._post_commit import IN_POST_COMMIT_WORK
+from roomkit.core._post_commit import post_commit_work
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
 from roomkit.models.context import RoomContext
@@ -77,9 +77,12 @@ class RoomDelivery:
             await self._run(job)
 
     async def _run(self, job: DeliveryJob) -> None:
+        with post_commit_work():
+            await self._run_job(job)
+
+    async def _run_job(self, job: DeliveryJob) -> None:
         work = job.work
         self._context = job.context
-        inside = IN_POST_COMMIT_WORK.set(True)
         for note in work.announce:
             await note.emit(self._services.emit, self._room_id)
         try:
@@ -90,7 +93,6 @@ class RoomDelivery:
         except Exception:
             logger.exception("room %s: post-commit work failed", self._room_id)
         finally:
-            IN_POST_COMMIT_WORK.reset(inside)
             # Not kept past its job: a context may hold fifty recent events as models.
             self._context = None
             self._services.turns.delivered(work.root)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventlog import EventLog
 from roomkit.core._commands import GetContext, Outcome
-from roomkit.core._post_commit import IN_POST_COMMIT_WORK
+from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_ids import check_room_id
 from roomkit.errors import KitClosedError, RoomNotFoundError
 from roomkit.models.context import RoomContext
@@ -147,8 +147,8 @@ class HelpersMixin:
         await runtime.projection.wait(self._settled_position(outcome))
 
     def _awaited_turn(self, outcome: Outcome) -> Turn | None:
-        if not self._wait_for_delivery or IN_POST_COMMIT_WORK.get():
-            return None  # see IN_POST_COMMIT_WORK: settle on the commit only
+        if not self._wait_for_delivery or in_post_commit_work():
+            return None  # see post_commit_work: settle on the commit only
         turn: Turn | None = outcome.turn
         return turn
 

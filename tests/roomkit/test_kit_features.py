@@ -185,6 +185,49 @@ class TestResilience:
             assert sorted(failed) == [("dreaming", "timeout")] * 2 + [("hung", "timeout")] * 2
             assert [e.content.body for e in await kit.get_timeline("r1")][-2:] == ["one", "two"]
 
+    async def test_a_task_started_by_post_commit_work_waits_for_deliveries_after_it(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """A follow-up task an async hook leaves running copies the hook's context: once the
+        hook's job is over, its commands wait for their deliveries again, as any caller's."""
+
+        class Slow(SimpleChannel):
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                await anyio.sleep(0.05)
+                return await super().deliver(event, binding, context)
+
+        slow = Slow("slow")
+        async with make_kit() as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(slow)
+            for room_id in ("r1", "r2"):
+                await kit.create_room(room_id=room_id)
+                await kit.attach_channel(room_id, "sms")
+            await kit.attach_channel("r2", "slow")
+            job_over = anyio.Event()
+            seen: list[list[str]] = []
+            done = anyio.Event()
+            started: list[asyncio.Task[None]] = []
+
+            async def follow_up() -> None:
+                await job_over.wait()
+                await kit.process_inbound(text("sms", "follow-up"), room_id="r2")
+                seen.append(slow.texts())
+                done.set()
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+            async def after(event: RoomEvent, context: RoomContext) -> None:
+                if event.room_id == "r1" and not started:
+                    started.append(asyncio.get_running_loop().create_task(follow_up()))
+
+            await kit.process_inbound(text("sms", "hi"), room_id="r1")  # its hook has run
+            job_over.set()
+            with anyio.fail_after(5):
+                await done.wait()
+        assert seen == [["follow-up"]]  # delivered when process_inbound returned
+
     async def test_a_channel_raising_cancelled_error_of_its_own_fails_alone(
         self, kit: RoomKit
     ) -> None:
