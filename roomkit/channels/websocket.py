@@ -120,25 +120,47 @@ class WebSocketChannel(Channel):
         connections = list(self._connections.items())
         if not connections:
             return ChannelOutput.empty()
-        # concurrently: a send that completes at once (a buffered write) costs no task.
-        await concurrently(
-            [
-                functools.partial(self._send_one, connection_id, send_fn, event)
-                for connection_id, send_fn in connections
-            ]
-        )
+        unfinished = dict(connections)
+        try:
+            # concurrently: a send that completes at once (a buffered write) costs no task.
+            await concurrently(
+                [
+                    functools.partial(self._send_one, connection_id, send_fn, event, unfinished)
+                    for connection_id, send_fn in connections
+                ]
+            )
+        except BaseException:
+            # Cancelled from outside (the kit bounds a delivery by its process_timeout, which
+            # may be shorter than send_timeout): the sends still running belong to clients
+            # too slow for it. Kept, they would time out every delivery of the channel.
+            for connection_id, send_fn in unfinished.items():
+                self._drop(connection_id, send_fn, "its send was cut short")
+            raise
         return ChannelOutput.empty()
 
-    async def _send_one(self, connection_id: str, send_fn: SendFn, event: RoomEvent) -> None:
+    async def _send_one(
+        self,
+        connection_id: str,
+        send_fn: SendFn,
+        event: RoomEvent,
+        unfinished: dict[str, SendFn],
+    ) -> None:
         try:
             await bounded(send_fn(connection_id, event), self._send_timeout)
         except Exception:
             logger.warning(
-                "channel %s: dropping connection %s after a failed or timed-out send",
+                "channel %s: send to connection %s failed or timed out",
                 self.channel_id,
                 connection_id,
                 exc_info=True,
             )
-            # Only drop it if it was not re-registered with a new send function meanwhile.
-            if self._connections.get(connection_id) is send_fn:
-                del self._connections[connection_id]
+            self._drop(connection_id, send_fn, "its send failed or timed out")
+        unfinished.pop(connection_id, None)
+
+    def _drop(self, connection_id: str, send_fn: SendFn, why: str) -> None:
+        # Only if it was not re-registered with a new send function meanwhile.
+        if self._connections.get(connection_id) is send_fn:
+            logger.warning(
+                "channel %s: dropping connection %s: %s", self.channel_id, connection_id, why
+            )
+            del self._connections[connection_id]

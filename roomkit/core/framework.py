@@ -121,6 +121,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             waiting for its room (a backlog) before it is dropped unprocessed; either way
             ``process_inbound`` then returns ``blocked=True, reason="process_timeout"`` and the
             message is not recorded, unless it was and its delivery or async hooks overran.
+            It also bounds each channel's ``on_event`` (an AI's generation included) and each
+            ``deliver`` attempt: one that overruns fails its target with ``"timeout"``.
         stt, tts, voice: voice providers and backend (voice is a separate package).
         log: the event log (default ``MemoryEventLog``; ``NatsEventLog`` in production).
         transcoder: adapts content to what target channels support.
@@ -502,9 +504,11 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         )
 
     async def disconnect_websocket(self, channel_id: str, connection_id: str) -> None:
-        """Unregister a WebSocket connection; ``channel_disconnected`` fires when there was one."""
+        """Unregister a WebSocket connection and fire ``channel_disconnected`` (also when the
+        channel already dropped the connection after a failed send, as 0.3.0 fired it)."""
         channel = self._channels.get(channel_id)
-        if isinstance(channel, WebSocketChannel) and channel.unregister_connection(connection_id):
+        if isinstance(channel, WebSocketChannel):
+            channel.unregister_connection(connection_id)
             await self._emit_framework_event(
                 "channel_disconnected",
                 channel_id=channel_id,

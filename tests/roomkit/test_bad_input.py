@@ -478,7 +478,7 @@ async def test_websocket_connections_and_subscriptions_refuse_what_cannot_work()
             await kit.connect_websocket("ws", None, _Sink().send)  # type: ignore[arg-type]
         assert ws.connection_count == 0
         await kit.disconnect_websocket("ws", "never-connected")
-        assert disconnected == []  # nothing was connected: nothing to announce
+        assert len(disconnected) == 1  # as 0.3.0 (the channel may have dropped it itself)
     with pytest.raises(KitClosedError):
         await kit.subscribe_room("r1", _Sink().send)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^max_queue_size must be an integer"):

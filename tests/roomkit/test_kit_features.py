@@ -283,6 +283,38 @@ class TestResilience:
         assert received == ["one", "two", "three"]
         assert ws.connection_count == 1
 
+    async def test_a_stuck_websocket_client_is_dropped_under_a_short_process_timeout(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """process_timeout shorter than send_timeout: the kit cuts the channel's deliver short
+        before the stuck send times out. The stuck client is dropped then; kept, it timed out
+        every delivery of the channel until its breaker opened on the healthy clients too."""
+        ws = WebSocketChannel("ws")  # send_timeout 10 s
+        received: list[str] = []
+        failed: list[object] = []
+
+        async def good(connection_id: str, event: RoomEvent) -> None:
+            received.append(event.content.body)  # type: ignore[union-attr]
+
+        async def stuck(connection_id: str, event: RoomEvent) -> None:
+            await anyio.sleep_forever()
+
+        async with make_kit(process_timeout=0.2) as kit:
+            kit.register_channel(ws)
+            kit.register_channel(SimpleChannel("sms"))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "ws")
+            await kit.attach_channel("r1", "sms")
+            kit.on("delivery_failed")(failed.append)  # type: ignore[arg-type]
+            await kit.connect_websocket("ws", "good", good)
+            await kit.connect_websocket("ws", "stuck", stuck)
+            with anyio.fail_after(10):
+                for n in range(7):
+                    await kit.process_inbound(text("sms", f"m{n}"))
+            assert received == [f"m{n}" for n in range(7)]
+            assert ws.connection_count == 1
+            assert len(failed) == 1  # the first delivery only
+
     @pytest.mark.parametrize("where", ["framework_handler", "async_hook"])
     async def test_post_commit_code_can_send_to_its_own_room(
         self, make_kit: Callable[..., RoomKit], where: str
