@@ -52,15 +52,16 @@ class HTTPProviderConfig(BaseModel):
 
     Attributes:
         webhook_url: Where messages are POSTed.
-        secret: Key of the ``X-RoomKit-Signature`` HMAC; no signature when None. An empty
-            secret is refused: anyone could compute a signature with it.
+        secret: Key of the ``X-RoomKit-Signature`` HMAC; no signature when None or empty (an
+            empty key signs nothing anyone could not sign: a warning says so, where 0.3.0
+            signed with it).
         headers: Extra request headers (e.g. an ``Authorization``); hidden from the repr since
             they often hold credentials.
         timeout: Seconds before a request times out.
     """
 
     webhook_url: str
-    secret: SecretStr | None = Field(default=None, min_length=1)
+    secret: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     timeout: float = Field(default=30.0, gt=0)  # 0.3.0's default
 
@@ -93,6 +94,11 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
         self, config: HTTPProviderConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
         super().__init__(config, client=client, secrets=[config.secret], logger=logger)
+        self._signing_key = (
+            config.secret if config.secret and config.secret.get_secret_value() else None
+        )
+        if config.secret is not None and self._signing_key is None:
+            logger.warning("HTTP webhook provider: the secret is empty, requests go unsigned")
 
     def build_body(self, event: RoomEvent, to: str) -> bytes | None:
         """The exact bytes POSTed (and signed) for ``event``; None when there is no text."""
@@ -124,8 +130,8 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
         reserved = ("content-type", SIGNATURE_HEADER.lower())
         headers = {k: v for k, v in self._config.headers.items() if k.lower() not in reserved}
         headers["Content-Type"] = "application/json"
-        if self._config.secret is not None:
-            headers[SIGNATURE_HEADER] = hmac_sha256_hex(self._config.secret, body)
+        if self._signing_key is not None:
+            headers[SIGNATURE_HEADER] = hmac_sha256_hex(self._signing_key, body)
         outcome = await self._http.request(
             "POST", self._config.webhook_url, content=body, headers=headers
         )

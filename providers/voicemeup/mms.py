@@ -9,12 +9,13 @@ twice). A plain text with nothing held back passes straight through (text-only S
 delayed). An attachment whose text does not come within ``timeout_seconds`` is released alone,
 through ``on_timeout``.
 
-An attachment is held back only when something will release it: an ``on_timeout`` callback, or a
-caller that drains the aggregator (:meth:`~VoiceMeUpMMSAggregator.run` running, or
-:meth:`~VoiceMeUpMMSAggregator.expired` / :meth:`~VoiceMeUpMMSAggregator.flush_expired` called
-once). Otherwise (the defaults: no callback, nobody flushing) a picture-only MMS would wait
-forever, so attachments pass straight through, unmerged: the room gets the picture and the text
-as two messages rather than losing the picture.
+An attachment is held back only once a caller drains the aggregator
+(:meth:`~VoiceMeUpMMSAggregator.run` running, or :meth:`~VoiceMeUpMMSAggregator.expired` /
+:meth:`~VoiceMeUpMMSAggregator.flush_expired` called once): only they release expired parts
+(``on_timeout`` alone is never called, since nothing runs on its own). Otherwise (the
+defaults) a picture-only MMS would wait forever, so attachments pass straight through,
+unmerged: the room gets the picture and the text as two messages rather than losing the
+picture.
 
 RoomKit 0.3.0 kept this buffer in module-level globals and started its timers with
 ``asyncio.create_task`` (quirk 18): two kits in one process shared one buffer, and timer tasks
@@ -76,9 +77,9 @@ class VoiceMeUpMMSAggregator:
     Args:
         timeout_seconds: How long an attachment waits for its text; ``<= 0`` disables merging
             (every part passes through at once).
-        on_timeout: Receives each attachment released alone by :meth:`flush_expired`. Without
-            it, attachments are held only once the caller drains the aggregator (see the
-            module doc).
+        on_timeout: Receives each attachment released alone by :meth:`flush_expired`.
+            Attachments are held only once the caller drains the aggregator (see the module
+            doc).
         clock: Monotonic clock, in seconds (the ``now`` arguments use it).
         max_pending: Most attachments held at once; past it the oldest is released early.
     """
@@ -156,10 +157,9 @@ class VoiceMeUpMMSAggregator:
             return meta.model_copy(update={"pending": True})
         if held is None:
             if attachment_only:
-                logger.debug("voicemeup: no on_timeout and nobody flushing; not holding MMS part")
+                logger.debug("voicemeup: nobody drains the aggregator; not holding MMS part")
             return meta
-        # A text completes the held parts; so does an attachment once nothing would release
-        # them any more (on_timeout removed by configure), rather than leaving them stranded.
+        # A text completes the held parts.
         del self._held[key]
         retried = bool(meta.message_id) and meta.message_id in held.part_ids
         media: list[WebhookMedia] = [*held.meta.media, *([] if retried else meta.media)]
@@ -220,7 +220,7 @@ class VoiceMeUpMMSAggregator:
     @property
     def _can_release(self) -> bool:
         """Whether a held part would ever come out again (see the module doc)."""
-        return self._on_timeout is not None or self._drained
+        return self._drained
 
     def _expire(self, now: float) -> None:
         for key in [key for key, held in self._held.items() if held.deadline <= now]:
@@ -256,9 +256,9 @@ def configure_voicemeup_mms(
 
     Expired attachments are released only by ``flush_expired()`` / ``run()`` of the returned
     aggregator (nothing runs in the background), and ``on_timeout`` receives a
-    :class:`WebhookMeta` (``kit.process_webhook(meta, channel_id)`` processes it). With
-    ``on_timeout=None`` and nobody flushing, attachments are not held at all (they would never
-    come out): each MMS part then reaches the room as its own message.
+    :class:`WebhookMeta` (``kit.process_webhook(meta, channel_id)`` processes it). Until one
+    of them runs, attachments are not held at all (they would never come out), ``on_timeout``
+    or not: each MMS part then reaches the room as its own message.
     """
     _default_aggregator.configure(timeout_seconds=timeout_seconds, on_timeout=on_timeout)
     return _default_aggregator

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from providers.errors import ProviderError
 from providers.http import (
@@ -87,6 +87,17 @@ class TestSend:
         expected = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
         assert request.headers.get_list("x-roomkit-signature") == [expected]
         assert request.headers["x-a"] == "1"
+
+    async def test_an_empty_secret_signs_nothing_and_says_so(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """0.3.0 took ``secret=""`` (``os.getenv("X", "")``) and signed with an empty key,
+        which anyone can: it is still taken, with a warning, and requests go unsigned."""
+        recorder = Recorder(httpx.Response(200, json={}))
+        config = HTTPProviderConfig(webhook_url=URL, secret="")
+        assert (await send_with(recorder, config=config)).success
+        assert "x-roomkit-signature" not in recorder.requests[0].headers
+        assert "the secret is empty, requests go unsigned" in caplog.text
 
     async def test_no_secret_no_signature(self) -> None:
         recorder = Recorder(httpx.Response(204))
@@ -190,8 +201,6 @@ class TestSignature:
             verify_http_signature(body, forged, "")
         with pytest.raises(ValueError, match="secret is not set"):
             verify_http_signature(body, forged, SecretStr(""))
-        with pytest.raises(ValidationError):
-            HTTPProviderConfig(webhook_url=URL, secret="")
         assert HTTPProviderConfig(webhook_url=URL).secret is None
 
 

@@ -248,8 +248,11 @@ class TestWebhooks:
 
 
 def holding(**kwargs: Any) -> VoiceMeUpMMSAggregator:
-    """An aggregator that holds attachments: an ``on_timeout`` gives held parts a way out."""
-    return VoiceMeUpMMSAggregator(on_timeout=lambda meta: None, **kwargs)
+    """An aggregator that holds attachments: its caller drains it (``expired``), which gives
+    held parts a way out."""
+    aggregator = VoiceMeUpMMSAggregator(on_timeout=lambda meta: None, **kwargs)
+    aggregator.expired()
+    return aggregator
 
 
 class TestMMSAggregator:
@@ -308,6 +311,7 @@ class TestMMSAggregator:
             released.append(meta)
 
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5, on_timeout=on_timeout)
+        assert aggregator.expired() == []  # a caller that drains: parts are held from now on
         extract_voicemeup_meta(picture(), aggregator=aggregator)
         assert await aggregator.flush_expired(now=_now() + 4) == []
         flushed = await aggregator.flush_expired(now=_now() + 6)
@@ -338,6 +342,7 @@ class TestMMSAggregator:
             raise RuntimeError("boom")
 
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=1, on_timeout=on_timeout)
+        assert aggregator.expired(now=0) == []
         aggregator.add(read_voicemeup_payload(picture()), now=0)
         aggregator.add(
             read_voicemeup_payload(picture("7", "x.jpg") | {"source_number": "1"}), now=0
@@ -373,12 +378,12 @@ class TestMMSAggregator:
             default.clear()
             configure_voicemeup_mms(*before)
 
-    def test_held_parts_come_out_when_the_callback_is_removed(self) -> None:
-        aggregator = holding()
-        assert extract_voicemeup_meta(picture(), aggregator=aggregator).pending
-        aggregator.configure(on_timeout=None)
-        both = extract_voicemeup_meta(picture("990003", "b.jpg"), aggregator=aggregator)
-        assert not both.pending and len(both.media) == 2
+    def test_on_timeout_alone_holds_nothing(self) -> None:
+        """``on_timeout`` is called only by ``flush_expired``: with nobody draining, a held
+        picture-only MMS would never come out (0.3.0 style ``configure(on_timeout=cb)``)."""
+        released: list[object] = []
+        aggregator = VoiceMeUpMMSAggregator(on_timeout=released.append)
+        assert not extract_voicemeup_meta(picture(), aggregator=aggregator).pending
         assert aggregator.pending == 0
 
     def test_a_retried_part_is_merged_once(self) -> None:
@@ -406,9 +411,9 @@ class TestMMSAggregator:
         aggregator = VoiceMeUpMMSAggregator(
             timeout_seconds=5, on_timeout=lambda meta: released.set(), clock=lambda: clock[0]
         )
-        extract_voicemeup_meta(picture(), aggregator=aggregator)
         async with anyio.create_task_group() as tg:
             await tg.start(aggregator.run, 0.001)
+            assert extract_voicemeup_meta(picture(), aggregator=aggregator).pending
             clock[0] = 10.0
             with anyio.fail_after(5):
                 await released.wait()
@@ -428,14 +433,18 @@ class TestMMSAggregator:
     def test_module_level_api_uses_the_default_instance(self) -> None:
         default = default_voicemeup_aggregator()
         before = (default.timeout_seconds, default.on_timeout)
+        drained = default._drained
         try:
             returned = configure_voicemeup_mms(timeout_seconds=2.0, on_timeout=print)
             assert returned is default
             assert (default.timeout_seconds, default.on_timeout) == (2.0, print)
+            assert not extract_sms_meta("voicemeup", picture()).pending  # nobody drains yet
+            default.expired()
             assert extract_sms_meta("voicemeup", picture()).pending
             assert extract_sms_meta("voicemeup", incoming()).media
         finally:
             default.clear()
+            default._drained = drained
             configure_voicemeup_mms(*before)
 
 
