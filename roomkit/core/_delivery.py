@@ -9,6 +9,7 @@ while this happens (quirk 7 fixed: async hooks do not hold the room).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from roomkit.core._facts import Deliver, RunLifecycle
 from roomkit.core._post_commit import post_commit_work
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
+from roomkit.errors import EventRefusedError
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryResult
 from roomkit.models.enums import EventType, HookTrigger
@@ -184,7 +186,33 @@ class RoomDelivery:
         await self._report_hook_errors(errors, context)
 
     async def _record(self, outcome: RecordOutcome) -> None:
-        await self._services.ask_room(self._room_id, outcome, internal=True)
+        ask_room = self._services.ask_room
+        try:
+            await ask_room(self._room_id, outcome, internal=True)
+            return
+        except EventRefusedError as exc:
+            refused = exc
+        # One append holds the whole outcome, and a log with a size limit (JetStream's max
+        # payload) refuses it all for one reply too large: record its parts one by one, so
+        # that only what the log refuses is lost.
+        parts = _parts(outcome)
+        if len(parts) == 1:
+            logger.warning(
+                "room %s: outcome of %s not recorded: %s", self._room_id, outcome.event_id, refused
+            )
+            return
+        for part in parts:
+            try:
+                await ask_room(self._room_id, part, internal=True)
+            except EventRefusedError as exc:
+                what = f"reply {part.replies[0].id}" if part.replies else "outcome"
+                logger.warning(
+                    "room %s: %s of %s not recorded: %s",
+                    self._room_id,
+                    what,
+                    outcome.event_id,
+                    exc,
+                )
 
     async def _report_deliveries(
         self, event: RoomEvent, results: list[DeliveryResult], notify: Emit
@@ -235,6 +263,17 @@ class RoomDelivery:
         await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.ON_ERROR, event, self._context
         )
+
+
+def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
+    """``outcome`` as commands of their own: its delivery results, blocked replies, tasks and
+    observations together, then each reply alone."""
+    rest = dataclasses.replace(outcome, replies=[])
+    parts = [rest] if rest.results or rest.continues_turn else []
+    parts.extend(
+        RecordOutcome(outcome.event_id, outcome.root, replies=[reply]) for reply in outcome.replies
+    )
+    return parts
 
 
 async def _quiet(*_: object, **__: object) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
-from roomkit import EventRefusedError, RoomKit
+from roomkit import AIChannel, ChannelCategory, EventRefusedError, MockAIProvider, RoomKit
 from tests.roomkit.kit_helpers import SimpleChannel, text
 from tests.roomkit.test_kit_replay import snapshot
 
@@ -92,3 +92,26 @@ async def test_a_message_too_large_for_the_log_is_refused_and_the_room_goes_on(
         assert await nats_log.last_version("r1") == before
         after = await kit.process_inbound(text("sms", "a normal one"))
         assert after.event is not None and not after.blocked
+
+
+async def test_an_ai_reply_too_large_for_the_log_loses_only_itself(
+    nats_server: NatsServer, nats_log: NatsEventLog
+) -> None:
+    """Two AI channels answer one message; one reply is past JetStream's max payload. The
+    outcome of the delivery is one append, which the server refuses as a whole: its parts are
+    recorded one by one, and only the reply too large is lost (the other AI's reply was lost
+    with it, without a word to the caller)."""
+    sms = SimpleChannel("sms")
+    async with RoomKit(log=nats_log) as kit:
+        kit.register_channel(sms)
+        kit.register_channel(AIChannel("big", provider=MockAIProvider(["x" * 1_100_000])))
+        kit.register_channel(AIChannel("small", provider=MockAIProvider(["a small reply"])))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        for ai in ("big", "small"):
+            await kit.attach_channel("r1", ai, category=ChannelCategory.INTELLIGENCE)
+        result = await kit.process_inbound(text("sms", "hi"))
+        assert result.event is not None and not result.blocked
+        assert sms.texts() == ["a small reply"]
+        bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+        assert bodies[-2:] == ["hi", "a small reply"]
