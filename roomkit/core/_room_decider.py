@@ -661,7 +661,10 @@ def _storable_or_none(model: M, stored: type[BaseModel], what: str) -> M | None:
         return validated(model, stored)
     except Exception as exc:  # a ValidationError, or not JSON at all
         text = str(exc).splitlines()[0]
-        logger.warning("%s %r does not validate, not recorded: %s", what, model, text)
+        # Its id, not its repr: the repr holds the message's text (a reply may be megabytes,
+        # and the kit does not log what people write).
+        name = getattr(model, "id", None) or type(model).__name__
+        logger.warning("%s %s does not validate, not recorded: %s", what, name, text)
         return None
 
 

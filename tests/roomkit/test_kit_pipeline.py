@@ -314,14 +314,16 @@ class TestInbound:
         bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
         assert bodies.count("noted") == 1 and "hello" in bodies
 
-    async def test_a_reply_that_does_not_validate_is_left_out(self, kit: RoomKit) -> None:
+    async def test_a_reply_that_does_not_validate_is_left_out(
+        self, kit: RoomKit, caplog: pytest.LogCaptureFixture
+    ) -> None:
         class Echo(SimpleChannel):
             async def on_event(
                 self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
             ) -> ChannelOutput:
                 source = EventSource(channel_id=self.channel_id, channel_type="sms")
                 good = RoomEvent(room_id="r1", source=source, content=TextContent(body="ok"))
-                bad = good.model_copy(update={"id": "e-bad", "content": "not content"})
+                bad = good.model_copy(update={"id": "e-bad", "content": "private words"})
                 if event.source.channel_id != "sms":
                     return ChannelOutput.empty()
                 return ChannelOutput(responded=True, response_events=[bad, good])
@@ -334,6 +336,9 @@ class TestInbound:
         await kit.process_inbound(text("sms", "hi"), room_id="r1")
         timeline = await kit.get_timeline("r1")  # readable: the bad reply was not logged
         assert [e.content.body for e in timeline[-2:]] == ["hi", "ok"]  # type: ignore[union-attr]
+        # The warning names the reply, without what it says.
+        assert "reply e-bad does not validate, not recorded" in caplog.text
+        assert "private words" not in caplog.text
 
     async def test_a_valid_replacement_made_by_model_copy_is_kept(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
