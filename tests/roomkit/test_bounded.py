@@ -1,10 +1,11 @@
-"""``bounded``: user code under a time limit, on asyncio (first step untimed) and trio."""
+"""``bounded`` / ``bounded_here``: user code under a time limit, on asyncio (first step
+untimed) and trio."""
 
 from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
@@ -12,31 +13,41 @@ import pytest
 
 from roomkit.core._bounded import TimedOut, bounded, bounded_here
 
+Limit = Callable[[Awaitable[Any], float | None], Awaitable[Any]]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def test_code_that_never_suspends_returns_its_result() -> None:
+@pytest.fixture(params=[bounded, bounded_here], ids=["bounded", "bounded_here"])
+def limit(request: pytest.FixtureRequest) -> Limit:
+    """Both keep these guarantees; ``bounded_here`` (fan-out targets, already in a context of
+    their own) only skips the context copy and times from the first suspension."""
+    fn: Limit = request.param
+    return fn
+
+
+async def test_code_that_never_suspends_returns_its_result(limit: Limit) -> None:
     async def at_once() -> int:
         return 7
 
-    assert await bounded(at_once(), 0.5) == 7
+    assert await limit(at_once(), 0.5) == 7
 
 
-async def test_code_that_suspends_and_finishes_in_time_returns_its_result() -> None:
+async def test_code_that_suspends_and_finishes_in_time_returns_its_result(limit: Limit) -> None:
     async def after_checkpoints() -> str:
         for _ in range(3):
             await anyio.lowlevel.checkpoint()
         return "done"
 
-    assert await bounded(after_checkpoints(), 5) == "done"
-    assert await bounded(after_checkpoints(), None) == "done"
-    assert await bounded(after_checkpoints(), float("inf")) == "done"
+    assert await limit(after_checkpoints(), 5) == "done"
+    assert await limit(after_checkpoints(), None) == "done"
+    assert await limit(after_checkpoints(), float("inf")) == "done"
 
 
-async def test_code_still_running_at_its_deadline_is_cancelled() -> None:
+async def test_code_still_running_at_its_deadline_is_cancelled(limit: Limit) -> None:
     cleaned = []
 
     async def forever() -> None:
@@ -46,7 +57,7 @@ async def test_code_still_running_at_its_deadline_is_cancelled() -> None:
             cleaned.append(True)
 
     with pytest.raises(TimedOut):
-        await bounded(forever(), 0.05)
+        await limit(forever(), 0.05)
     assert cleaned == [True]
 
 
@@ -63,7 +74,7 @@ async def test_the_deadline_counts_from_before_the_first_step() -> None:
         await bounded(busy_then_asleep(), 0.3)
 
 
-async def test_the_codes_own_timeout_error_is_not_taken_for_the_limit() -> None:
+async def test_the_codes_own_timeout_error_is_not_taken_for_the_limit(limit: Limit) -> None:
     async def own_timeout(suspend: bool) -> None:
         if suspend:
             await anyio.lowlevel.checkpoint()
@@ -71,20 +82,20 @@ async def test_the_codes_own_timeout_error_is_not_taken_for_the_limit() -> None:
 
     for suspend in (False, True):
         with pytest.raises(TimeoutError, match="vendor") as caught:
-            await bounded(own_timeout(suspend), 5)
+            await limit(own_timeout(suspend), 5)
         assert not isinstance(caught.value, TimedOut)
 
 
-async def test_errors_raised_after_a_suspension_come_through() -> None:
+async def test_errors_raised_after_a_suspension_come_through(limit: Limit) -> None:
     async def failing() -> None:
         await anyio.lowlevel.checkpoint()
         raise ValueError("bad input")
 
     with pytest.raises(ValueError, match="bad input"):
-        await bounded(failing(), 5)
+        await limit(failing(), 5)
 
 
-async def test_code_with_cancel_scopes_of_its_own_runs_and_times_out() -> None:
+async def test_code_with_cancel_scopes_of_its_own_runs_and_times_out(limit: Limit) -> None:
     # The code enters its own anyio scopes and suspends inside them before the limit's timer
     # exists: the timer must not upset anyio's stack of scopes.
     async def scoped(nap: float) -> str:
@@ -93,16 +104,16 @@ async def test_code_with_cancel_scopes_of_its_own_runs_and_times_out() -> None:
                 await anyio.sleep(nap)
         return "scoped"
 
-    assert await bounded(scoped(0.01), 5) == "scoped"
+    assert await limit(scoped(0.01), 5) == "scoped"
     with pytest.raises(TimedOut):
-        await bounded(scoped(10), 0.05)
+        await limit(scoped(10), 0.05)
     # and the task's own scopes still work afterwards
     with anyio.move_on_after(0.01) as scope:
         await anyio.sleep_forever()
     assert scope.cancelled_caught
 
 
-async def test_an_outer_cancellation_is_not_taken_for_the_limit() -> None:
+async def test_an_outer_cancellation_is_not_taken_for_the_limit(limit: Limit) -> None:
     reached = anyio.Event()
 
     async def waiting() -> None:
@@ -113,7 +124,7 @@ async def test_an_outer_cancellation_is_not_taken_for_the_limit() -> None:
 
     async def run() -> None:
         try:
-            await bounded(waiting(), 10)
+            await limit(waiting(), 10)
         except TimedOut:
             outcome.append("timed out")
         else:
@@ -126,7 +137,7 @@ async def test_an_outer_cancellation_is_not_taken_for_the_limit() -> None:
     assert outcome == []
 
 
-async def test_code_that_swallows_its_cancellation_keeps_its_result() -> None:
+async def test_code_that_swallows_its_cancellation_keeps_its_result(limit: Limit) -> None:
     async def stubborn() -> str:
         try:
             await anyio.sleep_forever()
@@ -134,16 +145,16 @@ async def test_code_that_swallows_its_cancellation_keeps_its_result() -> None:
             return "kept"
         return "never"  # pragma: no cover
 
-    assert await bounded(stubborn(), 0.05) == "kept"
+    assert await limit(stubborn(), 0.05) == "kept"
 
 
-async def test_awaitables_other_than_coroutines_are_bounded_too() -> None:
+async def test_awaitables_other_than_coroutines_are_bounded_too(limit: Limit) -> None:
     class Later:
         def __await__(self) -> Generator[Any, None, None]:
             return anyio.sleep(10).__await__()
 
     with pytest.raises(TimedOut):
-        await bounded(Later(), 0.05)
+        await limit(Later(), 0.05)
 
 
 async def test_the_limit_cancels_as_the_backend_does(anyio_backend: str) -> None:
@@ -180,72 +191,3 @@ async def test_the_code_has_its_own_copy_of_the_context_variables() -> None:
         for limit in (5, None):
             assert await bounded(binds(suspend), limit) == "the caller's"
             assert tag.get() == "the caller's"  # left as it was
-
-
-# -- bounded_here: the same guarantees, without a context copy (fan-out targets) -------------
-
-
-async def test_bounded_here_keeps_the_guarantees_of_bounded() -> None:
-    async def at_once() -> int:
-        return 7
-
-    async def after_checkpoints() -> str:
-        for _ in range(3):
-            await anyio.lowlevel.checkpoint()
-        return "done"
-
-    cleaned: list[bool] = []
-
-    async def forever() -> None:
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cleaned.append(True)
-
-    async def own_timeout() -> None:
-        await anyio.lowlevel.checkpoint()
-        raise TimeoutError("the vendor API did not answer")
-
-    async def scoped(nap: float) -> str:
-        with anyio.move_on_after(10):
-            with anyio.fail_after(10):
-                await anyio.sleep(nap)
-        return "scoped"
-
-    assert await bounded_here(at_once(), 0.5) == 7
-    assert await bounded_here(after_checkpoints(), 5) == "done"
-    assert await bounded_here(after_checkpoints(), None) == "done"
-    with pytest.raises(TimedOut):
-        await bounded_here(forever(), 0.05)
-    assert cleaned == [True]
-    with pytest.raises(TimeoutError, match="vendor") as caught:
-        await bounded_here(own_timeout(), 5)
-    assert not isinstance(caught.value, TimedOut)
-    assert await bounded_here(scoped(0.01), 5) == "scoped"
-    with pytest.raises(TimedOut):
-        await bounded_here(scoped(10), 0.05)
-    with anyio.move_on_after(0.01) as scope:
-        await anyio.sleep_forever()
-    assert scope.cancelled_caught
-
-
-async def test_bounded_here_does_not_take_an_outer_cancellation_for_the_limit() -> None:
-    reached = anyio.Event()
-
-    async def waiting() -> None:
-        reached.set()
-        await anyio.sleep_forever()
-
-    outcome: list[str] = []
-
-    async def run() -> None:
-        try:
-            await bounded_here(waiting(), 10)
-        except TimedOut:
-            outcome.append("timed out")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        await reached.wait()
-        tg.cancel_scope.cancel()
-    assert outcome == []
