@@ -165,16 +165,7 @@ class TestResilience:
 
         sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
         async with make_kit(process_timeout=0.2) as kit:
-            for channel in (sms, ws, Hung("hung"), Dreaming("dreaming")):
-                kit.register_channel(channel)
-            await kit.create_room(room_id="r1")
-            for channel_id in ("sms", "ws", "hung", "dreaming"):
-                await kit.attach_channel("r1", channel_id)
-            failed: list[tuple[str | None, object]] = []
-
-            @kit.on("delivery_failed")
-            async def on_failed(event: FrameworkEvent) -> None:
-                failed.append((event.channel_id, event.data["error"]))
+            failed = await _room_noting_failures(kit, sms, ws, Hung("hung"), Dreaming("dreaming"))
 
             with anyio.fail_after(10):
                 for body in ("one", "two"):
@@ -243,16 +234,7 @@ class TestResilience:
                 raise asyncio.CancelledError
 
         sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
-        for channel in (sms, ws, Stray("stray")):
-            kit.register_channel(channel)
-        await kit.create_room(room_id="r1")
-        for channel_id in ("sms", "stray", "ws"):
-            await kit.attach_channel("r1", channel_id)
-        failed: list[tuple[str | None, object]] = []
-
-        @kit.on("delivery_failed")
-        async def on_failed(event: FrameworkEvent) -> None:
-            failed.append((event.channel_id, event.data["error"]))
+        failed = await _room_noting_failures(kit, sms, Stray("stray"), ws)
 
         with anyio.fail_after(5):
             assert not (await kit.process_inbound(text("sms", "hi"))).blocked
@@ -356,6 +338,23 @@ class TestResilience:
             assert sms.texts() == ["ack"]
             bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
             assert bodies[-3:] == ["first", "ack", "second"]
+
+
+async def _room_noting_failures(
+    kit: RoomKit, *channels: SimpleChannel
+) -> list[tuple[str | None, object]]:
+    """Room r1 with ``channels`` registered and attached; the (channel, error) of every
+    ``delivery_failed`` event, as they come."""
+    failed: list[tuple[str | None, object]] = []
+    for channel in channels:
+        kit.register_channel(channel)
+    await room_with(kit, "r1", *(channel.channel_id for channel in channels))
+
+    @kit.on("delivery_failed")
+    async def on_failed(event: FrameworkEvent) -> None:
+        failed.append((event.channel_id, event.data["error"]))
+
+    return failed
 
 
 class TestTranscoding:
