@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
-
-from pydantic import ValidationError
 
 from providers.ai.base import (
     AIContext,
     AIImagePart,
     AIMessage,
     AIProvider,
+    AIResponse,
     AITextPart,
     AITool,
 )
 from providers.errors import ProviderError
+from roomkit.channels._ai_content import content_parts, content_text
 from roomkit.channels.base import Channel
+from roomkit.core._cancel import is_cancelling
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage
@@ -28,49 +32,56 @@ from roomkit.models.enums import (
     EventStatus,
     EventType,
 )
-from roomkit.models.event import (
-    AudioContent,
-    CompositeContent,
-    EventContent,
-    EventSource,
-    MediaContent,
-    RichContent,
-    RoomEvent,
-    TextContent,
-)
+from roomkit.models.event import EventSource, RoomEvent, TextContent
 
 __all__ = ["AIChannel"]
 
 logger = logging.getLogger("roomkit.channels.ai")
 
-_Parts = list[AITextPart | AIImagePart]
+# (room id, digest of an image URL): images a vendor refused in a room's history. Bounded, and
+# digests rather than URLs, which may be megabyte-long data: URLs.
+_UnusableKey = tuple[str, bytes]
+_UNUSABLE_IMAGES_MAX = 4096
+
+# Finish reasons (lower-cased) by which vendors say the model declined or was stopped by a
+# safety filter: Anthropic "refusal", OpenAI "content_filter", Gemini's finishReason and
+# promptFeedback.blockReason values.
+_REFUSAL_REASONS = frozenset(
+    {
+        "refusal",
+        "content_filter",
+        "safety",
+        "recitation",
+        "blocklist",
+        "prohibited_content",
+        "spii",
+        "image_safety",
+    }
+)
 
 
-def _content_text(content: EventContent) -> str:
-    """The text of ``content`` as a text-only model should read it (``""`` when none)."""
-    if isinstance(content, TextContent):
-        return content.body
-    if isinstance(content, RichContent):
-        return content.plain_text or content.body
-    if isinstance(content, MediaContent):
-        return content.caption or ""
-    if isinstance(content, AudioContent):
-        return content.transcript or ""
-    if isinstance(content, CompositeContent):
-        return "\n".join(text for part in content.parts if (text := _content_text(part)))
-    return ""
+def _always(url: str) -> bool:
+    return True
 
 
-def _content_parts(content: EventContent) -> _Parts:
-    """``content`` as multimodal parts: text, and an image part per image attachment."""
-    if isinstance(content, MediaContent) and content.mime_type.startswith("image/"):
-        parts: _Parts = [AITextPart(text=content.caption)] if content.caption else []
-        parts.append(AIImagePart(url=content.url, mime_type=content.mime_type))
-        return parts
-    if isinstance(content, CompositeContent):
-        return [part for sub in content.parts for part in _content_parts(sub)]
-    text = _content_text(content)
-    return [AITextPart(text=text)] if text else []
+def _never(url: str) -> bool:
+    return False
+
+
+def _digest(url: str) -> bytes:
+    return hashlib.blake2b(url.encode(), digest_size=16).digest()
+
+
+class _Conversation:
+    """The messages for one request and what they carry."""
+
+    __slots__ = ("has_current", "history_images", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[AIMessage] = []
+        self.has_current = False
+        # URLs of the images sent from past events (not from the current one).
+        self.history_images: list[str] = []
 
 
 class AIChannel(Channel):
@@ -80,6 +91,17 @@ class AIChannel(Channel):
     than the event it answers). Per room, the binding's metadata may override ``system_prompt``,
     ``temperature``, ``max_tokens`` and give ``tools`` (a list of :class:`AITool` or of dicts
     with its fields).
+
+    The model sees the room's latest messages, past ones rendered as the kit's
+    ``DefaultContentTranscoder`` renders them for a text-only target (``"[Media: report.pdf]"``,
+    ``"[Location: Office (48.85, 2.35)]"``, ...). A provider that supports vision also gets
+    images as image parts, those of past events included, as in RoomKit 0.3.0. An image the
+    vendor cannot use (an expired or authenticated URL, a malformed ``data:`` URL) must not
+    silence the room for the next ``max_context_events`` events: when a request carrying
+    images of past events fails with a non-retryable :class:`ProviderError`, it is retried
+    once with those images as text placeholders, and if that succeeds they stay text in that
+    room from then on (the channel remembers them, boundedly, for its lifetime). An image of
+    the event being answered is always sent as an image.
 
     Args:
         channel_id: Unique id of this channel in the kit.
@@ -108,6 +130,7 @@ class AIChannel(Channel):
         self._temperature = temperature
         self._max_tokens = max_tokens
         self._max_context_events = max_context_events
+        self._unusable_images: OrderedDict[_UnusableKey, None] = OrderedDict()
 
     @property
     def provider(self) -> AIProvider:
@@ -157,9 +180,11 @@ class AIChannel(Channel):
     ) -> ChannelOutput:
         """Generate a reply to ``event``.
 
-        Events from this channel itself are ignored (an AI never answers itself). A provider
-        failure or invalid per-room settings are logged and yield an empty output; so does an
-        empty reply.
+        Events from this channel itself are ignored (an AI never answers itself), and so is an
+        event with nothing the model could read (the provider is not called). A provider
+        failure (a ``CancelledError`` it raises while nothing cancelled the room included) or
+        invalid per-room settings are logged and yield an empty output; so does an empty
+        reply.
 
         Args:
             event: The event to answer, already transcoded for this channel.
@@ -172,18 +197,98 @@ class AIChannel(Channel):
         """
         if event.source.channel_id == self.channel_id:
             return ChannelOutput.empty()
+        turns = self._turns(event, context.recent_events)
+        conversation = self._conversation(turns, event.room_id, history_images=True)
+        if not conversation.has_current:
+            logger.info(
+                "channel %s: event %s of room %s has nothing the model can read (%s content), "
+                "not answered",
+                self.channel_id,
+                event.id,
+                event.room_id,
+                event.content.type,
+            )
+            return ChannelOutput.empty()
         try:
-            ai_context = self._build_context(event, binding, context)
-        except ValidationError:
+            ai_context = self._build_context(conversation.messages, binding, context)
+        except ValueError:  # pydantic's ValidationError included
             logger.exception(
                 "channel %s: invalid AI settings in the binding metadata of room %s",
                 self.channel_id,
                 binding.room_id,
             )
             return ChannelOutput.empty()
+        outcome = await self._generate(ai_context)
+        if (
+            isinstance(outcome, ProviderError)
+            and not outcome.retryable
+            and conversation.history_images
+        ):
+            outcome = await self._retry_without_history_images(
+                outcome, turns, event.room_id, ai_context, conversation.history_images
+            )
+        if not isinstance(outcome, AIResponse):
+            self._log_failure(outcome)
+            return ChannelOutput.empty()
+        if not outcome.content:
+            self._log_empty_reply(outcome, event)
+            return ChannelOutput.empty()
+        reply = RoomEvent(
+            room_id=event.room_id,
+            source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
+            content=TextContent(body=outcome.content),
+            chain_depth=event.chain_depth + 1,
+            parent_event_id=event.id,
+            correlation_id=event.correlation_id,
+            metadata={"ai_usage": dict(outcome.usage)},
+        )
+        return ChannelOutput(responded=True, response_events=[reply])
+
+    async def _generate(self, ai_context: AIContext) -> AIResponse | BaseException:
+        """The provider's reply, or what it raised (a real cancellation propagates)."""
         try:
-            response = await self._provider.generate(ai_context)
-        except ProviderError as exc:
+            return await self._provider.generate(ai_context)
+        except Exception as exc:
+            return exc
+        except asyncio.CancelledError as exc:
+            if is_cancelling():
+                raise
+            # The provider's own (an inner operation's, let through): nothing cancelled the
+            # room, so it is a provider failure like any other.
+            return exc
+
+    async def _retry_without_history_images(
+        self,
+        failure: ProviderError,
+        turns: list[tuple[RoomEvent, bool]],
+        room_id: str,
+        ai_context: AIContext,
+        history_images: list[str],
+    ) -> AIResponse | BaseException:
+        """Ask again with the past events' images as text; remember them if that works."""
+        logger.warning(
+            "channel %s: provider %s failed on a request carrying %d image(s) of past events "
+            "of room %s (status=%s: %s); retrying once with them as text",
+            self.channel_id,
+            failure.provider or self._provider.name,
+            len(history_images),
+            room_id,
+            failure.status_code,
+            failure.message,
+        )
+        conversation = self._conversation(turns, room_id, history_images=False)
+        outcome = await self._generate(
+            ai_context.model_copy(update={"messages": conversation.messages})
+        )
+        if isinstance(outcome, AIResponse):
+            for url in history_images:
+                self._unusable_images[(room_id, _digest(url))] = None
+            while len(self._unusable_images) > _UNUSABLE_IMAGES_MAX:
+                self._unusable_images.popitem(last=False)
+        return outcome
+
+    def _log_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, ProviderError):
             logger.warning(
                 "channel %s: provider %s failed (retryable=%s, status=%s): %s",
                 self.channel_id,
@@ -192,36 +297,68 @@ class AIChannel(Channel):
                 exc.status_code,
                 exc.message,
             )
-            return ChannelOutput.empty()
-        except Exception:
-            logger.exception(
-                "channel %s: provider %s failed", self.channel_id, self._provider.name
+        elif isinstance(exc, asyncio.CancelledError):
+            logger.error(
+                "channel %s: provider %s raised CancelledError while nothing cancelled it",
+                self.channel_id,
+                self._provider.name,
+                exc_info=exc,
             )
-            return ChannelOutput.empty()
-        if not response.content:
-            logger.debug("channel %s: empty reply to %s, nothing sent", self.channel_id, event.id)
-            return ChannelOutput.empty()
-        reply = RoomEvent(
-            room_id=event.room_id,
-            source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
-            content=TextContent(body=response.content),
-            chain_depth=event.chain_depth + 1,
-            parent_event_id=event.id,
-            correlation_id=event.correlation_id,
-            metadata={"ai_usage": dict(response.usage)},
+        else:
+            logger.error(
+                "channel %s: provider %s failed",
+                self.channel_id,
+                self._provider.name,
+                exc_info=exc,
+            )
+
+    def _log_empty_reply(self, response: AIResponse, event: RoomEvent) -> None:
+        reason = response.finish_reason
+        refused = (reason is not None and reason.lower() in _REFUSAL_REASONS) or any(
+            response.metadata.get(key) for key in ("refusal", "block_reason")
         )
-        return ChannelOutput(responded=True, response_events=[reply])
+        if refused:
+            logger.warning(
+                "channel %s: provider %s declined to answer event %s of room %s "
+                "(finish_reason=%s%s), nothing sent",
+                self.channel_id,
+                self._provider.name,
+                event.id,
+                event.room_id,
+                reason,
+                "".join(
+                    f", {key}={response.metadata[key]!r}"
+                    for key in ("refusal", "block_reason")
+                    if response.metadata.get(key)
+                ),
+            )
+        else:
+            logger.debug(
+                "channel %s: empty reply to %s (finish_reason=%s), nothing sent",
+                self.channel_id,
+                event.id,
+                reason,
+            )
 
     def _build_context(
-        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        self, messages: list[AIMessage], binding: ChannelBinding, context: RoomContext
     ) -> AIContext:
-        """The generation context: settings (per-room overrides first), history, target."""
+        """The generation context: settings (per-room overrides first), messages, target.
+
+        Raises:
+            ValueError: The binding's metadata holds an invalid setting.
+        """
         meta = binding.metadata
 
         def setting(key: str, default: Any) -> Any:
             value = meta.get(key)
             return default if value is None else value
 
+        tools = meta.get("tools")
+        if tools is None:
+            tools = []
+        elif not isinstance(tools, list | tuple):
+            raise ValueError(f"'tools' must be a list of tools, not {type(tools).__name__}")
         target = next(
             (
                 other
@@ -233,13 +370,12 @@ class AIChannel(Channel):
         )
         target_capabilities = target.capabilities if target is not None else None
         return AIContext(
-            messages=self._build_messages(event, context.recent_events),
+            messages=messages,
             system_prompt=setting("system_prompt", self._system_prompt),
             temperature=setting("temperature", self._temperature),
             max_tokens=setting("max_tokens", self._max_tokens),
             tools=[
-                tool if isinstance(tool, AITool) else AITool.model_validate(tool)
-                for tool in meta.get("tools") or []
+                tool if isinstance(tool, AITool) else AITool.model_validate(tool) for tool in tools
             ],
             room=context,
             target_capabilities=target_capabilities,
@@ -248,8 +384,10 @@ class AIChannel(Channel):
             ),
         )
 
-    def _build_messages(self, event: RoomEvent, recent: Sequence[RoomEvent]) -> list[AIMessage]:
-        """The conversation: the latest events in order, the current one exactly once.
+    def _turns(
+        self, event: RoomEvent, recent: Sequence[RoomEvent]
+    ) -> list[tuple[RoomEvent, bool]]:
+        """The events to show, in order, each with whether it is the one answered.
 
         The current event is usually already among ``recent`` (it is committed before the
         broadcast); it is then shown at its place, in the version passed to :meth:`on_event`
@@ -257,36 +395,53 @@ class AIChannel(Channel):
         are not shown.
         """
         window = list(recent[-self._max_context_events :]) if self._max_context_events > 0 else []
-        messages: list[AIMessage] = []
+        turns: list[tuple[RoomEvent, bool]] = []
         seen_current = False
         for past in window:
             if past.id == event.id:
                 seen_current = True
-                message = self._to_message(event)
-            elif past.type != EventType.MESSAGE or past.status == EventStatus.BLOCKED:
-                continue
-            else:
-                message = self._to_message(past)
-            if message is not None:
-                messages.append(message)
+                turns.append((event, True))
+            elif past.type == EventType.MESSAGE and past.status != EventStatus.BLOCKED:
+                turns.append((past, False))
         if not seen_current:
-            message = self._to_message(event)
-            if message is not None:
-                messages.append(message)
-        return messages
+            turns.append((event, True))
+        return turns
 
-    def _to_message(self, event: RoomEvent) -> AIMessage | None:
+    def _conversation(
+        self, turns: list[tuple[RoomEvent, bool]], room_id: str, *, history_images: bool
+    ) -> _Conversation:
+        """The messages for ``turns``; past events' images as images only if ``history_images``.
+
+        Even then, images this channel saw refused in the room are shown as text.
+        """
+        conversation = _Conversation()
+
+        def past_image(url: str) -> bool:
+            if (room_id, _digest(url)) in self._unusable_images:
+                return False
+            conversation.history_images.append(url)
+            return True
+
+        for shown, current in turns:
+            show_image = _always if current else past_image if history_images else _never
+            message = self._to_message(shown, show_image)
+            if message is not None:
+                conversation.messages.append(message)
+                conversation.has_current = conversation.has_current or current
+        return conversation
+
+    def _to_message(self, event: RoomEvent, show_image: Callable[[str], bool]) -> AIMessage | None:
         """``event`` as a model message, or None when it has nothing to show."""
         role: Literal["user", "assistant"] = (
             "assistant" if event.source.channel_id == self.channel_id else "user"
         )
         if self._provider.supports_vision:
-            parts = _content_parts(event.content)
+            parts = content_parts(event.content, show_image)
             if not parts:
                 return None
             if any(isinstance(part, AIImagePart) for part in parts):
                 return AIMessage(role=role, content=parts)
             text = "\n".join(part.text for part in parts if isinstance(part, AITextPart))
             return AIMessage(role=role, content=text)
-        text = _content_text(event.content)
+        text = content_text(event.content)
         return AIMessage(role=role, content=text) if text else None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from providers import (
@@ -18,6 +21,8 @@ from providers import (
     ProviderError,
 )
 from roomkit.channels import SMS_CAPABILITIES, AIChannel
+from roomkit.channels import ai as ai_module
+from roomkit.core.router import DefaultContentTranscoder
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage
@@ -29,13 +34,17 @@ from roomkit.models.enums import (
     EventType,
 )
 from roomkit.models.event import (
+    AudioContent,
     CompositeContent,
     EventContent,
     EventSource,
+    LocationContent,
     MediaContent,
+    RichContent,
     RoomEvent,
     SystemContent,
     TextContent,
+    VideoContent,
 )
 from roomkit.models.room import Room
 
@@ -47,11 +56,12 @@ def _event(
     *,
     channel_id: str = "sms-1",
     channel_type: ChannelType = ChannelType.SMS,
+    room_id: str = "r1",
     **kwargs: Any,
 ) -> RoomEvent:
     content = TextContent(body=body) if isinstance(body, str) else body
     return RoomEvent(
-        room_id="r1",
+        room_id=room_id,
         source=EventSource(channel_id=channel_id, channel_type=channel_type),
         content=content,
         **kwargs,
@@ -334,7 +344,7 @@ class TestMessages:
             ]
         )
         await channel.on_event(_event(composite), _ai_binding(), _context())
-        assert _texts(provider.calls[0]) == [("user", "see")]
+        assert _texts(provider.calls[0]) == [("user", "see\n[Media: https://x.test/a.png]")]
 
 
 class TestVision:
@@ -379,4 +389,317 @@ class TestVision:
         channel = AIChannel(AI_ID, provider=provider)
         pdf = MediaContent(url="https://x.test/a.pdf", mime_type="application/pdf", caption="doc")
         await channel.on_event(_event(pdf), _ai_binding(), _context())
-        assert _texts(provider.calls[0]) == [("user", "doc")]
+        assert _texts(provider.calls[0]) == [("user", "[Media: doc]")]
+
+
+class _Scripted(AIProvider):
+    """A provider recording every context; ``answer`` decides each reply (or raises)."""
+
+    def __init__(
+        self,
+        answer: Callable[[AIContext], AIResponse] | None = None,
+        *,
+        vision: bool = False,
+    ) -> None:
+        self.calls: list[AIContext] = []
+        self._answer = answer or (lambda _: AIResponse(content="ok"))
+        self._vision = vision
+
+    @property
+    def model_name(self) -> str:
+        return "scripted"
+
+    @property
+    def supports_vision(self) -> bool:
+        return self._vision
+
+    async def generate(self, context: AIContext) -> AIResponse:
+        self.calls.append(context)
+        return self._answer(context)
+
+
+EXPIRED = "https://x.test/expired.jpg"
+
+
+def _image_urls(context: AIContext) -> list[str]:
+    return [
+        part.url
+        for message in context.messages
+        if isinstance(message.content, list)
+        for part in message.content
+        if isinstance(part, AIImagePart)
+    ]
+
+
+def _refuse_expired(context: AIContext) -> AIResponse:
+    """What Anthropic answers when it cannot download an image of the request."""
+    if EXPIRED in _image_urls(context):
+        raise ProviderError("HTTP 400: Unable to download the file", provider="X", status_code=400)
+    return AIResponse(content="ok")
+
+
+def _photo(url: str = EXPIRED, **kwargs: Any) -> RoomEvent:
+    return _event(MediaContent(url=url, mime_type="image/jpeg"), **kwargs)
+
+
+class TestHistoryImages:
+    async def test_past_images_are_sent_as_images(self) -> None:
+        """0.3.0: a vision provider gets the images of past events too."""
+        provider = _Scripted(vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        history = [_photo("https://x.test/cat.jpg"), _ai_event("a cat"), _event("its name?")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert _image_urls(provider.calls[0]) == ["https://x.test/cat.jpg"]
+
+    async def test_refused_past_image_is_retried_as_text(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        provider = _Scripted(_refuse_expired, vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        history = [_photo(), _ai_event("nice"), _event("and now?")]
+        with caplog.at_level(logging.WARNING, logger="roomkit.channels.ai"):
+            output = await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert output.responded
+        first, retry = provider.calls
+        assert _image_urls(first) == [EXPIRED]
+        assert _texts(retry) == [
+            ("user", f"[Media: {EXPIRED}]"),
+            ("assistant", "nice"),
+            ("user", "and now?"),
+        ]
+        assert "retrying once with them as text" in caplog.text
+
+    async def test_refused_image_stays_text_in_that_room_only(self) -> None:
+        provider = _Scripted(_refuse_expired, vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        history = [_photo(), _event("one")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert len(provider.calls) == 2
+        history.append(_event("two"))
+        output = await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert output.responded
+        assert len(provider.calls) == 3  # no failed first attempt any more
+        assert _texts(provider.calls[2])[0] == ("user", f"[Media: {EXPIRED}]")
+        # Another room never had it refused: its copy of the URL is still sent as an image.
+        other = [_photo(room_id="r2"), _event("hi", room_id="r2")]
+        await channel.on_event(other[-1], _ai_binding(), _context(other))
+        assert _image_urls(provider.calls[3]) == [EXPIRED]
+
+    async def test_remembered_images_are_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def refuse_any_image(context: AIContext) -> AIResponse:
+            if _image_urls(context):
+                raise ProviderError("HTTP 400: bad image", status_code=400)
+            return AIResponse(content="ok")
+
+        monkeypatch.setattr(ai_module, "_UNUSABLE_IMAGES_MAX", 1)
+        provider = _Scripted(refuse_any_image, vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        for room in ("r1", "r2"):  # r2's refused image pushes r1's out
+            history = [_photo(room_id=room), _event("x", room_id=room)]
+            await channel.on_event(history[-1], _ai_binding(), _context(history))
+        provider.calls.clear()
+        history = [_photo(), _event("again")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert len(provider.calls) == 2  # r1's image forgotten: tried as an image again
+
+    async def test_current_image_is_not_replaced(self) -> None:
+        provider = _Scripted(_refuse_expired, vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        current = _photo()
+        output = await channel.on_event(current, _ai_binding(), _context([current]))
+        assert output == ChannelOutput.empty()
+        assert len(provider.calls) == 1
+
+    async def test_retryable_failure_is_not_retried(self) -> None:
+        def busy(context: AIContext) -> AIResponse:
+            raise ProviderError("overloaded", retryable=True, status_code=529)
+
+        provider = _Scripted(busy, vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        history = [_photo("https://x.test/cat.jpg"), _event("hi")]
+        output = await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert output == ChannelOutput.empty()
+        assert len(provider.calls) == 1
+
+
+class TestAttachments:
+    async def test_uppercase_image_mime_type_is_an_image(self) -> None:
+        provider = MockAIProvider(vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        media = MediaContent(url="https://x.test/p.png", mime_type="IMAGE/PNG")
+        await channel.on_event(_event(media), _ai_binding(), _context())
+        [message] = provider.calls[0].messages
+        assert message.content == [AIImagePart(url="https://x.test/p.png", mime_type="image/png")]
+
+    async def test_vision_reads_a_file_as_the_transcoder_placeholder(self) -> None:
+        provider = MockAIProvider(vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        pdf = MediaContent(
+            url="https://x.test/report.pdf", mime_type="application/pdf", filename="report.pdf"
+        )
+        await channel.on_event(_event(pdf), _ai_binding(), _context())
+        assert _texts(provider.calls[0]) == [("user", "[Media: report.pdf]")]
+
+    @pytest.mark.parametrize("vision", [False, True])
+    async def test_nothing_to_read_means_no_call(
+        self, vision: bool, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        provider = MockAIProvider(vision=vision)
+        channel = AIChannel(AI_ID, provider=provider)
+        history = [_event("before"), _event("")]
+        with caplog.at_level(logging.INFO, logger="roomkit.channels.ai"):
+            output = await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert output == ChannelOutput.empty()
+        assert provider.calls == []
+        assert "nothing the model can read" in caplog.text
+
+
+_PAST_CONTENTS: list[tuple[EventContent, str]] = [
+    (
+        MediaContent(url="https://x.test/r.pdf", mime_type="application/pdf", filename="r.pdf"),
+        "[Media: r.pdf]",
+    ),
+    (
+        LocationContent(latitude=48.85, longitude=2.35, label="Office"),
+        "[Location: Office (48.85, 2.35)]",
+    ),
+    (LocationContent(latitude=1.0, longitude=2.0), "[Location: (1.0, 2.0)]"),
+    (VideoContent(url="https://x.test/v.mp4"), "[Video: https://x.test/v.mp4]"),
+    (AudioContent(url="https://x.test/a.ogg"), "[Voice message: https://x.test/a.ogg]"),
+    (AudioContent(url="https://x.test/a.ogg", transcript="call me"), "call me"),
+    (RichContent(body="**hi**", plain_text="hi"), "hi"),
+    (
+        CompositeContent(
+            parts=[TextContent(body="look"), VideoContent(url="https://x.test/v.mp4")]
+        ),
+        "look\n[Video: https://x.test/v.mp4]",
+    ),
+]
+
+
+class TestHistoryText:
+    @pytest.mark.parametrize("vision", [False, True])
+    @pytest.mark.parametrize(("content", "text"), _PAST_CONTENTS)
+    async def test_past_event_reads_as_the_transcoder_renders_it(
+        self, content: EventContent, text: str, vision: bool
+    ) -> None:
+        provider = MockAIProvider(vision=vision)
+        channel = AIChannel(AI_ID, provider=provider)
+        history = [_event(content), _ai_event("Got it."), _event("what did I send?")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert _texts(provider.calls[0]) == [
+            ("user", text),
+            ("assistant", "Got it."),
+            ("user", "what did I send?"),
+        ]
+
+    @pytest.mark.parametrize(("content", "text"), _PAST_CONTENTS)
+    async def test_same_text_as_default_transcoder(self, content: EventContent, text: str) -> None:
+        """The kit's transcoder is the reference: a text-only target gets the same text."""
+        source = ChannelBinding(channel_id="s", room_id="r1", channel_type=ChannelType.WEBSOCKET)
+        text_only = ChannelBinding(
+            channel_id="t",
+            room_id="r1",
+            channel_type=ChannelType.SMS,
+            capabilities=ChannelCapabilities(media_types=[ChannelMediaType.TEXT]),
+        )
+        transcoded = await DefaultContentTranscoder().transcode(content, source, text_only)
+        assert transcoded == TextContent(body=text)
+
+    async def test_data_url_is_not_read_out(self) -> None:
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider)
+        inline = MediaContent(url="data:application/pdf;base64," + "A" * 10_000, mime_type="x/y")
+        history = [_event(inline), _event("?")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert _texts(provider.calls[0])[0] == ("user", "[Media: data:application/pdf;base64,…]")
+
+
+class _Stray(AIProvider):
+    """Raises CancelledError of its own (an inner operation's), or waits until cancelled."""
+
+    def __init__(self, *, wait: bool = False) -> None:
+        self.wait = wait
+        self.calls = 0
+
+    @property
+    def model_name(self) -> str:
+        return "stray"
+
+    async def generate(self, context: AIContext) -> AIResponse:
+        self.calls += 1
+        if self.wait:
+            await anyio.sleep_forever()
+        raise asyncio.CancelledError
+
+
+class TestCancellation:
+    async def test_stray_cancelled_error_is_a_provider_failure(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        channel = AIChannel(AI_ID, provider=_Stray())
+        with caplog.at_level(logging.WARNING, logger="roomkit.channels.ai"):
+            output = await channel.on_event(_event(), _ai_binding(), _context())
+        assert output == ChannelOutput.empty()
+        assert "CancelledError while nothing cancelled it" in caplog.text
+
+    async def test_real_cancellation_propagates(self) -> None:
+        provider = _Stray(wait=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        outputs: list[ChannelOutput] = []
+
+        async def answer() -> None:
+            outputs.append(await channel.on_event(_event(), _ai_binding(), _context()))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(answer)
+            await anyio.wait_all_tasks_blocked()
+            group.cancel_scope.cancel()
+        assert provider.calls == 1
+        assert outputs == []  # on_event did not swallow the cancellation
+
+
+class TestBadSettings:
+    @pytest.mark.parametrize("tools", [5, "abc", {"name": "lookup"}])
+    async def test_tools_not_a_list(self, tools: Any, caplog: pytest.LogCaptureFixture) -> None:
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider)
+        with caplog.at_level(logging.ERROR, logger="roomkit.channels.ai"):
+            output = await channel.on_event(_event(), _ai_binding(tools=tools), _context())
+        assert output == ChannelOutput.empty()
+        assert provider.calls == []
+        assert "invalid AI settings" in caplog.text
+
+
+class TestEmptyReply:
+    @pytest.mark.parametrize(
+        ("finish_reason", "metadata"),
+        [
+            ("refusal", {}),
+            ("content_filter", {}),
+            ("SAFETY", {}),
+            (None, {"block_reason": "PROHIBITED_CONTENT"}),
+            ("stop", {"refusal": "I can't help with that."}),
+        ],
+    )
+    async def test_refusal_is_a_warning(
+        self, finish_reason: str | None, metadata: dict[str, Any], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        response = AIResponse(content="", finish_reason=finish_reason, metadata=metadata)
+        channel = AIChannel(AI_ID, provider=_Scripted(lambda _: response))
+        with caplog.at_level(logging.WARNING, logger="roomkit.channels.ai"):
+            output = await channel.on_event(_event(), _ai_binding(), _context())
+        assert output == ChannelOutput.empty()
+        [record] = caplog.records
+        assert record.levelno == logging.WARNING
+        assert "declined to answer" in record.getMessage()
+
+    async def test_plain_empty_reply_is_not_a_warning(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        response = AIResponse(content="", finish_reason="stop")
+        channel = AIChannel(AI_ID, provider=_Scripted(lambda _: response))
+        with caplog.at_level(logging.WARNING, logger="roomkit.channels.ai"):
+            output = await channel.on_event(_event(), _ai_binding(), _context())
+        assert output == ChannelOutput.empty()
+        assert caplog.records == []

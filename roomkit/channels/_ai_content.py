@@ -1,0 +1,104 @@
+"""Room content as a model reads it: text by the transcoder's rules, images as parts.
+
+An :class:`~roomkit.channels.ai.AIChannel` shows the model both the event it answers (which the
+router may already have transcoded for it) and past events as they were stored (never
+transcoded). Both read the same here: what the model cannot take as it is becomes the text
+:class:`~roomkit.core.router.DefaultContentTranscoder` gives a text-only target (reference
+§6.1), so a file, a place or a video sent earlier is still in the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from providers.ai.base import AIImagePart, AITextPart
+from roomkit.models.event import (
+    AudioContent,
+    CompositeContent,
+    EventContent,
+    LocationContent,
+    MediaContent,
+    RichContent,
+    TemplateContent,
+    TextContent,
+    VideoContent,
+)
+
+__all__ = ["Parts", "content_parts", "content_text", "image_mime_type"]
+
+Parts = list[AITextPart | AIImagePart]
+
+# Longer data: URL headers are cut: the header only says what was inline, the data is useless
+# (and costly) as text.
+_DATA_HEADER_MAX = 64
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as text for the model: a ``data:`` URL by its header only, not its payload."""
+    if not url.startswith("data:"):
+        return url
+    return url.partition(",")[0][:_DATA_HEADER_MAX] + ",…"
+
+
+def content_text(content: EventContent) -> str:
+    """The text of ``content`` as a text-only model should read it (``""`` when none).
+
+    The rules of ``DefaultContentTranscoder`` for a target with no media type but text
+    (``"[Media: caption|filename|url]"``, the transcript or ``"[Voice message: url]"``,
+    ``"[Video: url]"``, ``"[Location: label|address (lat, lon)]"``, rich text's plain text,
+    composites joined by newlines), with two differences: a ``data:`` URL is shown by its
+    header only (its payload would cost tokens and tell nothing), and a template shows its
+    body. System notices read as nothing.
+    """
+    if isinstance(content, TextContent):
+        return content.body
+    if isinstance(content, RichContent):
+        return content.plain_text or content.body
+    if isinstance(content, MediaContent):
+        return f"[Media: {content.caption or content.filename or _shown_url(content.url)}]"
+    if isinstance(content, AudioContent):
+        return content.transcript or f"[Voice message: {_shown_url(content.url)}]"
+    if isinstance(content, VideoContent):
+        return f"[Video: {content.url}]"
+    if isinstance(content, LocationContent):
+        place = content.label or content.address
+        where = f"({content.latitude}, {content.longitude})"
+        return f"[Location: {place} {where}]" if place else f"[Location: {where}]"
+    if isinstance(content, CompositeContent):
+        return "\n".join(text for part in content.parts if (text := content_text(part)))
+    if isinstance(content, TemplateContent):
+        return content.body or ""
+    return ""
+
+
+def image_mime_type(content: EventContent) -> str | None:
+    """The MIME type of ``content`` when it is an image (lower case, no parameters), else None.
+
+    MIME types are case-insensitive (RFC 2045): ``IMAGE/PNG`` is an image too.
+    """
+    if not isinstance(content, MediaContent):
+        return None
+    mime_type = content.mime_type.partition(";")[0].strip().lower()
+    return mime_type if mime_type.startswith("image/") else None
+
+
+def content_parts(content: EventContent, show_image: Callable[[str], bool]) -> Parts:
+    """``content`` as multimodal parts: text, and an image part per image shown as one.
+
+    Args:
+        content: The content to render.
+        show_image: Given an image's URL, whether to send the image itself; when not, the image
+            reads as its text placeholder (``"[Media: caption|filename|url]"``).
+
+    Returns:
+        The parts, in order (none for content with nothing to read).
+    """
+    mime_type = image_mime_type(content)
+    if isinstance(content, MediaContent) and mime_type is not None and show_image(content.url):
+        parts: Parts = [AITextPart(text=content.caption)] if content.caption else []
+        parts.append(AIImagePart(url=content.url, mime_type=mime_type))
+        return parts
+    if isinstance(content, CompositeContent):
+        return [part for sub in content.parts for part in content_parts(sub, show_image)]
+    text = content_text(content)
+    return [AITextPart(text=text)] if text else []
