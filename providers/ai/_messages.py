@@ -10,18 +10,26 @@
 
 Functions here raise ``ValueError`` for a message that breaks these rules; the providers turn it
 into a non-retryable :class:`~providers.errors.ProviderError`.
+
+An image whose ``data:`` URL is malformed is different: the AI channel sends a room's recent
+history with every call, so refusing the request for it would silence the AI in that room until
+the image leaves the window. :func:`iter_parts` replaces such an image by the text
+:data:`UNREADABLE_IMAGE` (with a warning) instead.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
+from providers.ai._data_url import parse_data_url
 from providers.ai.base import AIImagePart, AIMessage, AITextPart, AIToolCall
 
 __all__ = [
     "TOOL_CALLS_KEY",
     "TOOL_CALL_ID_KEY",
     "TOOL_NAME_KEY",
+    "UNREADABLE_IMAGE",
     "iter_parts",
     "message_text",
     "tool_call_id",
@@ -31,15 +39,31 @@ __all__ = [
 TOOL_CALLS_KEY = "tool_calls"
 TOOL_CALL_ID_KEY = "tool_call_id"
 TOOL_NAME_KEY = "name"
+UNREADABLE_IMAGE = "[Image: unreadable data URL]"
+
+logger = logging.getLogger("roomkit.providers.ai")
 
 
 def iter_parts(message: AIMessage) -> Iterator[AITextPart | AIImagePart]:
-    """The message's parts; a plain-string content is one text part (none if empty)."""
+    """The message's parts; a plain-string content is one text part (none if empty).
+
+    An image part with a malformed ``data:`` URL comes out as the text part
+    :data:`UNREADABLE_IMAGE`, so the vendor mappings only meet images they can send.
+    """
     if isinstance(message.content, str):
         if message.content:
             yield AITextPart(text=message.content)
         return
-    yield from message.content
+    for part in message.content:
+        if isinstance(part, AIImagePart):
+            try:
+                parse_data_url(part.url)
+            except ValueError as exc:
+                # The URL itself is not logged: it may be megabytes of a user's picture.
+                logger.warning("%s image sent as a placeholder: %s", message.role, exc)
+                yield AITextPart(text=UNREADABLE_IMAGE)
+                continue
+        yield part
 
 
 def message_text(message: AIMessage) -> str:

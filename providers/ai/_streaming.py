@@ -6,6 +6,9 @@
 - then exactly one :class:`AIStreamEnd`, last, with the complete :class:`AIResponse`
   (``content`` equal to the deltas joined, plus tool calls, usage and finish reason).
 
+Every delta is valid UTF-8 on its own: a character whose UTF-16 halves the vendor sent in two
+events comes whole in one delta, and a lone half becomes U+FFFD (see :mod:`providers.ai._text`).
+
 A failure, before or during the stream, raises :class:`~providers.errors.ProviderError` from the
 iteration; a stream the vendor cut short raises it too (retryable) instead of ending quietly.
 Leaving the loop early is fine, but close the iterator (``contextlib.aclosing``) so the HTTP

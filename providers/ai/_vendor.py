@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from providers._vendor import HTTPClientOwner
 from providers.ai._http import VendorClient
+from providers.ai._text import clean_text
 from providers.ai.base import AIProvider, AIResponse
 from providers.errors import ProviderError
 
@@ -102,10 +103,11 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
     async def _generate(
         self, url: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], AIResponse]
     ) -> AIResponse:
-        """POST ``body`` and ``parse`` the answer into a reply.
+        """POST ``body`` and ``parse`` the answer into a reply, its text made storable.
 
         Raises:
-            ProviderError: HTTP failure, or an answer ``parse`` cannot read.
+            ProviderError: HTTP failure, an error object in a 2xx answer (``parse`` raises it),
+                or an answer ``parse`` cannot read.
         """
         data = await self._http.post_json(url, body)
         try:
@@ -114,6 +116,10 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
             raise ProviderError(
                 f"unexpected response: {type(exc).__name__}", provider=self.name
             ) from exc
+        content = clean_text(response.content)
+        if content != response.content:
+            self._logger.warning("reply from %s had lone surrogates: replaced", self.model_name)
+            response = response.model_copy(update={"content": content})
         self._logger.debug(
             "reply from %s: finish_reason=%s usage=%s",
             self._config.model,
@@ -122,15 +128,32 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
         )
         return response
 
+    def _stream_step(
+        self, apply: Callable[[dict[str, Any]], str | None], data: dict[str, Any], *, what: str
+    ) -> str | None:
+        """``apply`` one stream event's data to the stream's state; the text it adds.
+
+        Raises:
+            ProviderError: The event does not have the documented shape (``what`` names it).
+        """
+        try:
+            return apply(data)
+        except _SHAPE_ERRORS as exc:
+            raise ProviderError(f"unexpected {what}", provider=self.name) from exc
+
     def _streamed_response(self, build: Callable[[], AIResponse]) -> AIResponse:
         """The reply assembled from a finished stream.
 
         Raises:
-            ProviderError: The streamed tool arguments are not a JSON object.
+            ProviderError: The streamed tool arguments are not a JSON object, or the stream
+                gave a field of the wrong type.
         """
         try:
             return build()
-        except ValueError as exc:
+        except ValidationError as exc:
+            # Checked before ValueError, its base: a field of the wrong type, not the arguments.
+            raise ProviderError("unexpected stream content", provider=self.name) from exc
+        except _SHAPE_ERRORS as exc:
             raise ProviderError(
                 "invalid tool arguments in the stream", provider=self.name
             ) from exc

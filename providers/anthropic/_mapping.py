@@ -7,30 +7,46 @@ source for ``data:`` URLs; tools carry their JSON Schema as ``input_schema``.
 
 Response: text blocks are joined (they are consecutive pieces of one reply), ``tool_use`` blocks
 become :class:`AIToolCall`, ``stop_reason`` is the finish reason as Anthropic names it
-(``end_turn``, ``max_tokens``, ``tool_use``, ...).
+(``end_turn``, ``max_tokens``, ``tool_use``, ...). An error object (``{"type": "error", "error":
+{...}}``), in a stream event or in a 2xx answer as some gateways send it, is a
+:class:`~providers.errors.ProviderError`, retryable when overloaded or rate limited.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from providers._http import vendor_error_message
 from providers.ai._data_url import parse_data_url
 from providers.ai._messages import iter_parts, message_text, tool_call_id, tool_calls
+from providers.ai._text import text_field
 from providers.ai._usage import int_fields
 from providers.ai.base import AIContext, AIImagePart, AIMessage, AIResponse, AITool, AIToolCall
+from providers.errors import ProviderError
 
-__all__ = ["build_request", "parse_response", "response_metadata", "usage_from"]
+__all__ = [
+    "build_request",
+    "is_error",
+    "parse_response",
+    "response_error",
+    "response_metadata",
+    "usage_from",
+]
 
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+# Error types of the Messages API worth retrying, with the HTTP status they stand for.
+_RETRYABLE_ERRORS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
 
 
 def build_request(
     context: AIContext, *, model: str, default_max_tokens: int, stream: bool = False
 ) -> dict[str, Any]:
-    """The JSON body for ``context``.
+    """The JSON body for ``context`` (an image with a malformed ``data:`` URL is sent as a
+    text placeholder, see :func:`~providers.ai._messages.iter_parts`).
 
     Raises:
-        ValueError: A message breaks the tool-turn conventions or has a malformed data: URL.
+        ValueError: A message breaks the tool-turn conventions.
     """
     system = [context.system_prompt] if context.system_prompt else []
     messages: list[dict[str, Any]] = []
@@ -131,12 +147,22 @@ def usage_from(raw: Any) -> dict[str, int]:
     return usage
 
 
-def parse_response(data: dict[str, Any]) -> AIResponse:
+def parse_response(
+    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = ()
+) -> AIResponse:
     """The :class:`AIResponse` for a Messages API answer.
 
+    Args:
+        data: The decoded answer.
+        provider: Provider name for the error of an error answer.
+        secrets: Values masked in that error's message.
+
     Raises:
-        ValueError: The answer does not have the documented shape.
+        ProviderError: The answer is an error object (see :func:`response_error`).
+        ValueError, KeyError, TypeError: The answer does not have the documented shape.
     """
+    if is_error(data):
+        raise response_error(data, provider=provider, secrets=secrets)
     blocks = data.get("content")
     if not isinstance(blocks, list):
         raise ValueError("response has no content list")
@@ -146,7 +172,7 @@ def parse_response(data: dict[str, Any]) -> AIResponse:
         if not isinstance(block, dict):
             raise ValueError("content block is not an object")
         if block.get("type") == "text":
-            texts.append(str(block.get("text", "")))
+            texts.append(text_field(block.get("text"), "text"))
         elif block.get("type") == "tool_use":
             calls.append(
                 AIToolCall(id=block["id"], name=block["name"], arguments=block.get("input") or {})
@@ -163,3 +189,26 @@ def parse_response(data: dict[str, Any]) -> AIResponse:
 def response_metadata(message: dict[str, Any]) -> dict[str, Any]:
     """The message's ``id`` and ``model``, when present."""
     return {key: message[key] for key in ("id", "model") if message.get(key) is not None}
+
+
+def is_error(data: dict[str, Any]) -> bool:
+    """Whether an answer or stream event is an error object rather than a message."""
+    return data.get("type") == "error" or ("type" not in data and bool(data.get("error")))
+
+
+def response_error(
+    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = (), stream: bool = False
+) -> ProviderError:
+    """The :class:`ProviderError` for an error object, in a stream (``stream``) or a 2xx
+    answer: the vendor's detail, retryable (with the status it stands for) when overloaded or
+    rate limited."""
+    error = data.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    status = _RETRYABLE_ERRORS.get(kind) if isinstance(kind, str) else None
+    detail = vendor_error_message(data, secrets) or "unknown error"
+    return ProviderError(
+        f"stream error: {detail}" if stream else f"error: {detail}",
+        retryable=status is not None,
+        provider=provider,
+        status_code=status,
+    )

@@ -5,25 +5,20 @@ content block ``content_block_start`` / ``content_block_delta`` (``text_delta`` 
 ``input_json_delta`` pieces of the arguments' JSON) / ``content_block_stop``, then
 ``message_delta`` (stop reason, output usage) and ``message_stop``. ``ping`` and event types this
 mapping does not know are ignored, as Anthropic asks of clients; an ``error`` event fails the
-stream.
+stream (see :func:`~providers.anthropic._mapping.response_error`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers._http import vendor_error_message
+from providers.ai._text import StreamedText, text_field
 from providers.ai.base import AIResponse, AIToolCall
 from providers.anthropic._mapping import response_metadata, usage_from
-from providers.errors import ProviderError
 
-__all__ = ["StreamState", "stream_error"]
-
-# Error types of the Messages API worth retrying, with the HTTP status they stand for.
-_RETRYABLE_ERRORS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+__all__ = ["StreamState"]
 
 
 @dataclass
@@ -37,7 +32,7 @@ class _ToolBlock:
 class StreamState:
     """What has been received so far; :meth:`apply` one event's data at a time."""
 
-    texts: list[str] = field(default_factory=list)
+    text: StreamedText = field(default_factory=StreamedText)
     tools: dict[int, _ToolBlock] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -48,7 +43,8 @@ class StreamState:
         """Record one event; return the text it adds to the reply, if any.
 
         Raises:
-            ValueError: The event does not have the documented shape.
+            KeyError, TypeError, ValueError, AttributeError: The event does not have the
+                documented shape (a field of the wrong type included).
         """
         kind = data.get("type")
         if kind == "message_start":
@@ -58,31 +54,34 @@ class StreamState:
         elif kind == "content_block_start":
             block = data["content_block"]
             if block.get("type") == "tool_use":
-                self.tools[data["index"]] = _ToolBlock(id=block["id"], name=block["name"])
-            elif block.get("type") == "text" and block.get("text"):
-                return self._text(block["text"])
+                self.tools[_index(data)] = _ToolBlock(
+                    id=_required_str(block.get("id"), "tool_use id"),
+                    name=_required_str(block.get("name"), "tool_use name"),
+                )
+            elif block.get("type") == "text":
+                return self._text(text_field(block.get("text"), "text"))
         elif kind == "content_block_delta":
             delta = data["delta"]
             if delta.get("type") == "text_delta":
-                return self._text(delta.get("text", ""))
+                return self._text(text_field(delta.get("text"), "text_delta"))
             if delta.get("type") == "input_json_delta":
-                self.tools[data["index"]].json_parts.append(delta.get("partial_json", ""))
+                piece = text_field(delta.get("partial_json"), "partial_json")
+                self.tools[_index(data)].json_parts.append(piece)
         elif kind == "message_delta":
-            self.stop_reason = data.get("delta", {}).get("stop_reason") or self.stop_reason
+            stop_reason = data.get("delta", {}).get("stop_reason")
+            if stop_reason is not None:
+                self.stop_reason = _required_str(stop_reason, "stop_reason")
             # Counts in message_delta are cumulative: they replace those of message_start.
             self.usage.update(data.get("usage") or {})
         elif kind == "message_stop":
             self.done = True
         return None
 
-    def _text(self, text: str) -> str | None:
-        if not text:
-            return None
-        self.texts.append(text)
-        return text
+    def _text(self, piece: str) -> str | None:
+        return self.text.add(piece) or None
 
     def response(self) -> AIResponse:
-        """The complete reply.
+        """The complete reply (call :meth:`StreamedText.flush` on :attr:`text` first).
 
         Raises:
             ValueError: A tool call's streamed arguments are not a JSON object.
@@ -96,7 +95,7 @@ class StreamState:
                 raise ValueError("tool_use input is not a JSON object")
             calls.append(AIToolCall(id=block.id, name=block.name, arguments=arguments))
         return AIResponse(
-            content="".join(self.texts),
+            content=self.text.text,
             finish_reason=self.stop_reason,
             usage=usage_from(self.usage),
             metadata=dict(self.metadata),
@@ -104,17 +103,15 @@ class StreamState:
         )
 
 
-def stream_error(
-    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = ()
-) -> ProviderError:
-    """The :class:`ProviderError` for an ``error`` event of the stream."""
-    error = data.get("error")
-    kind = error.get("type") if isinstance(error, dict) else None
-    status = _RETRYABLE_ERRORS.get(kind) if isinstance(kind, str) else None
-    detail = vendor_error_message(data, secrets) or "unknown error"
-    return ProviderError(
-        f"stream error: {detail}",
-        retryable=status is not None,
-        provider=provider,
-        status_code=status,
-    )
+def _index(data: dict[str, Any]) -> int:
+    index = data["index"]
+    # bool is an int to Python, not to JSON; a "0" would sort apart from 0.
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise TypeError("content block index is not an integer")
+    return index
+
+
+def _required_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} is not a string")
+    return value

@@ -13,8 +13,8 @@ from providers.ai._http import event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.ai._vendor import HTTPAIProvider
 from providers.ai.base import AIContext, AIResponse
-from providers.anthropic._mapping import build_request, parse_response
-from providers.anthropic._stream import StreamState, stream_error
+from providers.anthropic._mapping import build_request, is_error, parse_response, response_error
+from providers.anthropic._stream import StreamState
 from providers.anthropic.config import ANTHROPIC_VERSION, AnthropicConfig
 from providers.errors import ProviderError
 
@@ -63,10 +63,12 @@ class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
 
         Raises:
             ProviderError: Invalid context, HTTP failure (retryable on 408/429/5xx/529 and
-                timeouts, with ``retry_after`` from the ``retry-after`` header) or an
+                timeouts, with ``retry_after`` from the ``retry-after`` header), an error
+                object in a 2xx answer (retryable when overloaded or rate limited) or an
                 unexpected answer.
         """
-        return await self._generate(self._url, self._body(context, stream=False), parse_response)
+        parse = partial(parse_response, provider=self.name, secrets=self._secrets)
+        return await self._generate(self._url, self._body(context, stream=False), parse)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
         """Generate one reply as a stream: text deltas, then the complete response.
@@ -75,21 +77,19 @@ class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
 
         Raises:
             ProviderError: As :meth:`generate`; also an ``error`` event from the vendor
-                (retryable when overloaded or rate limited) or a stream that ends before
-                ``message_stop`` (retryable).
+                (retryable when overloaded or rate limited), an event of the wrong shape, or a
+                stream that ends before ``message_stop`` (retryable).
         """
         body = self._body(context, stream=True)
         state = StreamState()
         async with aclosing(self._http.stream_sse(self._url, body)) as events:
             async for event in events:
                 data = event_json(event, provider=self.name)
-                if data.get("type") == "error":
-                    raise stream_error(data, provider=self.name, secrets=self._secrets)
-                try:
-                    text = state.apply(data)
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise ProviderError("unexpected stream event", provider=self.name) from exc
-                if text:
+                if is_error(data):
+                    raise response_error(
+                        data, provider=self.name, secrets=self._secrets, stream=True
+                    )
+                if text := self._stream_step(state.apply, data, what="stream event"):
                     yield AITextDelta(text=text)
                 if state.done:
                     break
@@ -97,6 +97,8 @@ class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
             raise ProviderError(
                 "stream ended before message_stop", retryable=True, provider=self.name
             )
+        if tail := state.text.flush():
+            yield AITextDelta(text=tail)
         yield AIStreamEnd(response=self._streamed_response(state.response))
 
     def _body(self, context: AIContext, *, stream: bool) -> dict[str, Any]:

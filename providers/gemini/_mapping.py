@@ -14,7 +14,8 @@ Response: the first candidate's text parts joined (thought summaries left out), 
 ``functionCall`` parts as :class:`AIToolCall` (ids made up as ``call_<n>`` when Gemini sends
 none), ``finishReason`` as Gemini names it (``STOP``, ``MAX_TOKENS``, ``SAFETY``, ...), and
 ``usageMetadata``. A prompt blocked before any candidate gives an empty reply whose finish
-reason is the ``blockReason``.
+reason is the ``blockReason``. An ``error`` object, in a stream chunk or in a 2xx answer as some
+gateways send it, is a :class:`~providers.errors.ProviderError` (see :func:`response_error`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from providers._http import is_retryable_status, vendor_error_message
 from providers.ai._data_url import parse_data_url
 from providers.ai._messages import (
     TOOL_NAME_KEY,
@@ -33,13 +36,16 @@ from providers.ai._messages import (
     tool_call_id,
     tool_calls,
 )
+from providers.ai._text import text_field
 from providers.ai._usage import int_fields
 from providers.ai.base import AIContext, AIImagePart, AIMessage, AIResponse, AITool, AIToolCall
+from providers.errors import ProviderError
 
 __all__ = [
     "build_request",
     "call_from_part",
     "parse_response",
+    "response_error",
     "response_metadata",
     "retry_delay",
     "usage_from",
@@ -49,10 +55,12 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 def build_request(context: AIContext, *, default_max_tokens: int) -> dict[str, Any]:
-    """The JSON body for ``context`` (the same for ``generateContent`` and its stream).
+    """The JSON body for ``context`` (the same for ``generateContent`` and its stream); an
+    image with a malformed ``data:`` URL is sent as a text placeholder (see
+    :func:`~providers.ai._messages.iter_parts`).
 
     Raises:
-        ValueError: A message breaks the tool-turn conventions or has a malformed data: URL.
+        ValueError: A message breaks the tool-turn conventions.
     """
     system = [context.system_prompt] if context.system_prompt else []
     contents: list[dict[str, Any]] = []
@@ -167,21 +175,52 @@ def response_metadata(data: dict[str, Any]) -> dict[str, Any]:
     return {ours: data[theirs] for theirs, ours in names.items() if data.get(theirs) is not None}
 
 
-def parse_response(data: dict[str, Any]) -> AIResponse:
+def response_error(
+    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = (), stream: bool = False
+) -> ProviderError:
+    """The :class:`ProviderError` for the ``error`` object of a stream chunk (``stream``) or a
+    2xx answer: the vendor's detail, its ``code`` as ``status_code`` (retryable for 408, 429,
+    5xx, ...) and the ``RetryInfo`` delay as ``retry_after``."""
+    error = data.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    status = code if isinstance(code, int) and not isinstance(code, bool) else None
+    detail = vendor_error_message(data, secrets) or "unknown error"
+    return ProviderError(
+        f"stream error: {detail}" if stream else f"error: {detail}",
+        retryable=status is not None and is_retryable_status(status),
+        provider=provider,
+        status_code=status,
+        retry_after=retry_delay(data),
+    )
+
+
+def parse_response(
+    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = ()
+) -> AIResponse:
     """The :class:`AIResponse` for a ``generateContent`` answer.
 
+    Args:
+        data: The decoded answer.
+        provider: Provider name for the error of an error answer.
+        secrets: Values masked in that error's message.
+
     Raises:
+        ProviderError: The answer carries an ``error`` object (see :func:`response_error`).
         KeyError, TypeError, ValueError: The answer does not have the documented shape.
     """
+    if data.get("error"):
+        raise response_error(data, provider=provider, secrets=secrets)
     metadata = response_metadata(data)
     candidates = data.get("candidates") or []
     if not candidates:
-        block_reason = (data.get("promptFeedback") or {}).get("blockReason")
+        block_reason = text_field(
+            (data.get("promptFeedback") or {}).get("blockReason"), "blockReason"
+        )
         if block_reason:
             metadata["block_reason"] = block_reason
         return AIResponse(
             content="",
-            finish_reason=block_reason,
+            finish_reason=block_reason or None,
             usage=usage_from(data.get("usageMetadata")),
             metadata=metadata,
         )
@@ -195,7 +234,7 @@ def parse_response(data: dict[str, Any]) -> AIResponse:
             texts.append(part["text"])
     return AIResponse(
         content="".join(texts),
-        finish_reason=candidate.get("finishReason"),
+        finish_reason=text_field(candidate.get("finishReason"), "finishReason") or None,
         usage=usage_from(data.get("usageMetadata")),
         metadata=metadata,
         tool_calls=calls,

@@ -3,8 +3,9 @@
 Each event's data is a whole ``GenerateContentResponse`` holding the next piece of the first
 candidate: text parts (deltas), complete ``functionCall`` parts, and on the last chunk the
 ``finishReason`` and the final ``usageMetadata``. The stream has no end marker: the HTTP body
-ends. A chunk with an ``error`` object fails the stream; a prompt blocked before any candidate
-ends it with the ``blockReason``.
+ends. A chunk with an ``error`` object fails the stream (see
+:func:`~providers.gemini._mapping.response_error`); a prompt blocked before any candidate ends it
+with the ``blockReason``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.ai._text import StreamedText, text_field
 from providers.ai.base import AIResponse, AIToolCall
 from providers.gemini._mapping import call_from_part, response_metadata, usage_from
 
@@ -22,7 +24,7 @@ __all__ = ["StreamState"]
 class StreamState:
     """What has been received so far; :meth:`apply` one chunk at a time."""
 
-    texts: list[str] = field(default_factory=list)
+    text: StreamedText = field(default_factory=StreamedText)
     calls: list[AIToolCall] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -37,7 +39,8 @@ class StreamState:
         """Record one chunk; return the text it adds to the reply, if any.
 
         Raises:
-            KeyError, TypeError, AttributeError: The chunk does not have the documented shape.
+            KeyError, TypeError, ValueError, AttributeError: The chunk does not have the
+                documented shape (a field of the wrong type included).
         """
         self.metadata.update(response_metadata(chunk))
         if chunk.get("usageMetadata"):
@@ -45,8 +48,8 @@ class StreamState:
             self.usage = usage_from(chunk["usageMetadata"])
         candidates = chunk.get("candidates") or []
         if not candidates:
-            block_reason = (chunk.get("promptFeedback") or {}).get("blockReason")
-            if block_reason:
+            feedback = chunk.get("promptFeedback") or {}
+            if block_reason := text_field(feedback.get("blockReason"), "blockReason"):
                 self.metadata["block_reason"] = block_reason
                 self.finish_reason = block_reason
             return None
@@ -57,18 +60,14 @@ class StreamState:
                 self.calls.append(call_from_part(part, len(self.calls)))
             elif isinstance(part.get("text"), str) and part["text"] and not part.get("thought"):
                 texts.append(part["text"])
-        if candidate.get("finishReason"):
-            self.finish_reason = candidate["finishReason"]
-        if not texts:
-            return None
-        text = "".join(texts)
-        self.texts.append(text)
-        return text
+        if finish_reason := text_field(candidate.get("finishReason"), "finishReason"):
+            self.finish_reason = finish_reason
+        return self.text.add("".join(texts)) or None
 
     def response(self) -> AIResponse:
-        """The complete reply."""
+        """The complete reply (call :meth:`StreamedText.flush` on :attr:`text` first)."""
         return AIResponse(
-            content="".join(self.texts),
+            content=self.text.text,
             finish_reason=self.finish_reason,
             usage=dict(self.usage),
             metadata=dict(self.metadata),

@@ -10,19 +10,18 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from providers._http import (
-    ErrorDetail,
-    default_error_detail,
-    is_retryable_status,
-    response_json,
-    vendor_error_message,
-)
+from providers._http import ErrorDetail, default_error_detail, response_json
 from providers.ai._http import event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.ai._vendor import HTTPAIProvider
 from providers.ai.base import AIContext, AIResponse
 from providers.errors import ProviderError
-from providers.gemini._mapping import build_request, parse_response, retry_delay
+from providers.gemini._mapping import (
+    build_request,
+    parse_response,
+    response_error,
+    retry_delay,
+)
 from providers.gemini._stream import StreamState
 from providers.gemini.config import GeminiConfig
 
@@ -80,9 +79,11 @@ class GeminiAIProvider(HTTPAIProvider[GeminiConfig]):
         Raises:
             ProviderError: Invalid context, HTTP failure (retryable on 408/429/5xx and
                 timeouts, with ``retry_after`` from the header or the error's ``RetryInfo``)
-                or an unexpected answer.
+                an error object in a 2xx answer (retryable as its ``code`` is) or an unexpected
+                answer.
         """
-        return await self._generate(self._url, self._body(context), parse_response)
+        parse = partial(parse_response, provider=self.name, secrets=self._secrets)
+        return await self._generate(self._url, self._body(context), parse)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
         """Generate one reply as a stream: text deltas, then the complete response.
@@ -90,8 +91,9 @@ class GeminiAIProvider(HTTPAIProvider[GeminiConfig]):
         See :mod:`providers.ai._streaming` for the contract.
 
         Raises:
-            ProviderError: As :meth:`generate`; also an error chunk, or a stream whose body
-                ends before any chunk gave a finish reason (retryable).
+            ProviderError: As :meth:`generate`; also an error chunk, a chunk of the wrong
+                shape, or a stream whose body ends before any chunk gave a finish reason
+                (retryable).
         """
         body = self._body(context)
         state = StreamState()
@@ -99,33 +101,20 @@ class GeminiAIProvider(HTTPAIProvider[GeminiConfig]):
             async for event in events:
                 chunk = event_json(event, provider=self.name)
                 if chunk.get("error"):
-                    raise self._stream_error(chunk)
-                try:
-                    text = state.apply(chunk)
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise ProviderError("unexpected stream chunk", provider=self.name) from exc
-                if text:
+                    raise response_error(
+                        chunk, provider=self.name, secrets=self._secrets, stream=True
+                    )
+                if text := self._stream_step(state.apply, chunk, what="stream chunk"):
                     yield AITextDelta(text=text)
         if not state.finished:
             raise ProviderError(
                 "stream ended without a finish reason", retryable=True, provider=self.name
             )
+        if tail := state.text.flush():
+            yield AITextDelta(text=tail)
         yield AIStreamEnd(response=self._streamed_response(state.response))
 
     def _body(self, context: AIContext) -> dict[str, Any]:
         return self._request_body(
             partial(build_request, context, default_max_tokens=self._config.max_tokens)
-        )
-
-    def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
-        error = chunk["error"]
-        code = error.get("code") if isinstance(error, dict) else None
-        status = code if isinstance(code, int) and not isinstance(code, bool) else None
-        detail = vendor_error_message(chunk, self._secrets) or "unknown error"
-        return ProviderError(
-            f"stream error: {detail}",
-            retryable=status is not None and is_retryable_status(status),
-            provider=self.name,
-            status_code=status,
-            retry_after=retry_delay(chunk),
         )

@@ -10,22 +10,29 @@ get ``max_tokens``, which every OpenAI-compatible server understands.
 
 Response: the first choice's text, its tool calls with the arguments decoded from JSON, its
 ``finish_reason`` (``stop``, ``length``, ``tool_calls``, ...), and the integer usage counters.
+An ``error`` object, in a stream chunk or in a 2xx answer as some gateways send it, is a
+:class:`~providers.errors.ProviderError` (see :func:`response_error`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
+from providers._http import is_retryable_status, vendor_error_message
 from providers.ai._messages import iter_parts, message_text, tool_call_id, tool_calls
+from providers.ai._text import text_field
 from providers.ai._usage import int_fields
 from providers.ai.base import AIContext, AIImagePart, AIMessage, AIResponse, AITool, AIToolCall
+from providers.errors import ProviderError
 
 __all__ = [
     "build_request",
     "decode_arguments",
     "is_reasoning_model",
     "parse_response",
+    "response_error",
     "response_metadata",
 ]
 
@@ -138,13 +145,43 @@ def response_metadata(data: dict[str, Any]) -> dict[str, Any]:
     return {key: data[key] for key in keys if data.get(key) is not None}
 
 
-def parse_response(data: dict[str, Any]) -> AIResponse:
+def response_error(
+    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = (), stream: bool = False
+) -> ProviderError:
+    """The :class:`ProviderError` for the ``error`` object of a stream chunk (``stream``) or a
+    2xx answer: the vendor's detail; retryable for a ``server_error``, or for a retryable HTTP
+    status in ``code`` (gateways such as OpenRouter put one there), kept as ``status_code``.
+    """
+    error = data.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    status = code if isinstance(code, int) and 100 <= code <= 599 else None
+    detail = vendor_error_message(data, secrets) or "unknown error"
+    return ProviderError(
+        f"stream error: {detail}" if stream else f"error: {detail}",
+        retryable=kind == "server_error" or (status is not None and is_retryable_status(status)),
+        provider=provider,
+        status_code=status,
+    )
+
+
+def parse_response(
+    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = ()
+) -> AIResponse:
     """The :class:`AIResponse` for a chat completion.
 
+    Args:
+        data: The decoded answer.
+        provider: Provider name for the error of an error answer.
+        secrets: Values masked in that error's message.
+
     Raises:
+        ProviderError: The answer carries an ``error`` object (see :func:`response_error`).
         ValueError: No choices, or tool-call arguments that are not a JSON object.
         KeyError, TypeError: The answer does not have the documented shape.
     """
+    if data.get("error"):
+        raise response_error(data, provider=provider, secrets=secrets)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
         raise ValueError("response has no choices")
@@ -163,7 +200,7 @@ def parse_response(data: dict[str, Any]) -> AIResponse:
     if message.get("refusal"):
         metadata["refusal"] = message["refusal"]
     return AIResponse(
-        content=message.get("content") or "",
+        content=text_field(message.get("content"), "content"),
         finish_reason=choice.get("finish_reason"),
         usage=int_fields(data.get("usage")),
         metadata=metadata,

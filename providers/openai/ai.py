@@ -12,13 +12,12 @@ from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from providers._http import vendor_error_message
 from providers.ai._http import event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.ai._vendor import HTTPAIProvider
 from providers.ai.base import AIContext, AIResponse
 from providers.errors import ProviderError
-from providers.openai._mapping import build_request, parse_response
+from providers.openai._mapping import build_request, parse_response, response_error
 from providers.openai._stream import DONE, StreamState
 from providers.openai.config import OpenAIConfig
 
@@ -87,10 +86,12 @@ class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
 
         Raises:
             ProviderError: Invalid context, HTTP failure (retryable on 408/429/5xx and
-                timeouts, with ``retry_after`` from ``retry-after-ms`` / ``retry-after``) or an
-                unexpected answer (including tool arguments that are not a JSON object).
+                timeouts, with ``retry_after`` from ``retry-after-ms`` / ``retry-after``), an
+                error object in a 2xx answer (retryable for a server error) or an unexpected
+                answer (including tool arguments that are not a JSON object).
         """
-        return await self._generate(self._url, self._body(context, stream=False), parse_response)
+        parse = partial(parse_response, provider=self.name, secrets=self._secrets)
+        return await self._generate(self._url, self._body(context, stream=False), parse)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
         """Generate one reply as a stream: text deltas, then the complete response.
@@ -98,8 +99,8 @@ class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
         See :mod:`providers.ai._streaming` for the contract.
 
         Raises:
-            ProviderError: As :meth:`generate`; also an error chunk from the server, or a
-                stream that ends before ``[DONE]`` (retryable).
+            ProviderError: As :meth:`generate`; also an error chunk from the server, a chunk
+                of the wrong shape, or a stream that ends before ``[DONE]`` (retryable).
         """
         body = self._body(context, stream=True)
         state = StreamState()
@@ -111,15 +112,15 @@ class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
                     break
                 chunk = event_json(event, provider=self.name)
                 if chunk.get("error"):
-                    raise self._stream_error(chunk)
-                try:
-                    text = state.apply(chunk)
-                except (KeyError, TypeError, AttributeError) as exc:
-                    raise ProviderError("unexpected stream chunk", provider=self.name) from exc
-                if text:
+                    raise response_error(
+                        chunk, provider=self.name, secrets=self._secrets, stream=True
+                    )
+                if text := self._stream_step(state.apply, chunk, what="stream chunk"):
                     yield AITextDelta(text=text)
         if not finished:
             raise ProviderError("stream ended before [DONE]", retryable=True, provider=self.name)
+        if tail := state.text.flush():
+            yield AITextDelta(text=tail)
         yield AIStreamEnd(response=self._streamed_response(state.response))
 
     def _body(self, context: AIContext, *, stream: bool) -> dict[str, Any]:
@@ -132,12 +133,4 @@ class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
                 default_max_tokens=config.max_tokens,
                 stream=stream,
             )
-        )
-
-    def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
-        error = chunk["error"]
-        kind = error.get("type") if isinstance(error, dict) else None
-        detail = vendor_error_message(chunk, self._secrets) or "unknown error"
-        return ProviderError(
-            f"stream error: {detail}", retryable=kind == "server_error", provider=self.name
         )

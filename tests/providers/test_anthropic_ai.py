@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.ai import AIContext, AIMessage, AIToolCall
+from providers.ai import AIContext, AIImagePart, AIMessage, AITextPart, AIToolCall
+from providers.ai._messages import UNREADABLE_IMAGE
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.anthropic import AnthropicAIProvider, AnthropicConfig
 from providers.errors import ProviderError
@@ -166,6 +167,30 @@ class TestRequest:
             },
         ]
 
+    async def test_malformed_data_url_image_is_sent_as_a_placeholder(self, fake: FakeAPI) -> None:
+        # The room's history carries the image into every request: failing them all would
+        # silence the AI in the room for as long as the image stays in the window.
+        fake.reply(httpx.Response(200, json=message()))
+        context = AIContext(
+            messages=[
+                AIMessage(
+                    role="user",
+                    content=[AIImagePart(url="data:image/png;base64"), AITextPart(text="see?")],
+                )
+            ]
+        )
+        response = await provider(fake.client).generate(context)
+        assert response.content == "Hi from Claude"
+        assert fake.body["messages"] == [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": UNREADABLE_IMAGE},
+                    {"type": "text", "text": "see?"},
+                ],
+            }
+        ]
+
     async def test_invalid_context_fails_before_any_request(self, fake: FakeAPI) -> None:
         client = fake.client
         context = AIContext(messages=[AIMessage(role="tool", content="orphan result")])
@@ -213,6 +238,55 @@ class TestResponse:
         fake.reply(httpx.Response(200, json={"content": [{"type": "tool_use"}]}))
         with pytest.raises(ProviderError, match="unexpected response"):
             await provider(client).generate(rich_context())
+
+    async def test_null_text_is_empty(self, fake: FakeAPI) -> None:
+        content = [{"type": "text", "text": None}, {"type": "text", "text": "ok"}]
+        fake.reply(httpx.Response(200, json=message(content=content)))
+        response = await provider(fake.client).generate(rich_context())
+        assert response.content == "ok"  # not "Noneok"
+
+    @pytest.mark.parametrize("value", [5, ["a"], {"a": 1}, True])
+    async def test_text_that_is_not_a_string_is_refused(self, fake: FakeAPI, value: Any) -> None:
+        content = [{"type": "text", "text": value}]
+        fake.reply(httpx.Response(200, json=message(content=content)))
+        with pytest.raises(ProviderError, match="unexpected response") as info:
+            await provider(fake.client).generate(rich_context())
+        assert not info.value.retryable
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Busy"}},
+            {"error": {"type": "overloaded_error", "message": "Busy"}},  # a gateway's shape
+        ],
+        ids=["anthropic", "gateway"],
+    )
+    async def test_error_object_in_a_200_answer_is_the_stream_error(
+        self, fake: FakeAPI, body: dict[str, Any]
+    ) -> None:
+        fake.reply(httpx.Response(200, json=body))
+        with pytest.raises(ProviderError) as info:
+            await provider(fake.client).generate(rich_context())
+        failure = info.value
+        assert failure.message == "error: overloaded_error: Busy"
+        assert (failure.retryable, failure.status_code) == (True, 529)
+        assert failure.provider == "AnthropicAIProvider"
+
+    async def test_error_object_in_a_200_answer_never_shows_the_key(self, fake: FakeAPI) -> None:
+        body = {"type": "error", "error": {"type": "invalid_request_error", "message": KEY}}
+        fake.reply(httpx.Response(200, json=body))
+        with pytest.raises(ProviderError) as info:
+            await provider(fake.client).generate(rich_context())
+        assert info.value.message == "error: invalid_request_error: ***"
+        assert not info.value.retryable
+        assert KEY not in repr(info.value)
+
+    async def test_lone_surrogates_in_the_reply_are_replaced(self, fake: FakeAPI) -> None:
+        # Escapes in the JSON text: json.loads turns them into surrogate code points.
+        raw = b'{"content": [{"type": "text", "text": "a\\ud800b\\ud83d\\ude00"}]}'
+        fake.reply(httpx.Response(200, content=raw))
+        response = await provider(fake.client).generate(rich_context())
+        assert response.content == "a\ufffdb\U0001f600"
 
 
 class TestErrors:
@@ -355,6 +429,26 @@ STREAM = sse_body(
 )
 
 
+STREAM_START: tuple[str | None, object] = (
+    None,
+    {"type": "message_start", "message": {"id": "m", "model": "claude", "usage": {}}},
+)
+STREAM_END: list[tuple[str | None, object]] = [
+    (None, {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}}),
+    (None, {"type": "message_stop"}),
+]
+
+
+def tool_block(partial_json: Any) -> list[tuple[str | None, object]]:
+    """A tool_use block whose one argument fragment is ``partial_json``."""
+    block = {"type": "tool_use", "id": "t", "name": "f"}
+    delta = {"type": "input_json_delta", "partial_json": partial_json}
+    return [
+        (None, {"type": "content_block_start", "index": 0, "content_block": block}),
+        (None, {"type": "content_block_delta", "index": 0, "delta": delta}),
+    ]
+
+
 async def collect(stream: Any) -> list[AIStreamEvent]:
     return [event async for event in stream]
 
@@ -411,6 +505,72 @@ class TestStreaming:
             True,
             3.0,
         )
+
+    @pytest.mark.parametrize(
+        "event",
+        [
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": 5},
+            },
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": 5},
+            },
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": None, "name": "f"},
+            },
+            {
+                "type": "content_block_start",
+                "index": "0",
+                "content_block": {"type": "tool_use", "id": "t", "name": "f"},
+            },
+            {"type": "message_delta", "delta": {"stop_reason": 4}},
+        ],
+        ids=["text-int", "start-text-int", "tool-id-null", "index-str", "stop-reason-int"],
+    )
+    async def test_malformed_event_is_an_unexpected_stream_event(
+        self, fake: FakeAPI, event: dict[str, Any]
+    ) -> None:
+        fake.reply(sse_response(sse_body(STREAM_START, (None, event), *STREAM_END)))
+        with pytest.raises(ProviderError) as info:
+            await collect(provider(fake.client).generate_stream(rich_context()))
+        # Not "invalid tool arguments", not a foreign TypeError or ValidationError.
+        assert info.value.message == "unexpected stream event"
+        assert not info.value.retryable
+
+    @pytest.mark.parametrize("partial_json", [["{}"], 5])
+    async def test_non_string_partial_json_is_an_unexpected_stream_event(
+        self, fake: FakeAPI, partial_json: Any
+    ) -> None:
+        fake.reply(sse_response(sse_body(STREAM_START, *tool_block(partial_json), *STREAM_END)))
+        with pytest.raises(ProviderError, match="unexpected stream event"):
+            await collect(provider(fake.client).generate_stream(rich_context()))
+
+    async def test_null_partial_json_is_an_empty_fragment(self, fake: FakeAPI) -> None:
+        fake.reply(sse_response(sse_body(STREAM_START, *tool_block(None), *STREAM_END)))
+        events = await collect(provider(fake.client).generate_stream(rich_context()))
+        assert isinstance(events[-1], AIStreamEnd)
+        assert events[-1].response.tool_calls == [AIToolCall(id="t", name="f", arguments={})]
+
+    async def test_surrogate_pair_split_across_events_is_joined(self, fake: FakeAPI) -> None:
+        halves = (
+            '{"type": "content_block_delta", "index": 0, '
+            '"delta": {"type": "text_delta", "text": "a\\ud83d"}}',
+            '{"type": "content_block_delta", "index": 0, '
+            '"delta": {"type": "text_delta", "text": "\\ude00b"}}',
+        )
+        fake.reply(
+            sse_response(sse_body(STREAM_START, *((None, half) for half in halves), *STREAM_END))
+        )
+        events = await collect(provider(fake.client).generate_stream(rich_context()))
+        assert events[:2] == [AITextDelta(text="a"), AITextDelta(text="\U0001f600b")]
+        assert isinstance(events[2], AIStreamEnd)
+        assert events[2].response.content == "a\U0001f600b"
 
     async def test_leaving_early_closes_the_response(self, fake: FakeAPI) -> None:
         client = fake.client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,11 +15,12 @@ from hypothesis import strategies as st
 
 from providers._http import import_httpx
 from providers._sse import SSEDecoder, SSEError, SSEEvent, aiter_sse
-from providers.ai import AIMessage, AIToolCall
+from providers.ai import AIImagePart, AIMessage, AITextPart, AIToolCall
 from providers.ai._data_url import DataURL, parse_data_url
 from providers.ai._http import VendorClient
-from providers.ai._messages import tool_call_id, tool_calls
+from providers.ai._messages import UNREADABLE_IMAGE, iter_parts, tool_call_id, tool_calls
 from providers.ai._streaming import AIStreamEnd, AITextDelta
+from providers.ai._text import StreamedText, clean_text
 from providers.errors import ProviderError
 from providers.pydantic_ai import PydanticAIConfig
 from tests.providers.ai_support import CAT_URL, PNG_DATA_URL, FakeAPI
@@ -129,9 +131,82 @@ class TestDataURL:
         assert parse_data_url("data:;base64,QUJD") == DataURL("", "QUJD")
         assert parse_data_url(CAT_URL) is None
 
-    def test_malformed(self) -> None:
-        with pytest.raises(ValueError, match="comma"):
-            parse_data_url("data:image/png;base64")
+    def test_url_safe_or_unpadded_base64_becomes_standard(self) -> None:
+        assert parse_data_url("data:image/png;base64,-_8") == DataURL("image/png", "+/8=")
+
+    @pytest.mark.parametrize(
+        ("url", "reason"),
+        [
+            ("data:image/png;base64", "no comma"),
+            ("data:image/png;base64,", "empty payload"),
+            ("data:image/png,", "empty payload"),
+            ("data:image/png;base64,not base64!", "invalid base64"),
+            ("data:image/png;base64,QUJDR", "invalid base64"),
+        ],
+    )
+    def test_malformed(self, url: str, reason: str) -> None:
+        with pytest.raises(ValueError, match=reason):
+            parse_data_url(url)
+
+
+class TestUnreadableImages:
+    def test_a_malformed_data_url_becomes_a_text_placeholder_with_a_warning(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A vendor refuses the whole request for such an image, and the room's history would
+        # carry it into every request for the next 50 events.
+        caplog.set_level(logging.WARNING, logger="roomkit.providers.ai")
+        good = AIImagePart(url=PNG_DATA_URL)
+        message = AIMessage(
+            role="user",
+            content=[AITextPart(text="look"), AIImagePart(url="data:image/png;base64"), good],
+        )
+        assert list(iter_parts(message)) == [
+            AITextPart(text="look"),
+            AITextPart(text=UNREADABLE_IMAGE),
+            good,
+        ]
+        assert "placeholder" in caplog.text and "no comma" in caplog.text
+        assert "data:image/png;base64" not in caplog.text  # never the (private, large) URL
+
+
+# --- text the room can store ---------------------------------------------------------------
+
+# Pieces of text with surrogates of every kind: pairs, lone halves, and the two halves of one
+# pair as separate pieces (as two stream events bring them).
+_pieces = st.lists(
+    st.text(st.sampled_from(["a", "é", "\ud83d", "\ude00", "\ud800", "\U0001f600"])),
+    max_size=6,
+)
+
+
+class TestCleanText:
+    def test_pairs_are_joined_and_lone_surrogates_replaced(self) -> None:
+        assert clean_text("a\ud83d\ude00b") == "a\U0001f600b"
+        assert clean_text("a\ud800b\udc00") == "a\ufffdb\ufffd"
+        assert clean_text("plain é") == "plain é"
+
+    def test_a_pair_split_across_pieces_is_joined_and_held_back_until_complete(self) -> None:
+        text = StreamedText()
+        assert [text.add("smile \ud83d"), text.add("\ude00!"), text.flush()] == [
+            "smile ",
+            "\U0001f600!",
+            "",
+        ]
+        assert text.text == "smile \U0001f600!"
+
+    def test_a_half_left_at_the_end_is_flushed_as_a_replacement(self) -> None:
+        text = StreamedText()
+        assert [text.add("a\ud83d"), text.flush()] == ["a", "\ufffd"]
+        assert text.text == "a\ufffd"
+
+    @given(_pieces)
+    def test_released_text_is_utf8_and_what_the_whole_would_give(self, pieces: list[str]) -> None:
+        text = StreamedText()
+        released = [text.add(piece) for piece in pieces] + [text.flush()]
+        assert "".join(released) == text.text == clean_text("".join(pieces))
+        for piece in released:
+            piece.encode("utf-8")  # every delta can be sent on its own
 
 
 # --- tool-turn conventions -----------------------------------------------------------------

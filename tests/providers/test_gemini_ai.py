@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.ai import AIContext, AIMessage, AIToolCall
+from providers.ai import AIContext, AIImagePart, AIMessage, AITextPart, AIToolCall
+from providers.ai._messages import UNREADABLE_IMAGE
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.errors import ProviderError
 from providers.gemini import GeminiAIProvider, GeminiConfig
@@ -138,6 +139,26 @@ class TestRequest:
             "generationConfig": {"temperature": 0.7, "maxOutputTokens": 77},
         }
 
+    @pytest.mark.parametrize(
+        "url",
+        ["data:image/png;base64", "data:image/png;base64,", "data:image/png;base64,@@@@"],
+        ids=["no-comma", "empty", "not-base64"],
+    )
+    async def test_malformed_data_url_image_is_sent_as_a_placeholder(
+        self, fake: FakeAPI, url: str
+    ) -> None:
+        # The room's history carries the image into every request: failing them all would
+        # silence the AI in the room for as long as the image stays in the window.
+        fake.reply(httpx.Response(200, json=generated({"text": "ok"})))
+        parts = [AITextPart(text="see?"), AIImagePart(url=url, mime_type="image/png")]
+        response = await provider(fake.client).generate(
+            AIContext(messages=[AIMessage(role="user", content=parts)])
+        )
+        assert response.content == "ok"
+        assert fake.body["contents"] == [
+            {"role": "user", "parts": [{"text": "see?"}, {"text": UNREADABLE_IMAGE}]}
+        ]
+
     async def test_tool_result_for_an_unknown_call_needs_a_name(self, fake: FakeAPI) -> None:
         context = AIContext(
             messages=[AIMessage(role="tool", content="42", metadata={"tool_call_id": "nope"})]
@@ -193,6 +214,12 @@ class TestResponse:
         with pytest.raises(ProviderError, match="unexpected response"):
             await provider(fake.client).generate(rich_context())
 
+    async def test_lone_surrogates_in_the_reply_are_replaced(self, fake: FakeAPI) -> None:
+        raw = b'{"candidates": [{"content": {"parts": [{"text": "a\\udc00b"}]}}]}'
+        fake.reply(httpx.Response(200, content=raw))
+        response = await provider(fake.client).generate(rich_context())
+        assert response.content == "a\ufffdb"
+
 
 RETRY_INFO = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}
 
@@ -230,6 +257,32 @@ class TestErrors:
         with pytest.raises(ProviderError) as info:
             await provider(fake.client).generate(rich_context())
         assert info.value.retry_after == 4.0
+
+    async def test_error_object_in_a_200_answer_is_the_stream_error(self, fake: FakeAPI) -> None:
+        # Some gateways answer 200 with the error body; it is no empty successful reply.
+        body = {
+            "error": {
+                "code": 503,
+                "message": f"overloaded {KEY}",
+                "status": "UNAVAILABLE",
+                "details": [RETRY_INFO],
+            }
+        }
+        fake.reply(httpx.Response(200, json=body))
+        with pytest.raises(ProviderError) as info:
+            await provider(fake.client).generate(rich_context())
+        failure = info.value
+        assert failure.message == "error: UNAVAILABLE: overloaded ***"
+        assert (failure.retryable, failure.status_code, failure.retry_after) == (True, 503, 17.0)
+
+    async def test_client_error_object_in_a_200_answer_is_not_retryable(
+        self, fake: FakeAPI
+    ) -> None:
+        body = {"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}
+        fake.reply(httpx.Response(200, json=body))
+        with pytest.raises(ProviderError) as info:
+            await provider(fake.client).generate(rich_context())
+        assert (info.value.retryable, info.value.status_code) == (False, 400)
 
     @pytest.mark.parametrize(("status", "state"), [(500, "INTERNAL"), (503, "UNAVAILABLE")])
     async def test_server_errors_are_retryable(
@@ -326,6 +379,37 @@ class TestStreaming:
                 pass
         assert info.value.message == "stream error: UNAVAILABLE: overloaded"
         assert (info.value.retryable, info.value.status_code) == (True, 503)
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            generated({"text": "hi"}, finish=None) | {"candidates": [{"finishReason": 1}]},
+            {"promptFeedback": {"blockReason": 3}},
+            generated({"functionCall": {"name": "f", "args": [1]}}),
+        ],
+        ids=["finish-reason-int", "block-reason-int", "args-list"],
+    )
+    async def test_malformed_chunk_is_an_unexpected_stream_chunk(
+        self, fake: FakeAPI, bad: dict[str, Any]
+    ) -> None:
+        fake.reply(sse_response(sse_body(STREAM_EVENTS[0], (None, bad))))
+        with pytest.raises(ProviderError) as info:
+            async for _ in provider(fake.client).generate_stream(rich_context()):
+                pass
+        # Not "invalid tool arguments", not a foreign TypeError or ValidationError.
+        assert info.value.message == "unexpected stream chunk"
+
+    async def test_surrogate_pair_split_across_chunks_is_joined(self, fake: FakeAPI) -> None:
+        halves = [
+            '{"candidates": [{"content": {"parts": [{"text": "a\\ud83d"}]}}]}',
+            '{"candidates": [{"content": {"parts": [{"text": "\\ude00"}]}, '
+            '"finishReason": "STOP"}]}',
+        ]
+        fake.reply(sse_response(sse_body(*((None, half) for half in halves))))
+        events = [e async for e in provider(fake.client).generate_stream(rich_context())]
+        assert events[:2] == [AITextDelta(text="a"), AITextDelta(text="\U0001f600")]
+        assert isinstance(events[2], AIStreamEnd)
+        assert events[2].response.content == "a\U0001f600"
 
     async def test_http_error_before_the_stream(self, fake: FakeAPI) -> None:
         fake.reply(error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", RETRY_INFO))

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from providers.ai import AIContext, AIMessage, AIToolCall
+from providers.ai import AIContext, AIImagePart, AIMessage, AITextPart, AIToolCall
+from providers.ai._messages import UNREADABLE_IMAGE
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.errors import ProviderError
 from providers.openai import OpenAIAIProvider, OpenAIConfig
@@ -160,6 +161,23 @@ class TestRequest:
         await provider(fake.client).generate(context)
         assert fake.body["messages"] == [{"role": "developer", "content": "Be brief."}]
 
+    async def test_malformed_data_url_image_is_sent_as_a_placeholder(self, fake: FakeAPI) -> None:
+        # Passed on as it is, the URL would make OpenAI refuse every request of the room.
+        fake.reply(httpx.Response(200, json=completion()))
+        parts = [AITextPart(text="see?"), AIImagePart(url="data:image/png;base64")]
+        await provider(fake.client).generate(
+            AIContext(messages=[AIMessage(role="user", content=parts)])
+        )
+        assert fake.body["messages"] == [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "see?"},
+                    {"type": "text", "text": UNREADABLE_IMAGE},
+                ],
+            }
+        ]
+
     async def test_unencodable_tool_arguments(self, fake: FakeAPI) -> None:
         call = AIToolCall(id="c", name="f", arguments={"when": object()})
         context = AIContext(
@@ -242,8 +260,52 @@ class TestResponse:
             await provider(fake.client).generate(rich_context())
         assert not info.value.retryable
 
+    async def test_lone_surrogates_in_the_reply_are_replaced(self, fake: FakeAPI) -> None:
+        raw = b'{"choices": [{"message": {"content": "a\\ud800b"}, "finish_reason": "stop"}]}'
+        fake.reply(httpx.Response(200, content=raw))
+        response = await provider(fake.client).generate(rich_context())
+        assert response.content == "a\ufffdb"
+
 
 class TestErrors:
+    @pytest.mark.parametrize(
+        ("error_object", "message", "retryable", "status"),
+        [
+            (
+                {"code": 503, "message": "upstream overloaded", "type": "server_error"},
+                "error: server_error: upstream overloaded",
+                True,
+                503,
+            ),
+            ({"code": 429, "message": "slow down"}, "error: slow down", True, 429),
+            (
+                {"code": "invalid_api_key", "message": "nope", "type": "invalid_request_error"},
+                "error: invalid_request_error: nope",
+                False,
+                None,
+            ),
+        ],
+        ids=["server-error", "gateway-429", "client-error"],
+    )
+    async def test_error_object_in_a_200_answer_is_the_stream_error(
+        self,
+        fake: FakeAPI,
+        error_object: dict[str, Any],
+        message: str,
+        retryable: bool,
+        status: int | None,
+    ) -> None:
+        # Gateways such as OpenRouter answer 200 with an error object instead of choices.
+        fake.reply(httpx.Response(200, json={"error": error_object}))
+        with pytest.raises(ProviderError) as info:
+            await provider(fake.client).generate(rich_context())
+        failure = info.value
+        assert (failure.message, failure.retryable, failure.status_code) == (
+            message,
+            retryable,
+            status,
+        )
+
     async def test_401_is_not_retryable_and_never_shows_the_key(
         self, fake: FakeAPI, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -372,6 +434,98 @@ class TestStreaming:
         assert info.value.message == "stream error: server_error: overloaded"
         assert info.value.retryable
 
+    @pytest.mark.parametrize(
+        "chunks",
+        [
+            [chunk({"content": 5})],
+            [chunk({"content": ["a"]})],
+            [chunk({"content": "hi"}), chunk({}, finish_reason=7)],  # type: ignore[arg-type]
+            [chunk(tool_piece(id=5, function={"name": "f"}))],
+            [chunk(tool_piece(id="t", function={"name": "f", "arguments": 5}))],
+            [
+                chunk(
+                    {
+                        "tool_calls": [
+                            {"index": "0", "id": "t", "function": {"name": "f"}},
+                            {"index": 1, "id": "u", "function": {"name": "g"}},
+                        ]
+                    }
+                )
+            ],
+        ],
+        ids=[
+            "content-int",
+            "content-list",
+            "finish-reason-int",
+            "tool-id-int",
+            "arguments-int",
+            "index-str-and-int",
+        ],
+    )
+    async def test_malformed_chunk_is_an_unexpected_stream_chunk(
+        self, fake: FakeAPI, chunks: list[dict[str, Any]]
+    ) -> None:
+        events = [(None, c) for c in chunks]
+        fake.reply(sse_response(sse_body(*events, (None, "[DONE]"))))
+        received: list[AIStreamEvent] = []
+        with pytest.raises(ProviderError) as info:
+            async for event in provider(fake.client).generate_stream(rich_context()):
+                received.append(event)
+        # Not "invalid tool arguments", not a foreign TypeError or ValidationError.
+        assert info.value.message == "unexpected stream chunk"
+        assert all(isinstance(event, AITextDelta) for event in received)
+
+    async def test_arguments_sent_as_an_object_are_accepted(self, fake: FakeAPI) -> None:
+        # As the non-streaming path accepts them (some compatible servers send objects).
+        piece = tool_piece(id="t", function={"name": "f", "arguments": {"city": "Oslo"}})
+        fake.reply(
+            sse_response(
+                sse_body(
+                    (None, chunk(piece)),
+                    (None, chunk({}, finish_reason="tool_calls")),
+                    (None, "[DONE]"),
+                )
+            )
+        )
+        events = [e async for e in provider(fake.client).generate_stream(rich_context())]
+        assert isinstance(events[-1], AIStreamEnd)
+        assert events[-1].response.tool_calls == [
+            AIToolCall(id="t", name="f", arguments={"city": "Oslo"})
+        ]
+
+    async def test_arguments_as_text_and_as_an_object_are_invalid(self, fake: FakeAPI) -> None:
+        pieces = [
+            chunk(tool_piece(id="t", function={"name": "f", "arguments": "{"})),
+            chunk(tool_piece(function={"arguments": {"a": 1}})),
+        ]
+        fake.reply(sse_response(sse_body(*((None, p) for p in pieces), (None, "[DONE]"))))
+        with pytest.raises(ProviderError, match="unexpected stream chunk"):
+            async for _ in provider(fake.client).generate_stream(rich_context()):
+                pass
+
+    @pytest.mark.parametrize(
+        ("contents", "deltas"),
+        [
+            (["smile \\ud83d", "\\ude00!"], ["smile ", "\U0001f600!"]),
+            (["a\\ud800b"], ["a\ufffdb"]),
+            (["a\\ud83d"], ["a", "\ufffd"]),
+        ],
+        ids=["pair-split-across-chunks", "lone-surrogate", "half-pair-at-the-end"],
+    )
+    async def test_streamed_text_is_storable(
+        self, fake: FakeAPI, contents: list[str], deltas: list[str]
+    ) -> None:
+        # The escapes stay in the JSON text, as a server sends them.
+        raw = [f'{{"choices": [{{"index": 0, "delta": {{"content": "{c}"}}}}]}}' for c in contents]
+        stop = chunk({}, finish_reason="stop")
+        fake.reply(
+            sse_response(sse_body(*((None, r) for r in raw), (None, stop), (None, "[DONE]")))
+        )
+        events = [e async for e in provider(fake.client).generate_stream(rich_context())]
+        assert events[:-1] == [AITextDelta(text=d) for d in deltas]
+        assert isinstance(events[-1], AIStreamEnd)
+        assert events[-1].response.content == "".join(deltas)
+
     async def test_http_error_before_the_stream(self, fake: FakeAPI) -> None:
         fake.reply(error(429, "tokens", "Rate limit", **{"retry-after-ms": "250"}))
         with pytest.raises(ProviderError) as info:
@@ -422,3 +576,13 @@ class TestEndToEnd:
             await kit.process_inbound(text("sms", "hello"))
             assert sms.texts() == ["Hi from GPT"]
         assert fake.body["messages"] == [{"role": "user", "content": "hello"}]
+
+    async def test_a_reply_with_lone_surrogates_is_recorded(self, fake: FakeAPI) -> None:
+        # UTF-8 cannot carry a lone surrogate: the room could not store the reply as it came.
+        raw = b'{"choices": [{"message": {"content": "a\\ud800b"}, "finish_reason": "stop"}]}'
+        fake.reply(httpx.Response(200, content=raw))
+        async with ai_room(provider(fake.client)) as (kit, sms):
+            await kit.process_inbound(text("sms", "hello"))
+            assert sms.texts() == ["a\ufffdb"]
+            timeline = await kit.get_timeline("r1")
+            assert [event.content.body for event in timeline][-2:] == ["hello", "a\ufffdb"]
