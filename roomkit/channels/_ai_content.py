@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from providers.ai.base import AIImagePart, AITextPart
+from roomkit.core.router import shown_url
 from roomkit.models.event import (
     AudioContent,
     CompositeContent,
@@ -28,17 +29,6 @@ __all__ = ["Parts", "content_parts", "content_text", "image_mime_type"]
 
 Parts = list[AITextPart | AIImagePart]
 
-# Longer data: URL headers are cut: the header only says what was inline, the data is useless
-# (and costly) as text.
-_DATA_HEADER_MAX = 64
-
-
-def _shown_url(url: str) -> str:
-    """``url`` as text for the model: a ``data:`` URL by its header only, not its payload."""
-    if not url.startswith("data:"):
-        return url
-    return url.partition(",")[0][:_DATA_HEADER_MAX] + ",…"
-
 
 def content_text(content: EventContent) -> str:
     """The text of ``content`` as a text-only model should read it (``""`` when none).
@@ -46,18 +36,17 @@ def content_text(content: EventContent) -> str:
     The rules of ``DefaultContentTranscoder`` for a target with no media type but text
     (``"[Media: caption|filename|url]"``, the transcript or ``"[Voice message: url]"``,
     ``"[Video: url]"``, ``"[Location: label|address (lat, lon)]"``, rich text's plain text,
-    composites joined by newlines), with two differences: a ``data:`` URL is shown by its
-    header only (its payload would cost tokens and tell nothing), and a template shows its
-    body. System notices read as nothing.
+    composites joined by newlines, a ``data:`` URL by its header only), with one difference:
+    a template shows its body. System notices read as nothing.
     """
     if isinstance(content, TextContent):
         return content.body
     if isinstance(content, RichContent):
         return content.plain_text or content.body
     if isinstance(content, MediaContent):
-        return f"[Media: {content.caption or content.filename or _shown_url(content.url)}]"
+        return f"[Media: {content.caption or content.filename or shown_url(content.url)}]"
     if isinstance(content, AudioContent):
-        return content.transcript or f"[Voice message: {_shown_url(content.url)}]"
+        return content.transcript or f"[Voice message: {shown_url(content.url)}]"
     if isinstance(content, VideoContent):
         return f"[Video: {content.url}]"
     if isinstance(content, LocationContent):

@@ -66,6 +66,17 @@ class ContentTranscoder(ABC):
         """Content for ``target_binding``, or ``None`` if it cannot be delivered there."""
 
 
+# A data: URL's header is cut past this: it says what was inline, no more is needed.
+_DATA_HEADER_MAX = 64
+
+
+def shown_url(url: str) -> str:
+    """``url`` as text for a reader: a ``data:`` URL by its header only, not its payload."""
+    if not url.startswith("data:"):
+        return url
+    return url.partition(",")[0][:_DATA_HEADER_MAX] + ",…"
+
+
 class DefaultContentTranscoder(ContentTranscoder):
     """RoomKit 0.3.0's rules: degrade rich content, media, audio, video and locations to text.
 
@@ -77,6 +88,9 @@ class DefaultContentTranscoder(ContentTranscoder):
     Media       ``"[Media: caption|filename|url]"`` (first one set)
     Audio       the transcript as text, else ``"[Voice message: url]"``
     Video       ``"[Video: url]"``
+                (a ``data:`` URL by its header only, ``data:image/png;base64,…``: its
+                payload, megabytes of base64 in an SMS, tells a reader nothing; 0.3.0 sent
+                it whole)
     Location    ``"[Location: label|address (lat, lon)]"``
     Composite   each part transcoded; ``None`` parts dropped; ``None`` if none is left; one
                 ``TextContent`` joined by newlines if every part became text
@@ -126,17 +140,19 @@ def _transcode_single(
     if isinstance(content, MediaContent):
         if ChannelMediaType.MEDIA in supported:
             return content
-        return TextContent(body=f"[Media: {content.caption or content.filename or content.url}]")
+        return TextContent(
+            body=f"[Media: {content.caption or content.filename or shown_url(content.url)}]"
+        )
     if isinstance(content, AudioContent):
         if ChannelMediaType.AUDIO in supported:
             return content
         if content.transcript:
             return TextContent(body=content.transcript)
-        return TextContent(body=f"[Voice message: {content.url}]")
+        return TextContent(body=f"[Voice message: {shown_url(content.url)}]")
     if isinstance(content, VideoContent):
         if ChannelMediaType.VIDEO in supported:
             return content
-        return TextContent(body=f"[Video: {content.url}]")
+        return TextContent(body=f"[Video: {shown_url(content.url)}]")
     if isinstance(content, LocationContent):
         if ChannelMediaType.LOCATION in supported:
             return content

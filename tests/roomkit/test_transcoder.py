@@ -107,6 +107,15 @@ class TestDegradedToText:
                 "[Location: 1 Main (45.5, -73.6)]",
             ),
             (LocationContent(latitude=0.0, longitude=1.0), "[Location: (0.0, 1.0)]"),
+            # A data: URL by its header: its payload is no text for a reader (or an SMS).
+            (
+                MediaContent(url="data:image/png;base64," + "A" * 100_000, mime_type="image/png"),
+                "[Media: data:image/png;base64,…]",
+            ),
+            (
+                AudioContent(url="data:audio/ogg;base64,T2dn"),
+                "[Voice message: data:audio/ogg;base64,…]",
+            ),
         ],
         ids=[
             "rich-plain",
@@ -121,6 +130,8 @@ class TestDegradedToText:
             "location-label",
             "location-address",
             "location-bare",
+            "media-data-url",
+            "audio-data-url",
         ],
     )
     async def test_rule(self, content: EventContent, expected: str) -> None:
