@@ -168,11 +168,15 @@ class Outcome:
     Attributes:
         value: the command's result (a Room, a binding, a bool, ...).
         position: the log position of the last event committed (0: nothing committed).
+        read_position: the log position the read model must reach to show what the reply
+            says: ``position``, or, for a command that committed nothing (a duplicate, a
+            room that exists already), the room's last commit.
         root: the turn to wait for (``TurnTracker``), if the command started one.
     """
 
     value: Any = None
     position: int = 0
+    read_position: int = 0
     root: str | None = None
     event: RoomEvent | None = None
     blocked: bool = False

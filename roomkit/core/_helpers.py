@@ -156,7 +156,8 @@ class HelpersMixin:
         """The log position the read model must reach: the command's own, or the last one
         of its turn (replies are committed after the command) once the turn ended."""
         turn = self._awaited_turn(outcome)
-        return outcome.position if turn is None else max(outcome.position, turn.position)
+        position = outcome.read_position
+        return position if turn is None else max(position, turn.position)
 
     async def _context(self, room_id: str) -> RoomContext:
         outcome = await self._command(room_id, GetContext(), settle=False)

@@ -67,6 +67,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # carries them (see _outcome_flusher.py); and how many of them the append in hand carries.
         self._unrecorded: list[Fact] = []
         self._carried = 0
+        # The log position of this incarnation's last commit. A command that commits nothing
+        # (a duplicate, a room that exists already, a query) answers from state the read
+        # model may not show yet: its caller waits for the read model to reach this.
+        self._last_position = 0
 
     # -- event sourcing ----------------------------------------------------------------------
 
@@ -162,6 +166,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 facts = [*self._unrecorded, *facts]
         else:
             self._carried = 0
+            outcome.read_position = self._last_position
         self._outcome = outcome
         return Effect(events=facts, reply=outcome)
 
@@ -208,11 +213,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if self._carried:
             del self._unrecorded[: self._carried]
             self._carried = 0
-        position = records[-1].position
+        position = self._last_position = records[-1].position
         turns = self._services.turns
         outcome, self._outcome = self._outcome, None
         if outcome is not None:
-            outcome.position = position
+            outcome.position = outcome.read_position = position
             if outcome.root is not None:
                 turns.reached(outcome.root, position)
         works = [fact.then for fact in events if fact.then is not None]

@@ -22,6 +22,7 @@ from roomkit import (
     HookExecution,
     HookResult,
     HookTrigger,
+    InboundResult,
     InjectedEvent,
     InvalidRoomIdError,
     MockAIProvider,
@@ -35,6 +36,8 @@ from roomkit import (
     TextContent,
 )
 from roomkit.models.event import EventSource
+from roomkit.models.room import Room
+from roomkit.store.memory import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -539,6 +542,48 @@ async def test_a_kit_works_without_being_entered() -> None:
     await kit.process_inbound(text("sms", "hi"))
     assert ws.texts() == ["hi"]
     await kit.close()
+
+
+class _SlowStore(InMemoryStore):
+    """Writes take a few milliseconds, as a database's would."""
+
+    async def add_event_envelope(self, data: Any) -> None:
+        await anyio.sleep(0.005)
+        await super().add_event_envelope(data)
+
+    async def create_room(self, room: Room) -> Room:
+        await anyio.sleep(0.005)
+        return await super().create_room(room)
+
+
+class TestReadYourWrites:
+    async def test_a_command_that_commits_nothing_still_answers_from_the_read_model(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """The loser of two concurrent creations of a room, and of two concurrent copies of a
+        message, commits nothing: its caller still reads what the winner committed (the room;
+        the original event of the duplicate), however slow the store is to write it."""
+        async with make_kit(store=_SlowStore()) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            for n in range(5):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(2):
+                        tg.start_soon(kit.create_room, f"r{n}")
+                assert (await kit.get_room(f"r{n}")).id == f"r{n}"
+            await kit.attach_channel("r0", "sms")
+            results: list[InboundResult] = []
+
+            async def send(key: str) -> None:
+                message = text("sms", "once", idempotency_key=key)
+                results.append(await kit.process_inbound(message, room_id="r0"))
+
+            for n in range(5):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(2):
+                        tg.start_soon(send, f"k{n}")
+            duplicates = [r for r in results if r.reason == "duplicate"]
+            assert len(duplicates) == 5
+            assert all(r.event is not None for r in duplicates)
 
 
 class TestEdges:
