@@ -44,7 +44,10 @@ class ConversationStore(ABC):
 
     The 35 abstract methods are the RoomKit 0.3.0 interface. ``list_recent_events``,
     ``count_event`` and ``clear`` are additions with default implementations, so stores written
-    for 0.3.0 still work; backends override them when they can do better.
+    for 0.3.0 still work; backends override them when they can do better. One rule is new: the
+    kit replays the log into the store when it starts (its position in the log is not kept in
+    the store), so a store that outlives the process must take the same record twice as once
+    (``add_event`` and ``add_observation`` replace by id, see Upserts), or be empty at start.
     """
 
     # -- rooms -----------------------------------------------------------------------------------

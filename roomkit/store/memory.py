@@ -222,6 +222,13 @@ def _load_binding(room_id: str, channel_id: str, binding: _Binding) -> ChannelBi
     return binding_from_json(binding.json, binding.capabilities, **apart)
 
 
+def _page(offset: int, limit: int) -> tuple[int, int]:
+    """``islice`` bounds for a page: negative values as 0, huge ones (past ``sys.maxsize``,
+    which ``islice`` refuses) as the end."""
+    start = min(max(0, offset), sys.maxsize)
+    return start, min(start + max(0, limit), sys.maxsize)
+
+
 class InMemoryStore(ConversationStore):
     """A ``ConversationStore`` held in process memory; see the module docstring."""
 
@@ -380,8 +387,7 @@ class InMemoryStore(ConversationStore):
 
     async def list_rooms(self, offset: int = 0, limit: int = 50) -> list[Room]:
         """Return one page of rooms (new models), in creation order."""
-        start = max(0, offset)
-        stop = start + max(0, limit)
+        start, stop = _page(offset, limit)
         return [_load_room(data) for data in islice(self._rooms.values(), start, stop)]
 
     async def find_rooms(
@@ -560,7 +566,8 @@ class InMemoryStore(ConversationStore):
             for raw, visibility in zip(data.events, data.visibility, strict=True)
             if visibility == visibility_filter
         )
-        return [_event(raw) for raw in islice(matching, start, start + limit)]
+        start, stop = _page(offset, limit)
+        return [_event(raw) for raw in islice(matching, start, stop)]
 
     async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
         """Return the room's ``limit`` most recent events, oldest first: O(limit)."""

@@ -18,6 +18,7 @@ may share.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -151,6 +152,10 @@ class ConversationStoreContract:
         assert [r.id for r in await store.list_rooms(offset=4, limit=10)] == ["r4"]
         assert await store.list_rooms(offset=5) == []
         assert await store.list_rooms(limit=0) == []
+        # Pages past any length are valid pages: the end, or nothing.
+        huge = sys.maxsize
+        assert [r.id for r in await store.list_rooms(offset=3, limit=huge)] == ["r3", "r4"]
+        assert await store.list_rooms(offset=10**30) == []
 
     async def test_list_rooms_returns_copies(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))
@@ -571,6 +576,11 @@ class ConversationStoreContract:
         assert bodies(await store.list_events("r1", visibility_filter="all")) == ["0", "2", "4"]
         assert await store.list_events("r1", visibility_filter="none") == []
         assert len(await store.list_events("r1")) == 6
+        for offset, limit in ((1, sys.maxsize), (10**30, 5), (0, 10**30)):
+            page = await store.list_events(
+                "r1", offset=offset, limit=limit, visibility_filter="transport"
+            )
+            assert bodies(page) == ["1", "3", "5"][offset:]
 
     async def test_add_event_with_a_stored_id_replaces_it(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))
