@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from providers._lazy import lazy_exports
 from providers._positional import as_keywords
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
-from roomkit.models.event import CompositeContent, EventContent, MediaContent, TextContent
+from roomkit.models.event import (
+    CompositeContent,
+    EventContent,
+    LocationContent,
+    MediaContent,
+    TextContent,
+)
 
 if TYPE_CHECKING:
     from providers.voicemeup.mms import VoiceMeUpMMSAggregator
@@ -225,11 +231,22 @@ class WebhookMeta(BaseModel):
         return InboundMessage(
             channel_id=channel_id,
             sender_id=self.sender,
-            content=build_inbound_content(self.body, self.media),
+            content=self._content(),
             external_id=self.message_id,
             idempotency_key=self.message_id,
             metadata=metadata,
         )
+
+    def _content(self) -> EventContent:
+        """The message's content: a shared location (``extra["location"]``, as the vendor
+        parsers put it) when there is neither text nor media, else text and media."""
+        location = self.extra.get("location")
+        if not self.body and not self.media and isinstance(location, dict):
+            try:
+                return LocationContent(**location)
+            except (TypeError, ValueError):  # not the fields of a point: read as text
+                pass
+        return build_inbound_content(self.body, self.media)
 
     def to_status(self) -> DeliveryStatus:
         """The delivery status this webhook carries.

@@ -93,7 +93,7 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
     recipient = get_str(payload, "To")
     body = get_str(payload, "Body")
     media = _media(payload)
-    extra = {
+    extra: dict[str, Any] = {
         key: value for field, key in _EXTRA_FIELDS.items() if (value := get_str(payload, field))
     }
     if rcs:
@@ -103,7 +103,12 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
         if button_payload:
             extra["button_payload"] = button_payload
         body = body or get_str(payload, "ButtonText")
-    inbound = status in _INBOUND_STATUSES or (not status and ("Body" in payload or media))
+    location = _location(payload)
+    if location is not None:
+        extra["location"] = location
+    inbound = status in _INBOUND_STATUSES or (
+        not status and ("Body" in payload or media or location is not None)
+    )
     if inbound:
         direction: str | None = "inbound"
     elif status:
@@ -125,6 +130,24 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
         extra=extra if inbound else {},
         raw=raw_dict(payload),
     )
+
+
+def _location(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A shared location (Twilio's WhatsApp: ``Latitude``, ``Longitude``, ``Label``,
+    ``Address``), or None when there is none or its coordinates are not a point on Earth."""
+    try:
+        latitude = float(get_str(payload, "Latitude"))
+        longitude = float(get_str(payload, "Longitude"))
+    except ValueError:  # absent ("") or not a number
+        return None
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):  # NaN fails both
+        return None
+    return {
+        "latitude": latitude,
+        "longitude": longitude,
+        "label": get_str(payload, "Label") or None,
+        "address": get_str(payload, "Address") or None,
+    }
 
 
 def _media(payload: Mapping[str, Any]) -> list[WebhookMedia]:

@@ -31,6 +31,7 @@ from roomkit.models.delivery import DeliveryStatus
 from roomkit.models.enums import ChannelType, EventType
 from roomkit.models.event import (
     CompositeContent,
+    LocationContent,
     MediaContent,
     RichContent,
     TextContent,
@@ -644,3 +645,31 @@ class TestEndToEnd:
                     await kit.process_webhook(extract_sms_meta("twilio", payload), "sms") is None
                 )
                 assert [s.status for s in seen] == ["delivered"]
+
+
+class TestLocation:
+    """Twilio's WhatsApp sends a shared location as ``Latitude`` / ``Longitude`` (``Label``,
+    ``Address``) with an empty ``Body``: it was an empty text message, the place lost."""
+
+    def test_a_shared_location_is_location_content(self) -> None:
+        form = inbound_form(
+            Body="", Latitude="45.5017", Longitude="-73.5673", Label="Office", Address="1 Main"
+        )
+        message = parse_twilio_webhook(form, "whatsapp")
+        assert message.content == LocationContent(
+            latitude=45.5017, longitude=-73.5673, label="Office", address="1 Main"
+        )
+
+    @pytest.mark.parametrize(
+        ("latitude", "longitude"),
+        [("", "1"), ("abc", "1"), ("nan", "1"), ("91", "0"), ("0", "181")],
+    )
+    def test_coordinates_that_are_not_a_point_stay_text(
+        self, latitude: str, longitude: str
+    ) -> None:
+        form = inbound_form(Body="", Latitude=latitude, Longitude=longitude)
+        assert parse_twilio_webhook(form, "whatsapp").content == TextContent(body="")
+
+    def test_a_text_with_coordinates_stays_text(self) -> None:
+        form = inbound_form(Body="here", Latitude="1", Longitude="2")
+        assert parse_twilio_webhook(form, "whatsapp").content == TextContent(body="here")
