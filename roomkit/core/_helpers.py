@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -75,7 +76,8 @@ class HelpersMixin:
     # -- framework events --------------------------------------------------------------------
 
     def on(self, event_type: str) -> Callable[[F], F]:
-        """Decorator: call ``fn(FrameworkEvent)`` for framework events of ``event_type``.
+        """Decorator: call ``fn(FrameworkEvent)`` (async, or a plain function) for framework
+        events of ``event_type``.
 
         Exact type match only (no wildcard); exceptions of handlers are logged.
 
@@ -113,7 +115,9 @@ class HelpersMixin:
         )
         for handler in handlers:
             try:
-                await handler(event)
+                answer = handler(event)
+                if inspect.isawaitable(answer):  # a plain function works too (list.append)
+                    await answer
             except Exception:
                 logger.exception("framework event handler for %r failed", event_type)
 

@@ -32,13 +32,13 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from actors import check_seconds
 from roomkit.channels.base import Channel
-from roomkit.core._bounded import TimedOut, bounded_here
+from roomkit.core._bounded import TimedOut, bounded, bounded_here
 from roomkit.core._cancel import is_cancelling
 from roomkit.core._concurrently import concurrently
 from roomkit.core.circuit_breaker import CircuitBreaker
@@ -79,6 +79,8 @@ CHAIN_DEPTH_BLOCKED_BY = "event_chain_depth_limit"
 _CANNOT_WRITE = frozenset({Access.READ_ONLY, Access.NONE})
 _CANNOT_READ = frozenset({Access.WRITE_ONLY, Access.NONE})
 
+
+T = TypeVar("T")
 
 _BASE_ON_EVENT = Channel.on_event
 
@@ -337,12 +339,12 @@ class EventRouter:
                     )
                 return outcome
             reaction = channel.on_event(prepared, target, context)
-            if type(channel).on_event is _BASE_ON_EVENT:
+            if type(channel).on_event is _BASE_ON_EVENT and "on_event" not in vars(channel):
                 # The base on_event does nothing and never waits: no bound to pay for on
                 # every target of every message.
                 outcome.output = await reaction
             else:
-                outcome.output = await bounded_here(reaction, self._call_timeout)
+                outcome.output = await _call(reaction, self._call_timeout, channel_id)
             if is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
                     channel, prepared, target, context
@@ -352,9 +354,9 @@ class EventRouter:
         except asyncio.CancelledError:
             if is_cancelling():
                 raise
-            # The channel's own, not a cancellation of this broadcast: propagated, it would
-            # cancel the other targets and lose their results.
-            failure = RuntimeError(f"channel {channel_id!r} raised CancelledError uncancelled")
+            # A transcoder's own (the channel's calls convert theirs, see _call): propagated,
+            # it would cancel the other targets and lose their results.
+            failure = RuntimeError(f"target {channel_id!r} raised CancelledError uncancelled")
             self._target_failed(outcome, event, failure)
         return outcome
 
@@ -472,7 +474,11 @@ class EventRouter:
             )
         if prepared is None:
             return DeliveryResult(channel_id=channel_id, success=False, error="transcoding_failed")
-        delivery, _ = await self._deliver(channel, prepared, target_binding, context)
+        # ``bounded`` without a limit: the channel's deliver runs in a copy of the context, as
+        # a broadcast target's does (the caller is the room's long-lived delivery worker).
+        delivery, _ = await bounded(
+            self._deliver(channel, prepared, target_binding, context), None
+        )
         return delivery
 
     async def _prepare(
@@ -567,11 +573,25 @@ async def _deliver_once(
     context: RoomContext,
     limit: float | None,
 ) -> ChannelOutput:
-    output = await bounded_here(channel.deliver(event, binding, context), limit)
+    output = await _call(channel.deliver(event, binding, context), limit, binding.channel_id)
     provider_result = output.provider_result
     if provider_result is not None and provider_result.success is False:
         raise ProviderDeliveryError(provider_result)
     return output
+
+
+async def _call(awaitable: Awaitable[T], limit: float | None, channel_id: str) -> T:
+    """Await a channel's ``on_event`` or ``deliver`` under ``limit``, in the target's own
+    context (see `bounded_here`), its own ``CancelledError`` turned into a failure: one that
+    no cancellation caused, left to propagate, would cancel the other targets of the
+    broadcast (or stop the room's delivery worker), and the breaker and retries would never
+    see it."""
+    try:
+        return await bounded_here(awaitable, limit)
+    except asyncio.CancelledError:
+        if is_cancelling():
+            raise
+        raise RuntimeError(f"channel {channel_id!r} raised CancelledError uncancelled") from None
 
 
 def _error_text(error: Exception) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,9 @@ from roomkit import (
     EphemeralEventType,
     FrameworkEvent,
     HookExecution,
+    HookResult,
     HookTrigger,
+    InjectedEvent,
     MediaContent,
     MockSMSProvider,
     RetryPolicy,
@@ -31,6 +34,7 @@ from roomkit import (
     WebSocketChannel,
 )
 from roomkit.core import _helpers
+from roomkit.models.event import EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
@@ -241,6 +245,58 @@ class TestResilience:
             assert not (await kit.process_inbound(text("sms", "again"))).blocked
         assert ws.texts() == ["hi", "again"]
         assert failed == [("stray", "channel 'stray' raised CancelledError uncancelled")] * 2
+        assert kit._breakers["stray"].failure_count == 2  # a failure the breaker sees
+
+    async def test_an_injected_event_s_target_is_called_as_a_broadcast_target_is(
+        self, kit: RoomKit
+    ) -> None:
+        """A hook's event injected for one channel: that channel's deliver runs in a context
+        of its own (what it sets stays there), and its own CancelledError is its failure;
+        it stopped the room's delivery worker, the message that carried it never broadcast."""
+        tag: contextvars.ContextVar[str | None] = contextvars.ContextVar("tag", default=None)
+        seen: list[str | None] = []
+
+        class Leaky(SimpleChannel):
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                tag.set("set by leaky")
+                return await super().deliver(event, binding, context)
+
+        class Stray(SimpleChannel):
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                await anyio.sleep(0.01)
+                raise asyncio.CancelledError
+
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        failed = await _room_noting_failures(kit, sms, ws, Leaky("leaky"), Stray("stray"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def notify(event: RoomEvent, context: RoomContext) -> HookResult:
+            if event.source.channel_id != "sms":
+                return HookResult.allow()
+            notice = RoomEvent(
+                room_id="r1",
+                source=EventSource(channel_id="ws", channel_type="websocket"),
+                content=TextContent(body="notice"),
+            )
+            targets = ["leaky", "stray"]
+            return HookResult.allow(
+                injected=[InjectedEvent(event=notice, target_channel_ids=targets)]
+            )
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def look(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(tag.get())
+
+        with anyio.fail_after(5):
+            for body in ("one", "two"):
+                assert not (await kit.process_inbound(text("sms", body))).blocked
+        assert ws.texts() == ["one", "two"]
+        assert seen == [None, None]
+        assert ("stray", "channel 'stray' raised CancelledError uncancelled") in failed
 
     async def test_a_websocket_client_that_stopped_reading_is_dropped(self, kit: RoomKit) -> None:
         ws = WebSocketChannel("ws", send_timeout=0.1)
