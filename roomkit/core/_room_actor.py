@@ -71,6 +71,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # (a duplicate, a room that exists already, a query) answers from state the read
         # model may not show yet: its caller waits for the read model to reach this.
         self._last_position = 0
+        # The stream version ``_last_position`` is the position of: the actor's state may have
+        # moved on without a commit of its own (recovery, a reload after another writer's).
+        self._position_version = 0
 
     # -- event sourcing ----------------------------------------------------------------------
 
@@ -166,9 +169,19 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 facts = [*self._unrecorded, *facts]
         else:
             self._carried = 0
+            if self.version != self._position_version:
+                await self._find_last_position()
             outcome.read_position = self._last_position
         self._outcome = outcome
         return Effect(events=facts, reply=outcome)
+
+    async def _find_last_position(self) -> None:
+        """Read the log position of the record the state is at (once per recovery or reload,
+        and only for a command that commits nothing)."""
+        version = self.version
+        records = await self.log.read(self._stream, after_version=version - 1, limit=1)
+        self._last_position = records[0].position if records else 0
+        self._position_version = version
 
     async def _woken(self, state: RoomState) -> RoomState:
         """The state, its models validated again after a rest; if one no longer validates
@@ -214,6 +227,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             del self._unrecorded[: self._carried]
             self._carried = 0
         position = self._last_position = records[-1].position
+        self._position_version = records[-1].version
         turns = self._services.turns
         outcome, self._outcome = self._outcome, None
         if outcome is not None:

@@ -585,6 +585,29 @@ class TestReadYourWrites:
             assert len(duplicates) == 5
             assert all(r.event is not None for r in duplicates)
 
+    async def test_so_it_does_in_a_second_process_that_loaded_the_room_from_the_log(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """Kit B loads room r1 from the log kit A wrote (another process), slow store and all:
+        B's room actor committed nothing itself, yet its no-op answers wait for its read
+        model to show what A committed."""
+        async with make_kit() as a, make_kit(store=_SlowStore()) as b:
+            for kit in (a, b):
+                kit.register_channel(SimpleChannel("sms"))
+            await a.create_room(room_id="r1")
+            await a.attach_channel("r1", "sms")
+            assert (await b.create_room(room_id="r1")).id == "r1"  # exists: commits nothing
+            assert (await b.get_room("r1")).id == "r1"
+            first = await a.process_inbound(
+                text("sms", "hello", idempotency_key="K1"), room_id="r1"
+            )
+            again = await b.process_inbound(
+                text("sms", "hello", idempotency_key="K1"), room_id="r1"
+            )
+            assert again.reason == "duplicate"
+            assert again.event is not None and first.event is not None
+            assert again.event.id == first.event.id
+
 
 class TestEdges:
     async def test_an_invalid_explicit_room_id_is_a_clear_error(self, kit: RoomKit) -> None:
