@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -38,9 +37,11 @@ __all__ = ["AIChannel"]
 
 logger = logging.getLogger("roomkit.channels.ai")
 
-# (room id, digest of an image URL): images a vendor refused in a room's history. Bounded, and
-# digests rather than URLs, which may be megabyte-long data: URLs.
-_UnusableKey = tuple[str, bytes]
+# (room id, hash of an image URL): images a vendor refused in a room's history. Bounded, and
+# hashes rather than URLs, which may be megabyte-long data: URLs. Python's own str hash: a
+# string caches it, so the history's URLs are hashed once, not at every message (a collision
+# only shows one more image as text).
+_UnusableKey = tuple[str, int]
 _UNUSABLE_IMAGES_MAX = 4096
 
 # Finish reasons (lower-cased) by which vendors say the model declined or was stopped by a
@@ -66,10 +67,6 @@ def _always(url: str) -> bool:
 
 def _never(url: str) -> bool:
     return False
-
-
-def _digest(url: str) -> bytes:
-    return hashlib.blake2b(url.encode(), digest_size=16).digest()
 
 
 class _Conversation:
@@ -282,7 +279,7 @@ class AIChannel(Channel):
         )
         if isinstance(outcome, AIResponse):
             for url in history_images:
-                self._unusable_images[(room_id, _digest(url))] = None
+                self._unusable_images[(room_id, hash(url))] = None
             while len(self._unusable_images) > _UNUSABLE_IMAGES_MAX:
                 self._unusable_images.popitem(last=False)
         return outcome
@@ -416,8 +413,10 @@ class AIChannel(Channel):
         """
         conversation = _Conversation()
 
+        unusable = self._unusable_images
+
         def past_image(url: str) -> bool:
-            if (room_id, _digest(url)) in self._unusable_images:
+            if unusable and (room_id, hash(url)) in unusable:  # nothing to hash when empty
                 return False
             conversation.history_images.append(url)
             return True
