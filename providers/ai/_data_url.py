@@ -44,6 +44,22 @@ def parse_data_url(url: str) -> DataURL | None:
     """
     if url[:5].lower() != "data:":
         return None
+    global _last_parsed
+    last = _last_parsed
+    if last is not None and last[0] is url:
+        return last[1]
+    parsed = _parse(url)
+    _last_parsed = (url, parsed)
+    return parsed
+
+
+# The data: URL parsed last, by identity, and what it gave. ``iter_parts`` checks an image's
+# URL and the vendor mapping then reads it, one right after the other: parsing megabytes of
+# base64 once serves both. One entry: no more than one image is held past its request.
+_last_parsed: tuple[str, DataURL] | None = None
+
+
+def _parse(url: str) -> DataURL:
     header, comma, payload = url[5:].partition(",")
     if not comma:
         raise ValueError("malformed data: URL (no comma)")
