@@ -98,8 +98,8 @@ class VoiceMeUpMMSAggregator:
         self._max_pending = max_pending
         self._held: dict[tuple[str, str], _Held] = {}
         self._released: list[WebhookMeta] = []
-        # Set once a caller drains expired parts (run / expired / flush_expired): from then on
-        # a held part has a way out even without on_timeout.
+        # Set once a caller drains expired parts (run / expired / flush_expired): only from
+        # then on does a held part have a way out, so only then are parts held.
         self._drained = False
 
     @property
@@ -172,8 +172,8 @@ class VoiceMeUpMMSAggregator:
         """Remove and return the attachments whose text did not come in time (without calling
         ``on_timeout``).
 
-        The first call also tells the aggregator that someone drains it: from then on it
-        holds attachments even without ``on_timeout``.
+        The first call also tells the aggregator that someone drains it: only from then on
+        does it hold attachments (see the module doc).
         """
         self._drained = True
         self._expire(self._clock() if now is None else now)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Deliver, RunLifecycle
-from roomkit.core._post_commit import post_commit_work
+from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
 from roomkit.errors import EventRefusedError
@@ -79,7 +79,7 @@ class RoomDelivery:
             await self._run(job)
 
     async def _run(self, job: DeliveryJob) -> None:
-        with post_commit_work():
+        with PostCommitJob():
             await self._run_job(job)
 
     async def _run_job(self, job: DeliveryJob) -> None:
@@ -266,13 +266,24 @@ class RoomDelivery:
 
 
 def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
-    """``outcome`` as commands of their own: its delivery results, blocked replies, tasks and
-    observations together, then each reply alone."""
-    rest = dataclasses.replace(outcome, replies=[])
-    parts = [rest] if rest.results or rest.continues_turn else []
+    """``outcome`` as commands of their own: its delivery results and blocked replies, each
+    reply alone, then its tasks and observations (the order of the single append, so the
+    timeline's indices come out the same)."""
+    first = dataclasses.replace(outcome, replies=[], tasks=[], observations=[], event=None)
+    parts = [first] if first.results or first.blocked else []
     parts.extend(
         RecordOutcome(outcome.event_id, outcome.root, replies=[reply]) for reply in outcome.replies
     )
+    if outcome.tasks or outcome.observations:
+        parts.append(
+            RecordOutcome(
+                outcome.event_id,
+                outcome.root,
+                tasks=outcome.tasks,
+                observations=outcome.observations,
+                event=outcome.event,
+            )
+        )
     return parts
 
 

@@ -152,7 +152,7 @@ class HelpersMixin:
 
     def _awaited_turn(self, outcome: Outcome) -> Turn | None:
         if not self._wait_for_delivery or in_post_commit_work():
-            return None  # see post_commit_work: settle on the commit only
+            return None  # see PostCommitJob: settle on the commit only
         turn: Turn | None = outcome.turn
         return turn
 

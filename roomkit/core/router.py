@@ -72,7 +72,7 @@ _DATA_HEADER_MAX = 64
 
 def shown_url(url: str) -> str:
     """``url`` as text for a reader: a ``data:`` URL by its header only, not its payload."""
-    if not url.startswith("data:"):
+    if url[:5].lower() != "data:":  # the scheme is case-insensitive
         return url
     return url.partition(",")[0][:_DATA_HEADER_MAX] + ",…"
 
@@ -88,15 +88,16 @@ class DefaultContentTranscoder(ContentTranscoder):
     Media       ``"[Media: caption|filename|url]"`` (first one set)
     Audio       the transcript as text, else ``"[Voice message: url]"``
     Video       ``"[Video: url]"``
-                (a ``data:`` URL by its header only, ``data:image/png;base64,…``: its
-                payload, megabytes of base64 in an SMS, tells a reader nothing; 0.3.0 sent
-                it whole)
     Location    ``"[Location: label|address (lat, lon)]"``
     Composite   each part transcoded; ``None`` parts dropped; ``None`` if none is left; one
                 ``TextContent`` joined by newlines if every part became text
     System      unchanged
     Template    unchanged
     ==========  ==========================================================================
+
+    A media or voice message ``data:`` URL shows by its header only
+    (``data:image/png;base64,…``): its payload, megabytes of base64 in an SMS, tells a reader
+    nothing (0.3.0 sent it whole).
     """
 
     async def transcode(
