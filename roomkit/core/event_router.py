@@ -32,7 +32,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -79,8 +79,6 @@ CHAIN_DEPTH_BLOCKED_BY = "event_chain_depth_limit"
 _CANNOT_WRITE = frozenset({Access.READ_ONLY, Access.NONE})
 _CANNOT_READ = frozenset({Access.WRITE_ONLY, Access.NONE})
 
-
-T = TypeVar("T")
 
 _BASE_ON_EVENT = Channel.on_event
 
@@ -344,7 +342,7 @@ class EventRouter:
                 # every target of every message.
                 outcome.output = await reaction
             else:
-                outcome.output = await _call(reaction, self._call_timeout, channel_id)
+                outcome.output = await bounded_here(reaction, self._call_timeout)
             if is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
                     channel, prepared, target, context
@@ -354,9 +352,10 @@ class EventRouter:
         except asyncio.CancelledError:
             if is_cancelling():
                 raise
-            # A transcoder's own (the channel's calls convert theirs, see _call): propagated,
-            # it would cancel the other targets and lose their results.
-            failure = RuntimeError(f"target {channel_id!r} raised CancelledError uncancelled")
+            # The channel's own (its on_event's: deliver's are converted in _deliver), not a
+            # cancellation of this broadcast: propagated, it would cancel the other targets
+            # and lose their results.
+            failure = RuntimeError(f"channel {channel_id!r} raised CancelledError uncancelled")
             self._target_failed(outcome, event, failure)
         return outcome
 
@@ -557,6 +556,16 @@ class EventRouter:
                 "delivery of %s to %r failed: %s", event.id, channel_id, text, exc_info=True
             )
             return DeliveryResult(channel_id=channel_id, success=False, error=text), None
+        except asyncio.CancelledError:
+            if is_cancelling():
+                raise
+            # The channel's own, not a cancellation of this delivery: a failure the breaker
+            # sees (not retried: retries take Exceptions). Propagated, it would cancel the
+            # other targets, or stop the room's delivery worker (an injected event's target).
+            breaker.record_failure()
+            text = f"channel {channel_id!r} raised CancelledError uncancelled"
+            logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, text)
+            return DeliveryResult(channel_id=channel_id, success=False, error=text), None
         breaker.record_success()
         return (
             DeliveryResult(
@@ -573,25 +582,11 @@ async def _deliver_once(
     context: RoomContext,
     limit: float | None,
 ) -> ChannelOutput:
-    output = await _call(channel.deliver(event, binding, context), limit, binding.channel_id)
+    output = await bounded_here(channel.deliver(event, binding, context), limit)
     provider_result = output.provider_result
     if provider_result is not None and provider_result.success is False:
         raise ProviderDeliveryError(provider_result)
     return output
-
-
-async def _call(awaitable: Awaitable[T], limit: float | None, channel_id: str) -> T:
-    """Await a channel's ``on_event`` or ``deliver`` under ``limit``, in the target's own
-    context (see `bounded_here`), its own ``CancelledError`` turned into a failure: one that
-    no cancellation caused, left to propagate, would cancel the other targets of the
-    broadcast (or stop the room's delivery worker), and the breaker and retries would never
-    see it."""
-    try:
-        return await bounded_here(awaitable, limit)
-    except asyncio.CancelledError:
-        if is_cancelling():
-            raise
-        raise RuntimeError(f"channel {channel_id!r} raised CancelledError uncancelled") from None
 
 
 def _error_text(error: Exception) -> str:
