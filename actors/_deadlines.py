@@ -37,6 +37,7 @@ class Deadlines:
         # The earliest deadline the run loop sleeps towards (None: it sleeps until woken).
         self._next: float | None = None
         self._wakeup: anyio.Event | None = None
+        self._passed: float | None = None  # see checked
 
     @staticmethod
     def check(timeout: float) -> None:
@@ -51,6 +52,13 @@ class Deadlines:
             valid = False
         if not valid:
             raise ValueError(f"an ask needs a positive, finite timeout, got {timeout!r}")
+
+    def checked(self, timeout: float) -> None:
+        """`check`, remembering the last timeout that passed: callers pass the same one (the
+        system's or the kit's setting) at every ask, and it need not be checked again."""
+        if timeout is not self._passed:
+            self.check(timeout)
+            self._passed = timeout
 
     def add(self, ask: Ask, timeout: float) -> None:
         """Expire ``ask`` in ``timeout`` seconds unless it is settled first (``timeout``

@@ -112,7 +112,7 @@ class ActorRef:
             timeout = system.ask_timeout
         # The timeout is checked before anything is activated or queued, and the deadline kept
         # only once the actor can take the message: an ask refused here leaves nothing pending.
-        system._deadlines.check(timeout)
+        system._deadlines.checked(timeout)
         cell = system._cells.get(self._id) or system._activate(self._id)
         ask = Ask(message, wait_once_taken)
         system._deadlines.add(ask, timeout)

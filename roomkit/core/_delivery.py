@@ -79,25 +79,22 @@ class RoomDelivery:
             await self._run(job)
 
     async def _run(self, job: DeliveryJob) -> None:
-        with PostCommitJob():
-            await self._run_job(job)
-
-    async def _run_job(self, job: DeliveryJob) -> None:
         work = job.work
         self._context = job.context
-        for note in work.announce:
-            await note.emit(self._services.emit, self._room_id)
-        try:
-            if isinstance(work, Deliver):
-                await self._deliver(work, job.context)
-            else:
-                await self._lifecycle(work, job.context)
-        except Exception:
-            logger.exception("room %s: post-commit work failed", self._room_id)
-        finally:
-            # Not kept past its job: a context may hold fifty recent events as models.
-            self._context = None
-            self._services.turns.delivered(work.root)
+        with PostCommitJob():
+            try:
+                for note in work.announce:
+                    await note.emit(self._services.emit, self._room_id)
+                if isinstance(work, Deliver):
+                    await self._deliver(work, job.context)
+                else:
+                    await self._lifecycle(work, job.context)
+            except Exception:
+                logger.exception("room %s: post-commit work failed", self._room_id)
+            finally:
+                # Not kept past its job: a context may hold fifty recent events as models.
+                self._context = None
+                self._services.turns.delivered(work.root)
 
     async def _lifecycle(self, work: RunLifecycle, context: RoomContext) -> None:
         errors = await self._services.hooks.run_async_hooks(
