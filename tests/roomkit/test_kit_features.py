@@ -230,15 +230,8 @@ class TestResilience:
         cancelled: its target fails; it used to cancel the whole broadcast, the other
         targets' results (an AI's reply) with it."""
 
-        class Stray(SimpleChannel):
-            async def deliver(
-                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-            ) -> ChannelOutput:
-                await anyio.sleep(0.01)
-                raise asyncio.CancelledError
-
         sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
-        failed = await _room_noting_failures(kit, sms, Stray("stray"), ws)
+        failed = await _room_noting_failures(kit, sms, _Stray("stray"), ws)
 
         with anyio.fail_after(5):
             assert not (await kit.process_inbound(text("sms", "hi"))).blocked
@@ -263,15 +256,8 @@ class TestResilience:
                 tag.set("set by leaky")
                 return await super().deliver(event, binding, context)
 
-        class Stray(SimpleChannel):
-            async def deliver(
-                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-            ) -> ChannelOutput:
-                await anyio.sleep(0.01)
-                raise asyncio.CancelledError
-
         sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
-        failed = await _room_noting_failures(kit, sms, ws, Leaky("leaky"), Stray("stray"))
+        failed = await _room_noting_failures(kit, sms, ws, Leaky("leaky"), _Stray("stray"))
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def notify(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -394,6 +380,16 @@ class TestResilience:
             assert sms.texts() == ["ack"]
             bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
             assert bodies[-3:] == ["first", "ack", "second"]
+
+
+class _Stray(SimpleChannel):
+    """Its deliver raises CancelledError of its own: nothing cancelled the broadcast."""
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        await anyio.sleep(0.01)
+        raise asyncio.CancelledError
 
 
 async def _room_noting_failures(
