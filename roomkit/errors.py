@@ -17,7 +17,7 @@ runtime) are translated at the boundary with ``raise ... from exc``::
     ├── RoomConflictError      another process kept writing the room
     ├── RoomTimeoutError       (also a TimeoutError) the room did not answer in time
     ├── LogUnavailableError    the event log cannot be reached
-    ├── EventRefusedError      (also a ValueError) the event log refused what a command wrote
+    ├── EventRefusedError      (also a ValueError) what a command would write cannot be stored
     └── KitClosedError         the kit takes no more commands
 
 ``ProviderError`` (AI providers) is not a ``RoomKitError``, as in RoomKit 0.3.0.
@@ -108,8 +108,10 @@ class LogUnavailableError(RoomKitError):
 
 
 class EventRefusedError(RoomKitError, ValueError):
-    """The event log refused the events a command would have written (too large for the log,
-    for instance): nothing was committed, and the same command will be refused again."""
+    """The events a command would have written cannot be stored: the kit refused them (JSON
+    cannot hold them: a lone surrogate, a number of more than 4,300 digits, nesting too deep)
+    or the event log did (too large for it). Nothing was committed, and the same command will
+    be refused again."""
 
 
 class KitClosedError(RoomKitError):

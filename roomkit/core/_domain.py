@@ -17,6 +17,7 @@ import pydantic_core
 from pydantic import BaseModel
 
 from eventlog import Headers, NewEvent, Record
+from roomkit.errors import EventRefusedError
 from roomkit.models._json import compact_json
 
 __all__ = [
@@ -52,14 +53,15 @@ def dump(model: BaseModel) -> msgspec.Raw:
     of the stored format: changing one changes what old logs mean.
 
     Raises:
-        ValueError: the model cannot be written as JSON (text with a lone surrogate, nesting
-            deeper than pydantic writes), said plainly: nothing of it is logged.
+        EventRefusedError: (a ``ValueError``) the model cannot be written as JSON (text with a
+            lone surrogate, nesting deeper than pydantic writes), said plainly: nothing of it
+            is logged, and the same command is refused again.
     """
     try:
         return msgspec.Raw(compact_json(model))
     except pydantic_core.PydanticSerializationError as exc:
         reason = str(exc).removeprefix("Error serializing to JSON: ")
-        raise ValueError(f"{type(model).__name__} cannot be stored: {reason}") from exc
+        raise EventRefusedError(f"{type(model).__name__} cannot be stored: {reason}") from exc
 
 
 def load(model: type[M], raw: msgspec.Raw) -> M:
@@ -231,8 +233,9 @@ def encode_payload(event: DomainEvent) -> bytes:
     """A domain event's payload: its JSON, in exactly as many bytes as it takes.
 
     Raises:
-        ValueError: it holds a number of more than 4,300 digits, which JSON readers refuse
-            (Python's limit on reading an int from text): logged, it would fail every replay.
+        EventRefusedError: (a ``ValueError``) it holds a number of more than 4,300 digits,
+            which JSON readers refuse (Python's limit on reading an int from text): logged, it
+            would fail every replay.
     """
     # encode() hands back its growth buffer, up to half of it unused, and the log keeps the
     # payload for good: encoding into a scratch buffer and copying keeps exactly the bytes.
@@ -241,7 +244,7 @@ def encode_payload(event: DomainEvent) -> bytes:
     data = bytes(buffer)
     why = unreadable(data)
     if why is not None:
-        raise ValueError(f"cannot be stored: {why}")
+        raise EventRefusedError(f"cannot be stored: {why}")
     return data
 
 

@@ -17,6 +17,7 @@ from roomkit import (
     Access,
     ChannelBinding,
     ChannelOutput,
+    EventRefusedError,
     HookExecution,
     HookResult,
     HookTrigger,
@@ -244,7 +245,7 @@ async def test_a_number_too_long_to_read_back_is_refused_and_nothing_is_logged(
     # would fail every replay of its room. A run of digits inside a string is text and fine.
     huge = 10**4400
     await room(kit)
-    with pytest.raises(ValueError, match="4,300 digits"):
+    with pytest.raises(EventRefusedError, match="4,300 digits"):
         await kit.create_room(room_id="big", metadata={"n": huge})
     assert "big" not in [r.id for r in await kit.store.list_rooms()]
     version = await event_log.last_version(room_stream("r1"))
@@ -383,7 +384,9 @@ async def test_a_message_json_cannot_hold_is_refused_plainly_and_nothing_is_logg
 ) -> None:
     await room(kit)
     version = await event_log.last_version(room_stream("r1"))
-    with pytest.raises(ValueError, match=f"^RoomEvent cannot be stored: .*{why}"):
+    # An EventRefusedError (a ValueError): the same message is refused again, so the NATS
+    # ingress dead-letters it at once instead of retrying it.
+    with pytest.raises(EventRefusedError, match=f"^RoomEvent cannot be stored: .*{why}"):
         await kit.process_inbound(message, room_id="r1")
     assert await event_log.last_version(room_stream("r1")) == version
     after = await kit.process_inbound(text("sms", "fine"), room_id="r1")
