@@ -12,17 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from providers.ai.base import AIImagePart, AITextPart
-from roomkit.core.router import shown_url
+from roomkit.core.router import placeholder_text
 from roomkit.models.event import (
-    AudioContent,
     CompositeContent,
     EventContent,
-    LocationContent,
     MediaContent,
-    RichContent,
     TemplateContent,
     TextContent,
-    VideoContent,
 )
 
 __all__ = ["Parts", "content_parts", "content_text", "image_mime_type"]
@@ -41,18 +37,9 @@ def content_text(content: EventContent) -> str:
     """
     if isinstance(content, TextContent):
         return content.body
-    if isinstance(content, RichContent):
-        return content.plain_text or content.body
-    if isinstance(content, MediaContent):
-        return f"[Media: {content.caption or content.filename or shown_url(content.url)}]"
-    if isinstance(content, AudioContent):
-        return content.transcript or f"[Voice message: {shown_url(content.url)}]"
-    if isinstance(content, VideoContent):
-        return f"[Video: {content.url}]"
-    if isinstance(content, LocationContent):
-        place = content.label or content.address
-        where = f"({content.latitude}, {content.longitude})"
-        return f"[Location: {place} {where}]" if place else f"[Location: {where}]"
+    text = placeholder_text(content)
+    if text is not None:
+        return text
     if isinstance(content, CompositeContent):
         return "\n".join(text for part in content.parts if (text := content_text(part)))
     if isinstance(content, TemplateContent):

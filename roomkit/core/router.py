@@ -26,7 +26,13 @@ if TYPE_CHECKING:
     from roomkit.models import ChannelBinding
     from roomkit.models.event import EventContent
 
-__all__ = ["ContentTranscoder", "DefaultContentTranscoder", "required_media_type"]
+__all__ = [
+    "ContentTranscoder",
+    "DefaultContentTranscoder",
+    "placeholder_text",
+    "required_media_type",
+    "shown_url",
+]
 
 _MEDIA_TYPE_OF: dict[str, ChannelMediaType] = {
     "text": ChannelMediaType.TEXT,
@@ -130,37 +136,40 @@ class DefaultContentTranscoder(ContentTranscoder):
         return CompositeContent(parts=parts)
 
 
+def placeholder_text(content: EventContent) -> str | None:
+    """The text that stands for ``content`` where its media type is not supported (the table
+    of `DefaultContentTranscoder`), or None for content that is never replaced (text, system,
+    template, composite). The AI channel renders its history with it too."""
+    if isinstance(content, RichContent):
+        return content.plain_text or content.body
+    if isinstance(content, MediaContent):
+        return f"[Media: {content.caption or content.filename or shown_url(content.url)}]"
+    if isinstance(content, AudioContent):
+        return content.transcript or f"[Voice message: {shown_url(content.url)}]"
+    if isinstance(content, VideoContent):
+        return f"[Video: {content.url}]"  # http(s) only: never a data: URL
+    if isinstance(content, LocationContent):
+        place = content.label or content.address
+        where = f"({content.latitude}, {content.longitude})"
+        return f"[Location: {place} {where}]" if place else f"[Location: {where}]"
+    return None
+
+
 def _transcode_single(
     content: EventContent, supported: Collection[ChannelMediaType]
 ) -> EventContent:
     """One non-composite content against the target's media types."""
     if isinstance(content, RichContent):
-        if ChannelMediaType.RICH in supported:
-            return content
-        return TextContent(body=content.plain_text or content.body)
-    if isinstance(content, MediaContent):
-        if ChannelMediaType.MEDIA in supported:
-            return content
-        return TextContent(
-            body=f"[Media: {content.caption or content.filename or shown_url(content.url)}]"
-        )
-    if isinstance(content, AudioContent):
-        if ChannelMediaType.AUDIO in supported:
-            return content
-        if content.transcript:
-            return TextContent(body=content.transcript)
-        return TextContent(body=f"[Voice message: {shown_url(content.url)}]")
-    if isinstance(content, VideoContent):
-        if ChannelMediaType.VIDEO in supported:
-            return content
-        return TextContent(body=f"[Video: {shown_url(content.url)}]")
-    if isinstance(content, LocationContent):
-        if ChannelMediaType.LOCATION in supported:
-            return content
-        place = content.label or content.address
-        where = f"({content.latitude}, {content.longitude})"
-        return TextContent(
-            body=f"[Location: {place} {where}]" if place else f"[Location: {where}]"
-        )
-    # Text, system, template and anything newer pass through unchanged.
-    return content
+        kept = ChannelMediaType.RICH in supported
+    elif isinstance(content, MediaContent):
+        kept = ChannelMediaType.MEDIA in supported
+    elif isinstance(content, AudioContent):
+        kept = ChannelMediaType.AUDIO in supported
+    elif isinstance(content, VideoContent):
+        kept = ChannelMediaType.VIDEO in supported
+    elif isinstance(content, LocationContent):
+        kept = ChannelMediaType.LOCATION in supported
+    else:
+        return content  # text, system, template and anything newer pass through unchanged
+    text = None if kept else placeholder_text(content)
+    return content if text is None else TextContent(body=text)
