@@ -142,7 +142,7 @@ class VoiceMeUpMMSAggregator:
         key = (meta.sender, meta.recipient)
         held = self._held.get(key)
         attachment_only = bool(meta.media) and not meta.body
-        if attachment_only and self._can_release:
+        if attachment_only and self._drained:
             if held is None:
                 self._held[key] = _Held(
                     meta=meta, deadline=current + self._timeout, part_ids=_ids(meta)
@@ -216,11 +216,6 @@ class VoiceMeUpMMSAggregator:
         """Forget every held or released part."""
         self._held.clear()
         self._released.clear()
-
-    @property
-    def _can_release(self) -> bool:
-        """Whether a held part would ever come out again (see the module doc)."""
-        return self._drained
 
     def _expire(self, now: float) -> None:
         for key in [key for key, held in self._held.items() if held.deadline <= now]:

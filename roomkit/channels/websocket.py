@@ -9,7 +9,7 @@ from typing import Any
 
 from actors import check_seconds
 from roomkit.channels.base import Channel
-from roomkit.core._bounded import bounded
+from roomkit.core._bounded import bounded_here
 from roomkit.core._concurrently import concurrently
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
@@ -146,7 +146,8 @@ class WebSocketChannel(Channel):
         unfinished: dict[str, SendFn],
     ) -> None:
         try:
-            await bounded(send_fn(connection_id, event), self._send_timeout)
+            # Each send already runs in a context of its own (concurrently): bounded_here.
+            await bounded_here(send_fn(connection_id, event), self._send_timeout)
         except Exception:
             logger.warning(
                 "channel %s: send to connection %s failed or timed out",

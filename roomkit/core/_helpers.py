@@ -55,6 +55,13 @@ def check_part(name: str, value: object, contract: type) -> None:
     raise TypeError(f"{name} must be an instance of {contract.__name__}, got {got}")
 
 
+def _settled_position(outcome: Outcome, turn: Turn | None) -> int:
+    """The log position the read model must reach: the command's own, or the last one of its
+    awaited ``turn`` (replies are committed after the command) once the turn ended."""
+    position = outcome.read_position
+    return position if turn is None else max(position, turn.position)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -142,26 +149,19 @@ class HelpersMixin:
         turn = self._awaited_turn(outcome)
         if turn is not None and turn.pending > 0:
             return False
-        return runtime.projection.checkpoint >= self._settled_position(outcome)
+        return runtime.projection.checkpoint >= _settled_position(outcome, turn)
 
     async def _settle(self, runtime: KitRuntime, outcome: Outcome) -> None:
         turn = self._awaited_turn(outcome)
         if turn is not None:
             await runtime.turns.wait(turn)
-        await runtime.projection.wait(self._settled_position(outcome))
+        await runtime.projection.wait(_settled_position(outcome, turn))
 
     def _awaited_turn(self, outcome: Outcome) -> Turn | None:
         if not self._wait_for_delivery or in_post_commit_work():
             return None  # see PostCommitJob: settle on the commit only
         turn: Turn | None = outcome.turn
         return turn
-
-    def _settled_position(self, outcome: Outcome) -> int:
-        """The log position the read model must reach: the command's own, or the last one
-        of its turn (replies are committed after the command) once the turn ended."""
-        turn = self._awaited_turn(outcome)
-        position = outcome.read_position
-        return position if turn is None else max(position, turn.position)
 
     async def _context(self, room_id: str) -> RoomContext:
         outcome = await self._command(room_id, GetContext(), settle=False)

@@ -558,15 +558,14 @@ class InMemoryStore(ConversationStore):
         data = self._data.get(room_id)
         if data is None or data.events is None or data.visibility is None or limit <= 0:
             return []
-        start = max(0, offset)
+        start, stop = _page(offset, limit)
         if visibility_filter is None:
-            return [_event(raw) for raw in data.events[start : start + limit]]
+            return [_event(raw) for raw in data.events[start:stop]]
         matching = (
             raw
             for raw, visibility in zip(data.events, data.visibility, strict=True)
             if visibility == visibility_filter
         )
-        start, stop = _page(offset, limit)
         return [_event(raw) for raw in islice(matching, start, stop)]
 
     async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
