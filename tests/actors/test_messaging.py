@@ -187,6 +187,13 @@ async def test_ask_timeouts_are_bounded_and_positive() -> None:
                 await ref.ask("x", timeout=bad)
         assert journal.entries == []
         assert not system.is_active("probe", "a")  # a refused ask activates nothing
+        # A timeout that passed is not checked again, but a bad one after it still is.
+        other = system.ref("probe", "b")
+        assert await other.ask("y", timeout=5.0) == "y"
+        for bad in (math.nan, -1, 0, 10**400):
+            with pytest.raises(ValueError, match="timeout"):
+                await other.ask("x", timeout=bad)
+            assert await other.ask("y", timeout=5.0) == "y"
     for bad in (math.inf, 10**400):
         with pytest.raises(ValueError, match="ask_timeout"):
             ActorSystem(ask_timeout=bad)

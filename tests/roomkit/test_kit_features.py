@@ -14,12 +14,14 @@ from roomkit import (
     ChannelBinding,
     ChannelMediaType,
     ChannelOutput,
+    ChannelType,
     EphemeralEvent,
     EphemeralEventType,
     FrameworkEvent,
     HookExecution,
     HookResult,
     HookTrigger,
+    InboundMessage,
     InjectedEvent,
     MediaContent,
     MockSMSProvider,
@@ -33,6 +35,7 @@ from roomkit import (
     TextContent,
     WebSocketChannel,
 )
+from roomkit.channels.base import Channel
 from roomkit.core import _helpers
 from roomkit.models.event import EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
@@ -179,6 +182,42 @@ class TestResilience:
             assert ws.texts() == ["one", "two"]
             assert sorted(failed) == [("dreaming", "timeout")] * 2 + [("hung", "timeout")] * 2
             assert [e.content.body for e in await kit.get_timeline("r1")][-2:] == ["one", "two"]
+
+    async def test_an_on_event_set_on_the_instance_is_bounded_too(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """The base on_event is left unbounded (it never waits), but not an on_event set on
+        the instance over it (a test double, a patched channel)."""
+
+        class Plain(Channel):  # keeps the base on_event
+            channel_type = ChannelType.SMS
+
+            async def handle_inbound(
+                self, message: InboundMessage, context: RoomContext
+            ) -> RoomEvent:
+                raise NotImplementedError
+
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                return ChannelOutput.empty()
+
+        hanging = Plain("hanging")
+
+        async def on_event(
+            event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        hanging.on_event = on_event  # type: ignore[method-assign]
+        async with make_kit(process_timeout=0.2) as kit:
+            failed = await _room_noting_failures(kit, SimpleChannel("sms"), hanging)
+            with anyio.fail_after(5):
+                await kit.process_inbound(text("sms", "hi"))
+                while not failed:
+                    await anyio.sleep(0.01)
+        assert failed == [("hanging", "timeout")]
 
     async def test_a_task_started_by_post_commit_work_waits_for_deliveries_after_it(
         self, make_kit: Callable[..., RoomKit]
@@ -393,7 +432,7 @@ class _Stray(SimpleChannel):
 
 
 async def _room_noting_failures(
-    kit: RoomKit, *channels: SimpleChannel
+    kit: RoomKit, *channels: Channel
 ) -> list[tuple[str | None, object]]:
     """Room r1 with ``channels`` registered and attached; the (channel, error) of every
     ``delivery_failed`` event, as they come."""

@@ -6,7 +6,20 @@ import pytest
 
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
-from roomkit import AIChannel, ChannelCategory, EventRefusedError, MockAIProvider, RoomKit
+from roomkit import (
+    AIChannel,
+    ChannelBinding,
+    ChannelCategory,
+    ChannelOutput,
+    EventRefusedError,
+    MockAIProvider,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    Task,
+    TextContent,
+)
+from roomkit.models.event import EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, text
 from tests.roomkit.test_kit_replay import snapshot
 
@@ -115,3 +128,44 @@ async def test_an_ai_reply_too_large_for_the_log_loses_only_itself(
         assert sms.texts() == ["a small reply"]
         bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
         assert bodies[-2:] == ["hi", "a small reply"]
+
+
+async def test_an_outcome_recorded_in_parts_keeps_the_order_of_one_append(
+    nats_server: NatsServer, nats_log: NatsEventLog
+) -> None:
+    """A channel answers with a reply too large for the log and a task; another AI replies.
+    In parts, the records come in the order one append would have given them: the delivery
+    results, the replies, then the task."""
+
+    class Planner(SimpleChannel):
+        async def on_event(
+            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            if event.source.channel_id != "sms":
+                return ChannelOutput.empty()
+            huge = RoomEvent(
+                room_id="r1",
+                source=EventSource(channel_id=self.channel_id, channel_type="sms"),
+                content=TextContent(body="x" * 1_100_000),
+            )
+            task = Task(id="t1", room_id="r1", title="call back")
+            return ChannelOutput(responded=True, response_events=[huge], tasks=[task])
+
+    async with RoomKit(log=nats_log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(Planner("planner"))
+        kit.register_channel(AIChannel("small", provider=MockAIProvider(["a small reply"])))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "planner")
+        await kit.attach_channel("r1", "small", category=ChannelCategory.INTELLIGENCE)
+        before = await nats_log.last_version("r1")
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        kinds = [r.type for r in await nats_log.read("r1", after_version=before)]
+        first_part = kinds.index("delivery.recorded")
+        assert kinds[first_part : first_part + 3] == [
+            "delivery.recorded",
+            "message.recorded",  # the small reply
+            "task.recorded",
+        ]
+        assert [t.id for t in await kit.list_tasks("r1")] == ["t1"]
