@@ -327,9 +327,7 @@ class TestResilience:
         ws = WebSocketChannel("ws", send_timeout=0.1)
         kit.register_channel(ws)
         kit.register_channel(SimpleChannel("sms"))
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "ws")
-        await kit.attach_channel("r1", "sms")
+        await room_with(kit, "r1", "ws", "sms")
         received: list[str] = []
 
         async def good(connection_id: str, event: RoomEvent) -> None:
@@ -365,9 +363,7 @@ class TestResilience:
         async with make_kit(process_timeout=0.2) as kit:
             kit.register_channel(ws)
             kit.register_channel(SimpleChannel("sms"))
-            await kit.create_room(room_id="r1")
-            await kit.attach_channel("r1", "ws")
-            await kit.attach_channel("r1", "sms")
+            await room_with(kit, "r1", "ws", "sms")
             kit.on("delivery_failed")(failed.append)  # type: ignore[arg-type]
             await kit.connect_websocket("ws", "good", good)
             await kit.connect_websocket("ws", "stuck", stuck)
@@ -476,9 +472,7 @@ class TestWebSocketAndRealtime:
         ws = WebSocketChannel("ws")
         kit.register_channel(ws)
         kit.register_channel(SimpleChannel("sms"))
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "ws")
-        await kit.attach_channel("r1", "sms")
+        await room_with(kit, "r1", "ws", "sms")
         received: list[str] = []
 
         async def send(connection_id: str, event: RoomEvent) -> None:
