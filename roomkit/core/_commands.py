@@ -146,6 +146,14 @@ class RecordOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateTask:
+    """Record a changed task (its status, say): the log keeps it, and the read model's task
+    is replaced by it. No ON_TASK_CREATED: the task exists already."""
+
+    task: Task
+
+
+@dataclass(frozen=True, slots=True)
 class MarkRead:
     channel_id: str
     event_id: str | None  # None: everything

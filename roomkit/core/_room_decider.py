@@ -33,6 +33,7 @@ from roomkit.core._commands import (
     SendEvent,
     UpdateBinding,
     UpdateRoomMetadata,
+    UpdateTask,
 )
 from roomkit.core._domain import (
     ChannelAttached,
@@ -276,6 +277,13 @@ class RoomDecider:
                 draft = _Draft(state, self._now())
                 draft.injected(room.id, command.injected, command.root)
                 return draft.facts, Outcome(root=command.root)
+            case UpdateTask():
+                draft = _Draft(state, self._now())
+                task = command.task
+                if task.room_id != room.id:
+                    task = task.model_copy(update={"room_id": room.id})
+                draft.add(TaskRecorded(task=dump(task)), task)
+                return draft.facts, Outcome(value=task)
             case MarkRead():
                 draft = _Draft(state, self._now())
                 draft.add(

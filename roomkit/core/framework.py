@@ -24,9 +24,10 @@ from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
-from roomkit.core._commands import MarkRead
+from roomkit.core._commands import MarkRead, UpdateTask
 from roomkit.core._helpers import FrameworkHandler, check_part, check_str
 from roomkit.core._inbound import InboundMixin
+from roomkit.core._room_decider import validated
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
@@ -449,6 +450,24 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
         return await (await self._read_model()).list_tasks(room_id, status=status)
+
+    async def update_task(self, task: Task) -> Task:
+        """Record a changed task (a status set to completed, say) in its room's log.
+
+        Not in 0.3.0, whose apps changed tasks through ``kit.store.update_task``: here the
+        store is the log's projection, and such a change is lost when it is rebuilt (a new
+        process on the same log, ``rebuild_store``). This one is replayed with the rest.
+
+        Raises:
+            TypeError: ``task`` is not a ``Task``.
+            RoomNotFoundError: its room does not exist.
+            pydantic.ValidationError: it does not validate (a field assigned in place).
+        """
+        if not isinstance(task, Task):
+            raise TypeError(f"update_task takes a Task, not {type(task).__name__}")
+        outcome = await self._command(task.room_id, UpdateTask(validated(task)))
+        updated_task: Task = outcome.value
+        return updated_task
 
     async def list_observations(self, room_id: str) -> list[Observation]:
         return await (await self._read_model()).list_observations(room_id)

@@ -7,6 +7,10 @@ hook filtered on the message's channel fires, and one filtered on another channe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+
 from roomkit import (
     ChannelBinding,
     ChannelDirection,
@@ -19,7 +23,9 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomNotFoundError,
     Task,
+    TaskStatus,
     TextContent,
 )
 from tests.roomkit.kit_helpers import SimpleChannel, text
@@ -191,3 +197,31 @@ class TestHookFilters:
 
         assert [e.metadata["task_title"] for e in on_sms] == ["from channel"]
         assert on_ws == []
+
+
+async def test_a_task_changed_through_the_kit_outlives_a_rebuild(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    """``kit.update_task`` logs the change: the read model rebuilt from the log (a new process,
+    ``rebuild_store``) keeps it, where a change made on ``kit.store`` directly is lost. It
+    runs no ON_TASK_CREATED hook: the task exists already."""
+    async with make_kit() as kit:
+        await sms_and_ws_room(kit)
+        hook_making_task(kit)
+        created = record_task_events(kit)
+        await kit.process_inbound(text("sms", "please call me"), room_id="r1")
+        (task,) = await kit.list_tasks("r1")
+        done = await kit.update_task(task.model_copy(update={"status": TaskStatus.COMPLETED}))
+        assert done.status == TaskStatus.COMPLETED
+        assert [t.status for t in await kit.list_tasks("r1")] == [TaskStatus.COMPLETED]
+        assert len(created) == 1
+        await kit.rebuild_store()
+        assert [t.status for t in await kit.list_tasks("r1")] == [TaskStatus.COMPLETED]
+        with pytest.raises(TypeError, match="update_task takes a Task"):
+            await kit.update_task({"id": task.id})  # type: ignore[arg-type]
+        with pytest.raises(RoomNotFoundError):
+            await kit.update_task(task.model_copy(update={"room_id": "nowhere"}))
+    async with make_kit() as rebuilt:
+        assert [(t.id, t.status) for t in await rebuilt.list_tasks("r1")] == [
+            (task.id, TaskStatus.COMPLETED)
+        ]
