@@ -124,8 +124,9 @@ MAX_NESTING = 100
 
 # A Nats-Msg-Id travels as a header value: longer or unusual keys are sent as a digest.
 _MAX_RAW_MSG_ID = 128
-_SUBJECT_FORBIDDEN = frozenset(".*> \t\r\n")
-# JetStream stream and consumer names: no subject separators or wildcards, no white space.
+# Subject tokens and JetStream names: no separators or wildcards (names: no path separators
+# either); white space and control characters are refused for both (_unsafe).
+_SUBJECT_FORBIDDEN = frozenset(".*>")
 _NAME_FORBIDDEN = frozenset(".*>/\\")
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -296,6 +297,15 @@ def reply_for(result: InboundResult, *, stream_seq: int | None = None) -> Ingres
 # -- subjects ----------------------------------------------------------------------------------
 
 
+def _usable(value: object, forbidden: frozenset[str]) -> bool:
+    """Whether ``value`` is a non-empty str with no character ``forbidden`` or `_unsafe`."""
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and not any(c in forbidden or _unsafe(c) for c in value)
+    )
+
+
 def _unsafe(c: str) -> bool:
     # White space of any kind and ASCII control characters: NATS splits protocol lines on
     # some of them, and none belongs in a subject or a name.
@@ -324,11 +334,7 @@ def check_token(value: str, what: str = "channel id") -> str:
         ValueError: if it is not a str, is empty, or holds ``.``, ``*``, ``>``, white space or
             an ASCII control character.
     """
-    if (
-        not isinstance(value, str)
-        or not value
-        or any(c in _SUBJECT_FORBIDDEN or _unsafe(c) for c in value)
-    ):
+    if not _usable(value, _SUBJECT_FORBIDDEN):
         raise ValueError(f"invalid {what} {value!r}: it must be one NATS subject token")
     return value
 
@@ -340,11 +346,7 @@ def check_jetstream_name(name: str, what: str = "JetStream name") -> str:
         ValueError: if it is not a str, is empty, or holds ``.``, ``*``, ``>``, ``/``, ``\\``,
             white space or an ASCII control character.
     """
-    if (
-        not isinstance(name, str)
-        or not name
-        or any(c in _NAME_FORBIDDEN or _unsafe(c) for c in name)
-    ):
+    if not _usable(name, _NAME_FORBIDDEN):
         raise ValueError(f"invalid {what} {name!r}")
     return name
 
