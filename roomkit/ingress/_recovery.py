@@ -130,8 +130,8 @@ async def recover(
         direct: whether the stream allows direct gets.
         timeout: bound of each request.
         stopping: stops the recovery between chunks.
-        to_item: a stored message as work (``None`` to skip it); should it raise, the
-            message is skipped (left to JetStream's redelivery).
+        to_item: a stored message as work (``None`` to skip it); never raises (the ingress
+            refuses a message it cannot read, see ``Ingress._work``).
         handle: takes one item to its end.
     """
     found = await unacknowledged_range(js, stream, durable, timeout=timeout, stopping=stopping)
@@ -147,13 +147,7 @@ async def recover(
         )
         lanes: dict[str, list[WorkItem]] = defaultdict(list)
         for raw in raws:
-            try:
-                item = to_item(raw)
-            except Exception:
-                # One message must not stop every recovery: JetStream still redelivers it
-                # after ack_wait, to the fetch loop.
-                logger.exception("ingress: cannot recover message %s; skipping it", raw.seq)
-                continue
+            item = to_item(raw)  # never raises: a message it cannot read is refused
             if item is not None:
                 lanes[item.key].append(item)
 
