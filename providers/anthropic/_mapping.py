@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from providers._http import vendor_error_message
 from providers.ai._data_url import parse_data_url
+from providers.ai._error_answer import error_answer
 from providers.ai._messages import iter_parts, message_text, tool_call_id, tool_calls
 from providers.ai._text import text_field
 from providers.ai._usage import int_fields
@@ -205,10 +205,11 @@ def response_error(
     error = data.get("error")
     kind = error.get("type") if isinstance(error, dict) else None
     status = _RETRYABLE_ERRORS.get(kind) if isinstance(kind, str) else None
-    detail = vendor_error_message(data, secrets) or "unknown error"
-    return ProviderError(
-        f"stream error: {detail}" if stream else f"error: {detail}",
-        retryable=status is not None,
+    return error_answer(
+        data,
         provider=provider,
-        status_code=status,
+        secrets=secrets,
+        stream=stream,
+        status=status,
+        retryable=status is not None,
     )

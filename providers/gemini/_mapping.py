@@ -27,8 +27,9 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from providers._http import is_retryable_status, vendor_error_message
+from providers._http import is_retryable_status
 from providers.ai._data_url import parse_data_url
+from providers.ai._error_answer import error_answer
 from providers.ai._messages import (
     TOOL_NAME_KEY,
     iter_parts,
@@ -184,12 +185,13 @@ def response_error(
     error = data.get("error")
     code = error.get("code") if isinstance(error, dict) else None
     status = code if isinstance(code, int) and not isinstance(code, bool) else None
-    detail = vendor_error_message(data, secrets) or "unknown error"
-    return ProviderError(
-        f"stream error: {detail}" if stream else f"error: {detail}",
-        retryable=status is not None and is_retryable_status(status),
+    return error_answer(
+        data,
         provider=provider,
-        status_code=status,
+        secrets=secrets,
+        stream=stream,
+        status=status,
+        retryable=status is not None and is_retryable_status(status),
         retry_after=retry_delay(data),
     )
 

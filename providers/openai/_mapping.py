@@ -20,7 +20,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from providers._http import is_retryable_status, vendor_error_message
+from providers._http import is_retryable_status
+from providers.ai._error_answer import error_answer
 from providers.ai._messages import iter_parts, message_text, tool_call_id, tool_calls
 from providers.ai._text import text_field
 from providers.ai._usage import int_fields
@@ -156,12 +157,13 @@ def response_error(
     kind = error.get("type") if isinstance(error, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
     status = code if isinstance(code, int) and 100 <= code <= 599 else None
-    detail = vendor_error_message(data, secrets) or "unknown error"
-    return ProviderError(
-        f"stream error: {detail}" if stream else f"error: {detail}",
-        retryable=kind == "server_error" or (status is not None and is_retryable_status(status)),
+    return error_answer(
+        data,
         provider=provider,
-        status_code=status,
+        secrets=secrets,
+        stream=stream,
+        status=status,
+        retryable=kind == "server_error" or (status is not None and is_retryable_status(status)),
     )
 
 
