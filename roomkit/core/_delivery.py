@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from roomkit.core._commands import RecordOutcome
@@ -116,7 +116,12 @@ class RoomDelivery:
                 result = await router.deliver_to(event, binding, context)
                 if result is not None:
                     results.append(result)
-            await self._report_deliveries(event, results, _quiet)
+            await self._report_deliveries(
+                event,
+                [r.channel_id for r in results if r.success],
+                {r.channel_id: r.error or "delivery_failed" for r in results if not r.success},
+                _quiet,
+            )
             if results:
                 services.outcomes.add(self._room_id, RecordOutcome(event.id, work.root, results))
             return
@@ -127,21 +132,25 @@ class RoomDelivery:
         broadcast = await router.broadcast(event, source_binding, context)
         results = list(broadcast.delivery_results.values())
         notify = services.emit if work.report else _quiet
-        if broadcast.errors:
+        failed = broadcast.errors
+        if failed:
             logger.warning(
-                "room %s: event %s failed on %s", self._room_id, event.id, sorted(broadcast.errors)
+                "room %s: event %s failed on %s", self._room_id, event.id, sorted(failed)
             )
             await notify(
                 "broadcast_partial_failure",
                 room_id=self._room_id,
                 event_id=event.id,
                 data={
-                    "failed": len(broadcast.errors),
-                    "total": len(broadcast.outputs) or len(broadcast.errors),
-                    "errors": dict(broadcast.errors),
+                    # 0.3.0's count: the targets that delivered and those that failed (an
+                    # intelligence channel's on_event included; one that did neither is not
+                    # counted).
+                    "failed": len(failed),
+                    "total": len(broadcast.delivery_outputs) + len(failed),
+                    "errors": dict(failed),
                 },
             )
-        await self._report_deliveries(event, results, notify)
+        await self._report_deliveries(event, list(broadcast.delivery_outputs), failed, notify)
         for blocked in broadcast.blocked_events:
             await notify(
                 "chain_depth_exceeded",
@@ -212,33 +221,36 @@ class RoomDelivery:
                 )
 
     async def _report_deliveries(
-        self, event: RoomEvent, results: list[DeliveryResult], notify: Emit
+        self,
+        event: RoomEvent,
+        delivered: Sequence[str],
+        errors: Mapping[str, str],
+        notify: Emit,
     ) -> None:
-        """Framework events for the deliveries through ``notify``, ON_ERROR for each failure."""
-        failures: list[DeliveryResult] = []
-        for result in results:
-            if result.success:
-                await notify(
-                    "delivery_succeeded",
-                    room_id=self._room_id,
-                    channel_id=result.channel_id,
-                    event_id=event.id,
-                )
-            else:
-                failures.append(result)
-                await notify(
-                    "delivery_failed",
-                    room_id=self._room_id,
-                    channel_id=result.channel_id,
-                    event_id=event.id,
-                    data={"error": result.error},
-                )
-        for failure in failures:
+        """Framework events through ``notify`` as 0.3.0 emitted them (``delivery_succeeded``
+        for each channel that delivered, then ``delivery_failed`` for each failed target, an
+        intelligence channel's on_event included), then ON_ERROR for each failure."""
+        for channel_id in delivered:
+            await notify(
+                "delivery_succeeded",
+                room_id=self._room_id,
+                channel_id=channel_id,
+                event_id=event.id,
+            )
+        for channel_id, error in errors.items():
+            await notify(
+                "delivery_failed",
+                room_id=self._room_id,
+                channel_id=channel_id,
+                event_id=event.id,
+                data={"error": error},
+            )
+        for channel_id, error in errors.items():
             await self._on_error(
                 "delivery_failed",
-                f"delivery of {event.id} to {failure.channel_id} failed: {failure.error}",
-                {"channel_id": failure.channel_id, "event_id": event.id, "error": failure.error},
-                failure.channel_id,
+                f"delivery of {event.id} to {channel_id} failed: {error}",
+                {"channel_id": channel_id, "event_id": event.id, "error": error},
+                channel_id,
             )
 
     async def _report_hook_errors(

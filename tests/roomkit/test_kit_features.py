@@ -12,6 +12,7 @@ import pytest
 
 from roomkit import (
     ChannelBinding,
+    ChannelCategory,
     ChannelMediaType,
     ChannelOutput,
     ChannelType,
@@ -100,6 +101,44 @@ class TestFrameworkEvents:
         assert "delivery_failed:down" in events
         assert "broadcast_partial_failure:" in events
         assert errors == ["delivery_failed"]  # quirk 9 fixed: ON_ERROR fires
+
+    async def test_partial_failure_counts_and_reports_as_0_3_0(self, kit: RoomKit) -> None:
+        # 0.3.0: total = targets that delivered + targets that failed; every delivered channel
+        # is reported first, then every failure, an intelligence channel's on_event included.
+        reported: list[tuple[str, str | None, dict[str, object]]] = []
+        for name in ("delivery_succeeded", "delivery_failed", "broadcast_partial_failure"):
+
+            async def record(event: FrameworkEvent, name: str = name) -> None:
+                reported.append((name, event.channel_id, dict(event.data)))
+
+            kit.on(name)(record)
+
+        class ExplodingAI(SimpleChannel):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                raise RuntimeError("ai exploded")
+
+        for channel in (
+            SimpleChannel("sms"),
+            SimpleChannel("ok1"),
+            SimpleChannel("down", fail=True),
+            SimpleChannel("ok2"),
+            ExplodingAI("ai", ChannelType.AI),
+        ):
+            kit.register_channel(channel)
+        await room_with(kit, "r1", "sms", "ok1", "down", "ok2")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        await kit.process_inbound(text("sms", "hi"))
+        partial = reported[0]
+        assert partial[0] == "broadcast_partial_failure"
+        assert partial[2]["failed"] == 2 and partial[2]["total"] == 4
+        assert reported[1:] == [
+            ("delivery_succeeded", "ok1", {}),
+            ("delivery_succeeded", "ok2", {}),
+            ("delivery_failed", "down", {"error": "down is down"}),
+            ("delivery_failed", "ai", {"error": "ai exploded"}),
+        ]
 
     async def test_on_delivery_status(self, kit: RoomKit) -> None:
         from roomkit import DeliveryStatus
