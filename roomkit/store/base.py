@@ -105,10 +105,11 @@ class ConversationStore(ABC):
     ) -> Room | None:
         """Return the newest room (by ``created_at``) that ``participant_id`` takes part in.
 
-        A room qualifies if it has a participant with that id or, failing that, a binding whose
-        ``participant_id`` is that id. With ``channel_type``, the participant's channel (its
-        binding) or the binding must be of that type; with ``status``, the room must have it.
-        Returns ``None`` when no room qualifies.
+        A room qualifies if it has a participant with that id, whatever their channel, or,
+        failing that, a binding whose ``participant_id`` is that id and, with ``channel_type``,
+        whose type it is (RoomKit 0.3.0's rule: someone who joined through email is found for
+        their SMS). With ``status``, the room must have it. Returns ``None`` when no room
+        qualifies.
         """
 
     @abstractmethod

@@ -441,14 +441,9 @@ class InMemoryStore(ConversationStore):
         return None if best is None else _load_room(best[1])
 
     def _takes_part(self, data: _RoomData, participant_id: str, channel_type: str | None) -> bool:
+        if participant_id in (data.participants or _NOTHING):
+            return True  # whatever channel they joined through (see ConversationStore)
         bindings = data.bindings or _NOTHING
-        participant = (data.participants or _NOTHING).get(participant_id)
-        if participant is not None:
-            if channel_type is None:
-                return True
-            binding = bindings.get(participant.channel_id)
-            if binding is not None and binding.channel_type == channel_type:
-                return True
         for bound_room, channel_id in self._binding_participants.get(participant_id, ()):
             if bound_room == data.room_id and (
                 channel_type is None or bindings[channel_id].channel_type == channel_type

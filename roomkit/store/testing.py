@@ -298,9 +298,10 @@ class ConversationStoreContract:
         assert some(await store.find_latest_room("p1")).id == "new"
         assert await store.find_latest_room("p1", status="archived") is None
 
-    async def test_find_latest_room_filters_by_channel_type(
+    async def test_find_latest_room_filters_bindings_by_channel_type(
         self, store: ConversationStore
     ) -> None:
+        # A participant counts whatever their channel (0.3.0); a binding only of that type.
         await store.create_room(make_room("sms-room", created_at=T0))
         await store.create_room(make_room("email-room", created_at=T0 + timedelta(hours=1)))
         await store.create_room(make_room("bound-room", created_at=T0 + timedelta(hours=2)))
@@ -319,10 +320,14 @@ class ConversationStoreContract:
             return None if room is None else room.id
 
         assert await latest(None) == "bound-room"
-        assert await latest("sms") == "sms-room"
+        assert await latest("sms") == "email-room"
         assert await latest(ChannelType.EMAIL) == "email-room"
         assert await latest("whatsapp") == "bound-room"
-        assert await latest("teams") is None
+        assert await latest("teams") == "email-room"
+        await store.create_room(make_room("bound-only", created_at=T0))
+        await store.add_binding(make_binding("bound-only", "wa2", participant_id="p9"))
+        assert await store.find_latest_room("p9", channel_type="teams") is None
+        assert some(await store.find_latest_room("p9", channel_type="sms")).id == "bound-only"
 
     async def test_find_latest_room_follows_binding_changes(
         self, store: ConversationStore

@@ -16,6 +16,7 @@ from roomkit import (
     ChannelCategory,
     ChannelNotRegisteredError,
     ChannelOutput,
+    ChannelType,
     EventStatus,
     EventType,
     FrameworkEvent,
@@ -38,7 +39,7 @@ from roomkit import (
 from roomkit.models.event import EventSource
 from roomkit.models.room import Room
 from roomkit.store.memory import InMemoryStore
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
 def hook_errors(kit: RoomKit) -> list[FrameworkEvent]:
@@ -145,6 +146,19 @@ class TestInbound:
         assert first.event.room_id == second.event.room_id
         bindings = await kit.list_bindings(first.event.room_id)
         assert [b.channel_id for b in bindings] == ["sms"]
+
+    async def test_routing_finds_a_participant_who_joined_through_another_channel_type(
+        self, kit: RoomKit
+    ) -> None:
+        # 0.3.0's fallback: the sender takes part in an active room (they joined by email),
+        # so their SMS goes there although no room has the SMS channel bound.
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("email", ChannelType.EMAIL))
+        await room_with(kit, "support", "email")
+        await kit.ensure_participant("support", "email", "+15551234")
+        result = await kit.process_inbound(text("sms", "from my phone", sender="+15551234"))
+        assert result.event is not None and result.event.room_id == "support"
+        assert [room.id for room in await kit.store.list_rooms()] == ["support"]
 
     async def test_duplicate_idempotency_key_is_not_recorded_twice(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
