@@ -99,7 +99,8 @@ class ActorRef:
 
         Raises:
             AskTimeout: no reply in time. A message still queued then is dropped unhandled;
-                one the actor had taken up is handled to the end (see ``AskTimeout``).
+                one the actor had taken up is handled to the end (see ``AskTimeout``). So is
+                it when the asker is cancelled.
             ActorDeadError: the system is not running, or the actor stopped or gave up first.
             ValueError: ``timeout`` is not a positive, finite number.
             Exception: whatever the handler raised, unchanged.
@@ -116,9 +117,17 @@ class ActorRef:
         cell = system._cells.get(self._id) or system._activate(self._id)
         ask = Ask(message, wait_once_taken)
         system._deadlines.add(ask, timeout)
-        if not cell.offer(ask):
-            await self._put_within(cell, ask, timeout)
-        reply = await ask.wait()
+        try:
+            if not cell.offer(ask):
+                await self._put_within(cell, ask, timeout)
+            reply = await ask.wait()
+        except BaseException:
+            # The asker was cancelled (or its wait failed): a message still queued is dropped,
+            # as one whose ask timed out is. Handled later, it would act for a sender that
+            # gave up on it and may send it again (recorded twice). One the actor took up is
+            # handled to the end, its reply unread.
+            ask.expire()
+            raise
         if reply is TIMED_OUT:
             raise AskTimeout(f"no reply from actor {self.kind}/{self.key} within {timeout} s")
         return reply

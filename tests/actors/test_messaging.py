@@ -280,6 +280,32 @@ async def test_a_slow_ask_does_not_make_settled_asks_pile_up() -> None:
     assert most <= 1024 + 2
 
 
+@pytest.mark.parametrize("patient", [False, True])
+async def test_a_cancelled_asker_s_queued_message_is_dropped_and_a_taken_one_finishes(
+    patient: bool,
+) -> None:
+    journal = Journal()
+    gate = anyio.Event()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        async with anyio.create_task_group() as tg:
+            busy = Block(gate)
+            tg.start_soon(ref.ask, busy)
+            await busy.entered.wait()
+            # Queued behind the busy handler, then given up by its asker.
+            with anyio.move_on_after(0.05):
+                await ref.ask("given up", wait_once_taken=patient)
+            taken = Block(anyio.Event())
+            with anyio.move_on_after(0.05):
+                gate.set()
+                await ref.ask(taken, wait_once_taken=patient)  # taken up, then given up
+            assert taken.entered.is_set()
+            taken.gate.set()
+        assert await ref.ask("end") == "end"
+        assert system.stats().asks_dropped == 1
+    assert journal.handled("a") == ["block", "block", "end"]  # not "given up"
+
+
 async def test_an_ask_waiting_once_taken_outlives_its_timeout_in_the_handler() -> None:
     seen: list[object] = []
     async with ActorSystem() as system:

@@ -198,3 +198,23 @@ async def test_process_timeout_must_be_positive() -> None:
     async with RoomKit(process_timeout=math.inf) as kit:  # no bound, as None
         await room(kit, lambda body: 0.0)
         assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
+
+
+async def test_a_command_whose_caller_gave_up_before_the_room_took_it_is_not_applied(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # The caller was cancelled (its own timeout) while its command waited behind a busy room:
+    # it was told nothing happened and sends again, which must record the message once.
+    async with make_kit() as kit:
+        await room(kit, lambda body: 0.5 if body == "slow" else 0.0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_all, kit, ["slow"])
+            await anyio.sleep(0.05)
+            with anyio.move_on_after(0.1) as gave_up:
+                await kit.send_event("r1", "sms", TextContent(body="sent"))
+            with anyio.move_on_after(0.1):
+                await kit.process_inbound(text("sms", "inbound"), room_id="r1")
+        assert gave_up.cancelled_caught
+        await kit.send_event("r1", "sms", TextContent(body="sent"))
+        await kit.process_inbound(text("sms", "inbound"), room_id="r1")
+        assert await recorded(kit) == ["slow", "sent", "inbound"]
