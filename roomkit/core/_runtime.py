@@ -156,8 +156,10 @@ class KitRuntime:
         stack = AsyncExitStack()
         try:
             await self._start(stack)
-        except BaseException:
+        except BaseException as exc:
             await stack.aclose()
+            if isinstance(exc, EventLogError):
+                raise _log_failed(exc) from exc
             raise
         self._stack = stack
 
@@ -187,26 +189,31 @@ class KitRuntime:
     async def ensure_started(self) -> None:
         """Start on first use when the kit was not entered (0.3.0 style).
 
+        A start that fails (the log unreachable) ends this runtime: the kit's next call starts
+        a successor, so a kit outlives a passing outage.
+
         Raises:
             KitClosedError: the kit was closed; it does not start again.
+            LogUnavailableError: the log could not be read to start.
         """
         if self._system is not None:
             return
         if self._closed:
             raise KitClosedError("the kit is closed")
-        if self._starting is not None:
-            await self._starting.wait()
-            if self._start_error is not None:
-                raise self._start_error
-            return
-        self._starting = anyio.Event()
-        self._host_stop = anyio.Event()
-        self._host_done = anyio.Event()
-        self._host_loop = _running_asyncio_loop()
-        spawn_host(self._host, "roomkit.runtime")
+        if self._starting is None:
+            self._starting = anyio.Event()
+            self._host_stop = anyio.Event()
+            self._host_done = anyio.Event()
+            self._host_loop = _running_asyncio_loop()
+            spawn_host(self._host, "roomkit.runtime")
         await self._starting.wait()
-        if self._start_error is not None:
-            raise self._start_error
+        error = self._start_error
+        if isinstance(error, EventLogError):
+            # Each caller gets an exception of its own (one raised again and again would
+            # grow its traceback, and keep every caller's frames alive).
+            raise _log_failed(error) from error
+        if error is not None:
+            raise error
 
     async def _host(self) -> None:
         assert self._starting is not None and self._host_stop is not None
@@ -226,8 +233,9 @@ class KitRuntime:
                 logger.exception("the kit's runtime stopped on an error")
         finally:
             self._system = None
-            # Not asked to stop: its event loop is ending (it cancels every task) or it failed.
-            self._ended = not self._closed and self._start_error is None
+            # Not asked to stop: its event loop is ending (it cancels every task), it failed,
+            # or it could not start. The kit's next call starts a successor.
+            self._ended = not self._closed
             assert self._host_done is not None
             self._host_done.set()
 
@@ -325,6 +333,11 @@ class KitRuntime:
 
     async def rebuild_store(self) -> None:
         await self.projection.rebuild()
+
+
+def _log_failed(error: EventLogError) -> LogUnavailableError:
+    """The kit's own error for a start that failed on the log (not the event log's)."""
+    return LogUnavailableError(f"the kit could not start: the event log failed: {error}")
 
 
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:

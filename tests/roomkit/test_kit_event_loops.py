@@ -8,7 +8,8 @@ import asyncio
 import anyio
 import pytest
 
-from roomkit import KitClosedError, RoomKit
+from eventlog import LogUnavailable, MemoryEventLog, Record
+from roomkit import KitClosedError, LogUnavailableError, RoomKit
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -69,3 +70,36 @@ def test_a_kit_goes_on_after_a_loop_closed_without_cancelling_its_tasks() -> Non
     loop.close()  # the kit's runtime task never learned it ended
     assert asyncio.run(second_use(kit)) == ["one", "two"]
     asyncio.run(kit.close())
+
+
+class _DownAtFirst(MemoryEventLog):
+    """A log that cannot be read until ``down`` is cleared (a passing outage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    async def read_all(self, *, after_position: int = 0, limit: int | None = None) -> list[Record]:
+        if self.down:
+            raise LogUnavailable("the log is down")
+        return await super().read_all(after_position=after_position, limit=limit)
+
+
+@pytest.mark.parametrize("entered", [False, True])
+async def test_a_kit_whose_start_failed_on_the_log_starts_once_the_log_is_back(
+    entered: bool,
+) -> None:
+    log = _DownAtFirst()
+    kit = RoomKit(log=log)
+    for _ in range(2):
+        with pytest.raises(LogUnavailableError, match="could not start: .*the log is down"):
+            if entered:
+                await kit.__aenter__()
+            else:
+                await kit.create_room(room_id="r1")
+    log.down = False
+    if entered:
+        await kit.__aenter__()
+    await kit.create_room(room_id="r1")
+    assert (await kit.get_room("r1")).id == "r1"
+    await kit.close()
