@@ -19,6 +19,7 @@ import anyio
 from actors import (
     ActorDeadError,
     ActorSystem,
+    AfterCommitError,
     AskTimeout,
     ConcurrencyConflict,
     check_settings,
@@ -28,6 +29,7 @@ from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
+from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
@@ -113,6 +115,11 @@ class KitRuntime:
         self._start_error: BaseException | None = None
         self._closed = False
         self._ended = False
+        # Closing: the rooms finish the commands callers are waiting for (counted here), then
+        # their deliveries; a new command from outside the kit's own work is refused.
+        self._closing = False
+        self._asking = 0
+        self._asks_done: anyio.Event | None = None
         self._host_loop: asyncio.AbstractEventLoop | None = None  # on asyncio
         self.services = KitServices(
             hooks=kit._hook_engine,
@@ -263,9 +270,18 @@ class KitRuntime:
             self._host_stop = self._host_done = self._starting = None
 
     async def _drain(self) -> None:
-        # Let open turns finish so that close() does not cut deliveries half way.
+        # The commands callers wait for are decided and committed, and their turns (deliveries,
+        # async hooks) finish, before any actor stops: a room that committed a message after
+        # its delivery worker stopped could not deliver it.
+        self._closing = True
         with anyio.move_on_after(self._settings.ask_timeout):
-            await self.turns.wait_idle()
+            while True:
+                while self._asking:
+                    done = self._asks_done = anyio.Event()
+                    await done.wait()
+                await self.turns.wait_idle()
+                if not self._asking:  # a turn's own work asked nothing more meanwhile
+                    break
             # A room actor appends the outcomes it holds as it stops, but one that is not
             # running (passivated while its delivery ran) would not stop: tell it now.
             system = self._system
@@ -287,13 +303,16 @@ class KitRuntime:
 
         Raises:
             RoomTimeoutError, RoomConflictError, LogUnavailableError, EventRefusedError,
-            KitClosedError, and the
+            KitClosedError (also for a command sent while the kit closes), and the
             RoomKitError the command itself raised (or one saying that the room's actor gave
             up: its state could not be loaded or it kept failing).
         """
         system = self._system
         if system is None:
             raise KitClosedError("the kit is closed")
+        if self._closing and not internal and not in_post_commit_work():
+            raise KitClosedError("the kit is closing and takes no more commands")
+        self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(
                 command,
@@ -306,6 +325,12 @@ class KitRuntime:
             raise RoomConflictError(
                 f"room {room_id} kept changing under another writer; nothing was applied"
             ) from exc
+        except AfterCommitError as exc:
+            # Recorded, but its delivery could not be queued (the kit is stopping): say so,
+            # in the kit's terms; a retry would record it again.
+            raise RoomKitError(
+                f"room {room_id} recorded the command but could not deliver it: {exc.__cause__}"
+            ) from exc
         except ActorDeadError as exc:
             if system.running:  # this room's actor stopped (gave up), not the kit
                 raise RoomKitError(f"room {room_id} is unavailable: {exc}") from exc
@@ -316,6 +341,11 @@ class KitRuntime:
             ) from exc
         except EventLogError as exc:
             raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc
+        finally:
+            self._asking -= 1
+            if not self._asking and self._asks_done is not None:
+                self._asks_done.set()
+                self._asks_done = None
         assert isinstance(reply, Outcome)
         return reply
 

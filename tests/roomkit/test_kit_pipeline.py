@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 
 from roomkit import (
     Access,
@@ -26,6 +28,7 @@ from roomkit import (
     InboundResult,
     InjectedEvent,
     InvalidRoomIdError,
+    KitClosedError,
     MockAIProvider,
     Observation,
     RoomContext,
@@ -675,6 +678,98 @@ class TestEdges:
                 result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
                 assert not result.blocked  # committed; its delivery still runs
         await anyio.sleep(0)  # the task goes on, without a cancellation left over
+
+
+class _BusyRoom:
+    """Room r1 deciding each message in 0.1 s, its AFTER_BROADCAST hook sending from the
+    kit's own work for the first. ``check`` (once the kit closed while three messages were
+    in flight): each was recorded and delivered and its caller answered, and nothing is left
+    recorded but undelivered."""
+
+    def __init__(self) -> None:
+        self.ws = SimpleChannel("ws")
+        self.after: list[str] = []
+        self.results: dict[str, InboundResult] = {}
+
+    async def set_up(self, kit: RoomKit) -> None:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(self.ws)
+        await room_with(kit, "r1", "sms", "ws")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def slow(event: RoomEvent, context: RoomContext) -> None:
+            await anyio.sleep(0.1)
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def answer(event: RoomEvent, context: RoomContext) -> None:
+            body = event.content.body  # type: ignore[union-attr]
+            self.after.append(body)
+            if body == "m0":
+                await kit.send_event("r1", "ws", TextContent(body="sent by a hook"))
+
+    def send_three(self, kit: RoomKit, tg: TaskGroup) -> None:
+        async def send(body: str) -> None:
+            self.results[body] = await kit.process_inbound(text("sms", body), room_id="r1")
+
+        for n in range(3):
+            tg.start_soon(send, f"m{n}")
+
+    async def check(self, kit: RoomKit) -> None:
+        assert sorted(self.results) == ["m0", "m1", "m2"]
+        assert not any(result.blocked for result in self.results.values())
+        assert sorted(self.ws.texts()) == ["m0", "m1", "m2"]
+        assert sorted(self.after) == ["m0", "m1", "m2", "sent by a hook"]
+        with pytest.raises(KitClosedError):
+            await kit.process_inbound(text("sms", "late"), room_id="r1")
+
+
+async def test_close_finishes_the_commands_waited_for_and_their_deliveries(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    busy = _BusyRoom()
+    kit = make_kit()  # used without async with, as 0.3.0 code does
+    await busy.set_up(kit)
+    async with anyio.create_task_group() as tg:
+        busy.send_three(kit, tg)
+        await anyio.sleep(0.05)
+        await kit.close()
+    await busy.check(kit)
+
+
+async def test_leaving_async_with_finishes_the_commands_waited_for(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    busy = _BusyRoom()
+    async with anyio.create_task_group() as tg, make_kit() as kit:
+        await busy.set_up(kit)
+        busy.send_three(kit, tg)
+        await anyio.sleep(0.05)
+        # Left while the three are in flight.
+    await busy.check(kit)
+
+
+async def test_a_command_sent_while_the_kit_closes_is_refused(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    kit = make_kit()
+    kit.register_channel(SimpleChannel("sms"))
+    await room_with(kit, "r1", "sms")
+    gate = anyio.Event()
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+    async def held(event: RoomEvent, context: RoomContext) -> None:
+        await gate.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(kit.process_inbound, text("sms", "first"), room_id="r1"))
+        await anyio.sleep(0.05)
+        tg.start_soon(kit.close)
+        await anyio.sleep(0.05)  # close() waits for the held turn
+        with pytest.raises(KitClosedError, match="closing"):
+            await kit.send_event("r1", "sms", TextContent(body="too late"))
+        gate.set()
+    timeline = await kit.get_timeline("r1")
+    assert [e.content.body for e in timeline if e.type == "message"] == ["first"]  # type: ignore[union-attr]
 
 
 class TestSendEventErrors:
