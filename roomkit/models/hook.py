@@ -39,7 +39,9 @@ class HookResult(BaseModel):
     def _action_needs(self) -> Self:
         if self.action == "modify" and self.event is None:
             raise ValueError("HookResult action 'modify' requires an event")
-        if self.action == "block" and not self.reason:
+        # None only: 0.3.0 took an empty reason, and refusing it would make the hook fail,
+        # which lets the message through (fail-open), the opposite of what it asked.
+        if self.action == "block" and self.reason is None:
             raise ValueError("HookResult action 'block' requires a reason")
         return self
 
@@ -76,13 +78,13 @@ class HookResult(BaseModel):
         """Stop the event: it is recorded as BLOCKED and not broadcast.
 
         Args:
-            reason: Why the event is blocked (required, non-empty).
+            reason: Why the event is blocked (required; may be empty).
             injected: Extra events to send to the room anyway.
             tasks: Tasks to record.
             observations: Observations to record.
 
         Raises:
-            pydantic.ValidationError: If ``reason`` is empty.
+            pydantic.ValidationError: If ``reason`` is not a string.
         """
         return cls(
             action="block",

@@ -195,6 +195,20 @@ class TestInbound:
         assert stored is not None and stored.status == EventStatus.BLOCKED
         assert blocked_events[0].data == {"reason": "spam detected", "blocked_by": "no_spam"}
 
+    async def test_a_block_with_an_empty_reason_blocks(self, kit: RoomKit) -> None:
+        # 0.3.0 took it; refused, the hook would fail and the message go through (fail-open).
+        _, ws = await two_channel_room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def gate(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.block("")
+
+        result = await kit.process_inbound(text("sms", "secret"), room_id="r1")
+        assert result.blocked and result.reason == ""
+        assert result.event is not None and result.event.status == EventStatus.BLOCKED
+        assert result.event.blocked_by == "gate"
+        assert ws.delivered == []
+
     async def test_modifying_hook_changes_what_is_delivered(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
 
