@@ -19,7 +19,9 @@ class Channel(ABC):
 
     The router calls :meth:`on_event` for every target of a broadcast (so an intelligence channel
     can react) and :meth:`deliver` for transport targets (to send the event out). The class
-    attributes describe the channel; the kit uses ``category`` as the binding's default category.
+    attributes describe the channel. ``category`` is not the binding's: as in 0.3.0,
+    ``attach_channel`` makes a TRANSPORT binding unless told otherwise (an AI channel is
+    attached with ``category=ChannelCategory.INTELLIGENCE``).
 
     Args:
         channel_id: Unique id of this channel in the kit.

@@ -115,7 +115,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         lock_manager: accepted for compatibility and unused: each room's actor is its only
             writer, so no lock exists.
         realtime: ephemeral events backend (default ``InMemoryRealtime``).
-        max_chain_depth: how many AI replies may follow each other in one turn.
+        max_chain_depth: the chain depth at which replies are blocked: a reply to a message
+            is at depth 1, a reply to that reply at 2, ...; a reply at ``max_chain_depth`` or
+            deeper is recorded as blocked. So ``max_chain_depth - 1`` AI replies may follow
+            each other (as in 0.3.0).
         identity_timeout: seconds the identity resolver may take.
         process_timeout: seconds a room may spend on one inbound message, from when it takes
             the message up (``None``: no bound). A message spends at most four times as long
