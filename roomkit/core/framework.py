@@ -276,8 +276,11 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     # -- runtime -----------------------------------------------------------------------------
 
     async def _ensure_runtime(self) -> KitRuntime:
-        await self._current_runtime().ensure_started()
-        return self._runtime
+        runtime = self._current_runtime()
+        await runtime.ensure_started()
+        if runtime.projection.rebuilding:
+            await runtime.projection.rebuilt()  # reads and routing need the whole read model
+        return runtime
 
     def _current_runtime(self) -> KitRuntime:
         if self._runtime.ended:
@@ -356,7 +359,11 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         )
 
     async def rebuild_store(self) -> None:
-        """Rebuild the read model from the log (the store must support ``clear()``)."""
+        """Rebuild the read model from the log (the store must support ``clear()``).
+
+        Meanwhile the kit's reads and its routing of inbound messages wait for the rebuild to
+        end; reads made on ``kit.store`` directly see it empty, then filling up.
+        """
         runtime = await self._ensure_runtime()
         await runtime.rebuild_store()
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 
+from eventlog import MemoryEventLog, Record
 from roomkit import HookTrigger, RateLimit, RetryPolicy, RoomContext, RoomEvent, RoomKit
 from roomkit.core._runtime import ROOM
 from tests.roomkit.kit_helpers import SimpleChannel, text
@@ -184,3 +185,34 @@ async def test_infinite_limits_of_a_binding_survive_the_log(
         assert ws.rate_limit == limits["rate_limit"]
         stored = await kit.store.get_binding("r1", "ws")
         assert stored is not None and stored.retry_policy == limits["retry_policy"]
+
+
+class _SlowToRead(MemoryEventLog):
+    """A log whose bulk reads take a while, as a server's do (the memory log's never wait)."""
+
+    async def read_all(self, *, after_position: int = 0, limit: int | None = None) -> list[Record]:
+        await anyio.sleep(0.02)
+        return await super().read_all(after_position=after_position, limit=1)
+
+
+async def test_reads_and_routing_during_rebuild_store_see_every_room() -> None:
+    async with RoomKit(log=_SlowToRead()) as kit:
+        for n in range(3):
+            kit.register_channel(SimpleChannel(f"sms{n}"))
+            await kit.create_room(room_id=f"r{n}")
+            await kit.attach_channel(f"r{n}", f"sms{n}")
+        seen: list[str] = []
+
+        async def during_the_rebuild() -> None:
+            while await kit.store.get_room("r2") is not None:  # the store was just emptied
+                await anyio.sleep(0.001)
+            seen.append((await kit.get_room("r2")).id)
+            routed = await kit.process_inbound(text("sms2", "hi again"))
+            assert routed.event is not None
+            seen.append(routed.event.room_id)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(during_the_rebuild)
+            await kit.rebuild_store()
+        assert seen == ["r2", "r2"]
+        assert sorted(room.id for room in await kit.store.list_rooms()) == ["r0", "r1", "r2"]
