@@ -10,6 +10,7 @@ hand-offs (park, retire, passivate) race-free without locks.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from actors._ask import Ask
 from actors._mailbox import Mailbox
 from actors._signal import Signal, signal
 from actors.actor import Actor
-from actors.errors import ActorDeadError
+from actors.errors import ActorCrash, ActorDeadError
 from actors.supervision import SupervisionPolicy
 
 if TYPE_CHECKING:
@@ -96,6 +97,35 @@ class _Crash(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(error)
         self.error = error
+
+
+def _crash_of(error: BaseException) -> ActorCrash:
+    """A handler's ``BaseException`` that is not an ``Exception`` (a ``CancelledError`` of its
+    own that nothing cancelled, a ``GeneratorExit``, a subclass of ``BaseException``), as the
+    crash it is: the message fails, the actor restarts with its state recovered, and the rest
+    of its mailbox is handled. Let through, it ended the actor's task and failed its whole
+    mailbox.
+
+    Raises:
+        BaseException: ``error`` itself when it is not the handler's to answer for: this task
+            being cancelled (off asyncio, any cancellation), or the process asked to exit.
+    """
+    if isinstance(error, KeyboardInterrupt | SystemExit) or _cancellation(error):
+        raise error
+    crash = ActorCrash(f"the handler raised {type(error).__name__}: {error}")
+    crash.__cause__ = error
+    return crash
+
+
+def _cancellation(error: BaseException) -> bool:
+    """Whether ``error`` is this task's cancellation: on asyncio, whether the task is being
+    cancelled (a handler may raise a CancelledError of its own); off asyncio, whether it is
+    the backend's cancellation (trio's Cancelled comes only from a scope)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return isinstance(error, anyio.get_cancelled_exc_class())
+    return task is None or task.cancelling() > 0
 
 
 class _GiveUp(Exception):
@@ -333,6 +363,10 @@ class Cell(Mailbox):
                         item.fail(exc)
                         if policy.escalates(exc):
                             raise _Crash(exc) from exc
+                    except BaseException as exc:
+                        crash = _crash_of(exc)
+                        item.fail(crash)
+                        raise _Crash(crash) from exc
                     else:
                         item.resolve(reply)
                     self._current = None
@@ -348,6 +382,8 @@ class Cell(Mailbox):
                             self.key,
                             exc_info=exc,
                         )
+                    except BaseException as exc:
+                        raise _Crash(_crash_of(exc)) from exc
                 counters.handled += 1
                 budget -= 1
                 if not budget:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["is_cancelling"]
+__all__ = ["is_cancelling", "raised_uncancelled"]
 
 
 def is_cancelling() -> bool:
@@ -20,3 +20,19 @@ def is_cancelling() -> bool:
     except RuntimeError:  # no asyncio loop: trio, where Cancelled comes only from a scope
         return True
     return task is None or task.cancelling() > 0
+
+
+def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:
+    """The failure to report for ``error``, a ``BaseException`` that is not an ``Exception``
+    raised by user code (``who``): its own ``CancelledError``, a ``GeneratorExit``, a subclass
+    of ``BaseException``. Such an error fails that call only, like any other.
+
+    Raises:
+        BaseException: ``error`` itself when it is not the code's own: the task is being
+            cancelled, or the process asked to exit.
+    """
+    if isinstance(error, KeyboardInterrupt | SystemExit) or is_cancelling():
+        raise error
+    if isinstance(error, asyncio.CancelledError):
+        return RuntimeError(f"{who} raised CancelledError uncancelled")
+    return RuntimeError(f"{who} raised {type(error).__name__}: {error}")

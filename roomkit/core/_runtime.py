@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from actors import (
+    ActorCrash,
     ActorDeadError,
     ActorSystem,
     AfterCommitError,
@@ -325,6 +326,10 @@ class KitRuntime:
             raise RoomConflictError(
                 f"room {room_id} kept changing under another writer; nothing was applied"
             ) from exc
+        except ActorCrash as exc:
+            # Something the room ran (a channel's handle_inbound, a hook) raised what is not
+            # an Exception; the room restarted from its log and goes on with its other work.
+            raise RoomKitError(f"room {room_id} failed on the command: {exc}") from exc
         except AfterCommitError as exc:
             # Recorded, but its delivery could not be queued (the kit is stopping): say so,
             # in the kit's terms; a retry would record it again.

@@ -27,7 +27,6 @@ sets alone would not ask for it (QUIRK 11).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -39,7 +38,7 @@ import anyio
 from actors import check_seconds
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded, bounded_here
-from roomkit.core._cancel import is_cancelling
+from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
@@ -349,13 +348,11 @@ class EventRouter:
                 )
         except Exception as exc:
             self._target_failed(outcome, event, exc)
-        except asyncio.CancelledError:
-            if is_cancelling():
-                raise
-            # The channel's own (its on_event's: deliver's are converted in _deliver), not a
-            # cancellation of this broadcast: propagated, it would cancel the other targets
-            # and lose their results.
-            failure = RuntimeError(f"channel {channel_id!r} raised CancelledError uncancelled")
+        except BaseException as exc:
+            # The channel's own CancelledError (its on_event's: deliver's are converted in
+            # _deliver), or another BaseException, not a cancellation of this broadcast:
+            # propagated, it would cancel the other targets and lose their results.
+            failure = raised_uncancelled(exc, f"channel {channel_id!r}")
             self._target_failed(outcome, event, failure)
         return outcome
 
@@ -556,14 +553,13 @@ class EventRouter:
                 "delivery of %s to %r failed: %s", event.id, channel_id, text, exc_info=True
             )
             return DeliveryResult(channel_id=channel_id, success=False, error=text), None
-        except asyncio.CancelledError:
-            if is_cancelling():
-                raise
-            # The channel's own, not a cancellation of this delivery: a failure the breaker
-            # sees (not retried: retries take Exceptions). Propagated, it would cancel the
-            # other targets, or stop the room's delivery worker (an injected event's target).
+        except BaseException as exc:
+            # The channel's own CancelledError (or another BaseException), not a cancellation
+            # of this delivery: a failure the breaker sees (not retried: retries take
+            # Exceptions). Propagated, it would cancel the other targets, or stop the room's
+            # delivery worker (an injected event's target).
+            text = str(raised_uncancelled(exc, f"channel {channel_id!r}"))
             breaker.record_failure()
-            text = f"channel {channel_id!r} raised CancelledError uncancelled"
             logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, text)
             return DeliveryResult(channel_id=channel_id, success=False, error=text), None
         breaker.record_success()

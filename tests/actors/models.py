@@ -38,7 +38,7 @@ class Block:
 
 @dataclass(frozen=True)
 class Raise:
-    error: Exception
+    error: BaseException
 
 
 @dataclass(frozen=True)

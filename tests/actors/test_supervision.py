@@ -3,6 +3,7 @@ a limit, with backoff; past the limit it gives up without poisoning its key."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from fractions import Fraction
 
@@ -82,6 +83,50 @@ async def test_messages_queued_behind_a_crash_are_handled_by_the_new_instance() 
     assert results["after"] == "after"
     assert journal.started == ["a", "a"]
     assert journal.handled("a") == ["block", "raise", "after"]
+
+
+class NotAnException(BaseException):
+    pass
+
+
+@pytest.mark.parametrize(
+    "error", [NotAnException("odd"), GeneratorExit(), asyncio.CancelledError("its own")]
+)
+async def test_a_handler_raising_what_is_not_an_exception_crashes_only_its_message(
+    error: BaseException, anyio_backend_name: str
+) -> None:
+    # Not a cancellation of the actor (nothing cancelled it) nor an exit of the process: a
+    # crash. The message fails, the actor restarts, and its other messages are handled.
+    if isinstance(error, asyncio.CancelledError) and anyio_backend_name != "asyncio":
+        pytest.skip("a stray asyncio CancelledError is an asyncio matter")
+    journal = Journal()
+    gate = anyio.Event()
+    system = ActorSystem(supervision=FAST)
+    system.register("probe", probes(journal))
+    async with system:
+        ref = system.ref("probe", "a")
+        await ref.tell(Block(gate))
+        results: dict[str, object] = {}
+
+        async def ask(name: str, message: object) -> None:
+            try:
+                results[name] = await ref.ask(message)
+            except Exception as exc:
+                results[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "odd", Raise(error))
+            await anyio.wait_all_tasks_blocked()
+            await ref.tell(Raise(error))  # told: logged, the actor restarts again
+            tg.start_soon(ask, "after", "after")
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+        crash = results["odd"]
+        assert isinstance(crash, ActorCrash)
+        assert type(error).__name__ in str(crash) and crash.__cause__ is error
+        assert results["after"] == "after"
+        assert journal.started == ["a", "a", "a"]
+        assert journal.handled("a") == ["block", "raise", "raise", "after"]
 
 
 async def test_restart_on_turns_a_handler_error_into_a_restart() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -30,6 +31,7 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomKitError,
     RoomStatus,
     RoomTimers,
     SMSChannel,
@@ -317,6 +319,55 @@ class TestResilience:
         assert ws.texts() == ["hi", "again"]
         assert failed == [("stray", "channel 'stray' raised CancelledError uncancelled")] * 2
         assert kit._breakers["stray"].failure_count == 2  # a failure the breaker sees
+
+    async def test_a_channel_raising_what_is_not_an_exception_fails_alone(
+        self, kit: RoomKit
+    ) -> None:
+        """A channel raising a BaseException that is not an Exception (a GeneratorExit, a
+        subclass of its own): its target fails, as for any error. It ended the room's
+        delivery worker: the messages queued behind were recorded and never delivered."""
+
+        class Odd(BaseException):
+            pass
+
+        class OddDeliver(SimpleChannel):
+            async def deliver(self, *args: Any) -> ChannelOutput:
+                raise Odd("in deliver")
+
+        class OddReaction(SimpleChannel):
+            async def on_event(self, *args: Any) -> ChannelOutput:
+                raise GeneratorExit
+
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        failed = await _room_noting_failures(kit, sms, OddDeliver("d"), OddReaction("e"), ws)
+        with anyio.fail_after(5):
+            for body in ("one", "two"):
+                assert not (await kit.process_inbound(text("sms", body))).blocked
+        assert ws.texts() == ["one", "two"]
+        assert sorted(set(failed)) == [
+            ("d", "channel 'd' raised Odd: in deliver"),
+            ("e", "channel 'e' raised GeneratorExit: "),
+        ]
+
+    async def test_handle_inbound_raising_cancelled_error_fails_its_message_alone(
+        self, kit: RoomKit
+    ) -> None:
+        # Nothing cancelled the room: the message fails (a RoomKitError), the room restarts
+        # from its log and goes on. It ended the room's actor, failing the messages queued.
+        class Stray(SimpleChannel):
+            async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> Any:
+                if message.content.body == "bad":  # type: ignore[attr-defined]
+                    raise asyncio.CancelledError
+                return await super().handle_inbound(message, context)
+
+        ws = SimpleChannel("ws")
+        kit.register_channel(Stray("sms"))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        with pytest.raises(RoomKitError, match="CancelledError"):
+            await kit.process_inbound(text("sms", "bad"), room_id="r1")
+        assert not (await kit.process_inbound(text("sms", "good"), room_id="r1")).blocked
+        assert ws.texts() == ["good"]
 
     async def test_an_injected_event_s_target_is_called_as_a_broadcast_target_is(
         self, kit: RoomKit
