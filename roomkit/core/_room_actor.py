@@ -12,6 +12,7 @@ import pydantic
 
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import NewEvent, Record
+from roomkit.core._bounded import TimedOut, bounded_here
 from roomkit.core._commands import FlushOutcomes, Outcome, ProcessInbound
 from roomkit.core._delivery import DeliveryJob, RoomDelivery
 from roomkit.core._domain import ChannelAttached, ChannelUpdated, DomainEvent, dump, load
@@ -202,10 +203,22 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     async def _decide_within(
         self, state: RoomState, command: ProcessInbound, budget: float
     ) -> tuple[list[Fact], Outcome]:
-        # Hooks have their own timeouts, so the decision ends; if it took longer than the
-        # budget, nothing is committed and the caller, who stopped waiting, is told so.
+        # The decision (the channel's handle_inbound, the BEFORE_BROADCAST hooks) is cut off
+        # at the budget, as 0.3.0's wait_for cut its locked section: a hook with a longer
+        # timeout of its own held the caller past process_timeout. Deciding changes nothing
+        # until the commit, so a decision cut short leaves the room as it was. One that ran
+        # over without ever suspending (nothing could interrupt it) is not committed either.
         started = time.perf_counter()
-        facts, outcome = await self._decider.decide(state, command)
+        try:
+            facts, outcome = await bounded_here(self._decider.decide(state, command), budget)
+        except TimedOut:
+            logger.warning(
+                "room %s: deciding an inbound message took longer than its process_timeout "
+                "of %s s: it is not recorded",
+                self.key,
+                budget,
+            )
+            return [], Outcome(timed_out=True)
         left = budget - (time.perf_counter() - started)
         if left < 0:
             logger.warning(

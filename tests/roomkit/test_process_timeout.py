@@ -25,7 +25,7 @@ from roomkit import (
     RoomKit,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 
 async def room(kit: RoomKit, delay: Callable[[str], float]) -> None:
@@ -218,3 +218,30 @@ async def test_a_command_whose_caller_gave_up_before_the_room_took_it_is_not_app
         await kit.send_event("r1", "sms", TextContent(body="sent"))
         await kit.process_inbound(text("sms", "inbound"), room_id="r1")
         assert await recorded(kit) == ["slow", "sent", "inbound"]
+
+
+async def test_a_hook_with_a_longer_timeout_of_its_own_is_cut_off_at_the_budget(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # 0.3.0's wait_for cut the whole locked section at process_timeout; a hook with a longer
+    # timeout of its own (here none) held the caller for all of it.
+    cut: list[str] = []
+    async with make_kit(process_timeout=0.3) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "r1", "sms")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=None)
+        async def slow(event: RoomEvent, context: RoomContext) -> None:
+            if event.content.body == "slow":  # type: ignore[union-attr]
+                try:
+                    await anyio.sleep(10)
+                except anyio.get_cancelled_exc_class():
+                    cut.append(event.content.body)  # type: ignore[union-attr]
+                    raise
+
+        with anyio.fail_after(5):  # against a hang: the hook alone would never end
+            result = await kit.process_inbound(text("sms", "slow"), room_id="r1")
+        assert result.blocked and result.reason == "process_timeout"
+        assert cut == ["slow"]
+        assert not (await kit.process_inbound(text("sms", "next"), room_id="r1")).blocked
+        assert await recorded(kit) == ["next"]
