@@ -7,7 +7,7 @@ from typing import Any
 
 from roomkit.channels.base import Channel
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
-from roomkit.core._helpers import HelpersMixin, check_part, check_str, utcnow
+from roomkit.core._helpers import HelpersMixin, attached_data, check_part, check_str, utcnow
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError, RoomNotFoundError
 from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
@@ -73,7 +73,7 @@ class ChannelOpsMixin(HelpersMixin):
         channel = self._channels.get(channel_id)
         if channel is None:
             await self._context(room_id)  # as 0.3.0: a missing room is reported first
-            raise ChannelNotRegisteredError(f"Channel {channel_id} is not registered")
+            raise ChannelNotRegisteredError(f"Channel {channel_id} not registered")
         declared = _category_of(channel)
         if category is _UNSET and declared is not ChannelCategory.TRANSPORT:
             logger.info(
@@ -88,10 +88,13 @@ class ChannelOpsMixin(HelpersMixin):
             room_id, channel, channel_type, category, access, visibility, **kwargs
         )
         outcome = await self._command(room_id, AttachChannel(binding, utcnow()))
-        await self._emit_framework_event(
-            "room_channel_attached", room_id=room_id, channel_id=channel_id
-        )
         attached: ChannelBinding = outcome.value
+        await self._emit_framework_event(
+            "room_channel_attached",
+            room_id=room_id,
+            channel_id=channel_id,
+            data=attached_data(attached),
+        )
         return attached
 
     _capabilities: CapabilitiesInterner
@@ -135,9 +138,19 @@ class ChannelOpsMixin(HelpersMixin):
     async def _update_binding(
         self, room_id: str, channel_id: str, change: str, updates: dict[str, Any]
     ) -> ChannelBinding:
-        outcome = await self._command(
-            room_id, UpdateBinding(channel_id, change, updates, utcnow())
-        )
+        """Apply a binding change (mute, unmute, visibility, access, metadata).
+
+        Raises:
+            ChannelNotFoundError: the channel is not attached to the room, or there is no
+                such room (as in 0.3.0).
+        """
+        try:
+            outcome = await self._command(
+                room_id, UpdateBinding(channel_id, change, updates, utcnow())
+            )
+        except RoomNotFoundError:
+            # 0.3.0 looked the binding up by room and channel: no room, no binding.
+            raise ChannelNotFoundError(f"Channel {channel_id} not in room {room_id}") from None
         binding: ChannelBinding = outcome.value
         return binding
 
@@ -171,7 +184,7 @@ class ChannelOpsMixin(HelpersMixin):
         """Return the binding. Raises ChannelNotFoundError."""
         binding = await (await self._read_model()).get_binding(room_id, channel_id)
         if binding is None:
-            raise ChannelNotFoundError(f"Channel {channel_id} is not attached to room {room_id}")
+            raise ChannelNotFoundError(f"Channel {channel_id} not in room {room_id}")
         return binding
 
     async def list_bindings(self, room_id: str) -> list[ChannelBinding]:

@@ -22,9 +22,17 @@ if TYPE_CHECKING:
     from roomkit.core._runtime import KitRuntime
     from roomkit.core._turns import Turn
     from roomkit.core.hooks import HookEngine
+    from roomkit.models.channel import ChannelBinding
     from roomkit.store.base import ConversationStore
 
-__all__ = ["FrameworkHandler", "HelpersMixin", "check_part", "check_str", "utcnow"]
+__all__ = [
+    "FrameworkHandler",
+    "HelpersMixin",
+    "attached_data",
+    "check_part",
+    "check_str",
+    "utcnow",
+]
 
 logger = logging.getLogger("roomkit.framework")
 
@@ -64,6 +72,11 @@ def _settled_position(outcome: Outcome, turn: Turn | None) -> int:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def attached_data(binding: ChannelBinding) -> dict[str, Any]:
+    """The data of the ``room_channel_attached`` framework event, as in 0.3.0."""
+    return {"access": str(binding.access), "visibility": binding.visibility}
 
 
 class HelpersMixin:

@@ -93,7 +93,7 @@ class InboundMixin(HelpersMixin):
             )
         channel = self._channels.get(message.channel_id)
         if channel is None:
-            raise ChannelNotRegisteredError(f"Channel {message.channel_id} is not registered")
+            raise ChannelNotRegisteredError(f"Channel {message.channel_id} not registered")
         if room_id is not None:
             self._check_room_id(room_id)
         else:
@@ -133,12 +133,16 @@ class InboundMixin(HelpersMixin):
         # Waiting for the room is bounded by the ask's own timeout, after which the message is
         # dropped unprocessed. Either way a timeout means the message was not recorded, unless
         # the room committed it and its delivery or async hooks overran (as in 0.3.0).
+        # process_timeout names the message's event, as in 0.3.0, when it is known here: built
+        # for identity resolution, or committed. (The event a room built and then dropped
+        # for the timeout is not.)
+        known = command.event.id if command.event is not None else None
         try:
             outcome = await runtime.ask_room(room_id, command)
         except RoomTimeoutError:
-            return await self._process_timed_out(room_id)
+            return await self._process_timed_out(room_id, known)
         if outcome.timed_out:
-            return await self._process_timed_out(room_id)
+            return await self._process_timed_out(room_id, known)
         if not self._settled(runtime, outcome):
             # A timer only when the turn still runs once the room answered.
             deadline = outcome.budget_deadline
@@ -146,15 +150,19 @@ class InboundMixin(HelpersMixin):
             try:
                 await bounded(self._settle(runtime, outcome), left)
             except TimedOut:
-                return await self._process_timed_out(room_id)
+                committed = outcome.event.id if outcome.event is not None else known
+                return await self._process_timed_out(room_id, committed)
         return await self._inbound_result(room_id, outcome)
 
-    async def _process_timed_out(self, room_id: str) -> InboundResult:
+    async def _process_timed_out(self, room_id: str, event_id: str | None) -> InboundResult:
         logger.warning(
             "process_inbound timed out after %ss in room %s", self._process_timeout, room_id
         )
         await self._emit_framework_event(
-            "process_timeout", room_id=room_id, data={"timeout": self._process_timeout}
+            "process_timeout",
+            room_id=room_id,
+            event_id=event_id,
+            data={"timeout": self._process_timeout},
         )
         return InboundResult(blocked=True, reason="process_timeout")
 
@@ -172,12 +180,8 @@ class InboundMixin(HelpersMixin):
             return InboundResult(event=event, blocked=True, reason=outcome.reason)
         if outcome.unbound:
             return InboundResult(event=event)  # 0.3.0 returned before event_processed
-        await self._emit_framework_event(
-            "event_processed",
-            room_id=room_id,
-            channel_id=event.source.channel_id,
-            event_id=event.id,
-        )
+        # As 0.3.0: no channel_id (event_blocked has none either).
+        await self._emit_framework_event("event_processed", room_id=room_id, event_id=event.id)
         return InboundResult(event=event)
 
     # -- identity ----------------------------------------------------------------------------
@@ -229,8 +233,17 @@ class InboundMixin(HelpersMixin):
         try:
             result = await bounded(resolver.resolve(message, context), self._identity_timeout)
         except TimedOut:
+            logger.warning(
+                "Identity resolution timed out after %.1fs (room %s, channel %s)",
+                self._identity_timeout,
+                room_id,
+                message.channel_id,
+            )
             await self._emit_framework_event(
-                "identity_timeout", room_id=room_id, data={"timeout": self._identity_timeout}
+                "identity_timeout",
+                room_id=room_id,
+                channel_id=message.channel_id,
+                data={"timeout": self._identity_timeout},
             )
             result = IdentityResult(status=IdentificationStatus.UNKNOWN)
         if not isinstance(result, IdentityResult):

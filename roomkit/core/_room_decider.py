@@ -81,6 +81,13 @@ M = TypeVar("M", bound=BaseModel)
 
 Decision = tuple[list[Fact], Outcome]
 
+# system code of a participant joined through identity resolution -> (how, its status), as
+# 0.3.0 wrote them in the stored event's body and data
+_JOINED: dict[str, tuple[str, str]] = {
+    "participant_joined_pending": ("joined with pending identification", "pending"),
+    "participant_joined_identified": ("joined as identified", "identified"),
+}
+
 # change -> (stored event type, its code, lifecycle trigger or None)
 _BINDING_CHANGES: dict[str, tuple[EventType, str, HookTrigger | None]] = {
     "muted": (EventType.CHANNEL_MUTED, "channel_muted", HookTrigger.ON_CHANNEL_MUTED),
@@ -143,16 +150,10 @@ class _Draft:
         )
 
     def audit(
-        self,
-        type: EventType,
-        code: str,
-        body: str,
-        channel_id: str = "system",
-        data: dict[str, Any] | None = None,
+        self, type: EventType, code: str, body: str, data: dict[str, Any] | None = None
     ) -> None:
-        event = audit_event(
-            self.room_id, type, code, body, self.now, self.next_index(), channel_id, data
-        )
+        """Store a system event (source ``"system"``, as in 0.3.0) in the timeline."""
+        event = audit_event(self.room_id, type, code, body, self.now, self.next_index(), data)
         self.message(event)
 
     def lifecycle(
@@ -305,7 +306,11 @@ class RoomDecider:
         draft = _Draft(state, room.created_at, room.id)
         draft.add(RoomCreated(room=dump(room)), room)
         root = draft.lifecycle(
-            HookTrigger.ON_ROOM_CREATED, EventType.SYSTEM, "room_created", "Room created"
+            HookTrigger.ON_ROOM_CREATED,
+            EventType.SYSTEM,
+            "room_created",
+            f"Room {room.id} created",
+            {"room_id": room.id},
         )
         for binding in command.bindings:
             self._attach_to(draft, binding, root)
@@ -326,7 +331,11 @@ class RoomDecider:
         draft = _Draft(state, cmd.now)
         draft.add(RoomUpdated(room=dump(closed), reason="closed"), closed)
         root = draft.lifecycle(
-            HookTrigger.ON_ROOM_CLOSED, EventType.SYSTEM, "room_closed", "Room closed"
+            HookTrigger.ON_ROOM_CLOSED,
+            EventType.SYSTEM,
+            "room_closed",
+            f"Room {room.id} closed",
+            {"room_id": room.id},
         )
         return draft.facts, Outcome(value=closed, root=root)
 
@@ -337,12 +346,14 @@ class RoomDecider:
             return [], Outcome(value=(room, None))
         elapsed = (cmd.now - last).total_seconds()
         closed_after, inactive_after = timers.closed_after_seconds, timers.inactive_after_seconds
+        threshold: float
         if closed_after is not None and elapsed > closed_after:
             status, code, trigger = (
                 RoomStatus.CLOSED,
                 "room_closed_by_timer",
                 HookTrigger.ON_ROOM_CLOSED,
             )
+            threshold = closed_after
         elif (
             room.status == RoomStatus.ACTIVE
             and inactive_after is not None
@@ -353,6 +364,7 @@ class RoomDecider:
                 "room_paused_by_timer",
                 HookTrigger.ON_ROOM_PAUSED,
             )
+            threshold = inactive_after
         else:
             return [], Outcome(value=(room, None))
         update: dict[str, Any] = {"status": status, "updated_at": cmd.now}
@@ -361,9 +373,20 @@ class RoomDecider:
         changed = room.model_copy(update=update)
         draft = _Draft(state, cmd.now)
         draft.add(RoomUpdated(room=dump(changed), reason=code), changed)
-        body = f"Room {status.value} after {elapsed:.0f}s of inactivity"
-        draft.audit(EventType.SYSTEM, code, body, data={"elapsed_seconds": elapsed})
-        root = draft.lifecycle(trigger, EventType.SYSTEM, code, body)
+        # 0.3.0's texts and data: the stored event has the threshold, the hook's does not.
+        draft.audit(
+            EventType.SYSTEM,
+            code,
+            f"Room {room.id} {status.value} after {elapsed:.0f}s inactivity",
+            {"elapsed_seconds": elapsed, "threshold": threshold},
+        )
+        root = draft.lifecycle(
+            trigger,
+            EventType.SYSTEM,
+            code,
+            f"Room {room.id} {status.value} by timer",
+            {"elapsed_seconds": elapsed},
+        )
         return draft.facts, Outcome(value=(changed, status), root=root)
 
     # -- bindings ----------------------------------------------------------------------------
@@ -376,20 +399,20 @@ class RoomDecider:
     @staticmethod
     def _attach_to(draft: _Draft, binding: ChannelBinding, root: str | None = None) -> str:
         draft.add(ChannelAttached(binding=dump(binding)), binding)
-        channel_id = binding.channel_id
+        channel_id, access, visibility = binding.channel_id, binding.access, binding.visibility
+        data = {"channel_id": channel_id, "access": str(access), "visibility": visibility}
         draft.audit(
             EventType.CHANNEL_ATTACHED,
             "channel_attached",
-            f"Channel {channel_id} attached",
-            channel_id,
-            {"channel_id": channel_id, "channel_type": str(binding.channel_type)},
+            f"Channel {channel_id} attached ({access}, {visibility})",
+            data,
         )
         return draft.lifecycle(
             HookTrigger.ON_CHANNEL_ATTACHED,
             EventType.CHANNEL_ATTACHED,
             "channel_attached",
             f"Channel {channel_id} attached",
-            {"channel_id": channel_id},
+            dict(data),
             root=root,
         )
 
@@ -400,22 +423,20 @@ class RoomDecider:
         draft.add(ChannelDetached(channel_id=cmd.channel_id, room_id=self._named_room))
         body = f"Channel {cmd.channel_id} detached"
         data = {"channel_id": cmd.channel_id}
-        draft.audit(EventType.CHANNEL_DETACHED, "channel_detached", body, cmd.channel_id, data)
+        draft.audit(EventType.CHANNEL_DETACHED, "channel_detached", body, data)
         root = draft.lifecycle(
             HookTrigger.ON_CHANNEL_DETACHED,
             EventType.CHANNEL_DETACHED,
             "channel_detached",
             body,
-            data,
+            dict(data),
         )
         return draft.facts, Outcome(value=True, root=root)
 
     def _update_binding(self, state: RoomState, cmd: UpdateBinding) -> Decision:
         binding = state.bindings.get(cmd.channel_id)
         if binding is None:
-            raise ChannelNotFoundError(
-                f"Channel {cmd.channel_id} is not attached to room {self._room_id}"
-            )
+            raise ChannelNotFoundError(f"Channel {cmd.channel_id} not in room {self._room_id}")
         updates = dict(cmd.updates)
         if cmd.change == "metadata":
             updates["metadata"] = {**binding.metadata, **cmd.updates["metadata"]}
@@ -425,12 +446,11 @@ class RoomDecider:
         event_type, code, trigger = _BINDING_CHANGES[cmd.change]
         draft = _Draft(state, cmd.now)
         draft.add(ChannelUpdated(binding=dump(updated), change=cmd.change), updated)
-        body = f"Channel {cmd.channel_id} {code.removeprefix('channel_').replace('_', ' ')}"
-        data = {"channel_id": cmd.channel_id, **{k: _plain(v) for k, v in cmd.updates.items()}}
-        draft.audit(event_type, code, body, cmd.channel_id, data)
+        body, data = _binding_change_text(cmd, binding)
+        draft.audit(event_type, code, body, data)
         root = None
-        if trigger is not None:
-            root = draft.lifecycle(trigger, event_type, code, body, {"channel_id": cmd.channel_id})
+        if trigger is not None:  # mute and unmute: the hook's event says what the stored one does
+            root = draft.lifecycle(trigger, event_type, code, body, dict(data))
         return draft.facts, Outcome(value=updated, root=root)
 
     # -- participants ------------------------------------------------------------------------
@@ -447,12 +467,15 @@ class RoomDecider:
             return [], Outcome(value=existing)
         draft.add(ParticipantJoined(participant=dump(wanted)), wanted)
         if cmd.system_code:
+            how, status = _JOINED.get(cmd.system_code, ("joined", ""))
+            data = {"participant_id": wanted.id}
+            if status:
+                data["status"] = status
             draft.audit(
                 EventType.PARTICIPANT_JOINED,
                 cmd.system_code,
-                f"Participant {wanted.display_name or wanted.id} joined",
-                wanted.channel_id or "system",
-                {"participant_id": wanted.id},
+                f"Participant {wanted.id} {how}",
+                data,
             )
         return draft.facts, Outcome(value=wanted)
 
@@ -479,20 +502,20 @@ class RoomDecider:
         if binding is not None:
             rebound = binding.model_copy(update={"participant_id": identity.id})
             draft.add(ChannelUpdated(binding=dump(rebound), change="participant"), rebound)
-        body = f"Participant {participant.id} identified as {identity.id}"
+        # 0.3.0's texts: the stored event names the identity by its display name (None if it
+        # has none) and says who resolved it; the hook's event says neither.
         data = {"participant_id": participant.id, "identity_id": identity.id}
         draft.audit(
             EventType.PARTICIPANT_IDENTIFIED,
             "participant_identified",
-            body,
-            participant.channel_id or "system",
-            data,
+            f"Participant {participant.id} identified as {identity.display_name}",
+            {**data, "resolved_by": cmd.resolved_by},
         )
         root = draft.lifecycle(
             HookTrigger.ON_PARTICIPANT_IDENTIFIED,
             EventType.PARTICIPANT_IDENTIFIED,
             "participant_identified",
-            body,
+            "Participant identified",
             data,
         )
         return draft.facts, Outcome(value=resolved, root=root)
@@ -520,7 +543,11 @@ class RoomDecider:
         draft = _Draft(state, event.created_at)
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
-        announce = [Announcement("hook_error", data=dict(e)) for e in result.hook_errors]
+        # As 0.3.0: hook_error names the message whose hook failed; neither it nor
+        # event_blocked names a channel.
+        announce = [
+            Announcement("hook_error", event_id=event.id, data=dict(e)) for e in result.hook_errors
+        ]
         if not result.allowed:
             blocked = event.model_copy(
                 update={
@@ -536,7 +563,6 @@ class RoomDecider:
             announce.append(
                 Announcement(
                     "event_blocked",
-                    channel_id=blocked.source.channel_id,
                     event_id=blocked.id,
                     data={"reason": result.reason, "blocked_by": result.blocked_by},
                 )
@@ -574,9 +600,7 @@ class RoomDecider:
     def _send_event(self, state: RoomState, cmd: SendEvent) -> Decision:
         binding = state.bindings.get(cmd.channel_id)
         if binding is None:
-            raise ChannelNotFoundError(
-                f"Channel {cmd.channel_id} is not attached to room {self._room_id}"
-            )
+            raise ChannelNotFoundError(f"Channel {cmd.channel_id} not in room {self._room_id}")
         draft = _Draft(state, cmd.now)
         event = RoomEvent(
             room_id=self._room_id,
@@ -757,5 +781,29 @@ def _dumped(model: BaseModel) -> tuple[msgspec.Raw | None, str | None]:
     return (raw, None) if why is None else (None, why)
 
 
-def _plain(value: Any) -> Any:
-    return value.value if hasattr(value, "value") else value
+def _binding_change_text(cmd: UpdateBinding, old: ChannelBinding) -> tuple[str, dict[str, Any]]:
+    """The body and data of the system event of a binding change (``old``: the binding before
+    it), as 0.3.0 wrote them."""
+    channel_id = cmd.channel_id
+    if cmd.change == "visibility":
+        visibility = cmd.updates["visibility"]
+        body = f"Channel {channel_id} visibility: {old.visibility} -> {visibility}"
+        data = {
+            "channel_id": channel_id,
+            "old_visibility": old.visibility,
+            "visibility": visibility,
+        }
+        return body, data
+    if cmd.change == "access":
+        access = cmd.updates["access"]
+        body = f"Channel {channel_id} access: {old.access} -> {access}"
+        return body, {
+            "channel_id": channel_id,
+            "old_access": str(old.access),
+            "access": str(access),
+        }
+    if cmd.change == "metadata":
+        keys = list(cmd.updates["metadata"])  # the keys given, not the merged metadata's
+        return f"Channel {channel_id} metadata updated", {"channel_id": channel_id, "keys": keys}
+    # muted / unmuted
+    return f"Channel {channel_id} {cmd.change}", {"channel_id": channel_id}

@@ -14,11 +14,12 @@ from roomkit.core._commands import (
     ResolveParticipant,
     UpdateRoomMetadata,
 )
-from roomkit.core._helpers import HelpersMixin, check_str, utcnow
+from roomkit.core._helpers import HelpersMixin, attached_data, check_str, utcnow
 from roomkit.errors import (
     IdentityNotFoundError,
     KitClosedError,
     LogUnavailableError,
+    ParticipantNotFoundError,
     RoomKitError,
     RoomNotFoundError,
 )
@@ -69,10 +70,15 @@ class RoomLifecycleMixin(HelpersMixin):
         outcome = await self._command(room.id, CreateRoom(room, bindings))
         created: Room = outcome.value
         if outcome.position:
-            await self._emit_framework_event("room_created", room_id=created.id)
+            await self._emit_framework_event(
+                "room_created", room_id=created.id, data={"room_id": created.id}
+            )
             for binding in bindings:
                 await self._emit_framework_event(
-                    "room_channel_attached", room_id=created.id, channel_id=binding.channel_id
+                    "room_channel_attached",
+                    room_id=created.id,
+                    channel_id=binding.channel_id,
+                    data=attached_data(binding),
                 )
         return created
 
@@ -86,7 +92,7 @@ class RoomLifecycleMixin(HelpersMixin):
     async def close_room(self, room_id: str) -> Room:
         """Close the room (status CLOSED, closed_at) and fire ON_ROOM_CLOSED."""
         outcome = await self._command(room_id, CloseRoom(utcnow()))
-        await self._emit_framework_event("room_closed", room_id=room_id)
+        await self._emit_framework_event("room_closed", room_id=room_id, data={"room_id": room_id})
         closed: Room = outcome.value
         return closed
 
@@ -160,15 +166,29 @@ class RoomLifecycleMixin(HelpersMixin):
         ON_PARTICIPANT_IDENTIFIED.
 
         Raises:
-            ParticipantNotFoundError: no such participant in the room.
+            ParticipantNotFoundError: no such participant in the room, or no such room
+                (checked first, as in 0.3.0).
             IdentityNotFoundError: the store has no identity ``identity_id``.
             TypeError: ``resolved_by`` is not a string.
         """
         check_str("resolved_by", resolved_by)
         identity = await (await self._read_model()).get_identity(identity_id)
-        if identity is None:
-            raise IdentityNotFoundError(f"Identity {identity_id} not found")
-        command = ResolveParticipant(participant_id, identity, resolved_by, utcnow())
-        outcome = await self._command(room_id, command)
+        try:
+            if identity is None:
+                # The room, which holds its participants, says whether the participant is
+                # there: 0.3.0 reported a missing participant before a missing identity.
+                context = await self._context(room_id)
+                if all(p.id != participant_id for p in context.participants):
+                    raise _participant_missing(participant_id, room_id)
+                raise IdentityNotFoundError(f"Identity {identity_id} not found")
+            command = ResolveParticipant(participant_id, identity, resolved_by, utcnow())
+            outcome = await self._command(room_id, command)
+        except RoomNotFoundError:
+            # 0.3.0 looked the participant up by room and id: no room, no participant.
+            raise _participant_missing(participant_id, room_id) from None
         result: Participant = outcome.value
         return result
+
+
+def _participant_missing(participant_id: str, room_id: str) -> ParticipantNotFoundError:
+    return ParticipantNotFoundError(f"Participant {participant_id} not found in room {room_id}")

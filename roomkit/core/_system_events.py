@@ -42,9 +42,10 @@ def task_created_event(
     As in RoomKit 0.3.0 it is not a lifecycle event: it carries the source and content of
     ``trigger``, the event whose processing produced the task (so a hook filtered by channel
     type, channel id or direction matches the channel the message came from, and reads the
-    message), visibility ``"internal"`` and metadata ``{task_id, task_title}``. 0.3.0 sets
-    nothing else, so every other field keeps ``RoomEvent``'s default (status PENDING, index
-    and chain depth 0, no parent or correlation id); ``now`` stands in for its clock read.
+    message), status DELIVERED (as 0.3.0's ``_persist_side_effects`` set it), visibility
+    ``"internal"`` and metadata ``{task_id, task_title}``. 0.3.0 sets nothing else, so every
+    other field keeps ``RoomEvent``'s default (index and chain depth 0, no parent or
+    correlation id); ``now`` stands in for its clock read.
 
     ``trigger`` is None only when the room no longer holds that event (see the decider): the
     hook then still runs, with a system source and the task's title as content.
@@ -60,6 +61,7 @@ def task_created_event(
         type=EventType.TASK_CREATED,
         source=source,
         content=content,
+        status=EventStatus.DELIVERED,
         visibility="internal",
         metadata=metadata,
         created_at=now,
@@ -73,14 +75,17 @@ def audit_event(
     body: str,
     now: datetime,
     index: int,
-    channel_id: str = "system",
     data: dict[str, Any] | None = None,
 ) -> RoomEvent:
-    """A system event stored in the timeline (channel attached, participant joined, ...)."""
+    """A system event stored in the timeline (channel attached, participant joined, ...).
+
+    Its source is ``"system"``/SYSTEM whatever channel or participant it is about, as in
+    RoomKit 0.3.0 (``content.data`` names them). Events that a log written before this holds
+    with a channel as their source are read back as they were stored."""
     return RoomEvent(
         room_id=room_id,
         type=type,
-        source=EventSource(channel_id=channel_id, channel_type=ChannelType.SYSTEM),
+        source=EventSource(channel_id="system", channel_type=ChannelType.SYSTEM),
         content=SystemContent(body=body, code=code, data=data or {}),
         status=EventStatus.DELIVERED,
         visibility="internal",

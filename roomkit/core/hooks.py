@@ -100,6 +100,9 @@ class HookRegistration:
     channel_types: Collection[ChannelType] | None = None
     channel_ids: Collection[str] | None = None
     directions: Collection[ChannelDirection] | None = None
+    # The timeout as given, for the error text of a timed-out sync hook ("timeout (5s)", as
+    # 0.3.0 wrote it from the value it kept).
+    _timeout_text: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Accept the enums' string values too; an unknown value fails here, not at run time.
@@ -116,10 +119,12 @@ class HookRegistration:
         except (TypeError, ArithmeticError):  # Decimal("NaN") raises InvalidOperation
             raise TypeError(f"hook priority must be a number, got {self.priority!r}") from None
         # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
-        timeout = check_seconds("hook timeout", self.timeout, none=True)
+        given = self.timeout
+        timeout = check_seconds("hook timeout", given, none=True)
         self.timeout = math.inf if timeout is None else timeout
         if not self.timeout > 0:
             raise ValueError(f"hook timeout must be positive, got {self.timeout!r}")
+        self._timeout_text = str(given)
         if not self.name:
             self.name = getattr(self.fn, "__name__", "") or type(self.fn).__name__
 
@@ -170,7 +175,8 @@ class SyncPipelineResult:
     ``injected_events``, ``tasks`` and ``observations`` come from every hook that ran,
     including the blocking one; ``modified_by`` names the hooks that replaced the event, in
     order; ``hook_errors`` holds ``{"hook": name, "error": text}`` for each hook that raised or
-    timed out (the pipeline went on without it).
+    timed out (the pipeline went on without it); a timeout's text is 0.3.0's,
+    ``"timeout (<its timeout as given>s)"``.
     """
 
     allowed: bool = True
@@ -366,13 +372,15 @@ class HookEngine:
             try:
                 outcome = await _call_with_timeout(reg, result.event, context)
             except Exception as exc:
-                text = _error_text(exc)
+                # A timeout is reported in 0.3.0's words, which apps may match.
+                timed_out = isinstance(exc, HookTimeoutError)
+                text = f"timeout ({reg._timeout_text}s)" if timed_out else _error_text(exc)
                 logger.warning(
                     "sync hook %r (%s) failed, skipped (fail-open): %s",
                     reg.name,
                     trigger,
                     text,
-                    exc_info=not isinstance(exc, HookTimeoutError),
+                    exc_info=not timed_out,
                 )
                 result.hook_errors.append({"hook": reg.name, "error": text})
                 continue
