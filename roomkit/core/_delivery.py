@@ -13,9 +13,11 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from roomkit.core._commands import RecordOutcome
-from roomkit.core._facts import Deliver, RunLifecycle
+from roomkit.core._facts import Announcement, Deliver, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
@@ -24,6 +26,9 @@ from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryResult
 from roomkit.models.enums import EventType, HookTrigger
 from roomkit.models.event import RoomEvent
+
+if TYPE_CHECKING:
+    from roomkit.core.hooks import HookEngine
 
 __all__ = ["DeliveryJob", "RoomDelivery"]
 
@@ -89,6 +94,12 @@ class RoomDelivery:
                     await self._deliver(work, job.context)
                 else:
                     await self._lifecycle(work, job.context)
+                for name, error in failed_sync_hooks(work.announce):
+                    # After the turn's first work, not before: ON_ERROR hooks do not hold
+                    # the message's broadcast.
+                    await self._on_error(
+                        "hook_error", f"hook {name} failed: {error}", {"hook": name}
+                    )
             except Exception:
                 logger.exception("room %s: post-commit work failed", self._room_id)
             finally:
@@ -265,13 +276,35 @@ class RoomDelivery:
     async def _on_error(
         self, code: str, body: str, data: dict[str, object], channel_id: str = "system"
     ) -> None:
-        # Quirk 9 fixed: ON_ERROR fires (as an async lifecycle hook) for delivery and hook
-        # failures. Errors of ON_ERROR hooks themselves are only logged, never re-reported.
         services = self._services
-        event = lifecycle_event(self._room_id, EventType.SYSTEM, code, body, services.now(), data)
-        await services.hooks.run_async_hooks(
-            self._room_id, HookTrigger.ON_ERROR, event, self._context
+        await run_on_error(
+            services.hooks, self._room_id, code, body, data, services.now(), self._context
         )
+
+
+async def run_on_error(
+    hooks: HookEngine,
+    room_id: str,
+    code: str,
+    body: str,
+    data: dict[str, object],
+    now: datetime,
+    context: RoomContext | None,
+) -> None:
+    """Run the ON_ERROR hooks (async lifecycle hooks) for a failure: a delivery, an async
+    hook, a BEFORE_BROADCAST hook (quirk 9 fixed: 0.3.0 never fired them). Errors of ON_ERROR
+    hooks themselves are only logged, never reported again."""
+    event = lifecycle_event(room_id, EventType.SYSTEM, code, body, now, data)
+    await hooks.run_async_hooks(room_id, HookTrigger.ON_ERROR, event, context)
+
+
+def failed_sync_hooks(notes: Sequence[Announcement]) -> list[tuple[str, str]]:
+    """The (hook name, error) of the failed BEFORE_BROADCAST hooks a turn announces."""
+    return [
+        (str(note.data["hook"]), str(note.data["error"]))
+        for note in notes
+        if note.event_type == "hook_error" and note.data is not None
+    ]
 
 
 def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:

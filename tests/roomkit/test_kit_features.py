@@ -104,6 +104,34 @@ class TestFrameworkEvents:
         assert "broadcast_partial_failure:" in events
         assert errors == ["delivery_failed"]  # quirk 9 fixed: ON_ERROR fires
 
+    async def test_on_error_fires_for_a_failing_before_broadcast_hook(self, kit: RoomKit) -> None:
+        # Quirk 9 fixed for every hook failure, the sync ones too, whether the message then
+        # goes out (the room's delivery worker reports it) or is blocked (nothing goes out).
+        errors: list[tuple[str, object]] = []
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def on_error(event: RoomEvent, context: RoomContext) -> None:
+            errors.append((event.content.body, event.content.data))  # type: ignore[union-attr]
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=0)
+        async def broken(event: RoomEvent, context: RoomContext) -> None:
+            raise RuntimeError("broken")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=1)
+        async def gate(event: RoomEvent, context: RoomContext) -> HookResult | None:
+            if event.content.body == "stop":  # type: ignore[union-attr]
+                return HookResult.block("stopped")
+            return None
+
+        ws = SimpleChannel("ws")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        assert not (await kit.process_inbound(text("sms", "go"), room_id="r1")).blocked
+        assert (await kit.process_inbound(text("sms", "stop"), room_id="r1")).blocked
+        assert ws.texts() == ["go"]
+        assert errors == [("hook broken failed: broken", {"hook": "broken"})] * 2
+
     async def test_partial_failure_counts_and_reports_as_0_3_0(self, kit: RoomKit) -> None:
         # 0.3.0: total = targets that delivered + targets that failed; every delivered channel
         # is reported first, then every failure, an intelligence channel's on_event included.
