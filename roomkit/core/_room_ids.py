@@ -52,11 +52,18 @@ def check_room_id(room_id: object) -> str:
 
     Raises:
         InvalidRoomIdError: it is not a str, is empty, is longer than ``MAX_ROOM_ID_LENGTH``
-            characters, or cannot be encoded as UTF-8 (a lone surrogate).
+            characters, cannot be encoded as UTF-8 (a lone surrogate), or is reserved (a
+            valid stream id spelled like an encoded one: see the module docstring).
     """
     if not isinstance(room_id, str):
         raise InvalidRoomIdError(f"a room id is a str, not {type(room_id).__name__}")
     if _PLAIN.fullmatch(room_id):  # the common case first: nothing else to check
+        if room_id.startswith(_ENCODED) and _encoded_shape(room_id):
+            # Checked here, before any room's actor sees it: refused there, it failed the
+            # actor's start again and again.
+            raise InvalidRoomIdError(
+                f"room id {room_id!r} is reserved: it names the stream of another room id"
+            )
         return room_id
     if not room_id:
         raise InvalidRoomIdError("a room id cannot be empty")
@@ -76,15 +83,10 @@ def room_stream(room_id: str) -> str:
     """The id of the event-log stream holding ``room_id`` (itself when it is a valid one).
 
     Raises:
-        InvalidRoomIdError: ``room_id`` is not a valid room id (see ``check_room_id``), or is
-            a valid stream id spelled like an encoded one (see the module docstring).
+        InvalidRoomIdError: ``room_id`` is not a valid room id (see ``check_room_id``).
     """
     check_room_id(room_id)
     if _PLAIN.fullmatch(room_id):
-        if room_id.startswith(_ENCODED) and _encoded_shape(room_id):
-            raise InvalidRoomIdError(
-                f"room id {room_id!r} is reserved: it names the stream of another room id"
-            )
         return room_id
     data = room_id.encode()
     if len(data) <= _MAX_REVERSIBLE:

@@ -52,11 +52,13 @@ class RoomLifecycleMixin(HelpersMixin):
         to the store directly, which a log-sourced room would not see).
 
         Raises:
-            InvalidRoomIdError: ``room_id`` is longer than 255 characters (or not a str).
+            InvalidRoomIdError: ``room_id`` is not a room id the kit takes (longer than 255
+                characters, not a str, reserved: see docs/quirks.md). An empty one (or
+                ``None``) makes a new id, as in 0.3.0.
         """
         now = utcnow()
         room = Room(
-            id=room_id or uuid4().hex,
+            id=self._check_room_id(room_id) if room_id else uuid4().hex,
             organization_id=organization_id,
             metadata=metadata or {},
             timers=timers or RoomTimers(),

@@ -62,6 +62,8 @@ class TestStreams:
             encoded = room_stream(other)
             with pytest.raises(InvalidRoomIdError, match="reserved"):
                 room_stream(encoded)
+            with pytest.raises(InvalidRoomIdError, match="reserved"):
+                check_room_id(encoded)
 
     def test_a_hashed_stream_does_not_tell_its_room_id(self) -> None:
         assert room_of_stream(room_stream("y" * 100)) is None  # read its room.created
@@ -128,4 +130,15 @@ class TestKit:
             await kit.create_room(room_id="r" * (MAX_ROOM_ID_LENGTH + 1))
         with pytest.raises(InvalidRoomIdError):
             await kit.process_inbound(text("sms", "hi"), room_id="")
+        with pytest.raises(InvalidRoomIdError):
+            await kit.create_room(room_id=123)  # type: ignore[arg-type]
+        reserved = room_stream("support:42")
+        # Refused before the room's actor sees it (there, it failed the actor's start again
+        # and again, and the caller got "room unavailable").
+        with pytest.raises(InvalidRoomIdError, match="reserved"):
+            await kit.create_room(room_id=reserved)
+        with pytest.raises(InvalidRoomIdError, match="reserved"):
+            await kit.process_inbound(text("sms", "hi"), room_id=reserved)
         assert await event_log.streams() == []
+        created = await kit.create_room(room_id="")  # as 0.3.0: a new id
+        assert len(created.id) == 32
