@@ -17,6 +17,9 @@ from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 from uuid import uuid4
 
+import anyio
+
+from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._commands import (
     EnsureParticipant,
@@ -66,6 +69,7 @@ class InboundMixin(HelpersMixin):
     _identity_hooks: list[IdentityHookRegistration]
     _delivery_status_handlers: list[Callable[[DeliveryStatus], Any]]
     _inbound_router: Any
+    _creating: dict[str, anyio.Lock]  # per channel: see _route_or_create
 
     # -- process_inbound ---------------------------------------------------------------------
 
@@ -99,17 +103,9 @@ class InboundMixin(HelpersMixin):
             self._check_room_id(room_id)
         else:
             await self._ensure_runtime()  # the router reads the store: caught up with the log
-            room_id = await self._inbound_router.route(
-                message.channel_id, channel.channel_type, participant_id=message.sender_id
-            )
+            room_id = await self._route(message, channel)
             if room_id is None:
-                # One command, one append: a crash cannot leave a room without its channel
-                # (a redelivered message would then route to a second room).
-                room_id = uuid4().hex
-                binding = self._new_binding(room_id, channel)  # type: ignore[attr-defined]
-                now = utcnow()
-                room = Room(id=room_id, created_at=now, updated_at=now)
-                await self._create(room, (binding,))  # type: ignore[attr-defined]
+                room_id = await self._route_or_create(message, channel)
 
         budget = self._process_timeout
         command = ProcessInbound(message=message, channel=channel, budget=budget)
@@ -154,6 +150,38 @@ class InboundMixin(HelpersMixin):
                 committed = outcome.event.id if outcome.event is not None else known
                 return await self._process_timed_out(room_id, committed)
         return await self._inbound_result(room_id, outcome)
+
+    async def _route(self, message: InboundMessage, channel: Channel) -> str | None:
+        room_id: str | None = await self._inbound_router.route(
+            message.channel_id, channel.channel_type, participant_id=message.sender_id
+        )
+        return room_id
+
+    async def _route_or_create(self, message: InboundMessage, channel: Channel) -> str:
+        """The room of a message the router found none for: routed again, one message of the
+        channel at a time, and created if there is still none. Concurrent first messages of a
+        conversation each found none and each made a room of its own; now the first makes it
+        and the others are routed to it."""
+        channel_id = message.channel_id
+        lock = self._creating.get(channel_id)
+        if lock is None:
+            lock = self._creating[channel_id] = anyio.Lock()
+        try:
+            async with lock:
+                room_id = await self._route(message, channel)
+                if room_id is not None:
+                    return room_id
+                # One command, one append: a crash cannot leave a room without its channel
+                # (a redelivered message would then route to a second room).
+                room_id = uuid4().hex
+                binding = self._new_binding(room_id, channel)  # type: ignore[attr-defined]
+                now = utcnow()
+                room = Room(id=room_id, created_at=now, updated_at=now)
+                await self._create(room, (binding,))  # type: ignore[attr-defined]
+                return room_id
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._creating.pop(channel_id, None)
 
     async def _process_timed_out(self, room_id: str, event_id: str | None) -> InboundResult:
         logger.warning(

@@ -223,6 +223,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._channels: dict[str, Channel] = {}
         self._framework_handlers: dict[str, list[FrameworkHandler]] = {}
         self._identity_hooks: list[IdentityHookRegistration] = []
+        self._creating: dict[str, anyio.Lock] = {}
         self._delivery_status_handlers: list[Callable[[DeliveryStatus], Any]] = []
         # Owned by the kit for its whole life, so that re-registering a channel keeps its
         # breaker and rate-limit state (quirk 14 fixed).
@@ -315,7 +316,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         await self.close()
 
     async def close(self) -> None:
-        """Stop the rooms (pending work is finished), close channels, voice and realtime."""
+        """Stop the rooms, close channels, voice and realtime.
+
+        The rooms first finish the commands their callers wait for, and those messages'
+        deliveries and async hooks (each bounded by ``process_timeout``; with
+        ``process_timeout=None`` a channel that never returns holds ``close`` too: bound it
+        yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``).
+        """
         await self._runtime.stop()
         for channel in list(self._channels.values()):
             try:

@@ -150,6 +150,26 @@ class TestInbound:
         bindings = await kit.list_bindings(first.event.room_id)
         assert [b.channel_id for b in bindings] == ["sms"]
 
+    async def test_concurrent_first_messages_of_a_channel_share_the_room_made_for_them(
+        self, kit: RoomKit
+    ) -> None:
+        # Each found no room and each made one of its own (0.3.0 too): five rooms for one
+        # conversation, its later messages routed to one of them.
+        kit.register_channel(SimpleChannel("sms"))
+        rooms: list[str] = []
+
+        async def send(n: int) -> None:
+            result = await kit.process_inbound(text("sms", f"hello {n}"))
+            assert result.event is not None
+            rooms.append(result.event.room_id)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(send, n)
+        assert len(set(rooms)) == 1
+        assert len(await kit.store.list_rooms()) == 1
+        assert kit._creating == {}  # nothing kept per channel once done
+
     async def test_routing_finds_a_participant_who_joined_through_another_channel_type(
         self, kit: RoomKit
     ) -> None:
