@@ -112,7 +112,11 @@ def _crash_of(error: BaseException) -> ActorCrash:
     """
     if isinstance(error, KeyboardInterrupt | SystemExit) or _cancellation(error):
         raise error
-    crash = ActorCrash(f"the handler raised {type(error).__name__}: {error}")
+    try:
+        text = str(error)
+    except Exception:  # a handler may raise anything, a __str__ that fails included
+        text = "?"
+    crash = ActorCrash(f"the handler raised {type(error).__name__}: {text}")
     crash.__cause__ = error
     return crash
 

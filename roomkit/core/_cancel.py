@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from roomkit.core._error_text import error_text
+
 __all__ = ["is_cancelling", "raised_uncancelled"]
 
 
@@ -35,4 +37,4 @@ def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:
         raise error
     if isinstance(error, asyncio.CancelledError):
         return RuntimeError(f"{who} raised CancelledError uncancelled")
-    return RuntimeError(f"{who} raised {type(error).__name__}: {error}")
+    return RuntimeError(f"{who} raised {type(error).__name__}: {error_text(error)}")

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from roomkit.core._commands import RecordOutcome
+from roomkit.core._error_text import error_text
 from roomkit.core._facts import Announcement, Deliver, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
@@ -268,10 +269,11 @@ class RoomDelivery:
         self, errors: Sequence[tuple[str, BaseException]], context: RoomContext
     ) -> None:
         for name, error in errors:
+            text = error_text(error)
             await self._services.emit(
-                "hook_error", room_id=self._room_id, data={"hook": name, "error": str(error)}
+                "hook_error", room_id=self._room_id, data={"hook": name, "error": text}
             )
-            await self._on_error("hook_error", f"hook {name} failed: {error}", {"hook": name})
+            await self._on_error("hook_error", f"hook {name} failed: {text}", {"hook": name})
 
     async def _on_error(
         self, code: str, body: str, data: dict[str, object], channel_id: str = "system"

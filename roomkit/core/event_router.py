@@ -40,6 +40,7 @@ from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded, bounded_here
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
+from roomkit.core._error_text import error_text
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
 from roomkit.core.retry import retry_with_backoff
@@ -465,9 +466,7 @@ class EventRouter:
             )
         except Exception as exc:
             logger.warning("transcoding for %r failed: %s", channel_id, exc, exc_info=True)
-            return DeliveryResult(
-                channel_id=channel_id, success=False, error=str(exc) or type(exc).__name__
-            )
+            return DeliveryResult(channel_id=channel_id, success=False, error=error_text(exc))
         if prepared is None:
             return DeliveryResult(channel_id=channel_id, success=False, error="transcoding_failed")
         # ``bounded`` without a limit: the channel's deliver runs in a copy of the context, as
@@ -589,4 +588,4 @@ def _error_text(error: Exception) -> str:
     """What a failed target reports: ``"timeout"`` when its time ran out (`call_timeout`)."""
     if isinstance(error, TimedOut):
         return "timeout"
-    return str(error) or type(error).__name__
+    return error_text(error)

@@ -28,6 +28,7 @@ from actors import check_seconds
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._cancel import is_cancelling
 from roomkit.core._concurrently import concurrently
+from roomkit.core._error_text import error_text
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.identity import IdentityHookResult, IdentityResult
@@ -488,4 +489,4 @@ async def _run_async_one(
 
 
 def _error_text(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
+    return error_text(exc)

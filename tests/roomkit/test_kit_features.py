@@ -132,6 +132,46 @@ class TestFrameworkEvents:
         assert ws.texts() == ["go"]
         assert errors == [("hook broken failed: broken", {"hook": "broken"})] * 2
 
+    async def test_an_error_that_cannot_be_printed_is_reported_by_its_type(
+        self, kit: RoomKit
+    ) -> None:
+        # Reporting it raised from inside the fail-open path: the message was lost.
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError("__str__ failed")
+
+        class Broken(SimpleChannel):
+            async def deliver(self, *args: Any) -> ChannelOutput:
+                raise Unprintable
+
+        reported: list[tuple[str, object]] = []
+        for name in ("hook_error", "delivery_failed"):
+
+            async def record(event: FrameworkEvent, name: str = name) -> None:
+                reported.append((name, event.data.get("error")))
+
+            kit.on(name)(record)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def sync_hook(event: RoomEvent, context: RoomContext) -> None:
+            raise Unprintable
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def async_hook(event: RoomEvent, context: RoomContext) -> None:
+            raise Unprintable
+
+        ws = SimpleChannel("ws")
+        for channel in (SimpleChannel("sms"), ws, Broken("broken")):
+            kit.register_channel(channel)
+        await room_with(kit, "r1", "sms", "ws", "broken")
+        assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
+        assert ws.texts() == ["hi"]
+        assert sorted(reported) == [
+            ("delivery_failed", "Unprintable"),
+            ("hook_error", "Unprintable"),
+            ("hook_error", "Unprintable"),
+        ]
+
     async def test_partial_failure_counts_and_reports_as_0_3_0(self, kit: RoomKit) -> None:
         # 0.3.0: total = targets that delivered + targets that failed; every delivered channel
         # is reported first, then every failure, an intelligence channel's on_event included.
