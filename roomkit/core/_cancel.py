@@ -37,4 +37,5 @@ def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:
         raise error
     if isinstance(error, asyncio.CancelledError):
         return RuntimeError(f"{who} raised CancelledError uncancelled")
-    return RuntimeError(f"{who} raised {type(error).__name__}: {error_text(error)}")
+    name, text = type(error).__name__, error_text(error)
+    return RuntimeError(f"{who} raised {name}" if text == name else f"{who} raised {name}: {text}")

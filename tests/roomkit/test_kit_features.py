@@ -414,7 +414,7 @@ class TestResilience:
         assert ws.texts() == ["one", "two"]
         assert sorted(set(failed)) == [
             ("d", "channel 'd' raised Odd: in deliver"),
-            ("e", "channel 'e' raised GeneratorExit: "),
+            ("e", "channel 'e' raised GeneratorExit"),
         ]
 
     async def test_handle_inbound_raising_cancelled_error_fails_its_message_alone(
