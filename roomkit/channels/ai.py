@@ -31,7 +31,7 @@ from roomkit.models.enums import (
     EventStatus,
     EventType,
 )
-from roomkit.models.event import EventSource, RoomEvent, TextContent
+from roomkit.models.event import EventSource, RoomEvent, SystemContent, TextContent
 
 __all__ = ["AIChannel"]
 
@@ -69,6 +69,20 @@ def _never(url: str) -> bool:
     return False
 
 
+def _hidden_from_history(event: RoomEvent) -> bool:
+    """Whether a past event stays out of the model's history: blocked, or a system event.
+
+    Blocked events were never delivered to the room's channels; system events (type
+    ``SYSTEM``, and the kit's audit notices such as a channel attached) are bookkeeping, not
+    conversation.
+    """
+    return (
+        event.status == EventStatus.BLOCKED
+        or event.type == EventType.SYSTEM
+        or isinstance(event.content, SystemContent)
+    )
+
+
 class _Conversation:
     """The messages for one request and what they carry."""
 
@@ -87,9 +101,14 @@ class AIChannel(Channel):
     The reply re-enters the room as a new event from this channel (``chain_depth`` one more
     than the event it answers). Per room, the binding's metadata may override ``system_prompt``,
     ``temperature``, ``max_tokens`` and give ``tools`` (a list of :class:`AITool` or of dicts
-    with its fields).
+    with its fields). A key that is present wins even when its value is None, as in RoomKit
+    0.3.0: ``{"system_prompt": None}`` sends no system prompt in that room, while None for
+    ``temperature``, ``max_tokens`` or ``tools`` is an invalid setting (logged, no reply).
 
-    The model sees the room's latest messages, past ones rendered as the kit's
+    The model sees the room's latest events of every type it answers (messages, edits,
+    reactions, ...), except blocked events and system events (``EventType.SYSTEM`` and system
+    notices), so that it never sees its own replies to events missing from its history. Past
+    events are rendered as the kit's
     ``DefaultContentTranscoder`` renders them for a text-only target (``"[Media: report.pdf]"``,
     ``"[Location: Office (48.85, 2.35)]"``, ...). A provider that supports vision also gets
     images as image parts, those of past events included, as in RoomKit 0.3.0. An image the
@@ -152,7 +171,9 @@ class AIChannel(Channel):
         vision = self._provider.supports_vision
         if vision:
             media_types.append(ChannelMediaType.MEDIA)
-        return ChannelCapabilities(media_types=media_types, supports_media=vision)
+        return ChannelCapabilities(
+            media_types=media_types, supports_rich_text=True, supports_media=vision
+        )
 
     async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
         """AI channels receive nothing from outside the room.
@@ -347,14 +368,11 @@ class AIChannel(Channel):
         """
         meta = binding.metadata
 
-        def setting(key: str, default: Any) -> Any:
-            value = meta.get(key)
-            return default if value is None else value
-
-        tools = meta.get("tools")
-        if tools is None:
-            tools = []
-        elif not isinstance(tools, list | tuple):
+        # A key present in the metadata wins even when it holds None, as in 0.3.0: None is how
+        # a room asks for no system prompt, and for a setting that needs a value it fails
+        # validation below rather than silently falling back to the channel's default.
+        tools = meta.get("tools", [])
+        if not isinstance(tools, list | tuple):
             raise ValueError(f"'tools' must be a list of tools, not {type(tools).__name__}")
         target = next(
             (
@@ -368,9 +386,9 @@ class AIChannel(Channel):
         target_capabilities = target.capabilities if target is not None else None
         return AIContext(
             messages=messages,
-            system_prompt=setting("system_prompt", self._system_prompt),
-            temperature=setting("temperature", self._temperature),
-            max_tokens=setting("max_tokens", self._max_tokens),
+            system_prompt=meta.get("system_prompt", self._system_prompt),
+            temperature=meta.get("temperature", self._temperature),
+            max_tokens=meta.get("max_tokens", self._max_tokens),
             tools=[
                 tool if isinstance(tool, AITool) else AITool.model_validate(tool) for tool in tools
             ],
@@ -388,8 +406,10 @@ class AIChannel(Channel):
 
         The current event is usually already among ``recent`` (it is committed before the
         broadcast); it is then shown at its place, in the version passed to :meth:`on_event`
-        (which may be transcoded), and not appended again. Blocked events and non-messages
-        are not shown.
+        (which may be transcoded), and not appended again. Past events of every type are
+        shown (the channel answers edits, reactions, ... as it answers messages, so its replies
+        to them are in the history too), except blocked events and system events: events of
+        type ``SYSTEM`` and system notices (the kit's audit events, which read as nothing).
         """
         window = list(recent[-self._max_context_events :]) if self._max_context_events > 0 else []
         turns: list[tuple[RoomEvent, bool]] = []
@@ -398,7 +418,7 @@ class AIChannel(Channel):
             if past.id == event.id:
                 seen_current = True
                 turns.append((event, True))
-            elif past.type == EventType.MESSAGE and past.status != EventStatus.BLOCKED:
+            elif not _hidden_from_history(past):
                 turns.append((past, False))
         if not seen_current:
             turns.append((event, True))

@@ -101,6 +101,9 @@ class TestClass:
         assert channel.capabilities().media_types == [ChannelMediaType.TEXT, ChannelMediaType.RICH]
         vision = AIChannel(AI_ID, provider=MockAIProvider(vision=True))
         assert ChannelMediaType.MEDIA in vision.capabilities().media_types
+        # RICH is among its media types, and 0.3.0 said so in the flag too.
+        assert channel.capabilities().supports_rich_text is True
+        assert vision.capabilities().supports_rich_text is True
         assert channel.info["model"] == "mock"
 
     async def test_no_inbound_and_no_delivery(self) -> None:
@@ -215,13 +218,33 @@ class TestSettings:
         assert ctx.tools == [AITool(**tool), AITool(name="other")]
         assert ctx.room == context
 
-    async def test_none_override_keeps_the_default(self) -> None:
+    async def test_none_system_prompt_means_no_system_prompt(self) -> None:
+        """A present key wins even when None, as in 0.3.0 (``metadata.get(key, default)``)."""
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider, system_prompt="default", temperature=0.3)
-        binding = _ai_binding(system_prompt=None, temperature=None, tools=None)
-        await channel.on_event(_event(), binding, _context())
+        await channel.on_event(_event(), _ai_binding(system_prompt=None), _context())
         [ctx] = provider.calls
-        assert (ctx.system_prompt, ctx.temperature, ctx.tools) == ("default", 0.3, [])
+        assert (ctx.system_prompt, ctx.temperature, ctx.tools) == (None, 0.3, [])
+
+    async def test_absent_keys_keep_the_defaults(self) -> None:
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider, system_prompt="default", max_tokens=77)
+        await channel.on_event(_event(), _ai_binding(other="x"), _context())
+        [ctx] = provider.calls
+        assert (ctx.system_prompt, ctx.max_tokens, ctx.tools) == ("default", 77, [])
+
+    @pytest.mark.parametrize("key", ["temperature", "max_tokens", "tools"])
+    async def test_none_for_a_required_setting_is_invalid(
+        self, key: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """0.3.0 took the None too and failed (no reply); it does not mean the default."""
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider, temperature=0.3)
+        with caplog.at_level(logging.ERROR, logger="roomkit.channels.ai"):
+            output = await channel.on_event(_event(), _ai_binding(**{key: None}), _context())
+        assert output == ChannelOutput.empty()
+        assert provider.calls == []
+        assert "invalid AI settings" in caplog.text
 
     async def test_invalid_settings_give_empty_output_and_are_logged(
         self, caplog: pytest.LogCaptureFixture
@@ -312,20 +335,40 @@ class TestMessages:
         await channel.on_event(history[-1], _ai_binding(), _context(history))
         assert _texts(provider.calls[0]) == [("user", "now")]
 
-    async def test_skips_empty_blocked_and_non_message_events(self) -> None:
+    async def test_skips_empty_blocked_and_system_events(self) -> None:
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider)
         history = [
             _event(
                 SystemContent(body="attached", code="channel_attached"),
                 type=EventType.CHANNEL_ATTACHED,
+                channel_id="system",
+                channel_type=ChannelType.SYSTEM,
             ),
+            _event("room closed", type=EventType.SYSTEM),
             _event("spam", status=EventStatus.BLOCKED),
+            _event("spam edit", type=EventType.EDIT, status=EventStatus.BLOCKED),
             _event(""),
             _event("real"),
         ]
         await channel.on_event(history[-1], _ai_binding(), _context(history))
         assert _texts(provider.calls[0]) == [("user", "real")]
+
+    async def test_past_events_of_every_answered_type_are_shown(self) -> None:
+        """The channel answers edits, reactions, ...: the model must see what it answered,
+        or its history holds replies to nothing (0.3.0 showed every past event)."""
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider)
+        shown = [t for t in EventType if t not in (EventType.MESSAGE, EventType.SYSTEM)]
+        history = [_event("first"), _ai_event("reply")]
+        for event_type in shown:
+            history += [_event(f"a {event_type}", type=event_type), _ai_event("reply")]
+        history.append(_event("now"))
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        expected = [("user", "first"), ("assistant", "reply")]
+        for event_type in shown:
+            expected += [("user", f"a {event_type}"), ("assistant", "reply")]
+        assert _texts(provider.calls[0]) == [*expected, ("user", "now")]
 
     async def test_other_ai_channels_are_users(self) -> None:
         provider = MockAIProvider()
