@@ -14,9 +14,11 @@ __all__ = ["MockIdentityResolver"]
 class MockIdentityResolver(IdentityResolver):
     """Resolves senders from fixed tables, keyed by ``sender_id``.
 
-    A sender in ``mapping`` is IDENTIFIED as that identity; one in ``ambiguous`` is AMBIGUOUS
-    with those candidates; anyone else gets ``unknown_status``. Every message passed to
-    ``resolve`` is recorded in ``calls``.
+    A sender in ``mapping`` is IDENTIFIED as that identity; one in ``ambiguous`` with at least
+    one candidate is AMBIGUOUS with those candidates; anyone else (an empty candidate list
+    included) gets ``unknown_status``, as in RoomKit 0.3.0. The result's ``address`` and
+    ``channel_type`` are left unset, as 0.3.0 left them: the kit fills them in from the message
+    and its channel. Every message passed to ``resolve`` is recorded in ``calls``.
 
     Args:
         mapping: ``sender_id`` -> the identity it resolves to.
@@ -41,12 +43,11 @@ class MockIdentityResolver(IdentityResolver):
         sender = message.sender_id
         identity = self.mapping.get(sender)
         if identity is not None:
-            return IdentityResult(
-                status=IdentificationStatus.IDENTIFIED, identity=identity, address=sender
-            )
+            return IdentityResult(status=IdentificationStatus.IDENTIFIED, identity=identity)
         candidates = self.ambiguous.get(sender)
-        if candidates is not None:
+        # No candidate is no ambiguity: an empty list resolves as an unknown sender (0.3.0).
+        if candidates:
             return IdentityResult(
-                status=IdentificationStatus.AMBIGUOUS, candidates=list(candidates), address=sender
+                status=IdentificationStatus.AMBIGUOUS, candidates=list(candidates)
             )
-        return IdentityResult(status=self.unknown_status, address=sender)
+        return IdentityResult(status=self.unknown_status)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from providers import MockSMSProvider
+from roomkit import RoomKit, SMSChannel
 from roomkit.identity import IdentityResolver, MockIdentityResolver
 from roomkit.models import (
+    HookTrigger,
     IdentificationStatus,
     Identity,
+    IdentityHookResult,
     IdentityResult,
     InboundMessage,
     Room,
     RoomContext,
+    RoomEvent,
     TextContent,
 )
 
@@ -35,7 +40,8 @@ async def test_known_sender_is_identified(resolver: MockIdentityResolver) -> Non
     assert result.status is IdentificationStatus.IDENTIFIED
     assert result.identity == ADA
     assert result.candidates == []
-    assert result.address == "+15550001"
+    # 0.3.0 leaves the address to the kit (see test_the_kit_fills_in_the_address).
+    assert (result.address, result.channel_type) == (None, None)
 
 
 async def test_ambiguous_sender_gets_candidates(resolver: MockIdentityResolver) -> None:
@@ -48,7 +54,45 @@ async def test_ambiguous_sender_gets_candidates(resolver: MockIdentityResolver) 
 async def test_unknown_sender(resolver: MockIdentityResolver) -> None:
     result = await resolver.resolve(message("+19990000"), CONTEXT)
     assert result.status is IdentificationStatus.UNKNOWN
-    assert (result.identity, result.candidates) == (None, [])
+    assert (result.identity, result.candidates, result.address) == (None, [], None)
+
+
+@pytest.mark.parametrize("status", [IdentificationStatus.UNKNOWN, IdentificationStatus.PENDING])
+async def test_no_candidates_is_not_ambiguous(status: IdentificationStatus) -> None:
+    """An empty candidate list gives ``unknown_status``, as in 0.3.0, not AMBIGUOUS."""
+    resolver = MockIdentityResolver(ambiguous={"+15550003": []}, unknown_status=status)
+    result = await resolver.resolve(message("+15550003"), CONTEXT)
+    assert result.status is status
+    assert (result.identity, result.candidates, result.address) == (None, [], None)
+
+
+@pytest.mark.parametrize(
+    ("sender", "trigger"),
+    [
+        ("+15550009", HookTrigger.ON_IDENTITY_UNKNOWN),
+        ("+15550002", HookTrigger.ON_IDENTITY_AMBIGUOUS),
+    ],
+)
+async def test_the_kit_fills_in_the_address(sender: str, trigger: HookTrigger) -> None:
+    """The mock leaves ``address`` unset: identity hooks still get the sender's address and
+    channel type, which the kit's identity pipeline fills in."""
+    resolver = MockIdentityResolver(ambiguous={"+15550002": [BOB, BOBBY]})
+    seen: list[IdentityResult] = []
+    async with RoomKit(identity_resolver=resolver) as kit:
+        kit.register_channel(SMSChannel("sms-1", provider=MockSMSProvider()))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms-1")
+
+        @kit.identity_hook(trigger)
+        async def record(
+            event: RoomEvent, context: RoomContext, result: IdentityResult
+        ) -> IdentityHookResult | None:
+            seen.append(result)
+            return None
+
+        await kit.process_inbound(message(sender))
+    [result] = seen
+    assert (result.address, result.channel_type) == (sender, "sms")
 
 
 @pytest.mark.parametrize(
