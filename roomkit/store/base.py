@@ -242,10 +242,9 @@ class ConversationStore(ABC):
     async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
         """Add ``address`` to the identity's ``channel_addresses[channel_type]``.
 
-        Linking is idempotent; an address owned by another identity moves to this one.
-
-        Raises:
-            KeyError: No identity has this id.
+        Linking is idempotent; an address owned by another identity moves to this one. When no
+        identity has ``identity_id`` nothing changes and nothing is raised (as in RoomKit
+        0.3.0): the address stays unlinked, also for an identity created later with that id.
         """
 
     # -- tasks -----------------------------------------------------------------------------------

@@ -698,14 +698,16 @@ class InMemoryStore(ConversationStore):
         return None if identity_id is None else self._identities[identity_id].model_copy()
 
     async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
-        """Give the address to the identity; see ``ConversationStore``.
-
-        Raises:
-            KeyError: No identity has this id.
-        """
+        """Give the address to the identity; see ``ConversationStore`` (an unknown identity id
+        changes nothing)."""
         identity = self._identities.get(identity_id)
         if identity is None:
-            raise KeyError(f"no identity {identity_id!r}")
+            # 0.3.0 returned quietly here; claiming the address for an identity that does not
+            # exist would leave resolve_identity pointing at nothing.
+            logger.debug(
+                "link_address: no identity %r, address %r not linked", identity_id, address
+            )
+            return
         channel_type = str(channel_type)
         self._claim(identity_id, channel_type, address)
         addresses = identity.channel_addresses.get(channel_type, [])

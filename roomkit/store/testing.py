@@ -773,9 +773,16 @@ class ConversationStoreContract:
         assert some(await store.resolve_identity("sms", "+2")).id == "i1"
 
     async def test_link_address_to_unknown_identity(self, store: ConversationStore) -> None:
-        with pytest.raises(KeyError):
-            await store.link_address("nope", "sms", "+1")
+        """Nothing happens and nothing is raised (0.3.0), even for an identity created later."""
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+2"]}))
+        await store.link_address("nope", "sms", "+1")  # no KeyError
+        await store.link_address("nope", "sms", "+2")
         assert await store.resolve_identity("sms", "+1") is None
+        assert some(await store.resolve_identity("sms", "+2")).id == "i1"
+        assert some(await store.get_identity("i1")).channel_addresses == {"sms": ["+2"]}
+        await store.create_identity(Identity(id="nope"))
+        assert await store.resolve_identity("sms", "+1") is None
+        assert some(await store.get_identity("nope")).channel_addresses == {}
 
     # -- tasks -----------------------------------------------------------------------------------
 
