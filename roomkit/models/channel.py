@@ -34,7 +34,12 @@ def _text_only() -> list[ChannelMediaType]:
 
 
 class ChannelCapabilities(BaseModel):
-    """What a channel can carry; the router transcodes and truncates from it."""
+    """What a channel can carry; the router transcodes and truncates from it.
+
+    Every limit (``max_length``, ``max_buttons``, the media size and the audio and video
+    durations) is None for no limit or a positive number, as in RoomKit 0.3.0: a limit of 0
+    or less could carry nothing.
+    """
 
     media_types: list[ChannelMediaType] = Field(default_factory=_text_only)
     max_length: int | None = Field(default=None, gt=0)
@@ -50,12 +55,12 @@ class ChannelCapabilities(BaseModel):
     supports_quick_replies: bool = False
     supports_media: bool = False
     supported_media_types: list[str] = Field(default_factory=list)
-    max_media_size_bytes: int | None = None
+    max_media_size_bytes: int | None = Field(default=None, gt=0)
     supports_audio: bool = False
-    max_audio_duration_seconds: int | None = None
+    max_audio_duration_seconds: int | None = Field(default=None, gt=0)
     supported_audio_formats: list[str] = Field(default_factory=list)
     supports_video: bool = False
-    max_video_duration_seconds: int | None = None
+    max_video_duration_seconds: int | None = Field(default=None, gt=0)
     supported_video_formats: list[str] = Field(default_factory=list)
     delivery_mode: DeliveryMode = DeliveryMode.BROADCAST
     custom: dict[str, Any] = Field(default_factory=dict)
