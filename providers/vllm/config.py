@@ -21,6 +21,8 @@ class VLLMConfig(BaseModel):
         model: The served model's name, as the server knows it.
         base_url: The server's OpenAI-compatible root.
         api_key: The key given to ``vllm serve --api-key``; None when the server has none.
+            RoomKit 0.3.0's default was the string ``"none"``, which it sent as
+            ``Authorization: Bearer none`` to every server; None sends no such header.
         max_tokens: Reply length limit used when the context asks for 0.
         timeout: Seconds allowed for each request.
         vision: Whether the served model reads images (vLLM serves any model, so its name

@@ -21,8 +21,10 @@ class VoiceMeUpConfig(BaseModel):
             plain strings are accepted).
         from_number: Default sender: one of the account's numbers (E.164 or digits).
         sandbox: Use the sandbox host instead of production.
-        environment: RoomKit 0.3.0's way to say it: ``"sandbox"`` or ``"production"``
-            (``"sandbox"`` sets ``sandbox``; anything else is refused, not ignored).
+        environment: RoomKit 0.3.0's way to say it: ``"production"`` (the default, as in
+            0.3.0) or ``"sandbox"``, which selects the sandbox host as ``sandbox=True`` does
+            (anything else is refused, not ignored). Left out, it follows ``sandbox``, so it
+            always names the host in use (unless ``base_url`` overrides it).
         base_url: API root overriding ``sandbox`` (tests, other hosts).
         max_message_length: Longer texts are split into several messages of at most this
             many characters, cut between words.
@@ -33,14 +35,19 @@ class VoiceMeUpConfig(BaseModel):
     auth_token: SecretStr
     from_number: str = Field(min_length=1)
     sandbox: bool = False
-    environment: Literal["production", "sandbox"] | None = None
+    environment: Literal["production", "sandbox"] = "production"
     base_url: str | None = None
     max_message_length: int = Field(default=1000, gt=0)
     timeout: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _one_environment(self) -> Self:
-        if self.sandbox and self.environment == "production":
+        # Only an environment the caller gave can contradict sandbox=True; the default
+        # "production" then just follows it, so the field never names the wrong host.
+        if "environment" not in self.model_fields_set:
+            if self.sandbox:
+                self.environment = "sandbox"
+        elif self.sandbox and self.environment == "production":
             raise ValueError("sandbox=True and environment='production' contradict each other")
         return self
 

@@ -47,6 +47,12 @@ async def test_posts_to_the_local_server_without_a_key(fake: FakeAPI) -> None:
     assert response.usage == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
 
 
+def test_no_key_by_default() -> None:
+    """0.3.0's default key was "none", sent as ``Authorization: Bearer none``; kept None on
+    purpose so a keyless server gets no made-up credential (see the test above)."""
+    assert VLLMConfig(model=MODEL).api_key is None
+
+
 async def test_key_url_and_vision_are_passed_on(fake: FakeAPI) -> None:
     fake.reply(httpx.Response(200, json=REPLY))
     config = VLLMConfig(

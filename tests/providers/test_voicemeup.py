@@ -102,13 +102,24 @@ class TestSend:
 
     @pytest.mark.parametrize("setting", [{"sandbox": True}, {"environment": "sandbox"}])
     async def test_sandbox_host(self, setting: dict[str, Any]) -> None:
-        # environment="sandbox" is 0.3.0's way: ignored, it sent to production.
+        # environment="sandbox" is 0.3.0's way (its base_url property chose the host by it).
         recorder = Recorder([queued()])
         async with mock_client(recorder) as client:
             await VoiceMeUpSMSProvider(config(**setting), client=client).send(event("x"), to="+1")
         assert str(recorder.last.url) == (
             "https://dev-clients.voicemeup.com/api/v1.1/json/queue_sms"
         )
+
+    def test_environment_defaults_to_production_as_in_0_3_0(self) -> None:
+        default = config()
+        assert (default.environment, default.sandbox) == ("production", False)
+        assert default.api_root == "https://clients.voicemeup.com"
+        assert default.queue_sms_url == QUEUE_URL
+        # The default does not contradict sandbox=True: it follows it, naming the host used.
+        sandbox = config(sandbox=True)
+        assert sandbox.environment == "sandbox"
+        assert sandbox.api_root == "https://dev-clients.voicemeup.com"
+        assert VoiceMeUpConfig.model_validate(sandbox.model_dump()) == sandbox
 
     def test_an_unknown_environment_is_refused(self) -> None:
         assert config(environment="production").api_root == "https://clients.voicemeup.com"
