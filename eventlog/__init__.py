@@ -14,6 +14,7 @@ from eventlog.errors import (
     InvalidAppend,
     InvalidStreamId,
     LogUnavailable,
+    StreamConflict,
     WrongExpectedVersion,
 )
 from eventlog.memory import MemoryEventLog
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidAppend",
     "InvalidStreamId",
     "LogUnavailable",
+    "StreamConflict",
     "MemoryEventLog",
     "NatsEventLog",
     "NewEvent",

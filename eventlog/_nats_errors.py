@@ -13,6 +13,7 @@ from eventlog.errors import EventLogError, LogUnavailable
 
 __all__ = [
     "ERR_STREAM_NAME_IN_USE",
+    "ERR_SUBJECTS_OVERLAP",
     "ERR_WRONG_LAST_SEQUENCE",
     "ServerBusy",
     "is_transient",
@@ -23,6 +24,8 @@ __all__ = [
 ERR_WRONG_LAST_SEQUENCE = 10071
 #: ``add_stream`` with a name that exists with another configuration.
 ERR_STREAM_NAME_IN_USE = 10058
+#: ``add_stream`` with subjects that overlap those of another stream.
+ERR_SUBJECTS_OVERLAP = 10065
 
 
 class ServerBusy(Exception):

@@ -15,8 +15,8 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from eventlog._nats_client import RoomKitNatsClient
-from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE
-from eventlog.errors import EventLogError, LogUnavailable
+from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE, ERR_SUBJECTS_OVERLAP
+from eventlog.errors import LogUnavailable, StreamConflict
 
 __all__ = ["close_quietly", "ensure_bucket", "ensure_stream", "open_client"]
 
@@ -83,7 +83,8 @@ async def ensure_stream(
         The stream's duplicate window, in seconds (the log's ``dedup_window``).
 
     Raises:
-        EventLogError: the stream exists without our subjects.
+        StreamConflict: the stream exists without our subjects, or another stream holds
+            them.
     """
     config = StreamConfig(
         name=name,
@@ -98,11 +99,17 @@ async def ensure_stream(
         await js.add_stream(config)
         return duplicate_window
     except nats.js.errors.APIError as exc:
+        if exc.err_code == ERR_SUBJECTS_OVERLAP:
+            raise StreamConflict(
+                f"JetStream stream {name} cannot be made: another stream holds subjects "
+                f"overlapping {subjects!r} ({exc.description}): use that stream's name, or "
+                "another subject prefix"
+            ) from exc
         if exc.err_code != ERR_STREAM_NAME_IN_USE:
             raise
     existing = (await js.stream_info(name)).config
     if subjects not in (existing.subjects or []):
-        raise EventLogError(
+        raise StreamConflict(
             f"JetStream stream {name} holds subjects {existing.subjects}, not {subjects!r}: "
             "choose another stream name or subject prefix"
         )

@@ -6,6 +6,7 @@ Exception tree::
     ├── WrongExpectedVersion   the stream moved: another writer appended first
     ├── InvalidStreamId        a stream id that is not one NATS token ([A-Za-z0-9_-]{1,64})
     ├── InvalidAppend          an empty append, or one larger than the backend accepts
+    ├── StreamConflict         the server's streams leave the log's no place (a setting)
     └── LogUnavailable         the backend cannot be reached (after bounded retries)
 
 Backends translate their own exceptions at the boundary (``raise ... from exc``): callers never
@@ -19,6 +20,7 @@ __all__ = [
     "InvalidAppend",
     "InvalidStreamId",
     "LogUnavailable",
+    "StreamConflict",
     "WrongExpectedVersion",
 ]
 
@@ -57,6 +59,12 @@ class InvalidStreamId(EventLogError, ValueError):
 
 class InvalidAppend(EventLogError, ValueError):
     """An append the log refuses before writing anything (empty, or too many events)."""
+
+
+class StreamConflict(EventLogError, ValueError):
+    """The server's streams leave the log no place: its stream exists for other subjects, or
+    another stream holds its subjects. A setting to change (the stream name or the subject
+    prefix), not an outage to wait out."""
 
 
 class LogUnavailable(EventLogError):

@@ -23,6 +23,7 @@ from eventlog import (
     LogUnavailable,
     NewEvent,
     Record,
+    StreamConflict,
     WrongExpectedVersion,
 )
 from eventlog._nats_client import parse_header_lines
@@ -207,11 +208,21 @@ async def test_an_existing_stream_with_other_subjects_is_refused(nats_server: Na
     nc = await nats.connect(nats_server.url)
     try:
         await nc.jetstream().add_stream(StreamConfig(name="LOG", subjects=["orders.>"]))
-        with pytest.raises(EventLogError, match="holds subjects"):
+        with pytest.raises(StreamConflict, match="holds subjects"):
             async with NatsEventLog(nats_server.url, stream_name="LOG", subject_prefix="app"):
                 pass  # pragma: no cover
     finally:
         await nc.close()
+
+
+async def test_a_stream_whose_subjects_another_stream_holds_is_a_stream_conflict(
+    nats_server: NatsServer,
+) -> None:
+    async with NatsEventLog(nats_server.url, stream_name="FIRST", subject_prefix="app"):
+        pass
+    with pytest.raises(StreamConflict, match="another stream holds subjects"):
+        async with NatsEventLog(nats_server.url, stream_name="SECOND", subject_prefix="app"):
+            pass  # pragma: no cover
 
 
 async def test_a_given_client_is_used_and_left_open(nats_server: NatsServer) -> None:

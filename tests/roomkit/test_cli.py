@@ -373,6 +373,31 @@ class TestOnNats:
         exported_again = run(capsys, "export", "r1", "--log", url)[1]
         assert without_positions(exported_again) == without_positions(export.read_text())
 
+    def test_importing_into_a_second_stream_on_the_same_subjects_is_a_usage_error(
+        self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
+    ) -> None:
+        # The subjects are the first stream's: a traceback and exit 1 before, for a setting.
+        url = nats_server.url
+        assert run(capsys, "import", "--log", url, "--file", str(export))[0] == EXIT_OK
+        code, out, err = run(
+            capsys, "import", "--log", url, "--stream", "OTHER", "--file", str(export)
+        )
+        assert (code, out) == (EXIT_USAGE, "")
+        assert "another stream holds subjects" in err and "Traceback" not in err
+        code, _, err = run(
+            capsys,
+            "import",
+            "--log",
+            url,
+            "--stream",
+            "OTHER",
+            "--subject-prefix",
+            "other",
+            "--file",
+            str(export),
+        )
+        assert (code, err) == (EXIT_OK, "")
+
     def test_reading_leaves_the_server_as_it_was(
         self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
     ) -> None:
