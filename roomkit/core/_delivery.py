@@ -95,7 +95,7 @@ class RoomDelivery:
                     await self._deliver(work, job.context)
                 else:
                     await self._lifecycle(work, job.context)
-                for name, error in failed_sync_hooks(work.announce):
+                for name, error in failed_sync_hooks(work.announce) if work.announce else ():
                     # After the turn's first work, not before: ON_ERROR hooks do not hold
                     # the message's broadcast.
                     await self._on_error(
@@ -249,6 +249,8 @@ class RoomDelivery:
                 channel_id=channel_id,
                 event_id=event.id,
             )
+        if not errors:
+            return
         for channel_id, error in errors.items():
             await notify(
                 "delivery_failed",

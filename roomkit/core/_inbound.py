@@ -200,7 +200,7 @@ class InboundMixin(HelpersMixin):
             # No post-commit work of the turn reported them (see Announcement): do it here.
             for note in outcome.announce:
                 await note.emit(self._emit_framework_event, room_id)
-            failed = failed_sync_hooks(outcome.announce)
+            failed = failed_sync_hooks(outcome.announce) if outcome.announce else ()
             if failed:
                 context = await self._context(room_id)
                 for name, error in failed:

@@ -94,8 +94,10 @@ class StoreProjection:
         # Held while applying, so that a rebuild never interleaves with the live tail.
         self._applying = _Turnstile()
         # Set while a rebuild runs: the store is being refilled from empty, and the kit's
-        # reads and routing wait for it (see ``rebuilt``).
+        # reads and routing wait for it (see ``rebuilt``). ``rebuilding`` is what every
+        # command checks: a plain attribute.
         self._rebuilding: anyio.Event | None = None
+        self.rebuilding = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log for ever (until cancelled), applying every record."""
@@ -128,6 +130,7 @@ class StoreProjection:
         """
         await self._applying.acquire()
         done = self._rebuilding = anyio.Event()
+        self.rebuilding = True
         try:
             await self._store.clear()
             self._versions.clear()
@@ -135,13 +138,9 @@ class StoreProjection:
             await self.catch_up()
         finally:
             self._rebuilding = None
+            self.rebuilding = False
             done.set()
             self._applying.release()
-
-    @property
-    def rebuilding(self) -> bool:
-        """Whether a rebuild runs: the store does not hold the whole log yet."""
-        return self._rebuilding is not None
 
     async def rebuilt(self) -> None:
         """Return once no rebuild runs (at once when none does). Reads wait here: during a
