@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from actors.actor import Actor
@@ -60,6 +61,12 @@ class EventSourcedActor(Actor, Generic[S, E]):
     from ``evolve`` after a commit crashes the actor (``ActorCrash``: it restarts from the log);
     an exception from ``after_commit`` reaches the asker as ``AfterCommitError``.
 
+    **An append in doubt**: when the log could not be reached (``LogUnavailable``), the append
+    may have landed all the same (the server took it; its answer was lost). The command fails,
+    and the actor remembers the append: before its next command it reads the stream after the
+    version it expected, and if it finds that very append there it commits it as its own
+    (``evolve``, snapshot, ``after_commit``: its side effects are not lost; the reply is).
+
     Attributes:
         state: the current state (valid from ``on_start`` on).
         version: the stream version the state includes (0: no event yet).
@@ -75,6 +82,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         self._recovered = False
         self._version = 0
         self._snapshot_version = 0
+        self._in_doubt: _InDoubt[E] | None = None
 
     # -- the model: what subclasses write --------------------------------------------------------
 
@@ -176,15 +184,20 @@ class EventSourcedActor(Actor, Generic[S, E]):
     async def receive(self, message: object) -> object:
         """Handle ``message`` as a command (see the class docstring); return the reply."""
         stream = self.stream_id()
+        if self._in_doubt is not None:
+            await self._settle_in_doubt(stream)
         for attempt in (1, 2):
             effect = await self.decide(self.state, message)
             events = list(effect.events)
             if not events:
                 return effect.reply_for(self.state)
             expected = self._version
+            encoded = [self.encode_event(event) for event in events]
             try:
-                encoded = [self.encode_event(event) for event in events]
                 records = await self.log.append(stream, encoded, expected_version=expected)
+            except LogUnavailable:
+                self._in_doubt = _InDoubt(effect, events, encoded, expected)
+                raise
             except WrongExpectedVersion as exc:
                 await self._catch_up(stream)
                 if attempt == 1:
@@ -220,6 +233,37 @@ class EventSourcedActor(Actor, Generic[S, E]):
     # -- internals -------------------------------------------------------------------------------
 
     _state: S
+
+    async def _settle_in_doubt(self, stream: str) -> None:
+        """Commit the append in doubt if it landed (see the class docstring).
+
+        Raises:
+            LogUnavailable: the log still cannot be read; the append stays in doubt.
+        """
+        doubt = self._in_doubt
+        assert doubt is not None
+        if self._version != doubt.expected:
+            self._in_doubt = None  # the state moved on (a reload): the records were folded in
+            return
+        records = await self.log.read(
+            stream, after_version=doubt.expected, limit=len(doubt.encoded)
+        )
+        self._in_doubt = None
+        landed = len(records) == len(doubt.encoded) and all(
+            record.type == event.type and record.data == event.data
+            for record, event in zip(records, doubt.encoded, strict=True)
+        )
+        if not landed:
+            return  # it did not land (or another writer's did: the next append conflicts)
+        logger.info(
+            "stream %r: the append that failed at version %d had landed; committing it now",
+            stream,
+            doubt.expected,
+        )
+        try:
+            await self._commit(doubt.effect, doubt.events, records)
+        except AfterCommitError:
+            logger.exception("stream %r: side effects of the append in doubt failed", stream)
 
     async def _commit(self, effect: Effect[E], events: list[E], records: list[Record]) -> object:
         try:
@@ -339,3 +383,13 @@ class EventSourcedActor(Actor, Generic[S, E]):
             cls.encode_state is not EventSourcedActor.encode_state
             and cls.decode_state is not EventSourcedActor.decode_state
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _InDoubt(Generic[E]):
+    """An append the log could not confirm: what ``receive`` needs to commit it later."""
+
+    effect: Effect[E]
+    events: list[E]
+    encoded: list[NewEvent]
+    expected: int

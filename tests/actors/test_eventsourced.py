@@ -186,9 +186,42 @@ async def test_a_lost_acknowledgement_is_healed_by_the_version_check() -> None:
         log.lose_next_ack = True
         with pytest.raises(LogUnavailable):
             await ref.ask(Add(10))  # committed, but the actor could not know
-        # The next command conflicts, reloads (picking up the 10), and re-runs.
+        # The next command finds the append in doubt in the log and commits it as its own:
+        # its side effects run (they were lost), then the command goes on.
         assert await ref.ask(Add(100)) == 111
     assert replay(await log.read("c")).amounts == (1, 10, 100)
+    assert [events for _, events, _ in Counter.after_commit_calls] == [
+        [Incremented(1)],
+        [Incremented(10)],
+        [Incremented(100)],
+    ]
+
+
+async def test_an_append_in_doubt_that_did_not_land_is_forgotten() -> None:
+    class DownOnce(MemoryEventLog):
+        down = False
+
+        async def append(
+            self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+        ) -> list[Record]:
+            if self.down:
+                self.down = False
+                raise LogUnavailable("log is down")
+            return await super().append(stream, events, expected_version=expected_version)
+
+    log = DownOnce()
+    async with counter_system(log) as system:
+        ref = system.ref("counter", "c")
+        await ref.ask(Add(1))
+        log.down = True
+        with pytest.raises(LogUnavailable):
+            await ref.ask(Add(10))  # never landed
+        assert await ref.ask(Add(100)) == 101
+    assert replay(await log.read("c")).amounts == (1, 100)
+    assert [events for _, events, _ in Counter.after_commit_calls] == [
+        [Incremented(1)],
+        [Incremented(100)],
+    ]
 
 
 async def test_after_commit_sees_the_committed_records_before_the_reply() -> None:

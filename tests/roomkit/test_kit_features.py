@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from eventlog import LogUnavailable, MemoryEventLog
 from roomkit import (
     ChannelBinding,
     ChannelCategory,
@@ -25,6 +26,7 @@ from roomkit import (
     HookTrigger,
     InboundMessage,
     InjectedEvent,
+    LogUnavailableError,
     MediaContent,
     MockSMSProvider,
     RetryPolicy,
@@ -416,6 +418,35 @@ class TestResilience:
             ("d", "channel 'd' raised Odd: in deliver"),
             ("e", "channel 'e' raised GeneratorExit"),
         ]
+
+    async def test_a_message_whose_append_landed_unconfirmed_is_delivered_once(self) -> None:
+        # The server took the append, its answer was lost (a stall longer than the log's
+        # retries): the caller hears LogUnavailableError. Its retry is a duplicate, and the
+        # message, recorded, must still go out once: it was recorded and never delivered.
+        class LostAnswer(MemoryEventLog):
+            lose_next = False
+
+            async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+                records = await super().append(stream, events, expected_version=expected_version)
+                if self.lose_next:
+                    self.lose_next = False
+                    raise LogUnavailable("no answer in time")
+                return records
+
+        log = LostAnswer()
+        async with RoomKit(log=log) as kit:
+            ws = SimpleChannel("ws")
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(ws)
+            await room_with(kit, "r1", "sms", "ws")
+            log.lose_next = True
+            with pytest.raises(LogUnavailableError):
+                await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
+            again = await kit.process_inbound(
+                text("sms", "hi", idempotency_key="k1"), room_id="r1"
+            )
+            assert again.blocked and again.reason == "duplicate"
+            assert ws.texts() == ["hi"]
 
     async def test_handle_inbound_raising_cancelled_error_fails_its_message_alone(
         self, kit: RoomKit
