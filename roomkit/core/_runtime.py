@@ -25,7 +25,7 @@ from actors import (
     ConcurrencyConflict,
     check_settings,
 )
-from eventlog import EventLogError, InvalidAppend
+from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
@@ -337,6 +337,13 @@ class KitRuntime:
                 f"room {room_id} recorded the command but could not deliver it: {exc.__cause__}"
             ) from exc
         except ActorDeadError as exc:
+            outage = _log_outage(exc)
+            if outage is not None:
+                # The room's actor could not load it (the log is down): an outage like any
+                # other, which callers (the ingress) wait out, not the room's failure.
+                raise LogUnavailableError(
+                    f"the event log failed for room {room_id}: {outage}"
+                ) from exc
             if system.running:  # this room's actor stopped (gave up), not the kit
                 raise RoomKitError(f"room {room_id} is unavailable: {exc}") from exc
             raise KitClosedError("the kit is closing and takes no more commands") from exc
@@ -368,6 +375,16 @@ class KitRuntime:
 
     async def rebuild_store(self) -> None:
         await self.projection.rebuild()
+
+
+def _log_outage(error: BaseException) -> LogUnavailable | None:
+    """The ``LogUnavailable`` an actor gave up on, if that is why (its cause chain)."""
+    seen: BaseException | None = error.__cause__
+    while seen is not None:
+        if isinstance(seen, LogUnavailable):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 def _log_failed(error: EventLogError) -> LogUnavailableError:

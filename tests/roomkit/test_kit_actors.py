@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -9,8 +10,17 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from eventlog import MemoryEventLog, Record
-from roomkit import HookTrigger, RateLimit, RetryPolicy, RoomContext, RoomEvent, RoomKit
+from actors import ActorSystem, SupervisionPolicy
+from eventlog import LogUnavailable, MemoryEventLog, Record
+from roomkit import (
+    HookTrigger,
+    LogUnavailableError,
+    RateLimit,
+    RetryPolicy,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+)
 from roomkit.core._runtime import ROOM
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
@@ -185,6 +195,43 @@ async def test_infinite_limits_of_a_binding_survive_the_log(
         assert ws.rate_limit == limits["rate_limit"]
         stored = await kit.store.get_binding("r1", "ws")
         assert stored is not None and stored.retry_policy == limits["retry_policy"]
+
+
+class _DownForReads(MemoryEventLog):
+    """A log that cannot be read while ``down`` (an outage)."""
+
+    down = False
+
+    async def read(
+        self, stream: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[Record]:
+        if self.down:
+            raise LogUnavailable("the log is down")
+        return await super().read(stream, after_version=after_version, limit=limit)
+
+
+async def test_a_room_that_cannot_load_during_an_outage_says_the_log_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its actor gives up loading it; the caller (the ingress) must hear an outage, which it
+    # waits out, not "room unavailable", which it dead-letters after a few tries.
+    fast = SupervisionPolicy(max_restarts=1, min_backoff=0, max_backoff=0, jitter=0)
+    monkeypatch.setattr(
+        "roomkit.core._runtime.ActorSystem", functools.partial(ActorSystem, supervision=fast)
+    )
+    log = _DownForReads()
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        system = kit._runtime._system
+        assert system is not None
+        await system.passivate(ROOM, "r1")
+        log.down = True
+        with pytest.raises(LogUnavailableError):
+            await kit.process_inbound(text("sms", "during"), room_id="r1")
+        log.down = False
+        assert not (await kit.process_inbound(text("sms", "after"), room_id="r1")).blocked
 
 
 class _SlowToRead(MemoryEventLog):
