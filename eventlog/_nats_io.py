@@ -38,6 +38,7 @@ __all__ = [
     "MessageHandler",
     "Stored",
     "decode_message",
+    "decode_or_skip",
 ]
 
 logger = logging.getLogger("roomkit.eventlog.nats")
@@ -337,6 +338,23 @@ class JetStreamIO:
                     return
             if reply.status == "404" or reply.pending == 0 or not reply.messages:
                 return
+
+
+def decode_or_skip(data: bytes, seq: int, subject: str) -> StoredBatch | None:
+    """Decode the batch stored in message ``seq``, or ``None`` (with a warning) for a message
+    that is not one: someone else published on the log's subjects. Reads of the whole log
+    and subscriptions skip it (it is no stream's record, and one such message would stop
+    every reader of the log for good); reads of one stream still refuse it."""
+    try:
+        return decode_batch(data)
+    except Exception:
+        logger.warning(
+            "message %d on %s is not a RoomKit event batch (someone else published on the "
+            "log's subjects): skipped",
+            seq,
+            subject,
+        )
+        return None
 
 
 def decode_message(data: bytes, seq: int) -> StoredBatch:

@@ -8,7 +8,13 @@ consumer (``_nats_replay``), about twice as fast per message.
 from __future__ import annotations
 
 from eventlog._nats_codec import first_seq_after, last_position_of, records_of
-from eventlog._nats_io import DIRECT_BATCH, JetStreamIO, Stored, decode_message
+from eventlog._nats_io import (
+    DIRECT_BATCH,
+    JetStreamIO,
+    Stored,
+    decode_message,
+    decode_or_skip,
+)
 from eventlog._nats_replay import pull_replay
 from eventlog.record import Record, StreamInfo
 
@@ -85,7 +91,9 @@ async def read_log(
     records: list[Record] = []
 
     def handle(subject: str, seq: int, data: bytes) -> bool:
-        batch = decode_message(data, seq)
+        batch = decode_or_skip(data, seq, subject)
+        if batch is None:
+            return True
         batch_records = records_of(subject[base:], seq, batch)
         if batch_records[0].position <= after_position:
             batch_records = [r for r in batch_records if r.position > after_position]
@@ -109,7 +117,9 @@ async def list_streams(io: JetStreamIO, subject_base: str) -> list[StreamInfo]:
     found: dict[str, StreamInfo] = {}
 
     def handle(subject: str, seq: int, data: bytes) -> bool:
-        batch = decode_message(data, seq)
+        batch = decode_or_skip(data, seq, subject)
+        if batch is None:
+            return True
         stream = subject[base:]
         found[stream] = StreamInfo(
             stream=stream,

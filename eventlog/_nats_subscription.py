@@ -20,7 +20,7 @@ from eventlog._handover import Handover, HandoverClosed
 from eventlog._nats_codec import first_seq_after, records_of
 from eventlog._nats_consumer import PushConsumer
 from eventlog._nats_errors import is_transient, translate
-from eventlog._nats_io import JetStreamIO, decode_message
+from eventlog._nats_io import JetStreamIO, decode_or_skip
 from eventlog.base import Subscription
 from eventlog.errors import EventLogError
 from eventlog.record import Record
@@ -58,7 +58,10 @@ class NatsSubscription(Subscription):
 
     async def _deliver(self, subject: str, seq: int, data: bytes, pending: int) -> bool:
         # Runs in nats-py's delivery task.
-        records = records_of(subject[self._base :], seq, decode_message(data, seq))
+        batch = decode_or_skip(data, seq, subject)
+        if batch is None:
+            return True
+        records = records_of(subject[self._base :], seq, batch)
         if records[0].position <= self._after_position:
             records = [r for r in records if r.position > self._after_position]
             if not records:

@@ -409,6 +409,28 @@ async def test_a_slow_subscriber_gets_every_record_once_in_order(nats_log: NatsE
     assert seen == await nats_log.read_all()
 
 
+async def test_a_message_not_of_the_log_is_skipped_by_whole_log_reads_and_subscriptions(
+    nats_log: NatsEventLog, nats_server: NatsServer
+) -> None:
+    # Someone else published on the log's subjects: it is no stream's record. One such
+    # message stopped every reader of the whole log (a kit's read model, its start) for good.
+    await nats_log.append("a", [event(1)], expected_version=0)
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().publish(f"{nats_log.subject_prefix}.ev.junk", b"\x00not ours")
+    finally:
+        await nc.close()
+    await nats_log.append("b", [event(2)], expected_version=0)
+    assert payloads(await nats_log.read_all()) == [b"1", b"2"]
+    assert [info.stream for info in await nats_log.streams()] == ["a", "b"]
+    with anyio.fail_after(10):
+        async with nats_log.subscribe() as subscription:
+            seen = [await subscription.__anext__(), await subscription.__anext__()]
+    assert payloads(seen) == [b"1", b"2"]
+    with pytest.raises(EventLogError, match="not a RoomKit event batch"):
+        await nats_log.read("junk")  # the stream it pretends to be is unreadable
+
+
 async def test_closing_a_subscription_deletes_its_consumer(nats_log: NatsEventLog) -> None:
     await nats_log.append("s1", [event(1)], expected_version=0)
     async with nats_log.subscribe() as subscription:
