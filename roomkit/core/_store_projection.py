@@ -73,6 +73,10 @@ class _Turnstile:
             self._released = None
 
 
+_FIRST_PAUSE = 0.1
+_MAX_PAUSE = 5.0
+
+
 class StoreProjection:
     """Applies the log to a ``ConversationStore``; see the module docstring."""
 
@@ -100,15 +104,40 @@ class StoreProjection:
         self.rebuilding = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Follow the log for ever (until cancelled), applying every record."""
-        async with self._log.subscribe(after_position=self.checkpoint) as records:
-            task_status.started()
-            async for record in records:
-                await self._applying.acquire()
-                try:
-                    await self.apply(record)
-                finally:
-                    self._applying.release()
+        """Follow the log for ever (until cancelled), applying every record.
+
+        A subscription that fails once running is taken up again from the checkpoint, after a
+        pause that grows to ``_MAX_PAUSE``: the read model is the kit's to keep, and a failure
+        raised from here would end the kit's runtime, cancelling the rooms' work and the code
+        around ``async with RoomKit()``.
+        """
+        started = False
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                async with self._log.subscribe(after_position=self.checkpoint) as records:
+                    if not started:
+                        task_status.started()
+                        started = True
+                    async for record in records:
+                        await self._applying.acquire()
+                        try:
+                            await self.apply(record)
+                        finally:
+                            self._applying.release()
+                        pause = _FIRST_PAUSE
+                return  # the log ended the subscription: it is closing
+            except Exception:
+                if not started:
+                    raise  # the kit's start fails with it
+                logger.exception(
+                    "the store projection's subscription to the log failed; it goes on from "
+                    "position %d in %.1f s",
+                    self.checkpoint,
+                    pause,
+                )
+            await anyio.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
 
     def forget_waiters(self) -> None:
         """Drop the waiters and the turnstile of an event loop that ended (their tasks are

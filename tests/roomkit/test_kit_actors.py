@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -232,6 +233,57 @@ async def test_a_room_that_cannot_load_during_an_outage_says_the_log_is_unavaila
             await kit.process_inbound(text("sms", "during"), room_id="r1")
         log.down = False
         assert not (await kit.process_inbound(text("sms", "after"), room_id="r1")).blocked
+
+
+class _SubscriptionBreaksOnce(MemoryEventLog):
+    """The first subscription fails at its third record (a reader's bug, a broken link)."""
+
+    broke = False
+
+    def subscribe(self, *, after_position: int = 0) -> Any:
+        inner = super().subscribe(after_position=after_position)
+        log = self
+
+        class Breaking:
+            async def __aenter__(self) -> Breaking:
+                self._records = await inner.__aenter__()
+                self._seen = 0
+                return self
+
+            async def __aexit__(self, *exc: object) -> None:
+                await inner.__aexit__(*exc)
+
+            def __aiter__(self) -> Breaking:
+                return self
+
+            async def __anext__(self) -> Record:
+                self._seen += 1
+                if self._seen == 3 and not log.broke:
+                    log.broke = True
+                    raise RuntimeError("the subscription broke")
+                return await self._records.__anext__()
+
+        return Breaking()
+
+
+async def test_the_read_model_goes_on_after_its_subscription_failed() -> None:
+    # The failure used to end the kit's runtime: the rooms' work and the code inside
+    # `async with RoomKit()` were cancelled.
+    log = _SubscriptionBreaksOnce()
+    with anyio.fail_after(10):
+        async with RoomKit(log=log) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            for n in range(3):
+                await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+            assert log.broke
+            timeline = await kit.get_timeline("r1")
+            assert [e.content.body for e in timeline if e.type == "message"] == [  # type: ignore[union-attr]
+                "m0",
+                "m1",
+                "m2",
+            ]
 
 
 class _SlowToRead(MemoryEventLog):
