@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -344,6 +344,11 @@ class RoomDecider:
         last = timers.last_activity_at
         if room.status in (RoomStatus.CLOSED, RoomStatus.ARCHIVED) or last is None:
             return [], Outcome(value=(room, None))
+        if last.tzinfo is None:
+            # A naive time (given to RoomTimers, or an event's created_at a channel took from
+            # a provider) is read as UTC, as the kit's own times are: subtracting it from an
+            # aware one raised TypeError at every check of the room.
+            last = last.replace(tzinfo=UTC)
         elapsed = (cmd.now - last).total_seconds()
         closed_after, inactive_after = timers.closed_after_seconds, timers.inactive_after_seconds
         threshold: float

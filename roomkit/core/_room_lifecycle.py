@@ -135,8 +135,13 @@ class RoomLifecycleMixin(HelpersMixin):
                     after = await self.check_room_timers(room.id)
                 except (KitClosedError, LogUnavailableError):
                     raise  # the kit or its log, not this room: the others would fail too
-                except RoomKitError as exc:
-                    logger.warning("timers of room %s not checked: %s", room.id, exc)
+                except Exception as exc:  # this room's, whatever it is: the others go on
+                    logger.warning(
+                        "timers of room %s not checked: %s",
+                        room.id,
+                        exc,
+                        exc_info=not isinstance(exc, RoomKitError),
+                    )
                     continue
                 if after.status != room.status:
                     changed.append(after)

@@ -47,6 +47,21 @@ from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
 class TestTimers:
+    async def test_a_naive_last_activity_is_read_as_utc(self, kit: RoomKit) -> None:
+        # As a provider's timestamp copied into an event's created_at, or RoomTimers given
+        # one: subtracting it raised TypeError at every check, and check_all_timers stopped
+        # at that room, leaving every room after it unchecked.
+        naive_hour_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
+        stale = RoomTimers(inactive_after_seconds=10, last_activity_at=naive_hour_ago)
+        await kit.create_room(room_id="a-naive", timers=stale)
+        aware = RoomTimers(
+            inactive_after_seconds=10, last_activity_at=datetime.now(UTC) - timedelta(hours=1)
+        )
+        await kit.create_room(room_id="b-aware", timers=aware)
+        changed = await kit.check_all_timers()
+        assert sorted(room.id for room in changed) == ["a-naive", "b-aware"]
+        assert (await kit.get_room("a-naive")).status == RoomStatus.PAUSED
+
     async def test_inactive_room_pauses_then_closes(
         self, kit: RoomKit, monkeypatch: pytest.MonkeyPatch
     ) -> None:
