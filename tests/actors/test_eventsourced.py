@@ -19,7 +19,15 @@ from actors import (
     ConcurrencyConflict,
     SupervisionPolicy,
 )
-from eventlog import EventLogError, LogUnavailable, MemoryEventLog, NewEvent, Record, Snapshot
+from eventlog import (
+    EventLogError,
+    InvalidAppend,
+    LogUnavailable,
+    MemoryEventLog,
+    NewEvent,
+    Record,
+    Snapshot,
+)
 from tests.actors.models import (
     Add,
     AddMany,
@@ -124,6 +132,25 @@ async def test_a_snapshot_past_the_stream_s_end_or_unreadable_falls_back_to_full
             await system.ref("counter", "c").ask(Add(2))  # appends go on
             assert (await state_of(system)).total == 3
         assert any(message in r.getMessage() for r in caplog.records)
+
+
+async def test_a_snapshot_that_fails_is_tried_again_one_interval_later_not_at_every_event() -> (
+    None
+):
+    class RefusesSnapshots(MemoryEventLog):
+        tries = 0
+
+        async def save_snapshot(self, stream: str, version: int, data: bytes) -> None:
+            self.tries += 1
+            raise InvalidAppend("too large for the log")
+
+    log = RefusesSnapshots()
+    async with counter_system(log, snapshot_every=10) as system:
+        ref = system.ref("counter", "c")
+        for n in range(35):
+            await ref.ask(Add(n))
+    assert log.tries == 3  # at 10, 20 and 30 events
+    assert await log.load_snapshot("c") is None
 
 
 async def test_recovery_reads_a_long_stream_in_batches() -> None:
