@@ -34,7 +34,7 @@ from roomkit.ingress._deadletter import HEADER_SLACK, fit, own_headers
 from roomkit.ingress._inflight import Inflight, pause
 from roomkit.ingress._nats import is_transient
 from roomkit.ingress._work import IngressStats, Rejection, WorkItem
-from roomkit.ingress.errors import IngressUnavailable
+from roomkit.ingress.errors import IngressError, IngressUnavailable
 from roomkit.ingress.wire import (
     REPLY_TO_HEADER,
     IngressErrorCode,
@@ -46,7 +46,7 @@ from roomkit.ingress.wire import (
 from roomkit.models.delivery import InboundResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from roomkit.core.framework import RoomKit
 
@@ -89,6 +89,7 @@ class MessageHandler:
         stopping: set when the ingress stops: retries give up, messages go back.
         on_fatal: called with why the ingress must stop (the kit closed, the NATS connection
             closed under it); the message at hand is then handed back.
+        ensure_dlq: creates the dead-letter stream again when a dead letter finds it gone.
     """
 
     def __init__(
@@ -101,8 +102,10 @@ class MessageHandler:
         inflight: Inflight,
         stopping: anyio.Event,
         on_fatal: Callable[[BaseException], None],
+        ensure_dlq: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._kit = kit
+        self._ensure_dlq = ensure_dlq
         self._nc = nc
         self._js = js
         self._settings = settings
@@ -246,6 +249,20 @@ class MessageHandler:
                 logger.warning("ingress: storing a dead letter failed (%r); retrying", exc)
                 await pause(self._stopping, delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY)
+                if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                    # No stream takes the subject: the dead-letter stream is gone (deleted by
+                    # an operator). Retrying alone held this letter, and its lane, for good.
+                    await self._dlq_again()
+
+    async def _dlq_again(self) -> None:
+        if self._ensure_dlq is None:
+            return
+        try:
+            await self._ensure_dlq()
+        except IngressError as exc:
+            logger.warning("ingress: the dead-letter stream could not be made again: %s", exc)
+        else:
+            logger.warning("ingress: the dead-letter stream was gone; made again")
 
     async def settle(self, item: WorkItem, how: Settle) -> None:
         """Acknowledge (or nak, term, keep alive) ``item``'s delivery; release its slot.

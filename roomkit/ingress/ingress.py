@@ -286,6 +286,7 @@ class Ingress:
             self._inflight,
             self._stopping,
             on_fatal=self._fail,
+            ensure_dlq=self._ensure_dlq,
         )
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -397,6 +398,22 @@ class Ingress:
 
     # -- setup -------------------------------------------------------------------------------
 
+    async def _ensure_dlq(self) -> None:
+        """Create the dead-letter stream, or check the existing one (at start, and when a dead
+        letter finds it gone: deleted by an operator, a memory stream after a restart)."""
+        js = self._js
+        if self.dlq_stream is None or js is None:
+            return
+        await ensure_stream(
+            js,
+            self.dlq_stream,
+            f"{self.subject_prefix}.dlq.>",
+            storage=self._storage,
+            duplicate_window=self._duplicate_window,
+            work_queue=False,
+            timeout=self._request_timeout,
+        )
+
     async def _setup(self) -> None:
         js = self._js
         assert js is not None
@@ -413,16 +430,7 @@ class Ingress:
         # Only then is the range above the ack floor exactly the unacknowledged messages.
         self._recoverable = info.config.retention == RetentionPolicy.WORK_QUEUE
         self._incarnation = info.created.isoformat() if info.created is not None else ""
-        if self.dlq_stream is not None:
-            await ensure_stream(
-                js,
-                self.dlq_stream,
-                f"{self.subject_prefix}.dlq.>",
-                storage=self._storage,
-                duplicate_window=self._duplicate_window,
-                work_queue=False,
-                timeout=self._request_timeout,
-            )
+        await self._ensure_dlq()
         self._sub = await ensure_consumer(
             js,
             self.stream_name,

@@ -360,6 +360,26 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_the_ingress_goes_o
     assert consumer.num_ack_pending == 0 and consumer.num_pending == 0
 
 
+async def test_a_dead_letter_stream_deleted_under_the_ingress_is_made_again(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # Retried alone, the dead letter held its lane for good, and the messages behind it.
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    async with Ingress(nats_kit, nats_server.url, lanes=1) as ingress:
+        first = text("sms", "first", idempotency_key="k0")
+        assert (await publish_inbound(client, first, room_id="room-1", reply_timeout=10)).ok
+        await js.delete_stream("ROOMKIT_DLQ")
+        lost = text("sms", "to no room", idempotency_key="k1")
+        refused = await publish_inbound(client, lost, room_id="nowhere", reply_timeout=10)
+        after = text("sms", "after", idempotency_key="k2")
+        ok = await publish_inbound(client, after, room_id="room-1", reply_timeout=10)
+    assert not refused.ok and ok.ok
+    assert await bodies(nats_kit, "room-1") == ["first", "after"]
+    assert ingress.stats.dead_lettered == 1
+    assert (await js.stream_info("ROOMKIT_DLQ")).state.messages == 1
+
+
 async def test_a_core_subscriber_sees_dead_letters_live(
     nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
 ) -> None:
