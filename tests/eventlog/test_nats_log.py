@@ -315,8 +315,7 @@ async def test_a_foreign_message_on_a_log_subject_is_reported(nats_server: NatsS
             await nc.close()
         with pytest.raises(EventLogError, match="not a RoomKit event batch"):
             await log.read("alien")
-        with pytest.raises(EventLogError, match="not a RoomKit event batch"):
-            await log.read_all()
+        assert await log.read_all() == []  # no stream's record: skipped (see below)
 
 
 # -- outages ---------------------------------------------------------------------------------
