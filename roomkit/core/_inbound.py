@@ -215,7 +215,10 @@ class InboundMixin(HelpersMixin):
                         context,
                     )
         if outcome.duplicate_of is not None:
-            original = await self._store.get_event(outcome.duplicate_of)
+            # "" when a store answered only that the key was seen (its check_idempotency):
+            # then, as in 0.3.0, without the original event.
+            duplicate_of = outcome.duplicate_of
+            original = await self._store.get_event(duplicate_of) if duplicate_of else None
             return InboundResult(event=original, blocked=True, reason="duplicate")
         event = outcome.event
         assert event is not None

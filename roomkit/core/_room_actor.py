@@ -20,7 +20,7 @@ from roomkit.core._facts import Deliver, Fact, RunLifecycle, fact_from_record
 from roomkit.core._recent import RecentEvents
 from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
-from roomkit.core._room_state import RoomState, evolve
+from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState, evolve
 from roomkit.core._services import KitServices
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
@@ -61,7 +61,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         super().__init__(key)
         self._services = services
         self._stream = room_stream(key)
-        self._decider = RoomDecider(key, self._before_broadcast, services.now)
+        self._decider = RoomDecider(
+            key, self._before_broadcast, services.now, services.older_duplicate
+        )
         # The reply being built for the command in hand; after_commit fills in its position.
         self._outcome: Outcome | None = None
         # Delivery outcomes taken from the OutcomeFlusher but not appended yet: the next append
@@ -134,7 +136,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         snapshot = _snapshot_decoder.decode(data)
         state = RoomState(
             room=load(Room, snapshot.room) if bytes(snapshot.room) != b"null" else None,
-            idempotency=dict(snapshot.idempotency),
+            # A snapshot written before the window may hold more keys: keep the latest.
+            idempotency=dict(list(snapshot.idempotency.items())[-IDEMPOTENCY_WINDOW:]),
             event_count=snapshot.event_count,
             recent=RecentEvents(snapshot.recent),
         )

@@ -54,7 +54,7 @@ from roomkit.core._domain import (
 )
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._room_ids import room_stream
-from roomkit.core._room_state import RoomState
+from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
 from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
 from roomkit.models._copy import updated
@@ -235,10 +235,12 @@ class RoomDecider:
         room_id: str,
         run_before_broadcast: Callable[[str, RoomEvent, Any], Awaitable[Any]],
         now: Callable[[], datetime],
+        older_duplicate: Callable[[str, str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._room_id = room_id
         self._run_before_broadcast = run_before_broadcast
         self._now = now
+        self._older_duplicate = older_duplicate
         # Events that name no model of the room say which room only when the stream does not.
         self._named_room = None if room_stream(room_id) == room_id else room_id
 
@@ -541,10 +543,17 @@ class RoomDecider:
                     f"{type(event).__name__}, expected RoomEvent"
                 )
         key = event.idempotency_key
-        if key and key in state.idempotency:
-            return [], Outcome(
-                blocked=True, reason="duplicate", duplicate_of=state.idempotency[key]
-            )
+        if key:
+            original = state.idempotency.get(key)
+            if (
+                original is None
+                and len(state.idempotency) >= IDEMPOTENCY_WINDOW
+                and self._older_duplicate is not None
+            ):
+                # Past the window the room keeps: the read model knows the older keys.
+                original = await self._older_duplicate(self._room_id, key)
+            if original is not None:
+                return [], Outcome(blocked=True, reason="duplicate", duplicate_of=original)
         draft = _Draft(state, event.created_at)
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)

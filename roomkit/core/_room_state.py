@@ -60,6 +60,13 @@ class _AtRest:
     participants: list[bytes]
 
 
+IDEMPOTENCY_WINDOW = 1000
+"""How many of a room's latest idempotency keys its actor keeps (key -> event id), in memory and
+in its snapshots. Older keys are looked up in the read model (``ConversationStore``): a room
+that kept every key grew without end, its snapshot past JetStream's largest payload after
+~15,000 keyed messages. Most duplicates (a provider's webhook retries) come within seconds."""
+
+
 class RoomState:
     """Everything the room actor needs to decide: the room, its bindings and participants,
     the idempotency keys already committed, and the tail of its timeline."""
@@ -257,7 +264,10 @@ def _record_message(
     event: RoomEvent | EventFields = model if model is not None else event_fields(raw)
     state.event_count += 1
     if event.idempotency_key:
-        state.idempotency[event.idempotency_key] = event.id
+        keys = state.idempotency
+        keys[event.idempotency_key] = event.id
+        if len(keys) > IDEMPOTENCY_WINDOW:
+            del keys[next(iter(keys))]  # the oldest: the read model answers for it now
     state.recent.append(raw, model)
     room = state.room
     if room is None:

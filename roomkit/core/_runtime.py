@@ -132,6 +132,7 @@ class KitRuntime:
             now=utcnow,
             outcomes=self.flusher,
             capabilities=kit._capabilities,
+            older_duplicate=self._older_duplicate,
         )
 
     # -- start and stop ----------------------------------------------------------------------
@@ -360,6 +361,19 @@ class KitRuntime:
                 self._asks_done = None
         assert isinstance(reply, Outcome)
         return reply
+
+    async def _older_duplicate(self, room_id: str, key: str) -> str | None:
+        """The id of the event the read model holds with idempotency ``key`` in the room, ""
+        when it holds one but cannot say which (a store with only ``check_idempotency``), or
+        None."""
+        if self.projection.rebuilding:
+            await self.projection.rebuilt()  # it holds every key again only once rebuilt
+        store = self._kit._store
+        find = getattr(store, "idempotent_event_id", None)
+        if find is not None:
+            found: str | None = await find(room_id, key)
+            return found
+        return "" if await store.check_idempotency(room_id, key) else None
 
     def _tell_room_nowait(self, room_id: str, command: object) -> None:
         self._running().ref(ROOM, room_id).tell_nowait(command)

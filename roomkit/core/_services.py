@@ -38,3 +38,7 @@ class KitServices:
     outcomes: OutcomeFlusher
     # One ChannelCapabilities instance per value, for the bindings of every room.
     capabilities: CapabilitiesInterner
+    # (room_id, idempotency key) -> the id of the event the read model holds with that key
+    # ("" when it holds one but cannot say which), or None: for keys older than a room's
+    # window (see _room_state.IDEMPOTENCY_WINDOW).
+    older_duplicate: Callable[[str, str], Awaitable[str | None]]

@@ -188,7 +188,7 @@ class _RoomData:
         # Each event as its JSON envelope, with its visibility alongside for filtered listings.
         self.events: list[bytes] | None = None
         self.visibility: list[str] | None = None
-        self.keys: set[str] | None = None
+        self.keys: dict[str, str] | None = None  # idempotency key -> event id
         self.bindings: dict[str, _Binding] | None = None
         self.participants: dict[str, _Participant] | None = None
         # Ordered set of task ids (the tasks themselves live in InMemoryStore._tasks).
@@ -530,8 +530,8 @@ class InMemoryStore(ConversationStore):
             raise ValueError(f"event {event_id!r} is already stored in room {found[0].room_id!r}")
         if idempotency_key:
             if room.keys is None:
-                room.keys = set()
-            room.keys.add(idempotency_key)
+                room.keys = {}
+            room.keys[idempotency_key] = event_id
 
     async def get_event(self, event_id: str) -> RoomEvent | None:
         """Return the event (O(1)), or ``None``."""
@@ -574,6 +574,16 @@ class InMemoryStore(ConversationStore):
         """Return whether the room has an event with this idempotency key (O(1))."""
         data = self._data.get(room_id)
         return data is not None and data.keys is not None and key in data.keys
+
+    async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
+        """The id of the room's event added with idempotency ``key``, or None (O(1)).
+
+        Not part of ``ConversationStore``: the kit asks it, when a store has it, for a
+        duplicate of a key older than the window a room's actor keeps, to answer with the
+        original event (with ``check_idempotency`` alone it answers without it).
+        """
+        data = self._data.get(room_id)
+        return None if data is None or data.keys is None else data.keys.get(key)
 
     async def get_event_count(self, room_id: str) -> int:
         """Return the number of events of the room (O(1))."""

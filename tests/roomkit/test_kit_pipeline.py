@@ -39,6 +39,8 @@ from roomkit import (
     Task,
     TextContent,
 )
+from roomkit.core._facts import fact_from_record
+from roomkit.core._room_state import RoomState, evolve
 from roomkit.models.event import EventSource
 from roomkit.models.room import Room
 from roomkit.store.memory import InMemoryStore
@@ -214,6 +216,58 @@ class TestInbound:
         stored = await kit.store.get_event(result.event.id)
         assert stored is not None and stored.status == EventStatus.BLOCKED
         assert blocked_events[0].data == {"reason": "spam detected", "blocked_by": "no_spam"}
+
+    async def test_a_duplicate_older_than_the_room_s_window_is_found_in_the_read_model(
+        self, make_kit: Callable[..., RoomKit], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A room keeps its latest keys only (it kept every one: memory and snapshots grew
+        # without end); an older key is found in the read model, the original event with it.
+        for module in ("_room_state", "_room_decider", "_room_actor"):
+            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 3)
+        async with make_kit(snapshot_every=4) as kit:
+            _, ws = await two_channel_room(kit)
+            first = {}
+            for n in range(6):
+                result = await kit.process_inbound(
+                    text("sms", f"m{n}", idempotency_key=f"k{n}"), room_id="r1"
+                )
+                first[n] = result.event
+            folded = RoomState()
+            for record in await kit.log.read("r1"):
+                fact = fact_from_record(record)
+                assert fact is not None
+                evolve(folded, fact.domain)
+            assert list(folded.idempotency) == ["k3", "k4", "k5"]
+            for n in (0, 4):
+                again = await kit.process_inbound(
+                    text("sms", f"m{n}", idempotency_key=f"k{n}"), room_id="r1"
+                )
+                assert again.blocked and again.reason == "duplicate"
+                assert again.event == first[n]
+            assert ws.texts() == [f"m{n}" for n in range(6)]
+        async with make_kit() as restarted:  # from the snapshot and the log
+            restarted.register_channel(SimpleChannel("sms"))
+            again = await restarted.process_inbound(
+                text("sms", "m1", idempotency_key="k1"), room_id="r1"
+            )
+            assert again.blocked and again.event == first[1]
+
+    async def test_an_older_duplicate_in_a_store_that_only_says_it_saw_the_key(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A ConversationStore of 0.3.0's interface answers check_idempotency only: the
+        # duplicate is blocked without its original event, as 0.3.0 answered.
+        class YesNoStore(InMemoryStore):
+            idempotent_event_id = None  # type: ignore[assignment]
+
+        for module in ("_room_state", "_room_decider", "_room_actor"):
+            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
+        async with RoomKit(store=YesNoStore()) as kit:
+            await two_channel_room(kit)
+            for n in range(3):
+                await kit.process_inbound(text("sms", "x", idempotency_key=f"k{n}"), room_id="r1")
+            again = await kit.process_inbound(text("sms", "x", idempotency_key="k0"), room_id="r1")
+        assert again.blocked and again.reason == "duplicate" and again.event is None
 
     async def test_a_block_with_an_empty_reason_blocks(self, kit: RoomKit) -> None:
         # 0.3.0 took it; refused, the hook would fail and the message go through (fail-open).
