@@ -20,6 +20,11 @@ the reference API fixes for ``ProviderResult.error``:
 ``invalid_response``  a 2xx answer without what the call needs
 ====================  ======================================================================
 
+The SMS / RCS vendors (Twilio, Telnyx, Sinch, VoiceMeUp) keep RoomKit 0.3.0's codes instead:
+their error parsers name the code of every non-2xx answer (``http_403``, ``invalid_request``,
+...; see :mod:`providers.sms._errors`) and :meth:`VendorHTTP.transport_error_as_text` gives a
+failed connection the exception's text. The other vendors use the table above.
+
 The two result contracts are built from it: messaging ``send`` methods return
 :meth:`HTTPFailure.to_result` (``success=False``); calls that must return a value raise
 :meth:`HTTPFailure.to_error`, a :class:`VendorAPIError` (a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -168,6 +169,22 @@ class VendorHTTP:
             status_code=response.status_code,
             vendor_code=vendor_code,
         )
+
+    def transport_error_as_text(self, failure: HTTPFailure) -> HTTPFailure:
+        """``failure`` with the text of the httpx error behind it as its ``error``, when it is a
+        ``network_error`` raised by httpx; any other failure unchanged.
+
+        RoomKit 0.3.0's SMS / RCS providers answered a failed connection with
+        ``ProviderResult(error=str(exc))`` (``"conn refused"``), and their callers may match
+        on it; the providers that keep that contract call this (the others keep
+        ``network_error``). The text has this client's secrets masked and is shortened; an
+        error without text gives its class name. ``retryable`` and the rest are kept.
+        """
+        cause = failure.cause
+        if failure.error != "network_error" or not isinstance(cause, self._httpx.HTTPError):
+            return failure
+        text = shorten(str(cause), self._secrets) or type(cause).__name__
+        return dataclasses.replace(failure, error=text)
 
     def _log(self, method: str, url: str, failure: HTTPFailure) -> None:
         self._logger.warning(

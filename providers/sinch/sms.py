@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from providers._http import HTTPFailure, bearer, body_error_parser, code_and_message, response_json
+from providers._http import HTTPFailure, bearer, code_and_message, response_json
 from providers._vendor import VendorProvider
 from providers.sinch.config import SinchConfig
 from providers.sinch.signature import verify_sinch_signature
 from providers.sinch.webhook import parse_sinch_webhook
+from providers.sms._errors import SMSErrorStyle, sms_error_parser
 from providers.sms._outbound import refusal, render_outbound
 from providers.sms.base import SMSProvider
 from roomkit.models.delivery import InboundMessage, ProviderResult
@@ -30,7 +31,7 @@ def sinch_error(body: Any) -> tuple[str | None, str | None]:
     return code_and_message(body.get("code"), body.get("text"))
 
 
-_ERRORS = body_error_parser(sinch_error)
+_ERRORS = sms_error_parser(sinch_error, "sinch", SMSErrorStyle.VENDOR_CODE)
 
 
 class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
@@ -76,10 +77,14 @@ class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
         """Send ``event``'s text (``mt_text``) or text and first attachment (``mt_media``).
 
         Returns:
-            ``success=True`` with the batch id, or ``success=False`` with ``error`` one of
-            ``"empty_message"``, ``"missing_recipient"``, ``"timeout"``, ``"network_error"``,
-            ``"auth_error"``, ``"rate_limit"``, ``"sinch_<code>"``
-            (``"sinch_syntax_invalid_parameter_format"``) or ``"http_<status>"``.
+            ``success=True`` with the batch id (None, with a warning logged, when Sinch's 2xx
+            answer names none: the batch was accepted, and failing would have the router send
+            it again), or ``success=False`` with ``error`` one of ``"empty_message"``,
+            ``"missing_recipient"``, ``"timeout"``, ``"auth_error"`` (401), ``"rate_limit"``
+            (429), a 400's code as ``"sinch_<code>"``
+            (``"sinch_syntax_invalid_parameter_format"``), ``"invalid_request"`` (a 400
+            without a JSON body), ``"http_<status>"`` (any other status, 403 included) or the
+            text of a failed connection, as in RoomKit 0.3.0.
         """
         message = render_outbound(event.content)
         if (refused := refusal(message, to, ProviderResult)) is not None:
@@ -109,16 +114,20 @@ class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
             error_parser=_ERRORS,
         )
         if isinstance(outcome, HTTPFailure):
-            return outcome.to_result(ProviderResult)
+            return self._http.transport_error_as_text(outcome).to_result(ProviderResult)
         data = response_json(outcome)
         batch_id = data.get("id") if isinstance(data, dict) else None
         if not isinstance(batch_id, str) or not batch_id:
-            failure = self._http.answer_failure(outcome, "Sinch answered without a batch id")
-            return failure.to_result(ProviderResult)
+            # Sinch took the batch (2xx): reporting a failure would have it sent twice.
+            logger.warning(
+                "sinch accepted a batch (HTTP %d) without naming its id", outcome.status_code
+            )
+            batch_id = None
+        else:
+            logger.debug("sinch accepted batch %s", batch_id)
         metadata: dict[str, Any] = {"type": body["type"]}
         if dropped:
             metadata["media_dropped"] = dropped
-        logger.debug("sinch accepted batch %s", batch_id)
         return ProviderResult(success=True, provider_message_id=batch_id, metadata=metadata)
 
     async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:

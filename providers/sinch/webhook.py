@@ -9,6 +9,12 @@ plus ``id``, ``from``, ``to``, ``received_at``, ``operator_id``. A delivery repo
 (per recipient: ``batch_id``, ``recipient``, ``code``, ``status``, ``at``). Statuses are
 ``Queued``, ``Dispatched``, ``Delivered``, ``Failed``, ``Rejected``, ``Aborted``, ``Expired``,
 ``Unknown`` (lower-cased here); the batch id is the message id of a status.
+
+An inbound message's metadata has RoomKit 0.3.0's keys: ``to``, ``received_at`` (as Sinch wrote
+it, or None), ``operator_id`` and ``client_reference`` (None when absent). A ``mo_binary``
+body is not text: the message's text is empty and the base64 data is in
+``metadata["binary_body"]`` (0.3.0 made it the text, which then reached the room's other
+channels as if typed).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from providers.sms.meta import (
     get_list,
     get_mapping,
     get_str,
+    parse_timestamp,
     raw_dict,
     webhook_media,
 )
@@ -57,7 +64,7 @@ def extract_sinch_meta(payload: Mapping[str, Any]) -> WebhookMeta:
             message_id=get_str(payload, "batch_id") or None,
             status=status or None,
             error_code=_error_code(payload, status),
-            timestamp=get_str(payload, "at", "operator_status_at") or None,
+            timestamp=parse_timestamp(get_str(payload, "at", "operator_status_at")),
             event_type=kind,
             raw=raw,
         )
@@ -115,10 +122,11 @@ def _inbound_meta(payload: Mapping[str, Any], kind: str, raw: dict[str, Any]) ->
             extra["udh"] = udh
     else:
         text = get_str(payload, "body")
+    # RoomKit 0.3.0's keys, None when Sinch left them out (applications read them unchecked).
+    extra["to"] = get_str(payload, "to")
+    extra["received_at"] = get_str(payload, "received_at") or None
     for key in ("operator_id", "client_reference"):
-        value = get_str(payload, key)
-        if value:
-            extra[key] = value
+        extra[key] = get_str(payload, key) or None
     return WebhookMeta(
         provider="sinch",
         direction="inbound",
@@ -127,7 +135,7 @@ def _inbound_meta(payload: Mapping[str, Any], kind: str, raw: dict[str, Any]) ->
         body=text,
         media=media,
         message_id=get_str(payload, "id") or None,
-        timestamp=get_str(payload, "received_at", "sent_at") or None,
+        timestamp=parse_timestamp(get_str(payload, "received_at", "sent_at")),
         event_type=kind,
         extra=extra,
         raw=raw,

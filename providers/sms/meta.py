@@ -8,8 +8,13 @@ reads any of the four SMS vendors' payloads into a :class:`WebhookMeta`, which
 
 Extractors never raise on a mapping, whatever it holds: webhooks are attacker-controlled input,
 and anything unreadable just yields a meta that is neither inbound nor a status. Only
-``to_inbound`` / ``to_status`` (called on the wrong kind) and a non-mapping payload raise
-``ValueError``.
+``to_inbound`` (called on what is not an inbound message) and a non-mapping payload raise
+``ValueError``; ``to_status`` answers for any meta, as in RoomKit 0.3.0 (``status="unknown"``
+for one that is not a status).
+
+The content helpers ``extract_text_body``, ``extract_media_urls`` and ``build_inbound_content``
+take RoomKit 0.3.0's arguments (an event's content; a text and media dicts) as well as this
+package's (a vendor name and its payload; a text and :class:`WebhookMedia`).
 
 The small ``get_*`` helpers below are what the vendor parsers use to read untrusted payloads.
 """
@@ -19,19 +24,24 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from providers._lazy import lazy_exports
 from providers._positional import as_keywords
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import (
+    AudioContent,
     CompositeContent,
     EventContent,
     LocationContent,
     MediaContent,
+    RichContent,
+    SystemContent,
+    TemplateContent,
     TextContent,
+    VideoContent,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +59,7 @@ __all__ = [
     "get_list",
     "get_mapping",
     "get_str",
+    "parse_timestamp",
     "raw_dict",
     "webhook_media",
 ]
@@ -125,8 +136,9 @@ class WebhookMeta(BaseModel):
         status: Delivery status (lower-case, the vendor's vocabulary) for status events.
         error_code: The vendor's error code of a failed delivery.
         error_message: The vendor's error text of a failed delivery.
-        timestamp: When the vendor says it happened (ISO 8601 as given, or the ``datetime``
-            a 0.3.0-style caller gave), if it did.
+        timestamp: When the vendor says it happened, if it did, as a ``datetime`` (as in
+            RoomKit 0.3.0; an ISO 8601 text given here is read into one). Aware when the
+            vendor gave a zone, naive otherwise (VoiceMeUp's ``datetime_transmission``).
         event_type: The vendor's event name, when it has one (``message.received``, ...).
         pending: The message is held back until its other half arrives (VoiceMeUp splits an
             MMS into several webhooks); a pending meta is neither inbound nor a status.
@@ -146,7 +158,7 @@ class WebhookMeta(BaseModel):
     status: str | None = None
     error_code: str | None = None
     error_message: str | None = None
-    timestamp: str | datetime | None = None
+    timestamp: datetime | None = None
     event_type: str | None = None
     pending: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -178,6 +190,17 @@ class WebhookMeta(BaseModel):
         ):
             data["status"] = event_type.removeprefix("message.")
         return data
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _read_timestamp(cls, value: Any) -> Any:
+        """Read an ISO 8601 text as 0.3.0's extractors did (``Z`` meaning UTC)."""
+        if isinstance(value, str):
+            parsed = parse_timestamp(value)
+            if parsed is None and value:
+                raise ValueError(f"timestamp is not ISO 8601: {value!r}")
+            return parsed
+        return value
 
     @property
     def is_inbound(self) -> bool:
@@ -221,12 +244,12 @@ class WebhookMeta(BaseModel):
         if not self.is_inbound:
             kind = "a pending MMS part" if self.pending else f"direction={self.direction!r}"
             raise ValueError(f"{self.provider} webhook is not an inbound message ({kind})")
-        metadata: dict[str, Any] = {"provider": self.provider, "recipient": self.recipient}
-        if self.timestamp:
-            timestamp = self.timestamp
-            metadata["timestamp"] = (
-                timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
-            )
+        metadata: dict[str, Any] = {
+            "provider": self.provider,
+            "recipient": self.recipient,
+            # Set even when None, and written by isoformat(), as 0.3.0 did.
+            "timestamp": None if self.timestamp is None else self.timestamp.isoformat(),
+        }
         metadata.update(self.extra)
         return InboundMessage(
             channel_id=channel_id,
@@ -242,33 +265,45 @@ class WebhookMeta(BaseModel):
         parsers put it) when there is neither text nor media, else text and media."""
         location = self.extra.get("location")
         if not self.body and not self.media and isinstance(location, dict):
+            point = {
+                key: location[key]
+                for key in ("latitude", "longitude", "label", "address")
+                if location.get(key) is not None
+            }
             try:
-                return LocationContent(**location)
+                return LocationContent(**point)
             except (TypeError, ValueError):  # not the fields of a point: read as text
                 pass
         return build_inbound_content(self.body, self.media)
 
     def to_status(self) -> DeliveryStatus:
-        """The delivery status this webhook carries.
+        """The delivery status this webhook carries, as RoomKit 0.3.0 made it.
 
-        Raises:
-            ValueError: This is not a delivery status (:attr:`is_status` is False).
+        Its ``status`` is the event type without ``message.`` for 0.3.0's status events
+        (Telnyx' ``message.finalized`` gives ``"finalized"``, whatever the recipient's status:
+        that one is :attr:`status` here and stays in ``raw``); else :attr:`status` (Twilio's
+        and Sinch's statuses, which 0.3.0 did not read). Called on a meta that is not a status
+        (:attr:`is_status` is False: check it first), it answers as 0.3.0 did rather than
+        raising: the ``message.*`` event type's name (``"received"``), else ``"unknown"``.
         """
-        if not self.is_status:
-            raise ValueError(f"{self.provider} webhook is not a delivery status")
+        event_type = self.event_type or ""
+        if event_type.startswith("message.") and (
+            not self.is_status or event_type in _STATUS_EVENTS_0_3_0
+        ):
+            status = event_type.removeprefix("message.")
+        elif self.is_status and self.status:
+            status = self.status
+        else:
+            status = "unknown"
         return DeliveryStatus(
             provider=self.provider,
             message_id=self.message_id or "",
-            status=self.status or "",
+            status=status,
             recipient=self.recipient,
             sender=self.sender,
             error_code=self.error_code,
             error_message=self.error_message,
-            timestamp=(
-                self.timestamp.isoformat()
-                if isinstance(self.timestamp, datetime)
-                else self.timestamp
-            ),
+            timestamp=None if self.timestamp is None else self.timestamp.isoformat(),
             raw=self.raw,
         )
 
@@ -314,22 +349,115 @@ def extract_sms_meta(
     raise ValueError(f"unknown SMS webhook provider {provider!r} (known: {known})")
 
 
-def extract_text_body(provider: str, payload: Mapping[str, Any]) -> str:
-    """The text of an inbound webhook of ``provider`` ("" when it has none).
+@overload
+def extract_text_body(content: EventContent) -> str: ...
+
+
+@overload
+def extract_text_body(provider: str, payload: Mapping[str, Any]) -> str: ...
+
+
+def extract_text_body(*args: Any, **kwargs: Any) -> str:
+    """The text of an event's content (RoomKit 0.3.0's form), or of a vendor webhook.
+
+    ``extract_text_body(content)``: a text, rich, system or template content's ``body``, a
+    media content's caption, a composite's parts' texts joined by spaces; ``""`` for the rest
+    (as 0.3.0 read outgoing events).
+
+    ``extract_text_body(provider, payload)``: the text of an inbound webhook of ``provider``
+    (``""`` when it has none); a VoiceMeUp payload is read alone (no MMS merging).
 
     Raises:
-        ValueError: As :func:`extract_sms_meta`.
+        TypeError: The arguments are neither form.
+        ValueError: As :func:`extract_sms_meta` (webhook form).
     """
-    return _meta_without_aggregation(provider, payload).body
+    bound = _content_or_webhook("extract_text_body", args, kwargs)
+    if isinstance(bound, tuple):
+        return _meta_without_aggregation(*bound).body
+    return _text_of(bound)
 
 
-def extract_media_urls(provider: str, payload: Mapping[str, Any]) -> list[WebhookMedia]:
-    """The attachments of an inbound webhook of ``provider`` (http(s) URLs only).
+@overload
+def extract_media_urls(content: EventContent) -> list[str]: ...
+
+
+@overload
+def extract_media_urls(provider: str, payload: Mapping[str, Any]) -> list[WebhookMedia]: ...
+
+
+def extract_media_urls(*args: Any, **kwargs: Any) -> list[str] | list[WebhookMedia]:
+    """The media of an event's content (RoomKit 0.3.0's form), or of a vendor webhook.
+
+    ``extract_media_urls(content)``: the URLs of a media content, or of a composite's media
+    parts, as strings (``[]`` for the rest, as in 0.3.0).
+
+    ``extract_media_urls(provider, payload)``: the attachments of an inbound webhook of
+    ``provider`` as :class:`WebhookMedia` (http(s) URLs only).
 
     Raises:
-        ValueError: As :func:`extract_sms_meta`.
+        TypeError: The arguments are neither form.
+        ValueError: As :func:`extract_sms_meta` (webhook form).
     """
-    return list(_meta_without_aggregation(provider, payload).media)
+    bound = _content_or_webhook("extract_media_urls", args, kwargs)
+    if isinstance(bound, tuple):
+        return list(_meta_without_aggregation(*bound).media)
+    if isinstance(bound, MediaContent):
+        return [bound.url]
+    if isinstance(bound, CompositeContent):
+        return [part.url for part in bound.parts if isinstance(part, MediaContent)]
+    return []
+
+
+_CONTENT_TYPES = (
+    TextContent,
+    RichContent,
+    MediaContent,
+    LocationContent,
+    AudioContent,
+    VideoContent,
+    CompositeContent,
+    SystemContent,
+    TemplateContent,
+)
+
+
+def _content_or_webhook(
+    function: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> EventContent | tuple[str, Mapping[str, Any]]:
+    """Bind 0.3.0's ``(content)`` or this package's ``(provider, payload)``.
+
+    Raises:
+        TypeError: Neither form.
+    """
+    usage = f"{function}() takes an event's content, or (provider, payload)"
+    if "content" in kwargs or (len(args) == 1 and not kwargs):
+        if len(args) + len(kwargs) != 1:
+            raise TypeError(usage)
+        content = kwargs["content"] if kwargs else args[0]
+        if not isinstance(content, _CONTENT_TYPES):
+            raise TypeError(f"{usage}, not {type(content).__name__}")
+        return content
+    if len(args) > 2:
+        raise TypeError(usage)
+    bound: dict[str, Any] = dict(zip(("provider", "payload"), args, strict=False))
+    for name, value in kwargs.items():
+        if name not in ("provider", "payload") or name in bound:
+            raise TypeError(f"{usage}; unexpected or repeated argument {name!r}")
+        bound[name] = value
+    if len(bound) != 2:
+        raise TypeError(usage)
+    return bound["provider"], bound["payload"]
+
+
+def _text_of(content: EventContent) -> str:
+    """RoomKit 0.3.0's text of an event's content (see :func:`extract_text_body`)."""
+    if isinstance(content, MediaContent):
+        return content.caption or ""
+    if isinstance(content, CompositeContent):
+        return " ".join(text for part in content.parts if (text := _text_of(part)))
+    if isinstance(content, TextContent | RichContent | SystemContent | TemplateContent):
+        return content.body or ""
+    return ""
 
 
 def _meta_without_aggregation(provider: str, payload: Mapping[str, Any]) -> WebhookMeta:
@@ -341,17 +469,24 @@ def _meta_without_aggregation(provider: str, payload: Mapping[str, Any]) -> Webh
     return extract_sms_meta(provider, payload)
 
 
-def build_inbound_content(body: str, media: Sequence[WebhookMedia] = ()) -> EventContent:
+def build_inbound_content(
+    body: str, media: Sequence[WebhookMedia | Mapping[str, str | None]] = ()
+) -> EventContent:
     """The content of an inbound message with ``body`` and ``media``.
 
     No media → ``TextContent``; one attachment → ``MediaContent`` with the text as caption;
     several → ``CompositeContent`` (the text first, when there is one, then each attachment).
-    Attachments whose URL is not http(s) are skipped.
+
+    Args:
+        body: The message's text (may be empty).
+        media: The attachments: :class:`WebhookMedia`, or RoomKit 0.3.0's dicts with ``url``
+            and an optional ``mime_type`` (``application/octet-stream`` when missing). An
+            attachment without a URL, or whose URL is not http(s), is skipped.
     """
     items = [
-        MediaContent(url=item.url, mime_type=item.mime_type or _DEFAULT_MIME)
-        for item in media
-        if item.url.startswith(("http://", "https://"))
+        MediaContent(url=url, mime_type=mime_type or _DEFAULT_MIME)
+        for url, mime_type in map(_url_and_type, media)
+        if url.startswith(("http://", "https://"))
     ]
     if not items:
         return TextContent(body=body)
@@ -360,6 +495,30 @@ def build_inbound_content(body: str, media: Sequence[WebhookMedia] = ()) -> Even
     parts: list[EventContent] = [TextContent(body=body)] if body else []
     parts.extend(items)
     return CompositeContent(parts=parts)
+
+
+def _url_and_type(item: WebhookMedia | Mapping[str, str | None]) -> tuple[str, str | None]:
+    """The URL ("" when none) and MIME type of one attachment, in either form."""
+    if isinstance(item, WebhookMedia):
+        return item.url, item.mime_type
+    if not isinstance(item, Mapping):
+        raise TypeError(f"a media item is a WebhookMedia or a dict, not {type(item).__name__}")
+    url, mime_type = item.get("url"), item.get("mime_type")
+    return (
+        url if isinstance(url, str) else "",
+        mime_type if isinstance(mime_type, str) else None,
+    )
+
+
+def parse_timestamp(text: str | None) -> datetime | None:
+    """A vendor's ISO 8601 time as RoomKit 0.3.0's extractors read it (``Z`` meaning UTC), or
+    None when ``text`` is empty or not such a time (webhooks are untrusted input)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def webhook_media(url: str, mime_type: str | None = None) -> WebhookMedia | None:

@@ -6,16 +6,28 @@
 "to": [{"phone_number": ..., "status": "queued"}], ...}}``; errors answer
 ``{"errors": [{"code": "40310", "title": ..., "detail": ...}]}``. Webhooks are signed with
 Ed25519 (``telnyx-signature-ed25519`` over ``timestamp|body``).
+
+Failures keep RoomKit 0.3.0's codes (:mod:`providers.sms._errors`: a 400 is
+``invalid_request`` for SMS and ``telnyx_<code>`` for RCS; a failed connection gives the
+exception's text). A ``2xx`` answer is a sent message even without an id (None, with a
+warning logged): Telnyx accepted it, so failing would make the router send it again.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from providers._http import HTTPFailure, bearer, body_error_parser, code_and_message, response_json
+from providers._http import (
+    ErrorParser,
+    HTTPFailure,
+    bearer,
+    code_and_message,
+    response_json,
+)
 from providers._vendor import VendorProvider
+from providers.sms._errors import SMSErrorStyle, sms_error_parser
 from providers.telnyx.config import TelnyxConfig, TelnyxRCSConfig
 from providers.telnyx.signature import load_telnyx_public_key, verify_telnyx_signature
 
@@ -41,14 +53,12 @@ def telnyx_error(body: Any) -> tuple[str | None, str | None]:
     return code_and_message(first.get("code"), first.get("detail") or first.get("title"))
 
 
-_ERRORS = body_error_parser(telnyx_error)
-
-
 @dataclass(frozen=True, slots=True)
 class TelnyxSent:
-    """A message Telnyx accepted: its id and the ``data`` object."""
+    """A message Telnyx accepted: its id (None when its answer named none) and the ``data``
+    object."""
 
-    id: str
+    id: str | None
     data: dict[str, Any]
 
     @property
@@ -65,6 +75,10 @@ class TelnyxMessagingProvider(VendorProvider[C]):
     """Mixin of the Telnyx providers: their client, message creation and webhook signature
     check. Constructor arguments as for :class:`~providers.telnyx.TelnyxSMSProvider`."""
 
+    error_style: ClassVar[SMSErrorStyle] = SMSErrorStyle.VENDOR_CODE
+    """How failed calls are named: 0.3.0's Telnyx SMS provider called every 400
+    ``invalid_request``, its RCS provider read Telnyx' code (``telnyx_40310``)."""
+
     def __init__(
         self,
         config: C,
@@ -72,6 +86,7 @@ class TelnyxMessagingProvider(VendorProvider[C]):
         *,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        self._errors: ErrorParser = sms_error_parser(telnyx_error, "telnyx", self.error_style)
         self._public_key: Ed25519PublicKey | None = (
             None if public_key is None else load_telnyx_public_key(public_key)
         )
@@ -81,9 +96,12 @@ class TelnyxMessagingProvider(VendorProvider[C]):
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response | HTTPFailure:
         """One authenticated Telnyx API call (see :meth:`VendorHTTP.request`)."""
-        return await self._http.request(
-            method, url, headers=bearer(self._config.api_key), error_parser=_ERRORS, **kwargs
+        outcome = await self._http.request(
+            method, url, headers=bearer(self._config.api_key), error_parser=self._errors, **kwargs
         )
+        if isinstance(outcome, HTTPFailure):
+            return self._http.transport_error_as_text(outcome)
+        return outcome
 
     async def _create_message(
         self, fields: dict[str, Any], message: OutboundMessage
@@ -103,12 +121,19 @@ class TelnyxMessagingProvider(VendorProvider[C]):
         outcome = await self._call("POST", f"{config.base_url.rstrip('/')}/v2/messages", json=body)
         if isinstance(outcome, HTTPFailure):
             return outcome
-        data = response_json(outcome)
-        data = data.get("data") if isinstance(data, dict) else None
-        message_id = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or not isinstance(message_id, str) or not message_id:
-            return self._http.answer_failure(outcome, "Telnyx answered without a message id")
-        logger.debug("telnyx accepted message %s", message_id)
+        answer = response_json(outcome)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict):
+            data = {}
+        message_id = data.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            # Telnyx took the message (2xx): reporting a failure would have it sent twice.
+            logger.warning(
+                "telnyx accepted a message (HTTP %d) without naming its id", outcome.status_code
+            )
+            message_id = None
+        else:
+            logger.debug("telnyx accepted message %s", message_id)
         return TelnyxSent(id=message_id, data=data)
 
     def verify_signature(

@@ -74,12 +74,10 @@ class TelnyxRCSProvider(TelnyxMessagingProvider[TelnyxRCSConfig], RCSProvider):
         (``GET /v2/messaging/rcs/capabilities/{agent_id}/{phone_number}``).
 
         Returns:
-            True when Telnyx reports RCS features for the number; False when it reports none
-            or does not know the number (404).
-
-        Raises:
-            ProviderError: The check itself failed (auth, rate limit, timeout, 5xx, ...), with
-                ``retryable`` / ``retry_after`` set as the vendor said.
+            The answer's ``rcs_enabled`` when it has one (RoomKit 0.3.0 read it), else whether
+            Telnyx lists RCS ``features`` for the number. False when it says neither, and
+            False when the check itself fails (HTTP error, timeout, unreadable answer; the
+            failure is logged), as in 0.3.0: callers take False as "send SMS instead".
         """
         config = self._config
         url = (
@@ -88,15 +86,15 @@ class TelnyxRCSProvider(TelnyxMessagingProvider[TelnyxRCSConfig], RCSProvider):
         )
         outcome = await self._call("GET", url)
         if isinstance(outcome, HTTPFailure):
-            if outcome.status_code == 404:
-                return False
-            raise outcome.to_error()
+            return False  # logged by the HTTP client
         data = response_json(outcome)
         data = data.get("data") if isinstance(data, dict) else None
         if not isinstance(data, dict):
             return False
+        if "rcs_enabled" in data:
+            return data["rcs_enabled"] is True
         features = data.get("features")
-        return bool(features) if isinstance(features, list) else True
+        return isinstance(features, list) and bool(features)
 
     async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
         """Turn an inbound RCS webhook into an :class:`InboundMessage`.

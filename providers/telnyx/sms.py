@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from providers._http import HTTPFailure
+from providers.sms._errors import SMSErrorStyle
 from providers.sms._outbound import refusal, render_outbound
 from providers.sms.base import SMSProvider
 from providers.telnyx._api import TelnyxMessagingProvider
@@ -31,6 +32,8 @@ class TelnyxSMSProvider(TelnyxMessagingProvider[TelnyxConfig], SMSProvider):
         ValueError: ``public_key`` is not an Ed25519 public key.
     """
 
+    error_style = SMSErrorStyle.INVALID_REQUEST
+
     def __repr__(self) -> str:
         return f"TelnyxSMSProvider(from_number={self._config.from_number!r})"
 
@@ -43,10 +46,12 @@ class TelnyxSMSProvider(TelnyxMessagingProvider[TelnyxConfig], SMSProvider):
         """Send ``event``'s text and media (``media_urls``, making it an MMS).
 
         Returns:
-            ``success=True`` with the Telnyx message id, or ``success=False`` with ``error``
-            one of ``"empty_message"``, ``"missing_recipient"``, ``"timeout"``,
-            ``"network_error"``, ``"auth_error"``, ``"rate_limit"``, ``"telnyx_<code>"``
-            (``"telnyx_40310"``) or ``"http_<status>"``.
+            ``success=True`` with the Telnyx message id (None, with a warning logged, when
+            Telnyx's 2xx answer names none), or ``success=False`` with ``error`` one of
+            ``"empty_message"``, ``"missing_recipient"``, ``"timeout"``, ``"auth_error"``
+            (401), ``"rate_limit"`` (429), ``"invalid_request"`` (400; Telnyx's code in
+            ``metadata["vendor_code"]``), ``"http_<status>"`` (any other status, 403
+            included) or the text of a failed connection, as in RoomKit 0.3.0.
         """
         message = render_outbound(event.content)
         if (refused := refusal(message, to, ProviderResult)) is not None:

@@ -7,8 +7,17 @@ Telnyx posts JSON ``{"data": {"event_type": ..., "id": ..., "occurred_at": ..., 
 ``text``, ``media`` (``[{"url", "content_type", ...}]``) and ``errors``.
 
 ``message.received`` is an inbound message; ``message.sent`` and ``message.finalized`` report
-the delivery of a message we sent, the status being the recipient's ``status``
-(``sent``, ``delivered``, ``sending_failed``, ``delivery_failed``, ``delivery_unconfirmed``).
+the delivery of a message we sent. :attr:`WebhookMeta.status` is then the recipient's
+``status`` (``sent``, ``delivered``, ``sending_failed``, ``delivery_failed``,
+``delivery_unconfirmed``), while the ``DeliveryStatus`` of ``to_status()`` says ``sent`` or
+``finalized``, from the event type, as in RoomKit 0.3.0 (the recipient's status stays in its
+``raw`` payload, ``data.payload.to[0].status``).
+
+An inbound message's metadata has RoomKit 0.3.0's keys: ``destination_number`` and
+``received_at`` (as Telnyx wrote it) for SMS / MMS; ``agent_id``, ``agent_name`` (``""`` when
+absent), ``received_at``, ``type`` (``"RCS"`` when absent), ``suggestion_response`` and
+``location`` (the objects as Telnyx sent them, or None) for RCS. An RCS ``user_file``
+(``{"payload": {"file_uri", "mime_type"}}``) is an attachment, as in 0.3.0.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from providers.sms.meta import (
     get_list,
     get_mapping,
     get_str,
+    parse_timestamp,
     raw_dict,
     webhook_media,
 )
@@ -109,14 +119,32 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
     sender = _address(message.get("from"))
     recipient = _address(first_recipient) or _address(message.get("to"))
     body = get_str(message, "text") or get_str(get_mapping(message, "body"), "text")
+    received_at = get_str(message, "received_at")
     extra: dict[str, Any] = {}
+    media: list[WebhookMedia] = _media(message)
     if rcs:
+        agent = get_mapping(message, "to")
+        # RoomKit 0.3.0's keys, with its defaults; the objects as Telnyx sent them.
+        extra.update(
+            agent_id=get_str(agent, "agent_id"),
+            agent_name=get_str(agent, "agent_name"),
+            received_at=received_at or None,
+            type=get_str(message, "type") or "RCS",
+            suggestion_response=_object(message, "suggestion_response"),
+            location=_object(message, "location"),
+        )
         extra["channel"] = get_str(message, "type").lower() or "rcs"
         suggestion = get_mapping(message, "suggestion_response")
         body = body or get_str(suggestion, "text")
         postback = get_str(suggestion, "postback_data")
         if postback:
             extra["postback_data"] = postback
+        user_file = get_mapping(get_mapping(message, "user_file"), "payload")
+        shared = webhook_media(get_str(user_file, "file_uri"), get_str(user_file, "mime_type"))
+        if shared is not None and len(media) < _MAX_MEDIA:
+            media.append(shared)
+    else:
+        extra.update(destination_number=recipient, received_at=received_at or None)
     errors = [item for item in get_list(message, "errors") if isinstance(item, Mapping)]
     first_error: Mapping[str, Any] = errors[0] if errors else {}
     inbound = _is_telnyx_inbound(event_type, direction)
@@ -129,9 +157,10 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
             extra[key] = value
     if inbound and get_str(data, "id"):
         extra["telnyx_event_id"] = get_str(data, "id")
-    timestamp = (
-        get_str(message, "received_at") if inbound else get_str(message, "completed_at", "sent_at")
-    ) or get_str(data, "occurred_at")
+    # The message's own time, else (absent or unreadable) the event's.
+    timestamp = parse_timestamp(
+        received_at if inbound else get_str(message, "completed_at", "sent_at")
+    ) or parse_timestamp(get_str(data, "occurred_at"))
     return WebhookMeta(
         provider="telnyx",
         direction="inbound"
@@ -140,12 +169,12 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
         sender=sender,
         recipient=recipient,
         body=body,
-        media=_media(message) if inbound else [],
+        media=media if inbound else [],
         message_id=get_str(message, "id") or None,
         status=status or None,
         error_code=get_str(first_error, "code") or None,
         error_message=get_str(first_error, "detail", "title") or None,
-        timestamp=timestamp or None,
+        timestamp=timestamp,
         event_type=event_type or None,
         extra=extra,
         raw=raw_dict(payload),
@@ -157,6 +186,12 @@ def _address(value: object) -> str:
     if isinstance(value, str):
         return value
     return get_str(value, "phone_number", "agent_id")
+
+
+def _object(message: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    """``message[key]`` as a plain dict when it is an object, else None."""
+    value = message.get(key)
+    return dict(value) if isinstance(value, Mapping) else None
 
 
 def _media(message: Mapping[str, Any]) -> list[WebhookMedia]:

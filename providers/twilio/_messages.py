@@ -5,6 +5,11 @@
 ten ``MediaUrl`` (one field per URL), optional ``StatusCallback``. A created message answers
 ``201`` with the Message resource (``sid``, ``status``, ``from``, ...); an error answers
 ``{"code": 21211, "message": "...", "more_info": "...", "status": 400}``.
+
+Failures keep RoomKit 0.3.0's codes (:mod:`providers.sms._errors`; a failed connection gives the
+exception's text). A ``2xx`` answer is a sent message even without a ``sid`` (the id is then
+None and a warning is logged): Twilio accepted it, so failing would make the router send it
+again.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from providers._http import HTTPFailure, body_error_parser, code_and_message, response_json
+from providers._http import HTTPFailure, code_and_message, response_json
 from providers._vendor import VendorProvider
+from providers.sms._errors import SMSErrorStyle, sms_error_parser
 from providers.twilio.config import TwilioConfig, TwilioRCSConfig
 from providers.twilio.signature import verify_twilio_signature
 
@@ -40,14 +46,14 @@ def twilio_error(body: Any) -> tuple[str | None, str | None]:
     return code_and_message(body.get("code"), body.get("message"))
 
 
-_ERRORS = body_error_parser(twilio_error)
+_ERRORS = sms_error_parser(twilio_error, "twilio", SMSErrorStyle.VENDOR_CODE)
 
 
 @dataclass(frozen=True, slots=True)
 class TwilioSent:
-    """A message Twilio accepted."""
+    """A message Twilio accepted (``sid`` None when its answer named none)."""
 
-    sid: str
+    sid: str | None
     data: dict[str, Any]
     media_dropped: int
 
@@ -106,12 +112,19 @@ class TwilioMessagesProvider(VendorProvider[C]):
             error_parser=_ERRORS,
         )
         if isinstance(outcome, HTTPFailure):
-            return outcome
+            return http.transport_error_as_text(outcome)
         data = response_json(outcome)
-        sid = data.get("sid") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or not isinstance(sid, str) or not sid:
-            return http.answer_failure(outcome, "Twilio answered without a message sid")
-        logger.debug("twilio accepted message %s", sid)
+        if not isinstance(data, dict):
+            data = {}
+        sid = data.get("sid")
+        if not isinstance(sid, str) or not sid:
+            # Twilio took the message (2xx): reporting a failure would have it sent twice.
+            logger.warning(
+                "twilio accepted a message (HTTP %d) without naming its sid", outcome.status_code
+            )
+            sid = None
+        else:
+            logger.debug("twilio accepted message %s", sid)
         return TwilioSent(sid=sid, data=data, media_dropped=dropped)
 
     def verify_signature(

@@ -25,8 +25,9 @@ class TwilioConfig(BaseModel):
         auth_token: Auth token, the Basic-auth password and the webhook signing key. Kept as a
             ``SecretStr`` (plain strings are accepted) so it never shows in reprs or logs.
         from_number: Default sender number (E.164).
-        messaging_service_sid: Messaging Service (``MG…``); when set, sends without an explicit
-            ``from_`` go through the service (``MessagingServiceSid``) instead of ``From``.
+        messaging_service_sid: Messaging Service (``MG…``); when set, every send goes through
+            the service (``MessagingServiceSid``), a ``from_`` given to ``send`` included, as in
+            RoomKit 0.3.0.
         status_callback: URL Twilio posts delivery statuses to (``StatusCallback``).
         base_url: API root (changed only for Twilio edge locations or tests).
         timeout: Per-request timeout in seconds.

@@ -7,7 +7,7 @@ from typing import Any
 from providers._http import HTTPFailure
 from providers.sms._outbound import refusal, render_outbound
 from providers.sms.base import SMSProvider
-from providers.twilio._messages import TwilioMessagesProvider
+from providers.twilio._messages import TwilioMessagesProvider, logger
 from providers.twilio.config import TwilioConfig
 from providers.twilio.webhook import parse_twilio_webhook
 from roomkit.models.delivery import InboundMessage, ProviderResult
@@ -39,26 +39,31 @@ class TwilioSMSProvider(TwilioMessagesProvider[TwilioConfig], SMSProvider):
     async def send(self, event: RoomEvent, to: str, from_: str | None = None) -> ProviderResult:
         """Send ``event``'s text and media (as MMS, at most ten attachments).
 
-        The sender is ``from_`` when given, else the Messaging Service when configured, else
-        :attr:`from_number`.
+        The sender is the Messaging Service when one is configured, whatever ``from_`` says (as
+        in RoomKit 0.3.0: the service picks its sender), else ``from_`` or :attr:`from_number`.
 
         Returns:
-            ``success=True`` with the Message SID, or ``success=False`` with ``error`` one of
-            ``"empty_message"``, ``"missing_recipient"``, ``"timeout"``, ``"network_error"``,
-            ``"auth_error"``, ``"rate_limit"`` (``metadata["retry_after"]`` when Twilio said),
-            a Twilio error code as ``"twilio_<code>"`` (``"twilio_21211"``), or
-            ``"http_<status>"``.
+            ``success=True`` with the Message SID (None, with a warning logged, when Twilio's
+            2xx answer names none), or ``success=False`` with ``error`` one of
+            ``"empty_message"``, ``"missing_recipient"``, ``"timeout"``, ``"auth_error"``
+            (401), ``"rate_limit"`` (429; ``metadata["retry_after"]`` when Twilio said), a
+            Twilio error code of a 400 as ``"twilio_<code>"`` (``"twilio_21211"``),
+            ``"invalid_request"`` (a 400 without a JSON body), ``"http_<status>"`` (any other
+            status, 403 included), or the text of a failed connection (``"conn refused"``).
         """
         message = render_outbound(event.content)
         if (refused := refusal(message, to, ProviderResult)) is not None:
             return refused
         config = self._config
-        if from_:
-            sender = ("From", from_)
-        elif config.messaging_service_sid:
+        sender: tuple[str, str]
+        if config.messaging_service_sid:
+            # 0.3.0 always sent through the configured service; its callers (SMSChannel passes
+            # the binding's number as from_) rely on the service choosing the sender.
+            if from_:
+                logger.debug("twilio: sending through the Messaging Service, not from %s", from_)
             sender = ("MessagingServiceSid", config.messaging_service_sid)
         else:
-            sender = ("From", config.from_number)
+            sender = ("From", from_ or config.from_number)
         sent = await self._create_message(to=to, sender=sender, message=message)
         if isinstance(sent, HTTPFailure):
             return sent.to_result(ProviderResult)

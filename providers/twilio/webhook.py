@@ -8,6 +8,12 @@ uses the same fields with addresses prefixed ``rcs:`` and, for suggested-reply t
 ``ButtonText`` / ``ButtonPayload``.
 
 Pass the form as a dict (a list value, as from ``parse_qs``, is read by its first element).
+
+An inbound message's metadata has RoomKit 0.3.0's keys, with its defaults when Twilio left a
+field out: ``to``, ``account_sid`` (``""``), ``num_media`` (``"0"``) and, for SMS / MMS,
+``from_city``, ``from_state``, ``from_country`` (None); for RCS, ``channel`` (Twilio's
+``Channel``, ``"rcs"`` when absent) and ``messaging_service_sid`` (``""``). The other caller
+details Twilio sends are added when present.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ __all__ = [
 
 _MAX_MEDIA = 10
 _INBOUND_STATUSES = frozenset({"received", "receiving"})
-# Caller details Twilio adds to inbound messages; copied to the inbound message's metadata.
+# Caller details Twilio adds to inbound messages; copied to the inbound message's metadata
+# when present.
 _EXTRA_FIELDS = {
     "AccountSid": "account_sid",
     "MessagingServiceSid": "messaging_service_sid",
@@ -43,6 +50,22 @@ _EXTRA_FIELDS = {
     "FromState": "from_state",
     "FromZip": "from_zip",
     "FromCountry": "from_country",
+}
+# The metadata keys RoomKit 0.3.0's parsers always set, with their values for an absent field
+# (applications read them without checking).
+_KEYS_0_3_0: dict[str, tuple[str, str | None]] = {
+    "to": ("To", ""),
+    "account_sid": ("AccountSid", ""),
+    "num_media": ("NumMedia", "0"),
+}
+_SMS_KEYS_0_3_0: dict[str, tuple[str, str | None]] = {
+    "from_city": ("FromCity", None),
+    "from_state": ("FromState", None),
+    "from_country": ("FromCountry", None),
+}
+_RCS_KEYS_0_3_0: dict[str, tuple[str, str | None]] = {
+    "channel": ("Channel", "rcs"),
+    "messaging_service_sid": ("MessagingServiceSid", ""),
 }
 
 
@@ -56,9 +79,10 @@ def extract_twilio_meta(payload: Mapping[str, Any]) -> WebhookMeta:
 
 
 def extract_twilio_rcs_meta(payload: Mapping[str, Any]) -> WebhookMeta:
-    """Read a Twilio RCS webhook: like :func:`extract_twilio_meta`, with the ``rcs:`` prefix
-    removed from the addresses, a tapped suggestion's ``ButtonText`` as the body when there is no
-    ``Body``, and ``channel`` (``"rcs"`` or ``"sms"``) plus ``button_payload`` in ``extra``.
+    """Read a Twilio RCS webhook: like :func:`extract_twilio_meta`, with a tapped suggestion's
+    ``ButtonText`` as the body when there is no ``Body``, and ``channel`` (Twilio's
+    ``Channel``, ``"rcs"`` when absent, as in RoomKit 0.3.0) plus ``button_payload`` in
+    ``extra``. Addresses are kept as Twilio wrote them (``rcs:…``), as 0.3.0 kept them.
 
     Raises:
         ValueError: ``payload`` is not a mapping.
@@ -94,11 +118,15 @@ def _extract(payload: Mapping[str, Any], *, rcs: bool) -> WebhookMeta:
     body = get_str(payload, "Body")
     media = _media(payload)
     extra: dict[str, Any] = {
-        key: value for field, key in _EXTRA_FIELDS.items() if (value := get_str(payload, field))
+        key: get_str(payload, field) or default
+        for key, (field, default) in (
+            _KEYS_0_3_0 | (_RCS_KEYS_0_3_0 if rcs else _SMS_KEYS_0_3_0)
+        ).items()
     }
+    extra.update(
+        (key, value) for field, key in _EXTRA_FIELDS.items() if (value := get_str(payload, field))
+    )
     if rcs:
-        extra["channel"] = "rcs" if sender.lower().startswith("rcs:") else "sms"
-        sender, recipient = _strip_rcs(sender), _strip_rcs(recipient)
         button_payload = get_str(payload, "ButtonPayload")
         if button_payload:
             extra["button_payload"] = button_payload
@@ -157,7 +185,3 @@ def _media(payload: Mapping[str, Any]) -> list[WebhookMedia]:
         for i in range(_MAX_MEDIA)
     )
     return [item for item in items if item is not None]
-
-
-def _strip_rcs(address: str) -> str:
-    return address[4:] if address.lower().startswith("rcs:") else address

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import logging
+from typing import Self
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 __all__ = ["VoiceMeUpConfig"]
+
+logger = logging.getLogger("roomkit.providers.voicemeup")
 
 VOICEMEUP_API_BASE = "https://clients.voicemeup.com"
 VOICEMEUP_SANDBOX_BASE = "https://dev-clients.voicemeup.com"
@@ -21,10 +24,11 @@ class VoiceMeUpConfig(BaseModel):
             plain strings are accepted).
         from_number: Default sender: one of the account's numbers (E.164 or digits).
         sandbox: Use the sandbox host instead of production.
-        environment: RoomKit 0.3.0's way to say it: ``"production"`` (the default, as in
-            0.3.0) or ``"sandbox"``, which selects the sandbox host as ``sandbox=True`` does
-            (anything else is refused, not ignored). Left out, it follows ``sandbox``, so it
-            always names the host in use (unless ``base_url`` overrides it).
+        environment: RoomKit 0.3.0's way to say it: ``"sandbox"`` selects the sandbox host as
+            ``sandbox=True`` does; anything else means production, as in 0.3.0 (a value
+            other than ``"production"`` is kept as given, with a warning logged). The
+            default is ``"production"``; left out, it follows ``sandbox``, so it always names
+            the host in use (unless ``base_url`` overrides it).
         base_url: API root overriding ``sandbox`` (tests, other hosts).
         max_message_length: Longer texts are split into several messages of at most this
             many characters, cut between words.
@@ -35,7 +39,7 @@ class VoiceMeUpConfig(BaseModel):
     auth_token: SecretStr
     from_number: str = Field(min_length=1)
     sandbox: bool = False
-    environment: Literal["production", "sandbox"] = "production"
+    environment: str = "production"
     base_url: str | None = None
     max_message_length: int = Field(default=1000, gt=0)
     timeout: float = Field(default=10.0, gt=0)
@@ -47,8 +51,15 @@ class VoiceMeUpConfig(BaseModel):
         if "environment" not in self.model_fields_set:
             if self.sandbox:
                 self.environment = "sandbox"
-        elif self.sandbox and self.environment == "production":
-            raise ValueError("sandbox=True and environment='production' contradict each other")
+        elif self.sandbox and self.environment != "sandbox":
+            raise ValueError(
+                f"sandbox=True and environment={self.environment!r} contradict each other"
+            )
+        if self.environment not in ("production", "sandbox"):
+            # 0.3.0 sent anything but "sandbox" to production; a typo must not go unnoticed.
+            logger.warning(
+                "VoiceMeUpConfig: unknown environment %r; using production", self.environment
+            )
         return self
 
     @property

@@ -165,6 +165,8 @@ class VoiceMeUpMMSAggregator:
         media: list[WebhookMedia] = [*held.meta.media, *([] if retried else meta.media)]
         own_ids = [] if retried else _ids(meta)
         extra = {**meta.extra, "mms_part_ids": [*held.part_ids, *own_ids]}
+        if "has_attachment" in extra:  # 0.3.0's key: the merged message has the attachments
+            extra["has_attachment"] = bool(media)
         logger.debug("voicemeup: merged %d attachment(s) into message %s", len(media), key)
         return meta.model_copy(update={"media": media, "extra": extra})
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from providers._http import HTTPFailure, body_error_parser, code_and_message, response_json
+from providers._http import HTTPFailure, code_and_message, response_json
 from providers._vendor import VendorProvider
+from providers.sms._errors import SMSErrorStyle, sms_error_parser
 from providers.sms._outbound import refusal, render_outbound, split_text
 from providers.sms.base import SMSProvider
 from providers.voicemeup.config import VoiceMeUpConfig
@@ -22,36 +23,60 @@ __all__ = ["VoiceMeUpSMSProvider"]
 
 logger = logging.getLogger("roomkit.providers.voicemeup")
 
-_SUCCESS = frozenset({"success", "ok"})
+# 0.3.0 took any other status word for a success: a 2xx answer is not retried on a guess.
+_FAILURE = frozenset({"error", "failure", "failed"})
 _ID_KEYS = ("sms_id", "message_id", "id", "sms_hash")
 
 
-def voicemeup_error(body: Any) -> tuple[str | None, str | None]:
-    """VoiceMeUp's ``(code, message)`` from a response body.
-
-    Errors come as ``{"response_status": "error", "response_messages": ...}`` where the
-    messages are a list or a mapping of ``{"code", "message"}`` objects or plain strings.
-    """
+def _details(body: Any) -> dict[str, Any]:
+    """The part of an answer holding its status: ``response_details`` (VoiceMeUp's JSON API:
+    ``{"response_details": {"response_status", "response_messages": {"message": [...]}}}``),
+    or the answer itself when it is flat."""
     if not isinstance(body, dict):
-        return None, None
-    messages = body.get("response_messages")
+        return {}
+    details = body.get("response_details")
+    return details if isinstance(details, dict) else body
+
+
+def _messages(details: dict[str, Any]) -> list[Any]:
+    """The ``response_messages`` of an answer as a list: VoiceMeUp sends one message as an
+    object and several as a list, under ``message``."""
+    messages = details.get("response_messages")
     if isinstance(messages, dict):
-        messages = list(messages.values())
-    first = messages[0] if isinstance(messages, list) and messages else None
+        messages = messages["message"] if "message" in messages else list(messages.values())
+    if isinstance(messages, dict):
+        return [messages]
+    return messages if isinstance(messages, list) else []
+
+
+def voicemeup_error(body: Any) -> tuple[str | None, str | None]:
+    """VoiceMeUp's ``(code, message)`` from an answer: its first response message's ``code`` and
+    ``_content`` (a message may also be a bare string)."""
+    messages = _messages(_details(body))
+    first = messages[0] if messages else None
     if isinstance(first, list) and first:
         first = first[0]
     if isinstance(first, dict):
-        return code_and_message(first.get("code"), first.get("message") or first.get("text"))
+        text = first.get("_content") or first.get("message") or first.get("text")
+        return code_and_message(first.get("code"), text)
     if isinstance(first, str):
         return None, first
     return None, None
 
 
-_ERRORS = body_error_parser(voicemeup_error)
+# 0.3.0 named every failed VoiceMeUp answer by its status (http_401, http_429, ...).
+_ERRORS = sms_error_parser(voicemeup_error, "voicemeup", SMSErrorStyle.STATUS)
 
 
 def _message_id(body: Any) -> str | None:
-    """The queued message's id, wherever VoiceMeUp put it (top level or one level down)."""
+    """The queued message's id: the ``_content`` of the ``queued_sms_hash`` response message
+    (as 0.3.0 read it), else an id field at the top level or one level down."""
+    details = _details(body)
+    for message in _messages(details):
+        if isinstance(message, dict) and message.get("code") == "queued_sms_hash":
+            value = message.get("_content")
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                return str(value)
     if not isinstance(body, dict):
         return None
     candidates = [body, *(value for value in body.values() if isinstance(value, dict))]
@@ -119,13 +144,15 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
         Stops at the first failure.
 
         Returns:
-            ``success=True`` with the first message's id (all ids in
+            ``success=True`` with the first message's id (its ``queued_sms_hash``; all ids in
             ``metadata["message_ids"]``, the count in ``metadata["parts"]``), or
             ``success=False`` with ``error`` one of ``"empty_message"``,
-            ``"missing_recipient"``, ``"timeout"``, ``"network_error"``, ``"auth_error"``,
-            ``"rate_limit"``, ``"voicemeup_<code>"``,
-            ``"voicemeup_error"`` (an error answer without a code) or ``"http_<status>"``;
-            ``metadata["message_ids"]`` then lists the parts already queued.
+            ``"missing_recipient"``, ``"timeout"``, ``"http_<status>"`` (any non-2xx answer,
+            401 and 429 included), VoiceMeUp's own code when its answer says
+            ``response_status: "error"`` (``"invalid_destination"``; ``"unknown_error"``
+            without one; its text in ``metadata["description"]``), or the text of a failed
+            connection, as in RoomKit 0.3.0; ``metadata["message_ids"]`` then lists the parts
+            already queued.
         """
         message = render_outbound(event.content)
         if (refused := refusal(message, to, ProviderResult)) is not None:
@@ -153,9 +180,11 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
                 form["attachment_url"] = media_url
             outcome = await self._queue(form)
             if isinstance(outcome, HTTPFailure):
-                return outcome.to_result(
-                    ProviderResult, metadata={"message_ids": ids, "parts": len(requests)}
-                )
+                metadata: dict[str, Any] = {"message_ids": ids, "parts": len(requests)}
+                if outcome.status_code is not None and 200 <= outcome.status_code < 300:
+                    # 0.3.0's key for the text of an error answered with HTTP 200.
+                    metadata["description"] = outcome.message
+                return outcome.to_result(ProviderResult, metadata=metadata)
             ids.append(outcome)
         logger.debug("voicemeup queued %d message(s)", len(ids))
         return ProviderResult(
@@ -170,21 +199,25 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
             "POST", self._config.queue_sms_url, data=form, error_parser=_ERRORS
         )
         if isinstance(outcome, HTTPFailure):
-            return outcome
+            return self._http.transport_error_as_text(outcome)
         body = response_json(outcome)
-        status = body.get("response_status") if isinstance(body, dict) else None
-        if isinstance(status, str) and status.lower() not in _SUCCESS:
-            # VoiceMeUp reports request errors in a 200 answer.
+        status = _details(body).get("response_status")
+        if isinstance(status, str) and status.lower() in _FAILURE:
+            # VoiceMeUp reports request errors in a 200 answer; 0.3.0 gave its code as is.
             code, text = voicemeup_error(body)
+            code = code or "unknown_error"
             failure = self._http.answer_failure(
-                outcome,
-                text or status,
-                error=f"voicemeup_{code}" if code else "voicemeup_error",
-                vendor_code=code,
+                outcome, text or code, error=code, vendor_code=code
             )
             logger.warning("voicemeup refused a message: %s (%s)", failure.error, failure.message)
             return failure
-        return _message_id(body) or ""
+        message_id = _message_id(body)
+        if message_id is None:
+            logger.warning(
+                "voicemeup accepted a message (HTTP %d) without naming its id",
+                outcome.status_code,
+            )
+        return message_id or ""
 
     async def parse_webhook(  # type: ignore[override]
         self, payload: dict[str, Any], channel_id: str

@@ -5,8 +5,12 @@ VoiceMeUp posts one message per webhook (JSON or form fields): ``source_number``
 ``outgoing``), a message id (``sms_id``, ``message_id`` or ``id``), ``datetime_transmission``,
 and for MMS an attachment URL (``attachment`` / ``attachment_url`` / ``media_url``) with its MIME
 type (``attachment_mime_type`` / ``attachment_type`` / ``content_type``). Numbers come as digits
-and are written E.164 here (``15145550100`` and ``5145550100`` → ``+15145550100``) so that the
-sender matches the ``phone_number`` of SMS bindings.
+and are kept so (``15145550100``), as RoomKit 0.3.0 kept them: bind SMS channels with the number
+as VoiceMeUp writes it.
+
+An inbound message's metadata has RoomKit 0.3.0's keys: ``destination_number``, ``direction``
+(``"inbound"`` when absent), ``datetime_transmission`` (``""`` when absent) and
+``has_attachment``.
 
 VoiceMeUp sends no delivery statuses; ``outgoing`` webhooks (echoes of what we sent) are
 neither inbound nor statuses. An MMS arrives as several webhooks, merged by
@@ -22,10 +26,10 @@ from providers.sms.meta import (
     WebhookMeta,
     check_payload,
     get_str,
+    parse_timestamp,
     raw_dict,
     webhook_media,
 )
-from providers.sms.phone import normalize_phone
 from providers.voicemeup.mms import VoiceMeUpMMSAggregator, default_voicemeup_aggregator
 from roomkit.models.delivery import InboundMessage
 
@@ -42,7 +46,7 @@ def read_voicemeup_payload(payload: Mapping[str, Any]) -> WebhookMeta:
         ValueError: ``payload`` is not a mapping (any mapping is read without error).
     """
     payload = check_payload(payload, "voicemeup")
-    sender = _phone(get_str(payload, "source_number", "from", "sender"))
+    sender = get_str(payload, "source_number", "from", "sender")
     direction_field = get_str(payload, "direction").lower()
     if direction_field in _OUTBOUND:
         direction: str | None = "outbound"
@@ -54,15 +58,25 @@ def read_voicemeup_payload(payload: Mapping[str, Any]) -> WebhookMeta:
         get_str(payload, "attachment", "attachment_url", "media_url"),
         get_str(payload, "attachment_mime_type", "attachment_type", "content_type"),
     )
+    recipient = get_str(payload, "destination_number", "to", "recipient")
+    transmitted = get_str(payload, "datetime_transmission")
+    # RoomKit 0.3.0's keys, with its defaults (has_attachment is updated when MMS parts merge).
+    extra: dict[str, Any] = {
+        "destination_number": recipient,
+        "direction": get_str(payload, "direction") or "inbound",
+        "datetime_transmission": transmitted,
+        "has_attachment": media is not None,
+    }
     return WebhookMeta(
         provider="voicemeup",
         direction=direction,
         sender=sender,
-        recipient=_phone(get_str(payload, "destination_number", "to", "recipient")),
+        recipient=recipient,
         body=get_str(payload, "message", "body", "text"),
         media=[media] if media is not None else [],
         message_id=get_str(payload, "sms_id", "message_id", "id", "sms_hash") or None,
-        timestamp=get_str(payload, "datetime_transmission", "timestamp", "date") or None,
+        timestamp=parse_timestamp(transmitted or get_str(payload, "timestamp", "date")),
+        extra=extra,
         raw=raw_dict(payload),
     )
 
@@ -109,21 +123,3 @@ def parse_voicemeup_webhook(
     if not meta.is_inbound:
         raise ValueError("VoiceMeUp webhook is not an inbound message")
     return meta.to_inbound(channel_id)
-
-
-def _phone(number: str) -> str:
-    """``number`` in E.164 when it reads as one, else as given (short codes, odd input).
-
-    VoiceMeUp serves North America: ten digits are a NANP national number, more digits are
-    E.164 without the ``+``.
-    """
-    if not number:
-        return ""
-    try:
-        if number.isascii() and number.isdigit():
-            if len(number) == 10:
-                return normalize_phone(number, "US")
-            return normalize_phone(f"+{number}")
-        return normalize_phone(number)
-    except ValueError:
-        return number

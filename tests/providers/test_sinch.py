@@ -175,10 +175,38 @@ class TestErrors:
         assert result.error == "sinch_syntax_invalid_parameter_format"
         assert result.metadata["detail"] == "Parameter 'to' has invalid format"
 
-    async def test_5xx_timeout_bad_body(self) -> None:
+    async def test_5xx_timeout(self) -> None:
         assert (await self.send_with(httpx.Response(502))).error == "http_502"
         assert (await self.send_with(httpx.WriteTimeout("t"))).error == "timeout"
-        assert (await self.send_with(httpx.Response(201, text="ok"))).error == "invalid_response"
+
+    @pytest.mark.parametrize(
+        ("answer", "error"),
+        [
+            # 0.3.0's Sinch codes: 403 is not an auth error, a 400 without JSON is plain.
+            (httpx.Response(403, json={"code": "forbidden"}), "http_403"),
+            (httpx.Response(400, text="bad"), "invalid_request"),
+            (httpx.Response(400, json={"text": "no code"}), "sinch_invalid_request"),
+            (httpx.Response(404, json={"code": "not_found"}), "http_404"),
+        ],
+    )
+    async def test_0_3_0_codes(self, answer: httpx.Response, error: str) -> None:
+        result = await self.send_with(answer)
+        assert (result.success, result.error) == (False, error)
+
+    async def test_network_error_is_its_text(self) -> None:
+        result = await self.send_with(httpx.ConnectError(f"refused {TOKEN}"))
+        assert (result.error, result.metadata["retryable"]) == ("refused ***", True)
+
+    @pytest.mark.parametrize(
+        "answer", [httpx.Response(201, text="ok"), httpx.Response(201, json={"to": ["+1"]})]
+    )
+    async def test_2xx_without_batch_id_is_sent(
+        self, answer: httpx.Response, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Sinch accepted the batch: a failure would have the router send it again.
+        result = await self.send_with(answer)
+        assert (result.success, result.provider_message_id, result.error) == (True, None, None)
+        assert "without naming its id" in caplog.text
 
     async def test_secrets_never_leak(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
@@ -198,7 +226,13 @@ class TestWebhooks:
         assert message.idempotency_key == message.external_id
         assert message.metadata["recipient"] == "12345"
         assert message.metadata["operator_id"] == "31026"
-        assert message.metadata["timestamp"] == "2024-05-10T12:01:02.000Z"
+        assert message.metadata["timestamp"] == "2024-05-10T12:01:02+00:00"
+        # 0.3.0's keys: Sinch's own text, None when absent.
+        assert (message.metadata["to"], message.metadata["received_at"]) == (
+            "12345",
+            "2024-05-10T12:01:02.000Z",
+        )
+        assert message.metadata["client_reference"] is None
 
     def test_inbound_media(self) -> None:
         payload = mo_text(
@@ -251,7 +285,7 @@ class TestWebhooks:
             message_id=BATCH_ID,
             status="delivered",
             recipient="+15145550100",
-            timestamp="2024-05-10T12:00:05.000Z",
+            timestamp="2024-05-10T12:00:05+00:00",
             raw=payload,
         )
         with pytest.raises(ValueError):

@@ -20,7 +20,9 @@ from providers.sms.meta import (
     WebhookMedia,
     WebhookMeta,
     build_inbound_content,
+    extract_media_urls,
     extract_sms_meta,
+    extract_text_body,
     get_str,
 )
 from providers.sms.phone import is_valid_phone, normalize_phone
@@ -53,15 +55,49 @@ class TestWebhookMeta:
         )
         assert meta.is_inbound and not meta.is_status
         assert meta.external_id == "SM1"
+        # A datetime, as in 0.3.0 (the ISO text given is read into one).
+        assert meta.timestamp == datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
         message = meta.to_inbound("sms")
         assert message.metadata == {
             "provider": "twilio",
             "recipient": "+15005550006",
-            "timestamp": "2024-05-10T12:00:00Z",
+            "timestamp": "2024-05-10T12:00:00+00:00",
             "num_segments": "1",
         }
-        with pytest.raises(ValueError, match="not a delivery status"):
-            meta.to_status()
+        # 0.3.0 answered a status "unknown" rather than raising.
+        assert meta.to_status().status == "unknown"
+
+    def test_inbound_metadata_timestamp_is_set_when_none(self) -> None:
+        meta = WebhookMeta(provider="x", direction="inbound", sender="+1", body="hi")
+        assert meta.to_inbound("sms").metadata == {
+            "provider": "x",
+            "recipient": "",
+            "timestamp": None,
+        }
+
+    def test_timestamp_text_must_be_iso(self) -> None:
+        naive = WebhookMeta(provider="x", timestamp="2024-03-01 12:00:00")
+        assert naive.timestamp == datetime(2024, 3, 1, 12, 0)
+        with pytest.raises(ValueError, match="ISO 8601"):
+            WebhookMeta(provider="x", timestamp="yesterday")
+
+    def test_to_status_answers_as_0_3_0(self) -> None:
+        received = WebhookMeta(
+            provider="telnyx", direction="inbound", sender="+1", event_type="message.received"
+        )
+        assert received.to_status().status == "received"
+        # A Telnyx event name wins over the recipient's status (kept on the meta and in raw).
+        finalized = WebhookMeta(
+            provider="telnyx",
+            direction="outbound",
+            message_id="m1",
+            status="delivered",
+            event_type="message.finalized",
+        )
+        assert (finalized.status, finalized.to_status().status) == ("delivered", "finalized")
+        # A status 0.3.0 did not read (Twilio's, Sinch's) is given as is.
+        twilio = WebhookMeta(provider="twilio", message_id="SM1", status="undelivered")
+        assert twilio.to_status().status == "undelivered"
 
     def test_outbound_is_not_inbound(self) -> None:
         meta = WebhookMeta(provider="x", direction="outbound", sender="+1", body="hi")
@@ -202,6 +238,79 @@ class TestInboundContent:
     def test_only_bad_urls_is_text(self) -> None:
         media = [WebhookMedia(url="javascript:alert(1)")]
         assert build_inbound_content("x", media) == TextContent(body="x")
+
+    def test_0_3_0_media_dicts(self) -> None:
+        one = build_inbound_content("hi", [{"url": "https://x/a.jpg", "mime_type": "image/jpeg"}])
+        assert one == MediaContent(url="https://x/a.jpg", mime_type="image/jpeg", caption="hi")
+        several = build_inbound_content(
+            "",
+            [
+                {"url": "https://x/a.jpg"},  # no type: octet-stream, as 0.3.0
+                {"url": None},  # no URL: skipped, as 0.3.0
+                {"url": "https://x/b.png", "mime_type": "image/png"},
+            ],
+        )
+        assert several == CompositeContent(
+            parts=[
+                MediaContent(url="https://x/a.jpg", mime_type="application/octet-stream"),
+                MediaContent(url="https://x/b.png", mime_type="image/png"),
+            ]
+        )
+        with pytest.raises(TypeError, match="WebhookMedia or a dict"):
+            build_inbound_content("", ["https://x/a.jpg"])  # type: ignore[list-item]
+
+
+class TestContentHelpers:
+    """``extract_text_body`` / ``extract_media_urls`` take 0.3.0's content as well."""
+
+    def test_text_of_contents(self) -> None:
+        media = MediaContent(url="https://x/a.jpg", mime_type="image/jpeg", caption="look")
+        composite = CompositeContent(
+            parts=[
+                TextContent(body="two"),
+                media,
+                MediaContent(url="https://x/b", mime_type="x/y"),
+            ]
+        )
+        assert extract_text_body(TextContent(body="hello")) == "hello"
+        assert extract_text_body(content=SystemContent(body="sys")) == "sys"
+        assert extract_text_body(media) == "look"
+        assert extract_text_body(composite) == "two look"
+        assert extract_text_body(LocationContent(latitude=1, longitude=2)) == ""
+
+    def test_media_urls_of_contents(self) -> None:
+        media = MediaContent(url="https://x/a.jpg", mime_type="image/jpeg")
+        composite = CompositeContent(parts=[TextContent(body="t"), media])
+        assert extract_media_urls(media) == ["https://x/a.jpg"]
+        assert extract_media_urls(content=composite) == ["https://x/a.jpg"]
+        assert extract_media_urls(TextContent(body="t")) == []
+
+    def test_webhook_form_still_works(self) -> None:
+        payload = {"MessageSid": "SM1", "From": "+1", "Body": "hi", "MediaUrl0": "https://x/a.png"}
+        assert extract_text_body("twilio", payload) == "hi"
+        assert extract_text_body(provider="twilio", payload=payload) == "hi"
+        assert extract_media_urls("twilio", payload) == [
+            WebhookMedia(url="https://x/a.png", mime_type="image/png")
+        ]
+
+    @pytest.mark.parametrize(
+        ("args", "kwargs"),
+        [
+            ((), {}),
+            (("twilio",), {}),
+            (({"Body": "x"},), {}),
+            ((TextContent(body="x"), {}), {"content": TextContent(body="x")}),
+            (("twilio", {}, "extra"), {}),
+            (("twilio",), {"provider": "telnyx", "payload": {}}),
+            ((), {"payload": {}, "other": 1}),
+        ],
+    )
+    def test_neither_form_is_a_type_error(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        for helper in (extract_text_body, extract_media_urls):
+            with pytest.raises(TypeError):
+                helper(*args, **kwargs)
 
 
 class TestGetStr:

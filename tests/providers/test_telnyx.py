@@ -6,13 +6,13 @@ import base64
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from hypothesis import given, settings
 
-from providers.errors import ProviderError
 from providers.rcs.base import RCSDeliveryResult
 from providers.sms.meta import extract_sms_meta
 from providers.telnyx import (
@@ -28,7 +28,7 @@ from providers.telnyx import (
 )
 from roomkit.models.delivery import DeliveryStatus
 from roomkit.models.enums import ChannelType
-from roomkit.models.event import CompositeContent, MediaContent, TextContent
+from roomkit.models.event import CompositeContent, LocationContent, MediaContent, TextContent
 from tests.providers.sms_support import (
     Recorder,
     body_json,
@@ -259,12 +259,51 @@ class TestErrors:
                 },
             )
         )
-        assert result.error == "telnyx_40310"
+        # 0.3.0 named it by its status; Telnyx' code and text stay in the metadata.
+        assert result.error == "http_422"
+        assert result.metadata["vendor_code"] == "40310"
         assert result.metadata["detail"] == "The 'to' address should be in E.164 format."
+
+    @pytest.mark.parametrize(
+        ("answer", "error"),
+        [
+            # 0.3.0's Telnyx SMS codes: every 400 is invalid_request, 403 is not an auth error.
+            (httpx.Response(400, json={"errors": [{"code": "40310"}]}), "invalid_request"),
+            (httpx.Response(400, text="not json"), "invalid_request"),
+            (httpx.Response(403, json={"errors": [{"code": "10010"}]}), "http_403"),
+        ],
+    )
+    async def test_0_3_0_codes(self, answer: httpx.Response, error: str) -> None:
+        result = await self.send_with(answer)
+        assert (result.success, result.error) == (False, error)
 
     async def test_5xx_and_timeout(self) -> None:
         assert (await self.send_with(httpx.Response(500))).error == "http_500"
         assert (await self.send_with(httpx.ConnectTimeout("slow"))).error == "timeout"
+
+    async def test_network_error_is_its_text(self) -> None:
+        result = await self.send_with(httpx.ConnectError(f"refused ({API_KEY})"))
+        assert (result.error, result.metadata["retryable"]) == ("refused (***)", True)
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            httpx.Response(200, json={"data": {}}),
+            httpx.Response(200, json={}),
+            httpx.Response(200, text="{not json"),
+        ],
+    )
+    async def test_2xx_without_id_is_sent(
+        self, answer: httpx.Response, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Telnyx accepted it: a failure would have the router send it again.
+        for provider_type in (TelnyxSMSProvider, TelnyxRCSProvider):
+            async with mock_client(Recorder([answer])) as client:
+                settings = config() if provider_type is TelnyxSMSProvider else rcs_config()
+                provider = provider_type(settings, client=client)  # type: ignore[arg-type]
+                result = await provider.send(event("x"), to="+1")
+            assert (result.success, result.provider_message_id) == (True, None)
+        assert "without naming its id" in caplog.text
 
     async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
@@ -283,7 +322,10 @@ class TestWebhooks:
         assert message.external_id == "84cca175-9755-4859-b67f-4730d7f58aa3"
         assert message.idempotency_key == message.external_id
         assert message.metadata["recipient"] == "+18445550001"
-        assert message.metadata["timestamp"] == "2024-05-10T20:16:07.503+00:00"
+        # 0.3.0's isoformat() of the time, and its keys with Telnyx' own text.
+        assert message.metadata["timestamp"] == "2024-05-10T20:16:07.503000+00:00"
+        assert message.metadata["destination_number"] == "+18445550001"
+        assert message.metadata["received_at"] == "2024-05-10T20:16:07.503+00:00"
         assert message.metadata["message_type"] == "SMS"
         assert message.metadata["telnyx_event_id"] == "b301ed3f-1490-491f-995f-6e64e69674d4"
 
@@ -308,14 +350,17 @@ class TestWebhooks:
     def test_delivered(self) -> None:
         meta = extract_sms_meta("telnyx", finalized("delivered"))
         assert meta.is_status and not meta.is_inbound
+        assert meta.status == "delivered"  # the recipient's status, on the meta
         status = meta.to_status()
+        # 0.3.0's DeliveryStatus: the event's name; the recipient's status stays in raw.
         assert (status.message_id, status.status, status.recipient, status.sender) == (
             MESSAGE_ID,
-            "delivered",
+            "finalized",
             "+15145550100",
             "+18445550001",
         )
-        assert status.timestamp == "2024-05-10T20:16:59.000+00:00"
+        assert status.raw["data"]["payload"]["to"][0]["status"] == "delivered"
+        assert status.timestamp == "2024-05-10T20:16:59+00:00"
         with pytest.raises(ValueError):
             parse_telnyx_webhook(finalized("delivered"), "sms")
         # 0.3.0's strict=False converts it all the same (not recommended).
@@ -324,12 +369,29 @@ class TestWebhooks:
 
     def test_delivery_failed_has_error(self) -> None:
         errors = [{"code": "40008", "title": "Undeliverable", "detail": "Handset unreachable"}]
-        status = extract_telnyx_meta(finalized("delivery_failed", errors)).to_status()
-        assert (status.status, status.error_code, status.error_message) == (
+        meta = extract_telnyx_meta(finalized("delivery_failed", errors))
+        status = meta.to_status()
+        assert (meta.status, status.status, status.error_code, status.error_message) == (
             "delivery_failed",
+            "finalized",
             "40008",
             "Handset unreachable",
         )
+
+    def test_inbound_to_status_is_0_3_0s(self) -> None:
+        # 0.3.0 answered from the event type rather than raising.
+        assert extract_telnyx_meta(inbound()).to_status().status == "received"
+
+    def test_timestamp_is_a_datetime(self) -> None:
+        meta = extract_telnyx_meta(inbound())
+        assert meta.timestamp == datetime(2024, 5, 10, 20, 16, 7, 503000, tzinfo=UTC)
+        # An unreadable time falls back to the event's occurred_at.
+        assert extract_telnyx_meta(inbound(received_at="yesterday")).timestamp == datetime(
+            2024, 5, 10, 20, 16, 7, 588000, tzinfo=UTC
+        )
+        no_time = inbound(received_at="yesterday")
+        del no_time["data"]["occurred_at"]
+        assert extract_telnyx_meta(no_time).timestamp is None  # unreadable: None, as 0.3.0
 
     def test_sent_event_without_recipient_status(self) -> None:
         payload = finalized("x")
@@ -560,12 +622,27 @@ class TestRCS:
         assert (result.channel_used, result.fallback) == ("sms", True)
 
     async def test_failure(self) -> None:
-        async with mock_client(Recorder([httpx.Response(403)])) as client:
-            result = await TelnyxRCSProvider(rcs_config(), client=client).send(
-                event("Hi", ChannelType.RCS), to="+1"
-            )
-        assert isinstance(result, RCSDeliveryResult)
-        assert (result.success, result.error) == (False, "auth_error")
+        answers = [
+            httpx.Response(403),
+            httpx.Response(400, json={"errors": [{"code": "40310", "detail": "bad to"}]}),
+            httpx.Response(400, json={"errors": []}),
+            httpx.Response(400, text="oops"),
+            httpx.Response(401),
+        ]
+        results = []
+        async with mock_client(Recorder(list(answers))) as client:
+            provider = TelnyxRCSProvider(rcs_config(), client=client)
+            for _ in answers:
+                results.append(await provider.send(event("Hi", ChannelType.RCS), to="+1"))
+        assert all(isinstance(r, RCSDeliveryResult) and not r.success for r in results)
+        # 0.3.0's Telnyx RCS codes: a 400's code is read, 403 is not an auth error.
+        assert [r.error for r in results] == [
+            "http_403",
+            "telnyx_40310",
+            "telnyx_invalid_request",
+            "invalid_request",
+            "auth_error",
+        ]
 
     async def test_check_capability(self) -> None:
         capable = httpx.Response(
@@ -580,12 +657,16 @@ class TestRCS:
             },
         )
         none = httpx.Response(200, json={"data": {"features": []}})
-        recorder = Recorder([capable, none, httpx.Response(404)])
+        enabled = httpx.Response(200, json={"data": {"rcs_enabled": True}})
+        disabled = httpx.Response(200, json={"data": {"rcs_enabled": False, "features": ["X"]}})
+        silent = httpx.Response(200, json={"data": {"phone_number": "+15145550100"}})
+        answers = [capable, none, httpx.Response(404), enabled, disabled, silent]
+        recorder = Recorder(list(answers))
         async with mock_client(recorder) as client:
             provider = TelnyxRCSProvider(rcs_config(), client=client)
-            assert await provider.check_capability("+15145550100")
-            assert not await provider.check_capability("+15145550100")
-            assert not await provider.check_capability("+15145550100")
+            seen = [await provider.check_capability("+15145550100") for _ in answers]
+        # 0.3.0 read rcs_enabled (False when absent); Telnyx documents features.
+        assert seen == [True, False, False, True, False, False]
         request = recorder.requests[0]
         assert request.method == "GET"
         assert str(request.url) == (
@@ -594,15 +675,25 @@ class TestRCS:
         )
         assert request.headers["authorization"] == f"Bearer {API_KEY}"
 
-    async def test_check_capability_errors_raise(self) -> None:
-        recorder = Recorder([httpx.Response(429, headers={"Retry-After": "2"})])
-        async with mock_client(recorder) as client:
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            httpx.Response(429, headers={"Retry-After": "2"}),
+            httpx.Response(500),
+            httpx.Response(401),
+            httpx.Response(200, text="not json"),
+            httpx.ConnectError("refused"),
+            httpx.ReadTimeout("slow"),
+        ],
+    )
+    async def test_check_capability_failures_are_false(
+        self, answer: httpx.Response | Exception, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # As 0.3.0: a failed check means "no RCS" (send SMS), not an exception.
+        async with mock_client(Recorder([answer])) as client:
             provider = TelnyxRCSProvider(rcs_config(), client=client)
-            with pytest.raises(ProviderError) as info:
-                await provider.check_capability("+15145550100")
-        assert info.value.retryable and info.value.retry_after == 2.0
-        assert info.value.status_code == 429
-        assert API_KEY not in str(info.value)
+            assert await provider.check_capability("+15145550100") is False
+        assert API_KEY not in caplog.text
 
     def test_inbound_rcs(self) -> None:
         payload = inbound(
@@ -614,6 +705,56 @@ class TestRCS:
         assert message.content == TextContent(body="Track my order")
         assert message.metadata["channel"] == "rcs"
         assert message.metadata["postback_data"] == "track"
+        assert message.metadata["suggestion_response"] == {
+            "text": "Track my order",
+            "postback_data": "track",
+        }
+
+    def test_inbound_rcs_file_and_0_3_0_metadata(self) -> None:
+        payload = inbound(
+            type="RCS",
+            text="here is the file",
+            to={"agent_id": "acme_support_agent", "agent_name": "Acme"},
+            user_file={
+                "payload": {
+                    "file_uri": "https://rcs.example/f.pdf",
+                    "mime_type": "application/pdf",
+                }
+            },
+        )
+        message = parse_telnyx_rcs_webhook(payload, "rcs")
+        assert message.content == MediaContent(
+            url="https://rcs.example/f.pdf",
+            mime_type="application/pdf",
+            caption="here is the file",
+        )
+        assert {
+            key: message.metadata[key]
+            for key in (
+                "agent_id",
+                "agent_name",
+                "received_at",
+                "type",
+                "suggestion_response",
+                "location",
+            )
+        } == {
+            "agent_id": "acme_support_agent",
+            "agent_name": "Acme",
+            "received_at": "2024-05-10T20:16:07.503+00:00",
+            "type": "RCS",
+            "suggestion_response": None,
+            "location": None,
+        }
+
+    def test_inbound_rcs_location(self) -> None:
+        where = {"latitude": 45.5, "longitude": -73.6}
+        payload = inbound(type="RCS", text="", to={"agent_id": "a"}, location=where)
+        message = parse_telnyx_rcs_webhook(payload, "rcs")
+        assert message.metadata["location"] == where
+        assert message.metadata["agent_name"] == ""
+        # A point rather than 0.3.0's empty text.
+        assert message.content == LocationContent(latitude=45.5, longitude=-73.6)
 
 
 class TestEndToEnd:
@@ -631,7 +772,7 @@ class TestEndToEnd:
                 await kit.process_webhook(
                     extract_sms_meta("telnyx", finalized("delivered")), "sms"
                 )
-                assert [s.status for s in seen] == ["delivered"]
+                assert [s.status for s in seen] == ["finalized"]
         assert len(recorder.requests) == 1
         assert body_json(recorder.last) == {
             "from": "+18445550001",

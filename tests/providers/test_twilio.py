@@ -114,17 +114,24 @@ class TestSend:
             "Body": ["Hi there"],
         }
 
-    async def test_explicit_sender_wins_over_messaging_service(self) -> None:
+    async def test_messaging_service_wins_over_explicit_sender(self) -> None:
+        # As 0.3.0: a configured service sends every message (SMSChannel passes from_).
         recorder = Recorder([created()])
         async with mock_client(recorder) as client:
             provider = TwilioSMSProvider(config(messaging_service_sid="MG999"), client=client)
             await provider.send(event("a"), to="+15145550100")
             await provider.send(event("b"), to="+15145550100", from_="+15005550009")
-        first, second = (form(r) for r in recorder.requests)
-        assert first["MessagingServiceSid"] == ["MG999"]
-        assert "From" not in first
-        assert second["From"] == ["+15005550009"]
-        assert "MessagingServiceSid" not in second
+        for sent in (form(r) for r in recorder.requests):
+            assert sent["MessagingServiceSid"] == ["MG999"]
+            assert "From" not in sent
+
+    async def test_explicit_sender_without_messaging_service(self) -> None:
+        recorder = Recorder([created()])
+        async with mock_client(recorder) as client:
+            provider = TwilioSMSProvider(config(), client=client)
+            await provider.send(event("b"), to="+15145550100", from_="+15005550009")
+        assert form(recorder.last)["From"] == ["+15005550009"]
+        assert "MessagingServiceSid" not in form(recorder.last)
 
     async def test_status_callback(self) -> None:
         recorder = Recorder([created()])
@@ -242,6 +249,22 @@ class TestErrors:
         assert "not a valid phone number" in result.metadata["detail"]
         assert result.metadata["retryable"] is False
 
+    @pytest.mark.parametrize(
+        ("answer", "error"),
+        [
+            # 0.3.0's codes: 403 is not an auth error, only a 400 carries Twilio's code, and a
+            # 400 that is not a JSON object is a plain invalid request.
+            (httpx.Response(403, json={"code": 20003, "message": "Forbidden"}), "http_403"),
+            (httpx.Response(404, json={"code": 20404, "message": "Not found"}), "http_404"),
+            (httpx.Response(400, text="not json"), "invalid_request"),
+            (httpx.Response(400, json=["not", "an", "object"]), "invalid_request"),
+            (httpx.Response(400, json={"message": "no code"}), "twilio_invalid_request"),
+        ],
+    )
+    async def test_0_3_0_codes(self, answer: httpx.Response, error: str) -> None:
+        result = await self.send_with(answer)
+        assert (result.success, result.error) == (False, error)
+
     async def test_5xx(self) -> None:
         result = await self.send_with(httpx.Response(503, text="upstream down"))
         assert result.error == "http_503"
@@ -256,13 +279,29 @@ class TestErrors:
         assert result.error == "timeout"
         assert result.metadata["retryable"] is True
 
-    async def test_network_error(self) -> None:
+    async def test_network_error_is_its_text(self) -> None:
+        # 0.3.0's error: the exception's text (secrets masked), still retryable.
         result = await self.send_with(httpx.ConnectError("connection refused"))
-        assert result.error == "network_error"
+        assert result.error == "connection refused"
+        assert result.metadata["retryable"] is True
+        masked = await self.send_with(httpx.ConnectError(f"refused for {TOKEN}"))
+        assert masked.error == "refused for ***"
 
-    async def test_2xx_without_sid(self) -> None:
-        result = await self.send_with(httpx.Response(201, json={"status": "queued"}))
-        assert result.error == "invalid_response"
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            httpx.Response(201, json={"status": "queued"}),
+            httpx.Response(201, json={}),
+            httpx.Response(200, text="{not json"),
+        ],
+    )
+    async def test_2xx_without_sid_is_sent(
+        self, answer: httpx.Response, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Twilio accepted it: a failure would have the router send it again.
+        result = await self.send_with(answer)
+        assert (result.success, result.provider_message_id, result.error) == (True, None, None)
+        assert "without naming its sid" in caplog.text
 
     async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
@@ -327,6 +366,26 @@ class TestWebhooks:
         assert message.metadata["provider"] == "twilio"
         assert message.metadata["recipient"] == "+15005550006"
         assert message.metadata["from_city"] == "MONTREAL"
+
+    def test_inbound_metadata_has_0_3_0_keys(self) -> None:
+        # 0.3.0 set these keys always (None / "" / "0" when Twilio left the field out).
+        metadata = parse_twilio_webhook(inbound_form(NumMedia="1"), "sms").metadata
+        assert {key: metadata[key] for key in ("to", "num_media", "from_country")} == {
+            "to": "+15005550006",
+            "num_media": "1",
+            "from_country": "CA",
+        }
+        bare = {"MessageSid": "SM1", "From": "+15145550100", "Body": "hi"}
+        metadata = parse_twilio_webhook(bare, "sms").metadata
+        keys = ("to", "account_sid", "num_media", "from_city", "from_state", "from_country")
+        assert {key: metadata[key] for key in keys} == {
+            "to": "",
+            "account_sid": "",
+            "num_media": "0",
+            "from_city": None,
+            "from_state": None,
+            "from_country": None,
+        }
 
     def test_inbound_mms_with_two_images(self) -> None:
         payload = inbound_form(
@@ -402,8 +461,8 @@ class TestWebhooks:
     def test_inbound_is_not_a_status(self) -> None:
         meta = extract_twilio_meta(inbound_form())
         assert meta.is_inbound and not meta.is_status
-        with pytest.raises(ValueError, match="not a delivery status"):
-            meta.to_status()
+        # 0.3.0 answered rather than raising: a status "unknown".
+        assert meta.to_status().status == "unknown"
 
     def test_not_a_mapping(self) -> None:
         with pytest.raises(ValueError, match="mapping"):
@@ -594,14 +653,26 @@ class TestRCS:
             ButtonPayload="confirm_yes",
         )
         message = parse_twilio_rcs_webhook(payload, "rcs")
-        assert message.sender_id == "+15145550100"
+        # Addresses as Twilio wrote them, as 0.3.0 kept them.
+        assert message.sender_id == "rcs:+15145550100"
         assert message.content == TextContent(body="Yes please")
         assert message.metadata["channel"] == "rcs"
         assert message.metadata["button_payload"] == "confirm_yes"
-        assert message.metadata["recipient"] == "acme_agent"
+        assert message.metadata["recipient"] == "rcs:acme_agent"
+        assert (message.metadata["to"], message.metadata["messaging_service_sid"]) == (
+            "rcs:acme_agent",
+            "",
+        )
         async with mock_client(Recorder([created()])) as client:
             provider = TwilioRCSProvider(rcs_config(), client=client)
             assert (await provider.parse_webhook(payload, "rcs")) == message
+
+    def test_inbound_rcs_channel_is_twilios_or_rcs(self) -> None:
+        # 0.3.0: Twilio's Channel field, "rcs" when absent (even from a plain number).
+        plain = parse_twilio_rcs_webhook(inbound_form(), "rcs")
+        assert (plain.sender_id, plain.metadata["channel"]) == ("+15145550100", "rcs")
+        told = parse_twilio_rcs_webhook(inbound_form(Channel="sms"), "rcs")
+        assert told.metadata["channel"] == "sms"
 
 
 class TestEndToEnd:

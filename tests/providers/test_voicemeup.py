@@ -31,12 +31,29 @@ QUEUE_URL = "https://clients.voicemeup.com/api/v1.1/json/queue_sms"
 
 
 def queued(sms_id: str = "8812345") -> httpx.Response:
+    """VoiceMeUp's answer to ``queue_sms`` (the shape RoomKit 0.3.0 read)."""
     return httpx.Response(
         200,
         json={
-            "response_status": "success",
-            "response_messages": [],
-            "sms_id": sms_id,
+            "response_details": {
+                "response_status": "success",
+                "response_messages": {
+                    "message": [{"code": "queued_sms_hash", "_content": sms_id}]
+                },
+            }
+        },
+    )
+
+
+def refused(messages: Any) -> httpx.Response:
+    """A request error, which VoiceMeUp answers with HTTP 200."""
+    return httpx.Response(
+        200,
+        json={
+            "response_details": {
+                "response_status": "error",
+                "response_messages": {"message": messages},
+            }
         },
     )
 
@@ -121,12 +138,43 @@ class TestSend:
         assert sandbox.api_root == "https://dev-clients.voicemeup.com"
         assert VoiceMeUpConfig.model_validate(sandbox.model_dump()) == sandbox
 
-    def test_an_unknown_environment_is_refused(self) -> None:
+    def test_an_unknown_environment_is_production(self, caplog: pytest.LogCaptureFixture) -> None:
+        # 0.3.0 sent anything but "sandbox" to production; it is said in a warning here.
         assert config(environment="production").api_root == "https://clients.voicemeup.com"
-        with pytest.raises(ValueError, match="environment"):
-            config(environment="staging")
+        assert not caplog.records
+        staging = config(environment="staging")
+        assert (staging.environment, staging.api_root) == (
+            "staging",
+            "https://clients.voicemeup.com",
+        )
+        assert staging.queue_sms_url == QUEUE_URL
+        assert "unknown environment 'staging'" in caplog.text
         with pytest.raises(ValueError, match="contradict"):
             config(environment="production", sandbox=True)
+        with pytest.raises(ValueError, match="contradict"):
+            config(environment="staging", sandbox=True)
+
+    async def test_message_id_is_the_queued_sms_hash(self) -> None:
+        async with mock_client(Recorder([queued("hash-ok")])) as client:
+            result = await VoiceMeUpSMSProvider(config(), client=client).send(
+                event("x"), to="+15145550100"
+            )
+        assert (result.success, result.provider_message_id) == (True, "hash-ok")
+        one = httpx.Response(
+            200,
+            json={
+                "response_details": {
+                    "response_status": "success",
+                    "response_messages": {"message": {"code": "queued_sms_hash", "_content": 7}},
+                }
+            },
+        )
+        flat = httpx.Response(200, json={"response_status": "success", "sms_id": "9"})
+        for answer, expected in ((one, "7"), (flat, "9")):
+            async with mock_client(Recorder([answer])) as client:
+                provider = VoiceMeUpSMSProvider(config(), client=client)
+                sent = await provider.send(event("x"), to="+1")
+            assert sent.provider_message_id == expected
 
     async def test_long_text_is_split_between_words(self) -> None:
         recorder = Recorder([queued("1"), queued("2"), queued("3")])
@@ -174,27 +222,44 @@ class TestErrors:
             return await provider.send(event(text), to="+15145550100")
 
     async def test_http_statuses(self) -> None:
-        assert (await self.send_with(httpx.Response(401))).error == "auth_error"
+        # 0.3.0 named every failed VoiceMeUp answer by its status.
+        assert (await self.send_with(httpx.Response(401))).error == "http_401"
+        assert (await self.send_with(httpx.Response(403))).error == "http_403"
+        assert (await self.send_with(httpx.Response(400, text="no"))).error == "http_400"
         limited = await self.send_with(httpx.Response(429, headers={"Retry-After": "30"}))
-        assert (limited.error, limited.metadata["retry_after"]) == ("rate_limit", 30.0)
+        assert (limited.error, limited.metadata["retry_after"]) == ("http_429", 30.0)
+        assert limited.metadata["retryable"] is True
         assert (await self.send_with(httpx.Response(500))).error == "http_500"
         assert (await self.send_with(httpx.ReadTimeout("t"))).error == "timeout"
 
+    async def test_network_error_is_its_text(self) -> None:
+        result = await self.send_with(httpx.ConnectError(f"refused, token={TOKEN}"))
+        assert (result.error, result.metadata["retryable"]) == ("refused, token=***", True)
+
     async def test_error_in_a_200_answer(self) -> None:
-        refused = httpx.Response(
-            200,
-            json={
-                "response_status": "error",
-                "response_messages": [
-                    {"code": "invalid_destination", "message": "Invalid destination number"}
-                ],
-            },
+        one = refused({"code": "invalid_destination", "_content": "Bad number"})
+        result = await self.send_with(one)
+        # 0.3.0: a failure named by VoiceMeUp's code, its text as the description.
+        assert (result.success, result.error) == (False, "invalid_destination")
+        assert result.metadata["description"] == "Bad number"
+        assert result.metadata["vendor_code"] == "invalid_destination"
+        listed = refused([{"code": "missing_message", "_content": "No text"}])
+        assert (await self.send_with(listed)).error == "missing_message"
+        assert (await self.send_with(refused([]))).error == "unknown_error"
+        flat = httpx.Response(
+            200, json={"response_status": "error", "response_messages": [{"code": "x1"}]}
         )
-        result = await self.send_with(refused)
-        assert result.error == "voicemeup_invalid_destination"
-        assert result.metadata["detail"] == "Invalid destination number"
-        bare = httpx.Response(200, json={"response_status": "failure"})
-        assert (await self.send_with(bare)).error == "voicemeup_error"
+        assert (await self.send_with(flat)).error == "x1"
+
+    async def test_other_200_answers_are_sent(self, caplog: pytest.LogCaptureFixture) -> None:
+        # 0.3.0 took any answer but "error" as sent; failing it would send it again.
+        for answer in (
+            httpx.Response(200, json={"response_details": {"response_status": "queued"}}),
+            httpx.Response(200, text="{not json"),
+        ):
+            result = await self.send_with(answer)
+            assert (result.success, result.provider_message_id) == (True, None)
+        assert "without naming its id" in caplog.text
 
     async def test_stops_at_first_failed_part(self) -> None:
         result = await self.send_with(
@@ -216,11 +281,39 @@ class TestWebhooks:
     def test_inbound_text(self) -> None:
         message = parse_voicemeup_webhook(incoming(), "sms", aggregator=VoiceMeUpMMSAggregator())
         assert message is not None
-        assert message.sender_id == "+15145550100"
+        assert message.sender_id == "15145550100"
         assert message.content == TextContent(body="Bonjour")
         assert message.external_id == message.idempotency_key == "990001"
-        assert message.metadata["recipient"] == "+15145550199"
-        assert message.metadata["timestamp"] == "2024-05-10 12:00:00"
+        assert message.metadata["recipient"] == "15145550199"
+        # 0.3.0's isoformat() of the time, and its keys with VoiceMeUp's own values.
+        assert message.metadata["timestamp"] == "2024-05-10T12:00:00"
+        keys = ("destination_number", "direction", "datetime_transmission", "has_attachment")
+        assert {key: message.metadata[key] for key in keys} == {
+            "destination_number": "15145550199",
+            "direction": "incoming",
+            "datetime_transmission": "2024-05-10 12:00:00",
+            "has_attachment": False,
+        }
+
+    def test_0_3_0_metadata_defaults_and_attachment(self) -> None:
+        bare = {"source_number": "15145550100", "message": "hi"}
+        message = parse_voicemeup_webhook(bare, "sms", aggregator=VoiceMeUpMMSAggregator())
+        assert message is not None
+        assert (
+            message.metadata["direction"],
+            message.metadata["datetime_transmission"],
+            message.metadata["timestamp"],
+        ) == ("inbound", "", None)
+        shown = parse_voicemeup_webhook(picture(), "sms", aggregator=VoiceMeUpMMSAggregator())
+        assert shown is not None and shown.metadata["has_attachment"] is True
+
+    def test_merged_mms_has_attachment(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator()
+        aggregator.expired()  # someone drains it: attachments are held for their text
+        assert extract_voicemeup_meta(picture(), aggregator=aggregator).pending
+        message = parse_voicemeup_webhook(incoming(), "sms", aggregator=aggregator)
+        assert message is not None and isinstance(message.content, MediaContent)
+        assert message.metadata["has_attachment"] is True
 
     def test_outgoing_echo_is_not_inbound(self) -> None:
         meta = read_voicemeup_payload(incoming(direction="outgoing"))
@@ -516,9 +609,10 @@ class TestEndToEnd:
                 assert isinstance(other.delivered[0].content, MediaContent)
 
 
-def test_numbers_are_written_e164() -> None:
-    meta = read_voicemeup_payload(
-        incoming(source_number="5145550100", destination_number="+1 514 555 0199")
-    )
-    assert (meta.sender, meta.recipient) == ("+15145550100", "+15145550199")
+def test_numbers_are_kept_as_given() -> None:
+    # 0.3.0 kept VoiceMeUp's digits (no "+" added): bindings are made with them.
+    meta = read_voicemeup_payload(incoming())
+    assert (meta.sender, meta.recipient) == ("15145550100", "15145550199")
+    message = parse_voicemeup_webhook(incoming(), "sms", aggregator=VoiceMeUpMMSAggregator())
+    assert message is not None and message.sender_id == "15145550100"
     assert read_voicemeup_payload(incoming(source_number="12345")).sender == "12345"
