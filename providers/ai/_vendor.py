@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import SecretStr, ValidationError
 
 from providers._vendor import HTTPClientOwner
-from providers.ai._http import VendorClient
+from providers.ai._http import Sleep, VendorClient
 from providers.ai._text import clean_text
 from providers.ai.base import AIProvider, AIResponse
 from providers.errors import ProviderError
@@ -37,6 +37,9 @@ class _AIConfig(Protocol):
     @property
     def timeout(self) -> float: ...
 
+    @property
+    def max_retries(self) -> int: ...
+
 
 C = TypeVar("C", bound=_AIConfig)
 
@@ -53,10 +56,16 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
         headers: The vendor's headers (authentication, API version).
         logger: The vendor's logger.
         error_parser: Reads the vendor's error bodies when the generic reader is not enough.
+        sleep: Waits between retries (``config.max_retries``); ``anyio.sleep`` when None.
 
     Raises:
         ImportError: httpx is not installed.
     """
+
+    vendor: ClassVar[str] = ""
+    """The ``provider`` of the errors raised: 0.3.0's names (``"openai"``, ``"anthropic"``,
+    ``"gemini"``), which applications compare with; :attr:`name` stays the class name, as in
+    0.3.0. The class name when empty."""
 
     _http: VendorClient
 
@@ -68,17 +77,21 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
         headers: dict[str, str],
         logger: logging.Logger,
         error_parser: ErrorParser | None = None,
+        sleep: Sleep | None = None,
     ) -> None:
         self._config = config
         self._logger = logger
         self._secrets = [config.api_key.get_secret_value()]
+        self._vendor = self.vendor or self.name
         self._http = VendorClient(
-            provider=self.name,
+            provider=self._vendor,
             headers=headers,
             timeout=config.timeout,
             secrets=self._secrets,
             client=client,
             error_parser=error_parser,
+            max_retries=config.max_retries,
+            sleep=sleep,
         )
 
     def __repr__(self) -> str:
@@ -98,7 +111,7 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
         try:
             return build()
         except ValueError as exc:
-            raise ProviderError(f"invalid AI context: {exc}", provider=self.name) from exc
+            raise ProviderError(f"invalid AI context: {exc}", provider=self._vendor) from exc
 
     async def _generate(
         self, url: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], AIResponse]
@@ -114,7 +127,7 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
             response = parse(data)
         except _SHAPE_ERRORS as exc:
             raise ProviderError(
-                f"unexpected response: {type(exc).__name__}", provider=self.name
+                f"unexpected response: {type(exc).__name__}", provider=self._vendor
             ) from exc
         content = clean_text(response.content)
         if content != response.content:
@@ -139,7 +152,7 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
         try:
             return apply(data)
         except _SHAPE_ERRORS as exc:
-            raise ProviderError(f"unexpected {what}", provider=self.name) from exc
+            raise ProviderError(f"unexpected {what}", provider=self._vendor) from exc
 
     def _streamed_response(self, build: Callable[[], AIResponse]) -> AIResponse:
         """The reply assembled from a finished stream.
@@ -152,8 +165,8 @@ class HTTPAIProvider(HTTPClientOwner, AIProvider, Generic[C]):
             return build()
         except ValidationError as exc:
             # Checked before ValueError, its base: a field of the wrong type, not the arguments.
-            raise ProviderError("unexpected stream content", provider=self.name) from exc
+            raise ProviderError("unexpected stream content", provider=self._vendor) from exc
         except _SHAPE_ERRORS as exc:
             raise ProviderError(
-                "invalid tool arguments in the stream", provider=self.name
+                "invalid tool arguments in the stream", provider=self._vendor
             ) from exc

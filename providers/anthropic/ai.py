@@ -9,7 +9,7 @@ from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from providers.ai._http import event_json
+from providers.ai._http import Sleep, event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.ai._vendor import HTTPAIProvider
 from providers.ai.base import AIContext, AIResponse
@@ -40,17 +40,24 @@ class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
         client: An ``httpx.AsyncClient`` to send requests with (tests pass one with a
             ``MockTransport``); it is left open by :meth:`close`. When omitted the provider
             creates its own and :meth:`close` closes it.
+        sleep: Waits between retries (``config.max_retries``); ``anyio.sleep`` when None.
 
     Raises:
         ImportError: httpx is not installed.
     """
 
+    vendor = "anthropic"
+
     def __init__(
-        self, config: AnthropicConfig, *, client: httpx.AsyncClient | None = None
+        self,
+        config: AnthropicConfig,
+        *,
+        client: httpx.AsyncClient | None = None,
+        sleep: Sleep | None = None,
     ) -> None:
         api_key = config.api_key.get_secret_value()
         headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
-        super().__init__(config, client=client, headers=headers, logger=logger)
+        super().__init__(config, client=client, headers=headers, logger=logger, sleep=sleep)
         self._url = config.base_url.rstrip("/") + "/v1/messages"
 
     @property
@@ -67,7 +74,7 @@ class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
                 object in a 2xx answer (retryable when overloaded or rate limited) or an
                 unexpected answer.
         """
-        parse = partial(parse_response, provider=self.name, secrets=self._secrets)
+        parse = partial(parse_response, provider=self._vendor, secrets=self._secrets)
         return await self._generate(self._url, self._body(context, stream=False), parse)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
@@ -84,10 +91,10 @@ class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
         state = StreamState()
         async with aclosing(self._http.stream_sse(self._url, body)) as events:
             async for event in events:
-                data = event_json(event, provider=self.name)
+                data = event_json(event, provider=self._vendor)
                 if is_error(data):
                     raise response_error(
-                        data, provider=self.name, secrets=self._secrets, stream=True
+                        data, provider=self._vendor, secrets=self._secrets, stream=True
                     )
                 if text := self._stream_step(state.apply, data, what="stream event"):
                     yield AITextDelta(text=text)
@@ -95,7 +102,7 @@ class AnthropicAIProvider(HTTPAIProvider[AnthropicConfig]):
                     break
         if not state.done:
             raise ProviderError(
-                "stream ended before message_stop", retryable=True, provider=self.name
+                "stream ended before message_stop", retryable=True, provider=self._vendor
             )
         if tail := state.text.flush():
             yield AITextDelta(text=tail)

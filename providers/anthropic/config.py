@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, SecretStr
 
+from providers.ai._config import DEFAULT_TIMEOUT, AITimeout, MaxRetries
+
 __all__ = ["ANTHROPIC_VERSION", "AnthropicConfig"]
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -19,7 +21,10 @@ class AnthropicConfig(BaseModel):
         base_url: API root; the provider posts to ``{base_url}/v1/messages``.
         max_tokens: Reply length limit used when the context asks for 0 (the Messages API
             requires one); otherwise ``AIContext.max_tokens`` is sent.
-        timeout: Seconds allowed for each request.
+        timeout: Seconds allowed for each request; 0 or less gives the default, 120 s (0.3.0
+            had no timeout here and ignored one given).
+        max_retries: How many times a request that timed out, could not connect or was
+            answered 408, 409, 429 or 5xx is sent again, after a backoff (0.3.0's SDK: 2).
         temperature: Kept for RoomKit 0.3.0 code, which set it here; as then, each request
             sends its ``AIContext.temperature``.
     """
@@ -28,5 +33,6 @@ class AnthropicConfig(BaseModel):
     model: str = "claude-sonnet-4-20250514"
     base_url: str = "https://api.anthropic.com"
     max_tokens: int = Field(default=1024, gt=0)
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: AITimeout = DEFAULT_TIMEOUT
+    max_retries: MaxRetries = 2
     temperature: float = 0.7

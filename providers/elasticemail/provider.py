@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field, SecretStr
 from providers._http import HTTPFailure, response_json
 from providers._vendor import VendorProvider
 from providers.email.base import EmailProvider
-from providers.http._render import email_parts
+from providers.http._render import EmailParts, email_parts
 from roomkit.models.delivery import ProviderResult
-from roomkit.models.event import RoomEvent
+from roomkit.models.event import EventContent, RichContent, RoomEvent
 
 if TYPE_CHECKING:
     import httpx
@@ -55,6 +55,20 @@ class ElasticEmailConfig(BaseModel):
         return url if url.endswith("/email/send") else f"{url}/email/send"
 
 
+def _elastic_parts(content: EventContent) -> EmailParts:
+    """The email body of ``content``: rich content as 0.3.0 sent it, the rest by
+    :func:`email_parts`.
+
+    0.3.0 sent a rich body, Markdown (the default format) or HTML alike, as ``bodyHtml`` with
+    an empty ``bodyText``, and apps written for it put HTML in ``RichContent(body=...)``
+    without a format: sent as text, recipients would read the tags. The author's own
+    ``plain_text``, which 0.3.0 ignored, is the text alternative when given.
+    """
+    if isinstance(content, RichContent):
+        return EmailParts(text=content.plain_text or "", html=content.body or None)
+    return email_parts(content)
+
+
 class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
     """Sends email through Elastic Email.
 
@@ -81,16 +95,18 @@ class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
     ) -> ProviderResult:
         """Send ``event``'s content as one email.
 
-        Text goes to ``bodyText``; HTML rich content to ``bodyHtml`` with a text alternative;
-        ``data:`` media are attached (multipart upload); linked media are written as links.
+        Text goes to ``bodyText``; rich content (either format) to ``bodyHtml`` as in 0.3.0,
+        with its ``plain_text`` as ``bodyText``; ``data:`` media are attached (multipart
+        upload); linked media are written as links.
 
         Returns:
-            ``provider_message_id`` = Elastic Email's message id (``transactionid`` in
-            metadata); failures as ``success=False`` with an error code.
+            ``provider_message_id`` = the ``transactionid`` as in 0.3.0 (also
+            ``metadata["transaction_id"]``; the ``messageid``, when given, in
+            ``metadata["message_id"]``); failures as ``success=False`` with an error code.
         """
         if not to:
             return ProviderResult(success=False, error="missing_recipient")
-        parts = email_parts(event.content)
+        parts = _elastic_parts(event.content)
         if parts.is_empty:
             return ProviderResult(success=False, error="empty_message")
         cfg = self._config
@@ -100,12 +116,12 @@ class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
             "to": to,
             "subject": subject or cfg.default_subject,
             "bodyText": parts.text,
-            "isTransactional": "true" if cfg.is_transactional else "false",
         }
-        if cfg.from_name:
-            form["fromName"] = cfg.from_name
         if parts.html is not None:
             form["bodyHtml"] = parts.html
+        form["isTransactional"] = "true" if cfg.is_transactional else "false"
+        if cfg.from_name:
+            form["fromName"] = cfg.from_name
         request: dict[str, Any] = {"data": form}
         if parts.attachments:
             request["files"] = [
@@ -135,10 +151,17 @@ class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
             )
         data = body.get("data")
         data = data if isinstance(data, dict) else {}
-        message_id = data.get("messageid") or data.get("transactionid")
-        metadata = {"transaction_id": data["transactionid"]} if "transactionid" in data else {}
+        # The transaction id is the message's id, as in 0.3.0: apps stored it to match
+        # Elastic Email's delivery notifications and logs.
+        transaction_id = data.get("transactionid")
+        message_id = data.get("messageid")
+        metadata: dict[str, str] = {}
+        if transaction_id:
+            metadata["transaction_id"] = str(transaction_id)
+        if message_id:
+            metadata["message_id"] = str(message_id)
         return ProviderResult(
             success=True,
-            provider_message_id=str(message_id) if message_id else None,
+            provider_message_id=metadata.get("transaction_id"),
             metadata=metadata,
         )

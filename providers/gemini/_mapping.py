@@ -11,11 +11,13 @@ keys such as ``title`` that pydantic schemas carry); ``generationConfig`` holds
 ``temperature`` and ``maxOutputTokens``. Field names are the API's canonical camelCase.
 
 Response: the first candidate's text parts joined (thought summaries left out), its
-``functionCall`` parts as :class:`AIToolCall` (ids made up as ``call_<n>`` when Gemini sends
-none), ``finishReason`` as Gemini names it (``STOP``, ``MAX_TOKENS``, ``SAFETY``, ...), and
-``usageMetadata``. A prompt blocked before any candidate gives an empty reply whose finish
-reason is the ``blockReason``. An ``error`` object, in a stream chunk or in a 2xx answer as some
-gateways send it, is a :class:`~providers.errors.ProviderError` (see :func:`response_error`).
+``functionCall`` parts as :class:`AIToolCall` (when Gemini sends no id, the function's name
+is the id, as in 0.3.0), ``finishReason`` as Gemini names it (``STOP``, ``MAX_TOKENS``,
+``SAFETY``, ...), and ``usageMetadata``; metadata ``model`` is the ``modelVersion``, else the
+configured model (0.3.0 always gave the configured one). A prompt blocked before any candidate
+gives an empty reply whose finish reason is the ``blockReason``. An ``error`` object, in a
+stream chunk or in a 2xx answer as some gateways send it, is a
+:class:`~providers.errors.ProviderError` (see :func:`response_error`).
 """
 
 from __future__ import annotations
@@ -144,12 +146,15 @@ def _declaration(tool: AITool) -> dict[str, Any]:
     return declaration
 
 
-def call_from_part(part: dict[str, Any], index: int) -> AIToolCall:
-    """The tool call of a ``functionCall`` part; ``index`` numbers calls without an id."""
+def call_from_part(part: dict[str, Any]) -> AIToolCall:
+    """The tool call of a ``functionCall`` part.
+
+    Gemini's ``generateContent`` gives calls no id: the function's name is the id, as 0.3.0
+    made it (applications keyed tool results on it); an id Gemini does send is kept.
+    """
     call = part["functionCall"]
-    return AIToolCall(
-        id=call.get("id") or f"call_{index}", name=call["name"], arguments=call.get("args") or {}
-    )
+    name = call["name"]
+    return AIToolCall(id=call.get("id") or name, name=name, arguments=call.get("args") or {})
 
 
 def usage_from(raw: Any) -> dict[str, int]:
@@ -170,10 +175,16 @@ def usage_from(raw: Any) -> dict[str, int]:
     return usage
 
 
-def response_metadata(data: dict[str, Any]) -> dict[str, Any]:
-    """The response's id and model version, when present."""
+def response_metadata(data: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """The response's id and model version, when present; without a model version, ``model``
+    (the configured one, 0.3.0's ``metadata["model"]``) when given."""
     names = {"responseId": "id", "modelVersion": "model"}
-    return {ours: data[theirs] for theirs, ours in names.items() if data.get(theirs) is not None}
+    metadata = {
+        ours: data[theirs] for theirs, ours in names.items() if data.get(theirs) is not None
+    }
+    if model is not None:
+        metadata.setdefault("model", model)
+    return metadata
 
 
 def response_error(
@@ -197,7 +208,7 @@ def response_error(
 
 
 def parse_response(
-    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = ()
+    data: dict[str, Any], *, provider: str, secrets: Iterable[str] = (), model: str | None = None
 ) -> AIResponse:
     """The :class:`AIResponse` for a ``generateContent`` answer.
 
@@ -205,6 +216,8 @@ def parse_response(
         data: The decoded answer.
         provider: Provider name for the error of an error answer.
         secrets: Values masked in that error's message.
+        model: The configured model, ``metadata["model"]`` when the answer has no
+            ``modelVersion``.
 
     Raises:
         ProviderError: The answer carries an ``error`` object (see :func:`response_error`).
@@ -212,7 +225,7 @@ def parse_response(
     """
     if data.get("error"):
         raise response_error(data, provider=provider, secrets=secrets)
-    metadata = response_metadata(data)
+    metadata = response_metadata(data, model)
     candidates = data.get("candidates") or []
     if not candidates:
         block_reason = text_field(
@@ -231,7 +244,7 @@ def parse_response(
     calls: list[AIToolCall] = []
     for part in (candidate.get("content") or {}).get("parts") or []:
         if "functionCall" in part:
-            calls.append(call_from_part(part, len(calls)))
+            calls.append(call_from_part(part))
         elif isinstance(part.get("text"), str) and not part.get("thought"):
             texts.append(part["text"])
     return AIResponse(

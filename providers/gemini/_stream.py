@@ -29,6 +29,8 @@ class StreamState:
     usage: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
+    model: str | None = None
+    """The configured model: ``metadata["model"]`` when no chunk gives a ``modelVersion``."""
 
     @property
     def finished(self) -> bool:
@@ -57,7 +59,7 @@ class StreamState:
         texts: list[str] = []
         for part in (candidate.get("content") or {}).get("parts") or []:
             if "functionCall" in part:
-                self.calls.append(call_from_part(part, len(self.calls)))
+                self.calls.append(call_from_part(part))
             elif isinstance(part.get("text"), str) and part["text"] and not part.get("thought"):
                 texts.append(part["text"])
         if finish_reason := text_field(candidate.get("finishReason"), "finishReason"):
@@ -66,10 +68,13 @@ class StreamState:
 
     def response(self) -> AIResponse:
         """The complete reply (call :meth:`StreamedText.flush` on :attr:`text` first)."""
+        metadata = dict(self.metadata)
+        if self.model is not None:
+            metadata.setdefault("model", self.model)
         return AIResponse(
             content=self.text.text,
             finish_reason=self.finish_reason,
             usage=dict(self.usage),
-            metadata=dict(self.metadata),
+            metadata=metadata,
             tool_calls=list(self.calls),
         )

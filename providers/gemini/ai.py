@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from providers._http import ErrorDetail, default_error_detail, response_json
-from providers.ai._http import event_json
+from providers.ai._http import Sleep, event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.ai._vendor import HTTPAIProvider
 from providers.ai.base import AIContext, AIResponse
@@ -50,18 +50,28 @@ class GeminiAIProvider(HTTPAIProvider[GeminiConfig]):
         client: An ``httpx.AsyncClient`` to send requests with (tests pass one with a
             ``MockTransport``); it is left open by :meth:`close`. When omitted the provider
             creates its own and :meth:`close` closes it.
+        sleep: Waits between retries (``config.max_retries``); ``anyio.sleep`` when None.
 
     Raises:
         ImportError: httpx is not installed.
     """
 
-    def __init__(self, config: GeminiConfig, *, client: httpx.AsyncClient | None = None) -> None:
+    vendor = "gemini"
+
+    def __init__(
+        self,
+        config: GeminiConfig,
+        *,
+        client: httpx.AsyncClient | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
         super().__init__(
             config,
             client=client,
             headers={"x-goog-api-key": config.api_key.get_secret_value()},
             logger=logger,
             error_parser=_gemini_error,
+            sleep=sleep,
         )
         model = quote(config.model.removeprefix("models/"), safe="-._~")
         base = f"{config.base_url.rstrip('/')}/models/{model}"
@@ -82,7 +92,12 @@ class GeminiAIProvider(HTTPAIProvider[GeminiConfig]):
                 an error object in a 2xx answer (retryable as its ``code`` is) or an unexpected
                 answer.
         """
-        parse = partial(parse_response, provider=self.name, secrets=self._secrets)
+        parse = partial(
+            parse_response,
+            provider=self._vendor,
+            secrets=self._secrets,
+            model=self._config.model,
+        )
         return await self._generate(self._url, self._body(context), parse)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
@@ -96,19 +111,19 @@ class GeminiAIProvider(HTTPAIProvider[GeminiConfig]):
                 (retryable).
         """
         body = self._body(context)
-        state = StreamState()
+        state = StreamState(model=self._config.model)
         async with aclosing(self._http.stream_sse(self._stream_url, body)) as events:
             async for event in events:
-                chunk = event_json(event, provider=self.name)
+                chunk = event_json(event, provider=self._vendor)
                 if chunk.get("error"):
                     raise response_error(
-                        chunk, provider=self.name, secrets=self._secrets, stream=True
+                        chunk, provider=self._vendor, secrets=self._secrets, stream=True
                     )
                 if text := self._stream_step(state.apply, chunk, what="stream chunk"):
                     yield AITextDelta(text=text)
         if not state.finished:
             raise ProviderError(
-                "stream ended without a finish reason", retryable=True, provider=self.name
+                "stream ended without a finish reason", retryable=True, provider=self._vendor
             )
         if tail := state.text.flush():
             yield AITextDelta(text=tail)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, SecretStr
 
+from providers.ai._config import DEFAULT_TIMEOUT, AITimeout, MaxRetries
+
 __all__ = ["GeminiConfig"]
 
 
@@ -17,7 +19,11 @@ class GeminiConfig(BaseModel):
         base_url: API root; the provider posts to ``{base_url}/models/{model}:generateContent``.
         max_tokens: Reply length limit used when the context asks for 0; otherwise
             ``AIContext.max_tokens`` is sent as ``maxOutputTokens``.
-        timeout: Seconds allowed for each request.
+        timeout: Seconds allowed for each request; 0 or less gives the default, 120 s (0.3.0
+            had no timeout here and ignored one given).
+        max_retries: How many times a request that timed out, could not connect or was
+            answered 408, 409, 429 or 5xx is sent again, after a backoff. 0 by default: 0.3.0's
+            SDK (google-genai) made one attempt.
         temperature: Kept for RoomKit 0.3.0 code, which set it here; as then, each request
             sends its ``AIContext.temperature``.
     """
@@ -26,5 +32,6 @@ class GeminiConfig(BaseModel):
     model: str = "gemini-2.0-flash"
     base_url: str = "https://generativelanguage.googleapis.com/v1beta"
     max_tokens: int = Field(default=1024, gt=0)
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: AITimeout = DEFAULT_TIMEOUT
+    max_retries: MaxRetries = 0
     temperature: float = 1.0

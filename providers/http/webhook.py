@@ -9,7 +9,7 @@ signed, when a secret is configured, with ``X-RoomKit-Signature: <hex HMAC-SHA25
 (:func:`verify_http_signature` checks it on the receiving side). A JSON answer with a
 ``message_id`` gives the provider message id.
 
-Inbound, :func:`parse_http_webhook` reads ``{"sender_id", "body", "external_id"?, "metadata"?}``.
+Inbound, :func:`parse_http_webhook` reads ``{"sender_id", "body"?, "external_id"?, "metadata"?}``.
 """
 
 from __future__ import annotations
@@ -146,14 +146,16 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
 
 
 def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
-    """Turn ``{"sender_id", "body", "external_id"?, "metadata"?}`` into an inbound message.
+    """Turn ``{"sender_id", "body"?, "external_id"?, "metadata"?}`` into an inbound message.
 
-    The external id, when given, is also the idempotency key (a re-posted message is recorded
-    once).
+    Without a ``body`` (or with null) the message is an empty text, as in 0.3.0: clients post
+    such messages (a "user joined" ping, say). The external id, when given, is also the
+    idempotency key (a re-posted message is recorded once).
 
     Raises:
-        ProviderError: ``payload`` is not an object, ``sender_id`` or ``body`` is missing or not
-            a non-empty string, ``external_id`` is not a string, or ``metadata`` not an object.
+        ProviderError: ``payload`` is not an object, ``sender_id`` is missing or not a
+            non-empty string, ``body`` is not a string, ``external_id`` is not a string, or
+            ``metadata`` not an object.
     """
     if not isinstance(payload, dict):
         raise ProviderError("HTTP webhook payload must be a JSON object", provider="WebhookHTTP")
@@ -162,8 +164,10 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
         raise ProviderError(
             "HTTP webhook payload needs a sender_id string", provider="WebhookHTTP"
         )
-    if not isinstance(body, str) or not body:
-        raise ProviderError("HTTP webhook payload needs a body string", provider="WebhookHTTP")
+    if body is None:
+        body = ""
+    if not isinstance(body, str):
+        raise ProviderError("HTTP webhook body must be a string", provider="WebhookHTTP")
     external_id = payload.get("external_id")
     if external_id is not None and not isinstance(external_id, str):
         raise ProviderError("external_id must be a string", provider="WebhookHTTP")

@@ -8,10 +8,20 @@ from providers._lazy import lazy_exports
 from providers.messenger.base import MessengerProvider
 from providers.messenger.mock import MockMessengerProvider
 
-__all__ = ["MockMessengerProvider", "MessengerProvider"]
+# The lazy names too, as 0.3.0 listed its vendor classes: ``from roomkit.providers.X import *``
+# brings them (and loads the vendor modules, as importing 0.3.0's package did).
+__all__ = [
+    "FacebookMessengerProvider",
+    "MessengerConfig",
+    "MessengerProvider",
+    "MockMessengerProvider",
+    "parse_messenger_webhook",
+    "verify_messenger_signature",
+    "verify_messenger_subscription",
+]
 
 # Vendor implementations load on first access, so that importing the package (and
-# ``providers``) stays light; ``__all__`` keeps the names ``providers`` re-exports.
+# ``providers``, which re-exports only the contract and the mock) stays light.
 _VENDOR_EXPORTS: dict[str, str] = {
     "FacebookMessengerProvider": "providers.messenger.facebook",
     "MessengerConfig": "providers.messenger.facebook",

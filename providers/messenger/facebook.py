@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-from providers._meta import GraphProvider
+from providers._http import ErrorDetail, response_json
+from providers._meta import GraphProvider, graph_error_parser
 from providers.http._render import Unsendable, content_text, public_url, rich_buttons, rich_text
 from providers.messenger.base import MessengerProvider
 from providers.messenger.facebook_webhook import parse_messenger_webhook
@@ -157,6 +158,37 @@ def _messenger_messages(content: EventContent) -> list[dict[str, Any]]:
     raise Unsendable("unsupported_content")  # pragma: no cover - the union is exhaustive
 
 
+_graph_detail = graph_error_parser("messenger")
+
+
+def _messenger_error(response: httpx.Response) -> ErrorDetail:
+    """The error of a non-2xx Send API answer, coded as 0.3.0 coded it.
+
+    ``graph_<code>`` when the body is a JSON object whose ``error`` object gives a code,
+    ``graph_<HTTP status>`` when it gives none (or the body has no ``error``), ``http_<HTTP
+    status>`` when the body is not such JSON: apps written for 0.3.0 branch on these strings
+    (``graph_190``: renew the page token). Throttling codes and ``is_transient`` still make the
+    failure retryable, as Graph's ``Retry-After`` header still sets ``retry_after``.
+    """
+    detail = _graph_detail(response)
+    status = response.status_code
+    body = response_json(response)
+    error = body.get("error", {}) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        code = f"http_{status}"
+    else:
+        raw = error.get("code")
+        valid = isinstance(raw, int | str) and not isinstance(raw, bool) and raw != ""
+        code = f"graph_{raw if valid else status}"
+    return ErrorDetail(
+        message=detail.message,
+        vendor_code=detail.vendor_code,
+        code=code,
+        retryable=detail.retryable or detail.code == "rate_limit",
+        retry_after=detail.retry_after,
+    )
+
+
 def _message_id(body: Any) -> str | None:
     message_id = body.get("message_id") if isinstance(body, dict) else None
     return message_id if isinstance(message_id, str) else None
@@ -185,6 +217,7 @@ class FacebookMessengerProvider(GraphProvider[MessengerConfig], MessengerProvide
             logger=logger,
         )
         self._url = f"{config.base_url}/{config.api_version}/me/messages"
+        self._errors = _messenger_error
 
     async def send(self, event: RoomEvent, to: str) -> ProviderResult:
         """Send ``event``'s content to the page-scoped user id ``to``.
@@ -194,8 +227,9 @@ class FacebookMessengerProvider(GraphProvider[MessengerConfig], MessengerProvide
 
         Returns:
             ``provider_message_id`` = the first message's ``message_id`` (all ids in
-            ``metadata["message_ids"]``); failures as ``success=False`` with an error code
-            (``auth_error``, ``rate_limit``, ``messenger_<graph code>``, ``http_<status>``, ...).
+            ``metadata["message_ids"]``); failures as ``success=False`` with 0.3.0's error
+            codes (``graph_<Graph code>``, else ``graph_<status>`` or ``http_<status>``, see
+            :func:`_messenger_error`; ``timeout``) or ours (``network_error``, ...).
         """
         if not to:
             return ProviderResult(success=False, error="missing_recipient")

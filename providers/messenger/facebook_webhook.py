@@ -132,8 +132,9 @@ def _parse_item(item: Any, page_id: str | None, channel_id: str) -> InboundMessa
     sender = _str(_dict(item.get("sender")).get("id"))
     if sender is None:
         return None
-    metadata: dict[str, Any] = {"facebook_user_id": sender}
     recipient = _str(_dict(item.get("recipient")).get("id")) or page_id
+    # recipient_id is 0.3.0's key (always present, "" when unknown); page_id is ours.
+    metadata: dict[str, Any] = {"facebook_user_id": sender, "recipient_id": recipient or ""}
     if recipient is not None:
         metadata["page_id"] = recipient
     timestamp = item.get("timestamp")
@@ -177,7 +178,8 @@ def parse_messenger_webhook(payload: Any, channel_id: str) -> list[InboundMessag
     have text) and postbacks (button clicks, their title as text) become messages; echoes,
     receipts and other events are skipped. The message ``mid`` is the external id and the
     idempotency key, so Meta's retries are de-duplicated. Metadata carries
-    ``facebook_user_id`` (the sender PSID, the channel's recipient key), ``page_id``,
+    ``facebook_user_id`` (the sender PSID, the channel's recipient key), ``recipient_id``
+    (0.3.0's key: the page id, ``""`` when unknown), ``page_id``,
     ``timestamp`` and, when present, ``quick_reply_payload``, ``postback_payload`` and
     ``reply_to_mid``. Malformed entries are skipped.
 

@@ -61,10 +61,12 @@ def build_request(
     messages.extend(_message(message) for message in context.messages)
     max_tokens = context.max_tokens if context.max_tokens > 0 else default_max_tokens
     body: dict[str, Any] = {"model": model, "messages": messages}
-    if is_reasoning_model(model):
-        body["max_completion_tokens"] = max_tokens
-    else:
-        body["max_tokens"] = max_tokens
+    # No positive limit from the context or the config: send none, the server applies its own
+    # (the field is optional; 0 would be refused).
+    limit_key = "max_completion_tokens" if is_reasoning_model(model) else "max_tokens"
+    if max_tokens > 0:
+        body[limit_key] = max_tokens
+    if not is_reasoning_model(model):
         body["temperature"] = context.temperature
     if context.tools:
         body["tools"] = [_tool(tool) for tool in context.tools]

@@ -12,14 +12,14 @@ from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from providers.ai._http import event_json
+from providers.ai._http import Sleep, event_json
 from providers.ai._streaming import AIStreamEnd, AIStreamEvent, AITextDelta
 from providers.ai._vendor import HTTPAIProvider
 from providers.ai.base import AIContext, AIResponse
 from providers.errors import ProviderError
 from providers.openai._mapping import build_request, parse_response, response_error
 from providers.openai._stream import DONE, StreamState
-from providers.openai.config import OpenAIConfig
+from providers.openai.config import OPENAI_BASE_URL, OpenAIConfig
 
 if TYPE_CHECKING:
     import httpx
@@ -55,20 +55,29 @@ class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
         client: An ``httpx.AsyncClient`` to send requests with (tests pass one with a
             ``MockTransport``); it is left open by :meth:`close`. When omitted the provider
             creates its own and :meth:`close` closes it.
+        sleep: Waits between retries (``config.max_retries``); ``anyio.sleep`` when None.
 
     Raises:
         ImportError: httpx is not installed.
     """
 
-    def __init__(self, config: OpenAIConfig, *, client: httpx.AsyncClient | None = None) -> None:
+    vendor = "openai"
+
+    def __init__(
+        self,
+        config: OpenAIConfig,
+        *,
+        client: httpx.AsyncClient | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
         api_key = config.api_key.get_secret_value()
         headers: dict[str, str] = {}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         if config.organization:
             headers["openai-organization"] = config.organization
-        super().__init__(config, client=client, headers=headers, logger=logger)
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        super().__init__(config, client=client, headers=headers, logger=logger, sleep=sleep)
+        self._url = (config.base_url or OPENAI_BASE_URL).rstrip("/") + "/chat/completions"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self._config.model!r}, url={self._url!r})"
@@ -85,12 +94,13 @@ class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
         """Generate one reply.
 
         Raises:
-            ProviderError: Invalid context, HTTP failure (retryable on 408/429/5xx and
-                timeouts, with ``retry_after`` from ``retry-after-ms`` / ``retry-after``), an
+            ProviderError: Invalid context, HTTP failure once the retries are spent
+                (retryable on 408/429/5xx and timeouts, with ``retry_after`` from
+                ``retry-after-ms`` / ``retry-after``), an
                 error object in a 2xx answer (retryable for a server error) or an unexpected
                 answer (including tool arguments that are not a JSON object).
         """
-        parse = partial(parse_response, provider=self.name, secrets=self._secrets)
+        parse = partial(parse_response, provider=self._vendor, secrets=self._secrets)
         return await self._generate(self._url, self._body(context, stream=False), parse)
 
     async def generate_stream(self, context: AIContext) -> AsyncGenerator[AIStreamEvent, None]:
@@ -110,15 +120,17 @@ class OpenAIAIProvider(HTTPAIProvider[OpenAIConfig]):
                 if event.data.strip() == DONE:
                     finished = True
                     break
-                chunk = event_json(event, provider=self.name)
+                chunk = event_json(event, provider=self._vendor)
                 if chunk.get("error"):
                     raise response_error(
-                        chunk, provider=self.name, secrets=self._secrets, stream=True
+                        chunk, provider=self._vendor, secrets=self._secrets, stream=True
                     )
                 if text := self._stream_step(state.apply, chunk, what="stream chunk"):
                     yield AITextDelta(text=text)
         if not finished:
-            raise ProviderError("stream ended before [DONE]", retryable=True, provider=self.name)
+            raise ProviderError(
+                "stream ended before [DONE]", retryable=True, provider=self._vendor
+            )
         if tail := state.text.flush():
             yield AITextDelta(text=tail)
         yield AIStreamEnd(response=self._streamed_response(state.response))

@@ -9,10 +9,29 @@ from providers._lazy import lazy_exports
 from providers.teams.base import TeamsProvider
 from providers.teams.mock import MockTeamsProvider
 
-__all__ = ["MockTeamsProvider", "TeamsProvider"]
+# The lazy names too, as 0.3.0 listed its vendor classes: ``from roomkit.providers.X import *``
+# brings them (and loads the vendor modules, as importing 0.3.0's package did).
+__all__ = [
+    "BOT_FRAMEWORK_ISSUER",
+    "BOT_FRAMEWORK_JWKS_URL",
+    "BOT_FRAMEWORK_OPENID_METADATA_URL",
+    "BotFrameworkTeamsProvider",
+    "ConversationReferenceStore",
+    "InMemoryConversationReferenceStore",
+    "MockTeamsProvider",
+    "TeamsConfig",
+    "TeamsJWTError",
+    "TeamsProvider",
+    "conversation_reference_from_activity",
+    "is_bot_added",
+    "parse_teams_activity",
+    "parse_teams_webhook",
+    "strip_mentions",
+    "verify_teams_jwt",
+]
 
 # Vendor implementations load on first access, so that importing the package (and
-# ``providers``) stays light; ``__all__`` keeps the names ``providers`` re-exports.
+# ``providers``, which re-exports only the contract and the mock) stays light.
 _VENDOR_EXPORTS: dict[str, str] = {
     "conversation_reference_from_activity": "providers.teams.activity",
     "is_bot_added": "providers.teams.activity",

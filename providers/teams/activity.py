@@ -35,6 +35,7 @@ __all__ = [
 
 _HSPACE = " \t"
 _PROVIDER = "BotFrameworkTeams"
+_GROUP_TYPES = frozenset({"groupChat", "channel"})
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -138,11 +139,13 @@ def strip_mentions(text: str, entities: Any = None, bot_id: str | None = None) -
 def parse_teams_activity(payload: Any) -> dict[str, Any]:
     """The fields of an activity that a bot usually needs, flattened with snake_case keys.
 
-    Keys (None or empty when absent): ``activity_type``, ``activity_id``, ``text`` (bot mentions
-    stripped), ``raw_text``, ``text_format``, ``sender_id``, ``sender_name``, ``aad_object_id``,
-    ``conversation_id``, ``conversation_type``, ``is_group``, ``tenant_id``, ``service_url``,
-    ``channel_id`` (``msteams``), ``bot_id``, ``bot_name``, ``reply_to_id``, ``timestamp``,
-    ``locale``, ``action``, ``members_added`` and ``members_removed`` (lists of ids).
+    0.3.0's keys, with its defaults when absent: ``activity_type``, ``conversation_id``,
+    ``service_url``, ``tenant_id``, ``sender_id``, ``sender_name`` and ``bot_id`` (``""``),
+    ``conversation_type`` (``"personal"``), ``is_group`` (``isGroup``, or a ``groupChat`` or
+    ``channel`` conversation), ``members_added`` and ``members_removed`` (lists of ids). Added
+    here (None or empty when absent): ``activity_id``, ``text`` (bot mentions stripped, trimmed),
+    ``raw_text``, ``text_format``, ``aad_object_id``, ``channel_id`` (``msteams``),
+    ``bot_name``, ``reply_to_id``, ``timestamp``, ``locale`` and ``action``.
 
     Raises:
         ProviderError: ``payload`` is not a JSON object.
@@ -163,22 +166,27 @@ def parse_teams_activity(payload: Any) -> dict[str, Any]:
             return []
         return [i for m in members if (i := _str(_dict(m).get("id"))) is not None]
 
+    conversation_type = _str(conversation.get("conversationType"))
+    # 0.3.0's defaults for its keys ("" and "personal"): bots written for it compare them with
+    # strings and call string methods on them, which None would break.
     return {
-        "activity_type": _str(payload.get("type")),
+        "activity_type": _str(payload.get("type")) or "",
         "activity_id": _str(payload.get("id")),
-        "text": strip_mentions(raw_text, payload.get("entities"), bot_id),
+        # Trimmed as 0.3.0 trimmed the text of every message, a personal chat's included.
+        "text": strip_mentions(raw_text, payload.get("entities"), bot_id).strip(),
         "raw_text": raw_text,
         "text_format": _str(payload.get("textFormat")),
-        "sender_id": _str(sender.get("id")),
-        "sender_name": _str(sender.get("name")),
+        "sender_id": _str(sender.get("id")) or "",
+        "sender_name": _str(sender.get("name")) or "",
         "aad_object_id": _str(sender.get("aadObjectId")),
-        "conversation_id": _str(conversation.get("id")),
-        "conversation_type": _str(conversation.get("conversationType")),
-        "is_group": conversation.get("isGroup") is True,
-        "tenant_id": tenant_id,
-        "service_url": _str(payload.get("serviceUrl")),
+        "conversation_id": _str(conversation.get("id")) or "",
+        "conversation_type": conversation_type or "personal",
+        # Group chats and channels are groups whether or not Teams sets isGroup, as in 0.3.0.
+        "is_group": conversation.get("isGroup") is True or conversation_type in _GROUP_TYPES,
+        "tenant_id": tenant_id or "",
+        "service_url": _str(payload.get("serviceUrl")) or "",
         "channel_id": _str(payload.get("channelId")),
-        "bot_id": bot_id,
+        "bot_id": bot_id or "",
         "bot_name": _str(recipient.get("name")),
         "reply_to_id": _str(payload.get("replyToId")),
         "timestamp": _str(payload.get("timestamp")),
@@ -193,24 +201,39 @@ def parse_teams_webhook(payload: Any, channel_id: str) -> list[InboundMessage]:
     """Turn an activity into inbound messages: one for a ``message`` with text, else none.
 
     The sender is ``from.id``; the activity id is the external id and the idempotency key (Teams
-    retries deliveries); the conversation id is the thread id. Metadata carries
-    ``teams_conversation_id`` (the channel's recipient key), ``service_url``, ``tenant_id``,
-    ``conversation_type``, ``sender_name``, ``aad_object_id``, ``bot_id`` and ``reply_to_id``
-    when present. Bot mentions are stripped from the text (see :func:`strip_mentions`).
+    retries deliveries); the conversation id is the thread id. Metadata carries 0.3.0's keys
+    ``conversation_id``, ``conversation_type``, ``is_group``, ``bot_mentioned`` (always True in
+    a personal chat; in a group, whether an entity mentions the bot), ``sender_name``,
+    ``service_url`` and ``tenant_id``, with ``teams_conversation_id`` (the channel's recipient
+    key) and ``aad_object_id``, ``bot_id`` and ``reply_to_id`` when present. Bot mentions are
+    stripped from the text (see :func:`strip_mentions`) and the text is trimmed.
 
     Raises:
         ProviderError: ``payload`` is not a JSON object.
     """
     activity = parse_teams_activity(payload)
-    if activity["activity_type"] != "message" or not activity["text"].strip():
+    if activity["activity_type"] != "message" or not activity["text"]:
         return []
     sender = activity["sender_id"]
     conversation_id = activity["conversation_id"]
-    if sender is None or conversation_id is None:
+    if not sender or not conversation_id:
         return []
-    keys = ("service_url", "tenant_id", "conversation_type", "sender_name", "aad_object_id")
-    metadata: dict[str, Any] = {"teams_conversation_id": conversation_id}
-    metadata.update({k: activity[k] for k in (*keys, "bot_id", "reply_to_id") if activity[k]})
+    is_group = activity["is_group"]
+    metadata: dict[str, Any] = {
+        "teams_conversation_id": conversation_id,
+        # 0.3.0's keys, always present: group-chat bots read bot_mentioned to decide whether
+        # the message is addressed to them.
+        "conversation_id": conversation_id,
+        "conversation_type": activity["conversation_type"],
+        "is_group": is_group,
+        "bot_mentioned": not is_group or _mentions_bot(payload, activity["bot_id"]),
+        "sender_name": activity["sender_name"],
+        "service_url": activity["service_url"],
+        "tenant_id": activity["tenant_id"],
+    }
+    metadata.update(
+        {k: activity[k] for k in ("aad_object_id", "bot_id", "reply_to_id") if activity[k]}
+    )
     return [
         InboundMessage(
             channel_id=channel_id,
@@ -222,6 +245,18 @@ def parse_teams_webhook(payload: Any, channel_id: str) -> list[InboundMessage]:
             metadata=metadata,
         )
     ]
+
+
+def _mentions_bot(payload: dict[str, Any], bot_id: str) -> bool:
+    """Whether one of the activity's ``mention`` entities names ``bot_id`` (0.3.0's test)."""
+    entities = payload.get("entities")
+    if not bot_id or not isinstance(entities, list):
+        return False
+    return any(
+        _dict(entity).get("type") == "mention"
+        and _dict(_dict(entity).get("mentioned")).get("id") == bot_id
+        for entity in entities
+    )
 
 
 def is_bot_added(payload: Any, bot_id: str | None = None) -> bool:

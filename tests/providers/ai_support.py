@@ -26,6 +26,16 @@ from tests.roomkit.kit_helpers import SimpleChannel
 Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 
+class NoSleep:
+    """The ``sleep`` of a provider under test: records the retry delays, waits for none."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
 class FakeAPI:
     """A vendor API behind ``httpx.MockTransport``: queued replies, recorded requests.
 

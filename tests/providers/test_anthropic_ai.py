@@ -18,6 +18,7 @@ from tests.providers.ai_support import (
     CAT_URL,
     ChunkedStream,
     FakeAPI,
+    NoSleep,
     ai_room,
     rich_context,
     sse_body,
@@ -30,7 +31,10 @@ MESSAGES_URL = "https://api.anthropic.com/v1/messages"
 
 
 def provider(client: httpx.AsyncClient, **config: Any) -> AnthropicAIProvider:
-    return AnthropicAIProvider(AnthropicConfig(api_key=KEY, **config), client=client)
+    # Retries wait for nothing here (see TestRetries for the delays).
+    return AnthropicAIProvider(
+        AnthropicConfig(api_key=KEY, **config), client=client, sleep=NoSleep()
+    )
 
 
 def message(**overrides: Any) -> dict[str, Any]:
@@ -270,7 +274,7 @@ class TestResponse:
         failure = info.value
         assert failure.message == "error: overloaded_error: Busy"
         assert (failure.retryable, failure.status_code) == (True, 529)
-        assert failure.provider == "AnthropicAIProvider"
+        assert failure.provider == "anthropic"  # 0.3.0's name
 
     async def test_error_object_in_a_200_answer_never_shows_the_key(self, fake: FakeAPI) -> None:
         body = {"type": "error", "error": {"type": "invalid_request_error", "message": KEY}}
@@ -301,14 +305,14 @@ class TestErrors:
             await claude.generate(rich_context())
         failure = info.value
         assert (failure.status_code, failure.retryable, failure.retry_after) == (401, False, None)
-        assert failure.provider == "AnthropicAIProvider"
+        assert failure.provider == "anthropic"  # 0.3.0's name
         assert failure.message == "HTTP 401: authentication_error: invalid x-api-key ***"
         for shown in (str(failure), repr(failure), repr(claude), caplog.text):
             assert KEY not in shown
 
     async def test_429_is_retryable_with_retry_after(self, fake: FakeAPI) -> None:
         client = fake.client
-        fake.reply(error(429, "rate_limit_error", "slow down", **{"retry-after": "12"}))
+        fake.reply(*(error(429, "rate_limit_error", "slow down", **{"retry-after": "12"}),) * 3)
         with pytest.raises(ProviderError) as info:
             await provider(client).generate(rich_context())
         assert (info.value.status_code, info.value.retryable) == (429, True)
@@ -322,11 +326,12 @@ class TestErrors:
         self, fake: FakeAPI, status: int, kind: str
     ) -> None:
         client = fake.client
-        fake.reply(error(status, kind, "try again"))
+        fake.reply(*(error(status, kind, "try again") for _ in range(3)))
         with pytest.raises(ProviderError) as info:
             await provider(client).generate(rich_context())
         assert (info.value.status_code, info.value.retryable) == (status, True)
         assert kind in info.value.message
+        assert len(fake.requests) == 3  # as 0.3.0's SDK sent it (max_retries=2)
 
     async def test_400_is_not_retryable(self, fake: FakeAPI) -> None:
         client = fake.client
@@ -341,7 +346,7 @@ class TestErrors:
         def too_slow(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadTimeout("timed out", request=request)
 
-        fake.reply(too_slow)
+        fake.reply(too_slow, too_slow, too_slow)
         with pytest.raises(ProviderError) as info:
             await provider(client).generate(rich_context())
         assert (info.value.message, info.value.retryable) == ("timeout", True)
@@ -497,7 +502,7 @@ class TestStreaming:
 
     async def test_http_error_before_the_stream(self, fake: FakeAPI) -> None:
         client = fake.client
-        fake.reply(error(529, "overloaded_error", "Overloaded", **{"retry-after": "3"}))
+        fake.reply(*(error(529, "overloaded_error", "Overloaded", **{"retry-after": "3"}),) * 3)
         with pytest.raises(ProviderError) as info:
             await collect(provider(client).generate_stream(rich_context()))
         assert (info.value.status_code, info.value.retryable, info.value.retry_after) == (

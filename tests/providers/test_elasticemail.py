@@ -46,7 +46,7 @@ async def send(
 
 
 def form(request: httpx.Request) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+    return {k: v[0] for k, v in parse_qs(request.content.decode(), keep_blank_values=True).items()}
 
 
 class TestRequests:
@@ -54,8 +54,9 @@ class TestRequests:
         recorder = Recorder()
         result = await send(recorder, TextContent(body="Hello Alice"), config(from_name="Support"))
         assert result.success
-        assert result.provider_message_id == "msg-1"
-        assert result.metadata == {"transaction_id": "tx-1"}
+        # 0.3.0's id: the transaction id.
+        assert result.provider_message_id == "tx-1"
+        assert result.metadata == {"transaction_id": "tx-1", "message_id": "msg-1"}
         (request,) = recorder.requests
         assert request.method == "POST"
         assert str(request.url) == URL
@@ -100,7 +101,42 @@ class TestRequests:
         assert fields["subject"] == "Hello"
         assert fields["isTransactional"] == "false"
         assert fields["bodyHtml"] == "<h1>Hi</h1><p>there</p>"
-        assert fields["bodyText"] == "Hi\nthere"
+        assert fields["bodyText"] == ""  # as 0.3.0 sent it
+
+    @pytest.mark.parametrize("fmt", ["markdown", "html"])
+    async def test_rich_content_goes_out_as_0_3_0_sent_it(self, fmt: str) -> None:
+        # 0.3.0 sent any rich body (Markdown is the default format) as bodyHtml, bodyText empty:
+        # apps wrote HTML without naming the format.
+        recorder = Recorder()
+        body = "<p>Hello <b>world</b></p>"
+        assert (await send(recorder, RichContent(body=body, format=fmt))).success  # type: ignore[arg-type]
+        fields = form(recorder.requests[0])
+        assert (fields["bodyHtml"], fields["bodyText"]) == (body, "")
+        assert list(fields) == [
+            "apikey",
+            "from",
+            "to",
+            "subject",
+            "bodyText",
+            "bodyHtml",
+            "isTransactional",
+        ]
+        # The author's own text alternative (0.3.0 ignored it) goes in bodyText.
+        recorder = Recorder()
+        await send(recorder, RichContent(body=body, format=fmt, plain_text="Hello world"))  # type: ignore[arg-type]
+        assert form(recorder.requests[0])["bodyText"] == "Hello world"
+
+    async def test_id_without_message_id_and_without_any(self) -> None:
+        only_tx = httpx.Response(200, json={"success": True, "data": {"transactionid": "tx-9"}})
+        result = await send(Recorder(only_tx), TextContent(body="hi"))
+        assert (result.provider_message_id, result.metadata) == (
+            "tx-9",
+            {"transaction_id": "tx-9"},
+        )
+        no_id = httpx.Response(200, json={"success": True, "data": {"messageid": "m-9"}})
+        result = await send(Recorder(no_id), TextContent(body="hi"))
+        assert (result.success, result.provider_message_id) == (True, None)
+        assert result.metadata == {"message_id": "m-9"}
 
     async def test_data_media_is_uploaded_as_multipart(self) -> None:
         png = b"\x89PNG\r\n\x1a\nfake"

@@ -16,6 +16,7 @@ from providers.gemini import GeminiAIProvider, GeminiConfig
 from tests.providers.ai_support import (
     CAT_URL,
     FakeAPI,
+    NoSleep,
     ai_room,
     rich_context,
     sse_body,
@@ -28,7 +29,8 @@ MODEL_URL = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-
 
 
 def provider(client: httpx.AsyncClient, **config: Any) -> GeminiAIProvider:
-    return GeminiAIProvider(GeminiConfig(api_key=KEY, **config), client=client)
+    # Retries wait for nothing here (see TestRetries for the delays).
+    return GeminiAIProvider(GeminiConfig(api_key=KEY, **config), client=client, sleep=NoSleep())
 
 
 def generated(*parts: dict[str, Any], finish: str | None = "STOP", **extra: Any) -> dict[str, Any]:
@@ -188,7 +190,8 @@ class TestResponse:
         response = await provider(fake.client).generate(rich_context())
         assert response.content == "Sunny today."
         assert response.tool_calls == [
-            AIToolCall(id="call_0", name="get_weather", arguments={"city": "Lyon"}),
+            # No id from Gemini: the function's name, as in 0.3.0.
+            AIToolCall(id="get_weather", name="get_weather", arguments={"city": "Lyon"}),
             AIToolCall(id="fc-2", name="get_time", arguments={}),
         ]
         assert response.finish_reason == "STOP"
@@ -207,7 +210,8 @@ class TestResponse:
         fake.reply(httpx.Response(200, json=blocked))
         response = await provider(fake.client).generate(rich_context())
         assert (response.content, response.finish_reason) == ("", "SAFETY")
-        assert response.metadata == {"block_reason": "SAFETY"}
+        # No modelVersion: the configured model, as 0.3.0 gave it.
+        assert response.metadata == {"block_reason": "SAFETY", "model": "gemini-2.0-flash"}
 
     async def test_unexpected_shape(self, fake: FakeAPI) -> None:
         fake.reply(httpx.Response(200, json={"candidates": ["?"]}))
@@ -343,7 +347,7 @@ class TestStreaming:
         assert end.response.content == "Bonjour"
         assert end.response.finish_reason == "STOP"
         assert end.response.tool_calls == [
-            AIToolCall(id="call_0", name="get_weather", arguments={"city": "Nice"})
+            AIToolCall(id="get_weather", name="get_weather", arguments={"city": "Nice"})
         ]
         assert end.response.usage == {
             "promptTokenCount": 9,

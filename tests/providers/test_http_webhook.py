@@ -220,16 +220,22 @@ class TestParse:
         assert message.external_id is None
         assert message.idempotency_key is None
 
+    @pytest.mark.parametrize("payload", [{"sender_id": "u1"}, {"sender_id": "u1", "body": None}])
+    def test_no_body_is_an_empty_text_as_in_0_3_0(self, payload: dict[str, Any]) -> None:
+        message = parse_http_webhook(payload, "web")
+        assert message.content == TextContent(body="")
+        assert message.metadata == {"recipient_id": "u1"}
+        assert parse_http_webhook({"sender_id": "u1", "body": ""}, "web").content.body == ""
+
     @pytest.mark.parametrize(
         "payload",
         [
             [],
             "text",
             {},
-            {"sender_id": "u1"},
             {"body": "hi"},
             {"sender_id": 5, "body": "hi"},
-            {"sender_id": "u1", "body": ""},
+            {"sender_id": "u1", "body": 5},
             {"sender_id": "u1", "body": "hi", "external_id": 7},
             {"sender_id": "u1", "body": "hi", "metadata": []},
         ],

@@ -180,13 +180,23 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("reply", "error", "retryable"),
         [
-            (graph_error(401, 190, error_subcode=463), "auth_error", False),
-            (graph_error(400, 190), "auth_error", False),
-            (graph_error(400, 613), "rate_limit", True),
-            (graph_error(400, 4), "rate_limit", True),
-            (graph_error(400, 551), "messenger_551", False),
-            (graph_error(400, 2, is_transient=True), "messenger_2", True),
-            (graph_error(500, 1), "messenger_1", True),
+            # 0.3.0's codes: graph_<Graph code>, else graph_<status> for a JSON object body,
+            # else http_<status>; throttling codes and is_transient stay retryable.
+            (graph_error(401, 190, error_subcode=463), "graph_190", False),
+            (graph_error(400, 190), "graph_190", False),
+            (graph_error(400, 613), "graph_613", True),
+            (graph_error(400, 4), "graph_4", True),
+            (graph_error(400, 551), "graph_551", False),
+            (graph_error(400, 100), "graph_100", False),
+            (graph_error(400, 2, is_transient=True), "graph_2", True),
+            (graph_error(500, 1), "graph_1", True),
+            (httpx.Response(429, json={}), "graph_429", True),
+            (httpx.Response(400, json={"error": {"message": "no code"}}), "graph_400", False),
+            (httpx.Response(403, json={"error": {"code": "OAuth"}}), "graph_OAuth", False),
+            (httpx.Response(400, json={"error": {"code": None}}), "graph_400", False),
+            (httpx.Response(400, json={"error": "bad"}), "http_400", False),
+            (httpx.Response(400, json=[1]), "http_400", False),
+            (httpx.Response(429), "http_429", True),
             (httpx.Response(503, text="unavailable"), "http_503", True),
             (httpx.ReadTimeout, "timeout", True),
             (httpx.ConnectError, "network_error", True),
@@ -201,7 +211,8 @@ class TestErrors:
         reply = graph_error(429, 32)
         reply.headers["Retry-After"] = "3"
         result = await send(Recorder(reply), TextContent(body="hi"))
-        assert result.error == "rate_limit"
+        assert result.error == "graph_32"
+        assert result.metadata["retryable"] is True
         assert result.metadata["vendor_code"] == "32"
         assert result.metadata["retry_after"] == 3.0
 
@@ -249,9 +260,20 @@ class TestWebhook:
         assert (msg.external_id, msg.idempotency_key) == ("m_1", "m_1")
         assert msg.metadata == {
             "facebook_user_id": PSID,
+            "recipient_id": PAGE_ID,  # 0.3.0's key
             "page_id": PAGE_ID,
             "timestamp": 1700000000000,
         }
+
+    def test_recipient_id_as_0_3_0(self) -> None:
+        # From the entry's page id when the item has no recipient; "" when neither says.
+        item = {"sender": {"id": PSID}, "message": {"mid": "m_1", "text": "hi"}}
+        (msg,) = parse_messenger_webhook(webhook(item), "fb")
+        assert msg.metadata["recipient_id"] == PAGE_ID
+        (msg,) = parse_messenger_webhook(
+            {"object": "page", "entry": [{"messaging": [item]}]}, "fb"
+        )
+        assert msg.metadata["recipient_id"] == ""
 
     def test_quick_reply_attachments_postback_and_skipped_events(self) -> None:
         payload = webhook(

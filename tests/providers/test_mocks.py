@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -57,8 +59,43 @@ class TestPublicNames:
         from providers import ai, email, http, messenger, rcs, sms, teams, whatsapp
 
         for package in (ai, email, http, messenger, rcs, sms, teams, whatsapp):
+            # Vendor names are in __all__ too (as in 0.3.0) but only the package serves them.
+            vendor = getattr(package, "_VENDOR_EXPORTS", {})
             for name in package.__all__:
-                assert getattr(providers, name) is getattr(package, name)
+                if name not in vendor:
+                    assert getattr(providers, name) is getattr(package, name)
+
+    @pytest.mark.parametrize(
+        ("package", "names_0_3_0"),
+        [
+            (
+                "messenger",
+                {"FacebookMessengerProvider", "MessengerConfig", "MessengerProvider",
+                 "MockMessengerProvider", "parse_messenger_webhook"},
+            ),
+            (
+                "teams",
+                {"BotFrameworkTeamsProvider", "ConversationReferenceStore",
+                 "InMemoryConversationReferenceStore", "MockTeamsProvider", "TeamsConfig",
+                 "TeamsProvider", "is_bot_added", "parse_teams_activity", "parse_teams_webhook"},
+            ),
+            (
+                "http",
+                {"HTTPProvider", "HTTPProviderConfig", "MockHTTPProvider", "WebhookHTTPProvider",
+                 "parse_http_webhook"},
+            ),
+        ],
+    )  # fmt: skip
+    def test_star_import_brings_the_vendor_names_as_0_3_0(
+        self, package: str, names_0_3_0: set[str]
+    ) -> None:
+        module = importlib.import_module(f"providers.{package}")
+        assert set(module.__all__) >= set(module._VENDOR_EXPORTS)
+        namespace: dict[str, Any] = {}
+        exec(f"from roomkit.providers.{package} import *", namespace)
+        assert names_0_3_0 <= set(namespace)
+        for name in module.__all__:
+            assert namespace[name] is getattr(module, name)
 
     def test_provider_error_is_reexported_from_ai_base(self) -> None:
         from providers.ai.base import ProviderError as FromAIBase

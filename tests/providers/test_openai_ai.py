@@ -17,6 +17,7 @@ from tests.providers.ai_support import (
     CAT_URL,
     PNG_DATA_URL,
     FakeAPI,
+    NoSleep,
     ai_room,
     rich_context,
     sse_body,
@@ -29,7 +30,8 @@ COMPLETIONS_URL = "https://api.openai.com/v1/chat/completions"
 
 
 def provider(client: httpx.AsyncClient, **config: Any) -> OpenAIAIProvider:
-    return OpenAIAIProvider(OpenAIConfig(api_key=KEY, **config), client=client)
+    # Retries wait for nothing here (see TestRetries for the delays).
+    return OpenAIAIProvider(OpenAIConfig(api_key=KEY, **config), client=client, sleep=NoSleep())
 
 
 def completion(message: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -323,7 +325,8 @@ class TestErrors:
             assert KEY not in shown
 
     async def test_429_is_retryable_with_retry_after(self, fake: FakeAPI) -> None:
-        fake.reply(error(429, "requests", "Rate limit reached", **{"retry-after": "2"}))
+        # Sent 3 times in all, as 0.3.0's SDK sent it (max_retries=2).
+        fake.reply(*(error(429, "requests", "Rate limit reached", **{"retry-after": "2"}),) * 3)
         with pytest.raises(ProviderError) as info:
             await provider(fake.client).generate(rich_context())
         assert (info.value.status_code, info.value.retryable, info.value.retry_after) == (
@@ -331,22 +334,26 @@ class TestErrors:
             True,
             2.0,
         )
+        assert len(fake.requests) == 3
+        assert info.value.provider == "openai"  # 0.3.0's name
 
     @pytest.mark.parametrize("status", [500, 502, 503])
     async def test_server_errors_are_retryable(self, fake: FakeAPI, status: int) -> None:
-        fake.reply(error(status, "server_error", "The server had an error"))
+        fake.reply(*(error(status, "server_error", "The server had an error") for _ in range(3)))
         with pytest.raises(ProviderError) as info:
             await provider(fake.client).generate(rich_context())
         assert (info.value.status_code, info.value.retryable) == (status, True)
+        assert len(fake.requests) == 3
 
     async def test_timeout(self, fake: FakeAPI) -> None:
         def too_slow(request: httpx.Request) -> httpx.Response:
             raise httpx.ConnectTimeout("timed out", request=request)
 
-        fake.reply(too_slow)
+        fake.reply(too_slow, too_slow, too_slow)
         with pytest.raises(ProviderError) as info:
             await provider(fake.client).generate(rich_context())
         assert (info.value.message, info.value.retryable) == ("timeout", True)
+        assert len(fake.requests) == 3
 
 
 def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -527,11 +534,12 @@ class TestStreaming:
         assert events[-1].response.content == "".join(deltas)
 
     async def test_http_error_before_the_stream(self, fake: FakeAPI) -> None:
-        fake.reply(error(429, "tokens", "Rate limit", **{"retry-after-ms": "250"}))
+        fake.reply(*(error(429, "tokens", "Rate limit", **{"retry-after-ms": "250"}),) * 3)
         with pytest.raises(ProviderError) as info:
             async for _ in provider(fake.client).generate_stream(rich_context()):
                 pass
         assert (info.value.retryable, info.value.retry_after) == (True, 0.25)
+        assert len(fake.requests) == 3  # the opening of a stream is retried
 
 
 class TestProvider:

@@ -472,13 +472,86 @@ class TestActivities:
         assert msg.thread_id == CONVERSATION
         assert msg.metadata == {
             "teams_conversation_id": CONVERSATION,
+            "conversation_id": CONVERSATION,
             "service_url": SERVICE_URL,
             "tenant_id": "tenant-1",
             "conversation_type": "personal",
+            "is_group": False,
+            "bot_mentioned": True,
             "sender_name": "Megan Bowen",
             "aad_object_id": "aad-megan",
             "bot_id": BOT["id"],
         }
+
+    @pytest.mark.parametrize(
+        ("conversation", "entities", "is_group", "mentioned"),
+        [
+            # 0.3.0: a personal chat always addresses the bot, mention or not.
+            ({"conversationType": "personal"}, [], False, True),
+            # A channel or group chat is a group even without isGroup; there only a mention
+            # entity naming the bot says the message is addressed to it.
+            ({"conversationType": "channel"}, None, True, True),
+            ({"conversationType": "groupChat"}, [], True, False),
+            (
+                {"isGroup": True},
+                [{"type": "mention", "mentioned": {"id": "28:other"}}],
+                True,
+                False,
+            ),
+        ],
+    )
+    def test_group_and_mention_metadata_as_0_3_0(
+        self,
+        conversation: dict[str, Any],
+        entities: list[dict[str, Any]] | None,
+        is_group: bool,
+        mentioned: bool,
+    ) -> None:
+        extra: dict[str, Any] = {"conversation": {"id": "19:c@thread.v2", **conversation}}
+        if entities is not None:
+            extra["entities"] = entities
+        (msg,) = parse_teams_webhook(message_activity("hi all", **extra), "teams")
+        assert msg.metadata["is_group"] is is_group
+        assert msg.metadata["bot_mentioned"] is mentioned
+        assert msg.metadata["conversation_id"] == "19:c@thread.v2"
+        assert parse_teams_activity(message_activity(**extra))["is_group"] is is_group
+
+    def test_0_3_0_keys_are_present_when_the_activity_lacks_them(self) -> None:
+        bare = {"type": "message", "id": "1", "text": "hi", "from": {"id": "29:a"}}
+        (msg,) = parse_teams_webhook({**bare, "conversation": {"id": "a:1"}}, "teams")
+        assert msg.metadata == {
+            "teams_conversation_id": "a:1",
+            "conversation_id": "a:1",
+            "conversation_type": "personal",
+            "is_group": False,
+            "bot_mentioned": True,
+            "sender_name": "",
+            "service_url": "",
+            "tenant_id": "",
+        }
+
+    def test_text_is_trimmed_as_in_0_3_0(self) -> None:
+        (msg,) = parse_teams_webhook(message_activity("  Hello bot \n "), "teams")
+        assert msg.content == TextContent(body="Hello bot")
+        group = {"conversation": {"id": "19:c", "conversationType": "channel"}}
+        (msg,) = parse_teams_webhook(message_activity(" \n hi all  ", **group), "teams")
+        assert msg.content == TextContent(body="hi all")
+
+    def test_parse_activity_defaults_as_0_3_0(self) -> None:
+        fields = parse_teams_activity({})
+        for key in (
+            "activity_type",
+            "conversation_id",
+            "service_url",
+            "tenant_id",
+            "sender_id",
+            "sender_name",
+            "bot_id",
+        ):
+            assert fields[key] == "", key
+        assert fields["conversation_type"] == "personal"
+        assert fields["is_group"] is False
+        assert (fields["members_added"], fields["members_removed"]) == ([], [])
 
     def test_mentions_without_entities_are_all_removed(self) -> None:
         (msg,) = parse_teams_webhook(
