@@ -34,6 +34,7 @@ in them is replaced by ``***``; request headers and bodies are never logged.
 
 from __future__ import annotations
 
+from providers._http._accepted import accepted_id
 from providers._http._client import VendorHTTP, import_httpx
 from providers._http._error_body import (
     ErrorDetail,
@@ -61,6 +62,7 @@ __all__ = [
     "HTTPFailure",
     "VendorAPIError",
     "VendorHTTP",
+    "accepted_id",
     "bearer",
     "body_error_parser",
     "code_and_message",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from providers._http import HTTPFailure, bearer, code_and_message, response_json
+from providers._http import HTTPFailure, accepted_id, bearer, code_and_message, response_json
 from providers._vendor import VendorProvider
 from providers.sinch.config import SinchConfig
 from providers.sinch.signature import verify_sinch_signature
@@ -116,15 +116,8 @@ class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
         if isinstance(outcome, HTTPFailure):
             return self._http.transport_error_as_text(outcome).to_result(ProviderResult)
         data = response_json(outcome)
-        batch_id = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(batch_id, str) or not batch_id:
-            # Sinch took the batch (2xx): reporting a failure would have it sent twice.
-            logger.warning(
-                "sinch accepted a batch (HTTP %d) without naming its id", outcome.status_code
-            )
-            batch_id = None
-        else:
-            logger.debug("sinch accepted batch %s", batch_id)
+        found = data.get("id") if isinstance(data, dict) else None
+        batch_id = accepted_id("sinch", found, outcome.status_code, what="batch")
         metadata: dict[str, Any] = {"type": body["type"]}
         if dropped:
             metadata["media_dropped"] = dropped

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from providers._http import (
     ErrorParser,
     HTTPFailure,
+    accepted_id,
     bearer,
     code_and_message,
     response_json,
@@ -125,15 +126,7 @@ class TelnyxMessagingProvider(VendorProvider[C]):
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, dict):
             data = {}
-        message_id = data.get("id")
-        if not isinstance(message_id, str) or not message_id:
-            # Telnyx took the message (2xx): reporting a failure would have it sent twice.
-            logger.warning(
-                "telnyx accepted a message (HTTP %d) without naming its id", outcome.status_code
-            )
-            message_id = None
-        else:
-            logger.debug("telnyx accepted message %s", message_id)
+        message_id = accepted_id("telnyx", data.get("id"), outcome.status_code)
         return TelnyxSent(id=message_id, data=data)
 
     def verify_signature(

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from providers._http import HTTPFailure, code_and_message, response_json
+from providers._http import HTTPFailure, accepted_id, code_and_message, response_json
 from providers._vendor import VendorProvider
 from providers.sms._errors import SMSErrorStyle, sms_error_parser
 from providers.twilio.config import TwilioConfig, TwilioRCSConfig
@@ -116,15 +116,7 @@ class TwilioMessagesProvider(VendorProvider[C]):
         data = response_json(outcome)
         if not isinstance(data, dict):
             data = {}
-        sid = data.get("sid")
-        if not isinstance(sid, str) or not sid:
-            # Twilio took the message (2xx): reporting a failure would have it sent twice.
-            logger.warning(
-                "twilio accepted a message (HTTP %d) without naming its sid", outcome.status_code
-            )
-            sid = None
-        else:
-            logger.debug("twilio accepted message %s", sid)
+        sid = accepted_id("twilio", data.get("sid"), outcome.status_code)
         return TwilioSent(sid=sid, data=data, media_dropped=dropped)
 
     def verify_signature(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from providers._http import HTTPFailure, code_and_message, response_json
+from providers._http import HTTPFailure, accepted_id, code_and_message, response_json
 from providers._vendor import VendorProvider
 from providers.sms._errors import SMSErrorStyle, sms_error_parser
 from providers.sms._outbound import refusal, render_outbound, split_text
@@ -211,13 +211,7 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
             )
             logger.warning("voicemeup refused a message: %s (%s)", failure.error, failure.message)
             return failure
-        message_id = _message_id(body)
-        if message_id is None:
-            logger.warning(
-                "voicemeup accepted a message (HTTP %d) without naming its id",
-                outcome.status_code,
-            )
-        return message_id or ""
+        return accepted_id("voicemeup", _message_id(body), outcome.status_code) or ""
 
     async def parse_webhook(  # type: ignore[override]
         self, payload: dict[str, Any], channel_id: str

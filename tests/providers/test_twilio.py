@@ -301,7 +301,7 @@ class TestErrors:
         # Twilio accepted it: a failure would have the router send it again.
         result = await self.send_with(answer)
         assert (result.success, result.provider_message_id, result.error) == (True, None, None)
-        assert "without naming its sid" in caplog.text
+        assert "without naming its id" in caplog.text
 
     async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
