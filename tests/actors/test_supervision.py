@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 
 import anyio
@@ -14,6 +15,7 @@ from actors import (
     Actor,
     ActorCrash,
     ActorDeadError,
+    ActorRef,
     ActorSystem,
     SupervisionPolicy,
 )
@@ -56,21 +58,32 @@ async def test_a_crash_restarts_the_actor_with_its_state_recovered() -> None:
     assert stats.failures == 0
 
 
+def _probes(journal: Journal) -> ActorSystem:
+    system = ActorSystem(supervision=FAST)
+    system.register("probe", probes(journal))
+    return system
+
+
+def _asking(ref: ActorRef, results: dict[str, object]) -> Callable[[str, object], Awaitable[None]]:
+    """``ask(name, message)``: asks ``ref``, noting the reply or the error under ``name``."""
+
+    async def ask(name: str, message: object) -> None:
+        try:
+            results[name] = await ref.ask(message)
+        except Exception as exc:
+            results[name] = exc
+
+    return ask
+
+
 async def test_messages_queued_behind_a_crash_are_handled_by_the_new_instance() -> None:
     journal = Journal()
     gate = anyio.Event()
-    system = ActorSystem(supervision=FAST)
-    system.register("probe", probes(journal))
-    async with system:
+    async with _probes(journal) as system:
         ref = system.ref("probe", "a")
         await ref.tell(Block(gate))
         results: dict[str, object] = {}
-
-        async def ask(name: str, message: object) -> None:
-            try:
-                results[name] = await ref.ask(message)
-            except Exception as exc:
-                results[name] = exc
+        ask = _asking(ref, results)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask, "crash", Raise(ActorCrash("crash")))
@@ -101,18 +114,11 @@ async def test_a_handler_raising_what_is_not_an_exception_crashes_only_its_messa
         pytest.skip("a stray asyncio CancelledError is an asyncio matter")
     journal = Journal()
     gate = anyio.Event()
-    system = ActorSystem(supervision=FAST)
-    system.register("probe", probes(journal))
-    async with system:
+    async with _probes(journal) as system:
         ref = system.ref("probe", "a")
         await ref.tell(Block(gate))
         results: dict[str, object] = {}
-
-        async def ask(name: str, message: object) -> None:
-            try:
-                results[name] = await ref.ask(message)
-            except Exception as exc:
-                results[name] = exc
+        ask = _asking(ref, results)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask, "odd", Raise(error))
