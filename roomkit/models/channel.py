@@ -34,12 +34,7 @@ def _text_only() -> list[ChannelMediaType]:
 
 
 class ChannelCapabilities(BaseModel):
-    """What a channel can carry; the router transcodes and truncates from it.
-
-    Every limit (``max_length``, ``max_buttons``, the media size and the audio and video
-    durations) is None for no limit or a positive number, as in RoomKit 0.3.0: a limit of 0
-    or less could carry nothing.
-    """
+    """What a channel can carry; the router transcodes and truncates from it."""
 
     media_types: list[ChannelMediaType] = Field(default_factory=_text_only)
     max_length: int | None = Field(default=None, gt=0)
@@ -55,12 +50,12 @@ class ChannelCapabilities(BaseModel):
     supports_quick_replies: bool = False
     supports_media: bool = False
     supported_media_types: list[str] = Field(default_factory=list)
-    max_media_size_bytes: int | None = Field(default=None, gt=0)
+    max_media_size_bytes: int | None = None
     supports_audio: bool = False
-    max_audio_duration_seconds: int | None = Field(default=None, gt=0)
+    max_audio_duration_seconds: int | None = None
     supported_audio_formats: list[str] = Field(default_factory=list)
     supports_video: bool = False
-    max_video_duration_seconds: int | None = Field(default=None, gt=0)
+    max_video_duration_seconds: int | None = None
     supported_video_formats: list[str] = Field(default_factory=list)
     delivery_mode: DeliveryMode = DeliveryMode.BROADCAST
     custom: dict[str, Any] = Field(default_factory=dict)
