@@ -454,6 +454,15 @@ class TestChannelModels:
         with pytest.raises(ValidationError):
             ChannelCapabilities(max_buttons=0)
 
+    @pytest.mark.parametrize(
+        "limit",
+        ["max_media_size_bytes", "max_audio_duration_seconds", "max_video_duration_seconds"],
+    )
+    def test_media_limits_take_0_as_logs_written_before_may_hold_it(self, limit: str) -> None:
+        # Bindings are replayed from the log with their capabilities: refusing a value once
+        # taken would leave a room that holds it unloadable.
+        assert getattr(ChannelCapabilities(**{limit: 0}), limit) == 0
+
     def test_binding_defaults(self) -> None:
         binding = ChannelBinding(channel_id="c", room_id="r", channel_type=ChannelType.SMS)
         assert binding.category is ChannelCategory.TRANSPORT
