@@ -10,7 +10,6 @@ hand-offs (park, retire, passivate) race-free without locks.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from actors._mailbox import Mailbox
 from actors._signal import Signal, signal
 from actors.actor import Actor
 from actors.errors import ActorCrash, ActorDeadError
+from actors.failures import error_text, is_cancellation
 from actors.supervision import SupervisionPolicy
 
 if TYPE_CHECKING:
@@ -110,26 +110,12 @@ def _crash_of(error: BaseException) -> ActorCrash:
         BaseException: ``error`` itself when it is not the handler's to answer for: this task
             being cancelled (off asyncio, any cancellation), or the process asked to exit.
     """
-    if isinstance(error, KeyboardInterrupt | SystemExit) or _cancellation(error):
+    if isinstance(error, KeyboardInterrupt | SystemExit) or is_cancellation(error):
         raise error
-    try:
-        text = str(error)
-    except Exception:  # a handler may raise anything, a __str__ that fails included
-        text = "?"
-    crash = ActorCrash(f"the handler raised {type(error).__name__}: {text}")
+    name, text = type(error).__name__, error_text(error)
+    crash = ActorCrash(f"the handler raised {name}" + ("" if text == name else f": {text}"))
     crash.__cause__ = error
     return crash
-
-
-def _cancellation(error: BaseException) -> bool:
-    """Whether ``error`` is this task's cancellation: on asyncio, whether the task is being
-    cancelled (a handler may raise a CancelledError of its own); off asyncio, whether it is
-    the backend's cancellation (trio's Cancelled comes only from a scope)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return isinstance(error, anyio.get_cancelled_exc_class())
-    return task is None or task.cancelling() > 0
 
 
 class _GiveUp(Exception):

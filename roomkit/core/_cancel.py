@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from roomkit.core._error_text import error_text
+from actors import error_text, is_cancellation
 
 __all__ = ["is_cancelling", "raised_uncancelled"]
 
@@ -33,7 +33,7 @@ def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:
         BaseException: ``error`` itself when it is not the code's own: the task is being
             cancelled, or the process asked to exit.
     """
-    if isinstance(error, KeyboardInterrupt | SystemExit) or is_cancelling():
+    if isinstance(error, KeyboardInterrupt | SystemExit) or is_cancellation(error):
         raise error
     if isinstance(error, asyncio.CancelledError):
         return RuntimeError(f"{who} raised CancelledError uncancelled")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from actors import error_text
 from roomkit.core._commands import RecordOutcome
-from roomkit.core._error_text import error_text
 from roomkit.core._facts import Announcement, Deliver, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices

@@ -35,12 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from actors import check_seconds
+from actors import check_seconds, error_text
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded, bounded_here
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
-from roomkit.core._error_text import error_text
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
 from roomkit.core.retry import retry_with_backoff

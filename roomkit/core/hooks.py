@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from actors import check_seconds
+from actors import check_seconds, error_text
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._cancel import is_cancelling
 from roomkit.core._concurrently import concurrently
-from roomkit.core._error_text import error_text
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.identity import IdentityHookResult, IdentityResult
@@ -375,7 +374,7 @@ class HookEngine:
             except Exception as exc:
                 # A timeout is reported in 0.3.0's words, which apps may match.
                 timed_out = isinstance(exc, HookTimeoutError)
-                text = f"timeout ({reg._timeout_text}s)" if timed_out else _error_text(exc)
+                text = f"timeout ({reg._timeout_text}s)" if timed_out else error_text(exc)
                 logger.warning(
                     "sync hook %r (%s) failed, skipped (fail-open): %s",
                     reg.name,
@@ -482,11 +481,7 @@ async def _run_async_one(
             "async hook %r (%s) failed: %s",
             reg.name,
             reg.trigger,
-            _error_text(exc),
+            error_text(exc),
             exc_info=not isinstance(exc, HookTimeoutError),
         )
         errors[slot] = HookError(reg.name, exc)
-
-
-def _error_text(exc: Exception) -> str:
-    return error_text(exc)

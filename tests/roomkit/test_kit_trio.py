@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from roomkit import AIChannel, ChannelCategory, MockAIProvider, RoomKit
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from roomkit import (
+    AIChannel,
+    ChannelCategory,
+    ChannelOutput,
+    FrameworkEvent,
+    MockAIProvider,
+    RoomKit,
+)
+from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
 @pytest.fixture
@@ -33,3 +42,30 @@ async def test_a_kit_that_is_never_entered_starts_and_closes_on_trio() -> None:
     assert result.event is not None
     assert [e.index for e in await kit.get_timeline(result.event.room_id)] == [0, 1]
     await kit.close()
+
+
+async def test_a_channel_raising_what_is_not_an_exception_fails_alone_on_trio() -> None:
+    # Off asyncio only the backend's Cancelled is a cancellation: a BaseException of the
+    # channel's own fails its target, as on asyncio (it crashed the delivery worker here).
+    class Odd(BaseException):
+        pass
+
+    class OddDeliver(SimpleChannel):
+        async def deliver(self, *args: Any) -> ChannelOutput:
+            raise Odd("in deliver")
+
+    failed: list[object] = []
+    async with RoomKit() as kit:
+
+        @kit.on("delivery_failed")
+        async def on_failed(event: FrameworkEvent) -> None:
+            failed.append(event.data["error"])
+
+        ws = SimpleChannel("ws")
+        for channel in (SimpleChannel("sms"), OddDeliver("odd"), ws):
+            kit.register_channel(channel)
+        await room_with(kit, "r1", "sms", "odd", "ws")
+        for body in ("one", "two"):
+            assert not (await kit.process_inbound(text("sms", body), room_id="r1")).blocked
+    assert ws.texts() == ["one", "two"]
+    assert failed == ["channel 'odd' raised Odd: in deliver"] * 2
