@@ -168,7 +168,7 @@ class KitRuntime:
         except BaseException as exc:
             await stack.aclose()
             if isinstance(exc, EventLogError):
-                raise _log_failed(exc) from exc
+                raise _start_failed(exc) from exc
             raise
         self._stack = stack
 
@@ -203,7 +203,8 @@ class KitRuntime:
 
         Raises:
             KitClosedError: the kit was closed; it does not start again.
-            LogUnavailableError: the log could not be read to start.
+            LogUnavailableError: the log could not be reached to start.
+            RoomKitError: the log failed otherwise (not connected, a stream conflict).
         """
         if self._system is not None:
             return
@@ -220,7 +221,7 @@ class KitRuntime:
         if isinstance(error, EventLogError):
             # Each caller gets an exception of its own (one raised again and again would
             # grow its traceback, and keep every caller's frames alive).
-            raise _log_failed(error) from error
+            raise _start_failed(error) from error
         if error is not None:
             raise error
 
@@ -352,8 +353,12 @@ class KitRuntime:
             raise EventRefusedError(
                 f"the event log refused room {room_id}'s events: {exc}"
             ) from exc
-        except EventLogError as exc:
+        except LogUnavailable as exc:
             raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc
+        except EventLogError as exc:
+            # Not an outage to wait out (a closed log, a stream set up for something else):
+            # the callers that retry outages for ever (the ingress) must not retry this.
+            raise RoomKitError(f"the event log failed for room {room_id}: {exc}") from exc
         finally:
             self._asking -= 1
             if not self._asking and self._asks_done is not None:
@@ -401,9 +406,12 @@ def _log_outage(error: BaseException) -> LogUnavailable | None:
     return None
 
 
-def _log_failed(error: EventLogError) -> LogUnavailableError:
-    """The kit's own error for a start that failed on the log (not the event log's)."""
-    return LogUnavailableError(f"the kit could not start: the event log failed: {error}")
+def _start_failed(error: EventLogError) -> RoomKitError:
+    """The kit's own error for a start that failed on the log (not the event log's): an
+    outage (``LogUnavailableError``, which callers wait out) or anything else (a log not
+    connected, a stream set up for something else)."""
+    text = f"the kit could not start: the event log failed: {error}"
+    return LogUnavailableError(text) if isinstance(error, LogUnavailable) else RoomKitError(text)
 
 
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:

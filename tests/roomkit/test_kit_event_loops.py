@@ -8,8 +8,8 @@ import asyncio
 import anyio
 import pytest
 
-from eventlog import LogUnavailable, MemoryEventLog, Record
-from roomkit import KitClosedError, LogUnavailableError, RoomKit
+from eventlog import EventLogError, LogUnavailable, MemoryEventLog, Record
+from roomkit import KitClosedError, LogUnavailableError, RoomKit, RoomKitError
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -103,3 +103,18 @@ async def test_a_kit_whose_start_failed_on_the_log_starts_once_the_log_is_back(
     await kit.create_room(room_id="r1")
     assert (await kit.get_room("r1")).id == "r1"
     await kit.close()
+
+
+async def test_a_start_failing_on_the_log_otherwise_than_an_outage_is_not_an_outage() -> None:
+    # A log nobody connected: a setting to fix, which callers that wait outages out (the
+    # ingress) must not retry for ever as a LogUnavailableError.
+    class NotConnected(MemoryEventLog):
+        async def read_all(
+            self, *, after_position: int = 0, limit: int | None = None
+        ) -> list[Record]:
+            raise EventLogError("not connected")
+
+    kit = RoomKit(log=NotConnected())
+    with pytest.raises(RoomKitError, match="could not start: .*not connected") as caught:
+        await kit.create_room(room_id="r1")
+    assert not isinstance(caught.value, LogUnavailableError)
