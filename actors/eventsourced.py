@@ -230,6 +230,22 @@ class EventSourcedActor(Actor, Generic[S, E]):
         except Exception as exc:
             raise ActorCrash(f"reloading {self.stream_id()!r} from the log failed") from exc
 
+    async def on_stop(self) -> None:
+        """Settle an append in doubt before the incarnation ends (passivation, shutdown, a
+        crash): the next incarnation would fold it in from the log without its side effects.
+        A subclass overriding ``on_stop`` calls this (``await super().on_stop()``)."""
+        if self._in_doubt is None:
+            return
+        try:
+            await self._settle_in_doubt(self.stream_id())
+        except Exception:
+            logger.warning(
+                "stream %r: an append in doubt could not be settled before stopping; if it "
+                "landed, its side effects are lost",
+                self.stream_id(),
+                exc_info=True,
+            )
+
     # -- internals -------------------------------------------------------------------------------
 
     _state: S

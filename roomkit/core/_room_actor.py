@@ -272,6 +272,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             await self._services.tell_delivery(self.key, DeliveryJob(work, context))
 
     async def on_stop(self) -> None:
+        await super().on_stop()  # an append in doubt: its deliveries before those outcomes
         # Passivation or shutdown: append what is still waiting rather than lose it.
         if self._unrecorded or self._services.outcomes.holds(self.key):
             try:

@@ -42,6 +42,7 @@ from roomkit import (
 )
 from roomkit.channels.base import Channel
 from roomkit.core import _helpers
+from roomkit.core._runtime import ROOM
 from roomkit.models.event import EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
@@ -434,7 +435,10 @@ class TestResilience:
             ("e", "channel 'e' raised GeneratorExit"),
         ]
 
-    async def test_a_message_whose_append_landed_unconfirmed_is_delivered_once(self) -> None:
+    @pytest.mark.parametrize("passivated", [False, True])
+    async def test_a_message_whose_append_landed_unconfirmed_is_delivered_once(
+        self, passivated: bool
+    ) -> None:
         # The server took the append, its answer was lost (a stall longer than the log's
         # retries): the caller hears LogUnavailableError. Its retry is a duplicate, and the
         # message, recorded, must still go out once: it was recorded and never delivered.
@@ -457,6 +461,10 @@ class TestResilience:
             log.lose_next = True
             with pytest.raises(LogUnavailableError):
                 await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
+            if passivated:  # the room stops before its next command: it settles then
+                system = kit._runtime._system
+                assert system is not None
+                await system.passivate(ROOM, "r1")
             again = await kit.process_inbound(
                 text("sms", "hi", idempotency_key="k1"), room_id="r1"
             )
