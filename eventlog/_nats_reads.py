@@ -89,10 +89,15 @@ async def read_log(
     """Records of every stream above ``after_position``, in global order."""
     base = len(subject_base)
     records: list[Record] = []
+    skipped = 0
+    last_seq = 0
 
     def handle(subject: str, seq: int, data: bytes) -> bool:
+        nonlocal skipped, last_seq
+        last_seq = seq
         batch = decode_or_skip(data, seq, subject)
         if batch is None:
+            skipped += 1
             return True
         batch_records = records_of(subject[base:], seq, batch)
         if batch_records[0].position <= after_position:
@@ -101,13 +106,22 @@ async def read_log(
         return limit is None or len(records) < limit
 
     start = first_seq_after(after_position)
-    # No subject filter: the JetStream stream holds only log subjects, and the server serves
-    # "everything" much faster than the equivalent wildcard (no per-subject accounting).
-    if limit is not None and limit <= DIRECT_BATCH:
-        await io.scan_direct(None, start, handle, max_messages=limit)
-    else:
-        # Everything, or a large page: a consumer asked for exactly that many messages.
-        await pull_replay(io, None, start, handle, max_messages=limit)
+    while True:
+        skipped = 0
+        wanted = None if limit is None else limit - len(records)
+        # No subject filter: the JetStream stream holds only log subjects, and the server
+        # serves "everything" much faster than the equivalent wildcard (no per-subject
+        # accounting).
+        if wanted is not None and wanted <= DIRECT_BATCH:
+            await io.scan_direct(None, start, handle, max_messages=wanted)
+        else:
+            # Everything, or a large page: a consumer asked for exactly that many messages.
+            await pull_replay(io, None, start, handle, max_messages=wanted)
+        if limit is None or len(records) >= limit or not skipped:
+            break
+        # Messages not of the log took part of the page: a short page would read as the
+        # log's end (a reader catching up would stop there). Read on past them.
+        start = last_seq + 1
     return records if limit is None else records[:limit]
 
 
