@@ -62,7 +62,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._services = services
         self._stream = room_stream(key)
         self._decider = RoomDecider(
-            key, self._before_broadcast, services.now, services.older_duplicate
+            key, self._before_broadcast, services.now, self._older_duplicate
         )
         # The reply being built for the command in hand; after_commit fills in its position.
         self._outcome: Outcome | None = None
@@ -178,6 +178,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             outcome.read_position = self._last_position
         self._outcome = outcome
         return Effect(events=facts, reply=outcome)
+
+    async def _older_duplicate(self, room_id: str, key: str) -> str | None:
+        """The read model's answer for an idempotency key older than the room's window, once
+        it holds everything this room committed: it follows the log on its own, and a burst
+        could have moved a key out of the window before the read model had it."""
+        if self.version != self._position_version:
+            await self._find_last_position()
+        return await self._services.older_duplicate(room_id, key, self._last_position)
 
     async def _find_last_position(self) -> None:
         """Read the log position of the record the state is at (once per recovery or reload,

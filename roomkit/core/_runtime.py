@@ -367,12 +367,13 @@ class KitRuntime:
         assert isinstance(reply, Outcome)
         return reply
 
-    async def _older_duplicate(self, room_id: str, key: str) -> str | None:
+    async def _older_duplicate(self, room_id: str, key: str, position: int) -> str | None:
         """The id of the event the read model holds with idempotency ``key`` in the room, ""
         when it holds one but cannot say which (a store with only ``check_idempotency``), or
-        None."""
+        None; once the read model holds the log up to ``position`` (the room's last commit)."""
         if self.projection.rebuilding:
             await self.projection.rebuilt()  # it holds every key again only once rebuilt
+        await self.projection.wait(position)
         store = self._kit._store
         find = getattr(store, "idempotent_event_id", None)
         if find is not None:

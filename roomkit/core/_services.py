@@ -38,7 +38,8 @@ class KitServices:
     outcomes: OutcomeFlusher
     # One ChannelCapabilities instance per value, for the bindings of every room.
     capabilities: CapabilitiesInterner
-    # (room_id, idempotency key) -> the id of the event the read model holds with that key
-    # ("" when it holds one but cannot say which), or None: for keys older than a room's
-    # window (see _room_state.IDEMPOTENCY_WINDOW).
-    older_duplicate: Callable[[str, str], Awaitable[str | None]]
+    # (room_id, idempotency key, the room's last position) -> the id of the event the read
+    # model holds with that key ("" when it holds one but cannot say which), or None, once
+    # the read model reached that position: for keys older than a room's window (see
+    # _room_state.IDEMPOTENCY_WINDOW).
+    older_duplicate: Callable[[str, str, int], Awaitable[str | None]]

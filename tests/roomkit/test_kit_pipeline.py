@@ -252,6 +252,32 @@ class TestInbound:
             )
             assert again.blocked and again.event == first[1]
 
+    async def test_a_key_out_of_the_window_before_the_read_model_has_it_is_still_a_duplicate(
+        self, make_kit: Callable[..., RoomKit], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A, B, A queued at once (window 1): the second A is decided while the read model,
+        # which follows the log on its own, may not hold the first yet. It was recorded twice.
+        for module in ("_room_state", "_room_decider", "_room_actor"):
+            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 1)
+        async with make_kit() as kit:
+            await two_channel_room(kit)
+            results: list[InboundResult] = []
+
+            async def send(key: str) -> None:
+                message = text("sms", key, idempotency_key=key)
+                results.append(await kit.process_inbound(message, room_id="r1"))
+
+            async with anyio.create_task_group() as tg:
+                for key in ("A", "B", "A"):  # queued in this order, all at once
+                    tg.start_soon(send, key)
+            events = await kit.store.list_events("r1", limit=100)
+        assert [e.idempotency_key for e in events if e.idempotency_key] == ["A", "B"]
+        assert sorted((r.blocked, r.reason) for r in results) == [
+            (False, None),
+            (False, None),
+            (True, "duplicate"),
+        ]
+
     async def test_an_older_duplicate_in_a_store_that_only_says_it_saw_the_key(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
