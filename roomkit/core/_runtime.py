@@ -121,6 +121,9 @@ class KitRuntime:
         self._closing = False
         self._asking = 0
         self._asks_done: anyio.Event | None = None
+        # Rooms whose command failed on an outage of the log: their append may have landed
+        # unconfirmed (see EventSourcedActor), and closing settles it while deliveries run.
+        self._in_doubt: set[str] = set()
         self._host_loop: asyncio.AbstractEventLoop | None = None  # on asyncio
         self.services = KitServices(
             hooks=kit._hook_engine,
@@ -278,6 +281,7 @@ class KitRuntime:
         # its delivery worker stopped could not deliver it.
         self._closing = True
         with anyio.move_on_after(self._settings.ask_timeout):
+            await self._settle_doubts()
             while True:
                 while self._asking:
                     done = self._asks_done = anyio.Event()
@@ -354,6 +358,7 @@ class KitRuntime:
                 f"the event log refused room {room_id}'s events: {exc}"
             ) from exc
         except LogUnavailable as exc:
+            self._in_doubt.add(room_id)
             raise LogUnavailableError(f"the event log failed for room {room_id}: {exc}") from exc
         except EventLogError as exc:
             # Not an outage to wait out (a closed log, a stream set up for something else):
@@ -380,6 +385,18 @@ class KitRuntime:
             found: str | None = await find(room_id, key)
             return found
         return "" if await store.check_idempotency(room_id, key) else None
+
+    async def _settle_doubts(self) -> None:
+        """Have each room whose command failed on an outage settle its append in doubt now:
+        it does so before its next command (here, one that commits nothing of its own), and
+        the delivery of what landed then runs with the turns closing waits for. Settled as the
+        actor stops instead, the delivery worker may be stopping too."""
+        rooms, self._in_doubt = self._in_doubt, set()
+        for room_id in sorted(rooms):
+            try:
+                await self.ask_room(room_id, FLUSH, internal=True)
+            except RoomKitError as exc:
+                logger.warning("room %s: not settled before closing: %s", room_id, exc)
 
     def _tell_room_nowait(self, room_id: str, command: object) -> None:
         self._running().ref(ROOM, room_id).tell_nowait(command)

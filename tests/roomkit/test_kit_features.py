@@ -435,13 +435,14 @@ class TestResilience:
             ("e", "channel 'e' raised GeneratorExit"),
         ]
 
-    @pytest.mark.parametrize("passivated", [False, True])
+    @pytest.mark.parametrize("then", ["retry", "passivate", "close"])
     async def test_a_message_whose_append_landed_unconfirmed_is_delivered_once(
-        self, passivated: bool
+        self, then: str
     ) -> None:
         # The server took the append, its answer was lost (a stall longer than the log's
-        # retries): the caller hears LogUnavailableError. Its retry is a duplicate, and the
-        # message, recorded, must still go out once: it was recorded and never delivered.
+        # retries): the caller hears LogUnavailableError. The message, recorded, must still
+        # go out once, whatever comes next: a retry (a duplicate), the room's actor
+        # stopping, or the kit closing. It was recorded and never delivered.
         class LostAnswer(MemoryEventLog):
             lose_next = False
 
@@ -453,23 +454,27 @@ class TestResilience:
                 return records
 
         log = LostAnswer()
-        async with RoomKit(log=log) as kit:
-            ws = SimpleChannel("ws")
-            kit.register_channel(SimpleChannel("sms"))
-            kit.register_channel(ws)
-            await room_with(kit, "r1", "sms", "ws")
-            log.lose_next = True
-            with pytest.raises(LogUnavailableError):
-                await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
-            if passivated:  # the room stops before its next command: it settles then
-                system = kit._runtime._system
-                assert system is not None
-                await system.passivate(ROOM, "r1")
-            again = await kit.process_inbound(
-                text("sms", "hi", idempotency_key="k1"), room_id="r1"
-            )
-            assert again.blocked and again.reason == "duplicate"
+        kit = RoomKit(log=log)  # closed below, out of any scope of this test's
+        ws = SimpleChannel("ws")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        log.lose_next = True
+        with pytest.raises(LogUnavailableError):
+            await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
+        if then == "passivate":  # the room stops before its next command: it settles then
+            system = kit._runtime._system
+            assert system is not None
+            await system.passivate(ROOM, "r1")
+        if then == "close":
+            await kit.close()
             assert ws.texts() == ["hi"]
+            kit = RoomKit(log=log)
+            kit.register_channel(SimpleChannel("sms"))
+        again = await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
+        assert again.blocked and again.reason == "duplicate"
+        assert ws.texts() == ["hi"]
+        await kit.close()
 
     async def test_handle_inbound_raising_cancelled_error_fails_its_message_alone(
         self, kit: RoomKit
