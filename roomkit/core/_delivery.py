@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from actors import error_text
 from roomkit.core._commands import RecordOutcome
-from roomkit.core._facts import Announcement, Deliver, RunLifecycle
+from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
@@ -43,7 +43,7 @@ Emit = Callable[..., Awaitable[None]]
 class DeliveryJob:
     """One unit of post-commit work with the room's context as of its commit."""
 
-    work: Deliver | RunLifecycle
+    work: Deliver | RunLifecycle | ReportErrors
     context: RoomContext
 
 
@@ -54,6 +54,8 @@ class RoomDelivery:
         self._room_id = room_id
         self._services = services
         self._context: RoomContext | None = None  # of the job being handled
+        # The job's failures for the ON_ERROR hooks, run once its turn is delivered.
+        self._errors: list[tuple[str, str, dict[str, object]]] = []
         # ``last`` work waiting for the rest of its turn, by turn, in arrival order.
         self._parked: dict[str, list[DeliveryJob]] = {}
 
@@ -93,11 +95,9 @@ class RoomDelivery:
                     await note.emit(self._services.emit, self._room_id)
                 if isinstance(work, Deliver):
                     await self._deliver(work, job.context)
-                else:
+                elif isinstance(work, RunLifecycle):
                     await self._lifecycle(work, job.context)
                 for name, error in failed_sync_hooks(work.announce) if work.announce else ():
-                    # After the turn's first work, not before: ON_ERROR hooks do not hold
-                    # the message's broadcast.
                     await self._on_error(
                         "hook_error", f"hook {name} failed: {error}", {"hook": name}
                     )
@@ -107,6 +107,21 @@ class RoomDelivery:
                 # Not kept past its job: a context may hold fifty recent events as models.
                 self._context = None
                 self._services.turns.delivered(work.root)
+            if self._errors:
+                await self._report_errors(job.context)
+
+    async def _report_errors(self, context: RoomContext) -> None:
+        """Run the ON_ERROR hooks for the job's failures, once its turn is delivered: a
+        caller waiting for the turn (process_timeout) does not wait for error reports."""
+        errors, self._errors = self._errors, []
+        services = self._services
+        for code, body, data in errors:
+            try:
+                await run_on_error(
+                    services.hooks, self._room_id, code, body, data, services.now(), context
+                )
+            except Exception:
+                logger.exception("room %s: ON_ERROR hooks failed", self._room_id)
 
     async def _lifecycle(self, work: RunLifecycle, context: RoomContext) -> None:
         errors = await self._services.hooks.run_async_hooks(
@@ -280,10 +295,7 @@ class RoomDelivery:
     async def _on_error(
         self, code: str, body: str, data: dict[str, object], channel_id: str = "system"
     ) -> None:
-        services = self._services
-        await run_on_error(
-            services.hooks, self._room_id, code, body, data, services.now(), self._context
-        )
+        self._errors.append((code, body, data))  # run by _report_errors
 
 
 async def run_on_error(

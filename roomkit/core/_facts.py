@@ -51,6 +51,16 @@ class RunLifecycle:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportErrors:
+    """After commit: the turn's announcements, then the ON_ERROR hooks of its failed
+    BEFORE_BROADCAST hooks, for a message that has no other work (blocked, or from a channel
+    not bound in the room): they run in the room's delivery worker as for any other."""
+
+    root: str
+    announce: tuple[Announcement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Announcement:
     """A framework event of a turn (``hook_error``, ``event_blocked``) that 0.3.0 emitted
     before anything of the turn went out: the turn's first post-commit work emits it, or the

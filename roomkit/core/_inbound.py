@@ -28,7 +28,6 @@ from roomkit.core._commands import (
     RecordInjected,
     SendEvent,
 )
-from roomkit.core._delivery import failed_sync_hooks, run_on_error
 from roomkit.core._helpers import HelpersMixin, utcnow
 from roomkit.core.hooks import IdentityHookRegistration
 from roomkit.errors import ChannelNotRegisteredError, RoomTimeoutError
@@ -200,20 +199,6 @@ class InboundMixin(HelpersMixin):
             # No post-commit work of the turn reported them (see Announcement): do it here.
             for note in outcome.announce:
                 await note.emit(self._emit_framework_event, room_id)
-            failed = failed_sync_hooks(outcome.announce) if outcome.announce else ()
-            if failed:
-                context = await self._context(room_id)
-                for name, error in failed:
-                    body = f"hook {name} failed: {error}"
-                    await run_on_error(
-                        self._hook_engine,
-                        room_id,
-                        "hook_error",
-                        body,
-                        {"hook": name},
-                        utcnow(),
-                        context,
-                    )
         if outcome.duplicate_of is not None:
             # "" when a store answered only that the key was seen (its check_idempotency):
             # then, as in 0.3.0, without the original event.

@@ -14,9 +14,9 @@ from actors import Actor, Effect, EventSourcedActor
 from eventlog import NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
 from roomkit.core._commands import FlushOutcomes, Outcome, ProcessInbound
-from roomkit.core._delivery import DeliveryJob, RoomDelivery
+from roomkit.core._delivery import DeliveryJob, RoomDelivery, failed_sync_hooks
 from roomkit.core._domain import ChannelAttached, ChannelUpdated, DomainEvent, dump, load
-from roomkit.core._facts import Deliver, Fact, RunLifecycle, fact_from_record
+from roomkit.core._facts import Deliver, Fact, ReportErrors, RunLifecycle, fact_from_record
 from roomkit.core._recent import RecentEvents
 from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
@@ -258,9 +258,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             outcome.position = outcome.read_position = position
             if outcome.root is not None:
                 turns.reached(outcome.root, position)
-        works = [fact.then for fact in events if fact.then is not None]
+        works: list[Deliver | RunLifecycle | ReportErrors] = [
+            fact.then for fact in events if fact.then is not None
+        ]
         if not works:
-            return
+            if outcome is None or outcome.root is None or not failed_sync_hooks(outcome.announce):
+                return
+            # Nothing goes out, but hooks failed: the delivery worker reports them.
+            works = [ReportErrors(outcome.root)]
         if len(works) > 1:
             # Injected events go out before the message that brought them is broadcast (0.3.0).
             works.sort(key=_injected_first)
@@ -315,5 +320,5 @@ class DeliveryActor(Actor):
         await self._delivery.run_parked()
 
 
-def _injected_first(work: Deliver | RunLifecycle) -> int:
+def _injected_first(work: Deliver | RunLifecycle | ReportErrors) -> int:
     return 0 if isinstance(work, Deliver) and work.targets is not None else 1

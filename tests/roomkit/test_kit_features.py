@@ -44,7 +44,7 @@ from roomkit.channels.base import Channel
 from roomkit.core import _helpers
 from roomkit.core._runtime import ROOM
 from roomkit.models.event import EventSource
-from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 
 class TestTimers:
@@ -149,6 +149,53 @@ class TestFrameworkEvents:
         assert (await kit.process_inbound(text("sms", "stop"), room_id="r1")).blocked
         assert ws.texts() == ["go"]
         assert errors == [("hook broken failed: broken", {"hook": "broken"})] * 2
+
+    async def test_callers_do_not_wait_for_the_on_error_hooks(self, kit: RoomKit) -> None:
+        # Error reports run once the turn is delivered: an ON_ERROR hook that takes its time
+        # held the caller, which then reported process_timeout for a message that went out.
+        # (The room's later deliveries still wait for it: one worker per room, in order.)
+        gates = {1: anyio.Event(), 3: anyio.Event()}  # the first report of each message
+        reported: list[str] = []
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def slow_report(event: RoomEvent, context: RoomContext) -> None:
+            gate = gates.get(len(reported) + 1)
+            if gate is not None:
+                await gate.wait()
+            reported.append(event.content.body)  # type: ignore[union-attr]
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=0)
+        async def broken(event: RoomEvent, context: RoomContext) -> None:
+            raise RuntimeError("broken")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=1)
+        async def gatekeeper(event: RoomEvent, context: RoomContext) -> HookResult | None:
+            if event.content.body == "stop":  # type: ignore[union-attr]
+                return HookResult.block("stopped")  # nothing goes out: no other work
+            return None
+
+        ws = SimpleChannel("ws")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("down", fail=True))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "down", "ws")
+        with anyio.fail_after(5):  # the hook waits for a gate: a caller waiting would hang
+            went = await kit.process_inbound(text("sms", "go"), room_id="r1")
+            gates[1].set()
+            stopped = await kit.process_inbound(text("sms", "stop"), room_id="r1")
+        assert not went.blocked and ws.texts() == ["go"]
+        assert stopped.blocked and stopped.reason == "stopped"
+        gates[3].set()
+
+        async def reported_all() -> bool:
+            return len(reported) == 3
+
+        await eventually(reported_all, what="the ON_ERROR hooks of the hooks and the delivery")
+        assert sorted(reported) == [
+            "delivery of " + str(went.event.id) + " to down failed: down is down",  # type: ignore[union-attr]
+            "hook broken failed: broken",
+            "hook broken failed: broken",
+        ]
 
     async def test_an_error_that_cannot_be_printed_is_reported_by_its_type(
         self, kit: RoomKit
