@@ -376,7 +376,7 @@ class KitRuntime:
         """The id of the event the read model holds with idempotency ``key`` in the room, ""
         when it holds one but cannot say which (a store with only ``check_idempotency``), or
         None; once the read model holds the log up to ``position`` (the room's last commit)."""
-        if self.projection.rebuilding:
+        if self.projection.rebuilding is not None:
             await self.projection.rebuilt()  # it holds every key again only once rebuilt
         await self.projection.wait(position)
         store = self._kit._store

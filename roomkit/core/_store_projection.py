@@ -98,10 +98,9 @@ class StoreProjection:
         # Held while applying, so that a rebuild never interleaves with the live tail.
         self._applying = _Turnstile()
         # Set while a rebuild runs: the store is being refilled from empty, and the kit's
-        # reads and routing wait for it (see ``rebuilt``). ``rebuilding`` is what every
-        # command checks: a plain attribute.
-        self._rebuilding: anyio.Event | None = None
-        self.rebuilding = False
+        # reads and routing wait for it (see ``rebuilt``). Every command checks it: a plain
+        # attribute, set when the rebuild ends.
+        self.rebuilding: anyio.Event | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log for ever (until cancelled), applying every record.
@@ -158,16 +157,14 @@ class StoreProjection:
             NotImplementedError: the store cannot be cleared.
         """
         await self._applying.acquire()
-        done = self._rebuilding = anyio.Event()
-        self.rebuilding = True
+        done = self.rebuilding = anyio.Event()
         try:
             await self._store.clear()
             self._versions.clear()
             self.checkpoint = 0
             await self.catch_up()
         finally:
-            self._rebuilding = None
-            self.rebuilding = False
+            self.rebuilding = None
             done.set()
             self._applying.release()
 
@@ -175,7 +172,7 @@ class StoreProjection:
         """Return once no rebuild runs (at once when none does). Reads wait here: during a
         rebuild on a log that is not in memory, the store is empty for a while, and a room
         looked up then would be "not found", a routed message given a new room."""
-        while (rebuilding := self._rebuilding) is not None:
+        while (rebuilding := self.rebuilding) is not None:
             await rebuilding.wait()
 
     async def wait(self, position: int) -> None:

@@ -279,7 +279,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def _ensure_runtime(self) -> KitRuntime:
         runtime = self._current_runtime()
         await runtime.ensure_started()
-        if runtime.projection.rebuilding:
+        if runtime.projection.rebuilding is not None:
             await runtime.projection.rebuilt()  # reads and routing need the whole read model
         return runtime
 
