@@ -380,11 +380,12 @@ class KitRuntime:
             await self.projection.rebuilt()  # it holds every key again only once rebuilt
         await self.projection.wait(position)
         store = self._kit._store
+        # A store shaped like ConversationStore without deriving from it may lack it.
         find = getattr(store, "idempotent_event_id", None)
-        if find is not None:
-            found: str | None = await find(room_id, key)
-            return found
-        return "" if await store.check_idempotency(room_id, key) else None
+        if find is None:
+            return "" if await store.check_idempotency(room_id, key) else None
+        found: str | None = await find(room_id, key)
+        return found
 
     async def _settle_doubts(self) -> None:
         """Have each room whose command failed on an outage settle its append in doubt now:

@@ -176,6 +176,17 @@ class ConversationStore(ABC):
     async def check_idempotency(self, room_id: str, key: str) -> bool:
         """Return whether an event of this room was added with this idempotency key."""
 
+    async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
+        """The id of the room's event added with idempotency ``key``; ``""`` when there is
+        one but the store cannot say which; None when there is none.
+
+        Not in RoomKit 0.3.0's interface: the kit asks it for a duplicate of a key older than
+        the window a room's actor keeps, to answer with the original event. This default
+        answers from ``check_idempotency`` (so without the id); a store that can find the
+        event overrides it.
+        """
+        return "" if await self.check_idempotency(room_id, key) else None
+
     @abstractmethod
     async def get_event_count(self, room_id: str) -> int:
         """Return how many events the room's timeline holds (system and blocked included)."""

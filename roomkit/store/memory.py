@@ -576,12 +576,8 @@ class InMemoryStore(ConversationStore):
         return data is not None and data.keys is not None and key in data.keys
 
     async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
-        """The id of the room's event added with idempotency ``key``, or None (O(1)).
-
-        Not part of ``ConversationStore``: the kit asks it, when a store has it, for a
-        duplicate of a key older than the window a room's actor keeps, to answer with the
-        original event (with ``check_idempotency`` alone it answers without it).
-        """
+        """The id of the room's event added with idempotency ``key``, or None (O(1)); see
+        ``ConversationStore``."""
         data = self._data.get(room_id)
         return None if data is None or data.keys is None else data.keys.get(key)
 

@@ -615,6 +615,14 @@ class ConversationStoreContract:
         assert await store.check_idempotency("r2", "k1") is False
         assert await store.check_idempotency("unknown", "k1") is False
 
+    async def test_idempotent_event_id(self, store: ConversationStore) -> None:
+        # The id of the event added with the key ("" from a store that cannot say which).
+        await store.create_room(make_room("r1"))
+        event = await store.add_event(make_event("r1", idempotency_key="k1"))
+        assert await store.idempotent_event_id("r1", "k1") in (event.id, "")
+        assert await store.idempotent_event_id("r1", "k2") is None
+        assert await store.idempotent_event_id("unknown", "k1") is None
+
     async def test_blocked_events_record_idempotency(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))
         await store.add_event(

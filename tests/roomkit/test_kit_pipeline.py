@@ -43,6 +43,7 @@ from roomkit.core._facts import fact_from_record
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.models.event import EventSource
 from roomkit.models.room import Room
+from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
@@ -284,7 +285,8 @@ class TestInbound:
         # A ConversationStore of 0.3.0's interface answers check_idempotency only: the
         # duplicate is blocked without its original event, as 0.3.0 answered.
         class YesNoStore(InMemoryStore):
-            idempotent_event_id = None  # type: ignore[assignment]
+            async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
+                return await ConversationStore.idempotent_event_id(self, room_id, key)
 
         for module in ("_room_state", "_room_decider", "_room_actor"):
             monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
