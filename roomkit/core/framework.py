@@ -319,9 +319,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         """Stop the rooms, close channels, voice and realtime.
 
         The rooms first finish the commands their callers wait for, and those messages'
-        deliveries and async hooks (each bounded by ``process_timeout``; with
-        ``process_timeout=None`` a channel that never returns holds ``close`` too: bound it
-        yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``).
+        deliveries and async hooks: each channel call is bounded by ``process_timeout``, and
+        the whole wait by four times ``process_timeout`` (two minutes by default). With
+        ``process_timeout=None``, a channel that never returns holds ``close`` for up to a
+        day: bound it yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``.
         """
         await self._runtime.stop()
         for channel in list(self._channels.values()):
