@@ -166,6 +166,26 @@ async def test_recovery_reads_a_long_stream_in_batches() -> None:
     assert state.total == state.count == 2500
 
 
+class _LossyLog(MemoryEventLog):
+    """Lands the next append but loses its acknowledgement (``lose_next_ack``), or refuses
+    it outright (``down_once``): either way the caller hears ``LogUnavailable``."""
+
+    lose_next_ack = False
+    down_once = False
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> list[Record]:
+        if self.down_once:
+            self.down_once = False
+            raise LogUnavailable("log is down")
+        records = await super().append(stream, events, expected_version=expected_version)
+        if self.lose_next_ack:
+            self.lose_next_ack = False
+            raise LogUnavailable("timed out waiting for the ack")
+        return records
+
+
 # -- commit order --------------------------------------------------------------------------------
 
 
@@ -194,19 +214,7 @@ async def test_state_evolves_only_after_the_log_acknowledged_the_append() -> Non
 
 
 async def test_a_lost_acknowledgement_is_healed_by_the_version_check() -> None:
-    class LossyLog(MemoryEventLog):
-        lose_next_ack = False
-
-        async def append(
-            self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
-        ) -> list[Record]:
-            records = await super().append(stream, events, expected_version=expected_version)
-            if self.lose_next_ack:
-                self.lose_next_ack = False
-                raise LogUnavailable("timed out waiting for the ack")
-            return records
-
-    log = LossyLog()
+    log = _LossyLog()
     async with counter_system(log) as system:
         ref = system.ref("counter", "c")
         await ref.ask(Add(1))
@@ -227,19 +235,7 @@ async def test_a_lost_acknowledgement_is_healed_by_the_version_check() -> None:
 async def test_an_append_in_doubt_is_settled_before_the_actor_stops() -> None:
     # Passivated before a next command: the next incarnation would fold the landed events
     # in from the log without their side effects.
-    class LossyLog(MemoryEventLog):
-        lose_next_ack = False
-
-        async def append(
-            self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
-        ) -> list[Record]:
-            records = await super().append(stream, events, expected_version=expected_version)
-            if self.lose_next_ack:
-                self.lose_next_ack = False
-                raise LogUnavailable("timed out waiting for the ack")
-            return records
-
-    log = LossyLog()
+    log = _LossyLog()
     async with counter_system(log) as system:
         ref = system.ref("counter", "c")
         await ref.ask(Add(1))
@@ -255,22 +251,11 @@ async def test_an_append_in_doubt_is_settled_before_the_actor_stops() -> None:
 
 
 async def test_an_append_in_doubt_that_did_not_land_is_forgotten() -> None:
-    class DownOnce(MemoryEventLog):
-        down = False
-
-        async def append(
-            self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
-        ) -> list[Record]:
-            if self.down:
-                self.down = False
-                raise LogUnavailable("log is down")
-            return await super().append(stream, events, expected_version=expected_version)
-
-    log = DownOnce()
+    log = _LossyLog()
     async with counter_system(log) as system:
         ref = system.ref("counter", "c")
         await ref.ask(Add(1))
-        log.down = True
+        log.down_once = True
         with pytest.raises(LogUnavailable):
             await ref.ask(Add(10))  # never landed
         assert await ref.ask(Add(100)) == 101
