@@ -54,8 +54,10 @@ class RoomDelivery:
         self._room_id = room_id
         self._services = services
         self._context: RoomContext | None = None  # of the job being handled
-        # The job's failures for the ON_ERROR hooks, run once its turn is delivered.
+        # The job's failures for the ON_ERROR hooks, run once its turn is delivered, in a
+        # turn of their own (this key).
         self._errors: list[tuple[str, str, dict[str, object]]] = []
+        self._reports = f"{room_id}\x00error reports"
         # ``last`` work waiting for the rest of its turn, by turn, in arrival order.
         self._parked: dict[str, list[DeliveryJob]] = {}
 
@@ -88,6 +90,7 @@ class RoomDelivery:
 
     async def _run(self, job: DeliveryJob) -> None:
         work = job.work
+        turns = self._services.turns
         self._context = job.context
         with PostCommitJob():
             try:
@@ -97,7 +100,10 @@ class RoomDelivery:
                     await self._deliver(work, job.context)
                 elif isinstance(work, RunLifecycle):
                     await self._lifecycle(work, job.context)
-                for name, error in failed_sync_hooks(work.announce) if work.announce else ():
+                failures = work.failures if isinstance(work, ReportErrors) else ()
+                if work.announce:
+                    failures = (*failures, *failed_sync_hooks(work.announce))
+                for name, error in failures:
                     await self._on_error(
                         "hook_error", f"hook {name} failed: {error}", {"hook": name}
                     )
@@ -106,9 +112,16 @@ class RoomDelivery:
             finally:
                 # Not kept past its job: a context may hold fifty recent events as models.
                 self._context = None
-                self._services.turns.delivered(work.root)
+                if self._errors:
+                    # Closing the kit waits for the reports (it waits for every turn); the
+                    # caller of this one does not.
+                    turns.opened(self._reports)
+                turns.delivered(work.root)
             if self._errors:
-                await self._report_errors(job.context)
+                try:
+                    await self._report_errors(job.context)
+                finally:
+                    turns.delivered(self._reports)
 
     async def _report_errors(self, context: RoomContext) -> None:
         """Run the ON_ERROR hooks for the job's failures, once its turn is delivered: a

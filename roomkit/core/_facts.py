@@ -52,11 +52,13 @@ class RunLifecycle:
 
 @dataclass(frozen=True, slots=True)
 class ReportErrors:
-    """After commit: the turn's announcements, then the ON_ERROR hooks of its failed
-    BEFORE_BROADCAST hooks, for a message that has no other work (blocked, or from a channel
-    not bound in the room): they run in the room's delivery worker as for any other."""
+    """After commit: the ON_ERROR hooks of the failed BEFORE_BROADCAST hooks (name, error)
+    of a message that has no other work (blocked, or from a channel not bound in the room),
+    in the room's delivery worker as for any other. Its ``root`` is a turn of its own, which
+    the message's caller does not wait for (closing the kit does)."""
 
     root: str
+    failures: tuple[tuple[str, str], ...]
     announce: tuple[Announcement, ...] = ()
 
 

@@ -262,10 +262,15 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             fact.then for fact in events if fact.then is not None
         ]
         if not works:
-            if outcome is None or outcome.root is None or not failed_sync_hooks(outcome.announce):
+            if outcome is None or outcome.root is None or not outcome.announce:
                 return
-            # Nothing goes out, but hooks failed: the delivery worker reports them.
-            works = [ReportErrors(outcome.root)]
+            failures = failed_sync_hooks(outcome.announce)
+            if not failures:
+                return
+            # Nothing goes out, but hooks failed: the delivery worker reports them, in a turn
+            # of their own (the caller announces and returns; it would wait behind the room's
+            # deliveries otherwise).
+            works = [ReportErrors(f"{outcome.root}:errors", tuple(failures))]
         if len(works) > 1:
             # Injected events go out before the message that brought them is broadcast (0.3.0).
             works.sort(key=_injected_first)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -196,6 +197,74 @@ class TestFrameworkEvents:
             "hook broken failed: broken",
             "hook broken failed: broken",
         ]
+
+    async def test_a_blocked_message_whose_hook_failed_does_not_wait_for_the_room(
+        self, kit: RoomKit
+    ) -> None:
+        # Its error report runs in the room's delivery worker, behind the room's deliveries;
+        # its caller waited for it there, and reported process_timeout past a long backlog.
+        release = anyio.Event()
+
+        class Held(SimpleChannel):
+            async def deliver(self, *args: Any) -> ChannelOutput:
+                await release.wait()
+                return ChannelOutput.empty()
+
+        reported: list[str] = []
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def report(event: RoomEvent, context: RoomContext) -> None:
+            reported.append(event.content.body)  # type: ignore[union-attr]
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=0)
+        async def broken(event: RoomEvent, context: RoomContext) -> None:
+            if event.content.body == "stop":  # type: ignore[union-attr]
+                raise RuntimeError("broken")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=1)
+        async def gatekeeper(event: RoomEvent, context: RoomContext) -> HookResult | None:
+            if event.content.body == "stop":  # type: ignore[union-attr]
+                return HookResult.block("stopped")
+            return None
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(Held("held"))
+        await room_with(kit, "r1", "sms", "held")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(kit.process_inbound, text("sms", "go"), room_id="r1"))
+            await anyio.sleep(0.05)  # "go" holds the room's delivery worker
+            with anyio.fail_after(5):
+                stopped = await kit.process_inbound(text("sms", "stop"), room_id="r1")
+            assert stopped.blocked and stopped.reason == "stopped"
+            release.set()
+
+        async def reported_it() -> bool:
+            return reported == ["hook broken failed: broken"]
+
+        await eventually(reported_it, what="the ON_ERROR hook of the blocked message")
+
+    async def test_closing_waits_for_the_error_reports(self) -> None:
+        # They run once their message's turn is delivered; close() waited for turns only,
+        # and a report still running was cut off (its kit commands refused).
+        reported: list[str] = []
+        kit = RoomKit()
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def report(event: RoomEvent, context: RoomContext) -> None:
+            await anyio.sleep(0.1)
+            await kit.send_event("r1", "sms", TextContent(body="alert"))
+            reported.append("alert sent")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def broken(event: RoomEvent, context: RoomContext) -> None:
+            raise RuntimeError("broken")
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await room_with(kit, "r1", "sms", "ws")
+        await kit.process_inbound(text("sms", "go"), room_id="r1")
+        await kit.close()
+        assert reported == ["alert sent"]
 
     async def test_an_error_that_cannot_be_printed_is_reported_by_its_type(
         self, kit: RoomKit
