@@ -280,14 +280,18 @@ class KitRuntime:
         # async hooks) finish, before any actor stops: a room that committed a message after
         # its delivery worker stopped could not deliver it.
         self._closing = True
+        settled: set[str] = set()
         with anyio.move_on_after(self._settings.ask_timeout):
-            await self._settle_doubts()
             while True:
+                # Again at every round: a command in flight as closing began may have had its
+                # append left in doubt since (each room once: its log may still be away).
+                await self._settle_doubts(settled)
                 while self._asking:
                     done = self._asks_done = anyio.Event()
                     await done.wait()
                 await self.turns.wait_idle()
-                if not self._asking:  # a turn's own work asked nothing more meanwhile
+                # A turn's own work asked nothing more meanwhile, and no append is in doubt.
+                if not self._asking and not (self._in_doubt - settled):
                     break
             # A room actor appends the outcomes it holds as it stops, but one that is not
             # running (passivated while its delivery ran) would not stop: tell it now.
@@ -369,6 +373,9 @@ class KitRuntime:
             if not self._asking and self._asks_done is not None:
                 self._asks_done.set()
                 self._asks_done = None
+        if self._in_doubt:
+            # A command that succeeded settled the room's append in doubt first (if any).
+            self._in_doubt.discard(room_id)
         assert isinstance(reply, Outcome)
         return reply
 
@@ -387,12 +394,13 @@ class KitRuntime:
         found: str | None = await find(room_id, key)
         return found
 
-    async def _settle_doubts(self) -> None:
+    async def _settle_doubts(self, settled: set[str]) -> None:
         """Have each room whose command failed on an outage settle its append in doubt now:
         it does so before its next command (here, one that commits nothing of its own), and
         the delivery of what landed then runs with the turns closing waits for. Settled as the
         actor stops instead, the delivery worker may be stopping too."""
-        rooms, self._in_doubt = self._in_doubt, set()
+        rooms = self._in_doubt - settled
+        settled |= rooms
         for room_id in sorted(rooms):
             try:
                 await self.ask_room(room_id, FLUSH, internal=True)

@@ -590,7 +590,49 @@ class TestResilience:
         again = await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
         assert again.blocked and again.reason == "duplicate"
         assert ws.texts() == ["hi"]
+        assert not kit._runtime._in_doubt  # settled: closing has nothing left to settle
         await kit.close()
+
+    async def test_an_append_left_in_doubt_while_the_kit_closes_is_delivered(self) -> None:
+        # The command was in flight as close() began: its room's doubt came after close()
+        # had settled the ones it knew of, and was left to the room's on_stop, while the
+        # delivery worker stopped too.
+        class LostAnswer(MemoryEventLog):
+            lose_next = False
+
+            async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+                records = await super().append(stream, events, expected_version=expected_version)
+                if self.lose_next:
+                    self.lose_next = False
+                    raise LogUnavailable("no answer in time")
+                return records
+
+        class SlowInbound(SimpleChannel):
+            async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> Any:
+                await anyio.sleep(0.2)  # still deciding when close() begins
+                return await super().handle_inbound(message, context)
+
+        log = LostAnswer()
+        kit = RoomKit(log=log)
+        ws = SimpleChannel("ws")
+        kit.register_channel(SlowInbound("sms"))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        heard: list[str] = []
+
+        async def send() -> None:
+            with pytest.raises(LogUnavailableError):
+                await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
+            heard.append("LogUnavailableError")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            await anyio.sleep(0.05)
+            log.lose_next = True
+            await kit.close()
+        assert heard == ["LogUnavailableError"]
+        assert ws.texts() == ["hi"]
+        assert not kit._runtime._in_doubt
 
     async def test_handle_inbound_raising_cancelled_error_fails_its_message_alone(
         self, kit: RoomKit
