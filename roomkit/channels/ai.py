@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from actors import is_cancellation
 from providers.ai.base import (
     AIContext,
     AIImagePart,
@@ -20,7 +21,6 @@ from providers.ai.base import (
 from providers.errors import ProviderError
 from roomkit.channels._ai_content import content_parts, content_text
 from roomkit.channels.base import Channel
-from roomkit.core._cancel import is_cancelling
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage
@@ -269,7 +269,7 @@ class AIChannel(Channel):
         except Exception as exc:
             return exc
         except asyncio.CancelledError as exc:
-            if is_cancelling():
+            if is_cancellation(exc):
                 raise
             # The provider's own (an inner operation's, let through): nothing cancelled the
             # room, so it is a provider failure like any other.

@@ -24,9 +24,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from actors import check_seconds, error_text
+from actors import check_seconds, error_text, is_cancellation
 from roomkit.core._bounded import TimedOut, bounded
-from roomkit.core._cancel import is_cancelling
 from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
@@ -459,8 +458,8 @@ async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) ->
         return await bounded(awaitable, reg.timeout)
     except TimedOut:
         raise HookTimeoutError(reg.name, reg.timeout or math.inf) from None
-    except asyncio.CancelledError:
-        if is_cancelling():
+    except asyncio.CancelledError as exc:
+        if is_cancellation(exc):
             raise
         # The hook's own (an inner operation's, let through), not a cancellation of the task
         # running it: left to propagate, it would end the room's actor. A failure like any.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -11,7 +12,10 @@ from roomkit import (
     ChannelCategory,
     ChannelOutput,
     FrameworkEvent,
+    HookTrigger,
     MockAIProvider,
+    RoomContext,
+    RoomEvent,
     RoomKit,
 )
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
@@ -69,3 +73,21 @@ async def test_a_channel_raising_what_is_not_an_exception_fails_alone_on_trio() 
             assert not (await kit.process_inbound(text("sms", body), room_id="r1")).blocked
     assert ws.texts() == ["one", "two"]
     assert failed == ["channel 'odd' raised Odd: in deliver"] * 2
+
+
+async def test_a_hook_raising_a_cancelled_error_of_its_own_fails_open_on_trio() -> None:
+    # asyncio's CancelledError is no cancellation under trio: the hook failed, the message
+    # goes on (it crashed the room's actor, failing the message).
+    async with RoomKit() as kit:
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def stray(event: RoomEvent, context: RoomContext) -> None:
+            raise asyncio.CancelledError
+
+        ws = SimpleChannel("ws")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        result = await kit.process_inbound(text("sms", "one"), room_id="r1")
+    assert not result.blocked
+    assert ws.texts() == ["one"]
