@@ -559,17 +559,7 @@ class TestResilience:
         # retries): the caller hears LogUnavailableError. The message, recorded, must still
         # go out once, whatever comes next: a retry (a duplicate), the room's actor
         # stopping, or the kit closing. It was recorded and never delivered.
-        class LostAnswer(MemoryEventLog):
-            lose_next = False
-
-            async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
-                records = await super().append(stream, events, expected_version=expected_version)
-                if self.lose_next:
-                    self.lose_next = False
-                    raise LogUnavailable("no answer in time")
-                return records
-
-        log = LostAnswer()
+        log = _LostAnswer()
         kit = RoomKit(log=log)  # closed below, out of any scope of this test's
         ws = SimpleChannel("ws")
         kit.register_channel(SimpleChannel("sms"))
@@ -597,22 +587,12 @@ class TestResilience:
         # The command was in flight as close() began: its room's doubt came after close()
         # had settled the ones it knew of, and was left to the room's on_stop, while the
         # delivery worker stopped too.
-        class LostAnswer(MemoryEventLog):
-            lose_next = False
-
-            async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
-                records = await super().append(stream, events, expected_version=expected_version)
-                if self.lose_next:
-                    self.lose_next = False
-                    raise LogUnavailable("no answer in time")
-                return records
-
         class SlowInbound(SimpleChannel):
             async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> Any:
                 await anyio.sleep(0.2)  # still deciding when close() begins
                 return await super().handle_inbound(message, context)
 
-        log = LostAnswer()
+        log = _LostAnswer()
         kit = RoomKit(log=log)
         ws = SimpleChannel("ws")
         kit.register_channel(SlowInbound("sms"))
@@ -790,6 +770,20 @@ class TestResilience:
             assert sms.texts() == ["ack"]
             bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
             assert bodies[-3:] == ["first", "ack", "second"]
+
+
+class _LostAnswer(MemoryEventLog):
+    """Lands its next append but loses the answer (``lose_next``): the caller hears
+    ``LogUnavailable``, as after a stall of the server longer than the log's retries."""
+
+    lose_next = False
+
+    async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+        records = await super().append(stream, events, expected_version=expected_version)
+        if self.lose_next:
+            self.lose_next = False
+            raise LogUnavailable("no answer in time")
+        return records
 
 
 class _Stray(SimpleChannel):
