@@ -21,7 +21,7 @@ from actors.errors import (
     UnknownActorKind,
 )
 from actors.eventsourced import EventSourcedActor
-from actors.failures import error_text, is_cancellation
+from actors.failures import described, error_text, is_cancellation
 from actors.ref import ActorRef
 from actors.stats import SystemStats
 from actors.supervision import SupervisionPolicy
@@ -55,6 +55,7 @@ __all__ = [
     "check_number",
     "check_seconds",
     "check_settings",
+    "described",
     "error_text",
     "is_cancellation",
 ]

@@ -23,7 +23,7 @@ from actors._mailbox import Mailbox
 from actors._signal import Signal, signal
 from actors.actor import Actor
 from actors.errors import ActorCrash, ActorDeadError
-from actors.failures import error_text, is_cancellation
+from actors.failures import described, is_cancellation
 from actors.supervision import SupervisionPolicy
 
 if TYPE_CHECKING:
@@ -112,8 +112,7 @@ def _crash_of(error: BaseException) -> ActorCrash:
     """
     if isinstance(error, KeyboardInterrupt | SystemExit) or is_cancellation(error):
         raise error
-    name, text = type(error).__name__, error_text(error)
-    crash = ActorCrash(f"the handler raised {name}" + ("" if text == name else f": {text}"))
+    crash = ActorCrash(f"the handler raised {described(error)}")
     crash.__cause__ = error
     return crash
 

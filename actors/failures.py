@@ -7,7 +7,7 @@ import asyncio
 
 import anyio
 
-__all__ = ["error_text", "is_cancellation"]
+__all__ = ["described", "error_text", "is_cancellation"]
 
 
 def is_cancellation(error: BaseException) -> bool:
@@ -34,3 +34,10 @@ def error_text(error: BaseException) -> str:
     except Exception:
         return type(error).__name__
     return text or type(error).__name__
+
+
+def described(error: BaseException) -> str:
+    """``error`` as a report names it: its type, and its text when it has one of its own
+    (``"ValueError: bad"``, ``"GeneratorExit"``)."""
+    name, text = type(error).__name__, error_text(error)
+    return name if text == name else f"{name}: {text}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actors import error_text, is_cancellation
+from actors import described, is_cancellation
 
 __all__ = ["raised_uncancelled"]
 
@@ -23,5 +23,4 @@ def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:
         raise error
     if isinstance(error, asyncio.CancelledError):
         return RuntimeError(f"{who} raised CancelledError uncancelled")
-    name, text = type(error).__name__, error_text(error)
-    return RuntimeError(f"{who} raised {name}" if text == name else f"{who} raised {name}: {text}")
+    return RuntimeError(f"{who} raised {described(error)}")

@@ -15,7 +15,6 @@ returned so the caller can fire ON_ERROR (QUIRK 9).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -24,8 +23,9 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from actors import check_seconds, error_text, is_cancellation
+from actors import check_seconds, error_text
 from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.hook import HookResult, InjectedEvent
@@ -458,12 +458,13 @@ async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) ->
         return await bounded(awaitable, reg.timeout)
     except TimedOut:
         raise HookTimeoutError(reg.name, reg.timeout or math.inf) from None
-    except asyncio.CancelledError as exc:
-        if is_cancellation(exc):
-            raise
-        # The hook's own (an inner operation's, let through), not a cancellation of the task
-        # running it: left to propagate, it would end the room's actor. A failure like any.
-        raise RuntimeError(f"hook {reg.name!r} raised CancelledError uncancelled") from None
+    except Exception:
+        raise  # the hook's failure, reported as it is
+    except BaseException as exc:
+        # The hook's own CancelledError (an inner operation's, let through) or another
+        # BaseException, not a cancellation of the task running it: a failure like any,
+        # as a channel's is (left to propagate, it would crash the room's actor).
+        raise raised_uncancelled(exc, f"hook {reg.name!r}") from None
 
 
 async def _run_async_one(

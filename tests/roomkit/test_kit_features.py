@@ -614,6 +614,27 @@ class TestResilience:
         assert ws.texts() == ["hi"]
         assert not kit._runtime._in_doubt
 
+    async def test_a_hook_raising_what_is_not_an_exception_fails_open(self, kit: RoomKit) -> None:
+        # As a channel's does: the hook failed, the message goes on. It crashed the room's
+        # actor, failing the message.
+        errors: list[object] = []
+
+        @kit.on("hook_error")
+        async def on_error(event: FrameworkEvent) -> None:
+            errors.append(event.data["error"])
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def odd(event: RoomEvent, context: RoomContext) -> None:
+            raise GeneratorExit
+
+        ws = SimpleChannel("ws")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
+        assert ws.texts() == ["hi"]
+        assert errors == ["hook 'odd' raised GeneratorExit"]
+
     async def test_handle_inbound_raising_cancelled_error_fails_its_message_alone(
         self, kit: RoomKit
     ) -> None:
