@@ -13,7 +13,6 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from actors import error_text
@@ -29,7 +28,7 @@ from roomkit.models.enums import EventType, HookTrigger
 from roomkit.models.event import RoomEvent
 
 if TYPE_CHECKING:
-    from roomkit.core.hooks import HookEngine
+    pass
 
 __all__ = ["DeliveryJob", "RoomDelivery"]
 
@@ -53,7 +52,6 @@ class RoomDelivery:
     def __init__(self, room_id: str, services: KitServices) -> None:
         self._room_id = room_id
         self._services = services
-        self._context: RoomContext | None = None  # of the job being handled
         # The job's failures for the ON_ERROR hooks, run once its turn is delivered, in a
         # turn of their own (this key).
         self._errors: list[tuple[str, str, dict[str, object]]] = []
@@ -91,7 +89,6 @@ class RoomDelivery:
     async def _run(self, job: DeliveryJob) -> None:
         work = job.work
         turns = self._services.turns
-        self._context = job.context
         with PostCommitJob():
             try:
                 for note in work.announce:
@@ -104,14 +101,10 @@ class RoomDelivery:
                 if work.announce:
                     failures = (*failures, *failed_sync_hooks(work.announce))
                 for name, error in failures:
-                    await self._on_error(
-                        "hook_error", f"hook {name} failed: {error}", {"hook": name}
-                    )
+                    self._note_error("hook_error", f"hook {name} failed: {error}", {"hook": name})
             except Exception:
                 logger.exception("room %s: post-commit work failed", self._room_id)
             finally:
-                # Not kept past its job: a context may hold fifty recent events as models.
-                self._context = None
                 if self._errors:
                     # Closing the kit waits for the reports (it waits for every turn); the
                     # caller of this one does not.
@@ -124,14 +117,19 @@ class RoomDelivery:
                     turns.delivered(self._reports)
 
     async def _report_errors(self, context: RoomContext) -> None:
-        """Run the ON_ERROR hooks for the job's failures, once its turn is delivered: a
-        caller waiting for the turn (process_timeout) does not wait for error reports."""
+        """Run the ON_ERROR hooks (async lifecycle hooks) for the job's failures, once its
+        turn is delivered: a caller waiting for the turn (process_timeout) does not wait for
+        error reports. Quirk 9 fixed: 0.3.0 never fired them. Errors of ON_ERROR hooks
+        themselves are only logged, never reported again."""
         errors, self._errors = self._errors, []
         services = self._services
         for code, body, data in errors:
+            event = lifecycle_event(
+                self._room_id, EventType.SYSTEM, code, body, services.now(), data
+            )
             try:
-                await run_on_error(
-                    services.hooks, self._room_id, code, body, data, services.now(), context
+                await services.hooks.run_async_hooks(
+                    self._room_id, HookTrigger.ON_ERROR, event, context
                 )
             except Exception:
                 logger.exception("room %s: ON_ERROR hooks failed", self._room_id)
@@ -288,11 +286,10 @@ class RoomDelivery:
                 data={"error": error},
             )
         for channel_id, error in errors.items():
-            await self._on_error(
+            self._note_error(
                 "delivery_failed",
                 f"delivery of {event.id} to {channel_id} failed: {error}",
                 {"channel_id": channel_id, "event_id": event.id, "error": error},
-                channel_id,
             )
 
     async def _report_hook_errors(
@@ -303,28 +300,11 @@ class RoomDelivery:
             await self._services.emit(
                 "hook_error", room_id=self._room_id, data={"hook": name, "error": text}
             )
-            await self._on_error("hook_error", f"hook {name} failed: {text}", {"hook": name})
+            self._note_error("hook_error", f"hook {name} failed: {text}", {"hook": name})
 
-    async def _on_error(
-        self, code: str, body: str, data: dict[str, object], channel_id: str = "system"
-    ) -> None:
-        self._errors.append((code, body, data))  # run by _report_errors
-
-
-async def run_on_error(
-    hooks: HookEngine,
-    room_id: str,
-    code: str,
-    body: str,
-    data: dict[str, object],
-    now: datetime,
-    context: RoomContext | None,
-) -> None:
-    """Run the ON_ERROR hooks (async lifecycle hooks) for a failure: a delivery, an async
-    hook, a BEFORE_BROADCAST hook (quirk 9 fixed: 0.3.0 never fired them). Errors of ON_ERROR
-    hooks themselves are only logged, never reported again."""
-    event = lifecycle_event(room_id, EventType.SYSTEM, code, body, now, data)
-    await hooks.run_async_hooks(room_id, HookTrigger.ON_ERROR, event, context)
+    def _note_error(self, code: str, body: str, data: dict[str, object]) -> None:
+        """A failure for the ON_ERROR hooks, run by ``_report_errors``."""
+        self._errors.append((code, body, data))
 
 
 def failed_sync_hooks(notes: Sequence[Announcement]) -> list[tuple[str, str]]:
