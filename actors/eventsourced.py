@@ -63,9 +63,10 @@ class EventSourcedActor(Actor, Generic[S, E]):
 
     **An append in doubt**: when the log could not be reached (``LogUnavailable``), the append
     may have landed all the same (the server took it; its answer was lost). The command fails,
-    and the actor remembers the append: before its next command it reads the stream after the
-    version it expected, and if it finds that very append there it commits it as its own
-    (``evolve``, snapshot, ``after_commit``: its side effects are not lost; the reply is).
+    and the actor remembers the append: before its next command, or before it stops, it reads
+    the stream after the version it expected, and if it finds that very append there it
+    commits it as its own (``evolve``, snapshot, ``after_commit``: its side effects are not
+    lost; the reply is).
 
     Attributes:
         state: the current state (valid from ``on_start`` on).
@@ -196,7 +197,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
             try:
                 records = await self.log.append(stream, encoded, expected_version=expected)
             except LogUnavailable:
-                self._in_doubt = _InDoubt(effect, events, encoded, expected)
+                self._in_doubt = _InDoubt(effect, encoded, expected)
                 raise
             except WrongExpectedVersion as exc:
                 await self._catch_up(stream)
@@ -277,7 +278,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
             doubt.expected,
         )
         try:
-            await self._commit(doubt.effect, doubt.events, records)
+            await self._commit(doubt.effect, list(doubt.effect.events), records)
         except AfterCommitError:
             logger.exception("stream %r: side effects of the append in doubt failed", stream)
 
@@ -411,7 +412,6 @@ class EventSourcedActor(Actor, Generic[S, E]):
 class _InDoubt(Generic[E]):
     """An append the log could not confirm: what ``receive`` needs to commit it later."""
 
-    effect: Effect[E]
-    events: list[E]
+    effect: Effect[E]  # its events, as decided
     encoded: list[NewEvent]
     expected: int
