@@ -179,13 +179,18 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._outcome = outcome
         return Effect(events=facts, reply=outcome)
 
-    async def _older_duplicate(self, room_id: str, key: str) -> str | None:
+    async def _older_duplicate(self, state: RoomState, key: str) -> str | None:
         """The read model's answer for an idempotency key older than the room's window, once
-        it holds everything this room committed: it follows the log on its own, and a burst
+        it holds every key the window let go: it follows the log on its own, and a burst
         could have moved a key out of the window before the read model had it."""
-        if self.version != self._position_version:
-            await self._find_last_position()
-        return await self._services.older_duplicate(room_id, key, self._last_position)
+        position = state.evicted_keys_position()
+        if position is None:
+            # No mark since the state was built (a recovery): the record it is at holds all.
+            if self.version != self._position_version:
+                await self._find_last_position()
+            position = self._last_position
+            state.mark_keys(position, now=True)
+        return await self._services.older_duplicate(self.key, key, position)
 
     async def _find_last_position(self) -> None:
         """Read the log position of the record the state is at (once per recovery or reload,
@@ -252,6 +257,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             self._carried = 0
         position = self._last_position = records[-1].position
         self._position_version = records[-1].version
+        if state.keys_recorded:
+            state.mark_keys(position)
         turns = self._services.turns
         outcome, self._outcome = self._outcome, None
         if outcome is not None:

@@ -235,7 +235,7 @@ class RoomDecider:
         room_id: str,
         run_before_broadcast: Callable[[str, RoomEvent, Any], Awaitable[Any]],
         now: Callable[[], datetime],
-        older_duplicate: Callable[[str, str], Awaitable[str | None]] | None = None,
+        older_duplicate: Callable[[RoomState, str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._room_id = room_id
         self._run_before_broadcast = run_before_broadcast
@@ -551,7 +551,7 @@ class RoomDecider:
                 and self._older_duplicate is not None
             ):
                 # Past the window the room keeps: the read model knows the older keys.
-                original = await self._older_duplicate(self._room_id, key)
+                original = await self._older_duplicate(state, key)
             if original is not None:
                 return [], Outcome(blocked=True, reason="duplicate", duplicate_of=original)
         draft = _Draft(state, event.created_at)

@@ -11,6 +11,7 @@ command reads them again.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -75,10 +76,13 @@ class RoomState:
         "_at_rest",
         "_bindings",
         "_json_of",
+        "_key_mark_due",
+        "_key_marks",
         "_participants",
         "_room",
         "event_count",
         "idempotency",
+        "keys_recorded",
         "recent",
     )
 
@@ -100,6 +104,15 @@ class RoomState:
         # serialised again when the room next rests.
         self._json_of: dict[int, tuple[BaseModel, bytes]] = {}
         self.idempotency = {} if idempotency is None else idempotency
+        # Keys recorded since this state was built, and marks of the log position holding
+        # them: see `mark_keys`. Neither is logged nor compared; a rebuilt state starts again.
+        # A state built with a full window (a snapshot) counts one more: keys were evicted
+        # before it, which only a mark it makes itself can cover.
+        self.keys_recorded = len(self.idempotency)
+        if self.keys_recorded >= IDEMPOTENCY_WINDOW:
+            self.keys_recorded += 1
+        self._key_marks: deque[tuple[int, int]] | None = None
+        self._key_mark_due = 0
         self.event_count = event_count
         self.recent = RecentEvents() if recent is None else recent
 
@@ -212,6 +225,38 @@ class RoomState:
             self._participants[participant.id] = participant
             json_of[id(participant)] = (participant, json)
 
+    def mark_keys(self, position: int, *, now: bool = False) -> None:
+        """Note that the log up to ``position`` holds every key recorded so far: after a
+        commit, once a tenth of the window more keys came (``now``: at once, a recovered state).
+
+        The marks let a key older than the window be looked up in the read model as soon as
+        that model holds the evicted keys, instead of everything the room committed: the
+        room's latest commits, a few records back, are what it may not hold yet.
+        """
+        if not now and self.keys_recorded < self._key_mark_due:
+            return
+        every = max(1, IDEMPOTENCY_WINDOW // 10)
+        marks = self._key_marks
+        if marks is None:
+            # Marks older than the window's keys are of no use: keep a window's worth.
+            self._key_marks = marks = deque(maxlen=IDEMPOTENCY_WINDOW // every + 2)
+        marks.append((self.keys_recorded, position))
+        self._key_mark_due = self.keys_recorded + every
+
+    def evicted_keys_position(self) -> int | None:
+        """A log position up to which the log holds every key the window no longer keeps (0
+        if it keeps every key the room had), None if no mark says (none since the state was
+        built)."""
+        # Keys leave the window oldest first, so those gone are the first ``evicted`` recorded
+        # (a key recorded twice counts twice, which only makes the answer later).
+        evicted = self.keys_recorded - len(self.idempotency)
+        if evicted <= 0:
+            return 0
+        for keys, position in self._key_marks or ():
+            if keys >= evicted:
+                return position
+        return None
+
     def context(self) -> RoomContext:
         """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed)."""
         assert self.room is not None
@@ -266,6 +311,7 @@ def _record_message(
     if event.idempotency_key:
         keys = state.idempotency
         keys[event.idempotency_key] = event.id
+        state.keys_recorded += 1
         if len(keys) > IDEMPOTENCY_WINDOW:
             del keys[next(iter(keys))]  # the oldest: the read model answers for it now
     state.recent.append(raw, model)

@@ -382,7 +382,8 @@ class KitRuntime:
     async def _older_duplicate(self, room_id: str, key: str, position: int) -> str | None:
         """The id of the event the read model holds with idempotency ``key`` in the room, ""
         when it holds one but cannot say which (a store with only ``check_idempotency``), or
-        None; once the read model holds the log up to ``position`` (the room's last commit)."""
+        None; once the read model holds the log up to ``position`` (where the room's keys out
+        of its window are all recorded)."""
         if self.projection.rebuilding is not None:
             await self.projection.rebuilt()  # it holds every key again only once rebuilt
         await self.projection.wait(position)

@@ -11,6 +11,7 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 
+from actors import SupervisionPolicy
 from roomkit import (
     Access,
     AIChannel,
@@ -34,6 +35,7 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomKitError,
     RoomNotFoundError,
     RoomStatus,
     Task,
@@ -278,6 +280,100 @@ class TestInbound:
             (False, None),
             (True, "duplicate"),
         ]
+
+    @pytest.mark.parametrize("snapshot_every", [None, 1])
+    async def test_an_older_duplicate_right_after_the_room_restarts_waits_for_the_read_model(
+        self, monkeypatch: pytest.MonkeyPatch, snapshot_every: int | None
+    ) -> None:
+        # A, B, a message whose channel crashes the room's actor, A again (window 1), while
+        # the read model is held before the first A. The actor restarts from the log (or its
+        # snapshot, a full window), A out of its window: the lookup must wait for the read
+        # model to hold what the room recovered to, or the second A is recorded twice.
+        for module in ("_room_state", "_room_decider", "_room_actor"):
+            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 1)
+        # Restarts at once: the test waits for every task to block, which a backoff sleep is.
+        monkeypatch.setattr(SupervisionPolicy, "backoff", lambda self, crashes: 0.0)
+        held = anyio.Event()
+
+        class HeldStore(InMemoryStore):
+            async def add_event_envelope(self, data: bytes) -> None:
+                if b'"idempotency_key":"A"' in data:
+                    await held.wait()
+                await super().add_event_envelope(data)
+
+        class Crash(BaseException):
+            pass
+
+        class Crashing(SimpleChannel):
+            async def handle_inbound(self, message: Any, context: RoomContext) -> RoomEvent:
+                if message.content.body == "crash":
+                    raise Crash
+                return await super().handle_inbound(message, context)
+
+        results: dict[str, list[InboundResult]] = {"A": [], "B": []}
+        async with RoomKit(store=HeldStore(), snapshot_every=snapshot_every) as kit:
+            kit.register_channel(Crashing("sms"))
+            kit.register_channel(SimpleChannel("ws"))
+            await room_with(kit, "r1", "sms", "ws")
+
+            async def send(key: str) -> None:
+                message = text("sms", key, idempotency_key=key)
+                results[key].append(await kit.process_inbound(message, room_id="r1"))
+
+            async def crash() -> None:
+                with pytest.raises(RoomKitError):
+                    await kit.process_inbound(text("sms", "crash"), room_id="r1")
+
+            async with anyio.create_task_group() as tg:
+                for key in ("A", "B"):
+                    tg.start_soon(send, key)
+                    await anyio.wait_all_tasks_blocked()  # queued in this order
+                tg.start_soon(crash)
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(send, "A")
+                await anyio.wait_all_tasks_blocked()
+                held.set()
+            events = await kit.store.list_events("r1", limit=100)
+        assert [e.idempotency_key for e in events if e.idempotency_key] == ["A", "B"]
+        assert [(r.blocked, r.reason) for r in results["A"]] == [
+            (False, None),
+            (True, "duplicate"),
+        ]
+
+    async def test_a_new_key_past_the_window_waits_only_for_the_keys_the_window_let_go(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Window 2, A to E recorded, then Z held before the read model: F is looked up once
+        # the read model holds A to D (out of the window), not Z, the room's last commit.
+        # It waited for the last commit: a busy room's senders queued behind its read model.
+        for module in ("_room_state", "_room_decider", "_room_actor"):
+            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
+        held = anyio.Event()
+
+        class HeldStore(InMemoryStore):
+            async def add_event_envelope(self, data: bytes) -> None:
+                if b'"idempotency_key":"Z"' in data:
+                    await held.wait()
+                await super().add_event_envelope(data)
+
+        async with RoomKit(store=HeldStore()) as kit:
+            await two_channel_room(kit)
+
+            async def send(key: str) -> None:
+                await kit.process_inbound(text("sms", key, idempotency_key=key), room_id="r1")
+
+            for key in "ABCDE":
+                await send(key)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "Z")
+                await anyio.wait_all_tasks_blocked()
+                tg.start_soon(send, "F")
+                await anyio.wait_all_tasks_blocked()
+                committed = [bytes(r.data) for r in await kit.log.read("r1")]
+                held.set()
+            events = await kit.store.list_events("r1", limit=100)
+        assert any(b'"idempotency_key":"F"' in data for data in committed)
+        assert [e.idempotency_key for e in events if e.idempotency_key] == list("ABCDEZF")
 
     async def test_an_older_duplicate_in_a_store_that_only_says_it_saw_the_key(
         self, monkeypatch: pytest.MonkeyPatch
