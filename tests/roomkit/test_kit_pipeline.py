@@ -61,6 +61,21 @@ def hook_errors(kit: RoomKit) -> list[FrameworkEvent]:
     return errors
 
 
+class HeldStore(InMemoryStore):
+    """A store whose projection stops before the message with idempotency key ``holding``
+    until ``held`` is set: a read model lagging behind the log."""
+
+    def __init__(self, holding: str) -> None:
+        super().__init__()
+        self._holding = f'"idempotency_key":"{holding}"'.encode()
+        self.held = anyio.Event()
+
+    async def add_event_envelope(self, data: bytes) -> None:
+        if self._holding in data:
+            await self.held.wait()
+        await super().add_event_envelope(data)
+
+
 async def two_channel_room(kit: RoomKit) -> tuple[SimpleChannel, SimpleChannel]:
     sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
     kit.register_channel(sms)
@@ -293,13 +308,7 @@ class TestInbound:
             monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 1)
         # Restarts at once: the test waits for every task to block, which a backoff sleep is.
         monkeypatch.setattr(SupervisionPolicy, "backoff", lambda self, crashes: 0.0)
-        held = anyio.Event()
-
-        class HeldStore(InMemoryStore):
-            async def add_event_envelope(self, data: bytes) -> None:
-                if b'"idempotency_key":"A"' in data:
-                    await held.wait()
-                await super().add_event_envelope(data)
+        store = HeldStore(holding="A")
 
         class Crash(BaseException):
             pass
@@ -311,7 +320,7 @@ class TestInbound:
                 return await super().handle_inbound(message, context)
 
         results: dict[str, list[InboundResult]] = {"A": [], "B": []}
-        async with RoomKit(store=HeldStore(), snapshot_every=snapshot_every) as kit:
+        async with RoomKit(store=store, snapshot_every=snapshot_every) as kit:
             kit.register_channel(Crashing("sms"))
             kit.register_channel(SimpleChannel("ws"))
             await room_with(kit, "r1", "sms", "ws")
@@ -332,7 +341,7 @@ class TestInbound:
                 await anyio.wait_all_tasks_blocked()
                 tg.start_soon(send, "A")
                 await anyio.wait_all_tasks_blocked()
-                held.set()
+                store.held.set()
             events = await kit.store.list_events("r1", limit=100)
         assert [e.idempotency_key for e in events if e.idempotency_key] == ["A", "B"]
         assert [(r.blocked, r.reason) for r in results["A"]] == [
@@ -348,15 +357,8 @@ class TestInbound:
         # It waited for the last commit: a busy room's senders queued behind its read model.
         for module in ("_room_state", "_room_decider", "_room_actor"):
             monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
-        held = anyio.Event()
-
-        class HeldStore(InMemoryStore):
-            async def add_event_envelope(self, data: bytes) -> None:
-                if b'"idempotency_key":"Z"' in data:
-                    await held.wait()
-                await super().add_event_envelope(data)
-
-        async with RoomKit(store=HeldStore()) as kit:
+        store = HeldStore(holding="Z")
+        async with RoomKit(store=store) as kit:
             await two_channel_room(kit)
 
             async def send(key: str) -> None:
@@ -370,7 +372,7 @@ class TestInbound:
                 tg.start_soon(send, "F")
                 await anyio.wait_all_tasks_blocked()
                 committed = [bytes(r.data) for r in await kit.log.read("r1")]
-                held.set()
+                store.held.set()
             events = await kit.store.list_events("r1", limit=100)
         assert any(b'"idempotency_key":"F"' in data for data in committed)
         assert [e.idempotency_key for e in events if e.idempotency_key] == list("ABCDEZF")
