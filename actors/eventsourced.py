@@ -62,11 +62,13 @@ class EventSourcedActor(Actor, Generic[S, E]):
     an exception from ``after_commit`` reaches the asker as ``AfterCommitError``.
 
     **An append in doubt**: when the log could not be reached (``LogUnavailable``), the append
-    may have landed all the same (the server took it; its answer was lost). The command fails,
-    and the actor remembers the append: before its next command, or before it stops, it reads
-    the stream after the version it expected, and if it finds that very append there it
-    commits it as its own (``evolve``, snapshot, ``after_commit``: its side effects are not
-    lost; the reply is).
+    may have landed all the same (the server took it; its answer was lost), or may land later
+    (a publish the client held through the outage). The command fails, and the actor
+    remembers the append: before its next command, when an append conflicts, or before it
+    stops, it reads the stream after the version it expected, and if it finds that very
+    append there it commits it as its own (``evolve``, snapshot, ``after_commit``: its side
+    effects are not lost; the reply is). It forgets the append once the stream went on
+    without it (the log checks the expected version, so it can no longer land).
 
     Attributes:
         state: the current state (valid from ``on_start`` on).
@@ -83,7 +85,9 @@ class EventSourcedActor(Actor, Generic[S, E]):
         self._recovered = False
         self._version = 0
         self._snapshot_version = 0
-        self._in_doubt: _InDoubt[E] | None = None
+        # Appends in doubt, all at the version the state is at (several if the log stayed
+        # down: at most one of them can land).
+        self._in_doubt: tuple[_InDoubt[E], ...] = ()
 
     # -- the model: what subclasses write --------------------------------------------------------
 
@@ -185,7 +189,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
     async def receive(self, message: object) -> object:
         """Handle ``message`` as a command (see the class docstring); return the reply."""
         stream = self.stream_id()
-        if self._in_doubt is not None:
+        if self._in_doubt:
             await self._settle_in_doubt(stream)
         for attempt in (1, 2):
             effect = await self.decide(self.state, message)
@@ -197,9 +201,11 @@ class EventSourcedActor(Actor, Generic[S, E]):
             try:
                 records = await self.log.append(stream, encoded, expected_version=expected)
             except LogUnavailable:
-                self._in_doubt = _InDoubt(effect, encoded, expected)
+                self._in_doubt = (*self._in_doubt, _InDoubt(effect, encoded, expected))
                 raise
             except WrongExpectedVersion as exc:
+                if self._in_doubt:
+                    await self._settle_in_doubt(stream)  # the conflict may be that append
                 await self._catch_up(stream)
                 if attempt == 1:
                     logger.info(
@@ -210,6 +216,8 @@ class EventSourcedActor(Actor, Generic[S, E]):
                     )
                     continue
                 raise ConcurrencyConflict(stream, expected, exc.actual) from exc
+            # Appended after the version the appends in doubt expected: none of them can land.
+            self._in_doubt = ()
             if records[0].version != expected + 1:
                 # The log returned an earlier append with the same message id: already applied
                 # here, or written by another process we have not read yet.
@@ -227,6 +235,8 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 it) as its supervision policy says, instead of it going on half-recovered.
         """
         try:
+            if self._in_doubt:
+                await self._settle_in_doubt(self.stream_id())  # folded in, it would be lost
             await self._recover()
         except Exception as exc:
             raise ActorCrash(f"reloading {self.stream_id()!r} from the log failed") from exc
@@ -235,7 +245,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         """Settle an append in doubt before the incarnation ends (passivation, shutdown, a
         crash): the next incarnation would fold it in from the log without its side effects.
         A subclass overriding ``on_stop`` calls this (``await super().on_stop()``)."""
-        if self._in_doubt is None:
+        if not self._in_doubt:
             return
         try:
             await self._settle_in_doubt(self.stream_id())
@@ -246,32 +256,38 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 self.stream_id(),
                 exc_info=True,
             )
+            return
+        if self._in_doubt:
+            logger.warning(
+                "stream %r: an append in doubt had not landed when the actor stopped; should "
+                "it land still, the next incarnation folds it in without its side effects",
+                self.stream_id(),
+            )
 
     # -- internals -------------------------------------------------------------------------------
 
     _state: S
 
     async def _settle_in_doubt(self, stream: str) -> None:
-        """Commit the append in doubt if it landed (see the class docstring).
+        """Commit the append in doubt if it landed (see the class docstring); keep it in
+        doubt while the stream holds nothing after the version it expected.
 
         Raises:
-            LogUnavailable: the log still cannot be read; the append stays in doubt.
+            LogUnavailable: the log still cannot be read; the appends stay in doubt.
         """
-        doubt = self._in_doubt
-        assert doubt is not None
-        if self._version != doubt.expected:
-            self._in_doubt = None  # the state moved on (a reload): the records were folded in
+        expected = self._in_doubt[0].expected
+        if self._version != expected:
+            self._in_doubt = ()  # the state moved on (a reload): the records were folded in
             return
-        records = await self.log.read(
-            stream, after_version=doubt.expected, limit=len(doubt.encoded)
-        )
-        self._in_doubt = None
-        landed = len(records) == len(doubt.encoded) and all(
-            record.type == event.type and record.data == event.data
-            for record, event in zip(records, doubt.encoded, strict=True)
-        )
-        if not landed:
-            return  # it did not land (or another writer's did: the next append conflicts)
+        longest = max(len(doubt.encoded) for doubt in self._in_doubt)
+        records = await self.log.read(stream, after_version=expected, limit=longest)
+        if not records:
+            return  # not landed, or not yet: looked for again when an append conflicts
+        doubts, self._in_doubt = self._in_doubt, ()
+        doubt = next((d for d in doubts if _landed(d, records)), None)
+        if doubt is None:
+            return  # another writer's records: the next append conflicts and reads them
+        records = records[: len(doubt.encoded)]
         logger.info(
             "stream %r: the append that failed at version %d had landed; committing it now",
             stream,
@@ -406,6 +422,15 @@ class EventSourcedActor(Actor, Generic[S, E]):
             cls.encode_state is not EventSourcedActor.encode_state
             and cls.decode_state is not EventSourcedActor.decode_state
         )
+
+
+def _landed(doubt: _InDoubt[E], records: Sequence[Record]) -> bool:
+    """Whether ``records`` (read after the version it expected) begin with that append."""
+    encoded = doubt.encoded
+    return len(records) >= len(encoded) and all(
+        record.type == event.type and record.data == event.data
+        for record, event in zip(records, encoded, strict=False)
+    )
 
 
 @dataclass(frozen=True, slots=True)

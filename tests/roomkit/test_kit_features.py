@@ -583,6 +583,28 @@ class TestResilience:
         assert not kit._runtime._in_doubt  # settled: closing has nothing left to settle
         await kit.close()
 
+    async def test_a_message_whose_append_landed_after_the_room_looked_is_delivered_once(
+        self,
+    ) -> None:
+        # The append lands only as the room's next message is appended (a publish held
+        # through a nats-server restart): that append conflicts with it. The message was
+        # folded in then, never delivered, and its retry answered "duplicate".
+        log = _LostAnswer()
+        async with RoomKit(log=log) as kit:
+            ws = SimpleChannel("ws")
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(ws)
+            await room_with(kit, "r1", "sms", "ws")
+            log.land_late = True
+            with pytest.raises(LogUnavailableError):
+                await kit.process_inbound(text("sms", "hi", idempotency_key="k1"), room_id="r1")
+            await kit.process_inbound(text("sms", "next", idempotency_key="k2"), room_id="r1")
+            again = await kit.process_inbound(
+                text("sms", "hi", idempotency_key="k1"), room_id="r1"
+            )
+            assert again.blocked and again.reason == "duplicate"
+        assert ws.texts() == ["hi", "next"]
+
     async def test_an_append_left_in_doubt_while_the_kit_closes_is_delivered(self) -> None:
         # The command was in flight as close() began: its room's doubt came after close()
         # had settled the ones it knew of, and was left to the room's on_stop, while the
@@ -794,12 +816,23 @@ class TestResilience:
 
 
 class _LostAnswer(MemoryEventLog):
-    """Lands its next append but loses the answer (``lose_next``): the caller hears
-    ``LogUnavailable``, as after a stall of the server longer than the log's retries."""
+    """Lands its next append but loses the answer (``lose_next``), or lands it only just
+    before the append after it (``land_late``: a publish the client held through an
+    outage): the caller hears ``LogUnavailable``, as after a stall of the server longer than
+    the log's retries, or a server killed and restarted."""
 
     lose_next = False
+    land_late = False
+    _late: tuple[str, Any, Any] | None = None
 
     async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+        if self._late is not None:
+            (late_stream, late_events, late_expected), self._late = self._late, None
+            await super().append(late_stream, late_events, expected_version=late_expected)
+        if self.land_late:
+            self.land_late = False
+            self._late = (stream, events, expected_version)
+            raise LogUnavailable("no answer in time")
         records = await super().append(stream, events, expected_version=expected_version)
         if self.lose_next:
             self.lose_next = False
