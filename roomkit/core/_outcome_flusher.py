@@ -15,9 +15,10 @@ rooms' messages came more than ``delay`` apart. The flusher never waits on a roo
 (full mailbox) appends them with its next command anyway, and a room told once is told again
 only after ``max(delay, 1 s)``, if it has not appended them by then. A room actor that stops
 (passivation, shutdown) appends what it took, and a closing kit tells the rooms whose actors
-do not run. Only a crash of the room's actor loses the outcomes it held (the messages
-themselves are committed); a room told ten times that still did not append them (its actor
-cannot start) drops them with a warning.
+do not run. Outcomes are lost (the messages themselves are committed) only to a crash of the
+room's actor, to an actor that stops while another process writes its room (its last append
+conflicting twice: logged), and to a room told ten times that still did not append them (its
+actor cannot start: logged).
 """
 
 from __future__ import annotations
