@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from eventlog._streams import check_append
 from eventlog.base import ANY_VERSION, EventLog, Subscription
 from eventlog.errors import (
     EventLogError,
@@ -41,6 +42,7 @@ __all__ = [
     "StreamInfo",
     "Subscription",
     "WrongExpectedVersion",
+    "check_append",
 ]
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "decode_batch",
     "decode_pub_ack",
     "encode_batch",
+    "envelope_bytes",
+    "event_bytes",
     "first_seq_after",
     "last_position_of",
     "records_of",
@@ -100,6 +102,27 @@ def encode_batch(
         ],
     )
     return encode(batch), batch
+
+
+# The largest ints a batch's envelope holds (its first version, the previous sequence): sized
+# with them, an envelope is never smaller than a real one.
+_LARGEST_INT = 2**63 - 1
+# What the events' array header grows by, from one element (how an event is sized) to many.
+_ARRAY_HEADER_GROWTH = 4
+
+
+def event_bytes(event: NewEvent) -> int:
+    """An upper bound of the bytes ``event`` adds to any batch's payload."""
+    return _batch_bytes([event]) - _batch_bytes([])
+
+
+def envelope_bytes() -> int:
+    """An upper bound of the bytes a batch's payload takes besides its events."""
+    return _batch_bytes([]) + _ARRAY_HEADER_GROWTH
+
+
+def _batch_bytes(events: Sequence[NewEvent]) -> int:
+    return len(encode_batch(_LARGEST_INT, events, 0.0, _LARGEST_INT)[0])
 
 
 def decode_batch(data: bytes) -> StoredBatch:

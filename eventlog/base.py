@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+from eventlog._streams import check_append
+from eventlog.errors import InvalidAppend
 from eventlog.record import NewEvent, Record, Snapshot, StreamInfo
 
 __all__ = ["ANY_VERSION", "EventLog", "Subscription"]
@@ -73,6 +75,36 @@ class EventLog(abc.ABC):
     dedup_window: float | None = None
     #: The largest number of events one ``append`` accepts.
     max_append_events: int = 1000
+
+    @property
+    def max_append_bytes(self) -> int | None:
+        """How many bytes of events one ``append`` takes, as `append_size` counts them
+        (``None``: no limit but ``max_append_events``)."""
+        return None
+
+    def append_size(self, events: Sequence[NewEvent]) -> int:
+        """An upper bound of the bytes ``events`` take of `max_append_bytes` in an append
+        (0 for a log without a byte limit); a batch takes at most the sum of its events'."""
+        return 0
+
+    def check_append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None = None
+    ) -> None:
+        """Raise what ``append`` refuses ``events`` for before writing, without writing: for
+        a caller that must know a series of appends will all be taken before making the first
+        (an import).
+
+        Raises:
+            InvalidStreamId: ``stream`` is not a valid id.
+            InvalidAppend: ``events`` is empty, longer than ``max_append_events``, larger than
+                ``max_append_bytes``, or holds a field no log takes.
+        """
+        check_append(stream, events, self.max_append_events, expected_version)
+        limit = self.max_append_bytes
+        if limit is not None and (size := self.append_size(events)) > limit:
+            raise InvalidAppend(
+                f"append to {stream!r}: {size} bytes of events, more than {limit} per append"
+            )
 
     @abc.abstractmethod
     async def append(

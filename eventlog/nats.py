@@ -54,6 +54,8 @@ from eventlog._nats_codec import (
     PubAck,
     decode_pub_ack,
     encode_batch,
+    envelope_bytes,
+    event_bytes,
     last_position_of,
     records_of,
 )
@@ -290,6 +292,19 @@ class NatsEventLog(EventLog):
                 raise EventLogError("this NatsEventLog is closed")
             raise EventLogError("NatsEventLog is not connected: use `async with` or connect()")
         return self._io
+
+    @property
+    def max_append_bytes(self) -> int:
+        """The server's max payload, less what an append carries besides its events.
+
+        Raises:
+            EventLogError: the log is not connected (the server says what it takes).
+        """
+        io = self._connected()
+        return io.nc.max_payload - _HEADERS_ALLOWANCE - envelope_bytes()
+
+    def append_size(self, events: Sequence[NewEvent]) -> int:
+        return sum(event_bytes(event) for event in events)
 
     # -- versions ----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from eventlog import (
     EventLogError,
     InvalidAppend,
     LogUnavailable,
+    MemoryEventLog,
     NewEvent,
     Record,
     StreamConflict,
@@ -304,6 +305,35 @@ async def test_an_append_larger_than_the_max_payload_is_refused(nats_log: NatsEv
     with pytest.raises(InvalidAppend, match="max payload"):
         await nats_log.append("s1", huge, expected_version=0)
     assert await nats_log.read("s1") == []
+
+
+@pytest.mark.parametrize("events", [1, 3])
+async def test_events_that_fit_max_append_bytes_are_taken_and_one_byte_more_is_refused(
+    nats_log: NatsEventLog, events: int
+) -> None:
+    # What an import plans its appends by: append_size must never be below what the
+    # server is sent, nor check_append take what append refuses.
+    def batch(extra: int) -> list[NewEvent]:
+        head = [NewEvent(type="big", data=b"x" * 1000) for _ in range(events - 1)]
+        room = nats_log.max_append_bytes - nats_log.append_size(head)
+        overhead = nats_log.append_size([NewEvent(type="big", data=b"x" * room)]) - room
+        return [*head, NewEvent(type="big", data=b"x" * (room - overhead + extra))]
+
+    fits, too_big = batch(0), batch(1)
+    assert nats_log.append_size(fits) == nats_log.max_append_bytes
+    nats_log.check_append("s1", fits, expected_version=0)
+    with pytest.raises(InvalidAppend, match="bytes"):
+        nats_log.check_append("s1", too_big, expected_version=0)
+    assert len(await nats_log.append("s1", fits, expected_version=0)) == events
+
+
+def test_the_memory_log_counts_events_only() -> None:
+    log = MemoryEventLog()
+    assert log.max_append_bytes is None
+    assert log.append_size([NewEvent(type="big", data=b"x" * 10**6)]) == 0
+    log.check_append("s1", [NewEvent(type="big", data=b"x" * 10**6)])
+    with pytest.raises(InvalidAppend, match="at most"):
+        log.check_append("s1", [NewEvent(type="t", data=b"")] * (log.max_append_events + 1))
 
 
 async def test_a_foreign_message_on_a_log_subject_is_reported(nats_server: NatsServer) -> None:
