@@ -10,7 +10,6 @@ exit codes that scripts can rely on (see ``EXIT_CODES``). Each command is one en
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from eventlog import EventLog, InvalidStreamId, LogUnavailable, MemoryEventLog
+from eventlog import EventLog, InvalidAppend, InvalidStreamId, LogUnavailable, MemoryEventLog
 from roomkit.audit import (
     DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX,
@@ -38,6 +37,8 @@ from roomkit.audit import (
     follow,
     import_room,
     open_nats_log,
+    printable,
+    read_export,
     write_replay,
     write_rooms,
 )
@@ -81,7 +82,7 @@ EXIT_CODES = {
     EXIT_UNREACHABLE: "the log cannot be reached (server down, NATS support missing)",
     EXIT_UNKNOWN_ROOM: "unknown room",
     EXIT_BAD_INPUT: "bad input: unreadable export file, a line that is not a record, "
-    "a record that does not decode",
+    "a record that does not decode, a record the target log refuses",
     EXIT_CONFLICT: "import refused: the target holds different records for the room",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C) before the command finished",
 }
@@ -102,16 +103,50 @@ class CliError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Console:
-    """Where a command writes: lines for the user on ``out``, notes and errors on ``err``."""
+    """Where a command writes: lines for the user on ``out``, notes and errors on ``err``.
+
+    What the stream's encoding cannot hold (a terminal or pipe that is not UTF-8) is written
+    as an escape rather than ending the command (see ``encodable``).
+    """
 
     out: TextIO
     err: TextIO
 
     def write(self, line: str) -> None:
-        self.out.write(line + "\n")
+        self.out.write(self.encodable(line) + "\n")
 
     def note(self, line: str) -> None:
-        self.err.write(line + "\n")
+        self.err.write(_encodable(line, self.err) + "\n")
+
+    def encodable(self, line: str) -> str:
+        """``line`` as ``out``'s encoding can hold it."""
+        return _encodable(line, self.out)
+
+
+def _encodable(line: str, stream: TextIO) -> str:
+    """``line``, with each character ``stream``'s encoding cannot hold written ``\\uXXXX``.
+
+    A backslash escape, but JSON's: the JSON output stays valid and means the same (Python's
+    ``backslashreplace`` writes ``\\xe9`` and ``\\U0001f600``, which JSON does not read).
+    """
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        line.encode(encoding)
+    except UnicodeEncodeError:
+        return "".join(_held(char, encoding) for char in line)
+    return line
+
+
+def _held(char: str, encoding: str) -> str:
+    try:
+        char.encode(encoding)
+    except UnicodeEncodeError:
+        code = ord(char)
+        if code <= 0xFFFF:
+            return f"\\u{code:04x}"
+        high, low = divmod(code - 0x10000, 0x400)  # JSON writes the UTF-16 surrogate pair
+        return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
+    return char
 
 
 Handler = Callable[[argparse.Namespace, Console], Awaitable[int]]
@@ -168,13 +203,17 @@ async def _lines_of(path: str) -> AsyncGenerator[str, None]:
 
 
 async def _file_log(path: str) -> EventLog:
-    """An export file loaded into a memory log: the offline source of every command."""
-    log = MemoryEventLog()
+    """An export file loaded into a memory log: the offline source of every command.
+
+    Records whose payload does not decode are kept: auditing a damaged export shows them.
+    """
     lines = _lines_of(path)
     try:
-        await import_room(log, lines)
+        export = await read_export(lines, keep_undecodable=True)
     finally:
         await lines.aclose()
+    log = MemoryEventLog()
+    await import_room(log, export)
     return log
 
 
@@ -299,10 +338,18 @@ async def _run_replay(args: argparse.Namespace, console: Console) -> int:
             if bar is not None:
                 progress = bar.update
                 if _isatty(console.out):
-                    # Lines and the bar share the terminal: tqdm prints them above its bar.
-                    write = functools.partial(bar.write, file=console.out)
+                    write = _above_bar(bar, console)
             await write_replay(log, args.room, write, at=at, format=args.format, progress=progress)
     return EXIT_OK
+
+
+def _above_bar(bar: Any, console: Console) -> Write:
+    """Lines and the bar share the terminal: tqdm prints them above its bar."""
+
+    def write(line: str) -> None:
+        bar.write(console.encodable(line), file=console.out)
+
+    return write
 
 
 def _configure_tail(parser: argparse.ArgumentParser) -> None:
@@ -328,6 +375,9 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
             raise CliError(
                 EXIT_UNKNOWN_ROOM, f"no RoomKit log at {args.log} yet: nothing to follow"
             )
+        if args.file is not None and args.room is not None and not await _holds(log, args.room):
+            # Nothing live in a file: a room it lacks will never show (a typo), as in replay.
+            raise RoomNotFoundError(f"Room {args.room} not found in the log")
         await follow(
             log,
             console.write,
@@ -337,6 +387,10 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
             format=args.format,
         )
     return EXIT_OK
+
+
+async def _holds(log: EventLog, room_id: str) -> bool:
+    return await log.last_version(room_stream(room_id)) > 0
 
 
 def _configure_rooms(parser: argparse.ArgumentParser) -> None:
@@ -359,7 +413,7 @@ async def _run_export(args: argparse.Namespace, console: Console) -> int:
     check_room_id(args.room)  # an invalid id is a usage error, before any connection
     async with _source(args) as log:
         async for line in export_room(log, args.room):
-            console.out.write(line)
+            console.write(line.removesuffix("\n"))
     return EXIT_OK
 
 
@@ -380,13 +434,15 @@ def _configure_import(parser: argparse.ArgumentParser) -> None:
 async def _run_import(args: argparse.Namespace, console: Console) -> int:
     lines = _lines_of(args.file)
     try:
-        async with _nats_log(args, create=True) as log:
-            report = await import_room(log, lines)
+        # Read and checked first: a bad input must not create the stream on the server.
+        export = await read_export(lines)
     finally:
         await lines.aclose()
+    async with _nats_log(args, create=True) as log:
+        report = await import_room(log, export)
     for stream in report.streams:
         console.write(
-            f"{stream.room_id}: {stream.appended} records appended, "
+            f"{printable(stream.room_id)}: {stream.appended} records appended, "
             f"{stream.already_present} already present"
         )
     return EXIT_OK
@@ -457,7 +513,7 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
             return EXIT_USAGE, str(exc)
         case LogUnavailable():
             return EXIT_UNREACHABLE, str(exc)
-        case BadExport() | CorruptRecord():
+        case BadExport() | CorruptRecord() | InvalidAppend():
             return EXIT_BAD_INPUT, str(exc)
         case ImportConflict():
             return EXIT_CONFLICT, str(exc)
@@ -496,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if known is None:
             raise
         code, message = known
-        console.note(f"roomkit {args.command}: {message}")
+        # One line, whatever the error quotes (a room id, a decoder's multi-line report).
+        console.note(f"roomkit {args.command}: {printable(message)}")
         return code
 
 

@@ -9,6 +9,7 @@ with the actors' own ``evolve``, so a replayed state is the state the room had::
     async for line in export_room(log, "room-1"):           # JSON lines
         ...
     await import_room(other_log, lines)                      # same versions, no overwrite
+    export = await read_export(lines)                        # checked, before any target
 
 Rooms are named by their ids (``"support:42"`` too), which the functions map to the streams
 the log holds them in; timelines, replays and room lists show the ids back.
@@ -28,6 +29,7 @@ from roomkit.audit._render import (
     format_entry,
     format_rooms,
     format_state,
+    printable,
     room_to_dict,
     state_to_dict,
 )
@@ -41,12 +43,14 @@ from roomkit.audit._timeline import (
     timeline,
 )
 from roomkit.audit._transfer import (
+    CheckedExport,
     ExportLines,
     ImportedStream,
     ImportReport,
     RoomInfo,
     export_room,
     import_room,
+    read_export,
     rooms,
 )
 from roomkit.core._room_state import RoomState
@@ -54,6 +58,7 @@ from roomkit.core._room_state import RoomState
 __all__ = [
     "AuditError",
     "BadExport",
+    "CheckedExport",
     "CorruptRecord",
     "DEFAULT_STREAM",
     "DEFAULT_SUBJECT_PREFIX",
@@ -83,6 +88,8 @@ __all__ = [
     "format_state",
     "import_room",
     "open_nats_log",
+    "printable",
+    "read_export",
     "replay",
     "replay_point",
     "room_to_dict",

@@ -40,11 +40,15 @@ class CorruptRecord(AuditError):
     Attributes:
         stream: the record's stream.
         version: the record's version.
+        type: the record's type.
+        reason: what the decoder said.
     """
 
     def __init__(self, stream: str, version: int, type: str, reason: str) -> None:
         self.stream = stream
         self.version = version
+        self.type = type
+        self.reason = reason
         super().__init__(f"{stream} v{version} ({type}) does not decode: {reason}")
 
 
@@ -56,12 +60,16 @@ class ImportConflict(AuditError):
     Attributes:
         stream: the conflicting stream.
         version: the first version where the target and the import differ.
+        room_id: the room the stream holds (the stream's name when not given).
     """
 
-    def __init__(self, stream: str, version: int, detail: str) -> None:
+    def __init__(
+        self, stream: str, version: int, detail: str, *, room_id: str | None = None
+    ) -> None:
         self.stream = stream
         self.version = version
+        self.room_id = room_id if room_id is not None else stream
         super().__init__(
-            f"stream {stream!r} already exists in the target and differs at version {version} "
-            f"({detail}); refusing to overwrite it"
+            f"room {self.room_id!r} already exists in the target and differs at version "
+            f"{version} ({detail}); refusing to overwrite it"
         )

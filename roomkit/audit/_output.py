@@ -17,14 +17,14 @@ from roomkit.audit._render import (
     entry_to_dict,
     format_rooms,
     format_state,
+    printable,
     room_to_dict,
     state_to_dict,
 )
 from roomkit.audit._replay import replay_point
-from roomkit.audit._room_ids import find_room_id
 from roomkit.audit._timeline import TimelineBuilder, TimelineEntry, timeline
 from roomkit.audit._transfer import rooms
-from roomkit.core._room_ids import room_of_stream, room_stream
+from roomkit.core._room_ids import room_stream
 
 __all__ = ["Format", "Write", "follow", "to_json", "write_replay", "write_rooms"]
 
@@ -76,7 +76,8 @@ async def write_replay(
             write(to_json(entry_to_dict(entry)))
             continue
         if first:
-            write(f"room {room_id}: log at version {await log.last_version(stream)}")
+            version = await log.last_version(stream)
+            write(f"room {printable(room_id)}: log at version {version}")
             first = False
         for line in renderer.lines(entry):
             write(line)
@@ -106,9 +107,10 @@ async def follow(
 ) -> None:
     """Write the last ``last`` entries, then every new one as it is committed (until cancelled).
 
-    With ``room_id``, only that room (it may not exist yet: its first records will show); its
-    earlier records are folded silently so that senders show under their names. Without it,
-    every room, each line starting with the room id.
+    With ``room_id``, only that room (it may not exist yet: its first records will show).
+    Without it, every room, each line starting with the room id. Either way, a room's earlier
+    records are folded silently so that senders show under their names, as ``replay`` shows
+    them.
 
     Args:
         log: the log to follow.
@@ -158,27 +160,27 @@ async def follow(
 
 
 class _LogEntries:
-    """Timeline entries of records from anywhere in the log, each under its room id."""
+    """Timeline entries of records from anywhere in the log, each under its room id.
+
+    A room met past its first record has its earlier records folded silently first (one read
+    of its stream), as ``replay`` and the tail of one room do: its senders show under the names
+    the room knew them by, and a long id is read from its ``room.created`` record.
+    """
 
     def __init__(self, log: EventLog) -> None:
         self._log = log
         self._builder = TimelineBuilder()
-        self._named: set[str] = set()  # streams whose room id is known or was looked for
+        self._caught_up: set[str] = set()  # streams whose earlier records are folded
 
     def name(self, room_id: str) -> None:
         self._builder.name(room_id)
-        self._named.add(room_stream(room_id))
 
     async def entry(self, record: Record) -> TimelineEntry:
         stream = record.stream
-        if stream not in self._named:
-            self._named.add(stream)
-            if record.version > 1 and room_of_stream(stream) is None:
-                # A long id's stream met past its room.created record, where the builder
-                # would have read the id: read that record once.
-                found = await find_room_id(self._log, stream)
-                if found is not None:
-                    self._builder.name(found)
+        if stream not in self._caught_up:
+            self._caught_up.add(stream)
+            async for earlier in RecordReader(self._log, stream, until=record.version - 1):
+                self._builder.entry(earlier)
         return self._builder.entry(record)
 
 

@@ -7,6 +7,7 @@ that scripts can rely on the shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from roomkit.audit._records import to_datetime
 from roomkit.audit._replay import ReplayPoint
 from roomkit.audit._timeline import TimelineEntry
 from roomkit.audit._transfer import RoomInfo
+from roomkit.core._domain import DomainEvent
 from roomkit.core._room_ids import room_of_stream
 
 __all__ = [
@@ -24,21 +26,45 @@ __all__ = [
     "format_entry",
     "format_rooms",
     "format_state",
+    "printable",
     "room_to_dict",
     "state_to_dict",
 ]
 
-_KIND_WIDTH = 18
+# The longest kind the log holds (observation.recorded), so that the columns after it align.
+_KIND_WIDTH = max(len(kind.TAG) for kind in DomainEvent.__subclasses__())
 _UNKNOWN_TIME = "????-??-?? ??:??:??"  # a timestamp that is not a time (to_datetime)
 _WHO_WIDTH = 14
 
 
+# What acts on a terminal rather than shows: C0 (ESC, BEL, newline...), DEL, C1, the line and
+# paragraph separators, and the bidi controls that reorder what a line shows.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each character that would act on a terminal written as an escape
+    (``\\x1b``, ``\\u202e``).
+
+    A log holds anyone's text (message bodies, names, room ids): raw, an ESC sequence could
+    rewrite the lines of an audit above it, and a newline could add a fake one. Backslashes are
+    left as they are, for readable paths; the JSON output is the exact form.
+    """
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def format_entry(entry: TimelineEntry, *, with_room: bool = False) -> str:
-    """One aligned line: version, time of day (UTC), kind, who, what."""
-    room = f"{entry.room_id}  " if with_room else ""
+    """One aligned line: version, time of day (UTC), kind, who, what (each field printable)."""
+    room = f"{printable(entry.room_id)}  " if with_room else ""
+    kind, who = printable(entry.kind), printable(entry.who)
     return (
         f"{room}{f'v{entry.version}':>5}  {_clock(entry.time)}  "
-        f"{entry.kind:<{_KIND_WIDTH}} {entry.who:<{_WHO_WIDTH}} {entry.what}"
+        f"{kind:<{_KIND_WIDTH}} {who:<{_WHO_WIDTH}} {printable(entry.what)}"
     )
 
 
@@ -78,6 +104,7 @@ def entry_to_dict(entry: TimelineEntry) -> dict[str, Any]:
         "text": entry.text,
         "status": entry.status,
         "blocked_by": entry.blocked_by,
+        "block_reason": entry.block_reason,
         "modified_by": list(entry.modified_by),
         "refers_to": entry.refers_to,
         "deliveries": [
@@ -88,7 +115,12 @@ def entry_to_dict(entry: TimelineEntry) -> dict[str, Any]:
 
 
 def format_state(point: ReplayPoint) -> list[str]:
-    """The room as of ``point``: status, bindings (access, visibility, muted), participants."""
+    """The room as of ``point``: status, bindings (access, visibility, muted), participants
+    (each line printable)."""
+    return [printable(line) for line in _state_lines(point)]
+
+
+def _state_lines(point: ReplayPoint) -> list[str]:
     state = point.state
     if point.time is not None:
         when = f"{point.time:%Y-%m-%d %H:%M:%S} UTC"
@@ -136,8 +168,8 @@ def state_to_dict(point: ReplayPoint) -> dict[str, Any]:
 
 
 def format_rooms(infos: Sequence[RoomInfo | StreamInfo]) -> list[str]:
-    """A table of rooms: id, version, last activity (UTC)."""
-    ids = [_room_id(info) for info in infos]
+    """A table of rooms: id (printable), version, last activity (UTC)."""
+    ids = [printable(_room_id(info)) for info in infos]
     width = max([len("ROOM"), *(len(room_id) for room_id in ids)])
     lines = [f"{'ROOM':<{width}}  {'VERSION':>7}  LAST ACTIVITY (UTC)"]
     for room_id, info in zip(ids, infos, strict=True):

@@ -113,6 +113,7 @@ class TimelineEntry:
         text: a preview of the event's content.
         status: the recorded event's status (``delivered``, ``blocked``, ...).
         blocked_by: the hook that blocked the message.
+        block_reason: the reason that hook gave (when the log records it).
         modified_by: the hooks that modified it (when the log records them).
         refers_to: the version of the message a delivery or a read marker is about.
         deliveries: per-channel delivery outcomes (``delivery.recorded``).
@@ -132,6 +133,7 @@ class TimelineEntry:
     text: str | None = None
     status: str | None = None
     blocked_by: str | None = None
+    block_reason: str | None = None
     modified_by: tuple[str, ...] = ()
     refers_to: int | None = None
     deliveries: tuple[DeliveryOutcome, ...] = ()
@@ -182,29 +184,46 @@ class TimelineBuilder:
         self._room(room_stream(room_id)).room_id = room_id
 
     def entry(self, record: Record) -> TimelineEntry:
-        """The entry for ``record`` (and fold it into its room's state)."""
+        """The entry for ``record`` (and fold it into its room's state); a record that does not
+        decode gives an entry that says so."""
+        try:
+            return self.checked_entry(record)
+        except CorruptRecord as exc:
+            what = f"undecodable record: {str(exc).splitlines()[0]}"
+            return TimelineEntry(**self._base(record), who="?", what=what)
+
+    def checked_entry(self, record: Record) -> TimelineEntry:
+        """The entry for ``record`` (and fold it into its room's state), for a caller that must
+        not take a record the timeline cannot read (an import).
+
+        Raises:
+            CorruptRecord: the payload, or a model it embeds, does not decode; nothing folded.
+        """
+        base = self._base(record)
+        event = decode(record)
+        if event is None:  # a type of a newer version: shown, never refused (forward compat)
+            what = f"unknown event type ({len(record.data)} bytes)"
+            return TimelineEntry(**base, who="?", what=what)
+        room = self._room(record.stream)
+        try:
+            details, model = _describe(event, record, room)
+        except (pydantic.ValidationError, msgspec.DecodeError) as exc:
+            raise CorruptRecord(record.stream, record.version, record.type, str(exc)) from exc
+        evolve(room.state, event, model)
+        return TimelineEntry(**base, **details)
+
+    def _base(self, record: Record) -> dict[str, Any]:
+        """The fields every entry of ``record`` has, whether it decodes or not."""
         room = self._room(record.stream)
         if room.room_id is None:
             room.room_id = created_room_id(record)
-        base: dict[str, Any] = {
+        return {
             "room_id": room.room_id or record.stream,
             "version": record.version,
             "position": record.position,
             "time": to_datetime(record.timestamp),
             "kind": record.type,
         }
-        try:
-            event = decode(record)
-            if event is None:
-                return TimelineEntry(
-                    **base, who="?", what=f"unknown event type ({len(record.data)} bytes)"
-                )
-            details, model = _describe(event, record, room)
-        except (CorruptRecord, pydantic.ValidationError) as exc:
-            reason = str(exc).splitlines()[0]
-            return TimelineEntry(**base, who="?", what=f"undecodable record: {reason}")
-        evolve(room.state, event, model)
-        return TimelineEntry(**base, **details)
 
     def _room(self, stream: str) -> _Room:
         room = self._rooms.get(stream)
@@ -242,7 +261,8 @@ def _describe(
         case RoomCreated() | RoomUpdated():
             room_model = load(Room, event.room)
             if isinstance(event, RoomUpdated):
-                why = (event.reason or "updated").replace("_", " ")  # e.g. closed by timer
+                # e.g. "room_paused_by_timer": the line already says "room"
+                why = (event.reason or "updated").removeprefix("room_").replace("_", " ")
             else:
                 why = "created"
             what = f"room {why} (status {room_model.status})"
@@ -309,6 +329,7 @@ def _message(
         "text": preview,
         "status": str(event.status),
         "blocked_by": event.blocked_by,
+        "block_reason": recorded.reason,
     }
     if event.type != EventType.MESSAGE:
         # Audit events the room records about itself (channel attached, participant joined).
@@ -324,6 +345,8 @@ def _message(
     if event.status == EventStatus.BLOCKED:
         # Upper case so that a blocked message stands out in a long timeline.
         what = f'"{preview}" BLOCKED by {event.blocked_by or "a hook"}'
+        if recorded.reason:
+            what += f": {' '.join(recorded.reason.split())}"  # one line, as the preview
     else:
         what = f'"{preview}" {event.status}'
 

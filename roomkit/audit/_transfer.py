@@ -18,21 +18,25 @@ from typing import Self
 
 import msgspec
 
-from eventlog import EventLog, InvalidStreamId, NewEvent, Record, WrongExpectedVersion
+from eventlog import EventLog, InvalidAppend, InvalidStreamId, Record, WrongExpectedVersion
 from eventlog.codec import decode_record_json, encode_json
-from roomkit.audit._errors import BadExport, ImportConflict
+from roomkit.audit._append_rules import BatchBytes, check_batch, check_record, new_event
+from roomkit.audit._errors import BadExport, CorruptRecord, ImportConflict
 from roomkit.audit._records import RecordReader
 from roomkit.audit._room_ids import created_room_id, find_room_id
+from roomkit.audit._timeline import TimelineBuilder
 from roomkit.core._room_ids import room_of_stream, room_stream
 from roomkit.errors import RoomNotFoundError
 
 __all__ = [
+    "CheckedExport",
     "ExportLines",
     "ImportReport",
     "ImportedStream",
     "RoomInfo",
     "export_room",
     "import_room",
+    "read_export",
     "rooms",
 ]
 
@@ -155,61 +159,40 @@ class ImportReport:
         return sum(s.appended for s in self.streams)
 
 
-async def import_room(log: EventLog, lines: Lines) -> ImportReport:
-    """Append exported records to ``log``, keeping their versions, timestamps and headers.
+@dataclass(frozen=True, slots=True)
+class CheckedExport:
+    """An export that ``read_export`` read and checked, ready for ``import_room``.
 
-    The whole input is read and checked before anything is written: each line must be a
-    record, and each stream's records must run 1, 2, 3, ... (several streams may be
-    interleaved, as in an export of the whole log). Then each stream is compared with what the
-    target already holds: identical records are skipped (importing twice is harmless, and an
-    interrupted import resumes), a different one stops the import before any append. Appends
-    check the expected version, so a concurrent writer is never overwritten.
+    Attributes:
+        streams: each stream's records, versions 1, 2, 3, ..., streams in the input's order.
+    """
+
+    streams: dict[str, list[Record]]
+
+    def room_id(self, stream: str) -> str:
+        """The room ``stream`` holds (its name when neither it nor ``room.created`` tells)."""
+        return _room_id(stream, self.streams[stream])
+
+
+async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> CheckedExport:
+    """Read a whole export and check it, as ``import_room`` does before anything is written.
+
+    Reading and checking needs no target: a bad input is refused before a target is opened
+    (or, on NATS, created).
 
     Args:
-        log: the target log.
         lines: JSON lines as ``export_room`` writes them (blank lines are ignored).
-
-    Returns:
-        What was appended, per stream.
+        keep_undecodable: take records whose payload does not decode as they are; for a
+            scratch log that audits a damaged export (its timeline shows them as such),
+            never for a log rooms write to.
 
     Raises:
-        BadExport: a line is not a record, a stream id is invalid, or versions have gaps.
-        ImportConflict: the target holds different records for a stream (or another writer
-            appended to it during the import).
+        BadExport: a line is not a record, a record is one no log takes (stream id, type,
+            timestamp, headers), a payload does not decode as its type (types this version
+            does not know are taken as they are), or a stream's versions have gaps.
     """
-    streams = await _parse(lines)
-    present: dict[str, int] = {}
-    for stream, records in streams.items():
-        try:
-            existing = await log.last_version(stream)
-        except InvalidStreamId as exc:
-            raise BadExport(f"invalid stream id {stream!r}") from exc
-        present[stream] = await _compare(log, stream, records[:existing])
-    limit = min(_BATCH, log.max_append_events)
-    plans = {
-        stream: _batches(records, present[stream], limit, log.max_append_events)
-        for stream, records in streams.items()
-    }
-    report = []
-    for stream, records in streams.items():
-        todo = records[present[stream] :]
-        for batch in plans[stream]:
-            await _append_batch(log, stream, batch)
-        room_id = _room_id(stream, records)
-        report.append(ImportedStream(stream, len(records), len(todo), present[stream], room_id))
-        logger.info(
-            "imported %s: %d appended, %d already present", room_id, len(todo), present[stream]
-        )
-    return ImportReport(tuple(report))
-
-
-def _room_id(stream: str, records: list[Record]) -> str:
-    """The room ``stream`` holds; ``records`` start at version 1, its ``room.created``."""
-    return room_of_stream(stream) or created_room_id(records[0]) or stream
-
-
-async def _parse(lines: Lines) -> dict[str, list[Record]]:
     streams: dict[str, list[Record]] = {}
+    builder = None if keep_undecodable else TimelineBuilder()
     number = 0
 
     def take(line: str | bytes) -> None:
@@ -221,14 +204,17 @@ async def _parse(lines: Lines) -> dict[str, list[Record]]:
             record = decode_record_json(line)
         except msgspec.DecodeError as exc:
             raise BadExport(f"not an exported record: {exc}", number) from exc
+        _check_envelope(record, streams.get(record.stream, []), number)
         records = streams.setdefault(record.stream, [])
         expected = len(records) + 1
         if record.version != expected:
+            room = _room_id(record.stream, records)
             raise BadExport(
-                f"stream {record.stream!r} jumps to version {record.version}, expected {expected}",
-                number,
+                f"room {room!r} jumps to version {record.version}, expected {expected}", number
             )
         records.append(record)
+        if builder is not None:
+            _check_payload(record, records, builder, number)
 
     if isinstance(lines, AsyncIterable):
         async for line in lines:
@@ -238,16 +224,114 @@ async def _parse(lines: Lines) -> dict[str, list[Record]]:
             take(line)
     if not streams:
         raise BadExport("no record in the input")
-    return streams
+    return CheckedExport(streams)
 
 
-async def _compare(log: EventLog, stream: str, records: list[Record]) -> int:
+def _check_envelope(record: Record, records: list[Record], number: int) -> None:
+    """Refuse a record no log takes (``records``: its stream's, before it)."""
+    try:
+        check_record(record)
+    except InvalidStreamId as exc:
+        raise BadExport(f"invalid stream id {record.stream!r}", number) from exc
+    except InvalidAppend as exc:
+        room = _room_id(record.stream, records)
+        reason = _reason(exc, record.stream)
+        raise BadExport(
+            f"room {room!r} v{record.version}: no log takes it: {reason}", number
+        ) from exc
+
+
+def _check_payload(
+    record: Record, records: list[Record], builder: TimelineBuilder, number: int
+) -> None:
+    """Refuse a record whose payload (or a model it embeds) does not decode: the target's
+    log is append-only, and its rooms and readers could not load it."""
+    try:
+        builder.checked_entry(record)
+    except CorruptRecord as exc:
+        room = _room_id(record.stream, records)
+        raise BadExport(
+            f"room {room!r} v{record.version} ({record.type}) is a record that does not "
+            f"decode: {_one_line(exc.reason)}",
+            number,
+        ) from exc
+
+
+def _one_line(reason: str) -> str:
+    """A decoder's report on one line (pydantic's spans several, and ends with a link)."""
+    lines = [line.strip() for line in reason.splitlines()]
+    return "; ".join(line for line in lines if line and not line.startswith("For further"))
+
+
+def _reason(refused: InvalidAppend, stream: str) -> str:
+    """What the log said, without the stream it names (messages here name the room)."""
+    return str(refused).removeprefix(f"append to {stream!r}: ")
+
+
+async def import_room(log: EventLog, lines: Lines | CheckedExport) -> ImportReport:
+    """Append exported records to ``log``, keeping their versions, timestamps and headers.
+
+    The whole input is read and checked before anything is written: each line must be a
+    record the target takes and whose payload decodes (see ``read_export``), and each
+    stream's records must run 1, 2, 3, ... (several streams may be interleaved, as in an
+    export of the whole log). Then each stream is compared with what the target already
+    holds: identical records are skipped (importing twice is harmless, and an interrupted
+    import resumes), a different one stops the import before any append. Appends check the
+    expected version, so a concurrent writer is never overwritten.
+
+    Args:
+        log: the target log.
+        lines: JSON lines as ``export_room`` writes them (blank lines are ignored), or an
+            export ``read_export`` already read.
+
+    Returns:
+        What was appended, per stream.
+
+    Raises:
+        BadExport: a line is not a record, a record is one the target refuses (a field, or
+            more bytes than it takes in one append), a payload does not decode, or versions
+            have gaps.
+        ImportConflict: the target holds different records for a stream (or another writer
+            appended to it during the import).
+    """
+    export = lines if isinstance(lines, CheckedExport) else await read_export(lines)
+    streams = export.streams
+    present: dict[str, int] = {}
+    for stream, records in streams.items():
+        existing = await log.last_version(stream)
+        present[stream] = await _compare(log, stream, records[:existing], export.room_id(stream))
+    plans = {
+        stream: _plan(log, records, present[stream], export.room_id(stream))
+        for stream, records in streams.items()
+    }
+    report = []
+    for stream, records in streams.items():
+        room_id = export.room_id(stream)
+        todo = records[present[stream] :]
+        for batch in plans[stream]:
+            await _append_batch(log, stream, batch, room_id)
+        report.append(ImportedStream(stream, len(records), len(todo), present[stream], room_id))
+        logger.info(
+            "imported %s: %d appended, %d already present", room_id, len(todo), present[stream]
+        )
+    return ImportReport(tuple(report))
+
+
+def _room_id(stream: str, records: list[Record]) -> str:
+    """The room ``stream`` holds; ``records`` start at version 1, its ``room.created``."""
+    room_id = room_of_stream(stream)
+    if room_id is None and records:
+        room_id = created_room_id(records[0])
+    return room_id or stream
+
+
+async def _compare(log: EventLog, stream: str, records: list[Record], room_id: str) -> int:
     """Check that the target's first records equal ``records``; return how many there are."""
     async for existing in RecordReader(log, stream, until=len(records)):
         incoming = records[existing.version - 1]
         difference = _difference(existing, incoming)
         if difference is not None:
-            raise ImportConflict(stream, existing.version, difference)
+            raise ImportConflict(stream, existing.version, difference, room_id=room_id)
     return len(records)
 
 
@@ -263,31 +347,68 @@ def _difference(existing: Record, incoming: Record) -> str | None:
     return None
 
 
-def _batches(records: list[Record], start: int, limit: int, hard_limit: int) -> list[list[Record]]:
-    """Split ``records[start:]`` (the target holds the others) into appends of about ``limit``.
+def _plan(log: EventLog, records: list[Record], start: int, room_id: str) -> list[list[Record]]:
+    """The appends that write ``records[start:]``, each checked against ``log``'s rules."""
+    batches = _batches(
+        records, start, min(_BATCH, log.max_append_events), log.max_append_events,
+        BatchBytes(log), room_id,
+    )  # fmt: skip
+    for batch in batches:
+        first = batch[0]
+        try:
+            check_batch(log, first.stream, [new_event(r) for r in batch], first.version)
+        except InvalidAppend as exc:
+            reason = _reason(exc, first.stream)
+            raise BadExport(f"room {room_id!r} v{first.version}: {reason}") from exc
+    return batches
+
+
+def _batches(
+    records: list[Record],
+    start: int,
+    limit: int,
+    hard_limit: int,
+    sizes: BatchBytes,
+    room_id: str,
+) -> list[list[Record]]:
+    """Split ``records[start:]`` (the target holds the others) into appends of about ``limit``
+    records, none holding more bytes than the target takes in one append.
 
     The log de-duplicates an append by its first event's message id: a batch must not start
     with a record whose id an earlier record of the stream carried, or the log would take the
     batch for a retry and append nothing. Such a record joins the batch before it.
 
     Raises:
-        BadExport: more than ``hard_limit`` records in a row reuse message ids.
+        BadExport: a record alone is more bytes than the target takes in one append, or
+            records that reuse message ids cannot fit one append (``hard_limit`` records, or
+            the target's bytes).
     """
     seen = {r.headers.message_id for r in records[:start] if r.headers.message_id is not None}
+    budget = sizes.budget
     batches: list[list[Record]] = []
     batch: list[Record] = []
+    used = 0
     for record in records[start:]:
         message_id = record.headers.message_id
         starts_clean = message_id is None or message_id not in seen
-        if len(batch) >= limit and starts_clean:
+        size = sizes.size(record)
+        too_big = budget is not None and used + size > budget
+        if batch and (len(batch) >= limit or too_big) and starts_clean:
             batches.append(batch)
-            batch = []
-        if len(batch) >= hard_limit:
+            batch, used = [], 0
+            too_big = budget is not None and size > budget
+        if too_big and not batch:
             raise BadExport(
-                f"stream {record.stream!r} v{record.version}: more than {hard_limit} records "
-                "in a row reuse message ids; the target cannot take them in order"
+                f"room {room_id!r} v{record.version} ({record.type}): {size:,} bytes, more "
+                f"than the target takes in one append ({budget:,} bytes of events)"
+            )
+        if len(batch) >= hard_limit or too_big:
+            raise BadExport(
+                f"room {room_id!r} v{record.version}: records in a row reuse message ids "
+                "beyond what the target takes in one append; it cannot take them in order"
             )
         batch.append(record)
+        used += size
         if message_id is not None:
             seen.add(message_id)
     if batch:
@@ -295,17 +416,20 @@ def _batches(records: list[Record], start: int, limit: int, hard_limit: int) -> 
     return batches
 
 
-async def _append_batch(log: EventLog, stream: str, batch: list[Record]) -> None:
+async def _append_batch(log: EventLog, stream: str, batch: list[Record], room_id: str) -> None:
     first = batch[0].version
-    events = [
-        NewEvent(type=r.type, data=r.data, headers=r.headers, timestamp=r.timestamp) for r in batch
-    ]
+    events = [new_event(r) for r in batch]
     try:
         committed = await log.append(stream, events, expected_version=first - 1)
     except WrongExpectedVersion as exc:
-        raise ImportConflict(stream, first, "another writer appended to it meanwhile") from exc
+        raise ImportConflict(
+            stream, first, "another writer appended to it meanwhile", room_id=room_id
+        ) from exc
     if not committed or committed[0].version != first:
         # The log answered with an earlier append (a message id it had already seen).
         raise ImportConflict(
-            stream, first, "the target took the records for a retry of an earlier append"
+            stream,
+            first,
+            "the target took the records for a retry of an earlier append",
+            room_id=room_id,
         )

@@ -3,6 +3,7 @@ between backends, and the property that a replayed room is the live room."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import AsyncIterator
@@ -52,6 +53,7 @@ from roomkit.audit import (
     format_rooms,
     format_state,
     import_room,
+    read_export,
     replay,
     replay_point,
     room_to_dict,
@@ -432,7 +434,7 @@ class TestExportImport:
 
     async def test_a_version_gap_is_bad_input(self) -> None:
         lines = await exported(await hand_made_room(), "r1")
-        with pytest.raises(BadExport, match="line 3: stream 'r1' jumps to version 4"):
+        with pytest.raises(BadExport, match="line 3: room 'r1' jumps to version 4"):
             await import_room(MemoryEventLog(), [lines[0], lines[1], lines[3]])
         bad_id = lines[0].replace('"stream":"r1"', '"stream":"r.1"')
         with pytest.raises(BadExport, match="invalid stream id"):
@@ -456,6 +458,106 @@ class TestExportImport:
     async def test_export_of_an_unknown_room(self) -> None:
         with pytest.raises(RoomNotFoundError):
             await exported(MemoryEventLog(), "nope")
+
+
+async def two_rooms_with_a_bad_last_record(**fields: Any) -> list[str]:
+    """The export of room ``other`` (one record), then ``r1``'s five, the last with ``fields``
+    changed: a good room before the bad record, as in an export of a whole log."""
+    source = await hand_made_room()
+    await append_at(source, "other", RoomCreated(room=dump(Room(id="other"))), T0)
+    lines = await exported(source, "r1")
+    last = json.loads(lines[-1]) | fields
+    return await exported(source, "other") + lines[:-1] + [json.dumps(last)]
+
+
+class TestImportChecksEveryRecordFirst:
+    """Nothing of an import is written unless the target takes every record of it."""
+
+    @pytest.mark.parametrize(
+        ("fields", "reason"),
+        [
+            ({"timestamp": 1e300}, "timestamp 1e+300 is no date's (years 1-9999)"),
+            ({"type": ""}, "an event's type is a non-empty str, not ''"),
+        ],
+    )
+    async def test_a_record_no_log_takes(self, fields: dict[str, Any], reason: str) -> None:
+        target = MemoryEventLog()
+        lines = await two_rooms_with_a_bad_last_record(**fields)
+        with pytest.raises(BadExport) as caught:
+            await import_room(target, lines)
+        assert str(caught.value).startswith("line 6: room 'r1' v5: no log takes it: ")
+        assert reason in str(caught.value)
+        assert await target.read_all() == []
+
+    @pytest.mark.parametrize(
+        ("payload", "reason"),
+        [
+            (b'{"room": 42}', "1 validation error for Room; Input should be an object"),
+            (b"{}", "Object missing required field `room`"),
+        ],
+    )
+    async def test_a_payload_that_does_not_decode(self, payload: bytes, reason: str) -> None:
+        target = MemoryEventLog()
+        data = base64.b64encode(payload).decode()
+        lines = await two_rooms_with_a_bad_last_record(type="room.updated", data=data)
+        with pytest.raises(BadExport) as caught:
+            await import_room(target, lines)
+        message = str(caught.value)
+        assert message.startswith(
+            "line 6: room 'r1' v5 (room.updated) is a record that does not decode: "
+        )
+        assert reason in message and "\n" not in message
+        assert await target.read_all() == []
+
+    async def test_a_type_this_version_does_not_know_is_imported_as_it_is(self) -> None:
+        # Forward compatibility, as replay skips such records: the checks must not refuse it.
+        source = await hand_made_room()
+        await source.append(
+            "r1", [NewEvent("future.thing", b"\x00 any bytes")], expected_version=5
+        )
+        target = MemoryEventLog()
+        assert (await import_room(target, await exported(source, "r1"))).appended == 6
+        assert await target.read("r1") == await source.read("r1")
+
+    async def test_read_export_checks_without_a_target(self) -> None:
+        lines = await two_rooms_with_a_bad_last_record(timestamp=-1e20)
+        with pytest.raises(BadExport, match="line 6: room 'r1' v5"):
+            await read_export(lines)
+        good = await read_export(await exported(await hand_made_room(), "r1"))
+        assert [r.version for r in good.streams["r1"]] == [1, 2, 3, 4, 5]
+        assert (await import_room(MemoryEventLog(), good)).appended == 5
+
+    async def test_a_damaged_export_can_still_be_read_into_a_scratch_log(self) -> None:
+        data = base64.b64encode(b'{"room": 42}').decode()
+        lines = await two_rooms_with_a_bad_last_record(type="room.updated", data=data)
+        scratch = MemoryEventLog()
+        await import_room(scratch, await read_export(lines, keep_undecodable=True))
+        assert (await entries(scratch, "r1"))[-1].what.startswith("undecodable record:")
+
+
+class TestImportIntoNats:
+    """The server's max payload (1 MB by default) bounds each append's bytes."""
+
+    async def test_a_record_over_the_max_payload(self, nats_log: NatsEventLog) -> None:
+        source = await hand_made_room()
+        await append_at(source, "other", RoomCreated(room=dump(Room(id="other"))), T0)
+        blob = NewEvent("future.blob", b"x" * 2_000_000)  # a memory log takes it
+        await source.append("r1", [blob], expected_version=5)
+        lines = await exported(source, "other") + await exported(source, "r1")
+        with pytest.raises(BadExport, match=r"room 'r1' v6 \(future.blob\): 2,0\d\d,\d{3} bytes"):
+            await import_room(nats_log, lines)
+        assert await nats_log.read_all() == []
+
+    async def test_records_that_fit_one_by_one_are_appended_in_batches_that_fit(
+        self, nats_log: NatsEventLog
+    ) -> None:
+        source = await hand_made_room()
+        blobs = [NewEvent("future.blob", bytes([n]) * 300_000) for n in range(8)]
+        await source.append("r1", blobs, expected_version=5)
+        assert (await import_room(nats_log, await exported(source, "r1"))).appended == 13
+        assert [without_position(r) for r in await nats_log.read("r1")] == [
+            without_position(r) for r in await source.read("r1")
+        ]
 
 
 # -- follow (the CLI's tail) -----------------------------------------------------------------

@@ -31,7 +31,7 @@ from roomkit.audit import (
     write_replay,
     write_rooms,
 )
-from roomkit.cli import EXIT_OK, EXIT_UNKNOWN_ROOM, EXIT_USAGE
+from roomkit.cli import EXIT_CONFLICT, EXIT_OK, EXIT_UNKNOWN_ROOM, EXIT_USAGE
 from roomkit.core._domain import DomainEvent, ReadMarked, RoomCreated, dump, encode_domain_event
 from roomkit.core._room_ids import room_stream
 from roomkit.models.room import Room
@@ -306,3 +306,30 @@ class TestCli:
         code, out, _ = run(capsys, "import", "--log", "nats://fake:4222", "--file", str(export))
         assert code == EXIT_OK
         assert [line.split(": ")[0] for line in out.splitlines()] == ROOM_IDS
+
+    @pytest.mark.parametrize("room_id", ["support:42", LONG])
+    def test_an_import_conflict_names_the_room_id(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        export: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        room_id: str,
+    ) -> None:
+        target = MemoryEventLog()
+
+        @asynccontextmanager
+        async def fake_nats_log(args: Any, *, create: bool) -> AsyncIterator[EventLog]:
+            yield target
+
+        monkeypatch.setattr("roomkit.cli._nats_log", fake_nats_log)
+        assert run(capsys, "import", "--log", "nats://fake:4222", "--file", str(export))[0] == 0
+        records = [json.loads(line) for line in export.read_text().splitlines()]
+        (created,) = [
+            r for r in records if (r["stream"], r["version"]) == (room_stream(room_id), 1)
+        ]
+        other = export.parent / "other-created.jsonl"
+        other.write_text(json.dumps(created | {"timestamp": created["timestamp"] + 1}) + "\n")
+        code, _, err = run(capsys, "import", "--log", "nats://fake:4222", "--file", str(other))
+        assert code == EXIT_CONFLICT
+        assert err.startswith(f"roomkit import: room {room_id!r} already exists in the target")
+        assert room_stream(room_id) not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from eventlog import EventLog, MemoryEventLog
+from eventlog import EventLog, InvalidAppend, MemoryEventLog
 from roomkit import HookResult, HookTrigger, RoomContext, RoomEvent, RoomKit
 from roomkit.audit import export_room, import_room
 from roomkit.cli import (
@@ -178,7 +179,8 @@ class TestOtherCommands:
 
 class TestExitCodes:
     def test_unknown_room(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
-        for command in ("replay", "export"):
+        # tail too: nothing is live in a file, a room it lacks will never show.
+        for command in ("replay", "export", "tail"):
             code, out, err = run(capsys, command, "nope", "--file", str(export))
             assert (code, out) == (EXIT_UNKNOWN_ROOM, "")
             assert err == f"roomkit {command}: Room nope not found in the log\n"
@@ -290,6 +292,60 @@ class TestImport:
         code, _, err = run(capsys, "import", "--log", "nats://fake:4222", "--file", str(bad))
         assert code == EXIT_BAD_INPUT and "no record in the input" in err
 
+    @pytest.mark.parametrize(
+        ("fields", "reason"),
+        [
+            ({"timestamp": 1e300}, "no log takes it: event 'note': timestamp 1e+300"),
+            (
+                {"type": "channel.updated", "data": base64.b64encode(b'{"binding": 42}').decode()},
+                "(channel.updated) is a record that does not decode: 1 validation error",
+            ),
+        ],
+    )
+    def test_a_bad_record_is_bad_input_and_nothing_is_written(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        export: Path,
+        target: MemoryEventLog,
+        fields: dict[str, Any],
+        reason: str,
+    ) -> None:
+        # Another room first, and the bad record past the first append of 500 records.
+        lines = export.read_text().splitlines()
+        other = [line.replace('"stream":"r1"', '"stream":"r0"') for line in lines]
+        note = {"stream": "r1", "position": 0, "type": "note", "timestamp": 1.0, "data": ""}
+        filler = [note] * 600
+        r1 = [*map(json.loads, lines), *filler]
+        r1 = [record | {"version": n} for n, record in enumerate(r1, 1)]
+        r1[-1] = r1[-1] | fields
+        bad = export.parent / "bad-record.jsonl"
+        bad.write_text("\n".join([*other, *map(json.dumps, r1)]) + "\n")
+        code, out, err = run(capsys, "import", "--log", "nats://fake:4222", "--file", str(bad))
+        assert (code, out) == (EXIT_BAD_INPUT, "")
+        assert err.startswith(f"roomkit import: line {len(other) + len(r1)}: room 'r1' v{len(r1)}")
+        assert reason in err and err.count("\n") == 1
+        assert anyio.run(target.read_all) == []
+        # The same file as an offline source: the memory log refuses the same records.
+        if "timestamp" in fields:
+            code, _, err = run(capsys, "replay", "r1", "--file", str(bad))
+            assert code == EXIT_BAD_INPUT and reason in err
+
+    def test_an_append_the_log_refuses_is_bad_input(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        export: Path,
+        target: MemoryEventLog,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # Whatever the checks before it miss, a refused append is bad input, not a crash.
+        async def refused(*args: Any) -> None:
+            raise InvalidAppend("append to 'r1': 2000000 bytes, more than the server's max")
+
+        monkeypatch.setattr("roomkit.cli.import_room", refused)
+        code, _, err = run(capsys, "import", "--log", "nats://fake:4222", "--file", str(export))
+        assert code == EXIT_BAD_INPUT
+        assert err == "roomkit import: append to 'r1': 2000000 bytes, more than the server's max\n"
+
 
 @pytest.fixture(scope="module")
 def long_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -397,6 +453,24 @@ class TestOnNats:
             str(export),
         )
         assert (code, err) == (EXIT_OK, "")
+
+    def test_a_rejected_import_leaves_the_server_as_it_was(
+        self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
+    ) -> None:
+        async def streams() -> list[str]:
+            import nats
+
+            nc = await nats.connect(nats_server.url)
+            try:
+                return [info.config.name for info in await nc.jetstream().streams_info()]
+            finally:
+                await nc.close()
+
+        bad = export.parent / "not-an-export.jsonl"
+        bad.write_text("not an export\n")
+        code, _, err = run(capsys, "import", "--log", nats_server.url, "--file", str(bad))
+        assert code == EXIT_BAD_INPUT and "line 1: not an exported record" in err
+        assert anyio.run(streams) == []  # neither the log's stream nor its snapshots bucket
 
     def test_reading_leaves_the_server_as_it_was(
         self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any

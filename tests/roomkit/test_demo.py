@@ -30,7 +30,9 @@ async def test_the_demo_tells_the_story_and_replays_every_version() -> None:
     total = await log.last_version(ROOM_ID)
     assert [line.split()[0] for line in timeline] == [f"v{n}" for n in range(1, total + 1)]
     (blocked,) = [line for line in timeline if "BLOCKED" in line]
-    assert blocked.endswith('"Can I pay with 4111 1111 1111 1111?" BLOCKED by content_filter')
+    assert blocked.endswith(
+        '"Can I pay with 4111 1111 1111 1111?" BLOCKED by content_filter: card number'
+    )
     (reply,) = [line for line in timeline if f'"{ai_reply}" delivered' in line]
     reply_version = reply.split()[0]
     assert any(

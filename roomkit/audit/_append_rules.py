@@ -1,0 +1,54 @@
+"""What a target log refuses in an import's appends, asked before the import writes anything.
+
+A log checks each append as it comes. An import is many appends: one refused half-way would
+leave part of a room behind, so the import asks the log's own rules about every record first
+(``EventLog.check_append``, and ``eventlog.check_append`` for the rules of every log while no
+target is known) and cuts its batches to what one append takes (``max_append_bytes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eventlog import EventLog, NewEvent, Record, check_append
+
+__all__ = ["BatchBytes", "check_batch", "check_record", "new_event"]
+
+
+def new_event(record: Record) -> NewEvent:
+    """The append that writes ``record`` again, with its timestamp and headers."""
+    return NewEvent(type=record.type, data=record.data, headers=record.headers,
+                    timestamp=record.timestamp)  # fmt: skip
+
+
+def check_record(record: Record) -> None:
+    """Check ``record`` against every log's rules for one appended event.
+
+    Raises:
+        InvalidStreamId: its stream id is not one.
+        InvalidAppend: its type, timestamp or headers are ones no log takes.
+    """
+    check_append(record.stream, [new_event(record)], 1, record.version - 1)
+
+
+def check_batch(log: EventLog, stream: str, batch: Sequence[NewEvent], first: int) -> None:
+    """Check an append of ``batch`` to ``stream`` at version ``first`` against ``log``'s rules.
+
+    Raises:
+        InvalidAppend: ``log`` would refuse it (too many events or bytes, or a field no log
+            takes).
+    """
+    log.check_append(stream, batch, expected_version=first - 1)
+
+
+class BatchBytes:
+    """How many bytes of events one append to a log may hold (NATS: its server's max
+    payload), ``budget``; ``None`` for a log that counts events only."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self.budget = log.max_append_bytes
+
+    def size(self, record: Record) -> int:
+        """The bytes ``record`` takes of the budget in an append (0 without a budget)."""
+        return self._log.append_size([new_event(record)])
