@@ -51,6 +51,7 @@ class RecordingChannel(Channel):
             room_id=context.room.id,
             source=EventSource(channel_id=self.channel_id, channel_type="sms"),
             content=message.content,
+            idempotency_key=message.idempotency_key,
         )
 
     async def deliver(
@@ -60,9 +61,12 @@ class RecordingChannel(Channel):
         return ChannelOutput.empty()
 
 
-def message(channel_id: str, n: int) -> InboundMessage:
+def message(channel_id: str, n: int, key: str | None = None) -> InboundMessage:
     return InboundMessage(
-        channel_id=channel_id, sender_id="bench", content=TextContent(body=f"message {n}")
+        channel_id=channel_id,
+        sender_id="bench",
+        content=TextContent(body=f"message {n}"),
+        idempotency_key=key,
     )
 
 
@@ -170,6 +174,32 @@ async def fan_out(name: str, logs: LogFactory, messages: int = 5_000) -> list[Ro
         delivered = sum(c.count for c in channels)
     assert delivered == messages * 10
     return [row(name, "(c) 1 room -> 10 channels", rate(messages, sw.seconds), "msg/s")]
+
+
+async def keyed_senders(
+    name: str, logs: LogFactory, senders: int = 32, per_sender: int = 100
+) -> list[Row]:
+    """(f), beyond issue 4's list: concurrent senders of keyed messages (a webhook's retry
+    key) into one room past its window of 1,000 keys, where each new key is also looked up in
+    the read model (docs/performance.md)."""
+    async with logs() as log, RoomKit(log=log) as kit:
+        await _room(kit, "keyed", 1)
+        for n in range(1_200):
+            await kit.process_inbound(message("in", n, f"first-{n}"), room_id="keyed")
+
+        async def sender(s: int) -> None:
+            for n in range(per_sender):
+                result = await kit.process_inbound(
+                    message("in", n, f"sender-{s}-{n}"), room_id="keyed"
+                )
+                assert not result.blocked
+
+        with Stopwatch() as sw:
+            async with anyio.create_task_group() as tg:
+                for s in range(senders):
+                    tg.start_soon(sender, s)
+    label = f"(f) {senders} senders x {per_sender} keyed messages, 1 room past its key window"
+    return [row(name, label, rate(senders * per_sender, sw.seconds), "msg/s")]
 
 
 TUNED_GC = (50_000, 20, 100)
@@ -329,6 +359,7 @@ async def bench_inbound(name: str, logs: LogFactory, *, quick: bool = False) -> 
     rows += await many_rooms(name, logs, 1_000 // scale)
     rows += await many_rooms(name, logs, 1_000 // scale, gc_threshold=TUNED_GC)
     rows += await fan_out(name, logs, 5_000 // scale)
+    rows += await keyed_senders(name, logs, per_sender=100 // scale)
     rows += await memory(name, logs, 10_000 // scale, 20_000 // scale)
     rows += await conversation_memory(name, logs, 200 // scale)
     return rows
