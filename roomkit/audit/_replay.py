@@ -61,7 +61,7 @@ def apply_record(state: RoomState, record: Record) -> RoomState:
     if event is None:
         return state
     try:
-        return evolve(state, event)
+        return evolve(state, event, at=record.timestamp)
     except (pydantic.ValidationError, msgspec.DecodeError) as exc:  # the embedded model's
         raise CorruptRecord(record.stream, record.version, record.type, str(exc)) from exc
 

@@ -209,7 +209,7 @@ class TimelineBuilder:
             details, model = _describe(event, record, room)
         except (pydantic.ValidationError, msgspec.DecodeError) as exc:
             raise CorruptRecord(record.stream, record.version, record.type, str(exc)) from exc
-        evolve(room.state, event, model)
+        evolve(room.state, event, model, at=record.timestamp)
         return TimelineEntry(**base, **details)
 
     def _base(self, record: Record) -> dict[str, Any]:

@@ -153,9 +153,36 @@ class MessageRecorded(DomainEvent, frozen=True):
     targets: list[str] | None = None
     modified_by: list[str] = msgspec.field(default_factory=list)
     reason: str | None = None
-    # Whether a delivered message is room activity (``timers.last_activity_at``): as in 0.3.0,
-    # only an inbound message from a bound channel is; false is written for the others.
+    # Whether the event is room activity (``timers.last_activity_at``, see `is_activity`): as
+    # in 0.3.0, only an inbound event from a bound channel is; false is written for the
+    # others, but for audit events (their types tell them).
     activity: bool = True
+
+
+# The types of the room's own bookkeeping (audit and lifecycle events), never activity: their
+# records leave ``activity`` at its default.
+_BOOKKEEPING = frozenset(
+    {
+        "system",
+        "participant_joined",
+        "participant_left",
+        "participant_identified",
+        "channel_attached",
+        "channel_detached",
+        "channel_muted",
+        "channel_unmuted",
+        "channel_updated",
+        "task_created",
+        "observation",
+    }
+)
+
+
+def is_activity(flagged: bool, event_type: str, status: str) -> bool:
+    """Whether a recorded event moves its room's ``last_activity_at`` (to the time it was
+    recorded): flagged so (``MessageRecorded.activity``), delivered, and not bookkeeping.
+    As in 0.3.0, an inbound event of any other type (a reaction, an edit) is activity."""
+    return flagged and status == "delivered" and event_type not in _BOOKKEEPING
 
 
 class TaskRecorded(DomainEvent, frozen=True):

@@ -97,7 +97,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         model = event.model
         if model is None and type(event.domain) in _BINDING_EVENTS:
             model = self._binding(event.domain.binding)  # type: ignore[attr-defined]
-        return evolve(state, event.domain, model)
+        return evolve(state, event.domain, model, at=event.timestamp)
 
     def _binding(self, raw: msgspec.Raw) -> ChannelBinding:
         """A binding read back (from the log or a snapshot) with the capabilities instance the

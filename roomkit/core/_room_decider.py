@@ -554,7 +554,9 @@ class RoomDecider:
                 original = await self._older_duplicate(state, key)
             if original is not None:
                 return [], Outcome(blocked=True, reason="duplicate", duplicate_of=original)
-        draft = _Draft(state, event.created_at)
+        # Stamped now, not with the event's created_at: its channel may set that to a
+        # provider's time, and the room's activity is when the message was recorded.
+        draft = _Draft(state, self._now())
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
         # As 0.3.0: hook_error names the message whose hook failed; neither it nor
@@ -638,8 +640,6 @@ class RoomDecider:
 
     def delivery_facts(self, outcomes: list[RecordOutcome]) -> list[Fact]:
         """The ``delivery.recorded`` facts of audit-only outcomes (delivery results only)."""
-        # Now, not the stamp of the facts they go with: an inbound message is stamped with
-        # its event's created_at, which its channel may set in the past.
         stamp = self._now().timestamp()
         return [
             Fact(domain=_delivery_recorded(outcome), timestamp=stamp)

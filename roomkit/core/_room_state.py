@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
@@ -33,6 +34,7 @@ from roomkit.core._domain import (
     RoomCreated,
     RoomUpdated,
     TaskRecorded,
+    is_activity,
     load,
 )
 from roomkit.core._recent import RecentEvents
@@ -41,7 +43,6 @@ from roomkit.models._copy import constructed, updated
 from roomkit.models._json import EventFields, compact_json, event_fields
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.context import RoomContext
-from roomkit.models.enums import EventStatus, EventType
 from roomkit.models.event import RoomEvent
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
@@ -272,8 +273,11 @@ class RoomState:
         )
 
 
-def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None) -> RoomState:
-    """Apply one domain event to ``state`` (in place) and return it.
+def evolve(
+    state: RoomState, event: DomainEvent, model: BaseModel | None = None, *, at: float
+) -> RoomState:
+    """Apply one domain event, recorded at ``at`` (its record's timestamp), to ``state`` (in
+    place) and return it.
 
     ``model`` is the decoded public model the event carries, when the caller already has it
     (the actor that just decided the event): it saves decoding the JSON again.
@@ -281,7 +285,7 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
     match event:
         case MessageRecorded():
             assert model is None or isinstance(model, RoomEvent)
-            _record_message(state, event.event, model, event.activity)
+            _record_message(state, event.event, model, event.activity, at)
         case RoomCreated() | RoomUpdated():
             room = model if model is not None else load(Room, event.room)
             assert isinstance(room, Room)
@@ -302,7 +306,7 @@ def evolve(state: RoomState, event: DomainEvent, model: BaseModel | None = None)
 
 
 def _record_message(
-    state: RoomState, raw: msgspec.Raw, model: RoomEvent | None, activity: bool
+    state: RoomState, raw: msgspec.Raw, model: RoomEvent | None, activity: bool, at: float
 ) -> None:
     # Replaying, nothing here needs the validated event: its JSON goes to the recent events,
     # and the few fields the state keeps are read from it directly.
@@ -319,6 +323,9 @@ def _record_message(
     if room is None:
         return
     updates: dict[str, object] = {"event_count": state.event_count, "latest_index": event.index}
-    if activity and event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED:
-        updates["timers"] = updated(room.timers, {"last_activity_at": event.created_at})
+    if is_activity(activity, event.type, event.status):
+        # When it was recorded, as 0.3.0 took the time it processed it: the event's own
+        # created_at is its channel's to set (a provider's time, hours old or ahead).
+        active_at = datetime.fromtimestamp(at, UTC)
+        updates["timers"] = updated(room.timers, {"last_activity_at": active_at})
     state.room = updated(room, updates)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from datetime import UTC, datetime
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,12 +31,12 @@ from roomkit.core._domain import (
     RoomUpdated,
     TaskRecorded,
     decode_domain_event,
+    is_activity,
     load,
 )
 from roomkit.core._room_ids import room_of_stream
 from roomkit.models._json import EventFields, enveloped_event_activity
 from roomkit.models.channel import ChannelBinding
-from roomkit.models.enums import EventStatus, EventType
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
@@ -209,7 +210,7 @@ class StoreProjection:
         if kind == _MESSAGE:
             # The payload as it is: an in-memory store keeps the log's own bytes.
             await store.add_event_envelope(record.data)
-            await self._count(*enveloped_event_activity(record.data))
+            await self._count(*enveloped_event_activity(record.data), record.timestamp)
             return
         if kind == _DELIVERY:
             return  # audit only (the timeline API has no delivery outcomes): not even decoded
@@ -239,14 +240,13 @@ class StoreProjection:
             case None:
                 pass  # a type from a newer version
 
-    async def _count(self, event: EventFields, activity: bool) -> None:
+    async def _count(self, event: EventFields, activity: bool, at: float) -> None:
         # Room.event_count / latest_index / last activity are derived from the timeline; the
         # store counts in place (the in-memory store without reading or writing the room).
-        active = (
-            activity and event.type == EventType.MESSAGE and event.status == EventStatus.DELIVERED
-        )
+        # Activity is at the time the event was recorded, as the room actor takes it.
+        active = is_activity(activity, event.type, event.status)
         await self._store.count_event(
-            event.room_id, event.index, event.created_at if active else None
+            event.room_id, event.index, datetime.fromtimestamp(at, UTC) if active else None
         )
 
 

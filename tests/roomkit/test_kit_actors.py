@@ -105,7 +105,7 @@ async def test_room_snapshot_round_trips(make_kit: Callable[..., RoomKit]) -> No
         for record in await kit.log.read("r1"):
             fact = fact_from_record(record)
             assert fact is not None
-            evolve(state, fact.domain)
+            evolve(state, fact.domain, at=fact.timestamp)
         restored = actor.decode_state(actor.encode_state(state))
         assert restored.room == state.room == context.room
         assert restored.bindings == state.bindings

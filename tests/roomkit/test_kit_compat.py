@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -11,15 +13,19 @@ from roomkit import (
     ChannelCategory,
     ChannelNotRegisteredError,
     EventStatus,
+    EventType,
     FrameworkEvent,
     HookTrigger,
+    InboundMessage,
     MockAIProvider,
     RoomContext,
     RoomEvent,
     RoomKit,
     RoomNotFoundError,
+    RoomStatus,
     TextContent,
 )
+from roomkit.models.room import RoomTimers
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -112,8 +118,54 @@ class TestActivityAndFrameworkEvents:
         result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
         assert result.event is not None
         room = await kit.get_room("r1")
-        assert room.timers.last_activity_at == result.event.created_at
+        last = room.timers.last_activity_at
+        assert last is not None and last >= result.event.created_at  # when it was recorded
         assert sorted(events) == ["delivery_succeeded", "event_processed"]
+
+    @pytest.mark.parametrize("hours", [-2, 2])
+    async def test_activity_is_when_a_message_is_recorded_whatever_time_its_channel_gives(
+        self, kit: RoomKit, hours: int
+    ) -> None:
+        # A channel passing on a provider's time (a webhook delivered late, a clock ahead):
+        # 0.3.0 took the time it processed the message. The event's time made a room that had
+        # just had a message pause at the next check, or never pause.
+        class ProviderTime(SimpleChannel):
+            async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> Any:
+                event = await super().handle_inbound(message, context)
+                return event.model_copy(update={"created_at": then})
+
+        then = datetime.now(UTC) + timedelta(hours=hours)
+        kit.register_channel(ProviderTime("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        timers = RoomTimers(inactive_after_seconds=3600)
+        await kit.create_room(room_id="r1", timers=timers)
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        before = datetime.now(UTC)
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert result.event is not None and result.event.created_at == then
+        last = (await kit.get_room("r1")).timers.last_activity_at
+        assert last is not None and before <= last <= datetime.now(UTC)
+        assert (await kit.check_room_timers("r1")).status == RoomStatus.ACTIVE
+
+    async def test_an_inbound_event_of_any_type_is_activity(self, kit: RoomKit) -> None:
+        # 0.3.0 counted every inbound event from a bound channel (a reaction, an edit); only
+        # messages counted, so a room whose people only reacted paused.
+        class Reactions(SimpleChannel):
+            async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> Any:
+                event = await super().handle_inbound(message, context)
+                return event.model_copy(update={"type": EventType.REACTION})
+
+        kit.register_channel(Reactions("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="r1", timers=RoomTimers(inactive_after_seconds=3600))
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        assert (await kit.get_room("r1")).timers.last_activity_at is None  # attaching is not
+        result = await kit.process_inbound(text("sms", "+1"), room_id="r1")
+        assert result.event is not None and result.event.type == EventType.REACTION
+        room = await kit.get_room("r1")
+        assert room.timers.last_activity_at is not None
 
     async def test_a_sent_event_and_an_ai_reply_are_neither(self, kit: RoomKit) -> None:
         events: list[str] = []

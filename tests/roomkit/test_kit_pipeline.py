@@ -254,7 +254,7 @@ class TestInbound:
             for record in await kit.log.read("r1"):
                 fact = fact_from_record(record)
                 assert fact is not None
-                evolve(folded, fact.domain)
+                evolve(folded, fact.domain, at=fact.timestamp)
             assert list(folded.idempotency) == ["k3", "k4", "k5"]
             for n in (0, 4):
                 again = await kit.process_inbound(

@@ -186,7 +186,7 @@ async def assert_consistent(kit: RoomKit) -> None:
         for record in records:
             fact = fact_from_record(record)
             assert fact is not None, record.type
-            evolve(folded, fact.domain)
+            evolve(folded, fact.domain, at=fact.timestamp)
         assert folded.room is not None
         room_id = folded.room.id  # the stream is named after it (roomkit/core/_room_ids.py)
         assert info.stream == room_stream(room_id)
