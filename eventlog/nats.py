@@ -101,10 +101,14 @@ logger = logging.getLogger("roomkit.eventlog.nats")
 _ids = itertools.count()
 _id_prefix = secrets.token_hex(8)
 
-# Room for the headers next to the payload when checking the server's max payload.
-_HEADERS_ALLOWANCE = 256
-# A message id is sent as a header value: anything a header cannot carry verbatim is hashed.
+# A message id is sent as a header value: anything a header cannot carry verbatim, or longer
+# than this many bytes, is hashed.
 _MAX_RAW_MESSAGE_ID = 128
+# Room for the headers next to the payload when checking the server's max payload, which
+# counts both. They take at most 279 bytes: "NATS/1.0" and CRLF (10), "Nats-Msg-Id: " (13)
+# with the stream (64), a colon and the id (128; a digest is 65) and CRLF (2),
+# "Nats-Expected-Last-Subject-Sequence: " (37) with 20 digits and CRLF, and the closing CRLF.
+_HEADERS_ALLOWANCE = 512
 
 
 class NatsEventLog(EventLog):
@@ -512,7 +516,7 @@ def _msg_id(stream: str, message_id: str | None) -> str:
         # Still identify the append, so that a retry after a lost ack recognises its own write.
         return f"{stream}:~{_id_prefix}{next(_ids)}"
     if (
-        len(message_id) <= _MAX_RAW_MESSAGE_ID
+        len(message_id.encode()) <= _MAX_RAW_MESSAGE_ID
         and message_id.isprintable()
         and (message_id == message_id.strip())
     ):

@@ -19,6 +19,7 @@ from nats.js.api import StorageType, StreamConfig
 from eventlog import (
     ANY_VERSION,
     EventLogError,
+    Headers,
     InvalidAppend,
     LogUnavailable,
     MemoryEventLog,
@@ -325,6 +326,22 @@ async def test_events_that_fit_max_append_bytes_are_taken_and_one_byte_more_is_r
     with pytest.raises(InvalidAppend, match="bytes"):
         nats_log.check_append("s1", too_big, expected_version=0)
     assert len(await nats_log.append("s1", fits, expected_version=0)) == events
+
+
+async def test_an_append_filling_max_append_bytes_is_taken_with_the_longest_headers(
+    nats_log: NatsEventLog,
+) -> None:
+    # The server counts the headers in its max payload: a 64-character stream and a message id
+    # of 128 non-ASCII characters (256 bytes) took more than the room the log left for them,
+    # and the server closed the connection (LogUnavailable, an outage to retry for ever).
+    stream = "s" * 64
+    head = NewEvent(type="big", data=b"", headers=Headers(message_id="\u00e9" * 128))
+    room = nats_log.max_append_bytes
+    overhead = nats_log.append_size([head]) - len(head.data)
+    fits = [NewEvent(type="big", data=b"x" * (room - overhead - 3), headers=head.headers)]
+    assert room - 8 <= nats_log.append_size(fits) <= room
+    nats_log.check_append(stream, fits, expected_version=0)
+    assert len(await nats_log.append(stream, fits, expected_version=0)) == 1
 
 
 def test_the_memory_log_counts_events_only() -> None:
