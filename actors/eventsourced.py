@@ -64,15 +64,20 @@ class EventSourcedActor(Actor, Generic[S, E]):
     **An append in doubt**: when the log could not be reached (``LogUnavailable``), the append
     may have landed all the same (the server took it; its answer was lost), or may land later
     (a publish the client held through the outage). The command fails, and the actor
-    remembers the append: before its next command, when an append conflicts, or before it
-    stops, it reads the stream after the version it expected, and if it finds that very
-    append there it commits it as its own (``evolve``, snapshot, ``after_commit``: its side
-    effects are not lost; the reply is). It forgets the append once the stream went on
-    without it (the log checks the expected version, so it can no longer land).
+    remembers the append: before its next command, when an append conflicts or the log
+    answers with an earlier append of the same message id, and before it stops, it reads the
+    stream after the version it expected, and if it finds that very append there it commits
+    it as its own (``evolve``, snapshot, ``after_commit``, with ``committing`` its effect:
+    its side effects are not lost; the reply is). It forgets the append once the stream went
+    on without it (the log checks the expected version, so it can no longer land). An append
+    is recognised by its events' types, payloads and set timestamps: an actor whose events
+    can be byte for byte another writer's should make them unique (an id in each).
 
     Attributes:
         state: the current state (valid from ``on_start`` on).
         version: the stream version the state includes (0: no event yet).
+        in_doubt: whether an append in doubt waits to be settled.
+        committing: while ``after_commit`` runs, the effect whose events it commits.
     """
 
     def __init__(self, key: str) -> None:
@@ -88,6 +93,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         # Appends in doubt, all at the version the state is at (several if the log stayed
         # down: at most one of them can land).
         self._in_doubt: tuple[_InDoubt[E], ...] = ()
+        self.committing: Effect[E] | None = None
 
     # -- the model: what subclasses write --------------------------------------------------------
 
@@ -182,6 +188,12 @@ class EventSourcedActor(Actor, Generic[S, E]):
         return self._version
 
     @property
+    def in_doubt(self) -> bool:
+        """Whether an append the log did not confirm waits to be settled (see the class
+        docstring)."""
+        return bool(self._in_doubt)
+
+    @property
     def log(self) -> EventLog:
         """The system's event log."""
         return self.system.log
@@ -216,13 +228,15 @@ class EventSourcedActor(Actor, Generic[S, E]):
                     )
                     continue
                 raise ConcurrencyConflict(stream, expected, exc.actual) from exc
-            # Appended after the version the appends in doubt expected: none of them can land.
-            self._in_doubt = ()
             if records[0].version != expected + 1:
                 # The log returned an earlier append with the same message id: already applied
                 # here, or written by another process we have not read yet.
+                if self._in_doubt:
+                    await self._settle_in_doubt(stream)  # before it is folded in below
                 await self._catch_up(stream)
                 return effect.reply_for(self.state)
+            # Appended after the version the appends in doubt expected: none of them can land.
+            self._in_doubt = ()
             return await self._commit(effect, events, records)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -312,10 +326,13 @@ class EventSourcedActor(Actor, Generic[S, E]):
         self._version = records[-1].version
         await self._maybe_snapshot()
         reply = effect.reply_for(state)
+        self.committing = effect
         try:
             await self.after_commit(state, events, records)
         except Exception as exc:
             raise AfterCommitError(reply, records) from exc
+        finally:
+            self.committing = None
         return reply
 
     async def _recover(self) -> None:
@@ -428,7 +445,9 @@ def _landed(doubt: _InDoubt[E], records: Sequence[Record]) -> bool:
     """Whether ``records`` (read after the version it expected) begin with that append."""
     encoded = doubt.encoded
     return len(records) >= len(encoded) and all(
-        record.type == event.type and record.data == event.data
+        record.type == event.type
+        and record.data == event.data
+        and (event.timestamp is None or record.timestamp == event.timestamp)
         for record, event in zip(records, encoded, strict=False)
     )
 

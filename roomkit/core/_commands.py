@@ -202,6 +202,8 @@ class Outcome:
     # ProcessInbound only: the source channel is not attached, so the event was recorded but
     # not broadcast (and, as in 0.3.0, no ``event_processed``).
     unbound: bool = False
+    # The room still holds an append in doubt (one that found nothing in the log yet).
+    in_doubt: bool = False
 
     # The turn ``root`` opened by this command, set by the actor before it replies, so that
     # the caller can wait for it even if it ends before the caller looks (a late waiter).

@@ -64,12 +64,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._decider = RoomDecider(
             key, self._before_broadcast, services.now, self._older_duplicate
         )
-        # The reply being built for the command in hand; after_commit fills in its position.
-        self._outcome: Outcome | None = None
         # Delivery outcomes taken from the OutcomeFlusher but not appended yet: the next append
-        # carries them (see _outcome_flusher.py); and how many of them the append in hand carries.
+        # carries them (see _outcome_flusher.py); they leave once an append that carried them
+        # is committed (which may be an append in doubt, committed later).
         self._unrecorded: list[Fact] = []
-        self._carried = 0
         # The log position of this incarnation's last commit. A command that commits nothing
         # (a duplicate, a room that exists already, a query) answers from state the read
         # model may not show yet: its caller waits for the read model to reach this.
@@ -168,15 +166,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             taken = self._services.outcomes.take(self.key)
             if taken:
                 self._unrecorded.extend(self._decider.delivery_facts(taken))
-            self._carried = len(self._unrecorded)
-            if self._carried:
+            if self._unrecorded:
                 facts = [*self._unrecorded, *facts]
         else:
-            self._carried = 0
             if self.version != self._position_version:
                 await self._find_last_position()
             outcome.read_position = self._last_position
-        self._outcome = outcome
+        # The kit keeps the rooms whose appends are in doubt, to settle them as it closes.
+        outcome.in_doubt = self.in_doubt
         return Effect(events=facts, reply=outcome)
 
     async def _older_duplicate(self, state: RoomState, key: str) -> str | None:
@@ -252,16 +249,21 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     async def after_commit(
         self, state: RoomState, events: list[Fact], records: list[Record]
     ) -> None:
-        if self._carried:
-            del self._unrecorded[: self._carried]
-            self._carried = 0
+        if self._unrecorded:
+            carried = {id(fact) for fact in events}
+            self._unrecorded = [fact for fact in self._unrecorded if id(fact) not in carried]
         position = self._last_position = records[-1].position
         self._position_version = records[-1].version
         if state.keys_recorded:
             state.mark_keys(position)
         turns = self._services.turns
-        outcome, self._outcome = self._outcome, None
+        # The reply of the command committed: the one in hand, or an append in doubt's (its
+        # caller is gone; its turns run all the same).
+        effect = self.committing
+        outcome = effect.reply if effect is not None else None
+        assert outcome is None or isinstance(outcome, Outcome)
         if outcome is not None:
+            outcome.in_doubt = False  # committed after the version any doubt expected
             outcome.position = outcome.read_position = position
             if outcome.root is not None:
                 turns.reached(outcome.root, position)

@@ -373,10 +373,11 @@ class KitRuntime:
             if not self._asking and self._asks_done is not None:
                 self._asks_done.set()
                 self._asks_done = None
-        if self._in_doubt:
-            # A command that succeeded settled the room's append in doubt first (if any).
-            self._in_doubt.discard(room_id)
         assert isinstance(reply, Outcome)
+        if self._in_doubt and not reply.in_doubt:
+            # Settled: committed, or the stream went on without it. A room whose append is
+            # not in the log yet stays, for closing to settle.
+            self._in_doubt.discard(room_id)
         return reply
 
     async def _older_duplicate(self, room_id: str, key: str, position: int) -> str | None:

@@ -281,6 +281,49 @@ async def test_an_append_in_doubt_that_lands_after_it_was_looked_for_is_committe
     ]
 
 
+async def test_of_two_appends_in_doubt_the_one_that_landed_is_committed_once() -> None:
+    # 10 held (lands as the next append is tried), 20-30-40 refused, then another process
+    # appends 99: only the 10 is this actor's, committed with its side effects, once.
+    log = _LossyLog()
+    async with counter_system(log) as x, counter_system(log) as y:
+        mine, other = x.ref("counter", "c"), y.ref("counter", "c")
+        await mine.ask(Add(1))
+        log.land_late = True
+        with pytest.raises(LogUnavailable):
+            await mine.ask(Add(10))
+        log.down_once = True
+        with pytest.raises(LogUnavailable):
+            await mine.ask(AddMany((20, 30, 40)))
+        await other.ask(Add(99))
+        Counter.after_commit_calls.clear()
+        assert await mine.ask(Add(5)) == 1 + 10 + 99 + 5
+        assert (await mine.ask(Get())).amounts == (1, 10, 99, 5)
+    assert replay(await log.read("c")).amounts == (1, 10, 99, 5)
+    assert [events for _, events, _ in Counter.after_commit_calls] == [
+        [Incremented(10)],
+        [Incremented(5)],
+    ]
+
+
+async def test_an_append_in_doubt_is_looked_for_when_the_log_answers_a_retried_append() -> None:
+    # The held 10 lands as a retried Add(1, "k1") is appended, which the log answers with the
+    # earlier k1 append (same message id): the 10 was folded in without its side effects.
+    log = _LossyLog()
+    async with counter_system(log) as system:
+        ref = system.ref("counter", "c")
+        await ref.ask(Add(1, "k1"))
+        log.land_late = True
+        with pytest.raises(LogUnavailable):
+            await ref.ask(Add(10))
+        await ref.ask(Add(1, "k1"))
+        assert (await ref.ask(Get())).total == 11
+    assert replay(await log.read("c")).amounts == (1, 10)
+    assert [events for _, events, _ in Counter.after_commit_calls] == [
+        [Incremented(1, "k1")],
+        [Incremented(10)],
+    ]
+
+
 async def test_an_append_in_doubt_that_did_not_land_is_forgotten() -> None:
     log = _LossyLog()
     async with counter_system(log) as system:

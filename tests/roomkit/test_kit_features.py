@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from eventlog import LogUnavailable, MemoryEventLog
+from eventlog import LogUnavailable, MemoryEventLog, Record
 from roomkit import (
     ChannelBinding,
     ChannelCategory,
@@ -605,6 +606,64 @@ class TestResilience:
             assert again.blocked and again.reason == "duplicate"
         assert ws.texts() == ["hi", "next"]
 
+    async def test_an_outcome_carried_by_an_append_that_meets_a_late_one_is_recorded(
+        self,
+    ) -> None:
+        # m0's delivery outcome rides on B's append, which conflicts with A's, an append in
+        # doubt landed late. Committing A took B's bookkeeping for its own: m0's outcome was
+        # dropped from the log.
+        class Held(SimpleChannel):
+            release = anyio.Event()
+
+            async def deliver(self, event: RoomEvent, *args: Any) -> ChannelOutput:
+                await self.release.wait()
+                return await super().deliver(event, *args)
+
+        log = _LostAnswer()
+        async with RoomKit(log=log, outcome_delay=3600) as kit:
+            ws = Held("ws")
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(ws)
+            await room_with(kit, "r1", "sms", "ws")
+            async with anyio.create_task_group() as tg:
+                first = functools.partial(kit.process_inbound, room_id="r1")
+                tg.start_soon(first, text("sms", "m0"))
+                await anyio.wait_all_tasks_blocked()  # m0 committed, its delivery held
+                log.land_late = True
+                with pytest.raises(LogUnavailableError):
+                    await kit.process_inbound(text("sms", "A"), room_id="r1")
+                ws.release.set()  # m0 delivered: its outcome waits for the next append
+            await kit.process_inbound(text("sms", "B"), room_id="r1")
+        assert ws.texts() == ["m0", "A", "B"]
+        delivered = [_recorded_delivery(r) for r in await log.read("r1")]
+        messages = [e.id for e in await kit.store.list_events("r1", limit=100)]
+        assert sorted(filter(None, delivered)) == sorted(messages[-3:])
+
+    async def test_an_append_that_lands_after_a_query_is_delivered_as_the_kit_closes(
+        self,
+    ) -> None:
+        # A's append is not in the log when the next command (a duplicate, committing
+        # nothing) looks; it lands after. The kit forgot the room then, and closing left A
+        # recorded and never delivered, and recorded m0's outcome twice.
+        log = _LostAnswer()
+        ws = SimpleChannel("ws")
+        async with RoomKit(log=log, outcome_delay=3600) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(ws)
+            await room_with(kit, "r1", "sms", "ws")
+            await kit.process_inbound(text("sms", "m0", idempotency_key="k0"), room_id="r1")
+            log.land_late = True
+            with pytest.raises(LogUnavailableError):
+                await kit.process_inbound(text("sms", "A", idempotency_key="kA"), room_id="r1")
+            again = await kit.process_inbound(
+                text("sms", "m0", idempotency_key="k0"), room_id="r1"
+            )
+            assert again.blocked and again.reason == "duplicate"
+            await log.land_held()
+        assert ws.texts() == ["m0", "A"]
+        delivered = [_recorded_delivery(r) for r in await log.read("r1")]
+        assert len([d for d in delivered if d]) == 2 == len(set(filter(None, delivered)))
+
     async def test_an_append_left_in_doubt_while_the_kit_closes_is_delivered(self) -> None:
         # The command was in flight as close() began: its room's doubt came after close()
         # had settled the ones it knew of, and was left to the room's on_stop, while the
@@ -825,10 +884,14 @@ class _LostAnswer(MemoryEventLog):
     land_late = False
     _late: tuple[str, Any, Any] | None = None
 
-    async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+    async def land_held(self) -> None:
+        """Land the append ``land_late`` holds now."""
         if self._late is not None:
             (late_stream, late_events, late_expected), self._late = self._late, None
             await super().append(late_stream, late_events, expected_version=late_expected)
+
+    async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+        await self.land_held()
         if self.land_late:
             self.land_late = False
             self._late = (stream, events, expected_version)
@@ -838,6 +901,14 @@ class _LostAnswer(MemoryEventLog):
             self.lose_next = False
             raise LogUnavailable("no answer in time")
         return records
+
+
+def _recorded_delivery(record: Record) -> str | None:
+    """The event id a ``delivery.recorded`` record is about, None for other records."""
+    if record.type != "delivery.recorded":
+        return None
+    event_id: str = msgspec.json.decode(record.data)["event_id"]
+    return event_id
 
 
 class _Stray(SimpleChannel):
