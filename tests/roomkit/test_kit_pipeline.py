@@ -377,6 +377,32 @@ class TestInbound:
         assert any(b'"idempotency_key":"F"' in data for data in committed)
         assert [e.idempotency_key for e in events if e.idempotency_key] == list("ABCDEZF")
 
+    async def test_the_newest_key_out_of_the_window_is_waited_for(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Window 2: A, then B C D queued at once with the read model held before B; B again is
+        # out of the window (C D in it) and must be found once the read model holds it.
+        for module in ("_room_state", "_room_decider", "_room_actor"):
+            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
+        store = HeldStore(holding="B")
+        async with RoomKit(store=store) as kit:
+            await two_channel_room(kit)
+            results: list[InboundResult] = []
+
+            async def send(key: str) -> None:
+                message = text("sms", key, idempotency_key=key)
+                results.append(await kit.process_inbound(message, room_id="r1"))
+
+            await send("A")
+            async with anyio.create_task_group() as tg:
+                for key in "BCDB":
+                    tg.start_soon(send, key)
+                    await anyio.wait_all_tasks_blocked()
+                store.held.set()
+            events = await kit.store.list_events("r1", limit=100)
+        assert [e.idempotency_key for e in events if e.idempotency_key] == list("ABCD")
+        assert [(r.blocked, r.reason) for r in results].count((True, "duplicate")) == 1
+
     async def test_an_older_duplicate_in_a_store_that_only_says_it_saw_the_key(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
