@@ -38,8 +38,11 @@ _WHO_WIDTH = 14
 
 
 # What acts on a terminal rather than shows: C0 (ESC, BEL, newline...), DEL, C1, the line and
-# paragraph separators, and the bidi controls that reorder what a line shows.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# paragraph separators, the bidi controls and marks that reorder what a line shows, and the
+# zero-width characters that hide in it.
+_CONTROL = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 
 
 def printable(text: str) -> str:

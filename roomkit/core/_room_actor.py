@@ -186,6 +186,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             if self.version != self._position_version:
                 await self._find_last_position()
             position = self._last_position
+            # A change to the state inside decide, but not one the log rebuilds: a mark only
+            # says where keys are, and a state without it finds this again.
             state.mark_keys(position, now=True)
         return await self._services.older_duplicate(self.key, key, position)
 

@@ -26,6 +26,9 @@ ESC, BEL = "\x1b", "\x07"
 EVIL = f"ok{ESC}[1A{ESC}[2Kforged"
 EVIL_NAME = f"Mal{ESC}]0;pwned{BEL}lory"  # sets the terminal's title
 NEWLINE_ROOM = "r2\nFAKE-ROOM 999"  # a second row in the room list, raw
+# Beyond the BMP (JSON writes a surrogate pair), and a right-to-left override and mark that
+# would reorder what the line shows.
+WINK = "wink \U0001f600 \u202elive\u202c \u200fok"
 # What acts on a terminal: C0 but the newline that ends each line, DEL, C1.
 CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
@@ -51,6 +54,7 @@ async def _conversation() -> MemoryEventLog:
         await kit.ensure_participant("r1", "sms", "u1", display_name="Zoë")
         await kit.process_inbound(text("sms", "buy spam here", sender="u1"))
         await kit.process_inbound(text("sms", "hello 你好", sender="u1"))
+        await kit.process_inbound(text("sms", WINK, sender="u1"))
         await kit.process_inbound(text("sms", EVIL, sender="u1"))
         await kit.ensure_participant("r1", "sms", "m1", display_name=EVIL_NAME)
         await kit.create_room(room_id=NEWLINE_ROOM)
@@ -126,6 +130,8 @@ class TestNothingATerminalActsOn:
             assert "Mal\\x1b]0;pwned\\x07lory" in out
         timeline = "\n".join(replay_lines(capsys, export))
         assert '"ok\\x1b[1A\\x1b[2Kforged" delivered' in timeline
+        # What reorders or hides part of a line, shown escaped; what merely shows, as it is.
+        assert '"wink \U0001f600 \\u202elive\\u202c \\u200fok" delivered' in timeline
 
     def test_room_ids_in_the_room_list_and_tail(
         self, capsys: pytest.CaptureFixture[str], export: Path
@@ -168,7 +174,7 @@ def test_tail_of_every_room_names_senders_as_replay_does(
 async def test_follow_of_every_room_names_senders_as_replay_does() -> None:
     log = await _conversation()
     lines: list[str] = []
-    await follow(log, lines.append, last=8, live=False)
+    await follow(log, lines.append, last=9, live=False)
     (hello,) = [line for line in lines if "hello" in line]
     assert 'Zoë@sms        "hello 你好" delivered' in hello
 
@@ -188,10 +194,12 @@ class TestStdoutNotUtf8:
     ) -> None:
         out = self.main_on_latin1(monkeypatch, "replay", "r1", "--file", str(export))
         assert 'Zoë@sms        "hello \\u4f60\\u597d" delivered' in out
+        assert '"wink \\ud83d\\ude00 \\u202elive\\u202c \\u200fok" delivered' in out
 
     def test_json_stays_valid_and_means_the_same(
         self, monkeypatch: pytest.MonkeyPatch, export: Path
     ) -> None:
         argv = ("replay", "r1", "--file", str(export), "--format", "json")
         out = self.main_on_latin1(monkeypatch, *argv)
-        assert "hello 你好" in [json.loads(line)["text"] for line in out.splitlines()]
+        texts = [json.loads(line)["text"] for line in out.splitlines()]
+        assert "hello 你好" in texts and WINK in texts
