@@ -533,7 +533,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         channel = self._channels.get(channel_id)
         if not isinstance(channel, WebSocketChannel):
             raise ChannelNotRegisteredError(
-                f"Channel {channel_id} is not a registered WebSocketChannel"
+                f"Channel {channel_id} is not a registered WebSocket channel"  # 0.3.0's text
             )
         channel.register_connection(connection_id, send_fn)
         await self._emit_framework_event(
@@ -541,16 +541,17 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         )
 
     async def disconnect_websocket(self, channel_id: str, connection_id: str) -> None:
-        """Unregister a WebSocket connection and fire ``channel_disconnected`` (also when the
-        channel already dropped the connection after a failed send, as 0.3.0 fired it)."""
+        """Unregister a WebSocket connection and fire ``channel_disconnected``, as 0.3.0 did
+        whatever the channel: also when it already dropped the connection after a failed send,
+        or is not (or no longer) a registered WebSocket channel."""
         channel = self._channels.get(channel_id)
         if isinstance(channel, WebSocketChannel):
             channel.unregister_connection(connection_id)
-            await self._emit_framework_event(
-                "channel_disconnected",
-                channel_id=channel_id,
-                data={"connection_id": connection_id},
-            )
+        await self._emit_framework_event(
+            "channel_disconnected",
+            channel_id=channel_id,
+            data={"connection_id": connection_id},
+        )
 
     # -- realtime (ephemeral, never logged) --------------------------------------------------
 

@@ -16,6 +16,7 @@ from eventlog import EventLog, MemoryEventLog, NewEvent
 from roomkit import (
     Access,
     ChannelBinding,
+    ChannelNotRegisteredError,
     ChannelOutput,
     EventRefusedError,
     HookExecution,
@@ -482,6 +483,12 @@ async def test_websocket_connections_and_subscriptions_refuse_what_cannot_work()
         assert ws.connection_count == 0
         await kit.disconnect_websocket("ws", "never-connected")
         assert len(disconnected) == 1  # as 0.3.0 (the channel may have dropped it itself)
+        kit.register_channel(SimpleChannel("sms"))
+        for channel_id in ("sms", "nope"):  # as 0.3.0 too, whatever the channel
+            await kit.disconnect_websocket(channel_id, "c1")
+        assert [e.channel_id for e in disconnected[1:]] == ["sms", "nope"]  # type: ignore[attr-defined]
+        with pytest.raises(ChannelNotRegisteredError, match="not a registered WebSocket channel"):
+            await kit.connect_websocket("sms", "c1", _Sink().send)
     with pytest.raises(KitClosedError):
         await kit.subscribe_room("r1", _Sink().send)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^max_queue_size must be an integer"):
