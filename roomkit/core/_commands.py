@@ -36,6 +36,14 @@ class UpdateRoomMetadata:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplaceRoom:
+    """Take the room's own fields (status, timers, metadata, organization...) from ``room``;
+    its counters stay the log's."""
+
+    room: Room
+
+
+@dataclass(frozen=True, slots=True)
 class CloseRoom:
     now: datetime
 

@@ -86,7 +86,7 @@ class RoomUpdated(DomainEvent, frozen=True):
     """The room's own fields changed: status, metadata, timers (``Room`` JSON after the change).
 
     ``reason`` says why: ``closed``, ``closed_by_timer``, ``paused_by_timer``,
-    ``metadata_updated``.
+    ``metadata_updated``, ``updated`` (``RoomKit.update_room``, or ``kit.store.update_room``).
     """
 
     TAG = "room.updated"

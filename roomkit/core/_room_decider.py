@@ -29,6 +29,7 @@ from roomkit.core._commands import (
     ProcessInbound,
     RecordInjected,
     RecordOutcome,
+    ReplaceRoom,
     ResolveParticipant,
     SendEvent,
     UpdateBinding,
@@ -268,6 +269,8 @@ class RoomDecider:
                 return self._update_binding(state, command)
             case UpdateRoomMetadata():
                 return self._update_metadata(state, room, command)
+            case ReplaceRoom():
+                return self._replace(state, room, command)
             case CloseRoom():
                 return self._close(state, room, command)
             case CheckTimers():
@@ -325,6 +328,17 @@ class RoomDecider:
         draft = _Draft(state, cmd.now)
         draft.add(RoomUpdated(room=dump(updated), reason="metadata_updated"), updated)
         return draft.facts, Outcome(value=updated)
+
+    def _replace(self, state: RoomState, room: Room, cmd: ReplaceRoom) -> Decision:
+        # The counters (events, latest index) are the timeline's, as is the creation time:
+        # a room read a while ago and written back must not take them back.
+        kept = {"created_at": room.created_at, "event_count": room.event_count}
+        new = cmd.room.model_copy(update={**kept, "latest_index": room.latest_index})
+        if new == room:
+            return [], Outcome(value=room)
+        draft = _Draft(state, self._now())
+        draft.add(RoomUpdated(room=dump(new), reason="updated"), new)
+        return draft.facts, Outcome(value=new)
 
     def _close(self, state: RoomState, room: Room, cmd: CloseRoom) -> Decision:
         closed = room.model_copy(

@@ -11,6 +11,7 @@ from roomkit.core._commands import (
     CloseRoom,
     CreateRoom,
     EnsureParticipant,
+    ReplaceRoom,
     ResolveParticipant,
     UpdateRoomMetadata,
 )
@@ -97,6 +98,29 @@ class RoomLifecycleMixin(HelpersMixin):
         await self._emit_framework_event("room_closed", room_id=room_id, data={"room_id": room_id})
         closed: Room = outcome.value
         return closed
+
+    async def update_room(self, room: Room) -> Room:
+        """Record a changed room in its log: its status, timers, metadata, organization (its
+        counters and creation time stay the log's; no lifecycle hook fires, as none did for a
+        store write in 0.3.0). A room that does not exist is created, as by ``create_room``.
+
+        Not in 0.3.0, whose apps wrote rooms to ``kit.store`` (to set timers on a room, or
+        make a paused room active again): ``kit.store.update_room`` comes here now, so that the
+        room's actor sees the change and the log keeps it.
+
+        Raises:
+            TypeError: ``room`` is not a ``Room``.
+            InvalidRoomIdError: its id is not one the kit takes.
+        """
+        if not isinstance(room, Room):
+            raise TypeError(f"update_room takes a Room, not {type(room).__name__}")
+        self._check_room_id(room.id)
+        try:
+            outcome = await self._command(room.id, ReplaceRoom(room))
+        except RoomNotFoundError:
+            return await self._create(room)
+        updated: Room = outcome.value
+        return updated
 
     async def update_room_metadata(self, room_id: str, metadata: dict[str, Any]) -> Room:
         """Merge ``metadata`` into the room's metadata."""

@@ -31,6 +31,7 @@ from roomkit.core._room_decider import validated
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
+from roomkit.core._store_view import KitStore
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.event_router import EventRouter
 from roomkit.core.hooks import (
@@ -200,6 +201,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 f"{identity_channel_types!r}"
             )
         self._store = store if store is not None else InMemoryStore()
+        self._store_view = KitStore(self, self._store)  # type: ignore[abstract]  # see its module
         self._log = log if log is not None else MemoryEventLog()
         self._identity_resolver = identity_resolver
         self._identity_channel_types = identity_channel_types
@@ -248,7 +250,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     @property
     def store(self) -> ConversationStore:
-        return self._store
+        """The read model, whose room, task and read-marker writes the kit logs (see
+        ``roomkit.core._store_view``); ``store.read_model`` is the store given."""
+        return self._store_view
 
     @property
     def log(self) -> EventLog:
@@ -472,9 +476,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def update_task(self, task: Task) -> Task:
         """Record a changed task (a status set to completed, say) in its room's log.
 
-        Not in 0.3.0, whose apps changed tasks through ``kit.store.update_task``: here the
-        store is the log's projection, and such a change is lost when it is rebuilt (a new
-        process on the same log, ``rebuild_store``). This one is replayed with the rest.
+        Not in 0.3.0, whose apps changed tasks through ``kit.store.update_task``, which comes
+        here now: the store is the log's projection, and a change made to it alone would be
+        lost when it is rebuilt (a new process on the same log, ``rebuild_store``).
 
         Raises:
             TypeError: ``task`` is not a ``Task``.

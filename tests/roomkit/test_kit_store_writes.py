@@ -1,0 +1,125 @@
+"""Writes 0.3.0 apps made on ``kit.store`` (it had no kit method for them) reach the rooms and
+the log: a room's timers, a paused room made active, a room created there, a task completed, a
+read marker. The ``kit`` fixture checks, after each test, that a kit rebuilt from the log holds
+the same (so each write was logged)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from roomkit import (
+    FrameworkEvent,
+    InMemoryStore,
+    RoomKit,
+    RoomNotFoundError,
+    RoomStatus,
+    RoomTimers,
+    Task,
+    TaskStatus,
+)
+from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+
+AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
+
+
+def framework_events(kit: RoomKit, kind: str) -> list[FrameworkEvent]:
+    seen: list[FrameworkEvent] = []
+
+    async def note(event: FrameworkEvent) -> None:
+        seen.append(event)
+
+    kit.on(kind)(note)
+    return seen
+
+
+async def test_timers_set_on_a_room_the_router_made_pause_it(kit: RoomKit) -> None:
+    # The 0.3.0 way: the router makes the room; the app sets timers through the store.
+    kit.register_channel(SimpleChannel("sms"))
+    paused = framework_events(kit, "room_paused")
+    result = await kit.process_inbound(text("sms", "hi"))
+    assert result.event is not None
+    room = await kit.store.get_room(result.event.room_id)
+    assert room is not None
+    timers = RoomTimers(inactive_after_seconds=60, last_activity_at=AN_HOUR_AGO)
+    await kit.store.update_room(room.model_copy(update={"timers": timers}))
+    assert (await kit.get_room(room.id)).timers == timers
+    checked = await kit.check_room_timers(room.id)
+    assert checked.status == RoomStatus.PAUSED
+    assert [e.data for e in paused] == [{"reason": "timer"}]
+
+
+async def test_a_paused_room_made_active_through_the_store_pauses_again(kit: RoomKit) -> None:
+    timers = RoomTimers(inactive_after_seconds=60, last_activity_at=AN_HOUR_AGO)
+    await kit.create_room(room_id="r1", timers=timers)
+    paused = framework_events(kit, "room_paused")
+    assert (await kit.check_room_timers("r1")).status == RoomStatus.PAUSED
+    room = await kit.store.get_room("r1")
+    assert room is not None
+    await kit.store.update_room(room.model_copy(update={"status": RoomStatus.ACTIVE}))
+    assert (await kit.get_room("r1")).status == RoomStatus.ACTIVE
+    assert (await kit.check_room_timers("r1")).status == RoomStatus.PAUSED
+    assert len(paused) == 2  # it was paused once, and reported paused for ever after
+
+
+async def test_a_room_written_back_keeps_the_counters_of_its_log(kit: RoomKit) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await room_with(kit, "r1", "sms", "ws")
+    stale = await kit.get_room("r1")  # read before the message
+    await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    written = await kit.store.update_room(stale.model_copy(update={"metadata": {"tier": "gold"}}))
+    room = await kit.get_room("r1")
+    assert room == written
+    assert room.metadata == {"tier": "gold"}
+    assert room.event_count == 3 and room.latest_index == 2  # two attached, one message
+    assert room.created_at == stale.created_at
+
+
+async def test_a_room_created_through_the_store_is_the_kit_s(kit: RoomKit) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    created = framework_events(kit, "room_created")
+    room = await kit.create_room(room_id="model")  # a model to copy from
+    made = room.model_copy(update={"id": "r2", "organization_id": "acme"})
+    await kit.store.create_room(made)
+    await kit.attach_channel("r2", "sms")  # its actor knows it: not "not found"
+    assert (await kit.get_room("r2")).organization_id == "acme"
+    assert [e.room_id for e in created] == ["model", "r2"]
+
+
+async def test_update_room_of_a_room_that_does_not_exist_creates_it(kit: RoomKit) -> None:
+    room = await kit.create_room(room_id="model")
+    await kit.update_room(room.model_copy(update={"id": "r3"}))
+    assert (await kit.get_room("r3")).id == "r3"
+    with pytest.raises(TypeError, match="takes a Room"):
+        await kit.update_room({"id": "r4"})  # type: ignore[arg-type]
+    with pytest.raises(RoomNotFoundError):
+        await kit.get_room("r4")
+
+
+async def test_a_task_completed_and_a_marker_set_through_the_store_are_logged(
+    kit: RoomKit,
+) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await room_with(kit, "r1", "sms", "ws")
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert result.event is not None
+    task = Task(room_id="r1", title="call back")
+    await kit.store.update_task(task)  # a task of the room's, as a hook would have made it
+    await kit.store.update_task(task.model_copy(update={"status": TaskStatus.COMPLETED}))
+    assert [t.status for t in await kit.list_tasks("r1")] == ["completed"]
+    await kit.store.mark_read("r1", "ws", result.event.id)
+    assert await kit.store.get_unread_count("r1", "ws") == 0
+    await kit.store.mark_all_read("r1", "sms")
+    assert await kit.store.get_unread_count("r1", "sms") == 0
+
+
+async def test_the_store_given_is_the_read_model_behind_the_view() -> None:
+    store = InMemoryStore()
+    async with RoomKit(store=store) as kit:
+        assert kit.store.read_model is store  # type: ignore[attr-defined]
+        await kit.create_room(room_id="r1")
+        assert (await store.get_room("r1")) == (await kit.store.get_room("r1"))
+        assert await kit.store.idempotent_event_id("r1", "nope") is None
