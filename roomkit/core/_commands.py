@@ -44,6 +44,44 @@ class ReplaceRoom:
 
 
 @dataclass(frozen=True, slots=True)
+class PutBinding:
+    """Attach ``binding`` as it is, or replace the room's binding of its channel, with no
+    system event or hook (a 0.3.0 app's ``kit.store.add_binding`` / ``update_binding``)."""
+
+    binding: ChannelBinding
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveBinding:
+    """Detach the channel with no system event or hook (``kit.store.remove_binding``)."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutParticipant:
+    """Add ``participant`` as it is, or replace it (``kit.store.add_participant`` /
+    ``update_participant``)."""
+
+    participant: Participant
+
+
+@dataclass(frozen=True, slots=True)
+class RecordObservation:
+    """Record ``observation`` (``kit.store.add_observation``)."""
+
+    observation: Observation
+
+
+@dataclass(frozen=True, slots=True)
+class ImportEvent:
+    """Record ``event`` in the timeline as it is, delivered to no one (history imported
+    with ``kit.store.add_event``): its idempotency key counts."""
+
+    event: RoomEvent
+
+
+@dataclass(frozen=True, slots=True)
 class CloseRoom:
     now: datetime
 

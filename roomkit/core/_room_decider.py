@@ -24,11 +24,16 @@ from roomkit.core._commands import (
     DetachChannel,
     EnsureParticipant,
     GetContext,
+    ImportEvent,
     MarkRead,
     Outcome,
     ProcessInbound,
+    PutBinding,
+    PutParticipant,
     RecordInjected,
+    RecordObservation,
     RecordOutcome,
+    RemoveBinding,
     ReplaceRoom,
     ResolveParticipant,
     SendEvent,
@@ -271,6 +276,10 @@ class RoomDecider:
                 return self._update_metadata(state, room, command)
             case ReplaceRoom():
                 return self._replace(state, room, command)
+            case PutBinding() | RemoveBinding() | PutParticipant() | RecordObservation():
+                return self._store_write(state, command)
+            case ImportEvent():
+                return self._import_event(state, room, command)
             case CloseRoom():
                 return self._close(state, room, command)
             case CheckTimers():
@@ -339,6 +348,42 @@ class RoomDecider:
         draft = _Draft(state, self._now())
         draft.add(RoomUpdated(room=dump(new), reason="updated"), new)
         return draft.facts, Outcome(value=new)
+
+    # -- a 0.3.0 app's writes on kit.store (see _store_view.py): as they are, no audit ------
+
+    def _store_write(
+        self,
+        state: RoomState,
+        cmd: PutBinding | RemoveBinding | PutParticipant | RecordObservation,
+    ) -> Decision:
+        draft = _Draft(state, self._now())
+        match cmd:
+            case PutBinding(binding=binding):
+                known = binding.channel_id in state.bindings
+                fact = ChannelUpdated(binding=dump(binding)) if known else None
+                draft.add(fact or ChannelAttached(binding=dump(binding)), binding)
+                return draft.facts, Outcome(value=binding)
+            case RemoveBinding(channel_id=channel_id):
+                if channel_id not in state.bindings:
+                    return [], Outcome(value=False)
+                draft.add(ChannelDetached(channel_id=channel_id, room_id=self._named_room))
+                return draft.facts, Outcome(value=True)
+            case PutParticipant(participant=participant):
+                raw = dump(participant)
+                known = participant.id in state.participants
+                joined = ParticipantUpdated(participant=raw) if known else None
+                draft.add(joined or ParticipantJoined(participant=raw), participant)
+                return draft.facts, Outcome(value=participant)
+            case RecordObservation(observation=observation):
+                draft.add(ObservationRecorded(observation=dump(observation)), observation)
+                return draft.facts, Outcome(value=observation)
+        raise AssertionError(f"not a store write: {cmd!r}")  # pragma: no cover
+
+    def _import_event(self, state: RoomState, room: Room, cmd: ImportEvent) -> Decision:
+        # The kit routes the write by the model's room_id: each model here names this room.
+        draft = _Draft(state, self._now())
+        draft.message(cmd.event, activity=False)
+        return draft.facts, Outcome(value=cmd.event)
 
     def _close(self, state: RoomState, room: Room, cmd: CloseRoom) -> Decision:
         closed = room.model_copy(

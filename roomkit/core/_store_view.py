@@ -1,12 +1,14 @@
 """``kit.store``: the read model, with the writes 0.3.0 apps made there turned into commands.
 
 In 0.3.0 the store was the state, and apps wrote to it: a room's timers (no kit method set
-them), a paused room made active again, a task completed, a read marker. Here the store is the
-log's projection: a write made on it directly would not reach the rooms' actors and would be
-lost when the read model is rebuilt. So ``kit.store`` is this view of it, which reads the read
-model and sends those writes to the kit, whose rooms log them: ``create_room``,
-``update_room``, ``update_task``, ``mark_read`` and ``mark_all_read``. Every other write
-still goes to the read model as it is (docs/quirks.md).
+them), a paused room made active again, a binding or participant as they wanted it, history
+imported, a task completed, a read marker. Here the store is the log's projection: a write
+made on it directly would not reach the rooms' actors (they deliver, route and decide from
+their own state) and would be lost when the read model is rebuilt. So ``kit.store`` is this
+view of it, which reads the read model and sends the writes to the rooms, which log them as
+they are, with no system event or hook (as 0.3.0's store writes had none). Rooms are never
+deleted (the log keeps them): ``delete_room`` is refused. Identities live in the store only
+and are written there.
 """
 
 from __future__ import annotations
@@ -14,8 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from roomkit.core._commands import (
+    ImportEvent,
+    PutBinding,
+    PutParticipant,
+    RecordObservation,
+    RemoveBinding,
+)
+from roomkit.errors import RoomKitError
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.event import RoomEvent
+from roomkit.models.participant import Participant
 from roomkit.models.room import Room
-from roomkit.models.task import Task
+from roomkit.models.task import Observation, Task
 from roomkit.store.base import ConversationStore
 
 if TYPE_CHECKING:
@@ -23,7 +36,24 @@ if TYPE_CHECKING:
 
 __all__ = ["KitStore"]
 
-_LOGGED = frozenset({"create_room", "update_room", "update_task", "mark_read", "mark_all_read"})
+_LOGGED = frozenset(
+    {
+        "create_room",
+        "update_room",
+        "delete_room",
+        "add_event",
+        "add_binding",
+        "update_binding",
+        "remove_binding",
+        "add_participant",
+        "update_participant",
+        "add_task",
+        "update_task",
+        "add_observation",
+        "mark_read",
+        "mark_all_read",
+    }
+)
 
 
 class KitStore(ConversationStore):
@@ -42,19 +72,69 @@ class KitStore(ConversationStore):
         return f"KitStore({self.read_model!r})"
 
     async def create_room(self, room: Room) -> Room:
-        """Create the room through the kit (an existing one is returned unchanged)."""
-        if not isinstance(room, Room):
-            raise TypeError(f"create_room takes a Room, not {type(room).__name__}")
-        self._kit._check_room_id(room.id)
-        return await self._kit._create(room)
+        """``RoomKit.update_room``: the room as given, created if new (as 0.3.0's store
+        wrote it either way)."""
+        return await self._kit.update_room(room)
 
     async def update_room(self, room: Room) -> Room:
         """``RoomKit.update_room``: logged, and seen by the room's actor."""
         return await self._kit.update_room(room)
 
+    async def delete_room(self, room_id: str) -> bool:
+        """Refused: the log keeps every room (``close_room`` closes one).
+
+        Raises:
+            RoomKitError: always.
+        """
+        raise RoomKitError(
+            f"room {room_id!r} cannot be deleted: the event log keeps every room; "
+            "close_room() closes it (kit.store.read_model.delete_room() drops it from the "
+            "read model only, until it is rebuilt)"
+        )
+
+    async def add_event(self, event: RoomEvent) -> RoomEvent:
+        """Record ``event`` in its room's timeline as it is, delivered to no one."""
+        return await self._write(event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
+
+    async def add_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        """Attach the binding as it is (no system event, no hook)."""
+        return await self._write(binding, ChannelBinding, PutBinding)  # type: ignore[no-any-return]
+
+    async def update_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        """Replace the room's binding of that channel as it is."""
+        return await self._write(binding, ChannelBinding, PutBinding)  # type: ignore[no-any-return]
+
+    async def remove_binding(self, room_id: str, channel_id: str) -> bool:
+        """Detach the channel (no system event, no hook); False if it was not attached."""
+        outcome = await self._kit._command(room_id, RemoveBinding(channel_id))
+        return bool(outcome.value)
+
+    async def add_participant(self, participant: Participant) -> Participant:
+        """Add the participant as it is (no system event)."""
+        return await self._write(participant, Participant, PutParticipant)  # type: ignore[no-any-return]
+
+    async def update_participant(self, participant: Participant) -> Participant:
+        """Replace the participant as it is."""
+        return await self._write(participant, Participant, PutParticipant)  # type: ignore[no-any-return]
+
+    async def add_task(self, task: Task) -> Task:
+        """``RoomKit.update_task``: logged."""
+        return await self._kit.update_task(task)
+
     async def update_task(self, task: Task) -> Task:
         """``RoomKit.update_task``: logged."""
         return await self._kit.update_task(task)
+
+    async def add_observation(self, observation: Observation) -> Observation:
+        """Record the observation in its room's log."""
+        return await self._write(observation, Observation, RecordObservation)  # type: ignore[no-any-return]
+
+    async def _write(self, model: Any, kind: type[Any], command: Callable[[Any], object]) -> Any:
+        """Send ``command(model)`` to the room ``model`` names; return what it recorded."""
+        if not isinstance(model, kind):
+            raise TypeError(f"expected a {kind.__name__}, got {type(model).__name__}")
+        outcome = await self._kit._command(model.room_id, command(model))
+        return outcome.value
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
         """``RoomKit.mark_read``: logged."""

@@ -10,14 +10,27 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from roomkit import (
+    Access,
+    ChannelBinding,
+    ChannelType,
+    EventSource,
     FrameworkEvent,
+    HookResult,
+    HookTrigger,
     InMemoryStore,
+    Observation,
+    Participant,
+    ParticipantRole,
+    RoomContext,
+    RoomEvent,
     RoomKit,
+    RoomKitError,
     RoomNotFoundError,
     RoomStatus,
     RoomTimers,
     Task,
     TaskStatus,
+    TextContent,
 )
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
@@ -123,3 +136,94 @@ async def test_the_store_given_is_the_read_model_behind_the_view() -> None:
         await kit.create_room(room_id="r1")
         assert (await store.get_room("r1")) == (await kit.store.get_room("r1"))
         assert await kit.store.idempotent_event_id("r1", "nope") is None
+
+
+async def test_a_binding_written_through_the_store_is_the_room_s(kit: RoomKit) -> None:
+    # 0.3.0 apps added and changed bindings in the store (a participant's phone in its
+    # metadata, access NONE to stop deliveries): the room delivered by them.
+    sms1, sms2 = SimpleChannel("sms1"), SimpleChannel("sms2")
+    kit.register_channel(sms1)
+    kit.register_channel(sms2)
+    await room_with(kit, "r1", "sms1")
+    binding = ChannelBinding(
+        room_id="r1", channel_id="sms2", channel_type=ChannelType.SMS, metadata={"phone": "1"}
+    )
+    await kit.store.add_binding(binding)
+    await kit.process_inbound(text("sms1", "one"), room_id="r1")
+    assert sms2.texts() == ["one"]
+    await kit.store.update_binding(binding.model_copy(update={"metadata": {"phone": "2"}}))
+    await kit.update_binding_metadata("r1", "sms2", {"x": 1})  # merges into the store's edit
+    assert (await kit.get_binding("r1", "sms2")).metadata == {"phone": "2", "x": 1}
+    await kit.store.update_binding(binding.model_copy(update={"access": Access.NONE}))
+    await kit.process_inbound(text("sms1", "two"), room_id="r1")
+    assert sms2.texts() == ["one"]
+    assert await kit.store.remove_binding("r1", "sms2") is True
+    assert await kit.store.remove_binding("r1", "sms2") is False
+    assert [b.channel_id for b in await kit.list_bindings("r1")] == ["sms1"]
+    with pytest.raises(RoomNotFoundError):
+        await kit.store.add_binding(binding.model_copy(update={"room_id": "elsewhere"}))
+
+
+async def test_a_participant_written_through_the_store_is_the_room_s(kit: RoomKit) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await room_with(kit, "r1", "sms", "ws")
+    seen: list[list[str]] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def note(event: RoomEvent, context: RoomContext) -> HookResult:
+        seen.append([f"{p.display_name}:{p.role}" for p in context.participants])
+        return HookResult.allow()
+
+    alice = Participant(id="alice", room_id="r1", channel_id="sms", display_name="Alice")
+    await kit.store.add_participant(alice.model_copy(update={"role": ParticipantRole.OWNER}))
+    await kit.store.update_participant(
+        alice.model_copy(update={"role": ParticipantRole.OWNER, "display_name": "Alice B."})
+    )
+    await kit.process_inbound(text("sms", "hi", sender="alice"), room_id="r1")
+    assert seen == [["Alice B.:owner"]]
+    kept = await kit.ensure_participant("r1", "sms", "alice", display_name="other")
+    assert (kept.display_name, kept.role) == ("Alice B.", "owner")
+
+
+async def test_history_imported_through_the_store_is_the_room_s(kit: RoomKit) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    ws = SimpleChannel("ws")
+    kit.register_channel(ws)
+    await room_with(kit, "r1", "sms", "ws")  # two system events: indices 0 and 1
+    for n in range(2):
+        await kit.store.add_event(
+            RoomEvent(
+                room_id="r1",
+                index=2 + n,
+                source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+                content=TextContent(body=f"imported {n}"),
+                idempotency_key=f"old-{n}",
+            )
+        )
+    assert ws.delivered == []  # history: delivered to no one
+    again = await kit.process_inbound(text("sms", "x", idempotency_key="old-1"), room_id="r1")
+    assert again.blocked and again.reason == "duplicate"
+    live = await kit.process_inbound(text("sms", "new"), room_id="r1")
+    assert live.event is not None and live.event.index == 4
+    bodies = [getattr(e.content, "body", "") for e in await kit.get_timeline("r1")]
+    assert bodies[-3:] == ["imported 0", "imported 1", "new"]
+
+
+async def test_an_observation_written_through_the_store_is_logged(kit: RoomKit) -> None:
+    await kit.create_room(room_id="r1")
+    observation = Observation(room_id="r1", channel_id="ai", content="upset", category="mood")
+    await kit.store.add_observation(observation)
+    assert await kit.list_observations("r1") == [observation]
+    task = Task(room_id="r1", title="call back")
+    await kit.store.add_task(task)
+    assert [t.id for t in await kit.list_tasks("r1")] == [task.id]
+
+
+async def test_a_room_is_never_deleted_and_create_room_writes_it_as_given(kit: RoomKit) -> None:
+    await kit.create_room(room_id="r1", metadata={"v": 1})
+    with pytest.raises(RoomKitError, match="cannot be deleted"):
+        await kit.store.delete_room("r1")
+    room = await kit.get_room("r1")
+    await kit.store.create_room(room.model_copy(update={"metadata": {"v": 2}}))  # as 0.3.0
+    assert (await kit.get_room("r1")).metadata == {"v": 2}
