@@ -256,6 +256,17 @@ def encode_domain_event(
     return NewEvent(type=event.TAG, data=encode_payload(event) if data is None else data, **kwargs)
 
 
+def logged_copy(model: M) -> M:
+    """A new ``model`` read back from the JSON the log would hold of it: what user code hands
+    over to be logged, checked (``model_copy(update=...)`` validates nothing, and a model that
+    does not read back would fail every replay) and no longer the caller's to change.
+
+    Raises:
+        pydantic.ValidationError: it does not read back.
+    """
+    return type(model).model_validate_json(bytes(dump(model)))
+
+
 def encode_payload(event: DomainEvent) -> bytes:
     """A domain event's payload: its JSON, in exactly as many bytes as it takes.
 

@@ -15,6 +15,7 @@ from roomkit.core._commands import (
     ResolveParticipant,
     UpdateRoomMetadata,
 )
+from roomkit.core._domain import logged_copy
 from roomkit.core._helpers import HelpersMixin, attached_data, check_str, utcnow
 from roomkit.errors import (
     IdentityNotFoundError,
@@ -111,10 +112,12 @@ class RoomLifecycleMixin(HelpersMixin):
         Raises:
             TypeError: ``room`` is not a ``Room``.
             InvalidRoomIdError: its id is not one the kit takes.
+            pydantic.ValidationError: it does not validate (a field assigned in place).
         """
         if not isinstance(room, Room):
             raise TypeError(f"update_room takes a Room, not {type(room).__name__}")
         self._check_room_id(room.id)
+        room = logged_copy(room)
         try:
             outcome = await self._command(room.id, ReplaceRoom(room))
         except RoomNotFoundError:

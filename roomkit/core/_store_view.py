@@ -23,6 +23,7 @@ from roomkit.core._commands import (
     RecordObservation,
     RemoveBinding,
 )
+from roomkit.core._domain import logged_copy
 from roomkit.errors import RoomKitError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
@@ -130,10 +131,17 @@ class KitStore(ConversationStore):
         return await self._write(observation, Observation, RecordObservation)  # type: ignore[no-any-return]
 
     async def _write(self, model: Any, kind: type[Any], command: Callable[[Any], object]) -> Any:
-        """Send ``command(model)`` to the room ``model`` names; return what it recorded."""
+        """Send ``command`` with a copy of ``model`` to the room it names; return what the
+        room recorded.
+
+        Raises:
+            TypeError: ``model`` is not a ``kind``.
+            pydantic.ValidationError: it does not validate (a field assigned in place).
+            RoomNotFoundError: its room does not exist.
+        """
         if not isinstance(model, kind):
             raise TypeError(f"expected a {kind.__name__}, got {type(model).__name__}")
-        outcome = await self._kit._command(model.room_id, command(model))
+        outcome = await self._kit._command(model.room_id, command(logged_copy(model)))
         return outcome.value
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pydantic
 import pytest
 
 from roomkit import (
@@ -227,3 +228,23 @@ async def test_a_room_is_never_deleted_and_create_room_writes_it_as_given(kit: R
     room = await kit.get_room("r1")
     await kit.store.create_room(room.model_copy(update={"metadata": {"v": 2}}))  # as 0.3.0
     assert (await kit.get_room("r1")).metadata == {"v": 2}
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # the bad status's
+async def test_a_write_that_would_not_read_back_is_refused_and_a_written_model_is_a_copy(
+    kit: RoomKit,
+) -> None:
+    # model_copy(update=...) validates nothing: logged, a bad status would fail every replay
+    # of the room. And the caller's model stays the caller's: changing it later changes
+    # nothing the room holds.
+    room = await kit.create_room(room_id="r1")
+    with pytest.raises(pydantic.ValidationError):
+        await kit.store.update_room(room.model_copy(update={"status": "weird"}))
+    with pytest.raises(pydantic.ValidationError):
+        await kit.store.add_participant(
+            Participant.model_construct(id="p", room_id="r1", channel_id=None)
+        )
+    mine = room.model_copy(update={"metadata": {"v": 1}})
+    await kit.store.update_room(mine)
+    mine.metadata["v"] = 2
+    assert (await kit.get_room("r1")).metadata == {"v": 1}
