@@ -17,6 +17,7 @@ from roomkit.core._commands import FlushOutcomes, Outcome, ProcessInbound
 from roomkit.core._delivery import DeliveryJob, RoomDelivery, failed_sync_hooks
 from roomkit.core._domain import ChannelAttached, ChannelUpdated, DomainEvent, dump, load
 from roomkit.core._facts import Deliver, Fact, ReportErrors, RunLifecycle, fact_from_record
+from roomkit.core._in_decision import InDecision
 from roomkit.core._recent import RecentEvents
 from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
@@ -155,8 +156,13 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if type(command) is FlushOutcomes:
             facts: list[Fact] = []
             outcome = Outcome()
-        elif type(command) is ProcessInbound and command.budget is not None:
-            facts, outcome = await self._decide_within(state, command, command.budget)
+        elif type(command) is ProcessInbound:
+            # User code runs in it (the channel's handle_inbound, the hooks): see _in_decision.
+            with InDecision(self.key):
+                if command.budget is not None:
+                    facts, outcome = await self._decide_within(state, command, command.budget)
+                else:
+                    facts, outcome = await self._decider.decide(state, command)
         else:
             facts, outcome = await self._decider.decide(state, command)
         # Only commands that write carry the waiting delivery outcomes (a query never

@@ -131,7 +131,7 @@ class _Draft:
         then: Any = None,
         modified_by: list[str] | None = None,
         reason: str | None = None,
-        activity: bool = True,
+        activity: bool | None = None,
     ) -> None:
         recorded = MessageRecorded(
             event=dump(event),
@@ -256,6 +256,8 @@ class RoomDecider:
             return await self._process_inbound(state, command)
         if isinstance(command, CreateRoom):
             return self._create_room(state, command)
+        if isinstance(command, ReplaceRoom):
+            return self._replace(state, command)
         room = state.room
         if room is None:
             raise RoomNotFoundError(f"Room {self._room_id} not found")
@@ -274,8 +276,6 @@ class RoomDecider:
                 return self._update_binding(state, command)
             case UpdateRoomMetadata():
                 return self._update_metadata(state, room, command)
-            case ReplaceRoom():
-                return self._replace(state, room, command)
             case PutBinding() | RemoveBinding() | PutParticipant() | RecordObservation():
                 return self._store_write(state, command)
             case ImportEvent():
@@ -338,14 +338,19 @@ class RoomDecider:
         draft.add(RoomUpdated(room=dump(updated), reason="metadata_updated"), updated)
         return draft.facts, Outcome(value=updated)
 
-    def _replace(self, state: RoomState, room: Room, cmd: ReplaceRoom) -> Decision:
+    def _replace(self, state: RoomState, cmd: ReplaceRoom) -> Decision:
+        room = state.room
+        draft = _Draft(state, self._now(), cmd.room.id)
+        if room is None:  # written as given, as 0.3.0's store wrote it: no hook, no event
+            new = cmd.room.model_copy(update={"event_count": 0, "latest_index": 0})
+            draft.add(RoomCreated(room=dump(new)), new)
+            return draft.facts, Outcome(value=new)
         # The counters (events, latest index) are the timeline's, as is the creation time:
         # a room read a while ago and written back must not take them back.
         kept = {"created_at": room.created_at, "event_count": room.event_count}
         new = cmd.room.model_copy(update={**kept, "latest_index": room.latest_index})
         if new == room:
             return [], Outcome(value=room)
-        draft = _Draft(state, self._now())
         draft.add(RoomUpdated(room=dump(new), reason="updated"), new)
         return draft.facts, Outcome(value=new)
 

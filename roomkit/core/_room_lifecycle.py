@@ -102,8 +102,8 @@ class RoomLifecycleMixin(HelpersMixin):
 
     async def update_room(self, room: Room) -> Room:
         """Record a changed room in its log: its status, timers, metadata, organization (its
-        counters and creation time stay the log's; no lifecycle hook fires, as none did for a
-        store write in 0.3.0). A room that does not exist is created, as by ``create_room``.
+        counters and creation time stay the log's). A room that does not exist is created as
+        given. No hook or framework event fires, as none did for a store write in 0.3.0.
 
         Not in 0.3.0, whose apps wrote rooms to ``kit.store`` (to set timers on a room, or
         make a paused room active again): ``kit.store.update_room`` comes here now, so that the
@@ -118,10 +118,7 @@ class RoomLifecycleMixin(HelpersMixin):
             raise TypeError(f"update_room takes a Room, not {type(room).__name__}")
         self._check_room_id(room.id)
         room = logged_copy(room)
-        try:
-            outcome = await self._command(room.id, ReplaceRoom(room))
-        except RoomNotFoundError:
-            return await self._create(room)
+        outcome = await self._command(room.id, ReplaceRoom(room))
         updated: Room = outcome.value
         return updated
 

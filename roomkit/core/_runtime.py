@@ -23,12 +23,14 @@ from actors import (
     AfterCommitError,
     AskTimeout,
     ConcurrencyConflict,
+    MailboxFull,
     check_settings,
 )
 from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
+from roomkit.core._in_decision import deciding_room
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
@@ -323,6 +325,13 @@ class KitRuntime:
             raise KitClosedError("the kit is closed")
         if self._closing and not internal and not in_post_commit_work():
             raise KitClosedError("the kit is closing and takes no more commands")
+        if deciding_room() == room_id:
+            raise RoomKitError(
+                f"room {room_id} cannot take a command from code its own decision runs (its "
+                "channel's handle_inbound, a BEFORE_BROADCAST hook): the command would wait "
+                "for that decision, which waits for it. Return the change in the HookResult "
+                "(modify, inject, tasks, observations), or make it from an AFTER_BROADCAST hook"
+            )
         self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(
@@ -411,6 +420,20 @@ class KitRuntime:
 
     def _tell_room_nowait(self, room_id: str, command: object) -> None:
         self._running().ref(ROOM, room_id).tell_nowait(command)
+
+    def queue_command(self, room_id: str, command: object) -> None:
+        """Hand ``command`` to the room without waiting (see ``HelpersMixin._queue_command``).
+
+        Raises:
+            KitClosedError: the kit is closed or closing.
+            RoomKitError: the room's mailbox is full.
+        """
+        if self._system is None or self._closing:
+            raise KitClosedError("the kit is closing and takes no more commands")
+        try:
+            self._tell_room_nowait(room_id, command)
+        except MailboxFull as exc:
+            raise RoomKitError(f"room {room_id} is too busy to queue the write: {exc}") from exc
 
     async def _tell_delivery(self, room_id: str, job: object) -> None:
         await self._running().ref(DELIVERY, room_id).tell(job)

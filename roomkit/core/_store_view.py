@@ -13,18 +13,24 @@ and are written there.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from roomkit.core._commands import (
     ImportEvent,
+    MarkRead,
     PutBinding,
     PutParticipant,
     RecordObservation,
     RemoveBinding,
+    ReplaceRoom,
+    UpdateTask,
 )
 from roomkit.core._domain import logged_copy
-from roomkit.errors import RoomKitError
+from roomkit.core._helpers import check_str
+from roomkit.core._in_decision import deciding_room
+from roomkit.errors import RoomKitError, RoomNotFoundError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
 from roomkit.models.participant import Participant
@@ -58,28 +64,42 @@ _LOGGED = frozenset(
 
 
 class KitStore(ConversationStore):
-    """The kit's read model (``read_model``), whose room, task and read-marker writes go
-    through ``kit``; any other attribute is the read model's."""
+    """The kit's read model (``read_model``), whose room writes go to the rooms; any other
+    attribute is the read model's.
+
+    A write issued from a room's own decision (its BEFORE_BROADCAST hook, its channel's
+    ``handle_inbound``) is queued for the room to log once that decision is done: waited
+    for, it would wait for the decision it is part of. Reads meanwhile do not show it.
+    """
 
     def __init__(self, kit: RoomKit, read_model: ConversationStore) -> None:
         self._kit = kit
         self.read_model = read_model
 
     def __getattr__(self, name: str) -> Any:
-        # What a store class adds to the contract (InMemoryStore's clear(), say).
-        return getattr(self.read_model, name)
+        # What a store class adds to the contract (InMemoryStore's clear(), say). Looked up
+        # in __dict__: a copy being made has no read_model yet.
+        read_model = self.__dict__.get("read_model")
+        if read_model is None:
+            raise AttributeError(name)
+        return getattr(read_model, name)
 
     def __repr__(self) -> str:
         return f"KitStore({self.read_model!r})"
 
     async def create_room(self, room: Room) -> Room:
-        """``RoomKit.update_room``: the room as given, created if new (as 0.3.0's store
-        wrote it either way)."""
-        return await self._kit.update_room(room)
+        """The room as given, created if new or replacing the room of its id (as 0.3.0's
+        store wrote it either way); see ``update_room``."""
+        return await self.update_room(room)
 
     async def update_room(self, room: Room) -> Room:
-        """``RoomKit.update_room``: logged, and seen by the room's actor."""
-        return await self._kit.update_room(room)
+        """As ``RoomKit.update_room``: the room's own fields as given, its counters and
+        creation time the log's; a room that does not exist is created (no hook fires)."""
+        if not isinstance(room, Room):
+            raise TypeError(f"update_room takes a Room, not {type(room).__name__}")
+        self._kit._check_room_id(room.id)
+        room = logged_copy(room)
+        return await self._send(room.id, ReplaceRoom(room), room)  # type: ignore[no-any-return]
 
     async def delete_room(self, room_id: str) -> bool:
         """Refused: the log keeps every room (``close_room`` closes one).
@@ -106,9 +126,9 @@ class KitStore(ConversationStore):
         return await self._write(binding, ChannelBinding, PutBinding)  # type: ignore[no-any-return]
 
     async def remove_binding(self, room_id: str, channel_id: str) -> bool:
-        """Detach the channel (no system event, no hook); False if it was not attached."""
-        outcome = await self._kit._command(room_id, RemoveBinding(channel_id))
-        return bool(outcome.value)
+        """Detach the channel (no system event, no hook); False if it was not attached (or
+        the removal was queued: see the class docstring)."""
+        return bool(await self._send(room_id, RemoveBinding(channel_id), False))
 
     async def add_participant(self, participant: Participant) -> Participant:
         """Add the participant as it is (no system event)."""
@@ -119,16 +139,29 @@ class KitStore(ConversationStore):
         return await self._write(participant, Participant, PutParticipant)  # type: ignore[no-any-return]
 
     async def add_task(self, task: Task) -> Task:
-        """``RoomKit.update_task``: logged."""
-        return await self._kit.update_task(task)
+        """Record the task (no ON_TASK_CREATED: as ``RoomKit.update_task``)."""
+        return await self._write(task, Task, UpdateTask)  # type: ignore[no-any-return]
 
     async def update_task(self, task: Task) -> Task:
-        """``RoomKit.update_task``: logged."""
-        return await self._kit.update_task(task)
+        """As ``RoomKit.update_task``: the read model's task is replaced by it."""
+        return await self._write(task, Task, UpdateTask)  # type: ignore[no-any-return]
 
     async def add_observation(self, observation: Observation) -> Observation:
         """Record the observation in its room's log."""
         return await self._write(observation, Observation, RecordObservation)  # type: ignore[no-any-return]
+
+    async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
+        """As ``RoomKit.mark_read``."""
+        check_str("channel_id", channel_id)
+        check_str("event_id", event_id)
+        with contextlib.suppress(RoomNotFoundError):
+            await self._send(room_id, MarkRead(channel_id, event_id), None)
+
+    async def mark_all_read(self, room_id: str, channel_id: str) -> None:
+        """As ``RoomKit.mark_all_read``."""
+        check_str("channel_id", channel_id)
+        with contextlib.suppress(RoomNotFoundError):
+            await self._send(room_id, MarkRead(channel_id, None), None)
 
     async def _write(self, model: Any, kind: type[Any], command: Callable[[Any], object]) -> Any:
         """Send ``command`` with a copy of ``model`` to the room it names; return what the
@@ -141,16 +174,17 @@ class KitStore(ConversationStore):
         """
         if not isinstance(model, kind):
             raise TypeError(f"expected a {kind.__name__}, got {type(model).__name__}")
-        outcome = await self._kit._command(model.room_id, command(logged_copy(model)))
+        model = logged_copy(model)
+        return await self._send(model.room_id, command(model), model)
+
+    async def _send(self, room_id: str, command: object, queued: object) -> Any:
+        """The value of ``command`` done by the room; ``queued`` when it is issued from the
+        room's own decision, and only queued (see the class docstring)."""
+        if deciding_room() == room_id:
+            await self._kit._queue_command(room_id, command)
+            return queued
+        outcome = await self._kit._command(room_id, command)
         return outcome.value
-
-    async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
-        """``RoomKit.mark_read``: logged."""
-        await self._kit.mark_read(room_id, channel_id, event_id)
-
-    async def mark_all_read(self, room_id: str, channel_id: str) -> None:
-        """``RoomKit.mark_all_read``: logged."""
-        await self._kit.mark_all_read(room_id, channel_id)
 
 
 def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:

@@ -5,6 +5,7 @@ the same (so each write was logged)."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import pydantic
@@ -16,6 +17,7 @@ from roomkit import (
     ChannelType,
     EventSource,
     FrameworkEvent,
+    HookExecution,
     HookResult,
     HookTrigger,
     InMemoryStore,
@@ -33,7 +35,7 @@ from roomkit import (
     TaskStatus,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -89,6 +91,10 @@ async def test_a_room_written_back_keeps_the_counters_of_its_log(kit: RoomKit) -
     assert room.metadata == {"tier": "gold"}
     assert room.event_count == 3 and room.latest_index == 2  # two attached, one message
     assert room.created_at == stale.created_at
+    version = await kit.log.last_version("r1")
+    later = room.created_at + timedelta(days=1)
+    assert await kit.update_room(room.model_copy(update={"created_at": later})) == room
+    assert await kit.log.last_version("r1") == version  # the same room: nothing logged
 
 
 async def test_a_room_created_through_the_store_is_the_kit_s(kit: RoomKit) -> None:
@@ -99,13 +105,21 @@ async def test_a_room_created_through_the_store_is_the_kit_s(kit: RoomKit) -> No
     await kit.store.create_room(made)
     await kit.attach_channel("r2", "sms")  # its actor knows it: not "not found"
     assert (await kit.get_room("r2")).organization_id == "acme"
-    assert [e.room_id for e in created] == ["model", "r2"]
+    assert [e.room_id for e in created] == ["model"]  # a store write fired none in 0.3.0
 
 
 async def test_update_room_of_a_room_that_does_not_exist_creates_it(kit: RoomKit) -> None:
     room = await kit.create_room(room_id="model")
-    await kit.update_room(room.model_copy(update={"id": "r3"}))
-    assert (await kit.get_room("r3")).id == "r3"
+    hooked: list[str] = []
+
+    @kit.hook(HookTrigger.ON_ROOM_CREATED, execution=HookExecution.ASYNC)
+    async def note(event: RoomEvent, context: RoomContext) -> None:
+        hooked.append(context.room.id)
+
+    await kit.update_room(room.model_copy(update={"id": "r3", "event_count": 7}))
+    made = await kit.get_room("r3")
+    assert (made.id, made.event_count, made.created_at) == ("r3", 0, room.created_at)
+    assert hooked == []  # as 0.3.0's store write: no hook
     with pytest.raises(TypeError, match="takes a Room"):
         await kit.update_room({"id": "r4"})  # type: ignore[arg-type]
     with pytest.raises(RoomNotFoundError):
@@ -248,3 +262,56 @@ async def test_a_write_that_would_not_read_back_is_refused_and_a_written_model_i
     await kit.store.update_room(mine)
     mine.metadata["v"] = 2
     assert (await kit.get_room("r1")).metadata == {"v": 1}
+
+
+async def test_a_hook_writing_its_own_room_through_the_store_does_not_hold_the_message(
+    kit: RoomKit,
+) -> None:
+    # A BEFORE_BROADCAST hook runs inside its room's decision: waited for, its write waited
+    # for that very decision, until process_timeout blocked the message and lost the write.
+    kit.register_channel(SimpleChannel("sms"))
+    ws = SimpleChannel("ws")
+    kit.register_channel(ws)
+    await room_with(kit, "r1", "sms", "ws")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=5.0)
+    async def tag(event: RoomEvent, context: RoomContext) -> HookResult:
+        room = await kit.store.get_room("r1")
+        assert room is not None
+        await kit.store.update_room(room.model_copy(update={"metadata": {"seen": True}}))
+        await kit.store.mark_all_read("r1", "ws")
+        return HookResult.allow()
+
+    errors = framework_events(kit, "hook_error")
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert not result.blocked and ws.texts() == ["hi"] and errors == []
+
+    async def logged() -> bool:
+        return (await kit.get_room("r1")).metadata == {"seen": True}
+
+    await eventually(logged, what="the hook's write, logged after the decision")
+
+
+async def test_a_kit_command_to_its_own_room_from_a_hook_fails_at_once(kit: RoomKit) -> None:
+    # The same wait, through the kit: the hook fails (the message goes through, fail-open)
+    # with an error that says why, instead of at its timeout.
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await room_with(kit, "r1", "sms", "ws")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=5.0)
+    async def tag(event: RoomEvent, context: RoomContext) -> HookResult:
+        await kit.update_room_metadata("r1", {"seen": True})
+        return HookResult.allow()
+
+    errors = framework_events(kit, "hook_error")
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert not result.blocked
+    assert [e.data["hook"] for e in errors] == ["tag"]
+    assert "its own decision runs" in str(errors[0].data["error"])
+
+
+def test_the_store_view_can_be_copied() -> None:
+    kit = RoomKit()
+    assert copy.copy(kit.store).read_model is kit.store.read_model  # type: ignore[attr-defined]
+    copy.deepcopy(kit.store)
