@@ -154,13 +154,14 @@ class MessageRecorded(DomainEvent, frozen=True):
     modified_by: list[str] = msgspec.field(default_factory=list)
     reason: str | None = None
     # Whether the event is room activity (``timers.last_activity_at``, see `is_activity`): as
-    # in 0.3.0, only an inbound event from a bound channel is; false is written for the
-    # others, but for audit events (their types tell them).
-    activity: bool = True
+    # in 0.3.0, an inbound event from a bound channel is (true), other messages are not
+    # (false). Left out for audit events, and in records written before it was always
+    # written: their types tell then.
+    activity: bool | None = None
 
 
-# The types of the room's own bookkeeping (audit and lifecycle events), never activity: their
-# records leave ``activity`` at its default.
+# The types of the room's own bookkeeping (audit and lifecycle events): their records leave
+# ``activity`` out, and are not activity.
 _BOOKKEEPING = frozenset(
     {
         "system",
@@ -178,11 +179,16 @@ _BOOKKEEPING = frozenset(
 )
 
 
-def is_activity(flagged: bool, event_type: str, status: str) -> bool:
+def is_activity(flagged: bool | None, event_type: str, status: str) -> bool:
     """Whether a recorded event moves its room's ``last_activity_at`` (to the time it was
-    recorded): flagged so (``MessageRecorded.activity``), delivered, and not bookkeeping.
-    As in 0.3.0, an inbound event of any other type (a reaction, an edit) is activity."""
-    return flagged and status == "delivered" and event_type not in _BOOKKEEPING
+    recorded): a delivered one flagged so (``MessageRecorded.activity``: as in 0.3.0, an
+    inbound event of any type from a bound channel), or, unflagged, one that is not the
+    room's bookkeeping (records written before the flag was always written: a message)."""
+    if status != "delivered":
+        return False
+    if flagged is None:
+        return event_type not in _BOOKKEEPING
+    return flagged
 
 
 class TaskRecorded(DomainEvent, frozen=True):

@@ -306,7 +306,11 @@ def evolve(
 
 
 def _record_message(
-    state: RoomState, raw: msgspec.Raw, model: RoomEvent | None, activity: bool, at: float
+    state: RoomState,
+    raw: msgspec.Raw,
+    model: RoomEvent | None,
+    activity: bool | None,
+    at: float,
 ) -> None:
     # Replaying, nothing here needs the validated event: its JSON goes to the recent events,
     # and the few fields the state keeps are read from it directly.

@@ -240,7 +240,7 @@ class StoreProjection:
             case None:
                 pass  # a type from a newer version
 
-    async def _count(self, event: EventFields, activity: bool, at: float) -> None:
+    async def _count(self, event: EventFields, activity: bool | None, at: float) -> None:
         # Room.event_count / latest_index / last activity are derived from the timeline; the
         # store counts in place (the in-memory store without reading or writing the room).
         # Activity is at the time the event was recorded, as the room actor takes it.

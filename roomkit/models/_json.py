@@ -55,7 +55,7 @@ class EventFields(msgspec.Struct):
 
 class _Enveloped(msgspec.Struct):
     event: EventFields
-    activity: bool = True  # the log's message.recorded: whether it is room activity
+    activity: bool | None = None  # the log's message.recorded: whether it is room activity
 
 
 class _Envelope(msgspec.Struct):
@@ -77,9 +77,9 @@ def enveloped_event_fields(envelope: bytes) -> EventFields:
     return _enveloped_decoder.decode(envelope).event
 
 
-def enveloped_event_activity(envelope: bytes) -> tuple[EventFields, bool]:
-    """The ``EventFields`` of the event in a ``message.recorded`` envelope, and whether the
-    room counts it as activity (its ``activity`` flag, true when absent)."""
+def enveloped_event_activity(envelope: bytes) -> tuple[EventFields, bool | None]:
+    """The ``EventFields`` of the event in a ``message.recorded`` envelope, and its
+    ``activity`` flag (None when absent: see ``roomkit.core._domain.is_activity``)."""
     enveloped = _enveloped_decoder.decode(envelope)
     return enveloped.event, enveloped.activity
 

@@ -9,20 +9,24 @@ from typing import Any
 import pytest
 
 from roomkit import (
+    Access,
     AIChannel,
     ChannelCategory,
     ChannelNotRegisteredError,
     EventStatus,
     EventType,
     FrameworkEvent,
+    HookResult,
     HookTrigger,
     InboundMessage,
     MockAIProvider,
+    Observation,
     RoomContext,
     RoomEvent,
     RoomKit,
     RoomNotFoundError,
     RoomStatus,
+    Task,
     TextContent,
 )
 from roomkit.models.room import RoomTimers
@@ -148,24 +152,60 @@ class TestActivityAndFrameworkEvents:
         assert last is not None and before <= last <= datetime.now(UTC)
         assert (await kit.check_room_timers("r1")).status == RoomStatus.ACTIVE
 
-    async def test_an_inbound_event_of_any_type_is_activity(self, kit: RoomKit) -> None:
-        # 0.3.0 counted every inbound event from a bound channel (a reaction, an edit); only
-        # messages counted, so a room whose people only reacted paused.
-        class Reactions(SimpleChannel):
+    @pytest.mark.parametrize("kind", [EventType.REACTION, EventType.SYSTEM])
+    async def test_an_inbound_event_of_any_type_is_activity(
+        self, kit: RoomKit, kind: EventType
+    ) -> None:
+        # 0.3.0 counted every inbound event from a bound channel (a reaction, an edit, even
+        # one its channel typed as system); only messages counted, so a room whose people
+        # only reacted paused.
+        class Typed(SimpleChannel):
             async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> Any:
                 event = await super().handle_inbound(message, context)
-                return event.model_copy(update={"type": EventType.REACTION})
+                return event.model_copy(update={"type": kind})
 
-        kit.register_channel(Reactions("sms"))
+        kit.register_channel(Typed("sms"))
         kit.register_channel(SimpleChannel("ws"))
         await kit.create_room(room_id="r1", timers=RoomTimers(inactive_after_seconds=3600))
         await kit.attach_channel("r1", "sms")
         await kit.attach_channel("r1", "ws")
         assert (await kit.get_room("r1")).timers.last_activity_at is None  # attaching is not
         result = await kit.process_inbound(text("sms", "+1"), room_id="r1")
-        assert result.event is not None and result.event.type == EventType.REACTION
+        assert result.event is not None and result.event.type == kind
         room = await kit.get_room("r1")
         assert room.timers.last_activity_at is not None
+
+    async def test_the_room_s_bookkeeping_and_a_blocked_message_are_not_activity(
+        self, kit: RoomKit
+    ) -> None:
+        # Channel changes (mute, visibility, access, metadata), participants, tasks and
+        # observations are recorded as system events: none is the people's activity. Nor is
+        # a message a hook blocked.
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="r1", timers=RoomTimers(inactive_after_seconds=3600))
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def gate(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult(
+                action="block",
+                reason="no",
+                tasks=[Task(room_id="r1", title="look")],
+                observations=[Observation(room_id="r1", channel_id="sms", content="x")],
+            )
+
+        await kit.mute("r1", "ws")
+        await kit.set_visibility("r1", "sms", "internal")
+        await kit.set_access("r1", "sms", Access.READ_WRITE)
+        await kit.update_binding_metadata("r1", "sms", {"k": 1})
+        await kit.ensure_participant("r1", "sms", "u1", display_name="U")
+        result = await kit.process_inbound(text("sms", "hi", sender="u1"), room_id="r1")
+        assert result.blocked
+        timeline = await kit.get_timeline("r1")
+        assert {e.type for e in timeline} >= {EventType.CHANNEL_UPDATED, EventType.CHANNEL_MUTED}
+        assert (await kit.get_room("r1")).timers.last_activity_at is None
 
     async def test_a_sent_event_and_an_ai_reply_are_neither(self, kit: RoomKit) -> None:
         events: list[str] = []
