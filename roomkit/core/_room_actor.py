@@ -257,9 +257,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     async def after_commit(
         self, state: RoomState, events: list[Fact], records: list[Record]
     ) -> None:
-        if self._unrecorded:
-            carried = {id(fact) for fact in events}
-            self._unrecorded = [fact for fact in self._unrecorded if id(fact) not in carried]
+        unrecorded = self._unrecorded
+        if unrecorded:
+            carried = len(unrecorded)
+            if len(events) >= carried and events[carried - 1] is unrecorded[-1]:
+                self._unrecorded = []  # all of them, ahead of the command's own facts
+            else:  # an append in doubt's, committed after more outcomes came
+                kept = {id(fact) for fact in events}
+                self._unrecorded = [fact for fact in unrecorded if id(fact) not in kept]
         position = self._last_position = records[-1].position
         self._position_version = records[-1].version
         if state.keys_recorded:
@@ -268,8 +273,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # The reply of the command committed: the one in hand, or an append in doubt's (its
         # caller is gone; its turns run all the same).
         effect = self.committing
-        outcome = effect.reply if effect is not None else None
-        assert outcome is None or isinstance(outcome, Outcome)
+        outcome: Outcome | None = effect.reply if effect is not None else None  # type: ignore[assignment]
         if outcome is not None:
             outcome.in_doubt = False  # committed after the version any doubt expected
             outcome.position = outcome.read_position = position
