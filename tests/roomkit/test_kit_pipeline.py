@@ -61,6 +61,12 @@ def hook_errors(kit: RoomKit) -> list[FrameworkEvent]:
     return errors
 
 
+def shrink_window(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Make rooms keep only their latest ``size`` idempotency keys (1,000 by default)."""
+    for module in ("_room_state", "_room_decider", "_room_actor"):
+        monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", size)
+
+
 class HeldStore(InMemoryStore):
     """A store whose projection stops before the message with idempotency key ``holding``
     until ``held`` is set: a read model lagging behind the log."""
@@ -240,8 +246,7 @@ class TestInbound:
     ) -> None:
         # A room keeps its latest keys only (it kept every one: memory and snapshots grew
         # without end); an older key is found in the read model, the original event with it.
-        for module in ("_room_state", "_room_decider", "_room_actor"):
-            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 3)
+        shrink_window(monkeypatch, 3)
         async with make_kit(snapshot_every=4) as kit:
             _, ws = await two_channel_room(kit)
             first = {}
@@ -275,8 +280,7 @@ class TestInbound:
     ) -> None:
         # A, B, A queued at once (window 1): the second A is decided while the read model,
         # which follows the log on its own, may not hold the first yet. It was recorded twice.
-        for module in ("_room_state", "_room_decider", "_room_actor"):
-            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 1)
+        shrink_window(monkeypatch, 1)
         async with make_kit() as kit:
             await two_channel_room(kit)
             results: list[InboundResult] = []
@@ -304,8 +308,7 @@ class TestInbound:
         # the read model is held before the first A. The actor restarts from the log (or its
         # snapshot, a full window), A out of its window: the lookup must wait for the read
         # model to hold what the room recovered to, or the second A is recorded twice.
-        for module in ("_room_state", "_room_decider", "_room_actor"):
-            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 1)
+        shrink_window(monkeypatch, 1)
         # Restarts at once: the test waits for every task to block, which a backoff sleep is.
         monkeypatch.setattr(SupervisionPolicy, "backoff", lambda self, crashes: 0.0)
         store = HeldStore(holding="A")
@@ -355,8 +358,7 @@ class TestInbound:
         # Window 2, A to E recorded, then Z held before the read model: F is looked up once
         # the read model holds A to D (out of the window), not Z, the room's last commit.
         # It waited for the last commit: a busy room's senders queued behind its read model.
-        for module in ("_room_state", "_room_decider", "_room_actor"):
-            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
+        shrink_window(monkeypatch, 2)
         store = HeldStore(holding="Z")
         async with RoomKit(store=store) as kit:
             await two_channel_room(kit)
@@ -382,8 +384,7 @@ class TestInbound:
     ) -> None:
         # Window 2: A, then B C D queued at once with the read model held before B; B again is
         # out of the window (C D in it) and must be found once the read model holds it.
-        for module in ("_room_state", "_room_decider", "_room_actor"):
-            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
+        shrink_window(monkeypatch, 2)
         store = HeldStore(holding="B")
         async with RoomKit(store=store) as kit:
             await two_channel_room(kit)
@@ -412,8 +413,7 @@ class TestInbound:
             async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
                 return await ConversationStore.idempotent_event_id(self, room_id, key)
 
-        for module in ("_room_state", "_room_decider", "_room_actor"):
-            monkeypatch.setattr(f"roomkit.core.{module}.IDEMPOTENCY_WINDOW", 2)
+        shrink_window(monkeypatch, 2)
         async with RoomKit(store=YesNoStore()) as kit:
             await two_channel_room(kit)
             for n in range(3):
