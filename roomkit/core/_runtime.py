@@ -422,14 +422,15 @@ class KitRuntime:
         self._running().ref(ROOM, room_id).tell_nowait(command)
 
     def queue_command(self, room_id: str, command: object) -> None:
-        """Hand ``command`` to the room without waiting (see ``HelpersMixin._queue_command``).
+        """Hand ``command`` to the room without waiting (see ``HelpersMixin._queue_command``),
+        also while the kit closes: the write comes from a command closing waits for.
 
         Raises:
-            KitClosedError: the kit is closed or closing.
+            KitClosedError: the kit is closed.
             RoomKitError: the room's mailbox is full.
         """
-        if self._system is None or self._closing:
-            raise KitClosedError("the kit is closing and takes no more commands")
+        if self._system is None:
+            raise KitClosedError("the kit is closed")
         try:
             self._tell_room_nowait(room_id, command)
         except MailboxFull as exc:
