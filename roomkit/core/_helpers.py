@@ -156,16 +156,10 @@ class HelpersMixin:
             await self._settle(runtime, outcome)
         return outcome
 
-    async def _queue_command(self, room_id: str, command: object) -> None:
-        """Hand ``command`` to the room without waiting: it runs once the room is done with
-        what it does now (its failure is logged). For a write issued from the room's own
-        decision, which the room could not take up before that decision ends.
-
-        Raises:
-            RoomKitError: the room's mailbox is full.
-        """
+    async def _read_model_at(self, position: int) -> None:
+        """Return once the read model holds the log up to ``position``."""
         runtime = await self._ensure_runtime()
-        runtime.queue_command(self._check_room_id(room_id), command)
+        await runtime.projection.wait(position)
 
     def _settled(self, runtime: KitRuntime, outcome: Outcome) -> bool:
         """Whether ``_settle`` would return at once (often so by the time the room replied:

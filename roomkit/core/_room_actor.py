@@ -158,11 +158,15 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             outcome = Outcome()
         elif type(command) is ProcessInbound:
             # User code runs in it (the channel's handle_inbound, the hooks): see _in_decision.
-            with InDecision(self.key):
+            if self.version != self._position_version:
+                await self._find_last_position()
+            with InDecision(self.key, self._last_position) as decision:
                 if command.budget is not None:
                     facts, outcome = await self._decide_within(state, command, command.budget)
                 else:
                     facts, outcome = await self._decider.decide(state, command)
+            if decision.writes:  # made through kit.store there: committed ahead of the message
+                facts = [*await self._decider.write_facts(state, decision.writes), *facts]
         else:
             facts, outcome = await self._decider.decide(state, command)
         # Only commands that write carry the waiting delivery outcomes (a query never

@@ -338,6 +338,15 @@ class RoomDecider:
         draft.add(RoomUpdated(room=dump(updated), reason="metadata_updated"), updated)
         return draft.facts, Outcome(value=updated)
 
+    async def write_facts(self, state: RoomState, writes: list[object]) -> list[Fact]:
+        """The facts of store writes made during a decision (see ``_in_decision``), each
+        decided on ``state`` as it was before the message."""
+        facts: list[Fact] = []
+        for write in writes:
+            written, _ = await self.decide(state, write)
+            facts.extend(written)
+        return facts
+
     def _replace(self, state: RoomState, cmd: ReplaceRoom) -> Decision:
         room = state.room
         draft = _Draft(state, self._now(), cmd.room.id)

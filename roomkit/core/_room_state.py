@@ -326,7 +326,10 @@ def _record_message(
     room = state.room
     if room is None:
         return
-    updates: dict[str, object] = {"event_count": state.event_count, "latest_index": event.index}
+    # The highest index, as the read model keeps it: history imported through the store may
+    # come with lower ones.
+    latest = max(room.latest_index, event.index)
+    updates: dict[str, object] = {"event_count": state.event_count, "latest_index": latest}
     if is_activity(activity, event.type, event.status):
         # When it was recorded, as 0.3.0 took the time it processed it: the event's own
         # created_at is its channel's to set (a provider's time, hours old or ahead).

@@ -23,7 +23,6 @@ from actors import (
     AfterCommitError,
     AskTimeout,
     ConcurrencyConflict,
-    MailboxFull,
     check_settings,
 )
 from eventlog import EventLogError, InvalidAppend, LogUnavailable
@@ -420,21 +419,6 @@ class KitRuntime:
 
     def _tell_room_nowait(self, room_id: str, command: object) -> None:
         self._running().ref(ROOM, room_id).tell_nowait(command)
-
-    def queue_command(self, room_id: str, command: object) -> None:
-        """Hand ``command`` to the room without waiting (see ``HelpersMixin._queue_command``),
-        also while the kit closes: the write comes from a command closing waits for.
-
-        Raises:
-            KitClosedError: the kit is closed.
-            RoomKitError: the room's mailbox is full.
-        """
-        if self._system is None:
-            raise KitClosedError("the kit is closed")
-        try:
-            self._tell_room_nowait(room_id, command)
-        except MailboxFull as exc:
-            raise RoomKitError(f"room {room_id} is too busy to queue the write: {exc}") from exc
 
     async def _tell_delivery(self, room_id: str, job: object) -> None:
         await self._running().ref(DELIVERY, room_id).tell(job)

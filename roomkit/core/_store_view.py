@@ -29,7 +29,7 @@ from roomkit.core._commands import (
 )
 from roomkit.core._domain import logged_copy
 from roomkit.core._helpers import check_str
-from roomkit.core._in_decision import deciding_room
+from roomkit.core._in_decision import deciding
 from roomkit.errors import RoomKitError, RoomNotFoundError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
@@ -68,8 +68,10 @@ class KitStore(ConversationStore):
     attribute is the read model's.
 
     A write issued from a room's own decision (its BEFORE_BROADCAST hook, its channel's
-    ``handle_inbound``) is queued for the room to log once that decision is done: waited
-    for, it would wait for the decision it is part of. Reads meanwhile do not show it.
+    ``handle_inbound``) is committed with the message decided, ahead of it (waited for, it
+    would wait for the decision it is part of): reads show it once the message is committed.
+    Reads from a decision first wait for the read model to hold what its room committed
+    before (see ``_in_decision``).
     """
 
     def __init__(self, kit: RoomKit, read_model: ConversationStore) -> None:
@@ -114,7 +116,13 @@ class KitStore(ConversationStore):
         )
 
     async def add_event(self, event: RoomEvent) -> RoomEvent:
-        """Record ``event`` in its room's timeline as it is, delivered to no one."""
+        """Record ``event`` in its room's timeline as it is, delivered to no one.
+
+        Raises:
+            ValueError: an event with its id is stored already (an event is recorded once).
+        """
+        if isinstance(event, RoomEvent) and await self.read_model.get_event(event.id):
+            raise ValueError(f"event {event.id!r} is stored already")
         return await self._write(event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
 
     async def add_binding(self, binding: ChannelBinding) -> ChannelBinding:
@@ -177,18 +185,22 @@ class KitStore(ConversationStore):
         model = logged_copy(model)
         return await self._send(model.room_id, command(model), model)
 
-    async def _send(self, room_id: str, command: object, queued: object) -> Any:
-        """The value of ``command`` done by the room; ``queued`` when it is issued from the
-        room's own decision, and only queued (see the class docstring)."""
-        if deciding_room() == room_id:
-            await self._kit._queue_command(room_id, command)
-            return queued
+    async def _send(self, room_id: str, command: object, collected: object) -> Any:
+        """The value of ``command`` done by the room; ``collected`` when it is issued from
+        the room's own decision, which commits it (see the class docstring)."""
+        decision = deciding()
+        if decision is not None and decision.room_id == room_id:
+            decision.writes.append(command)
+            return collected
         outcome = await self._kit._command(room_id, command)
         return outcome.value
 
 
 def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     async def forward(self: KitStore, *args: Any, **kwargs: Any) -> Any:
+        decision = deciding()
+        if decision is not None:
+            await self._kit._read_model_at(decision.position)
         return await getattr(self.read_model, name)(*args, **kwargs)
 
     forward.__name__ = forward.__qualname__ = name

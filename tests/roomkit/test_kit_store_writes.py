@@ -6,8 +6,10 @@ the same (so each write was logged)."""
 from __future__ import annotations
 
 import copy
+import functools
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pydantic
 import pytest
 
@@ -35,7 +37,7 @@ from roomkit import (
     TaskStatus,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -201,6 +203,30 @@ async def test_a_participant_written_through_the_store_is_the_room_s(kit: RoomKi
     assert (kept.display_name, kept.role) == ("Alice B.", "owner")
 
 
+async def test_history_with_an_id_stored_already_or_a_lower_index_stays_consistent(
+    kit: RoomKit,
+) -> None:
+    # An event is recorded once: the read model refused a second one of an id, after the
+    # room had counted it. A lower index left the room's latest index apart from the read
+    # model's (the kit fixture checks they agree).
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await room_with(kit, "r1", "sms", "ws")
+    await room_with(kit, "r2", "sms")
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert result.event is not None
+    with pytest.raises(ValueError, match="stored already"):
+        await kit.store.add_event(result.event.model_copy(update={"room_id": "r2"}))
+    old = RoomEvent(
+        room_id="r1",
+        index=0,
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="old"),
+    )
+    await kit.store.add_event(old)
+    assert (await kit.get_room("r1")).latest_index == 2
+
+
 async def test_history_imported_through_the_store_is_the_room_s(kit: RoomKit) -> None:
     kit.register_channel(SimpleChannel("sms"))
     ws = SimpleChannel("ws")
@@ -217,6 +243,7 @@ async def test_history_imported_through_the_store_is_the_room_s(kit: RoomKit) ->
             )
         )
     assert ws.delivered == []  # history: delivered to no one
+    assert (await kit.get_room("r1")).timers.last_activity_at is None  # nor activity
     again = await kit.process_inbound(text("sms", "x", idempotency_key="old-1"), room_id="r1")
     assert again.blocked and again.reason == "duplicate"
     live = await kit.process_inbound(text("sms", "new"), room_id="r1")
@@ -285,11 +312,68 @@ async def test_a_hook_writing_its_own_room_through_the_store_does_not_hold_the_m
     errors = framework_events(kit, "hook_error")
     result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
     assert not result.blocked and ws.texts() == ["hi"] and errors == []
+    room = await kit.get_room("r1")  # committed with the message
+    assert room.metadata == {"seen": True}
+    assert room.timers.last_activity_at is not None  # the message's, not taken back
+    assert await kit.store.get_unread_count("r1", "ws") == 1  # the message came after
 
-    async def logged() -> bool:
-        return (await kit.get_room("r1")).metadata == {"seen": True}
 
-    await eventually(logged, what="the hook's write, logged after the decision")
+async def test_hooks_of_concurrent_messages_read_and_write_the_room_in_turn(
+    kit: RoomKit,
+) -> None:
+    # Each hook reads the room through the store and writes it back with a count one up:
+    # written after the messages queued, each write read a room without the others'.
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await room_with(kit, "r1", "sms", "ws")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def count(event: RoomEvent, context: RoomContext) -> HookResult:
+        room = await kit.store.get_room("r1")
+        assert room is not None
+        n = room.metadata.get("n", 0) + 1
+        await kit.store.update_room(room.model_copy(update={"metadata": {"n": n}}))
+        return HookResult.allow()
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(
+                functools.partial(kit.process_inbound, room_id="r1"), text("sms", f"{n}")
+            )
+    assert (await kit.get_room("r1")).metadata == {"n": 20}
+
+
+async def test_bindings_and_history_a_hook_writes_apply_to_the_message_it_decides(
+    kit: RoomKit,
+) -> None:
+    # As in 0.3.0, whose store took them before the message was stored and broadcast: a
+    # channel added gets the message, one set to access NONE does not, and history added
+    # comes before the message in the timeline.
+    kit.register_channel(SimpleChannel("sms"))
+    ws, late = SimpleChannel("ws"), SimpleChannel("late")
+    kit.register_channel(ws)
+    kit.register_channel(late)
+    await room_with(kit, "r1", "sms", "ws")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def rewire(event: RoomEvent, context: RoomContext) -> HookResult:
+        ws_binding = await kit.store.get_binding("r1", "ws")
+        assert ws_binding is not None
+        await kit.store.update_binding(ws_binding.model_copy(update={"access": Access.NONE}))
+        binding = ChannelBinding(room_id="r1", channel_id="late", channel_type=ChannelType.SMS)
+        await kit.store.add_binding(binding)
+        note = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+            content=TextContent(body="note"),
+        )
+        await kit.store.add_event(note)
+        return HookResult.allow()
+
+    await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert (late.texts(), ws.texts()) == (["hi"], [])
+    bodies = [getattr(e.content, "body", "") for e in await kit.get_timeline("r1")]
+    assert bodies[-2:] == ["note", "hi"]
 
 
 async def test_a_kit_command_to_its_own_room_from_a_hook_fails_at_once(kit: RoomKit) -> None:
@@ -309,6 +393,31 @@ async def test_a_kit_command_to_its_own_room_from_a_hook_fails_at_once(kit: Room
     assert not result.blocked
     assert [e.data["hook"] for e in errors] == ["tag"]
     assert "its own decision runs" in str(errors[0].data["error"])
+
+
+async def test_a_task_a_hook_started_commands_its_room_once_the_decision_is_done(
+    kit: RoomKit,
+) -> None:
+    # The task copied the hook's context, mark and all: only while the decision runs does
+    # the mark refuse a command to the room.
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    await room_with(kit, "r1", "sms", "ws")
+    decided = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def later() -> None:
+            await decided.wait()
+            await kit.update_room_metadata("r1", {"later": True})
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def start(event: RoomEvent, context: RoomContext) -> HookResult:
+            tg.start_soon(later)
+            return HookResult.allow()
+
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        decided.set()
+    assert (await kit.get_room("r1")).metadata == {"later": True}
 
 
 def test_the_store_view_can_be_copied() -> None:
