@@ -240,6 +240,35 @@ class EventSourcedActor(Actor, Generic[S, E]):
             return await self._commit(effect, events, records)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def commit_now(self, effect: Effect[E]) -> object:
+        """Append and commit ``effect`` at once, from inside the command being decided: a
+        change user code makes while the decision runs, which the actor cannot take as a
+        command of its own before the decision ends. ``decide``'s state then includes it, and
+        the command's own append comes after it. Return its reply.
+
+        Raises:
+            ConcurrencyConflict: another writer moved the stream (the command's own append
+                then conflicts too, and the command is decided again).
+            LogUnavailable: the log could not be reached; the append is in doubt.
+        """
+        events = list(effect.events)
+        if not events:
+            return effect.reply_for(self.state)
+        stream = self.stream_id()
+        expected = self._version
+        encoded = [self.encode_event(event) for event in events]
+        try:
+            records = await self.log.append(stream, encoded, expected_version=expected)
+        except LogUnavailable:
+            self._in_doubt = (*self._in_doubt, _InDoubt(effect, encoded, expected))
+            raise
+        except WrongExpectedVersion as exc:
+            raise ConcurrencyConflict(stream, expected, exc.actual) from exc
+        if records[0].version != expected + 1:  # an earlier append of the same message id
+            raise ConcurrencyConflict(stream, expected, records[-1].version)
+        self._in_doubt = ()
+        return await self._commit(effect, events, records)
+
     async def reload(self) -> None:
         """Drop the state held and recover it from the log again (snapshot + tail), as a new
         incarnation would: for an actor that finds its state unusable.

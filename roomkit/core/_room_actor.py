@@ -13,11 +13,11 @@ import pydantic
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
-from roomkit.core._commands import FlushOutcomes, Outcome, ProcessInbound
+from roomkit.core._commands import FlushOutcomes, ImportEvent, MarkRead, Outcome, ProcessInbound
 from roomkit.core._delivery import DeliveryJob, RoomDelivery, failed_sync_hooks
 from roomkit.core._domain import ChannelAttached, ChannelUpdated, DomainEvent, dump, load
 from roomkit.core._facts import Deliver, Fact, ReportErrors, RunLifecycle, fact_from_record
-from roomkit.core._in_decision import InDecision
+from roomkit.core._in_decision import InDecision, deciding
 from roomkit.core._recent import RecentEvents
 from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
@@ -160,13 +160,15 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             # User code runs in it (the channel's handle_inbound, the hooks): see _in_decision.
             if self.version != self._position_version:
                 await self._find_last_position()
-            with InDecision(self.key, self._last_position) as decision:
+            kit = self._services.kit
+            with InDecision(kit, self.key, self._last_position, self._commit_write) as decision:
                 if command.budget is not None:
                     facts, outcome = await self._decide_within(state, command, command.budget)
                 else:
                     facts, outcome = await self._decider.decide(state, command)
-            if decision.writes:  # made through kit.store there: committed ahead of the message
-                facts = [*await self._decider.write_facts(state, decision.writes), *facts]
+            for write in decision.after:  # about the message itself: once it is recorded
+                written, _ = await self._decider.decide(state, write)
+                facts = [*facts, *written]
         else:
             facts, outcome = await self._decider.decide(state, command)
         # Only commands that write carry the waiting delivery outcomes (a query never
@@ -185,6 +187,27 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # The kit keeps the rooms whose appends are in doubt, to settle them as it closes.
         outcome.in_doubt = self.in_doubt
         return Effect(events=facts, reply=outcome)
+
+    async def _commit_write(self, command: object) -> Any:
+        """Commit a store write made from this room's decision now (see _in_decision), and
+        return what it recorded; the decision's reads then wait for it.
+
+        Raises:
+            ValueError: it imports the very message decided (recorded with the decision).
+        """
+        decision = deciding()
+        decided = decision.event_id if decision is not None else None
+        if decided is not None:
+            if type(command) is ImportEvent and command.event.id == decided:
+                raise ValueError(f"event {decided!r} is the message being decided")
+            if type(command) is MarkRead and command.event_id == decided:
+                decision.after.append(command)  # type: ignore[union-attr]
+                return True
+        facts, outcome = await self._decider.decide(self.state, command)
+        await self.commit_now(Effect(events=facts, reply=outcome))
+        if decision is not None and facts:
+            decision.position = self._last_position
+        return outcome.value
 
     async def _older_duplicate(self, state: RoomState, key: str) -> str | None:
         """The read model's answer for an idempotency key older than the room's window, once

@@ -59,6 +59,7 @@ from roomkit.core._domain import (
     unreadable,
 )
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
+from roomkit.core._in_decision import deciding
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
@@ -338,15 +339,6 @@ class RoomDecider:
         draft.add(RoomUpdated(room=dump(updated), reason="metadata_updated"), updated)
         return draft.facts, Outcome(value=updated)
 
-    async def write_facts(self, state: RoomState, writes: list[object]) -> list[Fact]:
-        """The facts of store writes made during a decision (see ``_in_decision``), each
-        decided on ``state`` as it was before the message."""
-        facts: list[Fact] = []
-        for write in writes:
-            written, _ = await self.decide(state, write)
-            facts.extend(written)
-        return facts
-
     def _replace(self, state: RoomState, cmd: ReplaceRoom) -> Decision:
         room = state.room
         draft = _Draft(state, self._now(), cmd.room.id)
@@ -615,6 +607,9 @@ class RoomDecider:
                     f"channel {cmd.channel.channel_id!r}: handle_inbound returned "
                     f"{type(event).__name__}, expected RoomEvent"
                 )
+        decision = deciding()
+        if decision is not None:  # store writes about this very message wait for it
+            decision.event_id = event.id
         key = event.idempotency_key
         if key:
             original = state.idempotency.get(key)

@@ -29,7 +29,7 @@ from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
-from roomkit.core._in_decision import deciding_room
+from roomkit.core._in_decision import deciding
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
@@ -137,6 +137,7 @@ class KitRuntime:
             outcomes=self.flusher,
             capabilities=kit._capabilities,
             older_duplicate=self._older_duplicate,
+            kit=kit,
         )
 
     # -- start and stop ----------------------------------------------------------------------
@@ -324,7 +325,8 @@ class KitRuntime:
             raise KitClosedError("the kit is closed")
         if self._closing and not internal and not in_post_commit_work():
             raise KitClosedError("the kit is closing and takes no more commands")
-        if deciding_room() == room_id:
+        decision = deciding()
+        if decision is not None and decision.room_id == room_id and decision.kit is self._kit:
             raise RoomKitError(
                 f"room {room_id} cannot take a command from code its own decision runs (its "
                 "channel's handle_inbound, a BEFORE_BROADCAST hook): the command would wait "

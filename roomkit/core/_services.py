@@ -43,3 +43,5 @@ class KitServices:
     # the read model reached that position: for keys older than a room's window (see
     # _room_state.IDEMPOTENCY_WINDOW).
     older_duplicate: Callable[[str, str, int], Awaitable[str | None]]
+    # The kit these serve: code a room's decision runs may use another kit's store.
+    kit: object = None

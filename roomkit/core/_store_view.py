@@ -68,10 +68,9 @@ class KitStore(ConversationStore):
     attribute is the read model's.
 
     A write issued from a room's own decision (its BEFORE_BROADCAST hook, its channel's
-    ``handle_inbound``) is committed with the message decided, ahead of it (waited for, it
-    would wait for the decision it is part of): reads show it once the message is committed.
-    Reads from a decision first wait for the read model to hold what its room committed
-    before (see ``_in_decision``).
+    ``handle_inbound``) is committed by the room at once, ahead of the message decided
+    (waited for as a command, it would wait for the decision it is part of); reads from the
+    decision wait for the read model to hold it (see ``_in_decision``).
     """
 
     def __init__(self, kit: RoomKit, read_model: ConversationStore) -> None:
@@ -121,7 +120,7 @@ class KitStore(ConversationStore):
         Raises:
             ValueError: an event with its id is stored already (an event is recorded once).
         """
-        if isinstance(event, RoomEvent) and await self.read_model.get_event(event.id):
+        if isinstance(event, RoomEvent) and await self.get_event(event.id):
             raise ValueError(f"event {event.id!r} is stored already")
         return await self._write(event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
 
@@ -185,21 +184,21 @@ class KitStore(ConversationStore):
         model = logged_copy(model)
         return await self._send(model.room_id, command(model), model)
 
-    async def _send(self, room_id: str, command: object, collected: object) -> Any:
-        """The value of ``command`` done by the room; ``collected`` when it is issued from
-        the room's own decision, which commits it (see the class docstring)."""
+    async def _send(self, room_id: str, command: object, default: object) -> Any:
+        """The value of ``command`` done by the room (``default`` for None): committed by
+        the room at once when issued from its own decision (see the class docstring)."""
         decision = deciding()
-        if decision is not None and decision.room_id == room_id:
-            decision.writes.append(command)
-            return collected
-        outcome = await self._kit._command(room_id, command)
-        return outcome.value
+        if decision is not None and decision.room_id == room_id and decision.kit is self._kit:
+            value = await decision.commit(command)
+        else:
+            value = (await self._kit._command(room_id, command)).value
+        return default if value is None else value
 
 
 def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     async def forward(self: KitStore, *args: Any, **kwargs: Any) -> Any:
         decision = deciding()
-        if decision is not None:
+        if decision is not None and decision.kit is self._kit:
             await self._kit._read_model_at(decision.position)
         return await getattr(self.read_model, name)(*args, **kwargs)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import pydantic
@@ -22,6 +23,7 @@ from roomkit import (
     HookExecution,
     HookResult,
     HookTrigger,
+    InboundMessage,
     InMemoryStore,
     Observation,
     Participant,
@@ -37,7 +39,7 @@ from roomkit import (
     TaskStatus,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -424,3 +426,85 @@ def test_the_store_view_can_be_copied() -> None:
     kit = RoomKit()
     assert copy.copy(kit.store).read_model is kit.store.read_model  # type: ignore[attr-defined]
     copy.deepcopy(kit.store)
+
+
+async def test_writes_a_hook_makes_apply_in_turn_and_its_reads_show_them(kit: RoomKit) -> None:
+    # Each write is the room's at once: a binding added then removed is gone, a room changed
+    # then written back as it was is as it was, and history imported then a room written
+    # back keeps the room's count. Decided all on the room before the message, they undid
+    # each other wrongly (the binding stayed, the change stuck, the count went back).
+    kit.register_channel(SimpleChannel("sms"))
+    ws, late = SimpleChannel("ws"), SimpleChannel("late")
+    kit.register_channel(ws)
+    kit.register_channel(late)
+    await room_with(kit, "r1", "sms", "ws")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def churn(event: RoomEvent, context: RoomContext) -> HookResult:
+        binding = ChannelBinding(room_id="r1", channel_id="late", channel_type=ChannelType.SMS)
+        await kit.store.add_binding(binding)
+        assert await kit.store.get_binding("r1", "late") is not None  # reads show it
+        assert await kit.store.remove_binding("r1", "late") is True
+        room = await kit.store.get_room("r1")
+        assert room is not None
+        await kit.store.update_room(room.model_copy(update={"metadata": {"x": 1}}))
+        await kit.store.update_room(room)
+        note = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+            content=TextContent(body="note"),
+        )
+        await kit.store.add_event(note)
+        with pytest.raises(ValueError, match="stored already"):
+            await kit.store.add_event(note)
+        with pytest.raises(ValueError, match="being decided"):
+            await kit.store.add_event(event)
+        after = await kit.store.get_room("r1")
+        assert after is not None
+        await kit.store.update_room(after.model_copy(update={"metadata": {"y": 2}}))
+        await kit.store.mark_read("r1", "ws", event.id)  # the message itself, once recorded
+        return HookResult.allow()
+
+    await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert (late.texts(), ws.texts()) == ([], ["hi"])
+    room = await kit.get_room("r1")
+    assert room.metadata == {"y": 2} and room.event_count == 4
+    assert await kit.store.get_unread_count("r1", "ws") == 0
+
+
+async def test_a_write_a_channel_makes_before_failing_is_kept(kit: RoomKit) -> None:
+    # As 0.3.0's store kept it: the write was done when the channel failed.
+    class Noting(SimpleChannel):
+        async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> Any:
+            room = context.room.model_copy(update={"metadata": {"seen": True}})
+            await kit.store.update_room(room)
+            raise RuntimeError("provider payload unreadable")
+
+    kit.register_channel(Noting("sms"))
+    await room_with(kit, "r1", "sms")
+    with pytest.raises(RuntimeError, match="unreadable"):
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+
+    async def kept() -> bool:  # committed; the read model follows the log on its own
+        return (await kit.get_room("r1")).metadata == {"seen": True}
+
+    await eventually(kept, what="the channel's write in the read model")
+
+
+async def test_a_hook_writing_another_kit_s_room_of_the_same_id_writes_that_kit() -> None:
+    async with RoomKit() as a, RoomKit() as b:
+        for k in (a, b):
+            k.register_channel(SimpleChannel("sms"))
+            k.register_channel(SimpleChannel("ws"))
+            await room_with(k, "r1", "sms", "ws")
+
+        @a.hook(HookTrigger.BEFORE_BROADCAST)
+        async def mirror(event: RoomEvent, context: RoomContext) -> HookResult:
+            room = await b.store.get_room("r1")
+            assert room is not None
+            await b.store.update_room(room.model_copy(update={"metadata": {"mirrored": True}}))
+            return HookResult.allow()
+
+        await a.process_inbound(text("sms", "hi"), room_id="r1")
+        assert (await a.get_room("r1")).metadata == {}
+        assert (await b.get_room("r1")).metadata == {"mirrored": True}
