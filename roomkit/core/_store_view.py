@@ -43,25 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KitStore"]
 
-_LOGGED = frozenset(
-    {
-        "create_room",
-        "update_room",
-        "delete_room",
-        "add_event",
-        "add_binding",
-        "update_binding",
-        "remove_binding",
-        "add_participant",
-        "update_participant",
-        "add_task",
-        "update_task",
-        "add_observation",
-        "mark_read",
-        "mark_all_read",
-    }
-)
-
 
 class KitStore(ConversationStore):
     """The kit's read model (``read_model``), whose room writes go to the rooms; any other
@@ -210,6 +191,6 @@ def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
 # Every other method of the contract is the read model's, abstract or not (a store may
 # override a default, as InMemoryStore does ``idempotent_event_id``).
 for _name, _member in vars(ConversationStore).items():
-    if callable(_member) and not _name.startswith("_") and _name not in _LOGGED:
+    if callable(_member) and not _name.startswith("_") and _name not in vars(KitStore):
         setattr(KitStore, _name, _forward(_name))
 KitStore.__abstractmethods__ = frozenset()
