@@ -10,10 +10,13 @@ never overwritten.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import anyio
 
 from actors.actor import Actor
 from actors.effect import Effect
@@ -254,6 +257,21 @@ class EventSourcedActor(Actor, Generic[S, E]):
         events = list(effect.events)
         if not events:
             return effect.reply_for(self.state)
+        # Not cut half-way by a timeout of the code around (a hook's, the command's): landed
+        # and not applied, the append would leave the state behind the stream. The log's own
+        # timeouts bound it; the cancellation comes once it is done.
+        work = self._append_now(effect, events)
+        if asyncio._get_running_loop() is None:  # trio: its timeouts are scopes a shield holds
+            with anyio.CancelScope(shield=True):
+                return await work
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
+
+    async def _append_now(self, effect: Effect[E], events: list[E]) -> object:
         stream = self.stream_id()
         expected = self._version
         encoded = [self.encode_event(event) for event in events]
@@ -264,7 +282,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
             raise
         except WrongExpectedVersion as exc:
             raise ConcurrencyConflict(stream, expected, exc.actual) from exc
-        if records[0].version != expected + 1:  # an earlier append of the same message id
+        if records[0].version != expected + 1:  # an earlier append of that message id
             raise ConcurrencyConflict(stream, expected, records[-1].version)
         self._in_doubt = ()
         return await self._commit(effect, events, records)

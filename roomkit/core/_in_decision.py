@@ -27,7 +27,7 @@ class InDecision(ContextMark):
     ``event_id`` is the message decided, once its channel made it; ``after`` holds the writes
     about that very message (a read marker), committed after it."""
 
-    __slots__ = ("after", "commit", "event_id", "kit", "position", "room_id")
+    __slots__ = ("after", "commit", "event_id", "failed", "kit", "position", "room_id")
     _var: ClassVar[ContextVar[InDecision | None]] = ContextVar("roomkit_in_decision", default=None)
 
     def __init__(
@@ -44,6 +44,9 @@ class InDecision(ContextMark):
         self.commit = commit
         self.event_id: str | None = None
         self.after: list[object] = []
+        # A write that could not be committed for sure (the log away, another writer): the
+        # decision fails with it, whatever the hook that made it did with the error.
+        self.failed: Exception | None = None
 
 
 def deciding() -> InDecision | None:

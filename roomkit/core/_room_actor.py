@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import pydantic
 
-from actors import Actor, Effect, EventSourcedActor
-from eventlog import NewEvent, Record
+from actors import Actor, ConcurrencyConflict, Effect, EventSourcedActor
+from eventlog import LogUnavailable, NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
 from roomkit.core._commands import FlushOutcomes, ImportEvent, MarkRead, Outcome, ProcessInbound
 from roomkit.core._delivery import DeliveryJob, RoomDelivery, failed_sync_hooks
@@ -23,6 +23,7 @@ from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState, evolve
 from roomkit.core._services import KitServices
+from roomkit.errors import RoomConflictError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import HookTrigger
@@ -69,6 +70,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # carries them (see _outcome_flusher.py); they leave once an append that carried them
         # is committed (which may be an append in doubt, committed later).
         self._unrecorded: list[Fact] = []
+        # The inbound message being decided, and the last one whose hooks committed writes
+        # through kit.store (see decide: it is not decided again after a conflict).
+        self._deciding: object | None = None
+        self._wrote_for: object | None = None
         # The log position of this incarnation's last commit. A command that commits nothing
         # (a duplicate, a room that exists already, a query) answers from state the read
         # model may not show yet: its caller waits for the read model to reach this.
@@ -157,15 +162,30 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             facts: list[Fact] = []
             outcome = Outcome()
         elif type(command) is ProcessInbound:
+            if command is self._wrote_for:
+                # Decided again after a conflict, but its hooks' writes are committed: run
+                # again, they would write twice.
+                raise RoomConflictError(
+                    f"room {self.key} changed under another writer after this message's hooks "
+                    "wrote to it through kit.store; their writes are kept, the message is not"
+                )
             # User code runs in it (the channel's handle_inbound, the hooks): see _in_decision.
             if self.version != self._position_version:
                 await self._find_last_position()
             kit = self._services.kit
-            with InDecision(kit, self.key, self._last_position, self._commit_write) as decision:
-                if command.budget is not None:
-                    facts, outcome = await self._decide_within(state, command, command.budget)
-                else:
-                    facts, outcome = await self._decider.decide(state, command)
+            self._deciding = command
+            try:
+                with InDecision(
+                    kit, self.key, self._last_position, self._commit_write
+                ) as decision:
+                    if command.budget is not None:
+                        facts, outcome = await self._decide_within(state, command, command.budget)
+                    else:
+                        facts, outcome = await self._decider.decide(state, command)
+            finally:
+                self._deciding = None
+            if decision.failed is not None:
+                raise decision.failed
             for write in decision.after:  # about the message itself: once it is recorded
                 written, _ = await self._decider.decide(state, write)
                 facts = [*facts, *written]
@@ -204,7 +224,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 decision.after.append(command)  # type: ignore[union-attr]
                 return True
         facts, outcome = await self._decider.decide(self.state, command)
-        await self.commit_now(Effect(events=facts, reply=outcome))
+        try:
+            await self.commit_now(Effect(events=facts, reply=outcome))
+        except (LogUnavailable, ConcurrencyConflict) as exc:
+            if decision is not None:
+                decision.failed = exc
+            raise
+        if facts:
+            self._wrote_for = self._deciding
         if decision is not None and facts:
             decision.position = self._last_position
         return outcome.value
@@ -294,6 +321,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 self._unrecorded = [fact for fact in unrecorded if id(fact) not in kept]
         position = self._last_position = records[-1].position
         self._position_version = records[-1].version
+        self._wrote_for = None
         if state.keys_recorded:
             state.mark_keys(position)
         turns = self._services.turns

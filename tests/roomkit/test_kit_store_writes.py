@@ -14,6 +14,7 @@ import anyio
 import pydantic
 import pytest
 
+from eventlog import LogUnavailable, MemoryEventLog
 from roomkit import (
     Access,
     ChannelBinding,
@@ -25,9 +26,11 @@ from roomkit import (
     HookTrigger,
     InboundMessage,
     InMemoryStore,
+    LogUnavailableError,
     Observation,
     Participant,
     ParticipantRole,
+    RoomConflictError,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -40,6 +43,7 @@ from roomkit import (
     TextContent,
 )
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.test_kit_replay import assert_consistent
 
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 
@@ -508,3 +512,96 @@ async def test_a_hook_writing_another_kit_s_room_of_the_same_id_writes_that_kit(
         await a.process_inbound(text("sms", "hi"), room_id="r1")
         assert (await a.get_room("r1")).metadata == {}
         assert (await b.get_room("r1")).metadata == {"mirrored": True}
+
+
+class _SlowOrLostAck(MemoryEventLog):
+    """Lands each append, then answers ``slow_ack`` seconds late or, ``lose_ack`` times, not
+    at all (``LogUnavailable``): a server under load, an answer lost."""
+
+    lose_ack = 0
+    slow_ack = 0.0
+
+    async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+        records = await super().append(stream, events, expected_version=expected_version)
+        if self.lose_ack:
+            self.lose_ack -= 1
+            raise LogUnavailable("ack lost")
+        if self.slow_ack:
+            await anyio.sleep(self.slow_ack)
+        return records
+
+
+async def _bump(kit: RoomKit) -> None:
+    room = await kit.store.get_room("r1")
+    assert room is not None
+    n = room.metadata.get("n", 0)
+    await kit.store.update_room(room.model_copy(update={"metadata": {"n": n + 1}}))
+
+
+@pytest.mark.parametrize("cut_by", ["hook timeout", "process_timeout"])
+async def test_a_timeout_while_a_hook_s_write_is_appended_leaves_it_whole(cut_by: str) -> None:
+    # The cancellation came mid-append: the write landed and the room never applied it (its
+    # state behind its log), or the message then conflicted with it and ran its hook again.
+    log = _SlowOrLostAck()
+    hook_timeout, process_timeout = (0.05, None) if cut_by == "hook timeout" else (5.0, 0.05)
+    async with RoomKit(log=log, process_timeout=process_timeout) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await room_with(kit, "r1", "sms", "ws")
+        runs: list[int] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=hook_timeout)
+        async def bump(event: RoomEvent, context: RoomContext) -> HookResult:
+            runs.append(1)
+            log.slow_ack = 0.2
+            try:
+                await _bump(kit)
+            finally:
+                log.slow_ack = 0.0
+            return HookResult.allow()
+
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert runs == [1] and (await kit.get_room("r1")).metadata == {"n": 1}
+        await assert_consistent(kit)
+
+
+async def test_a_hook_s_write_in_doubt_fails_the_message_and_is_applied_once() -> None:
+    # The hook's write landed, its answer lost: the message was appended after it anyway,
+    # conflicted, and its hook ran again, writing twice.
+    log = _SlowOrLostAck()
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await room_with(kit, "r1", "sms", "ws")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def bump(event: RoomEvent, context: RoomContext) -> HookResult:
+            log.lose_ack = 1
+            await _bump(kit)
+            return HookResult.allow()
+
+        with pytest.raises(LogUnavailableError):
+            await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert (await kit.get_room("r1")).metadata == {"n": 1}
+        await assert_consistent(kit)
+
+
+async def test_a_message_whose_hooks_wrote_is_not_decided_again_after_a_conflict() -> None:
+    # Another process moved the room meanwhile: decided again, the hook wrote twice.
+    log = MemoryEventLog()
+    async with RoomKit(log=log) as a, RoomKit(log=log) as b:
+        for k in (a, b):
+            k.register_channel(SimpleChannel("sms"))
+            k.register_channel(SimpleChannel("ws"))
+        await room_with(a, "r1", "sms", "ws")
+        await b.get_room("r1")
+
+        @a.hook(HookTrigger.BEFORE_BROADCAST)
+        async def bump(event: RoomEvent, context: RoomContext) -> HookResult:
+            await _bump(a)
+            await b.send_event("r1", "ws", TextContent(body="other"))
+            return HookResult.allow()
+
+        with pytest.raises(RoomConflictError, match="their writes are kept"):
+            await a.process_inbound(text("sms", "hi"), room_id="r1")
+        assert (await a.get_room("r1")).metadata == {"n": 1}
