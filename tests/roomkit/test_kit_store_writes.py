@@ -496,20 +496,25 @@ async def test_a_write_a_channel_makes_before_failing_is_kept(kit: RoomKit) -> N
 
 
 async def test_a_hook_writing_another_kit_s_room_of_the_same_id_writes_that_kit() -> None:
+    # The decision's mark is kit A's: B's room of the same id is not A's (the write went to
+    # A), and B's read model is not waited for up to A's log (it waited for good).
     async with RoomKit() as a, RoomKit() as b:
         for k in (a, b):
             k.register_channel(SimpleChannel("sms"))
             k.register_channel(SimpleChannel("ws"))
             await room_with(k, "r1", "sms", "ws")
+        for n in range(5):  # A's log longer than B's
+            await a.process_inbound(text("sms", f"{n}"), room_id="r1")
 
-        @a.hook(HookTrigger.BEFORE_BROADCAST)
+        @a.hook(HookTrigger.BEFORE_BROADCAST, timeout=None)
         async def mirror(event: RoomEvent, context: RoomContext) -> HookResult:
             room = await b.store.get_room("r1")
             assert room is not None
             await b.store.update_room(room.model_copy(update={"metadata": {"mirrored": True}}))
             return HookResult.allow()
 
-        await a.process_inbound(text("sms", "hi"), room_id="r1")
+        with anyio.fail_after(10):  # a guard against the wait for good, not a time limit
+            await a.process_inbound(text("sms", "hi"), room_id="r1")
         assert (await a.get_room("r1")).metadata == {}
         assert (await b.get_room("r1")).metadata == {"mirrored": True}
 
