@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import anyio
 import msgspec
@@ -17,6 +18,7 @@ from actors import (
     ActorSystem,
     AfterCommitError,
     ConcurrencyConflict,
+    Effect,
     SupervisionPolicy,
 )
 from eventlog import (
@@ -523,3 +525,56 @@ async def test_commands_sent_during_recovery_wait_for_it_in_order() -> None:
     # Running totals 50, 51, 53, 56, 60 mean the adds were applied in the order 0..4 (askers
     # may wake in any order: trio shuffles them).
     assert sorted(replies) == [50, 51, 53, 56, 60]  # type: ignore[type-var]
+
+
+# -- commit_now: a change committed from inside the command being decided ------------------------
+
+
+@dataclass(frozen=True)
+class _AddNowThen:
+    first: int
+    then: int
+
+
+class _NowCounter(Counter):
+    """Commits ``first`` from inside its decision (as user code run by a decision may), then
+    decides ``then`` as the command's own event."""
+
+    async def decide(self, state: CounterState, command: object) -> Effect[Incremented]:
+        if isinstance(command, _AddNowThen):
+            await self.commit_now(Effect.persist(Incremented(command.first)))
+            return Effect.persist(Incremented(command.then), reply_with=lambda s: s.total)
+        return await super().decide(state, command)
+
+
+def _now_system(log: MemoryEventLog) -> ActorSystem:
+    system = ActorSystem(log, supervision=FAST)
+    system.register("counter", _NowCounter)
+    return system
+
+
+async def test_commit_now_commits_ahead_of_the_command_s_own_events() -> None:
+    log = MemoryEventLog()
+    async with _now_system(log) as system:
+        ref = system.ref("counter", "c")
+        assert await ref.ask(_AddNowThen(1, 10)) == 11
+    assert replay(await log.read("c")).amounts == (1, 10)
+    assert [events for _, events, _ in Counter.after_commit_calls] == [
+        [Incremented(1)],
+        [Incremented(10)],
+    ]
+
+
+async def test_commit_now_whose_answer_was_lost_is_in_doubt_and_settled_once() -> None:
+    log = _LossyLog()
+    async with _now_system(log) as system:
+        ref = system.ref("counter", "c")
+        log.lose_next_ack = True
+        with pytest.raises(LogUnavailable):
+            await ref.ask(_AddNowThen(1, 10))  # 1 landed, unconfirmed; 10 never appended
+        assert await ref.ask(Add(100)) == 101
+    assert replay(await log.read("c")).amounts == (1, 100)
+    assert [events for _, events, _ in Counter.after_commit_calls] == [
+        [Incremented(1)],
+        [Incremented(100)],
+    ]
