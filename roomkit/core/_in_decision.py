@@ -37,7 +37,8 @@ class InDecision(ContextMark):
         position: int,
         commit: Callable[[object], Awaitable[Any]],
     ) -> None:
-        super().__init__()
+        self.active = True  # ContextMark's, set here: one call less, on every message
+        self._token = None
         self.kit = kit
         self.room_id = room_id
         self.position = position

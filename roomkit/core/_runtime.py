@@ -325,7 +325,7 @@ class KitRuntime:
             raise KitClosedError("the kit is closed")
         if self._closing and not internal and not in_post_commit_work():
             raise KitClosedError("the kit is closing and takes no more commands")
-        decision = deciding()
+        decision = deciding()  # a command from a room's decision to that very room waits on it
         if decision is not None and decision.room_id == room_id and decision.kit is self._kit:
             raise RoomKitError(
                 f"room {room_id} cannot take a command from code its own decision runs (its "
