@@ -214,10 +214,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
             expected = self._version
             encoded = [self.encode_event(event) for event in events]
             try:
-                records = await self.log.append(stream, encoded, expected_version=expected)
-            except LogUnavailable:
-                self._in_doubt = (*self._in_doubt, _InDoubt(effect, encoded, expected))
-                raise
+                records = await self._append(stream, effect, encoded, expected)
             except WrongExpectedVersion as exc:
                 if self._in_doubt:
                     await self._settle_in_doubt(stream)  # the conflict may be that append
@@ -276,16 +273,23 @@ class EventSourcedActor(Actor, Generic[S, E]):
         expected = self._version
         encoded = [self.encode_event(event) for event in events]
         try:
-            records = await self.log.append(stream, encoded, expected_version=expected)
-        except LogUnavailable:
-            self._in_doubt = (*self._in_doubt, _InDoubt(effect, encoded, expected))
-            raise
+            records = await self._append(stream, effect, encoded, expected)
         except WrongExpectedVersion as exc:
             raise ConcurrencyConflict(stream, expected, exc.actual) from exc
         if records[0].version != expected + 1:  # an earlier append of that message id
             raise ConcurrencyConflict(stream, expected, records[-1].version)
         self._in_doubt = ()
         return await self._commit(effect, events, records)
+
+    async def _append(
+        self, stream: str, effect: Effect[E], encoded: list[NewEvent], expected: int
+    ) -> list[Record]:
+        """Append ``encoded``; one the log could not confirm is remembered in doubt."""
+        try:
+            return await self.log.append(stream, encoded, expected_version=expected)
+        except LogUnavailable:
+            self._in_doubt = (*self._in_doubt, _InDoubt(effect, encoded, expected))
+            raise
 
     async def reload(self) -> None:
         """Drop the state held and recover it from the log again (snapshot + tail), as a new
