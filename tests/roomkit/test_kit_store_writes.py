@@ -43,6 +43,7 @@ from roomkit import (
     TextContent,
 )
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.test_kit_pipeline import two_channel_room
 from tests.roomkit.test_kit_replay import assert_consistent
 
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
@@ -88,9 +89,7 @@ async def test_a_paused_room_made_active_through_the_store_pauses_again(kit: Roo
 
 
 async def test_a_room_written_back_keeps_the_counters_of_its_log(kit: RoomKit) -> None:
-    kit.register_channel(SimpleChannel("sms"))
-    kit.register_channel(SimpleChannel("ws"))
-    await room_with(kit, "r1", "sms", "ws")
+    await two_channel_room(kit)
     stale = await kit.get_room("r1")  # read before the message
     await kit.process_inbound(text("sms", "hi"), room_id="r1")
     written = await kit.store.update_room(stale.model_copy(update={"metadata": {"tier": "gold"}}))
@@ -137,9 +136,7 @@ async def test_update_room_of_a_room_that_does_not_exist_creates_it(kit: RoomKit
 async def test_a_task_completed_and_a_marker_set_through_the_store_are_logged(
     kit: RoomKit,
 ) -> None:
-    kit.register_channel(SimpleChannel("sms"))
-    kit.register_channel(SimpleChannel("ws"))
-    await room_with(kit, "r1", "sms", "ws")
+    await two_channel_room(kit)
     result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
     assert result.event is not None
     task = Task(room_id="r1", title="call back")
@@ -188,9 +185,7 @@ async def test_a_binding_written_through_the_store_is_the_room_s(kit: RoomKit) -
 
 
 async def test_a_participant_written_through_the_store_is_the_room_s(kit: RoomKit) -> None:
-    kit.register_channel(SimpleChannel("sms"))
-    kit.register_channel(SimpleChannel("ws"))
-    await room_with(kit, "r1", "sms", "ws")
+    await two_channel_room(kit)
     seen: list[list[str]] = []
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
@@ -215,9 +210,7 @@ async def test_history_with_an_id_stored_already_or_a_lower_index_stays_consiste
     # An event is recorded once: the read model refused a second one of an id, after the
     # room had counted it. A lower index left the room's latest index apart from the read
     # model's (the kit fixture checks they agree).
-    kit.register_channel(SimpleChannel("sms"))
-    kit.register_channel(SimpleChannel("ws"))
-    await room_with(kit, "r1", "sms", "ws")
+    await two_channel_room(kit)
     await room_with(kit, "r2", "sms")
     result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
     assert result.event is not None
@@ -329,9 +322,7 @@ async def test_hooks_of_concurrent_messages_read_and_write_the_room_in_turn(
 ) -> None:
     # Each hook reads the room through the store and writes it back with a count one up:
     # written after the messages queued, each write read a room without the others'.
-    kit.register_channel(SimpleChannel("sms"))
-    kit.register_channel(SimpleChannel("ws"))
-    await room_with(kit, "r1", "sms", "ws")
+    await two_channel_room(kit)
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
     async def count(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -385,9 +376,7 @@ async def test_bindings_and_history_a_hook_writes_apply_to_the_message_it_decide
 async def test_a_kit_command_to_its_own_room_from_a_hook_fails_at_once(kit: RoomKit) -> None:
     # The same wait, through the kit: the hook fails (the message goes through, fail-open)
     # with an error that says why, instead of at its timeout.
-    kit.register_channel(SimpleChannel("sms"))
-    kit.register_channel(SimpleChannel("ws"))
-    await room_with(kit, "r1", "sms", "ws")
+    await two_channel_room(kit)
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=5.0)
     async def tag(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -406,9 +395,7 @@ async def test_a_task_a_hook_started_commands_its_room_once_the_decision_is_done
 ) -> None:
     # The task copied the hook's context, mark and all: only while the decision runs does
     # the mark refuse a command to the room.
-    kit.register_channel(SimpleChannel("sms"))
-    kit.register_channel(SimpleChannel("ws"))
-    await room_with(kit, "r1", "sms", "ws")
+    await two_channel_room(kit)
     decided = anyio.Event()
     async with anyio.create_task_group() as tg:
 
