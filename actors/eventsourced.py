@@ -261,12 +261,23 @@ class EventSourcedActor(Actor, Generic[S, E]):
         if asyncio._get_running_loop() is None:  # trio: its timeouts are scopes a shield holds
             with anyio.CancelScope(shield=True):
                 return await work
+        # asyncio's timeouts cancel the task natively, which no anyio shield holds off: the
+        # append runs in a task of its own, waited out through every cancellation (anyio
+        # delivers its own again and again), then the caller is cancelled, unless the append
+        # failed: its error is the caller's then.
         task = asyncio.ensure_future(work)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            raise
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True
+        error = task.exception()
+        if error is not None:
+            raise error
+        if cancelled:
+            raise asyncio.CancelledError
+        return task.result()
 
     async def _append_now(self, effect: Effect[E], events: list[E]) -> object:
         stream = self.stream_id()

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pydantic
 
-from actors import Actor, ConcurrencyConflict, Effect, EventSourcedActor
+from actors import Actor, Effect, EventSourcedActor
 from eventlog import LogUnavailable, NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
 from roomkit.core._commands import FlushOutcomes, ImportEvent, MarkRead, Outcome, ProcessInbound
@@ -185,7 +185,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             finally:
                 self._deciding = None
             if decision.failed is not None:
-                raise decision.failed
+                raise LogUnavailable(
+                    f"a write made through kit.store while deciding: {decision.failed}"
+                ) from decision.failed
             for write in decision.after:  # about the message itself: once it is recorded
                 written, _ = await self._decider.decide(state, write)
                 facts = [*facts, *written]
@@ -224,16 +226,18 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 decision.after.append(command)  # type: ignore[union-attr]
                 return True
         facts, outcome = await self._decider.decide(self.state, command)
+        version = self.version
         try:
             await self.commit_now(Effect(events=facts, reply=outcome))
-        except (LogUnavailable, ConcurrencyConflict) as exc:
+        except LogUnavailable as exc:
             if decision is not None:
                 decision.failed = exc
             raise
-        if facts:
-            self._wrote_for = self._deciding
-        if decision is not None and facts:
-            decision.position = self._last_position
+        finally:
+            if self.version != version:  # committed (also when the caller was cancelled)
+                self._wrote_for = self._deciding
+                if decision is not None:
+                    decision.position = self._last_position
         return outcome.value
 
     async def _older_duplicate(self, state: RoomState, key: str) -> str | None:
