@@ -83,6 +83,7 @@ class HelpersMixin:
     """Runtime access, room commands and framework events, for the other mixins."""
 
     _store: ConversationStore
+    _store_view: ConversationStore  # RoomKit.store: the read model, its writes logged
     _log: EventLog
     _hook_engine: HookEngine
     _channels: dict[str, Channel]

@@ -11,11 +11,9 @@ from roomkit.core._commands import (
     CloseRoom,
     CreateRoom,
     EnsureParticipant,
-    ReplaceRoom,
     ResolveParticipant,
     UpdateRoomMetadata,
 )
-from roomkit.core._domain import logged_copy
 from roomkit.core._helpers import HelpersMixin, attached_data, check_str, utcnow
 from roomkit.errors import (
     IdentityNotFoundError,
@@ -114,12 +112,8 @@ class RoomLifecycleMixin(HelpersMixin):
             InvalidRoomIdError: its id is not one the kit takes.
             pydantic.ValidationError: it does not validate (a field assigned in place).
         """
-        if not isinstance(room, Room):
-            raise TypeError(f"update_room takes a Room, not {type(room).__name__}")
-        self._check_room_id(room.id)
-        room = logged_copy(room)
-        outcome = await self._command(room.id, ReplaceRoom(room))
-        updated: Room = outcome.value
+        # The store view's work: also from a hook of the room, which the room commits at once.
+        updated: Room = await self._store_view.update_room(room)
         return updated
 
     async def update_room_metadata(self, room_id: str, metadata: dict[str, Any]) -> Room:

@@ -75,13 +75,11 @@ class KitStore(ConversationStore):
         return await self.update_room(room)
 
     async def update_room(self, room: Room) -> Room:
-        """As ``RoomKit.update_room``: the room's own fields as given, its counters and
+        """``RoomKit.update_room``'s work: the room's own fields as given, its counters and
         creation time the log's; a room that does not exist is created (no hook fires)."""
-        if not isinstance(room, Room):
-            raise TypeError(f"update_room takes a Room, not {type(room).__name__}")
-        self._kit._check_room_id(room.id)
-        room = logged_copy(room)
-        return await self._send(room.id, ReplaceRoom(room), room)  # type: ignore[no-any-return]
+        if isinstance(room, Room):
+            self._kit._check_room_id(room.id)
+        return await self._write("update_room", room, Room, ReplaceRoom, room_field="id")  # type: ignore[no-any-return]
 
     async def delete_room(self, room_id: str) -> bool:
         """Refused: the log keeps every room (``close_room`` closes one).
@@ -103,15 +101,15 @@ class KitStore(ConversationStore):
         """
         if isinstance(event, RoomEvent) and await self.get_event(event.id):
             raise ValueError(f"event {event.id!r} is stored already")
-        return await self._write(event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
+        return await self._write("add_event", event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
 
     async def add_binding(self, binding: ChannelBinding) -> ChannelBinding:
         """Attach the binding as it is (no system event, no hook)."""
-        return await self._write(binding, ChannelBinding, PutBinding)  # type: ignore[no-any-return]
+        return await self._write("add_binding", binding, ChannelBinding, PutBinding)  # type: ignore[no-any-return]
 
     async def update_binding(self, binding: ChannelBinding) -> ChannelBinding:
         """Replace the room's binding of that channel as it is."""
-        return await self._write(binding, ChannelBinding, PutBinding)  # type: ignore[no-any-return]
+        return await self._write("update_binding", binding, ChannelBinding, PutBinding)  # type: ignore[no-any-return]
 
     async def remove_binding(self, room_id: str, channel_id: str) -> bool:
         """Detach the channel (no system event, no hook); False if it was not attached (or
@@ -120,23 +118,23 @@ class KitStore(ConversationStore):
 
     async def add_participant(self, participant: Participant) -> Participant:
         """Add the participant as it is (no system event)."""
-        return await self._write(participant, Participant, PutParticipant)  # type: ignore[no-any-return]
+        return await self._write("add_participant", participant, Participant, PutParticipant)  # type: ignore[no-any-return]
 
     async def update_participant(self, participant: Participant) -> Participant:
         """Replace the participant as it is."""
-        return await self._write(participant, Participant, PutParticipant)  # type: ignore[no-any-return]
+        return await self._write("update_participant", participant, Participant, PutParticipant)  # type: ignore[no-any-return]
 
     async def add_task(self, task: Task) -> Task:
         """Record the task (no ON_TASK_CREATED: as ``RoomKit.update_task``)."""
-        return await self._write(task, Task, UpdateTask)  # type: ignore[no-any-return]
+        return await self._write("add_task", task, Task, UpdateTask)  # type: ignore[no-any-return]
 
     async def update_task(self, task: Task) -> Task:
         """As ``RoomKit.update_task``: the read model's task is replaced by it."""
-        return await self._write(task, Task, UpdateTask)  # type: ignore[no-any-return]
+        return await self._write("update_task", task, Task, UpdateTask)  # type: ignore[no-any-return]
 
     async def add_observation(self, observation: Observation) -> Observation:
         """Record the observation in its room's log."""
-        return await self._write(observation, Observation, RecordObservation)  # type: ignore[no-any-return]
+        return await self._write("add_observation", observation, Observation, RecordObservation)  # type: ignore[no-any-return]
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
         """As ``RoomKit.mark_read``."""
@@ -151,19 +149,27 @@ class KitStore(ConversationStore):
         with contextlib.suppress(RoomNotFoundError):
             await self._send(room_id, MarkRead(channel_id, None), None)
 
-    async def _write(self, model: Any, kind: type[Any], command: Callable[[Any], object]) -> Any:
-        """Send ``command`` with a copy of ``model`` to the room it names; return what the
-        room recorded.
+    async def _write(
+        self,
+        method: str,
+        model: Any,
+        kind: type[Any],
+        command: Callable[[Any], object],
+        *,
+        room_field: str = "room_id",
+    ) -> Any:
+        """Send ``command`` with a copy of ``model`` to the room it names (its
+        ``room_field``); return what the room recorded.
 
         Raises:
-            TypeError: ``model`` is not a ``kind``.
+            TypeError: ``model`` is not a ``kind`` (``method`` says whose argument).
             pydantic.ValidationError: it does not validate (a field assigned in place).
             RoomNotFoundError: its room does not exist.
         """
         if not isinstance(model, kind):
-            raise TypeError(f"expected a {kind.__name__}, got {type(model).__name__}")
+            raise TypeError(f"{method} takes a {kind.__name__}, not {type(model).__name__}")
         model = logged_copy(model)
-        return await self._send(model.room_id, command(model), model)
+        return await self._send(getattr(model, room_field), command(model), model)
 
     async def _send(self, room_id: str, command: object, default: object) -> Any:
         """The value of ``command`` done by the room (``default`` for None): committed by

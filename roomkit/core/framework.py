@@ -9,7 +9,6 @@ starts on first use and stops in ``close()``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -24,10 +23,8 @@ from eventlog import EventLog, MemoryEventLog
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
-from roomkit.core._commands import MarkRead, UpdateTask
 from roomkit.core._helpers import FrameworkHandler, check_part, check_str
 from roomkit.core._inbound import InboundMixin
-from roomkit.core._room_decider import validated
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
@@ -485,10 +482,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             RoomNotFoundError: its room does not exist.
             pydantic.ValidationError: it does not validate (a field assigned in place).
         """
-        if not isinstance(task, Task):
-            raise TypeError(f"update_task takes a Task, not {type(task).__name__}")
-        outcome = await self._command(task.room_id, UpdateTask(validated(task)))
-        updated_task: Task = outcome.value
+        # The store view's work: also from a hook of the room, which the room commits at once.
+        updated_task: Task = await self._store_view.update_task(task)
         return updated_task
 
     async def list_observations(self, room_id: str) -> list[Observation]:
@@ -503,10 +498,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             TypeError: ``channel_id`` or ``event_id`` is not a string (0.3.0 stored a None
                 marker, after which every event counted as unread).
         """
-        check_str("channel_id", channel_id)
-        check_str("event_id", event_id)
-        with contextlib.suppress(RoomNotFoundError):
-            await self._command(room_id, MarkRead(channel_id, event_id))
+        await self._store_view.mark_read(room_id, channel_id, event_id)  # the view does it
 
     async def mark_all_read(self, room_id: str, channel_id: str) -> None:
         """Record that ``channel_id`` read everything in the room so far (nothing for a room
@@ -515,9 +507,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         Raises:
             TypeError: ``channel_id`` is not a string.
         """
-        check_str("channel_id", channel_id)
-        with contextlib.suppress(RoomNotFoundError):
-            await self._command(room_id, MarkRead(channel_id, None))
+        await self._store_view.mark_all_read(room_id, channel_id)  # the view does it
 
     # -- websockets --------------------------------------------------------------------------
 
