@@ -27,7 +27,7 @@ class InDecision(ContextMark):
     ``event_id`` is the message decided, once its channel made it; ``after`` holds the writes
     about that very message (a read marker), committed after it."""
 
-    __slots__ = ("after", "commit", "event_id", "failed", "kit", "position", "room_id")
+    __slots__ = ("after", "commit", "event_id", "failed", "kit", "position", "room_id", "wrote")
     _var: ClassVar[ContextVar[InDecision | None]] = ContextVar("roomkit_in_decision", default=None)
 
     def __init__(
@@ -48,6 +48,7 @@ class InDecision(ContextMark):
         # A write that could not be committed for sure (the log away, another writer): the
         # decision fails with it, whatever the hook that made it did with the error.
         self.failed: Exception | None = None
+        self.wrote = False  # a write was committed
 
 
 def deciding() -> InDecision | None:

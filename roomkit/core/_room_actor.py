@@ -70,9 +70,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # carries them (see _outcome_flusher.py); they leave once an append that carried them
         # is committed (which may be an append in doubt, committed later).
         self._unrecorded: list[Fact] = []
-        # The inbound message being decided, and the last one whose hooks committed writes
-        # through kit.store (see decide: it is not decided again after a conflict).
-        self._deciding: object | None = None
+        # The last inbound message whose hooks committed writes through kit.store (see
+        # _decide_inbound: it is not decided again after a conflict).
         self._wrote_for: object | None = None
         # The log position of this incarnation's last commit. A command that commits nothing
         # (a duplicate, a room that exists already, a query) answers from state the read
@@ -162,35 +161,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             facts: list[Fact] = []
             outcome = Outcome()
         elif type(command) is ProcessInbound:
-            if command is self._wrote_for:
-                # Decided again after a conflict, but its hooks' writes are committed: run
-                # again, they would write twice.
-                raise RoomConflictError(
-                    f"room {self.key} changed under another writer after this message's hooks "
-                    "wrote to it through kit.store; their writes are kept, the message is not"
-                )
-            # User code runs in it (the channel's handle_inbound, the hooks): see _in_decision.
-            if self.version != self._position_version:
-                await self._find_last_position()
-            kit = self._services.kit
-            self._deciding = command
-            try:
-                with InDecision(
-                    kit, self.key, self._last_position, self._commit_write
-                ) as decision:
-                    if command.budget is not None:
-                        facts, outcome = await self._decide_within(state, command, command.budget)
-                    else:
-                        facts, outcome = await self._decider.decide(state, command)
-            finally:
-                self._deciding = None
-            if decision.failed is not None:
-                raise LogUnavailable(
-                    f"a write made through kit.store while deciding: {decision.failed}"
-                ) from decision.failed
-            for write in decision.after:  # about the message itself: once it is recorded
-                written, _ = await self._decider.decide(state, write)
-                facts = [*facts, *written]
+            facts, outcome = await self._decide_inbound(state, command)
         else:
             facts, outcome = await self._decider.decide(state, command)
         # Only commands that write carry the waiting delivery outcomes (a query never
@@ -210,6 +181,37 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         outcome.in_doubt = self.in_doubt
         return Effect(events=facts, reply=outcome)
 
+    async def _decide_inbound(
+        self, state: RoomState, command: ProcessInbound
+    ) -> tuple[list[Fact], Outcome]:
+        """Decide an inbound message, its user code (the channel's handle_inbound, the hooks)
+        marked as the room's decision: see _in_decision."""
+        if command is self._wrote_for:
+            # Decided again after a conflict, but its hooks' writes are committed: run again,
+            # they would write twice.
+            raise RoomConflictError(
+                f"room {self.key} changed under another writer after this message's hooks "
+                "wrote to it through kit.store; their writes are kept, the message is not"
+            )
+        if self.version != self._position_version:
+            await self._find_last_position()
+        mark = InDecision(self._services.kit, self.key, self._last_position, self._commit_write)
+        with mark as decision:
+            if command.budget is not None:
+                facts, outcome = await self._decide_within(state, command, command.budget)
+            else:
+                facts, outcome = await self._decider.decide(state, command)
+        if decision.wrote:
+            self._wrote_for = command
+        if decision.failed is not None:
+            raise LogUnavailable(
+                f"a write made through kit.store while deciding: {decision.failed}"
+            ) from decision.failed
+        for write in decision.after:  # about the message itself: once it is recorded
+            written, _ = await self._decider.decide(state, write)
+            facts = [*facts, *written]
+        return facts, outcome
+
     async def _commit_write(self, command: object) -> Any:
         """Commit a store write made from this room's decision now (see _in_decision), and
         return what it recorded; the decision's reads then wait for it.
@@ -218,26 +220,27 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             ValueError: it imports the very message decided (recorded with the decision).
         """
         decision = deciding()
-        decided = decision.event_id if decision is not None else None
+        assert decision is not None  # called through the decision's mark only
+        decided = decision.event_id
         if decided is not None:
             if type(command) is ImportEvent and command.event.id == decided:
                 raise ValueError(f"event {decided!r} is the message being decided")
             if type(command) is MarkRead and command.event_id == decided:
-                decision.after.append(command)  # type: ignore[union-attr]
+                decision.after.append(command)
                 return True
         facts, outcome = await self._decider.decide(self.state, command)
         version = self.version
         try:
             await self.commit_now(Effect(events=facts, reply=outcome))
         except LogUnavailable as exc:
-            if decision is not None:
-                decision.failed = exc
+            decision.failed = exc
             raise
         finally:
-            if self.version != version:  # committed (also when the caller was cancelled)
-                self._wrote_for = self._deciding
-                if decision is not None:
-                    decision.position = self._last_position
+            if self.version != version:
+                # Committed (also when the caller was cancelled): the decision's reads wait
+                # for it, and the message is not decided again (see _decide_inbound).
+                decision.wrote = True
+                decision.position = self._last_position
         return outcome.value
 
     async def _older_duplicate(self, state: RoomState, key: str) -> str | None:
