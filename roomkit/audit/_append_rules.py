@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from eventlog import EventLog, NewEvent, Record, check_append
 
-__all__ = ["BatchBytes", "check_batch", "check_record", "new_event"]
+__all__ = ["check_batch", "check_record", "new_event"]
 
 
 def new_event(record: Record) -> NewEvent:
@@ -39,16 +39,3 @@ def check_batch(log: EventLog, stream: str, batch: Sequence[NewEvent], first: in
             takes).
     """
     log.check_append(stream, batch, expected_version=first - 1)
-
-
-class BatchBytes:
-    """How many bytes of events one append to a log may hold (NATS: its server's max
-    payload), ``budget``; ``None`` for a log that counts events only."""
-
-    def __init__(self, log: EventLog) -> None:
-        self._log = log
-        self.budget = log.max_append_bytes
-
-    def size(self, record: Record) -> int:
-        """The bytes ``record`` takes of the budget in an append (0 without a budget)."""
-        return self._log.append_size([new_event(record)])

@@ -20,7 +20,7 @@ import msgspec
 
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, Record, WrongExpectedVersion
 from eventlog.codec import decode_record_json, encode_json
-from roomkit.audit._append_rules import BatchBytes, check_batch, check_record, new_event
+from roomkit.audit._append_rules import check_batch, check_record, new_event
 from roomkit.audit._errors import BadExport, CorruptRecord, ImportConflict
 from roomkit.audit._records import RecordReader
 from roomkit.audit._room_ids import created_room_id, find_room_id
@@ -349,10 +349,7 @@ def _difference(existing: Record, incoming: Record) -> str | None:
 
 def _plan(log: EventLog, records: list[Record], start: int, room_id: str) -> list[list[Record]]:
     """The appends that write ``records[start:]``, each checked against ``log``'s rules."""
-    batches = _batches(
-        records, start, min(_BATCH, log.max_append_events), log.max_append_events,
-        BatchBytes(log), room_id,
-    )  # fmt: skip
+    batches = _batches(records, start, log, room_id)
     for batch in batches:
         first = batch[0]
         try:
@@ -366,13 +363,11 @@ def _plan(log: EventLog, records: list[Record], start: int, room_id: str) -> lis
 def _batches(
     records: list[Record],
     start: int,
-    limit: int,
-    hard_limit: int,
-    sizes: BatchBytes,
+    log: EventLog,
     room_id: str,
 ) -> list[list[Record]]:
-    """Split ``records[start:]`` (the target holds the others) into appends of about ``limit``
-    records, none holding more bytes than the target takes in one append.
+    """Split ``records[start:]`` (the target holds the others) into appends of about
+    ``_BATCH`` records, none holding more events or bytes than ``log`` takes in one append.
 
     The log de-duplicates an append by its first event's message id: a batch must not start
     with a record whose id an earlier record of the stream carried, or the log would take the
@@ -380,18 +375,19 @@ def _batches(
 
     Raises:
         BadExport: a record alone is more bytes than the target takes in one append, or
-            records that reuse message ids cannot fit one append (``hard_limit`` records, or
+            records that reuse message ids cannot fit one append (its most events, or
             the target's bytes).
     """
     seen = {r.headers.message_id for r in records[:start] if r.headers.message_id is not None}
-    budget = sizes.budget
+    limit, hard_limit = min(_BATCH, log.max_append_events), log.max_append_events
+    budget = log.max_append_bytes  # None: the log counts events only
     batches: list[list[Record]] = []
     batch: list[Record] = []
     used = 0
     for record in records[start:]:
         message_id = record.headers.message_id
         starts_clean = message_id is None or message_id not in seen
-        size = sizes.size(record)
+        size = log.append_size([new_event(record)])
         too_big = budget is not None and used + size > budget
         if batch and (len(batch) >= limit or too_big) and starts_clean:
             batches.append(batch)
