@@ -346,11 +346,9 @@ async def test_bindings_and_history_a_hook_writes_apply_to_the_message_it_decide
     # As in 0.3.0, whose store took them before the message was stored and broadcast: a
     # channel added gets the message, one set to access NONE does not, and history added
     # comes before the message in the timeline.
-    kit.register_channel(SimpleChannel("sms"))
-    ws, late = SimpleChannel("ws"), SimpleChannel("late")
-    kit.register_channel(ws)
+    _, ws = await two_channel_room(kit)
+    late = SimpleChannel("late")
     kit.register_channel(late)
-    await room_with(kit, "r1", "sms", "ws")
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
     async def rewire(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -424,11 +422,9 @@ async def test_writes_a_hook_makes_apply_in_turn_and_its_reads_show_them(kit: Ro
     # then written back as it was is as it was, and history imported then a room written
     # back keeps the room's count. Decided all on the room before the message, they undid
     # each other wrongly (the binding stayed, the change stuck, the count went back).
-    kit.register_channel(SimpleChannel("sms"))
-    ws, late = SimpleChannel("ws"), SimpleChannel("late")
-    kit.register_channel(ws)
+    _, ws = await two_channel_room(kit)
+    late = SimpleChannel("late")
     kit.register_channel(late)
-    await room_with(kit, "r1", "sms", "ws")
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
     async def churn(event: RoomEvent, context: RoomContext) -> HookResult:
