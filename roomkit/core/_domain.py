@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from eventlog import Headers, NewEvent, Record
 from roomkit.errors import EventRefusedError
 from roomkit.models._json import compact_json
+from roomkit.models.enums import EventStatus, EventType
 
 __all__ = [
     "ChannelAttached",
@@ -164,17 +165,17 @@ class MessageRecorded(DomainEvent, frozen=True):
 # ``activity`` out, and are not activity.
 _BOOKKEEPING = frozenset(
     {
-        "system",
-        "participant_joined",
-        "participant_left",
-        "participant_identified",
-        "channel_attached",
-        "channel_detached",
-        "channel_muted",
-        "channel_unmuted",
-        "channel_updated",
-        "task_created",
-        "observation",
+        EventType.SYSTEM,
+        EventType.PARTICIPANT_JOINED,
+        EventType.PARTICIPANT_LEFT,
+        EventType.PARTICIPANT_IDENTIFIED,
+        EventType.CHANNEL_ATTACHED,
+        EventType.CHANNEL_DETACHED,
+        EventType.CHANNEL_MUTED,
+        EventType.CHANNEL_UNMUTED,
+        EventType.CHANNEL_UPDATED,
+        EventType.TASK_CREATED,
+        EventType.OBSERVATION,
     }
 )
 
@@ -184,7 +185,7 @@ def is_activity(flagged: bool | None, event_type: str, status: str) -> bool:
     recorded): a delivered one flagged so (``MessageRecorded.activity``: as in 0.3.0, an
     inbound event of any type from a bound channel), or, unflagged, one that is not the
     room's bookkeeping (records written before the flag was always written: a message)."""
-    if status != "delivered":
+    if status != EventStatus.DELIVERED:
         return False
     if flagged is None:
         return event_type not in _BOOKKEEPING
