@@ -397,7 +397,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 execution=execution,
                 fn=fn,
                 priority=priority,
-                name=name,
+                # 0.3.0's rule: the decorator names a hook after its function, while
+                # add_room_hook keeps the name given (a room hook may be unnamed).
+                name=name or getattr(fn, "__name__", "") or type(fn).__name__,
                 timeout=timeout,
                 channel_types=channel_types,
                 channel_ids=channel_ids,

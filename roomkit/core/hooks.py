@@ -78,7 +78,9 @@ class HookRegistration:
         execution: SYNC (may block or modify) or ASYNC (observes).
         fn: ``async (event, context) -> HookResult | None``.
         priority: lower runs first; equal priorities keep registration order.
-        name: used in ``blocked_by`` and error reports; defaults to ``fn.__name__``.
+        name: used in ``blocked_by``, error reports and ``remove_room_hook``; kept as given
+            (``kit.hook`` gives ``fn.__name__`` when it has none, as 0.3.0 did; a room hook
+            added without one is unnamed, removed with ``remove_room_hook(room_id, "")``).
         timeout: seconds one call may take before it is abandoned (fail-open).
         channel_types: run only for events from these channel types (``None``: all).
         channel_ids: run only for events from these channel ids (``None``: all).
@@ -124,8 +126,6 @@ class HookRegistration:
         if not self.timeout > 0:
             raise ValueError(f"hook timeout must be positive, got {self.timeout!r}")
         self._timeout_text = str(given)
-        if not self.name:
-            self.name = getattr(self.fn, "__name__", "") or type(self.fn).__name__
 
     def matches(self, event: Any) -> bool:
         """Whether the channel filters accept ``event``'s source.

@@ -88,6 +88,8 @@ def reg(
     execution: HookExecution = SYNC,
     **kwargs: Any,
 ) -> HookRegistration:
+    """A registration named after its function, as ``kit.hook`` names one."""
+    kwargs.setdefault("name", getattr(fn, "__name__", ""))
     return HookRegistration(trigger=trigger, execution=execution, fn=fn, **kwargs)
 
 
@@ -110,11 +112,13 @@ class TestRegistration:
         with pytest.raises(ValueError):
             HookRegistration(trigger="before_lunch", execution="sync", fn=Recorder().hook("h"))  # type: ignore[arg-type]
 
-    def test_name_defaults_to_the_function_name(self) -> None:
+    def test_the_name_is_kept_as_given(self) -> None:
+        # 0.3.0: only the kit.hook decorator names a hook after its function.
         async def my_filter(ev: Any, ctx: Any) -> None:
             return None
 
-        assert reg(my_filter).name == "my_filter"
+        made = HookRegistration(trigger=BEFORE, execution=SYNC, fn=my_filter)
+        assert made.name == ""
         assert reg(my_filter, name="custom").name == "custom"
 
     def test_defaults(self) -> None:

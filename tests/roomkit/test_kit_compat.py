@@ -16,6 +16,7 @@ from roomkit import (
     EventStatus,
     EventType,
     FrameworkEvent,
+    HookExecution,
     HookResult,
     HookTrigger,
     InboundMessage,
@@ -97,6 +98,41 @@ class TestHooks:
         await kit.attach_channel("r1", "sms")
         result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
         assert result.event is not None and seen == [result.event.id]
+
+    async def test_the_decorator_names_a_hook_after_its_function(self, kit: RoomKit) -> None:
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def moderation(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.block("spam")
+
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert result.event is not None and result.event.blocked_by == "moderation"
+
+    async def test_a_room_hook_added_without_a_name_stays_unnamed(self, kit: RoomKit) -> None:
+        # As in 0.3.0: removed by the empty name; the stored event names the block's reason
+        # and the event_blocked framework event the (empty) name.
+        blocked: list[dict[str, Any]] = []
+
+        @kit.on("event_blocked")
+        async def on_blocked(event: FrameworkEvent) -> None:
+            blocked.append(dict(event.data))
+
+        async def moderation(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.block("spam")
+
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        kit.add_room_hook("r1", HookTrigger.BEFORE_BROADCAST, HookExecution.SYNC, moderation)
+        first = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert first.blocked and first.event is not None
+        assert first.event.blocked_by == "spam"
+        assert blocked == [{"reason": "spam", "blocked_by": ""}]
+        assert kit.remove_room_hook("r1", "")
+        second = await kit.process_inbound(text("sms", "hi again"), room_id="r1")
+        assert not second.blocked
 
 
 class TestActivityAndFrameworkEvents:
