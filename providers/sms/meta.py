@@ -295,17 +295,32 @@ class WebhookMeta(BaseModel):
             status = self.status
         else:
             status = "unknown"
+        error_code, error_message = self._error()
         return DeliveryStatus(
             provider=self.provider,
             message_id=self.message_id or "",
             status=status,
             recipient=self.recipient,
             sender=self.sender,
-            error_code=self.error_code,
-            error_message=self.error_message,
+            error_code=error_code,
+            error_message=error_message,
             timestamp=None if self.timestamp is None else self.timestamp.isoformat(),
             raw=self.raw,
         )
+
+    def _error(self) -> tuple[str | None, str | None]:
+        """The failure's code and text: this meta's, or else, as 0.3.0 read them for any
+        meta, those of the first of ``raw["data"]["payload"]["errors"]`` (Telnyx' shape, which
+        a meta built by hand from another vendor's payload may follow too)."""
+        if self.error_code is not None or self.error_message is not None:
+            return self.error_code, self.error_message
+        data = self.raw.get("data")
+        payload = data.get("payload") if isinstance(data, Mapping) else None
+        errors = payload.get("errors") if isinstance(payload, Mapping) else None
+        if not isinstance(errors, list) or not errors or not isinstance(errors[0], Mapping):
+            return None, None
+        first = errors[0]
+        return str(first.get("code", "")), str(first.get("detail", ""))
 
 
 def extract_sms_meta(

@@ -99,6 +99,28 @@ class TestWebhookMeta:
         twilio = WebhookMeta(provider="twilio", message_id="SM1", status="undelivered")
         assert twilio.to_status().status == "undelivered"
 
+    def test_to_status_reads_the_error_of_a_meta_built_by_hand(self) -> None:
+        # As 0.3.0 did for any meta: the first error of a Telnyx-shaped raw payload.
+        failed = WebhookMeta(
+            provider="custom",
+            direction="outbound",
+            message_id="X1",
+            event_type="message.failed",
+            raw={"data": {"payload": {"errors": [{"code": 30007, "detail": "filtered"}]}}},
+        )
+        status = failed.to_status()
+        assert (status.status, status.error_code, status.error_message) == (
+            "failed",
+            "30007",
+            "filtered",
+        )
+        # The meta's own error wins; a raw payload of another shape gives none.
+        own = WebhookMeta(provider="x", raw=failed.raw, error_code="1", error_message="own")
+        assert (own.to_status().error_code, own.to_status().error_message) == ("1", "own")
+        for raw in [{}, {"data": []}, {"data": {"payload": {"errors": []}}}, {"data": "x"}]:
+            other = WebhookMeta(provider="x", raw=raw).to_status()
+            assert (other.error_code, other.error_message) == (None, None)
+
     def test_outbound_is_not_inbound(self) -> None:
         meta = WebhookMeta(provider="x", direction="outbound", sender="+1", body="hi")
         assert not meta.is_inbound and not meta.is_status
