@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,9 +19,25 @@ from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE, ERR_SUBJECTS_OVERLAP
 from eventlog.errors import LogUnavailable, StreamConflict
 
-__all__ = ["close_quietly", "ensure_bucket", "ensure_stream", "open_client"]
+__all__ = ["close_quietly", "ensure_bucket", "ensure_stream", "open_client", "require_asyncio"]
 
 logger = logging.getLogger("roomkit.eventlog.nats")
+
+
+def require_asyncio(what: str, error: type[Exception]) -> None:
+    """Refuse to go on outside asyncio: nats-py runs on asyncio only, and on trio its first
+    call fails deep inside with "no running event loop", leaving a coroutine never awaited.
+
+    Raises:
+        error: the running event loop is not asyncio's (anyio's trio backend).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise error(
+            f"{what} runs on asyncio only (nats-py is asyncio's): run it with anyio's "
+            "asyncio backend"
+        ) from None
 
 
 async def open_client(

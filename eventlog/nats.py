@@ -66,7 +66,13 @@ from eventlog._nats_errors import (
 )
 from eventlog._nats_io import JetStreamIO, Stored
 from eventlog._nats_reads import list_streams, read_log, read_stream
-from eventlog._nats_setup import close_quietly, ensure_bucket, ensure_stream, open_client
+from eventlog._nats_setup import (
+    close_quietly,
+    ensure_bucket,
+    ensure_stream,
+    open_client,
+    require_asyncio,
+)
 from eventlog._nats_subscription import NatsSubscription
 from eventlog._numbers import check_count, check_finite_seconds
 from eventlog._streams import (
@@ -218,11 +224,14 @@ class NatsEventLog(EventLog):
 
         Raises:
             LogUnavailable: no server answered within ``connect_timeout``.
+            EventLogError: it is closed, or the event loop is not asyncio's (nats-py runs on
+                asyncio only).
         """
         if self._closed:
             raise EventLogError("this NatsEventLog is closed")
         if self._io is not None:
             return
+        require_asyncio("NatsEventLog", EventLogError)
         if self._client is not None:
             nc = self._client
         else:

@@ -64,6 +64,7 @@ from nats.js.api import RawStreamMsg, RetentionPolicy, StorageType
 from nats.js.client import JetStreamContext
 
 from actors import check_count, check_finite_seconds, check_seconds
+from eventlog._nats_setup import require_asyncio
 from roomkit.ingress._handler import HandlerSettings, MessageHandler
 from roomkit.ingress._inflight import Inflight, pause
 from roomkit.ingress._nats import (
@@ -147,7 +148,8 @@ class Ingress:
 
     Raises (on entering):
         IngressUnavailable: NATS could not be reached, or JetStream did not answer.
-        IngressError: JetStream refused the streams or the consumer.
+        IngressError: JetStream refused the streams or the consumer, or the event loop is not
+            asyncio's (nats-py runs on asyncio only).
     """
 
     def __init__(
@@ -251,6 +253,7 @@ class Ingress:
     async def __aenter__(self) -> Self:
         if self._entered:
             raise RuntimeError("an Ingress runs once; make a new one")
+        require_asyncio("the NATS ingress", IngressError)
         self._entered = True
         nc = self._client
         if nc is None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import socket
 import subprocess
 import sys
+import warnings
 from fractions import Fraction
 
 import anyio
@@ -247,6 +249,21 @@ async def test_connecting_to_no_server_raises_log_unavailable() -> None:
     with anyio.fail_after(10), pytest.raises(LogUnavailable):
         async with NatsEventLog(f"nats://127.0.0.1:{port}", connect_timeout=0.5):
             pass  # pragma: no cover
+
+
+def test_trio_is_refused_with_a_clear_error(nats_server: NatsServer) -> None:
+    # nats-py runs on asyncio only: on trio it failed deep inside with "no running event
+    # loop", leaving a coroutine never awaited.
+    async def connect() -> None:
+        async with NatsEventLog(nats_server.url):
+            pass  # pragma: no cover
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with pytest.raises(EventLogError, match="asyncio only"):
+            anyio.run(connect, backend="trio")
+        gc.collect()  # a coroutine never awaited is reported when it is collected
+    assert [str(w.message) for w in warned] == []
 
 
 async def test_a_closed_log_refuses_calls(nats_server: NatsServer) -> None:

@@ -42,6 +42,7 @@ from roomkit.errors import KitClosedError, RoomNotFoundError
 from roomkit.ingress import (
     InboundEnvelope,
     Ingress,
+    IngressError,
     IngressErrorCode,
     IngressReply,
     IngressTimeout,
@@ -167,6 +168,16 @@ def test_every_exported_name_imports_and_the_cli_needs_no_nats() -> None:
     # `roomkit --help` must work without the nats extra: the serve command imports it late.
     code = "import sys, roomkit.ingress.cli; assert 'nats' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_trio_is_refused_with_a_clear_error(nats_server: NatsServer) -> None:
+    # nats-py runs on asyncio only: on trio it failed deep inside with "no running event loop".
+    async def serve() -> None:
+        async with RoomKit() as kit:
+            await kit.serve_ingress(nats_server.url)
+
+    with pytest.raises(IngressError, match="asyncio only"):
+        anyio.run(serve, backend="trio")
 
 
 # -- order and routing -------------------------------------------------------------------------
