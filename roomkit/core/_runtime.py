@@ -46,6 +46,10 @@ from roomkit.errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anyio.abc import TaskGroup
+
     from roomkit.core.framework import RoomKit
 
 __all__ = ["KitRuntime", "RuntimeSettings"]
@@ -110,8 +114,10 @@ class KitRuntime:
             self.projection.forget_waiters()
             self.flusher.adopt(predecessor.flusher)
         self._system: ActorSystem | None = None
-        self._stack: AsyncExitStack | None = None
         self._host_stop: anyio.Event | None = None
+        # Cancelled when the caller of close() gives up waiting for the drain: the actors then
+        # stop at once (each still given the actor system's shutdown_timeout).
+        self._drain_scope: anyio.CancelScope | None = None
         self._host_done: anyio.Event | None = None
         self._starting: anyio.Event | None = None
         self._start_error: BaseException | None = None
@@ -161,21 +167,17 @@ class KitRuntime:
         """A runtime to take over from this ended one, in the event loop now running."""
         return KitRuntime(self._kit, self._settings, predecessor=self)
 
-    async def enter(self) -> None:
-        """Start in the caller's context (``async with RoomKit()``)."""
-        if self._system is not None:
-            return
-        if self._closed:
-            raise KitClosedError("the kit is closed")
-        stack = AsyncExitStack()
-        try:
-            await self._start(stack)
-        except BaseException as exc:
-            await stack.aclose()
-            if isinstance(exc, EventLogError):
-                raise _start_failed(exc) from exc
-            raise
-        self._stack = stack
+    async def enter(self, task_group: TaskGroup) -> None:
+        """Start in a task of ``task_group``, which the kit's ``async with`` enters and leaves.
+
+        The runtime's own task groups are entered and left in that task, never in the caller's:
+        ``close()`` may then come from any task and any cancel scope (a bounded close inside
+        the ``async with``, a shutdown handler's task), which left them out of order before.
+
+        Raises:
+            as ``ensure_started``.
+        """
+        await self._launch(lambda: task_group.start_soon(self._host, name="roomkit.runtime"))
 
     async def _start(self, stack: AsyncExitStack) -> None:
         kit = self._kit
@@ -211,6 +213,11 @@ class KitRuntime:
             LogUnavailableError: the log could not be reached to start.
             RoomKitError: the log failed otherwise (not connected, a stream conflict).
         """
+        await self._launch(lambda: spawn_host(self._host, "roomkit.runtime"))
+
+    async def _launch(self, spawn: Callable[[], object]) -> None:
+        """Start the runtime's host task with ``spawn`` unless it runs or is starting; wait
+        until it started."""
         if self._system is not None:
             return
         if self._closed:
@@ -220,7 +227,8 @@ class KitRuntime:
             self._host_stop = anyio.Event()
             self._host_done = anyio.Event()
             self._host_loop = _running_asyncio_loop()
-            spawn_host(self._host, "roomkit.runtime")
+            self._drain_scope = anyio.CancelScope()
+            spawn()
         await self._starting.wait()
         error = self._start_error
         if isinstance(error, EventLogError):
@@ -242,7 +250,9 @@ class KitRuntime:
                 finally:
                     self._starting.set()
                 await self._host_stop.wait()
-                await self._drain()
+                assert self._drain_scope is not None
+                with self._drain_scope:
+                    await self._drain()
         except Exception:
             if self._start_error is None:
                 logger.exception("the kit's runtime stopped on an error")
@@ -257,25 +267,18 @@ class KitRuntime:
     async def stop(self) -> None:
         """Finish pending deliveries, then stop every actor and the projection."""
         self._closed = True
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            try:
-                await self._drain()
-            finally:
-                # Even when the drain is cancelled (a deadline around the kit's `async with`):
-                # the stack holds the runtime's task group, entered in this very task, which
-                # must be left here, or the caller's cancel scopes unwind out of order.
-                try:
-                    # The system stays reachable while it shuts down: actors finishing their
-                    # mailboxes (and the outcome flusher, until its cancellation lands) still
-                    # tell each other; the system itself refuses new work (ActorDeadError).
-                    await stack.aclose()
-                finally:
-                    self._system = None
-        elif self._host_stop is not None and self._host_done is not None:
-            self._host_stop.set()
+        if self._host_stop is None or self._host_done is None:
+            return
+        self._host_stop.set()
+        try:
             await self._host_done.wait()
-            self._host_stop = self._host_done = self._starting = None
+        except BaseException:
+            # The caller gave up waiting (its deadline, its cancellation): the host stops
+            # draining, and its actors stop now.
+            if self._drain_scope is not None:
+                self._drain_scope.cancel()
+            raise
+        self._host_stop = self._host_done = self._starting = None
 
     async def _drain(self) -> None:
         # The commands callers wait for are decided and committed, and their turns (deliveries,

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from actors import check_count, check_number, check_seconds
 from eventlog import EventLog, MemoryEventLog
@@ -230,6 +230,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._rate_limiter = TokenBucketRateLimiter()
         self._router: EventRouter | None = None
         self._capabilities = CapabilitiesInterner()
+        # The task groups of the kit's `async with` blocks (see __aenter__), innermost last.
+        self._task_groups: list[TaskGroup] = []
         self._runtime = KitRuntime(
             self,
             RuntimeSettings(
@@ -305,7 +307,17 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         return self._router
 
     async def __aenter__(self) -> Self:
-        await self._current_runtime().enter()
+        # The kit's runtime runs in a task of this group, entered here and left by __aexit__,
+        # in this task and cancel scope whatever close() did in between.
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await self._current_runtime().enter(task_group)
+        except BaseException:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+            raise
+        self._task_groups.append(task_group)
         return self
 
     async def __aexit__(
@@ -314,7 +326,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        task_group = self._task_groups.pop()
+        try:
+            await self.close()
+        finally:
+            # The body's own exception propagates unchanged: handed to the task group, it
+            # would come out wrapped in an ExceptionGroup.
+            await task_group.__aexit__(None, None, None)
 
     async def close(self) -> None:
         """Stop the rooms, close channels, voice and realtime.
@@ -323,7 +341,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         deliveries and async hooks: each channel call is bounded by ``process_timeout``, and
         the whole wait by four times ``process_timeout`` (two minutes by default). With
         ``process_timeout=None``, a channel that never returns holds ``close`` for up to a
-        day: bound it yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``.
+        day: bound it yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``. A
+        close whose caller gives up stops waiting for deliveries: the rooms' actors stop at
+        once. It may be called from any task, also inside the kit's ``async with``.
         """
         await self._runtime.stop()
         for channel in list(self._channels.values()):

@@ -1,0 +1,144 @@
+"""``close()`` from wherever a user calls it: inside the kit's ``async with`` under a deadline
+of its own, from another task, or in a task group of the body, on asyncio and trio.
+
+The kit's runtime used to enter its task groups in the task and cancel scope of ``async with``
+and leave them in ``close()``'s: a bounded close, the close() docstring's own advice, crashed
+with "Attempted to exit a cancel scope that isn't the current task's current cancel scope" on
+asyncio and "Cancel scope stack corrupted" on trio, and a close from another task with
+"exit cancel scope in a different task" / "Nursery misnesting detected".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from roomkit import ChannelOutput, KitClosedError, RoomKit
+from roomkit.core._runtime import RuntimeSettings
+from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Stuck(SimpleChannel):
+    """A channel whose delivery never returns; notes when it starts and when it is
+    cancelled."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.started = anyio.Event()
+        self.cancelled = False
+
+    async def deliver(self, *args: Any) -> ChannelOutput:
+        self.started.set()
+        try:
+            await anyio.sleep_forever()
+        except BaseException:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+@pytest.fixture
+def short_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Actors still busy when the kit's actor system stops are cancelled after 0.2 s (10 s
+    by default), so that a test of a close that gave up its drain is quick."""
+    made = RuntimeSettings.actor_system
+
+    def actor_system(self: RuntimeSettings) -> dict[str, Any]:
+        return {**made(self), "shutdown_timeout": 0.2}
+
+    monkeypatch.setattr(RuntimeSettings, "actor_system", actor_system)
+
+
+async def stuck_delivery(kit: RoomKit) -> Stuck:
+    """Room r1 with a message committed whose delivery to ``stuck`` never returns."""
+    stuck = Stuck("stuck")
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(stuck)
+    await room_with(kit, "r1", "sms", "stuck")
+    result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+    assert not result.blocked
+    await stuck.started.wait()
+    return stuck
+
+
+async def test_a_bounded_close_inside_async_with_returns_at_its_bound(
+    short_shutdown: None,
+) -> None:
+    # A delivery that never returns holds the drain (no process_timeout bounds it): the
+    # close gives up at its bound, the kit is closed all the same, and the drain is given up
+    # (without that, leaving the `async with` waited for the stuck delivery for a day).
+    with anyio.fail_after(30):  # a hang guard only
+        async with RoomKit(process_timeout=None, wait_for_delivery=False) as kit:
+            stuck = await stuck_delivery(kit)
+            with anyio.move_on_after(0.2) as bound:
+                await kit.close()
+            assert bound.cancelled_caught
+            with pytest.raises(KitClosedError):
+                await kit.create_room(room_id="r2")
+    assert stuck.cancelled
+    assert (await kit.get_room("r1")) is not None  # reads answer from the read model
+
+
+async def test_a_close_within_its_bound_inside_async_with() -> None:
+    async with RoomKit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "r1", "sms")
+        with anyio.fail_after(10):
+            await kit.close()
+        with pytest.raises(KitClosedError):
+            await kit.process_inbound(text("sms", "late"), room_id="r1")
+    assert [e.content.body for e in await kit.get_timeline("r1")][-1:] != ["late"]  # type: ignore[union-attr]
+
+
+async def test_a_close_from_another_task_inside_async_with() -> None:
+    # A shutdown handler's task, say.
+    async with RoomKit() as kit:
+        sms = SimpleChannel("sms")
+        kit.register_channel(sms)
+        ws = SimpleChannel("ws")
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kit.close)
+        with pytest.raises(KitClosedError):
+            await kit.create_room(room_id="r2")
+    assert ws.texts() == ["hello"]
+
+
+async def test_a_kit_closed_by_another_task_while_its_body_waits() -> None:
+    closed = anyio.Event()
+
+    async def shut_down(kit: RoomKit) -> None:
+        await kit.close()
+        closed.set()
+
+    async with anyio.create_task_group() as tg, RoomKit() as kit:
+        await kit.create_room(room_id="r1")
+        tg.start_soon(shut_down, kit)
+        with anyio.fail_after(10):
+            await closed.wait()
+    with pytest.raises(KitClosedError):
+        await kit.create_room(room_id="r2")
+
+
+async def test_a_bounded_close_of_a_kit_never_entered_gives_up_the_drain(
+    short_shutdown: None,
+) -> None:
+    # 0.3.0 style: the kit started itself on first use, its runtime in a host task.
+    kit = RoomKit(process_timeout=None, wait_for_delivery=False)
+    stuck = await stuck_delivery(kit)
+    with anyio.move_on_after(0.2) as bound:
+        await kit.close()
+    assert bound.cancelled_caught
+    with anyio.fail_after(30):  # a hang guard only: the host stops its actors
+        while not stuck.cancelled:
+            await anyio.sleep(0.05)
+        await kit.close()  # returns once the host has stopped
