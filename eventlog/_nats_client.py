@@ -6,19 +6,32 @@ for every message. nats-py 2.16 checks each character of each header name with a
 generator, which is about 60% of its per-message header cost; this parser gives the same result
 with C-level string methods (+15% replay throughput). A client passed in by the application is
 used as it is.
+
+It also keeps a publisher's own ``Status`` header apart from the server's status. nats-py puts a
+status line's code (``NATS/1.0 404``) under the ``Status`` key, and a header line named ``Status``
+lands on that same key: a message published with ``Status: 503`` (a gateway copying an HTTP
+response's headers, say) read as "no responders" for a request, made a JetStream fetch raise
+and drop the rest of its batch, and one with ``Status: 404`` was dropped by the fetch as "no
+messages", redelivered for ever. This parser keeps such a header as ``PUBLISHED_STATUS``.
 """
 
 from __future__ import annotations
 
 from nats.aio.client import Client
 
-__all__ = ["RoomKitNatsClient", "parse_header_lines"]
+__all__ = ["PUBLISHED_STATUS", "RoomKitNatsClient", "parse_header_lines"]
 
 _CRLF = b"\r\n"
 
+_STATUS = "Status"  # nats.js.api.Header.STATUS, where nats-py puts a status line's code
+PUBLISHED_STATUS = "Status (published)"
+"""Where a publisher's own ``Status`` header goes (a name no header line can have: it holds a
+space)."""
+
 
 def parse_header_lines(raw: bytes) -> dict[str, str]:
-    """Parse ``Name: Value`` lines like ``nats.aio.client.Client._parse_header_lines``."""
+    """Parse ``Name: Value`` lines like ``nats.aio.client.Client._parse_header_lines``, but
+    with a ``Status`` line kept as ``PUBLISHED_STATUS`` (see the module's docstring)."""
     headers: dict[str, str] = {}
     for line in raw.split(_CRLF):
         name, colon, value = line.partition(b":")
@@ -30,6 +43,8 @@ def parse_header_lines(raw: bytes) -> dict[str, str]:
             continue  # not a token: nats-py skips it too
         if len(key.split()) > 1:
             continue  # white space inside a name: invalid, skipped like nats-py does
+        if key == _STATUS:
+            key = PUBLISHED_STATUS
         headers[key] = value.strip().decode("utf-8", "replace")
     return headers
 

@@ -109,6 +109,9 @@ class Ingress:
     Args:
         kit: the kit whose ``process_inbound`` records the messages.
         nats_url: the NATS URL(s) to connect to, or a connected nats-py client (left open).
+            The ingress's own connection (from a URL) takes a publisher's ``Status`` header
+            for what it is; a plain nats-py client reads it as the server's status, and its
+            fetches skip (``Status: 404``) or fail on (``Status: 503``) such a message.
         subject_prefix: subjects are ``<prefix>.in.<channel_id>`` and ``<prefix>.dlq.<...>``.
         stream_name: the JetStream stream of inbound messages (created if missing; an existing
             one is used as it is, if it captures ``<prefix>.in.>``).

@@ -30,7 +30,7 @@ from eventlog import (
     StreamConflict,
     WrongExpectedVersion,
 )
-from eventlog._nats_client import parse_header_lines
+from eventlog._nats_client import PUBLISHED_STATUS, parse_header_lines
 from eventlog.nats import NatsEventLog
 from eventlog.testing import event
 from eventlog.testing_nats import NatsServer
@@ -526,6 +526,11 @@ def test_importing_eventlog_does_not_import_nats() -> None:
 )
 def test_the_fast_header_parser_agrees_with_nats_py(raw: bytes) -> None:
     assert parse_header_lines(raw) == NatsClient._parse_header_lines(raw)
+
+
+def test_a_published_status_header_is_kept_apart_from_the_servers_status() -> None:
+    raw = b"Status: 503\r\nstatus: 1\r\nA: b\r\n\r\n"
+    assert parse_header_lines(raw) == {PUBLISHED_STATUS: "503", "status": "1", "A": "b"}
 
 
 # -- requests: one reply inbox, one timer -----------------------------------------------------

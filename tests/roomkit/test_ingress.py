@@ -25,6 +25,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from eventlog import EventLog, LogUnavailable, MemoryEventLog, NewEvent, Record
+from eventlog._nats_client import RoomKitNatsClient
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
 from roomkit import (
@@ -469,6 +470,55 @@ async def test_a_payload_too_deep_to_decode_is_recovered_without_stopping_the_in
 
         await eventually(dead_lettered, what="the recovered message dead-lettered")
     assert ingress.stats.recovered == 1
+
+
+async def test_messages_with_a_status_header_of_their_own_are_recorded_in_order(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # nats-py reads a header named Status as the server's status: the fetch dropped a
+    # "Status: 404" message as "no messages" (redelivered for ever, never recorded) and
+    # raised on "Status: 503", losing the rest of its batch until ack_wait.
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    statuses = {1: "503", 3: "404", 4: "408"}
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        for n in range(6):
+            headers = {"Status": statuses[n]} if n in statuses else None
+            payload = envelope(f"m{n}", f"k{n}", room_id="room-1")
+            await js.publish("roomkit.in.sms", payload, headers=headers)
+
+        async def all_recorded() -> bool:
+            return ingress.stats.recorded == 6
+
+        await eventually(all_recorded, what="6 messages recorded")
+    assert await bodies(nats_kit, "room-1") == [f"m{n}" for n in range(6)]
+    assert ingress.stats.dead_lettered == ingress.stats.retried == 0
+
+
+async def test_a_held_message_with_a_status_header_is_recovered(
+    nats_server: NatsServer, nats_kit: RoomKit
+) -> None:
+    # Recovery re-reads what a dead process held: read back, "Status: 503" made the direct
+    # get answer "no responders", retried for ever, and the ingress processed nothing.
+    await make_rooms(nats_kit, "room-1")
+    async with Ingress(nats_kit, nats_server.url):
+        pass  # creates the stream and the durable consumer
+    holder = RoomKitNatsClient()  # whose fetch can get it at all
+    await holder.connect(nats_server.url)
+    try:
+        payload = envelope("held", "k-held", room_id="room-1")
+        await holder.jetstream().publish("roomkit.in.sms", payload, headers={"Status": "503"})
+        await hold_and_die(holder, 1)
+    finally:
+        await holder.close()
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+
+        async def recorded() -> bool:
+            return ingress.stats.recorded == 1
+
+        await eventually(recorded, what="the held message recorded")
+    assert ingress.stats.recovered == 1
+    assert await bodies(nats_kit, "room-1") == ["held"]
 
 
 async def test_a_dead_letter_too_large_for_the_server_is_stored_cut_and_says_so(
