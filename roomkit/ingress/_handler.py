@@ -114,6 +114,13 @@ class MessageHandler:
         self._stopping = stopping
         self._on_fatal = on_fatal
         self._in_base = f"{settings.subject_prefix}.in."
+        # Where a reply is never published (see wire.py): the server's APIs, the event log's
+        # subjects and this ingress's own.
+        refused = ["$", self._in_base, f"{settings.subject_prefix}.dlq."]
+        log_prefix = getattr(kit.log, "subject_prefix", None)
+        if isinstance(log_prefix, str):
+            refused.append(f"{log_prefix}.ev.")
+        self._refused_inboxes = tuple(refused)
 
     async def handle(self, item: WorkItem) -> None:
         """Take ``item`` to its end (see the module docs); never raises but cancellation."""
@@ -297,6 +304,15 @@ class MessageHandler:
         if any(c in inbox for c in "*> \t\r\n"):
             # A malformed subject would make the server drop the connection: refuse it here.
             logger.info("ingress: ignoring the invalid reply inbox %r", inbox)
+            return
+        if inbox.startswith(self._refused_inboxes):
+            logger.warning(
+                "ingress: no reply to %s #%s on %r: a subject of the server, the event log or "
+                "the ingress itself",
+                item.subject,
+                item.seq,
+                inbox,
+            )
             return
         try:
             with anyio.move_on_after(self._settings.request_timeout):

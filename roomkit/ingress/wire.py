@@ -37,7 +37,12 @@ Headers (all optional)::
 
 Request-reply: a JetStream-delivered message's NATS ``reply`` is JetStream's ack subject, so the
 caller names its inbox in ``RoomKit-Reply-To`` instead; once the message is committed (or
-rejected) the ingress publishes one ``IngressReply`` JSON object there::
+rejected) the ingress publishes one ``IngressReply`` JSON object there. It never replies on the
+server's own subjects (``$JS.API...``, ``$KV...``: any starting with ``$``), the event log's
+(``<log prefix>.ev.``) or its own (``<prefix>.in.``, ``<prefix>.dlq.``): a reply stored there
+would become an event of another room, which no replay could then read, or an inbound
+message. Such an inbox gets no reply (a warning is logged); the message is processed all the
+same::
 
     {"ok": true, "event_id": "...", "room_id": "support-1", "index": 3, "stream_seq": 42}
     {"ok": true, "event_id": "...", "room_id": "support-1", "blocked": true, "reason": "duplicate"}

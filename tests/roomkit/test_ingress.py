@@ -314,6 +314,30 @@ async def test_a_requester_gets_the_inbound_result(
     assert await bodies(nats_kit, "support-1") == ["hello", "the secret is 42"]
 
 
+async def test_no_reply_is_published_on_the_logs_or_the_ingress_or_the_servers_subjects(
+    nats_server: NatsServer, log: NatsEventLog, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # A reply published on roomkit.ev.<room> was stored as an event of that room: its later
+    # messages failed ("not a RoomKit event batch") and no replay could read it.
+    await make_rooms(nats_kit, "room-1", "room-2")
+    before = len(await log.read("room-2"))
+    js = client.jetstream()
+    inboxes = ["roomkit.ev.room-2", "roomkit.in.sms", "roomkit.dlq.sms", "$JS.API.INFO"]
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        for n, inbox in enumerate(inboxes):
+            payload = envelope(f"m{n}", f"k{n}", room_id="room-1")
+            await js.publish("roomkit.in.sms", payload, headers={REPLY_TO_HEADER: inbox})
+        # And a reply where it may go, after them: the ones before were processed.
+        last = text("sms", "last", idempotency_key="k-last")
+        reply = await publish_inbound(client, last, room_id="room-1", reply_timeout=10)
+        assert reply.ok
+    assert await bodies(nats_kit, "room-1") == ["m0", "m1", "m2", "m3", "last"]
+    assert len(await log.read("room-2")) == before
+    assert ingress.stats.received == ingress.stats.recorded == 5  # nothing taken in as inbound
+    await nats_kit.process_inbound(text("sms", "room-2 still works"), room_id="room-2")
+    assert await bodies(nats_kit, "room-2") == ["room-2 still works"]
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 BAD_INPUT: list[tuple[str, bytes, IngressErrorCode]] = [
