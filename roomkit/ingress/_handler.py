@@ -117,7 +117,7 @@ class MessageHandler:
         # Where a reply is never published (see wire.py): the server's APIs, the event log's
         # subjects and this ingress's own.
         refused = ["$", self._in_base, f"{settings.subject_prefix}.dlq."]
-        log_prefix = getattr(kit.log, "subject_prefix", None)
+        log_prefix = getattr(getattr(kit, "log", None), "subject_prefix", None)
         if isinstance(log_prefix, str):
             refused.append(f"{log_prefix}.ev.")
         self._refused_inboxes = tuple(refused)
