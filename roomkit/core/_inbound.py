@@ -146,8 +146,11 @@ class InboundMixin(HelpersMixin):
             try:
                 await bounded(self._settle(runtime, outcome), left)
             except TimedOut:
-                committed = outcome.event.id if outcome.event is not None else known
-                return await self._process_timed_out(room_id, committed)
+                if outcome.event is None:
+                    return await self._process_timed_out(room_id, known)
+                # Recorded; only its delivery or async hooks overran: the result names it
+                # (0.3.0 gave no event), so that a caller does not take it for lost and retry.
+                return await self._process_timed_out(room_id, outcome.event.id, outcome.event)
         return await self._inbound_result(room_id, outcome)
 
     async def _route(self, message: InboundMessage, channel: Channel) -> str | None:
@@ -182,7 +185,9 @@ class InboundMixin(HelpersMixin):
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._creating.pop(channel_id, None)
 
-    async def _process_timed_out(self, room_id: str, event_id: str | None) -> InboundResult:
+    async def _process_timed_out(
+        self, room_id: str, event_id: str | None, recorded: RoomEvent | None = None
+    ) -> InboundResult:
         logger.warning(
             "process_inbound timed out after %ss in room %s", self._process_timeout, room_id
         )
@@ -192,7 +197,7 @@ class InboundMixin(HelpersMixin):
             event_id=event_id,
             data={"timeout": self._process_timeout},
         )
-        return InboundResult(blocked=True, reason="process_timeout")
+        return InboundResult(event=recorded, blocked=True, reason="process_timeout")
 
     async def _inbound_result(self, room_id: str, outcome: Outcome) -> InboundResult:
         if not outcome.announced:

@@ -143,7 +143,7 @@ class MessageHandler:
             await self._reply(item, reply_for(outcome, stream_seq=item.seq))
             if outcome.reason == "duplicate":
                 self._stats.duplicates += 1
-            elif outcome.blocked:
+            elif outcome.blocked and outcome.reason != "process_timeout":
                 self._stats.blocked += 1
             else:
                 self._stats.recorded += 1
@@ -178,7 +178,9 @@ class MessageHandler:
                 attempts += 1
                 failure = repr(exc)
             else:
-                if result.reason != "process_timeout":
+                if result.reason != "process_timeout" or result.event is not None:
+                    # A process_timeout with its event: recorded, and only its delivery or
+                    # async hooks overran; done (tried again, it would answer "duplicate").
                     return result
                 attempts += 1
                 failure = "process_inbound timed out"

@@ -48,6 +48,11 @@ same::
     {"ok": true, "event_id": "...", "room_id": "support-1", "blocked": true, "reason": "duplicate"}
     {"ok": false, "error": "unknown_channel", "detail": "Channel fax is not registered"}
 
+A message recorded whose delivery or async hooks overran the kit's ``process_timeout`` is
+answered ``{"ok": true, "event_id": "...", "blocked": true, "reason": "process_timeout"}``
+(recorded; not tried again). A ``process_timeout`` before the commit is tried again, up to the
+ingress's ``max_attempts``.
+
 A duplicate caught by JetStream's window is not delivered to the ingress at all;
 ``publish_inbound`` then answers ``{"ok": true, "blocked": true, "reason":
 "duplicate_publish", "stream_seq": <the first copy's>}`` itself, without an event id: this

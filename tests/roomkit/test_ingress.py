@@ -30,6 +30,7 @@ from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
 from roomkit import (
     EventType,
+    HookExecution,
     HookResult,
     HookTrigger,
     InboundMessage,
@@ -265,6 +266,26 @@ async def test_without_a_room_id_the_kit_routes_one_channel_in_order(
 
 
 # -- request-reply -----------------------------------------------------------------------------
+
+
+async def test_a_message_recorded_whose_async_hooks_overran_is_answered_once_as_recorded(
+    nats_server: NatsServer, log: NatsEventLog, client: NatsClient
+) -> None:
+    # Its process_timeout came after the commit: tried again, it was answered "duplicate"
+    # (the only reply a message published once got) and counted as one.
+    async with kit_on(log, process_timeout=0.3) as kit:
+        await make_rooms(kit, "room-1")
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def slow(event: RoomEvent, context: RoomContext) -> None:
+            await anyio.sleep(1.0)
+
+        async with Ingress(kit, nats_server.url) as ingress:
+            message = text("sms", "hello", idempotency_key="k1")
+            reply = await publish_inbound(client, message, room_id="room-1", reply_timeout=10)
+        (event,) = [e for e in await kit.get_timeline("room-1") if e.type == EventType.MESSAGE]
+    assert reply.ok and reply.reason == "process_timeout" and reply.event_id == event.id
+    assert (ingress.stats.recorded, ingress.stats.retried, ingress.stats.duplicates) == (1, 0, 0)
 
 
 async def test_a_requester_gets_the_inbound_result(

@@ -17,6 +17,7 @@ from roomkit import (
     ChannelOutput,
     ChannelType,
     EventSource,
+    HookExecution,
     HookResult,
     HookTrigger,
     InboundResult,
@@ -97,6 +98,27 @@ async def test_a_message_over_its_budget_is_not_recorded(
         # The room had finished with "slow" (it answered): nothing of it can show up later.
         assert await recorded(kit) == ["fast"]
         assert len(events) == 1
+
+
+async def test_a_message_recorded_whose_async_hooks_overran_names_its_event(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # Timed out after the commit, as in 0.3.0, but with the event it recorded (0.3.0 gave
+    # None): a caller can tell it from a message lost, and does not send it again.
+    async with make_kit(process_timeout=0.2) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "r1", "sms")
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def slow(event: RoomEvent, context: RoomContext) -> None:
+            await anyio.sleep(0.5)
+
+        result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        assert result.blocked and result.reason == "process_timeout"
+        assert result.event is not None
+        assert [e.id for e in await kit.get_timeline("r1") if e.type == "message"] == [
+            result.event.id
+        ]
 
 
 async def test_what_is_reported_timed_out_is_exactly_what_is_not_recorded(
