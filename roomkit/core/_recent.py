@@ -88,11 +88,20 @@ class RecentEvents:
         """The events' JSON, oldest first (what a snapshot stores)."""
         return list(self._raw)
 
-    def view(self) -> MutableSequence[RoomEvent]:
-        """The events for a ``RoomContext``: a list of the models, or a ``LazyEvents``."""
+    def view(self, leave_out: int = 0) -> MutableSequence[RoomEvent]:
+        """The events for a ``RoomContext``: a list of the models, or a ``LazyEvents``.
+
+        ``leave_out``: without the last this many (the room as it was before them).
+        """
         # Only a busy room makes contexts: reads from now on are the room's own again (the
         # first message after a pause validates the events once, not once per reader).
         self._resting = False
+        if leave_out > 0:
+            if self._models is not None:
+                return list(self._models)[:-leave_out]
+            # Another window than the room's: its models are made for the reader alone.
+            raws = tuple(self._raw[:-leave_out])
+            return LazyEvents(self, raws, self._appended - leave_out)
         if self._models is not None:
             return list(self._models)
         return LazyEvents(self, tuple(self._raw), self._appended)

@@ -15,7 +15,14 @@ from eventlog import LogUnavailable, NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
 from roomkit.core._commands import FlushOutcomes, ImportEvent, MarkRead, Outcome, ProcessInbound
 from roomkit.core._delivery import DeliveryJob, RoomDelivery, failed_sync_hooks
-from roomkit.core._domain import ChannelAttached, ChannelUpdated, DomainEvent, dump, load
+from roomkit.core._domain import (
+    ChannelAttached,
+    ChannelUpdated,
+    DomainEvent,
+    MessageRecorded,
+    dump,
+    load,
+)
 from roomkit.core._facts import Deliver, Fact, ReportErrors, RunLifecycle, fact_from_record
 from roomkit.core._in_decision import InDecision, deciding
 from roomkit.core._recent import RecentEvents
@@ -363,6 +370,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             works[0] = dataclasses.replace(works[0], announce=outcome.announce)
             outcome.announced = True
         context = state.context()
+        later = _recorded_after(events) if len(works) > 1 else None
         for work in works:
             turn = turns.opened(work.root)
             if isinstance(work, RunLifecycle) and work.last:
@@ -370,7 +378,13 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             turns.reached(work.root, position)
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
-            await self._services.tell_delivery(self.key, DeliveryJob(work, context))
+            job_context = context
+            if later and isinstance(work, Deliver) and later.get(id(work)):
+                # Replies recorded together (two AIs answering one message): each is
+                # broadcast with the history up to itself, as 0.3.0 stored each just before
+                # broadcasting it; a reader must not see a reply that comes after its own.
+                job_context = state.context(leave_out=later[id(work)])
+            await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
 
     async def on_stop(self) -> None:
         await super().on_stop()  # an append in doubt: its deliveries before those outcomes
@@ -406,6 +420,18 @@ class DeliveryActor(Actor):
 
     async def on_stop(self) -> None:
         await self._delivery.run_parked()
+
+
+def _recorded_after(facts: list[Fact]) -> dict[int, int]:
+    """For each fact's work (by ``id``), how many timeline events the facts after it record."""
+    recorded = sum(1 for fact in facts if isinstance(fact.domain, MessageRecorded))
+    after: dict[int, int] = {}
+    for fact in facts:
+        if isinstance(fact.domain, MessageRecorded):
+            recorded -= 1
+        if fact.then is not None:
+            after[id(fact.then)] = recorded
+    return after
 
 
 def _injected_first(work: Deliver | RunLifecycle | ReportErrors) -> int:

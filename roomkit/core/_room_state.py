@@ -258,8 +258,9 @@ class RoomState:
                 return position
         return None
 
-    def context(self) -> RoomContext:
-        """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed)."""
+    def context(self, leave_out: int = 0) -> RoomContext:
+        """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed);
+        without the last ``leave_out`` of them (the history as an earlier event saw it)."""
         assert self.room is not None
         # Not validated: every part is already a validated model owned by this state.
         return constructed(
@@ -268,7 +269,7 @@ class RoomState:
                 "room": self.room,
                 "bindings": list(self.bindings.values()),
                 "participants": list(self.participants.values()),
-                "recent_events": self.recent.view(),
+                "recent_events": self.recent.view(leave_out),
             },
         )
 

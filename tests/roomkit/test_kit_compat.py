@@ -11,8 +11,11 @@ import pytest
 from roomkit import (
     Access,
     AIChannel,
+    ChannelBinding,
     ChannelCategory,
     ChannelNotRegisteredError,
+    ChannelOutput,
+    EventSource,
     EventStatus,
     EventType,
     FrameworkEvent,
@@ -31,7 +34,7 @@ from roomkit import (
     TextContent,
 )
 from roomkit.models.room import RoomTimers
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
 class TestAttachChannel:
@@ -133,6 +136,45 @@ class TestHooks:
         assert kit.remove_room_hook("r1", "")
         second = await kit.process_inbound(text("sms", "hi again"), room_id="r1")
         assert not second.blocked
+
+
+class TestReplies:
+    async def test_replies_recorded_together_each_see_the_history_up_to_themselves(
+        self, kit: RoomKit
+    ) -> None:
+        # Two bots answer one message: 0.3.0 stored each reply just before broadcasting it,
+        # so the first reply's readers did not see the second.
+        seen: list[tuple[str, str, list[str]]] = []
+
+        class Bot(SimpleChannel):
+            def __init__(self, channel_id: str, answer: str | None) -> None:
+                super().__init__(channel_id)
+                self.answer = answer
+
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                history = [e.content.body for e in context.recent_events if e.type == "message"]  # type: ignore[union-attr]
+                seen.append((self.channel_id, event.content.body, history))  # type: ignore[union-attr]
+                if event.source.channel_id != "user" or self.answer is None:
+                    return ChannelOutput.empty()
+                reply = RoomEvent(
+                    room_id=event.room_id,
+                    source=EventSource(channel_id=self.channel_id, channel_type="websocket"),
+                    content=TextContent(body=self.answer),
+                    chain_depth=event.chain_depth + 1,
+                )
+                return ChannelOutput(responded=True, response_events=[reply])
+
+        for bot in (Bot("user", None), Bot("bot1", "a1"), Bot("bot2", "a2"), Bot("obs", None)):
+            kit.register_channel(bot)
+        await room_with(kit, "r1", "user", "bot1", "bot2", "obs")
+        await kit.process_inbound(text("user", "q"), room_id="r1")
+        by_reader = {(reader, body): history for reader, body, history in seen}
+        assert by_reader[("obs", "q")] == ["q"]
+        assert by_reader[("obs", "a1")] == ["q", "a1"]
+        assert by_reader[("obs", "a2")] == ["q", "a1", "a2"]
+        assert by_reader[("bot2", "a1")] == ["q", "a1"]
 
 
 class TestActivityAndFrameworkEvents:

@@ -146,3 +146,14 @@ def test_an_idle_room_forgets_the_models_until_it_is_busy_again() -> None:
     fresh = recent.view()
     assert fresh == events
     assert not isinstance(recent.view(), LazyEvents)
+
+
+def test_a_view_may_leave_out_the_last_events() -> None:
+    # Both ways the room holds them: JSON only (a lazy view), then models.
+    recent, events = _recent(5)
+    earlier = recent.view(leave_out=2)
+    assert isinstance(earlier, LazyEvents)
+    assert earlier == events[:3]
+    assert recent.view() == events  # the cut view kept no models of its window for the room
+    assert recent.view(leave_out=2) == events[:3]
+    assert recent.view(leave_out=0) == events
