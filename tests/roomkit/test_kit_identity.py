@@ -85,6 +85,31 @@ async def test_ambiguous_sender_without_hook_is_pending(
     await kit.close()
 
 
+@pytest.mark.parametrize(
+    ("candidates", "expected"), [([BOB], ["id-bob"]), (None, ["id-ana", "id-bob"])]
+)
+async def test_a_pending_hook_result_names_the_participant_and_its_candidates(
+    resolver: MockIdentityResolver,
+    kit_with: KitWith,
+    candidates: list[Identity] | None,
+    expected: list[str],
+) -> None:
+    # Documented in docs/quirks.md: 0.3.0 ignored both.
+    kit = await kit_with(resolver)
+
+    @kit.identity_hook(HookTrigger.ON_IDENTITY_AMBIGUOUS)
+    async def narrow(
+        event: RoomEvent, context: RoomContext, result: IdentityResult
+    ) -> IdentityHookResult:
+        return IdentityHookResult.pending(display_name="Caller +2", candidates=candidates)
+
+    await kit.process_inbound(text("sms", "who am i", sender="+2"))
+    (participant,) = await kit.store.list_participants("r1")
+    assert participant.identification == IdentificationStatus.PENDING
+    assert (participant.display_name, participant.candidates) == ("Caller +2", expected)
+    await kit.close()
+
+
 async def test_ambiguous_hook_can_identify_challenge_or_reject(
     resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:
