@@ -660,6 +660,20 @@ class RoomDecider:
                 root=blocked.id,
             )
         final = result.event if result.event is not None else event
+        if final.room_id != room.id or final.index not in (event.index, 0):
+            # 0.3.0 stored a modified event wherever it said (another room, an index of its
+            # own); a room records only its own messages, at its next index. (Index 0: a
+            # replacement made anew, which says nothing of its index.)
+            logger.warning(
+                "room %s: hooks %s moved message %s to room %r, index %d: kept in this room at "
+                "index %d (a room records only its own messages)",
+                room.id,
+                result.modified_by,
+                final.id,
+                final.room_id,
+                final.index,
+                event.index,
+            )
         final = updated(
             final, {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
         )

@@ -532,6 +532,27 @@ class TestInbound:
         assert result.event is not None and result.event.metadata == {"checked": True}
         assert [e.data["hook"] for e in errors] == ["tag"]
 
+    async def test_a_replacement_moved_to_another_room_or_index_stays_put_and_is_logged(
+        self, kit: RoomKit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # 0.3.0 stored it in the room (and at the index) it named; a room records only its
+        # own messages, at its next index, and says so.
+        _, ws = await two_channel_room(kit)
+        await kit.create_room(room_id="escalations")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, name="escalate")
+        async def escalate(event: RoomEvent, context: RoomContext) -> HookResult:
+            moved = {"room_id": "escalations", "index": 1000}
+            return HookResult.modify(event.model_copy(update=moved))
+
+        with caplog.at_level("WARNING", logger="roomkit.room"):
+            result = await kit.process_inbound(text("sms", "help"), room_id="r1")
+        assert result.event is not None
+        assert (result.event.room_id, result.event.index) == ("r1", 2)
+        assert ws.texts() == ["help"]
+        assert "moved message" in caplog.text and "'escalations', index 1000" in caplog.text
+        assert await kit.get_timeline("escalations") == []
+
     async def test_side_effects_that_do_not_validate_are_left_out(self, kit: RoomKit) -> None:
         # Tasks, observations and injected events from user code are validated as the log
         # will hold them; logged, a broken one failed every read of the room's tasks or
