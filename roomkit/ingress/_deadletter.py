@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from eventlog._nats_client import PUBLISHED_STATUS
 from roomkit.ingress._work import Rejection, WorkItem
 from roomkit.ingress.wire import (
     ERROR_DETAIL_HEADER,
@@ -67,9 +68,15 @@ def fit(
     The original headers (but ``Nats-*`` ones, which belonged to the first publish) and
     ``own`` are kept, and the payload whole, if they fit. Otherwise the payload is cut and
     ``RoomKit-Truncated`` gives its original size; if the original headers alone are too
-    large, they are dropped too. ``own`` is always kept.
+    large, they are dropped too. ``own`` is always kept. A publisher's own ``Status`` header,
+    which the kit's client reads as ``PUBLISHED_STATUS`` (not a header name nats-py can
+    send), is kept under its own name.
     """
-    kept = {k: v for k, v in original.items() if not k.startswith("Nats-")}
+    kept = {
+        ("Status" if k == PUBLISHED_STATUS else k): v
+        for k, v in original.items()
+        if not k.startswith("Nats-")
+    }
     headers = {**kept, **own}
     if len(data) + headers_size(headers) <= limit:
         return data, headers

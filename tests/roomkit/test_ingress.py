@@ -540,6 +540,30 @@ async def test_messages_with_a_status_header_of_their_own_are_recorded_in_order(
     assert ingress.stats.dead_lettered == ingress.stats.retried == 0
 
 
+async def test_a_message_with_a_status_header_of_its_own_is_dead_lettered_with_it(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # Its dead letter keeps the original headers: the header read back as "Status
+    # (published)", which nats-py refuses to send (a space), failed the dead letter for ever
+    # and held its lane.
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        bad = envelope("lost?", "k-bad", room_id="no-such-room")
+        await js.publish("roomkit.in.sms", bad, headers={"Status": "200"})
+        after = envelope("after", "k-after", room_id="room-1")
+        await js.publish("roomkit.in.sms", after)
+
+        async def both_done() -> bool:
+            return ingress.stats.dead_lettered == 1 and ingress.stats.recorded == 1
+
+        await eventually(both_done, what="one dead letter, one message recorded")
+    assert await bodies(nats_kit, "room-1") == ["after"]
+    dead = await js.get_msg("ROOMKIT_DLQ", 1)
+    assert dead.data == bad
+    assert (dead.headers or {})[ERROR_HEADER] == IngressErrorCode.ROOM_NOT_FOUND
+
+
 async def test_a_held_message_with_a_status_header_is_recovered(
     nats_server: NatsServer, nats_kit: RoomKit
 ) -> None:
