@@ -379,11 +379,15 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             job_context = context
-            if later and isinstance(work, Deliver) and later.get(id(work)):
+            if later and isinstance(work, Deliver) and work.event.id != work.root:
                 # Replies recorded together (two AIs answering one message): each is
                 # broadcast with the history up to itself, as 0.3.0 stored each just before
                 # broadcasting it; a reader must not see a reply that comes after its own.
-                job_context = state.context(leave_out=later[id(work)])
+                # (A turn's own message is broadcast with all its facts: 0.3.0 stored the
+                # events its hooks injected before it broadcast it.)
+                leave_out = later.get(id(work), 0)
+                if leave_out:
+                    job_context = state.context(leave_out=leave_out)
             await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
 
     async def on_stop(self) -> None:

@@ -23,6 +23,7 @@ from roomkit import (
     HookResult,
     HookTrigger,
     InboundMessage,
+    InjectedEvent,
     MockAIProvider,
     Observation,
     RoomContext,
@@ -175,6 +176,36 @@ class TestReplies:
         assert by_reader[("obs", "a1")] == ["q", "a1"]
         assert by_reader[("obs", "a2")] == ["q", "a1", "a2"]
         assert by_reader[("bot2", "a1")] == ["q", "a1"]
+
+    async def test_a_message_is_broadcast_with_the_events_its_hooks_injected(
+        self, kit: RoomKit
+    ) -> None:
+        seen: dict[str, list[str]] = {}
+
+        class Observer(SimpleChannel):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                seen[event.content.body] = [e.content.body for e in context.recent_events]  # type: ignore[union-attr]
+                return ChannelOutput.empty()
+
+        kit.register_channel(SimpleChannel("user"))
+        kit.register_channel(Observer("obs"))
+        await room_with(kit, "r1", "user", "obs")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def note(event: RoomEvent, context: RoomContext) -> HookResult:
+            extra = RoomEvent(
+                room_id="r1",
+                source=EventSource(channel_id="sys", channel_type="system"),
+                content=TextContent(body="note"),
+            )
+            return HookResult.allow(
+                injected=[InjectedEvent(event=extra, target_channel_ids=["obs"])]
+            )
+
+        await kit.process_inbound(text("user", "q"), room_id="r1")
+        assert seen["q"][-2:] == ["q", "note"]
 
 
 class TestActivityAndFrameworkEvents:
