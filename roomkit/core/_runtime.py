@@ -246,7 +246,12 @@ class KitRuntime:
                     await self._start(stack)
                 except BaseException as exc:
                     self._start_error = exc
-                    raise
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        raise
+                    # Raised to the callers waiting for the start (_launch), as it is: raised
+                    # here too, it would come out of the kit's task group wrapped in an
+                    # exception group (a KeyboardInterrupt no longer one).
+                    return
                 finally:
                     self._starting.set()
                 await self._host_stop.wait()

@@ -230,8 +230,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._rate_limiter = TokenBucketRateLimiter()
         self._router: EventRouter | None = None
         self._capabilities = CapabilitiesInterner()
-        # The task groups of the kit's `async with` blocks (see __aenter__), innermost last.
-        self._task_groups: list[TaskGroup] = []
+        # The task groups of the kit's `async with` blocks (see __aenter__), by the task that
+        # entered them (several tasks may enter one kit), innermost last.
+        self._task_groups: dict[int, list[TaskGroup]] = {}
         self._runtime = KitRuntime(
             self,
             RuntimeSettings(
@@ -317,7 +318,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             task_group.cancel_scope.cancel()
             await task_group.__aexit__(None, None, None)
             raise
-        self._task_groups.append(task_group)
+        self._task_groups.setdefault(anyio.get_current_task().id, []).append(task_group)
         return self
 
     async def __aexit__(
@@ -326,7 +327,11 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task_group = self._task_groups.pop()
+        task = anyio.get_current_task().id
+        entered = self._task_groups[task]
+        task_group = entered.pop()
+        if not entered:
+            del self._task_groups[task]
         try:
             await self.close()
         finally:
@@ -342,8 +347,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         the whole wait by four times ``process_timeout`` (two minutes by default). With
         ``process_timeout=None``, a channel that never returns holds ``close`` for up to a
         day: bound it yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``. A
-        close whose caller gives up stops waiting for deliveries: the rooms' actors stop at
-        once. It may be called from any task, also inside the kit's ``async with``.
+        close whose caller gives up no longer waits for deliveries: the rooms' actors are
+        stopped, each given 10 s to finish what it is doing before it is cancelled, and the
+        channels and realtime backend are left open (a later ``close()`` closes them). It may
+        be called from any task, also inside the kit's ``async with``.
         """
         await self._runtime.stop()
         for channel in list(self._channels.values()):

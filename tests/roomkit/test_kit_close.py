@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from eventlog import MemoryEventLog
 from roomkit import ChannelOutput, KitClosedError, RoomKit
 from roomkit.core._runtime import RuntimeSettings
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
@@ -142,3 +143,44 @@ async def test_a_bounded_close_of_a_kit_never_entered_gives_up_the_drain(
         while not stuck.cancelled:
             await anyio.sleep(0.05)
         await kit.close()  # returns once the host has stopped
+
+
+async def test_two_tasks_in_async_with_of_one_kit_leave_in_any_order() -> None:
+    # Each leaves the task group it entered: the first to leave took the other's.
+    kit = RoomKit()
+    first_in, second_in, first_out = anyio.Event(), anyio.Event(), anyio.Event()
+    left: list[str] = []
+
+    async def first() -> None:
+        async with kit:
+            first_in.set()
+            await second_in.wait()
+        left.append("first")
+        first_out.set()
+
+    async def second() -> None:
+        await first_in.wait()
+        async with kit:
+            second_in.set()
+            await first_out.wait()
+        left.append("second")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(second)
+    assert left == ["first", "second"]
+    with pytest.raises(KitClosedError):
+        await kit.create_room(room_id="r1")
+
+
+async def test_a_keyboard_interrupt_while_starting_comes_out_as_it_is() -> None:
+    # Not wrapped in an exception group by the kit's task group: `except KeyboardInterrupt`
+    # still catches it.
+    class Interrupting(MemoryEventLog):
+        async def read_all(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        async with RoomKit(log=Interrupting()):
+            pass  # pragma: no cover
