@@ -12,20 +12,24 @@ is ``C`` itself when it is a plain name (``[A-Za-z0-9_-]``, at most 64 character
 ``~`` and the base64url of ``C`` (or of its SHA-256, past 45 bytes): ``room:support-1`` is
 ``roomkit.rt.~cm9vbTpzdXBwb3J0LTE``. The payload is ``EphemeralEvent.to_dict()`` as JSON.
 
-Differences from ``InMemoryRealtime``, both of NATS's making: a subscriber that falls more
-than ``max_queue_size`` events behind loses the newest ones (nats-py's slow-consumer limit),
-not the oldest; and ``publish`` to a server that is away is buffered by the client while it
-reconnects (up to its pending size), then dropped with a warning. Runs on asyncio only, as
-nats-py does.
+Each process subscribes to a channel's subject once, however many subscribers it has there,
+and fans its events out locally through an ``InMemoryRealtime``: every subscription has its
+own bounded queue (its oldest event dropped when it falls ``max_queue_size`` behind) and
+task, so a slow subscriber slows nobody else. ``publish`` never raises: to a server that is
+away, the client buffers while it reconnects (up to its pending size) and then drops, and a
+backend that cannot connect drops events (with a warning) without trying again for a second.
+Runs on asyncio only, as nats-py does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -35,12 +39,18 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from actors import check_count, check_finite_seconds
+from actors import check_finite_seconds
 from eventlog import LogUnavailable
 from eventlog._nats_setup import close_quietly, open_client, require_asyncio
 from roomkit.errors import RoomKitError
-from roomkit.models._defaults import new_id
-from roomkit.realtime.base import EphemeralCallback, EphemeralEvent, RealtimeBackend
+from roomkit.models._defaults import new_id, utcnow
+from roomkit.realtime.base import (
+    EphemeralCallback,
+    EphemeralEvent,
+    EphemeralEventType,
+    RealtimeBackend,
+)
+from roomkit.realtime.memory import InMemoryRealtime
 
 __all__ = ["NatsRealtime", "RealtimeUnavailableError", "channel_subject"]
 
@@ -49,6 +59,26 @@ logger = logging.getLogger("roomkit.realtime")
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PREFIX_TOKEN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _MAX_REVERSIBLE = 45  # bytes whose base64url (60 characters) still makes a short token
+# After a failed connection, events are dropped (and subscribes refused) at once for this long
+# rather than each waiting out another connect_timeout.
+_RETRY_AFTER = 1.0
+# Teardowns of closed backends, held until done (the loop keeps only weak references).
+_TEARDOWNS: set[asyncio.Future[None]] = set()
+
+
+class _WireEvent(msgspec.Struct):
+    """An event as published (``EphemeralEvent.to_dict()``), checked field by field."""
+
+    room_id: str
+    type: EphemeralEventType
+    user_id: str
+    id: str | None = None
+    channel_id: str | None = None
+    data: dict[str, Any] = {}
+    timestamp: datetime | None = None
+
+
+_decode_event = msgspec.json.Decoder(_WireEvent).decode
 
 
 class RealtimeUnavailableError(RoomKitError):
@@ -75,7 +105,7 @@ class NatsRealtime(RealtimeBackend):
     Args:
         nats_url: the NATS URL(s), or a connected nats-py client (used and left open).
         subject_prefix: dot-separated tokens; events go on ``<prefix>.rt.<channel token>``.
-        max_queue_size: events a subscription may fall behind by before it loses new ones.
+        max_queue_size: events a subscription may fall behind by before it loses its oldest.
         connect_timeout: bound of the first connection.
         connect_options: more keyword arguments for ``nats.connect`` (TLS, credentials, ...).
 
@@ -94,9 +124,7 @@ class NatsRealtime(RealtimeBackend):
     ) -> None:
         if not isinstance(subject_prefix, str) or not _PREFIX_TOKEN.fullmatch(subject_prefix):
             raise ValueError(f"invalid subject prefix {subject_prefix!r}")
-        self._max_queue_size = check_count("max_queue_size", max_queue_size)
-        if self._max_queue_size < 1:
-            raise ValueError("max_queue_size must be at least 1")
+        self._local = InMemoryRealtime(max_queue_size)  # checks max_queue_size
         self._connect_timeout = check_finite_seconds("connect_timeout", connect_timeout)
         if isinstance(nats_url, NatsClient):
             self._client: NatsClient | None = nats_url
@@ -108,13 +136,18 @@ class NatsRealtime(RealtimeBackend):
         self.subject_prefix = subject_prefix
         self._nc: NatsClient | None = None
         self._connecting: anyio.Lock | None = None
-        self._subscriptions: dict[str, Subscription] = {}
+        self._failed_at: float | None = None
+        self._remote_lock: anyio.Lock | None = None  # subscribing and unsubscribing on NATS
+        # One NATS subscription per channel with local subscribers, and who they are.
+        self._remote: dict[str, Subscription] = {}
+        self._channel_of: dict[str, str] = {}  # subscription id -> channel
+        self._subscribers: dict[str, set[str]] = {}  # channel -> subscription ids
         self._closed = False
 
     @property
     def subscription_count(self) -> int:
         """Number of live subscriptions."""
-        return len(self._subscriptions)
+        return len(self._channel_of)
 
     @property
     def closed(self) -> bool:
@@ -125,15 +158,15 @@ class NatsRealtime(RealtimeBackend):
         """Publish ``event`` on ``channel``'s subject; ignored after ``close``.
 
         Best effort, as ephemeral events are: a failure (NATS unreachable, the connection
-        closed) is logged and the event dropped, never raised to the publisher.
+        closed, data that JSON cannot hold) is logged and the event dropped, never raised.
         """
         if self._closed:
             return
         try:
-            nc = await self._connected()
             data = msgspec.json.encode(event.to_dict())
+            nc = await self._connected()
             await nc.publish(channel_subject(self.subject_prefix, channel), data)
-        except (RealtimeUnavailableError, nats.errors.Error, OSError) as exc:
+        except (RealtimeUnavailableError, nats.errors.Error, OSError, TypeError) as exc:
             logger.warning("realtime event on %r dropped: %s", channel, exc)
 
     async def subscribe(self, channel: str, callback: EphemeralCallback) -> str:
@@ -147,63 +180,74 @@ class NatsRealtime(RealtimeBackend):
         if self._closed:
             raise RuntimeError("NatsRealtime is closed")
         nc = await self._connected()
+        async with self._lock():  # two first subscribers of a channel: one NATS subscription
+            if self._closed:
+                raise RuntimeError("NatsRealtime is closed")
+            if channel not in self._remote:
+                subject = channel_subject(self.subject_prefix, channel)
 
-        async def deliver(msg: Msg) -> None:
-            try:
-                event = EphemeralEvent.from_dict(msgspec.json.decode(msg.data))
-            except (msgspec.DecodeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-                logger.warning(
-                    "realtime: not an ephemeral event on %s, ignored: %s", msg.subject, exc
-                )
-                return
-            try:
-                await callback(event)
-            except Exception:
-                logger.exception(
-                    "realtime callback of subscription %s on %r failed", sub_id, channel
-                )
+                async def forward(msg: Msg) -> None:
+                    event = _event_of(msg)
+                    if event is not None:
+                        await self._local.publish(channel, event)  # queues, never waits
 
-        sub_id = new_id()
-        try:
-            subscription = await nc.subscribe(
-                channel_subject(self.subject_prefix, channel),
-                cb=deliver,
-                pending_msgs_limit=self._max_queue_size,
-            )
-        except (nats.errors.Error, OSError) as exc:
-            raise RealtimeUnavailableError(f"cannot subscribe to {channel!r}: {exc}") from exc
-        self._subscriptions[sub_id] = subscription
+                try:
+                    self._remote[channel] = await nc.subscribe(subject, cb=forward)
+                except (nats.errors.Error, OSError) as exc:
+                    raise RealtimeUnavailableError(
+                        f"cannot subscribe to {channel!r}: {exc}"
+                    ) from exc
+            sub_id = await self._local.subscribe(channel, callback)
+            self._channel_of[sub_id] = channel
+            self._subscribers.setdefault(channel, set()).add(sub_id)
         return sub_id
 
     async def unsubscribe(self, subscription_id: str) -> bool:
         """Stop a subscription; ``False`` if there is none of that id."""
-        subscription = self._subscriptions.pop(subscription_id, None)
-        if subscription is None:
+        channel = self._channel_of.pop(subscription_id, None)
+        if channel is None:
             return False
-        try:
-            await subscription.unsubscribe()
-        except (nats.errors.Error, OSError) as exc:  # the connection is gone: so is the interest
-            logger.info("realtime: unsubscribing %s: %s", subscription_id, exc)
+        async with self._lock():
+            subscribers = self._subscribers.get(channel, set())
+            subscribers.discard(subscription_id)
+            if not subscribers:  # the last one here: this process no longer listens
+                self._subscribers.pop(channel, None)
+                remote = self._remote.pop(channel, None)
+                if remote is not None:
+                    await _unsubscribe_quietly(remote)
+        # Last: called from the subscription's own callback, this cancels what follows.
+        await self._local.unsubscribe(subscription_id)
         return True
 
     async def close(self) -> None:
         """Stop every subscription and close the connection this backend made; later
         publishes are ignored."""
         self._closed = True
-        for subscription_id in list(self._subscriptions):
-            await self.unsubscribe(subscription_id)
+        remote, self._remote = list(self._remote.values()), {}
+        self._channel_of.clear()
+        self._subscribers.clear()
         nc, self._nc = self._nc, None
-        if nc is not None and self._client is None:
-            await close_quietly(nc)
+        if remote or nc is not None:
+            own = nc if self._client is None else None
+            # Its own task, awaited through a shield: a caller cancelled meanwhile (a callback
+            # closing the backend it runs in is cancelled by that close) leaves no connection
+            # open behind it.
+            teardown = asyncio.ensure_future(_teardown(remote, own))
+            _TEARDOWNS.add(teardown)
+            teardown.add_done_callback(_TEARDOWNS.discard)
+            await asyncio.shield(teardown)
+        await self._local.close()
 
     async def _connected(self) -> NatsClient:
         if self._nc is not None:
             return self._nc
         require_asyncio("NatsRealtime", RealtimeUnavailableError)
+        self._check_not_failing()
         if self._connecting is None:
             self._connecting = anyio.Lock()
         async with self._connecting:  # concurrent first calls make one connection
             if self._nc is None:
+                self._check_not_failing()  # the call before this one just failed
                 if self._client is not None:
                     self._nc = self._client
                 else:
@@ -215,14 +259,60 @@ class NatsRealtime(RealtimeBackend):
                             options={"name": "roomkit-realtime", **self._connect_options},
                         )
                     except LogUnavailable as exc:
+                        self._failed_at = anyio.current_time()
                         raise RealtimeUnavailableError(str(exc)) from exc
                 if self._closed:  # closed while connecting
                     nc, self._nc = self._nc, None
                     if self._client is None:
                         await close_quietly(nc)
                     raise RealtimeUnavailableError("NatsRealtime is closed")
-        return self._nc
+            nc = self._nc
+        return nc
+
+    def _lock(self) -> anyio.Lock:
+        if self._remote_lock is None:
+            self._remote_lock = anyio.Lock()
+        return self._remote_lock
+
+    def _check_not_failing(self) -> None:
+        failed_at = self._failed_at
+        if failed_at is not None and anyio.current_time() - failed_at < _RETRY_AFTER:
+            raise RealtimeUnavailableError(
+                f"NATS at {self._servers} was unreachable less than {_RETRY_AFTER:g} s ago"
+            )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._nc else "idle"
         return f"<NatsRealtime {state} subscriptions={self.subscription_count}>"
+
+
+def _event_of(msg: Msg) -> EphemeralEvent | None:
+    """The event a message carries, or ``None`` (logged) if it is not one."""
+    try:
+        wire = _decode_event(msg.data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        logger.warning("realtime: not an ephemeral event on %s, ignored: %s", msg.subject, exc)
+        return None
+    return EphemeralEvent(
+        room_id=wire.room_id,
+        type=wire.type,
+        user_id=wire.user_id,
+        id=wire.id or new_id(),
+        channel_id=wire.channel_id,
+        data=wire.data,
+        timestamp=wire.timestamp or utcnow(),
+    )
+
+
+async def _unsubscribe_quietly(subscription: Subscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except (nats.errors.Error, OSError) as exc:  # the connection is gone: so is the interest
+        logger.info("realtime: unsubscribing from %s: %s", subscription.subject, exc)
+
+
+async def _teardown(remote: list[Subscription], own: NatsClient | None) -> None:
+    for subscription in remote:
+        await _unsubscribe_quietly(subscription)
+    if own is not None:
+        await close_quietly(own)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import anyio
 import nats
@@ -37,6 +41,34 @@ def typing(n: int, room_id: str = "r1") -> EphemeralEvent:
     return EphemeralEvent(
         room_id=room_id, type=EphemeralEventType.TYPING_START, user_id=f"u{n}", data={"n": n}
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # free once closed: nobody listens there
+
+
+@pytest.fixture
+def monitored(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A nats-server whose monitoring endpoint lists its connections and subscriptions."""
+    port = free_port()
+    server = NatsServer(tmp_path / "nats", extra_args=("-m", str(port)))
+    server.monitor_port = port  # type: ignore[attr-defined]
+    with server:
+        yield server  # type: ignore[misc]
+
+
+async def connections(server: NatsServer) -> dict[str, list[str]]:
+    """The server's client connections by name, with the subjects each subscribes to."""
+    url = f"http://127.0.0.1:{server.monitor_port}/connz?subs=1"  # type: ignore[attr-defined]
+
+    def fetch() -> Any:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return json.load(answer)
+
+    found = await anyio.to_thread.run_sync(fetch)
+    return {c.get("name", ""): c.get("subscriptions_list", []) for c in found["connections"]}
 
 
 @pytest.fixture
@@ -100,6 +132,12 @@ async def test_a_failing_callback_or_a_foreign_message_is_logged_and_skipped(
         await a.publish("room:r1", typing(0))
         await nc.publish(channel_subject("roomkit", "room:r1"), b"not json")
         await nc.publish(channel_subject("roomkit", "room:r1"), b'{"room_id": "r1"}')
+        wrong_types = b'{"room_id": 5, "type": "typing_start", "user_id": null}'
+        await nc.publish(channel_subject("roomkit", "room:r1"), wrong_types)
+        data_not_a_map = (
+            b'{"room_id": "r1", "type": "typing_start", "user_id": "u", "data": [[1, 2]]}'
+        )
+        await nc.publish(channel_subject("roomkit", "room:r1"), data_not_a_map)
         await nc.flush()
     finally:
         await nc.close()
@@ -107,7 +145,7 @@ async def test_a_failing_callback_or_a_foreign_message_is_logged_and_skipped(
         await a.publish("room:r1", typing(1))
         await a.publish("room:r1", typing(2))
         assert [e.data["n"] for e in await inbox.count(2)] == [0, 2]
-    assert caplog.text.count("not an ephemeral event") == 2
+    assert caplog.text.count("not an ephemeral event") == 4
     assert "callback of subscription" in caplog.text and "boom" in caplog.text
 
 
@@ -135,10 +173,7 @@ async def test_unsubscribe_and_close(nats_server: NatsServer) -> None:
 
 
 async def test_an_unreachable_server() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # free once closed: nobody listens there
-    backend = NatsRealtime(f"nats://127.0.0.1:{port}", connect_timeout=0.5)
+    backend = NatsRealtime(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
     with anyio.fail_after(10), pytest.raises(RealtimeUnavailableError):
         await backend.subscribe("room:r1", Inbox())
     with anyio.fail_after(10):
@@ -178,3 +213,72 @@ async def test_two_kits_share_a_rooms_typing_indicators(nats_server: NatsServer)
         (EphemeralEventType.TYPING_START, "agent-7", {}),
         (EphemeralEventType.READ_RECEIPT, "agent-7", {"event_id": "e1"}),
     ]
+
+
+async def test_one_nats_subscription_per_channel_however_many_subscribers(
+    monitored: NatsServer,
+) -> None:
+    # Fanned out in the process: 20 WebSocket clients in one room cost one copy of each
+    # event over the network, not 20.
+    async with (
+        NatsRealtime(monitored.url, connect_options={"name": "pub"}) as a,
+        NatsRealtime(monitored.url, connect_options={"name": "sub"}) as b,
+    ):
+        inboxes = [Inbox() for _ in range(20)]
+        ids = [await b.subscribe("room:r1", inbox) for inbox in inboxes]
+        assert (await connections(monitored))["sub"] == [channel_subject("roomkit", "room:r1")]
+        for n in range(5):
+            await a.publish("room:r1", typing(n))
+        for inbox in inboxes:
+            assert [e.data["n"] for e in await inbox.count(5)] == list(range(5))
+        for sub_id in ids[:-1]:
+            assert await b.unsubscribe(sub_id)
+        assert len((await connections(monitored))["sub"]) == 1
+        await b.unsubscribe(ids[-1])
+        assert (await connections(monitored))["sub"] == []
+
+
+async def test_a_close_from_inside_a_callback_leaves_no_connection(monitored: NatsServer) -> None:
+    # Unsubscribing the subscription whose callback ran cancelled that callback's task (so
+    # nats-py does), which cut the close short and left the connection open.
+    a = NatsRealtime(monitored.url, connect_options={"name": "closer"})
+    async with NatsRealtime(monitored.url, connect_options={"name": "pub"}) as publisher:
+
+        async def close_it(event: EphemeralEvent) -> None:
+            await a.close()
+
+        await a.subscribe("room:r1", close_it)
+        await a.subscribe("room:r2", Inbox())
+        await publisher.publish("room:r1", typing(0))
+
+        async def closed_on_the_server() -> bool:
+            return "closer" not in await connections(monitored)
+
+        await eventually(closed_on_the_server, what="the closing backend's connection gone")
+    assert a.closed and a.subscription_count == 0
+
+
+async def test_after_a_failed_connection_calls_fail_at_once_for_a_while() -> None:
+    backend = NatsRealtime(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.5)
+    with anyio.fail_after(10):
+        with pytest.raises(RealtimeUnavailableError, match="cannot connect"):
+            await backend.subscribe("room:r1", Inbox())
+        # Not another connect_timeout for each call: what the last attempt found.
+        with pytest.raises(RealtimeUnavailableError, match="unreachable less than"):
+            await backend.subscribe("room:r1", Inbox())
+    await backend.close()
+
+
+async def test_an_event_json_cannot_hold_is_dropped_not_raised(
+    two: tuple[NatsRealtime, NatsRealtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = two
+    inbox = Inbox()
+    await b.subscribe("room:r1", inbox)
+    odd = typing(0)
+    odd.data = {"thing": object()}
+    with caplog.at_level(logging.WARNING, logger="roomkit.realtime"):
+        await a.publish("room:r1", odd)
+    assert "dropped" in caplog.text
+    await a.publish("room:r1", typing(1))
+    assert [e.data["n"] for e in await inbox.count(1)] == [1]
