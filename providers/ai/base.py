@@ -8,9 +8,9 @@ settings, tools, what the reply's target channel can render) into an :class:`AIR
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from providers.errors import ProviderError
 from roomkit.models.channel import ChannelCapabilities
@@ -46,7 +46,9 @@ class AIImagePart(BaseModel):
     mime_type: str | None = None
 
 
-AIContentPart = Annotated[AITextPart | AIImagePart, Field(discriminator="type")]
+# Told apart by their fields, as 0.3.0 did: a part written without its "type" (``{"text":
+# ...}``, ``{"url": ...}``) is still read.
+AIContentPart = AITextPart | AIImagePart
 
 
 class AITool(BaseModel):
@@ -56,7 +58,7 @@ class AITool(BaseModel):
     """
 
     name: str
-    description: str | None = None
+    description: str = ""  # 0.3.0 required it; "" when a tool dict gives none
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -83,6 +85,9 @@ class AIMessage(BaseModel):
 
 class AIContext(BaseModel):
     """Everything a provider needs to generate one reply."""
+
+    # As 0.3.0's: a subclass may add fields of any type.
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     messages: list[AIMessage] = Field(default_factory=list)
     system_prompt: str | None = None

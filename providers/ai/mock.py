@@ -10,7 +10,7 @@ __all__ = ["MockAIProvider"]
 
 logger = logging.getLogger("roomkit.providers.ai.mock")
 
-_DEFAULT_RESPONSES = ["Hello from mock AI"]
+_DEFAULT_RESPONSES = ["Hello from AI"]
 
 
 class MockAIProvider(AIProvider):
@@ -25,7 +25,8 @@ class MockAIProvider(AIProvider):
     """
 
     def __init__(self, responses: list[str] | None = None, *, vision: bool = False) -> None:
-        self.responses: list[str] = list(responses) if responses else list(_DEFAULT_RESPONSES)
+        # The caller's list itself, as 0.3.0 kept it: a test may add replies to it later.
+        self.responses: list[str] = responses if responses else list(_DEFAULT_RESPONSES)
         self.calls: list[AIContext] = []
         self._vision = vision
         self._index = 0

@@ -245,22 +245,42 @@ class AIChannel(Channel):
             outcome = await self._retry_without_history_images(
                 outcome, turns, event.room_id, ai_context, conversation.history_images
             )
-        if not isinstance(outcome, AIResponse):
+        if isinstance(outcome, BaseException):
             self._log_failure(outcome)
             return ChannelOutput.empty()
-        if not outcome.content:
-            self._log_empty_reply(outcome, event)
+        response = self._response_of(outcome)
+        if not response.content:
+            self._log_empty_reply(response, event)
             return ChannelOutput.empty()
         reply = RoomEvent(
             room_id=event.room_id,
             source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
-            content=TextContent(body=outcome.content),
+            content=TextContent(body=response.content),
             chain_depth=event.chain_depth + 1,
             parent_event_id=event.id,
             correlation_id=event.correlation_id,
-            metadata={"ai_usage": dict(outcome.usage)},
+            metadata={"ai_usage": dict(response.usage)},
         )
         return ChannelOutput(responded=True, response_events=[reply])
+
+    def _response_of(self, result: object) -> AIResponse:
+        """The provider's result as an ``AIResponse``: one of its own, or (as 0.3.0 took any
+        object with a ``content``) one read from its ``content`` and ``usage``.
+
+        Raises:
+            TypeError: a result without a ``content`` (``None``, a dict): the provider is
+                broken, which fails this target (its framework events and ON_ERROR hooks
+                report it), as 0.3.0's reading of ``result.content`` did.
+        """
+        if isinstance(result, AIResponse):
+            return result
+        if not hasattr(result, "content"):
+            raise TypeError(
+                f"AI provider {self._provider.name} returned {type(result).__name__}, "
+                "expected an AIResponse"
+            )
+        usage = getattr(result, "usage", None)
+        return AIResponse(content=result.content, usage=usage if usage is not None else {})
 
     async def _generate(self, ai_context: AIContext) -> AIResponse | BaseException:
         """The provider's reply, or what it raised (a real cancellation propagates)."""

@@ -424,10 +424,7 @@ class EventRouter:
                 id=f"obs_{response.id}",
                 room_id=response.room_id,
                 channel_id=source_channel,
-                content=(
-                    f"Event chain depth {depth} reached the limit of {self.max_chain_depth}; "
-                    f"response from {source_channel} blocked"
-                ),
+                content=f"Event chain depth {depth} exceeded limit {self.max_chain_depth}",
                 category="event_chain_depth_exceeded",
                 metadata={
                     "chain_depth": depth,

@@ -17,6 +17,7 @@ from providers import (
     AIProvider,
     AIResponse,
     AITextPart,
+    AITool,
     AIToolCall,
     EmailProvider,
     HTTPProvider,
@@ -150,6 +151,27 @@ class TestAIModels:
         assert isinstance(message.content[0], AITextPart)
         assert isinstance(message.content[1], AIImagePart)
 
+    def test_content_parts_without_their_type_are_read_by_their_fields(self) -> None:
+        # As 0.3.0 read them (conversations rebuilt from stored or hand-written dicts).
+        message = AIMessage.model_validate(
+            {"role": "user", "content": [{"text": "hi"}, {"url": "https://x.test/a.png"}]}
+        )
+        assert isinstance(message.content, list)
+        assert [type(part) for part in message.content] == [AITextPart, AIImagePart]
+
+    def test_a_tool_without_a_description_has_an_empty_one(self) -> None:
+        assert AITool(name="t1").description == ""
+        assert AITool.model_validate({"name": "t1"}).description == ""
+
+    def test_a_context_subclass_may_hold_any_type(self) -> None:
+        class Session:
+            pass
+
+        class MyContext(AIContext):
+            session: Session | None = None
+
+        assert MyContext(session=Session()).session is not None
+
     def test_context_defaults(self) -> None:
         context = AIContext()
         assert context.messages == [] and context.tools == []
@@ -173,7 +195,7 @@ class TestMockAIProvider:
     async def test_usage_and_defaults(self) -> None:
         provider = MockAIProvider()
         response = await provider.generate(AIContext())
-        assert response.content
+        assert response.content == "Hello from AI"  # 0.3.0's default reply
         assert response.usage == {"prompt_tokens": 10, "completion_tokens": 5}
         assert isinstance(provider, AIProvider)
         assert provider.name == "MockAIProvider"
@@ -181,6 +203,13 @@ class TestMockAIProvider:
         assert provider.supports_vision is False
         assert MockAIProvider(vision=True).supports_vision is True
         await provider.close()
+
+    async def test_replies_added_to_the_given_list_later_are_used(self) -> None:
+        replies = ["a"]
+        provider = MockAIProvider(replies)
+        replies.append("b")  # 0.3.0 kept the caller's list
+        answers = [(await provider.generate(AIContext())).content for _ in range(3)]
+        assert answers == ["a", "b", "a"]
 
 
 class TestMockSMSProvider:

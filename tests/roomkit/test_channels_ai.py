@@ -186,6 +186,42 @@ class TestFailures:
         assert [r.name for r in caplog.records] == ["roomkit.channels.ai"]
 
 
+class _Returning(AIProvider):
+    """A provider returning whatever it is given (a custom provider's own result type)."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+
+    @property
+    def model_name(self) -> str:
+        return "returning"
+
+    async def generate(self, context: AIContext) -> AIResponse:
+        return self.result  # type: ignore[return-value]
+
+
+class TestProviderResults:
+    async def test_a_result_with_content_and_usage_is_taken_as_a_response(self) -> None:
+        # 0.3.0 read any object's content and usage.
+        class Answer:
+            content = "duck reply"
+            usage = {"a": 1}
+
+        channel = AIChannel(AI_ID, provider=_Returning(Answer()))
+        output = await channel.on_event(_event(), _ai_binding(), _context())
+        [reply] = output.response_events
+        assert reply.content == TextContent(body="duck reply")
+        assert reply.metadata["ai_usage"] == {"a": 1}
+
+    @pytest.mark.parametrize("result", [None, {"content": "a dict"}])
+    async def test_a_result_without_content_fails_the_target(self, result: object) -> None:
+        # As 0.3.0's reading of result.content did: the router reports the failure (its
+        # framework events and ON_ERROR hooks), instead of a log line only.
+        channel = AIChannel(AI_ID, provider=_Returning(result))
+        with pytest.raises(TypeError, match="expected an AIResponse"):
+            await channel.on_event(_event(), _ai_binding(), _context())
+
+
 class TestSettings:
     async def test_constructor_defaults(self) -> None:
         provider = MockAIProvider()

@@ -718,6 +718,7 @@ class TestChainDepth:
         (obs,) = result.observations
         assert obs.id == f"obs_{blocked.id}"
         assert obs.category == "event_chain_depth_exceeded"
+        assert obs.content == "Event chain depth 5 exceeded limit 5"  # 0.3.0's text
         assert obs.room_id == "r1" and obs.channel_id == "ai"
         assert obs.metadata == {"chain_depth": 5, "max_chain_depth": 5, "source_channel": "ai"}
 
