@@ -115,8 +115,9 @@ class KitRuntime:
             self.flusher.adopt(predecessor.flusher)
         self._system: ActorSystem | None = None
         self._host_stop: anyio.Event | None = None
-        # Cancelled when the caller of close() gives up waiting for the drain: the actors then
-        # stop at once (each still given the actor system's shutdown_timeout).
+        # Cancelled when the caller of close() gives up waiting for the drain: the host then
+        # stops the actors without waiting for their deliveries (each is still given the
+        # actor system's shutdown_timeout before it is cancelled).
         self._drain_scope: anyio.CancelScope | None = None
         self._host_done: anyio.Event | None = None
         self._starting: anyio.Event | None = None
@@ -279,7 +280,7 @@ class KitRuntime:
             await self._host_done.wait()
         except BaseException:
             # The caller gave up waiting (its deadline, its cancellation): the host stops
-            # draining, and its actors stop now.
+            # draining and goes on to stop the actors.
             if self._drain_scope is not None:
                 self._drain_scope.cancel()
             raise
