@@ -160,6 +160,16 @@ class EventSourcedActor(Actor, Generic[S, E]):
             return None
         return self.system.snapshot_every
 
+    def refused_for_what_it_lacks(self, error: Exception) -> bool:
+        """Whether ``decide`` raised ``error`` for want of something another writer may have
+        appended since this actor last read its stream (a room that does not exist yet).
+
+        No append of the command's tells the actor then, as a conflicting one does: such a
+        refusal makes it read the stream's tail, and decide again if there was one. Default:
+        never.
+        """
+        return False
+
     async def after_commit(self, state: S, events: list[E], records: list[Record]) -> None:  # noqa: B027
         """Run side effects of committed events (after ``evolve``, before the reply).
 
@@ -207,7 +217,13 @@ class EventSourcedActor(Actor, Generic[S, E]):
         if self._in_doubt:
             await self._settle_in_doubt(stream)
         for attempt in (1, 2):
-            effect = await self.decide(self.state, message)
+            try:
+                effect = await self.decide(self.state, message)
+            except Exception as exc:
+                lacking = attempt == 1 and self.refused_for_what_it_lacks(exc)
+                if lacking and await self._catch_up(stream):
+                    continue  # another writer appended meanwhile: decide on that
+                raise
             events = list(effect.events)
             if not events:
                 return effect.reply_for(self.state)

@@ -30,7 +30,7 @@ from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState, evolve
 from roomkit.core._services import KitServices
-from roomkit.errors import RoomConflictError
+from roomkit.errors import RoomConflictError, RoomNotFoundError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import HookTrigger
@@ -160,6 +160,12 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         return state
 
     # -- commands ----------------------------------------------------------------------------
+
+    def refused_for_what_it_lacks(self, error: Exception) -> bool:
+        # A room another process created after this actor read its stream (a room made by an
+        # admin service while this one serves the ingress): refused, the message would be
+        # dead-lettered until the actor passivated.
+        return isinstance(error, RoomNotFoundError)
 
     async def decide(self, state: RoomState, command: object) -> Effect[Fact]:
         if state.resting:

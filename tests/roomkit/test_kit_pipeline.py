@@ -863,6 +863,29 @@ class TestReadYourWrites:
             assert len(duplicates) == 5
             assert all(r.event is not None for r in duplicates)
 
+    async def test_a_room_another_process_created_is_found_by_a_room_that_refused_it(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Kit A's room actor read r1's stream (empty: not found) and kept it; kit B (another
+        # process, an admin service) created r1 since. A's next message to r1 was refused
+        # too, until A's actor passivated (300 s by default): the ingress dead-lettered it.
+        async with make_kit() as a, make_kit() as b:
+            for kit in (a, b):
+                kit.register_channel(SimpleChannel("sms"))
+            with pytest.raises(RoomNotFoundError):
+                await a.process_inbound(
+                    text("sms", "too early", idempotency_key="K1"), room_id="r1"
+                )
+            await b.create_room(room_id="r1")
+            await b.attach_channel("r1", "sms")
+            result = await a.process_inbound(
+                text("sms", "hello", idempotency_key="K2"), room_id="r1"
+            )
+            assert not result.blocked and result.event is not None
+            assert [e.content.body for e in await b.get_timeline("r1") if e.type == "message"] == [  # type: ignore[union-attr]
+                "hello"
+            ]
+
     async def test_so_it_does_in_a_second_process_that_loaded_the_room_from_the_log(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
