@@ -4,7 +4,7 @@
 
     from roomkit.ingress import Ingress, publish_inbound, serve_ingress
 
-    async with RoomKit(log=NatsEventLog(url)) as kit:
+    async with NatsEventLog(url) as log, RoomKit(log=log) as kit:
         await serve_ingress(kit, url)             # runs until cancelled
 
     # elsewhere, in the service that receives the SMS webhooks:

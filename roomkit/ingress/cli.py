@@ -21,6 +21,7 @@ import argparse
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 from contextlib import AsyncExitStack
@@ -285,6 +286,10 @@ def _load_app(spec: str, error: Any, code: int) -> Any:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise error(code, f"--app {spec!r}: expected MODULE:NAME (e.g. myapp.rooms:build_kit)")
+    # The current directory is importable, as with `python -m` (and uvicorn): `roomkit serve
+    # --app myservice.rooms:make_kit` run from the project that holds `myservice/`.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

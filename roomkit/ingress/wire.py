@@ -46,7 +46,7 @@ same::
 
     {"ok": true, "event_id": "...", "room_id": "support-1", "index": 3, "stream_seq": 42}
     {"ok": true, "event_id": "...", "room_id": "support-1", "blocked": true, "reason": "duplicate"}
-    {"ok": false, "error": "unknown_channel", "detail": "Channel fax is not registered"}
+    {"ok": false, "error": "unknown_channel", "detail": "Channel fax not registered"}
 
 A message recorded whose delivery or async hooks overran the kit's ``process_timeout`` is
 answered ``{"ok": true, "event_id": "...", "blocked": true, "reason": "process_timeout"}``

@@ -2,10 +2,11 @@
 
 ``InMemoryRealtime`` reaches the subscribers of one process only. When several processes serve
 the same rooms (two ingress processes on one JetStream, say), a typing indicator published in
-one must reach the WebSocket clients connected to the other: this backend publishes each event
-on a core NATS subject and every process subscribed to it gets it. Nothing is stored (core
-NATS, not JetStream): a subscriber that is not connected when an event is published never sees
-it, as ephemeral events go.
+one must reach the subscribers of the other (``kit.subscribe_room``, whose callbacks forward
+it to their WebSocket clients): this backend publishes each event on a core NATS subject and
+every process subscribed to it gets it. Nothing is stored (core NATS, not JetStream): a
+subscriber that is not connected when an event is published never sees it, as ephemeral
+events go.
 
 Subjects: the events of channel ``C`` go on ``<subject_prefix>.rt.<token>``, where the token
 is ``C`` itself when it is a plain name (``[A-Za-z0-9_-]``, at most 64 characters) and else

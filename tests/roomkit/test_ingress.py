@@ -53,7 +53,7 @@ from roomkit.ingress import (
     publish_inbound,
     serve_ingress,
 )
-from roomkit.ingress.cli import add_serve_parser, run_serve
+from roomkit.ingress.cli import _load_app, add_serve_parser, run_serve
 from roomkit.ingress.ingress import DEFAULT_MAX_LANES
 from roomkit.ingress.wire import (
     DUPLICATE_PUBLISH,
@@ -1229,6 +1229,23 @@ async def test_serve_refuses_a_bad_app(app: str, message: str) -> None:
     with pytest.raises(CliError, match=message) as caught:
         await run_serve(serve_args("--app", app, "--nats", "nats://127.0.0.1:1"))
     assert caught.value.code == EXIT_USAGE
+
+
+def test_serve_imports_the_app_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `python -m` and uvicorn do: the README's `roomkit serve --app myservice.rooms:...`
+    # run from the project holding `myservice/` said "No module named 'myservice'".
+    package = tmp_path / "cwd_probe_service"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rooms.py").write_text("def make_kit():\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "cwd_probe_service", raising=False)
+    monkeypatch.delitem(sys.modules, "cwd_probe_service.rooms", raising=False)
+    target = _load_app("cwd_probe_service.rooms:make_kit", CliError, EXIT_USAGE)
+    assert target.__name__ == "make_kit"
 
 
 @pytest.mark.parametrize(
