@@ -75,7 +75,7 @@ async def open_client(
         with anyio.CancelScope(shield=True):
             await close_quietly(nc)
         if isinstance(exc, TimeoutError | OSError | nats.errors.Error):
-            raise LogUnavailable(f"cannot connect to NATS at {list(servers)}") from exc
+            raise LogUnavailable(f"cannot connect to NATS at {', '.join(servers)}") from exc
         raise
     return nc
 

@@ -466,7 +466,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         mismatch = self._hook_engine.execution_mismatch(registration)
         if mismatch:
             # Quirk 8 fixed: a hook that can never run is reported at registration.
-            logger.warning("hook %r will never run: %s", registration.name, mismatch)
+            logger.warning("%s", mismatch)
         if room_id is None:
             self._hook_engine.register(registration)
         else:

@@ -70,7 +70,8 @@ async def connect(
             options={"name": name, **(options or {})},
         )
     except LogUnavailable as exc:
-        raise IngressUnavailable(f"cannot connect to NATS at {servers}") from exc
+        where = servers if isinstance(servers, str) else ", ".join(servers)
+        raise IngressUnavailable(f"cannot connect to NATS at {where}") from exc
 
 
 async def close_quietly(nc: NatsClient) -> None:

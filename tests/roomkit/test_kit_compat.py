@@ -103,6 +103,22 @@ class TestHooks:
         result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
         assert result.event is not None and seen == [result.event.id]
 
+    async def test_a_hook_that_would_never_run_is_reported_once_at_registration(
+        self, kit: RoomKit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Quirk 8: 0.3.0 ignored it silently.
+        with caplog.at_level(logging.WARNING, logger="roomkit.framework"):
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST)  # SYNC by default: AFTER_BROADCAST runs ASYNC
+            async def log_it(event: RoomEvent, context: RoomContext) -> None:
+                pass  # pragma: no cover
+
+        (record,) = [r for r in caplog.records if "log_it" in r.getMessage()]
+        text = record.getMessage()
+        assert record.levelno == logging.WARNING
+        assert text.count("log_it") == 1 and text.count("will never run") == 1
+        assert "execution=HookExecution.ASYNC" in text
+
     async def test_the_decorator_names_a_hook_after_its_function(self, kit: RoomKit) -> None:
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def moderation(event: RoomEvent, context: RoomContext) -> HookResult:
