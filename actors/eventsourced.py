@@ -216,13 +216,23 @@ class EventSourcedActor(Actor, Generic[S, E]):
         stream = self.stream_id()
         if self._in_doubt:
             await self._settle_in_doubt(stream)
-        for attempt in (1, 2):
+        looked = False  # read the tail once for a refusal (apart from the conflict's retry)
+        conflicts = 0
+        while True:
             try:
                 effect = await self.decide(self.state, message)
             except Exception as exc:
-                lacking = attempt == 1 and self.refused_for_what_it_lacks(exc)
-                if lacking and await self._catch_up(stream):
-                    continue  # another writer appended meanwhile: decide on that
+                if looked or not self.refused_for_what_it_lacks(exc):
+                    raise
+                looked = True
+                before = self._version
+                if self._in_doubt:
+                    # That append may be what is lacking (a room's own creation): committed
+                    # as ours, with its side effects, not folded in as another writer's.
+                    await self._settle_in_doubt(stream)
+                await self._catch_up(stream)
+                if self._version != before:
+                    continue  # the stream moved meanwhile: decide on it
                 raise
             events = list(effect.events)
             if not events:
@@ -235,7 +245,8 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 if self._in_doubt:
                     await self._settle_in_doubt(stream)  # the conflict may be that append
                 await self._catch_up(stream)
-                if attempt == 1:
+                conflicts += 1
+                if conflicts == 1:
                     logger.info(
                         "stream %r moved (expected %d, at %s): reloaded, re-running the command",
                         stream,
@@ -254,7 +265,6 @@ class EventSourcedActor(Actor, Generic[S, E]):
             # Appended after the version the appends in doubt expected: none of them can land.
             self._in_doubt = ()
             return await self._commit(effect, events, records)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def commit_now(self, effect: Effect[E]) -> object:
         """Append and commit ``effect`` at once, from inside the command being decided: a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from actors import is_cancellation
@@ -279,8 +279,12 @@ class AIChannel(Channel):
                 f"AI provider {self._provider.name} returned {type(result).__name__}, "
                 "expected an AIResponse"
             )
+        # Taken as it is (0.3.0 put any usage in the reply's metadata): a usage with costs
+        # (floats) or a content of None must not turn a reply into an error.
         usage = getattr(result, "usage", None)
-        return AIResponse(content=result.content, usage=usage if usage is not None else {})
+        return AIResponse.model_construct(
+            content=result.content, usage=dict(usage) if isinstance(usage, Mapping) else {}
+        )
 
     async def _generate(self, ai_context: AIContext) -> AIResponse | BaseException:
         """The provider's reply, or what it raised (a real cancellation propagates)."""
@@ -318,7 +322,7 @@ class AIChannel(Channel):
         outcome = await self._generate(
             ai_context.model_copy(update={"messages": conversation.messages})
         )
-        if isinstance(outcome, AIResponse):
+        if not isinstance(outcome, BaseException):  # a reply (of any type, see _response_of)
             for url in history_images:
                 self._unusable_images[(room_id, hash(url))] = None
             while len(self._unusable_images) > _UNUSABLE_IMAGES_MAX:

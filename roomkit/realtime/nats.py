@@ -279,7 +279,8 @@ class NatsRealtime(RealtimeBackend):
         failed_at = self._failed_at
         if failed_at is not None and anyio.current_time() - failed_at < _RETRY_AFTER:
             raise RealtimeUnavailableError(
-                f"NATS at {self._servers} was unreachable less than {_RETRY_AFTER:g} s ago"
+                f"NATS at {', '.join(self._servers)} was unreachable less than "
+                f"{_RETRY_AFTER:g} s ago"
             )
 
     def __repr__(self) -> str:

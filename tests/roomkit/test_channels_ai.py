@@ -205,13 +205,21 @@ class TestProviderResults:
         # 0.3.0 read any object's content and usage.
         class Answer:
             content = "duck reply"
-            usage = {"a": 1}
+            usage = {"a": 1, "cost_usd": 0.0012}  # any usage, as 0.3.0 took it
 
         channel = AIChannel(AI_ID, provider=_Returning(Answer()))
         output = await channel.on_event(_event(), _ai_binding(), _context())
         [reply] = output.response_events
         assert reply.content == TextContent(body="duck reply")
-        assert reply.metadata["ai_usage"] == {"a": 1}
+        assert reply.metadata["ai_usage"] == {"a": 1, "cost_usd": 0.0012}
+
+    async def test_a_result_whose_content_is_none_is_an_empty_reply(self) -> None:
+        class Nothing:
+            content = None
+
+        channel = AIChannel(AI_ID, provider=_Returning(Nothing()))
+        output = await channel.on_event(_event(), _ai_binding(), _context())
+        assert output == ChannelOutput.empty()
 
     @pytest.mark.parametrize("result", [None, {"content": "a dict"}])
     async def test_a_result_without_content_fails_the_target(self, result: object) -> None:
@@ -563,6 +571,29 @@ class TestHistoryImages:
         other = [_photo(room_id="r2"), _event("hi", room_id="r2")]
         await channel.on_event(other[-1], _ai_binding(), _context(other))
         assert _image_urls(provider.calls[3]) == [EXPIRED]
+
+    async def test_a_provider_with_a_reply_type_of_its_own_has_refused_images_remembered(
+        self,
+    ) -> None:
+        # Its reply (not an AIResponse, read by its content) did not count as a success of
+        # the retry: every later turn sent the refused image again first.
+        class Reply:
+            def __init__(self, content: str) -> None:
+                self.content = content
+                self.usage: dict[str, int] = {}
+
+        def refuse_expired_own_type(context: AIContext) -> AIResponse:
+            _refuse_expired(context)
+            return Reply("ok")  # type: ignore[return-value]
+
+        provider = _Scripted(refuse_expired_own_type, vision=True)
+        channel = AIChannel(AI_ID, provider=provider)
+        history = [_photo(), _event("one")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        history.append(_event("two"))
+        output = await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert output.responded
+        assert len(provider.calls) == 3  # no failed first attempt on the second turn
 
     async def test_remembered_images_are_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
         def refuse_any_image(context: AIContext) -> AIResponse:

@@ -12,6 +12,7 @@ import pytest
 from anyio.abc import TaskGroup
 
 from actors import SupervisionPolicy
+from eventlog import LogUnavailable, MemoryEventLog
 from roomkit import (
     Access,
     AIChannel,
@@ -30,6 +31,7 @@ from roomkit import (
     InjectedEvent,
     InvalidRoomIdError,
     KitClosedError,
+    LogUnavailableError,
     MockAIProvider,
     Observation,
     RoomContext,
@@ -47,7 +49,7 @@ from roomkit.models.event import EventSource
 from roomkit.models.room import Room
 from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
-from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 
 def hook_errors(kit: RoomKit) -> list[FrameworkEvent]:
@@ -885,6 +887,80 @@ class TestReadYourWrites:
             assert [e.content.body for e in await b.get_timeline("r1") if e.type == "message"] == [  # type: ignore[union-attr]
                 "hello"
             ]
+
+    async def test_after_reading_the_tail_for_a_refusal_a_conflict_is_still_retried(
+        self,
+    ) -> None:
+        # Reading the tail spent the command's one retry: a write by the other kit while A
+        # decided failed A's message with RoomConflictError.
+        log = MemoryEventLog()
+        async with RoomKit(log=log) as a, RoomKit(log=log) as b:
+            for kit in (a, b):
+                kit.register_channel(SimpleChannel("sms"))
+            armed = False
+
+            @a.hook(HookTrigger.BEFORE_BROADCAST)
+            async def meanwhile(event: RoomEvent, context: RoomContext) -> None:
+                nonlocal armed
+                if armed:
+                    armed = False
+                    await b.update_room_metadata("r1", {"touched": True})
+
+            with pytest.raises(RoomNotFoundError):
+                await a.process_inbound(text("sms", "too early"), room_id="r1")
+            await b.create_room(room_id="r1")
+            await b.attach_channel("r1", "sms")
+            armed = True
+            result = await a.process_inbound(text("sms", "hello"), room_id="r1")
+            assert not result.blocked and result.event is not None
+
+    async def test_a_creation_in_doubt_that_lands_late_runs_its_hooks(self) -> None:
+        # The refusal's tail read folded the room's own creation in as another writer's:
+        # ON_ROOM_CREATED never ran.
+        class HeldLog(MemoryEventLog):
+            """Holds the next append (answering "unavailable") and lands it just before the
+            second read of its stream."""
+
+            held: tuple[str, Any, int] | None = None
+            hold_next = False
+            reads = 0
+
+            async def append(self, stream, events, *, expected_version):  # type: ignore[no-untyped-def]
+                if self.hold_next:
+                    self.hold_next = False
+                    self.held = (stream, events, expected_version)
+                    raise LogUnavailable("no answer in time")
+                return await super().append(stream, events, expected_version=expected_version)
+
+            async def read(self, stream, *, after_version=0, limit=None):  # type: ignore[no-untyped-def]
+                if self.held is not None and stream == self.held[0]:
+                    self.reads += 1
+                    if self.reads == 2:
+                        (held_stream, events, expected), self.held = self.held, None
+                        await MemoryEventLog.append(
+                            self, held_stream, events, expected_version=expected
+                        )
+                return await super().read(stream, after_version=after_version, limit=limit)
+
+        log = HeldLog()
+        async with RoomKit(log=log) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            created: list[str] = []
+
+            @kit.hook(HookTrigger.ON_ROOM_CREATED, execution=HookExecution.ASYNC)
+            async def on_created(event: RoomEvent, context: RoomContext) -> None:
+                created.append(context.room.id)
+
+            log.hold_next = True
+            with pytest.raises(LogUnavailableError):
+                await kit.create_room(room_id="r1")
+            result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+            assert not result.blocked
+
+            async def hooks_ran() -> bool:
+                return created == ["r1"]
+
+            await eventually(hooks_ran, what="ON_ROOM_CREATED for r1")
 
     async def test_so_it_does_in_a_second_process_that_loaded_the_room_from_the_log(
         self, make_kit: Callable[..., RoomKit]
