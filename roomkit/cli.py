@@ -92,6 +92,8 @@ PROGRESS_THRESHOLD = 1000
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
+_LOG_POLL = 1.0  # seconds between looks for a log that does not exist yet (tail)
+
 
 class CliError(Exception):
     """Ends the command with ``code`` after printing ``message`` on stderr."""
@@ -369,24 +371,30 @@ def _configure_tail(parser: argparse.ArgumentParser) -> None:
 async def _run_tail(args: argparse.Namespace, console: Console) -> int:
     if args.room is not None:
         check_room_id(args.room)  # an invalid id is a usage error, before any connection
-    async with _source(args) as log:
-        if args.log is not None and isinstance(log, MemoryEventLog):
-            # The server has no RoomKit stream (``open_nats_log`` stands in an empty log).
-            raise CliError(
-                EXIT_UNKNOWN_ROOM, f"no RoomKit log at {args.log} yet: nothing to follow"
-            )
-        if args.file is not None and args.room is not None and not await _holds(log, args.room):
-            # Nothing live in a file: a room it lacks will never show (a typo), as in replay.
-            raise RoomNotFoundError(f"Room {args.room} not found in the log")
-        await follow(
-            log,
-            console.write,
-            room_id=args.room,
-            last=max(args.lines, 0),
-            live=args.log is not None,
-            format=args.format,
-        )
-    return EXIT_OK
+    waiting = False
+    while True:
+        async with _source(args) as log:
+            if args.log is None or not isinstance(log, MemoryEventLog):
+                in_file = args.file is not None and args.room is not None
+                if in_file and not await _holds(log, args.room):
+                    # Nothing live in a file: a room it lacks will never show (a typo).
+                    raise RoomNotFoundError(f"Room {args.room} not found in the log")
+                await follow(
+                    log,
+                    console.write,
+                    room_id=args.room,
+                    last=max(args.lines, 0),
+                    live=args.log is not None,
+                    format=args.format,
+                )
+                return EXIT_OK
+        # The server has no RoomKit stream yet (``open_nats_log`` stood in an empty log, and
+        # reading never creates one): wait for the service that will write it, as `tail -F`
+        # waits for its file.
+        if not waiting:
+            console.note(f"no RoomKit log at {args.log} yet: waiting for it (Ctrl-C to stop)")
+            waiting = True
+        await anyio.sleep(_LOG_POLL)
 
 
 async def _holds(log: EventLog, room_id: str) -> bool:
