@@ -686,11 +686,14 @@ class RoomDecider:
             activity=bound,
         )
         draft.injected(room.id, list(result.injected_events), final.id)
-        # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
-        # replacement, if one ran.
-        draft.tasks_and_observations(
-            room.id, list(result.tasks), list(result.observations), final.id, final
-        )
+        if bound:
+            # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
+            # replacement, if one ran. A message whose channel is not bound in the room (routed
+            # to a participant's room) keeps none: 0.3.0 returned before storing them (§5.2
+            # step 7).
+            draft.tasks_and_observations(
+                room.id, list(result.tasks), list(result.observations), final.id, final
+            )
         return draft.facts, Outcome(
             event=final, root=final.id, announce=tuple(announce), unbound=not bound
         )

@@ -211,6 +211,37 @@ class TestInbound:
         assert result.event is not None and result.event.room_id == "support"
         assert [room.id for room in await kit.store.list_rooms()] == ["support"]
 
+    async def test_a_message_from_a_channel_not_bound_in_its_room_keeps_no_hook_tasks(
+        self, kit: RoomKit
+    ) -> None:
+        # Spec 5.2 step 7 (0.3.0): recorded, then returned before the hooks' tasks and
+        # observations were stored; they were stored, and ON_TASK_CREATED fired.
+        created: list[str] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def follow_up(event: RoomEvent, context: RoomContext) -> HookResult:
+            task = Task(room_id=event.room_id, title="follow up")
+            observation = Observation(room_id=event.room_id, channel_id="sms", content="seen")
+            return HookResult(action="allow", tasks=[task], observations=[observation])
+
+        @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
+        async def on_task(event: RoomEvent, context: RoomContext) -> None:
+            created.append(event.room_id)
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("email", ChannelType.EMAIL))
+        await room_with(kit, "support", "email")
+        await kit.ensure_participant("support", "email", "+15551234")
+        result = await kit.process_inbound(text("sms", "from my phone", sender="+15551234"))
+        assert result.event is not None and result.event.room_id == "support"
+        assert await kit.list_tasks("support") == []
+        assert await kit.list_observations("support") == []
+        assert created == []
+        # From a bound channel, the same hook's task and observation are kept.
+        await kit.process_inbound(text("email", "by mail", sender="+15551234"), room_id="support")
+        assert [t.title for t in await kit.list_tasks("support")] == ["follow up"]
+        assert len(await kit.list_observations("support")) == 1
+
     async def test_duplicate_idempotency_key_is_not_recorded_twice(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
         first = await kit.process_inbound(text("sms", "hi", idempotency_key="k1"))
