@@ -150,7 +150,7 @@ class InboundMixin(HelpersMixin):
                     return await self._process_timed_out(room_id, known)
                 # Recorded; only its delivery or async hooks overran: the result names it
                 # (0.3.0 gave no event), so that a caller does not take it for lost and retry.
-                return await self._process_timed_out(room_id, outcome.event.id, outcome.event)
+                return await self._process_timed_out(room_id, recorded=outcome.event)
         return await self._inbound_result(room_id, outcome)
 
     async def _route(self, message: InboundMessage, channel: Channel) -> str | None:
@@ -186,8 +186,12 @@ class InboundMixin(HelpersMixin):
                 self._creating.pop(channel_id, None)
 
     async def _process_timed_out(
-        self, room_id: str, event_id: str | None, recorded: RoomEvent | None = None
+        self, room_id: str, event_id: str | None = None, *, recorded: RoomEvent | None = None
     ) -> InboundResult:
+        """The result of a message whose ``process_timeout`` ran out; ``recorded``: its event,
+        when the room had committed it (``event_id`` is then that event's)."""
+        if recorded is not None:
+            event_id = recorded.id
         logger.warning(
             "process_inbound timed out after %ss in room %s", self._process_timeout, room_id
         )
