@@ -915,7 +915,7 @@ class TestReadYourWrites:
                 text("sms", "hello", idempotency_key="K2"), room_id="r1"
             )
             assert not result.blocked and result.event is not None
-            assert [e.content.body for e in await b.get_timeline("r1") if e.type == "message"] == [  # type: ignore[union-attr]
+            assert [e.content.body for e in await a.get_timeline("r1") if e.type == "message"] == [  # type: ignore[union-attr]
                 "hello"
             ]
 
