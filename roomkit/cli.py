@@ -226,7 +226,13 @@ async def _source(args: argparse.Namespace) -> AsyncIterator[EventLog]:
         async with _nats_log(args, create=False) as log:
             yield log
     elif args.file is not None:
-        yield await _file_log(args.file)
+        log = await _file_log(args.file)
+        try:
+            yield log
+        except RoomNotFoundError as exc:
+            # The room is missing from this file (a typo, or another export): say which.
+            where = "the export on stdin" if args.file == "-" else args.file
+            raise RoomNotFoundError(f"Room {args.room} not found in {where}") from exc
     else:
         raise CliError(EXIT_USAGE, "no log given: use --log nats://HOST:PORT or --file EXPORT")
 

@@ -213,7 +213,18 @@ class TestExitCodes:
         for command in ("replay", "export", "tail"):
             code, out, err = run(capsys, command, "nope", "--file", str(export))
             assert (code, out) == (EXIT_UNKNOWN_ROOM, "")
-            assert err == f"roomkit {command}: Room nope not found in the log\n"
+            assert err == f"roomkit {command}: Room nope not found in {export}\n"
+
+    def test_unknown_room_in_an_export_on_stdin(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        export: Path,
+    ) -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(export.read_text()))
+        code, _, err = run(capsys, "replay", "nope", "--file", "-")
+        assert code == EXIT_UNKNOWN_ROOM
+        assert err == "roomkit replay: Room nope not found in the export on stdin\n"
 
     def test_bad_or_missing_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         bad = tmp_path / "bad.jsonl"
