@@ -291,7 +291,7 @@ class TestCli:
             assert err == f"roomkit {command}: a room id cannot be empty\n"
         code, _, err = run(capsys, "replay", "support:43", "--file", str(export))
         assert code == EXIT_UNKNOWN_ROOM
-        assert err == "roomkit replay: Room support:43 not found in the log\n"
+        assert err == f"roomkit replay: Room support:43 not found in {export}\n"
 
     def test_import_reports_room_ids(
         self, capsys: pytest.CaptureFixture[str], export: Path, monkeypatch: pytest.MonkeyPatch
