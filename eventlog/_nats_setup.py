@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -61,7 +62,7 @@ async def open_client(
         "connect_timeout": max(1, round(min(connect_timeout, request_timeout))),
         # Bounds the wait for a full outgoing buffer (unbounded by default).
         "flush_timeout": request_timeout,
-        "error_cb": _on_error,
+        "error_cb": ErrorReporter().report,
         "disconnected_cb": _on_disconnected,
         "reconnected_cb": _on_reconnected,
     }
@@ -162,13 +163,62 @@ async def close_quietly(nc: NatsClient) -> None:
         logger.debug("closing the NATS connection: %r", exc)
 
 
-async def _on_error(exc: Exception) -> None:
-    # nats-py reports here what happens in its own tasks. While the server is away each
-    # reconnect attempt (every 0.1 s) fails with a connection error: not worth a warning each.
-    if isinstance(exc, OSError | nats.errors.StaleConnectionError):
-        logger.debug("NATS: %r", exc)
-    else:
-        logger.warning("NATS: %r", exc)
+class ErrorReporter:
+    """Logs what nats-py reports from its own tasks for one connection (``error_cb``).
+
+    A slow consumer is reported once per dropped message: under a flood that is a warning per
+    message, which costs the overloaded process more time still. Drops are warned about once
+    per ``every`` seconds per subscription, with the count since the last warning; each one
+    is still logged at DEBUG level.
+    """
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        # Per subscription (sid): when its last warning was logged, and the drops since.
+        self._warned_at: dict[int, float] = {}
+        self._dropped: dict[int, int] = {}
+
+    async def report(self, exc: Exception) -> None:
+        """The callback (nats-py takes only coroutine functions)."""
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            self._slow_consumer(exc)
+        elif isinstance(exc, OSError | nats.errors.StaleConnectionError):
+            # While the server is away each reconnect attempt (every 0.1 s) fails with a
+            # connection error: not worth a warning each.
+            logger.debug("NATS: %r", exc)
+        else:
+            logger.warning("NATS: %r", exc)
+
+    def _slow_consumer(self, exc: nats.errors.SlowConsumerError) -> None:
+        sid = exc.sid
+        dropped = self._dropped.get(sid, 0) + 1
+        now = self._clock()
+        warned_at = self._warned_at.get(sid)
+        if warned_at is not None and now - warned_at < self._every:
+            self._dropped[sid] = dropped
+            logger.debug("NATS: slow consumer on %s dropped a message", exc.subject)
+            return
+        if warned_at is None:
+            self._forget_quiet(now)
+        self._warned_at[sid] = now
+        self._dropped[sid] = 0
+        logger.warning(
+            "NATS: slow consumer on %s (subscription %d): %d message%s dropped%s",
+            exc.subject,
+            sid,
+            dropped,
+            "" if dropped == 1 else "s",
+            "" if warned_at is None else f" in the last {now - warned_at:.0f} s",
+        )
+
+    def _forget_quiet(self, now: float) -> None:
+        """Forget the subscriptions with nothing to report (so the dicts do not grow with
+        every subscription that ever dropped a message)."""
+        for sid, warned_at in list(self._warned_at.items()):
+            if now - warned_at >= self._every and not self._dropped.get(sid):
+                del self._warned_at[sid]
+                self._dropped.pop(sid, None)
 
 
 async def _on_disconnected() -> None:
