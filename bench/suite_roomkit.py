@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from bench._table import Row
 from bench.roomkit_floor import bench_floor, over_floor
 from bench.roomkit_inbound import bench_inbound, import_time, memory_logs
+from bench.roomkit_postgres import bench_postgres_store
 from eventlog import EventLog
 
 
@@ -38,5 +39,8 @@ async def suite() -> list[tuple[str, list[Row]]]:
         nats_logs.count = 0  # type: ignore[attr-defined]
         rows = await bench_inbound("JetStream", nats_logs)
         tables.append(("RoomKit inbound: NatsEventLog (JetStream, file storage)", rows))
+    tables.append(
+        ("The read model in PostgreSQL (bench/roomkit_postgres.py)", await bench_postgres_store())
+    )
     tables.append(("import time", import_time()))
     return tables

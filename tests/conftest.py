@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-pytest_plugins = ["tests.nats_fixtures"]
+pytest_plugins = ["tests.nats_fixtures", "tests.postgres_fixtures"]
 
 # No per-example deadline: on a loaded 2-core CI machine a first example (imports, caches) can
 # take longer than hypothesis' 200 ms default without anything being wrong. Invariants, not

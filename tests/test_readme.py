@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -14,9 +16,16 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("code", EXAMPLES, ids=[f"example-{n}" for n in range(len(EXAMPLES))])
-def test_readme_example_runs(code: str) -> None:
+def test_readme_example_runs(code: str, request: pytest.FixtureRequest) -> None:
+    env = dict(os.environ)
+    if "PostgresStore" in code:
+        # The example finds its database through libpq's variables: the tests' server's.
+        uri = urlsplit(request.getfixturevalue("postgres_uri"))
+        env["PGHOST"] = parse_qs(uri.query)["host"][0]  # its Unix socket's directory
+        env["PGUSER"] = uri.username or "postgres"
+        env["PGDATABASE"] = uri.path.lstrip("/")
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()

@@ -1,0 +1,839 @@
+"""``PostgresStore``: the read model in PostgreSQL through an asyncpg pool (``roomkit[postgres]``).
+
+The kit's source of truth is its event log; this store is what its queries read, kept by the
+store projection and rebuilt from the log when the kit starts. It suits processes that share
+one read model, or read models that must outlive a process and be queried with SQL.
+
+Each kind of record has its table (``rooms``, ``events``, ``bindings``, ``participants``,
+``identities``, ``identity_addresses``, ``tasks``, ``observations``, ``read_markers``, each
+name preceded by ``table_prefix``): the model's JSON in a ``data`` column, the columns the
+queries look things up by, and an ``ord`` column numbering rows as they were first added (the
+order listings keep; an upsert keeps a row's number). ``data`` is of type ``json``, not
+``jsonb``: ``jsonb`` refuses a NUL character, which a message may hold.
+
+The tables are RoomKit's own (prefixed ``roomkit_`` by default); RoomKit 0.3.0's tables, where
+its store was the source of truth, are not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import anyio
+from pydantic import BaseModel, TypeAdapter
+
+from roomkit.models._json import enveloped_event_fields, event_json
+from roomkit.models.channel import ChannelBinding
+from roomkit.models.event import RoomEvent
+from roomkit.models.identity import Identity
+from roomkit.models.participant import Participant
+from roomkit.models.room import Room
+from roomkit.models.task import Observation, Task
+from roomkit.store.base import ConversationStore
+
+__all__ = ["PostgresStore"]
+
+logger = logging.getLogger("roomkit.store.postgres")
+
+M = TypeVar("M", bound=BaseModel)
+
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+_BIGINT_MAX = 2**63 - 1
+
+# The schema, with {p} for the table prefix. Creating it twice changes nothing.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {p}rooms (
+    id text PRIMARY KEY,
+    ord bigint GENERATED ALWAYS AS IDENTITY,
+    organization_id text,
+    status text NOT NULL,
+    created_at timestamptz NOT NULL,
+    data json NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {p}rooms_ord ON {p}rooms (ord);
+CREATE TABLE IF NOT EXISTS {p}events (
+    id text PRIMARY KEY,
+    room_id text NOT NULL,
+    ord bigint GENERATED ALWAYS AS IDENTITY,
+    idempotency_key text,
+    visibility text NOT NULL,
+    data json NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {p}events_room ON {p}events (room_id, ord);
+CREATE INDEX IF NOT EXISTS {p}events_key ON {p}events (room_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {p}bindings (
+    room_id text NOT NULL,
+    channel_id text NOT NULL,
+    ord bigint GENERATED ALWAYS AS IDENTITY,
+    channel_type text NOT NULL,
+    participant_id text,
+    data json NOT NULL,
+    PRIMARY KEY (room_id, channel_id)
+);
+CREATE INDEX IF NOT EXISTS {p}bindings_channel ON {p}bindings (channel_id);
+CREATE INDEX IF NOT EXISTS {p}bindings_participant ON {p}bindings (participant_id)
+    WHERE participant_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {p}participants (
+    room_id text NOT NULL,
+    id text NOT NULL,
+    ord bigint GENERATED ALWAYS AS IDENTITY,
+    data json NOT NULL,
+    PRIMARY KEY (room_id, id)
+);
+CREATE INDEX IF NOT EXISTS {p}participants_id ON {p}participants (id);
+CREATE TABLE IF NOT EXISTS {p}identities (
+    id text PRIMARY KEY,
+    data json NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}identity_addresses (
+    channel_type text NOT NULL,
+    address text NOT NULL,
+    identity_id text NOT NULL,
+    PRIMARY KEY (channel_type, address)
+);
+CREATE TABLE IF NOT EXISTS {p}tasks (
+    id text PRIMARY KEY,
+    room_id text NOT NULL,
+    ord bigint GENERATED ALWAYS AS IDENTITY,
+    status text NOT NULL,
+    data json NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {p}tasks_room ON {p}tasks (room_id, ord);
+CREATE TABLE IF NOT EXISTS {p}observations (
+    id text PRIMARY KEY,
+    room_id text NOT NULL,
+    ord bigint GENERATED ALWAYS AS IDENTITY,
+    data json NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {p}observations_room ON {p}observations (room_id, ord);
+CREATE TABLE IF NOT EXISTS {p}read_markers (
+    room_id text NOT NULL,
+    channel_id text NOT NULL,
+    event_ord bigint NOT NULL,
+    PRIMARY KEY (room_id, channel_id)
+);
+"""
+
+# Everything the log rebuilds (``clear``); identities are the application's.
+_REBUILT = ("rooms", "events", "bindings", "participants", "tasks", "observations", "read_markers")
+
+
+_DATETIME = TypeAdapter(datetime)  # a time as the models' JSON writes it
+
+
+def _untranslatable() -> type[Exception]:
+    """asyncpg's error for JSON that ``jsonb`` refuses (``\\u0000``)."""
+    import asyncpg  # type: ignore[import-untyped]  # no stubs
+
+    error: type[Exception] = asyncpg.UntranslatableCharacterError
+    return error
+
+
+def _load(model: type[M], data: str) -> M:
+    return model.model_validate_json(data)
+
+
+def _json(model: BaseModel) -> str:
+    return model.model_dump_json()
+
+
+def _aware(moment: datetime) -> datetime:
+    """A naive time read as UTC (the column is ``timestamptz``)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _page(offset: int, limit: int) -> tuple[int, int]:
+    """SQL ``OFFSET``/``LIMIT`` for a page: negative values as 0, huge ones as the end."""
+    return min(max(0, offset), _BIGINT_MAX), min(max(0, limit), _BIGINT_MAX)
+
+
+class PostgresStore(ConversationStore):
+    """A ``ConversationStore`` in PostgreSQL; see the module docstring.
+
+    Args:
+        dsn: a libpq connection string or URI (``postgresql://user@host/db``); ``None``: the
+            ``PG*`` environment variables, as libpq reads them.
+        pool: an asyncpg pool to use instead; the store never closes it.
+        table_prefix: put before every table name (lowercase letters, digits, ``_``), so
+            several stores can share a database.
+
+    ``init()`` opens the pool (unless given one) and creates the tables if missing; the first
+    call that needs the database does it if nobody did. ``close()`` closes a pool the store
+    opened. As an async context manager, the store does both.
+
+    Raises:
+        ValueError: ``table_prefix`` is not a valid prefix.
+    """
+
+    def __init__(
+        self, dsn: str | None = None, pool: Any = None, *, table_prefix: str = "roomkit_"
+    ) -> None:
+        if not _PREFIX.fullmatch(table_prefix):
+            raise ValueError(
+                f"table_prefix {table_prefix!r}: up to 40 lowercase letters, digits and _, "
+                "not starting with a digit"
+            )
+        self._dsn = dsn
+        self._pool: Any = pool
+        self._owns_pool = pool is None
+        self._prefix = table_prefix
+        self._ready = False
+        self._init_lock = anyio.Lock()
+        p = table_prefix
+        self._t = {name: f"{p}{name}" for name in (*_REBUILT, "identities", "identity_addresses")}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def init(self) -> None:
+        """Open the pool (unless one was given) and create the tables if missing.
+
+        Raises:
+            ImportError: asyncpg is not installed (``pip install roomkit[postgres]``).
+            RuntimeError: not on asyncio (asyncpg runs on asyncio only; anyio's trio
+                backend fails here rather than deep inside asyncpg).
+            OSError, asyncpg.PostgresError: the database cannot be reached or refuses.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "PostgresStore runs on asyncio only (asyncpg is asyncio's): run it with "
+                "anyio's asyncio backend"
+            ) from None
+        async with self._init_lock:
+            if self._ready:
+                return
+            if self._pool is None:
+                try:
+                    import asyncpg
+                except ImportError as exc:
+                    raise ImportError(
+                        "PostgresStore needs asyncpg: pip install 'roomkit[postgres]'"
+                    ) from exc
+                self._pool = await asyncpg.create_pool(self._dsn, min_size=1)
+            async with self._pool.acquire() as conn, conn.transaction():
+                # Two processes starting together: CREATE ... IF NOT EXISTS can still collide.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._prefix)
+                await conn.execute(_SCHEMA.format(p=self._prefix))
+            self._ready = True
+
+    async def close(self) -> None:
+        """Close the pool if the store opened it (a pool given to it stays open)."""
+        pool, self._ready = self._pool, False
+        if pool is not None and self._owns_pool:
+            self._pool = None
+            await pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.init()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _db(self) -> Any:
+        if not self._ready:
+            await self.init()
+        return self._pool
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        return list(await (await self._db()).fetch(query.format(**self._t), *args))
+
+    async def _fetchrow(self, query: str, *args: Any) -> Any:
+        return await (await self._db()).fetchrow(query.format(**self._t), *args)
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        return await (await self._db()).fetchval(query.format(**self._t), *args)
+
+    async def _execute(self, query: str, *args: Any) -> str:
+        result: str = await (await self._db()).execute(query.format(**self._t), *args)
+        return result
+
+    async def clear(self) -> None:
+        """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
+        tables = ", ".join(self._t[name] for name in _REBUILT)
+        await self._execute(f"TRUNCATE {tables}")
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    async def create_room(self, room: Room) -> Room:
+        """Store a room (replacing one with the same id, which keeps its place)."""
+        return await self._put_room(room)
+
+    async def get_room(self, room_id: str) -> Room | None:
+        """Return the room, or ``None``."""
+        data = await self._fetchval("SELECT data FROM {rooms} WHERE id = $1", room_id)
+        return None if data is None else _load(Room, data)
+
+    async def update_room(self, room: Room) -> Room:
+        """Replace the room (an upsert), counters included."""
+        return await self._put_room(room)
+
+    async def _put_room(self, room: Room) -> Room:
+        await self._execute(
+            """INSERT INTO {rooms} (id, organization_id, status, created_at, data)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (id) DO UPDATE SET organization_id = EXCLUDED.organization_id,
+                status = EXCLUDED.status, created_at = EXCLUDED.created_at,
+                data = EXCLUDED.data""",
+            room.id,
+            room.organization_id,
+            str(room.status),
+            _aware(room.created_at),
+            _json(room),
+        )
+        return room
+
+    async def count_event(self, room_id: str, index: int, activity_at: datetime | None) -> None:
+        """Count one more event in the room (unknown rooms are ignored).
+
+        One statement, as the projection calls it for every message: the room's JSON is
+        changed as ``jsonb`` in place. A room whose JSON ``jsonb`` refuses (a NUL character in
+        its metadata) is read, changed and written back in a transaction instead.
+        """
+        activity = None if activity_at is None else _DATETIME.dump_json(activity_at).decode()
+        try:
+            await self._execute(
+                """UPDATE {rooms} SET data = (
+                    CASE WHEN $3::jsonb IS NULL THEN counted
+                    ELSE jsonb_set(counted, '{{timers,last_activity_at}}', $3::jsonb) END
+                )::json
+                FROM (
+                    SELECT id AS counted_id, jsonb_set(jsonb_set(data::jsonb,
+                        '{{event_count}}', to_jsonb((data::jsonb->>'event_count')::bigint + 1)),
+                        '{{latest_index}}',
+                        to_jsonb(GREATEST((data::jsonb->>'latest_index')::bigint, $2::bigint))
+                    ) AS counted
+                    FROM {rooms} WHERE id = $1 FOR UPDATE
+                ) AS c
+                WHERE id = c.counted_id""",
+                room_id,
+                index,
+                activity,
+            )
+        except _untranslatable():
+            await self._count_event_in_python(room_id, index, activity_at)
+
+    async def _count_event_in_python(
+        self, room_id: str, index: int, activity_at: datetime | None
+    ) -> None:
+        async with (await self._db()).acquire() as conn, conn.transaction():
+            data = await conn.fetchval(
+                "SELECT data FROM {rooms} WHERE id = $1 FOR UPDATE".format(**self._t), room_id
+            )
+            if data is None:
+                return
+            room = _load(Room, data)
+            updates: dict[str, Any] = {
+                "event_count": room.event_count + 1,
+                "latest_index": max(room.latest_index, index),
+            }
+            if activity_at is not None:
+                updates["timers"] = room.timers.model_copy(
+                    update={"last_activity_at": activity_at}
+                )
+            room = room.model_copy(update=updates)
+            await conn.execute(
+                "UPDATE {rooms} SET data = $2 WHERE id = $1".format(**self._t),
+                room_id,
+                _json(room),
+            )
+
+    async def delete_room(self, room_id: str) -> bool:
+        """Delete the room and everything stored in it; return whether the room existed."""
+        async with (await self._db()).acquire() as conn, conn.transaction():
+            for name in ("events", "bindings", "participants", "tasks", "observations"):
+                await conn.execute(f"DELETE FROM {self._t[name]} WHERE room_id = $1", room_id)
+            await conn.execute(
+                f"DELETE FROM {self._t['read_markers']} WHERE room_id = $1", room_id
+            )
+            result: str = await conn.execute(
+                f"DELETE FROM {self._t['rooms']} WHERE id = $1", room_id
+            )
+        return result != "DELETE 0"
+
+    async def list_rooms(self, offset: int = 0, limit: int = 50) -> list[Room]:
+        """Return one page of rooms, in creation order."""
+        start, count = _page(offset, limit)
+        rows = await self._fetch(
+            "SELECT data FROM {rooms} ORDER BY ord OFFSET $1 LIMIT $2", start, count
+        )
+        return [_load(Room, row["data"]) for row in rows]
+
+    async def find_rooms(
+        self,
+        organization_id: str | None = None,
+        status: str | None = None,
+        metadata_filter: dict[str, Any] | None = None,
+    ) -> list[Room]:
+        """Return the rooms matching every filter, in creation order.
+
+        Organization and status are filtered in SQL; metadata in Python, with Python's
+        equality (``1 == 1.0 == True``), as ``InMemoryStore`` does.
+        """
+        rows = await self._fetch(
+            """SELECT data FROM {rooms}
+            WHERE ($1::text IS NULL OR organization_id = $1)
+              AND ($2::text IS NULL OR status = $2)
+            ORDER BY ord""",
+            organization_id,
+            None if status is None else str(status),
+        )
+        wanted = list(metadata_filter.items()) if metadata_filter else []
+        rooms = [_load(Room, row["data"]) for row in rows]
+        return [
+            room
+            for room in rooms
+            if all(k in room.metadata and room.metadata[k] == v for k, v in wanted)
+        ]
+
+    async def find_latest_room(
+        self,
+        participant_id: str,
+        channel_type: str | None = None,
+        status: str | None = None,
+    ) -> Room | None:
+        """Return the newest room the participant is in; see ``ConversationStore``.
+
+        Ties on ``created_at`` go to the room created last.
+        """
+        data = await self._fetchval(
+            """SELECT r.data FROM {rooms} r
+            WHERE ($3::text IS NULL OR r.status = $3)
+              AND (EXISTS (SELECT 1 FROM {participants} p
+                           WHERE p.room_id = r.id AND p.id = $1)
+                   OR EXISTS (SELECT 1 FROM {bindings} b
+                              WHERE b.room_id = r.id AND b.participant_id = $1
+                                AND ($2::text IS NULL OR b.channel_type = $2)))
+            ORDER BY r.created_at DESC, r.ord DESC
+            LIMIT 1""",
+            participant_id,
+            None if channel_type is None else str(channel_type),
+            None if status is None else str(status),
+        )
+        return None if data is None else _load(Room, data)
+
+    async def find_room_id_by_channel(
+        self, channel_id: str, status: str | None = None
+    ) -> str | None:
+        """Return the first room (creation order) with the channel bound."""
+        room_id: str | None = await self._fetchval(
+            """SELECT r.id FROM {rooms} r JOIN {bindings} b ON b.room_id = r.id
+            WHERE b.channel_id = $1 AND ($2::text IS NULL OR r.status = $2)
+            ORDER BY r.ord LIMIT 1""",
+            channel_id,
+            None if status is None else str(status),
+        )
+        return room_id
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def add_event(self, event: RoomEvent) -> RoomEvent:
+        """Append the event (replacing one with its id, in place) and record its key.
+
+        Raises:
+            ValueError: The event id is already stored in another room.
+        """
+        await self._put_event(
+            event.id,
+            event.room_id,
+            event.idempotency_key,
+            str(event.visibility),
+            _json(event),
+        )
+        return event
+
+    async def add_event_json(self, data: bytes) -> None:
+        """Append an event given as its JSON, stored as it is (no model is built).
+
+        Raises:
+            ValueError: The event id is already stored in another room.
+            msgspec.ValidationError: The JSON lacks an event's ``id`` or ``room_id``.
+        """
+        await self.add_event_envelope(b'{"event":' + data + b"}")
+
+    async def add_event_envelope(self, data: bytes) -> None:
+        """Append the event of a ``message.recorded`` payload, stored as its JSON.
+
+        Raises:
+            ValueError: The event id is already stored in another room.
+            msgspec.ValidationError: The JSON has no ``event`` with an ``id`` and a ``room_id``.
+        """
+        keys = enveloped_event_fields(data)
+        await self._put_event(
+            keys.id,
+            keys.room_id,
+            keys.idempotency_key,
+            keys.visibility,
+            event_json(data).decode(),
+        )
+
+    async def _put_event(
+        self,
+        event_id: str,
+        room_id: str,
+        idempotency_key: str | None,
+        visibility: str,
+        data: str,
+    ) -> None:
+        stored = await self._fetchval(
+            """INSERT INTO {events} (id, room_id, idempotency_key, visibility, data)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (id) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key,
+                visibility = EXCLUDED.visibility, data = EXCLUDED.data
+            WHERE {events}.room_id = EXCLUDED.room_id
+            RETURNING id""",
+            event_id,
+            room_id,
+            idempotency_key or None,
+            visibility,
+            data,
+        )
+        if stored is None:
+            other = await self._fetchval("SELECT room_id FROM {events} WHERE id = $1", event_id)
+            raise ValueError(f"event {event_id!r} is already stored in room {other!r}")
+
+    async def get_event(self, event_id: str) -> RoomEvent | None:
+        """Return the event, or ``None``."""
+        data = await self._fetchval("SELECT data FROM {events} WHERE id = $1", event_id)
+        return None if data is None else _load(RoomEvent, data)
+
+    async def list_events(
+        self,
+        room_id: str,
+        offset: int = 0,
+        limit: int = 50,
+        visibility_filter: str | None = None,
+    ) -> list[RoomEvent]:
+        """Return one page of the room's timeline, oldest first."""
+        start, count = _page(offset, limit)
+        rows = await self._fetch(
+            """SELECT data FROM {events}
+            WHERE room_id = $1 AND ($2::text IS NULL OR visibility = $2)
+            ORDER BY ord OFFSET $3 LIMIT $4""",
+            room_id,
+            visibility_filter,
+            start,
+            count,
+        )
+        return [_load(RoomEvent, row["data"]) for row in rows]
+
+    async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
+        """Return the room's ``limit`` most recent events, oldest first (one query)."""
+        if limit <= 0:
+            return []
+        rows = await self._fetch(
+            "SELECT data FROM {events} WHERE room_id = $1 ORDER BY ord DESC LIMIT $2",
+            room_id,
+            min(limit, _BIGINT_MAX),
+        )
+        return [_load(RoomEvent, row["data"]) for row in reversed(rows)]
+
+    async def check_idempotency(self, room_id: str, key: str) -> bool:
+        """Return whether the room has an event with this idempotency key."""
+        return await self.idempotent_event_id(room_id, key) is not None
+
+    async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
+        """The id of the room's latest event added with idempotency ``key``, or None."""
+        event_id: str | None = await self._fetchval(
+            """SELECT id FROM {events} WHERE room_id = $1 AND idempotency_key = $2
+            ORDER BY ord DESC LIMIT 1""",
+            room_id,
+            key,
+        )
+        return event_id
+
+    async def get_event_count(self, room_id: str) -> int:
+        """Return the number of events of the room."""
+        count: int = await self._fetchval(
+            "SELECT count(*) FROM {events} WHERE room_id = $1", room_id
+        )
+        return count
+
+    # -- bindings --------------------------------------------------------------------------------
+
+    async def add_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        """Store the binding (an upsert that keeps its place)."""
+        return await self._put_binding(binding)
+
+    async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding | None:
+        """Return the binding, or ``None``."""
+        data = await self._fetchval(
+            "SELECT data FROM {bindings} WHERE room_id = $1 AND channel_id = $2",
+            room_id,
+            channel_id,
+        )
+        return None if data is None else _load(ChannelBinding, data)
+
+    async def update_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        """Replace the binding (an upsert)."""
+        return await self._put_binding(binding)
+
+    async def _put_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        await self._execute(
+            """INSERT INTO {bindings} (room_id, channel_id, channel_type, participant_id, data)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (room_id, channel_id) DO UPDATE SET
+                channel_type = EXCLUDED.channel_type,
+                participant_id = EXCLUDED.participant_id, data = EXCLUDED.data""",
+            binding.room_id,
+            binding.channel_id,
+            str(binding.channel_type),
+            binding.participant_id,
+            _json(binding),
+        )
+        return binding
+
+    async def remove_binding(self, room_id: str, channel_id: str) -> bool:
+        """Remove the binding; return whether it existed."""
+        result = await self._execute(
+            "DELETE FROM {bindings} WHERE room_id = $1 AND channel_id = $2", room_id, channel_id
+        )
+        return result != "DELETE 0"
+
+    async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
+        """Return the room's bindings, in the order they were first added."""
+        rows = await self._fetch(
+            "SELECT data FROM {bindings} WHERE room_id = $1 ORDER BY ord", room_id
+        )
+        return [_load(ChannelBinding, row["data"]) for row in rows]
+
+    # -- participants ----------------------------------------------------------------------------
+
+    async def add_participant(self, participant: Participant) -> Participant:
+        """Store the participant (an upsert that keeps its place)."""
+        return await self._put_participant(participant)
+
+    async def get_participant(self, room_id: str, participant_id: str) -> Participant | None:
+        """Return the participant, or ``None``."""
+        data = await self._fetchval(
+            "SELECT data FROM {participants} WHERE room_id = $1 AND id = $2",
+            room_id,
+            participant_id,
+        )
+        return None if data is None else _load(Participant, data)
+
+    async def update_participant(self, participant: Participant) -> Participant:
+        """Replace the participant (an upsert)."""
+        return await self._put_participant(participant)
+
+    async def _put_participant(self, participant: Participant) -> Participant:
+        await self._execute(
+            """INSERT INTO {participants} (room_id, id, data) VALUES ($1, $2, $3)
+            ON CONFLICT (room_id, id) DO UPDATE SET data = EXCLUDED.data""",
+            participant.room_id,
+            participant.id,
+            _json(participant),
+        )
+        return participant
+
+    async def list_participants(self, room_id: str) -> list[Participant]:
+        """Return the room's participants, in the order they were first added."""
+        rows = await self._fetch(
+            "SELECT data FROM {participants} WHERE room_id = $1 ORDER BY ord", room_id
+        )
+        return [_load(Participant, row["data"]) for row in rows]
+
+    # -- identities ------------------------------------------------------------------------------
+
+    async def create_identity(self, identity: Identity) -> Identity:
+        """Store the identity and claim its addresses (in one transaction)."""
+        async with (await self._db()).acquire() as conn, conn.transaction():
+            # The addresses it held before are its own no longer (unless it lists them again).
+            await conn.execute(
+                f"DELETE FROM {self._t['identity_addresses']} WHERE identity_id = $1",
+                identity.id,
+            )
+            await conn.execute(
+                f"""INSERT INTO {self._t["identities"]} (id, data) VALUES ($1, $2)
+                ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data""",
+                identity.id,
+                _json(identity),
+            )
+            for channel_type, addresses in identity.channel_addresses.items():
+                for address in addresses:
+                    await self._claim(conn, identity.id, str(channel_type), address)
+        return identity
+
+    async def get_identity(self, identity_id: str) -> Identity | None:
+        """Return the identity, or ``None``."""
+        data = await self._fetchval("SELECT data FROM {identities} WHERE id = $1", identity_id)
+        return None if data is None else _load(Identity, data)
+
+    async def resolve_identity(self, channel_type: str, address: str) -> Identity | None:
+        """Return the identity owning the address, or ``None``."""
+        data = await self._fetchval(
+            """SELECT i.data FROM {identity_addresses} a
+            JOIN {identities} i ON i.id = a.identity_id
+            WHERE a.channel_type = $1 AND a.address = $2""",
+            str(channel_type),
+            address,
+        )
+        return None if data is None else _load(Identity, data)
+
+    async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
+        """Give the address to the identity; an unknown identity id changes nothing."""
+        channel_type = str(channel_type)
+        async with (await self._db()).acquire() as conn, conn.transaction():
+            data = await conn.fetchval(
+                f"SELECT data FROM {self._t['identities']} WHERE id = $1 FOR UPDATE",
+                identity_id,
+            )
+            if data is None:
+                logger.debug(
+                    "link_address: no identity %r, address %r not linked", identity_id, address
+                )
+                return
+            await self._claim(conn, identity_id, channel_type, address)
+            identity = _load(Identity, data)
+            addresses = identity.channel_addresses.get(channel_type, [])
+            if address not in addresses:
+                channel_addresses = {
+                    **identity.channel_addresses,
+                    channel_type: [*addresses, address],
+                }
+                identity = identity.model_copy(update={"channel_addresses": channel_addresses})
+                await conn.execute(
+                    f"UPDATE {self._t['identities']} SET data = $2 WHERE id = $1",
+                    identity_id,
+                    _json(identity),
+                )
+
+    async def _claim(self, conn: Any, identity_id: str, channel_type: str, address: str) -> None:
+        """Point the address at the identity, taking it out of its old owner's addresses."""
+        owner_id = await conn.fetchval(
+            f"""INSERT INTO {self._t["identity_addresses"]} (channel_type, address, identity_id)
+            VALUES ($1, $2, $3)
+            ON CONFLICT (channel_type, address) DO UPDATE SET identity_id = EXCLUDED.identity_id
+            RETURNING (SELECT identity_id FROM {self._t["identity_addresses"]}
+                       WHERE channel_type = $1 AND address = $2)""",
+            channel_type,
+            address,
+            identity_id,
+        )
+        if owner_id is None or owner_id == identity_id:
+            return
+        data = await conn.fetchval(
+            f"SELECT data FROM {self._t['identities']} WHERE id = $1 FOR UPDATE", owner_id
+        )
+        if data is None:
+            return
+        owner = _load(Identity, data)
+        kept = [a for a in owner.channel_addresses.get(channel_type, []) if a != address]
+        channel_addresses = dict(owner.channel_addresses)
+        if kept:
+            channel_addresses[channel_type] = kept
+        else:
+            channel_addresses.pop(channel_type, None)
+        owner = owner.model_copy(update={"channel_addresses": channel_addresses})
+        await conn.execute(
+            f"UPDATE {self._t['identities']} SET data = $2 WHERE id = $1", owner_id, _json(owner)
+        )
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    async def add_task(self, task: Task) -> Task:
+        """Store the task (an upsert that keeps its place)."""
+        return await self._put_task(task)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """Return the task, or ``None``."""
+        data = await self._fetchval("SELECT data FROM {tasks} WHERE id = $1", task_id)
+        return None if data is None else _load(Task, data)
+
+    async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
+        """Return the room's tasks (with ``status`` if given), oldest first."""
+        rows = await self._fetch(
+            """SELECT data FROM {tasks} WHERE room_id = $1 AND ($2::text IS NULL OR status = $2)
+            ORDER BY ord""",
+            room_id,
+            None if status is None else str(status),
+        )
+        return [_load(Task, row["data"]) for row in rows]
+
+    async def update_task(self, task: Task) -> Task:
+        """Replace the task (an upsert)."""
+        return await self._put_task(task)
+
+    async def _put_task(self, task: Task) -> Task:
+        await self._execute(
+            """INSERT INTO {tasks} (id, room_id, status, data) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (id) DO UPDATE SET room_id = EXCLUDED.room_id,
+                status = EXCLUDED.status, data = EXCLUDED.data""",
+            task.id,
+            task.room_id,
+            str(task.status),
+            _json(task),
+        )
+        return task
+
+    # -- observations ----------------------------------------------------------------------------
+
+    async def add_observation(self, observation: Observation) -> Observation:
+        """Store the observation (an upsert by id that keeps its place)."""
+        await self._execute(
+            """INSERT INTO {observations} (id, room_id, data) VALUES ($1, $2, $3)
+            ON CONFLICT (id) DO UPDATE SET room_id = EXCLUDED.room_id, data = EXCLUDED.data""",
+            observation.id,
+            observation.room_id,
+            _json(observation),
+        )
+        return observation
+
+    async def list_observations(self, room_id: str) -> list[Observation]:
+        """Return the room's observations, oldest first."""
+        rows = await self._fetch(
+            "SELECT data FROM {observations} WHERE room_id = $1 ORDER BY ord", room_id
+        )
+        return [_load(Observation, row["data"]) for row in rows]
+
+    # -- read tracking ---------------------------------------------------------------------------
+
+    async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
+        """Move the channel's read marker to the event; events of other rooms are ignored."""
+        result = await self._execute(
+            """INSERT INTO {read_markers} (room_id, channel_id, event_ord)
+            SELECT $1, $2, ord FROM {events} WHERE id = $3 AND room_id = $1
+            ON CONFLICT (room_id, channel_id) DO UPDATE SET event_ord = EXCLUDED.event_ord""",
+            room_id,
+            channel_id,
+            event_id,
+        )
+        if result == "INSERT 0 0":
+            logger.debug("mark_read ignored: event %r is not in room %r", event_id, room_id)
+
+    async def mark_all_read(self, room_id: str, channel_id: str) -> None:
+        """Move the channel's read marker to the room's latest event."""
+        await self._execute(
+            """INSERT INTO {read_markers} (room_id, channel_id, event_ord)
+            SELECT $1, $2, max(ord) FROM {events} WHERE room_id = $1 HAVING count(*) > 0
+            ON CONFLICT (room_id, channel_id) DO UPDATE SET event_ord = EXCLUDED.event_ord""",
+            room_id,
+            channel_id,
+        )
+
+    async def get_unread_count(self, room_id: str, channel_id: str) -> int:
+        """Return the number of the room's events after the channel's read marker."""
+        count: int = await self._fetchval(
+            """SELECT count(*) FROM {events} e
+            WHERE e.room_id = $1 AND e.ord > COALESCE(
+                (SELECT event_ord FROM {read_markers} WHERE room_id = $1 AND channel_id = $2),
+                -1)""",
+            room_id,
+            channel_id,
+        )
+        return count
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(table_prefix={self._prefix!r})"

@@ -1,0 +1,213 @@
+"""PostgresStore (real PostgreSQL from pgserver) passes the ConversationStore contract, and a kit
+keeps its read model there: the same read model as InMemoryStore's from the same log, rebuilt
+into tables that outlive the kit."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from eventlog import EventLog
+from roomkit import (
+    ChannelCategory,
+    HookResult,
+    HookTrigger,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    TextContent,
+)
+from roomkit.store import ConversationStore, InMemoryStore
+from roomkit.store.postgres import PostgresStore
+from roomkit.store.testing import ConversationStoreContract, make_event, make_room
+from tests.roomkit.kit_helpers import text
+from tests.roomkit.test_kit_replay import new_kit, snapshot
+
+
+class TestPostgresStoreContract(ConversationStoreContract):
+    supports_clear = True
+
+    @pytest.fixture
+    async def store(
+        self, postgres_uri: str, postgres_prefix: str
+    ) -> AsyncIterator[ConversationStore]:
+        async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+            yield store
+
+
+async def converse(kit: RoomKit) -> None:
+    """A conversation touching every table: bindings, participants, events (blocked and with a
+    NUL character), tasks, observations, read markers, an idempotency key."""
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def moderate(event: RoomEvent, context: RoomContext) -> HookResult:
+        body = getattr(event.content, "body", "")
+        if "secret" in body:
+            return HookResult.block("no secrets")
+        if "todo" in body:
+            return HookResult(
+                action="allow",
+                tasks=[{"room_id": event.room_id, "title": "follow up"}],  # type: ignore[list-item]
+                observations=[
+                    {"room_id": event.room_id, "channel_id": "sms", "content": "asked"}  # type: ignore[list-item]
+                ],
+            )
+        return HookResult.allow()
+
+    await kit.create_room(room_id="r1", metadata={"team": "support"})
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ws")
+    await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+    first = await kit.process_inbound(text("sms", "hello", sender="+1555", idempotency_key="m1"))
+    await kit.process_inbound(text("sms", "a secret", sender="+1555"))
+    await kit.process_inbound(text("sms", "a todo", sender="+1555"))
+    await kit.process_inbound(text("ws", "nul \x00 inside", sender="agent"))
+    assert first.event is not None
+    await kit.mark_read("r1", "ws", first.event.id)
+    await kit.ensure_participant("r1", "ws", "agent", display_name="Agent")
+    await kit.create_room(room_id="r2")
+    await kit.attach_channel("r2", "sms")
+    await kit.close_room("r2")
+
+
+@asynccontextmanager
+async def postgres_kit(log: EventLog, uri: str, prefix: str) -> AsyncIterator[RoomKit]:
+    # The kit does not close its store (0.3.0's close() did not either): its owner does.
+    async with (
+        PostgresStore(uri, table_prefix=prefix) as store,
+        new_kit(log, store=store) as kit,
+    ):
+        yield kit
+
+
+async def test_a_kit_on_postgres_has_the_read_model_a_kit_in_memory_has(
+    event_log: EventLog, postgres_uri: str, postgres_prefix: str
+) -> None:
+    async with postgres_kit(event_log, postgres_uri, postgres_prefix) as kit:
+        await converse(kit)
+        on_postgres = await snapshot(kit)
+        assert len(on_postgres["r1"]["events"]) > 5 and on_postgres["r1"]["tasks"]
+        timeline = await kit.get_timeline("r1", limit=100)
+        assert any(
+            isinstance(e.content, TextContent) and e.content.body == "nul \x00 inside"
+            for e in timeline
+        )
+    async with new_kit(event_log, store=InMemoryStore()) as in_memory:
+        assert await snapshot(in_memory) == on_postgres
+
+
+async def test_a_restarted_kit_replays_into_the_tables_it_left_without_counting_twice(
+    event_log: EventLog, postgres_uri: str, postgres_prefix: str
+) -> None:
+    async with postgres_kit(event_log, postgres_uri, postgres_prefix) as kit:
+        await converse(kit)
+        before = await snapshot(kit)
+    # A new process: the tables are as the last kit left them, and the log is replayed into
+    # them (upserts; the room's counters start again from its creation).
+    async with postgres_kit(event_log, postgres_uri, postgres_prefix) as again:
+        assert await snapshot(again) == before
+        room = await again.get_room("r1")
+        assert room.event_count == len(before["r1"]["events"])
+        duplicate = await again.process_inbound(
+            text("sms", "hello", sender="+1555", idempotency_key="m1")
+        )
+        assert duplicate.blocked and duplicate.reason == "duplicate"
+        assert await snapshot(again) == before
+        await again.rebuild_store()
+        assert await snapshot(again) == before
+
+
+async def test_stores_with_other_prefixes_share_a_database_apart(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    async with (
+        PostgresStore(postgres_uri, table_prefix=postgres_prefix + "a_") as one,
+        PostgresStore(postgres_uri, table_prefix=postgres_prefix + "b_") as other,
+    ):
+        await one.create_room(make_room("r1"))
+        await one.add_event(make_event("r1"))
+        assert await other.get_room("r1") is None
+        assert await other.get_event_count("r1") == 0
+        assert await one.get_event_count("r1") == 1
+
+
+async def test_what_it_stored_outlives_the_store_and_a_given_pool_stays_open(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    pool = await asyncpg.create_pool(postgres_uri, min_size=1, max_size=2)
+    try:
+        async with PostgresStore(pool=pool, table_prefix=postgres_prefix) as store:
+            await store.create_room(make_room("r1", metadata={"k": 1}))
+        assert await pool.fetchval("SELECT 1") == 1  # not closed by the store
+        # Used without init(): the first call opens the pool and finds the tables.
+        later = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+        try:
+            room = await later.get_room("r1")
+            assert room is not None and room.metadata == {"k": 1}
+        finally:
+            await later.close()
+    finally:
+        await pool.close()
+
+
+async def test_two_stores_creating_the_tables_at_once_both_start(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    stores = [PostgresStore(postgres_uri, table_prefix=postgres_prefix) for _ in range(4)]
+    try:
+        async with anyio.create_task_group() as tg:
+            for store in stores:
+                tg.start_soon(store.init)
+        await stores[0].create_room(make_room("r1"))
+        assert (await stores[3].get_room("r1")) is not None
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_room_whose_json_jsonb_refuses_is_counted_all_the_same(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    """count_event changes the room as jsonb, which refuses a NUL character."""
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+        await store.create_room(make_room("nul", metadata={"note": "a\x00b"}))
+        await store.create_room(make_room("plain"))
+        for room_id in ("nul", "plain"):
+            await store.count_event(room_id, 7, at)
+            await store.count_event(room_id, 3, None)
+            room = await store.get_room(room_id)
+            assert room is not None
+            assert (room.event_count, room.latest_index) == (2, 7)
+            assert room.timers.last_activity_at == at
+        nul = await store.get_room("nul")
+        assert nul is not None and nul.metadata == {"note": "a\x00b"}
+        await store.count_event("unknown", 1, at)  # ignored
+        assert await store.get_room("unknown") is None
+
+
+def test_a_bad_table_prefix_is_refused() -> None:
+    for prefix in ("", "Rooms_", "1x_", "x; DROP TABLE y; --", "x" * 41):
+        with pytest.raises(ValueError, match="table_prefix"):
+            PostgresStore(table_prefix=prefix)
+
+
+async def test_without_asyncpg_init_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg raises ImportError
+    with pytest.raises(ImportError, match=r"roomkit\[postgres\]"):
+        await PostgresStore("postgresql://nowhere/db").init()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_init_says_it_needs_asyncio(anyio_backend: Any) -> None:
+    with pytest.raises(RuntimeError, match="asyncio only"):
+        await PostgresStore("postgresql://nowhere/db").init()
