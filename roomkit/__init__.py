@@ -108,6 +108,7 @@ if TYPE_CHECKING:
         RoomTimeoutError,
         SourceAlreadyAttachedError,
         SourceNotFoundError,
+        StoreUnavailableError,
         VoiceBackendNotConfiguredError,
         VoiceNotConfiguredError,
     )
@@ -293,6 +294,7 @@ _EXPORTS: dict[str, str] = {
     "SinchSMSProvider": "providers.sinch",
     "SourceAlreadyAttachedError": "roomkit.errors",
     "SourceNotFoundError": "roomkit.errors",
+    "StoreUnavailableError": "roomkit.errors",
     "SystemContent": "roomkit.models",
     "Task": "roomkit.models",
     "TaskStatus": "roomkit.models",
@@ -464,6 +466,7 @@ __all__ = [
     "SinchSMSProvider",
     "SourceAlreadyAttachedError",
     "SourceNotFoundError",
+    "StoreUnavailableError",
     "SystemContent",
     "Task",
     "TaskStatus",

@@ -40,6 +40,7 @@ __all__ = [
     "RoomTimeoutError",
     "SourceAlreadyAttachedError",
     "SourceNotFoundError",
+    "StoreUnavailableError",
     "VoiceBackendNotConfiguredError",
     "VoiceNotConfiguredError",
 ]
@@ -111,6 +112,16 @@ class LogUnavailableError(RoomKitError):
     on with it as committed: the message is delivered then (a process that ends first, or
     whose log is still away then, loses that delivery). Retry with the same idempotency key:
     the retry is then answered as a duplicate of that message rather than recorded twice.
+    """
+
+
+class StoreUnavailableError(RoomKitError):
+    """The store (the read model) cannot be reached right now: its database is down or
+    restarting, its connection was lost.
+
+    A store raises it for a failure that trying again later can cure. The kit's store
+    projection then applies the same record again, after a pause that grows to 5 s, rather
+    than skip it; meanwhile the kit's calls that wait for the read model wait for it too.
     """
 
 

@@ -10,12 +10,22 @@ Tests that use them are marked ``postgres`` automatically.
 from __future__ import annotations
 
 import itertools
+import tempfile
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["postgres_prefix", "postgres_uri"]
+__all__ = [
+    "postgres_directory",
+    "postgres_prefix",
+    "postgres_uri",
+    "start_postgres",
+    "stop_postgres",
+]
 
 _FIXTURES = {"postgres_uri", "postgres_prefix"}
 _numbers = itertools.count()
@@ -27,22 +37,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
-@pytest.fixture(scope="session")
-def postgres_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI of a running PostgreSQL server (asyncpg and libpq read it)."""
-    directory = tmp_path_factory.mktemp("postgres")
+def start_postgres(directory: Path) -> Any:
+    """A PostgreSQL server on the data directory ``directory`` (made if missing, started
+    again if it holds one); ``.get_uri()`` says where, ``stop_postgres`` stops it."""
     # platformdirs warns that XDG_RUNTIME_DIR is unset (a CI machine): not ours to fix.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(directory, cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server.cleanup()
+        return pgserver.get_server(directory, cleanup_mode="stop")
+
+
+def stop_postgres(server: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server.cleanup()
+
+
+@contextmanager
+def postgres_directory() -> Iterator[Path]:
+    """A directory for a server's data, outside pytest's temporary directories: pytest keeps
+    only its three latest runs' and removes the older ones, under the feet of a server another
+    pytest run on the machine still has there (a CI run next to a developer's)."""
+    with tempfile.TemporaryDirectory(prefix="roomkit-postgres-") as parent:
+        yield Path(parent) / "data"
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> Iterator[str]:
+    """The URI of a running PostgreSQL server (asyncpg and libpq read it)."""
+    with postgres_directory() as directory:
+        server = start_postgres(directory)
+        try:
+            yield server.get_uri()
+        finally:
+            stop_postgres(server)
 
 
 @pytest.fixture

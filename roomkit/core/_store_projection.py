@@ -35,6 +35,7 @@ from roomkit.core._domain import (
     load,
 )
 from roomkit.core._room_ids import room_of_stream
+from roomkit.errors import StoreUnavailableError
 from roomkit.models._json import EventFields, enveloped_event_activity
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.participant import Participant
@@ -188,7 +189,7 @@ class StoreProjection:
         """Apply one record (a second time is a no-op) and advance the checkpoint."""
         if record.version > self._versions.get(record.stream, 0):
             try:
-                await self._apply(record)
+                await self._apply_when_available(record)
             except Exception:
                 # A read model that cannot take one event must not stop the others: log it
                 # loudly; rebuilding from the log repairs the store.
@@ -203,6 +204,35 @@ class StoreProjection:
         waiters = self._waiters
         while waiters and waiters[0][0] <= checkpoint:
             heapq.heappop(waiters)[2].set()
+
+    async def _apply_when_available(self, record: Record) -> None:
+        """Apply the record, again and again while the store says it is unavailable (a
+        database restarting): skipped, the record would be missing from the read model until
+        the next rebuild."""
+        pause = _FIRST_PAUSE
+        unavailable_since: float | None = None
+        while True:
+            try:
+                await self._apply(record)
+            except StoreUnavailableError as exc:
+                if unavailable_since is None:
+                    unavailable_since = anyio.current_time()
+                    logger.warning(
+                        "the store is unavailable (%s): %s v%d waits for it, and so do the "
+                        "calls that wait for the read model",
+                        exc,
+                        record.stream,
+                        record.version,
+                    )
+                await anyio.sleep(pause)
+                pause = min(pause * 2, _MAX_PAUSE)
+                continue
+            if unavailable_since is not None:
+                logger.warning(
+                    "the store is available again after %.1f s",
+                    anyio.current_time() - unavailable_since,
+                )
+            return
 
     async def _apply(self, record: Record) -> None:
         store = self._store

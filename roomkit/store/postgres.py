@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -27,6 +29,7 @@ from typing import Any, Self, TypeVar
 import anyio
 from pydantic import BaseModel, TypeAdapter
 
+from roomkit.errors import StoreUnavailableError
 from roomkit.models._json import enveloped_event_fields, event_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
@@ -127,9 +130,34 @@ _REBUILT = ("rooms", "events", "bindings", "participants", "tasks", "observation
 _DATETIME = TypeAdapter(datetime)  # a time as the models' JSON writes it
 
 
+def _unavailable() -> tuple[type[BaseException], ...]:
+    """asyncpg's failures that trying again later can cure: no server, a lost connection, a
+    server starting or shutting down, no connection slot left."""
+    import asyncpg  # type: ignore[import-untyped]  # no stubs
+
+    return (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+        asyncpg.CrashShutdownError,
+        asyncpg.TooManyConnectionsError,
+    )
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """``StoreUnavailableError`` for a failure that trying again later can cure."""
+    try:
+        yield
+    except _unavailable() as exc:
+        raise StoreUnavailableError(f"PostgreSQL cannot be reached: {exc!r}") from exc
+
+
 def _untranslatable() -> type[Exception]:
     """asyncpg's error for JSON that ``jsonb`` refuses (``\\u0000``)."""
-    import asyncpg  # type: ignore[import-untyped]  # no stubs
+    import asyncpg
 
     error: type[Exception] = asyncpg.UntranslatableCharacterError
     return error
@@ -216,11 +244,13 @@ class PostgresStore(ConversationStore):
                     raise ImportError(
                         "PostgresStore needs asyncpg: pip install 'roomkit[postgres]'"
                     ) from exc
-                self._pool = await asyncpg.create_pool(self._dsn, min_size=1)
-            async with self._pool.acquire() as conn, conn.transaction():
-                # Two processes starting together: CREATE ... IF NOT EXISTS can still collide.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._prefix)
-                await conn.execute(_SCHEMA.format(p=self._prefix))
+                with _translated():
+                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1)
+            with _translated():
+                async with self._pool.acquire() as conn, conn.transaction():
+                    # Two processes starting together: CREATE ... IF NOT EXISTS can collide.
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._prefix)
+                    await conn.execute(_SCHEMA.format(p=self._prefix))
             self._ready = True
 
     async def close(self) -> None:
@@ -247,18 +277,30 @@ class PostgresStore(ConversationStore):
             await self.init()
         return self._pool
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        """A connection of the pool in a transaction, its failures translated."""
+        with _translated():
+            pool = await self._db()
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
-        return list(await (await self._db()).fetch(query.format(**self._t), *args))
+        with _translated():
+            return list(await (await self._db()).fetch(query.format(**self._t), *args))
 
     async def _fetchrow(self, query: str, *args: Any) -> Any:
-        return await (await self._db()).fetchrow(query.format(**self._t), *args)
+        with _translated():
+            return await (await self._db()).fetchrow(query.format(**self._t), *args)
 
     async def _fetchval(self, query: str, *args: Any) -> Any:
-        return await (await self._db()).fetchval(query.format(**self._t), *args)
+        with _translated():
+            return await (await self._db()).fetchval(query.format(**self._t), *args)
 
     async def _execute(self, query: str, *args: Any) -> str:
-        result: str = await (await self._db()).execute(query.format(**self._t), *args)
-        return result
+        with _translated():
+            result: str = await (await self._db()).execute(query.format(**self._t), *args)
+            return result
 
     async def clear(self) -> None:
         """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
@@ -328,7 +370,7 @@ class PostgresStore(ConversationStore):
     async def _count_event_in_python(
         self, room_id: str, index: int, activity_at: datetime | None
     ) -> None:
-        async with (await self._db()).acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             data = await conn.fetchval(
                 "SELECT data FROM {rooms} WHERE id = $1 FOR UPDATE".format(**self._t), room_id
             )
@@ -352,7 +394,7 @@ class PostgresStore(ConversationStore):
 
     async def delete_room(self, room_id: str) -> bool:
         """Delete the room and everything stored in it; return whether the room existed."""
-        async with (await self._db()).acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             for name in ("events", "bindings", "participants", "tasks", "observations"):
                 await conn.execute(f"DELETE FROM {self._t[name]} WHERE room_id = $1", room_id)
             await conn.execute(
@@ -649,7 +691,7 @@ class PostgresStore(ConversationStore):
 
     async def create_identity(self, identity: Identity) -> Identity:
         """Store the identity and claim its addresses (in one transaction)."""
-        async with (await self._db()).acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             # The addresses it held before are its own no longer (unless it lists them again).
             await conn.execute(
                 f"DELETE FROM {self._t['identity_addresses']} WHERE identity_id = $1",
@@ -685,7 +727,7 @@ class PostgresStore(ConversationStore):
     async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
         """Give the address to the identity; an unknown identity id changes nothing."""
         channel_type = str(channel_type)
-        async with (await self._db()).acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             data = await conn.fetchval(
                 f"SELECT data FROM {self._t['identities']} WHERE id = $1 FOR UPDATE",
                 identity_id,

@@ -33,6 +33,7 @@ ADDED = {
     "LogUnavailableError",
     "RoomConflictError",
     "RoomTimeoutError",
+    "StoreUnavailableError",
 }
 
 

@@ -4,17 +4,19 @@ into tables that outlive the kit."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 import asyncpg
 import pytest
 
-from eventlog import EventLog
+from eventlog import EventLog, MemoryEventLog
 from roomkit import (
     ChannelCategory,
     HookResult,
@@ -22,11 +24,13 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
+    StoreUnavailableError,
     TextContent,
 )
 from roomkit.store import ConversationStore, InMemoryStore
 from roomkit.store.postgres import PostgresStore
 from roomkit.store.testing import ConversationStoreContract, make_event, make_room
+from tests.postgres_fixtures import postgres_directory, start_postgres, stop_postgres
 from tests.roomkit.kit_helpers import text
 from tests.roomkit.test_kit_replay import new_kit, snapshot
 
@@ -191,6 +195,54 @@ async def test_a_room_whose_json_jsonb_refuses_is_counted_all_the_same(
         assert nul is not None and nul.metadata == {"note": "a\x00b"}
         await store.count_event("unknown", 1, at)  # ignored
         assert await store.get_room("unknown") is None
+
+
+async def test_a_message_sent_while_the_database_restarts_reaches_the_read_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server goes away after a conversation. A message that needs a read of the store
+    (routing) is refused with a typed error, nothing recorded; one sent to its room is
+    committed to the log, and its call returns once the restarted server holds it."""
+    with postgres_directory() as directory:
+        await restart_during_a_message(directory, caplog)
+
+
+async def restart_during_a_message(directory: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_postgres(directory)
+    uri = server.get_uri()
+    try:
+        log = MemoryEventLog()
+        async with postgres_kit(log, uri, "r_") as kit:
+            await converse(kit)
+            first = await snapshot(kit)
+            stop_postgres(server)
+            with pytest.raises(StoreUnavailableError):
+                await kit.process_inbound(text("sms", "routed while it is down"))
+            second: list[Any] = []
+
+            async def send() -> None:
+                message = text("sms", "while it restarts")
+                second.append(await kit.process_inbound(message, room_id="r1"))
+
+            with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send)
+                    await anyio.sleep(0.5)
+                    assert not second  # waiting for the read model
+                    server = await anyio.to_thread.run_sync(start_postgres, directory)
+            assert second and second[0].event is not None
+            now = await snapshot(kit)
+            events, before = now["r1"]["events"], first["r1"]["events"]
+            assert events[: len(before)] == before
+            # The message, and the AI channel's reply to it.
+            assert [e["id"] for e in events[len(before) :]][0] == second[0].event.id
+            assert now["r1"]["room"]["event_count"] == len(events)
+        # Nothing skipped or counted twice: the read model a kit in memory makes of the log.
+        async with new_kit(log, store=InMemoryStore()) as in_memory:
+            assert await snapshot(in_memory) == now
+        assert any("the store is unavailable" in r.getMessage() for r in caplog.records)
+    finally:
+        stop_postgres(server)
 
 
 def test_a_bad_table_prefix_is_refused() -> None:
