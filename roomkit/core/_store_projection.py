@@ -12,6 +12,7 @@ import heapq
 import itertools
 import logging
 from datetime import UTC, datetime
+from functools import partial
 
 import anyio
 from anyio.abc import TaskStatus
@@ -103,6 +104,7 @@ class StoreProjection:
         # reads and routing wait for it (see ``rebuilt``). Every command checks it: a plain
         # attribute, set when the rebuild ends.
         self.rebuilding: anyio.Event | None = None
+        self._resumed = False  # the store's own position was read (see catch_up)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log for ever (until cancelled), applying every record.
@@ -147,10 +149,35 @@ class StoreProjection:
         self._applying = _Turnstile()
 
     async def catch_up(self) -> None:
-        """Apply everything the log holds now (used to rebuild before serving)."""
+        """Apply everything the log holds now (used to rebuild before serving).
+
+        The first time, a store that keeps the position it holds the log up to (one that
+        outlives the process) is taken up from there.
+        """
+        if self.checkpoint == 0 and not self._resumed:
+            self._resumed = True
+            await self._resume()
         while batch := await self._log.read_all(after_position=self.checkpoint, limit=5000):
             for record in batch:
                 await self.apply(record)
+
+    async def _resume(self) -> None:
+        position = await self._store.applied_position()
+        if position <= 0:
+            return
+        last = await self._log.last_position()
+        if position > last:
+            # Not this log's read model (the log was made anew, or the store belongs to
+            # another): what it holds would pass for this log's.
+            logger.warning(
+                "the store holds the log up to position %d, past this log's last (%d): it "
+                "was filled from another log, and is filled again from this one",
+                position,
+                last,
+            )
+            await self._store.clear()
+            return
+        self.checkpoint = position
 
     async def rebuild(self) -> None:
         """Empty the store and apply the whole log again (the live tail waits meanwhile).
@@ -209,11 +236,13 @@ class StoreProjection:
         """Apply the record, again and again while the store says it is unavailable (a
         database restarting): skipped, the record would be missing from the read model until
         the next rebuild."""
+        if record.type == _DELIVERY:
+            return  # audit only (the timeline API has no delivery outcomes): not even decoded
         pause = _FIRST_PAUSE
         unavailable_since: float | None = None
         while True:
             try:
-                await self._apply(record)
+                await self._store.apply_record(record.position, partial(self._apply, record))
             except StoreUnavailableError as exc:
                 if unavailable_since is None:
                     unavailable_since = anyio.current_time()
@@ -242,8 +271,6 @@ class StoreProjection:
             await store.add_event_envelope(record.data)
             await self._count(*enveloped_event_activity(record.data), record.timestamp)
             return
-        if kind == _DELIVERY:
-            return  # audit only (the timeline API has no delivery outcomes): not even decoded
         match decode_domain_event(record):
             case RoomCreated(room=raw):
                 await store.create_room(load(Room, raw))

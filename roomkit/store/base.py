@@ -25,6 +25,7 @@ Rules shared by every method (and tested by ``roomkit.store.testing.Conversation
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -43,11 +44,14 @@ class ConversationStore(ABC):
     """Storage for rooms and everything in them; see the module docstring for shared rules.
 
     The 35 abstract methods are the RoomKit 0.3.0 interface. ``list_recent_events``,
-    ``count_event`` and ``clear`` are additions with default implementations, so stores written
+    ``count_event``, ``clear``, ``applied_position`` and ``apply_record`` (among others) are
+    additions with default implementations, so stores written
     for 0.3.0 still work; backends override them when they can do better. One rule is new: the
-    kit replays the log into the store when it starts (its position in the log is not kept in
-    the store), so a store that outlives the process must take the same record twice as once
-    (``add_event`` and ``add_observation`` replace by id, see Upserts), or be empty at start.
+    kit replays the log into the store when it starts, so a store that outlives the process
+    must take the same record twice as once (``add_event`` and ``add_observation`` replace by
+    id, see Upserts), or be empty at start; or keep the log position it holds
+    (``applied_position`` and ``apply_record``), which several processes sharing the store
+    need anyway: each one's kit follows the whole log.
     """
 
     # -- rooms -----------------------------------------------------------------------------------
@@ -339,6 +343,28 @@ class ConversationStore(ABC):
         if activity_at is not None:
             room.timers = room.timers.model_copy(update={"last_activity_at": activity_at})
         await self.update_room(room)
+
+    async def applied_position(self) -> int:
+        """The log position up to which the store holds every record the kit applied to it,
+        for a store that keeps one (``apply_record``); 0 (the default) when it keeps none.
+
+        A kit starting on a store that keeps its position replays only the log after it,
+        instead of the whole log.
+        """
+        return 0
+
+    async def apply_record(self, position: int, apply: Callable[[], Awaitable[None]]) -> bool:
+        """Apply the log record at ``position``: await ``apply``, which makes the store calls
+        the record needs; return whether it did.
+
+        The default awaits it. A store that outlives the process or that several processes
+        share should run ``apply`` and keep ``position`` atomically (one transaction), and
+        skip a record at or below the position it keeps (return False): another process's kit,
+        which follows the same log, applied it already, and applying a message twice would
+        count it twice (``count_event``). Records reach it in log order.
+        """
+        await apply()
+        return True
 
     async def clear(self) -> None:
         """Remove everything the log rebuilds (rooms, events, bindings, participants, tasks,

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -121,10 +122,30 @@ CREATE TABLE IF NOT EXISTS {p}read_markers (
     event_ord bigint NOT NULL,
     PRIMARY KEY (room_id, channel_id)
 );
+CREATE TABLE IF NOT EXISTS {p}position (
+    id int PRIMARY KEY CHECK (id = 1),
+    position bigint NOT NULL
+);
+INSERT INTO {p}position (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 """
 
 # Everything the log rebuilds (``clear``); identities are the application's.
-_REBUILT = ("rooms", "events", "bindings", "participants", "tasks", "observations", "read_markers")
+_REBUILT = (
+    "rooms",
+    "events",
+    "bindings",
+    "participants",
+    "tasks",
+    "observations",
+    "read_markers",
+    "position",
+)
+
+# The connection of the record being applied (``apply_record``), and its store: the store's
+# calls made while applying it go into its transaction.
+_applying: ContextVar[tuple[PostgresStore, Any] | None] = ContextVar(
+    "roomkit_postgres_applying", default=None
+)
 
 
 _DATETIME = TypeAdapter(datetime)  # a time as the models' JSON writes it
@@ -153,14 +174,6 @@ def _translated() -> Iterator[None]:
         yield
     except _unavailable() as exc:
         raise StoreUnavailableError(f"PostgreSQL cannot be reached: {exc!r}") from exc
-
-
-def _untranslatable() -> type[Exception]:
-    """asyncpg's error for JSON that ``jsonb`` refuses (``\\u0000``)."""
-    import asyncpg
-
-    error: type[Exception] = asyncpg.UntranslatableCharacterError
-    return error
 
 
 def _load(model: type[M], data: str) -> M:
@@ -273,17 +286,55 @@ class PostgresStore(ConversationStore):
         await self.close()
 
     async def _db(self) -> Any:
+        """Where statements go: the connection of the record being applied, or the pool."""
+        applying = _applying.get()
+        if applying is not None and applying[0] is self:
+            return applying[1]
         if not self._ready:
             await self.init()
         return self._pool
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
-        """A connection of the pool in a transaction, its failures translated."""
+        """A connection in a transaction (nested in the record's, if one is being applied),
+        its failures translated."""
         with _translated():
+            applying = _applying.get()
+            if applying is not None and applying[0] is self:
+                conn = applying[1]
+                async with conn.transaction():
+                    yield conn
+                return
             pool = await self._db()
             async with pool.acquire() as conn, conn.transaction():
                 yield conn
+
+    async def applied_position(self) -> int:
+        """The log position up to which the tables hold every record a kit applied."""
+        position: int = await self._fetchval("SELECT position FROM {position} WHERE id = 1")
+        return position
+
+    async def apply_record(self, position: int, apply: Callable[[], Awaitable[None]]) -> bool:
+        """Apply a log record and keep ``position``, in one transaction; skip a record at or
+        below the kept position (a kit of another process sharing these tables applied it).
+
+        The position's row is locked from the start of the transaction: the kits of several
+        processes apply each record once, in log order.
+        """
+        async with self._transaction() as conn:
+            moved = await conn.fetchval(
+                f"""UPDATE {self._t["position"]} SET position = $1
+                WHERE id = 1 AND position < $1 RETURNING position""",
+                position,
+            )
+            if moved is None:
+                return False
+            token = _applying.set((self, conn))
+            try:
+                await apply()
+            finally:
+                _applying.reset(token)
+        return True
 
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
         with _translated():
@@ -305,7 +356,9 @@ class PostgresStore(ConversationStore):
     async def clear(self) -> None:
         """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
         tables = ", ".join(self._t[name] for name in _REBUILT)
-        await self._execute(f"TRUNCATE {tables}")
+        async with self._transaction() as conn:
+            await conn.execute(f"TRUNCATE {tables}")
+            await conn.execute(f"INSERT INTO {self._t['position']} (id, position) VALUES (1, 0)")
 
     # -- rooms -----------------------------------------------------------------------------------
 
@@ -342,12 +395,12 @@ class PostgresStore(ConversationStore):
 
         One statement, as the projection calls it for every message: the room's JSON is
         changed as ``jsonb`` in place. A room whose JSON ``jsonb`` refuses (a NUL character in
-        its metadata) is read, changed and written back in a transaction instead.
+        its metadata: the statement leaves it alone rather than fail the transaction it may be
+        in) is read, changed and written back in Python instead.
         """
         activity = None if activity_at is None else _DATETIME.dump_json(activity_at).decode()
-        try:
-            await self._execute(
-                """UPDATE {rooms} SET data = (
+        counted = await self._fetchval(
+            """UPDATE {rooms} SET data = (
                     CASE WHEN $3::jsonb IS NULL THEN counted
                     ELSE jsonb_set(counted, '{{timers,last_activity_at}}', $3::jsonb) END
                 )::json
@@ -357,14 +410,17 @@ class PostgresStore(ConversationStore):
                         '{{latest_index}}',
                         to_jsonb(GREATEST((data::jsonb->>'latest_index')::bigint, $2::bigint))
                     ) AS counted
-                    FROM {rooms} WHERE id = $1 FOR UPDATE
+                    FROM {rooms}
+                    WHERE id = $1 AND strpos(data::text, '\\u0000') = 0
+                    FOR UPDATE
                 ) AS c
-                WHERE id = c.counted_id""",
-                room_id,
-                index,
-                activity,
-            )
-        except _untranslatable():
+                WHERE id = c.counted_id
+                RETURNING 1""",
+            room_id,
+            index,
+            activity,
+        )
+        if counted is None:  # an unknown room, or one jsonb refuses
             await self._count_event_in_python(room_id, index, activity_at)
 
     async def _count_event_in_python(

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import asyncpg
 import pytest
 
 from eventlog import EventLog, MemoryEventLog
+from eventlog.nats import NatsEventLog
+from eventlog.testing_nats import NatsServer
 from roomkit import (
     ChannelCategory,
     HookResult,
@@ -31,7 +34,7 @@ from roomkit.store import ConversationStore, InMemoryStore
 from roomkit.store.postgres import PostgresStore
 from roomkit.store.testing import ConversationStoreContract, make_event, make_room
 from tests.postgres_fixtures import postgres_directory, start_postgres, stop_postgres
-from tests.roomkit.kit_helpers import text
+from tests.roomkit.kit_helpers import eventually, text
 from tests.roomkit.test_kit_replay import new_kit, snapshot
 
 
@@ -107,15 +110,29 @@ async def test_a_kit_on_postgres_has_the_read_model_a_kit_in_memory_has(
         assert await snapshot(in_memory) == on_postgres
 
 
-async def test_a_restarted_kit_replays_into_the_tables_it_left_without_counting_twice(
+class CountingStore(PostgresStore):
+    """Counts the records it applies."""
+
+    applied = 0
+
+    async def apply_record(self, position: int, apply: Callable[[], Awaitable[None]]) -> bool:
+        done = await super().apply_record(position, apply)
+        self.applied += done
+        return done
+
+
+async def test_a_restarted_kit_takes_the_tables_up_where_they_are(
     event_log: EventLog, postgres_uri: str, postgres_prefix: str
 ) -> None:
     async with postgres_kit(event_log, postgres_uri, postgres_prefix) as kit:
         await converse(kit)
         before = await snapshot(kit)
-    # A new process: the tables are as the last kit left them, and the log is replayed into
-    # them (upserts; the room's counters start again from its creation).
-    async with postgres_kit(event_log, postgres_uri, postgres_prefix) as again:
+    # A new process: the tables are as the last kit left them, with the log position they
+    # hold; the kit applies nothing of the log before it (it replayed the whole log before).
+    store = CountingStore(postgres_uri, table_prefix=postgres_prefix)
+    async with store, new_kit(event_log, store=store) as again:
+        assert store.applied == 0
+        assert await store.applied_position() == await event_log.last_position() > 0
         assert await snapshot(again) == before
         room = await again.get_room("r1")
         assert room.event_count == len(before["r1"]["events"])
@@ -126,6 +143,82 @@ async def test_a_restarted_kit_replays_into_the_tables_it_left_without_counting_
         assert await snapshot(again) == before
         await again.rebuild_store()
         assert await snapshot(again) == before
+
+
+async def test_kits_of_two_processes_sharing_the_tables_apply_each_record_once(
+    nats_server: NatsServer, postgres_uri: str, postgres_prefix: str
+) -> None:
+    """Two kits on one NATS log, each with its own store on the same tables (two processes):
+    each follows the whole log, and each record goes into the tables once (a message applied
+    by both was counted twice: event_count twice the timeline's length)."""
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        postgres_kit(log_a, postgres_uri, postgres_prefix) as a,
+        postgres_kit(log_b, postgres_uri, postgres_prefix) as b,
+    ):
+        await converse(a)
+        await b.process_inbound(text("ws", "from the other process", sender="agent"))
+        await a.process_inbound(text("sms", "and back", sender="+1555"))
+        last = await log_a.last_position()
+        for kit in (a, b):
+            # Both projections followed the whole log (each applied or skipped every record).
+            projection = kit._runtime.projection
+
+            async def caught_up(projection: Any = projection) -> bool:
+                return bool(projection.checkpoint >= last)
+
+            await eventually(caught_up, what="the kit's projection at the log's end")
+        for kit in (a, b):
+            room = await kit.get_room("r1")
+            assert room.event_count == len(await kit.get_timeline("r1", limit=1000))
+        on_postgres = await snapshot(a)
+        assert await snapshot(b) == on_postgres
+        assert last > 0
+    async with NatsEventLog(nats_server.url) as log, new_kit(log, store=InMemoryStore()) as mem:
+        assert await snapshot(mem) == on_postgres
+
+
+async def test_tables_filled_from_another_log_are_filled_again(
+    postgres_uri: str, postgres_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with postgres_kit(MemoryEventLog(), postgres_uri, postgres_prefix) as kit:
+        await converse(kit)
+    # A new, shorter log (an in-memory one after a restart, say): the tables hold a position
+    # past its end, so what they hold is not its read model.
+    log = MemoryEventLog()
+    with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+        async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
+            await kit.create_room(room_id="fresh")
+            assert [r.id for r in await kit.store.list_rooms()] == ["fresh"]
+    assert any("filled from another log" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_record_whose_writes_fail_leaves_nothing_and_no_position(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+
+        async def create(room_id: str) -> None:
+            await store.create_room(make_room(room_id))
+
+        async def half_then_fail() -> None:
+            await store.create_room(make_room("half"))
+            raise RuntimeError("the projection failed on this record")
+
+        assert await store.apply_record(3, partial(create, "r3"))
+        with pytest.raises(RuntimeError):
+            await store.apply_record(4, half_then_fail)
+        assert await store.get_room("half") is None  # rolled back with the record
+        assert await store.applied_position() == 3
+        assert not await store.apply_record(3, partial(create, "again"))  # applied before
+        assert not await store.apply_record(2, partial(create, "older"))
+        assert await store.get_room("again") is None and await store.get_room("older") is None
+        assert await store.apply_record(5, partial(create, "r5"))
+        assert await store.applied_position() == 5
+        await store.clear()
+        assert await store.applied_position() == 0
+        assert await store.apply_record(1, partial(create, "r1"))
 
 
 async def test_stores_with_other_prefixes_share_a_database_apart(
