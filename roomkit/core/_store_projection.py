@@ -188,10 +188,11 @@ class StoreProjection:
         await self._applying.acquire()
         done = self.rebuilding = anyio.Event()
         try:
-            await self._store.clear()
-            self._versions.clear()
-            self.checkpoint = 0
-            await self.catch_up()
+            async with self._store.rebuilding():
+                await self._store.clear()
+                self._versions.clear()
+                self.checkpoint = 0
+                await self.catch_up()
         finally:
             self.rebuilding = None
             done.set()
@@ -217,6 +218,8 @@ class StoreProjection:
         if record.version > self._versions.get(record.stream, 0):
             try:
                 await self._apply_when_available(record)
+            except StoreUnavailableError:
+                raise  # while rebuilding only (see _apply_when_available): the rebuild fails
             except Exception:
                 # A read model that cannot take one event must not stop the others: log it
                 # loudly; rebuilding from the log repairs the store.
@@ -244,6 +247,8 @@ class StoreProjection:
             try:
                 await self._store.apply_record(record.position, partial(self._apply, record))
             except StoreUnavailableError as exc:
+                if self.rebuilding is not None:
+                    raise  # a rebuild in a transaction of the store's cannot go on without it
                 if unavailable_since is None:
                     unavailable_since = anyio.current_time()
                     logger.warning(

@@ -25,7 +25,8 @@ Rules shared by every method (and tested by ``roomkit.store.testing.Conversation
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -365,6 +366,17 @@ class ConversationStore(ABC):
         """
         await apply()
         return True
+
+    @asynccontextmanager
+    async def rebuilding(self) -> AsyncIterator[None]:
+        """Wraps a rebuild of the store from the log: ``clear`` and every record again.
+
+        The default does nothing. A store that several processes share should make the
+        rebuild one transaction, so that their kits neither read the tables half filled nor
+        apply records into them meanwhile (a record applied then would move the position the
+        rebuild relies on).
+        """
+        yield
 
     async def clear(self) -> None:
         """Remove everything the log rebuilds (rooms, events, bindings, participants, tasks,

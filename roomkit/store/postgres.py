@@ -355,10 +355,28 @@ class PostgresStore(ConversationStore):
 
     async def clear(self) -> None:
         """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
-        tables = ", ".join(self._t[name] for name in _REBUILT)
+        # DELETE, not TRUNCATE: inside a rebuild's transaction, the other processes' reads
+        # still see the rows until it commits (TRUNCATE would lock them out).
         async with self._transaction() as conn:
-            await conn.execute(f"TRUNCATE {tables}")
-            await conn.execute(f"INSERT INTO {self._t['position']} (id, position) VALUES (1, 0)")
+            for name in _REBUILT:
+                if name != "position":
+                    await conn.execute(f"DELETE FROM {self._t[name]}")
+            await conn.execute(f"UPDATE {self._t['position']} SET position = 0 WHERE id = 1")
+
+    @asynccontextmanager
+    async def rebuilding(self) -> AsyncIterator[None]:
+        """Make a rebuild one transaction that holds the position's row: the kits of other
+        processes sharing the tables read them as they were until it commits, and wait to
+        apply records (then skip those it applied)."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                f"SELECT position FROM {self._t['position']} WHERE id = 1 FOR UPDATE"
+            )
+            token = _applying.set((self, conn))
+            try:
+                yield
+            finally:
+                _applying.reset(token)
 
     # -- rooms -----------------------------------------------------------------------------------
 

@@ -179,6 +179,48 @@ async def test_kits_of_two_processes_sharing_the_tables_apply_each_record_once(
         assert await snapshot(mem) == on_postgres
 
 
+async def test_a_rebuild_while_another_process_writes_loses_nothing_and_hides_nothing(
+    nats_server: NatsServer, postgres_uri: str, postgres_prefix: str
+) -> None:
+    """Kit A rebuilds the shared tables while kit B records messages and reads: B never finds
+    the room gone (the rebuild is one transaction), and no record B's projection would have
+    applied meanwhile is lost (it waits for the rebuild, then skips what it applied)."""
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        postgres_kit(log_a, postgres_uri, postgres_prefix) as a,
+        postgres_kit(log_b, postgres_uri, postgres_prefix) as b,
+    ):
+        await converse(a)
+        for n in range(30):
+            await a.process_inbound(text("sms", f"before {n}", sender="+1555"))
+        seen_gone = False
+
+        async def b_writes_and_reads() -> None:
+            nonlocal seen_gone
+            for n in range(10):
+                await b.process_inbound(text("ws", f"during {n}", sender="agent"), room_id="r1")
+                seen_gone |= await b.store.get_room("r1") is None
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b_writes_and_reads)
+            await a.rebuild_store()
+        assert not seen_gone
+        last = await log_a.last_position()
+        for kit in (a, b):
+            projection = kit._runtime.projection
+
+            async def caught_up(projection: Any = projection) -> bool:
+                return bool(projection.checkpoint >= last)
+
+            await eventually(caught_up, what="the kit's projection at the log's end")
+        on_postgres = await snapshot(a)
+        room = on_postgres["r1"]
+        assert room["room"]["event_count"] == len(room["events"])
+    async with NatsEventLog(nats_server.url) as log, new_kit(log, store=InMemoryStore()) as mem:
+        assert await snapshot(mem) == on_postgres
+
+
 async def test_tables_filled_from_another_log_are_filled_again(
     postgres_uri: str, postgres_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
