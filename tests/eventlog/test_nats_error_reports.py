@@ -36,7 +36,17 @@ def slow_consumer_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-async def flood(nats_server: NatsServer, reporter: ErrorReporter, messages: int) -> int:
+class CountingReporter(ErrorReporter):
+    """Counts the drops reported to it."""
+
+    drops = 0
+
+    def _slow_consumer(self, exc: nats.errors.SlowConsumerError) -> None:
+        self.drops += 1
+        super()._slow_consumer(exc)
+
+
+async def flood(nats_server: NatsServer, reporter: CountingReporter, messages: int) -> int:
     """Publish ``messages`` to a subscription that holds 2 and does not read: most drop."""
     nc = await open_client(
         [nats_server.url],
@@ -57,9 +67,10 @@ async def flood(nats_server: NatsServer, reporter: ErrorReporter, messages: int)
         for n in range(messages):
             await nc.publish("flood", b"%d" % n)
         await nc.flush()
-        # nats-py calls the error callback in tasks of its own: let them run.
-        for _ in range(50):
-            await anyio.sleep(0)
+        # nats-py calls the error callback in tasks of its own: wait for the drops it reports.
+        with anyio.move_on_after(10):
+            while reporter.drops < messages - 10:
+                await anyio.sleep(0.01)
     finally:
         release.set()
         await nc.close()
@@ -70,7 +81,7 @@ async def test_a_flood_into_a_slow_consumer_is_one_warning_with_its_count(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock()
-    reporter = ErrorReporter(every=10.0, clock=clock)
+    reporter = CountingReporter(every=10.0, clock=clock)
     with caplog.at_level(logging.DEBUG, logger="roomkit.eventlog.nats"):
         received = await flood(nats_server, reporter, 200)
     warnings = slow_consumer_warnings(caplog)
