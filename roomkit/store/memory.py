@@ -52,7 +52,7 @@ import bisect
 import logging
 import sys
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -252,6 +252,8 @@ class InMemoryStore(ConversationStore):
         # The one capabilities instance every binding with that value shares.
         self._capabilities = CapabilitiesInterner()
         self._tasks: dict[str, _Task] = {}
+        # observation id -> its room (an observation added again under another room moves).
+        self._observation_rooms: dict[str, str] = {}
 
     def _init_identities(self) -> None:
         # Not the log's: clear() keeps them.
@@ -383,6 +385,8 @@ class InMemoryStore(ConversationStore):
                 del self._participant_rooms[participant_id]
         for task_id in data.tasks or ():
             del self._tasks[task_id]
+        for observation_id in data.observations or ():
+            del self._observation_rooms[observation_id]
         return existed
 
     async def list_rooms(self, offset: int = 0, limit: int = 50) -> list[Room]:
@@ -421,7 +425,8 @@ class InMemoryStore(ConversationStore):
         """Return the newest room the participant is in (a new model); see
         ``ConversationStore``.
 
-        Ties on ``created_at`` go to the room created last.
+        Ties on ``created_at`` go to the room created last; a naive ``created_at`` is read as
+        UTC.
         """
         candidates = set(self._participant_rooms.get(participant_id, ()))
         candidates.update(
@@ -436,6 +441,8 @@ class InMemoryStore(ConversationStore):
                 continue
             assert data.room is not None
             created_at = _CreatedAt.model_validate_json(data.room).created_at
+            if created_at.tzinfo is None:  # naive: read as UTC, comparable with the rest
+                created_at = created_at.replace(tzinfo=UTC)
             if best is None or created_at >= best[0]:
                 best = (created_at, data)
         return None if best is None else _load_room(best[1])
@@ -783,7 +790,14 @@ class InMemoryStore(ConversationStore):
     # -- observations ----------------------------------------------------------------------------
 
     async def add_observation(self, observation: Observation) -> Observation:
-        """Store the observation (an upsert by id)."""
+        """Store the observation (an upsert by id; added under another room, it moves there,
+        last)."""
+        old_room = self._observation_rooms.get(observation.id)
+        if old_room is not None and old_room != observation.room_id:
+            old = self._data[old_room].observations
+            assert old is not None
+            del old[observation.id]
+        self._observation_rooms[observation.id] = observation.room_id
         data = self._room_data(observation.room_id)
         if data.observations is None:
             data.observations = {}

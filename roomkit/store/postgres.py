@@ -1,15 +1,23 @@
 """``PostgresStore``: the read model in PostgreSQL through an asyncpg pool (``roomkit[postgres]``).
 
 The kit's source of truth is its event log; this store is what its queries read, kept by the
-store projection and rebuilt from the log when the kit starts. It suits processes that share
-one read model, or read models that must outlive a process and be queried with SQL.
+store projection. It suits processes that share one read model, or read models that must
+outlive a process and be queried with SQL.
 
-Each kind of record has its table (``rooms``, ``events``, ``bindings``, ``participants``,
-``identities``, ``identity_addresses``, ``tasks``, ``observations``, ``read_markers``, each
-name preceded by ``table_prefix``): the model's JSON in a ``data`` column, the columns the
-queries look things up by, and an ``ord`` column numbering rows as they were first added (the
-order listings keep; an upsert keeps a row's number). ``data`` is of type ``json``, not
-``jsonb``: ``jsonb`` refuses a NUL character, which a message may hold.
+Each kind of record has its table (``rooms``, ``events``, ``idempotency``, ``bindings``,
+``participants``, ``identities``, ``identity_addresses``, ``tasks``, ``observations``,
+``read_markers``, ``position``, each name preceded by ``table_prefix``): the model's JSON in a
+``data`` column, the columns the queries look things up by, and an ``ord`` column numbering
+rows as they were first added (the order listings keep; an upsert keeps a row's number).
+
+- ``data`` is of type ``json``, not ``jsonb``: ``jsonb`` refuses a NUL character, which a
+  message may hold, and rewrites numbers (``1.5e300`` becomes an integer that no longer equals
+  it). A room's counters, which every message changes, have columns of their own.
+- Text PostgreSQL cannot hold (a NUL character, a lone surrogate) can still be an id or a key:
+  such a character, and the backslash, are written ``\\uXXXX`` in the key columns.
+- ``position`` holds the log position the tables hold every record up to: each record goes in
+  with it in one transaction (``apply_record``), so the kits of several processes sharing the
+  tables apply each record once, and a kit starting takes the tables up from there.
 
 The tables are RoomKit's own (prefixed ``roomkit_`` by default); RoomKit 0.3.0's tables, where
 its store was the source of truth, are not read.
@@ -20,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -57,6 +65,9 @@ CREATE TABLE IF NOT EXISTS {p}rooms (
     organization_id text,
     status text NOT NULL,
     created_at timestamptz NOT NULL,
+    event_count numeric NOT NULL,
+    latest_index numeric NOT NULL,
+    last_activity text,
     data json NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {p}rooms_ord ON {p}rooms (ord);
@@ -64,13 +75,16 @@ CREATE TABLE IF NOT EXISTS {p}events (
     id text PRIMARY KEY,
     room_id text NOT NULL,
     ord bigint GENERATED ALWAYS AS IDENTITY,
-    idempotency_key text,
     visibility text NOT NULL,
     data json NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {p}events_room ON {p}events (room_id, ord);
-CREATE INDEX IF NOT EXISTS {p}events_key ON {p}events (room_id, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {p}idempotency (
+    room_id text NOT NULL,
+    key text NOT NULL,
+    event_id text NOT NULL,
+    PRIMARY KEY (room_id, key)
+);
 CREATE TABLE IF NOT EXISTS {p}bindings (
     room_id text NOT NULL,
     channel_id text NOT NULL,
@@ -133,6 +147,7 @@ INSERT INTO {p}position (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING
 _REBUILT = (
     "rooms",
     "events",
+    "idempotency",
     "bindings",
     "participants",
     "tasks",
@@ -140,20 +155,47 @@ _REBUILT = (
     "read_markers",
     "position",
 )
+_TABLES = (*_REBUILT, "identities", "identity_addresses")
 
-# The connection of the record being applied (``apply_record``), and its store: the store's
-# calls made while applying it go into its transaction.
+# The connection of the record (or the rebuild) being applied, and its store: the store's
+# calls made meanwhile go into its transaction.
 _applying: ContextVar[tuple[PostgresStore, Any] | None] = ContextVar(
     "roomkit_postgres_applying", default=None
 )
 
-
 _DATETIME = TypeAdapter(datetime)  # a time as the models' JSON writes it
+
+
+class _Json(str):
+    """A model's JSON as a statement argument: written as it is (``_key`` leaves it alone)."""
+
+    __slots__ = ()
+
+
+# Characters a key column cannot hold as they are (NUL, lone surrogates), and the backslash
+# that introduces their escapes.
+_UNHOLDABLE = re.compile(r"[\\\x00\ud800-\udfff]")
+_ESCAPE = re.compile(r"\\u([0-9a-f]{4})")
+
+
+def _key(text: str) -> str:
+    """``text`` as a key column holds it (see the module docstring)."""
+    return _UNHOLDABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _unkey(text: str) -> str:
+    """The text a key column's value stands for."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text) if "\\" in text else text
+
+
+def _arguments(args: Sequence[Any]) -> list[Any]:
+    return [_key(a) if type(a) is str else a for a in args]
 
 
 def _unavailable() -> tuple[type[BaseException], ...]:
     """asyncpg's failures that trying again later can cure: no server, a lost connection, a
-    server starting or shutting down, no connection slot left."""
+    server starting or shutting down, no connection slot left, a pooled connection left in
+    the middle of an operation by a lost one."""
     import asyncpg  # type: ignore[import-untyped]  # no stubs
 
     return (
@@ -164,6 +206,7 @@ def _unavailable() -> tuple[type[BaseException], ...]:
         asyncpg.AdminShutdownError,
         asyncpg.CrashShutdownError,
         asyncpg.TooManyConnectionsError,
+        asyncpg.InternalClientError,
     )
 
 
@@ -180,8 +223,8 @@ def _load(model: type[M], data: str) -> M:
     return model.model_validate_json(data)
 
 
-def _json(model: BaseModel) -> str:
-    return model.model_dump_json()
+def _json(model: BaseModel) -> _Json:
+    return _Json(model.model_dump_json())
 
 
 def _aware(moment: datetime) -> datetime:
@@ -192,6 +235,27 @@ def _aware(moment: datetime) -> datetime:
 def _page(offset: int, limit: int) -> tuple[int, int]:
     """SQL ``OFFSET``/``LIMIT`` for a page: negative values as 0, huge ones as the end."""
     return min(max(0, offset), _BIGINT_MAX), min(max(0, limit), _BIGINT_MAX)
+
+
+def _activity(moment: datetime | None) -> _Json | None:
+    """A room's last activity as its column holds it: the JSON string the model writes."""
+    return None if moment is None else _Json(_DATETIME.dump_json(moment).decode())
+
+
+_ROOM_COLUMNS = "data, event_count, latest_index, last_activity"
+
+
+def _room(row: Any, prefix: str = "") -> Room:
+    """The room of a row with ``_ROOM_COLUMNS``: its JSON with the counters of their own
+    columns (``count_event`` changes those alone)."""
+    room = _load(Room, row[f"{prefix}data"])
+    room.event_count = int(row[f"{prefix}event_count"])
+    room.latest_index = int(row[f"{prefix}latest_index"])
+    activity = row[f"{prefix}last_activity"]
+    last = None if activity is None else _DATETIME.validate_json(activity)
+    if last != room.timers.last_activity_at:
+        room.timers = room.timers.model_copy(update={"last_activity_at": last})
+    return room
 
 
 class PostgresStore(ConversationStore):
@@ -206,7 +270,10 @@ class PostgresStore(ConversationStore):
 
     ``init()`` opens the pool (unless given one) and creates the tables if missing; the first
     call that needs the database does it if nobody did. ``close()`` closes a pool the store
-    opened. As an async context manager, the store does both.
+    opened; calls made after it raise ``RuntimeError`` until ``init()`` opens it again. As an
+    async context manager, the store does both.
+
+    A database that cannot be reached makes calls raise ``StoreUnavailableError``.
 
     Raises:
         ValueError: ``table_prefix`` is not a valid prefix.
@@ -225,9 +292,9 @@ class PostgresStore(ConversationStore):
         self._owns_pool = pool is None
         self._prefix = table_prefix
         self._ready = False
+        self._closed = False
         self._init_lock = anyio.Lock()
-        p = table_prefix
-        self._t = {name: f"{p}{name}" for name in (*_REBUILT, "identities", "identity_addresses")}
+        self._t = {name: f"{table_prefix}{name}" for name in _TABLES}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -238,7 +305,8 @@ class PostgresStore(ConversationStore):
             ImportError: asyncpg is not installed (``pip install roomkit[postgres]``).
             RuntimeError: not on asyncio (asyncpg runs on asyncio only; anyio's trio
                 backend fails here rather than deep inside asyncpg).
-            OSError, asyncpg.PostgresError: the database cannot be reached or refuses.
+            StoreUnavailableError: the database cannot be reached.
+            asyncpg.PostgresError: the database refuses (no right to create the tables...).
         """
         try:
             asyncio.get_running_loop()
@@ -250,6 +318,7 @@ class PostgresStore(ConversationStore):
         async with self._init_lock:
             if self._ready:
                 return
+            self._closed = False
             if self._pool is None:
                 try:
                     import asyncpg
@@ -268,7 +337,7 @@ class PostgresStore(ConversationStore):
 
     async def close(self) -> None:
         """Close the pool if the store opened it (a pool given to it stays open)."""
-        pool, self._ready = self._pool, False
+        pool, self._ready, self._closed = self._pool, False, True
         if pool is not None and self._owns_pool:
             self._pool = None
             await pool.close()
@@ -291,6 +360,9 @@ class PostgresStore(ConversationStore):
         if applying is not None and applying[0] is self:
             return applying[1]
         if not self._ready:
+            if self._closed:
+                # Opening a pool again here would leave it to nobody to close.
+                raise RuntimeError("PostgresStore is closed (init() opens it again)")
             await self.init()
         return self._pool
 
@@ -309,6 +381,25 @@ class PostgresStore(ConversationStore):
             async with pool.acquire() as conn, conn.transaction():
                 yield conn
 
+    async def _run(self, method: str, query: str, *args: Any, conn: Any = None) -> Any:
+        """Run a statement (``{table}`` names filled in, key arguments escaped) on ``conn`` or
+        where ``_db`` says."""
+        with _translated():
+            target = conn if conn is not None else await self._db()
+            return await getattr(target, method)(query.format(**self._t), *_arguments(args))
+
+    async def _fetch(self, query: str, *args: Any, conn: Any = None) -> list[Any]:
+        return list(await self._run("fetch", query, *args, conn=conn))
+
+    async def _fetchval(self, query: str, *args: Any, conn: Any = None) -> Any:
+        return await self._run("fetchval", query, *args, conn=conn)
+
+    async def _execute(self, query: str, *args: Any, conn: Any = None) -> str:
+        result: str = await self._run("execute", query, *args, conn=conn)
+        return result
+
+    # -- the log's position ----------------------------------------------------------------------
+
     async def applied_position(self) -> int:
         """The log position up to which the tables hold every record a kit applied."""
         position: int = await self._fetchval("SELECT position FROM {position} WHERE id = 1")
@@ -322,10 +413,11 @@ class PostgresStore(ConversationStore):
         processes apply each record once, in log order.
         """
         async with self._transaction() as conn:
-            moved = await conn.fetchval(
-                f"""UPDATE {self._t["position"]} SET position = $1
+            moved = await self._fetchval(
+                """UPDATE {position} SET position = $1
                 WHERE id = 1 AND position < $1 RETURNING position""",
                 position,
+                conn=conn,
             )
             if moved is None:
                 return False
@@ -336,23 +428,6 @@ class PostgresStore(ConversationStore):
                 _applying.reset(token)
         return True
 
-    async def _fetch(self, query: str, *args: Any) -> list[Any]:
-        with _translated():
-            return list(await (await self._db()).fetch(query.format(**self._t), *args))
-
-    async def _fetchrow(self, query: str, *args: Any) -> Any:
-        with _translated():
-            return await (await self._db()).fetchrow(query.format(**self._t), *args)
-
-    async def _fetchval(self, query: str, *args: Any) -> Any:
-        with _translated():
-            return await (await self._db()).fetchval(query.format(**self._t), *args)
-
-    async def _execute(self, query: str, *args: Any) -> str:
-        with _translated():
-            result: str = await (await self._db()).execute(query.format(**self._t), *args)
-            return result
-
     async def clear(self) -> None:
         """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
         # DELETE, not TRUNCATE: inside a rebuild's transaction, the other processes' reads
@@ -360,8 +435,8 @@ class PostgresStore(ConversationStore):
         async with self._transaction() as conn:
             for name in _REBUILT:
                 if name != "position":
-                    await conn.execute(f"DELETE FROM {self._t[name]}")
-            await conn.execute(f"UPDATE {self._t['position']} SET position = 0 WHERE id = 1")
+                    await self._execute(f"DELETE FROM {{{name}}}", conn=conn)
+            await self._execute("UPDATE {position} SET position = 0 WHERE id = 1", conn=conn)
 
     @asynccontextmanager
     async def rebuilding(self) -> AsyncIterator[None]:
@@ -369,8 +444,8 @@ class PostgresStore(ConversationStore):
         processes sharing the tables read them as they were until it commits, and wait to
         apply records (then skip those it applied)."""
         async with self._transaction() as conn:
-            await conn.execute(
-                f"SELECT position FROM {self._t['position']} WHERE id = 1 FOR UPDATE"
+            await self._execute(
+                "SELECT position FROM {position} WHERE id = 1 FOR UPDATE", conn=conn
             )
             token = _applying.set((self, conn))
             try:
@@ -386,8 +461,8 @@ class PostgresStore(ConversationStore):
 
     async def get_room(self, room_id: str) -> Room | None:
         """Return the room, or ``None``."""
-        data = await self._fetchval("SELECT data FROM {rooms} WHERE id = $1", room_id)
-        return None if data is None else _load(Room, data)
+        rows = await self._fetch(f"SELECT {_ROOM_COLUMNS} FROM {{rooms}} WHERE id = $1", room_id)
+        return _room(rows[0]) if rows else None
 
     async def update_room(self, room: Room) -> Room:
         """Replace the room (an upsert), counters included."""
@@ -395,97 +470,64 @@ class PostgresStore(ConversationStore):
 
     async def _put_room(self, room: Room) -> Room:
         await self._execute(
-            """INSERT INTO {rooms} (id, organization_id, status, created_at, data)
-            VALUES ($1, $2, $3, $4, $5)
+            """INSERT INTO {rooms} (id, organization_id, status, created_at,
+                event_count, latest_index, last_activity, data)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             ON CONFLICT (id) DO UPDATE SET organization_id = EXCLUDED.organization_id,
                 status = EXCLUDED.status, created_at = EXCLUDED.created_at,
-                data = EXCLUDED.data""",
+                event_count = EXCLUDED.event_count, latest_index = EXCLUDED.latest_index,
+                last_activity = EXCLUDED.last_activity, data = EXCLUDED.data""",
             room.id,
             room.organization_id,
             str(room.status),
             _aware(room.created_at),
+            room.event_count,
+            room.latest_index,
+            _activity(room.timers.last_activity_at),
             _json(room),
         )
         return room
 
     async def count_event(self, room_id: str, index: int, activity_at: datetime | None) -> None:
-        """Count one more event in the room (unknown rooms are ignored).
-
-        One statement, as the projection calls it for every message: the room's JSON is
-        changed as ``jsonb`` in place. A room whose JSON ``jsonb`` refuses (a NUL character in
-        its metadata: the statement leaves it alone rather than fail the transaction it may be
-        in) is read, changed and written back in Python instead.
-        """
-        activity = None if activity_at is None else _DATETIME.dump_json(activity_at).decode()
-        counted = await self._fetchval(
-            """UPDATE {rooms} SET data = (
-                    CASE WHEN $3::jsonb IS NULL THEN counted
-                    ELSE jsonb_set(counted, '{{timers,last_activity_at}}', $3::jsonb) END
-                )::json
-                FROM (
-                    SELECT id AS counted_id, jsonb_set(jsonb_set(data::jsonb,
-                        '{{event_count}}', to_jsonb((data::jsonb->>'event_count')::bigint + 1)),
-                        '{{latest_index}}',
-                        to_jsonb(GREATEST((data::jsonb->>'latest_index')::bigint, $2::bigint))
-                    ) AS counted
-                    FROM {rooms}
-                    WHERE id = $1 AND strpos(data::text, '\\u0000') = 0
-                    FOR UPDATE
-                ) AS c
-                WHERE id = c.counted_id
-                RETURNING 1""",
+        """Count one more event in the room, in one statement on its counters' columns
+        (unknown rooms are ignored)."""
+        await self._execute(
+            """UPDATE {rooms} SET event_count = event_count + 1,
+                latest_index = GREATEST(latest_index, $2::numeric),
+                last_activity = COALESCE($3, last_activity)
+            WHERE id = $1""",
             room_id,
             index,
-            activity,
+            _activity(activity_at),
         )
-        if counted is None:  # an unknown room, or one jsonb refuses
-            await self._count_event_in_python(room_id, index, activity_at)
-
-    async def _count_event_in_python(
-        self, room_id: str, index: int, activity_at: datetime | None
-    ) -> None:
-        async with self._transaction() as conn:
-            data = await conn.fetchval(
-                "SELECT data FROM {rooms} WHERE id = $1 FOR UPDATE".format(**self._t), room_id
-            )
-            if data is None:
-                return
-            room = _load(Room, data)
-            updates: dict[str, Any] = {
-                "event_count": room.event_count + 1,
-                "latest_index": max(room.latest_index, index),
-            }
-            if activity_at is not None:
-                updates["timers"] = room.timers.model_copy(
-                    update={"last_activity_at": activity_at}
-                )
-            room = room.model_copy(update=updates)
-            await conn.execute(
-                "UPDATE {rooms} SET data = $2 WHERE id = $1".format(**self._t),
-                room_id,
-                _json(room),
-            )
 
     async def delete_room(self, room_id: str) -> bool:
         """Delete the room and everything stored in it; return whether the room existed."""
         async with self._transaction() as conn:
-            for name in ("events", "bindings", "participants", "tasks", "observations"):
-                await conn.execute(f"DELETE FROM {self._t[name]} WHERE room_id = $1", room_id)
-            await conn.execute(
-                f"DELETE FROM {self._t['read_markers']} WHERE room_id = $1", room_id
-            )
-            result: str = await conn.execute(
-                f"DELETE FROM {self._t['rooms']} WHERE id = $1", room_id
-            )
+            for name in (
+                "events",
+                "idempotency",
+                "bindings",
+                "participants",
+                "tasks",
+                "observations",
+                "read_markers",
+            ):
+                await self._execute(
+                    f"DELETE FROM {{{name}}} WHERE room_id = $1", room_id, conn=conn
+                )
+            result = await self._execute("DELETE FROM {rooms} WHERE id = $1", room_id, conn=conn)
         return result != "DELETE 0"
 
     async def list_rooms(self, offset: int = 0, limit: int = 50) -> list[Room]:
         """Return one page of rooms, in creation order."""
         start, count = _page(offset, limit)
         rows = await self._fetch(
-            "SELECT data FROM {rooms} ORDER BY ord OFFSET $1 LIMIT $2", start, count
+            f"SELECT {_ROOM_COLUMNS} FROM {{rooms}} ORDER BY ord OFFSET $1 LIMIT $2",
+            start,
+            count,
         )
-        return [_load(Room, row["data"]) for row in rows]
+        return [_room(row) for row in rows]
 
     async def find_rooms(
         self,
@@ -499,7 +541,7 @@ class PostgresStore(ConversationStore):
         equality (``1 == 1.0 == True``), as ``InMemoryStore`` does.
         """
         rows = await self._fetch(
-            """SELECT data FROM {rooms}
+            f"""SELECT {_ROOM_COLUMNS} FROM {{rooms}}
             WHERE ($1::text IS NULL OR organization_id = $1)
               AND ($2::text IS NULL OR status = $2)
             ORDER BY ord""",
@@ -507,7 +549,7 @@ class PostgresStore(ConversationStore):
             None if status is None else str(status),
         )
         wanted = list(metadata_filter.items()) if metadata_filter else []
-        rooms = [_load(Room, row["data"]) for row in rows]
+        rooms = [_room(row) for row in rows]
         return [
             room
             for room in rooms
@@ -522,10 +564,11 @@ class PostgresStore(ConversationStore):
     ) -> Room | None:
         """Return the newest room the participant is in; see ``ConversationStore``.
 
-        Ties on ``created_at`` go to the room created last.
+        Ties on ``created_at`` go to the room created last; a naive ``created_at`` is read as
+        UTC.
         """
-        data = await self._fetchval(
-            """SELECT r.data FROM {rooms} r
+        rows = await self._fetch(
+            """SELECT r.data, r.event_count, r.latest_index, r.last_activity FROM {rooms} r
             WHERE ($3::text IS NULL OR r.status = $3)
               AND (EXISTS (SELECT 1 FROM {participants} p
                            WHERE p.room_id = r.id AND p.id = $1)
@@ -538,7 +581,7 @@ class PostgresStore(ConversationStore):
             None if channel_type is None else str(channel_type),
             None if status is None else str(status),
         )
-        return None if data is None else _load(Room, data)
+        return _room(rows[0]) if rows else None
 
     async def find_room_id_by_channel(
         self, channel_id: str, status: str | None = None
@@ -551,7 +594,7 @@ class PostgresStore(ConversationStore):
             channel_id,
             None if status is None else str(status),
         )
-        return room_id
+        return None if room_id is None else _unkey(room_id)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -592,7 +635,7 @@ class PostgresStore(ConversationStore):
             keys.room_id,
             keys.idempotency_key,
             keys.visibility,
-            event_json(data).decode(),
+            _Json(event_json(data).decode()),
         )
 
     async def _put_event(
@@ -601,15 +644,23 @@ class PostgresStore(ConversationStore):
         room_id: str,
         idempotency_key: str | None,
         visibility: str,
-        data: str,
+        data: _Json,
     ) -> None:
+        # One statement: the event, and its key (the latest event added with a key answers
+        # for it, also once replaced by a version without it, as in InMemoryStore).
         stored = await self._fetchval(
-            """INSERT INTO {events} (id, room_id, idempotency_key, visibility, data)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (id) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key,
-                visibility = EXCLUDED.visibility, data = EXCLUDED.data
-            WHERE {events}.room_id = EXCLUDED.room_id
-            RETURNING id""",
+            """WITH stored AS (
+                INSERT INTO {events} (id, room_id, visibility, data) VALUES ($1, $2, $4, $5)
+                ON CONFLICT (id) DO UPDATE SET visibility = EXCLUDED.visibility,
+                    data = EXCLUDED.data
+                WHERE {events}.room_id = EXCLUDED.room_id
+                RETURNING id
+            ), keyed AS (
+                INSERT INTO {idempotency} (room_id, key, event_id)
+                SELECT $2, $3, id FROM stored WHERE $3::text IS NOT NULL
+                ON CONFLICT (room_id, key) DO UPDATE SET event_id = EXCLUDED.event_id
+            )
+            SELECT id FROM stored""",
             event_id,
             room_id,
             idempotency_key or None,
@@ -618,7 +669,8 @@ class PostgresStore(ConversationStore):
         )
         if stored is None:
             other = await self._fetchval("SELECT room_id FROM {events} WHERE id = $1", event_id)
-            raise ValueError(f"event {event_id!r} is already stored in room {other!r}")
+            room = None if other is None else _unkey(other)
+            raise ValueError(f"event {event_id!r} is already stored in room {room!r}")
 
     async def get_event(self, event_id: str) -> RoomEvent | None:
         """Return the event, or ``None``."""
@@ -663,12 +715,9 @@ class PostgresStore(ConversationStore):
     async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
         """The id of the room's latest event added with idempotency ``key``, or None."""
         event_id: str | None = await self._fetchval(
-            """SELECT id FROM {events} WHERE room_id = $1 AND idempotency_key = $2
-            ORDER BY ord DESC LIMIT 1""",
-            room_id,
-            key,
+            "SELECT event_id FROM {idempotency} WHERE room_id = $1 AND key = $2", room_id, key
         )
-        return event_id
+        return None if event_id is None else _unkey(event_id)
 
     async def get_event_count(self, room_id: str) -> int:
         """Return the number of events of the room."""
@@ -763,19 +812,28 @@ class PostgresStore(ConversationStore):
 
     # -- identities ------------------------------------------------------------------------------
 
+    async def _lock_identities(self, conn: Any) -> None:
+        """Identity writes one at a time (until the transaction ends): two of them claiming
+        one address at once each miss the other's claim, and an address ends up owned by an
+        identity that does not list it."""
+        await self._execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"{self._prefix}identities", conn=conn
+        )
+
     async def create_identity(self, identity: Identity) -> Identity:
         """Store the identity and claim its addresses (in one transaction)."""
         async with self._transaction() as conn:
+            await self._lock_identities(conn)
             # The addresses it held before are its own no longer (unless it lists them again).
-            await conn.execute(
-                f"DELETE FROM {self._t['identity_addresses']} WHERE identity_id = $1",
-                identity.id,
+            await self._execute(
+                "DELETE FROM {identity_addresses} WHERE identity_id = $1", identity.id, conn=conn
             )
-            await conn.execute(
-                f"""INSERT INTO {self._t["identities"]} (id, data) VALUES ($1, $2)
+            await self._execute(
+                """INSERT INTO {identities} (id, data) VALUES ($1, $2)
                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data""",
                 identity.id,
                 _json(identity),
+                conn=conn,
             )
             for channel_type, addresses in identity.channel_addresses.items():
                 for address in addresses:
@@ -802,9 +860,9 @@ class PostgresStore(ConversationStore):
         """Give the address to the identity; an unknown identity id changes nothing."""
         channel_type = str(channel_type)
         async with self._transaction() as conn:
-            data = await conn.fetchval(
-                f"SELECT data FROM {self._t['identities']} WHERE id = $1 FOR UPDATE",
-                identity_id,
+            await self._lock_identities(conn)
+            data = await self._fetchval(
+                "SELECT data FROM {identities} WHERE id = $1", identity_id, conn=conn
             )
             if data is None:
                 logger.debug(
@@ -820,47 +878,61 @@ class PostgresStore(ConversationStore):
                     channel_type: [*addresses, address],
                 }
                 identity = identity.model_copy(update={"channel_addresses": channel_addresses})
-                await conn.execute(
-                    f"UPDATE {self._t['identities']} SET data = $2 WHERE id = $1",
+                await self._execute(
+                    "UPDATE {identities} SET data = $2 WHERE id = $1",
                     identity_id,
                     _json(identity),
+                    conn=conn,
                 )
 
     async def _claim(self, conn: Any, identity_id: str, channel_type: str, address: str) -> None:
-        """Point the address at the identity, taking it out of its old owner's addresses."""
-        owner_id = await conn.fetchval(
-            f"""INSERT INTO {self._t["identity_addresses"]} (channel_type, address, identity_id)
+        """Point the address at the identity, taking it out of its old owner's addresses
+        (under ``_lock_identities``)."""
+        owner = await self._fetchval(
+            """SELECT identity_id FROM {identity_addresses}
+            WHERE channel_type = $1 AND address = $2""",
+            channel_type,
+            address,
+            conn=conn,
+        )
+        await self._execute(
+            """INSERT INTO {identity_addresses} (channel_type, address, identity_id)
             VALUES ($1, $2, $3)
-            ON CONFLICT (channel_type, address) DO UPDATE SET identity_id = EXCLUDED.identity_id
-            RETURNING (SELECT identity_id FROM {self._t["identity_addresses"]}
-                       WHERE channel_type = $1 AND address = $2)""",
+            ON CONFLICT (channel_type, address)
+                DO UPDATE SET identity_id = EXCLUDED.identity_id""",
             channel_type,
             address,
             identity_id,
+            conn=conn,
         )
+        owner_id = None if owner is None else _unkey(owner)
         if owner_id is None or owner_id == identity_id:
             return
-        data = await conn.fetchval(
-            f"SELECT data FROM {self._t['identities']} WHERE id = $1 FOR UPDATE", owner_id
+        data = await self._fetchval(
+            "SELECT data FROM {identities} WHERE id = $1", owner_id, conn=conn
         )
         if data is None:
             return
-        owner = _load(Identity, data)
-        kept = [a for a in owner.channel_addresses.get(channel_type, []) if a != address]
-        channel_addresses = dict(owner.channel_addresses)
+        previous = _load(Identity, data)
+        kept = [a for a in previous.channel_addresses.get(channel_type, []) if a != address]
+        channel_addresses = dict(previous.channel_addresses)
         if kept:
             channel_addresses[channel_type] = kept
         else:
             channel_addresses.pop(channel_type, None)
-        owner = owner.model_copy(update={"channel_addresses": channel_addresses})
-        await conn.execute(
-            f"UPDATE {self._t['identities']} SET data = $2 WHERE id = $1", owner_id, _json(owner)
+        previous = previous.model_copy(update={"channel_addresses": channel_addresses})
+        await self._execute(
+            "UPDATE {identities} SET data = $2 WHERE id = $1",
+            owner_id,
+            _json(previous),
+            conn=conn,
         )
 
     # -- tasks -----------------------------------------------------------------------------------
 
     async def add_task(self, task: Task) -> Task:
-        """Store the task (an upsert that keeps its place)."""
+        """Store the task (an upsert that keeps its place; moved to another room, it comes
+        last there)."""
         return await self._put_task(task)
 
     async def get_task(self, task_id: str) -> Task | None:
@@ -883,28 +955,45 @@ class PostgresStore(ConversationStore):
         return await self._put_task(task)
 
     async def _put_task(self, task: Task) -> Task:
-        await self._execute(
-            """INSERT INTO {tasks} (id, room_id, status, data) VALUES ($1, $2, $3, $4)
-            ON CONFLICT (id) DO UPDATE SET room_id = EXCLUDED.room_id,
-                status = EXCLUDED.status, data = EXCLUDED.data""",
-            task.id,
-            task.room_id,
-            str(task.status),
-            _json(task),
-        )
+        async with self._transaction() as conn:
+            # Moved to another room: added there anew (InMemoryStore lists it last there).
+            await self._execute(
+                "DELETE FROM {tasks} WHERE id = $1 AND room_id <> $2",
+                task.id,
+                task.room_id,
+                conn=conn,
+            )
+            await self._execute(
+                """INSERT INTO {tasks} (id, room_id, status, data) VALUES ($1, $2, $3, $4)
+                ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, data = EXCLUDED.data""",
+                task.id,
+                task.room_id,
+                str(task.status),
+                _json(task),
+                conn=conn,
+            )
         return task
 
     # -- observations ----------------------------------------------------------------------------
 
     async def add_observation(self, observation: Observation) -> Observation:
-        """Store the observation (an upsert by id that keeps its place)."""
-        await self._execute(
-            """INSERT INTO {observations} (id, room_id, data) VALUES ($1, $2, $3)
-            ON CONFLICT (id) DO UPDATE SET room_id = EXCLUDED.room_id, data = EXCLUDED.data""",
-            observation.id,
-            observation.room_id,
-            _json(observation),
-        )
+        """Store the observation (an upsert by id that keeps its place; moved to another room,
+        it comes last there)."""
+        async with self._transaction() as conn:
+            await self._execute(
+                "DELETE FROM {observations} WHERE id = $1 AND room_id <> $2",
+                observation.id,
+                observation.room_id,
+                conn=conn,
+            )
+            await self._execute(
+                """INSERT INTO {observations} (id, room_id, data) VALUES ($1, $2, $3)
+                ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data""",
+                observation.id,
+                observation.room_id,
+                _json(observation),
+                conn=conn,
+            )
         return observation
 
     async def list_observations(self, room_id: str) -> list[Observation]:

@@ -340,6 +340,16 @@ class ConversationStoreContract:
         await store.remove_binding("r1", "sms1")
         assert await store.find_latest_room("p2") is None
 
+    async def test_find_latest_room_reads_a_naive_created_at_as_utc(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_room(make_room("aware", created_at=T0 + timedelta(hours=1)))
+        naive = (T0 + timedelta(hours=2)).replace(tzinfo=None)
+        await store.create_room(make_room("naive", created_at=naive))
+        for room_id in ("aware", "naive"):
+            await store.add_participant(make_participant(room_id, "p1"))
+        assert some(await store.find_latest_room("p1")).id == "naive"
+
     async def test_find_latest_room_returns_a_copy(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))
         await store.add_participant(make_participant("r1", "p1"))
@@ -395,6 +405,47 @@ class ConversationStoreContract:
         assert await store.find_room_id_by_channel("sms1") is None
         await store.create_room(make_room("late"))
         assert await store.find_room_id_by_channel("sms1") == "late"
+
+    # -- values a database may not hold as they are -----------------------------------------------
+
+    async def test_ids_and_keys_with_nul_surrogates_and_backslashes(
+        self, store: ConversationStore
+    ) -> None:
+        # A NUL, or a backslash that could pass for an escape of one: distinct ids, all kept.
+        rooms = ["r\x00", "r\\u0000", "r\\"]
+        for room_id in rooms:
+            await store.create_room(make_room(room_id))
+            await store.add_binding(make_binding(room_id, "sms\x00"))
+            await store.add_event(make_event(room_id, idempotency_key="k\x00"))
+        assert [r.id for r in await store.list_rooms()] == rooms
+        for room_id in rooms:
+            assert some(await store.get_room(room_id)).id == room_id
+            assert await store.check_idempotency(room_id, "k\x00")
+            assert not await store.check_idempotency(room_id, "k\\u0000")
+            assert [b.channel_id for b in await store.list_bindings(room_id)] == ["sms\x00"]
+        assert await store.find_room_id_by_channel("sms\x00") == rooms[0]
+        event = await store.add_event(make_event("r\x00", idempotency_key="k2\x00"))
+        assert await store.idempotent_event_id("r\x00", "k2\x00") in (event.id, "")
+        # A lone surrogate cannot be stored in a model (pydantic refuses it), but it can be
+        # looked up: nothing has it.
+        assert await store.get_room("r\ud800") is None
+        assert await store.get_event_count("r\ud800") == 0
+
+    async def test_metadata_numbers_are_kept_as_they_are(self, store: ConversationStore) -> None:
+        metadata = {"big": 1.5e300, "float": 1e16, "zero": -0.0, "int": 10**30, "b": 1, "a": 2}
+        await store.create_room(make_room("r1", metadata=metadata))
+        await store.count_event("r1", 1, T0)
+        room = some(await store.get_room("r1"))
+        assert room.metadata == metadata
+        assert [type(v) for v in room.metadata.values()] == [type(v) for v in metadata.values()]
+        assert str(room.metadata["zero"]) == "-0.0"
+        assert [r.id for r in await store.find_rooms(metadata_filter={"big": 1.5e300})] == ["r1"]
+
+    async def test_count_event_with_an_index_past_64_bits(self, store: ConversationStore) -> None:
+        await store.create_room(make_room("r1"))
+        await store.count_event("r1", 2**64, None)
+        room = some(await store.get_room("r1"))
+        assert (room.event_count, room.latest_index) == (1, 2**64)
 
     # -- counters (count_event) ------------------------------------------------------------------
 
@@ -623,6 +674,19 @@ class ConversationStoreContract:
         assert await store.idempotent_event_id("r1", "k2") is None
         assert await store.idempotent_event_id("unknown", "k1") is None
 
+    async def test_a_key_stays_with_the_latest_event_added_with_it(
+        self, store: ConversationStore
+    ) -> None:
+        await store.create_room(make_room("r1"))
+        first = await store.add_event(make_event("r1", idempotency_key="k"))
+        # Replaced by a version without the key: the key still says it was seen.
+        await store.add_event(first.model_copy(update={"idempotency_key": None}))
+        assert await store.check_idempotency("r1", "k") is True
+        second = await store.add_event(make_event("r1", idempotency_key="k"))
+        assert await store.idempotent_event_id("r1", "k") in (second.id, "")
+        await store.add_event(first.model_copy(update={"idempotency_key": "k"}))
+        assert await store.idempotent_event_id("r1", "k") in (first.id, "")
+
     async def test_blocked_events_record_idempotency(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))
         await store.add_event(
@@ -825,6 +889,17 @@ class ConversationStoreContract:
         listed.status = TaskStatus.FAILED
         assert some(await store.get_task("t1")).status == TaskStatus.PENDING
 
+    async def test_a_task_added_under_another_room_moves_there(
+        self, store: ConversationStore
+    ) -> None:
+        for room_id in ("a", "b"):
+            await store.create_room(make_room(room_id))
+        moved = await store.add_task(Task(room_id="a", title="t1"))
+        await store.add_task(Task(room_id="b", title="t2"))
+        await store.update_task(moved.model_copy(update={"room_id": "b"}))
+        assert await store.list_tasks("a") == []
+        assert [t.title for t in await store.list_tasks("b")] == ["t2", "t1"]
+
     # -- observations ----------------------------------------------------------------------------
 
     async def test_observations(self, store: ConversationStore) -> None:
@@ -840,6 +915,20 @@ class ConversationStoreContract:
         assert await store.list_observations("unknown") == []
         listed[0].content = "changed"
         assert (await store.list_observations("r1"))[0].content == "angry"
+
+    async def test_an_observation_added_under_another_room_moves_there(
+        self, store: ConversationStore
+    ) -> None:
+        for room_id in ("a", "b"):
+            await store.create_room(make_room(room_id))
+        moved = await store.add_observation(Observation(room_id="a", channel_id="ai", content="1"))
+        await store.add_observation(Observation(room_id="b", channel_id="ai", content="2"))
+        await store.add_observation(moved.model_copy(update={"room_id": "b", "content": "1b"}))
+        assert await store.list_observations("a") == []
+        assert [o.content for o in await store.list_observations("b")] == ["2", "1b"]
+        await store.delete_room("b")
+        await store.add_observation(moved)  # its old room's deletion took it: added anew
+        assert [o.content for o in await store.list_observations("a")] == ["1"]
 
     # -- read tracking ---------------------------------------------------------------------------
 

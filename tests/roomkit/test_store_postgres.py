@@ -24,6 +24,7 @@ from roomkit import (
     ChannelCategory,
     HookResult,
     HookTrigger,
+    Identity,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -378,6 +379,54 @@ async def restart_during_a_message(directory: Path, caplog: pytest.LogCaptureFix
         assert any("the store is unavailable" in r.getMessage() for r in caplog.records)
     finally:
         stop_postgres(server)
+
+
+async def test_identity_writes_at_once_leave_owners_and_addresses_agreeing(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    """Two writes claiming one address at once (two tasks, or two processes' stores): the
+    result is one order's or the other's, never an address resolved to an identity that does
+    not list it, or listed by two."""
+
+    async def agree(store: PostgresStore, ids: list[str], address: str) -> None:
+        owner = await store.resolve_identity("sms", address)
+        listing = []
+        for identity_id in ids:
+            identity = await store.get_identity(identity_id)
+            if identity is not None and address in identity.channel_addresses.get("sms", []):
+                listing.append(identity_id)
+        assert listing == ([] if owner is None else [owner.id]), (address, owner, listing)
+
+    async with (
+        PostgresStore(postgres_uri, table_prefix=postgres_prefix) as one,
+        PostgresStore(postgres_uri, table_prefix=postgres_prefix) as other,
+    ):
+        for n in range(15):
+            u, v, z = f"u{n}", f"v{n}", f"z{n}"
+            for identity_id in (u, v, z):
+                await one.create_identity(Identity(id=identity_id))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one.link_address, u, "sms", f"+1{n}")
+                tg.start_soon(other.link_address, v, "sms", f"+1{n}")
+                tg.start_soon(one.link_address, z, "sms", f"+2{n}")
+                tg.start_soon(other.create_identity, Identity(id=z, display_name="again"))
+            await agree(one, [u, v], f"+1{n}")
+            await agree(one, [z], f"+2{n}")
+
+
+async def test_calls_after_close_say_the_store_is_closed(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    await store.create_room(make_room("r1"))
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.get_room("r1")  # not a pool opened again for nobody to close
+    await store.init()
+    try:
+        assert await store.get_room("r1") is not None
+    finally:
+        await store.close()
 
 
 def test_a_bad_table_prefix_is_refused() -> None:
