@@ -92,6 +92,9 @@ class StoreProjection:
     ) -> None:
         self._log = log
         self._store = store
+        # A store that keeps no position (InMemoryStore, 0.3.0's stores) takes each record
+        # straight: the default apply_record would only add a call per record.
+        self._keeps_position = type(store).apply_record is not ConversationStore.apply_record
         self.checkpoint = 0
         self._versions: dict[str, int] = {}
         # Waiters by the position they wait for (a heap): an advance wakes only those it
@@ -245,7 +248,10 @@ class StoreProjection:
         unavailable_since: float | None = None
         while True:
             try:
-                await self._store.apply_record(record.position, partial(self._apply, record))
+                if self._keeps_position:
+                    await self._store.apply_record(record.position, partial(self._apply, record))
+                else:
+                    await self._apply(record)
             except StoreUnavailableError as exc:
                 if self.rebuilding is not None:
                     raise  # a rebuild in a transaction of the store's cannot go on without it
