@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
 
@@ -92,9 +93,11 @@ class StoreProjection:
     ) -> None:
         self._log = log
         self._store = store
-        # A store that keeps no position (InMemoryStore, 0.3.0's stores) takes each record
-        # straight: the default apply_record would only add a call per record.
-        self._keeps_position = type(store).apply_record is not ConversationStore.apply_record
+        # A store that keeps no position (InMemoryStore, 0.3.0's stores, which may not even
+        # subclass ConversationStore) takes each record straight: the default apply_record
+        # would only add a call per record.
+        apply_record = getattr(type(store), "apply_record", ConversationStore.apply_record)
+        self._keeps_position = apply_record is not ConversationStore.apply_record
         self.checkpoint = 0
         self._versions: dict[str, int] = {}
         # Waiters by the position they wait for (a heap): an advance wakes only those it
@@ -165,6 +168,8 @@ class StoreProjection:
                 await self.apply(record)
 
     async def _resume(self) -> None:
+        if not self._keeps_position:
+            return
         position = await self._store.applied_position()
         if position <= 0:
             return
@@ -191,7 +196,8 @@ class StoreProjection:
         await self._applying.acquire()
         done = self.rebuilding = anyio.Event()
         try:
-            async with self._store.rebuilding():
+            rebuilding = self._store.rebuilding if self._keeps_position else nullcontext
+            async with rebuilding():
                 await self._store.clear()
                 self._versions.clear()
                 self.checkpoint = 0

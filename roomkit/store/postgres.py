@@ -195,7 +195,8 @@ def _arguments(args: Sequence[Any]) -> list[Any]:
 def _unavailable() -> tuple[type[BaseException], ...]:
     """asyncpg's failures that trying again later can cure: no server, a lost connection, a
     server starting or shutting down, no connection slot left, a pooled connection left in
-    the middle of an operation by a lost one."""
+    the middle of an operation by a lost one, a transaction the server rolled back to break
+    a deadlock or a serialization conflict."""
     import asyncpg  # type: ignore[import-untyped]  # no stubs
 
     return (
@@ -207,7 +208,32 @@ def _unavailable() -> tuple[type[BaseException], ...]:
         asyncpg.CrashShutdownError,
         asyncpg.TooManyConnectionsError,
         asyncpg.InternalClientError,
+        asyncpg.TransactionRollbackError,
     )
+
+
+@asynccontextmanager
+async def _lost_as_unavailable(conn: Any) -> AsyncIterator[None]:
+    """``StoreUnavailableError`` for any failure of a transaction whose connection died: its
+    end then fails with asyncpg's ``InterfaceError`` ("the underlying connection is
+    closed"), which would hide the loss, and the record would be skipped, not tried again."""
+    try:
+        yield
+    except StoreUnavailableError:
+        raise
+    except Exception as exc:
+        if _closed(conn):
+            raise StoreUnavailableError(f"PostgreSQL connection lost: {exc!r}") from exc
+        raise
+
+
+def _closed(conn: Any) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except Exception:
+        # A pool's connection the pool took back once it saw it lost answers with an
+        # InterfaceError ("released back to the pool") even to this.
+        return True
 
 
 @contextmanager
@@ -329,11 +355,27 @@ class PostgresStore(ConversationStore):
                 with _translated():
                     self._pool = await asyncpg.create_pool(self._dsn, min_size=1)
             with _translated():
-                async with self._pool.acquire() as conn, conn.transaction():
-                    # Two processes starting together: CREATE ... IF NOT EXISTS can collide.
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._prefix)
-                    await conn.execute(_SCHEMA.format(p=self._prefix))
+                await self._create_tables()
             self._ready = True
+
+    async def _create_tables(self) -> None:
+        """Create the tables unless they exist.
+
+        Existing tables are left alone without a statement that locks them: ``CREATE INDEX
+        IF NOT EXISTS`` takes a lock on its table even when the index exists, and a kit
+        starting next to kits applying records deadlocked with them (its transaction held
+        those locks and waited for the position's row, which theirs held while waiting to
+        write into its tables).
+        """
+        position = self._t["position"]
+        async with self._pool.acquire() as conn:
+            # The schema is created in one transaction: its last table means all of it.
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", position):
+                return
+            async with conn.transaction():
+                # Two processes starting together: CREATE ... IF NOT EXISTS can collide.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._prefix)
+                await conn.execute(_SCHEMA.format(p=self._prefix))
 
     async def close(self) -> None:
         """Close the pool if the store opened it (a pool given to it stays open)."""
@@ -374,11 +416,11 @@ class PostgresStore(ConversationStore):
             applying = _applying.get()
             if applying is not None and applying[0] is self:
                 conn = applying[1]
-                async with conn.transaction():
+                async with _lost_as_unavailable(conn), conn.transaction():
                     yield conn
                 return
             pool = await self._db()
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, _lost_as_unavailable(conn), conn.transaction():
                 yield conn
 
     async def _run(self, method: str, query: str, *args: Any, conn: Any = None) -> Any:

@@ -429,6 +429,87 @@ async def test_calls_after_close_say_the_store_is_closed(
         await store.close()
 
 
+class ConnectionDyingStore(PostgresStore):
+    """Its connection is terminated by the server in the middle of the next record's
+    transaction (between the event's write and the room's count), as in a restart."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kill_next = False
+
+    async def count_event(self, room_id: str, index: int, activity_at: datetime | None) -> None:
+        if self.kill_next:
+            self.kill_next = False
+            conn = await self._db()  # the record's connection
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            other = await asyncpg.connect(self._dsn)
+            try:
+                await other.execute("SELECT pg_terminate_backend($1)", pid)
+            finally:
+                await other.close()
+        await super().count_event(room_id, index, activity_at)
+
+
+async def test_a_record_whose_connection_dies_mid_transaction_is_applied_again(
+    postgres_uri: str, postgres_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The transaction's end then fails with asyncpg's InterfaceError ("the underlying
+    connection is closed"): it was taken for a failing record and skipped for good."""
+    log = MemoryEventLog()
+    store = ConnectionDyingStore(postgres_uri, table_prefix=postgres_prefix)
+    async with store, new_kit(log, store=store) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        store.kill_next = True
+        with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+            result = await kit.process_inbound(text("sms", "through a lost connection"))
+        assert result.event is not None and not store.kill_next
+        timeline = await kit.get_timeline("r1")
+        assert timeline[-1].id == result.event.id
+        assert (await kit.get_room("r1")).event_count == len(timeline)
+        on_postgres = await snapshot(kit)
+    assert any("the store is unavailable" in r.getMessage() for r in caplog.records)
+    assert not any("store projection failed" in r.getMessage() for r in caplog.records)
+    async with new_kit(log, store=InMemoryStore()) as in_memory:
+        assert await snapshot(in_memory) == on_postgres
+
+
+async def test_a_store_starting_next_to_one_applying_records_does_not_deadlock(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    """A kit starting (init) while another process's kit applies records to the same tables:
+    init took locks on every table (CREATE INDEX IF NOT EXISTS), then waited for the position
+    row the other held while waiting to write into those tables."""
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as writer:
+        await writer.create_room(make_room("r"))
+        stop = anyio.Event()
+        applied = 0
+
+        async def apply_records() -> None:
+            nonlocal applied
+            position = 0
+            while not stop.is_set():
+                position += 1
+
+                async def apply(n: int = position) -> None:
+                    await writer.add_event(make_event("r", id=f"e{n}"))
+                    await writer.count_event("r", n, None)
+
+                applied += await writer.apply_record(position, apply)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(apply_records)
+            for _ in range(40):
+                starting = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+                try:
+                    await starting.init()
+                finally:
+                    await starting.close()
+            stop.set()
+        room = await writer.get_room("r")
+        assert room is not None and room.event_count == applied > 0
+
+
 def test_a_bad_table_prefix_is_refused() -> None:
     for prefix in ("", "Rooms_", "1x_", "x; DROP TABLE y; --", "x" * 41):
         with pytest.raises(ValueError, match="table_prefix"):
