@@ -436,6 +436,15 @@ class PostgresStore(ConversationStore):
     async def _fetchval(self, query: str, *args: Any, conn: Any = None) -> Any:
         return await self._run("fetchval", query, *args, conn=conn)
 
+    async def _one(self, model: type[M], query: str, *args: Any) -> M | None:
+        """The model of the ``data`` the query selects, or None."""
+        data = await self._fetchval(query, *args)
+        return None if data is None else _load(model, data)
+
+    async def _all(self, model: type[M], query: str, *args: Any) -> list[M]:
+        """The models of the ``data`` the query's rows hold, in its order."""
+        return [_load(model, row["data"]) for row in await self._fetch(query, *args)]
+
     async def _execute(self, query: str, *args: Any, conn: Any = None) -> str:
         result: str = await self._run("execute", query, *args, conn=conn)
         return result
@@ -716,8 +725,7 @@ class PostgresStore(ConversationStore):
 
     async def get_event(self, event_id: str) -> RoomEvent | None:
         """Return the event, or ``None``."""
-        data = await self._fetchval("SELECT data FROM {events} WHERE id = $1", event_id)
-        return None if data is None else _load(RoomEvent, data)
+        return await self._one(RoomEvent, "SELECT data FROM {events} WHERE id = $1", event_id)
 
     async def list_events(
         self,
@@ -728,7 +736,8 @@ class PostgresStore(ConversationStore):
     ) -> list[RoomEvent]:
         """Return one page of the room's timeline, oldest first."""
         start, count = _page(offset, limit)
-        rows = await self._fetch(
+        return await self._all(
+            RoomEvent,
             """SELECT data FROM {events}
             WHERE room_id = $1 AND ($2::text IS NULL OR visibility = $2)
             ORDER BY ord OFFSET $3 LIMIT $4""",
@@ -737,7 +746,6 @@ class PostgresStore(ConversationStore):
             start,
             count,
         )
-        return [_load(RoomEvent, row["data"]) for row in rows]
 
     async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
         """Return the room's ``limit`` most recent events, oldest first (one query)."""
@@ -776,12 +784,12 @@ class PostgresStore(ConversationStore):
 
     async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding | None:
         """Return the binding, or ``None``."""
-        data = await self._fetchval(
+        return await self._one(
+            ChannelBinding,
             "SELECT data FROM {bindings} WHERE room_id = $1 AND channel_id = $2",
             room_id,
             channel_id,
         )
-        return None if data is None else _load(ChannelBinding, data)
 
     async def update_binding(self, binding: ChannelBinding) -> ChannelBinding:
         """Replace the binding (an upsert)."""
@@ -811,10 +819,9 @@ class PostgresStore(ConversationStore):
 
     async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
         """Return the room's bindings, in the order they were first added."""
-        rows = await self._fetch(
-            "SELECT data FROM {bindings} WHERE room_id = $1 ORDER BY ord", room_id
+        return await self._all(
+            ChannelBinding, "SELECT data FROM {bindings} WHERE room_id = $1 ORDER BY ord", room_id
         )
-        return [_load(ChannelBinding, row["data"]) for row in rows]
 
     # -- participants ----------------------------------------------------------------------------
 
@@ -824,12 +831,12 @@ class PostgresStore(ConversationStore):
 
     async def get_participant(self, room_id: str, participant_id: str) -> Participant | None:
         """Return the participant, or ``None``."""
-        data = await self._fetchval(
+        return await self._one(
+            Participant,
             "SELECT data FROM {participants} WHERE room_id = $1 AND id = $2",
             room_id,
             participant_id,
         )
-        return None if data is None else _load(Participant, data)
 
     async def update_participant(self, participant: Participant) -> Participant:
         """Replace the participant (an upsert)."""
@@ -847,10 +854,9 @@ class PostgresStore(ConversationStore):
 
     async def list_participants(self, room_id: str) -> list[Participant]:
         """Return the room's participants, in the order they were first added."""
-        rows = await self._fetch(
-            "SELECT data FROM {participants} WHERE room_id = $1 ORDER BY ord", room_id
+        return await self._all(
+            Participant, "SELECT data FROM {participants} WHERE room_id = $1 ORDER BY ord", room_id
         )
-        return [_load(Participant, row["data"]) for row in rows]
 
     # -- identities ------------------------------------------------------------------------------
 
@@ -884,19 +890,20 @@ class PostgresStore(ConversationStore):
 
     async def get_identity(self, identity_id: str) -> Identity | None:
         """Return the identity, or ``None``."""
-        data = await self._fetchval("SELECT data FROM {identities} WHERE id = $1", identity_id)
-        return None if data is None else _load(Identity, data)
+        return await self._one(
+            Identity, "SELECT data FROM {identities} WHERE id = $1", identity_id
+        )
 
     async def resolve_identity(self, channel_type: str, address: str) -> Identity | None:
         """Return the identity owning the address, or ``None``."""
-        data = await self._fetchval(
+        return await self._one(
+            Identity,
             """SELECT i.data FROM {identity_addresses} a
             JOIN {identities} i ON i.id = a.identity_id
             WHERE a.channel_type = $1 AND a.address = $2""",
             str(channel_type),
             address,
         )
-        return None if data is None else _load(Identity, data)
 
     async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
         """Give the address to the identity; an unknown identity id changes nothing."""
@@ -979,18 +986,17 @@ class PostgresStore(ConversationStore):
 
     async def get_task(self, task_id: str) -> Task | None:
         """Return the task, or ``None``."""
-        data = await self._fetchval("SELECT data FROM {tasks} WHERE id = $1", task_id)
-        return None if data is None else _load(Task, data)
+        return await self._one(Task, "SELECT data FROM {tasks} WHERE id = $1", task_id)
 
     async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
         """Return the room's tasks (with ``status`` if given), oldest first."""
-        rows = await self._fetch(
+        return await self._all(
+            Task,
             """SELECT data FROM {tasks} WHERE room_id = $1 AND ($2::text IS NULL OR status = $2)
             ORDER BY ord""",
             room_id,
             None if status is None else str(status),
         )
-        return [_load(Task, row["data"]) for row in rows]
 
     async def update_task(self, task: Task) -> Task:
         """Replace the task (an upsert)."""
@@ -1040,10 +1046,9 @@ class PostgresStore(ConversationStore):
 
     async def list_observations(self, room_id: str) -> list[Observation]:
         """Return the room's observations, oldest first."""
-        rows = await self._fetch(
-            "SELECT data FROM {observations} WHERE room_id = $1 ORDER BY ord", room_id
+        return await self._all(
+            Observation, "SELECT data FROM {observations} WHERE room_id = $1 ORDER BY ord", room_id
         )
-        return [_load(Observation, row["data"]) for row in rows]
 
     # -- read tracking ---------------------------------------------------------------------------
 
