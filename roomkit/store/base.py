@@ -45,14 +45,14 @@ class ConversationStore(ABC):
     """Storage for rooms and everything in them; see the module docstring for shared rules.
 
     The 35 abstract methods are the RoomKit 0.3.0 interface. ``list_recent_events``,
-    ``count_event``, ``clear``, ``applied_position`` and ``apply_record`` (among others) are
-    additions with default implementations, so stores written
-    for 0.3.0 still work; backends override them when they can do better. One rule is new: the
-    kit replays the log into the store when it starts, so a store that outlives the process
-    must take the same record twice as once (``add_event`` and ``add_observation`` replace by
-    id, see Upserts), or be empty at start; or keep the log position it holds
-    (``applied_position`` and ``apply_record``), which several processes sharing the store
-    need anyway: each one's kit follows the whole log.
+    ``count_event``, ``clear``, ``applied_position``, ``apply_record`` and ``rebuilding``
+    (among others) are additions with default implementations, so stores written for 0.3.0
+    still work; backends override them when they can do better. One rule is new: the kit
+    replays the log into the store when it starts, so a store that outlives the process must
+    take the same record twice as once (``add_event`` and ``add_observation`` replace by id,
+    see Upserts), or be empty at start, or keep the log position it holds
+    (``applied_position`` and ``apply_record``). Several processes sharing a store need the
+    position anyway: each one's kit follows the whole log.
     """
 
     # -- rooms -----------------------------------------------------------------------------------
