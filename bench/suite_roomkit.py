@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,8 +40,12 @@ async def suite() -> list[tuple[str, list[Row]]]:
         nats_logs.count = 0  # type: ignore[attr-defined]
         rows = await bench_inbound("JetStream", nats_logs)
         tables.append(("RoomKit inbound: NatsEventLog (JetStream, file storage)", rows))
-    tables.append(
-        ("The read model in PostgreSQL (bench/roomkit_postgres.py)", await bench_postgres_store())
-    )
+    if importlib.util.find_spec("pgserver") is not None:  # no binaries for Linux on ARM
+        tables.append(
+            (
+                "The read model in PostgreSQL (bench/roomkit_postgres.py)",
+                await bench_postgres_store(),
+            )
+        )
     tables.append(("import time", import_time()))
     return tables

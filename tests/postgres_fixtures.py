@@ -43,7 +43,9 @@ def start_postgres(directory: Path) -> Any:
     # platformdirs warns that XDG_RUNTIME_DIR is unset (a CI machine): not ours to fix.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        pgserver = pytest.importorskip(
+            "pgserver", reason="pgserver has no PostgreSQL binaries for this platform"
+        )
 
         return pgserver.get_server(directory, cleanup_mode="stop")
 
