@@ -92,6 +92,9 @@ class ConversationStoreContract:
 
     #: The backend implements ``clear()``.
     supports_clear: bool = False
+    #: The backend keeps the log position it holds (``applied_position``, ``apply_record``,
+    #: transactional: a record's writes and its position land together or not at all).
+    keeps_position: bool = False
 
     @pytest.fixture
     def store(self) -> ConversationStore:  # pragma: no cover - always overridden
@@ -976,6 +979,68 @@ class ConversationStoreContract:
         assert await store.get_unread_count("r1", "sms1") == 2
         await store.mark_all_read("unknown", "sms1")
         assert await store.get_unread_count("unknown", "sms1") == 0
+
+    # -- the log's position (optional) -----------------------------------------------------------
+
+    async def test_a_store_that_keeps_no_position_applies_every_record(
+        self, store: ConversationStore
+    ) -> None:
+        if self.keeps_position:
+            pytest.skip("backend keeps its position")
+
+        async def create(room_id: str) -> None:
+            await store.create_room(make_room(room_id))
+
+        assert await store.applied_position() == 0
+        assert await store.apply_record(2, lambda: create("r2"))
+        assert await store.apply_record(1, lambda: create("r1"))  # no position: applied too
+        assert [r.id for r in await store.list_rooms()] == ["r2", "r1"]
+        assert await store.applied_position() == 0
+
+    async def test_records_go_in_with_the_position_once(self, store: ConversationStore) -> None:
+        if not self.keeps_position:
+            pytest.skip("backend keeps no position")
+
+        async def create(room_id: str) -> None:
+            await store.create_room(make_room(room_id))
+
+        async def half_then_fail() -> None:
+            await store.create_room(make_room("half"))
+            raise RuntimeError("the projection failed on this record")
+
+        assert await store.applied_position() == 0
+        assert await store.apply_record(3, lambda: create("r3"))
+        with pytest.raises(RuntimeError):
+            await store.apply_record(4, half_then_fail)
+        assert await store.get_room("half") is None  # undone with the record
+        assert await store.applied_position() == 3
+        assert not await store.apply_record(3, lambda: create("again"))  # applied before
+        assert not await store.apply_record(2, lambda: create("older"))
+        assert await store.get_room("again") is None and await store.get_room("older") is None
+        assert await store.apply_record(5, lambda: create("r5"))
+        assert await store.applied_position() == 5
+        if self.supports_clear:
+            await store.clear()
+            assert await store.applied_position() == 0
+            assert await store.apply_record(1, lambda: create("r1"))
+
+    async def test_a_rebuild_is_one_piece(self, store: ConversationStore) -> None:
+        if not (self.keeps_position and self.supports_clear):
+            pytest.skip("backend keeps no position or cannot be cleared")
+
+        async def create(room_id: str) -> None:
+            await store.create_room(make_room(room_id))
+
+        await store.create_room(make_room("before"))
+        assert await store.apply_record(7, lambda: create("r7"))
+        with pytest.raises(RuntimeError):
+            async with store.rebuilding():
+                await store.clear()
+                await store.apply_record(1, lambda: create("r1"))
+                raise RuntimeError("the rebuild failed half way")
+        # Nothing of it stays: the store is as it was, position included.
+        assert [r.id for r in await store.list_rooms()] == ["before", "r7"]
+        assert await store.applied_position() == 7
 
     # -- clear (optional) ------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from tests.roomkit.test_kit_replay import new_kit, snapshot
 
 class TestPostgresStoreContract(ConversationStoreContract):
     supports_clear = True
+    keeps_position = True
 
     @pytest.fixture
     async def store(
@@ -235,33 +235,6 @@ async def test_tables_filled_from_another_log_are_filled_again(
             await kit.create_room(room_id="fresh")
             assert [r.id for r in await kit.store.list_rooms()] == ["fresh"]
     assert any("filled from another log" in r.getMessage() for r in caplog.records)
-
-
-async def test_a_record_whose_writes_fail_leaves_nothing_and_no_position(
-    postgres_uri: str, postgres_prefix: str
-) -> None:
-    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
-
-        async def create(room_id: str) -> None:
-            await store.create_room(make_room(room_id))
-
-        async def half_then_fail() -> None:
-            await store.create_room(make_room("half"))
-            raise RuntimeError("the projection failed on this record")
-
-        assert await store.apply_record(3, partial(create, "r3"))
-        with pytest.raises(RuntimeError):
-            await store.apply_record(4, half_then_fail)
-        assert await store.get_room("half") is None  # rolled back with the record
-        assert await store.applied_position() == 3
-        assert not await store.apply_record(3, partial(create, "again"))  # applied before
-        assert not await store.apply_record(2, partial(create, "older"))
-        assert await store.get_room("again") is None and await store.get_room("older") is None
-        assert await store.apply_record(5, partial(create, "r5"))
-        assert await store.applied_position() == 5
-        await store.clear()
-        assert await store.applied_position() == 0
-        assert await store.apply_record(1, partial(create, "r1"))
 
 
 async def test_stores_with_other_prefixes_share_a_database_apart(
