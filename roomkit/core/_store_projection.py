@@ -43,7 +43,7 @@ from roomkit.models.channel import ChannelBinding
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
-from roomkit.store.base import ConversationStore
+from roomkit.store.base import ConversationStore, StorePositionLost
 
 __all__ = ["StoreProjection"]
 
@@ -75,6 +75,11 @@ class _Turnstile:
         if self._released is not None:
             self._released.set()
             self._released = None
+
+
+class _Rewound(Exception):
+    """The store holds less of the log than was applied to it: follow the log again from
+    the position it holds (``StoreProjection._rewind``)."""
 
 
 _FIRST_PAUSE = 0.1
@@ -136,6 +141,8 @@ class StoreProjection:
                             self._applying.release()
                         pause = _FIRST_PAUSE
                 return  # the log ended the subscription: it is closing
+            except _Rewound:
+                continue  # follow the log again from the store's position, at once
             except Exception:
                 if not started:
                     raise  # the kit's start fails with it
@@ -164,8 +171,11 @@ class StoreProjection:
             self._resumed = True
             await self._resume()
         while batch := await self._log.read_all(after_position=self.checkpoint, limit=5000):
-            for record in batch:
-                await self.apply(record)
+            try:
+                for record in batch:
+                    await self.apply(record)
+            except _Rewound:
+                pass  # read again from the store's position
 
     async def _resume(self) -> None:
         if not self._keeps_position:
@@ -227,8 +237,8 @@ class StoreProjection:
         if record.version > self._versions.get(record.stream, 0):
             try:
                 await self._apply_when_available(record)
-            except StoreUnavailableError:
-                raise  # while rebuilding only (see _apply_when_available): the rebuild fails
+            except (StoreUnavailableError, _Rewound):
+                raise  # see _apply_when_available
             except Exception:
                 # A read model that cannot take one event must not stop the others: log it
                 # loudly; rebuilding from the log repairs the store.
@@ -258,6 +268,8 @@ class StoreProjection:
                     await self._store.apply_record(record.position, partial(self._apply, record))
                 else:
                     await self._apply(record)
+            except StorePositionLost as lost:
+                self._rewind(lost.position)
             except StoreUnavailableError as exc:
                 if self.rebuilding is not None:
                     raise  # a rebuild in a transaction of the store's cannot go on without it
@@ -279,6 +291,23 @@ class StoreProjection:
                     anyio.current_time() - unavailable_since,
                 )
             return
+
+    def _rewind(self, position: int) -> None:
+        """The store holds the log up to ``position`` only (it lost its last commits): follow
+        the log again from there.
+
+        Raises:
+            _Rewound: always.
+        """
+        logger.warning(
+            "the store holds the log up to position %d, behind the %d applied to it (its "
+            "database lost its last commits): the records after it are applied again",
+            position,
+            self.checkpoint,
+        )
+        self.checkpoint = position
+        self._versions.clear()  # the store's position says what it holds now
+        raise _Rewound
 
     async def _apply(self, record: Record) -> None:
         store = self._store

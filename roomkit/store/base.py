@@ -38,7 +38,18 @@ from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
-__all__ = ["ConversationStore"]
+__all__ = ["ConversationStore", "StorePositionLost"]
+
+
+class StorePositionLost(Exception):  # noqa: N818 - says what happened, as LogUnavailable
+    """Raised by ``apply_record`` of a store that keeps its log position when it holds less
+    of the log than it held before (its database failed over to a replica behind it, or lost
+    its last commits). ``position`` is what it holds now: the kit applies the records after
+    it again."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"the store holds the log up to position {position} only")
+        self.position = position
 
 
 class ConversationStore(ABC):

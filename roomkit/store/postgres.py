@@ -46,7 +46,7 @@ from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
-from roomkit.store.base import ConversationStore
+from roomkit.store.base import ConversationStore, StorePositionLost
 
 __all__ = ["PostgresStore"]
 
@@ -320,6 +320,8 @@ class PostgresStore(ConversationStore):
         self._ready = False
         self._closed = False
         self._following = False  # the last record was another process's (apply_record)
+        # The highest log position these tables were seen to hold (see _check_held).
+        self._held = 0
         self._init_lock = anyio.Lock()
         self._t = {name: f"{table_prefix}{name}" for name in _TABLES}
 
@@ -469,24 +471,39 @@ class PostgresStore(ConversationStore):
         """
         if self._following:
             done = await self._fetchval("SELECT position FROM {position} WHERE id = 1")
-            if done is not None and done >= position:
+            self._check_held(done)
+            if done >= position:
                 return False
         async with self._transaction() as conn:
-            moved = await self._fetchval(
-                """UPDATE {position} SET position = $1
-                WHERE id = 1 AND position < $1 RETURNING position""",
+            # The position before the update (the self-join reads the row as it was).
+            held = await self._fetchval(
+                """UPDATE {position} AS p SET position = $1 FROM {position} AS o
+                WHERE p.id = 1 AND o.id = 1 AND p.position < $1 RETURNING o.position""",
                 position,
                 conn=conn,
             )
-            self._following = moved is None
-            if moved is None:
+            self._following = held is None
+            if held is None:
+                self._held = max(self._held, position)
                 return False
+            self._check_held(held)  # raising undoes the update with the transaction
             token = _applying.set((self, conn))
             try:
                 await apply()
             finally:
                 _applying.reset(token)
+        self._held = position
         return True
+
+    def _check_held(self, held: int) -> None:
+        """Raise ``StorePositionLost`` if the tables hold less of the log than they held
+        before: a failover to a replica behind the primary, or commits lost with
+        ``synchronous_commit`` off. The next record would move the position past the lost
+        ones for good."""
+        if held < self._held:
+            lost = StorePositionLost(held)
+            self._held = held
+            raise lost
 
     async def clear(self) -> None:
         """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
@@ -497,6 +514,7 @@ class PostgresStore(ConversationStore):
                 if name != "position":
                     await self._execute(f"DELETE FROM {{{name}}}", conn=conn)
             await self._execute("UPDATE {position} SET position = 0 WHERE id = 1", conn=conn)
+        self._held = 0
 
     @asynccontextmanager
     async def rebuilding(self) -> AsyncIterator[None]:

@@ -483,6 +483,46 @@ async def test_a_store_starting_next_to_one_applying_records_does_not_deadlock(
         assert room is not None and room.event_count == applied > 0
 
 
+async def test_a_database_that_comes_back_without_its_last_commits_gets_them_again(
+    postgres_uri: str, postgres_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover to a replica behind the primary (or commits lost with synchronous_commit
+    off): the database comes back from an outage holding the log only up to an earlier
+    position. The next record moved the position past the lost ones for good."""
+    tables = [
+        f"{postgres_prefix}{name}" for name in ("rooms", "events", "idempotency", "position")
+    ]
+    admin = await asyncpg.connect(postgres_uri)
+    log = MemoryEventLog()
+    try:
+        async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
+            await converse(kit)
+            for table in tables:  # the replica's state: as of now
+                await admin.execute(f"CREATE TABLE {table}_replica AS TABLE {table}")
+            for n in range(3):  # committed on the primary only
+                await kit.process_inbound(text("sms", f"lost {n}", sender="+1555"), room_id="r1")
+            # The failover: the tables as the replica has them, and every connection cut.
+            for table in tables:
+                await admin.execute(f"DELETE FROM {table}")
+                await admin.execute(
+                    f"INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM {table}_replica"
+                )
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            )
+            with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+                await kit.process_inbound(text("sms", "after", sender="+1555"), room_id="r1")
+            on_postgres = await snapshot(kit)
+        async with new_kit(log, store=InMemoryStore()) as in_memory:
+            assert await snapshot(in_memory) == on_postgres
+        assert any("lost its last commits" in r.getMessage() for r in caplog.records)
+    finally:
+        for table in tables:
+            await admin.execute(f"DROP TABLE IF EXISTS {table}_replica")
+        await admin.close()
+
+
 def test_a_bad_table_prefix_is_refused() -> None:
     for prefix in ("", "Rooms_", "1x_", "x; DROP TABLE y; --", "x" * 41):
         with pytest.raises(ValueError, match="table_prefix"):
