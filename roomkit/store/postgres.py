@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS {p}rooms (
     data json NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {p}rooms_ord ON {p}rooms (ord);
+CREATE INDEX IF NOT EXISTS {p}rooms_created ON {p}rooms (created_at DESC, ord DESC);
 CREATE TABLE IF NOT EXISTS {p}events (
     id text PRIMARY KEY,
     room_id text NOT NULL,
