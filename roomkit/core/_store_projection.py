@@ -116,6 +116,10 @@ class StoreProjection:
         # attribute, set when the rebuild ends.
         self.rebuilding: anyio.Event | None = None
         self._resumed = False  # the store's own position was read (see catch_up)
+        # The position of the last record the store was seen to hold (applied, or held
+        # already): it must never hold less (see _rewind). Not the checkpoint: records that
+        # need no store call (delivery outcomes) move the checkpoint alone.
+        self._held = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log for ever (until cancelled), applying every record.
@@ -195,7 +199,7 @@ class StoreProjection:
             )
             await self._store.clear()
             return
-        self.checkpoint = position
+        self.checkpoint = self._held = position
 
     async def rebuild(self) -> None:
         """Empty the store and apply the whole log again (the live tail waits meanwhile).
@@ -210,7 +214,7 @@ class StoreProjection:
             async with rebuilding():
                 await self._store.clear()
                 self._versions.clear()
-                self.checkpoint = 0
+                self.checkpoint = self._held = 0
                 await self.catch_up()
         finally:
             self.rebuilding = None
@@ -265,7 +269,10 @@ class StoreProjection:
         while True:
             try:
                 if self._keeps_position:
-                    await self._store.apply_record(record.position, partial(self._apply, record))
+                    await self._store.apply_record(
+                        record.position, partial(self._apply, record), after=self._held
+                    )
+                    self._held = record.position  # applied, or held already
                 else:
                     await self._apply(record)
             except StorePositionLost as lost:
@@ -305,7 +312,7 @@ class StoreProjection:
             position,
             self.checkpoint,
         )
-        self.checkpoint = position
+        self.checkpoint = self._held = position
         self._versions.clear()  # the store's position says what it holds now
         raise _Rewound
 

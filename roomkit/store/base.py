@@ -43,9 +43,9 @@ __all__ = ["ConversationStore", "StorePositionLost"]
 
 class StorePositionLost(Exception):  # noqa: N818 - says what happened, as LogUnavailable
     """Raised by ``apply_record`` of a store that keeps its log position when it holds less
-    of the log than it held before (its database failed over to a replica behind it, or lost
-    its last commits). ``position`` is what it holds now: the kit applies the records after
-    it again."""
+    of the log than the kit saw it hold (its database failed over to a replica behind it, or
+    lost its last commits). ``position`` is what it holds now: the kit applies the records
+    after it again."""
 
     def __init__(self, position: int) -> None:
         super().__init__(f"the store holds the log up to position {position} only")
@@ -365,15 +365,20 @@ class ConversationStore(ABC):
         """
         return 0
 
-    async def apply_record(self, position: int, apply: Callable[[], Awaitable[None]]) -> bool:
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
         """Apply the log record at ``position``: await ``apply``, which makes the store calls
-        the record needs; return whether it did.
+        the record needs; return whether it did. ``after`` is the position of the record
+        before it that the kit saw the store hold (0 for none).
 
         The default awaits it. A store that outlives the process or that several processes
         share should run ``apply`` and keep ``position`` atomically (one transaction), and
         skip a record at or below the position it keeps (return False): another process's kit,
         which follows the same log, applied it already, and applying a message twice would
-        count it twice (``count_event``). Records reach it in log order.
+        count it twice (``count_event``). Records reach it in log order. Such a store
+        raises ``StorePositionLost`` if it keeps a position below ``after``: it lost records
+        it held (its database failed over to a replica behind it, say).
         """
         await apply()
         return True

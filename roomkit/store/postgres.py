@@ -246,6 +246,15 @@ def _translated() -> Iterator[None]:
         raise StoreUnavailableError(f"PostgreSQL cannot be reached: {exc!r}") from exc
 
 
+def _check_held(held: int, after: int) -> None:
+    """Raise ``StorePositionLost`` if the tables hold less of the log than the kit saw them
+    hold (``after``): a failover to a replica behind the primary, or commits lost with
+    ``synchronous_commit`` off. The next record would move the position past the lost ones
+    for good."""
+    if held < after:
+        raise StorePositionLost(held)
+
+
 def _load(model: type[M], data: str) -> M:
     return model.model_validate_json(data)
 
@@ -321,8 +330,6 @@ class PostgresStore(ConversationStore):
         self._ready = False
         self._closed = False
         self._following = False  # the last record was another process's (apply_record)
-        # The highest log position these tables were seen to hold (see _check_held).
-        self._held = 0
         self._init_lock = anyio.Lock()
         self._t = {name: f"{table_prefix}{name}" for name in _TABLES}
 
@@ -460,7 +467,9 @@ class PostgresStore(ConversationStore):
         position: int = await self._fetchval("SELECT position FROM {position} WHERE id = 1")
         return position
 
-    async def apply_record(self, position: int, apply: Callable[[], Awaitable[None]]) -> bool:
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
         """Apply a log record and keep ``position``, in one transaction; skip a record at or
         below the kept position (a kit of another process sharing these tables applied it).
 
@@ -471,9 +480,9 @@ class PostgresStore(ConversationStore):
         for the row behind it.
         """
         if self._following:
-            done = await self._fetchval("SELECT position FROM {position} WHERE id = 1")
-            self._check_held(done)
-            if done >= position:
+            held = await self._fetchval("SELECT position FROM {position} WHERE id = 1")
+            _check_held(held, after)
+            if held >= position:
                 return False
         async with self._transaction() as conn:
             # The position before the update (the self-join reads the row as it was).
@@ -485,26 +494,14 @@ class PostgresStore(ConversationStore):
             )
             self._following = held is None
             if held is None:
-                self._held = max(self._held, position)
-                return False
-            self._check_held(held)  # raising undoes the update with the transaction
+                return False  # it holds this record: more than ``after``
+            _check_held(held, after)  # raising undoes the update with the transaction
             token = _applying.set((self, conn))
             try:
                 await apply()
             finally:
                 _applying.reset(token)
-        self._held = position
         return True
-
-    def _check_held(self, held: int) -> None:
-        """Raise ``StorePositionLost`` if the tables hold less of the log than they held
-        before: a failover to a replica behind the primary, or commits lost with
-        ``synchronous_commit`` off. The next record would move the position past the lost
-        ones for good."""
-        if held < self._held:
-            lost = StorePositionLost(held)
-            self._held = held
-            raise lost
 
     async def clear(self) -> None:
         """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
@@ -515,7 +512,6 @@ class PostgresStore(ConversationStore):
                 if name != "position":
                     await self._execute(f"DELETE FROM {{{name}}}", conn=conn)
             await self._execute("UPDATE {position} SET position = 0 WHERE id = 1", conn=conn)
-        self._held = 0
 
     @asynccontextmanager
     async def rebuilding(self) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,8 +116,10 @@ class CountingStore(PostgresStore):
 
     applied = 0
 
-    async def apply_record(self, position: int, apply: Callable[[], Awaitable[None]]) -> bool:
-        done = await super().apply_record(position, apply)
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
+        done = await super().apply_record(position, apply, after=after)
         self.applied += done
         return done
 
@@ -483,44 +485,115 @@ async def test_a_store_starting_next_to_one_applying_records_does_not_deadlock(
         assert room is not None and room.event_count == applied > 0
 
 
-async def test_a_database_that_comes_back_without_its_last_commits_gets_them_again(
-    postgres_uri: str, postgres_prefix: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A failover to a replica behind the primary (or commits lost with synchronous_commit
-    off): the database comes back from an outage holding the log only up to an earlier
-    position. The next record moved the position past the lost ones for good."""
-    tables = [
-        f"{postgres_prefix}{name}" for name in ("rooms", "events", "idempotency", "position")
-    ]
-    admin = await asyncpg.connect(postgres_uri)
-    log = MemoryEventLog()
-    try:
-        async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
-            await converse(kit)
-            for table in tables:  # the replica's state: as of now
-                await admin.execute(f"CREATE TABLE {table}_replica AS TABLE {table}")
-            for n in range(3):  # committed on the primary only
-                await kit.process_inbound(text("sms", f"lost {n}", sender="+1555"), room_id="r1")
-            # The failover: the tables as the replica has them, and every connection cut.
-            for table in tables:
-                await admin.execute(f"DELETE FROM {table}")
-                await admin.execute(
-                    f"INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM {table}_replica"
-                )
-            await admin.execute(
+class Failover:
+    """A failover to a replica behind the primary, on one prefix's tables: ``replicate`` keeps
+    their state (the replica's), ``happen`` puts it back and cuts every other connection (the
+    new primary)."""
+
+    TABLES = ("rooms", "events", "idempotency", "read_markers", "tasks", "observations")
+
+    def __init__(self, admin: Any, prefix: str) -> None:
+        self._admin = admin
+        self._tables = [f"{prefix}{name}" for name in (*self.TABLES, "position")]
+
+    async def replicate(self) -> None:
+        async with self._admin.transaction(isolation="repeatable_read"):
+            for table in self._tables:
+                await self._admin.execute(f"CREATE TABLE {table}_replica AS TABLE {table}")
+
+    async def happen(self) -> None:
+        async with self._admin.transaction():
+            for table in self._tables:  # no kit writes while the replica takes over
+                await self._admin.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            await self._admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE pid <> pg_backend_pid() AND datname = current_database()"
             )
+            for table in self._tables:
+                await self._admin.execute(f"DELETE FROM {table}")
+                await self._admin.execute(
+                    f"INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM {table}_replica"
+                )
+
+    async def forget(self) -> None:
+        for table in self._tables:
+            await self._admin.execute(f"DROP TABLE IF EXISTS {table}_replica")
+
+
+class LaggingStore(PostgresStore):
+    """Applies each record a little after the others (a slower host): it mostly finds them
+    applied already, and follows."""
+
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
+        await anyio.sleep(0.03)
+        return await super().apply_record(position, apply, after=after)
+
+
+@pytest.mark.parametrize("kits", ["one", "a follower takes over", "two on one store"])
+async def test_a_database_that_comes_back_without_its_last_commits_gets_them_again(
+    postgres_uri: str, postgres_prefix: str, caplog: pytest.LogCaptureFixture, kits: str
+) -> None:
+    """A failover to a replica behind the primary (or commits lost with synchronous_commit
+    off): the database comes back from an outage holding the log only up to an earlier
+    position. The next record moved the position past the lost ones for good. Also when the
+    kit that writes next mostly followed another through the log (it knew the tables by their
+    position only), or when two kits share one store (each must see the loss)."""
+    admin = await asyncpg.connect(postgres_uri)
+    failover = Failover(admin, postgres_prefix)
+    log = MemoryEventLog()
+    first = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    second: PostgresStore | None = None
+    if kits == "a follower takes over":
+        second = LaggingStore(postgres_uri, table_prefix=postgres_prefix)
+    elif kits == "two on one store":
+        second = first
+    try:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(first)
+            a = await stack.enter_async_context(new_kit(log, store=first))
+            b = None
+            if second is not None:
+                if second is not first:
+                    await stack.enter_async_context(second)
+                b = await stack.enter_async_context(new_kit(log, store=second))
+            await converse(a)
+            await failover.replicate()
+            for n in range(3):  # committed on the primary only
+                await a.process_inbound(text("sms", f"lost {n}", sender="+1555"), room_id="r1")
+            for kit in (a, b):
+                if kit is not None:
+                    await caught_up_with(kit, log)
+            writer = a
+            if kits == "a follower takes over":
+                await a.close()  # its process went down with the primary
+                writer = b
+            await failover.happen()
+            assert writer is not None
             with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
-                await kit.process_inbound(text("sms", "after", sender="+1555"), room_id="r1")
-            on_postgres = await snapshot(kit)
+                await writer.process_inbound(text("sms", "after", sender="+1555"), room_id="r1")
+                for kit in (a, b) if writer is a else (b,):
+                    if kit is not None:
+                        await caught_up_with(kit, log)
+            on_postgres = await snapshot(writer)
         async with new_kit(log, store=InMemoryStore()) as in_memory:
             assert await snapshot(in_memory) == on_postgres
         assert any("lost its last commits" in r.getMessage() for r in caplog.records)
     finally:
-        for table in tables:
-            await admin.execute(f"DROP TABLE IF EXISTS {table}_replica")
+        await failover.forget()
         await admin.close()
+
+
+async def caught_up_with(kit: RoomKit, log: EventLog) -> None:
+    """Once the kit's store projection has gone through the whole log."""
+    last = await log.last_position()
+    projection = kit._runtime.projection
+
+    async def there() -> bool:
+        return bool(projection.checkpoint >= last)
+
+    await eventually(there, what="the kit's projection at the log's end")
 
 
 def test_a_bad_table_prefix_is_refused() -> None:
