@@ -209,6 +209,10 @@ class StoreProjection:
         """
         await self._applying.acquire()
         done = self.rebuilding = anyio.Event()
+        # A store that rebuilds in a transaction undoes a failed rebuild whole: so must the
+        # projection, or it would count as applied the records the rebuild read and the store
+        # undid (the live tail skipping them, by their versions).
+        before = (self.checkpoint, self._held, dict(self._versions))
         try:
             rebuilding = self._store.rebuilding if self._keeps_position else nullcontext
             async with rebuilding():
@@ -216,6 +220,10 @@ class StoreProjection:
                 self._versions.clear()
                 self.checkpoint = self._held = 0
                 await self.catch_up()
+        except BaseException:
+            if self._keeps_position:
+                self.checkpoint, self._held, self._versions = before
+            raise
         finally:
             self.rebuilding = None
             done.set()
@@ -307,10 +315,10 @@ class StoreProjection:
             _Rewound: always.
         """
         logger.warning(
-            "the store holds the log up to position %d, behind the %d applied to it (its "
-            "database lost its last commits): the records after it are applied again",
+            "the store holds the log up to position %d, behind the %d it held (its database "
+            "lost its last commits, or it was emptied): the records after it are applied again",
             position,
-            self.checkpoint,
+            self._held,
         )
         self.checkpoint = self._held = position
         self._versions.clear()  # the store's position says what it holds now

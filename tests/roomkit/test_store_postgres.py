@@ -596,6 +596,58 @@ async def caught_up_with(kit: RoomKit, log: EventLog) -> None:
     await eventually(there, what="the kit's projection at the log's end")
 
 
+class RebuildFailingStore(PostgresStore):
+    """Its next rebuild fails at its very end (its transaction then rolls back whole), and
+    each record takes it a little while, so that others come meanwhile."""
+
+    fail_rebuild = False
+
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
+        await anyio.sleep(0.005)
+        return await super().apply_record(position, apply, after=after)
+
+    @asynccontextmanager
+    async def rebuilding(self) -> AsyncIterator[None]:
+        async with super().rebuilding():
+            yield
+            if self.fail_rebuild:
+                raise RuntimeError("the rebuild's commit failed")
+
+
+async def test_a_failed_rebuild_leaves_the_kit_where_its_store_is(
+    postgres_uri: str, postgres_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tables roll a failed rebuild back whole; the kit took the records it read as
+    applied, and skipped those that came meanwhile (another kit's) until a false "lost its
+    last commits" rewind repaired them."""
+    log = MemoryEventLog()
+    store = RebuildFailingStore(postgres_uri, table_prefix=postgres_prefix)
+    async with (
+        store,
+        new_kit(log, store=store) as kit,
+        postgres_kit(log, postgres_uri, postgres_prefix + "o_") as other,
+    ):
+        await converse(kit)
+        store.fail_rebuild = True
+
+        async def others_write() -> None:
+            for n in range(5):
+                await other.process_inbound(text("sms", f"meanwhile {n}"), room_id="r1")
+
+        with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(others_write)
+                with pytest.raises(RuntimeError, match="commit failed"):
+                    await kit.rebuild_store()
+            await caught_up_with(kit, log)
+            on_postgres = await snapshot(kit)
+    async with new_kit(log, store=InMemoryStore()) as in_memory:
+        assert await snapshot(in_memory) == on_postgres
+    assert not any("lost its last commits" in r.getMessage() for r in caplog.records)
+
+
 def test_a_bad_table_prefix_is_refused() -> None:
     for prefix in ("", "Rooms_", "1x_", "x; DROP TABLE y; --", "x" * 41):
         with pytest.raises(ValueError, match="table_prefix"):
