@@ -103,6 +103,8 @@ class StoreProjection:
         # would only add a call per record.
         apply_record = getattr(type(store), "apply_record", ConversationStore.apply_record)
         self._keeps_position = apply_record is not ConversationStore.apply_record
+        # How one record goes into the store (a single call on the hot path).
+        self._put = self._apply_at_position if self._keeps_position else self._apply
         self.checkpoint = 0
         self._versions: dict[str, int] = {}
         # Waiters by the position they wait for (a heap): an advance wakes only those it
@@ -248,9 +250,12 @@ class StoreProjection:
         """Apply one record (a second time is a no-op) and advance the checkpoint."""
         if record.version > self._versions.get(record.stream, 0):
             try:
-                await self._apply_when_available(record)
+                try:
+                    await self._put(record)
+                except StoreUnavailableError as unavailable:
+                    await self._put_when_available(record, unavailable)
             except (StoreUnavailableError, _Rewound):
-                raise  # see _apply_when_available
+                raise  # see _put_when_available and _rewind
             except Exception:
                 # A read model that cannot take one event must not stop the others: log it
                 # loudly; rebuilding from the log repairs the store.
@@ -266,46 +271,52 @@ class StoreProjection:
         while waiters and waiters[0][0] <= checkpoint:
             heapq.heappop(waiters)[2].set()
 
-    async def _apply_when_available(self, record: Record) -> None:
-        """Apply the record, again and again while the store says it is unavailable (a
-        database restarting): skipped, the record would be missing from the read model until
-        the next rebuild."""
-        if record.type == _DELIVERY:
-            return  # audit only (the timeline API has no delivery outcomes): not even decoded
+    async def _put_when_available(
+        self, record: Record, unavailable: StoreUnavailableError
+    ) -> None:
+        """Put the record into the store again and again while the store says it is
+        unavailable (a database restarting): skipped, the record would be missing from the
+        read model until the next rebuild.
+
+        Raises:
+            StoreUnavailableError: during a rebuild, which runs in a transaction of the store
+                and cannot go on without it.
+        """
+        if self.rebuilding is not None:
+            raise unavailable
+        since = anyio.current_time()
+        logger.warning(
+            "the store is unavailable (%s): %s v%d waits for it, and so do the calls that "
+            "wait for the read model",
+            unavailable,
+            record.stream,
+            record.version,
+        )
         pause = _FIRST_PAUSE
-        unavailable_since: float | None = None
         while True:
+            await anyio.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
             try:
-                if self._keeps_position:
-                    await self._store.apply_record(
-                        record.position, partial(self._apply, record), after=self._held
-                    )
-                    self._held = record.position  # applied, or held already
-                else:
-                    await self._apply(record)
-            except StorePositionLost as lost:
-                self._rewind(lost.position)
-            except StoreUnavailableError as exc:
-                if self.rebuilding is not None:
-                    raise  # a rebuild in a transaction of the store's cannot go on without it
-                if unavailable_since is None:
-                    unavailable_since = anyio.current_time()
-                    logger.warning(
-                        "the store is unavailable (%s): %s v%d waits for it, and so do the "
-                        "calls that wait for the read model",
-                        exc,
-                        record.stream,
-                        record.version,
-                    )
-                await anyio.sleep(pause)
-                pause = min(pause * 2, _MAX_PAUSE)
+                await self._put(record)
+            except StoreUnavailableError:
                 continue
-            if unavailable_since is not None:
-                logger.warning(
-                    "the store is available again after %.1f s",
-                    anyio.current_time() - unavailable_since,
-                )
+            logger.warning(
+                "the store is available again after %.1f s", anyio.current_time() - since
+            )
             return
+
+    async def _apply_at_position(self, record: Record) -> None:
+        """Put a record into a store that keeps its log position, with what the kit saw it
+        hold (see ``ConversationStore.apply_record``)."""
+        if record.type == _DELIVERY:
+            return  # nothing to write: no transaction for it
+        try:
+            await self._store.apply_record(
+                record.position, partial(self._apply, record), after=self._held
+            )
+        except StorePositionLost as lost:
+            self._rewind(lost.position)
+        self._held = record.position  # applied, or held already
 
     def _rewind(self, position: int) -> None:
         """The store holds the log up to ``position`` only (it lost its last commits): follow
@@ -332,6 +343,8 @@ class StoreProjection:
             await store.add_event_envelope(record.data)
             await self._count(*enveloped_event_activity(record.data), record.timestamp)
             return
+        if kind == _DELIVERY:
+            return  # audit only (the timeline API has no delivery outcomes): not even decoded
         match decode_domain_event(record):
             case RoomCreated(room=raw):
                 await store.create_room(load(Room, raw))
