@@ -281,13 +281,13 @@ def _activity(moment: datetime | None) -> _Json | None:
 _ROOM_COLUMNS = "data, event_count, latest_index, last_activity"
 
 
-def _room(row: Any, prefix: str = "") -> Room:
+def _room(row: Any) -> Room:
     """The room of a row with ``_ROOM_COLUMNS``: its JSON with the counters of their own
     columns (``count_event`` changes those alone)."""
-    room = _load(Room, row[f"{prefix}data"])
-    room.event_count = int(row[f"{prefix}event_count"])
-    room.latest_index = int(row[f"{prefix}latest_index"])
-    activity = row[f"{prefix}last_activity"]
+    room = _load(Room, row["data"])
+    room.event_count = int(row["event_count"])
+    room.latest_index = int(row["latest_index"])
+    activity = row["last_activity"]
     last = None if activity is None else _DATETIME.validate_json(activity)
     if last != room.timers.last_activity_at:
         room.timers = room.timers.model_copy(update={"last_activity_at": last})
@@ -643,11 +643,11 @@ class PostgresStore(ConversationStore):
         UTC.
         """
         rows = await self._fetch(
-            """SELECT r.data, r.event_count, r.latest_index, r.last_activity FROM {rooms} r
+            f"""SELECT {_ROOM_COLUMNS} FROM {{rooms}} r
             WHERE ($3::text IS NULL OR r.status = $3)
-              AND (EXISTS (SELECT 1 FROM {participants} p
+              AND (EXISTS (SELECT 1 FROM {{participants}} p
                            WHERE p.room_id = r.id AND p.id = $1)
-                   OR EXISTS (SELECT 1 FROM {bindings} b
+                   OR EXISTS (SELECT 1 FROM {{bindings}} b
                               WHERE b.room_id = r.id AND b.participant_id = $1
                                 AND ($2::text IS NULL OR b.channel_type = $2)))
             ORDER BY r.created_at DESC, r.ord DESC
