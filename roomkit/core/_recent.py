@@ -30,6 +30,11 @@ __all__ = ["RECENT_EVENTS", "LazyEvents", "RecentEvents"]
 RECENT_EVENTS = 50
 """How many of the most recent timeline events a hook or channel sees in its ``RoomContext``."""
 
+SPARE_EVENTS = 8
+"""How many events the window let go since the last context it made it keeps, so that a context
+of an event recorded together with later ones (``view(leave_out=...)``) still holds
+``RECENT_EVENTS`` events: two AIs answering one message make one append."""
+
 Json = msgspec.Raw  # an event's JSON as logged (a view of the log's or snapshot's bytes)
 
 
@@ -40,7 +45,7 @@ def _model(raw: Json) -> RoomEvent:
 class RecentEvents:
     """The last ``RECENT_EVENTS`` events of a room, oldest first; see the module docstring."""
 
-    __slots__ = ("_appended", "_models", "_raw", "_resting")
+    __slots__ = ("_appended", "_models", "_raw", "_resting", "_spare")
 
     def __init__(self, raw: Iterable[Json] = ()) -> None:
         # A list, not a bounded deque: a deque takes a 64-slot block (~0.5 KB) even for the
@@ -49,6 +54,10 @@ class RecentEvents:
         self._models: deque[RoomEvent] | None = None  # once somebody read them
         self._appended = 0  # identifies the current window, for contexts made earlier
         self._resting = False  # idle: reads validate the events but the room keeps no models
+        # The events the window let go since the last full context, oldest first (see
+        # SPARE_EVENTS); None most of the time: a room with a full window makes a context
+        # after every append.
+        self._spare: list[Json] | None = None
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -69,9 +78,16 @@ class RecentEvents:
 
     def append(self, raw: Json, model: RoomEvent | None = None) -> None:
         """One more event: its JSON as logged, and its model if the caller has it."""
-        self._raw.append(raw)
-        if len(self._raw) > RECENT_EVENTS:
-            del self._raw[0]
+        window = self._raw
+        window.append(raw)
+        if len(window) > RECENT_EVENTS:
+            spare = self._spare
+            if spare is None:
+                self._spare = [window.pop(0)]
+            else:
+                spare.append(window.pop(0))
+                if len(spare) > SPARE_EVENTS:
+                    del spare[0]
         self._appended += 1
         if self._models is not None:
             self._models.append(model if model is not None else _model(raw))
@@ -83,6 +99,7 @@ class RecentEvents:
         which is never kept either.)"""
         self._models = None
         self._resting = True
+        self._spare = None
 
     def raw(self) -> list[Json]:
         """The events' JSON, oldest first (what a snapshot stores)."""
@@ -91,17 +108,22 @@ class RecentEvents:
     def view(self, leave_out: int = 0) -> MutableSequence[RoomEvent]:
         """The events for a ``RoomContext``: a list of the models, or a ``LazyEvents``.
 
-        ``leave_out``: without the last this many (the room as it was before them).
+        ``leave_out``: without the last this many (the room as it was before them, its last
+        ``RECENT_EVENTS`` then, as long as the window let go of at most ``SPARE_EVENTS``
+        since its last context without ``leave_out``; the room makes those last).
         """
         # Only a busy room makes contexts: reads from now on are the room's own again (the
         # first message after a pause validates the events once, not once per reader).
         self._resting = False
+        spare = self._spare
         if leave_out > 0:
-            if self._models is not None:
+            if self._models is not None and spare is None:
                 return list(self._models)[:-leave_out]
             # Another window than the room's: its models are made for the reader alone.
-            raws = tuple(self._raw[:-leave_out])
+            raws = (*(spare or ()), *self._raw)[:-leave_out][-RECENT_EVENTS:]
             return LazyEvents(self, raws, self._appended - leave_out)
+        if spare is not None:
+            self._spare = None  # the events recorded together all have their contexts
         if self._models is not None:
             return list(self._models)
         return LazyEvents(self, tuple(self._raw), self._appended)

@@ -375,8 +375,21 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             # the turn goes out, as 0.3.0 did; the caller need not.
             works[0] = dataclasses.replace(works[0], announce=outcome.announce)
             outcome.announced = True
-        context = state.context()
         later = _recorded_after(events) if len(works) > 1 else None
+        earlier: dict[int, RoomContext] = {}
+        if later:
+            # Replies recorded together (two AIs answering one message): each is broadcast
+            # with the history up to itself, as 0.3.0 stored each just before broadcasting it;
+            # a reader must not see a reply that comes after its own. (A turn's own message is
+            # broadcast with all its facts: 0.3.0 stored the events its hooks injected before
+            # it broadcast it.) Made before the room's own context, which lets go of the
+            # events the room's window keeps for them.
+            for work in works:
+                if isinstance(work, Deliver) and work.event.id != work.root:
+                    leave_out = later.get(id(work), 0)
+                    if leave_out:
+                        earlier[id(work)] = state.context(leave_out=leave_out)
+        context = state.context()
         for work in works:
             turn = turns.opened(work.root)
             if isinstance(work, RunLifecycle) and work.last:
@@ -384,16 +397,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             turns.reached(work.root, position)
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
-            job_context = context
-            if later and isinstance(work, Deliver) and work.event.id != work.root:
-                # Replies recorded together (two AIs answering one message): each is
-                # broadcast with the history up to itself, as 0.3.0 stored each just before
-                # broadcasting it; a reader must not see a reply that comes after its own.
-                # (A turn's own message is broadcast with all its facts: 0.3.0 stored the
-                # events its hooks injected before it broadcast it.)
-                leave_out = later.get(id(work), 0)
-                if leave_out:
-                    job_context = state.context(leave_out=leave_out)
+            job_context = earlier.get(id(work), context) if earlier else context
             await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
 
     async def on_stop(self) -> None:

@@ -155,6 +155,44 @@ class TestHooks:
         assert not second.blocked
 
 
+class _Bot(SimpleChannel):
+    """Notes what history it sees each event with, and answers the user's messages."""
+
+    def __init__(
+        self, channel_id: str, answer: str | None, seen: list[tuple[str, str, list[str]]]
+    ) -> None:
+        super().__init__(channel_id)
+        self.answer = answer
+        self.seen = seen
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        history = [e.content.body for e in context.recent_events if e.type == "message"]  # type: ignore[union-attr]
+        self.seen.append((self.channel_id, event.content.body, history))  # type: ignore[union-attr]
+        if event.source.channel_id != "user" or self.answer is None:
+            return ChannelOutput.empty()
+        reply = RoomEvent(
+            room_id=event.room_id,
+            source=EventSource(channel_id=self.channel_id, channel_type="websocket"),
+            content=TextContent(body=self.answer),
+            chain_depth=event.chain_depth + 1,
+        )
+        return ChannelOutput(responded=True, response_events=[reply])
+
+
+async def _two_bots(kit: RoomKit, seen: list[tuple[str, str, list[str]]]) -> None:
+    """Room r1: the user, two bots answering each of the user's messages, an observer."""
+    for bot in (
+        _Bot("user", None, seen),
+        _Bot("bot1", "a1", seen),
+        _Bot("bot2", "a2", seen),
+        _Bot("obs", None, seen),
+    ):
+        kit.register_channel(bot)
+    await room_with(kit, "r1", "user", "bot1", "bot2", "obs")
+
+
 class TestReplies:
     async def test_replies_recorded_together_each_see_the_history_up_to_themselves(
         self, kit: RoomKit
@@ -162,36 +200,36 @@ class TestReplies:
         # Two bots answer one message: 0.3.0 stored each reply just before broadcasting it,
         # so the first reply's readers did not see the second.
         seen: list[tuple[str, str, list[str]]] = []
-
-        class Bot(SimpleChannel):
-            def __init__(self, channel_id: str, answer: str | None) -> None:
-                super().__init__(channel_id)
-                self.answer = answer
-
-            async def on_event(
-                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-            ) -> ChannelOutput:
-                history = [e.content.body for e in context.recent_events if e.type == "message"]  # type: ignore[union-attr]
-                seen.append((self.channel_id, event.content.body, history))  # type: ignore[union-attr]
-                if event.source.channel_id != "user" or self.answer is None:
-                    return ChannelOutput.empty()
-                reply = RoomEvent(
-                    room_id=event.room_id,
-                    source=EventSource(channel_id=self.channel_id, channel_type="websocket"),
-                    content=TextContent(body=self.answer),
-                    chain_depth=event.chain_depth + 1,
-                )
-                return ChannelOutput(responded=True, response_events=[reply])
-
-        for bot in (Bot("user", None), Bot("bot1", "a1"), Bot("bot2", "a2"), Bot("obs", None)):
-            kit.register_channel(bot)
-        await room_with(kit, "r1", "user", "bot1", "bot2", "obs")
+        await _two_bots(kit, seen)
         await kit.process_inbound(text("user", "q"), room_id="r1")
         by_reader = {(reader, body): history for reader, body, history in seen}
         assert by_reader[("obs", "q")] == ["q"]
         assert by_reader[("obs", "a1")] == ["q", "a1"]
         assert by_reader[("obs", "a2")] == ["q", "a1", "a2"]
         assert by_reader[("bot2", "a1")] == ["q", "a1"]
+
+    async def test_a_reply_recorded_with_another_sees_a_full_window_of_history(
+        self, kit: RoomKit
+    ) -> None:
+        # 0.3.0 read the last 50 events as each reply was broadcast. The first reply's
+        # history ends before the second reply, and still holds 50 events (it held 49).
+        seen: list[tuple[str, str, list[str]]] = []
+        await _two_bots(kit, seen)
+        for n in range(20):  # 60 events and 4 system events: the window is full
+            await kit.process_inbound(text("user", f"q{n}"), room_id="r1")
+        seen.clear()
+        await kit.process_inbound(text("user", "last"), room_id="r1")
+        by_reader = {(reader, body): history for reader, body, history in seen}
+        timeline = [e.content.body for e in await kit.get_timeline("r1", limit=100)]  # type: ignore[union-attr]
+        assert timeline[-3:] == ["last", "a1", "a2"]
+        assert by_reader[("obs", "a1")] == timeline[-51:-1]
+        assert by_reader[("obs", "a2")] == timeline[-50:]
+        assert by_reader[("obs", "last")] == timeline[-52:-2]  # broadcast before the replies
+        for n in range(3):  # and the next turns see the room's window as before
+            await kit.process_inbound(text("user", f"again{n}"), room_id="r1")
+            timeline = [e.content.body for e in await kit.get_timeline("r1", limit=100)]  # type: ignore[union-attr]
+            by_reader = {(reader, body): history for reader, body, history in seen}
+            assert by_reader[("obs", "a1")] == timeline[-51:-1]
 
     async def test_a_message_is_broadcast_with_the_events_its_hooks_injected(
         self, kit: RoomKit

@@ -7,7 +7,7 @@ import pickle
 
 from roomkit import EventSource, RoomContext, RoomEvent, TextContent
 from roomkit.core._domain import dump
-from roomkit.core._recent import RECENT_EVENTS, LazyEvents, RecentEvents
+from roomkit.core._recent import RECENT_EVENTS, SPARE_EVENTS, LazyEvents, RecentEvents
 from roomkit.models.room import Room
 
 
@@ -157,3 +157,40 @@ def test_a_view_may_leave_out_the_last_events() -> None:
     assert recent.view() == events  # the cut view kept no models of its window for the room
     assert recent.view(leave_out=2) == events[:3]
     assert recent.view(leave_out=0) == events
+
+
+def _appended(recent: RecentEvents, events: list[RoomEvent]) -> None:
+    for event in events:
+        recent.append(dump(event), event)
+
+
+def test_a_view_that_leaves_out_events_of_a_full_window_still_holds_a_full_window() -> None:
+    recent, events = _recent(RECENT_EVENTS + 5)
+    recent.view()  # the room's context after those: the window holds the last 50
+    assert recent.view() == events[-RECENT_EVENTS:]
+    later = [_event(n) for n in range(len(events), len(events) + 3)]
+    _appended(recent, later)  # three recorded together
+    everything = events + later
+    for leave_out in (2, 1):  # as the room makes them: the earlier events' contexts first
+        assert recent.view(leave_out=leave_out) == everything[:-leave_out][-RECENT_EVENTS:]
+    assert recent.view() == everything[-RECENT_EVENTS:]
+    # The events let go are kept only until then: a later cut view holds what is left.
+    assert recent.view(leave_out=2) == everything[-RECENT_EVENTS:-2]
+
+
+def test_at_most_spare_events_are_kept_for_views_that_leave_out_events() -> None:
+    recent, events = _recent(RECENT_EVENTS)
+    recent.view()
+    later = [_event(n) for n in range(RECENT_EVENTS, RECENT_EVENTS + SPARE_EVENTS + 3)]
+    _appended(recent, later)  # a replay from the log makes no context between them
+    everything = events + later
+    assert recent.view(leave_out=SPARE_EVENTS) == everything[:-SPARE_EVENTS][-RECENT_EVENTS:]
+    cut = recent.view(leave_out=SPARE_EVENTS + 2)
+    assert cut == everything[-RECENT_EVENTS - SPARE_EVENTS : -SPARE_EVENTS - 2]
+
+
+def test_a_resting_room_keeps_no_spare_events() -> None:
+    recent, events = _recent(RECENT_EVENTS + 3)
+    recent.forget_models()
+    assert recent.view(leave_out=1) == events[-RECENT_EVENTS:-1]
+    assert recent.raw() == [dump(e) for e in events[-RECENT_EVENTS:]]  # what a snapshot keeps
