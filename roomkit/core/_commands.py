@@ -145,6 +145,8 @@ class ProcessInbound:
     # Seconds the room may spend on it (the kit's process_timeout), counted from when the room
     # takes it up, as 0.3.0 counted from when its lock was taken; None: no bound.
     budget: float | None = None
+    # The rooms whose decisions wait for this one (a hook of theirs sent it): see _in_decision.
+    waiting: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

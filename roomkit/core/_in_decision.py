@@ -2,11 +2,15 @@
 BEFORE_BROADCAST hooks), and how store writes made there for that room are committed.
 
 A command to that very room would wait for the decision it is part of, which waits for it:
-the kit refuses it. A write made through that kit's ``kit.store`` is committed at once by the
-room itself, ahead of the message it decides (as 0.3.0's store took it before the message
-was stored); reads through ``kit.store`` from there wait for the read model to hold what the
-room committed, that write included, so that a hook reads its own writes and those of the
-messages before (see ``_store_view``).
+the kit refuses it. So it does for a command to a room whose own decision waits for this one
+(a hook of room A sent room B a message, whose hook calls room A): each would wait for the
+other until A's hook timed out.
+
+A write made through that kit's ``kit.store`` is committed at once by the room itself, ahead
+of the message it decides (as 0.3.0's store took it before the message was stored); reads
+through ``kit.store`` from there wait for the read model to hold what the room committed, that
+write included, so that a hook reads its own writes and those of the messages before (see
+``_store_view``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, ClassVar
 
 from roomkit.core._context_mark import ContextMark
 
-__all__ = ["InDecision", "deciding"]
+__all__ = ["InDecision", "deciding", "waiting_rooms"]
 
 
 class InDecision(ContextMark):
@@ -25,9 +29,20 @@ class InDecision(ContextMark):
     room's decision in that kit. ``position`` is the log position of the room's last commit
     (moved on by each write committed meanwhile); ``commit(command)`` commits a write;
     ``event_id`` is the message decided, once its channel made it; ``after`` holds the writes
-    about that very message (a read marker), committed after it."""
+    about that very message (a read marker), committed after it. ``waiting`` are the rooms
+    whose decisions wait for this one: it decides a message one of their hooks sent."""
 
-    __slots__ = ("after", "commit", "event_id", "failed", "kit", "position", "room_id", "wrote")
+    __slots__ = (
+        "after",
+        "commit",
+        "event_id",
+        "failed",
+        "kit",
+        "position",
+        "room_id",
+        "waiting",
+        "wrote",
+    )
     _var: ClassVar[ContextVar[InDecision | None]] = ContextVar("roomkit_in_decision", default=None)
 
     def __init__(
@@ -36,6 +51,7 @@ class InDecision(ContextMark):
         room_id: str,
         position: int,
         commit: Callable[[object], Awaitable[Any]],
+        waiting: frozenset[str] = frozenset(),
     ) -> None:
         self.active = True  # ContextMark's, set here: one call less, on every message
         self._token = None
@@ -43,6 +59,7 @@ class InDecision(ContextMark):
         self.room_id = room_id
         self.position = position
         self.commit = commit
+        self.waiting = waiting
         self.event_id: str | None = None
         self.after: list[object] = []
         # A write that could not be committed for sure (the log away, another writer): the
@@ -55,3 +72,15 @@ def deciding() -> InDecision | None:
     """The decision running this code, if any (see `InDecision`)."""
     mark = InDecision._var.get()
     return mark if mark is not None and mark.active else None
+
+
+def waiting_rooms(kit: object) -> frozenset[str]:
+    """The rooms that would wait for a message ``kit`` is sent from the running code: the
+    room whose decision runs it, and those waiting for that decision."""
+    decision = deciding()
+    if decision is None or decision.kit is not kit:
+        return _NO_ROOMS
+    return decision.waiting | {decision.room_id}
+
+
+_NO_ROOMS: frozenset[str] = frozenset()

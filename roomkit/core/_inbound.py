@@ -29,6 +29,7 @@ from roomkit.core._commands import (
     SendEvent,
 )
 from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.core._in_decision import waiting_rooms
 from roomkit.core.hooks import IdentityHookRegistration
 from roomkit.errors import ChannelNotRegisteredError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
@@ -107,7 +108,8 @@ class InboundMixin(HelpersMixin):
                 room_id = await self._route_or_create(message, channel)
 
         budget = self._process_timeout
-        command = ProcessInbound(message=message, channel=channel, budget=budget)
+        waiting = waiting_rooms(self)
+        command = ProcessInbound(message=message, channel=channel, budget=budget, waiting=waiting)
         if self._identity_resolver is not None and (
             self._identity_channel_types is None
             or channel.channel_type in self._identity_channel_types
@@ -121,7 +123,7 @@ class InboundMixin(HelpersMixin):
             )
             if isinstance(stop, InboundResult):
                 return stop
-            command = ProcessInbound(event=stop, budget=budget)
+            command = ProcessInbound(event=stop, budget=budget, waiting=waiting)
 
         runtime = await self._ensure_runtime()
         # process_timeout bounds the room's work on the message, from when the room takes it

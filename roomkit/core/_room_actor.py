@@ -208,7 +208,13 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             )
         if self.version != self._position_version:
             await self._find_last_position()
-        mark = InDecision(self._services.kit, self.key, self._last_position, self._commit_write)
+        mark = InDecision(
+            self._services.kit,
+            self.key,
+            self._last_position,
+            self._commit_write,
+            command.waiting,
+        )
         with mark as decision:
             if command.budget is not None:
                 facts, outcome = await self._decide_within(state, command, command.budget)

@@ -335,13 +335,23 @@ class KitRuntime:
         if self._closing and not internal and not in_post_commit_work():
             raise KitClosedError("the kit is closing and takes no more commands")
         decision = deciding()  # a command from a room's decision to that very room waits on it
-        if decision is not None and decision.room_id == room_id and decision.kit is self._kit:
-            raise RoomKitError(
-                f"room {room_id} cannot take a command from code its own decision runs (its "
-                "channel's handle_inbound, a BEFORE_BROADCAST hook): the command would wait "
-                "for that decision, which waits for it. Return the change in the HookResult "
-                "(modify, inject, tasks, observations), or make it from an AFTER_BROADCAST hook"
-            )
+        if decision is not None and decision.kit is self._kit:
+            if decision.room_id == room_id:
+                raise RoomKitError(
+                    f"room {room_id} cannot take a command from code its own decision runs "
+                    "(its channel's handle_inbound, a BEFORE_BROADCAST hook): the command would "
+                    "wait for that decision, which waits for it. Return the change in the "
+                    "HookResult (modify, inject, tasks, observations), or make it from an "
+                    "AFTER_BROADCAST hook"
+                )
+            if room_id in decision.waiting:
+                raise RoomKitError(
+                    f"room {room_id} cannot take a command from room {decision.room_id}'s "
+                    f"decision (its channel's handle_inbound, a BEFORE_BROADCAST hook): room "
+                    f"{room_id}'s decision waits for room {decision.room_id}'s (a hook of it "
+                    "sent the message decided, or one that led to it), so each would wait for "
+                    "the other. Make the call from an AFTER_BROADCAST hook"
+                )
         self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(

@@ -388,6 +388,37 @@ async def test_a_kit_command_to_its_own_room_from_a_hook_fails_at_once(kit: Room
     assert "its own decision runs" in str(errors[0].data["error"])
 
 
+async def test_a_command_closing_a_cycle_of_rooms_deciding_fails_at_once(kit: RoomKit) -> None:
+    # r1's hook sends r2 a message, whose hook sends r3 one, whose hook calls r1: r1's
+    # decision waits for r2's, which waits for r3's. r3's hook fails at once, instead of every
+    # room waiting until r1's hook timed out (and the cycle's messages being decided after).
+    await two_channel_room(kit)
+    for room_id in ("r2", "r3"):
+        await room_with(kit, room_id, "sms")
+    relays = {"r1": ("r2", "relay"), "r2": ("r3", "relay again")}
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
+    async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+        if event.room_id in relays:
+            room_id, body = relays[event.room_id]
+            await kit.process_inbound(text("sms", body), room_id=room_id)
+        else:
+            await kit.update_room_metadata("r1", {"seen": True})
+        return HookResult.allow()
+
+    errors = framework_events(kit, "hook_error")
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert not result.blocked
+    assert [(e.room_id, e.data["hook"]) for e in errors] == [("r3", "relay")]
+    assert "each would wait for the other" in str(errors[0].data["error"])
+    assert "room r1's decision waits for room r3's" in str(errors[0].data["error"])
+    for room_id, body in (("r1", "hi"), ("r2", "relay"), ("r3", "relay again")):
+        timeline = await kit.get_timeline(room_id)
+        assert timeline[-1].content.body == body  # type: ignore[union-attr]
+    # Out of the decisions, the same call is taken.
+    await kit.update_room_metadata("r1", {"seen": True})
+
+
 async def test_a_task_a_hook_started_commands_its_room_once_the_decision_is_done(
     kit: RoomKit,
 ) -> None:
