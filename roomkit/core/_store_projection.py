@@ -43,6 +43,7 @@ from roomkit.models.channel import ChannelBinding
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
+from roomkit.store._shaped import as_conversation_store
 from roomkit.store.base import ConversationStore, StorePositionLost
 
 __all__ = ["StoreProjection"]
@@ -97,11 +98,12 @@ class StoreProjection:
         store: ConversationStore,
     ) -> None:
         self._log = log
-        self._store = store
-        # A store that keeps no position (InMemoryStore, 0.3.0's stores, which may not even
-        # subclass ConversationStore) takes each record straight: the default apply_record
-        # would only add a call per record.
-        apply_record = getattr(type(store), "apply_record", ConversationStore.apply_record)
+        # 0.3.0's stores may not even subclass ConversationStore: they lack what it gained.
+        self._store = store = as_conversation_store(store)
+        # A store that keeps no position (InMemoryStore, 0.3.0's stores) takes each record
+        # straight: the default apply_record would only add a call per record.
+        apply_record = store.apply_record
+        apply_record = getattr(apply_record, "__func__", apply_record)
         self._keeps_position = apply_record is not ConversationStore.apply_record
         # How one record goes into the store (a single call on the hot path).
         self._put = self._apply_at_position if self._keeps_position else self._apply

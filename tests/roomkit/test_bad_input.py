@@ -143,6 +143,43 @@ def _forward(name: str) -> object:
     return method
 
 
+def _store_with(*methods: str) -> object:
+    """A store with these methods of an InMemoryStore's and nothing else (no base class)."""
+
+    def init(self: object) -> None:
+        self._inner = InMemoryStore()  # type: ignore[attr-defined]
+
+    return type("Shaped", (), {"__init__": init, **{m: _forward(m) for m in methods}})()
+
+
+async def test_a_store_with_only_the_contract_s_abstract_methods_holds_the_conversation() -> None:
+    # Every message was missing from its read model: the kit called add_event_envelope and
+    # count_event, which the contract gained since 0.3.0, on a store without them.
+    store = _store_with(*ConversationStore.__abstractmethods__)
+    async with RoomKit(store=store) as kit:  # type: ignore[arg-type]
+        await room(kit)
+        sent = [await kit.process_inbound(text("sms", f"m{n}"), room_id="r1") for n in range(3)]
+        timeline = await kit.get_timeline("r1")
+        assert [e.id for e in timeline][-3:] == [r.event.id for r in sent if r.event]
+        found = await kit.get_room("r1")
+        assert found is not None and found.event_count == len(timeline)
+        with pytest.raises(NotImplementedError, match="does not support clear"):
+            await kit.rebuild_store()  # it has no clear(): the store was left as it was
+        assert [e.id for e in await kit.get_timeline("r1")] == [e.id for e in timeline]
+
+
+async def test_a_shaped_store_s_own_additions_are_used() -> None:
+    methods = [*ConversationStore.__abstractmethods__, "clear", "count_event"]
+    store = _store_with(*methods)
+    async with RoomKit(store=store) as kit:  # type: ignore[arg-type]
+        await room(kit)
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        await kit.rebuild_store()
+        found = await kit.get_room("r1")
+        assert found is not None and found.event_count == 2
+        assert found.event_count == len(await kit.get_timeline("r1"))
+
+
 def test_a_channel_of_the_wrong_kind_is_refused_when_registered() -> None:
     kit = RoomKit()
     with pytest.raises(TypeError, match="^channel must be an instance of Channel, got int$"):
