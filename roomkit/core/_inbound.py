@@ -150,8 +150,9 @@ class InboundMixin(HelpersMixin):
             except TimedOut:
                 if outcome.event is None:
                     return await self._process_timed_out(room_id, known)
-                # Recorded; only its delivery or async hooks overran: the result names it
-                # (0.3.0 gave no event), so that a caller does not take it for lost and retry.
+                # Recorded; only its delivery or async hooks overran, or the read model (its
+                # store away): the result names it (0.3.0 gave no event), so that a caller
+                # does not take it for lost and retry.
                 return await self._process_timed_out(room_id, recorded=outcome.event)
         return await self._inbound_result(room_id, outcome)
 

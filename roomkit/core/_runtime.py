@@ -264,6 +264,8 @@ class KitRuntime:
                 logger.exception("the kit's runtime stopped on an error")
         finally:
             self._system = None
+            # Nothing more is applied to the read model: its waiters must not wait for ever.
+            self.projection.stop()
             # Not asked to stop: its event loop is ending (it cancels every task), it failed,
             # or it could not start. The kit's next call starts a successor.
             self._ended = not self._closed

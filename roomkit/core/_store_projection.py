@@ -37,7 +37,7 @@ from roomkit.core._domain import (
     load,
 )
 from roomkit.core._room_ids import room_of_stream
-from roomkit.errors import StoreUnavailableError
+from roomkit.errors import KitClosedError, StoreUnavailableError
 from roomkit.models._json import EventFields, enveloped_event_activity
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.participant import Participant
@@ -124,6 +124,10 @@ class StoreProjection:
         # already): it must never hold less (see _rewind). Not the checkpoint: records that
         # need no store call (delivery outcomes) move the checkpoint alone.
         self._held = 0
+        # The subscription run() follows the log with: cancelled to follow it again from the
+        # checkpoint (see _follow_again).
+        self._following: anyio.CancelScope | None = None
+        self._stopped = False  # its runtime stopped: nothing more is applied (see stop())
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log for ever (until cancelled), applying every record.
@@ -137,18 +141,21 @@ class StoreProjection:
         pause = _FIRST_PAUSE
         while True:
             try:
-                async with self._log.subscribe(after_position=self.checkpoint) as records:
-                    if not started:
-                        task_status.started()
-                        started = True
-                    async for record in records:
-                        await self._applying.acquire()
-                        try:
-                            await self.apply(record)
-                        finally:
-                            self._applying.release()
-                        pause = _FIRST_PAUSE
-                return  # the log ended the subscription: it is closing
+                with anyio.CancelScope() as following:
+                    self._following = following
+                    async with self._log.subscribe(after_position=self.checkpoint) as records:
+                        if not started:
+                            task_status.started()
+                            started = True
+                        async for record in records:
+                            await self._applying.acquire()
+                            try:
+                                await self.apply(record)
+                            finally:
+                                self._applying.release()
+                            pause = _FIRST_PAUSE
+                    return  # the log ended the subscription: it is closing
+                continue  # see _follow_again
             except _Rewound:
                 continue  # follow the log again from the store's position, at once
             except Exception:
@@ -168,6 +175,24 @@ class StoreProjection:
         gone), so that a runtime taking over in another loop starts clean."""
         self._waiters.clear()
         self._applying = _Turnstile()
+        self._following = None
+        self._stopped = False
+        if self.rebuilding is not None:
+            self.rebuilding = None  # its task is gone with its loop
+
+    def stop(self) -> None:
+        """The runtime stopped and nothing more is applied: the calls waiting for the read
+        model (a record the store was unavailable for) raise ``KitClosedError`` instead of
+        waiting for ever."""
+        self._stopped = True
+        waiters, self._waiters = self._waiters, []
+        for _, _, event in waiters:
+            event.set()
+
+    def _follow_again(self) -> None:
+        """Have run() follow the log again from the checkpoint, moved back (see rebuild)."""
+        if self._following is not None:
+            self._following.cancel()
 
     async def catch_up(self) -> None:
         """Apply everything the log holds now (used to rebuild before serving).
@@ -213,23 +238,41 @@ class StoreProjection:
         """
         await self._applying.acquire()
         done = self.rebuilding = anyio.Event()
-        # A store that rebuilds in a transaction undoes a failed rebuild whole: so must the
-        # projection, or it would count as applied the records the rebuild read and the store
-        # undid (the live tail skipping them, by their versions).
         before = (self.checkpoint, self._held, dict(self._versions))
+        cleared = False
         try:
             rebuilding = self._store.rebuilding if self._keeps_position else nullcontext
             async with rebuilding():
                 await self._store.clear()
+                cleared = True
                 self._versions.clear()
                 self.checkpoint = self._held = 0
                 await self.catch_up()
+            self._wake()  # committed: the waiters it reached may read (see apply)
         except BaseException:
             if self._keeps_position:
+                # The store undid the rebuild whole: so must the projection, or it would count
+                # as applied the records the rebuild read and the store undid (the live tail
+                # skipping them, by their versions).
                 self.checkpoint, self._held, self._versions = before
+            elif cleared and self.checkpoint < before[0]:
+                # A store without a transaction keeps what the rebuild put back: the live
+                # tail, which was past it, follows the log again from where it stopped, and
+                # the kit's reads wait until it is back where it was.
+                logger.warning(
+                    "the rebuild of the store stopped at log position %d of %d: the store "
+                    "projection goes on from there",
+                    self.checkpoint,
+                    before[0],
+                )
+                self._follow_again()
+                repaired = anyio.Event()
+                self._waiters_push(before[0], repaired)
+                self.rebuilding = repaired
             raise
         finally:
-            self.rebuilding = None
+            if self.rebuilding is done:
+                self.rebuilding = None
             done.set()
             self._applying.release()
 
@@ -239,14 +282,37 @@ class StoreProjection:
         looked up then would be "not found", a routed message given a new room."""
         while (rebuilding := self.rebuilding) is not None:
             await rebuilding.wait()
+            if self.rebuilding is rebuilding:
+                self.rebuilding = None  # repaired (see rebuild)
 
     async def wait(self, position: int) -> None:
-        """Return once every record up to ``position`` is in the store."""
+        """Return once every record up to ``position`` is in the store.
+
+        Raises:
+            KitClosedError: the kit's runtime stopped first (see ``stop``).
+        """
         if self.checkpoint >= position:
             return
-        event = anyio.Event()
+        if not self._stopped:
+            event = anyio.Event()
+            self._waiters_push(position, event)
+            await event.wait()
+            if self.checkpoint >= position:
+                return
+        raise KitClosedError(
+            f"the kit closed before its read model held the log up to position {position} "
+            "(its store was unavailable): what was recorded is in the log"
+        )
+
+    def _waiters_push(self, position: int, event: anyio.Event) -> None:
         heapq.heappush(self._waiters, (position, next(self._waiter_ids), event))
-        await event.wait()
+
+    def _wake(self) -> None:
+        """Release the waiters the checkpoint satisfies."""
+        checkpoint = self.checkpoint
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= checkpoint:
+            heapq.heappop(waiters)[2].set()
 
     async def apply(self, record: Record) -> None:
         """Apply one record (a second time is a no-op) and advance the checkpoint."""
@@ -270,8 +336,11 @@ class StoreProjection:
             self._versions[record.stream] = record.version
         self.checkpoint = checkpoint = max(self.checkpoint, record.position)
         waiters = self._waiters
-        while waiters and waiters[0][0] <= checkpoint:
-            heapq.heappop(waiters)[2].set()
+        if waiters and waiters[0][0] <= checkpoint:
+            if self.rebuilding is not None and self._keeps_position:
+                return  # in the rebuild's transaction: released once it commits (rebuild)
+            while waiters and waiters[0][0] <= checkpoint:
+                heapq.heappop(waiters)[2].set()
 
     async def _put_when_available(
         self, record: Record, unavailable: StoreUnavailableError
@@ -281,10 +350,10 @@ class StoreProjection:
         read model until the next rebuild.
 
         Raises:
-            StoreUnavailableError: during a rebuild, which runs in a transaction of the store
-                and cannot go on without it.
+            StoreUnavailableError: during a rebuild in a transaction of the store, which
+                cannot go on without it.
         """
-        if self.rebuilding is not None:
+        if self.rebuilding is not None and self._keeps_position:
             raise unavailable
         since = anyio.current_time()
         logger.warning(

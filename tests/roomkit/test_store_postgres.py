@@ -24,6 +24,7 @@ from roomkit import (
     HookResult,
     HookTrigger,
     Identity,
+    InboundMessage,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -34,7 +35,7 @@ from roomkit.store import ConversationStore, InMemoryStore
 from roomkit.store.postgres import PostgresStore
 from roomkit.store.testing import ConversationStoreContract, make_event, make_room
 from tests.postgres_fixtures import postgres_directory, start_postgres, stop_postgres
-from tests.roomkit.kit_helpers import eventually, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
 from tests.roomkit.test_kit_replay import new_kit, snapshot
 
 
@@ -646,6 +647,99 @@ async def test_a_failed_rebuild_leaves_the_kit_where_its_store_is(
     async with new_kit(log, store=InMemoryStore()) as in_memory:
         assert await snapshot(in_memory) == on_postgres
     assert not any("lost its last commits" in r.getMessage() for r in caplog.records)
+
+
+class GatedChannel(SimpleChannel):
+    """Its handle_inbound waits for ``gate``."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.entered = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().handle_inbound(message, context)
+
+
+class GatedRebuildStore(PostgresStore):
+    """Its rebuild's clear() waits for ``rebuild_gate`` and its rebuild fails at its end;
+    once ``tail_gate`` is given, records applied outside a rebuild wait for it."""
+
+    def __init__(self, uri: str, prefix: str) -> None:
+        super().__init__(uri, table_prefix=prefix)
+        self.clearing = anyio.Event()
+        self.rebuild_gate = anyio.Event()
+        self.tail_gate: anyio.Event | None = None
+        self.in_rebuild = False
+
+    async def clear(self) -> None:
+        self.clearing.set()
+        await self.rebuild_gate.wait()
+        await super().clear()
+
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
+        if self.tail_gate is not None and not self.in_rebuild:
+            await self.tail_gate.wait()
+        return await super().apply_record(position, apply, after=after)
+
+    @asynccontextmanager
+    async def rebuilding(self) -> AsyncIterator[None]:
+        async with super().rebuilding():
+            self.in_rebuild = True
+            try:
+                yield
+            finally:
+                self.in_rebuild = False
+            raise RuntimeError("the rebuild's commit failed")
+
+
+async def test_a_message_recorded_during_a_failed_rebuild_is_readable_once_returned(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    """The rebuild applied the message in its transaction and released its caller, whose
+    read then missed it: the transaction was rolled back, and the live tail had not applied
+    it again yet. The caller now waits until the tables hold it for good."""
+    log = MemoryEventLog()
+    store = GatedRebuildStore(postgres_uri, postgres_prefix)
+    gated = GatedChannel("gated")
+    async with store, new_kit(log, store=store) as kit:
+        kit.register_channel(gated)
+        await converse(kit)
+        await kit.attach_channel("r1", "gated")
+        seen: dict[str, bool] = {}
+        async with anyio.create_task_group() as tg:
+
+            async def rebuild() -> None:
+                with pytest.raises(RuntimeError, match="commit failed"):
+                    await kit.rebuild_store()
+                seen["returned during the rebuild"] = "visible" in seen
+                assert store.tail_gate is not None
+                store.tail_gate.set()
+
+            async def send() -> None:
+                result = await kit.process_inbound(text("gated", "meanwhile"), room_id="r1")
+                assert result.event is not None
+                ids = [e.id for e in await kit.get_timeline("r1", limit=100)]
+                seen["visible"] = result.event.id in ids
+
+            last = await log.last_position()
+            tg.start_soon(send)  # in the room before the rebuild starts, committed during it
+            await gated.entered.wait()
+            tg.start_soon(rebuild)
+            await store.clearing.wait()
+            gated.gate.set()
+
+            async def committed() -> bool:
+                return await log.last_position() > last
+
+            await eventually(committed, what="the message committed")
+            store.tail_gate = anyio.Event()  # the live tail, once the rebuild failed
+            store.rebuild_gate.set()
+    assert seen == {"returned during the rebuild": False, "visible": True}
 
 
 def test_a_bad_table_prefix_is_refused() -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 import pytest
 
 from roomkit import RoomKit, StoreUnavailableError
+from roomkit.errors import KitClosedError
 from roomkit.store import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
@@ -76,3 +78,99 @@ async def test_a_record_the_store_fails_otherwise_is_skipped(
         assert result.event is not None and result.event.id not in ids
         assert after.event is not None and after.event.id in ids
     assert any("store projection failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_rebuild_waits_for_a_store_without_a_transaction_that_is_unavailable() -> None:
+    # It raised, leaving the store half refilled, and the live tail went on past the records
+    # it had not put back: lost from the read model for good.
+    store = FlakyStore()
+    async with RoomKit(store=store) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "r1", "sms")
+        for n in range(5):
+            await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+        before = [e.id for e in await kit.get_timeline("r1")]
+        store.failures = 3
+        await kit.rebuild_store()
+        assert [e.id for e in await kit.get_timeline("r1")] == before
+        await kit.process_inbound(text("sms", "after"), room_id="r1")
+        timeline = await kit.get_timeline("r1")
+        assert [e.id for e in timeline][:-1] == before
+        room = await kit.get_room("r1")
+        assert room is not None and room.event_count == len(timeline)
+
+
+class StallingStore(InMemoryStore):
+    """Its ``stall_at``-th event write from now never ends (until cancelled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall_at: int | None = None
+        self.stalled = anyio.Event()
+
+    async def add_event_envelope(self, data: bytes) -> None:
+        if self.stall_at is not None:
+            self.stall_at -= 1
+            if self.stall_at == 0:
+                self.stall_at = None
+                self.stalled.set()
+                await anyio.sleep_forever()
+        await super().add_event_envelope(data)
+
+
+async def test_a_rebuild_cut_short_is_finished_by_the_live_tail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its caller's timeout cut it: the store (no transaction) kept half the log, and the
+    # live tail went on from where it was, past the records the rebuild had not put back.
+    store = StallingStore()
+    async with RoomKit(store=store) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "r1", "sms")
+        for n in range(5):
+            await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+        before = [e.id for e in await kit.get_timeline("r1")]
+        store.stall_at = 3
+        with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+            async with anyio.create_task_group() as tg:
+
+                async def rebuild() -> None:
+                    await kit.rebuild_store()
+
+                tg.start_soon(rebuild)
+                await store.stalled.wait()
+                tg.cancel_scope.cancel()
+            # Reads wait until the store holds again what it held.
+            assert [e.id for e in await kit.get_timeline("r1")] == before
+        assert any("rebuild of the store stopped" in r.getMessage() for r in caplog.records)
+        await kit.process_inbound(text("sms", "after"), room_id="r1")
+        timeline = await kit.get_timeline("r1")
+        assert [e.id for e in timeline][:-1] == before
+        room = await kit.get_room("r1")
+        assert room is not None and room.event_count == len(timeline)
+
+
+async def test_a_call_waiting_for_an_unavailable_store_raises_when_the_kit_closes() -> None:
+    # It waited for ever: closing stopped the projection's retry and nobody woke it.
+    store = StallingStore()
+    kit = RoomKit(store=store)
+    kit.register_channel(SimpleChannel("sms"))
+    raised: list[BaseException] = []
+    async with kit:
+        await room_with(kit, "r1", "sms")
+        store.stall_at = 1
+        async with anyio.create_task_group() as tg:
+
+            async def send() -> None:
+                with pytest.raises(KitClosedError, match="before its read model held") as info:
+                    await kit.process_inbound(text("sms", "hello"), room_id="r1")
+                raised.append(info.value)
+
+            tg.start_soon(send)
+            await store.stalled.wait()
+            await kit.close()
+    assert len(raised) == 1
+    # What was recorded is in the log: a kit on it has the message.
+    async with RoomKit(log=kit._log) as again:
+        (last,) = (await again.get_timeline("r1"))[-1:]
+        assert last.content.body == "hello"  # type: ignore[union-attr]
