@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -40,6 +41,9 @@ E = TypeVar("E")
 
 #: Records read per call while recovering, so a long stream never sits in memory whole.
 _REPLAY_BATCH = 1000
+# Seconds: the longest random pause before the second retry after a conflict (twice that
+# before the third, ...).
+_CONFLICT_PAUSE = 0.002
 
 
 class EventSourcedActor(Actor, Generic[S, E]):
@@ -55,8 +59,10 @@ class EventSourcedActor(Actor, Generic[S, E]):
     only once the log acknowledged them does the actor ``evolve`` its state, save a snapshot if
     ``snapshot_interval()`` events passed since the last one, run ``after_commit`` (side effects)
     and reply. If the log says another writer moved the stream (``WrongExpectedVersion``), the
-    actor reads the new records, then runs ``decide`` again on the new state, once; a second
-    conflict fails the command with ``ConcurrencyConflict``. If the log returns the records of an
+    actor reads the new records, then runs ``decide`` again on the new state, up to
+    ``conflict_retries()`` times (once by default; each retry after the first a random moment
+    later, so that two writers do not keep meeting); one more conflict fails the command with
+    ``ConcurrencyConflict``. If the log returns the records of an
     earlier append with the same message id (a retried command), the actor catches up from the
     log and replies without evolving the events twice.
 
@@ -125,6 +131,11 @@ class EventSourcedActor(Actor, Generic[S, E]):
         Raises:
             Exception: rejects the command: nothing is appended, the asker gets the error.
         """
+
+    def conflict_retries(self) -> int:
+        """How many times a command is decided again after another writer moved the stream
+        (see the class docstring). Default: 1."""
+        return 1
 
     @abc.abstractmethod
     def encode_event(self, event: E) -> NewEvent:
@@ -242,11 +253,16 @@ class EventSourcedActor(Actor, Generic[S, E]):
             try:
                 records = await self._append(stream, effect, encoded, expected)
             except WrongExpectedVersion as exc:
+                conflicts += 1
+                retry = conflicts <= self.conflict_retries()
+                if retry and conflicts > 1:
+                    # The other writer keeps appending: let it, for a moment as long as a
+                    # few appends, rather than meet it again at once.
+                    await anyio.sleep(random.uniform(0, _CONFLICT_PAUSE * conflicts))
                 if self._in_doubt:
                     await self._settle_in_doubt(stream)  # the conflict may be that append
                 await self._catch_up(stream)
-                conflicts += 1
-                if conflicts == 1:
+                if retry:
                     logger.info(
                         "stream %r moved (expected %d, at %s): reloaded, re-running the command",
                         stream,

@@ -494,6 +494,28 @@ async def test_a_second_conflict_fails_the_command_with_a_clear_error() -> None:
         assert await ref.ask(Add(3)) == 2004
 
 
+class PatientCounter(Counter):
+    def conflict_retries(self) -> int:
+        return 3
+
+
+async def test_an_actor_may_retry_more_conflicts() -> None:
+    log = InterferingLog()
+    system = ActorSystem(log, supervision=FAST)
+    system.register("counter", PatientCounter)
+    async with system:
+        ref = system.ref("counter", "c")
+        await ref.ask(Add(1))
+        log.times = 3
+        assert await ref.ask(Add(2)) == 3003  # decided a fourth time, on all three
+        log.times = 4
+        with pytest.raises(ConcurrencyConflict):
+            await ref.ask(Add(5))
+        records = await log.read("c")
+        assert replay(records).amounts == (1, 1000, 1000, 1000, 2, 1000, 1000, 1000, 1000)
+        assert await state_of(system) == replay(records)
+
+
 async def test_commands_sent_during_recovery_wait_for_it_in_order() -> None:
     class SlowLog(MemoryEventLog):
         gate = anyio.Event()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from eventlog.nats import NatsEventLog
@@ -12,6 +14,8 @@ from roomkit import (
     ChannelCategory,
     ChannelOutput,
     EventRefusedError,
+    HookResult,
+    HookTrigger,
     MockAIProvider,
     RoomContext,
     RoomEvent,
@@ -88,6 +92,42 @@ async def test_two_processes_writing_one_room_never_fork_its_history(
         ]
         assert [e.content.body for e in timeline] == [f"m{n}" for n in range(6)]  # type: ignore[union-attr]
         assert [e.index for e in timeline] == sorted({e.index for e in timeline})
+
+
+async def test_a_message_another_process_keeps_getting_ahead_of_is_decided_again(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # While process B decides its message, process A appends to the room three times in a
+    # row: B's append conflicts three times, and B decides it again on the room as it is
+    # each time. It failed with RoomConflictError at the second conflict (one retry).
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        kit_on(log_a) as kit_a,
+        kit_on(log_b) as kit_b,
+    ):
+        await kit_a.create_room(room_id="shared")
+        await kit_a.attach_channel("shared", "sms")
+        decided: list[int] = []
+
+        @kit_b.hook(HookTrigger.BEFORE_BROADCAST)
+        async def meanwhile(event: RoomEvent, context: RoomContext) -> HookResult:
+            decided.append(len(context.recent_events))
+            if len(decided) <= 3:  # the other process gets ahead again
+                await kit_a.process_inbound(text("sms", f"a{len(decided)}"), room_id="shared")
+            return HookResult.allow()
+
+        with caplog.at_level(logging.INFO, logger="actors"):
+            result = await kit_b.process_inbound(text("sms", "b"), room_id="shared")
+        assert result.event is not None and not result.blocked
+        retries = [r for r in caplog.records if "re-running the command" in r.getMessage()]
+        assert len(retries) == 3
+        assert decided == [1, 2, 3, 4]  # each time on the room with A's messages so far
+        await kit_a._runtime.projection.wait(await log_a.last_position())
+        events = await kit_a.get_timeline("shared", limit=100)
+        bodies = [e.content.body for e in events if e.type == "message"]  # type: ignore[union-attr]
+        assert bodies == ["a1", "a2", "a3", "b"]
+        assert [e.index for e in events] == list(range(len(events)))
 
 
 async def test_a_message_too_large_for_the_log_is_refused_and_the_room_goes_on(
