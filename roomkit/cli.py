@@ -385,12 +385,19 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
                 if in_file and not await _holds(log, args.room):
                     # Nothing live in a file: a room it lacks will never show (a typo).
                     raise RoomNotFoundError(f"Room {args.room} not found in the log")
+                live = args.log is not None
+                if live and args.room is not None and not await _holds(log, args.room):
+                    # It may come, as a new room's first events do; a typo never shows: say it.
+                    console.note(
+                        f"room {args.room} has no events in the log yet: waiting for its "
+                        "first (Ctrl-C to stop)"
+                    )
                 await follow(
                     log,
                     console.write,
                     room_id=args.room,
                     last=max(args.lines, 0),
-                    live=args.log is not None,
+                    live=live,
                     format=args.format,
                 )
                 return EXIT_OK

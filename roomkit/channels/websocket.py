@@ -9,7 +9,7 @@ from typing import Any
 
 from actors import check_seconds
 from roomkit.channels.base import Channel
-from roomkit.core._bounded import bounded_here
+from roomkit.core._bounded import TimedOut, bounded_here
 from roomkit.core._concurrently import concurrently
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
@@ -148,14 +148,17 @@ class WebSocketChannel(Channel):
         try:
             # Each send already runs in a context of its own (concurrently): bounded_here.
             await bounded_here(send_fn(connection_id, event), self._send_timeout)
-        except Exception:
-            logger.warning(
-                "channel %s: send to connection %s failed or timed out",
+        except TimedOut:
+            self._drop(connection_id, send_fn, f"its send took over {self._send_timeout} s")
+        except Exception as exc:
+            # A client gone is routine: one line says it; the traceback is for debugging.
+            logger.debug(
+                "channel %s: send to connection %s failed",
                 self.channel_id,
                 connection_id,
                 exc_info=True,
             )
-            self._drop(connection_id, send_fn, "its send failed or timed out")
+            self._drop(connection_id, send_fn, f"its send failed ({type(exc).__name__}: {exc})")
         unfinished.pop(connection_id, None)
 
     def _drop(self, connection_id: str, send_fn: SendFn, why: str) -> None:

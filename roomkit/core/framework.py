@@ -379,7 +379,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         Args:
             nats_url: the NATS server(s), or a connected nats-py client.
             subject_prefix, stream_name, durable, max_in_flight, options: see
-                ``roomkit.ingress.Ingress``.
+                ``roomkit.ingress.Ingress``. Among the options, ``dlq_stream`` (default
+                ``"ROOMKIT_DLQ"``) keeps the dead letters: with another ``subject_prefix``,
+                give it another name too (a stream keeps the subjects it was made with).
         """
         from roomkit.ingress.ingress import serve_ingress
 

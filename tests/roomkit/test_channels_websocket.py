@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from roomkit.channels import WebSocketChannel
@@ -110,6 +112,22 @@ class TestDeliver:
         assert channel.connection_count == 1
         await channel.deliver(_event(), _binding(), _context())
         assert len(good.received) == 2
+
+    async def test_a_client_gone_is_one_warning_line(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # It was two warnings, one with the send's traceback: noise for a routine event.
+        channel = WebSocketChannel("ws-1")
+        channel.register_connection("bad", _Client(fail=True).send)
+        with caplog.at_level(logging.DEBUG, logger="roomkit.channels.websocket"):
+            await channel.deliver(_event(), _binding(), _context())
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.getMessage() for r in warnings] == [
+            "channel ws-1: dropping connection bad: its send failed (ConnectionResetError: gone)"
+        ]
+        assert warnings[0].exc_info is None
+        (debug,) = [r for r in caplog.records if r.levelno == logging.DEBUG]
+        assert debug.exc_info is not None  # the traceback, for whoever debugs
 
     async def test_handle_inbound(self) -> None:
         channel = WebSocketChannel("ws-1")

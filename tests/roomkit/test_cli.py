@@ -207,6 +207,39 @@ def test_tail_waits_for_a_log_that_does_not_exist_yet(nats_server: Any) -> None:
     assert code == EXIT_OK  # Ctrl-C ends tail with success
 
 
+def test_tail_of_a_room_not_in_the_log_says_it_waits_for_it(nats_server: Any) -> None:
+    # It waited without a word, so a mistyped room id looked like a quiet room.
+    import signal
+
+    async def write(room_id: str) -> None:
+        from eventlog.nats import NatsEventLog
+
+        async with NatsEventLog(nats_server.url) as log, RoomKit(log=log) as kit:
+            await kit.create_room(room_id=room_id)
+
+    anyio.run(write, "other-room")
+    with subprocess.Popen(
+        [sys.executable, "-m", "roomkit", "tail", "new-room", "--log", nats_server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as tail:
+        try:
+            assert tail.stderr is not None and tail.stdout is not None
+            assert tail.stderr.readline() == (
+                "room new-room has no events in the log yet: waiting for its "
+                "first (Ctrl-C to stop)\n"
+            )
+            anyio.run(write, "new-room")
+            lines = [tail.stdout.readline() for _ in range(2)]  # a date heading, the event
+            assert lines[0].startswith("-- ") and "room created" in lines[1]
+        finally:
+            tail.send_signal(signal.SIGINT)
+            code = tail.wait(timeout=20)
+    assert code == EXIT_OK
+
+
 class TestExitCodes:
     def test_unknown_room(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
         # tail too: nothing is live in a file, a room it lacks will never show.
