@@ -7,8 +7,8 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,67 +177,61 @@ class TestOtherCommands:
         assert done.returncode == EXIT_OK and "usage: roomkit rooms" in done.stdout
 
 
-def test_tail_waits_for_a_log_that_does_not_exist_yet(nats_server: Any) -> None:
-    # Started before the service that writes the log (a terminal opened first), it exited
-    # with "nothing to follow"; now it waits, as `tail -F` waits for its file.
-    import signal
+def create_room(url: str, room_id: str) -> None:
+    """Create the room through a kit on the JetStream log at ``url``."""
 
-    async def write() -> None:
+    async def create() -> None:
         from eventlog.nats import NatsEventLog
 
-        async with NatsEventLog(nats_server.url) as log, RoomKit(log=log) as kit:
-            await kit.create_room(room_id="late-room")
+        async with NatsEventLog(url) as log, RoomKit(log=log) as kit:
+            await kit.create_room(room_id=room_id)
+
+    anyio.run(create)
+
+
+@contextmanager
+def tail_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``roomkit tail ARGS`` running; stopped with Ctrl-C after, which must end it with
+    success."""
+    import signal
 
     with subprocess.Popen(
-        [sys.executable, "-m", "roomkit", "tail", "--log", nats_server.url],
+        [sys.executable, "-m", "roomkit", "tail", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
     ) as tail:
         try:
-            assert tail.stderr is not None and tail.stdout is not None
-            assert "waiting for it" in tail.stderr.readline()  # looked, found nothing, waits
-            anyio.run(write)
-            lines = [tail.stdout.readline() for _ in range(2)]  # a date heading, the event
-            assert lines[0].startswith("-- ") and "late-room" in lines[1]
+            yield tail
         finally:
             tail.send_signal(signal.SIGINT)
             code = tail.wait(timeout=20)
     assert code == EXIT_OK  # Ctrl-C ends tail with success
 
 
+def test_tail_waits_for_a_log_that_does_not_exist_yet(nats_server: Any) -> None:
+    # Started before the service that writes the log (a terminal opened first), it exited
+    # with "nothing to follow"; now it waits, as `tail -F` waits for its file.
+    with tail_process("--log", nats_server.url) as tail:
+        assert tail.stderr is not None and tail.stdout is not None
+        assert "waiting for it" in tail.stderr.readline()  # looked, found nothing, waits
+        create_room(nats_server.url, "late-room")
+        lines = [tail.stdout.readline() for _ in range(2)]  # a date heading, the event
+        assert lines[0].startswith("-- ") and "late-room" in lines[1]
+
+
 def test_tail_of_a_room_not_in_the_log_says_it_waits_for_it(nats_server: Any) -> None:
     # It waited without a word, so a mistyped room id looked like a quiet room.
-    import signal
-
-    async def write(room_id: str) -> None:
-        from eventlog.nats import NatsEventLog
-
-        async with NatsEventLog(nats_server.url) as log, RoomKit(log=log) as kit:
-            await kit.create_room(room_id=room_id)
-
-    anyio.run(write, "other-room")
-    with subprocess.Popen(
-        [sys.executable, "-m", "roomkit", "tail", "new-room", "--log", nats_server.url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    ) as tail:
-        try:
-            assert tail.stderr is not None and tail.stdout is not None
-            assert tail.stderr.readline() == (
-                "room new-room has no events in the log yet: waiting for its "
-                "first (Ctrl-C to stop)\n"
-            )
-            anyio.run(write, "new-room")
-            lines = [tail.stdout.readline() for _ in range(2)]  # a date heading, the event
-            assert lines[0].startswith("-- ") and "room created" in lines[1]
-        finally:
-            tail.send_signal(signal.SIGINT)
-            code = tail.wait(timeout=20)
-    assert code == EXIT_OK
+    create_room(nats_server.url, "other-room")
+    with tail_process("new-room", "--log", nats_server.url) as tail:
+        assert tail.stderr is not None and tail.stdout is not None
+        assert tail.stderr.readline() == (
+            "room new-room has no events in the log yet: waiting for its first (Ctrl-C to stop)\n"
+        )
+        create_room(nats_server.url, "new-room")
+        lines = [tail.stdout.readline() for _ in range(2)]  # a date heading, the event
+        assert lines[0].startswith("-- ") and "room created" in lines[1]
 
 
 class TestExitCodes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -35,6 +37,23 @@ def kit_on(log: NatsEventLog) -> RoomKit:
     kit.register_channel(SimpleChannel("sms"))
     kit.register_channel(SimpleChannel("ws"))
     return kit
+
+
+@asynccontextmanager
+async def two_processes(
+    nats_server: NatsServer,
+) -> AsyncIterator[tuple[NatsEventLog, RoomKit, RoomKit]]:
+    """Two kits, as two processes would have, each on its own client of one JetStream; room
+    "shared" made, with channel "sms" attached. Yields the first's log and both kits."""
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        kit_on(log_a) as kit_a,
+        kit_on(log_b) as kit_b,
+    ):
+        await kit_a.create_room(room_id="shared")
+        await kit_a.attach_channel("shared", "sms")
+        yield log_a, kit_a, kit_b
 
 
 async def test_rooms_survive_a_server_kill_and_a_new_process(
@@ -70,14 +89,7 @@ async def test_two_processes_writing_one_room_never_fork_its_history(
     # Two kits (as two processes would) on one JetStream: each room actor caches its state,
     # so the second writer's append is rejected by the expected-sequence check, reloads the
     # room from the log and re-runs the command. Nothing is lost, nothing is overwritten.
-    async with (
-        NatsEventLog(nats_server.url) as log_a,
-        NatsEventLog(nats_server.url) as log_b,
-        kit_on(log_a) as kit_a,
-        kit_on(log_b) as kit_b,
-    ):
-        await kit_a.create_room(room_id="shared")
-        await kit_a.attach_channel("shared", "sms")
+    async with two_processes(nats_server) as (log_a, kit_a, kit_b):
         await kit_a.attach_channel("shared", "ws")
         for n in range(6):
             writer = kit_a if n % 2 == 0 else kit_b
@@ -100,14 +112,7 @@ async def test_a_message_another_process_keeps_getting_ahead_of_is_decided_again
     # While process B decides its message, process A appends to the room three times in a
     # row: B's append conflicts three times, and B decides it again on the room as it is
     # each time. It failed with RoomConflictError at the second conflict (one retry).
-    async with (
-        NatsEventLog(nats_server.url) as log_a,
-        NatsEventLog(nats_server.url) as log_b,
-        kit_on(log_a) as kit_a,
-        kit_on(log_b) as kit_b,
-    ):
-        await kit_a.create_room(room_id="shared")
-        await kit_a.attach_channel("shared", "sms")
+    async with two_processes(nats_server) as (log_a, kit_a, kit_b):
         decided: list[int] = []
 
         @kit_b.hook(HookTrigger.BEFORE_BROADCAST)

@@ -80,24 +80,34 @@ async def test_a_record_the_store_fails_otherwise_is_skipped(
     assert any("store projection failed" in r.getMessage() for r in caplog.records)
 
 
+async def five_messages(kit: RoomKit) -> list[str]:
+    """Room r1 with channel sms and five messages; returns its timeline's event ids."""
+    kit.register_channel(SimpleChannel("sms"))
+    await room_with(kit, "r1", "sms")
+    for n in range(5):
+        await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+    return [e.id for e in await kit.get_timeline("r1")]
+
+
+async def one_more_is_counted(kit: RoomKit, before: list[str]) -> None:
+    """One more message: the timeline is ``before`` and it, and the room counts them all."""
+    await kit.process_inbound(text("sms", "after"), room_id="r1")
+    timeline = await kit.get_timeline("r1")
+    assert [e.id for e in timeline][:-1] == before
+    room = await kit.get_room("r1")
+    assert room is not None and room.event_count == len(timeline)
+
+
 async def test_a_rebuild_waits_for_a_store_without_a_transaction_that_is_unavailable() -> None:
     # It raised, leaving the store half refilled, and the live tail went on past the records
     # it had not put back: lost from the read model for good.
     store = FlakyStore()
     async with RoomKit(store=store) as kit:
-        kit.register_channel(SimpleChannel("sms"))
-        await room_with(kit, "r1", "sms")
-        for n in range(5):
-            await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
-        before = [e.id for e in await kit.get_timeline("r1")]
+        before = await five_messages(kit)
         store.failures = 3
         await kit.rebuild_store()
         assert [e.id for e in await kit.get_timeline("r1")] == before
-        await kit.process_inbound(text("sms", "after"), room_id="r1")
-        timeline = await kit.get_timeline("r1")
-        assert [e.id for e in timeline][:-1] == before
-        room = await kit.get_room("r1")
-        assert room is not None and room.event_count == len(timeline)
+        await one_more_is_counted(kit, before)
 
 
 class StallingStore(InMemoryStore):
@@ -125,11 +135,7 @@ async def test_a_rebuild_cut_short_is_finished_by_the_live_tail(
     # live tail went on from where it was, past the records the rebuild had not put back.
     store = StallingStore()
     async with RoomKit(store=store) as kit:
-        kit.register_channel(SimpleChannel("sms"))
-        await room_with(kit, "r1", "sms")
-        for n in range(5):
-            await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
-        before = [e.id for e in await kit.get_timeline("r1")]
+        before = await five_messages(kit)
         store.stall_at = 3
         with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
             async with anyio.create_task_group() as tg:
@@ -143,11 +149,7 @@ async def test_a_rebuild_cut_short_is_finished_by_the_live_tail(
             # Reads wait until the store holds again what it held.
             assert [e.id for e in await kit.get_timeline("r1")] == before
         assert any("rebuild of the store stopped" in r.getMessage() for r in caplog.records)
-        await kit.process_inbound(text("sms", "after"), room_id="r1")
-        timeline = await kit.get_timeline("r1")
-        assert [e.id for e in timeline][:-1] == before
-        room = await kit.get_room("r1")
-        assert room is not None and room.event_count == len(timeline)
+        await one_more_is_counted(kit, before)
 
 
 async def test_a_call_waiting_for_an_unavailable_store_raises_when_the_kit_closes() -> None:
