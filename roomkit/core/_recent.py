@@ -30,10 +30,11 @@ __all__ = ["RECENT_EVENTS", "LazyEvents", "RecentEvents"]
 RECENT_EVENTS = 50
 """How many of the most recent timeline events a hook or channel sees in its ``RoomContext``."""
 
-SPARE_EVENTS = 8
+SPARE_EVENTS = RECENT_EVENTS
 """How many events the window let go since the last context it made it keeps, so that a context
 of an event recorded together with later ones (``view(leave_out=...)``) still holds
-``RECENT_EVENTS`` events: two AIs answering one message make one append."""
+``RECENT_EVENTS`` events: two AIs answering one message make one append. (Only a room replayed
+from the log makes no context between its appends: its next context lets them go.)"""
 
 Json = msgspec.Raw  # an event's JSON as logged (a view of the log's or snapshot's bytes)
 

@@ -193,6 +193,19 @@ async def _two_bots(kit: RoomKit, seen: list[tuple[str, str, list[str]]]) -> Non
     await room_with(kit, "r1", "user", "bot1", "bot2", "obs")
 
 
+async def _timeline(kit: RoomKit) -> list[tuple[str, str]]:
+    """Room r1's timeline as (type, body) pairs."""
+    events = await kit.get_timeline("r1", limit=500)
+    return [(e.type, e.content.body) for e in events]  # type: ignore[union-attr]
+
+
+def _messages_in_window(bodies: list[tuple[str, str]], last: int) -> list[str]:
+    """The messages among the 50 events up to ``bodies[last]`` (``last`` < 0), as a _Bot
+    notes a history."""
+    end = len(bodies) + last + 1
+    return [body for kind, body in bodies[end - 50 : end] if kind == "message"]
+
+
 class TestReplies:
     async def test_replies_recorded_together_each_see_the_history_up_to_themselves(
         self, kit: RoomKit
@@ -225,11 +238,24 @@ class TestReplies:
         assert by_reader[("obs", "a1")] == timeline[-51:-1]
         assert by_reader[("obs", "a2")] == timeline[-50:]
         assert by_reader[("obs", "last")] == timeline[-52:-2]  # broadcast before the replies
+        many: list[tuple[str, str, list[str]]] = []
+        for n in range(3, 11):  # nine more bots: ten replies recorded together
+            bot = _Bot(f"bot{n}", f"a{n}", many)
+            kit.register_channel(bot)
+            await kit.attach_channel("r1", bot.channel_id)
+        await kit.process_inbound(text("user", "to all"), room_id="r1")
+        bodies = await _timeline(kit)
+        replies = [body for _, body in bodies[-10:]]
+        assert sorted(replies) == sorted(["a1", "a2", *[f"a{n}" for n in range(3, 11)]])
+        by_reader = {(reader, body): history for reader, body, history in seen}
+        for at, reply in enumerate(replies):  # each with the 50 events up to itself
+            assert by_reader[("obs", reply)] == _messages_in_window(bodies, at - 10)
         for n in range(3):  # and the next turns see the room's window as before
             await kit.process_inbound(text("user", f"again{n}"), room_id="r1")
-            timeline = [e.content.body for e in await kit.get_timeline("r1", limit=100)]  # type: ignore[union-attr]
             by_reader = {(reader, body): history for reader, body, history in seen}
-            assert by_reader[("obs", "a1")] == timeline[-51:-1]
+            bodies = await _timeline(kit)
+            a1 = max(i for i, (_, body) in enumerate(bodies) if body == "a1") - len(bodies)
+            assert by_reader[("obs", "a1")] == _messages_in_window(bodies, a1)
 
     async def test_a_message_is_broadcast_with_the_events_its_hooks_injected(
         self, kit: RoomKit
