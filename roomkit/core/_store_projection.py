@@ -128,6 +128,9 @@ class StoreProjection:
         # checkpoint (see _follow_again).
         self._following: anyio.CancelScope | None = None
         self._stopped = False  # its runtime stopped: nothing more is applied (see stop())
+        # The position a rebuild cut short left the store behind (see rebuild), until the
+        # live tail is back there.
+        self._repair_to: int | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the log for ever (until cancelled), applying every record.
@@ -179,6 +182,15 @@ class StoreProjection:
         self._stopped = False
         if self.rebuilding is not None:
             self.rebuilding = None  # its task is gone with its loop
+            if self._repair_to is not None:
+                self._repairing()  # the reads of the new loop wait for it as well
+
+    def _repairing(self) -> None:
+        """Have the kit's reads wait until the checkpoint is back at ``_repair_to``."""
+        assert self._repair_to is not None
+        repaired = anyio.Event()
+        self._waiters_push(self._repair_to, repaired)
+        self.rebuilding = repaired
 
     def stop(self) -> None:
         """The runtime stopped and nothing more is applied: the calls waiting for the read
@@ -255,6 +267,9 @@ class StoreProjection:
                 # as applied the records the rebuild read and the store undid (the live tail
                 # skipping them, by their versions).
                 self.checkpoint, self._held, self._versions = before
+                # Callers that began to wait during the rebuild (the checkpoint was back at
+                # 0) for what the store held before it: it holds it still.
+                self._wake()
             elif cleared and self.checkpoint < before[0]:
                 # A store without a transaction keeps what the rebuild put back: the live
                 # tail, which was past it, follows the log again from where it stopped, and
@@ -266,9 +281,8 @@ class StoreProjection:
                     before[0],
                 )
                 self._follow_again()
-                repaired = anyio.Event()
-                self._waiters_push(before[0], repaired)
-                self.rebuilding = repaired
+                self._repair_to = before[0]
+                self._repairing()
             raise
         finally:
             if self.rebuilding is done:
@@ -283,7 +297,7 @@ class StoreProjection:
         while (rebuilding := self.rebuilding) is not None:
             await rebuilding.wait()
             if self.rebuilding is rebuilding:
-                self.rebuilding = None  # repaired (see rebuild)
+                self.rebuilding = self._repair_to = None  # repaired (see rebuild)
 
     async def wait(self, position: int) -> None:
         """Return once every record up to ``position`` is in the store.
@@ -300,8 +314,9 @@ class StoreProjection:
             if self.checkpoint >= position:
                 return
         raise KitClosedError(
-            f"the kit closed before its read model held the log up to position {position} "
-            "(its store was unavailable): what was recorded is in the log"
+            f"the kit's runtime stopped (the kit closed, or its event loop ended) before its "
+            f"read model held the log up to position {position}: what was recorded is in the "
+            "log"
         )
 
     def _waiters_push(self, position: int, event: anyio.Event) -> None:

@@ -5,14 +5,23 @@ otherwise is logged and skipped (a rebuild repairs it)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 
-from roomkit import RoomKit, StoreUnavailableError
+from roomkit import (
+    HookExecution,
+    HookTrigger,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    StoreUnavailableError,
+)
 from roomkit.errors import KitClosedError
 from roomkit.store import InMemoryStore
-from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -176,3 +185,88 @@ async def test_a_call_waiting_for_an_unavailable_store_raises_when_the_kit_close
     async with RoomKit(log=kit._log) as again:
         (last,) = (await again.get_timeline("r1"))[-1:]
         assert last.content.body == "hello"  # type: ignore[union-attr]
+
+
+class TransactionalStore(InMemoryStore):
+    """Keeps its log position, as a database's tables do; its next rebuild pauses at its first
+    record until ``resume`` is set, then fails at the record at ``fail_at`` (undone whole)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.position = 0
+        self.rebuilding_now = False
+        self.paused = anyio.Event()
+        self.resume = anyio.Event()
+        self.fail_at = 0
+
+    async def applied_position(self) -> int:
+        return self.position
+
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
+        if self.rebuilding_now:
+            self.paused.set()
+            await self.resume.wait()
+            if position == self.fail_at:
+                raise StoreUnavailableError("the database restarted mid-rebuild")
+        await apply()
+        self.position = position
+        return True
+
+    @asynccontextmanager
+    async def rebuilding(self) -> AsyncIterator[None]:
+        # clear() gives the store new containers: the old ones are what it held before.
+        held = dict(self.__dict__)
+        self.rebuilding_now = True
+        try:
+            yield
+        except BaseException:
+            self.__dict__.update(held)  # undone whole
+            raise
+        finally:
+            self.rebuilding_now = False
+
+
+async def test_a_caller_that_began_waiting_during_a_failed_rebuild_is_released() -> None:
+    # Its message was in the store before the rebuild; it waited for the read model only
+    # once its delivery ended, during the rebuild (the checkpoint back at 0). The failed
+    # rebuild put the checkpoint back, and nobody released the caller.
+    store = TransactionalStore()
+    hook_gate = anyio.Event()
+    hook_entered = anyio.Event()
+    async with RoomKit(store=store) as kit:
+        await five_messages(kit)
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def slow(event: RoomEvent, context: RoomContext) -> None:
+            hook_entered.set()
+            await hook_gate.wait()
+
+        returned = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def send() -> None:
+                await kit.process_inbound(text("sms", "hi"), room_id="r1")
+                returned.set()
+
+            async def rebuild() -> None:
+                with pytest.raises(StoreUnavailableError):
+                    await kit.rebuild_store()
+
+            tg.start_soon(send)
+            await hook_entered.wait()  # committed and applied; its delivery goes on
+            store.fail_at = await kit._log.last_position()
+            tg.start_soon(rebuild)
+            await store.paused.wait()
+            hook_gate.set()  # the caller now waits for the read model, from 0
+
+            async def waiting() -> bool:
+                return bool(kit._runtime.projection._waiters)
+
+            await eventually(waiting, what="the caller waiting for the read model")
+            store.resume.set()  # the rebuild fails at its last record
+            with anyio.fail_after(10):  # a guard against the hang, not a timing
+                await returned.wait()
+        timeline = await kit.get_timeline("r1")
+        assert timeline[-1].content.body == "hi"  # type: ignore[union-attr]
