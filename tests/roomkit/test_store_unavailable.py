@@ -155,8 +155,10 @@ async def test_a_rebuild_cut_short_is_finished_by_the_live_tail(
                 tg.start_soon(rebuild)
                 await store.stalled.wait()
                 tg.cancel_scope.cancel()
-            # Reads wait until the store holds again what it held.
-            assert [e.id for e in await kit.get_timeline("r1")] == before
+            # Reads wait until the store holds again what it held (a guard against waiting
+            # for ever, not a timing).
+            with anyio.fail_after(10):
+                assert [e.id for e in await kit.get_timeline("r1")] == before
         assert any("rebuild of the store stopped" in r.getMessage() for r in caplog.records)
         await one_more_is_counted(kit, before)
 
