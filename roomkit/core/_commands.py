@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from roomkit.core._in_decision import DecisionWait
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import EventType
 from roomkit.models.event import RoomEvent
@@ -145,8 +146,9 @@ class ProcessInbound:
     # Seconds the room may spend on it (the kit's process_timeout), counted from when the room
     # takes it up, as 0.3.0 counted from when its lock was taken; None: no bound.
     budget: float | None = None
-    # The rooms whose decisions wait for this one (a hook of theirs sent it): see _in_decision.
-    waiting: frozenset[str] = frozenset()
+    # The waits of the decisions that wait for this one (a hook of theirs sent it): see
+    # _in_decision.
+    waiting: tuple[DecisionWait, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from roomkit.core._context_mark import ContextMark
 
-__all__ = ["InDecision", "deciding", "waiting_rooms"]
+__all__ = ["DecisionWait", "InDecision", "deciding", "message_waits"]
 
 
 class InDecision(ContextMark):
@@ -29,8 +29,9 @@ class InDecision(ContextMark):
     room's decision in that kit. ``position`` is the log position of the room's last commit
     (moved on by each write committed meanwhile); ``commit(command)`` commits a write;
     ``event_id`` is the message decided, once its channel made it; ``after`` holds the writes
-    about that very message (a read marker), committed after it. ``waiting`` are the rooms
-    whose decisions wait for this one: it decides a message one of their hooks sent."""
+    about that very message (a read marker), committed after it. ``waiting`` are the waits
+    of the decisions that wait for this one: it decides a message one of their hooks sent
+    (or one sent by a decision that such a message started, and so on)."""
 
     __slots__ = (
         "after",
@@ -51,7 +52,7 @@ class InDecision(ContextMark):
         room_id: str,
         position: int,
         commit: Callable[[object], Awaitable[Any]],
-        waiting: frozenset[str] = frozenset(),
+        waiting: tuple[DecisionWait, ...] = (),
     ) -> None:
         self.active = True  # ContextMark's, set here: one call less, on every message
         self._token = None
@@ -74,13 +75,30 @@ def deciding() -> InDecision | None:
     return mark if mark is not None and mark.active else None
 
 
-def waiting_rooms(kit: object) -> frozenset[str]:
-    """The rooms that would wait for a message ``kit`` is sent from the running code: the
-    room whose decision runs it, and those waiting for that decision."""
+class DecisionWait:
+    """A room's decision waiting for a message it sent (``kit.process_inbound`` called from
+    its hook): ``active`` until that call ends (returned, failed, or given up at the hook's
+    timeout). It holds the room up only while both last: a task the hook left running may
+    still wait for its message once the decision is over."""
+
+    __slots__ = ("active", "decision")
+
+    def __init__(self, decision: InDecision) -> None:
+        self.decision = decision
+        self.active = True
+
+    def holds(self, room_id: str) -> bool:
+        """Whether ``room_id``'s decision is held up here now."""
+        decision = self.decision
+        return self.active and decision.active and decision.room_id == room_id
+
+
+def message_waits(kit: object) -> tuple[DecisionWait | None, tuple[DecisionWait, ...]]:
+    """For a message ``kit`` is sent from the running code: the wait of the decision that
+    runs it (None if none does), and every wait the message's own decision would hold up:
+    that one, and those that decision holds up itself. The caller ends the first."""
     decision = deciding()
     if decision is None or decision.kit is not kit:
-        return _NO_ROOMS
-    return decision.waiting | {decision.room_id}
-
-
-_NO_ROOMS: frozenset[str] = frozenset()
+        return None, ()
+    wait = DecisionWait(decision)
+    return wait, (wait, *decision.waiting)

@@ -29,7 +29,7 @@ from roomkit.core._commands import (
     SendEvent,
 )
 from roomkit.core._helpers import HelpersMixin, utcnow
-from roomkit.core._in_decision import waiting_rooms
+from roomkit.core._in_decision import DecisionWait, message_waits
 from roomkit.core.hooks import IdentityHookRegistration
 from roomkit.errors import ChannelNotRegisteredError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
@@ -92,6 +92,22 @@ class InboundMixin(HelpersMixin):
             ChannelNotRegisteredError: the message's channel is not registered.
             RoomNotFoundError: ``room_id`` names no room.
         """
+        # Sent from a room's decision (its hook), the message holds that decision up until
+        # this call ends: its own decision must not call back into that room (_in_decision).
+        wait, waiting = message_waits(self)
+        if wait is None:
+            return await self._process_inbound(message, room_id, waiting)
+        try:
+            return await self._process_inbound(message, room_id, waiting)
+        finally:
+            wait.active = False
+
+    async def _process_inbound(
+        self,
+        message: InboundMessage,
+        room_id: str | None,
+        waiting: tuple[DecisionWait, ...],
+    ) -> InboundResult:
         if not isinstance(message, InboundMessage):
             raise TypeError(
                 f"process_inbound takes an InboundMessage, not {type(message).__name__}"
@@ -108,7 +124,6 @@ class InboundMixin(HelpersMixin):
                 room_id = await self._route_or_create(message, channel)
 
         budget = self._process_timeout
-        waiting = waiting_rooms(self)
         command = ProcessInbound(message=message, channel=channel, budget=budget, waiting=waiting)
         if self._identity_resolver is not None and (
             self._identity_channel_types is None

@@ -346,7 +346,7 @@ class KitRuntime:
                     "HookResult (modify, inject, tasks, observations), or make it from an "
                     "AFTER_BROADCAST hook"
                 )
-            if room_id in decision.waiting:
+            if any(wait.holds(room_id) for wait in decision.waiting):
                 raise RoomKitError(
                     f"room {room_id} cannot take a command from room {decision.room_id}'s "
                     f"decision (its channel's handle_inbound, a BEFORE_BROADCAST hook): room "

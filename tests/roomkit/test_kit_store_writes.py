@@ -25,6 +25,7 @@ from roomkit import (
     HookResult,
     HookTrigger,
     InboundMessage,
+    InboundResult,
     InMemoryStore,
     LogUnavailableError,
     Observation,
@@ -417,6 +418,41 @@ async def test_a_command_closing_a_cycle_of_rooms_deciding_fails_at_once(kit: Ro
         assert timeline[-1].content.body == body  # type: ignore[union-attr]
     # Out of the decisions, the same call is taken.
     await kit.update_room_metadata("r1", {"seen": True})
+
+
+async def test_a_room_whose_decision_is_over_takes_commands_from_the_one_it_messaged(
+    kit: RoomKit,
+) -> None:
+    # r1's hook leaves a task sending r2 a message; r2's hook commands r1 once r1's
+    # decision is over. r1 waits for nothing then: it was refused as a cycle.
+    await two_channel_room(kit)
+    await room_with(kit, "r2", "sms")
+    sent, r1_done = anyio.Event(), anyio.Event()
+    relayed: list[InboundResult] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
+    async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+        if event.room_id == "r1":
+
+            async def later() -> None:
+                sent.set()
+                relayed.append(await kit.process_inbound(text("sms", "relay"), room_id="r2"))
+
+            tasks.start_soon(later)
+            await sent.wait()  # sent while r1's decision runs
+        else:
+            await r1_done.wait()
+            await kit.update_room_metadata("r1", {"seen": True})
+        return HookResult.allow()
+
+    errors = framework_events(kit, "hook_error")
+    async with anyio.create_task_group() as tasks:
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        r1_done.set()
+    assert errors == []
+    room = await kit.get_room("r1")
+    assert room is not None and room.metadata == {"seen": True}
+    assert len(relayed) == 1 and relayed[0].event is not None
 
 
 async def test_a_task_a_hook_started_commands_its_room_once_the_decision_is_done(
