@@ -81,6 +81,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # The last inbound message whose hooks committed writes through kit.store (see
         # _decide_inbound: it is not decided again after a conflict).
         self._wrote_for: object | None = None
+        # The last inbound message decided, and when it was first (its budget's start).
+        self._first_decided: tuple[ProcessInbound, float] | None = None
         # The log position of this incarnation's last commit. A command that commits nothing
         # (a duplicate, a room that exists already, a query) answers from state the read
         # model may not show yet: its caller waits for the read model to reach this.
@@ -224,7 +226,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         )
         with mark as decision:
             if command.budget is not None:
-                facts, outcome = await self._decide_within(state, command, command.budget)
+                first = self._first_decided
+                if first is None or first[0] is not command:
+                    # Decided again after another writer's append, the message keeps the time
+                    # it was first taken up at: its retries count in its process_timeout.
+                    first = self._first_decided = (command, time.perf_counter())
+                facts, outcome = await self._decide_within(
+                    state, command, command.budget, first[1]
+                )
             else:
                 facts, outcome = await self._decider.decide(state, command)
         if decision.wrote:
@@ -309,16 +318,19 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         return state
 
     async def _decide_within(
-        self, state: RoomState, command: ProcessInbound, budget: float
+        self, state: RoomState, command: ProcessInbound, budget: float, started: float
     ) -> tuple[list[Fact], Outcome]:
         # The decision (the channel's handle_inbound, the BEFORE_BROADCAST hooks) is cut off
-        # at the budget, as 0.3.0's wait_for cut its locked section: a hook with a longer
-        # timeout of its own held the caller past process_timeout. Deciding changes nothing
-        # until the commit, so a decision cut short leaves the room as it was. One that ran
-        # over without ever suspending (nothing could interrupt it) is not committed either.
-        started = time.perf_counter()
+        # at the budget, counted from ``started``, as 0.3.0's wait_for cut its locked
+        # section: a hook with a longer timeout of its own held the caller past
+        # process_timeout. Deciding changes nothing until the commit, so a decision cut short
+        # leaves the room as it was. One that ran over without ever suspending (nothing could
+        # interrupt it) is not committed either.
         try:
-            facts, outcome = await bounded_here(self._decider.decide(state, command), budget)
+            left = budget - (time.perf_counter() - started)
+            if left <= 0:
+                raise TimedOut  # its earlier decisions, undone by other writers, used it up
+            facts, outcome = await bounded_here(self._decider.decide(state, command), left)
         except TimedOut:
             logger.warning(
                 "room %s: deciding an inbound message took longer than its process_timeout "

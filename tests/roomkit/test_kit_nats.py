@@ -6,8 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import pytest
 
+from eventlog import MemoryEventLog
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
 from roomkit import (
@@ -133,6 +135,33 @@ async def test_a_message_another_process_keeps_getting_ahead_of_is_decided_again
         bodies = [e.content.body for e in events if e.type == "message"]  # type: ignore[union-attr]
         assert bodies == ["a1", "a2", "a3", "b"]
         assert [e.index for e in events] == list(range(len(events)))
+
+
+async def test_a_message_decided_again_keeps_its_process_timeout() -> None:
+    # Each decision after another writer's append had a process_timeout of its own: with a
+    # slow hook and the other writer always ahead, the message took 3.7 s for a 1 s
+    # process_timeout and ran its hook 9 times (two kits on one log, as two processes).
+    log = MemoryEventLog()
+    async with RoomKit(log=log) as kit_a, RoomKit(log=log, process_timeout=1.0) as kit_b:
+        for kit in (kit_a, kit_b):
+            kit.register_channel(SimpleChannel("sms"))
+        await kit_a.create_room(room_id="shared")
+        await kit_a.attach_channel("shared", "sms")
+        runs = 0
+
+        @kit_b.hook(HookTrigger.BEFORE_BROADCAST, timeout=5.0)
+        async def meanwhile(event: RoomEvent, context: RoomContext) -> HookResult:
+            nonlocal runs
+            runs += 1
+            await kit_a.process_inbound(text("sms", f"a{runs}"), room_id="shared")
+            await anyio.sleep(0.4)  # a slow hook: the budget runs out on the third run
+            return HookResult.allow()
+
+        result = await kit_b.process_inbound(text("sms", "b"), room_id="shared")
+        assert result.blocked and result.reason == "process_timeout"
+        assert runs <= 4
+        bodies = [getattr(e.content, "body", "") for e in await kit_a.get_timeline("shared")]
+        assert "b" not in bodies
 
 
 async def test_a_message_too_large_for_the_log_is_refused_and_the_room_goes_on(
