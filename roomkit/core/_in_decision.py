@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from roomkit.core._context_mark import ContextMark
 
-__all__ = ["DecisionWait", "InDecision", "deciding", "message_waits"]
+__all__ = ["DecisionWait", "InDecision", "deciding", "held_up", "message_waits"]
 
 
 class InDecision(ContextMark):
@@ -87,10 +87,22 @@ class DecisionWait:
         self.decision = decision
         self.active = True
 
-    def holds(self, room_id: str) -> bool:
-        """Whether ``room_id``'s decision is held up here now."""
-        decision = self.decision
-        return self.active and decision.active and decision.room_id == room_id
+    @property
+    def live(self) -> bool:
+        """Whether the decision still waits here."""
+        return self.active and self.decision.active
+
+
+def held_up(waiting: tuple[DecisionWait, ...], room_id: str) -> bool:
+    """Whether ``room_id``'s decision waits, through the live ``waiting`` chain (the wait of
+    the decision nearest first), for the decision it holds up. A link no longer live breaks
+    the chain: the decisions beyond it wait for something else."""
+    for wait in waiting:
+        if not wait.live:
+            return False
+        if wait.decision.room_id == room_id:
+            return True
+    return False
 
 
 def message_waits(kit: object) -> tuple[DecisionWait | None, tuple[DecisionWait, ...]]:

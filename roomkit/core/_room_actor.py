@@ -106,6 +106,13 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # with RoomConflictError while two processes kept writing.
         return _CONFLICT_RETRIES
 
+    async def receive(self, message: object) -> object:
+        try:
+            return await super().receive(message)
+        finally:
+            # Decided (and retried) for good: an idle room must not keep the message.
+            self._first_decided = None
+
     def on_idle(self) -> None:
         # An idle room keeps its models as JSON only: its room, bindings and participants
         # (some 4 KB with two bindings), and the recent events of a room whose history was read

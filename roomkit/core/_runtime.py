@@ -29,7 +29,7 @@ from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
-from roomkit.core._in_decision import deciding
+from roomkit.core._in_decision import deciding, held_up
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
@@ -346,7 +346,7 @@ class KitRuntime:
                     "HookResult (modify, inject, tasks, observations), or make it from an "
                     "AFTER_BROADCAST hook"
                 )
-            if any(wait.holds(room_id) for wait in decision.waiting):
+            if decision.waiting and held_up(decision.waiting, room_id):
                 raise RoomKitError(
                     f"room {room_id} cannot take a command from room {decision.room_id}'s "
                     f"decision (its channel's handle_inbound, a BEFORE_BROADCAST hook): room "

@@ -182,8 +182,10 @@ class StoreProjection:
         self._stopped = False
         if self.rebuilding is not None:
             self.rebuilding = None  # its task is gone with its loop
-            if self._repair_to is not None:
+            if self._repair_to is not None and self.checkpoint < self._repair_to:
                 self._repairing()  # the reads of the new loop wait for it as well
+            else:
+                self._repair_to = None  # repaired meanwhile
 
     def _repairing(self) -> None:
         """Have the kit's reads wait until the checkpoint is back at ``_repair_to``."""

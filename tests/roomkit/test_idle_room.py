@@ -16,6 +16,7 @@ from roomkit import (
     ChannelBinding,
     HookExecution,
     HookTrigger,
+    InboundMessage,
     Participant,
     Room,
     RoomContext,
@@ -318,3 +319,18 @@ def test_actor_settings_are_checked_when_the_kit_is_made() -> None:
     ):
         with pytest.raises(ValueError, match=next(iter(settings))):
             RoomKit(**settings)  # type: ignore[arg-type]
+
+
+async def test_a_room_keeps_no_inbound_message_once_it_is_decided(kit: RoomKit) -> None:
+    # The room noted when it first took up its last message (a retry keeps its budget), the
+    # message with it: each idle room kept its last one, until it was passivated.
+    room_id, _ = await _room_with_two_channels(kit)
+    marker = f"kept? {uuid4().hex}"
+    await kit.process_inbound(text("sms", marker), room_id=room_id)
+    gc.collect()
+    kept = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, InboundMessage) and getattr(o.content, "body", None) == marker
+    ]
+    assert kept == []

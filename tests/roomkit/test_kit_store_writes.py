@@ -43,6 +43,7 @@ from roomkit import (
     TaskStatus,
     TextContent,
 )
+from roomkit.core._in_decision import DecisionWait, InDecision, held_up
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 from tests.roomkit.test_kit_pipeline import two_channel_room
 from tests.roomkit.test_kit_replay import assert_consistent
@@ -418,6 +419,56 @@ async def test_a_command_closing_a_cycle_of_rooms_deciding_fails_at_once(kit: Ro
         assert timeline[-1].content.body == body  # type: ignore[union-attr]
     # Out of the decisions, the same call is taken.
     await kit.update_room_metadata("r1", {"seen": True})
+
+
+async def test_a_message_sent_from_a_hook_does_not_wait_for_its_async_hooks(
+    kit: RoomKit,
+) -> None:
+    # r1's hook sends r2 a message; r2's AFTER_BROADCAST hook commands r1, as the cycle's
+    # refusal advises. The message's call waited for r2's async hooks, which waited for
+    # r1's decision: held until r1's hook timed out. It now returns once r2 committed it.
+    await two_channel_room(kit)
+    await room_with(kit, "r2", "sms")
+    relayed: list[InboundResult] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
+    async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+        if event.room_id == "r1":
+            relayed.append(await kit.process_inbound(text("sms", "to r2"), room_id="r2"))
+        return HookResult.allow()
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, timeout=10.0)
+    async def note(event: RoomEvent, context: RoomContext) -> None:
+        if event.room_id == "r2":
+            await kit.update_room_metadata("r1", {"seen": True})
+
+    errors = framework_events(kit, "hook_error")
+    await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert errors == []
+    assert len(relayed) == 1 and relayed[0].event is not None and not relayed[0].blocked
+
+    async def noted() -> bool:
+        room = await kit.get_room("r1")
+        return room is not None and room.metadata == {"seen": True}
+
+    await eventually(noted, what="r2's async hook's update of r1")
+
+
+def test_a_chain_of_waits_holds_only_up_to_its_first_link_no_longer_live() -> None:
+    # r1 waits for r2's decision, r2 sent r3 its message from a task and is decided: r3
+    # may command r1 (it waits for r1's decision to end), but not r2 while r2 waits.
+    def decision(room_id: str) -> InDecision:
+        return InDecision(object(), room_id, 0, commit=lambda command: anyio.sleep(0))
+
+    r1, r2 = decision("r1"), decision("r2")
+    r1_waits, r2_waits = DecisionWait(r1), DecisionWait(r2)
+    chain = (r2_waits, r1_waits)  # as r3's decision holds it: the nearest first
+    assert held_up(chain, "r1") and held_up(chain, "r2") and not held_up(chain, "r3")
+    r2.active = False  # r2's decision is over: r1 waits for r2's turn, not for r3
+    assert not held_up(chain, "r1") and not held_up(chain, "r2")
+    r2.active = True
+    r2_waits.active = False  # r2's call returned (or gave up)
+    assert not held_up(chain, "r1")
 
 
 async def test_a_room_whose_decision_is_over_takes_commands_from_the_one_it_messaged(

@@ -272,3 +272,37 @@ async def test_a_caller_that_began_waiting_during_a_failed_rebuild_is_released()
                 await returned.wait()
         timeline = await kit.get_timeline("r1")
         assert timeline[-1].content.body == "hi"  # type: ignore[union-attr]
+
+
+def test_a_store_repaired_before_its_event_loop_ended_holds_no_reads_of_the_next() -> None:
+    # A rebuild cut short, then repaired by the live tail while nobody read; the kit goes on
+    # in a new event loop (without close(), as 0.3.0 apps did): its reads waited there for
+    # a repair done already.
+    store = StallingStore()
+    kit = RoomKit(store=store)
+
+    async def first_loop() -> list[str]:
+        before = await five_messages(kit)
+        store.stall_at = 3
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kit.rebuild_store)
+            await store.stalled.wait()
+            tg.cancel_scope.cancel()
+        projection = kit._runtime.projection
+        last = await kit._log.last_position()
+
+        async def repaired() -> bool:
+            return projection.checkpoint >= last
+
+        await eventually(repaired, what="the live tail back at the log's end")
+        return before
+
+    async def second_loop() -> list[str]:
+        try:
+            with anyio.fail_after(10):  # a guard against waiting for ever, not a timing
+                return [e.id for e in await kit.get_timeline("r1")]
+        finally:
+            await kit.close()
+
+    before = anyio.run(first_loop)
+    assert anyio.run(second_loop) == before
