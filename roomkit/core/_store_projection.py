@@ -353,11 +353,13 @@ class StoreProjection:
             self._versions[record.stream] = record.version
         self.checkpoint = checkpoint = max(self.checkpoint, record.position)
         waiters = self._waiters
-        if waiters and waiters[0][0] <= checkpoint:
-            if self.rebuilding is not None and self._keeps_position:
-                return  # in the rebuild's transaction: released once it commits (rebuild)
-            while waiters and waiters[0][0] <= checkpoint:
-                heapq.heappop(waiters)[2].set()
+        # In a rebuild's transaction, they are released once it commits (see rebuild).
+        if (
+            waiters
+            and waiters[0][0] <= checkpoint
+            and (self.rebuilding is None or not self._keeps_position)
+        ):
+            self._wake()
 
     async def _put_when_available(
         self, record: Record, unavailable: StoreUnavailableError
