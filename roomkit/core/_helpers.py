@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventlog import EventLog
 from roomkit.core._commands import GetContext, Outcome
-from roomkit.core._in_decision import deciding
 from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_ids import check_room_id
 from roomkit.errors import KitClosedError, RoomNotFoundError
@@ -180,11 +179,6 @@ class HelpersMixin:
     def _awaited_turn(self, outcome: Outcome) -> Turn | None:
         if not self._wait_for_delivery or in_post_commit_work():
             return None  # see PostCommitJob: settle on the commit only
-        decision = deciding()
-        if decision is not None and decision.kit is self:
-            # A room's decision (its hook) sent this: the turn's deliveries and async hooks
-            # may command that very room, which waits for its decision to end first.
-            return None
         turn: Turn | None = outcome.turn
         return turn
 

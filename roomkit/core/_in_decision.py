@@ -93,24 +93,25 @@ class DecisionWait:
         return self.active and self.decision.active
 
 
-def held_up(waiting: tuple[DecisionWait, ...], room_id: str) -> bool:
-    """Whether ``room_id``'s decision waits, through the live ``waiting`` chain (the wait of
-    the decision nearest first), for the decision it holds up. A link no longer live breaks
-    the chain: the decisions beyond it wait for something else."""
+def held_up(waiting: tuple[DecisionWait, ...], room_id: str, kit: object) -> bool:
+    """Whether the decision of ``kit``'s room ``room_id`` waits, through the live ``waiting``
+    chain (the wait of the decision nearest first), for the work it holds up. A link no longer
+    live breaks the chain: the decisions beyond it wait for something else."""
     for wait in waiting:
         if not wait.live:
             return False
-        if wait.decision.room_id == room_id:
+        decision = wait.decision
+        if decision.room_id == room_id and decision.kit is kit:
             return True
     return False
 
 
-def message_waits(kit: object) -> tuple[DecisionWait | None, tuple[DecisionWait, ...]]:
-    """For a message ``kit`` is sent from the running code: the wait of the decision that
-    runs it (None if none does), and every wait the message's own decision would hold up:
-    that one, and those that decision holds up itself. The caller ends the first."""
+def message_waits() -> tuple[DecisionWait | None, tuple[DecisionWait, ...]]:
+    """For a message sent from the running code (to any kit): the wait of the decision that
+    runs it (None if none does), and every wait the message's own decision and turn would
+    hold up: that one, and those that decision holds up itself. The caller ends the first."""
     decision = deciding()
-    if decision is None or decision.kit is not kit:
+    if decision is None:
         return None, ()
     wait = DecisionWait(decision)
     return wait, (wait, *decision.waiting)

@@ -94,7 +94,7 @@ class InboundMixin(HelpersMixin):
         """
         # Sent from a room's decision (its hook), the message holds that decision up until
         # this call ends: its own decision must not call back into that room (_in_decision).
-        wait, waiting = message_waits(self)
+        wait, waiting = message_waits()
         if wait is None:
             return await self._process_inbound(message, room_id, waiting)
         try:

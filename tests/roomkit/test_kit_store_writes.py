@@ -421,12 +421,13 @@ async def test_a_command_closing_a_cycle_of_rooms_deciding_fails_at_once(kit: Ro
     await kit.update_room_metadata("r1", {"seen": True})
 
 
-async def test_a_message_sent_from_a_hook_does_not_wait_for_its_async_hooks(
+async def test_the_async_hooks_of_a_message_a_decision_waits_for_cannot_command_its_room(
     kit: RoomKit,
 ) -> None:
-    # r1's hook sends r2 a message; r2's AFTER_BROADCAST hook commands r1, as the cycle's
-    # refusal advises. The message's call waited for r2's async hooks, which waited for
-    # r1's decision: held until r1's hook timed out. It now returns once r2 committed it.
+    # r1's hook sends r2 a message and waits for it, deliveries and async hooks included
+    # (0.3.0's contract); r2's AFTER_BROADCAST hook commands r1, whose decision waits for it.
+    # Each waited for the other until r1's hook timed out (0.3.0 hung on r1's lock too); the
+    # command now fails at once, and says where to make it.
     await two_channel_room(kit)
     await room_with(kit, "r2", "sms")
     relayed: list[InboundResult] = []
@@ -444,31 +445,61 @@ async def test_a_message_sent_from_a_hook_does_not_wait_for_its_async_hooks(
 
     errors = framework_events(kit, "hook_error")
     await kit.process_inbound(text("sms", "hi"), room_id="r1")
-    assert errors == []
+    assert [(e.room_id, e.data["hook"]) for e in errors] == [("r2", "note")]
+    assert "each would wait for the other" in str(errors[0].data["error"])
+    assert "room r1's AFTER_BROADCAST hook" in str(errors[0].data["error"])
     assert len(relayed) == 1 and relayed[0].event is not None and not relayed[0].blocked
+    # Once r1's decision is over, the same call is taken.
+    await kit.update_room_metadata("r1", {"seen": True})
 
-    async def noted() -> bool:
-        room = await kit.get_room("r1")
-        return room is not None and room.metadata == {"seen": True}
 
-    await eventually(noted, what="r2's async hook's update of r1")
+async def test_a_cycle_of_rooms_deciding_across_two_kits_fails_at_once(kit: RoomKit) -> None:
+    # Two kits in one process: r1 of this kit sends the other kit's r2 a message, whose
+    # hook commands r1. Only waits within one kit were known: it waited for the timeout.
+    await two_channel_room(kit)
+    other = RoomKit()
+    other.register_channel(SimpleChannel("sms"))
+    async with other:
+        await room_with(other, "r2", "sms")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
+        async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+            await other.process_inbound(text("sms", "to r2"), room_id="r2")
+            return HookResult.allow()
+
+        @other.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
+        async def back(event: RoomEvent, context: RoomContext) -> HookResult:
+            await kit.update_room_metadata("r1", {"seen": True})
+            return HookResult.allow()
+
+        errors = framework_events(other, "hook_error")
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert not result.blocked
+        assert [(e.room_id, e.data["hook"]) for e in errors] == [("r2", "back")]
+        assert "each would wait for the other" in str(errors[0].data["error"])
+        # The other kit's room r1 is another room: not refused.
+        await other.create_room(room_id="r1")
+        await other.update_room_metadata("r1", {"ok": True})
 
 
 def test_a_chain_of_waits_holds_only_up_to_its_first_link_no_longer_live() -> None:
     # r1 waits for r2's decision, r2 sent r3 its message from a task and is decided: r3
     # may command r1 (it waits for r1's decision to end), but not r2 while r2 waits.
+    kit = object()
+
     def decision(room_id: str) -> InDecision:
-        return InDecision(object(), room_id, 0, commit=lambda command: anyio.sleep(0))
+        return InDecision(kit, room_id, 0, commit=lambda command: anyio.sleep(0))
 
     r1, r2 = decision("r1"), decision("r2")
     r1_waits, r2_waits = DecisionWait(r1), DecisionWait(r2)
     chain = (r2_waits, r1_waits)  # as r3's decision holds it: the nearest first
-    assert held_up(chain, "r1") and held_up(chain, "r2") and not held_up(chain, "r3")
+    assert held_up(chain, "r1", kit) and held_up(chain, "r2", kit)
+    assert not held_up(chain, "r3", kit) and not held_up(chain, "r1", object())
     r2.active = False  # r2's decision is over: r1 waits for r2's turn, not for r3
-    assert not held_up(chain, "r1") and not held_up(chain, "r2")
+    assert not held_up(chain, "r1", kit) and not held_up(chain, "r2", kit)
     r2.active = True
     r2_waits.active = False  # r2's call returned (or gave up)
-    assert not held_up(chain, "r1")
+    assert not held_up(chain, "r1", kit)
 
 
 async def test_a_room_whose_decision_is_over_takes_commands_from_the_one_it_messaged(
