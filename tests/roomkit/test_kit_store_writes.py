@@ -17,7 +17,9 @@ import pytest
 from eventlog import LogUnavailable, MemoryEventLog
 from roomkit import (
     Access,
+    AIChannel,
     ChannelBinding,
+    ChannelCategory,
     ChannelType,
     EventSource,
     FrameworkEvent,
@@ -28,6 +30,7 @@ from roomkit import (
     InboundResult,
     InMemoryStore,
     LogUnavailableError,
+    MockAIProvider,
     Observation,
     Participant,
     ParticipantRole,
@@ -451,6 +454,34 @@ async def test_the_async_hooks_of_a_message_a_decision_waits_for_cannot_command_
     assert len(relayed) == 1 and relayed[0].event is not None and not relayed[0].blocked
     # Once r1's decision is over, the same call is taken.
     await kit.update_room_metadata("r1", {"seen": True})
+
+
+async def test_a_message_relayed_from_a_hook_returns_once_delivered_and_answered(
+    kit: RoomKit,
+) -> None:
+    # As in 0.3.0, where the broadcast and the AI's reply ran inside process_inbound: the
+    # relaying hook reads the other room's answer right after its call.
+    kit.register_channel(SimpleChannel("sms"))
+    sms2 = SimpleChannel("sms2")
+    kit.register_channel(sms2)
+    kit.register_channel(AIChannel("ai", provider=MockAIProvider(["ai answer"])))
+    await room_with(kit, "r1", "sms")
+    await room_with(kit, "r2", "sms2")
+    await kit.attach_channel("r2", "ai", category=ChannelCategory.INTELLIGENCE)
+    seen: dict[str, list[str]] = {}
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+        if event.room_id == "r1":
+            await kit.process_inbound(text("sms2", "relayed"), room_id="r2")
+            timeline = await kit.get_timeline("r2")
+            seen["timeline"] = [getattr(e.content, "body", "") for e in timeline]
+            seen["sms2"] = sms2.texts()
+        return HookResult.allow()
+
+    await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert seen["timeline"][-2:] == ["relayed", "ai answer"]
+    assert seen["sms2"] == ["ai answer"]
 
 
 async def test_a_cycle_of_rooms_deciding_across_two_kits_fails_at_once(kit: RoomKit) -> None:
