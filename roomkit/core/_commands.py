@@ -258,6 +258,3 @@ class Outcome:
     # The turn ``root`` opened by this command, set by the actor before it replies, so that
     # the caller can wait for it even if it ends before the caller looks (a late waiter).
     turn: Any = None
-    # ProcessInbound only: the waits of the decisions that wait for its turn (its
-    # ``waiting``), for the turn's post-commit work (see _post_commit).
-    waiting: tuple[DecisionWait, ...] = ()

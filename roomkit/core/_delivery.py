@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from actors import error_text
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
-from roomkit.core._in_decision import DecisionWait
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
@@ -45,8 +44,6 @@ class DeliveryJob:
 
     work: Deliver | RunLifecycle | ReportErrors
     context: RoomContext
-    # The waits of the decisions waiting for the job's turn (see PostCommitJob).
-    waiting: tuple[DecisionWait, ...] = ()
 
 
 class RoomDelivery:
@@ -92,7 +89,7 @@ class RoomDelivery:
     async def _run(self, job: DeliveryJob) -> None:
         work = job.work
         turns = self._services.turns
-        with PostCommitJob(job.waiting):
+        with PostCommitJob():
             try:
                 for note in work.announce:
                     await note.emit(self._services.emit, self._room_id)

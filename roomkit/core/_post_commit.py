@@ -6,9 +6,8 @@ from contextvars import ContextVar
 from typing import ClassVar
 
 from roomkit.core._context_mark import ContextMark
-from roomkit.core._in_decision import DecisionWait
 
-__all__ = ["PostCommitJob", "in_post_commit_work", "post_commit_job"]
+__all__ = ["PostCommitJob", "in_post_commit_work"]
 
 
 class PostCommitJob(ContextMark):
@@ -21,27 +20,12 @@ class PostCommitJob(ContextMark):
     A task started meanwhile sees the mark only while the job runs (see ``ContextMark``): a
     background task the job left running, or an actor task it woke, waits for deliveries
     again afterwards. It is entered for every job of every room.
-
-    ``waiting``: the waits of the decisions waiting for the job's turn (a hook of theirs sent
-    its message, see ``_in_decision``): a command from the job to one of those rooms would
-    wait for that decision, which waits for the job.
     """
 
-    __slots__ = ("waiting",)
-
-    def __init__(self, waiting: tuple[DecisionWait, ...] = ()) -> None:
-        super().__init__()
-        self.waiting = waiting
-
+    __slots__ = ()
     _var: ClassVar[ContextVar[PostCommitJob | None]] = ContextVar(
         "roomkit_post_commit_job", default=None
     )
-
-
-def post_commit_job() -> PostCommitJob | None:
-    """The delivery worker's job running this code, if any (see `PostCommitJob`)."""
-    job = PostCommitJob._var.get()
-    return job if job is not None and job.active else None
 
 
 def in_post_commit_work() -> bool:

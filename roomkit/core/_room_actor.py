@@ -245,8 +245,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 facts, outcome = await self._decider.decide(state, command)
         if decision.wrote:
             self._wrote_for = command
-        if command.waiting:
-            outcome.waiting = command.waiting  # for its turn's post-commit work
         if decision.failed is not None:
             raise LogUnavailable(
                 f"a write made through kit.store while deciding: {decision.failed}"
@@ -432,8 +430,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             job_context = earlier.get(id(work), context) if earlier else context
-            waiting = outcome.waiting if outcome is not None and work.root == outcome.root else ()
-            await self._services.tell_delivery(self.key, DeliveryJob(work, job_context, waiting))
+            await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
 
     async def on_stop(self) -> None:
         await super().on_stop()  # an append in doubt: its deliveries before those outcomes

@@ -31,7 +31,7 @@ from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
 from roomkit.core._in_decision import deciding, held_up
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
-from roomkit.core._post_commit import in_post_commit_work, post_commit_job
+from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
@@ -355,15 +355,6 @@ class KitRuntime:
                     f"the other. Make the call from room {room_id}'s AFTER_BROADCAST hook, "
                     "which runs once its decision is over"
                 )
-        job = post_commit_job()  # the turn of a message a decision sent, and waits for
-        if job is not None and job.waiting and held_up(job.waiting, room_id, self._kit):
-            raise RoomKitError(
-                f"room {room_id} cannot take a command from the deliveries and async hooks of "
-                f"a message its decision sent (a hook of room {room_id} sent it, or one that "
-                "led to it) and waits for, so each would wait for the other. Make the call "
-                f"from room {room_id}'s AFTER_BROADCAST hook, which runs once its decision is "
-                "over, or send the message from there"
-            )
         self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(

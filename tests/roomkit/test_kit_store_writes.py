@@ -424,38 +424,6 @@ async def test_a_command_closing_a_cycle_of_rooms_deciding_fails_at_once(kit: Ro
     await kit.update_room_metadata("r1", {"seen": True})
 
 
-async def test_the_async_hooks_of_a_message_a_decision_waits_for_cannot_command_its_room(
-    kit: RoomKit,
-) -> None:
-    # r1's hook sends r2 a message and waits for it, deliveries and async hooks included
-    # (0.3.0's contract); r2's AFTER_BROADCAST hook commands r1, whose decision waits for it.
-    # Each waited for the other until r1's hook timed out (0.3.0 hung on r1's lock too); the
-    # command now fails at once, and says where to make it.
-    await two_channel_room(kit)
-    await room_with(kit, "r2", "sms")
-    relayed: list[InboundResult] = []
-
-    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
-    async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
-        if event.room_id == "r1":
-            relayed.append(await kit.process_inbound(text("sms", "to r2"), room_id="r2"))
-        return HookResult.allow()
-
-    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, timeout=10.0)
-    async def note(event: RoomEvent, context: RoomContext) -> None:
-        if event.room_id == "r2":
-            await kit.update_room_metadata("r1", {"seen": True})
-
-    errors = framework_events(kit, "hook_error")
-    await kit.process_inbound(text("sms", "hi"), room_id="r1")
-    assert [(e.room_id, e.data["hook"]) for e in errors] == [("r2", "note")]
-    assert "each would wait for the other" in str(errors[0].data["error"])
-    assert "room r1's AFTER_BROADCAST hook" in str(errors[0].data["error"])
-    assert len(relayed) == 1 and relayed[0].event is not None and not relayed[0].blocked
-    # Once r1's decision is over, the same call is taken.
-    await kit.update_room_metadata("r1", {"seen": True})
-
-
 async def test_a_message_relayed_from_a_hook_returns_once_delivered_and_answered(
     kit: RoomKit,
 ) -> None:
