@@ -108,8 +108,8 @@ def held_up(waiting: tuple[DecisionWait, ...], room_id: str, kit: object) -> boo
 
 def message_waits() -> tuple[DecisionWait | None, tuple[DecisionWait, ...]]:
     """For a message sent from the running code (to any kit): the wait of the decision that
-    runs it (None if none does), and every wait the message's own decision and turn would
-    hold up: that one, and those that decision holds up itself. The caller ends the first."""
+    runs it (None if none does), and every wait the message's own decision would hold up:
+    that one, and those that decision holds up itself. The caller ends the first."""
     decision = deciding()
     if decision is None:
         return None, ()
