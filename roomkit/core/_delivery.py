@@ -89,7 +89,7 @@ class RoomDelivery:
     async def _run(self, job: DeliveryJob) -> None:
         work = job.work
         turns = self._services.turns
-        with PostCommitJob():
+        with PostCommitJob(self._room_id, self._services.kit):
             try:
                 for note in work.announce:
                     await note.emit(self._services.emit, self._room_id)

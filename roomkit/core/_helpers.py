@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventlog import EventLog
 from roomkit.core._commands import GetContext, Outcome
+from roomkit.core._in_decision import deciding, deliveries_held_up
 from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_ids import check_room_id
 from roomkit.errors import KitClosedError, RoomNotFoundError
@@ -154,7 +155,7 @@ class HelpersMixin:
         runtime = await self._ensure_runtime()
         outcome = await runtime.ask_room(self._check_room_id(room_id), command)
         if settle:
-            await self._settle(runtime, outcome)
+            await self._settle(runtime, outcome, room_id)
         return outcome
 
     async def _read_model_at(self, position: int) -> None:
@@ -162,23 +163,29 @@ class HelpersMixin:
         runtime = await self._ensure_runtime()
         await runtime.projection.wait(position)
 
-    def _settled(self, runtime: KitRuntime, outcome: Outcome) -> bool:
+    def _settled(self, runtime: KitRuntime, outcome: Outcome, room_id: str) -> bool:
         """Whether ``_settle`` would return at once (often so by the time the room replied:
         the delivery worker and the projection ran before the caller woke up)."""
-        turn = self._awaited_turn(outcome)
+        turn = self._awaited_turn(outcome, room_id)
         if turn is not None and turn.pending > 0:
             return False
         return runtime.projection.checkpoint >= _settled_position(outcome, turn)
 
-    async def _settle(self, runtime: KitRuntime, outcome: Outcome) -> None:
-        turn = self._awaited_turn(outcome)
+    async def _settle(self, runtime: KitRuntime, outcome: Outcome, room_id: str) -> None:
+        turn = self._awaited_turn(outcome, room_id)
         if turn is not None:
             await runtime.turns.wait(turn)
         await runtime.projection.wait(_settled_position(outcome, turn))
 
-    def _awaited_turn(self, outcome: Outcome) -> Turn | None:
+    def _awaited_turn(self, outcome: Outcome, room_id: str) -> Turn | None:
         if not self._wait_for_delivery or in_post_commit_work():
             return None  # see PostCommitJob: settle on the commit only
+        decision = deciding()
+        if decision is not None and deliveries_held_up(decision.waiting, room_id, self):
+            # A job of that room's delivery worker (its AFTER_BROADCAST hook, a channel) sent
+            # the message this decision decides and waits for it: the room's deliveries are
+            # queued behind that job, so waiting for them would hold both until a timeout.
+            return None
         turn: Turn | None = outcome.turn
         return turn
 

@@ -20,8 +20,16 @@ from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from roomkit.core._context_mark import ContextMark
+from roomkit.core._post_commit import PostCommitJob, post_commit_job
 
-__all__ = ["DecisionWait", "InDecision", "deciding", "held_up", "message_waits"]
+__all__ = [
+    "DecisionWait",
+    "InDecision",
+    "deciding",
+    "deliveries_held_up",
+    "held_up",
+    "message_waits",
+]
 
 
 class InDecision(ContextMark):
@@ -76,21 +84,21 @@ def deciding() -> InDecision | None:
 
 
 class DecisionWait:
-    """A room's decision waiting for a message it sent (``kit.process_inbound`` called from
-    its hook): ``active`` until that call ends (returned, failed, or given up at the hook's
-    timeout). It holds the room up only while both last: a task the hook left running may
-    still wait for its message once the decision is over."""
+    """A room's decision, or one of its delivery worker's jobs, waiting for a message it sent
+    (``kit.process_inbound`` called from a hook or channel): ``active`` until that call ends
+    (returned, failed, or given up at a timeout). It holds the room up only while both last:
+    a task the hook left running may still wait for its message once the decision is over."""
 
-    __slots__ = ("active", "decision")
+    __slots__ = ("active", "mark")
 
-    def __init__(self, decision: InDecision) -> None:
-        self.decision = decision
+    def __init__(self, mark: InDecision | PostCommitJob) -> None:
+        self.mark = mark
         self.active = True
 
     @property
     def live(self) -> bool:
-        """Whether the decision still waits here."""
-        return self.active and self.decision.active
+        """Whether the decision or job still waits here."""
+        return self.active and self.mark.active
 
 
 def held_up(waiting: tuple[DecisionWait, ...], room_id: str, kit: object) -> bool:
@@ -100,18 +108,36 @@ def held_up(waiting: tuple[DecisionWait, ...], room_id: str, kit: object) -> boo
     for wait in waiting:
         if not wait.live:
             return False
-        decision = wait.decision
-        if decision.room_id == room_id and decision.kit is kit:
+        mark = wait.mark
+        if type(mark) is InDecision and mark.room_id == room_id and mark.kit is kit:
+            return True
+    return False
+
+
+def deliveries_held_up(waiting: tuple[DecisionWait, ...], room_id: str, kit: object) -> bool:
+    """Whether a delivery worker's job of ``kit``'s room ``room_id`` waits, through the live
+    ``waiting`` chain, for the work it holds up: that room's later deliveries (its next turns)
+    wait behind that job, so a command to the room must not wait for them."""
+    for wait in waiting:
+        if not wait.live:
+            return False
+        mark = wait.mark
+        if type(mark) is PostCommitJob and mark.room_id == room_id and mark.kit is kit:
             return True
     return False
 
 
 def message_waits() -> tuple[DecisionWait | None, tuple[DecisionWait, ...]]:
-    """For a message sent from the running code (to any kit): the wait of the decision that
-    runs it (None if none does), and every wait the message's own decision would hold up:
-    that one, and those that decision holds up itself. The caller ends the first."""
+    """For a message sent from the running code (to any kit): the wait of the decision or
+    delivery worker's job that runs it (None if none does), and every wait the message's own
+    decision would hold up: that one, and those a decision holds up itself. The caller ends
+    the first."""
     decision = deciding()
     if decision is None:
-        return None, ()
+        job = post_commit_job()
+        if job is None:
+            return None, ()
+        wait = DecisionWait(job)
+        return wait, (wait,)
     wait = DecisionWait(decision)
     return wait, (wait, *decision.waiting)

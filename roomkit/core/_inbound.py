@@ -156,12 +156,12 @@ class InboundMixin(HelpersMixin):
             return await self._process_timed_out(room_id, known)
         if outcome.timed_out:
             return await self._process_timed_out(room_id, known)
-        if not self._settled(runtime, outcome):
+        if not self._settled(runtime, outcome, room_id):
             # A timer only when the turn still runs once the room answered.
             deadline = outcome.budget_deadline
             left = math.inf if deadline is None else deadline - time.perf_counter()
             try:
-                await bounded(self._settle(runtime, outcome), left)
+                await bounded(self._settle(runtime, outcome, room_id), left)
             except TimedOut:
                 if outcome.event is None:
                     return await self._process_timed_out(room_id, known)

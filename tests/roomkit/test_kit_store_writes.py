@@ -452,6 +452,36 @@ async def test_a_message_relayed_from_a_hook_returns_once_delivered_and_answered
     assert seen["sms2"] == ["ai answer"]
 
 
+async def test_a_room_s_async_hook_may_message_a_room_whose_hook_messages_it_back(
+    kit: RoomKit,
+) -> None:
+    # r1's AFTER_BROADCAST hook (as the cycle refusal advises) sends r2 a message, whose
+    # hook sends r1 one. The latter waited for r1's deliveries, queued behind r1's async
+    # hook, which waited for it: both were held until a hook timed out. It returns once
+    # committed now; r1 delivers it once its hook is done.
+    await two_channel_room(kit)
+    await room_with(kit, "r2", "sms")
+    answers: dict[str, InboundResult] = {}
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, timeout=3.0)
+    async def forward(event: RoomEvent, context: RoomContext) -> None:
+        if event.room_id == "r1" and getattr(event.content, "body", "") == "hello":
+            answers["r2"] = await kit.process_inbound(text("sms", "to r2"), room_id="r2")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
+    async def back(event: RoomEvent, context: RoomContext) -> HookResult:
+        if event.room_id == "r2":
+            answers["r1"] = await kit.process_inbound(text("sms", "back"), room_id="r1")
+        return HookResult.allow()
+
+    errors = framework_events(kit, "hook_error")
+    result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+    assert not result.blocked and errors == []
+    assert not answers["r1"].blocked and not answers["r2"].blocked
+    timeline = [getattr(e.content, "body", "") for e in await kit.get_timeline("r1")]
+    assert timeline[-2:] == ["hello", "back"]
+
+
 async def test_a_cycle_of_rooms_deciding_across_two_kits_fails_at_once(kit: RoomKit) -> None:
     # Two kits in one process: r1 of this kit sends the other kit's r2 a message, whose
     # hook commands r1. Only waits within one kit were known: it waited for the timeout.
