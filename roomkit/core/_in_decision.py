@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from roomkit.core._context_mark import ContextMark
-from roomkit.core._post_commit import PostCommitJob, post_commit_job
+from roomkit.core._post_commit import PostCommitJob
 
 __all__ = [
     "DecisionWait",
@@ -132,10 +132,11 @@ def message_waits() -> tuple[DecisionWait | None, tuple[DecisionWait, ...]]:
     delivery worker's job that runs it (None if none does), and every wait the message's own
     decision would hold up: that one, and those a decision holds up itself. The caller ends
     the first."""
-    decision = deciding()
-    if decision is None:
-        job = post_commit_job()
-        if job is None:
+    # The marks read here, not through functions: it runs for every message.
+    decision = InDecision._var.get()
+    if decision is None or not decision.active:
+        job = PostCommitJob._var.get()
+        if job is None or not job.active:
             return None, ()
         wait = DecisionWait(job)
         return wait, (wait,)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from roomkit.core._context_mark import ContextMark
 
-__all__ = ["PostCommitJob", "in_post_commit_work", "post_commit_job"]
+__all__ = ["PostCommitJob", "in_post_commit_work"]
 
 
 class PostCommitJob(ContextMark):
@@ -25,19 +25,14 @@ class PostCommitJob(ContextMark):
     __slots__ = ("kit", "room_id")
 
     def __init__(self, room_id: str = "", kit: object = None) -> None:
-        super().__init__()
+        self.active = True  # ContextMark's, set here: one call less, on every job
+        self._token = None
         self.room_id = room_id  # the room whose job it is, of that kit
         self.kit = kit
 
     _var: ClassVar[ContextVar[PostCommitJob | None]] = ContextVar(
         "roomkit_post_commit_job", default=None
     )
-
-
-def post_commit_job() -> PostCommitJob | None:
-    """The delivery worker's job running this code, if any (see `PostCommitJob`)."""
-    job = PostCommitJob._var.get()
-    return job if job is not None and job.active else None
 
 
 def in_post_commit_work() -> bool:
