@@ -103,26 +103,31 @@ class DecisionWait:
 
 def held_up(waiting: tuple[DecisionWait, ...], room_id: str, kit: object) -> bool:
     """Whether the decision of ``kit``'s room ``room_id`` waits, through the live ``waiting``
-    chain (the wait of the decision nearest first), for the work it holds up. A link no longer
-    live breaks the chain: the decisions beyond it wait for something else."""
-    for wait in waiting:
-        if not wait.live:
-            return False
-        mark = wait.mark
-        if type(mark) is InDecision and mark.room_id == room_id and mark.kit is kit:
-            return True
-    return False
+    chain, for the work it holds up."""
+    return _waits_in_chain(waiting, InDecision, room_id, kit)
 
 
 def deliveries_held_up(waiting: tuple[DecisionWait, ...], room_id: str, kit: object) -> bool:
     """Whether a delivery worker's job of ``kit``'s room ``room_id`` waits, through the live
     ``waiting`` chain, for the work it holds up: that room's later deliveries (its next turns)
     wait behind that job, so a command to the room must not wait for them."""
+    return _waits_in_chain(waiting, PostCommitJob, room_id, kit)
+
+
+def _waits_in_chain(
+    waiting: tuple[DecisionWait, ...],
+    kind: type[InDecision | PostCommitJob],
+    room_id: str,
+    kit: object,
+) -> bool:
+    """Whether a ``kind`` mark of ``kit``'s room ``room_id`` waits in the chain (the wait
+    nearest first). A link no longer live breaks the chain: the marks beyond it wait for
+    something else."""
     for wait in waiting:
         if not wait.live:
             return False
         mark = wait.mark
-        if type(mark) is PostCommitJob and mark.room_id == room_id and mark.kit is kit:
+        if type(mark) is kind and mark.room_id == room_id and mark.kit is kit:
             return True
     return False
 
