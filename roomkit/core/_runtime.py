@@ -60,6 +60,13 @@ _DELIVERY_MAILBOX = 1_000_000
 # The kit's own asks (see ask_room) stay finite, as every ask does.
 _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
 ROOM = "room"
+# What a decision runs, in the refusals of ask_room: a message sent from there is processed
+# inside it, up to its commit and delivery.
+_DECISION_CODE = (
+    "its channel's handle_inbound, a BEFORE_BROADCAST hook, and what they call: a message "
+    "they send another room runs that room's handle_inbound, identity resolution, hooks, "
+    "deliveries and event handlers inside it"
+)
 DELIVERY = "room-delivery"
 
 
@@ -341,15 +348,14 @@ class KitRuntime:
             if decision.room_id == room_id and decision.kit is self._kit:
                 raise RoomKitError(
                     f"room {room_id} cannot take a command from code its own decision runs "
-                    "(its channel's handle_inbound, a BEFORE_BROADCAST hook): the command would "
-                    "wait for that decision, which waits for it. Return the change in the "
-                    "HookResult (modify, inject, tasks, observations), or make it from an "
-                    "AFTER_BROADCAST hook"
+                    f"({_DECISION_CODE}): the command would wait for that decision, which "
+                    "waits for it. Return the change in the HookResult (modify, inject, tasks, "
+                    "observations), or make it from an AFTER_BROADCAST hook"
                 )
             if decision.waiting and held_up(decision.waiting, room_id, self._kit):
                 raise RoomKitError(
                     f"room {room_id} cannot take a command from room {decision.room_id}'s "
-                    f"decision (its channel's handle_inbound, a BEFORE_BROADCAST hook): room "
+                    f"decision ({_DECISION_CODE}): room "
                     f"{room_id}'s decision waits for room {decision.room_id}'s (a hook of it "
                     "sent the message decided, or one that led to it), so each would wait for "
                     f"the other. Make the call from room {room_id}'s AFTER_BROADCAST hook, "

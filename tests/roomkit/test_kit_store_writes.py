@@ -402,6 +402,34 @@ async def test_a_kit_command_to_its_own_room_from_a_hook_fails_at_once(kit: Room
     assert "its own decision runs" in str(errors[0].data["error"])
 
 
+async def test_the_refusal_names_what_a_decision_runs_beyond_its_own_hooks(kit: RoomKit) -> None:
+    # r1's hook sends r2 a message: r2's event_processed handler runs inside r1's decision,
+    # and a command from it to r1 is refused. The refusal names such code, not only r1's
+    # channel and hooks (which had not called r1).
+    await two_channel_room(kit)
+    await room_with(kit, "r2", "sms")
+    refusals: list[str] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=3.0)
+    async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+        if event.room_id == "r1":
+            await kit.process_inbound(text("sms", "relay"), room_id="r2")
+        return HookResult.allow()
+
+    @kit.on("event_processed")
+    async def tag_r1(event: FrameworkEvent) -> None:
+        if event.room_id == "r2":
+            try:
+                await kit.update_room_metadata("r1", {"seen": True})
+            except RoomKitError as exc:
+                refusals.append(str(exc))
+
+    await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert len(refusals) == 1
+    assert "its own decision runs" in refusals[0]
+    assert "identity resolution, hooks, deliveries and event handlers" in refusals[0]
+
+
 async def test_a_command_closing_a_cycle_of_rooms_deciding_fails_at_once(kit: RoomKit) -> None:
     # r1's hook sends r2 a message, whose hook sends r3 one, whose hook calls r1: r1's
     # decision waits for r2's, which waits for r3's. r3's hook fails at once, instead of every
