@@ -54,8 +54,11 @@ from roomkit.core._domain import (
     RoomCreated,
     RoomUpdated,
     TaskRecorded,
+    checked_dump,
     dump,
     encode_payload,
+    message_dump,
+    read_back,
     unreadable,
 )
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
@@ -133,9 +136,14 @@ class _Draft:
         modified_by: list[str] | None = None,
         reason: str | None = None,
         activity: bool | None = None,
+        check_whole: bool = False,
     ) -> None:
+        """Record ``event``; ``check_whole``: read it back whole first (``checked_dump``), as
+        what an app hands the kit directly (content, metadata) is worth its cost."""
         recorded = MessageRecorded(
-            event=dump(event),
+            # A message the log took that does not read back would fail every replay of the
+            # room: see message_dump for what is checked.
+            event=checked_dump(event) if check_whole else message_dump(event),
             deliver=deliver is not None,
             targets=deliver.targets if deliver else None,
             modified_by=modified_by or [],
@@ -218,9 +226,10 @@ class _Draft:
     ) -> None:
         """Record injected events; those with targets are delivered to them."""
         for item in injected:
-            injected_event = _storable_or_none(item.event, RoomEvent, "injected event")
-            if injected_event is None:
+            # The item whole: its targets are logged too (model_construct validates nothing).
+            if _storable_or_none(item, InjectedEvent, "injected event") is None:
                 continue
+            injected_event = item.event
             # Recorded as delivered, like AI replies: the room sends it once it is committed.
             event = injected_event.model_copy(
                 update={
@@ -319,7 +328,7 @@ class RoomDecider:
             return [], Outcome(value=state.room)  # creating an existing room changes nothing
         room = command.room
         draft = _Draft(state, room.created_at, room.id)
-        draft.add(RoomCreated(room=dump(room)), room)
+        draft.add(RoomCreated(room=checked_dump(room)), room)
         root = draft.lifecycle(
             HookTrigger.ON_ROOM_CREATED,
             EventType.SYSTEM,
@@ -336,7 +345,7 @@ class RoomDecider:
             update={"metadata": {**room.metadata, **cmd.metadata}, "updated_at": cmd.now}
         )
         draft = _Draft(state, cmd.now)
-        draft.add(RoomUpdated(room=dump(updated), reason="metadata_updated"), updated)
+        draft.add(RoomUpdated(room=checked_dump(updated), reason="metadata_updated"), updated)
         return draft.facts, Outcome(value=updated)
 
     def _replace(self, state: RoomState, cmd: ReplaceRoom) -> Decision:
@@ -344,7 +353,7 @@ class RoomDecider:
         draft = _Draft(state, self._now(), cmd.room.id)
         if room is None:  # written as given, as 0.3.0's store wrote it: no hook, no event
             new = cmd.room.model_copy(update={"event_count": 0, "latest_index": 0})
-            draft.add(RoomCreated(room=dump(new)), new)
+            draft.add(RoomCreated(room=checked_dump(new)), new)
             return draft.facts, Outcome(value=new)
         # The counters (events, latest index) are the timeline's, as is the creation time:
         # a room read a while ago and written back must not take them back.
@@ -352,7 +361,7 @@ class RoomDecider:
         new = cmd.room.model_copy(update={**kept, "latest_index": room.latest_index})
         if new == room:
             return [], Outcome(value=room)
-        draft.add(RoomUpdated(room=dump(new), reason="updated"), new)
+        draft.add(RoomUpdated(room=checked_dump(new), reason="updated"), new)
         return draft.facts, Outcome(value=new)
 
     # -- a 0.3.0 app's writes on kit.store (see _store_view.py): as they are, no audit ------
@@ -366,8 +375,8 @@ class RoomDecider:
         match cmd:
             case PutBinding(binding=binding):
                 known = binding.channel_id in state.bindings
-                fact = ChannelUpdated(binding=dump(binding)) if known else None
-                draft.add(fact or ChannelAttached(binding=dump(binding)), binding)
+                fact = ChannelUpdated(binding=checked_dump(binding)) if known else None
+                draft.add(fact or ChannelAttached(binding=checked_dump(binding)), binding)
                 return draft.facts, Outcome(value=binding)
             case RemoveBinding(channel_id=channel_id):
                 if channel_id not in state.bindings:
@@ -375,7 +384,7 @@ class RoomDecider:
                 draft.add(ChannelDetached(channel_id=channel_id, room_id=self._named_room))
                 return draft.facts, Outcome(value=True)
             case PutParticipant(participant=participant):
-                raw = dump(participant)
+                raw = checked_dump(participant)
                 known = participant.id in state.participants
                 joined = ParticipantUpdated(participant=raw) if known else None
                 draft.add(joined or ParticipantJoined(participant=raw), participant)
@@ -396,7 +405,7 @@ class RoomDecider:
             update={"status": RoomStatus.CLOSED, "closed_at": cmd.now, "updated_at": cmd.now}
         )
         draft = _Draft(state, cmd.now)
-        draft.add(RoomUpdated(room=dump(closed), reason="closed"), closed)
+        draft.add(RoomUpdated(room=checked_dump(closed), reason="closed"), closed)
         root = draft.lifecycle(
             HookTrigger.ON_ROOM_CLOSED,
             EventType.SYSTEM,
@@ -444,7 +453,7 @@ class RoomDecider:
             update["closed_at"] = cmd.now
         changed = room.model_copy(update=update)
         draft = _Draft(state, cmd.now)
-        draft.add(RoomUpdated(room=dump(changed), reason=code), changed)
+        draft.add(RoomUpdated(room=checked_dump(changed), reason=code), changed)
         # 0.3.0's texts and data: the stored event has the threshold, the hook's does not.
         draft.audit(
             EventType.SYSTEM,
@@ -470,7 +479,7 @@ class RoomDecider:
 
     @staticmethod
     def _attach_to(draft: _Draft, binding: ChannelBinding, root: str | None = None) -> str:
-        draft.add(ChannelAttached(binding=dump(binding)), binding)
+        draft.add(ChannelAttached(binding=checked_dump(binding)), binding)
         channel_id, access, visibility = binding.channel_id, binding.access, binding.visibility
         data = {"channel_id": channel_id, "access": str(access), "visibility": visibility}
         draft.audit(
@@ -517,7 +526,7 @@ class RoomDecider:
         updated = ChannelBinding.model_validate({**binding.__dict__, **updates})
         event_type, code, trigger = _BINDING_CHANGES[cmd.change]
         draft = _Draft(state, cmd.now)
-        draft.add(ChannelUpdated(binding=dump(updated), change=cmd.change), updated)
+        draft.add(ChannelUpdated(binding=checked_dump(updated), change=cmd.change), updated)
         body, data = _binding_change_text(cmd, binding)
         draft.audit(event_type, code, body, data)
         root = None
@@ -534,10 +543,10 @@ class RoomDecider:
         if existing is not None:
             if cmd.upgrade and existing.identification != IdentificationStatus.IDENTIFIED:
                 upgraded = existing.model_copy(update=cmd.upgrade)
-                draft.add(ParticipantUpdated(participant=dump(upgraded)), upgraded)
+                draft.add(ParticipantUpdated(participant=checked_dump(upgraded)), upgraded)
                 return draft.facts, Outcome(value=upgraded)
             return [], Outcome(value=existing)
-        draft.add(ParticipantJoined(participant=dump(wanted)), wanted)
+        draft.add(ParticipantJoined(participant=checked_dump(wanted)), wanted)
         if cmd.system_code:
             how, status = _JOINED.get(cmd.system_code, ("joined", ""))
             data = {"participant_id": wanted.id}
@@ -569,11 +578,11 @@ class RoomDecider:
             }
         )
         draft = _Draft(state, cmd.now)
-        draft.add(ParticipantUpdated(participant=dump(resolved)), resolved)
+        draft.add(ParticipantUpdated(participant=checked_dump(resolved)), resolved)
         binding = state.bindings.get(participant.channel_id) if participant.channel_id else None
         if binding is not None:
             rebound = binding.model_copy(update={"participant_id": identity.id})
-            draft.add(ChannelUpdated(binding=dump(rebound), change="participant"), rebound)
+            draft.add(ChannelUpdated(binding=checked_dump(rebound), change="participant"), rebound)
         # 0.3.0's texts: the stored event names the identity by its display name (None if it
         # has none) and says who resolved it; the hook's event says neither.
         data = {"participant_id": participant.id, "identity_id": identity.id}
@@ -720,7 +729,7 @@ class RoomDecider:
             created_at=cmd.now,
         )
         # 0.3.0: a sent event is not room activity and reports no framework events.
-        draft.message(event, deliver=Deliver(event, event.id), activity=False)
+        draft.message(event, deliver=Deliver(event, event.id), activity=False, check_whole=True)
         return draft.facts, Outcome(event=event, root=event.id)
 
     def delivery_facts(self, outcomes: list[RecordOutcome]) -> list[Fact]:
@@ -838,6 +847,13 @@ def _storable_result(result: DeliveryResult) -> msgspec.Raw:
     raw, why = _dumped(result)
     if raw is not None:
         return raw
+    if result.error:
+        error = _storable_text(result.error)
+        if error != result.error:  # a provider's text with bytes JSON cannot hold
+            result = updated(result, {"error": error})
+            raw, why = _dumped(result)
+            if raw is not None:
+                return raw
     provider = result.provider_result
     kept = f"{result.error}; " if result.error else ""
     if provider is not None and provider.metadata:
@@ -870,12 +886,20 @@ def _storable_result(result: DeliveryResult) -> msgspec.Raw:
     )
 
 
+def _storable_text(text: str) -> str:
+    """``text`` with what JSON cannot hold (lone surrogates: bytes a provider's text was
+    decoded from with ``surrogateescape``) written as escapes (``\\udcff``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _dumped(model: BaseModel) -> tuple[msgspec.Raw | None, str | None]:
     """``(dump(model), None)``, or ``(None, why)`` if its JSON could not be read back."""
     try:
         raw = dump(model)
         why = unreadable(bytes(raw))
-    except Exception as exc:  # pydantic's serialization error: not JSON at all
+        if why is None:  # a provider's result made with model_construct reads back or not
+            read_back(type(model), raw)
+    except Exception as exc:  # pydantic's serialization error (not JSON at all), read_back's
         return None, str(exc).splitlines()[0]
     return (raw, None) if why is None else (None, why)
 

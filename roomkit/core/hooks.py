@@ -206,6 +206,24 @@ class HookError(NamedTuple):
 
 
 _Key = tuple[HookTrigger, HookExecution]
+_ACTIONS = frozenset(("allow", "block", "modify"))
+_LISTS = ("injected_events", "tasks", "observations")
+
+
+def _malformed(result: HookResult) -> str | None:
+    """What is wrong with a ``HookResult`` no validation made (``model_construct``, a field
+    set in place), or None. The pipeline reads its action, reason and lists, and logs the
+    reason: one of another type would make a record no replay could read. (The items of its
+    lists are checked as each is recorded.)"""
+    if result.action not in _ACTIONS:
+        return f"returned a HookResult with action {result.action!r}"
+    if result.reason is not None and not isinstance(result.reason, str):
+        return f"returned a HookResult whose reason is a {type(result.reason).__name__}"
+    for name in _LISTS:
+        value = getattr(result, name)
+        if not isinstance(value, list):
+            return f"returned a HookResult whose {name} is a {type(value).__name__}"
+    return None
 
 
 def _by_priority(reg: HookRegistration) -> int:
@@ -385,10 +403,14 @@ class HookEngine:
                 continue
             if outcome is None:
                 continue
-            if not isinstance(outcome, HookResult):
-                text = f"returned {type(outcome).__name__}, expected HookResult or None"
-                logger.warning("sync hook %r (%s) %s, ignored", reg.name, trigger, text)
-                result.hook_errors.append({"hook": reg.name, "error": text})
+            wrong = (
+                f"returned {type(outcome).__name__}, expected HookResult or None"
+                if not isinstance(outcome, HookResult)
+                else _malformed(outcome)
+            )
+            if wrong is not None:
+                logger.warning("sync hook %r (%s) %s, ignored", reg.name, trigger, wrong)
+                result.hook_errors.append({"hook": reg.name, "error": wrong})
                 continue
             replacement = outcome.event if outcome.action == "modify" else None
             if replacement is not None and check is not None:

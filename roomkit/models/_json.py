@@ -94,7 +94,9 @@ def event_json_view(envelope: bytes) -> msgspec.Raw:
     return _envelope_decoder.decode(envelope).event
 
 
-def compact_json(model: BaseModel, exclude: Mapping[str, Any] | None = None) -> bytes:
+def compact_json(
+    model: BaseModel, exclude: Mapping[str, Any] | None = None, *, warnings: bool = True
+) -> bytes:
     """The model's JSON without the fields equal to a *fixed* default (validation restores them).
 
     pydantic's ``exclude_defaults`` calls every default factory to compare: each id and clock
@@ -109,11 +111,14 @@ def compact_json(model: BaseModel, exclude: Mapping[str, Any] | None = None) -> 
     its None fields: its discriminator (``type``) must stay although it equals its default.
 
     ``exclude``: more fields to leave out, in pydantic's form (``{"timers": {"a"}}``).
+    ``warnings``: pydantic's warnings of values of another type than their field's (a model
+    made with ``model_construct``): False for a caller that reads the JSON back and says so
+    itself.
     """
     plan = _plan(type(model))
     left_out = _left_out(model, plan, plan.none_safe, exclude or _NOTHING)
     return model.__pydantic_serializer__.to_json(
-        model, exclude=left_out or None, exclude_none=plan.none_safe
+        model, exclude=left_out or None, exclude_none=plan.none_safe, warnings=warnings
     )
 
 

@@ -19,11 +19,15 @@ from roomkit import (
     ChannelNotRegisteredError,
     ChannelOutput,
     EventRefusedError,
+    EventSource,
+    FrameworkEvent,
     HookExecution,
     HookResult,
     HookTrigger,
+    Identity,
     IdentityResult,
     InboundMessage,
+    InjectedEvent,
     InvalidRoomIdError,
     KitClosedError,
     ProviderResult,
@@ -36,11 +40,12 @@ from roomkit import (
 )
 from roomkit.core._room_ids import room_stream
 from roomkit.identity.base import IdentityResolver
+from roomkit.models.channel import RateLimit
 from roomkit.models.room import RoomTimers
 from roomkit.realtime.memory import InMemoryRealtime
 from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
 
 
 async def room(kit: RoomKit) -> None:
@@ -587,3 +592,152 @@ async def test_the_digit_limit_follows_python_s(kit: RoomKit) -> None:
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=Decimal("NaN"))  # type: ignore[arg-type]
         async def never(event: RoomEvent, context: RoomContext) -> None: ...
+
+
+def _nested(levels: int) -> list[object]:
+    """A list nested ``levels`` deep: pydantic writes 255 levels of JSON, and reads 200."""
+    value: list[object] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+async def _resolve_a_constructed_identity(kit: RoomKit) -> object:
+    await kit.ensure_participant("r1", "sms", "p1")
+    identity = Identity.model_construct(id="id-1", display_name=5, channel_addresses={})
+    await kit.store.read_model.create_identity(identity)
+    return await kit.resolve_participant("r1", "p1", "id-1")
+
+
+async def _attach_with_a_constructed_rate_limit(kit: RoomKit) -> object:
+    kit.register_channel(SimpleChannel("other"))
+    limit = RateLimit.model_construct(max_per_second=-1.0)
+    return await kit.attach_channel("r1", "other", rate_limit=limit)
+
+
+_NOT_READ_BACK = {
+    "room metadata nested 220 deep": lambda kit: kit.update_room_metadata(
+        "r1", {"deep": _nested(220)}
+    ),
+    "message metadata nested 220 deep": lambda kit: kit.process_inbound(
+        text("sms", "hi", metadata={"deep": _nested(220)}), room_id="r1"
+    ),
+    "sent content made with model_construct": lambda kit: kit.send_event(
+        "r1", "sms", TextContent.model_construct(body=5)
+    ),
+    "a rate limit made with model_construct": _attach_with_a_constructed_rate_limit,
+    "timers made with model_construct": lambda kit: kit.create_room(
+        room_id="r2", timers=RoomTimers.model_construct(inactive_after_seconds="soon")
+    ),
+    "an identity made with model_construct": _resolve_a_constructed_identity,
+}
+
+
+@pytest.mark.parametrize("case", _NOT_READ_BACK)
+async def test_what_the_log_could_not_read_back_is_refused_and_nothing_is_logged(
+    kit: RoomKit, event_log: EventLog, case: str
+) -> None:
+    # Logged, each made every replay of the room fail for good ("room r1 is unavailable"),
+    # or its timeline raise: pydantic validates neither model_construct nor assignments, and
+    # writes JSON deeper than it reads.
+    await room(kit)
+    assert not (await kit.process_inbound(text("sms", "before"), room_id="r1")).blocked
+    position = await event_log.last_position()
+    with pytest.raises(EventRefusedError, match="could not read it back"):
+        await _NOT_READ_BACK[case](kit)
+    # Only what a case set up itself is logged (a participant, a channel and its system
+    # event), and none of what was refused.
+    appended = await event_log.read_all(after_position=position)
+    set_up = {"participant.joined", "channel.attached", "message.recorded"}
+    assert {r.type for r in appended} <= set_up
+    messages = [r.data for r in appended if r.type == "message.recorded"]
+    assert all(b'"content":{"type":"system"' in data for data in messages)
+    assert "r2" not in [r.id for r in await kit.store.list_rooms()]
+    assert not (await kit.process_inbound(text("sms", "after"), room_id="r1")).blocked
+    timeline = await kit.get_timeline("r1")
+    bodies = [e.content.body for e in timeline if e.type == "message"]  # type: ignore[union-attr]
+    assert bodies[-2:] == ["before", "after"]
+    # The kit fixture then replays the log into a second kit, which must hold the same.
+
+
+async def test_a_hook_result_no_validation_made_is_a_hook_error(kit: RoomKit) -> None:
+    # A block reason that is not text, logged, made every replay of the room fail. The hook
+    # fails instead (fail-open), as one returning something else than a HookResult does.
+    await room(kit)
+    returned = [
+        HookResult.model_construct(action="block", reason=5),
+        HookResult.model_construct(action="allow", tasks=None),
+        HookResult.model_construct(action="maybe"),
+    ]
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def odd(event: RoomEvent, context: RoomContext) -> HookResult:
+        return returned.pop(0)
+
+    errors: list[FrameworkEvent] = []
+
+    @kit.on("hook_error")
+    async def note(event: FrameworkEvent) -> None:
+        errors.append(event)
+
+    async def all_reported() -> bool:
+        return len(errors) == 3
+
+    for n in range(3):
+        assert not (await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")).blocked
+    await eventually(all_reported)
+    texts = [e.data["error"] for e in errors]
+    assert texts == [
+        "returned a HookResult whose reason is a int",
+        "returned a HookResult whose tasks is a NoneType",
+        "returned a HookResult with action 'maybe'",
+    ]
+
+
+async def test_an_injected_event_whose_targets_do_not_validate_is_left_out(
+    kit: RoomKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its targets are logged with it: a str there made every replay of the room fail.
+    await room(kit)
+    note = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="sms", channel_type="sms"),
+        content=TextContent(body="note"),
+    )
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
+        odd = InjectedEvent.model_construct(event=note, target_channel_ids="sms")
+        return HookResult.allow([odd])
+
+    assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
+    bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+    assert "note" not in bodies and bodies[-1] == "hi"
+    assert "injected event InjectedEvent does not validate" in caplog.text
+
+
+class _UndecodableError(SimpleChannel):
+    """Fails with a provider's text decoded with surrogateescape: bytes JSON cannot hold."""
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        raise RuntimeError("provider said \udcff")
+
+
+async def test_a_delivery_error_text_json_cannot_hold_is_recorded_escaped(
+    kit: RoomKit, event_log: EventLog
+) -> None:
+    # Its outcome rides on the room's next append: it could not be stored, and every other
+    # message of the room was refused with it.
+    await room(kit)
+    kit.register_channel(_UndecodableError("odd"))
+    await kit.attach_channel("r1", "odd")
+    for body in ("one", "two", "three"):
+        assert not (await kit.process_inbound(text("sms", body), room_id="r1")).blocked
+    await kit.send_event("r1", "sms", TextContent(body="sent"))
+    bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+    assert bodies[-4:] == ["one", "two", "three", "sent"]
+    records = await event_log.read(room_stream("r1"))
+    outcomes = [r.data for r in records if r.type == "delivery.recorded"]
+    assert len(outcomes) >= 3 and all(b"provider said \\\\udcff" in data for data in outcomes)
