@@ -13,7 +13,14 @@ import pydantic
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import LogUnavailable, NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
-from roomkit.core._commands import FlushOutcomes, ImportEvent, MarkRead, Outcome, ProcessInbound
+from roomkit.core._commands import (
+    FlushOutcomes,
+    ImportEvent,
+    MarkRead,
+    Outcome,
+    ProcessInbound,
+    RecordOutcome,
+)
 from roomkit.core._delivery import DeliveryJob, RoomDelivery, failed_sync_hooks
 from roomkit.core._domain import (
     ChannelAttached,
@@ -30,7 +37,7 @@ from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState, evolve
 from roomkit.core._services import KitServices
-from roomkit.errors import RoomConflictError, RoomNotFoundError
+from roomkit.errors import KitClosedError, RoomConflictError, RoomNotFoundError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import HookTrigger
@@ -44,6 +51,8 @@ logger = logging.getLogger("roomkit.room")
 
 _UNKNOWN = DomainEvent()
 _BINDING_EVENTS = (ChannelAttached, ChannelUpdated)
+# The kit's own commands, taken up to the end: what was delivered is recorded.
+_KIT_OWN = (RecordOutcome, FlushOutcomes)
 _NULL = msgspec.Raw(b"null")
 _CONFLICT_RETRIES = 8
 
@@ -107,6 +116,15 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         return _CONFLICT_RETRIES
 
     async def receive(self, message: object) -> object:
+        if self._services.abandoned() and not isinstance(message, _KIT_OWN):
+            # close() gave up waiting for the rooms (its caller's deadline, the kit's scope
+            # cancelled): deliveries are over, and the actors stop with what their mailboxes
+            # hold. Taken up, a message would be recorded and never delivered, and its
+            # caller's retry answered as a duplicate.
+            raise KitClosedError(
+                f"the kit closed before room {self.key} took the command up: nothing of it "
+                "was applied"
+            )
         try:
             return await super().receive(message)
         finally:

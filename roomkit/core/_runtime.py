@@ -139,6 +139,7 @@ class KitRuntime:
         # Rooms whose command failed on an outage of the log: their append may have landed
         # unconfirmed (see EventSourcedActor), and closing settles it while deliveries run.
         self._in_doubt: set[str] = set()
+        self._abandoned = False
         self._host_loop: asyncio.AbstractEventLoop | None = None  # on asyncio
         self.services = KitServices(
             hooks=kit._hook_engine,
@@ -152,6 +153,7 @@ class KitRuntime:
             capabilities=kit._capabilities,
             older_duplicate=self._older_duplicate,
             kit=kit,
+            abandoned=self._is_abandoned,
         )
 
     # -- start and stop ----------------------------------------------------------------------
@@ -210,6 +212,9 @@ class KitRuntime:
         stack.callback(task_group.cancel_scope.cancel)
         self._system = system
 
+    def _is_abandoned(self) -> bool:
+        return self._abandoned
+
     async def ensure_started(self) -> None:
         """Start on first use when the kit was not entered (0.3.0 style).
 
@@ -262,10 +267,16 @@ class KitRuntime:
                     return
                 finally:
                     self._starting.set()
-                await self._host_stop.wait()
-                assert self._drain_scope is not None
-                with self._drain_scope:
-                    await self._drain()
+                try:
+                    await self._host_stop.wait()
+                    assert self._drain_scope is not None
+                    with self._drain_scope:
+                        await self._drain()
+                finally:
+                    # Drained, given up (close()'s caller's deadline) or cancelled (the kit's
+                    # scope): what the rooms' mailboxes still hold is refused as the actors
+                    # stop (RoomActor.receive), where it was recorded and never delivered.
+                    self._abandoned = True
         except Exception:
             if self._start_error is None:
                 logger.exception("the kit's runtime stopped on an error")

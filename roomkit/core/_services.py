@@ -45,3 +45,6 @@ class KitServices:
     older_duplicate: Callable[[str, str, int], Awaitable[str | None]]
     # The kit these serve: code a room's decision runs may use another kit's store.
     kit: object = None
+    # Whether the kit stopped taking commands for good, its close() drain given up or over:
+    # a room refuses what is left in its mailbox (see RoomActor.receive).
+    abandoned: Callable[[], bool] = lambda: False

@@ -16,7 +16,16 @@ import anyio
 import pytest
 
 from eventlog import MemoryEventLog
-from roomkit import ChannelOutput, KitClosedError, RoomKit
+from roomkit import (
+    ChannelOutput,
+    HookResult,
+    HookTrigger,
+    KitClosedError,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    RoomKitError,
+)
 from roomkit.core._runtime import RuntimeSettings
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
@@ -184,3 +193,51 @@ async def test_a_keyboard_interrupt_while_starting_comes_out_as_it_is() -> None:
     with pytest.raises(KeyboardInterrupt):
         async with RoomKit(log=Interrupting()):
             pass  # pragma: no cover
+
+
+async def test_what_a_room_still_holds_when_a_close_gives_up_is_refused() -> None:
+    # close() gave up waiting (its caller's deadline): the room's actor went on through its
+    # mailbox, recording messages the delivery worker no longer took. Never delivered, and a
+    # retry of each was answered as a duplicate.
+    log = MemoryEventLog()
+    outcomes: dict[str, str] = {}
+    with anyio.fail_after(30):  # a hang guard only
+        async with RoomKit(log=log) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            await room_with(kit, "r1", "sms")
+            taken_up = anyio.Event()
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=5.0)
+            async def slow(event: RoomEvent, context: RoomContext) -> HookResult:
+                taken_up.set()
+                await anyio.sleep(0.3)
+                return HookResult.allow()
+
+            async def send(body: str) -> None:
+                try:
+                    await kit.process_inbound(
+                        text("sms", body, idempotency_key=body), room_id="r1"
+                    )
+                    outcomes[body] = "delivered"
+                except KitClosedError:
+                    outcomes[body] = "refused"
+                except RoomKitError:  # "recorded the command but could not deliver it"
+                    outcomes[body] = "recorded"
+
+            async with anyio.create_task_group() as tg:
+                for body in ("m0", "m1", "m2", "m3"):
+                    tg.start_soon(send, body)
+                    await anyio.sleep(0.01)
+                await taken_up.wait()  # m0 in its hook, the others in the room's mailbox
+                with anyio.move_on_after(0.01):
+                    await kit.close()
+    assert outcomes["m0"] in ("recorded", "refused")  # taken up before: it may go through
+    assert [outcomes[body] for body in ("m1", "m2", "m3")] == ["refused"] * 3
+    async with RoomKit(log=log) as again:
+        again.register_channel(SimpleChannel("sms"))
+        timeline = await again.get_timeline("r1")
+        recorded = [e.content.body for e in timeline if e.type == "message"]  # type: ignore[union-attr]
+        assert recorded in ([], ["m0"])
+        # Nothing of a refused message was applied: sent again, it is recorded.
+        result = await again.process_inbound(text("sms", "m1", idempotency_key="m1"), room_id="r1")
+        assert not result.blocked
