@@ -452,6 +452,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
 
     async def on_stop(self) -> None:
         await super().on_stop()  # an append in doubt: its deliveries before those outcomes
+        if not self.in_doubt:
+            self._services.settled(self.key)
         # Passivation or shutdown: append what is still waiting rather than lose it.
         if self._unrecorded or self._services.outcomes.holds(self.key):
             try:

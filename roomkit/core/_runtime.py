@@ -154,6 +154,7 @@ class KitRuntime:
             older_duplicate=self._older_duplicate,
             kit=kit,
             abandoned=self._is_abandoned,
+            settled=self._in_doubt.discard,
         )
 
     # -- start and stop ----------------------------------------------------------------------

@@ -48,3 +48,6 @@ class KitServices:
     # Whether the kit stopped taking commands for good, its close() drain given up or over:
     # a room refuses what is left in its mailbox (see RoomActor.receive).
     abandoned: Callable[[], bool] = lambda: False
+    # Told by a room that settled the append in doubt it stopped with (see KitRuntime.ask_room):
+    # closing need not wake it to settle it.
+    settled: Callable[[str], None] = lambda room_id: None
