@@ -7,7 +7,14 @@ from typing import Any
 
 from roomkit.channels.base import Channel
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
-from roomkit.core._helpers import HelpersMixin, attached_data, check_part, check_str, utcnow
+from roomkit.core._helpers import (
+    HelpersMixin,
+    attached_data,
+    check_metadata,
+    check_part,
+    check_str,
+    utcnow,
+)
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError, RoomNotFoundError
 from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
@@ -178,6 +185,7 @@ class ChannelOpsMixin(HelpersMixin):
         self, room_id: str, channel_id: str, metadata: dict[str, Any]
     ) -> ChannelBinding:
         """Merge ``metadata`` into the binding's metadata."""
+        check_metadata(metadata)
         return await self._update_binding(room_id, channel_id, "metadata", {"metadata": metadata})
 
     async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding:

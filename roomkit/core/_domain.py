@@ -354,12 +354,17 @@ def encode_payload(event: DomainEvent) -> bytes:
     Raises:
         EventRefusedError: (a ``ValueError``) it holds a number of more than 4,300 digits,
             which JSON readers refuse (Python's limit on reading an int from text): logged, it
-            would fail every replay.
+            would fail every replay; or text with a lone surrogate, which JSON cannot hold.
     """
     # encode() hands back its growth buffer, up to half of it unused, and the log keeps the
     # payload for good: encoding into a scratch buffer and copying keeps exactly the bytes.
     buffer = bytearray()
-    _encoder.encode_into(event, buffer)
+    try:
+        _encoder.encode_into(event, buffer)
+    except UnicodeEncodeError as exc:  # an id or text given as is, with a lone surrogate
+        raise EventRefusedError(
+            f"{type(event).__name__} cannot be stored: text JSON cannot hold ({exc})"
+        ) from exc
     data = bytes(buffer)
     why = unreadable(data)
     if why is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +31,7 @@ __all__ = [
     "HelpersMixin",
     "attached_data",
     "check_part",
+    "check_metadata",
     "check_str",
     "utcnow",
 ]
@@ -45,6 +46,17 @@ def check_str(name: str, value: object) -> None:
     """Refuse a value the log would store but its reader refuses (an id must be a string)."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {value!r}")
+
+
+def check_metadata(value: object) -> None:
+    """Refuse metadata to merge that is not a dict with string keys. JSON writes a key ``1``
+    as ``"1"``: the room would hold both ``1`` and ``"1"`` until it is read back from its log,
+    and then one of them (``create_room`` refuses such keys, as its model does)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"metadata keys must be strings, got {key!r}")
 
 
 def check_part(name: str, value: object, contract: type) -> None:

@@ -51,6 +51,9 @@ __all__ = ["InboundMixin"]
 
 logger = logging.getLogger("roomkit.framework")
 
+# What process_webhook uses of a webhook meta (WebhookMeta, or an object shaped like it).
+_WEBHOOK_META = ("is_inbound", "is_status", "to_inbound", "to_status")
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _AMBIGUOUS = (IdentificationStatus.AMBIGUOUS, IdentificationStatus.PENDING)
@@ -502,10 +505,11 @@ class InboundMixin(HelpersMixin):
 
         Raises:
             TypeError: ``meta`` is not a webhook meta (``extract_sms_meta``'s answer, or an
-                object with its ``is_inbound`` / ``is_status``): a raw payload or a parsed
-                ``InboundMessage`` was lost without a word before.
+                object with its ``is_inbound`` / ``is_status`` / ``to_inbound`` /
+                ``to_status``): a raw payload or a parsed ``InboundMessage`` was lost without a
+                word before.
         """
-        if not (hasattr(meta, "is_inbound") and hasattr(meta, "is_status")):
+        if not all(hasattr(meta, name) for name in _WEBHOOK_META):
             hint = (
                 "; pass an InboundMessage to process_inbound"
                 if isinstance(meta, InboundMessage)

@@ -14,7 +14,13 @@ from roomkit.core._commands import (
     ResolveParticipant,
     UpdateRoomMetadata,
 )
-from roomkit.core._helpers import HelpersMixin, attached_data, check_str, utcnow
+from roomkit.core._helpers import (
+    HelpersMixin,
+    attached_data,
+    check_metadata,
+    check_str,
+    utcnow,
+)
 from roomkit.errors import (
     IdentityNotFoundError,
     KitClosedError,
@@ -118,6 +124,7 @@ class RoomLifecycleMixin(HelpersMixin):
 
     async def update_room_metadata(self, room_id: str, metadata: dict[str, Any]) -> Room:
         """Merge ``metadata`` into the room's metadata."""
+        check_metadata(metadata)
         outcome = await self._command(room_id, UpdateRoomMetadata(metadata, utcnow()))
         room: Room = outcome.value
         return room

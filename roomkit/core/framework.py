@@ -191,8 +191,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             ("transcoder", transcoder, ContentTranscoder),
         ]:
             check_part(name, part, contract)
-        if isinstance(identity_channel_types, str | bytes):
-            # ``"sms" in "sms,email"`` would match by substring: a collection is due.
+        if identity_channel_types is not None and (
+            # ``"sms" in "sms,email"`` would match by substring: a collection is due, of
+            # channel types (which are strings); anything else failed every message.
+            isinstance(identity_channel_types, str | bytes)
+            or not isinstance(identity_channel_types, Collection)
+            or not all(isinstance(kind, str) for kind in identity_channel_types)
+        ):
             raise TypeError(
                 "identity_channel_types must be a collection of channel types, got "
                 f"{identity_channel_types!r}"

@@ -18,6 +18,7 @@ from roomkit import (
     ChannelBinding,
     ChannelNotRegisteredError,
     ChannelOutput,
+    ChannelType,
     EventRefusedError,
     EventSource,
     FrameworkEvent,
@@ -70,6 +71,33 @@ async def test_a_binding_change_the_model_refuses_is_not_logged(
     assert (binding.visibility, binding.access) == ("all", Access.READ_WRITE)
     # The room still works; the kit fixture then replays the log into a second kit.
     assert not (await kit.process_inbound(text("sms", "still here"), room_id="r1")).blocked
+
+
+async def test_metadata_to_merge_is_a_dict_with_string_keys(
+    kit: RoomKit, event_log: EventLog
+) -> None:
+    # A key 1 was taken: the live room held both 1 and "1" (JSON writes it "1"), a room read
+    # back from its log "1" alone. None failed with "'NoneType' object is not a mapping".
+    await room(kit)
+    version = await event_log.last_version(room_stream("r1"))
+    for wrong, why in ((None, "must be a dict"), ({1: "x"}, "keys must be strings")):
+        with pytest.raises(TypeError, match=f"^metadata {why}"):
+            await kit.update_room_metadata("r1", wrong)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=f"^metadata {why}"):
+            await kit.update_binding_metadata("r1", "sms", wrong)  # type: ignore[arg-type]
+    assert await event_log.last_version(room_stream("r1")) == version
+
+
+async def test_a_read_marker_on_an_id_json_cannot_hold_is_refused(
+    kit: RoomKit, event_log: EventLog
+) -> None:
+    # It raised the encoder's UnicodeEncodeError from inside the room.
+    await room(kit)
+    version = await event_log.last_version(room_stream("r1"))
+    with pytest.raises(EventRefusedError, match="text JSON cannot hold"):
+        await kit.mark_read("r1", "sms", "\udc00")
+    assert await event_log.last_version(room_stream("r1")) == version
+    await kit.mark_read("r1", "sms", "an-event")
 
 
 async def test_a_binding_change_is_stored_as_the_model_reads_it(kit: RoomKit) -> None:
@@ -205,8 +233,11 @@ def test_framework_handlers_are_registered_under_a_string_type() -> None:
 
 
 def test_identity_channel_types_is_a_collection_not_a_string() -> None:
-    with pytest.raises(TypeError, match="^identity_channel_types must be a collection"):
-        RoomKit(identity_channel_types="sms")  # type: ignore[arg-type]
+    # Each was taken, and then every message failed ("argument of type 'int' is not iterable").
+    for wrong in ("sms", 5, [5], {ChannelType.SMS: 1, 2: 3}):
+        with pytest.raises(TypeError, match="^identity_channel_types must be a collection"):
+            RoomKit(identity_channel_types=wrong)  # type: ignore[arg-type]
+    RoomKit(identity_channel_types={ChannelType.SMS, "email"})  # type: ignore[arg-type]
 
 
 def test_settings_take_any_real_number_as_0_3_0_did() -> None:
@@ -386,10 +417,16 @@ async def test_a_room_that_cannot_be_checked_does_not_stop_the_timer_sweep(
     assert "timers of room a-broken not checked" in caplog.text
 
 
+class _HalfAMeta:
+    is_inbound = True
+    is_status = False
+
+
 async def test_webhooks_and_statuses_of_the_wrong_kind_are_refused() -> None:
     async with RoomKit() as kit:
         await room(kit)
-        for wrong in ({"From": "+1555", "Body": "hi"}, None, text("sms", "parsed already")):
+        half = _HalfAMeta()  # an object shaped like WebhookMeta without to_inbound
+        for wrong in ({"From": "+1555", "Body": "hi"}, None, text("sms", "parsed already"), half):
             with pytest.raises(TypeError, match="^process_webhook takes a WebhookMeta"):
                 await kit.process_webhook(wrong, "sms")
         with pytest.raises(TypeError, match="pass an InboundMessage to process_inbound$"):
