@@ -474,6 +474,8 @@ class InboundMixin(HelpersMixin):
 
     def on_delivery_status(self, fn: F) -> F:
         """Decorator: call ``fn(DeliveryStatus)`` (sync or async) for every delivery status."""
+        if not callable(fn):
+            raise TypeError(f"a delivery status handler must be callable, got {fn!r}")
         self._delivery_status_handlers.append(fn)
         return fn
 

@@ -177,7 +177,11 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # (the actor settings are checked with the actor system's own checks, below). Durations
         # become floats: an int too large for one is infinite (see check_seconds).
         check_number("max_chain_depth", max_chain_depth)  # only compared: inf is no limit
+        if max_chain_depth != max_chain_depth:  # NaN compares false: every reply was blocked
+            raise ValueError("max_chain_depth must be a number, got nan")
         identity_bound = check_seconds("identity_timeout", identity_timeout, none=True)
+        if identity_bound is not None and not identity_bound >= 0:
+            raise ValueError(f"identity_timeout must be >= 0 or None, got {identity_timeout!r}")
         process_timeout = check_seconds("process_timeout", process_timeout, none=True)
         rest_after = check_seconds("rest_after", rest_after, none=True)
         outcome_delay = check_seconds("outcome_delay", outcome_delay)
@@ -632,6 +636,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         """
         if self._runtime.closed:
             raise KitClosedError("the kit is closed")
+        if not callable(callback):  # it failed at the room's next ephemeral event
+            raise TypeError(f"callback must be callable, got {callback!r}")
         return await self._realtime.subscribe_to_room(room_id, callback)
 
     async def unsubscribe_room(self, subscription_id: str) -> bool:

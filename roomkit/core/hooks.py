@@ -117,8 +117,15 @@ class HookRegistration:
         # Sorted with the others at every message: one that does not compare would fail them.
         try:
             self.priority < 0  # noqa: B015 - only whether it compares
+            # A float NaN compares false with everything: the hooks' order would be anyone's.
+            if self.priority != self.priority:
+                raise TypeError
         except (TypeError, ArithmeticError):  # Decimal("NaN") raises InvalidOperation
             raise TypeError(f"hook priority must be a number, got {self.priority!r}") from None
+        for name in ("channel_types", "channel_ids", "directions"):
+            if isinstance(getattr(self, name), str | bytes):
+                # ``"sms" in "sms,email"`` would match by substring: a collection is due.
+                raise TypeError(f"hook {name} must be a collection, got {getattr(self, name)!r}")
         # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
         given = self.timeout
         timeout = check_seconds("hook timeout", given, none=True)

@@ -252,6 +252,16 @@ def test_settings_take_any_real_number_as_0_3_0_did() -> None:
     assert kit._max_chain_depth == math.inf
 
 
+def test_settings_that_are_not_a_number_of_their_kind_are_refused() -> None:
+    # A NaN depth compared false: every AI reply was blocked. A NaN or negative identity
+    # timeout timed every resolution out.
+    with pytest.raises(ValueError, match="^max_chain_depth must be a number, got nan"):
+        RoomKit(max_chain_depth=math.nan)  # type: ignore[arg-type]
+    for timeout in (math.nan, -1):
+        with pytest.raises(ValueError, match="^identity_timeout must be >= 0 or None"):
+            RoomKit(identity_timeout=timeout)
+
+
 def test_settings_that_take_none_take_it() -> None:
     RoomKit(
         process_timeout=None,
@@ -367,10 +377,20 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
     async def allow(event: RoomEvent, context: RoomContext) -> HookResult:
         return HookResult.allow()
 
-    # A priority that does not compare failed the sorting at every message of every room.
-    for priority in ("10", None):
+    # A priority that does not compare failed the sorting at every message of every room; a
+    # float NaN compared false with every other, leaving the hooks in anyone's order.
+    for priority in ("10", None, math.nan):
         with pytest.raises(TypeError, match="^hook priority must be a number"):
             kit.hook(HookTrigger.BEFORE_BROADCAST, priority=priority)(allow)  # type: ignore[arg-type]
+    # A string filter matched by substring ("ms" in "sms").
+    for name in ("channel_types", "channel_ids", "directions"):
+        with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
+            kit.hook(HookTrigger.BEFORE_BROADCAST, **{name: "sms"})(allow)
+    # Not callable: it failed at the first delivery status, or the room's first ephemeral event.
+    with pytest.raises(TypeError, match="^a delivery status handler must be callable"):
+        kit.on_delivery_status(5)  # type: ignore[type-var]
+    with pytest.raises(TypeError, match="^callback must be callable"):
+        await kit.subscribe_room("r1", 5)  # type: ignore[arg-type]
     # A room hook for room None was a global hook that remove_room_hook could not remove.
     with pytest.raises(InvalidRoomIdError):
         kit.add_room_hook(None, HookTrigger.BEFORE_BROADCAST, HookExecution.SYNC, allow)  # type: ignore[arg-type]
