@@ -25,6 +25,7 @@ from actors.actor import Actor
 from actors.errors import ActorCrash, ActorDeadError
 from actors.failures import described, is_cancellation
 from actors.supervision import SupervisionPolicy
+from eventlog import EventLogError
 
 if TYPE_CHECKING:
     from actors._sweeper import Sweeper
@@ -121,6 +122,10 @@ class _GiveUp(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(error)
         self.error = error
+
+
+class _LogFailed(_GiveUp):
+    """Activation failed on the log itself (away, or closed)."""
 
 
 class Cell(Mailbox):
@@ -280,6 +285,9 @@ class Cell(Mailbox):
                     return True
                 try:
                     await self._activate()
+                except _LogFailed as failed:
+                    self._fail_on_log(failed.error)
+                    return True
                 except _GiveUp as give_up:
                     self._give_up(give_up.error)
                     return True
@@ -318,6 +326,13 @@ class Cell(Mailbox):
                 actor._bind(self._host.system, self.kind)
                 await actor._recover()
                 await actor.on_start()
+            except EventLogError as exc:
+                # The log could not serve the recovery: away (after waiting for it as long as
+                # the log itself waits), or closed. Attempts again and again made its callers
+                # wait four times as long as a running actor's, for the same outage, and logged
+                # a traceback each: its messages fail with the error now, and the next message
+                # tries again.
+                raise _LogFailed(exc) from exc
             except Exception as exc:
                 logger.warning(
                     "activation of actor %s/%s failed", self.kind, self.key, exc_info=exc
@@ -365,12 +380,20 @@ class Cell(Mailbox):
                     except Exception as exc:
                         if policy.escalates(exc):
                             raise _Crash(exc) from exc
-                        logger.error(
-                            "actor %s/%s failed to handle a told message",
-                            self.kind,
-                            self.key,
-                            exc_info=exc,
-                        )
+                        if isinstance(exc, EventLogError):  # an outage: no bug to trace back
+                            logger.warning(
+                                "actor %s/%s could not handle a told message: %s",
+                                self.kind,
+                                self.key,
+                                exc,
+                            )
+                        else:
+                            logger.error(
+                                "actor %s/%s failed to handle a told message",
+                                self.kind,
+                                self.key,
+                                exc_info=exc,
+                            )
                     except BaseException as exc:
                         raise _Crash(_crash_of(exc)) from exc
                 counters.handled += 1
@@ -426,6 +449,21 @@ class Cell(Mailbox):
         self._host.detach(self)
         self.closing = True
         dead = ActorDeadError(f"actor {self.kind}/{self.key} gave up after repeated crashes")
+        dead.__cause__ = error
+        dropped = self.fail_all(dead)
+        if dropped:
+            logger.warning("actor %s/%s: %d told message(s) dropped", self.kind, self.key, dropped)
+
+    def _fail_on_log(self, error: Exception) -> None:
+        logger.warning(
+            "actor %s/%s could not load its state: %s; its queued messages fail with it",
+            self.kind,
+            self.key,
+            error,
+        )
+        self._host.detach(self)
+        self.closing = True
+        dead = ActorDeadError(f"actor {self.kind}/{self.key} could not load its state: {error}")
         dead.__cause__ = error
         dropped = self.fail_all(dead)
         if dropped:

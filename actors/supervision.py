@@ -22,16 +22,19 @@ class SupervisionPolicy:
     (a told message's failure is logged) and the actor keeps its state and goes on, unless the
     exception is an ``ActorCrash`` or an instance of one of ``restart_on``.
 
-    Those, and any exception while activating (factory, recovery from the log, ``on_start``),
-    **crash** the actor: the failed instance gets ``on_stop`` (best effort), then after a backoff
-    delay a new instance is made by the factory and recovers its state (an event-sourced actor
-    from the log). Queued messages wait for it; none is lost.
+    Those, and any exception while activating (factory, recovery from the log, ``on_start``)
+    but the log's own (``EventLogError``), **crash** the actor: the failed instance gets
+    ``on_stop`` (best effort), then after a backoff delay a new instance is made by the factory
+    and recovers its state (an event-sourced actor from the log). Queued messages wait for it;
+    none is lost.
 
     More than ``max_restarts`` crashes within ``within`` seconds and the actor **gives up**: every
     queued ask fails with ``ActorDeadError`` (the last crash chained), queued tells are dropped
     (and logged), and the actor is deactivated. The next message activates a fresh incarnation
     with a fresh restart budget, so a transient outage (a log that was unreachable) does not
-    poison a key for ever.
+    poison a key for ever. An activation the log fails (unreachable after its own retries, or
+    closed) is not attempted again: the queued asks fail with it at once (chained to an
+    ``ActorDeadError``), and the next message tries again.
 
     Attributes:
         max_restarts: crashes tolerated within ``within`` seconds (0: give up at the first).

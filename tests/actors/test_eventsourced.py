@@ -199,6 +199,71 @@ class _LossyLog(MemoryEventLog):
         return records
 
 
+# -- the log away --------------------------------------------------------------------------------
+
+
+class _AwayLog(MemoryEventLog):
+    """Reads and appends fail with ``LogUnavailable`` while ``away``; counts the reads."""
+
+    away = False
+    reads = 0
+
+    async def read(self, stream: str, **kwargs: object) -> list[Record]:
+        self.reads += 1
+        if self.away:
+            raise LogUnavailable("log is down")
+        return await super().read(stream, **kwargs)  # type: ignore[arg-type]
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> list[Record]:
+        if self.away:
+            raise LogUnavailable("log is down")
+        return await super().append(stream, events, expected_version=expected_version)
+
+
+async def test_an_actor_the_log_cannot_load_fails_its_messages_with_the_outage_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each attempt waited for the log as long as the log waits (NatsEventLog's retry_timeout):
+    # attempted again and again, its callers waited four times as long as a running actor's,
+    # and each attempt logged a traceback of an outage they were told of.
+    log = _AwayLog()
+    log.away = True
+    async with counter_system(log) as system:
+        ref = system.ref("counter", "c")
+        with pytest.raises(ActorDeadError, match="could not load its state: log is down") as dead:
+            await ref.ask(Add(1))
+        assert isinstance(dead.value.__cause__, LogUnavailable)
+        assert log.reads == 1
+        logged = [r for r in caplog.records if r.name == "actors"]
+        assert [r.levelname for r in logged] == ["WARNING"]
+        assert logged[0].exc_info is None
+        log.away = False  # the next message tries again
+        assert await ref.ask(Add(2)) == 2
+
+
+async def test_a_told_message_the_log_fails_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = _AwayLog()
+    async with counter_system(log) as system:
+        ref = system.ref("counter", "c")
+        assert await ref.ask(Add(1)) == 1
+        log.away = True
+        await ref.tell(Add(5))
+        log_away = log.away
+        with anyio.fail_after(5):
+            while not [r for r in caplog.records if r.name == "actors"]:
+                await anyio.sleep(0.01)
+        log.away = False
+        assert (await state_of(system)).total == 1
+    assert log_away
+    told = [r for r in caplog.records if "told message" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in told] == [("WARNING", None)]
+    assert "could not handle a told message: log is down" in told[0].getMessage()
+
+
 # -- commit order --------------------------------------------------------------------------------
 
 
