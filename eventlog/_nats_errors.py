@@ -58,6 +58,11 @@ def translate(exc: BaseException, doing: str) -> EventLogError:
     """Return the ``EventLogError`` to raise ``from exc`` for a failure while ``doing``."""
     if isinstance(exc, EventLogError):
         return exc
-    if is_transient(exc) or isinstance(exc, nats.errors.ConnectionClosedError):
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        # Closed for good: by its owner (an app's own client), as the log's own reconnects
+        # for ever. Not an outage to wait out: callers that retry those (the ingress) would
+        # retry for ever.
+        return EventLogError(f"{doing}: the NATS connection is closed")
+    if is_transient(exc):
         return LogUnavailable(f"{doing}: NATS did not answer ({exc!r})")
     return EventLogError(f"{doing}: {exc}")

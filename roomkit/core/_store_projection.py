@@ -18,7 +18,7 @@ from functools import partial
 import anyio
 from anyio.abc import TaskStatus
 
-from eventlog import EventLog, Record
+from eventlog import EventLog, EventLogError, Record
 from roomkit.core._domain import (
     ChannelAttached,
     ChannelDetached,
@@ -161,15 +161,24 @@ class StoreProjection:
                 continue  # see _follow_again
             except _Rewound:
                 continue  # follow the log again from the store's position, at once
-            except Exception:
+            except Exception as exc:
                 if not started:
                     raise  # the kit's start fails with it
-                logger.exception(
-                    "the store projection's subscription to the log failed; it goes on from "
-                    "position %d in %.1f s",
-                    self.checkpoint,
-                    pause,
-                )
+                if isinstance(exc, EventLogError):  # the log's failure (an outage): no bug
+                    logger.warning(
+                        "the store projection cannot follow the log (%s); it goes on from "
+                        "position %d in %.1f s",
+                        exc,
+                        self.checkpoint,
+                        pause,
+                    )
+                else:
+                    logger.exception(
+                        "the store projection's subscription to the log failed; it goes on "
+                        "from position %d in %.1f s",
+                        self.checkpoint,
+                        pause,
+                    )
             await anyio.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE)
 

@@ -242,6 +242,22 @@ async def test_a_given_client_is_used_and_left_open(nats_server: NatsServer) -> 
         await nc.close()
 
 
+async def test_a_given_client_its_owner_closed_is_no_outage(nats_server: NatsServer) -> None:
+    # It was LogUnavailable, which callers wait out (the ingress retries it for ever): the
+    # log's own client reconnects for ever, so a closed one was closed for good.
+    nc = await nats.connect(nats_server.url)
+    async with NatsEventLog(client=nc, stream_name="MINE", subject_prefix="mine") as log:
+        await log.append("s1", [event(1)], expected_version=0)
+        await nc.close()
+        for call in (
+            lambda: log.append("s1", [event(2)], expected_version=1),
+            lambda: log.read("s1"),
+        ):
+            with pytest.raises(EventLogError, match="connection is closed") as failed:
+                await call()
+            assert not isinstance(failed.value, LogUnavailable)
+
+
 async def test_connecting_to_no_server_raises_log_unavailable() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

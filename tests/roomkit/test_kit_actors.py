@@ -240,6 +240,10 @@ class _SubscriptionBreaksOnce(MemoryEventLog):
 
     broke = False
 
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
     def subscribe(self, *, after_position: int = 0) -> Any:
         inner = super().subscribe(after_position=after_position)
         log = self
@@ -260,16 +264,21 @@ class _SubscriptionBreaksOnce(MemoryEventLog):
                 self._seen += 1
                 if self._seen == 3 and not log.broke:
                     log.broke = True
-                    raise RuntimeError("the subscription broke")
+                    raise log.error
                 return await self._records.__anext__()
 
         return Breaking()
 
 
-async def test_the_read_model_goes_on_after_its_subscription_failed() -> None:
+@pytest.mark.parametrize(
+    "error", [RuntimeError("the subscription broke"), LogUnavailable("the log is down")]
+)
+async def test_the_read_model_goes_on_after_its_subscription_failed(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
     # The failure used to end the kit's runtime: the rooms' work and the code inside
     # `async with RoomKit()` were cancelled.
-    log = _SubscriptionBreaksOnce()
+    log = _SubscriptionBreaksOnce(error)
     with anyio.fail_after(10):
         async with RoomKit(log=log) as kit:
             kit.register_channel(SimpleChannel("sms"))
@@ -284,6 +293,13 @@ async def test_the_read_model_goes_on_after_its_subscription_failed() -> None:
                 "m1",
                 "m2",
             ]
+    # A bug is logged with its traceback; the log's outage in one line (every 5 s at most
+    # while it lasts), where it logged a traceback each time.
+    logged = [r for r in caplog.records if r.name == "roomkit.projection.store"]
+    outage = isinstance(error, LogUnavailable)
+    assert [(r.levelname, r.exc_info is None) for r in logged] == [
+        ("WARNING", True) if outage else ("ERROR", False)
+    ]
 
 
 class _SlowToRead(MemoryEventLog):
