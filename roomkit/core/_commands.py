@@ -164,6 +164,7 @@ class SendEvent:
     metadata: dict[str, Any]
     visibility: str
     now: datetime
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,10 @@ from roomkit.core._commands import (
     RecordInjected,
     SendEvent,
 )
-from roomkit.core._helpers import HelpersMixin, utcnow
+from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
 from roomkit.core.hooks import IdentityHookRegistration
-from roomkit.errors import ChannelNotRegisteredError, RoomTimeoutError
+from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryStatus, InboundMessage, InboundResult
@@ -443,16 +443,26 @@ class InboundMixin(HelpersMixin):
         participant_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         visibility: str = "all",
+        *,
+        idempotency_key: str | None = None,
     ) -> RoomEvent:
         """Record an event as sent by ``channel_id`` and deliver it to the room's other channels.
 
         Unlike 0.3.0 (quirk 6 fixed), replies it causes (an AI answering) re-enter the room, and
         tasks and observations are recorded. BEFORE_BROADCAST hooks do not run.
 
+        ``idempotency_key`` (not in 0.3.0): an event the room recorded with that key already
+        (by ``send_event`` or an inbound message) is returned as recorded, and nothing is
+        recorded or delivered again: a caller told ``LogUnavailableError`` or
+        ``RoomTimeoutError`` cannot know whether the event was recorded, and retries with the
+        same key safely. Without a key, such a retry may record and deliver it twice.
+
         Raises:
             RoomNotFoundError: no such room.
             ChannelNotFoundError: the channel is not attached to the room.
         """
+        if idempotency_key is not None:
+            check_str("idempotency_key", idempotency_key)
         # The room builds the event from its own binding of the channel: no read of the
         # store (which may lag another process's attach) and one check, in the room.
         command = SendEvent(
@@ -464,8 +474,18 @@ class InboundMixin(HelpersMixin):
             metadata or {},
             visibility,
             utcnow(),
+            idempotency_key,
         )
         outcome = await self._command(room_id, command)
+        if outcome.duplicate_of is not None:  # an earlier call's, whose caller may not know
+            found = outcome.duplicate_of
+            original = await self._store.get_event(found) if found else None
+            if original is None:  # a store that says only that it saw the key
+                raise RoomKitError(
+                    f"room {room_id} recorded an event with idempotency key "
+                    f"{idempotency_key!r} already, which its store cannot return"
+                )
+            return original
         sent = outcome.event
         assert sent is not None
         return sent

@@ -275,7 +275,7 @@ class RoomDecider:
             case RecordOutcome():
                 return self._record_outcome(state, command)
             case SendEvent():
-                return self._send_event(state, command)
+                return await self._send_event(state, command)
             case GetContext():
                 return [], Outcome(value=state.context())
             case AttachChannel():
@@ -621,14 +621,7 @@ class RoomDecider:
             decision.event_id = event.id
         key = event.idempotency_key
         if key:
-            original = state.idempotency.get(key)
-            if (
-                original is None
-                and len(state.idempotency) >= IDEMPOTENCY_WINDOW
-                and self._older_duplicate is not None
-            ):
-                # Past the window the room keeps: the read model knows the older keys.
-                original = await self._older_duplicate(state, key)
+            original = await self._original(state, key)
             if original is not None:
                 return [], Outcome(blocked=True, reason="duplicate", duplicate_of=original)
         # Stamped now, not with the event's created_at: its channel may set that to a
@@ -707,10 +700,27 @@ class RoomDecider:
             event=final, root=final.id, announce=tuple(announce), unbound=not bound
         )
 
-    def _send_event(self, state: RoomState, cmd: SendEvent) -> Decision:
+    async def _original(self, state: RoomState, key: str) -> str | None:
+        """The id of the event recorded in the room with idempotency ``key`` ("" when the
+        read model knows the key but not the event), or None."""
+        original = state.idempotency.get(key)
+        if (
+            original is None
+            and len(state.idempotency) >= IDEMPOTENCY_WINDOW
+            and self._older_duplicate is not None
+        ):
+            # Past the window the room keeps: the read model knows the older keys.
+            original = await self._older_duplicate(state, key)
+        return original
+
+    async def _send_event(self, state: RoomState, cmd: SendEvent) -> Decision:
         binding = state.bindings.get(cmd.channel_id)
         if binding is None:
             raise ChannelNotFoundError(f"Channel {cmd.channel_id} not in room {self._room_id}")
+        if cmd.idempotency_key:
+            original = await self._original(state, cmd.idempotency_key)
+            if original is not None:
+                return [], Outcome(blocked=True, reason="duplicate", duplicate_of=original)
         draft = _Draft(state, cmd.now)
         event = RoomEvent(
             room_id=self._room_id,
@@ -727,6 +737,7 @@ class RoomDecider:
             chain_depth=cmd.chain_depth,
             metadata=cmd.metadata,
             created_at=cmd.now,
+            idempotency_key=cmd.idempotency_key,
         )
         # 0.3.0: a sent event is not room activity and reports no framework events.
         draft.message(event, deliver=Deliver(event, event.id), activity=False, check_whole=True)

@@ -1111,3 +1111,39 @@ async def test_a_room_that_settled_its_append_in_doubt_as_it_stopped_is_left_alo
     assert log.reads == reads
     bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
     assert bodies[-1] == "hi"  # it landed: settled as recorded
+
+
+async def test_send_event_retried_with_its_idempotency_key_is_recorded_and_delivered_once() -> (
+    None
+):
+    # A send whose append landed but whose answer was lost: its caller hears
+    # LogUnavailableError and cannot know. Without a key (as in 0.3.0), a retry records and
+    # delivers it twice; with one, the retry returns the event recorded.
+    log = _LostAnswer()
+    async with RoomKit(log=log) as kit:
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        kit.register_channel(sms)
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        log.lose_next = True
+        with pytest.raises(LogUnavailableError):
+            await kit.send_event("r1", "sms", TextContent(body="once"), idempotency_key="k1")
+        sent = await kit.send_event("r1", "sms", TextContent(body="once"), idempotency_key="k1")
+        assert sent.content.body == "once"  # type: ignore[union-attr]
+        again = await kit.send_event(
+            "r1", "sms", TextContent(body="once more"), idempotency_key="k1"
+        )
+        assert again.id == sent.id
+        # The key is the room's: an inbound message with it is a duplicate too.
+        inbound = await kit.process_inbound(text("sms", "in", idempotency_key="k1"), room_id="r1")
+        assert (inbound.reason, inbound.event) == ("duplicate", sent)
+
+        async def delivered() -> bool:
+            return len(ws.delivered) >= 1
+
+        await eventually(delivered)
+        assert ws.texts() == ["once"]
+        timeline = await kit.get_timeline("r1")
+        assert [e.content.body for e in timeline if e.type == "message"] == ["once"]  # type: ignore[union-attr]
+    with pytest.raises(TypeError, match="^idempotency_key must be a string"):
+        await kit.send_event("r1", "sms", TextContent(body="x"), idempotency_key=5)  # type: ignore[arg-type]
