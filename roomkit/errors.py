@@ -110,8 +110,9 @@ class LogUnavailableError(RoomKitError):
     The call's append may have landed all the same (the server took it; its answer was lost).
     If it did, the room finds it before its next command, or before its actor stops, and goes
     on with it as committed: the message is delivered then (a process that ends first, or
-    whose log is still away then, loses that delivery). Retry with the same idempotency key:
-    the retry is then answered as a duplicate of that message rather than recorded twice.
+    whose log is still away then, loses that delivery). Retry with the same idempotency key
+    (the message's, or ``send_event``'s ``idempotency_key``): the retry is then answered as a
+    duplicate of that message rather than recorded twice.
     """
 
 
