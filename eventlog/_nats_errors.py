@@ -63,6 +63,14 @@ def translate(exc: BaseException, doing: str) -> EventLogError:
         # for ever. Not an outage to wait out: callers that retry those (the ingress) would
         # retry for ever.
         return EventLogError(f"{doing}: the NATS connection is closed")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        # The server answered: no stream takes the subject (for now: a cluster electing a
+        # leader; for good: the stream deleted, or a server restarted without its store).
+        return LogUnavailable(
+            f"{doing}: no JetStream stream answered (the stream is missing: deleted, or its "
+            "server lost its store; processes that hold its state are to be restarted once "
+            "it is made again)"
+        )
     if is_transient(exc):
         return LogUnavailable(f"{doing}: NATS did not answer ({exc!r})")
     return EventLogError(f"{doing}: {exc}")

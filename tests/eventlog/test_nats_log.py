@@ -258,6 +258,22 @@ async def test_a_given_client_its_owner_closed_is_no_outage(nats_server: NatsSer
             assert not isinstance(failed.value, LogUnavailable)
 
 
+async def test_an_append_to_a_stream_deleted_under_the_log_says_so(
+    nats_server: NatsServer,
+) -> None:
+    # It said "NATS did not answer (NoRespondersError())": the server answered, and the
+    # stream was missing, which the operator is to know.
+    async with NatsEventLog(nats_server.url, retry_timeout=0.3) as log:
+        await log.append("s1", [event(1)], expected_version=0)
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().delete_stream(log.stream_name)
+        finally:
+            await nc.close()
+        with pytest.raises(LogUnavailable, match="the stream is missing"):
+            await log.append("s1", [event(2)], expected_version=1)
+
+
 async def test_connecting_to_no_server_raises_log_unavailable() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
