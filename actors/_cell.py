@@ -446,13 +446,7 @@ class Cell(Mailbox):
             self.policy.within,
             exc_info=error,
         )
-        self._host.detach(self)
-        self.closing = True
-        dead = ActorDeadError(f"actor {self.kind}/{self.key} gave up after repeated crashes")
-        dead.__cause__ = error
-        dropped = self.fail_all(dead)
-        if dropped:
-            logger.warning("actor %s/%s: %d told message(s) dropped", self.kind, self.key, dropped)
+        self._fail_mailbox(error, "gave up after repeated crashes")
 
     def _fail_on_log(self, error: Exception) -> None:
         logger.warning(
@@ -461,9 +455,14 @@ class Cell(Mailbox):
             self.key,
             error,
         )
+        self._fail_mailbox(error, f"could not load its state: {error}")
+
+    def _fail_mailbox(self, error: Exception, why: str) -> None:
+        """End the incarnation: its queued asks fail with an ``ActorDeadError`` saying ``why``
+        (``error`` chained), its tells are dropped; the next message activates a new one."""
         self._host.detach(self)
         self.closing = True
-        dead = ActorDeadError(f"actor {self.kind}/{self.key} could not load its state: {error}")
+        dead = ActorDeadError(f"actor {self.kind}/{self.key} {why}")
         dead.__cause__ = error
         dropped = self.fail_all(dead)
         if dropped:
