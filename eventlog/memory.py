@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from collections.abc import Sequence
 
 import anyio
@@ -15,7 +16,7 @@ import anyio
 from eventlog._streams import check_append, check_range, check_snapshot, check_stream_id
 from eventlog.base import EventLog, Subscription
 from eventlog.errors import WrongExpectedVersion
-from eventlog.record import NewEvent, Record, Snapshot, StreamInfo
+from eventlog.record import Headers, NewEvent, Record, Snapshot, StreamInfo
 
 __all__ = ["MemoryEventLog"]
 
@@ -27,8 +28,17 @@ class MemoryEventLog(EventLog):
     max_append_events = 10_000
 
     def __init__(self) -> None:
-        self._log: list[Record] = []
-        self._streams: dict[str, list[Record]] = {}
+        # The records as columns, by position - 1: a Record object each cost ~140 bytes (the
+        # struct, its position int, its timestamp float, two list slots), these ~50; a Record
+        # is made when one is read. The payload bytes are the appender's, shared.
+        self._stream_of: list[str] = []
+        self._version_of = array("q")
+        self._type_of: list[str] = []
+        self._time_of = array("d")
+        self._data_of: list[bytes] = []
+        self._headers_of: list[Headers] = []
+        # stream -> the index (position - 1) of each of its records, by version - 1
+        self._streams: dict[str, array[int]] = {}
         # stream -> message id -> (first version, number of events) of the append that used it
         self._message_ids: dict[str, dict[str, tuple[int, int]]] = {}
         self._snapshots: dict[str, Snapshot] = {}
@@ -45,20 +55,20 @@ class MemoryEventLog(EventLog):
         expected_version: int | None,
     ) -> list[Record]:
         check_append(stream, events, self.max_append_events, expected_version)
-        records = self._streams.get(stream)
-        current = len(records) if records is not None else 0
+        indices = self._streams.get(stream)
+        current = len(indices) if indices is not None else 0
         message_id = events[0].headers.message_id
-        if message_id is not None and records is not None:
+        if message_id is not None and indices is not None:
             seen = self._message_ids.get(stream, {}).get(message_id)
             if seen is not None:
                 first, count = seen
-                return records[first - 1 : first - 1 + count]
+                return [self._record(i) for i in indices[first - 1 : first - 1 + count]]
         if expected_version is not None and expected_version != current:
             raise WrongExpectedVersion(stream, expected_version, current)
-        if records is None:
-            records = self._streams[stream] = []
+        if indices is None:
+            indices = self._streams[stream] = array("q")
         now = time.time()
-        position = len(self._log)
+        position = len(self._data_of)
         committed = [
             Record(
                 stream=stream,
@@ -71,8 +81,14 @@ class MemoryEventLog(EventLog):
             )
             for offset, event in enumerate(events, start=1)
         ]
-        records.extend(committed)
-        self._log.extend(committed)
+        for record in committed:
+            indices.append(record.position - 1)
+            self._stream_of.append(stream)
+            self._version_of.append(record.version)
+            self._type_of.append(record.type)
+            self._time_of.append(record.timestamp)
+            self._data_of.append(record.data)
+            self._headers_of.append(record.headers)
         if message_id is not None:
             self._message_ids.setdefault(stream, {})[message_id] = (current + 1, len(committed))
         self._wake()
@@ -83,10 +99,12 @@ class MemoryEventLog(EventLog):
     ) -> list[Record]:
         check_stream_id(stream)
         check_range(after_version, limit, "after_version")
-        records = self._streams.get(stream, [])
+        indices = self._streams.get(stream)
+        if indices is None:
+            return []
         start = max(after_version, 0)
         end = None if limit is None else start + limit
-        return records[start:end]
+        return [self._record(i) for i in indices[start:end]]
 
     async def last_version(self, stream: str) -> int:
         check_stream_id(stream)
@@ -95,11 +113,23 @@ class MemoryEventLog(EventLog):
     async def read_all(self, *, after_position: int = 0, limit: int | None = None) -> list[Record]:
         check_range(after_position, limit, "after_position")
         start = max(after_position, 0)
-        end = None if limit is None else start + limit
-        return self._log[start:end]
+        stop = len(self._data_of) if limit is None else min(start + limit, len(self._data_of))
+        return [self._record(i) for i in range(start, stop)]
 
     async def last_position(self) -> int:
-        return len(self._log)
+        return len(self._data_of)
+
+    def _record(self, index: int) -> Record:
+        """The record at position ``index + 1``."""
+        return Record(
+            stream=self._stream_of[index],
+            version=self._version_of[index],
+            position=index + 1,
+            type=self._type_of[index],
+            timestamp=self._time_of[index],
+            data=self._data_of[index],
+            headers=self._headers_of[index],
+        )
 
     def subscribe(self, *, after_position: int = 0) -> Subscription:
         return _MemorySubscription(self, after_position)
@@ -108,11 +138,11 @@ class MemoryEventLog(EventLog):
         return [
             StreamInfo(
                 stream=name,
-                version=len(records),
-                last_position=records[-1].position,
-                last_timestamp=records[-1].timestamp,
+                version=len(indices),
+                last_position=indices[-1] + 1,
+                last_timestamp=self._time_of[indices[-1]],
             )
-            for name, records in sorted(self._streams.items())
+            for name, indices in sorted(self._streams.items())
         ]
 
     async def save_snapshot(self, stream: str, version: int, data: bytes) -> None:
@@ -162,13 +192,13 @@ class _MemorySubscription(Subscription):
         self._closed = False
 
     async def __anext__(self) -> Record:
-        records = self._log._log
+        log = self._log
         while not self._closed:
-            if self._next < len(records):
-                record = records[self._next]
+            if self._next < len(log._data_of):
+                record = log._record(self._next)
                 self._next += 1
                 return record
-            await self._log._wait_for_append()
+            await log._wait_for_append()
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
