@@ -21,6 +21,7 @@ from eventlog import Headers, NewEvent, Record
 from roomkit.errors import EventRefusedError
 from roomkit.models._json import compact_json
 from roomkit.models.enums import EventStatus, EventType
+from roomkit.models.event import RoomEvent
 
 __all__ = [
     "ChannelAttached",
@@ -89,12 +90,14 @@ def message_dump(event: BaseModel) -> msgspec.Raw:
     raw = dump(event)
     data = bytes(raw)
     if data.count(b"[") + data.count(b"{") >= _SHALLOW_BRACKETS:
-        read_back(type(event), raw)
+        read_back(RoomEvent, raw)  # as a replay reads it: an app's subclass reads as one too
     return raw
 
 
-def checked_dump(model: BaseModel) -> msgspec.Raw:
-    """``dump(model)``, read back as the log's readers will (``read_back``).
+def checked_dump(model: BaseModel, stored: type[BaseModel]) -> msgspec.Raw:
+    """``dump(model)``, read back as the log's readers will (``read_back``): as ``stored``,
+    the model the log holds (an app's subclass of it, whose own fields the log does not
+    keep, reads back as one).
 
     Raises:
         EventRefusedError: it cannot be written, or would not read back.
@@ -105,7 +108,7 @@ def checked_dump(model: BaseModel) -> msgspec.Raw:
     why = unreadable(bytes(raw))
     if why is not None:
         raise EventRefusedError(f"{type(model).__name__} cannot be stored: {why}")
-    read_back(type(model), raw)
+    read_back(stored, raw)
     return raw
 
 

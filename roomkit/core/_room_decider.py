@@ -80,6 +80,7 @@ from roomkit.models.enums import (
 )
 from roomkit.models.event import EventSource, RoomEvent
 from roomkit.models.hook import InjectedEvent
+from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
@@ -143,7 +144,7 @@ class _Draft:
         recorded = MessageRecorded(
             # A message the log took that does not read back would fail every replay of the
             # room: see message_dump for what is checked.
-            event=checked_dump(event) if check_whole else message_dump(event),
+            event=checked_dump(event, RoomEvent) if check_whole else message_dump(event),
             deliver=deliver is not None,
             targets=deliver.targets if deliver else None,
             modified_by=modified_by or [],
@@ -328,7 +329,7 @@ class RoomDecider:
             return [], Outcome(value=state.room)  # creating an existing room changes nothing
         room = command.room
         draft = _Draft(state, room.created_at, room.id)
-        draft.add(RoomCreated(room=checked_dump(room)), room)
+        draft.add(RoomCreated(room=checked_dump(room, Room)), room)
         root = draft.lifecycle(
             HookTrigger.ON_ROOM_CREATED,
             EventType.SYSTEM,
@@ -345,7 +346,9 @@ class RoomDecider:
             update={"metadata": {**room.metadata, **cmd.metadata}, "updated_at": cmd.now}
         )
         draft = _Draft(state, cmd.now)
-        draft.add(RoomUpdated(room=checked_dump(updated), reason="metadata_updated"), updated)
+        draft.add(
+            RoomUpdated(room=checked_dump(updated, Room), reason="metadata_updated"), updated
+        )
         return draft.facts, Outcome(value=updated)
 
     def _replace(self, state: RoomState, cmd: ReplaceRoom) -> Decision:
@@ -353,7 +356,7 @@ class RoomDecider:
         draft = _Draft(state, self._now(), cmd.room.id)
         if room is None:  # written as given, as 0.3.0's store wrote it: no hook, no event
             new = cmd.room.model_copy(update={"event_count": 0, "latest_index": 0})
-            draft.add(RoomCreated(room=checked_dump(new)), new)
+            draft.add(RoomCreated(room=checked_dump(new, Room)), new)
             return draft.facts, Outcome(value=new)
         # The counters (events, latest index) are the timeline's, as is the creation time:
         # a room read a while ago and written back must not take them back.
@@ -361,7 +364,7 @@ class RoomDecider:
         new = cmd.room.model_copy(update={**kept, "latest_index": room.latest_index})
         if new == room:
             return [], Outcome(value=room)
-        draft.add(RoomUpdated(room=checked_dump(new), reason="updated"), new)
+        draft.add(RoomUpdated(room=checked_dump(new, Room), reason="updated"), new)
         return draft.facts, Outcome(value=new)
 
     # -- a 0.3.0 app's writes on kit.store (see _store_view.py): as they are, no audit ------
@@ -375,8 +378,14 @@ class RoomDecider:
         match cmd:
             case PutBinding(binding=binding):
                 known = binding.channel_id in state.bindings
-                fact = ChannelUpdated(binding=checked_dump(binding)) if known else None
-                draft.add(fact or ChannelAttached(binding=checked_dump(binding)), binding)
+                fact = (
+                    ChannelUpdated(binding=checked_dump(binding, ChannelBinding))
+                    if known
+                    else None
+                )
+                draft.add(
+                    fact or ChannelAttached(binding=checked_dump(binding, ChannelBinding)), binding
+                )
                 return draft.facts, Outcome(value=binding)
             case RemoveBinding(channel_id=channel_id):
                 if channel_id not in state.bindings:
@@ -384,7 +393,7 @@ class RoomDecider:
                 draft.add(ChannelDetached(channel_id=channel_id, room_id=self._named_room))
                 return draft.facts, Outcome(value=True)
             case PutParticipant(participant=participant):
-                raw = checked_dump(participant)
+                raw = checked_dump(participant, Participant)
                 known = participant.id in state.participants
                 joined = ParticipantUpdated(participant=raw) if known else None
                 draft.add(joined or ParticipantJoined(participant=raw), participant)
@@ -405,7 +414,7 @@ class RoomDecider:
             update={"status": RoomStatus.CLOSED, "closed_at": cmd.now, "updated_at": cmd.now}
         )
         draft = _Draft(state, cmd.now)
-        draft.add(RoomUpdated(room=checked_dump(closed), reason="closed"), closed)
+        draft.add(RoomUpdated(room=checked_dump(closed, Room), reason="closed"), closed)
         root = draft.lifecycle(
             HookTrigger.ON_ROOM_CLOSED,
             EventType.SYSTEM,
@@ -453,7 +462,7 @@ class RoomDecider:
             update["closed_at"] = cmd.now
         changed = room.model_copy(update=update)
         draft = _Draft(state, cmd.now)
-        draft.add(RoomUpdated(room=checked_dump(changed), reason=code), changed)
+        draft.add(RoomUpdated(room=checked_dump(changed, Room), reason=code), changed)
         # 0.3.0's texts and data: the stored event has the threshold, the hook's does not.
         draft.audit(
             EventType.SYSTEM,
@@ -479,7 +488,7 @@ class RoomDecider:
 
     @staticmethod
     def _attach_to(draft: _Draft, binding: ChannelBinding, root: str | None = None) -> str:
-        draft.add(ChannelAttached(binding=checked_dump(binding)), binding)
+        draft.add(ChannelAttached(binding=checked_dump(binding, ChannelBinding)), binding)
         channel_id, access, visibility = binding.channel_id, binding.access, binding.visibility
         data = {"channel_id": channel_id, "access": str(access), "visibility": visibility}
         draft.audit(
@@ -526,7 +535,10 @@ class RoomDecider:
         updated = ChannelBinding.model_validate({**binding.__dict__, **updates})
         event_type, code, trigger = _BINDING_CHANGES[cmd.change]
         draft = _Draft(state, cmd.now)
-        draft.add(ChannelUpdated(binding=checked_dump(updated), change=cmd.change), updated)
+        draft.add(
+            ChannelUpdated(binding=checked_dump(updated, ChannelBinding), change=cmd.change),
+            updated,
+        )
         body, data = _binding_change_text(cmd, binding)
         draft.audit(event_type, code, body, data)
         root = None
@@ -543,10 +555,12 @@ class RoomDecider:
         if existing is not None:
             if cmd.upgrade and existing.identification != IdentificationStatus.IDENTIFIED:
                 upgraded = existing.model_copy(update=cmd.upgrade)
-                draft.add(ParticipantUpdated(participant=checked_dump(upgraded)), upgraded)
+                draft.add(
+                    ParticipantUpdated(participant=checked_dump(upgraded, Participant)), upgraded
+                )
                 return draft.facts, Outcome(value=upgraded)
             return [], Outcome(value=existing)
-        draft.add(ParticipantJoined(participant=checked_dump(wanted)), wanted)
+        draft.add(ParticipantJoined(participant=checked_dump(wanted, Participant)), wanted)
         if cmd.system_code:
             how, status = _JOINED.get(cmd.system_code, ("joined", ""))
             data = {"participant_id": wanted.id}
@@ -578,11 +592,16 @@ class RoomDecider:
             }
         )
         draft = _Draft(state, cmd.now)
-        draft.add(ParticipantUpdated(participant=checked_dump(resolved)), resolved)
+        draft.add(ParticipantUpdated(participant=checked_dump(resolved, Participant)), resolved)
         binding = state.bindings.get(participant.channel_id) if participant.channel_id else None
         if binding is not None:
             rebound = binding.model_copy(update={"participant_id": identity.id})
-            draft.add(ChannelUpdated(binding=checked_dump(rebound), change="participant"), rebound)
+            draft.add(
+                ChannelUpdated(
+                    binding=checked_dump(rebound, ChannelBinding), change="participant"
+                ),
+                rebound,
+            )
         # 0.3.0's texts: the stored event names the identity by its display name (None if it
         # has none) and says who resolved it; the hook's event says neither.
         data = {"participant_id": participant.id, "identity_id": identity.id}
@@ -903,13 +922,13 @@ def _storable_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _dumped(model: BaseModel) -> tuple[msgspec.Raw | None, str | None]:
+def _dumped(model: DeliveryResult) -> tuple[msgspec.Raw | None, str | None]:
     """``(dump(model), None)``, or ``(None, why)`` if its JSON could not be read back."""
     try:
         raw = dump(model)
         why = unreadable(bytes(raw))
         if why is None:  # a provider's result made with model_construct reads back or not
-            read_back(type(model), raw)
+            read_back(DeliveryResult, raw)
     except Exception as exc:  # pydantic's serialization error (not JSON at all), read_back's
         return None, str(exc).splitlines()[0]
     return (raw, None) if why is None else (None, why)

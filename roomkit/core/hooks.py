@@ -109,6 +109,10 @@ class HookRegistration:
         # Accept the enums' string values too; an unknown value fails here, not at run time.
         self.trigger = HookTrigger(self.trigger)
         self.execution = HookExecution(self.execution)
+        if not isinstance(self.name, str):
+            # Logged as the hooks that modified or blocked a message: one of another type made
+            # a record no replay of the room could read.
+            raise TypeError(f"hook name must be a string, got {self.name!r}")
         if not callable(self.fn):
             raise TypeError(
                 f"hook {self.name or '<unnamed>'!r} for {self.trigger}: fn must be an async "
@@ -222,7 +226,7 @@ def _malformed(result: HookResult) -> str | None:
     set in place), or None. The pipeline reads its action, reason and lists, and logs the
     reason: one of another type would make a record no replay could read. (The items of its
     lists are checked as each is recorded.)"""
-    if result.action not in _ACTIONS:
+    if not isinstance(result.action, str) or result.action not in _ACTIONS:
         return f"returned a HookResult with action {result.action!r}"
     if result.reason is not None and not isinstance(result.reason, str):
         return f"returned a HookResult whose reason is a {type(result.reason).__name__}"

@@ -382,6 +382,10 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
     for priority in ("10", None, math.nan):
         with pytest.raises(TypeError, match="^hook priority must be a number"):
             kit.hook(HookTrigger.BEFORE_BROADCAST, priority=priority)(allow)  # type: ignore[arg-type]
+    # Logged as the hooks that modified or blocked a message: a name of another type made a
+    # record no replay could read.
+    with pytest.raises(TypeError, match="^hook name must be a string"):
+        kit.hook(HookTrigger.BEFORE_BROADCAST, name=5)(allow)  # type: ignore[arg-type]
     # A string filter matched by substring ("ms" in "sms").
     for name in ("channel_types", "channel_ids", "directions"):
         with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
@@ -725,6 +729,7 @@ async def test_a_hook_result_no_validation_made_is_a_hook_error(kit: RoomKit) ->
         HookResult.model_construct(action="block", reason=5),
         HookResult.model_construct(action="allow", tasks=None),
         HookResult.model_construct(action="maybe"),
+        HookResult.model_construct(action=["allow"]),
     ]
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
@@ -738,9 +743,9 @@ async def test_a_hook_result_no_validation_made_is_a_hook_error(kit: RoomKit) ->
         errors.append(event)
 
     async def all_reported() -> bool:
-        return len(errors) == 3
+        return len(errors) == 4
 
-    for n in range(3):
+    for n in range(4):
         assert not (await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")).blocked
     await eventually(all_reported)
     texts = [e.data["error"] for e in errors]
@@ -748,6 +753,7 @@ async def test_a_hook_result_no_validation_made_is_a_hook_error(kit: RoomKit) ->
         "returned a HookResult whose reason is a int",
         "returned a HookResult whose tasks is a NoneType",
         "returned a HookResult with action 'maybe'",
+        "returned a HookResult with action ['allow']",
     ]
 
 
@@ -771,6 +777,30 @@ async def test_an_injected_event_whose_targets_do_not_validate_is_left_out(
     bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
     assert "note" not in bodies and bodies[-1] == "hi"
     assert "injected event InjectedEvent does not validate" in caplog.text
+
+
+class _AppEvent(RoomEvent):
+    """An app's own event class, with a field the log does not keep."""
+
+    raw: dict[str, object] = pydantic.Field(exclude=True)
+
+
+class _AppEvents(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        return _AppEvent(**dict(event), raw={"provider": "payload"})
+
+
+async def test_an_app_s_event_class_is_read_back_as_the_log_holds_it(kit: RoomKit) -> None:
+    # Read back as its own class, it was refused for the field the log does not keep, once
+    # its text had brackets enough to be read back (pasted code, JSON).
+    await room(kit)
+    kit.register_channel(_AppEvents("app"))
+    await kit.attach_channel("r1", "app")
+    for body in ("hello", "{" * 200):
+        assert not (await kit.process_inbound(text("app", body), room_id="r1")).blocked
+    timeline = await kit.get_timeline("r1")
+    assert [e.content.body for e in timeline if e.type == "message"] == ["hello", "{" * 200]  # type: ignore[union-attr]
 
 
 class _UndecodableError(SimpleChannel):
