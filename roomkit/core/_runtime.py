@@ -60,6 +60,7 @@ _DELIVERY_MAILBOX = 1_000_000
 # The kit's own asks (see ask_room) stay finite, as every ask does.
 _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
 ROOM = "room"
+DELIVERY = "room-delivery"
 # What a decision runs, in the refusals of ask_room: a message sent from there is processed
 # inside it, up to its commit and delivery.
 _DECISION_CODE = (
@@ -67,7 +68,6 @@ _DECISION_CODE = (
     "they send another room runs that room's handle_inbound, identity resolution, hooks, "
     "deliveries and event handlers inside it"
 )
-DELIVERY = "room-delivery"
 
 
 @dataclass(frozen=True, slots=True)
