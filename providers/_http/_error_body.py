@@ -28,7 +28,10 @@ def response_json(response: httpx.Response) -> Any:
         return None
     try:
         return response.json()
-    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; JSON nested deeper than
+    # the parser recurses (a hostile or broken endpoint) is a RecursionError: raised from a
+    # send, the vendor's 2xx was taken for a failure and the message sent again.
+    except (ValueError, RecursionError):
         return None
 
 

@@ -216,7 +216,7 @@ class VendorClient:
             retries_taken += 1
         try:
             data = outcome.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # see response_json
             raise ProviderError(
                 "invalid JSON in the response",
                 provider=self.provider,

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TypeVar
 
+from roomkit.models._url import has_scheme
 from roomkit.models.delivery import ProviderResult
 from roomkit.models.event import (
     AudioContent,
@@ -102,7 +103,7 @@ def _collect(content: EventContent, texts: list[str], media: list[OutboundMedia]
 
 
 def _add_media(url: str, mime_type: str, media: list[OutboundMedia]) -> None:
-    if url.startswith(("http://", "https://")):
+    if has_scheme(url):
         media.append(OutboundMedia(url=url, mime_type=mime_type))
     else:
         # Vendors fetch attachments themselves, so an inline data: URL cannot be sent.

@@ -21,6 +21,7 @@ The small ``get_*`` helpers below are what the vendor parsers use to read untrus
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from providers._lazy import lazy_exports
 from providers._positional import as_keywords
+from roomkit.models._url import has_scheme
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import (
     AudioContent,
@@ -66,6 +68,8 @@ __all__ = [
 
 SMS_WEBHOOK_PROVIDERS = ("voicemeup", "telnyx", "twilio", "sinch")
 """Provider names :func:`extract_sms_meta` understands."""
+
+logger = logging.getLogger("roomkit.providers.sms")
 
 _DEFAULT_MIME = "application/octet-stream"
 
@@ -501,7 +505,7 @@ def build_inbound_content(
     items = [
         MediaContent(url=url, mime_type=mime_type or _DEFAULT_MIME)
         for url, mime_type in map(_url_and_type, media)
-        if url.startswith(("http://", "https://"))
+        if has_scheme(url)
     ]
     if not items:
         return TextContent(body=body)
@@ -538,8 +542,12 @@ def parse_timestamp(text: str | None) -> datetime | None:
 
 def webhook_media(url: str, mime_type: str | None = None) -> WebhookMedia | None:
     """A :class:`WebhookMedia` for ``url``, guessing the MIME type from the URL when the vendor
-    gave none; None unless ``url`` is http(s)."""
-    if not url.startswith(("http://", "https://")):
+    gave none; None unless ``url`` is http(s) (its scheme in any case, spaces around it
+    dropped), with a warning for one that is not: the message goes on without it."""
+    url = url.strip()
+    if not has_scheme(url):
+        if url:
+            logger.warning("webhook media left out: not an http(s) URL: %r", url[:80])
         return None
     if not mime_type:
         mime_type = mimetypes.guess_type(url.split("?", 1)[0])[0] or _DEFAULT_MIME

@@ -56,7 +56,8 @@ def verify_twilio_signature(
 
     Args:
         auth_token: The account's auth token.
-        url: The exact URL Twilio called (including its query string).
+        url: The exact URL Twilio called (including its query string), as text or as a web
+            framework's URL object (``request.url``), whose text is taken.
         payload: The raw body (form-encoded, or JSON when the URL has ``bodySHA256``), as
             bytes or text, or the already decoded form fields.
         signature: The ``X-Twilio-Signature`` header.
@@ -64,6 +65,10 @@ def verify_twilio_signature(
     signature_text = header_text(signature)
     if not auth_token or not isinstance(auth_token, str) or signature_text is None:
         return False
+    if not isinstance(url, str):
+        # A framework's URL object (httpx.URL, Starlette's): it raised AttributeError deep
+        # in urlsplit, answered as a server error to a genuine webhook.
+        url = url.decode("utf-8", "replace") if isinstance(url, bytes) else str(url)
     try:
         query = parse_qs(urlsplit(url).query)
         body_hash = query.get("bodySHA256")

@@ -9,10 +9,11 @@ twice). A plain text with nothing held back passes straight through (text-only S
 delayed). An attachment whose text does not come within ``timeout_seconds`` is released alone,
 through ``on_timeout``.
 
-An attachment is held back only once a caller drains the aggregator
-(:meth:`~VoiceMeUpMMSAggregator.run` running, or :meth:`~VoiceMeUpMMSAggregator.expired` /
-:meth:`~VoiceMeUpMMSAggregator.flush_expired` called once): only they release expired parts
-(``on_timeout`` alone is never called, since nothing runs on its own). Otherwise (the
+An attachment is held back only once something takes expired parts:
+:meth:`~VoiceMeUpMMSAggregator.run` running with an ``on_timeout`` to pass them to, or a
+caller of :meth:`~VoiceMeUpMMSAggregator.expired` / :meth:`~VoiceMeUpMMSAggregator.flush_expired`
+(which return them): only they release expired parts (``on_timeout`` alone is never called,
+since nothing runs on its own). Otherwise (the
 defaults) a picture-only MMS would wait forever, so attachments pass straight through,
 unmerged: the room gets the picture and the text as two messages rather than losing the
 picture.
@@ -98,9 +99,11 @@ class VoiceMeUpMMSAggregator:
         self._max_pending = max_pending
         self._held: dict[tuple[str, str], _Held] = {}
         self._released: list[WebhookMeta] = []
-        # Set once a caller drains expired parts (run / expired / flush_expired): only from
-        # then on does a held part have a way out, so only then are parts held.
+        # Set once a caller takes expired parts (expired / flush_expired), or run() passes
+        # them to on_timeout: only then does a held part have a way out, so only then are
+        # parts held.
         self._drained = False
+        self._running = False
 
     @property
     def timeout_seconds(self) -> float:
@@ -142,7 +145,9 @@ class VoiceMeUpMMSAggregator:
         key = (meta.sender, meta.recipient)
         held = self._held.get(key)
         attachment_only = bool(meta.media) and not meta.body
-        if attachment_only and self._drained:
+        # run() alone passes released parts to on_timeout, and to nobody without one.
+        holds = self._drained or (self._running and self._on_timeout is not None)
+        if attachment_only and holds:
             if held is None:
                 self._held[key] = _Held(
                     meta=meta, deadline=current + self._timeout, part_ids=_ids(meta)
@@ -178,6 +183,9 @@ class VoiceMeUpMMSAggregator:
         does it hold attachments (see the module doc).
         """
         self._drained = True
+        return self._take_expired(now)
+
+    def _take_expired(self, now: float | None) -> list[WebhookMeta]:
         self._expire(self._clock() if now is None else now)
         released, self._released = self._released, []
         return released
@@ -186,10 +194,20 @@ class VoiceMeUpMMSAggregator:
         """Release the attachments whose text did not come in time: pass each to
         ``on_timeout`` (awaited when async; an exception is logged and the next one still
         runs) and return them."""
-        released = self.expired(now)
+        self._drained = True
+        return await self._release(now)
+
+    async def _release(self, now: float | None = None) -> list[WebhookMeta]:
+        released = self._take_expired(now)
         callback = self._on_timeout
         for meta in released:
             if callback is None:
+                if not self._drained:  # run() alone: nobody takes it
+                    logger.warning(
+                        "voicemeup: MMS attachment %s released with no on_timeout to take it "
+                        "(the callback was removed while it was held): lost",
+                        meta.message_id,
+                    )
                 continue
             try:
                 result = callback(meta)
@@ -208,11 +226,14 @@ class VoiceMeUpMMSAggregator:
         """Call :meth:`flush_expired` every ``interval`` seconds (half the timeout by
         default) until cancelled; run it in a task group you own (``await tg.start(...)``)."""
         period = interval if interval is not None else max(self._timeout / 2, 0.05)
-        self._drained = True
+        self._running = True
         task_status.started()
-        while True:
-            await anyio.sleep(period)
-            await self.flush_expired()
+        try:
+            while True:
+                await anyio.sleep(period)
+                await self._release()
+        finally:
+            self._running = False
 
     def clear(self) -> None:
         """Forget every held or released part."""

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from roomkit.models._defaults import new_id, utcnow
+from roomkit.models._url import HTTP_SCHEMES, has_scheme
 from roomkit.models.enums import ChannelDirection, ChannelType, EventStatus, EventType
 
 __all__ = [
@@ -34,12 +35,12 @@ __all__ = [
 MAX_COMPOSITE_DEPTH = 5
 """Deepest allowed nesting of ``CompositeContent`` (a flat composite has depth 1)."""
 
-_HTTP_SCHEMES = ("http://", "https://")
-_HTTP_OR_DATA_SCHEMES = ("http://", "https://", "data:")
+_HTTP_SCHEMES = HTTP_SCHEMES
+_HTTP_OR_DATA_SCHEMES = (*HTTP_SCHEMES, "data:")
 
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> str:
-    if not value.startswith(schemes):
+    if not has_scheme(value, schemes):
         allowed = ", ".join(schemes)
         raise ValueError(f"URL must start with one of {allowed}: {value[:80]!r}")
     return value

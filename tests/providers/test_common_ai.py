@@ -257,6 +257,11 @@ class TestVendorClient:
         ("response", "message"),
         [
             (httpx.Response(200, content=b"<html>"), "invalid JSON in the response"),
+            # Nested past the parser's recursion: RecursionError came out, not ProviderError.
+            (
+                httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000),
+                "invalid JSON in the response",
+            ),
             (httpx.Response(200, json=[1]), "the response is not a JSON object"),
             (httpx.Response(302, headers={"location": "/"}), "HTTP 302"),
         ],

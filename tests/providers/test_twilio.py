@@ -303,6 +303,16 @@ class TestErrors:
         assert (result.success, result.provider_message_id, result.error) == (True, None, None)
         assert "without naming its id" in caplog.text
 
+    async def test_2xx_with_json_nested_past_the_parser_is_sent_once(self) -> None:
+        # json raised RecursionError out of send: the router took Twilio's 201 for a failure
+        # and sent the SMS again at each retry.
+        deep = b"[" * 100_000 + b"]" * 100_000
+        recorder = Recorder([httpx.Response(201, content=deep)])
+        async with mock_client(recorder) as client:
+            result = await TwilioSMSProvider(config(), client=client).send(event("x"), to="+1")
+        assert (result.success, result.provider_message_id) == (True, None)
+        assert len(recorder.requests) == 1
+
     async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
         provider_config = config()
@@ -402,6 +412,21 @@ class TestWebhooks:
         assert text == TextContent(body="look")
         assert isinstance(first, MediaContent) and first.mime_type == "image/jpeg"
         assert isinstance(second, MediaContent) and second.url.endswith("/ME2")
+
+    def test_inbound_media_url_scheme_in_any_case(self, caplog: pytest.LogCaptureFixture) -> None:
+        # A scheme is case-insensitive: "HTTPS://" was left out without a word, and a picture
+        # without text recorded as an empty text.
+        payload = inbound_form(
+            Body="", NumMedia="1", MediaUrl0=" HTTPS://api.twilio.com/media/ME1"
+        )
+        message = parse_twilio_webhook(payload, "sms")
+        assert isinstance(message.content, MediaContent)
+        assert message.content.url == "HTTPS://api.twilio.com/media/ME1"
+        refused = inbound_form(Body="see", NumMedia="1", MediaUrl0="ftp://x.example/a.png")
+        assert parse_twilio_webhook(refused, "sms").content == TextContent(body="see")
+        assert "webhook media left out: not an http(s) URL: 'ftp://x.example/a.png'" in (
+            caplog.text
+        )
 
     def test_inbound_mms_single_image_gets_caption(self) -> None:
         payload = inbound_form(
@@ -532,6 +557,13 @@ class TestSignature:
     def test_raw_body(self) -> None:
         body = urlencode(self.PARAMS).encode()
         assert verify_twilio_signature("12345", self.URL, body, self.EXPECTED)
+
+    def test_a_framework_s_url_object(self) -> None:
+        # request.url as web frameworks give it: it raised AttributeError (a 500 to Twilio).
+        url = httpx.URL(self.URL)
+        assert verify_twilio_signature("12345", url, self.PARAMS, self.EXPECTED)  # type: ignore[arg-type]
+        assert verify_twilio_signature("12345", self.URL.encode(), self.PARAMS, self.EXPECTED)  # type: ignore[arg-type]
+        assert not verify_twilio_signature("12345", 123, self.PARAMS, self.EXPECTED)  # type: ignore[arg-type]
 
     def test_forgeries_are_rejected(self) -> None:
         tampered = {**self.PARAMS, "Digits": "9999"}

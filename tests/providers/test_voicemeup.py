@@ -524,6 +524,17 @@ class TestMMSAggregator:
             tg.cancel_scope.cancel()
         assert aggregator.pending == 0
 
+    async def test_run_without_on_timeout_holds_nothing(self) -> None:
+        # run() passes expired parts to on_timeout alone: without one, a picture held back
+        # was released to nobody, lost without a word.
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5)
+        async with anyio.create_task_group() as tg:
+            await tg.start(aggregator.run, 0.001)
+            meta = extract_voicemeup_meta(picture(), aggregator=aggregator)
+            assert meta.is_inbound and not meta.pending  # the room gets it alone
+            tg.cancel_scope.cancel()
+        assert aggregator.pending == 0
+
     async def test_providers_do_not_share_state(self) -> None:
         async with mock_client(Recorder([queued()])) as client:
             a = VoiceMeUpSMSProvider(config(), client=client, aggregator=holding())
