@@ -44,6 +44,9 @@ _REPLAY_BATCH = 1000
 # Seconds: the longest random pause before the second retry after a conflict (twice that
 # before the third, ...).
 _CONFLICT_PAUSE = 0.002
+# The longest pause before a retry (it grows with the conflicts): a command retried many
+# times (see conflict_retries) must not wait seconds for one turn.
+_MAX_CONFLICT_PAUSE = 0.1
 
 
 class EventSourcedActor(Actor, Generic[S, E]):
@@ -137,6 +140,14 @@ class EventSourcedActor(Actor, Generic[S, E]):
         (see the class docstring). Default: 1."""
         return 1
 
+    def known_version(self) -> int | None:
+        """The stream's version as something else in the process has seen it (a read model
+        following the log), or None. A command is decided on the state caught up to it
+        first: another writer's appends are otherwise seen only when an append of this
+        actor's conflicts, and a command that appends nothing (a query, a no-op, a refusal)
+        answers from the state before them. Default: None."""
+        return None
+
     @abc.abstractmethod
     def encode_event(self, event: E) -> NewEvent:
         """Return the log form of ``event`` (a stable type tag, never a class name)."""
@@ -227,6 +238,9 @@ class EventSourcedActor(Actor, Generic[S, E]):
         stream = self.stream_id()
         if self._in_doubt:
             await self._settle_in_doubt(stream)
+        known = self.known_version()
+        if known is not None and known > self._version:
+            await self._catch_up(stream)
         looked = False  # read the tail once for a refusal (apart from the conflict's retry)
         conflicts = 0
         while True:
@@ -258,7 +272,8 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 if retry and conflicts > 1:
                     # The other writer keeps appending: let it, for a moment as long as a
                     # few appends, rather than meet it again at once.
-                    await anyio.sleep(random.uniform(0, _CONFLICT_PAUSE * conflicts))
+                    pause = min(_CONFLICT_PAUSE * conflicts, _MAX_CONFLICT_PAUSE)
+                    await anyio.sleep(random.uniform(0, pause))
                 if self._in_doubt:
                     await self._settle_in_doubt(stream)  # the conflict may be that append
                 await self._catch_up(stream)

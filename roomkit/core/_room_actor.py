@@ -37,7 +37,13 @@ from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState, evolve
 from roomkit.core._services import KitServices
-from roomkit.errors import KitClosedError, RoomConflictError, RoomNotFoundError
+from roomkit.errors import (
+    ChannelNotFoundError,
+    KitClosedError,
+    ParticipantNotFoundError,
+    RoomConflictError,
+    RoomNotFoundError,
+)
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import HookTrigger
@@ -55,6 +61,9 @@ _BINDING_EVENTS = (ChannelAttached, ChannelUpdated)
 _KIT_OWN = (RecordOutcome, FlushOutcomes)
 _NULL = msgspec.Raw(b"null")
 _CONFLICT_RETRIES = 8
+# A delivery's outcome (its AI replies, its channels' tasks) is the kit's own to record: its
+# message is committed and its caller waits for it, and nobody would send it again.
+_OUTCOME_CONFLICT_RETRIES = 200
 
 
 class _Snapshot(msgspec.Struct, frozen=True):
@@ -92,6 +101,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._wrote_for: object | None = None
         # The last inbound message decided, and when it was first (its budget's start).
         self._first_decided: tuple[ProcessInbound, float] | None = None
+        # The command being handled (see conflict_retries).
+        self._taken: object = None
         # The log position of this incarnation's last commit. A command that commits nothing
         # (a duplicate, a room that exists already, a query) answers from state the read
         # model may not show yet: its caller waits for the read model to reach this.
@@ -113,7 +124,15 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # Processes writing one room at once (several serving it): decided again on the room
         # as it is now, up to this many times. Once only, a few messages in a hundred failed
         # with RoomConflictError while two processes kept writing.
+        if type(self._taken) is RecordOutcome:
+            # 8 lost an AI reply while another process kept sending to the room for a
+            # second: its message was reported delivered, the reply logged nowhere.
+            return _OUTCOME_CONFLICT_RETRIES
         return _CONFLICT_RETRIES
+
+    def known_version(self) -> int:
+        # The read model follows the log, other processes' appends included.
+        return self._services.known_version(self._stream)
 
     async def receive(self, message: object) -> object:
         if self._services.abandoned() and not isinstance(message, _KIT_OWN):
@@ -125,11 +144,13 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 f"the kit closed before room {self.key} took the command up: nothing of it "
                 "was applied"
             )
+        self._taken = message
         try:
             return await super().receive(message)
         finally:
             # Decided (and retried) for good: an idle room must not keep the message.
             self._first_decided = None
+            self._taken = None
 
     def on_idle(self) -> None:
         # An idle room keeps its models as JSON only: its room, bindings and participants
@@ -196,10 +217,12 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     # -- commands ----------------------------------------------------------------------------
 
     def refused_for_what_it_lacks(self, error: Exception) -> bool:
-        # A room another process created after this actor read its stream (a room made by an
-        # admin service while this one serves the ingress): refused, the message would be
-        # dead-lettered until the actor passivated.
-        return isinstance(error, RoomNotFoundError)
+        # A room, channel or participant another process added after this actor read its
+        # stream (a room made by an admin service while this one serves the ingress):
+        # refused, the message would be dead-lettered until the actor passivated.
+        return isinstance(
+            error, RoomNotFoundError | ChannelNotFoundError | ParticipantNotFoundError
+        )
 
     async def decide(self, state: RoomState, command: object) -> Effect[Fact]:
         if state.resting:

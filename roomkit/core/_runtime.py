@@ -155,6 +155,7 @@ class KitRuntime:
             kit=kit,
             abandoned=self._is_abandoned,
             settled=self._in_doubt.discard,
+            known_version=self.projection.version_of,
         )
 
     # -- start and stop ----------------------------------------------------------------------

@@ -51,3 +51,6 @@ class KitServices:
     # Told by a room that settled the append in doubt it stopped with (see KitRuntime.ask_room):
     # closing need not wake it to settle it.
     settled: Callable[[str], None] = lambda room_id: None
+    # The last version of a stream the read model applied (0: none): see
+    # EventSourcedActor.known_version.
+    known_version: Callable[[str], int] = lambda stream: 0

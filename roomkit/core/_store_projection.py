@@ -182,6 +182,11 @@ class StoreProjection:
             await anyio.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE)
 
+    def version_of(self, stream: str) -> int:
+        """The last version of ``stream`` applied (0: none yet): another process's appends
+        show here before the room's actor sees them."""
+        return self._versions.get(stream, 0)
+
     def forget_waiters(self) -> None:
         """Drop the waiters and the turnstile of an event loop that ended (their tasks are
         gone), so that a runtime taking over in another loop starts clean."""

@@ -199,6 +199,29 @@ class _LossyLog(MemoryEventLog):
         return records
 
 
+# -- another writer ------------------------------------------------------------------------------
+
+
+async def test_a_command_is_decided_on_the_stream_as_known_elsewhere() -> None:
+    # Another writer's append: a command that appends nothing (a query) answered from the
+    # state before it, until an append of the actor's own conflicted.
+    known = [0]
+
+    class Knowing(Counter):
+        def known_version(self) -> int:
+            return known[0]
+
+    log = MemoryEventLog()
+    async with ActorSystem(log, supervision=FAST) as system:
+        system.register("counter", Knowing)
+        assert await system.ref("counter", "c").ask(Add(1)) == 1
+        other = NewEvent("counter.incremented", b"\x81\xa6amount\x05")
+        await log.append("c", [other], expected_version=1)
+        assert (await state_of(system)).total == 1  # nothing says the stream moved
+        known[0] = 2  # a read model following the log saw it
+        assert (await state_of(system)).total == 6
+
+
 # -- the log away --------------------------------------------------------------------------------
 
 

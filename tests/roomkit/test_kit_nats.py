@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -20,10 +21,12 @@ from roomkit import (
     EventRefusedError,
     HookResult,
     HookTrigger,
+    Identity,
     MockAIProvider,
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomStatus,
     Task,
     TextContent,
 )
@@ -243,3 +246,70 @@ async def test_an_outcome_recorded_in_parts_keeps_the_order_of_one_append(
             "task.recorded",
         ]
         assert [t.id for t in await kit.list_tasks("r1")] == ["t1"]
+
+
+async def test_a_process_answers_from_the_room_another_process_changed(
+    nats_server: NatsServer,
+) -> None:
+    # B's actor for the room is active; A attaches a channel, adds a participant, closes
+    # the room. B answered from the room as it had it until B itself appended (a conflict
+    # made it reload) or its actor passivated: ChannelNotFoundError for A's channel,
+    # ParticipantNotFoundError, a detach that did nothing, the room still active.
+    async with two_processes(nats_server) as (log_a, kit_a, kit_b):
+        identity = Identity(id="id-ana", display_name="Ana")
+        await kit_b.store.create_identity(identity)
+        await kit_b.update_room_metadata("shared", {"b": True})  # B's actor now holds it
+        await kit_a.attach_channel("shared", "ws")
+        await kit_a.ensure_participant("shared", "ws", "agent")
+        await kit_b._runtime.projection.wait(await log_a.last_position())
+        assert (await kit_b.mute("shared", "ws")).muted
+        sent = await kit_b.send_event("shared", "ws", TextContent(body="from b"))
+        assert sent.source.channel_id == "ws"
+        resolved = await kit_b.resolve_participant("shared", "agent", "id-ana")
+        assert resolved.identity_id == "id-ana"
+        assert await kit_b.detach_channel("shared", "ws")
+        await kit_a.close_room("shared")
+        await kit_b._runtime.projection.wait(await log_a.last_position())
+        assert (await kit_b.check_room_timers("shared")).status == RoomStatus.CLOSED
+        await kit_a._runtime.projection.wait(await log_a.last_position())
+        assert [b.channel_id for b in await kit_a.list_bindings("shared")] == ["sms"]
+
+
+class _Contended(MemoryEventLog):
+    """Another writer (``other``, a kit of its own) gets ahead of each of the next
+    ``contended`` appends that record an AI reply: each conflicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.other: RoomKit | None = None
+        self.contended = 0
+
+    async def append(self, stream: str, events: Any, *, expected_version: Any) -> Any:
+        if self.contended and any(b"the reply" in event.data for event in events):
+            self.contended -= 1
+            assert self.other is not None
+            await self.other.update_room_metadata("shared", {"ahead": self.contended})
+        return await super().append(stream, events, expected_version=expected_version)
+
+
+async def test_an_ai_reply_another_process_keeps_getting_ahead_of_is_recorded() -> None:
+    # The reply's append conflicted more than the 8 times a message is decided again: the
+    # reply was lost, its message's caller told it was delivered, and the only trace an
+    # ERROR line ("post-commit work failed"). The kit's own outcome is retried far longer.
+    log = _Contended()
+    sms = SimpleChannel("sms")
+    async with RoomKit(log=log) as kit_a, RoomKit(log=log) as kit_b:
+        log.other = kit_a
+        kit_a.register_channel(SimpleChannel("sms"))
+        kit_b.register_channel(sms)
+        kit_b.register_channel(AIChannel("ai", provider=MockAIProvider(["the reply"])))
+        await kit_b.create_room(room_id="shared")
+        await kit_b.attach_channel("shared", "sms")
+        await kit_b.attach_channel("shared", "ai", category=ChannelCategory.INTELLIGENCE)
+        log.contended = 12
+        result = await kit_b.process_inbound(text("sms", "hello"), room_id="shared")
+        assert not result.blocked
+        assert log.contended == 0
+        assert sms.texts() == ["the reply"]
+        bodies = [getattr(e.content, "body", None) for e in await kit_b.get_timeline("shared")]
+        assert bodies[-2:] == ["hello", "the reply"]
