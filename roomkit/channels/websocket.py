@@ -10,6 +10,7 @@ from typing import Any
 from actors import check_seconds
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded_here
+from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
@@ -159,6 +160,12 @@ class WebSocketChannel(Channel):
                 exc_info=True,
             )
             self._drop(connection_id, send_fn, f"its send failed ({type(exc).__name__}: {exc})")
+        except BaseException as exc:
+            # The send's own CancelledError (a socket torn down under it), nothing cancelling
+            # the delivery: it failed that connection alone. Taken for a cancellation from
+            # outside, it failed the delivery and dropped every connection still sending.
+            failure = raised_uncancelled(exc, "its send")  # re-raises a real cancellation
+            self._drop(connection_id, send_fn, str(failure))
         unfinished.pop(connection_id, None)
 
     def _drop(self, connection_id: str, send_fn: SendFn, why: str) -> None:

@@ -625,6 +625,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def _publish(
         self, room_id: str, kind: EphemeralEventType, user_id: str, data: dict[str, Any]
     ) -> None:
+        # Sent as given, another process's NatsRealtime dropped them with a warning, and this
+        # process's subscribers got them with the wrong types.
+        check_str("room_id", room_id)
+        check_str("user_id", user_id)
         event = EphemeralEvent(room_id=room_id, type=kind, user_id=user_id, data=data)
         await self._realtime.publish_to_room(room_id, event)
 

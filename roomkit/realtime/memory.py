@@ -28,6 +28,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import check_count
 from roomkit._host import spawn_host
+from roomkit.core._cancel import raised_uncancelled
 from roomkit.models._defaults import new_id
 from roomkit.realtime.base import EphemeralCallback, EphemeralEvent, RealtimeBackend
 
@@ -230,6 +231,17 @@ class InMemoryRealtime(RealtimeBackend):
                                 "realtime callback of subscription %s on %r failed",
                                 sub.id,
                                 sub.channel,
+                            )
+                        except BaseException as exc:
+                            # Its own CancelledError (a socket it forwards to torn down),
+                            # nothing cancelling the delivery: it ended the backend's task
+                            # group, and every subscription with it, without a word.
+                            failure = raised_uncancelled(exc, "the callback")
+                            logger.error(
+                                "realtime callback of subscription %s on %r failed: %s",
+                                sub.id,
+                                sub.channel,
+                                failure,
                             )
                     sub.wakeup = anyio.Event()
                     await sub.wakeup.wait()

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,8 @@ _MAX_REVERSIBLE = 45  # bytes whose base64url (60 characters) still makes a shor
 # After a failed connection, events are dropped (and subscribes refused) at once for this long
 # rather than each waiting out another connect_timeout.
 _RETRY_AFTER = 1.0
+# Events dropped (NATS away) are reported at most once in this many seconds.
+_REPORT_EVERY = 10.0
 # Teardowns of closed backends, held until done (the loop keeps only weak references).
 _TEARDOWNS: set[asyncio.Future[None]] = set()
 
@@ -144,6 +147,9 @@ class NatsRealtime(RealtimeBackend):
         self._channel_of: dict[str, str] = {}  # subscription id -> channel
         self._subscribers: dict[str, set[str]] = {}  # channel -> subscription ids
         self._closed = False
+        # Drops reported: the first at once, then one line per _REPORT_EVERY with the count.
+        self._dropped = 0
+        self._reported_at: float | None = None
 
     @property
     def subscription_count(self) -> int:
@@ -168,7 +174,20 @@ class NatsRealtime(RealtimeBackend):
             nc = await self._connected()
             await nc.publish(channel_subject(self.subject_prefix, channel), data)
         except (RealtimeUnavailableError, nats.errors.Error, OSError, TypeError) as exc:
-            logger.warning("realtime event on %r dropped: %s", channel, exc)
+            self._report_drop(channel, exc)
+
+    def _report_drop(self, channel: str, error: BaseException) -> None:
+        """Log a dropped event: the first at once, then one line every ``_REPORT_EVERY``
+        seconds with how many were dropped since (an outage logged a line per event: 25,000
+        for 30,000 typing indicators)."""
+        self._dropped += 1
+        now = time.monotonic()
+        if self._reported_at is not None and now - self._reported_at < _REPORT_EVERY:
+            return
+        more = f" ({self._dropped - 1} more since the last report)" if self._dropped > 1 else ""
+        logger.warning("realtime event on %r dropped: %s%s", channel, error, more)
+        self._dropped = 0
+        self._reported_at = now
 
     async def subscribe(self, channel: str, callback: EphemeralCallback) -> str:
         """Call ``callback`` for every event published on ``channel`` (by any process) from

@@ -828,3 +828,13 @@ async def test_a_delivery_error_text_json_cannot_hold_is_recorded_escaped(
     records = await event_log.read(room_stream("r1"))
     outcomes = [r.data for r in records if r.type == "delivery.recorded"]
     assert len(outcomes) >= 3 and all(b"provider said \\\\udcff" in data for data in outcomes)
+
+
+async def test_ephemeral_events_name_their_room_and_user_with_strings(kit: RoomKit) -> None:
+    # Published as given: another process's NatsRealtime dropped them with a warning, and
+    # this process's subscribers got them with the wrong types.
+    for room_id, user_id in ((123, "u"), ("r1", None), (None, "u")):
+        with pytest.raises(TypeError, match="must be a string"):
+            await kit.publish_typing(room_id, user_id)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="must be a string"):
+            await kit.publish_presence(room_id, user_id, "online")  # type: ignore[arg-type]

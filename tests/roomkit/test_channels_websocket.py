@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -112,6 +113,22 @@ class TestDeliver:
         assert channel.connection_count == 1
         await channel.deliver(_event(), _binding(), _context())
         assert len(good.received) == 2
+
+    async def test_a_send_s_own_cancellation_fails_that_connection_alone(self) -> None:
+        # A socket torn down under its send: taken for a cancellation of the delivery, it
+        # failed the delivery and dropped every connection still sending.
+        async def torn_down(connection_id: str, event: RoomEvent) -> None:
+            raise asyncio.CancelledError
+
+        channel = WebSocketChannel("ws-1")
+        channel.register_connection("torn", torn_down)
+        clients = [_Client() for _ in range(5)]
+        for n, client in enumerate(clients):
+            channel.register_connection(f"c{n}", client.send)
+        event = _event()
+        assert await channel.deliver(event, _binding(), _context()) == ChannelOutput.empty()
+        assert [len(client.received) for client in clients] == [1] * 5
+        assert channel.connection_count == 5
 
     async def test_a_client_gone_is_one_warning_line(
         self, caplog: pytest.LogCaptureFixture

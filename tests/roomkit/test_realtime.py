@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -211,6 +212,35 @@ class TestPublishSubscribe:
         assert len(records) == 1
         assert records[0].exc_info is not None
         assert "boom" in str(records[0].exc_info[1])
+        await realtime.close()
+
+    async def test_a_callback_s_own_cancellation_fails_that_event_alone(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # It forwards to a socket torn down under it: its CancelledError ended the backend's
+        # task group, and every subscription with it, without a word.
+        realtime = InMemoryRealtime()
+        good = Collector(expected=2)
+        calls: list[EphemeralEvent] = []
+
+        async def forwarding(event: EphemeralEvent) -> None:
+            calls.append(event)
+            if len(calls) == 1:
+                raise asyncio.CancelledError
+
+        await realtime.subscribe("room:r1", forwarding)
+        await realtime.subscribe("room:r1", good)
+        with caplog.at_level(logging.ERROR, logger="roomkit.realtime"):
+            await realtime.publish("room:r1", typing(n=1))
+            await realtime.publish("room:r1", typing(n=2))
+            events = await good.wait()
+        assert [e.data["n"] for e in events] == [1, 2]
+        with anyio.fail_after(5):
+            while len(calls) < 2:
+                await anyio.sleep(0.01)
+        assert realtime.subscription_count == 2
+        (record,) = [r for r in caplog.records if r.name == "roomkit.realtime"]
+        assert "raised CancelledError uncancelled" in record.getMessage()
         await realtime.close()
 
     async def test_unsubscribe_from_inside_the_callback(self) -> None:

@@ -282,3 +282,16 @@ async def test_an_event_json_cannot_hold_is_dropped_not_raised(
     assert "dropped" in caplog.text
     await a.publish("room:r1", typing(1))
     assert [e.data["n"] for e in await inbox.count(1)] == [1]
+
+
+async def test_events_dropped_while_nats_is_away_are_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An outage logged a line per event: 25,000 for 30,000 typing indicators.
+    backend = NatsRealtime(f"nats://127.0.0.1:{free_port()}", connect_timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="roomkit.realtime"), anyio.fail_after(10):
+        for n in range(50):
+            await backend.publish("room:r1", typing(n))
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    await backend.close()
