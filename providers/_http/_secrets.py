@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
 
@@ -23,11 +25,26 @@ def bearer(token: SecretStr | str) -> dict[str, str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every non-empty secret replaced by ``***``."""
+    """``text`` with every non-empty secret replaced by ``***``, in each form a vendor may
+    echo it in (see :func:`_echoed_forms`)."""
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
+            for form in _echoed_forms(secret):
+                text = text.replace(form, "***")
     return text
+
+
+def _echoed_forms(secret: str) -> list[str]:
+    """``secret`` as it was sent, and so as a vendor's error may echo it: as is,
+    URL-encoded (a form field, a query string) and in base64 (a Basic ``Authorization``
+    header); longest first, so that no form is left half masked."""
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        base64.b64encode(secret.encode("utf-8", "surrogatepass")).decode("ascii"),
+    }
+    return sorted(forms, key=len, reverse=True)
 
 
 def shorten(text: str, secrets: Iterable[str] = ()) -> str:

@@ -18,6 +18,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import SecretStr
+
 from providers._http import HTTPFailure, accepted_id, code_and_message, response_json
 from providers._vendor import VendorProvider
 from providers.sms._errors import SMSErrorStyle, sms_error_parser
@@ -65,6 +67,11 @@ class TwilioSent:
         return metadata
 
 
+def _basic_credentials(config: TwilioConfig | TwilioRCSConfig) -> SecretStr:
+    """``"<account sid>:<auth token>"``, which Basic authentication sends (in base64)."""
+    return SecretStr(f"{config.account_sid}:{config.auth_token.get_secret_value()}")
+
+
 class TwilioMessagesProvider(VendorProvider[C]):
     """Mixin of the Twilio providers: their client, message creation and webhook signature
     check. Constructor arguments as for :class:`~providers.twilio.TwilioSMSProvider`."""
@@ -74,7 +81,8 @@ class TwilioMessagesProvider(VendorProvider[C]):
             config,
             client=client,
             code_prefix="twilio",
-            secrets=[config.auth_token],
+            # The Basic credentials too: a vendor error may echo the header's base64 of them.
+            secrets=[config.auth_token, _basic_credentials(config)],
             logger=logger,
         )
 

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import logging
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -312,6 +312,25 @@ class TestErrors:
             result = await TwilioSMSProvider(config(), client=client).send(event("x"), to="+1")
         assert (result.success, result.provider_message_id) == (True, None)
         assert len(recorder.requests) == 1
+
+    async def test_secret_echoed_encoded_never_leaks(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A vendor (or a proxy) echoing the request: the token URL-encoded, the Basic header
+        # in base64. Only the token as it is was masked.
+        caplog.set_level(logging.DEBUG)
+        token = "tok/en+with=odd&chars"
+        credentials = base64.b64encode(f"{SID}:{token}".encode()).decode()
+        echoed = f"bad request: auth={quote(token, safe='')} header=Basic {credentials}"
+        answer = httpx.Response(400, json={"code": 21211, "message": echoed})
+        async with mock_client(Recorder([answer])) as client:
+            provider = TwilioSMSProvider(config(auth_token=token), client=client)
+            result = await provider.send(event("x"), to="+1")
+        assert not result.success
+        for secret in (quote(token, safe=""), credentials):
+            assert secret not in repr(result)
+            assert secret not in caplog.text
+        assert "***" in repr(result)
 
     async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
