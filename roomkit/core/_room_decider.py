@@ -781,6 +781,19 @@ class RoomDecider:
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply"):
             draft.message(blocked.model_copy(update={"index": draft.next_index()}))
         for reply in _storable(cmd.replies, RoomEvent, "reply"):
+            source = state.bindings.get(reply.source.channel_id)
+            if source is None or source.muted:
+                # Muted or detached while it answered: its replies go nowhere, as they would
+                # had it been muted before. Recorded, it was a DELIVERED reply nobody got,
+                # and a muted AI read it back as its own.
+                logger.info(
+                    "room %s: reply %s of channel %r dropped: the channel was %s meanwhile",
+                    room.id,
+                    reply.id,
+                    reply.source.channel_id,
+                    "detached" if source is None else "muted",
+                )
+                continue
             # Quirk 3 fixed: a re-entered reply gets its real index and DELIVERED status.
             reply = reply.model_copy(
                 update={
@@ -789,9 +802,7 @@ class RoomDecider:
                     "status": EventStatus.DELIVERED,
                 }
             )
-            bound = reply.source.channel_id in state.bindings
-            deliver = Deliver(reply, cmd.root) if bound else None
-            draft.message(reply, deliver=deliver, activity=False)
+            draft.message(reply, deliver=Deliver(reply, cmd.root), activity=False)
         # The tasks came from broadcasting ``cmd.event`` (an inbound message, a sent event or
         # a reply re-entering the room): its source and content go to ON_TASK_CREATED.
         draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, cmd.event)

@@ -15,6 +15,7 @@ import pytest
 
 from eventlog import LogUnavailable, MemoryEventLog, Record
 from roomkit import (
+    AIChannel,
     ChannelBinding,
     ChannelCategory,
     ChannelMediaType,
@@ -30,6 +31,7 @@ from roomkit import (
     InjectedEvent,
     LogUnavailableError,
     MediaContent,
+    MockAIProvider,
     MockSMSProvider,
     RetryPolicy,
     RoomContext,
@@ -1147,3 +1149,51 @@ async def test_send_event_retried_with_its_idempotency_key_is_recorded_and_deliv
         assert [e.content.body for e in timeline if e.type == "message"] == ["once"]  # type: ignore[union-attr]
     with pytest.raises(TypeError, match="^idempotency_key must be a string"):
         await kit.send_event("r1", "sms", TextContent(body="x"), idempotency_key=5)  # type: ignore[arg-type]
+
+
+class _HeldAI(MockAIProvider):
+    """Answers once ``release`` is set; ``started`` is set when it begins."""
+
+    def __init__(self) -> None:
+        super().__init__(["the reply"])
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+
+    async def generate(self, context: Any) -> Any:
+        self.started.set()
+        await self.release.wait()
+        return await super().generate(context)
+
+
+@pytest.mark.parametrize("change", ["mute", "detach"])
+async def test_a_reply_of_an_ai_muted_or_detached_while_it_answered_is_dropped(
+    change: str,
+) -> None:
+    # It was recorded as DELIVERED and delivered to nobody; a muted AI then read it back as
+    # its own turn. Muted before, its reply was dropped: muted while answering, the same.
+    provider = _HeldAI()
+    sms = SimpleChannel("sms")
+    async with RoomKit() as kit:
+        kit.register_channel(sms)
+        kit.register_channel(AIChannel("ai", provider=provider))
+        await room_with(kit, "r1", "sms")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(kit.process_inbound, text("sms", "hi"), room_id="r1"))
+            with anyio.fail_after(10):
+                await provider.started.wait()
+            # Its call returns once its own turn is done, which waits behind the AI's.
+            if change == "mute":
+                tg.start_soon(kit.mute, "r1", "ai")
+            else:
+                tg.start_soon(kit.detach_channel, "r1", "ai")
+
+            async def committed() -> bool:
+                binding = await kit.store.get_binding("r1", "ai")
+                return binding is None or binding.muted
+
+            await eventually(committed)
+            provider.release.set()
+        timeline = await kit.get_timeline("r1")
+        assert "the reply" not in [getattr(e.content, "body", None) for e in timeline]
+        assert sms.texts() == []
