@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from actors import error_text
-from roomkit.core._commands import RecordOutcome
+from roomkit.core._commands import GetContext, RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
-from roomkit.errors import EventRefusedError
+from roomkit.errors import EventRefusedError, RoomKitError
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryResult
 from roomkit.models.enums import EventType, HookTrigger
@@ -40,10 +40,16 @@ Emit = Callable[..., Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class DeliveryJob:
-    """One unit of post-commit work with the room's context as of its commit."""
+    """One unit of post-commit work with the room's context as of its commit.
+
+    ``since``: how many messages the room had recorded at that commit; ``recorded``: how many
+    it has now (see ``RoomDelivery._caught_up``).
+    """
 
     work: Deliver | RunLifecycle | ReportErrors
     context: RoomContext
+    since: int = 0
+    recorded: Callable[[], int] | None = None
 
 
 class RoomDelivery:
@@ -94,7 +100,14 @@ class RoomDelivery:
                 for note in work.announce:
                     await note.emit(self._services.emit, self._room_id)
                 if isinstance(work, Deliver):
-                    await self._deliver(work, job.context)
+                    context = job.context
+                    if (
+                        work.event.id == work.root
+                        and job.recorded is not None
+                        and job.recorded() > job.since
+                    ):
+                        context = await self._caught_up(work.event, context)
+                    await self._deliver(work, context)
                 elif isinstance(work, RunLifecycle):
                     await self._lifecycle(work, job.context)
                 failures = work.failures if isinstance(work, ReportErrors) else ()
@@ -115,6 +128,35 @@ class RoomDelivery:
                     await self._report_errors(job.context)
                 finally:
                     turns.delivered(self._reports)
+
+    async def _caught_up(self, event: RoomEvent, context: RoomContext) -> RoomContext:
+        """``context`` with the history an AI answering ``event`` is due: the room recorded
+        more since ``event`` was committed (it was queued behind earlier messages' work).
+
+        0.3.0 held the room until a message's AI replies were in: a message that came while
+        an AI answered the one before was recorded after that reply, and its AI saw it. Here
+        it is recorded at once, the reply after it; given the context of its commit, its AI
+        did not see its own earlier reply. So the replies recorded since (events with a chain
+        depth, answering earlier messages: this one's are not made yet) come before it, and
+        the messages that came after it are left out, as they were then.
+        """
+        try:
+            outcome = await self._services.ask_room(self._room_id, GetContext(), internal=True)
+        except RoomKitError as exc:  # the kit closing, the log away: as of its commit
+            logger.debug("room %s: history of %s not caught up: %s", self._room_id, event.id, exc)
+            return context
+        fresh: RoomContext = outcome.value
+        before: list[RoomEvent] = []
+        replies: list[RoomEvent] = []
+        current: list[RoomEvent] = []
+        for past in fresh.recent_events:
+            if past.id == event.id:
+                current.append(past)
+            elif past.index < event.index:
+                before.append(past)
+            elif past.chain_depth > 0:
+                replies.append(past)
+        return context.model_copy(update={"recent_events": [*before, *replies, *current]})
 
     async def _report_errors(self, context: RoomContext) -> None:
         """Run the ON_ERROR hooks (async lifecycle hooks) for the job's failures, once its

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 
 from roomkit import (
@@ -206,7 +208,45 @@ def _messages_in_window(bodies: list[tuple[str, str]], last: int) -> list[str]:
     return [body for kind, body in bodies[end - 50 : end] if kind == "message"]
 
 
+class _SlowAI(MockAIProvider):
+    """Notes what each generation sees, and takes a moment to answer."""
+
+    def __init__(self) -> None:
+        super().__init__(["reply1", "reply2", "reply3"])
+        self.seen: list[list[str]] = []
+
+    async def generate(self, context: Any) -> Any:
+        self.seen.append([message.content for message in context.messages])
+        await anyio.sleep(0.05)
+        return await super().generate(context)
+
+
 class TestReplies:
+    async def test_an_ai_answering_a_message_that_came_while_it_answered_sees_its_reply(
+        self, kit: RoomKit
+    ) -> None:
+        # 0.3.0 held the room until a message's AI reply was in: q2, sent while the AI
+        # answered q1, was recorded after reply1, and the AI answering q2 saw reply1. Here
+        # q2 is recorded at once, before reply1; its AI was given the room as of q2's commit,
+        # without its own earlier reply. q3, sent after q2, is not in q2's history.
+        provider = _SlowAI()
+        kit.register_channel(SimpleChannel("user"))
+        kit.register_channel(AIChannel("ai", provider=provider))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "user")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        async with anyio.create_task_group() as tg:
+            for body in ("q1", "q2", "q3"):
+                tg.start_soon(
+                    functools.partial(kit.process_inbound, room_id="r1"), text("user", body)
+                )
+                await anyio.sleep(0.01)  # in that order, each while the AI answers q1
+        first, second, third = provider.seen
+        assert (first, second) == (["q1"], ["q1", "reply1", "q2"])
+        # The replies recorded since come before the message answered (which of them answers
+        # which message the room does not keep: they come after the messages before it).
+        assert third[-1] == "q3" and sorted(third) == ["q1", "q2", "q3", "reply1", "reply2"]
+
     async def test_replies_recorded_together_each_see_the_history_up_to_themselves(
         self, kit: RoomKit
     ) -> None:
