@@ -183,6 +183,8 @@ class RecordOutcome:
     root: str
     results: list[Any] = field(default_factory=list)  # DeliveryResult
     replies: list[RoomEvent] = field(default_factory=list)
+    # The channel that gave each reply (BroadcastResult.responders).
+    responders: dict[str, str] = field(default_factory=dict)
     blocked: list[RoomEvent] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)

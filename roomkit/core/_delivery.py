@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from actors import error_text
-from roomkit.core._commands import GetContext, RecordOutcome
+from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import lifecycle_event
-from roomkit.errors import EventRefusedError, RoomKitError
+from roomkit.errors import EventRefusedError
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryResult
 from roomkit.models.enums import EventType, HookTrigger
@@ -34,22 +34,20 @@ __all__ = ["DeliveryJob", "RoomDelivery"]
 
 logger = logging.getLogger("roomkit.delivery")
 
+# Replies kept for messages queued behind them (see RoomDelivery._caught_up): more than a
+# room's messages waiting on one AI's answers, in practice.
+_REPLIES_KEPT = 16
+
 Emit = Callable[..., Awaitable[None]]
 """How the worker emits a framework event (``KitServices.emit``, or ``_quiet``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryJob:
-    """One unit of post-commit work with the room's context as of its commit.
-
-    ``since``: how many messages the room had recorded at that commit; ``recorded``: how many
-    it has now (see ``RoomDelivery._caught_up``).
-    """
+    """One unit of post-commit work with the room's context as of its commit."""
 
     work: Deliver | RunLifecycle | ReportErrors
     context: RoomContext
-    since: int = 0
-    recorded: Callable[[], int] | None = None
 
 
 class RoomDelivery:
@@ -64,6 +62,9 @@ class RoomDelivery:
         self._reports = f"{room_id}\x00error reports"
         # ``last`` work waiting for the rest of its turn, by turn, in arrival order.
         self._parked: dict[str, list[DeliveryJob]] = {}
+        # The replies this worker had recorded, as recorded, that a message queued behind
+        # them may yet need (see _caught_up); those older than the message run are let go.
+        self._replies: list[RoomEvent] = []
 
     async def handle(self, job: DeliveryJob) -> None:
         root = job.work.root
@@ -101,12 +102,8 @@ class RoomDelivery:
                     await note.emit(self._services.emit, self._room_id)
                 if isinstance(work, Deliver):
                     context = job.context
-                    if (
-                        work.event.id == work.root
-                        and job.recorded is not None
-                        and job.recorded() > job.since
-                    ):
-                        context = await self._caught_up(work.event, context)
+                    if work.event.id == work.root and self._replies:
+                        context = self._caught_up(work.event, context)
                     await self._deliver(work, context)
                 elif isinstance(work, RunLifecycle):
                     await self._lifecycle(work, job.context)
@@ -129,34 +126,30 @@ class RoomDelivery:
                 finally:
                     turns.delivered(self._reports)
 
-    async def _caught_up(self, event: RoomEvent, context: RoomContext) -> RoomContext:
-        """``context`` with the history an AI answering ``event`` is due: the room recorded
-        more since ``event`` was committed (it was queued behind earlier messages' work).
+    def _caught_up(self, event: RoomEvent, context: RoomContext) -> RoomContext:
+        """``context`` (the room as of ``event``'s commit) with the replies this worker had
+        recorded since, before ``event``.
 
         0.3.0 held the room until a message's AI replies were in: a message that came while
         an AI answered the one before was recorded after that reply, and its AI saw it. Here
         it is recorded at once, the reply after it; given the context of its commit, its AI
-        did not see its own earlier reply. So the replies recorded since (events with a chain
-        depth, answering earlier messages: this one's are not made yet) come before it, and
-        the messages that came after it are left out, as they were then.
+        did not see its own earlier reply. The replies recorded after it answer earlier
+        messages (its own are not made yet); the messages that came after it are not in the
+        context of its commit, as they were not in 0.3.0's.
         """
-        try:
-            outcome = await self._services.ask_room(self._room_id, GetContext(), internal=True)
-        except RoomKitError as exc:  # the kit closing, the log away: as of its commit
-            logger.debug("room %s: history of %s not caught up: %s", self._room_id, event.id, exc)
+        replies = self._replies = [r for r in self._replies if r.index > event.index]
+        if not replies:
             return context
-        fresh: RoomContext = outcome.value
-        before: list[RoomEvent] = []
-        replies: list[RoomEvent] = []
-        current: list[RoomEvent] = []
-        for past in fresh.recent_events:
-            if past.id == event.id:
-                current.append(past)
-            elif past.index < event.index:
-                before.append(past)
-            elif past.chain_depth > 0:
-                replies.append(past)
-        return context.model_copy(update={"recent_events": [*before, *replies, *current]})
+        recent = list(context.recent_events)
+        current = [e for e in recent if e.id == event.id]
+        earlier = [e for e in recent if e.id != event.id]
+        return context.model_copy(update={"recent_events": [*earlier, *replies, *current]})
+
+    def _note_replies(self, recorded: object) -> None:
+        """Keep the replies a RecordOutcome recorded (its outcome's value), for _caught_up."""
+        if isinstance(recorded, tuple) and recorded:
+            self._replies.extend(recorded)
+            del self._replies[:-_REPLIES_KEPT]
 
     async def _report_errors(self, context: RoomContext) -> None:
         """Run the ON_ERROR hooks (async lifecycle hooks) for the job's failures, once its
@@ -247,6 +240,7 @@ class RoomDelivery:
             work.root,
             results=results,
             replies=list(broadcast.reentry_events),
+            responders=dict(broadcast.responders),
             blocked=list(broadcast.blocked_events),
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
@@ -274,7 +268,8 @@ class RoomDelivery:
     async def _record(self, outcome: RecordOutcome) -> None:
         ask_room = self._services.ask_room
         try:
-            await ask_room(self._room_id, outcome, internal=True)
+            reply = await ask_room(self._room_id, outcome, internal=True)
+            self._note_replies(reply.value)
             return
         except EventRefusedError as exc:
             refused = exc
@@ -289,7 +284,8 @@ class RoomDelivery:
             return
         for part in parts:
             try:
-                await ask_room(self._room_id, part, internal=True)
+                reply = await ask_room(self._room_id, part, internal=True)
+                self._note_replies(reply.value)
             except EventRefusedError as exc:
                 what = f"reply {part.replies[0].id}" if part.replies else "outcome"
                 logger.warning(
@@ -365,7 +361,10 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
     first = dataclasses.replace(outcome, replies=[], tasks=[], observations=[], event=None)
     parts = [first] if first.results or first.blocked else []
     parts.extend(
-        RecordOutcome(outcome.event_id, outcome.root, replies=[reply]) for reply in outcome.replies
+        RecordOutcome(
+            outcome.event_id, outcome.root, replies=[reply], responders=outcome.responders
+        )
+        for reply in outcome.replies
     )
     if outcome.tasks or outcome.observations:
         parts.append(

@@ -103,8 +103,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._first_decided: tuple[ProcessInbound, float] | None = None
         # The command being handled (see conflict_retries).
         self._taken: object = None
-        # Messages this incarnation recorded (see DeliveryJob).
-        self._recorded = 0
         # The log position of this incarnation's last commit. A command that commits nothing
         # (a duplicate, a room that exists already, a query) answers from state the read
         # model may not show yet: its caller waits for the read model to reach this.
@@ -147,6 +145,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 "was applied"
             )
         self._taken = message
+        if self.state.resting and self.known_version() > self.version:
+            # Another process's records are applied before the command (known_version):
+            # woken first, as deciding would, so that one that no longer validates reloads
+            # from the log rather than failing every catch-up half-applied.
+            await self._woken(self.state)
         try:
             return await super().receive(message)
         finally:
@@ -416,9 +419,6 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 self._unrecorded = [fact for fact in unrecorded if id(fact) not in kept]
         position = self._last_position = records[-1].position
         self._position_version = records[-1].version
-        for fact in events:
-            if type(fact.domain) is MessageRecorded:
-                self._recorded += 1
         self._wrote_for = None
         if state.keys_recorded:
             state.mark_keys(position)
@@ -476,11 +476,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             job_context = earlier.get(id(work), context) if earlier else context
-            job = DeliveryJob(work, job_context, self._recorded, self._recorded_count)
-            await self._services.tell_delivery(self.key, job)
-
-    def _recorded_count(self) -> int:
-        return self._recorded
+            await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
 
     async def on_stop(self) -> None:
         await super().on_stop()  # an append in doubt: its deliveries before those outcomes

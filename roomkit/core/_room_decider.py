@@ -780,18 +780,20 @@ class RoomDecider:
             draft.add(_delivery_recorded(cmd))
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply"):
             draft.message(blocked.model_copy(update={"index": draft.next_index()}))
+        recorded: list[RoomEvent] = []
         for reply in _storable(cmd.replies, RoomEvent, "reply"):
-            source = state.bindings.get(reply.source.channel_id)
-            if source is None or source.muted:
-                # Muted or detached while it answered: its replies go nowhere, as they would
-                # had it been muted before. Recorded, it was a DELIVERED reply nobody got,
-                # and a muted AI read it back as its own.
+            responder = cmd.responders.get(reply.id)
+            answered = state.bindings.get(responder) if responder is not None else None
+            if responder is not None and (answered is None or answered.muted):
+                # The channel that answered was muted or detached while it did: its replies
+                # go nowhere, as they would had it been muted before. Recorded, it was a
+                # DELIVERED reply nobody got, and a muted AI read it back as its own.
                 logger.info(
                     "room %s: reply %s of channel %r dropped: the channel was %s meanwhile",
                     room.id,
                     reply.id,
-                    reply.source.channel_id,
-                    "detached" if source is None else "muted",
+                    responder,
+                    "detached" if answered is None else "muted",
                 )
                 continue
             # Quirk 3 fixed: a re-entered reply gets its real index and DELIVERED status.
@@ -802,11 +804,19 @@ class RoomDecider:
                     "status": EventStatus.DELIVERED,
                 }
             )
-            draft.message(reply, deliver=Deliver(reply, cmd.root), activity=False)
+            # A reply naming a channel not in the room as its source is recorded as it is, as
+            # 0.3.0 stored it, and goes to nobody.
+            bound = reply.source.channel_id in state.bindings
+            deliver = Deliver(reply, cmd.root) if bound else None
+            draft.message(reply, deliver=deliver, activity=False)
+            recorded.append(reply)
         # The tasks came from broadcasting ``cmd.event`` (an inbound message, a sent event or
         # a reply re-entering the room): its source and content go to ON_TASK_CREATED.
         draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, cmd.event)
-        return draft.facts, Outcome(root=cmd.root if cmd.continues_turn else None)
+        # The replies as recorded: the delivery worker gives them to messages queued behind.
+        return draft.facts, Outcome(
+            value=tuple(recorded), root=cmd.root if cmd.continues_turn else None
+        )
 
 
 def validated(model: M, stored: type[BaseModel] | None = None) -> M:

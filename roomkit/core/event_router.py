@@ -101,6 +101,8 @@ class BroadcastResult:
         outputs: each reached target's ``on_event`` output.
         delivery_outputs: each TRANSPORT target's ``deliver`` output, on success.
         reentry_events: responses to commit and broadcast in turn (chain depth allowing).
+        responders: the target that gave each of ``reentry_events``, by the response's id (a
+            response may name another channel as its source).
         tasks: tasks from every ``on_event`` output.
         observations: observations from every ``on_event`` output, plus one per response
             blocked by the chain depth limit.
@@ -114,6 +116,7 @@ class BroadcastResult:
     outputs: dict[str, ChannelOutput] = field(default_factory=dict)
     delivery_outputs: dict[str, ChannelOutput] = field(default_factory=dict)
     reentry_events: list[RoomEvent] = field(default_factory=list)
+    responders: dict[str, str] = field(default_factory=dict)
     tasks: list[Task] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     metadata_updates: dict[str, Any] = field(default_factory=dict)
@@ -400,6 +403,7 @@ class EventRouter:
         for response in output.response_events:
             if response.chain_depth < self.max_chain_depth:
                 result.reentry_events.append(response)
+                result.responders[response.id] = channel_id
             else:
                 self._block_response(result, response)
 

@@ -17,6 +17,7 @@ from roomkit import (
     ChannelCategory,
     ChannelNotRegisteredError,
     ChannelOutput,
+    ChannelType,
     EventSource,
     EventStatus,
     EventType,
@@ -212,16 +213,112 @@ class _SlowAI(MockAIProvider):
     """Notes what each generation sees, and takes a moment to answer."""
 
     def __init__(self) -> None:
-        super().__init__(["reply1", "reply2", "reply3"])
+        super().__init__([f"reply{n}" for n in range(1, 100)])
         self.seen: list[list[str]] = []
+        self.pause = 0.05
 
     async def generate(self, context: Any) -> Any:
         self.seen.append([message.content for message in context.messages])
-        await anyio.sleep(0.05)
+        await anyio.sleep(self.pause if len(self.seen) == 1 else 0)
         return await super().generate(context)
 
 
+class _Persona(SimpleChannel):
+    """An intelligence channel answering in the name of a channel the room does not bind."""
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if event.chain_depth > 0:
+            return ChannelOutput.empty()
+        reply = RoomEvent(
+            room_id=context.room.id,
+            source=EventSource(channel_id="persona-bot", channel_type=ChannelType.AI),
+            content=TextContent(body="persona reply"),
+            chain_depth=event.chain_depth + 1,
+        )
+        return ChannelOutput(responded=True, response_events=[reply])
+
+
+class _SlowFirst(SimpleChannel):
+    """Takes a moment over m0; notes when each message reached it."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.got: dict[str, anyio.Event] = {}
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        body = event.content.body  # type: ignore[union-attr]
+        if body == "m0":
+            await anyio.sleep(0.3)
+        self.got.setdefault(body, anyio.Event()).set()
+        return await super().deliver(event, binding, context)
+
+
 class TestReplies:
+    async def test_a_reply_in_the_name_of_a_channel_not_in_the_room_is_recorded(
+        self, kit: RoomKit
+    ) -> None:
+        # 0.3.0 stored a response as it was (spec §5.2 step 11); it goes to nobody.
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(_Persona("brain"))
+        await room_with(kit, "r1", "sms")
+        await kit.attach_channel("r1", "brain", category=ChannelCategory.INTELLIGENCE)
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+        assert bodies[-2:] == ["hi", "persona reply"]
+
+    async def test_a_message_queued_behind_a_burst_keeps_its_history(self, kit: RoomKit) -> None:
+        # Its history was taken from the room's latest 50 events, past which everything
+        # before it, and then itself, fell out.
+        provider = _SlowAI()
+        kit.register_channel(SimpleChannel("user"))
+        kit.register_channel(AIChannel("ai", provider=provider))
+        await room_with(kit, "r1", "user")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        provider.pause = 0.5
+        async with anyio.create_task_group() as tg:
+            for n in range(1, 56):
+                send = functools.partial(kit.process_inbound, room_id="r1")
+                tg.start_soon(send, text("user", f"q{n}"))
+                await anyio.sleep(0.001 if n > 1 else 0.02)
+        assert provider.seen[1] == ["q1", "reply1", "q2"]
+
+    async def test_a_queued_message_s_history_does_not_wait_on_the_room(
+        self, kit: RoomKit
+    ) -> None:
+        # It asked the room for its history: a room deciding a message whose hook waits for
+        # an earlier message's delivery held both until the hook timed out (10 s here).
+        out = _SlowFirst("out")
+        kit.register_channel(SimpleChannel("user"))
+        kit.register_channel(out)
+        await room_with(kit, "r1", "user", "out")
+        waited: list[str] = []
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=10)
+        async def waits(event: RoomEvent, context: RoomContext) -> HookResult:
+            if getattr(event.content, "body", None) == "m2":
+                await out.got.setdefault("m1", anyio.Event()).wait()
+                waited.append("m1")
+            return HookResult.allow()
+
+        errors: list[FrameworkEvent] = []
+
+        @kit.on("hook_error")
+        async def note(event: FrameworkEvent) -> None:
+            errors.append(event)
+
+        with anyio.fail_after(8):
+            async with anyio.create_task_group() as tg:
+                for body in ("m0", "m1", "m1b", "m2"):
+                    tg.start_soon(
+                        functools.partial(kit.process_inbound, room_id="r1"), text("user", body)
+                    )
+                    await anyio.sleep(0.02)
+        assert waited == ["m1"] and errors == []
+
     async def test_an_ai_answering_a_message_that_came_while_it_answered_sees_its_reply(
         self, kit: RoomKit
     ) -> None:

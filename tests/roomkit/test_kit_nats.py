@@ -313,3 +313,39 @@ async def test_an_ai_reply_another_process_keeps_getting_ahead_of_is_recorded() 
         assert sms.texts() == ["the reply"]
         bodies = [getattr(e.content, "body", None) for e in await kit_b.get_timeline("shared")]
         assert bodies[-2:] == ["hello", "the reply"]
+
+
+async def test_a_resting_room_another_process_wrote_takes_its_next_messages() -> None:
+    # B's room rests holding a model a hook changed in place; A records a message. Taking A's
+    # record up before B's next command woke the state inside the catch-up, which failed
+    # half-applied: each of B's messages failed, and the same record was counted again.
+    log = MemoryEventLog()
+    ws = SimpleChannel("ws")
+    async with RoomKit(log=log) as kit_a, RoomKit(log=log, task_linger=0, rest_after=0) as kit_b:
+        for kit in (kit_a, kit_b):
+            kit.register_channel(SimpleChannel("sms"))
+        kit_a.register_channel(SimpleChannel("ws"))
+        kit_b.register_channel(ws)
+
+        @kit_b.hook(HookTrigger.BEFORE_BROADCAST)
+        async def breaks(event: RoomEvent, context: RoomContext) -> None:
+            context.room.timers.inactive_after_seconds = -5  # type: ignore[assignment]
+
+        await kit_b.create_room(room_id="r")
+        await kit_b.attach_channel("r", "sms")
+        await kit_b.attach_channel("r", "ws")
+        await kit_b.process_inbound(text("sms", "one"), room_id="r")
+        await anyio.wait_all_tasks_blocked()  # B's room rests with the changed model
+        await kit_a.process_inbound(text("sms", "from a"), room_id="r")
+        await kit_b._runtime.projection.wait(await log.last_position())
+        for body in ("two", "three"):
+            assert not (await kit_b.process_inbound(text("sms", body), room_id="r")).blocked
+            await anyio.wait_all_tasks_blocked()
+        assert ws.texts() == ["one", "two", "three"]  # A's message went out through A
+        timeline = await kit_b.get_timeline("r")
+        assert [e.content.body for e in timeline if e.type == "message"] == [  # type: ignore[union-attr]
+            "one",
+            "from a",
+            "two",
+            "three",
+        ]

@@ -656,3 +656,12 @@ def test_constructed_is_model_construct_with_every_field() -> None:
     assert built.model_fields_set == expected.model_fields_set
     assert built.model_dump() == expected.model_dump()
     assert set(RoomContext.model_fields) == set(values)  # the kit's context names every field
+
+
+def test_a_url_scheme_is_taken_in_any_case_but_data_as_written() -> None:
+    # "HTTPS://" was refused (a vendor's media dropped); "DATA:", taken, would be read as a
+    # link by every reader that tells a data URL by its "data:".
+    assert MediaContent(url="HTTPS://x.example/a.png", mime_type="image/png").url
+    assert MediaContent(url="data:image/png;base64,AAAA", mime_type="image/png").url
+    with pytest.raises(ValidationError, match="URL must start with"):
+        MediaContent(url="DATA:image/png;base64,AAAA", mime_type="image/png")
