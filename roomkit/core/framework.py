@@ -560,7 +560,11 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             ChannelNotRegisteredError: no ``WebSocketChannel`` of that id is registered.
             TypeError: ``connection_id`` is not a string or ``send_fn`` is not callable (such a
                 connection was dropped at its first delivery, the event unsent).
+            KitClosedError: the kit is closed (the connection would get nothing, and its
+                ``channel_connected`` said otherwise).
         """
+        if self._runtime.closed:
+            raise KitClosedError("the kit is closed")
         check_str("connection_id", connection_id)
         if not callable(send_fn):
             raise TypeError(f"send_fn must be an async callable, got {send_fn!r}")

@@ -18,6 +18,7 @@ import pytest
 from eventlog import MemoryEventLog
 from roomkit import (
     ChannelOutput,
+    FrameworkEvent,
     HookResult,
     HookTrigger,
     KitClosedError,
@@ -25,6 +26,7 @@ from roomkit import (
     RoomEvent,
     RoomKit,
     RoomKitError,
+    WebSocketChannel,
 )
 from roomkit.core._runtime import RuntimeSettings
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
@@ -241,3 +243,24 @@ async def test_what_a_room_still_holds_when_a_close_gives_up_is_refused() -> Non
         # Nothing of a refused message was applied: sent again, it is recorded.
         result = await again.process_inbound(text("sms", "m1", idempotency_key="m1"), room_id="r1")
         assert not result.blocked
+
+
+async def test_a_closed_kit_takes_no_websocket_connection() -> None:
+    # It registered one and announced channel_connected: the connection then got nothing.
+    connected: list[str] = []
+    async with RoomKit() as kit:
+        kit.register_channel(WebSocketChannel("ws"))
+
+        @kit.on("channel_connected")
+        async def note(event: FrameworkEvent) -> None:
+            connected.append(str(event.data["connection_id"]))
+
+        async def send(connection_id: str, event: RoomEvent) -> None: ...
+
+        await kit.connect_websocket("ws", "before", send)
+        await kit.close()
+        with pytest.raises(KitClosedError):
+            await kit.connect_websocket("ws", "after", send)
+        with pytest.raises(KitClosedError):
+            await kit.subscribe_room("r1", send)  # type: ignore[arg-type]
+    assert connected == ["before"]
