@@ -310,6 +310,32 @@ class TestWebhook:
         assert postback.metadata["postback_payload"] == "TRACK"
         assert postback.idempotency_key == "m_5"
 
+    def test_an_attachment_that_is_not_on_the_web_is_left_out(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A data: URL (inline HTML labelled an image) was taken as a picture; an HTTPS:// one
+        # in capitals was left out without a word.
+        payload = webhook(
+            message_item(
+                {
+                    "mid": "m_6",
+                    "text": "see",
+                    "attachments": [
+                        {"type": "image", "payload": {"url": "data:text/html,<b>x</b>"}},
+                        {"type": "image", "payload": {"url": "HTTPS://scontent.example/j.jpg"}},
+                    ],
+                }
+            )
+        )
+        (msg,) = parse_messenger_webhook(payload, "fb")
+        assert msg.content == CompositeContent(
+            parts=[
+                TextContent(body="see"),
+                MediaContent(url="HTTPS://scontent.example/j.jpg", mime_type="image/*"),
+            ]
+        )
+        assert "attachment left out: not an http(s) URL" in caplog.text
+
     def test_other_objects_and_empty(self) -> None:
         assert parse_messenger_webhook({"object": "whatsapp_business_account"}, "fb") == []
         assert parse_messenger_webhook({}, "fb") == []
