@@ -242,6 +242,9 @@ class NatsRealtime(RealtimeBackend):
     async def close(self) -> None:
         """Stop every subscription and close the connection this backend made; later
         publishes are ignored."""
+        if self._dropped and not self._closed:  # counted since the last report (_report_drop)
+            logger.warning("%d more realtime events dropped before closing", self._dropped)
+            self._dropped = 0
         self._closed = True
         remote, self._remote = list(self._remote.values()), {}
         self._channel_of.clear()
