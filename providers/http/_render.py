@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from roomkit.models._url import has_scheme
+from roomkit.models._url import is_http_url
 from roomkit.models.event import (
     AudioContent,
     CompositeContent,
@@ -60,7 +60,7 @@ def public_url(url: str) -> str:
         Unsendable: ``unsupported_media_url``, e.g. for a ``data:`` URL, which the vendors here
             could only take through their media upload APIs.
     """
-    if not has_scheme(url):
+    if not is_http_url(url):
         raise Unsendable("unsupported_media_url")
     return url
 

@@ -25,7 +25,7 @@ from pydantic import SecretStr, ValidationError
 
 from providers._meta import verify_meta_signature, verify_meta_subscription
 from providers.errors import ProviderError
-from roomkit.models._url import has_scheme
+from roomkit.models._url import is_http_url
 from roomkit.models.delivery import InboundMessage
 from roomkit.models.event import (
     AudioContent,
@@ -100,7 +100,7 @@ def _attachment_content(attachment: Any) -> EventContent | None:
     url = _str(_dict(attachment.get("payload")).get("url"))
     if url is None:
         return None  # fallback / template attachments carry no file
-    if not has_scheme(url):
+    if not is_http_url(url):
         # Messenger's attachments are on its CDN: a data: URL (inline HTML labelled an
         # image, say) is not one of them, as the SMS parsers refuse it too.
         logger.warning("messenger: attachment left out: not an http(s) URL: %r", url[:80])

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TypeVar
 
-from roomkit.models._url import has_scheme
+from roomkit.models._url import is_http_url
 from roomkit.models.delivery import ProviderResult
 from roomkit.models.event import (
     AudioContent,
@@ -103,7 +103,7 @@ def _collect(content: EventContent, texts: list[str], media: list[OutboundMedia]
 
 
 def _add_media(url: str, mime_type: str, media: list[OutboundMedia]) -> None:
-    if has_scheme(url):
+    if is_http_url(url):
         media.append(OutboundMedia(url=url, mime_type=mime_type))
     else:
         # Vendors fetch attachments themselves, so an inline data: URL cannot be sent.

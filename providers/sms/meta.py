@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from providers._lazy import lazy_exports
 from providers._positional import as_keywords
-from roomkit.models._url import has_scheme
+from roomkit.models._url import is_http_url
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import (
     AudioContent,
@@ -505,7 +505,7 @@ def build_inbound_content(
     items = [
         MediaContent(url=url, mime_type=mime_type or _DEFAULT_MIME)
         for url, mime_type in map(_url_and_type, media)
-        if has_scheme(url)
+        if is_http_url(url)
     ]
     if not items:
         return TextContent(body=body)
@@ -545,7 +545,7 @@ def webhook_media(url: str, mime_type: str | None = None) -> WebhookMedia | None
     gave none; None unless ``url`` is http(s) (its scheme in any case, spaces around it
     dropped), with a warning for one that is not: the message goes on without it."""
     url = url.strip()
-    if not has_scheme(url):
+    if not is_http_url(url):
         if url:
             logger.warning("webhook media left out: not an http(s) URL: %r", url[:80])
         return None

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from roomkit.models._defaults import new_id, utcnow
-from roomkit.models._url import HTTP_SCHEMES, has_scheme
+from roomkit.models._url import HTTP_SCHEMES, is_http_url
 from roomkit.models.enums import ChannelDirection, ChannelType, EventStatus, EventType
 
 __all__ = [
@@ -43,7 +43,7 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     # http(s) in any case (a vendor's "HTTPS://"); "data:" as written, which is how every
     # reader of a data URL (a transcoder, an email renderer) tells one.
     data = "data:" in schemes and value.startswith("data:")
-    if not (data or has_scheme(value)):
+    if not (data or is_http_url(value)):
         allowed = ", ".join(schemes)
         raise ValueError(f"URL must start with one of {allowed}: {value[:80]!r}")
     return value
