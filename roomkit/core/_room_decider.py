@@ -59,14 +59,18 @@ from roomkit.core._domain import (
     encode_payload,
     message_dump,
     read_back,
-    unreadable,
 )
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._in_decision import deciding
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
-from roomkit.errors import ChannelNotFoundError, ParticipantNotFoundError, RoomNotFoundError
+from roomkit.errors import (
+    ChannelNotFoundError,
+    EventRefusedError,
+    ParticipantNotFoundError,
+    RoomNotFoundError,
+)
 from roomkit.models._copy import updated
 from roomkit.models._json import event_json_view
 from roomkit.models.channel import ChannelBinding
@@ -828,9 +832,9 @@ def validated(model: M, stored: type[BaseModel] | None = None) -> M:
     tasks). The model itself is returned, private attributes and all.
 
     Raises:
-        pydantic.ValidationError, or pydantic's serialization error (not JSON at all).
+        EventRefusedError: it is not JSON, or does not read back (see ``read_back``).
     """
-    (stored or type(model)).model_validate_json(bytes(dump(model)))
+    read_back(stored or type(model), dump(model, warnings=False))
     return model
 
 
@@ -944,15 +948,11 @@ def _storable_text(text: str) -> str:
 
 
 def _dumped(model: DeliveryResult) -> tuple[msgspec.Raw | None, str | None]:
-    """``(dump(model), None)``, or ``(None, why)`` if its JSON could not be read back."""
+    """``(checked_dump(model), None)``, or ``(None, why)`` if it could not be stored."""
     try:
-        raw = dump(model)
-        why = unreadable(bytes(raw))
-        if why is None:  # a provider's result made with model_construct reads back or not
-            read_back(DeliveryResult, raw)
-    except Exception as exc:  # pydantic's serialization error (not JSON at all), read_back's
+        return checked_dump(model, DeliveryResult), None
+    except EventRefusedError as exc:
         return None, str(exc).splitlines()[0]
-    return (raw, None) if why is None else (None, why)
 
 
 def _binding_change_text(cmd: UpdateBinding, old: ChannelBinding) -> tuple[str, dict[str, Any]]:
