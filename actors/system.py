@@ -364,6 +364,10 @@ class ActorSystem:
         """Return whether ``(kind, key)`` has an incarnation taking messages."""
         return (kind, key) in self._cells
 
+    def active_keys(self, kind: str) -> list[str]:
+        """Return the keys of the actors of ``kind`` that have an incarnation."""
+        return [key for (of_kind, key) in self._cells if of_kind == kind]
+
     async def passivate(self, kind: str, key: str) -> bool:
         """Stop the actor gracefully and wait until it is stopped.
 

@@ -165,7 +165,13 @@ class HelpersMixin:
         """Send ``command`` to the room's actor; by default wait until its effects settled:
         its turn delivered (hooks run) and the read model caught up with what it committed."""
         runtime = await self._ensure_runtime()
-        outcome = await runtime.ask_room(self._check_room_id(room_id), command)
+        room_id = self._check_room_id(room_id)
+        placement = runtime.placement
+        if placement is not None:  # another process may own the room (RoomKit(ownership=))
+            forwarded = await placement.forward_command(room_id, command, settle)
+            if forwarded is not None:
+                return forwarded  # settled: this process's read model shows it
+        outcome = await runtime.ask_room(room_id, command)
         if settle:
             await self._settle(runtime, outcome, room_id)
         return outcome

@@ -126,6 +126,15 @@ class InboundMixin(HelpersMixin):
             if room_id is None:
                 room_id = await self._route_or_create(message, channel)
 
+        runtime = await self._ensure_runtime()
+        placement = runtime.placement
+        if placement is not None:  # another process may own the room (RoomKit(ownership=))
+            try:
+                forwarded = await placement.forward_inbound(message, room_id)
+            except RoomTimeoutError:
+                return await self._process_timed_out(room_id, None)
+            if forwarded is not None:
+                return forwarded
         budget = self._process_timeout
         command = ProcessInbound(message=message, channel=channel, budget=budget, waiting=waiting)
         if self._identity_resolver is not None and (

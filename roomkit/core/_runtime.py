@@ -31,7 +31,7 @@ from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
 from roomkit.core._in_decision import deciding, held_up
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
-from roomkit.core._post_commit import in_post_commit_work
+from roomkit.core._post_commit import PostCommitJob, in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from roomkit.core.framework import RoomKit
+    from roomkit.models.delivery import InboundMessage, InboundResult
+    from roomkit.ownership.base import Placement
 
 __all__ = ["KitRuntime", "RuntimeSettings"]
 
@@ -121,6 +123,8 @@ class KitRuntime:
             self.projection.forget_waiters()
             self.flusher.adopt(predecessor.flusher)
         self._system: ActorSystem | None = None
+        # The process's part in the rooms' ownership (RoomKit(ownership=...)), once started.
+        self.placement: Placement | None = None
         self._host_stop: anyio.Event | None = None
         # Cancelled when the caller of close() gives up waiting for the drain: the host then
         # stops the actors without waiting for their deliveries (each is still given the
@@ -211,6 +215,14 @@ class KitRuntime:
         await stack.enter_async_context(system)
         await task_group.start(self.projection.run)
         await task_group.start(self.flusher.run)
+        ownership = kit._ownership
+        if ownership is not None:
+            # Joined once the actors run: another process may send commands at once. Left
+            # before they stop (and before closing refuses commands: see _drain).
+            placement = await ownership.start_placement(_RuntimePort(self, system))
+            stack.push_async_callback(placement.leave)
+            await task_group.start(placement.run)
+            self.placement = placement
         stack.callback(task_group.cancel_scope.cancel)
         self._system = system
 
@@ -312,6 +324,9 @@ class KitRuntime:
         # The commands callers wait for are decided and committed, and their turns (deliveries,
         # async hooks) finish, before any actor stops: a room that committed a message after
         # its delivery worker stopped could not deliver it.
+        if self.placement is not None:
+            # Other processes' commands are answered first, and what comes later runs there.
+            await self.placement.leave()
         self._closing = True
         settled: set[str] = set()
         with anyio.move_on_after(self._settings.ask_timeout):
@@ -500,3 +515,48 @@ def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+class _RuntimePort:
+    """What the rooms' ownership (``roomkit.ownership``) may do with a running kit."""
+
+    __slots__ = ("_runtime", "_system")
+
+    def __init__(self, runtime: KitRuntime, system: ActorSystem) -> None:
+        self._runtime = runtime
+        self._system = system
+
+    async def run_command(
+        self, room_id: str, command: object, settle: bool, commit_only: bool
+    ) -> Outcome:
+        kit = self._runtime._kit
+        if not commit_only:
+            return await kit._command(room_id, command, settle=settle)
+        with PostCommitJob():  # settles on the commit, as the caller's own job would
+            return await kit._command(room_id, command, settle=settle)
+
+    async def run_inbound(
+        self, message: InboundMessage, room_id: str, commit_only: bool
+    ) -> InboundResult:
+        kit = self._runtime._kit
+        if not commit_only:
+            return await kit.process_inbound(message, room_id=room_id)
+        with PostCommitJob():
+            return await kit.process_inbound(message, room_id=room_id)
+
+    def commit_only(self) -> bool:
+        return not self._runtime._kit._wait_for_delivery or in_post_commit_work()
+
+    def checkpoint(self) -> int:
+        return self._runtime.projection.checkpoint
+
+    async def wait_checkpoint(self, position: int, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self._runtime.projection.wait(position)
+
+    def live_rooms(self) -> list[str]:
+        return self._system.active_keys(ROOM)
+
+    def request_passivation(self, room_id: str) -> None:
+        self._system.request_passivation(ROOM, room_id)
+        self._system.request_passivation(DELIVERY, room_id)

@@ -61,6 +61,7 @@ from roomkit.models.delivery import DeliveryStatus
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.event import RoomEvent
 from roomkit.models.task import Observation, Task
+from roomkit.ownership.base import RoomOwnership
 from roomkit.realtime.base import (
     EphemeralCallback,
     EphemeralEvent,
@@ -146,6 +147,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             append; outcomes that waited this many seconds for one are appended on their own
             (a shorter delay: the log shows them sooner, at an append of their own for every
             message of a room whose messages come further apart; a crash loses what waits).
+        ownership: how the processes sharing the log split the rooms, so that each room's
+            commands run in one process at a time (``roomkit.ownership.nats.NatsOwnership``);
+            default: none, each process runs the commands it is given.
     """
 
     def __init__(
@@ -172,6 +176,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         outcome_delay: float = 1.0,
         task_linger: float | None = 1.0,
         rest_after: float | None = 10.0,
+        ownership: RoomOwnership | None = None,
     ) -> None:
         # Numbers of the wrong type fail here, by name, not at the first comparison deep inside
         # (the actor settings are checked with the actor system's own checks, below). Durations
@@ -193,6 +198,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             ("realtime", realtime, RealtimeBackend),
             ("log", log, EventLog),
             ("transcoder", transcoder, ContentTranscoder),
+            ("ownership", ownership, RoomOwnership),
         ]:
             check_part(name, part, contract)
         if identity_channel_types is not None and (
@@ -222,6 +228,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         if process_timeout == math.inf:
             process_timeout = None  # no bound, as None says
         self._process_timeout = process_timeout
+        self._ownership = ownership
         self._stt = stt
         self._tts = tts
         self._voice = voice

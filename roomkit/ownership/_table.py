@@ -1,0 +1,145 @@
+"""The lease table: who holds each partition, and which processes are alive.
+
+It is a JetStream key-value bucket whose entries expire ``lease_ttl`` seconds after they were
+written (the bucket's max age): ``part.<n>`` holds the process that leased partition ``n``,
+``member.<id>`` says that process ``id`` is alive. A process renews its entries well within
+the ttl; one that dies stops renewing, and the server drops its entries, which frees its
+partitions for the others. Claims are atomic (a key is created only if absent) and renewals
+conditional on the revision the process last wrote, so two processes never both hold a lease.
+The server's clock decides every expiry: the processes' clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE
+
+__all__ = ["LeaseTable", "TableView"]
+
+logger = logging.getLogger("roomkit.ownership")
+
+_PART = "part."
+_MEMBER = "member."
+
+# What a failure of the key-value store may raise: the server away, a request unanswered.
+KV_FAILURES: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    TimeoutError,
+    OSError,
+)
+
+
+class TableView:
+    """The table as read at one moment: each leased partition's holder, the live processes."""
+
+    __slots__ = ("members", "owners")
+
+    def __init__(self, owners: dict[int, str], members: set[str]) -> None:
+        self.owners = owners
+        self.members = members
+
+
+class LeaseTable:
+    """Leases of one process (``me``) in the bucket ``bucket``."""
+
+    def __init__(self, js: JetStreamContext, bucket: str, lease_ttl: float, me: str) -> None:
+        self._js = js
+        self._bucket = bucket
+        self._lease_ttl = lease_ttl
+        self._me = me
+        self._kv: KeyValue | None = None
+
+    async def open(self) -> None:
+        """Make the bucket, or bind to it if it exists with the same lease ttl.
+
+        Raises:
+            ValueError: it exists with another ttl (every process must use the same).
+        """
+        config = KeyValueConfig(
+            bucket=self._bucket, history=1, ttl=self._lease_ttl, storage=StorageType.MEMORY
+        )
+        try:
+            self._kv = await self._js.create_key_value(config)
+            return
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                raise
+        kv = await self._js.key_value(self._bucket)
+        ttl = (await kv.status()).stream_info.config.max_age
+        if ttl is None or abs(ttl - self._lease_ttl) > 1e-3:
+            raise ValueError(
+                f"the lease bucket {self._bucket} lets leases live {ttl} s, not "
+                f"{self._lease_ttl} s: every process sharing it must use the same lease_ttl"
+            )
+        self._kv = kv
+
+    @property
+    def opened(self) -> bool:
+        return self._kv is not None
+
+    def _open_kv(self) -> KeyValue:
+        assert self._kv is not None, "LeaseTable.open() first"
+        return self._kv
+
+    async def heartbeat(self) -> None:
+        """Say this process is alive for another ``lease_ttl``."""
+        await self._open_kv().put(_MEMBER + self._me, b"")
+
+    async def claim(self, partition: int) -> int | None:
+        """Lease ``partition`` if nobody holds it: the lease's revision, or None."""
+        try:
+            return await self._open_kv().create(_PART + str(partition), self._me.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+
+    async def renew(self, partition: int, revision: int) -> int | None:
+        """Extend the lease written at ``revision``: its new revision, or None when it is
+        gone (it expired, and maybe another process holds it now)."""
+        try:
+            return await self._open_kv().update(
+                _PART + str(partition), self._me.encode(), last=revision
+            )
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            return None
+
+    async def release(self, partition: int, revision: int) -> None:
+        """Give the lease written at ``revision`` back (nothing if it is gone already)."""
+        gone = (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError)
+        with contextlib.suppress(*gone):
+            await self._open_kv().delete(_PART + str(partition), last=revision)
+
+    async def leave(self) -> None:
+        """Say this process is gone (its leases are released one by one beforehand)."""
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            await self._open_kv().delete(_MEMBER + self._me)
+
+    async def read(self, timeout: float) -> TableView:
+        """Every live lease and process."""
+        watcher = await self._open_kv().watchall(ignore_deletes=True)
+        owners: dict[int, str] = {}
+        members: set[str] = set()
+        try:
+            while True:
+                entry = await watcher.updates(timeout)  # type: ignore[no-untyped-call]
+                if entry is None:  # everything the bucket held when the watch began
+                    break
+                key = entry.key
+                if key.startswith(_MEMBER):
+                    members.add(key[len(_MEMBER) :])
+                elif key.startswith(_PART) and entry.value:
+                    try:
+                        owners[int(key[len(_PART) :])] = entry.value.decode()
+                    except (ValueError, UnicodeDecodeError):
+                        logger.warning("lease table: %r is not a lease, left alone", key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return TableView(owners, members)

@@ -1,0 +1,202 @@
+"""What travels between processes when a command is sent to its room's owner.
+
+A command (one of the room actor's commands, or an inbound message with its room), its reply
+and the error it raised are encoded as tagged JSON: pydantic models as their JSON dump with
+their class, commands as their fields with their name, tuples, datetimes, enums and
+non-finite floats tagged so that they come back as they left. Only RoomKit's own classes are
+taken when decoding (models and enums from ``roomkit.*``, commands from the room actor's
+command module): a request names no class to import beyond those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel
+
+from roomkit.core import _commands
+from roomkit.errors import RoomKitError
+
+__all__ = ["WireError", "decode", "decode_error", "encode", "encode_error"]
+
+# The commands a room may be sent from another process: those a kit method sends with
+# ``_command`` (an inbound message travels as the message itself). The delivery worker's own
+# commands (outcomes, flushes) stay with the room's delivery worker, in its process.
+_COMMANDS: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        _commands.CreateRoom,
+        _commands.UpdateRoomMetadata,
+        _commands.ReplaceRoom,
+        _commands.PutBinding,
+        _commands.RemoveBinding,
+        _commands.PutParticipant,
+        _commands.RecordObservation,
+        _commands.ImportEvent,
+        _commands.CloseRoom,
+        _commands.CheckTimers,
+        _commands.AttachChannel,
+        _commands.DetachChannel,
+        _commands.UpdateBinding,
+        _commands.EnsureParticipant,
+        _commands.ResolveParticipant,
+        _commands.RecordInjected,
+        _commands.SendEvent,
+        _commands.UpdateTask,
+        _commands.MarkRead,
+        _commands.GetContext,
+    )
+}
+
+# Exceptions of these builtin types come back as themselves; any other that is not a
+# RoomKitError comes back as a RoomKitError naming it.
+_BUILTIN_ERRORS: dict[str, type[Exception]] = {
+    cls.__name__: cls for cls in (ValueError, TypeError, KeyError, LookupError)
+}
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+
+class WireError(RoomKitError):
+    """What came from another process could not be read (or what is to go cannot be
+    written): a version mismatch between processes, or a value no JSON holds."""
+
+
+def encode(value: object) -> bytes:
+    """``value`` as tagged JSON.
+
+    Raises:
+        WireError: it holds something that cannot travel (a callable, a set, a class of
+            another library).
+    """
+    try:
+        return _ENCODER.encode(_tagged(value))
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+        raise WireError(f"cannot send {type(value).__name__} to another process: {exc}") from exc
+
+
+def decode(data: bytes) -> Any:
+    """The value ``encode`` wrote.
+
+    Raises:
+        WireError: ``data`` is not what ``encode`` writes, or names a class this process
+            does not have.
+    """
+    try:
+        return _untagged(_DECODER.decode(data))
+    except WireError:
+        raise
+    except (msgspec.DecodeError, TypeError, ValueError, KeyError, RecursionError) as exc:
+        raise WireError(f"cannot read what another process sent: {exc}") from exc
+
+
+def encode_error(exc: BaseException) -> dict[str, str]:
+    cls = type(exc)
+    return {"type": f"{cls.__module__}:{cls.__qualname__}", "message": str(exc)}
+
+
+def decode_error(error: Any, owner: str) -> Exception:
+    """The exception ``error`` (from ``encode_error``) describes: of the same class when it is
+    a RoomKitError or a builtin ValueError/TypeError/LookupError; a RoomKitError otherwise."""
+    if not isinstance(error, dict):
+        return WireError(f"process {owner} answered with an error that cannot be read")
+    name = str(error.get("type", ""))
+    message = str(error.get("message", ""))
+    module, _, qualname = name.partition(":")
+    if module == "builtins" and qualname in _BUILTIN_ERRORS:
+        return _BUILTIN_ERRORS[qualname](message)
+    cls = _roomkit_class(module, qualname)
+    if isinstance(cls, type) and issubclass(cls, RoomKitError):
+        try:
+            made = cls(message)
+        except Exception:  # a subclass with a constructor of its own
+            made = None
+        if isinstance(made, RoomKitError):
+            return made
+    return RoomKitError(f"process {owner} failed on the command: {qualname or name}: {message}")
+
+
+def _roomkit_class(module: str, qualname: str) -> object:
+    if not (module == "roomkit" or module.startswith("roomkit.")) or not qualname:
+        return None
+    try:
+        found: object = importlib.import_module(module)
+    except ImportError:
+        return None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def _tagged(value: object) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(value, BaseModel):
+        return {"$model": _class_name(value), "value": value.model_dump(mode="json")}
+    if isinstance(value, Enum):
+        return {"$enum": _class_name(value), "value": value.value}
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, list):
+        return [_tagged(item) for item in value]
+    if isinstance(value, tuple):
+        return {"$tuple": [_tagged(item) for item in value]}
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("a dict with keys that are not strings")
+        return {"$dict": {key: _tagged(item) for key, item in value.items()}}
+    kind = type(value)
+    if dataclasses.is_dataclass(value) and _COMMANDS.get(kind.__name__) is kind:
+        return {
+            "$command": kind.__name__,
+            "value": {
+                field.name: _tagged(getattr(value, field.name))
+                for field in dataclasses.fields(value)
+            },
+        }
+    raise TypeError(f"a {kind.__module__}.{kind.__qualname__}")
+
+
+def _class_name(value: object) -> str:
+    kind = type(value)
+    return f"{kind.__module__}:{kind.__qualname__}"
+
+
+def _untagged(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_untagged(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    if "$dict" in data:
+        return {key: _untagged(item) for key, item in data["$dict"].items()}
+    if "$tuple" in data:
+        return tuple(_untagged(item) for item in data["$tuple"])
+    if "$datetime" in data:
+        return datetime.fromisoformat(data["$datetime"])
+    if "$float" in data:
+        return float(data["$float"])
+    if "$model" in data:
+        cls = _roomkit_class(*str(data["$model"]).partition(":")[::2])
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            raise WireError(f"no RoomKit model {data['$model']!r} here")
+        return cls.model_validate(data["value"])
+    if "$enum" in data:
+        cls = _roomkit_class(*str(data["$enum"]).partition(":")[::2])
+        if not (isinstance(cls, type) and issubclass(cls, Enum)):
+            raise WireError(f"no RoomKit enum {data['$enum']!r} here")
+        return cls(data["value"])
+    if "$command" in data:
+        command = _COMMANDS.get(str(data["$command"]))
+        if command is None:
+            raise WireError(f"no room command {data['$command']!r} here")
+        return command(**{key: _untagged(item) for key, item in data["value"].items()})
+    raise WireError(f"an untagged object {sorted(data)!r}")

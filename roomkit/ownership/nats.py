@@ -1,0 +1,463 @@
+"""Room ownership over NATS: leases in a JetStream key-value bucket, commands sent to their
+room's owner as core NATS requests.
+
+::
+
+    from roomkit.ownership.nats import NatsOwnership
+
+    kit = RoomKit(log=NatsEventLog(url), ownership=NatsOwnership(url))
+
+Every process serving the same rooms gives its kit a ``NatsOwnership`` with the same
+``partitions``, ``lease_ttl``, ``bucket`` and ``subject_prefix``. The rooms are split into
+``partitions`` partitions; each live process leases an even share of them and renews its
+leases every ``lease_ttl / 3`` seconds. A process that joins gets its share as the others give
+some back; one that stops gives its leases back; one that dies loses them after ``lease_ttl``,
+and the others take them up. A command for a room (``process_inbound``, ``attach_channel``,
+``send_event``, ...) made in a process that does not hold the room's partition is sent to the
+one that does, which runs it and answers; the caller returns once its own read model shows
+what the command did. A command whose owner is gone (no answer on its subject) or not known
+(a partition between two holders) runs where it was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from actors import check_finite_seconds
+from eventlog import LogUnavailable
+from eventlog._nats_setup import close_quietly, open_client, require_asyncio
+from roomkit.core._commands import Outcome
+from roomkit.errors import KitClosedError, LogUnavailableError, RoomKitError, RoomTimeoutError
+from roomkit.models.delivery import InboundMessage, InboundResult
+from roomkit.ownership._partitions import partition_of, rebalance
+from roomkit.ownership._table import KV_FAILURES, LeaseTable, TableView
+from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
+from roomkit.ownership.base import KitPort, Placement, RoomOwnership, serving_forwarded
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
+__all__ = ["NatsOwnership"]
+
+logger = logging.getLogger("roomkit.ownership")
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_MAX_PARTITIONS = 4096
+# The fields of a command's Outcome that mean something in another process (a turn, its
+# announcements and the caller's deadline are the owner's own).
+_OUTCOME_FIELDS = (
+    "value",
+    "position",
+    "read_position",
+    "event",
+    "blocked",
+    "reason",
+    "blocked_by",
+    "duplicate_of",
+    "timed_out",
+    "unbound",
+    "in_doubt",
+)
+
+
+class NatsOwnership(RoomOwnership):
+    """Rooms split between the processes that share a NATS server (see the module).
+
+    Args:
+        nats_url: the NATS URL(s), or a connected nats-py client (used and left open).
+        partitions: how many partitions the rooms are split into; the most processes that can
+            hold some. The same in every process.
+        lease_ttl: seconds a lease lives unless renewed: how long the rooms of a process that
+            died wait for another one. The same in every process.
+        forward_timeout: how long a command sent to its room's owner is waited for; past it
+            the caller gets ``RoomTimeoutError`` (``process_inbound``: a ``process_timeout``
+            result), and the command may have been applied there. Keep it above the kit's
+            ``process_timeout``.
+        subject_prefix: the first tokens of the subjects commands are sent on.
+        bucket: the JetStream key-value bucket that holds the leases.
+        member: this process's name among them (default: host, pid and a random part). Two
+            live processes must never share one.
+        connect_timeout: bound of the connection and of each lease request.
+        connect_options: more keyword arguments for ``nats.connect``.
+    """
+
+    def __init__(
+        self,
+        nats_url: str | Sequence[str] | NatsClient = "nats://127.0.0.1:4222",
+        *,
+        partitions: int = 64,
+        lease_ttl: float = 6.0,
+        forward_timeout: float = 60.0,
+        subject_prefix: str = "roomkit",
+        bucket: str = "roomkit_owners",
+        member: str | None = None,
+        connect_timeout: float = 5.0,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(partitions, bool) or not isinstance(partitions, int):
+            raise TypeError(f"partitions must be an int, not {type(partitions).__name__}")
+        if not 1 <= partitions <= _MAX_PARTITIONS:
+            raise ValueError(f"partitions must be from 1 to {_MAX_PARTITIONS}, got {partitions}")
+        self.lease_ttl = check_finite_seconds("lease_ttl", lease_ttl)
+        if self.lease_ttl < 1:  # the server checks expiries about once a second
+            raise ValueError(f"lease_ttl must be at least 1 s, got {lease_ttl!r}")
+        self.forward_timeout = check_finite_seconds("forward_timeout", forward_timeout)
+        if not self.forward_timeout > 0:
+            raise ValueError(f"forward_timeout must be positive, got {forward_timeout!r}")
+        self.connect_timeout = check_finite_seconds("connect_timeout", connect_timeout)
+        if not isinstance(subject_prefix, str) or not _PREFIX.fullmatch(subject_prefix):
+            raise ValueError(f"invalid subject prefix {subject_prefix!r}")
+        if not isinstance(bucket, str) or not _TOKEN.fullmatch(bucket):
+            raise ValueError(f"invalid bucket name {bucket!r}: 1-64 of [A-Za-z0-9_-]")
+        if member is None:
+            host = re.sub(r"[^A-Za-z0-9_-]", "_", os.uname().nodename)[:32]
+            member = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        elif not isinstance(member, str) or not _TOKEN.fullmatch(member):
+            raise ValueError(f"invalid member name {member!r}: 1-64 of [A-Za-z0-9_-]")
+        self.partitions = partitions
+        self.subject_prefix = subject_prefix
+        self.bucket = bucket
+        self.member = member
+        if isinstance(nats_url, NatsClient):
+            self._client: NatsClient | None = nats_url
+            self._servers: list[str] = []
+        else:
+            self._client = None
+            self._servers = [nats_url] if isinstance(nats_url, str) else list(nats_url)
+        self._connect_options = dict(connect_options or {})
+
+    def subject(self, member: str) -> str:
+        """Where the commands for ``member``'s rooms are sent."""
+        return f"{self.subject_prefix}.owner.{member}"
+
+    async def start_placement(self, port: KitPort) -> Placement:
+        require_asyncio("NatsOwnership", RoomKitError)
+        own = self._client is None
+        if self._client is not None:
+            nc = self._client
+        else:
+            try:
+                nc = await open_client(
+                    self._servers,
+                    connect_timeout=self.connect_timeout,
+                    request_timeout=self.connect_timeout,
+                    options={"name": f"roomkit-owner-{self.member}", **self._connect_options},
+                )
+            except LogUnavailable as exc:
+                raise LogUnavailableError(f"room ownership: {exc}") from exc
+        placement = NatsPlacement(self, nc, own, port)
+        try:
+            await placement.start()
+        except BaseException:
+            await placement.leave()
+            raise
+        return placement
+
+    def describe(self) -> dict[str, Any]:
+        return {"member": self.member, "partitions": self.partitions, "bucket": self.bucket}
+
+    def __repr__(self) -> str:
+        return f"<NatsOwnership member={self.member} partitions={self.partitions}>"
+
+
+@dataclass(slots=True)
+class _Lease:
+    revision: int
+    renewed_at: float  # time.monotonic()
+
+
+class NatsPlacement(Placement):
+    """A process's leases, and the commands it sends and serves (see ``NatsOwnership``)."""
+
+    def __init__(self, owner: NatsOwnership, nc: NatsClient, own: bool, port: KitPort) -> None:
+        self._owner = owner
+        self._nc = nc
+        self._own = own
+        self._port = port
+        self._me = owner.member
+        self._table = LeaseTable(nc.jetstream(), owner.bucket, owner.lease_ttl, owner.member)
+        self._held: dict[int, _Lease] = {}
+        self._view = TableView({}, set())
+        self._serving: Subscription | None = None
+        self._answering: set[asyncio.Task[None]] = set()
+        self._left = False
+        self._failing = False  # the lease table unreachable: reported once per outage
+
+    @property
+    def held(self) -> frozenset[int]:
+        """The partitions this process holds."""
+        return frozenset(self._held)
+
+    @property
+    def owners(self) -> dict[int, str]:
+        """Each leased partition's holder, as last seen."""
+        return dict(self._view.owners)
+
+    @property
+    def members(self) -> frozenset[str]:
+        """The live processes as last seen."""
+        return frozenset(self._view.members | {self._me})
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._table.open()
+            self._serving = await self._nc.subscribe(
+                self._owner.subject(self._me), cb=self._take_request
+            )
+            await self._tick()
+        except KV_FAILURES as exc:
+            raise LogUnavailableError(f"room ownership: NATS failed: {exc!r}") from exc
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        interval = self._owner.lease_ttl / 3
+        while True:
+            await anyio.sleep(interval)
+            if self._left:
+                return
+            try:
+                await self._tick()
+                if self._failing:
+                    logger.warning("room ownership: the lease table answers again")
+                    self._failing = False
+            except KV_FAILURES as exc:
+                if not self._failing:
+                    logger.warning("room ownership: the lease table failed: %r", exc)
+                    self._failing = True
+                self._expire_unrenewed()
+
+    async def _tick(self) -> None:
+        """Renew, read the table, move towards a fair share, stop actors of others' rooms."""
+        table = self._table
+        if self._failing:
+            # The server may have come back without the bucket (it is kept in memory).
+            await table.open()
+        await table.heartbeat()
+        for partition, lease in list(self._held.items()):
+            revision = await table.renew(partition, lease.revision)
+            if revision is None:
+                logger.warning("room ownership: the lease of partition %d was lost", partition)
+                del self._held[partition]
+            else:
+                lease.revision, lease.renewed_at = revision, time.monotonic()
+        view = await table.read(self._owner.connect_timeout)
+        change = rebalance(
+            self._me, self._held.keys(), view.owners, view.members, self._owner.partitions
+        )
+        for partition in change.release:
+            lease = self._held.pop(partition)
+            view.owners.pop(partition, None)
+            await table.release(partition, lease.revision)
+        for partition in change.claim:
+            revision = await table.claim(partition)
+            if revision is not None:
+                self._held[partition] = _Lease(revision, time.monotonic())
+                view.owners[partition] = self._me
+        self._view = view
+        if change.claim or change.release:
+            logger.info(
+                "room ownership: %s holds %d of %d partitions (%d processes)",
+                self._me,
+                len(self._held),
+                self._owner.partitions,
+                len(view.members | {self._me}),
+            )
+        self._stop_actors_of_others()
+
+    def _expire_unrenewed(self) -> None:
+        """Leases this process could not renew for ``lease_ttl`` have expired at the server
+        (whose clock decides, but cannot be ahead by more than the time since): another
+        process may hold them now."""
+        limit = time.monotonic() - self._owner.lease_ttl
+        for partition, lease in list(self._held.items()):
+            if lease.renewed_at < limit:
+                logger.warning("room ownership: the lease of partition %d expired", partition)
+                del self._held[partition]
+                self._view.owners.pop(partition, None)
+
+    def _stop_actors_of_others(self) -> None:
+        port = self._port
+        for room_id in list(port.live_rooms()):
+            if self.owner_of(room_id) is not None:
+                port.request_passivation(room_id)
+
+    def owner_of(self, room_id: str) -> str | None:
+        partition = partition_of(room_id, self._owner.partitions)
+        if partition in self._held:
+            return None
+        view = self._view
+        owner = view.owners.get(partition)
+        if owner is None or owner == self._me or owner not in view.members:
+            return None
+        return owner
+
+    async def leave(self) -> None:
+        if self._left:
+            return
+        self._left = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.connect_timeout):
+            serving, self._serving = self._serving, None
+            if serving is not None:
+                try:
+                    await serving.unsubscribe()
+                except nats.errors.Error as exc:
+                    logger.debug("room ownership: unsubscribing: %r", exc)
+            if self._answering:  # the commands taken are answered before the kit closes
+                await asyncio.wait(set(self._answering))
+            try:
+                if self._table.opened:
+                    for partition, lease in sorted(self._held.items()):
+                        await self._table.release(partition, lease.revision)
+                    await self._table.leave()
+            except KV_FAILURES as exc:
+                logger.debug("room ownership: leaving: %r (the leases expire)", exc)
+            self._held.clear()
+        if self._own:
+            await close_quietly(self._nc)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def forward_command(self, room_id: str, command: object, settle: bool) -> Outcome | None:
+        owner = self._forwarding_to(room_id)
+        if owner is None:
+            return None
+        request = {
+            "op": "command",
+            "room": room_id,
+            "command": command,
+            "settle": settle,
+            "commit_only": self._port.commit_only(),
+        }
+        answer = await self._send(owner, room_id, request)
+        if answer is None:
+            return None
+        fields = answer.get("outcome")
+        if not isinstance(fields, dict) or not set(fields) <= set(_OUTCOME_FIELDS):
+            raise WireError(f"process {owner} answered a command with {answer!r}")
+        outcome = Outcome(**fields)
+        if settle:
+            await self._port.wait_checkpoint(answer["position"], self._owner.forward_timeout)
+        return outcome
+
+    async def forward_inbound(self, message: InboundMessage, room_id: str) -> InboundResult | None:
+        owner = self._forwarding_to(room_id)
+        if owner is None:
+            return None
+        request = {
+            "op": "inbound",
+            "room": room_id,
+            "message": message,
+            "commit_only": self._port.commit_only(),
+        }
+        answer = await self._send(owner, room_id, request)
+        if answer is None:
+            return None
+        result = answer.get("result")
+        if not isinstance(result, InboundResult):
+            raise WireError(f"process {owner} answered an inbound message with {answer!r}")
+        await self._port.wait_checkpoint(answer["position"], self._owner.forward_timeout)
+        return result
+
+    def _forwarding_to(self, room_id: str) -> str | None:
+        if self._left or serving_forwarded().get():
+            return None
+        return self.owner_of(room_id)
+
+    async def _send(self, owner: str, room_id: str, request: dict[str, Any]) -> Any:
+        try:
+            payload = encode(request)
+        except WireError as exc:  # something only this process can hold: run it here
+            logger.debug("room %s: run here, as %s", room_id, exc)
+            return None
+        timeout = self._owner.forward_timeout
+        try:
+            reply = await self._nc.request(self._owner.subject(owner), payload, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            # Gone (stopped or died) since the table was read: its leases go with it.
+            self._forget(owner)
+            return None
+        except nats.errors.TimeoutError as exc:
+            raise RoomTimeoutError(
+                f"room {room_id}: its owner {owner} did not answer within {timeout:g} s (the "
+                "command may have been applied there)"
+            ) from exc
+        except nats.errors.Error as exc:  # this process's connection: run it here
+            logger.warning("room %s: its owner %s unreachable (%r): run here", room_id, owner, exc)
+            return None
+        answer = decode(reply.data)
+        if not isinstance(answer, dict):
+            raise WireError(f"process {owner} answered {answer!r}")
+        if answer.get("gone"):  # it was leaving as the command came
+            self._forget(owner)
+            return None
+        if "error" in answer:
+            raise decode_error(answer["error"], owner)
+        position = answer.get("position")
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise WireError(f"process {owner} answered without a log position: {answer!r}")
+        return answer
+
+    def _forget(self, owner: str) -> None:
+        view = self._view
+        view.members.discard(owner)
+        for partition in [p for p, member in view.owners.items() if member == owner]:
+            del view.owners[partition]
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def _take_request(self, msg: Msg) -> None:
+        # nats-py runs a subscription's callbacks one after the other: each command gets a
+        # task of its own, so that a slow room holds up no other.
+        task = asyncio.ensure_future(self._answer(msg))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        serving_forwarded().set(True)  # this task's own context
+        port = self._port
+        reply: dict[str, Any]
+        try:
+            request = decode(msg.data)
+            op = request.get("op") if isinstance(request, dict) else None
+            if op == "command":
+                outcome = await port.run_command(
+                    request["room"],
+                    request["command"],
+                    bool(request["settle"]),
+                    bool(request["commit_only"]),
+                )
+                fields = {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
+                reply = {"outcome": fields, "position": port.checkpoint()}
+            elif op == "inbound":
+                result = await port.run_inbound(
+                    request["message"], request["room"], bool(request["commit_only"])
+                )
+                reply = {"result": result, "position": port.checkpoint()}
+            else:
+                raise WireError(f"a request that is not a room command: {request!r}"[:300])
+            data = encode(reply)
+        except KitClosedError:
+            data = encode({"gone": True})
+        except Exception as exc:
+            data = encode({"error": encode_error(exc)})
+        try:
+            await msg.respond(data)
+        except nats.errors.Error as exc:
+            logger.warning("room ownership: the answer to a command was lost: %r", exc)

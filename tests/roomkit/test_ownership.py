@@ -1,0 +1,619 @@
+"""Room ownership: each room's commands run in the one process that holds its partition.
+
+The unit tests cover the partition function, the share each process aims at and what travels
+between processes; the others run kits on a real nats-server, as processes sharing one
+JetStream would (two kits in this process, and a third in a process of its own that is killed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import nats.errors
+import pytest
+
+from eventlog.nats import NatsEventLog
+from eventlog.testing_nats import NatsServer
+from roomkit import (
+    ChannelBinding,
+    ChannelCategory,
+    ChannelNotFoundError,
+    ChannelOutput,
+    ChannelType,
+    EventRefusedError,
+    EventType,
+    HookResult,
+    HookTrigger,
+    Identity,
+    InvalidRoomIdError,
+    Observation,
+    Participant,
+    Room,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    RoomKitError,
+    RoomNotFoundError,
+    RoomStatus,
+    Task,
+    TextContent,
+)
+from roomkit.core import _commands
+from roomkit.core._runtime import ROOM
+from roomkit.models.event import EventSource
+from roomkit.models.hook import InjectedEvent
+from roomkit.ownership import partition_of
+from roomkit.ownership._partitions import rebalance
+from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
+from roomkit.ownership.nats import NatsOwnership, NatsPlacement
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 8
+LEASE_TTL = 1.5  # renewed every 0.5 s: the tests wait seconds, not minutes, for a handover
+
+
+# -- partitions and shares ----------------------------------------------------------------------
+
+
+def test_a_room_s_partition_is_the_same_in_every_process() -> None:
+    # CRC-32 of the UTF-8 id: no per-process salt, so every process places a room alike.
+    assert partition_of("support-42", 64) == zlib.crc32(b"support-42") % 64
+    assert partition_of("alice@example.com", 7) == zlib.crc32(b"alice@example.com") % 7
+    found = {partition_of(f"room-{n}", 16) for n in range(1_000)}
+    assert found == set(range(16))  # every partition gets rooms
+    assert 0 <= partition_of("caf\u00e9 \U0001f600", 5) < 5
+
+
+def _settle(members: list[str], owners: dict[int, str], partitions: int) -> dict[int, str]:
+    """Let every member rebalance in turn until nothing changes, as their ticks would."""
+    for _ in range(50):
+        changed = False
+        for me in members:
+            held = {p for p, member in owners.items() if member == me}
+            change = rebalance(me, held, owners, set(members), partitions)
+            for partition in change.release:
+                del owners[partition]
+                changed = True
+            for partition in change.claim:
+                assert partition not in owners  # never one another process holds
+                owners[partition] = me
+                changed = True
+        if not changed:
+            return owners
+    raise AssertionError("the shares never settled")
+
+
+@pytest.mark.parametrize(("partitions", "count"), [(64, 1), (64, 2), (64, 3), (8, 5), (3, 5)])
+def test_processes_settle_on_even_shares_that_cover_every_partition(
+    partitions: int, count: int
+) -> None:
+    members = [f"m{n}" for n in range(count)]
+    owners = _settle(members, {}, partitions)
+    assert set(owners) == set(range(partitions))
+    assert _shares(owners, members) == _fair(partitions, count)
+
+    # One more process: the others give part of theirs back, and it gets them.
+    members.append("late")
+    owners = _settle(members, owners, partitions)
+    assert set(owners) == set(range(partitions))
+    assert _shares(owners, members) == _fair(partitions, len(members))
+
+    # One gone (its leases expired): the others take its partitions up.
+    gone = members.pop(0)
+    owners = {p: m for p, m in owners.items() if m != gone}
+    owners = _settle(members, owners, partitions)
+    assert set(owners) == set(range(partitions)) and gone not in owners.values()
+    assert _shares(owners, members) == _fair(partitions, len(members))
+
+
+def _shares(owners: dict[int, str], members: list[str]) -> list[int]:
+    return sorted(list(owners.values()).count(m) for m in members)
+
+
+def _fair(partitions: int, count: int) -> list[int]:
+    share, extra = divmod(partitions, count)
+    return sorted([share + 1] * extra + [share] * (count - extra))
+
+
+# -- what travels --------------------------------------------------------------------------------
+
+
+def _every_command() -> list[object]:
+    now = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
+    room = Room(id="r1", metadata={"tier": "gold", "n": [1, 2.5, None]})
+    binding = ChannelBinding(
+        room_id="r1", channel_id="sms", channel_type=ChannelType.SMS, metadata={"k": "v"}
+    )
+    participant = Participant(id="p1", room_id="r1", channel_id="sms", display_name="Ann")
+    event = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="hi"),
+        idempotency_key="k1",
+    )
+    return [
+        _commands.CreateRoom(room, (binding,)),
+        _commands.UpdateRoomMetadata({"a": {"b": [1, (2, 3)]}, "inf": math.inf}, now),
+        _commands.ReplaceRoom(room.model_copy(update={"status": RoomStatus.PAUSED})),
+        _commands.PutBinding(binding),
+        _commands.RemoveBinding("sms"),
+        _commands.PutParticipant(participant),
+        _commands.RecordObservation(
+            Observation(room_id="r1", channel_id="ai", content="calm", category="sentiment")
+        ),
+        _commands.ImportEvent(event),
+        _commands.CloseRoom(now),
+        _commands.CheckTimers(now),
+        _commands.AttachChannel(binding, now),
+        _commands.DetachChannel("sms", now),
+        _commands.UpdateBinding("sms", "muted", {"muted": True}, now),
+        _commands.EnsureParticipant(participant, {"display_name": "Ann B"}, "joined", now),
+        _commands.ResolveParticipant("p1", Identity(id="i1", display_name="Ann"), "crm", now),
+        _commands.RecordInjected(
+            [InjectedEvent(event=event, target_channel_ids=["sms"])], root="e0"
+        ),
+        _commands.SendEvent(
+            "sms", TextContent(body="out"), EventType.MESSAGE, 1, None, {}, "all", now, "key-1"
+        ),
+        _commands.UpdateTask(Task(room_id="r1", title="call back")),
+        _commands.MarkRead("sms", None),
+        _commands.GetContext(),
+    ]
+
+
+def test_every_room_command_travels_as_it_left() -> None:
+    commands = _every_command()
+    assert {type(c).__name__ for c in commands} == {
+        "CreateRoom", "UpdateRoomMetadata", "ReplaceRoom", "PutBinding", "RemoveBinding",
+        "PutParticipant", "RecordObservation", "ImportEvent", "CloseRoom", "CheckTimers",
+        "AttachChannel", "DetachChannel", "UpdateBinding", "EnsureParticipant",
+        "ResolveParticipant", "RecordInjected", "SendEvent", "UpdateTask", "MarkRead",
+        "GetContext",
+    }  # fmt: skip
+    for command in commands:
+        assert decode(encode(command)) == command, command
+
+
+def test_only_roomkit_s_own_classes_are_taken_from_another_process() -> None:
+    for data in [
+        b'{"$model": "builtins:object", "value": {}}',
+        b'{"$model": "pathlib:Path", "value": "/"}',
+        b'{"$enum": "signal:Signals", "value": 9}',
+        b'{"$command": "ProcessInbound", "value": {}}',  # the delivery worker's, not a caller's
+        b'{"$command": "RecordOutcome", "value": {}}',
+        b'{"a": 1}',
+        b"not json",
+    ]:
+        with pytest.raises(WireError):
+            decode(data)
+    # What only this process can hold is not sent: the caller runs it here instead.
+    with pytest.raises(WireError):
+        encode({"callback": print})
+    with pytest.raises(WireError):
+        encode({1: "a key that is not a string"})
+
+
+def test_an_error_comes_back_as_its_own_class() -> None:
+    for error in [
+        RoomNotFoundError("Room r9 not found"),
+        EventRefusedError("too large"),
+        InvalidRoomIdError("bad id"),
+        ValueError("bad value"),
+        TypeError("bad type"),
+    ]:
+        back = decode_error(encode_error(error), "b")
+        assert type(back) is type(error) and str(back) == str(error)
+    back = decode_error(encode_error(ZeroDivisionError("oops")), "b")
+    assert type(back) is RoomKitError
+    assert "process b failed" in str(back) and "ZeroDivisionError: oops" in str(back)
+    back = decode_error({"type": "os:system", "message": "rm -rf"}, "b")
+    assert type(back) is RoomKitError
+
+
+def test_ownership_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="partitions"):
+        NatsOwnership(partitions=0)
+    with pytest.raises(TypeError, match="partitions"):
+        NatsOwnership(partitions=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lease_ttl"):
+        NatsOwnership(lease_ttl=0.1)
+    with pytest.raises(ValueError, match="lease_ttl"):
+        NatsOwnership(lease_ttl=math.nan)
+    with pytest.raises(ValueError, match="forward_timeout"):
+        NatsOwnership(forward_timeout=0)
+    with pytest.raises(ValueError, match="member"):
+        NatsOwnership(member="a.b")
+    with pytest.raises(ValueError, match="bucket"):
+        NatsOwnership(bucket="a b")
+    with pytest.raises(TypeError, match="ownership"):
+        RoomKit(ownership="nats://127.0.0.1:4222")  # type: ignore[arg-type]
+    assert NatsOwnership().member != NatsOwnership().member  # unique by default
+
+
+# -- processes on one JetStream -------------------------------------------------------------------
+
+
+def kit_of(
+    log: NatsEventLog,
+    url: str,
+    member: str,
+    ran: list[tuple[str, str]],
+    *,
+    wait_for_delivery: bool = True,
+) -> RoomKit:
+    """A kit as each process of a deployment would make it: same channels, same hooks."""
+    kit = RoomKit(
+        log=log,
+        wait_for_delivery=wait_for_delivery,
+        ownership=NatsOwnership(
+            url, member=member, partitions=PARTITIONS, lease_ttl=LEASE_TTL, forward_timeout=20.0
+        ),
+    )
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def note_where_it_ran(event: RoomEvent, context: RoomContext) -> HookResult:
+        ran.append((member, event.room_id))
+        if isinstance(event.content, TextContent) and event.content.body == "slow":
+            await anyio.sleep(3)
+        return HookResult.allow()
+
+    return kit
+
+
+def placement(kit: RoomKit) -> NatsPlacement:
+    found = kit._runtime.placement
+    assert isinstance(found, NatsPlacement)
+    return found
+
+
+def settled(kit: RoomKit, share: int) -> bool:
+    """Whether ``kit`` holds ``share`` partitions and knows who holds every other one."""
+    seen = placement(kit)
+    return len(seen.held) == share and len(seen.owners) == PARTITIONS
+
+
+def runs_here(kit: RoomKit, room_id: str) -> bool:
+    system = kit._runtime._system
+    return system is not None and system.is_active(ROOM, room_id)
+
+
+@asynccontextmanager
+async def processes(
+    server: NatsServer, *members: str
+) -> AsyncIterator[tuple[list[RoomKit], list[tuple[str, str]]]]:
+    """Kits named ``members``, started, once each holds its share of the partitions."""
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(server.url) as log_a, NatsEventLog(server.url) as log_b:
+        logs = [log_a, log_b]
+        kits = [kit_of(logs[n], server.url, m, ran) for n, m in enumerate(members)]
+        async with kits[0], kits[1]:
+            share = PARTITIONS // len(kits)
+
+            async def shared() -> bool:
+                return all(settled(kit, share) for kit in kits)
+
+            await eventually(shared, what="each process holds its share")
+            yield kits, ran
+
+
+def rooms_of(kit: RoomKit, count: int) -> list[str]:
+    """``count`` room ids in partitions ``kit`` holds."""
+    held = placement(kit).held
+    rooms = [f"room-{n}" for n in range(1_000) if partition_of(f"room-{n}", PARTITIONS) in held]
+    return rooms[:count]
+
+
+@pytest.mark.nats
+async def test_each_room_s_commands_run_in_the_process_that_holds_it(
+    nats_server: NatsServer,
+) -> None:
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        assert placement(a).held.isdisjoint(placement(b).held)
+        for room_id in rooms_of(b, 3):
+            # Everything below is asked of a; b holds the room.
+            assert placement(a).owner_of(room_id) == "b"
+            room = await a.create_room(room_id=room_id, metadata={"from": "a"})
+            assert room.id == room_id
+            binding = await a.attach_channel(room_id, "sms")
+            assert binding.channel_id == "sms"
+            await a.attach_channel(room_id, "ws", category=ChannelCategory.TRANSPORT)
+            result = await a.process_inbound(text("sms", "hello", idempotency_key=room_id))
+            assert result.event is not None and result.event.room_id == room_id
+            # a's own read model shows what b did once a's call returns.
+            assert [e.id for e in await a.get_timeline(room_id)][-1] == result.event.id
+            again = await a.process_inbound(text("sms", "hello", idempotency_key=room_id))
+            assert again.blocked and again.reason == "duplicate"
+            muted = await a.mute(room_id, "ws")
+            assert muted.muted and (await a.get_binding(room_id, "ws")).muted
+            sent = await a.send_event(room_id, "sms", TextContent(body="from sms"))
+            assert sent.room_id == room_id and sent.index > result.event.index
+            updated = await a.update_room_metadata(room_id, {"step": 2})
+            assert updated.metadata == {"from": "a", "step": 2}
+            await a.mark_read(room_id, "sms", sent.id)
+            assert await a.detach_channel(room_id, "ws") is True
+            closed = await a.close_room(room_id)
+            assert closed.status == RoomStatus.CLOSED
+            assert (await a.get_room(room_id)).status == RoomStatus.CLOSED
+
+            assert runs_here(b, room_id) and not runs_here(a, room_id)
+        assert ran and {member for member, _ in ran} == {"b"}  # the hooks ran at the owner
+
+        # And the other way round: b asks, a holds.
+        ran.clear()
+        for room_id in rooms_of(a, 2):
+            await b.create_room(room_id=room_id)
+            await b.attach_channel(room_id, "sms")
+            await b.process_inbound(text("sms", "hi"), room_id=room_id)
+            assert runs_here(a, room_id) and not runs_here(b, room_id)
+        assert ran and {member for member, _ in ran} == {"a"}
+
+
+@pytest.mark.nats
+async def test_what_a_command_raised_at_the_owner_reaches_its_caller(
+    nats_server: NatsServer,
+) -> None:
+    async with processes(nats_server, "a", "b") as ((a, b), _):
+        room_id = rooms_of(b, 1)[0]
+        with pytest.raises(RoomNotFoundError, match=room_id):
+            await a.attach_channel(room_id, "sms")
+        with pytest.raises(RoomNotFoundError):
+            await a.update_room_metadata(room_id, {"x": 1})
+        await a.create_room(room_id=room_id)
+        with pytest.raises(ChannelNotFoundError):
+            await a.mute(room_id, "ws")
+        # The owner's slow hook outlasts the caller's forward_timeout (0.5 s): the caller is
+        # told the room did not answer, as process_inbound says of any timeout.
+        await a.attach_channel(room_id, "sms")
+        result = await a.process_inbound(text("sms", "fast"), room_id=room_id)
+        assert not result.blocked
+        placement(a)._owner.forward_timeout = 0.5
+        late = await a.process_inbound(text("sms", "slow"), room_id=room_id)
+        assert late.blocked and late.reason == "process_timeout"
+
+
+@pytest.mark.nats
+async def test_a_process_that_stops_hands_its_rooms_over(nats_server: NatsServer) -> None:
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, nats_server.url, "b", ran)
+        async with a:
+            async with b:
+
+                async def shared() -> bool:
+                    return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
+
+                await eventually(shared, what="even shares")
+                rooms = rooms_of(b, 3)
+                for room_id in rooms:
+                    await a.create_room(room_id=room_id)
+                    await a.attach_channel(room_id, "sms")
+                    await a.process_inbound(text("sms", "before", sender=room_id), room_id=room_id)
+                    assert runs_here(b, room_id)
+            # b closed: it answered what it had taken and gave its leases back.
+
+            async def all_to_a() -> bool:
+                return len(placement(a).held) == PARTITIONS
+
+            await eventually(all_to_a, timeout=5, what="a takes b's partitions up")
+            ran.clear()
+            for room_id in rooms:
+                result = await a.process_inbound(
+                    text("sms", "after", sender=room_id), room_id=room_id
+                )
+                assert result.event is not None and not result.blocked
+                assert runs_here(a, room_id)
+                bodies = [e.content.body for e in await a.get_timeline(room_id)]  # type: ignore[union-attr]
+                assert bodies[-2:] == ["before", "after"]
+            assert {member for member, _ in ran} == {"a"}
+
+
+class GatedChannel(SimpleChannel):
+    """Delivers once ``gate`` is set."""
+
+    def __init__(self, channel_id: str, gate: anyio.Event) -> None:
+        super().__init__(channel_id)
+        self.gate = gate
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        await self.gate.wait()
+        return await super().deliver(event, binding, context)
+
+
+@pytest.mark.nats
+async def test_a_caller_that_does_not_wait_for_deliveries_is_answered_at_the_commit(
+    nats_server: NatsServer,
+) -> None:
+    # a returns from its commands once they are committed (wait_for_delivery=False, or a
+    # delivery worker's own job): so does b when it runs them for a. Else a waited for a
+    # delivery it never waits for, here until its forward_timeout (20 s): RoomTimeoutError.
+    gate = anyio.Event()
+    ran: list[tuple[str, str]] = []
+    url = nats_server.url
+    async with NatsEventLog(url) as log_a, NatsEventLog(url) as log_b:
+        a = kit_of(log_a, url, "a", ran, wait_for_delivery=False)
+        b = kit_of(log_b, url, "b", ran)
+        channels = {kit: GatedChannel("gated", gate) for kit in (a, b)}
+        for kit, channel in channels.items():
+            kit.register_channel(channel)
+        async with a, b:
+
+            async def shared() -> bool:
+                return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
+
+            await eventually(shared, what="even shares")
+            room_id = rooms_of(b, 1)[0]
+            await a.create_room(room_id=room_id)
+            await a.attach_channel(room_id, "sms")
+            await a.attach_channel(room_id, "gated")
+            with anyio.fail_after(60):  # a guard against a hang, not a timing
+                sent = await a.send_event(room_id, "sms", TextContent(body="out"))
+                result = await a.process_inbound(text("sms", "in"), room_id=room_id)
+            assert result.event is not None
+            assert [e.id for e in await a.get_timeline(room_id)][-2:] == [
+                sent.id,
+                result.event.id,
+            ]
+            assert channels[b].delivered == []  # still at the gate
+            gate.set()
+
+            async def delivered() -> bool:
+                return len(channels[b].delivered) == 2
+
+            await eventually(delivered, what="b delivers both once the gate opens")
+            assert channels[a].delivered == []
+
+
+_VICTIM = """
+import anyio, sys
+from eventlog.nats import NatsEventLog
+from roomkit import RoomKit
+from roomkit.ownership.nats import NatsOwnership
+from tests.roomkit.kit_helpers import SimpleChannel
+
+async def main(url: str) -> None:
+    async with NatsEventLog(url) as log:
+        kit = RoomKit(
+            log=log,
+            ownership=NatsOwnership(url, member="victim", partitions={partitions},
+                                    lease_ttl={lease_ttl}),
+        )
+        kit.register_channel(SimpleChannel("sms"))
+        async with kit:
+            placement = kit._runtime.placement
+            while len(placement.held) < {share}:
+                await anyio.sleep(0.05)
+            print("ready", flush=True)
+            await anyio.sleep_forever()
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+@pytest.mark.nats
+async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_lost(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    ran: list[tuple[str, str]] = []
+    share = PARTITIONS // 2
+    script = tmp_path / "victim.py"
+    script.write_text(
+        textwrap.dedent(_VICTIM).format(partitions=PARTITIONS, lease_ttl=LEASE_TTL, share=share)
+    )
+    async with NatsEventLog(nats_server.url) as log, kit_of(log, nats_server.url, "a", ran) as a:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        victim = subprocess.Popen(
+            [sys.executable, str(script), nats_server.url],
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+        try:
+            assert victim.stdout is not None
+            line = await anyio.to_thread.run_sync(victim.stdout.readline)
+            assert line.strip() == b"ready"
+
+            async def shared() -> bool:
+                return settled(a, share) and "victim" in placement(a).members
+
+            await eventually(shared, what="the victim holds its share")
+            rooms = [
+                r
+                for r in (f"room-{n}" for n in range(200))
+                if placement(a).owner_of(r) == "victim"
+            ][:3]
+            for room_id in rooms:
+                await a.create_room(room_id=room_id)
+                await a.attach_channel(room_id, "sms")
+                result = await a.process_inbound(
+                    text("sms", "to the victim", sender=room_id), room_id=room_id
+                )
+                assert result.event is not None
+            assert not ran  # the victim ran them
+        finally:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            assert victim.stdout is not None
+            victim.stdout.close()
+
+        # Until its leases expire, the victim's rooms run where they are asked, once nobody
+        # listens on its subject (a request the server still passed on to the dead process
+        # would be a timeout: it might have been applied, for all the caller knows).
+        async def nobody_listens() -> bool:
+            seen = placement(a)
+            try:
+                await seen._nc.request(seen._owner.subject("victim"), b"", timeout=0.2)
+            except nats.errors.NoRespondersError:
+                return True
+            except nats.errors.TimeoutError:
+                return False
+            raise AssertionError("the victim answered")
+
+        await eventually(nobody_listens, what="the server noticed the victim is gone")
+        first = rooms[0]
+        now = await a.process_inbound(text("sms", "right away", sender=first), room_id=first)
+        assert now.event is not None and not now.blocked
+        assert ("a", first) in ran
+
+        async def all_to_a() -> bool:
+            return len(placement(a).held) == PARTITIONS
+
+        await eventually(all_to_a, timeout=LEASE_TTL * 4, what="a takes the victim's up")
+        assert placement(a).members == {"a"}
+        for room_id in rooms:
+            await a.process_inbound(text("sms", "after", sender=room_id), room_id=room_id)
+            timeline = await a.get_timeline(room_id)
+            bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+            expected = ["to the victim", "right away", "after"] if room_id == first else None
+            assert bodies == (expected or ["to the victim", "after"])
+
+
+@pytest.mark.nats
+async def test_the_leases_are_taken_again_after_the_server_restarted(
+    restartable_nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The lease bucket is kept in memory: a restarted server has none. The processes make it
+    # again and share the partitions as before, and the rooms go on.
+    server = restartable_nats_server
+    async with processes(server, "a", "b") as ((a, b), ran):
+        room_id = rooms_of(b, 1)[0]
+        await a.create_room(room_id=room_id)
+        await a.attach_channel(room_id, "sms")
+        await a.process_inbound(text("sms", "before"), room_id=room_id)
+
+        server.kill()
+        server.restart()
+
+        async def noticed() -> bool:
+            return all(placement(kit)._failing for kit in (a, b))
+
+        await eventually(noticed, what="both noticed the bucket is gone")
+
+        async def shared_again() -> bool:
+            return all(
+                settled(kit, PARTITIONS // 2) and not placement(kit)._failing for kit in (a, b)
+            )
+
+        await eventually(shared_again, timeout=30, what="both hold their shares again")
+        ran.clear()
+        owner, other = (a, b) if placement(b).owner_of(room_id) == "a" else (b, a)
+        result = await other.process_inbound(text("sms", "after"), room_id=room_id)
+        assert result.event is not None and not result.blocked
+        assert {member for member, _ in ran} == {placement(owner)._me}
+    assert "the lease table failed" in caplog.text
