@@ -51,6 +51,7 @@ from roomkit import (
 )
 from roomkit.core import _commands
 from roomkit.core._runtime import ROOM
+from roomkit.ingress import Ingress, publish_inbound
 from roomkit.models.event import EventSource
 from roomkit.models.hook import InjectedEvent
 from roomkit.ownership import partition_of
@@ -617,3 +618,35 @@ async def test_the_leases_are_taken_again_after_the_server_restarted(
         assert result.event is not None and not result.blocked
         assert {member for member, _ in ran} == {placement(owner)._me}
     assert "the lease table failed" in caplog.text
+
+
+@pytest.mark.nats
+async def test_inbound_messages_from_nats_are_recorded_by_their_room_s_owner(
+    nats_server: NatsServer,
+) -> None:
+    # Both processes consume the one ingress (the messages are shared between them as they
+    # come); each message is recorded once, in order, by the process that holds its room.
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        rooms = rooms_of(a, 3) + rooms_of(b, 3)
+        for room_id in rooms:
+            await a.create_room(room_id=room_id)
+            await a.attach_channel(room_id, "sms")
+        ran.clear()
+        ingresses = [Ingress(kit, nats_server.url, max_in_flight=8) for kit in (a, b)]
+        async with ingresses[0], ingresses[1], await nats.connect(nats_server.url) as client:
+            for n in range(10):
+                for room_id in rooms:
+                    message = text("sms", f"#{n}", idempotency_key=f"{room_id}-{n}")
+                    await publish_inbound(client, message, room_id=room_id)
+
+            async def all_recorded() -> bool:
+                return sum(ingress.stats.recorded for ingress in ingresses) == 10 * len(rooms)
+
+            await eventually(all_recorded, timeout=30, what="every message recorded")
+        assert all(ingress.stats.recorded for ingress in ingresses)  # both took some
+        for room_id in rooms:
+            timeline = await b.get_timeline(room_id, limit=100)
+            bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+            assert bodies == [f"#{n}" for n in range(10)]
+            owner = "a" if room_id in rooms[:3] else "b"
+            assert ran.count((owner, room_id)) == 10 and len(set(ran)) == len(rooms)
