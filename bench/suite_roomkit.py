@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from bench._table import Row
 from bench.roomkit_floor import bench_floor, over_floor
 from bench.roomkit_inbound import bench_inbound, import_time, memory_logs
+from bench.roomkit_ownership import bench_ownership
 from bench.roomkit_postgres import bench_postgres_store
 from eventlog import EventLog
 
@@ -40,6 +41,12 @@ async def suite() -> list[tuple[str, list[Row]]]:
         nats_logs.count = 0  # type: ignore[attr-defined]
         rows = await bench_inbound("JetStream", nats_logs)
         tables.append(("RoomKit inbound: NatsEventLog (JetStream, file storage)", rows))
+        tables.append(
+            (
+                "Rooms owned by another process (bench/roomkit_ownership.py)",
+                await bench_ownership(server.url),
+            )
+        )
     if importlib.util.find_spec("pgserver") is not None:  # no binaries for Linux on ARM
         tables.append(
             (
