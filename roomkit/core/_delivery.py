@@ -181,7 +181,7 @@ class RoomDelivery:
         router = services.router()
         results: list[DeliveryResult] = []
         if work.targets is not None:
-            # Injected events go to their targets through ``deliver`` (quirk 5 fixed).
+            # Injected events: each target's on_event, and a transport's deliver (quirk 5).
             for target_id in work.targets:
                 binding = context.get_binding(target_id)
                 if binding is None:

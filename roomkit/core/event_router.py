@@ -44,6 +44,7 @@ from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
 from roomkit.core.retry import retry_with_backoff
 from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder, required_media_type
+from roomkit.models.channel import ChannelOutput
 from roomkit.models.delivery import DeliveryResult, ProviderResult
 from roomkit.models.enums import (
     Access,
@@ -56,7 +57,7 @@ from roomkit.models.event import CompositeContent, SystemContent, TemplateConten
 from roomkit.models.task import Observation
 
 if TYPE_CHECKING:
-    from roomkit.models.channel import ChannelBinding, ChannelOutput
+    from roomkit.models.channel import ChannelBinding
     from roomkit.models.context import RoomContext
     from roomkit.models.event import EventContent, RoomEvent
     from roomkit.models.task import Task
@@ -344,7 +345,10 @@ class EventRouter:
                 # every target of every message.
                 outcome.output = await reaction
             else:
-                outcome.output = await bounded_here(reaction, self._call_timeout)
+                output = await bounded_here(reaction, self._call_timeout)
+                if output is not None and not isinstance(output, ChannelOutput):
+                    output = taken_as_output(output, channel_id, "on_event")
+                outcome.output = output
             if is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
                     channel, prepared, target, context
@@ -442,21 +446,28 @@ class EventRouter:
 
     async def deliver_to(
         self, event: RoomEvent, target_binding: ChannelBinding, context: RoomContext
-    ) -> DeliveryResult:
-        """Send ``event`` out through one target's ``deliver`` (injected events, QUIRK 5).
+    ) -> DeliveryResult | None:
+        """Give ``event`` to one target chosen for it (an injected event).
 
-        Same path as a broadcast's delivery: transcoding (against the event's source binding
-        in ``context`` when there is one), truncation, circuit breaker, rate limit and retries.
-        No ``on_event`` call and no access, visibility or mute check: the caller chose the
-        target explicitly. Never raises for a delivery failure; cancellation propagates.
+        As in 0.3.0, the target's ``on_event`` sees it (an AI channel learns of it; what it
+        answers is not recorded, as then); a TRANSPORT target also sends it out through
+        ``deliver`` (QUIRK 5 fixed: 0.3.0 called only ``on_event``, which a transport channel
+        does nothing in), on a broadcast's delivery path: transcoding (against the event's
+        source binding in ``context`` when there is one), truncation, circuit breaker, rate
+        limit and retries. No access, visibility or mute check: the caller chose the target
+        explicitly. Never raises for a target's failure; cancellation propagates.
 
         Returns:
-            The outcome; ``error`` is ``channel_not_registered``, ``transcoding_failed``,
-            ``circuit_breaker_open``, the provider's error or an exception text on failure.
+            A TRANSPORT target's delivery (``error``: ``channel_not_registered``,
+            ``transcoding_failed``, ``circuit_breaker_open``, the provider's error or an
+            exception text on failure); None for any other target.
         """
+        is_transport = target_binding.category == ChannelCategory.TRANSPORT
         channel_id = target_binding.channel_id
         channel = self._channels.get(channel_id)
         if channel is None:
+            if not is_transport:
+                return None
             return DeliveryResult(
                 channel_id=channel_id, success=False, error="channel_not_registered"
             )
@@ -466,15 +477,60 @@ class EventRouter:
             )
         except Exception as exc:
             logger.warning("transcoding for %r failed: %s", channel_id, exc, exc_info=True)
+            if not is_transport:
+                return None
             return DeliveryResult(channel_id=channel_id, success=False, error=error_text(exc))
         if prepared is None:
+            if not is_transport:
+                return None
             return DeliveryResult(channel_id=channel_id, success=False, error="transcoding_failed")
+        await self._tell_injected(channel, prepared, target_binding, context)
+        if not is_transport:
+            return None
         # ``bounded`` without a limit: the channel's deliver runs in a copy of the context, as
         # a broadcast target's does (the caller is the room's long-lived delivery worker).
         delivery, _ = await bounded(
             self._deliver(channel, prepared, target_binding, context), None
         )
         return delivery
+
+    async def _tell_injected(
+        self, channel: Channel, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> None:
+        """The target's ``on_event`` for an injected event; a failure is logged."""
+        if type(channel).on_event is _BASE_ON_EVENT and "on_event" not in vars(channel):
+            return  # does nothing
+        try:
+            # In a copy of the context, as a broadcast target's call (the caller is the room's
+            # long-lived delivery worker).
+            output = await bounded(channel.on_event(event, binding, context), self._call_timeout)
+        except Exception as exc:
+            logger.warning(
+                "room %s: target %r failed on injected event %s: %s",
+                event.room_id,
+                binding.channel_id,
+                event.id,
+                _error_text(exc),
+                exc_info=exc,
+            )
+            return
+        except BaseException as exc:  # its own CancelledError: see _target
+            failure = raised_uncancelled(exc, f"channel {binding.channel_id!r}")
+            logger.warning(
+                "room %s: target %r failed on injected event %s: %s",
+                event.room_id,
+                binding.channel_id,
+                event.id,
+                failure,
+            )
+            return
+        if isinstance(output, ChannelOutput) and output.responded:
+            logger.debug(
+                "room %s: %r answered injected event %s: not recorded (as in 0.3.0)",
+                event.room_id,
+                binding.channel_id,
+                event.id,
+            )
 
     async def _prepare(
         self, event: RoomEvent, source_binding: ChannelBinding | None, target: ChannelBinding
@@ -578,10 +634,40 @@ async def _deliver_once(
     limit: float | None,
 ) -> ChannelOutput:
     output = await bounded_here(channel.deliver(event, binding, context), limit)
+    if not isinstance(output, ChannelOutput):
+        output = taken_as_output(output, binding.channel_id, "deliver")
     provider_result = output.provider_result
     if provider_result is not None and provider_result.success is False:
         raise ProviderDeliveryError(provider_result)
     return output
+
+
+_ODD_OUTPUTS: set[tuple[str, str, str]] = set()  # reported once each: (channel, method, type)
+
+
+def taken_as_output(value: object, channel_id: str, method: str) -> ChannelOutput:
+    """What a channel's ``deliver`` or ``on_event`` that returned ``value`` (not a
+    ``ChannelOutput``) is taken to have returned.
+
+    Nothing (``None``) is an output with nothing in it: a ``deliver`` that returned nothing
+    sent the event, and counting it as failed sent it again at every retry, then opened the
+    breaker. A bare ``ProviderResult`` is the provider's answer (``success=False``: a failure).
+    Anything else is taken as nothing, with one warning per channel and type.
+    """
+    if value is None:
+        return ChannelOutput()
+    if isinstance(value, ProviderResult):
+        return ChannelOutput(provider_result=value)
+    kind = type(value).__name__
+    if (channel_id, method, kind) not in _ODD_OUTPUTS:
+        _ODD_OUTPUTS.add((channel_id, method, kind))
+        logger.warning(
+            "channel %r: %s returned a %s, not a ChannelOutput: taken as an empty output",
+            channel_id,
+            method,
+            kind,
+        )
+    return ChannelOutput()
 
 
 def _error_text(error: Exception) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
+from uuid import uuid4
 
 import anyio
 import pytest
@@ -550,6 +551,52 @@ class TestDelivery:
         assert result.delivery_results["t"].provider_result is None
 
     @pytest.mark.parametrize(
+        ("returned", "success"),
+        [
+            (None, True),  # "sent it, nothing to say": as 0.3.0 took it
+            ("sent", True),
+            (ProviderResult(success=True, message_id="m1"), True),
+            (ProviderResult(success=False, error="invalid_number"), False),
+        ],
+    )
+    async def test_a_deliver_that_returns_no_channel_output_is_taken_as_it_says(
+        self, returned: object, success: bool, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # It was a failure whatever it said ("'NoneType' object has no attribute
+        # 'provider_result'"): the message was sent again at every retry, then the breaker
+        # opened and later messages were dropped.
+        class Careless(Probe):
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                self.delivered.append(event)
+                return returned  # type: ignore[return-value]
+
+        target = Careless(f"careless-{uuid4().hex}")  # each warns once
+        breakers: dict[str, CircuitBreaker] = {}
+        policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
+        result = await broadcast(
+            make_router(target, sleep=RecordingSleep(), breakers=breakers),
+            bind(target.channel_id, retry_policy=policy),
+        )
+        delivery = result.delivery_results[target.channel_id]
+        assert delivery.success is success
+        assert len(target.delivered) == (1 if success else 3)
+        assert breakers[target.channel_id].failure_count == (0 if success else 1)
+        if isinstance(returned, ProviderResult):
+            assert delivery.provider_result == returned
+        assert ("returned a str" in caplog.text) == isinstance(returned, str)
+
+    async def test_an_on_event_that_returns_no_channel_output_is_taken_as_nothing(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        channel_id = f"odd-{uuid4().hex}"  # each warns once
+        target = Probe(channel_id, output=lambda event: 42)  # type: ignore[arg-type,return-value]
+        result = await broadcast(make_router(target), bind(channel_id))
+        assert result.errors == {} and result.delivery_results[channel_id].success
+        assert "on_event returned a int" in caplog.text
+
+    @pytest.mark.parametrize(
         ("provider_error", "expected"),
         [("invalid_number", "invalid_number"), (None, "provider_failure")],
     )
@@ -770,13 +817,20 @@ class TestConcurrency:
 
 
 class TestDeliverTo:
-    async def test_delivers_without_on_event(self) -> None:
-        """QUIRK 5 fixed: injected events go out through ``deliver``."""
+    async def test_a_transport_target_sees_it_and_sends_it_out(self) -> None:
+        """QUIRK 5 fixed: injected events also go out through ``deliver``."""
         target = Probe("t")
         router = make_router(target)
         delivery = await router.deliver_to(message(), bind("t"), context(bind("src"), bind("t")))
-        assert delivery.success and delivery.provider_result == OK
-        assert target.seen == [] and len(target.delivered) == 1
+        assert delivery is not None and delivery.success and delivery.provider_result == OK
+        assert len(target.seen) == len(target.delivered) == 1
+
+    async def test_another_target_only_sees_it(self) -> None:
+        target = Probe("ai", on_event_error=RuntimeError("the model is down"))
+        ai = bind("ai", category=ChannelCategory.INTELLIGENCE)
+        delivery = await make_router(target).deliver_to(message(), ai, context(bind("src"), ai))
+        assert delivery is None  # a failure of its on_event is logged, as in 0.3.0
+        assert len(target.seen) == 1 and target.delivered == []
 
     async def test_explicit_targets_skip_access_and_mute_checks(self) -> None:
         target = Probe("t")

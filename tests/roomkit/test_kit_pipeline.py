@@ -499,6 +499,35 @@ class TestInbound:
         assert sms.texts() == ["we got it"]  # quirk 5 fixed: deliver, not on_event
         assert ws.delivered == []
 
+    async def test_an_injected_event_reaches_an_ai_target_through_on_event(
+        self, kit: RoomKit
+    ) -> None:
+        # As in 0.3.0: every target's on_event sees it (an AI learns of the note); a transport
+        # target also sends it out. The fix of quirk 5 had dropped on_event altogether.
+        sms, ws = await two_channel_room(kit)
+        ai = SimpleChannel("ai1", ChannelType.AI)
+        kit.register_channel(ai)
+        await kit.attach_channel("r1", "ai1", category=ChannelCategory.INTELLIGENCE)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def note(event: RoomEvent, context: RoomContext) -> HookResult:
+            if event.source.channel_id != "sms":
+                return HookResult.allow()
+            injected = RoomEvent(
+                room_id=event.room_id,
+                source=EventSource(channel_id="system", channel_type="system"),
+                content=TextContent(body="a note"),
+            )
+            return HookResult.allow(
+                injected=[InjectedEvent(event=injected, target_channel_ids=["ai1", "ws"])]
+            )
+
+        await kit.process_inbound(text("sms", "hello"))
+        assert [e.content.body for e in ai.seen] == ["a note", "hello"]  # type: ignore[union-attr]
+        assert ai.delivered == []  # not a transport: nothing to send out
+        assert ws.texts() == ["a note", "hello"]
+        assert [e.content.body for e in ws.seen] == ["a note", "hello"]  # type: ignore[union-attr]
+
     async def test_failing_sync_hook_fails_open_and_reports(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
         errors = hook_errors(kit)
