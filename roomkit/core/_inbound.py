@@ -13,12 +13,13 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 from uuid import uuid4
 
 import anyio
 
+from actors import error_text
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._commands import (
@@ -30,7 +31,8 @@ from roomkit.core._commands import (
 )
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
-from roomkit.core.hooks import IdentityHookRegistration
+from roomkit.core._system_events import lifecycle_event
+from roomkit.core.hooks import HookError, IdentityHookRegistration
 from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.context import RoomContext
@@ -392,7 +394,8 @@ class InboundMixin(HelpersMixin):
                 continue
             outcome = value
             break
-        await self._hook_engine.run_async_hooks(room_id, trigger, event, context)
+        errors = await self._hook_engine.run_async_hooks(room_id, trigger, event, context)
+        await self._report_async_hook_errors(room_id, errors, context)
         return outcome
 
     async def _identified(self, room_id: str, event: RoomEvent, identity: Identity) -> RoomEvent:
@@ -526,9 +529,31 @@ class InboundMixin(HelpersMixin):
                     await value
             except Exception:
                 logger.exception("delivery status handler failed")
-        await self._hook_engine.run_async_hooks(
+        errors = await self._hook_engine.run_async_hooks(
             "", HookTrigger.ON_DELIVERY_STATUS, status, None, skip_event_filter=True
         )
+        await self._report_async_hook_errors("", errors, None)
+
+    async def _report_async_hook_errors(
+        self, room_id: str, errors: Sequence[HookError], context: RoomContext | None
+    ) -> None:
+        """Report async hooks that failed outside a room's delivery worker (identity hooks,
+        delivery statuses, which no room runs) as its failed hooks are: a ``hook_error``
+        framework event, and the ON_ERROR hooks (whose own failures are only logged)."""
+        for name, error in errors:
+            text = error_text(error)
+            await self._emit_framework_event(
+                "hook_error", room_id=room_id, data={"hook": name, "error": text}
+            )
+            event = lifecycle_event(
+                room_id,
+                EventType.SYSTEM,
+                "hook_error",
+                f"hook {name} failed: {text}",
+                utcnow(),
+                {"hook": name},
+            )
+            await self._hook_engine.run_async_hooks(room_id, HookTrigger.ON_ERROR, event, context)
 
     async def process_webhook(self, meta: Any, channel_id: str) -> InboundResult | None:
         """Route a parsed webhook: inbound messages to ``process_inbound``, statuses to

@@ -367,6 +367,29 @@ class TestFrameworkEvents:
         assert statuses == ["delivered"]
         assert hooked == ["SM1"]
 
+    async def test_a_failed_delivery_status_hook_is_reported(self, kit: RoomKit) -> None:
+        # As any failed async hook is: a hook_error framework event, and the ON_ERROR hooks.
+        # Its failure was only logged.
+        from roomkit import DeliveryStatus
+
+        reported: list[dict[str, Any]] = []
+        on_error: list[str] = []
+        kit.on("hook_error")(lambda event: reported.append(event.data))
+
+        @kit.hook(HookTrigger.ON_DELIVERY_STATUS, execution=HookExecution.ASYNC, name="status")
+        async def broken(status: DeliveryStatus, context: object) -> None:
+            raise RuntimeError("the CRM is down")
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def noted(event: RoomEvent, context: object) -> None:
+            on_error.append(event.content.body)  # type: ignore[union-attr]
+
+        await kit.process_delivery_status(
+            DeliveryStatus(provider="twilio", message_id="SM1", status="delivered")
+        )
+        assert reported == [{"hook": "status", "error": "the CRM is down"}]
+        assert on_error == ["hook status failed: the CRM is down"]
+
 
 class TestResilience:
     async def test_provider_failure_is_retried_and_counted(self, kit: RoomKit) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -162,6 +163,31 @@ async def test_unknown_sender_rejected_by_hook(
 
     result = await kit.process_inbound(text("sms", "hello", sender="+9"))
     assert result.blocked and result.reason == "Unknown sender"
+    await kit.close()
+
+
+async def test_a_failed_async_identity_hook_is_reported(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
+    # As any failed async hook is (a hook_error framework event, the ON_ERROR hooks); it was
+    # only logged.
+    kit = await kit_with(resolver)
+    reported: list[dict[str, Any]] = []
+    on_error: list[str] = []
+    kit.on("hook_error")(lambda event: reported.append(event.data))
+
+    @kit.hook(HookTrigger.ON_IDENTITY_UNKNOWN, execution=HookExecution.ASYNC, name="crm")
+    async def broken(event: RoomEvent, context: RoomContext) -> None:
+        raise RuntimeError("the CRM is down")
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        on_error.append(f"{event.room_id}: {event.content.body}")  # type: ignore[union-attr]
+
+    result = await kit.process_inbound(text("sms", "hello", sender="+9"))
+    assert not result.blocked
+    assert reported == [{"hook": "crm", "error": "the CRM is down"}]
+    assert on_error == ["r1: hook crm failed: the CRM is down"]
     await kit.close()
 
 
