@@ -8,7 +8,15 @@ from typing import Self
 
 from eventlog import EventLog, Record
 
-__all__ = ["PAGE_SIZE", "Progress", "RecordReader", "Until", "to_datetime", "to_timestamp"]
+__all__ = [
+    "PAGE_SIZE",
+    "Progress",
+    "RecordReader",
+    "Until",
+    "check_until",
+    "to_datetime",
+    "to_timestamp",
+]
 
 PAGE_SIZE = 500
 """Records fetched per ``read``: bounds memory on long rooms and paces progress reports."""
@@ -18,6 +26,25 @@ Until = int | datetime | None
 
 Progress = Callable[[int], object]
 """Called with the number of records just read (once per page), e.g. ``tqdm.update``."""
+
+
+def check_until(until: object) -> None:
+    """Refuse a replay bound that is not a version or a time.
+
+    Raises:
+        TypeError: ``until`` is neither ``None``, an int nor a ``datetime`` (a ``date``, a
+            timestamp as a float, a str): it was taken as no bound at all, and a replay
+            "as of 2000" gave the room as it is now.
+        ValueError: a negative version (the CLI's ``--at`` refuses it too).
+    """
+    if until is None or isinstance(until, datetime):
+        return
+    if isinstance(until, bool) or not isinstance(until, int):
+        raise TypeError(
+            f"until is a version (an int) or a datetime, not {type(until).__name__}: {until!r}"
+        )
+    if until < 0:
+        raise ValueError(f"until must be a version >= 0, got {until}")
 
 
 def to_timestamp(when: datetime) -> float:
@@ -71,6 +98,7 @@ class RecordReader:
         progress: Progress | None = None,
         page_size: int = PAGE_SIZE,
     ) -> None:
+        check_until(until)
         self._log = log
         self._stream = stream
         self._next_after = max(after_version, 0)

@@ -85,6 +85,8 @@ async def replay_point(
         RoomNotFoundError: the log has no record of ``room_id``.
         InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
+        TypeError: ``until`` is neither a version (an int) nor a ``datetime``.
+        ValueError: ``until`` is a negative version.
     """
     stream = room_stream(room_id)
     state = RoomState()
@@ -112,5 +114,7 @@ async def replay(
         RoomNotFoundError: the log has no record of ``room_id``.
         InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
+        TypeError: ``until`` is neither a version (an int) nor a ``datetime``.
+        ValueError: ``until`` is a negative version.
     """
     return (await replay_point(log, room_id, until, progress=progress)).state

@@ -327,6 +327,26 @@ class TestReplay:
         before = await replay_point(log, "r1", until=T0 - timedelta(seconds=1))
         assert before.version == 0 and before.state.room is None
 
+    @pytest.mark.parametrize(
+        ("until", "error"),
+        [
+            (T0.date(), TypeError),  # a date is not a datetime
+            (T0.timestamp(), TypeError),  # a float timestamp
+            ("3", TypeError),
+            (True, TypeError),
+            (-1, ValueError),
+        ],
+    )
+    async def test_an_until_that_is_not_a_version_or_a_time_is_refused(
+        self, until: object, error: type[Exception]
+    ) -> None:
+        # Each was taken as no bound at all: "as of 2000" gave the room as it is now.
+        log = await hand_made_room()
+        with pytest.raises(error, match="until"):
+            await replay(log, "r1", until=until)  # type: ignore[arg-type]
+        with pytest.raises(error, match="until"):
+            timeline(log, "r1", until=until)  # type: ignore[arg-type]
+
     async def test_progress_counts_every_record_read(self) -> None:
         log = await hand_made_room()
         counts: list[int] = []
