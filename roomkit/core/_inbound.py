@@ -32,7 +32,7 @@ from roomkit.core._commands import (
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
 from roomkit.core._system_events import lifecycle_event
-from roomkit.core.hooks import HookError, IdentityHookRegistration
+from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.context import RoomContext
@@ -271,8 +271,10 @@ class InboundMixin(HelpersMixin):
 
         Raises:
             ValueError: ``trigger`` is neither of those two (such a hook would never run).
-            TypeError: what is decorated is not callable.
+            TypeError: a channel filter is a string (it would match by substring), or what is
+                decorated is not callable.
         """
+        check_filters("identity hook", channel_types, channel_ids, directions)
         trigger = HookTrigger(trigger)
         if trigger not in _IDENTITY_TRIGGERS:
             raise ValueError(

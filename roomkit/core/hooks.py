@@ -126,10 +126,7 @@ class HookRegistration:
                 raise TypeError
         except (TypeError, ArithmeticError):  # Decimal("NaN") raises InvalidOperation
             raise TypeError(f"hook priority must be a number, got {self.priority!r}") from None
-        for name in ("channel_types", "channel_ids", "directions"):
-            if isinstance(getattr(self, name), str | bytes):
-                # ``"sms" in "sms,email"`` would match by substring: a collection is due.
-                raise TypeError(f"hook {name} must be a collection, got {getattr(self, name)!r}")
+        check_filters("hook", self.channel_types, self.channel_ids, self.directions)
         # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
         given = self.timeout
         timeout = check_seconds("hook timeout", given, none=True)
@@ -156,6 +153,24 @@ class HookRegistration:
         )
 
 
+def check_filters(
+    what: str, channel_types: object, channel_ids: object, directions: object
+) -> None:
+    """Refuse a channel filter given as a string.
+
+    Raises:
+        TypeError: one is a str or bytes: ``"sms" in "sms-vip"`` would match by substring
+            (a hook meant for channel "sms-vip" ran for "sms"); a collection is due.
+    """
+    for name, value in (
+        ("channel_types", channel_types),
+        ("channel_ids", channel_ids),
+        ("directions", directions),
+    ):
+        if isinstance(value, str | bytes):
+            raise TypeError(f"{what} {name} must be a collection, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class IdentityHookRegistration:
     """One identity hook (``kit.identity_hook``): runs at ``trigger`` for the inbound events
@@ -166,6 +181,9 @@ class IdentityHookRegistration:
     channel_types: Collection[ChannelType] | None = None
     channel_ids: Collection[str] | None = None
     directions: Collection[ChannelDirection] | None = None
+
+    def __post_init__(self) -> None:
+        check_filters("identity hook", self.channel_types, self.channel_ids, self.directions)
 
     def matches(self, event: Any) -> bool:
         """Whether the channel filters accept ``event``'s source."""

@@ -390,6 +390,9 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
     for name in ("channel_types", "channel_ids", "directions"):
         with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
             kit.hook(HookTrigger.BEFORE_BROADCAST, **{name: "sms"})(allow)
+        # An identity hook's too: one meant for channel "sms-vip" rejected senders on "sms".
+        with pytest.raises(TypeError, match=f"^identity hook {name} must be a collection"):
+            kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN, **{name: "sms-vip"})
     # Not callable: it failed at the first delivery status, or the room's first ephemeral event.
     with pytest.raises(TypeError, match="^a delivery status handler must be callable"):
         kit.on_delivery_status(5)  # type: ignore[type-var]
