@@ -26,6 +26,7 @@ import signal
 import sys
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -261,6 +262,12 @@ def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:
     from actors import check_finite_seconds
     from roomkit.ingress.wire import check_jetstream_name, check_subject_prefix
 
+    for option in ("nats", "log"):
+        url = getattr(args, option)
+        if url is not None and not _is_nats_url(url):
+            # Refused here, as ``roomkit rooms --log`` does: connecting to it said the server
+            # was unreachable (exit 3) for what is a usage error.
+            raise error(code, f"--{option} {url!r} is not a NATS URL: expected nats://HOST:PORT")
     if args.max_in_flight < 1:
         raise error(code, "--max-in-flight must be at least 1")
     if args.lanes is not None and args.lanes < 1:
@@ -280,6 +287,16 @@ def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:
     ):
         # One server, one stream name: the log's stream does not capture the ingress's subjects.
         raise error(code, f"--log-stream {args.log_stream!r} is also an ingress stream")
+
+
+def _is_nats_url(url: str) -> bool:
+    """Whether ``url`` is one nats-py takes: a scheme it knows, a host, a numeric port."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("nats", "tls", "ws", "wss") and bool(parts.hostname)
 
 
 def _load_app(spec: str, error: Any, code: int) -> Any:

@@ -1261,6 +1261,9 @@ def test_serve_imports_the_app_from_the_current_directory(
         (["--stream", "ROOMKIT"], "--log-stream"),
         (["--dlq-stream", "ROOMKIT_IN"], "--dlq-stream"),
         (["--lanes", "0"], "--lanes"),
+        (["--nats", "notaurl"], "--nats 'notaurl' is not a NATS URL"),
+        (["--nats", "nats://host:port"], "--nats"),
+        (["--log", "127.0.0.1:4222"], "--log"),
     ],
 )
 async def test_serve_refuses_bad_settings_before_connecting(argv: list[str], message: str) -> None:
