@@ -655,8 +655,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             raise TypeError(f"callback must be callable, got {callback!r}")
         return await self._realtime.subscribe_to_room(room_id, callback)
 
-    async def unsubscribe_room(self, subscription_id: str) -> bool:
-        return await self._realtime.unsubscribe(subscription_id)
+    async def unsubscribe_room(self, sub_id: str) -> bool:
+        """Stop a subscription ``subscribe_room`` made (``sub_id``: its id, 0.3.0's name)."""
+        return await self._realtime.unsubscribe(sub_id)
 
 
 _UNBOUNDED_ASK = 24 * 3600.0

@@ -103,7 +103,7 @@ class RealtimeBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def unsubscribe(self, subscription_id: str) -> bool:
+    async def unsubscribe(self, sub_id: str) -> bool:
         """Stop a subscription.
 
         Returns:

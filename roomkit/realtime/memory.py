@@ -152,9 +152,9 @@ class InMemoryRealtime(RealtimeBackend):
         task_group.start_soon(self._deliver, sub, name=f"roomkit.realtime:{channel}:{sub.id}")
         return sub.id
 
-    async def unsubscribe(self, subscription_id: str) -> bool:
+    async def unsubscribe(self, sub_id: str) -> bool:
         """Stop a subscription; events still queued for it are discarded."""
-        sub = self._subscriptions.get(subscription_id)
+        sub = self._subscriptions.get(sub_id)
         if sub is None:
             return False
         self._forget(sub)

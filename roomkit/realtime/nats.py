@@ -222,21 +222,21 @@ class NatsRealtime(RealtimeBackend):
             self._subscribers.setdefault(channel, set()).add(sub_id)
         return sub_id
 
-    async def unsubscribe(self, subscription_id: str) -> bool:
+    async def unsubscribe(self, sub_id: str) -> bool:
         """Stop a subscription; ``False`` if there is none of that id."""
-        channel = self._channel_of.pop(subscription_id, None)
+        channel = self._channel_of.pop(sub_id, None)
         if channel is None:
             return False
         async with self._lock():
             subscribers = self._subscribers.get(channel, set())
-            subscribers.discard(subscription_id)
+            subscribers.discard(sub_id)
             if not subscribers:  # the last one here: this process no longer listens
                 self._subscribers.pop(channel, None)
                 remote = self._remote.pop(channel, None)
                 if remote is not None:
                     await _unsubscribe_quietly(remote)
         # Last: called from the subscription's own callback, this cancels what follows.
-        await self._local.unsubscribe(subscription_id)
+        await self._local.unsubscribe(sub_id)
         return True
 
     async def close(self) -> None:

@@ -1023,7 +1023,8 @@ class TestWebSocketAndRealtime:
             EphemeralEventType.CUSTOM,
         ]
         assert got[1].data == {"status": "busy"}
-        assert await kit.unsubscribe_room(sub)
+        assert await kit.unsubscribe_room(sub_id=sub)  # 0.3.0's keyword
+        assert not await kit.unsubscribe_room(sub)
 
 
 async def test_return_right_after_commit(make_kit: Callable[..., RoomKit]) -> None:

@@ -134,7 +134,7 @@ class TestPublishSubscribe:
         kept, dropped = Collector(), Collector()
         await realtime.subscribe("room:r1", kept)
         sub_id = await realtime.subscribe("room:r1", dropped)
-        assert await realtime.unsubscribe(sub_id) is True
+        assert await realtime.unsubscribe(sub_id=sub_id) is True  # 0.3.0's keyword
         assert await realtime.unsubscribe(sub_id) is False
         assert await realtime.unsubscribe("never-existed") is False
         assert realtime.subscription_count == 1
