@@ -161,13 +161,17 @@ class HelpersMixin:
     def _check_room_id(room_id: str) -> str:
         return check_room_id(room_id)
 
-    async def _command(self, room_id: str, command: object, *, settle: bool = True) -> Outcome:
+    async def _command(
+        self, room_id: str, command: object, *, settle: bool = True, here: bool = False
+    ) -> Outcome:
         """Send ``command`` to the room's actor; by default wait until its effects settled:
-        its turn delivered (hooks run) and the read model caught up with what it committed."""
+        its turn delivered (hooks run) and the read model caught up with what it committed.
+        ``here``: this process's actor, even if another process owns the room (a command that
+        process sent here)."""
         runtime = await self._ensure_runtime()
         room_id = self._check_room_id(room_id)
         placement = runtime.placement
-        if placement is not None:  # another process may own the room (RoomKit(ownership=))
+        if placement is not None and not here:  # another process may own the room
             forwarded = await placement.forward_command(room_id, command, settle)
             if forwarded is not None:
                 return forwarded  # settled: this process's read model shows it

@@ -112,7 +112,11 @@ class InboundMixin(HelpersMixin):
         message: InboundMessage,
         room_id: str | None,
         waiting: tuple[DecisionWait, ...],
+        *,
+        here: bool = False,
     ) -> InboundResult:
+        """``process_inbound``; ``here``: in this process even if another one owns the room
+        (a message that process sent here); ``waiting``: see ``message_waits``."""
         if not isinstance(message, InboundMessage):
             raise TypeError(
                 f"process_inbound takes an InboundMessage, not {type(message).__name__}"
@@ -130,11 +134,13 @@ class InboundMixin(HelpersMixin):
 
         runtime = await self._ensure_runtime()
         placement = runtime.placement
-        if placement is not None:  # another process may own the room (RoomKit(ownership=))
+        if placement is not None and not here:  # another process may own the room
             try:
-                forwarded = await placement.forward_inbound(message, room_id)
+                forwarded = await placement.forward_inbound(message, room_id, waiting)
             except RoomTimeoutError:
-                return await self._process_timed_out(room_id, None)
+                return await self._process_timed_out(
+                    room_id, None, timeout=placement.forward_timeout
+                )
             if forwarded is not None:
                 return forwarded
         budget = self._process_timeout
@@ -218,20 +224,25 @@ class InboundMixin(HelpersMixin):
                 self._creating.pop(channel_id, None)
 
     async def _process_timed_out(
-        self, room_id: str, event_id: str | None = None, *, recorded: RoomEvent | None = None
+        self,
+        room_id: str,
+        event_id: str | None = None,
+        *,
+        recorded: RoomEvent | None = None,
+        timeout: float | None = None,
     ) -> InboundResult:
         """The result of a message whose ``process_timeout`` ran out; ``recorded``: its event,
-        when the room had committed it (``event_id`` is then that event's)."""
+        when the room had committed it (``event_id`` is then that event's); ``timeout``: the
+        bound that ran out when it is not ``process_timeout`` (the room's owner's answer)."""
         if recorded is not None:
             event_id = recorded.id
-        logger.warning(
-            "process_inbound timed out after %ss in room %s", self._process_timeout, room_id
-        )
+        bound = self._process_timeout if timeout is None else timeout
+        logger.warning("process_inbound timed out after %ss in room %s", bound, room_id)
         await self._emit_framework_event(
             "process_timeout",
             room_id=room_id,
             event_id=event_id,
-            data={"timeout": self._process_timeout},
+            data={"timeout": bound},
         )
         return InboundResult(event=recorded, blocked=True, reason="process_timeout")
 

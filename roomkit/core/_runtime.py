@@ -29,10 +29,11 @@ from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
-from roomkit.core._in_decision import deciding, held_up
+from roomkit.core._in_decision import DecisionWait, deciding, deliveries_held_up, held_up
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 from roomkit.core._post_commit import PostCommitJob, in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
+from roomkit.core._room_ids import check_room_id
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
 from roomkit.core._turns import TurnTracker
@@ -526,23 +527,60 @@ class _RuntimePort:
         self._runtime = runtime
         self._system = system
 
+    @property
+    def kit(self) -> RoomKit:
+        return self._runtime._kit
+
     async def run_command(
-        self, room_id: str, command: object, settle: bool, commit_only: bool
+        self,
+        room_id: str,
+        command: object,
+        settle: bool,
+        commit_only: bool,
+        waiting: tuple[DecisionWait, ...],
     ) -> Outcome:
         kit = self._runtime._kit
+        room_id = check_room_id(room_id)
+        self._refuse_what_waits_for_itself(room_id, waiting)
+        if waiting and deliveries_held_up(waiting, room_id, kit):
+            # A job of this room's delivery worker waits for the caller: the room's later
+            # deliveries are queued behind it (see _awaited_turn).
+            commit_only = True
         if not commit_only:
-            return await kit._command(room_id, command, settle=settle)
+            return await kit._command(room_id, command, settle=settle, here=True)
         with PostCommitJob():  # settles on the commit, as the caller's own job would
-            return await kit._command(room_id, command, settle=settle)
+            return await kit._command(room_id, command, settle=settle, here=True)
 
     async def run_inbound(
-        self, message: InboundMessage, room_id: str, commit_only: bool
+        self,
+        message: InboundMessage,
+        room_id: str,
+        commit_only: bool,
+        waiting: tuple[DecisionWait, ...],
     ) -> InboundResult:
         kit = self._runtime._kit
+        room_id = check_room_id(room_id)
+        self._refuse_what_waits_for_itself(room_id, waiting)
+        if waiting and deliveries_held_up(waiting, room_id, kit):
+            commit_only = True
         if not commit_only:
-            return await kit.process_inbound(message, room_id=room_id)
+            return await kit._process_inbound(message, room_id, waiting, here=True)
         with PostCommitJob():
-            return await kit.process_inbound(message, room_id=room_id)
+            return await kit._process_inbound(message, room_id, waiting, here=True)
+
+    def _refuse_what_waits_for_itself(
+        self, room_id: str, waiting: tuple[DecisionWait, ...]
+    ) -> None:
+        """Refuse a command for a room whose decision here waits, through the chain another
+        process sent, for that very command (as ``ask_room`` refuses one within a process)."""
+        if waiting and held_up(waiting, room_id, self._runtime._kit):
+            raise RoomKitError(
+                f"room {room_id} cannot take a command from another room's decision "
+                f"({_DECISION_CODE}): room {room_id}'s decision waits for it (a hook of it "
+                "sent the message decided there, or one that led to it), so each would wait "
+                f"for the other. Make the call from room {room_id}'s AFTER_BROADCAST hook, "
+                "which runs once its decision is over"
+            )
 
     def commit_only(self) -> bool:
         return not self._runtime._kit._wait_for_delivery or in_post_commit_work()

@@ -228,6 +228,12 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         if process_timeout == math.inf:
             process_timeout = None  # no bound, as None says
         self._process_timeout = process_timeout
+        if ownership is not None and log is None:
+            # Each kit's own memory log: no other process sees what this one writes.
+            raise ValueError(
+                "ownership splits rooms between processes sharing one event log: give the kit "
+                "that log (log=NatsEventLog(...))"
+            )
         self._ownership = ownership
         self._stt = stt
         self._tts = tts

@@ -99,12 +99,21 @@ def decode(data: bytes) -> Any:
 
 def encode_error(exc: BaseException) -> dict[str, str]:
     cls = type(exc)
-    return {"type": f"{cls.__module__}:{cls.__qualname__}", "message": str(exc)}
+    error = {"type": f"{cls.__module__}:{cls.__qualname__}", "message": str(exc)}
+    # The builtin kind it is (pydantic's ValidationError is a ValueError): a caller's
+    # ``except ValueError`` catches it there as it would here.
+    for base in cls.__mro__:
+        if base.__module__ == "builtins" and base.__name__ in _BUILTIN_ERRORS:
+            error["builtin"] = base.__name__
+            break
+    return error
 
 
 def decode_error(error: Any, owner: str) -> Exception:
     """The exception ``error`` (from ``encode_error``) describes: of the same class when it is
-    a RoomKitError or a builtin ValueError/TypeError/LookupError; a RoomKitError otherwise."""
+    a RoomKitError or a builtin ValueError/TypeError/LookupError; of that builtin kind when
+    its class is another of them (pydantic's ValidationError: a ValueError); a RoomKitError
+    otherwise."""
     if not isinstance(error, dict):
         return WireError(f"process {owner} answered with an error that cannot be read")
     name = str(error.get("type", ""))
@@ -112,6 +121,7 @@ def decode_error(error: Any, owner: str) -> Exception:
     module, _, qualname = name.partition(":")
     if module == "builtins" and qualname in _BUILTIN_ERRORS:
         return _BUILTIN_ERRORS[qualname](message)
+    builtin = _BUILTIN_ERRORS.get(str(error.get("builtin", "")))
     cls = _roomkit_class(module, qualname)
     if isinstance(cls, type) and issubclass(cls, RoomKitError):
         try:
@@ -120,7 +130,8 @@ def decode_error(error: Any, owner: str) -> Exception:
             made = None
         if isinstance(made, RoomKitError):
             return made
-    return RoomKitError(f"process {owner} failed on the command: {qualname or name}: {message}")
+    text = f"process {owner} failed on the command: {qualname or name}: {message}"
+    return builtin(text) if builtin is not None else RoomKitError(text)
 
 
 def _roomkit_class(module: str, qualname: str) -> object:
@@ -141,9 +152,12 @@ def _tagged(value: object) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, BaseModel):
-        return {"$model": _class_name(value), "value": value.model_dump(mode="json")}
+        # An app's own model (a RoomEvent subclass, say) is not sent: the owner could not
+        # make it, and as RoomKit's class it would lose what the app gave it. The caller
+        # runs the command itself.
+        return {"$model": _own_class_name(value), "value": value.model_dump(mode="json")}
     if isinstance(value, Enum):
-        return {"$enum": _class_name(value), "value": value.value}
+        return {"$enum": _own_class_name(value), "value": value.value}
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
     if isinstance(value, list):
@@ -166,8 +180,10 @@ def _tagged(value: object) -> Any:
     raise TypeError(f"a {kind.__module__}.{kind.__qualname__}")
 
 
-def _class_name(value: object) -> str:
+def _own_class_name(value: object) -> str:
     kind = type(value)
+    if not kind.__module__.startswith("roomkit."):
+        raise TypeError(f"a {kind.__module__}.{kind.__qualname__}, not a RoomKit class")
     return f"{kind.__module__}:{kind.__qualname__}"
 
 

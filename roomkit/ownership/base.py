@@ -14,7 +14,6 @@ partition, cost a retry, never a forked history.
 
 from __future__ import annotations
 
-import contextvars
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,36 +22,47 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from roomkit.core._commands import Outcome
+    from roomkit.core._in_decision import DecisionWait
     from roomkit.models.delivery import InboundMessage, InboundResult
 
-__all__ = ["KitPort", "Placement", "RoomOwnership", "serving_forwarded"]
-
-# Set while a process runs a command another process sent it: it runs here whatever this
-# process's view of the leases says (sent back, it could go round in circles).
-_SERVING: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "roomkit_serving_forwarded", default=False
-)
-
-
-def serving_forwarded() -> contextvars.ContextVar[bool]:
-    """The context variable set while a forwarded command runs."""
-    return _SERVING
+__all__ = ["KitPort", "Placement", "RoomOwnership"]
 
 
 class KitPort(Protocol):
     """What a placement needs of the kit it serves."""
 
+    @property
+    def kit(self) -> object:
+        """The kit (what the decisions of a chain name)."""
+        ...
+
     async def run_command(
-        self, room_id: str, command: object, settle: bool, commit_only: bool
+        self,
+        room_id: str,
+        command: object,
+        settle: bool,
+        commit_only: bool,
+        waiting: tuple[DecisionWait, ...],
     ) -> Outcome:
-        """Run a room command here (as ``RoomKit._command``); ``commit_only``: settle on
-        its commit, not on its delivery, as the caller would have (see ``commit_only``)."""
+        """Run a room command here (as ``RoomKit._command``), whoever owns the room now;
+        ``commit_only``: settle on its commit, not on its delivery, as the caller would have
+        (see ``commit_only``); ``waiting``: the decisions the caller holds up.
+
+        Raises:
+            RoomKitError: the room's own decision is among ``waiting`` (each would wait for
+                the other), or what the command raised.
+        """
         ...
 
     async def run_inbound(
-        self, message: InboundMessage, room_id: str, commit_only: bool
+        self,
+        message: InboundMessage,
+        room_id: str,
+        commit_only: bool,
+        waiting: tuple[DecisionWait, ...],
     ) -> InboundResult:
-        """Run an inbound message in its room here (as ``process_inbound``)."""
+        """Run an inbound message in its room here (as ``process_inbound``); see
+        ``run_command``."""
         ...
 
     def commit_only(self) -> bool:
@@ -93,8 +103,11 @@ class Placement(ABC):
         """
 
     @abstractmethod
-    async def forward_inbound(self, message: InboundMessage, room_id: str) -> InboundResult | None:
-        """As ``forward_command``, for an inbound message routed to ``room_id``."""
+    async def forward_inbound(
+        self, message: InboundMessage, room_id: str, waiting: tuple[DecisionWait, ...]
+    ) -> InboundResult | None:
+        """As ``forward_command``, for an inbound message routed to ``room_id``; ``waiting``:
+        the decisions the message holds up (``message_waits``)."""
 
     @abstractmethod
     async def run(self, *, task_status: TaskStatus[None]) -> None:
@@ -104,6 +117,11 @@ class Placement(ABC):
     async def leave(self) -> None:
         """Stop taking commands from other processes, finish those taken, and give the
         leases back (the kit is closing). Idempotent."""
+
+    @property
+    @abstractmethod
+    def forward_timeout(self) -> float:
+        """Seconds a command sent to its room's owner is waited for."""
 
     @abstractmethod
     def owner_of(self, room_id: str) -> str | None:

@@ -40,13 +40,15 @@ from nats.aio.subscription import Subscription
 from actors import check_finite_seconds
 from eventlog import LogUnavailable
 from eventlog._nats_setup import close_quietly, open_client, require_asyncio
-from roomkit.core._commands import Outcome
+from roomkit.core._commands import GetContext, Outcome
+from roomkit.core._in_decision import DecisionWait
 from roomkit.errors import KitClosedError, LogUnavailableError, RoomKitError, RoomTimeoutError
 from roomkit.models.delivery import InboundMessage, InboundResult
+from roomkit.ownership._chain import current_chain, decode_chain, encode_chain
 from roomkit.ownership._partitions import partition_of, rebalance
 from roomkit.ownership._table import KV_FAILURES, LeaseTable, TableView
 from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
-from roomkit.ownership.base import KitPort, Placement, RoomOwnership, serving_forwarded
+from roomkit.ownership.base import KitPort, Placement, RoomOwnership
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -196,12 +198,17 @@ class NatsPlacement(Placement):
         self._serving: Subscription | None = None
         self._answering: set[asyncio.Task[None]] = set()
         self._left = False
+        self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
         self._failing = False  # the lease table unreachable: reported once per outage
 
     @property
     def held(self) -> frozenset[int]:
         """The partitions this process holds."""
         return frozenset(self._held)
+
+    @property
+    def forward_timeout(self) -> float:
+        return self._owner.forward_timeout
 
     @property
     def owners(self) -> dict[int, str]:
@@ -233,7 +240,10 @@ class NatsPlacement(Placement):
             if self._left:
                 return
             try:
-                await self._tick()
+                async with self._ticking:
+                    if self._left:
+                        return
+                    await self._tick()
                 if self._failing:
                     logger.warning("room ownership: the lease table answers again")
                     self._failing = False
@@ -311,31 +321,39 @@ class NatsPlacement(Placement):
     async def leave(self) -> None:
         if self._left:
             return
-        self._left = True
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.connect_timeout):
+        self._left = True  # what this process is asked from now on runs here
+        try:
             serving, self._serving = self._serving, None
             if serving is not None:
-                try:
-                    await serving.unsubscribe()
-                except nats.errors.Error as exc:
-                    logger.debug("room ownership: unsubscribing: %r", exc)
-            if self._answering:  # the commands taken are answered before the kit closes
+                # Drained, not dropped: the requests already on their way are taken too.
+                with anyio.move_on_after(self._owner.connect_timeout):
+                    try:
+                        await serving.drain()  # type: ignore[no-untyped-call]
+                    except nats.errors.Error as exc:
+                        logger.debug("room ownership: draining: %r", exc)
+            while self._answering:
+                # Answered before the kit closes, each bounded by its own timeouts (closing
+                # refuses commands afterwards): its caller would wait forward_timeout and
+                # take a command that ran for lost.
                 await asyncio.wait(set(self._answering))
-            try:
-                if self._table.opened:
-                    for partition, lease in sorted(self._held.items()):
-                        await self._table.release(partition, lease.revision)
-                    await self._table.leave()
-            except KV_FAILURES as exc:
-                logger.debug("room ownership: leaving: %r (the leases expire)", exc)
-            self._held.clear()
-        if self._own:
-            await close_quietly(self._nc)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.connect_timeout):
+                try:
+                    async with self._ticking:  # not while a tick renews them
+                        if self._table.opened:
+                            for partition, lease in sorted(self._held.items()):
+                                await self._table.release(partition, lease.revision)
+                            await self._table.leave()
+                except KV_FAILURES as exc:
+                    logger.debug("room ownership: leaving: %r (the leases expire)", exc)
+                self._held.clear()
+            if self._own:
+                await close_quietly(self._nc)
 
     # -- sending -----------------------------------------------------------------------------
 
     async def forward_command(self, room_id: str, command: object, settle: bool) -> Outcome | None:
-        owner = self._forwarding_to(room_id)
+        owner = self.owner_of(room_id) if not self._left else None
         if owner is None:
             return None
         request = {
@@ -344,20 +362,30 @@ class NatsPlacement(Placement):
             "command": command,
             "settle": settle,
             "commit_only": self._port.commit_only(),
+            "waiting": encode_chain(current_chain(), self._port.kit, self._me),
         }
         answer = await self._send(owner, room_id, request)
         if answer is None:
             return None
+        if "too_large" in answer:
+            if isinstance(command, GetContext):
+                return None  # it changes nothing: read here
+            raise RoomKitError(
+                f"room {room_id}: the command ran at process {owner}, but its answer "
+                f"({answer['too_large']} bytes) is larger than NATS takes"
+            )
         fields = answer.get("outcome")
         if not isinstance(fields, dict) or not set(fields) <= set(_OUTCOME_FIELDS):
-            raise WireError(f"process {owner} answered a command with {answer!r}")
+            raise WireError(f"process {owner} answered a command with {answer!r}"[:300])
         outcome = Outcome(**fields)
         if settle:
-            await self._port.wait_checkpoint(answer["position"], self._owner.forward_timeout)
+            await self._caught_up(answer["position"], owner)
         return outcome
 
-    async def forward_inbound(self, message: InboundMessage, room_id: str) -> InboundResult | None:
-        owner = self._forwarding_to(room_id)
+    async def forward_inbound(
+        self, message: InboundMessage, room_id: str, waiting: tuple[DecisionWait, ...]
+    ) -> InboundResult | None:
+        owner = self.owner_of(room_id) if not self._left else None
         if owner is None:
             return None
         request = {
@@ -365,20 +393,36 @@ class NatsPlacement(Placement):
             "room": room_id,
             "message": message,
             "commit_only": self._port.commit_only(),
+            "waiting": encode_chain(waiting, self._port.kit, self._me),
         }
         answer = await self._send(owner, room_id, request)
         if answer is None:
             return None
+        if "too_large" in answer:
+            raise RoomKitError(
+                f"room {room_id}: process {owner} took the message, but its answer "
+                f"({answer['too_large']} bytes) is larger than NATS takes"
+            )
         result = answer.get("result")
         if not isinstance(result, InboundResult):
-            raise WireError(f"process {owner} answered an inbound message with {answer!r}")
-        await self._port.wait_checkpoint(answer["position"], self._owner.forward_timeout)
+            raise WireError(f"process {owner} answered an inbound message with {answer!r}"[:300])
+        await self._caught_up(answer["position"], owner)
         return result
 
-    def _forwarding_to(self, room_id: str) -> str | None:
-        if self._left or serving_forwarded().get():
-            return None
-        return self.owner_of(room_id)
+    async def _caught_up(self, position: int, owner: str) -> None:
+        """Return once this process's read model shows what the owner did (its callers read
+        their writes), or say why it does not."""
+        port = self._port
+        await port.wait_checkpoint(position, self._owner.forward_timeout)
+        if port.checkpoint() < position:
+            logger.warning(
+                "room ownership: this process's read model is still at %d, process %s's at "
+                "%d after %g s: do they share one event log?",
+                port.checkpoint(),
+                owner,
+                position,
+                self._owner.forward_timeout,
+            )
 
     async def _send(self, owner: str, room_id: str, request: dict[str, Any]) -> Any:
         try:
@@ -398,12 +442,12 @@ class NatsPlacement(Placement):
                 f"room {room_id}: its owner {owner} did not answer within {timeout:g} s (the "
                 "command may have been applied there)"
             ) from exc
-        except nats.errors.Error as exc:  # this process's connection: run it here
-            logger.warning("room %s: its owner %s unreachable (%r): run here", room_id, owner, exc)
+        except nats.errors.Error as exc:  # not sent (too large, this connection): run here
+            logger.warning("room %s: not sent to its owner %s (%r): run here", room_id, owner, exc)
             return None
         answer = decode(reply.data)
         if not isinstance(answer, dict):
-            raise WireError(f"process {owner} answered {answer!r}")
+            raise WireError(f"process {owner} answered {answer!r}"[:300])
         if answer.get("gone"):  # it was leaving as the command came
             self._forget(owner)
             return None
@@ -411,7 +455,7 @@ class NatsPlacement(Placement):
             raise decode_error(answer["error"], owner)
         position = answer.get("position")
         if isinstance(position, bool) or not isinstance(position, int):
-            raise WireError(f"process {owner} answered without a log position: {answer!r}")
+            raise WireError(f"process {owner} answered without a log position: {answer!r}"[:300])
         return answer
 
     def _forget(self, owner: str) -> None:
@@ -430,29 +474,34 @@ class NatsPlacement(Placement):
         task.add_done_callback(self._answering.discard)
 
     async def _answer(self, msg: Msg) -> None:
-        serving_forwarded().set(True)  # this task's own context
         port = self._port
         reply: dict[str, Any]
         try:
             request = decode(msg.data)
             op = request.get("op") if isinstance(request, dict) else None
+            if op not in ("command", "inbound"):
+                raise WireError(f"a request that is not a room command: {request!r}"[:300])
+            waiting = decode_chain(request.get("waiting"), port.kit, self._me)
+            commit_only = bool(request["commit_only"])
             if op == "command":
                 outcome = await port.run_command(
                     request["room"],
                     request["command"],
                     bool(request["settle"]),
-                    bool(request["commit_only"]),
+                    commit_only,
+                    waiting,
                 )
                 fields = {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
                 reply = {"outcome": fields, "position": port.checkpoint()}
-            elif op == "inbound":
+            else:
                 result = await port.run_inbound(
-                    request["message"], request["room"], bool(request["commit_only"])
+                    request["message"], request["room"], commit_only, waiting
                 )
                 reply = {"result": result, "position": port.checkpoint()}
-            else:
-                raise WireError(f"a request that is not a room command: {request!r}"[:300])
             data = encode(reply)
+            if len(data) > self._nc.max_payload:
+                # Refused by NATS, it reached nobody: its caller waited its forward_timeout.
+                data = encode({"too_large": len(data), "position": port.checkpoint()})
         except KitClosedError:
             data = encode({"gone": True})
         except Exception as exc:

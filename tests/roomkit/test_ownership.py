@@ -22,6 +22,7 @@ from pathlib import Path
 import anyio
 import nats.errors
 import pytest
+from pydantic import ValidationError
 
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
@@ -29,6 +30,7 @@ from roomkit import (
     ChannelBinding,
     ChannelCategory,
     ChannelNotFoundError,
+    ChannelNotRegisteredError,
     ChannelOutput,
     ChannelType,
     EventRefusedError,
@@ -36,6 +38,8 @@ from roomkit import (
     HookResult,
     HookTrigger,
     Identity,
+    InboundMessage,
+    InboundResult,
     InvalidRoomIdError,
     Observation,
     Participant,
@@ -650,3 +654,227 @@ async def test_inbound_messages_from_nats_are_recorded_by_their_room_s_owner(
             assert bodies == [f"#{n}" for n in range(10)]
             owner = "a" if room_id in rooms[:3] else "b"
             assert ran.count((owner, room_id)) == 10 and len(set(ran)) == len(rooms)
+
+
+# -- what the review of the first version found ----------------------------------------------
+
+
+def test_an_error_of_a_builtin_kind_comes_back_of_that_kind() -> None:
+    # pydantic's ValidationError is a ValueError: an `except ValueError` catches it at the
+    # caller as it would at the owner (it came back as a plain RoomKitError).
+    with pytest.raises(ValidationError) as raised:
+        ChannelBinding(room_id="r1", channel_id="sms", channel_type=ChannelType.SMS, access=5)  # type: ignore[arg-type]
+    back = decode_error(encode_error(raised.value), "b")
+    assert type(back) is ValueError and "validation error for ChannelBinding" in str(back)
+
+
+def test_an_app_s_own_model_does_not_travel() -> None:
+    # The owner could not make it, and as RoomKit's class it would lose what the app gave it:
+    # the caller runs the command itself (it failed at the owner with WireError).
+    class Tagged(InboundMessage):
+        tag: str = "vip"
+
+    with pytest.raises(WireError, match="not a RoomKit class"):
+        encode({"message": Tagged(channel_id="sms", sender_id="u", content=TextContent(body="x"))})
+
+
+def test_ownership_needs_a_log_the_processes_share() -> None:
+    with pytest.raises(ValueError, match="sharing one event log"):
+        RoomKit(ownership=NatsOwnership())  # each kit's own memory log
+
+
+def relaying(kit: RoomKit, member: str, notes: list[tuple[str, ...]]) -> None:
+    """A hook sending on what a message asks: "relay:R" sends R a message; "to:R" sends R
+    "back:<this room>"; "back:R" sends an event to R. What each call raised goes in ``notes``."""
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, name="relay")
+    async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+        body = event.content.body  # type: ignore[union-attr]
+        try:
+            if body.startswith("relay:"):
+                await kit.process_inbound(text("sms", f"from {event.room_id}"), room_id=body[6:])
+            elif body.startswith("to:"):
+                await kit.process_inbound(text("sms", f"back:{event.room_id}"), room_id=body[3:])
+            elif body.startswith("back:"):
+                await kit.send_event(body[5:], "sms", TextContent(body="call-back"))
+        except RoomKitError as exc:
+            notes.append((member, event.room_id, str(exc)))
+        return HookResult.allow()
+
+
+@pytest.mark.nats
+async def test_a_room_first_woken_by_another_process_sends_on_to_the_rooms_owners(
+    nats_server: NatsServer,
+) -> None:
+    # A room's actor first started for a command another process sent kept running every
+    # command its hooks made for other rooms here, whoever owned them.
+    notes: list[tuple[str, ...]] = []
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        relaying(a, "a", notes)
+        relaying(b, "b", notes)
+        woken_by_a = rooms_of(b, 1)[0]
+        target = rooms_of(a, 1)[0]
+        for room_id in (woken_by_a, target):
+            await a.create_room(room_id=room_id)
+            await a.attach_channel(room_id, "sms")
+        ran.clear()
+        await a.process_inbound(text("sms", f"relay:{target}"), room_id=woken_by_a)
+        assert ran == [("b", woken_by_a), ("a", target)]
+        assert not runs_here(b, target) and not notes
+
+        # An app's own message class does not travel: it runs where it was given.
+        class Tagged(InboundMessage):
+            tag: str = "vip"
+
+        ran.clear()
+        tagged = Tagged(channel_id="sms", sender_id="u", content=TextContent(body="tagged"))
+        result = await a.process_inbound(tagged, room_id=woken_by_a)
+        assert result.event is not None and ran == [("a", woken_by_a)]
+
+
+@pytest.mark.nats
+async def test_a_call_back_into_a_deciding_room_of_another_process_is_refused_at_once(
+    nats_server: NatsServer,
+) -> None:
+    # Room x's hook (at a) sends room y (at b) a message whose hook calls back into x: x's
+    # decision waits for it. One process refuses the call-back at once; across two, the two
+    # decisions held each other until process_timeout, and the message was dropped.
+    notes: list[tuple[str, ...]] = []
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        relaying(a, "a", notes)
+        relaying(b, "b", notes)
+        x, y = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
+        for room_id in (x, y):
+            await a.create_room(room_id=room_id)
+            await a.attach_channel(room_id, "sms")
+        with anyio.fail_after(15):  # a guard against the hold, not a timing
+            result = await a.process_inbound(text("sms", f"to:{y}"), room_id=x)
+        assert result.event is not None and not result.blocked
+        assert len(notes) == 1
+        member, room_id, error = notes[0]
+        assert (member, room_id) == ("b", y)
+        assert f"room {x} cannot take a command from another room's decision" in error
+        bodies = [e.content.body for e in await a.get_timeline(y) if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+        assert bodies == [f"back:{x}"]
+
+
+@pytest.mark.nats
+async def test_a_process_that_closes_answers_the_commands_on_their_way(
+    nats_server: NatsServer,
+) -> None:
+    # b closes while a keeps 60 callers busy with b's rooms. Each request already sent to b
+    # is answered (b drains its subscription): a dropped one cost its caller forward_timeout,
+    # then reason="process_timeout", for a command that might have run.
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, nats_server.url, "b", ran)
+        async with a:
+            await b.__aenter__()
+            try:
+
+                async def shared() -> bool:
+                    return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
+
+                await eventually(shared, what="even shares")
+                rooms = rooms_of(b, 10)
+                for room_id in rooms:
+                    await a.create_room(room_id=room_id)
+                    await a.attach_channel(room_id, "sms")
+                results: list[str | None] = []
+                stop = anyio.Event()
+
+                async def caller(n: int) -> None:
+                    count = 0
+                    while not stop.is_set():
+                        count += 1
+                        message = text("sms", "m", idempotency_key=f"{n}-{count}")
+                        result = await a.process_inbound(message, room_id=rooms[n % len(rooms)])
+                        results.append(result.reason)
+
+                async with anyio.create_task_group() as callers:
+                    for n in range(60):
+                        callers.start_soon(caller, n)
+                    await anyio.sleep(1)
+                    await b.close()
+                    await anyio.sleep(1)
+                    stop.set()
+            finally:
+                await b.__aexit__(None, None, None)
+        assert results and set(results) == {None}, set(results)
+
+
+@pytest.mark.nats
+async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: NatsServer) -> None:
+    # b took a command whose hook runs longer than its connect_timeout (1 s here), then
+    # closed: it gave up waiting after that long and closed its connection under the
+    # command, which was recorded and its caller told process_timeout after forward_timeout.
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = RoomKit(
+            log=log_b,
+            ownership=NatsOwnership(
+                nats_server.url,
+                member="b",
+                partitions=PARTITIONS,
+                lease_ttl=LEASE_TTL,
+                connect_timeout=1.0,
+            ),
+        )
+        b.register_channel(SimpleChannel("sms"))
+
+        @b.hook(HookTrigger.BEFORE_BROADCAST)
+        async def slow(event: RoomEvent, context: RoomContext) -> HookResult:
+            ran.append(("b", event.room_id))
+            if event.content.body == "slow":  # type: ignore[union-attr]
+                await anyio.sleep(2.5)
+            return HookResult.allow()
+
+        async with a:
+            await b.__aenter__()
+            try:
+
+                async def shared() -> bool:
+                    return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
+
+                await eventually(shared, what="even shares")
+                room_id = rooms_of(b, 1)[0]
+                await a.create_room(room_id=room_id)
+                await a.attach_channel(room_id, "sms")
+                answers: list[InboundResult] = []
+
+                async def send_slow() -> None:
+                    answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(send_slow)
+
+                    async def taken() -> bool:
+                        return ("b", room_id) in ran
+
+                    await eventually(taken, what="b took the slow message")
+                    await b.close()
+            finally:
+                await b.__aexit__(None, None, None)
+        assert answers[0].event is not None and not answers[0].blocked
+
+
+@pytest.mark.nats
+async def test_an_answer_too_large_for_nats_is_said_so_or_read_here(
+    nats_server: NatsServer,
+) -> None:
+    # A room's context (its 50 recent events) of more than NATS's 1 MB: the owner's answer
+    # was refused by NATS, and the caller waited forward_timeout for nothing. Reading it is
+    # done here instead (it changes nothing).
+    async with processes(nats_server, "a", "b") as ((a, b), _):
+        room_id = rooms_of(b, 1)[0]
+        await a.create_room(room_id=room_id)
+        await a.attach_channel(room_id, "sms")
+        for n in range(50):
+            await a.process_inbound(text("sms", f"{n:02d}" + "x" * 25_000), room_id=room_id)
+        with anyio.fail_after(15):  # a guard against the wait, not a timing
+            with pytest.raises(ChannelNotRegisteredError):
+                await a.attach_channel(room_id, "unregistered")
+            binding = await a.attach_channel(room_id, "ws")
+        assert binding.channel_id == "ws"
