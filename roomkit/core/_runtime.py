@@ -541,12 +541,7 @@ class _RuntimePort:
     ) -> Outcome:
         kit = self._runtime._kit
         room_id = check_room_id(room_id)
-        self._refuse_what_waits_for_itself(room_id, waiting)
-        if waiting and deliveries_held_up(waiting, room_id, kit):
-            # A job of this room's delivery worker waits for the caller: the room's later
-            # deliveries are queued behind it (see _awaited_turn).
-            commit_only = True
-        if not commit_only:
+        if not self._commit_only(room_id, commit_only, waiting):
             return await kit._command(room_id, command, settle=settle, here=True)
         with PostCommitJob():  # settles on the commit, as the caller's own job would
             return await kit._command(room_id, command, settle=settle, here=True)
@@ -560,20 +555,26 @@ class _RuntimePort:
     ) -> InboundResult:
         kit = self._runtime._kit
         room_id = check_room_id(room_id)
-        self._refuse_what_waits_for_itself(room_id, waiting)
-        if waiting and deliveries_held_up(waiting, room_id, kit):
-            commit_only = True
-        if not commit_only:
+        if not self._commit_only(room_id, commit_only, waiting):
             return await kit._process_inbound(message, room_id, waiting, here=True)
         with PostCommitJob():
             return await kit._process_inbound(message, room_id, waiting, here=True)
 
-    def _refuse_what_waits_for_itself(
-        self, room_id: str, waiting: tuple[DecisionWait, ...]
-    ) -> None:
-        """Refuse a command for a room whose decision here waits, through the chain another
-        process sent, for that very command (as ``ask_room`` refuses one within a process)."""
-        if waiting and held_up(waiting, room_id, self._runtime._kit):
+    def _commit_only(
+        self, room_id: str, commit_only: bool, waiting: tuple[DecisionWait, ...]
+    ) -> bool:
+        """Whether a command another process sent for ``room_id`` settles on its commit
+        only: as its caller asked, or because a job of the room's delivery worker waits for
+        the caller (the room's later deliveries are queued behind it: see _awaited_turn).
+
+        Raises:
+            RoomKitError: the room's decision here waits, through the chain the caller sent,
+                for this very command (as ``ask_room`` refuses one within a process).
+        """
+        if not waiting:
+            return commit_only
+        kit = self._runtime._kit
+        if held_up(waiting, room_id, kit):
             raise RoomKitError(
                 f"room {room_id} cannot take a command from another room's decision "
                 f"({_DECISION_CODE}): room {room_id}'s decision waits for it (a hook of it "
@@ -581,6 +582,7 @@ class _RuntimePort:
                 f"for the other. Make the call from room {room_id}'s AFTER_BROADCAST hook, "
                 "which runs once its decision is over"
             )
+        return commit_only or deliveries_held_up(waiting, room_id, kit)
 
     def commit_only(self) -> bool:
         return not self._runtime._kit._wait_for_delivery or in_post_commit_work()

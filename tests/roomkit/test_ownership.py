@@ -291,6 +291,16 @@ def settled(kit: RoomKit, share: int) -> bool:
     return len(seen.held) == share and len(seen.owners) == PARTITIONS
 
 
+async def even_shares(*kits: RoomKit) -> None:
+    """Return once each of ``kits`` holds its even share and knows who holds the rest."""
+    share = PARTITIONS // len(kits)
+
+    async def shared() -> bool:
+        return all(settled(kit, share) for kit in kits)
+
+    await eventually(shared, what="each process holds its share")
+
+
 def runs_here(kit: RoomKit, room_id: str) -> bool:
     system = kit._runtime._system
     return system is not None and system.is_active(ROOM, room_id)
@@ -306,12 +316,7 @@ async def processes(
         logs = [log_a, log_b]
         kits = [kit_of(logs[n], server.url, m, ran) for n, m in enumerate(members)]
         async with kits[0], kits[1]:
-            share = PARTITIONS // len(kits)
-
-            async def shared() -> bool:
-                return all(settled(kit, share) for kit in kits)
-
-            await eventually(shared, what="each process holds its share")
+            await even_shares(*kits)
             yield kits, ran
 
 
@@ -398,11 +403,7 @@ async def test_a_process_that_stops_hands_its_rooms_over(nats_server: NatsServer
         b = kit_of(log_b, nats_server.url, "b", ran)
         async with a:
             async with b:
-
-                async def shared() -> bool:
-                    return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
-
-                await eventually(shared, what="even shares")
+                await even_shares(a, b)
                 rooms = rooms_of(b, 3)
                 for room_id in rooms:
                     await a.create_room(room_id=room_id)
@@ -458,11 +459,7 @@ async def test_a_caller_that_does_not_wait_for_deliveries_is_answered_at_the_com
         for kit, channel in channels.items():
             kit.register_channel(channel)
         async with a, b:
-
-            async def shared() -> bool:
-                return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
-
-            await eventually(shared, what="even shares")
+            await even_shares(a, b)
             room_id = rooms_of(b, 1)[0]
             await a.create_room(room_id=room_id)
             await a.attach_channel(room_id, "sms")
@@ -772,11 +769,7 @@ async def test_a_process_that_closes_answers_the_commands_on_their_way(
         async with a:
             await b.__aenter__()
             try:
-
-                async def shared() -> bool:
-                    return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
-
-                await eventually(shared, what="even shares")
+                await even_shares(a, b)
                 rooms = rooms_of(b, 10)
                 for room_id in rooms:
                     await a.create_room(room_id=room_id)
@@ -834,11 +827,7 @@ async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: Nats
         async with a:
             await b.__aenter__()
             try:
-
-                async def shared() -> bool:
-                    return settled(a, PARTITIONS // 2) and settled(b, PARTITIONS // 2)
-
-                await eventually(shared, what="even shares")
+                await even_shares(a, b)
                 room_id = rooms_of(b, 1)[0]
                 await a.create_room(room_id=room_id)
                 await a.attach_channel(room_id, "sms")
