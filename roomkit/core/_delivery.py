@@ -56,21 +56,35 @@ class RoomDelivery:
     def __init__(self, room_id: str, services: KitServices) -> None:
         self._room_id = room_id
         self._services = services
+        # Each container is made when first needed (and the error reports' turn key when
+        # errors come): a worker that never saw a failure, a parked job or a reply held
+        # ~250 bytes of empty ones for as long as its room lived.
         # The job's failures for the ON_ERROR hooks, run once its turn is delivered, in a
-        # turn of their own (this key).
-        self._errors: list[tuple[str, str, dict[str, object]]] = []
-        self._reports = f"{room_id}\x00error reports"
+        # turn of their own (``_reports``).
+        self._errors: list[tuple[str, str, dict[str, object]]] | None = None
         # ``last`` work waiting for the rest of its turn, by turn, in arrival order.
-        self._parked: dict[str, list[DeliveryJob]] = {}
+        self._parked: dict[str, list[DeliveryJob]] | None = None
         # The replies this worker had recorded, as recorded, that a message queued behind
         # them may yet need (see _caught_up); those older than the message run are let go.
-        self._replies: list[RoomEvent] = []
+        self._replies: list[RoomEvent] | None = None
+
+    @property
+    def parked(self) -> bool:
+        """Whether ``last`` work waits for the rest of its turn here."""
+        return bool(self._parked)
+
+    @property
+    def _reports(self) -> str:
+        """The turn key of the error reports."""
+        return f"{self._room_id}\x00error reports"
 
     async def handle(self, job: DeliveryJob) -> None:
         root = job.work.root
         if isinstance(job.work, RunLifecycle) and job.work.last:
             # Waits until the rest of its turn (replies, their replies, all queued here:
             # every job of a room's turns passes through this worker) is delivered.
+            if self._parked is None:
+                self._parked = {}
             self._parked.setdefault(root, []).append(job)
         else:
             await self._run(job)
@@ -137,7 +151,8 @@ class RoomDelivery:
         messages (its own are not made yet); the messages that came after it are not in the
         context of its commit, as they were not in 0.3.0's.
         """
-        replies = self._replies = [r for r in self._replies if r.index > event.index]
+        replies = [r for r in self._replies or () if r.index > event.index]
+        self._replies = replies or None
         if not replies:
             return context
         recent = list(context.recent_events)
@@ -148,6 +163,8 @@ class RoomDelivery:
     def _note_replies(self, recorded: object) -> None:
         """Keep the replies a RecordOutcome recorded (its outcome's value), for _caught_up."""
         if isinstance(recorded, tuple) and recorded:
+            if self._replies is None:
+                self._replies = []
             self._replies.extend(recorded)
             del self._replies[:-_REPLIES_KEPT]
 
@@ -156,7 +173,7 @@ class RoomDelivery:
         turn is delivered: a caller waiting for the turn (process_timeout) does not wait for
         error reports. Quirk 9 fixed: 0.3.0 never fired them. Errors of ON_ERROR hooks
         themselves are only logged, never reported again."""
-        errors, self._errors = self._errors, []
+        errors, self._errors = self._errors or [], None
         services = self._services
         for code, body, data in errors:
             event = lifecycle_event(
@@ -342,6 +359,8 @@ class RoomDelivery:
 
     def _note_error(self, code: str, body: str, data: dict[str, object]) -> None:
         """A failure for the ON_ERROR hooks, run by ``_report_errors``."""
+        if self._errors is None:
+            self._errors = []
         self._errors.append((code, body, data))
 
 

@@ -89,13 +89,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         super().__init__(key)
         self._services = services
         self._stream = room_stream(key)
-        self._decider = RoomDecider(
-            key, self._before_broadcast, services.now, self._older_duplicate
-        )
+        # Made for the first command and let go when the room rests (see _decider): it and
+        # the two bound methods it holds cost an idle room ~240 bytes.
+        self._decider_made: RoomDecider | None = None
         # Delivery outcomes taken from the OutcomeFlusher but not appended yet: the next append
         # carries them (see _outcome_flusher.py); they leave once an append that carried them
-        # is committed (which may be an append in doubt, committed later).
-        self._unrecorded: list[Fact] = []
+        # is committed (which may be an append in doubt, committed later). A tuple: most of
+        # the time none wait, and the empty tuple is shared where a list costs 56 bytes.
+        self._unrecorded: tuple[Fact, ...] = ()
         # The last inbound message whose hooks committed writes through kit.store (see
         # _decide_inbound: it is not decided again after a conflict).
         self._wrote_for: object | None = None
@@ -110,6 +111,16 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # The stream version ``_last_position`` is the position of: the actor's state may have
         # moved on without a commit of its own (recovery, a reload after another writer's).
         self._position_version = 0
+
+    @property
+    def _decider(self) -> RoomDecider:
+        decider = self._decider_made
+        if decider is None:
+            services = self._services
+            decider = self._decider_made = RoomDecider(
+                self.key, self._before_broadcast, services.now, self._older_duplicate
+            )
+        return decider
 
     # -- event sourcing ----------------------------------------------------------------------
 
@@ -162,6 +173,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # (some 4 KB with two bindings), and the recent events of a room whose history was read
         # (an AI channel, a hook), ~3 KB each.
         self.state.rest()
+        self._decider_made = None
 
     def evolve(self, state: RoomState, event: Fact) -> RoomState:
         model = event.model
@@ -245,7 +257,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if facts or type(command) is FlushOutcomes:
             taken = self._services.outcomes.take(self.key)
             if taken:
-                self._unrecorded.extend(self._decider.delivery_facts(taken))
+                self._unrecorded = (*self._unrecorded, *self._decider.delivery_facts(taken))
             if self._unrecorded:
                 facts = [*self._unrecorded, *facts]
         else:
@@ -413,10 +425,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if unrecorded:
             carried = len(unrecorded)
             if len(events) >= carried and events[carried - 1] is unrecorded[-1]:
-                self._unrecorded = []  # all of them, ahead of the command's own facts
+                self._unrecorded = ()  # all of them, ahead of the command's own facts
             else:  # an append in doubt's, committed after more outcomes came
                 kept = {id(fact) for fact in events}
-                self._unrecorded = [fact for fact in unrecorded if id(fact) not in kept]
+                self._unrecorded = tuple(fact for fact in unrecorded if id(fact) not in kept)
         position = self._last_position = records[-1].position
         self._position_version = records[-1].version
         self._wrote_for = None
@@ -511,6 +523,15 @@ class DeliveryActor(Actor):
         assert isinstance(message, DeliveryJob)
         await self._delivery.handle(message)
         return None
+
+    def on_idle(self) -> None:
+        # Quiet as long as its room before that room rests: it stops, and the room's next
+        # commit activates another (a few µs: nothing to recover). An idle room then holds no
+        # worker (its cell, this instance and its RoomDelivery: ~0.8 KB). The replies it kept
+        # go: they serve messages queued behind them, and nothing is queued. Parked work
+        # waits for the rest of its turn: stopping would run it now (see on_stop).
+        if not self._delivery.parked:
+            self.passivate()
 
     async def on_stop(self) -> None:
         await self._delivery.run_parked()
