@@ -265,8 +265,8 @@ def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:
     for option in ("nats", "log"):
         url = getattr(args, option)
         if url is not None and not _is_nats_url(url):
-            # Refused here, as ``roomkit rooms --log`` does: connecting to it said the server
-            # was unreachable (exit 3) for what is a usage error.
+            # Refused here: connecting to it said the server was unreachable (exit 3) for
+            # what is a usage error. A bare host is a host nats-py tries, as it would.
             raise error(code, f"--{option} {url!r} is not a NATS URL: expected nats://HOST:PORT")
     if args.max_in_flight < 1:
         raise error(code, "--max-in-flight must be at least 1")
@@ -290,7 +290,10 @@ def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:
 
 
 def _is_nats_url(url: str) -> bool:
-    """Whether ``url`` is one nats-py takes: a scheme it knows, a host, a numeric port."""
+    """Whether ``url`` is one nats-py takes: a scheme it knows (none: ``nats://``, as
+    nats-py reads ``127.0.0.1:4222``), a host, a numeric port."""
+    if "://" not in url:
+        url = f"nats://{url}"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number

@@ -1248,6 +1248,16 @@ def test_serve_imports_the_app_from_the_current_directory(
     assert target.__name__ == "make_kit"
 
 
+def test_serve_takes_every_url_nats_py_takes() -> None:
+    # A bare host:port is nats://host:port to nats-py (the review: it was refused once).
+    from roomkit.ingress.cli import _is_nats_url
+
+    for url in ("127.0.0.1:4222", "nats://a:1", "tls://b", "ws://c:8080", "localhost"):
+        assert _is_nats_url(url), url
+    for url in ("http://a:1", "nats://a:port", "nats://", ":4222"):
+        assert not _is_nats_url(url), url
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -1261,9 +1271,9 @@ def test_serve_imports_the_app_from_the_current_directory(
         (["--stream", "ROOMKIT"], "--log-stream"),
         (["--dlq-stream", "ROOMKIT_IN"], "--dlq-stream"),
         (["--lanes", "0"], "--lanes"),
-        (["--nats", "notaurl"], "--nats 'notaurl' is not a NATS URL"),
+        (["--nats", "http://127.0.0.1:4222"], "--nats 'http://127.0.0.1:4222' is not a NATS"),
         (["--nats", "nats://host:port"], "--nats"),
-        (["--log", "127.0.0.1:4222"], "--log"),
+        (["--log", "127.0.0.1:port"], "--log"),
     ],
 )
 async def test_serve_refuses_bad_settings_before_connecting(argv: list[str], message: str) -> None:
