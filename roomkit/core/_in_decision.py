@@ -89,7 +89,7 @@ class DecisionWait:
     (returned, failed, or given up at a timeout). It holds the room up only while both last:
     a task the hook left running may still wait for its message once the decision is over."""
 
-    __slots__ = ("active", "mark")
+    __slots__ = ("__weakref__", "active", "mark")  # weakly referenced: see ownership._chain
 
     def __init__(self, mark: InDecision | PostCommitJob) -> None:
         self.mark = mark

@@ -198,6 +198,7 @@ class NatsPlacement(Placement):
         self._serving: Subscription | None = None
         self._answering: set[asyncio.Task[None]] = set()
         self._left = False
+        self._released = False  # the leases given back: the lease loop ends
         self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
         self._failing = False  # the lease table unreachable: reported once per outage
 
@@ -237,11 +238,11 @@ class NatsPlacement(Placement):
         interval = self._owner.lease_ttl / 3
         while True:
             await anyio.sleep(interval)
-            if self._left:
+            if self._released:
                 return
             try:
                 async with self._ticking:
-                    if self._left:
+                    if self._released:
                         return
                     await self._tick()
                 if self._failing:
@@ -267,6 +268,10 @@ class NatsPlacement(Placement):
                 del self._held[partition]
             else:
                 lease.revision, lease.renewed_at = revision, time.monotonic()
+        if self._left:
+            # Still answering what it took: it keeps its leases (another process deciding
+            # the same rooms meanwhile would run their hooks twice), and takes no more.
+            return
         view = await table.read(self._owner.connect_timeout)
         change = rebalance(
             self._me, self._held.keys(), view.owners, view.members, self._owner.partitions
@@ -331,15 +336,20 @@ class NatsPlacement(Placement):
                         await serving.drain()  # type: ignore[no-untyped-call]
                     except nats.errors.Error as exc:
                         logger.debug("room ownership: draining: %r", exc)
-            while self._answering:
-                # Answered before the kit closes, each bounded by its own timeouts (closing
-                # refuses commands afterwards): its caller would wait forward_timeout and
-                # take a command that ran for lost.
-                await asyncio.wait(set(self._answering))
+            # Answered before the kit closes (closing refuses commands): a caller not answered
+            # waits its forward_timeout and takes a command that may have run for lost. Not
+            # longer than that: its caller has given up by then, and a command that never
+            # ends (a hook without a timeout) would hold the close for ever.
+            with anyio.move_on_after(self._owner.forward_timeout):
+                while self._answering:
+                    await asyncio.wait(set(self._answering))
+            for task in self._answering:
+                task.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.connect_timeout):
                 try:
                     async with self._ticking:  # not while a tick renews them
+                        self._released = True
                         if self._table.opened:
                             for partition, lease in sorted(self._held.items()):
                                 await self._table.release(partition, lease.revision)
@@ -356,15 +366,18 @@ class NatsPlacement(Placement):
         owner = self.owner_of(room_id) if not self._left else None
         if owner is None:
             return None
+        # Held until answered: a link coming back here is this very wait (see _chain).
+        waiting = current_chain()
         request = {
             "op": "command",
             "room": room_id,
             "command": command,
             "settle": settle,
             "commit_only": self._port.commit_only(),
-            "waiting": encode_chain(current_chain(), self._port.kit, self._me),
+            "waiting": encode_chain(waiting, self._port.kit, self._me),
         }
         answer = await self._send(owner, room_id, request)
+        del waiting
         if answer is None:
             return None
         if "too_large" in answer:
@@ -448,9 +461,6 @@ class NatsPlacement(Placement):
         answer = decode(reply.data)
         if not isinstance(answer, dict):
             raise WireError(f"process {owner} answered {answer!r}"[:300])
-        if answer.get("gone"):  # it was leaving as the command came
-            self._forget(owner)
-            return None
         if "error" in answer:
             raise decode_error(answer["error"], owner)
         position = answer.get("position")
@@ -502,8 +512,19 @@ class NatsPlacement(Placement):
             if len(data) > self._nc.max_payload:
                 # Refused by NATS, it reached nobody: its caller waited its forward_timeout.
                 data = encode({"too_large": len(data), "position": port.checkpoint()})
-        except KitClosedError:
-            data = encode({"gone": True})
+        except KitClosedError as exc:
+            # Closed under the command (a close that gave up waiting): it may have been
+            # applied, so the caller must not run it again as if it had not ("gone").
+            data = encode(
+                {
+                    "error": encode_error(
+                        RoomKitError(
+                            f"process {self._me} closed while it had the command (it may have "
+                            f"been applied; retry with the same idempotency key): {exc}"
+                        )
+                    )
+                }
+            )
         except Exception as exc:
             data = encode({"error": encode_error(exc)})
         try:

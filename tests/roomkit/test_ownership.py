@@ -35,6 +35,7 @@ from roomkit import (
     ChannelType,
     EventRefusedError,
     EventType,
+    HookExecution,
     HookResult,
     HookTrigger,
     Identity,
@@ -50,6 +51,7 @@ from roomkit import (
     RoomKitError,
     RoomNotFoundError,
     RoomStatus,
+    RoomTimeoutError,
     Task,
     TextContent,
 )
@@ -257,13 +259,18 @@ def kit_of(
     ran: list[tuple[str, str]],
     *,
     wait_for_delivery: bool = True,
+    forward_timeout: float = 20.0,
 ) -> RoomKit:
     """A kit as each process of a deployment would make it: same channels, same hooks."""
     kit = RoomKit(
         log=log,
         wait_for_delivery=wait_for_delivery,
         ownership=NatsOwnership(
-            url, member=member, partitions=PARTITIONS, lease_ttl=LEASE_TTL, forward_timeout=20.0
+            url,
+            member=member,
+            partitions=PARTITIONS,
+            lease_ttl=LEASE_TTL,
+            forward_timeout=forward_timeout,
         ),
     )
     kit.register_channel(SimpleChannel("sms"))
@@ -867,3 +874,160 @@ async def test_an_answer_too_large_for_nats_is_said_so_or_read_here(
                 await a.attach_channel(room_id, "unregistered")
             binding = await a.attach_channel(room_id, "ws")
         assert binding.channel_id == "ws"
+
+
+@pytest.mark.nats
+async def test_a_call_back_after_the_deciding_room_gave_up_waiting_runs(
+    nats_server: NatsServer,
+) -> None:
+    # x's hook gives up waiting for y (its 1 s timeout); y's hook calls x back 2 s later, when
+    # x's decision is over: one process runs the call-back, and so do two (the chain's link
+    # back to x is x's own wait, over by then; it was refused as if x still waited).
+    notes: list[tuple[str, ...]] = []
+
+    def hooks(kit: RoomKit, member: str) -> None:
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, name="send", timeout=1.0)
+        async def send(event: RoomEvent, context: RoomContext) -> HookResult:
+            body = event.content.body  # type: ignore[union-attr]
+            if body.startswith("to:"):
+                await kit.process_inbound(text("sms", f"later:{event.room_id}"), room_id=body[3:])
+            return HookResult.allow()
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, name="back", timeout=10.0)
+        async def back(event: RoomEvent, context: RoomContext) -> HookResult:
+            body = event.content.body  # type: ignore[union-attr]
+            if body.startswith("later:"):
+                await anyio.sleep(2)
+                try:
+                    await kit.send_event(body[6:], "sms", TextContent(body="call-back"))
+                    notes.append((member, "sent"))
+                except RoomKitError as exc:
+                    notes.append((member, str(exc)))
+            return HookResult.allow()
+
+    async with processes(nats_server, "a", "b") as ((a, b), _):
+        hooks(a, "a")
+        hooks(b, "b")
+        x, y = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
+        for room_id in (x, y):
+            await a.create_room(room_id=room_id)
+            await a.attach_channel(room_id, "sms")
+        await a.process_inbound(text("sms", f"to:{y}"), room_id=x)
+
+        async def called_back() -> bool:
+            return bool(notes)
+
+        await eventually(called_back, what="y's hook called x back")
+        assert notes == [("b", "sent")]
+
+
+@pytest.mark.nats
+async def test_a_close_does_not_wait_for_ever_for_a_command_that_never_ends(
+    nats_server: NatsServer,
+) -> None:
+    # b runs, for a, a command whose async hook never returns (no timeout): a gives up after
+    # its forward_timeout, and b's close waited for the command for ever (it returns after
+    # its own drain's bound when the command was made at b).
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        kits = []
+        for member, log in (("a", log_a), ("b", log_b)):
+            kit = RoomKit(
+                log=log,
+                process_timeout=1.0,
+                ownership=NatsOwnership(
+                    nats_server.url,
+                    member=member,
+                    partitions=PARTITIONS,
+                    lease_ttl=LEASE_TTL,
+                    forward_timeout=2.0,
+                ),
+            )
+            kit.register_channel(SimpleChannel("sms"))
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, timeout=None)
+            async def never_returns(event: RoomEvent, context: RoomContext) -> None:
+                ran.append(("hook", event.room_id))
+                await anyio.sleep_forever()
+
+            kits.append(kit)
+        a, b = kits
+        async with a:
+            await b.__aenter__()
+            try:
+                await even_shares(a, b)
+                room_id = rooms_of(b, 1)[0]
+                await a.create_room(room_id=room_id)
+                await a.attach_channel(room_id, "sms")
+                with pytest.raises(RoomTimeoutError, match="did not answer within 2 s"):
+                    await a.send_event(room_id, "sms", TextContent(body="x"))
+                with anyio.fail_after(30):  # a guard against the hang, not a timing
+                    await b.close()
+            finally:
+                await b.__aexit__(None, None, None)
+        assert ("hook", room_id) in ran
+
+
+@pytest.mark.nats
+async def test_a_command_a_given_up_close_cut_is_not_run_again_by_its_caller(
+    nats_server: NatsServer,
+) -> None:
+    # b recorded a message a sent it, then its close was given up (its caller's deadline):
+    # b said it was gone, and a recorded the message again. Now a is told the message may
+    # have been recorded (a retry with its idempotency key is then a duplicate), or, when
+    # the answer was lost with b's connection, that it timed out (process_timeout). b's
+    # ownership is given a client of the app's, which outlives b's close.
+    ran: list[tuple[str, str]] = []
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        await nats.connect(nats_server.url) as client,
+    ):
+        a = kit_of(log_a, nats_server.url, "a", ran, forward_timeout=4.0)
+        b = RoomKit(
+            log=log_b,
+            ownership=NatsOwnership(
+                client, member="b", partitions=PARTITIONS, lease_ttl=LEASE_TTL
+            ),
+        )
+        b.register_channel(SimpleChannel("sms"))
+        started = anyio.Event()
+
+        @b.hook(HookTrigger.BEFORE_BROADCAST, name="slow")
+        async def slow(event: RoomEvent, context: RoomContext) -> HookResult:
+            started.set()
+            await anyio.sleep(2)
+            return HookResult.allow()
+
+        async with a:
+            await b.__aenter__()
+            try:
+                await even_shares(a, b)
+                room_id = rooms_of(b, 1)[0]
+                await a.create_room(room_id=room_id)
+                outcome: list[object] = []
+
+                async def send() -> None:
+                    try:
+                        # No idempotency key: nothing would tell a second record from the first.
+                        outcome.append(
+                            await a.process_inbound(text("sms", "once"), room_id=room_id)
+                        )
+                    except RoomKitError as exc:
+                        outcome.append(exc)
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(send)
+                    await started.wait()
+                    with anyio.move_on_after(0.3):
+                        await b.close()
+            finally:
+                await b.__aexit__(None, None, None)
+            await anyio.sleep(1)
+            recorded = [e for e in await a.get_timeline(room_id) if e.type == EventType.MESSAGE]
+            assert len(recorded) == 1, recorded
+            if isinstance(outcome[0], RoomKitError):
+                assert "may have been applied" in str(outcome[0])
+            else:
+                assert isinstance(outcome[0], InboundResult)
+                assert outcome[0].reason == "process_timeout"
