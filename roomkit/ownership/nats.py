@@ -262,12 +262,15 @@ class NatsPlacement(Placement):
             await table.open()
         await table.heartbeat()
         for partition, lease in list(self._held.items()):
+            # Counted from before the request: the server's expiry runs from its write, which
+            # comes before the answer.
+            sent = time.monotonic()
             revision = await table.renew(partition, lease.revision)
             if revision is None:
                 logger.warning("room ownership: the lease of partition %d was lost", partition)
                 del self._held[partition]
             else:
-                lease.revision, lease.renewed_at = revision, time.monotonic()
+                lease.revision, lease.renewed_at = revision, sent
         if self._left:
             # Still answering what it took: it keeps its leases (another process deciding
             # the same rooms meanwhile would run their hooks twice), and takes no more.
@@ -281,9 +284,10 @@ class NatsPlacement(Placement):
             view.owners.pop(partition, None)
             await table.release(partition, lease.revision)
         for partition in change.claim:
+            sent = time.monotonic()
             revision = await table.claim(partition)
             if revision is not None:
-                self._held[partition] = _Lease(revision, time.monotonic())
+                self._held[partition] = _Lease(revision, sent)
                 view.owners[partition] = self._me
         self._view = view
         if change.claim or change.release:
