@@ -64,7 +64,7 @@ from roomkit.ownership import partition_of
 from roomkit.ownership._partitions import rebalance
 from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
 from roomkit.ownership.nats import NatsOwnership, NatsPlacement
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 8
@@ -372,8 +372,7 @@ async def test_each_room_s_commands_run_in_the_process_that_holds_it(
         # And the other way round: b asks, a holds.
         ran.clear()
         for room_id in rooms_of(a, 2):
-            await b.create_room(room_id=room_id)
-            await b.attach_channel(room_id, "sms")
+            await room_with(b, room_id, "sms")
             await b.process_inbound(text("sms", "hi"), room_id=room_id)
             assert runs_here(a, room_id) and not runs_here(b, room_id)
         assert ran and {member for member, _ in ran} == {"a"}
@@ -413,8 +412,7 @@ async def test_a_process_that_stops_hands_its_rooms_over(nats_server: NatsServer
                 await even_shares(a, b)
                 rooms = rooms_of(b, 3)
                 for room_id in rooms:
-                    await a.create_room(room_id=room_id)
-                    await a.attach_channel(room_id, "sms")
+                    await room_with(a, room_id, "sms")
                     await a.process_inbound(text("sms", "before", sender=room_id), room_id=room_id)
                     assert runs_here(b, room_id)
             # b closed: it answered what it had taken and gave its leases back.
@@ -468,8 +466,7 @@ async def test_a_caller_that_does_not_wait_for_deliveries_is_answered_at_the_com
         async with a, b:
             await even_shares(a, b)
             room_id = rooms_of(b, 1)[0]
-            await a.create_room(room_id=room_id)
-            await a.attach_channel(room_id, "sms")
+            await room_with(a, room_id, "sms")
             await a.attach_channel(room_id, "gated")
             with anyio.fail_after(60):  # a guard against a hang, not a timing
                 sent = await a.send_event(room_id, "sms", TextContent(body="out"))
@@ -548,8 +545,7 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
                 if placement(a).owner_of(r) == "victim"
             ][:3]
             for room_id in rooms:
-                await a.create_room(room_id=room_id)
-                await a.attach_channel(room_id, "sms")
+                await room_with(a, room_id, "sms")
                 result = await a.process_inbound(
                     text("sms", "to the victim", sender=room_id), room_id=room_id
                 )
@@ -602,8 +598,7 @@ async def test_the_leases_are_taken_again_after_the_server_restarted(
     server = restartable_nats_server
     async with processes(server, "a", "b") as ((a, b), ran):
         room_id = rooms_of(b, 1)[0]
-        await a.create_room(room_id=room_id)
-        await a.attach_channel(room_id, "sms")
+        await room_with(a, room_id, "sms")
         await a.process_inbound(text("sms", "before"), room_id=room_id)
 
         server.kill()
@@ -637,8 +632,7 @@ async def test_inbound_messages_from_nats_are_recorded_by_their_room_s_owner(
     async with processes(nats_server, "a", "b") as ((a, b), ran):
         rooms = rooms_of(a, 3) + rooms_of(b, 3)
         for room_id in rooms:
-            await a.create_room(room_id=room_id)
-            await a.attach_channel(room_id, "sms")
+            await room_with(a, room_id, "sms")
         ran.clear()
         ingresses = [Ingress(kit, nats_server.url, max_in_flight=8) for kit in (a, b)]
         async with ingresses[0], ingresses[1], await nats.connect(nats_server.url) as client:
@@ -719,8 +713,7 @@ async def test_a_room_first_woken_by_another_process_sends_on_to_the_rooms_owner
         woken_by_a = rooms_of(b, 1)[0]
         target = rooms_of(a, 1)[0]
         for room_id in (woken_by_a, target):
-            await a.create_room(room_id=room_id)
-            await a.attach_channel(room_id, "sms")
+            await room_with(a, room_id, "sms")
         ran.clear()
         await a.process_inbound(text("sms", f"relay:{target}"), room_id=woken_by_a)
         assert ran == [("b", woken_by_a), ("a", target)]
@@ -749,8 +742,7 @@ async def test_a_call_back_into_a_deciding_room_of_another_process_is_refused_at
         relaying(b, "b", notes)
         x, y = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
         for room_id in (x, y):
-            await a.create_room(room_id=room_id)
-            await a.attach_channel(room_id, "sms")
+            await room_with(a, room_id, "sms")
         with anyio.fail_after(15):  # a guard against the hold, not a timing
             result = await a.process_inbound(text("sms", f"to:{y}"), room_id=x)
         assert result.event is not None and not result.blocked
@@ -779,8 +771,7 @@ async def test_a_process_that_closes_answers_the_commands_on_their_way(
                 await even_shares(a, b)
                 rooms = rooms_of(b, 10)
                 for room_id in rooms:
-                    await a.create_room(room_id=room_id)
-                    await a.attach_channel(room_id, "sms")
+                    await room_with(a, room_id, "sms")
                 results: list[str | None] = []
                 stop = anyio.Event()
 
@@ -836,8 +827,7 @@ async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: Nats
             try:
                 await even_shares(a, b)
                 room_id = rooms_of(b, 1)[0]
-                await a.create_room(room_id=room_id)
-                await a.attach_channel(room_id, "sms")
+                await room_with(a, room_id, "sms")
                 answers: list[InboundResult] = []
 
                 async def send_slow() -> None:
@@ -865,8 +855,7 @@ async def test_an_answer_too_large_for_nats_is_said_so_or_read_here(
     # done here instead (it changes nothing).
     async with processes(nats_server, "a", "b") as ((a, b), _):
         room_id = rooms_of(b, 1)[0]
-        await a.create_room(room_id=room_id)
-        await a.attach_channel(room_id, "sms")
+        await room_with(a, room_id, "sms")
         for n in range(50):
             await a.process_inbound(text("sms", f"{n:02d}" + "x" * 25_000), room_id=room_id)
         with anyio.fail_after(15):  # a guard against the wait, not a timing
@@ -910,8 +899,7 @@ async def test_a_call_back_after_the_deciding_room_gave_up_waiting_runs(
         hooks(b, "b")
         x, y = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
         for room_id in (x, y):
-            await a.create_room(room_id=room_id)
-            await a.attach_channel(room_id, "sms")
+            await room_with(a, room_id, "sms")
         await a.process_inbound(text("sms", f"to:{y}"), room_id=x)
 
         async def called_back() -> bool:
@@ -957,8 +945,7 @@ async def test_a_close_does_not_wait_for_ever_for_a_command_that_never_ends(
             try:
                 await even_shares(a, b)
                 room_id = rooms_of(b, 1)[0]
-                await a.create_room(room_id=room_id)
-                await a.attach_channel(room_id, "sms")
+                await room_with(a, room_id, "sms")
                 with pytest.raises(RoomTimeoutError, match="did not answer within 2 s"):
                     await a.send_event(room_id, "sms", TextContent(body="x"))
                 with anyio.fail_after(30):  # a guard against the hang, not a timing
