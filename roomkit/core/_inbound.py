@@ -159,8 +159,9 @@ class InboundMixin(HelpersMixin):
             if isinstance(stop, InboundResult):
                 return stop
             command = ProcessInbound(event=stop, budget=budget, waiting=waiting)
+            # The runtime may have ended while the resolver ran (its event loop did).
+            runtime = await self._ensure_runtime()
 
-        runtime = await self._ensure_runtime()
         # process_timeout bounds the room's work on the message, from when the room takes it
         # up (0.3.0: from when its lock was taken); the room commits nothing once it is spent.
         # Waiting for the room is bounded by the ask's own timeout, after which the message is
