@@ -199,8 +199,15 @@ class HelpersMixin:
             await runtime.turns.wait(turn)
         await runtime.projection.wait(_settled_position(outcome, turn))
 
+    def _settles_on_commit(self) -> bool:
+        """Whether a command made here now returns once committed, without its delivery:
+        ``wait_for_delivery=False``, or a delivery worker's job (see PostCommitJob), whose
+        deliveries may be queued behind it. A room's owner in another process settles the
+        commands it runs for this one alike (roomkit.ownership)."""
+        return not self._wait_for_delivery or in_post_commit_work()
+
     def _awaited_turn(self, outcome: Outcome, room_id: str) -> Turn | None:
-        if not self._wait_for_delivery or in_post_commit_work():
+        if self._settles_on_commit():
             return None  # see PostCommitJob: settle on the commit only
         decision = deciding()
         if decision is not None and deliveries_held_up(decision.waiting, room_id, self):

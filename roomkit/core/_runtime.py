@@ -585,7 +585,7 @@ class _RuntimePort:
         return commit_only or deliveries_held_up(waiting, room_id, kit)
 
     def commit_only(self) -> bool:
-        return not self._runtime._kit._wait_for_delivery or in_post_commit_work()
+        return self._runtime._kit._settles_on_commit()
 
     def checkpoint(self) -> int:
         return self._runtime.projection.checkpoint
