@@ -41,6 +41,16 @@ def require_asyncio(what: str, error: type[Exception]) -> None:
         ) from None
 
 
+def client_or_servers(
+    nats_url: str | Sequence[str] | NatsClient,
+) -> tuple[NatsClient | None, list[str]]:
+    """A part's ``nats_url`` argument as (the connected client it was given, to use and leave
+    open; or None) and the server URLs to connect to itself."""
+    if isinstance(nats_url, NatsClient):
+        return nats_url, []
+    return None, [nats_url] if isinstance(nats_url, str) else list(nats_url)
+
+
 async def open_client(
     servers: Sequence[str],
     *,

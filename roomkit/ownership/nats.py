@@ -39,7 +39,12 @@ from nats.aio.subscription import Subscription
 
 from actors import check_finite_seconds
 from eventlog import LogUnavailable
-from eventlog._nats_setup import close_quietly, open_client, require_asyncio
+from eventlog._nats_setup import (
+    client_or_servers,
+    close_quietly,
+    open_client,
+    require_asyncio,
+)
 from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._in_decision import DecisionWait
 from roomkit.errors import KitClosedError, LogUnavailableError, RoomKitError, RoomTimeoutError
@@ -135,12 +140,7 @@ class NatsOwnership(RoomOwnership):
         self.subject_prefix = subject_prefix
         self.bucket = bucket
         self.member = member
-        if isinstance(nats_url, NatsClient):
-            self._client: NatsClient | None = nats_url
-            self._servers: list[str] = []
-        else:
-            self._client = None
-            self._servers = [nats_url] if isinstance(nats_url, str) else list(nats_url)
+        self._client, self._servers = client_or_servers(nats_url)
         self._connect_options = dict(connect_options or {})
 
     def subject(self, member: str) -> str:

@@ -43,7 +43,12 @@ from nats.aio.subscription import Subscription
 
 from actors import check_finite_seconds
 from eventlog import LogUnavailable
-from eventlog._nats_setup import close_quietly, open_client, require_asyncio
+from eventlog._nats_setup import (
+    client_or_servers,
+    close_quietly,
+    open_client,
+    require_asyncio,
+)
 from roomkit.errors import RoomKitError
 from roomkit.models._defaults import new_id, utcnow
 from roomkit.realtime.base import (
@@ -130,12 +135,7 @@ class NatsRealtime(RealtimeBackend):
             raise ValueError(f"invalid subject prefix {subject_prefix!r}")
         self._local = InMemoryRealtime(max_queue_size)  # checks max_queue_size
         self._connect_timeout = check_finite_seconds("connect_timeout", connect_timeout)
-        if isinstance(nats_url, NatsClient):
-            self._client: NatsClient | None = nats_url
-            self._servers: list[str] = []
-        else:
-            self._client = None
-            self._servers = [nats_url] if isinstance(nats_url, str) else list(nats_url)
+        self._client, self._servers = client_or_servers(nats_url)
         self._connect_options = dict(connect_options or {})
         self.subject_prefix = subject_prefix
         self._nc: NatsClient | None = None
