@@ -15,12 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from actors import error_text
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
-from roomkit.core._system_events import lifecycle_event
+from roomkit.core._system_events import hook_failure, lifecycle_event
 from roomkit.errors import EventRefusedError
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryResult
@@ -351,11 +350,9 @@ class RoomDelivery:
         self, errors: Sequence[tuple[str, BaseException]], context: RoomContext
     ) -> None:
         for name, error in errors:
-            text = error_text(error)
-            await self._services.emit(
-                "hook_error", room_id=self._room_id, data={"hook": name, "error": text}
-            )
-            self._note_error("hook_error", f"hook {name} failed: {text}", {"hook": name})
+            reported, body, data = hook_failure(name, error)
+            await self._services.emit("hook_error", room_id=self._room_id, data=reported)
+            self._note_error("hook_error", body, data)
 
     def _note_error(self, code: str, body: str, data: dict[str, object]) -> None:
         """A failure for the ON_ERROR hooks, run by ``_report_errors``."""

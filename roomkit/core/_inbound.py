@@ -19,7 +19,6 @@ from uuid import uuid4
 
 import anyio
 
-from actors import error_text
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._commands import (
@@ -31,7 +30,7 @@ from roomkit.core._commands import (
 )
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
-from roomkit.core._system_events import lifecycle_event
+from roomkit.core._system_events import hook_failure, lifecycle_event
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver
@@ -555,18 +554,9 @@ class InboundMixin(HelpersMixin):
         delivery statuses, which no room runs) as its failed hooks are: a ``hook_error``
         framework event, and the ON_ERROR hooks (whose own failures are only logged)."""
         for name, error in errors:
-            text = error_text(error)
-            await self._emit_framework_event(
-                "hook_error", room_id=room_id, data={"hook": name, "error": text}
-            )
-            event = lifecycle_event(
-                room_id,
-                EventType.SYSTEM,
-                "hook_error",
-                f"hook {name} failed: {text}",
-                utcnow(),
-                {"hook": name},
-            )
+            reported, body, data = hook_failure(name, error)
+            await self._emit_framework_event("hook_error", room_id=room_id, data=reported)
+            event = lifecycle_event(room_id, EventType.SYSTEM, "hook_error", body, utcnow(), data)
             await self._hook_engine.run_async_hooks(room_id, HookTrigger.ON_ERROR, event, context)
 
     async def process_webhook(self, meta: Any, channel_id: str) -> InboundResult | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from actors import error_text
 from roomkit.models.enums import ChannelType, EventStatus, EventType
 from roomkit.models.event import EventContent, EventSource, RoomEvent, SystemContent
 from roomkit.models.task import Task
@@ -32,6 +33,13 @@ def lifecycle_event(
         visibility="internal",
         created_at=now,
     )
+
+
+def hook_failure(name: str, error: BaseException) -> tuple[dict[str, str], str, dict[str, Any]]:
+    """What a failed async hook is reported with: the data of its ``hook_error`` framework
+    event, and the body and data of the event the ON_ERROR hooks get."""
+    text = error_text(error)
+    return {"hook": name, "error": text}, f"hook {name} failed: {text}", {"hook": name}
 
 
 def task_created_event(
