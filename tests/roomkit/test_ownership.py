@@ -702,16 +702,26 @@ def relaying(kit: RoomKit, member: str, notes: list[tuple[str, ...]]) -> None:
         return HookResult.allow()
 
 
+@asynccontextmanager
+async def relaying_processes(
+    server: NatsServer,
+) -> AsyncIterator[tuple[RoomKit, RoomKit, list[tuple[str, str]], list[tuple[str, ...]]]]:
+    """Processes "a" and "b" (see ``processes``) with the ``relaying`` hook; yields them,
+    where each hook ran and what each relay raised."""
+    notes: list[tuple[str, ...]] = []
+    async with processes(server, "a", "b") as ((a, b), ran):
+        relaying(a, "a", notes)
+        relaying(b, "b", notes)
+        yield a, b, ran, notes
+
+
 @pytest.mark.nats
 async def test_a_room_first_woken_by_another_process_sends_on_to_the_rooms_owners(
     nats_server: NatsServer,
 ) -> None:
     # A room's actor first started for a command another process sent kept running every
     # command its hooks made for other rooms here, whoever owned them.
-    notes: list[tuple[str, ...]] = []
-    async with processes(nats_server, "a", "b") as ((a, b), ran):
-        relaying(a, "a", notes)
-        relaying(b, "b", notes)
+    async with relaying_processes(nats_server) as (a, b, ran, notes):
         woken_by_a = rooms_of(b, 1)[0]
         target = rooms_of(a, 1)[0]
         for room_id in (woken_by_a, target):
@@ -738,10 +748,7 @@ async def test_a_call_back_into_a_deciding_room_of_another_process_is_refused_at
     # Room x's hook (at a) sends room y (at b) a message whose hook calls back into x: x's
     # decision waits for it. One process refuses the call-back at once; across two, the two
     # decisions held each other until process_timeout, and the message was dropped.
-    notes: list[tuple[str, ...]] = []
-    async with processes(nats_server, "a", "b") as ((a, b), ran):
-        relaying(a, "a", notes)
-        relaying(b, "b", notes)
+    async with relaying_processes(nats_server) as (a, b, ran, notes):
         x, y = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
         for room_id in (x, y):
             await room_with(a, room_id, "sms")
