@@ -16,8 +16,9 @@ import logging
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE
@@ -123,23 +124,62 @@ class LeaseTable:
             await self._open_kv().delete(_MEMBER + self._me)
 
     async def read(self, timeout: float) -> TableView:
-        """Every live lease and process."""
-        watcher = await self._open_kv().watchall(ignore_deletes=True)
+        """Every live lease and process.
+
+        Read through a pull consumer of this read only, deleted after. nats-py's key watch
+        (``watchall``) was used before: its end-of-snapshot marker can come before the
+        entries (the server may count them delivered before the client has them), which read
+        a full table as empty and made a process take its peers for dead; and each watch left
+        its consumer on the server for five minutes.
+        """
+        js = self._js
+        stream = f"KV_{self._bucket}"
+        prefix = f"$KV.{self._bucket}."
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=prefix + ">",
+            mem_storage=True,
+            # Dropped by the server should this process not delete it (gone meanwhile).
+            inactive_threshold=max(timeout, 5.0),
+        )
+        consumer = await js.add_consumer(stream, config, timeout=timeout)
         owners: dict[int, str] = {}
         members: set[str] = set()
         try:
-            while True:
-                entry = await watcher.updates(timeout)  # type: ignore[no-untyped-call]
-                if entry is None:  # everything the bucket held when the watch began
-                    break
-                key = entry.key
-                if key.startswith(_MEMBER):
-                    members.add(key[len(_MEMBER) :])
-                elif key.startswith(_PART) and entry.value:
-                    try:
-                        owners[int(key[len(_PART) :])] = entry.value.decode()
-                    except (ValueError, UnicodeDecodeError):
-                        logger.warning("lease table: %r is not a lease, left alone", key)
+            # A pull consumer sends nothing before it is asked: what it had to send when it
+            # was made is all it counts as pending.
+            left = consumer.num_pending or 0
+            if left:
+                pull = await js.pull_subscribe_bind(consumer=consumer.name, stream=stream)
+                try:
+                    while left:
+                        try:
+                            msgs = await pull.fetch(min(left, 1_000), timeout=timeout)
+                        except nats.errors.TimeoutError:
+                            break  # what was pending expired before it was sent
+                        for msg in msgs:
+                            left = msg.metadata.num_pending or 0
+                            self._take(msg, prefix, owners, members)
+                finally:
+                    with contextlib.suppress(nats.errors.Error):
+                        await pull.unsubscribe()
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(*KV_FAILURES):
+                await js.delete_consumer(stream, consumer.name)
         return TableView(owners, members)
+
+    @staticmethod
+    def _take(msg: Msg, prefix: str, owners: dict[int, str], members: set[str]) -> None:
+        """Add one entry of the bucket to the view (a deletion adds nothing)."""
+        headers = msg.headers or {}
+        if headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers:
+            return
+        key = msg.subject[len(prefix) :]
+        if key.startswith(_MEMBER):
+            members.add(key[len(_MEMBER) :])
+        elif key.startswith(_PART) and msg.data:
+            try:
+                owners[int(key[len(_PART) :])] = msg.data.decode()
+            except (ValueError, UnicodeDecodeError):
+                logger.warning("lease table: %r is not a lease, left alone", key)

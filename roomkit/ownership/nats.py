@@ -12,16 +12,21 @@ Every process serving the same rooms gives its kit a ``NatsOwnership`` with the 
 ``partitions`` partitions; each live process leases an even share of them and renews its
 leases every ``lease_ttl / 3`` seconds. A process that joins gets its share as the others give
 some back; one that stops gives its leases back; one that dies loses them after ``lease_ttl``,
-and the others take them up. A command for a room (``process_inbound``, ``attach_channel``,
-``send_event``, ...) made in a process that does not hold the room's partition is sent to the
-one that does, which runs it and answers; the caller returns once its own read model shows
-what the command did. A command whose owner is gone (no answer on its subject) or not known
-(a partition between two holders) runs where it was made.
+and the others take them up. A process that joins, claims, releases or leaves says so on
+``<subject_prefix>.owners``, and the others read the table again at once: a handover between
+live processes takes a few round trips, not a renewal period or two.
+
+A command for a room (``process_inbound``, ``attach_channel``, ``send_event``, ...) made in a
+process that does not hold the room's partition is sent to the one that does, which runs it
+and answers; the caller returns once its own read model shows what the command did. A command
+whose owner is gone (no answer on its subject) or not known (a partition between two holders)
+runs where it was made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -147,6 +152,12 @@ class NatsOwnership(RoomOwnership):
         """Where the commands for ``member``'s rooms are sent."""
         return f"{self.subject_prefix}.owner.{member}"
 
+    @property
+    def changes_subject(self) -> str:
+        """Where a process says that it joined, claimed, released or left (no member is
+        named \"owners\" there: members' subjects have one more token)."""
+        return f"{self.subject_prefix}.owners"
+
     async def start_placement(self, port: KitPort) -> Placement:
         require_asyncio("NatsOwnership", RoomKitError)
         own = self._client is None
@@ -196,6 +207,9 @@ class NatsPlacement(Placement):
         self._held: dict[int, _Lease] = {}
         self._view = TableView({}, set())
         self._serving: Subscription | None = None
+        self._changes: Subscription | None = None
+        # Set when another process changed the table: the lease loop reads it at once.
+        self._wake = anyio.Event()
         self._answering: set[asyncio.Task[None]] = set()
         self._left = False
         self._released = False  # the leases given back: the lease loop ends
@@ -229,7 +243,12 @@ class NatsPlacement(Placement):
             self._serving = await self._nc.subscribe(
                 self._owner.subject(self._me), cb=self._take_request
             )
+            self._changes = await self._nc.subscribe(
+                self._owner.changes_subject, cb=self._heard_change
+            )
             await self._tick()
+            # Joined: the others give this process its share now, not at their next renewal.
+            await self._announce()
         except KV_FAILURES as exc:
             raise LogUnavailableError(f"room ownership: NATS failed: {exc!r}") from exc
 
@@ -237,7 +256,9 @@ class NatsPlacement(Placement):
         task_status.started()
         interval = self._owner.lease_ttl / 3
         while True:
-            await anyio.sleep(interval)
+            with anyio.move_on_after(interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()  # before the tick: a change heard during it counts
             if self._released:
                 return
             try:
@@ -291,6 +312,7 @@ class NatsPlacement(Placement):
                 view.owners[partition] = self._me
         self._view = view
         if change.claim or change.release:
+            await self._announce()
             logger.info(
                 "room ownership: %s holds %d of %d partitions (%d processes)",
                 self._me,
@@ -299,6 +321,18 @@ class NatsPlacement(Placement):
                 len(view.members | {self._me}),
             )
         self._stop_actors_of_others()
+
+    async def _heard_change(self, msg: Msg) -> None:
+        if msg.data != self._me.encode():
+            self._wake.set()
+
+    async def _announce(self) -> None:
+        """Tell the other processes the table changed (at most once: a process that misses
+        it reads the table at its next renewal anyway)."""
+        try:
+            await self._nc.publish(self._owner.changes_subject, self._me.encode())
+        except nats.errors.Error as exc:
+            logger.debug("room ownership: not announced: %r", exc)
 
     def _expire_unrenewed(self) -> None:
         """Leases this process could not renew for ``lease_ttl`` have expired at the server
@@ -332,6 +366,10 @@ class NatsPlacement(Placement):
             return
         self._left = True  # what this process is asked from now on runs here
         try:
+            changes, self._changes = self._changes, None
+            if changes is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await changes.unsubscribe()
             serving, self._serving = self._serving, None
             if serving is not None:
                 # Drained, not dropped: the requests already on their way are taken too.
@@ -358,6 +396,7 @@ class NatsPlacement(Placement):
                             for partition, lease in sorted(self._held.items()):
                                 await self._table.release(partition, lease.revision)
                             await self._table.leave()
+                            await self._announce()  # the others take the leases up now
                 except KV_FAILURES as exc:
                     logger.debug("room ownership: leaving: %r (the leases expire)", exc)
                 self._held.clear()

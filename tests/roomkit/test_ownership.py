@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import nats
 import nats.errors
 import pytest
 from pydantic import ValidationError
@@ -62,13 +63,18 @@ from roomkit.models.event import EventSource
 from roomkit.models.hook import InjectedEvent
 from roomkit.ownership import partition_of
 from roomkit.ownership._partitions import rebalance
+from roomkit.ownership._table import LeaseTable
 from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
 from roomkit.ownership.nats import NatsOwnership, NatsPlacement
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 8
-LEASE_TTL = 1.5  # renewed every 0.5 s: the tests wait seconds, not minutes, for a handover
+# Far longer than a loaded machine stalls (1.5 s leases lapsed under a 2 s stall and moved
+# rooms in the middle of a test); handovers between live processes are announced, so the tests
+# do not wait for renewals. Tests of leases that expire use short ones.
+LEASE_TTL = 30.0
+SHORT_LEASE_TTL = 1.5  # renewed every 0.5 s: a dead process's rooms move in seconds
 
 
 # -- partitions and shares ----------------------------------------------------------------------
@@ -260,6 +266,7 @@ def kit_of(
     *,
     wait_for_delivery: bool = True,
     forward_timeout: float = 20.0,
+    lease_ttl: float = LEASE_TTL,
 ) -> RoomKit:
     """A kit as each process of a deployment would make it: same channels, same hooks."""
     kit = RoomKit(
@@ -269,7 +276,7 @@ def kit_of(
             url,
             member=member,
             partitions=PARTITIONS,
-            lease_ttl=LEASE_TTL,
+            lease_ttl=lease_ttl,
             forward_timeout=forward_timeout,
         ),
     )
@@ -315,13 +322,15 @@ def runs_here(kit: RoomKit, room_id: str) -> bool:
 
 @asynccontextmanager
 async def processes(
-    server: NatsServer, *members: str
+    server: NatsServer, *members: str, lease_ttl: float = LEASE_TTL
 ) -> AsyncIterator[tuple[list[RoomKit], list[tuple[str, str]]]]:
     """Kits named ``members``, started, once each holds its share of the partitions."""
     ran: list[tuple[str, str]] = []
     async with NatsEventLog(server.url) as log_a, NatsEventLog(server.url) as log_b:
         logs = [log_a, log_b]
-        kits = [kit_of(logs[n], server.url, m, ran) for n, m in enumerate(members)]
+        kits = [
+            kit_of(logs[n], server.url, m, ran, lease_ttl=lease_ttl) for n, m in enumerate(members)
+        ]
         async with kits[0], kits[1]:
             await even_shares(*kits)
             yield kits, ran
@@ -399,6 +408,60 @@ async def test_what_a_command_raised_at_the_owner_reaches_its_caller(
         placement(a)._owner.forward_timeout = 0.5
         late = await a.process_inbound(text("sms", "slow"), room_id=room_id)
         assert late.blocked and late.reason == "process_timeout"
+
+
+@pytest.mark.nats
+async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer(
+    nats_server: NatsServer,
+) -> None:
+    # nats-py's key watch, read before, could end its snapshot before its entries (a full
+    # table read as empty: the process took its peers for dead), and left a consumer on the
+    # server for five minutes after each read.
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        empty = LeaseTable(js, "empty", LEASE_TTL, "a")
+        await empty.open()
+        view = await empty.read(5)
+        assert (view.owners, view.members) == ({}, set())
+        tables = [LeaseTable(js, "leases", LEASE_TTL, member) for member in ("a", "b")]
+        for table in tables:
+            await table.open()
+            await table.heartbeat()
+        revisions = [await tables[p % 2].claim(p) for p in range(PARTITIONS)]
+        last = PARTITIONS - 1
+        await tables[last % 2].release(last, revisions[last] or 0)  # a deletion is no lease
+        for _ in range(50):
+            view = await tables[0].read(5)
+            assert view.owners == {p: "ab"[p % 2] for p in range(last)}
+            assert view.members == {"a", "b"}
+        for bucket in ("empty", "leases"):
+            assert (await js.stream_info(f"KV_{bucket}")).state.consumer_count == 0
+    finally:
+        await nc.close()
+
+
+@pytest.mark.nats
+async def test_processes_that_join_and_leave_share_the_partitions_at_once(
+    nats_server: NatsServer,
+) -> None:
+    # Leases renewed every 200 s: the others learn of a join, a claim or a leave from its
+    # announcement, not from their next renewal (which would take minutes here).
+    ran: list[tuple[str, str]] = []
+    url = nats_server.url
+    async with NatsEventLog(url) as log_a, NatsEventLog(url) as log_b:
+        a = kit_of(log_a, url, "a", ran, lease_ttl=600)
+        b = kit_of(log_b, url, "b", ran, lease_ttl=600)
+        async with a:
+            assert len(placement(a).held) == PARTITIONS
+            async with b:
+                await even_shares(a, b)
+            assert placement(b).held == frozenset()
+
+            async def all_to_a() -> bool:
+                return len(placement(a).held) == PARTITIONS and placement(a).members == {"a"}
+
+            await eventually(all_to_a, what="a takes b's partitions up")
 
 
 @pytest.mark.nats
@@ -520,9 +583,15 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
     share = PARTITIONS // 2
     script = tmp_path / "victim.py"
     script.write_text(
-        textwrap.dedent(_VICTIM).format(partitions=PARTITIONS, lease_ttl=LEASE_TTL, share=share)
+        textwrap.dedent(_VICTIM).format(
+            partitions=PARTITIONS, lease_ttl=SHORT_LEASE_TTL, share=share
+        )
     )
-    async with NatsEventLog(nats_server.url) as log, kit_of(log, nats_server.url, "a", ran) as a:
+    url = nats_server.url
+    async with (
+        NatsEventLog(url) as log,
+        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
+    ):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         victim = subprocess.Popen(
             [sys.executable, str(script), nats_server.url],
@@ -579,7 +648,7 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
         async def all_to_a() -> bool:
             return len(placement(a).held) == PARTITIONS
 
-        await eventually(all_to_a, timeout=LEASE_TTL * 4, what="a takes the victim's up")
+        await eventually(all_to_a, timeout=SHORT_LEASE_TTL * 4, what="a takes the victim's up")
         assert placement(a).members == {"a"}
         for room_id in rooms:
             await a.process_inbound(text("sms", "after", sender=room_id), room_id=room_id)
@@ -596,7 +665,7 @@ async def test_the_leases_are_taken_again_after_the_server_restarted(
     # The lease bucket is kept in memory: a restarted server has none. The processes make it
     # again and share the partitions as before, and the rooms go on.
     server = restartable_nats_server
-    async with processes(server, "a", "b") as ((a, b), ran):
+    async with processes(server, "a", "b", lease_ttl=SHORT_LEASE_TTL) as ((a, b), ran):
         room_id = rooms_of(b, 1)[0]
         await room_with(a, room_id, "sms")
         await a.process_inbound(text("sms", "before"), room_id=room_id)
