@@ -112,6 +112,10 @@ class Handover(Generic[T]):
             timer.cancel()
             self._reader = None
 
+    def interrupt(self) -> None:
+        """End the reader's wait as if its timeout had passed (False)."""
+        self._wake_reader(False)
+
     def close(self) -> None:
         """Take nothing more; wake the reader and every waiting writer."""
         self._closed = True

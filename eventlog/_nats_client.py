@@ -17,9 +17,14 @@ messages", redelivered for ever. This parser keeps such a header as ``PUBLISHED_
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from nats.aio.client import Client
 
 __all__ = ["PUBLISHED_STATUS", "RoomKitNatsClient", "parse_header_lines"]
+
+logger = logging.getLogger("roomkit.eventlog.nats")
 
 _CRLF = b"\r\n"
 
@@ -50,6 +55,25 @@ def parse_header_lines(raw: bytes) -> dict[str, str]:
 
 
 class RoomKitNatsClient(Client):
-    """nats-py's client, parsing message headers faster (same results)."""
+    """nats-py's client, parsing message headers faster (same results), and telling its
+    listeners when it has reconnected."""
 
     _parse_header_lines = staticmethod(parse_header_lines)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reconnect_listeners: set[Callable[[], None]] = set()
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (in the client's task; it must not block) after each reconnect;
+        returns what stops that."""
+        self._reconnect_listeners.add(listener)
+        return lambda: self._reconnect_listeners.discard(listener)
+
+    def reconnected(self) -> None:
+        """Tell the listeners (the connection's ``reconnected_cb`` calls this)."""
+        for listener in list(self._reconnect_listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("a reconnect listener failed")

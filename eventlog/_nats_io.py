@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js.client import JetStreamContext
 
+from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_codec import StoredBatch, decode_batch
 from eventlog._nats_errors import ServerBusy, is_transient, translate
 from eventlog.errors import EventLogError
@@ -125,15 +126,21 @@ class JetStreamIO:
         # handle for all of them (see request).
         self._requests: dict[str, tuple[float, asyncio.Future[Msg], str]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._unlisten: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Subscribe the reply inbox (once connected)."""
         if self._inbox_sub is None:
             self._inbox = self.nc.new_inbox() + "."
             self._inbox_sub = await self.nc.subscribe(self._inbox + "*", cb=self._on_reply)
+        if self._unlisten is None and isinstance(self.nc, RoomKitNatsClient):
+            self._unlisten = self.nc.on_reconnect(self._fail_requests_in_flight)
 
     async def stop(self) -> None:
         """Unsubscribe the reply inbox (the connection may belong to the application)."""
+        unlisten, self._unlisten = self._unlisten, None
+        if unlisten is not None:
+            unlisten()
         sub, self._inbox_sub = self._inbox_sub, None
         if sub is not None and not self.nc.is_closed:
             try:
@@ -200,6 +207,18 @@ class JetStreamIO:
         if not msg.data and msg.headers and msg.headers.get("Status") == "503":
             raise nats.errors.NoRespondersError
         return msg
+
+    def _fail_requests_in_flight(self) -> None:
+        """The connection was replaced: a request written to the old one just before it died
+        gets no reply, and waited its whole ``request_timeout`` (2 s after every server
+        restart). Fail them all now, for ``retrying`` to send them again at once (safe: an
+        append keeps its message id, a read changes nothing)."""
+        requests, self._requests = self._requests, {}
+        for _deadline, future, subject in requests.values():
+            if not future.done():
+                future.set_exception(
+                    ConnectionError(f"no reply on {subject}: the connection was replaced")
+                )
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the requests past their deadline; wake again at the nearest one left.

@@ -64,6 +64,14 @@ async def open_client(
         LogUnavailable: no server answered within ``connect_timeout``.
     """
     nc = RoomKitNatsClient()
+    theirs = options.get("reconnected_cb")
+
+    async def on_reconnected() -> None:
+        logger.info("NATS: reconnected")
+        nc.reconnected()
+        if theirs is not None:
+            await theirs()
+
     settings: dict[str, Any] = {
         "servers": list(servers),
         # Reconnect for ever and fast: the default 2 s wait stalls every outage by 2 s.
@@ -74,9 +82,9 @@ async def open_client(
         "flush_timeout": request_timeout,
         "error_cb": ErrorReporter().report,
         "disconnected_cb": _on_disconnected,
-        "reconnected_cb": _on_reconnected,
     }
     settings.update(options)
+    settings["reconnected_cb"] = on_reconnected  # the caller's own runs too
     try:
         # With max_reconnect_attempts=-1 nats-py never gives up on the first connection
         # either: bound it here.
@@ -233,7 +241,3 @@ class ErrorReporter:
 
 async def _on_disconnected() -> None:
     logger.info("NATS: disconnected")
-
-
-async def _on_reconnected() -> None:
-    logger.info("NATS: reconnected")

@@ -5,7 +5,9 @@ this subscription through a bounded ``Handover``. When it is full the handler wa
 control stops the server: a slow subscriber holds at most the buffer plus the flow-control
 window in memory. A consumer that breaks (gap, or silent because the server restarted) is
 replaced at the sequence after the last message handed over, so records arrive exactly once
-and in order.
+and in order. So is one that lived through a reconnect: a restarted server may have lost it,
+and waiting until it is found silent (three heartbeats) held every reader of the log that
+long after each restart.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 import anyio
 
 from eventlog._handover import Handover, HandoverClosed
+from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_codec import first_seq_after, records_of
 from eventlog._nats_consumer import PushConsumer
 from eventlog._nats_errors import is_transient, translate
@@ -55,6 +58,12 @@ class NatsSubscription(Subscription):
         self._ready: deque[Record] = deque()
         self._consumer: PushConsumer | None = None
         self._closed = False
+        self._reconnects = 0  # the connection's count when the consumer was started
+        # Our own client says when it reconnects; an app's own one is checked every heartbeat.
+        nc = io.nc
+        self._unlisten = (
+            nc.on_reconnect(self._batches.interrupt) if isinstance(nc, RoomKitNatsClient) else None
+        )
 
     async def _deliver(self, subject: str, seq: int, data: bytes, pending: int) -> bool:
         # Runs in nats-py's delivery task.
@@ -91,9 +100,14 @@ class NatsSubscription(Subscription):
                 continue
             if self._batches.closed:
                 raise StopAsyncIteration
+            if self._io.nc.stats["reconnects"] != self._reconnects:
+                logger.info("reconnected: replacing the subscription consumer")
+                consumer.broken = True
+                continue
             if await self._batches.wait(self._io.idle_heartbeat):
                 continue
-            # Nothing for a heartbeat interval: fine if heartbeats still come.
+            # Nothing for a heartbeat interval (or a reconnect, seen above): fine if heartbeats
+            # still come.
             if consumer.stalled():
                 logger.info("subscription consumer went silent; replacing it")
                 consumer.broken = True
@@ -119,6 +133,8 @@ class NatsSubscription(Subscription):
                 idle_heartbeat=self._io.idle_heartbeat,
             )
             self._consumer = consumer
+            # Read first: a reconnect while the consumer starts replaces it again.
+            self._reconnects = self._io.nc.stats["reconnects"]
             try:
                 with anyio.fail_after(self._io.request_timeout * 2):
                     await consumer.start(self._next_seq)
@@ -140,6 +156,8 @@ class NatsSubscription(Subscription):
             return
         self._closed = True
         self._on_close(self)
+        if self._unlisten is not None:
+            self._unlisten()
         consumer, self._consumer = self._consumer, None
         with anyio.CancelScope(shield=True):
             if consumer is not None:

@@ -9,6 +9,9 @@ each once, versions gap-free, positions increasing, and appends resumed after th
 
 from __future__ import annotations
 
+import os
+import signal
+
 import anyio
 import pytest
 
@@ -93,3 +96,47 @@ async def test_acknowledged_appends_survive_kill_9_and_appends_resume(
     positions = [r.position for r in everything]
     assert positions == sorted(set(positions))
     assert progress.count >= at_kill + BETWEEN_CRASHES
+
+
+@pytest.mark.nats
+async def test_a_restart_holds_up_neither_an_append_in_flight_nor_a_subscriber(
+    restartable_nats_server: NatsServer,
+) -> None:
+    # Timeouts far longer than the test waits: an append written to the connection just as
+    # its server died got no reply and waited its whole request_timeout (2 s by default), and
+    # a subscription found its lost consumer only after three idle heartbeats (3 s). Both now
+    # start again when the connection does.
+    server = restartable_nats_server
+    reconnects: list[str] = []
+
+    async def reconnected() -> None:  # the app's own callback runs too
+        reconnects.append("app")
+
+    async with NatsEventLog(
+        server.url,
+        request_timeout=60,
+        retry_timeout=120,
+        idle_heartbeat=30,
+        connect_options={"reconnected_cb": reconnected},
+    ) as log:
+        await log.append("s", [event("before")], expected_version=0)
+        subscription = log.subscribe()
+        with anyio.fail_after(20):
+            assert (await subscription.__anext__()).data == b"before"
+            appended: list[Record] = []
+
+            async def append_after() -> None:
+                appended.extend(await log.append("s", [event("after")], expected_version=1))
+
+            frozen = server._process
+            assert frozen is not None
+            os.kill(frozen.pid, signal.SIGSTOP)  # takes the append, never answers it
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(append_after)
+                await anyio.sleep(0.2)  # written to the frozen server's socket by now
+                server.kill()
+                server.restart()
+            assert [r.version for r in appended] == [2]
+            assert (await subscription.__anext__()).data == b"after"
+        await subscription.aclose()
+    assert reconnects == ["app"]
