@@ -7,15 +7,18 @@ made on it directly would not reach the rooms' actors (they deliver, route and d
 their own state) and would be lost when the read model is rebuilt. So ``kit.store`` is this
 view of it, which reads the read model and sends the writes to the rooms, which log them as
 they are, with no system event or hook (as 0.3.0's store writes had none). Rooms are never
-deleted (the log keeps them): ``delete_room`` is refused. Identities live in the store only
-and are written there.
+deleted (the log keeps them): ``delete_room`` is refused, as are the writes only the kit's
+projection of the log makes (``count_event``, ``apply_record``, ``rebuilding``, ``clear``:
+``kit.rebuild_store()`` rebuilds it). Identities live in the store only and are written there.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from roomkit.core._commands import (
     ImportEvent,
@@ -31,11 +34,13 @@ from roomkit.core._domain import logged_copy
 from roomkit.core._helpers import check_str
 from roomkit.core._in_decision import deciding
 from roomkit.errors import RoomKitError, RoomNotFoundError
+from roomkit.models._json import event_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
+from roomkit.store._shaped import as_conversation_store
 from roomkit.store.base import ConversationStore
 
 if TYPE_CHECKING:
@@ -57,6 +62,10 @@ class KitStore(ConversationStore):
     def __init__(self, kit: RoomKit, read_model: ConversationStore) -> None:
         self._kit = kit
         self.read_model = read_model
+        # The contract's methods, with their defaults for a store shaped like 0.3.0's (one
+        # that does not derive from ConversationStore lacks those added since).
+        self._contract = as_conversation_store(read_model)
+        self._adding: set[str] = set()  # ids of the events add_event is storing
 
     def __getattr__(self, name: str) -> Any:
         # What a store class adds to the contract (InMemoryStore's clear(), say). Looked up
@@ -99,9 +108,45 @@ class KitStore(ConversationStore):
         Raises:
             ValueError: an event with its id is stored already (an event is recorded once).
         """
-        if isinstance(event, RoomEvent) and await self.get_event(event.id):
+        if not isinstance(event, RoomEvent):  # refused by _write, with the reason
+            return await self._write("add_event", event, RoomEvent, ImportEvent)
+        # Two adds of one id at once both found it missing, and both were logged: the second
+        # was missing from the read model (another room's) or miscounted (the same room's).
+        if event.id in self._adding or await self.get_event(event.id):
             raise ValueError(f"event {event.id!r} is stored already")
-        return await self._write("add_event", event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
+        self._adding.add(event.id)
+        try:
+            return await self._write("add_event", event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
+        finally:
+            self._adding.discard(event.id)
+
+    async def add_event_json(self, data: bytes) -> None:
+        """``add_event`` of the event given as its JSON."""
+        await self.add_event(RoomEvent.model_validate_json(data))
+
+    async def add_event_envelope(self, data: bytes) -> None:
+        """``add_event`` of the event of a JSON object's ``event`` member."""
+        await self.add_event_json(event_json(data))
+
+    async def count_event(self, room_id: str, index: int, activity_at: datetime | None) -> None:
+        """Refused: the kit counts the events its rooms record."""
+        _projection_only("count_event")
+
+    async def apply_record(
+        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+    ) -> bool:
+        """Refused: the kit applies the log's records."""
+        _projection_only("apply_record")
+
+    def rebuilding(self) -> NoReturn:
+        """Refused: ``kit.rebuild_store()`` rebuilds the read model."""
+        _projection_only("rebuilding")
+
+    async def clear(self) -> None:
+        """Refused: ``kit.rebuild_store()`` rebuilds the read model. (Cleared alone, it
+        lost every room while the rooms' actors kept them: the next message of a
+        conversation started a new room.)"""
+        _projection_only("clear")
 
     async def add_binding(self, binding: ChannelBinding) -> ChannelBinding:
         """Attach the binding as it is (no system event, no hook)."""
@@ -182,15 +227,26 @@ class KitStore(ConversationStore):
         return default if value is None else value
 
 
+def _projection_only(name: str) -> NoReturn:
+    raise RoomKitError(
+        f"kit.store.{name}() is the kit's own: the read model is the event log's projection, "
+        "and a change made to it alone would go unseen by the rooms and be lost at the next "
+        f"rebuild (kit.rebuild_store() rebuilds it; kit.store.read_model.{name}() reaches "
+        "the read model itself)"
+    )
+
+
 def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    contract = getattr(ConversationStore, name)
+
+    # Its name, docstring and signature are the contract's (help() and IDEs show them).
+    @functools.wraps(contract)
     async def forward(self: KitStore, *args: Any, **kwargs: Any) -> Any:
         decision = deciding()
         if decision is not None and decision.kit is self._kit:
             await self._kit._read_model_at(decision.position)
-        return await getattr(self.read_model, name)(*args, **kwargs)
+        return await getattr(self._contract, name)(*args, **kwargs)
 
-    forward.__name__ = forward.__qualname__ = name
-    forward.__doc__ = f"The read model's ``{name}``."
     return forward
 
 

@@ -841,3 +841,15 @@ async def test_ephemeral_events_name_their_room_and_user_with_strings(kit: RoomK
             await kit.publish_typing(room_id, user_id)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="must be a string"):
             await kit.publish_presence(room_id, user_id, "online")  # type: ignore[arg-type]
+
+
+async def test_a_shaped_store_has_the_contract_s_newer_reads_through_kit_store() -> None:
+    store = _store_with(*ConversationStore.__abstractmethods__)
+    async with RoomKit(store=store) as kit:  # type: ignore[arg-type]
+        await room(kit)
+        sent = await kit.process_inbound(text("sms", "hi", idempotency_key="k"), room_id="r1")
+        assert sent.event is not None
+        recent = await kit.store.list_recent_events("r1", limit=1)
+        assert [e.id for e in recent] == [sent.event.id]
+        assert await kit.store.idempotent_event_id("r1", "k") == ""  # stored, id unknown
+        assert await kit.store.applied_position() == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,7 @@ from roomkit import (
     TextContent,
 )
 from roomkit.core._in_decision import DecisionWait, InDecision, held_up
+from roomkit.store import ConversationStore
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 from tests.roomkit.test_kit_pipeline import two_channel_room
 from tests.roomkit.test_kit_replay import assert_consistent
@@ -818,3 +820,89 @@ async def test_a_message_whose_hooks_wrote_is_not_decided_again_after_a_conflict
         with pytest.raises(RoomConflictError, match="their writes are kept"):
             await a.process_inbound(text("sms", "hi"), room_id="r1")
         assert (await a.get_room("r1")).metadata == {"n": 1}
+
+
+async def test_events_given_as_json_are_logged_as_add_event_s_are(kit: RoomKit) -> None:
+    # add_event_json and add_event_envelope changed the read model alone: a rebuild lost them.
+    await two_channel_room(kit)
+    made = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="imported as JSON"),
+    )
+    await kit.store.add_event_json(made.model_dump_json().encode())
+    enveloped = made.model_copy(update={"id": "enveloped", "content": TextContent(body="env")})
+    await kit.store.add_event_envelope(b'{"event": %s}' % enveloped.model_dump_json().encode())
+    with pytest.raises(ValueError, match="stored already"):
+        await kit.store.add_event_json(made.model_dump_json().encode())
+    await kit.rebuild_store()
+    bodies = [e.content.body for e in await kit.get_timeline("r1")]  # type: ignore[union-attr]
+    assert bodies[-2:] == ["imported as JSON", "env"]
+    assert (await kit.get_room("r1")).event_count == len(bodies)
+
+
+async def test_the_read_model_s_own_writes_are_refused_through_kit_store(kit: RoomKit) -> None:
+    # Made through kit.store, they changed the read model alone: clear() emptied it while the
+    # rooms' actors kept their rooms, and the next message of a conversation made a new room.
+    kit.register_channel(SimpleChannel("sms"))
+    first = await kit.process_inbound(text("sms", "hi"))
+    assert first.event is not None
+    room_id = first.event.room_id
+
+    async def nothing() -> None:
+        return None
+
+    refused = [
+        kit.store.count_event(room_id, 99, None),
+        kit.store.apply_record(1, nothing),
+        kit.store.clear(),
+    ]
+    for call in refused:
+        with pytest.raises(RoomKitError, match="kit.rebuild_store"):
+            await call
+    with pytest.raises(RoomKitError, match="kit.rebuild_store"):
+        kit.store.rebuilding()
+    again = await kit.process_inbound(text("sms", "again"))
+    assert again.event is not None and again.event.room_id == room_id
+    timeline = await kit.get_timeline(room_id)
+    assert [e.id for e in timeline][-2:] == [first.event.id, again.event.id]
+    assert (await kit.get_room(room_id)).event_count == len(timeline)
+
+
+async def test_two_adds_of_one_event_id_at_once_store_it_once(kit: RoomKit) -> None:
+    # Both found the id missing and both were logged: the second room's copy was missing from
+    # the read model, or the room counted an event its timeline did not show.
+    for room_id in ("r1", "r2"):
+        await kit.create_room(room_id=room_id)
+    results: dict[str, str] = {}
+
+    async def add(room_id: str) -> None:
+        event = RoomEvent(
+            id="one-id",
+            room_id=room_id,
+            source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+            content=TextContent(body=f"from {room_id}"),
+        )
+        try:
+            await kit.store.add_event(event)
+            results[room_id] = "stored"
+        except ValueError:
+            results[room_id] = "refused"
+
+    async with anyio.create_task_group() as tg:
+        for room_id in ("r1", "r2", "r1"):
+            tg.start_soon(add, room_id)
+    assert sorted(results.values()) == ["refused", "stored"]
+    stored = await kit.store.get_event("one-id")
+    assert stored is not None
+    for room_id in ("r1", "r2"):
+        room = await kit.get_room(room_id)
+        assert room.event_count == len(await kit.get_timeline(room_id))
+
+
+def test_kit_store_s_reads_have_the_contract_s_signatures() -> None:
+    kit = RoomKit()
+    assert list(inspect.signature(kit.store.list_events).parameters) == list(
+        inspect.signature(InMemoryStore().list_events).parameters
+    )
+    assert kit.store.get_room.__doc__ == ConversationStore.get_room.__doc__
