@@ -15,6 +15,7 @@ from roomkit.core._helpers import (
     check_str,
     utcnow,
 )
+from roomkit.core._room_ids import check_read_room_id
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError, RoomNotFoundError
 from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
@@ -190,6 +191,8 @@ class ChannelOpsMixin(HelpersMixin):
 
     async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding:
         """Return the binding. Raises ChannelNotFoundError."""
+        check_read_room_id(room_id)
+        check_str("channel_id", channel_id)
         binding = await (await self._read_model()).get_binding(room_id, channel_id)
         if binding is None:
             raise ChannelNotFoundError(f"Channel {channel_id} not in room {room_id}")
@@ -197,7 +200,7 @@ class ChannelOpsMixin(HelpersMixin):
 
     async def list_bindings(self, room_id: str) -> list[ChannelBinding]:
         """Return the room's bindings."""
-        return await (await self._read_model()).list_bindings(room_id)
+        return await (await self._read_model()).list_bindings(check_read_room_id(room_id))
 
 
 def _category_of(channel: Channel) -> ChannelCategory:

@@ -13,7 +13,7 @@ from eventlog import EventLog
 from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._in_decision import deciding, deliveries_held_up
 from roomkit.core._post_commit import in_post_commit_work
-from roomkit.core._room_ids import check_room_id
+from roomkit.core._room_ids import check_read_room_id, check_room_id
 from roomkit.errors import KitClosedError, RoomNotFoundError
 from roomkit.models.context import RoomContext
 from roomkit.models.framework import FrameworkEvent
@@ -234,5 +234,6 @@ class HelpersMixin:
         return self._store
 
     async def _require_room(self, room_id: str) -> None:
+        check_read_room_id(room_id)
         if await (await self._read_model()).get_room(room_id) is None:
             raise RoomNotFoundError(f"Room {room_id} not found")

@@ -47,6 +47,19 @@ _HASHED_SHAPE = re.compile(r"__h[A-Za-z0-9_-]{43}")
 _MAX_REVERSIBLE = 45
 
 
+def check_read_room_id(room_id: object) -> str:
+    """Return ``room_id`` if a read may look it up: any str (one the kit would refuse to
+    create is simply not found, as in 0.3.0).
+
+    Raises:
+        InvalidRoomIdError: it is not a str (the in-memory store found nothing, PostgreSQL's
+            driver raised its own error).
+    """
+    if not isinstance(room_id, str):
+        raise InvalidRoomIdError(f"a room id is a str, not {type(room_id).__name__}")
+    return room_id
+
+
 def check_room_id(room_id: object) -> str:
     """Return ``room_id`` if the kit accepts it as a room id.
 

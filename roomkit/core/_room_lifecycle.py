@@ -21,6 +21,7 @@ from roomkit.core._helpers import (
     check_str,
     utcnow,
 )
+from roomkit.core._room_ids import check_read_room_id
 from roomkit.errors import (
     IdentityNotFoundError,
     KitClosedError,
@@ -91,8 +92,8 @@ class RoomLifecycleMixin(HelpersMixin):
         return created
 
     async def get_room(self, room_id: str) -> Room:
-        """Return the room. Raises RoomNotFoundError."""
-        room = await (await self._read_model()).get_room(room_id)
+        """Return the room. Raises RoomNotFoundError (InvalidRoomIdError: not a str)."""
+        room = await (await self._read_model()).get_room(check_read_room_id(room_id))
         if room is None:
             raise RoomNotFoundError(f"Room {room_id} not found")
         return room

@@ -25,7 +25,7 @@ from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._helpers import FrameworkHandler, check_part, check_str
 from roomkit.core._inbound import InboundMixin
-from roomkit.core._room_ids import check_room_id
+from roomkit.core._room_ids import check_read_room_id, check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
 from roomkit.core._store_view import KitStore
@@ -511,17 +511,28 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             RoomNotFoundError: no such room.
             TypeError, ValueError: ``offset`` or ``limit`` is not an int >= 0 (a negative one
                 was taken as 0, or gave nothing, without a word).
+            TypeError: ``visibility_filter`` is not a str or None.
+            InvalidRoomIdError: ``room_id`` is not a str.
         """
+        counts = []
         for name, value in (("offset", offset), ("limit", limit)):
-            if check_count(name, value) < 0:
+            count = check_count(name, value)
+            if count < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+            counts.append(count)
+        if visibility_filter is not None:
+            check_str("visibility_filter", visibility_filter)
         await self._require_room(room_id)
         return await (await self._read_model()).list_events(
-            room_id, offset=offset, limit=limit, visibility_filter=visibility_filter
+            room_id, offset=counts[0], limit=counts[1], visibility_filter=visibility_filter
         )
 
     async def list_tasks(self, room_id: str, status: str | None = None) -> list[Task]:
-        return await (await self._read_model()).list_tasks(room_id, status=status)
+        if status is not None:
+            check_str("status", status)
+        return await (await self._read_model()).list_tasks(
+            check_read_room_id(room_id), status=status
+        )
 
     async def update_task(self, task: Task) -> Task:
         """Record a changed task (a status set to completed, say) in its room's log.
@@ -540,7 +551,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         return updated_task
 
     async def list_observations(self, room_id: str) -> list[Observation]:
-        return await (await self._read_model()).list_observations(room_id)
+        return await (await self._read_model()).list_observations(check_read_room_id(room_id))
 
     async def mark_read(self, room_id: str, channel_id: str, event_id: str) -> None:
         """Record that ``channel_id`` read the room up to ``event_id`` (nothing for a room

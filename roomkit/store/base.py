@@ -30,6 +30,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+from actors import check_count
 from roomkit.models._json import event_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
@@ -39,6 +40,16 @@ from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
 __all__ = ["ConversationStore", "StorePositionLost"]
+
+
+def page_size(name: str, value: object) -> int:
+    """An ``offset`` or ``limit`` as a store takes it: an int, a negative one as 0.
+
+    Raises:
+        TypeError: it is not an integer (None, a float, a bool): the stores answered those
+            differently (an error deep inside, or a page of another size).
+    """
+    return max(0, check_count(name, value))
 
 
 class StorePositionLost(Exception):  # noqa: N818 - says what happened, as LogUnavailable
@@ -332,7 +343,8 @@ class ConversationStore(ABC):
         the two calls another writer may add events, so backends should override it with one
         query when they can.
         """
-        if limit <= 0:
+        limit = page_size("limit", limit)
+        if not limit:
             return []
         count = await self.get_event_count(room_id)
         return await self.list_events(room_id, offset=max(0, count - limit), limit=limit)

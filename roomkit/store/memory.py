@@ -72,7 +72,7 @@ from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
-from roomkit.store.base import ConversationStore
+from roomkit.store.base import ConversationStore, page_size
 
 __all__ = ["InMemoryStore"]
 
@@ -224,9 +224,13 @@ def _load_binding(room_id: str, channel_id: str, binding: _Binding) -> ChannelBi
 
 def _page(offset: int, limit: int) -> tuple[int, int]:
     """``islice`` bounds for a page: negative values as 0, huge ones (past ``sys.maxsize``,
-    which ``islice`` refuses) as the end."""
-    start = min(max(0, offset), sys.maxsize)
-    return start, min(start + max(0, limit), sys.maxsize)
+    which ``islice`` refuses) as the end.
+
+    Raises:
+        TypeError: either is not an integer.
+    """
+    start = min(page_size("offset", offset), sys.maxsize)
+    return start, min(start + page_size("limit", limit), sys.maxsize)
 
 
 class InMemoryStore(ConversationStore):
@@ -557,10 +561,10 @@ class InMemoryStore(ConversationStore):
         visibility_filter: str | None = None,
     ) -> list[RoomEvent]:
         """Return one page of the timeline: O(limit), or a scan with a filter."""
-        data = self._data.get(room_id)
-        if data is None or data.events is None or data.visibility is None or limit <= 0:
-            return []
         start, stop = _page(offset, limit)
+        data = self._data.get(room_id)
+        if data is None or data.events is None or data.visibility is None or start == stop:
+            return []
         if visibility_filter is None:
             return [_event(raw) for raw in data.events[start:stop]]
         matching = (
@@ -572,8 +576,9 @@ class InMemoryStore(ConversationStore):
 
     async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
         """Return the room's ``limit`` most recent events, oldest first: O(limit)."""
+        limit = page_size("limit", limit)
         data = self._data.get(room_id)
-        if data is None or data.events is None or limit <= 0:
+        if data is None or data.events is None or not limit:
             return []
         return [_event(raw) for raw in data.events[-limit:]]
 

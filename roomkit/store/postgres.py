@@ -46,7 +46,7 @@ from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
-from roomkit.store.base import ConversationStore, StorePositionLost
+from roomkit.store.base import ConversationStore, StorePositionLost, page_size
 
 __all__ = ["PostgresStore"]
 
@@ -269,8 +269,15 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _page(offset: int, limit: int) -> tuple[int, int]:
-    """SQL ``OFFSET``/``LIMIT`` for a page: negative values as 0, huge ones as the end."""
-    return min(max(0, offset), _BIGINT_MAX), min(max(0, limit), _BIGINT_MAX)
+    """SQL ``OFFSET``/``LIMIT`` for a page: negative values as 0, huge ones as the end.
+
+    Raises:
+        TypeError: either is not an integer (PostgreSQL took 1.5 as 1, the driver refused
+            None deep inside).
+    """
+    return min(page_size("offset", offset), _BIGINT_MAX), min(
+        page_size("limit", limit), _BIGINT_MAX
+    )
 
 
 def _activity(moment: datetime | None) -> _Json | None:
@@ -773,7 +780,8 @@ class PostgresStore(ConversationStore):
 
     async def list_recent_events(self, room_id: str, limit: int = 50) -> list[RoomEvent]:
         """Return the room's ``limit`` most recent events, oldest first (one query)."""
-        if limit <= 0:
+        limit = page_size("limit", limit)
+        if not limit:
             return []
         rows = await self._fetch(
             "SELECT data FROM {events} WHERE room_id = $1 ORDER BY ord DESC LIMIT $2",

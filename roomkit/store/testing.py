@@ -619,6 +619,22 @@ class ConversationStoreContract:
         assert await store.list_events("r1", limit=0) == []
         assert len(await store.list_events("r1", limit=1000)) == 120
 
+    async def test_a_page_is_counted_in_integers(self, store: ConversationStore) -> None:
+        # InMemoryStore refused 1.5 and PostgreSQL took it as 1; None failed deep inside each.
+        await store.create_room(make_room("r1"))
+        await add_events(store, "r1", 3)
+        for bad in (None, 1.5, "1", True):
+            with pytest.raises(TypeError, match="limit"):
+                await store.list_events("r1", limit=bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="offset"):
+                await store.list_events("r1", offset=bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="limit"):
+                await store.list_rooms(limit=bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="limit"):
+                await store.list_recent_events("r1", limit=bad)  # type: ignore[arg-type]
+        assert bodies(await store.list_recent_events("r1", limit=-1)) == []
+        assert bodies(await store.list_events("r1", offset=-5, limit=2)) == ["0", "1"]
+
     async def test_list_events_visibility_filter(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))
         for i in range(6):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from fractions import Fraction
 
@@ -36,6 +37,7 @@ from roomkit import (
     RoomEvent,
     RoomKit,
     RoomKitError,
+    RoomNotFoundError,
     TextContent,
     WebSocketChannel,
 )
@@ -853,3 +855,29 @@ async def test_a_shaped_store_has_the_contract_s_newer_reads_through_kit_store()
         assert [e.id for e in recent] == [sent.event.id]
         assert await kit.store.idempotent_event_id("r1", "k") == ""  # stored, id unknown
         assert await kit.store.applied_position() == 0
+
+
+async def test_the_kit_s_reads_refuse_a_room_id_that_is_not_a_string() -> None:
+    # The in-memory store found nothing (None, []), PostgreSQL's driver raised its own error:
+    # the same typed error as the commands give, whatever the store.
+    async with RoomKit() as kit:
+        await room(kit)
+        reads: list[Callable[[], Awaitable[object]]] = [
+            lambda: kit.get_room(5),  # type: ignore[arg-type]
+            lambda: kit.get_timeline(5),  # type: ignore[arg-type]
+            lambda: kit.list_bindings(5),  # type: ignore[arg-type]
+            lambda: kit.get_binding(5, "sms"),  # type: ignore[arg-type]
+            lambda: kit.list_tasks(5),  # type: ignore[arg-type]
+            lambda: kit.list_observations(5),  # type: ignore[arg-type]
+        ]
+        for read in reads:
+            with pytest.raises(InvalidRoomIdError, match="not int"):
+                await read()
+        with pytest.raises(TypeError, match="visibility_filter"):
+            await kit.get_timeline("r1", visibility_filter=5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="channel_id"):
+            await kit.get_binding("r1", 5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="status"):
+            await kit.list_tasks("r1", status=5)  # type: ignore[arg-type]
+        with pytest.raises(RoomNotFoundError):
+            await kit.get_room("")  # a str the kit would not create is just not found
