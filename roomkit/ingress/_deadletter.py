@@ -8,6 +8,7 @@ oversized publish by closing the connection: so what does not fit is cut, and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from eventlog._nats_client import PUBLISHED_STATUS
@@ -28,6 +29,9 @@ __all__ = ["HEADER_SLACK", "dead_letter_id", "fit", "headers_size", "own_headers
 HEADER_SLACK = 256
 
 _HEADER_BLOCK = len(b"NATS/1.0\r\n") + len(b"\r\n")
+
+# A header name nats-py sends: an HTTP token (RFC 9110, section 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def headers_size(headers: Mapping[str, str]) -> int:
@@ -70,12 +74,13 @@ def fit(
     ``RoomKit-Truncated`` gives its original size; if the original headers alone are too
     large, they are dropped too. ``own`` is always kept. A publisher's own ``Status`` header,
     which the kit's client reads as ``PUBLISHED_STATUS`` (not a header name nats-py can
-    send), is kept under its own name.
+    send), is kept under its own name. A header whose name nats-py will not send (not an
+    HTTP token: a raw client may publish ``X(1)``) is dropped.
     """
     kept = {
         ("Status" if k == PUBLISHED_STATUS else k): v
         for k, v in original.items()
-        if not k.startswith("Nats-")
+        if not k.startswith("Nats-") and (k == PUBLISHED_STATUS or _TOKEN.fullmatch(k.strip()))
     }
     headers = {**kept, **own}
     if len(data) + headers_size(headers) <= limit:

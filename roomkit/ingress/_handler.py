@@ -36,6 +36,7 @@ from roomkit.ingress._nats import is_transient
 from roomkit.ingress._work import IngressStats, Rejection, WorkItem
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 from roomkit.ingress.wire import (
+    MAX_SUBJECT_BYTES,
     REPLY_TO_HEADER,
     IngressErrorCode,
     IngressReply,
@@ -122,8 +123,14 @@ class MessageHandler:
             refused.append(f"{log_prefix}.ev.")
         self._refused_inboxes = tuple(refused)
 
-    async def handle(self, item: WorkItem) -> None:
-        """Take ``item`` to its end (see the module docs); never raises but cancellation."""
+    async def handle(self, item: WorkItem) -> bool:
+        """Take ``item`` to its end (see the module docs); never raises but cancellation.
+
+        Returns:
+            False when it was handed back (the ingress stopping): the messages of its room
+            behind it must be handed back too (``release``), or they would be recorded before
+            it.
+        """
         try:
             outcome: InboundResult | Rejection
             if item.rejection is not None:
@@ -138,7 +145,7 @@ class MessageHandler:
                 )
                 await self._reply(item, refusal)
                 self._stats.dead_lettered += 1
-                return
+                return True
             await self.settle(item, "ack")
             await self._reply(item, reply_for(outcome, stream_seq=item.seq))
             if outcome.reason == "duplicate":
@@ -147,9 +154,15 @@ class MessageHandler:
                 self._stats.blocked += 1
             else:
                 self._stats.recorded += 1
+            return True
         except Abandon:
-            await self.settle(item, "nak")
-            self._stats.released += 1
+            await self.release(item)
+            return False
+
+    async def release(self, item: WorkItem) -> None:
+        """Hand ``item`` back to JetStream unprocessed, for redelivery."""
+        await self.settle(item, "nak")
+        self._stats.released += 1
 
     async def _process(self, item: WorkItem) -> InboundResult | Rejection:
         """``process_inbound``, retried in place on failures (so the room's order holds)."""
@@ -245,12 +258,17 @@ class MessageHandler:
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 if self._stopping.is_set():
                     raise Abandon from exc
-                if isinstance(exc, nats.js.errors.APIError) and not is_transient(exc) and data:
+                refused = (
+                    isinstance(exc, nats.js.errors.APIError) and not is_transient(exc)
+                ) or isinstance(exc, nats.errors.BadHeaderError)
+                if refused and (data or headers != own):
                     # JetStream refuses this letter itself (a limit of the dead-letter
-                    # stream): keep what says why, which any stream takes.
+                    # stream), or nats-py will not send one of its headers: keep what says
+                    # why, which any stream takes. (Retried as it was, it was retried for
+                    # ever, and again after every restart.)
                     logger.warning(
-                        "ingress: JetStream refused the dead letter (%r); storing it without "
-                        "its payload",
+                        "ingress: the dead letter was refused (%r); storing it without its "
+                        "payload and original headers",
                         exc,
                     )
                     data, headers = fit(item.data, {}, own, 0)
@@ -303,9 +321,10 @@ class MessageHandler:
         inbox = item.headers.get(REPLY_TO_HEADER)
         if not inbox:
             return
-        if any(c in inbox for c in "*> \t\r\n"):
-            # A malformed subject would make the server drop the connection: refuse it here.
-            logger.info("ingress: ignoring the invalid reply inbox %r", inbox)
+        if any(c in inbox for c in "*> \t\r\n") or len(inbox.encode()) > MAX_SUBJECT_BYTES:
+            # A malformed subject, or one longer than the server's protocol line, would make
+            # the server drop the connection (and nats-py close it for good): refuse it here.
+            logger.info("ingress: ignoring the invalid reply inbox %r", inbox[:200])
             return
         if inbox.startswith(self._refused_inboxes):
             logger.warning(

@@ -114,7 +114,7 @@ async def recover(
     timeout: float,
     stopping: anyio.Event,
     to_item: Callable[[RawStreamMsg], WorkItem | None],
-    handle: Callable[[WorkItem], Awaitable[None]],
+    handle: Callable[[WorkItem], Awaitable[bool]],
 ) -> None:
     """Process the consumer's unacknowledged range, in stream order, chunk by chunk.
 
@@ -132,7 +132,8 @@ async def recover(
         stopping: stops the recovery between chunks.
         to_item: a stored message as work (``None`` to skip it); never raises (the ingress
             refuses a message it cannot read, see ``Ingress._work``).
-        handle: takes one item to its end.
+        handle: takes one item to its end; False when it handed it back (the ingress
+            stopping): the items of its key behind it are left for redelivery.
     """
     found = await unacknowledged_range(js, stream, durable, timeout=timeout, stopping=stopping)
     if found is None:
@@ -153,7 +154,8 @@ async def recover(
 
         async def in_order(items: list[WorkItem]) -> None:
             for item in items:
-                await handle(item)
+                if not await handle(item):
+                    return
 
         async with anyio.create_task_group() as tg:
             for items in lanes.values():

@@ -18,7 +18,10 @@ What it guarantees:
   sequential lanes (default ``max_in_flight``, at most ``DEFAULT_MAX_LANES``); lanes run
   concurrently, at most ``max_in_flight`` messages are held at a time. Transient failures are
   retried in place (JetStream is told the message is in progress), never put back behind
-  later messages of the same room.
+  later messages of the same room. Messages are fetched in stream order: a room whose
+  backlog fills ``max_in_flight`` (a slow hook, a failure retried) holds up the fetching of
+  every other room's messages until it works through it, and a room sharing its lane waits
+  for the whole backlog.
 - **Order after a crash too** (with work-queue retention, the default). JetStream redelivers
   what a dead process held only after ``ack_wait``, behind newer messages, so on start the
   ingress first re-reads the consumer's unacknowledged range from the stream and processes it
@@ -35,8 +38,9 @@ What it guarantees:
   No single message can stop the consumer: whatever fails while reading one refuses it.
 - **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
   the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
-  back to JetStream (nak, no delay: another process may take them at once). Cancellation
-  does the same without the drain.
+  back to JetStream (nak, no delay: another process may take them at once), and with each
+  the messages of its room behind it, which would otherwise be recorded before it.
+  Cancellation does the same without the drain.
 
 Ordering holds for one serving process per durable consumer; several processes sharing a
 durable share its messages, and the rooms' single-writer rule still keeps every room's log
@@ -599,10 +603,16 @@ class Ingress:
     async def _lane(self, receive: MemoryObjectReceiveStream[WorkItem]) -> None:
         handler = self._handler
         assert handler is not None
+        released: set[str] = set()  # keys of the messages handed back (the ingress stopping)
         try:
             async with receive:
                 async for item in receive:
-                    await handler.handle(item)
+                    if item.key in released:
+                        # Behind a message of its room handed back: recorded now, it would
+                        # come before that one.
+                        await handler.release(item)
+                    elif not await handler.handle(item):
+                        released.add(item.key)
         finally:
             self._lanes_running -= 1
             if self._lanes_running == 0:

@@ -91,6 +91,7 @@ __all__ = [
     "ERROR_DETAIL_HEADER",
     "ERROR_HEADER",
     "MAX_NESTING",
+    "MAX_SUBJECT_BYTES",
     "MSG_ID_HEADER",
     "REPLY_TO_HEADER",
     "STREAM_SEQ_HEADER",
@@ -127,6 +128,10 @@ SUBJECT_HEADER = "RoomKit-Subject"
 STREAM_SEQ_HEADER = "RoomKit-Stream-Seq"
 #: Dead letters: present when the payload was cut to fit the server; its original size.
 TRUNCATED_HEADER = "RoomKit-Truncated"
+#: The longest subject the ingress publishes on (a reply inbox, a dead letter's). The server
+#: reads a publish's subject in a protocol line of at most 4096 bytes (its default
+#: ``max_control_line``) and drops the connection past it, which nats-py then closes for good.
+MAX_SUBJECT_BYTES = 1024
 #: ``IngressReply.reason`` when JetStream dropped a publish as a copy of one it stores.
 DUPLICATE_PUBLISH = "duplicate_publish"
 #: How deep ``metadata`` and ``content`` may nest (the kit's serializer stops near 255).
@@ -377,8 +382,13 @@ def inbound_subject(prefix: str, channel_id: str) -> str:
 
 
 def dead_letter_subject(prefix: str, channel_token: str) -> str:
-    """``<prefix>.dlq.<channel_token>``."""
-    return f"{prefix}.dlq.{channel_token}"
+    """``<prefix>.dlq.<channel_token>``; for a token too long to publish on (the subject of
+    the message names it, in a header), ``<prefix>.dlq._long_<sha256 of it>``."""
+    subject = f"{prefix}.dlq.{channel_token}"
+    if len(subject.encode()) <= MAX_SUBJECT_BYTES:
+        return subject
+    digest = hashlib.sha256(channel_token.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{prefix}.dlq._long_{digest}"
 
 
 def msg_id_for(channel_id: str, idempotency_key: str, room_id: str | None = None) -> str:

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -415,6 +416,123 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_the_ingress_goes_o
     # Terminated, not left for redelivery.
     consumer = await js.consumer_info("ROOMKIT_IN", "roomkit-ingress")
     assert consumer.num_ack_pending == 0 and consumer.num_pending == 0
+
+
+def publish_raw(url: str, subject: str, header_lines: Sequence[bytes], payload: bytes) -> None:
+    """Publish as a client that is not nats-py may: header lines as given (blocking)."""
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.recv(65536)  # the server's INFO
+        block = b"NATS/1.0\r\n" + b"".join(line + b"\r\n" for line in header_lines) + b"\r\n"
+        sock.sendall(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n'
+            + f"HPUB {subject} {len(block)} {len(block) + len(payload)}\r\n".encode()
+            + block
+            + payload
+            + b"\r\nPING\r\n"
+        )
+        answer = b""
+        while b"PONG" not in answer and b"-ERR" not in answer:
+            answer += sock.recv(65536)
+    assert b"-ERR" not in answer, answer
+
+
+async def test_a_header_nats_py_cannot_send_is_left_out_of_the_dead_letter(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # A raw client published a header named "X(1)", which the server stores and nats-py
+    # refuses to send: the dead letter was retried for ever, and again after every restart
+    # (its recovery), so that the ingress took nothing else.
+    await make_rooms(nats_kit, "room-1")
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        lines = [b"X(1): v", b"X-Kept: yes"]
+        await anyio.to_thread.run_sync(
+            publish_raw, nats_server.url, "roomkit.in.sms", lines, b"not json"
+        )
+
+        async def dead_lettered() -> bool:
+            return ingress.stats.dead_lettered == 1
+
+        await eventually(dead_lettered, what="the message dead-lettered")
+        after = text("sms", "after", idempotency_key="k")
+        ok = await publish_inbound(client, after, room_id="room-1", reply_timeout=10)
+    assert ok.ok and await bodies(nats_kit, "room-1") == ["after"]
+    dead = await client.jetstream().get_msg("ROOMKIT_DLQ", 1)
+    headers = dead.headers or {}
+    assert headers[ERROR_HEADER] == "bad_payload"
+    assert headers["X-Kept"] == "yes" and "X(1)" not in headers
+
+
+async def test_subjects_too_long_for_the_server_do_not_stop_the_ingress(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # The server reads a publish's subject in a line of at most 4096 bytes and drops the
+    # connection past it, which nats-py then closes for good: a reply inbox that long, or a
+    # dead letter's subject made from a channel token that long, stopped the ingress.
+    await make_rooms(nats_kit, "room-1")
+    js = client.jetstream()
+    token = "c" * 4030
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        inbox = "_INBOX." + "x" * 5000
+        message = envelope("long inbox", "k1", room_id="room-1")
+        await js.publish("roomkit.in.sms", message, headers={REPLY_TO_HEADER: inbox})
+        await client.publish(f"roomkit.in.{token}", envelope("long token", "k2"))
+        after = text("sms", "after", idempotency_key="k3")
+        ok = await publish_inbound(client, after, room_id="room-1", reply_timeout=10)
+
+        async def dead_lettered() -> bool:
+            return ingress.stats.dead_lettered == 1
+
+        await eventually(dead_lettered, what="the long token dead-lettered")
+    assert ok.ok
+    assert await bodies(nats_kit, "room-1") == ["long inbox", "after"]
+    dead = await js.get_msg("ROOMKIT_DLQ", 1)
+    assert dead.subject is not None and dead.subject.startswith("roomkit.dlq._long_")
+    assert (dead.headers or {})[SUBJECT_HEADER] == f"roomkit.in.{token}"
+
+
+class FailingFirst(SimpleChannel):
+    """Fails the message "#1" while ``failing``: a transient failure, retried in place."""
+
+    failing = True
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        content = message.content
+        if self.failing and isinstance(content, TextContent) and content.body == "#1":
+            raise RuntimeError("the provider lookup failed")
+        return await super().handle_inbound(message, context)
+
+
+async def test_a_stop_hands_back_a_room_s_messages_behind_the_one_it_retried(
+    nats_server: NatsServer, log: NatsEventLog, client: NatsClient
+) -> None:
+    # #1 was being retried in place when the ingress stopped: it was handed back, and its
+    # lane went on with #2 and #3, recorded before it.
+    channel = FailingFirst("sms")
+    kit = RoomKit(log=log)
+    kit.register_channel(channel)
+    async with kit:
+        await make_rooms(kit, "r")
+        async with Ingress(kit, nats_server.url, max_attempts=1_000) as ingress:
+            for n in (1, 2, 3):
+                await publish_inbound(
+                    client, text("sms", f"#{n}", idempotency_key=f"k{n}"), room_id="r"
+                )
+
+            async def retrying() -> bool:
+                return ingress.stats.retried >= 2
+
+            await eventually(retrying, what="#1 retried in place")
+        assert await bodies(kit, "r") == []
+        assert ingress.stats.released == 3
+        channel.failing = False
+        async with Ingress(kit, nats_server.url) as again:
+
+            async def recorded() -> bool:
+                return again.stats.recorded == 3
+
+            await eventually(recorded, what="the three recorded")
+        assert await bodies(kit, "r") == ["#1", "#2", "#3"]
 
 
 async def test_a_dead_letter_stream_deleted_under_the_ingress_is_made_again(
