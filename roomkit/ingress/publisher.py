@@ -36,6 +36,7 @@ from nats.js.api import PubAck
 from actors import check_finite_seconds
 from roomkit.errors import InvalidRoomIdError
 from roomkit.ingress._deadletter import headers_size
+from roomkit.ingress._nats import is_transient
 from roomkit.ingress._work import Rejection, message_of
 from roomkit.ingress.errors import IngressTimeout, IngressUnavailable, InvalidInbound
 from roomkit.ingress.wire import (
@@ -129,7 +130,8 @@ async def publish_inbound(
             subject token, an invalid room id, no idempotency key while one is required, an
             envelope that does not encode or decode as one (wrong field types, metadata that
             is no JSON), content that is no RoomKit content, or a message larger than the
-            server's max payload.
+            server's max payload; or one JetStream refused for good (a limit of the stream,
+            ``max_msg_size`` say): publishing it again would be refused again.
         IngressUnavailable: JetStream did not store the message (no server, no stream: the
             ingress creates its stream when it starts).
         IngressTimeout: no reply within ``reply_timeout`` (the message is stored and will
@@ -273,6 +275,13 @@ async def _publish(
             f"no JetStream stream captures {subject}: start the ingress first (it creates "
             "its stream), or check the subject prefix"
         ) from exc
+    except nats.js.errors.APIError as exc:
+        if is_transient(exc):
+            raise IngressUnavailable(
+                f"JetStream did not store the message on {subject} (try again): {exc}"
+            ) from exc
+        # Taken for an outage, it was published again and again by callers doing as told.
+        raise InvalidInbound(f"JetStream refused the message on {subject}: {exc}") from exc
     except (TimeoutError, nats.errors.Error, OSError) as exc:
         raise IngressUnavailable(
             f"JetStream did not store the message on {subject}: {exc!r}"

@@ -1083,6 +1083,20 @@ async def test_publish_inbound_says_when_nothing_stores_or_answers(
         await eventually(recorded, what="the stored message recorded")
 
 
+async def test_publish_inbound_says_when_jetstream_refuses_the_message_for_good(
+    client: NatsClient,
+) -> None:
+    # A limit of the stream (an operator's): the message is refused whenever it is sent.
+    # It was IngressUnavailable, which callers publish again, for ever.
+    await client.jetstream().add_stream(
+        name="ROOMKIT_IN", subjects=["roomkit.in.>"], max_msg_size=500
+    )
+    large = text("sms", "x" * 1_000, idempotency_key="k1")
+    with pytest.raises(InvalidInbound, match="refused the message.*maximum"):
+        await publish_inbound(client, large)
+    assert (await publish_inbound(client, text("sms", "small", idempotency_key="k2"))).seq == 1
+
+
 async def test_an_envelope_round_trips_an_inbound_message() -> None:
     message = text("sms", "hi", idempotency_key="k", external_id="e", thread_id="t")
     message.metadata["carrier"] = "acme"
