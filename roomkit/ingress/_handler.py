@@ -116,11 +116,18 @@ class MessageHandler:
         self._on_fatal = on_fatal
         self._in_base = f"{settings.subject_prefix}.in."
         # Where a reply is never published (see wire.py): the server's APIs, the event log's
-        # subjects and this ingress's own.
+        # subjects, this ingress's own, and those of the kit's room ownership (its commands
+        # and announcements) and realtime backend (its ephemeral events).
         refused = ["$", self._in_base, f"{settings.subject_prefix}.dlq."]
         log_prefix = getattr(getattr(kit, "log", None), "subject_prefix", None)
         if isinstance(log_prefix, str):
             refused.append(f"{log_prefix}.ev.")
+        owner_prefix = getattr(getattr(kit, "_ownership", None), "subject_prefix", None)
+        if isinstance(owner_prefix, str):
+            refused.append(f"{owner_prefix}.owner")  # .owner.<member> and .owners
+        realtime_prefix = getattr(getattr(kit, "realtime", None), "subject_prefix", None)
+        if isinstance(realtime_prefix, str):
+            refused.append(f"{realtime_prefix}.rt.")
         self._refused_inboxes = tuple(refused)
 
     async def handle(self, item: WorkItem) -> bool:

@@ -67,6 +67,8 @@ from roomkit.ingress.wire import (
     decode_reply,
     msg_id_for,
 )
+from roomkit.ownership.nats import NatsOwnership
+from roomkit.realtime.nats import NatsRealtime
 from tests.roomkit import ingress_app
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
 
@@ -358,6 +360,35 @@ async def test_no_reply_is_published_on_the_logs_or_the_ingress_or_the_servers_s
     assert ingress.stats.received == ingress.stats.recorded == 5  # nothing taken in as inbound
     await nats_kit.process_inbound(text("sms", "room-2 still works"), room_id="room-2")
     assert await bodies(nats_kit, "room-2") == ["room-2 still works"]
+
+
+async def test_no_reply_is_published_on_the_subjects_of_the_kit_s_ownership_or_realtime(
+    nats_server: NatsServer, log: NatsEventLog, client: NatsClient
+) -> None:
+    # A reply on roomkit.owner.<member> reached that process as a room command it could not
+    # read; one on roomkit.rt.<channel>, every realtime subscriber of that channel.
+    url = nats_server.url
+    kit = kit_on(log, realtime=NatsRealtime(url), ownership=NatsOwnership(url, member="m"))
+    seen: list[bytes] = []
+
+    async def note(msg: Msg) -> None:
+        seen.append(msg.data)
+
+    for subject in ("roomkit.owner.>", "roomkit.owners", "roomkit.rt.>"):
+        await client.subscribe(subject, cb=note)
+    async with kit:
+        await make_rooms(kit, "room-1")
+        js = client.jetstream()
+        inboxes = ["roomkit.owner.m", "roomkit.owners", "roomkit.rt.room-1"]
+        async with Ingress(kit, url):
+            for n, inbox in enumerate(inboxes):
+                payload = envelope(f"m{n}", f"k{n}", room_id="room-1")
+                await js.publish("roomkit.in.sms", payload, headers={REPLY_TO_HEADER: inbox})
+            last = text("sms", "last", idempotency_key="k-last")
+            assert (await publish_inbound(client, last, room_id="room-1", reply_timeout=10)).ok
+        assert await bodies(kit, "room-1") == ["m0", "m1", "m2", "last"]
+    await client.flush()
+    assert not [data for data in seen if data.startswith(b'{"ok"')]
 
 
 # -- bad input ---------------------------------------------------------------------------------
