@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +66,10 @@ async def open_client(
     """
     nc = RoomKitNatsClient()
     theirs = options.get("reconnected_cb")
+    if theirs is not None and not inspect.iscoroutinefunction(theirs):
+        # nats-py checks its callbacks so; wrapped in ours, a plain function passed its check
+        # and broke every reconnect.
+        raise TypeError(f"reconnected_cb must be a coroutine function, not {theirs!r}")
 
     async def on_reconnected() -> None:
         logger.info("NATS: reconnected")

@@ -25,7 +25,8 @@ What the contract leaves to the backend:
   lost acknowledgement.
 - An append that raised ``LogUnavailable`` may have been committed. Retrying it with the same
   message id and expected version is safe; appends without a message id get a private one,
-  so the retries ``append`` makes by itself never duplicate.
+  so the retries ``append`` makes by itself never duplicate: it makes them only within the
+  window (less ``request_timeout``), and knows its own write behind another writer's.
 
 Every nats-py exception is translated at the boundary (``LogUnavailable`` when the server is
 away after bounded retries). The connection reconnects for ever, quickly (every 0.1 s), so the
@@ -37,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -107,6 +109,18 @@ logger = logging.getLogger("roomkit.eventlog.nats")
 _ids = itertools.count()
 _id_prefix = secrets.token_hex(8)
 
+
+def _new_id_source() -> None:
+    # A forked child inherits both: a pre-forking server's workers sent the same ids, and
+    # JetStream took a worker's append for another's (dropped, and reported stored).
+    global _ids, _id_prefix
+    _ids = itertools.count()
+    _id_prefix = secrets.token_hex(8)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_id_source)
+
 # A message id is sent as a header value: anything a header cannot carry verbatim, or longer
 # than this many bytes, is hashed.
 _MAX_RAW_MESSAGE_ID = 128
@@ -135,6 +149,8 @@ class NatsEventLog(EventLog):
         storage: ``"file"`` (survives restarts) or ``"memory"``.
         replicas: JetStream replicas of the stream and the bucket.
         duplicate_window: seconds during which JetStream recognises a re-sent message id.
+            An append is retried only within the window of the stream (less
+            ``request_timeout``): one shorter than ``retry_timeout`` ends its retries sooner.
         request_timeout: bound of each request to the server.
         retry_timeout: how long a call retries while the server is unreachable before it
             raises ``LogUnavailable``.
@@ -351,8 +367,14 @@ class NatsEventLog(EventLog):
     ) -> list[Record]:
         check_append(stream, events, self.max_append_events, expected_version)
         io = self._connected()
-        # Every request below has its own timeout (nc.request); the deadline bounds retries.
-        return await self._append(io, stream, events, expected_version, io.deadline())
+        # Every request below has its own timeout (nc.request); the deadline bounds retries,
+        # which must reach the server within its duplicate window of the first send (a retry
+        # after it is stored again): those of a short window end sooner.
+        deadline = io.deadline()
+        window = self.dedup_window
+        if window is not None:
+            deadline = min(deadline, time.monotonic() + max(0.0, window - io.request_timeout))
+        return await self._append(io, stream, events, expected_version, deadline)
 
     async def _append(
         self,
@@ -393,11 +415,14 @@ class NatsEventLog(EventLog):
                 "Nats-Msg-Id": msg_id,
                 "Nats-Expected-Last-Subject-Sequence": str(seq),
             }
-            ack = await io.retrying(
-                f"append to {stream!r}",
-                lambda: self._publish(io, subject, payload, headers),  # noqa: B023 - awaited now
-                deadline,
-            )
+            sends = 0
+
+            async def publish() -> PubAck:
+                nonlocal sends
+                sends += 1
+                return await self._publish(io, subject, payload, headers)  # noqa: B023
+
+            ack = await io.retrying(f"append to {stream!r}", publish, deadline)
             if ack.error is None:
                 if ack.duplicate:
                     return await self._committed(io, stream, ack.seq, deadline)
@@ -409,7 +434,13 @@ class NatsEventLog(EventLog):
                     f"(code {ack.error.code}/{ack.error.err_code})"
                 )
             # The subject moved. JetStream checks the sequence before the message id, so a
-            # retry of an append whose ack was lost lands here: look at the last message.
+            # retry of an append whose ack was lost lands here. Its first send, if stored, is
+            # the subject's next message after the sequence it named, with others' maybe
+            # behind it (taken for another writer's, it raised WrongExpectedVersion).
+            if sends > 1:
+                mine = await io.next_of(subject, seq + 1)
+                if mine is not None and mine.msg_id == msg_id:
+                    return records_of(stream, mine.seq, mine.batch)
             last = await io.last_of(subject, deadline)
             if last is not None and last.msg_id == msg_id:
                 self._remember_stored(stream, last)

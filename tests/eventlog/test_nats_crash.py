@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import anyio
 import pytest
@@ -19,6 +22,7 @@ from eventlog import LogUnavailable, Record
 from eventlog.nats import NatsEventLog
 from eventlog.testing import event
 from eventlog.testing_nats import NatsServer
+from tests.eventlog.link import Link
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -140,3 +144,83 @@ async def test_a_restart_holds_up_neither_an_append_in_flight_nor_a_subscriber(
             assert (await subscription.__anext__()).data == b"after"
         await subscription.aclose()
     assert reconnects == ["app"]
+
+
+@pytest.mark.nats
+async def test_an_append_whose_reply_was_lost_is_its_own_with_another_writer_behind_it(
+    nats_server: NatsServer,
+) -> None:
+    # A's append is stored, its reply lost with its connection; B appends after it; A sends
+    # it again: JetStream refuses the resend (the subject moved on), and A took B's record for
+    # the reason, raising WrongExpectedVersion for an append that was stored.
+    assert nats_server.port is not None
+    async with (
+        Link(nats_server.port) as link,
+        NatsEventLog(link.url, request_timeout=60, retry_timeout=120) as a,
+        NatsEventLog(nats_server.url) as b,
+    ):
+        await a.append("s", [event("first")], expected_version=0)
+        appended: list[Record] = []
+
+        async def append_a() -> None:
+            appended.extend(await a.append("s", [event("A")], expected_version=1))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                link.holding = True  # A's append reaches the server, its reply does not
+                tg.start_soon(append_a)
+
+                async def stored() -> bool:
+                    return len(await b.read("s")) == 2
+
+                while not await stored():
+                    await anyio.sleep(0.01)
+                await b.append("s", [event("B")], expected_version=2)
+                link.cut()  # A reconnects and sends it again
+        assert [(r.version, r.data) for r in appended] == [(2, b"A")]
+        assert [r.data for r in await b.read("s")] == [b"first", b"A", b"B"]
+
+
+@pytest.mark.nats
+async def test_appends_are_retried_only_within_the_duplicate_window(
+    restartable_nats_server: NatsServer,
+) -> None:
+    # A retry JetStream receives after its window is stored again: with a 1 s window and
+    # 1 s requests, an append is not retried, where it was for retry_timeout (30 s here).
+    server = restartable_nats_server
+    async with NatsEventLog(
+        server.url, duplicate_window=1, request_timeout=1, retry_timeout=30
+    ) as log:
+        await log.append("s", [event(1)], expected_version=0)
+        server.stop()
+        with anyio.fail_after(15), pytest.raises(LogUnavailable):
+            await log.append("s", [event(2)], expected_version=1)
+
+
+def test_forked_processes_give_appends_without_an_id_ids_of_their_own() -> None:
+    # A forked child inherited the random prefix and the counter: two workers of a
+    # pre-forking server sent the same id, and JetStream dropped one's append as a duplicate.
+    script = (
+        "import os\n"
+        "from eventlog.nats import _msg_id\n"
+        "r, w = os.pipe()\n"
+        "if os.fork() == 0:\n"
+        "    os.write(w, _msg_id('s', None).encode()); os._exit(0)\n"
+        "os.wait()\n"
+        "print(_msg_id('s', None), os.read(r, 200).decode())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root, check=True
+    ).stdout.split()
+    parent, child = out
+    assert parent.split("~")[1][:16] != child.split("~")[1][:16]
+
+
+async def test_a_reconnect_callback_that_is_not_a_coroutine_function_is_refused() -> None:
+    def plain() -> None:
+        return None
+
+    log = NatsEventLog("nats://127.0.0.1:1", connect_options={"reconnected_cb": plain})
+    with pytest.raises(TypeError, match="reconnected_cb must be a coroutine function"):
+        await log.connect()
