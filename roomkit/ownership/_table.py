@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -131,6 +132,10 @@ class LeaseTable:
         entries (the server may count them delivered before the client has them), which read
         a full table as empty and made a process take its peers for dead; and each watch left
         its consumer on the server for five minutes.
+
+        Raises:
+            TimeoutError: not read whole within ``timeout`` (then nothing is taken from it).
+            nats errors: the server or the connection failed (``KV_FAILURES``).
         """
         js = self._js
         stream = f"KV_{self._bucket}"
@@ -143,30 +148,38 @@ class LeaseTable:
             # Dropped by the server should this process not delete it (gone meanwhile).
             inactive_threshold=max(timeout, 5.0),
         )
-        consumer = await js.add_consumer(stream, config, timeout=timeout)
         owners: dict[int, str] = {}
         members: set[str] = set()
+        consumer = None
         try:
-            # A pull consumer sends nothing before it is asked: what it had to send when it
-            # was made is all it counts as pending.
-            left = consumer.num_pending or 0
-            if left:
-                pull = await js.pull_subscribe_bind(consumer=consumer.name, stream=stream)
-                try:
-                    while left:
-                        try:
+            # One bound for the whole read: a tick renews its leases before it, and waits
+            # lease_ttl / 3 after it; a read that outlasted the rest let them lapse.
+            with anyio.fail_after(timeout):
+                consumer = await js.add_consumer(stream, config, timeout=timeout)
+                # A pull consumer sends nothing before it is asked: what it had to send when
+                # it was made is all it counts as pending. A fetch that times out raises (a
+                # stall, a connection lost): the table read so far may lack every lease, and
+                # taken as the table it made this process take its peers for dead.
+                left = consumer.num_pending or 0
+                if left:
+                    pull = await js.pull_subscribe_bind(consumer=consumer.name, stream=stream)
+                    try:
+                        while left:
                             msgs = await pull.fetch(min(left, 1_000), timeout=timeout)
-                        except nats.errors.TimeoutError:
-                            break  # what was pending expired before it was sent
-                        for msg in msgs:
-                            left = msg.metadata.num_pending or 0
-                            self._take(msg, prefix, owners, members)
-                finally:
-                    with contextlib.suppress(nats.errors.Error):
-                        await pull.unsubscribe()
+                            for msg in msgs:
+                                left = msg.metadata.num_pending or 0
+                                self._take(msg, prefix, owners, members)
+                    finally:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(*KV_FAILURES):
+                            await pull.unsubscribe()
         finally:
-            with contextlib.suppress(*KV_FAILURES):
-                await js.delete_consumer(stream, consumer.name)
+            if consumer is not None:
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.move_on_after(timeout),
+                    contextlib.suppress(*KV_FAILURES),
+                ):
+                    await js.delete_consumer(stream, consumer.name)
         return TableView(owners, members)
 
     @staticmethod

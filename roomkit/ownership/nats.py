@@ -296,7 +296,9 @@ class NatsPlacement(Placement):
             # Still answering what it took: it keeps its leases (another process deciding
             # the same rooms meanwhile would run their hooks twice), and takes no more.
             return
-        view = await table.read(self._owner.connect_timeout)
+        # Its renewals come before the read, the next ones lease_ttl / 3 after it: a read is
+        # bounded so that they still come in time.
+        view = await table.read(min(self._owner.connect_timeout, self._owner.lease_ttl / 3))
         change = rebalance(
             self._me, self._held.keys(), view.owners, view.members, self._owner.partitions
         )

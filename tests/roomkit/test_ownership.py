@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import nats
@@ -66,6 +67,7 @@ from roomkit.ownership._partitions import rebalance
 from roomkit.ownership._table import LeaseTable
 from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
 from roomkit.ownership.nats import NatsOwnership, NatsPlacement
+from tests.eventlog.link import Link
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -439,6 +441,36 @@ async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer
             assert (await js.stream_info(f"KV_{bucket}")).state.consumer_count == 0
     finally:
         await nc.close()
+
+
+@pytest.mark.nats
+async def test_a_read_of_the_lease_table_cut_short_fails_rather_than_reading_nothing(
+    nats_server: NatsServer,
+) -> None:
+    # The server went silent after the read's consumer was made: the read returned what it
+    # had, nothing, and its process took its peers for dead (it claimed and ran their rooms).
+    assert nats_server.port is not None
+    async with Link(nats_server.port) as link:
+        nc = await nats.connect(link.url)
+        try:
+            js = nc.jetstream()
+            table = LeaseTable(js, "leases", LEASE_TTL, "a")
+            await table.open()
+            await table.heartbeat()
+            await table.claim(0)
+            made = js.add_consumer
+
+            async def then_silence(*args: Any, **kwargs: Any) -> Any:
+                info = await made(*args, **kwargs)
+                link.holding = True  # nothing the server sends from now on arrives
+                return info
+
+            js.add_consumer = then_silence  # type: ignore[method-assign]
+            with pytest.raises(TimeoutError):
+                await table.read(1.0)
+        finally:
+            link.cut()
+            await nc.close()
 
 
 @pytest.mark.nats
