@@ -330,7 +330,7 @@ class KitRuntime:
             await self.placement.leave()
         self._closing = True
         settled: set[str] = set()
-        with anyio.move_on_after(self._settings.ask_timeout):
+        with anyio.move_on_after(self._settings.ask_timeout) as waited:
             while True:
                 # Again at every round: a command in flight as closing began may have had its
                 # append left in doubt since (each room once: its log may still be away).
@@ -342,13 +342,21 @@ class KitRuntime:
                 # A turn's own work asked nothing more meanwhile, and no append is in doubt.
                 if not self._asking and not (self._in_doubt - settled):
                     break
-            # A room actor appends the outcomes it holds as it stops, but one that is not
-            # running (passivated while its delivery ran) would not stop: tell it now.
-            system = self._system
-            if system is not None:
-                for room_id in self.flusher.rooms():
-                    if not system.is_active(ROOM, room_id):
-                        await system.ref(ROOM, room_id).tell(FLUSH)
+        if waited.cancelled_caught:
+            logger.warning(
+                "closing: %d turn(s) (deliveries, async hooks) still running after %g s are "
+                "cut short (a delivery cut short records no outcome)",
+                len(self.turns),
+                self._settings.ask_timeout,
+            )
+        # A room actor appends the outcomes it holds as it stops, but one that is not running
+        # (passivated while its delivery ran) would not stop: tell it now. Also when the wait
+        # above gave up: the outcomes of the turns that did finish are kept (they were lost).
+        system = self._system
+        if system is not None:
+            for room_id in self.flusher.rooms():
+                if not system.is_active(ROOM, room_id):
+                    await system.ref(ROOM, room_id).tell(FLUSH)
 
     # -- messages ----------------------------------------------------------------------------
 

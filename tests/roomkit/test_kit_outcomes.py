@@ -19,6 +19,8 @@ from eventlog import EventLog, MemoryEventLog, NewEvent, Record
 from roomkit import (
     ChannelBinding,
     ChannelOutput,
+    HookExecution,
+    HookTrigger,
     InboundMessage,
     RoomContext,
     RoomEvent,
@@ -163,6 +165,45 @@ async def test_closing_the_kit_appends_the_outcomes_of_a_room_whose_actor_is_not
         assert kit._runtime.flusher.holds("r1")
     (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
     assert await _deliveries(kit.log) == [message.id]
+
+
+async def test_a_close_that_gives_up_waiting_still_appends_a_passivated_room_s_outcomes(
+    make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another room's async hook outlasted the close's wait (4 x process_timeout): the
+    # passivated room's waiting outcome was dropped with the rest, and nothing said so.
+    class _Slow(SimpleChannel):
+        async def deliver(
+            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            await anyio.sleep(0.2)
+            return await super().deliver(event, binding, context)
+
+    kit = make_kit(outcome_delay=3600, process_timeout=0.25)
+    async with kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(_Slow("slow"))
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def outlasts_the_close(event: RoomEvent, context: RoomContext) -> None:
+            if event.room_id == "r2":
+                await anyio.sleep(2)  # within its own timeout, past the close's wait (1 s)
+
+        for room_id in ("r1", "r2"):
+            await kit.create_room(room_id=room_id)
+            await kit.attach_channel(room_id, "sms")
+            await kit.attach_channel(room_id, "slow")
+        await kit.process_inbound(text("sms", "to r2"), room_id="r2")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(kit.process_inbound, room_id="r1"), text("sms", "hi"))
+            await anyio.sleep(0.05)  # committed; its delivery still runs
+            system = kit._runtime._system
+            assert system is not None
+            assert await system.passivate(ROOM, "r1")
+        assert kit._runtime.flusher.holds("r1")
+    (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
+    assert await _deliveries(kit.log) == [message.id]
+    assert "1 turn(s) (deliveries, async hooks) still running" in caplog.text
 
 
 async def test_closing_the_kit_appends_waiting_outcomes(make_kit: Callable[..., RoomKit]) -> None:
