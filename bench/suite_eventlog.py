@@ -8,7 +8,8 @@ from bench.eventlog_memory import bench_memory_log
 
 async def suite() -> list[tuple[str, list[Row]]]:
     tables = [("event log: MemoryEventLog", await bench_memory_log())]
-    from bench.eventlog_nats import bench_nats
+    from bench.eventlog_nats import after_restart, bench_nats
 
-    tables.append(("event log: NatsEventLog vs raw nats-py", await bench_nats()))
+    rows = [*await bench_nats(), *await after_restart()]
+    tables.append(("event log: NatsEventLog vs raw nats-py", rows))
     return tables
