@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import re
@@ -218,11 +217,6 @@ class NatsRealtime(RealtimeBackend):
                     raise RealtimeUnavailableError(
                         f"cannot subscribe to {channel!r}: {exc}"
                     ) from exc
-                # Returns once the server has it: an event another process publishes after
-                # this returns reaches the subscriber. (Best effort while the server is away:
-                # the subscription is sent again on reconnecting.)
-                with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-                    await nc.flush(timeout=max(1, round(self._connect_timeout)))  # whole seconds
             sub_id = await self._local.subscribe(channel, callback)
             self._channel_of[sub_id] = channel
             self._subscribers.setdefault(channel, set()).add(sub_id)
