@@ -112,10 +112,13 @@ class KitStore(ConversationStore):
             return await self._write("add_event", event, RoomEvent, ImportEvent)
         # Two adds of one id at once both found it missing, and both were logged: the second
         # was missing from the read model (another room's) or miscounted (the same room's).
-        if event.id in self._adding or await self.get_event(event.id):
-            raise ValueError(f"event {event.id!r} is stored already")
+        # Taken before the lookup, which may wait (a database).
+        if event.id in self._adding:
+            raise ValueError(f"event {event.id!r} is being stored")
         self._adding.add(event.id)
         try:
+            if await self.get_event(event.id):
+                raise ValueError(f"event {event.id!r} is stored already")
             return await self._write("add_event", event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]
         finally:
             self._adding.discard(event.id)
