@@ -76,6 +76,11 @@ class _BatchReply:
         self.status: str | None = None
         self.pending = 0
         self.done = anyio.Event()
+        self.cut = False  # its connection was replaced: the rest of the replies never come
+
+    def connection_replaced(self) -> None:
+        self.cut = True
+        self.done.set()
 
     def __call__(self, msg: Msg) -> None:
         if msg.data:
@@ -219,6 +224,9 @@ class JetStreamIO:
                 future.set_exception(
                     ConnectionError(f"no reply on {subject}: the connection was replaced")
                 )
+        for handler in list(self._replies.values()):
+            if isinstance(handler, _BatchReply):  # a batched direct get: the same
+                handler.connection_replaced()
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the requests past their deadline; wake again at the nearest one left.
@@ -327,6 +335,8 @@ class JetStreamIO:
                 await reply.done.wait()
         finally:
             self.forget(reply_subject)
+        if reply.cut:
+            raise ConnectionError("batched direct get: the connection was replaced")
         if reply.status not in ("204", "404"):
             raise _status_error(reply.status, {})
         return reply

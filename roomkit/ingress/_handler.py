@@ -124,7 +124,7 @@ class MessageHandler:
             refused.append(f"{log_prefix}.ev.")
         owner_prefix = getattr(getattr(kit, "_ownership", None), "subject_prefix", None)
         if isinstance(owner_prefix, str):
-            refused.append(f"{owner_prefix}.owner")  # .owner.<member> and .owners
+            refused += [f"{owner_prefix}.owner.", f"{owner_prefix}.owners"]
         realtime_prefix = getattr(getattr(kit, "realtime", None), "subject_prefix", None)
         if isinstance(realtime_prefix, str):
             refused.append(f"{realtime_prefix}.rt.")

@@ -130,8 +130,10 @@ STREAM_SEQ_HEADER = "RoomKit-Stream-Seq"
 TRUNCATED_HEADER = "RoomKit-Truncated"
 #: The longest subject the ingress publishes on (a reply inbox, a dead letter's). The server
 #: reads a publish's subject in a protocol line of at most 4096 bytes (its default
-#: ``max_control_line``) and drops the connection past it, which nats-py then closes for good.
-MAX_SUBJECT_BYTES = 1024
+#: ``max_control_line``) and drops the connection past it, which nats-py then closes for good;
+#: the line also holds the command, a reply subject (a JetStream publish's, ~60 bytes) and the
+#: sizes.
+MAX_SUBJECT_BYTES = 3_900
 #: ``IngressReply.reason`` when JetStream dropped a publish as a copy of one it stores.
 DUPLICATE_PUBLISH = "duplicate_publish"
 #: How deep ``metadata`` and ``content`` may nest (the kit's serializer stops near 255).

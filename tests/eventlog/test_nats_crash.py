@@ -224,3 +224,29 @@ async def test_a_reconnect_callback_that_is_not_a_coroutine_function_is_refused(
     log = NatsEventLog("nats://127.0.0.1:1", connect_options={"reconnected_cb": plain})
     with pytest.raises(TypeError, match="reconnected_cb must be a coroutine function"):
         await log.connect()
+
+
+@pytest.mark.nats
+async def test_a_batched_read_in_flight_when_the_connection_is_replaced_is_sent_again(
+    nats_server: NatsServer,
+) -> None:
+    # Its replies were lost with the connection, and it waited its whole request_timeout
+    # (60 s here) before trying again.
+    assert nats_server.port is not None
+    async with (
+        Link(nats_server.port) as link,
+        NatsEventLog(link.url, request_timeout=60, retry_timeout=120) as log,
+    ):
+        await log.append("s", [event(n) for n in range(3)], expected_version=0)
+        read: list[Record] = []
+
+        async def read_all() -> None:
+            read.extend(await log.read_all(limit=10))  # a page: batched direct gets
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                link.holding = True
+                tg.start_soon(read_all)
+                await anyio.sleep(0.2)  # sent; its replies held
+                link.cut()
+        assert [r.data for r in read] == [b"0", b"1", b"2"]

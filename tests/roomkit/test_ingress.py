@@ -133,6 +133,11 @@ class Replies:
         self._send.close()
         self._receive.close()
 
+    async def resubscribe(self) -> None:
+        """Listen on ``inbox`` as it is now (a test changed it)."""
+        await self._sub.unsubscribe()
+        await self.__aenter__()
+
     async def take(self, count: int) -> list[IngressReply]:
         with anyio.fail_after(10):
             return [await self._receive.receive() for _ in range(count)]
@@ -386,7 +391,15 @@ async def test_no_reply_is_published_on_the_subjects_of_the_kit_s_ownership_or_r
                 await js.publish("roomkit.in.sms", payload, headers={REPLY_TO_HEADER: inbox})
             last = text("sms", "last", idempotency_key="k-last")
             assert (await publish_inbound(client, last, room_id="room-1", reply_timeout=10)).ok
-        assert await bodies(kit, "room-1") == ["m0", "m1", "m2", "last"]
+            # A subject that only starts like theirs is answered.
+            async with Replies(client) as replies:
+                replies.inbox = "roomkit.owner_app.replies"
+                await replies.resubscribe()
+                message = envelope("mine", "k-mine", room_id="room-1")
+                headers = {REPLY_TO_HEADER: replies.inbox}
+                await js.publish("roomkit.in.sms", message, headers=headers)
+                assert (await replies.take(1))[0].ok
+        assert await bodies(kit, "room-1") == ["m0", "m1", "m2", "last", "mine"]
     await client.flush()
     assert not [data for data in seen if data.startswith(b'{"ok"')]
 
@@ -510,13 +523,20 @@ async def test_subjects_too_long_for_the_server_do_not_stop_the_ingress(
         await client.publish(f"roomkit.in.{token}", envelope("long token", "k2"))
         after = text("sms", "after", idempotency_key="k3")
         ok = await publish_inbound(client, after, room_id="room-1", reply_timeout=10)
+        # A long inbox the server takes is answered.
+        async with Replies(client) as replies:
+            replies.inbox += "." + "y" * 1_500
+            await replies.resubscribe()
+            message = envelope("long, but not too long", "k4", room_id="room-1")
+            await js.publish("roomkit.in.sms", message, headers={REPLY_TO_HEADER: replies.inbox})
+            (answer,) = await replies.take(1)
 
         async def dead_lettered() -> bool:
             return ingress.stats.dead_lettered == 1
 
         await eventually(dead_lettered, what="the long token dead-lettered")
-    assert ok.ok
-    assert await bodies(nats_kit, "room-1") == ["long inbox", "after"]
+    assert ok.ok and answer.ok
+    assert await bodies(nats_kit, "room-1") == ["long inbox", "after", "long, but not too long"]
     dead = await js.get_msg("ROOMKIT_DLQ", 1)
     assert dead.subject is not None and dead.subject.startswith("roomkit.dlq._long_")
     assert (dead.headers or {})[SUBJECT_HEADER] == f"roomkit.in.{token}"
