@@ -139,30 +139,41 @@ async def test_a_passivated_room_appends_what_it_held(make_kit: Callable[..., Ro
         assert await _deliveries(kit.log) == [result.event.id]
 
 
+class _Slow(SimpleChannel):
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        await anyio.sleep(0.2)
+        return await super().deliver(event, binding, context)
+
+
+async def _rooms_with_a_slow_channel(kit: RoomKit, *room_ids: str) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(_Slow("slow"))
+    for room_id in room_ids:
+        await kit.create_room(room_id=room_id)
+        await kit.attach_channel(room_id, "sms")
+        await kit.attach_channel(room_id, "slow")
+
+
+async def _passivated_while_r1_delivers(kit: RoomKit) -> None:
+    """Send r1 a message, and passivate its actor once committed, while its delivery runs."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(kit.process_inbound, room_id="r1"), text("sms", "hi"))
+        await anyio.sleep(0.05)  # committed; its delivery still runs
+        system = kit._runtime._system
+        assert system is not None
+        assert await system.passivate(ROOM, "r1")
+    assert kit._runtime.flusher.holds("r1")
+
+
 async def test_closing_the_kit_appends_the_outcomes_of_a_room_whose_actor_is_not_running(
     make_kit: Callable[..., RoomKit],
 ) -> None:
-    class _Slow(SimpleChannel):
-        async def deliver(
-            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-        ) -> ChannelOutput:
-            await anyio.sleep(0.2)
-            return await super().deliver(event, binding, context)
-
     kit = make_kit(outcome_delay=3600)
     async with kit:
-        kit.register_channel(SimpleChannel("sms"))
-        kit.register_channel(_Slow("slow"))
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "sms")
-        await kit.attach_channel("r1", "slow")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(kit.process_inbound, room_id="r1"), text("sms", "hi"))
-            await anyio.sleep(0.05)  # committed; its delivery still runs
-            system = kit._runtime._system
-            assert system is not None
-            assert await system.passivate(ROOM, "r1")
-        assert kit._runtime.flusher.holds("r1")
+        await _rooms_with_a_slow_channel(kit, "r1")
+        await _passivated_while_r1_delivers(kit)
     (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
     assert await _deliveries(kit.log) == [message.id]
 
@@ -172,35 +183,17 @@ async def test_a_close_that_gives_up_waiting_still_appends_a_passivated_room_s_o
 ) -> None:
     # Another room's async hook outlasted the close's wait (4 x process_timeout): the
     # passivated room's waiting outcome was dropped with the rest, and nothing said so.
-    class _Slow(SimpleChannel):
-        async def deliver(
-            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-        ) -> ChannelOutput:
-            await anyio.sleep(0.2)
-            return await super().deliver(event, binding, context)
-
     kit = make_kit(outcome_delay=3600, process_timeout=0.25)
     async with kit:
-        kit.register_channel(SimpleChannel("sms"))
-        kit.register_channel(_Slow("slow"))
+        await _rooms_with_a_slow_channel(kit, "r1", "r2")
 
         @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
         async def outlasts_the_close(event: RoomEvent, context: RoomContext) -> None:
             if event.room_id == "r2":
                 await anyio.sleep(2)  # within its own timeout, past the close's wait (1 s)
 
-        for room_id in ("r1", "r2"):
-            await kit.create_room(room_id=room_id)
-            await kit.attach_channel(room_id, "sms")
-            await kit.attach_channel(room_id, "slow")
         await kit.process_inbound(text("sms", "to r2"), room_id="r2")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(kit.process_inbound, room_id="r1"), text("sms", "hi"))
-            await anyio.sleep(0.05)  # committed; its delivery still runs
-            system = kit._runtime._system
-            assert system is not None
-            assert await system.passivate(ROOM, "r1")
-        assert kit._runtime.flusher.holds("r1")
+        await _passivated_while_r1_delivers(kit)
     (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
     assert await _deliveries(kit.log) == [message.id]
     assert "1 turn(s) (deliveries, async hooks) still running" in caplog.text
