@@ -440,7 +440,17 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         channel_ids: Collection[str] | None = None,
         directions: Collection[ChannelDirection] | None = None,
     ) -> Callable[[F], F]:
-        """Decorator registering a global hook; returns the function unchanged."""
+        """Decorator registering a global hook; returns the function unchanged.
+
+        Raises:
+            TypeError: used bare (``@kit.hook`` without its trigger), which registered
+                nothing and left the function's name bound to the decorator.
+        """
+        if callable(trigger) and not isinstance(trigger, HookTrigger):
+            raise TypeError(
+                f"kit.hook needs its trigger: @kit.hook(HookTrigger.BEFORE_BROADCAST), not a "
+                f"bare @kit.hook over {getattr(trigger, '__name__', trigger)!r}"
+            )
 
         def register(fn: F) -> F:
             registration = HookRegistration(

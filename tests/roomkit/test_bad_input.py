@@ -881,3 +881,14 @@ async def test_the_kit_s_reads_refuse_a_room_id_that_is_not_a_string() -> None:
             await kit.list_tasks("r1", status=5)  # type: ignore[arg-type]
         with pytest.raises(RoomNotFoundError):
             await kit.get_room("")  # a str the kit would not create is just not found
+
+
+def test_a_bare_kit_hook_is_refused() -> None:
+    # @kit.hook without its trigger registered nothing: a content filter that never ran.
+    kit = RoomKit()
+
+    async def no_spam(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.block("spam")
+
+    with pytest.raises(TypeError, match="kit.hook needs its trigger"):
+        kit.hook(no_spam)  # type: ignore[arg-type]
