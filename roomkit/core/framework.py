@@ -663,6 +663,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def _publish(
         self, room_id: str, kind: EphemeralEventType, user_id: str, data: dict[str, Any]
     ) -> None:
+        # A closed kit's realtime backend is closed: the event went nowhere, without a word
+        # (subscribe_room already refused).
+        if self._runtime.closed:
+            raise KitClosedError("the kit is closed")
         # Sent as given, another process's NatsRealtime dropped them with a warning, and this
         # process's subscribers got them with the wrong types.
         check_str("room_id", room_id)

@@ -10,6 +10,7 @@ asyncio and "Cancel scope stack corrupted" on trio, and a close from another tas
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import anyio
@@ -263,4 +264,14 @@ async def test_a_closed_kit_takes_no_websocket_connection() -> None:
             await kit.connect_websocket("ws", "after", send)
         with pytest.raises(KitClosedError):
             await kit.subscribe_room("r1", send)  # type: ignore[arg-type]
+        # Published to a closed backend, they went nowhere without a word.
+        publishes = [
+            functools.partial(kit.publish_typing, "r1", "u1"),
+            functools.partial(kit.publish_presence, "r1", "u1", "online"),
+            functools.partial(kit.publish_read_receipt, "r1", "u1", "e1"),
+            functools.partial(kit.publish_reaction, "r1", "u1", "e1", "+1"),
+        ]
+        for publish in publishes:
+            with pytest.raises(KitClosedError):
+                await publish()
     assert connected == ["before"]
