@@ -43,21 +43,31 @@ KV_FAILURES: tuple[type[BaseException], ...] = (
 class TableView:
     """The table as read at one moment: each leased partition's holder, the live processes."""
 
-    __slots__ = ("members", "owners")
+    __slots__ = ("members", "owners", "partitions")
 
-    def __init__(self, owners: dict[int, str], members: set[str]) -> None:
+    def __init__(
+        self,
+        owners: dict[int, str],
+        members: set[str],
+        partitions: dict[str, int] | None = None,
+    ) -> None:
         self.owners = owners
         self.members = members
+        # The partition count each live process said it splits the rooms into.
+        self.partitions = partitions if partitions is not None else {}
 
 
 class LeaseTable:
     """Leases of one process (``me``) in the bucket ``bucket``."""
 
-    def __init__(self, js: JetStreamContext, bucket: str, lease_ttl: float, me: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, bucket: str, lease_ttl: float, me: str, partitions: int = 0
+    ) -> None:
         self._js = js
         self._bucket = bucket
         self._lease_ttl = lease_ttl
         self._me = me
+        self._partitions = partitions  # said in each heartbeat (0: not said)
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
@@ -94,7 +104,8 @@ class LeaseTable:
 
     async def heartbeat(self) -> None:
         """Say this process is alive for another ``lease_ttl``."""
-        await self._open_kv().put(_MEMBER + self._me, b"")
+        said = str(self._partitions).encode() if self._partitions else b""
+        await self._open_kv().put(_MEMBER + self._me, said)
 
     async def claim(self, partition: int) -> int | None:
         """Lease ``partition`` if nobody holds it: the lease's revision, or None."""
@@ -150,6 +161,7 @@ class LeaseTable:
         )
         owners: dict[int, str] = {}
         members: set[str] = set()
+        partitions: dict[str, int] = {}
         consumer = None
         deadline = anyio.current_time() + timeout
         try:
@@ -169,7 +181,7 @@ class LeaseTable:
                             msgs = await pull.fetch(min(left, 1_000), timeout=timeout)
                             for msg in msgs:
                                 left = msg.metadata.num_pending or 0
-                                self._take(msg, prefix, owners, members)
+                                self._take(msg, prefix, owners, members, partitions)
                     finally:
                         with anyio.CancelScope(shield=True), contextlib.suppress(*KV_FAILURES):
                             await pull.unsubscribe()
@@ -184,17 +196,26 @@ class LeaseTable:
                     contextlib.suppress(*KV_FAILURES),
                 ):
                     await js.delete_consumer(stream, consumer.name)
-        return TableView(owners, members)
+        return TableView(owners, members, partitions)
 
     @staticmethod
-    def _take(msg: Msg, prefix: str, owners: dict[int, str], members: set[str]) -> None:
+    def _take(
+        msg: Msg,
+        prefix: str,
+        owners: dict[int, str],
+        members: set[str],
+        partitions: dict[str, int],
+    ) -> None:
         """Add one entry of the bucket to the view (a deletion adds nothing)."""
         headers = msg.headers or {}
         if headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers:
             return
         key = msg.subject[len(prefix) :]
         if key.startswith(_MEMBER):
-            members.add(key[len(_MEMBER) :])
+            member = key[len(_MEMBER) :]
+            members.add(member)
+            if msg.data.isdigit():
+                partitions[member] = int(msg.data)
         elif key.startswith(_PART) and msg.data:
             try:
                 owners[int(key[len(_PART) :])] = msg.data.decode()

@@ -203,7 +203,10 @@ class NatsPlacement(Placement):
         self._own = own
         self._port = port
         self._me = owner.member
-        self._table = LeaseTable(nc.jetstream(), owner.bucket, owner.lease_ttl, owner.member)
+        self._table = LeaseTable(
+            nc.jetstream(), owner.bucket, owner.lease_ttl, owner.member, owner.partitions
+        )
+        self._mismatched: set[str] = set()  # processes reported splitting rooms otherwise
         self._held: dict[int, _Lease] = {}
         self._view = TableView({}, set())
         self._serving: Subscription | None = None
@@ -299,6 +302,7 @@ class NatsPlacement(Placement):
         # Its renewals come before the read, the next ones lease_ttl / 3 after it: a read is
         # bounded so that they still come in time.
         view = await table.read(min(self._owner.connect_timeout, self._owner.lease_ttl / 3))
+        self._report_mismatches(view)
         change = rebalance(
             self._me, self._held.keys(), view.owners, view.members, self._owner.partitions
         )
@@ -323,6 +327,24 @@ class NatsPlacement(Placement):
                 len(view.members | {self._me}),
             )
         self._stop_actors_of_others()
+
+    def _report_mismatches(self, view: TableView) -> None:
+        """Say (once per process) that a process splits the rooms into another number of
+        partitions: a room's partition differs between them, and its commands may run in
+        both (nothing else detected it)."""
+        mine = self._owner.partitions
+        for member, theirs in view.partitions.items():
+            if theirs != mine and member != self._me and member not in self._mismatched:
+                self._mismatched.add(member)
+                logger.error(
+                    "room ownership: process %s splits the rooms into %d partitions, this "
+                    "one (%s) into %d: give every process the same settings (until then a "
+                    "room's commands may run in both)",
+                    member,
+                    theirs,
+                    self._me,
+                    mine,
+                )
 
     async def _heard_change(self, msg: Msg) -> None:
         if msg.data != self._me.encode():

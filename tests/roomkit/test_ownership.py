@@ -474,6 +474,36 @@ async def test_a_read_of_the_lease_table_cut_short_fails_rather_than_reading_not
 
 
 @pytest.mark.nats
+async def test_processes_that_split_the_rooms_otherwise_are_reported(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 64 partitions here, 16 there: a room's partition differs between them and its commands
+    # ran in both, and nothing said so.
+    url = nats_server.url
+
+    def kit(log: NatsEventLog, member: str, partitions: int) -> RoomKit:
+        ownership = NatsOwnership(url, member=member, partitions=partitions, lease_ttl=LEASE_TTL)
+        return RoomKit(log=log, ownership=ownership)
+
+    async with (
+        NatsEventLog(url) as log_a,
+        NatsEventLog(url) as log_b,
+        kit(log_a, "a", 64),
+        kit(log_b, "b", 16),
+    ):
+
+        async def reported() -> bool:
+            return (
+                "process b splits the rooms into 16 partitions, this one (a) into 64"
+                in caplog.text
+                and "process a splits the rooms into 64 partitions, this one (b) into 16"
+                in caplog.text
+            )
+
+        await eventually(reported, what="each reports the other")
+
+
+@pytest.mark.nats
 async def test_processes_that_join_and_leave_share_the_partitions_at_once(
     nats_server: NatsServer,
 ) -> None:
