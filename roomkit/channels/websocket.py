@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,7 +24,8 @@ __all__ = ["SendFn", "WebSocketChannel"]
 logger = logging.getLogger("roomkit.channels.websocket")
 
 SendFn = Callable[[str, RoomEvent], Awaitable[None]]
-"""Sends one event to one connection: ``await send_fn(connection_id, event)``."""
+"""Sends one event to one connection: ``await send_fn(connection_id, event)`` (a plain
+function, which has sent when it returns, is taken too)."""
 
 
 class WebSocketChannel(Channel):
@@ -147,8 +149,12 @@ class WebSocketChannel(Channel):
         unfinished: dict[str, SendFn],
     ) -> None:
         try:
-            # Each send already runs in a context of its own (concurrently): bounded_here.
-            await bounded_here(send_fn(connection_id, event), self._send_timeout)
+            sent = send_fn(connection_id, event)
+            # A plain function has sent already (awaiting its None failed, and dropped the
+            # connection after the event had reached it). Each send already runs in a context
+            # of its own (concurrently): bounded_here.
+            if inspect.isawaitable(sent):
+                await bounded_here(sent, self._send_timeout)
         except TimedOut:
             self._drop(connection_id, send_fn, f"its send took over {self._send_timeout} s")
         except Exception as exc:

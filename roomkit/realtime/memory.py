@@ -16,6 +16,7 @@ until ``close()``. There are three ways to start it, all ending in the same ``ru
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from contextlib import AsyncExitStack
@@ -225,7 +226,11 @@ class InMemoryRealtime(RealtimeBackend):
                     while queue and not sub.scope.cancel_called:
                         event = queue.popleft()
                         try:
-                            await sub.callback(event)
+                            called = sub.callback(event)
+                            # A plain function has done its work (awaiting its None failed
+                            # every event after it had run).
+                            if inspect.isawaitable(called):
+                                await called
                         except Exception:
                             logger.exception(
                                 "realtime callback of subscription %s on %r failed",

@@ -100,6 +100,22 @@ class TestDeliver:
         assert a.received == [("a", event)]
         assert b.received == [("b", event)]
 
+    async def test_a_plain_function_sends_and_keeps_its_connection(self) -> None:
+        # Its None was awaited: the send failed after the event had reached the client, and
+        # the connection was dropped with every later event.
+        channel = WebSocketChannel("ws-1")
+        received: list[str] = []
+
+        def send(connection_id: str, event: RoomEvent) -> None:
+            received.append(event.id)
+
+        channel.register_connection("a", send)  # type: ignore[arg-type]
+        first, second = _event(), _event()
+        for event in (first, second):
+            await channel.deliver(event, _binding(), _context())
+        assert received == [first.id, second.id]
+        assert channel.connection_count == 1
+
     async def test_no_connections(self) -> None:
         channel = WebSocketChannel("ws-1")
         assert await channel.deliver(_event(), _binding(), _context()) == ChannelOutput.empty()

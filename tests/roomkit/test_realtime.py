@@ -123,6 +123,30 @@ class TestPublishSubscribe:
         assert await second.wait() == [event]
         await realtime.close()
 
+    async def test_a_plain_function_callback_gets_every_event(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Its None was awaited: each event failed after the callback had run (logged as an
+        # error each time).
+        realtime = InMemoryRealtime()
+        got: list[EphemeralEvent] = []
+        done = anyio.Event()
+
+        def note(event: EphemeralEvent) -> None:
+            got.append(event)
+            if len(got) == 2:
+                done.set()
+
+        await realtime.subscribe_to_room("r1", note)  # type: ignore[arg-type]
+        sent = [typing(n=i) for i in range(2)]
+        for event in sent:
+            await realtime.publish_to_room("r1", event)
+        with anyio.fail_after(5):
+            await done.wait()
+        assert got == sent
+        await realtime.close()
+        assert "failed" not in caplog.text
+
     async def test_publish_without_subscribers_is_a_no_op(self) -> None:
         realtime = InMemoryRealtime()
         await realtime.publish("room:nobody", typing())
