@@ -1,7 +1,9 @@
 """Errors raised by the RoomKit API.
 
-Every error the kit raises derives from ``RoomKitError``; foreign exceptions (event log, actor
-runtime) are translated at the boundary with ``raise ... from exc``::
+What goes wrong in the kit's work raises a ``RoomKitError``; foreign exceptions (event log,
+actor runtime, store) are translated at the boundary with ``raise ... from exc``. An argument
+of the wrong type or value raises ``TypeError`` or ``ValueError`` (pydantic's
+``ValidationError``, a ``ValueError``, for a model's fields), as in RoomKit 0.3.0::
 
     RoomKitError
     ├── RoomNotFoundError
@@ -18,6 +20,8 @@ runtime) are translated at the boundary with ``raise ... from exc``::
     ├── RoomTimeoutError       (also a TimeoutError) the room did not answer in time
     ├── LogUnavailableError    the event log cannot be reached
     ├── EventRefusedError      (also a ValueError) what a command would write cannot be stored
+    ├── StoreUnavailableError  the read model's database cannot be reached
+    ├── RealtimeUnavailableError (roomkit.realtime.nats) NATS cannot be reached for realtime
     └── KitClosedError         the kit takes no more commands
 
 ``ProviderError`` (AI providers) is not a ``RoomKitError``, as in RoomKit 0.3.0.
