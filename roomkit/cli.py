@@ -173,13 +173,16 @@ class Command:
 
 
 @asynccontextmanager
-async def _nats_log(args: argparse.Namespace, *, create: bool) -> AsyncIterator[EventLog]:
+async def _nats_log(
+    args: argparse.Namespace, *, create: bool, missing_ok: bool = False
+) -> AsyncIterator[EventLog]:
     opened = open_nats_log(
         args.log,
         stream_name=args.stream,
         subject_prefix=args.subject_prefix,
         timeout=args.timeout,
         create=create,
+        missing_ok=missing_ok,
     )
     async with AsyncExitStack() as stack:
         try:
@@ -220,10 +223,12 @@ async def _file_log(path: str) -> EventLog:
 
 
 @asynccontextmanager
-async def _source(args: argparse.Namespace) -> AsyncIterator[EventLog]:
+async def _source(
+    args: argparse.Namespace, *, missing_ok: bool = False
+) -> AsyncIterator[EventLog]:
     if args.log is not None:
         # Reading commands never create the log's stream on the server.
-        async with _nats_log(args, create=False) as log:
+        async with _nats_log(args, create=False, missing_ok=missing_ok) as log:
             yield log
     elif args.file is not None:
         log = await _file_log(args.file)
@@ -379,7 +384,8 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
         check_room_id(args.room)  # an invalid id is a usage error, before any connection
     waiting = False
     while True:
-        async with _source(args) as log:
+        # A log not there yet is waited for, and said so below.
+        async with _source(args, missing_ok=True) as log:
             if args.log is None or not isinstance(log, MemoryEventLog):
                 in_file = args.file is not None and args.room is not None
                 if in_file and not await _holds(log, args.room):

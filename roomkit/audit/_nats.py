@@ -94,6 +94,7 @@ async def open_nats_log(
     subject_prefix: str = DEFAULT_SUBJECT_PREFIX,
     timeout: float = 5.0,
     create: bool = False,
+    missing_ok: bool = False,
 ) -> AsyncIterator[EventLog]:
     """Open the RoomKit log on the NATS server at ``url``, leaving its stream as it is.
 
@@ -103,7 +104,8 @@ async def open_nats_log(
         subject_prefix: the log's subject prefix (``<prefix>.ev.<room id>``).
         timeout: bound of connecting, and of each call's retries while the server is away.
         create: create the stream if it does not exist (imports); otherwise a server without
-            it yields an empty log and is left untouched.
+            it yields an empty log and is left untouched, with a warning unless
+            ``missing_ok`` (a reader that waits for the stream to appear).
 
     Raises:
         ValueError: ``url`` is not a NATS URL, or the stream holds other subjects.
@@ -118,7 +120,13 @@ async def open_nats_log(
         raise LogUnavailable(f"cannot open {url}: NATS support is not installed ({exc})") from exc
     # An existing stream is used as it is (NatsEventLog never reconfigures one).
     if not await _stream_exists(url, stream_name, subject_prefix, timeout) and not create:
-        logger.info("no JetStream stream %s at %s: the log is empty", stream_name, url)
+        # A warning (on stderr from the CLI): a mistyped --stream read as an empty log.
+        say = logger.info if missing_ok else logger.warning
+        say(
+            "no JetStream stream %s at %s: the log is empty (is the stream name right?)",
+            stream_name,
+            url,
+        )
         yield MemoryEventLog()
         return
     log = NatsEventLog(

@@ -541,7 +541,11 @@ class TestOnNats:
         assert anyio.run(streams) == []  # neither the log's stream nor its snapshots bucket
 
     def test_reading_leaves_the_server_as_it_was(
-        self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
+        self,
+        capsys: pytest.CaptureFixture[str],
+        export: Path,
+        nats_server: Any,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         url = nats_server.url
 
@@ -565,6 +569,9 @@ class TestOnNats:
         )
         assert run(capsys, "replay", "r1", "--log", url)[0] == EXIT_UNKNOWN_ROOM
         assert anyio.run(stream_storage) is None
+        # Said, where it was an INFO line: a mistyped --stream read as an empty log.
+        warned = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert any("no JetStream stream ROOMKIT" in r.getMessage() for r in warned)
 
         # A stream its owner keeps in memory stays in memory (the log's default is file).
         async def create_in_memory() -> None:
