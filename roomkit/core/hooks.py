@@ -498,11 +498,10 @@ async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) ->
     """Await the hook under its timeout; `HookTimeoutError` if it did not finish in time."""
     awaitable = reg.fn(event, context)
     if not inspect.isawaitable(awaitable):
-        # RoomKit 0.3.0 requires async hooks; say so instead of failing obscurely.
-        raise TypeError(
-            f"hook {reg.name!r} is not async: it returned {type(awaitable).__name__} "
-            "instead of an awaitable (define it with 'async def')"
-        )
+        # A plain function has done its work: what it returned is its result. (RoomKit 0.3.0
+        # required async hooks; a `def` content filter failed at every message, and a failed
+        # hook lets the message through.)
+        return awaitable
     # TimedOut, not TimeoutError: a TimeoutError raised by the hook's own I/O must not be
     # reported as the hook's timeout.
     try:

@@ -892,3 +892,32 @@ def test_a_bare_kit_hook_is_refused() -> None:
 
     with pytest.raises(TypeError, match="kit.hook needs its trigger"):
         kit.hook(no_spam)  # type: ignore[arg-type]
+
+
+async def test_a_hook_written_with_plain_def_is_run_as_it_is() -> None:
+    # Its HookResult was awaited: the hook failed at every message, and a failed
+    # BEFORE_BROADCAST hook lets the message through (a content filter that blocked nothing).
+    ran: list[str] = []
+    async with RoomKit() as kit:
+        await room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        def no_spam(event: RoomEvent, context: RoomContext) -> HookResult:
+            spam = isinstance(event.content, TextContent) and "spam" in event.content.body
+            return HookResult.block("spam") if spam else HookResult.allow()
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        def note(event: RoomEvent, context: RoomContext) -> None:
+            ran.append(event.id)
+
+        errors: list[FrameworkEvent] = []
+
+        @kit.on("hook_error")
+        async def noted(failure: FrameworkEvent) -> None:
+            errors.append(failure)
+
+        blocked = await kit.process_inbound(text("sms", "buy spam"), room_id="r1")
+        fine = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+    assert blocked.blocked and blocked.reason == "spam"
+    assert not fine.blocked and fine.event is not None and ran == [fine.event.id]
+    assert errors == []

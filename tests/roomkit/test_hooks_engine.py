@@ -426,16 +426,17 @@ class TestRunSyncHooks:
         assert result.hook_errors[0]["hook"] == "chatty"
         assert "expected HookResult" in result.hook_errors[0]["error"]
 
-    async def test_a_sync_function_is_reported_not_run(self) -> None:
+    async def test_a_plain_function_runs_its_result_counting(self) -> None:
+        # It was reported as not async, and the message went through the filter it was.
         engine = HookEngine()
 
         def not_async(ev: Any, ctx: Any) -> HookResult:
-            return HookResult.block("would block")
+            return HookResult.block("blocked")
 
         engine.register(reg(not_async))
         result = await engine.run_sync_hooks("r1", BEFORE, event(), CONTEXT)
-        assert result.allowed
-        assert "async def" in result.hook_errors[0]["error"]
+        assert not result.allowed and result.reason == "blocked"
+        assert result.hook_errors == []
 
     async def test_async_registrations_are_not_run(self) -> None:
         engine = HookEngine()
