@@ -138,8 +138,16 @@ class JetStreamIO:
         if self._inbox_sub is None:
             self._inbox = self.nc.new_inbox() + "."
             self._inbox_sub = await self.nc.subscribe(self._inbox + "*", cb=self._on_reply)
-        if self._unlisten is None and isinstance(self.nc, RoomKitNatsClient):
-            self._unlisten = self.nc.on_reconnect(self._fail_requests_in_flight)
+        if self._unlisten is None:
+            self._unlisten = self.on_reconnect(self._fail_requests_in_flight)
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each reconnect of the connection, when it is the log's own
+        (an app's client says nothing: its readers find out by their timeouts); returns what
+        stops that."""
+        if isinstance(self.nc, RoomKitNatsClient):
+            return self.nc.on_reconnect(listener)
+        return lambda: None
 
     async def stop(self) -> None:
         """Unsubscribe the reply inbox (the connection may belong to the application)."""

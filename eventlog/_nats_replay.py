@@ -51,6 +51,12 @@ class _Chunk:
         self.done = anyio.Event()
         self.last_activity = time.monotonic()
 
+    def connection_replaced(self) -> None:
+        """What the consumer sent on the old connection is lost: start another one."""
+        if not self.done.is_set():
+            self.failed = True
+            self.done.set()
+
     def __call__(self, msg: Msg) -> None:
         if self.done.is_set():
             return
@@ -188,6 +194,8 @@ class _Inbox:
     ) -> _Chunk:
         """Ask ``consumer`` for ``size`` messages and hand them to ``handle`` as they come."""
         chunk = self._chunk = _Chunk(handle, size, self._cseq)
+        # Not waited out until it falls silent for request_timeout (2 s after every restart).
+        unlisten = io.on_reconnect(chunk.connection_replaced)
         try:
             request = json.dumps({"batch": size, "max_bytes": MAX_BYTES, "no_wait": True})
             await io.nc.publish(
@@ -205,6 +213,7 @@ class _Inbox:
         except nats.errors.Error as exc:
             logger.debug("pull request on %s: %r", consumer, exc)
         finally:
+            unlisten()
             self._chunk = None
             self._cseq = chunk.cseq
         return chunk

@@ -19,7 +19,6 @@ from collections.abc import Callable
 import anyio
 
 from eventlog._handover import Handover, HandoverClosed
-from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_codec import first_seq_after, records_of
 from eventlog._nats_consumer import PushConsumer
 from eventlog._nats_errors import is_transient, translate
@@ -60,10 +59,7 @@ class NatsSubscription(Subscription):
         self._closed = False
         self._reconnects = 0  # the connection's count when the consumer was started
         # Our own client says when it reconnects; an app's own one is checked every heartbeat.
-        nc = io.nc
-        self._unlisten = (
-            nc.on_reconnect(self._batches.interrupt) if isinstance(nc, RoomKitNatsClient) else None
-        )
+        self._unlisten = io.on_reconnect(self._batches.interrupt)
 
     async def _deliver(self, subject: str, seq: int, data: bytes, pending: int) -> bool:
         # Runs in nats-py's delivery task.
@@ -156,8 +152,7 @@ class NatsSubscription(Subscription):
             return
         self._closed = True
         self._on_close(self)
-        if self._unlisten is not None:
-            self._unlisten()
+        self._unlisten()
         consumer, self._consumer = self._consumer, None
         with anyio.CancelScope(shield=True):
             if consumer is not None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -248,5 +249,42 @@ async def test_a_batched_read_in_flight_when_the_connection_is_replaced_is_sent_
                 link.holding = True
                 tg.start_soon(read_all)
                 await anyio.sleep(0.2)  # sent; its replies held
+                link.cut()
+        assert [r.data for r in read] == [b"0", b"1", b"2"]
+
+
+@pytest.mark.nats
+async def test_a_replay_in_flight_when_the_connection_is_replaced_goes_on_at_once(
+    nats_server: NatsServer,
+) -> None:
+    # Its consumer's messages were lost with the connection: it waited until the consumer
+    # had been silent for request_timeout (60 s here) before starting another.
+    assert nats_server.port is not None
+    async with (
+        Link(nats_server.port) as link,
+        NatsEventLog(link.url, request_timeout=60, retry_timeout=120) as log,
+    ):
+        await log.append("s", [event(n) for n in range(3)], expected_version=0)
+        read: list[Record] = []
+        js = log._connected().js
+        made = js.add_consumer
+
+        async def then_hold(*args: Any, **kwargs: Any) -> Any:
+            info = await made(*args, **kwargs)
+            link.holding = True  # what the consumer sends from now on is lost with the link
+            return info
+
+        js.add_consumer = then_hold  # type: ignore[method-assign]
+
+        async def read_all() -> None:
+            read.extend(await log.read_all())  # the whole log: a consumer's replay
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_all)
+                while not link.holding:
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)  # the pull asked; what the consumer sends held
+                js.add_consumer = made  # type: ignore[method-assign]
                 link.cut()
         assert [r.data for r in read] == [b"0", b"1", b"2"]
