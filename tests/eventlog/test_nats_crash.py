@@ -227,41 +227,15 @@ async def test_a_reconnect_callback_that_is_not_a_coroutine_function_is_refused(
         await log.connect()
 
 
-@pytest.mark.nats
-async def test_a_batched_read_in_flight_when_the_connection_is_replaced_is_sent_again(
-    nats_server: NatsServer,
-) -> None:
-    # Its replies were lost with the connection, and it waited its whole request_timeout
-    # (60 s here) before trying again.
-    assert nats_server.port is not None
+async def read_across_a_cut(
+    server: NatsServer, limit: int | None, *, hold_after_consumer: bool
+) -> list[Record]:
+    """``read_all(limit=limit)`` of three records by a log whose connection loses what the
+    server sends (from the start, or once a consumer is made) and is then cut; its timeouts
+    (60 s) far longer than the test waits."""
+    assert server.port is not None
     async with (
-        Link(nats_server.port) as link,
-        NatsEventLog(link.url, request_timeout=60, retry_timeout=120) as log,
-    ):
-        await log.append("s", [event(n) for n in range(3)], expected_version=0)
-        read: list[Record] = []
-
-        async def read_all() -> None:
-            read.extend(await log.read_all(limit=10))  # a page: batched direct gets
-
-        with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-                link.holding = True
-                tg.start_soon(read_all)
-                await anyio.sleep(0.2)  # sent; its replies held
-                link.cut()
-        assert [r.data for r in read] == [b"0", b"1", b"2"]
-
-
-@pytest.mark.nats
-async def test_a_replay_in_flight_when_the_connection_is_replaced_goes_on_at_once(
-    nats_server: NatsServer,
-) -> None:
-    # Its consumer's messages were lost with the connection: it waited until the consumer
-    # had been silent for request_timeout (60 s here) before starting another.
-    assert nats_server.port is not None
-    async with (
-        Link(nats_server.port) as link,
+        Link(server.port) as link,
         NatsEventLog(link.url, request_timeout=60, retry_timeout=120) as log,
     ):
         await log.append("s", [event(n) for n in range(3)], expected_version=0)
@@ -274,17 +248,40 @@ async def test_a_replay_in_flight_when_the_connection_is_replaced_goes_on_at_onc
             link.holding = True  # what the consumer sends from now on is lost with the link
             return info
 
-        js.add_consumer = then_hold  # type: ignore[method-assign]
+        if hold_after_consumer:
+            js.add_consumer = then_hold  # type: ignore[method-assign]
+        else:
+            link.holding = True
 
         async def read_all() -> None:
-            read.extend(await log.read_all())  # the whole log: a consumer's replay
+            read.extend(await log.read_all(limit=limit))
 
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(read_all)
                 while not link.holding:
                     await anyio.sleep(0.01)
-                await anyio.sleep(0.2)  # the pull asked; what the consumer sends held
+                await anyio.sleep(0.2)  # asked; what the server sends is held
                 js.add_consumer = made  # type: ignore[method-assign]
                 link.cut()
-        assert [r.data for r in read] == [b"0", b"1", b"2"]
+        return read
+
+
+@pytest.mark.nats
+async def test_a_batched_read_in_flight_when_the_connection_is_replaced_is_sent_again(
+    nats_server: NatsServer,
+) -> None:
+    # Its replies were lost with the connection, and it waited its whole request_timeout
+    # before trying again. A page: batched direct gets.
+    read = await read_across_a_cut(nats_server, 10, hold_after_consumer=False)
+    assert [r.data for r in read] == [b"0", b"1", b"2"]
+
+
+@pytest.mark.nats
+async def test_a_replay_in_flight_when_the_connection_is_replaced_goes_on_at_once(
+    nats_server: NatsServer,
+) -> None:
+    # Its consumer's messages were lost with the connection: it waited until the consumer
+    # had been silent for request_timeout before starting another. The whole log: a replay.
+    read = await read_across_a_cut(nats_server, None, hold_after_consumer=True)
+    assert [r.data for r in read] == [b"0", b"1", b"2"]
