@@ -415,14 +415,12 @@ class NatsEventLog(EventLog):
                 "Nats-Msg-Id": msg_id,
                 "Nats-Expected-Last-Subject-Sequence": str(seq),
             }
-            sends = 0
-
-            async def publish() -> PubAck:
-                nonlocal sends
-                sends += 1
-                return await self._publish(io, subject, payload, headers)  # noqa: B023
-
-            ack = await io.retrying(f"append to {stream!r}", publish, deadline)
+            sends = [0]  # counted by _publish: no coroutine of its own per attempt
+            ack = await io.retrying(
+                f"append to {stream!r}",
+                lambda: self._publish(io, subject, payload, headers, sends),  # noqa: B023
+                deadline,
+            )
             if ack.error is None:
                 if ack.duplicate:
                     return await self._committed(io, stream, ack.seq, deadline)
@@ -437,7 +435,7 @@ class NatsEventLog(EventLog):
             # retry of an append whose ack was lost lands here. Its first send, if stored, is
             # the subject's next message after the sequence it named, with others' maybe
             # behind it (taken for another writer's, it raised WrongExpectedVersion).
-            if sends > 1:
+            if sends[0] > 1:
                 mine = await io.next_of(subject, seq + 1)
                 if mine is not None and mine.msg_id == msg_id:
                     return records_of(stream, mine.seq, mine.batch)
@@ -452,8 +450,14 @@ class NatsEventLog(EventLog):
                 raise LogUnavailable(f"append to {stream!r}: too much contention")
 
     async def _publish(
-        self, io: JetStreamIO, subject: str, payload: bytes, headers: dict[str, str]
+        self,
+        io: JetStreamIO,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        sends: list[int],
     ) -> PubAck:
+        sends[0] += 1
         ack = decode_pub_ack((await io.request(subject, payload, headers)).data)
         if ack.error is not None and ack.error.code == 503:
             raise ServerBusy(ack.error.description)
