@@ -249,9 +249,9 @@ class NatsPlacement(Placement):
             self._changes = await self._nc.subscribe(
                 self._owner.changes_subject, cb=self._heard_change
             )
-            await self._tick()
-            # Joined: the others give this process its share now, not at their next renewal.
-            await self._announce()
+            # Joined: announced, so that the others give this process its share now, not at
+            # their next renewal.
+            await self._tick(joining=True)
         except KV_FAILURES as exc:
             raise LogUnavailableError(f"room ownership: NATS failed: {exc!r}") from exc
 
@@ -278,8 +278,9 @@ class NatsPlacement(Placement):
                     self._failing = True
                 self._expire_unrenewed()
 
-    async def _tick(self) -> None:
-        """Renew, read the table, move towards a fair share, stop actors of others' rooms."""
+    async def _tick(self, *, joining: bool = False) -> None:
+        """Renew, read the table, move towards a fair share, stop actors of others' rooms;
+        announce a change (and a join, ``joining``)."""
         table = self._table
         if self._failing:
             # The server may have come back without the bucket (it is kept in memory).
@@ -317,8 +318,9 @@ class NatsPlacement(Placement):
                 self._held[partition] = _Lease(revision, sent)
                 view.owners[partition] = self._me
         self._view = view
-        if change.claim or change.release:
+        if joining or change.claim or change.release:
             await self._announce()
+        if change.claim or change.release:
             logger.info(
                 "room ownership: %s holds %d of %d partitions (%d processes)",
                 self._me,
