@@ -338,6 +338,19 @@ async def processes(
             yield kits, ran
 
 
+@asynccontextmanager
+async def b_to_close(a: RoomKit, b: RoomKit) -> AsyncIterator[None]:
+    """``a`` and ``b`` started and holding their shares; the test closes ``b`` itself (its
+    exit then only finishes what the close left)."""
+    async with a:
+        await b.__aenter__()
+        try:
+            await even_shares(a, b)
+            yield
+        finally:
+            await b.__aexit__(None, None, None)
+
+
 def rooms_of(kit: RoomKit, count: int) -> list[str]:
     """``count`` room ids in partitions ``kit`` holds."""
     held = placement(kit).held
@@ -905,33 +918,28 @@ async def test_a_process_that_closes_answers_the_commands_on_their_way(
     async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
         a = kit_of(log_a, nats_server.url, "a", ran)
         b = kit_of(log_b, nats_server.url, "b", ran)
-        async with a:
-            await b.__aenter__()
-            try:
-                await even_shares(a, b)
-                rooms = rooms_of(b, 10)
-                for room_id in rooms:
-                    await room_with(a, room_id, "sms")
-                results: list[str | None] = []
-                stop = anyio.Event()
+        async with b_to_close(a, b):
+            rooms = rooms_of(b, 10)
+            for room_id in rooms:
+                await room_with(a, room_id, "sms")
+            results: list[str | None] = []
+            stop = anyio.Event()
 
-                async def caller(n: int) -> None:
-                    count = 0
-                    while not stop.is_set():
-                        count += 1
-                        message = text("sms", "m", idempotency_key=f"{n}-{count}")
-                        result = await a.process_inbound(message, room_id=rooms[n % len(rooms)])
-                        results.append(result.reason)
+            async def caller(n: int) -> None:
+                count = 0
+                while not stop.is_set():
+                    count += 1
+                    message = text("sms", "m", idempotency_key=f"{n}-{count}")
+                    result = await a.process_inbound(message, room_id=rooms[n % len(rooms)])
+                    results.append(result.reason)
 
-                async with anyio.create_task_group() as callers:
-                    for n in range(60):
-                        callers.start_soon(caller, n)
-                    await anyio.sleep(1)
-                    await b.close()
-                    await anyio.sleep(1)
-                    stop.set()
-            finally:
-                await b.__aexit__(None, None, None)
+            async with anyio.create_task_group() as callers:
+                for n in range(60):
+                    callers.start_soon(caller, n)
+                await anyio.sleep(1)
+                await b.close()
+                await anyio.sleep(1)
+                stop.set()
         assert results and set(results) == {None}, set(results)
 
 
@@ -962,27 +970,22 @@ async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: Nats
                 await anyio.sleep(2.5)
             return HookResult.allow()
 
-        async with a:
-            await b.__aenter__()
-            try:
-                await even_shares(a, b)
-                room_id = rooms_of(b, 1)[0]
-                await room_with(a, room_id, "sms")
-                answers: list[InboundResult] = []
+        async with b_to_close(a, b):
+            room_id = rooms_of(b, 1)[0]
+            await room_with(a, room_id, "sms")
+            answers: list[InboundResult] = []
 
-                async def send_slow() -> None:
-                    answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
+            async def send_slow() -> None:
+                answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
 
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(send_slow)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send_slow)
 
-                    async def taken() -> bool:
-                        return ("b", room_id) in ran
+                async def taken() -> bool:
+                    return ("b", room_id) in ran
 
-                    await eventually(taken, what="b took the slow message")
-                    await b.close()
-            finally:
-                await b.__aexit__(None, None, None)
+                await eventually(taken, what="b took the slow message")
+                await b.close()
         assert answers[0].event is not None and not answers[0].blocked
 
 
@@ -1080,18 +1083,13 @@ async def test_a_close_does_not_wait_for_ever_for_a_command_that_never_ends(
 
             kits.append(kit)
         a, b = kits
-        async with a:
-            await b.__aenter__()
-            try:
-                await even_shares(a, b)
-                room_id = rooms_of(b, 1)[0]
-                await room_with(a, room_id, "sms")
-                with pytest.raises(RoomTimeoutError, match="did not answer within 2 s"):
-                    await a.send_event(room_id, "sms", TextContent(body="x"))
-                with anyio.fail_after(30):  # a guard against the hang, not a timing
-                    await b.close()
-            finally:
-                await b.__aexit__(None, None, None)
+        async with b_to_close(a, b):
+            room_id = rooms_of(b, 1)[0]
+            await room_with(a, room_id, "sms")
+            with pytest.raises(RoomTimeoutError, match="did not answer within 2 s"):
+                await a.send_event(room_id, "sms", TextContent(body="x"))
+            with anyio.fail_after(30):  # a guard against the hang, not a timing
+                await b.close()
         assert ("hook", room_id) in ran
 
 
