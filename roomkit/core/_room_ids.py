@@ -68,8 +68,7 @@ def check_room_id(room_id: object) -> str:
             characters, cannot be encoded as UTF-8 (a lone surrogate), or is reserved (a
             valid stream id spelled like an encoded one: see the module docstring).
     """
-    if not isinstance(room_id, str):
-        raise InvalidRoomIdError(f"a room id is a str, not {type(room_id).__name__}")
+    room_id = check_read_room_id(room_id)
     if _PLAIN.fullmatch(room_id):  # the common case first: nothing else to check
         if room_id.startswith(_ENCODED) and _encoded_shape(room_id):
             # Checked here, before any room's actor sees it: refused there, it failed the

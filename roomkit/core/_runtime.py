@@ -170,6 +170,11 @@ class KitRuntime:
         """Whether the kit was closed (for good)."""
         return self._closed
 
+    def check_open(self) -> None:
+        """Raise ``KitClosedError`` if the kit was closed."""
+        if self._closed:
+            raise KitClosedError("the kit is closed")
+
     @property
     def ended(self) -> bool:
         """Whether the runtime stopped without being closed: the event loop that ran it ended
@@ -248,8 +253,7 @@ class KitRuntime:
         until it started."""
         if self._system is not None:
             return
-        if self._closed:
-            raise KitClosedError("the kit is closed")
+        self.check_open()
         if self._starting is None:
             self._starting = anyio.Event()
             self._host_stop = anyio.Event()

@@ -46,7 +46,6 @@ from roomkit.errors import (
     ChannelNotRegisteredError,
     IdentityNotFoundError,
     InvalidRoomIdError,
-    KitClosedError,
     ParticipantNotFoundError,
     RoomKitError,
     RoomNotFoundError,
@@ -597,8 +596,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             KitClosedError: the kit is closed (the connection would get nothing, and its
                 ``channel_connected`` said otherwise).
         """
-        if self._runtime.closed:
-            raise KitClosedError("the kit is closed")
+        self._runtime.check_open()
         check_str("connection_id", connection_id)
         if not callable(send_fn):
             raise TypeError(f"send_fn must be an async callable, got {send_fn!r}")
@@ -665,8 +663,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     ) -> None:
         # A closed kit's realtime backend is closed: the event went nowhere, without a word
         # (subscribe_room already refused).
-        if self._runtime.closed:
-            raise KitClosedError("the kit is closed")
+        self._runtime.check_open()
         # Sent as given, another process's NatsRealtime dropped them with a warning, and this
         # process's subscribers got them with the wrong types.
         check_str("room_id", room_id)
@@ -680,8 +677,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         Raises:
             KitClosedError: the kit is closed.
         """
-        if self._runtime.closed:
-            raise KitClosedError("the kit is closed")
+        self._runtime.check_open()
         if not callable(callback):  # it failed at the room's next ephemeral event
             raise TypeError(f"callback must be callable, got {callback!r}")
         return await self._realtime.subscribe_to_room(room_id, callback)
