@@ -125,7 +125,7 @@ class JetStreamIO:
         # instead of a subscription (and a nats-py task) per request.
         self._inbox = ""
         self._inbox_sub: NatsSubscription | None = None
-        self._replies: dict[str, Callable[[Msg], None]] = {}
+        self._replies: dict[str, _BatchReply] = {}
         self._tokens = itertools.count()
         # The requests waiting for their reply, by token: (deadline, future, subject). One timer
         # handle for all of them (see request).
@@ -161,8 +161,9 @@ class JetStreamIO:
             except nats.errors.Error as exc:
                 logger.debug("unsubscribing the reply inbox: %r", exc)
 
-    def listen(self, handler: Callable[[Msg], None]) -> str:
-        """Route the replies sent to a fresh reply subject to ``handler``; return the subject.
+    def listen(self, handler: _BatchReply) -> str:
+        """Route the replies sent to a fresh reply subject to ``handler`` (a batched direct
+        get's); return the subject.
 
         Only for replies published *to* that subject (requests, direct gets): messages a
         consumer delivers keep their original subject and need their own subscription.
@@ -232,9 +233,8 @@ class JetStreamIO:
                 future.set_exception(
                     ConnectionError(f"no reply on {subject}: the connection was replaced")
                 )
-        for handler in list(self._replies.values()):
-            if isinstance(handler, _BatchReply):  # a batched direct get: the same
-                handler.connection_replaced()
+        for handler in list(self._replies.values()):  # batched direct gets: the same
+            handler.connection_replaced()
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the requests past their deadline; wake again at the nearest one left.
