@@ -30,6 +30,7 @@ from roomkit.errors import (
     LogUnavailableError,
     RoomNotFoundError,
 )
+from roomkit.ingress._crashes import CrashLedger
 from roomkit.ingress._deadletter import HEADER_SLACK, fit, own_headers
 from roomkit.ingress._inflight import Inflight, pause
 from roomkit.ingress._nats import is_transient
@@ -75,6 +76,7 @@ class HandlerSettings:
     dlq_stream: str | None
     max_attempts: int
     request_timeout: float
+    max_crashes: int | None = None
 
 
 class MessageHandler:
@@ -91,6 +93,8 @@ class MessageHandler:
         on_fatal: called with why the ingress must stop (the kit closed, the NATS connection
             closed under it); the message at hand is then handed back.
         ensure_dlq: creates the dead-letter stream again when a dead letter finds it gone.
+        crashes: counts the deaths of the process with a message in hand (``None``: not
+            counted).
     """
 
     def __init__(
@@ -104,8 +108,10 @@ class MessageHandler:
         stopping: anyio.Event,
         on_fatal: Callable[[BaseException], None],
         ensure_dlq: Callable[[], Awaitable[None]] | None = None,
+        crashes: CrashLedger | None = None,
     ) -> None:
         self._kit = kit
+        self._crashes = crashes
         self._ensure_dlq = ensure_dlq
         self._nc = nc
         self._js = js
@@ -138,12 +144,25 @@ class MessageHandler:
             behind it must be handed back too (``release``), or they would be recorded before
             it.
         """
+        marked = False  # in hand in the crash ledger: cleared once finished
         try:
             outcome: InboundResult | Rejection
             if item.rejection is not None:
                 outcome = item.rejection
             else:
-                outcome = await self._process(item)
+                crashes = await self._crashes_of(item)
+                limit = self._settings.max_crashes
+                if crashes is not None and limit is not None and crashes >= limit:
+                    # It keeps its mark: JetStream may still redeliver a recovered message,
+                    # which must not be processed then either.
+                    outcome = Rejection.of(
+                        IngressErrorCode.FAILED,
+                        f"the ingress died while processing it, {crashes} time(s) "
+                        f"(max_crashes={limit})",
+                    )
+                else:
+                    marked = crashes is not None
+                    outcome = await self._process(item)
             if isinstance(outcome, Rejection):
                 await self._dead_letter(item, outcome)
                 await self.settle(item, "term")
@@ -165,6 +184,16 @@ class MessageHandler:
         except Abandon:
             await self.release(item)
             return False
+        finally:
+            if marked and self._crashes is not None and item.seq is not None:
+                await self._crashes.finished(item.seq)
+
+    async def _crashes_of(self, item: WorkItem) -> int | None:
+        """How many times the process died with ``item`` in hand, which is now marked in
+        hand; ``None`` when not counted (a first delivery, or no ledger to count in)."""
+        if not item.again or self._crashes is None or item.seq is None:
+            return None
+        return await self._crashes.crashes(item.seq)
 
     async def release(self, item: WorkItem) -> None:
         """Hand ``item`` back to JetStream unprocessed, for redelivery."""

@@ -97,6 +97,8 @@ class WorkItem:
         rejection: why it is refused, if it is.
         incarnation: the ingress stream's creation time (its sequences restart when it is
             made again): with ``seq``, what names the message's dead letter.
+        again: not its first delivery (recovered, or redelivered by JetStream): the process
+            may have died processing it (see ``roomkit.ingress._crashes``).
     """
 
     subject: str
@@ -109,6 +111,7 @@ class WorkItem:
     room_id: str | None = None
     rejection: Rejection | None = None
     incarnation: str = ""
+    again: bool = False
     last_progress: float = field(default_factory=time.monotonic)
 
 

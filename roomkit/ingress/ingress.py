@@ -36,6 +36,9 @@ What it guarantees:
   with the reason to ``<prefix>.dlq.<channel_id>`` (stored in the ``dlq_stream``), answered
   with an error reply when the publisher asked for one, then terminated; the ingress goes on.
   No single message can stop the consumer: whatever fails while reading one refuses it.
+- **No crash loop.** A message the process died with in hand is processed again after the
+  restart; one it died with ``max_crashes`` more times is dead-lettered (``"failed"``)
+  instead (see ``roomkit.ingress._crashes``).
 - **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
   the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
   back to JetStream (nak, no delay: another process may take them at once), and with each
@@ -69,6 +72,7 @@ from nats.js.client import JetStreamContext
 
 from actors import check_count, check_finite_seconds, check_seconds
 from eventlog._nats_setup import require_asyncio
+from roomkit.ingress._crashes import CrashLedger
 from roomkit.ingress._handler import HandlerSettings, MessageHandler
 from roomkit.ingress._inflight import Inflight, pause
 from roomkit.ingress._nats import (
@@ -141,6 +145,12 @@ class Ingress:
         max_attempts: a message whose processing fails this many times (errors other than an
             unreachable log, which is retried for as long as the ingress runs) is
             dead-lettered with ``"failed"``.
+        max_crashes: a message the ingress was processing when its process died this many
+            times (counted from its first redelivery; see ``roomkit.ingress._crashes``) is
+            dead-lettered with ``"failed"`` instead of processed again, so that a message
+            that kills the process cannot crash-loop it. The counts live in the KeyValue
+            bucket ``ROOMKIT_INGRESS_CRASHES`` (created if missing). ``None``: no limit, no
+            bucket.
         request_timeout: bound of each request to NATS.
         connect_timeout: bound of the initial connection.
         drain_timeout: how long a graceful stop lets the lanes finish what they hold.
@@ -179,6 +189,7 @@ class Ingress:
         fetch_batch: int = 64,
         fetch_timeout: float = 1.0,
         max_attempts: int = 10,
+        max_crashes: int | None = 3,
         request_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         drain_timeout: float = 10.0,
@@ -196,8 +207,16 @@ class Ingress:
         lanes = check_count("lanes", lanes, none=True)
         fetch_batch = check_count("fetch_batch", fetch_batch)
         max_attempts = check_count("max_attempts", max_attempts)
-        if max_in_flight < 1 or (lanes is not None and lanes < 1) or max_attempts < 1:
-            raise ValueError("max_in_flight, lanes and max_attempts must be at least 1")
+        max_crashes = check_count("max_crashes", max_crashes, none=True)
+        if (
+            max_in_flight < 1
+            or (lanes is not None and lanes < 1)
+            or max_attempts < 1
+            or (max_crashes is not None and max_crashes < 1)
+        ):
+            raise ValueError(
+                "max_in_flight, lanes, max_attempts and max_crashes must be at least 1"
+            )
         duplicate_window = check_finite_seconds("duplicate_window", duplicate_window, zero=True)
         ack_wait = check_finite_seconds("ack_wait", ack_wait)
         fetch_timeout = check_finite_seconds("fetch_timeout", fetch_timeout)
@@ -227,6 +246,7 @@ class Ingress:
         self._fetch_batch = max(1, min(fetch_batch, max_in_flight))
         self._fetch_timeout = fetch_timeout
         self._max_attempts = max_attempts
+        self._max_crashes = max_crashes
         self._request_timeout = request_timeout
         self._connect_timeout = connect_timeout
         self._drain_timeout = drain_timeout
@@ -291,12 +311,18 @@ class Ingress:
                 dlq_stream=self.dlq_stream,
                 max_attempts=self._max_attempts,
                 request_timeout=self._request_timeout,
+                max_crashes=self._max_crashes,
             ),
             self.stats,
             self._inflight,
             self._stopping,
             on_fatal=self._fail,
             ensure_dlq=self._ensure_dlq,
+            crashes=None
+            if self._max_crashes is None
+            else CrashLedger(
+                self._js, self.stream_name, self.durable, self._storage, self._request_timeout
+            ),
         )
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -550,10 +576,14 @@ class Ingress:
     def _prepare(self, msg: Msg) -> WorkItem:
         self.stats.received += 1
         try:
-            seq: int | None = msg.metadata.sequence.stream
+            metadata = msg.metadata
+            seq: int | None = metadata.sequence.stream
+            again = metadata.num_delivered > 1
         except Exception:  # a delivery without JetStream metadata: still processed
-            seq = None
-        return self._work(msg.subject, msg.data, msg.headers, seq, msg)
+            seq, again = None, False
+        item = self._work(msg.subject, msg.data, msg.headers, seq, msg)
+        item.again = again
+        return item
 
     def _work(
         self,
@@ -656,7 +686,9 @@ class Ingress:
             return None
         self.stats.recovered += 1
         headers = {k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)}
-        return self._work(subject, raw.data or b"", headers, raw.seq, None)
+        item = self._work(subject, raw.data or b"", headers, raw.seq, None)
+        item.again = True
+        return item
 
 
 async def serve_ingress(

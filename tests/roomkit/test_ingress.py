@@ -686,6 +686,126 @@ async def test_a_payload_too_deep_to_decode_is_recovered_without_stopping_the_in
     assert ingress.stats.recovered == 1
 
 
+class DeadlyChannel(SimpleChannel):
+    """Hangs on a message saying "poison", as a process does that this message kills, until
+    ``recover()`` (from then on, it raises on it: the "process" is gone)."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.in_hand = anyio.Event()
+        self._released = anyio.Event()
+        self.deadly = True
+
+    def recover(self) -> None:
+        self._released.set()
+
+    def again(self, *, deadly: bool = True) -> None:
+        self.in_hand, self._released, self.deadly = anyio.Event(), anyio.Event(), deadly
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        body = message.content.body if isinstance(message.content, TextContent) else ""
+        if body == "poison" and self.deadly:
+            if self._released.is_set():
+                raise RuntimeError("the process died")
+            self.in_hand.set()
+            await self._released.wait()
+            raise RuntimeError("the process died")
+        return await super().handle_inbound(message, context)
+
+
+async def run_until_poison_in_hand(
+    kit: RoomKit, channel: DeadlyChannel, url: str, *, dies: bool, **options: Any
+) -> Ingress:
+    """Run an ingress until the poison message is in hand; then the process dies (its NATS
+    connection closes: nothing it held is settled, nothing more is sent) or, if not
+    ``dies``, stops gracefully."""
+    nc = await _ingress_client(url)
+    async with Ingress(kit, nc, drain_timeout=0, **options) as ingress:
+        with anyio.fail_after(10):
+            await channel.in_hand.wait()
+        if dies:
+            await nc.close()
+    channel.recover()
+    if not dies:
+        await nc.close()
+    return ingress
+
+
+async def _ingress_client(url: str) -> NatsClient:
+    client = RoomKitNatsClient()
+    await client.connect(url)
+    return client
+
+
+async def test_a_message_that_keeps_killing_the_ingress_is_dead_lettered_after_max_crashes(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    # Recovery re-read a message the process died with at every start, and JetStream
+    # redelivered it for ever (max_deliver=-1): a message that kills the process crash-looped
+    # it. Here the process dies three times with it in hand: at its first delivery (not
+    # counted: see roomkit/ingress/_crashes.py) and twice after.
+    channel = DeadlyChannel("sms")
+    async with RoomKit() as kit:
+        kit.register_channel(channel)
+        await make_rooms(kit, "room-1")
+        async with Ingress(kit, nats_server.url):
+            pass  # creates the streams and the durable consumer
+        js = client.jetstream()
+        await js.publish("roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1"))
+        await js.publish("roomkit.in.sms", envelope("after", "k-after", room_id="room-1"))
+        for _ in range(3):
+            channel.again()
+            await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=2)
+        async with Ingress(kit, nats_server.url, max_crashes=2) as ingress:
+
+            async def settled() -> bool:
+                return ingress.stats.dead_lettered == 1 and ingress.stats.recorded == 1
+
+            await eventually(settled, what="the poison dead-lettered, the next one recorded")
+        assert await bodies(kit, "room-1") == ["after"]
+    dead = await js.get_msg("ROOMKIT_DLQ", 1)
+    headers = dead.headers or {}
+    assert headers[ERROR_HEADER] == IngressErrorCode.FAILED
+    assert headers[ERROR_DETAIL_HEADER] == (
+        "the ingress died while processing it, 2 time(s) (max_crashes=2)"
+    )
+    assert dead.data == envelope("poison", "k-poison", room_id="room-1")
+
+
+async def test_a_message_handed_back_at_a_graceful_stop_is_not_counted_as_a_crash(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    channel = DeadlyChannel("sms")
+    async with RoomKit() as kit:
+        kit.register_channel(channel)
+        await make_rooms(kit, "room-1")
+        async with Ingress(kit, nats_server.url):
+            pass  # creates the streams and the durable consumer
+        await client.jetstream().publish(
+            "roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1")
+        )
+        # Dies at its first delivery (not counted), then is in hand twice more, recovered,
+        # and handed back each time by a graceful stop: with max_crashes=1, either counted
+        # would have it dead-lettered.
+        channel.again()
+        await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=1)
+        for _ in range(2):
+            channel.again()
+            stopped = await run_until_poison_in_hand(
+                kit, channel, nats_server.url, dies=False, max_crashes=1
+            )
+            assert stopped.stats.recovered == 1 and stopped.stats.dead_lettered == 0
+        channel.again(deadly=False)
+        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
+
+            async def recorded() -> bool:
+                return ingress.stats.recorded == 1
+
+            await eventually(recorded, what="the message recorded")
+        assert ingress.stats.dead_lettered == 0
+        assert await bodies(kit, "room-1") == ["poison"]
+
+
 async def test_messages_with_a_status_header_of_their_own_are_recorded_in_order(
     nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
 ) -> None:
