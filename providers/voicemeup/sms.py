@@ -11,7 +11,7 @@ from providers.sms._errors import SMSErrorStyle, sms_error_parser
 from providers.sms._outbound import refusal, render_outbound, split_text
 from providers.sms.base import SMSProvider
 from providers.voicemeup.config import VoiceMeUpConfig
-from providers.voicemeup.mms import VoiceMeUpMMSAggregator
+from providers.voicemeup.mms import VoiceMeUpMMSAggregator, configure_voicemeup_mms
 from providers.voicemeup.webhook import parse_voicemeup_webhook
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.event import RoomEvent
@@ -19,7 +19,8 @@ from roomkit.models.event import RoomEvent
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["VoiceMeUpSMSProvider"]
+# configure_voicemeup_mms: importable from here too, where RoomKit 0.3.0 defined it.
+__all__ = ["VoiceMeUpSMSProvider", "configure_voicemeup_mms"]
 
 logger = logging.getLogger("roomkit.providers.voicemeup")
 

@@ -74,6 +74,7 @@ from roomkit.store.memory import InMemoryStore
 __all__ = [
     "ChannelNotFoundError",
     "ChannelNotRegisteredError",
+    "DeliveryStatusHandler",
     "FrameworkEventHandler",
     "IdentityHookFn",
     "IdentityNotFoundError",
@@ -91,6 +92,10 @@ __all__ = [
 logger = logging.getLogger("roomkit.framework")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+DeliveryStatusHandler = Callable[[DeliveryStatus], Any]
+"""A handler ``kit.on_delivery_status`` registers (0.3.0's name): called with each
+``DeliveryStatus``, awaited if it returns an awaitable."""
 
 FrameworkEventHandler = FrameworkHandler
 """``async (FrameworkEvent) -> None``: a handler of ``kit.on(type)`` (0.3.0's name)."""
@@ -244,7 +249,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._framework_handlers: dict[str, list[FrameworkHandler]] = {}
         self._identity_hooks: list[IdentityHookRegistration] = []
         self._creating: dict[str, anyio.Lock] = {}
-        self._delivery_status_handlers: list[Callable[[DeliveryStatus], Any]] = []
+        self._delivery_status_handlers: list[DeliveryStatusHandler] = []
         # Owned by the kit for its whole life, so that re-registering a channel keeps its
         # breaker and rate-limit state (quirk 14 fixed).
         self._breakers: dict[str, CircuitBreaker] = {}

@@ -27,13 +27,16 @@ from actors import check_seconds, error_text
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
+from roomkit.models.context import RoomContext
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
+from roomkit.models.event import RoomEvent
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.identity import IdentityHookResult, IdentityResult
 from roomkit.models.task import Observation, Task
 
 __all__ = [
     "SYNC_TRIGGERS",
+    "AsyncHookFn",
     "HookEngine",
     "HookError",
     "HookFn",
@@ -41,6 +44,7 @@ __all__ = [
     "HookTimeoutError",
     "IdentityHookFn",
     "IdentityHookRegistration",
+    "SyncHookFn",
     "SyncPipelineResult",
     "expected_execution",
 ]
@@ -49,6 +53,12 @@ logger = logging.getLogger("roomkit.hooks")
 
 HookFn = Callable[[Any, Any], Awaitable[HookResult | None]]
 """``async (event, context) -> HookResult | None`` (async triggers return ``None``)."""
+
+SyncHookFn = Callable[[RoomEvent, RoomContext], Awaitable[HookResult]]
+"""A sync-mode hook (0.3.0's name): ``async (event, context) -> HookResult``."""
+
+AsyncHookFn = Callable[[RoomEvent, RoomContext], Awaitable[None]]
+"""An async-mode hook (0.3.0's name): ``async (event, context) -> None``."""
 
 IdentityHookFn = Callable[[Any, Any, IdentityResult], Awaitable[IdentityHookResult | None]]
 """``async (event, context, identity_result) -> IdentityHookResult | None``."""

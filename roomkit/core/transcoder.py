@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from roomkit.core.router import DefaultContentTranscoder
+from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder
 
-__all__ = ["DefaultContentTranscoder"]
+__all__ = ["ContentTranscoder", "DefaultContentTranscoder"]

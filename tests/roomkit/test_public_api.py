@@ -56,10 +56,10 @@ def test_all_covers_the_reference_api_but_what_is_pending() -> None:
 # RoomKit 0.3.0 module paths whose names live elsewhere here, with the names they held.
 MOVED = {
     "roomkit.models.framework_event": ["FrameworkEvent"],
-    "roomkit.core.transcoder": ["DefaultContentTranscoder"],
+    "roomkit.core.transcoder": ["ContentTranscoder", "DefaultContentTranscoder"],
     "roomkit.core.retry": ["RetryPolicy", "retry_with_backoff"],
-    "roomkit.core.framework": ["FrameworkEventHandler", "IdentityHookFn"],
-    "roomkit.core.hooks": ["IdentityHookRegistration"],
+    "roomkit.core.framework": ["DeliveryStatusHandler", "FrameworkEventHandler", "IdentityHookFn"],
+    "roomkit.core.hooks": ["AsyncHookFn", "IdentityHookRegistration", "SyncHookFn"],
     "roomkit.providers.sms": [
         "MockSMSProvider", "SMSProvider", "WebhookMeta", "extract_sms_meta",
         "is_valid_phone", "normalize_phone",
@@ -84,6 +84,7 @@ MOVED = {
     "roomkit.providers.messenger.config": ["MessengerConfig"],
     "roomkit.providers.messenger.webhook": ["parse_messenger_webhook"],
     "roomkit.providers.sendgrid.config": ["SendGridConfig"],
+    "roomkit.providers.voicemeup.sms": ["VoiceMeUpSMSProvider", "configure_voicemeup_mms"],
 }  # fmt: skip
 
 
