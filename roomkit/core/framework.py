@@ -66,6 +66,7 @@ from roomkit.realtime.base import (
     EphemeralEvent,
     EphemeralEventType,
     RealtimeBackend,
+    subscription_id_of,
 )
 from roomkit.realtime.memory import InMemoryRealtime
 from roomkit.store.base import ConversationStore
@@ -687,9 +688,16 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             raise TypeError(f"callback must be callable, got {callback!r}")
         return await self._realtime.subscribe_to_room(room_id, callback)
 
-    async def unsubscribe_room(self, sub_id: str) -> bool:
-        """Stop a subscription ``subscribe_room`` made (``sub_id``: its id, 0.3.0's name)."""
-        return await self._realtime.unsubscribe(sub_id)
+    async def unsubscribe_room(
+        self, subscription_id: str | None = None, *, sub_id: str | None = None
+    ) -> bool:
+        """Stop a subscription ``subscribe_room`` made: its id as ``subscription_id`` (0.3.0's
+        name) or ``sub_id`` (its reference's).
+
+        Raises:
+            TypeError: neither or both were given.
+        """
+        return await self._realtime.unsubscribe(subscription_id_of(subscription_id, sub_id))
 
 
 _UNBOUNDED_ASK = 24 * 3600.0

@@ -16,7 +16,25 @@ from typing import Any, Self
 
 from roomkit.models._defaults import new_id, utcnow
 
-__all__ = ["EphemeralCallback", "EphemeralEvent", "EphemeralEventType", "RealtimeBackend"]
+__all__ = [
+    "EphemeralCallback",
+    "EphemeralEvent",
+    "EphemeralEventType",
+    "RealtimeBackend",
+    "subscription_id_of",
+]
+
+
+def subscription_id_of(subscription_id: str | None, sub_id: str | None) -> str:
+    """The subscription id an ``unsubscribe`` was given, under either name: 0.3.0 named the
+    parameter ``subscription_id``, its reference ``sub_id``, and code written to either works.
+
+    Raises:
+        TypeError: neither or both were given.
+    """
+    if (subscription_id is None) == (sub_id is None):
+        raise TypeError("give the subscription id once: subscription_id=... (or sub_id=...)")
+    return subscription_id if subscription_id is not None else sub_id  # type: ignore[return-value]
 
 
 class EphemeralEventType(StrEnum):
@@ -103,8 +121,8 @@ class RealtimeBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def unsubscribe(self, sub_id: str) -> bool:
-        """Stop a subscription.
+    async def unsubscribe(self, subscription_id: str) -> bool:
+        """Stop a subscription (the kit passes its id positionally).
 
         Returns:
             ``True`` if it existed, ``False`` otherwise.

@@ -31,7 +31,12 @@ from actors import check_count
 from roomkit._host import spawn_host
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.models._defaults import new_id
-from roomkit.realtime.base import EphemeralCallback, EphemeralEvent, RealtimeBackend
+from roomkit.realtime.base import (
+    EphemeralCallback,
+    EphemeralEvent,
+    RealtimeBackend,
+    subscription_id_of,
+)
 
 __all__ = ["InMemoryRealtime"]
 
@@ -153,9 +158,12 @@ class InMemoryRealtime(RealtimeBackend):
         task_group.start_soon(self._deliver, sub, name=f"roomkit.realtime:{channel}:{sub.id}")
         return sub.id
 
-    async def unsubscribe(self, sub_id: str) -> bool:
-        """Stop a subscription; events still queued for it are discarded."""
-        sub = self._subscriptions.get(sub_id)
+    async def unsubscribe(
+        self, subscription_id: str | None = None, *, sub_id: str | None = None
+    ) -> bool:
+        """Stop a subscription; events still queued for it are discarded. (``sub_id``: the
+        same id under another name, see ``subscription_id_of``.)"""
+        sub = self._subscriptions.get(subscription_id_of(subscription_id, sub_id))
         if sub is None:
             return False
         self._forget(sub)

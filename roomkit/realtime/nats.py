@@ -56,6 +56,7 @@ from roomkit.realtime.base import (
     EphemeralEvent,
     EphemeralEventType,
     RealtimeBackend,
+    subscription_id_of,
 )
 from roomkit.realtime.memory import InMemoryRealtime
 
@@ -222,8 +223,12 @@ class NatsRealtime(RealtimeBackend):
             self._subscribers.setdefault(channel, set()).add(sub_id)
         return sub_id
 
-    async def unsubscribe(self, sub_id: str) -> bool:
-        """Stop a subscription; ``False`` if there is none of that id."""
+    async def unsubscribe(
+        self, subscription_id: str | None = None, *, sub_id: str | None = None
+    ) -> bool:
+        """Stop a subscription; ``False`` if there is none of that id. (``sub_id``: the same
+        id under another name, see ``subscription_id_of``.)"""
+        sub_id = subscription_id_of(subscription_id, sub_id)
         channel = self._channel_of.pop(sub_id, None)
         if channel is None:
             return False

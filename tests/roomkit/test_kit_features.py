@@ -1023,8 +1023,14 @@ class TestWebSocketAndRealtime:
             EphemeralEventType.CUSTOM,
         ]
         assert got[1].data == {"status": "busy"}
-        assert await kit.unsubscribe_room(sub_id=sub)  # 0.3.0's keyword
+        assert await kit.unsubscribe_room(sub_id=sub)  # the reference's keyword
         assert not await kit.unsubscribe_room(sub)
+        again = await kit.subscribe_room("r1", callback)
+        assert await kit.unsubscribe_room(subscription_id=again)  # 0.3.0's own keyword
+        with pytest.raises(TypeError, match="subscription id once"):
+            await kit.unsubscribe_room()
+        with pytest.raises(TypeError, match="subscription id once"):
+            await kit.unsubscribe_room(again, sub_id=again)
 
 
 async def test_return_right_after_commit(make_kit: Callable[..., RoomKit]) -> None:

@@ -158,8 +158,11 @@ class TestPublishSubscribe:
         kept, dropped = Collector(), Collector()
         await realtime.subscribe("room:r1", kept)
         sub_id = await realtime.subscribe("room:r1", dropped)
-        assert await realtime.unsubscribe(sub_id=sub_id) is True  # 0.3.0's keyword
+        assert await realtime.unsubscribe(sub_id=sub_id) is True  # the reference's keyword
         assert await realtime.unsubscribe(sub_id) is False
+        assert await realtime.unsubscribe(subscription_id=sub_id) is False  # 0.3.0's own
+        with pytest.raises(TypeError):
+            await realtime.unsubscribe()
         assert await realtime.unsubscribe("never-existed") is False
         assert realtime.subscription_count == 1
         await realtime.publish("room:r1", typing())

@@ -157,7 +157,8 @@ async def test_unsubscribe_and_close(nats_server: NatsServer) -> None:
         sub = await given.subscribe("room:r1", inbox)
         await given.publish("room:r1", typing(0))
         await inbox.count(1)
-        assert await given.unsubscribe(sub) and not await given.unsubscribe(sub)
+        assert await given.unsubscribe(subscription_id=sub)  # 0.3.0's keyword
+        assert not await given.unsubscribe(sub_id=sub)  # its reference's
         await given.publish("room:r1", typing(1))
         await anyio.sleep(0.1)
         assert len(inbox.events) == 1
