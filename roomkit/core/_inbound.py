@@ -74,6 +74,7 @@ class InboundMixin(HelpersMixin):
     _delivery_status_handlers: list[Callable[[DeliveryStatus], Any]]
     _inbound_router: Any
     _creating: dict[str, anyio.Lock]  # per channel: see _route_or_create
+    _auto_created: dict[str, int]  # per channel, the rooms made for it: see _route_or_create
 
     # -- process_inbound ---------------------------------------------------------------------
 
@@ -127,9 +128,10 @@ class InboundMixin(HelpersMixin):
             self._check_room_id(room_id)
         else:
             await self._ensure_runtime()  # the router reads the store: caught up with the log
+            created = self._auto_created.get(message.channel_id, 0)
             room_id = await self._route(message, channel)
             if room_id is None:
-                room_id = await self._route_or_create(message, channel)
+                room_id = await self._route_or_create(message, channel, created)
 
         runtime = await self._ensure_runtime()
         placement = runtime.placement
@@ -192,25 +194,33 @@ class InboundMixin(HelpersMixin):
         return await self._inbound_result(room_id, outcome)
 
     async def _route(self, message: InboundMessage, channel: Channel) -> str | None:
+        # By keyword, as 0.3.0 called it: a router may take them keyword-only.
         room_id: str | None = await self._inbound_router.route(
-            message.channel_id, channel.channel_type, participant_id=message.sender_id
+            channel_id=message.channel_id,
+            channel_type=channel.channel_type,
+            participant_id=message.sender_id,
         )
         return room_id
 
-    async def _route_or_create(self, message: InboundMessage, channel: Channel) -> str:
-        """The room of a message the router found none for: routed again, one message of the
-        channel at a time, and created if there is still none. Concurrent first messages of a
-        conversation each found none and each made a room of its own; now the first makes it
-        and the others are routed to it."""
+    async def _route_or_create(
+        self, message: InboundMessage, channel: Channel, created: int
+    ) -> str:
+        """The room of a message the router found none for, created one message of the
+        channel at a time. Concurrent first messages of a conversation each found none and
+        each made a room of its own; now the first makes it, and a message that finds that
+        rooms were made for its channel since it was routed (``created``: the count then) is
+        routed again, to one of them. Otherwise the router is not asked twice, as in 0.3.0
+        (a router may count or log its calls)."""
         channel_id = message.channel_id
         lock = self._creating.get(channel_id)
         if lock is None:
             lock = self._creating[channel_id] = anyio.Lock()
         try:
             async with lock:
-                room_id = await self._route(message, channel)
-                if room_id is not None:
-                    return room_id
+                if self._auto_created.get(channel_id, 0) != created:
+                    room_id = await self._route(message, channel)
+                    if room_id is not None:
+                        return room_id
                 # One command, one append: a crash cannot leave a room without its channel
                 # (a redelivered message would then route to a second room).
                 room_id = uuid4().hex
@@ -218,6 +228,7 @@ class InboundMixin(HelpersMixin):
                 now = utcnow()
                 room = Room(id=room_id, created_at=now, updated_at=now)
                 await self._create(room, (binding,))  # type: ignore[attr-defined]
+                self._auto_created[channel_id] = self._auto_created.get(channel_id, 0) + 1
                 return room_id
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:

@@ -250,6 +250,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._framework_handlers: dict[str, list[FrameworkHandler]] = {}
         self._identity_hooks: list[IdentityHookRegistration] = []
         self._creating: dict[str, anyio.Lock] = {}
+        self._auto_created: dict[str, int] = {}
         self._delivery_status_handlers: list[DeliveryStatusHandler] = []
         # Owned by the kit for its whole life, so that re-registering a channel keeps its
         # breaker and rate-limit state (quirk 14 fixed).

@@ -21,6 +21,7 @@ from roomkit import (
     ChannelNotRegisteredError,
     ChannelOutput,
     ChannelType,
+    DefaultInboundRoomRouter,
     EventStatus,
     EventType,
     FrameworkEvent,
@@ -28,6 +29,7 @@ from roomkit import (
     HookResult,
     HookTrigger,
     InboundResult,
+    InboundRoomRouter,
     InjectedEvent,
     InvalidRoomIdError,
     KitClosedError,
@@ -197,6 +199,29 @@ class TestInbound:
         assert len(set(rooms)) == 1
         assert len(await kit.store.list_rooms()) == 1
         assert kit._creating == {}  # nothing kept per channel once done
+
+    async def test_the_router_is_asked_once_per_message_by_keyword(self) -> None:
+        # 0.3.0 called route(channel_id=..., channel_type=..., participant_id=...) once: a
+        # router taking them keyword-only failed every message, and one that found no room
+        # was asked a second time before the room was made.
+        calls: list[dict[str, Any]] = []
+
+        class KeywordRouter(InboundRoomRouter):
+            async def route(self, **kwargs: Any) -> str | None:  # type: ignore[override]
+                calls.append(kwargs)
+                return await DefaultInboundRoomRouter(kit.store).route(**kwargs)
+
+        async with RoomKit(inbound_router=KeywordRouter()) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            first = await kit.process_inbound(text("sms", "one", sender="+1555"))
+            second = await kit.process_inbound(text("sms", "two", sender="+1555"))
+        assert first.event is not None and second.event is not None
+        assert first.event.room_id == second.event.room_id
+        assert (
+            calls
+            == [{"channel_id": "sms", "channel_type": ChannelType.SMS, "participant_id": "+1555"}]
+            * 2
+        )
 
     async def test_routing_finds_a_participant_who_joined_through_another_channel_type(
         self, kit: RoomKit
