@@ -19,7 +19,8 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
 import msgspec
-from pydantic import BaseModel
+import pydantic_core
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from roomkit.models.channel import ChannelCapabilities
@@ -34,6 +35,7 @@ __all__ = [
     "event_json_view",
     "enveloped_event_activity",
     "enveloped_event_fields",
+    "model_json",
 ]
 
 DEFAULT_VISIBILITY = "all"
@@ -111,15 +113,62 @@ def compact_json(
     its None fields: its discriminator (``type``) must stay although it equals its default.
 
     ``exclude``: more fields to leave out, in pydantic's form (``{"timers": {"a"}}``).
-    ``warnings``: pydantic's warnings of values of another type than their field's (a model
-    made with ``model_construct``): False for a caller that reads the JSON back and says so
-    itself.
+    ``warnings``: check values of another type than their field's (``model_copy(update=...)``
+    and ``model_construct`` do not validate): the JSON is returned if it reads back as the
+    model, and refused otherwise. False for a caller that reads the JSON back itself.
+
+    Raises:
+        pydantic_core.PydanticSerializationError: the model cannot be written as JSON, or,
+            with ``warnings``, its JSON would not read back (a value its field refuses).
     """
     plan = _plan(type(model))
     left_out = _left_out(model, plan, plan.none_safe, exclude or _NOTHING)
-    return model.__pydantic_serializer__.to_json(
-        model, exclude=left_out or None, exclude_none=plan.none_safe, warnings=warnings
-    )
+    if not warnings:
+        return model.__pydantic_serializer__.to_json(
+            model, exclude=left_out or None, exclude_none=plan.none_safe, warnings=False
+        )
+    return model_json(model, exclude=left_out or None, exclude_none=plan.none_safe)
+
+
+def model_json(model: BaseModel, **options: Any) -> bytes:
+    """``model``'s JSON (pydantic's ``to_json`` with ``options``), checked to read back when
+    some of its values are not of their field's type (``model_copy(update=...)`` and
+    ``model_construct`` do not validate).
+
+    Pydantic would warn of each (a ``UserWarning``, an exception where warnings are errors, as
+    in 0.3.0's own tests), also of a str an app put in an enum field, whose JSON is right.
+
+    Raises:
+        pydantic_core.PydanticSerializationError: the model cannot be written as JSON, or its
+            JSON would not read back (a value its field refuses).
+    """
+    serializer = model.__pydantic_serializer__
+    try:
+        return serializer.to_json(model, warnings="error", **options)
+    except pydantic_core.PydanticSerializationError as exc:
+        if not str(exc).startswith(_MISMATCH):
+            raise
+    _check_reads_back(model)
+    return serializer.to_json(model, warnings=False, **options)
+
+
+# How pydantic's serializer reports values of another type than their field's.
+_MISMATCH = "Pydantic serializer warnings"
+
+
+def _check_reads_back(model: BaseModel) -> None:
+    """Raise if ``model``, some of whose values are not of their field's type, would not
+    read back from its JSON (``"closed"`` in a status field does; ``"bogus"`` does not)."""
+    cls = type(model)
+    try:
+        cls.model_validate_json(cls.__pydantic_serializer__.to_json(model, warnings=False))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise pydantic_core.PydanticSerializationError(
+            f"{cls.__name__}.{where}: {first['msg']} (a value its field refuses, set without "
+            "validation: model_copy(update=...) or model_construct)"
+        ) from exc
 
 
 class _Unfixed:

@@ -65,6 +65,7 @@ from roomkit.models._json import (
     compact_json,
     enveloped_event_fields,
     event_json,
+    model_json,
 )
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.event import RoomEvent
@@ -488,7 +489,7 @@ class InMemoryStore(ConversationStore):
             event.room_id,
             event.idempotency_key,
             event.visibility,
-            _envelope(event.__pydantic_serializer__.to_json(event)),
+            _envelope(model_json(event)),
         )
         return event
 

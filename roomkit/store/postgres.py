@@ -39,7 +39,7 @@ import anyio
 from pydantic import BaseModel, TypeAdapter
 
 from roomkit.errors import StoreUnavailableError
-from roomkit.models._json import enveloped_event_fields, event_json
+from roomkit.models._json import enveloped_event_fields, event_json, model_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
 from roomkit.models.identity import Identity
@@ -260,7 +260,7 @@ def _load(model: type[M], data: str) -> M:
 
 
 def _json(model: BaseModel) -> _Json:
-    return _Json(model.model_dump_json())
+    return _Json(model_json(model).decode())
 
 
 def _aware(moment: datetime) -> datetime:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import pydantic_core
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ import roomkit.models._defaults as defaults
 from roomkit.channels import SMS_CAPABILITIES, WHATSAPP_PERSONAL_CAPABILITIES
 from roomkit.core._domain import dump, load
 from roomkit.core._room_decider import _result_json
+from roomkit.errors import EventRefusedError
 from roomkit.models._defaults import utcnow
 from roomkit.models._json import _plan, compact_json
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, RateLimit, RetryPolicy
@@ -636,3 +638,39 @@ def test_a_delivery_result_is_recorded_as_dumped(result: DeliveryResult) -> None
         recorded = _result_json(result)
         assert bytes(recorded) == bytes(dump(result))
         assert DeliveryResult.model_validate_json(bytes(recorded)) == result
+
+
+# -- values set without validation --------------------------------------------------------------
+
+
+def test_a_str_in_an_enum_field_set_without_validation_is_written_without_a_warning() -> None:
+    # model_copy(update=...) does not validate: 0.3.0 apps put str values in enum fields.
+    # pydantic warned of each as it serialised (a UserWarning: an error under
+    # filterwarnings=error, which these tests and 0.3.0's own run with).
+    room = Room(id="r1").model_copy(update={"status": "closed"})
+    written = compact_json(room)
+    assert Room.model_validate_json(written).status is RoomStatus.CLOSED
+    assert json.loads(bytes(dump(room)))["status"] == "closed"
+
+
+def test_a_value_its_field_refuses_set_without_validation_is_refused_by_name() -> None:
+    room = Room(id="r1").model_copy(update={"status": "bogus"})
+    with pytest.raises(pydantic_core.PydanticSerializationError, match=r"Room\.status: Input"):
+        compact_json(room)
+    with pytest.raises(EventRefusedError, match="Room.status"):
+        dump(room)
+
+
+async def test_the_in_memory_store_takes_str_values_in_enum_fields() -> None:
+    store = InMemoryStore()
+    await store.create_room(Room(id="r1").model_copy(update={"status": "paused"}))
+    event = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="hi"),
+    )
+    await store.add_event(event.model_copy(update={"status": "blocked"}))
+    room = await store.get_room("r1")
+    assert room is not None and room.status is RoomStatus.PAUSED
+    stored = await store.get_event(event.id)
+    assert stored is not None and stored.status is EventStatus.BLOCKED

@@ -504,6 +504,22 @@ class TestInbound:
         await kit.process_inbound(text("sms", "quiet"))
         assert ws.texts() == ["QUIET"]
 
+    async def test_a_hook_may_set_an_enum_field_to_a_str_without_validation(
+        self, kit: RoomKit
+    ) -> None:
+        # As 0.3.0 apps do: model_copy does not validate. Writing it warned (an error here,
+        # under filterwarnings=error, as under 0.3.0's own test settings).
+        await two_channel_room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def retag(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.modify(event.model_copy(update={"type": "edit"}))
+
+        result = await kit.process_inbound(text("sms", "fixed typo"), room_id="r1")
+        assert result.event is not None and result.event.type == EventType.EDIT
+        timeline = await kit.get_timeline("r1")
+        assert timeline[-1].type is EventType.EDIT
+
     async def test_injected_event_reaches_its_target_through_deliver(self, kit: RoomKit) -> None:
         sms, ws = await two_channel_room(kit)
 
