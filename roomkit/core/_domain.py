@@ -348,7 +348,7 @@ def logged_copy(model: M) -> M:
     Raises:
         pydantic.ValidationError: it does not read back.
     """
-    return type(model).model_validate_json(bytes(dump(model)))
+    return type(model).model_validate_json(bytes(dump(model, warnings=False)))
 
 
 def encode_payload(event: DomainEvent) -> bytes:
