@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
@@ -38,8 +39,9 @@ from roomkit.core._domain import (
 )
 from roomkit.core._room_ids import room_of_stream
 from roomkit.errors import KitClosedError, StoreUnavailableError
-from roomkit.models._json import EventFields, enveloped_event_activity
+from roomkit.models._json import EventFields, enveloped_event_activity, event_json
 from roomkit.models.channel import ChannelBinding
+from roomkit.models.event import RoomEvent
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
@@ -105,6 +107,8 @@ class StoreProjection:
         apply_record = store.apply_record
         apply_record = getattr(apply_record, "__func__", apply_record)
         self._keeps_position = apply_record is not ConversationStore.apply_record
+        self._add_event = _event_entry(store)
+        self._count_event = _count_entry(store)
         # How one record goes into the store (a single call on the hot path).
         self._put = self._apply_at_position if self._keeps_position else self._apply
         self.checkpoint = 0
@@ -444,7 +448,7 @@ class StoreProjection:
         kind = record.type
         if kind == _MESSAGE:
             # The payload as it is: an in-memory store keeps the log's own bytes.
-            await store.add_event_envelope(record.data)
+            await self._add_event(record.data)
             await self._count(*enveloped_event_activity(record.data), record.timestamp)
             return
         if kind == _DELIVERY:
@@ -480,9 +484,50 @@ class StoreProjection:
         # store counts in place (the in-memory store without reading or writing the room).
         # Activity is at the time the event was recorded, as the room actor takes it.
         active = is_activity(activity, event.type, event.status)
-        await self._store.count_event(
+        await self._count_event(
             event.room_id, event.index, datetime.fromtimestamp(at, UTC) if active else None
         )
+
+
+def _most_derived(store: ConversationStore, names: tuple[str, ...]) -> str:
+    """The one of ``names`` defined by the most derived class of ``store`` that defines any
+    (the first of them, if it defines several)."""
+    for cls in type(store).__mro__:
+        for name in names:
+            if name in vars(cls):
+                return name
+    return names[0]
+
+
+def _event_entry(store: ConversationStore) -> Callable[[bytes], Awaitable[None]]:
+    """How a ``message.recorded`` payload goes into ``store``.
+
+    Through ``add_event_envelope``, which a backend keeping events serialised (the in-memory
+    store, PostgreSQL) defines to skip building the model, unless an app's subclass of it
+    overrides ``add_event_json`` or ``add_event`` below it, expecting every event to go
+    through that method, as every event did in 0.3.0.
+    """
+    entry = _most_derived(store, ("add_event_envelope", "add_event_json", "add_event"))
+    if entry == "add_event_envelope":
+        return store.add_event_envelope
+
+    async def add_event_json(data: bytes) -> None:
+        await store.add_event_json(event_json(data))
+
+    async def add_event(data: bytes) -> None:
+        await store.add_event(RoomEvent.model_validate_json(event_json(data)))
+
+    return add_event_json if entry == "add_event_json" else add_event
+
+
+def _count_entry(
+    store: ConversationStore,
+) -> Callable[[str, int, datetime | None], Awaitable[None]]:
+    """``store.count_event``, unless an app's subclass of the store overrides ``get_room``
+    or ``update_room`` below it: then ``ConversationStore``'s, which goes through them."""
+    if _most_derived(store, ("count_event", "update_room", "get_room")) == "count_event":
+        return store.count_event
+    return partial(ConversationStore.count_event, store)
 
 
 def _room_of(record: Record) -> str:

@@ -915,3 +915,50 @@ def test_kit_store_s_reads_have_the_contract_s_signatures() -> None:
         inspect.signature(InMemoryStore().list_events).parameters
     )
     assert kit.store.get_room.__doc__ == ConversationStore.get_room.__doc__
+
+
+async def test_a_subclass_of_the_in_memory_store_sees_the_kit_s_writes_through_its_overrides() -> (
+    None
+):
+    # 0.3.0's pattern "ABC + default implementation": an app subclasses InMemoryStore to
+    # observe writes. The kit wrote events through the store's shortcuts (add_event_envelope,
+    # count_event), which the overrides never saw.
+    class AuditStore(InMemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, str]] = []
+
+        async def add_event(self, event: RoomEvent) -> RoomEvent:
+            self.seen.append(("add_event", str(event.type)))
+            return await super().add_event(event)
+
+        async def update_room(self, room: Any) -> Any:
+            self.seen.append(("update_room", room.id))
+            return await super().update_room(room)
+
+    store = AuditStore()
+    async with RoomKit(store=store) as kit:
+        sms, ws = await two_channel_room(kit)
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        events = [e for kind, e in store.seen if kind == "add_event"]
+        assert events == ["channel_attached", "channel_attached", "message"]
+        assert ("update_room", "r1") in store.seen  # counting the message in
+        room = await kit.get_room("r1")
+        assert room.event_count == 3 and room.latest_index == 2
+        assert [e.type for e in await kit.get_timeline("r1")][-1] == "message"
+
+
+async def test_a_subclass_of_the_in_memory_store_overriding_its_shortcut_keeps_it() -> None:
+    class Counting(InMemoryStore):
+        envelopes = 0
+
+        async def add_event_envelope(self, data: bytes) -> None:
+            self.envelopes += 1
+            await super().add_event_envelope(data)
+
+    store = Counting()
+    async with RoomKit(store=store) as kit:
+        await two_channel_room(kit)
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert store.envelopes == 3
+        assert (await kit.get_room("r1")).event_count == 3
