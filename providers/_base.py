@@ -26,12 +26,13 @@ class MessagingProvider(ABC):  # noqa: B024 - each kind declares its own abstrac
 
 
 def mock_result(*, simulate_failure: bool, provider: str) -> ProviderResult:
-    """The result a mock returns: a fresh message id, or a failure when asked to fail."""
+    """The result a mock returns: a fresh message id (32 hex digits, as 0.3.0's mocks gave),
+    or a failure when asked to fail."""
     if simulate_failure:
         return ProviderResult(
             success=False, error="simulated_failure", metadata={"provider": provider}
         )
-    return ProviderResult(success=True, provider_message_id=f"mock-{uuid4().hex}")
+    return ProviderResult(success=True, provider_message_id=uuid4().hex)
 
 
 class RecordingProvider(MessagingProvider):

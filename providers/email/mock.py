@@ -19,7 +19,8 @@ class MockEmailProvider(EmailProvider):
         simulate_failure: Return ``success=False`` results (the send is still recorded).
 
     Attributes:
-        sent: ``{"event", "to", "from", "subject"}`` per send, as passed.
+        sent: ``{"event", "to", "from", "subject"}`` per send, as passed (``""`` for a sender
+            or subject not given, as in 0.3.0).
     """
 
     def __init__(self, *, simulate_failure: bool = False) -> None:
@@ -34,5 +35,5 @@ class MockEmailProvider(EmailProvider):
         subject: str | None = None,
     ) -> ProviderResult:
         """Record the send and return a result with a fresh message id."""
-        self.sent.append({"event": event, "to": to, "from": from_, "subject": subject})
+        self.sent.append({"event": event, "to": to, "from": from_ or "", "subject": subject or ""})
         return mock_result(simulate_failure=self.simulate_failure, provider=self.name)

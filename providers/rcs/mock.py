@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import uuid4
 
 from providers.rcs.base import RCSDeliveryResult, RCSProvider
 from roomkit.models.event import RoomEvent
@@ -16,12 +15,16 @@ class MockRCSProvider(RCSProvider):
 
     Args:
         sender_id: The RCS agent id.
-        simulate_fallback: Pretend recipients lack RCS: sends that allow fallback go out as SMS,
-            sends that do not fail with ``error="rcs_not_supported"``.
+        simulate_fallback: Pretend recipients lack RCS: sends that allow fallback go out as SMS
+            (``check_capability`` says False). As in 0.3.0, a send that does not allow it
+            still goes out as RCS.
         simulate_failure: Every send fails with ``error="simulated_failure"``.
 
     Attributes:
         calls: ``{"event", "to", "fallback"}`` per send, as passed.
+
+    Message ids count the sends, as 0.3.0's did: ``mock_rcs_1``, ``mock_rcs_2``, ... and
+    ``mock_sms_<n>`` for one that fell back to SMS.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class MockRCSProvider(RCSProvider):
         self.simulate_fallback = simulate_fallback
         self.simulate_failure = simulate_failure
         self.calls: list[dict[str, Any]] = []
+        self._sends = 0
 
     @property
     def sender_id(self) -> str:
@@ -43,19 +47,18 @@ class MockRCSProvider(RCSProvider):
 
     async def send(self, event: RoomEvent, to: str, *, fallback: bool = True) -> RCSDeliveryResult:
         """Record the send and return the simulated outcome."""
+        self._sends += 1
         self.calls.append({"event": event, "to": to, "fallback": fallback})
         if self.simulate_failure:
             return RCSDeliveryResult(success=False, error="simulated_failure")
-        if self.simulate_fallback:
-            if not fallback:
-                return RCSDeliveryResult(success=False, error="rcs_not_supported")
+        if self.simulate_fallback and fallback:
             return RCSDeliveryResult(
                 success=True,
-                provider_message_id=f"mock-{uuid4().hex}",
+                provider_message_id=f"mock_sms_{self._sends}",
                 channel_used="sms",
                 fallback=True,
             )
-        return RCSDeliveryResult(success=True, provider_message_id=f"mock-{uuid4().hex}")
+        return RCSDeliveryResult(success=True, provider_message_id=f"mock_rcs_{self._sends}")
 
     async def check_capability(self, phone_number: str) -> bool:
         """RCS is reachable unless fallback is being simulated."""

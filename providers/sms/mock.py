@@ -20,7 +20,8 @@ class MockSMSProvider(SMSProvider):
         simulate_failure: Return ``success=False`` results (the send is still recorded).
 
     Attributes:
-        sent: ``{"event", "to", "from"}`` per send, ``from`` being the effective sender.
+        sent: ``{"event", "to", "from"}`` per send, as passed (``from``: ``""`` when no
+            ``from_`` was given, as in 0.3.0; the provider's ``from_number`` was the sender).
     """
 
     def __init__(
@@ -37,5 +38,5 @@ class MockSMSProvider(SMSProvider):
 
     async def send(self, event: RoomEvent, to: str, from_: str | None = None) -> ProviderResult:
         """Record the send and return a result with a fresh message id."""
-        self.sent.append({"event": event, "to": to, "from": from_ or self._from_number})
+        self.sent.append({"event": event, "to": to, "from": from_ or ""})
         return mock_result(simulate_failure=self.simulate_failure, provider=self.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 from typing import Any
@@ -221,11 +222,12 @@ class TestMockSMSProvider:
         assert isinstance(provider, SMSProvider)
         assert provider.from_number == "+15550001234"
         assert provider.sent == [
-            {"event": event, "to": "+15551112222", "from": "+15550001234"},
+            {"event": event, "to": "+15551112222", "from": ""},  # as passed: 0.3.0's record
             {"event": event, "to": "+15553334444", "from": "+15559990000"},
         ]
         assert result.success and result.provider_message_id
         assert result.provider_message_id != result2.provider_message_id
+        assert re.fullmatch("[0-9a-f]{32}", result.provider_message_id)  # 0.3.0's ids
 
     async def test_simulated_failure_is_returned_not_raised(self) -> None:
         provider = MockSMSProvider(simulate_failure=True)
@@ -247,8 +249,10 @@ class TestMockEmailProvider:
         event = _event()
         result = await provider.send(event, to="a@x.test", from_="b@x.test", subject="Hi")
         assert isinstance(provider, EmailProvider)
+        await provider.send(event, to="c@x.test")
         assert provider.sent == [
-            {"event": event, "to": "a@x.test", "from": "b@x.test", "subject": "Hi"}
+            {"event": event, "to": "a@x.test", "from": "b@x.test", "subject": "Hi"},
+            {"event": event, "to": "c@x.test", "from": "", "subject": ""},  # as 0.3.0's
         ]
         assert result.success
         with pytest.raises(NotImplementedError):
@@ -272,8 +276,11 @@ class TestMockRCSProvider:
         provider = MockRCSProvider(simulate_fallback=True)
         result = await provider.send(_event(), to="+1")
         assert result.success and result.channel_used == "sms" and result.fallback
-        refused = await provider.send(_event(), to="+1", fallback=False)
-        assert not refused.success and refused.error == "rcs_not_supported"
+        assert result.provider_message_id == "mock_sms_1"  # 0.3.0's ids: counted sends
+        # As 0.3.0's mock: a send that does not allow the fallback goes out as RCS.
+        direct = await provider.send(_event(), to="+1", fallback=False)
+        assert direct.success and direct.channel_used == "rcs" and not direct.fallback
+        assert direct.provider_message_id == "mock_rcs_2"
         assert [c["fallback"] for c in provider.calls] == [True, False]
         assert await provider.check_capability("+1") is False
 

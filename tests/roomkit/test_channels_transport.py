@@ -15,6 +15,7 @@ from providers import (
     MockSMSProvider,
     MockTeamsProvider,
     MockWhatsAppProvider,
+    RCSDeliveryResult,
 )
 from roomkit.channels import (
     EMAIL_CAPABILITIES,
@@ -355,7 +356,8 @@ class TestDeliver:
         output = await channel.deliver(
             event, _binding(channel, phone_number="+15551112222"), _context()
         )
-        assert provider.sent == [{"event": event, "to": "+15551112222", "from": "+15550001234"}]
+        # No from_ given (the channel has no from_number): the mock records "" (0.3.0's).
+        assert provider.sent == [{"event": event, "to": "+15551112222", "from": ""}]
         assert isinstance(output.provider_result, ProviderResult)
         assert output.provider_result.success
         assert not output.responded and output.response_events == []
@@ -411,7 +413,9 @@ class TestDeliver:
         channel = RCSChannel("r", provider=provider, fallback=False)
         output = await channel.deliver(_event(), _binding(channel, phone_number="+1"), _context())
         assert provider.calls[0]["fallback"] is False
-        assert output.provider_result is not None and not output.provider_result.success
+        result = output.provider_result
+        assert isinstance(result, RCSDeliveryResult)
+        assert result.success and result.channel_used == "rcs" and not result.fallback
 
     @pytest.mark.parametrize(
         ("factory", "mock_cls", "key"),
