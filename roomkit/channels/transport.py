@@ -11,12 +11,10 @@ from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.enums import ChannelMediaType, ChannelType
 from roomkit.models.event import (
-    AudioContent,
     CompositeContent,
     EventContent,
     MediaContent,
     RoomEvent,
-    VideoContent,
 )
 
 __all__ = ["TransportChannel"]
@@ -25,11 +23,13 @@ logger = logging.getLogger("roomkit.channels.transport")
 
 
 def _has_media(content: EventContent) -> bool:
-    """Whether ``content`` carries an attachment, at any depth of a composite."""
-    if isinstance(content, MediaContent | AudioContent | VideoContent):
+    """Whether ``content`` is a ``MediaContent`` or a composite with one among its own parts:
+    0.3.0's rule for recording an SMS as MMS (audio, video or media nested deeper keep SMS,
+    which hooks filtering on the channel type see)."""
+    if isinstance(content, MediaContent):
         return True
     if isinstance(content, CompositeContent):
-        return any(_has_media(part) for part in content.parts)
+        return any(isinstance(part, MediaContent) for part in content.parts)
     return False
 
 

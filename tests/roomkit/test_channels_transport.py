@@ -47,12 +47,14 @@ from roomkit.models.enums import (
     ChannelType,
 )
 from roomkit.models.event import (
+    AudioContent,
     CompositeContent,
     EventSource,
     MediaContent,
     RoomEvent,
     SystemContent,
     TextContent,
+    VideoContent,
 )
 from roomkit.models.room import Room
 
@@ -322,6 +324,28 @@ class TestHandleInbound:
         event = await channel.handle_inbound(message, _context())
         assert event.source.channel_type == ChannelType.MMS
         assert channel.channel_type == ChannelType.SMS
+
+    @pytest.mark.parametrize(
+        "content",
+        [
+            AudioContent(url="https://x.test/a.mp3"),
+            VideoContent(url="https://x.test/a.mp4"),
+            CompositeContent(
+                parts=[
+                    TextContent(body="look"),
+                    CompositeContent(
+                        parts=[MediaContent(url="https://x.test/a.jpg", mime_type="image/jpeg")]
+                    ),
+                ]
+            ),
+        ],
+    )
+    async def test_sms_with_other_attachments_stays_sms_as_in_0_3_0(self, content: Any) -> None:
+        # 0.3.0 relabelled only a MediaContent, alone or among a composite's own parts; hooks
+        # filtering on ChannelType.SMS saw the rest as SMS.
+        message = InboundMessage(channel_id="sms-1", sender_id="+1", content=content)
+        event = await SMSChannel("sms-1").handle_inbound(message, _context())
+        assert event.source.channel_type == ChannelType.SMS
 
     async def test_text_sms_stays_sms_and_other_media_channels_keep_their_type(self) -> None:
         message = InboundMessage(channel_id="c", sender_id="+1", content=TextContent(body="x"))
