@@ -25,8 +25,6 @@ __all__ = ["ChannelOpsMixin"]
 
 logger = logging.getLogger("roomkit.framework")
 
-_UNSET: Any = object()
-
 
 class ChannelOpsMixin(HelpersMixin):
     """Channel operations of ``RoomKit``."""
@@ -61,7 +59,7 @@ class ChannelOpsMixin(HelpersMixin):
         room_id: str,
         channel_id: str,
         channel_type: ChannelType | None = None,
-        category: ChannelCategory = _UNSET,
+        category: ChannelCategory = ChannelCategory.TRANSPORT,
         access: Access = Access.READ_WRITE,
         visibility: str = "all",
         **kwargs: Any,
@@ -83,7 +81,7 @@ class ChannelOpsMixin(HelpersMixin):
             await self._context(room_id)  # as 0.3.0: a missing room is reported first
             raise ChannelNotRegisteredError(f"Channel {channel_id} not registered")
         declared = _category_of(channel)
-        if category is _UNSET and declared is not ChannelCategory.TRANSPORT:
+        if category == ChannelCategory.TRANSPORT and declared is not ChannelCategory.TRANSPORT:
             logger.info(
                 "channel %s (%s) attached to room %s as TRANSPORT, the default as in 0.3.0; "
                 "pass category=ChannelCategory.%s to attach it as one",
@@ -112,13 +110,11 @@ class ChannelOpsMixin(HelpersMixin):
         room_id: str,
         channel: Channel,
         channel_type: ChannelType | None = None,
-        category: ChannelCategory = _UNSET,
+        category: ChannelCategory = ChannelCategory.TRANSPORT,
         access: Access = Access.READ_WRITE,
         visibility: str = "all",
         **kwargs: Any,
     ) -> ChannelBinding:
-        if category is _UNSET:
-            category = ChannelCategory.TRANSPORT
         return ChannelBinding(
             channel_id=channel.channel_id,
             room_id=room_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +70,11 @@ class TestAttachChannel:
         await kit.process_inbound(text("sms", "hi"), room_id="r1")
         last = [e.source.channel_id for e in await kit.get_timeline("r1")][-1]
         assert (last == "ai") is answers
+
+    def test_the_signature_shows_the_default_category(self) -> None:
+        # A hidden placeholder stood there (wrappers and doc generators read signatures).
+        default = inspect.signature(RoomKit.attach_channel).parameters["category"].default
+        assert default is ChannelCategory.TRANSPORT
 
     async def test_a_missing_room_is_reported_before_an_unregistered_channel(
         self, kit: RoomKit
