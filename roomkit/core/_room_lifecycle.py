@@ -22,6 +22,7 @@ from roomkit.core._helpers import (
     utcnow,
 )
 from roomkit.core._room_ids import check_read_room_id
+from roomkit.core._store_view import room_write
 from roomkit.errors import (
     IdentityNotFoundError,
     KitClosedError,
@@ -180,12 +181,17 @@ class RoomLifecycleMixin(HelpersMixin):
         participant_id: str,
         display_name: str | None = None,
     ) -> Participant:
-        """Return the participant, adding it to the room first if it is not there."""
+        """Return the participant, adding it to the room first if it is not there.
+
+        A store write in 0.3.0 (it took no room lock): called from the room's own decision (a
+        BEFORE_BROADCAST hook registering the sender), the room commits it at once, as it
+        does ``kit.store``'s writes.
+        """
         participant = Participant(
             id=participant_id, room_id=room_id, channel_id=channel_id, display_name=display_name
         )
-        outcome = await self._command(room_id, EnsureParticipant(participant, now=utcnow()))
-        result: Participant = outcome.value
+        command = EnsureParticipant(participant, now=utcnow())
+        result: Participant = await room_write(self, room_id, command)  # type: ignore[arg-type]
         return result
 
     async def resolve_participant(

@@ -46,7 +46,7 @@ from roomkit.store.base import ConversationStore
 if TYPE_CHECKING:
     from roomkit.core.framework import RoomKit
 
-__all__ = ["KitStore"]
+__all__ = ["KitStore", "room_write"]
 
 
 class KitStore(ConversationStore):
@@ -220,14 +220,20 @@ class KitStore(ConversationStore):
         return await self._send(getattr(model, room_field), command(model), model)
 
     async def _send(self, room_id: str, command: object, default: object) -> Any:
-        """The value of ``command`` done by the room (``default`` for None): committed by
-        the room at once when issued from its own decision (see the class docstring)."""
-        decision = deciding()
-        if decision is not None and decision.room_id == room_id and decision.kit is self._kit:
-            value = await decision.commit(command)
-        else:
-            value = (await self._kit._command(room_id, command)).value
+        """The value of ``command`` done by the room (``default`` for None): see
+        ``room_write``."""
+        value = await room_write(self._kit, room_id, command)
         return default if value is None else value
+
+
+async def room_write(kit: RoomKit, room_id: str, command: object) -> Any:
+    """The value of the write ``command`` done by ``kit``'s room ``room_id``: committed by
+    the room at once when issued from its own decision (see the class docstring of
+    ``KitStore``), sent to it otherwise."""
+    decision = deciding()
+    if decision is not None and decision.room_id == room_id and decision.kit is kit:
+        return await decision.commit(command)
+    return (await kit._command(room_id, command)).value
 
 
 def _projection_only(name: str) -> NoReturn:

@@ -333,6 +333,39 @@ async def test_a_hook_writing_its_own_room_through_the_store_does_not_hold_the_m
     assert await kit.store.get_unread_count("r1", "ws") == 1  # the message came after
 
 
+async def test_a_hook_registering_the_sender_with_ensure_participant_does_not_fail(
+    kit: RoomKit,
+) -> None:
+    # 0.3.0's ensure_participant took no room lock: a BEFORE_BROADCAST hook registering the
+    # sender worked. Sent to the room from its own decision, it raised RoomKitError.
+    kit.register_channel(SimpleChannel("sms"))
+    ws = SimpleChannel("ws")
+    kit.register_channel(ws)
+    await room_with(kit, "r1", "sms", "ws")
+    joined: list[str] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def register(event: RoomEvent, context: RoomContext) -> HookResult:
+        sender = event.source.participant_id
+        assert sender is not None
+        participant = await kit.ensure_participant("r1", "sms", sender, display_name="Ana")
+        joined.append(participant.id)
+        return HookResult.allow()
+
+    errors = framework_events(kit, "hook_error")
+    first = await kit.process_inbound(text("sms", "hi", sender="+1555"), room_id="r1")
+    second = await kit.process_inbound(text("sms", "again", sender="+1555"), room_id="r1")
+    assert not first.blocked and not second.blocked and errors == []
+    assert joined == ["+1555", "+1555"] and ws.texts() == ["hi", "again"]
+    participants = await kit.store.list_participants("r1")
+    assert [(p.id, p.display_name) for p in participants] == [("+1555", "Ana")]
+    rebuilt = RoomKit(log=kit._log)  # the write is in the log, ahead of the message
+    rebuilt.register_channel(SimpleChannel("sms"))
+    rebuilt.register_channel(SimpleChannel("ws"))
+    async with rebuilt:
+        assert [p.id for p in await rebuilt.store.list_participants("r1")] == ["+1555"]
+
+
 async def test_hooks_of_concurrent_messages_read_and_write_the_room_in_turn(
     kit: RoomKit,
 ) -> None:
