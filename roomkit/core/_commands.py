@@ -252,6 +252,9 @@ class Outcome:
     # A command that spent it before committing commits nothing and says ``timed_out``.
     budget_deadline: float | None = None
     timed_out: bool = False
+    # ProcessInbound, timed out: the id of the event its channel made, dropped uncommitted
+    # (the process_timeout framework event names it, as 0.3.0's did).
+    dropped_event_id: str | None = None
     # ProcessInbound only: the source channel is not attached, so the event was recorded but
     # not broadcast (and, as in 0.3.0, no ``event_processed``).
     unbound: bool = False

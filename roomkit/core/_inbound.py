@@ -168,16 +168,16 @@ class InboundMixin(HelpersMixin):
         # Waiting for the room is bounded by the ask's own timeout, after which the message is
         # dropped unprocessed. Either way a timeout means the message was not recorded, unless
         # the room committed it and its delivery or async hooks overran (as in 0.3.0).
-        # process_timeout names the message's event, as in 0.3.0, when it is known here: built
-        # for identity resolution, or committed. (The event a room built and then dropped
-        # for the timeout is not.)
+        # process_timeout names the message's event, as in 0.3.0, when it is known: built for
+        # identity resolution, committed, or built by the room's channel and then dropped
+        # for the timeout (not one whose ask timed out before the room took it up).
         known = command.event.id if command.event is not None else None
         try:
             outcome = await runtime.ask_room(room_id, command)
         except RoomTimeoutError:
             return await self._process_timed_out(room_id, known)
         if outcome.timed_out:
-            return await self._process_timed_out(room_id, known)
+            return await self._process_timed_out(room_id, known or outcome.dropped_event_id)
         if not self._settled(runtime, outcome, room_id):
             # A timer only when the turn still runs once the room answered.
             deadline = outcome.budget_deadline

@@ -403,7 +403,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 self.key,
                 budget,
             )
-            return [], Outcome(timed_out=True)
+            return [], _timed_out()
         left = budget - (time.perf_counter() - started)
         if left < 0:
             logger.warning(
@@ -413,7 +413,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 budget - left,
                 budget,
             )
-            return [], Outcome(timed_out=True)
+            return [], _timed_out()
         # The caller measures what is left when it needs to: the append counts too.
         outcome.budget_deadline = started + budget
         return facts, outcome
@@ -535,6 +535,13 @@ class DeliveryActor(Actor):
 
     async def on_stop(self) -> None:
         await self._delivery.run_parked()
+
+
+def _timed_out() -> Outcome:
+    """The outcome of an inbound message whose decision ran out of its process_timeout,
+    naming the event its channel had made, if it got that far."""
+    decision = deciding()
+    return Outcome(timed_out=True, dropped_event_id=decision.event_id if decision else None)
 
 
 def _recorded_after(facts: list[Fact]) -> dict[int, int]:
