@@ -122,6 +122,14 @@ def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
         help="rooms processed concurrently (default: --max-in-flight, at most 256)",
     )
     parser.add_argument(
+        "--max-crashes",
+        type=int,
+        default=3,
+        metavar="N",
+        help="dead-letter a message the process died with in hand N more times "
+        "(default 3; 0: never)",
+    )
+    parser.add_argument(
         "--allow-missing-key",
         action="store_true",
         help="accept messages without an idempotency_key (a redelivery may record them twice)",
@@ -202,6 +210,7 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
             durable=args.durable,
             max_in_flight=args.max_in_flight,
             lanes=args.lanes,
+            max_crashes=args.max_crashes or None,
             require_idempotency_key=not args.allow_missing_key,
             connect_timeout=args.timeout,
         )
@@ -272,6 +281,8 @@ def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:
         raise error(code, "--max-in-flight must be at least 1")
     if args.lanes is not None and args.lanes < 1:
         raise error(code, "--lanes must be at least 1")
+    if args.max_crashes < 0:
+        raise error(code, "--max-crashes must be at least 0 (0: never)")
     try:
         check_finite_seconds("--timeout", args.timeout)
         check_subject_prefix(args.prefix)

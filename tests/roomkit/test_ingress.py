@@ -1115,6 +1115,8 @@ async def test_keyless_messages_when_the_ingress_allows_them(
         ("lanes", "4", TypeError),
         ("fetch_batch", None, TypeError),
         ("max_attempts", True, TypeError),
+        ("max_crashes", 0, ValueError),
+        ("max_crashes", 1.5, TypeError),
         ("ack_wait", 0, ValueError),
         ("ack_wait", math.inf, ValueError),  # JetStream takes it in nanoseconds
         ("duplicate_window", 10**400, ValueError),
@@ -1574,6 +1576,7 @@ def test_serve_takes_every_url_nats_py_takes() -> None:
         (["--stream", "ROOMKIT"], "--log-stream"),
         (["--dlq-stream", "ROOMKIT_IN"], "--dlq-stream"),
         (["--lanes", "0"], "--lanes"),
+        (["--max-crashes", "-1"], "--max-crashes"),
         (["--nats", "http://127.0.0.1:4222"], "--nats 'http://127.0.0.1:4222' is not a NATS"),
         (["--nats", "nats://host:port"], "--nats"),
         (["--log", "127.0.0.1:port"], "--log"),
