@@ -52,17 +52,22 @@ class CrashLedger:
         self._js = js
         self._storage = storage
         self._timeout = timeout
-        # Stream and consumer names may hold characters a key may not: a digest names them.
-        digest = hashlib.sha256(f"{stream}\0{durable}".encode()).hexdigest()[:24]
-        self._prefix = f"{digest}."
+        self._names = f"{stream}\0{durable}\0"
         self._kv: KeyValue | None = None
 
-    async def crashes(self, seq: int) -> int | None:
-        """How many times the process died with message ``seq`` in hand; marks it in hand.
+    def _key(self, seq: int, incarnation: str) -> str:
+        # The stream's incarnation (its creation time) too: a stream made again numbers its
+        # messages from 1 again. Names may hold characters a key may not: a digest names them.
+        digest = hashlib.sha256(f"{self._names}{incarnation}".encode()).hexdigest()[:24]
+        return f"{digest}.{seq}"
+
+    async def crashes(self, seq: int, incarnation: str) -> int | None:
+        """How many times the process died with message ``seq`` of the stream's
+        ``incarnation`` in hand; marks it in hand.
 
         Returns ``None`` when the bucket cannot be used (the message is then not marked).
         """
-        key = f"{self._prefix}{seq}"
+        key = self._key(seq, incarnation)
         try:
             with anyio.fail_after(self._timeout):
                 kv = await self._bucket()
@@ -73,6 +78,7 @@ class CrashLedger:
                     count = 0
                 await kv.put(key, str(count + 1).encode())
         except (TimeoutError, nats.errors.Error, ValueError) as exc:
+            self._kv = None  # made again next time (a memory bucket is gone after a restart)
             logger.warning(
                 "ingress: the crash count of message #%d cannot be kept (%r): a message that "
                 "kills the process may do so again",
@@ -82,12 +88,12 @@ class CrashLedger:
             return None
         return count
 
-    async def finished(self, seq: int) -> None:
+    async def finished(self, seq: int, incarnation: str) -> None:
         """Clear the mark of message ``seq``: it did not kill the process."""
         try:
             with anyio.CancelScope(shield=True), anyio.fail_after(self._timeout):
                 kv = await self._bucket()
-                await kv.purge(f"{self._prefix}{seq}")
+                await kv.purge(self._key(seq, incarnation))
         except (TimeoutError, nats.errors.Error) as exc:
             # The mark stays: the message counts as having crashed once more, should it come
             # again (JetStream redelivers only what was not settled).

@@ -144,24 +144,32 @@ class MessageHandler:
             behind it must be handed back too (``release``), or they would be recorded before
             it.
         """
-        marked = False  # in hand in the crash ledger: cleared once finished
+        ledger = self._crashes
+        # In hand in the crash ledger: cleared once finished. Set before the mark is written:
+        # cut short while writing it (cancelled), the mark may be stored all the same.
+        marked = (
+            ledger is not None and item.again and item.seq is not None and item.rejection is None
+        )
         try:
             outcome: InboundResult | Rejection
             if item.rejection is not None:
                 outcome = item.rejection
             else:
-                crashes = await self._crashes_of(item)
+                crashes = None
+                if marked:
+                    assert ledger is not None and item.seq is not None
+                    crashes = await ledger.crashes(item.seq, item.incarnation)
                 limit = self._settings.max_crashes
                 if crashes is not None and limit is not None and crashes >= limit:
                     # It keeps its mark: JetStream may still redeliver a recovered message,
                     # which must not be processed then either.
+                    marked = False
                     outcome = Rejection.of(
                         IngressErrorCode.FAILED,
                         f"the ingress died while processing it, {crashes} time(s) "
                         f"(max_crashes={limit})",
                     )
                 else:
-                    marked = crashes is not None
                     outcome = await self._process(item)
             if isinstance(outcome, Rejection):
                 await self._dead_letter(item, outcome)
@@ -185,15 +193,8 @@ class MessageHandler:
             await self.release(item)
             return False
         finally:
-            if marked and self._crashes is not None and item.seq is not None:
-                await self._crashes.finished(item.seq)
-
-    async def _crashes_of(self, item: WorkItem) -> int | None:
-        """How many times the process died with ``item`` in hand, which is now marked in
-        hand; ``None`` when not counted (a first delivery, or no ledger to count in)."""
-        if not item.again or self._crashes is None or item.seq is None:
-            return None
-        return await self._crashes.crashes(item.seq)
+            if marked and ledger is not None and item.seq is not None:
+                await ledger.finished(item.seq, item.incarnation)
 
     async def release(self, item: WorkItem) -> None:
         """Hand ``item`` back to JetStream unprocessed, for redelivery."""

@@ -21,6 +21,7 @@ import anyio
 import msgspec
 import nats
 import nats.js.errors
+import nats.js.kv
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -804,6 +805,86 @@ async def test_a_message_handed_back_at_a_graceful_stop_is_not_counted_as_a_cras
             await eventually(recorded, what="the message recorded")
         assert ingress.stats.dead_lettered == 0
         assert await bodies(kit, "room-1") == ["poison"]
+
+
+async def test_a_mark_being_written_as_the_ingress_is_cancelled_does_not_count(
+    nats_server: NatsServer, client: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mark was stored but its ack not read when the ingress was cancelled: not known to
+    # be marked, it was not cleared, and the next start counted a death that never was.
+    channel = DeadlyChannel("sms")
+    async with RoomKit() as kit:
+        kit.register_channel(channel)
+        await make_rooms(kit, "room-1")
+        async with Ingress(kit, nats_server.url):
+            pass  # creates the streams and the durable consumer
+        await client.jetstream().publish(
+            "roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1")
+        )
+        channel.again()  # handed back once: its next delivery is a redelivery, counted
+        await run_until_poison_in_hand(kit, channel, nats_server.url, dies=False, max_crashes=1)
+        put = nats.js.kv.KeyValue.put
+        stored = anyio.Event()
+
+        async def late_ack(self: nats.js.kv.KeyValue, key: str, value: bytes) -> int:
+            revision = await put(self, key, value)
+            stored.set()
+            await anyio.sleep(10)  # the ack still on its way when the ingress is cancelled
+            return revision
+
+        monkeypatch.setattr(nats.js.kv.KeyValue, "put", late_ack)
+        with anyio.CancelScope() as scope:
+            async with Ingress(kit, nats_server.url, max_crashes=1, drain_timeout=0):
+                await stored.wait()
+                scope.cancel()
+        monkeypatch.setattr(nats.js.kv.KeyValue, "put", put)
+        channel.again(deadly=False)
+        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
+
+            async def recorded() -> bool:
+                return ingress.stats.recorded == 1
+
+            await eventually(recorded, what="the message recorded")
+        assert ingress.stats.dead_lettered == 0
+
+
+async def test_a_stream_made_again_counts_its_messages_crashes_anew(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    # Its sequences start from 1 again: message #1 of the new stream inherited the count of
+    # the old #1, a crasher dead-lettered (whose mark is kept).
+    channel = DeadlyChannel("sms")
+    js = client.jetstream()
+    async with RoomKit() as kit:
+        kit.register_channel(channel)
+        await make_rooms(kit, "room-1")
+        async with Ingress(kit, nats_server.url):
+            pass  # creates the streams and the durable consumer
+        await js.publish("roomkit.in.sms", envelope("poison", "k-old", room_id="room-1"))
+        for _ in range(2):  # dies at its first delivery, then once counted
+            channel.again()
+            await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=1)
+        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
+
+            async def dead() -> bool:
+                return ingress.stats.dead_lettered == 1
+
+            await eventually(dead, what="the crasher dead-lettered")
+        await js.delete_stream("ROOMKIT_IN")  # an operator's; the ingress makes it again
+        async with Ingress(kit, nats_server.url):
+            pass
+        again = await js.publish("roomkit.in.sms", envelope("poison", "k-new", room_id="room-1"))
+        assert again.seq == 1
+        channel.again()  # dies once, at its first delivery: not counted
+        await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=1)
+        channel.again(deadly=False)
+        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
+
+            async def recorded() -> bool:
+                return ingress.stats.recorded == 1
+
+            await eventually(recorded, what="the new message recorded")
+        assert ingress.stats.dead_lettered == 0
 
 
 async def test_messages_with_a_status_header_of_their_own_are_recorded_in_order(
