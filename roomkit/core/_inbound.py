@@ -227,8 +227,13 @@ class InboundMixin(HelpersMixin):
                 binding = self._new_binding(room_id, channel)  # type: ignore[attr-defined]
                 now = utcnow()
                 room = Room(id=room_id, created_at=now, updated_at=now)
-                await self._create(room, (binding,))  # type: ignore[attr-defined]
-                self._auto_created[channel_id] = self._auto_created.get(channel_id, 0) + 1
+                try:
+                    await self._create(room, (binding,))  # type: ignore[attr-defined]
+                finally:
+                    # Also if this caller is cut short once the room is made (cancelled while
+                    # a room_created handler ran): a message waiting here must look again.
+                    # One that failed before costs a message waiting here one more routing.
+                    self._auto_created[channel_id] = self._auto_created.get(channel_id, 0) + 1
                 return room_id
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:

@@ -223,6 +223,44 @@ class TestInbound:
             * 2
         )
 
+    async def test_a_first_message_cut_short_once_its_room_is_made_leaves_it_to_the_next(
+        self,
+    ) -> None:
+        # A makes the channel's room and is cancelled in a room_created handler; B, routed
+        # before that room existed, waited for the channel's lock: it must look again (it
+        # made a second room when A was cut short before counting its room).
+        b_routed, a_in_handler = anyio.Event(), anyio.Event()
+
+        class Router(InboundRoomRouter):
+            async def route(self, **kwargs: Any) -> str | None:  # type: ignore[override]
+                found = await DefaultInboundRoomRouter(kit.store).route(**kwargs)
+                if kwargs["participant_id"] == "+2" and not b_routed.is_set():
+                    b_routed.set()  # B found no room; A makes one now
+                    await a_in_handler.wait()
+                return found
+
+        async with RoomKit(inbound_router=Router()) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+
+            @kit.on("room_created")
+            async def slow(event: FrameworkEvent) -> None:
+                a_in_handler.set()
+                await anyio.sleep(10)
+
+            results: list[InboundResult] = []
+
+            async def b() -> None:
+                results.append(await kit.process_inbound(text("sms", "two", sender="+2")))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(b)
+                await b_routed.wait()
+                with anyio.move_on_after(0.2):  # A's caller gives up during the handler
+                    await kit.process_inbound(text("sms", "one", sender="+1"))
+            rooms = await kit.store.list_rooms()
+            assert len(rooms) == 1
+            assert results[0].event is not None and results[0].event.room_id == rooms[0].id
+
     async def test_routing_finds_a_participant_who_joined_through_another_channel_type(
         self, kit: RoomKit
     ) -> None:
