@@ -490,11 +490,12 @@ class StoreProjection:
 
 
 def _most_derived(store: ConversationStore, names: tuple[str, ...]) -> str:
-    """The one of ``names`` defined by the most derived class of ``store`` that defines any
-    (the first of them, if it defines several)."""
-    for cls in type(store).__mro__:
+    """The one of ``names`` that ``store`` itself (an instance attribute: a ``ShapedStore``
+    holds there the methods of the store it wraps), or else the most derived of its classes,
+    defines (the first of them, if it defines several)."""
+    for layer in (getattr(store, "__dict__", {}), *(vars(cls) for cls in type(store).__mro__)):
         for name in names:
-            if name in vars(cls):
+            if name in layer:
                 return name
     return names[0]
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import anyio
 import pydantic
@@ -204,11 +205,29 @@ async def test_a_store_with_only_the_contract_s_abstract_methods_holds_the_conve
 
 
 async def test_a_shaped_store_s_own_additions_are_used() -> None:
-    methods = [*ConversationStore.__abstractmethods__, "clear", "count_event"]
+    methods = [
+        *ConversationStore.__abstractmethods__,
+        "clear",
+        "count_event",
+        "add_event_envelope",
+    ]
     store = _store_with(*methods)
+    called: list[str] = []
+    for name in ("count_event", "add_event_envelope", "add_event", "update_room"):
+        own = getattr(type(store), name)
+
+        def spy(self: object, *args: object, _own: Any = own, _name: str = name) -> object:
+            called.append(_name)
+            return _own(self, *args)
+
+        setattr(type(store), name, spy)
     async with RoomKit(store=store) as kit:  # type: ignore[arg-type]
         await room(kit)
+        called.clear()
         await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        # Its own shortcuts, not the contract's defaults through add_event and update_room
+        # (a model built per message, and a read and a write of the room to count it).
+        assert called == ["add_event_envelope", "count_event"]
         await kit.rebuild_store()
         found = await kit.get_room("r1")
         assert found is not None and found.event_count == 2
