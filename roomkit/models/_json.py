@@ -152,16 +152,26 @@ def model_json(model: BaseModel, **options: Any) -> bytes:
     return serializer.to_json(model, warnings=False, **options)
 
 
+def _stored_class(cls: type[BaseModel]) -> type[BaseModel]:
+    """The RoomKit model ``cls`` is or derives from (itself if none)."""
+    for base in cls.__mro__:
+        if base.__module__.startswith("roomkit.models.") and issubclass(base, BaseModel):
+            return base
+    return cls
+
+
 # How pydantic's serializer reports values of another type than their field's.
 _MISMATCH = "Pydantic serializer warnings"
 
 
 def _check_reads_back(model: BaseModel) -> None:
     """Raise if ``model``, some of whose values are not of their field's type, would not
-    read back from its JSON (``"closed"`` in a status field does; ``"bogus"`` does not)."""
-    cls = type(model)
+    read back from its JSON (``"closed"`` in a status field does; ``"bogus"`` does not), as
+    the log and the stores read it: as the RoomKit model it is (an app's subclass of
+    ``RoomEvent`` reads back as a ``RoomEvent``)."""
+    cls = _stored_class(type(model))
     try:
-        cls.model_validate_json(cls.__pydantic_serializer__.to_json(model, warnings=False))
+        cls.model_validate_json(model.__pydantic_serializer__.to_json(model, warnings=False))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])

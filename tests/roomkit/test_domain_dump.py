@@ -13,7 +13,7 @@ import pydantic_core
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 import roomkit.models._defaults as defaults
 from roomkit.channels import SMS_CAPABILITIES, WHATSAPP_PERSONAL_CAPABILITIES
@@ -674,3 +674,23 @@ async def test_the_in_memory_store_takes_str_values_in_enum_fields() -> None:
     assert room is not None and room.status is RoomStatus.PAUSED
     stored = await store.get_event(event.id)
     assert stored is not None and stored.status is EventStatus.BLOCKED
+
+
+def test_an_app_s_event_subclass_with_a_str_in_an_enum_field_is_checked_as_a_room_event() -> None:
+    # The log reads an app's subclass back as a RoomEvent: checked as the subclass, whose
+    # computed field its own extra="forbid" refuses, it was refused.
+    class Previewed(RoomEvent):
+        model_config = ConfigDict(extra="forbid")
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def preview(self) -> str:
+            return "preview"
+
+    event = Previewed(
+        room_id="r1",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="hi"),
+    ).model_copy(update={"type": "edit"})
+    read = RoomEvent.model_validate_json(compact_json(event))
+    assert read.type is EventType.EDIT and read.id == event.id
