@@ -6,8 +6,9 @@ States::
     OPEN --(recovery_timeout elapsed, next allow_request)--> HALF_OPEN (exactly one probe)
     HALF_OPEN --probe succeeds--> CLOSED        HALF_OPEN --probe fails--> OPEN (timer restarts)
 
-The breaker never sleeps and reads time only through the injected ``clock``, so tests drive it
-with a fake clock.
+The breaker never sleeps and reads time only through its ``clock``, so tests drive it with a
+fake clock (or, as 0.3.0's tests did, by patching ``time.monotonic``, which the default clock
+looks up at every call).
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from collections.abc import Callable
 from enum import StrEnum
 
 __all__ = ["CircuitBreaker", "CircuitState"]
+
+# A probe that never reports back (its task was cancelled) is given up after this long at
+# least, or ``recovery_timeout`` if longer: with a timeout of 0, it expired at once and every
+# caller was let through while it ran.
+_PROBE_EXPIRY = 30.0
+
+
+def _monotonic() -> float:
+    return time.monotonic()  # looked up now: a test may patch it
 
 
 class CircuitState(StrEnum):
@@ -33,7 +43,8 @@ class CircuitBreaker:
     Args:
         failure_threshold: consecutive failures that open the circuit (at least 1).
         recovery_timeout: seconds the circuit stays open before one probe is let through.
-        clock: monotonic time source in seconds (``time.monotonic`` by default).
+        clock: monotonic time source in seconds (``time.monotonic`` by default, looked up at
+            every call).
 
     Raises:
         ValueError: on a threshold below 1 or a negative timeout.
@@ -53,7 +64,7 @@ class CircuitBreaker:
         self,
         failure_threshold: int = 5,
         recovery_timeout: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = _monotonic,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
@@ -100,7 +111,8 @@ class CircuitBreaker:
 
         In HALF_OPEN exactly one caller gets ``True`` (the probe) until it reports back with
         `record_success` or `record_failure`. A probe that never reports (its task was
-        cancelled) expires after ``recovery_timeout`` so the breaker cannot stay stuck.
+        cancelled) expires after ``recovery_timeout`` (30 s at least) so the breaker cannot
+        stay stuck.
         """
         state = self._state
         if state is CircuitState.CLOSED:
@@ -114,7 +126,7 @@ class CircuitBreaker:
             return True
         # HALF_OPEN: one probe in flight.
         if self._probe_started_at is not None and (
-            now - self._probe_started_at < self.recovery_timeout
+            now - self._probe_started_at < max(self.recovery_timeout, _PROBE_EXPIRY)
         ):
             return False
         self._probe_started_at = now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -131,15 +132,39 @@ class TestCircuitBreaker:
 
     def test_a_probe_that_never_reports_expires(self) -> None:
         clock = FakeClock()
-        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=5, clock=clock)
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=50, clock=clock)
         breaker.record_failure()
-        clock.advance(5)
+        clock.advance(50)
         assert breaker.allow_request()  # probe taken, then its task is cancelled
-        clock.advance(4)
+        clock.advance(49)
         assert not breaker.allow_request()
         clock.advance(1)
         assert breaker.allow_request()
         assert not breaker.allow_request()
+
+    def test_a_short_recovery_timeout_still_lets_one_probe_through(self) -> None:
+        # 0.3.0's single probe: the probe's expiry was recovery_timeout, and with 0 every
+        # caller was let through while a probe ran. It expires after 30 s at least.
+        clock = FakeClock()
+        breaker = CircuitBreaker(failure_threshold=2, recovery_timeout=0, clock=clock)
+        breaker.record_failure()
+        breaker.record_failure()
+        assert [breaker.allow_request() for _ in range(3)] == [True, False, False]
+        breaker.record_failure()  # the probe failed: open again, due at once
+        assert [breaker.allow_request() for _ in range(2)] == [True, False]
+        clock.advance(30)
+        assert breaker.allow_request()  # that probe never reported back
+
+    def test_the_default_clock_follows_a_patched_time_monotonic(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # As 0.3.0's tests drove its breaker; it held its own reference to the function.
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=60)
+        breaker.record_failure()
+        assert breaker.is_open
+        later = time.monotonic() + 61
+        monkeypatch.setattr(time, "monotonic", lambda: later)
+        assert breaker.is_half_open and breaker.allow_request()
 
     def test_reset(self) -> None:
         breaker = CircuitBreaker(failure_threshold=1, clock=FakeClock())
