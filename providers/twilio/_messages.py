@@ -140,13 +140,15 @@ class TwilioMessagesProvider(VendorProvider[C]):
             payload: The raw request body (or the decoded form fields).
             signature: The header's value.
             timestamp: Unused (Twilio signs no timestamp); kept for the ABC's signature.
-            url: The full URL Twilio called, query string included.
-
-        Raises:
-            ValueError: ``url`` is missing (Twilio's signature covers it).
+            url: The full URL Twilio called, query string included. Without it no signature
+                can be checked: False, as in 0.3.0, with a warning (Twilio signs the URL).
         """
         if not url:
-            raise ValueError("Twilio signs the webhook URL: pass url=")
+            logger.warning(
+                "Twilio signature not checked: Twilio signs the webhook URL, pass "
+                "verify_signature(..., url=request_url); answered False"
+            )
+            return False
         return verify_twilio_signature(
             self._config.auth_token.get_secret_value(), url, payload, signature
         )
