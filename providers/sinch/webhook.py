@@ -54,6 +54,10 @@ def extract_sinch_meta(payload: Mapping[str, Any]) -> WebhookMeta:
     raw = raw_dict(payload)
     if kind in _INBOUND_TYPES:
         return _inbound_meta(payload, kind, raw)
+    if not kind and get_str(payload, "from") and "batch_id" not in payload:
+        # Without a type: the shape RoomKit 0.3.0 documented for an inbound message (its
+        # text in body, attachments in a top-level media list), read as it read it.
+        return _inbound_meta(payload, "mo_text", raw)
     if kind in _RECIPIENT_REPORTS:
         status = get_str(payload, "status").lower()
         return WebhookMeta(
@@ -122,6 +126,10 @@ def _inbound_meta(payload: Mapping[str, Any], kind: str, raw: dict[str, Any]) ->
             extra["udh"] = udh
     else:
         text = get_str(payload, "body")
+        for item in get_list(payload, "media")[:_MAX_MEDIA]:  # 0.3.0's untyped shape
+            found = webhook_media(get_str(item, "url"), get_str(item, "mimeType", "content_type"))
+            if found is not None:
+                media.append(found)
     # RoomKit 0.3.0's keys, None when Sinch left them out (applications read them unchecked).
     extra["to"] = get_str(payload, "to")
     extra["received_at"] = get_str(payload, "received_at") or None

@@ -321,6 +321,25 @@ class TestWebhooks:
     def test_unknown_type(self) -> None:
         meta = extract_sinch_meta({"type": "something_else", "id": "1"})
         assert not meta.is_inbound and not meta.is_status
+        assert not extract_sinch_meta({"id": "1", "to": "12345"}).is_inbound  # no sender
+
+    def test_an_inbound_message_without_a_type_as_0_3_0_read_it(self) -> None:
+        # The shape 0.3.0 documented and tested: no "type", attachments in a top-level
+        # "media" list. Read as unknown, it was refused ("not an inbound message").
+        payload = {
+            "id": "msg-1",
+            "from": "+15145551111",
+            "to": "12345",
+            "body": "look",
+            "media": [{"url": "https://x.test/a.jpg", "mimeType": "image/jpeg"}, "junk"],
+        }
+        message = parse_sinch_webhook(payload, "sms")
+        assert message.sender_id == "+15145551111" and message.external_id == "msg-1"
+        assert message.content == MediaContent(
+            url="https://x.test/a.jpg", mime_type="image/jpeg", caption="look"
+        )
+        plain = parse_sinch_webhook({"id": "m2", "from": "+1", "body": "hi"}, "sms")
+        assert plain.content == TextContent(body="hi")
 
     @settings(max_examples=300, deadline=None)
     @given(
