@@ -176,7 +176,9 @@ class GraphProvider(VendorProvider[C]):
         for payload in payloads:
             outcome = await self._graph("POST", url, json=payload)
             if isinstance(outcome, HTTPFailure):
-                sent = {"message_ids": ids} if ids else {}
+                sent: dict[str, Any] = {"message_ids": ids} if ids else {}
+                if outcome.status_code is not None and outcome.message:
+                    sent["message"] = outcome.message  # Graph's text, under 0.3.0's key
                 return outcome.to_result(ProviderResult, metadata=sent)
             if (sent_id := message_id(response_json(outcome))) is not None:
                 ids.append(sent_id)

@@ -1,7 +1,8 @@
 """Elastic Email over its v2 HTTP API (``POST /v2/email/send``, form-encoded, API key in the body).
 
-Elastic Email v2 answers HTTP 200 for most failures, with ``{"success": false, "error": "..."}``;
-those become ``error="auth_error"`` (a rejected API key) or ``error="elasticemail_error"``.
+Elastic Email v2 answers HTTP 200 for most failures, with ``{"success": false, "error": "..."}``:
+the result's ``error`` is that text, as in 0.3.0 (``"unknown_error"`` without one), and
+``metadata["code"]`` says ``auth_error`` (a rejected API key) or ``elasticemail_error``.
 """
 
 from __future__ import annotations
@@ -138,16 +139,18 @@ class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
             failure = self._http.answer_failure(response, "Elastic Email answered no JSON object")
             return failure.to_result(ProviderResult)
         if body.get("success") is not True:
-            message = str(body.get("error") or "unknown error")[:300]
+            message = str(body.get("error") or "unknown_error")[:300]
             lowered = message.lower()
             code = (
                 "auth_error"
                 if "apikey" in lowered or "api key" in lowered or "access denied" in lowered
                 else "elasticemail_error"
             )
-            logger.warning("elastic email refused the message: %s", code)
+            logger.warning("elastic email refused the message: %s (%s)", code, message)
             return ProviderResult(
-                success=False, error=code, metadata={"provider": self.name, "detail": message}
+                success=False,
+                error=message,
+                metadata={"provider": self.name, "code": code, "detail": message},
             )
         data = body.get("data")
         data = data if isinstance(data, dict) else {}

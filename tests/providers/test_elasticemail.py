@@ -167,20 +167,24 @@ class TestRequests:
 
 class TestErrors:
     @pytest.mark.parametrize(
-        ("body", "error"),
+        ("body", "error", "code"),
         [
-            ({"success": False, "error": "Incorrect apikey"}, "auth_error"),
-            ({"success": False, "error": "Access denied."}, "auth_error"),
+            ({"success": False, "error": "Incorrect apikey"}, "Incorrect apikey", "auth_error"),
+            ({"success": False, "error": "Access denied."}, "Access denied.", "auth_error"),
             (
                 {"success": False, "error": "Recipient is on the suppression list"},
+                "Recipient is on the suppression list",
                 "elasticemail_error",
             ),
-            ({"success": False}, "elasticemail_error"),
+            ({"success": False}, "unknown_error", "elasticemail_error"),
         ],
     )
-    async def test_vendor_failures_in_a_200(self, body: dict[str, Any], error: str) -> None:
+    async def test_vendor_failures_in_a_200(
+        self, body: dict[str, Any], error: str, code: str
+    ) -> None:
+        # The vendor's text is the error, as in 0.3.0; the kind of failure is in metadata.
         result = await send(Recorder(httpx.Response(200, json=body)), TextContent(body="hi"))
-        assert (result.success, result.error) == (False, error)
+        assert (result.success, result.error, result.metadata["code"]) == (False, error, code)
 
     async def test_non_json_answer(self) -> None:
         result = await send(Recorder(httpx.Response(200, text="ok")), TextContent(body="hi"))

@@ -215,6 +215,7 @@ class TestErrors:
         assert result.metadata["retryable"] is True
         assert result.metadata["vendor_code"] == "32"
         assert result.metadata["retry_after"] == 3.0
+        assert result.metadata["message"] == "boom"  # Graph's text, 0.3.0's key
 
     async def test_partial_failure_reports_what_was_sent(self) -> None:
         recorder = Recorder(sent("m_img"), graph_error(500, 2))
