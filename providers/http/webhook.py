@@ -182,5 +182,5 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
         content=TextContent(body=body),
         external_id=external_id or None,
         idempotency_key=external_id or None,
-        metadata={"recipient_id": sender, **metadata},
+        metadata=metadata,  # the payload's own, as in 0.3.0
     )

@@ -213,7 +213,7 @@ class TestParse:
         assert message.sender_id == "u1"
         assert message.content == TextContent(body="hi")
         assert (message.external_id, message.idempotency_key) == ("x-9", "x-9")
-        assert message.metadata == {"recipient_id": "u1", "a": 1}
+        assert message.metadata == {"a": 1}  # the payload's own only, as in 0.3.0
 
     def test_minimal_payload(self) -> None:
         message = parse_http_webhook({"sender_id": "u1", "body": "hi"}, "web")
@@ -224,7 +224,7 @@ class TestParse:
     def test_no_body_is_an_empty_text_as_in_0_3_0(self, payload: dict[str, Any]) -> None:
         message = parse_http_webhook(payload, "web")
         assert message.content == TextContent(body="")
-        assert message.metadata == {"recipient_id": "u1"}
+        assert message.metadata == {}
         assert parse_http_webhook({"sender_id": "u1", "body": ""}, "web").content.body == ""
 
     @pytest.mark.parametrize(
