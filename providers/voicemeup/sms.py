@@ -98,7 +98,8 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
     """Sends SMS / MMS through VoiceMeUp and reads its webhooks.
 
     ``POST {root}/api/v1.1/json/queue_sms``, form data: ``username``, ``auth_token``,
-    ``source_number``, ``destination_number``, ``message`` and, for MMS, ``attachment_url``.
+    ``source_number``, ``destination_number``, ``message`` and, for MMS, ``attachment`` (the
+    media's URL: the field RoomKit 0.3.0 sent).
     Credentials go in the form body (never the URL). A text longer than
     ``config.max_message_length`` is sent as several messages cut between words. Each
     attachment is its own message; a text that fits in one message goes with the first
@@ -178,7 +179,7 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
                 "message": text,
             }
             if media_url:
-                form["attachment_url"] = media_url
+                form["attachment"] = media_url
             outcome = await self._queue(form)
             if isinstance(outcome, HTTPFailure):
                 metadata: dict[str, Any] = {"message_ids": ids, "parts": len(requests)}

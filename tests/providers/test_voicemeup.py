@@ -201,9 +201,10 @@ class TestSend:
             result = await VoiceMeUpSMSProvider(config(), client=client).send(
                 event(content), to="+15145550100"
             )
+        # The media's URL in "attachment", the field 0.3.0 sent ("attachment_url" was ours).
         assert [form(r) for r in recorder.requests] == [
-            base_form(message="plans", attachment_url="https://cdn.example.com/a.png"),
-            base_form(message="", attachment_url="https://cdn.example.com/b.png"),
+            base_form(message="plans", attachment="https://cdn.example.com/a.png"),
+            base_form(message="", attachment="https://cdn.example.com/b.png"),
         ]
         assert result.metadata["parts"] == 2
 
