@@ -431,7 +431,9 @@ class HookEngine:
                 # A timeout is reported in 0.3.0's words, which apps may match.
                 timed_out = isinstance(exc, HookTimeoutError)
                 text = f"timeout ({reg._timeout_text}s)" if timed_out else error_text(exc)
-                logger.warning(
+                # 0.3.0's levels, which apps alert on: a timeout warns, an exception is an error.
+                logger.log(
+                    logging.WARNING if timed_out else logging.ERROR,
                     "sync hook %r (%s) failed, skipped (fail-open): %s",
                     reg.name,
                     trigger,
@@ -537,11 +539,13 @@ async def _run_async_one(
     try:
         await _call_with_timeout(reg, event, context)
     except Exception as exc:
-        logger.warning(
+        timed_out = isinstance(exc, HookTimeoutError)
+        logger.log(
+            logging.WARNING if timed_out else logging.ERROR,  # 0.3.0's levels
             "async hook %r (%s) failed: %s",
             reg.name,
             reg.trigger,
             error_text(exc),
-            exc_info=not isinstance(exc, HookTimeoutError),
+            exc_info=not timed_out,
         )
         errors[slot] = HookError(reg.name, exc)
