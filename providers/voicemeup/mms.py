@@ -1,13 +1,16 @@
 """Re-assembly of VoiceMeUp MMS that arrive as several webhooks.
 
-VoiceMeUp delivers an MMS with a picture and a text as separate webhooks: the attachment (no
-text) and, just after, the text, each with its own id. :class:`VoiceMeUpMMSAggregator` holds
-an attachment-only inbound message back, keyed by (sender, recipient), and merges it into the
-next text message of the same pair, so the room sees one message with a caption. Several
-attachments of the same pair accumulate (a retried webhook of a part already held is not added
-twice). A plain text with nothing held back passes straight through (text-only SMS are never
-delayed). An attachment whose text does not come within ``timeout_seconds`` is released alone,
-through ``on_timeout``.
+VoiceMeUp delivers an MMS with a picture and a text as separate webhooks, each with its own
+id. As RoomKit 0.3.0 documented it, the text comes first with a ``.mms.html`` "attachment" (a
+wrapper page, not media), then the picture without text. :class:`VoiceMeUpMMSAggregator`
+drops the wrapper, holds such a text back, keyed by (sender, recipient), and merges the next
+attachment-only message of the pair into it: the room sees one message, the text as its
+caption, with 0.3.0's id ``<first id>+<second id>``. A text whose picture does not come
+within ``timeout_seconds`` is released alone, through ``on_timeout``. The other order (the
+attachment, then the text) is merged too: an attachment-only message is held and merged into
+the next text of the pair; several attachments accumulate (a retried webhook of a part
+already held is not added twice). A plain text with nothing held back passes straight through
+(text-only SMS are never delayed).
 
 An attachment is held back only once something takes expired parts:
 :meth:`~VoiceMeUpMMSAggregator.run` running with an ``on_timeout`` to pass them to, or a
@@ -70,6 +73,8 @@ class _Held:
     meta: WebhookMeta
     deadline: float
     part_ids: list[str] = field(default_factory=list)
+    # A text whose attachment follows (VoiceMeUp's first part), not attachments.
+    text_first: bool = False
 
 
 class VoiceMeUpMMSAggregator:
@@ -144,9 +149,20 @@ class VoiceMeUpMMSAggregator:
         self._expire(current)
         key = (meta.sender, meta.recipient)
         held = self._held.get(key)
-        attachment_only = bool(meta.media) and not meta.body
         # run() alone passes released parts to on_timeout, and to nobody without one.
         holds = self._drained or (self._running and self._on_timeout is not None)
+        real = [m for m in meta.media if not _is_wrapper(m)]
+        if len(real) < len(meta.media):
+            # VoiceMeUp's first part: the text, with a wrapper page instead of the picture,
+            # which follows. The wrapper is never media (0.3.0 dropped it too).
+            meta = meta.model_copy(update={"media": real})
+            if not real and holds:
+                return self._hold_text(key, held, meta, current)
+        attachment_only = bool(meta.media) and not meta.body
+        if held is not None and held.text_first:
+            if not attachment_only:
+                return meta  # another text of the pair: the held one waits for its picture
+            return self._complete_text(key, held, meta)
         if attachment_only and holds:
             if held is None:
                 self._held[key] = _Held(
@@ -174,6 +190,33 @@ class VoiceMeUpMMSAggregator:
             extra["has_attachment"] = bool(media)
         logger.debug("voicemeup: merged %d attachment(s) into message %s", len(media), key)
         return meta.model_copy(update={"media": media, "extra": extra})
+
+    def _hold_text(
+        self, key: tuple[str, str], held: _Held | None, meta: WebhookMeta, now: float
+    ) -> WebhookMeta:
+        if held is not None:
+            if held.text_first and meta.message_id and meta.message_id in held.part_ids:
+                return meta.model_copy(update={"pending": True})  # a retried webhook
+            # Parts of another message of the pair still held: out now, as on a timeout.
+            self._released.append(self._held.pop(key).meta)
+        self._held[key] = _Held(
+            meta=meta, deadline=now + self._timeout, part_ids=_ids(meta), text_first=True
+        )
+        self._enforce_limit()
+        return meta.model_copy(update={"pending": True})
+
+    def _complete_text(self, key: tuple[str, str], held: _Held, meta: WebhookMeta) -> WebhookMeta:
+        """The held text with ``meta``'s attachments, under 0.3.0's merged id."""
+        del self._held[key]
+        part_ids = [*held.part_ids, *_ids(meta)]
+        extra = {**held.meta.extra, "mms_part_ids": part_ids}
+        if "has_attachment" in extra:  # 0.3.0's key: the merged message has the attachments
+            extra["has_attachment"] = True
+        merged_id = "+".join(part_ids) if len(part_ids) > 1 else held.meta.message_id
+        logger.debug("voicemeup: merged a text and %d attachment(s) of %s", len(meta.media), key)
+        return held.meta.model_copy(
+            update={"media": list(meta.media), "message_id": merged_id, "extra": extra}
+        )
 
     def expired(self, now: float | None = None) -> list[WebhookMeta]:
         """Remove and return the attachments whose text did not come in time (without calling
@@ -257,6 +300,12 @@ class VoiceMeUpMMSAggregator:
 
 def _ids(meta: WebhookMeta) -> list[str]:
     return [meta.message_id] if meta.message_id else []
+
+
+def _is_wrapper(media: WebhookMedia) -> bool:
+    """Whether an attachment is VoiceMeUp's ``.mms.html`` wrapper page (0.3.0's test)."""
+    url = media.url.split("?", 1)[0]
+    return url.endswith(".mms.html") or (media.mime_type == "text/html" and ".mms." in url)
 
 
 _default_aggregator = VoiceMeUpMMSAggregator()

@@ -384,6 +384,44 @@ class TestMMSAggregator:
         assert message.metadata["mms_part_ids"] == ["990002", "990003", "990001"]
         assert aggregator.pending == 0
 
+    def test_text_with_its_wrapper_then_picture_merge_as_0_3_0_documented(self) -> None:
+        # VoiceMeUp's order: the text with a ".mms.html" wrapper page, then the picture. The
+        # wrapper reached the room as a picture of its own, and the real one came apart.
+        aggregator = holding()
+        first = incoming(
+            attachment="https://clients.voicemeup.com/mms/x.mms.html",
+            attachment_mime_type="text/html",
+        )
+        assert parse_voicemeup_webhook(first, "sms", aggregator=aggregator) is None
+        assert parse_voicemeup_webhook(first, "sms", aggregator=aggregator) is None  # retried
+        message = parse_voicemeup_webhook(picture(), "sms", aggregator=aggregator)
+        assert message is not None
+        assert message.content == MediaContent(
+            url="https://clients.voicemeup.com/mms/photo.jpg",
+            mime_type="image/jpeg",
+            caption="Bonjour",
+        )
+        assert message.external_id == message.idempotency_key == "990001+990002"  # 0.3.0's
+        assert message.metadata["mms_part_ids"] == ["990001", "990002"]
+        assert aggregator.pending == 0
+
+    async def test_a_text_whose_picture_never_comes_is_released_without_its_wrapper(
+        self,
+    ) -> None:
+        released: list[WebhookMeta] = []
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=5, on_timeout=released.append)
+        aggregator.expired()  # a caller that drains: parts are held from now on
+        first = incoming(attachment="https://clients.voicemeup.com/mms/x.mms.html")
+        assert extract_voicemeup_meta(first, aggregator=aggregator).pending
+        await aggregator.flush_expired(now=_now() + 6)
+        assert [m.to_inbound("sms").content for m in released] == [TextContent(body="Bonjour")]
+
+    def test_a_wrapper_is_never_media_even_when_nothing_holds_parts(self) -> None:
+        aggregator = VoiceMeUpMMSAggregator()  # nobody drains it: nothing is held
+        first = incoming(attachment="https://clients.voicemeup.com/mms/x.mms.html")
+        message = parse_voicemeup_webhook(first, "sms", aggregator=aggregator)
+        assert message is not None and message.content == TextContent(body="Bonjour")
+
     def test_single_picture_becomes_captioned_media(self) -> None:
         aggregator = holding()
         extract_voicemeup_meta(picture(), aggregator=aggregator)
