@@ -4,6 +4,7 @@ stops and restarts, and a kill -9 of the serving process mid-stream."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -12,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from roomkit.ingress import (
     IngressError,
     IngressErrorCode,
     IngressReply,
+    IngressStats,
     IngressTimeout,
     IngressUnavailable,
     InvalidInbound,
@@ -719,7 +721,7 @@ async def run_until_poison_in_hand(
 ) -> Ingress:
     """Run an ingress until the poison message is in hand; then the process dies (its NATS
     connection closes: nothing it held is settled, nothing more is sent) or, if not
-    ``dies``, stops gracefully."""
+    ``dies``, stops gracefully. The channel is ready for the next run (``again``)."""
     nc = await _ingress_client(url)
     async with Ingress(kit, nc, drain_timeout=0, **options) as ingress:
         with anyio.fail_after(10):
@@ -729,6 +731,20 @@ async def run_until_poison_in_hand(
     channel.recover()
     if not dies:
         await nc.close()
+    channel.again()
+    return ingress
+
+
+async def run_until(
+    kit: RoomKit, url: str, done: Callable[[IngressStats], bool], **options: Any
+) -> Ingress:
+    """Run an ingress until its stats say ``done``; then stop it gracefully."""
+    async with Ingress(kit, url, **options) as ingress:
+
+        async def finished() -> bool:
+            return done(ingress.stats)
+
+        await eventually(finished, what=f"the ingress's stats: {ingress.stats}")
     return ingress
 
 
@@ -738,6 +754,22 @@ async def _ingress_client(url: str) -> NatsClient:
     return client
 
 
+@contextlib.asynccontextmanager
+async def poisoned(url: str, client: NatsClient) -> AsyncIterator[tuple[RoomKit, DeadlyChannel]]:
+    """A running kit whose channel a message saying "poison" kills (see ``DeadlyChannel``),
+    the ingress's streams made, and that message published to room-1."""
+    channel = DeadlyChannel("sms")
+    async with RoomKit() as kit:
+        kit.register_channel(channel)
+        await make_rooms(kit, "room-1")
+        async with Ingress(kit, url):
+            pass  # creates the streams and the durable consumer
+        await client.jetstream().publish(
+            "roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1")
+        )
+        yield kit, channel
+
+
 async def test_a_message_that_keeps_killing_the_ingress_is_dead_lettered_after_max_crashes(
     nats_server: NatsServer, client: NatsClient
 ) -> None:
@@ -745,24 +777,13 @@ async def test_a_message_that_keeps_killing_the_ingress_is_dead_lettered_after_m
     # redelivered it for ever (max_deliver=-1): a message that kills the process crash-looped
     # it. Here the process dies three times with it in hand: at its first delivery (not
     # counted: see roomkit/ingress/_crashes.py) and twice after.
-    channel = DeadlyChannel("sms")
-    async with RoomKit() as kit:
-        kit.register_channel(channel)
-        await make_rooms(kit, "room-1")
-        async with Ingress(kit, nats_server.url):
-            pass  # creates the streams and the durable consumer
-        js = client.jetstream()
-        await js.publish("roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1"))
+    url = nats_server.url
+    js = client.jetstream()
+    async with poisoned(url, client) as (kit, channel):
         await js.publish("roomkit.in.sms", envelope("after", "k-after", room_id="room-1"))
         for _ in range(3):
-            channel.again()
-            await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=2)
-        async with Ingress(kit, nats_server.url, max_crashes=2) as ingress:
-
-            async def settled() -> bool:
-                return ingress.stats.dead_lettered == 1 and ingress.stats.recorded == 1
-
-            await eventually(settled, what="the poison dead-lettered, the next one recorded")
+            await run_until_poison_in_hand(kit, channel, url, dies=True, max_crashes=2)
+        await run_until(kit, url, lambda s: s.dead_lettered == s.recorded == 1, max_crashes=2)
         assert await bodies(kit, "room-1") == ["after"]
     dead = await js.get_msg("ROOMKIT_DLQ", 1)
     headers = dead.headers or {}
@@ -776,33 +797,17 @@ async def test_a_message_that_keeps_killing_the_ingress_is_dead_lettered_after_m
 async def test_a_message_handed_back_at_a_graceful_stop_is_not_counted_as_a_crash(
     nats_server: NatsServer, client: NatsClient
 ) -> None:
-    channel = DeadlyChannel("sms")
-    async with RoomKit() as kit:
-        kit.register_channel(channel)
-        await make_rooms(kit, "room-1")
-        async with Ingress(kit, nats_server.url):
-            pass  # creates the streams and the durable consumer
-        await client.jetstream().publish(
-            "roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1")
-        )
+    url = nats_server.url
+    async with poisoned(url, client) as (kit, channel):
         # Dies at its first delivery (not counted), then is in hand twice more, recovered,
         # and handed back each time by a graceful stop: with max_crashes=1, either counted
         # would have it dead-lettered.
-        channel.again()
-        await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=1)
+        await run_until_poison_in_hand(kit, channel, url, dies=True, max_crashes=1)
         for _ in range(2):
-            channel.again()
-            stopped = await run_until_poison_in_hand(
-                kit, channel, nats_server.url, dies=False, max_crashes=1
-            )
+            stopped = await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
             assert stopped.stats.recovered == 1 and stopped.stats.dead_lettered == 0
         channel.again(deadly=False)
-        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
-
-            async def recorded() -> bool:
-                return ingress.stats.recorded == 1
-
-            await eventually(recorded, what="the message recorded")
+        ingress = await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1)
         assert ingress.stats.dead_lettered == 0
         assert await bodies(kit, "room-1") == ["poison"]
 
@@ -812,17 +817,10 @@ async def test_a_mark_being_written_as_the_ingress_is_cancelled_does_not_count(
 ) -> None:
     # The mark was stored but its ack not read when the ingress was cancelled: not known to
     # be marked, it was not cleared, and the next start counted a death that never was.
-    channel = DeadlyChannel("sms")
-    async with RoomKit() as kit:
-        kit.register_channel(channel)
-        await make_rooms(kit, "room-1")
-        async with Ingress(kit, nats_server.url):
-            pass  # creates the streams and the durable consumer
-        await client.jetstream().publish(
-            "roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1")
-        )
-        channel.again()  # handed back once: its next delivery is a redelivery, counted
-        await run_until_poison_in_hand(kit, channel, nats_server.url, dies=False, max_crashes=1)
+    url = nats_server.url
+    async with poisoned(url, client) as (kit, channel):
+        # Handed back once: its next delivery is a redelivery, counted.
+        await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
         put = nats.js.kv.KeyValue.put
         stored = anyio.Event()
 
@@ -834,17 +832,12 @@ async def test_a_mark_being_written_as_the_ingress_is_cancelled_does_not_count(
 
         monkeypatch.setattr(nats.js.kv.KeyValue, "put", late_ack)
         with anyio.CancelScope() as scope:
-            async with Ingress(kit, nats_server.url, max_crashes=1, drain_timeout=0):
+            async with Ingress(kit, url, max_crashes=1, drain_timeout=0):
                 await stored.wait()
                 scope.cancel()
         monkeypatch.setattr(nats.js.kv.KeyValue, "put", put)
         channel.again(deadly=False)
-        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
-
-            async def recorded() -> bool:
-                return ingress.stats.recorded == 1
-
-            await eventually(recorded, what="the message recorded")
+        ingress = await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1)
         assert ingress.stats.dead_lettered == 0
 
 
@@ -853,37 +846,21 @@ async def test_a_stream_made_again_counts_its_messages_crashes_anew(
 ) -> None:
     # Its sequences start from 1 again: message #1 of the new stream inherited the count of
     # the old #1, a crasher dead-lettered (whose mark is kept).
-    channel = DeadlyChannel("sms")
+    url = nats_server.url
     js = client.jetstream()
-    async with RoomKit() as kit:
-        kit.register_channel(channel)
-        await make_rooms(kit, "room-1")
-        async with Ingress(kit, nats_server.url):
-            pass  # creates the streams and the durable consumer
-        await js.publish("roomkit.in.sms", envelope("poison", "k-old", room_id="room-1"))
+    async with poisoned(url, client) as (kit, channel):
         for _ in range(2):  # dies at its first delivery, then once counted
-            channel.again()
-            await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=1)
-        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
-
-            async def dead() -> bool:
-                return ingress.stats.dead_lettered == 1
-
-            await eventually(dead, what="the crasher dead-lettered")
+            await run_until_poison_in_hand(kit, channel, url, dies=True, max_crashes=1)
+        await run_until(kit, url, lambda s: s.dead_lettered == 1, max_crashes=1)
         await js.delete_stream("ROOMKIT_IN")  # an operator's; the ingress makes it again
-        async with Ingress(kit, nats_server.url):
+        async with Ingress(kit, url):
             pass
         again = await js.publish("roomkit.in.sms", envelope("poison", "k-new", room_id="room-1"))
         assert again.seq == 1
-        channel.again()  # dies once, at its first delivery: not counted
-        await run_until_poison_in_hand(kit, channel, nats_server.url, dies=True, max_crashes=1)
+        # Dies once, at its first delivery: not counted.
+        await run_until_poison_in_hand(kit, channel, url, dies=True, max_crashes=1)
         channel.again(deadly=False)
-        async with Ingress(kit, nats_server.url, max_crashes=1) as ingress:
-
-            async def recorded() -> bool:
-                return ingress.stats.recorded == 1
-
-            await eventually(recorded, what="the new message recorded")
+        ingress = await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1)
         assert ingress.stats.dead_lettered == 0
 
 

@@ -338,10 +338,7 @@ async def test_a_hook_registering_the_sender_with_ensure_participant_does_not_fa
 ) -> None:
     # 0.3.0's ensure_participant took no room lock: a BEFORE_BROADCAST hook registering the
     # sender worked. Sent to the room from its own decision, it raised RoomKitError.
-    kit.register_channel(SimpleChannel("sms"))
-    ws = SimpleChannel("ws")
-    kit.register_channel(ws)
-    await room_with(kit, "r1", "sms", "ws")
+    _, ws = await two_channel_room(kit)
     joined: list[str] = []
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
