@@ -111,8 +111,8 @@ class CircuitBreaker:
 
         In HALF_OPEN exactly one caller gets ``True`` (the probe) until it reports back with
         `record_success` or `record_failure`. A probe that never reports (its task was
-        cancelled) expires after ``recovery_timeout`` (30 s at least) so the breaker cannot
-        stay stuck.
+        cancelled without `abandon_probe`) expires after ``recovery_timeout`` (30 s at least)
+        so the breaker cannot stay stuck.
         """
         state = self._state
         if state is CircuitState.CLOSED:
@@ -131,6 +131,11 @@ class CircuitBreaker:
             return False
         self._probe_started_at = now
         return True
+
+    def abandon_probe(self) -> None:
+        """The call let through was cut short (cancelled) and will not report: were it the
+        probe, the next caller may probe at once. Nothing else changes."""
+        self._probe_started_at = None
 
     def record_success(self) -> None:
         """A call succeeded: close the circuit and forget past failures."""

@@ -613,7 +613,13 @@ class EventRouter:
             # of this delivery: a failure the breaker sees (not retried: retries take
             # Exceptions). Propagated, it would cancel the other targets, or stop the room's
             # delivery worker (an injected event's target).
-            text = str(raised_uncancelled(exc, f"channel {channel_id!r}"))
+            try:
+                text = str(raised_uncancelled(exc, f"channel {channel_id!r}"))
+            except BaseException:
+                # This delivery is cancelled: neither a success nor a failure of the channel.
+                # Were it the breaker's probe, the channel stayed shut until the probe expired.
+                breaker.abandon_probe()
+                raise
             breaker.record_failure()
             logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, text)
             return DeliveryResult(channel_id=channel_id, success=False, error=text), None

@@ -652,6 +652,31 @@ class TestDelivery:
         assert result.delivery_results["t"].provider_result == failed
         assert breakers["t"].failure_count == 1
 
+    async def test_a_probe_whose_delivery_is_cancelled_lets_the_next_caller_probe(self) -> None:
+        # Cancelled, the probe reported nothing: the channel stayed shut until the probe
+        # expired (30 s), whatever its recovery_timeout.
+        class Hanging(Probe):
+            hang = True
+
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                if self.hang:
+                    await anyio.sleep_forever()
+                return await super().deliver(event, binding, context)
+
+        now = [0.0]
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=2, clock=lambda: now[0])
+        breaker.record_failure()
+        target = Hanging("t")
+        router = make_router(target, breakers={"t": breaker})
+        now[0] = 2.0  # a probe is due
+        with anyio.move_on_after(0.05):  # its caller gives up
+            await broadcast(router, bind("t"))
+        target.hang = False
+        result = await broadcast(router, bind("t"))
+        assert result.errors == {} and breaker.state is CircuitState.CLOSED
+
     async def test_without_policy_there_is_a_single_attempt(self) -> None:
         target = Probe("t", deliveries=[ConnectionError("x")])
         sleep = RecordingSleep()
