@@ -45,7 +45,7 @@ from roomkit.models.event import RoomEvent
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
-from roomkit.store._shaped import as_conversation_store
+from roomkit.store._shaped import ShapedStore, as_conversation_store
 from roomkit.store.base import ConversationStore, StorePositionLost
 
 __all__ = ["StoreProjection"]
@@ -490,10 +490,13 @@ class StoreProjection:
 
 
 def _most_derived(store: ConversationStore, names: tuple[str, ...]) -> str:
-    """The one of ``names`` that ``store`` itself (an instance attribute: a ``ShapedStore``
-    holds there the methods of the store it wraps), or else the most derived of its classes,
-    defines (the first of them, if it defines several)."""
-    for layer in (getattr(store, "__dict__", {}), *(vars(cls) for cls in type(store).__mro__)):
+    """The one of ``names`` that the most derived class of ``store`` defining any of them
+    defines (the first of them, if it defines several). For a ``ShapedStore``, the classes of
+    the store it wraps: what that store's own class hierarchy defines, not what it hands out
+    through ``__getattr__`` (a proxy of an ``InMemoryStore``, whose overrides 0.3.0 called)."""
+    target = store.shaped if isinstance(store, ShapedStore) else store
+    for cls in type(target).__mro__:
+        layer = vars(cls)
         for name in names:
             if name in layer:
                 return name

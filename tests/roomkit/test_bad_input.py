@@ -234,6 +234,35 @@ async def test_a_shaped_store_s_own_additions_are_used() -> None:
         assert found.event_count == len(await kit.get_timeline("r1"))
 
 
+async def test_a_proxy_store_s_own_writes_are_used_over_what_it_hands_through() -> None:
+    # A 0.3.0-shaped store that forwards everything to an InMemoryStore (__getattr__) but
+    # writes events and rooms itself (to index them, say): the shortcuts it handed through
+    # were taken, and its own add_event and update_room never saw a message.
+    seen: list[str] = []
+
+    class Proxy:
+        def __init__(self) -> None:
+            self.inner = InMemoryStore()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        async def add_event(self, event: RoomEvent) -> RoomEvent:
+            seen.append("add_event")
+            return await self.inner.add_event(event)
+
+        async def update_room(self, room: Any) -> Any:
+            seen.append("update_room")
+            return await self.inner.update_room(room)
+
+    async with RoomKit(store=Proxy()) as kit:  # type: ignore[arg-type]
+        await room(kit)
+        seen.clear()
+        await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert seen == ["add_event", "update_room"]
+        assert (await kit.get_room("r1")).event_count == 2
+
+
 def test_a_channel_of_the_wrong_kind_is_refused_when_registered() -> None:
     kit = RoomKit()
     with pytest.raises(TypeError, match="^channel must be an instance of Channel, got int$"):
