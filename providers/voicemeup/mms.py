@@ -3,8 +3,9 @@
 VoiceMeUp delivers an MMS with a picture and a text as separate webhooks, each with its own
 id. As RoomKit 0.3.0 documented it, the text comes first with a ``.mms.html`` "attachment" (a
 wrapper page, not media), then the picture without text. :class:`VoiceMeUpMMSAggregator`
-drops the wrapper, holds such a text back, keyed by (sender, recipient), and merges the next
-attachment-only message of the pair into it: the room sees one message, the text as its
+drops the wrapper, holds such a text back, keyed by (sender, recipient, time of transmission:
+0.3.0's key; the parts of one MMS carry the same), and merges the next attachment-only
+message of that key into it: the room sees one message, the text as its
 caption, with 0.3.0's id ``<first id>+<second id>``. A text whose picture does not come
 within ``timeout_seconds`` is released alone, through ``on_timeout``. The other order (the
 attachment, then the text) is merged too: an attachment-only message is held and merged into
@@ -102,7 +103,7 @@ class VoiceMeUpMMSAggregator:
         self._on_timeout = on_timeout
         self._clock = clock
         self._max_pending = max_pending
-        self._held: dict[tuple[str, str], _Held] = {}
+        self._held: dict[tuple[str, str, str], _Held] = {}
         self._released: list[WebhookMeta] = []
         # Set once a caller takes expired parts (expired / flush_expired), or run() passes
         # them to on_timeout: only then does a held part have a way out, so only then are
@@ -147,7 +148,7 @@ class VoiceMeUpMMSAggregator:
             return meta
         current = self._clock() if now is None else now
         self._expire(current)
-        key = (meta.sender, meta.recipient)
+        key = (meta.sender, meta.recipient, str(meta.extra.get("datetime_transmission") or ""))
         held = self._held.get(key)
         # run() alone passes released parts to on_timeout, and to nobody without one.
         holds = self._drained or (self._running and self._on_timeout is not None)
@@ -180,7 +181,29 @@ class VoiceMeUpMMSAggregator:
             if attachment_only:
                 logger.debug("voicemeup: nobody drains the aggregator; not holding MMS part")
             return meta
-        # A text completes the held parts.
+        return self._complete_attachments(key, held, meta)  # a text completes them
+
+    def _hold_text(
+        self, key: tuple[str, str, str], held: _Held | None, meta: WebhookMeta, now: float
+    ) -> WebhookMeta:
+        if held is not None and not held.text_first:
+            # Its picture came first (two webhooks sent at once arrive in either order).
+            return self._complete_attachments(key, held, meta)
+        if held is not None:
+            if meta.message_id and meta.message_id in held.part_ids:
+                return meta.model_copy(update={"pending": True})  # a retried webhook
+            # Another text of the same key still held: out now, as on a timeout.
+            self._released.append(self._held.pop(key).meta)
+        self._held[key] = _Held(
+            meta=meta, deadline=now + self._timeout, part_ids=_ids(meta), text_first=True
+        )
+        self._enforce_limit()
+        return meta.model_copy(update={"pending": True})
+
+    def _complete_attachments(
+        self, key: tuple[str, str, str], held: _Held, meta: WebhookMeta
+    ) -> WebhookMeta:
+        """``meta`` (a text) with the held attachments before its own, and its id."""
         del self._held[key]
         retried = bool(meta.message_id) and meta.message_id in held.part_ids
         media: list[WebhookMedia] = [*held.meta.media, *([] if retried else meta.media)]
@@ -191,21 +214,9 @@ class VoiceMeUpMMSAggregator:
         logger.debug("voicemeup: merged %d attachment(s) into message %s", len(media), key)
         return meta.model_copy(update={"media": media, "extra": extra})
 
-    def _hold_text(
-        self, key: tuple[str, str], held: _Held | None, meta: WebhookMeta, now: float
+    def _complete_text(
+        self, key: tuple[str, str, str], held: _Held, meta: WebhookMeta
     ) -> WebhookMeta:
-        if held is not None:
-            if held.text_first and meta.message_id and meta.message_id in held.part_ids:
-                return meta.model_copy(update={"pending": True})  # a retried webhook
-            # Parts of another message of the pair still held: out now, as on a timeout.
-            self._released.append(self._held.pop(key).meta)
-        self._held[key] = _Held(
-            meta=meta, deadline=now + self._timeout, part_ids=_ids(meta), text_first=True
-        )
-        self._enforce_limit()
-        return meta.model_copy(update={"pending": True})
-
-    def _complete_text(self, key: tuple[str, str], held: _Held, meta: WebhookMeta) -> WebhookMeta:
         """The held text with ``meta``'s attachments, under 0.3.0's merged id."""
         del self._held[key]
         part_ids = [*held.part_ids, *_ids(meta)]

@@ -405,6 +405,44 @@ class TestMMSAggregator:
         assert message.metadata["mms_part_ids"] == ["990001", "990002"]
         assert aggregator.pending == 0
 
+    def test_the_two_parts_merge_in_either_order(self) -> None:
+        # Sent at once, the picture may come first: the text pushed it out alone (as on a
+        # timeout) and waited in vain for another.
+        aggregator = holding()
+        assert parse_voicemeup_webhook(picture(), "sms", aggregator=aggregator) is None
+        first = incoming(attachment="https://clients.voicemeup.com/mms/x.mms.html")
+        message = parse_voicemeup_webhook(first, "sms", aggregator=aggregator)
+        assert message is not None
+        assert message.content == MediaContent(
+            url="https://clients.voicemeup.com/mms/photo.jpg",
+            mime_type="image/jpeg",
+            caption="Bonjour",
+        )
+        assert aggregator.pending == 0
+
+    def test_two_mms_of_one_pair_keep_their_own_pictures(self) -> None:
+        # Keyed by sender and recipient only, the second text took the first one's place
+        # and got its picture. 0.3.0's key has the time of transmission too.
+        aggregator = holding()
+        wrapper = "https://clients.voicemeup.com/mms/x.mms.html"
+        cat = incoming(sms_id="A1", message="the cat", attachment=wrapper)
+        dog = incoming(
+            sms_id="B1",
+            message="the dog",
+            attachment=wrapper,
+            datetime_transmission="2024-05-10 12:00:05",
+        )
+        assert parse_voicemeup_webhook(cat, "sms", aggregator=aggregator) is None
+        assert parse_voicemeup_webhook(dog, "sms", aggregator=aggregator) is None
+        message = parse_voicemeup_webhook(picture("A2", "cat.jpg"), "sms", aggregator=aggregator)
+        assert message is not None and message.external_id == "A1+A2"
+        assert isinstance(message.content, MediaContent)
+        assert (message.content.url, message.content.caption) == (
+            "https://clients.voicemeup.com/mms/cat.jpg",
+            "the cat",
+        )
+        assert aggregator.pending == 1  # the dog's text still waits for its picture
+
     async def test_a_text_whose_picture_never_comes_is_released_without_its_wrapper(
         self,
     ) -> None:
