@@ -65,9 +65,11 @@ class CrashLedger:
         """How many times the process died with message ``seq`` of the stream's
         ``incarnation`` in hand; marks it in hand.
 
-        Returns ``None`` when the bucket cannot be used (the message is then not marked).
+        Returns ``None`` when the bucket cannot be used: the message is then not marked (a
+        mark that may have been written is cleared here). Cancelled, it may be marked.
         """
         key = self._key(seq, incarnation)
+        writing = False
         try:
             with anyio.fail_after(self._timeout):
                 kv = await self._bucket()
@@ -76,6 +78,7 @@ class CrashLedger:
                     count = int(entry.value or b"0")
                 except nats.js.errors.KeyNotFoundError:
                     count = 0
+                writing = True
                 await kv.put(key, str(count + 1).encode())
         except (TimeoutError, nats.errors.Error, ValueError) as exc:
             self._kv = None  # made again next time (a memory bucket is gone after a restart)
@@ -85,6 +88,8 @@ class CrashLedger:
                 seq,
                 exc,
             )
+            if writing:  # it may have been stored without its answer coming back
+                await self.finished(seq, incarnation)
             return None
         return count
 

@@ -159,6 +159,7 @@ class MessageHandler:
                 if marked:
                     assert ledger is not None and item.seq is not None
                     crashes = await ledger.crashes(item.seq, item.incarnation)
+                    marked = crashes is not None  # not counted: nothing to clear
                 limit = self._settings.max_crashes
                 if crashes is not None and limit is not None and crashes >= limit:
                     # It keeps its mark: JetStream may still redeliver a recovered message,

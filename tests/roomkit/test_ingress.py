@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import msgspec
 import nats
+import nats.js.client
 import nats.js.errors
 import nats.js.kv
 import pytest
@@ -57,6 +58,7 @@ from roomkit.ingress import (
     publish_inbound,
     serve_ingress,
 )
+from roomkit.ingress._crashes import CrashLedger
 from roomkit.ingress.cli import _load_app, add_serve_parser, run_serve
 from roomkit.ingress.ingress import DEFAULT_MAX_LANES
 from roomkit.ingress.wire import (
@@ -839,6 +841,35 @@ async def test_a_mark_being_written_as_the_ingress_is_cancelled_does_not_count(
         channel.again(deadly=False)
         ingress = await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1)
         assert ingress.stats.dead_lettered == 0
+
+
+async def test_a_crash_ledger_that_does_not_answer_costs_one_timeout_and_no_clearing(
+    nats_server: NatsServer, client: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The KeyValue API away (a permission missing, an outage): the message is processed
+    # after one request_timeout, unmarked; it waited a second one, shielded, to clear the
+    # mark it never wrote (and held up a cancelled ingress as long).
+    url = nats_server.url
+    async with poisoned(url, client) as (kit, channel):
+        # Handed back once: its next delivery is a redelivery, counted.
+        await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
+        channel.again(deadly=False)
+        cleared: list[int] = []
+        finished = CrashLedger.finished
+
+        async def spy(self: CrashLedger, seq: int, incarnation: str) -> None:
+            cleared.append(seq)
+            await finished(self, seq, incarnation)
+
+        async def unanswered(self: Any, config: Any) -> Any:
+            await anyio.sleep_forever()
+
+        monkeypatch.setattr(CrashLedger, "finished", spy)
+        monkeypatch.setattr(nats.js.client.JetStreamContext, "create_key_value", unanswered)
+        ingress = await run_until(
+            kit, url, lambda s: s.recorded == 1, max_crashes=1, request_timeout=1.0
+        )
+        assert ingress.stats.dead_lettered == 0 and cleared == []
 
 
 async def test_a_stream_made_again_counts_its_messages_crashes_anew(
