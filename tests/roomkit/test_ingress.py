@@ -746,7 +746,10 @@ async def run_until(
         async def finished() -> bool:
             return done(ingress.stats)
 
-        await eventually(finished, what=f"the ingress's stats: {ingress.stats}")
+        try:
+            await eventually(finished, what="the ingress's stats to be done")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; they are {ingress.stats}") from None
     return ingress
 
 
