@@ -418,6 +418,10 @@ class TestMMSAggregator:
             mime_type="image/jpeg",
             caption="Bonjour",
         )
+        # The id of the documented order (text first), whatever the order: a retried part
+        # must be recognised as the same message.
+        assert message.external_id == message.idempotency_key == "990001+990002"
+        assert message.metadata["mms_part_ids"] == ["990001", "990002"]
         assert aggregator.pending == 0
 
     def test_two_mms_of_one_pair_keep_their_own_pictures(self) -> None:
