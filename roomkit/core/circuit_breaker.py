@@ -132,10 +132,18 @@ class CircuitBreaker:
         self._probe_started_at = now
         return True
 
-    def abandon_probe(self) -> None:
-        """The call let through was cut short (cancelled) and will not report: were it the
-        probe, the next caller may probe at once. Nothing else changes."""
-        self._probe_started_at = None
+    @property
+    def probe(self) -> float | None:
+        """The probe under way (when it started, by the clock), if any: right after an
+        ``allow_request`` that said True, whether that caller is the probe."""
+        return self._probe_started_at if self._state is CircuitState.HALF_OPEN else None
+
+    def abandon_probe(self, probe: float) -> None:
+        """The probe ``probe`` (see `probe`) was cut short (cancelled) and will not report:
+        the next caller may probe at once. Nothing changes if another probe has started
+        since, or the breaker left HALF_OPEN."""
+        if self._state is CircuitState.HALF_OPEN and self._probe_started_at == probe:
+            self._probe_started_at = None
 
     def record_success(self) -> None:
         """A call succeeded: close the circuit and forget past failures."""

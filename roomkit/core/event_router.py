@@ -571,6 +571,7 @@ class EventRouter:
                 DeliveryResult(channel_id=channel_id, success=False, error="circuit_breaker_open"),
                 None,
             )
+        probe = breaker.probe  # this delivery is the breaker's probe if not None
         try:
             if binding.rate_limit is not None:
                 # Queues rather than drops: the message waits for its token.
@@ -618,7 +619,8 @@ class EventRouter:
             except BaseException:
                 # This delivery is cancelled: neither a success nor a failure of the channel.
                 # Were it the breaker's probe, the channel stayed shut until the probe expired.
-                breaker.abandon_probe()
+                if probe is not None:
+                    breaker.abandon_probe(probe)
                 raise
             breaker.record_failure()
             logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, text)

@@ -677,6 +677,54 @@ class TestDelivery:
         result = await broadcast(router, bind("t"))
         assert result.errors == {} and breaker.state is CircuitState.CLOSED
 
+    async def test_a_cancelled_delivery_that_was_not_the_probe_leaves_the_probe_alone(
+        self,
+    ) -> None:
+        # Let through while the breaker was closed and cancelled during the probe that
+        # followed, it cleared that probe: a second caller went through beside it.
+        started: list[str] = []
+
+        class Scripted(Probe):
+            async def deliver(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                body = event.content.body  # type: ignore[union-attr]
+                started.append(body)
+                if body.startswith("hang"):
+                    await anyio.sleep_forever()
+                if body == "fail":
+                    raise ConnectionError("down")
+                return await super().deliver(event, binding, context)
+
+        now = [0.0]
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=2, clock=lambda: now[0])
+        router = make_router(Scripted("t"), breakers={"t": breaker})
+        errors: dict[str, dict[str, str]] = {}
+
+        async def send(body: str) -> None:
+            result = await broadcast(router, bind("t"), event=message(body))
+            errors[body] = result.errors
+
+        async with anyio.create_task_group() as tg:
+            early = anyio.CancelScope()
+
+            async def first() -> None:
+                with early:
+                    await send("hang early")
+
+            tg.start_soon(first)
+            await anyio.wait_all_tasks_blocked()
+            await send("fail")  # opens the breaker
+            now[0] = 2.0
+            tg.start_soon(send, "hang probe")
+            await anyio.wait_all_tasks_blocked()
+            early.cancel()  # not the probe
+            await anyio.wait_all_tasks_blocked()
+            await send("while probing")
+            tg.cancel_scope.cancel()
+        assert started == ["hang early", "fail", "hang probe"]
+        assert errors["while probing"] == {"t": "circuit_breaker_open"}
+
     async def test_without_policy_there_is_a_single_attempt(self) -> None:
         target = Probe("t", deliveries=[ConnectionError("x")])
         sleep = RecordingSleep()

@@ -142,6 +142,20 @@ class TestCircuitBreaker:
         assert breaker.allow_request()
         assert not breaker.allow_request()
 
+    def test_abandoning_a_probe_frees_that_probe_only(self) -> None:
+        clock = FakeClock()
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=5, clock=clock)
+        assert breaker.allow_request() and breaker.probe is None  # closed: no probe
+        breaker.record_failure()
+        clock.advance(5)
+        assert breaker.allow_request()
+        probe = breaker.probe
+        assert probe is not None
+        breaker.abandon_probe(probe - 1)  # an older call's: the probe under way stays
+        assert not breaker.allow_request()
+        breaker.abandon_probe(probe)
+        assert breaker.allow_request() and not breaker.allow_request()
+
     def test_a_short_recovery_timeout_still_lets_one_probe_through(self) -> None:
         # 0.3.0's single probe: the probe's expiry was recovery_timeout, and with 0 every
         # caller was let through while a probe ran. It expires after 30 s at least.
