@@ -11,10 +11,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -489,18 +490,24 @@ class StoreProjection:
         )
 
 
-def _most_derived(store: ConversationStore, names: tuple[str, ...]) -> str:
-    """The one of ``names`` that the most derived class of ``store`` defining any of them
-    defines (the first of them, if it defines several). For a ``ShapedStore``, the classes of
-    the store it wraps: what that store's own class hierarchy defines, not what it hands out
-    through ``__getattr__`` (a proxy of an ``InMemoryStore``, whose overrides 0.3.0 called)."""
-    target = store.shaped if isinstance(store, ShapedStore) else store
-    for cls in type(target).__mro__:
-        layer = vars(cls)
+def _most_derived(store: ConversationStore, names: tuple[str, ...]) -> str | None:
+    """The one of ``names`` that ``store`` defines last: as an instance attribute (a method
+    an app set on it), else in the most derived of its classes that defines any (the first of
+    them, if one defines several); ``None`` if none does.
+
+    For a ``ShapedStore``, the store it wraps, and what that store's own class hierarchy
+    defines, not what it hands out through ``__getattr__`` (a proxy of an ``InMemoryStore``
+    whose overrides 0.3.0 called, and whose class may define none of them)."""
+    layers: list[Mapping[str, Any]]
+    if isinstance(store, ShapedStore):
+        layers = [vars(cls) for cls in type(store.shaped).__mro__]
+    else:
+        layers = [getattr(store, "__dict__", {}), *(vars(cls) for cls in type(store).__mro__)]
+    for layer in layers:
         for name in names:
             if name in layer:
                 return name
-    return names[0]
+    return None
 
 
 def _event_entry(store: ConversationStore) -> Callable[[bytes], Awaitable[None]]:
@@ -514,6 +521,7 @@ def _event_entry(store: ConversationStore) -> Callable[[bytes], Awaitable[None]]
     entry = _most_derived(store, ("add_event_envelope", "add_event_json", "add_event"))
     if entry == "add_event_envelope":
         return store.add_event_envelope
+    # None: a proxy that says nothing of its own; through its add_event, which 0.3.0 called.
 
     async def add_event_json(data: bytes) -> None:
         await store.add_event_json(event_json(data))

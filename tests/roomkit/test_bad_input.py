@@ -263,6 +263,41 @@ async def test_a_proxy_store_s_own_writes_are_used_over_what_it_hands_through() 
         assert (await kit.get_room("r1")).event_count == 2
 
 
+async def test_writes_reach_an_app_s_overrides_behind_a_pure_proxy_or_on_an_instance() -> None:
+    # A proxy whose class defines none of the store's methods got the inner store's
+    # shortcuts, past the overrides of the app's InMemoryStore subclass inside; a spy set on
+    # an InMemoryStore instance was passed over for the class's shortcut.
+    seen: list[str] = []
+
+    class AppStore(InMemoryStore):
+        async def add_event(self, event: RoomEvent) -> RoomEvent:
+            seen.append("add_event")
+            return await super().add_event(event)
+
+    class PureProxy:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    spied = InMemoryStore()
+    add_event = spied.add_event
+
+    async def spy(event: RoomEvent) -> RoomEvent:
+        seen.append("add_event")
+        return await add_event(event)
+
+    spied.add_event = spy  # type: ignore[method-assign]
+    for store in (PureProxy(AppStore()), spied):
+        async with RoomKit(store=store) as kit:  # type: ignore[arg-type]
+            await room(kit)
+            seen.clear()
+            await kit.process_inbound(text("sms", "hi"), room_id="r1")
+            assert seen == ["add_event"], type(store).__name__
+            assert (await kit.get_room("r1")).event_count == 2
+
+
 def test_a_channel_of_the_wrong_kind_is_refused_when_registered() -> None:
     kit = RoomKit()
     with pytest.raises(TypeError, match="^channel must be an instance of Channel, got int$"):
