@@ -58,7 +58,7 @@ from roomkit.ingress import (
     publish_inbound,
     serve_ingress,
 )
-from roomkit.ingress._crashes import CrashLedger
+from roomkit.ingress._crashes import CRASH_BUCKET, CrashLedger
 from roomkit.ingress.cli import _load_app, add_serve_parser, run_serve
 from roomkit.ingress.ingress import DEFAULT_MAX_LANES
 from roomkit.ingress.wire import (
@@ -873,6 +873,30 @@ async def test_a_crash_ledger_that_does_not_answer_costs_one_timeout_and_no_clea
             kit, url, lambda s: s.recorded == 1, max_crashes=1, request_timeout=1.0
         )
         assert ingress.stats.dead_lettered == 0 and cleared == []
+
+
+async def test_a_mark_stored_without_its_answer_is_cleared_by_the_ledger(
+    nats_server: NatsServer, client: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not counted (its answer never came), the message is processed as unmarked: a mark
+    # stored all the same would count a death at its next delivery.
+    url = nats_server.url
+    async with poisoned(url, client) as (kit, channel):
+        # Handed back once: its next delivery is a redelivery, counted.
+        await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
+        channel.again(deadly=False)
+        put = nats.js.kv.KeyValue.put
+
+        async def unanswered(self: nats.js.kv.KeyValue, key: str, value: bytes) -> int:
+            await put(self, key, value)
+            await anyio.sleep_forever()  # stored; the answer never comes
+            raise AssertionError
+
+        monkeypatch.setattr(nats.js.kv.KeyValue, "put", unanswered)
+        await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1, request_timeout=1.0)
+    marks = await client.jetstream().key_value(CRASH_BUCKET)
+    with pytest.raises(nats.js.errors.NoKeysError):
+        await marks.keys()
 
 
 async def test_a_stream_made_again_counts_its_messages_crashes_anew(
