@@ -775,6 +775,16 @@ async def poisoned(url: str, client: NatsClient) -> AsyncIterator[tuple[RoomKit,
         yield kit, channel
 
 
+@contextlib.asynccontextmanager
+async def redelivered(url: str, client: NatsClient) -> AsyncIterator[RoomKit]:
+    """``poisoned``, its message handed back once by a graceful stop (its next delivery is a
+    redelivery, whose crashes are counted), and no longer deadly."""
+    async with poisoned(url, client) as (kit, channel):
+        await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
+        channel.again(deadly=False)
+        yield kit
+
+
 async def test_a_message_that_keeps_killing_the_ingress_is_dead_lettered_after_max_crashes(
     nats_server: NatsServer, client: NatsClient
 ) -> None:
@@ -823,9 +833,7 @@ async def test_a_mark_being_written_as_the_ingress_is_cancelled_does_not_count(
     # The mark was stored but its ack not read when the ingress was cancelled: not known to
     # be marked, it was not cleared, and the next start counted a death that never was.
     url = nats_server.url
-    async with poisoned(url, client) as (kit, channel):
-        # Handed back once: its next delivery is a redelivery, counted.
-        await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
+    async with redelivered(url, client) as kit:
         put = nats.js.kv.KeyValue.put
         stored = anyio.Event()
 
@@ -841,7 +849,6 @@ async def test_a_mark_being_written_as_the_ingress_is_cancelled_does_not_count(
                 await stored.wait()
                 scope.cancel()
         monkeypatch.setattr(nats.js.kv.KeyValue, "put", put)
-        channel.again(deadly=False)
         ingress = await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1)
         assert ingress.stats.dead_lettered == 0
 
@@ -853,10 +860,7 @@ async def test_a_crash_ledger_that_does_not_answer_costs_one_timeout_and_no_clea
     # after one request_timeout, unmarked; it waited a second one, shielded, to clear the
     # mark it never wrote (and held up a cancelled ingress as long).
     url = nats_server.url
-    async with poisoned(url, client) as (kit, channel):
-        # Handed back once: its next delivery is a redelivery, counted.
-        await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
-        channel.again(deadly=False)
+    async with redelivered(url, client) as kit:
         cleared: list[int] = []
         finished = CrashLedger.finished
 
@@ -881,10 +885,7 @@ async def test_a_mark_stored_without_its_answer_is_cleared_by_the_ledger(
     # Not counted (its answer never came), the message is processed as unmarked: a mark
     # stored all the same would count a death at its next delivery.
     url = nats_server.url
-    async with poisoned(url, client) as (kit, channel):
-        # Handed back once: its next delivery is a redelivery, counted.
-        await run_until_poison_in_hand(kit, channel, url, dies=False, max_crashes=1)
-        channel.again(deadly=False)
+    async with redelivered(url, client) as kit:
         put = nats.js.kv.KeyValue.put
 
         async def unanswered(self: nats.js.kv.KeyValue, key: str, value: bytes) -> int:
