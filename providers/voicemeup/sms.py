@@ -176,8 +176,9 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
                 "auth_token": config.auth_token.get_secret_value(),
                 "source_number": sender,
                 "destination_number": recipient,
-                "message": text,
             }
+            if text or not media_url:  # an attachment without a caption goes without one
+                form["message"] = text
             if media_url:
                 form["attachment"] = media_url
             outcome = await self._queue(form)

@@ -204,7 +204,7 @@ class TestSend:
         # The media's URL in "attachment", the field 0.3.0 sent ("attachment_url" was ours).
         assert [form(r) for r in recorder.requests] == [
             base_form(message="plans", attachment="https://cdn.example.com/a.png"),
-            base_form(message="", attachment="https://cdn.example.com/b.png"),
+            base_form(attachment="https://cdn.example.com/b.png"),  # no caption: no message
         ]
         assert result.metadata["parts"] == 2
 
