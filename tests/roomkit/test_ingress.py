@@ -874,7 +874,7 @@ async def test_a_crash_ledger_that_does_not_answer_costs_one_timeout_and_no_clea
         monkeypatch.setattr(CrashLedger, "finished", spy)
         monkeypatch.setattr(nats.js.client.JetStreamContext, "create_key_value", unanswered)
         ingress = await run_until(
-            kit, url, lambda s: s.recorded == 1, max_crashes=1, request_timeout=1.0
+            kit, url, lambda s: s.recorded == 1, max_crashes=1, request_timeout=3.0
         )
         assert ingress.stats.dead_lettered == 0 and cleared == []
 
@@ -894,7 +894,7 @@ async def test_a_mark_stored_without_its_answer_is_cleared_by_the_ledger(
             raise AssertionError
 
         monkeypatch.setattr(nats.js.kv.KeyValue, "put", unanswered)
-        await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1, request_timeout=1.0)
+        await run_until(kit, url, lambda s: s.recorded == 1, max_crashes=1, request_timeout=3.0)
     marks = await client.jetstream().key_value(CRASH_BUCKET)
     with pytest.raises(nats.js.errors.NoKeysError):
         await marks.keys()
