@@ -44,11 +44,19 @@ CRASH_TTL = 7 * 24 * 3600.0
 
 
 class CrashLedger:
-    """The marks of one ingress (``stream`` and ``durable``), in ``CRASH_BUCKET``."""
+    """The marks of one ingress (``stream`` and ``durable``), in ``CRASH_BUCKET``; a message
+    with ``limit`` of them is not processed again."""
 
     def __init__(
-        self, js: JetStreamContext, stream: str, durable: str, storage: StorageType, timeout: float
+        self,
+        js: JetStreamContext,
+        stream: str,
+        durable: str,
+        storage: StorageType,
+        timeout: float,
+        limit: int,
     ) -> None:
+        self.limit = limit
         self._js = js
         self._storage = storage
         self._timeout = timeout

@@ -76,7 +76,6 @@ class HandlerSettings:
     dlq_stream: str | None
     max_attempts: int
     request_timeout: float
-    max_crashes: int | None = None
 
 
 class MessageHandler:
@@ -93,8 +92,8 @@ class MessageHandler:
         on_fatal: called with why the ingress must stop (the kit closed, the NATS connection
             closed under it); the message at hand is then handed back.
         ensure_dlq: creates the dead-letter stream again when a dead letter finds it gone.
-        crashes: counts the deaths of the process with a message in hand (``None``: not
-            counted).
+        crashes: counts the deaths of the process with a message in hand, and says how many
+            a message may have (``None``: not counted, no limit).
     """
 
     def __init__(
@@ -144,34 +143,28 @@ class MessageHandler:
             behind it must be handed back too (``release``), or they would be recorded before
             it.
         """
-        ledger = self._crashes
+        # Counted only for a message that may have been in hand when the process died.
+        ledger = self._crashes if item.again and item.rejection is None else None
+        seq = item.seq
         # In hand in the crash ledger: cleared once finished. Set before the mark is written:
         # cut short while writing it (cancelled), the mark may be stored all the same.
-        marked = (
-            ledger is not None and item.again and item.seq is not None and item.rejection is None
-        )
+        marked = ledger is not None and seq is not None
         try:
-            outcome: InboundResult | Rejection
-            if item.rejection is not None:
-                outcome = item.rejection
-            else:
-                crashes = None
-                if marked:
-                    assert ledger is not None and item.seq is not None
-                    crashes = await ledger.crashes(item.seq, item.incarnation)
-                    marked = crashes is not None  # not counted: nothing to clear
-                limit = self._settings.max_crashes
-                if crashes is not None and limit is not None and crashes >= limit:
+            outcome: InboundResult | Rejection | None = item.rejection
+            if ledger is not None and seq is not None:
+                crashes = await ledger.crashes(seq, item.incarnation)
+                marked = crashes is not None  # not counted: nothing to clear
+                if crashes is not None and crashes >= ledger.limit:
                     # It keeps its mark: JetStream may still redeliver a recovered message,
                     # which must not be processed then either.
                     marked = False
                     outcome = Rejection.of(
                         IngressErrorCode.FAILED,
                         f"the ingress died while processing it, {crashes} time(s) "
-                        f"(max_crashes={limit})",
+                        f"(max_crashes={ledger.limit})",
                     )
-                else:
-                    outcome = await self._process(item)
+            if outcome is None:
+                outcome = await self._process(item)
             if isinstance(outcome, Rejection):
                 await self._dead_letter(item, outcome)
                 await self.settle(item, "term")
@@ -194,8 +187,8 @@ class MessageHandler:
             await self.release(item)
             return False
         finally:
-            if marked and ledger is not None and item.seq is not None:
-                await ledger.finished(item.seq, item.incarnation)
+            if marked and ledger is not None and seq is not None:
+                await ledger.finished(seq, item.incarnation)
 
     async def release(self, item: WorkItem) -> None:
         """Hand ``item`` back to JetStream unprocessed, for redelivery."""

@@ -311,7 +311,6 @@ class Ingress:
                 dlq_stream=self.dlq_stream,
                 max_attempts=self._max_attempts,
                 request_timeout=self._request_timeout,
-                max_crashes=self._max_crashes,
             ),
             self.stats,
             self._inflight,
@@ -321,7 +320,12 @@ class Ingress:
             crashes=None
             if self._max_crashes is None
             else CrashLedger(
-                self._js, self.stream_name, self.durable, self._storage, self._request_timeout
+                self._js,
+                self.stream_name,
+                self.durable,
+                self._storage,
+                self._request_timeout,
+                self._max_crashes,
             ),
         )
         tg = anyio.create_task_group()
@@ -581,9 +585,7 @@ class Ingress:
             again = metadata.num_delivered > 1
         except Exception:  # a delivery without JetStream metadata: still processed
             seq, again = None, False
-        item = self._work(msg.subject, msg.data, msg.headers, seq, msg)
-        item.again = again
-        return item
+        return self._work(msg.subject, msg.data, msg.headers, seq, msg, again=again)
 
     def _work(
         self,
@@ -592,6 +594,8 @@ class Ingress:
         headers: Mapping[str, str] | None,
         seq: int | None,
         msg: Msg | None,
+        *,
+        again: bool,
     ) -> WorkItem:
         """``prepare``, guarded: whatever fails while reading one message refuses that message
         instead of stopping the consumer (and, after a restart, stopping it again)."""
@@ -620,6 +624,7 @@ class Ingress:
                 detail=f"the message cannot be read: {exc!r}",
             )
         item.incarnation = self._incarnation
+        item.again = again
         return item
 
     def _dispatch(self, item: WorkItem) -> None:
@@ -686,9 +691,7 @@ class Ingress:
             return None
         self.stats.recovered += 1
         headers = {k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)}
-        item = self._work(subject, raw.data or b"", headers, raw.seq, None)
-        item.again = True
-        return item
+        return self._work(subject, raw.data or b"", headers, raw.seq, None, again=True)
 
 
 async def serve_ingress(
