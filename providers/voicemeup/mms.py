@@ -190,8 +190,7 @@ class VoiceMeUpMMSAggregator:
             # Its picture came first (two webhooks sent at once arrive in either order): the
             # same message as in the documented order, under the same id.
             del self._held[key]
-            text = _Held(meta=meta, deadline=now, part_ids=_ids(meta), text_first=True)
-            return self._merged(key, text, held.meta, held.part_ids)
+            return self._merged(key, meta, _ids(meta), held.meta, held.part_ids)
         if held is not None:
             if meta.message_id and meta.message_id in held.part_ids:
                 return meta.model_copy(update={"pending": True})  # a retried webhook
@@ -222,22 +221,27 @@ class VoiceMeUpMMSAggregator:
     ) -> WebhookMeta:
         """The held text with ``meta``'s attachments, under 0.3.0's merged id."""
         del self._held[key]
-        return self._merged(key, held, meta, _ids(meta))
+        return self._merged(key, held.meta, held.part_ids, meta, _ids(meta))
 
     def _merged(
-        self, key: tuple[str, str, str], text: _Held, pictures: WebhookMeta, ids: list[str]
+        self,
+        key: tuple[str, str, str],
+        text: WebhookMeta,
+        text_ids: list[str],
+        pictures: WebhookMeta,
+        picture_ids: list[str],
     ) -> WebhookMeta:
-        """``text``'s message with the attachments of ``pictures`` (parts ``ids``), under
-        0.3.0's id: the text's, then the pictures', joined by ``+``."""
-        part_ids = [*text.part_ids, *(i for i in ids if i not in text.part_ids)]
-        extra = {**text.meta.extra, "mms_part_ids": part_ids}
+        """``text`` (parts ``text_ids``) with the attachments of ``pictures`` (parts
+        ``picture_ids``), under 0.3.0's id: the text's, then the pictures', joined by ``+``."""
+        part_ids = [*text_ids, *(i for i in picture_ids if i not in text_ids)]
+        extra = {**text.extra, "mms_part_ids": part_ids}
         if "has_attachment" in extra:  # 0.3.0's key: the merged message has the attachments
             extra["has_attachment"] = True
-        merged_id = "+".join(part_ids) if len(part_ids) > 1 else text.meta.message_id
+        merged_id = "+".join(part_ids) if len(part_ids) > 1 else text.message_id
         logger.debug(
             "voicemeup: merged a text and %d attachment(s) of %s", len(pictures.media), key
         )
-        return text.meta.model_copy(
+        return text.model_copy(
             update={"media": list(pictures.media), "message_id": merged_id, "extra": extra}
         )
 
