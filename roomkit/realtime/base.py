@@ -32,9 +32,11 @@ def subscription_id_of(subscription_id: str | None, sub_id: str | None) -> str:
     Raises:
         TypeError: neither or both were given.
     """
-    if (subscription_id is None) == (sub_id is None):
-        raise TypeError("give the subscription id once: subscription_id=... (or sub_id=...)")
-    return subscription_id if subscription_id is not None else sub_id  # type: ignore[return-value]
+    if sub_id is None and subscription_id is not None:
+        return subscription_id
+    if subscription_id is None and sub_id is not None:
+        return sub_id
+    raise TypeError("give the subscription id once: subscription_id=... (or sub_id=...)")
 
 
 class EphemeralEventType(StrEnum):
