@@ -132,8 +132,10 @@ class PushConsumer:
 
         Args:
             wait: wait for the server to confirm the delete (bounded by the JetStream
-                timeout); otherwise fire and forget, which saves a round trip per replay. A
-                lost delete is covered by the consumer's ``inactive_threshold``.
+                timeout), unless the connection is down (nothing can confirm it before the
+                server is back: closing a log during an outage waited out the timeout);
+                otherwise fire and forget, which saves a round trip per replay. A lost delete
+                is covered by the consumer's ``inactive_threshold``.
         """
         if self._closed:
             return
@@ -144,7 +146,7 @@ class PushConsumer:
         if self._name is None:
             return
         try:
-            if wait:
+            if wait and self._nc.is_connected:
                 await self._js.delete_consumer(self._stream_name, self._name)
             else:
                 await self._nc.publish(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -178,12 +179,43 @@ async def ensure_bucket(
 
 
 async def close_quietly(nc: NatsClient) -> None:
-    """Close ``nc`` within 5 s, logging (not raising) what goes wrong."""
+    """Close ``nc`` within 5 s, logging (not raising) what goes wrong; the connection's tasks
+    end either way."""
     try:
         with anyio.move_on_after(5):
             await nc.close()
     except Exception as exc:  # closing is best effort; the caller already has a better error
         logger.debug("closing the NATS connection: %r", exc)
+    _end_what_close_left(nc)
+
+
+def _end_what_close_left(nc: NatsClient) -> None:
+    """End the subscriptions' tasks and the transport that ``nc.close()`` did not get to.
+
+    With the server away, nats-py's close flushes what was queued during the outage (a
+    subscription's unsubscribe, say) into the lost connection, which raises before it cancels
+    its subscriptions' tasks: each waited for messages for ever, and kept the client alive.
+    (nats-py has no public call for this: its own attributes, read defensively.)
+    """
+    subscriptions = getattr(nc, "_subs", None)
+    if subscriptions:
+        for subscription in list(subscriptions.values()):
+            task = getattr(subscription, "_wait_for_msgs_task", None)
+            if task is not None and not task.done():
+                task.cancel()
+            iterator = getattr(subscription, "_message_iterator", None)
+            if iterator is not None:
+                iterator._cancel()
+            waiting = getattr(subscription, "_pending_next_msgs_calls", None)
+            if waiting:
+                for future in waiting.values():
+                    future.cancel()
+                waiting.clear()
+        subscriptions.clear()
+    transport = getattr(nc, "_transport", None)
+    if transport is not None and nc.is_closed:
+        with contextlib.suppress(Exception):
+            transport.close()
 
 
 class ErrorReporter:

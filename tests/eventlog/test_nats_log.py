@@ -483,6 +483,34 @@ async def test_a_subscription_survives_a_server_restart(
     assert seen == [str(n).encode() for n in range(10)]
 
 
+async def test_closing_during_an_outage_ends_every_task_of_the_connection_at_once(
+    restartable_nats_server: NatsServer,
+) -> None:
+    server = restartable_nats_server
+    before = asyncio.all_tasks()
+    # A request_timeout longer than the test's bound: closing waited it out for the delete of
+    # the subscription's consumer, which nobody could confirm.
+    log = NatsEventLog(server.url, request_timeout=30.0, retry_timeout=5.0)
+    await log.connect()
+    subscription = log.subscribe()
+    await log.append("s1", [event(1)], expected_version=0)
+    with anyio.fail_after(10):
+        assert (await subscription.__anext__()).data == b"1"
+    server.stop()
+    with anyio.fail_after(10):
+        while log._io is not None and log._io.nc.is_connected:  # until the client noticed
+            await anyio.sleep(0.01)
+    started = anyio.current_time()
+    with anyio.fail_after(60):
+        await log.aclose()
+    assert anyio.current_time() - started < 30.0  # it did not wait out the delete's timeout
+    await anyio.sleep(0.1)  # the cancelled tasks end
+    # nats-py's close failed flushing into the lost connection before it ended the
+    # subscriptions' tasks: they waited for messages for ever.
+    left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    assert left == []
+
+
 # -- subscriptions ---------------------------------------------------------------------------
 
 
