@@ -160,7 +160,11 @@ class EventLog(abc.ABC):
 
     @abc.abstractmethod
     def subscribe(self, *, after_position: int = 0) -> Subscription:
-        """Follow the log from ``after_position``: catch-up, then live, in global order."""
+        """Follow the log from ``after_position``: catch-up, then live, in global order.
+
+        Raises:
+            TypeError: ``after_position`` is not an int.
+        """
 
     @abc.abstractmethod
     async def streams(self) -> list[StreamInfo]:

@@ -132,6 +132,7 @@ class MemoryEventLog(EventLog):
         )
 
     def subscribe(self, *, after_position: int = 0) -> Subscription:
+        check_range(after_position, None, "after_position")
         return _MemorySubscription(self, after_position)
 
     async def streams(self) -> list[StreamInfo]:

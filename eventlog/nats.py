@@ -512,6 +512,7 @@ class NatsEventLog(EventLog):
     # -- subscriptions -----------------------------------------------------------------------
 
     def subscribe(self, *, after_position: int = 0) -> Subscription:
+        check_range(after_position, None, "after_position")
         subscription = NatsSubscription(
             self._connected(),
             subject=None,  # the whole JetStream stream: see _nats_reads.read_log

@@ -195,6 +195,11 @@ class EventLogContract:
                 await log.read("s1", **wrong)
         with pytest.raises(TypeError):
             await log.read_all(after_position=None)  # type: ignore[arg-type]
+        for wrong_position in (None, "3", 1.5, True):
+            # At the call, as read_all: the first record read failed with the backend's
+            # own words (a list index from memory, the server's JSON from NATS).
+            with pytest.raises(TypeError, match="after_position"):
+                log.subscribe(after_position=wrong_position)  # type: ignore[arg-type]
         assert await log.read("s1", after_version=10**30) == []
         assert await log.read_all(after_position=10**30) == []
         assert payloads(await log.read("s1", after_version=-5, limit=0)) == []
