@@ -21,8 +21,11 @@ What the contract leaves to the backend:
 - ``dedup_window`` is the stream's ``duplicate_window`` (120 s by default). Inside it, a
   re-sent message id is recognised when the append names the current version (or
   ``ANY_VERSION``). With a stale expected version, JetStream checks the sequence first; the
-  append then recognises the stream's *last* append, at any age: exactly the retry after a
-  lost acknowledgement.
+  append then looks for itself where a first attempt put it, right after the version it
+  names, and also recognises the stream's *last* append, at any age: exactly the retry after
+  a lost acknowledgement, whatever was appended behind it since. A message id re-sent with
+  another stale version than its first attempt's is refused (``MemoryEventLog`` recognises
+  it under any version).
 - An append that raised ``LogUnavailable`` may have been committed. Retrying it with the same
   message id and expected version is safe; appends without a message id get a private one,
   so the retries ``append`` makes by itself never duplicate: it makes them only within the
@@ -67,7 +70,7 @@ from eventlog._nats_errors import (
     is_transient,
 )
 from eventlog._nats_io import JetStreamIO, Stored
-from eventlog._nats_reads import list_streams, read_log, read_stream
+from eventlog._nats_reads import list_streams, read_log, read_stream, seq_of_version
 from eventlog._nats_setup import (
     close_quietly,
     ensure_bucket,
@@ -400,7 +403,9 @@ class NatsEventLog(EventLog):
                 return records_of(stream, last.seq, last.batch)
             known = self._remember_stored(stream, last)
             if known[0] != expected_version:
-                raise WrongExpectedVersion(stream, expected_version, known[0])
+                return await self._raise_unless_committed(
+                    io, stream, events, expected_version, last
+                )
         now = time.time()
         max_payload = io.nc.max_payload
         while True:
@@ -445,9 +450,46 @@ class NatsEventLog(EventLog):
                 return records_of(stream, last.seq, last.batch)
             known = self._remember_stored(stream, last)
             if expected_version is not None and known[0] != expected_version:
-                raise WrongExpectedVersion(stream, expected_version, known[0])
+                return await self._raise_unless_committed(
+                    io, stream, events, expected_version, last
+                )
             if time.monotonic() > deadline:
                 raise LogUnavailable(f"append to {stream!r}: too much contention")
+
+    async def _raise_unless_committed(
+        self,
+        io: JetStreamIO,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        last: Stored | None,
+    ) -> list[Record]:
+        """The records of this very append if a first attempt committed it, at the version
+        after ``expected_version``, behind which the stream has moved on; otherwise
+        ``WrongExpectedVersion``.
+
+        JetStream checks the expected sequence before the message id, so only this finds a
+        retry whose acknowledgement was lost and which appends of others (or the writer's
+        next ones) followed. Only for a caller's message id: a private one is never sent by
+        two calls. A few direct gets (a binary search of the subject), on a conflict only.
+
+        Raises:
+            WrongExpectedVersion: always, unless the append is found.
+        """
+        current = last.last_version if last is not None else 0
+        message_id = events[0].headers.message_id
+        if last is not None and message_id is not None and expected_version < current:
+            subject = self._subject(stream)
+            wanted = expected_version + 1
+            seq = await seq_of_version(io, subject, wanted, last.seq)
+            found = await io.next_of(subject, seq)
+            if (
+                found is not None
+                and found.batch.version == wanted
+                and found.msg_id == _msg_id(stream, message_id)
+            ):
+                return records_of(stream, found.seq, found.batch)
+        raise WrongExpectedVersion(stream, expected_version, current)
 
     async def _publish(
         self,

@@ -256,6 +256,25 @@ class EventLogContract:
         await log.append("s1", [event(1)], expected_version=1)
         assert await log.last_version("s1") == 2
 
+    async def test_a_retry_behind_newer_appends_with_its_first_version_is_recognised(
+        self, log: EventLog
+    ) -> None:
+        # A writer whose acknowledgement was lost retries with the version it named, after
+        # others (or itself, through another path) appended behind it.
+        first = await log.append("s1", [event(1, message_id="m-1"), event(2)], expected_version=0)
+        await log.append("s1", [event(3, message_id="m-3")], expected_version=2)
+        await log.append("s1", [event(4)], expected_version=3)
+        retried = await log.append(
+            "s1", [event(1, message_id="m-1"), event(2)], expected_version=0
+        )
+        assert retried == first
+        assert await log.last_version("s1") == 4
+        # Another append at that version is still refused.
+        with pytest.raises(WrongExpectedVersion):
+            await log.append("s1", [event(5, message_id="m-5")], expected_version=0)
+        with pytest.raises(WrongExpectedVersion):
+            await log.append("s1", [event(5, message_id="m-5")], expected_version=3)
+
     async def test_old_duplicate_behind_newer_events_is_recognised(self, log: EventLog) -> None:
         if not self.unbounded_dedup:
             pytest.skip("backend de-duplicates only its most recent append per stream")

@@ -414,6 +414,21 @@ async def test_a_foreign_message_on_a_log_subject_is_reported(nats_server: NatsS
         assert await log.read_all() == []  # no stream's record: skipped (see below)
 
 
+async def test_a_retry_behind_newer_appends_is_recognised_after_the_duplicate_window(
+    nats_server: NatsServer,
+) -> None:
+    # Found where its expected version puts it, not by JetStream's window: sent again once
+    # the window is over, it would be stored a second time.
+    async with NatsEventLog(nats_server.url, duplicate_window=0.5) as log:
+        first = await log.append("s1", [event(1, message_id="m-1")], expected_version=0)
+        await log.append("s1", [event(2, message_id="m-2")], expected_version=1)
+        await anyio.sleep(0.7)  # the window forgets m-1
+        assert await log.append("s1", [event(1, message_id="m-1")], expected_version=0) == first
+        assert payloads(await log.read("s1")) == [b"1", b"2"]
+        with pytest.raises(WrongExpectedVersion):  # another append at that version
+            await log.append("s1", [event(3, message_id="m-3")], expected_version=0)
+
+
 # -- outages ---------------------------------------------------------------------------------
 
 
