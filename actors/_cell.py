@@ -317,6 +317,7 @@ class Cell(Mailbox):
 
     async def _activate(self) -> None:
         while True:
+            started: Actor | None = None  # the instance, once its on_start was called
             try:
                 actor = self._factory(self.key)
                 if not isinstance(actor, Actor):
@@ -325,8 +326,11 @@ class Cell(Mailbox):
                     )
                 actor._bind(self._host.system, self.kind)
                 await actor._recover()
+                started = actor
                 await actor.on_start()
             except EventLogError as exc:
+                if started is not None:
+                    await self._call_on_stop(started)  # what its on_start acquired
                 # The log could not serve the recovery: away (after waiting for it as long as
                 # the log itself waits), or closed. Attempts again and again made its callers
                 # wait four times as long as a running actor's, for the same outage, and logged
@@ -337,6 +341,11 @@ class Cell(Mailbox):
                 logger.warning(
                     "activation of actor %s/%s failed", self.kind, self.key, exc_info=exc
                 )
+                if started is not None:
+                    # A crash like any (SupervisionPolicy): an instance whose on_start raised
+                    # gets on_stop, to let go of what it had acquired. (One whose recovery
+                    # failed has not started: its on_stop would act on a state never loaded.)
+                    await self._call_on_stop(started)
                 await self._backoff(exc)
                 continue
             self.actor = actor

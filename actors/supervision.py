@@ -24,7 +24,8 @@ class SupervisionPolicy:
 
     Those, and any exception while activating (factory, recovery from the log, ``on_start``)
     but the log's own (``EventLogError``), **crash** the actor: the failed instance gets
-    ``on_stop`` (best effort), then after a backoff delay a new instance is made by the factory
+    ``on_stop`` (best effort; at activation, one whose ``on_start`` raised, not one whose
+    recovery failed), then after a backoff delay a new instance is made by the factory
     and recovers its state (an event-sourced actor from the log). Queued messages wait for it;
     none is lost.
 

@@ -158,11 +158,15 @@ class Flaky(Actor):
 
     failures = 0
     attempts = 0
+    stops = 0
 
     async def on_start(self) -> None:
         type(self).attempts += 1
         if type(self).attempts <= type(self).failures:
             raise ConnectionError(f"attempt {type(self).attempts}")
+
+    async def on_stop(self) -> None:
+        type(self).stops += 1
 
     async def receive(self, message: object) -> object:
         return ("ok", message)
@@ -185,9 +189,13 @@ async def test_a_failed_activation_is_retried_and_queued_messages_wait(
     async with system:
         assert await system.ref("flaky", "f").ask(1) == ("ok", 1)
         stats = system.stats()
+        # A crash like any: each instance whose on_start failed got on_stop, to let go of
+        # what it had acquired (none did).
+        assert flaky.stops == 2
     assert flaky.attempts == 3
     assert stats.restarts == 2
     assert stats.activations == 1
+    assert flaky.stops == 3
 
 
 async def test_past_the_restart_limit_the_actor_gives_up_then_a_new_message_retries(
