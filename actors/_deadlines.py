@@ -11,6 +11,7 @@ behind it stay within a constant factor of the asks really pending (amortised O(
 from __future__ import annotations
 
 import math
+import numbers
 from collections import deque
 from collections.abc import Callable
 
@@ -44,8 +45,12 @@ class Deadlines:
         """Refuse a timeout `add` cannot keep.
 
         Raises:
+            TypeError: ``timeout`` is not a number (``True`` was taken as 1 s, and ``"1"``
+                failed comparing a str with an int).
             ValueError: ``timeout`` is not a positive, finite number.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+            raise TypeError(f"an ask's timeout is a number of seconds, got {timeout!r}")
         try:
             valid = timeout > 0 and math.isfinite(timeout)
         except OverflowError:  # an int past a float's range: no finite float

@@ -102,6 +102,7 @@ class ActorRef:
                 one the actor had taken up is handled to the end (see ``AskTimeout``). So is
                 it when the asker is cancelled.
             ActorDeadError: the system is not running, or the actor stopped or gave up first.
+            TypeError: ``timeout`` is not a number.
             ValueError: ``timeout`` is not a positive, finite number.
             Exception: whatever the handler raised, unchanged.
 

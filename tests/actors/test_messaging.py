@@ -194,6 +194,10 @@ async def test_ask_timeouts_are_bounded_and_positive() -> None:
             with pytest.raises(ValueError, match="timeout"):
                 await other.ask("x", timeout=bad)
             assert await other.ask("y", timeout=5.0) == "y"
+        for wrong in (True, "1", b"1"):  # True was taken as 1 s
+            with pytest.raises(TypeError, match="timeout"):
+                await other.ask("x", timeout=wrong)  # type: ignore[arg-type]
+        assert journal.entries == [("b", "y")] * 5
     for bad in (math.inf, 10**400):
         with pytest.raises(ValueError, match="ask_timeout"):
             ActorSystem(ask_timeout=bad)
