@@ -259,6 +259,12 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 if self._version != before:
                     continue  # the stream moved meanwhile: decide on it
                 raise
+            if type(effect) is not Effect and not isinstance(effect, Effect):
+                # Said plainly: the asker got "'NoneType' object has no attribute 'events'".
+                raise TypeError(
+                    f"{type(self).__name__}.decide returned {effect!r}, not an Effect "
+                    "(Effect.persist(...) or Effect.reply_only(...))"
+                )
             events = list(effect.events)
             if not events:
                 return effect.reply_for(self.state)

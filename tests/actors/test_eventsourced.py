@@ -450,6 +450,28 @@ async def test_a_query_or_a_refused_command_appends_nothing() -> None:
     assert await log.read("c") == []
 
 
+class Forgetful(Counter):
+    """Forgets to return an Effect for one command."""
+
+    async def decide(self, state: CounterState, command: object) -> Effect[Incremented]:
+        if command == "forgot":
+            return None  # type: ignore[return-value]
+        return await super().decide(state, command)
+
+
+async def test_a_decide_that_returns_no_effect_fails_the_command_saying_so() -> None:
+    log = MemoryEventLog()
+    system = ActorSystem(log=log, supervision=FAST)
+    system.register("counter", Forgetful)
+    async with system:
+        ref = system.ref("counter", "c")
+        with pytest.raises(TypeError, match=r"Forgetful.decide returned None, not an Effect"):
+            await ref.ask("forgot")
+        await ref.ask(Add(2))  # the actor goes on
+        assert (await state_of(system)).total == 2
+    assert len(await log.read("c")) == 1
+
+
 async def test_evolve_failing_after_a_commit_restarts_the_actor_from_the_log() -> None:
     log = MemoryEventLog()
     async with counter_system(log) as system:
