@@ -8,6 +8,7 @@ tasks); on trio, anyio's only other backend, a system task.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 
 __all__ = ["spawn_host"]
@@ -15,8 +16,12 @@ __all__ = ["spawn_host"]
 _HOSTS: set[asyncio.Task[None]] = set()
 
 
-def spawn_host(fn: Callable[[], Awaitable[None]], name: str) -> None:
-    """Start ``fn()`` as a host task on the running event loop."""
+def spawn_host(
+    fn: Callable[[], Awaitable[None]], name: str, *, fresh_context: bool = False
+) -> None:
+    """Start ``fn()`` as a host task on the running event loop; ``fresh_context``: in a new,
+    empty ``contextvars.Context`` instead of a copy of the caller's."""
+    context = contextvars.Context() if fresh_context else None
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -26,10 +31,10 @@ def spawn_host(fn: Callable[[], Awaitable[None]], name: str) -> None:
         async def host() -> None:
             await fn()
 
-        task = loop.create_task(host(), name=name)
+        task = loop.create_task(host(), name=name, context=context)
         _HOSTS.add(task)
         task.add_done_callback(_HOSTS.discard)
         return
     import trio
 
-    trio.lowlevel.spawn_system_task(fn, name=name)
+    trio.lowlevel.spawn_system_task(fn, name=name, context=context)

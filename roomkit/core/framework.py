@@ -20,11 +20,14 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import check_count, check_number, check_seconds
 from eventlog import EventLog, MemoryEventLog
+from roomkit._host import spawn_host
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._helpers import FrameworkHandler, check_part, check_str
+from roomkit.core._in_decision import deciding
 from roomkit.core._inbound import InboundMixin
+from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._room_ids import check_read_room_id, check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
@@ -261,6 +264,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # The task groups of the kit's `async with` blocks (see __aenter__), by the task that
         # entered them (several tasks may enter one kit), innermost last.
         self._task_groups: dict[int, list[TaskGroup]] = {}
+        self._closer: anyio.Event | None = None  # set once a close its own work began ended
         self._runtime = KitRuntime(
             self,
             RuntimeSettings(
@@ -379,7 +383,42 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         stopped, each given 10 s to finish what it is doing before it is cancelled, and the
         channels and realtime backend are left open (a later ``close()`` closes them). It may
         be called from any task, also inside the kit's ``async with``.
+
+        Called from the kit's own work that closing waits for (a hook, a channel, a framework
+        event handler a room's delivery runs, code a room's decision runs), it begins closing
+        and returns at once: the rest, this call's own message included, goes on in a task of
+        its own, which a later ``close()`` (the kit's ``async with`` exit) waits for. Waiting
+        there, it waited for itself until the bound above, then for the 10 s its actor got.
         """
+        if self._inside_own_work():
+            if self._closer is None and not self._runtime.closed:
+                self._closer = anyio.Event()
+                # Not in this work's context: closing would take itself for its own work.
+                spawn_host(self._close_aside, "roomkit.close", fresh_context=True)
+            return
+        if self._closer is not None:
+            await self._closer.wait()  # begun by the kit's own work: see above
+            return
+        await self._close()
+
+    def _inside_own_work(self) -> bool:
+        """Whether the running code is work of this kit that closing waits for."""
+        job = PostCommitJob._var.get()
+        if job is not None and job.active and job.kit is self:
+            return True
+        decision = deciding()
+        return decision is not None and decision.kit is self
+
+    async def _close_aside(self) -> None:
+        assert self._closer is not None
+        try:
+            await self._close()
+        except Exception:
+            logger.exception("closing the kit failed")
+        finally:
+            self._closer.set()
+
+    async def _close(self) -> None:
         await self._runtime.stop()
         for channel in list(self._channels.values()):
             try:

@@ -20,6 +20,7 @@ from eventlog import MemoryEventLog
 from roomkit import (
     ChannelOutput,
     FrameworkEvent,
+    HookExecution,
     HookResult,
     HookTrigger,
     KitClosedError,
@@ -275,3 +276,56 @@ async def test_a_closed_kit_takes_no_websocket_connection() -> None:
             with pytest.raises(KitClosedError):
                 await publish()
     assert connected == ["before"]
+
+
+class ClosedCounting(SimpleChannel):
+    """Counts its ``close()`` calls; closes the kit it is given when it delivers "bye"."""
+
+    def __init__(self, channel_id: str, kit: RoomKit | None = None) -> None:
+        super().__init__(channel_id)
+        self.kit = kit
+        self.closes = 0
+
+    async def deliver(self, event: RoomEvent, *args: Any) -> ChannelOutput:
+        output = await super().deliver(event, *args)
+        if self.kit is not None and event.content.body == "bye":  # type: ignore[union-attr]
+            await self.kit.close()
+        return output
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+@pytest.mark.parametrize("where", ["after_broadcast", "before_broadcast", "deliver"])
+async def test_a_close_from_the_kits_own_work_begins_closing_and_returns(where: str) -> None:
+    # close() waits for the rooms' work: called from it, it waited for itself, holding the
+    # message's caller too (four times process_timeout, then the 10 s of the actors' stop).
+    kit = RoomKit()
+    sms = SimpleChannel("sms")
+    ws = ClosedCounting("ws", kit if where == "deliver" else None)
+    kit.register_channel(sms)
+    kit.register_channel(ws)
+    returned: list[str] = []
+
+    async def close_here(event: RoomEvent) -> None:
+        if event.content.body == "bye":  # type: ignore[union-attr]
+            await kit.close()
+            returned.append(where)
+
+    if where == "after_broadcast":
+        kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)(
+            lambda event, context: close_here(event)
+        )
+    elif where == "before_broadcast":
+        kit.hook(HookTrigger.BEFORE_BROADCAST)(lambda event, context: close_here(event))
+    with anyio.fail_after(20):  # a hang guard
+        await room_with(kit, "r1", "sms", "ws")
+        result = await kit.process_inbound(text("sms", "bye"), room_id="r1")
+        assert not result.blocked
+        assert ws.texts() == ["bye"]
+        await kit.close()  # waits for the closing that work began
+    assert returned == ([] if where == "deliver" else [where])
+    assert ws.closes == 1  # closed once, by the closing the work began
+    with pytest.raises(KitClosedError):
+        await kit.create_room(room_id="r2")
+    assert [e.content.body for e in await kit.get_timeline("r1")][-1] == "bye"  # type: ignore[union-attr]
