@@ -109,6 +109,9 @@ class RoomDelivery:
     async def _run(self, job: DeliveryJob) -> None:
         work = job.work
         turns = self._services.turns
+        turn = turns.get(work.root)
+        if turn is not None and turn.started_at is None:
+            turn.start()  # the time it waited for the room's earlier turns ends here
         with PostCommitJob(self._room_id, self._services.kit):
             try:
                 for note in work.announce:

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import uuid4
 
 import anyio
@@ -47,6 +47,9 @@ from roomkit.models.event import EventContent, RoomEvent
 from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
+
+if TYPE_CHECKING:
+    from roomkit.core._runtime import KitRuntime
 
 __all__ = ["InboundMixin"]
 
@@ -181,8 +184,10 @@ class InboundMixin(HelpersMixin):
         if not self._settled(runtime, outcome, room_id):
             # A timer only when the turn still runs once the room answered.
             deadline = outcome.budget_deadline
-            left = math.inf if deadline is None else deadline - time.perf_counter()
             try:
+                if deadline is not None:
+                    deadline = await self._past_the_queue(runtime, outcome, room_id, deadline)
+                left = math.inf if deadline is None else deadline - time.perf_counter()
                 await bounded(self._settle(runtime, outcome, room_id), left)
             except TimedOut:
                 if outcome.event is None:
@@ -192,6 +197,27 @@ class InboundMixin(HelpersMixin):
                 # does not take it for lost and retry.
                 return await self._process_timed_out(room_id, recorded=outcome.event)
         return await self._inbound_result(room_id, outcome)
+
+    async def _past_the_queue(
+        self, runtime: KitRuntime, outcome: Outcome, room_id: str, deadline: float
+    ) -> float:
+        """The deadline of the message's ``process_timeout`` once its deliveries started.
+
+        The room delivers its messages one turn after the other: the time this one's waited
+        behind the earlier ones' is not counted, as 0.3.0 did not count the time a message
+        waited for its room's lock (counted, three messages at once to a channel taking 0.6 s
+        of a 1 s budget timed out two). It is bounded as the wait for the room is (the ask's
+        timeout, four times ``process_timeout``), from the commit.
+
+        Raises:
+            TimedOut: the deliveries waited longer than that.
+        """
+        turn = self._awaited_turn(outcome, room_id)
+        if turn is None:
+            return deadline
+        if turn.started_at is None and turn.pending > 0:
+            await bounded(turn.wait_started(), runtime.ask_timeout - turn.queued)
+        return deadline + turn.queued
 
     async def _route(self, message: InboundMessage, channel: Channel) -> str | None:
         # By keyword, as 0.3.0 called it: a router may take them keyword-only.

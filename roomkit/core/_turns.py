@@ -12,6 +12,8 @@ them finishes, so the count reaches zero only when the whole turn is done.
 
 from __future__ import annotations
 
+import time
+
 import anyio
 
 __all__ = ["Turn", "TurnTracker"]
@@ -20,13 +22,40 @@ __all__ = ["Turn", "TurnTracker"]
 class Turn:
     """One open turn. Keep a reference to wait for it even after it ends (``TurnTracker.wait``)."""
 
-    __slots__ = ("done", "last", "pending", "position")
+    __slots__ = ("done", "last", "opened_at", "pending", "position", "started", "started_at")
 
     def __init__(self) -> None:
         self.pending = 0
         self.last = 0  # of ``pending``: the work that runs once the rest is delivered
         self.position = 0  # the last log position committed within the turn
         self.done: anyio.Event | None = None
+        # When (``time.perf_counter()``) the turn was opened (its first event committed), and
+        # when the room's delivery worker took its first work up: in between, it waited
+        # behind the room's earlier turns (see ``queued``).
+        self.opened_at = time.perf_counter()
+        self.started_at: float | None = None
+        self.started: anyio.Event | None = None  # set at the start (or the end) for a waiter
+
+    def start(self) -> None:
+        """The room's delivery worker takes the turn's work up (again: no-op)."""
+        if self.started_at is None:
+            self.started_at = time.perf_counter()
+            if self.started is not None:
+                self.started.set()
+
+    @property
+    def queued(self) -> float:
+        """Seconds the turn waited behind the room's earlier turns before its work started
+        (so far, if it has not started)."""
+        started = self.started_at if self.started_at is not None else time.perf_counter()
+        return max(0.0, started - self.opened_at)
+
+    async def wait_started(self) -> None:
+        """Return once the turn's work started (or the turn ended)."""
+        if self.started_at is None and self.pending > 0:
+            if self.started is None:
+                self.started = anyio.Event()
+            await self.started.wait()
 
 
 class TurnTracker:
@@ -67,6 +96,8 @@ class TurnTracker:
             del self._turns[root]
             if turn.done is not None:
                 turn.done.set()
+            if turn.started is not None:
+                turn.started.set()
             if not self._turns and self._idle is not None:
                 self._idle.set()
                 self._idle = None

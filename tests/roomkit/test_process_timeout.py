@@ -80,6 +80,58 @@ async def test_time_waiting_for_the_room_does_not_count(make_kit: Callable[..., 
         assert (await kit.get_room("r1")).metadata == {"a": 1}
 
 
+class SlowToDeliver(SimpleChannel):
+    """Takes ``seconds`` for each delivery."""
+
+    def __init__(self, channel_id: str, seconds: float) -> None:
+        super().__init__(channel_id)
+        self.seconds = seconds
+
+    async def deliver(self, event: RoomEvent, *args: Any) -> ChannelOutput:
+        await anyio.sleep(self.seconds)
+        return await super().deliver(event, *args)
+
+
+async def test_time_waiting_for_the_rooms_earlier_deliveries_does_not_count(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # The room delivers one message after the other: each takes 0.3 s of a 0.5 s budget, and
+    # the fourth waits 0.9 s for the three before it (0.3.0: for the room's lock). Counted,
+    # all but the first timed out, recorded and delivered all the same.
+    async with make_kit(process_timeout=0.5) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        slow = SlowToDeliver("email", 0.3)
+        kit.register_channel(slow)
+        await room_with(kit, "r1", "sms", "email")
+        results = await send_all(kit, [f"m{n}" for n in range(4)])
+        assert all(not r.blocked for r in results.values()), results
+        assert sorted(slow.texts()) == ["m0", "m1", "m2", "m3"]
+
+
+async def test_deliveries_waiting_past_the_rooms_bound_time_out_recorded(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # The wait for the earlier deliveries is bounded as the wait for the room is: four times
+    # process_timeout (0.8 s here); the last of 15 messages of 0.1 s each waits 1.4 s.
+    async with make_kit(process_timeout=0.2) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        slow = SlowToDeliver("email", 0.1)
+        kit.register_channel(slow)
+        await room_with(kit, "r1", "sms", "email")
+        bodies = [f"m{n:02}" for n in range(15)]
+        results = await send_all(kit, bodies)
+        assert not results["m00"].blocked
+        last = results["m14"]
+        assert last.blocked and last.reason == "process_timeout"
+        assert last.event is not None  # recorded: only its delivery waited too long
+
+        async def all_delivered() -> bool:
+            return len(slow.texts()) == 15
+
+        await eventually(all_delivered, what="every message delivered")
+        assert sorted(await recorded(kit)) == bodies
+
+
 async def test_a_message_over_its_budget_is_not_recorded(
     make_kit: Callable[..., RoomKit],
 ) -> None:
