@@ -20,7 +20,7 @@ from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycl
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import hook_failure, lifecycle_event
-from roomkit.errors import EventRefusedError
+from roomkit.errors import EventRefusedError, KitClosedError
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryResult
 from roomkit.models.enums import EventType, HookTrigger
@@ -66,6 +66,7 @@ class RoomDelivery:
         # The replies this worker had recorded, as recorded, that a message queued behind
         # them may yet need (see _caught_up); those older than the message run are let go.
         self._replies: list[RoomEvent] | None = None
+        self._dropped = 0  # jobs let go of as the kit closed (see _drop)
 
     @property
     def parked(self) -> bool:
@@ -78,6 +79,9 @@ class RoomDelivery:
         return f"{self._room_id}\x00error reports"
 
     async def handle(self, job: DeliveryJob) -> None:
+        if self._services.abandoned():
+            self._drop([job])
+            return
         root = job.work.root
         if isinstance(job.work, RunLifecycle) and job.work.last:
             # Waits until the rest of its turn (replies, their replies, all queued here:
@@ -96,7 +100,25 @@ class RoomDelivery:
         """Run the ``last`` work still waiting (the worker stops: it must not be lost)."""
         while self._parked:
             _, jobs = self._parked.popitem()
-            await self._run_last(jobs)
+            if self._services.abandoned():
+                self._drop(jobs)
+            else:
+                await self._run_last(jobs)
+
+    def _drop(self, jobs: list[DeliveryJob]) -> None:
+        """Let go of work the kit's closing no longer waits for (its drain was given up:
+        its bound, its caller's deadline). Run, it went on for the 10 s the actors get to
+        stop, calling channels and AI providers whose replies could no longer be recorded."""
+        turns = self._services.turns
+        for job in jobs:
+            turns.delivered(job.work.root)
+        if not self._dropped:
+            logger.warning(
+                "room %s: the kit closed without waiting for the rest of its deliveries and "
+                "async hooks: they are dropped (their messages are recorded)",
+                self._room_id,
+            )
+        self._dropped += len(jobs)
 
     async def _run_last(self, jobs: list[DeliveryJob]) -> None:
         turns = self._services.turns
@@ -128,6 +150,9 @@ class RoomDelivery:
                     failures = (*failures, *failed_sync_hooks(work.announce))
                 for name, error in failures:
                     self._note_error("hook_error", f"hook {name} failed: {error}", {"hook": name})
+            except KitClosedError as exc:
+                # The kit closed without waiting for this work (see _drop): not a failure.
+                logger.warning("room %s: post-commit work cut short: %s", self._room_id, exc)
             except Exception:
                 logger.exception("room %s: post-commit work failed", self._room_id)
             finally:

@@ -352,7 +352,8 @@ class KitRuntime:
         if waited.cancelled_caught:
             logger.warning(
                 "closing: %d turn(s) (deliveries, async hooks) still running after %g s are "
-                "cut short (a delivery cut short records no outcome)",
+                "cut short: what is queued is dropped, what runs gets the actors' time to stop "
+                "(a delivery cut short records no outcome)",
                 len(self.turns),
                 self._settings.ask_timeout,
             )

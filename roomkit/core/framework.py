@@ -378,11 +378,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         deliveries and async hooks: each channel call is bounded by ``process_timeout``, and
         the whole wait by four times ``process_timeout`` (two minutes by default). With
         ``process_timeout=None``, a channel that never returns holds ``close`` for up to a
-        day: bound it yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``. A
-        close whose caller gives up no longer waits for deliveries: the rooms' actors are
-        stopped, each given 10 s to finish what it is doing before it is cancelled, and the
-        channels and realtime backend are left open (a later ``close()`` closes them). It may
-        be called from any task, also inside the kit's ``async with``.
+        day: bound it yourself, e.g. ``with anyio.move_on_after(10): await kit.close()``.
+        Past that bound, or once its caller gives up, a close no longer waits for deliveries:
+        those still queued are dropped (their messages stay recorded), and the rooms' actors
+        are stopped, each given 10 s to finish what it is doing (a delivery or hook in
+        progress) before it is cancelled. A close whose caller gave up leaves the channels
+        and realtime backend open (a later ``close()`` closes them). It may be called from any
+        task, also inside the kit's ``async with``.
 
         Called from the kit's own work that closing waits for (a hook, a channel, a framework
         event handler a room's delivery runs, code a room's decision runs), it begins closing

@@ -329,3 +329,34 @@ async def test_a_close_from_the_kits_own_work_begins_closing_and_returns(where: 
     with pytest.raises(KitClosedError):
         await kit.create_room(room_id="r2")
     assert [e.content.body for e in await kit.get_timeline("r1")][-1] == "bye"  # type: ignore[union-attr]
+
+
+class Slow(SimpleChannel):
+    """Takes 50 ms per delivery."""
+
+    async def deliver(self, event: RoomEvent, *args: Any) -> ChannelOutput:
+        await anyio.sleep(0.05)
+        return await super().deliver(event, *args)
+
+
+async def test_a_close_past_its_bound_drops_the_deliveries_still_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Four times process_timeout (0.4 s) for 30 deliveries of 50 ms each: the ones still
+    # queued ran on for the actors' 10 s to stop, calling the channel after "cut short".
+    slow = Slow("slow")
+    with anyio.fail_after(30):  # a hang guard
+        async with RoomKit(process_timeout=0.1, wait_for_delivery=False) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(slow)
+            await room_with(kit, "r1", "sms", "slow")
+            for n in range(30):
+                await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+            await kit.close()
+            delivered = len(slow.texts())
+            assert 0 < delivered < 30
+            await anyio.sleep(0.2)  # nothing more goes out
+            assert len(slow.texts()) == delivered
+    bodies = [e.content.body for e in await kit.get_timeline("r1", limit=100)]  # type: ignore[union-attr]
+    assert bodies[-30:] == [f"m{n}" for n in range(30)]  # recorded all the same
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == []
