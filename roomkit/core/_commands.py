@@ -190,6 +190,9 @@ class RecordOutcome:
     observations: list[Observation] = field(default_factory=list)
     # The event delivered: the ON_TASK_CREATED hooks of ``tasks`` see its source and content.
     event: RoomEvent | None = None
+    # Sent by the worker delivering ``event``, which runs the work of what the room records
+    # of it itself, ahead of the room's later turns (``Outcome.jobs``).
+    worker_runs_them: bool = False
 
     @property
     def continues_turn(self) -> bool:
@@ -264,3 +267,7 @@ class Outcome:
     # The turn ``root`` opened by this command, set by the actor before it replies, so that
     # the caller can wait for it even if it ends before the caller looks (a late waiter).
     turn: Any = None
+    # RecordOutcome(worker_runs_them=True): the command it answers, and the post-commit work
+    # (DeliveryJob) of what it committed, which that worker runs rather than queues.
+    for_worker: Any = None
+    jobs: tuple[Any, ...] = ()

@@ -289,6 +289,7 @@ class RoomDelivery:
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
             event=event if broadcast.tasks else None,
+            worker_runs_them=True,
         )
         if outcome.continues_turn:
             # The turn goes on with what the room commits now: wait for it.
@@ -313,10 +314,12 @@ class RoomDelivery:
         ask_room = self._services.ask_room
         try:
             reply = await ask_room(self._room_id, outcome, internal=True)
-            self._note_replies(reply.value)
-            return
         except EventRefusedError as exc:
             refused = exc
+        else:
+            self._note_replies(reply.value)
+            await self._run_now(reply.jobs)
+            return
         # One append holds the whole outcome, and a log with a size limit (JetStream's max
         # payload) refuses it all for one reply too large: record its parts one by one, so
         # that only what the log refuses is lost.
@@ -330,6 +333,7 @@ class RoomDelivery:
             try:
                 reply = await ask_room(self._room_id, part, internal=True)
                 self._note_replies(reply.value)
+                await self._run_now(reply.jobs)
             except EventRefusedError as exc:
                 what = f"reply {part.replies[0].id}" if part.replies else "outcome"
                 logger.warning(
@@ -339,6 +343,13 @@ class RoomDelivery:
                     outcome.event_id,
                     exc,
                 )
+
+    async def _run_now(self, jobs: tuple[DeliveryJob, ...]) -> None:
+        """Run the work of what the room recorded of the event this worker delivers (its
+        replies, their tasks' hooks) before the room's later turns, as 0.3.0 delivered a
+        message's AI reply before it took the next message up."""
+        for job in jobs:
+            await self.handle(job)
 
     async def _report_deliveries(
         self,

@@ -480,6 +480,12 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                     if leave_out:
                         earlier[id(work)] = state.context(leave_out=leave_out)
         context = state.context()
+        # What the delivery worker sent back of the event it delivers (its AI replies): that
+        # worker runs their work at once, ahead of the room's later turns, whose deliveries
+        # (a later message's AI answering) held the reply back meanwhile. Not the outcome of
+        # an append in doubt committed now: its worker is no longer waiting.
+        for_worker = outcome is not None and outcome.for_worker is self._taken is not None
+        jobs: list[DeliveryJob] = []
         for work in works:
             turn = turns.opened(work.root)
             if isinstance(work, RunLifecycle) and work.last:
@@ -488,7 +494,13 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             job_context = earlier.get(id(work), context) if earlier else context
-            await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
+            if for_worker:
+                jobs.append(DeliveryJob(work, job_context))
+            else:
+                await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
+        if jobs:
+            assert outcome is not None
+            outcome.jobs = tuple(jobs)
 
     async def on_stop(self) -> None:
         await super().on_stop()  # an append in doubt: its deliveries before those outcomes

@@ -819,7 +819,9 @@ class RoomDecider:
         draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, cmd.event)
         # The replies as recorded: the delivery worker gives them to messages queued behind.
         return draft.facts, Outcome(
-            value=tuple(recorded), root=cmd.root if cmd.continues_turn else None
+            value=tuple(recorded),
+            root=cmd.root if cmd.continues_turn else None,
+            for_worker=cmd if cmd.worker_runs_them else None,
         )
 
 

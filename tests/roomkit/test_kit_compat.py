@@ -27,6 +27,7 @@ from roomkit import (
     HookResult,
     HookTrigger,
     InboundMessage,
+    InboundResult,
     InjectedEvent,
     MockAIProvider,
     Observation,
@@ -349,6 +350,54 @@ class TestReplies:
         # The replies recorded since come before the message answered (which of them answers
         # which message the room does not keep: they come after the messages before it).
         assert third[-1] == "q3" and sorted(third) == ["q1", "q2", "q3", "reply1", "reply2"]
+
+    async def test_a_reply_goes_out_before_the_ai_answers_the_next_message(
+        self, kit: RoomKit
+    ) -> None:
+        # 0.3.0 delivered q1's reply before it took q2 up. Here q2 is recorded while the AI
+        # answers q1, and its broadcast (the AI answering q2) was queued ahead of reply1's:
+        # reply1 reached the user, and q1's caller returned, only once q2 was answered.
+        answering_q1, q2_recorded, answer_q2 = anyio.Event(), anyio.Event(), anyio.Event()
+
+        class Gated(MockAIProvider):
+            async def generate(self, context: Any) -> Any:
+                if context.messages[-1].content == "q1":
+                    answering_q1.set()
+                    await q2_recorded.wait()
+                else:
+                    await answer_q2.wait()
+                return await super().generate(context)
+
+        user = SimpleChannel("user")
+        kit.register_channel(user)
+        kit.register_channel(AIChannel("ai", provider=Gated(["reply1", "reply2"])))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "user")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def note(event: RoomEvent, context: RoomContext) -> None:
+            if getattr(event.content, "body", None) == "q2":
+                q2_recorded.set()
+
+        answered: dict[str, InboundResult] = {}
+        q1_back = anyio.Event()
+
+        async def send(body: str) -> None:
+            answered[body] = await kit.process_inbound(text("user", body), room_id="r1")
+            if body == "q1":
+                q1_back.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "q1")
+                await answering_q1.wait()
+                tg.start_soon(send, "q2")  # while the AI answers q1
+                await q1_back.wait()
+                # q1's caller is back, its reply delivered, while the AI has not answered q2.
+                assert not answered["q1"].blocked and user.texts() == ["reply1"]
+                answer_q2.set()
+        assert user.texts() == ["reply1", "reply2"]
 
     async def test_replies_recorded_together_each_see_the_history_up_to_themselves(
         self, kit: RoomKit
