@@ -9,7 +9,9 @@ for the second time or later (a recovered message, or a delivery JetStream count
 redelivery) and clears the mark once the message is finished, whatever the outcome: a
 graceful stop that hands it back clears it too. A mark still there when the message comes
 again means the process died with it in hand; once it has ``max_crashes`` such marks, the
-message is dead-lettered instead of processed.
+message is dead-lettered instead of processed. The ingress processes marked messages one at a
+time (the messages in hand when the process died come back together), so that a death is
+counted against the message it came with, not against a harmless one beside it.
 
 A first delivery is not marked (a KeyValue write per message would double the ingress's
 requests), so a message that kills the process at once does so ``max_crashes + 1`` times.

@@ -111,6 +111,9 @@ class MessageHandler:
     ) -> None:
         self._kit = kit
         self._crashes = crashes
+        # One message marked in hand at a time (see handle): created with the handler, in the
+        # ingress's event loop.
+        self._one_marked = anyio.Lock()
         self._ensure_dlq = ensure_dlq
         self._nc = nc
         self._js = js
@@ -145,6 +148,17 @@ class MessageHandler:
         """
         # Counted only for a message that may have been in hand when the process died.
         ledger = self._crashes if item.again and item.rejection is None else None
+        if ledger is not None and item.seq is not None:
+            # One at a time, so that a death is counted against the one message it came
+            # with. The messages in hand when the process died come back together, each in
+            # its room's lane: processed side by side, each death was counted against every
+            # one of them, and a slow, harmless message beside a crasher was dead-lettered
+            # with it. (First deliveries are not marked, and go on side by side.)
+            async with self._one_marked:
+                return await self._handle(item, ledger)
+        return await self._handle(item, None)
+
+    async def _handle(self, item: WorkItem, ledger: CrashLedger | None) -> bool:
         seq = item.seq
         # In hand in the crash ledger: cleared once finished. Set before the mark is written:
         # cut short while writing it (cancelled), the mark may be stored all the same.

@@ -900,6 +900,46 @@ async def test_a_mark_stored_without_its_answer_is_cleared_by_the_ledger(
         await marks.keys()
 
 
+class Bystanding(DeadlyChannel):
+    """``DeadlyChannel``, and a message saying "slow" takes its time: until the poison is in
+    hand, or a second if it is not on its way (a slow but harmless message)."""
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        if isinstance(message.content, TextContent) and message.content.body == "slow":
+            with anyio.move_on_after(1):
+                await self.in_hand.wait()
+        return await super().handle_inbound(message, context)
+
+
+async def test_a_message_in_hand_beside_a_crasher_is_not_dead_lettered_with_it(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    # The messages in hand as the process died came back together, in their rooms' lanes,
+    # and each death was counted against all of them: a slow message of another room was
+    # dead-lettered with the crasher.
+    url = nats_server.url
+    channel = Bystanding("sms")
+    async with RoomKit() as kit:
+        kit.register_channel(channel)
+        await make_rooms(kit, "room-1", "room-2")
+        async with Ingress(kit, url):
+            pass  # creates the streams and the durable consumer
+        js = client.jetstream()
+        await js.publish("roomkit.in.sms", envelope("poison", "k-poison", room_id="room-1"))
+        await js.publish("roomkit.in.sms", envelope("slow", "k-slow", room_id="room-2"))
+        # Dies with both in hand at their first delivery (not counted), then once more.
+        for _ in range(2):
+            await run_until_poison_in_hand(kit, channel, url, dies=True, max_crashes=1)
+        ingress = await run_until(
+            kit, url, lambda s: s.dead_lettered + s.recorded + s.duplicates == 2, max_crashes=1
+        )
+        assert ingress.stats.dead_lettered == 1
+        assert await bodies(kit, "room-2") == ["slow"]
+    dead = await js.get_msg("ROOMKIT_DLQ", 1)
+    assert dead.data == envelope("poison", "k-poison", room_id="room-1")
+    assert (await js.stream_info("ROOMKIT_DLQ")).state.messages == 1
+
+
 async def test_a_stream_made_again_counts_its_messages_crashes_anew(
     nats_server: NatsServer, client: NatsClient
 ) -> None:
