@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -67,6 +68,8 @@ class RoomDelivery:
         # them may yet need (see _caught_up); those older than the message run are let go.
         self._replies: list[RoomEvent] | None = None
         self._dropped = 0  # jobs let go of as the kit closed (see _drop)
+        # The work of what the room recorded of the job being run (see handle).
+        self._now: deque[DeliveryJob] = deque()
 
     @property
     def parked(self) -> bool:
@@ -82,6 +85,17 @@ class RoomDelivery:
         if self._services.abandoned():
             self._drop([job])
             return
+        await self._handle(job)
+        # The work of what the room recorded of that job's event (its AI replies, their
+        # tasks' hooks, and theirs in turn): before the room's later turns, as 0.3.0
+        # delivered a message's AI reply before it took the next message up. From this loop,
+        # not from the job's own call: a long chain of AIs answering each other went as deep
+        # in the stack as its length.
+        now = self._now
+        while now:
+            await self._handle(now.popleft())
+
+    async def _handle(self, job: DeliveryJob) -> None:
         root = job.work.root
         if isinstance(job.work, RunLifecycle) and job.work.last:
             # Waits until the rest of its turn (replies, their replies, all queued here:
@@ -98,7 +112,15 @@ class RoomDelivery:
 
     async def run_parked(self) -> None:
         """Run the ``last`` work still waiting (the worker stops: it must not be lost)."""
-        while self._parked:
+        while self._parked or self._now:
+            if self._now:
+                job = self._now.popleft()
+                if self._services.abandoned():
+                    self._drop([job])
+                else:
+                    await self._handle(job)
+                continue
+            assert self._parked is not None
             _, jobs = self._parked.popitem()
             if self._services.abandoned():
                 self._drop(jobs)
@@ -303,7 +325,9 @@ class RoomDelivery:
             # replies and ON_TASK_CREATED (0.3.0's order); at once when nothing else is left.
             after = RunLifecycle(HookTrigger.AFTER_BROADCAST, event, work.root, last=True)
             services.turns.opened(work.root).last += 1
-            await services.tell_delivery(self._room_id, DeliveryJob(after, context))
+            # Run by this worker after the turn's replies (see handle), not queued behind the
+            # room's later turns.
+            self._now.append(DeliveryJob(after, context))
             return
         errors = await services.hooks.run_async_hooks(
             self._room_id, HookTrigger.AFTER_BROADCAST, event, context
@@ -318,7 +342,7 @@ class RoomDelivery:
             refused = exc
         else:
             self._note_replies(reply.value)
-            await self._run_now(reply.jobs)
+            self._now.extend(reply.jobs)
             return
         # One append holds the whole outcome, and a log with a size limit (JetStream's max
         # payload) refuses it all for one reply too large: record its parts one by one, so
@@ -333,7 +357,7 @@ class RoomDelivery:
             try:
                 reply = await ask_room(self._room_id, part, internal=True)
                 self._note_replies(reply.value)
-                await self._run_now(reply.jobs)
+                self._now.extend(reply.jobs)
             except EventRefusedError as exc:
                 what = f"reply {part.replies[0].id}" if part.replies else "outcome"
                 logger.warning(
@@ -343,13 +367,6 @@ class RoomDelivery:
                     outcome.event_id,
                     exc,
                 )
-
-    async def _run_now(self, jobs: tuple[DeliveryJob, ...]) -> None:
-        """Run the work of what the room recorded of the event this worker delivers (its
-        replies, their tasks' hooks) before the room's later turns, as 0.3.0 delivered a
-        message's AI reply before it took the next message up."""
-        for job in jobs:
-            await self.handle(job)
 
     async def _report_deliveries(
         self,
@@ -417,7 +434,11 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
     parts = [first] if first.results or first.blocked else []
     parts.extend(
         RecordOutcome(
-            outcome.event_id, outcome.root, replies=[reply], responders=outcome.responders
+            outcome.event_id,
+            outcome.root,
+            replies=[reply],
+            responders=outcome.responders,
+            worker_runs_them=outcome.worker_runs_them,
         )
         for reply in outcome.replies
     )
@@ -429,6 +450,7 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
                 tasks=outcome.tasks,
                 observations=outcome.observations,
                 event=outcome.event,
+                worker_runs_them=outcome.worker_runs_them,
             )
         )
     return parts

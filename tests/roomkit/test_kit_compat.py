@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from eventlog import InvalidAppend, MemoryEventLog
 from roomkit import (
     Access,
     AIChannel,
@@ -398,6 +399,60 @@ class TestReplies:
                 assert not answered["q1"].blocked and user.texts() == ["reply1"]
                 answer_q2.set()
         assert user.texts() == ["reply1", "reply2"]
+
+    async def test_replies_the_log_refuses_together_still_go_out_before_the_next_answer(
+        self,
+    ) -> None:
+        # Recorded one by one once the log refused them together (its max payload), they
+        # were queued behind the room's later turns again.
+        class Limited(MemoryEventLog):
+            async def append(self, stream: str, events: Any, **options: Any) -> Any:
+                if sum(b"BIG" in e.data for e in events) > 1:
+                    raise InvalidAppend("too large for the log")
+                return await super().append(stream, events, **options)
+
+        answering_q1, q2_recorded, answer_q2 = anyio.Event(), anyio.Event(), anyio.Event()
+
+        class Gated(MockAIProvider):
+            async def generate(self, context: Any) -> Any:
+                last = context.messages[-1].content
+                if last == "q1":
+                    answering_q1.set()
+                    await q2_recorded.wait()
+                elif last == "q2":
+                    await answer_q2.wait()
+                return await super().generate(context)
+
+        async with RoomKit(log=Limited(), max_chain_depth=2) as kit:
+            user = SimpleChannel("user")
+            kit.register_channel(user)
+            for name in ("ai1", "ai2"):
+                kit.register_channel(AIChannel(name, provider=Gated([f"BIG-{name}"])))
+            await room_with(kit, "r1", "user")
+            for name in ("ai1", "ai2"):
+                await kit.attach_channel("r1", name, category=ChannelCategory.INTELLIGENCE)
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def note(event: RoomEvent, context: RoomContext) -> None:
+                if getattr(event.content, "body", None) == "q2":
+                    q2_recorded.set()
+
+            q1_back = anyio.Event()
+
+            async def send(body: str) -> None:
+                await kit.process_inbound(text("user", body), room_id="r1")
+                if body == "q1":
+                    q1_back.set()
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send, "q1")
+                    await answering_q1.wait()
+                    tg.start_soon(send, "q2")
+                    await q1_back.wait()
+                    assert sorted(user.texts()) == ["BIG-ai1", "BIG-ai2"]
+                    answer_q2.set()
+            assert len(user.texts()) == 4
 
     async def test_replies_recorded_together_each_see_the_history_up_to_themselves(
         self, kit: RoomKit

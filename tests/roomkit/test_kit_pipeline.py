@@ -876,6 +876,28 @@ class TestAI:
             # As in 0.3.0, replies blocked in a nested broadcast raise no framework event.
             assert exceeded == []
 
+    async def test_a_long_chain_of_two_ais_runs_to_its_depth(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Each reply's delivery used to run inside the call that delivered the event before
+        # it: a chain of 300 stopped at depth 194 on a RecursionError, logged as a failure.
+        async with make_kit(max_chain_depth=300) as kit:
+            sms = SimpleChannel("sms")
+            kit.register_channel(sms)
+            kit.register_channel(AIChannel("ai-a", provider=MockAIProvider(["a"])))
+            kit.register_channel(AIChannel("ai-b", provider=MockAIProvider(["b"])))
+            await kit.create_room(room_id="r1")
+            for channel_id in ("sms", "ai-a", "ai-b"):
+                await kit.attach_channel("r1", channel_id)
+            await kit.process_inbound(text("sms", "start"), room_id="r1")
+            timeline = await kit.get_timeline("r1", limit=1000)
+            replies = [e for e in timeline if e.source.channel_id.startswith("ai")]
+            delivered = [e for e in replies if e.status == EventStatus.DELIVERED]
+            blocked = [e for e in replies if e.status == EventStatus.BLOCKED]
+            assert max(e.chain_depth for e in delivered) == 299
+            assert len(delivered) == 2 * 299 and len(blocked) == 2
+            assert sorted(e.id for e in sms.delivered) == sorted(e.id for e in delivered)
+
     async def test_a_reply_over_the_depth_at_the_top_level_is_reported(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
