@@ -265,6 +265,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # entered them (several tasks may enter one kit), innermost last.
         self._task_groups: dict[int, list[TaskGroup]] = {}
         self._closer: anyio.Event | None = None  # set once a close its own work began ended
+        self._channels_closed = False  # by a close that ran to its end
         self._runtime = KitRuntime(
             self,
             RuntimeSettings(
@@ -422,6 +423,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def _close(self) -> None:
         await self._runtime.stop()
+        if self._channels_closed:
+            return  # by an earlier close: a channel's close() is not called twice
+        self._channels_closed = True
         for channel in list(self._channels.values()):
             try:
                 await channel.close()

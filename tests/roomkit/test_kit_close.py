@@ -360,3 +360,14 @@ async def test_a_close_past_its_bound_drops_the_deliveries_still_queued(
     bodies = [e.content.body for e in await kit.get_timeline("r1", limit=100)]  # type: ignore[union-attr]
     assert bodies[-30:] == [f"m{n}" for n in range(30)]  # recorded all the same
     assert [r.message for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_channels_are_closed_once_however_often_the_kit_is_closed() -> None:
+    ws = ClosedCounting("ws")
+    async with RoomKit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        await kit.close()
+        await kit.close()
+    assert ws.closes == 1  # the `async with` exit closed them a third time
