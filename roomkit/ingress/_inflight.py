@@ -25,6 +25,9 @@ class Inflight:
         self._slots = anyio.Semaphore(limit)
         self._items: dict[int, WorkItem] = {}
         self._idle = anyio.Event()
+        # Messages held without a slot (see ``hold_over``): the first ones released free no
+        # slot, so that the bound comes back.
+        self._over = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -48,14 +51,22 @@ class Inflight:
             self._slots.release()
 
     def hold(self, item: WorkItem) -> None:
-        """Hold ``item`` in a slot reserved for it."""
+        """Hold ``item`` in a slot reserved for it (or counted by ``hold_over``)."""
         self._items[id(item)] = item
+
+    def hold_over(self, count: int) -> None:
+        """``count`` messages came beyond the slots reserved for them: held all the same
+        (each must be settled, and in order), past the bound until as many are released."""
+        self._over += count
 
     def release(self, item: WorkItem) -> bool:
         """Stop holding ``item`` and free its slot; ``False`` if it was not held."""
         if self._items.pop(id(item), None) is None:
             return False
-        self._slots.release()
+        if self._over:
+            self._over -= 1
+        else:
+            self._slots.release()
         if not self._items:
             self._idle.set()
         return True

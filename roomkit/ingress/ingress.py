@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -334,8 +335,9 @@ class Ingress:
         self._tg = tg
         receivers: list[MemoryObjectReceiveStream[WorkItem]] = []
         for _ in range(self.lanes):
-            # Never full: at most max_in_flight items exist at a time, whatever the lane.
-            send, receive = anyio.create_memory_object_stream[WorkItem](self.max_in_flight)
+            # Never full: the held messages are bounded by max_in_flight (Inflight), but for
+            # the few a fetch may hand over beyond it (see _fetch_once).
+            send, receive = anyio.create_memory_object_stream[WorkItem](math.inf)
             self._senders.append(send)
             receivers.append(receive)
         self._lanes_running = len(receivers)
@@ -533,7 +535,13 @@ class Ingress:
         except (nats.errors.Error, OSError) as exc:
             await self._fetch_failed(exc)
         finally:
-            self._inflight.unreserve(wanted - len(msgs))
+            # nats-py's fetch first hands over what an earlier fetch left in its queue (one
+            # whose wait ended as the messages came: an event loop held up), however many
+            # were asked for. Those come first in the stream's order: held, over the bound.
+            if len(msgs) > wanted:
+                self._inflight.hold_over(len(msgs) - wanted)
+            else:
+                self._inflight.unreserve(wanted - len(msgs))
         for msg in msgs:
             # _prepare never raises: every fetched message must be held (and settled).
             self._dispatch(self._prepare(msg))
@@ -631,7 +639,7 @@ class Ingress:
     def _dispatch(self, item: WorkItem) -> None:
         # No checkpoint between the fetch and here: a fetched message is always held (and so
         # acknowledged or handed back), even if the ingress is cancelled right now. The lane
-        # has room: at most max_in_flight items exist, and each lane buffers that many.
+        # has room: its buffer is unbounded (the held messages are bounded by Inflight).
         self._inflight.hold(item)
         lane = zlib.crc32(item.key.encode()) % self.lanes
         self._senders[lane].send_nowait(item)

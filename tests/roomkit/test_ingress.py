@@ -229,6 +229,41 @@ async def test_messages_from_another_connection_land_in_their_rooms_in_order(
     assert ingress.stats.dead_lettered == ingress.stats.duplicates == 0
 
 
+async def test_a_fetch_handing_over_more_than_it_was_asked_for_loses_nothing(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # nats-py's fetch first hands over what an earlier fetch left in its queue (its wait
+    # ended as the messages came: an event loop held up), however many were asked for. A
+    # lane's buffer (max_in_flight) then overflowed, crashing `roomkit serve` (WouldBlock).
+    rooms = ["room-a", "room-b"]
+    await make_rooms(nats_kit, *rooms)
+    async with Ingress(nats_kit, nats_server.url, max_in_flight=2, lanes=1) as ingress:
+        sub = ingress._sub
+        assert sub is not None
+        fetch = sub.fetch
+        asked: list[int] = []
+
+        async def fetch_more(batch: int = 1, timeout: float | None = 5, **options: Any) -> Any:
+            asked.append(batch)
+            return await fetch(batch + 5, timeout=timeout, **options)
+
+        sub.fetch = fetch_more  # type: ignore[method-assign]
+        for j in range(20):
+            for room in rooms:
+                message = text("sms", f"{room} #{j}", idempotency_key=f"{room}-{j}")
+                await publish_inbound(client, message, room_id=room)
+
+        async def all_recorded() -> bool:
+            return ingress.stats.recorded == 40
+
+        await eventually(all_recorded, what="40 messages recorded")
+        for room in rooms:
+            assert await bodies(nats_kit, room) == [f"{room} #{j}" for j in range(20)]
+        assert asked
+    assert ingress.stats.dead_lettered == 0
+    assert ingress._inflight._slots.value == 2  # the bound is back (nothing held, no fetch)
+
+
 async def test_rooms_are_processed_concurrently(
     nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
 ) -> None:
