@@ -7,7 +7,26 @@ import asyncio
 
 from actors import described, is_cancellation
 
-__all__ = ["raised_uncancelled"]
+__all__ = ["cut_context_cycle", "raised_uncancelled"]
+
+
+def cut_context_cycle(error: BaseException) -> None:
+    """Cut the cycle in ``error``'s ``__context__`` chain, if there is one.
+
+    contextlib's exit stacks make one when two of their exits raise the same exception (a
+    cancellation re-raised by the task groups and actor system a stack unwinds): they set its
+    context to itself. anyio follows the context chain of a task's ``CancelledError`` without
+    a bound when the task ends, so such a task hung its event loop for good (a kit with an
+    ingress inside a cancelled scope).
+    """
+    seen = {id(error)}
+    current = error
+    while (context := current.__context__) is not None:
+        if id(context) in seen:
+            current.__context__ = None
+            return
+        seen.add(id(context))
+        current = context
 
 
 def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:

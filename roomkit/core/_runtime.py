@@ -27,6 +27,7 @@ from actors import (
 )
 from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
+from roomkit.core._cancel import cut_context_cycle
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
 from roomkit.core._in_decision import DecisionWait, deciding, deliveries_held_up, held_up
@@ -302,6 +303,9 @@ class KitRuntime:
         except Exception:
             if self._start_error is None:
                 logger.exception("the kit's runtime stopped on an error")
+        except BaseException as exc:  # its cancellation (the kit's scope), as it leaves
+            cut_context_cycle(exc)
+            raise
         finally:
             self._system = None
             # Nothing more is applied to the read model: its waiters must not wait for ever.

@@ -36,6 +36,7 @@ from roomkit.ingress.errors import IngressError, IngressUnavailable
 if TYPE_CHECKING:
     from eventlog import EventLog
     from roomkit.core.framework import RoomKit
+    from roomkit.ingress._work import IngressStats
     from roomkit.ingress.ingress import Ingress
 
 __all__ = ["SERVE_HELP", "add_serve_parser", "configure_serve_parser", "run_serve"]
@@ -167,27 +168,64 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
         console: where the start and stop lines go (default: stderr).
 
     Returns:
-        0 after a graceful stop.
+        0 after a graceful stop; 130 after a stop at once (a second Ctrl-C or SIGTERM while
+        the first one's graceful stop runs, or one before the ingress served).
 
     Raises:
         roomkit.cli.CliError: a bad ``--app`` (usage), NATS unreachable or unusable; the
             ``roomkit`` entry point turns it into its exit code and message.
         LogUnavailable: the event log's server cannot be reached.
     """
-    from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+    from roomkit.cli import EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
     notes = console if console is not None else _Stderr()
     _check_args(args, CliError, EXIT_USAGE)
     target = _load_app(args.app, CliError, EXIT_USAGE)
     try:
-        from eventlog.nats import NatsEventLog
-        from roomkit.ingress.ingress import Ingress
+        for module in ("eventlog.nats", "roomkit.ingress.ingress"):  # nats-py, which they need
+            importlib.import_module(module)
     except ImportError as exc:
         raise CliError(
             EXIT_UNREACHABLE, f"NATS support is not available ({exc}): install roomkit[nats]"
         ) from exc
 
     wants_log = _check_app(target, CliError, EXIT_USAGE)
+    # Watched from here to the end: the receiver closed after the first signal put Python's
+    # own SIGINT handler back, and a second Ctrl-C during the graceful stop raised
+    # KeyboardInterrupt wherever the stop was (a traceback, a hang, a cancel scope error).
+    signals = _StopSignals()
+    stats: IngressStats | None = None
+    failure: Exception | None = None
+    async with anyio.create_task_group() as watching:
+        watching.start_soon(signals.watch)
+        try:
+            with signals.scope:
+                stats = await _serve(args, notes, target, wants_log, signals)
+        except Exception as exc:
+            failure = exc  # raised below, not wrapped in the task group's ExceptionGroup
+        finally:
+            watching.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    if signals.forced:
+        notes.note("roomkit serve: stopped at once; messages in hand go back to JetStream")
+        return EXIT_INTERRUPTED
+    assert stats is not None
+    notes.note(
+        f"roomkit serve: stopped; {stats.recorded} recorded, {stats.blocked} blocked, "
+        f"{stats.duplicates} duplicates, {stats.dead_lettered} dead letters"
+    )
+    return 0
+
+
+async def _serve(
+    args: argparse.Namespace, notes: Notes, target: Any, wants_log: bool, signals: _StopSignals
+) -> IngressStats | None:
+    """``run_serve``'s kit, log and ingress, served until stopped; the ingress's stats."""
+    from eventlog.nats import NatsEventLog
+    from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+    from roomkit.ingress.ingress import Ingress
+
     async with AsyncExitStack() as stack:
         log: EventLog | None = None
         if wants_log:
@@ -224,45 +262,47 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
             f"roomkit serve: consuming {ingress.subject} on {args.nats} (stream {args.stream}, "
             f"durable {args.durable}); dead letters on {args.prefix}.dlq.>; Ctrl-C stops"
         )
+        signals.serving(ingress)
         try:
-            await _serve_until_signal(ingress)
+            await ingress.wait()  # until a signal stops it, or it stops by itself
         except (IngressError, KitClosedError) as exc:
             raise CliError(EXIT_ERROR, str(exc)) from exc
-        stats = ingress.stats
-    notes.note(
-        f"roomkit serve: stopped; {stats.recorded} recorded, {stats.blocked} blocked, "
-        f"{stats.duplicates} duplicates, {stats.dead_lettered} dead letters"
-    )
-    return 0
+        return ingress.stats
+    return None  # pragma: no cover - the block returns or raises
 
 
-async def _serve_until_signal(ingress: Ingress) -> None:
-    """Serve until SIGINT or SIGTERM (a graceful stop), or until the ingress stops itself.
+class _StopSignals:
+    """SIGINT and SIGTERM for the whole of ``roomkit serve``: the first stops the ingress
+    gracefully (it hands back what it holds); a second one, or one before it served, stops
+    at once (``scope`` is cancelled): what was in hand goes back to JetStream unacknowledged
+    (redelivered after ``ack_wait``, or re-read at the next start)."""
 
-    Raises:
-        KitClosedError, IngressUnavailable: why the ingress stopped by itself.
-    """
-    failure: BaseException | None = None
-    async with anyio.create_task_group() as tg:
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.forced = False
+        self._ingress: Ingress | None = None
+        self._stopping = False
 
-        async def stop_on_signal() -> None:
-            try:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        logger.info("ingress: %s received, stopping", signal.Signals(signum).name)
-                        ingress.stop()
-                        return
-            except NotImplementedError:  # no signal receivers on this platform (Windows)
-                await anyio.sleep_forever()
+    def serving(self, ingress: Ingress) -> None:
+        self._ingress = ingress
+        if self._stopping:  # signalled while it started
+            ingress.stop()
 
-        tg.start_soon(stop_on_signal)
+    async def watch(self) -> None:
         try:
-            await ingress.wait()
-        except (IngressError, KitClosedError) as exc:
-            failure = exc  # raised below, not wrapped in the task group's ExceptionGroup
-        tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                async for signum in received:
+                    name = signal.Signals(signum).name
+                    if not self._stopping and self._ingress is not None:
+                        self._stopping = True
+                        logger.info("ingress: %s received, stopping", name)
+                        self._ingress.stop()
+                        continue
+                    logger.warning("ingress: %s received, stopping at once", name)
+                    self.forced = True
+                    self.scope.cancel()
+        except NotImplementedError:  # no signal receivers on this platform (Windows)
+            await anyio.sleep_forever()
 
 
 def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:

@@ -1889,3 +1889,67 @@ async def test_kill_9_mid_stream_loses_nothing_and_records_nothing_twice(
             ]
             indexes = [e.index for e in timeline]
             assert indexes == sorted(set(indexes))
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.01, 0.1])
+async def test_a_second_signal_while_serve_stops_stops_it_at_once_without_a_traceback(
+    nats_server: NatsServer, tmp_path: Path, gap: float
+) -> None:
+    # `timeout 30 roomkit serve` signalled, say, sends SIGINT to it twice. The first one's
+    # receiver was closed by then: the second raised KeyboardInterrupt wherever the graceful
+    # stop was (a traceback, a cancel scope error, exit code 1, or a hang).
+    output = tmp_path / "serve.log"
+    server = start_server(nats_server.url, output)
+    try:
+
+        async def serving() -> bool:
+            return "Ctrl-C stops" in output.read_text()
+
+        await eventually(serving, timeout=20, what="roomkit serve to consume")
+        server.send_signal(signal.SIGINT)
+        await anyio.sleep(gap)
+        server.send_signal(signal.SIGINT)
+        code = await anyio.to_thread.run_sync(lambda: server.wait(20))
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    text_out = output.read_text()
+    assert "Traceback" not in text_out, text_out
+    if code == -signal.SIGINT:  # it came once the stop was over: Python's own way out
+        assert "roomkit serve: stopped;" in text_out
+    else:  # stopped gracefully before the second one, or at once
+        assert code in (0, 130), text_out
+
+
+_CANCELLED_SCOPE = """
+import sys, anyio
+from roomkit import RoomKit
+from roomkit.ingress.ingress import Ingress
+from tests.roomkit.kit_helpers import SimpleChannel
+
+async def main(url):
+    with anyio.CancelScope() as scope:
+        async with RoomKit() as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            async with Ingress(kit, url):
+                scope.cancel()
+                await anyio.sleep(1)
+    print("ended")
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+async def test_a_kit_and_its_ingress_in_a_cancelled_scope_end(nats_server: NatsServer) -> None:
+    # The kit's runtime task ended with a CancelledError whose context was itself (its exit
+    # stack's doing): anyio followed that chain for ever as the task ended, and the event loop
+    # hung, spinning. In a process of its own: a hung loop would hang the test run.
+    with anyio.fail_after(60):  # a hang guard: the process is killed if it hangs
+        ran = await anyio.run_process(
+            [sys.executable, "-c", _CANCELLED_SCOPE, nats_server.url],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+    assert ran.returncode == 0 and ran.stdout.strip() == b"ended", ran.stderr.decode()
