@@ -42,6 +42,9 @@ logger = logging.getLogger("roomkit.ingress")
 #: ``add_stream`` with a name that exists with another configuration.
 ERR_STREAM_NAME_IN_USE = 10058
 
+#: ``add_consumer`` of a second consumer of a work-queue stream over the same subjects.
+ERR_CONSUMER_NOT_UNIQUE = 10100
+
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a NATS call that raised ``exc`` may succeed later (server or link away)."""
@@ -171,6 +174,13 @@ async def ensure_consumer(
             except nats.js.errors.APIError as exc:
                 if is_transient(exc):
                     raise
+                if exc.err_code == ERR_CONSUMER_NOT_UNIQUE:
+                    # Said as it is: "using it" and then "consumer not found" read as a bug.
+                    raise IngressError(
+                        f"JetStream stream {stream} is a work queue with a consumer already, "
+                        f"which takes its messages: serve it with that consumer's durable "
+                        f"name, not {durable!r}, or use another stream"
+                    ) from exc
                 logger.warning(
                     "ingress: consumer %s exists with another configuration (%s); using it",
                     durable,

@@ -1668,6 +1668,18 @@ async def test_a_deleted_consumer_is_created_again(
     assert await bodies(nats_kit, "room-1") == ["#0", "#1"]
 
 
+async def test_a_second_durable_on_the_work_queue_is_refused_saying_why(
+    nats_server: NatsServer, nats_kit: RoomKit
+) -> None:
+    # It was "exists with another configuration; using it", then "consumer not found".
+    async with Ingress(nats_kit, nats_server.url):
+        pass  # the stream, and its consumer roomkit-ingress
+    with pytest.raises(IngressError, match="work queue with a consumer already") as refused:
+        async with Ingress(nats_kit, nats_server.url, durable="another"):
+            pass
+    assert "'another'" in str(refused.value)
+
+
 class ClosedKit:
     """Stands for a kit that was closed under the ingress (its commands all fail so)."""
 
