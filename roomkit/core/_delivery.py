@@ -105,10 +105,14 @@ class RoomDelivery:
             self._parked.setdefault(root, []).append(job)
         else:
             await self._run(job)
-        if self._parked and root in self._parked:
+        parked = self._parked.get(root) if self._parked else None
+        if parked is not None:
             turn = self._services.turns.get(root)
-            if turn is None or turn.pending <= turn.last:
-                await self._run_last(self._parked.pop(root))
+            # Once the rest of the turn is delivered and all of its last work is here: the
+            # message's own AFTER_BROADCAST comes from this worker's queue (see handle), its
+            # tasks' ON_TASK_CREATED from the room's mailbox, and neither may start alone.
+            if turn is None or turn.pending <= turn.last <= len(parked):
+                await self._run_last(self._parked.pop(root))  # type: ignore[union-attr]
 
     async def run_parked(self) -> None:
         """Run the ``last`` work still waiting (the worker stops: it must not be lost)."""
@@ -144,6 +148,9 @@ class RoomDelivery:
 
     async def _run_last(self, jobs: list[DeliveryJob]) -> None:
         turns = self._services.turns
+        # The message's own AFTER_BROADCAST hooks last, after its tasks' ON_TASK_CREATED
+        # (0.3.0's order), whichever came here first.
+        jobs.sort(key=_the_messages_own_after_broadcast)
         for job in jobs:
             turn = turns.get(job.work.root)
             if turn is not None:
@@ -454,6 +461,15 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
             )
         )
     return parts
+
+
+def _the_messages_own_after_broadcast(job: DeliveryJob) -> bool:
+    work = job.work
+    return (
+        isinstance(work, RunLifecycle)
+        and work.trigger == HookTrigger.AFTER_BROADCAST
+        and work.event.id == work.root
+    )
 
 
 async def _quiet(*_: object, **__: object) -> None:
