@@ -112,6 +112,24 @@ def checked_dump(model: BaseModel, stored: type[BaseModel]) -> msgspec.Raw:
     return raw
 
 
+def stored_form(model: M, stored: type[BaseModel]) -> tuple[msgspec.Raw, M]:
+    """``checked_dump(model, stored)``, and the model as the log gives it back: ``model`` when
+    that is equal to it (nearly always), else what was read back. What an app hands over may
+    not survive JSON as it is (NaN becomes null, a tuple a list, an object its text): the room
+    goes on with what its log holds, as a replay of it and the read model do, and the caller
+    is answered with that.
+
+    Raises:
+        EventRefusedError: as ``checked_dump``.
+    """
+    raw = dump(model, warnings=False)
+    why = unreadable(bytes(raw))
+    if why is not None:
+        raise EventRefusedError(f"{type(model).__name__} cannot be stored: {why}")
+    back = read_back(stored, raw)
+    return raw, model if back == model else back  # type: ignore[return-value]
+
+
 def read_back(model: type[M], raw: msgspec.Raw) -> M:
     """``raw`` read as ``model``, as a replay reads it: what the log takes must read back, or
     it would fail every replay of the room for good. User code can hand over what does not: a

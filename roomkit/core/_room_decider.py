@@ -59,6 +59,7 @@ from roomkit.core._domain import (
     encode_payload,
     message_dump,
     read_back,
+    stored_form,
 )
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._in_decision import deciding
@@ -331,9 +332,9 @@ class RoomDecider:
     def _create_room(self, state: RoomState, command: CreateRoom) -> Decision:
         if state.room is not None:
             return [], Outcome(value=state.room)  # creating an existing room changes nothing
-        room = command.room
+        raw, room = stored_form(command.room, Room)
         draft = _Draft(state, room.created_at, room.id)
-        draft.add(RoomCreated(room=checked_dump(room, Room)), room)
+        draft.add(RoomCreated(room=raw), room)
         root = draft.lifecycle(
             HookTrigger.ON_ROOM_CREATED,
             EventType.SYSTEM,
@@ -346,29 +347,34 @@ class RoomDecider:
         return draft.facts, Outcome(value=room, root=root)
 
     def _update_metadata(self, state: RoomState, room: Room, cmd: UpdateRoomMetadata) -> Decision:
-        updated = room.model_copy(
-            update={"metadata": {**room.metadata, **cmd.metadata}, "updated_at": cmd.now}
+        raw, updated = stored_form(
+            room.model_copy(
+                update={"metadata": {**room.metadata, **cmd.metadata}, "updated_at": cmd.now}
+            ),
+            Room,
         )
         draft = _Draft(state, cmd.now)
-        draft.add(
-            RoomUpdated(room=checked_dump(updated, Room), reason="metadata_updated"), updated
-        )
+        draft.add(RoomUpdated(room=raw, reason="metadata_updated"), updated)
         return draft.facts, Outcome(value=updated)
 
     def _replace(self, state: RoomState, cmd: ReplaceRoom) -> Decision:
         room = state.room
         draft = _Draft(state, self._now(), cmd.room.id)
         if room is None:  # written as given, as 0.3.0's store wrote it: no hook, no event
-            new = cmd.room.model_copy(update={"event_count": 0, "latest_index": 0})
-            draft.add(RoomCreated(room=checked_dump(new, Room)), new)
+            raw, new = stored_form(
+                cmd.room.model_copy(update={"event_count": 0, "latest_index": 0}), Room
+            )
+            draft.add(RoomCreated(room=raw), new)
             return draft.facts, Outcome(value=new)
         # The counters (events, latest index) are the timeline's, as is the creation time:
         # a room read a while ago and written back must not take them back.
         kept = {"created_at": room.created_at, "event_count": room.event_count}
-        new = cmd.room.model_copy(update={**kept, "latest_index": room.latest_index})
+        raw, new = stored_form(
+            cmd.room.model_copy(update={**kept, "latest_index": room.latest_index}), Room
+        )
         if new == room:
             return [], Outcome(value=room)
-        draft.add(RoomUpdated(room=checked_dump(new, Room), reason="updated"), new)
+        draft.add(RoomUpdated(room=raw, reason="updated"), new)
         return draft.facts, Outcome(value=new)
 
     # -- a 0.3.0 app's writes on kit.store (see _store_view.py): as they are, no audit ------
@@ -380,24 +386,19 @@ class RoomDecider:
     ) -> Decision:
         draft = _Draft(state, self._now())
         match cmd:
-            case PutBinding(binding=binding):
+            case PutBinding(binding=given):
+                raw, binding = stored_form(given, ChannelBinding)
                 known = binding.channel_id in state.bindings
-                fact = (
-                    ChannelUpdated(binding=checked_dump(binding, ChannelBinding))
-                    if known
-                    else None
-                )
-                draft.add(
-                    fact or ChannelAttached(binding=checked_dump(binding, ChannelBinding)), binding
-                )
+                fact = ChannelUpdated(binding=raw) if known else None
+                draft.add(fact or ChannelAttached(binding=raw), binding)
                 return draft.facts, Outcome(value=binding)
             case RemoveBinding(channel_id=channel_id):
                 if channel_id not in state.bindings:
                     return [], Outcome(value=False)
                 draft.add(ChannelDetached(channel_id=channel_id, room_id=self._named_room))
                 return draft.facts, Outcome(value=True)
-            case PutParticipant(participant=participant):
-                raw = checked_dump(participant, Participant)
+            case PutParticipant(participant=given):
+                raw, participant = stored_form(given, Participant)
                 known = participant.id in state.participants
                 joined = ParticipantUpdated(participant=raw) if known else None
                 draft.add(joined or ParticipantJoined(participant=raw), participant)
@@ -487,12 +488,16 @@ class RoomDecider:
 
     def _attach(self, state: RoomState, cmd: AttachChannel) -> Decision:
         draft = _Draft(state, cmd.now)
-        root = self._attach_to(draft, cmd.binding)
-        return draft.facts, Outcome(value=cmd.binding, root=root)
+        binding, root = self._attach_to(draft, cmd.binding)
+        return draft.facts, Outcome(value=binding, root=root)
 
     @staticmethod
-    def _attach_to(draft: _Draft, binding: ChannelBinding, root: str | None = None) -> str:
-        draft.add(ChannelAttached(binding=checked_dump(binding, ChannelBinding)), binding)
+    def _attach_to(
+        draft: _Draft, given: ChannelBinding, root: str | None = None
+    ) -> tuple[ChannelBinding, str]:
+        """Attach ``given``; the binding as stored, and the root of its lifecycle turn."""
+        raw, binding = stored_form(given, ChannelBinding)
+        draft.add(ChannelAttached(binding=raw), binding)
         channel_id, access, visibility = binding.channel_id, binding.access, binding.visibility
         data = {"channel_id": channel_id, "access": str(access), "visibility": visibility}
         draft.audit(
@@ -501,7 +506,7 @@ class RoomDecider:
             f"Channel {channel_id} attached ({access}, {visibility})",
             data,
         )
-        return draft.lifecycle(
+        return binding, draft.lifecycle(
             HookTrigger.ON_CHANNEL_ATTACHED,
             EventType.CHANNEL_ATTACHED,
             "channel_attached",
@@ -536,13 +541,12 @@ class RoomDecider:
             updates["metadata"] = {**binding.metadata, **cmd.updates["metadata"]}
         # Validated, unlike model_copy: a value the model refuses (a visibility of 5) would be
         # logged for good and fail every replay of the room. The caller gets the error instead.
-        updated = ChannelBinding.model_validate({**binding.__dict__, **updates})
+        raw, updated = stored_form(
+            ChannelBinding.model_validate({**binding.__dict__, **updates}), ChannelBinding
+        )
         event_type, code, trigger = _BINDING_CHANGES[cmd.change]
         draft = _Draft(state, cmd.now)
-        draft.add(
-            ChannelUpdated(binding=checked_dump(updated, ChannelBinding), change=cmd.change),
-            updated,
-        )
+        draft.add(ChannelUpdated(binding=raw, change=cmd.change), updated)
         body, data = _binding_change_text(cmd, binding)
         draft.audit(event_type, code, body, data)
         root = None
@@ -564,7 +568,8 @@ class RoomDecider:
                 )
                 return draft.facts, Outcome(value=upgraded)
             return [], Outcome(value=existing)
-        draft.add(ParticipantJoined(participant=checked_dump(wanted, Participant)), wanted)
+        raw, wanted = stored_form(wanted, Participant)
+        draft.add(ParticipantJoined(participant=raw), wanted)
         if cmd.system_code:
             how, status = _JOINED.get(cmd.system_code, ("joined", ""))
             data = {"participant_id": wanted.id}

@@ -1004,3 +1004,26 @@ async def test_a_hook_written_with_plain_def_is_run_as_it_is() -> None:
     assert blocked.blocked and blocked.reason == "spam"
     assert not fine.blocked and fine.event is not None and ran == [fine.event.id]
     assert errors == []
+
+
+async def test_metadata_is_answered_and_seen_as_the_log_holds_it() -> None:
+    # update_room_metadata answered with NaN and a tuple, and the room's hooks saw them, while
+    # get_room (and any replay of the log) gave null and a list.
+    seen: list[dict[str, Any]] = []
+    async with RoomKit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def note(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(dict(context.room.metadata))
+            seen.append(dict(context.bindings[0].metadata))
+
+        room = await kit.create_room(room_id="r1", metadata={"t": (1, 2)})
+        assert room.metadata == {"t": [1, 2]}
+        binding = await kit.attach_channel("r1", "sms", metadata={"x": math.inf})
+        assert binding.metadata == {"x": None}
+        room = await kit.update_room_metadata("r1", {"x": math.nan, "s": {3}})
+        stored = await kit.get_room("r1")
+        assert room.metadata == stored.metadata == {"t": [1, 2], "x": None, "s": [3]}
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")
+    assert seen == [{"t": [1, 2], "x": None, "s": [3]}, {"x": None}]
