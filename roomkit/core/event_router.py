@@ -231,6 +231,7 @@ class EventRouter:
         call_timeout: float | None = None,
     ) -> None:
         self._channels = channels
+        self._unregistered: set[str] = set()  # bound channels found unregistered: warned of
         self._call_timeout = check_seconds("call_timeout", call_timeout, none=True)
         if self._call_timeout is not None and not self._call_timeout > 0:
             raise ValueError(f"call_timeout must be positive or None, got {call_timeout!r}")
@@ -322,10 +323,18 @@ class EventRouter:
         channel_id = target.channel_id
         channel = self._channels.get(channel_id)
         if channel is None:
-            logger.warning(
-                "room %s: channel %r is bound but not registered, skipped",
+            # Once per channel (at every message, a room bound to a channel this process
+            # does not register filled the log), then at DEBUG.
+            first = channel_id not in self._unregistered
+            self._unregistered.add(channel_id)
+            logger.log(
+                logging.WARNING if first else logging.DEBUG,
+                "room %s: channel %r is bound but not registered, skipped%s",
                 event.room_id,
                 channel_id,
+                " (said once per channel; register it, or detach it from its rooms)"
+                if first
+                else "",
             )
             return None
         outcome = _Outcome(target)

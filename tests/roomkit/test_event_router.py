@@ -3,6 +3,7 @@ through breaker, rate limit and retries, provider failures, chain depth, and del
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
@@ -228,6 +229,20 @@ class TestSourceGate:
         source, other = Probe("src"), Probe("t")
         await broadcast(make_router(source, other), bind("t"))
         assert reached(source, other) == {"t"}
+
+
+async def test_a_bound_channel_not_registered_is_warned_of_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # At every message: 3,000 warnings for a room bound to a channel this process lacks.
+    caplog.set_level(logging.DEBUG, logger="roomkit")
+    target = Probe("t")
+    router = make_router(target)
+    for _ in range(3):
+        await broadcast(router, bind("t"), bind("gone"))
+    assert len(target.delivered) == 3
+    warned = [r for r in caplog.records if "bound but not registered" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING", "DEBUG", "DEBUG"]
 
 
 class TestTargetFilter:
