@@ -345,6 +345,9 @@ async def _run_replay(args: argparse.Namespace, console: Console) -> int:
         total = await log.last_version(stream)
         if total == 0:
             raise RoomNotFoundError(f"Room {args.room} not found in the log")
+        if isinstance(at, int) and at > total:
+            # Shown as it is now, which the header says; said here, not taken for v{at}.
+            console.note(f"roomkit replay: room {args.room} is at v{total}, not yet at v{at}")
         with _progress_bar(total, console) as bar:
             write: Write = console.write
             progress: Progress | None = None

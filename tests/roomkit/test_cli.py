@@ -125,6 +125,15 @@ class TestReplay:
         }
         assert list(state["idempotency_keys"]) == ["k1"]
 
+    def test_a_version_past_the_end_says_so(
+        self, capsys: pytest.CaptureFixture[str], export: Path
+    ) -> None:
+        last = versions(export)
+        code, out, err = run(capsys, "replay", "r1", "--file", str(export), "--at", "999")
+        assert code == EXIT_OK
+        assert out.startswith(f"room r1 as of v{last} (")
+        assert f"room r1 is at v{last}, not yet at v999" in err
+
     def test_state_at_a_time(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
         code, out, _ = run(capsys, "replay", "r1", "--file", str(export), "--at", "2000-01-01")
         assert code == EXIT_OK
