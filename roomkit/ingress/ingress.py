@@ -39,7 +39,9 @@ What it guarantees:
 - **No crash loop.** A message the process died with in hand is processed again after the
   restart; one it died with ``max_crashes`` more times is dead-lettered (``"failed"``)
   instead (see ``roomkit.ingress._crashes``). Such messages are processed one at a time, so
-  that a death counts against the one in hand, not a harmless message beside it.
+  that a death counts against the one in hand, not a harmless message beside it: after any
+  restart, what the last process held (handed back by a graceful stop, or left in hand) comes
+  back as redeliveries and goes one by one, before new messages go side by side again.
 - **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
   the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
   back to JetStream (nak, no delay: another process may take them at once), and with each
