@@ -41,7 +41,8 @@ What it guarantees:
   instead (see ``roomkit.ingress._crashes``). Such messages are processed one at a time, so
   that a death counts against the one in hand, not a harmless message beside it: after any
   restart, what the last process held (handed back by a graceful stop, or left in hand) comes
-  back as redeliveries and goes one by one, before new messages go side by side again.
+  back as redeliveries and goes one at a time (messages delivered for the first time go on
+  side by side meanwhile, behind those of their own room).
 - **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
   the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
   back to JetStream (nak, no delay: another process may take them at once), and with each
