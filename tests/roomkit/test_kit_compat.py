@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -231,6 +232,60 @@ class _SlowAI(MockAIProvider):
         return await super().generate(context)
 
 
+class _Gates:
+    """AIs that answer q1 once q2 is recorded, and q2 once ``ask`` lets them; ``ask`` sends q1,
+    then q2 while they answer q1."""
+
+    def __init__(self) -> None:
+        self.answering_q1 = anyio.Event()
+        self.q2_recorded = anyio.Event()
+        self.answer_q2 = anyio.Event()
+
+    def provider(self, replies: list[str]) -> MockAIProvider:
+        gates = self
+
+        class Gated(MockAIProvider):
+            async def generate(self, context: Any) -> Any:
+                last = context.messages[-1].content
+                if last == "q1":
+                    gates.answering_q1.set()
+                    await gates.q2_recorded.wait()
+                elif last == "q2":
+                    await gates.answer_q2.wait()
+                return await super().generate(context)
+
+        return Gated(replies)
+
+    async def ask(
+        self, kit: RoomKit, by_q1_return: Callable[[], bool]
+    ) -> dict[str, InboundResult]:
+        """Send q1 and q2 to room r1; ``by_q1_return`` must hold once q1's caller is back,
+        before the AIs answer q2. The results by body."""
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def note(event: RoomEvent, context: RoomContext) -> None:
+            if getattr(event.content, "body", None) == "q2":
+                self.q2_recorded.set()
+
+        answered: dict[str, InboundResult] = {}
+        q1_back = anyio.Event()
+
+        async def send(body: str) -> None:
+            answered[body] = await kit.process_inbound(text("user", body), room_id="r1")
+            if body == "q1":
+                q1_back.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "q1")
+                await self.answering_q1.wait()
+                tg.start_soon(send, "q2")  # while the AIs answer q1
+                await q1_back.wait()
+                assert by_q1_return()
+                self.answer_q2.set()
+        return answered
+
+
 class _Persona(SimpleChannel):
     """An intelligence channel answering in the name of a channel the room does not bind."""
 
@@ -358,46 +413,15 @@ class TestReplies:
         # 0.3.0 delivered q1's reply before it took q2 up. Here q2 is recorded while the AI
         # answers q1, and its broadcast (the AI answering q2) was queued ahead of reply1's:
         # reply1 reached the user, and q1's caller returned, only once q2 was answered.
-        answering_q1, q2_recorded, answer_q2 = anyio.Event(), anyio.Event(), anyio.Event()
-
-        class Gated(MockAIProvider):
-            async def generate(self, context: Any) -> Any:
-                if context.messages[-1].content == "q1":
-                    answering_q1.set()
-                    await q2_recorded.wait()
-                else:
-                    await answer_q2.wait()
-                return await super().generate(context)
-
+        gates = _Gates()
         user = SimpleChannel("user")
         kit.register_channel(user)
-        kit.register_channel(AIChannel("ai", provider=Gated(["reply1", "reply2"])))
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "user")
+        kit.register_channel(AIChannel("ai", provider=gates.provider(["reply1", "reply2"])))
+        await room_with(kit, "r1", "user")
         await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
-
-        @kit.hook(HookTrigger.BEFORE_BROADCAST)
-        async def note(event: RoomEvent, context: RoomContext) -> None:
-            if getattr(event.content, "body", None) == "q2":
-                q2_recorded.set()
-
-        answered: dict[str, InboundResult] = {}
-        q1_back = anyio.Event()
-
-        async def send(body: str) -> None:
-            answered[body] = await kit.process_inbound(text("user", body), room_id="r1")
-            if body == "q1":
-                q1_back.set()
-
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(send, "q1")
-                await answering_q1.wait()
-                tg.start_soon(send, "q2")  # while the AI answers q1
-                await q1_back.wait()
-                # q1's caller is back, its reply delivered, while the AI has not answered q2.
-                assert not answered["q1"].blocked and user.texts() == ["reply1"]
-                answer_q2.set()
+        # q1's caller is back, its reply delivered, while the AI has not answered q2.
+        answered = await gates.ask(kit, lambda: user.texts() == ["reply1"])
+        assert not answered["q1"].blocked
         assert user.texts() == ["reply1", "reply2"]
 
     async def test_replies_the_log_refuses_together_still_go_out_before_the_next_answer(
@@ -411,47 +435,16 @@ class TestReplies:
                     raise InvalidAppend("too large for the log")
                 return await super().append(stream, events, **options)
 
-        answering_q1, q2_recorded, answer_q2 = anyio.Event(), anyio.Event(), anyio.Event()
-
-        class Gated(MockAIProvider):
-            async def generate(self, context: Any) -> Any:
-                last = context.messages[-1].content
-                if last == "q1":
-                    answering_q1.set()
-                    await q2_recorded.wait()
-                elif last == "q2":
-                    await answer_q2.wait()
-                return await super().generate(context)
-
+        gates = _Gates()
         async with RoomKit(log=Limited(), max_chain_depth=2) as kit:
             user = SimpleChannel("user")
             kit.register_channel(user)
             for name in ("ai1", "ai2"):
-                kit.register_channel(AIChannel(name, provider=Gated([f"BIG-{name}"])))
+                kit.register_channel(AIChannel(name, provider=gates.provider([f"BIG-{name}"])))
             await room_with(kit, "r1", "user")
             for name in ("ai1", "ai2"):
                 await kit.attach_channel("r1", name, category=ChannelCategory.INTELLIGENCE)
-
-            @kit.hook(HookTrigger.BEFORE_BROADCAST)
-            async def note(event: RoomEvent, context: RoomContext) -> None:
-                if getattr(event.content, "body", None) == "q2":
-                    q2_recorded.set()
-
-            q1_back = anyio.Event()
-
-            async def send(body: str) -> None:
-                await kit.process_inbound(text("user", body), room_id="r1")
-                if body == "q1":
-                    q1_back.set()
-
-            with anyio.fail_after(10):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(send, "q1")
-                    await answering_q1.wait()
-                    tg.start_soon(send, "q2")
-                    await q1_back.wait()
-                    assert sorted(user.texts()) == ["BIG-ai1", "BIG-ai2"]
-                    answer_q2.set()
+            await gates.ask(kit, lambda: sorted(user.texts()) == ["BIG-ai1", "BIG-ai2"])
             assert len(user.texts()) == 4
 
     async def test_replies_recorded_together_each_see_the_history_up_to_themselves(

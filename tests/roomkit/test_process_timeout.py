@@ -92,6 +92,15 @@ class SlowToDeliver(SimpleChannel):
         return await super().deliver(event, *args)
 
 
+async def slow_room(kit: RoomKit, seconds: float) -> SlowToDeliver:
+    """Room r1 with "sms" and a channel taking ``seconds`` for each delivery."""
+    kit.register_channel(SimpleChannel("sms"))
+    slow = SlowToDeliver("email", seconds)
+    kit.register_channel(slow)
+    await room_with(kit, "r1", "sms", "email")
+    return slow
+
+
 async def test_time_waiting_for_the_rooms_earlier_deliveries_does_not_count(
     make_kit: Callable[..., RoomKit],
 ) -> None:
@@ -99,10 +108,7 @@ async def test_time_waiting_for_the_rooms_earlier_deliveries_does_not_count(
     # the fourth waits 0.9 s for the three before it (0.3.0: for the room's lock). Counted,
     # all but the first timed out, recorded and delivered all the same.
     async with make_kit(process_timeout=0.5) as kit:
-        kit.register_channel(SimpleChannel("sms"))
-        slow = SlowToDeliver("email", 0.3)
-        kit.register_channel(slow)
-        await room_with(kit, "r1", "sms", "email")
+        slow = await slow_room(kit, 0.3)
         results = await send_all(kit, [f"m{n}" for n in range(4)])
         assert all(not r.blocked for r in results.values()), results
         assert sorted(slow.texts()) == ["m0", "m1", "m2", "m3"]
@@ -114,10 +120,7 @@ async def test_deliveries_waiting_past_the_rooms_bound_time_out_recorded(
     # The wait for the earlier deliveries is bounded as the wait for the room is: four times
     # process_timeout (0.8 s here); the last of 15 messages of 0.1 s each waits 1.4 s.
     async with make_kit(process_timeout=0.2) as kit:
-        kit.register_channel(SimpleChannel("sms"))
-        slow = SlowToDeliver("email", 0.1)
-        kit.register_channel(slow)
-        await room_with(kit, "r1", "sms", "email")
+        slow = await slow_room(kit, 0.1)
         bodies = [f"m{n:02}" for n in range(15)]
         results = await send_all(kit, bodies)
         assert not results["m00"].blocked
