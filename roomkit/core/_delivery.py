@@ -44,10 +44,12 @@ Emit = Callable[..., Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class DeliveryJob:
-    """One unit of post-commit work with the room's context as of its commit."""
+    """One unit of post-commit work with the room's context as of its commit; ``order``:
+    the order the room committed its work in (see ``_run_last``)."""
 
     work: Deliver | RunLifecycle | ReportErrors
     context: RoomContext
+    order: int = 0
 
 
 class RoomDelivery:
@@ -148,9 +150,10 @@ class RoomDelivery:
 
     async def _run_last(self, jobs: list[DeliveryJob]) -> None:
         turns = self._services.turns
-        # The message's own AFTER_BROADCAST hooks last, after its tasks' ON_TASK_CREATED
-        # (0.3.0's order), whichever came here first.
-        jobs.sort(key=_the_messages_own_after_broadcast)
+        # In the order the room committed them (its hooks' tasks before those of its
+        # broadcast), the message's own AFTER_BROADCAST hooks last (0.3.0's order), however
+        # they came here: through the room's mailbox, or this worker's queue (see handle).
+        jobs.sort(key=_last_work_order)
         for job in jobs:
             turn = turns.get(job.work.root)
             if turn is not None:
@@ -463,13 +466,14 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
     return parts
 
 
-def _the_messages_own_after_broadcast(job: DeliveryJob) -> bool:
+def _last_work_order(job: DeliveryJob) -> tuple[bool, int]:
     work = job.work
-    return (
+    own_after_broadcast = (
         isinstance(work, RunLifecycle)
         and work.trigger == HookTrigger.AFTER_BROADCAST
         and work.event.id == work.root
     )
+    return own_after_broadcast, job.order
 
 
 async def _quiet(*_: object, **__: object) -> None:

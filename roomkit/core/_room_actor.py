@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from typing import Any
@@ -59,6 +60,8 @@ _UNKNOWN = DomainEvent()
 _BINDING_EVENTS = (ChannelAttached, ChannelUpdated)
 # The kit's own commands, taken up to the end: what was delivered is recorded.
 _KIT_OWN = (RecordOutcome, FlushOutcomes)
+# Numbers the post-commit work in the order the rooms commit it (DeliveryJob.order).
+_commit_order = itertools.count(1)
 _NULL = msgspec.Raw(b"null")
 _CONFLICT_RETRIES = 8
 # A delivery's outcome (its AI replies, its channels' tasks) is the kit's own to record: its
@@ -494,10 +497,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             job_context = earlier.get(id(work), context) if earlier else context
+            job = DeliveryJob(work, job_context, next(_commit_order))
             if for_worker:
-                jobs.append(DeliveryJob(work, job_context))
+                jobs.append(job)
             else:
-                await self._services.tell_delivery(self.key, DeliveryJob(work, job_context))
+                await self._services.tell_delivery(self.key, job)
         if jobs:
             assert outcome is not None
             outcome.jobs = tuple(jobs)

@@ -145,3 +145,57 @@ async def test_a_blocked_turn_runs_in_0_3_0_order(kit: RoomKit) -> None:
         "deliver ws <- we removed a message",
         "ON_TASK_CREATED review",
     ]
+
+
+class TaskingBrain(SimpleChannel):
+    """An intelligence channel answering the user's message with a reply and a task."""
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if event.source.channel_id != "sms":
+            return ChannelOutput.empty()
+        reply = RoomEvent(
+            room_id=context.room.id,
+            source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
+            content=TextContent(body="AI says hi"),
+            chain_depth=event.chain_depth + 1,
+        )
+        task = Task(room_id=context.room.id, title="broadcast task")
+        return ChannelOutput(responded=True, response_events=[reply], tasks=[task])
+
+
+async def test_the_hooks_tasks_come_before_the_broadcasts(kit: RoomKit) -> None:
+    # 0.3.0 (spec §5.2, step 12): ON_TASK_CREATED for the sync hooks' tasks, then for the
+    # broadcast's. The broadcast's came first once the worker ran the work of what the
+    # room recorded of its broadcast from its own queue: it reached the turn's last work
+    # before the hook's task, which came through the room's mailbox.
+    log: list[str] = []
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(TaskingBrain("brain"))
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "brain", category=ChannelCategory.INTELLIGENCE)
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def tasking(event: RoomEvent, context: RoomContext) -> HookResult | None:
+        if event.source.channel_id != "sms":
+            return None
+        result = HookResult.allow()
+        return result.model_copy(update={"tasks": [Task(room_id="r1", title="hook task")]})
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+    async def after(event: RoomEvent, context: RoomContext) -> None:
+        log.append(f"AFTER_BROADCAST {body(event)}")
+
+    @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
+    async def task(event: RoomEvent, context: RoomContext) -> None:
+        log.append(f"ON_TASK_CREATED {event.metadata['task_title']}")
+
+    await kit.process_inbound(text("sms", "hello"), room_id="r1")
+    assert log == [
+        "AFTER_BROADCAST AI says hi",
+        "ON_TASK_CREATED hook task",
+        "ON_TASK_CREATED broadcast task",
+        "AFTER_BROADCAST hello",
+    ]
