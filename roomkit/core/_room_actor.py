@@ -180,8 +180,12 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
 
     def evolve(self, state: RoomState, event: Fact) -> RoomState:
         model = event.model
-        if model is None and type(event.domain) in _BINDING_EVENTS:
-            model = self._binding(event.domain.binding)  # type: ignore[attr-defined]
+        if type(event.domain) in _BINDING_EVENTS:
+            if model is None:
+                model = self._binding(event.domain.binding)  # type: ignore[attr-defined]
+            else:  # decided here: its capabilities may be read back from JSON (stored_form)
+                shared = self._services.capabilities.capabilities(model.capabilities)  # type: ignore[attr-defined]
+                model.__dict__["capabilities"] = shared
         return evolve(state, event.domain, model, at=event.timestamp)
 
     def _binding(self, raw: msgspec.Raw) -> ChannelBinding:

@@ -43,10 +43,18 @@ class CapabilitiesInterner:
         """
         to_json = capabilities.__pydantic_serializer__.to_json
         key = to_json(capabilities)
-        shared = self._instances.setdefault(key, capabilities)
-        if shared is not capabilities and to_json(shared) != key:
-            shared = self._instances[key] = capabilities
+        shared = self._instances.get(key)
+        if shared is None or (shared is not capabilities and to_json(shared) != key):
+            shared = self._instances[key] = _as_stored(capabilities, key)
         return shared
+
+
+def _as_stored(capabilities: ChannelCapabilities, json: bytes) -> ChannelCapabilities:
+    """``capabilities`` as JSON gives them back (a tuple in ``custom`` as a list): the shared
+    instance is what every binding has once it went through the log, so that a room holds
+    the same before and after it comes back from it."""
+    back = ChannelCapabilities.model_validate_json(json)
+    return capabilities if back == capabilities else back
 
 
 def binding_json(binding: ChannelBinding) -> bytes:

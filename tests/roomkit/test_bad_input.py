@@ -18,6 +18,7 @@ from eventlog import EventLog, MemoryEventLog, NewEvent
 from roomkit import (
     Access,
     ChannelBinding,
+    ChannelCapabilities,
     ChannelNotRegisteredError,
     ChannelOutput,
     ChannelType,
@@ -1027,3 +1028,39 @@ async def test_metadata_is_answered_and_seen_as_the_log_holds_it() -> None:
         assert room.metadata == stored.metadata == {"t": [1, 2], "x": None, "s": [3]}
         await kit.process_inbound(text("sms", "hello"), room_id="r1")
     assert seen == [{"t": [1, 2], "x": None, "s": [3]}, {"x": None}]
+
+
+class TupleCapable(SimpleChannel):
+    """Capabilities with a tuple in ``custom``, which JSON gives back as a list."""
+
+    def capabilities(self) -> ChannelCapabilities:
+        return ChannelCapabilities(custom={"pair": (1, 2)})
+
+
+async def test_capabilities_are_shared_and_seen_as_the_log_holds_them() -> None:
+    # Read back from JSON for each binding (a list for the tuple), they were a copy per
+    # room; and after a passivation hooks saw the tuple again (the kit's shared instance).
+    seen: list[Any] = []
+    async with RoomKit(idle_timeout=0.05) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(TupleCapable("odd"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def note(event: RoomEvent, context: RoomContext) -> None:
+            binding = next(b for b in context.bindings if b.channel_id == "odd")
+            seen.append(binding.capabilities.custom)
+
+        bindings = []
+        for room_id in ("r1", "r2"):
+            await kit.create_room(room_id=room_id)
+            await kit.attach_channel(room_id, "sms")
+            bindings.append(await kit.attach_channel(room_id, "odd"))
+        assert bindings[0].capabilities is bindings[1].capabilities
+        await kit.process_inbound(text("sms", "before"), room_id="r1")
+
+        async def passivated() -> bool:
+            return not kit._runtime._system.is_active("room", "r1")  # type: ignore[union-attr]
+
+        await eventually(passivated, what="room r1 passivated")
+        await kit.process_inbound(text("sms", "after"), room_id="r1")
+    assert seen == [{"pair": [1, 2]}, {"pair": [1, 2]}]
