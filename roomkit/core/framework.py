@@ -265,7 +265,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # entered them (several tasks may enter one kit), innermost last.
         self._task_groups: dict[int, list[TaskGroup]] = {}
         self._closer: anyio.Event | None = None  # set once a close its own work began ended
-        self._channels_closed = False  # by a close that ran to its end
+        # What a close closed, or began to (channels, voice, realtime): see _close.
+        self._closed_parts: set[object] = set()
         self._runtime = KitRuntime(
             self,
             RuntimeSettings(
@@ -423,17 +424,24 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def _close(self) -> None:
         await self._runtime.stop()
-        if self._channels_closed:
-            return  # by an earlier close: a channel's close() is not called twice
-        self._channels_closed = True
+        # Each once it closed (or failed to): a later close() closes what one whose caller
+        # gave up left open or cut short, and nothing twice.
+        closed = self._closed_parts
         for channel in list(self._channels.values()):
+            if channel in closed:
+                continue
             try:
                 await channel.close()
             except Exception:
                 logger.exception("closing channel %s failed", channel.channel_id)
-        if self._voice is not None and hasattr(self._voice, "close"):
-            await self._voice.close()
-        await self._realtime.close()
+            closed.add(channel)
+        voice = self._voice
+        if voice is not None and hasattr(voice, "close") and voice not in closed:
+            await voice.close()
+            closed.add(voice)
+        if self._realtime not in closed:
+            await self._realtime.close()
+            closed.add(self._realtime)
 
     async def serve_ingress(
         self,

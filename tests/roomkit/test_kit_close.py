@@ -371,3 +371,26 @@ async def test_channels_are_closed_once_however_often_the_kit_is_closed() -> Non
         await kit.close()
         await kit.close()
     assert ws.closes == 1  # the `async with` exit closed them a third time
+
+
+class SlowToClose(ClosedCounting):
+    """Takes a while to close."""
+
+    async def close(self) -> None:
+        await anyio.sleep(0.5)
+        await super().close()
+
+
+async def test_a_close_given_up_leaves_the_rest_of_the_closing_to_the_next_one() -> None:
+    # Marked closed as the first close began, the channels were never closed by the later
+    # close() that close()'s docstring promises.
+    slow, other = SlowToClose("slow"), ClosedCounting("other")
+    async with RoomKit() as kit:
+        kit.register_channel(slow)
+        kit.register_channel(other)
+        with anyio.move_on_after(0.1):
+            await kit.close()  # given up while "slow" closes
+        assert (slow.closes, other.closes) == (0, 0)
+    # The `async with` exit closed both (the one cut short again), and nothing is closed twice.
+    await kit.close()
+    assert (slow.closes, other.closes) == (1, 1)
