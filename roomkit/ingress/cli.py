@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
+from anyio.abc import TaskStatus
 
 from roomkit.errors import KitClosedError
 from roomkit.ingress.errors import IngressError, IngressUnavailable
@@ -179,27 +180,27 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
     from roomkit.cli import EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
     notes = console if console is not None else _Stderr()
-    _check_args(args, CliError, EXIT_USAGE)
-    target = _load_app(args.app, CliError, EXIT_USAGE)
-    try:
-        for module in ("eventlog.nats", "roomkit.ingress.ingress"):  # nats-py, which they need
-            importlib.import_module(module)
-    except ImportError as exc:
-        raise CliError(
-            EXIT_UNREACHABLE, f"NATS support is not available ({exc}): install roomkit[nats]"
-        ) from exc
-
-    wants_log = _check_app(target, CliError, EXIT_USAGE)
-    # Watched from here to the end: the receiver closed after the first signal put Python's
-    # own SIGINT handler back, and a second Ctrl-C during the graceful stop raised
+    # Watched from the start to the end: the receiver closed after the first signal put
+    # Python's own SIGINT handler back, and a second Ctrl-C during the graceful stop raised
     # KeyboardInterrupt wherever the stop was (a traceback, a hang, a cancel scope error).
     signals = _StopSignals()
     stats: IngressStats | None = None
     failure: Exception | None = None
     async with anyio.create_task_group() as watching:
-        watching.start_soon(signals.watch)
+        await watching.start(signals.watch)
         try:
             with signals.scope:
+                _check_args(args, CliError, EXIT_USAGE)
+                target = _load_app(args.app, CliError, EXIT_USAGE)
+                try:
+                    for module in ("eventlog.nats", "roomkit.ingress.ingress"):  # nats-py
+                        importlib.import_module(module)
+                except ImportError as exc:
+                    raise CliError(
+                        EXIT_UNREACHABLE,
+                        f"NATS support is not available ({exc}): install roomkit[nats]",
+                    ) from exc
+                wants_log = _check_app(target, CliError, EXIT_USAGE)
                 stats = await _serve(args, notes, target, wants_log, signals)
         except Exception as exc:
             failure = exc  # raised below, not wrapped in the task group's ExceptionGroup
@@ -288,9 +289,11 @@ class _StopSignals:
         if self._stopping:  # signalled while it started
             ingress.stop()
 
-    async def watch(self) -> None:
+    async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch for the signals until cancelled; started once they are watched."""
         try:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                task_status.started()
                 async for signum in received:
                     name = signal.Signals(signum).name
                     if not self._stopping and self._ingress is not None:
@@ -302,6 +305,7 @@ class _StopSignals:
                     self.forced = True
                     self.scope.cancel()
         except NotImplementedError:  # no signal receivers on this platform (Windows)
+            task_status.started()
             await anyio.sleep_forever()
 
 

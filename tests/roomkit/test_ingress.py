@@ -1965,3 +1965,36 @@ async def test_a_kit_and_its_ingress_in_a_cancelled_scope_end(nats_server: NatsS
             check=False,
         )
     assert ran.returncode == 0 and ran.stdout.strip() == b"ended", ran.stderr.decode()
+
+
+async def test_a_signal_while_serve_loads_its_app_stops_it_without_a_traceback(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Loading the app came before the signals were watched: a Ctrl-C then raised
+    # KeyboardInterrupt through the import (a traceback, exit code -2).
+    output = tmp_path / "serve.log"
+    with output.open("wb") as sink:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.roomkit.ingress_app",
+                "--nats",
+                nats_server.url,
+                "--app",
+                "tests.roomkit.interrupting_app:build_kit",
+            ],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    try:
+        code = await anyio.to_thread.run_sync(lambda: server.wait(30))
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    text_out = output.read_text()
+    assert "Traceback" not in text_out, text_out
+    assert code == 130, text_out
