@@ -124,7 +124,7 @@ def test_the_kind_column_fits_the_longest_kind() -> None:
 
 class TestNothingATerminalActsOn:
     def test_timeline_and_state(self, capsys: pytest.CaptureFixture[str], export: Path) -> None:
-        for argv in ((), ("--at", "99")):
+        for argv in ((), ("--at", "2999-01-01T00:00:00+00:00")):  # the state as it is now
             out = "\n".join(replay_lines(capsys, export, *argv))
             assert not CONTROL.search(out), argv
             assert "Mal\\x1b]0;pwned\\x07lory" in out
