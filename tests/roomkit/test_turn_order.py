@@ -32,6 +32,18 @@ def body(event: RoomEvent) -> str:
     return event.content.body if isinstance(event.content, TextContent) else str(event.type)
 
 
+def note_async_hooks(kit: RoomKit, log: list[str]) -> None:
+    """Note each AFTER_BROADCAST and ON_TASK_CREATED hook run in ``log``."""
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+    async def after(event: RoomEvent, context: RoomContext) -> None:
+        log.append(f"AFTER_BROADCAST {body(event)}")
+
+    @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
+    async def task(event: RoomEvent, context: RoomContext) -> None:
+        log.append(f"ON_TASK_CREATED {event.metadata['task_title']}")
+
+
 class Tap(SimpleChannel):
     """Notes each delivery in the shared log."""
 
@@ -73,13 +85,7 @@ async def test_one_turn_runs_in_0_3_0_order(kit: RoomKit) -> None:
     async def boom(event: RoomEvent, context: RoomContext) -> None:
         raise RuntimeError("boom")
 
-    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
-    async def after(event: RoomEvent, context: RoomContext) -> None:
-        log.append(f"AFTER_BROADCAST {body(event)}")
-
-    @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
-    async def task(event: RoomEvent, context: RoomContext) -> None:
-        log.append(f"ON_TASK_CREATED {event.metadata['task_title']}")
+    note_async_hooks(kit, log)
 
     async def framework(event: FrameworkEvent) -> None:
         log.append(f"FW {event.type}")
@@ -184,13 +190,7 @@ async def test_the_hooks_tasks_come_before_the_broadcasts(kit: RoomKit) -> None:
         result = HookResult.allow()
         return result.model_copy(update={"tasks": [Task(room_id="r1", title="hook task")]})
 
-    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
-    async def after(event: RoomEvent, context: RoomContext) -> None:
-        log.append(f"AFTER_BROADCAST {body(event)}")
-
-    @kit.hook(HookTrigger.ON_TASK_CREATED, execution=HookExecution.ASYNC)
-    async def task(event: RoomEvent, context: RoomContext) -> None:
-        log.append(f"ON_TASK_CREATED {event.metadata['task_title']}")
+    note_async_hooks(kit, log)
 
     await kit.process_inbound(text("sms", "hello"), room_id="r1")
     assert log == [
