@@ -114,9 +114,6 @@ class KitRuntime:
     ) -> None:
         self._kit = kit
         self._settings = settings
-        # How long a command may wait for its room: also how long an inbound message's
-        # deliveries may wait for the room's earlier ones (see InboundMixin._past_the_queue).
-        self.ask_timeout = settings.ask_timeout
         self.turns = TurnTracker()
         self.flusher = OutcomeFlusher(self._tell_room_nowait, settings.outcome_delay)
         if predecessor is None:
@@ -168,6 +165,12 @@ class KitRuntime:
         )
 
     # -- start and stop ----------------------------------------------------------------------
+
+    @property
+    def ask_timeout(self) -> float:
+        """How long a command may wait for its room: also how long an inbound message's
+        deliveries may wait for the room's earlier ones (see InboundMixin._past_the_queue)."""
+        return self._settings.ask_timeout
 
     @property
     def closed(self) -> bool:
