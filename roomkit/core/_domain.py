@@ -102,14 +102,7 @@ def checked_dump(model: BaseModel, stored: type[BaseModel]) -> msgspec.Raw:
     Raises:
         EventRefusedError: it cannot be written, or would not read back.
     """
-    # No pydantic warning of a value of another type than its field's: read back, it is
-    # refused in plain words if it does not read back, and is fine if it does.
-    raw = dump(model, warnings=False)
-    why = unreadable(bytes(raw))
-    if why is not None:
-        raise EventRefusedError(f"{type(model).__name__} cannot be stored: {why}")
-    read_back(stored, raw)
-    return raw
+    return _dumped_and_read_back(model, stored)[0]
 
 
 def stored_form(model: M, stored: type[BaseModel]) -> tuple[msgspec.Raw, M]:
@@ -122,12 +115,20 @@ def stored_form(model: M, stored: type[BaseModel]) -> tuple[msgspec.Raw, M]:
     Raises:
         EventRefusedError: as ``checked_dump``.
     """
+    raw, back = _dumped_and_read_back(model, stored)
+    return raw, model if back == model else back  # type: ignore[return-value]
+
+
+def _dumped_and_read_back(
+    model: BaseModel, stored: type[BaseModel]
+) -> tuple[msgspec.Raw, BaseModel]:
+    # No pydantic warning of a value of another type than its field's: read back, it is
+    # refused in plain words if it does not read back, and is fine if it does.
     raw = dump(model, warnings=False)
     why = unreadable(bytes(raw))
     if why is not None:
         raise EventRefusedError(f"{type(model).__name__} cannot be stored: {why}")
-    back = read_back(stored, raw)
-    return raw, model if back == model else back  # type: ignore[return-value]
+    return raw, read_back(stored, raw)
 
 
 def read_back(model: type[M], raw: msgspec.Raw) -> M:

@@ -265,7 +265,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # entered them (several tasks may enter one kit), innermost last.
         self._task_groups: dict[int, list[TaskGroup]] = {}
         self._closer: anyio.Event | None = None  # set once a close its own work began ended
-        # What a close closed, or began to (channels, voice, realtime): see _close.
+        # What a close closed (channels, voice, realtime): see _close.
         self._closed_parts: set[object] = set()
         self._runtime = KitRuntime(
             self,
