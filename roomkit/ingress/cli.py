@@ -185,7 +185,7 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
     # KeyboardInterrupt wherever the stop was (a traceback, a hang, a cancel scope error).
     signals = _StopSignals()
     stats: IngressStats | None = None
-    failure: Exception | None = None
+    failure: BaseException | None = None
     async with anyio.create_task_group() as watching:
         await watching.start(signals.watch)
         try:
@@ -202,7 +202,9 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
                     ) from exc
                 wants_log = _check_app(target, CliError, EXIT_USAGE)
                 stats = await _serve(args, notes, target, wants_log, signals)
-        except Exception as exc:
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # an app's SystemExit as it loads, too
             failure = exc  # raised below, not wrapped in the task group's ExceptionGroup
         finally:
             watching.cancel_scope.cancel()

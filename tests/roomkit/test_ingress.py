@@ -1740,6 +1740,14 @@ async def test_serve_refuses_a_bad_app(app: str, message: str) -> None:
     assert caught.value.code == EXIT_USAGE
 
 
+async def test_an_app_that_exits_as_it_loads_exits_serve_as_it_asked() -> None:
+    # Loaded inside the task group that watches the signals, its SystemExit came out wrapped
+    # in an exception group: a traceback and exit code 1 instead of its own 3.
+    with pytest.raises(SystemExit) as caught:
+        await run_serve(serve_args("--app", "tests.roomkit.exiting_app:x", "--nats", "nats://h:1"))
+    assert caught.value.code == 3
+
+
 def test_serve_imports_the_app_from_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
