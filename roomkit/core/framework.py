@@ -265,8 +265,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # entered them (several tasks may enter one kit), innermost last.
         self._task_groups: dict[int, list[TaskGroup]] = {}
         self._closer: anyio.Event | None = None  # set once a close its own work began ended
-        # What a close closed (channels, voice, realtime): see _close.
-        self._closed_parts: set[object] = set()
+        # What a close took up, by id (channels, voice, realtime): see _close.
+        self._closed_parts: dict[int, object] = {}
         self._runtime = KitRuntime(
             self,
             RuntimeSettings(
@@ -424,24 +424,32 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def _close(self) -> None:
         await self._runtime.stop()
-        # Each once it closed (or failed to): a later close() closes what one whose caller
-        # gave up left open or cut short, and nothing twice.
-        closed = self._closed_parts
+        # Each once: by the first close that takes it up (a close running alongside skips
+        # it), again by a later one only if that close was cut short (its caller gave up).
         for channel in list(self._channels.values()):
-            if channel in closed:
-                continue
-            try:
-                await channel.close()
-            except Exception:
-                logger.exception("closing channel %s failed", channel.channel_id)
-            closed.add(channel)
+            await self._close_part(channel, f"channel {channel.channel_id}")
         voice = self._voice
-        if voice is not None and hasattr(voice, "close") and voice not in closed:
-            await voice.close()
-            closed.add(voice)
-        if self._realtime not in closed:
-            await self._realtime.close()
-            closed.add(self._realtime)
+        if voice is not None and hasattr(voice, "close"):
+            await self._close_part(voice, "the voice backend", log_failure=False)
+        await self._close_part(self._realtime, "the realtime backend", log_failure=False)
+
+    async def _close_part(self, part: Any, what: str, *, log_failure: bool = True) -> None:
+        """``part.close()`` unless a close took it up already (see ``_close``); a failure is
+        logged (``log_failure``) or raised, and either way the part counts as closed."""
+        taken = self._closed_parts
+        key = id(part)  # by identity: a channel may be unhashable, or equal to another
+        if key in taken:
+            return
+        taken[key] = part  # held, so that its id names it for as long as the kit lives
+        try:
+            await part.close()
+        except Exception:
+            if not log_failure:
+                raise
+            logger.exception("closing %s failed", what)
+        except BaseException:
+            del taken[key]  # cut short: the next close() closes it
+            raise
 
     async def serve_ingress(
         self,

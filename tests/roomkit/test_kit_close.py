@@ -394,3 +394,31 @@ async def test_a_close_given_up_leaves_the_rest_of_the_closing_to_the_next_one()
     # The `async with` exit closed both (the one cut short again), and nothing is closed twice.
     await kit.close()
     assert (slow.closes, other.closes) == (1, 1)
+
+
+async def test_two_closes_at_once_close_each_channel_once() -> None:
+    slow = SlowToClose("slow")
+    async with RoomKit() as kit:
+        kit.register_channel(slow)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kit.close)
+            tg.start_soon(kit.close)
+    assert slow.closes == 1
+
+
+class Comparable(ClosedCounting):
+    """A channel that defines equality, and so is unhashable (a dataclass's way)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Comparable) and other.channel_id == self.channel_id
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+async def test_an_unhashable_channel_is_closed_like_any() -> None:
+    # Looked up in a set, it failed the close: no channel nor backend was closed.
+    odd, other = Comparable("odd"), ClosedCounting("other")
+    async with RoomKit() as kit:
+        kit.register_channel(odd)
+        kit.register_channel(other)
+    assert (odd.closes, other.closes) == (1, 1)
