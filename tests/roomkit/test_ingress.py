@@ -1839,10 +1839,10 @@ async def committed(log: EventLog, rooms: Sequence[str], baseline: dict[str, int
     return sum(versions.get(room, 0) - baseline[room] for room in rooms)
 
 
-def start_server(url: str, output: Path) -> subprocess.Popen[bytes]:
+def start_server(url: str, output: Path, *options: str) -> subprocess.Popen[bytes]:
     with output.open("wb") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.roomkit.ingress_app", "--nats", url],
+            [sys.executable, "-m", "tests.roomkit.ingress_app", "--nats", url, *options],
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -1911,6 +1911,16 @@ async def test_kill_9_mid_stream_loses_nothing_and_records_nothing_twice(
             assert indexes == sorted(set(indexes))
 
 
+async def exit_code(server: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """The exit code of a ``start_server`` process, killed if it has not ended in time."""
+    try:
+        return await anyio.to_thread.run_sync(lambda: server.wait(timeout))
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
 @pytest.mark.parametrize("gap", [0.0, 0.01, 0.1])
 async def test_a_second_signal_while_serve_stops_stops_it_at_once_without_a_traceback(
     nats_server: NatsServer, tmp_path: Path, gap: float
@@ -1929,9 +1939,9 @@ async def test_a_second_signal_while_serve_stops_stops_it_at_once_without_a_trac
         server.send_signal(signal.SIGINT)
         await anyio.sleep(gap)
         server.send_signal(signal.SIGINT)
-        code = await anyio.to_thread.run_sync(lambda: server.wait(20))
+        code = await exit_code(server)
     finally:
-        if server.poll() is None:
+        if server.poll() is None:  # the test failed before it ended
             server.kill()
             server.wait()
     text_out = output.read_text()
@@ -1981,28 +1991,8 @@ async def test_a_signal_while_serve_loads_its_app_stops_it_without_a_traceback(
     # Loading the app came before the signals were watched: a Ctrl-C then raised
     # KeyboardInterrupt through the import (a traceback, exit code -2).
     output = tmp_path / "serve.log"
-    with output.open("wb") as sink:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.roomkit.ingress_app",
-                "--nats",
-                nats_server.url,
-                "--app",
-                "tests.roomkit.interrupting_app:build_kit",
-            ],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-    try:
-        code = await anyio.to_thread.run_sync(lambda: server.wait(30))
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+    app = "tests.roomkit.interrupting_app:build_kit"
+    code = await exit_code(start_server(nats_server.url, output, "--app", app))
     text_out = output.read_text()
     assert "Traceback" not in text_out, text_out
     assert code == 130, text_out
