@@ -69,7 +69,7 @@ class RoomDelivery:
         # The replies this worker had recorded, as recorded, that a message queued behind
         # them may yet need (see _caught_up); those older than the message run are let go.
         self._replies: list[RoomEvent] | None = None
-        self._dropped = 0  # jobs let go of as the kit closed (see _drop)
+        self._dropping = False  # it let go of work as the kit closed (see _drop): said once
         # The work of what the room recorded of the job being run (see handle).
         self._now: deque[DeliveryJob] = deque()
 
@@ -120,11 +120,7 @@ class RoomDelivery:
         """Run the ``last`` work still waiting (the worker stops: it must not be lost)."""
         while self._parked or self._now:
             if self._now:
-                job = self._now.popleft()
-                if self._services.abandoned():
-                    self._drop([job])
-                else:
-                    await self._handle(job)
+                await self.handle(self._now.popleft())  # dropped, if the kit gave up
                 continue
             assert self._parked is not None
             _, jobs = self._parked.popitem()
@@ -140,13 +136,13 @@ class RoomDelivery:
         turns = self._services.turns
         for job in jobs:
             turns.delivered(job.work.root)
-        if not self._dropped:
+        if not self._dropping:
+            self._dropping = True
             logger.warning(
                 "room %s: the kit closed without waiting for the rest of its deliveries and "
                 "async hooks: they are dropped (their messages are recorded)",
                 self._room_id,
             )
-        self._dropped += len(jobs)
 
     async def _run_last(self, jobs: list[DeliveryJob]) -> None:
         turns = self._services.turns
