@@ -287,9 +287,9 @@ class _StopSignals:
         self._stopping = False
 
     def serving(self, ingress: Ingress) -> None:
+        """From now on a first signal stops ``ingress`` gracefully (before, it stops at once:
+        there is nothing to hand back yet)."""
         self._ingress = ingress
-        if self._stopping:  # signalled while it started
-            ingress.stop()
 
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Watch for the signals until cancelled; started once they are watched."""
