@@ -129,6 +129,7 @@ class ChannelOpsMixin(HelpersMixin):
     async def detach_channel(self, room_id: str, channel_id: str) -> bool:
         """Remove a channel's binding; ``False`` if it was not attached (or there is no such
         room: 0.3.0 asked the store to remove a binding it did not have)."""
+        check_str("channel_id", channel_id)
         try:
             outcome = await self._command(room_id, DetachChannel(channel_id, utcnow()))
         except RoomNotFoundError:
@@ -148,6 +149,7 @@ class ChannelOpsMixin(HelpersMixin):
             ChannelNotFoundError: the channel is not attached to the room, or there is no
                 such room (as in 0.3.0).
         """
+        check_str("channel_id", channel_id)
         try:
             outcome = await self._command(
                 room_id, UpdateBinding(channel_id, change, updates, utcnow())

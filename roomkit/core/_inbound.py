@@ -528,6 +528,7 @@ class InboundMixin(HelpersMixin):
             RoomNotFoundError: no such room.
             ChannelNotFoundError: the channel is not attached to the room.
         """
+        check_str("channel_id", channel_id)
         if idempotency_key is not None:
             check_str("idempotency_key", idempotency_key)
         # The room builds the event from its own binding of the channel: no read of the

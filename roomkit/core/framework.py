@@ -190,8 +190,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # (the actor settings are checked with the actor system's own checks, below). Durations
         # become floats: an int too large for one is infinite (see check_seconds).
         check_number("max_chain_depth", max_chain_depth)  # only compared: inf is no limit
-        if max_chain_depth != max_chain_depth:  # NaN compares false: every reply was blocked
-            raise ValueError("max_chain_depth must be a number, got nan")
+        if not max_chain_depth >= 0:  # NaN compares false; below 0 blocks all as 0 does
+            raise ValueError(f"max_chain_depth must be >= 0, got {max_chain_depth!r}")
         identity_bound = check_seconds("identity_timeout", identity_timeout, none=True)
         if identity_bound is not None and not identity_bound >= 0:
             raise ValueError(f"identity_timeout must be >= 0 or None, got {identity_timeout!r}")

@@ -341,8 +341,11 @@ def test_settings_take_any_real_number_as_0_3_0_did() -> None:
 def test_settings_that_are_not_a_number_of_their_kind_are_refused() -> None:
     # A NaN depth compared false: every AI reply was blocked. A NaN or negative identity
     # timeout timed every resolution out.
-    with pytest.raises(ValueError, match="^max_chain_depth must be a number, got nan"):
-        RoomKit(max_chain_depth=math.nan)  # type: ignore[arg-type]
+    # A negative depth blocked every reply as 0 does, without saying the value was wrong.
+    for depth in (math.nan, -1):
+        with pytest.raises(ValueError, match="^max_chain_depth must be >= 0, got"):
+            RoomKit(max_chain_depth=depth)
+    RoomKit(max_chain_depth=0)  # no AI reply at all: a setting some rooms want
     for timeout in (math.nan, -1):
         with pytest.raises(ValueError, match="^identity_timeout must be >= 0 or None"):
             RoomKit(identity_timeout=timeout)
@@ -448,6 +451,12 @@ async def test_read_markers_and_resolutions_take_strings_and_log_nothing_else(
         await kit.mark_all_read("r1", None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^resolved_by must be a string"):
         await kit.resolve_participant("r1", "user-1", "id-x", resolved_by=5)  # type: ignore[arg-type]
+    # These said "Channel None not in room r1" (other methods a TypeError for the same call).
+    for change in (kit.mute, kit.unmute, kit.detach_channel):
+        with pytest.raises(TypeError, match="^channel_id must be a string, got None$"):
+            await change("r1", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^channel_id must be a string, got None$"):
+        await kit.send_event("r1", None, TextContent(body="x"))  # type: ignore[arg-type]
     assert await event_log.last_version(room_stream("r1")) == version
     await kit.mark_read("r1", "sms", sent.event.id)
     assert await kit.store.get_unread_count("r1", "sms") == 0
