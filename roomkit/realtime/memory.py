@@ -16,6 +16,7 @@ until ``close()``. There are three ways to start it, all ending in the same ``ru
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections import deque
@@ -78,6 +79,8 @@ class InMemoryRealtime(RealtimeBackend):
         self._done: anyio.Event | None = None
         # Strong reference to a lazily spawned asyncio host task (the loop keeps weak ones).
         self._exit_stack: AsyncExitStack | None = None
+        # The asyncio loop run() serves in (or is being started in): None on trio.
+        self._host_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def subscription_count(self) -> int:
@@ -107,6 +110,7 @@ class InMemoryRealtime(RealtimeBackend):
                 return
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
+                self._host_loop = asyncio._get_running_loop()
                 ready.set()
                 task_status.started()
                 await stop.wait()
@@ -126,6 +130,7 @@ class InMemoryRealtime(RealtimeBackend):
         """Queue ``event`` for every subscriber of ``channel``; ignored after ``close``."""
         if self._closed:
             return
+        self._forget_a_dead_loop()
         subscribers = self._by_channel.get(channel)
         if not subscribers:
             return
@@ -146,6 +151,7 @@ class InMemoryRealtime(RealtimeBackend):
         """
         if self._closed:
             raise RuntimeError("InMemoryRealtime is closed")
+        self._forget_a_dead_loop()
         task_group = self._task_group or await self._start_lazily()
         sub = _Subscription(
             id=new_id(),
@@ -163,6 +169,7 @@ class InMemoryRealtime(RealtimeBackend):
     ) -> bool:
         """Stop a subscription; events still queued for it are discarded. (``sub_id``: the
         same id under another name, see ``subscription_id_of``.)"""
+        self._forget_a_dead_loop()
         sub = self._subscriptions.get(subscription_id_of(subscription_id, sub_id))
         if sub is None:
             return False
@@ -172,6 +179,7 @@ class InMemoryRealtime(RealtimeBackend):
 
     async def close(self) -> None:
         """Stop every subscription and the delivery tasks; later publishes are ignored."""
+        self._forget_a_dead_loop()
         self._closed = True
         for sub in self._subscriptions.values():
             sub.scope.cancel()
@@ -209,11 +217,26 @@ class InMemoryRealtime(RealtimeBackend):
             self._ready = anyio.Event()
             self._stop = anyio.Event()
             self._done = anyio.Event()
+            self._host_loop = asyncio._get_running_loop()
             spawn_host(self.run, "roomkit.realtime")
         await self._ready.wait()
         if self._task_group is None:
             raise RuntimeError("InMemoryRealtime is closed")
         return self._task_group
+
+    def _forget_a_dead_loop(self) -> None:
+        """Start afresh if ``run()`` serves in an event loop that was closed without having
+        its tasks cancelled (a kit outlives its loop; ``asyncio.run`` cancels them, and
+        ``run()`` then forgets its subscriptions itself). Its events and task group belong
+        to that loop: setting one raised "Event loop is closed", and close() waited for ever."""
+        loop = self._host_loop
+        if loop is None or loop is asyncio._get_running_loop():
+            return
+        self._host_loop = self._task_group = None
+        self._ready = self._stop = self._done = None
+        self._exit_stack = None
+        self._subscriptions.clear()
+        self._by_channel.clear()
 
     def _forget(self, sub: _Subscription) -> None:
         if self._subscriptions.get(sub.id) is sub:

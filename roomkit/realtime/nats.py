@@ -140,6 +140,8 @@ class NatsRealtime(RealtimeBackend):
         self._connect_options = dict(connect_options or {})
         self.subject_prefix = subject_prefix
         self._nc: NatsClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one _nc runs in
+        self._watch: asyncio.Task[None] | None = None  # closes _nc as its loop ends
         self._connecting: anyio.Lock | None = None
         self._failed_at: float | None = None
         self._remote_lock: anyio.Lock | None = None  # subscribing and unsubscribing on NATS
@@ -255,6 +257,11 @@ class NatsRealtime(RealtimeBackend):
         self._channel_of.clear()
         self._subscribers.clear()
         nc, self._nc = self._nc, None
+        if self._loop is not asyncio._get_running_loop():
+            remote, nc = [], None  # of an ended event loop: nothing left to tear down here
+        elif self._watch is not None:
+            self._watch.cancel()  # finds _nc gone: the teardown below is the one
+        self._watch = None
         if remote or nc is not None:
             own = nc if self._client is None else None
             # Its own task, awaited through a shield: a caller cancelled meanwhile (a callback
@@ -267,9 +274,11 @@ class NatsRealtime(RealtimeBackend):
         await self._local.close()
 
     async def _connected(self) -> NatsClient:
-        if self._nc is not None:
+        if self._nc is not None and self._loop is asyncio._get_running_loop():
             return self._nc
         require_asyncio("NatsRealtime", RealtimeUnavailableError)
+        if self._nc is not None:
+            self._start_over()
         self._check_not_failing()
         if self._connecting is None:
             self._connecting = anyio.Lock()
@@ -289,6 +298,9 @@ class NatsRealtime(RealtimeBackend):
                     except LogUnavailable as exc:
                         self._failed_at = anyio.current_time()
                         raise RealtimeUnavailableError(str(exc)) from exc
+                self._loop = asyncio.get_running_loop()
+                if self._client is None and not self._closed:
+                    self._watch = self._loop.create_task(self._close_with_the_loop(self._nc))
                 if self._closed:  # closed while connecting
                     nc, self._nc = self._nc, None
                     if self._client is None:
@@ -296,6 +308,41 @@ class NatsRealtime(RealtimeBackend):
                     raise RealtimeUnavailableError("NatsRealtime is closed")
             nc = self._nc
         return nc
+
+    def _start_over(self) -> None:
+        """Forget the connection made in an event loop that no longer runs this backend (a
+        kit used across two ``asyncio.run`` calls): it can neither be used nor closed from
+        here, and its subscriptions ended with their loop's tasks, as the deliveries to the
+        local subscribers did (``InMemoryRealtime`` forgets those). Kept, they left the kit's
+        subscribers with nothing and no word. The caller connects again in the running loop.
+
+        Raises:
+            RealtimeUnavailableError: the backend was given a client, of that loop.
+        """
+        if self._client is not None:
+            raise RealtimeUnavailableError(
+                "the NATS client given to NatsRealtime runs in an event loop that has ended"
+            )
+        logger.info("realtime: connecting again, in a new event loop")
+        self._forget_connection()
+
+    async def _close_with_the_loop(self, nc: NatsClient) -> None:
+        """Close the connection this backend made as its event loop ends (``asyncio.run``
+        cancels the tasks left as it returns; a kit outlives that loop): its socket was left
+        open, and the next use connects again in its own loop (``_connected``)."""
+        try:
+            await asyncio.Future()  # never done: cancelled by the loop's end or by close()
+        finally:
+            if self._nc is nc:  # not close(), which tears it down itself
+                self._forget_connection()
+                await close_quietly(nc)
+
+    def _forget_connection(self) -> None:
+        self._nc = self._loop = self._watch = None
+        self._remote.clear()
+        self._channel_of.clear()
+        self._subscribers.clear()
+        self._connecting = self._remote_lock = None
 
     def _lock(self) -> anyio.Lock:
         if self._remote_lock is None:

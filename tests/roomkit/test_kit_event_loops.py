@@ -72,6 +72,27 @@ def test_a_kit_goes_on_after_a_loop_closed_without_cancelling_its_tasks() -> Non
     asyncio.run(kit.close())
 
 
+def test_realtime_goes_on_after_a_loop_closed_without_cancelling_its_tasks() -> None:
+    # The backend's events and task group were the closed loop's: a publish raised "Event
+    # loop is closed", a subscription got nothing and close() waited for ever.
+    kit = RoomKit()
+    heard: list[str] = []
+
+    async def use(user: str) -> None:
+        with anyio.fail_after(10):
+            await kit.subscribe_room("r1", lambda event: heard.append(event.user_id))
+            await kit.publish_typing("r1", user)
+            while user not in heard:
+                await anyio.sleep(0.01)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(use("u1"))
+    loop.close()
+    asyncio.run(use("u2"))
+    asyncio.run(kit.close())
+    assert heard == ["u1", "u2"]
+
+
 class _DownAtFirst(MemoryEventLog):
     """A log that cannot be read until ``down`` is cleared (a passing outage)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -302,3 +303,32 @@ async def test_events_dropped_while_nats_is_away_are_one_warning_line(
         await backend.close()  # the drops counted since are reported then
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert dropped[1:] == ["49 more realtime events dropped before closing"]
+
+
+def test_a_kit_goes_on_in_the_next_asyncio_loop(nats_server: NatsServer) -> None:
+    # A kit outlives its first event loop (a module-level kit, a loop per test). Its backend
+    # kept the first loop's connection, whose subscriptions had ended with that loop: in the
+    # next one the kit's subscribers got nothing, and nothing said so.
+    kit = RoomKit(realtime=NatsRealtime(nats_server.url))
+
+    async def use(n: int) -> None:
+        async with NatsRealtime(nats_server.url) as other:  # another process's
+            mine, theirs = Inbox(), Inbox()
+            await other.subscribe("room:r1", theirs)
+            await kit.subscribe_room("r1", mine)
+
+            async def both_hear_both() -> bool:
+                # Again until heard: a subscription reaches the server in its own time.
+                await kit.publish_typing("r1", f"kit-{n}")
+                await other.publish("room:r1", typing(n))
+                expected = {f"kit-{n}", f"u{n}"}
+                return all(
+                    {e.user_id for e in inbox.events} == expected for inbox in (mine, theirs)
+                )
+
+            await eventually(both_hear_both, what=f"the events of loop {n}")
+
+    asyncio.run(use(1))
+    asyncio.run(use(2))
+    asyncio.run(kit.close())
+    assert kit.realtime.closed  # type: ignore[attr-defined]
