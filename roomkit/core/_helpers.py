@@ -48,15 +48,16 @@ def check_str(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a string, got {value!r}")
 
 
-def check_metadata(value: object) -> None:
-    """Refuse metadata to merge that is not a dict with string keys. JSON writes a key ``1``
-    as ``"1"``: the room would hold both ``1`` and ``"1"`` until it is read back from its log,
-    and then one of them (``create_room`` refuses such keys, as its model does)."""
+def check_metadata(value: object, name: str = "metadata") -> None:
+    """Refuse metadata to merge (or data to publish) that is not a dict with string keys.
+    JSON writes a key ``1`` as ``"1"``: the room would hold both ``1`` and ``"1"`` until it
+    is read back from its log, and then one of them (``create_room`` refuses such keys, as
+    its model does)."""
     if not isinstance(value, Mapping):
-        raise TypeError(f"metadata must be a dict, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
     for key in value:
         if not isinstance(key, str):
-            raise TypeError(f"metadata keys must be strings, got {key!r}")
+            raise TypeError(f"{name} keys must be strings, got {key!r}")
 
 
 def check_part(name: str, value: object, contract: type) -> None:

@@ -24,7 +24,7 @@ from roomkit._host import spawn_host
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._channel_ops import ChannelOpsMixin
-from roomkit.core._helpers import FrameworkHandler, check_part, check_str
+from roomkit.core._helpers import FrameworkHandler, check_metadata, check_part, check_str
 from roomkit.core._in_decision import deciding
 from roomkit.core._inbound import InboundMixin
 from roomkit.core._post_commit import PostCommitJob
@@ -64,6 +64,7 @@ from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, H
 from roomkit.models.event import RoomEvent
 from roomkit.models.task import Observation, Task
 from roomkit.ownership.base import RoomOwnership
+from roomkit.realtime._shaped import as_realtime_backend
 from roomkit.realtime.base import (
     EphemeralCallback,
     EphemeralEvent,
@@ -228,6 +229,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._inbound_router = inbound_router or DefaultInboundRoomRouter(self._store)
         self._lock_manager = lock_manager or InMemoryLockManager()
         self._realtime = realtime if realtime is not None else InMemoryRealtime()
+        self._realtime_backend = as_realtime_backend(self._realtime)  # it may be duck-typed
         self._max_chain_depth = max_chain_depth
         # None: no bound, as in 0.3.0.
         self._identity_timeout = math.inf if identity_bound is None else identity_bound
@@ -431,7 +433,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         voice = self._voice
         if voice is not None and hasattr(voice, "close"):
             await self._close_part(voice, "the voice backend", log_failure=False)
-        await self._close_part(self._realtime, "the realtime backend", log_failure=False)
+        await self._close_part(self._realtime_backend, "the realtime backend", log_failure=False)
 
     async def _close_part(self, part: Any, what: str, *, log_failure: bool = True) -> None:
         """``part.close()`` unless a close took it up already (see ``_close``); a failure is
@@ -701,9 +703,12 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         data: dict[str, Any] | None = None,
     ) -> None:
         kind = EphemeralEventType.TYPING_START if is_typing else EphemeralEventType.TYPING_STOP
+        if data is not None:  # subscribers got a list as their event's data, NATS none at all
+            check_metadata(data, "data")
         await self._publish(room_id, kind, user_id, data or {})
 
     async def publish_presence(self, room_id: str, user_id: str, status: str) -> None:
+        check_str("status", status)
         kind = _PRESENCE.get(status)
         if kind is None:
             await self._publish(room_id, EphemeralEventType.CUSTOM, user_id, {"status": status})
@@ -711,6 +716,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             await self._publish(room_id, kind, user_id, {})
 
     async def publish_read_receipt(self, room_id: str, user_id: str, event_id: str) -> None:
+        check_str("event_id", event_id)
         await self._publish(
             room_id, EphemeralEventType.READ_RECEIPT, user_id, {"event_id": event_id}
         )
@@ -724,6 +730,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         action: str = "add",
     ) -> None:
         data = {"target_event_id": target_event_id, "emoji": emoji, "action": action}
+        for name, value in data.items():
+            check_str(name, value)
         await self._publish(room_id, EphemeralEventType.REACTION, user_id, data)
 
     async def _publish(
@@ -737,7 +745,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         check_str("room_id", room_id)
         check_str("user_id", user_id)
         event = EphemeralEvent(room_id=room_id, type=kind, user_id=user_id, data=data)
-        await self._realtime.publish_to_room(room_id, event)
+        await self._realtime_backend.publish_to_room(room_id, event)
 
     async def subscribe_room(self, room_id: str, callback: EphemeralCallback) -> str:
         """Call ``callback`` with the room's ephemeral events; the subscription's id.
@@ -746,9 +754,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             KitClosedError: the kit is closed.
         """
         self._runtime.check_open()
+        check_str("room_id", room_id)  # it would never hear a thing: publishing refuses it
         if not callable(callback):  # it failed at the room's next ephemeral event
             raise TypeError(f"callback must be callable, got {callback!r}")
-        return await self._realtime.subscribe_to_room(room_id, callback)
+        return await self._realtime_backend.subscribe_to_room(room_id, callback)
 
     async def unsubscribe_room(
         self, subscription_id: str | None = None, *, sub_id: str | None = None
@@ -759,7 +768,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         Raises:
             TypeError: neither or both were given.
         """
-        return await self._realtime.unsubscribe(subscription_id_of(subscription_id, sub_id))
+        return await self._realtime_backend.unsubscribe(
+            subscription_id_of(subscription_id, sub_id)
+        )
 
 
 _UNBOUNDED_ASK = 24 * 3600.0

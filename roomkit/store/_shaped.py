@@ -5,34 +5,18 @@ The projection calls methods the contract gained since 0.3.0, with defaults buil
 abstract ones (``add_event_envelope``, ``count_event``, ``clear``...). Such a store has none
 of them, and every recorded message failed on the first (it was missing from the read model).
 Here each is the store's own where it has one, else the contract's default, which calls back
-into the store's abstract methods.
+into the store's abstract methods (see ``roomkit._shaped``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
-
+from roomkit._shaped import forward_abstract_methods, methods_with_defaults, take_own_methods
 from roomkit.store.base import ConversationStore
 
 __all__ = ["ShapedStore", "as_conversation_store"]
 
 # The contract's methods with a default, which a shaped store may have or lack.
-_OPTIONAL = frozenset(
-    name
-    for name, value in vars(ConversationStore).items()
-    if callable(value)
-    and not name.startswith("_")
-    and name not in ConversationStore.__abstractmethods__
-)
-
-
-def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
-    async def forward(self: ShapedStore, *args: Any, **kwargs: Any) -> Any:
-        return await getattr(self.shaped, name)(*args, **kwargs)
-
-    forward.__name__ = forward.__qualname__ = name
-    return forward
+_OPTIONAL = methods_with_defaults(ConversationStore)
 
 
 class ShapedStore(ConversationStore):
@@ -40,19 +24,13 @@ class ShapedStore(ConversationStore):
 
     def __init__(self, shaped: object) -> None:
         self.shaped = shaped
-        for name in _OPTIONAL:
-            own = getattr(shaped, name, None)
-            if callable(own):
-                # An instance attribute: found before the class's default.
-                setattr(self, name, own)
+        take_own_methods(self, shaped, _OPTIONAL)
 
     def __repr__(self) -> str:
         return f"ShapedStore({self.shaped!r})"
 
 
-for _name in ConversationStore.__abstractmethods__:
-    setattr(ShapedStore, _name, _forward(_name))
-ShapedStore.__abstractmethods__ = frozenset()
+forward_abstract_methods(ShapedStore, ConversationStore)
 
 
 def as_conversation_store(store: object) -> ConversationStore:

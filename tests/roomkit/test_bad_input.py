@@ -22,6 +22,7 @@ from roomkit import (
     ChannelNotRegisteredError,
     ChannelOutput,
     ChannelType,
+    EphemeralEvent,
     EventRefusedError,
     EventSource,
     FrameworkEvent,
@@ -936,6 +937,65 @@ async def test_ephemeral_events_name_their_room_and_user_with_strings(kit: RoomK
             await kit.publish_typing(room_id, user_id)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="must be a string"):
             await kit.publish_presence(room_id, user_id, "online")  # type: ignore[arg-type]
+
+
+async def test_ephemeral_events_carry_what_their_model_says(kit: RoomKit) -> None:
+    # Each went out as given: this process's subscribers got a str or list as the event's
+    # data (a dict), another process's NatsRealtime dropped it; a subscription to room None
+    # could never hear a thing.
+    heard: list[EphemeralEvent] = []
+    await kit.subscribe_room("r1", heard.append)
+    for data in ("not-a-dict", ["a", "b"], {1: "x"}):
+        with pytest.raises(TypeError, match="^data "):
+            await kit.publish_typing("r1", "u1", data=data)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^status must be a string, got None$"):
+        await kit.publish_presence("r1", "u1", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^event_id must be a string, got 5$"):
+        await kit.publish_read_receipt("r1", "u1", 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^emoji must be a string, got None$"):
+        await kit.publish_reaction("r1", "u1", "e1", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^room_id must be a string, got None$"):
+        await kit.subscribe_room(None, heard.append)  # type: ignore[arg-type]
+    await kit.publish_typing("r1", "u1", data={"n": 1})
+    await eventually(lambda: _not_empty(heard), what="the event that was right")
+    assert [(e.user_id, e.data) for e in heard] == [("u1", {"n": 1})]
+
+
+async def _not_empty(items: list[Any]) -> bool:
+    return bool(items)
+
+
+async def test_a_realtime_backend_shaped_like_the_contract_is_used_as_one() -> None:
+    # Taken at construction (every abstract method), it failed at each use: the kit called
+    # publish_to_room, subscribe_to_room and close, which the contract has and it lacked.
+    class DuckRealtime:
+        def __init__(self) -> None:
+            self.inner = InMemoryRealtime()
+            self.calls: list[str] = []
+
+        async def publish(self, channel: str, event: EphemeralEvent) -> None:
+            self.calls.append(f"publish {channel}")
+            await self.inner.publish(channel, event)
+
+        async def subscribe(self, channel: str, callback: Any) -> str:
+            self.calls.append(f"subscribe {channel}")
+            return await self.inner.subscribe(channel, callback)
+
+        async def unsubscribe(self, subscription_id: str) -> bool:
+            self.calls.append("unsubscribe")
+            return await self.inner.unsubscribe(subscription_id)
+
+    duck = DuckRealtime()
+    heard: list[EphemeralEvent] = []
+    async with RoomKit(realtime=duck) as kit:  # type: ignore[arg-type]
+        assert kit.realtime is duck  # as given
+        sub = await kit.subscribe_room("r1", heard.append)
+        await kit.publish_typing("r1", "u1")
+        await eventually(lambda: _not_empty(heard), what="the event")
+        assert await kit.unsubscribe_room(sub)
+    assert duck.calls == ["subscribe room:r1", "publish room:r1", "unsubscribe"]
+    assert [e.user_id for e in heard] == ["u1"]
+    await duck.inner.close()
 
 
 async def test_a_shaped_store_has_the_contract_s_newer_reads_through_kit_store() -> None:
