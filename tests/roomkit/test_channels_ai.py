@@ -241,6 +241,25 @@ class TestSettings:
         assert (ctx.system_prompt, ctx.temperature, ctx.max_tokens) == ("Be brief", 0.1, 99)
         assert ctx.tools == []
 
+    @pytest.mark.parametrize(
+        ("settings", "said"),
+        [
+            ({"provider": None}, "^provider must be an instance of AIProvider, got None$"),
+            ({"provider": object()}, "^provider must be an instance of AIProvider, got object$"),
+            ({"system_prompt": 42}, "^system_prompt must be a string or None, got 42$"),
+            ({"temperature": "hot"}, "^temperature must be a number"),
+            ({"max_tokens": "many"}, "^max_tokens must be an integer"),
+            ({"max_context_events": "10"}, "^max_context_events must be an integer"),
+        ],
+    )
+    def test_wrong_settings_are_refused_when_the_channel_is_made(
+        self, settings: dict[str, Any], said: str
+    ) -> None:
+        # Each was taken, then failed every message: logged as an invalid setting in the
+        # room's binding metadata (which held none), or as the AI target failing.
+        with pytest.raises(TypeError, match=said):
+            AIChannel(AI_ID, **{"provider": MockAIProvider(), **settings})
+
     async def test_per_room_overrides_and_tools(self) -> None:
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider, system_prompt="default")
