@@ -326,9 +326,11 @@ class RoomDelivery:
             services.outcomes.add(self._room_id, outcome)  # audit only: rides on a later append
 
         turn = services.turns.get(work.root)
-        if work.report and turn is not None and turn.pending > 1:
-            # An inbound message's AFTER_BROADCAST hooks run last in its turn, after its
-            # replies and ON_TASK_CREATED (0.3.0's order); at once when nothing else is left.
+        if event.id == work.root and turn is not None and turn.pending > 1:
+            # The AFTER_BROADCAST hooks of the event a turn is about (an inbound message, or
+            # one send_event sent) run last in it, after its replies and ON_TASK_CREATED
+            # (0.3.0's order for inbound; send_event's are handled alike, quirk 6); at once
+            # when nothing else is left.
             after = RunLifecycle(HookTrigger.AFTER_BROADCAST, event, work.root, last=True)
             services.turns.opened(work.root).last += 1
             # Run by this worker after the turn's replies (see handle), not queued behind the

@@ -31,8 +31,7 @@ class Deliver:
     targets: list[str] | None = None
     # Emit the framework events of its deliveries (delivery_succeeded/failed,
     # broadcast_partial_failure, chain_depth_exceeded): 0.3.0 did for an inbound message's own
-    # broadcast only, not for replies, injected events or send_event. Such a broadcast also
-    # runs its AFTER_BROADCAST hooks last in its turn, after the replies (0.3.0's order).
+    # broadcast only, not for replies, injected events or send_event.
     report: bool = False
     announce: tuple[Announcement, ...] = ()  # framework events to emit first (see below)
 

@@ -199,3 +199,53 @@ async def test_the_hooks_tasks_come_before_the_broadcasts(kit: RoomKit) -> None:
         "ON_TASK_CREATED broadcast task",
         "AFTER_BROADCAST hello",
     ]
+
+
+class TaskingAI(SimpleChannel):
+    """An intelligence channel answering each message with a reply and a task."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id, ChannelType.AI)
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if event.source.channel_id == self.channel_id:
+            return ChannelOutput.empty()
+        reply = RoomEvent(
+            room_id=event.room_id,
+            source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
+            content=TextContent(body=f"re: {body(event)}"),
+            chain_depth=event.chain_depth + 1,
+        )
+        task = Task(room_id=event.room_id, title=f"about {body(event)}")
+        return ChannelOutput(responded=True, response_events=[reply], tasks=[task])
+
+
+async def test_a_sent_events_turn_runs_in_the_order_of_an_inbound_ones(kit: RoomKit) -> None:
+    # Quirk 6 fixed: send_event's replies and tasks are handled like inbound's; its own
+    # AFTER_BROADCAST ran first, before them (an inbound message's runs last).
+    log: list[str] = []
+    kit.register_channel(Tap("sms", log, ChannelType.SMS))
+    kit.register_channel(TaskingAI("ai"))
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+    note_async_hooks(kit, log)
+
+    await kit.process_inbound(text("sms", "in"), room_id="r1")
+    log.append("process_inbound returned")
+    await kit.send_event("r1", "sms", TextContent(body="sent"))
+    log.append("send_event returned")
+    assert log == [
+        "deliver sms <- re: in",
+        "AFTER_BROADCAST re: in",
+        "ON_TASK_CREATED about in",
+        "AFTER_BROADCAST in",
+        "process_inbound returned",
+        "deliver sms <- re: sent",
+        "AFTER_BROADCAST re: sent",
+        "ON_TASK_CREATED about sent",
+        "AFTER_BROADCAST sent",
+        "send_event returned",
+    ]
