@@ -210,9 +210,9 @@ class _Draft:
         the turn, as 0.3.0 did; a reply's tasks (which 0.3.0 dropped) run in turn order."""
         last = trigger is None or trigger.id == root
         for task in _storable(tasks, Task, "task"):
-            task = (
-                task if task.room_id == room_id else task.model_copy(update={"room_id": room_id})
-            )
+            if task.room_id != room_id:
+                _kept_here(room_id, "task", task.id, task.room_id)
+                task = task.model_copy(update={"room_id": room_id})
             synthetic = task_created_event(room_id, task, trigger, self.now)
             self.add(
                 TaskRecorded(task=dump(task)),
@@ -221,6 +221,7 @@ class _Draft:
             )
         for observation in _storable(observations, Observation, "observation"):
             if observation.room_id != room_id:
+                _kept_here(room_id, "observation", observation.id, observation.room_id)
                 observation = observation.model_copy(update={"room_id": room_id})
             self.add(ObservationRecorded(observation=dump(observation)), observation)
 
@@ -236,6 +237,8 @@ class _Draft:
             if _storable_or_none(item, InjectedEvent, "injected event") is None:
                 continue
             injected_event = item.event
+            if injected_event.room_id != room_id:
+                _kept_here(room_id, "injected event", injected_event.id, injected_event.room_id)
             # Recorded as delivered, like AI replies: the room sends it once it is committed.
             event = injected_event.model_copy(
                 update={
@@ -247,6 +250,20 @@ class _Draft:
             targets = item.target_channel_ids
             deliver = Deliver(event, root, targets) if targets else None
             self.message(event, deliver=deliver, activity=False)
+
+
+def _kept_here(room_id: str, what: str, item_id: str, named: str) -> None:
+    """Say that a hook's or a channel's item naming another room is recorded in this one. 0.3.0
+    stored it in the room it named; a room records only its own (kit.store.add_task and
+    add_observation, and send_event, write to another room)."""
+    logger.warning(
+        "room %s: %s %s names room %r: recorded in room %s (a room records only its own)",
+        room_id,
+        what,
+        item_id,
+        named,
+        room_id,
+    )
 
 
 class RoomDecider:

@@ -694,6 +694,41 @@ class TestInbound:
         assert "moved message" in caplog.text and "'escalations', index 1000" in caplog.text
         assert await kit.get_timeline("escalations") == []
 
+    async def test_side_effects_for_another_room_are_recorded_here_and_logged(
+        self, kit: RoomKit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # 0.3.0 stored each in the room it named; they were moved here without a word.
+        _, ws = await two_channel_room(kit)
+        await kit.create_room(room_id="other")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, name="elsewhere")
+        async def elsewhere(event: RoomEvent, context: RoomContext) -> HookResult | None:
+            if event.source.channel_id != "sms":
+                return None
+            notice = RoomEvent(
+                id="e-notice",
+                room_id="other",
+                source=EventSource(channel_id="bot", channel_type=ChannelType.SYSTEM),
+                content=TextContent(body="notice"),
+            )
+            effects = {
+                "tasks": [Task(id="t-1", room_id="other", title="follow up")],
+                "observations": [
+                    Observation(id="o-1", room_id="other", channel_id="sms", content="seen")
+                ],
+            }
+            injected = [InjectedEvent(event=notice, target_channel_ids=["ws"])]
+            return HookResult.allow(injected=injected).model_copy(update=effects)
+
+        with caplog.at_level("WARNING", logger="roomkit.room"):
+            await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        for said in ("injected event e-notice", "task t-1", "observation o-1"):
+            assert f"{said} names room 'other': recorded in room r1" in caplog.text
+        assert [e.id for e in await kit.get_timeline("r1")][-1] == "e-notice"
+        assert [t.id for t in await kit.list_tasks("r1")] == ["t-1"]
+        assert [o.id for o in await kit.list_observations("r1")] == ["o-1"]
+        assert await kit.list_tasks("other") == [] and await kit.get_timeline("other") == []
+
     async def test_side_effects_that_do_not_validate_are_left_out(self, kit: RoomKit) -> None:
         # Tasks, observations and injected events from user code are validated as the log
         # will hold them; logged, a broken one failed every read of the room's tasks or
