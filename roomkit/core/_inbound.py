@@ -236,7 +236,7 @@ class InboundMixin(HelpersMixin):
         each made a room of its own; now the first makes it, and a message that finds that
         rooms were made for its channel since it was routed (``created``: the count then) is
         routed again, to one of them. Otherwise the router is not asked twice, as in 0.3.0
-        (a router may count or log its calls)."""
+        (a router may count or log its calls), but for the case of ``_first_room_made``."""
         channel_id = message.channel_id
         lock = self._creating.get(channel_id)
         if lock is None:
@@ -260,10 +260,38 @@ class InboundMixin(HelpersMixin):
                     # a room_created handler ran): a message waiting here must look again.
                     # One that failed before costs a message waiting here one more routing.
                     self._auto_created[channel_id] = self._auto_created.get(channel_id, 0) + 1
-                return room_id
+                return await self._first_room_made(message, channel, room_id)
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._creating.pop(channel_id, None)
+
+    async def _first_room_made(self, message: InboundMessage, channel: Channel, made: str) -> str:
+        """The room of a message this process just made room ``made`` for.
+
+        Processes sharing the log each take the lock above for themselves: their first
+        messages of a channel each found no room and made one, splitting the conversation for
+        good. Of such rooms, the one appended first is the one each process finds first once
+        its read model holds the log up to its own (the later one sees the earlier one, at
+        least): a message whose room was not that one is routed again, and goes where the
+        router sends it then (the default router: to that room). Its room is left as made
+        (active, the channel attached, empty)."""
+        runtime = await self._ensure_runtime()
+        await runtime.projection.wait(await self._log.last_position())
+        store = await self._read_model()
+        first = await store.find_room_id_by_channel(message.channel_id, status="active")
+        if first is None or first == made:
+            return made
+        room_id = await self._route(message, channel)
+        if room_id is None or room_id == made:
+            return made
+        logger.info(
+            "room %s was made for channel %s as room %s was, elsewhere: its message goes to %s",
+            made,
+            message.channel_id,
+            first,
+            room_id,
+        )
+        return room_id
 
     async def _process_timed_out(
         self,

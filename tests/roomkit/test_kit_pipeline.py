@@ -200,6 +200,46 @@ class TestInbound:
         assert len(await kit.store.list_rooms()) == 1
         assert kit._creating == {}  # nothing kept per channel once done
 
+    async def test_first_messages_in_two_processes_at_once_share_one_room(self) -> None:
+        # Two kits on one log (two processes), each taking a first message of the channel:
+        # each found no room and made one, and the conversation was split between the two for
+        # good (the lock above holds in one process only). The room appended first is the one
+        # both use; the other is left empty.
+        routed = [anyio.Event(), anyio.Event()]
+        log = MemoryEventLog()
+
+        def router_of(n: int) -> InboundRoomRouter:
+            class BothRouteFirst(InboundRoomRouter):  # neither makes a room before both routed
+                async def route(self, **kwargs: Any) -> str | None:  # type: ignore[override]
+                    found = await DefaultInboundRoomRouter(kits[n].store).route(**kwargs)
+                    routed[n].set()
+                    await routed[1 - n].wait()
+                    return found
+
+            return BothRouteFirst()
+
+        kits = [RoomKit(log=log, inbound_router=router_of(n)) for n in (0, 1)]
+        async with kits[0], kits[1]:
+            for kit in kits:
+                kit.register_channel(SimpleChannel("sms"))
+            results: list[InboundResult] = []
+
+            async def send(n: int) -> None:
+                results.append(await kits[n].process_inbound(text("sms", f"from {n}")))
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    for n in (0, 1):
+                        tg.start_soon(send, n)
+            rooms = {r.event.room_id for r in results if r.event is not None}
+            assert len(rooms) == 1
+            [room_id] = rooms
+            for kit in kits:
+                timeline = await kit.get_timeline(room_id)
+                bodies = {getattr(e.content, "body", None) for e in timeline}
+                assert {"from 0", "from 1"} <= bodies
+                assert len(await kit.store.list_rooms()) == 2  # the other one, left empty
+
     async def test_the_router_is_asked_once_per_message_by_keyword(self) -> None:
         # 0.3.0 called route(channel_id=..., channel_type=..., participant_id=...) once: a
         # router taking them keyword-only failed every message, and one that found no room
