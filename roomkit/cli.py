@@ -309,6 +309,14 @@ def _add_nats_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
+# Loaded into a memory log, an export's records are numbered anew: their log positions are in
+# the export's lines.
+_READ_INSTEAD = (
+    "an export to read instead of a live log (its records' positions are then 1, 2, ... in "
+    "the export's order; the log's own are in its lines)"
+)
+
+
 def _add_source(parser: argparse.ArgumentParser, *, file_help: str) -> None:
     group = parser.add_argument_group("log")
     exclusive = group.add_mutually_exclusive_group()
@@ -335,7 +343,7 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
         "ISO 8601 time (naive times are UTC) instead of the timeline",
     )
     _add_format(parser)
-    _add_source(parser, file_help="an export to read instead of a live log")
+    _add_source(parser, file_help=_READ_INSTEAD)
 
 
 async def _run_replay(args: argparse.Namespace, console: Console) -> int:
@@ -425,7 +433,7 @@ async def _holds(log: EventLog, room_id: str) -> bool:
 
 def _configure_rooms(parser: argparse.ArgumentParser) -> None:
     _add_format(parser)
-    _add_source(parser, file_help="an export to read instead of a live log")
+    _add_source(parser, file_help=_READ_INSTEAD)
 
 
 async def _run_rooms(args: argparse.Namespace, console: Console) -> int:
