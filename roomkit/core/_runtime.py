@@ -227,7 +227,6 @@ class KitRuntime:
         task_group = await stack.enter_async_context(anyio.create_task_group())
         await stack.enter_async_context(system)
         await task_group.start(self.projection.run)
-        await task_group.start(self.flusher.run)
         ownership = kit._ownership
         if ownership is not None:
             # Joined once the actors run: another process may send commands at once. Left
@@ -238,6 +237,10 @@ class KitRuntime:
             self.placement = placement
         stack.callback(task_group.cancel_scope.cancel)
         self._system = system
+        # Once the rooms can be told: the outcomes a successor takes over from its ended
+        # predecessor are due at once, and a first tell before that failed as if the kit were
+        # closing, which stopped the flusher for the runtime's life.
+        await task_group.start(self.flusher.run)
 
     def _is_abandoned(self) -> bool:
         return self._abandoned

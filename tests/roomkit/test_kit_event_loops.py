@@ -139,3 +139,33 @@ async def test_a_start_failing_on_the_log_otherwise_than_an_outage_is_not_an_out
     with pytest.raises(RoomKitError, match="could not start: .*not connected") as caught:
         await kit.create_room(room_id="r1")
     assert not isinstance(caught.value, LogUnavailableError)
+
+
+@pytest.mark.parametrize("then", ["asyncio", "trio"])
+def test_outcomes_left_waiting_by_an_ended_loop_are_appended_in_the_next(then: str) -> None:
+    # The next loop's runtime took them over due at once, and told their room before it could
+    # be told: its flusher stopped for good, and they (and all later outcomes) waited for the
+    # room's next append or the kit's close.
+    kit = RoomKit(outcome_delay=0.2)
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+
+    async def outcomes() -> int:
+        return sum(r.type == "delivery.recorded" for r in await kit.log.read_all())
+
+    async def first() -> None:
+        await first_use(kit)
+        assert await outcomes() == 0  # the loop ends while its outcome waits
+
+    async def second() -> None:
+        with anyio.fail_after(10):
+            await kit.get_room("r1")  # the kit goes on in this loop
+            while await outcomes() < 1:
+                await anyio.sleep(0.02)
+            await kit.process_inbound(text("sms", "two"), room_id="r1")
+            while await outcomes() < 2:  # and the next ones, within outcome_delay again
+                await anyio.sleep(0.02)
+        await kit.close()
+
+    asyncio.run(first())
+    anyio.run(second, backend=then)
