@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from actors import check_count, check_number, is_cancellation
+from actors import check_count, is_cancellation
 from providers.ai.base import (
     AIContext,
     AIImagePart,
@@ -21,7 +21,6 @@ from providers.ai.base import (
 from providers.errors import ProviderError
 from roomkit.channels._ai_content import content_parts, content_text
 from roomkit.channels.base import Channel
-from roomkit.core._helpers import check_part
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage
@@ -142,18 +141,18 @@ class AIChannel(Channel):
         max_context_events: int = 50,
     ) -> None:
         super().__init__(channel_id)
-        # Checked here: a wrong one failed every message, each logged as an invalid setting
-        # in the room's binding metadata (or as the target failing, for the window).
-        if provider is None:
-            raise TypeError("provider must be an instance of AIProvider, got None")
-        check_part("provider", provider, AIProvider)
-        if system_prompt is not None and not isinstance(system_prompt, str):
-            raise TypeError(f"system_prompt must be a string or None, got {system_prompt!r}")
-        check_number("temperature", temperature)
+        # Checked here, by the rules they meet at each message (a duck-typed provider needs
+        # generate(); AIContext takes the defaults as pydantic does, "0.5" and Decimal alike):
+        # a wrong one failed every message, each logged as an invalid setting in the room's
+        # binding metadata (or as the target failing, for the window).
+        if not callable(getattr(provider, "generate", None)):
+            raise TypeError(f"provider must be an AIProvider, got {type(provider).__name__}")
+        AIContext(system_prompt=system_prompt, temperature=temperature, max_tokens=max_tokens)
         self._provider: AIProvider = provider
         self._system_prompt = system_prompt
         self._temperature = temperature
-        self._max_tokens = check_count("max_tokens", max_tokens)
+        self._max_tokens = max_tokens
+        # Sliced with: an integer (numpy's included).
         self._max_context_events = check_count("max_context_events", max_context_events)
         self._unusable_images: OrderedDict[_UnusableKey, None] = OrderedDict()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -242,23 +243,49 @@ class TestSettings:
         assert ctx.tools == []
 
     @pytest.mark.parametrize(
-        ("settings", "said"),
+        ("settings", "error", "said"),
         [
-            ({"provider": None}, "^provider must be an instance of AIProvider, got None$"),
-            ({"provider": object()}, "^provider must be an instance of AIProvider, got object$"),
-            ({"system_prompt": 42}, "^system_prompt must be a string or None, got 42$"),
-            ({"temperature": "hot"}, "^temperature must be a number"),
-            ({"max_tokens": "many"}, "^max_tokens must be an integer"),
-            ({"max_context_events": "10"}, "^max_context_events must be an integer"),
+            ({"provider": None}, TypeError, "^provider must be an AIProvider, got NoneType$"),
+            ({"provider": object()}, TypeError, "^provider must be an AIProvider, got object$"),
+            ({"system_prompt": 42}, ValueError, "system_prompt"),
+            ({"temperature": "hot"}, ValueError, "temperature"),
+            ({"max_tokens": "many"}, ValueError, "max_tokens"),
+            ({"max_context_events": "10"}, TypeError, "^max_context_events must be an integer"),
         ],
     )
     def test_wrong_settings_are_refused_when_the_channel_is_made(
-        self, settings: dict[str, Any], said: str
+        self, settings: dict[str, Any], error: type[Exception], said: str
     ) -> None:
         # Each was taken, then failed every message: logged as an invalid setting in the
         # room's binding metadata (which held none), or as the AI target failing.
-        with pytest.raises(TypeError, match=said):
+        with pytest.raises(error, match=said):
             AIChannel(AI_ID, **{"provider": MockAIProvider(), **settings})
+
+    async def test_settings_are_taken_as_each_message_takes_them(self) -> None:
+        # As pydantic reads them into AIContext: what worked at every message before works.
+        class DuckProvider:  # no AIProvider base, model_name an attribute
+            name = "duck"
+            model_name = "duck-1"
+            supports_vision = False
+
+            def __init__(self) -> None:
+                self.calls: list[AIContext] = []
+
+            async def generate(self, context: AIContext) -> AIResponse:
+                self.calls.append(context)
+                return AIResponse(content="quack")
+
+        provider = DuckProvider()
+        channel = AIChannel(
+            AI_ID,
+            provider,  # type: ignore[arg-type]
+            temperature=Decimal("0.5"),  # type: ignore[arg-type]
+            max_tokens=512.0,  # type: ignore[arg-type]
+        )
+        output = await channel.on_event(_event(), _ai_binding(), _context())
+        assert output.responded
+        [ctx] = provider.calls
+        assert (ctx.temperature, ctx.max_tokens) == (0.5, 512)
 
     async def test_per_room_overrides_and_tools(self) -> None:
         provider = MockAIProvider()
