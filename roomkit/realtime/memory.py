@@ -225,13 +225,13 @@ class InMemoryRealtime(RealtimeBackend):
         return self._task_group
 
     def _forget_a_dead_loop(self) -> None:
-        """Start afresh if ``run()`` serves in an event loop that was closed without having
-        its tasks cancelled (a kit outlives its loop; ``asyncio.run`` cancels them, and
+        """Start afresh if ``run()`` serves in an event loop that ended without having its
+        tasks cancelled (a kit outlives its loop; ``asyncio.run`` cancels them, and
         ``run()`` then forgets its subscriptions itself). Its events and task group belong
         to that loop: setting one raised "Event loop is closed", and close() waited for ever."""
         loop = self._host_loop
-        if loop is None or loop is asyncio._get_running_loop():
-            return
+        if loop is None or loop is asyncio._get_running_loop() or loop.is_running():
+            return  # a loop running in another thread is alive: its tasks serve
         self._host_loop = self._task_group = None
         self._ready = self._stop = self._done = None
         self._exit_stack = None

@@ -31,6 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -141,7 +142,7 @@ class NatsRealtime(RealtimeBackend):
         self.subject_prefix = subject_prefix
         self._nc: NatsClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the one _nc runs in
-        self._watch: asyncio.Task[None] | None = None  # closes _nc as its loop ends
+        self._watch: _LoopWatch | None = None  # closes _nc as its loop ends
         self._connecting: anyio.Lock | None = None
         self._failed_at: float | None = None
         self._remote_lock: anyio.Lock | None = None  # subscribing and unsubscribing on NATS
@@ -257,11 +258,17 @@ class NatsRealtime(RealtimeBackend):
         self._channel_of.clear()
         self._subscribers.clear()
         nc, self._nc = self._nc, None
-        if self._loop is not asyncio._get_running_loop():
-            remote, nc = [], None  # of an ended event loop: nothing left to tear down here
-        elif self._watch is not None:
-            self._watch.cancel()  # finds _nc gone: the teardown below is the one
-        self._watch = None
+        watch, self._watch = self._watch, None
+        loop, self._loop = self._loop, None
+        if loop is not None and loop is not asyncio._get_running_loop():
+            # Another event loop's connection: closed in that loop by its watch (at once if
+            # the loop runs, in another thread; else when its tasks are cancelled).
+            if watch is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(watch.task.cancel)
+            remote, nc = [], None
+        elif watch is not None:
+            watch.closes = False  # the teardown below is the one
+            watch.task.cancel()
         if remote or nc is not None:
             own = nc if self._client is None else None
             # Its own task, awaited through a shield: a caller cancelled meanwhile (a callback
@@ -278,6 +285,10 @@ class NatsRealtime(RealtimeBackend):
             return self._nc
         require_asyncio("NatsRealtime", RealtimeUnavailableError)
         if self._nc is not None:
+            if self._loop is not None and self._loop.is_running():  # in another thread
+                raise RealtimeUnavailableError(
+                    "NatsRealtime's connection runs in another event loop, still running"
+                )
             self._start_over()
         self._check_not_failing()
         if self._connecting is None:
@@ -300,7 +311,10 @@ class NatsRealtime(RealtimeBackend):
                         raise RealtimeUnavailableError(str(exc)) from exc
                 self._loop = asyncio.get_running_loop()
                 if self._client is None and not self._closed:
-                    self._watch = self._loop.create_task(self._close_with_the_loop(self._nc))
+                    self._watch = _LoopWatch(self._nc)
+                    self._watch.task = self._loop.create_task(
+                        self._close_with_the_loop(self._watch)
+                    )
                 if self._closed:  # closed while connecting
                     nc, self._nc = self._nc, None
                     if self._client is None:
@@ -326,16 +340,17 @@ class NatsRealtime(RealtimeBackend):
         logger.info("realtime: connecting again, in a new event loop")
         self._forget_connection()
 
-    async def _close_with_the_loop(self, nc: NatsClient) -> None:
+    async def _close_with_the_loop(self, watch: _LoopWatch) -> None:
         """Close the connection this backend made as its event loop ends (``asyncio.run``
         cancels the tasks left as it returns; a kit outlives that loop): its socket was left
         open, and the next use connects again in its own loop (``_connected``)."""
         try:
             await asyncio.Future()  # never done: cancelled by the loop's end or by close()
         finally:
-            if self._nc is nc:  # not close(), which tears it down itself
-                self._forget_connection()
-                await close_quietly(nc)
+            if watch.closes:
+                if self._nc is watch.nc:
+                    self._forget_connection()
+                await close_quietly(watch.nc)
 
     def _forget_connection(self) -> None:
         self._nc = self._loop = self._watch = None
@@ -360,6 +375,15 @@ class NatsRealtime(RealtimeBackend):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._nc else "idle"
         return f"<NatsRealtime {state} subscriptions={self.subscription_count}>"
+
+
+@dataclass(eq=False)
+class _LoopWatch:
+    """The task closing a connection as its event loop ends (``_close_with_the_loop``)."""
+
+    nc: NatsClient
+    task: asyncio.Task[None] = field(init=False)
+    closes: bool = True  # False once close() tears the connection down itself
 
 
 def _event_of(msg: Msg) -> EphemeralEvent | None:

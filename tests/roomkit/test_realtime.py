@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import pytest
@@ -398,3 +401,33 @@ class TestBackendBase:
             assert await backend.subscribe_to_room("r9", Collector()) == "sub-1"
         assert backend.published == [("room:r9", event)]
         assert backend.subscribed == ["room:r9"]
+
+
+def test_a_backend_served_by_a_loop_in_another_thread_keeps_its_subscriptions() -> None:
+    # A publish from another event loop took the serving one for ended: every subscription
+    # was forgotten, and the loop's later events reached nobody.
+    realtime = InMemoryRealtime()
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    heard = Collector(expected=3)
+
+    def in_serving_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(5)
+
+    try:
+        in_serving_loop(realtime.subscribe("c", heard))
+        in_serving_loop(realtime.publish("c", typing(user="u1")))
+        asyncio.run(realtime.publish("c", typing(user="u2")))  # another loop, this thread
+        in_serving_loop(realtime.publish("c", typing(user="u3")))
+
+        async def all_heard() -> list[EphemeralEvent]:
+            return await heard.wait()
+
+        assert [e.user_id for e in in_serving_loop(all_heard())] == ["u1", "u2", "u3"]
+        assert realtime.subscription_count == 1
+        in_serving_loop(realtime.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(5)
+        loop.close()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import threading
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -332,3 +333,34 @@ def test_a_kit_goes_on_in_the_next_asyncio_loop(nats_server: NatsServer) -> None
     asyncio.run(use(2))
     asyncio.run(kit.close())
     assert kit.realtime.closed  # type: ignore[attr-defined]
+
+
+def test_a_close_from_another_loop_closes_the_connection(monitored: NatsServer) -> None:
+    # Used in a loop running in another thread, closed from this one: the close forgot the
+    # connection, which stayed open for good (its watch no longer saw it as the backend's).
+    backend = NatsRealtime(monitored.url, connect_options={"name": "threaded"})
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+
+    async def names() -> list[str]:
+        return list(await connections(monitored))
+
+    try:
+        asyncio.run_coroutine_threadsafe(backend.subscribe("room:r1", Inbox()), loop).result(5)
+        assert "threaded" in asyncio.run(names())
+
+        async def close_and_wait() -> None:
+            await backend.close()
+
+            async def gone() -> bool:
+                return "threaded" not in await names()
+
+            await eventually(gone, what="the connection closed")
+
+        asyncio.run(close_and_wait())
+        assert backend.closed and backend.subscription_count == 0
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(5)
+        loop.close()
