@@ -19,6 +19,7 @@ from uuid import uuid4
 
 import anyio
 
+from eventlog import EventLogError
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._commands import (
@@ -130,11 +131,13 @@ class InboundMixin(HelpersMixin):
         if room_id is not None:
             self._check_room_id(room_id)
         else:
-            await self._ensure_runtime()  # the router reads the store: caught up with the log
+            # The router reads the store: caught up with the log.
+            projection = (await self._ensure_runtime()).projection
             created = self._auto_created.get(message.channel_id, 0)
+            seen = projection.checkpoint
             room_id = await self._route(message, channel)
             if room_id is None:
-                room_id = await self._route_or_create(message, channel, created)
+                room_id = await self._route_or_create(message, channel, created, seen)
 
         runtime = await self._ensure_runtime()
         placement = runtime.placement
@@ -229,14 +232,15 @@ class InboundMixin(HelpersMixin):
         return room_id
 
     async def _route_or_create(
-        self, message: InboundMessage, channel: Channel, created: int
+        self, message: InboundMessage, channel: Channel, created: int, seen: int
     ) -> str:
         """The room of a message the router found none for, created one message of the
         channel at a time. Concurrent first messages of a conversation each found none and
         each made a room of its own; now the first makes it, and a message that finds that
         rooms were made for its channel since it was routed (``created``: the count then) is
         routed again, to one of them. Otherwise the router is not asked twice, as in 0.3.0
-        (a router may count or log its calls), but for the case of ``_first_room_made``."""
+        (a router may count or log its calls), but for the case of ``_first_room_made``
+        (``seen``: the read model's checkpoint when the message was routed)."""
         channel_id = message.channel_id
         lock = self._creating.get(channel_id)
         if lock is None:
@@ -247,6 +251,10 @@ class InboundMixin(HelpersMixin):
                     room_id = await self._route(message, channel)
                     if room_id is not None:
                         return room_id
+                store = await self._read_model()
+                known = None  # the channel's first room the router saw, if that is known
+                if (await self._ensure_runtime()).projection.checkpoint == seen:
+                    known = await store.find_room_id_by_channel(channel_id, status="active")
                 # One command, one append: a crash cannot leave a room without its channel
                 # (a redelivered message would then route to a second room).
                 room_id = uuid4().hex
@@ -260,13 +268,16 @@ class InboundMixin(HelpersMixin):
                     # a room_created handler ran): a message waiting here must look again.
                     # One that failed before costs a message waiting here one more routing.
                     self._auto_created[channel_id] = self._auto_created.get(channel_id, 0) + 1
-                return await self._first_room_made(message, channel, room_id)
+                return await self._first_room_made(message, channel, room_id, known)
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._creating.pop(channel_id, None)
 
-    async def _first_room_made(self, message: InboundMessage, channel: Channel, made: str) -> str:
-        """The room of a message this process just made room ``made`` for.
+    async def _first_room_made(
+        self, message: InboundMessage, channel: Channel, made: str, known: str | None
+    ) -> str:
+        """The room of a message this process just made room ``made`` for; ``known``: the
+        channel's first active room when the router was asked, if known (not a new one).
 
         Processes sharing the log each take the lock above for themselves: their first
         messages of a channel each found no room and made one, splitting the conversation for
@@ -276,10 +287,15 @@ class InboundMixin(HelpersMixin):
         router sends it then (the default router: to that room). Its room is left as made
         (active, the channel attached, empty)."""
         runtime = await self._ensure_runtime()
-        await runtime.projection.wait(await self._log.last_position())
+        try:
+            end = await self._log.last_position()
+        except EventLogError as exc:  # the room is made: the message goes on in it
+            logger.warning("room %s: no look for a room made elsewhere: %s", made, exc)
+            return made
+        await runtime.projection.wait(end)
         store = await self._read_model()
         first = await store.find_room_id_by_channel(message.channel_id, status="active")
-        if first is None or first == made:
+        if first is None or first in (made, known):
             return made
         room_id = await self._route(message, channel)
         if room_id is None or room_id == made:

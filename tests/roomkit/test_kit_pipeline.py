@@ -240,6 +240,54 @@ class TestInbound:
                 assert {"from 0", "from 1"} <= bodies
                 assert len(await kit.store.list_rooms()) == 2  # the other one, left empty
 
+    async def test_a_router_of_a_room_per_sender_is_asked_once_per_new_conversation(
+        self,
+    ) -> None:
+        # The look for a room made elsewhere asked it again for every new sender after the
+        # first: the channel's first room was not the one just made.
+        calls: list[str | None] = []
+        rooms: dict[str | None, str] = {}
+
+        class PerSender(InboundRoomRouter):
+            async def route(self, **kwargs: Any) -> str | None:  # type: ignore[override]
+                calls.append(kwargs["participant_id"])
+                return rooms.get(kwargs["participant_id"])
+
+        async with RoomKit(inbound_router=PerSender()) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            for sender in ("alice", "bob", "carol"):
+                result = await kit.process_inbound(text("sms", "hi", sender=sender))
+                assert result.event is not None
+                rooms[sender] = result.event.room_id
+        assert calls == ["alice", "bob", "carol"]
+        assert len(set(rooms.values())) == 3
+
+    async def test_a_log_outage_after_the_room_is_made_leaves_the_message_in_it(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # The look for a room made elsewhere raised the event log's own LogUnavailable (not
+        # a RoomKitError), and the message was not recorded.
+        class AwayOnce(MemoryEventLog):
+            away = False
+
+            async def last_position(self) -> int:
+                if self.away:
+                    self.away = False
+                    raise LogUnavailable("away for a moment")
+                return await super().last_position()
+
+        log = AwayOnce()
+        async with RoomKit(log=log) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            await kit.create_room(room_id="started")
+            log.away = True
+            with caplog.at_level("WARNING", logger="roomkit.framework"):
+                result = await kit.process_inbound(text("sms", "first"))
+            assert result.event is not None and not result.blocked
+            assert "no look for a room made elsewhere: away for a moment" in caplog.text
+            again = await kit.process_inbound(text("sms", "second"))
+            assert again.event is not None and again.event.room_id == result.event.room_id
+
     async def test_the_router_is_asked_once_per_message_by_keyword(self) -> None:
         # 0.3.0 called route(channel_id=..., channel_type=..., participant_id=...) once: a
         # router taking them keyword-only failed every message, and one that found no room
