@@ -162,6 +162,7 @@ class KitStore(ConversationStore):
     async def remove_binding(self, room_id: str, channel_id: str) -> bool:
         """Detach the channel (no system event, no hook); False if it was not attached (or
         the removal was queued: see the class docstring)."""
+        check_str("channel_id", channel_id)  # as detach_channel: not "it was not attached"
         return bool(await self._send(room_id, RemoveBinding(channel_id), False))
 
     async def add_participant(self, participant: Participant) -> Participant:

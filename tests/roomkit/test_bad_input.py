@@ -453,7 +453,7 @@ async def test_read_markers_and_resolutions_take_strings_and_log_nothing_else(
     with pytest.raises(TypeError, match="^resolved_by must be a string"):
         await kit.resolve_participant("r1", "user-1", "id-x", resolved_by=5)  # type: ignore[arg-type]
     # These said "Channel None not in room r1" (other methods a TypeError for the same call).
-    for change in (kit.mute, kit.unmute, kit.detach_channel):
+    for change in (kit.mute, kit.unmute, kit.detach_channel, kit.store.remove_binding):
         with pytest.raises(TypeError, match="^channel_id must be a string, got None$"):
             await change("r1", None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^channel_id must be a string, got None$"):
