@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import signal
+import threading
 from collections.abc import Awaitable, Callable
+
+from roomkit.core._cancel import interrupt_in
 
 __all__ = ["spawn_host"]
 
@@ -37,4 +41,25 @@ def spawn_host(
         return
     import trio
 
-    trio.lowlevel.spawn_system_task(fn, name=name, context=context)
+    trio.lowlevel.spawn_system_task(_passing_ctrl_c(fn), name=name, context=context)
+
+
+def _passing_ctrl_c(fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``fn`` for a trio system task: a ``KeyboardInterrupt`` it ends with goes to the run's
+    main task. Trio raises a Ctrl-C in whatever code runs when it lands (a hook, a channel of
+    a room of a kit used without ``async with``), and a system task ending with any exception
+    ended the run with ``TrioInternalError`` ("please file a bug")."""
+
+    async def host() -> None:
+        try:
+            await fn()
+        except BaseException as exc:
+            interrupt = interrupt_in(exc)
+            if not isinstance(interrupt, KeyboardInterrupt) or (
+                threading.current_thread() is not threading.main_thread()
+            ):
+                raise
+            # Trio's SIGINT handler, run again, raises it in the main task.
+            signal.raise_signal(signal.SIGINT)
+
+    return host

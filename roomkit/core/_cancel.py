@@ -7,7 +7,7 @@ import asyncio
 
 from actors import described, is_cancellation
 
-__all__ = ["cut_context_cycle", "raised_uncancelled"]
+__all__ = ["cut_context_cycle", "interrupt_in", "raised_uncancelled"]
 
 
 def cut_context_cycle(error: BaseException) -> None:
@@ -27,6 +27,24 @@ def cut_context_cycle(error: BaseException) -> None:
             return
         seen.add(id(context))
         current = context
+
+
+def interrupt_in(error: BaseException) -> KeyboardInterrupt | SystemExit | None:
+    """The ``KeyboardInterrupt`` or ``SystemExit`` that ``error`` is or holds (in exception
+    groups, however nested), else ``None``.
+
+    On trio, one raised in a room's work (a hook, a channel: a Ctrl-C lands where code runs)
+    leaves the kit's task groups wrapped in a group in a group: ``except KeyboardInterrupt``
+    missed it, and ``sys.exit(3)`` ended the process with 1 (asyncio hands it on bare).
+    """
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = interrupt_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:

@@ -23,6 +23,7 @@ from eventlog import EventLog, MemoryEventLog
 from roomkit._host import spawn_host
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
+from roomkit.core._cancel import interrupt_in
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._helpers import FrameworkHandler, check_metadata, check_part, check_str
 from roomkit.core._in_decision import deciding
@@ -373,7 +374,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         finally:
             # The body's own exception propagates unchanged: handed to the task group, it
             # would come out wrapped in an ExceptionGroup.
-            await task_group.__aexit__(None, None, None)
+            try:
+                await task_group.__aexit__(None, None, None)
+            except BaseExceptionGroup as group:
+                interrupt = interrupt_in(group)
+                if interrupt is None:
+                    raise
+                raise interrupt from None  # bare, as on asyncio (see interrupt_in)
 
     async def close(self) -> None:
         """Stop the rooms, close channels, voice and realtime.

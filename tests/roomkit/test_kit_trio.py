@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,3 +95,27 @@ async def test_a_hook_raising_a_cancelled_error_of_its_own_fails_open_on_trio() 
         result = await kit.process_inbound(text("sms", "one"), room_id="r1")
     assert not result.blocked
     assert ws.texts() == ["one"]
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+@pytest.mark.parametrize(
+    ("style", "kind", "code"),
+    [
+        ("entered", "ctrl-c", -signal.SIGINT),
+        ("entered", "exit", 3),
+        ("unentered", "ctrl-c", -signal.SIGINT),
+    ],
+)
+def test_a_ctrl_c_or_exit_in_a_hook_ends_the_run_as_itself(
+    backend: str, style: str, kind: str, code: int
+) -> None:
+    # On trio it came out of an entered kit wrapped in groups of groups (exit code 1, not
+    # sys.exit's 3; `except KeyboardInterrupt` missed it), and out of a kit used without
+    # `async with` as TrioInternalError ("please file a bug"), a system task having raised.
+    script = [sys.executable, "-m", "tests.roomkit.interrupted_kit", backend, style, kind]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        script, capture_output=True, text=True, timeout=60, check=False, cwd=root
+    )
+    assert done.returncode == code, done.stderr
+    assert "TrioInternalError" not in done.stderr and "ExceptionGroup" not in done.stderr
