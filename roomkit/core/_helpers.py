@@ -170,6 +170,8 @@ class HelpersMixin:
         ``here``: this process's actor, even if another process owns the room (a command that
         process sent here)."""
         runtime = await self._ensure_runtime()
+        if not here:  # another process's command is answered until this one leaves
+            runtime.check_taking_commands()
         room_id = self._check_room_id(room_id)
         placement = runtime.placement
         if placement is not None and not here:  # another process may own the room

@@ -128,6 +128,8 @@ class InboundMixin(HelpersMixin):
         channel = self._channels.get(message.channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {message.channel_id} not registered")
+        if not here:  # another process's message is answered until this one leaves
+            (await self._ensure_runtime()).check_taking_commands()
         if room_id is not None:
             self._check_room_id(room_id)
         else:

@@ -322,9 +322,22 @@ class KitRuntime:
             assert self._host_done is not None
             self._host_done.set()
 
+    def refuse_commands(self) -> None:
+        """From now on, refuse new commands (``check_taking_commands``): the first step of
+        ``stop``, taken at once by a close that stops in a task of its own (``RoomKit.close``)."""
+        self._closed = True
+
+    def check_taking_commands(self) -> None:
+        """Raise ``KitClosedError`` for a command made in this process once closing began,
+        but by the kit's own work, which closing waits for (a hook, a channel). Until the
+        rooms drain (``_drain``), a command sent just after a close() was taken, or not, as
+        the closing task happened to run."""
+        if self._closed and not in_post_commit_work():
+            raise KitClosedError("the kit is closing and takes no more commands")
+
     async def stop(self) -> None:
         """Finish pending deliveries, then stop every actor and the projection."""
-        self._closed = True
+        self.refuse_commands()
         if self._host_stop is None or self._host_done is None:
             return
         self._host_stop.set()

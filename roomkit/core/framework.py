@@ -399,13 +399,17 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
         Called from the kit's own work that closing waits for (a hook, a channel, a framework
         event handler a room's delivery runs, code a room's decision runs), it begins closing
-        and returns at once: the rest, this call's own message included, goes on in a task of
-        its own, which a later ``close()`` (the kit's ``async with`` exit) waits for. Waiting
+        and returns at once: new commands are refused from then on, and the rest, this call's
+        own message included, goes on in a task of its own, which a later ``close()`` (the
+        kit's ``async with`` exit) waits for. Waiting
         there, it waited for itself until the bound above, then for the 10 s its actor got.
         """
         if self._inside_own_work():
             if self._closer is None and not self._runtime.closed:
                 self._closer = anyio.Event()
+                # Now, not when that task starts: the caller's next command was taken, or
+                # not, as the tasks happened to run.
+                self._runtime.refuse_commands()
                 # Not in this work's context: closing would take itself for its own work.
                 spawn_host(self._close_aside, "roomkit.close", fresh_context=True)
             return

@@ -323,6 +323,9 @@ async def test_a_close_from_the_kits_own_work_begins_closing_and_returns(where: 
         result = await kit.process_inbound(text("sms", "bye"), room_id="r1")
         assert not result.blocked
         assert ws.texts() == ["bye"]
+        # Refused at once (it was taken, or not, as the closing task happened to run).
+        with pytest.raises(KitClosedError):
+            await kit.create_room(room_id="r2")
         await kit.close()  # waits for the closing that work began
     assert returned == ([] if where == "deliver" else [where])
     assert ws.closes == 1  # closed once, by the closing the work began
