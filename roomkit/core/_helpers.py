@@ -170,18 +170,17 @@ class HelpersMixin:
         ``here``: this process's actor, even if another process owns the room (a command that
         process sent here)."""
         runtime = await self._ensure_runtime()
-        if not here:  # another process's command is answered until this one leaves
-            runtime.check_taking_commands()
-        room_id = self._check_room_id(room_id)
-        placement = runtime.placement
-        if placement is not None and not here:  # another process may own the room
-            forwarded = await placement.forward_command(room_id, command, settle)
-            if forwarded is not None:
-                return forwarded  # settled: this process's read model shows it
-        outcome = await runtime.ask_room(room_id, command)
-        if settle:
-            await self._settle(runtime, outcome, room_id)
-        return outcome
+        with runtime.admitted(here):
+            room_id = self._check_room_id(room_id)
+            placement = runtime.placement
+            if placement is not None and not here:  # another process may own the room
+                forwarded = await placement.forward_command(room_id, command, settle)
+                if forwarded is not None:
+                    return forwarded  # settled: this process's read model shows it
+            outcome = await runtime.ask_room(room_id, command)
+            if settle:
+                await self._settle(runtime, outcome, room_id)
+            return outcome
 
     async def _read_model_at(self, position: int) -> None:
         """Return once the read model holds the log up to ``position``."""

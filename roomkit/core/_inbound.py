@@ -128,8 +128,18 @@ class InboundMixin(HelpersMixin):
         channel = self._channels.get(message.channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {message.channel_id} not registered")
-        if not here:  # another process's message is answered until this one leaves
-            (await self._ensure_runtime()).check_taking_commands()
+        with (await self._ensure_runtime()).admitted(here):
+            return await self._process_taken_up(message, channel, room_id, waiting, here)
+
+    async def _process_taken_up(
+        self,
+        message: InboundMessage,
+        channel: Channel,
+        room_id: str | None,
+        waiting: tuple[DecisionWait, ...],
+        here: bool,
+    ) -> InboundResult:
+        """``_process_inbound`` once the kit took the message up (``KitRuntime.admitted``)."""
         if room_id is not None:
             self._check_room_id(room_id)
         else:

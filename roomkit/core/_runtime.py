@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,8 @@ logger = logging.getLogger("roomkit.runtime")
 _DELIVERY_MAILBOX = 1_000_000
 # The kit's own asks (see ask_room) stay finite, as every ask does.
 _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
+# The runtime whose command the running code is part of (see KitRuntime.admitted).
+_TAKEN_UP: ContextVar[KitRuntime | None] = ContextVar("roomkit_taken_up", default=None)
 ROOM = "room"
 DELIVERY = "room-delivery"
 # What a decision runs, in the refusals of ask_room: a message sent from there is processed
@@ -323,17 +327,41 @@ class KitRuntime:
             self._host_done.set()
 
     def refuse_commands(self) -> None:
-        """From now on, refuse new commands (``check_taking_commands``): the first step of
-        ``stop``, taken at once by a close that stops in a task of its own (``RoomKit.close``)."""
+        """From now on, refuse new commands (see ``admitted``): the first step of ``stop``,
+        taken at once by a close that stops in a task of its own (``RoomKit.close``)."""
         self._closed = True
 
-    def check_taking_commands(self) -> None:
-        """Raise ``KitClosedError`` for a command made in this process once closing began,
-        but by the kit's own work, which closing waits for (a hook, a channel). Until the
-        rooms drain (``_drain``), a command sent just after a close() was taken, or not, as
-        the closing task happened to run."""
-        if self._closed and not in_post_commit_work():
+    @contextmanager
+    def admitted(self, here: bool) -> Iterator[None]:
+        """Take a command up for as long as it runs: one made in this process, or sent here
+        by another one (``here``).
+
+        Refused (``KitClosedError``) once closing began, but a command of the kit's own work
+        (a hook, a channel, code a room's decision runs: closing waits for them) or of one
+        taken up already (a message's identity steps). Until the rooms drained, one sent
+        just after a close() was taken, or not, as the closing task happened to run. Counted
+        until it returns, as asks are: closing lets it finish (a message still resolving its
+        sender's identity as closing began failed with "the kit is closed").
+        """
+        if _TAKEN_UP.get() is self:
+            yield
+            return
+        if not here and self._closed and not in_post_commit_work() and deciding() is None:
             raise KitClosedError("the kit is closing and takes no more commands")
+        token = _TAKEN_UP.set(self)
+        self._asking += 1
+        try:
+            yield
+        finally:
+            _TAKEN_UP.reset(token)
+            self._asked()
+
+    def _asked(self) -> None:
+        """One ask, or command taken up, fewer (see ``_drain``)."""
+        self._asking -= 1
+        if not self._asking and self._asks_done is not None:
+            self._asks_done.set()
+            self._asks_done = None
 
     async def stop(self) -> None:
         """Finish pending deliveries, then stop every actor and the projection."""
@@ -409,7 +437,13 @@ class KitRuntime:
         system = self._system
         if system is None:
             raise KitClosedError("the kit is closed")
-        if self._closing and not internal and not in_post_commit_work():
+        if (
+            self._closing
+            and not internal
+            and not in_post_commit_work()
+            and deciding() is None
+            and _TAKEN_UP.get() is not self
+        ):
             raise KitClosedError("the kit is closing and takes no more commands")
         decision = deciding()  # a command from a room's decision to that very room waits on it
         if decision is not None:
@@ -475,10 +509,7 @@ class KitRuntime:
             # the callers that retry outages for ever (the ingress) must not retry this.
             raise RoomKitError(f"the event log failed for room {room_id}: {exc}") from exc
         finally:
-            self._asking -= 1
-            if not self._asking and self._asks_done is not None:
-                self._asks_done.set()
-                self._asks_done = None
+            self._asked()
         assert isinstance(reply, Outcome)
         if self._in_doubt and not reply.in_doubt:
             # Settled: committed, or the stream went on without it. A room whose append is

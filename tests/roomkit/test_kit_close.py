@@ -23,6 +23,11 @@ from roomkit import (
     HookExecution,
     HookResult,
     HookTrigger,
+    IdentificationStatus,
+    Identity,
+    IdentityResult,
+    InboundMessage,
+    InboundResult,
     KitClosedError,
     RoomContext,
     RoomEvent,
@@ -31,6 +36,7 @@ from roomkit import (
     WebSocketChannel,
 )
 from roomkit.core._runtime import RuntimeSettings
+from roomkit.identity.base import IdentityResolver
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
@@ -425,3 +431,45 @@ async def test_an_unhashable_channel_is_closed_like_any() -> None:
         kit.register_channel(odd)
         kit.register_channel(other)
     assert (odd.closes, other.closes) == (1, 1)
+
+
+async def test_a_close_lets_the_messages_taken_before_it_finish_their_steps() -> None:
+    # Closing waited for the commands in its rooms only: a message still resolving its
+    # sender's identity as close() was called failed with "the kit is closed", and a
+    # BEFORE_BROADCAST hook's command to another room with "takes no more commands".
+    resolving = anyio.Event()
+
+    class SlowToIdentify(IdentityResolver):
+        async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+            resolving.set()
+            await anyio.sleep(0.3)
+            return IdentityResult(
+                status=IdentificationStatus.IDENTIFIED, identity=Identity(id="alice")
+            )
+
+    kit = RoomKit(identity_resolver=SlowToIdentify())
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def note_elsewhere(event: RoomEvent, context: RoomContext) -> None:
+        await kit.update_room_metadata("notes", {"last": event.id})
+
+    results: list[InboundResult] = []
+    with anyio.fail_after(20):  # a hang guard
+        await room_with(kit, "r1", "sms", "ws")
+        await kit.create_room(room_id="notes")
+
+        async def send() -> None:
+            results.append(await kit.process_inbound(text("sms", "hi"), room_id="r1"))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(send)
+            await resolving.wait()
+            await kit.close()
+    [result] = results
+    assert result.event is not None and not result.blocked
+    assert result.event.source.participant_id == "alice"
+    assert (await kit.get_room("notes")).metadata == {"last": result.event.id}
+    with pytest.raises(KitClosedError):
+        await kit.process_inbound(text("sms", "late"), room_id="r1")

@@ -40,7 +40,9 @@ from roomkit import (
     HookExecution,
     HookResult,
     HookTrigger,
+    IdentificationStatus,
     Identity,
+    IdentityResult,
     InboundMessage,
     InboundResult,
     InvalidRoomIdError,
@@ -59,6 +61,7 @@ from roomkit import (
 )
 from roomkit.core import _commands
 from roomkit.core._runtime import ROOM
+from roomkit.identity.base import IdentityResolver
 from roomkit.ingress import Ingress, publish_inbound
 from roomkit.models.event import EventSource
 from roomkit.models.hook import InjectedEvent
@@ -987,6 +990,59 @@ async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: Nats
                 await eventually(taken, what="b took the slow message")
                 await b.close()
         assert answers[0].event is not None and not answers[0].blocked
+
+
+class SlowToIdentify(IdentityResolver):
+    """Identifies every sender as alice; a message "slow" takes half a second."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+
+    async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+        if message.content.body == "slow":  # type: ignore[union-attr]
+            self.started.set()
+            await anyio.sleep(0.5)
+        return IdentityResult(
+            status=IdentificationStatus.IDENTIFIED, identity=Identity(id="alice")
+        )
+
+
+@pytest.mark.nats
+async def test_a_message_taken_before_a_close_finishes_its_identity_steps(
+    nats_server: NatsServer,
+) -> None:
+    # b owns the room and resolves the sender of a's message when it is closed: the steps
+    # that followed (the participant, the message) were refused as commands made after the
+    # close, and a's message was lost ("the kit is closing and takes no more commands").
+    ran: list[tuple[str, str]] = []
+    resolver = SlowToIdentify()
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = RoomKit(
+            log=log_b,
+            identity_resolver=resolver,
+            ownership=NatsOwnership(
+                nats_server.url, member="b", partitions=PARTITIONS, lease_ttl=LEASE_TTL
+            ),
+        )
+        b.register_channel(SimpleChannel("sms"))
+        async with b_to_close(a, b):
+            room_id = rooms_of(b, 1)[0]
+            await room_with(a, room_id, "sms")
+            answers: list[InboundResult] = []
+
+            async def send_slow() -> None:
+                answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send_slow)
+                await resolver.started.wait()
+                await b.close()
+            [answer] = answers
+            assert answer.event is not None and not answer.blocked
+            assert answer.event.source.participant_id == "alice"
+            timeline = await a.get_timeline(room_id)
+            assert [e.content.body for e in timeline][-1] == "slow"  # type: ignore[union-attr]
 
 
 @pytest.mark.nats
