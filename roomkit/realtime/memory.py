@@ -130,7 +130,7 @@ class InMemoryRealtime(RealtimeBackend):
         """Queue ``event`` for every subscriber of ``channel``; ignored after ``close``."""
         if self._closed:
             return
-        self._forget_a_dead_loop()
+        self._check_loop()
         subscribers = self._by_channel.get(channel)
         if not subscribers:
             return
@@ -151,7 +151,7 @@ class InMemoryRealtime(RealtimeBackend):
         """
         if self._closed:
             raise RuntimeError("InMemoryRealtime is closed")
-        self._forget_a_dead_loop()
+        self._check_loop()
         task_group = self._task_group or await self._start_lazily()
         sub = _Subscription(
             id=new_id(),
@@ -169,7 +169,7 @@ class InMemoryRealtime(RealtimeBackend):
     ) -> bool:
         """Stop a subscription; events still queued for it are discarded. (``sub_id``: the
         same id under another name, see ``subscription_id_of``.)"""
-        self._forget_a_dead_loop()
+        self._check_loop()
         sub = self._subscriptions.get(subscription_id_of(subscription_id, sub_id))
         if sub is None:
             return False
@@ -178,16 +178,24 @@ class InMemoryRealtime(RealtimeBackend):
         return True
 
     async def close(self) -> None:
-        """Stop every subscription and the delivery tasks; later publishes are ignored."""
-        self._forget_a_dead_loop()
+        """Stop every subscription and the delivery tasks; later publishes are ignored.
+
+        Called from another event loop than the one ``run()`` serves in, still running (in
+        another thread), it has that loop stop them and returns at once: waiting here for
+        that loop's events never ended.
+        """
+        serving = self._serving_elsewhere()
+        if serving is None:
+            self._forget_a_dead_loop()
         self._closed = True
-        for sub in self._subscriptions.values():
-            sub.scope.cancel()
+        subscriptions = list(self._subscriptions.values())
         self._subscriptions.clear()
         self._by_channel.clear()
-        done = self._done
-        if self._stop is not None:
-            self._stop.set()
+        stop, done = self._stop, self._done
+        if serving is not None:
+            serving.call_soon_threadsafe(_stop_all, subscriptions, stop)
+            return
+        _stop_all(subscriptions, stop)
         if done is not None:
             await done.wait()
 
@@ -224,6 +232,30 @@ class InMemoryRealtime(RealtimeBackend):
             raise RuntimeError("InMemoryRealtime is closed")
         return self._task_group
 
+    def _serving_elsewhere(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop ``run()`` serves in if it is not the running one and still runs
+        (in another thread), else ``None``."""
+        loop = self._host_loop
+        if loop is None or loop is asyncio._get_running_loop() or not loop.is_running():
+            return None
+        return loop
+
+    def _check_loop(self) -> None:
+        """Refuse a call from another event loop than the one ``run()`` serves in, while it
+        runs (in another thread): its queues and events are that loop's, and an event set
+        from here did not wake it (published, it reached nobody until something else did).
+        A loop that ended is forgotten instead (``_forget_a_dead_loop``).
+
+        Raises:
+            RuntimeError: another loop, still running, serves this backend.
+        """
+        if self._serving_elsewhere() is not None:
+            raise RuntimeError(
+                "InMemoryRealtime serves in an event loop running in another thread: use it "
+                "from that loop"
+            )
+        self._forget_a_dead_loop()
+
     def _forget_a_dead_loop(self) -> None:
         """Start afresh if ``run()`` serves in an event loop that ended without having its
         tasks cancelled (a kit outlives its loop; ``asyncio.run`` cancels them, and
@@ -231,7 +263,7 @@ class InMemoryRealtime(RealtimeBackend):
         to that loop: setting one raised "Event loop is closed", and close() waited for ever."""
         loop = self._host_loop
         if loop is None or loop is asyncio._get_running_loop() or loop.is_running():
-            return  # a loop running in another thread is alive: its tasks serve
+            return  # see _check_loop for a loop running in another thread
         self._host_loop = self._task_group = None
         self._ready = self._stop = self._done = None
         self._exit_stack = None
@@ -288,3 +320,11 @@ class InMemoryRealtime(RealtimeBackend):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._task_group else "idle"
         return f"<InMemoryRealtime {state} subscriptions={self.subscription_count}>"
+
+
+def _stop_all(subscriptions: list[_Subscription], stop: anyio.Event | None) -> None:
+    """End ``subscriptions`` and, with ``stop``, the ``run()`` they are delivered by."""
+    for sub in subscriptions:
+        sub.scope.cancel()
+    if stop is not None:
+        stop.set()
