@@ -54,12 +54,19 @@ def _passing_ctrl_c(fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable
         try:
             await fn()
         except BaseException as exc:
-            interrupt = interrupt_in(exc)
-            if not isinstance(interrupt, KeyboardInterrupt) or (
-                threading.current_thread() is not threading.main_thread()
-            ):
+            if not isinstance(interrupt_in(exc), KeyboardInterrupt) or not _trio_takes_ctrl_c():
                 raise
             # Trio's SIGINT handler, run again, raises it in the main task.
             signal.raise_signal(signal.SIGINT)
 
     return host
+
+
+def _trio_takes_ctrl_c() -> bool:
+    """Whether trio's own SIGINT handler is installed, in this thread: another one (an
+    app's, or SIG_IGN) may drop a Ctrl-C raised again, which must then end the run as any
+    error of a system task does rather than be lost."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    handler = signal.getsignal(signal.SIGINT)
+    return getattr(handler, "__module__", "").startswith("trio.")

@@ -1,10 +1,12 @@
-"""A script (``python -m tests.roomkit.interrupted_kit BACKEND STYLE RAISE``) whose room's hook
-raises ``KeyboardInterrupt`` or ``SystemExit(3)``, in a kit entered with ``async with`` or
-used without it, as a Ctrl-C landing in a hook, or a hook calling ``sys.exit``, does. Run in a
-subprocess by test_kit_trio: what ends the process must be that exception, bare."""
+"""A script whose room's hook raises ``KeyboardInterrupt`` or ``SystemExit(3)``, in a kit
+entered with ``async with`` or used without it, as a Ctrl-C landing in a hook, or a hook
+calling ``sys.exit``, does: ``python -m tests.roomkit.interrupted_kit BACKEND STYLE RAISE
+[ignoring-sigint]``. Run in a subprocess by test_kit_trio: what ends the process must be that
+exception, bare."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import anyio
@@ -35,6 +37,8 @@ async def main(style: str, raised: BaseException) -> None:
 
 if __name__ == "__main__":
     backend, style, kind = sys.argv[1:4]
+    if sys.argv[4:] == ["ignoring-sigint"]:  # an app that set its own SIGINT policy
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     anyio.run(
         main, style, KeyboardInterrupt() if kind == "ctrl-c" else SystemExit(3), backend=backend
     )

@@ -119,3 +119,24 @@ def test_a_ctrl_c_or_exit_in_a_hook_ends_the_run_as_itself(
     )
     assert done.returncode == code, done.stderr
     assert "TrioInternalError" not in done.stderr and "ExceptionGroup" not in done.stderr
+
+
+def test_a_ctrl_c_in_a_hook_is_not_lost_where_sigint_is_ignored() -> None:
+    # Handed to the main task through the SIGINT handler, a Ctrl-C raised in a hook of a kit
+    # used without `async with` was dropped by the app's own policy (SIG_IGN): the run went
+    # on as if nothing had happened. Not trio's handler, it ends the run as an error.
+    script = [
+        sys.executable,
+        "-m",
+        "tests.roomkit.interrupted_kit",
+        "trio",
+        "unentered",
+        "ctrl-c",
+        "ignoring-sigint",
+    ]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        script, capture_output=True, text=True, timeout=60, check=False, cwd=root
+    )
+    assert done.returncode != 0
+    assert "KeyboardInterrupt" in done.stderr
