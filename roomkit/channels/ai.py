@@ -20,6 +20,7 @@ from providers.ai.base import (
 )
 from providers.errors import ProviderError
 from roomkit.channels._ai_content import content_parts, content_text
+from roomkit.channels._shaped_provider import as_ai_provider
 from roomkit.channels.base import Channel
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
@@ -141,14 +142,13 @@ class AIChannel(Channel):
         max_context_events: int = 50,
     ) -> None:
         super().__init__(channel_id)
-        # Checked here, by the rules they meet at each message (a duck-typed provider needs
-        # generate(); AIContext takes the defaults as pydantic does, "0.5" and Decimal alike):
-        # a wrong one failed every message, each logged as an invalid setting in the room's
-        # binding metadata (or as the target failing, for the window).
-        if not callable(getattr(provider, "generate", None)):
-            raise TypeError(f"provider must be an AIProvider, got {type(provider).__name__}")
+        # Checked here, by the rules they meet at each message (see ShapedProvider for a
+        # provider without the base class; AIContext takes the defaults as pydantic does, "0.5"
+        # and Decimal alike): a wrong one failed every message, each logged as an invalid
+        # setting in the room's binding metadata (or as the target failing, for the window).
+        self._provider: AIProvider = as_ai_provider(provider)
+        self._given = provider
         AIContext(system_prompt=system_prompt, temperature=temperature, max_tokens=max_tokens)
-        self._provider: AIProvider = provider
         self._system_prompt = system_prompt
         self._temperature = temperature
         self._max_tokens = max_tokens
@@ -158,8 +158,8 @@ class AIChannel(Channel):
 
     @property
     def provider(self) -> AIProvider:
-        """The model that generates replies."""
-        return self._provider
+        """The model that generates replies, as given."""
+        return self._given
 
     @property
     def info(self) -> dict[str, Any]:

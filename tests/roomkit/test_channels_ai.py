@@ -245,8 +245,8 @@ class TestSettings:
     @pytest.mark.parametrize(
         ("settings", "error", "said"),
         [
-            ({"provider": None}, TypeError, "^provider must be an AIProvider, got NoneType$"),
-            ({"provider": object()}, TypeError, "^provider must be an AIProvider, got object$"),
+            ({"provider": None}, TypeError, "^provider must be an AIProvider .* got NoneType$"),
+            ({"provider": object()}, TypeError, "^provider must be an AIProvider .* got object$"),
             ({"system_prompt": 42}, ValueError, "system_prompt"),
             ({"temperature": "hot"}, ValueError, "temperature"),
             ({"max_tokens": "many"}, ValueError, "max_tokens"),
@@ -286,6 +286,24 @@ class TestSettings:
         assert output.responded
         [ctx] = provider.calls
         assert (ctx.temperature, ctx.max_tokens) == (0.5, 512)
+
+    async def test_a_provider_with_only_generate_and_model_name_is_used_as_one(self) -> None:
+        # Taken, it failed where the channel read what AIProvider gives by default: its
+        # info (name), attaching it (supports_vision), closing the kit (close).
+        class Bare:
+            model_name = "bare-1"
+
+            async def generate(self, context: AIContext) -> AIResponse:
+                return AIResponse(content="hi")
+
+        bare = Bare()
+        channel = AIChannel(AI_ID, bare)  # type: ignore[arg-type]
+        assert channel.provider is bare
+        assert channel.info["provider"] == "Bare" and channel.info["model"] == "bare-1"
+        assert channel.capabilities().supports_media is False
+        output = await channel.on_event(_event(), _ai_binding(), _context())
+        assert output.responded
+        await channel.close()
 
     async def test_per_room_overrides_and_tools(self) -> None:
         provider = MockAIProvider()
