@@ -15,6 +15,9 @@ rows as they were first added (the order listings keep; an upsert keeps a row's 
   it). A room's counters, which every message changes, have columns of their own.
 - Text PostgreSQL cannot hold (a NUL character, a lone surrogate) can still be an id or a key:
   such a character, and the backslash, are written ``\\uXXXX`` in the key columns.
+- An idempotency key longer than ``_LONGEST_KEY`` bytes (keys come from outside: a webhook's
+  message id) is held as a NUL and its SHA-256: a B-tree index takes at most some 2,700 bytes
+  a row, and past that the message was missing from the tables (the record failed).
 - ``position`` holds the log position the tables hold every record up to: each record goes in
   with it in one transaction (``apply_record``), so the kits of several processes sharing the
   tables apply each record once, and a kit starting takes the tables up from there.
@@ -26,6 +29,7 @@ its store was the source of truth, are not read.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -187,6 +191,21 @@ def _key(text: str) -> str:
 def _unkey(text: str) -> str:
     """The text a key column's value stands for."""
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text) if "\\" in text else text
+
+
+# Idempotency keys longer than this, in UTF-8, are held by their digest (module docstring).
+_LONGEST_KEY = 1000
+
+
+def _held_key(key: str | None) -> str | None:
+    """An idempotency key as the ``idempotency`` table holds it (the module docstring): a NUL
+    marks the digest form, which no key holds as is (``_key`` escapes a NUL)."""
+    if key is None or len(key) * 4 <= _LONGEST_KEY:  # short enough in any encoding
+        return key
+    raw = key.encode("utf-8", "surrogatepass")
+    if len(raw) <= _LONGEST_KEY:
+        return key
+    return "\x00sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _arguments(args: Sequence[Any]) -> list[Any]:
@@ -745,7 +764,7 @@ class PostgresStore(ConversationStore):
             SELECT id FROM stored""",
             event_id,
             room_id,
-            idempotency_key or None,
+            _held_key(idempotency_key or None),
             visibility,
             data,
         )
@@ -797,7 +816,9 @@ class PostgresStore(ConversationStore):
     async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
         """The id of the room's latest event added with idempotency ``key``, or None."""
         event_id: str | None = await self._fetchval(
-            "SELECT event_id FROM {idempotency} WHERE room_id = $1 AND key = $2", room_id, key
+            "SELECT event_id FROM {idempotency} WHERE room_id = $1 AND key = $2",
+            room_id,
+            _held_key(key),
         )
         return None if event_id is None else _unkey(event_id)
 

@@ -434,6 +434,20 @@ class ConversationStoreContract:
         assert await store.get_room("r\ud800") is None
         assert await store.get_event_count("r\ud800") == 0
 
+    async def test_idempotency_keys_of_any_length_are_kept(self, store: ConversationStore) -> None:
+        # Keys come from outside (a webhook's message id): PostgreSQL's index refused one of
+        # some 2,700 bytes, and its message was missing from the tables.
+        await store.create_room(make_room("r1"))
+        # Random, so that no compression makes it short; two that differ at their end only.
+        key = "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(3000))
+        other = key[:-1] + "!"
+        event = await store.add_event(make_event("r1", idempotency_key=key))
+        assert await store.check_idempotency("r1", key)
+        assert await store.idempotent_event_id("r1", key) in (event.id, "")
+        assert not await store.check_idempotency("r1", other)
+        assert not await store.check_idempotency("r1", key[:1000])
+        assert [e.id for e in await store.list_events("r1")] == [event.id]
+
     async def test_metadata_numbers_are_kept_as_they_are(self, store: ConversationStore) -> None:
         metadata = {"big": 1.5e300, "float": 1e16, "zero": -0.0, "int": 10**30, "b": 1, "a": 2}
         await store.create_room(make_room("r1", metadata=metadata))
