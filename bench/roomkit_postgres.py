@@ -48,6 +48,23 @@ async def _restart(store: PostgresStore, log: MemoryEventLog) -> Row:
     )
 
 
+async def _rebuild(store: PostgresStore, log: MemoryEventLog) -> Row:
+    """``rebuild_store()``: the tables emptied and filled again from the log, in one
+    transaction (each record in a savepoint of it)."""
+    records = await log.last_position()
+    async with RoomKit(log=log, store=store) as kit:
+        await kit.get_room("busy")
+        with Stopwatch() as watch:
+            await kit.rebuild_store()
+    return row(
+        "PostgresStore",
+        f"rebuild_store() of that log ({records:,} records)",
+        watch.seconds * 1000 / records,
+        "ms/record",
+        "one transaction; the position written once, as it commits",
+    )
+
+
 async def bench_postgres_store(messages: int = 2_000) -> list[Row]:
     import asyncpg  # type: ignore[import-untyped]  # no stubs
 
@@ -67,6 +84,7 @@ async def bench_postgres_store(messages: int = 2_000) -> list[Row]:
         try:
             log = MemoryEventLog()
             restart: Row | None = None
+            rebuild: Row | None = None
             for commit in ("on", "off"):
                 pool = await asyncpg.create_pool(
                     server.get_uri(), server_settings={"synchronous_commit": commit}
@@ -76,14 +94,15 @@ async def bench_postgres_store(messages: int = 2_000) -> list[Row]:
                     value = await _sequential(store, messages, log if commit == "on" else None)
                     if commit == "on":
                         restart = await _restart(store, log)
+                        rebuild = await _rebuild(store, log)
                 finally:
                     await pool.close()
                 note = (
                     f"synchronous_commit={commit}; InMemoryStore / this = {in_memory / value:.1f}"
                 )
                 rows.append(row(name, label, value, "msg/s", note))
-            assert restart is not None
-            rows.append(restart)
+            assert restart is not None and rebuild is not None
+            rows.extend([restart, rebuild])
         finally:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

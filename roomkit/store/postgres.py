@@ -356,6 +356,8 @@ class PostgresStore(ConversationStore):
         self._ready = False
         self._closed = False
         self._following = False  # the last record was another process's (apply_record)
+        # Inside rebuilding(): its connection, and the position its records reached.
+        self._rebuild: tuple[Any, int] | None = None
         self._init_lock = anyio.Lock()
         self._t = {name: f"{table_prefix}{name}" for name in _TABLES}
 
@@ -505,6 +507,9 @@ class PostgresStore(ConversationStore):
         another one through the log skips its records in one statement, instead of queueing
         for the row behind it.
         """
+        rebuild = self._rebuild
+        if rebuild is not None and _applying.get() == (self, rebuild[0]):
+            return await self._apply_rebuilt(position, apply, after)
         if self._following:
             held = await self._fetchval("SELECT position FROM {position} WHERE id = 1")
             _check_held(held, after)
@@ -529,6 +534,23 @@ class PostgresStore(ConversationStore):
                 _applying.reset(token)
         return True
 
+    async def _apply_rebuilt(
+        self, position: int, apply: Callable[[], Awaitable[None]], after: int
+    ) -> bool:
+        """``apply_record`` inside ``rebuilding()``, whose transaction holds the position's
+        row: the position is written once, as it commits. An update of that row per record
+        made a rebuild quadratic (each walked the row versions the others left in the one
+        transaction: 51 s for 8,000 records, 13 s for 4,000)."""
+        assert self._rebuild is not None
+        conn, held = self._rebuild
+        if held >= position:
+            return False
+        _check_held(held, after)
+        async with self._transaction():  # a savepoint: a record that fails undoes itself
+            await apply()
+        self._rebuild = (conn, position)
+        return True
+
     async def clear(self) -> None:
         """Empty every table the log rebuilds; identities stay (see ``ConversationStore``)."""
         # DELETE, not TRUNCATE: inside a rebuild's transaction, the other processes' reads
@@ -538,6 +560,8 @@ class PostgresStore(ConversationStore):
                 if name != "position":
                     await self._execute(f"DELETE FROM {{{name}}}", conn=conn)
             await self._execute("UPDATE {position} SET position = 0 WHERE id = 1", conn=conn)
+        if self._rebuild is not None:
+            self._rebuild = (self._rebuild[0], 0)
 
     @asynccontextmanager
     async def rebuilding(self) -> AsyncIterator[None]:
@@ -545,13 +569,20 @@ class PostgresStore(ConversationStore):
         processes sharing the tables read them as they were until it commits, and wait to
         apply records (then skip those it applied)."""
         async with self._transaction() as conn:
-            await self._execute(
+            held = await self._fetchval(
                 "SELECT position FROM {position} WHERE id = 1 FOR UPDATE", conn=conn
             )
             token = _applying.set((self, conn))
+            self._rebuild = (conn, held)
             try:
                 yield
+                await self._execute(
+                    "UPDATE {position} SET position = $1 WHERE id = 1",
+                    self._rebuild[1],
+                    conn=conn,
+                )
             finally:
+                self._rebuild = None
                 _applying.reset(token)
 
     # -- rooms -----------------------------------------------------------------------------------
