@@ -283,8 +283,17 @@ def _json(model: BaseModel) -> _Json:
 
 
 def _aware(moment: datetime) -> datetime:
-    """A naive time read as UTC (the column is ``timestamptz``)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    """A naive time read as UTC (the column is ``timestamptz``, which orders rooms): one
+    past what a UTC ``datetime`` holds (``9999-12-31T23:00-05:00``) as the last or the first
+    one, which it sorts as (the room's data keeps it as given). Sent as is, the driver
+    refused it, and the room was missing from the tables."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        aware.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.max if aware.year == datetime.max.year else datetime.min
+        return edge.replace(tzinfo=UTC)
+    return aware
 
 
 def _page(offset: int, limit: int) -> tuple[int, int]:

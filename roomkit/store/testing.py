@@ -19,7 +19,7 @@ may share.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import pytest
@@ -433,6 +433,19 @@ class ConversationStoreContract:
         # looked up: nothing has it.
         assert await store.get_room("r\ud800") is None
         assert await store.get_event_count("r\ud800") == 0
+
+    async def test_rooms_created_at_the_edges_of_time_are_kept(
+        self, store: ConversationStore
+    ) -> None:
+        # Times a UTC datetime cannot hold (PostgreSQL's driver refused them: the room was
+        # missing from the tables), sorted as the last and the first.
+        late = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+        early = datetime(1, 1, 1, 5, tzinfo=timezone(timedelta(hours=14)))
+        await store.create_room(make_room("late", created_at=late))
+        await store.create_room(make_room("early", created_at=early))
+        assert some(await store.get_room("late")).created_at == late
+        assert some(await store.get_room("early")).created_at == early
+        assert {r.id for r in await store.list_rooms()} == {"late", "early"}
 
     async def test_idempotency_keys_of_any_length_are_kept(self, store: ConversationStore) -> None:
         # Keys come from outside (a webhook's message id): PostgreSQL's index refused one of
