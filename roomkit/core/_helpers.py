@@ -170,7 +170,7 @@ class HelpersMixin:
         ``here``: this process's actor, even if another process owns the room (a command that
         process sent here)."""
         runtime = await self._ensure_runtime()
-        with runtime.admitted(here):
+        with runtime.admitted(here) as taken:
             room_id = self._check_room_id(room_id)
             placement = runtime.placement
             if placement is not None and not here:  # another process may own the room
@@ -179,6 +179,7 @@ class HelpersMixin:
                     return forwarded  # settled: this process's read model shows it
             outcome = await runtime.ask_room(room_id, command)
             if settle:
+                taken.settling()
                 await self._settle(runtime, outcome, room_id)
             return outcome
 

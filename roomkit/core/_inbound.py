@@ -31,6 +31,7 @@ from roomkit.core._commands import (
 )
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
+from roomkit.core._runtime import TakenUp
 from roomkit.core._system_events import hook_failure, lifecycle_event
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
@@ -128,8 +129,8 @@ class InboundMixin(HelpersMixin):
         channel = self._channels.get(message.channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {message.channel_id} not registered")
-        with (await self._ensure_runtime()).admitted(here):
-            return await self._process_taken_up(message, channel, room_id, waiting, here)
+        with (await self._ensure_runtime()).admitted(here) as taken:
+            return await self._process_taken_up(message, channel, room_id, waiting, here, taken)
 
     async def _process_taken_up(
         self,
@@ -138,6 +139,7 @@ class InboundMixin(HelpersMixin):
         room_id: str | None,
         waiting: tuple[DecisionWait, ...],
         here: bool,
+        taken: TakenUp,
     ) -> InboundResult:
         """``_process_inbound`` once the kit took the message up (``KitRuntime.admitted``)."""
         if room_id is not None:
@@ -196,6 +198,7 @@ class InboundMixin(HelpersMixin):
             return await self._process_timed_out(room_id, known)
         if outcome.timed_out:
             return await self._process_timed_out(room_id, known or outcome.dropped_event_id)
+        taken.settling()  # its room's turn (which closing waits for) and the read model
         if not self._settled(runtime, outcome, room_id):
             # A timer only when the turn still runs once the room answered.
             deadline = outcome.budget_deadline

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
-from contextvars import ContextVar
+from contextlib import AsyncExitStack
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
@@ -331,30 +330,24 @@ class KitRuntime:
         taken at once by a close that stops in a task of its own (``RoomKit.close``)."""
         self._closed = True
 
-    @contextmanager
-    def admitted(self, here: bool) -> Iterator[None]:
-        """Take a command up for as long as it runs: one made in this process, or sent here
-        by another one (``here``).
+    def admitted(self, here: bool) -> TakenUp:
+        """Take a command up (``with``): one made in this process, or sent here by another
+        one (``here``).
 
         Refused (``KitClosedError``) once closing began, but a command of the kit's own work
         (a hook, a channel, code a room's decision runs: closing waits for them) or of one
         taken up already (a message's identity steps). Until the rooms drained, one sent
         just after a close() was taken, or not, as the closing task happened to run. Counted
-        until it returns, as asks are: closing lets it finish (a message still resolving its
-        sender's identity as closing began failed with "the kit is closed").
+        as asks are until it returns or waits for the read model only (``settling``):
+        closing lets it finish (a message still resolving its sender's identity as closing
+        began failed with "the kit is closed").
         """
         if _TAKEN_UP.get() is self:
-            yield
-            return
+            return TakenUp(self, None)
         if not here and self._closed and not in_post_commit_work() and deciding() is None:
             raise KitClosedError("the kit is closing and takes no more commands")
-        token = _TAKEN_UP.set(self)
         self._asking += 1
-        try:
-            yield
-        finally:
-            _TAKEN_UP.reset(token)
-            self._asked()
+        return TakenUp(self, _TAKEN_UP.set(self))
 
     def _asked(self) -> None:
         """One ask, or command taken up, fewer (see ``_drain``)."""
@@ -586,6 +579,32 @@ def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+class TakenUp:
+    """A command the kit took up (``KitRuntime.admitted``), until the ``with`` ends."""
+
+    __slots__ = ("_counted", "_runtime", "_token")
+
+    def __init__(self, runtime: KitRuntime, token: Token[KitRuntime | None] | None) -> None:
+        self._runtime = runtime
+        self._token = token  # None: part of a command taken up already, not counted again
+        self._counted = token is not None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _TAKEN_UP.reset(self._token)
+        self.settling()
+
+    def settling(self) -> None:
+        """It waits for the read model only from now on: closing no longer waits for it (it
+        stops the read model, which ends that wait with ``KitClosedError``)."""
+        if self._counted:
+            self._counted = False
+            self._runtime._asked()
 
 
 class _RuntimePort:
