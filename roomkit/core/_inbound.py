@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import anyio
@@ -31,7 +31,7 @@ from roomkit.core._commands import (
 )
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
-from roomkit.core._runtime import TakenUp
+from roomkit.core._runtime import KitRuntime, TakenUp
 from roomkit.core._system_events import hook_failure, lifecycle_event
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
@@ -49,9 +49,6 @@ from roomkit.models.event import EventContent, RoomEvent
 from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
-
-if TYPE_CHECKING:
-    from roomkit.core._runtime import KitRuntime
 
 __all__ = ["InboundMixin"]
 
@@ -129,8 +126,11 @@ class InboundMixin(HelpersMixin):
         channel = self._channels.get(message.channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {message.channel_id} not registered")
-        with (await self._ensure_runtime()).admitted(here) as taken:
-            return await self._process_taken_up(message, channel, room_id, waiting, here, taken)
+        runtime = await self._ensure_runtime()
+        with runtime.admitted(here) as taken:
+            return await self._process_taken_up(
+                message, channel, room_id, waiting, here, runtime, taken
+            )
 
     async def _process_taken_up(
         self,
@@ -139,21 +139,21 @@ class InboundMixin(HelpersMixin):
         room_id: str | None,
         waiting: tuple[DecisionWait, ...],
         here: bool,
+        runtime: KitRuntime,
         taken: TakenUp,
     ) -> InboundResult:
         """``_process_inbound`` once the kit took the message up (``KitRuntime.admitted``)."""
         if room_id is not None:
             self._check_room_id(room_id)
         else:
-            # The router reads the store: caught up with the log.
-            projection = (await self._ensure_runtime()).projection
+            # The router reads the store, caught up with the log (the runtime started).
             created = self._auto_created.get(message.channel_id, 0)
-            seen = projection.checkpoint
+            seen = runtime.projection.checkpoint
             room_id = await self._route(message, channel)
             if room_id is None:
                 room_id = await self._route_or_create(message, channel, created, seen)
-
-        runtime = await self._ensure_runtime()
+            # The runtime may have ended while the router ran (its event loop did).
+            runtime = await self._ensure_runtime()
         placement = runtime.placement
         if placement is not None and not here:  # another process may own the room
             try:
