@@ -354,6 +354,22 @@ async def b_to_close(a: RoomKit, b: RoomKit) -> AsyncIterator[None]:
             await b.__aexit__(None, None, None)
 
 
+@asynccontextmanager
+async def slow_to_b(a: RoomKit, b: RoomKit) -> AsyncIterator[tuple[str, list[InboundResult]]]:
+    """``a`` sends "slow" to a room ``b`` holds, in a task the block ends with: the room,
+    and the message's answer once the block ended."""
+    room_id = rooms_of(b, 1)[0]
+    await room_with(a, room_id, "sms")
+    answers: list[InboundResult] = []
+
+    async def send_slow() -> None:
+        answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(send_slow)
+        yield room_id, answers
+
+
 def rooms_of(kit: RoomKit, count: int) -> list[str]:
     """``count`` room ids in partitions ``kit`` holds."""
     held = placement(kit).held
@@ -973,22 +989,13 @@ async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: Nats
                 await anyio.sleep(2.5)
             return HookResult.allow()
 
-        async with b_to_close(a, b):
-            room_id = rooms_of(b, 1)[0]
-            await room_with(a, room_id, "sms")
-            answers: list[InboundResult] = []
+        async with b_to_close(a, b), slow_to_b(a, b) as (room_id, answers):
 
-            async def send_slow() -> None:
-                answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
+            async def taken() -> bool:
+                return ("b", room_id) in ran
 
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(send_slow)
-
-                async def taken() -> bool:
-                    return ("b", room_id) in ran
-
-                await eventually(taken, what="b took the slow message")
-                await b.close()
+            await eventually(taken, what="b took the slow message")
+            await b.close()
         assert answers[0].event is not None and not answers[0].blocked
 
 
@@ -1027,15 +1034,7 @@ async def test_a_message_taken_before_a_close_finishes_its_identity_steps(
         )
         b.register_channel(SimpleChannel("sms"))
         async with b_to_close(a, b):
-            room_id = rooms_of(b, 1)[0]
-            await room_with(a, room_id, "sms")
-            answers: list[InboundResult] = []
-
-            async def send_slow() -> None:
-                answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
-
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(send_slow)
+            async with slow_to_b(a, b) as (room_id, answers):
                 await resolver.started.wait()
                 await b.close()
             [answer] = answers
