@@ -31,8 +31,9 @@ from roomkit.core._commands import (
 )
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
-from roomkit.core._runtime import KitRuntime, TakenUp
+from roomkit.core._runtime import KitRuntime
 from roomkit.core._system_events import hook_failure, lifecycle_event
+from roomkit.core._taken_up import TakenUp
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
 from roomkit.identity.base import IdentityResolver

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
-from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -38,6 +37,7 @@ from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
+from roomkit.core._taken_up import TakenUp, taken_up_by
 from roomkit.core._turns import TurnTracker
 from roomkit.errors import (
     EventRefusedError,
@@ -64,8 +64,6 @@ logger = logging.getLogger("roomkit.runtime")
 _DELIVERY_MAILBOX = 1_000_000
 # The kit's own asks (see ask_room) stay finite, as every ask does.
 _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
-# The runtime whose command the running code is part of (see KitRuntime.admitted).
-_TAKEN_UP: ContextVar[KitRuntime | None] = ContextVar("roomkit_taken_up", default=None)
 ROOM = "room"
 DELIVERY = "room-delivery"
 # What a decision runs, in the refusals of ask_room: a message sent from there is processed
@@ -342,12 +340,13 @@ class KitRuntime:
         closing lets it finish (a message still resolving its sender's identity as closing
         began failed with "the kit is closed").
         """
-        if _TAKEN_UP.get() is self:
-            return TakenUp(self, None)
+        command = taken_up_by(self)
+        if command is not None:
+            return TakenUp(self, command.command or command)
         if not here and self._closed and not in_post_commit_work() and deciding() is None:
             raise KitClosedError("the kit is closing and takes no more commands")
         self._asking += 1
-        return TakenUp(self, _TAKEN_UP.set(self))
+        return TakenUp(self, None)
 
     def _asked(self) -> None:
         """One ask, or command taken up, fewer (see ``_drain``)."""
@@ -435,7 +434,7 @@ class KitRuntime:
             and not internal
             and not in_post_commit_work()
             and deciding() is None
-            and _TAKEN_UP.get() is not self
+            and taken_up_by(self) is None
         ):
             raise KitClosedError("the kit is closing and takes no more commands")
         decision = deciding()  # a command from a room's decision to that very room waits on it
@@ -579,32 +578,6 @@ def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-class TakenUp:
-    """A command the kit took up (``KitRuntime.admitted``), until the ``with`` ends."""
-
-    __slots__ = ("_counted", "_runtime", "_token")
-
-    def __init__(self, runtime: KitRuntime, token: Token[KitRuntime | None] | None) -> None:
-        self._runtime = runtime
-        self._token = token  # None: part of a command taken up already, not counted again
-        self._counted = token is not None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._token is not None:
-            _TAKEN_UP.reset(self._token)
-        self.settling()
-
-    def settling(self) -> None:
-        """It waits for the read model only from now on: closing no longer waits for it (it
-        stops the read model, which ends that wait with ``KitClosedError``)."""
-        if self._counted:
-            self._counted = False
-            self._runtime._asked()
 
 
 class _RuntimePort:

@@ -433,6 +433,38 @@ async def test_an_unhashable_channel_is_closed_like_any() -> None:
     assert (odd.closes, other.closes) == (1, 1)
 
 
+async def test_a_task_a_hook_left_running_is_refused_once_the_kit_closes() -> None:
+    # It kept the mark of the command its room first woke up for (the room's task copied
+    # it, and the hook's task from there): its commands passed for steps of that command.
+    kit = RoomKit()
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    closing = anyio.Event()
+    said: list[str] = []
+
+    async def later() -> None:
+        await closing.wait()
+        try:
+            await kit.update_room_metadata("r1", {"late": True})
+            said.append("taken")
+        except KitClosedError:
+            said.append("refused")
+
+    with anyio.fail_after(20):  # a hang guard
+        async with anyio.create_task_group() as tasks:
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+            async def leave_a_task(event: RoomEvent, context: RoomContext) -> None:
+                tasks.start_soon(later)
+
+            await room_with(kit, "r1", "sms", "ws")
+            await kit.process_inbound(text("sms", "hi"), room_id="r1")
+            await kit.close()
+            closing.set()
+    assert said == ["refused"]
+    assert (await kit.get_room("r1")).metadata == {}
+
+
 async def test_a_close_lets_the_messages_taken_before_it_finish_their_steps() -> None:
     # Closing waited for the commands in its rooms only: a message still resolving its
     # sender's identity as close() was called failed with "the kit is closed", and a
