@@ -16,8 +16,8 @@ rows as they were first added (the order listings keep; an upsert keeps a row's 
 - Text PostgreSQL cannot hold (a NUL character, a lone surrogate) can still be an id or a key:
   such a character, and the backslash, are written ``\\uXXXX`` in the key columns.
 - An idempotency key longer than ``_LONGEST_KEY`` bytes (keys come from outside: a webhook's
-  message id) is held as a NUL and its SHA-256: a B-tree index takes at most some 2,700 bytes
-  a row, and past that the message was missing from the tables (the record failed).
+  message id) is held as a backslash and its SHA-256: a B-tree index takes at most some 2,700
+  bytes a row, and past that the message was missing from the tables (the record failed).
 - ``position`` holds the log position the tables hold every record up to: each record goes in
   with it in one transaction (``apply_record``), so the kits of several processes sharing the
   tables apply each record once, and a kit starting takes the tables up from there.
@@ -197,15 +197,22 @@ def _unkey(text: str) -> str:
 _LONGEST_KEY = 1000
 
 
+class _Held(str):
+    """Text a key column holds as it is: ``_arguments`` escapes only plain ``str``."""
+
+    __slots__ = ()
+
+
 def _held_key(key: str | None) -> str | None:
-    """An idempotency key as the ``idempotency`` table holds it (the module docstring): a NUL
-    marks the digest form, which no key holds as is (``_key`` escapes a NUL)."""
+    """An idempotency key as the ``idempotency`` table holds it (the module docstring): the
+    digest form starts with a lone backslash, which no key's column value holds (``_key``
+    writes each backslash ``\\u005c``), so no key, however crafted, stands for another."""
     if key is None or len(key) * 4 <= _LONGEST_KEY:  # short enough in any encoding
         return key
     raw = key.encode("utf-8", "surrogatepass")
     if len(raw) <= _LONGEST_KEY:
         return key
-    return "\x00sha256:" + hashlib.sha256(raw).hexdigest()
+    return _Held("\\sha256:" + hashlib.sha256(raw).hexdigest())
 
 
 def _arguments(args: Sequence[Any]) -> list[Any]:
