@@ -69,4 +69,5 @@ def _trio_takes_ctrl_c() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     handler = signal.getsignal(signal.SIGINT)
-    return getattr(handler, "__module__", "").startswith("trio.")
+    # Its KeyboardInterrupt handler, not an app's signal receiver (trio._signals).
+    return getattr(handler, "__module__", "").startswith("trio._core")

@@ -9,6 +9,7 @@ default (its class name, no vision, nothing to close).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from providers.ai.base import AIContext, AIProvider, AIResponse
@@ -24,7 +25,8 @@ class ShapedProvider(AIProvider):
 
     @property
     def name(self) -> str:
-        return str(getattr(self.shaped, "name", type(self.shaped).__name__))
+        name = getattr(self.shaped, "name", None)
+        return name if isinstance(name, str) else type(self.shaped).__name__
 
     @property
     def supports_vision(self) -> bool:
@@ -41,7 +43,9 @@ class ShapedProvider(AIProvider):
     async def close(self) -> None:
         close = getattr(self.shaped, "close", None)
         if close is not None:
-            await close()
+            closed = close()
+            if inspect.isawaitable(closed):  # a plain function has closed it already
+                await closed
 
     def __repr__(self) -> str:
         return f"ShapedProvider({self.shaped!r})"

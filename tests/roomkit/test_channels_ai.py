@@ -296,6 +296,18 @@ class TestSettings:
             async def generate(self, context: AIContext) -> AIResponse:
                 return AIResponse(content="hi")
 
+        class Plain(Bare):  # a name that is a method, a close that is a plain function
+            def name(self) -> str:
+                return "plain"
+
+            def close(self) -> None:
+                self.closed = True
+
+        plain = Plain()
+        channel = AIChannel(AI_ID, plain)  # type: ignore[arg-type]
+        assert channel.info["provider"] == "Plain"
+        await channel.close()
+        assert plain.closed
         bare = Bare()
         channel = AIChannel(AI_ID, bare)  # type: ignore[arg-type]
         assert channel.provider is bare
