@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from collections import deque
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -79,8 +80,10 @@ class InMemoryRealtime(RealtimeBackend):
         self._done: anyio.Event | None = None
         # Strong reference to a lazily spawned asyncio host task (the loop keeps weak ones).
         self._exit_stack: AsyncExitStack | None = None
-        # The asyncio loop run() serves in (or is being started in): None on trio.
+        # The asyncio loop run() serves in (or is being started in): None on trio; and the
+        # thread it runs in.
         self._host_loop: asyncio.AbstractEventLoop | None = None
+        self._host_thread: int | None = None
 
     @property
     def subscription_count(self) -> int:
@@ -111,6 +114,7 @@ class InMemoryRealtime(RealtimeBackend):
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
                 self._host_loop = asyncio._get_running_loop()
+                self._host_thread = threading.get_ident()
                 ready.set()
                 task_status.started()
                 await stop.wait()
@@ -184,6 +188,10 @@ class InMemoryRealtime(RealtimeBackend):
         another thread), it has that loop stop them and returns at once: waiting here for
         that loop's events never ended.
         """
+        if self._trio_elsewhere():
+            raise RuntimeError(
+                "InMemoryRealtime serves in a trio run of another thread: close it from there"
+            )
         serving = self._serving_elsewhere()
         if serving is None:
             self._forget_a_dead_loop()
@@ -226,6 +234,7 @@ class InMemoryRealtime(RealtimeBackend):
             self._stop = anyio.Event()
             self._done = anyio.Event()
             self._host_loop = asyncio._get_running_loop()
+            self._host_thread = threading.get_ident()
             spawn_host(self.run, "roomkit.realtime")
         await self._ready.wait()
         if self._task_group is None:
@@ -249,12 +258,21 @@ class InMemoryRealtime(RealtimeBackend):
         Raises:
             RuntimeError: another loop, still running, serves this backend.
         """
-        if self._serving_elsewhere() is not None:
+        if self._serving_elsewhere() is not None or self._trio_elsewhere():
             raise RuntimeError(
                 "InMemoryRealtime serves in an event loop running in another thread: use it "
                 "from that loop"
             )
         self._forget_a_dead_loop()
+
+    def _trio_elsewhere(self) -> bool:
+        """Whether ``run()`` serves in a trio run of another thread (trio has no loop object
+        to hand work to: such a backend is used, and closed, from its own thread only)."""
+        return (
+            self._host_loop is None
+            and self._task_group is not None
+            and self._host_thread not in (None, threading.get_ident())
+        )
 
     def _forget_a_dead_loop(self) -> None:
         """Start afresh if ``run()`` serves in an event loop that ended without having its

@@ -445,3 +445,35 @@ def test_a_backend_served_by_a_loop_in_another_thread_is_used_from_there() -> No
         loop.call_soon_threadsafe(loop.stop)
         serving.join(5)
         loop.close()
+
+
+def test_a_backend_served_by_trio_in_another_thread_is_used_from_there() -> None:
+    # Served by trio, a publish from another thread's trio run was taken (and reached no
+    # one), and a close from there failed deep inside trio (an AssertionError).
+    realtime = InMemoryRealtime()
+    subscribed, stop = threading.Event(), threading.Event()
+    heard: list[str] = []
+
+    async def serve() -> None:
+        await realtime.subscribe("c", lambda event: heard.append(event.user_id))
+        subscribed.set()
+        while not stop.is_set():
+            await anyio.sleep(0.01)
+        await realtime.publish("c", typing(user="u2"))
+        while not heard:
+            await anyio.sleep(0.01)
+        await realtime.close()
+
+    serving = threading.Thread(target=anyio.run, args=(serve,), kwargs={"backend": "trio"})
+    serving.start()
+    try:
+        assert subscribed.wait(5)
+        for backend in ("trio", "asyncio"):
+            with pytest.raises(RuntimeError, match="another thread: use it from that loop"):
+                anyio.run(realtime.publish, "c", typing(user="u1"), backend=backend)
+            with pytest.raises(RuntimeError, match="a trio run of another thread"):
+                anyio.run(realtime.close, backend=backend)
+    finally:
+        stop.set()
+        serving.join(5)
+    assert heard == ["u2"] and realtime.closed
