@@ -10,12 +10,14 @@ for the read model for good (``settling``). A step of one waiting for the read m
 counted: the command goes on after it, and uncounted meanwhile, closing could stop the rooms
 under it (its next step refused); with the store away, closing waits for it up to its bound.
 
-A ``ContextMark``: a task started meanwhile (a room's actor woken by the command, a task a
-hook leaves running) sees the mark only while the command runs, not after.
+The mark is the task's that took the command up (its steps run there): a task started
+meanwhile copies it with the context (a room's actor the command woke, a task a hook of that
+room leaves running), and it passed for a step of the command while that one ran.
 """
 
 from __future__ import annotations
 
+import asyncio
 from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
@@ -31,7 +33,7 @@ __all__ = ["TakenUp", "taken_up_by"]
 class TakenUp(ContextMark):
     """A command taken up (``command`` is None), or a step of one (``command``: that one)."""
 
-    __slots__ = ("_counted", "command", "runtime")
+    __slots__ = ("_counted", "command", "runtime", "task")
 
     _var: ClassVar[ContextVar[TakenUp | None]] = ContextVar("roomkit_taken_up", default=None)
 
@@ -39,6 +41,7 @@ class TakenUp(ContextMark):
         super().__init__()
         self.runtime = runtime
         self.command = command
+        self.task = running_task()
         self._counted = command is None  # a command is counted when taken up (admitted)
 
     def __exit__(
@@ -63,4 +66,14 @@ def taken_up_by(runtime: KitRuntime) -> TakenUp | None:
     mark = TakenUp._var.get()
     if mark is None or not mark.active or mark.runtime is not runtime:
         return None
-    return mark
+    return mark if mark.task is running_task() else None
+
+
+def running_task() -> object:
+    """The task running this code: asyncio's, or trio's (anyio's other backend)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no asyncio loop runs: trio does
+        import trio
+
+        return trio.lowlevel.current_task()

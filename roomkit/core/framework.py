@@ -33,6 +33,7 @@ from roomkit.core._room_ids import check_read_room_id, check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
 from roomkit.core._store_view import KitStore
+from roomkit.core._taken_up import taken_up_by
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.event_router import EventRouter
 from roomkit.core.hooks import (
@@ -419,12 +420,15 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         await self._close()
 
     def _inside_own_work(self) -> bool:
-        """Whether the running code is work of this kit that closing waits for."""
+        """Whether the running code is work of this kit that closing waits for (a command
+        taken up: an identity resolver or a router its message runs)."""
         job = PostCommitJob._var.get()
         if job is not None and job.active and job.kit is self:
             return True
         decision = deciding()
-        return decision is not None and decision.kit is self
+        if decision is not None and decision.kit is self:
+            return True
+        return taken_up_by(self._runtime) is not None
 
     async def _close_aside(self) -> None:
         assert self._closer is not None

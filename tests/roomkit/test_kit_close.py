@@ -465,6 +465,81 @@ async def test_a_task_a_hook_left_running_is_refused_once_the_kit_closes() -> No
     assert (await kit.get_room("r1")).metadata == {}
 
 
+async def test_a_task_a_hook_left_running_is_refused_while_its_room_s_first_command_runs() -> None:
+    # The room's task copied the mark of the message that first woke it (here, in a kit on
+    # a log another kit wrote: as after a restart), and so did a task its BEFORE_BROADCAST
+    # hook left running: while that message still ran (its delivery, here), that task's
+    # commands passed for the message's steps.
+    log = MemoryEventLog()
+    first = RoomKit(log=log)
+    for channel_id in ("sms", "ws"):
+        first.register_channel(SimpleChannel(channel_id))
+    await room_with(first, "r1", "sms", "ws")
+    await first.close()
+    kit = RoomKit(log=log)
+    closing, done = anyio.Event(), anyio.Event()
+
+    class Held(SimpleChannel):
+        async def deliver(self, event: RoomEvent, *args: Any) -> ChannelOutput:
+            await done.wait()  # the message runs until the left task has tried
+            return await super().deliver(event, *args)
+
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(Held("ws"))
+    said: list[str] = []
+
+    async def later() -> None:
+        await closing.wait()
+        try:
+            await kit.update_room_metadata("r1", {"late": True})
+            said.append("taken")
+        except KitClosedError:
+            said.append("refused")
+        done.set()
+
+    with anyio.fail_after(20):  # a hang guard
+        async with anyio.create_task_group() as tasks:
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def leave_a_task(event: RoomEvent, context: RoomContext) -> None:
+                tasks.start_soon(later)
+
+            tasks.start_soon(
+                functools.partial(kit.process_inbound, text("sms", "hi"), room_id="r1")
+            )
+            while await kit.store.get_event_count("r1") < 3:  # its two attachments, and it
+                await anyio.sleep(0.01)
+            tasks.start_soon(kit.close)
+            while not kit._runtime.closed:
+                await anyio.sleep(0.01)
+            closing.set()
+    assert said == ["refused"]
+    assert (await kit.get_room("r1")).metadata == {}
+
+
+async def test_a_close_from_an_identity_resolver_begins_closing_and_returns() -> None:
+    # The resolver runs inside its message, which closing waits for: close() waited for
+    # itself until its bound (four times process_timeout), then the message failed.
+    class Closing(IdentityResolver):
+        async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
+            await kit.close()
+            return IdentityResult(
+                status=IdentificationStatus.IDENTIFIED, identity=Identity(id="alice")
+            )
+
+    kit = RoomKit(identity_resolver=Closing(), process_timeout=1)
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+    with anyio.fail_after(20):  # a hang guard
+        await room_with(kit, "r1", "sms", "ws")
+        result = await kit.process_inbound(text("sms", "bye"), room_id="r1")
+        assert result.event is not None and not result.blocked
+        with pytest.raises(KitClosedError):
+            await kit.create_room(room_id="r2")
+        await kit.close()  # waits for the closing the resolver began
+    assert [e.content.body for e in await kit.get_timeline("r1")][-1] == "bye"  # type: ignore[union-attr]
+
+
 async def test_a_close_lets_the_messages_taken_before_it_finish_their_steps() -> None:
     # Closing waited for the commands in its rooms only: a message still resolving its
     # sender's identity as close() was called failed with "the kit is closed", and a
