@@ -433,23 +433,33 @@ async def test_an_unhashable_channel_is_closed_like_any() -> None:
     assert (odd.closes, other.closes) == (1, 1)
 
 
+class LateWrite:
+    """A task a kit's hook leaves running: once ``closing`` is set, it changes room r1's
+    metadata, and notes whether the kit took the change (``said``)."""
+
+    def __init__(self, kit: RoomKit) -> None:
+        self.kit = kit
+        self.closing = anyio.Event()
+        self.tried = anyio.Event()
+        self.said: list[str] = []
+
+    async def __call__(self) -> None:
+        await self.closing.wait()
+        try:
+            await self.kit.update_room_metadata("r1", {"late": True})
+            self.said.append("taken")
+        except KitClosedError:
+            self.said.append("refused")
+        self.tried.set()
+
+
 async def test_a_task_a_hook_left_running_is_refused_once_the_kit_closes() -> None:
     # It kept the mark of the command its room first woke up for (the room's task copied
     # it, and the hook's task from there): its commands passed for steps of that command.
     kit = RoomKit()
     kit.register_channel(SimpleChannel("sms"))
     kit.register_channel(SimpleChannel("ws"))
-    closing = anyio.Event()
-    said: list[str] = []
-
-    async def later() -> None:
-        await closing.wait()
-        try:
-            await kit.update_room_metadata("r1", {"late": True})
-            said.append("taken")
-        except KitClosedError:
-            said.append("refused")
-
+    later = LateWrite(kit)
     with anyio.fail_after(20):  # a hang guard
         async with anyio.create_task_group() as tasks:
 
@@ -460,8 +470,8 @@ async def test_a_task_a_hook_left_running_is_refused_once_the_kit_closes() -> No
             await room_with(kit, "r1", "sms", "ws")
             await kit.process_inbound(text("sms", "hi"), room_id="r1")
             await kit.close()
-            closing.set()
-    assert said == ["refused"]
+            later.closing.set()
+    assert later.said == ["refused"]
     assert (await kit.get_room("r1")).metadata == {}
 
 
@@ -477,25 +487,15 @@ async def test_a_task_a_hook_left_running_is_refused_while_its_room_s_first_comm
     await room_with(first, "r1", "sms", "ws")
     await first.close()
     kit = RoomKit(log=log)
-    closing, done = anyio.Event(), anyio.Event()
+    later = LateWrite(kit)
 
     class Held(SimpleChannel):
         async def deliver(self, event: RoomEvent, *args: Any) -> ChannelOutput:
-            await done.wait()  # the message runs until the left task has tried
+            await later.tried.wait()  # the message runs until the left task has tried
             return await super().deliver(event, *args)
 
     kit.register_channel(SimpleChannel("sms"))
     kit.register_channel(Held("ws"))
-    said: list[str] = []
-
-    async def later() -> None:
-        await closing.wait()
-        try:
-            await kit.update_room_metadata("r1", {"late": True})
-            said.append("taken")
-        except KitClosedError:
-            said.append("refused")
-        done.set()
 
     with anyio.fail_after(20):  # a hang guard
         async with anyio.create_task_group() as tasks:
@@ -512,8 +512,8 @@ async def test_a_task_a_hook_left_running_is_refused_while_its_room_s_first_comm
             tasks.start_soon(kit.close)
             while not kit._runtime.closed:
                 await anyio.sleep(0.01)
-            closing.set()
-    assert said == ["refused"]
+            later.closing.set()
+    assert later.said == ["refused"]
     assert (await kit.get_room("r1")).metadata == {}
 
 
