@@ -154,7 +154,8 @@ async def test_a_blocked_turn_runs_in_0_3_0_order(kit: RoomKit) -> None:
 
 
 class TaskingBrain(SimpleChannel):
-    """An intelligence channel answering the user's message with a reply and a task."""
+    """An intelligence channel answering each of the user's messages with a reply and a
+    task, named after it."""
 
     async def on_event(
         self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
@@ -164,10 +165,10 @@ class TaskingBrain(SimpleChannel):
         reply = RoomEvent(
             room_id=context.room.id,
             source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
-            content=TextContent(body="AI says hi"),
+            content=TextContent(body=f"re: {body(event)}"),
             chain_depth=event.chain_depth + 1,
         )
-        task = Task(room_id=context.room.id, title="broadcast task")
+        task = Task(room_id=context.room.id, title=f"about {body(event)}")
         return ChannelOutput(responded=True, response_events=[reply], tasks=[task])
 
 
@@ -194,32 +195,11 @@ async def test_the_hooks_tasks_come_before_the_broadcasts(kit: RoomKit) -> None:
 
     await kit.process_inbound(text("sms", "hello"), room_id="r1")
     assert log == [
-        "AFTER_BROADCAST AI says hi",
+        "AFTER_BROADCAST re: hello",
         "ON_TASK_CREATED hook task",
-        "ON_TASK_CREATED broadcast task",
+        "ON_TASK_CREATED about hello",
         "AFTER_BROADCAST hello",
     ]
-
-
-class TaskingAI(SimpleChannel):
-    """An intelligence channel answering each message with a reply and a task."""
-
-    def __init__(self, channel_id: str) -> None:
-        super().__init__(channel_id, ChannelType.AI)
-
-    async def on_event(
-        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-    ) -> ChannelOutput:
-        if event.source.channel_id == self.channel_id:
-            return ChannelOutput.empty()
-        reply = RoomEvent(
-            room_id=event.room_id,
-            source=EventSource(channel_id=self.channel_id, channel_type=ChannelType.AI),
-            content=TextContent(body=f"re: {body(event)}"),
-            chain_depth=event.chain_depth + 1,
-        )
-        task = Task(room_id=event.room_id, title=f"about {body(event)}")
-        return ChannelOutput(responded=True, response_events=[reply], tasks=[task])
 
 
 async def test_a_sent_events_turn_runs_in_the_order_of_an_inbound_ones(kit: RoomKit) -> None:
@@ -227,10 +207,10 @@ async def test_a_sent_events_turn_runs_in_the_order_of_an_inbound_ones(kit: Room
     # AFTER_BROADCAST ran first, before them (an inbound message's runs last).
     log: list[str] = []
     kit.register_channel(Tap("sms", log, ChannelType.SMS))
-    kit.register_channel(TaskingAI("ai"))
+    kit.register_channel(TaskingBrain("brain"))
     await kit.create_room(room_id="r1")
     await kit.attach_channel("r1", "sms")
-    await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+    await kit.attach_channel("r1", "brain", category=ChannelCategory.INTELLIGENCE)
     note_async_hooks(kit, log)
 
     await kit.process_inbound(text("sms", "in"), room_id="r1")
