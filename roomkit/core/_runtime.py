@@ -429,15 +429,15 @@ class KitRuntime:
         system = self._system
         if system is None:
             raise KitClosedError("the kit is closed")
+        decision = deciding()  # a command from a room's decision to that very room waits on it
         if (
             self._closing
             and not internal
+            and decision is None
             and not in_post_commit_work()
-            and deciding() is None
             and taken_up_by(self) is None
         ):
             raise KitClosedError("the kit is closing and takes no more commands")
-        decision = deciding()  # a command from a room's decision to that very room waits on it
         if decision is not None:
             if decision.room_id == room_id and decision.kit is self._kit:
                 raise RoomKitError(

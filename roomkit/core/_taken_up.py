@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
-from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from roomkit.core._context_mark import ContextMark
 
@@ -44,13 +43,8 @@ class TakenUp(ContextMark):
         self.task = running_task()
         self._counted = command is None  # a command is counted when taken up (admitted)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        super().__exit__(exc_type, exc, tb)
+    def __exit__(self, *exc_info: Any) -> None:
+        super().__exit__(*exc_info)
         self.settling()
 
     def settling(self) -> None:
