@@ -15,9 +15,11 @@ rows as they were first added (the order listings keep; an upsert keeps a row's 
   it). A room's counters, which every message changes, have columns of their own.
 - Text PostgreSQL cannot hold (a NUL character, a lone surrogate) can still be an id or a key:
   such a character, and the backslash, are written ``\\uXXXX`` in the key columns.
-- An idempotency key longer than ``_LONGEST_KEY`` bytes (keys come from outside: a webhook's
-  message id) is held as a backslash and its SHA-256: a B-tree index takes at most some 2,700
-  bytes a row, and past that the message was missing from the tables (the record failed).
+- A key longer than ``_LONGEST_KEY`` bytes as written (ids and keys come from outside: a
+  webhook's message id, a sender's address) is held as a backslash and its SHA-256: a B-tree
+  index takes at most some 2,700 bytes a row, and past that the record failed, and its message
+  or participant was missing from the tables. Where a query returns such a column, the id is
+  read back from the row's ``data``.
 - ``position`` holds the log position the tables hold every record up to: each record goes in
   with it in one transaction (``apply_record``), so the kits of several processes sharing the
   tables apply each record once, and a kit starting takes the tables up from there.
@@ -57,6 +59,7 @@ __all__ = ["PostgresStore"]
 logger = logging.getLogger("roomkit.store.postgres")
 
 M = TypeVar("M", bound=BaseModel)
+_Identified = Room | RoomEvent | Identity
 
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _BIGINT_MAX = 2**63 - 1
@@ -193,8 +196,12 @@ def _unkey(text: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text) if "\\" in text else text
 
 
-# Idempotency keys longer than this, in UTF-8, are held by their digest (module docstring).
+# Keys longer than this, in UTF-8 as written, are held by their digest (module docstring):
+# two of them, the most a key of these tables has, fit in an index row.
 _LONGEST_KEY = 1000
+_DIGEST = "\\sha256:"
+# Escaped text has no surrogates: 4 bytes a character at most.
+_SHORT_ENOUGH = _LONGEST_KEY // 4
 
 
 class _Held(str):
@@ -203,20 +210,22 @@ class _Held(str):
     __slots__ = ()
 
 
-def _held_key(key: str | None) -> str | None:
-    """An idempotency key as the ``idempotency`` table holds it (the module docstring): the
-    digest form starts with a lone backslash, which no key's column value holds (``_key``
-    writes each backslash ``\\u005c``), so no key, however crafted, stands for another."""
-    if key is None or len(key) * 4 <= _LONGEST_KEY:  # short enough in any encoding
-        return key
-    raw = key.encode("utf-8", "surrogatepass")
+def _held(text: str) -> str:
+    """``text`` as a key column holds it: escaped (``_key``), and by its digest if that is
+    too long for an index. The digest form starts with a lone backslash, which no escaped
+    text holds (``_key`` writes each backslash ``\\u005c``), so no text, however crafted,
+    stands for another."""
+    written = _key(text)
+    if len(written) <= _SHORT_ENOUGH:
+        return written
+    raw = written.encode()
     if len(raw) <= _LONGEST_KEY:
-        return key
-    return _Held("\\sha256:" + hashlib.sha256(raw).hexdigest())
+        return written
+    return _DIGEST + hashlib.sha256(raw).hexdigest()
 
 
 def _arguments(args: Sequence[Any]) -> list[Any]:
-    return [_key(a) if type(a) is str else a for a in args]
+    return [_held(a) if type(a) is str else a for a in args]
 
 
 def _unavailable() -> tuple[type[BaseException], ...]:
@@ -504,6 +513,18 @@ class PostgresStore(ConversationStore):
         result: str = await self._run("execute", query, *args, conn=conn)
         return result
 
+    async def _id_of(
+        self, column: str, table: str, model: type[_Identified], conn: Any = None
+    ) -> str:
+        """The id a key column's value stands for: a digest's, read from the ``data`` of the
+        ``table`` row it is the id of (or the digest, if that row is gone)."""
+        if not column.startswith(_DIGEST):
+            return _unkey(column)
+        data = await self._fetchval(
+            f"SELECT data FROM {{{table}}} WHERE id = $1", _Held(column), conn=conn
+        )
+        return column if data is None else _load(model, data).id
+
     # -- the log's position ----------------------------------------------------------------------
 
     async def applied_position(self) -> int:
@@ -742,7 +763,7 @@ class PostgresStore(ConversationStore):
             channel_id,
             None if status is None else str(status),
         )
-        return None if room_id is None else _unkey(room_id)
+        return None if room_id is None else await self._id_of(room_id, "rooms", Room)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -811,13 +832,13 @@ class PostgresStore(ConversationStore):
             SELECT id FROM stored""",
             event_id,
             room_id,
-            _held_key(idempotency_key or None),
+            idempotency_key or None,
             visibility,
             data,
         )
         if stored is None:
             other = await self._fetchval("SELECT room_id FROM {events} WHERE id = $1", event_id)
-            room = None if other is None else _unkey(other)
+            room = None if other is None else await self._id_of(other, "rooms", Room)
             raise ValueError(f"event {event_id!r} is already stored in room {room!r}")
 
     async def get_event(self, event_id: str) -> RoomEvent | None:
@@ -865,9 +886,9 @@ class PostgresStore(ConversationStore):
         event_id: str | None = await self._fetchval(
             "SELECT event_id FROM {idempotency} WHERE room_id = $1 AND key = $2",
             room_id,
-            _held_key(key),
+            key,
         )
-        return None if event_id is None else _unkey(event_id)
+        return None if event_id is None else await self._id_of(event_id, "events", RoomEvent)
 
     async def get_event_count(self, room_id: str) -> int:
         """Return the number of events of the room."""
@@ -1054,7 +1075,9 @@ class PostgresStore(ConversationStore):
             identity_id,
             conn=conn,
         )
-        owner_id = None if owner is None else _unkey(owner)
+        owner_id = (
+            None if owner is None else await self._id_of(owner, "identities", Identity, conn)
+        )
         if owner_id is None or owner_id == identity_id:
             return
         data = await self._fetchval(

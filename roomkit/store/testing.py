@@ -466,6 +466,53 @@ class ConversationStoreContract:
             assert not await store.check_idempotency("r1", crafted)
         assert [e.id for e in await store.list_events("r1")] == [event.id]
 
+    async def test_ids_of_any_length_are_kept(self, store: ConversationStore) -> None:
+        # Ids come from outside too (a sender's address, a hook's event id): past some 2,700
+        # bytes PostgreSQL's index refused them, and the record's writes were lost.
+        def long(tag: str) -> str:
+            return tag + "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(1000))
+
+        room_id, channel_id, sender = long("room"), long("channel"), long("sender")
+        await store.create_room(make_room(room_id))
+        await store.add_binding(make_binding(room_id, channel_id, participant_id=sender))
+        assert await store.find_room_id_by_channel(channel_id) == room_id
+        assert some(await store.find_latest_room(sender)).id == room_id
+        await store.add_participant(make_participant(room_id, sender, channel_id=channel_id))
+        assert [p.id for p in await store.list_participants(room_id)] == [sender]
+        assert some(await store.get_participant(room_id, sender)).channel_id == channel_id
+
+        event = await store.add_event(
+            make_event(room_id, id=long("event"), channel_id=channel_id, idempotency_key="k")
+        )
+        assert some(await store.get_event(event.id)) == event
+        assert await store.idempotent_event_id(room_id, "k") in (event.id, "")
+        with pytest.raises(ValueError, match="already stored in room"):
+            await store.add_event(make_event("elsewhere", id=event.id))
+        await store.mark_read(room_id, channel_id, event.id)
+        assert await store.get_unread_count(room_id, channel_id) == 0
+
+        task = await store.add_task(Task(id=long("task"), room_id=room_id, title="t"))
+        assert some(await store.get_task(task.id)) == task
+        seen = Observation(id=long("obs"), room_id=room_id, channel_id=channel_id, content="o")
+        await store.add_observation(seen)
+        assert await store.list_observations(room_id) == [seen]
+
+        first, second = long("identity-1"), long("identity-2")
+        await store.create_identity(Identity(id=first, channel_addresses={"sms": [sender]}))
+        assert some(await store.resolve_identity("sms", sender)).id == first
+        await store.link_address(second, "sms", sender)  # unknown: nothing changes
+        await store.create_identity(Identity(id=second))
+        await store.link_address(second, "sms", sender)  # moves it from the first
+        assert some(await store.resolve_identity("sms", sender)).id == second
+        assert some(await store.get_identity(first)).channel_addresses == {}
+
+        # Two long ids alike but for their last character stay two.
+        twin = channel_id[:-1] + "!"
+        assert await store.find_room_id_by_channel(twin) is None
+        assert await store.get_participant(room_id, sender[:-1] + "!") is None
+        assert await store.delete_room(room_id)
+        assert await store.get_room(room_id) is None
+
     async def test_metadata_numbers_are_kept_as_they_are(self, store: ConversationStore) -> None:
         metadata = {"big": 1.5e300, "float": 1e16, "zero": -0.0, "int": 10**30, "b": 1, "a": 2}
         await store.create_room(make_room("r1", metadata=metadata))

@@ -5,6 +5,7 @@ into tables that outlive the kit."""
 from __future__ import annotations
 
 import logging
+import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -108,6 +109,28 @@ async def test_a_kit_on_postgres_has_the_read_model_a_kit_in_memory_has(
             isinstance(e.content, TextContent) and e.content.body == "nul \x00 inside"
             for e in timeline
         )
+    async with new_kit(event_log, store=InMemoryStore()) as in_memory:
+        assert await snapshot(in_memory) == on_postgres
+
+
+async def test_a_message_from_a_sender_with_a_huge_address_reaches_the_tables(
+    event_log: EventLog, postgres_uri: str, postgres_prefix: str
+) -> None:
+    # A sender's address is external input; past some 2,700 bytes the index refused the
+    # participant, and the record's message was missing from the tables with it.
+    # Random digits, so that no compression makes it short.
+    digits = random.Random(7)
+    sender = "+1" + "".join(digits.choice("0123456789") for _ in range(8000))
+    async with postgres_kit(event_log, postgres_uri, postgres_prefix) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        result = await kit.process_inbound(text("sms", "hello", sender=sender))
+        assert result.event is not None
+        await kit.ensure_participant("r1", "sms", sender)
+        assert [p.id for p in await kit.store.list_participants("r1")] == [sender]
+        on_postgres = await snapshot(kit)
+        assert [e["id"] for e in on_postgres["r1"]["events"]][-1:] == [result.event.id]
     async with new_kit(event_log, store=InMemoryStore()) as in_memory:
         assert await snapshot(in_memory) == on_postgres
 
