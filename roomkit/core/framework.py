@@ -585,6 +585,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         if mismatch:
             # Quirk 8 fixed: a hook that can never run is reported at registration.
             logger.warning("%s", mismatch)
+        unreachable = self._hook_engine.filter_mismatch(registration)
+        if unreachable:
+            logger.warning("%s", unreachable)
         if room_id is None:
             self._hook_engine.register(registration)
         else:

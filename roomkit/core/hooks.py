@@ -29,7 +29,7 @@ from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.models.context import RoomContext
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
-from roomkit.models.event import RoomEvent
+from roomkit.models.event import EventSource, RoomEvent
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.identity import IdentityHookResult, IdentityResult
 from roomkit.models.task import Observation, Task
@@ -72,6 +72,23 @@ SYNC_TRIGGERS: frozenset[HookTrigger] = frozenset(
     }
 )
 """Triggers whose hooks run through `HookEngine.run_sync_hooks`; all others run ASYNC."""
+
+# Triggers whose events all come from the "system" source (synthetic lifecycle events, as in
+# 0.3.0), and that source.
+_SYSTEM_SOURCED: frozenset[HookTrigger] = frozenset(
+    {
+        HookTrigger.ON_CHANNEL_ATTACHED,
+        HookTrigger.ON_CHANNEL_DETACHED,
+        HookTrigger.ON_CHANNEL_MUTED,
+        HookTrigger.ON_CHANNEL_UNMUTED,
+        HookTrigger.ON_ROOM_CREATED,
+        HookTrigger.ON_ROOM_PAUSED,
+        HookTrigger.ON_ROOM_CLOSED,
+        HookTrigger.ON_PARTICIPANT_IDENTIFIED,
+        HookTrigger.ON_ERROR,
+    }
+)
+_SYSTEM_SOURCE = EventSource(channel_id="system", channel_type=ChannelType.SYSTEM)
 
 
 def expected_execution(trigger: HookTrigger) -> HookExecution:
@@ -203,6 +220,12 @@ class IdentityHookRegistration:
             and (self.channel_ids is None or source.channel_id in self.channel_ids)
             and (self.directions is None or source.direction in self.directions)
         )
+
+
+class _Sourced(NamedTuple):
+    """What a lifecycle event's source is, for ``HookEngine.filter_mismatch``."""
+
+    source: EventSource = _SYSTEM_SOURCE
 
 
 @dataclass(slots=True)
@@ -338,6 +361,21 @@ class HookEngine:
             f"hook {registration.name!r} is registered as {registration.execution.value.upper()}"
             f" for {registration.trigger.value}, which only runs {expected.value.upper()} hooks:"
             f" it will never run (register it with execution=HookExecution.{expected.name})"
+        )
+
+    @staticmethod
+    def filter_mismatch(registration: HookRegistration) -> str | None:
+        """Explain why ``registration``'s channel filters would never let it run, or return
+        ``None``: the events of lifecycle triggers (ON_ERROR, ON_CHANNEL_ATTACHED, ...) come
+        from the ``"system"`` source, so a filter on another channel never matches them. The
+        kit logs this as a warning at registration (a hook for SMS errors stayed silent)."""
+        if registration.trigger not in _SYSTEM_SOURCED or registration.matches(_Sourced()):
+            return None
+        return (
+            f"hook {registration.name!r} for {registration.trigger.value} is filtered by "
+            "channel, but that trigger's events come from the 'system' source "
+            "(ChannelType.SYSTEM): it will never run (the channel an event is about, if any, "
+            "is in event.content.data['channel_id'])"
         )
 
     # -- lookup ---------------------------------------------------------------------------

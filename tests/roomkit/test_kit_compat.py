@@ -131,6 +131,42 @@ class TestHooks:
         assert text.count("log_it") == 1 and text.count("will never run") == 1
         assert "execution=HookExecution.ASYNC" in text
 
+    async def test_a_lifecycle_hook_filtered_by_a_channel_is_reported_at_registration(
+        self, kit: RoomKit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Their events come from the "system" source: a hook for one channel's errors stayed
+        # silent, and nothing said why.
+        with caplog.at_level(logging.WARNING, logger="roomkit.framework"):
+
+            @kit.hook(HookTrigger.ON_ERROR, HookExecution.ASYNC, channel_ids=["sms"])
+            async def sms_errors(event: RoomEvent, context: RoomContext) -> None:
+                pass  # pragma: no cover
+
+            @kit.hook(
+                HookTrigger.ON_CHANNEL_ATTACHED,
+                HookExecution.ASYNC,
+                channel_types=[ChannelType.SMS],
+            )
+            async def sms_attached(event: RoomEvent, context: RoomContext) -> None:
+                pass  # pragma: no cover
+
+            # These can run: no warning.
+            @kit.hook(
+                HookTrigger.ON_ERROR, HookExecution.ASYNC, channel_types=[ChannelType.SYSTEM]
+            )
+            async def system_errors(event: RoomEvent, context: RoomContext) -> None:
+                pass  # pragma: no cover
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST, HookExecution.ASYNC, channel_ids=["sms"])
+            async def sms_messages(event: RoomEvent, context: RoomContext) -> None:
+                pass  # pragma: no cover
+
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 2, warned
+        assert "'sms_errors' for on_error" in warned[0] and "never run" in warned[0]
+        assert "'sms_attached' for on_channel_attached" in warned[1]
+        assert "content.data['channel_id']" in warned[0]
+
     async def test_the_decorator_names_a_hook_after_its_function(self, kit: RoomKit) -> None:
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def moderation(event: RoomEvent, context: RoomContext) -> HookResult:
