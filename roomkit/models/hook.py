@@ -15,7 +15,8 @@ HookAction = Literal["allow", "block", "modify"]
 
 
 class InjectedEvent(BaseModel):
-    """An extra event a hook sends, to some channels of the room or (``None``) to all of them."""
+    """An extra event a hook adds to the room: recorded, and sent to the bound channels
+    ``target_channel_ids`` names; ``None`` (as in 0.3.0): recorded only, sent to none."""
 
     event: RoomEvent
     target_channel_ids: list[str] | None = None
