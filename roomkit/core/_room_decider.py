@@ -234,8 +234,10 @@ class _Draft:
         """Record injected events; those with targets are delivered to them."""
         for item in injected:
             # The item whole: its targets are logged too (model_construct validates nothing).
-            if _storable_or_none(item, InjectedEvent, "injected event") is None:
+            checked = _storable_or_none(item, InjectedEvent, "injected event")
+            if checked is None:
                 continue
+            item = checked
             injected_event = item.event
             if injected_event.room_id != room_id:
                 _kept_here(room_id, "injected event", injected_event.id, injected_event.room_id)
@@ -853,13 +855,22 @@ def validated(model: M, stored: type[BaseModel] | None = None) -> M:
 
     ``model_copy(update=...)`` and assigning a field validate nothing, and a model that does
     not read back would be logged and then fail every read of it (the room's timeline, its
-    tasks). The model itself is returned, private attributes and all.
+    tasks). The model itself is returned, private attributes and all; with the fields that
+    read back otherwise as they read back: one given as a dict (``{"type": "text", ...}``
+    for a content) was logged as its model, but sent on as the dict, which every channel
+    failed on.
 
     Raises:
         EventRefusedError: it is not JSON, or does not read back (see ``read_back``).
     """
-    read_back(stored or type(model), dump(model, warnings=False))
-    return model
+    copy = read_back(stored or type(model), dump(model, warnings=False))
+    fields = model.__dict__
+    changed = {
+        name: value
+        for name, value in copy.__dict__.items()
+        if name in fields and fields[name] != value
+    }
+    return model.model_copy(update=changed) if changed else model
 
 
 def validated_event(event: RoomEvent) -> RoomEvent:
@@ -871,7 +882,8 @@ def _storable(models: Sequence[M], stored: type[BaseModel], what: str) -> list[M
     """``models`` that read back as ``stored`` (``validated``), with a warning for the rest."""
     if not models:  # nearly always, on every message
         return []
-    return [m for m in models if _storable_or_none(m, stored, what) is not None]
+    kept = (_storable_or_none(m, stored, what) for m in models)
+    return [m for m in kept if m is not None]
 
 
 def _storable_or_none(model: M, stored: type[BaseModel], what: str) -> M | None:

@@ -19,6 +19,7 @@ from roomkit import (
     Access,
     ChannelBinding,
     ChannelCapabilities,
+    ChannelCategory,
     ChannelNotRegisteredError,
     ChannelOutput,
     ChannelType,
@@ -876,6 +877,63 @@ async def test_an_injected_event_whose_targets_do_not_validate_is_left_out(
     bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
     assert "note" not in bodies and bodies[-1] == "hi"
     assert "injected event InjectedEvent does not validate" in caplog.text
+
+
+class _DictReplies(SimpleChannel):
+    """Answers each message with a reply whose content it gives as a dict."""
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        await super().on_event(event, binding, context)
+        if event.source.channel_id == self.channel_id or event.chain_depth:
+            return ChannelOutput.empty()
+        source = EventSource(channel_id=self.channel_id, channel_type="ai")
+        reply = event.model_copy(
+            update={"id": "reply", "source": source, "chain_depth": 1}
+            | {"content": {"type": "text", "body": "answer"}}
+        )
+        return ChannelOutput(responded=True, response_events=[reply])
+
+
+async def test_fields_given_as_dicts_are_sent_as_the_log_holds_them(kit: RoomKit) -> None:
+    # model_copy(update=...) takes a dict for a content, or a source: the log held the model
+    # it reads back as, but the dict itself was sent on, and every channel failed on it.
+    await room(kit)
+    kit.register_channel(SimpleChannel("out"))
+    kit.register_channel(_DictReplies("ai"))
+    await kit.attach_channel("r1", "out")
+    await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+    failed: list[FrameworkEvent] = []
+    kit.on("delivery_failed")(failed.append)
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def rewrite(event: RoomEvent, context: RoomContext) -> HookResult:
+        source = {"channel_id": "sms", "channel_type": "sms", "participant_id": "ana"}
+        changed = event.model_copy(update={"content": {"type": "text", "body": "rewritten"}})
+        note = event.model_copy(update={"id": "note", "content": {"type": "text", "body": "n"}})
+        return HookResult.modify(
+            changed.model_copy(update={"source": source}),
+            injected=[InjectedEvent(event=note, target_channel_ids=["out"])],
+        )
+
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert result.event is not None
+    assert result.event.content == TextContent(body="rewritten")
+    assert result.event.source.participant_id == "ana"
+    out = kit.get_channel("out")
+    assert isinstance(out, SimpleChannel)
+    assert [(e.id, e.content) for e in out.delivered if e.id in ("note", "reply")] == [
+        ("note", TextContent(body="n")),
+        ("reply", TextContent(body="answer")),
+    ]
+    assert "rewritten" in out.texts() and not failed
+    timeline = await kit.get_timeline("r1")
+    assert [e.content for e in timeline if e.type == "message"] == [
+        TextContent(body="rewritten"),
+        TextContent(body="n"),
+        TextContent(body="answer"),
+    ]
 
 
 class _AppEvent(RoomEvent):
