@@ -23,6 +23,7 @@ from typing import Any, SupportsIndex, overload
 
 import msgspec
 
+from roomkit.models import event as _event
 from roomkit.models.event import RoomEvent
 
 __all__ = ["RECENT_EVENTS", "LazyEvents", "RecentEvents"]
@@ -41,6 +42,45 @@ Json = msgspec.Raw  # an event's JSON as logged (a view of the log's or snapshot
 
 def _model(raw: Json) -> RoomEvent:
     return RoomEvent.model_validate_json(bytes(raw))
+
+
+# The contents a replay reads an event's back as.
+_CONTENTS = frozenset(
+    {
+        _event.TextContent,
+        _event.RichContent,
+        _event.MediaContent,
+        _event.LocationContent,
+        _event.AudioContent,
+        _event.VideoContent,
+        _event.CompositeContent,
+        _event.SystemContent,
+        _event.TemplateContent,
+    }
+)
+
+
+def _as_replayed(content: object) -> bool:
+    """Whether ``content`` is of a class a replay gives back (not an app's subclass)."""
+    if type(content) not in _CONTENTS:
+        return False
+    if type(content) is _event.CompositeContent:
+        return all(_as_replayed(part) for part in content.parts)
+    return True
+
+
+def _kept(model: RoomEvent | None, raw: Json) -> RoomEvent:
+    """The model the room keeps of an event: the one in hand unless it is an app's subclass
+    (of the event, its source or its content), whose own fields the log does not hold: the
+    room then showed hooks what no replay of it, nor the room once it rested, gives back."""
+    if (
+        model is None
+        or type(model) is not RoomEvent
+        or type(model.source) is not _event.EventSource
+        or not _as_replayed(model.content)
+    ):
+        return _model(raw)
+    return model
 
 
 class RecentEvents:
@@ -91,7 +131,7 @@ class RecentEvents:
                     del spare[0]
         self._appended += 1
         if self._models is not None:
-            self._models.append(model if model is not None else _model(raw))
+            self._models.append(_kept(model, raw))
 
     def forget_models(self) -> None:
         """Keep the JSON only (the room is idle) until the room makes a context again: a late

@@ -15,11 +15,13 @@ from roomkit import (
     HookResult,
     HookTrigger,
     Identity,
+    InboundMessage,
     MockAIProvider,
     MockIdentityResolver,
     RoomContext,
     RoomEvent,
     RoomKit,
+    TextContent,
 )
 from roomkit.models.room import RoomTimers
 from tests.roomkit.kit_helpers import SimpleChannel, category_of, text
@@ -224,3 +226,53 @@ async def test_the_store_can_be_rebuilt_from_the_log_while_the_kit_runs() -> Non
         bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
         # 0.3.0's body names the identity's display name (here it has none).
         assert bodies[-3:] == ["before", "Participant +1555 identified as None", "after"]
+
+
+class _Signed(TextContent):
+    """An app's own content, with a field the log does not hold."""
+
+    signature: str = ""
+
+
+class _Tagged(RoomEvent):
+    """An app's own event, with a field the log does not hold."""
+
+    tenant: str = ""
+
+
+class _SigningChannel(SimpleChannel):
+    """Gives its messages as the app's own event and content classes."""
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        body = getattr(message.content, "body", "")
+        content = _Signed(body=body, signature=f"sig-{body}")
+        return _Tagged(**dict(event) | {"content": content}, tenant="acme")
+
+
+async def test_hooks_see_the_recent_events_a_replay_gives_back(event_log: EventLog) -> None:
+    # The room kept an app's own event and content classes as the channel made them, with
+    # fields the log does not hold: its hooks saw what no replay, nor the room once it
+    # rested, gives back.
+    seen: list[list[tuple[str, str, str | None]]] = []
+
+    async def look(event: RoomEvent, context: RoomContext) -> None:
+        seen.append(
+            [
+                (type(e).__name__, type(e.content).__name__, getattr(e.content, "signature", None))
+                for e in context.recent_events
+                if e.type == "message"
+            ]
+        )
+
+    for rebuilt in (False, True):  # live, then a kit rebuilt from the log
+        async with new_kit(event_log) as kit:
+            kit.register_channel(_SigningChannel("signing"))
+            kit.hook(HookTrigger.BEFORE_BROADCAST)(look)
+            if not rebuilt:
+                await kit.create_room(room_id="r1")
+                await kit.attach_channel("r1", "signing")
+                await kit.process_inbound(text("signing", "one"), room_id="r1")
+            await kit.process_inbound(text("signing", "two"), room_id="r1")
+    plain = ("RoomEvent", "TextContent", None)
+    assert seen == [[], [plain], [plain, plain]]
