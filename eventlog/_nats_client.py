@@ -13,12 +13,19 @@ lands on that same key: a message published with ``Status: 503`` (a gateway copy
 response's headers, say) read as "no responders" for a request, made a JetStream fetch raise
 and drop the rest of its batch, and one with ``Status: 404`` was dropped by the fetch as "no
 messages", redelivered for ever. This parser keeps such a header as ``PUBLISHED_STATUS``.
+
+And it takes a message whose subject or reply subject is not UTF-8, which a client speaking the
+protocol with bytes can publish and a stream over a wildcard stores: nats-py's strict decoding
+raised in its read loop, which stopped reading for good (the connection still said it was
+connected; an ingress received nothing more, of any room). Such bytes are kept as lone
+surrogates (``surrogateescape``), so the subscriber sees a subject no room or channel has.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from nats.aio.client import Client
 
@@ -63,6 +70,30 @@ class RoomKitNatsClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._reconnect_listeners: set[Callable[[], None]] = set()
+
+    def _build_message(
+        self,
+        sid: int,
+        subject: bytes,
+        reply: bytes,
+        data: bytes,
+        headers: dict[str, str] | None,
+    ) -> Any:
+        try:
+            return super()._build_message(sid, subject, reply, data, headers)
+        except UnicodeDecodeError:
+            logger.warning(
+                "NATS: a message on a subject that is not UTF-8 (%r): kept with its bytes escaped",
+                subject[:200],
+            )
+            return self.msg_class(
+                subject=subject.decode("utf-8", "surrogateescape"),
+                reply=reply.decode("utf-8", "surrogateescape"),
+                data=data,
+                headers=headers,
+                _client=self,
+                _sid=sid,
+            )
 
     def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (in the client's task; it must not block) after each reconnect;

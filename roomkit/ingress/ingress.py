@@ -611,6 +611,11 @@ class Ingress:
     ) -> WorkItem:
         """``prepare``, guarded: whatever fails while reading one message refuses that message
         instead of stopping the consumer (and, after a restart, stopping it again)."""
+        if not subject.isascii():
+            # Bytes that are not UTF-8 (the client keeps them as lone surrogates, which no
+            # text can be written with: not its dead letter's subject, nor its headers) are
+            # read as U+FFFD, as recovery reads the subjects of the messages held.
+            subject = subject.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         channel_token = subject[len(self._in_base) :]
         try:
             item = prepare(

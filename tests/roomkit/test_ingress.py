@@ -502,15 +502,20 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_the_ingress_goes_o
     assert consumer.num_ack_pending == 0 and consumer.num_pending == 0
 
 
-def publish_raw(url: str, subject: str, header_lines: Sequence[bytes], payload: bytes) -> None:
-    """Publish as a client that is not nats-py may: header lines as given (blocking)."""
+def publish_raw(
+    url: str, subject: str | bytes, header_lines: Sequence[bytes], payload: bytes
+) -> None:
+    """Publish as a client that is not nats-py may: the subject's bytes and header lines as
+    given (blocking)."""
     host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    if isinstance(subject, str):
+        subject = subject.encode()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.recv(65536)  # the server's INFO
         block = b"NATS/1.0\r\n" + b"".join(line + b"\r\n" for line in header_lines) + b"\r\n"
         sock.sendall(
             b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n'
-            + f"HPUB {subject} {len(block)} {len(block) + len(payload)}\r\n".encode()
+            + b"HPUB %s %d %d\r\n" % (subject, len(block), len(block) + len(payload))
             + block
             + payload
             + b"\r\nPING\r\n"
@@ -545,6 +550,33 @@ async def test_a_header_nats_py_cannot_send_is_left_out_of_the_dead_letter(
     headers = dead.headers or {}
     assert headers[ERROR_HEADER] == "bad_payload"
     assert headers["X-Kept"] == "yes" and "X(1)" not in headers
+
+
+async def test_a_subject_that_is_not_utf_8_is_dead_lettered_and_the_ingress_goes_on(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # A raw client's subject with a byte that is not UTF-8, which the stream over
+    # roomkit.in.> stores: nats-py's strict decoding raised in its read loop, which stopped
+    # for good, and the ingress received nothing more, of any room, also after a restart.
+    await make_rooms(nats_kit, "room-1")
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+        payload = envelope("poison", "p", room_id="room-1")
+        await anyio.to_thread.run_sync(
+            publish_raw, nats_server.url, b"roomkit.in.sm\xffs", [b"X-Kept: yes"], payload
+        )
+
+        async def dead_lettered() -> bool:
+            return ingress.stats.dead_lettered == 1
+
+        await eventually(dead_lettered, what="the message dead-lettered")
+        after = text("sms", "after", idempotency_key="k")
+        ok = await publish_inbound(client, after, room_id="room-1", reply_timeout=10)
+    assert ok.ok and await bodies(nats_kit, "room-1") == ["after"]
+    dead = await client.jetstream().get_msg("ROOMKIT_DLQ", 1)
+    headers = dead.headers or {}
+    assert headers[ERROR_HEADER] == "channel_mismatch"
+    assert dead.subject == "roomkit.dlq.sm\ufffds"
+    assert dead.data == payload and headers["X-Kept"] == "yes"
 
 
 async def test_subjects_too_long_for_the_server_do_not_stop_the_ingress(
