@@ -341,13 +341,18 @@ class MessageHandler:
 
         Best effort: a lost acknowledgement means a redelivery, which the idempotency key
         turns into a recognised duplicate. A recovered message (its delivery belonged to a
-        process that died) has nothing to settle: JetStream redelivers it later, and that
-        delivery is acknowledged as a duplicate.
+        process that died) has no delivery to settle: once recorded or dead-lettered it is
+        deleted from the stream (a work queue: recovery reads no other), which is what an
+        acknowledgement does there. Left in it, JetStream redelivered it after ``ack_wait``:
+        answered twice, and dead-lettered twice when the redelivery came after the dead
+        letters' ``duplicate_window``.
         """
         if how != "in_progress":
             self._inflight.release(item)
         msg = item.msg
         if msg is None:
+            if how in ("ack", "term") and item.seq is not None:
+                await self._delete_recovered(item, item.seq)
             return
         try:
             with anyio.move_on_after(self._settings.request_timeout):
@@ -361,6 +366,17 @@ class MessageHandler:
                     await msg.in_progress()
         except (nats.errors.Error, OSError) as exc:
             logger.info("ingress: %s of %s #%s failed: %r", how, item.subject, item.seq, exc)
+
+    async def _delete_recovered(self, item: WorkItem, seq: int) -> None:
+        """Delete a recovered message, best effort: kept, its redelivery is answered as a
+        duplicate (or stored as a dead letter of the same id, within the window)."""
+        try:
+            with anyio.move_on_after(self._settings.request_timeout):
+                await self._js.delete_msg(self._settings.stream_name, seq)
+        except nats.js.errors.NotFoundError:
+            pass  # acknowledged meanwhile (its redelivery came in hand first)
+        except (nats.errors.Error, OSError) as exc:
+            logger.info("ingress: deleting %s #%s failed: %r", item.subject, seq, exc)
 
     async def _reply(self, item: WorkItem, reply: IngressReply) -> None:
         inbox = item.headers.get(REPLY_TO_HEADER)

@@ -25,7 +25,9 @@ What it guarantees:
 - **Order after a crash too** (with work-queue retention, the default). JetStream redelivers
   what a dead process held only after ``ack_wait``, behind newer messages, so on start the
   ingress first re-reads the consumer's unacknowledged range from the stream and processes it
-  in order; only then does it fetch new messages. After a reconnection (the server restarted,
+  in order; only then does it fetch new messages. Each message re-read so is deleted from the
+  stream once recorded or dead-lettered (what its acknowledgement would have done), so that
+  JetStream does not deliver it again. After a reconnection (the server restarted,
   the link broke) it does the same once the messages it holds are finished: deliveries lost
   on the way are not overtaken. That range is only unacknowledged messages when acknowledged
   ones are deleted, so a stream with another retention (``work_queue=False``, or an

@@ -758,6 +758,34 @@ async def test_a_payload_too_deep_to_decode_is_recovered_without_stopping_the_in
     assert ingress.stats.recovered == 1
 
 
+async def test_recovered_messages_are_settled_once_and_not_redelivered(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # A recovered message has no delivery to settle: JetStream redelivered it after ack_wait,
+    # and a bad one was dead-lettered again once the dead letters' duplicate_window was past
+    # (with the defaults, behind 50 slow held messages).
+    await make_rooms(nats_kit, "room-1")
+    async with Ingress(nats_kit, nats_server.url):
+        pass  # creates the stream and the durable consumer
+    js = client.jetstream()
+    await js.publish("roomkit.in.sms", b"not json")
+    await js.publish("roomkit.in.sms", envelope("held", "k1", room_id="room-1"))
+    await hold_and_die(client, 2)
+    async with Ingress(nats_kit, nats_server.url) as ingress:
+
+        async def settled() -> bool:
+            consumer = await js.consumer_info("ROOMKIT_IN", "roomkit-ingress")
+            stream = await js.stream_info("ROOMKIT_IN")
+            return consumer.num_ack_pending == 0 and stream.state.messages == 0
+
+        await eventually(settled, what="the recovered messages settled")
+        stats = ingress.stats
+    assert (stats.recovered, stats.received) == (2, 0)
+    assert (stats.dead_lettered, stats.recorded) == (1, 1)
+    assert await bodies(nats_kit, "room-1") == ["held"]
+    assert (await js.stream_info("ROOMKIT_DLQ")).state.messages == 1
+
+
 class DeadlyChannel(SimpleChannel):
     """Hangs on a message saying "poison", as a process does that this message kills, until
     ``recover()`` (from then on, it raises on it: the "process" is gone)."""
