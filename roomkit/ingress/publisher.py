@@ -136,11 +136,18 @@ async def publish_inbound(
             ingress creates its stream when it starts).
         IngressTimeout: no reply within ``reply_timeout`` (the message is stored and will
             still be processed).
-        TypeError: ``message`` is neither an ``InboundMessage`` nor an ``InboundEnvelope``,
-            ``subject_prefix`` is not a str, or a timeout is not a number.
+        TypeError: ``nc`` is not a nats-py client (a JetStream context, say), ``message`` is
+            neither an ``InboundMessage`` nor an ``InboundEnvelope``, ``subject_prefix`` is
+            not a str, or a timeout is not a number.
         ValueError: ``subject_prefix`` is not a valid subject prefix, or a timeout is not
             positive and finite.
     """
+    if not (hasattr(nc, "jetstream") and hasattr(nc, "max_payload")):
+        # Said here: deep inside, it was an AttributeError about max_payload.
+        raise TypeError(
+            f"nc must be a connected nats-py client (await nats.connect(url)), not "
+            f"{type(nc).__name__}"
+        )
     # Checked before anything is published: NATS would take NaN as no bound at all.
     timeout = check_finite_seconds("timeout", timeout)
     if reply_timeout is not None:

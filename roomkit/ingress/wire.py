@@ -14,7 +14,7 @@ Payload: one JSON object (UTF-8), an ``InboundEnvelope``::
      "content": {"type": "text", "body": "Hi!"},            # any RoomKit content dict
      "idempotency_key": "SM1001",                            # the provider's message id
      "external_id": "SM1001", "thread_id": null,            # optional
-     "metadata": {"carrier": "acme"},                        # optional, any JSON object
+     "metadata": {"carrier": "acme"},                        # optional: a JSON object, or null
      "room_id": "support-1"}                                 # optional: else the kit routes
 
 Unknown fields are ignored (newer publishers, older servers); new fields only ever get defaults.
@@ -194,8 +194,13 @@ class InboundEnvelope(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=T
     idempotency_key: str | None = None
     external_id: str | None = None
     thread_id: str | None = None
-    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    # None (JSON null: Go's encoding/json writes a nil map so) is taken as none.
+    metadata: dict[str, Any] | None = msgspec.field(default_factory=dict)
     room_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.metadata is None:
+            msgspec.structs.force_setattr(self, "metadata", {})
 
     @classmethod
     def from_message(

@@ -1410,6 +1410,10 @@ async def test_publish_inbound_refuses_what_the_ingress_would_refuse(client: Nat
         await publish_inbound(client, text("sms.eu", "x", idempotency_key="k"))
     with pytest.raises(InvalidInbound, match="room id"):
         await publish_inbound(client, text("sms", "x", idempotency_key="k"), room_id="")
+    # A JetStream context, or nothing, for the client: an AttributeError from deep inside.
+    for wrong in (client.jetstream(), None):
+        with pytest.raises(TypeError, match="nats-py client"):
+            await publish_inbound(wrong, text("sms", "x", idempotency_key="k"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -1520,6 +1524,25 @@ async def test_publish_inbound_says_when_jetstream_refuses_the_message_for_good(
     with pytest.raises(InvalidInbound, match="refused the message.*maximum"):
         await publish_inbound(client, large)
     assert (await publish_inbound(client, text("sms", "small", idempotency_key="k2"))).seq == 1
+
+
+async def test_optional_fields_written_as_null_are_taken_as_absent(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # Go's encoding/json writes a nil map as null: such a message was dead-lettered as a
+    # bad payload, though its metadata is optional.
+    await make_rooms(nats_kit, "room-1")
+    fields = {"channel_id": "sms", "sender_id": "+1555", "room_id": "room-1"}
+    nulls = {"metadata": None, "external_id": None, "thread_id": None}
+    content = {"type": "text", "body": "from go"}
+    payload = msgspec.json.encode(fields | nulls | {"content": content, "idempotency_key": "g1"})
+    async with Ingress(nats_kit, nats_server.url), Replies(client) as replies:
+        headers = {REPLY_TO_HEADER: replies.inbox}
+        await client.jetstream().publish("roomkit.in.sms", payload, headers=headers)
+        (answer,) = await replies.take(1)
+    assert answer.ok and not answer.blocked
+    event = (await nats_kit.get_timeline("room-1"))[-1]
+    assert event.metadata == {} and event.content == TextContent(body="from go")
 
 
 async def test_an_envelope_round_trips_an_inbound_message() -> None:
