@@ -18,6 +18,7 @@ from roomkit.core._helpers import (
 from roomkit.core._room_ids import check_read_room_id
 from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError, RoomNotFoundError
 from roomkit.models._capabilities import CapabilitiesInterner
+from roomkit.models._copy import handed_out
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import Access, ChannelCategory, ChannelType
 
@@ -101,7 +102,7 @@ class ChannelOpsMixin(HelpersMixin):
             channel_id=channel_id,
             data=attached_data(attached),
         )
-        return attached
+        return handed_out(attached)
 
     _capabilities: CapabilitiesInterner
 
@@ -158,7 +159,7 @@ class ChannelOpsMixin(HelpersMixin):
             # 0.3.0 looked the binding up by room and channel: no room, no binding.
             raise ChannelNotFoundError(f"Channel {channel_id} not in room {room_id}") from None
         binding: ChannelBinding = outcome.value
-        return binding
+        return handed_out(binding)
 
     async def mute(self, room_id: str, channel_id: str) -> ChannelBinding:
         """Mute a channel in a room (its AI replies are suppressed) and fire ON_CHANNEL_MUTED."""

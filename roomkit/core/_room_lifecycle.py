@@ -31,6 +31,7 @@ from roomkit.errors import (
     RoomKitError,
     RoomNotFoundError,
 )
+from roomkit.models._copy import handed_out
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import RoomStatus
 from roomkit.models.participant import Participant
@@ -66,7 +67,8 @@ class RoomLifecycleMixin(HelpersMixin):
         """
         now = utcnow()
         room = Room(
-            id=self._check_room_id(room_id) if room_id else uuid4().hex,
+            # "" and None make a new id, as in 0.3.0 (which took any false value so).
+            id=uuid4().hex if room_id is None or room_id == "" else self._check_room_id(room_id),
             organization_id=organization_id,
             metadata=metadata or {},
             timers=timers or RoomTimers(),
@@ -90,7 +92,7 @@ class RoomLifecycleMixin(HelpersMixin):
                     channel_id=binding.channel_id,
                     data=attached_data(binding),
                 )
-        return created
+        return handed_out(created)
 
     async def get_room(self, room_id: str) -> Room:
         """Return the room. Raises RoomNotFoundError (InvalidRoomIdError: not a str)."""
@@ -104,7 +106,7 @@ class RoomLifecycleMixin(HelpersMixin):
         outcome = await self._command(room_id, CloseRoom(utcnow()))
         await self._emit_framework_event("room_closed", room_id=room_id, data={"room_id": room_id})
         closed: Room = outcome.value
-        return closed
+        return handed_out(closed)
 
     async def update_room(self, room: Room) -> Room:
         """Record a changed room in its log: its status, timers, metadata, organization (its
@@ -129,7 +131,7 @@ class RoomLifecycleMixin(HelpersMixin):
         check_metadata(metadata)
         outcome = await self._command(room_id, UpdateRoomMetadata(metadata, utcnow()))
         room: Room = outcome.value
-        return room
+        return handed_out(room)
 
     async def check_room_timers(self, room_id: str) -> Room:
         """Pause or close the room if its inactivity timers have run out; return the room."""
@@ -143,7 +145,7 @@ class RoomLifecycleMixin(HelpersMixin):
             await self._emit_framework_event(
                 "room_paused", room_id=room_id, data={"reason": "timer"}
             )
-        result: Room = room
+        result: Room = handed_out(room)
         return result
 
     async def check_all_timers(self) -> list[Room]:
@@ -226,7 +228,7 @@ class RoomLifecycleMixin(HelpersMixin):
             # 0.3.0 looked the participant up by room and id: no room, no participant.
             raise _participant_missing(participant_id, room_id) from None
         result: Participant = outcome.value
-        return result
+        return handed_out(result)
 
 
 def _participant_missing(participant_id: str, room_id: str) -> ParticipantNotFoundError:

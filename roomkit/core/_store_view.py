@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pydantic import BaseModel
+
 from roomkit.core._commands import (
     ImportEvent,
     MarkRead,
@@ -34,6 +36,7 @@ from roomkit.core._domain import logged_copy
 from roomkit.core._helpers import check_str
 from roomkit.core._in_decision import deciding
 from roomkit.errors import RoomKitError, RoomNotFoundError
+from roomkit.models._copy import handed_out
 from roomkit.models._json import event_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
@@ -233,8 +236,10 @@ async def room_write(kit: RoomKit, room_id: str, command: object) -> Any:
     ``KitStore``), sent to it otherwise."""
     decision = deciding()
     if decision is not None and decision.room_id == room_id and decision.kit is kit:
-        return await decision.commit(command)
-    return (await kit._command(room_id, command)).value
+        value = await decision.commit(command)
+    else:
+        value = (await kit._command(room_id, command)).value
+    return handed_out(value) if isinstance(value, BaseModel) else value
 
 
 def _projection_only(name: str) -> NoReturn:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-__all__ = ["constructed", "updated"]
+__all__ = ["constructed", "handed_out", "updated"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,6 +40,13 @@ def updated(model: M, changes: Mapping[str, Any]) -> M:
         private = {k: v for k, v in private.items() if v is not PydanticUndefined}
     _set(copy, "__pydantic_private__", private)
     return copy
+
+
+def handed_out(model: M) -> M:
+    """A deep copy of a model a room holds, for its caller: the room, binding or participant a
+    kit call answers with was the room's own, so that changing it in place (an app editing the
+    room ``create_room`` gave it) changed the room unlogged, its timers and all."""
+    return model.model_copy(deep=True)
 
 
 def constructed(cls: type[M], values: dict[str, Any]) -> M:

@@ -35,6 +35,7 @@ from roomkit import (
     Observation,
     Participant,
     ParticipantRole,
+    Room,
     RoomConflictError,
     RoomContext,
     RoomEvent,
@@ -304,6 +305,44 @@ async def test_a_write_that_would_not_read_back_is_refused_and_a_written_model_i
     await kit.store.update_room(mine)
     mine.metadata["v"] = 2
     assert (await kit.get_room("r1")).metadata == {"v": 1}
+
+
+async def test_what_a_kit_call_answers_with_is_the_caller_s_own(kit: RoomKit) -> None:
+    # The room, binding or participant a call answered with was the one its room held:
+    # changing it in place changed the room unlogged (the timers it paused by, what the
+    # next logged change wrote).
+    kit.register_channel(SimpleChannel("sms"))
+    timers = RoomTimers(inactive_after_seconds=3600)
+    answers: list[Any] = [
+        await kit.create_room(room_id="r1", metadata={"plan": "free"}, timers=timers),
+        await kit.create_room(room_id="r1"),  # it exists: answered with it
+        await kit.update_room_metadata("r1", {"seats": 1}),
+        await kit.check_room_timers("r1"),
+        await kit.attach_channel("r1", "sms", metadata={"phone": "+1"}),
+        await kit.mute("r1", "sms"),
+        await kit.ensure_participant("r1", "sms", "ana"),
+        await kit.store.update_room(await kit.get_room("r1")),
+    ]
+    for answer in answers:
+        if isinstance(answer, Room):
+            answer.metadata["plan"] = "changed"
+            answer.timers.inactive_after_seconds = 5
+        elif isinstance(answer, ChannelBinding):
+            answer.metadata["phone"] = "changed"
+            answer.muted = False
+        else:
+            answer.display_name = "changed"
+    closed = await kit.close_room("r1")
+    closed.metadata["plan"] = "changed after the close"
+    room = await kit.get_room("r1")
+    assert room.metadata == {"plan": "free", "seats": 1}
+    assert room.timers.inactive_after_seconds == 3600
+    context = await kit._context("r1")
+    assert context.room.metadata == room.metadata
+    assert context.room.timers.inactive_after_seconds == 3600
+    [binding] = context.bindings
+    assert binding.metadata == {"phone": "+1"} and binding.muted
+    assert [p.display_name for p in context.participants] == [None]
 
 
 async def test_a_hook_writing_its_own_room_through_the_store_does_not_hold_the_message(

@@ -130,8 +130,10 @@ class TestKit:
             await kit.create_room(room_id="r" * (MAX_ROOM_ID_LENGTH + 1))
         with pytest.raises(InvalidRoomIdError):
             await kit.process_inbound(text("sms", "hi"), room_id="")
-        with pytest.raises(InvalidRoomIdError):
-            await kit.create_room(room_id=123)  # type: ignore[arg-type]
+        # Those that are false, too: they made a room of a new id without a word.
+        for not_an_id in (123, 0, False, 0.0, [], {}):
+            with pytest.raises(InvalidRoomIdError):
+                await kit.create_room(room_id=not_an_id)  # type: ignore[arg-type]
         reserved = room_stream("support:42")
         # Refused before the room's actor sees it (there, it failed the actor's start again
         # and again, and the caller got "room unavailable").
