@@ -42,6 +42,7 @@ from roomkit.audit import (
     write_replay,
     write_rooms,
 )
+from roomkit.audit._nats import redacted
 from roomkit.core._room_ids import check_room_id, room_stream
 from roomkit.errors import InvalidRoomIdError, RoomNotFoundError
 from roomkit.ingress.cli import SERVE_HELP, configure_serve_parser, run_serve
@@ -422,7 +423,9 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
         # reading never creates one): wait for the service that will write it, as `tail -F`
         # waits for its file.
         if not waiting:
-            console.note(f"no RoomKit log at {args.log} yet: waiting for it (Ctrl-C to stop)")
+            console.note(
+                f"no RoomKit log at {redacted(args.log)} yet: waiting for it (Ctrl-C to stop)"
+            )
             waiting = True
         await anyio.sleep(_LOG_POLL)
 

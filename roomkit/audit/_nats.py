@@ -16,7 +16,7 @@ import anyio
 
 from eventlog import EventLog, LogUnavailable, MemoryEventLog
 
-__all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log"]
+__all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log", "redacted"]
 
 logger = logging.getLogger("roomkit.audit")
 
@@ -26,14 +26,29 @@ _SCHEMES = ("nats", "tls")
 _DEFAULT_PORT = 4222
 
 
+def redacted(url: str) -> str:
+    """``url`` with its credentials hidden (``nats://user:***@host:port``), for messages.
+
+    Errors and warnings end up in terminals, CI logs and bug reports: a password given in the
+    URL must not. A user without a password is a token to NATS, so it is hidden too.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    hidden = f"{user}:***" if has_password else "***"
+    return parts._replace(netloc=f"{hidden}@{host}").geturl()
+
+
 def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES or not parts.hostname:
-        raise ValueError(f"{url!r} is not a NATS URL: expected nats://HOST:PORT")
+        raise ValueError(f"{redacted(url)!r} is not a NATS URL: expected nats://HOST:PORT")
     try:
         return parts.hostname, parts.port or _DEFAULT_PORT
     except ValueError as exc:
-        raise ValueError(f"{url!r}: bad port") from exc
+        raise ValueError(f"{redacted(url)!r}: bad port") from exc
 
 
 async def _reachable(url: str, timeout: float) -> None:
@@ -46,7 +61,14 @@ async def _reachable(url: str, timeout: float) -> None:
         await stream.aclose()
     except (OSError, TimeoutError) as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise LogUnavailable(f"cannot reach the log at {url}: {reason}") from exc
+        raise LogUnavailable(f"cannot reach the log at {redacted(url)}: {reason}") from exc
+
+
+async def _connect_error(exc: Exception) -> None:
+    # Without an error_cb nats-py logs each error with its traceback ("nats: encountered
+    # error"), ahead of the one line the caller prints for the same failure (refused
+    # credentials, a port that does not speak NATS).
+    logger.debug("NATS: %r", exc)
 
 
 async def _stream_exists(url: str, stream_name: str, subject_prefix: str, timeout: float) -> bool:
@@ -62,17 +84,20 @@ async def _stream_exists(url: str, stream_name: str, subject_prefix: str, timeou
     try:
         with anyio.fail_after(timeout):
             nc = await nats.connect(
-                url, connect_timeout=max(1, round(timeout)), allow_reconnect=False
+                url,
+                connect_timeout=max(1, round(timeout)),
+                allow_reconnect=False,
+                error_cb=_connect_error,
             )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise LogUnavailable(f"cannot connect to NATS at {url}: {exc!r}") from exc
+        raise LogUnavailable(f"cannot connect to NATS at {redacted(url)}: {exc!r}") from exc
     try:
         with anyio.fail_after(timeout):
             info = await nc.jetstream(timeout=timeout).stream_info(stream_name)
     except nats.js.errors.NotFoundError:
         return False
     except (TimeoutError, nats.errors.Error) as exc:
-        raise LogUnavailable(f"no JetStream answers at {url}: {exc!r}") from exc
+        raise LogUnavailable(f"no JetStream answers at {redacted(url)}: {exc!r}") from exc
     finally:
         with anyio.CancelScope(shield=True):
             await nc.close()
@@ -80,8 +105,8 @@ async def _stream_exists(url: str, stream_name: str, subject_prefix: str, timeou
     subjects = f"{subject_prefix}.ev.>"
     if subjects not in (config.subjects or []):
         raise ValueError(
-            f"JetStream stream {stream_name} at {url} holds {config.subjects}, not {subjects}: "
-            "give the subject prefix its writers use"
+            f"JetStream stream {stream_name} at {redacted(url)} holds {config.subjects}, "
+            f"not {subjects}: give the subject prefix its writers use"
         )
     return True
 
@@ -117,7 +142,9 @@ async def open_nats_log(
         # Imported here: nats-py is an optional dependency that only this source needs.
         from eventlog.nats import NatsEventLog
     except ImportError as exc:
-        raise LogUnavailable(f"cannot open {url}: NATS support is not installed ({exc})") from exc
+        raise LogUnavailable(
+            f"cannot open {redacted(url)}: NATS support is not installed ({exc})"
+        ) from exc
     # An existing stream is used as it is (NatsEventLog never reconfigures one).
     if not await _stream_exists(url, stream_name, subject_prefix, timeout) and not create:
         # A warning (on stderr from the CLI): a mistyped --stream read as an empty log.
@@ -125,7 +152,7 @@ async def open_nats_log(
         say(
             "no JetStream stream %s at %s: the log is empty (is the stream name right?)",
             stream_name,
-            url,
+            redacted(url),
         )
         yield MemoryEventLog()
         return
@@ -143,7 +170,9 @@ async def open_nats_log(
         with anyio.CancelScope(shield=True):
             await log.aclose()
         if isinstance(exc, TimeoutError):
-            raise LogUnavailable(f"the log at {url} did not open within {timeout:g}s") from exc
+            raise LogUnavailable(
+                f"the log at {redacted(url)} did not open within {timeout:g}s"
+            ) from exc
         raise
     try:
         yield log

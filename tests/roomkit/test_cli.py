@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ import anyio
 import pytest
 
 from eventlog import EventLog, InvalidAppend, MemoryEventLog
+from eventlog.testing_nats import NatsServer
 from roomkit import HookResult, HookTrigger, RoomContext, RoomEvent, RoomKit
 from roomkit.audit import export_room, import_room
 from roomkit.cli import (
@@ -603,3 +607,84 @@ def test_all_is_sorted_and_importable() -> None:
     assert list(roomkit.cli.__all__) == sorted(set(roomkit.cli.__all__))
     for name in roomkit.cli.__all__:
         assert getattr(roomkit.cli, name) is not None, name
+
+
+def roomkit_process(
+    *args: str, stdin: Any = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    """``python -m roomkit ARGS`` in a process of its own: what a user's terminal shows,
+    logging (nats-py's included) as configured outside pytest."""
+    return subprocess.run(
+        [sys.executable, "-m", "roomkit", *args],
+        capture_output=True,
+        text=True,
+        stdin=stdin,
+        check=False,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+class TestNatsConnectionErrors:
+    """Connecting fails in one line, exit 3, and the URL's password is never shown."""
+
+    @pytest.fixture
+    def secured_server(self, tmp_path: Path) -> Iterator[NatsServer]:
+        with NatsServer(
+            tmp_path / "nats", extra_args=("--user", "auditor", "--pass", "s3cret")
+        ) as server:
+            yield server
+
+    def test_refused_credentials(self, secured_server: NatsServer) -> None:
+        # nats-py printed its "nats: encountered error" traceback first, and the message
+        # echoed the password given in the URL.
+        address = secured_server.url.removeprefix("nats://")
+        done = roomkit_process(
+            "rooms", "--log", f"nats://auditor:wrong-pass@{address}", "--timeout", "2"
+        )
+        assert done.returncode == EXIT_UNREACHABLE
+        assert done.stderr.startswith(
+            f"roomkit rooms: cannot connect to NATS at nats://auditor:***@{address}: "
+        )
+        assert done.stderr.count("\n") == 1 and "wrong-pass" not in done.stderr
+
+    def test_a_port_that_is_not_nats(self) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+
+            def answer() -> None:  # what a web server says to a stranger
+                with contextlib.suppress(OSError):
+                    connection, _ = listener.accept()
+                    with connection:
+                        connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+            threading.Thread(target=answer, daemon=True).start()
+            done = roomkit_process(
+                "rooms", "--log", f"nats://u:pw@127.0.0.1:{port}", "--timeout", "2"
+            )
+        assert done.returncode == EXIT_UNREACHABLE
+        assert done.stderr.startswith(
+            f"roomkit rooms: cannot connect to NATS at nats://u:***@127.0.0.1:{port}: "
+        )
+        assert done.stderr.count("\n") == 1
+
+    def test_warnings_about_the_log_hide_the_password(self, secured_server: NatsServer) -> None:
+        address = secured_server.url.removeprefix("nats://")
+        url = f"nats://auditor:s3cret@{address}"
+        done = roomkit_process("rooms", "--log", url)
+        assert done.returncode == EXIT_OK
+        assert f"no JetStream stream ROOMKIT at nats://auditor:***@{address}" in done.stderr
+        assert "s3cret" not in done.stderr
+        with subprocess.Popen(
+            [sys.executable, "-m", "roomkit", "tail", "--log", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        ) as tail:
+            assert tail.stderr is not None
+            try:
+                line = tail.stderr.readline()
+            finally:
+                tail.kill()
+        assert line.startswith(f"no RoomKit log at nats://auditor:***@{address} yet: waiting")
