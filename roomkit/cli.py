@@ -194,7 +194,9 @@ async def _nats_log(
 
 
 async def _lines_of(path: str) -> AsyncGenerator[str, None]:
-    if path == "-" and _isatty(sys.stdin):
+    # No stdin at all (``sys.stdin`` is None when a service manager closes it) is the same
+    # mistake as a terminal: nothing was piped in.
+    if path == "-" and (sys.stdin is None or _isatty(sys.stdin)):
         raise CliError(EXIT_USAGE, "no export on stdin: pipe one in, or use --file EXPORT")
     try:
         if path == "-":

@@ -266,6 +266,20 @@ class TestExitCodes:
         assert code == EXIT_UNKNOWN_ROOM
         assert err == "roomkit replay: Room nope not found in the export on stdin\n"
 
+    @pytest.mark.parametrize(
+        "argv",
+        [["import", "--log", "nats://127.0.0.1:1"], ["replay", "r1", "--file", "-"]],
+    )
+    def test_a_closed_stdin_is_no_export(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+    ) -> None:
+        # Python sets sys.stdin to None when file descriptor 0 is closed (a service without
+        # stdin): an AttributeError traceback and exit 1 before.
+        monkeypatch.setattr("sys.stdin", None)
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (EXIT_USAGE, "")
+        assert err == f"roomkit {argv[0]}: no export on stdin: pipe one in, or use --file EXPORT\n"
+
     def test_bad_or_missing_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"stream": "r1"}\n')
