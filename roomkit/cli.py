@@ -78,7 +78,7 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
     EXIT_OK: "success (also: tail stopped with Ctrl-C)",
-    EXIT_ERROR: "unexpected error",
+    EXIT_ERROR: "unexpected error, or the output could not be written (a full disk)",
     EXIT_USAGE: "usage error (bad arguments, invalid room id)",
     EXIT_UNREACHABLE: "the log cannot be reached (server down, NATS support missing)",
     EXIT_UNKNOWN_ROOM: "unknown room",
@@ -104,6 +104,13 @@ class CliError(Exception):
         super().__init__(message)
 
 
+class _OutputError(CliError):
+    """Writing to stdout failed (a full disk, a device error): the output is incomplete."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(EXIT_ERROR, f"cannot write the output: {error}")
+
+
 @dataclass(frozen=True, slots=True)
 class Console:
     """Where a command writes: lines for the user on ``out``, notes and errors on ``err``.
@@ -116,7 +123,13 @@ class Console:
     err: TextIO
 
     def write(self, line: str) -> None:
-        self.out.write(self.encodable(line) + "\n")
+        with _writing():
+            self.out.write(self.encodable(line) + "\n")
+
+    def flush(self) -> None:
+        """Flush ``out``: a write error held in its buffer shows here."""
+        with _writing():
+            self.out.flush()
 
     def note(self, line: str) -> None:
         self.err.write(_encodable(line, self.err) + "\n")
@@ -124,6 +137,16 @@ class Console:
     def encodable(self, line: str) -> str:
         """``line`` as ``out``'s encoding can hold it."""
         return _encodable(line, self.out)
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:  # the reader left (``| head``): not an error, see ``main``
+        raise
+    except OSError as exc:
+        raise _OutputError(exc) from exc
 
 
 def _encodable(line: str, stream: TextIO) -> str:
@@ -374,7 +397,8 @@ def _above_bar(bar: Any, console: Console) -> Write:
     """Lines and the bar share the terminal: tqdm prints them above its bar."""
 
     def write(line: str) -> None:
-        bar.write(console.encodable(line), file=console.out)
+        with _writing():
+            bar.write(console.encodable(line), file=console.out)
 
     return write
 
@@ -579,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         code = anyio.run(handler, args, console)
-        console.out.flush()  # a closed pipe shows here, not as a warning at exit
+        console.flush()  # a closed pipe or a full disk shows here, not as a warning at exit
         return code
     except BaseException as exc:  # every way out maps to an exit code, or re-raises
         error = _leaf(exc)
@@ -591,6 +615,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The reader (``| head``) has what it wanted; keep Python from complaining at exit.
             _silence_stdout()
             return EXIT_OK
+        if isinstance(error, _OutputError):
+            # Said below in one line; the unwritten rest of the buffer would fail again (and
+            # print a traceback) when Python flushes stdout at exit.
+            _silence_stdout()
         known = _exit_code(error)
         if known is None:
             raise

@@ -25,6 +25,7 @@ from roomkit.audit import export_room, import_room
 from roomkit.cli import (
     EXIT_BAD_INPUT,
     EXIT_CONFLICT,
+    EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNKNOWN_ROOM,
@@ -279,6 +280,16 @@ class TestExitCodes:
         code, out, err = run(capsys, *argv)
         assert (code, out) == (EXIT_USAGE, "")
         assert err == f"roomkit {argv[0]}: no export on stdin: pipe one in, or use --file EXPORT\n"
+
+    @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+    def test_an_output_that_cannot_be_written(self, export: Path) -> None:
+        # A full disk gave a 30-line traceback (and another at exit, from the unflushed rest).
+        with Path("/dev/full").open("w") as full:
+            done = roomkit_process("export", "r1", "--file", str(export), stdout=full)
+        assert (done.returncode, done.stderr) == (
+            EXIT_ERROR,
+            "roomkit export: cannot write the output: [Errno 28] No space left on device\n",
+        )
 
     def test_bad_or_missing_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         bad = tmp_path / "bad.jsonl"
@@ -623,16 +634,15 @@ def test_all_is_sorted_and_importable() -> None:
         assert getattr(roomkit.cli, name) is not None, name
 
 
-def roomkit_process(
-    *args: str, stdin: Any = subprocess.DEVNULL
-) -> subprocess.CompletedProcess[str]:
+def roomkit_process(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
     """``python -m roomkit ARGS`` in a process of its own: what a user's terminal shows,
     logging (nats-py's included) as configured outside pytest."""
     return subprocess.run(
         [sys.executable, "-m", "roomkit", *args],
-        capture_output=True,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
         text=True,
-        stdin=stdin,
+        stdin=subprocess.DEVNULL,
         check=False,
         timeout=60,
         cwd=Path(__file__).resolve().parents[2],
