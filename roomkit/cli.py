@@ -23,11 +23,13 @@ from typing import Any, TextIO
 import anyio
 
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, LogUnavailable, MemoryEventLog
+from eventlog.codec import encode_json
 from roomkit.audit import (
     DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX,
     AuditError,
     BadExport,
+    CheckedExport,
     CorruptRecord,
     ImportConflict,
     Progress,
@@ -233,19 +235,29 @@ async def _lines_of(path: str) -> AsyncGenerator[str, None]:
         raise CliError(EXIT_BAD_INPUT, f"cannot read {path}: {exc}") from exc
 
 
-async def _file_log(path: str) -> EventLog:
-    """An export file loaded into a memory log: the offline source of every command.
+async def _read_file(path: str) -> CheckedExport:
+    """An export file, read and checked.
 
     Records whose payload does not decode are kept: auditing a damaged export shows them.
     """
     lines = _lines_of(path)
     try:
-        export = await read_export(lines, keep_undecodable=True)
+        return await read_export(lines, keep_undecodable=True)
     finally:
         await lines.aclose()
+
+
+async def _file_log(path: str) -> EventLog:
+    """An export file loaded into a memory log: the offline source of every command."""
     log = MemoryEventLog()
-    await import_room(log, export)
+    await import_room(log, await _read_file(path))
     return log
+
+
+def _not_in_file(room_id: str, path: str) -> RoomNotFoundError:
+    # The room is missing from this file (a typo, or another export): say which.
+    where = "the export on stdin" if path == "-" else path
+    return RoomNotFoundError(f"Room {room_id} not found in {where}")
 
 
 @asynccontextmanager
@@ -261,9 +273,7 @@ async def _source(
         try:
             yield log
         except RoomNotFoundError as exc:
-            # The room is missing from this file (a typo, or another export): say which.
-            where = "the export on stdin" if args.file == "-" else args.file
-            raise RoomNotFoundError(f"Room {args.room} not found in {where}") from exc
+            raise _not_in_file(args.room, args.file) from exc
     else:
         raise CliError(EXIT_USAGE, "no log given: use --log nats://HOST:PORT or --file EXPORT")
 
@@ -473,11 +483,23 @@ async def _run_rooms(args: argparse.Namespace, console: Console) -> int:
 
 def _configure_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("room", metavar="ROOM", help="the room id")
-    _add_source(parser, file_help="an export to take the room from")
+    _add_source(
+        parser, file_help="an export to take the room from (its lines are written as they are)"
+    )
 
 
 async def _run_export(args: argparse.Namespace, console: Console) -> int:
-    check_room_id(args.room)  # an invalid id is a usage error, before any connection
+    stream = room_stream(args.room)  # an invalid id is a usage error, before any connection
+    if args.log is None and args.file is not None:
+        # Taken from the file as it is, not through a memory log that would number the
+        # records anew: their positions are the source log's, the only order across rooms an
+        # export keeps (an export of several rooms, split by room, can be merged back).
+        export = await _read_file(args.file)
+        if stream not in export.streams:
+            raise _not_in_file(args.room, args.file)
+        for record in export.streams[stream]:
+            console.write(encode_json(record).decode())
+        return EXIT_OK
     async with _source(args) as log:
         async for line in export_room(log, args.room):
             console.write(line.removesuffix("\n"))

@@ -167,6 +167,30 @@ class TestOtherCommands:
         assert code == EXIT_OK
         assert out == export.read_text()
 
+    def test_export_of_one_room_of_a_file_keeps_its_lines(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
+        # Each record's position was replaced by its line number in the file: the order of
+        # the rooms' records in the source log, which only the positions keep, was lost.
+        async def two_rooms() -> MemoryEventLog:
+            log = MemoryEventLog()
+            async with RoomKit(log=log) as kit:
+                for room_id in ("a", "b"):
+                    await kit.create_room(room_id=room_id)
+                for room_id in ("a", "b"):
+                    await kit.close_room(room_id)
+            return log
+
+        log = anyio.run(two_rooms)
+        a_lines, b_lines = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+        anyio.run(_write_export, log, "a", a_lines)
+        anyio.run(_write_export, log, "b", b_lines)
+        whole = tmp_path / "whole.jsonl"
+        whole.write_text(a_lines.read_text() + b_lines.read_text())
+        code, out, _ = run(capsys, "export", "b", "--file", str(whole))
+        assert code == EXIT_OK
+        assert out == b_lines.read_text()  # positions 2, 4: the source log's
+
     def test_tail_of_a_file_prints_the_last_entries_and_exits(
         self, capsys: pytest.CaptureFixture[str], export: Path
     ) -> None:
