@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from roomkit.audit import (
     CheckedExport,
     CorruptRecord,
     ImportConflict,
+    MissingRecords,
     Progress,
     Until,
     Write,
@@ -85,7 +87,8 @@ EXIT_CODES = {
     EXIT_UNREACHABLE: "the log cannot be reached (server down, NATS support missing)",
     EXIT_UNKNOWN_ROOM: "unknown room",
     EXIT_BAD_INPUT: "bad input: unreadable export file, a line that is not a record, "
-    "a record that does not decode, a record the target log refuses",
+    "a record that does not decode, a record the target log refuses, versions missing from "
+    "a room's log (replay --at past them, export)",
     EXIT_CONFLICT: "import refused: the target holds different records for the room",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C) before the command finished",
 }
@@ -94,6 +97,8 @@ PROGRESS_THRESHOLD = 1000
 """Replays of rooms with more records than this show a progress bar (on a terminal)."""
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+
+_EXPORT_SPOOL = 16 * 1024 * 1024  # bytes of an export held in memory before a temporary file
 
 _LOG_POLL = 1.0  # seconds between looks for a log that does not exist yet (tail)
 
@@ -500,8 +505,15 @@ async def _run_export(args: argparse.Namespace, console: Console) -> int:
         for record in export.streams[stream]:
             console.write(encode_json(record).decode())
         return EXIT_OK
-    async with _source(args) as log:
-        async for line in export_room(log, args.room):
+    # Held until the whole room is read: a room whose log misses versions is refused at the
+    # gap, and the lines before it, written, would make an export of a shorter room that
+    # imports without a word. In memory up to _EXPORT_SPOOL bytes, on disk beyond.
+    with tempfile.SpooledTemporaryFile(_EXPORT_SPOOL, mode="w+", encoding="utf-8") as held:
+        async with _source(args) as log:
+            async for line in export_room(log, args.room):
+                held.write(line)
+        held.seek(0)
+        for line in held:
             console.write(line.removesuffix("\n"))
     return EXIT_OK
 
@@ -602,7 +614,7 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
             return EXIT_USAGE, str(exc)
         case LogUnavailable():
             return EXIT_UNREACHABLE, str(exc)
-        case BadExport() | CorruptRecord() | InvalidAppend():
+        case BadExport() | CorruptRecord() | MissingRecords() | InvalidAppend():
             return EXIT_BAD_INPUT, str(exc)
         case ImportConflict():
             return EXIT_CONFLICT, str(exc)

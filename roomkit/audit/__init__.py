@@ -19,7 +19,13 @@ The ``roomkit`` command line (``roomkit.cli``) is a thin shell over this package
 
 from __future__ import annotations
 
-from roomkit.audit._errors import AuditError, BadExport, CorruptRecord, ImportConflict
+from roomkit.audit._errors import (
+    AuditError,
+    BadExport,
+    CorruptRecord,
+    ImportConflict,
+    MissingRecords,
+)
 from roomkit.audit._nats import DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX, open_nats_log
 from roomkit.audit._output import Format, Write, follow, to_json, write_replay, write_rooms
 from roomkit.audit._records import Progress, Until
@@ -35,6 +41,7 @@ from roomkit.audit._render import (
 )
 from roomkit.audit._replay import ReplayPoint, apply_record, replay, replay_point
 from roomkit.audit._timeline import (
+    MISSING,
     DeliveryOutcome,
     Timeline,
     TimelineBuilder,
@@ -68,6 +75,8 @@ __all__ = [
     "ImportConflict",
     "ImportReport",
     "ImportedStream",
+    "MISSING",
+    "MissingRecords",
     "Progress",
     "ReplayPoint",
     "RoomInfo",

@@ -7,6 +7,7 @@ Exception tree (``RoomNotFoundError`` is the kit's own, reused for an unknown ro
     └── AuditError
         ├── BadExport          an export line that is not a record, or records out of order
         ├── CorruptRecord      a record whose payload does not decode as its domain event
+        ├── MissingRecords     versions of a room are missing from its log (removed from it)
         └── ImportConflict     the target already holds different records for a stream
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from roomkit.errors import RoomKitError
 
-__all__ = ["AuditError", "BadExport", "CorruptRecord", "ImportConflict"]
+__all__ = ["AuditError", "BadExport", "CorruptRecord", "ImportConflict", "MissingRecords"]
 
 
 class AuditError(RoomKitError):
@@ -50,6 +51,33 @@ class CorruptRecord(AuditError):
         self.type = type
         self.reason = reason
         super().__init__(f"{stream} v{version} ({type}) does not decode: {reason}")
+
+
+class MissingRecords(AuditError):
+    """Versions of a room are missing from its log, where they run from 1 without gaps.
+
+    Records removed from under the log (a JetStream retention limit, a deleted message): the
+    room's state past them cannot be rebuilt, and an export of the rest no log would take.
+
+    Attributes:
+        room_id: the room.
+        first: the first missing version.
+        last: the last missing version.
+    """
+
+    def __init__(self, room_id: str, first: int, last: int, *, doing: str) -> None:
+        self.room_id = room_id
+        self.first = first
+        self.last = last
+        super().__init__(
+            f"cannot {doing}: {missing_versions(first, last)} missing from the log of room "
+            f"{room_id!r} (removed from it: a retention limit, a deleted message)"
+        )
+
+
+def missing_versions(first: int, last: int) -> str:
+    """``version 4 is`` or ``versions 4-5 are``: the subject of a sentence about a gap."""
+    return f"version {first} is" if first == last else f"versions {first}-{last} are"
 
 
 class ImportConflict(AuditError):

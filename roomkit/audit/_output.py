@@ -142,8 +142,12 @@ async def follow(
     shown = 0
     if stream is not None:
         newest = await log.last_version(stream)
-        async for record in RecordReader(log, stream):
+        reader = RecordReader(log, stream)
+        async for record in reader:
             entry = await entries.entry(record)
+            missing = reader.missing
+            if missing is not None and missing[1] > newest - last:
+                emit(entries.missing(stream, *missing))  # as replay shows them
             if record.version > newest - last:
                 emit(entry)
             shown = record.version
@@ -174,6 +178,9 @@ class _LogEntries:
 
     def name(self, room_id: str) -> None:
         self._builder.name(room_id)
+
+    def missing(self, stream: str, first: int, last: int) -> TimelineEntry:
+        return self._builder.missing(stream, first, last)
 
     async def entry(self, record: Record) -> TimelineEntry:
         stream = record.stream

@@ -73,6 +73,11 @@ class RecordReader:
     ``until`` as a time keeps the longest prefix of records stamped at or before it: a state is
     only meaningful as the fold of a prefix, even if clocks of several writers disagree.
 
+    Versions run from 1 without gaps, unless records were removed from under the log (a
+    JetStream retention limit, a deleted message): the reader then says which versions are
+    missing (``missing``, ``missing_at_end``) rather than leaving its caller to take the
+    records it has for the whole room.
+
     An async iterator written as a class (not an async generator) so that leaving a loop early
     leaves nothing for the garbage collector to finalise, as ``eventlog.Subscription`` does.
 
@@ -109,6 +114,10 @@ class RecordReader:
         self._page: list[Record] = []
         self._index = 0
         self._done = self._max_version is not None and self._max_version <= self._next_after
+        self._expected = self._next_after + 1  # the version the next record should have
+        self._beyond: Record | None = None  # the first record read past ``until``
+        self.missing: tuple[int, int] | None = None
+        """The versions (first, last) missing right before the record just returned."""
 
     def __aiter__(self) -> Self:
         return self
@@ -122,7 +131,26 @@ class RecordReader:
                 raise StopAsyncIteration
         record = self._page[self._index]
         self._index += 1
+        expected, self._expected = self._expected, record.version + 1
+        self.missing = (expected, record.version - 1) if record.version > expected else None
         return record
+
+    def missing_at_end(self) -> tuple[int, int] | None:
+        """The versions (first, last) missing between the last record returned and ``until``,
+        once the iteration has ended: seen only from the first record past ``until``.
+
+        A time as ``until`` cannot tell whether missing records were stamped before it or
+        after: they are reported, as the state as of that time may lack them.
+        """
+        beyond = self._beyond
+        if beyond is None or beyond.version <= self._expected:
+            return None
+        last = beyond.version - 1
+        if self._max_version is not None:
+            if self._expected > self._max_version:
+                return None
+            last = min(last, self._max_version)
+        return self._expected, last
 
     async def _fetch(self) -> None:
         page = await self._log.read(
@@ -132,7 +160,8 @@ class RecordReader:
             self._done = True
         kept = 0
         for record in page:
-            if self._beyond(record):
+            if self._is_beyond(record):
+                self._beyond = record
                 self._done = True
                 break
             kept += 1
@@ -143,7 +172,7 @@ class RecordReader:
         if kept and self._progress is not None:
             self._progress(kept)
 
-    def _beyond(self, record: Record) -> bool:
+    def _is_beyond(self, record: Record) -> bool:
         if self._max_version is not None and record.version > self._max_version:
             return True
         return self._max_timestamp is not None and record.timestamp > self._max_timestamp

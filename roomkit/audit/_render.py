@@ -114,6 +114,11 @@ def entry_to_dict(entry: TimelineEntry) -> dict[str, Any]:
             {"channel_id": d.channel_id, "success": d.success, "error": d.error}
             for d in entry.deliveries
         ],
+        "missing": (
+            {"first": entry.missing[0], "last": entry.missing[1]}
+            if entry.missing is not None
+            else None
+        ),
     }
 
 

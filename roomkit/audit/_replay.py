@@ -9,7 +9,7 @@ import msgspec
 import pydantic
 
 from eventlog import EventLog, Record
-from roomkit.audit._errors import CorruptRecord
+from roomkit.audit._errors import CorruptRecord, MissingRecords
 from roomkit.audit._records import Progress, RecordReader, Until, to_datetime
 from roomkit.core._domain import DomainEvent, decode_domain_event
 from roomkit.core._room_ids import room_stream
@@ -85,15 +85,22 @@ async def replay_point(
         RoomNotFoundError: the log has no record of ``room_id``.
         InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
+        MissingRecords: versions up to ``until`` are missing from the log.
         TypeError: ``until`` is neither a version (an int) nor a ``datetime``.
         ValueError: ``until`` is a negative version.
     """
     stream = room_stream(room_id)
     state = RoomState()
     last: Record | None = None
-    async for record in RecordReader(log, stream, until=until, progress=progress):
+    records = RecordReader(log, stream, until=until, progress=progress)
+    async for record in records:
+        if records.missing is not None:
+            raise _missing(room_id, records.missing, until)
         apply_record(state, record)
         last = record
+    missing = records.missing_at_end()
+    if missing is not None:
+        raise _missing(room_id, missing, until)
     if last is None and await log.last_version(stream) == 0:
         raise RoomNotFoundError(f"Room {room_id} not found in the log")
     return ReplayPoint(
@@ -102,6 +109,13 @@ async def replay_point(
         version=last.version if last is not None else 0,
         time=to_datetime(last.timestamp) if last is not None else None,
     )
+
+
+def _missing(room_id: str, missing: tuple[int, int], until: Until) -> MissingRecords:
+    # A state folded over the records on either side of a gap lacks what the missing ones
+    # did (a channel attached, a participant): it is no state the room ever had.
+    point = "now" if until is None else f"of v{until}" if isinstance(until, int) else f"of {until}"
+    return MissingRecords(room_id, *missing, doing=f"rebuild the room as {point}")
 
 
 async def replay(
@@ -114,6 +128,7 @@ async def replay(
         RoomNotFoundError: the log has no record of ``room_id``.
         InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
+        MissingRecords: versions up to ``until`` are missing from the log.
         TypeError: ``until`` is neither a version (an int) nor a ``datetime``.
         ValueError: ``until`` is a negative version.
     """

@@ -16,7 +16,7 @@ import msgspec
 import pydantic
 
 from eventlog import EventLog, Record
-from roomkit.audit._errors import CorruptRecord
+from roomkit.audit._errors import CorruptRecord, missing_versions
 from roomkit.audit._records import Progress, RecordReader, Until, to_datetime
 from roomkit.audit._replay import decode
 from roomkit.audit._room_ids import created_room_id
@@ -59,7 +59,14 @@ from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 
-__all__ = ["DeliveryOutcome", "Timeline", "TimelineBuilder", "TimelineEntry", "timeline"]
+__all__ = [
+    "MISSING",
+    "DeliveryOutcome",
+    "Timeline",
+    "TimelineBuilder",
+    "TimelineEntry",
+    "timeline",
+]
 
 PREVIEW_CHARS = 60
 """Longest text preview in an entry (the full text is in the log and in ``export``)."""
@@ -98,8 +105,8 @@ class TimelineEntry:
     Attributes:
         room_id: the room's id (the name of its stream when neither that name nor the room's
             ``room.created`` record tells it).
-        version: the record's version in the room.
-        position: its position in the whole log.
+        version: the record's version in the room (the first missing one for ``missing``).
+        position: its position in the whole log (``None`` for ``missing``).
         time: when it was recorded (UTC); ``None`` when the record's timestamp is not a time
             (a record written before appends refused such timestamps, or by another writer).
         kind: the record's stable type tag (``message.recorded``, ``delivery.recorded``, ...).
@@ -117,11 +124,13 @@ class TimelineEntry:
         modified_by: the hooks that modified it (when the log records them).
         refers_to: the version of the message a delivery or a read marker is about.
         deliveries: per-channel delivery outcomes (``delivery.recorded``).
+        missing: for an entry of kind ``versions.missing`` (``MISSING``), the versions (first,
+            last) missing from the log at that point: records removed from under it.
     """
 
     room_id: str
     version: int
-    position: int
+    position: int | None
     time: datetime | None
     kind: str
     who: str
@@ -137,6 +146,12 @@ class TimelineEntry:
     modified_by: tuple[str, ...] = ()
     refers_to: int | None = None
     deliveries: tuple[DeliveryOutcome, ...] = ()
+    missing: tuple[int, int] | None = None
+
+
+MISSING = "versions.missing"
+"""The kind of the entry that stands for versions missing from a room's log (no domain event
+has this tag: theirs name what happened, this one what the log lacks)."""
 
 
 @dataclass(slots=True)
@@ -191,6 +206,29 @@ class TimelineBuilder:
         except CorruptRecord as exc:
             what = f"undecodable record: {str(exc).splitlines()[0]}"
             return TimelineEntry(**self._base(record), who="?", what=what)
+
+    def missing(self, stream: str, first: int, last: int) -> TimelineEntry:
+        """The entry that says versions ``first`` to ``last`` of ``stream`` are missing from
+        the log (removed from under it), so that a timeline does not run over them silently.
+
+        Raises:
+            InvalidStreamId: ``stream`` is not a valid stream id.
+        """
+        room = self._room(stream)
+        what = (
+            f"{missing_versions(first, last)} missing from the log (removed from it: a "
+            "retention limit, a deleted message)"
+        )
+        return TimelineEntry(
+            room_id=room.room_id or stream,
+            version=first,
+            position=None,
+            time=None,
+            kind=MISSING,
+            who="log",
+            what=what,
+            missing=(first, last),
+        )
 
     def checked_entry(self, record: Record) -> TimelineEntry:
         """The entry for ``record`` (and fold it into its room's state), for a caller that must
@@ -442,20 +480,34 @@ class Timeline:
         # The caller's id, even if the room's room.created record is missing or damaged.
         self._builder.name(room_id)
         self._started = False
+        self._next: TimelineEntry | None = None  # the record's entry, after its gap's
+        self._ended = False
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> TimelineEntry:
+        if self._next is not None:
+            entry, self._next = self._next, None
+            return entry
         while True:
             try:
                 record = await self._records.__anext__()
             except StopAsyncIteration:
                 if not self._started and await self._log.last_version(self._stream) == 0:
                     raise RoomNotFoundError(f"Room {self._room_id} not found in the log") from None
+                missing = self._records.missing_at_end()
+                if missing is not None and missing[1] > self._after and not self._ended:
+                    self._ended = True
+                    return self._builder.missing(self._stream, *missing)
                 raise
             self._started = True
             entry = self._builder.entry(record)
+            missing = self._records.missing
+            if missing is not None and missing[1] > self._after:
+                if record.version > self._after:
+                    self._next = entry
+                return self._builder.missing(self._stream, *missing)
             if record.version > self._after:
                 return entry
 

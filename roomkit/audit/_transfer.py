@@ -21,7 +21,7 @@ import msgspec
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, Record, WrongExpectedVersion
 from eventlog.codec import decode_record_json, encode_json
 from roomkit.audit._append_rules import check_batch, check_record, new_event
-from roomkit.audit._errors import BadExport, CorruptRecord, ImportConflict
+from roomkit.audit._errors import BadExport, CorruptRecord, ImportConflict, MissingRecords
 from roomkit.audit._records import RecordReader
 from roomkit.audit._room_ids import created_room_id, find_room_id
 from roomkit.audit._timeline import TimelineBuilder
@@ -108,6 +108,11 @@ class ExportLines:
                 raise RoomNotFoundError(f"Room {self._room_id} not found in the log") from None
             raise
         self._started = True
+        missing = self._records.missing
+        if missing is not None:
+            # An export must run 1, 2, 3, ...: an import (and ``replay --file``) refuses one
+            # with a gap, so say it here, naming the versions, rather than write it.
+            raise MissingRecords(self._room_id, *missing, doing="export the room")
         return encode_json(record).decode() + "\n"
 
 
@@ -122,6 +127,8 @@ def export_room(log: EventLog, room_id: str) -> ExportLines:
 
     Raises:
         RoomNotFoundError: (while iterating) the log has no record of ``room_id``.
+        MissingRecords: (while iterating, at the gap) versions of the room are missing from
+            the log; the lines before the gap were given.
         InvalidRoomIdError: (at once) ``room_id`` is not a valid room id.
     """
     return ExportLines(log, room_id)

@@ -781,3 +781,61 @@ async def test_a_timestamp_that_is_not_a_time_reads_as_unknown(
     listed = await rooms(nats_log)
     assert format_rooms(listed)[1].split()[-2:] == ["????-??-??", "??:??:??"]
     assert room_to_dict(listed[0])["last_activity"] is None
+
+
+class TestMissingVersions:
+    """A room's log with versions removed from under it (a JetStream message deleted)."""
+
+    @pytest.fixture
+    async def gapped(self, nats_log: NatsEventLog, nats_server: NatsServer) -> NatsEventLog:
+        # Messages 1-4 hold versions 1, 2-3, 4-5, 6-7; message 3 is removed.
+        async with RoomKit(log=nats_log) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(SimpleChannel("ws"))
+            await kit.create_room(room_id="room-1")
+            await kit.attach_channel("room-1", "sms")
+            await kit.attach_channel("room-1", "ws")
+            await kit.mute("room-1", "sms")
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().delete_msg("ROOMKIT", 3)
+        finally:
+            await nc.close()
+        return nats_log
+
+    async def test_replay_refuses_a_state_past_the_gap(self, gapped: NatsEventLog) -> None:
+        assert (await replay_point(gapped, "room-1", 3)).version == 3
+        for until in (4, 5, 7, None):
+            with pytest.raises(roomkit.audit.MissingRecords) as refused:
+                await replay(gapped, "room-1", until)
+            assert (refused.value.room_id, refused.value.first, refused.value.last) == (
+                "room-1",
+                4,
+                5 if until is None or until > 5 else until,
+            )
+
+    async def test_timeline_up_to_a_version_inside_the_gap_ends_with_it(
+        self, gapped: NatsEventLog
+    ) -> None:
+        found = [(e.kind, e.version, e.missing) async for e in timeline(gapped, "room-1", until=4)]
+        assert found[-1] == (roomkit.audit.MISSING, 4, (4, 4))
+        assert [version for _, version, _ in found] == [1, 2, 3, 4]
+        after = [e.version async for e in timeline(gapped, "room-1", after_version=5)]
+        assert after == [6, 7]  # the gap is below them: not theirs to say
+
+    async def test_tail_of_the_room_shows_the_gap(self, gapped: NatsEventLog) -> None:
+        lines: list[str] = []
+        await follow(gapped, lines.append, room_id="room-1", last=3, live=False, format="json")
+        entries = [json.loads(line) for line in lines]
+        assert [(e["version"], e["kind"]) for e in entries] == [
+            (4, "versions.missing"),
+            (6, "channel.updated"),
+            (7, "message.recorded"),
+        ]
+        assert entries[0]["missing"] == {"first": 4, "last": 5}
+
+    async def test_export_stops_at_the_gap(self, gapped: NatsEventLog) -> None:
+        lines = export_room(gapped, "room-1")
+        assert [json.loads(await lines.__anext__())["version"] for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(roomkit.audit.MissingRecords, match="versions 4-5 are missing"):
+            await lines.__anext__()

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -736,3 +737,104 @@ class TestNatsConnectionErrors:
             finally:
                 tail.kill()
         assert line.startswith(f"no RoomKit log at nats://auditor:***@{address} yet: waiting")
+
+
+def gapped_room(url: str, deleted: int) -> None:
+    """Room ``room-1`` on the log at ``url`` with JetStream message ``deleted`` removed, as a
+    retention limit or ``nats stream rmm`` removes one: messages 1 to 4 hold its versions
+    1 (room.created), 2-3 (sms attached), 4-5 (ws attached), 6-7 (sms muted)."""
+
+    async def write() -> None:
+        import nats
+
+        from eventlog.nats import NatsEventLog
+
+        async with NatsEventLog(url) as log, RoomKit(log=log) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(SimpleChannel("ws"))
+            await kit.create_room(room_id="room-1")
+            await kit.attach_channel("room-1", "sms")
+            await kit.attach_channel("room-1", "ws")
+            await kit.mute("room-1", "sms")
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().delete_msg("ROOMKIT", deleted)
+        finally:
+            await nc.close()
+
+    anyio.run(write)
+
+
+class TestMissingVersions:
+    """Records removed from under the log: said plainly, never taken for the whole room."""
+
+    def test_the_timeline_shows_what_is_there_and_what_is_missing(
+        self, capsys: pytest.CaptureFixture[str], nats_server: Any
+    ) -> None:
+        # It ran from v3 to v6 without a word.
+        gapped_room(nats_server.url, deleted=3)
+        code, out, err = run(capsys, "replay", "room-1", "--log", nats_server.url)
+        assert (code, err) == (EXIT_OK, "")
+        lines = [line.split() for line in out.splitlines()[2:]]
+        assert [(line[0], line[2]) for line in lines] == [
+            ("v1", "room.created"),
+            ("v2", "channel.attached"),
+            ("v3", "message.recorded"),
+            ("v4", "versions.missing"),
+            ("v6", "channel.updated"),
+            ("v7", "message.recorded"),
+        ]
+        assert " ".join(lines[3][4:]).startswith("versions 4-5 are missing from the log")
+        code, out, _ = run(
+            capsys, "replay", "room-1", "--log", nats_server.url, "--format", "json"
+        )
+        entries = [json.loads(line) for line in out.splitlines()]
+        gap = entries[3]
+        assert (gap["kind"], gap["version"], gap["missing"]) == (
+            "versions.missing",
+            4,
+            {"first": 4, "last": 5},
+        )
+        assert set(gap) == set(entries[0]) and entries[0]["missing"] is None
+        assert gap["position"] is None and gap["time"] is None
+
+    def test_a_state_past_the_gap_and_an_export_are_refused(
+        self, capsys: pytest.CaptureFixture[str], nats_server: Any
+    ) -> None:
+        # --at gave a state lacking what v4-v5 did (--at 5 gave v3's, as of "v3"), and export
+        # wrote a file that import and replay --file then refused.
+        url = nats_server.url
+        gapped_room(url, deleted=3)
+        for at in ("7", "5", datetime.now(UTC).isoformat()):
+            code, out, err = run(capsys, "replay", "room-1", "--log", url, "--at", at)
+            assert (code, out) == (EXIT_BAD_INPUT, "")
+            assert err.startswith("roomkit replay: cannot rebuild the room as of ")
+            assert err.endswith(
+                "versions 4-5 are missing from the log of room 'room-1' (removed from it: a "
+                "retention limit, a deleted message)\n"
+            )
+            assert err.count("\n") == 1
+        code, out, _ = run(capsys, "replay", "room-1", "--log", url, "--at", "3")
+        assert (code, out.splitlines()[0].split()[:4]) == (EXIT_OK, ["room", "room-1", "as", "of"])
+        assert "as of v3 " in out
+        code, out, err = run(capsys, "export", "room-1", "--log", url)
+        assert (code, out) == (EXIT_BAD_INPUT, "")  # not even the lines before the gap
+        assert err == (
+            "roomkit export: cannot export the room: versions 4-5 are missing from the log of "
+            "room 'room-1' (removed from it: a retention limit, a deleted message)\n"
+        )
+
+    def test_a_missing_first_version(
+        self, capsys: pytest.CaptureFixture[str], nats_server: Any
+    ) -> None:
+        url = nats_server.url
+        gapped_room(url, deleted=1)
+        code, out, _ = run(capsys, "replay", "room-1", "--log", url)
+        assert code == EXIT_OK
+        first = out.splitlines()[1].split()
+        assert first[:3] == ["v1", "??:??:??", "versions.missing"]
+        assert "version 1 is missing from the log" in out
+        for argv in (["replay", "room-1", "--at", "1"], ["export", "room-1"]):
+            code, out, err = run(capsys, *argv, "--log", url)
+            assert (code, out) == (EXIT_BAD_INPUT, "")
+            assert "version 1 is missing from the log of room 'room-1'" in err
