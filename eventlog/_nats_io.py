@@ -30,7 +30,7 @@ from nats.js.client import JetStreamContext
 from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_codec import StoredBatch, decode_batch
 from eventlog._nats_errors import ServerBusy, is_transient, translate
-from eventlog.errors import EventLogError
+from eventlog.errors import EventLogError, ForeignMessage
 
 __all__ = [
     "DIRECT_BATCH",
@@ -296,7 +296,7 @@ class JetStreamIO:
                 return None
             raise _status_error(status, headers)
         seq = int(headers["Nats-Sequence"])
-        batch = decode_message(msg.data, seq)
+        batch = decode_message(msg.data, seq, headers.get("Nats-Subject"))
         return Stored(seq=seq, batch=batch, msg_id=headers.get("Nats-Msg-Id"))
 
     async def last_of(self, subject: str, deadline: float | None = None) -> Stored | None:
@@ -394,16 +394,17 @@ def decode_or_skip(data: bytes, seq: int, subject: str) -> StoredBatch | None:
         return None
 
 
-def decode_message(data: bytes, seq: int) -> StoredBatch:
-    """Decode the batch stored in message ``seq``.
+def decode_message(data: bytes, seq: int, subject: str | None = None) -> StoredBatch:
+    """Decode the batch stored in message ``seq`` (on ``subject``, when known).
 
     Raises:
-        EventLogError: the message is not a RoomKit batch (someone else wrote on our subjects).
+        ForeignMessage: the message is not a RoomKit batch (someone else wrote on our
+            subjects); an ``EventLogError``, typed so that readers can say what it is.
     """
     try:
         return decode_batch(data)
     except Exception as exc:
-        raise EventLogError(f"message {seq} is not a RoomKit event batch") from exc
+        raise ForeignMessage(seq, subject) from exc
 
 
 def _status_error(status: str | None, headers: dict[str, str]) -> Exception:

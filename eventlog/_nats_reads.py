@@ -7,7 +7,15 @@ consumer (``_nats_replay``), about twice as fast per message.
 
 from __future__ import annotations
 
-from eventlog._nats_codec import first_seq_after, last_position_of, records_of
+import contextlib
+
+from eventlog._nats_codec import (
+    StoredBatch,
+    decode_batch,
+    first_seq_after,
+    last_position_of,
+    records_of,
+)
 from eventlog._nats_io import (
     DIRECT_BATCH,
     JetStreamIO,
@@ -47,7 +55,7 @@ async def read_stream(
     records: list[Record] = []
 
     def handle(_subject: str, seq: int, data: bytes) -> bool:
-        batch = decode_message(data, seq)
+        batch = decode_message(data, seq, subject)
         if batch.version + len(batch.events) - 1 > after_version:
             skip = max(after_version + 1 - batch.version, 0)
             records.extend(records_of(stream, seq, batch)[skip:])
@@ -126,14 +134,16 @@ async def read_log(
 
 
 async def list_streams(io: JetStreamIO, subject_base: str) -> list[StreamInfo]:
-    """Describe every stream from its last message, ordered by stream id."""
+    """Describe every stream from its last message, ordered by stream id.
+
+    A stream whose last message is not one of the log's (someone else published there) is
+    described from its last message that is: it is still there, with its records.
+    """
     base = len(subject_base)
     found: dict[str, StreamInfo] = {}
+    foreign: dict[str, int] = {}  # subject -> the sequence of its last message, not a batch
 
-    def handle(subject: str, seq: int, data: bytes) -> bool:
-        batch = decode_or_skip(data, seq, subject)
-        if batch is None:
-            return True
+    def describe(subject: str, seq: int, batch: StoredBatch) -> None:
         stream = subject[base:]
         found[stream] = StreamInfo(
             stream=stream,
@@ -141,8 +151,31 @@ async def list_streams(io: JetStreamIO, subject_base: str) -> list[StreamInfo]:
             last_position=last_position_of(seq),
             last_timestamp=batch.events[-1].timestamp,
         )
+
+    def handle(subject: str, seq: int, data: bytes) -> bool:
+        batch = decode_or_skip(data, seq, subject)
+        if batch is None:
+            foreign[subject] = seq
+        else:
+            foreign.pop(subject, None)  # a replay that started over: this one is the last
+            describe(subject, seq, batch)
         return True
 
     # One consumer delivering each subject's last message.
     await pull_replay(io, subject_base + ">", 1, handle, last_per_subject=True)
+    for subject, last_seq in foreign.items():
+        # Rare (another app's message), so the subject's messages are simply read in order.
+        kept: tuple[int, StoredBatch] | None = None
+
+        def keep(_subject: str, seq: int, data: bytes, end: int = last_seq) -> bool:
+            nonlocal kept
+            if seq >= end:
+                return False
+            with contextlib.suppress(Exception):  # another foreign message: passed over
+                kept = (seq, decode_batch(data))
+            return True
+
+        await pull_replay(io, subject, 1, keep)
+        if kept is not None:
+            describe(subject, *kept)
     return [found[name] for name in sorted(found)]

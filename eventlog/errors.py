@@ -7,6 +7,7 @@ Exception tree::
     ├── InvalidStreamId        a stream id that is not one NATS token ([A-Za-z0-9_-]{1,64})
     ├── InvalidAppend          an empty append, or one larger than the backend accepts
     ├── StreamConflict         the server's streams leave the log's no place (a setting)
+    ├── ForeignMessage         a message on a stream's subject that is not the log's
     └── LogUnavailable         the backend cannot be reached (after bounded retries)
 
 Backends translate their own exceptions at the boundary (``raise ... from exc``): callers never
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 __all__ = [
     "EventLogError",
+    "ForeignMessage",
     "InvalidAppend",
     "InvalidStreamId",
     "LogUnavailable",
@@ -65,6 +67,25 @@ class StreamConflict(EventLogError, ValueError):
     """The server's streams leave the log no place: its stream exists for other subjects, or
     another stream holds its subjects. A setting to change (the stream name or the subject
     prefix), not an outage to wait out."""
+
+
+class ForeignMessage(EventLogError):
+    """A stream's read met a message that is not one of the log's (someone else published
+    on its subjects): the stream cannot be read past it.
+
+    Attributes:
+        seq: the message's sequence number in the JetStream stream.
+        subject: its subject (``None`` when not known).
+    """
+
+    def __init__(self, seq: int, subject: str | None = None) -> None:
+        self.seq = seq
+        self.subject = subject
+        where = f" on {subject}" if subject is not None else ""
+        super().__init__(
+            f"message {seq}{where} is not a RoomKit event batch (someone else published on "
+            "the log's subjects)"
+        )
 
 
 class LogUnavailable(EventLogError):

@@ -25,6 +25,7 @@ import anyio
 
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, LogUnavailable, MemoryEventLog
 from eventlog.codec import encode_json
+from eventlog.errors import ForeignMessage
 from roomkit.audit import (
     DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX,
@@ -88,7 +89,8 @@ EXIT_CODES = {
     EXIT_UNKNOWN_ROOM: "unknown room",
     EXIT_BAD_INPUT: "bad input: unreadable export file, a line that is not a record, "
     "a record that does not decode, a record the target log refuses, versions missing from "
-    "a room's log (replay --at past them, export)",
+    "a room's log (replay --at past them, export), a message on a room's subject that is not "
+    "RoomKit's",
     EXIT_CONFLICT: "import refused: the target holds different records for the room",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C) before the command finished",
 }
@@ -616,6 +618,8 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
             return EXIT_UNREACHABLE, str(exc)
         case BadExport() | CorruptRecord() | MissingRecords() | InvalidAppend():
             return EXIT_BAD_INPUT, str(exc)
+        case ForeignMessage():  # like a record that does not decode, but not even a record
+            return EXIT_BAD_INPUT, f"{exc}; the room cannot be read past it"
         case ImportConflict():
             return EXIT_CONFLICT, str(exc)
         case AuditError():

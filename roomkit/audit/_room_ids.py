@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from eventlog import EventLog, Record
+from eventlog.errors import ForeignMessage
 from roomkit.core._domain import RoomCreated
 from roomkit.core._room_ids import room_of_stream, room_stream_or_none
 
@@ -49,5 +50,8 @@ async def find_room_id(log: EventLog, stream: str) -> str | None:
     room_id = room_of_stream(stream)
     if room_id is not None:
         return room_id
-    first = await log.read(stream, limit=1)
+    try:
+        first = await log.read(stream, limit=1)
+    except ForeignMessage:  # the stream's read stops at another app's message: the room
+        return None  # is listed under its stream's name (its replay says why)
     return created_room_id(first[0]) if first else None

@@ -838,3 +838,57 @@ class TestMissingVersions:
             code, out, err = run(capsys, *argv, "--log", url)
             assert (code, out) == (EXIT_BAD_INPUT, "")
             assert "version 1 is missing from the log of room 'room-1'" in err
+
+
+class TestForeignMessages:
+    """Another app's message on a room's subject (``roomkit.ev.<room>``)."""
+
+    LONG_ID = "x" * 100  # its stream's name does not tell it: rooms reads its first record
+
+    @pytest.fixture
+    def url(self, nats_server: Any) -> str:
+        url: str = nats_server.url
+        create_room(url, "room-1")
+        create_room(url, self.LONG_ID)
+
+        async def publish() -> None:
+            import nats
+
+            from roomkit.core._room_ids import room_stream
+
+            nc = await nats.connect(url)
+            try:
+                for room_id in ("room-1", self.LONG_ID):
+                    subject = f"roomkit.ev.{room_stream(room_id)}"
+                    await nc.jetstream().publish(subject, b"\x93not a roomkit batch")
+            finally:
+                await nc.close()
+
+        anyio.run(publish)
+        return url
+
+    def test_the_room_is_listed(self, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        # rooms left it out: it took each subject's last message, another app's.
+        code, out, _ = run(capsys, "rooms", "--log", url, "--format", "json")
+        rooms = [json.loads(line) for line in out.splitlines()]
+        assert code == EXIT_OK and len(rooms) == 2
+        assert [(r["room_id"], r["version"]) for r in rooms if r["room_id"] == "room-1"] == [
+            ("room-1", 1)
+        ]
+
+    def test_reading_the_room_says_why_it_cannot(
+        self, capsys: pytest.CaptureFixture[str], url: str
+    ) -> None:
+        # replay, export, --at and tail ROOM ended with an EventLogError traceback, exit 1.
+        for argv in (
+            ["replay", "room-1"],
+            ["replay", "room-1", "--at", "1"],
+            ["export", "room-1"],
+            ["tail", "room-1"],
+        ):
+            code, out, err = run(capsys, *argv, "--log", url)
+            assert (code, out) == (EXIT_BAD_INPUT, "")
+            assert err == (
+                f"roomkit {argv[0]}: message 3 on roomkit.ev.room-1 is not a RoomKit event batch "
+                "(someone else published on the log's subjects); the room cannot be read past it\n"
+            )
