@@ -13,7 +13,10 @@ counts: a flusher that told every room holding outcomes each ``delay`` seconds m
 whose outcome came just before append it on its own, a second append for most messages once
 rooms' messages came more than ``delay`` apart. The flusher never waits on a room: a busy one
 (full mailbox) appends them with its next command anyway, and a room told once is told again
-only after ``max(delay, 1 s)``, if it has not appended them by then. A room actor that stops
+only after ``max(delay, 1 s)``, if it has not appended them by then, unless its actor runs: its
+FLUSH then waits in its mailbox behind a long decision (a slow hook), and the room is only looked
+at again later (told ten times over a 12-second hook, it was taken for one whose actor cannot
+start, and its outcomes were dropped). A room actor that stops
 (passivation, shutdown) appends what it took, and a closing kit tells the rooms whose actors
 do not run. Outcomes are lost (the messages themselves are committed) only to a crash of the
 room's actor, to an actor that stops while another process writes its room (its last append
@@ -50,6 +53,7 @@ class OutcomeFlusher:
             (the kit is closing: see ``KitRuntime.stop`` for the outcomes still waiting).
         delay: how long a room's outcomes wait for its next append.
         clock: the clock of ``delay`` (anyio's, which ``anyio.sleep`` follows).
+        runs: whether a room's actor runs (its mailbox holds what it was told).
     """
 
     def __init__(
@@ -57,8 +61,10 @@ class OutcomeFlusher:
         tell_room: Callable[[str, object], None],
         delay: float,
         clock: Callable[[], float] = anyio.current_time,
+        runs: Callable[[str], bool] = lambda room_id: False,
     ) -> None:
         self._tell_room = tell_room
+        self._runs = runs
         self._delay = delay
         # A room told to append is told again only if it has not after this long: its FLUSH
         # waits behind the commands in its mailbox, and each of them appends its outcomes too.
@@ -143,9 +149,11 @@ class OutcomeFlusher:
                         _MOST_TELLS,
                     )
                     continue
+                told = self._told.pop(room_id, None) is not None
                 self._since.pop(room_id, None)
-                self._told.pop(room_id, None)
                 self._told[room_id] = now  # last: the order by time told holds
+                if told and self._runs(room_id):
+                    continue  # its FLUSH waits in its mailbox, behind a long decision
                 try:
                     self._tell_room(room_id, FLUSH)
                 except MailboxFull:

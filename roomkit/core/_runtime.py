@@ -116,7 +116,9 @@ class KitRuntime:
         self._kit = kit
         self._settings = settings
         self.turns = TurnTracker()
-        self.flusher = OutcomeFlusher(self._tell_room_nowait, settings.outcome_delay)
+        self.flusher = OutcomeFlusher(
+            self._tell_room_nowait, settings.outcome_delay, runs=self._room_runs
+        )
         if predecessor is None:
             self.projection = StoreProjection(kit._log, kit._store)
         else:
@@ -540,6 +542,10 @@ class KitRuntime:
 
     def _tell_room_nowait(self, room_id: str, command: object) -> None:
         self._running().ref(ROOM, room_id).tell_nowait(command)
+
+    def _room_runs(self, room_id: str) -> bool:
+        system = self._system
+        return system is not None and system.is_active(ROOM, room_id)
 
     async def _tell_delivery(self, room_id: str, job: object) -> None:
         await self._running().ref(DELIVERY, room_id).tell(job)

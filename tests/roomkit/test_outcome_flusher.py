@@ -25,6 +25,7 @@ class _Rooms:
         self.now = 0.0
         self.told: list[tuple[str, float]] = []
         self.busy: set[str] = set()
+        self.running: set[str] = set()  # rooms whose actor runs (a FLUSH waits in its mailbox)
 
     def clock(self) -> float:
         return self.now
@@ -36,7 +37,7 @@ class _Rooms:
         self.told.append((room_id, self.now))
 
     def flusher(self, delay: float = DELAY) -> OutcomeFlusher:
-        return OutcomeFlusher(self.tell, delay, clock=self.clock)
+        return OutcomeFlusher(self.tell, delay, clock=self.clock, runs=self.running.__contains__)
 
     async def until(self, done: Callable[[], bool]) -> None:
         with anyio.fail_after(5):
@@ -138,6 +139,30 @@ async def test_a_room_told_ten_times_in_vain_drops_its_outcomes(
         rooms.now = 11 * DELAY
         await rooms.until(lambda: not flusher.holds("broken"))
     assert "did not append 1 delivery outcomes in 10 tries" in caplog.text
+
+
+async def test_a_room_whose_actor_runs_is_not_told_again_nor_given_up_on(
+    rooms: _Rooms, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its FLUSH waits in its mailbox behind a long decision (a 12-second hook): told every
+    # second, it was taken after ten tells for a room whose actor cannot start, and its
+    # outcomes were dropped.
+    monkeypatch.setattr(outcome_flusher, "_RETELL_AFTER", 0.0)  # looked at after DELAY
+    flusher = rooms.flusher()
+    flusher.add("busy", _outcome("e1"))
+    rooms.running.add("busy")
+    async with running(flusher):
+        rooms.now = DELAY
+        await rooms.until(lambda: len(rooms.told) == 1)
+        for look in range(2, 30):
+            rooms.now = look * DELAY
+            await anyio.sleep(DELAY / 5)  # real time: the flusher looks
+        assert rooms.told == [("busy", DELAY)] and flusher.holds("busy")
+        # Its actor stopped without taking them (its start failed): told again.
+        rooms.running.clear()
+        rooms.now = 30 * DELAY
+        await rooms.until(lambda: len(rooms.told) == 2)
+    assert flusher.holds("busy") and "dropped" not in caplog.text
 
 
 async def test_a_room_that_took_its_outcomes_after_being_told_is_not_told_again(
