@@ -108,6 +108,12 @@ class HelpersMixin:
     async def _ensure_runtime(self) -> KitRuntime:
         raise NotImplementedError  # provided by RoomKit
 
+    async def _started_runtime(self) -> KitRuntime:
+        raise NotImplementedError  # provided by RoomKit
+
+    async def _rebuilt(self, runtime: KitRuntime) -> None:
+        raise NotImplementedError  # provided by RoomKit
+
     # -- framework events --------------------------------------------------------------------
 
     def on(self, event_type: str) -> Callable[[F], F]:
@@ -169,8 +175,11 @@ class HelpersMixin:
         its turn delivered (hooks run) and the read model caught up with what it committed.
         ``here``: this process's actor, even if another process owns the room (a command that
         process sent here)."""
-        runtime = await self._ensure_runtime()
+        # Taken up before it waits for a rebuild of the read model: a close() called meanwhile
+        # lets it finish (it refused it once the rebuild ended).
+        runtime = await self._started_runtime()
         with runtime.admitted(here) as taken:
+            await self._rebuilt(runtime)
             room_id = self._check_room_id(room_id)
             placement = runtime.placement
             if placement is not None and not here:  # another process may own the room

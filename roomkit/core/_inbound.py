@@ -127,8 +127,9 @@ class InboundMixin(HelpersMixin):
         channel = self._channels.get(message.channel_id)
         if channel is None:
             raise ChannelNotRegisteredError(f"Channel {message.channel_id} not registered")
-        runtime = await self._ensure_runtime()
-        with runtime.admitted(here) as taken:
+        runtime = await self._started_runtime()
+        with runtime.admitted(here) as taken:  # before a rebuild's wait: see _command
+            await self._rebuilt(runtime)
             return await self._process_taken_up(
                 message, channel, room_id, waiting, here, runtime, taken
             )

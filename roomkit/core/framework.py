@@ -319,11 +319,18 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     # -- runtime -----------------------------------------------------------------------------
 
     async def _ensure_runtime(self) -> KitRuntime:
+        runtime = await self._started_runtime()
+        await self._rebuilt(runtime)
+        return runtime
+
+    async def _started_runtime(self) -> KitRuntime:
         runtime = self._current_runtime()
         await runtime.ensure_started()
+        return runtime
+
+    async def _rebuilt(self, runtime: KitRuntime) -> None:
         if runtime.projection.rebuilding is not None:
             await runtime.projection.rebuilt()  # reads and routing need the whole read model
-        return runtime
 
     def _current_runtime(self) -> KitRuntime:
         if self._runtime.ended:

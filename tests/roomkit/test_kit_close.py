@@ -28,11 +28,13 @@ from roomkit import (
     IdentityResult,
     InboundMessage,
     InboundResult,
+    InMemoryStore,
     KitClosedError,
     RoomContext,
     RoomEvent,
     RoomKit,
     RoomKitError,
+    TextContent,
     WebSocketChannel,
 )
 from roomkit.core._runtime import RuntimeSettings
@@ -580,3 +582,38 @@ async def test_a_close_lets_the_messages_taken_before_it_finish_their_steps() ->
     assert (await kit.get_room("notes")).metadata == {"last": result.event.id}
     with pytest.raises(KitClosedError):
         await kit.process_inbound(text("sms", "late"), room_id="r1")
+
+
+async def test_commands_waiting_for_a_rebuild_of_the_read_model_finish_before_a_close() -> None:
+    # They were taken up only once the rebuild ended: a close() called meanwhile refused
+    # them then ("takes no more commands"), though their callers waited before it.
+    clearing, cleared = anyio.Event(), anyio.Event()
+
+    class SlowToClear(InMemoryStore):
+        async def clear(self) -> None:
+            clearing.set()
+            await cleared.wait()
+            await super().clear()
+
+    kit = RoomKit(store=SlowToClear())
+    kit.register_channel(SimpleChannel("sms"))
+    sent: list[object] = []
+    with anyio.fail_after(20):  # a hang guard
+        await room_with(kit, "r1", "sms")
+
+        async def send() -> None:
+            sent.append(await kit.send_event("r1", "sms", TextContent(body="sent")))
+            with pytest.raises(KitClosedError):  # called after the close
+                await kit.process_inbound(text("sms", "late"), room_id="r1")
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(kit.rebuild_store)
+            await clearing.wait()
+            tasks.start_soon(send)
+            await anyio.wait_all_tasks_blocked()  # send_event waits for the rebuild
+            tasks.start_soon(kit.close)
+            await anyio.wait_all_tasks_blocked()
+            cleared.set()
+    assert len(sent) == 1
+    bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+    assert bodies[-1] == "sent"
