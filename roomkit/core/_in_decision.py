@@ -29,6 +29,7 @@ __all__ = [
     "deliveries_held_up",
     "held_up",
     "message_waits",
+    "waits_for",
 ]
 
 
@@ -43,6 +44,7 @@ class InDecision(ContextMark):
 
     __slots__ = (
         "after",
+        "asking",
         "commit",
         "event_id",
         "failed",
@@ -75,6 +77,30 @@ class InDecision(ContextMark):
         # decision fails with it, whatever the hook that made it did with the error.
         self.failed: Exception | None = None
         self.wrote = False  # a write was committed
+        # The rooms its code waits for a command of (see ``waits_for``): most decisions ask
+        # none, so made when first needed.
+        self.asking: list[str] | None = None
+
+
+def waits_for(deciding: dict[str, InDecision], room_id: str, target: str) -> bool:
+    """Whether the decision ``room_id`` runs waits, through the commands its code (and that
+    of the decisions those wait for) sent to other rooms, for room ``target``: a command from
+    ``target``'s decision to ``room_id`` would close the circle. (Two messages at once, each
+    room's hook sending to the other: each waited behind the other's decision until they
+    timed out, and both were lost.)"""
+    seen = {room_id}
+    rooms = [room_id]
+    while rooms:
+        decision = deciding.get(rooms.pop())
+        if decision is None or not decision.active or not decision.asking:
+            continue
+        for asked in decision.asking:
+            if asked == target:
+                return True
+            if asked not in seen:
+                seen.add(asked)
+                rooms.append(asked)
+    return False
 
 
 def deciding() -> InDecision | None:

@@ -296,18 +296,25 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             self._commit_write,
             command.waiting,
         )
+        deciding = self._services.deciding
+        deciding[self.key] = mark
         with mark as decision:
-            if command.budget is not None:
-                first = self._first_decided
-                if first is None or first[0] is not command:
-                    # Decided again after another writer's append, the message keeps the time
-                    # it was first taken up at: its retries count in its process_timeout.
-                    first = self._first_decided = (command, time.perf_counter())
-                facts, outcome = await self._decide_within(
-                    state, command, command.budget, first[1]
-                )
-            else:
-                facts, outcome = await self._decider.decide(state, command)
+            try:
+                if command.budget is not None:
+                    first = self._first_decided
+                    if first is None or first[0] is not command:
+                        # Decided again after another writer's append, the message keeps the
+                        # time it was first taken up at: its retries count in its
+                        # process_timeout.
+                        first = self._first_decided = (command, time.perf_counter())
+                    facts, outcome = await self._decide_within(
+                        state, command, command.budget, first[1]
+                    )
+                else:
+                    facts, outcome = await self._decider.decide(state, command)
+            finally:
+                if deciding.get(self.key) is mark:
+                    del deciding[self.key]
         if decision.wrote:
             self._wrote_for = command
         if decision.failed is not None:

@@ -30,7 +30,14 @@ from roomkit._host import spawn_host
 from roomkit.core._cancel import cut_context_cycle
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
-from roomkit.core._in_decision import DecisionWait, deciding, deliveries_held_up, held_up
+from roomkit.core._in_decision import (
+    DecisionWait,
+    InDecision,
+    deciding,
+    deliveries_held_up,
+    held_up,
+    waits_for,
+)
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 from roomkit.core._post_commit import PostCommitJob, in_post_commit_work
 from roomkit.core._room_actor import DeliveryActor, RoomActor
@@ -457,6 +464,9 @@ class KitRuntime:
                     f"the other. Make the call from room {room_id}'s AFTER_BROADCAST hook, "
                     "which runs once its decision is over"
                 )
+            asking = self._asked_from(decision, room_id)
+        else:
+            asking = None
         self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(
@@ -504,12 +514,38 @@ class KitRuntime:
             raise RoomKitError(f"the event log failed for room {room_id}: {exc}") from exc
         finally:
             self._asked()
+            if asking is not None:
+                asking.remove(room_id)
         assert isinstance(reply, Outcome)
         if self._in_doubt and not reply.in_doubt:
             # Settled: committed, or the stream went on without it. A room whose append is
             # not in the log yet stays, for closing to settle.
             self._in_doubt.discard(room_id)
         return reply
+
+    def _asked_from(self, decision: InDecision, room_id: str) -> list[str] | None:
+        """Note that ``decision`` (of this kit, or another) waits for a command to room
+        ``room_id``, and return the list noted in (the caller takes it out once answered).
+
+        Raises:
+            RoomKitError: ``room_id``'s decision waits, through the commands the decisions of
+                this process sent, for ``decision``'s room: each would wait for the other.
+        """
+        if decision.kit is not self._kit:
+            return None
+        if waits_for(self.services.deciding, room_id, decision.room_id):
+            raise RoomKitError(
+                f"room {room_id} cannot take a command from room {decision.room_id}'s "
+                f"decision ({_DECISION_CODE}): room {room_id}'s decision waits for a command "
+                f"to room {decision.room_id} (its hook sent one, or a room it waits for did), "
+                "so each would wait for the other. Make the call from an AFTER_BROADCAST "
+                "hook, which runs once the decision is over"
+            )
+        asking = decision.asking
+        if asking is None:
+            asking = decision.asking = []
+        asking.append(room_id)
+        return asking
 
     async def _older_duplicate(self, room_id: str, key: str, position: int) -> str | None:
         """The id of the event the read model holds with idempotency ``key`` in the room, ""

@@ -7,13 +7,14 @@ they depend on the few services they use and nothing else.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from roomkit.core._turns import TurnTracker
 
 if TYPE_CHECKING:
+    from roomkit.core._in_decision import InDecision
     from roomkit.core._outcome_flusher import OutcomeFlusher
     from roomkit.core.event_router import EventRouter
     from roomkit.core.hooks import HookEngine
@@ -54,3 +55,5 @@ class KitServices:
     # The last version of a stream the read model applied (0: none): see
     # EventSourcedActor.known_version.
     known_version: Callable[[str], int] = lambda stream: 0
+    # The decision each room of this process is running (see KitRuntime.ask_room's cycles).
+    deciding: dict[str, InDecision] = field(default_factory=dict)

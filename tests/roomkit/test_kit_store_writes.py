@@ -617,6 +617,52 @@ async def test_a_cycle_of_rooms_deciding_across_two_kits_fails_at_once(kit: Room
         await other.update_room_metadata("r1", {"ok": True})
 
 
+async def test_two_rooms_deciding_at_once_whose_hooks_send_to_each_other_fail_at_once(
+    kit: RoomKit,
+) -> None:
+    # A message in r1 and one in r2 at once, each hook sending the other room a message:
+    # each waited behind the other's decision until process_timeout, and both were lost.
+    # The one that closes the circle is refused at once; the other goes through.
+    kit.register_channel(SimpleChannel("sms"))
+    for room_id in ("r1", "r2"):
+        await room_with(kit, room_id, "sms")
+    both_deciding = anyio.Event()
+    deciding: set[str] = set()
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=10.0)
+    async def forward(event: RoomEvent, context: RoomContext) -> HookResult:
+        if getattr(event.content, "body", "") != "forward":
+            return HookResult.allow()
+        deciding.add(context.room.id)
+        if len(deciding) == 2:
+            both_deciding.set()
+        await both_deciding.wait()
+        other = "r2" if context.room.id == "r1" else "r1"
+        await kit.process_inbound(text("sms", f"from {context.room.id}"), room_id=other)
+        return HookResult.allow()
+
+    errors = framework_events(kit, "hook_error")
+    results: dict[str, InboundResult] = {}
+
+    async def send(room_id: str) -> None:
+        results[room_id] = await kit.process_inbound(text("sms", "forward"), room_id=room_id)
+
+    with anyio.fail_after(8):  # process_timeout (30 s) before
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(send, "r1")
+            tasks.start_soon(send, "r2")
+    assert all(not r.blocked for r in results.values())
+    [error] = errors
+    refused = error.room_id
+    assert refused is not None and "each would wait for the other" in str(error.data["error"])
+    through = "r2" if refused == "r1" else "r1"
+    timeline = await kit.get_timeline(refused)
+    assert [getattr(e.content, "body", None) for e in timeline][-2:] == [
+        "forward",
+        f"from {through}",
+    ]
+
+
 def test_a_chain_of_waits_holds_only_up_to_its_first_link_no_longer_live() -> None:
     # r1 waits for r2's decision, r2 sent r3 its message from a task and is decided: r3
     # may command r1 (it waits for r1's decision to end), but not r2 while r2 waits.
