@@ -166,7 +166,7 @@ def state_to_dict(point: ReplayPoint) -> dict[str, Any]:
     return {
         "room_id": point.room_id,
         "version": point.version,
-        "time": point.time.isoformat() if point.time is not None else None,
+        "time": _iso(point.time),
         "room": state.room.model_dump(mode="json") if state.room is not None else None,
         "bindings": [b.model_dump(mode="json") for b in state.bindings.values()],
         "participants": [p.model_dump(mode="json") for p in state.participants.values()],
@@ -203,7 +203,9 @@ def _clock(time: datetime | None) -> str:
 
 
 def _iso(time: datetime | None) -> str | None:
-    return time.isoformat() if time is not None else None
+    """A time in one shape whatever its value: ``isoformat()`` left out the fraction of a
+    time on a whole second, which a reader parsing a fixed shape then failed on."""
+    return time.isoformat(timespec="microseconds") if time is not None else None
 
 
 def _room_id(info: RoomInfo | StreamInfo) -> str:

@@ -261,6 +261,14 @@ class TestTimeline:
         assert json.loads(json.dumps(delivery)) == delivery
         assert datetime.fromisoformat(dicts[0]["time"]) == found[0].time
 
+    async def test_json_times_have_one_shape_on_a_whole_second_too(self) -> None:
+        # isoformat() left the fraction out of a time on a whole second.
+        log = MemoryEventLog()
+        whole = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        await append_at(log, "r1", RoomCreated(room=dump(Room(id="r1"))), whole)
+        (entry,) = await entries(log, "r1")
+        assert entry_to_dict(entry)["time"] == "2026-01-02T03:04:05.000000+00:00"
+
     async def test_text_renderer_dates_each_day_once(self) -> None:
         log = MemoryEventLog()
         await append_at(log, "r1", RoomCreated(room=dump(Room(id="r1"))), T0)
