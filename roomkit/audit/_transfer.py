@@ -205,6 +205,13 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
     def take(line: str | bytes) -> None:
         nonlocal number
         number += 1
+        if number == 1:
+            # A byte order mark, which editors on Windows put first: refused as "invalid
+            # character (byte 0)", the file looked damaged.
+            if isinstance(line, str):
+                line = line.removeprefix("\ufeff")
+            else:
+                line = line.removeprefix(b"\xef\xbb\xbf")
         if not line.strip():
             return
         try:

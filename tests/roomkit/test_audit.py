@@ -555,6 +555,13 @@ class TestImportChecksEveryRecordFirst:
         assert [r.version for r in good.streams["r1"]] == [1, 2, 3, 4, 5]
         assert (await import_room(MemoryEventLog(), good)).appended == 5
 
+    async def test_an_export_starting_with_a_byte_order_mark_is_read(self) -> None:
+        # Saved by an editor on Windows: refused as "invalid character (byte 0)".
+        lines = await exported(await hand_made_room(), "r1")
+        for first in ("\ufeff" + lines[0], b"\xef\xbb\xbf" + lines[0].encode()):
+            read = await read_export([first, *lines[1:]])
+            assert [r.version for r in read.streams["r1"]] == [1, 2, 3, 4, 5]
+
     async def test_a_damaged_export_can_still_be_read_into_a_scratch_log(self) -> None:
         data = base64.b64encode(b'{"room": 42}').decode()
         lines = await two_rooms_with_a_bad_last_record(type="room.updated", data=data)
