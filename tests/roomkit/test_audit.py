@@ -798,24 +798,30 @@ async def test_a_timestamp_that_is_not_a_time_reads_as_unknown(
     assert room_to_dict(listed[0])["last_activity"] is None
 
 
+async def remove_versions(log: NatsEventLog, url: str, message: int) -> None:
+    """Room ``room-1`` on ``log`` with its JetStream ``message`` removed, as a retention limit
+    or ``nats stream rmm`` removes one: messages 1 to 4 hold its versions 1 (room.created),
+    2-3 (sms attached), 4-5 (ws attached), 6-7 (sms muted)."""
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="room-1")
+        await kit.attach_channel("room-1", "sms")
+        await kit.attach_channel("room-1", "ws")
+        await kit.mute("room-1", "sms")
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().delete_msg("ROOMKIT", message)
+    finally:
+        await nc.close()
+
+
 class TestMissingVersions:
     """A room's log with versions removed from under it (a JetStream message deleted)."""
 
     @pytest.fixture
     async def gapped(self, nats_log: NatsEventLog, nats_server: NatsServer) -> NatsEventLog:
-        # Messages 1-4 hold versions 1, 2-3, 4-5, 6-7; message 3 is removed.
-        async with RoomKit(log=nats_log) as kit:
-            kit.register_channel(SimpleChannel("sms"))
-            kit.register_channel(SimpleChannel("ws"))
-            await kit.create_room(room_id="room-1")
-            await kit.attach_channel("room-1", "sms")
-            await kit.attach_channel("room-1", "ws")
-            await kit.mute("room-1", "sms")
-        nc = await nats.connect(nats_server.url)
-        try:
-            await nc.jetstream().delete_msg("ROOMKIT", 3)
-        finally:
-            await nc.close()
+        await remove_versions(nats_log, nats_server.url, 3)  # versions 4-5
         return nats_log
 
     async def test_replay_refuses_a_state_past_the_gap(self, gapped: NatsEventLog) -> None:

@@ -37,6 +37,7 @@ from roomkit.cli import (
 from roomkit.core._domain import ReadMarked, RoomCreated, dump, encode_domain_event
 from roomkit.models.room import Room
 from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.test_audit import remove_versions
 
 
 async def _conversation() -> MemoryEventLog:
@@ -740,27 +741,13 @@ class TestNatsConnectionErrors:
 
 
 def gapped_room(url: str, deleted: int) -> None:
-    """Room ``room-1`` on the log at ``url`` with JetStream message ``deleted`` removed, as a
-    retention limit or ``nats stream rmm`` removes one: messages 1 to 4 hold its versions
-    1 (room.created), 2-3 (sms attached), 4-5 (ws attached), 6-7 (sms muted)."""
+    """``remove_versions`` on the log at ``url``, JetStream message ``deleted`` removed."""
 
     async def write() -> None:
-        import nats
-
         from eventlog.nats import NatsEventLog
 
-        async with NatsEventLog(url) as log, RoomKit(log=log) as kit:
-            kit.register_channel(SimpleChannel("sms"))
-            kit.register_channel(SimpleChannel("ws"))
-            await kit.create_room(room_id="room-1")
-            await kit.attach_channel("room-1", "sms")
-            await kit.attach_channel("room-1", "ws")
-            await kit.mute("room-1", "sms")
-        nc = await nats.connect(url)
-        try:
-            await nc.jetstream().delete_msg("ROOMKIT", deleted)
-        finally:
-            await nc.close()
+        async with NatsEventLog(url) as log:
+            await remove_versions(log, url, deleted)
 
     anyio.run(write)
 

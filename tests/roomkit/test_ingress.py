@@ -27,6 +27,7 @@ import nats.js.kv
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.api import RawStreamMsg
 
 from eventlog import EventLog, LogUnavailable, MemoryEventLog, NewEvent, Record
 from eventlog._nats_client import RoomKitNatsClient
@@ -532,11 +533,28 @@ async def test_a_header_nats_py_cannot_send_is_left_out_of_the_dead_letter(
     # A raw client published a header named "X(1)", which the server stores and nats-py
     # refuses to send: the dead letter was retried for ever, and again after every restart
     # (its recovery), so that the ingress took nothing else.
-    await make_rooms(nats_kit, "room-1")
-    async with Ingress(nats_kit, nats_server.url) as ingress:
-        lines = [b"X(1): v", b"X-Kept: yes"]
+    lines = [b"X(1): v", b"X-Kept: yes"]
+    subject = "roomkit.in.sms"
+    dead = await raw_dead_letter(nats_server, nats_kit, client, subject, lines, b"not json")
+    headers = dead.headers or {}
+    assert headers[ERROR_HEADER] == "bad_payload"
+    assert headers["X-Kept"] == "yes" and "X(1)" not in headers
+
+
+async def raw_dead_letter(
+    nats_server: NatsServer,
+    kit: RoomKit,
+    client: NatsClient,
+    subject: str | bytes,
+    header_lines: Sequence[bytes],
+    payload: bytes,
+) -> RawStreamMsg:
+    """Publish as a raw client (``publish_raw``) to a running ingress; check that it
+    dead-lettered that message and went on with the next one; return the dead letter."""
+    await make_rooms(kit, "room-1")
+    async with Ingress(kit, nats_server.url) as ingress:
         await anyio.to_thread.run_sync(
-            publish_raw, nats_server.url, "roomkit.in.sms", lines, b"not json"
+            publish_raw, nats_server.url, subject, header_lines, payload
         )
 
         async def dead_lettered() -> bool:
@@ -545,11 +563,8 @@ async def test_a_header_nats_py_cannot_send_is_left_out_of_the_dead_letter(
         await eventually(dead_lettered, what="the message dead-lettered")
         after = text("sms", "after", idempotency_key="k")
         ok = await publish_inbound(client, after, room_id="room-1", reply_timeout=10)
-    assert ok.ok and await bodies(nats_kit, "room-1") == ["after"]
-    dead = await client.jetstream().get_msg("ROOMKIT_DLQ", 1)
-    headers = dead.headers or {}
-    assert headers[ERROR_HEADER] == "bad_payload"
-    assert headers["X-Kept"] == "yes" and "X(1)" not in headers
+    assert ok.ok and await bodies(kit, "room-1") == ["after"]
+    return await client.jetstream().get_msg("ROOMKIT_DLQ", 1)
 
 
 async def test_a_subject_that_is_not_utf_8_is_dead_lettered_and_the_ingress_goes_on(
@@ -558,21 +573,9 @@ async def test_a_subject_that_is_not_utf_8_is_dead_lettered_and_the_ingress_goes
     # A raw client's subject with a byte that is not UTF-8, which the stream over
     # roomkit.in.> stores: nats-py's strict decoding raised in its read loop, which stopped
     # for good, and the ingress received nothing more, of any room, also after a restart.
-    await make_rooms(nats_kit, "room-1")
-    async with Ingress(nats_kit, nats_server.url) as ingress:
-        payload = envelope("poison", "p", room_id="room-1")
-        await anyio.to_thread.run_sync(
-            publish_raw, nats_server.url, b"roomkit.in.sm\xffs", [b"X-Kept: yes"], payload
-        )
-
-        async def dead_lettered() -> bool:
-            return ingress.stats.dead_lettered == 1
-
-        await eventually(dead_lettered, what="the message dead-lettered")
-        after = text("sms", "after", idempotency_key="k")
-        ok = await publish_inbound(client, after, room_id="room-1", reply_timeout=10)
-    assert ok.ok and await bodies(nats_kit, "room-1") == ["after"]
-    dead = await client.jetstream().get_msg("ROOMKIT_DLQ", 1)
+    payload = envelope("poison", "p", room_id="room-1")
+    subject = b"roomkit.in.sm\xffs"
+    dead = await raw_dead_letter(nats_server, nats_kit, client, subject, [b"X-Kept: yes"], payload)
     headers = dead.headers or {}
     assert headers[ERROR_HEADER] == "channel_mismatch"
     assert dead.subject == "roomkit.dlq.sm\ufffds"
