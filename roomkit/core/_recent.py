@@ -5,8 +5,9 @@ are the room's last ``RECENT_EVENTS`` events. Held as pydantic models, that is s
 per event for the garbage collector to walk on every full collection: with a thousand busy
 rooms, collections took half the process's time. So the events are kept as their JSON (the
 bytes the log holds), and validated into models only when something reads them, once per
-room: from then on the actor keeps the models too, as the read that needed them (an AI channel
-building its prompt) will come again, until the room rests (``RoomState.rest``, after
+room: from then on the actor keeps the models too (each event read from its JSON as it comes,
+as a replay reads it), as the read that needed them (an AI channel building its prompt) will
+come again, until the room rests (``RoomState.rest``, after
 ``rest_after`` of quiet): fifty models take ~150 KB, their JSON a fifth of that.
 
 A context gets a ``LazyEvents``: a sequence with every list operation that fills itself with
@@ -23,7 +24,6 @@ from typing import Any, SupportsIndex, overload
 
 import msgspec
 
-from roomkit.models import event as _event
 from roomkit.models.event import RoomEvent
 
 __all__ = ["RECENT_EVENTS", "LazyEvents", "RecentEvents"]
@@ -42,45 +42,6 @@ Json = msgspec.Raw  # an event's JSON as logged (a view of the log's or snapshot
 
 def _model(raw: Json) -> RoomEvent:
     return RoomEvent.model_validate_json(bytes(raw))
-
-
-# The contents a replay reads an event's back as.
-_CONTENTS = frozenset(
-    {
-        _event.TextContent,
-        _event.RichContent,
-        _event.MediaContent,
-        _event.LocationContent,
-        _event.AudioContent,
-        _event.VideoContent,
-        _event.CompositeContent,
-        _event.SystemContent,
-        _event.TemplateContent,
-    }
-)
-
-
-def _as_replayed(content: object) -> bool:
-    """Whether ``content`` is of a class a replay gives back (not an app's subclass)."""
-    if type(content) not in _CONTENTS:
-        return False
-    if type(content) is _event.CompositeContent:
-        return all(_as_replayed(part) for part in content.parts)
-    return True
-
-
-def _kept(model: RoomEvent | None, raw: Json) -> RoomEvent:
-    """The model the room keeps of an event: the one in hand unless it is an app's subclass
-    (of the event, its source or its content), whose own fields the log does not hold: the
-    room then showed hooks what no replay of it, nor the room once it rested, gives back."""
-    if (
-        model is None
-        or type(model) is not RoomEvent
-        or type(model.source) is not _event.EventSource
-        or not _as_replayed(model.content)
-    ):
-        return _model(raw)
-    return model
 
 
 class RecentEvents:
@@ -117,8 +78,11 @@ class RecentEvents:
     def __iter__(self) -> Iterator[RoomEvent]:
         return iter(self._load(tuple(self._raw), self._appended))
 
-    def append(self, raw: Json, model: RoomEvent | None = None) -> None:
-        """One more event: its JSON as logged, and its model if the caller has it."""
+    def append(self, raw: Json) -> None:
+        """One more event: its JSON as logged. Once the models are kept, its model is read
+        from that JSON, not taken from the caller: the one a channel or hook made may be an
+        app's subclass, or hold values JSON gives back otherwise (a tuple), and the room
+        showed its hooks what no replay of it, nor the room once it rested, gives back."""
         window = self._raw
         window.append(raw)
         if len(window) > RECENT_EVENTS:
@@ -131,7 +95,7 @@ class RecentEvents:
                     del spare[0]
         self._appended += 1
         if self._models is not None:
-            self._models.append(_kept(model, raw))
+            self._models.append(_model(raw))
 
     def forget_models(self) -> None:
         """Keep the JSON only (the room is idle) until the room makes a context again: a late

@@ -344,7 +344,7 @@ def _record_message(
         state.keys_recorded += 1
         if len(keys) > IDEMPOTENCY_WINDOW:
             del keys[next(iter(keys))]  # the oldest: the read model answers for it now
-    state.recent.append(raw, model)
+    state.recent.append(raw)
     room = state.room
     if room is None:
         return

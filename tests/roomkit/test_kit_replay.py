@@ -241,25 +241,34 @@ class _Tagged(RoomEvent):
 
 
 class _SigningChannel(SimpleChannel):
-    """Gives its messages as the app's own event and content classes."""
+    """Gives its messages with metadata JSON gives back otherwise (a tuple), and "one" as the
+    app's own event and content classes."""
 
     async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
         event = await super().handle_inbound(message, context)
         body = getattr(message.content, "body", "")
         content = _Signed(body=body, signature=f"sig-{body}")
-        return _Tagged(**dict(event) | {"content": content}, tenant="acme")
+        if body != "one":
+            return event.model_copy(update={"metadata": {"pair": (1, 2)}})
+        fields = dict(event) | {"content": content, "metadata": {"pair": (1, 2)}}
+        return _Tagged(**fields, tenant="acme")
 
 
 async def test_hooks_see_the_recent_events_a_replay_gives_back(event_log: EventLog) -> None:
     # The room kept an app's own event and content classes as the channel made them, with
     # fields the log does not hold: its hooks saw what no replay, nor the room once it
     # rested, gives back.
-    seen: list[list[tuple[str, str, str | None]]] = []
+    seen: list[list[tuple[str, str, str | None, object]]] = []
 
     async def look(event: RoomEvent, context: RoomContext) -> None:
         seen.append(
             [
-                (type(e).__name__, type(e.content).__name__, getattr(e.content, "signature", None))
+                (
+                    type(e).__name__,
+                    type(e.content).__name__,
+                    getattr(e.content, "signature", None),
+                    e.metadata.get("pair"),
+                )
                 for e in context.recent_events
                 if e.type == "message"
             ]
@@ -272,7 +281,8 @@ async def test_hooks_see_the_recent_events_a_replay_gives_back(event_log: EventL
             if not rebuilt:
                 await kit.create_room(room_id="r1")
                 await kit.attach_channel("r1", "signing")
-                await kit.process_inbound(text("signing", "one"), room_id="r1")
-            await kit.process_inbound(text("signing", "two"), room_id="r1")
-    plain = ("RoomEvent", "TextContent", None)
-    assert seen == [[], [plain], [plain, plain]]
+                for body in ("one", "two"):
+                    await kit.process_inbound(text("signing", body), room_id="r1")
+            await kit.process_inbound(text("signing", "three"), room_id="r1")
+    plain = ("RoomEvent", "TextContent", None, [1, 2])
+    assert seen == [[], [plain], [plain, plain], [plain, plain, plain]]
