@@ -82,7 +82,12 @@ class ActorRef:
             )
 
     async def ask(
-        self, message: object, *, timeout: float | None = None, wait_once_taken: bool = False
+        self,
+        message: object,
+        *,
+        timeout: float | None = None,
+        wait_once_taken: bool = False,
+        track: list[Ask] | None = None,
     ) -> object:
         """Send ``message`` and wait for the actor's reply.
 
@@ -93,6 +98,8 @@ class ActorRef:
             wait_once_taken: the timeout bounds only the wait for the actor to take the message
                 up; from then on the ask waits for the handler to finish (the handler bounds
                 its own time). An ``AskTimeout`` then always means the message was not handled.
+            track: the ask is appended to it: its ``done`` says whether it was answered, as
+                soon as it is (the asker may resume later).
 
         Returns:
             What the actor's handler returned.
@@ -117,6 +124,8 @@ class ActorRef:
         system._deadlines.checked(timeout)
         cell = system._cells.get(self._id) or system._activate(self._id)
         ask = Ask(message, wait_once_taken)
+        if track is not None:
+            track.append(ask)
         system._deadlines.add(ask, timeout)
         try:
             if not cell.offer(ask):

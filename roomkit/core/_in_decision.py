@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
+from actors._ask import Ask
 from roomkit.core._context_mark import ContextMark
 from roomkit.core._post_commit import PostCommitJob
+from roomkit.core._taken_up import running_task
 
 __all__ = [
     "DecisionWait",
@@ -51,6 +53,7 @@ class InDecision(ContextMark):
         "kit",
         "position",
         "room_id",
+        "task",
         "waiting",
         "wrote",
     )
@@ -77,9 +80,12 @@ class InDecision(ContextMark):
         # decision fails with it, whatever the hook that made it did with the error.
         self.failed: Exception | None = None
         self.wrote = False  # a write was committed
-        # The rooms its code waits for a command of (see ``waits_for``): most decisions ask
-        # none, so made when first needed.
-        self.asking: list[str] | None = None
+        # The rooms its code sent a command to, each with the list its ask goes in (see
+        # ``waits_for``): most decisions ask none, so made when first needed.
+        self.asking: list[tuple[str, list[Ask]]] | None = None
+        # The task that runs it: a task its code left running (which it does not wait for)
+        # holds the mark too.
+        self.task = running_task()
 
 
 def waits_for(deciding: dict[str, InDecision], room_id: str, target: str) -> bool:
@@ -94,7 +100,11 @@ def waits_for(deciding: dict[str, InDecision], room_id: str, target: str) -> boo
         decision = deciding.get(rooms.pop())
         if decision is None or not decision.active or not decision.asking:
             continue
-        for asked in decision.asking:
+        for asked, asks in decision.asking:
+            if asks and asks[0].done:
+                # Answered: the decision no longer waits there, though its code may not
+                # have resumed yet (the room went on to its next message at once).
+                continue
             if asked == target:
                 return True
             if asked not in seen:

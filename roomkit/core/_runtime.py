@@ -25,6 +25,7 @@ from actors import (
     ConcurrencyConflict,
     check_settings,
 )
+from actors._ask import Ask
 from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
 from roomkit.core._cancel import cut_context_cycle
@@ -44,7 +45,7 @@ from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
-from roomkit.core._taken_up import TakenUp, taken_up_by
+from roomkit.core._taken_up import TakenUp, running_task, taken_up_by
 from roomkit.core._turns import TurnTracker
 from roomkit.errors import (
     EventRefusedError,
@@ -464,15 +465,16 @@ class KitRuntime:
                     f"the other. Make the call from room {room_id}'s AFTER_BROADCAST hook, "
                     "which runs once its decision is over"
                 )
-            asking = self._asked_from(decision, room_id)
+            track = self._asked_from(decision, room_id)
         else:
-            asking = None
+            track = None
         self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(
                 command,
                 timeout=_INTERNAL_ASK_TIMEOUT if internal else self._settings.ask_timeout,
                 wait_once_taken=True,
+                track=track,
             )
         except AskTimeout as exc:
             raise RoomTimeoutError(f"room {room_id} did not answer in time") from exc
@@ -514,8 +516,8 @@ class KitRuntime:
             raise RoomKitError(f"the event log failed for room {room_id}: {exc}") from exc
         finally:
             self._asked()
-            if asking is not None:
-                asking.remove(room_id)
+            if track is not None and decision is not None and decision.asking:
+                decision.asking = [a for a in decision.asking if a[1] is not track]
         assert isinstance(reply, Outcome)
         if self._in_doubt and not reply.in_doubt:
             # Settled: committed, or the stream went on without it. A room whose append is
@@ -523,15 +525,18 @@ class KitRuntime:
             self._in_doubt.discard(room_id)
         return reply
 
-    def _asked_from(self, decision: InDecision, room_id: str) -> list[str] | None:
+    def _asked_from(self, decision: InDecision, room_id: str) -> list[Ask] | None:
         """Note that ``decision`` (of this kit, or another) waits for a command to room
-        ``room_id``, and return the list noted in (the caller takes it out once answered).
+        ``room_id``: return the list the ask goes in (``ActorRef.ask``'s ``track``), noted
+        with the room in the decision's ``asking`` until the caller takes it out.
 
         Raises:
             RoomKitError: ``room_id``'s decision waits, through the commands the decisions of
                 this process sent, for ``decision``'s room: each would wait for the other.
         """
-        if decision.kit is not self._kit:
+        if decision.kit is not self._kit or running_task() is not decision.task:
+            # Another kit's rooms are other rooms; and a task the decision's code left
+            # running is not waited for by the decision (its ask holds nothing up).
             return None
         if waits_for(self.services.deciding, room_id, decision.room_id):
             raise RoomKitError(
@@ -541,11 +546,11 @@ class KitRuntime:
                 "so each would wait for the other. Make the call from an AFTER_BROADCAST "
                 "hook, which runs once the decision is over"
             )
-        asking = decision.asking
-        if asking is None:
-            asking = decision.asking = []
-        asking.append(room_id)
-        return asking
+        track: list[Ask] = []
+        if decision.asking is None:
+            decision.asking = []
+        decision.asking.append((room_id, track))
+        return track
 
     async def _older_duplicate(self, room_id: str, key: str, position: int) -> str | None:
         """The id of the event the read model holds with idempotency ``key`` in the room, ""

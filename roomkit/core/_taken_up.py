@@ -64,10 +64,14 @@ def taken_up_by(runtime: KitRuntime) -> TakenUp | None:
 
 
 def running_task() -> object:
-    """The task running this code: asyncio's, or trio's (anyio's other backend)."""
+    """The task running this code: asyncio's, or trio's (anyio's other backend); None
+    outside of any (a mark made by synchronous code)."""
     try:
         return asyncio.current_task()
-    except RuntimeError:  # no asyncio loop runs: trio does
+    except RuntimeError:  # no asyncio loop runs: trio does, or nothing does
         import trio
 
-        return trio.lowlevel.current_task()
+        try:
+            return trio.lowlevel.current_task()
+        except RuntimeError:
+            return None

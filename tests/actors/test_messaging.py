@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import anyio
 import pytest
@@ -324,3 +326,27 @@ async def test_an_ask_waiting_once_taken_outlives_its_timeout_in_the_handler() -
         assert await ref.ask("end", timeout=5) == "end"
         assert system.stats().asks_dropped == 1
     assert seen == ["slow", "first", "end"]
+
+
+async def test_a_tracked_ask_says_it_was_answered_before_its_asker_resumes() -> None:
+    # The asker may resume well after the actor went on to its next message: a caller
+    # watching what it waits for must see the answer from then on.
+    journal = Journal()
+    gate = anyio.Event()
+    async with make_system(journal) as system:
+        ref = system.ref("probe", "a")
+        track: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            busy = Block(gate)
+            tg.start_soon(ref.ask, busy)
+            await busy.entered.wait()
+            tg.start_soon(functools.partial(ref.ask, "tracked", track=track))
+            await anyio.wait_all_tasks_blocked()
+            [ask] = track
+            assert not ask.done  # queued behind the busy handler
+            after = Block(anyio.Event())
+            tg.start_soon(ref.ask, after)
+            gate.set()
+            await after.entered.wait()  # the actor went on past it
+            assert ask.done
+            after.gate.set()

@@ -663,6 +663,99 @@ async def test_two_rooms_deciding_at_once_whose_hooks_send_to_each_other_fail_at
     ]
 
 
+async def test_a_room_that_answered_a_decision_is_not_taken_for_one_it_waits_for(
+    kit: RoomKit,
+) -> None:
+    # A's hook commanded B; B answered and went on at once to its next message, whose hook
+    # commanded A before A's code resumed: that was refused as a circle.
+    kit.register_channel(SimpleChannel("a"))
+    kit.register_channel(SimpleChannel("b"))
+    held = anyio.Event()
+    failed: list[BaseException] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=["a"])
+    async def on_a(event: RoomEvent, context: RoomContext) -> HookResult:
+        await kit.update_room_metadata("B", {"from_a": True})
+        return HookResult.allow()
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=["b"])
+    async def on_b(event: RoomEvent, context: RoomContext) -> HookResult:
+        body = getattr(event.content, "body", "")
+        if body == "first":
+            await held.wait()
+        elif body == "second":
+            try:
+                await kit.update_room_metadata("A", {"from_b": True})
+            except RoomKitError as exc:
+                failed.append(exc)
+        return HookResult.allow()
+
+    await room_with(kit, "A", "a")
+    await room_with(kit, "B", "b")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            # B decides "first"; A's command waits behind it; then "second" behind that.
+            for channel_id, room_id, body in (
+                ("b", "B", "first"),
+                ("a", "A", "m"),
+                ("b", "B", "second"),
+            ):
+                tasks.start_soon(
+                    functools.partial(kit.process_inbound, text(channel_id, body), room_id=room_id)
+                )
+                await anyio.wait_all_tasks_blocked()
+            held.set()
+    assert failed == []
+    assert (await kit.get_room("A")).metadata == {"from_b": True}
+
+
+async def test_a_task_a_decision_left_running_does_not_hold_it_up(kit: RoomKit) -> None:
+    # A's hook left a task commanding B running, and did not wait for it: B's decision of
+    # another message commanding A was refused as a circle, though it only had to wait for
+    # A's decision to end.
+    kit.register_channel(SimpleChannel("a"))
+    kit.register_channel(SimpleChannel("b"))
+    held, a_waits = anyio.Event(), anyio.Event()
+    failed: list[BaseException] = []
+
+    async with anyio.create_task_group() as left_running:
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=["a"])
+        async def on_a(event: RoomEvent, context: RoomContext) -> HookResult:
+            left_running.start_soon(kit.update_room_metadata, "B", {"from_a": True})
+            await a_waits.wait()  # the decision goes on with something else
+            return HookResult.allow()
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=["b"])
+        async def on_b(event: RoomEvent, context: RoomContext) -> HookResult:
+            await held.wait()
+            try:
+                with anyio.fail_after(10):
+                    await kit.update_room_metadata("A", {"from_b": True})
+            except RoomKitError as exc:
+                failed.append(exc)
+            return HookResult.allow()
+
+        await room_with(kit, "A", "a")
+        await room_with(kit, "B", "b")
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(
+                    functools.partial(kit.process_inbound, text("b", "b"), room_id="B")
+                )
+                await anyio.wait_all_tasks_blocked()
+                tasks.start_soon(
+                    functools.partial(kit.process_inbound, text("a", "a"), room_id="A")
+                )
+                await anyio.wait_all_tasks_blocked()
+                held.set()
+                await anyio.wait_all_tasks_blocked()
+                a_waits.set()
+    assert failed == []
+    assert (await kit.get_room("A")).metadata == {"from_b": True}
+    assert (await kit.get_room("B")).metadata == {"from_a": True}
+
+
 def test_a_chain_of_waits_holds_only_up_to_its_first_link_no_longer_live() -> None:
     # r1 waits for r2's decision, r2 sent r3 its message from a task and is decided: r3
     # may command r1 (it waits for r1's decision to end), but not r2 while r2 waits.
