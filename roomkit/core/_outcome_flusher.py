@@ -76,6 +76,7 @@ class OutcomeFlusher:
         self._since: dict[str, float] = {}
         self._told: dict[str, float] = {}
         self._tells: dict[str, int] = {}  # how often a room was told and did not take them
+        self._queued: set[str] = set()  # rooms a FLUSH went in the mailbox of
         self._wakeup: anyio.Event | None = None
         self._wake_at = math.inf  # when the flusher looks again, unless woken
 
@@ -113,12 +114,14 @@ class OutcomeFlusher:
         other._since.clear()
         other._told.clear()
         other._tells.clear()
+        other._queued.clear()
 
     def take(self, room_id: str) -> list[RecordOutcome]:
         """The outcomes waiting for ``room_id``, in delivery order; they are the caller's now."""
         self._since.pop(room_id, None)
         self._told.pop(room_id, None)
         self._tells.pop(room_id, None)
+        self._queued.discard(room_id)
         return self._waiting.pop(room_id, None) or []
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -149,18 +152,21 @@ class OutcomeFlusher:
                         _MOST_TELLS,
                     )
                     continue
-                told = self._told.pop(room_id, None) is not None
                 self._since.pop(room_id, None)
+                self._told.pop(room_id, None)
                 self._told[room_id] = now  # last: the order by time told holds
-                if told and self._runs(room_id):
+                if room_id in self._queued and self._runs(room_id):
                     continue  # its FLUSH waits in its mailbox, behind a long decision
                 try:
                     self._tell_room(room_id, FLUSH)
                 except MailboxFull:
-                    continue  # busy: its next command appends them (or it is told again later)
+                    # Busy: its next command appends them, or it is told again later.
+                    self._queued.discard(room_id)
+                    continue
                 except ActorDeadError:
                     return  # the kit is closing (see KitRuntime.stop for the rooms' outcomes)
                 self._tells[room_id] = self._tells.get(room_id, 0) + 1
+                self._queued.add(room_id)
             await anyio.lowlevel.checkpoint()  # let them take their outcomes
 
     def _next_due(self) -> float:

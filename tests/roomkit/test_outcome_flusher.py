@@ -165,6 +165,25 @@ async def test_a_room_whose_actor_runs_is_not_told_again_nor_given_up_on(
     assert flusher.holds("busy") and "dropped" not in caplog.text
 
 
+async def test_a_running_room_whose_mailbox_was_full_is_told_again(
+    rooms: _Rooms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its FLUSH never went in: taken for one waiting in its mailbox, it was never told
+    # again while its actor ran, and its outcomes waited for its next append.
+    monkeypatch.setattr(outcome_flusher, "_RETELL_AFTER", 0.0)  # looked at after DELAY
+    flusher = rooms.flusher()
+    flusher.add("full", _outcome("e1"))
+    rooms.running.add("full")
+    rooms.busy.add("full")
+    async with running(flusher):
+        rooms.now = DELAY
+        await anyio.sleep(3 * DELAY)  # real time: the flusher tried
+        assert rooms.told == []
+        rooms.busy.clear()
+        rooms.now = 2 * DELAY
+        await rooms.until(lambda: rooms.told == [("full", 2 * DELAY)])
+
+
 async def test_a_room_that_took_its_outcomes_after_being_told_is_not_told_again(
     rooms: _Rooms,
 ) -> None:
