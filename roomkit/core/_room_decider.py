@@ -855,22 +855,37 @@ def validated(model: M, stored: type[BaseModel] | None = None) -> M:
 
     ``model_copy(update=...)`` and assigning a field validate nothing, and a model that does
     not read back would be logged and then fail every read of it (the room's timeline, its
-    tasks). The model itself is returned, private attributes and all; with the fields that
-    read back otherwise as they read back: one given as a dict (``{"type": "text", ...}``
-    for a content) was logged as its model, but sent on as the dict, which every channel
+    tasks). The model itself is returned, private attributes, subclasses and all; with a
+    model given as something else (a dict: ``{"type": "text", ...}`` for a content) as it
+    reads back: that was logged as its model, but sent on as the dict, which every channel
     failed on.
 
     Raises:
         EventRefusedError: it is not JSON, or does not read back (see ``read_back``).
     """
     copy = read_back(stored or type(model), dump(model, warnings=False))
-    fields = model.__dict__
-    changed = {
-        name: value
-        for name, value in copy.__dict__.items()
-        if name in fields and fields[name] != value
-    }
-    return model.model_copy(update=changed) if changed else model
+    checked: M = _as_models(model, copy)
+    return checked
+
+
+def _as_models(given: Any, read: Any) -> Any:
+    """``given`` with each model in it that was given as something else (a dict) replaced
+    by the one ``read`` (its read-back) has there; ``given`` itself when there is none."""
+    if isinstance(read, BaseModel):
+        if not isinstance(given, type(read)):
+            return read  # a dict, or another model
+        fields = given.__dict__
+        changed = {}
+        for name, value in read.__dict__.items():
+            if name in fields:
+                mine = _as_models(fields[name], value)
+                if mine is not fields[name]:
+                    changed[name] = mine
+        return given.model_copy(update=changed) if changed else given
+    if type(read) is list and type(given) is list and len(given) == len(read):
+        items = [_as_models(g, r) for g, r in zip(given, read, strict=True)]
+        return items if any(i is not g for i, g in zip(items, given, strict=True)) else given
+    return given
 
 
 def validated_event(event: RoomEvent) -> RoomEvent:

@@ -936,6 +936,39 @@ async def test_fields_given_as_dicts_are_sent_as_the_log_holds_them(kit: RoomKit
     ]
 
 
+class _Signed(TextContent):
+    """An app's own content class."""
+
+    signature: str = ""
+
+
+class _SignedIn(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        return event.model_copy(update={"content": _Signed(body="hi", signature="sig")})
+
+
+async def test_a_hook_s_replacement_keeps_the_app_s_own_classes(kit: RoomKit) -> None:
+    # Checking a replacement as the log holds it swapped every field that read back as
+    # another class: an app's content class became a plain TextContent for the channels.
+    await room(kit)
+    kit.register_channel(_SignedIn("signed"))
+    kit.register_channel(SimpleChannel("out"))
+    await kit.attach_channel("r1", "signed")
+    await kit.attach_channel("r1", "out")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def tag(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.modify(event.model_copy(update={"metadata": {"tagged": True}}))
+
+    await kit.process_inbound(text("signed", "hi"), room_id="r1")
+    out = kit.get_channel("out")
+    assert isinstance(out, SimpleChannel)
+    [sent] = out.delivered
+    assert isinstance(sent.content, _Signed) and sent.content.signature == "sig"
+    assert sent.metadata == {"tagged": True}
+
+
 class _AppEvent(RoomEvent):
     """An app's own event class, with a field the log does not keep."""
 
