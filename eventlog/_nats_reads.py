@@ -164,6 +164,10 @@ async def list_streams(io: JetStreamIO, subject_base: str) -> list[StreamInfo]:
     # One consumer delivering each subject's last message.
     await pull_replay(io, subject_base + ">", 1, handle, last_per_subject=True)
     for subject, last_seq in foreign.items():
+        if not subject.isascii() and not _encodable(subject):
+            # Its bytes are not UTF-8 (the client keeps them escaped): no consumer can be
+            # asked for it by name, and no room's stream has such a name.
+            continue
         # Rare (another app's message), so the subject's messages are simply read in order.
         kept: tuple[int, StoredBatch] | None = None
 
@@ -179,3 +183,11 @@ async def list_streams(io: JetStreamIO, subject_base: str) -> list[StreamInfo]:
         if kept is not None:
             describe(subject, *kept)
     return [found[name] for name in sorted(found)]
+
+
+def _encodable(subject: str) -> bool:
+    try:
+        subject.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

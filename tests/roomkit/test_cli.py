@@ -38,6 +38,7 @@ from roomkit.core._domain import ReadMarked, RoomCreated, dump, encode_domain_ev
 from roomkit.models.room import Room
 from tests.roomkit.kit_helpers import SimpleChannel, text
 from tests.roomkit.test_audit import remove_versions
+from tests.roomkit.test_ingress import publish_raw
 
 
 async def _conversation() -> MemoryEventLog:
@@ -855,7 +856,10 @@ class TestForeignMessages:
         return url
 
     def test_the_room_is_listed(self, capsys: pytest.CaptureFixture[str], url: str) -> None:
-        # rooms left it out: it took each subject's last message, another app's.
+        # rooms left it out: it took each subject's last message, another app's. One on a
+        # subject that is not UTF-8 (a raw client's) is passed over: asking for its
+        # messages by name failed with a traceback.
+        publish_raw(url, b"roomkit.ev.bad\xffname", [], b"not a batch")
         code, out, _ = run(capsys, "rooms", "--log", url, "--format", "json")
         rooms = [json.loads(line) for line in out.splitlines()]
         assert code == EXIT_OK and len(rooms) == 2
