@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 
@@ -101,6 +101,8 @@ PROGRESS_THRESHOLD = 1000
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
 _EXPORT_SPOOL = 16 * 1024 * 1024  # bytes of an export held in memory before a temporary file
+
+T = TypeVar("T")
 
 _LOG_POLL = 1.0  # seconds between looks for a log that does not exist yet (tail)
 
@@ -513,11 +515,24 @@ async def _run_export(args: argparse.Namespace, console: Console) -> int:
     with tempfile.SpooledTemporaryFile(_EXPORT_SPOOL, mode="w+", encoding="utf-8") as held:
         async with _source(args) as log:
             async for line in export_room(log, args.room):
-                held.write(line)
-        held.seek(0)
-        for line in held:
+                _spooled(held.write, line)
+        _spooled(held.seek, 0)
+        while line := _spooled(held.readline):
             console.write(line.removesuffix("\n"))
     return EXIT_OK
+
+
+def _spooled(operation: Callable[..., T], *args: object) -> T:
+    """``operation(*args)`` on the temporary file an export is held in; its failure (no room
+    left in the temporary directory) as one line, not a traceback."""
+    try:
+        return operation(*args)
+    except OSError as exc:
+        raise CliError(
+            EXIT_ERROR,
+            f"cannot hold the export in a temporary file: {exc} (set TMPDIR to a directory "
+            "with room for it)",
+        ) from exc
 
 
 def _configure_import(parser: argparse.ArgumentParser) -> None:
@@ -637,6 +652,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if sys.stdout is None:
+        # Closed (``>&-``), as a service manager may leave it: nothing can be written.
+        if sys.stderr is not None:
+            sys.stderr.write(f"roomkit {args.command}: no standard output to write to\n")
+        return EXIT_USAGE
     console = Console(out=sys.stdout, err=sys.stderr)
     handler: Handler = args.handler
     try:

@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -308,6 +309,18 @@ class TestExitCodes:
         assert (code, out) == (EXIT_USAGE, "")
         assert err == f"roomkit {argv[0]}: no export on stdin: pipe one in, or use --file EXPORT\n"
 
+    def test_a_closed_stdout_is_said_on_stderr(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        export: Path,
+    ) -> None:
+        # sys.stdout is None when file descriptor 1 is closed (>&-): an AttributeError
+        # traceback and exit 1 before.
+        monkeypatch.setattr("sys.stdout", None)
+        assert main(["replay", "r1", "--file", str(export)]) == EXIT_USAGE
+        assert capsys.readouterr().err == "roomkit replay: no standard output to write to\n"
+
     @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
     def test_an_output_that_cannot_be_written(self, export: Path) -> None:
         # A full disk gave a 30-line traceback (and another at exit, from the unflushed rest).
@@ -317,6 +330,23 @@ class TestExitCodes:
             EXIT_ERROR,
             "roomkit export: cannot write the output: [Errno 28] No space left on device\n",
         )
+
+    def test_an_export_that_cannot_be_held_aside(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        nats_server: Any,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # An export is held until the whole room is read, on disk past _EXPORT_SPOOL bytes: a
+        # temporary directory without room for it gave a traceback.
+        create_room(nats_server.url, "room-1")
+        monkeypatch.setattr("roomkit.cli._EXPORT_SPOOL", 10)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+        code, out, err = run(capsys, "export", "room-1", "--log", nats_server.url)
+        assert (code, out) == (EXIT_ERROR, "")
+        assert err.startswith("roomkit export: cannot hold the export in a temporary file: ")
+        assert err.count("\n") == 1
 
     def test_bad_or_missing_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         bad = tmp_path / "bad.jsonl"
