@@ -53,6 +53,30 @@ def client_or_servers(
     return None, [nats_url] if isinstance(nats_url, str) else list(nats_url)
 
 
+def redacted(servers: str | Sequence[str]) -> str:
+    """Server URLs with their credentials hidden (``nats://user:***@host:port``), for messages.
+
+    Errors and warnings end up in terminals, CI logs and bug reports: a password given in a URL
+    must not. A user without a password is a token to NATS, so it is hidden too. Written for
+    what a user may type, not only valid URLs: several servers joined by commas, no scheme, a
+    password with ``/``, ``?`` or ``@`` in it.
+    """
+    given = servers.split(",") if isinstance(servers, str) else list(servers)
+    return ", ".join(_redacted_one(url.strip()) for url in given)
+
+
+def _redacted_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    hidden = f"{user}:***" if has_password else "***"
+    return f"{scheme}{sep}{hidden}@{host}"
+
+
 async def open_client(
     servers: Sequence[str],
     *,
@@ -100,7 +124,7 @@ async def open_client(
         with anyio.CancelScope(shield=True):
             await close_quietly(nc)
         if isinstance(exc, TimeoutError | OSError | nats.errors.Error):
-            raise LogUnavailable(f"cannot connect to NATS at {', '.join(servers)}") from exc
+            raise LogUnavailable(f"cannot connect to NATS at {redacted(servers)}") from exc
         raise
     return nc
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from eventlog import EventLog, LogUnavailable, MemoryEventLog
+from eventlog._nats_setup import redacted
 
 __all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log", "redacted"]
 
@@ -24,21 +25,6 @@ DEFAULT_STREAM = "ROOMKIT"
 DEFAULT_SUBJECT_PREFIX = "roomkit"
 _SCHEMES = ("nats", "tls")
 _DEFAULT_PORT = 4222
-
-
-def redacted(url: str) -> str:
-    """``url`` with its credentials hidden (``nats://user:***@host:port``), for messages.
-
-    Errors and warnings end up in terminals, CI logs and bug reports: a password given in the
-    URL must not. A user without a password is a token to NATS, so it is hidden too.
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, has_password, _ = userinfo.partition(":")
-    hidden = f"{user}:***" if has_password else "***"
-    return parts._replace(netloc=f"{hidden}@{host}").geturl()
 
 
 def _address(url: str) -> tuple[str, int]:

@@ -26,6 +26,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 
 from eventlog import LogUnavailable
+from eventlog._nats_setup import redacted
 from eventlog.nats import close_nats_client, is_transient_nats_error, open_nats_client
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 
@@ -73,8 +74,7 @@ async def connect(
             options={"name": name, **(options or {})},
         )
     except LogUnavailable as exc:
-        where = servers if isinstance(servers, str) else ", ".join(servers)
-        raise IngressUnavailable(f"cannot connect to NATS at {where}") from exc
+        raise IngressUnavailable(f"cannot connect to NATS at {redacted(servers)}") from exc
 
 
 async def close_quietly(nc: NatsClient) -> None:

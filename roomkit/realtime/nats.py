@@ -48,6 +48,7 @@ from eventlog._nats_setup import (
     client_or_servers,
     close_quietly,
     open_client,
+    redacted,
     require_asyncio,
 )
 from roomkit.errors import RoomKitError
@@ -368,7 +369,7 @@ class NatsRealtime(RealtimeBackend):
         failed_at = self._failed_at
         if failed_at is not None and anyio.current_time() - failed_at < _RETRY_AFTER:
             raise RealtimeUnavailableError(
-                f"NATS at {', '.join(self._servers)} was unreachable less than "
+                f"NATS at {redacted(self._servers)} was unreachable less than "
                 f"{_RETRY_AFTER:g} s ago"
             )
 

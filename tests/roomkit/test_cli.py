@@ -6,6 +6,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import anyio
 import pytest
 
 from eventlog import EventLog, InvalidAppend, MemoryEventLog
+from eventlog._nats_setup import redacted
 from eventlog.testing_nats import NatsServer
 from roomkit import HookResult, HookTrigger, RoomContext, RoomEvent, RoomKit
 from roomkit.audit import export_room, import_room
@@ -769,6 +771,38 @@ class TestNatsConnectionErrors:
             finally:
                 tail.kill()
         assert line.startswith(f"no RoomKit log at nats://auditor:***@{address} yet: waiting")
+
+    @pytest.mark.parametrize(
+        ("given", "shown"),
+        [
+            ("nats://u:p1@h:1,nats://v:p2@h:2", "nats://u:***@h:1, nats://v:***@h:2"),
+            ("nats://u:s3c/re?t@h:1", "nats://u:***@h:1"),
+            ("u:s3cret@h:1", "u:***@h:1"),
+            ("nats://token@h:1", "nats://***@h:1"),
+            ("tls://[::1]:4222", "tls://[::1]:4222"),
+        ],
+    )
+    def test_urls_as_typed_hide_their_passwords(self, given: str, shown: str) -> None:
+        # Several servers, a password with / or ?, no scheme: they were shown as given.
+        assert redacted(given) == shown
+
+    def test_serve_hides_the_password(self, secured_server: NatsServer, tmp_path: Path) -> None:
+        address = secured_server.url.removeprefix("nats://")
+        app = tmp_path / "app.py"
+        app.write_text("from roomkit import RoomKit\n\ndef make_kit():\n    return RoomKit()\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "roomkit", "serve", "--app", "app:make_kit"]
+            + ["--nats", f"nats://auditor:wrong@{address}", "--timeout", "1"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=60,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
+        assert done.returncode == EXIT_UNREACHABLE, done.stderr
+        assert f"nats://auditor:***@{address}" in done.stderr and "wrong" not in done.stderr
 
 
 def gapped_room(url: str, deleted: int) -> None:
