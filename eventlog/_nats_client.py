@@ -83,8 +83,10 @@ class RoomKitNatsClient(Client):
             return super()._build_message(sid, subject, reply, data, headers)
         except UnicodeDecodeError:
             logger.warning(
-                "NATS: a message on a subject that is not UTF-8 (%r): kept with its bytes escaped",
+                "NATS: a message whose subject or reply subject is not UTF-8 (%r, reply %r): "
+                "kept with its bytes escaped",
                 subject[:200],
+                reply[:200],
             )
             return self.msg_class(
                 subject=subject.decode("utf-8", "surrogateescape"),

@@ -598,5 +598,7 @@ class NatsPlacement(Placement):
             data = encode({"error": encode_error(exc)})
         try:
             await msg.respond(data)
-        except nats.errors.Error as exc:
+        except (nats.errors.Error, UnicodeEncodeError) as exc:
+            # UnicodeEncodeError: a reply subject that is not UTF-8 (a raw client's), which
+            # nothing can be published on.
             logger.warning("room ownership: the answer to a command was lost: %r", exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -422,6 +423,37 @@ async def test_each_room_s_commands_run_in_the_process_that_holds_it(
 
 
 @pytest.mark.nats
+def raw_request(url: str, subject: bytes, reply: bytes) -> None:
+    """Publish a request as a client that is not nats-py may: any bytes as its reply subject."""
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.recv(65536)  # the server's INFO
+        sock.sendall(
+            b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+            + b"PUB %s %s 2\r\n{}\r\nPING\r\n" % (subject, reply)
+        )
+        answer = b""
+        while b"PONG" not in answer:
+            answer += sock.recv(65536)
+
+
+async def test_a_request_with_a_reply_subject_that_is_not_utf_8_is_answered_to_no_one(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Publishing the answer raised UnicodeEncodeError in the answering task: lost as "Task
+    # exception was never retrieved", with its traceback.
+    async with processes(nats_server, "a", "b") as ((a, _), _):
+        await anyio.to_thread.run_sync(
+            raw_request, nats_server.url, b"roomkit.owner.a", b"_INBOX.x\xff"
+        )
+
+        async def said() -> bool:
+            return "the answer to a command was lost" in caplog.text
+
+        await eventually(said, what="the lost answer logged")
+        await a.create_room(room_id="after")  # and the process goes on
+
+
 async def test_what_a_command_raised_at_the_owner_reaches_its_caller(
     nats_server: NatsServer,
 ) -> None:
