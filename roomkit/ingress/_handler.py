@@ -78,6 +78,10 @@ class HandlerSettings:
     request_timeout: float
 
 
+# JetStream's error code for a message that is not (or no longer) in the stream.
+_NO_MESSAGE = 10057
+
+
 class MessageHandler:
     """Processes messages for an ingress (``handle``) and settles their deliveries.
 
@@ -373,8 +377,9 @@ class MessageHandler:
         try:
             with anyio.move_on_after(self._settings.request_timeout):
                 await self._js.delete_msg(self._settings.stream_name, seq)
-        except nats.js.errors.NotFoundError:
-            pass  # acknowledged meanwhile (its redelivery came in hand first)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _NO_MESSAGE:  # else acknowledged meanwhile (a redelivery)
+                logger.info("ingress: deleting %s #%s failed: %r", item.subject, seq, exc)
         except (nats.errors.Error, OSError) as exc:
             logger.info("ingress: deleting %s #%s failed: %r", item.subject, seq, exc)
 
