@@ -307,6 +307,7 @@ async def import_room(log: EventLog, lines: Lines | CheckedExport) -> ImportRepo
             have gaps.
         ImportConflict: the target holds different records for a stream (or another writer
             appended to it during the import).
+        MissingRecords: versions of a room are missing from the target (removed from it).
     """
     export = lines if isinstance(lines, CheckedExport) else await read_export(lines)
     streams = export.streams
@@ -340,12 +341,25 @@ def _room_id(stream: str, records: list[Record]) -> str:
 
 
 async def _compare(log: EventLog, stream: str, records: list[Record], room_id: str) -> int:
-    """Check that the target's first records equal ``records``; return how many there are."""
-    async for existing in RecordReader(log, stream, until=len(records)):
+    """Check that the target's first records equal ``records``; return how many there are.
+
+    Raises:
+        ImportConflict: one differs.
+        MissingRecords: versions among them are missing from the target (removed from under
+            it): it cannot take them again (a log is appended to), and counting them as
+            present said the room was whole.
+    """
+    reader = RecordReader(log, stream, until=len(records))
+    async for existing in reader:
+        if reader.missing is not None:
+            raise MissingRecords(room_id, *reader.missing, doing="import into the target")
         incoming = records[existing.version - 1]
         difference = _difference(existing, incoming)
         if difference is not None:
             raise ImportConflict(stream, existing.version, difference, room_id=room_id)
+    missing = reader.missing_at_end()
+    if missing is not None:
+        raise MissingRecords(room_id, *missing, doing="import into the target")
     return len(records)
 
 

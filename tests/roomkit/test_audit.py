@@ -802,6 +802,12 @@ async def remove_versions(log: NatsEventLog, url: str, message: int) -> None:
     """Room ``room-1`` on ``log`` with its JetStream ``message`` removed, as a retention limit
     or ``nats stream rmm`` removes one: messages 1 to 4 hold its versions 1 (room.created),
     2-3 (sms attached), 4-5 (ws attached), 6-7 (sms muted)."""
+    await room_of_four_messages(log)
+    await remove_message(url, message)
+
+
+async def room_of_four_messages(log: EventLog) -> None:
+    """Room ``room-1``, in four appends (see ``remove_versions``)."""
     async with RoomKit(log=log) as kit:
         kit.register_channel(SimpleChannel("sms"))
         kit.register_channel(SimpleChannel("ws"))
@@ -809,6 +815,9 @@ async def remove_versions(log: NatsEventLog, url: str, message: int) -> None:
         await kit.attach_channel("room-1", "sms")
         await kit.attach_channel("room-1", "ws")
         await kit.mute("room-1", "sms")
+
+
+async def remove_message(url: str, message: int) -> None:
     nc = await nats.connect(url)
     try:
         await nc.jetstream().delete_msg("ROOMKIT", message)
@@ -823,6 +832,19 @@ class TestMissingVersions:
     async def gapped(self, nats_log: NatsEventLog, nats_server: NatsServer) -> NatsEventLog:
         await remove_versions(nats_log, nats_server.url, 3)  # versions 4-5
         return nats_log
+
+    async def test_an_import_into_a_target_missing_versions_says_so(
+        self, nats_log: NatsEventLog, nats_server: NatsServer
+    ) -> None:
+        # The room's whole export, imported into its log that lost v4-5 since: "0 appended,
+        # 7 already present", though the target cannot take them back.
+        await room_of_four_messages(nats_log)
+        lines = await exported(nats_log, "room-1")
+        await remove_message(nats_server.url, 3)
+        with pytest.raises(roomkit.audit.MissingRecords) as refused:
+            await import_room(nats_log, lines)
+        assert (refused.value.first, refused.value.last) == (4, 5)
+        assert "cannot import into the target" in str(refused.value)
 
     async def test_replay_refuses_a_state_past_the_gap(self, gapped: NatsEventLog) -> None:
         assert (await replay_point(gapped, "room-1", 3)).version == 3
