@@ -19,7 +19,9 @@ rows as they were first added (the order listings keep; an upsert keeps a row's 
   webhook's message id, a sender's address) is held as a backslash and its SHA-256: a B-tree
   index takes at most some 2,700 bytes a row, and past that the record failed, and its message
   or participant was missing from the tables. Where a query returns such a column, the id is
-  read back from the row's ``data``.
+  read back from the row's ``data``. Tables written by an earlier version may hold such keys
+  as written (those of 1,000 to some 2,700 bytes), which are not found any more: rebuild
+  them after upgrading (``kit.rebuild_store()``), and write such identities again.
 - ``position`` holds the log position the tables hold every record up to: each record goes in
   with it in one transaction (``apply_record``), so the kits of several processes sharing the
   tables apply each record once, and a kit starting takes the tables up from there.
