@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 from actors._ask import Ask
 from roomkit.core._context_mark import ContextMark
 from roomkit.core._post_commit import PostCommitJob
-from roomkit.core._taken_up import running_task
 
 __all__ = [
     "DecisionWait",
@@ -53,7 +52,6 @@ class InDecision(ContextMark):
         "kit",
         "position",
         "room_id",
-        "task",
         "waiting",
         "wrote",
     )
@@ -83,9 +81,6 @@ class InDecision(ContextMark):
         # The rooms its code sent a command to, each with the list its ask goes in (see
         # ``waits_for``): most decisions ask none, so made when first needed.
         self.asking: list[tuple[str, list[Ask]]] | None = None
-        # The task that runs it: a task its code left running (which it does not wait for)
-        # holds the mark too.
-        self.task = running_task()
 
 
 def waits_for(deciding: dict[str, InDecision], room_id: str, target: str) -> bool:

@@ -45,7 +45,7 @@ from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._services import KitServices
 from roomkit.core._store_projection import StoreProjection
-from roomkit.core._taken_up import TakenUp, running_task, taken_up_by
+from roomkit.core._taken_up import TakenUp, taken_up_by
 from roomkit.core._turns import TurnTracker
 from roomkit.errors import (
     EventRefusedError,
@@ -534,9 +534,10 @@ class KitRuntime:
             RoomKitError: ``room_id``'s decision waits, through the commands the decisions of
                 this process sent, for ``decision``'s room: each would wait for the other.
         """
-        if decision.kit is not self._kit or running_task() is not decision.task:
-            # Another kit's rooms are other rooms; and a task the decision's code left
-            # running is not waited for by the decision (its ask holds nothing up).
+        if decision.kit is not self._kit:
+            # Another kit's rooms are other rooms. (A task the decision's code started counts
+            # as the decision's, as the message chain has it: nothing tells one it awaits,
+            # through asyncio.wait_for or a task group, from one it left running.)
             return None
         if waits_for(self.services.deciding, room_id, decision.room_id):
             raise RoomKitError(

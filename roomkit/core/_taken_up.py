@@ -64,14 +64,10 @@ def taken_up_by(runtime: KitRuntime) -> TakenUp | None:
 
 
 def running_task() -> object:
-    """The task running this code: asyncio's, or trio's (anyio's other backend); None
-    outside of any (a mark made by synchronous code)."""
+    """The task running this code: asyncio's, or trio's (anyio's other backend)."""
     try:
         return asyncio.current_task()
-    except RuntimeError:  # no asyncio loop runs: trio does, or nothing does
+    except RuntimeError:  # no asyncio loop runs: trio does
         import trio
 
-        try:
-            return trio.lowlevel.current_task()
-        except RuntimeError:
-            return None
+        return trio.lowlevel.current_task()
