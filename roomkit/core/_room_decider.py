@@ -855,10 +855,11 @@ def validated(model: M, stored: type[BaseModel] | None = None) -> M:
 
     ``model_copy(update=...)`` and assigning a field validate nothing, and a model that does
     not read back would be logged and then fail every read of it (the room's timeline, its
-    tasks). The model itself is returned, private attributes, subclasses and all; with a
-    model given as something else (a dict: ``{"type": "text", ...}`` for a content) as it
-    reads back: that was logged as its model, but sent on as the dict, which every channel
-    failed on.
+    tasks). The model itself is returned, private attributes and the app's own classes (of
+    it and the models in it) and all; with every other value that reads back otherwise as it
+    reads back: a model given as a dict (``{"type": "text", ...}`` for a content) was logged
+    as its model but sent on as the dict, which every channel failed on (a time given as
+    text, a tuple: the channels got what the log does not hold).
 
     Raises:
         EventRefusedError: it is not JSON, or does not read back (see ``read_back``).
@@ -869,8 +870,9 @@ def validated(model: M, stored: type[BaseModel] | None = None) -> M:
 
 
 def _as_models(given: Any, read: Any) -> Any:
-    """``given`` with each model in it that was given as something else (a dict) replaced
-    by the one ``read`` (its read-back) has there; ``given`` itself when there is none."""
+    """``given`` as ``read`` (its read-back) has it, but for the models of the app's own
+    classes in it (subclasses of what was read back), kept with what in them reads back
+    otherwise as it reads back; ``given`` itself when nothing differs."""
     if isinstance(read, BaseModel):
         if not isinstance(given, type(read)):
             return read  # a dict, or another model
@@ -882,10 +884,17 @@ def _as_models(given: Any, read: Any) -> Any:
                 if mine is not fields[name]:
                     changed[name] = mine
         return given.model_copy(update=changed) if changed else given
-    if type(read) is list and type(given) is list and len(given) == len(read):
+    if type(read) is list and isinstance(given, list | tuple) and len(given) == len(read):
         items = [_as_models(g, r) for g, r in zip(given, read, strict=True)]
-        return items if any(i is not g for i, g in zip(items, given, strict=True)) else given
-    return given
+        same = type(given) is list and all(i is g for i, g in zip(items, given, strict=True))
+        return given if same else items
+    if type(read) is dict and isinstance(given, dict) and given.keys() == read.keys():
+        values = {key: _as_models(given[key], value) for key, value in read.items()}
+        same = type(given) is dict and all(values[key] is given[key] for key in given)
+        return given if same else values
+    if type(given) is type(read) and given == read:
+        return given
+    return read
 
 
 def validated_event(event: RoomEvent) -> RoomEvent:

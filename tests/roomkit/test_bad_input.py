@@ -20,9 +20,11 @@ from roomkit import (
     ChannelBinding,
     ChannelCapabilities,
     ChannelCategory,
+    ChannelMediaType,
     ChannelNotRegisteredError,
     ChannelOutput,
     ChannelType,
+    CompositeContent,
     EphemeralEvent,
     EventRefusedError,
     EventSource,
@@ -934,6 +936,40 @@ async def test_fields_given_as_dicts_are_sent_as_the_log_holds_them(kit: RoomKit
         TextContent(body="n"),
         TextContent(body="answer"),
     ]
+
+
+async def test_a_replacement_is_sent_on_as_the_log_reads_it_back(kit: RoomKit) -> None:
+    # Values model_copy(update=...) took as given, which read back otherwise: the channels
+    # got a time as text, a tuple, parts given as dicts in a tuple (which they failed on).
+    await room(kit)
+    kit.register_channel(
+        SimpleChannel("out", media_types=[ChannelMediaType.TEXT, ChannelMediaType.RICH])
+    )
+    await kit.attach_channel("r1", "out")
+    parts = ({"type": "text", "body": "a"}, {"type": "text", "body": "b"})
+    changes = {
+        "created_at": "2026-01-02T03:04:05Z",
+        "metadata": {"pair": (1, 2)},
+        "content": CompositeContent.model_construct(type="composite", parts=parts),
+    }
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def change(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.modify(event.model_copy(update=changes))
+
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    out = kit.get_channel("out")
+    assert isinstance(out, SimpleChannel)
+    [sent] = out.delivered
+    [logged] = [e for e in await kit.get_timeline("r1") if e.type == "message"]
+    for event in (sent, result.event):
+        assert event is not None
+        assert (event.created_at, event.metadata, event.content) == (
+            logged.created_at,
+            logged.metadata,
+            logged.content,
+        )
+    assert sent.metadata == {"pair": [1, 2]}
 
 
 class _Signed(TextContent):
