@@ -10,7 +10,6 @@ of the cost. Neither validates anything.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -48,22 +47,10 @@ def handed_out(model: M) -> M:
     kit call answers with was the room's own, so that changing it in place (an app editing the
     room ``create_room`` gave it) changed the room unlogged, its timers and all.
 
-    Made from its fields' values (a quarter of ``model_copy(deep=True)``'s time: a hook may
-    call ``ensure_participant`` on every message), unless that would lose something: private
-    attributes, fields left out of dumps, or values that do not validate again.
+    A copy, not a model made again from its values: that ran the app's validators again (a
+    prefix they add, added twice) and marked every field as set.
     """
-    cls = type(model)
-    if model.__pydantic_private__ is None and not _excludes_fields(cls):
-        try:
-            return cls.model_validate(model.model_dump(warnings=False))
-        except ValueError:
-            pass  # changed in place into something invalid: copied as it is
     return model.model_copy(deep=True)
-
-
-@functools.cache
-def _excludes_fields(cls: type[BaseModel]) -> bool:
-    return any(field.exclude for field in cls.model_fields.values())
 
 
 def constructed(cls: type[M], values: dict[str, Any]) -> M:

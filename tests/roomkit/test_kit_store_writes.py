@@ -345,6 +345,26 @@ async def test_what_a_kit_call_answers_with_is_the_caller_s_own(kit: RoomKit) ->
     assert [p.display_name for p in context.participants] == [None]
 
 
+class _Prefixed(Task):
+    """An app's task whose validator is not idempotent (it prefixes the title)."""
+
+    @pydantic.field_validator("title")
+    @classmethod
+    def _prefix(cls, title: str) -> str:
+        return f"[T] {title}"
+
+
+async def test_what_a_kit_call_answers_with_is_a_copy_not_a_model_made_again(kit: RoomKit) -> None:
+    # Made again from its values, it ran the app's validators once more than the log had,
+    # and marked every field as set.
+    await kit.create_room(room_id="r1")
+    task = await kit.store.add_task(_Prefixed(room_id="r1", title="refund"))
+    stored = await kit.store.get_task(task.id)
+    assert stored is not None and task.title == stored.title
+    room = await kit.create_room(room_id="r2", metadata={"a": 1})
+    assert "event_count" not in room.model_fields_set
+
+
 async def test_a_hook_writing_its_own_room_through_the_store_does_not_hold_the_message(
     kit: RoomKit,
 ) -> None:
