@@ -61,8 +61,20 @@ def redacted(servers: str | Sequence[str]) -> str:
     what a user may type, not only valid URLs: several servers joined by commas, no scheme, a
     password with ``/``, ``?`` or ``@`` in it.
     """
-    given = servers.split(",") if isinstance(servers, str) else list(servers)
+    given = _urls_of(servers) if isinstance(servers, str) else list(servers)
     return ", ".join(_redacted_one(url.strip()) for url in given)
+
+
+def _urls_of(text: str) -> list[str]:
+    """The URLs of a comma-separated list; a piece without a scheme belongs to the one before
+    it (a password with a comma in it must not be cut where its second half would show)."""
+    urls: list[str] = []
+    for piece in text.split(","):
+        if urls and "://" not in piece.partition("@")[0]:
+            urls[-1] += "," + piece
+        else:
+            urls.append(piece)
+    return urls
 
 
 def _redacted_one(url: str) -> str:

@@ -776,6 +776,7 @@ class TestNatsConnectionErrors:
         ("given", "shown"),
         [
             ("nats://u:p1@h:1,nats://v:p2@h:2", "nats://u:***@h:1, nats://v:***@h:2"),
+            ("nats://alice:s3cr,et99@h:1", "nats://alice:***@h:1"),
             ("nats://u:s3c/re?t@h:1", "nats://u:***@h:1"),
             ("u:s3cret@h:1", "u:***@h:1"),
             ("nats://token@h:1", "nats://***@h:1"),
