@@ -10,6 +10,7 @@ exit codes that scripts can rely on (see ``EXIT_CODES``). Each command is one en
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import os
@@ -195,6 +196,8 @@ class Command:
 
     ``run(args, console)`` returns the exit code or raises (``CliError`` for a chosen code).
     ``stops_with_ctrl_c``: Ctrl-C is how the command ends (``tail``), so it exits with 0.
+    ``writes_output``: it writes its result to stdout (``serve`` writes notes on stderr only,
+    and runs with stdout closed, as a service may).
     """
 
     name: str
@@ -202,6 +205,7 @@ class Command:
     configure: Callable[[argparse.ArgumentParser], None]
     run: Handler
     stops_with_ctrl_c: bool = False
+    writes_output: bool = True
 
 
 # -- sources -----------------------------------------------------------------------------------
@@ -577,7 +581,7 @@ COMMANDS: tuple[Command, ...] = (
             _run_export),
     Command("import", "append exported records to a log, keeping their versions",
             _configure_import, _run_import),
-    Command("serve", SERVE_HELP, configure_serve_parser, run_serve),
+    Command("serve", SERVE_HELP, configure_serve_parser, run_serve, writes_output=False),
 )  # fmt: skip
 
 
@@ -652,12 +656,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if sys.stdout is None:
+    spec: Command = args.command_spec
+    out = sys.stdout
+    if out is None:
         # Closed (``>&-``), as a service manager may leave it: nothing can be written.
-        if sys.stderr is not None:
-            sys.stderr.write(f"roomkit {args.command}: no standard output to write to\n")
-        return EXIT_USAGE
-    console = Console(out=sys.stdout, err=sys.stderr)
+        if spec.writes_output:
+            if sys.stderr is not None:
+                sys.stderr.write(f"roomkit {args.command}: no standard output to write to\n")
+            return EXIT_USAGE
+        out = io.StringIO()  # nothing is written there
+    console = Console(out=out, err=sys.stderr)
     handler: Handler = args.handler
     try:
         code = anyio.run(handler, args, console)
@@ -667,7 +675,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _leaf(exc)
         if isinstance(error, KeyboardInterrupt):
             # Stopping ``tail`` is how it ends; anything else interrupted is not a success.
-            spec: Command = args.command_spec
             return EXIT_OK if spec.stops_with_ctrl_c else EXIT_INTERRUPTED
         if isinstance(error, BrokenPipeError):
             # The reader (``| head``) has what it wanted; keep Python from complaining at exit.

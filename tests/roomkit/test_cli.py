@@ -804,6 +804,21 @@ class TestNatsConnectionErrors:
         )
         assert done.returncode == EXIT_UNREACHABLE, done.stderr
         assert f"nats://auditor:***@{address}" in done.stderr and "wrong" not in done.stderr
+        # With stdout closed, as a service manager may leave it: serve writes on stderr only,
+        # and runs (it refused to, "no standard output to write to").
+        closed = subprocess.run(
+            [sys.executable, "-m", "roomkit", "serve", "--app", "app:make_kit"]
+            + ["--nats", f"nats://auditor:wrong@{address}", "--timeout", "1"],
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=60,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            preexec_fn=lambda: os.close(1),
+        )
+        assert closed.returncode == EXIT_UNREACHABLE, closed.stderr
 
 
 def gapped_room(url: str, deleted: int) -> None:
