@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -637,12 +638,11 @@ async def test_a_cycle_of_rooms_deciding_across_two_kits_fails_at_once(kit: Room
         await other.update_room_metadata("r1", {"ok": True})
 
 
-async def test_two_rooms_deciding_at_once_whose_hooks_send_to_each_other_fail_at_once(
-    kit: RoomKit,
-) -> None:
-    # A message in r1 and one in r2 at once, each hook sending the other room a message:
-    # each waited behind the other's decision until process_timeout, and both were lost.
-    # The one that closes the circle is refused at once; the other goes through.
+async def two_rooms_deciding_at_once(
+    kit: RoomKit, command: Callable[[str, str], Awaitable[object]]
+) -> dict[str, InboundResult]:
+    """A message in r1 and one in r2 at once, whose hooks, once both rooms decide, each run
+    ``command(its room, the other room)``; return the messages' results by room."""
     kit.register_channel(SimpleChannel("sms"))
     for room_id in ("r1", "r2"):
         await room_with(kit, room_id, "sms")
@@ -657,11 +657,9 @@ async def test_two_rooms_deciding_at_once_whose_hooks_send_to_each_other_fail_at
         if len(deciding) == 2:
             both_deciding.set()
         await both_deciding.wait()
-        other = "r2" if context.room.id == "r1" else "r1"
-        await kit.process_inbound(text("sms", f"from {context.room.id}"), room_id=other)
+        await command(context.room.id, "r2" if context.room.id == "r1" else "r1")
         return HookResult.allow()
 
-    errors = framework_events(kit, "hook_error")
     results: dict[str, InboundResult] = {}
 
     async def send(room_id: str) -> None:
@@ -671,6 +669,19 @@ async def test_two_rooms_deciding_at_once_whose_hooks_send_to_each_other_fail_at
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(send, "r1")
             tasks.start_soon(send, "r2")
+    return results
+
+
+async def test_two_rooms_deciding_at_once_whose_hooks_send_to_each_other_fail_at_once(
+    kit: RoomKit,
+) -> None:
+    # Each waited behind the other's decision until process_timeout, and both messages were
+    # lost. The one that closes the circle is refused at once; the other goes through.
+    async def send_to(here: str, other: str) -> None:
+        await kit.process_inbound(text("sms", f"from {here}"), room_id=other)
+
+    errors = framework_events(kit, "hook_error")
+    results = await two_rooms_deciding_at_once(kit, send_to)
     assert all(not r.blocked for r in results.values())
     [error] = errors
     refused = error.room_id
@@ -732,40 +743,19 @@ async def test_a_room_that_answered_a_decision_is_not_taken_for_one_it_waits_for
 async def test_a_circle_through_tasks_the_hooks_wait_for_fails_at_once(kit: RoomKit) -> None:
     # Each hook commands the other room from a task it waits for (a task group, as
     # asyncio.wait_for or gather make one): the circle is known there too.
-    kit.register_channel(SimpleChannel("sms"))
-    for room_id in ("r1", "r2"):
-        await room_with(kit, room_id, "sms")
-    both_deciding = anyio.Event()
-    deciding: set[str] = set()
     refused: list[str] = []
 
-    @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=10.0)
-    async def forward(event: RoomEvent, context: RoomContext) -> HookResult:
-        if getattr(event.content, "body", "") != "forward":
-            return HookResult.allow()
-        deciding.add(context.room.id)
-        if len(deciding) == 2:
-            both_deciding.set()
-        await both_deciding.wait()
-        other = "r2" if context.room.id == "r1" else "r1"
-
+    async def command_from_a_task(here: str, other: str) -> None:
         async def command() -> None:
             try:
-                await kit.update_room_metadata(other, {"from": context.room.id})
+                await kit.update_room_metadata(other, {"from": here})
             except RoomKitError:
-                refused.append(context.room.id)
+                refused.append(here)
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(command)
-        return HookResult.allow()
 
-    async def send(room_id: str) -> None:
-        await kit.process_inbound(text("sms", "forward"), room_id=room_id)
-
-    with anyio.fail_after(8):  # process_timeout (30 s) before
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(send, "r1")
-            tasks.start_soon(send, "r2")
+    await two_rooms_deciding_at_once(kit, command_from_a_task)
     assert len(refused) == 1
 
 
