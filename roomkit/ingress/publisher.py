@@ -117,6 +117,9 @@ async def publish_inbound(
             as a copy of the first publish otherwise. The room's idempotency key still keeps
             it from being recorded twice.
 
+    Metadata goes as JSON, as the kit's log keeps it: a datetime as its ISO text, a tuple or
+    a set as a list, NaN as null, bytes as base64 (msgspec's form for them).
+
     Returns:
         JetStream's ``PubAck`` (``duplicate=True`` if the id was seen within its window), or
         with ``reply_timeout`` the ``IngressReply``. A publish that JetStream drops as a
@@ -128,10 +131,10 @@ async def publish_inbound(
     Raises:
         InvalidInbound: a message the ingress would refuse: a channel id that is not one
             subject token, an invalid room id, no idempotency key while one is required, an
-            envelope that does not encode or decode as one (wrong field types, metadata that
-            is no JSON), content that is no RoomKit content, or a message larger than the
-            server's max payload; or one JetStream refused for good (a limit of the stream,
-            ``max_msg_size`` say): publishing it again would be refused again.
+            envelope that does not encode or decode as one (wrong field types, metadata with
+            values JSON has no form for), content that is no RoomKit content, or a message
+            larger than the server's max payload; or one JetStream refused for good (a limit
+            of the stream, ``max_msg_size`` say): publishing it again would be refused again.
         IngressUnavailable: JetStream did not store the message (no server, no stream: the
             ingress creates its stream when it starts).
         IngressTimeout: no reply within ``reply_timeout`` (the message is stored and will
