@@ -839,8 +839,12 @@ class PostgresStore(ConversationStore):
             data,
         )
         if stored is None:
-            other = await self._fetchval("SELECT room_id FROM {events} WHERE id = $1", event_id)
-            room = None if other is None else await self._id_of(other, "rooms", Room)
+            # The room as the stored event names it (its column may hold a digest, and the
+            # room's own row may be gone).
+            stored_as = await self._one(
+                RoomEvent, "SELECT data FROM {events} WHERE id = $1", event_id
+            )
+            room = None if stored_as is None else stored_as.room_id
             raise ValueError(f"event {event_id!r} is already stored in room {room!r}")
 
     async def get_event(self, event_id: str) -> RoomEvent | None:

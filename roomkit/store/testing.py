@@ -488,6 +488,12 @@ class ConversationStoreContract:
         assert await store.idempotent_event_id(room_id, "k") in (event.id, "")
         with pytest.raises(ValueError, match="already stored in room"):
             await store.add_event(make_event("elsewhere", id=event.id))
+        # An event of a room with no row of its own: the error names that room, not a form
+        # a store holds its id in.
+        orphan = await store.add_event(make_event(long("orphan")))
+        with pytest.raises(ValueError, match="already stored in room") as refused:
+            await store.add_event(make_event("elsewhere", id=orphan.id))
+        assert repr(orphan.room_id) in str(refused.value)
         await store.mark_read(room_id, channel_id, event.id)
         assert await store.get_unread_count(room_id, channel_id) == 0
 
