@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from actors import check_count, is_cancellation
+from actors import check_count, error_text, is_cancellation
 from providers.ai.base import (
     AIContext,
     AIImagePart,
@@ -255,7 +255,11 @@ class AIChannel(Channel):
             )
         if isinstance(outcome, BaseException):
             self._log_failure(outcome)
-            return ChannelOutput.empty()
+            # Nothing answered, as in 0.3.0; the kit reports it (ON_ERROR, delivery_failed):
+            # an invalid API key showed only in the log.
+            return ChannelOutput.failed(
+                f"provider {self._provider.name} failed: {error_text(outcome)}"
+            )
         response = self._response_of(outcome)
         if not response.content:
             self._log_empty_reply(response, event)

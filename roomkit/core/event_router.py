@@ -353,11 +353,14 @@ class EventRouter:
                 # The base on_event does nothing and never waits: no bound to pay for on
                 # every target of every message.
                 outcome.output = await reaction
+                outcome.error = outcome.output.failure
             else:
                 output = await bounded_here(reaction, self._call_timeout)
                 if output is not None and not isinstance(output, ChannelOutput):
                     output = taken_as_output(output, channel_id, "on_event")
                 outcome.output = output
+                if output is not None:
+                    outcome.error = output.failure
             if is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
                     channel, prepared, target, context

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from roomkit.models._defaults import utcnow
 from roomkit.models.delivery import ProviderResult
@@ -120,8 +120,36 @@ class ChannelOutput(BaseModel):
     observations: list[Observation] = Field(default_factory=list)
     metadata_updates: dict[str, Any] = Field(default_factory=dict)
     provider_result: ProviderResult | None = None
+    # Why the channel could not do its part, for the kit to report (ON_ERROR, framework
+    # events) while the output stays empty, as 0.3.0's AIChannel returned on a provider
+    # failure: see ``failed``.
+    _failure: str | None = PrivateAttr(default=None)
 
     @classmethod
     def empty(cls) -> ChannelOutput:
         """Return an output with no response and no side effects."""
         return cls()
+
+    @classmethod
+    def failed(cls, error: str) -> ChannelOutput:
+        """An empty output that the kit reports as the target's failure (``error``): an AI
+        channel whose provider failed answers nothing, as in 0.3.0, and the failure reaches
+        ON_ERROR hooks and the ``delivery_failed`` framework event, not only the log."""
+        output = cls()
+        output._failure = error
+        return output
+
+    @property
+    def failure(self) -> str | None:
+        """The failure ``failed`` gave it, or None."""
+        return self._failure
+
+    def __eq__(self, other: object) -> bool:
+        # Its fields, as before the failure was kept: that is the kit's report, not part of
+        # what the channel answered (an AI channel's failed output equals ``empty()``).
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, ChannelOutput)
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # as pydantic's models

@@ -21,6 +21,7 @@ from providers import (
     MockAIProvider,
     ProviderError,
 )
+from roomkit import HookExecution, HookTrigger, RoomKit
 from roomkit.channels import SMS_CAPABILITIES, AIChannel
 from roomkit.channels import ai as ai_module
 from roomkit.core.router import DefaultContentTranscoder
@@ -48,6 +49,7 @@ from roomkit.models.event import (
     VideoContent,
 )
 from roomkit.models.room import Room
+from tests.roomkit.kit_helpers import SimpleChannel, text
 
 AI_ID = "ai-1"
 
@@ -185,6 +187,33 @@ class TestFailures:
             output = await channel.on_event(_event(), _ai_binding(), _context())
         assert output == ChannelOutput.empty()
         assert [r.name for r in caplog.records] == ["roomkit.channels.ai"]
+
+
+async def test_a_provider_failure_reaches_on_error_hooks_and_framework_events() -> None:
+    # It showed only in the log: an invalid API key answered nothing, and an app's ON_ERROR
+    # hook and delivery_failed handler never heard of it.
+    failing = ProviderError("invalid api key", provider="X", status_code=401)
+    errors: list[RoomEvent] = []
+    failed: list[str | None] = []
+    async with RoomKit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(AIChannel(AI_ID, provider=_Failing(failing)))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", AI_ID, category=ChannelCategory.INTELLIGENCE)
+
+        @kit.hook(HookTrigger.ON_ERROR, HookExecution.ASYNC)
+        async def on_error(event: RoomEvent, context: RoomContext) -> None:
+            errors.append(event)
+
+        kit.on("delivery_failed")(lambda e: failed.append(e.channel_id))
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert not result.blocked  # the message itself went through, as in 0.3.0
+    assert failed == [AI_ID]
+    [error] = errors
+    assert isinstance(error.content, SystemContent)
+    assert error.content.data["channel_id"] == AI_ID
+    assert "invalid api key" in str(error.content.data["error"])
 
 
 class _Returning(AIProvider):
