@@ -22,6 +22,7 @@ from providers.errors import ProviderError
 from roomkit.channels._ai_content import content_parts, content_text
 from roomkit.channels._shaped_provider import as_ai_provider
 from roomkit.channels.base import Channel
+from roomkit.core._recent import RECENT_EVENTS
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage
@@ -126,7 +127,9 @@ class AIChannel(Channel):
         system_prompt: Default system prompt.
         temperature: Default sampling temperature.
         max_tokens: Default reply length limit.
-        max_context_events: How many of the room's most recent events the model sees.
+        max_context_events: How many of the room's most recent events the model sees, of
+            those it is shown (system events are not); at most the
+            ``roomkit.core._recent.RECENT_EVENTS`` (50) a room hands its channels.
     """
 
     channel_type = ChannelType.AI
@@ -154,6 +157,14 @@ class AIChannel(Channel):
         self._max_tokens = max_tokens
         # Sliced with: an integer (numpy's included).
         self._max_context_events = check_count("max_context_events", max_context_events)
+        if self._max_context_events > RECENT_EVENTS:
+            logger.warning(
+                "channel %s: max_context_events=%d, but a room hands its channels its %d most "
+                "recent events: the model sees at most those",
+                channel_id,
+                self._max_context_events,
+                RECENT_EVENTS,
+            )
         self._unusable_images: OrderedDict[_UnusableKey, None] = OrderedDict()
 
     @property
@@ -447,14 +458,17 @@ class AIChannel(Channel):
         to them are in the history too), except blocked events and system events: events of
         type ``SYSTEM`` and system notices (the kit's audit events, which read as nothing).
         """
-        window = list(recent[-self._max_context_events :]) if self._max_context_events > 0 else []
+        # The window counts the events shown: system events (a channel attached) took its
+        # places and pushed the conversation out.
+        shown = [past for past in recent if past.id == event.id or not _hidden_from_history(past)]
+        window = shown[-self._max_context_events :] if self._max_context_events > 0 else []
         turns: list[tuple[RoomEvent, bool]] = []
         seen_current = False
         for past in window:
             if past.id == event.id:
                 seen_current = True
                 turns.append((event, True))
-            elif not _hidden_from_history(past):
+            else:
                 turns.append((past, False))
         if not seen_current:
             turns.append((event, True))

@@ -484,6 +484,33 @@ class TestMessages:
         await channel.on_event(history[-1], _ai_binding(), _context(history))
         assert _texts(provider.calls[0]) == [("user", "now")]
 
+    async def test_the_window_counts_the_events_shown(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # System events (a channel attached and detached) took the window's places and pushed
+        # the conversation out: the model saw the question alone.
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider, max_context_events=3)
+        attached = [
+            _event(
+                SystemContent(body="attached", code="channel_attached"),
+                type=EventType.CHANNEL_ATTACHED,
+                channel_id="system",
+                channel_type=ChannelType.SYSTEM,
+            )
+            for _ in range(6)
+        ]
+        history = [_event("my name is Ann"), _ai_event("Hi Ann"), *attached, _event("my name?")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert _texts(provider.calls[0]) == [
+            ("user", "my name is Ann"),
+            ("assistant", "Hi Ann"),
+            ("user", "my name?"),
+        ]
+        # More than a room hands its channels: said, not silently cut.
+        AIChannel(AI_ID, provider=provider, max_context_events=100)
+        assert "max_context_events=100" in caplog.text
+
     async def test_skips_empty_blocked_and_system_events(self) -> None:
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider)
