@@ -462,6 +462,7 @@ class AIChannel(Channel):
         # places and pushed the conversation out.
         shown = [past for past in recent if past.id == event.id or not _hidden_from_history(past)]
         window = shown[-self._max_context_events :] if self._max_context_events > 0 else []
+        window = self._replies_after_their_messages(window)
         turns: list[tuple[RoomEvent, bool]] = []
         seen_current = False
         for past in window:
@@ -473,6 +474,28 @@ class AIChannel(Channel):
         if not seen_current:
             turns.append((event, True))
         return turns
+
+    def _replies_after_their_messages(self, window: list[RoomEvent]) -> list[RoomEvent]:
+        """``window`` with each of this channel's replies right after the event it answers
+        (its ``parent_event_id``), when that event is in it. Messages that came while the AI
+        answered are recorded before its replies, so the model saw two questions and then two
+        answers, and could not tell which answered which."""
+        ids = {past.id for past in window}
+        answers: dict[str, list[RoomEvent]] = {}
+        asked: list[RoomEvent] = []
+        for past in window:
+            parent = past.parent_event_id
+            if parent in ids and past.source.channel_id == self.channel_id:
+                answers.setdefault(parent, []).append(past)
+            else:
+                asked.append(past)
+        if not answers:
+            return window
+        ordered: list[RoomEvent] = []
+        for past in asked:
+            ordered.append(past)
+            ordered.extend(answers.get(past.id, ()))
+        return ordered
 
     def _conversation(
         self, turns: list[tuple[RoomEvent, bool]], room_id: str, *, history_images: bool

@@ -511,6 +511,28 @@ class TestMessages:
         AIChannel(AI_ID, provider=provider, max_context_events=100)
         assert "max_context_events=100" in caplog.text
 
+    async def test_each_reply_comes_after_the_message_it_answers(self) -> None:
+        # Messages that came while the AI answered are recorded before its replies: the model
+        # saw two questions, then two answers.
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider)
+        first, second = _event("first?"), _event("second?")
+        replies = [
+            _event(body, channel_id=AI_ID, channel_type=ChannelType.AI, parent_event_id=parent)
+            for body, parent in (("to first", first.id), ("to second", second.id))
+        ]
+        other = _event("another AI's", channel_id="ai-2", parent_event_id=first.id)
+        history = [first, second, other, *replies, _event("third?")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert _texts(provider.calls[0]) == [
+            ("user", "first?"),
+            ("assistant", "to first"),
+            ("user", "second?"),
+            ("assistant", "to second"),
+            ("user", "another AI's"),  # not this channel's: where it was recorded
+            ("user", "third?"),
+        ]
+
     async def test_skips_empty_blocked_and_system_events(self) -> None:
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider)
