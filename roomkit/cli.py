@@ -25,6 +25,7 @@ from typing import Any, TextIO, TypeVar
 import anyio
 
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, LogUnavailable, MemoryEventLog
+from eventlog._nats_setup import redacted
 from eventlog.codec import encode_json
 from eventlog.errors import ForeignMessage
 from roomkit.audit import (
@@ -48,7 +49,6 @@ from roomkit.audit import (
     write_replay,
     write_rooms,
 )
-from roomkit.audit._nats import redacted
 from roomkit.core._room_ids import check_room_id, room_stream
 from roomkit.errors import InvalidRoomIdError, RoomNotFoundError
 from roomkit.ingress.cli import SERVE_HELP, configure_serve_parser, run_serve

@@ -17,7 +17,7 @@ import anyio
 from eventlog import EventLog, LogUnavailable, MemoryEventLog
 from eventlog._nats_setup import redacted
 
-__all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log", "redacted"]
+__all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log"]
 
 logger = logging.getLogger("roomkit.audit")
 
