@@ -71,8 +71,18 @@ def _event(
     )
 
 
-def _ai_event(body: str) -> RoomEvent:
-    return _event(body, channel_id=AI_ID, channel_type=ChannelType.AI)
+def _ai_event(body: str, **kwargs: Any) -> RoomEvent:
+    return _event(body, channel_id=AI_ID, channel_type=ChannelType.AI, **kwargs)
+
+
+def _attached() -> RoomEvent:
+    """The kit's audit event of a channel attached (a system event)."""
+    return _event(
+        SystemContent(body="attached", code="channel_attached"),
+        type=EventType.CHANNEL_ATTACHED,
+        channel_id="system",
+        channel_type=ChannelType.SYSTEM,
+    )
 
 
 def _ai_binding(**metadata: Any) -> ChannelBinding:
@@ -491,15 +501,7 @@ class TestMessages:
         # the conversation out: the model saw the question alone.
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider, max_context_events=3)
-        attached = [
-            _event(
-                SystemContent(body="attached", code="channel_attached"),
-                type=EventType.CHANNEL_ATTACHED,
-                channel_id="system",
-                channel_type=ChannelType.SYSTEM,
-            )
-            for _ in range(6)
-        ]
+        attached = [_attached() for _ in range(6)]
         history = [_event("my name is Ann"), _ai_event("Hi Ann"), *attached, _event("my name?")]
         await channel.on_event(history[-1], _ai_binding(), _context(history))
         assert _texts(provider.calls[0]) == [
@@ -518,7 +520,7 @@ class TestMessages:
         channel = AIChannel(AI_ID, provider=provider)
         first, second = _event("first?"), _event("second?")
         replies = [
-            _event(body, channel_id=AI_ID, channel_type=ChannelType.AI, parent_event_id=parent)
+            _ai_event(body, parent_event_id=parent)
             for body, parent in (("to first", first.id), ("to second", second.id))
         ]
         other = _event("another AI's", channel_id="ai-2", parent_event_id=first.id)
@@ -537,12 +539,7 @@ class TestMessages:
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider)
         history = [
-            _event(
-                SystemContent(body="attached", code="channel_attached"),
-                type=EventType.CHANNEL_ATTACHED,
-                channel_id="system",
-                channel_type=ChannelType.SYSTEM,
-            ),
+            _attached(),
             _event("room closed", type=EventType.SYSTEM),
             _event("spam", status=EventStatus.BLOCKED),
             _event("spam edit", type=EventType.EDIT, status=EventStatus.BLOCKED),
