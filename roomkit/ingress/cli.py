@@ -241,7 +241,13 @@ async def _serve(
             await stack.enter_async_context(log)
         kit = await _build_kit(target, log, CliError, EXIT_USAGE)
         _warn_if_volatile(kit, notes)
-        await stack.enter_async_context(kit)
+        try:
+            await stack.enter_async_context(kit)
+        except KitClosedError as exc:
+            # A kit runs once: one the app closed (or left ``async with`` of) cannot serve.
+            raise CliError(
+                EXIT_USAGE, f"--app: the kit it gives is closed ({exc}): give a new RoomKit"
+            ) from exc
         ingress = Ingress(
             kit,
             args.nats,

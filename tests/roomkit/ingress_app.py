@@ -29,6 +29,13 @@ def build_kit(log: EventLog) -> RoomKit:
     return kit
 
 
+async def build_closed_kit() -> RoomKit:
+    """A factory whose kit it closed before ``roomkit serve`` got it."""
+    kit = RoomKit()
+    await kit.close()
+    return kit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ingress_app")
     add_serve_parser(parser.add_subparsers(dest="command", required=True))

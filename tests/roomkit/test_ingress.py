@@ -1826,6 +1826,16 @@ async def test_serve_refuses_a_bad_app(app: str, message: str) -> None:
     assert caught.value.code == EXIT_USAGE
 
 
+async def test_serve_refuses_a_closed_kit_as_a_bad_app() -> None:
+    # It came out as a KitClosedError traceback with exit code 1.
+    args = serve_args(
+        "--app", "tests.roomkit.ingress_app:build_closed_kit", "--nats", "nats://h:1"
+    )
+    with pytest.raises(CliError, match="the kit it gives is closed") as caught:
+        await run_serve(args)
+    assert caught.value.code == EXIT_USAGE
+
+
 async def test_an_app_that_exits_as_it_loads_exits_serve_as_it_asked() -> None:
     # Loaded inside the task group that watches the signals, its SystemExit came out wrapped
     # in an exception group: a traceback and exit code 1 instead of its own 3.
