@@ -40,9 +40,11 @@ from roomkit.models._copy import handed_out
 from roomkit.models._json import event_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
+from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
+from roomkit.store._arguments import argument_check
 from roomkit.store._shaped import as_conversation_store
 from roomkit.store.base import ConversationStore
 
@@ -253,10 +255,14 @@ def _projection_only(name: str) -> NoReturn:
 
 def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     contract = getattr(ConversationStore, name)
+    # Any store behind the view refuses bad arguments alike (see roomkit.store._arguments).
+    check = argument_check(name, contract, {"Identity": Identity})
 
     # Its name, docstring and signature are the contract's (help() and IDEs show them).
     @functools.wraps(contract)
     async def forward(self: KitStore, *args: Any, **kwargs: Any) -> Any:
+        if check is not None:
+            check(args, kwargs)
         decision = deciding()
         if decision is not None and decision.kit is self._kit:
             await self._kit._read_model_at(decision.position)

@@ -73,6 +73,7 @@ from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
+from roomkit.store._arguments import check_identity, check_link
 from roomkit.store.base import ConversationStore, page_size
 
 __all__ = ["InMemoryStore"]
@@ -692,7 +693,12 @@ class InMemoryStore(ConversationStore):
     # -- identities ------------------------------------------------------------------------------
 
     async def create_identity(self, identity: Identity) -> Identity:
-        """Store the identity and claim its addresses; see ``ConversationStore``."""
+        """Store the identity and claim its addresses; see ``ConversationStore``.
+
+        Raises:
+            TypeError: ``identity`` is not an ``Identity``.
+        """
+        check_identity("InMemoryStore", identity)
         old = self._identities.get(identity.id)
         if old is not None:
             for channel_type, addresses in old.channel_addresses.items():
@@ -718,7 +724,12 @@ class InMemoryStore(ConversationStore):
 
     async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
         """Give the address to the identity; see ``ConversationStore`` (an unknown identity id
-        changes nothing)."""
+        changes nothing).
+
+        Raises:
+            TypeError: an argument is not a string (kept, it broke the identity's model).
+        """
+        check_link("InMemoryStore", identity_id, channel_type, address)
         identity = self._identities.get(identity_id)
         if identity is None:
             # 0.3.0 returned quietly here; claiming the address for an identity that does not

@@ -54,6 +54,7 @@ from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
+from roomkit.store._arguments import check_identity, check_link
 from roomkit.store.base import ConversationStore, StorePositionLost, page_size
 
 __all__ = ["PostgresStore"]
@@ -276,11 +277,26 @@ def _closed(conn: Any) -> bool:
 
 @contextmanager
 def _translated() -> Iterator[None]:
-    """``StoreUnavailableError`` for a failure that trying again later can cure."""
+    """``StoreUnavailableError`` for a failure that trying again later can cure;
+    ``TypeError`` for an argument of the wrong type (an id given as a number), which the
+    driver refuses before sending anything."""
     try:
         yield
     except _unavailable() as exc:
         raise StoreUnavailableError(f"PostgreSQL cannot be reached: {exc!r}") from exc
+    except Exception as exc:
+        if _bad_argument(exc):
+            raise TypeError(f"PostgresStore: {exc}") from exc
+        raise
+
+
+def _bad_argument(error: Exception) -> bool:
+    """Whether the driver refused an argument of the wrong type (before sending anything)."""
+    import asyncpg
+
+    return isinstance(error, asyncpg.DataError) and str(error).startswith(
+        "invalid input for query argument"
+    )
 
 
 def _check_held(held: int, after: int) -> None:
@@ -996,7 +1012,12 @@ class PostgresStore(ConversationStore):
         )
 
     async def create_identity(self, identity: Identity) -> Identity:
-        """Store the identity and claim its addresses (in one transaction)."""
+        """Store the identity and claim its addresses (in one transaction).
+
+        Raises:
+            TypeError: ``identity`` is not an ``Identity``.
+        """
+        check_identity("PostgresStore", identity)
         async with self._transaction() as conn:
             await self._lock_identities(conn)
             # The addresses it held before are its own no longer (unless it lists them again).
@@ -1033,7 +1054,12 @@ class PostgresStore(ConversationStore):
         )
 
     async def link_address(self, identity_id: str, channel_type: str, address: str) -> None:
-        """Give the address to the identity; an unknown identity id changes nothing."""
+        """Give the address to the identity; an unknown identity id changes nothing.
+
+        Raises:
+            TypeError: an argument is not a string.
+        """
+        check_link("PostgresStore", identity_id, channel_type, address)
         channel_type = str(channel_type)
         async with self._transaction() as conn:
             await self._lock_identities(conn)

@@ -924,6 +924,21 @@ class ConversationStoreContract:
         assert before is not None
         assert before.channel_addresses == {"sms": ["+1"]}
 
+    async def test_identity_writes_refuse_what_is_not_a_string_or_an_identity(
+        self, store: ConversationStore
+    ) -> None:
+        # InMemoryStore kept an address None (and a channel type "None"), and the identity
+        # no longer validated; PostgreSQL raised its driver's errors.
+        await store.create_identity(Identity(id="i1", channel_addresses={"sms": ["+1"]}))
+        for args in (("i1", "sms", None), ("i1", "sms", 5), ("i1", None, "+2"), (1, "sms", "+2")):
+            with pytest.raises(TypeError, match="must be a string"):
+                await store.link_address(*args)
+        with pytest.raises(TypeError, match="takes an Identity"):
+            await store.create_identity("i2")  # type: ignore[arg-type]
+        identity = some(await store.get_identity("i1"))
+        assert identity.channel_addresses == {"sms": ["+1"]}
+        assert Identity.model_validate(identity.model_dump()) == identity
+
     async def test_link_address_moves_it_between_identities(
         self, store: ConversationStore
     ) -> None:

@@ -740,6 +740,36 @@ async def test_a_delivery_result_the_log_cannot_hold_is_recorded_without_it(
     assert bodies[-4:] == ["first", "second", "third", "sent"]
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs", "said"),
+    [
+        ("get_room", (5,), {}, "room_id must be a string"),
+        ("get_event", (None,), {}, "event_id must be a string"),
+        ("list_events", ("r1",), {"visibility_filter": 5}, "visibility_filter must be a string"),
+        ("get_event_count", (b"r1",), {}, "room_id must be a string"),
+        ("find_room_id_by_channel", (5,), {}, "channel_id must be a string"),
+        ("find_latest_room", (5,), {}, "participant_id must be a string"),
+        ("find_rooms", (), {"organization_id": 5}, "organization_id must be a string or None"),
+        ("find_rooms", (), {"metadata_filter": "team"}, "metadata_filter must be a dict"),
+        ("check_idempotency", ("r1", 5), {}, "key must be a string"),
+        ("get_unread_count", ("r1", 5), {}, "channel_id must be a string"),
+        ("resolve_identity", ("sms", 5), {}, "address must be a string"),
+        ("link_address", ("i1", None, "+1"), {}, "channel_type must be a string"),
+        ("create_identity", ("i1",), {}, "identity must be an Identity"),
+        ("list_tasks", ("r1",), {"status": 5}, "status must be a string or None"),
+    ],
+)
+async def test_kit_store_refuses_arguments_of_the_wrong_type_whatever_the_store(
+    kit: RoomKit, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], said: str
+) -> None:
+    # InMemoryStore answered None, [] or 0 (and kept a link to None); PostgresStore raised
+    # asyncpg's DataError; some raised AttributeError from deep inside.
+    await kit.create_room(room_id="r1")
+    with pytest.raises(TypeError, match=f"{method}: {said}"):
+        await getattr(kit.store, method)(*args, **kwargs)
+    assert await kit.store.get_room("r1") is not None
+
+
 async def test_the_digit_limit_follows_python_s(kit: RoomKit) -> None:
     # A process may lower the limit (sys.set_int_max_str_digits): pydantic reads numbers
     # as Python does, so the kit refuses what this process could not read back.

@@ -428,6 +428,18 @@ async def test_calls_after_close_say_the_store_is_closed(
         await store.close()
 
 
+async def test_an_argument_of_the_wrong_type_is_a_type_error(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    # It was asyncpg's DataError (InMemoryStore answered None, kit.store raises TypeError).
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+        with pytest.raises(TypeError, match="expected str"):
+            await store.get_room(5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="expected str"):
+            await store.list_events("r1", visibility_filter=5)  # type: ignore[arg-type]
+        assert await store.get_room("r1") is None
+
+
 class ConnectionDyingStore(PostgresStore):
     """Its connection is terminated by the server in the middle of the next record's
     transaction (between the event's write and the room's count), as in a restart."""
