@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import uuid4
 
 import anyio
@@ -54,6 +54,19 @@ from roomkit.models.room import Room
 __all__ = ["InboundMixin"]
 
 logger = logging.getLogger("roomkit.framework")
+
+
+class _StatusSource(NamedTuple):
+    """What a delivery status's channel filters match (``HookRegistration.matches``)."""
+
+    channel_id: str | None
+    channel_type: str | None
+    direction: ChannelDirection = ChannelDirection.OUTBOUND
+
+
+class _Sourced(NamedTuple):
+    source: _StatusSource
+
 
 # What process_webhook uses of a webhook meta (WebhookMeta, or an object shaped like it).
 _WEBHOOK_META = ("is_inbound", "is_status", "to_inbound", "to_status")
@@ -628,17 +641,29 @@ class InboundMixin(HelpersMixin):
         self._delivery_status_handlers.append(fn)
         return fn
 
-    async def process_delivery_status(self, status: DeliveryStatus) -> None:
+    async def process_delivery_status(
+        self, status: DeliveryStatus, channel_id: str | None = None
+    ) -> None:
         """Hand a provider's delivery status to every handler and to ON_DELIVERY_STATUS hooks
         (quirk 9 fixed: the hooks fire); handler errors are logged.
 
+        Args:
+            status: the status.
+            channel_id: the channel it came through (``process_webhook`` gives its own), which
+                the hooks' channel filters match: a hook filtered by channel runs only for a
+                status of a channel it names (of a type it names, for a registered channel),
+                so none runs for a status of no known channel. A status is about an outbound
+                message: its direction is ``OUTBOUND``.
+
         Raises:
-            TypeError: ``status`` is not a ``DeliveryStatus``.
+            TypeError: ``status`` is not a ``DeliveryStatus``, or ``channel_id`` not a str.
         """
         if not isinstance(status, DeliveryStatus):
             raise TypeError(
                 f"process_delivery_status takes a DeliveryStatus, not {type(status).__name__}"
             )
+        if channel_id is not None:
+            check_str("channel_id", channel_id)
         for handler in self._delivery_status_handlers:
             try:
                 value = handler(status)
@@ -646,8 +671,11 @@ class InboundMixin(HelpersMixin):
                     await value
             except Exception:
                 logger.exception("delivery status handler failed")
+        channel = self._channels.get(channel_id) if channel_id is not None else None
+        source = _StatusSource(channel_id, channel.channel_type if channel is not None else None)
+        # Each hook was given every status, whatever channel its filters named.
         errors = await self._hook_engine.run_async_hooks(
-            "", HookTrigger.ON_DELIVERY_STATUS, status, None, skip_event_filter=True
+            "", HookTrigger.ON_DELIVERY_STATUS, status, None, filter_on=_Sourced(source)
         )
         await self._report_async_hook_errors("", errors, None)
 
@@ -687,5 +715,5 @@ class InboundMixin(HelpersMixin):
             result: InboundResult = await self.process_inbound(meta.to_inbound(channel_id))
             return result
         if meta.is_status:
-            await self.process_delivery_status(meta.to_status())
+            await self.process_delivery_status(meta.to_status(), channel_id)
         return None

@@ -595,6 +595,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         unreachable = self._hook_engine.filter_mismatch(registration)
         if unreachable:
             logger.warning("%s", unreachable)
+        roomless = self._hook_engine.room_mismatch(registration) if room_id is not None else None
+        if roomless:
+            logger.warning("%s", roomless)
         if room_id is None:
             self._hook_engine.register(registration)
         else:

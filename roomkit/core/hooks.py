@@ -378,6 +378,18 @@ class HookEngine:
             "is in event.content.data['channel_id'])"
         )
 
+    @staticmethod
+    def room_mismatch(registration: HookRegistration) -> str | None:
+        """Explain why ``registration``, registered as a room's hook, would never run, or
+        return ``None``: a delivery status names no room (the kit logs this as a warning)."""
+        if registration.trigger != HookTrigger.ON_DELIVERY_STATUS:
+            return None
+        return (
+            f"room hook {registration.name!r} for {registration.trigger.value} will never run: "
+            "a delivery status names no room (register it with kit.hook(); its channel "
+            "filters match the channel process_webhook is given)"
+        )
+
     # -- lookup ---------------------------------------------------------------------------
 
     def _sorted(self, room_id: str, key: _Key) -> tuple[HookRegistration, ...]:
@@ -522,16 +534,20 @@ class HookEngine:
         context: Any,
         *,
         skip_event_filter: bool = False,
+        filter_on: Any = None,
     ) -> list[HookError]:
         """Run every ASYNC hook of ``trigger`` concurrently, each under its own timeout.
 
         Errors and timeouts are logged (logger ``roomkit.hooks``) and never raised; they are
         returned so the caller can fire ON_ERROR. Returns when every hook has finished.
+        ``filter_on``: what the channel filters look at the ``source`` of, when not ``event``
+        (a delivery status has none of its own).
 
         Returns:
             One `HookError` per failed hook, in registration order (empty if all succeeded).
         """
-        hooks = self._matching(room_id, trigger, HookExecution.ASYNC, event, skip_event_filter)
+        filtered = event if filter_on is None else filter_on
+        hooks = self._matching(room_id, trigger, HookExecution.ASYNC, filtered, skip_event_filter)
         if not hooks:
             return []
         errors: list[HookError | None] = [None] * len(hooks)

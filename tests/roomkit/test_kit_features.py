@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,9 +19,11 @@ from roomkit import (
     AIChannel,
     ChannelBinding,
     ChannelCategory,
+    ChannelDirection,
     ChannelMediaType,
     ChannelOutput,
     ChannelType,
+    DeliveryStatus,
     EphemeralEvent,
     EphemeralEventType,
     FrameworkEvent,
@@ -43,6 +46,7 @@ from roomkit import (
     SMSChannel,
     TextContent,
     WebSocketChannel,
+    WhatsAppChannel,
 )
 from roomkit.channels.base import Channel
 from roomkit.core import _helpers
@@ -366,6 +370,56 @@ class TestFrameworkEvents:
         )
         assert statuses == ["delivered"]
         assert hooked == ["SM1"]
+
+    async def test_status_hooks_are_filtered_by_the_channel_the_webhook_came_through(
+        self, kit: RoomKit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Each hook got every status whatever its filters named, and a room's hook for
+        # statuses never ran, without a word.
+        from providers.sms.meta import extract_sms_meta
+
+        kit.register_channel(SMSChannel("sms", provider=MockSMSProvider()))
+        kit.register_channel(WhatsAppChannel("wa", provider=MockSMSProvider()))
+        got: list[tuple[str, str]] = []
+
+        def hook(name: str, **filters: Any) -> None:
+            async def record(status: DeliveryStatus, context: object) -> None:
+                got.append((name, status.message_id))
+
+            kit.hook(HookTrigger.ON_DELIVERY_STATUS, execution=HookExecution.ASYNC, **filters)(
+                record
+            )
+
+        hook("any")
+        hook("wa by id", channel_ids={"wa"})
+        hook("wa by type", channel_types={ChannelType.WHATSAPP})
+        hook("sms by id", channel_ids={"sms"})
+        hook("sms by type", channel_types={ChannelType.SMS})
+        hook("inbound only", directions={ChannelDirection.INBOUND})
+        await kit.create_room(room_id="r1")
+
+        async def in_room(status: DeliveryStatus, context: object) -> None:
+            got.append(("room", status.message_id))
+
+        with caplog.at_level(logging.WARNING, logger="roomkit"):
+            kit.add_room_hook(
+                "r1", HookTrigger.ON_DELIVERY_STATUS, HookExecution.ASYNC, in_room, name="rh"
+            )
+        assert "room hook 'rh' for on_delivery_status will never run" in caplog.text
+        meta = extract_sms_meta("twilio", {"MessageSid": "SM1", "MessageStatus": "delivered"})
+        await kit.process_webhook(meta, "sms")
+        assert got == [("any", "SM1"), ("sms by id", "SM1"), ("sms by type", "SM1")]
+        got.clear()
+        # A status of no known channel: only the hooks without a channel filter.
+        await kit.process_delivery_status(
+            DeliveryStatus(provider="twilio", message_id="SM2", status="delivered")
+        )
+        assert got == [("any", "SM2")]
+        got.clear()
+        await kit.process_delivery_status(
+            DeliveryStatus(provider="meta", message_id="W1", status="read"), channel_id="wa"
+        )
+        assert got == [("any", "W1"), ("wa by id", "W1"), ("wa by type", "W1")]
 
     async def test_a_failed_delivery_status_hook_is_reported(self, kit: RoomKit) -> None:
         # As any failed async hook is: a hook_error framework event, and the ON_ERROR hooks.
