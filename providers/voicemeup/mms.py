@@ -10,7 +10,10 @@ caption, with 0.3.0's id ``<first id>+<second id>``. A text whose picture does n
 within ``timeout_seconds`` is released alone, through ``on_timeout``. The other order (the
 attachment, then the text) is merged too: an attachment-only message is held and merged into
 the next text of the pair; several attachments accumulate (a retried webhook of a part
-already held is not added twice). A plain text with nothing held back passes straight through
+already held is not added twice). A part VoiceMeUp sends again once its MMS was merged (it
+retries a webhook answered late) comes out as the merged message again, whose id the kit
+knows: a duplicate, not a second message (the parts of the last ``max_pending`` merged MMS
+are remembered). A plain text with nothing held back passes straight through
 (text-only SMS are never delayed).
 
 An attachment is held back only once something takes expired parts:
@@ -34,6 +37,13 @@ by running :meth:`VoiceMeUpMMSAggregator.run` in a task group it owns::
         await tg.start(aggregator.run)
         ...
 
+VoiceMeUp does not send a part again once it was answered, so a part still held when the app
+stops would be lost: when :meth:`~VoiceMeUpMMSAggregator.run` ends (cancelled), it passes
+every part still held to ``on_timeout`` first, as if its time had run out (shielded, for up
+to ``STOP_GRACE_SECONDS``; what is left then is logged as lost). An app that drains with
+:meth:`~VoiceMeUpMMSAggregator.flush_expired` instead calls ``flush_expired(now=math.inf)``
+as it stops.
+
 The module-level :func:`configure_voicemeup_mms` and the module functions that take no
 ``aggregator`` (``extract_voicemeup_meta``, ``parse_voicemeup_webhook``,
 ``extract_sms_meta("voicemeup", ...)``) use one default instance, for compatibility with
@@ -44,7 +54,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -54,6 +66,7 @@ from anyio.abc import TaskStatus
 from providers.sms.meta import WebhookMedia, WebhookMeta
 
 __all__ = [
+    "STOP_GRACE_SECONDS",
     "MMSTimeoutCallback",
     "VoiceMeUpMMSAggregator",
     "configure_voicemeup_mms",
@@ -61,6 +74,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("roomkit.providers.voicemeup")
+
+#: How long ``run()`` ending passes the parts still held to ``on_timeout`` (see the module doc).
+STOP_GRACE_SECONDS = 10.0
 
 MMSTimeoutCallback = Callable[[WebhookMeta], Awaitable[object] | object]
 """Called with an attachment released alone (an inbound :class:`WebhookMeta`; hand it to
@@ -105,6 +121,9 @@ class VoiceMeUpMMSAggregator:
         self._max_pending = max_pending
         self._held: dict[tuple[str, str, str], _Held] = {}
         self._released: list[WebhookMeta] = []
+        # The merged message of each part id of the last max_pending merged MMS, oldest
+        # first: a part retried once merged comes out as it again (see add).
+        self._merged_parts: OrderedDict[str, WebhookMeta] = OrderedDict()
         # Set once a caller takes expired parts (expired / flush_expired), or run() passes
         # them to on_timeout: only then does a held part have a way out, so only then are
         # parts held.
@@ -146,6 +165,14 @@ class VoiceMeUpMMSAggregator:
         """
         if self._timeout <= 0 or not meta.is_inbound:
             return meta
+        merged = self._merged_parts.get(meta.message_id) if meta.message_id else None
+        if merged is not None:
+            # VoiceMeUp retried a part of an MMS merged already: held again, it came out
+            # alone on its timeout, as a second message. The merged one's id is a duplicate.
+            logger.debug(
+                "voicemeup: part %s of merged MMS %s again", meta.message_id, merged.message_id
+            )
+            return merged
         current = self._clock() if now is None else now
         self._expire(current)
         key = (meta.sender, meta.recipient, str(meta.extra.get("datetime_transmission") or ""))
@@ -214,7 +241,7 @@ class VoiceMeUpMMSAggregator:
         if "has_attachment" in extra:  # 0.3.0's key: the merged message has the attachments
             extra["has_attachment"] = bool(media)
         logger.debug("voicemeup: merged %d attachment(s) into message %s", len(media), key)
-        return meta.model_copy(update={"media": media, "extra": extra})
+        return self._remember(meta.model_copy(update={"media": media, "extra": extra}))
 
     def _complete_text(
         self, key: tuple[str, str, str], held: _Held, meta: WebhookMeta
@@ -241,9 +268,21 @@ class VoiceMeUpMMSAggregator:
         logger.debug(
             "voicemeup: merged a text and %d attachment(s) of %s", len(pictures.media), key
         )
-        return text.model_copy(
-            update={"media": list(pictures.media), "message_id": merged_id, "extra": extra}
+        return self._remember(
+            text.model_copy(
+                update={"media": list(pictures.media), "message_id": merged_id, "extra": extra}
+            )
         )
+
+    def _remember(self, merged: WebhookMeta) -> WebhookMeta:
+        """Keep ``merged`` for its parts' retries (see add); return it."""
+        part_ids = merged.extra.get("mms_part_ids") or []
+        for part_id in part_ids:
+            self._merged_parts[str(part_id)] = merged
+            self._merged_parts.move_to_end(str(part_id))
+        while len(self._merged_parts) > 2 * self._max_pending:
+            self._merged_parts.popitem(last=False)
+        return merged
 
     def expired(self, now: float | None = None) -> list[WebhookMeta]:
         """Remove and return the attachments whose text did not come in time (without calling
@@ -279,13 +318,18 @@ class VoiceMeUpMMSAggregator:
                         meta.message_id,
                     )
                 continue
-            try:
-                result = callback(meta)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("voicemeup: on_timeout failed for message %s", meta.message_id)
+            await self._hand_on(callback, meta)
         return released
+
+    @staticmethod
+    async def _hand_on(callback: MMSTimeoutCallback, meta: WebhookMeta) -> None:
+        """``callback(meta)``, awaited if async; its exception is logged."""
+        try:
+            result = callback(meta)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("voicemeup: on_timeout failed for message %s", meta.message_id)
 
     async def run(
         self,
@@ -304,6 +348,26 @@ class VoiceMeUpMMSAggregator:
                 await self._release()
         finally:
             self._running = False
+            await self._release_on_stop()
+
+    async def _release_on_stop(self) -> None:
+        """Pass every part still held to ``on_timeout`` as ``run()`` ends (see the module
+        doc): VoiceMeUp had its answer for each, and will not send it again."""
+        if self._on_timeout is None or not (self._held or self._released):
+            return  # without a callback, the caller drains them (expired())
+        left = self._take_expired(math.inf)
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + STOP_GRACE_SECONDS
+            while left:
+                await self._hand_on(self._on_timeout, left[0])
+                del left[0]
+        if left:
+            logger.warning(
+                "voicemeup: stopping, %d held MMS part(s) not handed on within %g s, lost: %s",
+                len(left),
+                STOP_GRACE_SECONDS,
+                ", ".join(str(m.message_id) for m in left),
+            )
 
     def clear(self) -> None:
         """Forget every held or released part."""

@@ -579,6 +579,36 @@ class TestMMSAggregator:
         assert [m.url for m in merged.media] == ["https://clients.voicemeup.com/mms/photo.jpg"]
         assert merged.extra["mms_part_ids"] == ["990002", "990001"]
 
+    def test_a_part_retried_once_merged_is_the_merged_message_again(self) -> None:
+        # Held again, it came out alone on its timeout: a second message in the room.
+        wrapper = "https://clients.voicemeup.com/mms/x.mms.html"
+        for order in ("text first", "picture first"):
+            aggregator = holding()
+            first, second = incoming(attachment=wrapper), picture()
+            if order == "picture first":
+                first, second = second, first
+            assert extract_voicemeup_meta(first, aggregator=aggregator).pending
+            merged = extract_voicemeup_meta(second, aggregator=aggregator)
+            assert merged.message_id == "990001+990002"
+            for retried in (first, second):
+                again = extract_voicemeup_meta(retried, aggregator=aggregator)
+                assert not again.pending and again == merged, order
+            assert aggregator.pending == 0
+
+    async def test_parts_held_when_run_stops_are_handed_on(self) -> None:
+        # VoiceMeUp had its answer for the held text and does not send it again: it was lost.
+        released: list[WebhookMeta] = []
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=60, on_timeout=released.append)
+        wrapper = "https://clients.voicemeup.com/mms/x.mms.html"
+        async with anyio.create_task_group() as tg:
+            await tg.start(aggregator.run)
+            assert extract_voicemeup_meta(
+                incoming(attachment=wrapper), aggregator=aggregator
+            ).pending
+            tg.cancel_scope.cancel()
+        assert [m.message_id for m in released] == ["990001"]
+        assert aggregator.pending == 0
+
     def test_disabled_with_zero_timeout(self) -> None:
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0)
         assert extract_voicemeup_meta(picture(), aggregator=aggregator).is_inbound
@@ -674,6 +704,17 @@ class TestEndToEnd:
         assert len(recorder.requests) == 1
         assert str(recorder.last.url) == QUEUE_URL
         assert form(recorder.last) == base_form(message="Merci!")
+
+    async def test_a_part_retried_once_merged_is_a_duplicate_in_the_room(self) -> None:
+        async with mock_client(Recorder([])) as client:
+            provider = VoiceMeUpSMSProvider(config(), client=client, aggregator=holding())
+            async with sms_kit(provider, "+15145550100") as (kit, other):
+                for payload in (picture(), incoming(), picture()):
+                    meta = extract_sms_meta("voicemeup", payload, aggregator=provider.aggregator)
+                    result = await kit.process_webhook(meta, "sms")
+                assert result is not None and result.reason == "duplicate"
+                assert await provider.aggregator.flush_expired(now=_now() + 10) == []
+                assert len(other.delivered) == 1
 
     async def test_picture_only_mms_reaches_the_room_with_defaults(self) -> None:
         async with mock_client(Recorder([queued()])) as client:
