@@ -183,18 +183,21 @@ class HookRegistration:
 def check_filters(
     what: str, channel_types: object, channel_ids: object, directions: object
 ) -> None:
-    """Refuse a channel filter given as a string.
+    """Refuse a channel filter that is not a collection (or None).
 
     Raises:
         TypeError: one is a str or bytes: ``"sms" in "sms-vip"`` would match by substring
-            (a hook meant for channel "sms-vip" ran for "sms"); a collection is due.
+            (a hook meant for channel "sms-vip" ran for "sms"); or not a collection at all
+            (``channel_ids=5`` was taken, then every message of every room failed on it).
     """
     for name, value in (
         ("channel_types", channel_types),
         ("channel_ids", channel_ids),
         ("directions", directions),
     ):
-        if isinstance(value, str | bytes):
+        if value is not None and (
+            isinstance(value, str | bytes) or not isinstance(value, Collection)
+        ):
             raise TypeError(f"{what} {name} must be a collection, got {value!r}")
 
 

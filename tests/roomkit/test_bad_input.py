@@ -485,13 +485,18 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
     # record no replay could read.
     with pytest.raises(TypeError, match="^hook name must be a string"):
         kit.hook(HookTrigger.BEFORE_BROADCAST, name=5)(allow)  # type: ignore[arg-type]
-    # A string filter matched by substring ("ms" in "sms").
+    # A string filter matched by substring ("ms" in "sms"); one that is not a collection
+    # (5) was taken, then every message of every room failed on it.
     for name in ("channel_types", "channel_ids", "directions"):
-        with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
-            kit.hook(HookTrigger.BEFORE_BROADCAST, **{name: "sms"})(allow)
+        for value in ("sms", 5, (c for c in "sms")):
+            with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
+                kit.hook(HookTrigger.BEFORE_BROADCAST, **{name: value})(allow)
+            with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
+                kit.hook(HookTrigger.AFTER_BROADCAST, HookExecution.ASYNC, **{name: value})(allow)
         # An identity hook's too: one meant for channel "sms-vip" rejected senders on "sms".
-        with pytest.raises(TypeError, match=f"^identity hook {name} must be a collection"):
-            kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN, **{name: "sms-vip"})
+        for value in ("sms-vip", 5):
+            with pytest.raises(TypeError, match=f"^identity hook {name} must be a collection"):
+                kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN, **{name: value})
     # Not callable: it failed at the first delivery status, or the room's first ephemeral event.
     with pytest.raises(TypeError, match="^a delivery status handler must be callable"):
         kit.on_delivery_status(5)  # type: ignore[type-var]
