@@ -894,7 +894,19 @@ def _as_models(given: Any, read: Any) -> Any:
         return given if same else values
     if type(given) is type(read) and given == read:
         return given
+    if isinstance(given, BaseModel) and _writes(given, read):
+        # An app's model in a field its own subclass types so, which the log reads back as
+        # plain JSON (the field of the class read back is a dict): kept, as it writes that.
+        return given
     return read
+
+
+def _writes(model: BaseModel, read: Any) -> bool:
+    """Whether ``model`` writes just ``read`` (its read-back) as JSON."""
+    try:
+        return bool(model.model_dump(mode="json") == read)
+    except Exception:  # not JSON at all: what was read back stands
+        return False
 
 
 def validated_event(event: RoomEvent) -> RoomEvent:

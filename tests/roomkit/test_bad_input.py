@@ -1040,6 +1040,46 @@ async def test_a_hook_s_replacement_keeps_the_app_s_own_classes(kit: RoomKit) ->
     assert sent.metadata == {"tagged": True}
 
 
+class _Ticket(pydantic.BaseModel):
+    ticket: str
+
+
+class _TicketEvent(RoomEvent):
+    """An app's event class whose metadata is its own model (a dict in the log)."""
+
+    metadata: _Ticket  # type: ignore[assignment]
+
+
+class _Tickets(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        return _TicketEvent(**{**dict(event), "metadata": _Ticket(ticket="T-42")})
+
+
+async def test_a_hook_s_replacement_keeps_the_app_s_own_models_in_its_fields(
+    kit: RoomKit,
+) -> None:
+    # The metadata, a dict as the log reads it back, was sent on as that dict: the app's
+    # class no longer held its own type (event.metadata.ticket raised AttributeError).
+    await room(kit)
+    kit.register_channel(_Tickets("app"))
+    kit.register_channel(SimpleChannel("out"))
+    await kit.attach_channel("r1", "app")
+    await kit.attach_channel("r1", "out")
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def same(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.modify(event.model_copy(update={"status": event.status}))
+
+    await kit.process_inbound(text("app", "hi"), room_id="r1")
+    out = kit.get_channel("out")
+    assert isinstance(out, SimpleChannel)
+    [sent] = out.delivered
+    assert isinstance(sent, _TicketEvent) and sent.metadata == _Ticket(ticket="T-42")
+    [logged] = [e for e in await kit.get_timeline("r1") if e.type == "message"]
+    assert logged.metadata == {"ticket": "T-42"}
+
+
 class _AppEvent(RoomEvent):
     """An app's own event class, with a field the log does not keep."""
 
