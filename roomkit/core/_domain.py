@@ -64,10 +64,44 @@ def dump(model: BaseModel, *, warnings: bool = True) -> msgspec.Raw:
             is logged, and the same command is refused again.
     """
     try:
-        return msgspec.Raw(compact_json(model, warnings=warnings))
+        data = compact_json(model, warnings=warnings)
     except pydantic_core.PydanticSerializationError as exc:
         reason = str(exc).removeprefix("Error serializing to JSON: ")
         raise EventRefusedError(f"{type(model).__name__} cannot be stored: {reason}") from exc
+    if _REPLACEMENT in data:
+        # pydantic refuses a lone surrogate in a value, but writes one in a dict key as
+        # U+FFFD: two such keys became one, and a value was lost without a word.
+        key = _surrogate_key(model)
+        if key is not None:
+            raise EventRefusedError(
+                f"{type(model).__name__} cannot be stored: text JSON cannot hold (the key "
+                f"{key!r} has a lone surrogate)"
+            )
+    return msgspec.Raw(data)
+
+
+_REPLACEMENT = "\ufffd".encode()
+
+
+def _surrogate_key(value: object) -> str | None:
+    """A dict key with a lone surrogate somewhere in ``value`` (a model, dict or list), or
+    None."""
+    if isinstance(value, BaseModel):
+        return next(filter(None, map(_surrogate_key, value.__dict__.values())), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not key.isascii():
+                try:
+                    key.encode()
+                except UnicodeEncodeError:
+                    return key
+            found = _surrogate_key(item)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        return next(filter(None, map(_surrogate_key, value)), None)
+    return None
 
 
 # Fewer brackets than this in a JSON text: it cannot be nested as deep as pydantic's reader

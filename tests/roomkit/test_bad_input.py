@@ -93,7 +93,18 @@ async def test_metadata_to_merge_is_a_dict_with_string_keys(
             await kit.update_room_metadata("r1", wrong)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=f"^metadata {why}"):
             await kit.update_binding_metadata("r1", "sms", wrong)  # type: ignore[arg-type]
+    # A key JSON cannot hold: written as U+FFFD (two such keys were one, a value lost).
+    surrogates = {"\ud800": "first", "ok": "second"}
+    with pytest.raises(EventRefusedError, match="^Room cannot be stored: .*lone surrogate"):
+        await kit.update_room_metadata("r1", surrogates)
+    with pytest.raises(EventRefusedError, match="^Room cannot be stored: .*lone surrogate"):
+        await kit.create_room(room_id="r2", metadata=surrogates)
+    kit.register_channel(SimpleChannel("ws"))
+    with pytest.raises(EventRefusedError, match="^ChannelBinding cannot be stored"):
+        await kit.attach_channel("r1", "ws", metadata=surrogates)
     assert await event_log.last_version(room_stream("r1")) == version
+    with pytest.raises(RoomNotFoundError):
+        await kit.get_room("r2")
 
 
 async def test_a_read_marker_on_an_id_json_cannot_hold_is_refused(
@@ -587,6 +598,16 @@ def _nested(depth: int) -> list[object]:
                 metadata={"deep": _nested(1000)},
             ),
             "Maximum serialization depth exceeded",
+        ),
+        # pydantic writes such a key as U+FFFD: two of them were one, a value lost.
+        (
+            InboundMessage(
+                channel_id="sms",
+                sender_id="a",
+                content=TextContent(body="hi"),
+                metadata={"\ud800": "first", "ok": "second"},
+            ),
+            "the key '.ud800' has a lone surrogate",
         ),
     ],
 )
