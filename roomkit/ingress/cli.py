@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.abc import TaskStatus
 
+from eventlog._nats_setup import redacted
 from roomkit.errors import KitClosedError
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 
@@ -268,8 +269,9 @@ async def _serve(
         except IngressError as exc:
             raise CliError(EXIT_ERROR, str(exc)) from exc
         notes.note(
-            f"roomkit serve: consuming {ingress.subject} on {args.nats} (stream {args.stream}, "
-            f"durable {args.durable}); dead letters on {args.prefix}.dlq.>; Ctrl-C stops"
+            f"roomkit serve: consuming {ingress.subject} on {redacted(args.nats)} (stream "
+            f"{args.stream}, durable {args.durable}); dead letters on {args.prefix}.dlq.>; "
+            "Ctrl-C stops"
         )
         signals.serving(ingress)
         try:
@@ -328,7 +330,9 @@ def _check_args(args: argparse.Namespace, error: Any, code: int) -> None:
         if url is not None and not _is_nats_url(url):
             # Refused here: connecting to it said the server was unreachable (exit 3) for
             # what is a usage error. A bare host is a host nats-py tries, as it would.
-            raise error(code, f"--{option} {url!r} is not a NATS URL: expected nats://HOST:PORT")
+            raise error(
+                code, f"--{option} {redacted(url)!r} is not a NATS URL: expected nats://HOST:PORT"
+            )
     if args.max_in_flight < 1:
         raise error(code, "--max-in-flight must be at least 1")
     if args.lanes is not None and args.lanes < 1:

@@ -1888,6 +1888,7 @@ def test_serve_takes_every_url_nats_py_takes() -> None:
         (["--nats", "http://127.0.0.1:4222"], "--nats 'http://127.0.0.1:4222' is not a NATS"),
         (["--nats", "nats://host:port"], "--nats"),
         (["--log", "127.0.0.1:port"], "--log"),
+        (["--nats", "nats://svc:S3cretPass@h:42x2"], "--nats 'nats://svc:***@h:42x2' is not"),
     ],
 )
 async def test_serve_refuses_bad_settings_before_connecting(argv: list[str], message: str) -> None:
@@ -1909,7 +1910,10 @@ async def test_serve_runs_the_factory_kit(
         def note(self, line: str) -> None:
             notes.append(line)
 
-    args = serve_args("--app", ingress_app.APP, "--nats", nats_server.url)
+    # With credentials, which a server without authentication takes: the start line printed
+    # the password.
+    url = nats_server.url.replace("nats://", "nats://svc:S3cretPass@")
+    args = serve_args("--app", ingress_app.APP, "--nats", url)
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_serve, args, Notes())
         await eventually(lambda: consumer_exists(client), what="the ingress consumer")
@@ -1919,8 +1923,8 @@ async def test_serve_runs_the_factory_kit(
     assert reply.ok and reply.room_id == "room-1"
     assert notes == [
         "roomkit serve: consuming roomkit.in.> on "
-        f"{nats_server.url} (stream ROOMKIT_IN, durable roomkit-ingress); dead letters on "
-        "roomkit.dlq.>; Ctrl-C stops"
+        f"{url.replace('S3cretPass', '***')} (stream ROOMKIT_IN, durable roomkit-ingress); "
+        "dead letters on roomkit.dlq.>; Ctrl-C stops"
     ]
     async with kit_on(log) as kit:
         assert await bodies(kit, "room-1") == ["via serve"]
