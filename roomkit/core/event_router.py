@@ -361,7 +361,14 @@ class EventRouter:
                 outcome.output = output
                 if output is not None:
                     outcome.error = output.failure
-            if is_transport:
+            if is_transport and outcome.error is not None:
+                # Its on_event answered ChannelOutput.failed(...): the target failed, as
+                # had it raised (deliver is not called); it was reported as failed and
+                # delivered both.
+                outcome.delivery = DeliveryResult(
+                    channel_id=channel_id, success=False, error=outcome.error
+                )
+            elif is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
                     channel, prepared, target, context
                 )
@@ -602,7 +609,7 @@ class EventRouter:
                     limit,
                     sleep=self._sleep,
                 )
-        except ProviderDeliveryError as exc:
+        except (ProviderDeliveryError, _OutputFailed) as exc:
             breaker.record_failure()
             logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, exc)
             return (
@@ -659,7 +666,18 @@ async def _deliver_once(
     provider_result = output.provider_result
     if provider_result is not None and provider_result.success is False:
         raise ProviderDeliveryError(provider_result)
+    if output.failure is not None:
+        raise _OutputFailed(output)
     return output
+
+
+class _OutputFailed(Exception):
+    """A channel's ``deliver`` answered ``ChannelOutput.failed(error)``: a failure, for its
+    retries and breaker too (it was counted as delivered)."""
+
+    def __init__(self, output: ChannelOutput) -> None:
+        super().__init__(output.failure)
+        self.provider_result = output.provider_result
 
 
 _ODD_OUTPUTS: set[tuple[str, str, str]] = set()  # reported once each: (channel, method, type)

@@ -445,6 +445,51 @@ class TestFrameworkEvents:
         assert on_error == ["hook status failed: the CRM is down"]
 
 
+class _FailedDeliver(SimpleChannel):
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.calls = 0
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.calls += 1
+        return ChannelOutput.failed("gateway down")
+
+
+class _FailedOnEvent(SimpleChannel):
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        return ChannelOutput.failed("not now")
+
+
+async def test_a_transport_answering_failed_is_a_failed_delivery(kit: RoomKit) -> None:
+    # From deliver, it was a success (no retry, no breaker, delivery_succeeded); from
+    # on_event, the channel was reported failed and delivered both.
+    reported: list[tuple[str, str | None, object]] = []
+    for name in ("delivery_succeeded", "delivery_failed"):
+        kit.on(name)(lambda e, name=name: reported.append((name, e.channel_id, e.data)))
+    kit.register_channel(SimpleChannel("in"))
+    failing = _FailedDeliver("sms")
+    kit.register_channel(failing)
+    kit.register_channel(_FailedOnEvent("sms2"))
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "in")
+    policy = RetryPolicy(max_retries=1, base_delay_seconds=0.001, max_delay_seconds=0.001)
+    await kit.attach_channel("r1", "sms", retry_policy=policy)
+    await kit.attach_channel("r1", "sms2")
+    await kit.process_inbound(text("in", "hello"), room_id="r1")
+    assert sorted(reported, key=str) == [
+        ("delivery_failed", "sms", {"error": "gateway down"}),
+        ("delivery_failed", "sms2", {"error": "not now"}),
+    ]
+    assert failing.calls == 2  # retried
+    assert kit._breakers["sms"].failure_count == 1
+    sms2 = kit.get_channel("sms2")
+    assert isinstance(sms2, SimpleChannel) and sms2.delivered == []
+
+
 class TestResilience:
     async def test_provider_failure_is_retried_and_counted(self, kit: RoomKit) -> None:
         provider = MockSMSProvider(simulate_failure=True)
