@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 
 from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE, ERR_SUBJECTS_OVERLAP
+from eventlog._redacted import redacted
 from eventlog.errors import LogUnavailable, StreamConflict
 
 __all__ = ["close_quietly", "ensure_bucket", "ensure_stream", "open_client", "require_asyncio"]
@@ -51,42 +52,6 @@ def client_or_servers(
     if isinstance(nats_url, NatsClient):
         return nats_url, []
     return None, [nats_url] if isinstance(nats_url, str) else list(nats_url)
-
-
-def redacted(servers: str | Sequence[str]) -> str:
-    """Server URLs with their credentials hidden (``nats://user:***@host:port``), for messages.
-
-    Errors and warnings end up in terminals, CI logs and bug reports: a password given in a URL
-    must not. A user without a password is a token to NATS, so it is hidden too. Written for
-    what a user may type, not only valid URLs: several servers joined by commas, no scheme, a
-    password with ``/``, ``?`` or ``@`` in it.
-    """
-    given = _urls_of(servers) if isinstance(servers, str) else list(servers)
-    return ", ".join(_redacted_one(url.strip()) for url in given)
-
-
-def _urls_of(text: str) -> list[str]:
-    """The URLs of a comma-separated list; a piece without a scheme belongs to the one before
-    it (a password with a comma in it must not be cut where its second half would show)."""
-    urls: list[str] = []
-    for piece in text.split(","):
-        if urls and "://" not in piece.partition("@")[0]:
-            urls[-1] += "," + piece
-        else:
-            urls.append(piece)
-    return urls
-
-
-def _redacted_one(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    if "@" not in rest:
-        return url
-    userinfo, _, host = rest.rpartition("@")
-    user, has_password, _ = userinfo.partition(":")
-    hidden = f"{user}:***" if has_password else "***"
-    return f"{scheme}{sep}{hidden}@{host}"
 
 
 async def open_client(

@@ -25,7 +25,7 @@ from typing import Any, TextIO, TypeVar
 import anyio
 
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, LogUnavailable, MemoryEventLog
-from eventlog._nats_setup import redacted
+from eventlog._redacted import redacted
 from eventlog.codec import encode_json
 from eventlog.errors import ForeignMessage
 from roomkit.audit import (

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from eventlog import EventLog, LogUnavailable, MemoryEventLog
-from eventlog._nats_setup import redacted
+from eventlog._redacted import redacted
 
 __all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log"]
 

@@ -26,7 +26,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 
 from eventlog import LogUnavailable
-from eventlog._nats_setup import redacted
+from eventlog._redacted import redacted
 from eventlog.nats import close_nats_client, is_transient_nats_error, open_nats_client
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.abc import TaskStatus
 
-from eventlog._nats_setup import redacted
+from eventlog._redacted import redacted
 from roomkit.errors import KitClosedError
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 

@@ -48,9 +48,9 @@ from eventlog._nats_setup import (
     client_or_servers,
     close_quietly,
     open_client,
-    redacted,
     require_asyncio,
 )
+from eventlog._redacted import redacted
 from roomkit.errors import RoomKitError
 from roomkit.models._defaults import new_id, utcnow
 from roomkit.realtime.base import (

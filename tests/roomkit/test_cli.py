@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from eventlog import EventLog, InvalidAppend, MemoryEventLog
-from eventlog._nats_setup import redacted
+from eventlog._redacted import redacted
 from eventlog.testing_nats import NatsServer
 from roomkit import HookResult, HookTrigger, RoomContext, RoomEvent, RoomKit
 from roomkit.audit import export_room, import_room
