@@ -19,6 +19,9 @@ protocol with bytes can publish and a stream over a wildcard stores: nats-py's s
 raised in its read loop, which stopped reading for good (the connection still said it was
 connected; an ingress received nothing more, of any room). Such bytes are kept as lone
 surrogates (``surrogateescape``), so the subscriber sees a subject no room or channel has.
+A header block whose first line (``NATS/1.0 <status> <description>``) is not UTF-8 stopped it
+the same way: that line is read with "?" in place of what is not ASCII (a status that is not
+a number is no status, as nats-py takes it).
 """
 
 from __future__ import annotations
@@ -70,6 +73,19 @@ class RoomKitNatsClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._reconnect_listeners: set[Callable[[], None]] = set()
+
+    async def _process_headers(self, headers: Any) -> dict[str, str] | None:
+        try:
+            return await super()._process_headers(headers)
+        except UnicodeDecodeError:
+            logger.warning(
+                "NATS: a message whose status line is not UTF-8 (%r): read with '?' for it",
+                bytes(headers[:200]),
+            )
+            # nats-py slices the status line by bytes: it must be ASCII to be cut anywhere.
+            first, crlf, rest = bytes(headers).partition(_CRLF)
+            line = first.decode("utf-8", "replace").encode("ascii", "replace")
+            return await super()._process_headers(line + crlf + rest)
 
     def _build_message(
         self,

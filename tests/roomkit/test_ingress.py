@@ -31,6 +31,7 @@ from nats.js.api import RawStreamMsg
 
 from eventlog import EventLog, LogUnavailable, MemoryEventLog, NewEvent, Record
 from eventlog._nats_client import RoomKitNatsClient
+from eventlog._nats_setup import open_client
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
 from roomkit import (
@@ -504,16 +505,21 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_the_ingress_goes_o
 
 
 def publish_raw(
-    url: str, subject: str | bytes, header_lines: Sequence[bytes], payload: bytes
+    url: str,
+    subject: str | bytes,
+    header_lines: Sequence[bytes],
+    payload: bytes,
+    status_line: bytes = b"NATS/1.0",
 ) -> None:
-    """Publish as a client that is not nats-py may: the subject's bytes and header lines as
-    given (blocking)."""
+    """Publish as a client that is not nats-py may: the subject's bytes, the header block's
+    first line and header lines as given (blocking)."""
     host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
     if isinstance(subject, str):
         subject = subject.encode()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.recv(65536)  # the server's INFO
-        block = b"NATS/1.0\r\n" + b"".join(line + b"\r\n" for line in header_lines) + b"\r\n"
+        lines = [status_line, *header_lines]
+        block = b"".join(line + b"\r\n" for line in lines) + b"\r\n"
         sock.sendall(
             b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n'
             + b"HPUB %s %d %d\r\n" % (subject, len(block), len(block) + len(payload))
@@ -580,6 +586,36 @@ async def test_a_subject_that_is_not_utf_8_is_dead_lettered_and_the_ingress_goes
     assert headers[ERROR_HEADER] == "channel_mismatch"
     assert dead.subject == "roomkit.dlq.sm\ufffds"
     assert dead.data == payload and headers["X-Kept"] == "yes"
+
+
+async def test_a_status_line_that_is_not_utf_8_does_not_stop_the_kit_s_client(
+    nats_server: NatsServer,
+) -> None:
+    # "NATS/1.0 \xff\xfe" on a subject a kit's client subscribes to (a realtime or an
+    # ownership subject): nats-py decoded the status line strictly in its read loop, which
+    # stopped for good (the connection still said it was connected). A JetStream consumer
+    # is not concerned: the ingress recorded such a message.
+    nc = await open_client([nats_server.url], connect_timeout=5, request_timeout=5, options={})
+    got: list[tuple[str, bytes]] = []
+    try:
+
+        async def take(msg: Msg) -> None:
+            got.append((msg.subject, msg.data))
+
+        await nc.subscribe("x.>", cb=take)
+        await nc.flush()
+        await anyio.to_thread.run_sync(
+            publish_raw, nats_server.url, "x.s", [], b"odd", b"NATS/1.0 \xff\xfe"
+        )
+        await nc.publish("x.after", b"ok")
+
+        async def both() -> bool:
+            return len(got) == 2
+
+        await eventually(both, what="both messages")
+    finally:
+        await nc.close()
+    assert got == [("x.s", b"odd"), ("x.after", b"ok")]
 
 
 async def test_subjects_too_long_for_the_server_do_not_stop_the_ingress(
