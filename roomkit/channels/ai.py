@@ -493,8 +493,16 @@ class AIChannel(Channel):
             return window
         ordered: list[RoomEvent] = []
         for past in asked:
-            ordered.append(past)
-            ordered.extend(answers.get(past.id, ()))
+            # Each event, then its replies, each followed by the replies to it in turn (a
+            # reply to one of the channel's own events was left out).
+            stack = [past]
+            while stack:
+                shown = stack.pop()
+                ordered.append(shown)
+                stack.extend(reversed(answers.pop(shown.id, ())))
+        if answers:  # parents that answer each other (in no room's log): as they came
+            kept = {id(e) for e in ordered}
+            ordered.extend(e for e in window if id(e) not in kept)
         return ordered
 
     def _conversation(

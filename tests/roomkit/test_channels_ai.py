@@ -535,6 +535,24 @@ class TestMessages:
             ("user", "third?"),
         ]
 
+    async def test_a_reply_to_one_of_its_own_replies_is_shown(self) -> None:
+        # A reply whose parent is the channel's own reply was left out of the history.
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider)
+        first = _event("first?")
+        reply = _ai_event("to first", parent_event_id=first.id)
+        more = _ai_event("and more", parent_event_id=reply.id)
+        second = _event("second?")
+        history = [first, second, reply, more, _event("third?")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert _texts(provider.calls[0]) == [
+            ("user", "first?"),
+            ("assistant", "to first"),
+            ("assistant", "and more"),
+            ("user", "second?"),
+            ("user", "third?"),
+        ]
+
     async def test_skips_empty_blocked_and_system_events(self) -> None:
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider)
