@@ -51,7 +51,14 @@ def client_or_servers(
     open; or None) and the server URLs to connect to itself."""
     if isinstance(nats_url, NatsClient):
         return nats_url, []
-    return None, [nats_url] if isinstance(nats_url, str) else list(nats_url)
+    if isinstance(nats_url, str):
+        return None, [nats_url]
+    if not isinstance(nats_url, Sequence) or not all(isinstance(u, str) for u in nats_url):
+        raise TypeError(
+            "nats_url must be a URL, a list of URLs or a connected nats-py client, "
+            f"got {nats_url!r}"
+        )
+    return None, list(nats_url)
 
 
 async def open_client(

@@ -48,7 +48,12 @@ class ChannelOpsMixin(HelpersMixin):
             set_framework(self)
 
     def get_channel(self, channel_id: str) -> Channel | None:
-        """Return the registered channel, or ``None``."""
+        """Return the registered channel, or ``None``.
+
+        Raises:
+            TypeError: ``channel_id`` is not a string.
+        """
+        check_str("channel_id", channel_id)
         return self._channels.get(channel_id)
 
     def list_channels(self) -> list[Channel]:
@@ -76,7 +81,9 @@ class ChannelOpsMixin(HelpersMixin):
         Raises:
             RoomNotFoundError: no such room.
             ChannelNotRegisteredError: ``channel_id`` was not registered.
+            TypeError: ``channel_id`` is not a string.
         """
+        check_str("channel_id", channel_id)
         channel = self._channels.get(channel_id)
         if channel is None:
             await self._context(room_id)  # as 0.3.0: a missing room is reported first

@@ -210,8 +210,10 @@ class RoomLifecycleMixin(HelpersMixin):
             ParticipantNotFoundError: no such participant in the room, or no such room
                 (checked first, as in 0.3.0).
             IdentityNotFoundError: the store has no identity ``identity_id``.
-            TypeError: ``resolved_by`` is not a string.
+            TypeError: ``participant_id``, ``identity_id`` or ``resolved_by`` is not a string.
         """
+        check_str("participant_id", participant_id)
+        check_str("identity_id", identity_id)
         check_str("resolved_by", resolved_by)
         identity = await (await self._read_model()).get_identity(identity_id)
         try:

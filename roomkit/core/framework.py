@@ -584,7 +584,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         self._register_hook(registration, room_id)
 
     def remove_room_hook(self, room_id: str, name: str) -> bool:
-        """Remove the first room hook called ``name``; ``False`` if there is none."""
+        """Remove the first room hook called ``name``; ``False`` if there is none.
+
+        Raises:
+            TypeError: ``room_id`` or ``name`` is not a string.
+        """
+        check_str("room_id", room_id)
+        check_str("name", name)
         return self._hook_engine.remove_room_hook(room_id, name)
 
     def _register_hook(self, registration: HookRegistration, room_id: str | None = None) -> None:
@@ -695,6 +701,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 ``channel_connected`` said otherwise).
         """
         self._runtime.check_open()
+        check_str("channel_id", channel_id)
         check_str("connection_id", connection_id)
         if not callable(send_fn):
             raise TypeError(f"send_fn must be an async callable, got {send_fn!r}")
@@ -711,7 +718,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def disconnect_websocket(self, channel_id: str, connection_id: str) -> None:
         """Unregister a WebSocket connection and fire ``channel_disconnected``, as 0.3.0 did
         whatever the channel: also when it already dropped the connection after a failed send,
-        or is not (or no longer) a registered WebSocket channel."""
+        or is not (or no longer) a registered WebSocket channel.
+
+        Raises:
+            TypeError: ``channel_id`` or ``connection_id`` is not a string.
+        """
+        check_str("channel_id", channel_id)
+        check_str("connection_id", connection_id)
         channel = self._channels.get(channel_id)
         if isinstance(channel, WebSocketChannel):
             channel.unregister_connection(connection_id)

@@ -78,7 +78,7 @@ from nats.js.api import RawStreamMsg, RetentionPolicy, StorageType
 from nats.js.client import JetStreamContext
 
 from actors import check_count, check_finite_seconds, check_seconds
-from eventlog._nats_setup import require_asyncio
+from eventlog._nats_setup import client_or_servers, require_asyncio
 from roomkit.ingress._crashes import CrashLedger
 from roomkit.ingress._handler import HandlerSettings, MessageHandler
 from roomkit.ingress._inflight import Inflight, pause
@@ -164,7 +164,8 @@ class Ingress:
         connect_options: more keyword arguments for ``nats.connect`` (TLS, credentials, ...).
 
     Raises:
-        TypeError: a count or a duration is not a number (counts: not an integer).
+        TypeError: a count or a duration is not a number (counts: not an integer), or
+            ``nats_url`` is neither URLs nor a client.
         ValueError: a setting is out of range: a name JetStream refuses (or ``dlq_stream``
             equal to ``stream_name``), a count below 1, a duration NATS is given that is not
             positive and finite (``duplicate_window`` may be 0, the server's default window),
@@ -243,8 +244,9 @@ class Ingress:
         self.lanes = lanes if lanes is not None else min(max_in_flight, DEFAULT_MAX_LANES)
         self.require_idempotency_key = require_idempotency_key
         self.stats = IngressStats()
-        self._client = nats_url if isinstance(nats_url, NatsClient) else None
-        self._servers = None if isinstance(nats_url, NatsClient) else nats_url
+        # A URL of another type (a port number) is refused here, by name.
+        self._client, servers = client_or_servers(nats_url)
+        self._servers = None if self._client is not None else servers
         self._lane_key = lane_key
         self._storage = StorageType.FILE if storage == "file" else StorageType.MEMORY
         self._duplicate_window = duplicate_window

@@ -479,6 +479,31 @@ async def test_read_markers_and_resolutions_take_strings_and_log_nothing_else(
         await kit.mark_read("r1", "sms", None)  # type: ignore[arg-type]  # mark_all_read does it
 
 
+async def test_ids_of_another_type_are_refused_by_name(kit: RoomKit) -> None:
+    # "unhashable type: 'dict'", or an identity 5 not found, or "'int' object is not iterable".
+    await room(kit)
+
+    async def send(event: object) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="^channel_id must be a string"):
+        kit.get_channel({"id": "sms"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^channel_id must be a string"):
+        await kit.attach_channel("r1", {"id": "sms"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^channel_id must be a string"):
+        await kit.connect_websocket(["ws"], "c1", send)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^channel_id must be a string"):
+        await kit.disconnect_websocket(["ws"], "c1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^room_id must be a string"):
+        kit.remove_room_hook({"r": 1}, "h")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^identity_id must be a string"):
+        await kit.resolve_participant("r1", "p1", 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^participant_id must be a string"):
+        await kit.resolve_participant("r1", {"id": 1}, "i1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^nats_url must be a URL"):
+        await kit.serve_ingress(4222)
+
+
 async def test_hook_registrations_that_would_break_every_message_are_refused(
     kit: RoomKit,
 ) -> None:
