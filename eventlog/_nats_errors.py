@@ -12,6 +12,8 @@ import nats.js.errors
 from eventlog.errors import EventLogError, LogUnavailable
 
 __all__ = [
+    "ERR_MESSAGE_TOO_LARGE",
+    "ERR_STORE_FAILED",
     "ERR_STREAM_NAME_IN_USE",
     "ERR_SUBJECTS_OVERLAP",
     "ERR_WRONG_LAST_SEQUENCE",
@@ -26,6 +28,12 @@ ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NAME_IN_USE = 10058
 #: ``add_stream`` with subjects that overlap those of another stream.
 ERR_SUBJECTS_OVERLAP = 10065
+#: A publish larger than the stream's ``max_msg_size``.
+ERR_MESSAGE_TOO_LARGE = 10054
+#: The stream could not store a publish: among others, a limit with ``discard=new`` reached
+#: ("maximum messages exceeded", "maximum bytes exceeded", "maximum messages per subject
+#: exceeded"), which only a change of the stream's limits cures.
+ERR_STORE_FAILED = 10077
 
 
 class ServerBusy(Exception):

@@ -14,7 +14,7 @@ import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -121,13 +121,16 @@ async def ensure_stream(
     storage: StorageType,
     replicas: int,
     duplicate_window: float,
+    keeps_all: bool = False,
 ) -> float:
     """Create the JetStream stream, or use the existing one as it is.
 
     An existing stream keeps its storage, replicas and duplicate window: another process, or an
     operator, chose them, and a client that reconfigured the shared stream on connect would
     fight every other client (or fail: storage cannot change). Only what the log cannot work
-    without is checked (our subjects) or turned on (direct gets).
+    without is checked (our subjects) or turned on (direct gets). With ``keeps_all`` (an event
+    log's stream), limits that drop stored messages are warned of: a room whose first records
+    are dropped can no longer be rebuilt, and nothing else would say so.
 
     Returns:
         The stream's duplicate window, in seconds (the log's ``dedup_window``).
@@ -163,11 +166,36 @@ async def ensure_stream(
             f"JetStream stream {name} holds subjects {existing.subjects}, not {subjects!r}: "
             "choose another stream name or subject prefix"
         )
+    dropping = _dropping_limits(existing) if keeps_all else []
+    if dropping:
+        logger.warning(
+            "JetStream stream %s drops stored messages (%s): what it drops is lost to the "
+            "event log (a room whose first records are gone can no longer be read); give it "
+            "no such limits, or discard=new to refuse appends once full",
+            name,
+            ", ".join(dropping),
+        )
     if not existing.allow_direct:
         logger.info("turning direct gets on for JetStream stream %s", name)
         existing.allow_direct = True
         await js.update_stream(existing)
     return existing.duplicate_window or duplicate_window
+
+
+def _dropping_limits(config: StreamConfig) -> list[str]:
+    """The limits of ``config`` under which JetStream removes stored messages by itself."""
+    dropping = []
+    discards_old = config.discard != DiscardPolicy.NEW
+    for limit in ("max_msgs", "max_bytes"):
+        value = getattr(config, limit) or 0
+        if value > 0 and discards_old:
+            dropping.append(f"{limit}={value}, discard=old")
+    if (config.max_age or 0) > 0:
+        dropping.append(f"max_age={config.max_age:g} s")
+    per_subject = config.max_msgs_per_subject or 0
+    if per_subject > 0 and not (not discards_old and config.discard_new_per_subject):
+        dropping.append(f"max_msgs_per_subject={per_subject}")
+    return dropping
 
 
 async def ensure_bucket(

@@ -56,6 +56,7 @@ from nats.js.kv import KeyValue
 
 from eventlog._nats_codec import (
     MAX_EVENTS,
+    ApiError,
     PubAck,
     decode_pub_ack,
     encode_batch,
@@ -65,6 +66,8 @@ from eventlog._nats_codec import (
     records_of,
 )
 from eventlog._nats_errors import (
+    ERR_MESSAGE_TOO_LARGE,
+    ERR_STORE_FAILED,
     ERR_WRONG_LAST_SEQUENCE,
     ServerBusy,
     is_transient,
@@ -280,6 +283,7 @@ class NatsEventLog(EventLog):
                     storage=storage,
                     replicas=self.replicas,
                     duplicate_window=self.duplicate_window,
+                    keeps_all=True,
                 ),
             )
             self.duplicate_window = self.dedup_window = window
@@ -431,6 +435,20 @@ class NatsEventLog(EventLog):
                     return await self._committed(io, stream, ack.seq, deadline)
                 self._remember(stream, version + len(events), ack.seq)
                 return records_of(stream, ack.seq, batch)
+            if ack.error.err_code == ERR_MESSAGE_TOO_LARGE:
+                # The stream's own max_msg_size, below the server's max payload.
+                raise InvalidAppend(
+                    f"append to {stream!r} refused: {ack.error.description} (the stream's "
+                    f"max_msg_size; {len(payload)} bytes)"
+                )
+            if _limit_reached(ack.error):
+                # Answered at once: waited out as an outage, each append took the whole
+                # retry_timeout, then said NATS did not answer.
+                raise EventLogError(
+                    f"append to {stream!r} refused: JetStream stream {self.stream_name} is full "
+                    f"({ack.error.description}, its limits with discard=new): raise its "
+                    "limits, or remove what it no longer needs to hold"
+                )
             if ack.error.err_code != ERR_WRONG_LAST_SEQUENCE:
                 raise EventLogError(
                     f"append to {stream!r} refused: {ack.error.description} "
@@ -501,7 +519,7 @@ class NatsEventLog(EventLog):
     ) -> PubAck:
         sends[0] += 1
         ack = decode_pub_ack((await io.request(subject, payload, headers)).data)
-        if ack.error is not None and ack.error.code == 503:
+        if ack.error is not None and ack.error.code == 503 and not _limit_reached(ack.error):
             raise ServerBusy(ack.error.description)
         return ack
 
@@ -610,3 +628,10 @@ def _msg_id(stream: str, message_id: str | None) -> str:
         return f"{stream}:{message_id}"
     # nats-py strips and rewrites header values it cannot carry: send a digest instead.
     return f"{stream}:#{hashlib.sha256(message_id.encode()).hexdigest()}"
+
+
+def _limit_reached(error: ApiError) -> bool:
+    """Whether JetStream refused a publish for a limit of the stream reached with
+    ``discard=new`` (answered at once, and only a change of the stream's limits cures it),
+    not because it is busy or electing a leader (503s worth retrying)."""
+    return error.err_code == ERR_STORE_FAILED and error.description.startswith("maximum ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from eventlog import (
     ANY_VERSION,
@@ -227,6 +228,60 @@ async def test_a_stream_whose_subjects_another_stream_holds_is_a_stream_conflict
     with pytest.raises(StreamConflict, match="another stream holds subjects"):
         async with NatsEventLog(nats_server.url, stream_name="SECOND", subject_prefix="app"):
             pass  # pragma: no cover
+
+
+async def test_a_stream_at_its_limits_refuses_at_once_and_says_why(
+    nats_server: NatsServer,
+) -> None:
+    # A full stream (discard=new) was waited out as an outage: each append took the whole
+    # retry_timeout, then said NATS did not answer. A message over the stream's own
+    # max_msg_size was a plain EventLogError, not the refusal (InvalidAppend) it is.
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().add_stream(
+            StreamConfig(
+                name="LOG",
+                subjects=["app.ev.>"],
+                max_msgs=2,
+                max_msg_size=2_000,
+                discard=DiscardPolicy.NEW,
+            )
+        )
+        async with NatsEventLog(
+            nats_server.url, stream_name="LOG", subject_prefix="app", retry_timeout=30
+        ) as log:
+            with pytest.raises(InvalidAppend, match="max_msg_size"):
+                await log.append("s1", [event("x" * 3_000)], expected_version=0)
+            await log.append("s1", [event(1)], expected_version=0)
+            await log.append("s1", [event(2)], expected_version=1)
+            with anyio.fail_after(5):  # not retry_timeout
+                with pytest.raises(EventLogError, match="is full .maximum messages exceeded"):
+                    await log.append("s1", [event(3)], expected_version=2)
+            assert payloads(await log.read("s1")) == [b"1", b"2"]
+    finally:
+        await nc.close()
+
+
+async def test_limits_that_drop_stored_messages_are_warned_of(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # JetStream removed a room's first records, and a kit started later found no room.
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().add_stream(
+            StreamConfig(name="LOG", subjects=["app.ev.>"], max_msgs=100, max_age=3_600)
+        )
+        with caplog.at_level(logging.WARNING, logger="roomkit.eventlog"):
+            async with NatsEventLog(nats_server.url, stream_name="LOG", subject_prefix="app"):
+                pass
+        assert "JetStream stream LOG drops stored messages" in caplog.text
+        assert "max_msgs=100, discard=old" in caplog.text and "max_age=3600 s" in caplog.text
+        caplog.clear()
+        async with NatsEventLog(nats_server.url, stream_name="OWN", subject_prefix="own"):
+            pass
+        assert "drops stored messages" not in caplog.text
+    finally:
+        await nc.close()
 
 
 async def test_a_given_client_is_used_and_left_open(nats_server: NatsServer) -> None:
