@@ -273,6 +273,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
             try:
                 records = await self._append(stream, effect, encoded, expected)
             except WrongExpectedVersion as exc:
+                _check_not_rewound(exc)
                 conflicts += 1
                 retry = conflicts <= self.conflict_retries()
                 if retry and conflicts > 1:
@@ -349,6 +350,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         try:
             records = await self._append(stream, effect, encoded, expected)
         except WrongExpectedVersion as exc:
+            _check_not_rewound(exc)
             raise ConcurrencyConflict(stream, expected, exc.actual) from exc
         if records[0].version != expected + 1:  # an earlier append of that message id
             raise ConcurrencyConflict(stream, expected, records[-1].version)
@@ -584,3 +586,17 @@ class _InDoubt(Generic[E]):
     effect: Effect[E]  # its events, as decided
     encoded: list[NewEvent]
     expected: int
+
+
+def _check_not_rewound(conflict: WrongExpectedVersion) -> None:
+    """Raise ``EventLogError`` if ``conflict`` says the stream is behind the version this
+    actor read from it: streams only grow, so the log lost records (a JetStream stream
+    purged, or deleted and made again). Taken for another writer's append, the command was
+    re-run against a history no longer there, and refused as one that kept changing."""
+    actual = conflict.actual
+    if actual is not None and actual < conflict.expected:
+        raise EventLogError(
+            f"stream {conflict.stream!r} is at version {actual}, behind the "
+            f"{conflict.expected} read from it: the log lost records (a JetStream stream "
+            "purged, or deleted and made again); restart to go on from what it holds"
+        ) from conflict

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import nats
 import pytest
 
 from eventlog import MemoryEventLog
@@ -23,9 +24,11 @@ from roomkit import (
     HookTrigger,
     Identity,
     MockAIProvider,
+    RoomConflictError,
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomKitError,
     RoomStatus,
     Task,
     TextContent,
@@ -86,6 +89,25 @@ async def test_rooms_survive_a_server_kill_and_a_new_process(
         after = await kit.process_inbound(text("sms", "still there?"))
         assert after.event is not None
         assert after.event.index == before["support-1"]["room"]["event_count"]
+
+
+async def test_a_stream_purged_behind_the_kit_says_its_records_are_lost(
+    nats_server: NatsServer,
+) -> None:
+    # Taken for another writer's appends, the room re-ran the command against a history no
+    # longer there, and said it "kept changing under another writer".
+    async with NatsEventLog(nats_server.url) as log, kit_on(log) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().purge_stream(log.stream_name)
+        finally:
+            await nc.close()
+        with pytest.raises(RoomKitError, match="the log lost records") as lost:
+            await kit.process_inbound(text("sms", "again"), room_id="r1")
+        assert "restart" in str(lost.value) and not isinstance(lost.value, RoomConflictError)
 
 
 async def test_two_processes_writing_one_room_never_fork_its_history(
