@@ -902,10 +902,11 @@ def _as_models(given: Any, read: Any) -> Any:
 
 
 def _writes(model: BaseModel, read: Any) -> bool:
-    """Whether ``model`` writes just ``read`` (its read-back) as JSON."""
+    """Whether ``read`` (the read-back of ``model``'s JSON, which leaves out the fields at
+    their defaults) reads back as ``model`` again."""
     try:
-        return bool(model.model_dump(mode="json") == read)
-    except Exception:  # not JSON at all: what was read back stands
+        return bool(type(model).model_validate(read) == model)
+    except Exception:  # not the model's fields: what was read back stands
         return False
 
 
