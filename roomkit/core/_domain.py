@@ -8,6 +8,7 @@ more; new fields get defaults so that old logs stay readable.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from typing import Any, TypeVar
@@ -68,9 +69,10 @@ def dump(model: BaseModel, *, warnings: bool = True) -> msgspec.Raw:
     except pydantic_core.PydanticSerializationError as exc:
         reason = str(exc).removeprefix("Error serializing to JSON: ")
         raise EventRefusedError(f"{type(model).__name__} cannot be stored: {reason}") from exc
-    if _REPLACEMENT in data:
+    if _REPLACEMENT in data and _REPLACED_IN_KEY.search(data) is not None:
         # pydantic refuses a lone surrogate in a value, but writes one in a dict key as
-        # U+FFFD: two such keys became one, and a value was lost without a word.
+        # U+FFFD: two such keys became one, and a value was lost without a word. Looked for
+        # only when a key holds U+FFFD (a mangled SMS holds it in its text).
         key = _surrogate_key(model)
         if key is not None:
             raise EventRefusedError(
@@ -81,6 +83,8 @@ def dump(model: BaseModel, *, warnings: bool = True) -> msgspec.Raw:
 
 
 _REPLACEMENT = "\ufffd".encode()
+# U+FFFD in a JSON string followed by a colon: a key (a value is followed by , ] or }).
+_REPLACED_IN_KEY = re.compile(rb'\xef\xbf\xbd(?:[^"\\]|\\.)*":')
 
 
 def _surrogate_key(value: object) -> str | None:
@@ -101,6 +105,9 @@ def _surrogate_key(value: object) -> str | None:
         return None
     if isinstance(value, list | tuple):
         return next(filter(None, map(_surrogate_key, value)), None)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = (getattr(value, field.name) for field in dataclasses.fields(value))
+        return next(filter(None, map(_surrogate_key, fields)), None)
     return None
 
 
