@@ -12,8 +12,8 @@ attachment, then the text) is merged too: an attachment-only message is held and
 the next text of the pair; several attachments accumulate (a retried webhook of a part
 already held is not added twice). A part VoiceMeUp sends again once its MMS was merged (it
 retries a webhook answered late) comes out as the merged message again, whose id the kit
-knows: a duplicate, not a second message (the parts of the last ``max_pending`` merged MMS
-are remembered). A plain text with nothing held back passes straight through
+knows: a duplicate, not a second message (the last ``2 * max_pending`` part ids merged are
+remembered). A plain text with nothing held back passes straight through
 (text-only SMS are never delayed).
 
 An attachment is held back only once something takes expired parts:
@@ -307,18 +307,25 @@ class VoiceMeUpMMSAggregator:
         return await self._release(now)
 
     async def _release(self, now: float | None = None) -> list[WebhookMeta]:
-        released = self._take_expired(now)
+        self._expire(self._clock() if now is None else now)
         callback = self._on_timeout
-        for meta in released:
-            if callback is None:
-                if not self._drained:  # run() alone: nobody takes it
-                    logger.warning(
-                        "voicemeup: MMS attachment %s released with no on_timeout to take it "
-                        "(the callback was removed while it was held): lost",
-                        meta.message_id,
-                    )
-                continue
-            await self._hand_on(callback, meta)
+        released: list[WebhookMeta] = []
+        # Each part stays among the released ones until its callback returns: cancelled
+        # meanwhile (run() stopping), the rest of the round was lost without a word; now it
+        # is handed on as run() ends (the one cut short again: a duplicate to the kit).
+        while self._released:
+            meta = self._released[0]
+            if callback is not None:
+                await self._hand_on(callback, meta)
+            elif not self._drained:  # run() alone: nobody takes it
+                logger.warning(
+                    "voicemeup: MMS attachment %s released with no on_timeout to take it "
+                    "(the callback was removed while it was held): lost",
+                    meta.message_id,
+                )
+            if self._released and self._released[0] is meta:
+                del self._released[0]
+            released.append(meta)
         return released
 
     @staticmethod
@@ -370,9 +377,10 @@ class VoiceMeUpMMSAggregator:
             )
 
     def clear(self) -> None:
-        """Forget every held or released part."""
+        """Forget every held or released part, and the merged MMS remembered."""
         self._held.clear()
         self._released.clear()
+        self._merged_parts.clear()
 
     def _expire(self, now: float) -> None:
         for key in [key for key, held in self._held.items() if held.deadline <= now]:

@@ -609,6 +609,28 @@ class TestMMSAggregator:
         assert [m.message_id for m in released] == ["990001"]
         assert aggregator.pending == 0
 
+    async def test_parts_of_a_round_cut_short_by_the_stop_are_handed_on(self) -> None:
+        # run() took the round's parts out before handing them on: stopped while the first
+        # was handed on, the others were lost without a word.
+        started: list[str | None] = []
+
+        async def slow(meta: WebhookMeta) -> None:
+            started.append(meta.message_id)
+            await anyio.sleep(0.3)  # kit.process_webhook(meta, "sms")
+
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0.01, on_timeout=slow)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await tg.start(aggregator.run, 0.02)
+                for n in range(3):
+                    payload = picture(f"99000{n}") | {"source_number": f"1514555000{n}"}
+                    assert extract_voicemeup_meta(payload, aggregator=aggregator).pending
+                while not started:
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+        assert set(started) == {"990000", "990001", "990002"}
+        assert aggregator.pending == 0
+
     def test_disabled_with_zero_timeout(self) -> None:
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0)
         assert extract_voicemeup_meta(picture(), aggregator=aggregator).is_inbound
