@@ -19,7 +19,7 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Container
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -183,7 +183,7 @@ class HookRegistration:
 def check_filters(
     what: str, channel_types: object, channel_ids: object, directions: object
 ) -> None:
-    """Refuse a channel filter that is not a collection (or None).
+    """Refuse a channel filter that ``in`` cannot ask, or a string (None: no filter).
 
     Raises:
         TypeError: one is a str or bytes: ``"sms" in "sms-vip"`` would match by substring
@@ -195,8 +195,9 @@ def check_filters(
         ("channel_ids", channel_ids),
         ("directions", directions),
     ):
+        # Matched with ``in`` only: anything that answers it will do (a prefix matcher).
         if value is not None and (
-            isinstance(value, str | bytes) or not isinstance(value, Collection)
+            isinstance(value, str | bytes) or not isinstance(value, Container)
         ):
             raise TypeError(f"{what} {name} must be a collection, got {value!r}")
 

@@ -504,6 +504,14 @@ async def test_ids_of_another_type_are_refused_by_name(kit: RoomKit) -> None:
         await kit.serve_ingress(4222)
 
 
+class _Prefix:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and value.startswith(self.prefix)
+
+
 async def test_hook_registrations_that_would_break_every_message_are_refused(
     kit: RoomKit,
 ) -> None:
@@ -541,6 +549,8 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
     # A room hook for room None was a global hook that remove_room_hook could not remove.
     with pytest.raises(InvalidRoomIdError):
         kit.add_room_hook(None, HookTrigger.BEFORE_BROADCAST, HookExecution.SYNC, allow)  # type: ignore[arg-type]
+    # What answers ``in`` will do (a prefix matcher): the filters are asked with it only.
+    kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=_Prefix("sms"))(allow)  # type: ignore[arg-type]
     kit.hook(HookTrigger.BEFORE_BROADCAST, priority=2.5)(allow)  # any number sorts
     kit.hook(HookTrigger.BEFORE_BROADCAST, priority=Decimal("1.5"))(allow)  # type: ignore[arg-type]
     assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
