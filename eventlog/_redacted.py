@@ -16,7 +16,9 @@ def redacted(servers: str | Sequence[str]) -> str:
     what a user may type, not only valid URLs: several servers joined by commas, no scheme, a
     password with ``/``, ``?`` or ``@`` in it.
     """
-    given = _urls_of(servers) if isinstance(servers, str) else list(servers)
+    pieces = [servers] if isinstance(servers, str) else list(servers)
+    # A list may hold a comma-separated string too: split as one string is.
+    given = [url for piece in pieces for url in _urls_of(piece)]
     return ", ".join(_redacted_one(url.strip()) for url in given)
 
 

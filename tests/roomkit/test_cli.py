@@ -786,6 +786,9 @@ class TestNatsConnectionErrors:
     def test_urls_as_typed_hide_their_passwords(self, given: str, shown: str) -> None:
         # Several servers, a password with / or ?, no scheme: they were shown as given.
         assert redacted(given) == shown
+        # In a list too (an Ingress given one string hands a list of it on): a list's
+        # comma-separated string paired one user with another's host.
+        assert redacted([given]) == shown
 
     def test_serve_hides_the_password(self, secured_server: NatsServer, tmp_path: Path) -> None:
         address = secured_server.url.removeprefix("nats://")
