@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -66,6 +66,7 @@ from roomkit.core._in_decision import deciding
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
+from roomkit.core._timers import timer_change
 from roomkit.errors import (
     ChannelNotFoundError,
     EventRefusedError,
@@ -449,38 +450,11 @@ class RoomDecider:
         return draft.facts, Outcome(value=closed, root=root)
 
     def _check_timers(self, state: RoomState, room: Room, cmd: CheckTimers) -> Decision:
-        timers = room.timers
-        last = timers.last_activity_at
-        if room.status in (RoomStatus.CLOSED, RoomStatus.ARCHIVED) or last is None:
+        change = timer_change(room, cmd.now)
+        if change is None:
             return [], Outcome(value=(room, None))
-        if last.tzinfo is None:
-            # A naive time (given to RoomTimers, or an event's created_at a channel took from
-            # a provider) is read as UTC, as the kit's own times are: subtracting it from an
-            # aware one raised TypeError at every check of the room.
-            last = last.replace(tzinfo=UTC)
-        elapsed = (cmd.now - last).total_seconds()
-        closed_after, inactive_after = timers.closed_after_seconds, timers.inactive_after_seconds
-        threshold: float
-        if closed_after is not None and elapsed > closed_after:
-            status, code, trigger = (
-                RoomStatus.CLOSED,
-                "room_closed_by_timer",
-                HookTrigger.ON_ROOM_CLOSED,
-            )
-            threshold = closed_after
-        elif (
-            room.status == RoomStatus.ACTIVE
-            and inactive_after is not None
-            and elapsed > inactive_after
-        ):
-            status, code, trigger = (
-                RoomStatus.PAUSED,
-                "room_paused_by_timer",
-                HookTrigger.ON_ROOM_PAUSED,
-            )
-            threshold = inactive_after
-        else:
-            return [], Outcome(value=(room, None))
+        status, code, trigger = change.status, change.code, change.trigger
+        threshold, elapsed = change.threshold, change.elapsed
         update: dict[str, Any] = {"status": status, "updated_at": cmd.now}
         if status == RoomStatus.CLOSED:
             update["closed_at"] = cmd.now

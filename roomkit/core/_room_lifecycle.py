@@ -23,6 +23,7 @@ from roomkit.core._helpers import (
 )
 from roomkit.core._room_ids import check_read_room_id
 from roomkit.core._store_view import room_write
+from roomkit.core._timers import timer_change
 from roomkit.errors import (
     IdentityNotFoundError,
     KitClosedError,
@@ -151,6 +152,9 @@ class RoomLifecycleMixin(HelpersMixin):
     async def check_all_timers(self) -> list[Room]:
         """Check the timers of every ACTIVE and PAUSED room; return those whose status changed.
 
+        Only the rooms whose timers the read model finds due are commanded: the others'
+        actors are left asleep (an idle room passivates whatever the sweep's period).
+
         A room that cannot be checked (unavailable, or busy past the kit's timeout) is logged
         and skipped: the others are checked all the same, and it is checked again next time.
 
@@ -160,6 +164,8 @@ class RoomLifecycleMixin(HelpersMixin):
         changed: list[Room] = []
         for status in (RoomStatus.ACTIVE, RoomStatus.PAUSED):
             for room in await (await self._read_model()).find_rooms(status=status):
+                if timer_change(room, utcnow()) is None:
+                    continue  # not due by the read model, so not due (see roomkit.core._timers)
                 try:
                     after = await self.check_room_timers(room.id)
                 except (KitClosedError, LogUnavailableError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -19,6 +20,8 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomStatus,
+    RoomTimers,
 )
 from roomkit.core._runtime import ROOM
 from tests.roomkit.kit_helpers import SimpleChannel, text
@@ -119,6 +122,28 @@ async def test_room_snapshot_round_trips(make_kit: Callable[..., RoomKit]) -> No
         )
         assert list(restored.recent) == list(state.recent)
         assert restored.event_count == state.event_count
+
+
+async def test_a_timer_sweep_wakes_only_the_rooms_whose_timers_are_due(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # It commanded every open room: a sweep more often than idle_timeout kept all of them
+    # from passivating, and one less often reloaded each passivated room.
+    async with make_kit() as kit:
+        for n in range(3):
+            await kit.create_room(room_id=f"r{n}")
+        long_ago = datetime.now(UTC) - timedelta(hours=2)
+        timers = RoomTimers(inactive_after_seconds=3_600, last_activity_at=long_ago)
+        room = await kit.get_room("r2")
+        await kit.store.update_room(room.model_copy(update={"timers": timers}))
+        system = kit._runtime._system
+        assert system is not None
+        for n in range(3):
+            assert await system.passivate(ROOM, f"r{n}")
+        changed = await kit.check_all_timers()
+        assert [(r.id, r.status) for r in changed] == [("r2", RoomStatus.PAUSED)]
+        assert system.active_keys(ROOM) == ["r2"]
+        assert await kit.check_all_timers() == []  # paused: nothing more to do
 
 
 async def test_idle_rooms_passivate_by_themselves(make_kit: Callable[..., RoomKit]) -> None:
