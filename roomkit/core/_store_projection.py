@@ -88,6 +88,9 @@ class _Rewound(Exception):
 
 _FIRST_PAUSE = 0.1
 _MAX_PAUSE = 5.0
+# Streams whose last applied version is kept (~90 bytes each): a service running for days
+# kept one entry per room it ever saw. The others are known by the checkpoint (see apply).
+_VERSIONS_KEPT = 10_000
 
 
 class StoreProjection:
@@ -188,7 +191,8 @@ class StoreProjection:
             pause = min(pause * 2, _MAX_PAUSE)
 
     def version_of(self, stream: str) -> int:
-        """The last version of ``stream`` applied (0: none yet): another process's appends
+        """The last version of ``stream`` applied (0: none yet, or not among the last
+        ``_VERSIONS_KEPT`` streams applied): another process's appends
         show here before the room's actor sees them."""
         return self._versions.get(stream, 0)
 
@@ -352,7 +356,11 @@ class StoreProjection:
 
     async def apply(self, record: Record) -> None:
         """Apply one record (a second time is a no-op) and advance the checkpoint."""
-        if record.version > self._versions.get(record.stream, 0):
+        versions = self._versions
+        known = versions.get(record.stream)
+        # Records come in the log's order: one of a stream no longer in ``versions`` (see
+        # _VERSIONS_KEPT) is new if it is past the checkpoint.
+        if record.version > known if known is not None else record.position > self.checkpoint:
             try:
                 try:
                     await self._put(record)
@@ -369,7 +377,11 @@ class StoreProjection:
                     record.version,
                     record.type,
                 )
-            self._versions[record.stream] = record.version
+            # Last in the dict's order: the streams applied least recently go first.
+            versions.pop(record.stream, None)
+            versions[record.stream] = record.version
+            if len(versions) > _VERSIONS_KEPT:
+                del versions[next(iter(versions))]
         self.checkpoint = checkpoint = max(self.checkpoint, record.position)
         waiters = self._waiters
         # In a rebuild's transaction, they are released once it commits (see rebuild).
