@@ -1075,25 +1075,34 @@ class _SignedIn(SimpleChannel):
         return event.model_copy(update={"content": _Signed(body="hi", signature="sig")})
 
 
-async def test_a_hook_s_replacement_keeps_the_app_s_own_classes(kit: RoomKit) -> None:
-    # Checking a replacement as the log holds it swapped every field that read back as
-    # another class: an app's content class became a plain TextContent for the channels.
+async def _sent_as_a_hook_replaced_it(
+    kit: RoomKit, source: SimpleChannel, update: dict[str, Any]
+) -> RoomEvent:
+    """What a channel "out" gets of a message from ``source`` that a BEFORE_BROADCAST hook
+    replaced with ``event.model_copy(update=update)``."""
     await room(kit)
-    kit.register_channel(_SignedIn("signed"))
+    kit.register_channel(source)
     kit.register_channel(SimpleChannel("out"))
-    await kit.attach_channel("r1", "signed")
+    await kit.attach_channel("r1", source.channel_id)
     await kit.attach_channel("r1", "out")
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
-    async def tag(event: RoomEvent, context: RoomContext) -> HookResult:
-        return HookResult.modify(event.model_copy(update={"metadata": {"tagged": True}}))
+    async def replace(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.modify(event.model_copy(update=update))
 
-    await kit.process_inbound(text("signed", "hi"), room_id="r1")
+    await kit.process_inbound(text(source.channel_id, "hi"), room_id="r1")
     out = kit.get_channel("out")
     assert isinstance(out, SimpleChannel)
     [sent] = out.delivered
+    return sent
+
+
+async def test_a_hook_s_replacement_keeps_the_app_s_own_classes(kit: RoomKit) -> None:
+    # Checking a replacement as the log holds it swapped every field that read back as
+    # another class: an app's content class became a plain TextContent for the channels.
+    sent = await _sent_as_a_hook_replaced_it(kit, _SignedIn("signed"), {"metadata": {"t": 1}})
     assert isinstance(sent.content, _Signed) and sent.content.signature == "sig"
-    assert sent.metadata == {"tagged": True}
+    assert sent.metadata == {"t": 1}
 
 
 class _Ticket(pydantic.BaseModel):
@@ -1118,20 +1127,7 @@ async def test_a_hook_s_replacement_keeps_the_app_s_own_models_in_its_fields(
 ) -> None:
     # The metadata, a dict as the log reads it back, was sent on as that dict: the app's
     # class no longer held its own type (event.metadata.ticket raised AttributeError).
-    await room(kit)
-    kit.register_channel(_Tickets("app"))
-    kit.register_channel(SimpleChannel("out"))
-    await kit.attach_channel("r1", "app")
-    await kit.attach_channel("r1", "out")
-
-    @kit.hook(HookTrigger.BEFORE_BROADCAST)
-    async def same(event: RoomEvent, context: RoomContext) -> HookResult:
-        return HookResult.modify(event.model_copy(update={"status": event.status}))
-
-    await kit.process_inbound(text("app", "hi"), room_id="r1")
-    out = kit.get_channel("out")
-    assert isinstance(out, SimpleChannel)
-    [sent] = out.delivered
+    sent = await _sent_as_a_hook_replaced_it(kit, _Tickets("app"), {"status": "delivered"})
     assert isinstance(sent, _TicketEvent) and sent.metadata == _Ticket(ticket="T-42")
     [logged] = [e for e in await kit.get_timeline("r1") if e.type == "message"]
     assert logged.metadata == {"ticket": "T-42"}
