@@ -697,6 +697,10 @@ class _RuntimePort:
     def commit_only(self) -> bool:
         return self._runtime._kit._settles_on_commit()
 
+    @property
+    def drain_timeout(self) -> float:
+        return self._runtime.ask_timeout
+
     def checkpoint(self) -> int:
         return self._runtime.projection.checkpoint
 

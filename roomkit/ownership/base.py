@@ -75,6 +75,12 @@ class KitPort(Protocol):
         """The log position this process's read model holds."""
         ...
 
+    @property
+    def drain_timeout(self) -> float:
+        """How long the kit's close waits for the commands it took (``ask_timeout``): a
+        leaving process waits as long for those other processes sent it."""
+        ...
+
     async def wait_checkpoint(self, position: int, timeout: float) -> None:
         """Return once the read model holds ``position``, or after ``timeout`` seconds."""
         ...

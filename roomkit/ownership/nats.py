@@ -214,6 +214,10 @@ class NatsPlacement(Placement):
         # Set when another process changed the table: the lease loop reads it at once.
         self._wake = anyio.Event()
         self._answering: set[asyncio.Task[None]] = set()
+        # This process's commands waiting for another's answer: leave() keeps the connection
+        # open for them (closed under them, they waited their forward_timeout for nothing).
+        self._sending = 0
+        self._sent = anyio.Event()
         self._left = False
         self._released = False  # the leases given back: the lease loop ends
         self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
@@ -396,19 +400,15 @@ class NatsPlacement(Placement):
             if changes is not None:
                 with contextlib.suppress(nats.errors.Error):
                     await changes.unsubscribe()
-            serving, self._serving = self._serving, None
-            if serving is not None:
-                # Drained, not dropped: the requests already on their way are taken too.
-                with anyio.move_on_after(self._owner.connect_timeout):
-                    try:
-                        await serving.drain()  # type: ignore[no-untyped-call]
-                    except nats.errors.Error as exc:
-                        logger.debug("room ownership: draining: %r", exc)
-            # Answered before the kit closes (closing refuses commands): a caller not answered
-            # waits its forward_timeout and takes a command that may have run for lost. Not
-            # longer than that: its caller has given up by then, and a command that never
-            # ends (a hook without a timeout) would hold the close for ever.
-            with anyio.move_on_after(self._owner.forward_timeout):
+            # Still subscribed: what comes from now on is answered "leaving" (see _answer), and
+            # its sender waits for the leases given back below. Unsubscribed, a sender got no
+            # responders, took this process for gone and ran the room itself while this one
+            # still decided the commands it had taken: their hooks ran in both.
+            # What it took is answered before the kit closes (closing refuses commands), for
+            # as long as the kit's close waits for its own callers: cut short, a command was
+            # recorded and never delivered. Not for ever: a command that never ends (a hook
+            # without a timeout) would hold the close.
+            with anyio.move_on_after(max(self._owner.forward_timeout, self._port.drain_timeout)):
                 while self._answering:
                     await asyncio.wait(set(self._answering))
             for task in self._answering:
@@ -426,6 +426,14 @@ class NatsPlacement(Placement):
                 except KV_FAILURES as exc:
                     logger.debug("room ownership: leaving: %r (the leases expire)", exc)
                 self._held.clear()
+            serving, self._serving = self._serving, None
+            if serving is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await serving.unsubscribe()
+            # This process's own commands sent to another before it left are answered first.
+            with anyio.move_on_after(self._owner.forward_timeout):
+                while self._sending:
+                    await self._sent.wait()
             if self._own:
                 await close_quietly(self._nc)
 
@@ -513,21 +521,48 @@ class NatsPlacement(Placement):
             logger.debug("room %s: run here, as %s", room_id, exc)
             return None
         timeout = self._owner.forward_timeout
+        deadline = anyio.current_time() + timeout
+        self._sending += 1
         try:
-            reply = await self._nc.request(self._owner.subject(owner), payload, timeout=timeout)
-        except nats.errors.NoRespondersError:
-            # Gone (stopped or died) since the table was read: its leases go with it.
-            self._forget(owner)
-            return None
-        except nats.errors.TimeoutError as exc:
-            raise RoomTimeoutError(
-                f"room {room_id}: its owner {owner} did not answer within {timeout:g} s (the "
-                "command may have been applied there)"
-            ) from exc
-        except nats.errors.Error as exc:  # not sent (too large, this connection): run here
-            logger.warning("room %s: not sent to its owner %s (%r): run here", room_id, owner, exc)
-            return None
-        answer = decode(reply.data)
+            while True:
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    raise RoomTimeoutError(
+                        f"room {room_id}: its owner {owner} was leaving, and gave its rooms "
+                        f"back to no process within {timeout:g} s"
+                    )
+                try:
+                    reply = await self._nc.request(
+                        self._owner.subject(owner), payload, timeout=left
+                    )
+                except nats.errors.NoRespondersError:
+                    # Gone (stopped or died) since the table was read: its leases go with it.
+                    self._forget(owner)
+                    return None
+                except nats.errors.TimeoutError as exc:
+                    raise RoomTimeoutError(
+                        f"room {room_id}: its owner {owner} did not answer within {timeout:g} s "
+                        "(the command may have been applied there)"
+                    ) from exc
+                except nats.errors.Error as exc:  # not sent (too large, this connection)
+                    logger.warning(
+                        "room %s: not sent to its owner %s (%r): run here", room_id, owner, exc
+                    )
+                    return None
+                answer = decode(reply.data)
+                if not (isinstance(answer, dict) and answer.get("leaving") is True):
+                    break
+                # Closing: it answers what it took, then gives its leases back; the room is
+                # decided where the leases go then (here, or a third process).
+                owner_now = await self._after_leaving(owner, room_id, deadline)
+                if owner_now is None:
+                    return None
+                owner = owner_now
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._sent.set()
+                self._sent = anyio.Event()
         if not isinstance(answer, dict):
             raise WireError(f"process {owner} answered {answer!r}"[:300])
         if "error" in answer:
@@ -536,6 +571,18 @@ class NatsPlacement(Placement):
         if isinstance(position, bool) or not isinstance(position, int):
             raise WireError(f"process {owner} answered without a log position: {answer!r}"[:300])
         return answer
+
+    async def _after_leaving(self, owner: str, room_id: str, deadline: float) -> str | None:
+        """Wait until ``room_id`` is no longer ``owner``'s, who said it is leaving (or until
+        ``deadline``); return its owner then (None: this process)."""
+        # Its announcement once it gave the leases back has the table read again at once.
+        pause = 0.02
+        while anyio.current_time() < deadline:
+            if owner not in self._view.members or self.owner_of(room_id) != owner:
+                return self.owner_of(room_id)
+            await anyio.sleep(min(pause, max(0.0, deadline - anyio.current_time())))
+            pause = min(pause * 2, 0.25)
+        return owner
 
     def _forget(self, owner: str) -> None:
         view = self._view
@@ -555,6 +602,11 @@ class NatsPlacement(Placement):
     async def _answer(self, msg: Msg) -> None:
         port = self._port
         reply: dict[str, Any]
+        if self._left:
+            # Taken no more (see leave): its sender waits for the leases given back.
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(encode({"leaving": True}))
+            return
         try:
             request = decode(msg.data)
             op = request.get("op") if isinstance(request, dict) else None

@@ -1031,6 +1031,75 @@ async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: Nats
         assert answers[0].event is not None and not answers[0].blocked
 
 
+@pytest.mark.nats
+async def test_a_closing_owner_s_room_is_decided_nowhere_else_before_it_gives_it_back(
+    nats_server: NatsServer,
+) -> None:
+    # b unsubscribed as it began to close, while still deciding what it had taken: a got no
+    # responders, took b for gone and decided the room's next messages itself, ahead of the
+    # one b was deciding (their hooks ran in both processes at once).
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, nats_server.url, "b", ran)
+        async with b_to_close(a, b), slow_to_b(a, b) as (room_id, answers):
+
+            async def taken() -> bool:
+                return ("b", room_id) in ran
+
+            await eventually(taken, what="b took the slow message")
+            async with anyio.create_task_group() as closing:
+                closing.start_soon(b.close)
+
+                async def leaving() -> bool:
+                    return placement(b)._left
+
+                await eventually(leaving, what="b leaving")
+                await anyio.sleep(0.3)  # past the drain of b's requests on their way
+                for n in range(3):
+                    result = await a.process_inbound(text("sms", f"m{n}"), room_id=room_id)
+                    assert result.event is not None
+        assert answers[0].event is not None
+        timeline = await a.get_timeline(room_id)
+        bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+        assert bodies == ["slow", "m0", "m1", "m2"]
+
+
+@pytest.mark.nats
+async def test_what_a_closing_process_sent_another_is_answered_and_delivered(
+    nats_server: NatsServer,
+) -> None:
+    # a closed its connection under its own forwarded call (its caller waited forward_timeout
+    # and was told process_timeout, though b recorded the message); b, closing, gave up on
+    # what it had taken after its forward_timeout, and a message was recorded but never
+    # delivered nor had its AFTER_BROADCAST hooks run.
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, nats_server.url, "b", ran, forward_timeout=1.0)
+        ws = b.get_channel("ws")
+        assert isinstance(ws, SimpleChannel)
+        async with b_to_close(a, b):
+            room_id = rooms_of(b, 1)[0]
+            await room_with(a, room_id, "sms", "ws")
+            answers: list[InboundResult] = []
+
+            async def send_slow() -> None:
+                answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send_slow)
+
+                async def taken() -> bool:
+                    return ("b", room_id) in ran
+
+                await eventually(taken, what="b took the slow message")
+                tasks.start_soon(a.close)
+                await b.close()
+        assert answers[0].event is not None and answers[0].reason is None
+        assert [e.content.body for e in ws.delivered] == ["slow"]  # type: ignore[union-attr]
+
+
 class SlowToIdentify(IdentityResolver):
     """Identifies every sender as alice; a message "slow" takes half a second."""
 
