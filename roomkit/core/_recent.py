@@ -106,6 +106,15 @@ class RecentEvents:
         self._resting = True
         self._spare = None
 
+    def check(self) -> None:
+        """Validate every event held (nothing kept).
+
+        Raises:
+            pydantic.ValidationError: one does not read as a ``RoomEvent``.
+        """
+        for raw in self._raw:
+            _model(raw)
+
     def raw(self) -> list[Json]:
         """The events' JSON, oldest first (what a snapshot stores)."""
         return list(self._raw)
