@@ -13,6 +13,7 @@ import abc
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -496,7 +497,10 @@ class EventSourcedActor(Actor, Generic[S, E]):
                     last,
                 )
                 self._state = self.initial_state()
-                self._version = self._snapshot_version = 0
+                self._version = 0
+                # The stale snapshot is replaced at the next commit: left, it was loaded again
+                # once the stream grew past its version, and the new records applied on it.
+                self._snapshot_version = -sys.maxsize
                 await self._catch_up(stream)
         # A long tail since the last snapshot: take one now, so the next recovery is short.
         await self._maybe_snapshot()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -11,8 +12,9 @@ from typing import Any
 import anyio
 import pytest
 
-from eventlog import LogUnavailable, MemoryEventLog, Record
+from eventlog import EventLog, LogUnavailable, MemoryEventLog, Record
 from roomkit import (
+    HookResult,
     HookTrigger,
     LogUnavailableError,
     RateLimit,
@@ -81,6 +83,74 @@ async def test_a_passivated_room_comes_back_with_its_state(
         assert kit._runtime._system is not None
         assert kit._runtime._system.stats().restarts == 0
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_snapshot_whose_recent_events_do_not_read_is_replayed_past(
+    make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its recent events were read lazily: the snapshot was trusted without a word, and every
+    # hook reading the room's history failed (a moderation hook failed open) for 50 events.
+    def moderating(kit: RoomKit) -> RoomKit:
+        kit.register_channel(SimpleChannel("sms"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def moderate(event: RoomEvent, context: RoomContext) -> HookResult:
+            assert all(e.id for e in context.recent_events)
+            body = event.content.body  # type: ignore[union-attr]
+            return HookResult.block("no") if "secret" in body else HookResult.allow()
+
+        return kit
+
+    async with moderating(make_kit(snapshot_every=5)) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        for n in range(6):
+            await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+    snapshot = await kit.log.load_snapshot("r1")
+    assert snapshot is not None
+    state = json.loads(snapshot.data)
+    state["recent"][0]["index"] = "x"  # as a corrupted value, or a later version's shape
+    await kit.log.save_snapshot("r1", snapshot.version, json.dumps(state).encode())
+    async with moderating(make_kit(snapshot_every=5)) as kit:
+        result = await kit.process_inbound(text("sms", "a secret"), room_id="r1")
+        assert result.blocked
+    assert f"snapshot of stream 'r1' at version {snapshot.version} does not decode" in caplog.text
+
+
+async def test_a_snapshot_past_the_stream_s_end_is_not_loaded_again_once_it_grew_past_it(
+    make_kit: Callable[..., RoomKit], event_log: EventLog
+) -> None:
+    # Found past the end (its stream purged, or deleted and made again), it was replayed
+    # past but left: once the stream grew past its version, it was loaded again and the new
+    # records applied on the old room.
+    async with make_kit(snapshot_every=2) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        for n in range(4):
+            await kit.process_inbound(text("sms", f"old {n}"), room_id="r1")
+    stale = await event_log.load_snapshot("r1")
+    assert stale is not None and stale.version >= 4
+    # The room made again from scratch (its old records gone), its old snapshot left.
+    seen: list[str] = []
+    async with make_kit(snapshot_every=1000) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def look(event: RoomEvent, context: RoomContext) -> None:
+            seen[:] = [e.content.body for e in context.recent_events if e.type == "message"]  # type: ignore[union-attr]
+
+        await kit.create_room(room_id="r2")
+        await kit.attach_channel("r2", "sms")
+        old = stale.data.replace(b'"r1"', b'"r2"')  # r2's old self
+        await event_log.save_snapshot("r2", stale.version, old)
+        system = kit._runtime._system
+        assert system is not None and await system.passivate(ROOM, "r2")
+        for n in range(stale.version):
+            await kit.process_inbound(text("sms", f"new {n}"), room_id="r2")
+        assert await system.passivate(ROOM, "r2")
+        await kit.process_inbound(text("sms", "last"), room_id="r2")
+    assert seen and not [body for body in seen if body.startswith("old")]
 
 
 async def test_room_snapshot_round_trips(make_kit: Callable[..., RoomKit]) -> None:
