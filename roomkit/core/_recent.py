@@ -18,6 +18,7 @@ of its moment, so a late read still sees the room as it was when the context was
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, MutableSequence
 from typing import Any, SupportsIndex, overload
@@ -26,7 +27,9 @@ import msgspec
 
 from roomkit.models.event import RoomEvent
 
-__all__ = ["RECENT_EVENTS", "LazyEvents", "RecentEvents"]
+__all__ = ["RECENT_EVENTS", "LazyEvents", "RecentEvents", "readable"]
+
+logger = logging.getLogger("roomkit.room")
 
 RECENT_EVENTS = 50
 """How many of the most recent timeline events a hook or channel sees in its ``RoomContext``."""
@@ -42,6 +45,28 @@ Json = msgspec.Raw  # an event's JSON as logged (a view of the log's or snapshot
 
 def _model(raw: Json) -> RoomEvent:
     return RoomEvent.model_validate_json(bytes(raw))
+
+
+def readable(raws: Iterable[Json], stream: str) -> list[Json]:
+    """The last ``RECENT_EVENTS`` of ``raws`` (a snapshot's) that read as a ``RoomEvent``,
+    the others left out with a warning. Read lazily, one that did not (a corrupted snapshot)
+    failed every hook and channel reading the room's history for the next 50 events: a
+    moderation hook failed open. Refusing the snapshot instead did not help when the log
+    itself holds the event (a replay put it back)."""
+    kept = []
+    for raw in list(raws)[-RECENT_EVENTS:]:
+        try:
+            _model(raw)
+        except ValueError as exc:  # pydantic's ValidationError, or JSON that does not decode
+            logger.warning(
+                "stream %r: a recent event of its snapshot does not read, left out of the "
+                "room's recent events: %s",
+                stream,
+                str(exc).splitlines()[0],
+            )
+        else:
+            kept.append(raw)
+    return kept
 
 
 class RecentEvents:
@@ -105,15 +130,6 @@ class RecentEvents:
         self._models = None
         self._resting = True
         self._spare = None
-
-    def check(self) -> None:
-        """Validate every event held (nothing kept).
-
-        Raises:
-            pydantic.ValidationError: one does not read as a ``RoomEvent``.
-        """
-        for raw in self._raw:
-            _model(raw)
 
     def raw(self) -> list[Json]:
         """The events' JSON, oldest first (what a snapshot stores)."""

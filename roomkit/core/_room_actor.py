@@ -33,7 +33,7 @@ from roomkit.core._domain import (
 )
 from roomkit.core._facts import Deliver, Fact, ReportErrors, RunLifecycle, fact_from_record
 from roomkit.core._in_decision import InDecision, deciding
-from roomkit.core._recent import RecentEvents
+from roomkit.core._recent import RecentEvents, readable
 from roomkit.core._room_decider import RoomDecider, validated_event
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState, evolve
@@ -228,12 +228,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             # A snapshot written before the window may hold more keys: keep the latest.
             idempotency=dict(list(snapshot.idempotency.items())[-IDEMPOTENCY_WINDOW:]),
             event_count=snapshot.event_count,
-            recent=RecentEvents(snapshot.recent),
+            recent=RecentEvents(readable(snapshot.recent, self._stream)),
         )
-        # Validated now, so that a snapshot holding one that no longer reads is replayed past
-        # (see EventSourcedActor._recover): read lazily, it failed every hook and channel that
-        # read the room's history, for the next 50 events.
-        state.recent.check()
         for raw in snapshot.bindings:
             binding = self._binding(raw)
             state.bindings[binding.channel_id] = binding
