@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -1106,8 +1107,15 @@ async def test_a_hook_s_replacement_keeps_the_app_s_own_classes(kit: RoomKit) ->
 
 
 class _Ticket(pydantic.BaseModel):
+    # Strict: it takes a time as text from JSON only (the log's form).
+    model_config = pydantic.ConfigDict(strict=True)
+
     ticket: str
+    due: datetime
     priority: int = 0  # left out of the log's JSON at its default
+
+
+_DUE = datetime(2026, 1, 2, tzinfo=UTC)
 
 
 class _TicketEvent(RoomEvent):
@@ -1119,7 +1127,7 @@ class _TicketEvent(RoomEvent):
 class _Tickets(SimpleChannel):
     async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
         event = await super().handle_inbound(message, context)
-        return _TicketEvent(**{**dict(event), "metadata": _Ticket(ticket="T-42")})
+        return _TicketEvent(**{**dict(event), "metadata": _Ticket(ticket="T-42", due=_DUE)})
 
 
 async def test_a_hook_s_replacement_keeps_the_app_s_own_models_in_its_fields(
@@ -1128,9 +1136,9 @@ async def test_a_hook_s_replacement_keeps_the_app_s_own_models_in_its_fields(
     # The metadata, a dict as the log reads it back, was sent on as that dict: the app's
     # class no longer held its own type (event.metadata.ticket raised AttributeError).
     sent = await _sent_as_a_hook_replaced_it(kit, _Tickets("app"), {"status": "delivered"})
-    assert isinstance(sent, _TicketEvent) and sent.metadata == _Ticket(ticket="T-42")
+    assert isinstance(sent, _TicketEvent) and sent.metadata == _Ticket(ticket="T-42", due=_DUE)
     [logged] = [e for e in await kit.get_timeline("r1") if e.type == "message"]
-    assert logged.metadata == {"ticket": "T-42"}
+    assert logged.metadata == {"ticket": "T-42", "due": "2026-01-02T00:00:00Z"}
 
 
 class _AppEvent(RoomEvent):
