@@ -121,6 +121,8 @@ class VoiceMeUpMMSAggregator:
         self._max_pending = max_pending
         self._held: dict[tuple[str, str, str], _Held] = {}
         self._released: list[WebhookMeta] = []
+        # Released parts whose on_timeout runs (see _release).
+        self._handing: list[WebhookMeta] = []
         # The merged message of each part id of the last max_pending merged MMS, oldest
         # first: a part retried once merged comes out as it again (see add).
         self._merged_parts: OrderedDict[str, WebhookMeta] = OrderedDict()
@@ -310,21 +312,22 @@ class VoiceMeUpMMSAggregator:
         self._expire(self._clock() if now is None else now)
         callback = self._on_timeout
         released: list[WebhookMeta] = []
-        # Each part stays among the released ones until its callback returns: cancelled
-        # meanwhile (run() stopping), the rest of the round was lost without a word; now it
-        # is handed on as run() ends (the one cut short again: a duplicate to the kit).
+        # One part at a time, each kept among those being handed on until its callback
+        # returns: cancelled meanwhile (run() stopping), the rest of a round taken at once was
+        # lost without a word; now run() ending hands them on (the one cut short again: a
+        # duplicate to the kit). Taken out first, a part is handed on by one release only.
         while self._released:
-            meta = self._released[0]
+            meta = self._released.pop(0)
             if callback is not None:
+                self._handing.append(meta)
                 await self._hand_on(callback, meta)
+                self._handing.remove(meta)
             elif not self._drained:  # run() alone: nobody takes it
                 logger.warning(
                     "voicemeup: MMS attachment %s released with no on_timeout to take it "
                     "(the callback was removed while it was held): lost",
                     meta.message_id,
                 )
-            if self._released and self._released[0] is meta:
-                del self._released[0]
             released.append(meta)
         return released
 
@@ -360,9 +363,10 @@ class VoiceMeUpMMSAggregator:
     async def _release_on_stop(self) -> None:
         """Pass every part still held to ``on_timeout`` as ``run()`` ends (see the module
         doc): VoiceMeUp had its answer for each, and will not send it again."""
-        if self._on_timeout is None or not (self._held or self._released):
+        if self._on_timeout is None or not (self._held or self._released or self._handing):
             return  # without a callback, the caller drains them (expired())
-        left = self._take_expired(math.inf)
+        left = [*self._handing, *self._take_expired(math.inf)]
+        self._handing.clear()
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + STOP_GRACE_SECONDS
             while left:

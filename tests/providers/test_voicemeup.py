@@ -631,6 +631,28 @@ class TestMMSAggregator:
         assert set(started) == {"990000", "990001", "990002"}
         assert aggregator.pending == 0
 
+    async def test_releases_at_once_hand_each_part_on_once(self) -> None:
+        # Kept first among the released ones while handed on, a part was taken again by a
+        # flush at the same time (twice), or by its own on_timeout flushing (for ever).
+        handed: list[str | None] = []
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0.01)
+
+        async def slow(meta: WebhookMeta) -> None:
+            handed.append(meta.message_id)
+            await aggregator.flush_expired()  # takes the others, not this one again
+            await anyio.sleep(0.05)
+
+        aggregator.configure(timeout_seconds=0.01, on_timeout=slow)
+        aggregator.expired()  # drained from now on: parts are held
+        for n in range(2):
+            payload = picture(f"99000{n}") | {"source_number": f"1514555000{n}"}
+            assert extract_voicemeup_meta(payload, aggregator=aggregator).pending
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(aggregator.flush_expired, _now() + 1)
+                tg.start_soon(aggregator.flush_expired, _now() + 1)
+        assert sorted(handed) == ["990000", "990001"]
+
     def test_disabled_with_zero_timeout(self) -> None:
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0)
         assert extract_voicemeup_meta(picture(), aggregator=aggregator).is_inbound
