@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from datetime import UTC, datetime
@@ -91,6 +92,7 @@ _MAX_PAUSE = 5.0
 # Streams whose last applied version is kept (~90 bytes each): a service running for days
 # kept one entry per room it ever saw. The others are known by the checkpoint (see apply).
 _VERSIONS_KEPT = 10_000
+_UNKNOWN = sys.maxsize  # the version of a stream no longer remembered (see version_of)
 
 
 class StoreProjection:
@@ -117,6 +119,7 @@ class StoreProjection:
         self._put = self._apply_at_position if self._keeps_position else self._apply
         self.checkpoint = 0
         self._versions: dict[str, int] = {}
+        self._let_go = False  # whether a stream was dropped from _versions (see version_of)
         # Waiters by the position they wait for (a heap): an advance wakes only those it
         # satisfies, so a thousand callers waiting on their own writes cost O(log n) each.
         self._waiters: list[tuple[int, int, anyio.Event]] = []
@@ -191,10 +194,15 @@ class StoreProjection:
             pause = min(pause * 2, _MAX_PAUSE)
 
     def version_of(self, stream: str) -> int:
-        """The last version of ``stream`` applied (0: none yet, or not among the last
-        ``_VERSIONS_KEPT`` streams applied): another process's appends
-        show here before the room's actor sees them."""
-        return self._versions.get(stream, 0)
+        """The last version of ``stream`` applied (0: none yet): another process's appends
+        show here before the room's actor sees them. ``_UNKNOWN`` for one not among the last
+        ``_VERSIONS_KEPT`` streams applied."""
+        known = self._versions.get(stream)
+        if known is not None:
+            return known
+        # Once streams were let go, one not remembered may have records the room's actor has
+        # not seen (another process's): said as unknown, the actor reads its tail first.
+        return _UNKNOWN if self._let_go else 0
 
     def forget_waiters(self) -> None:
         """Drop the waiters and the turnstile of an event loop that ended (their tasks are
@@ -382,6 +390,7 @@ class StoreProjection:
             versions[record.stream] = record.version
             if len(versions) > _VERSIONS_KEPT:
                 del versions[next(iter(versions))]
+                self._let_go = True
         self.checkpoint = checkpoint = max(self.checkpoint, record.position)
         waiters = self._waiters
         # In a rebuild's transaction, they are released once it commits (see rebuild).

@@ -22,6 +22,7 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
+    RoomStatus,
     TextContent,
 )
 from roomkit.core import _store_projection
@@ -311,3 +312,19 @@ async def test_the_read_model_keeps_a_bounded_memory_of_rooms_and_applies_each_r
         assert (await kit.get_room("r0")).event_count == counted
         await kit.process_inbound(text("sms", "still counted"), room_id="r0")
         assert (await kit.get_room("r0")).event_count == counted + 1
+
+
+async def test_a_room_no_longer_remembered_reads_another_process_s_records_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The read model said version 0 for it: a command writing nothing answered from the
+    # room's actor as it was before another process's records (a closed room said active).
+    monkeypatch.setattr(_store_projection, "_VERSIONS_KEPT", 2)
+    async with MemoryEventLog() as log, RoomKit(log=log) as a, RoomKit(log=log) as b:
+        await a.create_room(room_id="r")
+        await b.close_room("r")  # another process's
+        for n in range(3):  # and records of other rooms, which push r out
+            await b.create_room(room_id=f"other-{n}")
+        await a._runtime.projection.wait(await log.last_position())
+        assert "r" not in a._runtime.projection._versions
+        assert (await a.check_room_timers("r")).status == RoomStatus.CLOSED
