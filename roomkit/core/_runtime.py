@@ -358,6 +358,12 @@ class KitRuntime:
         self._asking += 1
         return TakenUp(self, None)
 
+    async def commands_done(self) -> None:
+        """Return once no command is taken up or asked of a room (callers bound the wait)."""
+        while self._asking:
+            done = self._asks_done = anyio.Event()
+            await done.wait()
+
     def _asked(self) -> None:
         """One ask, or command taken up, fewer (see ``_drain``)."""
         self._asking -= 1
@@ -395,9 +401,7 @@ class KitRuntime:
                 # Again at every round: a command in flight as closing began may have had its
                 # append left in doubt since (each room once: its log may still be away).
                 await self._settle_doubts(settled)
-                while self._asking:
-                    done = self._asks_done = anyio.Event()
-                    await done.wait()
+                await self.commands_done()
                 await self.turns.wait_idle()
                 # A turn's own work asked nothing more meanwhile, and no append is in doubt.
                 if not self._asking and not (self._in_doubt - settled):
@@ -700,6 +704,9 @@ class _RuntimePort:
     @property
     def drain_timeout(self) -> float:
         return self._runtime.ask_timeout
+
+    async def commands_done(self) -> None:
+        await self._runtime.commands_done()
 
     def checkpoint(self) -> int:
         return self._runtime.projection.checkpoint

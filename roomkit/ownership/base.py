@@ -75,6 +75,11 @@ class KitPort(Protocol):
         """The log position this process's read model holds."""
         ...
 
+    async def commands_done(self) -> None:
+        """Return once no command runs in this process (its callers' included: a leaving
+        process keeps its leases until then, see ``Placement.leave``)."""
+        ...
+
     @property
     def drain_timeout(self) -> float:
         """How long the kit's close waits for the commands it took (``ask_timeout``): a

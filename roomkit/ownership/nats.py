@@ -408,9 +408,12 @@ class NatsPlacement(Placement):
             # as long as the kit's close waits for its own callers: cut short, a command was
             # recorded and never delivered. Not for ever: a command that never ends (a hook
             # without a timeout) would hold the close.
+            # Its own callers' commands too (new ones are refused, the kit is closing): given
+            # back first, a room was decided elsewhere while one of them still ran here.
             with anyio.move_on_after(max(self._owner.forward_timeout, self._port.drain_timeout)):
                 while self._answering:
                     await asyncio.wait(set(self._answering))
+                await self._port.commands_done()
             for task in self._answering:
                 task.cancel()
         finally:
@@ -575,9 +578,14 @@ class NatsPlacement(Placement):
     async def _after_leaving(self, owner: str, room_id: str, deadline: float) -> str | None:
         """Wait until ``room_id`` is no longer ``owner``'s, who said it is leaving (or until
         ``deadline``); return its owner then (None: this process)."""
-        # Its announcement once it gave the leases back has the table read again at once.
+        # Its announcement once it gave the leases back has the table read again at once,
+        # unless this process is leaving too: it no longer follows the table, and reads it.
         pause = 0.02
         while anyio.current_time() < deadline:
+            if self._left:
+                with contextlib.suppress(TimeoutError, *KV_FAILURES):
+                    left = max(0.1, deadline - anyio.current_time())
+                    self._view = await self._table.read(min(self._owner.connect_timeout, left))
             if owner not in self._view.members or self.owner_of(room_id) != owner:
                 return self.owner_of(room_id)
             await anyio.sleep(min(pause, max(0.0, deadline - anyio.current_time())))
@@ -602,17 +610,19 @@ class NatsPlacement(Placement):
     async def _answer(self, msg: Msg) -> None:
         port = self._port
         reply: dict[str, Any]
-        if self._left:
-            # Taken no more (see leave): its sender waits for the leases given back.
-            with contextlib.suppress(nats.errors.Error):
-                await msg.respond(encode({"leaving": True}))
-            return
         try:
             request = decode(msg.data)
             op = request.get("op") if isinstance(request, dict) else None
             if op not in ("command", "inbound"):
                 raise WireError(f"a request that is not a room command: {request!r}"[:300])
             waiting = decode_chain(request.get("waiting"), port.kit, self._me)
+            if self._left and not any(wait.mark.kit is port.kit for wait in waiting):
+                # Taken no more (see leave): its sender waits for the leases given back.
+                # Unless a decision of this process waits for it: leave() waits for that
+                # decision (and a call back into it is refused at once, as ever).
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.respond(encode({"leaving": True}))
+                return
             commit_only = bool(request["commit_only"])
             if op == "command":
                 outcome = await port.run_command(

@@ -47,6 +47,7 @@ from roomkit import (
     InboundMessage,
     InboundResult,
     InvalidRoomIdError,
+    KitClosedError,
     Observation,
     Participant,
     Room,
@@ -1098,6 +1099,145 @@ async def test_what_a_closing_process_sent_another_is_answered_and_delivered(
                 await b.close()
         assert answers[0].event is not None and answers[0].reason is None
         assert [e.content.body for e in ws.delivered] == ["slow"]  # type: ignore[union-attr]
+
+
+@pytest.mark.nats
+async def test_a_closing_process_keeps_its_rooms_while_its_own_callers_run(
+    nats_server: NatsServer,
+) -> None:
+    # Its leases were given back once other processes' commands were answered: b decided
+    # the room while a's own caller's message was still being decided there.
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, nats_server.url, "b", ran)
+        async with b:
+            await a.__aenter__()
+            try:
+                await even_shares(a, b)
+                room_id = rooms_of(a, 1)[0]
+                await room_with(a, room_id, "sms")
+                answers: list[InboundResult] = []
+
+                async def local_slow() -> None:
+                    answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(local_slow)
+
+                    async def deciding() -> bool:
+                        return ("a", room_id) in ran
+
+                    await eventually(deciding, what="a deciding its caller's message")
+                    tasks.start_soon(a.close)
+
+                    async def leaving() -> bool:
+                        return placement(a)._left
+
+                    await eventually(leaving, what="a leaving")
+                    later = await b.process_inbound(text("sms", "m0"), room_id=room_id)
+            finally:
+                await a.__aexit__(None, None, None)
+            assert answers[0].event is not None and later.event is not None
+            timeline = await b.get_timeline(room_id)
+            bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+            assert bodies == ["slow", "m0"]
+            assert [who for who, room in ran if room == room_id] == ["a", "b"]
+
+
+@pytest.mark.nats
+async def test_a_command_to_a_leaving_process_runs_when_the_sender_leaves_too(
+    nats_server: NatsServer,
+) -> None:
+    # Leaving too, the sender no longer followed the table: it waited for b's leases its
+    # whole forward_timeout, and the message failed.
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, nats_server.url, "b", ran)
+        async with b_to_close(a, b), slow_to_b(a, b) as (slow_room, answers):
+            other = rooms_of(b, 2)[1]
+            await room_with(a, other, "sms")
+
+            async def taken() -> bool:
+                return ("b", slow_room) in ran
+
+            await eventually(taken, what="b took the slow message")
+            late: list[InboundResult | BaseException] = []
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(b.close)
+
+                async def leaving() -> bool:
+                    return placement(b)._left
+
+                await eventually(leaving, what="b leaving")
+
+                async def send() -> None:
+                    try:
+                        late.append(await a.process_inbound(text("sms", "late"), room_id=other))
+                    except KitClosedError as exc:  # run by a, closing by then
+                        late.append(exc)
+
+                tasks.start_soon(send)
+                await anyio.sleep(0.3)  # answered "leaving" by b
+                tasks.start_soon(a.close)
+        assert answers[0].event is not None
+        [outcome] = late
+        assert not (isinstance(outcome, InboundResult) and outcome.reason == "process_timeout")
+
+
+@pytest.mark.nats
+async def test_a_leaving_process_answers_what_its_own_waiting_decision_needs(
+    nats_server: NatsServer,
+) -> None:
+    # b's message to a's room x: x's hook (at a) sends b's room y a message, whose hook
+    # sends a's room z an event. a, closing meanwhile, answered z "leaving" without looking
+    # at what waited for it: b waited for a's leases, a for x's decision, x for b: all held
+    # until forward_timeout.
+    notes: list[str] = []
+    ran: list[tuple[str, str]] = []
+    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, nats_server.url, "b", ran)
+        for kit in (a, b):
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST, name="chain")
+            async def chain(event: RoomEvent, context: RoomContext, kit: RoomKit = kit) -> None:
+                body = event.content.body  # type: ignore[union-attr]
+                if body.startswith("chain:"):
+                    _, y, z = body.split(":")
+                    await kit.process_inbound(text("sms", f"later:{z}"), room_id=y)
+                elif body.startswith("later:"):
+                    await anyio.sleep(1)  # a is leaving by then
+                    await kit.send_event(body[6:], "sms", TextContent(body="call"))
+                    notes.append("sent to z")
+
+        async with b:
+            await a.__aenter__()
+            try:
+                await even_shares(a, b)
+                x, z = rooms_of(a, 2)
+                y = rooms_of(b, 1)[0]
+                for room_id in (x, y, z):
+                    await room_with(b, room_id, "sms")
+                answers: list[InboundResult] = []
+
+                async def send() -> None:
+                    message = text("sms", f"chain:{y}:{z}")
+                    answers.append(await b.process_inbound(message, room_id=x))
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(send)
+
+                    async def at_y() -> bool:
+                        return ("b", y) in ran
+
+                    await eventually(at_y, what="y deciding")
+                    await a.close()
+            finally:
+                await a.__aexit__(None, None, None)
+        assert notes == ["sent to z"]
+        assert answers[0].event is not None and answers[0].reason is None
 
 
 class SlowToIdentify(IdentityResolver):
