@@ -329,14 +329,20 @@ def runs_here(kit: RoomKit, room_id: str) -> bool:
 
 @asynccontextmanager
 async def processes(
-    server: NatsServer, *members: str, lease_ttl: float = LEASE_TTL
+    server: NatsServer,
+    *members: str,
+    lease_ttl: float = LEASE_TTL,
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[tuple[list[RoomKit], list[tuple[str, str]]]]:
-    """Kits named ``members``, started, once each holds its share of the partitions."""
+    """Kits named ``members`` (with ``kit_of``'s ``settings`` of each, by name), started,
+    once each holds its share of the partitions. A test may close them in the block."""
     ran: list[tuple[str, str]] = []
+    given = settings or {}
     async with NatsEventLog(server.url) as log_a, NatsEventLog(server.url) as log_b:
         logs = [log_a, log_b]
         kits = [
-            kit_of(logs[n], server.url, m, ran, lease_ttl=lease_ttl) for n, m in enumerate(members)
+            kit_of(logs[n], server.url, m, ran, lease_ttl=lease_ttl, **given.get(m, {}))
+            for n, m in enumerate(members)
         ]
         async with kits[0], kits[1]:
             await even_shares(*kits)
@@ -1032,6 +1038,42 @@ async def test_a_slow_command_taken_before_a_close_is_answered(nats_server: Nats
         assert answers[0].event is not None and not answers[0].blocked
 
 
+async def until_ran(ran: list[tuple[str, str]], member: str, room_id: str) -> None:
+    """Return once ``member``'s hooks ran for ``room_id`` (it is deciding there)."""
+
+    async def ran_there() -> bool:
+        return (member, room_id) in ran
+
+    await eventually(ran_there, what=f"{member} deciding in {room_id}")
+
+
+async def until_leaving(kit: RoomKit) -> None:
+    """Return once ``kit``'s close began to give its rooms back."""
+
+    async def leaving() -> bool:
+        return placement(kit)._left
+
+    await eventually(leaving, what="the process leaving")
+
+
+@asynccontextmanager
+async def sending(kit: RoomKit, body: str, room_id: str) -> AsyncIterator[list[InboundResult]]:
+    """``kit`` sends ``body`` to ``room_id`` in a task the block ends with: its answer, once
+    the block ended."""
+    answers: list[InboundResult] = []
+
+    async def send() -> None:
+        answers.append(await kit.process_inbound(text("sms", body), room_id=room_id))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(send)
+        yield answers
+
+
+def bodies_of(timeline: list[RoomEvent]) -> list[str]:
+    return [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+
+
 @pytest.mark.nats
 async def test_a_closing_owner_s_room_is_decided_nowhere_else_before_it_gives_it_back(
     nats_server: NatsServer,
@@ -1039,31 +1081,20 @@ async def test_a_closing_owner_s_room_is_decided_nowhere_else_before_it_gives_it
     # b unsubscribed as it began to close, while still deciding what it had taken: a got no
     # responders, took b for gone and decided the room's next messages itself, ahead of the
     # one b was deciding (their hooks ran in both processes at once).
-    ran: list[tuple[str, str]] = []
-    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
-        a = kit_of(log_a, nats_server.url, "a", ran)
-        b = kit_of(log_b, nats_server.url, "b", ran)
-        async with b_to_close(a, b), slow_to_b(a, b) as (room_id, answers):
-
-            async def taken() -> bool:
-                return ("b", room_id) in ran
-
-            await eventually(taken, what="b took the slow message")
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        room_id = rooms_of(b, 1)[0]
+        await room_with(a, room_id, "sms")
+        async with sending(a, "slow", room_id) as answers:
+            await until_ran(ran, "b", room_id)
             async with anyio.create_task_group() as closing:
                 closing.start_soon(b.close)
-
-                async def leaving() -> bool:
-                    return placement(b)._left
-
-                await eventually(leaving, what="b leaving")
+                await until_leaving(b)
                 await anyio.sleep(0.3)  # past the drain of b's requests on their way
                 for n in range(3):
                     result = await a.process_inbound(text("sms", f"m{n}"), room_id=room_id)
                     assert result.event is not None
         assert answers[0].event is not None
-        timeline = await a.get_timeline(room_id)
-        bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
-        assert bodies == ["slow", "m0", "m1", "m2"]
+        assert bodies_of(await a.get_timeline(room_id)) == ["slow", "m0", "m1", "m2"]
 
 
 @pytest.mark.nats
@@ -1074,29 +1105,16 @@ async def test_what_a_closing_process_sent_another_is_answered_and_delivered(
     # and was told process_timeout, though b recorded the message); b, closing, gave up on
     # what it had taken after its forward_timeout, and a message was recorded but never
     # delivered nor had its AFTER_BROADCAST hooks run.
-    ran: list[tuple[str, str]] = []
-    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
-        a = kit_of(log_a, nats_server.url, "a", ran)
-        b = kit_of(log_b, nats_server.url, "b", ran, forward_timeout=1.0)
+    settings = {"b": {"forward_timeout": 1.0}}
+    async with processes(nats_server, "a", "b", settings=settings) as ((a, b), ran):
         ws = b.get_channel("ws")
         assert isinstance(ws, SimpleChannel)
-        async with b_to_close(a, b):
-            room_id = rooms_of(b, 1)[0]
-            await room_with(a, room_id, "sms", "ws")
-            answers: list[InboundResult] = []
-
-            async def send_slow() -> None:
-                answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
-
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(send_slow)
-
-                async def taken() -> bool:
-                    return ("b", room_id) in ran
-
-                await eventually(taken, what="b took the slow message")
-                tasks.start_soon(a.close)
-                await b.close()
+        room_id = rooms_of(b, 1)[0]
+        await room_with(a, room_id, "sms", "ws")
+        async with sending(a, "slow", room_id) as answers, anyio.create_task_group() as tasks:
+            await until_ran(ran, "b", room_id)
+            tasks.start_soon(a.close)
+            await b.close()
         assert answers[0].event is not None and answers[0].reason is None
         assert [e.content.body for e in ws.delivered] == ["slow"]  # type: ignore[union-attr]
 
@@ -1107,42 +1125,17 @@ async def test_a_closing_process_keeps_its_rooms_while_its_own_callers_run(
 ) -> None:
     # Its leases were given back once other processes' commands were answered: b decided
     # the room while a's own caller's message was still being decided there.
-    ran: list[tuple[str, str]] = []
-    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
-        a = kit_of(log_a, nats_server.url, "a", ran)
-        b = kit_of(log_b, nats_server.url, "b", ran)
-        async with b:
-            await a.__aenter__()
-            try:
-                await even_shares(a, b)
-                room_id = rooms_of(a, 1)[0]
-                await room_with(a, room_id, "sms")
-                answers: list[InboundResult] = []
-
-                async def local_slow() -> None:
-                    answers.append(await a.process_inbound(text("sms", "slow"), room_id=room_id))
-
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(local_slow)
-
-                    async def deciding() -> bool:
-                        return ("a", room_id) in ran
-
-                    await eventually(deciding, what="a deciding its caller's message")
-                    tasks.start_soon(a.close)
-
-                    async def leaving() -> bool:
-                        return placement(a)._left
-
-                    await eventually(leaving, what="a leaving")
-                    later = await b.process_inbound(text("sms", "m0"), room_id=room_id)
-            finally:
-                await a.__aexit__(None, None, None)
-            assert answers[0].event is not None and later.event is not None
-            timeline = await b.get_timeline(room_id)
-            bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
-            assert bodies == ["slow", "m0"]
-            assert [who for who, room in ran if room == room_id] == ["a", "b"]
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        room_id = rooms_of(a, 1)[0]
+        await room_with(a, room_id, "sms")
+        async with sending(a, "slow", room_id) as answers, anyio.create_task_group() as tasks:
+            await until_ran(ran, "a", room_id)
+            tasks.start_soon(a.close)
+            await until_leaving(a)
+            later = await b.process_inbound(text("sms", "m0"), room_id=room_id)
+        assert answers[0].event is not None and later.event is not None
+        assert bodies_of(await b.get_timeline(room_id)) == ["slow", "m0"]
+        assert [who for who, room in ran if room == room_id] == ["a", "b"]
 
 
 @pytest.mark.nats
@@ -1151,26 +1144,16 @@ async def test_a_command_to_a_leaving_process_runs_when_the_sender_leaves_too(
 ) -> None:
     # Leaving too, the sender no longer followed the table: it waited for b's leases its
     # whole forward_timeout, and the message failed.
-    ran: list[tuple[str, str]] = []
-    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
-        a = kit_of(log_a, nats_server.url, "a", ran)
-        b = kit_of(log_b, nats_server.url, "b", ran)
-        async with b_to_close(a, b), slow_to_b(a, b) as (slow_room, answers):
-            other = rooms_of(b, 2)[1]
-            await room_with(a, other, "sms")
-
-            async def taken() -> bool:
-                return ("b", slow_room) in ran
-
-            await eventually(taken, what="b took the slow message")
-            late: list[InboundResult | BaseException] = []
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        slow_room, other = rooms_of(b, 2)
+        for room_id in (slow_room, other):
+            await room_with(a, room_id, "sms")
+        late: list[InboundResult | BaseException] = []
+        async with sending(a, "slow", slow_room) as answers:
+            await until_ran(ran, "b", slow_room)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(b.close)
-
-                async def leaving() -> bool:
-                    return placement(b)._left
-
-                await eventually(leaving, what="b leaving")
+                await until_leaving(b)
 
                 async def send() -> None:
                     try:
@@ -1195,10 +1178,7 @@ async def test_a_leaving_process_answers_what_its_own_waiting_decision_needs(
     # at what waited for it: b waited for a's leases, a for x's decision, x for b: all held
     # until forward_timeout.
     notes: list[str] = []
-    ran: list[tuple[str, str]] = []
-    async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
-        a = kit_of(log_a, nats_server.url, "a", ran)
-        b = kit_of(log_b, nats_server.url, "b", ran)
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
         for kit in (a, b):
 
             @kit.hook(HookTrigger.BEFORE_BROADCAST, name="chain")
@@ -1212,30 +1192,13 @@ async def test_a_leaving_process_answers_what_its_own_waiting_decision_needs(
                     await kit.send_event(body[6:], "sms", TextContent(body="call"))
                     notes.append("sent to z")
 
-        async with b:
-            await a.__aenter__()
-            try:
-                await even_shares(a, b)
-                x, z = rooms_of(a, 2)
-                y = rooms_of(b, 1)[0]
-                for room_id in (x, y, z):
-                    await room_with(b, room_id, "sms")
-                answers: list[InboundResult] = []
-
-                async def send() -> None:
-                    message = text("sms", f"chain:{y}:{z}")
-                    answers.append(await b.process_inbound(message, room_id=x))
-
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(send)
-
-                    async def at_y() -> bool:
-                        return ("b", y) in ran
-
-                    await eventually(at_y, what="y deciding")
-                    await a.close()
-            finally:
-                await a.__aexit__(None, None, None)
+        x, z = rooms_of(a, 2)
+        y = rooms_of(b, 1)[0]
+        for room_id in (x, y, z):
+            await room_with(b, room_id, "sms")
+        async with sending(b, f"chain:{y}:{z}", x) as answers:
+            await until_ran(ran, "b", y)
+            await a.close()
         assert notes == ["sent to z"]
         assert answers[0].event is not None and answers[0].reason is None
 
