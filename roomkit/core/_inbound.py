@@ -64,10 +64,6 @@ class _StatusSource(NamedTuple):
     direction: ChannelDirection = ChannelDirection.OUTBOUND
 
 
-class _Sourced(NamedTuple):
-    source: _StatusSource
-
-
 # What process_webhook uses of a webhook meta (WebhookMeta, or an object shaped like it).
 _WEBHOOK_META = ("is_inbound", "is_status", "to_inbound", "to_status")
 
@@ -675,7 +671,7 @@ class InboundMixin(HelpersMixin):
         source = _StatusSource(channel_id, channel.channel_type if channel is not None else None)
         # Each hook was given every status, whatever channel its filters named.
         errors = await self._hook_engine.run_async_hooks(
-            "", HookTrigger.ON_DELIVERY_STATUS, status, None, filter_on=_Sourced(source)
+            "", HookTrigger.ON_DELIVERY_STATUS, status, None, source=source
         )
         await self._report_async_hook_errors("", errors, None)
 

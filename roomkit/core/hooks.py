@@ -227,9 +227,10 @@ class IdentityHookRegistration:
 
 
 class _Sourced(NamedTuple):
-    """What a lifecycle event's source is, for ``HookEngine.filter_mismatch``."""
+    """An object with a ``source``, for the channel filters: a lifecycle event's (see
+    ``HookEngine.filter_mismatch``), or one given to ``run_async_hooks``."""
 
-    source: EventSource = _SYSTEM_SOURCE
+    source: Any = _SYSTEM_SOURCE  # an EventSource, or what has its filtered fields
 
 
 @dataclass(slots=True)
@@ -538,19 +539,19 @@ class HookEngine:
         context: Any,
         *,
         skip_event_filter: bool = False,
-        filter_on: Any = None,
+        source: Any = None,
     ) -> list[HookError]:
         """Run every ASYNC hook of ``trigger`` concurrently, each under its own timeout.
 
         Errors and timeouts are logged (logger ``roomkit.hooks``) and never raised; they are
         returned so the caller can fire ON_ERROR. Returns when every hook has finished.
-        ``filter_on``: what the channel filters look at the ``source`` of, when not ``event``
+        ``source``: what the channel filters match, when not ``event.source``
         (a delivery status has none of its own).
 
         Returns:
             One `HookError` per failed hook, in registration order (empty if all succeeded).
         """
-        filtered = event if filter_on is None else filter_on
+        filtered = event if source is None else _Sourced(source)
         hooks = self._matching(room_id, trigger, HookExecution.ASYNC, filtered, skip_event_filter)
         if not hooks:
             return []
