@@ -378,6 +378,11 @@ async def slow_to_b(a: RoomKit, b: RoomKit) -> AsyncIterator[tuple[str, list[Inb
         yield room_id, answers
 
 
+def bodies_of(timeline: list[RoomEvent]) -> list[str]:
+    """The messages' texts in ``timeline``."""
+    return [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+
+
 def rooms_of(kit: RoomKit, count: int) -> list[str]:
     """``count`` room ids in partitions ``kit`` holds."""
     held = placement(kit).held
@@ -785,8 +790,7 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
         assert placement(a).members == {"a"}
         for room_id in rooms:
             await a.process_inbound(text("sms", "after", sender=room_id), room_id=room_id)
-            timeline = await a.get_timeline(room_id)
-            bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+            bodies = bodies_of(await a.get_timeline(room_id))
             expected = ["to the victim", "right away", "after"] if room_id == first else None
             assert bodies == (expected or ["to the victim", "after"])
 
@@ -851,8 +855,7 @@ async def test_inbound_messages_from_nats_are_recorded_by_their_room_s_owner(
             await eventually(all_recorded, timeout=30, what="every message recorded")
         assert all(ingress.stats.recorded for ingress in ingresses)  # both took some
         for room_id in rooms:
-            timeline = await b.get_timeline(room_id, limit=100)
-            bodies = [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
+            bodies = bodies_of(await b.get_timeline(room_id, limit=100))
             assert sorted(bodies) == [f"#{n}" for n in range(10)]
             owner = "a" if room_id in rooms[:3] else "b"
             assert ran.count((owner, room_id)) == 10 and len(set(ran)) == len(rooms)
@@ -961,8 +964,7 @@ async def test_a_call_back_into_a_deciding_room_of_another_process_is_refused_at
         member, room_id, error = notes[0]
         assert (member, room_id) == ("b", y)
         assert f"room {x} cannot take a command from another room's decision" in error
-        bodies = [e.content.body for e in await a.get_timeline(y) if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
-        assert bodies == [f"back:{x}"]
+        assert bodies_of(await a.get_timeline(y)) == [f"back:{x}"]
 
 
 @pytest.mark.nats
@@ -1068,10 +1070,6 @@ async def sending(kit: RoomKit, body: str, room_id: str) -> AsyncIterator[list[I
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(send)
         yield answers
-
-
-def bodies_of(timeline: list[RoomEvent]) -> list[str]:
-    return [e.content.body for e in timeline if e.type == EventType.MESSAGE]  # type: ignore[union-attr]
 
 
 @pytest.mark.nats
