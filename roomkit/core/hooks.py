@@ -19,7 +19,7 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Container
+from collections.abc import Awaitable, Callable, Collection, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -187,19 +187,28 @@ def check_filters(
 
     Raises:
         TypeError: one is a str or bytes: ``"sms" in "sms-vip"`` would match by substring
-            (a hook meant for channel "sms-vip" ran for "sms"); or not a collection at all
-            (``channel_ids=5`` was taken, then every message of every room failed on it).
+            (a hook meant for channel "sms-vip" ran for "sms"); an iterator, which ``in``
+            consumes (the hook ran for the first message only); or something ``in`` cannot
+            ask at all (``channel_ids=5`` was taken, then every message of every room failed
+            on it).
     """
     for name, value in (
         ("channel_types", channel_types),
         ("channel_ids", channel_ids),
         ("directions", directions),
     ):
-        # Matched with ``in`` only: anything that answers it will do (a prefix matcher).
-        if value is not None and (
-            isinstance(value, str | bytes) or not isinstance(value, Container)
-        ):
+        if value is not None and not _answers_in(value):
             raise TypeError(f"{what} {name} must be a collection, got {value!r}")
+
+
+def _answers_in(value: object) -> bool:
+    """Whether ``in`` can ask ``value`` again and again, as it asks a hook's filter at every
+    event. Filters are matched with ``in`` only, so anything that answers it will do: a
+    prefix matcher, or a class with only ``__iter__`` or ``__getitem__`` (which ``in`` falls
+    back to)."""
+    if isinstance(value, str | bytes | bytearray | Iterator):
+        return False
+    return isinstance(value, Container | Iterable) or hasattr(type(value), "__getitem__")
 
 
 @dataclass(frozen=True, slots=True)

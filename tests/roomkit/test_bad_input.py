@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -550,11 +550,42 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
     # A room hook for room None was a global hook that remove_room_hook could not remove.
     with pytest.raises(InvalidRoomIdError):
         kit.add_room_hook(None, HookTrigger.BEFORE_BROADCAST, HookExecution.SYNC, allow)  # type: ignore[arg-type]
-    # What answers ``in`` will do (a prefix matcher): the filters are asked with it only.
-    kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=_Prefix("sms"))(allow)  # type: ignore[arg-type]
+    # What answers ``in`` will do (a prefix matcher; a class ``in`` asks through its
+    # ``__iter__`` or ``__getitem__``): the filters are asked with it only.
+    ran: list[str] = []
+
+    def seen(label: str) -> Callable[[RoomEvent, RoomContext], Awaitable[HookResult]]:
+        async def hook(event: RoomEvent, context: RoomContext) -> HookResult:
+            ran.append(label)
+            return HookResult.allow()
+
+        return hook
+
+    kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=_Prefix("sms"))(seen("prefix"))  # type: ignore[arg-type]
+    kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=_Iterated("sms"))(seen("iter"))  # type: ignore[arg-type]
+    kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=_Indexed("sms"))(seen("getitem"))  # type: ignore[arg-type]
+    kit.hook(HookTrigger.BEFORE_BROADCAST, channel_ids=_Iterated("email"))(seen("other"))  # type: ignore[arg-type]
     kit.hook(HookTrigger.BEFORE_BROADCAST, priority=2.5)(allow)  # any number sorts
     kit.hook(HookTrigger.BEFORE_BROADCAST, priority=Decimal("1.5"))(allow)  # type: ignore[arg-type]
-    assert not (await kit.process_inbound(text("sms", "hi"), room_id="r1")).blocked
+    for body in ("hi", "again"):  # asked again at every message
+        assert not (await kit.process_inbound(text("sms", body), room_id="r1")).blocked
+    assert sorted(ran) == sorted(["prefix", "iter", "getitem"] * 2)
+
+
+class _Iterated:
+    def __init__(self, *ids: str) -> None:
+        self.ids = ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+
+class _Indexed:
+    def __init__(self, *ids: str) -> None:
+        self.ids = ids
+
+    def __getitem__(self, index: int) -> str:
+        return self.ids[index]
 
 
 async def test_a_room_whose_log_cannot_be_read_says_so_and_the_kit_goes_on() -> None:
