@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -88,11 +89,11 @@ _REPLACED_IN_KEY = re.compile(rb'\xef\xbf\xbd(?:[^"\\]|\\.)*":')
 
 
 def _surrogate_key(value: object) -> str | None:
-    """A dict key with a lone surrogate somewhere in ``value`` (a model, dict or list), or
-    None."""
+    """A dict key with a lone surrogate somewhere in ``value`` (a model, a mapping, a
+    collection pydantic writes as a list, a dataclass), or None."""
     if isinstance(value, BaseModel):
         return next(filter(None, map(_surrogate_key, value.__dict__.values())), None)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, str) and not key.isascii():
                 try:
@@ -103,7 +104,8 @@ def _surrogate_key(value: object) -> str | None:
             if found is not None:
                 return found
         return None
-    if isinstance(value, list | tuple):
+    if isinstance(value, Collection) and not isinstance(value, str | bytes | bytearray):
+        # A list, tuple, set, deque ...: each written as a JSON list.
         return next(filter(None, map(_surrogate_key, value)), None)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = (getattr(value, field.name) for field in dataclasses.fields(value))

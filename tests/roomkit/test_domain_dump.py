@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -705,17 +706,27 @@ class _Scores:
 class _Scored(BaseModel):
     scores: _Scores
     metadata: dict[str, Any] = Field(default_factory=dict)
+    rounds: deque[dict[str, int]] = Field(default_factory=deque)
+    tags: frozenset[str] = frozenset()
 
 
 def test_a_key_with_a_lone_surrogate_is_refused_wherever_it_is() -> None:
     # pydantic writes such a key as U+FFFD: two of them were one, a value lost. In a
-    # dataclass too (a74c9d0 looked into models, dicts and lists only).
+    # dataclass too (a74c9d0 looked into models, dicts and lists only), and in any collection
+    # pydantic writes as a list (a deque, a set).
     for model in (
         _Scored(scores=_Scores({"\ud800": 1, "b": 2})),
         _Scored(scores=_Scores({}), metadata={"a": [{"\udc00": 1}]}),
+        _Scored(scores=_Scores({}), rounds=deque([{"\ud800a": 1, "b": 2}])),
+        _Scored(scores=_Scores({}), metadata={"a": deque([{"\udc00": 1}])}),
     ):
         with pytest.raises(EventRefusedError, match="lone surrogate|surrogates not allowed"):
             dump(model)
     # U+FFFD itself is text like any other, in a value or in a key.
-    kept = _Scored(scores=_Scores({"\ufffd": 1}), metadata={"body": "caf\ufffd"})
+    kept = _Scored(
+        scores=_Scores({"\ufffd": 1}),
+        metadata={"body": "caf\ufffd"},
+        rounds=deque([{"\ufffd": 1}]),
+        tags=frozenset({"\ufffd"}),
+    )
     assert load(_Scored, dump(model=kept)) == kept
