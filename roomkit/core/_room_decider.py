@@ -851,9 +851,17 @@ def _as_models(given: Any, read: Any) -> Any:
     if isinstance(read, BaseModel):
         if not isinstance(given, type(read)):
             return read  # a dict, or another model
+        values = read.__dict__
+        if type(given) is not type(read):
+            # An app's own subclass, whose fields may type as its models what the class the
+            # log is read as holds as plain JSON: those it holds, as its own class reads them
+            # (the fields it does not hold are the app's, kept as given).
+            own = _read_as(type(given), read)
+            if own is not None:
+                values = {name: own.__dict__[name] for name in values}
         fields = given.__dict__
         changed = {}
-        for name, value in read.__dict__.items():
+        for name, value in values.items():
             if name in fields:
                 mine = _as_models(fields[name], value)
                 if mine is not fields[name]:
@@ -869,21 +877,20 @@ def _as_models(given: Any, read: Any) -> Any:
         return given if same else values
     if type(given) is type(read) and given == read:
         return given
-    if isinstance(given, BaseModel) and _writes(given, read):
-        # An app's model in a field its own subclass types so, which the log reads back as
-        # plain JSON (the field of the class read back is a dict): kept, as it writes that.
-        return given
+    # Anything else goes on as it reads back: an app's model in a field its class does not
+    # type so (``metadata: dict[str, Any]``) is the dict the log reads back.
     return read
 
 
-def _writes(model: BaseModel, read: Any) -> bool:
-    """Whether ``read`` (the read-back of ``model``'s JSON, which leaves out the fields at
-    their defaults) reads back as ``model`` again."""
+def _read_as(own: type[BaseModel], read: BaseModel) -> BaseModel | None:
+    """``read`` (what the log reads back of an app's model, as the class it is stored as)
+    read again as the app's own class ``own``; None if it does not read as that."""
     try:
-        # As JSON, which the log holds: a strict model takes a time as text only there.
-        return bool(type(model).model_validate_json(pydantic_core.to_json(read)) == model)
-    except Exception:  # not the model's fields: what was read back stands
-        return False
+        # As JSON, which the log holds: a strict model takes a time as text only there. By
+        # name: the log writes a field by its name, not by its alias.
+        return own.model_validate_json(pydantic_core.to_json(read), by_name=True)
+    except Exception:  # not the class's fields: what was read back stands
+        return None
 
 
 def validated_event(event: RoomEvent) -> RoomEvent:

@@ -1172,6 +1172,45 @@ async def test_a_hook_s_replacement_keeps_the_app_s_own_models_in_its_fields(
     assert logged.metadata == {"ticket": "T-42", "due": "2026-01-02T00:00:00Z"}
 
 
+class _AliasedTicket(pydantic.BaseModel):
+    ticket_id: str = pydantic.Field(alias="ticketId")
+
+
+class _AliasedTicketEvent(RoomEvent):
+    metadata: _AliasedTicket  # type: ignore[assignment]
+
+
+class _AliasedTickets(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        ticket = _AliasedTicket(ticketId="T-7")
+        return _AliasedTicketEvent(**{**dict(event), "metadata": ticket})
+
+
+async def test_a_model_with_an_alias_is_kept_where_the_app_s_class_types_it(kit: RoomKit) -> None:
+    # The log writes its fields by name; read back by alias only, it was sent on as a dict.
+    sent = await _sent_as_a_hook_replaced_it(kit, _AliasedTickets("app"), {"status": "delivered"})
+    assert isinstance(sent, _AliasedTicketEvent)
+    assert sent.metadata == _AliasedTicket(ticketId="T-7")
+
+
+class _Order(pydantic.BaseModel):
+    id: int
+
+
+async def test_a_model_where_the_event_types_a_dict_goes_on_as_the_log_reads_it(
+    kit: RoomKit,
+) -> None:
+    # RoomEvent.metadata is a dict of anything: a model a hook put in it is logged as a dict,
+    # and the channels get that dict, as the timeline has it (they got the model object, which
+    # json.dumps refused, since 0c3885b).
+    update = {"metadata": {"order": _Order(id=7)}}
+    sent = await _sent_as_a_hook_replaced_it(kit, SimpleChannel("sms"), update)
+    assert sent.metadata == {"order": {"id": 7}}
+    [logged] = [e for e in await kit.get_timeline("r1") if e.type == "message"]
+    assert logged.metadata == sent.metadata
+
+
 class _AppEvent(RoomEvent):
     """An app's own event class, with a field the log does not keep."""
 
