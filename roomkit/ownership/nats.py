@@ -394,7 +394,10 @@ class NatsPlacement(Placement):
     async def leave(self) -> None:
         if self._left:
             return
-        self._left = True  # what this process is asked from now on runs here
+        # From now on what others ask is answered "leaving" (see _answer). What this process
+        # still sends (its callers' commands, their hooks') goes on to the rooms' owners: run
+        # here, a room another process holds was decided in both at once.
+        self._left = True
         try:
             changes, self._changes = self._changes, None
             if changes is not None:
@@ -443,7 +446,7 @@ class NatsPlacement(Placement):
     # -- sending -----------------------------------------------------------------------------
 
     async def forward_command(self, room_id: str, command: object, settle: bool) -> Outcome | None:
-        owner = self.owner_of(room_id) if not self._left else None
+        owner = self.owner_of(room_id)
         if owner is None:
             return None
         # Held until answered: a link coming back here is this very wait (see _chain).
@@ -478,7 +481,7 @@ class NatsPlacement(Placement):
     async def forward_inbound(
         self, message: InboundMessage, room_id: str, waiting: tuple[DecisionWait, ...]
     ) -> InboundResult | None:
-        owner = self.owner_of(room_id) if not self._left else None
+        owner = self.owner_of(room_id)
         if owner is None:
             return None
         request = {

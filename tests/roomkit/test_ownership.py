@@ -1137,6 +1137,35 @@ async def test_a_closing_process_keeps_its_rooms_while_its_own_callers_run(
 
 
 @pytest.mark.nats
+async def test_a_closing_process_sends_on_what_its_callers_send_to_others_rooms(
+    nats_server: NatsServer,
+) -> None:
+    # Leaving, a no longer sent on: its caller's hook's message to b's room was decided at a
+    # while b decided that room's earlier message. Both ran the room's hooks at once, and the
+    # later message was recorded first.
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        mine, theirs = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
+        for room_id in (mine, theirs):
+            await room_with(a, room_id, "sms")
+
+        @a.hook(HookTrigger.BEFORE_BROADCAST)
+        async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+            if isinstance(event.content, TextContent) and event.content.body == "relay":
+                await until_leaving(a)
+                await a.process_inbound(text("sms", "inner"), room_id=theirs)
+            return HookResult.allow()
+
+        async with sending(b, "slow", theirs) as slow:
+            await until_ran(ran, "b", theirs)
+            async with sending(a, "relay", mine) as relayed:
+                await until_ran(ran, "a", mine)
+                await a.close()
+        assert slow[0].event is not None and relayed[0].event is not None
+        assert bodies_of(await b.get_timeline(theirs)) == ["slow", "inner"]
+        assert [who for who, room in ran if room == theirs] == ["b", "b"]
+
+
+@pytest.mark.nats
 async def test_a_command_to_a_leaving_process_runs_when_the_sender_leaves_too(
     nats_server: NatsServer,
 ) -> None:
