@@ -136,6 +136,11 @@ class RoomLifecycleMixin(HelpersMixin):
 
     async def check_room_timers(self, room_id: str) -> Room:
         """Pause or close the room if its inactivity timers have run out; return the room."""
+        room, _ = await self._check_timers(room_id)
+        return room
+
+    async def _check_timers(self, room_id: str) -> tuple[Room, bool]:
+        """``check_room_timers``, and whether this very check changed the room's status."""
         outcome = await self._command(room_id, CheckTimers(utcnow()))
         room, changed = outcome.value
         if changed == RoomStatus.CLOSED:
@@ -147,7 +152,7 @@ class RoomLifecycleMixin(HelpersMixin):
                 "room_paused", room_id=room_id, data={"reason": "timer"}
             )
         result: Room = handed_out(room)
-        return result
+        return result, changed is not None
 
     async def check_all_timers(self) -> list[Room]:
         """Check the timers of every ACTIVE and PAUSED room; return those whose status changed.
@@ -167,7 +172,7 @@ class RoomLifecycleMixin(HelpersMixin):
                 if timer_change(room, utcnow()) is None:
                     continue  # not due by the read model, so not due (see roomkit.core._timers)
                 try:
-                    after = await self.check_room_timers(room.id)
+                    after, changed_here = await self._check_timers(room.id)
                 except (KitClosedError, LogUnavailableError):
                     raise  # the kit or its log, not this room: the others would fail too
                 except Exception as exc:  # this room's, whatever it is: the others go on
@@ -178,7 +183,9 @@ class RoomLifecycleMixin(HelpersMixin):
                         exc_info=not isinstance(exc, RoomKitError),
                     )
                     continue
-                if after.status != room.status:
+                # Changed by this check: one that ran at the same time (another sweep, another
+                # process's) changed it otherwise, and the app told its customers then.
+                if changed_here:
                     changed.append(after)
         return changed
 

@@ -19,6 +19,7 @@ from roomkit import (
     LogUnavailableError,
     RateLimit,
     RetryPolicy,
+    Room,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -214,6 +215,30 @@ async def test_a_timer_sweep_wakes_only_the_rooms_whose_timers_are_due(
         assert [(r.id, r.status) for r in changed] == [("r2", RoomStatus.PAUSED)]
         assert system.active_keys(ROOM) == ["r2"]
         assert await kit.check_all_timers() == []  # paused: nothing more to do
+
+
+async def test_two_sweeps_at_once_each_return_only_the_rooms_they_changed(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # Each returned every room due when it began, changed by the other one or not: an app
+    # telling its customers from what a sweep returns told them twice.
+    async with make_kit() as kit:
+        long_ago = datetime.now(UTC) - timedelta(hours=2)
+        timers = RoomTimers(inactive_after_seconds=3_600, last_activity_at=long_ago)
+        for n in range(6):
+            room = await kit.create_room(room_id=f"r{n}")
+            await kit.store.update_room(room.model_copy(update={"timers": timers}))
+        sweeps: list[list[Room]] = []
+
+        async def sweep() -> None:
+            sweeps.append(await kit.check_all_timers())
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sweep)
+            tasks.start_soon(sweep)
+        changed = sorted(room.id for rooms in sweeps for room in rooms)
+        assert changed == [f"r{n}" for n in range(6)]
+        assert {room.status for rooms in sweeps for room in rooms} == {RoomStatus.PAUSED}
 
 
 async def test_idle_rooms_passivate_by_themselves(make_kit: Callable[..., RoomKit]) -> None:
