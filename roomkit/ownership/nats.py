@@ -434,12 +434,22 @@ class NatsPlacement(Placement):
                 self._held.clear()
             serving, self._serving = self._serving, None
             if serving is not None:
-                with contextlib.suppress(nats.errors.Error):
-                    await serving.unsubscribe()
-            # This process's own commands sent to another before it left are answered first.
+                # Drained, not unsubscribed: the requests it received and had not taken yet
+                # are answered too ("leaving"). Unsubscribing dropped them, and their senders
+                # waited forward_timeout to say process_timeout.
+                with (
+                    contextlib.suppress(nats.errors.Error),
+                    anyio.move_on_after(self._owner.connect_timeout),
+                ):
+                    await serving.drain()  # type: ignore[no-untyped-call]
+            # This process's own commands sent to another before it left are answered first;
+            # the answers it is still giving are given before its connection closes.
             with anyio.move_on_after(self._owner.forward_timeout):
-                while self._sending:
-                    await self._sent.wait()
+                while self._sending or self._answering:
+                    if self._answering:
+                        await asyncio.wait(set(self._answering))
+                    else:
+                        await self._sent.wait()
             if self._own:
                 await close_quietly(self._nc)
 

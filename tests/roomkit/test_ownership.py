@@ -25,6 +25,7 @@ import anyio
 import nats
 import nats.errors
 import pytest
+from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from eventlog.nats import NatsEventLog
@@ -1163,6 +1164,42 @@ async def test_a_closing_process_sends_on_what_its_callers_send_to_others_rooms(
         assert slow[0].event is not None and relayed[0].event is not None
         assert bodies_of(await b.get_timeline(theirs)) == ["slow", "inner"]
         assert [who for who, room in ran if room == theirs] == ["b", "b"]
+
+
+@pytest.mark.nats
+async def test_a_request_a_closing_process_had_not_taken_yet_is_answered(
+    nats_server: NatsServer,
+) -> None:
+    # Unsubscribing as it closed dropped a request its subscription held and had not yet
+    # taken: its sender waited its whole forward_timeout and said process_timeout.
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        room_id = rooms_of(a, 1)[0]
+        await room_with(b, room_id, "sms")
+        leaving = placement(a)
+        serving = leaving._serving
+        assert serving is not None
+        take, arrived, gate = serving._cb, anyio.Event(), anyio.Event()
+        assert take is not None
+
+        async def held(msg: Msg) -> None:  # taken once a gave its leases back
+            arrived.set()
+            await gate.wait()
+            await take(msg)
+
+        serving._cb = held
+        async with sending(b, "late", room_id) as answers, anyio.create_task_group() as tasks:
+            await arrived.wait()
+            tasks.start_soon(a.close)
+
+            async def given_back() -> bool:
+                return leaving._released
+
+            await eventually(given_back, what="a giving its leases back")
+            gate.set()
+        [answer] = answers
+        assert answer.event is not None, answer.reason
+        assert bodies_of(await b.get_timeline(room_id)) == ["late"]
+        assert ran == [("b", room_id)]
 
 
 @pytest.mark.nats
