@@ -381,9 +381,11 @@ class VoiceMeUpMMSAggregator:
             )
 
     def clear(self) -> None:
-        """Forget every held or released part, and the merged MMS remembered."""
+        """Forget every held or released part (one being handed on too), and the merged MMS
+        remembered."""
         self._held.clear()
         self._released.clear()
+        self._handing.clear()
         self._merged_parts.clear()
 
     def _expire(self, now: float) -> None:

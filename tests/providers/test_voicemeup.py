@@ -653,6 +653,29 @@ class TestMMSAggregator:
                 tg.start_soon(aggregator.flush_expired, _now() + 1)
         assert sorted(handed) == ["990000", "990001"]
 
+    async def test_clear_forgets_a_part_whose_handing_on_was_cut_short(self) -> None:
+        # Its flush cancelled in on_timeout, a part stayed among those being handed on:
+        # clear() kept it, and run() handed it on again as it stopped.
+        handed: list[str | None] = []
+
+        async def slow(meta: WebhookMeta) -> None:
+            handed.append(meta.message_id)
+            if len(handed) == 1:
+                await anyio.sleep(10)  # cut short by the flush's caller
+
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0.01, on_timeout=slow)
+        aggregator.expired()  # drained from now on: parts are held
+        assert extract_voicemeup_meta(picture(), aggregator=aggregator).pending
+        with anyio.move_on_after(0.1):
+            await aggregator.flush_expired(_now() + 1)
+        assert handed == ["990002"]
+        aggregator.clear()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await tg.start(aggregator.run, 0.02)
+                tg.cancel_scope.cancel()
+        assert handed == ["990002"]
+
     def test_disabled_with_zero_timeout(self) -> None:
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0)
         assert extract_voicemeup_meta(picture(), aggregator=aggregator).is_inbound
