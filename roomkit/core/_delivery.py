@@ -236,16 +236,27 @@ class RoomDelivery:
             )
             try:
                 await services.hooks.run_async_hooks(
-                    self._room_id, HookTrigger.ON_ERROR, event, context
+                    self._room_id,
+                    HookTrigger.ON_ERROR,
+                    event,
+                    context,
+                    ceiling=self._hook_ceiling(),
                 )
             except Exception:
                 logger.exception("room %s: ON_ERROR hooks failed", self._room_id)
 
     async def _lifecycle(self, work: RunLifecycle, context: RoomContext) -> None:
         errors = await self._services.hooks.run_async_hooks(
-            self._room_id, work.trigger, work.event, context
+            self._room_id, work.trigger, work.event, context, ceiling=self._hook_ceiling()
         )
         await self._report_hook_errors(errors, context)
+
+    def _hook_ceiling(self) -> float | None:
+        """The longest an async hook run here may take: the kit's ``process_timeout``, as a
+        channel's ``on_event`` or ``deliver`` (0.3.0 cut them all at it). A hook with a
+        longer timeout, or none, held every later delivery of its room for as long, or for
+        good."""
+        return self._services.router().call_timeout
 
     async def _deliver(self, work: Deliver, context: RoomContext) -> None:
         services = self._services
@@ -338,7 +349,11 @@ class RoomDelivery:
             self._now.append(DeliveryJob(after, context))
             return
         errors = await services.hooks.run_async_hooks(
-            self._room_id, HookTrigger.AFTER_BROADCAST, event, context
+            self._room_id,
+            HookTrigger.AFTER_BROADCAST,
+            event,
+            context,
+            ceiling=self._hook_ceiling(),
         )
         await self._report_hook_errors(errors, context)
 

@@ -233,6 +233,8 @@ class EventRouter:
         self._channels = channels
         self._unregistered: set[str] = set()  # bound channels found unregistered: warned of
         self._call_timeout = check_seconds("call_timeout", call_timeout, none=True)
+        # The bound of the work the room's delivery worker waits for: its async hooks too.
+        self.call_timeout = self._call_timeout
         if self._call_timeout is not None and not self._call_timeout > 0:
             raise ValueError(f"call_timeout must be positive or None, got {call_timeout!r}")
         self._transcoder = transcoder if transcoder is not None else DefaultContentTranscoder()

@@ -549,13 +549,15 @@ class HookEngine:
         *,
         skip_event_filter: bool = False,
         source: Any = None,
+        ceiling: float | None = None,
     ) -> list[HookError]:
         """Run every ASYNC hook of ``trigger`` concurrently, each under its own timeout.
 
         Errors and timeouts are logged (logger ``roomkit.hooks``) and never raised; they are
         returned so the caller can fire ON_ERROR. Returns when every hook has finished.
         ``source``: what the channel filters match, when not ``event.source``
-        (a delivery status has none of its own).
+        (a delivery status has none of its own). ``ceiling``: the longest any of them may
+        take, whatever its own timeout (None: its own).
 
         Returns:
             One `HookError` per failed hook, in registration order (empty if all succeeded).
@@ -567,15 +569,18 @@ class HookEngine:
         errors: list[HookError | None] = [None] * len(hooks)
         await concurrently(
             [
-                functools.partial(_run_async_one, reg, event, context, errors, slot)
+                functools.partial(_run_async_one, reg, event, context, errors, slot, ceiling)
                 for slot, reg in enumerate(hooks)
             ]
         )
         return [e for e in errors if e is not None]
 
 
-async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) -> Any:
-    """Await the hook under its timeout; `HookTimeoutError` if it did not finish in time."""
+async def _call_with_timeout(
+    reg: HookRegistration, event: Any, context: Any, ceiling: float | None = None
+) -> Any:
+    """Await the hook under its timeout (or ``ceiling``, if shorter); `HookTimeoutError` if it
+    did not finish in time."""
     awaitable = reg.fn(event, context)
     if not inspect.isawaitable(awaitable):
         # A plain function has done its work: what it returned is its result. (RoomKit 0.3.0
@@ -584,10 +589,13 @@ async def _call_with_timeout(reg: HookRegistration, event: Any, context: Any) ->
         return awaitable
     # TimedOut, not TimeoutError: a TimeoutError raised by the hook's own I/O must not be
     # reported as the hook's timeout.
+    seconds = reg.timeout
+    if ceiling is not None and (seconds is None or ceiling < seconds):
+        seconds = ceiling
     try:
-        return await bounded(awaitable, reg.timeout)
+        return await bounded(awaitable, seconds)
     except TimedOut:
-        raise HookTimeoutError(reg.name, reg.timeout or math.inf) from None
+        raise HookTimeoutError(reg.name, seconds or math.inf) from None
     except Exception:
         raise  # the hook's failure, reported as it is
     except BaseException as exc:
@@ -603,9 +611,10 @@ async def _run_async_one(
     context: Any,
     errors: list[HookError | None],
     slot: int,
+    ceiling: float | None,
 ) -> None:
     try:
-        await _call_with_timeout(reg, event, context)
+        await _call_with_timeout(reg, event, context, ceiling)
     except Exception as exc:
         timed_out = isinstance(exc, HookTimeoutError)
         logger.log(

@@ -44,6 +44,7 @@ from roomkit import (
     RoomStatus,
     RoomTimers,
     SMSChannel,
+    SystemContent,
     TextContent,
     WebSocketChannel,
     WhatsAppChannel,
@@ -550,6 +551,44 @@ class TestResilience:
             assert ws.texts() == ["one", "two"]
             assert sorted(failed) == [("dreaming", "timeout")] * 2 + [("hung", "timeout")] * 2
             assert [e.content.body for e in await kit.get_timeline("r1")][-2:] == ["one", "two"]
+
+    async def test_a_hung_async_hook_is_cut_at_process_timeout_not_the_room(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """An async hook that outlasts ``process_timeout`` (no timeout of its own, or a
+        longer one) is cut there and fails as timed out, as a hung channel does: it held
+        every later delivery of its room for good, and ``attach_channel`` waited for its
+        ON_CHANNEL_ATTACHED hooks for ever."""
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        errors: list[str] = []
+        async with make_kit(process_timeout=0.2) as kit:
+            kit.register_channel(sms)
+            kit.register_channel(ws)
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST, HookExecution.ASYNC, timeout=None)
+            async def analytics(event: RoomEvent, context: RoomContext) -> None:
+                if isinstance(event.content, TextContent) and event.content.body == "one":
+                    await anyio.sleep_forever()  # a remote call that never answers
+
+            @kit.hook(HookTrigger.ON_CHANNEL_ATTACHED, HookExecution.ASYNC, timeout=60)
+            async def welcome(event: RoomEvent, context: RoomContext) -> None:
+                await anyio.sleep_forever()
+
+            @kit.hook(HookTrigger.ON_ERROR, HookExecution.ASYNC)
+            async def noted(event: RoomEvent, context: RoomContext) -> None:
+                assert isinstance(event.content, SystemContent)
+                errors.append(event.content.data["hook"])
+
+            with anyio.fail_after(10):
+                await kit.create_room(room_id="r1")
+                await kit.attach_channel("r1", "sms")
+                await kit.attach_channel("r1", "ws")
+                for body in ("one", "two", "three"):
+                    await kit.process_inbound(text("sms", body), room_id="r1")
+                while len(errors) < 3:
+                    await anyio.sleep(0.01)
+            assert ws.texts() == ["one", "two", "three"]
+            assert sorted(errors) == ["analytics", "welcome", "welcome"]
 
     async def test_an_on_event_set_on_the_instance_is_bounded_too(
         self, make_kit: Callable[..., RoomKit]
