@@ -136,7 +136,8 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             ``process_inbound`` then returns ``blocked=True, reason="process_timeout"`` and the
             message is not recorded, unless it was and its delivery or async hooks overran.
             It also bounds each channel's ``on_event`` (an AI's generation included) and each
-            ``deliver`` attempt: one that overruns fails its target with ``"timeout"``.
+            ``deliver`` attempt: one that overruns fails its target with ``"timeout"``; and
+            each async hook run after a commit, whatever its own ``timeout``.
         stt, tts, voice: voice providers and backend (voice is a separate package).
         log: the event log (default ``MemoryEventLog``; ``NatsEventLog`` in production).
         transcoder: adapts content to what target channels support.
