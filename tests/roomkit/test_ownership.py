@@ -58,7 +58,6 @@ from roomkit import (
     RoomKitError,
     RoomNotFoundError,
     RoomStatus,
-    RoomTimeoutError,
     Task,
     TextContent,
 )
@@ -1376,12 +1375,12 @@ async def test_a_call_back_after_the_deciding_room_gave_up_waiting_runs(
 
 
 @pytest.mark.nats
-async def test_a_close_does_not_wait_for_ever_for_a_command_that_never_ends(
+async def test_a_close_does_not_wait_for_ever_for_a_command_whose_hook_never_returns(
     nats_server: NatsServer,
 ) -> None:
-    # b runs, for a, a command whose async hook never returns (no timeout): a gives up after
-    # its forward_timeout, and b's close waited for the command for ever (it returns after
-    # its own drain's bound when the command was made at b).
+    # b runs, for a, a command whose async hook never returns (no timeout): b's close waited
+    # for the command for ever. The hook is cut at process_timeout now, as the room's
+    # deliveries wait for it (a gave up after its forward_timeout before).
     ran: list[tuple[str, str]] = []
     async with NatsEventLog(nats_server.url) as log_a, NatsEventLog(nats_server.url) as log_b:
         kits = []
@@ -1409,8 +1408,8 @@ async def test_a_close_does_not_wait_for_ever_for_a_command_that_never_ends(
         async with b_to_close(a, b):
             room_id = rooms_of(b, 1)[0]
             await room_with(a, room_id, "sms")
-            with pytest.raises(RoomTimeoutError, match="did not answer within 2 s"):
-                await a.send_event(room_id, "sms", TextContent(body="x"))
+            sent = await a.send_event(room_id, "sms", TextContent(body="x"))
+            assert sent.room_id == room_id
             with anyio.fail_after(30):  # a guard against the hang, not a timing
                 await b.close()
         assert ("hook", room_id) in ran
