@@ -436,6 +436,11 @@ class RoomDecider:
         return draft.facts, Outcome(value=cmd.event)
 
     def _close(self, state: RoomState, room: Room, cmd: CloseRoom) -> Decision:
+        if room.status == RoomStatus.CLOSED:
+            # Closed already: nothing changes, and nothing fires again. 0.3.0 fired
+            # ON_ROOM_CLOSED at every call: two rooms whose hooks close each other (twins)
+            # closed each other for ever, and the kit's close() waited on them for good.
+            return [], Outcome(value=room)
         closed = room.model_copy(
             update={"status": RoomStatus.CLOSED, "closed_at": cmd.now, "updated_at": cmd.now}
         )

@@ -103,9 +103,13 @@ class RoomLifecycleMixin(HelpersMixin):
         return room
 
     async def close_room(self, room_id: str) -> Room:
-        """Close the room (status CLOSED, closed_at) and fire ON_ROOM_CLOSED."""
+        """Close the room (status CLOSED, closed_at) and fire ON_ROOM_CLOSED and
+        ``room_closed``; a room closed already is returned as it is, and nothing fires."""
         outcome = await self._command(room_id, CloseRoom(utcnow()))
-        await self._emit_framework_event("room_closed", room_id=room_id, data={"room_id": room_id})
+        if outcome.position:  # closed by this call (it committed), here or at its owner
+            await self._emit_framework_event(
+                "room_closed", room_id=room_id, data={"room_id": room_id}
+            )
         closed: Room = outcome.value
         return handed_out(closed)
 

@@ -132,6 +132,35 @@ class TestRooms:
         assert closed_room.status == RoomStatus.CLOSED
         assert (await kit.get_room("r1")).status == RoomStatus.CLOSED
         assert [e.room_id for e in events] == ["r1"]
+        # Closed again: nothing changes, nothing fires (0.3.0 fired it all again).
+        records = await kit._log.last_version("r1")
+        assert await kit.close_room("r1") == closed_room
+        assert await kit._log.last_version("r1") == records
+        assert [e.room_id for e in events] == ["r1"]
+
+    async def test_rooms_whose_hooks_close_each_other_close_once(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Each close fired ON_ROOM_CLOSED again, even of a closed room: twins closing each
+        # other did so for ever, and the kit's close() waited on them for good.
+        closed: list[str] = []
+        kit = make_kit()
+
+        @kit.hook(HookTrigger.ON_ROOM_CLOSED, execution=HookExecution.ASYNC)
+        async def close_the_twin(event: RoomEvent, context: RoomContext) -> None:
+            closed.append(event.room_id)
+            await kit.close_room({"a": "b", "b": "a"}[event.room_id])
+
+        async def both() -> bool:
+            return len(closed) >= 2
+
+        for room_id in ("a", "b"):
+            await kit.create_room(room_id=room_id)
+        with anyio.fail_after(10):
+            async with kit:
+                await kit.close_room("a")
+                await eventually(both, what="both rooms closed")
+        assert closed == ["a", "b"]
 
     async def test_lifecycle_hooks_run_before_the_call_returns(self, kit: RoomKit) -> None:
         seen: list[str] = []
