@@ -703,9 +703,12 @@ class RoomDecider:
                 final.index,
                 event.index,
             )
-        final = updated(
-            final, {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
-        )
+        changes = {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
+        if key and final.idempotency_key is None:
+            # A replacement made anew (a redaction hook's ``RoomEvent(...)``) is still this
+            # message: without its key, the provider's retry was recorded and sent again.
+            changes["idempotency_key"] = key
+        final = updated(final, changes)
         bound = final.source.channel_id in state.bindings
         # Unbound source: recorded, not broadcast, no room activity (0.3.0 returned early).
         draft.message(

@@ -431,6 +431,27 @@ class TestInbound:
         assert again.event.id == first.event.id
         assert ws.texts() == ["hi"]
 
+    async def test_a_replacement_made_anew_keeps_the_message_s_idempotency_key(
+        self, kit: RoomKit
+    ) -> None:
+        # A redaction hook's new RoomEvent had no key: the provider's retry of the same
+        # webhook was recorded and sent a second time.
+        _, ws = await two_channel_room(kit)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def redact(event: RoomEvent, context: RoomContext) -> HookResult:
+            redacted = RoomEvent(
+                room_id=event.room_id, source=event.source, content=TextContent(body="***")
+            )
+            return HookResult.modify(redacted)
+
+        first = await kit.process_inbound(text("sms", "4111 1111", idempotency_key="k1"))
+        again = await kit.process_inbound(text("sms", "4111 1111", idempotency_key="k1"))
+        assert first.event is not None and first.event.idempotency_key == "k1"
+        assert again.blocked and again.reason == "duplicate"
+        assert again.event is not None and again.event.id == first.event.id
+        assert ws.texts() == ["***"]
+
     async def test_blocking_hook(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
         blocked_events: list[FrameworkEvent] = []
