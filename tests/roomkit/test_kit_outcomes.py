@@ -19,9 +19,8 @@ from eventlog import EventLog, MemoryEventLog, NewEvent, Record
 from roomkit import (
     ChannelBinding,
     ChannelOutput,
-    HookExecution,
-    HookTrigger,
     InboundMessage,
+    RetryPolicy,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -147,6 +146,18 @@ class _Slow(SimpleChannel):
         return await super().deliver(event, binding, context)
 
 
+class _FailingOnce(SimpleChannel):
+    failed = False
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("reset")
+        return await super().deliver(event, binding, context)
+
+
 async def _rooms_with_a_slow_channel(kit: RoomKit, *room_ids: str) -> None:
     kit.register_channel(SimpleChannel("sms"))
     kit.register_channel(_Slow("slow"))
@@ -181,17 +192,15 @@ async def test_closing_the_kit_appends_the_outcomes_of_a_room_whose_actor_is_not
 async def test_a_close_that_gives_up_waiting_still_appends_a_passivated_room_s_outcomes(
     make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Another room's async hook outlasted the close's wait (4 x process_timeout): the
+    # Another room's delivery outlasted the close's wait (4 x process_timeout): the
     # passivated room's waiting outcome was dropped with the rest, and nothing said so.
     kit = make_kit(outcome_delay=3600, process_timeout=0.25)
     async with kit:
         await _rooms_with_a_slow_channel(kit, "r1", "r2")
-
-        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
-        async def outlasts_the_close(event: RoomEvent, context: RoomContext) -> None:
-            if event.room_id == "r2":
-                await anyio.sleep(2)  # within its own timeout, past the close's wait (1 s)
-
+        kit.register_channel(_FailingOnce("flaky"))
+        # Its retry waits past the close's wait (1 s), each attempt within process_timeout.
+        retry = RetryPolicy(max_retries=1, base_delay_seconds=2)
+        await kit.attach_channel("r2", "flaky", retry_policy=retry)
         await kit.process_inbound(text("sms", "to r2"), room_id="r2")
         await _passivated_while_r1_delivers(kit)
     (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
