@@ -170,13 +170,15 @@ class GraphProvider(VendorProvider[C]):
 
         Returns:
             ``provider_message_id`` = the first id (all in ``metadata["message_ids"]``); a
-            failure also lists in ``metadata["message_ids"]`` the messages already sent.
+            failure also lists in ``metadata["message_ids"]`` the messages already sent, and
+            is then not ``retryable``.
         """
         ids: list[str] = []
         for payload in payloads:
             outcome = await self._graph("POST", url, json=payload)
             if isinstance(outcome, HTTPFailure):
-                sent: dict[str, Any] = {"message_ids": ids} if ids else {}
+                # Parts went out: sent again whole, the recipient got them twice.
+                sent: dict[str, Any] = {"message_ids": ids, "retryable": False} if ids else {}
                 if outcome.status_code is not None and outcome.message:
                     sent["message"] = outcome.message  # Graph's text, under 0.3.0's key
                 return outcome.to_result(ProviderResult, metadata=sent)

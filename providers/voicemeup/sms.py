@@ -154,7 +154,8 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
             ``response_status: "error"`` (``"invalid_destination"``; ``"unknown_error"``
             without one; its text in ``metadata["description"]``), or the text of a failed
             connection, as in RoomKit 0.3.0; ``metadata["message_ids"]`` then lists the parts
-            already queued.
+            already queued (if any, ``metadata["retryable"]`` is False: the kit does not send
+            them again).
         """
         message = render_outbound(event.content)
         if (refused := refusal(message, to, ProviderResult)) is not None:
@@ -184,6 +185,8 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
             outcome = await self._queue(form)
             if isinstance(outcome, HTTPFailure):
                 metadata: dict[str, Any] = {"message_ids": ids, "parts": len(requests)}
+                if ids:  # parts went out: sent again whole, the recipient got them twice
+                    metadata["retryable"] = False
                 if outcome.status_code is not None and 200 <= outcome.status_code < 300:
                     # 0.3.0's key for the text of an error answered with HTTP 200.
                     metadata["description"] = outcome.message

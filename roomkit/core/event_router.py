@@ -40,9 +40,10 @@ from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded, bounded_here
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
+from roomkit.core._failed_attempt import Health, channel_health, retry_after, retryable
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
-from roomkit.core.retry import retry_with_backoff
+from roomkit.core.retry import backoff_delay
 from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder, required_media_type
 from roomkit.models.channel import ChannelOutput
 from roomkit.models.delivery import DeliveryResult, ProviderResult
@@ -594,25 +595,15 @@ class EventRouter:
             )
         probe = breaker.probe  # this delivery is the breaker's probe if not None
         try:
-            if binding.rate_limit is not None:
-                # Queues rather than drops: the message waits for its token.
-                await self._limiter.wait(channel_id, binding.rate_limit)
-            limit = self._call_timeout
-            if binding.retry_policy is None:
-                output = await _deliver_once(channel, event, binding, context, limit)
-            else:
-                output = await retry_with_backoff(
-                    _deliver_once,
-                    binding.retry_policy,
-                    channel,
-                    event,
-                    binding,
-                    context,
-                    limit,
-                    sleep=self._sleep,
-                )
+            output = await self._attempts(channel, event, binding, context)
         except (ProviderDeliveryError, _OutputFailed) as exc:
-            breaker.record_failure()
+            health = channel_health(exc)
+            if health is Health.FAILING:
+                breaker.record_failure()
+            elif health is Health.ANSWERING:
+                breaker.record_success()  # its vendor answered: the channel works
+            elif probe is not None:
+                breaker.abandon_probe(probe)  # nothing was called: the next one probes
             logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, exc)
             return (
                 DeliveryResult(
@@ -653,6 +644,57 @@ class EventRouter:
             ),
             output,
         )
+
+    async def _attempts(
+        self, channel: Channel, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        """``deliver``, tried again as the binding's retry policy says, each attempt after a
+        rate-limit token; raises the last attempt's failure.
+
+        A failure the provider says will not change (a 400 for a bad number, a message of
+        several parts some of which went out) is not tried again: it was, up to
+        ``max_retries`` times, the parts sent again with it. A wait the vendor asked for (a
+        429's ``Retry-After``) is kept if longer than the backoff, and ends the retries if
+        longer than the policy's ``max_delay_seconds``. A retry is a call like the first:
+        it waits for its token too (retries went out past the binding's rate limit).
+        """
+        channel_id = binding.channel_id
+        policy = binding.retry_policy
+        attempts = 1 if policy is None else policy.max_retries + 1
+        for attempt in range(attempts):
+            if binding.rate_limit is not None:
+                # Queues rather than drops: the message waits for its token.
+                await self._limiter.wait(channel_id, binding.rate_limit)
+            try:
+                return await _deliver_once(channel, event, binding, context, self._call_timeout)
+            except Exception as exc:
+                if policy is None or attempt + 1 >= attempts or not retryable(exc):
+                    raise
+                delay = backoff_delay(policy, attempt)
+                asked = retry_after(exc)
+                if asked is not None and asked > delay:
+                    if asked > policy.max_delay_seconds:
+                        logger.info(
+                            "delivery of %s to %r: the vendor asks to wait %.3gs, more than "
+                            "the retry policy's max_delay_seconds: not retried",
+                            event.id,
+                            channel_id,
+                            asked,
+                        )
+                        raise
+                    delay = asked
+                logger.info(
+                    "delivery of %s to %r failed (attempt %d/%d), retrying in %.3fs: %s",
+                    event.id,
+                    channel_id,
+                    attempt + 1,
+                    attempts,
+                    delay,
+                    _error_text(exc),
+                )
+            # Outside the except block: the failure's traceback is not kept across the wait.
+            await self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _deliver_once(

@@ -225,6 +225,8 @@ class TestErrors:
         result = await send(recorder, content)
         assert result.success is False
         assert result.metadata["message_ids"] == ["m_img"]
+        # A 500 is retryable, but the image went out: sent again whole, it came twice.
+        assert result.metadata["retryable"] is False
 
     async def test_token_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)

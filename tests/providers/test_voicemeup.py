@@ -269,6 +269,10 @@ class TestErrors:
         assert (result.success, result.error) == (False, "http_503")
         assert result.metadata["message_ids"] == ["1"]
         assert result.metadata["parts"] == 3
+        # A 503 is retryable, but a part went out: sent again whole, it came twice.
+        assert result.metadata["retryable"] is False
+        first = await self.send_with(httpx.Response(503), text="one")
+        assert first.metadata["retryable"] is True  # nothing went out
 
     async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)

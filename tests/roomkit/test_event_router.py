@@ -667,6 +667,83 @@ class TestDelivery:
         assert result.delivery_results["t"].provider_result == failed
         assert breakers["t"].failure_count == 1
 
+    async def test_what_the_provider_says_of_a_failure_decides_its_retries(self) -> None:
+        # Every failure was sent again up to max_retries times: a 400 for a bad number, a
+        # message some parts of which went out (the recipient got them twice), and a 429
+        # sooner than its Retry-After.
+        def failure(**metadata: Any) -> ProviderResult:
+            return ProviderResult(success=False, error="refused", metadata=metadata)
+
+        policy = RetryPolicy(max_retries=3, base_delay_seconds=1.0, max_delay_seconds=30.0)
+        cases: list[tuple[list[Behaviour], int, list[float]]] = [
+            ([failure(retryable=False, status_code=400)], 1, []),
+            ([failure(retryable=False, message_ids=["part-1"])], 1, []),
+            ([ProviderResult(success=False, error="missing_recipient")], 1, []),
+            # Retry-After longer than the backoff is waited; shorter, the backoff is.
+            ([failure(retryable=True, retry_after=5), failure(retry_after=0.5)], 3, [5.0, 2.0]),
+            # Longer than the policy's longest wait: not tried again.
+            ([failure(retryable=True, retry_after=120)], 1, []),
+            # A failure that says nothing is tried again, as every failure was.
+            ([failure(), ConnectionError("reset")], 3, [1.0, 2.0]),
+        ]
+        for deliveries, calls, delays in cases:
+            target = Probe("t", deliveries=deliveries)
+            sleep = RecordingSleep()
+            router = make_router(target, sleep=sleep)
+            await broadcast(router, bind("t", retry_policy=policy))
+            assert (len(target.delivered), sleep.delays) == (calls, delays), deliveries
+
+    async def test_a_refusal_of_one_message_does_not_count_against_its_channel(self) -> None:
+        # A bad number's 400 (or a message without a recipient) opened the channel's breaker
+        # for every room; bad credentials (401) and outages still count.
+        def failure(status: int | None, retryable: bool = False) -> ProviderResult:
+            metadata: dict[str, Any] = {"retryable": retryable}
+            if status is not None:
+                metadata["status_code"] = status
+            return ProviderResult(success=False, error="refused", metadata=metadata)
+
+        missing = ProviderResult(success=False, error="missing_recipient")
+        # The count after an outage (one failure) and then the case: the vendor answering
+        # resets it, as a success does; nothing called leaves it.
+        cases: list[tuple[Behaviour, int]] = [
+            (failure(400), 0),
+            (failure(404), 0),
+            (missing, 1),
+            (failure(401), 2),
+            (failure(403), 2),
+            (failure(503, retryable=True), 2),
+            (failure(None), 2),
+            (ProviderResult(success=False, error="down"), 2),
+        ]
+        for behaviour, count in cases:
+            breakers: dict[str, CircuitBreaker] = {}
+            target = Probe("t", deliveries=[ConnectionError("reset"), behaviour])
+            router = make_router(target, breakers=breakers)
+            await broadcast(router, bind("t"))
+            await broadcast(router, bind("t"))
+            assert breakers["t"].failure_count == count, behaviour
+
+    async def test_a_refused_message_as_the_breaker_s_probe(self) -> None:
+        # The vendor answered (a 400): the channel works, the breaker closes. Refused before
+        # any call (no recipient): the probe says nothing, the next delivery probes.
+        clock = FakeClock()
+        for refusal, state in (
+            (
+                ProviderResult(success=False, metadata={"retryable": False, "status_code": 400}),
+                CircuitState.CLOSED,
+            ),
+            (ProviderResult(success=False, error="missing_recipient"), CircuitState.HALF_OPEN),
+        ):
+            breakers = {"t": CircuitBreaker(1, recovery_timeout=10, clock=clock)}
+            target = Probe("t", deliveries=[ConnectionError("reset"), refusal])
+            router = make_router(target, breakers=breakers)
+            await broadcast(router, bind("t"))
+            assert breakers["t"].state is CircuitState.OPEN
+            clock.now += 11
+            await broadcast(router, bind("t"))  # the probe
+            assert breakers["t"].state is state
+            assert breakers["t"].allow_request()
+
     async def test_a_probe_whose_delivery_is_cancelled_lets_the_next_caller_probe(self) -> None:
         # Cancelled, the probe reported nothing: the channel stayed shut until the probe
         # expired (30 s), whatever its recovery_timeout.
@@ -817,6 +894,21 @@ class TestRateLimit:
         await broadcast(make_router(target, rate_limiter=limiter), limited)
         assert sleep.delays[-1] == pytest.approx(6.0)
         assert router.rate_limiter is limiter
+
+    async def test_each_retry_waits_for_a_token_too(self) -> None:
+        # Retries went out past the binding's rate limit.
+        sleep = RecordingSleep()
+        limiter = TokenBucketRateLimiter(clock=FakeClock(), sleep=sleep)
+        target = Probe("t", deliveries=[ConnectionError("reset")] * 2)
+        retried = bind(
+            "t",
+            rate_limit=RateLimit(max_per_minute=30),
+            retry_policy=RetryPolicy(max_retries=2, base_delay_seconds=0.5),
+        )
+        await broadcast(make_router(target, rate_limiter=limiter, sleep=sleep), retried)
+        assert len(target.delivered) == 3
+        # The backoff (0.5 s, 1 s), each followed by the wait for the attempt's token.
+        assert sleep.delays == [0.5, pytest.approx(2.0), 1.0, pytest.approx(4.0)]
 
     async def test_unlimited_bindings_do_not_wait(self) -> None:
         sleep = RecordingSleep()
