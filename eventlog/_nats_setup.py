@@ -21,9 +21,17 @@ from nats.js.kv import KeyValue
 from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE, ERR_SUBJECTS_OVERLAP
 from eventlog._redacted import redacted
-from eventlog.errors import LogUnavailable, StreamConflict
+from eventlog.errors import EventLogError, LogUnavailable, StreamConflict
 
-__all__ = ["close_quietly", "ensure_bucket", "ensure_stream", "open_client", "require_asyncio"]
+__all__ = [
+    "close_quietly",
+    "ensure_bucket",
+    "ensure_stream",
+    "existing_bucket",
+    "existing_stream",
+    "open_client",
+    "require_asyncio",
+]
 
 logger = logging.getLogger("roomkit.eventlog.nats")
 
@@ -180,6 +188,43 @@ async def ensure_stream(
         existing.allow_direct = True
         await js.update_stream(existing)
     return existing.duplicate_window or duplicate_window
+
+
+async def existing_stream(js: JetStreamContext, *, name: str, subjects: str) -> float:
+    """Check the JetStream stream a reader opens, changing nothing (``ensure_stream`` turns
+    direct gets on, and creates a missing stream: a tool that only reads must do neither, and
+    a read-only account may not).
+
+    Returns:
+        The stream's duplicate window, in seconds.
+
+    Raises:
+        EventLogError: it does not exist, or its direct gets (which reads use) are off.
+        StreamConflict: it holds other subjects.
+    """
+    try:
+        existing = (await js.stream_info(name)).config
+    except nats.js.errors.NotFoundError as exc:
+        raise EventLogError(f"there is no JetStream stream {name}") from exc
+    if subjects not in (existing.subjects or []):
+        raise StreamConflict(
+            f"JetStream stream {name} holds subjects {existing.subjects}, not {subjects!r}: "
+            "give the stream name and subject prefix its writers use"
+        )
+    if not existing.allow_direct:
+        raise EventLogError(
+            f"JetStream stream {name} has direct gets off (allow_direct), which reading the "
+            "log uses: a writer's NatsEventLog turns them on as it connects"
+        )
+    return existing.duplicate_window or 0.0
+
+
+async def existing_bucket(js: JetStreamContext, name: str) -> KeyValue | None:
+    """The KV bucket of snapshots, if it exists (None: a reader then finds no snapshot)."""
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.NotFoundError:  # BucketNotFoundError is one
+        return None
 
 
 def _dropping_limits(config: StreamConfig) -> list[str]:

@@ -78,6 +78,8 @@ from eventlog._nats_setup import (
     close_quietly,
     ensure_bucket,
     ensure_stream,
+    existing_bucket,
+    existing_stream,
     open_client,
     require_asyncio,
 )
@@ -165,6 +167,10 @@ class NatsEventLog(EventLog):
             replaced, which is how subscriptions survive a server restart.
         version_cache_size: how many streams' (version, sequence) pairs are kept.
         connect_options: more keyword arguments for ``nats.connect`` (TLS, credentials, name).
+        read_only: open an existing log to read it, changing nothing on the server (a tool
+            auditing it, an account that may only read): the stream must exist with direct
+            gets on, a missing snapshot bucket reads as no snapshots, and appends and
+            snapshot saves raise ``EventLogError``.
 
     Raises (when made):
         TypeError: a count or a duration is not a number (counts: not an integer).
@@ -196,6 +202,7 @@ class NatsEventLog(EventLog):
         idle_heartbeat: float = 1.0,
         version_cache_size: int = 100_000,
         connect_options: Mapping[str, Any] | None = None,
+        read_only: bool = False,
     ) -> None:
         if not stream_name or any(c in stream_name for c in ".*> \t\r\n"):
             raise ValueError(f"invalid JetStream stream name {stream_name!r}")
@@ -227,6 +234,7 @@ class NatsEventLog(EventLog):
         self.connect_timeout = connect_timeout
         self.idle_heartbeat = idle_heartbeat
         self._client = client
+        self.read_only = read_only
         self._connect_options = dict(connect_options or {})
         self._version_cache_size = version_cache_size
         self._subject_base = f"{subject_prefix}.ev."
@@ -242,7 +250,8 @@ class NatsEventLog(EventLog):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect, and create the stream and the snapshot bucket if missing. Idempotent.
+        """Connect, and create the stream and the snapshot bucket if missing (``read_only``:
+        check they exist, creating nothing). Idempotent.
 
         Raises:
             LogUnavailable: no server answered within ``connect_timeout``.
@@ -274,6 +283,20 @@ class NatsEventLog(EventLog):
                 retry_timeout=self.retry_timeout,
                 idle_heartbeat=self.idle_heartbeat,
             )
+            if self.read_only:
+                window = await io.retrying(
+                    "looking up the stream",
+                    lambda: existing_stream(
+                        js, name=self.stream_name, subjects=self._all_subjects
+                    ),
+                )
+                self.duplicate_window = self.dedup_window = window
+                self._kv = await io.retrying(
+                    "looking up the snapshot bucket", lambda: existing_bucket(js, self.kv_bucket)
+                )
+                await io.retrying("subscribing", io.start)
+                self._io = io
+                return
             window = await io.retrying(
                 "creating the stream",
                 lambda: ensure_stream(
@@ -321,6 +344,10 @@ class NatsEventLog(EventLog):
     async def __aenter__(self) -> Self:
         await self.connect()
         return self
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise EventLogError("this NatsEventLog is read-only (read_only=True)")
 
     def _connected(self) -> JetStreamIO:
         if self._io is None:
@@ -374,6 +401,7 @@ class NatsEventLog(EventLog):
     ) -> list[Record]:
         check_append(stream, events, self.max_append_events, expected_version)
         io = self._connected()
+        self._check_writable()
         # Every request below has its own timeout (nc.request); the deadline bounds retries,
         # which must reach the server within its duplicate window of the first send (a retry
         # after it is stored again): those of a short window end sooner.
@@ -588,6 +616,7 @@ class NatsEventLog(EventLog):
     async def save_snapshot(self, stream: str, version: int, data: bytes) -> None:
         check_snapshot(stream, version, data)
         io = self._connected()
+        self._check_writable()
         kv = self._kv
         assert kv is not None
         value = encode(Snapshot(stream=stream, version=version, data=data, timestamp=time.time()))
@@ -597,7 +626,8 @@ class NatsEventLog(EventLog):
         check_stream_id(stream)
         io = self._connected()
         kv = self._kv
-        assert kv is not None
+        if kv is None:  # read-only, and the bucket was never made: no snapshot was saved
+            return None
 
         async def get() -> bytes | None:
             try:

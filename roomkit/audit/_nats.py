@@ -1,8 +1,9 @@
 """Opening a NATS JetStream log to audit it, without changing it.
 
-``NatsEventLog.connect`` uses an existing stream as it is, but creates a missing one: right for
-the process that owns the log, wrong for a tool that only reads it. So the stream is looked up
-first: a server without it holds no rooms, and nothing is created there unless asked (imports).
+``NatsEventLog.connect`` creates a missing stream and snapshot bucket, and turns an existing
+stream's direct gets on: right for the process that owns the log, wrong for a tool that only
+reads it. So the stream is looked up first (a server without it holds no rooms, and nothing is
+created there unless asked: imports), and a reader opens the log ``read_only``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from eventlog import EventLog, LogUnavailable, MemoryEventLog
+from eventlog import EventLog, EventLogError, LogUnavailable, MemoryEventLog
 from eventlog._redacted import redacted
 
 __all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log"]
@@ -148,6 +149,9 @@ async def open_nats_log(
         subject_prefix=subject_prefix,
         connect_timeout=timeout,
         retry_timeout=timeout,
+        # A reader changes nothing: no snapshot bucket made, no stream setting turned on (a
+        # read-only account could not audit at all, told the log did not open in time).
+        read_only=not create,
     )
     try:
         with anyio.fail_after(timeout):
@@ -159,6 +163,8 @@ async def open_nats_log(
             raise LogUnavailable(
                 f"the log at {redacted(url)} did not open within {timeout:g}s"
             ) from exc
+        if type(exc) is EventLogError:  # the stream as it is cannot be read (direct gets off)
+            raise LogUnavailable(f"cannot read the log at {redacted(url)}: {exc}") from exc
         raise
     try:
         yield log

@@ -284,6 +284,40 @@ async def test_limits_that_drop_stored_messages_are_warned_of(
         await nc.close()
 
 
+async def test_a_read_only_log_reads_and_changes_nothing(nats_server: NatsServer) -> None:
+    async def streams() -> set[str]:
+        return {info.config.name for info in await nc.jetstream().streams_info()}
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        with pytest.raises(EventLogError, match="there is no JetStream stream RO"):
+            await NatsEventLog(nats_server.url, stream_name="RO", read_only=True).connect()
+        assert await streams() == set()
+        await nc.jetstream().add_stream(StreamConfig(name="RO", subjects=["ro.ev.>"]))
+        async with NatsEventLog(nats_server.url, stream_name="WR", subject_prefix="wr") as log:
+            await log.append("s1", [event(1)], expected_version=0)
+        await nc.jetstream().delete_key_value("WR_snapshots")
+        reader = NatsEventLog(
+            nats_server.url, stream_name="WR", subject_prefix="wr", read_only=True
+        )
+        async with reader:
+            assert payloads(await reader.read("s1")) == [b"1"]
+            assert await reader.load_snapshot("s1") is None  # no bucket: no snapshot
+            with pytest.raises(EventLogError, match="read-only"):
+                await reader.append("s1", [event(2)], expected_version=1)
+            with pytest.raises(EventLogError, match="read-only"):
+                await reader.save_snapshot("s1", 1, b"{}")
+        # Direct gets off (a stream made elsewhere): said, not turned on.
+        with pytest.raises(EventLogError, match="direct gets off"):
+            await NatsEventLog(
+                nats_server.url, stream_name="RO", subject_prefix="ro", read_only=True
+            ).connect()
+        assert await streams() == {"RO", "WR"}
+        assert not (await nc.jetstream().stream_info("RO")).config.allow_direct
+    finally:
+        await nc.close()
+
+
 async def test_a_given_client_is_used_and_left_open(nats_server: NatsServer) -> None:
     nc = await nats.connect(nats_server.url)
     try:

@@ -684,6 +684,40 @@ class TestOnNats:
         code, _, err = run(capsys, "rooms", "--log", url, "--subject-prefix", "other")
         assert code == EXIT_USAGE and "holds ['roomkit.ev.>'], not other.ev.>" in err
 
+        # Without its snapshot bucket, or with direct gets off, the stream is read as it is:
+        # reading made the bucket, and turned direct gets on (a read-only account could not
+        # read at all, told the log did not open in time).
+        async def change(what: str) -> set[str]:
+            import nats
+
+            nc = await nats.connect(url)
+            try:
+                js = nc.jetstream()
+                if what == "no bucket":
+                    await js.delete_key_value("ROOMKIT_snapshots")
+                elif what == "no direct gets":
+                    config = (await js.stream_info("ROOMKIT")).config
+                    config.allow_direct = False
+                    await js.update_stream(config)
+                infos = await js.streams_info()
+                return {f"{i.config.name} direct={i.config.allow_direct}" for i in infos}
+            finally:
+                await nc.close()
+
+        before = anyio.run(change, "no bucket")
+        for command in (
+            ["rooms"],
+            ["replay", "r1"],
+            ["replay", "r1", "--at", "1"],
+            ["export", "r1"],
+        ):
+            assert run(capsys, *command, "--log", url)[0] == EXIT_OK, command
+        before = anyio.run(change, "no direct gets")
+        assert before == {"ROOMKIT direct=False"}
+        code, _, err = run(capsys, "replay", "r1", "--log", url)
+        assert code == EXIT_UNREACHABLE and "direct gets off" in err
+        assert anyio.run(change, "") == before
+
 
 def test_all_is_sorted_and_importable() -> None:
     import roomkit.cli
