@@ -170,6 +170,10 @@ class VendorHTTP:
             vendor_code=vendor_code,
         )
 
+    def masked(self, text: str) -> str:
+        """``text`` (a vendor's message) shortened, with this client's secrets masked."""
+        return shorten(text, self._secrets)
+
     def transport_error_as_text(self, failure: HTTPFailure) -> HTTPFailure:
         """``failure`` with the text of the httpx error behind it as its ``error``, when it is a
         ``network_error`` raised by httpx; any other failure unchanged.

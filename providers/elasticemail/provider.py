@@ -139,7 +139,8 @@ class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
             failure = self._http.answer_failure(response, "Elastic Email answered no JSON object")
             return failure.to_result(ProviderResult)
         if body.get("success") is not True:
-            message = str(body.get("error") or "unknown_error")[:300]
+            # Masked: an answer to a bad key may quote it ("Incorrect apikey <the key>").
+            message = self._http.masked(str(body.get("error") or "unknown_error"))
             lowered = message.lower()
             code = (
                 "auth_error"

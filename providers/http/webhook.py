@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
@@ -66,6 +67,26 @@ class HTTPProviderConfig(BaseModel):
     timeout: float = Field(default=30.0, gt=0)  # 0.3.0's default
 
 
+# Header names that carry credentials, by what they contain: their values are masked in the
+# failure messages and logs (an endpoint refusing a token may quote it).
+_CREDENTIAL_WORDS = ("auth", "token", "key", "secret", "password", "cookie", "signature")
+
+
+def _header_credentials(headers: Mapping[str, str]) -> list[str]:
+    """The values of ``headers`` that carry credentials, and the credential of an
+    ``Authorization``-style value alone (``Bearer <token>``: the endpoint may echo the token
+    only)."""
+    found: list[str] = []
+    for name, value in headers.items():
+        if not value or not any(word in name.lower() for word in _CREDENTIAL_WORDS):
+            continue
+        found.append(value)
+        scheme, _, credential = value.partition(" ")
+        if credential.strip() and scheme.isalpha():
+            found.append(credential.strip())
+    return found
+
+
 def verify_http_signature(
     body: bytes | str, signature: str | None, secret: SecretStr | str
 ) -> bool:
@@ -93,7 +114,8 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
     def __init__(
         self, config: HTTPProviderConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
-        super().__init__(config, client=client, secrets=[config.secret], logger=logger)
+        secrets = [config.secret, *map(SecretStr, _header_credentials(config.headers))]
+        super().__init__(config, client=client, secrets=secrets, logger=logger)
         self._signing_key = (
             config.secret if config.secret and config.secret.get_secret_value() else None
         )

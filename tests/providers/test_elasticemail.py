@@ -210,7 +210,16 @@ class TestErrors:
         caplog.set_level(logging.DEBUG)
         results = [
             await send(Recorder(reply), TextContent(body="hi"))
-            for reply in (httpx.Response(500), httpx.ReadTimeout, OK)
+            for reply in (
+                httpx.Response(500),
+                httpx.ReadTimeout,
+                OK,
+                # An answer to a bad key that quotes it: it was the result's error as is.
+                httpx.Response(
+                    200, json={"success": False, "error": f"Incorrect apikey {API_KEY}"}
+                ),
+            )
         ]
+        assert results[-1].error == "Incorrect apikey ***"
         for shown in (caplog.text, repr(config()), *(r.model_dump_json() for r in results)):
             assert API_KEY not in shown

@@ -154,12 +154,23 @@ class TestSend:
     ) -> None:
         caplog.set_level(logging.DEBUG)
         config = HTTPProviderConfig(
-            webhook_url=URL, secret=SECRET, headers={"Authorization": "Token hunter2"}
+            webhook_url=URL,
+            secret=SECRET,
+            headers={"Authorization": "Token hunter2", "X-Api-Key": "k-42", "X-Tenant": "acme"},
         )
-        result = await send_with(Recorder(httpx.Response(500)), config=config)
-        for shown in (repr(config), str(config), caplog.text, result.model_dump_json()):
+        # An endpoint that quotes what it refuses: the configured headers' credentials were
+        # in the result and the log as they came.
+        echo = "token hunter2 expired; key k-42 unknown; tenant acme"
+        results = [
+            await send_with(Recorder(reply), config=config)
+            for reply in (httpx.Response(500), httpx.Response(401, json={"error": echo}))
+        ]
+        shown_all = [repr(config), str(config), caplog.text]
+        shown_all += [result.model_dump_json() for result in results]
+        for shown in shown_all:
             assert SECRET not in shown
-            assert "hunter2" not in shown
+            assert "hunter2" not in shown and "k-42" not in shown
+        assert "tenant acme" in results[1].model_dump_json()  # not a credential: kept
 
     async def test_close_closes_only_its_own_client(self) -> None:
         provider = WebhookHTTPProvider(HTTPProviderConfig(webhook_url=URL))
