@@ -48,11 +48,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Self
 
 import anyio
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client as NatsClient
-from nats.js.api import StorageType
-from nats.js.kv import KeyValue
+
+from eventlog._nats_needed import nats_needed
+
+try:
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client as NatsClient
+    from nats.js.api import StorageType
+    from nats.js.kv import KeyValue
+except ModuleNotFoundError as missing:  # an optional dependency
+    raise nats_needed(missing, "eventlog.nats (NatsEventLog)") from None
 
 from eventlog._nats_codec import (
     MAX_EVENTS,

@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import check_count, check_number, check_seconds
 from eventlog import EventLog, MemoryEventLog
+from eventlog._nats_needed import nats_needed
 from roomkit._host import spawn_host
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
@@ -497,7 +498,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 ``"ROOMKIT_DLQ"``) keeps the dead letters: with another ``subject_prefix``,
                 give it another name too (a stream keeps the subjects it was made with).
         """
-        from roomkit.ingress.ingress import serve_ingress
+        try:
+            from roomkit.ingress.ingress import serve_ingress
+        except ModuleNotFoundError as missing:  # nats-py, an optional dependency
+            raise nats_needed(missing, "serve_ingress") from None
 
         await serve_ingress(
             self,

@@ -37,10 +37,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import nats.errors
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+
+from eventlog._nats_needed import nats_needed
+
+try:
+    import nats.errors
+    from nats.aio.client import Client as NatsClient
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+except ModuleNotFoundError as missing:  # an optional dependency
+    raise nats_needed(missing, "roomkit.ownership.nats (NatsOwnership)") from None
 
 from actors import check_finite_seconds
 from eventlog import LogUnavailable

@@ -752,3 +752,38 @@ async def test_a_timed_out_request_does_not_stop_the_next_ones_from_timing_out(
         assert io._requests == {}
     finally:
         await silent.unsubscribe()
+
+
+def test_without_nats_py_the_error_names_the_extra_to_install() -> None:
+    # A bare "No module named 'nats'", from a module itself named nats, left users guessing.
+    script = """
+import sys
+sys.modules["nats"] = None  # nats-py not installed
+for name in ("eventlog.nats", "roomkit.realtime.nats", "roomkit.ownership.nats"):
+    try:
+        __import__(name)
+    except ModuleNotFoundError as exc:
+        print(exc)
+import anyio
+from roomkit import RoomKit
+
+async def main():
+    async with RoomKit() as kit:
+        try:
+            await kit.serve_ingress("nats://127.0.0.1:4222")
+        except ModuleNotFoundError as exc:
+            print(exc)
+
+anyio.run(main)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    lines = done.stdout.splitlines()
+    assert [line.split(" needs nats-py")[0] for line in lines] == [
+        "eventlog.nats (NatsEventLog)",
+        "roomkit.realtime.nats (NatsRealtime)",
+        "roomkit.ownership.nats (NatsOwnership)",
+        "serve_ingress",
+    ]
+    assert all("pip install 'roomkit[nats]'" in line for line in lines)
