@@ -312,6 +312,14 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _lines(text: str) -> int:
+    """``tail -n``'s value: a count of events, 0 or more (argparse says so if not)."""
+    count = int(text)  # a ValueError is argparse's "invalid _lines value"
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of events (0 or more), got {text!r}")
+    return count
+
+
 @contextmanager
 def _progress_bar(total: int, console: Console) -> Iterator[Any]:
     """A tqdm bar on stderr for long replays on a terminal; ``None`` otherwise."""
@@ -431,7 +439,7 @@ def _configure_tail(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-n",
         "--lines",
-        type=int,
+        type=_lines,
         default=10,
         metavar="N",
         help="show the last N events first (default 10)",

@@ -368,6 +368,7 @@ class TestExitCodes:
             ["replay", "r1", "--file", "{export}", "--at", "²"],  # a digit to isdigit only
             ["rooms", "--log", "nats://127.0.0.1:4222", "--timeout", "inf"],
             ["rooms", "--log", "nats://127.0.0.1:4222", "--timeout", "0"],
+            ["tail", "-n", "-2", "--file", "{export}"],  # printed nothing and said 0
             ["replay", "r1", "--log", "http://127.0.0.1:4222"],
             ["frobnicate"],
             [],
