@@ -29,3 +29,23 @@ def test_readme_example_runs(code: str, request: pytest.FixtureRequest) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_the_files_the_readme_names_ship_in_the_sdist() -> None:
+    # docs/ was left out: an sdist's README sent readers to files it did not hold.
+    import tomllib
+
+    root = README.parent
+    include = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "hatch"
+    ]["build"]["targets"]["sdist"]["include"]
+    named = set(
+        re.findall(
+            r"`((?:docs|bench|roomkit|eventlog|actors|providers)/[\w./-]+)`",
+            README.read_text(encoding="utf-8"),
+        )
+    )
+    assert named, "the README names no file of the repository"
+    for path in sorted(named):
+        assert (root / path).exists(), path
+        assert path.split("/")[0] in include, path
