@@ -6,11 +6,12 @@ way). MessagePack is the storage format; JSON is for exports and humans.
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeVar
 
 import msgspec
 
-from eventlog.record import NewEvent, Record, Snapshot
+from eventlog.record import NO_HEADERS, Headers, NewEvent, Record, Snapshot
 
 __all__ = [
     "decode",
@@ -64,9 +65,44 @@ def decode_record(data: bytes) -> Record:
     return _record_decoder.decode(data)
 
 
+class _UntimedRecord(msgspec.Struct, frozen=True, gc=False):
+    """A ``Record`` in JSON whose timestamp may be ``null``: how JSON writes one that is not
+    a number (NaN), which a log written by another writer, or before appends checked, may
+    hold."""
+
+    stream: str
+    version: int
+    position: int
+    type: str
+    timestamp: float | None
+    data: bytes
+    headers: Headers = NO_HEADERS
+
+
+_untimed_json_decoder = msgspec.json.Decoder(_UntimedRecord)
+
+
 def decode_record_json(data: bytes | str) -> Record:
-    """Decode one JSON-encoded ``Record`` (one line of an export)."""
-    return _record_json_decoder.decode(data)
+    """Decode one JSON-encoded ``Record`` (one line of an export); a ``null`` timestamp is
+    NaN, as it was when exported (an export that exited 0 was refused by its own import)."""
+    try:
+        return _record_json_decoder.decode(data)
+    except msgspec.ValidationError as refused:
+        try:
+            untimed = _untimed_json_decoder.decode(data)
+        except msgspec.ValidationError:
+            raise refused from None
+        if untimed.timestamp is not None:
+            raise
+        return Record(
+            stream=untimed.stream,
+            version=untimed.version,
+            position=untimed.position,
+            type=untimed.type,
+            timestamp=math.nan,
+            data=untimed.data,
+            headers=untimed.headers,
+        )
 
 
 def decode_snapshot(data: bytes) -> Snapshot:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import anyio.lowlevel
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +66,18 @@ stream_infos = st.builds(
 def test_record_round_trips_through_msgpack_and_json(record: Record) -> None:
     assert decode_record(encode(record)) == record
     assert decode_record_json(encode_json(record)) == record
+
+
+def test_a_timestamp_that_is_not_a_number_round_trips_through_json() -> None:
+    # JSON writes NaN (a record of an older or foreign writer) as null, which the reader
+    # refused: an export that exited 0 could not be read back ("Expected float, got null").
+    record = Record(stream="s", version=1, position=1, type="t", timestamp=math.nan, data=b"x")
+    line = encode_json(record)
+    assert b'"timestamp":null' in line
+    again = decode_record_json(line)
+    assert math.isnan(again.timestamp) and again.data == b"x"
+    with pytest.raises(msgspec.ValidationError, match="Expected `float`, got `str`"):
+        decode_record_json(line.replace(b"null", b'"soon"'))
 
 
 @given(st.one_of(headers, new_events, snapshots, stream_infos))
