@@ -13,6 +13,7 @@ Exception tree (``RoomNotFoundError`` is the kit's own, reused for an unknown ro
 
 from __future__ import annotations
 
+from roomkit.core._room_ids import room_of_stream
 from roomkit.errors import RoomKitError
 
 __all__ = ["AuditError", "BadExport", "CorruptRecord", "ImportConflict", "MissingRecords"]
@@ -43,6 +44,8 @@ class CorruptRecord(AuditError):
         version: the record's version.
         type: the record's type.
         reason: what the decoder said.
+        room_id: the room the stream holds, as its name tells it (the stream's name when it
+            does not: the hashed form of a long id); what the message names.
     """
 
     def __init__(self, stream: str, version: int, type: str, reason: str) -> None:
@@ -50,7 +53,9 @@ class CorruptRecord(AuditError):
         self.version = version
         self.type = type
         self.reason = reason
-        super().__init__(f"{stream} v{version} ({type}) does not decode: {reason}")
+        # The commands take and show room ids: "__bc3VwcG9ydDo0Mg v2" named room support:42.
+        self.room_id = room_of_stream(stream) or stream
+        super().__init__(f"room {self.room_id!r} v{version} ({type}) does not decode: {reason}")
 
 
 class MissingRecords(AuditError):

@@ -70,6 +70,7 @@ from roomkit.core._domain import (
     dump,
     encode_domain_event,
 )
+from roomkit.core._room_ids import room_stream
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import ChannelType, RoomStatus
 from roomkit.models.room import Room
@@ -291,6 +292,21 @@ class TestTimeline:
         with pytest.raises(CorruptRecord) as caught:
             await replay(log, "r1")
         assert caught.value.version == 7
+        assert str(caught.value).startswith("room 'r1' v7 (channel.attached) does not decode")
+
+    async def test_a_record_that_does_not_decode_is_named_by_its_room_id(self) -> None:
+        # Named by its stream: "__bc3VwcG9ydDo0Mg v2" for room support:42.
+        log = MemoryEventLog()
+        async with RoomKit(log=log) as kit:
+            await kit.create_room(room_id="support:42")
+        stream = room_stream("support:42")
+        await log.append(stream, [NewEvent("channel.attached", b"{not json")], expected_version=1)
+        with pytest.raises(CorruptRecord) as caught:
+            await replay(log, "support:42")
+        assert caught.value.room_id == "support:42" and caught.value.stream == stream
+        assert str(caught.value).startswith("room 'support:42' v2 (channel.attached)")
+        found = await entries(log, "support:42")
+        assert found[-1].what.startswith("undecodable record: room 'support:42' v2")
 
     async def test_a_message_whose_event_lacks_fields_is_a_corrupt_record(self) -> None:
         # Its envelope decodes; the event inside does not: a raw msgspec error escaped.
