@@ -7,10 +7,12 @@ CLI prints to stdout, the demo to its own output, and tests to a list; nothing h
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
 from eventlog import EventLog, Record
+from eventlog.errors import ForeignMessage
 from roomkit.audit._records import Progress, RecordReader, Until
 from roomkit.audit._render import (
     TextRenderer,
@@ -25,6 +27,8 @@ from roomkit.audit._replay import replay_point
 from roomkit.audit._timeline import TimelineBuilder, TimelineEntry, timeline
 from roomkit.audit._transfer import rooms
 from roomkit.core._room_ids import room_stream
+
+logger = logging.getLogger("roomkit.audit")
 
 __all__ = ["Format", "Write", "follow", "to_json", "write_replay", "write_rooms"]
 
@@ -186,8 +190,17 @@ class _LogEntries:
         stream = record.stream
         if stream not in self._caught_up:
             self._caught_up.add(stream)
-            async for earlier in RecordReader(self._log, stream, until=record.version - 1):
-                self._builder.entry(earlier)
+            try:
+                async for earlier in RecordReader(self._log, stream, until=record.version - 1):
+                    self._builder.entry(earlier)
+            except ForeignMessage as exc:
+                # Another app's message on the room's subject: its stream cannot be read, but
+                # the whole log's records can (they skip such messages). Following every room,
+                # the tail stopped at the first record of that room.
+                logger.warning(
+                    "%s: the room's earlier records cannot be read, its entries show without them",
+                    exc,
+                )
         return self._builder.entry(record)
 
 

@@ -768,6 +768,25 @@ class TestOnEveryBackend:
             tg.cancel_scope.cancel()
 
 
+async def test_the_tail_of_every_room_goes_past_a_room_another_app_wrote_in(
+    nats_server: NatsServer, nats_log: NatsEventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A foreign message last on r1's subject: folding r1's earlier records raised, and the
+    # tail of the whole log stopped there, showing nothing of any room.
+    for room_id in ("r2", "r1"):
+        await import_room(nats_log, await exported(await hand_made_room(room_id), room_id))
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().publish(nats_log._subject("r1"), b'{"not": "roomkit"}')
+    finally:
+        await nc.close()
+    lines: list[str] = []
+    await follow(nats_log, lines.append, last=4, live=False)  # r1 past its first record
+    shown = [line.split()[:2] for line in lines if not line.startswith("--")]
+    assert shown == [["r1", f"v{v}"] for v in range(2, 6)]
+    assert "the room's earlier records cannot be read" in caplog.text
+
+
 # -- records written before appends checked their timestamps ---------------------------------
 
 
