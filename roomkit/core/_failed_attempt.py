@@ -3,9 +3,11 @@ same call again may succeed, how long the vendor asked to be left alone, and whe
 failure is the channel's (its circuit breaker counts it) or this message's alone.
 
 The HTTP providers describe each failure in ``ProviderResult.metadata`` (``retryable``,
-``retry_after``, ``status_code``; see ``providers._http``), and a ``ProviderError`` carries
-``retryable`` and ``retry_after`` as attributes. A failure that says nothing (a channel of an
-app's own, 0.3.0's providers) is retried, and counted by the breaker, as every failure was.
+``retry_after``, ``status_code``; see ``providers._http``). A failure that says nothing (a
+channel of an app's own, 0.3.0's providers) is retried, and counted by the breaker, as every
+failure was: an exception's own ``retryable`` attribute is not read, since a
+``ProviderError``'s is False unless its raiser said otherwise (0.3.0 retried them all). Its
+``retry_after``, when set, is.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ def retryable(error: BaseException) -> bool:
     code, metadata = _details(error)
     if code in _REFUSED_UNSENT:
         return False
-    flag = metadata.get("retryable", getattr(error, "retryable", None))
-    return flag is not False
+    return metadata.get("retryable") is not False
 
 
 def retry_after(error: BaseException) -> float | None:
@@ -59,9 +60,13 @@ def retry_after(error: BaseException) -> float | None:
     value = metadata.get("retry_after", getattr(error, "retry_after", None))
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(value) or value <= 0:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past any float: longer than any wait
+        return math.inf
+    if math.isnan(seconds) or seconds <= 0:
         return None
-    return float(value)
+    return seconds  # infinity included: longer than any policy waits, so not retried
 
 
 def channel_health(error: BaseException) -> Health:
@@ -73,6 +78,11 @@ def channel_health(error: BaseException) -> Health:
     if metadata.get("retryable", True) is not False:
         return Health.FAILING
     status = metadata.get("status_code")
-    if isinstance(status, int) and 400 <= status < 500 and status not in _CHANNEL_WIDE_STATUSES:
+    if isinstance(status, bool) or not isinstance(status, int):
+        return Health.FAILING
+    if 200 <= status < 300:
+        # The vendor's own refusal in a success answer (VoiceMeUp's invalid_destination).
+        return Health.ANSWERING
+    if 400 <= status < 500 and status not in _CHANNEL_WIDE_STATUSES:
         return Health.ANSWERING
     return Health.FAILING

@@ -4,6 +4,7 @@ through breaker, rate limit and retries, provider failures, chain depth, and del
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
@@ -11,6 +12,7 @@ from uuid import uuid4
 import anyio
 import pytest
 
+from providers.errors import ProviderError
 from roomkit.channels.base import Channel
 from roomkit.core.circuit_breaker import CircuitBreaker, CircuitState
 from roomkit.core.event_router import (
@@ -683,8 +685,13 @@ class TestDelivery:
             ([failure(retryable=True, retry_after=5), failure(retry_after=0.5)], 3, [5.0, 2.0]),
             # Longer than the policy's longest wait: not tried again.
             ([failure(retryable=True, retry_after=120)], 1, []),
-            # A failure that says nothing is tried again, as every failure was.
+            ([failure(retry_after=10**400)], 1, []),  # past any float: it raised OverflowError
+            ([failure(retry_after=math.nan), failure(retry_after="5")], 3, [1.0, 2.0]),
+            # A failure that says nothing is tried again, as every failure was; a
+            # ProviderError raised by an app's channel too (its retryable is False unless
+            # said: it was tried once).
             ([failure(), ConnectionError("reset")], 3, [1.0, 2.0]),
+            ([ProviderError("upstream unavailable")] * 2, 3, [1.0, 2.0]),
         ]
         for deliveries, calls, delays in cases:
             target = Probe("t", deliveries=deliveries)
@@ -708,6 +715,7 @@ class TestDelivery:
         cases: list[tuple[Behaviour, int]] = [
             (failure(400), 0),
             (failure(404), 0),
+            (failure(200), 0),  # a refusal in a success answer (VoiceMeUp's bad number)
             (missing, 1),
             (failure(401), 2),
             (failure(403), 2),
