@@ -321,7 +321,8 @@ class VoiceMeUpMMSAggregator:
             if callback is not None:
                 self._handing.append(meta)
                 await self._hand_on(callback, meta)
-                self._handing.remove(meta)
+                if meta in self._handing:  # clear() meanwhile forgot it
+                    self._handing.remove(meta)
             elif not self._drained:  # run() alone: nobody takes it
                 logger.warning(
                     "voicemeup: MMS attachment %s released with no on_timeout to take it "

@@ -680,6 +680,29 @@ class TestMMSAggregator:
                 tg.cancel_scope.cancel()
         assert handed == ["990002"]
 
+    async def test_clear_while_a_part_is_handed_on_leaves_run_going(self) -> None:
+        # clear() forgot the part being handed on: run() failed on it as the callback
+        # returned, and handed nothing on after.
+        handed: list[str | None] = []
+        aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0.01)
+
+        async def clearing(meta: WebhookMeta) -> None:
+            handed.append(meta.message_id)
+            if len(handed) == 1:
+                aggregator.clear()
+
+        aggregator.configure(timeout_seconds=0.01, on_timeout=clearing)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await tg.start(aggregator.run, 0.02)
+                for n in range(2):
+                    payload = picture(f"99000{n}") | {"source_number": f"1514555000{n}"}
+                    assert extract_voicemeup_meta(payload, aggregator=aggregator).pending
+                    while len(handed) <= n:
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+        assert handed == ["990000", "990001"]
+
     def test_disabled_with_zero_timeout(self) -> None:
         aggregator = VoiceMeUpMMSAggregator(timeout_seconds=0)
         assert extract_voicemeup_meta(picture(), aggregator=aggregator).is_inbound
