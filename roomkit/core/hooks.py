@@ -21,7 +21,10 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Container, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import GenericAlias
 from typing import Any, NamedTuple
+
+from pydantic import BaseModel
 
 from actors import check_seconds, error_text
 from roomkit.core._bounded import TimedOut, bounded
@@ -205,10 +208,18 @@ def _answers_in(value: object) -> bool:
     """Whether ``in`` can ask ``value`` again and again, as it asks a hook's filter at every
     event. Filters are matched with ``in`` only, so anything that answers it will do: a
     prefix matcher, or a class with only ``__iter__`` or ``__getitem__`` (which ``in`` falls
-    back to)."""
-    if isinstance(value, str | bytes | bytearray | Iterator):
+    back to). Not a model (``in`` iterates its fields: it never matches) or a class (``list``,
+    ``list[str]``); and ``in`` is asked once here: one that raises (a ``__getitem__`` over a
+    mapping, asked for index 0) failed every message of every room."""
+    if isinstance(value, str | bytes | bytearray | Iterator | BaseModel | type | GenericAlias):
         return False
-    return isinstance(value, Container | Iterable) or hasattr(type(value), "__getitem__")
+    if not (isinstance(value, Container | Iterable) or hasattr(type(value), "__getitem__")):
+        return False
+    try:
+        _ = "\x00a channel id no room has" in value  # type: ignore[operator]
+    except Exception:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

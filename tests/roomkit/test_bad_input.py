@@ -532,8 +532,11 @@ async def test_hook_registrations_that_would_break_every_message_are_refused(
         kit.hook(HookTrigger.BEFORE_BROADCAST, name=5)(allow)  # type: ignore[arg-type]
     # A string filter matched by substring ("ms" in "sms"); one that is not a collection
     # (5) was taken, then every message of every room failed on it.
+    # Nor one that ``in`` asks by index over a mapping (KeyError 0 at every message), a model
+    # (``in`` iterates its fields: it never matched) or a class.
+    refused = ("sms", 5, (c for c in "sms"), _Lookup({"sms": True}), _Lookup, list[str])
     for name in ("channel_types", "channel_ids", "directions"):
-        for value in ("sms", 5, (c for c in "sms")):
+        for value in (*refused, HookResult.allow()):
             with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
                 kit.hook(HookTrigger.BEFORE_BROADCAST, **{name: value})(allow)
             with pytest.raises(TypeError, match=f"^hook {name} must be a collection"):
@@ -586,6 +589,14 @@ class _Indexed:
 
     def __getitem__(self, index: int) -> str:
         return self.ids[index]
+
+
+class _Lookup:
+    def __init__(self, allowed: dict[str, bool]) -> None:
+        self.allowed = allowed
+
+    def __getitem__(self, channel_id: str) -> bool:
+        return self.allowed[channel_id]
 
 
 async def test_a_room_whose_log_cannot_be_read_says_so_and_the_kit_goes_on() -> None:
