@@ -704,9 +704,10 @@ class RoomDecider:
                 event.index,
             )
         changes = {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
-        if key and final.idempotency_key is None:
-            # A replacement made anew (a redaction hook's ``RoomEvent(...)``) is still this
-            # message: without its key, the provider's retry was recorded and sent again.
+        if key and final.idempotency_key != key:
+            # A replacement (a redaction hook's ``RoomEvent(...)``, or one given another key)
+            # is still this message: under another key, or none, the provider's retry was
+            # recorded and sent again.
             changes["idempotency_key"] = key
         final = updated(final, changes)
         bound = final.source.channel_id in state.bindings

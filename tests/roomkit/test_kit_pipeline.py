@@ -431,17 +431,21 @@ class TestInbound:
         assert again.event.id == first.event.id
         assert ws.texts() == ["hi"]
 
-    async def test_a_replacement_made_anew_keeps_the_message_s_idempotency_key(
-        self, kit: RoomKit
+    @pytest.mark.parametrize("given_key", [None, "", "k-redacted"])
+    async def test_a_replacement_keeps_the_message_s_idempotency_key(
+        self, kit: RoomKit, given_key: str | None
     ) -> None:
-        # A redaction hook's new RoomEvent had no key: the provider's retry of the same
-        # webhook was recorded and sent a second time.
+        # A redaction hook's new RoomEvent had no key (or one of its own): the provider's
+        # retry of the same webhook was recorded and sent a second time.
         _, ws = await two_channel_room(kit)
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def redact(event: RoomEvent, context: RoomContext) -> HookResult:
             redacted = RoomEvent(
-                room_id=event.room_id, source=event.source, content=TextContent(body="***")
+                room_id=event.room_id,
+                source=event.source,
+                content=TextContent(body="***"),
+                idempotency_key=given_key,
             )
             return HookResult.modify(redacted)
 
