@@ -11,9 +11,10 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
+import pydantic
 import pydantic_core
 from pydantic import BaseModel
 
@@ -860,19 +861,18 @@ def _as_models(given: Any, read: Any) -> Any:
     if isinstance(read, BaseModel):
         if not isinstance(given, type(read)):
             return read  # a dict, or another model
-        values = read.__dict__
-        if type(given) is not type(read):
-            # An app's own subclass, whose fields may type as its models what the class the
-            # log is read as holds as plain JSON: those it holds, as its own class reads them
-            # (the fields it does not hold are the app's, kept as given).
-            own = _read_as(type(given), read)
-            if own is not None:
-                values = {name: own.__dict__[name] for name in values}
+        # An app's own subclass may type a field anew (``metadata: Ticket``) that the class
+        # the log is read as holds as plain JSON: such a field is compared as its own class
+        # types it. The fields the log does not hold are the app's, kept as given.
+        own = type(given) if type(given) is not type(read) else None
         fields = given.__dict__
         changed = {}
-        for name, value in values.items():
+        for name, value in read.__dict__.items():
             if name in fields:
-                mine = _as_models(fields[name], value)
+                if own is not None and _typed_anew(own, type(read), name):
+                    mine = _as_typed(own, name, fields[name], value)
+                else:
+                    mine = _as_models(fields[name], value)
                 if mine is not fields[name]:
                     changed[name] = mine
         return given.model_copy(update=changed) if changed else given
@@ -891,15 +891,39 @@ def _as_models(given: Any, read: Any) -> Any:
     return read
 
 
-def _read_as(own: type[BaseModel], read: BaseModel) -> BaseModel | None:
-    """``read`` (what the log reads back of an app's model, as the class it is stored as)
-    read again as the app's own class ``own``; None if it does not read as that."""
+def _typed_anew(own: type[BaseModel], stored: type[BaseModel], name: str) -> bool:
+    """Whether the app's class ``own`` types field ``name`` otherwise than ``stored`` does."""
+    mine, theirs = own.model_fields.get(name), stored.model_fields.get(name)
+    return mine is not None and theirs is not None and mine.annotation != theirs.annotation
+
+
+# A field's validator, by (class, field): made once (a TypeAdapter takes ~100 µs to build).
+_field_adapters: dict[tuple[type[BaseModel], str], pydantic.TypeAdapter[Any]] = {}
+
+
+def _as_typed(own: type[BaseModel], name: str, given: Any, read: Any) -> Any:
+    """``given`` (the value of a field the app's class ``own`` types anew) if what the log
+    holds of it (``read``, as the stored class reads it) reads back as ``given`` with the
+    field's own type; ``read`` otherwise."""
+    key = (own, name)
+    adapter = _field_adapters.get(key)
+    if adapter is None:
+        if len(_field_adapters) >= 256:  # bounded: classes made at run time
+            _field_adapters.clear()
+        field = own.model_fields[name]
+        # With the field's own constraints (strict, bounds) as its class validates it.
+        adapter = pydantic.TypeAdapter(Annotated[field.annotation or Any, field])  # type: ignore[arg-type]
+        _field_adapters[key] = adapter
     try:
         # As JSON, which the log holds: a strict model takes a time as text only there. By
-        # name: the log writes a field by its name, not by its alias.
-        return own.model_validate_json(pydantic_core.to_json(read), by_name=True)
-    except Exception:  # not the class's fields: what was read back stands
-        return None
+        # name: the log writes a field by its name, not by its alias. The field alone: the
+        # class may have fields the log does not hold (``exclude=True``) that it requires.
+        again = adapter.validate_json(pydantic_core.to_json(read), by_name=True)
+    except Exception:  # not the field's type: what was read back stands
+        return read
+    # Equal, ``given`` is what the log holds: kept as it is, not validated again (a
+    # validator that is not idempotent, "#" + v, changed it at every pass).
+    return given if again == given else read
 
 
 def validated_event(event: RoomEvent) -> RoomEvent:

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pydantic
+import pydantic_core
 import pytest
 
 from eventlog import EventLog, MemoryEventLog, NewEvent
@@ -1181,6 +1182,58 @@ async def test_a_hook_s_replacement_keeps_the_app_s_own_models_in_its_fields(
     assert isinstance(sent, _TicketEvent) and sent.metadata == _Ticket(ticket="T-42", due=_DUE)
     [logged] = [e for e in await kit.get_timeline("r1") if e.type == "message"]
     assert logged.metadata == {"ticket": "T-42", "due": "2026-01-02T00:00:00Z"}
+
+
+class _RawTicketEvent(RoomEvent):
+    """Its metadata is the app's model; its raw payload a field the log does not keep."""
+
+    metadata: _Ticket  # type: ignore[assignment]
+    raw: dict[str, object] = pydantic.Field(exclude=True)
+
+
+class _RawTickets(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        ticket = _Ticket(ticket="T-42", due=_DUE)
+        return _RawTicketEvent(**{**dict(event), "metadata": ticket, "raw": {"p": 1}})
+
+
+async def test_an_app_model_is_kept_beside_a_field_the_log_does_not_keep(kit: RoomKit) -> None:
+    # The app's whole class was read back from the log, without its required raw: refused,
+    # the metadata went on as the log's dict (event.metadata.ticket raised AttributeError).
+    sent = await _sent_as_a_hook_replaced_it(kit, _RawTickets("app"), {"status": "delivered"})
+    assert isinstance(sent, _RawTicketEvent) and sent.raw == {"p": 1}
+    assert sent.metadata == _Ticket(ticket="T-42", due=_DUE)
+
+
+class _Tagged(pydantic.BaseModel):
+    code: str
+
+    @pydantic.field_validator("code")
+    @classmethod
+    def tagged(cls, code: str) -> str:
+        return "#" + code  # not idempotent: each validation adds one
+
+
+class _TaggedEvent(RoomEvent):
+    metadata: _Tagged  # type: ignore[assignment]
+
+
+class _TaggedIn(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        return _TaggedEvent(**{**dict(event), "metadata": _Tagged(code="42")})
+
+
+async def test_a_model_whose_validator_changes_it_again_is_not_validated_again(
+    kit: RoomKit,
+) -> None:
+    # Its class read back the log's JSON a second time: "##42" went to the channels and the
+    # log, where the app made "#42". What goes on is what the log holds.
+    sent = await _sent_as_a_hook_replaced_it(kit, _TaggedIn("app"), {"status": "delivered"})
+    [logged] = [e for e in await kit.get_timeline("r1") if e.type == "message"]
+    assert logged.metadata == {"code": "#42"}
+    assert pydantic_core.to_jsonable_python(sent.metadata) == {"code": "#42"}
 
 
 class _AliasedTicket(pydantic.BaseModel):
