@@ -226,6 +226,7 @@ class NatsPlacement(Placement):
         self._sent = anyio.Event()
         self._left = False
         self._released = False  # the leases given back: the lease loop ends
+        self._gone = False  # its own connection closed as it left: nothing more is sent
         self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
         self._failing = False  # the lease table unreachable: reported once per outage
 
@@ -457,14 +458,26 @@ class NatsPlacement(Placement):
                     else:
                         await self._sent.wait()
             if self._own:
+                self._gone = True
                 await close_quietly(self._nc)
 
     # -- sending -----------------------------------------------------------------------------
+
+    def _check_connected(self, room_id: str, owner: str) -> None:
+        """Raise ``KitClosedError`` once this process closed its connection as it left: a
+        command for a room another process holds (its kit's last post-commit work) was run
+        here, deciding the room in two processes at once."""
+        if self._gone:
+            raise KitClosedError(
+                f"room {room_id}: the kit closed, and its room is process {owner}'s, which this "
+                "process no longer reaches"
+            )
 
     async def forward_command(self, room_id: str, command: object, settle: bool) -> Outcome | None:
         owner = self.owner_of(room_id)
         if owner is None:
             return None
+        self._check_connected(room_id, owner)
         # Held until answered: a link coming back here is this very wait (see _chain).
         waiting = current_chain()
         request = {
@@ -474,6 +487,7 @@ class NatsPlacement(Placement):
             "settle": settle,
             "commit_only": self._port.commit_only(),
             "waiting": encode_chain(waiting, self._port.kit, self._me),
+            "leaving": self._left,
         }
         answer = await self._send(owner, room_id, request)
         del waiting
@@ -500,12 +514,14 @@ class NatsPlacement(Placement):
         owner = self.owner_of(room_id)
         if owner is None:
             return None
+        self._check_connected(room_id, owner)
         request = {
             "op": "inbound",
             "room": room_id,
             "message": message,
             "commit_only": self._port.commit_only(),
             "waiting": encode_chain(waiting, self._port.kit, self._me),
+            "leaving": self._left,
         }
         answer = await self._send(owner, room_id, request)
         if answer is None:
@@ -567,6 +583,7 @@ class NatsPlacement(Placement):
                         "(the command may have been applied there)"
                     ) from exc
                 except nats.errors.Error as exc:  # not sent (too large, this connection)
+                    self._check_connected(room_id, owner)
                     logger.warning(
                         "room %s: not sent to its owner %s (%r): run here", room_id, owner, exc
                     )
@@ -626,6 +643,24 @@ class NatsPlacement(Placement):
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
+    def _takes_while_leaving(self, request: dict[str, Any], waiting: Sequence[Any]) -> bool:
+        """Whether this leaving process runs ``request`` rather than answer "leaving".
+
+        It does when a decision of its own waits for it: leave() waits for that decision (and
+        a call back into it is refused at once, as ever). And when its sender is leaving too
+        and this process still holds the room: each waits for its own callers' commands before
+        it gives its leases back, so two processes closing at once, each with a command for
+        the other's room, waited on each other until forward_timeout, and both commands were
+        lost.
+        """
+        kit = self._port.kit
+        if any(wait.mark.kit is kit for wait in waiting):
+            return True
+        if request.get("leaving") is not True or self._released:
+            return False
+        room = request.get("room")
+        return isinstance(room, str) and partition_of(room, self._owner.partitions) in self._held
+
     async def _answer(self, msg: Msg) -> None:
         port = self._port
         reply: dict[str, Any]
@@ -635,10 +670,8 @@ class NatsPlacement(Placement):
             if op not in ("command", "inbound"):
                 raise WireError(f"a request that is not a room command: {request!r}"[:300])
             waiting = decode_chain(request.get("waiting"), port.kit, self._me)
-            if self._left and not any(wait.mark.kit is port.kit for wait in waiting):
+            if self._left and not self._takes_while_leaving(request, waiting):
                 # Taken no more (see leave): its sender waits for the leases given back.
-                # Unless a decision of this process waits for it: leave() waits for that
-                # decision (and a call back into it is refused at once, as ever).
                 with contextlib.suppress(nats.errors.Error):
                     await msg.respond(encode({"leaving": True}))
                 return

@@ -1166,6 +1166,75 @@ async def test_a_closing_process_sends_on_what_its_callers_send_to_others_rooms(
 
 
 @pytest.mark.nats
+async def test_two_processes_closing_at_once_run_what_they_send_each_other(
+    nats_server: NatsServer,
+) -> None:
+    # Each answered the other "leaving" and waited for the other's leases, which the other
+    # held until its own command (this very relay) was done: both relays waited
+    # forward_timeout, and were lost.
+    relayed: list[InboundResult] = []
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        rooms = {"a": rooms_of(a, 1)[0], "b": rooms_of(b, 1)[0]}
+        for room_id in rooms.values():
+            await room_with(a, room_id, "sms")
+        for kit, other in ((a, rooms["b"]), (b, rooms["a"])):
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+            async def relay(
+                event: RoomEvent, context: RoomContext, kit: RoomKit = kit, other: str = other
+            ) -> None:
+                if isinstance(event.content, TextContent) and event.content.body == "slow":
+                    await until_leaving(a)
+                    await until_leaving(b)
+                    relayed.append(
+                        await kit.process_inbound(text("sms", "relayed"), room_id=other)
+                    )
+
+        async with sending(a, "slow", rooms["a"]), sending(b, "slow", rooms["b"]):
+            await until_ran(ran, "a", rooms["a"])
+            await until_ran(ran, "b", rooms["b"])
+            async with anyio.create_task_group() as closing:
+                closing.start_soon(a.close)
+                closing.start_soon(b.close)
+        assert [r.reason for r in relayed] == [None, None]
+        for member, room_id in rooms.items():  # each decided where it is held, once
+            assert [who for who, room in ran if room == room_id] == [member, member]
+
+
+@pytest.mark.nats
+async def test_a_process_that_left_sends_nothing_more_and_decides_no_room_of_another(
+    nats_server: NatsServer,
+) -> None:
+    # Its connection closed, a post-commit command for another's room was decided here
+    # (logged "run here"), at once with its owner.
+    refused: list[BaseException] = []
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        mine, theirs = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
+        for room_id in (mine, theirs):
+            await room_with(a, room_id, "sms")
+
+        @a.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def relay(event: RoomEvent, context: RoomContext) -> None:
+            if isinstance(event.content, TextContent) and event.content.body == "relay":
+
+                async def gone() -> bool:
+                    return placement(a)._gone
+
+                await eventually(gone, what="a's connection closed as it left")
+                try:
+                    await a.process_inbound(text("sms", "inner"), room_id=theirs)
+                except KitClosedError as exc:
+                    refused.append(exc)
+
+        async with sending(a, "relay", mine):
+            await until_ran(ran, "a", mine)
+            await a.close()
+        assert len(refused) == 1 and "process b's" in str(refused[0])
+        assert ("a", theirs) not in ran
+        assert "inner" not in bodies_of(await b.get_timeline(theirs))
+
+
+@pytest.mark.nats
 async def test_a_request_a_closing_process_had_not_taken_yet_is_answered(
     nats_server: NatsServer,
 ) -> None:
