@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventlog import EventLog
+from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._in_decision import deciding, deliveries_held_up
 from roomkit.core._post_commit import in_post_commit_work
@@ -120,7 +121,9 @@ class HelpersMixin:
         """Decorator: call ``fn(FrameworkEvent)`` (async, or a plain function) for framework
         events of ``event_type``.
 
-        Exact type match only (no wildcard); exceptions of handlers are logged.
+        Exact type match only (no wildcard); exceptions of handlers are logged. A handler
+        that takes longer than the kit's ``process_timeout`` is cut there (logged), as a
+        hook is: the room's deliveries wait for the events they emit.
 
         Raises:
             TypeError: ``event_type`` is not a string, or what is decorated is not callable.
@@ -158,7 +161,16 @@ class HelpersMixin:
             try:
                 answer = handler(event)
                 if inspect.isawaitable(answer):  # a plain function works too (list.append)
-                    await answer
+                    # Bounded: one that never returned (a metrics push whose server stopped
+                    # answering) held its room's later deliveries, and its commands, for good.
+                    await bounded(answer, self._process_timeout)
+            except TimedOut:
+                logger.warning(
+                    "framework event handler for %r did not return within %g s "
+                    "(process_timeout): cut",
+                    event_type,
+                    self._process_timeout,
+                )
             except Exception:
                 logger.exception("framework event handler for %r failed", event_type)
 

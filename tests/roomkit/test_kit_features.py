@@ -590,6 +590,35 @@ class TestResilience:
             assert ws.texts() == ["one", "two", "three"]
             assert sorted(errors) == ["analytics", "welcome", "welcome"]
 
+    async def test_a_hung_framework_event_handler_is_cut_at_process_timeout(
+        self, make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A ``kit.on`` handler that never returns held its room's later deliveries, and
+        ``attach_channel`` on that room, for good."""
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        async with make_kit(process_timeout=0.2) as kit:
+            kit.register_channel(sms)
+            kit.register_channel(ws)
+            hung = anyio.Event()
+
+            @kit.on("delivery_succeeded")
+            async def metrics(event: FrameworkEvent) -> None:
+                if not hung.is_set():
+                    hung.set()
+                    await anyio.sleep_forever()  # a push whose server stopped answering
+
+            with anyio.fail_after(10):
+                await kit.create_room(room_id="r1")
+                await kit.attach_channel("r1", "sms")
+                await kit.attach_channel("r1", "ws")
+                for body in ("one", "two", "three"):
+                    await kit.process_inbound(text("sms", body), room_id="r1")
+                kit.register_channel(SimpleChannel("agent"))
+                await kit.attach_channel("r1", "agent")
+                while ws.texts() != ["one", "two", "three"]:
+                    await anyio.sleep(0.01)
+            assert "framework event handler for 'delivery_succeeded' did not return" in caplog.text
+
     async def test_an_on_event_set_on_the_instance_is_bounded_too(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
