@@ -226,8 +226,9 @@ class RoomDelivery:
     async def _report_errors(self, context: RoomContext) -> None:
         """Run the ON_ERROR hooks (async lifecycle hooks) for the job's failures, once its
         turn is delivered: a caller waiting for the turn (process_timeout) does not wait for
-        error reports. Quirk 9 fixed: 0.3.0 never fired them. Errors of ON_ERROR hooks
-        themselves are only logged, never reported again."""
+        error reports. Quirk 9 fixed: 0.3.0 never fired them. A failed ON_ERROR hook is a
+        ``hook_error`` framework event as any failed hook is, but never an ON_ERROR again (a
+        failing one would report itself for ever)."""
         errors, self._errors = self._errors or [], None
         services = self._services
         for code, body, data in errors:
@@ -235,13 +236,16 @@ class RoomDelivery:
                 self._room_id, EventType.SYSTEM, code, body, services.now(), data
             )
             try:
-                await services.hooks.run_async_hooks(
+                failed = await services.hooks.run_async_hooks(
                     self._room_id,
                     HookTrigger.ON_ERROR,
                     event,
                     context,
                     ceiling=self._hook_ceiling(),
                 )
+                for name, error in failed:
+                    reported, _, _ = hook_failure(name, error)
+                    await services.emit("hook_error", room_id=self._room_id, data=reported)
             except Exception:
                 logger.exception("room %s: ON_ERROR hooks failed", self._room_id)
 

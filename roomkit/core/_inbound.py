@@ -680,12 +680,18 @@ class InboundMixin(HelpersMixin):
     ) -> None:
         """Report async hooks that failed outside a room's delivery worker (identity hooks,
         delivery statuses, which no room runs) as its failed hooks are: a ``hook_error``
-        framework event, and the ON_ERROR hooks (whose own failures are only logged)."""
+        framework event, and the ON_ERROR hooks (whose own failures are a ``hook_error``, never
+        an ON_ERROR again)."""
         for name, error in errors:
             reported, body, data = hook_failure(name, error)
             await self._emit_framework_event("hook_error", room_id=room_id, data=reported)
             event = lifecycle_event(room_id, EventType.SYSTEM, "hook_error", body, utcnow(), data)
-            await self._hook_engine.run_async_hooks(room_id, HookTrigger.ON_ERROR, event, context)
+            failed = await self._hook_engine.run_async_hooks(
+                room_id, HookTrigger.ON_ERROR, event, context
+            )
+            for failed_name, failure in failed:
+                reported, _, _ = hook_failure(failed_name, failure)
+                await self._emit_framework_event("hook_error", room_id=room_id, data=reported)
 
     async def process_webhook(self, meta: Any, channel_id: str) -> InboundResult | None:
         """Route a parsed webhook: inbound messages to ``process_inbound``, statuses to

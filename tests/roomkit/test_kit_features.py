@@ -159,6 +159,48 @@ class TestFrameworkEvents:
         assert ws.texts() == ["go"]
         assert errors == [("hook broken failed: broken", {"hook": "broken"})] * 2
 
+    async def test_a_failing_on_error_hook_is_a_hook_error_and_no_on_error_again(
+        self, kit: RoomKit
+    ) -> None:
+        # It was only logged: an app alerting on hook_error never heard of it.
+        hook_errors: list[str] = []
+        calls: list[str] = []
+
+        @kit.on("hook_error")
+        async def noted(event: FrameworkEvent) -> None:
+            hook_errors.append(str(event.data["hook"]))
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def alerting(event: RoomEvent, context: RoomContext) -> None:
+            calls.append(event.content.body)  # type: ignore[union-attr]
+            raise RuntimeError("the pager is down")
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def broken(event: RoomEvent, context: RoomContext) -> None:
+            raise RuntimeError("broken")
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await room_with(kit, "r1", "sms", "ws")
+        await kit.process_inbound(text("sms", "go"), room_id="r1")
+
+        async def reported() -> bool:
+            return len(hook_errors) >= 2
+
+        await eventually(reported, what="the failing hook and the failing ON_ERROR hook")
+        assert hook_errors == ["broken", "alerting"]
+        assert calls == ["hook broken failed: broken"]  # not run for its own failure
+
+        # A hook no room runs (a delivery status's) is reported the same way.
+        @kit.hook(HookTrigger.ON_DELIVERY_STATUS, execution=HookExecution.ASYNC)
+        async def status_broken(status: DeliveryStatus, context: object) -> None:
+            raise RuntimeError("broken too")
+
+        status = DeliveryStatus(provider="twilio", message_id="SM9", status="delivered")
+        await kit.process_delivery_status(status)
+        assert hook_errors == ["broken", "alerting", "status_broken", "alerting"]
+        assert calls[1:] == ["hook status_broken failed: broken too"]
+
     async def test_callers_do_not_wait_for_the_on_error_hooks(self, kit: RoomKit) -> None:
         # Error reports run once the turn is delivered: an ON_ERROR hook that takes its time
         # held the caller, which then reported process_timeout for a message that went out.
