@@ -42,6 +42,7 @@ class _Kind:
     factory: Callable[[str], Actor]
     capacity: int
     policy: SupervisionPolicy
+    stops_first: bool = False
 
 
 def check_settings(
@@ -320,6 +321,7 @@ class ActorSystem:
         *,
         mailbox_size: int | None = None,
         supervision: SupervisionPolicy | None = None,
+        stops_first: bool = False,
     ) -> None:
         """Declare a kind of actor. Allowed before or while the system runs.
 
@@ -328,6 +330,9 @@ class ActorSystem:
             factory: ``factory(key)`` returns a new instance (an ``Actor`` subclass works).
             mailbox_size: this kind's mailbox capacity (default: the system's).
             supervision: this kind's supervision policy (default: the system's).
+            stops_first: as the system shuts down, this kind's actors are stopped, and waited
+                for, before the other kinds' (within the same ``shutdown_timeout``): actors
+                whose last work the others take (workers reporting to their owners).
 
         Raises:
             ValueError: ``kind`` is already registered, or ``mailbox_size`` is below 1.
@@ -343,7 +348,9 @@ class ActorSystem:
         if capacity < 1:
             raise ValueError("mailbox_size must be >= 1")
         _check_policy(supervision)
-        self._kinds[kind] = _Kind(factory, capacity, supervision or self._supervision)
+        self._kinds[kind] = _Kind(
+            factory, capacity, supervision or self._supervision, stops_first=stops_first
+        )
 
     # -- addressing ------------------------------------------------------------------------------
 
@@ -474,8 +481,14 @@ class ActorSystem:
             raise interrupted
 
     async def _drain(self) -> None:
-        """Stop every actor and wait for them, at most ``shutdown_timeout``."""
+        """Stop every actor and wait for them, at most ``shutdown_timeout``: those of the
+        kinds that stop first (see ``register``), then the others."""
         with anyio.move_on_after(self._shutdown_timeout) as drain:
+            first = [cell for cell in self._cells.values() if self._kinds[cell.kind].stops_first]
+            for cell in first:
+                self._stop_cell(cell)
+            for cell in first:
+                await cell.wait_stopped()
             for cell in list(self._cells.values()):
                 self._stop_cell(cell)
             if self._live:

@@ -231,6 +231,10 @@ class KitRuntime:
             DELIVERY,
             lambda key: DeliveryActor(key, self.services),
             mailbox_size=_DELIVERY_MAILBOX,
+            # As the kit closes, a delivery still running reports its outcome to its room,
+            # which appends it as it stops: stopped together, the room was gone first, and
+            # the outcome lost (its events fired all the same).
+            stops_first=True,
         )
         # The read model first catches up with what the log already holds (a restart), then
         # follows it live.

@@ -262,3 +262,36 @@ async def test_a_system_runs_once() -> None:
     with pytest.raises(RuntimeError, match="once"):
         async with system:
             pass  # pragma: no cover
+
+
+async def test_the_kinds_that_stop_first_are_stopped_and_waited_for_before_the_others() -> None:
+    # A worker still running as the system shut down reported to an owner that had stopped:
+    # what it reported was lost (the kit's delivery outcomes).
+    kept: list[str] = []
+
+    class Owner(Actor):
+        def __init__(self, key: str) -> None:
+            super().__init__(key)
+            self.reports: list[str] = []
+
+        async def receive(self, message: object) -> object:
+            self.reports.append(str(message))
+            return None
+
+        async def on_stop(self) -> None:
+            kept.extend(self.reports)
+
+    class Worker(Actor):
+        async def receive(self, message: object) -> object:
+            await anyio.sleep(0.2)  # its last job, still running as the system shuts down
+            await self.system.ref("owner", self.key).ask(f"done {message}")
+            return None
+
+    system = ActorSystem()
+    system.register("owner", Owner)
+    system.register("worker", Worker, stops_first=True)
+    async with system:
+        await system.ref("owner", "a").ask("started")
+        await system.ref("worker", "a").tell("job")
+        await anyio.sleep(0.05)  # the worker took its job up
+    assert kept == ["started", "done job"]

@@ -19,6 +19,7 @@ from eventlog import EventLog, MemoryEventLog, NewEvent, Record
 from roomkit import (
     ChannelBinding,
     ChannelOutput,
+    FrameworkEvent,
     InboundMessage,
     RetryPolicy,
     RoomContext,
@@ -246,3 +247,40 @@ async def test_a_stopped_kit_refuses_tells_with_the_actor_error() -> None:
         await _room(kit)
     with pytest.raises(ActorDeadError):
         kit._runtime._tell_room_nowait("r1", FLUSH)  # what the flusher tells rooms with
+
+
+class _Hanging(SimpleChannel):
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_delivery_that_ends_as_the_kit_closes_has_its_outcome_appended(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # Its retries outlasted the close's wait, and ended within the actors' time to stop: its
+    # events fired, but its room had stopped before it, and the log held no outcome.
+    kit = make_kit(outcome_delay=3600, process_timeout=0.25)
+    failed: list[str] = []
+    async with kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(_Hanging("hung"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        # 4 attempts of 0.25 s and 0.7 s of backoff: past the close's wait (1 s).
+        retry = RetryPolicy(max_retries=3, base_delay_seconds=0.1)
+        await kit.attach_channel("r1", "hung", retry_policy=retry)
+
+        @kit.on("delivery_failed")
+        async def noted(event: FrameworkEvent) -> None:
+            failed.append(str(event.data["error"]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(kit.process_inbound, room_id="r1"), text("sms", "hi"))
+            await anyio.sleep(0.1)  # committed; its delivery retries
+            tg.start_soon(kit.close)
+    assert failed == ["timeout"]
+    (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
+    assert await _deliveries(kit.log) == [message.id]
