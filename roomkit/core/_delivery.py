@@ -357,7 +357,7 @@ class RoomDelivery:
             HookTrigger.AFTER_BROADCAST,
             event,
             context,
-            ceiling=self._hook_ceiling(),
+            ceiling=router.call_timeout,  # _hook_ceiling(), from the router already at hand
         )
         await self._report_hook_errors(errors, context)
 

@@ -595,7 +595,11 @@ class EventRouter:
             )
         probe = breaker.probe  # this delivery is the breaker's probe if not None
         try:
-            output = await self._attempts(channel, event, binding, context)
+            if binding.retry_policy is None and binding.rate_limit is None:
+                # One attempt, no token: the usual binding, without a frame more per target.
+                output = await _deliver_once(channel, event, binding, context, self._call_timeout)
+            else:
+                output = await self._attempts(channel, event, binding, context)
         except (ProviderDeliveryError, _OutputFailed) as exc:
             health = channel_health(exc)
             if health is Health.FAILING:
