@@ -72,7 +72,10 @@ def configure_serve_parser(parser: argparse.ArgumentParser) -> None:
         "a `log` argument; it may be async), or a RoomKit instance",
     )
     parser.add_argument(
-        "--nats", default=_DEFAULT_URL, metavar="URL", help=f"the NATS server ({_DEFAULT_URL})"
+        "--nats",
+        default=_DEFAULT_URL,
+        metavar="URL",
+        help=f"the NATS server (default {_DEFAULT_URL})",
     )
     parser.add_argument(
         "--prefix",

@@ -211,6 +211,12 @@ class TestOtherCommands:
         for code_line in ("0  success", "2  usage", "3  the log cannot be reached", "4  unknown"):
             assert code_line in out
 
+    def test_serve_s_help_says_its_defaults(self, capsys: pytest.CaptureFixture[str]) -> None:
+        # --nats's was given as an example, not as the default it is.
+        code, out, _ = run(capsys, "serve", "--help")
+        assert code == EXIT_OK
+        assert "the NATS server (default nats://127.0.0.1:4222)" in " ".join(out.split())
+
     def test_python_dash_m_roomkit(self) -> None:
         done = subprocess.run(
             [sys.executable, "-m", "roomkit", "rooms", "--help"],
