@@ -310,7 +310,9 @@ class RoomDelivery:
                     "errors": dict(failed),
                 },
             )
-        await self._report_deliveries(event, list(broadcast.delivery_outputs), failed, notify)
+        await self._report_deliveries(
+            event, list(broadcast.delivery_outputs), failed, notify, broadcast.delivery_results
+        )
         for blocked in broadcast.blocked_events:
             await notify(
                 "chain_depth_exceeded",
@@ -401,16 +403,26 @@ class RoomDelivery:
         delivered: Sequence[str],
         errors: Mapping[str, str],
         notify: Emit,
+        results: Mapping[str, DeliveryResult] | None = None,
     ) -> None:
         """Framework events through ``notify`` as 0.3.0 emitted them (``delivery_succeeded``
         for each channel that delivered, then ``delivery_failed`` for each failed target, an
-        intelligence channel's on_event included), then ON_ERROR for each failure."""
+        intelligence channel's on_event included), then ON_ERROR for each failure.
+
+        ``delivery_succeeded`` says the provider's id of the message it sent
+        (``data["provider_message_id"]``), when the provider gave one: the id its delivery
+        statuses name (0.3.0 said none, and a status could not be matched to its event).
+        """
         for channel_id in delivered:
+            result = results.get(channel_id) if results is not None else None
+            sent = result.provider_result if result is not None else None
+            sent_id = sent.provider_message_id if sent is not None else None
             await notify(
                 "delivery_succeeded",
                 room_id=self._room_id,
                 channel_id=channel_id,
                 event_id=event.id,
+                data={"provider_message_id": sent_id} if sent_id is not None else None,
             )
         if not errors:
             return

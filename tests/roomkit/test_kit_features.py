@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -393,6 +394,22 @@ class TestFrameworkEvents:
             ("delivery_failed", "down", {"error": "down is down"}),
             ("delivery_failed", "ai", {"error": "ai exploded"}),
         ]
+
+    async def test_delivery_succeeded_names_the_provider_s_message_id(self, kit: RoomKit) -> None:
+        # 0.3.0 named none: a delivery status (which names only that id) could not be
+        # matched to the event it reports on.
+        succeeded: list[FrameworkEvent] = []
+        kit.on("delivery_succeeded")(succeeded.append)
+        provider = MockSMSProvider()
+        kit.register_channel(SimpleChannel("ws"))
+        kit.register_channel(SMSChannel("sms", provider=provider))
+        await room_with(kit, "r1", "ws")
+        await kit.attach_channel("r1", "sms", metadata={"phone_number": "+15145550000"})
+        result = await kit.process_inbound(text("ws", "hi"), room_id="r1")
+        [sent] = [e for e in succeeded if e.channel_id == "sms"]
+        assert result.event is not None and sent.event_id == result.event.id
+        assert set(sent.data) == {"provider_message_id"}
+        assert re.fullmatch("[0-9a-f]{32}", str(sent.data["provider_message_id"]))
 
     async def test_on_delivery_status(self, kit: RoomKit) -> None:
         from roomkit import DeliveryStatus
