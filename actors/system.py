@@ -482,19 +482,28 @@ class ActorSystem:
 
     async def _drain(self) -> None:
         """Stop every actor and wait for them, at most ``shutdown_timeout``: those of the
-        kinds that stop first (see ``register``), then the others."""
-        with anyio.move_on_after(self._shutdown_timeout) as drain:
-            first = [cell for cell in self._cells.values() if self._kinds[cell.kind].stops_first]
+        kinds that stop first (see ``register``), for at most half of it, then the others."""
+        deadline = anyio.current_time() + self._shutdown_timeout
+        first = [
+            cell
+            for cell in (*self._cells.values(), *self._stopping.values())
+            if self._kinds[cell.kind].stops_first
+        ]
+        # Half the time at most: the others must still be stopped (their on_stop run) in
+        # what is left, whatever the first ones do (a worker whose call hangs).
+        with anyio.move_on_after(self._shutdown_timeout / 2):
             for cell in first:
-                self._stop_cell(cell)
+                if self._cells.get((cell.kind, cell.key)) is cell:
+                    self._stop_cell(cell)
             for cell in first:
                 await cell.wait_stopped()
+        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as drain:
             for cell in list(self._cells.values()):
                 self._stop_cell(cell)
             if self._live:
                 self._drained = anyio.Event()
                 await self._drained.wait()
-        if drain.cancelled_caught:
+        if drain.cancelled_caught and self._live:
             logger.warning(
                 "actor system: %d actor(s) still running after the %.1f s shutdown "
                 "timeout; cancelling them",

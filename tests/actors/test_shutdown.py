@@ -295,3 +295,36 @@ async def test_the_kinds_that_stop_first_are_stopped_and_waited_for_before_the_o
         await system.ref("worker", "a").tell("job")
         await anyio.sleep(0.05)  # the worker took its job up
     assert kept == ["started", "done job"]
+
+
+@pytest.mark.parametrize("shutdown_timeout", [0.0, 0.5])
+async def test_a_worker_that_does_not_stop_leaves_the_others_their_time(
+    shutdown_timeout: float,
+) -> None:
+    # The first phase took the whole shutdown_timeout: the other actors were never asked to
+    # stop, their on_stop never ran, and those without a task stayed active for good.
+    stopped: list[str] = []
+
+    class Owner(Actor):
+        async def receive(self, message: object) -> object:
+            return None
+
+        async def on_stop(self) -> None:
+            stopped.append(self.key)
+
+    class Stuck(Actor):
+        async def receive(self, message: object) -> object:
+            await anyio.sleep_forever()  # a call that never answers
+            return None
+
+    system = ActorSystem(shutdown_timeout=shutdown_timeout, task_linger=0)
+    system.register("owner", Owner)
+    system.register("worker", Stuck, stops_first=True)
+    with anyio.fail_after(10):
+        async with system:
+            for key in "abc":
+                await system.ref("owner", key).ask("hi")
+            await system.ref("worker", "w").tell("job")
+            await anyio.sleep(0.05)
+    assert sorted(stopped) == ["a", "b", "c"]
+    assert system.stats().active_actors == 0
