@@ -905,16 +905,8 @@ def _as_typed(own: type[BaseModel], name: str, given: Any, read: Any) -> Any:
     """``given`` (the value of a field the app's class ``own`` types anew) if what the log
     holds of it (``read``, as the stored class reads it) reads back as ``given`` with the
     field's own type; ``read`` otherwise."""
-    key = (own, name)
-    adapter = _field_adapters.get(key)
-    if adapter is None:
-        if len(_field_adapters) >= 256:  # bounded: classes made at run time
-            _field_adapters.clear()
-        field = own.model_fields[name]
-        # With the field's own constraints (strict, bounds) as its class validates it.
-        adapter = pydantic.TypeAdapter(Annotated[field.annotation or Any, field])  # type: ignore[arg-type]
-        _field_adapters[key] = adapter
     try:
+        adapter = _field_adapter(own, name)
         # As JSON, which the log holds: a strict model takes a time as text only there. By
         # name: the log writes a field by its name, not by its alias. The field alone: the
         # class may have fields the log does not hold (``exclude=True``) that it requires.
@@ -924,6 +916,24 @@ def _as_typed(own: type[BaseModel], name: str, given: Any, read: Any) -> Any:
     # Equal, ``given`` is what the log holds: kept as it is, not validated again (a
     # validator that is not idempotent, "#" + v, changed it at every pass).
     return given if again == given else read
+
+
+def _field_adapter(own: type[BaseModel], name: str) -> pydantic.TypeAdapter[Any]:
+    """The validator of field ``name`` as class ``own`` validates it: with the field's own
+    constraints (strict, bounds) and the class's config (bytes as base64 in JSON, ...)."""
+    key = (own, name)
+    adapter = _field_adapters.get(key)
+    if adapter is None:
+        if len(_field_adapters) >= 256:  # bounded: classes made at run time
+            _field_adapters.clear()
+        field = own.model_fields[name]
+        typed: Any = Annotated[field.annotation or Any, field]
+        try:
+            adapter = pydantic.TypeAdapter(typed, config=own.model_config)
+        except pydantic.PydanticUserError:  # a model's type has a config of its own
+            adapter = pydantic.TypeAdapter(typed)
+        _field_adapters[key] = adapter
+    return adapter
 
 
 def validated_event(event: RoomEvent) -> RoomEvent:

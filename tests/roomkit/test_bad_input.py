@@ -1206,6 +1206,26 @@ async def test_an_app_model_is_kept_beside_a_field_the_log_does_not_keep(kit: Ro
     assert sent.metadata == _Ticket(ticket="T-42", due=_DUE)
 
 
+class _SignedEvent(RoomEvent):
+    """Its metadata's bytes go to JSON as base64, as its class's config says."""
+
+    model_config = pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+    metadata: dict[str, bytes]  # type: ignore[assignment]
+
+
+class _SignedEvents(SimpleChannel):
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = await super().handle_inbound(message, context)
+        return _SignedEvent(**{**dict(event), "metadata": {"sig": b"\x01\x02raw"}})
+
+
+async def test_a_field_typed_anew_is_compared_with_its_class_s_config(kit: RoomKit) -> None:
+    # Compared without it (bytes read as text, not base64), the bytes went on as the log's
+    # base64 text.
+    sent = await _sent_as_a_hook_replaced_it(kit, _SignedEvents("app"), {"status": "delivered"})
+    assert isinstance(sent, _SignedEvent) and sent.metadata == {"sig": b"\x01\x02raw"}
+
+
 class _Tagged(pydantic.BaseModel):
     code: str
 
