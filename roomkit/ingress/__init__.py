@@ -63,6 +63,11 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'roomkit.ingress' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    from eventlog._nats_needed import nats_needed
+
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as missing:  # nats-py, an optional dependency
+        raise nats_needed(missing, f"roomkit.ingress ({name})") from None
     globals()[name] = value
     return value

@@ -764,6 +764,10 @@ for name in ("eventlog.nats", "roomkit.realtime.nats", "roomkit.ownership.nats")
         __import__(name)
     except ModuleNotFoundError as exc:
         print(exc)
+try:
+    from roomkit.ingress import serve_ingress
+except ModuleNotFoundError as exc:
+    print(exc)
 import anyio
 from roomkit import RoomKit
 
@@ -784,6 +788,7 @@ anyio.run(main)
         "eventlog.nats (NatsEventLog)",
         "roomkit.realtime.nats (NatsRealtime)",
         "roomkit.ownership.nats (NatsOwnership)",
+        "roomkit.ingress (serve_ingress)",
         "serve_ingress",
     ]
     assert all("pip install 'roomkit[nats]'" in line for line in lines)
