@@ -72,18 +72,23 @@ class HTTPProviderConfig(BaseModel):
 _CREDENTIAL_WORDS = ("auth", "token", "key", "secret", "password", "cookie", "signature")
 
 
+# Shorter, a value is no credential (``X-Auth-Version: 2``): masked, every "2" of the
+# endpoint's messages became "***".
+_SHORTEST_CREDENTIAL = 8
+
+
 def _header_credentials(headers: Mapping[str, str]) -> list[str]:
     """The values of ``headers`` that carry credentials, and the credential of an
     ``Authorization``-style value alone (``Bearer <token>``: the endpoint may echo the token
     only)."""
     found: list[str] = []
     for name, value in headers.items():
-        if not value or not any(word in name.lower() for word in _CREDENTIAL_WORDS):
+        if not any(word in name.lower() for word in _CREDENTIAL_WORDS):
             continue
-        found.append(value)
         scheme, _, credential = value.partition(" ")
-        if credential.strip() and scheme.isalpha():
-            found.append(credential.strip())
+        for candidate in (value, credential.strip() if scheme.isalpha() else ""):
+            if len(candidate) >= _SHORTEST_CREDENTIAL:
+                found.append(candidate)
     return found
 
 
