@@ -314,7 +314,10 @@ def _seconds(text: str) -> float:
 
 def _lines(text: str) -> int:
     """``tail -n``'s value: a count of events, 0 or more (argparse says so if not)."""
-    count = int(text)  # a ValueError is argparse's "invalid _lines value"
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1  # said below, not as argparse's "invalid _lines value"
     if count < 0:
         raise argparse.ArgumentTypeError(f"expected a number of events (0 or more), got {text!r}")
     return count

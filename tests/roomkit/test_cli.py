@@ -375,6 +375,7 @@ class TestExitCodes:
             ["rooms", "--log", "nats://127.0.0.1:4222", "--timeout", "inf"],
             ["rooms", "--log", "nats://127.0.0.1:4222", "--timeout", "0"],
             ["tail", "-n", "-2", "--file", "{export}"],  # printed nothing and said 0
+            ["tail", "-n", "x", "--file", "{export}"],
             ["replay", "r1", "--log", "http://127.0.0.1:4222"],
             ["frobnicate"],
             [],
