@@ -227,6 +227,7 @@ class NatsPlacement(Placement):
         self._left = False
         self._released = False  # the leases given back: the lease loop ends
         self._gone = False  # its own connection closed as it left: nothing more is sent
+        self._settled = False  # leaving, its own commands done: it takes no more (see leave)
         self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
         self._failing = False  # the lease table unreachable: reported once per outage
 
@@ -421,9 +422,15 @@ class NatsPlacement(Placement):
             # Its own callers' commands too (new ones are refused, the kit is closing): given
             # back first, a room was decided elsewhere while one of them still ran here.
             with anyio.move_on_after(max(self._owner.forward_timeout, self._port.drain_timeout)):
-                while self._answering:
-                    await asyncio.wait(set(self._answering))
-                await self._port.commands_done()
+                while True:
+                    while self._answering:
+                        await asyncio.wait(set(self._answering))
+                    await self._port.commands_done()
+                    # Commands another leaving process sent meanwhile (see
+                    # _takes_while_leaving) are answered too, before the leases go.
+                    if not self._answering:
+                        break
+            self._settled = True  # from here on, nothing more is taken: "leaving"
             for task in self._answering:
                 task.cancel()
         finally:
@@ -656,7 +663,9 @@ class NatsPlacement(Placement):
         kit = self._port.kit
         if any(wait.mark.kit is kit for wait in waiting):
             return True
-        if request.get("leaving") is not True or self._released:
+        if request.get("leaving") is not True or self._settled:
+            # Once its own commands are done it takes no more: taken later, a command could
+            # still be decided here after the leases went to another process.
             return False
         room = request.get("room")
         return isinstance(room, str) and partition_of(room, self._owner.partitions) in self._held
