@@ -461,8 +461,10 @@ class AIChannel(Channel):
         # The window counts the events shown: system events (a channel attached) took its
         # places and pushed the conversation out.
         shown = [past for past in recent if past.id == event.id or not _hidden_from_history(past)]
+        # Reordered, then cut: cut first, the replies recorded after the messages that came
+        # while the AI answered took the window, and the model saw answers without questions.
+        shown = self._replies_after_their_messages(shown)
         window = shown[-self._max_context_events :] if self._max_context_events > 0 else []
-        window = self._replies_after_their_messages(window)
         turns: list[tuple[RoomEvent, bool]] = []
         seen_current = False
         for past in window:

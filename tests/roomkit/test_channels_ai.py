@@ -535,6 +535,22 @@ class TestMessages:
             ("user", "third?"),
         ]
 
+    async def test_the_window_is_cut_once_replies_follow_their_messages(self) -> None:
+        # Cut first, the replies recorded after the messages that came meanwhile took the
+        # window: the model saw two answers and no question.
+        provider = MockAIProvider()
+        channel = AIChannel(AI_ID, provider=provider, max_context_events=3)
+        q0, q1, q2 = _event("q0"), _event("q1"), _event("q2")
+        a0 = _ai_event("to q0", parent_event_id=q0.id)
+        a1 = _ai_event("to q1", parent_event_id=q1.id)
+        history = [q0, q1, a0, a1, q2]  # as the room hands them for q2
+        await channel.on_event(q2, _ai_binding(), _context(history))
+        assert _texts(provider.calls[0]) == [
+            ("user", "q1"),
+            ("assistant", "to q1"),
+            ("user", "q2"),
+        ]
+
     async def test_a_reply_to_one_of_its_own_replies_is_shown(self) -> None:
         # A reply whose parent is the channel's own reply was left out of the history.
         provider = MockAIProvider()
