@@ -465,16 +465,11 @@ class AIChannel(Channel):
         # while the AI answered took the window, and the model saw answers without questions.
         shown = self._replies_after_their_messages(shown)
         window = shown[-self._max_context_events :] if self._max_context_events > 0 else []
-        turns: list[tuple[RoomEvent, bool]] = []
-        seen_current = False
-        for past in window:
-            if past.id == event.id:
-                seen_current = True
-                turns.append((event, True))
-            else:
-                turns.append((past, False))
-        if not seen_current:
-            turns.append((event, True))
+        # The event answered comes last: what was recorded after it in the same decision (an
+        # event a BEFORE_BROADCAST hook injected for this channel, "customer is VIP") is
+        # shown before it, or the model answered the note (0.3.0 appended the event last).
+        turns = [(past, False) for past in window if past.id != event.id]
+        turns.append((event, True))
         return turns
 
     def _replies_after_their_messages(self, window: list[RoomEvent]) -> list[RoomEvent]:

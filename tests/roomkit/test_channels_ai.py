@@ -470,15 +470,20 @@ class TestMessages:
         await channel.on_event(_event("now"), _ai_binding(), _context([_event("before")]))
         assert _texts(provider.calls[0]) == [("user", "before"), ("user", "now")]
 
-    async def test_current_event_shown_as_passed_at_its_place(self) -> None:
-        """The router may hand over a transcoded copy: that copy is shown, at its position."""
+    async def test_current_event_shown_as_passed_and_last(self) -> None:
+        """The router may hand over a transcoded copy: that copy is shown, once, and last.
+        What was recorded after it in the same decision (an event a hook injected for the AI:
+        "customer is VIP") comes before it: shown after, it was what the model answered."""
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider)
         stored = _event(MediaContent(url="https://x.test/a.pdf", mime_type="application/pdf"))
-        later = _event("after")
+        injected = _event("NOTE: customer is VIP")
         transcoded = stored.model_copy(update={"content": TextContent(body="[Media: a.pdf]")})
-        await channel.on_event(transcoded, _ai_binding(), _context([stored, later]))
-        assert _texts(provider.calls[0]) == [("user", "[Media: a.pdf]"), ("user", "after")]
+        await channel.on_event(transcoded, _ai_binding(), _context([stored, injected]))
+        assert _texts(provider.calls[0]) == [
+            ("user", "NOTE: customer is VIP"),
+            ("user", "[Media: a.pdf]"),
+        ]
 
     async def test_window_is_the_most_recent_events(self) -> None:
         provider = MockAIProvider()
