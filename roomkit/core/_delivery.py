@@ -378,9 +378,7 @@ class RoomDelivery:
         # that only what the log refuses is lost.
         parts = _parts(outcome)
         if len(parts) == 1:
-            logger.warning(
-                "room %s: outcome of %s not recorded: %s", self._room_id, outcome.event_id, refused
-            )
+            self._not_recorded(outcome, refused)
             return
         for part in parts:
             try:
@@ -388,14 +386,21 @@ class RoomDelivery:
                 self._note_replies(reply.value)
                 self._now.extend(reply.jobs)
             except EventRefusedError as exc:
-                what = f"reply {part.replies[0].id}" if part.replies else "outcome"
-                logger.warning(
-                    "room %s: %s of %s not recorded: %s",
-                    self._room_id,
-                    what,
-                    outcome.event_id,
-                    exc,
-                )
+                self._not_recorded(part, exc)
+
+    def _not_recorded(self, part: RecordOutcome, refused: EventRefusedError) -> None:
+        """Say that the log refused ``part`` of an outcome (an AI's reply over JetStream's
+        payload limit, text JSON cannot hold): logged, and an ``outcome_not_recorded`` for the
+        ON_ERROR hooks (it was only logged: the room said nothing, and the reply went
+        nowhere)."""
+        what = f"reply {part.replies[0].id}" if part.replies else "outcome"
+        text = f"{what} of {part.event_id} not recorded: {refused}"
+        logger.warning("room %s: %s", self._room_id, text)
+        data: dict[str, object] = {"event_id": part.event_id, "error": str(refused)}
+        if part.replies:
+            data["reply_id"] = part.replies[0].id
+            data["channel_id"] = part.replies[0].source.channel_id
+        self._note_error("outcome_not_recorded", text, data)
 
     async def _report_deliveries(
         self,

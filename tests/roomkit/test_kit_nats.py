@@ -20,6 +20,7 @@ from roomkit import (
     ChannelCategory,
     ChannelOutput,
     EventRefusedError,
+    HookExecution,
     HookResult,
     HookTrigger,
     Identity,
@@ -30,11 +31,12 @@ from roomkit import (
     RoomKit,
     RoomKitError,
     RoomStatus,
+    SystemContent,
     Task,
     TextContent,
 )
 from roomkit.models.event import EventSource
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
 from tests.roomkit.test_kit_replay import snapshot
 
 pytestmark = pytest.mark.nats
@@ -212,9 +214,17 @@ async def test_an_ai_reply_too_large_for_the_log_loses_only_itself(
     """Two AI channels answer one message; one reply is past JetStream's max payload. The
     outcome of the delivery is one append, which the server refuses as a whole: its parts are
     recorded one by one, and only the reply too large is lost (the other AI's reply was lost
-    with it, without a word to the caller)."""
+    with it, without a word to the caller). The loss is said to the ON_ERROR hooks (it was
+    only logged)."""
     sms = SimpleChannel("sms")
+    errors: list[dict[str, object]] = []
     async with RoomKit(log=nats_log) as kit:
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def noted(event: RoomEvent, context: RoomContext) -> None:
+            assert isinstance(event.content, SystemContent)
+            errors.append({"code": event.content.code, **event.content.data})
+
         kit.register_channel(sms)
         kit.register_channel(AIChannel("big", provider=MockAIProvider(["x" * 1_100_000])))
         kit.register_channel(AIChannel("small", provider=MockAIProvider(["a small reply"])))
@@ -227,6 +237,14 @@ async def test_an_ai_reply_too_large_for_the_log_loses_only_itself(
         assert sms.texts() == ["a small reply"]
         bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
         assert bodies[-2:] == ["hi", "a small reply"]
+
+        async def said() -> bool:
+            return bool(errors)
+
+        await eventually(said, what="the ON_ERROR hook of the reply not recorded")
+        # Big answers the message, then the small reply (another AI's message): both lost.
+        assert {(e["code"], e["channel_id"]) for e in errors} == {("outcome_not_recorded", "big")}
+        assert errors[0]["event_id"] == result.event.id
 
 
 async def test_an_outcome_recorded_in_parts_keeps_the_order_of_one_append(
