@@ -221,6 +221,11 @@ class HelpersMixin:
         turn = self._awaited_turn(outcome, room_id)
         if turn is not None:
             await runtime.turns.wait(turn)
+            if turn.abandoned:
+                raise KitClosedError(
+                    f"room {room_id}: the kit closed before what the command recorded was "
+                    "delivered (it is in the log; its deliveries were dropped)"
+                )
         await runtime.projection.wait(_settled_position(outcome, turn))
 
     def _settles_on_commit(self) -> bool:

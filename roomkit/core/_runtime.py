@@ -329,8 +329,10 @@ class KitRuntime:
             raise
         finally:
             self._system = None
-            # Nothing more is applied to the read model: its waiters must not wait for ever.
+            # Nothing more is applied to the read model, nor delivered: their waiters must not
+            # wait for ever.
             self.projection.stop()
+            self.turns.stop()
             # Not asked to stop: its event loop is ending (it cancels every task), it failed,
             # or it could not start. The kit's next call starts a successor.
             self._ended = not self._closed

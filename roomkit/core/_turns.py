@@ -22,10 +22,20 @@ __all__ = ["Turn", "TurnTracker"]
 class Turn:
     """One open turn. Keep a reference to wait for it even after it ends (``TurnTracker.wait``)."""
 
-    __slots__ = ("done", "last", "opened_at", "pending", "position", "started", "started_at")
+    __slots__ = (
+        "abandoned",
+        "done",
+        "last",
+        "opened_at",
+        "pending",
+        "position",
+        "started",
+        "started_at",
+    )
 
     def __init__(self) -> None:
         self.pending = 0
+        self.abandoned = False  # ended by the kit's stop, not delivered (see TurnTracker.stop)
         self.last = 0  # of ``pending``: the work that runs once the rest is delivered
         self.position = 0  # the last log position committed within the turn
         self.done: anyio.Event | None = None
@@ -101,6 +111,21 @@ class TurnTracker:
             if not self._turns and self._idle is not None:
                 self._idle.set()
                 self._idle = None
+
+    def stop(self) -> None:
+        """End every open turn undelivered (``abandoned``), waking its waiters: the kit's
+        runtime stopped, and what its delivery workers still held was dropped with them.
+        Without a ``process_timeout``, a caller waiting for one of them waited for good."""
+        turns, self._turns = self._turns, {}
+        for turn in turns.values():
+            turn.abandoned = True
+            if turn.done is not None:
+                turn.done.set()
+            if turn.started is not None:
+                turn.started.set()
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
 
     async def wait_idle(self) -> None:
         """Return once no turn is open."""

@@ -617,3 +617,37 @@ async def test_commands_waiting_for_a_rebuild_of_the_read_model_finish_before_a_
     assert len(sent) == 1
     bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
     assert bodies[-1] == "sent"
+
+
+async def test_callers_of_deliveries_a_close_dropped_are_answered(short_shutdown: None) -> None:
+    # Without a process_timeout, the callers whose deliveries were dropped as the actors
+    # were stopped by force (a hook that never returns held their room's worker) waited for
+    # good, after close() had returned.
+    kit = RoomKit(process_timeout=None)
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, timeout=None)
+    async def forever(event: RoomEvent, context: RoomContext) -> None:
+        await anyio.sleep_forever()
+
+    answers: list[str] = []
+
+    async def send(n: int) -> None:
+        try:
+            result = await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+            answers.append(f"recorded {result.event is not None}")
+        except KitClosedError as exc:
+            answers.append(f"closed: {'in the log' in str(exc)}")
+
+    with anyio.fail_after(20):
+        await room_with(kit, "r1", "sms", "ws")
+        async with anyio.create_task_group() as callers:
+            for n in range(4):
+                callers.start_soon(send, n)
+                await anyio.sleep(0.05)  # recorded in order, queued behind the first
+            with anyio.move_on_after(0.5):
+                await kit.close()
+            await kit.close()
+    assert len(answers) == 4
+    assert answers.count("closed: True") == 3  # the queued ones: recorded, not delivered
