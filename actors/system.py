@@ -331,8 +331,10 @@ class ActorSystem:
             mailbox_size: this kind's mailbox capacity (default: the system's).
             supervision: this kind's supervision policy (default: the system's).
             stops_first: as the system shuts down, this kind's actors are stopped, and waited
-                for, before the other kinds' (within the same ``shutdown_timeout``): actors
-                whose last work the others take (workers reporting to their owners).
+                for, before the other kinds' (actors whose last work the others take: workers
+                reporting to their owners). Within the same ``shutdown_timeout``: they get
+                all of it but its last tenth (one second at most), which the others get to
+                stop in whatever the first ones do.
 
         Raises:
             ValueError: ``kind`` is already registered, or ``mailbox_size`` is below 1.
@@ -482,16 +484,19 @@ class ActorSystem:
 
     async def _drain(self) -> None:
         """Stop every actor and wait for them, at most ``shutdown_timeout``: those of the
-        kinds that stop first (see ``register``), for at most half of it, then the others."""
+        kinds that stop first (see ``register``), then the others."""
         deadline = anyio.current_time() + self._shutdown_timeout
+        kept = min(1.0, self._shutdown_timeout / 10)  # for the others, whatever the first do
         first = [
             cell
             for cell in (*self._cells.values(), *self._stopping.values())
             if self._kinds[cell.kind].stops_first
         ]
-        # Half the time at most: the others must still be stopped (their on_stop run) in
-        # what is left, whatever the first ones do (a worker whose call hangs).
-        with anyio.move_on_after(self._shutdown_timeout / 2):
+        # A worker may finish its last job (a provider's late answer) and report it nearly to
+        # the end; the others must still be stopped (their on_stop run) in what is kept for
+        # them, whatever the first ones do (a worker whose call hangs). Half the time for the
+        # first ones lost the outcomes of workers that ended in the second half.
+        with anyio.move_on_after(self._shutdown_timeout - kept):
             for cell in first:
                 if self._cells.get((cell.kind, cell.key)) is cell:
                     self._stop_cell(cell)

@@ -264,9 +264,13 @@ async def test_a_system_runs_once() -> None:
             pass  # pragma: no cover
 
 
-async def test_the_kinds_that_stop_first_are_stopped_and_waited_for_before_the_others() -> None:
+@pytest.mark.parametrize(("shutdown_timeout", "job"), [(10.0, 0.2), (1.0, 0.6)])
+async def test_the_kinds_that_stop_first_are_stopped_and_waited_for_before_the_others(
+    shutdown_timeout: float, job: float
+) -> None:
     # A worker still running as the system shut down reported to an owner that had stopped:
-    # what it reported was lost (the kit's delivery outcomes).
+    # what it reported was lost (the kit's delivery outcomes). Also when its job ended past
+    # half the shutdown_timeout (the first ones had half of it).
     kept: list[str] = []
 
     class Owner(Actor):
@@ -283,11 +287,11 @@ async def test_the_kinds_that_stop_first_are_stopped_and_waited_for_before_the_o
 
     class Worker(Actor):
         async def receive(self, message: object) -> object:
-            await anyio.sleep(0.2)  # its last job, still running as the system shuts down
+            await anyio.sleep(job)  # its last job, still running as the system shuts down
             await self.system.ref("owner", self.key).ask(f"done {message}")
             return None
 
-    system = ActorSystem()
+    system = ActorSystem(shutdown_timeout=shutdown_timeout)
     system.register("owner", Owner)
     system.register("worker", Worker, stops_first=True)
     async with system:
