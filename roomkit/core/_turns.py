@@ -119,6 +119,7 @@ class TurnTracker:
         turns, self._turns = self._turns, {}
         for turn in turns.values():
             turn.abandoned = True
+            turn.pending = 0  # a waiter that comes to wait() or wait_started() later returns
             if turn.done is not None:
                 turn.done.set()
             if turn.started is not None:

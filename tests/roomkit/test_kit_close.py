@@ -619,11 +619,14 @@ async def test_commands_waiting_for_a_rebuild_of_the_read_model_finish_before_a_
     assert bodies[-1] == "sent"
 
 
-async def test_callers_of_deliveries_a_close_dropped_are_answered(short_shutdown: None) -> None:
-    # Without a process_timeout, the callers whose deliveries were dropped as the actors
-    # were stopped by force (a hook that never returns held their room's worker) waited for
-    # good, after close() had returned.
-    kit = RoomKit(process_timeout=None)
+@pytest.mark.parametrize("process_timeout", [None, 30.0])
+async def test_callers_of_deliveries_a_close_dropped_are_answered(
+    short_shutdown: None, process_timeout: float | None
+) -> None:
+    # The callers whose deliveries were dropped as the actors were stopped by force (a hook
+    # that never returns held their room's worker) waited after close() had returned: for
+    # good without a process_timeout, until it with one.
+    kit = RoomKit(process_timeout=process_timeout)
     kit.register_channel(SimpleChannel("sms"))
     kit.register_channel(SimpleChannel("ws"))
 
