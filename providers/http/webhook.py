@@ -72,9 +72,13 @@ class HTTPProviderConfig(BaseModel):
 _CREDENTIAL_WORDS = ("auth", "token", "key", "secret", "password", "cookie", "signature")
 
 
-# Shorter, a value is no credential (``X-Auth-Version: 2``): masked, every "2" of the
-# endpoint's messages became "***".
-_SHORTEST_CREDENTIAL = 8
+# Shorter, or without a letter (``X-Auth-Version: 2``, ``2024-01-01``), a value is no
+# credential: masked, every "2" of the endpoint's messages became "***".
+_SHORTEST_CREDENTIAL = 4
+
+
+def _credential_like(value: str) -> bool:
+    return len(value) >= _SHORTEST_CREDENTIAL and any(c.isalpha() for c in value)
 
 
 def _header_credentials(headers: Mapping[str, str]) -> list[str]:
@@ -87,7 +91,7 @@ def _header_credentials(headers: Mapping[str, str]) -> list[str]:
             continue
         scheme, _, credential = value.partition(" ")
         for candidate in (value, credential.strip() if scheme.isalpha() else ""):
-            if len(candidate) >= _SHORTEST_CREDENTIAL:
+            if _credential_like(candidate):
                 found.append(candidate)
     return found
 
