@@ -663,7 +663,7 @@ class NatsPlacement(Placement):
         kit = self._port.kit
         if any(wait.mark.kit is kit for wait in waiting):
             return True
-        if request.get("leaving") is not True or self._settled:
+        if request.get("leaving") is not True or self._settled or self._released:
             # Once its own commands are done it takes no more: taken later, a command could
             # still be decided here after the leases went to another process.
             return False
