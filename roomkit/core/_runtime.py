@@ -70,6 +70,9 @@ __all__ = ["KitRuntime", "RuntimeSettings"]
 logger = logging.getLogger("roomkit.runtime")
 
 _DELIVERY_MAILBOX = 1_000_000
+# The longest a closing kit waits for its read model to catch up with what its rooms recorded
+# as they stopped (see KitRuntime._last_catch_up).
+_LAST_CATCH_UP = 5.0
 # The kit's own asks (see ask_room) stay finite, as every ask does.
 _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
 ROOM = "room"
@@ -240,6 +243,10 @@ class KitRuntime:
         # follows it live.
         await self.projection.catch_up()
         task_group = await stack.enter_async_context(anyio.create_task_group())
+        # Once the actors stopped (the stack exits in reverse): what the rooms recorded as
+        # they stopped (an AI's reply that came in the actors' time to stop) is applied, which
+        # the live follower, cancelled first, no longer did.
+        stack.push_async_callback(self._last_catch_up)
         await stack.enter_async_context(system)
         await task_group.start(self.projection.run)
         ownership = kit._ownership
@@ -256,6 +263,18 @@ class KitRuntime:
         # predecessor are due at once, and a first tell before that failed as if the kit were
         # closing, which stopped the flusher for the runtime's life.
         await task_group.start(self.flusher.run)
+
+    async def _last_catch_up(self) -> None:
+        """Apply what the log holds past the read model's checkpoint, once the actors
+        stopped: a closed kit's reads answer from its read model as it was left (bounded: a
+        log away would hold the close)."""
+        if not self._closed:
+            return  # not closed: its event loop is ending (or it failed), nothing is awaited
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_LAST_CATCH_UP):
+            try:
+                await self.projection.catch_up()
+            except Exception as exc:  # the log away, the store refusing: left as it was
+                logger.warning("closing: the read model did not catch up with the log: %r", exc)
 
     def _is_abandoned(self) -> bool:
         return self._abandoned

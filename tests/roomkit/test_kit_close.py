@@ -10,6 +10,7 @@ asyncio and "Cancel scope stack corrupted" on trio, and a close from another tas
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -654,3 +655,36 @@ async def test_callers_of_deliveries_a_close_dropped_are_answered(
             await kit.close()
     assert len(answers) == 4
     assert answers.count("closed: True") == 3  # the queued ones: recorded, not delivered
+
+
+async def test_a_closed_kit_reads_what_its_rooms_recorded_as_they_stopped() -> None:
+    # An AI's reply recorded while the actors stopped (its close given up: the AI answered in
+    # the actors' time to stop) was in the log, and not in the closed kit's read model.
+    from roomkit import AIChannel, AIContext, AIResponse, ChannelCategory, MockAIProvider
+
+    class Slow(MockAIProvider):
+        async def generate(self, context: AIContext) -> AIResponse:
+            await anyio.sleep(0.5)
+            return await super().generate(context)
+
+    kit = RoomKit()
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(AIChannel("ai", provider=Slow(["the answer"])))
+    with anyio.fail_after(20):
+        await room_with(kit, "r1", "sms")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        async with anyio.create_task_group() as tasks:
+
+            async def ask() -> None:
+                with contextlib.suppress(KitClosedError):
+                    await kit.process_inbound(text("sms", "question"), room_id="r1")
+
+            tasks.start_soon(ask)
+            await anyio.sleep(0.1)  # committed; the AI answers
+            with anyio.move_on_after(0.01):
+                await kit.close()
+            await kit.close()
+    async with RoomKit(log=kit.log) as fresh:
+        in_the_log = [e.id for e in await fresh.get_timeline("r1")]
+    assert [e.id for e in await kit.get_timeline("r1")] == in_the_log
+    assert (await kit.get_timeline("r1"))[-1].content.body == "the answer"  # type: ignore[union-attr]

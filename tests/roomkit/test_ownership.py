@@ -1549,5 +1549,9 @@ async def test_a_command_a_given_up_close_cut_is_not_run_again_by_its_caller(
             if isinstance(outcome[0], RoomKitError):
                 assert "may have been applied" in str(outcome[0])
             else:
+                # Timed out, or answered: b's read model now catches up with what it recorded
+                # as its actors stopped, and its answer can go out.
                 assert isinstance(outcome[0], InboundResult)
-                assert outcome[0].reason == "process_timeout"
+                assert outcome[0].reason == "process_timeout" or (
+                    outcome[0].event is not None and not outcome[0].blocked
+                )
