@@ -582,6 +582,10 @@ class ActorSystem:
         cell.begin_stop()
 
     def _passivate_cell(self, cell: Cell) -> None:
+        if self._state is not _State.RUNNING:
+            # Shutting down: the drain stops every actor in its order (see _drain). Passivated
+            # meanwhile, an owner was gone before the worker that stops first reported to it.
+            return
         self._counters.passivations += 1
         self._stop_cell(cell)
 

@@ -264,13 +264,17 @@ async def test_a_system_runs_once() -> None:
             pass  # pragma: no cover
 
 
-@pytest.mark.parametrize(("shutdown_timeout", "job"), [(10.0, 0.2), (1.0, 0.6)])
+@pytest.mark.parametrize(
+    ("shutdown_timeout", "job", "idle_timeout"),
+    [(10.0, 0.2, None), (1.0, 0.6, None), (10.0, 0.6, 0.2)],
+)
 async def test_the_kinds_that_stop_first_are_stopped_and_waited_for_before_the_others(
-    shutdown_timeout: float, job: float
+    shutdown_timeout: float, job: float, idle_timeout: float | None
 ) -> None:
     # A worker still running as the system shut down reported to an owner that had stopped:
     # what it reported was lost (the kit's delivery outcomes). Also when its job ended past
-    # half the shutdown_timeout (the first ones had half of it).
+    # half the shutdown_timeout (the first ones had half of it), and when the owner, idle,
+    # was passivated meanwhile by the idle sweeper.
     kept: list[str] = []
 
     class Owner(Actor):
@@ -291,7 +295,7 @@ async def test_the_kinds_that_stop_first_are_stopped_and_waited_for_before_the_o
             await self.system.ref("owner", self.key).ask(f"done {message}")
             return None
 
-    system = ActorSystem(shutdown_timeout=shutdown_timeout)
+    system = ActorSystem(shutdown_timeout=shutdown_timeout, idle_timeout=idle_timeout)
     system.register("owner", Owner)
     system.register("worker", Worker, stops_first=True)
     async with system:
