@@ -26,11 +26,11 @@ def bearer(token: SecretStr | str) -> dict[str, str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every non-empty secret replaced by ``***``, in each form a vendor may
-    echo it in (see :func:`_echoed_forms`)."""
-    for secret in secrets:
-        if secret:
-            for form in _echoed_forms(secret):
-                text = text.replace(form, "***")
+    echo it in (see :func:`_echoed_forms`): every form of every secret, longest first (a
+    secret inside another, masked first, left the rest of the longer one in clear)."""
+    forms = {form for secret in secrets if secret for form in _echoed_forms(secret)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
     return text
 
 

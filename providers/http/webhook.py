@@ -72,13 +72,11 @@ class HTTPProviderConfig(BaseModel):
 _CREDENTIAL_WORDS = ("auth", "token", "key", "secret", "password", "cookie", "signature")
 
 
-# Shorter, or without a letter (``X-Auth-Version: 2``, ``2024-01-01``), a value is no
-# credential: masked, every "2" of the endpoint's messages became "***".
+# Headers whose names say they carry a credential's metadata, not one (``X-Auth-Version``).
+_NOT_CREDENTIAL_WORDS = ("version", "date", "time", "expires")
+# Shorter, a value is no credential (``X-Auth-Level: 2``): masked, every "2" of the
+# endpoint's messages became "***".
 _SHORTEST_CREDENTIAL = 4
-
-
-def _credential_like(value: str) -> bool:
-    return len(value) >= _SHORTEST_CREDENTIAL and any(c.isalpha() for c in value)
 
 
 def _header_credentials(headers: Mapping[str, str]) -> list[str]:
@@ -87,11 +85,14 @@ def _header_credentials(headers: Mapping[str, str]) -> list[str]:
     only)."""
     found: list[str] = []
     for name, value in headers.items():
-        if not any(word in name.lower() for word in _CREDENTIAL_WORDS):
+        lowered = name.lower()
+        if not any(word in lowered for word in _CREDENTIAL_WORDS) or any(
+            word in lowered for word in _NOT_CREDENTIAL_WORDS
+        ):
             continue
         scheme, _, credential = value.partition(" ")
         for candidate in (value, credential.strip() if scheme.isalpha() else ""):
-            if _credential_like(candidate):
+            if len(candidate) >= _SHORTEST_CREDENTIAL:
                 found.append(candidate)
     return found
 

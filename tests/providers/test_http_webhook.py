@@ -157,15 +157,16 @@ class TestSend:
             webhook_url=URL,
             secret=SECRET,
             headers={
-                "Authorization": "Token hunter2",
-                "X-Api-Key": "k-42",
-                "X-Auth-Version": "2024-01-01",  # no letter: not a credential, kept
-                "X-Tenant": "acme",
+                "Authorization": "Token 987654321012",  # digits only: a credential all the same
+                "X-Api-Key": "acme_live_8f2k",
+                "X-Auth-Client": "acme",  # inside the key: masked after it, not first
+                "X-Auth-Version": "v2.1",  # a credential's metadata, not one: kept
+                "X-Tenant": "globex",
             },
         )
         # An endpoint that quotes what it refuses: the configured headers' credentials were
         # in the result and the log as they came.
-        echo = "token hunter2 expired; key k-42 unknown; tenant acme, version 2024-01-01"
+        echo = "token 987654321012 expired; key acme_live_8f2k unknown; tenant globex, v2.1"
         results = [
             await send_with(Recorder(reply), config=config)
             for reply in (httpx.Response(500), httpx.Response(401, json={"error": echo}))
@@ -174,8 +175,9 @@ class TestSend:
         shown_all += [result.model_dump_json() for result in results]
         for shown in shown_all:
             assert SECRET not in shown
-            assert "hunter2" not in shown and "k-42" not in shown
-        assert "tenant acme, version 2024-01-01" in results[1].model_dump_json()
+            assert "987654321012" not in shown and "_live_8f2k" not in shown
+        assert "key *** unknown" in results[1].model_dump_json()
+        assert "tenant globex, v2.1" in results[1].model_dump_json()
 
     async def test_close_closes_only_its_own_client(self) -> None:
         provider = WebhookHTTPProvider(HTTPProviderConfig(webhook_url=URL))
