@@ -72,7 +72,7 @@ logger = logging.getLogger("roomkit.runtime")
 _DELIVERY_MAILBOX = 1_000_000
 # The longest a closing kit waits for its read model to catch up with what its rooms recorded
 # as they stopped (see KitRuntime._last_catch_up).
-_LAST_CATCH_UP = 5.0
+_LAST_CATCH_UP = 2.0
 # The kit's own asks (see ask_room) stay finite, as every ask does.
 _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
 ROOM = "room"

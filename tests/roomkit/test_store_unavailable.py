@@ -126,8 +126,11 @@ class StallingStore(InMemoryStore):
         super().__init__()
         self.stall_at: int | None = None
         self.stalled = anyio.Event()
+        self.away = False  # from its stall on, every write stalls (the database is away)
 
     async def add_event_envelope(self, data: bytes) -> None:
+        if self.away and self.stalled.is_set():
+            await anyio.sleep_forever()
         if self.stall_at is not None:
             self.stall_at -= 1
             if self.stall_at == 0:
@@ -163,9 +166,14 @@ async def test_a_rebuild_cut_short_is_finished_by_the_live_tail(
         await one_more_is_counted(kit, before)
 
 
-async def test_a_call_waiting_for_an_unavailable_store_raises_when_the_kit_closes() -> None:
-    # It waited for ever: closing stopped the projection's retry and nobody woke it.
+async def test_a_call_waiting_for_an_unavailable_store_raises_when_the_kit_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It waited for ever: closing stopped the projection's retry and nobody woke it. (The
+    # closing kit's last catch-up with the log stalls too, up to its bound, made short here.)
+    monkeypatch.setattr("roomkit.core._runtime._LAST_CATCH_UP", 0.2)
     store = StallingStore()
+    store.away = True
     kit = RoomKit(store=store)
     kit.register_channel(SimpleChannel("sms"))
     raised: list[BaseException] = []
