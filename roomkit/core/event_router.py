@@ -233,10 +233,10 @@ class EventRouter:
     ) -> None:
         self._channels = channels
         self._unregistered: set[str] = set()  # bound channels found unregistered: warned of
-        self._call_timeout = check_seconds("call_timeout", call_timeout, none=True)
-        # The bound of the work the room's delivery worker waits for: its async hooks too.
-        self.call_timeout = self._call_timeout
-        if self._call_timeout is not None and not self._call_timeout > 0:
+        # Public: the bound of all the work the room's delivery worker waits for, its async
+        # hooks too (see RoomDelivery._hook_ceiling).
+        self.call_timeout = check_seconds("call_timeout", call_timeout, none=True)
+        if self.call_timeout is not None and not self.call_timeout > 0:
             raise ValueError(f"call_timeout must be positive or None, got {call_timeout!r}")
         self._transcoder = transcoder if transcoder is not None else DefaultContentTranscoder()
         self.max_chain_depth = max_chain_depth
@@ -358,7 +358,7 @@ class EventRouter:
                 outcome.output = await reaction
                 outcome.error = outcome.output.failure
             else:
-                output = await bounded_here(reaction, self._call_timeout)
+                output = await bounded_here(reaction, self.call_timeout)
                 if output is not None and not isinstance(output, ChannelOutput):
                     output = taken_as_output(output, channel_id, "on_event")
                 outcome.output = output
@@ -525,7 +525,7 @@ class EventRouter:
         try:
             # In a copy of the context, as a broadcast target's call (the caller is the room's
             # long-lived delivery worker).
-            output = await bounded(channel.on_event(event, binding, context), self._call_timeout)
+            output = await bounded(channel.on_event(event, binding, context), self.call_timeout)
         except Exception as exc:
             logger.warning(
                 "room %s: target %r failed on injected event %s: %s",
@@ -597,7 +597,7 @@ class EventRouter:
         try:
             if binding.retry_policy is None and binding.rate_limit is None:
                 # One attempt, no token: the usual binding, without a frame more per target.
-                output = await _deliver_once(channel, event, binding, context, self._call_timeout)
+                output = await _deliver_once(channel, event, binding, context, self.call_timeout)
             else:
                 output = await self._attempts(channel, event, binding, context)
         except (ProviderDeliveryError, _OutputFailed) as exc:
@@ -670,7 +670,7 @@ class EventRouter:
                 # Queues rather than drops: the message waits for its token.
                 await self._limiter.wait(channel_id, binding.rate_limit)
             try:
-                return await _deliver_once(channel, event, binding, context, self._call_timeout)
+                return await _deliver_once(channel, event, binding, context, self.call_timeout)
             except Exception as exc:
                 if policy is None or attempt + 1 >= attempts or not retryable(exc):
                     raise
