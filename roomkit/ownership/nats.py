@@ -227,7 +227,7 @@ class NatsPlacement(Placement):
         self._left = False
         self._released = False  # the leases given back: the lease loop ends
         self._gone = False  # its own connection closed as it left: nothing more is sent
-        self._settled = False  # leaving, its own commands done: it takes no more (see leave)
+        self._settled = False  # leaving, past the wait for its own commands: it takes no more
         self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
         self._failing = False  # the lease table unreachable: reported once per outage
 
@@ -430,10 +430,12 @@ class NatsPlacement(Placement):
                     # _takes_while_leaving) are answered too, before the leases go.
                     if not self._answering:
                         break
-            self._settled = True  # from here on, nothing more is taken: "leaving"
             for task in self._answering:
                 task.cancel()
         finally:
+            # From here on, nothing more is taken ("leaving"), also when the wait above was
+            # cut short (its caller gave up the close): the leases go next.
+            self._settled = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.connect_timeout):
                 try:
                     async with self._ticking:  # not while a tick renews them
@@ -663,7 +665,7 @@ class NatsPlacement(Placement):
         kit = self._port.kit
         if any(wait.mark.kit is kit for wait in waiting):
             return True
-        if request.get("leaving") is not True or self._settled or self._released:
+        if request.get("leaving") is not True or self._settled:
             # Once its own commands are done it takes no more: taken later, a command could
             # still be decided here after the leases went to another process.
             return False
