@@ -20,11 +20,11 @@ from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
 from roomkit.core._services import KitServices
-from roomkit.core._system_events import hook_failure, lifecycle_event
+from roomkit.core._system_events import hook_failure
 from roomkit.errors import EventRefusedError, KitClosedError
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryResult
-from roomkit.models.enums import EventType, HookTrigger
+from roomkit.models.enums import HookTrigger
 from roomkit.models.event import RoomEvent
 
 if TYPE_CHECKING:
@@ -231,21 +231,16 @@ class RoomDelivery:
         failing one would report itself for ever)."""
         errors, self._errors = self._errors or [], None
         services = self._services
-        for code, body, data in errors:
-            event = lifecycle_event(
-                self._room_id, EventType.SYSTEM, code, body, services.now(), data
-            )
+        for failure in errors:
             try:
-                failed = await services.hooks.run_async_hooks(
+                await services.hooks.run_on_error(
                     self._room_id,
-                    HookTrigger.ON_ERROR,
-                    event,
+                    failure,
                     context,
+                    now=services.now(),
+                    emit=services.emit,
                     ceiling=self._hook_ceiling(),
                 )
-                for name, error in failed:
-                    reported, _, _ = hook_failure(name, error)
-                    await services.emit("hook_error", room_id=self._room_id, data=reported)
             except Exception:
                 logger.exception("room %s: ON_ERROR hooks failed", self._room_id)
 

@@ -32,7 +32,7 @@ from roomkit.core._commands import (
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
 from roomkit.core._runtime import KitRuntime
-from roomkit.core._system_events import hook_failure, lifecycle_event
+from roomkit.core._system_events import hook_failure
 from roomkit.core._taken_up import TakenUp
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
@@ -682,16 +682,13 @@ class InboundMixin(HelpersMixin):
         delivery statuses, which no room runs) as its failed hooks are: a ``hook_error``
         framework event, and the ON_ERROR hooks (whose own failures are a ``hook_error``, never
         an ON_ERROR again)."""
+        emit = self._emit_framework_event
         for name, error in errors:
             reported, body, data = hook_failure(name, error)
-            await self._emit_framework_event("hook_error", room_id=room_id, data=reported)
-            event = lifecycle_event(room_id, EventType.SYSTEM, "hook_error", body, utcnow(), data)
-            failed = await self._hook_engine.run_async_hooks(
-                room_id, HookTrigger.ON_ERROR, event, context
+            await emit("hook_error", room_id=room_id, data=reported)
+            await self._hook_engine.run_on_error(
+                room_id, ("hook_error", body, data), context, now=utcnow(), emit=emit
             )
-            for failed_name, failure in failed:
-                reported, _, _ = hook_failure(failed_name, failure)
-                await self._emit_framework_event("hook_error", room_id=room_id, data=reported)
 
     async def process_webhook(self, meta: Any, channel_id: str) -> InboundResult | None:
         """Route a parsed webhook: inbound messages to ``process_inbound``, statuses to

@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Container, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import GenericAlias
 from typing import Any, NamedTuple
 
@@ -30,8 +31,15 @@ from actors import check_seconds, error_text
 from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
+from roomkit.core._system_events import hook_failure, lifecycle_event
 from roomkit.models.context import RoomContext
-from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
+from roomkit.models.enums import (
+    ChannelDirection,
+    ChannelType,
+    EventType,
+    HookExecution,
+    HookTrigger,
+)
 from roomkit.models.event import EventSource, RoomEvent
 from roomkit.models.hook import HookResult, InjectedEvent
 from roomkit.models.identity import IdentityHookResult, IdentityResult
@@ -550,6 +558,29 @@ class HookEngine:
                 result.event = replacement
                 result.modified_by.append(reg.name)
         return result
+
+    async def run_on_error(
+        self,
+        room_id: str,
+        failure: tuple[str, str, dict[str, Any]],
+        context: Any,
+        *,
+        now: datetime,
+        emit: Callable[..., Awaitable[None]],
+        ceiling: float | None = None,
+    ) -> None:
+        """Run the ON_ERROR hooks for one ``failure`` (its code, body and data, the event
+        they get). A failed ON_ERROR hook is a ``hook_error`` framework event (through
+        ``emit``), as any failed hook is, but never an ON_ERROR again: a failing one would
+        report itself for ever."""
+        code, body, data = failure
+        event = lifecycle_event(room_id, EventType.SYSTEM, code, body, now, data)
+        failed = await self.run_async_hooks(
+            room_id, HookTrigger.ON_ERROR, event, context, ceiling=ceiling
+        )
+        for name, error in failed:
+            reported, _, _ = hook_failure(name, error)
+            await emit("hook_error", room_id=room_id, data=reported)
 
     async def run_async_hooks(
         self,
