@@ -169,11 +169,7 @@ async def ensure_stream(
         if exc.err_code != ERR_STREAM_NAME_IN_USE:
             raise
     existing = (await js.stream_info(name)).config
-    if subjects not in (existing.subjects or []):
-        raise StreamConflict(
-            f"JetStream stream {name} holds subjects {existing.subjects}, not {subjects!r}: "
-            "choose another stream name or subject prefix"
-        )
+    _check_subjects(existing, subjects, "choose another stream name or subject prefix")
     dropping = _dropping_limits(existing) if keeps_all else []
     if dropping:
         logger.warning(
@@ -206,11 +202,7 @@ async def existing_stream(js: JetStreamContext, *, name: str, subjects: str) -> 
         existing = (await js.stream_info(name)).config
     except nats.js.errors.NotFoundError as exc:
         raise EventLogError(f"there is no JetStream stream {name}") from exc
-    if subjects not in (existing.subjects or []):
-        raise StreamConflict(
-            f"JetStream stream {name} holds subjects {existing.subjects}, not {subjects!r}: "
-            "give the stream name and subject prefix its writers use"
-        )
+    _check_subjects(existing, subjects, "give the stream name and subject prefix its writers use")
     if not existing.allow_direct:
         raise EventLogError(
             f"JetStream stream {name} has direct gets off (allow_direct), which reading the "
@@ -225,6 +217,15 @@ async def existing_bucket(js: JetStreamContext, name: str) -> KeyValue | None:
         return await js.key_value(name)
     except nats.js.errors.NotFoundError:  # BucketNotFoundError is one
         return None
+
+
+def _check_subjects(existing: StreamConfig, subjects: str, advice: str) -> None:
+    """Raise ``StreamConflict`` (saying ``advice``) if the stream does not hold ``subjects``."""
+    if subjects not in (existing.subjects or []):
+        raise StreamConflict(
+            f"JetStream stream {existing.name} holds subjects {existing.subjects}, not "
+            f"{subjects!r}: {advice}"
+        )
 
 
 def _dropping_limits(config: StreamConfig) -> list[str]:
