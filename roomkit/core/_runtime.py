@@ -154,6 +154,8 @@ class KitRuntime:
         # Closing: the rooms finish the commands callers are waiting for (counted here), then
         # their deliveries; a new command from outside the kit's own work is refused.
         self._closing = False
+        # The rooms whose append in doubt closing had settled (see _work_done), each once.
+        self._settled_doubts: set[str] = set()
         self._asking = 0
         self._asks_done: anyio.Event | None = None
         # Rooms whose command failed on an outage of the log: their append may have landed
@@ -389,6 +391,19 @@ class KitRuntime:
             done = self._asks_done = anyio.Event()
             await done.wait()
 
+    async def _work_done(self, settled: set[str]) -> None:
+        """Return once no command is taken up or asked of a room, no turn is being delivered
+        (its async hooks run) and no append is in doubt (callers bound the wait)."""
+        while True:
+            # Again at every round: a command in flight as closing began may have had its
+            # append left in doubt since (each room once: its log may still be away).
+            await self._settle_doubts(settled)
+            await self.commands_done()
+            await self.turns.wait_idle()
+            # A turn's own work asked nothing more meanwhile, and no append is in doubt.
+            if not self._asking and not (self._in_doubt - settled):
+                return
+
     def _asked(self) -> None:
         """One ask, or command taken up, fewer (see ``_drain``)."""
         self._asking -= 1
@@ -416,21 +431,14 @@ class KitRuntime:
         # The commands callers wait for are decided and committed, and their turns (deliveries,
         # async hooks) finish, before any actor stops: a room that committed a message after
         # its delivery worker stopped could not deliver it.
+        settled = self._settled_doubts
         if self.placement is not None:
             # Other processes' commands are answered first, and what comes later runs there.
+            # It keeps its leases until the work below is done (see _RuntimePort.work_done).
             await self.placement.leave()
         self._closing = True
-        settled: set[str] = set()
         with anyio.move_on_after(self._settings.ask_timeout) as waited:
-            while True:
-                # Again at every round: a command in flight as closing began may have had its
-                # append left in doubt since (each room once: its log may still be away).
-                await self._settle_doubts(settled)
-                await self.commands_done()
-                await self.turns.wait_idle()
-                # A turn's own work asked nothing more meanwhile, and no append is in doubt.
-                if not self._asking and not (self._in_doubt - settled):
-                    break
+            await self._work_done(settled)
         if waited.cancelled_caught:
             logger.warning(
                 "closing: %d turn(s) (deliveries, async hooks) still running after %g s are "
@@ -732,6 +740,9 @@ class _RuntimePort:
 
     async def commands_done(self) -> None:
         await self._runtime.commands_done()
+
+    async def work_done(self) -> None:
+        await self._runtime._work_done(self._runtime._settled_doubts)
 
     def checkpoint(self) -> int:
         return self._runtime.projection.checkpoint

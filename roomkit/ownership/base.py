@@ -76,8 +76,14 @@ class KitPort(Protocol):
         ...
 
     async def commands_done(self) -> None:
-        """Return once no command runs in this process (its callers' included: a leaving
-        process keeps its leases until then, see ``Placement.leave``)."""
+        """Return once no command is being decided or waits for its room in this process
+        (its callers' included)."""
+        ...
+
+    async def work_done(self) -> None:
+        """Return once no command runs in this process (its callers' included) and no turn
+        is being delivered: a leaving process keeps its leases until then (see
+        ``Placement.leave``)."""
         ...
 
     @property

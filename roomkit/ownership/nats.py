@@ -406,6 +406,7 @@ class NatsPlacement(Placement):
         # still sends (its callers' commands, their hooks') goes on to the rooms' owners: run
         # here, a room another process holds was decided in both at once.
         self._left = True
+        done = False
         try:
             changes, self._changes = self._changes, None
             if changes is not None:
@@ -419,23 +420,28 @@ class NatsPlacement(Placement):
             # as long as the kit's close waits for its own callers: cut short, a command was
             # recorded and never delivered. Not for ever: a command that never ends (a hook
             # without a timeout) would hold the close.
-            # Its own callers' commands too (new ones are refused, the kit is closing): given
-            # back first, a room was decided elsewhere while one of them still ran here.
+            # Its own callers' commands too (new ones are refused, the kit is closing), and
+            # the deliveries and async hooks of what they recorded: given back first, a room
+            # was decided elsewhere while one of them still ran here, and its next message
+            # delivered before the one a caller here still waited for.
             with anyio.move_on_after(max(self._owner.forward_timeout, self._port.drain_timeout)):
                 while True:
                     while self._answering:
                         await asyncio.wait(set(self._answering))
-                    await self._port.commands_done()
+                    await self._port.work_done()
                     # Commands another leaving process sent meanwhile (see
                     # _takes_while_leaving) are answered too, before the leases go.
                     if not self._answering:
                         break
             for task in self._answering:
                 task.cancel()
+            done = True
         finally:
             # From here on, nothing more is taken ("leaving"), also when the wait above was
             # cut short (its caller gave up the close): the leases go next.
             self._settled = True
+            if not done:
+                await self._decided_before_release()
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.connect_timeout):
                 try:
                     async with self._ticking:  # not while a tick renews them
@@ -449,28 +455,58 @@ class NatsPlacement(Placement):
                     logger.debug("room ownership: leaving: %r (the leases expire)", exc)
                 self._held.clear()
             serving, self._serving = self._serving, None
-            if serving is not None:
-                # Drained, not unsubscribed: the requests it received and had not taken yet
-                # are answered too ("leaving"). Unsubscribing dropped them, and their senders
-                # waited forward_timeout to say process_timeout.
-                with (
-                    contextlib.suppress(nats.errors.Error),
-                    anyio.move_on_after(self._owner.connect_timeout),
-                ):
-                    await serving.drain()  # type: ignore[no-untyped-call]
-            # This process's own commands sent to another before it left are answered first;
-            # the answers it is still giving are given before its connection closes.
-            with anyio.move_on_after(self._owner.forward_timeout):
-                while self._sending or self._answering:
-                    if self._answering:
-                        await asyncio.wait(set(self._answering))
-                    else:
-                        await self._sent.wait()
-            if self._own:
-                self._gone = True
-                await close_quietly(self._nc)
+            try:
+                if serving is not None:
+                    # Drained, not unsubscribed: the requests it received and had not taken
+                    # yet are answered too ("leaving"). Unsubscribing dropped them, and their
+                    # senders waited forward_timeout to say process_timeout.
+                    with (
+                        contextlib.suppress(nats.errors.Error),
+                        anyio.move_on_after(self._owner.connect_timeout),
+                    ):
+                        await serving.drain()  # type: ignore[no-untyped-call]
+                # This process's own commands sent to another before it left are answered
+                # first; the answers it is still giving are given before its connection
+                # closes.
+                with anyio.move_on_after(self._owner.forward_timeout):
+                    while self._sending or self._answering:
+                        if self._answering:
+                            await asyncio.wait(set(self._answering))
+                        else:
+                            await self._sent.wait()
+            finally:
+                if self._own:
+                    # Also when the waits above were cut short (a close given up): left
+                    # open, the connection outlived the kit, its reads ended.
+                    self._gone = True
+                    with anyio.CancelScope(shield=True):
+                        await close_quietly(self._nc)
+
+    async def _decided_before_release(self) -> None:
+        """Wait (a close given up: shielded, at most ``lease_ttl``) for the commands this
+        process's rooms are deciding, its callers' and others', before the leases go: given
+        back at once, the room's next message was decided by its new owner meanwhile, and the
+        one decided here was then decided again after it (its hooks twice, the room's order
+        reversed). The kit refuses what is queued behind them as it stops."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.lease_ttl):
+            while True:
+                while self._answering:
+                    await asyncio.wait(set(self._answering))
+                await self._port.commands_done()
+                if not self._answering:
+                    return
 
     # -- sending -----------------------------------------------------------------------------
+
+    def _check_holding(self, room_id: str) -> None:
+        """Raise ``KitClosedError`` once this process gave its leases back as it left: a
+        command made since (post-commit work its close no longer waited for) ran here,
+        deciding a room another process may already hold, at the same time."""
+        if self._released:
+            raise KitClosedError(
+                f"room {room_id}: the kit closed and gave its rooms back to the other "
+                "processes: it decides none of them any more"
+            )
 
     def _check_connected(self, room_id: str, owner: str) -> None:
         """Raise ``KitClosedError`` once this process closed its connection as it left: a
@@ -483,10 +519,10 @@ class NatsPlacement(Placement):
             )
 
     async def forward_command(self, room_id: str, command: object, settle: bool) -> Outcome | None:
+        self._check_holding(room_id)
         owner = self.owner_of(room_id)
         if owner is None:
             return None
-        self._check_connected(room_id, owner)
         # Held until answered: a link coming back here is this very wait (see _chain).
         waiting = current_chain()
         request = {
@@ -520,10 +556,10 @@ class NatsPlacement(Placement):
     async def forward_inbound(
         self, message: InboundMessage, room_id: str, waiting: tuple[DecisionWait, ...]
     ) -> InboundResult | None:
+        self._check_holding(room_id)
         owner = self.owner_of(room_id)
         if owner is None:
             return None
-        self._check_connected(room_id, owner)
         request = {
             "op": "inbound",
             "room": room_id,
@@ -567,6 +603,7 @@ class NatsPlacement(Placement):
         except WireError as exc:  # something only this process can hold: run it here
             logger.debug("room %s: run here, as %s", room_id, exc)
             return None
+        leaving = self._left
         timeout = self._owner.forward_timeout
         deadline = anyio.current_time() + timeout
         self._sending += 1
@@ -575,9 +612,15 @@ class NatsPlacement(Placement):
                 left = deadline - anyio.current_time()
                 if left <= 0:
                     raise RoomTimeoutError(
-                        f"room {room_id}: its owner {owner} was leaving, and gave its rooms "
-                        f"back to no process within {timeout:g} s"
+                        f"room {room_id}: its owner {owner} was leaving (or no longer held "
+                        f"it), and no process took the room up within {timeout:g} s"
                     )
+                if leaving is not self._left:
+                    # It began to leave since it sent the command: the owner, leaving too,
+                    # runs it now (see _takes_while_leaving). Sent again as it was, each
+                    # waited for the other until forward_timeout, and both commands were lost.
+                    leaving = request["leaving"] = self._left
+                    payload = encode(request)
                 try:
                     reply = await self._nc.request(
                         self._owner.subject(owner), payload, timeout=left
@@ -598,11 +641,14 @@ class NatsPlacement(Placement):
                     )
                     return None
                 answer = decode(reply.data)
-                if not (isinstance(answer, dict) and answer.get("leaving") is True):
+                if isinstance(answer, dict) and "elsewhere" in answer:
+                    owner_now = await self._moved(owner, room_id, deadline, answer["elsewhere"])
+                elif isinstance(answer, dict) and answer.get("leaving") is True:
+                    # Closing: it answers what it took, then gives its leases back; the room
+                    # is decided where the leases go then (here, or a third process).
+                    owner_now = await self._after_leaving(owner, room_id, deadline, leaving)
+                else:
                     break
-                # Closing: it answers what it took, then gives its leases back; the room is
-                # decided where the leases go then (here, or a third process).
-                owner_now = await self._after_leaving(owner, room_id, deadline)
                 if owner_now is None:
                     return None
                 owner = owner_now
@@ -620,13 +666,19 @@ class NatsPlacement(Placement):
             raise WireError(f"process {owner} answered without a log position: {answer!r}"[:300])
         return answer
 
-    async def _after_leaving(self, owner: str, room_id: str, deadline: float) -> str | None:
+    async def _after_leaving(
+        self, owner: str, room_id: str, deadline: float, sent_leaving: bool
+    ) -> str | None:
         """Wait until ``room_id`` is no longer ``owner``'s, who said it is leaving (or until
-        ``deadline``); return its owner then (None: this process)."""
+        ``deadline``); return its owner then (None: this process). Return ``owner`` at once
+        if this process began to leave since it sent the command (``sent_leaving`` False):
+        sent again, the owner runs it (see _takes_while_leaving)."""
         # Its announcement once it gave the leases back has the table read again at once,
         # unless this process is leaving too: it no longer follows the table, and reads it.
         pause = 0.02
         while anyio.current_time() < deadline:
+            if self._left and not sent_leaving:
+                return owner
             if self._left:
                 with contextlib.suppress(TimeoutError, *KV_FAILURES):
                     left = max(0.1, deadline - anyio.current_time())
@@ -636,6 +688,24 @@ class NatsPlacement(Placement):
             await anyio.sleep(min(pause, max(0.0, deadline - anyio.current_time())))
             pause = min(pause * 2, 0.25)
         return owner
+
+    async def _moved(
+        self, owner: str, room_id: str, deadline: float, partitions: object
+    ) -> str | None:
+        """``owner`` does not hold ``room_id``'s partition (any more, or yet): read the table
+        again and return the room's owner now (None: this process), ``owner`` again after a
+        pause if it is still named (a claim it has not seen answered yet)."""
+        if partitions != self._owner.partitions:
+            # It splits the rooms otherwise (reported as the table is read): no process may
+            # ever hold the room in its eyes; run here, as before it said so.
+            return None
+        with contextlib.suppress(TimeoutError, *KV_FAILURES):
+            left = max(0.1, deadline - anyio.current_time())
+            self._view = await self._table.read(min(self._owner.connect_timeout, left))
+        owner_now = self.owner_of(room_id)
+        if owner_now == owner:
+            await anyio.sleep(min(0.05, max(0.0, deadline - anyio.current_time())))
+        return owner_now
 
     def _forget(self, owner: str) -> None:
         view = self._view
@@ -672,6 +742,14 @@ class NatsPlacement(Placement):
         room = request.get("room")
         return isinstance(room, str) and partition_of(room, self._owner.partitions) in self._held
 
+    def _runs_here(self, request: dict[str, Any], waiting: Sequence[Any]) -> bool:
+        """Whether this process holds the room of ``request``, or a decision of its own waits
+        for the command (a call coming back to the room it is deciding)."""
+        if any(wait.mark.kit is self._port.kit for wait in waiting):
+            return True
+        room = request.get("room")
+        return isinstance(room, str) and partition_of(room, self._owner.partitions) in self._held
+
     async def _answer(self, msg: Msg) -> None:
         port = self._port
         reply: dict[str, Any]
@@ -685,6 +763,13 @@ class NatsPlacement(Placement):
                 # Taken no more (see leave): its sender waits for the leases given back.
                 with contextlib.suppress(nats.errors.Error):
                     await msg.respond(encode({"leaving": True}))
+                return
+            if not self._runs_here(request, waiting):
+                # Its sender read the table before the room's partition moved on (a leaving
+                # one no longer follows it): it reads it again and sends the command where the
+                # room is now. Run here, the room was decided here and by its holder at once.
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.respond(encode({"elsewhere": self._owner.partitions}))
                 return
             commit_only = bool(request["commit_only"])
             if op == "command":

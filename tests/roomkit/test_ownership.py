@@ -322,6 +322,19 @@ async def even_shares(*kits: RoomKit) -> None:
     await eventually(shared, what="each process holds its share")
 
 
+async def all_placed(*kits: RoomKit) -> None:
+    """Return once ``kits`` hold every partition between them and each knows who holds
+    which (shares of an odd split)."""
+
+    async def placed() -> bool:
+        held = [placement(kit).held for kit in kits]
+        return sum(map(len, held)) == PARTITIONS and all(
+            len(placement(kit).owners) == PARTITIONS and min(map(len, held)) > 0 for kit in kits
+        )
+
+    await eventually(placed, what="the partitions placed")
+
+
 def runs_here(kit: RoomKit, room_id: str) -> bool:
     system = kit._runtime._system
     return system is not None and system.is_active(ROOM, room_id)
@@ -1205,8 +1218,9 @@ async def test_two_processes_closing_at_once_run_what_they_send_each_other(
 async def test_a_process_that_left_sends_nothing_more_and_decides_no_room_of_another(
     nats_server: NatsServer,
 ) -> None:
-    # Its connection closed, a post-commit command for another's room was decided here
-    # (logged "run here"), at once with its owner.
+    # A close waits for its turns' async hooks before it gives its leases back, but one whose
+    # caller gave up does not: a hook's command made after that, for another's room or for
+    # one it held, was decided here (logged "run here"), at once with the room's owner.
     refused: list[BaseException] = []
     async with processes(nats_server, "a", "b") as ((a, b), ran):
         mine, theirs = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
@@ -1221,17 +1235,26 @@ async def test_a_process_that_left_sends_nothing_more_and_decides_no_room_of_ano
                     return placement(a)._gone
 
                 await eventually(gone, what="a's connection closed as it left")
-                try:
-                    await a.process_inbound(text("sms", "inner"), room_id=theirs)
-                except KitClosedError as exc:
-                    refused.append(exc)
+                for room_id in (theirs, mine):
+                    try:
+                        await a.process_inbound(text("sms", "inner"), room_id=room_id)
+                    except KitClosedError as exc:
+                        refused.append(exc)
 
         async with sending(a, "relay", mine):
             await until_ran(ran, "a", mine)
+            with anyio.move_on_after(0.5):
+                await a.close()  # given up: the hook still waits
+
+            async def both_refused() -> bool:
+                return len(refused) == 2
+
+            await eventually(both_refused, what="the hook's two commands")
             await a.close()
-        assert len(refused) == 1 and "process b's" in str(refused[0])
+        assert all("gave its rooms back" in str(exc) for exc in refused), refused
         assert ("a", theirs) not in ran
-        assert "inner" not in bodies_of(await b.get_timeline(theirs))
+        for room_id in (theirs, mine):
+            assert "inner" not in bodies_of(await b.get_timeline(room_id))
 
 
 @pytest.mark.nats
@@ -1555,3 +1578,161 @@ async def test_a_command_a_given_up_close_cut_is_not_run_again_by_its_caller(
                 assert outcome[0].reason == "process_timeout" or (
                     outcome[0].event is not None and not outcome[0].blocked
                 )
+
+
+def hold_requests(kit: RoomKit, arrived: list[str], gate: anyio.Event) -> None:
+    """Hold each request ``kit`` receives (noting its member in ``arrived``) until ``gate``:
+    a message in flight while its receiver's close begins."""
+    serving = placement(kit)._serving
+    assert serving is not None
+    take = serving._cb
+    assert take is not None
+
+    async def held(msg: Msg) -> None:
+        arrived.append(placement(kit)._me)
+        await gate.wait()
+        await take(msg)
+
+    serving._cb = held
+
+
+@pytest.mark.nats
+async def test_commands_two_processes_sent_each_other_just_before_closing_run(
+    nats_server: NatsServer,
+) -> None:
+    # Each command said its sender was not leaving (so it was when sent), and was sent again
+    # as it was: each process answered the other "leaving" and waited for the other's leases,
+    # which the other kept until its own command was done. Both were lost after
+    # forward_timeout, and both closes took that long.
+    settings = {m: {"forward_timeout": 8.0} for m in ("a", "b")}
+    async with processes(nats_server, "a", "b", settings=settings) as ((a, b), ran):
+        rooms = {"a": rooms_of(a, 1)[0], "b": rooms_of(b, 1)[0]}
+        for room_id in rooms.values():
+            await room_with(a, room_id, "sms")
+        arrived: list[str] = []
+        gate = anyio.Event()
+        hold_requests(a, arrived, gate)
+        hold_requests(b, arrived, gate)
+        async with (
+            sending(a, "from a", rooms["b"]) as from_a,
+            sending(b, "from b", rooms["a"]) as from_b,
+        ):
+
+            async def both_arrived() -> bool:
+                return len(arrived) == 2
+
+            await eventually(both_arrived, what="each request at the other process")
+            async with anyio.create_task_group() as closing:
+                closing.start_soon(a.close)
+                closing.start_soon(b.close)
+                await until_leaving(a)
+                await until_leaving(b)
+                gate.set()
+        assert [r.reason for r in (*from_a, *from_b)] == [None, None]
+        assert sorted(ran) == sorted([("a", rooms["a"]), ("b", rooms["b"])])
+        for room_id, body in ((rooms["a"], "from b"), (rooms["b"], "from a")):
+            assert bodies_of(await b.get_timeline(room_id)) == [body]
+
+
+class SlowFirstChannel(SimpleChannel):
+    """Delivers "first" in 1 s, anything else at once; notes what it delivered, in order."""
+
+    def __init__(self, channel_id: str, delivered: list[str]) -> None:
+        super().__init__(channel_id)
+        self.bodies = delivered
+        self.started = anyio.Event()
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        body = event.content.body if isinstance(event.content, TextContent) else ""
+        if body == "first":
+            self.started.set()
+            await anyio.sleep(1.0)
+        self.bodies.append(body)
+        return await super().deliver(event, binding, context)
+
+
+@pytest.mark.nats
+async def test_a_closing_process_delivers_what_its_callers_recorded_before_giving_rooms_back(
+    nats_server: NatsServer,
+) -> None:
+    # It gave its leases back once its callers' commands were recorded, while it still
+    # delivered them: the room's next message, decided by its new owner, was delivered first.
+    delivered: list[str] = []
+    async with processes(nats_server, "a", "b") as ((a, b), _ran):
+        slow_at_a = SlowFirstChannel("slow", delivered)
+        a.register_channel(slow_at_a)
+        b.register_channel(SlowFirstChannel("slow", delivered))
+        room_id = rooms_of(a, 1)[0]
+        await room_with(a, room_id, "sms", "slow")
+        async with sending(a, "first", room_id) as first, anyio.create_task_group() as tasks:
+            await slow_at_a.started.wait()
+            tasks.start_soon(a.close)
+
+            async def given_back() -> bool:
+                return placement(a)._released
+
+            await eventually(given_back, what="a giving its leases back")
+            second = await b.process_inbound(text("sms", "second"), room_id=room_id)
+        assert [first[0].reason, second.reason] == [None, None]
+        assert delivered == ["first", "second"]
+
+
+@pytest.mark.nats
+async def test_a_command_sent_to_a_process_that_no_longer_holds_its_room_goes_on_to_the_holder(
+    nats_server: NatsServer,
+) -> None:
+    # The sender's view of the table was stale (a leaving process no longer follows it):
+    # the process it named ran the command while the room's holder decided it too.
+    ran: list[tuple[str, str]] = []
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        NatsEventLog(nats_server.url) as log_c,
+    ):
+        kits = [kit_of(log, nats_server.url, m, ran) for log, m in ((log_a, "a"), (log_b, "b"))]
+        c = kit_of(log_c, nats_server.url, "c", ran)
+        a, b = kits
+        async with a, b, c:
+            await all_placed(a, b, c)
+            room_id = rooms_of(c, 1)[0]
+            await room_with(c, room_id, "sms")
+            ran.clear()
+            # a takes the room for b's: b's view, read again, says c.
+            placement(a)._view.owners[partition_of(room_id, PARTITIONS)] = "b"
+            result = await a.process_inbound(text("sms", "stale"), room_id=room_id)
+            assert result.reason is None
+            assert ran == [("c", room_id)]
+            assert bodies_of(await c.get_timeline(room_id)) == ["stale"]
+
+
+@pytest.mark.nats
+async def test_a_close_given_up_keeps_the_rooms_until_their_decisions_end(
+    nats_server: NatsServer,
+) -> None:
+    # The leases went back at once: the room's new owner decided the next message while the
+    # closing process still decided the one before, which conflicted and was decided again
+    # after it (its hooks twice, the room's order reversed). And the process's connection
+    # was left open for good.
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        room_id = rooms_of(a, 1)[0]
+        await room_with(b, room_id, "sms")
+        async with sending(b, "slow", room_id) as first:
+            await until_ran(ran, "a", room_id)
+            with anyio.move_on_after(0.2):
+                await a.close()
+
+            async def b_holds() -> bool:
+                return partition_of(room_id, PARTITIONS) in placement(b).held
+
+            await eventually(b_holds, what="b holding the room")
+            second = await b.process_inbound(text("sms", "next"), room_id=room_id)
+        assert [first[0].reason, second.reason] == [None, None]
+        assert bodies_of(await b.get_timeline(room_id)) == ["slow", "next"]
+        assert ran == [("a", room_id), ("b", room_id)]
+
+        async def connection_closed() -> bool:
+            return placement(a)._nc.is_closed
+
+        await eventually(connection_closed, what="a's connection closed")
