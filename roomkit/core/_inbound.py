@@ -534,11 +534,14 @@ class InboundMixin(HelpersMixin):
             identity_id=identity.id,
             joined_at=now,
         )
-        upgrade = {
+        upgrade: dict[str, object] = {
             "identification": IdentificationStatus.IDENTIFIED,
             "identity_id": identity.id,
-            "display_name": identity.display_name,
         }
+        if identity.display_name:
+            # An identity without a name keeps the one the participant had (the app's, from
+            # ensure_participant), as in 0.3.0: the upgrade set it to None.
+            upgrade["display_name"] = identity.display_name
         await self._command(
             room_id,
             EnsureParticipant(participant, upgrade, "participant_joined_identified", now),

@@ -74,6 +74,22 @@ async def test_identified_sender_becomes_a_participant(
     await kit.close()
 
 
+@pytest.mark.parametrize(("named", "expected"), [(None, "Ana Smith"), ("Ana", "Ana")])
+async def test_an_identified_participant_keeps_its_name_unless_the_identity_has_one(
+    make_kit: Callable[..., RoomKit], named: str | None, expected: str
+) -> None:
+    # The upgrade of a participant the app made (with a name) to identified set the name to
+    # the identity's, None when the identity had none; 0.3.0 kept the participant's.
+    resolver = MockIdentityResolver(mapping={"+1": Identity(id="ana", display_name=named)})
+    kit = await _kit_with(make_kit, resolver)
+    await kit.ensure_participant("r1", "sms", "ana", display_name="Ana Smith")
+    await kit.process_inbound(text("sms", "hi", sender="+1"), room_id="r1")
+    (participant,) = await kit.store.list_participants("r1")
+    assert participant.identification == IdentificationStatus.IDENTIFIED
+    assert participant.display_name == expected
+    await kit.close()
+
+
 async def test_ambiguous_sender_without_hook_is_pending(
     resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:
