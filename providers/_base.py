@@ -10,7 +10,7 @@ from uuid import uuid4
 from roomkit.models.delivery import ProviderResult
 from roomkit.models.event import RoomEvent
 
-__all__ = ["MessagingProvider", "RecordingProvider", "mock_result"]
+__all__ = ["MessagingProvider", "RecordingProvider", "inbound_channel_id", "mock_result"]
 
 
 class MessagingProvider(ABC):  # noqa: B024 - each kind declares its own abstract send()
@@ -23,6 +23,21 @@ class MessagingProvider(ABC):  # noqa: B024 - each kind declares its own abstrac
 
     async def close(self) -> None:  # noqa: B027 - optional hook, intentionally empty
         """Release clients and connections (nothing to release by default)."""
+
+
+def inbound_channel_id(provider: MessagingProvider, channel_id: str | None) -> str:
+    """``channel_id`` as a webhook parser needs it. Optional in the ABCs' signatures, as
+    0.3.0's ``parse_webhook(payload)`` had none (their parsers raise NotImplementedError).
+
+    Raises:
+        TypeError: ``channel_id`` is missing.
+    """
+    if channel_id is None:
+        raise TypeError(
+            f"{provider.name} needs the id of the channel the webhook came in on: "
+            "parse_webhook(payload, channel_id)"
+        )
+    return channel_id
 
 
 def mock_result(*, simulate_failure: bool, provider: str) -> ProviderResult:

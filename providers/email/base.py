@@ -38,7 +38,9 @@ class EmailProvider(MessagingProvider):
             The vendor's outcome.
         """
 
-    async def parse_inbound(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_inbound(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound-email payload into an :class:`InboundMessage`.
 
         Raises:

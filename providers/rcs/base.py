@@ -60,7 +60,9 @@ class RCSProvider(MessagingProvider):
         """
         raise NotImplementedError(f"{self.name} cannot check RCS capability")
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound webhook payload into an :class:`InboundMessage`.
 
         Raises:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from providers._base import inbound_channel_id
 from providers._http import HTTPFailure, accepted_id, bearer, code_and_message, response_json
 from providers._vendor import VendorProvider
 from providers.sinch.config import SinchConfig
@@ -123,13 +124,15 @@ class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
             metadata["media_dropped"] = dropped
         return ProviderResult(success=True, provider_message_id=batch_id, metadata=metadata)
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound (MO) callback into an :class:`InboundMessage`.
 
         Raises:
             ValueError: ``payload`` is not an inbound message.
         """
-        return parse_sinch_webhook(payload, channel_id)
+        return parse_sinch_webhook(payload, inbound_channel_id(self, channel_id))
 
     def verify_signature(
         self, payload: bytes, signature: str, timestamp: str | None = None

@@ -37,7 +37,9 @@ class SMSProvider(MessagingProvider):
             The vendor's outcome.
         """
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound webhook payload into an :class:`InboundMessage`.
 
         Raises:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from providers._base import inbound_channel_id
 from providers._http import HTTPFailure, response_json
 from providers.rcs.base import RCSDeliveryResult, RCSProvider
 from providers.sms._outbound import refusal, render_outbound
@@ -96,10 +97,12 @@ class TelnyxRCSProvider(TelnyxMessagingProvider[TelnyxRCSConfig], RCSProvider):
         features = data.get("features")
         return isinstance(features, list) and bool(features)
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound RCS webhook into an :class:`InboundMessage`.
 
         Raises:
             ValueError: ``payload`` is not an inbound message.
         """
-        return parse_telnyx_rcs_webhook(payload, channel_id)
+        return parse_telnyx_rcs_webhook(payload, inbound_channel_id(self, channel_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from providers._base import inbound_channel_id
 from providers._http import HTTPFailure
 from providers.sms._errors import SMSErrorStyle
 from providers.sms._outbound import refusal, render_outbound
@@ -65,10 +66,12 @@ class TelnyxSMSProvider(TelnyxMessagingProvider[TelnyxConfig], SMSProvider):
             metadata={"status": sent.status, "type": sent.data.get("type")},
         )
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn a ``message.received`` webhook into an :class:`InboundMessage`.
 
         Raises:
             ValueError: ``payload`` is not an inbound message.
         """
-        return parse_telnyx_webhook(payload, channel_id)
+        return parse_telnyx_webhook(payload, inbound_channel_id(self, channel_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from providers._base import inbound_channel_id
 from providers._http import HTTPFailure
 from providers.rcs.base import RCSDeliveryResult, RCSProvider
 from providers.sms._outbound import refusal, render_outbound
@@ -81,10 +82,12 @@ class TwilioRCSProvider(TwilioMessagesProvider[TwilioRCSConfig], RCSProvider):
             metadata=sent.metadata(),
         )
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound RCS webhook into an :class:`InboundMessage`.
 
         Raises:
             ValueError: ``payload`` is not an inbound message.
         """
-        return parse_twilio_rcs_webhook(payload, channel_id)
+        return parse_twilio_rcs_webhook(payload, inbound_channel_id(self, channel_id))

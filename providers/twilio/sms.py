@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from providers._base import inbound_channel_id
 from providers._http import HTTPFailure
 from providers.sms._outbound import refusal, render_outbound
 from providers.sms.base import SMSProvider
@@ -69,11 +70,13 @@ class TwilioSMSProvider(TwilioMessagesProvider[TwilioConfig], SMSProvider):
             return sent.to_result(ProviderResult)
         return ProviderResult(success=True, provider_message_id=sent.sid, metadata=sent.metadata())
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound webhook into an :class:`InboundMessage` (see
         :func:`~providers.twilio.webhook.parse_twilio_webhook`).
 
         Raises:
             ValueError: ``payload`` is not an inbound message.
         """
-        return parse_twilio_webhook(payload, channel_id)
+        return parse_twilio_webhook(payload, inbound_channel_id(self, channel_id))

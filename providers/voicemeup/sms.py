@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from providers._base import inbound_channel_id
 from providers._http import HTTPFailure, accepted_id, code_and_message, response_json
 from providers._vendor import VendorProvider
 from providers.sms._errors import SMSErrorStyle, sms_error_parser
@@ -220,7 +221,7 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
         return accepted_id("voicemeup", _message_id(body), outcome.status_code) or ""
 
     async def parse_webhook(  # type: ignore[override]
-        self, payload: dict[str, Any], channel_id: str
+        self, payload: dict[str, Any], channel_id: str | None = None
     ) -> InboundMessage | None:
         """Turn an inbound webhook into an :class:`InboundMessage`, merging MMS parts with
         this provider's :attr:`aggregator`.
@@ -231,4 +232,6 @@ class VoiceMeUpSMSProvider(VendorProvider[VoiceMeUpConfig], SMSProvider):
         Raises:
             ValueError: ``payload`` is not an inbound message.
         """
-        return parse_voicemeup_webhook(payload, channel_id, aggregator=self.aggregator)
+        return parse_voicemeup_webhook(
+            payload, inbound_channel_id(self, channel_id), aggregator=self.aggregator
+        )

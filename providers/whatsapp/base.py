@@ -30,7 +30,9 @@ class WhatsAppProvider(MessagingProvider):
             The vendor's outcome.
         """
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """Turn an inbound webhook payload into an :class:`InboundMessage`.
 
         Raises:

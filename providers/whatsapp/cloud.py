@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from providers._base import inbound_channel_id
 from providers._http import HTTPFailure, response_json
 from providers._meta import GraphProvider
 from providers.errors import ProviderError
@@ -292,7 +293,9 @@ class WhatsAppCloudProvider(GraphProvider[WhatsAppCloudConfig], WhatsAppProvider
             raise ProviderError("WhatsApp media lookup returned no url", provider=self.name)
         return url
 
-    async def parse_webhook(self, payload: dict[str, Any], channel_id: str) -> InboundMessage:
+    async def parse_webhook(
+        self, payload: dict[str, Any], channel_id: str | None = None
+    ) -> InboundMessage:
         """The first inbound message of a webhook body (see :func:`parse_whatsapp_webhook`).
 
         The :class:`WhatsAppProvider` contract (0.3.0's) returns one message, but Meta batches
@@ -302,7 +305,9 @@ class WhatsAppCloudProvider(GraphProvider[WhatsAppCloudConfig], WhatsAppProvider
         Raises:
             ProviderError: The payload is not an object or carries no inbound message.
         """
-        messages = parse_whatsapp_webhook(payload, channel_id, media_base_url=self._graph_url)
+        messages = parse_whatsapp_webhook(
+            payload, inbound_channel_id(self, channel_id), media_base_url=self._graph_url
+        )
         if not messages:
             raise ProviderError("WhatsApp webhook carries no inbound message", provider=self.name)
         if len(messages) > 1:

@@ -345,3 +345,37 @@ def test_abcs_cannot_be_instantiated() -> None:
     ):
         with pytest.raises(TypeError):
             abc()  # type: ignore[abstract]
+
+
+class TestWebhookParsersAsIn030:
+    """0.3.0's ABCs parse with ``(payload)`` alone, and raise NotImplementedError; the
+    vendors' parsers need the channel id too. A required ``channel_id`` turned that
+    NotImplementedError into a TypeError."""
+
+    @pytest.mark.parametrize(
+        ("provider", "method"),
+        [
+            (MockSMSProvider(), "parse_webhook"),
+            (MockRCSProvider(), "parse_webhook"),
+            (MockWhatsAppProvider(), "parse_webhook"),
+            (MockEmailProvider(), "parse_inbound"),
+        ],
+    )
+    async def test_the_abcs_parsers_take_the_payload_alone(
+        self, provider: object, method: str
+    ) -> None:
+        with pytest.raises(NotImplementedError):
+            await getattr(provider, method)({"Body": "hi"})
+
+    async def test_a_vendor_s_parser_says_it_needs_the_channel_id(self) -> None:
+        from providers.twilio import TwilioConfig, TwilioSMSProvider
+
+        provider = TwilioSMSProvider(
+            TwilioConfig(account_sid="AC1", auth_token="t", from_number="+15550001111")
+        )
+        payload = {"From": "+15550002222", "To": "+15550001111", "Body": "hi", "MessageSid": "SM1"}
+        with pytest.raises(TypeError, match="channel_id"):
+            await provider.parse_webhook(payload)
+        message = await provider.parse_webhook(payload, "sms")
+        assert (message.channel_id, message.sender_id) == ("sms", "+15550002222")
+        await provider.close()
