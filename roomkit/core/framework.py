@@ -783,9 +783,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def _publish(
         self, room_id: str, kind: EphemeralEventType, user_id: str, data: dict[str, Any]
     ) -> None:
-        # A closed kit's realtime backend is closed: the event went nowhere, without a word
-        # (subscribe_room already refused).
-        self._runtime.check_open()
+        # Also once the kit is closed: its realtime backend is closed, and ignores the event,
+        # as 0.3.0's did. Refused, a WebSocket handler still typing as the app
+        # stopped failed where it did not in 0.3.0 (subscribe_room refuses: it would get
+        # nothing).
         # Sent as given, another process's NatsRealtime dropped them with a warning, and this
         # process's subscribers got them with the wrong types.
         check_str("room_id", room_id)

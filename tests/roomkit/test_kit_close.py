@@ -274,7 +274,8 @@ async def test_a_closed_kit_takes_no_websocket_connection() -> None:
             await kit.connect_websocket("ws", "after", send)
         with pytest.raises(KitClosedError):
             await kit.subscribe_room("r1", send)  # type: ignore[arg-type]
-        # Published to a closed backend, they went nowhere without a word.
+        # Published to the closed backend, they are ignored, as in 0.3.0: a handler still
+        # typing as the app stops does not fail (nor does a subscriber get them).
         publishes = [
             functools.partial(kit.publish_typing, "r1", "u1"),
             functools.partial(kit.publish_presence, "r1", "u1", "online"),
@@ -282,8 +283,7 @@ async def test_a_closed_kit_takes_no_websocket_connection() -> None:
             functools.partial(kit.publish_reaction, "r1", "u1", "e1", "+1"),
         ]
         for publish in publishes:
-            with pytest.raises(KitClosedError):
-                await publish()
+            await publish()
     assert connected == ["before"]
 
 
