@@ -235,7 +235,11 @@ def _unavailable() -> tuple[type[BaseException], ...]:
     """asyncpg's failures that trying again later can cure: no server, a lost connection, a
     server starting or shutting down, no connection slot left, a pooled connection left in
     the middle of an operation by a lost one, a transaction the server rolled back to break
-    a deadlock or a serialization conflict."""
+    a deadlock or a serialization conflict; a lock not had within ``lock_timeout`` (a
+    migration holding a table), a statement cancelled (``statement_timeout``, an admin's
+    ``pg_cancel_backend``), a database read-only for a while (a failover), one out of disk
+    or memory. Taken for a record that cannot be stored, such a record was skipped for good
+    while its caller was answered."""
     import asyncpg  # type: ignore[import-untyped]  # no stubs
 
     return (
@@ -248,6 +252,10 @@ def _unavailable() -> tuple[type[BaseException], ...]:
         asyncpg.TooManyConnectionsError,
         asyncpg.InternalClientError,
         asyncpg.TransactionRollbackError,
+        asyncpg.LockNotAvailableError,
+        asyncpg.QueryCanceledError,
+        asyncpg.ReadOnlySQLTransactionError,
+        asyncpg.InsufficientResourcesError,
     )
 
 

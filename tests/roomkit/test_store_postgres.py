@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import asyncpg
@@ -483,6 +484,56 @@ async def test_a_record_whose_connection_dies_mid_transaction_is_applied_again(
     assert not any("store projection failed" in r.getMessage() for r in caplog.records)
     async with new_kit(log, store=InMemoryStore()) as in_memory:
         assert await snapshot(in_memory) == on_postgres
+
+
+@pytest.mark.parametrize("refusal", ["lock_timeout", "cancelled"])
+async def test_a_write_the_database_refuses_for_a_while_is_applied_once_it_takes_it(
+    postgres_uri: str, postgres_prefix: str, refusal: str
+) -> None:
+    # A lock_timeout (a migration holding the table) or a statement cancelled (an admin's
+    # pg_cancel_backend, a statement_timeout) were taken for a record that cannot be stored:
+    # skipped for good (only a rebuild repaired it) while its caller was answered, and a
+    # retry of the message past the room's dedup window was then recorded twice.
+    separator = "&" if "?" in postgres_uri else "?"
+    dsn = postgres_uri
+    if refusal == "lock_timeout":
+        dsn += f"{separator}options=" + quote("-c lock_timeout=100")
+    other = await asyncpg.connect(postgres_uri)
+    try:
+        async with (
+            PostgresStore(dsn, table_prefix=postgres_prefix) as store,
+            new_kit(MemoryEventLog(), store=store) as kit,
+        ):
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            locked = other.transaction()
+            await locked.start()
+            await other.execute(f"LOCK TABLE {postgres_prefix}events IN EXCLUSIVE MODE")
+
+            async def release_later() -> None:
+                if refusal == "cancelled":
+                    query = (
+                        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = "
+                        f"'{postgres_prefix}events'::regclass"
+                    )
+                    with anyio.fail_after(10):
+                        while not (waiting := await other.fetch(query)):
+                            await anyio.sleep(0.02)
+                    for row in waiting:
+                        await other.execute("SELECT pg_cancel_backend($1)", row["pid"])
+                await anyio.sleep(0.5)
+                await locked.rollback()
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(release_later)
+                    result = await kit.process_inbound(text("sms", "held"), room_id="r1")
+            assert result.event is not None
+            timeline = await kit.get_timeline("r1")
+            assert timeline[-1].id == result.event.id
+            assert (await kit.get_room("r1")).event_count == len(timeline)
+    finally:
+        await other.close()
 
 
 async def test_a_store_starting_next_to_one_applying_records_does_not_deadlock(
