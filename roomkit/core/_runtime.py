@@ -274,7 +274,8 @@ class KitRuntime:
             return  # not closed: its event loop is ending (or it failed), nothing is awaited
         with anyio.CancelScope(shield=True), anyio.move_on_after(_LAST_CATCH_UP):
             try:
-                await self.projection.catch_up()
+                # In turn: a rebuild_store() still running applies the same records.
+                await self.projection.catch_up_in_turn()
             except Exception as exc:  # the log away, the store refusing: left as it was
                 logger.warning("closing: the read model did not catch up with the log: %r", exc)
 

@@ -255,6 +255,15 @@ class StoreProjection:
             except _Rewound:
                 pass  # read again from the store's position
 
+    async def catch_up_in_turn(self) -> None:
+        """``catch_up``, never at once with a rebuild or the live tail (a closing kit's last
+        catch-up: run next to a rebuild, both applied the same records, counted twice)."""
+        await self._applying.acquire()
+        try:
+            await self.catch_up()
+        finally:
+            self._applying.release()
+
     async def _resume(self) -> None:
         if not self._keeps_position:
             return

@@ -688,3 +688,28 @@ async def test_a_closed_kit_reads_what_its_rooms_recorded_as_they_stopped() -> N
         in_the_log = [e.id for e in await fresh.get_timeline("r1")]
     assert [e.id for e in await kit.get_timeline("r1")] == in_the_log
     assert (await kit.get_timeline("r1"))[-1].content.body == "the answer"  # type: ignore[union-attr]
+
+
+class AwaitingStore(InMemoryStore):
+    """A store whose event writes await, as any store with I/O does."""
+
+    async def add_event_envelope(self, data: Any) -> None:
+        await anyio.sleep(0.001)
+        await super().add_event_envelope(data)
+
+
+async def test_a_close_during_a_rebuild_of_the_store_counts_each_event_once() -> None:
+    # The close's last catch-up applied the log next to the rebuild, which applied it too:
+    # the room's event_count counted ~1.8 times its timeline, for good.
+    kit = RoomKit(store=AwaitingStore())
+    kit.register_channel(SimpleChannel("sms"))
+    await room_with(kit, "r1", "sms")
+    for n in range(150):
+        await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(kit.rebuild_store)
+        await anyio.sleep(0.05)
+        await kit.close()
+    timeline = await kit.get_timeline("r1", limit=1_000)
+    assert len(timeline) > 150
+    assert (await kit.get_room("r1")).event_count == len(timeline)
