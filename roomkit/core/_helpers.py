@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
 
 from eventlog import EventLog
 from roomkit.core._bounded import TimedOut, bounded
@@ -15,7 +18,7 @@ from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._in_decision import deciding, deliveries_held_up
 from roomkit.core._post_commit import in_post_commit_work
 from roomkit.core._room_ids import check_read_room_id, check_room_id
-from roomkit.errors import KitClosedError, RoomNotFoundError
+from roomkit.errors import KitClosedError, RoomNotFoundError, StoreUnavailableError
 from roomkit.models.context import RoomContext
 from roomkit.models.framework import FrameworkEvent
 
@@ -201,7 +204,7 @@ class HelpersMixin:
             outcome = await runtime.ask_room(room_id, command)
             if settle:
                 taken.settling()
-                await self._settle(runtime, outcome, room_id)
+                await self._settle(runtime, outcome, room_id, runtime.ask_timeout)
             return outcome
 
     async def _read_model_at(self, position: int) -> None:
@@ -217,7 +220,23 @@ class HelpersMixin:
             return False
         return runtime.projection.checkpoint >= _settled_position(outcome, turn)
 
-    async def _settle(self, runtime: KitRuntime, outcome: Outcome, room_id: str) -> None:
+    async def _settle(
+        self,
+        runtime: KitRuntime,
+        outcome: Outcome,
+        room_id: str,
+        read_model_within: float = math.inf,
+    ) -> None:
+        """Return once ``outcome``'s turn is delivered and the read model holds what it
+        recorded.
+
+        Raises:
+            KitClosedError: the kit closed first.
+            StoreUnavailableError: the read model did not hold it within
+                ``read_model_within`` seconds (its store away): it is in the log, and there
+                once the store is back. Waited for as long, a command (``attach_channel``,
+                ``send_event``, ...) waited out the store's whole outage.
+        """
         turn = self._awaited_turn(outcome, room_id)
         if turn is not None:
             await runtime.turns.wait(turn)
@@ -226,7 +245,15 @@ class HelpersMixin:
                     f"room {room_id}: the kit closed before what the command recorded was "
                     "delivered (it is in the log; its deliveries were dropped)"
                 )
-        await runtime.projection.wait(_settled_position(outcome, turn))
+        position = _settled_position(outcome, turn)
+        with anyio.move_on_after(read_model_within):
+            await runtime.projection.wait(position)
+        if runtime.projection.checkpoint < position:
+            raise StoreUnavailableError(
+                f"room {room_id}: the command is recorded (it is in the log), but the read "
+                f"model did not hold it within {read_model_within:g} s: the store is "
+                "unavailable, and reads show it once it is back"
+            )
 
     def _settles_on_commit(self) -> bool:
         """Whether a command made here now returns once committed, without its delivery:

@@ -69,6 +69,26 @@ async def test_a_record_waits_for_a_store_that_is_unavailable(
     assert sum("available again" in m for m in messages) == 1
 
 
+async def test_a_command_waits_for_an_unavailable_store_as_long_as_for_its_room() -> None:
+    # It waited for the read model as long as the store was away (the whole outage), where
+    # process_inbound returns at process_timeout: a caller that gave up and sent it again
+    # recorded it twice.
+    store = FlakyStore()
+    async with RoomKit(store=store, process_timeout=0.2) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await room_with(kit, "r1", "sms")
+        store.failures = 1_000_000
+        with anyio.fail_after(10), pytest.raises(StoreUnavailableError, match="is recorded"):
+            await kit.attach_channel("r1", "ws")  # recorded with its system message
+        store.failures = 0
+
+        async def shown() -> bool:
+            return len(await kit.store.list_bindings("r1")) == 2
+
+        await eventually(shown, what="the binding once the store is back")
+
+
 async def test_a_record_the_store_fails_otherwise_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
