@@ -5,7 +5,8 @@ back to JetStream when the ingress stops.
 "ack after commit". A failure that is not the message's fault (the log is unreachable) is
 retried in place for as long as the ingress runs: a nak would let the room's next message
 overtake this one. A failure that is (the log refuses its event, too large for instance) is
-dead-lettered at once. Other failures count as attempts; after ``max_attempts`` the message is
+dead-lettered at once. Nor does another process writing the room at the same time
+(``RoomConflictError``). Other failures count as attempts; after ``max_attempts`` the message is
 dead-lettered, so one poisonous message cannot block its room for ever.
 """
 
@@ -28,6 +29,7 @@ from roomkit.errors import (
     InvalidRoomIdError,
     KitClosedError,
     LogUnavailableError,
+    RoomConflictError,
     RoomNotFoundError,
 )
 from roomkit.ingress._crashes import CrashLedger
@@ -236,6 +238,11 @@ class MessageHandler:
                 raise Abandon from exc
             except (LogUnavailableError, LogUnavailable) as exc:
                 failure = f"the log is unavailable: {exc}"  # not the message's fault: no count
+            except RoomConflictError as exc:
+                # Other processes wrote the room at the same time (services sharing the
+                # ingress without ownership): not the message's fault, and safe to try again.
+                # Counted, a busy room's valid messages were dead-lettered.
+                failure = f"other writers changed the room: {exc}"
             except Exception as exc:
                 attempts += 1
                 failure = repr(exc)

@@ -40,13 +40,14 @@ from roomkit import (
     HookResult,
     HookTrigger,
     InboundMessage,
+    InboundResult,
     RoomContext,
     RoomEvent,
     RoomKit,
     TextContent,
 )
 from roomkit.cli import EXIT_USAGE, CliError
-from roomkit.errors import KitClosedError, RoomNotFoundError
+from roomkit.errors import KitClosedError, RoomConflictError, RoomNotFoundError
 from roomkit.ingress import (
     InboundEnvelope,
     Ingress,
@@ -1731,6 +1732,37 @@ async def test_an_unavailable_log_is_retried_in_place_keeping_the_order(
         assert log.refused >= 3 and ingress.stats.retried >= 3
         assert ingress.stats.dead_lettered == 0
         assert await bodies(kit, "room-1") == [f"#{j}" for j in range(10)]
+
+
+async def test_a_room_other_writers_keep_changing_is_tried_again_without_counting(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    # Services sharing the ingress without ownership, all busy in one room: each conflict
+    # counted as a failed attempt, and valid messages were dead-lettered ("failed").
+    async with kit_on(MemoryEventLog()) as kit:
+        await make_rooms(kit, "room-1")
+        process_inbound = kit.process_inbound
+        conflicts = 0
+
+        async def contended(*args: Any, **kwargs: Any) -> InboundResult:
+            nonlocal conflicts
+            if conflicts < 3:
+                conflicts += 1
+                raise RoomConflictError("room room-1 kept changing under another writer")
+            return await process_inbound(*args, **kwargs)
+
+        kit.process_inbound = contended  # type: ignore[method-assign]
+        async with Ingress(kit, nats_server.url, max_attempts=2) as ingress:
+            await publish_inbound(
+                client, text("sms", "busy", idempotency_key="k1"), room_id="room-1"
+            )
+
+            async def recorded() -> bool:
+                return ingress.stats.recorded == 1
+
+            await eventually(recorded, what="the message recorded")
+        assert conflicts == 3 and ingress.stats.dead_lettered == 0
+        assert await bodies(kit, "room-1") == ["busy"]
 
 
 async def test_a_server_restart_mid_stream_loses_nothing_and_keeps_the_order(
