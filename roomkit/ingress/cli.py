@@ -229,6 +229,7 @@ async def _serve(
     args: argparse.Namespace, notes: Notes, target: Any, wants_log: bool, signals: _StopSignals
 ) -> IngressStats | None:
     """``run_serve``'s kit, log and ingress, served until stopped; the ingress's stats."""
+    from eventlog.errors import StreamConflict
     from eventlog.nats import NatsEventLog
     from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, CliError
     from roomkit.ingress.ingress import Ingress
@@ -242,7 +243,12 @@ async def _serve(
                 subject_prefix=args.prefix,
                 connect_timeout=args.timeout,
             )
-            await stack.enter_async_context(log)
+            try:
+                await stack.enter_async_context(log)
+            except StreamConflict as exc:
+                # The log's stream set up for other subjects (another --prefix): said as the
+                # ingress's own stream conflict is, not as a traceback.
+                raise CliError(EXIT_ERROR, str(exc)) from exc
         kit = await _build_kit(target, log, CliError, EXIT_USAGE)
         _warn_if_volatile(kit, notes)
         try:

@@ -46,7 +46,7 @@ from roomkit import (
     RoomKit,
     TextContent,
 )
-from roomkit.cli import EXIT_USAGE, CliError
+from roomkit.cli import EXIT_ERROR, EXIT_USAGE, CliError
 from roomkit.errors import KitClosedError, RoomConflictError, RoomNotFoundError
 from roomkit.ingress import (
     InboundEnvelope,
@@ -1910,6 +1910,25 @@ async def test_an_app_that_exits_as_it_loads_exits_serve_as_it_asked() -> None:
     with pytest.raises(SystemExit) as caught:
         await run_serve(serve_args("--app", "tests.roomkit.exiting_app:x", "--nats", "nats://h:1"))
     assert caught.value.code == 3
+
+
+async def test_serve_says_the_log_s_stream_is_set_up_for_another_prefix(
+    nats_server: NatsServer, log: NatsEventLog
+) -> None:
+    # A traceback ending in StreamConflict, where the ingress's own stream in conflict got a
+    # one-line message.
+    await log.append("room-1", [NewEvent("noted", b"{}")], expected_version=0)  # the stream
+    args = serve_args(
+        "--app",
+        "tests.roomkit.ingress_app:build_kit",
+        "--nats",
+        nats_server.url,
+        "--prefix",
+        "acme",
+    )
+    with pytest.raises(CliError, match="holds subjects") as caught:
+        await run_serve(args)
+    assert caught.value.code == EXIT_ERROR
 
 
 def test_serve_imports_the_app_from_the_current_directory(
