@@ -653,7 +653,9 @@ class Ingress:
         # acknowledged or handed back), even if the ingress is cancelled right now. The lane
         # has room: its buffer is unbounded (the held messages are bounded by Inflight).
         self._inflight.hold(item)
-        lane = zlib.crc32(item.key.encode()) % self.lanes
+        # Any str: a lane_key's lone surrogate raised here, outside every guard, and stopped
+        # the ingress (at every start after, the message being still there).
+        lane = zlib.crc32(item.key.encode("utf-8", "surrogatepass")) % self.lanes
         self._senders[lane].send_nowait(item)
 
     async def _lane(self, receive: MemoryObjectReceiveStream[WorkItem]) -> None:

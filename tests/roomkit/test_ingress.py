@@ -1248,17 +1248,19 @@ async def test_a_lane_key_that_fails_falls_back_to_the_default_lane(
     def by_tenant(envelope: InboundEnvelope) -> str:
         if envelope.metadata.get("odd"):
             return envelope.metadata.get("tenant")  # type: ignore[no-any-return]  # None
+        if envelope.metadata.get("tenant") == "t2":
+            return "tenant:\ud800"  # a str UTF-8 cannot hold: it stopped the ingress
         return "tenant:" + envelope.metadata["tenant"]  # KeyError without a tenant
 
     caplog.set_level(logging.WARNING, "roomkit.ingress")
     async with Ingress(nats_kit, nats_server.url, lane_key=by_tenant) as ingress:
-        for j, metadata in enumerate([{"tenant": "t1"}, {}, {"odd": True}]):
+        for j, metadata in enumerate([{"tenant": "t1"}, {}, {"odd": True}, {"tenant": "t2"}]):
             message = text("sms", f"#{j}", idempotency_key=f"k{j}")
             message.metadata.update(metadata)
             reply = await publish_inbound(client, message, room_id="room-1", reply_timeout=10)
             assert reply.ok and not reply.blocked, reply
-    assert ingress.stats.recorded == 3
-    assert await bodies(nats_kit, "room-1") == ["#0", "#1", "#2"]
+    assert ingress.stats.recorded == 4
+    assert await bodies(nats_kit, "room-1") == ["#0", "#1", "#2", "#3"]
     assert "lane_key raised" in caplog.text and "not a str" in caplog.text
 
 
