@@ -249,9 +249,14 @@ class HelpersMixin:
         with anyio.move_on_after(read_model_within):
             await runtime.projection.wait(position)
         if runtime.projection.checkpoint < position:
+            did = (
+                "the command is recorded (it is in the log), but the read model did not hold it"
+                if outcome.position
+                else "the command recorded nothing, but the read model did not hold the room "
+                "as it answered from"
+            )
             raise StoreUnavailableError(
-                f"room {room_id}: the command is recorded (it is in the log), but the read "
-                f"model did not hold it within {read_model_within:g} s: the store is "
+                f"room {room_id}: {did} within {read_model_within:g} s: the store is "
                 "unavailable, and reads show it once it is back"
             )
 

@@ -256,6 +256,8 @@ class KitRuntime:
             # Joined once the actors run: another process may send commands at once. Left
             # before they stop (and before closing refuses commands: see _drain).
             placement = await ownership.start_placement(_RuntimePort(self, system))
+            # Left, then disconnected, also when the drain did not get there (cut short).
+            stack.push_async_callback(placement.disconnect)
             stack.push_async_callback(placement.leave)
             await task_group.start(placement.run)
             self.placement = placement
@@ -434,12 +436,14 @@ class KitRuntime:
         # its delivery worker stopped could not deliver it.
         settled = self._settled_doubts
         if self.placement is not None:
-            # Other processes' commands are answered first, and what comes later runs there.
-            # It keeps its leases until the work below is done (see _RuntimePort.work_done).
+            # Other processes' commands are answered first, and what comes later runs there
+            # (the turns' own commands below included: see Placement.disconnect).
             await self.placement.leave()
         self._closing = True
         with anyio.move_on_after(self._settings.ask_timeout) as waited:
             await self._work_done(settled)
+        if self.placement is not None:
+            await self.placement.disconnect()
         if waited.cancelled_caught:
             logger.warning(
                 "closing: %d turn(s) (deliveries, async hooks) still running after %g s are "
@@ -741,9 +745,6 @@ class _RuntimePort:
 
     async def commands_done(self) -> None:
         await self._runtime.commands_done()
-
-    async def work_done(self) -> None:
-        await self._runtime._work_done(self._runtime._settled_doubts)
 
     def checkpoint(self) -> int:
         return self._runtime.projection.checkpoint

@@ -77,12 +77,7 @@ class KitPort(Protocol):
 
     async def commands_done(self) -> None:
         """Return once no command is being decided or waits for its room in this process
-        (its callers' included)."""
-        ...
-
-    async def work_done(self) -> None:
-        """Return once no command runs in this process (its callers' included) and no turn
-        is being delivered: a leaving process keeps its leases until then (see
+        (its callers' included): a leaving process keeps its leases until then (see
         ``Placement.leave``)."""
         ...
 
@@ -134,6 +129,10 @@ class Placement(ABC):
     async def leave(self) -> None:
         """Stop taking commands from other processes, finish those taken, and give the
         leases back (the kit is closing). Idempotent."""
+
+    async def disconnect(self) -> None:  # noqa: B027 - optional: nothing to end by default
+        """End what ``leave`` left for the kit's last work (its deliveries and async hooks,
+        whose commands still go to the rooms' owners): the kit closed. Idempotent."""
 
     @property
     @abstractmethod

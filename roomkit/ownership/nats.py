@@ -184,6 +184,7 @@ class NatsOwnership(RoomOwnership):
             await placement.start()
         except BaseException:
             await placement.leave()
+            await placement.disconnect()
             raise
         return placement
 
@@ -226,7 +227,8 @@ class NatsPlacement(Placement):
         self._sent = anyio.Event()
         self._left = False
         self._released = False  # the leases given back: the lease loop ends
-        self._gone = False  # its own connection closed as it left: nothing more is sent
+        self._gone = False  # disconnected as the kit closed: nothing more is sent
+        self._disconnected = False  # disconnect() began
         self._settled = False  # leaving, past the wait for its own commands: it takes no more
         self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
         self._failing = False  # the lease table unreachable: reported once per outage
@@ -420,15 +422,17 @@ class NatsPlacement(Placement):
             # as long as the kit's close waits for its own callers: cut short, a command was
             # recorded and never delivered. Not for ever: a command that never ends (a hook
             # without a timeout) would hold the close.
-            # Its own callers' commands too (new ones are refused, the kit is closing), and
-            # the deliveries and async hooks of what they recorded: given back first, a room
-            # was decided elsewhere while one of them still ran here, and its next message
-            # delivered before the one a caller here still waited for.
+            # Its own callers' commands too (new ones are refused, the kit is closing): given
+            # back first, a room was decided elsewhere while one of them still ran here. Not
+            # the deliveries and async hooks of what they recorded, which the kit's close
+            # waits for next: held for them, every room of this process waited for its
+            # slowest channel, and a hook waiting on a command another process sent here
+            # waited for good.
             with anyio.move_on_after(max(self._owner.forward_timeout, self._port.drain_timeout)):
                 while True:
                     while self._answering:
                         await asyncio.wait(set(self._answering))
-                    await self._port.work_done()
+                    await self._port.commands_done()
                     # Commands another leaving process sent meanwhile (see
                     # _takes_while_leaving) are answered too, before the leases go.
                     if not self._answering:
@@ -455,32 +459,36 @@ class NatsPlacement(Placement):
                     logger.debug("room ownership: leaving: %r (the leases expire)", exc)
                 self._held.clear()
             serving, self._serving = self._serving, None
-            try:
-                if serving is not None:
-                    # Drained, not unsubscribed: the requests it received and had not taken
-                    # yet are answered too ("leaving"). Unsubscribing dropped them, and their
-                    # senders waited forward_timeout to say process_timeout.
-                    with (
-                        contextlib.suppress(nats.errors.Error),
-                        anyio.move_on_after(self._owner.connect_timeout),
-                    ):
-                        await serving.drain()  # type: ignore[no-untyped-call]
-                # This process's own commands sent to another before it left are answered
-                # first; the answers it is still giving are given before its connection
-                # closes.
-                with anyio.move_on_after(self._owner.forward_timeout):
-                    while self._sending or self._answering:
-                        if self._answering:
-                            await asyncio.wait(set(self._answering))
-                        else:
-                            await self._sent.wait()
-            finally:
-                if self._own:
-                    # Also when the waits above were cut short (a close given up): left
-                    # open, the connection outlived the kit, its reads ended.
-                    self._gone = True
-                    with anyio.CancelScope(shield=True):
-                        await close_quietly(self._nc)
+            if serving is not None:
+                # Drained, not unsubscribed: the requests it received and had not taken yet
+                # are answered too ("leaving"). Unsubscribing dropped them, and their senders
+                # waited forward_timeout to say process_timeout.
+                with (
+                    contextlib.suppress(nats.errors.Error),
+                    anyio.move_on_after(self._owner.connect_timeout),
+                ):
+                    await serving.drain()  # type: ignore[no-untyped-call]
+
+    async def disconnect(self) -> None:
+        if self._disconnected:
+            return
+        self._disconnected = True
+        try:
+            # This process's own commands sent to another before it left are answered first;
+            # the answers it is still giving are given before its connection closes.
+            with anyio.move_on_after(self._owner.forward_timeout):
+                while self._sending or self._answering:
+                    if self._answering:
+                        await asyncio.wait(set(self._answering))
+                    else:
+                        await self._sent.wait()
+        finally:
+            self._gone = True
+            if self._own:
+                # Also when the wait above was cut short (a close given up): left open, the
+                # connection outlived the kit, its reads ended.
+                with anyio.CancelScope(shield=True):
+                    await close_quietly(self._nc)
 
     async def _decided_before_release(self) -> None:
         """Wait (a close given up: shielded, at most ``lease_ttl``) for the commands this
@@ -498,15 +506,42 @@ class NatsPlacement(Placement):
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _check_holding(self, room_id: str) -> None:
-        """Raise ``KitClosedError`` once this process gave its leases back as it left: a
-        command made since (post-commit work its close no longer waited for) ran here,
-        deciding a room another process may already hold, at the same time."""
-        if self._released:
+    async def _owner_for(self, room_id: str) -> str | None:
+        """The process a command for ``room_id`` goes to (None: it runs here).
+
+        Leaving, this process no longer follows the table: it reads it again, or a room it
+        last saw at a process that has since given it on was decided there and by its new
+        holder at once. Once it gave its own leases back, a room nobody holds yet is waited
+        for while other processes live (they take the leases up at once): run here, it was
+        decided here and by the process that took it.
+
+        Raises:
+            KitClosedError: the kit closed, its connection to the others too.
+        """
+        if self._gone:
             raise KitClosedError(
-                f"room {room_id}: the kit closed and gave its rooms back to the other "
-                "processes: it decides none of them any more"
+                f"room {room_id}: the kit closed, and with it its connection to the other "
+                "processes: it decides no room any more"
             )
+        if not self._left:
+            return self.owner_of(room_id)
+        deadline = anyio.current_time() + self._owner.forward_timeout
+        pause = 0.02
+        while True:
+            await self._read_table(deadline)
+            owner = self.owner_of(room_id)
+            if owner is not None or not self._released:
+                return owner
+            if not self._view.members - {self._me} or anyio.current_time() >= deadline:
+                return None
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    async def _read_table(self, deadline: float) -> None:
+        """Read the lease table into the view (left as it was if the read fails)."""
+        with contextlib.suppress(TimeoutError, *KV_FAILURES):
+            left = max(0.1, deadline - anyio.current_time())
+            self._view = await self._table.read(min(self._owner.connect_timeout, left))
 
     def _check_connected(self, room_id: str, owner: str) -> None:
         """Raise ``KitClosedError`` once this process closed its connection as it left: a
@@ -519,8 +554,7 @@ class NatsPlacement(Placement):
             )
 
     async def forward_command(self, room_id: str, command: object, settle: bool) -> Outcome | None:
-        self._check_holding(room_id)
-        owner = self.owner_of(room_id)
+        owner = await self._owner_for(room_id)
         if owner is None:
             return None
         # Held until answered: a link coming back here is this very wait (see _chain).
@@ -556,8 +590,7 @@ class NatsPlacement(Placement):
     async def forward_inbound(
         self, message: InboundMessage, room_id: str, waiting: tuple[DecisionWait, ...]
     ) -> InboundResult | None:
-        self._check_holding(room_id)
-        owner = self.owner_of(room_id)
+        owner = await self._owner_for(room_id)
         if owner is None:
             return None
         request = {
@@ -628,6 +661,13 @@ class NatsPlacement(Placement):
                 except nats.errors.NoRespondersError:
                     # Gone (stopped or died) since the table was read: its leases go with it.
                     self._forget(owner)
+                    if self._left:
+                        # This process no longer follows the table: the room may have gone
+                        # on to a live process (it ran here, at once with that one).
+                        owner_now = await self._owner_for(room_id)
+                        if owner_now is not None and owner_now != owner:
+                            owner = owner_now
+                            continue
                     return None
                 except nats.errors.TimeoutError as exc:
                     raise RoomTimeoutError(
@@ -680,11 +720,9 @@ class NatsPlacement(Placement):
             if self._left and not sent_leaving:
                 return owner
             if self._left:
-                with contextlib.suppress(TimeoutError, *KV_FAILURES):
-                    left = max(0.1, deadline - anyio.current_time())
-                    self._view = await self._table.read(min(self._owner.connect_timeout, left))
+                await self._read_table(deadline)
             if owner not in self._view.members or self.owner_of(room_id) != owner:
-                return self.owner_of(room_id)
+                return await self._owner_for(room_id)
             await anyio.sleep(min(pause, max(0.0, deadline - anyio.current_time())))
             pause = min(pause * 2, 0.25)
         return owner
@@ -699,9 +737,7 @@ class NatsPlacement(Placement):
             # It splits the rooms otherwise (reported as the table is read): no process may
             # ever hold the room in its eyes; run here, as before it said so.
             return None
-        with contextlib.suppress(TimeoutError, *KV_FAILURES):
-            left = max(0.1, deadline - anyio.current_time())
-            self._view = await self._table.read(min(self._owner.connect_timeout, left))
+        await self._read_table(deadline)
         owner_now = self.owner_of(room_id)
         if owner_now == owner:
             await anyio.sleep(min(0.05, max(0.0, deadline - anyio.current_time())))
@@ -748,7 +784,14 @@ class NatsPlacement(Placement):
         if any(wait.mark.kit is self._port.kit for wait in waiting):
             return True
         room = request.get("room")
-        return isinstance(room, str) and partition_of(room, self._owner.partitions) in self._held
+        if not isinstance(room, str):
+            return False
+        partition = partition_of(room, self._owner.partitions)
+        # Or the table names this process: one restarted under the same member name holds
+        # its predecessor's leases in every other's eyes until they expire.
+        return partition in self._held or (
+            not self._left and self._view.owners.get(partition) == self._me
+        )
 
     async def _answer(self, msg: Msg) -> None:
         port = self._port

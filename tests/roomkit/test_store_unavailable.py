@@ -81,6 +81,9 @@ async def test_a_command_waits_for_an_unavailable_store_as_long_as_for_its_room(
         store.failures = 1_000_000
         with anyio.fail_after(10), pytest.raises(StoreUnavailableError, match="is recorded"):
             await kit.attach_channel("r1", "ws")  # recorded with its system message
+        kit.register_channel(SimpleChannel("email"))
+        with anyio.fail_after(10), pytest.raises(StoreUnavailableError, match="recorded nothing"):
+            await kit.detach_channel("r1", "email")  # not attached: it changes nothing
         store.failures = 0
 
         async def shown() -> bool:
