@@ -915,6 +915,42 @@ class TestResilience:
         delivered = [_recorded_delivery(r) for r in await log.read("r1")]
         assert len([d for d in delivered if d]) == 2 == len(set(filter(None, delivered)))
 
+    async def test_closing_settles_the_rooms_appends_in_doubt_all_at_once(self) -> None:
+        # One room after the other: with the log away, each waited out the log's retry
+        # bound, and `roomkit serve` took two minutes to stop for a dozen rooms.
+        class SlowToRead(_LostAnswer):
+            reading = 0
+            most = 0
+            slow = False
+            all_in = anyio.Event()
+
+            async def read(self, stream: str, **kwargs: Any) -> Any:
+                if not self.slow:
+                    return await super().read(stream, **kwargs)
+                self.reading += 1
+                self.most = max(self.most, self.reading)
+                if self.reading == 3:
+                    self.all_in.set()
+                with anyio.move_on_after(1.0):  # were they one after the other
+                    await self.all_in.wait()
+                self.reading -= 1
+                return await super().read(stream, **kwargs)
+
+        log = SlowToRead()
+        kit = RoomKit(log=log)
+        kit.register_channel(SimpleChannel("sms"))
+        rooms = ["r1", "r2", "r3"]
+        for room_id in rooms:
+            await room_with(kit, room_id, "sms")
+            log.lose_next = True
+            with pytest.raises(LogUnavailableError):
+                await kit.process_inbound(text("sms", "hi"), room_id=room_id)
+        assert kit._runtime._in_doubt == set(rooms)
+        log.slow = True
+        await kit.close()
+        assert log.most == 3
+        assert not kit._runtime._in_doubt
+
     async def test_an_append_left_in_doubt_while_the_kit_closes_is_delivered(self) -> None:
         # The command was in flight as close() began: its room's doubt came after close()
         # had settled the ones it knew of, and was left to the room's on_stop, while the
