@@ -152,6 +152,8 @@ class MessageHandler:
             behind it must be handed back too (``release``), or they would be recorded before
             it.
         """
+        if item.msg is None and self._stopping.is_set():
+            return await self._hand_back_recovered(item)
         # Counted only for a message that may have been in hand when the process died.
         ledger = self._crashes if item.again and item.rejection is None else None
         if ledger is not None and item.seq is not None:
@@ -161,8 +163,18 @@ class MessageHandler:
             # one of them, and a slow, harmless message beside a crasher was dead-lettered
             # with it. (First deliveries are not marked, and go on side by side.)
             async with self._one_marked:
+                if item.msg is None and self._stopping.is_set():
+                    return await self._hand_back_recovered(item)
                 return await self._handle(item, ledger)
         return await self._handle(item, None)
+
+    async def _hand_back_recovered(self, item: WorkItem) -> bool:
+        """Leave a recovered message in the stream, the ingress stopping: the next start
+        reads it again (and the messages of its room behind it, which are handed back too).
+        Processed, the stop waited for the whole recovery, however long (a minute for 64
+        slow messages), past the drain_timeout it promises."""
+        await self.release(item)
+        return False
 
     async def _handle(self, item: WorkItem, ledger: CrashLedger | None) -> bool:
         seq = item.seq

@@ -41,10 +41,12 @@ What it guarantees:
 - **No crash loop.** A message the process died with in hand is processed again after the
   restart; one it died with ``max_crashes`` more times is dead-lettered (``"failed"``)
   instead (see ``roomkit.ingress._crashes``). Such messages are processed one at a time, so
-  that a death counts against the one in hand, not a harmless message beside it: after any
-  restart, what the last process held (handed back by a graceful stop, or left in hand) comes
-  back as redeliveries and goes one at a time (messages delivered for the first time go on
-  side by side meanwhile, behind those of their own room).
+  that a death counts against the one in hand, not a harmless message beside it: after a
+  crash, what the last process held is read again before anything new is fetched, and goes
+  one at a time, so new messages wait for it (64 slow messages held at the crash: as many
+  times their processing time). A stop during that recovery hands back what is left of it,
+  read again at the next start. What a graceful stop handed back comes back as redeliveries,
+  side by side with first deliveries, behind those of their own room.
 - **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
   the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
   back to JetStream (nak, no delay: another process may take them at once), and with each

@@ -826,6 +826,38 @@ async def test_recovered_messages_are_settled_once_and_not_redelivered(
     assert (await js.stream_info("ROOMKIT_DLQ")).state.messages == 1
 
 
+async def test_a_stop_during_recovery_hands_the_rest_back(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # The stop waited for the whole recovery (a minute for 64 slow messages), far past the
+    # drain_timeout it promises, and a second signal was the only way out.
+    await make_rooms(nats_kit, "room-1")
+    started = anyio.Event()
+
+    @nats_kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def slow(event: RoomEvent, context: RoomContext) -> HookResult:
+        started.set()
+        await anyio.sleep(0.2)
+        return HookResult.allow()
+
+    async with Ingress(nats_kit, nats_server.url):
+        pass  # creates the stream and the durable consumer
+    js = client.jetstream()
+    for j in range(5):
+        await js.publish("roomkit.in.sms", envelope(f"#{j}", f"k{j}", room_id="room-1"))
+    await hold_and_die(client, 5)
+    async with Ingress(nats_kit, nats_server.url) as stopped:
+        await started.wait()  # recovering: the stop comes now
+    assert 1 <= stopped.stats.recorded < 5
+    async with Ingress(nats_kit, nats_server.url) as again:
+
+        async def the_rest() -> bool:
+            return stopped.stats.recorded + again.stats.recorded == 5
+
+        await eventually(the_rest, what="the rest recorded at the next start")
+    assert await bodies(nats_kit, "room-1") == [f"#{j}" for j in range(5)]
+
+
 class DeadlyChannel(SimpleChannel):
     """Hangs on a message saying "poison", as a process does that this message kills, until
     ``recover()`` (from then on, it raises on it: the "process" is gone)."""
