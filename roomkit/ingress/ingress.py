@@ -46,7 +46,8 @@ What it guarantees:
   one at a time, so new messages wait for it (64 slow messages held at the crash: as many
   times their processing time). A stop during that recovery hands back what is left of it,
   read again at the next start. What a graceful stop handed back comes back as redeliveries,
-  side by side with first deliveries, behind those of their own room.
+  one at a time too, while messages delivered for the first time go on side by side, behind
+  those of their own room.
 - **Graceful stop.** Leaving ``async with`` normally (or ``stop()``) stops fetching and lets
   the lanes finish what they hold (up to ``drain_timeout``); messages still held are handed
   back to JetStream (nak, no delay: another process may take them at once), and with each
