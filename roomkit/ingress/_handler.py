@@ -5,9 +5,10 @@ back to JetStream when the ingress stops.
 "ack after commit". A failure that is not the message's fault (the log is unreachable) is
 retried in place for as long as the ingress runs: a nak would let the room's next message
 overtake this one. A failure that is (the log refuses its event, too large for instance) is
-dead-lettered at once. Nor does another process writing the room at the same time
-(``RoomConflictError``). Other failures count as attempts; after ``max_attempts`` the message is
-dead-lettered, so one poisonous message cannot block its room for ever.
+dead-lettered at once. Another process writing the room at the same time
+(``RoomConflictError``) counts a tenth of an attempt. Other failures count as attempts;
+after ``max_attempts`` the message is dead-lettered, so one poisonous message cannot block its
+room for ever.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ Settle = Literal["ack", "nak", "term", "in_progress"]
 
 # Transient failures are retried after 50 ms, doubling up to this.
 _RETRY_MAX_DELAY = 2.0
+# Conflicts with other writers one attempt counts for (see Handler._process).
+_CONFLICTS_PER_ATTEMPT = 10
 
 
 class Abandon(Exception):
@@ -231,6 +234,7 @@ class MessageHandler:
         """``process_inbound``, retried in place on failures (so the room's order holds)."""
         assert item.message is not None
         attempts = 0
+        conflicts = 0
         delay = 0.05
         while True:
             try:
@@ -252,8 +256,13 @@ class MessageHandler:
                 failure = f"the log is unavailable: {exc}"  # not the message's fault: no count
             except RoomConflictError as exc:
                 # Other processes wrote the room at the same time (services sharing the
-                # ingress without ownership): not the message's fault, and safe to try again.
-                # Counted, a busy room's valid messages were dead-lettered.
+                # ingress without ownership): safe to try again, and seldom the message's
+                # fault. Counted as attempts, a busy room's valid messages were dead-lettered;
+                # not counted, one whose own hooks change the room through another writer at
+                # every try was tried for ever: each counts a tenth of one.
+                conflicts += 1
+                if conflicts % _CONFLICTS_PER_ATTEMPT == 0:
+                    attempts += 1
                 failure = f"other writers changed the room: {exc}"
             except Exception as exc:
                 attempts += 1

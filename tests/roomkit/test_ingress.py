@@ -29,6 +29,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import RawStreamMsg
 
+import roomkit.ingress._handler
 from eventlog import EventLog, LogUnavailable, MemoryEventLog, NewEvent, Record
 from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_setup import open_client
@@ -1797,6 +1798,34 @@ async def test_a_room_other_writers_keep_changing_is_tried_again_without_countin
             await eventually(recorded, what="the message recorded")
         assert conflicts == 3 and ingress.stats.dead_lettered == 0
         assert await bodies(kit, "room-1") == ["busy"]
+
+
+async def test_a_message_that_conflicts_at_every_try_is_dead_lettered_in_the_end(
+    nats_server: NatsServer, client: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its own hook changing the room through another writer at every try, it was tried for as
+    # long as the ingress ran, its room blocked behind it (conflicts counted for nothing).
+    monkeypatch.setattr(roomkit.ingress._handler, "_RETRY_MAX_DELAY", 0.01)
+    async with kit_on(MemoryEventLog()) as kit:
+        await make_rooms(kit, "room-1")
+        tries = 0
+
+        async def always_contended(*args: Any, **kwargs: Any) -> InboundResult:
+            nonlocal tries
+            tries += 1
+            raise RoomConflictError("room room-1 kept changing under another writer")
+
+        kit.process_inbound = always_contended  # type: ignore[method-assign]
+        async with Ingress(kit, nats_server.url, max_attempts=2) as ingress:
+            await publish_inbound(
+                client, text("sms", "busy", idempotency_key="k1"), room_id="room-1"
+            )
+
+            async def dead_lettered() -> bool:
+                return ingress.stats.dead_lettered == 1
+
+            await eventually(dead_lettered, what="the message dead-lettered")
+        assert tries == 20  # ten conflicts an attempt
 
 
 async def test_a_server_restart_mid_stream_loses_nothing_and_keeps_the_order(
