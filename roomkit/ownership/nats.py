@@ -525,15 +525,24 @@ class NatsPlacement(Placement):
             )
         if not self._left:
             return self.owner_of(room_id)
-        deadline = anyio.current_time() + self._owner.forward_timeout
+        return await self._holder_now(room_id, anyio.current_time() + self._owner.forward_timeout)
+
+    async def _holder_now(self, room_id: str, deadline: float) -> str | None:
+        """The process holding ``room_id`` as the table says now (None: this one), once one
+        does: while its partition is free (its holder gave it back) and other processes live,
+        one of them takes it up at once, and it is waited for (until ``deadline``). Run here
+        meanwhile, the room was decided here and by the process that took it."""
+        partition = partition_of(room_id, self._owner.partitions)
         pause = 0.02
         while True:
             await self._read_table(deadline)
             owner = self.owner_of(room_id)
-            if owner is not None or not self._released:
+            if owner is not None or partition in self._held:
                 return owner
+            if self._view.owners.get(partition) not in (None, self._me):
+                return None  # its holder died: its rooms run where asked until its lease ends
             if not self._view.members - {self._me} or anyio.current_time() >= deadline:
-                return None
+                return None  # nobody else to hold it (or no one did in time): run here
             await anyio.sleep(pause)
             pause = min(pause * 2, 0.25)
 
@@ -664,7 +673,7 @@ class NatsPlacement(Placement):
                     if self._left:
                         # This process no longer follows the table: the room may have gone
                         # on to a live process (it ran here, at once with that one).
-                        owner_now = await self._owner_for(room_id)
+                        owner_now = await self._holder_now(room_id, deadline)
                         if owner_now is not None and owner_now != owner:
                             owner = owner_now
                             continue
@@ -722,7 +731,9 @@ class NatsPlacement(Placement):
             if self._left:
                 await self._read_table(deadline)
             if owner not in self._view.members or self.owner_of(room_id) != owner:
-                return await self._owner_for(room_id)
+                # Given back: to a process that took it, or, if none did yet, to the one
+                # that does (two senders told "leaving" otherwise ran it, each in itself).
+                return await self._holder_now(room_id, deadline)
             await anyio.sleep(min(pause, max(0.0, deadline - anyio.current_time())))
             pause = min(pause * 2, 0.25)
         return owner
@@ -741,7 +752,8 @@ class NatsPlacement(Placement):
         owner_now = self.owner_of(room_id)
         if owner_now == owner:
             await anyio.sleep(min(0.05, max(0.0, deadline - anyio.current_time())))
-        return owner_now
+            return owner
+        return await self._holder_now(room_id, deadline)
 
     def _forget(self, owner: str) -> None:
         view = self._view

@@ -809,6 +809,61 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
 
 
 @pytest.mark.nats
+async def test_commands_two_processes_sent_a_closing_one_run_where_its_room_goes(
+    nats_server: NatsServer,
+) -> None:
+    # Told "leaving", each sender waited for the room's leases; once given back, a sender that
+    # was not the one to take the room up found it held by nobody and ran its command itself,
+    # while the other ran its own at the process that did: the room decided by two at once.
+    ran: list[tuple[str, str]] = []
+    async with (
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+        NatsEventLog(nats_server.url) as log_c,
+    ):
+        a, b, c = (
+            kit_of(log, nats_server.url, member, ran)
+            for log, member in ((log_a, "a"), (log_b, "b"), (log_c, "c"))
+        )
+        async with b, c:
+            await a.__aenter__()
+            try:
+                await all_placed(a, b, c)
+                room_id = rooms_of(a, 1)[0]
+                await room_with(a, room_id, "sms")
+                for kit in (b, c):  # a's partitions free for a while once it gave them back
+                    table = placement(kit)._table
+                    claim = table.claim
+
+                    async def slow_claim(partition: int, claim: Any = claim) -> int | None:
+                        await anyio.sleep(0.3)
+                        return await claim(partition)  # type: ignore[no-any-return]
+
+                    table.claim = slow_claim  # type: ignore[method-assign]
+                answers: list[InboundResult] = []
+                async with sending(a, "slow", room_id) as first:
+                    await until_ran(ran, "a", room_id)
+                    async with anyio.create_task_group() as tasks:
+                        tasks.start_soon(a.close)
+                        await until_leaving(a)
+                        for kit, body in ((b, "from b"), (c, "from c")):
+
+                            async def send(kit: RoomKit = kit, body: str = body) -> None:
+                                answers.append(
+                                    await kit.process_inbound(text("sms", body), room_id=room_id)
+                                )
+
+                            tasks.start_soon(send)
+            finally:
+                await a.__aexit__(None, None, None)
+        assert [r.reason for r in (*first, *answers)] == [None, None, None]
+        decided = [who for who, room in ran if room == room_id]
+        assert len(decided) == 3, decided  # each once
+        holder = decided[1]
+        assert decided == ["a", holder, holder], decided
+
+
+@pytest.mark.nats
 async def test_a_process_restarted_under_its_name_runs_its_predecessor_s_rooms(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
