@@ -429,14 +429,7 @@ class NatsPlacement(Placement):
             # slowest channel, and a hook waiting on a command another process sent here
             # waited for good.
             with anyio.move_on_after(max(self._owner.forward_timeout, self._port.drain_timeout)):
-                while True:
-                    while self._answering:
-                        await asyncio.wait(set(self._answering))
-                    await self._port.commands_done()
-                    # Commands another leaving process sent meanwhile (see
-                    # _takes_while_leaving) are answered too, before the leases go.
-                    if not self._answering:
-                        break
+                await self._commands_answered()
             for task in self._answering:
                 task.cancel()
             done = True
@@ -497,12 +490,19 @@ class NatsPlacement(Placement):
         one decided here was then decided again after it (its hooks twice, the room's order
         reversed). The kit refuses what is queued behind them as it stops."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._owner.lease_ttl):
-            while True:
-                while self._answering:
-                    await asyncio.wait(set(self._answering))
-                await self._port.commands_done()
-                if not self._answering:
-                    return
+            await self._commands_answered()
+
+    async def _commands_answered(self) -> None:
+        """Return once the commands other processes sent here are answered and this
+        process's own are decided (callers bound the wait)."""
+        while True:
+            while self._answering:
+                await asyncio.wait(set(self._answering))
+            await self._port.commands_done()
+            # Commands another leaving process sent meanwhile (see _takes_while_leaving) are
+            # answered too, before the leases go.
+            if not self._answering:
+                return
 
     # -- sending -----------------------------------------------------------------------------
 
