@@ -726,34 +726,46 @@ anyio.run(main, sys.argv[1])
 """
 
 
+@asynccontextmanager
+async def victim(url: str, directory: Path, member: str, lease_ttl: float) -> AsyncIterator[None]:
+    """A process named ``member`` holding its share of the partitions, killed with SIGKILL
+    as the block ends."""
+    script = directory / f"{member}.py"
+    script.write_text(
+        textwrap.dedent(_VICTIM).format(
+            member=member, partitions=PARTITIONS, lease_ttl=lease_ttl, share=PARTITIONS // 2
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script), url],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = await anyio.to_thread.run_sync(process.stdout.readline)
+        assert line.strip() == b"ready"
+        yield
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
 @pytest.mark.nats
 async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_lost(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     ran: list[tuple[str, str]] = []
     share = PARTITIONS // 2
-    script = tmp_path / "victim.py"
-    script.write_text(
-        textwrap.dedent(_VICTIM).format(
-            member="victim", partitions=PARTITIONS, lease_ttl=SHORT_LEASE_TTL, share=share
-        )
-    )
     url = nats_server.url
     async with (
         NatsEventLog(url) as log,
         kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
     ):
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        victim = subprocess.Popen(
-            [sys.executable, str(script), nats_server.url],
-            stdout=subprocess.PIPE,
-            env=env,
-            cwd=ROOT,
-        )
-        try:
-            assert victim.stdout is not None
-            line = await anyio.to_thread.run_sync(victim.stdout.readline)
-            assert line.strip() == b"ready"
+        async with victim(url, tmp_path, "victim", SHORT_LEASE_TTL):
 
             async def shared() -> bool:
                 return settled(a, share) and "victim" in placement(a).members
@@ -771,11 +783,6 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
                 )
                 assert result.event is not None
             assert not ran  # the victim ran them
-        finally:
-            victim.send_signal(signal.SIGKILL)
-            victim.wait()
-            assert victim.stdout is not None
-            victim.stdout.close()
 
         # Until its leases expire, the victim's rooms run where they are asked, once nobody
         # listens on its subject (a request the server still passed on to the dead process
@@ -871,36 +878,15 @@ async def test_a_process_restarted_under_its_name_runs_its_predecessor_s_rooms(
     # predecessor's leases name "b" until they expire. It answered that it did not hold
     # their rooms, and their commands went back and forth until forward_timeout.
     ran: list[tuple[str, str]] = []
-    share = PARTITIONS // 2
-    script = tmp_path / "victim.py"
-    script.write_text(
-        textwrap.dedent(_VICTIM).format(
-            member="b", partitions=PARTITIONS, lease_ttl=LEASE_TTL, share=share
-        )
-    )
     url = nats_server.url
     async with NatsEventLog(url) as log_a, NatsEventLog(url) as log_b:
         async with kit_of(log_a, url, "a", ran, forward_timeout=5.0) as a:
-            victim = subprocess.Popen(
-                [sys.executable, str(script), url],
-                stdout=subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                cwd=ROOT,
-            )
-            try:
-                assert victim.stdout is not None
-                line = await anyio.to_thread.run_sync(victim.stdout.readline)
-                assert line.strip() == b"ready"
+            async with victim(url, tmp_path, "b", LEASE_TTL):
 
                 async def shared() -> bool:
-                    return settled(a, share)
+                    return settled(a, PARTITIONS // 2)
 
                 await eventually(shared, what="the first b holds its share")
-            finally:
-                victim.send_signal(signal.SIGKILL)
-                victim.wait()
-                assert victim.stdout is not None
-                victim.stdout.close()
             room_id = next(r for r in (f"room-{n}" for n in range(200)) if runs_at(a, r, "b"))
             await room_with(a, room_id, "sms")  # decided here: b is gone
             async with kit_of(log_b, url, "b", ran):
