@@ -322,6 +322,25 @@ async def even_shares(*kits: RoomKit) -> None:
     await eventually(shared, what="each process holds its share")
 
 
+@asynccontextmanager
+async def three_processes(
+    server: NatsServer,
+) -> AsyncIterator[tuple[RoomKit, RoomKit, RoomKit, list[tuple[str, str]]]]:
+    """Kits "a", "b" and "c" (``kit_of``, not started), each on a log of its own, and the
+    list of where their hooks ran."""
+    ran: list[tuple[str, str]] = []
+    async with (
+        NatsEventLog(server.url) as log_a,
+        NatsEventLog(server.url) as log_b,
+        NatsEventLog(server.url) as log_c,
+    ):
+        a, b, c = (
+            kit_of(log, server.url, member, ran)
+            for log, member in ((log_a, "a"), (log_b, "b"), (log_c, "c"))
+        )
+        yield a, b, c, ran
+
+
 async def all_placed(*kits: RoomKit) -> None:
     """Return once ``kits`` hold every partition between them and each knows who holds
     which (shares of an odd split)."""
@@ -822,16 +841,7 @@ async def test_commands_two_processes_sent_a_closing_one_run_where_its_room_goes
     # Told "leaving", each sender waited for the room's leases; once given back, a sender that
     # was not the one to take the room up found it held by nobody and ran its command itself,
     # while the other ran its own at the process that did: the room decided by two at once.
-    ran: list[tuple[str, str]] = []
-    async with (
-        NatsEventLog(nats_server.url) as log_a,
-        NatsEventLog(nats_server.url) as log_b,
-        NatsEventLog(nats_server.url) as log_c,
-    ):
-        a, b, c = (
-            kit_of(log, nats_server.url, member, ran)
-            for log, member in ((log_a, "a"), (log_b, "b"), (log_c, "c"))
-        )
+    async with three_processes(nats_server) as (a, b, c, ran):
         async with b, c:
             await a.__aenter__()
             try:
@@ -1818,43 +1828,33 @@ async def test_a_closing_process_sends_its_hooks_commands_where_its_rooms_went(
     # Closing, it no longer follows the table: its view named the process that had held the
     # room, which had closed since; finding nobody there, it decided the room itself while
     # the room's new holder decided it too.
-    ran: list[tuple[str, str]] = []
-    async with (
-        NatsEventLog(nats_server.url) as log_a,
-        NatsEventLog(nats_server.url) as log_b,
-        NatsEventLog(nats_server.url) as log_c,
-    ):
-        a, b, c = (
-            kit_of(log, nats_server.url, member, ran)
-            for log, member in ((log_a, "a"), (log_b, "b"), (log_c, "c"))
-        )
-        async with a, b, c:
-            await all_placed(a, b, c)
-            moving, own = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
-            await room_with(c, moving, "sms")
-            await room_with(c, own, "sms")
+    async with three_processes(nats_server) as (a, b, c, ran), a, b, c:
+        await all_placed(a, b, c)
+        moving, own = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
+        await room_with(c, moving, "sms")
+        await room_with(c, own, "sms")
 
-            @b.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
-            async def relay(event: RoomEvent, context: RoomContext) -> None:
-                if isinstance(event.content, TextContent) and event.content.body == "go":
-                    await until_ran(ran, "c", moving)  # c holds it now, and decides there
-                    await b.process_inbound(text("sms", "relayed"), room_id=moving)
+        @b.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def relay(event: RoomEvent, context: RoomContext) -> None:
+            if isinstance(event.content, TextContent) and event.content.body == "go":
+                await until_ran(ran, "c", moving)  # c holds it now, and decides there
+                await b.process_inbound(text("sms", "relayed"), room_id=moving)
 
-            ran.clear()
-            async with sending(b, "go", own), anyio.create_task_group() as tasks:
-                await until_ran(ran, "b", own)
-                tasks.start_soon(b.close)
-                await until_leaving(b)
-                await a.close()
+        ran.clear()
+        async with sending(b, "go", own), anyio.create_task_group() as tasks:
+            await until_ran(ran, "b", own)
+            tasks.start_soon(b.close)
+            await until_leaving(b)
+            await a.close()
 
-                async def c_holds() -> bool:
-                    return partition_of(moving, PARTITIONS) in placement(c).held
+            async def c_holds() -> bool:
+                return partition_of(moving, PARTITIONS) in placement(c).held
 
-                await eventually(c_holds, what="c holding the room a gave back")
-                await c.process_inbound(text("sms", "slow"), room_id=moving)
-            assert ("b", moving) not in ran
-            assert [who for who, room in ran if room == moving] == ["c", "c"]
-            assert bodies_of(await c.get_timeline(moving)) == ["slow", "relayed"]
+            await eventually(c_holds, what="c holding the room a gave back")
+            await c.process_inbound(text("sms", "slow"), room_id=moving)
+        assert ("b", moving) not in ran
+        assert [who for who, room in ran if room == moving] == ["c", "c"]
+        assert bodies_of(await c.get_timeline(moving)) == ["slow", "relayed"]
 
 
 @pytest.mark.nats
@@ -1863,26 +1863,17 @@ async def test_a_command_sent_to_a_process_that_no_longer_holds_its_room_goes_on
 ) -> None:
     # The sender's view of the table was stale (a leaving process no longer follows it):
     # the process it named ran the command while the room's holder decided it too.
-    ran: list[tuple[str, str]] = []
-    async with (
-        NatsEventLog(nats_server.url) as log_a,
-        NatsEventLog(nats_server.url) as log_b,
-        NatsEventLog(nats_server.url) as log_c,
-    ):
-        kits = [kit_of(log, nats_server.url, m, ran) for log, m in ((log_a, "a"), (log_b, "b"))]
-        c = kit_of(log_c, nats_server.url, "c", ran)
-        a, b = kits
-        async with a, b, c:
-            await all_placed(a, b, c)
-            room_id = rooms_of(c, 1)[0]
-            await room_with(c, room_id, "sms")
-            ran.clear()
-            # a takes the room for b's: b's view, read again, says c.
-            placement(a)._view.owners[partition_of(room_id, PARTITIONS)] = "b"
-            result = await a.process_inbound(text("sms", "stale"), room_id=room_id)
-            assert result.reason is None
-            assert ran == [("c", room_id)]
-            assert bodies_of(await c.get_timeline(room_id)) == ["stale"]
+    async with three_processes(nats_server) as (a, b, c, ran), a, b, c:
+        await all_placed(a, b, c)
+        room_id = rooms_of(c, 1)[0]
+        await room_with(c, room_id, "sms")
+        ran.clear()
+        # a takes the room for b's: b's view, read again, says c.
+        placement(a)._view.owners[partition_of(room_id, PARTITIONS)] = "b"
+        result = await a.process_inbound(text("sms", "stale"), room_id=room_id)
+        assert result.reason is None
+        assert ran == [("c", room_id)]
+        assert bodies_of(await c.get_timeline(room_id)) == ["stale"]
 
 
 @pytest.mark.nats
