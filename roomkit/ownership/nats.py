@@ -511,9 +511,7 @@ class NatsPlacement(Placement):
 
         Leaving, this process no longer follows the table: it reads it again, or a room it
         last saw at a process that has since given it on was decided there and by its new
-        holder at once. Once it gave its own leases back, a room nobody holds yet is waited
-        for while other processes live (they take the leases up at once): run here, it was
-        decided here and by the process that took it.
+        holder at once; a room nobody holds yet is waited for (see ``_holder_now``).
 
         Raises:
             KitClosedError: the kit closed, its connection to the others too.
