@@ -30,6 +30,7 @@ logger = logging.getLogger("roomkit.ownership")
 
 _PART = "part."
 _MEMBER = "member."
+_LEAVING = b":leaving"
 
 # What a failure of the key-value store may raise: the server away, a request unanswered.
 KV_FAILURES: tuple[type[BaseException], ...] = (
@@ -43,18 +44,27 @@ KV_FAILURES: tuple[type[BaseException], ...] = (
 class TableView:
     """The table as read at one moment: each leased partition's holder, the live processes."""
 
-    __slots__ = ("members", "owners", "partitions")
+    __slots__ = ("leaving", "members", "owners", "partitions")
 
     def __init__(
         self,
         owners: dict[int, str],
         members: set[str],
         partitions: dict[str, int] | None = None,
+        leaving: set[str] | None = None,
     ) -> None:
         self.owners = owners
         self.members = members
         # The partition count each live process said it splits the rooms into.
         self.partitions = partitions if partitions is not None else {}
+        # The live processes that said they are leaving: they hold what they hold until they
+        # give it back, and take nothing more.
+        self.leaving = leaving if leaving is not None else set()
+
+    @property
+    def staying(self) -> set[str]:
+        """The live processes that are not leaving: those that take free partitions up."""
+        return self.members - self.leaving
 
 
 class LeaseTable:
@@ -68,6 +78,9 @@ class LeaseTable:
         self._lease_ttl = lease_ttl
         self._me = me
         self._partitions = partitions  # said in each heartbeat (0: not said)
+        # Said in each heartbeat once set: the others count this process out of the shares
+        # (see TableView.leaving).
+        self.leaving = False
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
@@ -105,6 +118,8 @@ class LeaseTable:
     async def heartbeat(self) -> None:
         """Say this process is alive for another ``lease_ttl``."""
         said = str(self._partitions).encode() if self._partitions else b""
+        if self.leaving:
+            said += _LEAVING  # after the count, which processes before this one still read
         await self._open_kv().put(_MEMBER + self._me, said)
 
     async def claim(self, partition: int) -> int | None:
@@ -162,6 +177,7 @@ class LeaseTable:
         owners: dict[int, str] = {}
         members: set[str] = set()
         partitions: dict[str, int] = {}
+        leaving: set[str] = set()
         consumer = None
         deadline = anyio.current_time() + timeout
         try:
@@ -181,7 +197,7 @@ class LeaseTable:
                             msgs = await pull.fetch(min(left, 1_000), timeout=timeout)
                             for msg in msgs:
                                 left = msg.metadata.num_pending or 0
-                                self._take(msg, prefix, owners, members, partitions)
+                                self._take(msg, prefix, owners, members, partitions, leaving)
                     finally:
                         with anyio.CancelScope(shield=True), contextlib.suppress(*KV_FAILURES):
                             await pull.unsubscribe()
@@ -196,7 +212,7 @@ class LeaseTable:
                     contextlib.suppress(*KV_FAILURES),
                 ):
                     await js.delete_consumer(stream, consumer.name)
-        return TableView(owners, members, partitions)
+        return TableView(owners, members, partitions, leaving)
 
     @staticmethod
     def _take(
@@ -205,6 +221,7 @@ class LeaseTable:
         owners: dict[int, str],
         members: set[str],
         partitions: dict[str, int],
+        leaving: set[str],
     ) -> None:
         """Add one entry of the bucket to the view (a deletion adds nothing)."""
         headers = msg.headers or {}
@@ -214,8 +231,12 @@ class LeaseTable:
         if key.startswith(_MEMBER):
             member = key[len(_MEMBER) :]
             members.add(member)
-            if msg.data.isdigit():
-                partitions[member] = int(msg.data)
+            count = msg.data
+            if count.endswith(_LEAVING):
+                leaving.add(member)
+                count = count[: -len(_LEAVING)]
+            if count.isdigit():
+                partitions[member] = int(count)
         elif key.startswith(_PART) and msg.data:
             try:
                 owners[int(key[len(_PART) :])] = msg.data.decode()

@@ -318,8 +318,10 @@ class NatsPlacement(Placement):
         # bounded so that they still come in time.
         view = await table.read(min(self._owner.connect_timeout, self._owner.lease_ttl / 3))
         self._report_mismatches(view)
+        # Leaving processes are counted out: the shares take up what they give back, all of
+        # it (counted in, some of their partitions stayed free until they were gone).
         change = rebalance(
-            self._me, self._held.keys(), view.owners, view.members, self._owner.partitions
+            self._me, self._held.keys(), view.owners, view.staying, self._owner.partitions
         )
         for partition in change.release:
             lease = self._held.pop(partition)
@@ -410,6 +412,16 @@ class NatsPlacement(Placement):
         self._left = True
         done = False
         try:
+            # Said in the table: the others count this process out of their shares now, and
+            # take up all it gives back.
+            self._table.leaving = True
+            with (
+                contextlib.suppress(*KV_FAILURES),
+                anyio.move_on_after(self._owner.connect_timeout),
+            ):
+                if self._table.opened:
+                    await self._table.heartbeat()
+                    await self._announce()
             changes, self._changes = self._changes, None
             if changes is not None:
                 with contextlib.suppress(nats.errors.Error):
@@ -527,9 +539,10 @@ class NatsPlacement(Placement):
 
     async def _holder_now(self, room_id: str, deadline: float) -> str | None:
         """The process holding ``room_id`` as the table says now (None: this one), once one
-        does: while its partition is free (its holder gave it back) and other processes live,
-        one of them takes it up at once, and it is waited for (until ``deadline``). Run here
-        meanwhile, the room was decided here and by the process that took it."""
+        does: while its partition is free (its holder gave it back) and other processes stay
+        (not leaving), one of them takes it up at once, and it is waited for (until
+        ``deadline``). Run here meanwhile, the room was decided here and by the process that
+        took it."""
         partition = partition_of(room_id, self._owner.partitions)
         pause = 0.02
         while True:
@@ -537,10 +550,21 @@ class NatsPlacement(Placement):
             owner = self.owner_of(room_id)
             if owner is not None or partition in self._held:
                 return owner
-            if self._view.owners.get(partition) not in (None, self._me):
+            view = self._view
+            if view.owners.get(partition) not in (None, self._me):
                 return None  # its holder died: its rooms run where asked until its lease ends
-            if not self._view.members - {self._me} or anyio.current_time() >= deadline:
-                return None  # nobody else to hold it (or no one did in time): run here
+            takers = view.staying - {self._me}
+            if (
+                not takers
+                or any(
+                    view.partitions.get(m, self._owner.partitions) != self._owner.partitions
+                    for m in takers
+                )
+                or anyio.current_time() >= deadline
+            ):
+                # Nobody to take it up (the others leave too; or they split the rooms
+                # otherwise, and may never lease this partition), or nobody did in time.
+                return None
             await anyio.sleep(pause)
             pause = min(pause * 2, 0.25)
 

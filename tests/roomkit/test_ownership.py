@@ -881,6 +881,35 @@ async def test_commands_two_processes_sent_a_closing_one_run_where_its_room_goes
 
 
 @pytest.mark.nats
+async def test_what_a_process_gives_back_is_all_taken_up_while_another_is_leaving(
+    nats_server: NatsServer,
+) -> None:
+    # The leaving process was counted in the shares: the one staying took up only its share
+    # of what a closed process gave back, and the rest stayed free until the leaving one was
+    # gone; commands for those rooms waited for a holder that did not come (forward_timeout).
+    async with three_processes(nats_server) as (a, b, c, ran), b, c:
+        await a.__aenter__()
+        try:
+            await all_placed(a, b, c)
+            given_back = set(placement(a).held)
+            own = rooms_of(b, 1)[0]
+            await room_with(b, own, "sms")
+            async with sending(b, "slow", own), anyio.create_task_group() as tasks:
+                await until_ran(ran, "b", own)
+                tasks.start_soon(b.close)  # leaving for as long as "slow" is decided
+                await until_leaving(b)
+                await a.close()
+
+                async def all_taken_up() -> bool:
+                    return given_back <= placement(c).held
+
+                await eventually(all_taken_up, what="c taking up all a gave back")
+                assert placement(b)._left and not placement(b)._released
+        finally:
+            await a.__aexit__(None, None, None)
+
+
+@pytest.mark.nats
 async def test_a_process_restarted_under_its_name_runs_its_predecessor_s_rooms(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
