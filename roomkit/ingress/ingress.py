@@ -153,7 +153,8 @@ class Ingress:
         fetch_batch: messages asked for per fetch.
         fetch_timeout: how long one fetch (a long poll) waits for messages.
         max_attempts: a message whose processing fails this many times (errors other than an
-            unreachable log, which is retried for as long as the ingress runs) is
+            unreachable log, which is retried for as long as the ingress runs; a conflict with
+            another writer of the room, ``RoomConflictError``, counts a tenth of a time) is
             dead-lettered with ``"failed"``.
         max_crashes: a message the ingress was processing when its process died this many
             times (counted from its first redelivery; see ``roomkit.ingress._crashes``) is
