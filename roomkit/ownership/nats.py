@@ -796,16 +796,18 @@ class NatsPlacement(Placement):
         """Whether this leaving process runs ``request`` rather than answer "leaving".
 
         It does when a decision of its own waits for it: leave() waits for that decision (and
-        a call back into it is refused at once, as ever). And when its sender is leaving too
-        and this process still holds the room: each waits for its own callers' commands before
-        it gives its leases back, so two processes closing at once, each with a command for
-        the other's room, waited on each other until forward_timeout, and both commands were
-        lost.
+        a call back into it is refused at once, as ever). And, for a room it still holds, when
+        its sender is leaving too, or while this process waits for commands it sent others:
+        it waits for its own callers' commands before it gives its leases back, so two
+        processes closing at once, each with a command for the other's room, waited on each
+        other until forward_timeout, and both commands were lost; so did a caller's command
+        sent to another process whose hook sent one back here (the chain of waits names
+        decisions, not callers).
         """
         kit = self._port.kit
         if any(wait.mark.kit is kit for wait in waiting):
             return True
-        if request.get("leaving") is not True or self._settled:
+        if self._settled or not (request.get("leaving") is True or self._sending):
             # Once its own commands are done it takes no more: taken later, a command could
             # still be decided here after the leases went to another process.
             return False

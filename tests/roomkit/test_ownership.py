@@ -1851,6 +1851,34 @@ async def test_a_closing_process_s_hook_may_wait_for_another_s_command_to_its_ro
 
 
 @pytest.mark.nats
+async def test_a_closing_process_runs_what_its_caller_s_command_sends_back_to_it(
+    nats_server: NatsServer,
+) -> None:
+    # Its caller's message went to another process, whose hook sent one back to a room of
+    # the closing process: answered "leaving", it waited for the leases, which waited for the
+    # caller, which waited for the hook (until forward_timeout; both messages lost).
+    relayed: list[InboundResult] = []
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        mine, theirs = rooms_of(a, 1)[0], rooms_of(b, 1)[0]
+        for room_id in (mine, theirs):
+            await room_with(a, room_id, "sms")
+
+        @b.hook(HookTrigger.BEFORE_BROADCAST)
+        async def relay(event: RoomEvent, context: RoomContext) -> HookResult:
+            if isinstance(event.content, TextContent) and event.content.body == "relay":
+                await until_leaving(a)
+                relayed.append(await b.process_inbound(text("sms", "relayed"), room_id=mine))
+            return HookResult.allow()
+
+        async with sending(a, "relay", theirs) as first:
+            await until_ran(ran, "b", theirs)
+            await a.close()
+        assert [r.reason for r in (*first, *relayed)] == [None, None]
+        assert ("a", mine) in ran
+        assert bodies_of(await b.get_timeline(mine)) == ["relayed"]
+
+
+@pytest.mark.nats
 async def test_a_closing_process_sends_its_hooks_commands_where_its_rooms_went(
     nats_server: NatsServer,
 ) -> None:
