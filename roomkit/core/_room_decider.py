@@ -317,7 +317,7 @@ class RoomDecider:
             case PutBinding() | RemoveBinding() | PutParticipant() | RecordObservation():
                 return self._store_write(state, command)
             case ImportEvent():
-                return self._import_event(state, room, command)
+                return await self._import_event(state, room, command)
             case CloseRoom():
                 return self._close(state, room, command)
             case CheckTimers():
@@ -430,7 +430,16 @@ class RoomDecider:
                 return draft.facts, Outcome(value=observation)
         raise AssertionError(f"not a store write: {cmd!r}")  # pragma: no cover
 
-    def _import_event(self, state: RoomState, room: Room, cmd: ImportEvent) -> Decision:
+    async def _import_event(self, state: RoomState, room: Room, cmd: ImportEvent) -> Decision:
+        key = cmd.event.idempotency_key
+        if key and (original := await self._original(state, key)) is not None:
+            # Appended, the room held two events with one key, and a retry of the message
+            # was answered with the later one, not the one first recorded.
+            raise ValueError(
+                f"room {room.id} holds an event with idempotency key {key!r} already"
+                + (f" ({original})" if original else "")
+                + ": an idempotency key is recorded once"
+            )
         # The kit routes the write by the model's room_id: each model here names this room.
         draft = _Draft(state, self._now())
         draft.message(cmd.event, activity=False)

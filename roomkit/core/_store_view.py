@@ -111,7 +111,8 @@ class KitStore(ConversationStore):
         """Record ``event`` in its room's timeline as it is, delivered to no one.
 
         Raises:
-            ValueError: an event with its id is stored already (an event is recorded once).
+            ValueError: an event with its id is stored already (an event is recorded once),
+                or its room holds one with its idempotency key.
         """
         if not isinstance(event, RoomEvent):  # refused by _write, with the reason
             return await self._write("add_event", event, RoomEvent, ImportEvent)

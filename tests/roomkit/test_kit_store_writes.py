@@ -1052,6 +1052,28 @@ async def test_events_given_as_json_are_logged_as_add_event_s_are(kit: RoomKit) 
     assert (await kit.get_room("r1")).event_count == len(bodies)
 
 
+async def test_an_imported_event_with_a_key_the_room_holds_is_refused(kit: RoomKit) -> None:
+    # Appended, the room held two events with one idempotency key, and a retry of the message
+    # was answered "duplicate" with the imported event, not the one first recorded.
+    await two_channel_room(kit)
+    first = await kit.process_inbound(text("sms", "hello", idempotency_key="k"), room_id="r1")
+    assert first.event is not None
+    imported = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="imported again"),
+        idempotency_key="k",
+    )
+    with pytest.raises(ValueError, match="idempotency key 'k'"):
+        await kit.store.add_event(imported)
+    again = await kit.process_inbound(text("sms", "hello", idempotency_key="k"), room_id="r1")
+    assert again.reason == "duplicate" and again.event is not None
+    assert again.event.id == first.event.id
+    keyed = [e.id for e in await kit.get_timeline("r1") if e.idempotency_key == "k"]
+    assert keyed == [first.event.id]
+    await kit.store.add_event(imported.model_copy(update={"idempotency_key": "other"}))
+
+
 async def test_the_read_model_s_own_writes_are_refused_through_kit_store(kit: RoomKit) -> None:
     # Made through kit.store, they changed the read model alone: clear() emptied it while the
     # rooms' actors kept their rooms, and the next message of a conversation made a new room.
