@@ -175,10 +175,12 @@ class _Draft:
 
     def audit(
         self, type: EventType, code: str, body: str, data: dict[str, Any] | None = None
-    ) -> None:
-        """Store a system event (source ``"system"``, as in 0.3.0) in the timeline."""
+    ) -> RoomEvent:
+        """Store a system event (source ``"system"``, as in 0.3.0) in the timeline; the
+        event."""
         event = audit_event(self.room_id, type, code, body, self.now, self.next_index(), data)
         self.message(event)
+        return event
 
     def lifecycle(
         self,
@@ -478,7 +480,7 @@ class RoomDecider:
         draft = _Draft(state, cmd.now)
         draft.add(RoomUpdated(room=checked_dump(changed, Room), reason=code), changed)
         # 0.3.0's texts and data: the stored event has the threshold, the hook's does not.
-        draft.audit(
+        stored = draft.audit(
             EventType.SYSTEM,
             code,
             f"Room {room.id} {status.value} after {elapsed:.0f}s inactivity",
@@ -491,7 +493,13 @@ class RoomDecider:
             f"Room {room.id} {status.value} by timer",
             {"elapsed_seconds": elapsed},
         )
-        return draft.facts, Outcome(value=(changed, status), root=root)
+        # Returned as the room is once this decision is applied: counting the event just
+        # stored (the caller's room said one event fewer than get_room right after).
+        counted = {
+            "event_count": room.event_count + 1,
+            "latest_index": max(room.latest_index, stored.index),
+        }
+        return draft.facts, Outcome(value=(changed.model_copy(update=counted), status), root=root)
 
     # -- bindings ----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from roomkit import (
     MockAIProvider,
     MockSMSProvider,
     RetryPolicy,
+    Room,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -97,12 +98,20 @@ class TestTimers:
         monkeypatch.setattr("roomkit.core._room_lifecycle.utcnow", lambda: later)
         changed = await kit.check_all_timers()
         assert [r.status for r in changed] == [RoomStatus.PAUSED]
+        # The room as it is then, counting the system event the check stored (one fewer).
+        assert _counts(changed[0]) == _counts(await kit.get_room("r1"))
         much_later = later + timedelta(seconds=1000)
         monkeypatch.setattr("roomkit.core._room_lifecycle.utcnow", lambda: much_later)
-        assert (await kit.check_room_timers("r1")).status == RoomStatus.CLOSED
+        closed_room = await kit.check_room_timers("r1")
+        assert closed_room.status == RoomStatus.CLOSED
+        assert _counts(closed_room) == _counts(await kit.get_room("r1"))
         assert seen == ["paused", "closed"]
         codes = [getattr(e.content, "code", None) for e in await kit.get_timeline("r1")]
         assert "room_paused_by_timer" in codes and "room_closed_by_timer" in codes
+
+
+def _counts(room: Room) -> tuple[int, int]:
+    return room.event_count, room.latest_index
 
 
 class TestFrameworkEvents:
