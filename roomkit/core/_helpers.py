@@ -14,6 +14,7 @@ import anyio
 
 from eventlog import EventLog
 from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._in_decision import deciding, deliveries_held_up
 from roomkit.core._post_commit import in_post_commit_work
@@ -176,6 +177,13 @@ class HelpersMixin:
                 )
             except Exception:
                 logger.exception("framework event handler for %r failed", event_type)
+            except BaseException as exc:
+                # The handler's own CancelledError (it awaited something cancelled), nothing
+                # cancelling its caller: a failure of that handler, logged as any. Raised on,
+                # it crashed the room's delivery worker (the rest of the message's delivery
+                # lost) or came out of connect_websocket in a task nobody cancelled.
+                failure = raised_uncancelled(exc, "the handler")  # re-raises a real one
+                logger.error("framework event handler for %r failed: %s", event_type, failure)
 
     # -- rooms -------------------------------------------------------------------------------
 

@@ -687,6 +687,36 @@ class TestResilience:
                     await anyio.sleep(0.01)
             assert "framework event handler for 'delivery_succeeded' did not return" in caplog.text
 
+    async def test_a_framework_event_handler_raising_its_own_cancellation_fails_alone(
+        self, make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A handler that awaited something cancelled (a metrics client torn down) raised
+        CancelledError with nothing cancelling the kit: the room's delivery worker crashed,
+        and the rest of that message's delivery was lost (its AFTER_BROADCAST hook never
+        ran); ``connect_websocket`` raised it into a task nobody cancelled."""
+        after: list[str] = []
+        async with make_kit() as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(SimpleChannel("ws"))
+            kit.register_channel(WebSocketChannel("live"))
+
+            async def torn_down(event: FrameworkEvent) -> None:
+                raise asyncio.CancelledError  # its own, as from a future cancelled under it
+
+            kit.on("delivery_succeeded")(torn_down)
+            kit.on("channel_connected")(torn_down)
+
+            @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+            async def note(event: RoomEvent, context: RoomContext) -> None:
+                after.append(event.content.body)  # type: ignore[union-attr]
+
+            await room_with(kit, "r1", "sms", "ws")
+            with anyio.fail_after(10):
+                await kit.process_inbound(text("sms", "one"), room_id="r1")
+                await kit.connect_websocket("live", "c1", lambda cid, event: None)
+            assert after == ["one"]
+        assert "raised CancelledError uncancelled" in caplog.text
+
     async def test_an_on_event_set_on_the_instance_is_bounded_too(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
