@@ -224,6 +224,13 @@ class NatsRealtime(RealtimeBackend):
 
                 try:
                     self._remote[channel] = await nc.subscribe(subject, cb=forward)
+                    # The server has it once it answered a ping sent after it: nats-py only
+                    # queues the subscription, and an event another process published just
+                    # after this returned was missed about every other time. Twice: nats-py
+                    # writes a ping straight to the socket, ahead of what waits for its
+                    # flusher (the subscription), which writes it during the first round trip.
+                    for _ in range(2):
+                        await nc.flush(timeout=max(1, round(self._connect_timeout)))
                 except (nats.errors.Error, OSError) as exc:
                     raise RealtimeUnavailableError(
                         f"cannot subscribe to {channel!r}: {exc}"

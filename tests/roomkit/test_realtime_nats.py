@@ -98,6 +98,21 @@ async def test_events_reach_the_other_process_in_order(
         }
 
 
+async def test_an_event_published_right_after_a_subscription_returned_reaches_it(
+    two: tuple[NatsRealtime, NatsRealtime],
+) -> None:
+    # nats-py only queued the subscription: about every other event another process
+    # published right after subscribe_to_room returned was missed.
+    a, b = two
+    inboxes = [Inbox() for _ in range(20)]
+    for n, inbox in enumerate(inboxes):
+        await b.subscribe_to_room(f"r{n}", inbox)
+        await a.publish_to_room(f"r{n}", typing(n, f"r{n}"))
+    for n, inbox in enumerate(inboxes):
+        [event] = await inbox.count(1)
+        assert event.data["n"] == n
+
+
 async def test_channels_stay_apart_whatever_their_names(
     two: tuple[NatsRealtime, NatsRealtime],
 ) -> None:
