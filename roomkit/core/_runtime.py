@@ -154,8 +154,6 @@ class KitRuntime:
         # Closing: the rooms finish the commands callers are waiting for (counted here), then
         # their deliveries; a new command from outside the kit's own work is refused.
         self._closing = False
-        # The rooms whose append in doubt closing had settled (see _work_done), each once.
-        self._settled_doubts: set[str] = set()
         self._asking = 0
         self._asks_done: anyio.Event | None = None
         # Rooms whose command failed on an outage of the log: their append may have landed
@@ -434,7 +432,7 @@ class KitRuntime:
         # The commands callers wait for are decided and committed, and their turns (deliveries,
         # async hooks) finish, before any actor stops: a room that committed a message after
         # its delivery worker stopped could not deliver it.
-        settled = self._settled_doubts
+        settled: set[str] = set()  # the rooms whose append in doubt it settled, each once
         if self.placement is not None:
             # Other processes' commands are answered first, and what comes later runs there
             # (the turns' own commands below included: see Placement.disconnect).

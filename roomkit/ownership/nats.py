@@ -535,18 +535,19 @@ class NatsPlacement(Placement):
             )
         if not self._left:
             return self.owner_of(room_id)
-        return await self._holder_now(room_id, anyio.current_time() + self._owner.forward_timeout)
+        deadline = anyio.current_time() + self._owner.forward_timeout
+        await self._read_table(deadline)
+        return await self._holder_now(room_id, deadline)
 
     async def _holder_now(self, room_id: str, deadline: float) -> str | None:
-        """The process holding ``room_id`` as the table says now (None: this one), once one
-        does: while its partition is free (its holder gave it back) and other processes stay
-        (not leaving), one of them takes it up at once, and it is waited for (until
-        ``deadline``). Run here meanwhile, the room was decided here and by the process that
-        took it."""
+        """The process holding ``room_id`` as the view says (None: this one; callers whose
+        view may be stale read the table first), once one does: while its partition is free
+        (its holder gave it back) and other processes stay (not leaving), one of them takes
+        it up at once, and it is waited for (the table read again, until ``deadline``). Run
+        here meanwhile, the room was decided here and by the process that took it."""
         partition = partition_of(room_id, self._owner.partitions)
         pause = 0.02
         while True:
-            await self._read_table(deadline)
             owner = self.owner_of(room_id)
             if owner is not None or partition in self._held:
                 return owner
@@ -567,6 +568,7 @@ class NatsPlacement(Placement):
                 return None
             await anyio.sleep(pause)
             pause = min(pause * 2, 0.25)
+            await self._read_table(deadline)
 
     async def _read_table(self, deadline: float) -> None:
         """Read the lease table into the view (left as it was if the read fails)."""
@@ -695,6 +697,7 @@ class NatsPlacement(Placement):
                     if self._left:
                         # This process no longer follows the table: the room may have gone
                         # on to a live process (it ran here, at once with that one).
+                        await self._read_table(deadline)
                         owner_now = await self._holder_now(room_id, deadline)
                         if owner_now is not None and owner_now != owner:
                             owner = owner_now
