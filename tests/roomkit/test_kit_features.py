@@ -56,6 +56,7 @@ from roomkit.core import _helpers
 from roomkit.core._runtime import ROOM
 from roomkit.models.event import EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.test_kit_pipeline import two_channel_room
 
 
 class TestTimers:
@@ -189,9 +190,7 @@ class TestFrameworkEvents:
         async def broken(event: RoomEvent, context: RoomContext) -> None:
             raise RuntimeError("broken")
 
-        kit.register_channel(SimpleChannel("sms"))
-        kit.register_channel(SimpleChannel("ws"))
-        await room_with(kit, "r1", "sms", "ws")
+        await two_channel_room(kit)
         await kit.process_inbound(text("sms", "go"), room_id="r1")
 
         async def reported() -> bool:
@@ -319,9 +318,7 @@ class TestFrameworkEvents:
         async def broken(event: RoomEvent, context: RoomContext) -> None:
             raise RuntimeError("broken")
 
-        kit.register_channel(SimpleChannel("sms"))
-        kit.register_channel(SimpleChannel("ws"))
-        await room_with(kit, "r1", "sms", "ws")
+        await two_channel_room(kit)
         await kit.process_inbound(text("sms", "go"), room_id="r1")
         await kit.close()
         assert reported == ["alert sent"]
