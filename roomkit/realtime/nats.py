@@ -225,8 +225,8 @@ class NatsRealtime(RealtimeBackend):
                 try:
                     self._remote[channel] = await nc.subscribe(subject, cb=forward)
                     # The server has it once it answered a ping sent after it: nats-py only
-                    # queues the subscription, and an event another process published just
-                    # after this returned was missed about every other time. Twice: nats-py
+                    # queues the subscription, and about one in ten of the events another
+                    # process published just after this returned was missed. Twice: nats-py
                     # writes a ping straight to the socket, ahead of what waits for its
                     # flusher (the subscription), which writes it during the first round trip.
                     for _ in range(2):
