@@ -19,6 +19,10 @@ import pytest
 from eventlog import EventLog, MemoryEventLog, NewEvent
 from roomkit import (
     Access,
+    AIChannel,
+    AIContext,
+    AIProvider,
+    AIResponse,
     ChannelBinding,
     ChannelCapabilities,
     ChannelCategory,
@@ -40,12 +44,14 @@ from roomkit import (
     InjectedEvent,
     InvalidRoomIdError,
     KitClosedError,
+    MockAIProvider,
     ProviderResult,
     RoomContext,
     RoomEvent,
     RoomKit,
     RoomKitError,
     RoomNotFoundError,
+    SystemContent,
     TextContent,
     WebSocketChannel,
 )
@@ -1344,6 +1350,48 @@ async def test_a_delivery_error_text_json_cannot_hold_is_recorded_escaped(
     records = await event_log.read(room_stream("r1"))
     outcomes = [r.data for r in records if r.type == "delivery.recorded"]
     assert len(outcomes) >= 3 and all(b"provider said \\\\udcff" in data for data in outcomes)
+
+
+class _LoneSurrogateAI(AIProvider):
+    """An app's provider whose reply was cut inside a character (a lone surrogate)."""
+
+    @property
+    def model_name(self) -> str:
+        return "cut"
+
+    async def generate(self, context: AIContext) -> AIResponse:
+        return AIResponse(content="price is 5\ud83d")
+
+
+async def test_an_ai_reply_json_cannot_hold_is_said_to_on_error_and_loses_only_itself(
+    kit: RoomKit,
+) -> None:
+    # It was dropped with a warning in the log: the ON_ERROR hooks heard nothing of it.
+    errors: list[dict[str, object]] = []
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        assert isinstance(event.content, SystemContent)
+        errors.append({"code": event.content.code, **event.content.data})
+
+    await room(kit)
+    kit.register_channel(AIChannel("odd", provider=_LoneSurrogateAI()))
+    kit.register_channel(AIChannel("fine", provider=MockAIProvider(["a fine reply"])))
+    for ai in ("odd", "fine"):
+        await kit.attach_channel("r1", ai, category=ChannelCategory.INTELLIGENCE)
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert result.event is not None and not result.blocked
+    bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+    assert bodies[-2:] == ["hi", "a fine reply"]
+
+    async def said() -> bool:
+        return bool(errors)
+
+    await eventually(said, what="the ON_ERROR hook of the reply not recorded")
+    # Odd answers the message, then the fine reply (another AI's message): both lost.
+    assert {(e["code"], e["channel_id"]) for e in errors} == {("outcome_not_recorded", "odd")}
+    assert errors[0]["event_id"] == result.event.id
+    assert "surrogates not allowed" in str(errors[0]["error"])
 
 
 async def test_ephemeral_events_name_their_room_and_user_with_strings(kit: RoomKit) -> None:
