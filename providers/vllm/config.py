@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from providers._positional import as_keywords
+from providers.ai._config import DEFAULT_TIMEOUT, AITimeout
 
 __all__ = ["VLLMConfig"]
 
@@ -24,7 +25,8 @@ class VLLMConfig(BaseModel):
             RoomKit 0.3.0's default was the string ``"none"``, which it sent as
             ``Authorization: Bearer none`` to every server; None sends no such header.
         max_tokens: Reply length limit used when the context asks for 0.
-        timeout: Seconds allowed for each request.
+        timeout: Seconds allowed for each request; 0 or less gives the default, 120 s, as
+            in the other AI configs.
         vision: Whether the served model reads images (vLLM serves any model, so its name
             tells nothing reliable).
         temperature: Kept for RoomKit 0.3.0 code, which set it here; as then, each request
@@ -38,7 +40,7 @@ class VLLMConfig(BaseModel):
     base_url: str = "http://localhost:8000/v1"
     api_key: SecretStr | None = None
     max_tokens: int = Field(default=1024, gt=0)
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: AITimeout = DEFAULT_TIMEOUT
     vision: bool = False
     temperature: float = 0.7
 

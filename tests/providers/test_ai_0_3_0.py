@@ -205,16 +205,25 @@ class TestProviders:
         assert first["max_tokens"] == 1024
         assert "max_tokens" not in second  # no limit of ours: the server's own
 
-    @pytest.mark.parametrize("config_type", [OpenAIConfig, AnthropicConfig, GeminiConfig])
+    @pytest.mark.parametrize(
+        "config",
+        [
+            lambda timeout: OpenAIConfig(api_key="k", timeout=timeout),
+            lambda timeout: AnthropicConfig(api_key="k", timeout=timeout),
+            lambda timeout: GeminiConfig(api_key="k", timeout=timeout),
+            lambda timeout: VLLMConfig(model="m", timeout=timeout),  # refused 0 (gt=0)
+        ],
+        ids=["openai", "anthropic", "gemini", "vllm"],
+    )
     @pytest.mark.parametrize("timeout", [0, -1, -0.5])
     def test_non_positive_timeouts_give_the_default(
-        self, config_type: Any, timeout: float, caplog: pytest.LogCaptureFixture
+        self, config: Any, timeout: float, caplog: pytest.LogCaptureFixture
     ) -> None:
         # 0.3.0 had no timeout in these configs: one given was ignored and requests worked.
         with caplog.at_level(logging.WARNING, "roomkit.providers.ai"):
-            assert config_type(api_key="k", timeout=timeout).timeout == 120.0
+            assert config(timeout).timeout == 120.0
         assert "timeout" in caplog.text
-        assert config_type(api_key="k", timeout=3).timeout == 3.0
+        assert config(3).timeout == 3.0
 
     def test_pydantic_ai_api_key(self) -> None:
         config = PydanticAIConfig(model="openai:gpt-4o", api_key="sk-x")
