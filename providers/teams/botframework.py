@@ -300,17 +300,24 @@ class BotFrameworkTeamsProvider(VendorProvider[TeamsConfig], TeamsProvider):
     async def _connector_request(
         self, url: str, payload: dict[str, Any]
     ) -> httpx.Response | HTTPFailure:
-        """POST ``payload`` to the Bot Connector.
+        """POST ``payload`` to the Bot Connector; once more with a fresh token when the
+        connector refuses the cached one (401: revoked or rotated), rather than failing a
+        message whose cause is already mended.
 
         Raises:
             VendorAPIError: No token could be had.
         """
-        token = await self.get_token()
-        outcome = await self._http.request(
-            "POST", url, json=payload, headers=bearer(token), error_parser=_connector_error
-        )
-        if isinstance(outcome, HTTPFailure) and outcome.status_code == 401:
-            self.invalidate_token()  # revoked or rotated: fetch a fresh one next time
+        for attempt in range(2):
+            token = await self.get_token()
+            outcome = await self._http.request(
+                "POST", url, json=payload, headers=bearer(token), error_parser=_connector_error
+            )
+            if not isinstance(outcome, HTTPFailure) or outcome.status_code != 401:
+                break
+            if self._token == token:  # not already replaced by a concurrent send
+                self.invalidate_token()
+            if attempt == 0:
+                logger.info("teams: the connector refused the cached token; fetching a new one")
         return outcome
 
     async def send(self, event: RoomEvent, to: str) -> ProviderResult:

@@ -316,18 +316,35 @@ class TestErrors:
         for shown in (caplog.text, result.model_dump_json(), repr(config())):
             assert PASSWORD not in shown
 
-    async def test_connector_401_drops_the_cached_token(self) -> None:
+    async def test_connector_401_sends_again_with_a_fresh_token(self) -> None:
+        # The message was failed (auth_error, not retried) though its cause was mended: the
+        # next message went out with the fresh token.
+        denied = {"error": {"code": "Unauthorized", "message": "denied"}}
         fake = BotFramework(
-            httpx.Response(401, json={"error": {"code": "Unauthorized", "message": "denied"}}),
-            httpx.Response(201, json={"id": "2"}),
+            httpx.Response(401, json=denied), httpx.Response(201, json={"id": "2"})
         )
+        async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+            provider = await provider_with(fake, client)
+            result = await provider.send(event(TextContent(body="x")), CONVERSATION)
+        assert (result.success, result.provider_message_id) == (True, "2")
+        assert [r.headers["authorization"] for r in fake.requests] == [
+            "Bearer bf-token-1",
+            "Bearer bf-token-2",
+        ]
+        assert json.loads(fake.requests[0].content) == json.loads(fake.requests[1].content)
+
+    async def test_connector_401_with_a_fresh_token_too_fails_once(self) -> None:
+        denied = {"error": {"code": "Unauthorized", "message": "denied"}}
+        refused = (httpx.Response(401, json=denied) for _ in range(2))
+        fake = BotFramework(*refused, httpx.Response(201, json={"id": "3"}))
         async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
             provider = await provider_with(fake, client)
             first = await provider.send(event(TextContent(body="x")), CONVERSATION)
             second = await provider.send(event(TextContent(body="x")), CONVERSATION)
         assert (first.error, first.metadata["vendor_code"]) == ("auth_error", "Unauthorized")
-        assert second.success
-        assert len(fake.token_requests) == 2
+        assert first.metadata["retryable"] is False
+        assert len(fake.requests) == 3 and second.success
+        assert len(fake.token_requests) == 3  # the refused two, and one for the next message
 
     @pytest.mark.parametrize(
         ("reply", "error", "retryable"),
