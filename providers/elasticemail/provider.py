@@ -148,11 +148,17 @@ class ElasticEmailProvider(VendorProvider[ElasticEmailConfig], EmailProvider):
                 else "elasticemail_error"
             )
             logger.warning("elastic email refused the message: %s (%s)", code, message)
-            return ProviderResult(
-                success=False,
-                error=message,
-                metadata={"provider": self.name, "code": code, "detail": message},
-            )
+            said: dict[str, Any] = {"provider": self.name, "code": code, "detail": message}
+            if code == "auth_error":
+                # Every message of the channel is refused: counted by its circuit breaker.
+                said["retryable"] = False
+            elif body.get("error"):
+                # This message refused (a bad address, a suppressed recipient), as other
+                # vendors' 4xx: not sent again, and not counted against the channel (a few
+                # bad addresses opened its breaker for every room).
+                said["retryable"] = False
+                said["status_code"] = response.status_code
+            return ProviderResult(success=False, error=message, metadata=said)
         data = body.get("data")
         data = data if isinstance(data, dict) else {}
         # The transaction id is the message's id, as in 0.3.0: apps stored it to match

@@ -21,8 +21,18 @@ from roomkit.models.delivery import ProviderResult
 
 __all__ = ["Health", "channel_health", "retry_after", "retryable"]
 
-# Refused by the provider before it called its vendor: nothing about this message will change.
-_REFUSED_UNSENT = frozenset({"missing_recipient", "empty_message"})
+# Refused by the provider before it called its vendor: nothing about this message will change
+# (a Teams conversation whose reference was never saved, a ``data:`` image a vendor cannot
+# fetch). Retried, and counted by the breaker, a few such rooms shut the channel for all.
+_REFUSED_UNSENT = frozenset(
+    {
+        "missing_recipient",
+        "empty_message",
+        "unsupported_media_url",
+        "conversation_reference_not_found",
+        "invalid_service_url",
+    }
+)
 # Statuses of a refusal that holds for every message of the channel (its credentials, its
 # proxy, its vendor throttling it): counted by the breaker like an outage.
 _CHANNEL_WIDE_STATUSES = frozenset({401, 403, 407, 429})

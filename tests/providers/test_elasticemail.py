@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from providers.elasticemail import ElasticEmailConfig, ElasticEmailProvider
+from roomkit.core._failed_attempt import Health, channel_health, retryable
+from roomkit.core.event_router import ProviderDeliveryError
 from roomkit.models.event import (
     CompositeContent,
     MediaContent,
@@ -167,24 +169,40 @@ class TestRequests:
 
 class TestErrors:
     @pytest.mark.parametrize(
-        ("body", "error", "code"),
+        ("body", "error", "code", "health"),
         [
-            ({"success": False, "error": "Incorrect apikey"}, "Incorrect apikey", "auth_error"),
-            ({"success": False, "error": "Access denied."}, "Access denied.", "auth_error"),
+            (
+                {"success": False, "error": "Incorrect apikey"},
+                "Incorrect apikey",
+                "auth_error",
+                Health.FAILING,
+            ),
+            (
+                {"success": False, "error": "Access denied."},
+                "Access denied.",
+                "auth_error",
+                Health.FAILING,
+            ),
             (
                 {"success": False, "error": "Recipient is on the suppression list"},
                 "Recipient is on the suppression list",
                 "elasticemail_error",
+                Health.ANSWERING,
             ),
-            ({"success": False}, "unknown_error", "elasticemail_error"),
+            ({"success": False}, "unknown_error", "elasticemail_error", Health.FAILING),
         ],
     )
     async def test_vendor_failures_in_a_200(
-        self, body: dict[str, Any], error: str, code: str
+        self, body: dict[str, Any], error: str, code: str, health: Health
     ) -> None:
-        # The vendor's text is the error, as in 0.3.0; the kind of failure is in metadata.
+        # The vendor's text is the error, as in 0.3.0; the kind of failure is in metadata. A
+        # refusal of the message was sent again and counted by the breaker, and a few bad
+        # addresses opened it for every room.
         result = await send(Recorder(httpx.Response(200, json=body)), TextContent(body="hi"))
         assert (result.success, result.error, result.metadata["code"]) == (False, error, code)
+        failed = ProviderDeliveryError(result)  # as the kit's router reads it
+        assert channel_health(failed) is health
+        assert retryable(failed) is (body.get("error") is None)
 
     async def test_non_json_answer(self) -> None:
         result = await send(Recorder(httpx.Response(200, text="ok")), TextContent(body="hi"))

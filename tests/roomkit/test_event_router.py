@@ -681,6 +681,8 @@ class TestDelivery:
             ([failure(retryable=False, status_code=400)], 1, []),
             ([failure(retryable=False, message_ids=["part-1"])], 1, []),
             ([ProviderResult(success=False, error="missing_recipient")], 1, []),
+            ([ProviderResult(success=False, error="conversation_reference_not_found")], 1, []),
+            ([ProviderResult(success=False, error="unsupported_media_url")], 1, []),
             # Retry-After longer than the backoff is waited; shorter, the backoff is.
             ([failure(retryable=True, retry_after=5), failure(retry_after=0.5)], 3, [5.0, 2.0]),
             # Longer than the policy's longest wait: not tried again.
@@ -709,14 +711,22 @@ class TestDelivery:
                 metadata["status_code"] = status
             return ProviderResult(success=False, error="refused", metadata=metadata)
 
-        missing = ProviderResult(success=False, error="missing_recipient")
+        def unsent(code: str) -> ProviderResult:
+            return ProviderResult(success=False, error=code)
+
         # The count after an outage (one failure) and then the case: the vendor answering
         # resets it, as a success does; nothing called leaves it.
         cases: list[tuple[Behaviour, int]] = [
             (failure(400), 0),
             (failure(404), 0),
             (failure(200), 0),  # a refusal in a success answer (VoiceMeUp's bad number)
-            (missing, 1),
+            (unsent("missing_recipient"), 1),
+            (unsent("empty_message"), 1),
+            # Refused unsent too: a data: image (WhatsApp, Messenger, Teams), a Teams
+            # conversation without a saved reference or with an unusable service URL.
+            (unsent("unsupported_media_url"), 1),
+            (unsent("conversation_reference_not_found"), 1),
+            (unsent("invalid_service_url"), 1),
             (failure(401), 2),
             (failure(403), 2),
             (failure(503, retryable=True), 2),
