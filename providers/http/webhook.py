@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -142,10 +143,12 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
             "channel_id": event.source.channel_id,
             "room_id": event.room_id,
             "content": {"type": "text", "body": text},
-            "metadata": event.metadata,
+            "metadata": _finite(event.metadata),
         }
         # default=str: event metadata is free-form and may hold values JSON cannot encode.
-        return json.dumps(payload, separators=(",", ":"), default=str).encode()
+        # allow_nan=False: a NaN written as the bare token NaN (not JSON) was refused by
+        # strict receivers; ``_finite`` writes such numbers as null, as the event log does.
+        return json.dumps(payload, separators=(",", ":"), default=str, allow_nan=False).encode()
 
     async def send(self, event: RoomEvent, to: str) -> ProviderResult:
         """POST ``event``'s text to the webhook for recipient ``to``.
@@ -216,3 +219,14 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
         idempotency_key=external_id or None,
         metadata=metadata,  # the payload's own, as in 0.3.0
     )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with its NaN and infinite floats (in dicts, lists and tuples) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

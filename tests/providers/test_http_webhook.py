@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import subprocess
 import sys
 from typing import Any
@@ -73,6 +74,20 @@ class TestSend:
         }
         expected = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
         assert request.headers["x-roomkit-signature"] == expected
+
+    def test_numbers_json_cannot_hold_are_sent_as_null(self) -> None:
+        # The body held the bare token NaN (json.loads takes it from an inbound webhook):
+        # not JSON, and a strict receiver refused the message.
+        provider = WebhookHTTPProvider(HTTPProviderConfig(webhook_url=URL))
+        metadata = {"score": math.nan, "range": [1.5, math.inf, (-math.inf,)], "n": 2}
+        body = provider.build_body(event(metadata=metadata), "user-42")
+        assert body is not None
+
+        def refuse(token: str) -> None:
+            raise ValueError(f"not JSON: {token}")
+
+        sent = json.loads(body, parse_constant=refuse)
+        assert sent["metadata"] == {"score": None, "range": [1.5, None, [None]], "n": 2}
 
     async def test_configured_headers_cannot_override_type_or_signature(self) -> None:
         recorder = Recorder()
