@@ -28,6 +28,17 @@ SendFn = Callable[[str, RoomEvent], Awaitable[None]]
 function, which has sent when it returns, is taken too)."""
 
 
+class _Connection:
+    """One registration of a connection: ``_drop`` tells a re-registration (a client that
+    reconnected under its id) from the one whose send failed by this object, not by the send
+    function, which an app often shares between all its connections."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: SendFn) -> None:
+        self.send = send
+
+
 class WebSocketChannel(Channel):
     """Delivers every event to each registered connection; a connection whose send fails, or
     does not finish within ``send_timeout``, is dropped.
@@ -43,7 +54,7 @@ class WebSocketChannel(Channel):
 
     def __init__(self, channel_id: str, *, send_timeout: float | None = 10.0) -> None:
         super().__init__(channel_id)
-        self._connections: dict[str, SendFn] = {}
+        self._connections: dict[str, _Connection] = {}
         self._send_timeout = check_seconds("send_timeout", send_timeout, none=True)
         if self._send_timeout is not None and not self._send_timeout > 0:
             raise ValueError(f"send_timeout must be positive or None, got {send_timeout!r}")
@@ -55,7 +66,7 @@ class WebSocketChannel(Channel):
             connection_id: Id of the connection.
             send_fn: Coroutine function called with ``(connection_id, event)`` per event.
         """
-        self._connections[connection_id] = send_fn
+        self._connections[connection_id] = _Connection(send_fn)
 
     def unregister_connection(self, connection_id: str) -> bool:
         """Remove a connection; whether there was one (unknown ids are ignored)."""
@@ -128,35 +139,35 @@ class WebSocketChannel(Channel):
             # concurrently: a send that completes at once (a buffered write) costs no task.
             await concurrently(
                 [
-                    functools.partial(self._send_one, connection_id, send_fn, event, unfinished)
-                    for connection_id, send_fn in connections
+                    functools.partial(self._send_one, connection_id, connection, event, unfinished)
+                    for connection_id, connection in connections
                 ]
             )
         except BaseException:
             # Cancelled from outside (the kit bounds a delivery by its process_timeout, which
             # may be shorter than send_timeout): the sends still running belong to clients
             # too slow for it. Kept, they would time out every delivery of the channel.
-            for connection_id, send_fn in unfinished.items():
-                self._drop(connection_id, send_fn, "its send was cut short")
+            for connection_id, connection in unfinished.items():
+                self._drop(connection_id, connection, "its send was cut short")
             raise
         return ChannelOutput.empty()
 
     async def _send_one(
         self,
         connection_id: str,
-        send_fn: SendFn,
+        connection: _Connection,
         event: RoomEvent,
-        unfinished: dict[str, SendFn],
+        unfinished: dict[str, _Connection],
     ) -> None:
         try:
-            sent = send_fn(connection_id, event)
+            sent = connection.send(connection_id, event)
             # A plain function has sent already (awaiting its None failed, and dropped the
             # connection after the event had reached it). Each send already runs in a context
             # of its own (concurrently): bounded_here.
             if inspect.isawaitable(sent):
                 await bounded_here(sent, self._send_timeout)
         except TimedOut:
-            self._drop(connection_id, send_fn, f"its send took over {self._send_timeout} s")
+            self._drop(connection_id, connection, f"its send took over {self._send_timeout} s")
         except Exception as exc:
             # A client gone is routine: one line says it; the traceback is for debugging.
             logger.debug(
@@ -165,18 +176,18 @@ class WebSocketChannel(Channel):
                 connection_id,
                 exc_info=True,
             )
-            self._drop(connection_id, send_fn, f"its send failed ({type(exc).__name__}: {exc})")
+            self._drop(connection_id, connection, f"its send failed ({type(exc).__name__}: {exc})")
         except BaseException as exc:
             # The send's own CancelledError (a socket torn down under it), nothing cancelling
             # the delivery: it failed that connection alone. Taken for a cancellation from
             # outside, it failed the delivery and dropped every connection still sending.
             failure = raised_uncancelled(exc, "its send")  # re-raises a real cancellation
-            self._drop(connection_id, send_fn, str(failure))
+            self._drop(connection_id, connection, str(failure))
         unfinished.pop(connection_id, None)
 
-    def _drop(self, connection_id: str, send_fn: SendFn, why: str) -> None:
-        # Only if it was not re-registered with a new send function meanwhile.
-        if self._connections.get(connection_id) is send_fn:
+    def _drop(self, connection_id: str, connection: _Connection, why: str) -> None:
+        # Only if it was not registered again meanwhile (a client that reconnected).
+        if self._connections.get(connection_id) is connection:
             logger.warning(
                 "channel %s: dropping connection %s: %s", self.channel_id, connection_id, why
             )

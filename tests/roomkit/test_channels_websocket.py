@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+import anyio
 import pytest
 
 from roomkit.channels import WebSocketChannel
@@ -129,6 +131,45 @@ class TestDeliver:
         assert channel.connection_count == 1
         await channel.deliver(_event(), _binding(), _context())
         assert len(good.received) == 2
+
+    @pytest.mark.parametrize("fails", ["raises", "times out"])
+    async def test_a_client_that_reconnected_is_kept_when_its_old_socket_fails(
+        self, fails: str
+    ) -> None:
+        # One send function for every connection (it is given the connection's id): the old
+        # socket's failure dropped the new registration, which then got nothing more.
+        sockets: dict[str, Any] = {}
+
+        async def send(connection_id: str, event: RoomEvent) -> None:
+            await sockets[connection_id](event)
+
+        reconnected = anyio.Event()
+
+        async def old_socket(event: RoomEvent) -> None:
+            await reconnected.wait()
+            if fails == "raises":
+                raise ConnectionResetError("gone")
+            await anyio.sleep_forever()
+
+        received: list[RoomEvent] = []
+
+        async def new_socket(event: RoomEvent) -> None:
+            received.append(event)
+
+        channel = WebSocketChannel("ws-1", send_timeout=0.5)
+        sockets["user-1"] = old_socket
+        channel.register_connection("user-1", send)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(channel.deliver, _event(), _binding(), _context())
+            await anyio.wait_all_tasks_blocked()
+            channel.unregister_connection("user-1")
+            sockets["user-1"] = new_socket
+            channel.register_connection("user-1", send)
+            reconnected.set()
+        assert channel.connection_count == 1
+        event = _event()
+        await channel.deliver(event, _binding(), _context())
+        assert received == [event]
 
     async def test_a_send_s_own_cancellation_fails_that_connection_alone(self) -> None:
         # A socket torn down under its send: taken for a cancellation of the delivery, it
