@@ -184,7 +184,12 @@ class NatsRealtime(RealtimeBackend):
             data = msgspec.json.encode(event.to_dict())
             nc = await self._connected()
             await nc.publish(channel_subject(self.subject_prefix, channel), data)
-        except (RealtimeUnavailableError, nats.errors.Error, OSError, TypeError) as exc:
+        except (RealtimeUnavailableError, nats.errors.Error, OSError) as exc:
+            self._report_drop(channel, exc)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # Not JSON: an object, a lone surrogate (UnicodeEncodeError), an int of more than
+            # 4,300 digits, nesting deeper than the encoder goes. The in-memory backend hands
+            # such events on as they are; raised here, publish_typing failed the caller.
             self._report_drop(channel, exc)
 
     def _report_drop(self, channel: str, error: BaseException) -> None:

@@ -292,14 +292,32 @@ async def test_after_a_failed_connection_calls_fail_at_once_for_a_while() -> Non
     await backend.close()
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for _ in range(depth):
+        data = {"a": data}
+    return data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"thing": object()},
+        # Each of these raised out of publish (and kit.publish_typing), documented never to.
+        {"text": "cut \udfff"},
+        {"n": 10**5000},
+        _nested(100_000),
+    ],
+    ids=["object", "lone surrogate", "huge int", "deep nesting"],
+)
 async def test_an_event_json_cannot_hold_is_dropped_not_raised(
-    two: tuple[NatsRealtime, NatsRealtime], caplog: pytest.LogCaptureFixture
+    two: tuple[NatsRealtime, NatsRealtime], caplog: pytest.LogCaptureFixture, data: Any
 ) -> None:
     a, b = two
     inbox = Inbox()
     await b.subscribe("room:r1", inbox)
     odd = typing(0)
-    odd.data = {"thing": object()}
+    odd.data = data
     with caplog.at_level(logging.WARNING, logger="roomkit.realtime"):
         await a.publish("room:r1", odd)
     assert "dropped" in caplog.text
