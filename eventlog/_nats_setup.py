@@ -24,6 +24,7 @@ from eventlog._redacted import redacted
 from eventlog.errors import EventLogError, LogUnavailable, StreamConflict
 
 __all__ = [
+    "client_or_servers",
     "close_quietly",
     "ensure_bucket",
     "ensure_stream",
@@ -31,6 +32,7 @@ __all__ = [
     "existing_stream",
     "open_client",
     "require_asyncio",
+    "servers_named",
 ]
 
 logger = logging.getLogger("roomkit.eventlog.nats")
@@ -66,7 +68,19 @@ def client_or_servers(
             "nats_url must be a URL, a list of URLs or a connected nats-py client, "
             f"got {nats_url!r}"
         )
-    return None, list(nats_url)
+    return None, servers_named(nats_url)
+
+
+def servers_named(servers: Sequence[str]) -> list[str]:
+    """``servers`` as a list, refused when empty: nats-py, given no server, retries for ever
+    without once awaiting, and the event loop stops there (no timeout can fire).
+
+    Raises:
+        ValueError: ``servers`` is empty.
+    """
+    if not servers:
+        raise ValueError("no NATS server given: name at least one URL")
+    return list(servers)
 
 
 async def open_client(

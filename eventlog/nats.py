@@ -88,6 +88,7 @@ from eventlog._nats_setup import (
     existing_stream,
     open_client,
     require_asyncio,
+    servers_named,
 )
 from eventlog._nats_subscription import NatsSubscription
 from eventlog._numbers import check_count, check_finite_seconds
@@ -227,7 +228,7 @@ class NatsEventLog(EventLog):
         retry_timeout = check_finite_seconds("retry_timeout", retry_timeout, zero=True)
         connect_timeout = check_finite_seconds("connect_timeout", connect_timeout)
         idle_heartbeat = check_finite_seconds("idle_heartbeat", idle_heartbeat)
-        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.servers = [servers] if isinstance(servers, str) else servers_named(servers)
         self.stream_name = stream_name
         self.subject_prefix = subject_prefix
         self.kv_bucket = kv_bucket or f"{stream_name}_snapshots"

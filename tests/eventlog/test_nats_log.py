@@ -399,6 +399,13 @@ async def test_a_closed_log_refuses_calls(nats_server: NatsServer) -> None:
         await log.append("s1", [event(1)], expected_version=0)
 
 
+def test_no_server_is_refused_up_front() -> None:
+    # nats-py, given no server, retried for ever without awaiting: the event loop hung.
+    for servers in ([], ()):
+        with pytest.raises(ValueError, match="no NATS server given"):
+            NatsEventLog(servers)
+
+
 def test_bad_names_are_refused_up_front() -> None:
     with pytest.raises(ValueError, match="stream name"):
         NatsEventLog(stream_name="a.b")

@@ -512,6 +512,19 @@ async def test_ids_of_another_type_are_refused_by_name(kit: RoomKit) -> None:
         await kit.serve_ingress(4222)
 
 
+async def test_an_empty_list_of_nats_servers_is_refused(kit: RoomKit) -> None:
+    # nats-py, given no server, retries for ever without awaiting: the first publish of a
+    # NatsRealtime([]) hung the event loop, beyond any timeout.
+    from roomkit.ownership.nats import NatsOwnership
+    from roomkit.realtime.nats import NatsRealtime
+
+    for make in (NatsRealtime, NatsOwnership):
+        with pytest.raises(ValueError, match="^no NATS server given"):
+            make([])
+    with pytest.raises(ValueError, match="^no NATS server given"):
+        await kit.serve_ingress([])
+
+
 class _Prefix:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
