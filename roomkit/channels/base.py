@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -88,9 +89,17 @@ class Channel(ABC):
         return {}
 
     async def close(self) -> None:
-        """Close the channel's provider, if it has one."""
-        if self._provider is not None:
-            await self._provider.close()
+        """Close the channel's provider, if it has one and it can be closed.
+
+        A provider shaped like one (a ``send`` coroutine only, as ``TransportChannel`` takes)
+        has nothing to close, and a plain ``def close`` has closed it when it returns: each
+        made closing the kit log an error.
+        """
+        close = getattr(self._provider, "close", None)
+        if close is not None:
+            closed = close()
+            if inspect.isawaitable(closed):
+                await closed
 
     @staticmethod
     def extract_text(event: RoomEvent) -> str:

@@ -132,6 +132,24 @@ class TestChannelDefaults:
         await channel.close()
         assert provider.closed
 
+    async def test_close_takes_a_provider_shaped_like_one(self) -> None:
+        # One without close (a send coroutine is all TransportChannel needs), or with a plain
+        # def close: closing the kit logged an error for each (AttributeError, TypeError).
+        class SendOnly:
+            async def send(self, event: RoomEvent, to: str) -> ProviderResult:
+                return ProviderResult(success=True)
+
+        class PlainClose(SendOnly):
+            closed = False
+
+            def close(self) -> None:
+                self.closed = True
+
+        await TransportChannel("t", ChannelType.SMS, provider=SendOnly()).close()
+        plain = PlainClose()
+        await TransportChannel("t", ChannelType.SMS, provider=plain).close()
+        assert plain.closed
+
     def test_extract_text(self) -> None:
         assert Channel.extract_text(_event("x")) == "x"
         system = _event().model_copy(update={"content": SystemContent(body="sys")})
