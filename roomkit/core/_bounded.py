@@ -23,14 +23,14 @@ import asyncio
 import contextvars
 import math
 import types
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 import anyio
 
 from roomkit.core._first_step import first_step
 
-__all__ = ["TimedOut", "bounded", "bounded_here"]
+__all__ = ["TimedOut", "bounded", "bounded_here", "called_apart"]
 
 T = TypeVar("T")
 
@@ -42,16 +42,34 @@ class TimedOut(Exception):
     """
 
 
-async def bounded(awaitable: Awaitable[T], seconds: float | None) -> T:
+def called_apart(fn: Callable[..., T], *args: Any) -> tuple[T, contextvars.Context]:
+    """``fn(*args)`` called in a copy of the caller's context variables, and that copy: what
+    it returned, if awaitable, goes on in it (``bounded(..., context=...)``).
+
+    User code the kit calls (a hook, an identity hook, a framework event handler) may be a
+    plain function, whose work is done by the call itself: called in the caller's context, a
+    context variable it set stayed set for the hooks after it and the room's later messages.
+    """
+    context = contextvars.copy_context()
+    return context.run(fn, *args), context
+
+
+async def bounded(
+    awaitable: Awaitable[T],
+    seconds: float | None,
+    context: contextvars.Context | None = None,
+) -> T:
     """Await ``awaitable``; raise `TimedOut` if it has not finished after ``seconds``.
 
     ``None`` or infinity: no limit. The awaited code is cancelled when its time runs out; if
-    it swallows the cancellation and returns, its result is returned. It runs in a copy of the
-    caller's context variables, as 0.3.0's ``asyncio.wait_for`` ran a hook in a task of its
-    own: a hook setting one does not leave it in the room's actor for its next messages.
+    it swallows the cancellation and returns, its result is returned. It runs in ``context``,
+    by default a copy of the caller's context variables, as 0.3.0's ``asyncio.wait_for`` ran
+    a hook in a task of its own: a hook setting one does not leave it in the room's actor for
+    its next messages.
     """
     limit = math.inf if seconds is None else seconds
-    context = contextvars.copy_context()
+    if context is None:
+        context = contextvars.copy_context()
     result: T
     loop = asyncio._get_running_loop()
     if loop is None:  # not asyncio (trio): anyio's own scope, entered before anything runs

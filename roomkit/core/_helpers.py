@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from eventlog import EventLog
-from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._bounded import TimedOut, bounded, called_apart
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._in_decision import deciding, deliveries_held_up
@@ -163,11 +163,11 @@ class HelpersMixin:
         )
         for handler in handlers:
             try:
-                answer = handler(event)
+                answer, own = called_apart(handler, event)
                 if inspect.isawaitable(answer):  # a plain function works too (list.append)
                     # Bounded: one that never returned (a metrics push whose server stopped
                     # answering) held its room's later deliveries, and its commands, for good.
-                    await bounded(answer, self._process_timeout)
+                    await bounded(answer, self._process_timeout, own)
             except TimedOut:
                 logger.warning(
                     "framework event handler for %r did not return within %g s "

@@ -21,7 +21,7 @@ import anyio
 
 from eventlog import EventLogError
 from roomkit.channels.base import Channel
-from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._bounded import TimedOut, bounded, called_apart
 from roomkit.core._commands import (
     EnsureParticipant,
     Outcome,
@@ -500,9 +500,9 @@ class InboundMixin(HelpersMixin):
             if registration.trigger != trigger or not registration.matches(event):
                 continue
             try:
-                value = registration.fn(event, context, result)
+                value, own = called_apart(registration.fn, event, context, result)
                 if inspect.isawaitable(value):
-                    value = await value
+                    value = await bounded(value, None, own)
             except Exception:
                 logger.exception(
                     "identity hook %r failed", getattr(registration.fn, "__name__", "?")

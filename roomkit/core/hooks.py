@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from actors import check_seconds, error_text
-from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._bounded import TimedOut, bounded, called_apart
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.core._system_events import hook_failure, lifecycle_event
@@ -623,7 +623,7 @@ async def _call_with_timeout(
 ) -> Any:
     """Await the hook under its timeout (or ``ceiling``, if shorter); `HookTimeoutError` if it
     did not finish in time."""
-    awaitable = reg.fn(event, context)
+    awaitable, own = called_apart(reg.fn, event, context)
     if not inspect.isawaitable(awaitable):
         # A plain function has done its work: what it returned is its result. (RoomKit 0.3.0
         # required async hooks; a `def` content filter failed at every message, and a failed
@@ -635,7 +635,7 @@ async def _call_with_timeout(
     if ceiling is not None and (seconds is None or ceiling < seconds):
         seconds = ceiling
     try:
-        return await bounded(awaitable, seconds)
+        return await bounded(awaitable, seconds, own)
     except TimedOut:
         raise HookTimeoutError(reg.name, seconds or math.inf) from None
     except Exception:

@@ -1103,6 +1103,42 @@ class TestResilience:
         assert seen == [None, None]
         assert ("stray", "channel 'stray' raised CancelledError uncancelled") in failed
 
+    async def test_plain_function_hooks_and_handlers_set_context_variables_apart(
+        self, kit: RoomKit
+    ) -> None:
+        """A plain ``def`` hook or framework event handler runs in a copy of the context
+        variables, as an ``async def`` one does: what it set stayed set for the hooks after
+        it and for the room's later messages."""
+        tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="unset")
+        seen: list[tuple[str, str, str]] = []
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await room_with(kit, "r1", "sms", "ws")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=0)
+        def tag_it(event: RoomEvent, context: RoomContext) -> None:
+            tag.set("set by a plain hook")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, priority=1)
+        async def read_before(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(("before", event.content.body, tag.get()))  # type: ignore[union-attr]
+
+        def handler(event: FrameworkEvent) -> None:
+            tag.set("set by a plain handler")
+
+        kit.on("delivery_succeeded")(handler)
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def read_after(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(("after", event.content.body, tag.get()))  # type: ignore[union-attr]
+
+        for body in ("one", "two"):
+            assert not (await kit.process_inbound(text("sms", body), room_id="r1")).blocked
+        assert seen == [
+            (stage, body, "unset") for body in ("one", "two") for stage in ("before", "after")
+        ]
+        assert tag.get() == "unset"
+
     async def test_a_websocket_client_that_stopped_reading_is_dropped(self, kit: RoomKit) -> None:
         ws = WebSocketChannel("ws", send_timeout=0.1)
         kit.register_channel(ws)

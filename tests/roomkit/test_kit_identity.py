@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -179,6 +180,30 @@ async def test_unknown_sender_rejected_by_hook(
 
     result = await kit.process_inbound(text("sms", "hello", sender="+9"))
     assert result.blocked and result.reason == "Unknown sender"
+    await kit.close()
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["def", "async def"])
+async def test_an_identity_hook_sets_context_variables_apart(
+    resolver: MockIdentityResolver, kit_with: KitWith, plain: bool
+) -> None:
+    # It ran in the caller's task and context: what it set stayed set for the caller of
+    # process_inbound.
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="unset")
+    kit = await kit_with(resolver)
+
+    def set_tag(event: RoomEvent, context: RoomContext, result: IdentityResult) -> None:
+        tag.set("set by an identity hook")
+
+    async def set_tag_async(
+        event: RoomEvent, context: RoomContext, result: IdentityResult
+    ) -> None:
+        set_tag(event, context, result)
+
+    kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN)(set_tag if plain else set_tag_async)
+    result = await kit.process_inbound(text("sms", "hello", sender="+9"))
+    assert not result.blocked
+    assert tag.get() == "unset"
     await kit.close()
 
 
