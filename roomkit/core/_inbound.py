@@ -35,7 +35,12 @@ from roomkit.core._runtime import KitRuntime
 from roomkit.core._system_events import hook_failure
 from roomkit.core._taken_up import TakenUp
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
-from roomkit.errors import ChannelNotRegisteredError, RoomKitError, RoomTimeoutError
+from roomkit.errors import (
+    ChannelNotRegisteredError,
+    RoomKitError,
+    RoomTimeoutError,
+    StoreUnavailableError,
+)
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import DeliveryStatus, InboundMessage, InboundResult
@@ -158,6 +163,7 @@ class InboundMixin(HelpersMixin):
             self._check_room_id(room_id)
         else:
             # The router reads the store, caught up with the log (the runtime started).
+            await self._read_model_routes(runtime, message.channel_id)
             created = self._auto_created.get(message.channel_id, 0)
             seen = runtime.projection.checkpoint
             room_id = await self._route(message, channel)
@@ -247,6 +253,31 @@ class InboundMixin(HelpersMixin):
         if turn.started_at is None and turn.pending > 0:
             await bounded(turn.wait_started(), runtime.ask_timeout - turn.queued)
         return deadline + turn.queued
+
+    async def _read_model_routes(self, runtime: KitRuntime, channel_id: str) -> None:
+        """Return once the read model holds what this process's commands committed (at
+        once, but for a store outage: a command then raised StoreUnavailableError, recorded).
+
+        Routed on a read model without them, a message found no room for its channel: it was
+        given a new room, left for good beside the one the app had made (the same message
+        was sent to the right one once the read model caught up).
+
+        Raises:
+            StoreUnavailableError: the read model did not get there within the ask timeout
+                (the store is still away); nothing was recorded.
+        """
+        written = runtime.written
+        projection = runtime.projection
+        if projection.checkpoint >= written:
+            return
+        with anyio.move_on_after(runtime.ask_timeout):
+            await projection.wait(written)
+        if projection.checkpoint < written:
+            raise StoreUnavailableError(
+                f"a message of channel {channel_id} cannot be routed: the read model does "
+                f"not hold what this process recorded (log position {written}) after "
+                f"{runtime.ask_timeout:g} s; the store is unavailable. Nothing was recorded"
+            )
 
     async def _route(self, message: InboundMessage, channel: Channel) -> str | None:
         # By keyword, as 0.3.0 called it: a router may take them keyword-only.

@@ -159,6 +159,9 @@ class KitRuntime:
         # Rooms whose command failed on an outage of the log: their append may have landed
         # unconfirmed (see EventSourcedActor), and closing settles it while deliveries run.
         self._in_doubt: set[str] = set()
+        # The log position of the last record this process's commands committed: the read
+        # model must hold it before a message is routed (see InboundMixin._read_model_routes).
+        self.written = 0
         self._abandoned = False
         self._host_loop: asyncio.AbstractEventLoop | None = None  # on asyncio
         self.services = KitServices(
@@ -559,6 +562,8 @@ class KitRuntime:
             if track is not None and decision is not None and decision.asking:
                 decision.asking = [a for a in decision.asking if a[1] is not track]
         assert isinstance(reply, Outcome)
+        if reply.position > self.written:
+            self.written = reply.position
         if self._in_doubt and not reply.in_doubt:
             # Settled: committed, or the stream went on without it. A room whose append is
             # not in the log yet stays, for closing to settle.

@@ -32,6 +32,7 @@ from roomkit.errors import (
     LogUnavailableError,
     RoomConflictError,
     RoomNotFoundError,
+    StoreUnavailableError,
 )
 from roomkit.ingress._crashes import CrashLedger
 from roomkit.ingress._deadletter import HEADER_SLACK, fit, own_headers
@@ -254,6 +255,10 @@ class MessageHandler:
                 raise Abandon from exc
             except (LogUnavailableError, LogUnavailable) as exc:
                 failure = f"the log is unavailable: {exc}"  # not the message's fault: no count
+            except StoreUnavailableError as exc:
+                # The read model's database is away (routing waits for it; a command recorded
+                # answers duplicate when tried again): an outage as the log's, not counted.
+                failure = f"the store is unavailable: {exc}"
             except RoomConflictError as exc:
                 # Other processes wrote the room at the same time (services sharing the
                 # ingress without ownership): safe to try again, and seldom the message's

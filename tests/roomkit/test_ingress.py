@@ -48,7 +48,12 @@ from roomkit import (
     TextContent,
 )
 from roomkit.cli import EXIT_ERROR, EXIT_USAGE, CliError
-from roomkit.errors import KitClosedError, RoomConflictError, RoomNotFoundError
+from roomkit.errors import (
+    KitClosedError,
+    RoomConflictError,
+    RoomNotFoundError,
+    StoreUnavailableError,
+)
 from roomkit.ingress import (
     InboundEnvelope,
     Ingress,
@@ -1808,6 +1813,39 @@ async def test_a_room_other_writers_keep_changing_is_tried_again_a_tenth_of_an_a
             assert await bodies(kit, "room-1") == ["busy"]
         else:
             assert (tries, ingress.stats.recorded) == (20, 0)  # ten conflicts an attempt
+
+
+async def test_a_store_outage_is_waited_out_not_counted_as_attempts(
+    nats_server: NatsServer, client: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kit raises StoreUnavailableError for a message it cannot route while its read
+    # model's database is away: counted as failed attempts, the message was dead-lettered
+    # once the outage outlasted them.
+    monkeypatch.setattr(roomkit.ingress._handler, "_RETRY_MAX_DELAY", 0.01)
+    async with kit_on(MemoryEventLog()) as kit:
+        await make_rooms(kit, "room-1")
+        process_inbound = kit.process_inbound
+        tries = 0
+
+        async def store_away(*args: Any, **kwargs: Any) -> InboundResult:
+            nonlocal tries
+            tries += 1
+            if tries <= 5:
+                raise StoreUnavailableError("the read model does not hold what was recorded")
+            return await process_inbound(*args, **kwargs)
+
+        kit.process_inbound = store_away  # type: ignore[method-assign]
+        async with Ingress(kit, nats_server.url, max_attempts=2) as ingress:
+            await publish_inbound(
+                client, text("sms", "patient", idempotency_key="k1"), room_id="room-1"
+            )
+
+            async def settled() -> bool:
+                return ingress.stats.recorded + ingress.stats.dead_lettered == 1
+
+            await eventually(settled, what="the message recorded or dead-lettered")
+        assert (tries, ingress.stats.dead_lettered) == (6, 0)
+        assert await bodies(kit, "room-1") == ["patient"]
 
 
 async def test_a_server_restart_mid_stream_loses_nothing_and_keeps_the_order(

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
+from eventlog import MemoryEventLog
 from roomkit import (
     HookExecution,
     HookTrigger,
@@ -90,6 +91,35 @@ async def test_a_command_waits_for_an_unavailable_store_as_long_as_for_its_room(
             return len(await kit.store.list_bindings("r1")) == 2
 
         await eventually(shown, what="the binding once the store is back")
+
+
+async def test_a_message_is_routed_once_the_read_model_holds_what_the_process_recorded() -> None:
+    # The room and its channel were recorded while the store was away (the calls said so):
+    # routed on the read model without them, the next message of the channel was given a
+    # room of its own, left in the log for good beside the app's.
+    store = FlakyStore()
+    log = MemoryEventLog()
+    async with RoomKit(log=log, store=store, process_timeout=0.2) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="warmup")
+        store.failures = 1_000_000
+        with anyio.fail_after(10), pytest.raises(StoreUnavailableError, match="is recorded"):
+            await room_with(kit, "support", "sms")
+        # The store still away: the message cannot be routed, and nothing is recorded.
+        with anyio.fail_after(10), pytest.raises(StoreUnavailableError, match="cannot be routed"):
+            await kit.process_inbound(text("sms", "lost?"))
+        assert sorted(s.stream for s in await log.streams()) == ["support", "warmup"]
+
+        store.failures = 0
+        with anyio.fail_after(10):
+            while True:  # as the ingress does: an outage is waited out
+                try:
+                    result = await kit.process_inbound(text("sms", "hello"))
+                    break
+                except StoreUnavailableError:
+                    pass  # the store projection pauses up to 5 s between its tries
+        assert result.event is not None and result.event.room_id == "support"
+        assert sorted(r.id for r in await kit.store.list_rooms()) == ["support", "warmup"]
 
 
 async def test_a_record_the_store_fails_otherwise_is_skipped(
