@@ -55,6 +55,7 @@ from roomkit.models.event import EventContent, RoomEvent
 from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
+from roomkit.ownership.base import ReadModelBehind
 
 __all__ = ["InboundMixin"]
 
@@ -178,6 +179,10 @@ class InboundMixin(HelpersMixin):
             except RoomTimeoutError:
                 return await self._process_timed_out(
                     room_id, None, timeout=placement.forward_timeout
+                )
+            except ReadModelBehind as behind:  # recorded, not shown here (its store away)
+                return await self._process_timed_out(
+                    room_id, recorded=behind.result.event, timeout=behind.waited
                 )
             if forwarded is not None:
                 return forwarded

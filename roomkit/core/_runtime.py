@@ -750,6 +750,10 @@ class _RuntimePort:
         return self._runtime._kit._settles_on_commit()
 
     @property
+    def process_timeout(self) -> float | None:
+        return self._runtime._kit._process_timeout
+
+    @property
     def drain_timeout(self) -> float:
         return self._runtime.ask_timeout
 

@@ -82,6 +82,12 @@ class KitPort(Protocol):
         ...
 
     @property
+    def process_timeout(self) -> float | None:
+        """The kit's ``process_timeout``: how long ``process_inbound`` waits for its read
+        model to show what it recorded (None: no bound)."""
+        ...
+
+    @property
     def drain_timeout(self) -> float:
         """How long the kit's close waits for the commands it took (``ask_timeout``): a
         leaving process waits as long for those other processes sent it."""
@@ -100,6 +106,17 @@ class KitPort(Protocol):
         ...
 
 
+class ReadModelBehind(Exception):
+    """A message its room's owner ran is not in this process's read model within the
+    caller's ``process_timeout`` (its store away): the kit answers ``process_timeout`` with the
+    recorded event, as for a message run here."""
+
+    def __init__(self, result: InboundResult, waited: float) -> None:
+        super().__init__(f"the read model did not show the message within {waited:g} s")
+        self.result = result
+        self.waited = waited
+
+
 class Placement(ABC):
     """One process's part in the ownership while its kit runs."""
 
@@ -111,6 +128,8 @@ class Placement(ABC):
         Raises:
             RoomTimeoutError: the owner did not answer in time (the command may have been
                 applied there).
+            StoreUnavailableError: the read model did not show it within the kit's ask
+                timeout (as for a command run here).
             RoomKitError: what the command raised at the owner.
         """
 
@@ -119,7 +138,12 @@ class Placement(ABC):
         self, message: InboundMessage, room_id: str, waiting: tuple[DecisionWait, ...]
     ) -> InboundResult | None:
         """As ``forward_command``, for an inbound message routed to ``room_id``; ``waiting``:
-        the decisions the message holds up (``message_waits``)."""
+        the decisions the message holds up (``message_waits``).
+
+        Raises:
+            ReadModelBehind: this process's read model did not show the result within
+                ``process_timeout``.
+        """
 
     @abstractmethod
     async def run(self, *, task_status: TaskStatus[None]) -> None:

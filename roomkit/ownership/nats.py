@@ -58,13 +58,19 @@ from eventlog._nats_setup import (
 )
 from roomkit.core._commands import GetContext, Outcome
 from roomkit.core._in_decision import DecisionWait
-from roomkit.errors import KitClosedError, LogUnavailableError, RoomKitError, RoomTimeoutError
+from roomkit.errors import (
+    KitClosedError,
+    LogUnavailableError,
+    RoomKitError,
+    RoomTimeoutError,
+    StoreUnavailableError,
+)
 from roomkit.models.delivery import InboundMessage, InboundResult
 from roomkit.ownership._chain import current_chain, decode_chain, encode_chain
 from roomkit.ownership._partitions import partition_of, rebalance
 from roomkit.ownership._table import KV_FAILURES, LeaseTable, TableView
 from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
-from roomkit.ownership.base import KitPort, Placement, RoomOwnership
+from roomkit.ownership.base import KitPort, Placement, ReadModelBehind, RoomOwnership
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -617,7 +623,19 @@ class NatsPlacement(Placement):
             raise WireError(f"process {owner} answered a command with {answer!r}"[:300])
         outcome = Outcome(**fields)
         if settle:
-            await self._caught_up(answer["position"], owner)
+            within = min(self._port.drain_timeout, self._owner.forward_timeout)
+            if not await self._caught_up(answer["position"], owner, within):
+                did = (
+                    "the command is recorded (it ran at process "
+                    f"{owner}), but this process's read model did not hold it"
+                    if outcome.position
+                    else f"the command (run at process {owner}) recorded nothing, but this "
+                    "process's read model did not hold the room as it answered from"
+                )
+                raise StoreUnavailableError(
+                    f"room {room_id}: {did} within {within:g} s: the store is unavailable, "
+                    "and reads show it once it is back"
+                )
         return outcome
 
     async def forward_inbound(
@@ -645,23 +663,31 @@ class NatsPlacement(Placement):
         result = answer.get("result")
         if not isinstance(result, InboundResult):
             raise WireError(f"process {owner} answered an inbound message with {answer!r}"[:300])
-        await self._caught_up(answer["position"], owner)
+        process_timeout = self._port.process_timeout
+        within = self._owner.forward_timeout if process_timeout is None else process_timeout
+        if not await self._caught_up(answer["position"], owner, within):
+            raise ReadModelBehind(result, within)
         return result
 
-    async def _caught_up(self, position: int, owner: str) -> None:
-        """Return once this process's read model shows what the owner did (its callers read
-        their writes), or say why it does not."""
+    async def _caught_up(self, position: int, owner: str, within: float) -> bool:
+        """Whether this process's read model shows what the owner did (its callers read
+        their writes) within ``within`` seconds, saying why when it does not. Waited for up to
+        ``forward_timeout``, a caller whose store was away waited that long (60 s by default)
+        and was then answered as if its read model showed it."""
         port = self._port
-        await port.wait_checkpoint(position, self._owner.forward_timeout)
-        if port.checkpoint() < position:
-            logger.warning(
-                "room ownership: this process's read model is still at %d, process %s's at "
-                "%d after %g s: do they share one event log?",
-                port.checkpoint(),
-                owner,
-                position,
-                self._owner.forward_timeout,
-            )
+        await port.wait_checkpoint(position, within)
+        if port.checkpoint() >= position:
+            return True
+        logger.warning(
+            "room ownership: this process's read model is still at %d, process %s's at %d "
+            "after %g s: its store is unavailable (or the processes do not share one event "
+            "log)",
+            port.checkpoint(),
+            owner,
+            position,
+            within,
+        )
+        return False
 
     async def _send(self, owner: str, room_id: str, request: dict[str, Any]) -> Any:
         try:

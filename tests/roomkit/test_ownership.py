@@ -58,6 +58,7 @@ from roomkit import (
     RoomKitError,
     RoomNotFoundError,
     RoomStatus,
+    StoreUnavailableError,
     Task,
     TextContent,
 )
@@ -72,8 +73,10 @@ from roomkit.ownership._partitions import rebalance
 from roomkit.ownership._table import LeaseTable
 from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
 from roomkit.ownership.nats import NatsOwnership, NatsPlacement
+from roomkit.store import InMemoryStore
 from tests.eventlog.link import Link
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.test_store_unavailable import FlakyStore
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 8
@@ -274,10 +277,14 @@ def kit_of(
     wait_for_delivery: bool = True,
     forward_timeout: float = 20.0,
     lease_ttl: float = LEASE_TTL,
+    store: InMemoryStore | None = None,
+    process_timeout: float = 30.0,
 ) -> RoomKit:
     """A kit as each process of a deployment would make it: same channels, same hooks."""
     kit = RoomKit(
         log=log,
+        store=store,
+        process_timeout=process_timeout,
         wait_for_delivery=wait_for_delivery,
         ownership=NatsOwnership(
             url,
@@ -298,6 +305,36 @@ def kit_of(
         return HookResult.allow()
 
     return kit
+
+
+@pytest.mark.nats
+async def test_a_caller_whose_store_is_away_is_answered_as_for_its_own_rooms(
+    nats_server: NatsServer,
+) -> None:
+    """Its read model cannot show what the room's owner did (its database away): it waited
+    the whole forward_timeout, then was answered as if it could (a message not blocked, a
+    command returned). Now as for a room of its own: ``process_timeout`` with the recorded
+    event, ``StoreUnavailableError`` for a command."""
+    store = FlakyStore()
+    settings = {"a": {"store": store, "process_timeout": 0.3, "forward_timeout": 5.0}}
+    async with processes(nats_server, "a", "b", settings=settings) as ((a, b), _):
+        room_id = rooms_of(b, 1)[0]
+        await room_with(a, room_id, "sms")
+        store.failures = 1_000_000
+        with anyio.fail_after(4):  # short of forward_timeout
+            result = await a.process_inbound(text("sms", "hi"), room_id=room_id)
+        assert (result.blocked, result.reason) == (True, "process_timeout")
+        assert result.event is not None and result.event.room_id == room_id
+        with anyio.fail_after(4), pytest.raises(StoreUnavailableError, match="at process b"):
+            await a.update_room_metadata(room_id, {"tier": "gold"})
+        store.failures = 0
+
+        async def shown() -> bool:
+            room = await a.get_room(room_id)
+            return room.metadata == {"tier": "gold"}
+
+        await eventually(shown, what="what b recorded, in a's read model once its store is back")
+        assert bodies_of(await a.get_timeline(room_id)) == ["hi"]
 
 
 def placement(kit: RoomKit) -> NatsPlacement:
