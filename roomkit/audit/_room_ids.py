@@ -15,7 +15,7 @@ from eventlog.errors import ForeignMessage
 from roomkit.core._domain import RoomCreated
 from roomkit.core._room_ids import room_of_stream, room_stream_or_none
 
-__all__ = ["created_room_id", "find_room_id"]
+__all__ = ["created_room_id", "find_room_id", "named_room_id"]
 
 
 class _RoomId(msgspec.Struct):
@@ -31,17 +31,25 @@ class _Created(msgspec.Struct):
 _created_decoder = msgspec.json.Decoder(_Created)
 
 
-def created_room_id(record: Record) -> str | None:
-    """The room id a ``room.created`` record names, if it is the room of the record's stream;
-    ``None`` for any other record."""
+def named_room_id(record: Record) -> str | None:
+    """The room id a ``room.created`` record names, whatever its stream; ``None`` for any
+    other record, or one that does not decode."""
     if record.type != RoomCreated.TAG:
         return None
     try:
-        room_id = _created_decoder.decode(record.data).room.id
+        return _created_decoder.decode(record.data).room.id
     except msgspec.DecodeError:  # a damaged record: the timeline shows it as such
         return None
+
+
+def created_room_id(record: Record) -> str | None:
+    """The room id a ``room.created`` record names, if it is the room of the record's stream;
+    ``None`` for any other record."""
+    room_id = named_room_id(record)
     # A record naming another room (a hand-made or legacy log) says nothing of this stream.
-    return room_id if room_stream_or_none(room_id) == record.stream else None
+    if room_id is not None and room_stream_or_none(room_id) == record.stream:
+        return room_id
+    return None
 
 
 async def find_room_id(log: EventLog, stream: str) -> str | None:

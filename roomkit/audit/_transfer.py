@@ -23,9 +23,9 @@ from eventlog.codec import decode_record_json, encode_json
 from roomkit.audit._append_rules import check_batch, check_record, new_event
 from roomkit.audit._errors import BadExport, CorruptRecord, ImportConflict, MissingRecords
 from roomkit.audit._records import RecordReader
-from roomkit.audit._room_ids import created_room_id, find_room_id
+from roomkit.audit._room_ids import created_room_id, find_room_id, named_room_id
 from roomkit.audit._timeline import TimelineBuilder
-from roomkit.core._room_ids import room_of_stream, room_stream
+from roomkit.core._room_ids import room_of_stream, room_stream, room_stream_or_none
 from roomkit.errors import RoomNotFoundError
 
 __all__ = [
@@ -226,6 +226,8 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
             raise BadExport(
                 f"room {room!r} jumps to version {record.version}, expected {expected}", number
             )
+        if record.version == 1:
+            _check_room_of_stream(record, number)
         records.append(record)
         if builder is not None:
             _check_payload(record, records, builder, number)
@@ -239,6 +241,22 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
     if not streams:
         raise BadExport("no record in the input")
     return CheckedExport(streams)
+
+
+def _check_room_of_stream(record: Record, number: int) -> None:
+    """Refuse a room's ``room.created`` in the stream of another room id (an export edited
+    to copy a room under a new id): taken, the kit's read model and replays gave the stream
+    the room the record names, and a kit serving the target rolled that room back."""
+    named = named_room_id(record)
+    if named is None or room_stream_or_none(named) == record.stream:
+        return
+    holds = room_of_stream(record.stream) or record.stream
+    raise BadExport(
+        f"the stream of room {holds!r} begins with the creation of room {named!r}: a room's "
+        "records are in its own stream (a room cannot be copied under another id by editing "
+        "its export)",
+        number,
+    )
 
 
 def _check_envelope(record: Record, records: list[Record], number: int) -> None:

@@ -484,6 +484,19 @@ class TestExportImport:
         with pytest.raises(BadExport, match="invalid stream id"):
             await import_room(MemoryEventLog(), [bad_id])
 
+    async def test_a_room_renamed_in_its_export_is_bad_input(self) -> None:
+        # Edited to copy the room under another id, it was imported: the stream's replay and
+        # the kit's read model gave it the room the record names (r1), and a kit serving the
+        # target rolled r1 back in its read model.
+        lines = await exported(await hand_made_room(), "r1")
+        copied = [line.replace('"stream":"r1"', '"stream":"r1-copy"') for line in lines]
+        target = MemoryEventLog()
+        with pytest.raises(
+            BadExport, match="line 1: the stream of room 'r1-copy' begins with the creation of "
+        ):
+            await import_room(target, copied)
+        assert await target.read_all() == []
+
     async def test_batches_never_start_with_a_reused_message_id(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:

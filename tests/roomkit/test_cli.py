@@ -485,8 +485,8 @@ class TestImport:
     ) -> None:
         # Another room first, and the bad record past the first append of 500 records.
         lines = export.read_text().splitlines()
-        other = [line.replace('"stream":"r1"', '"stream":"r0"') for line in lines]
         note = {"stream": "r1", "position": 0, "type": "note", "timestamp": 1.0, "data": ""}
+        other = [json.dumps(note | {"stream": "r0", "version": n}) for n in range(1, 4)]
         filler = [note] * 600
         r1 = [*map(json.loads, lines), *filler]
         r1 = [record | {"version": n} for n, record in enumerate(r1, 1)]
