@@ -27,7 +27,7 @@ import anyio
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, LogUnavailable, MemoryEventLog
 from eventlog._redacted import redacted
 from eventlog.codec import encode_json
-from eventlog.errors import ForeignMessage
+from eventlog.errors import EventLogError, ForeignMessage
 from roomkit.audit import (
     DEFAULT_STREAM,
     DEFAULT_SUBJECT_PREFIX,
@@ -653,6 +653,10 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
         case ImportConflict():
             return EXIT_CONFLICT, str(exc)
         case AuditError():
+            return EXIT_ERROR, str(exc)
+        case EventLogError():
+            # What the log refused otherwise (a full or sealed stream) or lost (a stream
+            # deleted while tail follows it): said in one line, it printed a traceback.
             return EXIT_ERROR, str(exc)
     return None
 

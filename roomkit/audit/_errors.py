@@ -16,7 +16,14 @@ from __future__ import annotations
 from roomkit.core._room_ids import room_of_stream
 from roomkit.errors import RoomKitError
 
-__all__ = ["AuditError", "BadExport", "CorruptRecord", "ImportConflict", "MissingRecords"]
+__all__ = [
+    "AuditError",
+    "BadExport",
+    "CorruptRecord",
+    "ImportConflict",
+    "MissingRecords",
+    "one_line",
+]
 
 
 class AuditError(RoomKitError):
@@ -34,6 +41,12 @@ class BadExport(AuditError, ValueError):
     def __init__(self, message: str, line: int | None = None) -> None:
         self.line = line
         super().__init__(f"line {line}: {message}" if line is not None else message)
+
+
+def one_line(reason: str) -> str:
+    """A decoder's report on one line (pydantic's spans several, and ends with a link)."""
+    lines = [line.strip() for line in reason.splitlines()]
+    return "; ".join(line for line in lines if line and not line.startswith("For further"))
 
 
 class CorruptRecord(AuditError):
@@ -55,7 +68,9 @@ class CorruptRecord(AuditError):
         self.reason = reason
         # The commands take and show room ids: "__bc3VwcG9ydDo0Mg v2" named room support:42.
         self.room_id = room_of_stream(stream) or stream
-        super().__init__(f"room {self.room_id!r} v{version} ({type}) does not decode: {reason}")
+        super().__init__(
+            f"room {self.room_id!r} v{version} ({type}) does not decode: {one_line(reason)}"
+        )
 
 
 class MissingRecords(AuditError):

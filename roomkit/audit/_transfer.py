@@ -21,7 +21,13 @@ import msgspec
 from eventlog import EventLog, InvalidAppend, InvalidStreamId, Record, WrongExpectedVersion
 from eventlog.codec import decode_record_json, encode_json
 from roomkit.audit._append_rules import check_batch, check_record, new_event
-from roomkit.audit._errors import BadExport, CorruptRecord, ImportConflict, MissingRecords
+from roomkit.audit._errors import (
+    BadExport,
+    CorruptRecord,
+    ImportConflict,
+    MissingRecords,
+    one_line,
+)
 from roomkit.audit._records import RecordReader
 from roomkit.audit._room_ids import created_room_id, find_room_id, named_room_id
 from roomkit.audit._timeline import TimelineBuilder
@@ -284,15 +290,9 @@ def _check_payload(
         room = _room_id(record.stream, records)
         raise BadExport(
             f"room {room!r} v{record.version} ({record.type}) is a record that does not "
-            f"decode: {_one_line(exc.reason)}",
+            f"decode: {one_line(exc.reason)}",
             number,
         ) from exc
-
-
-def _one_line(reason: str) -> str:
-    """A decoder's report on one line (pydantic's spans several, and ends with a link)."""
-    lines = [line.strip() for line in reason.splitlines()]
-    return "; ".join(line for line in lines if line and not line.startswith("For further"))
 
 
 def _reason(refused: InvalidAppend, stream: str) -> str:

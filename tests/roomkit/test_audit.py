@@ -294,6 +294,19 @@ class TestTimeline:
         assert caught.value.version == 7
         assert str(caught.value).startswith("room 'r1' v7 (channel.attached) does not decode")
 
+    async def test_a_record_that_does_not_validate_is_said_on_one_line(self) -> None:
+        # pydantic's report spans several lines and ends with a link: the CLI printed it
+        # with its line breaks escaped (import said it on one line).
+        log = await hand_made_room()
+        room = b'{"id":"r1","status":"no-such-status"}'
+        data = b'{"room":' + room + b',"reason":"updated"}'
+        await log.append("r1", [NewEvent("room.updated", data)], expected_version=5)
+        with pytest.raises(CorruptRecord) as caught:
+            await replay(log, "r1")
+        said = str(caught.value)
+        assert "\n" not in said and "errors.pydantic.dev" not in said
+        assert "does not decode: 1 validation error for Room; status; Input should be" in said
+
     async def test_a_record_that_does_not_decode_is_named_by_its_room_id(self) -> None:
         # Named by its stream: "__bc3VwcG9ydDo0Mg v2" for room support:42.
         log = MemoryEventLog()

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import nats
 import pytest
+from nats.js.api import DiscardPolicy, StreamConfig
 
 from eventlog import EventLog, InvalidAppend, MemoryEventLog
 from eventlog._redacted import redacted
@@ -282,6 +284,31 @@ def test_tail_of_a_room_not_in_the_log_says_it_waits_for_it(nats_server: Any) ->
         create_room(nats_server.url, "new-room")
         lines = [tail.stdout.readline() for _ in range(2)]  # a date heading, the event
         assert lines[0].startswith("-- ") and "room created" in lines[1]
+
+
+def test_an_import_into_a_full_stream_is_one_line(
+    capsys: pytest.CaptureFixture[str], nats_server: Any, export: Path
+) -> None:
+    # The stream's limits refuse the import's appends: a traceback, exit 1, was printed.
+    async def full_stream() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            config = StreamConfig(
+                name="ROOMKIT",
+                subjects=["roomkit.ev.>"],
+                max_bytes=64,  # not even the first append (of all ten records)
+                discard=DiscardPolicy.NEW,
+                allow_direct=True,
+            )
+            await nc.jetstream().add_stream(config)
+        finally:
+            await nc.close()
+
+    anyio.run(full_stream)
+    code, out, err = run(capsys, "import", "--log", nats_server.url, "--file", str(export))
+    assert (code, out) == (EXIT_ERROR, "")
+    assert err.startswith("roomkit import: append to 'r1' refused: JetStream stream ROOMKIT")
+    assert err.count("\n") == 1
 
 
 class TestExitCodes:
