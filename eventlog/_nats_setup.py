@@ -8,7 +8,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import nats.errors
@@ -144,7 +144,7 @@ async def ensure_stream(
     replicas: int,
     duplicate_window: float,
     keeps_all: bool = False,
-) -> float:
+) -> StreamLimits:
     """Create the JetStream stream, or use the existing one as it is.
 
     An existing stream keeps its storage, replicas and duplicate window: another process, or an
@@ -155,7 +155,7 @@ async def ensure_stream(
     are dropped can no longer be rebuilt, and nothing else would say so.
 
     Returns:
-        The stream's duplicate window, in seconds (the log's ``dedup_window``).
+        The stream's duplicate window (the log's ``dedup_window``) and message size limit.
 
     Raises:
         StreamConflict: the stream exists without our subjects, or another stream holds
@@ -172,7 +172,7 @@ async def ensure_stream(
     )
     try:
         await js.add_stream(config)
-        return duplicate_window
+        return StreamLimits(duplicate_window, None)
     except nats.js.errors.APIError as exc:
         if exc.err_code == ERR_SUBJECTS_OVERLAP:
             raise StreamConflict(
@@ -197,16 +197,16 @@ async def ensure_stream(
         logger.info("turning direct gets on for JetStream stream %s", name)
         existing.allow_direct = True
         await js.update_stream(existing)
-    return existing.duplicate_window or duplicate_window
+    return StreamLimits(existing.duplicate_window or duplicate_window, _max_msg_size(existing))
 
 
-async def existing_stream(js: JetStreamContext, *, name: str, subjects: str) -> float:
+async def existing_stream(js: JetStreamContext, *, name: str, subjects: str) -> StreamLimits:
     """Check the JetStream stream a reader opens, changing nothing (``ensure_stream`` turns
     direct gets on, and creates a missing stream: a tool that only reads must do neither, and
     a read-only account may not).
 
     Returns:
-        The stream's duplicate window, in seconds.
+        The stream's duplicate window and message size limit.
 
     Raises:
         EventLogError: it does not exist, or its direct gets (which reads use) are off.
@@ -222,7 +222,22 @@ async def existing_stream(js: JetStreamContext, *, name: str, subjects: str) -> 
             f"JetStream stream {name} has direct gets off (allow_direct), which reading the "
             "log uses: a writer's NatsEventLog turns them on as it connects"
         )
-    return existing.duplicate_window or 0.0
+    return StreamLimits(existing.duplicate_window or 0.0, _max_msg_size(existing))
+
+
+class StreamLimits(NamedTuple):
+    """What an event log's stream takes, as its configuration says."""
+
+    duplicate_window: float
+    """Seconds within which a message id is recognised as sent before."""
+    max_msg_size: int | None
+    """The largest message it stores, in bytes (None: the server's max payload)."""
+
+
+def _max_msg_size(config: StreamConfig) -> int | None:
+    # -1 (or unset): no limit of its own.
+    size = config.max_msg_size
+    return size if size is not None and size > 0 else None
 
 
 async def existing_bucket(js: JetStreamContext, name: str) -> KeyValue | None:

@@ -249,6 +249,7 @@ class NatsEventLog(EventLog):
         self._owns_client = client is None
         self._io: JetStreamIO | None = None
         self._kv: KeyValue | None = None
+        self._max_msg_size: int | None = None  # the stream's own limit, read as it connects
         self._closed = False
         # stream -> (version, JetStream sequence of its last message), most recent last.
         self._versions: dict[str, tuple[int, int]] = {}
@@ -291,20 +292,21 @@ class NatsEventLog(EventLog):
                 idle_heartbeat=self.idle_heartbeat,
             )
             if self.read_only:
-                window = await io.retrying(
+                limits = await io.retrying(
                     "looking up the stream",
                     lambda: existing_stream(
                         js, name=self.stream_name, subjects=self._all_subjects
                     ),
                 )
-                self.duplicate_window = self.dedup_window = window
+                self.duplicate_window = self.dedup_window = limits.duplicate_window
+                self._max_msg_size = limits.max_msg_size
                 self._kv = await io.retrying(
                     "looking up the snapshot bucket", lambda: existing_bucket(js, self.kv_bucket)
                 )
                 await io.retrying("subscribing", io.start)
                 self._io = io
                 return
-            window = await io.retrying(
+            limits = await io.retrying(
                 "creating the stream",
                 lambda: ensure_stream(
                     js,
@@ -316,7 +318,8 @@ class NatsEventLog(EventLog):
                     keeps_all=True,
                 ),
             )
-            self.duplicate_window = self.dedup_window = window
+            self.duplicate_window = self.dedup_window = limits.duplicate_window
+            self._max_msg_size = limits.max_msg_size
             self._kv = await io.retrying(
                 "creating the snapshot bucket",
                 lambda: ensure_bucket(
@@ -365,13 +368,19 @@ class NatsEventLog(EventLog):
 
     @property
     def max_append_bytes(self) -> int:
-        """The server's max payload, less what an append carries besides its events.
+        """The server's max payload, or the stream's ``max_msg_size`` when smaller (as it
+        was when the log connected), less what an append carries besides its events.
 
         Raises:
             EventLogError: the log is not connected (the server says what it takes).
         """
         io = self._connected()
-        return io.nc.max_payload - _HEADERS_ALLOWANCE - envelope_bytes()
+        limit = io.nc.max_payload
+        if self._max_msg_size is not None:
+            # An operator's limit below it: an import cut to the server's alone was refused
+            # half-way (its first appends stored, the rest not), or for good.
+            limit = min(limit, self._max_msg_size)
+        return limit - _HEADERS_ALLOWANCE - envelope_bytes()
 
     def append_size(self, events: Sequence[NewEvent]) -> int:
         return sum(event_bytes(event) for event in events)

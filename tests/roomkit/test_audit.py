@@ -15,6 +15,7 @@ import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nats.js.api import StreamConfig
 
 import roomkit.audit
 from eventlog import EventLog, Headers, MemoryEventLog, NewEvent, Record
@@ -635,6 +636,29 @@ class TestImportIntoNats:
         assert [without_position(r) for r in await nats_log.read("r1")] == [
             without_position(r) for r in await source.read("r1")
         ]
+
+    async def test_batches_fit_the_stream_s_own_max_msg_size(
+        self, nats_server: NatsServer
+    ) -> None:
+        # An operator's limit below the server's max payload: batches cut to the server's
+        # alone were refused half-way through the import (its first appends stored).
+        nc = await nats.connect(nats_server.url)
+        try:
+            config = StreamConfig(
+                name="ROOMKIT", subjects=["roomkit.ev.>"], max_msg_size=4_000, allow_direct=True
+            )
+            await nc.jetstream().add_stream(config)
+        finally:
+            await nc.close()
+        source = await hand_made_room()
+        notes = [NewEvent("future.note", bytes([n % 256]) * 900) for n in range(30)]
+        await source.append("r1", notes, expected_version=5)
+        async with NatsEventLog(nats_server.url) as log:
+            assert log.max_append_bytes < 4_000
+            assert (await import_room(log, await exported(source, "r1"))).appended == 35
+            assert [without_position(r) for r in await log.read("r1")] == [
+                without_position(r) for r in await source.read("r1")
+            ]
 
 
 # -- follow (the CLI's tail) -----------------------------------------------------------------
