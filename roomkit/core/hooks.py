@@ -15,6 +15,7 @@ returned so the caller can fire ON_ERROR (QUIRK 9).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -28,7 +29,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from actors import check_seconds, error_text
-from roomkit.core._bounded import TimedOut, bounded, called_apart
+from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.core._system_events import hook_failure, lifecycle_event
@@ -623,7 +624,9 @@ async def _call_with_timeout(
 ) -> Any:
     """Await the hook under its timeout (or ``ceiling``, if shorter); `HookTimeoutError` if it
     did not finish in time."""
-    awaitable, own = called_apart(reg.fn, event, context)
+    # called_apart, inlined (twice per message): a plain function's work is done by the call.
+    own = contextvars.copy_context()
+    awaitable = own.run(reg.fn, event, context)
     if not inspect.isawaitable(awaitable):
         # A plain function has done its work: what it returned is its result. (RoomKit 0.3.0
         # required async hooks; a `def` content filter failed at every message, and a failed
