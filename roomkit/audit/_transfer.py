@@ -51,8 +51,8 @@ logger = logging.getLogger("roomkit.audit")
 _BATCH = 500
 """Records per append on import (fewer if the target accepts fewer)."""
 
-Lines = Iterable[str | bytes] | AsyncIterable[str | bytes]
-"""Export lines, from a file (sync) or a stream (async)."""
+Lines = Iterable[str | bytes] | AsyncIterable[str | bytes] | str | bytes
+"""Export lines, from a file (sync) or a stream (async), or a whole export as one text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +194,8 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
     (or, on NATS, created).
 
     Args:
-        lines: JSON lines as ``export_room`` writes them (blank lines are ignored).
+        lines: JSON lines as ``export_room`` writes them (blank lines are ignored), or a
+            whole export as one text.
         keep_undecodable: take records whose payload does not decode as they are; for a
             scratch log that audits a damaged export (its timeline shows them as such),
             never for a log rooms write to.
@@ -204,6 +205,10 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
             timestamp, headers), a payload does not decode as its type (types this version
             does not know are taken as they are), or a stream's versions have gaps.
     """
+    if isinstance(lines, str | bytes | bytearray):
+        # A whole export read at once (``path.read_text()``): read by character, it was
+        # "line 1: not an exported record" (bytes: an AttributeError).
+        lines = lines.splitlines()
     streams: dict[str, list[Record]] = {}
     builder = None if keep_undecodable else TimelineBuilder()
     number = 0
@@ -313,8 +318,8 @@ async def import_room(log: EventLog, lines: Lines | CheckedExport) -> ImportRepo
 
     Args:
         log: the target log.
-        lines: JSON lines as ``export_room`` writes them (blank lines are ignored), or an
-            export ``read_export`` already read.
+        lines: JSON lines as ``export_room`` writes them (blank lines are ignored), a whole
+            export as one text, or an export ``read_export`` already read.
 
     Returns:
         What was appended, per stream.

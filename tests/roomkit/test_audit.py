@@ -467,7 +467,7 @@ class TestExportImport:
         assert "refusing to overwrite" in str(caught.value)
         assert await theirs.read_all() == before
 
-    async def test_accepts_sync_or_async_lines_of_str_or_bytes(self) -> None:
+    async def test_accepts_sync_or_async_lines_of_str_or_bytes_or_one_text(self) -> None:
         lines = await exported(await hand_made_room(), "r1")
 
         async def stream() -> AsyncIterator[bytes]:
@@ -477,6 +477,11 @@ class TestExportImport:
         target = MemoryEventLog()
         assert (await import_room(target, stream())).appended == 5
         assert (await import_room(MemoryEventLog(), ["", *lines, "\n"])).appended == 5
+        # A whole export as one text (a file read at once): read character by character, it
+        # was "not an exported record" (bytes: an AttributeError).
+        whole = "".join(lines)
+        assert (await import_room(MemoryEventLog(), whole)).appended == 5
+        assert (await import_room(MemoryEventLog(), whole.encode())).appended == 5
 
     @pytest.mark.parametrize(
         ("lines", "message"),
