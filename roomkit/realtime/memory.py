@@ -20,6 +20,7 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections import deque
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from types import TracebackType
 from typing import Self
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from actors import check_count
@@ -43,6 +45,11 @@ from roomkit.realtime.base import (
 __all__ = ["InMemoryRealtime"]
 
 logger = logging.getLogger("roomkit.realtime")
+
+# Seconds between two reports of dropped events (see InMemoryRealtime._report_drop).
+_REPORT_EVERY = 10.0
+# How often a publish yields to the delivery tasks while a subscriber's queue is full.
+_YIELDS_WHEN_FULL = 4
 
 
 @dataclass(eq=False)
@@ -69,6 +76,9 @@ class InMemoryRealtime(RealtimeBackend):
         if max_queue_size < 1:
             raise ValueError("max_queue_size must be at least 1")
         self._max_queue_size = max_queue_size
+        # Drops reported: the first at once, then one line per _REPORT_EVERY with the count.
+        self._dropped = 0
+        self._reported_at: float | None = None
         self._subscriptions: dict[str, _Subscription] = {}
         self._by_channel: dict[str, dict[str, _Subscription]] = {}
         self._closed = False
@@ -138,12 +148,46 @@ class InMemoryRealtime(RealtimeBackend):
         subscribers = self._by_channel.get(channel)
         if not subscribers:
             return
+        limit = self._max_queue_size
+        yields = 0
+        while yields < _YIELDS_WHEN_FULL and any(
+            len(sub.queue) == limit for sub in subscribers.values()
+        ):
+            # A publisher that never yields (a loop of publish_typing) kept the delivery
+            # tasks from running: even a subscriber that takes events at once lost nine in
+            # ten of a burst of 1,000. Yielding lets them take what they hold (more than once:
+            # trio runs the tasks woken together in any order).
+            await anyio.lowlevel.checkpoint()
+            if self._closed:
+                return
+            subscribers = self._by_channel.get(channel) or {}
+            yields += 1
         for sub in subscribers.values():
             if len(sub.queue) == self._max_queue_size:
-                logger.debug("realtime subscription %s is full; dropping its oldest event", sub.id)
+                self._report_drop(sub)
             sub.queue.append(event)  # a deque with maxlen drops the oldest by itself
             if sub.wakeup is not None:
                 sub.wakeup.set()
+
+    def _report_drop(self, sub: _Subscription) -> None:
+        """Log a dropped event at WARNING: the first at once, then one line every
+        ``_REPORT_EVERY`` seconds with how many since (a line per event was at DEBUG only,
+        and the app never learned that its subscribers lose events)."""
+        self._dropped += 1
+        now = time.monotonic()
+        if self._reported_at is not None and now - self._reported_at < _REPORT_EVERY:
+            return
+        more = f" ({self._dropped - 1} more since the last report)" if self._dropped > 1 else ""
+        logger.warning(
+            "realtime subscription %s of %r is full (max_queue_size %d, its subscriber is "
+            "slower than the events): its oldest event dropped%s",
+            sub.id,
+            sub.channel,
+            self._max_queue_size,
+            more,
+        )
+        self._dropped = 0
+        self._reported_at = now
 
     async def subscribe(self, channel: str, callback: EphemeralCallback) -> str:
         """Deliver the events of ``channel`` to ``callback``, one at a time, in order.

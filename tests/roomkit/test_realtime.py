@@ -201,6 +201,39 @@ class TestPublishSubscribe:
         assert received == [0, 4, 5, 6]
         await realtime.close()
 
+    async def test_a_burst_from_a_publisher_that_never_yields_reaches_a_quick_subscriber(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # The delivery task never ran while the publisher looped: 100 of 1,000 arrived, and
+        # the drops were said at DEBUG only.
+        realtime = InMemoryRealtime()
+        quick = Collector(expected=1_000)
+        await realtime.subscribe("room:r1", quick)
+        with caplog.at_level(logging.WARNING, logger="roomkit.realtime"):
+            for n in range(1_000):
+                await realtime.publish("room:r1", typing(n=n))
+            assert [e.data["n"] for e in await quick.wait()] == list(range(1_000))
+        assert caplog.records == []
+        await realtime.close()
+
+    async def test_dropped_events_are_said_once_in_a_while_at_warning(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        realtime = InMemoryRealtime(max_queue_size=3)
+        release = anyio.Event()
+
+        async def stuck(event: EphemeralEvent) -> None:
+            await release.wait()
+
+        await realtime.subscribe("room:r1", stuck)
+        with caplog.at_level(logging.WARNING, logger="roomkit.realtime"):
+            for n in range(50):
+                await realtime.publish("room:r1", typing(n=n))
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and "is full (max_queue_size 3" in said[0], said
+        release.set()
+        await realtime.close()
+
     async def test_a_slow_subscriber_does_not_hold_back_the_others(self) -> None:
         realtime = InMemoryRealtime()
         release = anyio.Event()
