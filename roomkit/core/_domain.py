@@ -408,9 +408,24 @@ def logged_copy(model: M) -> M:
     does not read back would fail every replay) and no longer the caller's to change.
 
     Raises:
-        pydantic.ValidationError: it does not read back.
+        pydantic.ValidationError: it does not validate (a field assigned in place).
+        EventRefusedError: (a ``ValueError``) its JSON cannot be read at all: a number of
+            more than 4,300 digits, nesting deeper than the reader goes (as the kit's own
+            calls refuse them; it was a ValidationError here).
     """
-    return type(model).model_validate_json(bytes(dump(model, warnings=False)))
+    data = bytes(dump(model, warnings=False))
+    why = unreadable(data)
+    if why is not None:
+        raise EventRefusedError(f"{type(model).__name__} cannot be stored: {why}")
+    try:
+        return type(model).model_validate_json(data)
+    except pydantic.ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise EventRefusedError(
+                f"{type(model).__name__} cannot be stored: the log could not read it back "
+                f"({_errors_text(exc)})"
+            ) from exc
+        raise
 
 
 def encode_payload(event: DomainEvent) -> bytes:

@@ -23,6 +23,7 @@ from roomkit import (
     ChannelBinding,
     ChannelCategory,
     ChannelType,
+    EventRefusedError,
     EventSource,
     FrameworkEvent,
     HookExecution,
@@ -306,6 +307,23 @@ async def test_a_write_that_would_not_read_back_is_refused_and_a_written_model_i
     await kit.store.update_room(mine)
     mine.metadata["v"] = 2
     assert (await kit.get_room("r1")).metadata == {"v": 1}
+
+
+async def test_a_write_whose_json_cannot_be_read_is_refused_as_the_kit_s_calls_refuse_it(
+    kit: RoomKit,
+) -> None:
+    # A number past 4,300 digits, nesting deeper than the reader goes, assigned in place:
+    # kit.create_room refuses them with EventRefusedError, kit.store raised a ValidationError
+    # quoting the JSON.
+    room = await kit.create_room(room_id="r1")
+    nested: dict[str, Any] = {}
+    for _ in range(240):
+        nested = {"d": nested}
+    for metadata, why in (({"n": 10**5000}, "4,300 digits"), (nested, "recursion limit")):
+        room.metadata = metadata
+        with pytest.raises(EventRefusedError, match=f"^Room cannot be stored: .*{why}"):
+            await kit.store.update_room(room)
+    assert (await kit.get_room("r1")).metadata == {}
 
 
 async def test_what_a_kit_call_answers_with_is_the_caller_s_own(kit: RoomKit) -> None:
