@@ -42,6 +42,10 @@ Emit = Callable[..., Awaitable[None]]
 """How the worker emits a framework event (``KitServices.emit``, or ``_quiet``)."""
 
 
+# A failure for the ON_ERROR hooks: its code, its text, its data.
+_Failure = tuple[str, str, dict[str, object]]
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryJob:
     """One unit of post-commit work with the room's context as of its commit; ``order``:
@@ -63,7 +67,10 @@ class RoomDelivery:
         # ~250 bytes of empty ones for as long as its room lived.
         # The job's failures for the ON_ERROR hooks, run once its turn is delivered, in a
         # turn of their own (``_reports``).
-        self._errors: list[tuple[str, str, dict[str, object]]] | None = None
+        self._errors: list[_Failure] | None = None
+        # Failures of work done, with its context, for the ON_ERROR hooks once the work
+        # queued here is done (see _run_reports).
+        self._reports_due: deque[tuple[list[_Failure], RoomContext]] | None = None
         # ``last`` work waiting for the rest of its turn, by turn, in arrival order.
         self._parked: dict[str, list[DeliveryJob]] | None = None
         # The replies this worker had recorded, as recorded, that a message queued behind
@@ -96,6 +103,8 @@ class RoomDelivery:
         now = self._now
         while now:
             await self._handle(now.popleft())
+        if self._reports_due:
+            await self._run_reports()
 
     async def _handle(self, job: DeliveryJob) -> None:
         root = job.work.root
@@ -128,6 +137,8 @@ class RoomDelivery:
                 self._drop(jobs)
             else:
                 await self._run_last(jobs)
+        if self._reports_due:
+            await self._run_reports()
 
     def _drop(self, jobs: list[DeliveryJob]) -> None:
         """Let go of work the kit's closing no longer waits for (its drain was given up:
@@ -186,14 +197,27 @@ class RoomDelivery:
             finally:
                 if self._errors:
                     # Closing the kit waits for the reports (it waits for every turn); the
-                    # caller of this one does not.
+                    # caller of this one does not: they run once the work queued here is
+                    # done (see handle), the rest of this turn included. Run at once, a
+                    # slow ON_ERROR hook held the turn's other replies, and its caller.
                     turns.opened(self._reports)
+                    if self._reports_due is None:
+                        self._reports_due = deque()
+                    self._reports_due.append((self._errors, job.context))
+                    self._errors = None
                 turns.delivered(work.root)
-            if self._errors:
+
+    async def _run_reports(self) -> None:
+        """Run the ON_ERROR hooks of the failures noted by the work done (``_reports_due``)."""
+        due = self._reports_due
+        # Post-commit work, as the work that failed: its commands go on while the kit closes.
+        with PostCommitJob(self._room_id, self._services.kit):
+            while due:
+                errors, context = due.popleft()
                 try:
-                    await self._report_errors(job.context)
+                    await self._report_errors(errors, context)
                 finally:
-                    turns.delivered(self._reports)
+                    self._services.turns.delivered(self._reports)
 
     def _caught_up(self, event: RoomEvent, context: RoomContext) -> RoomContext:
         """``context`` (the room as of ``event``'s commit) with the replies this worker had
@@ -223,13 +247,12 @@ class RoomDelivery:
             self._replies.extend(recorded)
             del self._replies[:-_REPLIES_KEPT]
 
-    async def _report_errors(self, context: RoomContext) -> None:
-        """Run the ON_ERROR hooks (async lifecycle hooks) for the job's failures, once its
+    async def _report_errors(self, errors: list[_Failure], context: RoomContext) -> None:
+        """Run the ON_ERROR hooks (async lifecycle hooks) for a job's failures, once its
         turn is delivered: a caller waiting for the turn (process_timeout) does not wait for
         error reports. Quirk 9 fixed: 0.3.0 never fired them. A failed ON_ERROR hook is a
         ``hook_error`` framework event as any failed hook is, but never an ON_ERROR again (a
         failing one would report itself for ever)."""
-        errors, self._errors = self._errors or [], None
         services = self._services
         for failure in errors:
             try:

@@ -142,6 +142,39 @@ class TestFrameworkEvents:
         assert "broadcast_partial_failure:" in events
         assert errors == ["delivery_failed"]  # quirk 9 fixed: ON_ERROR fires
 
+    async def test_a_slow_on_error_hook_holds_neither_the_turn_s_replies_nor_its_caller(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # The hooks of a failure ran at the end of the job that failed, before the AI's reply
+        # to the same message was delivered: the caller waited for them, past process_timeout.
+        errors: list[str] = []
+        async with make_kit(process_timeout=1.0) as kit:
+            release = anyio.Event()
+
+            @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC, timeout=30)
+            async def slow(event: RoomEvent, context: RoomContext) -> None:
+                await release.wait()
+                errors.append(event.content.code)  # type: ignore[union-attr]
+
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(SimpleChannel("down", fail=True))
+            kit.register_channel(AIChannel("ai", provider=MockAIProvider(["a reply"])))
+            await kit.create_room(room_id="r1")
+            for channel_id in ("sms", "down"):
+                await kit.attach_channel("r1", channel_id)
+            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+            result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+            assert (result.blocked, result.reason) == (False, None)
+            bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
+            assert bodies[-2:] == ["hi", "a reply"]
+            release.set()
+
+            async def reported() -> bool:
+                return len(errors) == 2  # the message's and the reply's to "down"
+
+            await eventually(reported, what="the ON_ERROR hooks, once released")
+        assert errors == ["delivery_failed", "delivery_failed"]
+
     async def test_on_error_fires_for_a_failing_before_broadcast_hook(self, kit: RoomKit) -> None:
         # Quirk 9 fixed for every hook failure, the sync ones too, whether the message then
         # goes out (the room's delivery worker reports it) or is blocked (nothing goes out).
