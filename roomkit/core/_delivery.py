@@ -54,6 +54,7 @@ class DeliveryJob:
     work: Deliver | RunLifecycle | ReportErrors
     context: RoomContext
     order: int = 0
+    position: int = 0  # the log position of its commit: the read model holds it first
 
 
 class RoomDelivery:
@@ -173,6 +174,9 @@ class RoomDelivery:
         turn = turns.get(work.root)
         if turn is not None and turn.started_at is None:
             turn.start()  # the time it waited for the room's earlier turns ends here
+        projection = self._services.projection
+        if projection is not None and projection.checkpoint < job.position:
+            await self._services.read_model_at(job.position)
         with PostCommitJob(self._room_id, self._services.kit):
             try:
                 for note in work.announce:

@@ -508,7 +508,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             job_context = earlier.get(id(work), context) if earlier else context
-            job = DeliveryJob(work, job_context, next(_commit_order))
+            job = DeliveryJob(work, job_context, next(_commit_order), position)
             if for_worker:
                 jobs.append(job)
             else:

@@ -95,6 +95,10 @@ _VERSIONS_KEPT = 10_000
 _UNKNOWN = sys.maxsize  # the version of a stream no longer remembered (see version_of)
 
 
+def _nothing() -> None:
+    return None
+
+
 class StoreProjection:
     """Applies the log to a ``ConversationStore``; see the module docstring."""
 
@@ -131,6 +135,11 @@ class StoreProjection:
         # attribute, set when the rebuild ends.
         self.rebuilding: anyio.Event | None = None
         self._resumed = False  # the store's own position was read (see catch_up)
+        # Whether the store said it is unavailable and a record waits for it: post-commit
+        # work does not wait for the read model then (see KitRuntime._read_model_for_work),
+        # and ``went_away`` ends the waits begun before.
+        self.store_away = False
+        self.went_away: Callable[[], None] = _nothing
         # The position of the last record the store was seen to hold (applied, or held
         # already): it must never hold less (see _rewind). Not the checkpoint: records that
         # need no store call (delivery outcomes) move the checkpoint alone.
@@ -432,17 +441,22 @@ class StoreProjection:
             record.version,
         )
         pause = _FIRST_PAUSE
-        while True:
-            await anyio.sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
-            try:
-                await self._put(record)
-            except StoreUnavailableError:
-                continue
-            logger.warning(
-                "the store is available again after %.1f s", anyio.current_time() - since
-            )
-            return
+        self.store_away = True
+        self.went_away()
+        try:
+            while True:
+                await anyio.sleep(pause)
+                pause = min(pause * 2, _MAX_PAUSE)
+                try:
+                    await self._put(record)
+                except StoreUnavailableError:
+                    continue
+                logger.warning(
+                    "the store is available again after %.1f s", anyio.current_time() - since
+                )
+                return
+        finally:
+            self.store_away = False
 
     async def _apply_at_position(self, record: Record) -> None:
         """Put a record into a store that keeps its log position, with what the kit saw it

@@ -142,6 +142,51 @@ class TestFrameworkEvents:
         assert "broadcast_partial_failure:" in events
         assert errors == ["delivery_failed"]  # quirk 9 fixed: ON_ERROR fires
 
+    async def test_async_hooks_read_what_they_run_for(self, kit: RoomKit) -> None:
+        """0.3.0 stored a change before it ran its async hooks: a hook reading the kit sees
+        it. On JetStream they ran as soon as it was committed, before the read model had it:
+        ON_ROOM_CREATED's get_room raised RoomNotFoundError about one time in four."""
+        seen: list[str] = []
+
+        @kit.hook(HookTrigger.ON_ROOM_CREATED, execution=HookExecution.ASYNC)
+        async def created(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(f"created {(await kit.get_room(event.room_id)).id}")
+
+        @kit.hook(HookTrigger.ON_CHANNEL_ATTACHED, execution=HookExecution.ASYNC)
+        async def attached(event: RoomEvent, context: RoomContext) -> None:
+            binding = await kit.get_binding(event.room_id, "sms")
+            seen.append(f"attached {binding.channel_id}")
+
+        @kit.hook(HookTrigger.ON_CHANNEL_MUTED, execution=HookExecution.ASYNC)
+        async def muted(event: RoomEvent, context: RoomContext) -> None:
+            seen.append(f"muted {(await kit.get_binding(event.room_id, 'sms')).muted}")
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def after(event: RoomEvent, context: RoomContext) -> None:
+            timeline = await kit.get_timeline(event.room_id)
+            seen.append(f"after {event.id in {e.id for e in timeline}}")
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        rooms = [f"r{n}" for n in range(10)]
+        for room_id in rooms:
+            await kit.create_room(room_id=room_id)
+            await kit.attach_channel(room_id, "sms")
+            await kit.attach_channel(room_id, "ws")
+            await kit.process_inbound(text("ws", "hi"), room_id=room_id)
+            await kit.mute(room_id, "sms")
+
+        async def all_ran() -> bool:
+            return len(seen) == 5 * len(rooms)
+
+        await eventually(all_ran, what="every hook")
+        assert sorted(set(seen)) == [
+            "after True",
+            "attached sms",
+            *sorted(f"created {room_id}" for room_id in rooms),
+            "muted True",
+        ]
+
     async def test_a_slow_on_error_hook_holds_neither_the_turn_s_replies_nor_its_caller(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:

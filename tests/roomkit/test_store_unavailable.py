@@ -122,6 +122,24 @@ async def test_a_message_is_routed_once_the_read_model_holds_what_the_process_re
         assert sorted(r.id for r in await kit.store.list_rooms()) == ["support", "warmup"]
 
 
+async def test_messages_go_out_while_the_store_is_away() -> None:
+    # Post-commit work waits for the read model to hold what it runs for (its hooks read the
+    # kit), but not for a store that is away: the message still goes out.
+    store = FlakyStore()
+    async with RoomKit(store=store, process_timeout=20) as kit:
+        sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
+        kit.register_channel(sms)
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+        store.failures = 1_000_000
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kit.process_inbound, text("sms", "first"))  # waits for the store
+            with anyio.fail_after(5):  # well short of process_timeout, the hooks' bound
+                while ws.texts() != ["first"]:
+                    await anyio.sleep(0.01)
+            store.failures = 0
+
+
 async def test_a_record_the_store_fails_otherwise_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
