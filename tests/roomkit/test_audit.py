@@ -515,6 +515,10 @@ class TestExportImport:
         ):
             await import_room(target, copied)
         assert await target.read_all() == []
+        # Read to be audited (the offline commands' --file), as it is: the copy shows.
+        scratch = MemoryEventLog()
+        await import_room(scratch, await read_export(copied, keep_undecodable=True))
+        assert len(await entries(scratch, "r1-copy")) == len(lines)
 
     async def test_batches_never_start_with_a_reused_message_id(
         self, monkeypatch: pytest.MonkeyPatch
