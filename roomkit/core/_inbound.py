@@ -701,9 +701,10 @@ class InboundMixin(HelpersMixin):
             check_str("channel_id", channel_id)
         for handler in self._delivery_status_handlers:
             try:
-                value = handler(status)
+                # In a context of its own, as every other callback the kit runs.
+                value, own = called_apart(handler, status)
                 if inspect.isawaitable(value):
-                    await value
+                    await bounded(value, None, own)
             except Exception:
                 logger.exception("delivery status handler failed")
         channel = self._channels.get(channel_id) if channel_id is not None else None

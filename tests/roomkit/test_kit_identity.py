@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from roomkit import (
+    DeliveryStatus,
     EventSource,
     FrameworkEvent,
     HookExecution,
@@ -205,6 +206,29 @@ async def test_an_identity_hook_sets_context_variables_apart(
     assert not result.blocked
     assert tag.get() == "unset"
     await kit.close()
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["def", "async def"])
+async def test_a_delivery_status_handler_sets_context_variables_apart(
+    make_kit: Callable[..., RoomKit], plain: bool
+) -> None:
+    # It ran in the caller's context: what it set stayed set for the caller.
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="unset")
+    seen: list[str] = []
+
+    def handler(status: DeliveryStatus) -> None:
+        seen.append(status.message_id)
+        tag.set("set by a delivery status handler")
+
+    async def async_handler(status: DeliveryStatus) -> None:
+        handler(status)
+
+    async with make_kit() as kit:
+        kit.on_delivery_status(handler if plain else async_handler)
+        await kit.process_delivery_status(
+            DeliveryStatus(provider="p", message_id="m1", status="delivered")
+        )
+    assert seen == ["m1"] and tag.get() == "unset"
 
 
 async def test_a_failed_async_identity_hook_is_reported(
