@@ -271,3 +271,6 @@ class Outcome:
     # (DeliveryJob) of what it committed, which that worker runs rather than queues.
     for_worker: Any = None
     jobs: tuple[Any, ...] = ()
+    # RecordOutcome: what of it does not validate, left out, as (what, id, why): the worker
+    # says it to the ON_ERROR hooks (``outcome_not_recorded``).
+    left_out: tuple[tuple[str, str, str], ...] = ()

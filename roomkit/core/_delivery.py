@@ -394,6 +394,7 @@ class RoomDelivery:
         else:
             self._note_replies(reply.value)
             self._now.extend(reply.jobs)
+            self._left_out(outcome, reply.left_out)
             return
         # One append holds the whole outcome, and a log with a size limit (JetStream's max
         # payload) refuses it all for one reply too large: record its parts one by one, so
@@ -407,6 +408,7 @@ class RoomDelivery:
                 reply = await ask_room(self._room_id, part, internal=True)
                 self._note_replies(reply.value)
                 self._now.extend(reply.jobs)
+                self._left_out(part, reply.left_out)
             except EventRefusedError as exc:
                 self._not_recorded(part, exc)
 
@@ -423,6 +425,17 @@ class RoomDelivery:
             data["reply_id"] = part.replies[0].id
             data["channel_id"] = part.replies[0].source.channel_id
         self._note_error("outcome_not_recorded", text, data)
+
+    def _left_out(self, part: RecordOutcome, left_out: tuple[tuple[str, str, str], ...]) -> None:
+        """Say what of ``part`` the room left out, not validating (a task, an observation, a
+        blocked reply a channel made): an ``outcome_not_recorded`` for the ON_ERROR hooks, as
+        for a reply the log refuses (it was only logged)."""
+        for what, name, why in left_out:
+            text = f"{what} {name} of {part.event_id} not recorded: {why}"
+            logger.warning("room %s: %s", self._room_id, text)
+            data: dict[str, object] = {"event_id": part.event_id, "error": why, "what": what}
+            data[f"{what.split()[-1]}_id"] = name  # task_id, observation_id, reply_id
+            self._note_error("outcome_not_recorded", text, data)
 
     async def _report_deliveries(
         self,

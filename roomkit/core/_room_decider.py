@@ -127,6 +127,8 @@ class _Draft:
         self.stamp = now.timestamp()
         self.facts: list[Fact] = []
         self._next_index = state.event_count
+        # What user code gave that does not validate, left out (see _storable).
+        self.left_out: list[tuple[str, str, str]] = []
 
     def next_index(self) -> int:
         index = self._next_index
@@ -214,7 +216,7 @@ class _Draft:
         Tasks of the turn's own message (its hooks', its broadcast's) run their hooks last in
         the turn, as 0.3.0 did; a reply's tasks (which 0.3.0 dropped) run in turn order."""
         last = trigger is None or trigger.id == root
-        for task in _storable(tasks, Task, "task"):
+        for task in _storable(tasks, Task, "task", self.left_out):
             if task.room_id != room_id:
                 _kept_here(room_id, "task", task.id, task.room_id)
                 task = task.model_copy(update={"room_id": room_id})
@@ -224,7 +226,7 @@ class _Draft:
                 task,
                 RunLifecycle(HookTrigger.ON_TASK_CREATED, synthetic, root, last=last),
             )
-        for observation in _storable(observations, Observation, "observation"):
+        for observation in _storable(observations, Observation, "observation", self.left_out):
             if observation.room_id != room_id:
                 _kept_here(room_id, "observation", observation.id, observation.room_id)
                 observation = observation.model_copy(update={"room_id": room_id})
@@ -808,7 +810,7 @@ class RoomDecider:
         draft = _Draft(state, self._now())
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
-        for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply"):
+        for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
             draft.message(blocked.model_copy(update={"index": draft.next_index()}))
         recorded: list[RoomEvent] = []
         for reply in cmd.replies:
@@ -852,6 +854,7 @@ class RoomDecider:
             value=tuple(recorded),
             root=cmd.root if cmd.continues_turn else None,
             for_worker=cmd if cmd.worker_runs_them else None,
+            left_out=tuple(draft.left_out),
         )
 
 
@@ -962,16 +965,28 @@ def validated_event(event: RoomEvent) -> RoomEvent:
     return validated(event, RoomEvent)
 
 
-def _storable(models: Sequence[M], stored: type[BaseModel], what: str) -> list[M]:
-    """``models`` that read back as ``stored`` (``validated``), with a warning for the rest."""
+def _storable(
+    models: Sequence[M],
+    stored: type[BaseModel],
+    what: str,
+    left_out: list[tuple[str, str, str]] | None = None,
+) -> list[M]:
+    """``models`` that read back as ``stored`` (``validated``), with a warning for the rest,
+    noted in ``left_out`` as (what, id, why)."""
     if not models:  # nearly always, on every message
         return []
-    kept = (_storable_or_none(m, stored, what) for m in models)
+    kept = (_storable_or_none(m, stored, what, left_out) for m in models)
     return [m for m in kept if m is not None]
 
 
-def _storable_or_none(model: M, stored: type[BaseModel], what: str) -> M | None:
-    """``model`` if it reads back as ``stored`` (``validated``), or None, with a warning."""
+def _storable_or_none(
+    model: M,
+    stored: type[BaseModel],
+    what: str,
+    left_out: list[tuple[str, str, str]] | None = None,
+) -> M | None:
+    """``model`` if it reads back as ``stored`` (``validated``), or None, with a warning (and
+    a note in ``left_out``)."""
     try:
         return validated(model, stored)
     except Exception as exc:  # a ValidationError, or not JSON at all
@@ -980,6 +995,8 @@ def _storable_or_none(model: M, stored: type[BaseModel], what: str) -> M | None:
         # and the kit does not log what people write).
         name = getattr(model, "id", None) or type(model).__name__
         logger.warning("%s %s does not validate, not recorded: %s", what, name, text)
+        if left_out is not None:
+            left_out.append((what, str(name), text))
         return None
 
 

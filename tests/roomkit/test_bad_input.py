@@ -45,6 +45,7 @@ from roomkit import (
     InvalidRoomIdError,
     KitClosedError,
     MockAIProvider,
+    Observation,
     ProviderResult,
     RoomContext,
     RoomEvent,
@@ -52,6 +53,7 @@ from roomkit import (
     RoomKitError,
     RoomNotFoundError,
     SystemContent,
+    Task,
     TextContent,
     WebSocketChannel,
 )
@@ -1405,6 +1407,64 @@ async def test_an_ai_reply_json_cannot_hold_is_said_to_on_error_and_loses_only_i
     assert {(e["code"], e["channel_id"]) for e in errors} == {("outcome_not_recorded", "odd")}
     assert errors[0]["event_id"] == result.event.id
     assert "surrogates not allowed" in str(errors[0]["error"])
+
+
+class _CutOutput(SimpleChannel):
+    """Answers a message from sms with a task, an observation or a blocked (past the chain
+    depth) reply whose text was cut inside a character."""
+
+    def __init__(self, channel_id: str, what: str) -> None:
+        super().__init__(channel_id)
+        self.what = what
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if event.source.channel_id != "sms":
+            return ChannelOutput.empty()
+        output = ChannelOutput(responded=True)
+        cut = "cut \ud83d"
+        if self.what == "task":
+            task = Task(room_id="r1", title="x")
+            task.title = cut  # assigned in place: validated by nobody
+            output.tasks.append(task)
+        elif self.what == "observation":
+            observation = Observation(room_id="r1", channel_id=self.channel_id, content="x")
+            observation.content = cut
+            output.observations.append(observation)
+        else:
+            source = EventSource(channel_id=self.channel_id, channel_type="sms")
+            reply = RoomEvent(room_id="r1", source=source, content=TextContent(body="x"))
+            reply.content.body = cut  # type: ignore[union-attr]
+            output.response_events.append(reply.model_copy(update={"chain_depth": 99}))
+        return output
+
+
+@pytest.mark.parametrize("what", ["task", "observation", "blocked reply"])
+async def test_what_a_channel_gives_that_json_cannot_hold_is_said_to_on_error(
+    kit: RoomKit, what: str
+) -> None:
+    # Only a reply was (78c2f2c); the rest of the outcome was left out with a log line.
+    errors: list[dict[str, object]] = []
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        assert isinstance(event.content, SystemContent)
+        errors.append({"code": event.content.code, **event.content.data})
+
+    await room(kit)
+    kit.register_channel(_CutOutput("cut", what))
+    await kit.attach_channel("r1", "cut")
+    result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert result.event is not None and not result.blocked
+
+    async def said() -> bool:
+        return bool(errors)
+
+    await eventually(said, what="the ON_ERROR hook of what was left out")
+    assert [(e["code"], e["what"], e["event_id"]) for e in errors] == [
+        ("outcome_not_recorded", what, result.event.id)
+    ]
 
 
 async def test_ephemeral_events_name_their_room_and_user_with_strings(kit: RoomKit) -> None:
