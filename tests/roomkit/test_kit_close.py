@@ -109,6 +109,15 @@ async def test_a_bounded_close_inside_async_with_returns_at_its_bound(
     assert (await kit.get_room("r1")) is not None  # reads answer from the read model
 
 
+async def test_a_closed_kit_s_timer_sweep_raises_whether_a_room_is_due_or_not() -> None:
+    # It answered [] until some room came due: a periodic sweep on a closed kit went unseen.
+    async with RoomKit() as kit:
+        await kit.create_room(room_id="r1")
+    with pytest.raises(KitClosedError):
+        await kit.check_all_timers()
+    assert (await kit.get_room("r1")).id == "r1"  # reads still work
+
+
 async def test_a_close_within_its_bound_inside_async_with() -> None:
     async with RoomKit() as kit:
         kit.register_channel(SimpleChannel("sms"))
