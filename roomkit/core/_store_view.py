@@ -123,6 +123,9 @@ class KitStore(ConversationStore):
             raise ValueError(f"event {event.id!r} is being stored")
         self._adding.add(event.id)
         try:
+            # Not on a read model being rebuilt (empty, then filling up): an id stored already
+            # was not found there, and logged twice (its second record failed every rebuild).
+            await self._kit._ensure_runtime()
             if await self.get_event(event.id):
                 raise ValueError(f"event {event.id!r} is stored already")
             return await self._write("add_event", event, RoomEvent, ImportEvent)  # type: ignore[no-any-return]

@@ -17,6 +17,7 @@ import pydantic
 import pytest
 
 from eventlog import LogUnavailable, MemoryEventLog
+from eventlog.nats import NatsEventLog
 from roomkit import (
     Access,
     AIChannel,
@@ -243,6 +244,46 @@ async def test_history_with_an_id_stored_already_or_a_lower_index_stays_consiste
     )
     await kit.store.add_event(old)
     assert (await kit.get_room("r1")).latest_index == 2
+
+
+@pytest.mark.nats
+async def test_an_id_stored_already_is_refused_while_the_read_model_is_rebuilt(
+    nats_log: NatsEventLog,
+) -> None:
+    # Looked up in a read model being rebuilt (empty, then filling up), it was found missing
+    # and logged again: its second record failed every later rebuild.
+    def event(event_id: str, room_id: str) -> RoomEvent:
+        source = EventSource(channel_id="sms", channel_type=ChannelType.SMS)
+        return RoomEvent(
+            id=event_id, room_id=room_id, source=source, content=TextContent(body="x")
+        )
+
+    async with RoomKit(log=nats_log) as kit:
+        await kit.create_room(room_id="a")
+        await kit.create_room(room_id="b")
+        for n in range(200):
+            await kit.store.add_event(event(f"e{n}", "b"))
+        await kit.store.add_event(event("dup", "a"))
+        accepted: list[str] = []
+        rebuilt = anyio.Event()
+
+        async def add_again() -> None:
+            while not rebuilt.is_set():
+                try:
+                    await kit.store.add_event(event("dup", "b"))
+                    accepted.append("dup")
+                    return
+                except ValueError:
+                    await anyio.sleep(0)
+
+        for _ in range(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(add_again)
+                await kit.rebuild_store()
+                rebuilt.set()
+            rebuilt = anyio.Event()
+        assert accepted == []
+        assert (await kit.store.get_event("dup")).room_id == "a"  # type: ignore[union-attr]
 
 
 async def test_history_imported_through_the_store_is_the_room_s(kit: RoomKit) -> None:
