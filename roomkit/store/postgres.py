@@ -1167,7 +1167,9 @@ class PostgresStore(ConversationStore):
 
     async def _put_task(self, task: Task) -> Task:
         async with self._transaction() as conn:
-            # Moved to another room: added there anew (InMemoryStore lists it last there).
+            # Moved to another room: added there anew (InMemoryStore lists it last there). The
+            # upsert sets the room too: a concurrent insert of it for another room won the
+            # conflict, and the row kept that room while its data named this one.
             await self._execute(
                 "DELETE FROM {tasks} WHERE id = $1 AND room_id <> $2",
                 task.id,
@@ -1176,7 +1178,8 @@ class PostgresStore(ConversationStore):
             )
             await self._execute(
                 """INSERT INTO {tasks} (id, room_id, status, data) VALUES ($1, $2, $3, $4)
-                ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, data = EXCLUDED.data""",
+                ON CONFLICT (id) DO UPDATE SET room_id = EXCLUDED.room_id,
+                    status = EXCLUDED.status, data = EXCLUDED.data""",
                 task.id,
                 task.room_id,
                 str(task.status),
@@ -1199,7 +1202,8 @@ class PostgresStore(ConversationStore):
             )
             await self._execute(
                 """INSERT INTO {observations} (id, room_id, data) VALUES ($1, $2, $3)
-                ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data""",
+                ON CONFLICT (id) DO UPDATE SET room_id = EXCLUDED.room_id,
+                    data = EXCLUDED.data""",
                 observation.id,
                 observation.room_id,
                 _json(observation),
