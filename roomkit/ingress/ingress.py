@@ -62,6 +62,7 @@ consistent, but two messages of one room may then be processed by different proc
 from __future__ import annotations
 
 import contextlib
+import email.header
 import logging
 import math
 import time
@@ -717,8 +718,24 @@ class Ingress:
         if not subject.startswith(self._in_base):
             return None
         self.stats.recovered += 1
-        headers = {k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)}
+        headers = {k: _header_text(v) for k, v in (raw.headers or {}).items()}
         return self._work(subject, raw.data or b"", headers, raw.seq, None, again=True)
+
+
+def _header_text(value: object) -> str:
+    """A header value of a message read back from the stream, as published. On a stream
+    without direct gets, nats-py parses headers with the ``email`` package, which gives a
+    value with bytes beyond ASCII (UTF-8 text) as an ``email.header.Header``: left out, a
+    recovered message lost its reply inbox and its other non-ASCII headers."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, email.header.Header):
+        return str(value)
+    parts = email.header.decode_header(value)
+    return b"".join(
+        part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape")
+        for part, _ in parts
+    ).decode("utf-8", "replace")
 
 
 async def serve_ingress(

@@ -27,7 +27,7 @@ import nats.js.kv
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import RawStreamMsg
+from nats.js.api import RawStreamMsg, RetentionPolicy, StreamConfig
 
 import roomkit.ingress._handler
 from eventlog import EventLog, LogUnavailable, MemoryEventLog, NewEvent, Record
@@ -1813,6 +1813,61 @@ async def test_a_room_other_writers_keep_changing_is_tried_again_a_tenth_of_an_a
             assert await bodies(kit, "room-1") == ["busy"]
         else:
             assert (tries, ingress.stats.recorded) == (20, 0)  # ten conflicts an attempt
+
+
+async def test_a_message_recovered_from_a_stream_without_direct_gets_keeps_its_headers(
+    nats_server: NatsServer, client: NatsClient
+) -> None:
+    # An operator's stream without allow_direct (used as it is): nats-py reads a message back
+    # with a header of UTF-8 text as an email Header object, and recovery left such headers
+    # out. The dead letter lost them, and the reply inbox got nothing.
+    js = client.jetstream()
+    config = StreamConfig(
+        name="ROOMKIT_IN",
+        subjects=["roomkit.in.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        allow_direct=False,
+    )
+    await js.add_stream(config)
+    replies: list[str] = []
+    letters: list[dict[str, str]] = []
+
+    async def on_reply(msg: Msg) -> None:
+        replies.append(msg.subject)
+
+    async def on_letter(msg: Msg) -> None:
+        letters.append(dict(msg.headers or {}))
+
+    await client.subscribe("my.inbox.>", cb=on_reply)
+    await client.subscribe("roomkit.dlq.>", cb=on_letter)
+    release = anyio.Event()
+    async with kit_on(MemoryEventLog()) as kit:
+        await make_rooms(kit, "room-1")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def hold(event: RoomEvent, context: RoomContext) -> None:
+            await release.wait()
+
+        # The first ingress holds a message and the bad one behind it (both in the lane of
+        # channel sms: neither names a room), and hands both back.
+        async with Ingress(kit, nats_server.url, drain_timeout=0.2) as first:
+            await publish_inbound(client, text("sms", "held", idempotency_key="k1"))
+            headers = {"X-Note": "café", "RoomKit-Reply-To": "my.inbox.é"}
+            await js.publish("roomkit.in.sms", b"not json", headers=headers)
+
+            async def both_held() -> bool:
+                return first.stats.received == 2
+
+            await eventually(both_held, what="both messages in hand")
+        release.set()
+        async with Ingress(kit, nats_server.url) as second:
+
+            async def recovered() -> bool:
+                return bool(letters) and bool(replies)
+
+            await eventually(recovered, what="the bad one recovered and dead-lettered")
+            assert second.stats.recovered >= 1
+    assert letters[0]["X-Note"] == "café" and replies == ["my.inbox.é"]
 
 
 async def test_a_store_outage_is_waited_out_not_counted_as_attempts(
