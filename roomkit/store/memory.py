@@ -18,8 +18,8 @@ beside the JSON as plain values, so that no index ever validates a model:
   ``channel_type`` and ``participant_id`` (plain values beside it) and without
   ``capabilities``: that 25-field model, equal in every binding of a channel, is kept once per
   distinct value and handed to every binding read, as ``model_copy()`` used to hand out the
-  stored one. (Nested models and containers of a returned model may be shared and must not be
-  mutated in place; see ``roomkit.store.base``.)
+  stored one, as a copy of its own. (Containers nested in a returned model may be shared and
+  must not be mutated in place; see ``roomkit.store.base``.)
 - **Participants**, **tasks** and **observations**: the JSON, with a participant's
   ``channel_id`` and a task's room and status beside it.
 - **Events**: the JSON inside an envelope, ``{"event": <the event's JSON>, ...}``, the shape of
@@ -221,7 +221,9 @@ def _load_binding(room_id: str, channel_id: str, binding: _Binding) -> ChannelBi
     apart = {"room_id": room_id, "channel_id": channel_id, "channel_type": binding.channel_type}
     if binding.participant_id is not None:
         apart["participant_id"] = binding.participant_id
-    return binding_from_json(binding.json, binding.capabilities, **apart)
+    # A copy of the capabilities kept once: a field assigned in one a caller read changed the
+    # bindings of every room with those capabilities.
+    return binding_from_json(binding.json, binding.capabilities.model_copy(), **apart)
 
 
 def _page(offset: int, limit: int) -> tuple[int, int]:

@@ -251,11 +251,14 @@ async def test_bindings_share_equal_capabilities() -> None:
     first, second, third = [
         some(await store.get_binding(room_id, "sms1")) for room_id in ("r1", "r2", "r3")
     ]
-    assert first.capabilities is second.capabilities
+    kept = [store._data[room_id].bindings["sms1"].capabilities for room_id in ("r1", "r2")]  # type: ignore[index]
+    assert kept[0] is kept[1]  # held once
     assert first.capabilities == ChannelCapabilities(max_length=160, supports_media=True)
     assert third.capabilities == ChannelCapabilities(max_length=70)
+    # Each read hands out a copy of its own: a field assigned in one changed every room's.
+    first.capabilities.max_length = 3
     [listed] = await store.list_bindings("r2")
-    assert listed.capabilities is first.capabilities
+    assert (second.capabilities.max_length, listed.capabilities.max_length) == (160, 160)
 
 
 counter_operations = st.lists(
