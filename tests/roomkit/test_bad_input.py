@@ -1367,6 +1367,18 @@ async def test_a_delivery_error_text_json_cannot_hold_is_recorded_escaped(
     assert len(outcomes) >= 3 and all(b"provider said \\\\udcff" in data for data in outcomes)
 
 
+def errors_said(kit: RoomKit) -> list[dict[str, object]]:
+    """What the kit's ON_ERROR hooks will be told: each failure's code and data."""
+    errors: list[dict[str, object]] = []
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        assert isinstance(event.content, SystemContent)
+        errors.append({"code": event.content.code, **event.content.data})
+
+    return errors
+
+
 class _LoneSurrogateAI(AIProvider):
     """An app's provider whose reply was cut inside a character (a lone surrogate)."""
 
@@ -1382,12 +1394,7 @@ async def test_an_ai_reply_json_cannot_hold_is_said_to_on_error_and_loses_only_i
     kit: RoomKit,
 ) -> None:
     # It was dropped with a warning in the log: the ON_ERROR hooks heard nothing of it.
-    errors: list[dict[str, object]] = []
-
-    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
-    async def noted(event: RoomEvent, context: RoomContext) -> None:
-        assert isinstance(event.content, SystemContent)
-        errors.append({"code": event.content.code, **event.content.data})
+    errors = errors_said(kit)
 
     await room(kit)
     kit.register_channel(AIChannel("odd", provider=_LoneSurrogateAI()))
@@ -1445,12 +1452,7 @@ async def test_what_a_channel_gives_that_json_cannot_hold_is_said_to_on_error(
     kit: RoomKit, what: str
 ) -> None:
     # Only a reply was (78c2f2c); the rest of the outcome was left out with a log line.
-    errors: list[dict[str, object]] = []
-
-    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
-    async def noted(event: RoomEvent, context: RoomContext) -> None:
-        assert isinstance(event.content, SystemContent)
-        errors.append({"code": event.content.code, **event.content.data})
+    errors = errors_said(kit)
 
     await room(kit)
     kit.register_channel(_CutOutput("cut", what))

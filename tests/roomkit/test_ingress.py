@@ -1774,31 +1774,45 @@ async def test_an_unavailable_log_is_retried_in_place_keeping_the_order(
         assert await bodies(kit, "room-1") == [f"#{j}" for j in range(10)]
 
 
-@pytest.mark.parametrize("conflicting", [3, 1_000])
-async def test_a_room_other_writers_keep_changing_is_tried_again_a_tenth_of_an_attempt_each(
+@pytest.mark.parametrize(
+    ("error", "failing", "tries", "recorded"),
+    [
+        # Services sharing the ingress without ownership, all busy in one room: each conflict
+        # counted as a failed attempt, and valid messages were dead-lettered ("failed"). Not
+        # counted at all, one whose own hook changed its room through another writer at every
+        # try was tried for as long as the ingress ran, its room blocked behind it.
+        (RoomConflictError("room room-1 kept changing under another writer"), 3, 4, True),
+        (RoomConflictError("room room-1 kept changing"), 1_000, 20, False),  # ten an attempt
+        # The kit raises StoreUnavailableError for a message it cannot route while its read
+        # model's database is away: counted as failed attempts, the message was dead-lettered
+        # once the outage outlasted them. Not counted, as the log's outages are not.
+        (StoreUnavailableError("the read model does not hold what was recorded"), 5, 6, True),
+    ],
+    ids=["conflicts-then-room", "conflicts-for-ever", "store-away"],
+)
+async def test_what_other_writers_or_a_store_outage_cost_in_attempts(
     nats_server: NatsServer,
     client: NatsClient,
     monkeypatch: pytest.MonkeyPatch,
-    conflicting: int,
+    error: Exception,
+    failing: int,
+    tries: int,
+    recorded: bool,
 ) -> None:
-    # Services sharing the ingress without ownership, all busy in one room: each conflict
-    # counted as a failed attempt, and valid messages were dead-lettered ("failed"). Not
-    # counted at all, one whose own hook changed its room through another writer at every try
-    # was tried for as long as the ingress ran, its room blocked behind it.
     monkeypatch.setattr(roomkit.ingress._handler, "_RETRY_MAX_DELAY", 0.01)
     async with kit_on(MemoryEventLog()) as kit:
         await make_rooms(kit, "room-1")
         process_inbound = kit.process_inbound
-        tries = 0
+        tried = 0
 
-        async def contended(*args: Any, **kwargs: Any) -> InboundResult:
-            nonlocal tries
-            tries += 1
-            if tries <= conflicting:
-                raise RoomConflictError("room room-1 kept changing under another writer")
+        async def failing_first(*args: Any, **kwargs: Any) -> InboundResult:
+            nonlocal tried
+            tried += 1
+            if tried <= failing:
+                raise error
             return await process_inbound(*args, **kwargs)
 
-        kit.process_inbound = contended  # type: ignore[method-assign]
+        kit.process_inbound = failing_first  # type: ignore[method-assign]
         async with Ingress(kit, nats_server.url, max_attempts=2) as ingress:
             await publish_inbound(
                 client, text("sms", "busy", idempotency_key="k1"), room_id="room-1"
@@ -1808,11 +1822,12 @@ async def test_a_room_other_writers_keep_changing_is_tried_again_a_tenth_of_an_a
                 return ingress.stats.recorded + ingress.stats.dead_lettered == 1
 
             await eventually(settled, what="the message recorded or dead-lettered")
-        if conflicting == 3:
-            assert (tries, ingress.stats.dead_lettered) == (4, 0)
-            assert await bodies(kit, "room-1") == ["busy"]
-        else:
-            assert (tries, ingress.stats.recorded) == (20, 0)  # ten conflicts an attempt
+        assert (tried, ingress.stats.recorded, ingress.stats.dead_lettered) == (
+            tries,
+            int(recorded),
+            int(not recorded),
+        )
+        assert await bodies(kit, "room-1") == (["busy"] if recorded else [])
 
 
 async def test_a_message_recovered_from_a_stream_without_direct_gets_keeps_its_headers(
@@ -1868,39 +1883,6 @@ async def test_a_message_recovered_from_a_stream_without_direct_gets_keeps_its_h
             await eventually(recovered, what="the bad one recovered and dead-lettered")
             assert second.stats.recovered >= 1
     assert letters[0]["X-Note"] == "café" and replies == ["my.inbox.é"]
-
-
-async def test_a_store_outage_is_waited_out_not_counted_as_attempts(
-    nats_server: NatsServer, client: NatsClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The kit raises StoreUnavailableError for a message it cannot route while its read
-    # model's database is away: counted as failed attempts, the message was dead-lettered
-    # once the outage outlasted them.
-    monkeypatch.setattr(roomkit.ingress._handler, "_RETRY_MAX_DELAY", 0.01)
-    async with kit_on(MemoryEventLog()) as kit:
-        await make_rooms(kit, "room-1")
-        process_inbound = kit.process_inbound
-        tries = 0
-
-        async def store_away(*args: Any, **kwargs: Any) -> InboundResult:
-            nonlocal tries
-            tries += 1
-            if tries <= 5:
-                raise StoreUnavailableError("the read model does not hold what was recorded")
-            return await process_inbound(*args, **kwargs)
-
-        kit.process_inbound = store_away  # type: ignore[method-assign]
-        async with Ingress(kit, nats_server.url, max_attempts=2) as ingress:
-            await publish_inbound(
-                client, text("sms", "patient", idempotency_key="k1"), room_id="room-1"
-            )
-
-            async def settled() -> bool:
-                return ingress.stats.recorded + ingress.stats.dead_lettered == 1
-
-            await eventually(settled, what="the message recorded or dead-lettered")
-        assert (tries, ingress.stats.dead_lettered) == (6, 0)
-        assert await bodies(kit, "room-1") == ["patient"]
 
 
 async def test_a_server_restart_mid_stream_loses_nothing_and_keeps_the_order(
