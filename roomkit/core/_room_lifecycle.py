@@ -171,8 +171,8 @@ class RoomLifecycleMixin(HelpersMixin):
             KitClosedError, LogUnavailableError: the kit is closed, or its log unreachable.
         """
         # A command, even when no room is due: a closed kit's sweep said nothing (it answered
-        # [] until a room came due).
-        (await self._started_runtime()).check_open()
+        # [] until a room came due). The kit's own work (a hook) may sweep while it closes.
+        (await self._started_runtime()).check_takes_commands()
         changed: list[Room] = []
         for status in (RoomStatus.ACTIVE, RoomStatus.PAUSED):
             for room in await (await self._read_model()).find_rooms(status=status):

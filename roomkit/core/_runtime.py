@@ -390,10 +390,16 @@ class KitRuntime:
         command = taken_up_by(self)
         if command is not None:
             return TakenUp(self, command.command or command)
-        if not here and self._closed and not in_post_commit_work() and deciding() is None:
-            raise KitClosedError("the kit is closing and takes no more commands")
+        if not here:
+            self.check_takes_commands()
         self._asking += 1
         return TakenUp(self, None)
+
+    def check_takes_commands(self) -> None:
+        """Raise ``KitClosedError`` once closing began, but for the kit's own work (a hook, a
+        channel, code a room's decision runs: closing waits for them)."""
+        if self._closed and not in_post_commit_work() and deciding() is None:
+            raise KitClosedError("the kit is closing and takes no more commands")
 
     async def commands_done(self) -> None:
         """Return once no command is taken up or asked of a room (callers bound the wait)."""

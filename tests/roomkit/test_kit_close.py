@@ -35,6 +35,8 @@ from roomkit import (
     RoomEvent,
     RoomKit,
     RoomKitError,
+    RoomStatus,
+    RoomTimers,
     TextContent,
     WebSocketChannel,
 )
@@ -116,6 +118,34 @@ async def test_a_closed_kit_s_timer_sweep_raises_whether_a_room_is_due_or_not() 
     with pytest.raises(KitClosedError):
         await kit.check_all_timers()
     assert (await kit.get_room("r1")).id == "r1"  # reads still work
+
+
+async def test_a_hook_still_running_as_the_kit_closes_may_sweep_the_timers() -> None:
+    # The kit's own work goes on while it closes; the sweep refused it (720d718).
+    kit = RoomKit()
+    swept: list[list[str]] = []
+    entered = anyio.Event()
+    async with kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await kit.create_room(room_id="due", timers=RoomTimers(inactive_after_seconds=0))
+        await room_with(kit, "r1", "sms")
+        await kit.attach_channel("due", "sms")
+        await kit.process_inbound(text("sms", "activity"), room_id="due")
+        await anyio.sleep(1.1)  # the room's activity is past its bound
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def sweep(event: RoomEvent, context: RoomContext) -> None:
+            if context.room.id == "r1":
+                entered.set()
+                await anyio.sleep(0.3)  # the kit is closing by now
+                swept.append([room.id for room in await kit.check_all_timers()])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(kit.process_inbound, text("sms", "hi"), room_id="r1"))
+            await entered.wait()
+            await kit.close()
+    assert swept == [["due"]]
+    assert (await kit.get_room("due")).status == RoomStatus.PAUSED
 
 
 async def test_a_close_within_its_bound_inside_async_with() -> None:
