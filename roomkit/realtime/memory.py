@@ -76,6 +76,9 @@ class InMemoryRealtime(RealtimeBackend):
         if max_queue_size < 1:
             raise ValueError("max_queue_size must be at least 1")
         self._max_queue_size = max_queue_size
+        # Publishes waiting for full queues to make room, in turn (see publish).
+        self._held_back = 0
+        self._publishing: anyio.Lock | None = None
         # Drops reported: the first at once, then one line per _REPORT_EVERY with the count.
         self._dropped = 0
         self._reported_at: float | None = None
@@ -149,19 +152,36 @@ class InMemoryRealtime(RealtimeBackend):
         if not subscribers:
             return
         limit = self._max_queue_size
-        yields = 0
-        while yields < _YIELDS_WHEN_FULL and any(
-            len(sub.queue) == limit for sub in subscribers.values()
-        ):
+        if self._held_back or any(len(sub.queue) == limit for sub in subscribers.values()):
             # A publisher that never yields (a loop of publish_typing) kept the delivery
             # tasks from running: even a subscriber that takes events at once lost nine in
             # ten of a burst of 1,000. Yielding lets them take what they hold (more than once:
-            # trio runs the tasks woken together in any order).
-            await anyio.lowlevel.checkpoint()
-            if self._closed:
-                return
-            subscribers = self._by_channel.get(channel) or {}
-            yields += 1
+            # trio runs the tasks woken together in any order). The publishes that come
+            # meanwhile wait their turn, in order: one appended first was delivered first.
+            self._held_back += 1
+            try:
+                async with self._turn():
+                    yields = 0
+                    while yields < _YIELDS_WHEN_FULL and any(
+                        len(sub.queue) == limit for sub in subscribers.values()
+                    ):
+                        await anyio.lowlevel.checkpoint()
+                        subscribers = self._by_channel.get(channel) or {}
+                        yields += 1
+                    if not self._closed:
+                        self._append(subscribers, event)
+            finally:
+                self._held_back -= 1
+            return
+        self._append(subscribers, event)
+
+    def _turn(self) -> anyio.Lock:
+        """The lock publishes held back take in turn (FIFO), made on first use."""
+        if self._publishing is None:
+            self._publishing = anyio.Lock()
+        return self._publishing
+
+    def _append(self, subscribers: dict[str, _Subscription], event: EphemeralEvent) -> None:
         for sub in subscribers.values():
             if len(sub.queue) == self._max_queue_size:
                 self._report_drop(sub)
@@ -329,6 +349,8 @@ class InMemoryRealtime(RealtimeBackend):
         self._host_loop = self._task_group = None
         self._ready = self._stop = self._done = None
         self._exit_stack = None
+        self._publishing = None  # a lock of that loop's
+        self._held_back = 0
         self._subscriptions.clear()
         self._by_channel.clear()
 

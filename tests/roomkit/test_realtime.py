@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from roomkit.realtime import (
@@ -214,6 +215,37 @@ class TestPublishSubscribe:
                 await realtime.publish("room:r1", typing(n=n))
             assert [e.data["n"] for e in await quick.wait()] == list(range(1_000))
         assert caplog.records == []
+        await realtime.close()
+
+    async def test_publishes_waiting_for_a_full_queue_keep_their_order(self) -> None:
+        # A publish that found the queue full yielded; one that came later found room and
+        # was delivered first ("typing stopped" before "typing started").
+        realtime = InMemoryRealtime(max_queue_size=2)
+        received: list[int] = []
+        entered, release = anyio.Event(), anyio.Event()
+
+        async def held_at_first(event: EphemeralEvent) -> None:
+            received.append(int(event.data["n"]))  # type: ignore[call-overload]
+            if len(received) == 1:
+                entered.set()
+                await release.wait()
+
+        await realtime.subscribe("room:r1", held_at_first)
+        await realtime.publish("room:r1", typing(n=0))
+        with anyio.fail_after(5):
+            await entered.wait()
+        for n in (1, 2):  # the queue is full
+            await realtime.publish("room:r1", typing(n=n))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(realtime.publish, "room:r1", typing(n=3))
+            await anyio.lowlevel.checkpoint()  # 3 waits for room
+            release.set()
+            await anyio.lowlevel.checkpoint()  # the subscriber takes 1
+            await realtime.publish("room:r1", typing(n=4))
+        with anyio.fail_after(5):
+            while len(received) < 5:
+                await anyio.sleep(0.01)
+        assert received == sorted(received)
         await realtime.close()
 
     async def test_dropped_events_are_said_once_in_a_while_at_warning(
