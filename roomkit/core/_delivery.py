@@ -104,7 +104,9 @@ class RoomDelivery:
         now = self._now
         while now:
             await self._handle(now.popleft())
-        if self._reports_due:
+        if self._reports_due and not self._parked:
+            # Not while a turn's last work waits for the rest of it (its tasks' hooks come
+            # through the mailbox): a slow ON_ERROR hook would hold that turn, and its caller.
             await self._run_reports()
 
     async def _handle(self, job: DeliveryJob) -> None:

@@ -225,7 +225,9 @@ class NatsRealtime(RealtimeBackend):
                 async def forward(msg: Msg) -> None:
                     event = _event_of(msg)
                     if event is not None:
-                        await self._local.publish(channel, event)  # queues, never waits
+                        await self._local.publish(
+                            channel, event
+                        )  # queues (yields while one is full)
 
                 try:
                     self._remote[channel] = await nc.subscribe(subject, cb=forward)

@@ -47,6 +47,7 @@ from roomkit import (
     RoomTimers,
     SMSChannel,
     SystemContent,
+    Task,
     TextContent,
     WebSocketChannel,
     WhatsAppChannel,
@@ -200,6 +201,12 @@ class TestFrameworkEvents:
             async def slow(event: RoomEvent, context: RoomContext) -> None:
                 await release.wait()
                 errors.append(event.content.code)  # type: ignore[union-attr]
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def plan(event: RoomEvent, context: RoomContext) -> HookResult:
+                # A task: its ON_TASK_CREATED hooks come through the room's mailbox, and
+                # the turn waited for them behind the ON_ERROR hooks.
+                return HookResult.allow(tasks=[Task(room_id="r1", title="call back")])
 
             kit.register_channel(SimpleChannel("sms"))
             kit.register_channel(SimpleChannel("down", fail=True))
