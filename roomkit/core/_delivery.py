@@ -429,14 +429,16 @@ class RoomDelivery:
         self._note_error("outcome_not_recorded", text, data)
 
     def _left_out(self, part: RecordOutcome, left_out: tuple[tuple[str, str, str], ...]) -> None:
-        """Say what of ``part`` the room left out, not validating (a task, an observation, a
-        blocked reply a channel made): an ``outcome_not_recorded`` for the ON_ERROR hooks, as
-        for a reply the log refuses (it was only logged)."""
+        """Say what of ``part`` the room left out, not validating (a reply, a task, an
+        observation, a blocked reply a channel made; the room logged it): an
+        ``outcome_not_recorded`` for the ON_ERROR hooks, as for a reply the log refuses."""
         for what, name, why in left_out:
             text = f"{what} {name} of {part.event_id} not recorded: {why}"
-            logger.warning("room %s: %s", self._room_id, text)
             data: dict[str, object] = {"event_id": part.event_id, "error": why, "what": what}
-            data[f"{what.split()[-1]}_id"] = name  # task_id, observation_id, reply_id
+            data[f"{what.split()[-1]}_id"] = name  # reply_id, task_id, observation_id
+            for event in (*part.replies, *part.blocked):
+                if event.id == name:  # the channel that answered, as for a refused reply
+                    data["channel_id"] = event.source.channel_id
             self._note_error("outcome_not_recorded", text, data)
 
     async def _report_deliveries(

@@ -813,11 +813,9 @@ class RoomDecider:
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
             draft.message(blocked.model_copy(update={"index": draft.next_index()}))
         recorded: list[RoomEvent] = []
-        for reply in cmd.replies:
-            # A reply the log cannot hold (an AI's text with a lone surrogate) refuses the
-            # command: the delivery worker then records the outcome part by part and says the
-            # one lost to the ON_ERROR hooks (dropped here, it was only logged).
-            reply = validated(reply, RoomEvent)
+        # A reply that does not validate (an AI's text with a lone surrogate) is left out, as
+        # a task is; the delivery worker says so to the ON_ERROR hooks (see Outcome.left_out).
+        for reply in _storable(cmd.replies, RoomEvent, "reply", draft.left_out):
             responder = cmd.responders.get(reply.id)
             answered = state.bindings.get(responder) if responder is not None else None
             if responder is not None and (answered is None or answered.muted):
