@@ -16,10 +16,13 @@ from roomkit import (
     ChannelOutput,
     ChannelType,
     EventSource,
+    HookExecution,
+    HookTrigger,
     InboundMessage,
     RoomContext,
     RoomEvent,
     RoomKit,
+    SystemContent,
     TextContent,
 )
 
@@ -88,6 +91,18 @@ async def room_with(kit: RoomKit, room_id: str, *channel_ids: str) -> None:
     await kit.create_room(room_id=room_id)
     for channel_id in channel_ids:
         await kit.attach_channel(room_id, channel_id)
+
+
+def errors_said(kit: RoomKit) -> list[dict[str, object]]:
+    """What the kit's ON_ERROR hooks will be told: each failure's code and data."""
+    errors: list[dict[str, object]] = []
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        assert isinstance(event.content, SystemContent)
+        errors.append({"code": event.content.code, **event.content.data})
+
+    return errors
 
 
 def category_of(channel_id: str) -> ChannelCategory:

@@ -52,7 +52,6 @@ from roomkit import (
     RoomKit,
     RoomKitError,
     RoomNotFoundError,
-    SystemContent,
     Task,
     TextContent,
     WebSocketChannel,
@@ -64,7 +63,7 @@ from roomkit.models.room import RoomTimers
 from roomkit.realtime.memory import InMemoryRealtime
 from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
+from tests.roomkit.kit_helpers import SimpleChannel, errors_said, eventually, text
 
 
 async def room(kit: RoomKit) -> None:
@@ -1365,18 +1364,6 @@ async def test_a_delivery_error_text_json_cannot_hold_is_recorded_escaped(
     records = await event_log.read(room_stream("r1"))
     outcomes = [r.data for r in records if r.type == "delivery.recorded"]
     assert len(outcomes) >= 3 and all(b"provider said \\\\udcff" in data for data in outcomes)
-
-
-def errors_said(kit: RoomKit) -> list[dict[str, object]]:
-    """What the kit's ON_ERROR hooks will be told: each failure's code and data."""
-    errors: list[dict[str, object]] = []
-
-    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
-    async def noted(event: RoomEvent, context: RoomContext) -> None:
-        assert isinstance(event.content, SystemContent)
-        errors.append({"code": event.content.code, **event.content.data})
-
-    return errors
 
 
 class _LoneSurrogateAI(AIProvider):

@@ -20,7 +20,6 @@ from roomkit import (
     ChannelCategory,
     ChannelOutput,
     EventRefusedError,
-    HookExecution,
     HookResult,
     HookTrigger,
     Identity,
@@ -31,12 +30,11 @@ from roomkit import (
     RoomKit,
     RoomKitError,
     RoomStatus,
-    SystemContent,
     Task,
     TextContent,
 )
 from roomkit.models.event import EventSource
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
+from tests.roomkit.kit_helpers import SimpleChannel, errors_said, eventually, text
 from tests.roomkit.test_kit_replay import snapshot
 
 pytestmark = pytest.mark.nats
@@ -217,13 +215,8 @@ async def test_an_ai_reply_too_large_for_the_log_loses_only_itself(
     with it, without a word to the caller). The loss is said to the ON_ERROR hooks (it was
     only logged)."""
     sms = SimpleChannel("sms")
-    errors: list[dict[str, object]] = []
     async with RoomKit(log=nats_log) as kit:
-
-        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
-        async def noted(event: RoomEvent, context: RoomContext) -> None:
-            assert isinstance(event.content, SystemContent)
-            errors.append({"code": event.content.code, **event.content.data})
+        errors = errors_said(kit)
 
         kit.register_channel(sms)
         kit.register_channel(AIChannel("big", provider=MockAIProvider(["x" * 1_100_000])))
