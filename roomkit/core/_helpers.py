@@ -10,8 +10,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-
 from eventlog import EventLog
 from roomkit.core._bounded import TimedOut, bounded, called_apart
 from roomkit.core._cancel import raised_uncancelled
@@ -254,9 +252,7 @@ class HelpersMixin:
                     "delivered (it is in the log; its deliveries were dropped)"
                 )
         position = _settled_position(outcome, turn)
-        with anyio.move_on_after(read_model_within):
-            await runtime.projection.wait(position)
-        if runtime.projection.checkpoint < position:
+        if not await runtime.projection.holds(position, read_model_within):
             did = (
                 "the command is recorded (it is in the log), but the read model did not hold it"
                 if outcome.position

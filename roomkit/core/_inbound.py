@@ -272,12 +272,7 @@ class InboundMixin(HelpersMixin):
                 (the store is still away); nothing was recorded.
         """
         written = runtime.written
-        projection = runtime.projection
-        if projection.checkpoint >= written:
-            return
-        with anyio.move_on_after(runtime.ask_timeout):
-            await projection.wait(written)
-        if projection.checkpoint < written:
+        if not await runtime.projection.holds(written, runtime.ask_timeout):
             raise StoreUnavailableError(
                 f"a message of channel {channel_id} cannot be routed: the read model does "
                 f"not hold what this process recorded (log position {written}) after "

@@ -803,8 +803,7 @@ class _RuntimePort:
         return self._runtime.projection.checkpoint
 
     async def wait_checkpoint(self, position: int, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
-            await self._runtime.projection.wait(position)
+        await self._runtime.projection.holds(position, timeout)
 
     def live_rooms(self) -> list[str]:
         return self._system.active_keys(ROOM)

@@ -370,6 +370,18 @@ class StoreProjection:
             "log"
         )
 
+    async def holds(self, position: int, within: float) -> bool:
+        """Whether every record up to ``position`` is in the store, waiting at most ``within``
+        seconds for it (``wait``, bounded: a store away holds it back).
+
+        Raises:
+            KitClosedError: the kit's runtime stopped first (see ``stop``).
+        """
+        if self.checkpoint < position:
+            with anyio.move_on_after(within):
+                await self.wait(position)
+        return self.checkpoint >= position
+
     def _waiters_push(self, position: int, event: anyio.Event) -> None:
         heapq.heappush(self._waiters, (position, next(self._waiter_ids), event))
 
