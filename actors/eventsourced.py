@@ -294,9 +294,11 @@ class EventSourcedActor(Actor, Generic[S, E]):
                     )
                     continue
                 raise ConcurrencyConflict(stream, expected, exc.actual) from exc
-            if records[0].version != expected + 1:
+            if records[0].version != expected + 1 or not _records_of(encoded, records):
                 # The log returned an earlier append with the same message id: already applied
-                # here, or written by another process we have not read yet.
+                # here, or written by another process we have not read yet (at the very
+                # version this append expected, too: its records then hold that writer's
+                # events, which the state must fold in, not this command's).
                 if self._in_doubt:
                     await self._settle_in_doubt(stream)  # before it is folded in below
                 await self._catch_up(stream)
@@ -353,7 +355,8 @@ class EventSourcedActor(Actor, Generic[S, E]):
         except WrongExpectedVersion as exc:
             _check_not_rewound(exc)
             raise ConcurrencyConflict(stream, expected, exc.actual) from exc
-        if records[0].version != expected + 1:  # an earlier append of that message id
+        if records[0].version != expected + 1 or not _records_of(encoded, records):
+            # An earlier append of that message id (another writer's, maybe at this version).
             raise ConcurrencyConflict(stream, expected, records[-1].version)
         self._in_doubt = ()
         return await self._commit(effect, events, records)
@@ -574,13 +577,23 @@ class EventSourcedActor(Actor, Generic[S, E]):
 
 def _landed(doubt: _InDoubt[E], records: Sequence[Record]) -> bool:
     """Whether ``records`` (read after the version it expected) begin with that append."""
-    encoded = doubt.encoded
-    return len(records) >= len(encoded) and all(
-        record.type == event.type
-        and record.data == event.data
-        and (event.timestamp is None or record.timestamp == event.timestamp)
-        for record, event in zip(records, encoded, strict=False)
-    )
+    return _records_of(doubt.encoded, records)
+
+
+def _records_of(encoded: Sequence[NewEvent], records: Sequence[Record]) -> bool:
+    """Whether ``records`` begin with the events ``encoded`` (types, payloads and the
+    timestamps set): an append's own, and not another writer's the log returned for the same
+    message id."""
+    if len(records) < len(encoded):
+        return False
+    for record, event in zip(records, encoded, strict=False):  # a loop: on every append
+        if (
+            record.type != event.type
+            or record.data != event.data
+            or (event.timestamp is not None and record.timestamp != event.timestamp)
+        ):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -523,6 +523,21 @@ async def test_a_retried_command_with_the_same_message_id_is_applied_once() -> N
     assert replay(await log.read("c")).amounts == (5, 1)
 
 
+async def test_another_writer_s_append_of_the_same_message_id_is_folded_in() -> None:
+    # The log returns the other writer's record for the key, at the very version this actor
+    # expected: its state must hold that record's event, and its side effects are the other
+    # writer's, not run again here.
+    log = MemoryEventLog()
+    async with counter_system(log) as one, counter_system(log) as two:
+        a, b = one.ref("counter", "c"), two.ref("counter", "c")
+        assert await a.ask(Get()) == CounterState()
+        assert await b.ask(Add(5, idempotency_key="k")) == 5
+        assert await a.ask(Add(7, idempotency_key="k")) == 5
+        assert await state_of(one) == replay(await log.read("c"))
+        assert [events for _, events, _ in Counter.after_commit_calls] == [[Incremented(5, "k")]]
+        assert await a.ask(Add(1)) == 6
+
+
 async def test_an_event_sourced_actor_needs_a_log() -> None:
     system = ActorSystem(supervision=SupervisionPolicy(max_restarts=0))
     system.register("counter", Counter)

@@ -11,7 +11,7 @@ import pytest
 from actors import ActorSystem, ConcurrencyConflict
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
-from tests.actors.models import Add, AddMany, Counter, CounterState, Get, replay
+from tests.actors.models import Add, AddMany, Counter, CounterState, Get, Incremented, replay
 
 pytestmark = pytest.mark.nats
 
@@ -69,6 +69,23 @@ async def test_a_new_process_recovers_the_same_state(nats_server: NatsServer) ->
         after = await system.ref("counter", "room-1").ask(Get())
         assert await system.ref("counter", "room-1").ask(Add(5)) == 15
     assert before == after == CounterState(10, 4, (1, 2, 3, 4))
+
+
+async def test_another_process_s_append_of_the_same_message_id_is_folded_in(
+    nats_server: NatsServer,
+) -> None:
+    async with (
+        NatsEventLog(nats_server.url) as log_one,
+        NatsEventLog(nats_server.url) as log_two,
+        counter_system(log_one) as one,
+        counter_system(log_two) as two,
+    ):
+        a, b = one.ref("counter", "room-k"), two.ref("counter", "room-k")
+        assert await a.ask(Get()) == CounterState()
+        assert await b.ask(Add(5, idempotency_key="k")) == 5
+        assert await a.ask(Add(7, idempotency_key="k")) == 5  # JetStream's dedup: b's record
+        assert await a.ask(Get()) == replay(await log_one.read("room-k"))
+        assert [events for _, events, _ in Counter.after_commit_calls] == [[Incremented(5, "k")]]
 
 
 async def test_a_second_process_writing_the_stream_is_reloaded_never_forked(
