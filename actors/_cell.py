@@ -319,15 +319,22 @@ class Cell(Mailbox):
         while True:
             started: Actor | None = None  # the instance, once its on_start was called
             try:
-                actor = self._factory(self.key)
-                if not isinstance(actor, Actor):
-                    raise TypeError(
-                        f"the factory of kind {self.kind!r} returned {actor!r}, not an Actor"
-                    )
-                actor._bind(self._host.system, self.kind)
-                await actor._recover()
-                started = actor
-                await actor.on_start()
+                try:
+                    actor = self._factory(self.key)
+                    if not isinstance(actor, Actor):
+                        raise TypeError(
+                            f"the factory of kind {self.kind!r} returned {actor!r}, not an Actor"
+                        )
+                    actor._bind(self._host.system, self.kind, self)
+                    await actor._recover()
+                    started = actor
+                    await actor.on_start()
+                except Exception:
+                    raise
+                except BaseException as exc:
+                    # A crash like any (see _crash_of): let through, it ended the cell's task,
+                    # failed its mailbox unsupervised, and on trio tore the system down.
+                    raise _crash_of(exc) from exc
             except EventLogError as exc:
                 if started is not None:
                     await self._call_on_stop(started)  # what its on_start acquired
@@ -375,10 +382,12 @@ class Cell(Mailbox):
                     except Exception as exc:
                         item.fail(exc)
                         if policy.escalates(exc):
+                            counters.handled += 1  # handled, if not successfully
                             raise _Crash(exc) from exc
                     except BaseException as exc:
                         crash = _crash_of(exc)
                         item.fail(crash)
+                        counters.handled += 1  # handled, if not successfully
                         raise _Crash(crash) from exc
                     else:
                         item.resolve(reply)
@@ -388,6 +397,7 @@ class Cell(Mailbox):
                         await receive(item)
                     except Exception as exc:
                         if policy.escalates(exc):
+                            counters.handled += 1  # handled, if not successfully
                             raise _Crash(exc) from exc
                         if isinstance(exc, EventLogError):  # an outage: no bug to trace back
                             logger.warning(
@@ -404,7 +414,9 @@ class Cell(Mailbox):
                                 exc_info=exc,
                             )
                     except BaseException as exc:
-                        raise _Crash(_crash_of(exc)) from exc
+                        crash = _crash_of(exc)
+                        counters.handled += 1  # handled, if not successfully
+                        raise _Crash(crash) from exc
                 counters.handled += 1
                 budget -= 1
                 if not budget:
@@ -483,16 +495,20 @@ class Cell(Mailbox):
             self._call_on_idle(self.actor)
 
     def _call_on_idle(self, actor: Actor) -> None:
+        # Any failure of its own, not only an Exception (see _crash_of): called by the sweeper,
+        # one let through ended the sweeper's task, and with it the whole system.
         try:
             actor.on_idle()
-        except Exception:
-            logger.exception("on_idle of actor %s/%s failed", self.kind, self.key)
+        except BaseException as exc:
+            _crash_of(exc)  # raises what is not on_idle's to answer for
+            logger.error("on_idle of actor %s/%s failed", self.kind, self.key, exc_info=exc)
 
     async def _call_on_stop(self, actor: Actor) -> None:
         try:
             await actor.on_stop()
-        except Exception:
-            logger.exception("on_stop of actor %s/%s failed", self.kind, self.key)
+        except BaseException as exc:
+            _crash_of(exc)  # raises what is not on_stop's to answer for
+            logger.error("on_stop of actor %s/%s failed", self.kind, self.key, exc_info=exc)
 
     def _finish(self) -> None:
         self.finished = True

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from actors.errors import ActorError
 
 if TYPE_CHECKING:
+    from actors._cell import Cell
     from actors.ref import ActorRef
     from actors.system import ActorSystem
 
@@ -41,6 +42,7 @@ class Actor(abc.ABC):
         self._system: ActorSystem | None = None
         self._kind = ""
         self._self_ref: ActorRef | None = None
+        self._cell: Cell | None = None  # the incarnation it is
 
     @property
     def system(self) -> ActorSystem:
@@ -71,7 +73,12 @@ class Actor(abc.ABC):
         Safe from a handler (e.g. on a "close" command): the current message completes, the
         queued ones too, then ``on_stop`` runs; later messages go to a new incarnation.
         """
-        self.system.request_passivation(self._kind, self.key)
+        if self._cell is None:  # not activated by a system's cell
+            self.system.request_passivation(self._kind, self.key)
+        else:
+            # Only if it is still the one that takes the key's messages: one that passivates
+            # already, asking again, stopped the next incarnation after its first message.
+            self.system._passivate_incarnation(self._cell)
 
     async def on_start(self) -> None:  # noqa: B027 - a hook, empty on purpose
         """Run after activation (state recovered), before the first message is handled.
@@ -113,6 +120,7 @@ class Actor(abc.ABC):
     async def _recover(self) -> None:  # noqa: B027 - a hook, empty on purpose
         """Restore the state before ``on_start`` (event-sourced actors replay their stream)."""
 
-    def _bind(self, system: ActorSystem, kind: str) -> None:
+    def _bind(self, system: ActorSystem, kind: str, cell: Cell | None = None) -> None:
         self._system = system
         self._kind = kind
+        self._cell = cell

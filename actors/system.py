@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import math
@@ -268,6 +269,10 @@ class ActorSystem:
         # On asyncio, cells run in plain tasks (see _spawn), kept here until they end.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # What cells' tasks run in, a copy each: the context the system was entered in, not
+        # the one of whichever sender woke the actor (its values stayed set for every later
+        # message, and were kept alive as long as the task).
+        self._context = contextvars.Context()
         self._counters = Counters()
         self._deadlines = Deadlines()
         self._sweeper = Sweeper(
@@ -411,6 +416,11 @@ class ActorSystem:
         self._passivate_cell(cell)
         return True
 
+    def _passivate_incarnation(self, cell: Cell) -> None:
+        """Passivate ``cell`` if it still takes its key's messages (``Actor.passivate``)."""
+        if self._cells.get((cell.kind, cell.key)) is cell:
+            self._passivate_cell(cell)
+
     def stats(self) -> SystemStats:
         """Return the current counters and the depth of every active actor's mailbox."""
         counters = self._counters
@@ -435,6 +445,7 @@ class ActorSystem:
             raise RuntimeError("an ActorSystem runs once; make a new one")
         clock = loop_clock()
         self._deadlines.clock = self._sweeper.clock = clock
+        self._context = contextvars.copy_context()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -551,8 +562,9 @@ class ActorSystem:
         assert self._tg is not None
         self._running.add(cell)
         loop = self._loop
-        if loop is None:
-            self._tg.start_soon(cell.run, name=f"actor {cell.kind}/{cell.key}")
+        if loop is None:  # trio's start_soon copies the context it is called in
+            tg, name = self._tg, f"actor {cell.kind}/{cell.key}"
+            self._context.run(lambda: tg.start_soon(cell.run, name=name))
             return
         # An actor whose task lingered out gets a new one with its next message. In an anyio
         # task group that cost ~15 µs (a handle, a cancel scope, an event per task); a plain
@@ -561,7 +573,12 @@ class ActorSystem:
         # shielded in the group too); the system stops it with Cell.cancel.
         # asyncio.Task itself, not loop.create_task: an eager task factory (Python 3.12+)
         # would start the cell inside the sender's offer().
-        task = asyncio.Task(cell.run(), loop=loop, name=f"actor {cell.kind}/{cell.key}")
+        task = asyncio.Task(
+            cell.run(),
+            loop=loop,
+            name=f"actor {cell.kind}/{cell.key}",
+            context=self._context.copy(),
+        )
         self._tasks.add(task)
         task.add_done_callback(self._task_ended)
 

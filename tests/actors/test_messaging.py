@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 from typing import Any
@@ -350,3 +351,31 @@ async def test_a_tracked_ask_says_it_was_answered_before_its_asker_resumes() -> 
             await after.entered.wait()  # the actor went on past it
             assert ask.done
             after.gate.set()
+
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+async def test_an_actor_runs_in_the_system_s_context_not_its_senders() -> None:
+    # The sender that woke the actor's task set request_id: the actor saw it for every later
+    # message, from any sender, for as long as its task lived.
+    class Reader(Actor):
+        async def receive(self, message: object) -> object:
+            return request_id.get()
+
+    request_id.set("at start")
+    system = ActorSystem(task_linger=None)
+    system.register("reader", Reader)
+    async with system:
+        ref = system.ref("reader", "a")
+
+        async def send(value: str, seen: list[object]) -> None:
+            request_id.set(value)
+            seen.append(await ref.ask("which?"))
+
+        seen: list[object] = []
+        with anyio.fail_after(5):
+            for value in ("req-1", "req-2"):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send, value, seen)
+    assert seen == ["at start", "at start"]

@@ -437,3 +437,38 @@ async def test_durations_past_a_floats_range_mean_never() -> None:
         await anyio.sleep(0.05)  # a sweep pass
         assert await ref.ask("y", timeout=5) == "y"
         assert system.is_active("echo", "a")
+
+
+async def test_an_incarnation_already_passivating_does_not_passivate_the_next_one() -> None:
+    incarnations: list[int] = []
+
+    class Closing(Actor):
+        def __init__(self, key: str) -> None:
+            super().__init__(key)
+            incarnations.append(len(incarnations) + 1)
+            self.incarnation = len(incarnations)
+
+        async def receive(self, message: object) -> object:
+            if message == "close":
+                await closing.wait()
+                self.passivate()  # this incarnation's: it stops already
+            return self.incarnation
+
+    closing = anyio.Event()
+    system = ActorSystem()
+    system.register("a", Closing)
+    with anyio.fail_after(5):
+        async with system:
+            ref = system.ref("a", "k")
+            assert await ref.ask("hello") == 1
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ref.ask, "close")
+                await anyio.wait_all_tasks_blocked()
+                system.request_passivation("a", "k")  # an owner moving the key away, say
+                tg.start_soon(ref.ask, "new")  # the next incarnation's, once 1 stopped
+                await anyio.wait_all_tasks_blocked()
+                closing.set()
+            assert await ref.ask("then") == 2
+            assert system.is_active("a", "k")
+            assert system.stats().passivations == 1
+    assert incarnations == [1, 2]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
-from actors import ActorSystem, SystemStats
+from actors import ActorCrash, ActorSystem, SystemStats
 from tests.actors.models import Block, Journal, Raise, probes
 
 
@@ -29,6 +30,8 @@ async def test_stats_count_lifecycle_and_messages() -> None:
         for key in "abc":
             await system.ref("probe", key).ask("hi")
         await system.ref("probe", "a").tell(Raise(ValueError("counted too")))
+        with pytest.raises(ActorCrash):  # a crash is handled too, if not successfully
+            await system.ref("probe", "a").ask(Raise(ActorCrash("counted as well")))
         block = Block(gate)
         await system.ref("probe", "b").tell(block)
         with anyio.fail_after(5):
@@ -41,7 +44,9 @@ async def test_stats_count_lifecycle_and_messages() -> None:
         gate.set()
     assert stats.active_actors == 2
     assert stats.running_actors == 2
-    assert stats.activations == 3
+    assert stats.activations == 3  # a's restart activates with its next message
+    assert stats.restarts == 1
     assert stats.passivations == 1
-    assert stats.messages_handled == 4  # 3 "hi" and the failing one; the block is in progress
+    # 3 "hi", the failing one and the crash; the block is in progress.
+    assert stats.messages_handled == 5
     assert stats.mailbox_depths == {("probe", "a"): 0, ("probe", "b"): 3}
