@@ -293,7 +293,8 @@ class RoomDelivery:
         results: list[DeliveryResult] = []
         if work.targets is not None:
             # Injected events: each target's on_event, and a transport's deliver (quirk 5).
-            for target_id in work.targets:
+            # Each target once: a target named twice was sent the event twice.
+            for target_id in dict.fromkeys(work.targets):
                 binding = context.get_binding(target_id)
                 if binding is None:
                     continue

@@ -28,7 +28,9 @@ sets alone would not ask for it (QUIRK 11).
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import types
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,7 +39,7 @@ import anyio
 
 from actors import check_seconds, error_text
 from roomkit.channels.base import Channel
-from roomkit.core._bounded import TimedOut, bounded, bounded_here
+from roomkit.core._bounded import TimedOut, bounded, bounded_here, called_apart
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.core._failed_attempt import Health, channel_health, retry_after, retryable
@@ -358,7 +360,7 @@ class EventRouter:
                 outcome.output = await reaction
                 outcome.error = outcome.output.failure
             else:
-                output = await bounded_here(reaction, self.call_timeout)
+                output = await _answered(reaction, self.call_timeout)
                 if output is not None and not isinstance(output, ChannelOutput):
                     output = taken_as_output(output, channel_id, "on_event")
                 outcome.output = output
@@ -476,15 +478,20 @@ class EventRouter:
         ``deliver`` (QUIRK 5 fixed: 0.3.0 called only ``on_event``, which a transport channel
         does nothing in), on a broadcast's delivery path: transcoding (against the event's
         source binding in ``context`` when there is one), truncation, circuit breaker, rate
-        limit and retries. No access, visibility or mute check: the caller chose the target
-        explicitly. Never raises for a target's failure; cancellation propagates.
+        limit and retries. No visibility or mute check: the caller chose the target
+        explicitly. But a target whose access does not let it read the room (``WRITE_ONLY``,
+        ``NONE``) sends nothing, as for a broadcast: with QUIRK 5 fixed, a channel the app
+        shut off sent injected events out again. Never raises for a target's failure;
+        cancellation propagates.
 
         Returns:
             A TRANSPORT target's delivery (``error``: ``channel_not_registered``,
             ``transcoding_failed``, ``circuit_breaker_open``, the provider's error or an
-            exception text on failure); None for any other target.
+            exception text on failure); None for any other target, or one that may not read.
         """
-        is_transport = target_binding.category == ChannelCategory.TRANSPORT
+        is_transport = target_binding.category == ChannelCategory.TRANSPORT and (
+            target_binding.access not in _CANNOT_READ
+        )
         channel_id = target_binding.channel_id
         channel = self._channels.get(channel_id)
         if channel is None:
@@ -525,7 +532,12 @@ class EventRouter:
         try:
             # In a copy of the context, as a broadcast target's call (the caller is the room's
             # long-lived delivery worker).
-            output = await bounded(channel.on_event(event, binding, context), self.call_timeout)
+            reaction, own = called_apart(channel.on_event, event, binding, context)
+            output = (
+                await bounded(reaction, self.call_timeout, own)
+                if _awaitable(reaction)
+                else reaction
+            )
         except Exception as exc:
             logger.warning(
                 "room %s: target %r failed on injected event %s: %s",
@@ -708,7 +720,7 @@ async def _deliver_once(
     context: RoomContext,
     limit: float | None,
 ) -> ChannelOutput:
-    output = await bounded_here(channel.deliver(event, binding, context), limit)
+    output = await _answered(channel.deliver(event, binding, context), limit)
     if not isinstance(output, ChannelOutput):
         output = taken_as_output(output, binding.channel_id, "deliver")
     provider_result = output.provider_result
@@ -717,6 +729,18 @@ async def _deliver_once(
     if output.failure is not None:
         raise _OutputFailed(output)
     return output
+
+
+def _awaitable(value: object) -> bool:
+    return type(value) is types.CoroutineType or inspect.isawaitable(value)
+
+
+async def _answered(value: Any, limit: float | None) -> Any:
+    """What a channel's method answered: awaited within ``limit`` if it is awaitable, as it
+    is otherwise. A plain ``def deliver`` that sent and returned its output was counted as
+    failed ("can't be used in 'await' expression"): retried, it sent the message again at
+    every attempt, then opened the breaker."""
+    return await bounded_here(value, limit) if _awaitable(value) else value
 
 
 class _OutputFailed(Exception):

@@ -36,6 +36,7 @@ from roomkit import (
     LogUnavailableError,
     MockAIProvider,
     Observation,
+    RetryPolicy,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -719,6 +720,71 @@ class TestInbound:
         await kit.process_inbound(text("sms", "hello?"))
         assert sms.texts() == ["we got it"]  # quirk 5 fixed: deliver, not on_event
         assert ws.delivered == []
+
+    async def test_an_injected_event_goes_once_to_each_target_that_may_read(
+        self, kit: RoomKit
+    ) -> None:
+        # With quirk 5 fixed, each target id is a send: a target named twice was sent the
+        # notice twice, and one the app shut off (access NONE, WRITE_ONLY) sent it.
+        sms, ws = await two_channel_room(kit)
+        closed, writer = SimpleChannel("closed"), SimpleChannel("writer")
+        for channel in (closed, writer):
+            kit.register_channel(channel)
+        await kit.attach_channel("r1", "closed", access=Access.NONE)
+        await kit.attach_channel("r1", "writer", access=Access.WRITE_ONLY)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def notice(event: RoomEvent, context: RoomContext) -> HookResult:
+            if event.source.channel_id != "sms":
+                return HookResult.allow()
+            injected = RoomEvent(
+                room_id=event.room_id,
+                source=EventSource(channel_id="system", channel_type="system"),
+                content=TextContent(body="a notice"),
+            )
+            targets = ["ws", *(b.channel_id for b in context.bindings)]
+            return HookResult.allow(
+                injected=[InjectedEvent(event=injected, target_channel_ids=targets)]
+            )
+
+        await kit.process_inbound(text("sms", "hello"))
+        assert ws.texts() == ["a notice", "hello"]
+        assert sms.texts() == ["a notice"]
+        assert closed.delivered == writer.delivered == []
+        # As in 0.3.0, their on_event still sees it (once).
+        assert [e.content.body for e in closed.seen] == ["a notice"]  # type: ignore[union-attr]
+
+    async def test_a_plain_def_deliver_is_sent_once_and_counts_as_delivered(
+        self, kit: RoomKit
+    ) -> None:
+        # Its output was awaited: "can't be used in 'await' expression", a failure, retried
+        # (a real send each time), then the breaker opened.
+        class PlainDeliver(SimpleChannel):
+            def deliver(  # type: ignore[override]
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                self.delivered.append(event)
+                return ChannelOutput.empty()
+
+            def on_event(  # type: ignore[override]
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> None:
+                self.seen.append(event)
+
+        plain = PlainDeliver("plain")
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(plain)
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel(
+            "r1", "plain", retry_policy=RetryPolicy(max_retries=3, base_delay_seconds=0.01)
+        )
+        failed: list[FrameworkEvent] = []
+        kit.on("delivery_failed")(failed.append)
+
+        await kit.process_inbound(text("sms", "hello"))
+        assert plain.texts() == ["hello"] and len(plain.seen) == 1
+        assert failed == []
 
     async def test_an_injected_event_reaches_an_ai_target_through_on_event(
         self, kit: RoomKit
