@@ -39,8 +39,8 @@ def check_append(
         InvalidStreamId: ``stream`` is not a valid stream id.
         InvalidAppend: ``events`` is empty, holds more than ``limit`` events, or one that is not
             a ``NewEvent`` of the envelope's types (a non-empty str ``type``, bytes ``data``, a
-            finite ``timestamp`` a date can have, str headers); or ``expected_version`` is
-            neither None nor an int >= 0.
+            finite ``timestamp`` a date can have, str headers; text UTF-8 can hold); or
+            ``expected_version`` is neither None nor an int >= 0.
     """
     name = check_stream_id(stream)
     if not len(events):
@@ -72,6 +72,8 @@ def _problem(event: object) -> str | None:
         return f"{event!r} is not a NewEvent"
     if not _is_str(event.type) or not event.type:
         return f"an event's type is a non-empty str, not {event.type!r}"
+    if not _is_utf8(event.type):
+        return f"an event's type is text UTF-8 can hold, not {event.type!r}"
     # bytes itself: a bytearray would stay mutable in a memory log, and msgspec cannot write a
     # bytes subclass (a JetStream append failed on it with msgspec's own error).
     if type(event.data) is not bytes:
@@ -97,7 +99,25 @@ def _problem(event: object) -> str | None:
             isinstance(extra, dict) and all(_is_str(k) and _is_str(v) for k, v in extra.items())
         ):
             return f"event {event.type!r}: extra headers are str to str, not {extra!r}"
+        texts = (headers.message_id, headers.causation_id, headers.correlation_id)
+        if not all(_is_utf8(t) for t in texts if t is not None) or (
+            extra is not None and not all(_is_utf8(k) and _is_utf8(v) for k, v in extra.items())
+        ):
+            return f"event {event.type!r}: headers are text UTF-8 can hold (no lone surrogate)"
     return None
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a lone surrogate (``json.loads('"\\ud800"')``
+    makes one) does not. A memory log stored it in a record no export or copy to JetStream
+    could write, and JetStream refused it with a bare ``UnicodeEncodeError``."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_str(value: object) -> TypeGuard[str]:

@@ -134,7 +134,9 @@ class EventLog(abc.ABC):
         If the first event's ``headers.message_id`` was already committed to ``stream`` by an
         earlier append (within ``dedup_window``), nothing is appended and the records of that
         earlier append are returned, whatever ``expected_version`` says: a caller that lost the
-        acknowledgement can retry safely.
+        acknowledgement can retry safely. So can one cancelled while its append was on its way:
+        the append may have committed all the same (a caller cancelled before it calls
+        ``append`` appends nothing).
         """
 
     @abc.abstractmethod

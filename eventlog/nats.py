@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Self
 
 import anyio
+import anyio.lowlevel
 
 from eventlog._nats_needed import nats_needed
 
@@ -418,6 +419,9 @@ class NatsEventLog(EventLog):
         check_append(stream, events, self.max_append_events, expected_version)
         io = self._connected()
         self._check_writable()
+        # A caller cancelled already writes nothing: nats-py queues a publish before its first
+        # wait, and sent it all the same while the caller saw only its cancellation.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         # Every request below has its own timeout (nc.request); the deadline bounds retries,
         # which must reach the server within its duplicate window of the first send (a retry
         # after it is stored again): those of a short window end sooner.

@@ -144,6 +144,12 @@ class EventLogContract:
             NewEvent(type="x", timestamp="2026-01-01"),  # type: ignore[arg-type]
             NewEvent(type="x", headers=Headers(message_id=5)),  # type: ignore[arg-type]
             NewEvent(type="x", headers=Headers(extra={"k": 1})),  # type: ignore[dict-item]
+            # Text UTF-8 cannot hold (a lone surrogate, as json.loads('"\\ud800"') gives).
+            NewEvent(type="t\ud800", data=b"x"),
+            NewEvent(type="x", headers=Headers(message_id="m\udc00")),
+            NewEvent(type="x", headers=Headers(causation_id="\ud83d")),
+            NewEvent(type="x", headers=Headers(extra={"k\ud800": "v"})),
+            NewEvent(type="x", headers=Headers(extra={"k": "v\ud800"})),
             None,
             b"x",
         ],

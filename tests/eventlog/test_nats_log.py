@@ -58,6 +58,20 @@ async def test_positions_end_each_message_at_its_sequence_times_1000(
     assert payloads(await nats_log.read_all(after_position=1000)) == [b"4"]
 
 
+async def test_a_caller_cancelled_already_appends_nothing(nats_log: NatsEventLog) -> None:
+    # nats-py queues a publish before its first wait: the append landed, and the caller saw
+    # only its cancellation.
+    await nats_log.append("known", [event(0)], expected_version=0)
+    for stream, expected in (("s", 0), ("known", 1)):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await nats_log.append(stream, [event(1)], expected_version=expected)
+        assert scope.cancelled_caught
+    await anyio.sleep(0.2)  # what the client's flusher would have sent
+    assert await nats_log.last_version("s") == 0
+    assert payloads(await nats_log.read("known")) == [b"0"]
+
+
 async def test_each_message_points_to_the_previous_one_of_its_stream(
     nats_log: NatsEventLog,
 ) -> None:
