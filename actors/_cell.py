@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Cell", "Counters", "Host"]
 
-logger = logging.getLogger("actors")
+logger = logging.getLogger("roomkit.actors")
 
 #: Messages handled back to back before yielding to other tasks, when handlers never await.
 _BATCH = 64

@@ -35,7 +35,7 @@ from eventlog import (
 
 __all__ = ["EventSourcedActor"]
 
-logger = logging.getLogger("actors")
+logger = logging.getLogger("roomkit.actors")
 
 S = TypeVar("S")
 E = TypeVar("E")

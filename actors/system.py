@@ -28,7 +28,7 @@ from eventlog import EventLog, _numbers
 
 __all__ = ["ActorSystem"]
 
-logger = logging.getLogger("actors")
+logger = logging.getLogger("roomkit.actors")
 
 
 class _State(enum.Enum):

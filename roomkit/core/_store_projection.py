@@ -89,6 +89,10 @@ class _Rewound(Exception):
 
 _FIRST_PAUSE = 0.1
 _MAX_PAUSE = 5.0
+# The longest pause between two tries of a store that is away: once it is back, what was
+# recorded meanwhile shows within as long (with _MAX_PAUSE, a room created during the outage
+# was "not found" for up to 5 s from a store that answered again).
+_MAX_STORE_PAUSE = 1.0
 # Streams whose last applied version is kept (~90 bytes each): a service running for days
 # kept one entry per room it ever saw. The others are known by the checkpoint (see apply).
 _VERSIONS_KEPT = 10_000
@@ -458,7 +462,7 @@ class StoreProjection:
         try:
             while True:
                 await anyio.sleep(pause)
-                pause = min(pause * 2, _MAX_PAUSE)
+                pause = min(pause * 2, _MAX_STORE_PAUSE)
                 try:
                     await self._put(record)
                 except StoreUnavailableError:

@@ -259,7 +259,7 @@ async def test_an_actor_the_log_cannot_load_fails_its_messages_with_the_outage_a
             await ref.ask(Add(1))
         assert isinstance(dead.value.__cause__, LogUnavailable)
         assert log.reads == 1
-        logged = [r for r in caplog.records if r.name == "actors"]
+        logged = [r for r in caplog.records if r.name == "roomkit.actors"]
         assert [r.levelname for r in logged] == ["WARNING"]
         assert logged[0].exc_info is None
         log.away = False  # the next message tries again
@@ -277,7 +277,7 @@ async def test_a_told_message_the_log_fails_is_one_warning_line(
         await ref.tell(Add(5))
         log_away = log.away
         with anyio.fail_after(5):
-            while not [r for r in caplog.records if r.name == "actors"]:
+            while not [r for r in caplog.records if r.name == "roomkit.actors"]:
                 await anyio.sleep(0.01)
         log.away = False
         assert (await state_of(system)).total == 1

@@ -326,7 +326,7 @@ async def test_a_snapshot_that_would_not_read_back_is_not_taken(
         snapshot = await kit.log.load_snapshot(room_stream(room_id))
         assert snapshot is not None
         broken = True
-        with caplog.at_level(logging.WARNING, logger="actors"):
+        with caplog.at_level(logging.WARNING, logger="roomkit.actors"):
             await kit.process_inbound(text("sms", "two"), room_id=room_id)
         assert "snapshot of stream" in caplog.text
         # The last snapshot is still the one that reads back.

@@ -149,7 +149,7 @@ async def test_a_message_another_process_keeps_getting_ahead_of_is_decided_again
                 await kit_a.process_inbound(text("sms", f"a{len(decided)}"), room_id="shared")
             return HookResult.allow()
 
-        with caplog.at_level(logging.INFO, logger="actors"):
+        with caplog.at_level(logging.INFO, logger="roomkit.actors"):
             result = await kit_b.process_inbound(text("sms", "b"), room_id="shared")
         assert result.event is not None and not result.blocked
         retries = [r for r in caplog.records if "re-running the command" in r.getMessage()]
