@@ -23,6 +23,7 @@ from eventlog._nats_codec import first_seq_after, records_of
 from eventlog._nats_consumer import PushConsumer
 from eventlog._nats_errors import is_transient, translate
 from eventlog._nats_io import JetStreamIO, decode_or_skip
+from eventlog._streams import MAX_POSITION
 from eventlog.base import Subscription
 from eventlog.errors import EventLogError
 from eventlog.record import Record
@@ -51,11 +52,15 @@ class NatsSubscription(Subscription):
         self._subject = subject
         self._base = len(subject_base)
         self._after_position = max(after_position, 0)
-        self._next_seq = first_seq_after(after_position)
+        # Past MAX_POSITION no record is: a sequence past JetStream's 64 bits was refused
+        # ("cannot unmarshal number") where the memory log waits, as a subscription does.
+        self._next_seq = first_seq_after(min(after_position, MAX_POSITION))
         self._on_close = on_close
         self._batches: Handover[list[Record]] = Handover(_BUFFER)
         self._ready: deque[Record] = deque()
         self._consumer: PushConsumer | None = None
+        self._starting: PushConsumer | None = None  # the consumer _replace is starting
+        self._backing_off: anyio.Event | None = None  # set by aclose: _replace stops waiting
         self._closed = False
         self._reconnects = 0  # the connection's count when the consumer was started
         # Our own client says when it reconnects; an app's own one is checked every heartbeat.
@@ -112,7 +117,12 @@ class NatsSubscription(Subscription):
         """Start a consumer at the first sequence not handed over yet, retrying for ever.
 
         A subscription outlives server restarts like the connection does; each attempt is
-        bounded and the caller can always cancel.
+        bounded and the caller can always cancel. Closed meanwhile (``aclose`` from another
+        task), it stops what it started and ends: it went on retrying while the server was
+        away, and the consumer it then started was left pushing every record to nobody.
+
+        Raises:
+            StopAsyncIteration: the subscription was closed.
         """
         if old is not None:
             self._next_seq = max(self._next_seq, old.next_seq)
@@ -120,6 +130,8 @@ class NatsSubscription(Subscription):
                 await old.stop()
         delay = 0.05
         while True:
+            if self._closed:
+                raise StopAsyncIteration
             consumer = PushConsumer(
                 self._io.js,
                 self._io.nc,
@@ -131,20 +143,34 @@ class NatsSubscription(Subscription):
             self._consumer = consumer
             # Read first: a reconnect while the consumer starts replaces it again.
             self._reconnects = self._io.nc.stats["reconnects"]
+            self._starting = consumer
             try:
                 with anyio.fail_after(self._io.request_timeout * 2):
                     await consumer.start(self._next_seq)
-                return consumer
-            except Exception as exc:
+            except BaseException as exc:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                     await consumer.stop()
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: what it started is stopped all the same
                 if self._io.nc.is_closed:
                     raise EventLogError("the NATS connection is closed") from exc
                 if not is_transient(exc):
                     raise translate(exc, "subscribing to the log") from exc
                 logger.warning("cannot (re)start the subscription consumer yet: %r", exc)
-            # Backoff while the server is away.
-            await anyio.sleep(delay)
+            else:
+                if not self._closed:
+                    return consumer
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(self._io.request_timeout):
+                        await consumer.stop(wait=True)
+                raise StopAsyncIteration
+            finally:
+                self._starting = None
+            # Backoff while the server is away, unless the subscription is closed meanwhile.
+            backing_off = self._backing_off = anyio.Event()
+            with anyio.move_on_after(delay):
+                await backing_off.wait()
+            self._backing_off = None
             delay = min(delay * 2, 1.0)
 
     async def aclose(self) -> None:
@@ -153,9 +179,13 @@ class NatsSubscription(Subscription):
         self._closed = True
         self._on_close(self)
         self._unlisten()
+        if self._backing_off is not None:
+            self._backing_off.set()
         consumer, self._consumer = self._consumer, None
         with anyio.CancelScope(shield=True):
-            if consumer is not None:
+            # One being started is _replace's to stop once its start returns: stopped here
+            # first, it would be left running on the server once started.
+            if consumer is not None and consumer is not self._starting:
                 with anyio.move_on_after(self._io.request_timeout):
                     await consumer.stop(wait=True)
             self._batches.close()

@@ -104,6 +104,41 @@ async def test_acknowledged_appends_survive_kill_9_and_appends_resume(
 
 
 @pytest.mark.nats
+async def test_a_subscription_closed_while_its_server_is_away_ends_and_leaves_no_consumer(
+    restartable_nats_server: NatsServer,
+) -> None:
+    # Its reader went on retrying while the server was away, then started a consumer that
+    # nothing stopped: the server pushed every record to it for good.
+    server = restartable_nats_server
+    async with NatsEventLog(server.url, retry_timeout=3, idle_heartbeat=0.5) as log:
+        await log.append("s", [event("before")], expected_version=0)
+        subscription = log.subscribe()
+        read: list[object] = []
+        with anyio.fail_after(30):
+
+            async def reader() -> None:
+                async for record in subscription:
+                    read.append(record.data)
+                read.append("ended")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                while not read:
+                    await anyio.sleep(0.01)
+                server.stop()
+                await anyio.sleep(2)  # the reader is starting a consumer again and again
+                await subscription.aclose()
+                while read[-1] != "ended":
+                    await anyio.sleep(0.01)
+                server.restart()
+            assert read == [b"before", "ended"]
+            await log.append("s", [event("after")], expected_version=1)  # connected again
+            await anyio.sleep(1)  # a consumer started as it closed would be there by now
+            info = await log._connected().js.stream_info(log.stream_name)
+            assert info.state.consumer_count == 0
+
+
+@pytest.mark.nats
 async def test_a_restart_holds_up_neither_an_append_in_flight_nor_a_subscriber(
     restartable_nats_server: NatsServer,
 ) -> None:
