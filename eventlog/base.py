@@ -185,7 +185,12 @@ class EventLog(abc.ABC):
         """Return the latest snapshot of ``stream``, or ``None``."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional for backends without resources
-        """Release connections and background tasks. Idempotent."""
+        """Release connections and background tasks. Idempotent.
+
+        What a closed log does next is the backend's: ``NatsEventLog`` ends its subscriptions
+        (``StopAsyncIteration``) and refuses later calls; ``MemoryEventLog`` holds nothing to
+        release, and goes on as before (its subscriptions too: close them to end them).
+        """
 
     async def __aenter__(self) -> Self:
         return self
