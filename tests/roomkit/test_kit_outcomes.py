@@ -195,12 +195,13 @@ async def test_a_close_that_gives_up_waiting_still_appends_a_passivated_room_s_o
 ) -> None:
     # Another room's delivery outlasted the close's wait (4 x process_timeout): the
     # passivated room's waiting outcome was dropped with the rest, and nothing said so.
-    kit = make_kit(outcome_delay=3600, process_timeout=0.25)
+    # process_timeout leaves a loaded machine room to decide the message (0.25 s did not).
+    kit = make_kit(outcome_delay=3600, process_timeout=0.5)
     async with kit:
         await _rooms_with_a_slow_channel(kit, "r1", "r2")
         kit.register_channel(_FailingOnce("flaky"))
-        # Its retry waits past the close's wait (1 s), each attempt within process_timeout.
-        retry = RetryPolicy(max_retries=1, base_delay_seconds=2)
+        # Its retry waits past the close's wait (2 s), each attempt within process_timeout.
+        retry = RetryPolicy(max_retries=1, base_delay_seconds=4)
         await kit.attach_channel("r2", "flaky", retry_policy=retry)
         await kit.process_inbound(text("sms", "to r2"), room_id="r2")
         await _passivated_while_r1_delivers(kit)
