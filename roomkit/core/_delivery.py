@@ -149,7 +149,7 @@ class RoomDelivery:
         stop, calling channels and AI providers whose replies could no longer be recorded."""
         turns = self._services.turns
         for job in jobs:
-            turns.delivered(job.work.root)
+            turns.delivered(job.work.root, dropped=True)
         if not self._dropping:
             self._dropping = True
             logger.warning(

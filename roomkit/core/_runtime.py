@@ -76,6 +76,9 @@ _DELIVERY_MAILBOX = 1_000_000
 _LAST_CATCH_UP = 2.0
 # The kit's own asks (see ask_room) stay finite, as every ask does.
 _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
+# Seconds between two looks, as the kit closes, at commands whose caller gave up (nothing
+# wakes the closing task when one of them is answered).
+_GIVEN_UP_LOOK = 0.01
 ROOM = "room"
 DELIVERY = "room-delivery"
 # What a decision runs, in the refusals of ask_room: a message sent from there is processed
@@ -156,6 +159,9 @@ class KitRuntime:
         # their deliveries; a new command from outside the kit's own work is refused.
         self._closing = False
         self._asking = 0
+        # Asks whose caller gave up once the room took the command up: the room goes on with
+        # it, and they stay counted in _asking until answered (see commands_done).
+        self._given_up: list[Ask] = []
         self._asks_done: anyio.Event | None = None
         # Rooms whose command failed on an outage of the log: their append may have landed
         # unconfirmed (see EventSourcedActor), and closing settles it while deliveries run.
@@ -402,10 +408,28 @@ class KitRuntime:
             raise KitClosedError("the kit is closing and takes no more commands")
 
     async def commands_done(self) -> None:
-        """Return once no command is taken up or asked of a room (callers bound the wait)."""
+        """Return once no command is taken up or asked of a room (callers bound the wait),
+        those whose caller gave up included: closing stopped the room under such a message's
+        decision, and its delivery was lost without a word."""
         while self._asking:
+            self._settle_given_up()
+            if not self._asking:
+                return
             done = self._asks_done = anyio.Event()
-            await done.wait()
+            if not self._given_up:
+                await done.wait()
+                continue
+            # Nothing wakes this for a command nobody waits for: looked at again shortly.
+            with anyio.move_on_after(_GIVEN_UP_LOOK):
+                await done.wait()
+
+    def _settle_given_up(self) -> None:
+        """Count the asks given up that have been answered since as done."""
+        given_up = self._given_up
+        if given_up:
+            self._given_up = [ask for ask in given_up if not ask.done]
+            for _ in range(len(given_up) - len(self._given_up)):
+                self._asked()
 
     async def _work_done(self, settled: set[str]) -> None:
         """Return once no command is taken up or asked of a room, no turn is being delivered
@@ -550,6 +574,8 @@ class KitRuntime:
             track = self._asked_from(decision, room_id)
         else:
             track = None
+        if track is None:
+            track = []  # to tell, should the caller give up, whether the room took it up
         self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(
@@ -597,8 +623,15 @@ class KitRuntime:
             # the callers that retry outages for ever (the ingress) must not retry this.
             raise RoomKitError(f"the event log failed for room {room_id}: {exc}") from exc
         finally:
-            self._asked()
-            if track is not None and decision is not None and decision.asking:
+            ask = track[0] if track else None
+            if ask is not None and ask.taken and not ask.done:
+                # The caller gave up (cancelled) on a command the room took up, which goes on
+                # to its end: closing waits for it (commands_done) as it waits for any.
+                self._settle_given_up()
+                self._given_up.append(ask)
+            else:
+                self._asked()
+            if decision is not None and decision.asking:
                 decision.asking = [a for a in decision.asking if a[1] is not track]
         assert isinstance(reply, Outcome)
         if reply.position > self.written:

@@ -96,11 +96,15 @@ class TurnTracker:
         if turn is not None and position > turn.position:
             turn.position = position
 
-    def delivered(self, root: str) -> None:
-        """One event of turn ``root`` is delivered; wake waiters when none is left."""
+    def delivered(self, root: str, *, dropped: bool = False) -> None:
+        """One event of turn ``root`` is delivered (or ``dropped``: let go undelivered, the
+        turn then ``abandoned``); wake waiters when none is left."""
         turn = self._turns.get(root)
         if turn is None:
             return
+        if dropped:
+            # Its caller is told the kit closed first: it was told the message was delivered.
+            turn.abandoned = True
         turn.pending -= 1
         if turn.pending <= 0:
             del self._turns[root]

@@ -752,3 +752,96 @@ async def test_a_close_during_a_rebuild_of_the_store_counts_each_event_once() ->
     timeline = await kit.get_timeline("r1", limit=1_000)
     assert len(timeline) > 150
     assert (await kit.get_room("r1")).event_count == len(timeline)
+
+
+async def test_a_message_whose_caller_gave_up_as_its_room_decided_is_delivered_by_close() -> None:
+    # The caller was no longer counted once it gave up: closing stopped the room under the
+    # decision, and the message was recorded as the room stopped, never delivered, nothing said.
+    kit = RoomKit()
+    out = SimpleChannel("out")
+    kit.register_channel(SimpleChannel("in"))
+    kit.register_channel(out)
+    deciding, decided = anyio.Event(), anyio.Event()
+    after: list[str] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def hold(event: RoomEvent, context: RoomContext) -> HookResult:
+        deciding.set()
+        await decided.wait()
+        return HookResult.allow()
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        after.append(event.id)
+
+    with anyio.fail_after(20):
+        await room_with(kit, "r", "in", "out")
+        async with anyio.create_task_group() as tg:
+            caller = anyio.CancelScope()
+            tg.start_soon(_send_in, kit, caller)
+            await deciding.wait()
+            caller.cancel()  # the caller gives up while the room decides
+            tg.start_soon(kit.close)
+            await anyio.sleep(0.05)
+            decided.set()
+    recorded = [e.id for e in await kit.get_timeline("r") if e.source.channel_id == "in"]
+    assert len(recorded) == 1
+    assert [e.id for e in out.delivered] == recorded
+    assert after == recorded
+
+
+async def _send_in(kit: RoomKit, scope: anyio.CancelScope) -> None:
+    with scope:
+        await kit.process_inbound(text("in", "hi", idempotency_key="k1"), room_id="r")
+
+
+class Gated(SimpleChannel):
+    """Delivers once let through; notes when the first delivery starts."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+
+    async def deliver(self, event: RoomEvent, binding: Any, context: RoomContext) -> ChannelOutput:
+        self.started.set()
+        await self.release.wait()
+        return await super().deliver(event, binding, context)
+
+
+@pytest.mark.parametrize("api", ["process_inbound", "send_event"])
+async def test_a_caller_whose_delivery_a_given_up_close_dropped_is_told_so(api: str) -> None:
+    # Its turn was ended as if delivered: the caller got a plain success (blocked False, the
+    # event "delivered") for a message no channel was given.
+    kit = RoomKit()
+    out = Gated("out")
+    kit.register_channel(SimpleChannel("in"))
+    kit.register_channel(out)
+    answers: dict[str, object] = {}
+
+    async def send(key: str) -> None:
+        try:
+            if api == "process_inbound":
+                answers[key] = await kit.process_inbound(
+                    text("in", key, idempotency_key=key), room_id="r"
+                )
+            else:
+                answers[key] = await kit.send_event(
+                    "r", "in", TextContent(body=key), idempotency_key=key
+                )
+        except KitClosedError as exc:
+            answers[key] = exc
+
+    with anyio.fail_after(20):
+        await room_with(kit, "r", "in", "out")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, "m1")
+            await out.started.wait()  # m1 is being delivered
+            tg.start_soon(send, "m2")  # m2 is recorded, its delivery queued
+            await anyio.sleep(0.05)
+            with anyio.move_on_after(0.05):  # given up: the queued delivery is dropped
+                await kit.close()
+            out.release.set()
+    assert out.texts() == ["m1"]
+    assert isinstance(answers["m2"], KitClosedError)
+    assert "in the log" in str(answers["m2"])
