@@ -135,8 +135,9 @@ class EventLog(abc.ABC):
         earlier append (within ``dedup_window``), nothing is appended and the records of that
         earlier append are returned, whatever ``expected_version`` says: a caller that lost the
         acknowledgement can retry safely. So can one cancelled while its append was on its way:
-        the append may have committed all the same (a caller cancelled before it calls
-        ``append`` appends nothing).
+        the append may have committed all the same. (A caller cancelled already as it calls
+        ``append``: ``NatsEventLog`` appends nothing; ``MemoryEventLog``, which never waits,
+        appends and returns the records.)
         """
 
     @abc.abstractmethod

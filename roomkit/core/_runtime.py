@@ -79,6 +79,7 @@ _INTERNAL_ASK_TIMEOUT = 24 * 3600.0
 # Seconds between two looks, as the kit closes, at commands whose caller gave up (nothing
 # wakes the closing task when one of them is answered).
 _GIVEN_UP_LOOK = 0.01
+_GIVEN_UP_KEPT = 64  # asks given up held before they are looked through (see ask_room)
 ROOM = "room"
 DELIVERY = "room-delivery"
 # What a decision runs, in the refusals of ask_room: a message sent from there is processed
@@ -162,6 +163,7 @@ class KitRuntime:
         # Asks whose caller gave up once the room took the command up: the room goes on with
         # it, and they stay counted in _asking until answered (see commands_done).
         self._given_up: list[Ask] = []
+        self._given_up_kept = _GIVEN_UP_KEPT  # looked through once it holds as many
         self._asks_done: anyio.Event | None = None
         # Rooms whose command failed on an outage of the log: their append may have landed
         # unconfirmed (see EventSourcedActor), and closing settles it while deliveries run.
@@ -627,8 +629,17 @@ class KitRuntime:
             if ask is not None and ask.taken and not ask.done:
                 # The caller gave up (cancelled) on a command the room took up, which goes on
                 # to its end: closing waits for it (commands_done) as it waits for any.
-                self._settle_given_up()
                 self._given_up.append(ask)
+                if len(self._given_up) >= self._given_up_kept:
+                    # Looked through as it doubles, not at each one: a burst of callers giving
+                    # up (a log outage, a wave of client timeouts) cost O(n^2) on the loop.
+                    self._settle_given_up()
+                    self._given_up_kept = max(_GIVEN_UP_KEPT, 2 * len(self._given_up))
+                if self._asks_done is not None:
+                    # A close waiting for the asks to end (see commands_done) looks at this one
+                    # again and again: it no longer ends with an ask.
+                    self._asks_done.set()
+                    self._asks_done = None
             else:
                 self._asked()
             if decision is not None and decision.asking:

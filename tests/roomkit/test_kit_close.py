@@ -845,3 +845,32 @@ async def test_a_caller_whose_delivery_a_given_up_close_dropped_is_told_so(api: 
     assert out.texts() == ["m1"]
     assert isinstance(answers["m2"], KitClosedError)
     assert "in the log" in str(answers["m2"])
+
+
+async def test_a_caller_giving_up_while_close_waits_for_it_does_not_hold_close() -> None:
+    # The closing task slept until an ask ended, and the one given up no longer ends as an
+    # ask: close() held to its bound (4 x process_timeout, two minutes by default).
+    kit = RoomKit()
+    out = SimpleChannel("out")
+    kit.register_channel(SimpleChannel("in"))
+    kit.register_channel(out)
+    deciding, decided = anyio.Event(), anyio.Event()
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def hold(event: RoomEvent, context: RoomContext) -> HookResult:
+        deciding.set()
+        await decided.wait()
+        return HookResult.allow()
+
+    with anyio.fail_after(30):  # a hang guard, far under close's bound
+        await room_with(kit, "r", "in", "out")
+        async with anyio.create_task_group() as tg:
+            caller = anyio.CancelScope()
+            tg.start_soon(_send_in, kit, caller)
+            await deciding.wait()
+            tg.start_soon(kit.close)  # waits for the command its caller waits for
+            await anyio.sleep(0.05)
+            caller.cancel()  # then the caller gives up
+            await anyio.sleep(0.05)
+            decided.set()
+    assert [e.content.body for e in out.delivered] == ["hi"]  # type: ignore[union-attr]
