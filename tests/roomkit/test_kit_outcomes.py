@@ -140,9 +140,14 @@ async def test_a_passivated_room_appends_what_it_held(make_kit: Callable[..., Ro
 
 
 class _Slow(SimpleChannel):
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.delivering = anyio.Event()
+
     async def deliver(
         self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
     ) -> ChannelOutput:
+        self.delivering.set()
         await anyio.sleep(0.2)
         return await super().deliver(event, binding, context)
 
@@ -171,8 +176,11 @@ async def _rooms_with_a_slow_channel(kit: RoomKit, *room_ids: str) -> None:
 async def _passivated_while_r1_delivers(kit: RoomKit) -> None:
     """Send r1 a message, and passivate its actor once committed, while its delivery runs."""
     async with anyio.create_task_group() as tg:
+        slow = kit.get_channel("slow")
+        assert isinstance(slow, _Slow)
+        slow.delivering = anyio.Event()
         tg.start_soon(functools.partial(kit.process_inbound, room_id="r1"), text("sms", "hi"))
-        await anyio.sleep(0.05)  # committed; its delivery still runs
+        await slow.delivering.wait()  # committed; its delivery runs (a sleep was not enough)
         system = kit._runtime._system
         assert system is not None
         assert await system.passivate(ROOM, "r1")
