@@ -1,11 +1,14 @@
 """What travels between processes when a command is sent to its room's owner.
 
 A command (one of the room actor's commands, or an inbound message with its room), its reply
-and the error it raised are encoded as tagged JSON: pydantic models as their JSON dump with
-their class, commands as their fields with their name, tuples, datetimes, enums and
-non-finite floats tagged so that they come back as they left. Only RoomKit's own classes are
-taken when decoding (models and enums from ``roomkit.*``, commands from the room actor's
-command module): a request names no class to import beyond those.
+and the error it raised are encoded as tagged JSON: pydantic models and commands as their
+fields with their class, tuples, datetimes, enums and non-finite floats tagged so that they
+come back as they left (a hook at the owner sees a message's metadata as one in the caller's
+process would: a model's JSON dump turned its datetimes into str). A value of another type
+JSON writes all the same (a ``Decimal``, a ``UUID``, ``bytes``, a ``set``) travels as the log
+writes it: such a command ran in the caller's process, a second live actor of its room. Only
+RoomKit's own classes are taken when decoding (models and enums from ``roomkit.*``, commands
+from the room actor's command module): a request names no class to import beyond those.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 import msgspec
+import pydantic_core
 from pydantic import BaseModel
 
 from roomkit.core import _commands
@@ -155,7 +160,12 @@ def _tagged(value: object) -> Any:
         # An app's own model (a RoomEvent subclass, say) is not sent: the owner could not
         # make it, and as RoomKit's class it would lose what the app gave it. The caller
         # runs the command itself.
-        return {"$model": _own_class_name(value), "value": value.model_dump(mode="json")}
+        name = _own_class_name(value)
+        fields = value.__dict__  # a model's field values, as validated or assigned
+        return {
+            "$model": name,
+            "fields": {key: _tagged(fields[key]) for key in type(value).model_fields},
+        }
     if isinstance(value, Enum):
         return {"$enum": _own_class_name(value), "value": value.value}
     if isinstance(value, datetime):
@@ -168,6 +178,10 @@ def _tagged(value: object) -> Any:
         if not all(isinstance(key, str) for key in value):
             raise TypeError("a dict with keys that are not strings")
         return {"$dict": {key: _tagged(item) for key, item in value.items()}}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
+        # A sequence of RoomKit's own (a context's recent events, validated as read) as the
+        # list a model's field takes.
+        return [_tagged(item) for item in value]
     kind = type(value)
     if dataclasses.is_dataclass(value) and _COMMANDS.get(kind.__name__) is kind:
         return {
@@ -177,7 +191,11 @@ def _tagged(value: object) -> Any:
                 for field in dataclasses.fields(value)
             },
         }
-    raise TypeError(f"a {kind.__module__}.{kind.__qualname__}")
+    try:
+        plain = pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError:
+        raise TypeError(f"a {kind.__module__}.{kind.__qualname__}") from None
+    return _tagged(plain)  # JSON's own types now: as the log writes it
 
 
 def _own_class_name(value: object) -> str:
@@ -204,7 +222,12 @@ def _untagged(data: Any) -> Any:
         cls = _roomkit_class(*str(data["$model"]).partition(":")[::2])
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
             raise WireError(f"no RoomKit model {data['$model']!r} here")
-        return cls.model_validate(data["value"])
+        if "fields" in data:
+            fields = data["fields"]
+            if not isinstance(fields, dict):
+                raise WireError(f"the fields of a {data['$model']!r} are not an object")
+            return cls.model_validate({key: _untagged(item) for key, item in fields.items()})
+        return cls.model_validate(data["value"])  # a model's JSON dump (an earlier version)
     if "$enum" in data:
         cls = _roomkit_class(*str(data["$enum"]).partition(":")[::2])
         if not (isinstance(cls, type) and issubclass(cls, Enum)):

@@ -7,6 +7,8 @@ JetStream would (two kits in this process, and a third in a process of its own t
 
 from __future__ import annotations
 
+import decimal
+import json
 import math
 import os
 import signal
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import uuid
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +27,7 @@ from typing import Any
 import anyio
 import nats
 import nats.errors
+import pydantic_core
 import pytest
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -207,6 +211,41 @@ def test_every_room_command_travels_as_it_left() -> None:
     }  # fmt: skip
     for command in commands:
         assert decode(encode(command)) == command, command
+
+
+def test_a_message_s_metadata_reaches_the_owner_as_it_left_or_as_the_log_writes_it() -> None:
+    # A model travelled as its JSON dump: the owner's hooks saw a datetime as a str, a tuple
+    # as a list; and a Decimal, bytes, a set or a UUID could not travel at all, so the
+    # command ran in the caller's process, a second live actor of its room.
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    kept = {"when": when, "pair": (1, 2), "nan": math.nan, "inf": -math.inf, "big": 2**70}
+    written = {
+        "dec": decimal.Decimal("1.10"),
+        "raw": b"ab",
+        "set": {3},
+        "id": uuid.UUID(int=7),
+        "day": when.date(),
+    }
+    message = InboundMessage(
+        channel_id="sms",
+        sender_id="u",
+        content=TextContent(body="hi"),
+        metadata={**kept, **written},
+    )
+    back = decode(encode({"message": message}))["message"]
+    assert isinstance(back, InboundMessage)
+    metadata = back.metadata
+    assert metadata["when"] == when and metadata["pair"] == (1, 2) and metadata["big"] == 2**70
+    assert math.isnan(metadata["nan"]) and metadata["inf"] == -math.inf
+    as_logged = pydantic_core.to_jsonable_python(written)
+    assert {key: metadata[key] for key in written} == as_logged
+    assert as_logged["dec"] == "1.10" and as_logged["set"] == [3]
+    # A model written by an earlier version (its JSON dump) is still read.
+    earlier = {
+        "$model": "roomkit.models.event:TextContent",
+        "value": {"type": "text", "body": "x"},
+    }
+    assert decode(json.dumps(earlier).encode()) == TextContent(body="x")
 
 
 def test_only_roomkit_s_own_classes_are_taken_from_another_process() -> None:
