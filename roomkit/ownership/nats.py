@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import time
@@ -221,6 +222,8 @@ class NatsPlacement(Placement):
         )
         self._mismatched: set[str] = set()  # processes reported splitting rooms otherwise
         self._held: dict[int, _Lease] = {}
+        # When the least recently renewed lease held was renewed (see _leases_checked).
+        self._renewed_floor = math.inf
         self._view = TableView({}, set())
         self._serving: Subscription | None = None
         self._changes: Subscription | None = None
@@ -316,6 +319,7 @@ class NatsPlacement(Placement):
                 del self._held[partition]
             else:
                 lease.revision, lease.renewed_at = revision, sent
+        self._note_renewals()
         if self._left:
             # Still answering what it took: it keeps its leases (another process deciding
             # the same rooms meanwhile would run their hooks twice), and takes no more.
@@ -340,6 +344,7 @@ class NatsPlacement(Placement):
                 self._held[partition] = _Lease(revision, sent)
                 view.owners[partition] = self._me
         self._view = view
+        self._note_renewals()
         if joining or change.claim or change.release:
             await self._announce()
         if change.claim or change.release:
@@ -392,6 +397,18 @@ class NatsPlacement(Placement):
                 logger.warning("room ownership: the lease of partition %d expired", partition)
                 del self._held[partition]
                 self._view.owners.pop(partition, None)
+        self._note_renewals()
+
+    def _note_renewals(self) -> None:
+        held = self._held.values()
+        self._renewed_floor = min((lease.renewed_at for lease in held), default=math.inf)
+
+    def _leases_checked(self) -> None:
+        """Let go of the leases not renewed for ``lease_ttl`` before acting on them: a process
+        frozen past its leases (SIGSTOP, a stalled VM) ran the commands waiting for it as it
+        woke, before its lease loop noticed, in rooms another process held by then."""
+        if time.monotonic() - self._renewed_floor > self._owner.lease_ttl:
+            self._expire_unrenewed()
 
     def _stop_actors_of_others(self) -> None:
         port = self._port
@@ -400,6 +417,7 @@ class NatsPlacement(Placement):
                 port.request_passivation(room_id)
 
     def owner_of(self, room_id: str) -> str | None:
+        self._leases_checked()
         partition = partition_of(room_id, self._owner.partitions)
         if partition in self._held:
             return None
@@ -841,6 +859,7 @@ class NatsPlacement(Placement):
             # still be decided here after the leases went to another process.
             return False
         room = request.get("room")
+        self._leases_checked()
         return isinstance(room, str) and partition_of(room, self._owner.partitions) in self._held
 
     def _runs_here(self, request: dict[str, Any], waiting: Sequence[Any]) -> bool:
@@ -851,6 +870,7 @@ class NatsPlacement(Placement):
         room = request.get("room")
         if not isinstance(room, str):
             return False
+        self._leases_checked()
         partition = partition_of(room, self._owner.partitions)
         # Or the table names this process: one restarted under the same member name holds
         # its predecessor's leases in every other's eyes until they expire.

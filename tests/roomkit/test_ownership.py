@@ -822,7 +822,9 @@ anyio.run(main, sys.argv[1])
 
 
 @asynccontextmanager
-async def victim(url: str, directory: Path, member: str, lease_ttl: float) -> AsyncIterator[None]:
+async def victim(
+    url: str, directory: Path, member: str, lease_ttl: float
+) -> AsyncIterator[subprocess.Popen[bytes]]:
     """A process named ``member`` holding its share of the partitions, killed with SIGKILL
     as the block ends."""
     script = directory / f"{member}.py"
@@ -841,7 +843,7 @@ async def victim(url: str, directory: Path, member: str, lease_ttl: float) -> As
         assert process.stdout is not None
         line = await anyio.to_thread.run_sync(process.stdout.readline)
         assert line.strip() == b"ready"
-        yield
+        yield process
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -908,6 +910,58 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
             bodies = bodies_of(await a.get_timeline(room_id))
             expected = ["to the victim", "right away", "after"] if room_id == first else None
             assert bodies == (expected or ["to the victim", "after"])
+
+
+@pytest.mark.nats
+async def test_a_process_frozen_past_its_leases_does_not_act_on_them_as_it_wakes(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # A command sent to it while it was frozen (SIGSTOP, a stalled VM) waited on its
+    # connection; as it woke it ran it, before its lease loop saw the leases gone, in a room
+    # another process held and had decided meanwhile.
+    ran: list[tuple[str, str]] = []
+    url = nats_server.url
+    async with (
+        NatsEventLog(url) as log,
+        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
+    ):
+        async with victim(url, tmp_path, "victim", SHORT_LEASE_TTL) as frozen:
+
+            async def shared() -> bool:
+                return settled(a, PARTITIONS // 2) and "victim" in placement(a).members
+
+            await eventually(shared, what="the victim holds its share")
+            room_id = next(
+                r
+                for r in (f"room-{n}" for n in range(200))
+                if placement(a).owner_of(r) == "victim"
+            )
+            await room_with(a, room_id, "sms")
+            frozen.send_signal(signal.SIGSTOP)
+            try:
+                async with anyio.create_task_group() as tg:
+                    answers: list[InboundResult] = []
+
+                    async def first() -> None:
+                        answers.append(
+                            await a.process_inbound(text("sms", "sent first"), room_id=room_id)
+                        )
+
+                    tg.start_soon(first)  # waits on the frozen process's connection
+
+                    async def all_to_a() -> bool:
+                        return len(placement(a).held) == PARTITIONS
+
+                    await eventually(all_to_a, timeout=30, what="a takes the victim's up")
+                    await a.process_inbound(text("sms", "sent second"), room_id=room_id)
+                    await anyio.sleep(SHORT_LEASE_TTL)  # frozen well past its leases
+                    frozen.send_signal(signal.SIGCONT)
+            finally:
+                frozen.send_signal(signal.SIGCONT)
+            assert answers[0].event is not None
+        # Both ran in a, the room's holder: the one sent first was answered "elsewhere".
+        assert ran.count(("a", room_id)) == 2
+        assert bodies_of(await a.get_timeline(room_id)) == ["sent second", "sent first"]
 
 
 @pytest.mark.nats
