@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +203,32 @@ class NatsOwnership(RoomOwnership):
         return f"<NatsOwnership member={self.member} partitions={self.partitions}>"
 
 
+# Lease requests in flight at once: one after the other, a process holding thousands of
+# partitions took longer to renew them than their lease_ttl, and lost them as it renewed.
+_CONCURRENT_LEASE_REQUESTS = 64
+
+
+async def _at_once(fn: Callable[..., Awaitable[None]], items: Iterable[Any]) -> None:
+    """``fn(*item)`` (or ``fn(item)``) for every item, up to ``_CONCURRENT_LEASE_REQUESTS``
+    at a time; the first lease-table failure (``KV_FAILURES``) is raised once all are done,
+    as it was raised by the loop this replaces (not in an exception group)."""
+    failures: list[BaseException] = []
+    limiter = anyio.CapacityLimiter(_CONCURRENT_LEASE_REQUESTS)
+
+    async def one(item: Any) -> None:
+        async with limiter:
+            try:
+                await (fn(*item) if isinstance(item, tuple) else fn(item))
+            except KV_FAILURES as exc:
+                failures.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for item in items:
+            tg.start_soon(one, item)
+    if failures:
+        raise failures[0]
+
+
 @dataclass(slots=True)
 class _Lease:
     revision: int
@@ -309,16 +336,7 @@ class NatsPlacement(Placement):
             # The server may have come back without the bucket (it is kept in memory).
             await table.open()
         await table.heartbeat()
-        for partition, lease in list(self._held.items()):
-            # Counted from before the request: the server's expiry runs from its write, which
-            # comes before the answer.
-            sent = time.monotonic()
-            revision = await table.renew(partition, lease.revision)
-            if revision is None:
-                logger.warning("room ownership: the lease of partition %d was lost", partition)
-                del self._held[partition]
-            else:
-                lease.revision, lease.renewed_at = revision, sent
+        await _at_once(self._renew, list(self._held.items()))
         self._note_renewals()
         if self._left:
             # Still answering what it took: it keeps its leases (another process deciding
@@ -337,12 +355,10 @@ class NatsPlacement(Placement):
             lease = self._held.pop(partition)
             view.owners.pop(partition, None)
             await table.release(partition, lease.revision)
-        for partition in change.claim:
-            sent = time.monotonic()
-            revision = await table.claim(partition)
-            if revision is not None:
-                self._held[partition] = _Lease(revision, sent)
-                view.owners[partition] = self._me
+        claimed: dict[int, _Lease] = {}
+        await _at_once(functools.partial(self._claim, claimed), change.claim)
+        self._held.update(claimed)
+        view.owners.update(dict.fromkeys(claimed, self._me))
         self._view = view
         self._note_renewals()
         if joining or change.claim or change.release:
@@ -356,6 +372,23 @@ class NatsPlacement(Placement):
                 len(view.members | {self._me}),
             )
         self._stop_actors_of_others()
+
+    async def _renew(self, partition: int, lease: _Lease) -> None:
+        # Counted from before the request: the server's expiry runs from its write, which
+        # comes before the answer.
+        sent = time.monotonic()
+        revision = await self._table.renew(partition, lease.revision)
+        if revision is None:
+            logger.warning("room ownership: the lease of partition %d was lost", partition)
+            self._held.pop(partition, None)
+        else:
+            lease.revision, lease.renewed_at = revision, sent
+
+    async def _claim(self, claimed: dict[int, _Lease], partition: int) -> None:
+        sent = time.monotonic()
+        revision = await self._table.claim(partition)
+        if revision is not None:
+            claimed[partition] = _Lease(revision, sent)
 
     def _report_mismatches(self, view: TableView) -> None:
         """Say (once per process) that a process splits the rooms into another number of
