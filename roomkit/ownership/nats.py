@@ -117,7 +117,9 @@ class NatsOwnership(RoomOwnership):
         subject_prefix: the first tokens of the subjects commands are sent on.
         bucket: the JetStream key-value bucket that holds the leases.
         member: this process's name among them (default: host, pid and a random part). Two
-            live processes must never share one.
+            live processes must never share one: a process started under the name of one
+            that hangs rather than died (frozen, then back) would run every command sent to
+            that name along with it, recording each message twice. Nothing detects it.
         connect_timeout: bound of the connection and of each lease request.
         connect_options: more keyword arguments for ``nats.connect``.
     """
