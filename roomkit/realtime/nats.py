@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import logging
 import re
 import time
@@ -157,6 +158,7 @@ class NatsRealtime(RealtimeBackend):
         self._remote: dict[str, Subscription] = {}
         self._channel_of: dict[str, str] = {}  # subscription id -> channel
         self._subscribers: dict[str, set[str]] = {}  # channel -> subscription ids
+        self._echo: _Echo | None = None  # confirms subscriptions (see _confirmed)
         self._closed = False
         # Drops reported: the first at once, then one line per _REPORT_EVERY with the count.
         self._dropped = 0
@@ -231,17 +233,24 @@ class NatsRealtime(RealtimeBackend):
 
                 try:
                     self._remote[channel] = await nc.subscribe(subject, cb=forward)
-                    # The server has it once it answered a ping sent after it: nats-py only
-                    # queues the subscription, and about one in ten of the events another
-                    # process published just after this returned was missed. Twice: nats-py
-                    # writes a ping straight to the socket, ahead of what waits for its
-                    # flusher (the subscription), which writes it during the first round trip.
-                    for _ in range(2):
-                        await nc.flush(timeout=max(1, round(self._connect_timeout)))
-                except (nats.errors.Error, OSError) as exc:
-                    raise RealtimeUnavailableError(
-                        f"cannot subscribe to {channel!r}: {exc}"
-                    ) from exc
+                    # nats-py only queues the subscription: about one in ten of the events
+                    # another process published just after this returned was missed.
+                    await self._confirmed(nc)
+                except BaseException as exc:
+                    # Given up or failed: nothing of it is left (its NATS subscription stayed
+                    # for the process's life, with no subscriber to unsubscribe it).
+                    remote = self._remote.pop(channel, None)
+                    if remote is not None:
+                        with (
+                            anyio.CancelScope(shield=True),
+                            anyio.move_on_after(self._connect_timeout),
+                        ):
+                            await _unsubscribe_quietly(remote)
+                    if isinstance(exc, nats.errors.Error | OSError | TimeoutError):
+                        raise RealtimeUnavailableError(
+                            f"cannot subscribe to {channel!r}: {exc!r}"
+                        ) from exc
+                    raise
             sub_id = await self._local.subscribe(channel, callback)
             self._channel_of[sub_id] = channel
             self._subscribers.setdefault(channel, set()).add(sub_id)
@@ -256,17 +265,48 @@ class NatsRealtime(RealtimeBackend):
         channel = self._channel_of.pop(sub_id, None)
         if channel is None:
             return False
-        async with self._lock():
-            subscribers = self._subscribers.get(channel, set())
-            subscribers.discard(sub_id)
-            if not subscribers:  # the last one here: this process no longer listens
-                self._subscribers.pop(channel, None)
-                remote = self._remote.pop(channel, None)
-                if remote is not None:
-                    await _unsubscribe_quietly(remote)
-        # Last: called from the subscription's own callback, this cancels what follows.
-        await self._local.unsubscribe(sub_id)
+        # Shielded: its id is gone, so a caller cancelled in between left the subscription
+        # running for good (a retry answered False). The lock is held at most a subscribe's
+        # round trip (connect_timeout).
+        with anyio.CancelScope(shield=True):
+            async with self._lock():
+                subscribers = self._subscribers.get(channel, set())
+                subscribers.discard(sub_id)
+                if not subscribers:  # the last one here: this process no longer listens
+                    self._subscribers.pop(channel, None)
+                    remote = self._remote.pop(channel, None)
+                    if remote is not None:
+                        await _unsubscribe_quietly(remote)
+            # Last: called from the subscription's own callback, this cancels what follows
+            # (once the shield is left).
+            await self._local.unsubscribe(sub_id)
         return True
+
+    async def _confirmed(self, nc: NatsClient) -> None:
+        """Return once the server has what this connection sent so far (a subscription):
+        a message of its own, published after it on an inbox of this backend, came back.
+
+        nats-py's ``flush`` did this with a ping, but a flush given up (its timeout, its
+        caller cancelled) left a future the late pong could not be set on, and that ended
+        the connection's reader: every subscription of the process went silent, the
+        connection still up.
+
+        Raises:
+            TimeoutError: not within ``connect_timeout``.
+        """
+        echo = self._echo
+        if echo is None or echo.nc is not nc:
+            echo = _Echo(nc)
+            echo.subscription = await nc.subscribe(echo.inbox, cb=echo.heard)
+            self._echo = echo
+        token = str(next(echo.tokens)).encode()
+        heard = echo.waiting[token] = anyio.Event()
+        try:
+            await nc.publish(echo.inbox, token)
+            with anyio.fail_after(self._connect_timeout):
+                await heard.wait()
+        finally:
+            echo.waiting.pop(token, None)
 
     async def close(self) -> None:
         """Stop every subscription and close the connection this backend made; later
@@ -276,6 +316,9 @@ class NatsRealtime(RealtimeBackend):
             self._dropped = 0
         self._closed = True
         remote, self._remote = list(self._remote.values()), {}
+        echo, self._echo = self._echo, None
+        if echo is not None and echo.subscription is not None:
+            remote.append(echo.subscription)
         self._channel_of.clear()
         self._subscribers.clear()
         nc, self._nc = self._nc, None
@@ -423,6 +466,23 @@ def _event_of(msg: Msg) -> EphemeralEvent | None:
         data=wire.data,
         timestamp=wire.timestamp or utcnow(),
     )
+
+
+class _Echo:
+    """An inbox of the backend's own on one connection, and the messages it waits to hear
+    back there (see ``NatsRealtime._confirmed``)."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.inbox = nc.new_inbox()
+        self.subscription: Subscription | None = None
+        self.waiting: dict[bytes, anyio.Event] = {}
+        self.tokens = itertools.count()
+
+    async def heard(self, msg: Msg) -> None:
+        heard = self.waiting.pop(msg.data, None)
+        if heard is not None:  # not given up meanwhile
+            heard.set()
 
 
 async def _unsubscribe_quietly(subscription: Subscription) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import socket
 import threading
 import urllib.request
@@ -62,7 +63,8 @@ def monitored(tmp_path: Path) -> AsyncIterator[NatsServer]:
 
 
 async def connections(server: NatsServer) -> dict[str, list[str]]:
-    """The server's client connections by name, with the subjects each subscribes to."""
+    """The server's client connections by name, with the subjects each subscribes to (but
+    the inbox a backend confirms its subscriptions on)."""
     url = f"http://127.0.0.1:{server.monitor_port}/connz?subs=1"  # type: ignore[attr-defined]
 
     def fetch() -> Any:
@@ -70,7 +72,12 @@ async def connections(server: NatsServer) -> dict[str, list[str]]:
             return json.load(answer)
 
     found = await anyio.to_thread.run_sync(fetch)
-    return {c.get("name", ""): c.get("subscriptions_list", []) for c in found["connections"]}
+    return {
+        c.get("name", ""): [
+            s for s in c.get("subscriptions_list", []) if not s.startswith("_INBOX.")
+        ]
+        for c in found["connections"]
+    }
 
 
 @pytest.fixture
@@ -398,3 +405,64 @@ def test_a_close_from_another_loop_closes_the_connection(monitored: NatsServer) 
         loop.call_soon_threadsafe(loop.stop)
         serving.join(5)
         loop.close()
+
+
+async def test_a_subscribe_given_up_on_a_stalled_server_leaves_nothing_and_hearing_goes_on(
+    nats_server: NatsServer,
+) -> None:
+    # One given up (its caller's deadline, or its own connect_timeout) left its NATS
+    # subscription for the process's life, and ended the connection's reader: nats-py's
+    # flush could not take the late pong, and every subscription went silent, still
+    # "connected".
+    process = nats_server._process
+    assert process is not None
+    async with (
+        NatsRealtime(nats_server.url, connect_timeout=1.0) as rt,
+        NatsRealtime(nats_server.url) as publisher,
+    ):
+        heard = Inbox()
+        await rt.subscribe("room:a", heard)
+        with anyio.fail_after(30):
+            process.send_signal(signal.SIGSTOP)
+            try:
+                with anyio.move_on_after(0.2):
+                    await rt.subscribe("room:b", Inbox())
+                with pytest.raises(RealtimeUnavailableError):
+                    await rt.subscribe("room:c", Inbox())
+            finally:
+                process.send_signal(signal.SIGCONT)
+            assert list(rt._remote) == ["room:a"] and rt.subscription_count == 1
+            later = Inbox()
+            await rt.subscribe("room:d", later)
+            for channel in ("room:a", "room:d"):
+                await publisher.publish(channel, typing(1))
+            assert len(await heard.count(1)) == 1
+            assert len(await later.count(1)) == 1
+
+
+async def test_an_unsubscribe_given_up_still_stops_its_subscription(
+    nats_server: NatsServer,
+) -> None:
+    # Its id was forgotten before it waited: cancelled there, the subscription kept running
+    # for good, and unsubscribing it again answered False.
+    process = nats_server._process
+    assert process is not None
+    async with NatsRealtime(nats_server.url, connect_timeout=1.0) as rt:
+        sub_id = await rt.subscribe("room:a", Inbox())
+        with anyio.fail_after(30):
+            process.send_signal(signal.SIGSTOP)
+            try:
+                async with anyio.create_task_group() as tg:
+
+                    async def holds_the_lock() -> None:
+                        with pytest.raises(RealtimeUnavailableError):
+                            await rt.subscribe("room:b", Inbox())
+
+                    tg.start_soon(holds_the_lock)
+                    await anyio.sleep(0.1)
+                    with anyio.move_on_after(0.1):
+                        await rt.unsubscribe(sub_id)
+            finally:
+                process.send_signal(signal.SIGCONT)
+        assert rt._local.subscription_count == 0
+        assert rt._remote == {} and rt.subscription_count == 0
