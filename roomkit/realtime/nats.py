@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import itertools
 import logging
 import re
 import time
@@ -158,7 +157,6 @@ class NatsRealtime(RealtimeBackend):
         self._remote: dict[str, Subscription] = {}
         self._channel_of: dict[str, str] = {}  # subscription id -> channel
         self._subscribers: dict[str, set[str]] = {}  # channel -> subscription ids
-        self._echo: _Echo | None = None  # confirms subscriptions (see _confirmed)
         self._closed = False
         # Drops reported: the first at once, then one line per _REPORT_EVERY with the count.
         self._dropped = 0
@@ -284,29 +282,24 @@ class NatsRealtime(RealtimeBackend):
 
     async def _confirmed(self, nc: NatsClient) -> None:
         """Return once the server has what this connection sent so far (a subscription):
-        a message of its own, published after it on an inbox of this backend, came back.
+        it answered pings sent after it (nats-py only queues a subscription, and about one in
+        ten of the events another process published just after subscribe returned was
+        missed).
 
-        nats-py's ``flush`` did this with a ping, but a flush given up (its timeout, its
-        caller cancelled) left a future the late pong could not be set on, and that ended
-        the connection's reader: every subscription of the process went silent, the
-        connection still up.
+        The pings wait in a task of their own that nothing cancels, with no timeout of
+        nats-py's: a flush given up (its timeout, its caller cancelled) left a future the
+        late pong could not be set on, which ended the connection's reader, every
+        subscription of the process silent, the connection still up. Only the wait for them
+        here is bounded.
 
         Raises:
             TimeoutError: not within ``connect_timeout``.
         """
-        echo = self._echo
-        if echo is None or echo.nc is not nc:
-            echo = _Echo(nc)
-            echo.subscription = await nc.subscribe(echo.inbox, cb=echo.heard)
-            self._echo = echo
-        token = str(next(echo.tokens)).encode()
-        heard = echo.waiting[token] = anyio.Event()
-        try:
-            await nc.publish(echo.inbox, token)
-            with anyio.fail_after(self._connect_timeout):
-                await heard.wait()
-        finally:
-            echo.waiting.pop(token, None)
+        pinged = asyncio.ensure_future(_pinged(nc))
+        _PINGS.add(pinged)
+        pinged.add_done_callback(_ping_done)
+        with anyio.fail_after(self._connect_timeout):
+            await asyncio.shield(pinged)
 
     async def close(self) -> None:
         """Stop every subscription and close the connection this backend made; later
@@ -316,9 +309,6 @@ class NatsRealtime(RealtimeBackend):
             self._dropped = 0
         self._closed = True
         remote, self._remote = list(self._remote.values()), {}
-        echo, self._echo = self._echo, None
-        if echo is not None and echo.subscription is not None:
-            remote.append(echo.subscription)
         self._channel_of.clear()
         self._subscribers.clear()
         nc, self._nc = self._nc, None
@@ -468,21 +458,25 @@ def _event_of(msg: Msg) -> EphemeralEvent | None:
     )
 
 
-class _Echo:
-    """An inbox of the backend's own on one connection, and the messages it waits to hear
-    back there (see ``NatsRealtime._confirmed``)."""
+# Pings confirming subscriptions (see NatsRealtime._confirmed), held until answered: the
+# loop keeps only weak references to tasks.
+_PINGS: set[asyncio.Future[None]] = set()
+# Seconds nats-py waits for a pong: past any stall a connection lives through (its own ping
+# interval ends a dead one sooner), so that no late pong finds its future gone.
+_PONG_PATIENCE = 3600
 
-    def __init__(self, nc: NatsClient) -> None:
-        self.nc = nc
-        self.inbox = nc.new_inbox()
-        self.subscription: Subscription | None = None
-        self.waiting: dict[bytes, anyio.Event] = {}
-        self.tokens = itertools.count()
 
-    async def heard(self, msg: Msg) -> None:
-        heard = self.waiting.pop(msg.data, None)
-        if heard is not None:  # not given up meanwhile
-            heard.set()
+async def _pinged(nc: NatsClient) -> None:
+    # Twice: nats-py writes a ping straight to the socket, ahead of what waits for its
+    # flusher (the subscription), which writes it during the first round trip.
+    for _ in range(2):
+        await nc.flush(timeout=_PONG_PATIENCE)
+
+
+def _ping_done(pinged: asyncio.Future[None]) -> None:
+    _PINGS.discard(pinged)
+    if not pinged.cancelled():
+        pinged.exception()  # retrieved: a connection closed meanwhile is no one's error
 
 
 async def _unsubscribe_quietly(subscription: Subscription) -> None:

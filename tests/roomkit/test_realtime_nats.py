@@ -63,8 +63,7 @@ def monitored(tmp_path: Path) -> AsyncIterator[NatsServer]:
 
 
 async def connections(server: NatsServer) -> dict[str, list[str]]:
-    """The server's client connections by name, with the subjects each subscribes to (but
-    the inbox a backend confirms its subscriptions on)."""
+    """The server's client connections by name, with the subjects each subscribes to."""
     url = f"http://127.0.0.1:{server.monitor_port}/connz?subs=1"  # type: ignore[attr-defined]
 
     def fetch() -> Any:
@@ -72,12 +71,7 @@ async def connections(server: NatsServer) -> dict[str, list[str]]:
             return json.load(answer)
 
     found = await anyio.to_thread.run_sync(fetch)
-    return {
-        c.get("name", ""): [
-            s for s in c.get("subscriptions_list", []) if not s.startswith("_INBOX.")
-        ]
-        for c in found["connections"]
-    }
+    return {c.get("name", ""): c.get("subscriptions_list", []) for c in found["connections"]}
 
 
 @pytest.fixture
@@ -466,3 +460,19 @@ async def test_an_unsubscribe_given_up_still_stops_its_subscription(
                 process.send_signal(signal.SIGCONT)
         assert rt._local.subscription_count == 0
         assert rt._remote == {} and rt.subscription_count == 0
+
+
+async def test_a_connection_that_hears_nothing_of_its_own_subscribes(
+    nats_server: NatsServer,
+) -> None:
+    # A no_echo connection (or a user allowed to publish on the realtime subjects only):
+    # confirming a subscription by hearing a message of its own back timed out.
+    async with (
+        NatsRealtime(nats_server.url, connect_options={"no_echo": True}, connect_timeout=2) as b,
+        NatsRealtime(nats_server.url) as a,
+    ):
+        heard = Inbox()
+        with anyio.fail_after(10):
+            await b.subscribe("room:r1", heard)
+        await a.publish("room:r1", typing(1))
+        assert len(await heard.count(1)) == 1
