@@ -157,9 +157,14 @@ def _tagged(value: object) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, BaseModel):
-        # An app's own model (a RoomEvent subclass, say) is not sent: the owner could not
-        # make it, and as RoomKit's class it would lose what the app gave it. The caller
-        # runs the command itself.
+        if not _is_own(value):
+            if any(_is_own_class(base) for base in type(value).__mro__[1:]):
+                # An app's subclass of RoomKit's model (a RoomEvent subclass, say) is not
+                # sent: the owner could not make it, and as RoomKit's class it would lose
+                # what the app gave it. The caller runs the command itself.
+                raise TypeError(f"a {type(value).__qualname__}, not a RoomKit class")
+            # An app's own model (in metadata): as the log writes it.
+            return _tagged(pydantic_core.to_jsonable_python(value))
         name = _own_class_name(value)
         fields = value.__dict__  # a model's field values, as validated or assigned
         return {
@@ -167,6 +172,8 @@ def _tagged(value: object) -> Any:
             "fields": {key: _tagged(fields[key]) for key in type(value).model_fields},
         }
     if isinstance(value, Enum):
+        if not _is_own(value):  # an app's own (in metadata): as the log writes it
+            return _tagged(pydantic_core.to_jsonable_python(value))
         return {"$enum": _own_class_name(value), "value": value.value}
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
@@ -196,6 +203,14 @@ def _tagged(value: object) -> Any:
     except pydantic_core.PydanticSerializationError:
         raise TypeError(f"a {kind.__module__}.{kind.__qualname__}") from None
     return _tagged(plain)  # JSON's own types now: as the log writes it
+
+
+def _is_own(value: object) -> bool:
+    return _is_own_class(type(value))
+
+
+def _is_own_class(kind: type) -> bool:
+    return kind.__module__.startswith("roomkit.")
 
 
 def _own_class_name(value: object) -> str:

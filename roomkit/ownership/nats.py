@@ -253,6 +253,9 @@ class NatsPlacement(Placement):
         self._held: dict[int, _Lease] = {}
         # When the least recently renewed lease held was renewed (see _leases_checked).
         self._renewed_floor = math.inf
+        # Leases expired since the table was last read: its view may name no holder for a
+        # room another process holds now (see _owner_for).
+        self._view_stale = False
         self._view = TableView({}, set())
         self._serving: Subscription | None = None
         self._changes: Subscription | None = None
@@ -354,14 +357,18 @@ class NatsPlacement(Placement):
             self._me, self._held.keys(), view.owners, view.staying, self._owner.partitions
         )
         for partition in change.release:
-            lease = self._held.pop(partition)
+            # One expired meanwhile (a process stalled in this tick: see _leases_checked) is
+            # no longer held, nor to be given back.
+            lease = self._held.pop(partition, None)
             view.owners.pop(partition, None)
-            await table.release(partition, lease.revision)
+            if lease is not None:
+                await table.release(partition, lease.revision)
         claimed: dict[int, _Lease] = {}
         await _at_once(functools.partial(self._claim, claimed), change.claim)
         self._held.update(claimed)
         view.owners.update(dict.fromkeys(claimed, self._me))
         self._view = view
+        self._view_stale = False
         self._note_renewals()
         if joining or change.claim or change.release:
             await self._announce()
@@ -432,6 +439,7 @@ class NatsPlacement(Placement):
                 logger.warning("room ownership: the lease of partition %d expired", partition)
                 del self._held[partition]
                 self._view.owners.pop(partition, None)
+                self._view_stale = True
         self._note_renewals()
 
     def _note_renewals(self) -> None:
@@ -593,6 +601,16 @@ class NatsPlacement(Placement):
                 "processes: it decides no room any more"
             )
         if not self._left:
+            self._leases_checked()
+            if self._view_stale:
+                # Woken past its leases (see _leases_checked): the room may be another
+                # process's now, which the table says; run here on the view, it was decided
+                # here and by its new holder at once. Read once (a table that fails must
+                # not hold every command).
+                self._view_stale = False
+                with contextlib.suppress(*KV_FAILURES):
+                    timeout = min(self._owner.connect_timeout, self._owner.lease_ttl / 3)
+                    self._view = await self._table.read(timeout)
             return self.owner_of(room_id)
         deadline = anyio.current_time() + self._owner.forward_timeout
         await self._read_table(deadline)

@@ -8,6 +8,7 @@ JetStream would (two kits in this process, and a third in a process of its own t
 from __future__ import annotations
 
 import decimal
+import enum
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import nats.errors
 import pydantic_core
 import pytest
 from nats.aio.msg import Msg
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
@@ -2092,3 +2093,135 @@ async def test_a_close_given_up_keeps_the_rooms_until_their_decisions_end(
             return placement(a)._nc.is_closed
 
         await eventually(connection_closed, what="a's connection closed")
+
+
+class _Tier(enum.Enum):  # an app's plain Enum
+    GOLD = "gold"
+
+
+class _Order(BaseModel):  # an app's model, in metadata
+    ref: str = "A-1"
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize(
+    "metadata", [{"tier": _Tier.GOLD}, {"order": _Order()}], ids=["app-enum", "app-model"]
+)
+async def test_an_app_s_enum_or_model_in_metadata_runs_at_the_owner(
+    nats_server: NatsServer, metadata: dict[str, Any]
+) -> None:
+    # The wire refused classes not RoomKit's: the caller decided the room itself, a second
+    # live actor of it, though the log writes both as JSON.
+    async with processes(nats_server, "a", "b") as ((a, b), ran):
+        room_id = rooms_of(b, 1)[0]
+        await room_with(a, room_id, "sms")
+        message = text("sms", "hi", metadata=metadata)
+        with anyio.fail_after(30):
+            result = await a.process_inbound(message, room_id=room_id)
+        assert not result.blocked
+        assert ran == [("b", room_id)]
+
+
+_WOKEN = """
+import anyio, sys, time
+from eventlog.nats import NatsEventLog
+from roomkit import RoomKit, HookTrigger, HookResult
+from roomkit.ownership.nats import NatsOwnership
+from tests.roomkit.kit_helpers import SimpleChannel, text
+
+async def main(url: str) -> None:
+    async with NatsEventLog(url) as log:
+        kit = RoomKit(log=log, ownership=NatsOwnership(url, member="woken",
+                      partitions={partitions}, lease_ttl={lease_ttl}))
+        kit.register_channel(SimpleChannel("sms"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def note(event, context):
+            print("ran-here", flush=True)
+            return HookResult.allow()
+
+        async with kit:
+            placement = kit._runtime.placement
+            while len(placement.held) < {share}:
+                await anyio.sleep(0.05)
+            print("ready", flush=True)
+            room_id = (await anyio.to_thread.run_sync(sys.stdin.readline)).strip()
+            print("room", flush=True)
+            while True:  # a caller of its own (a web handler, say) that wakes with it
+                before = time.monotonic()
+                await anyio.sleep(0.02)
+                if time.monotonic() - before > {lease_ttl}:
+                    await kit.process_inbound(text("sms", "from the woken"), room_id=room_id)
+                    print("answered", flush=True)
+                    break
+            await anyio.sleep_forever()
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+@pytest.mark.nats
+async def test_a_process_woken_past_its_leases_sends_its_own_callers_commands_on(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Its leases dropped as it woke, its view named no holder: "run here", in a room another
+    # process held by then.
+    ran: list[tuple[str, str]] = []
+    url = nats_server.url
+    script = tmp_path / "woken.py"
+    script.write_text(
+        textwrap.dedent(_WOKEN).format(
+            partitions=PARTITIONS, lease_ttl=SHORT_LEASE_TTL, share=PARTITIONS // 2
+        )
+    )
+    async with (
+        NatsEventLog(url) as log,
+        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
+    ):
+        process = subprocess.Popen(
+            [sys.executable, str(script), url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+        said: list[str] = []
+        try:
+            assert process.stdout is not None and process.stdin is not None
+            stdout = process.stdout
+            assert (await anyio.to_thread.run_sync(stdout.readline)).strip() == b"ready"
+
+            async def shared() -> bool:
+                return settled(a, PARTITIONS // 2) and "woken" in placement(a).members
+
+            await eventually(shared, what="the other process holds its share")
+            room_id = next(
+                r for r in (f"room-{n}" for n in range(200)) if placement(a).owner_of(r) == "woken"
+            )
+            await room_with(a, room_id, "sms")
+            process.stdin.write(room_id.encode() + b"\n")
+            process.stdin.flush()
+            assert (await anyio.to_thread.run_sync(stdout.readline)).strip() == b"room"
+            process.send_signal(signal.SIGSTOP)  # its caller's loop sees the jump as it wakes
+            try:
+
+                async def all_to_a() -> bool:
+                    return len(placement(a).held) == PARTITIONS
+
+                await eventually(all_to_a, timeout=30, what="a takes the frozen one's up")
+                await a.process_inbound(text("sms", "sent by a meanwhile"), room_id=room_id)
+                await anyio.sleep(SHORT_LEASE_TTL)
+            finally:
+                process.send_signal(signal.SIGCONT)
+            with anyio.fail_after(30):
+                while not said or said[-1] not in ("answered", ""):
+                    said.append((await anyio.to_thread.run_sync(stdout.readline)).decode().strip())
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+            if process.stdin is not None:
+                process.stdin.close()
+        assert said[-1] == "answered" and "ran-here" not in said, said
+        assert ran.count(("a", room_id)) == 2
