@@ -364,9 +364,12 @@ class NatsPlacement(Placement):
             if lease is not None:
                 await table.release(partition, lease.revision)
         claimed: dict[int, _Lease] = {}
-        await _at_once(functools.partial(self._claim, claimed), change.claim)
-        self._held.update(claimed)
-        view.owners.update(dict.fromkeys(claimed, self._me))
+        try:
+            await _at_once(functools.partial(self._claim, claimed), change.claim)
+        finally:
+            # Those claimed before one failed are held all the same (and renewed).
+            self._held.update(claimed)
+            view.owners.update(dict.fromkeys(claimed, self._me))
         self._view = view
         self._view_stale = False
         self._note_renewals()
