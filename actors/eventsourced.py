@@ -429,7 +429,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         if not records:
             return  # not landed, or not yet: looked for again when an append conflicts
         doubts, self._in_doubt = self._in_doubt, ()
-        doubt = next((d for d in doubts if _landed(d, records)), None)
+        doubt = next((d for d in doubts if _records_of(d.encoded, records)), None)
         if doubt is None:
             return  # another writer's records: the next append conflicts and reads them
         records = records[: len(doubt.encoded)]
@@ -573,11 +573,6 @@ class EventSourcedActor(Actor, Generic[S, E]):
             cls.encode_state is not EventSourcedActor.encode_state
             and cls.decode_state is not EventSourcedActor.decode_state
         )
-
-
-def _landed(doubt: _InDoubt[E], records: Sequence[Record]) -> bool:
-    """Whether ``records`` (read after the version it expected) begin with that append."""
-    return _records_of(doubt.encoded, records)
 
 
 def _records_of(encoded: Sequence[NewEvent], records: Sequence[Record]) -> bool:

@@ -156,25 +156,16 @@ def _tagged(value: object) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"$float": repr(value)}
-    if isinstance(value, BaseModel):
-        if not _is_own(value):
-            if any(_is_own_class(base) for base in type(value).__mro__[1:]):
-                # An app's subclass of RoomKit's model (a RoomEvent subclass, say) is not
-                # sent: the owner could not make it, and as RoomKit's class it would lose
-                # what the app gave it. The caller runs the command itself.
-                raise TypeError(f"a {type(value).__qualname__}, not a RoomKit class")
-            # An app's own model (in metadata): as the log writes it.
-            return _tagged(pydantic_core.to_jsonable_python(value))
-        name = _own_class_name(value)
+    kind = type(value)
+    own = _is_own(kind)
+    if own and isinstance(value, BaseModel):
         fields = value.__dict__  # a model's field values, as validated or assigned
         return {
-            "$model": name,
+            "$model": _class_name(kind),
             "fields": {key: _tagged(fields[key]) for key in type(value).model_fields},
         }
-    if isinstance(value, Enum):
-        if not _is_own(value):  # an app's own (in metadata): as the log writes it
-            return _tagged(pydantic_core.to_jsonable_python(value))
-        return {"$enum": _own_class_name(value), "value": value.value}
+    if own and isinstance(value, Enum):
+        return {"$enum": _class_name(kind), "value": value.value}
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
     if isinstance(value, list):
@@ -189,7 +180,6 @@ def _tagged(value: object) -> Any:
         # A sequence of RoomKit's own (a context's recent events, validated as read) as the
         # list a model's field takes.
         return [_tagged(item) for item in value]
-    kind = type(value)
     if dataclasses.is_dataclass(value) and _COMMANDS.get(kind.__name__) is kind:
         return {
             "$command": kind.__name__,
@@ -198,6 +188,13 @@ def _tagged(value: object) -> Any:
                 for field in dataclasses.fields(value)
             },
         }
+    if isinstance(value, BaseModel) and any(_is_own(base) for base in kind.__mro__[1:]):
+        # An app's subclass of RoomKit's model (a RoomEvent subclass, say) is not sent: the
+        # owner could not make it, and as RoomKit's class it would lose what the app gave
+        # it. The caller runs the command itself.
+        raise TypeError(f"a {kind.__module__}.{kind.__qualname__}, not a RoomKit class")
+    # Anything else JSON writes (an app's own enum or model in metadata, a Decimal): as the
+    # log writes it.
     try:
         plain = pydantic_core.to_jsonable_python(value)
     except pydantic_core.PydanticSerializationError:
@@ -205,18 +202,11 @@ def _tagged(value: object) -> Any:
     return _tagged(plain)  # JSON's own types now: as the log writes it
 
 
-def _is_own(value: object) -> bool:
-    return _is_own_class(type(value))
-
-
-def _is_own_class(kind: type) -> bool:
+def _is_own(kind: type) -> bool:
     return kind.__module__.startswith("roomkit.")
 
 
-def _own_class_name(value: object) -> str:
-    kind = type(value)
-    if not kind.__module__.startswith("roomkit."):
-        raise TypeError(f"a {kind.__module__}.{kind.__qualname__}, not a RoomKit class")
+def _class_name(kind: type) -> str:
     return f"{kind.__module__}:{kind.__qualname__}"
 
 

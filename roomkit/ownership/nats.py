@@ -210,23 +210,23 @@ class NatsOwnership(RoomOwnership):
 _CONCURRENT_LEASE_REQUESTS = 64
 
 
-async def _at_once(fn: Callable[..., Awaitable[None]], items: Iterable[Any]) -> None:
-    """``fn(*item)`` (or ``fn(item)``) for every item, up to ``_CONCURRENT_LEASE_REQUESTS``
-    at a time; the first lease-table failure (``KV_FAILURES``) is raised once all are done,
-    as it was raised by the loop this replaces (not in an exception group)."""
+async def _at_once(calls: Iterable[Callable[[], Awaitable[None]]]) -> None:
+    """Run ``calls``, up to ``_CONCURRENT_LEASE_REQUESTS`` at a time; the first lease-table
+    failure (``KV_FAILURES``) is raised once all are done, as it was raised by the loop this
+    replaces (not in an exception group)."""
     failures: list[BaseException] = []
     limiter = anyio.CapacityLimiter(_CONCURRENT_LEASE_REQUESTS)
 
-    async def one(item: Any) -> None:
+    async def one(call: Callable[[], Awaitable[None]]) -> None:
         async with limiter:
             try:
-                await (fn(*item) if isinstance(item, tuple) else fn(item))
+                await call()
             except KV_FAILURES as exc:
                 failures.append(exc)
 
     async with anyio.create_task_group() as tg:
-        for item in items:
-            tg.start_soon(one, item)
+        for call in calls:
+            tg.start_soon(one, call)
     if failures:
         raise failures[0]
 
@@ -341,7 +341,9 @@ class NatsPlacement(Placement):
             # The server may have come back without the bucket (it is kept in memory).
             await table.open()
         await table.heartbeat()
-        await _at_once(self._renew, list(self._held.items()))
+        await _at_once(
+            [functools.partial(self._renew, p, lease) for p, lease in self._held.items()]
+        )
         self._note_renewals()
         if self._left:
             # Still answering what it took: it keeps its leases (another process deciding
@@ -365,7 +367,7 @@ class NatsPlacement(Placement):
                 await table.release(partition, lease.revision)
         claimed: dict[int, _Lease] = {}
         try:
-            await _at_once(functools.partial(self._claim, claimed), change.claim)
+            await _at_once([functools.partial(self._claim, claimed, p) for p in change.claim])
         finally:
             # Those claimed before one failed are held all the same (and renewed).
             self._held.update(claimed)
