@@ -4,6 +4,7 @@ snapshot + tail, restart of the whole process, and a second process writing the 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -59,6 +60,19 @@ async def test_an_idle_actor_passivates_and_recovers_from_snapshot_plus_tail(
     assert recovered == replay(records) == CounterState(28, 7, (1, 2, 3, 4, 5, 6, 7))
 
 
+@asynccontextmanager
+async def two_processes(url: str) -> AsyncIterator[tuple[NatsEventLog, ActorSystem, ActorSystem]]:
+    """Two systems on connections of their own (two processes but for the memory): the first
+    one's log, and the two systems."""
+    async with (
+        NatsEventLog(url) as log_one,
+        NatsEventLog(url) as log_two,
+        counter_system(log_one) as one,
+        counter_system(log_two) as two,
+    ):
+        yield log_one, one, two
+
+
 async def test_a_new_process_recovers_the_same_state(nats_server: NatsServer) -> None:
     async with NatsEventLog(nats_server.url) as log, counter_system(log) as system:
         await system.ref("counter", "room-1").ask(AddMany((1, 2, 3)))
@@ -74,12 +88,7 @@ async def test_a_new_process_recovers_the_same_state(nats_server: NatsServer) ->
 async def test_another_process_s_append_of_the_same_message_id_is_folded_in(
     nats_server: NatsServer,
 ) -> None:
-    async with (
-        NatsEventLog(nats_server.url) as log_one,
-        NatsEventLog(nats_server.url) as log_two,
-        counter_system(log_one) as one,
-        counter_system(log_two) as two,
-    ):
+    async with two_processes(nats_server.url) as (log_one, one, two):
         a, b = one.ref("counter", "room-k"), two.ref("counter", "room-k")
         assert await a.ask(Get()) == CounterState()
         assert await b.ask(Add(5, idempotency_key="k")) == 5
@@ -91,12 +100,7 @@ async def test_another_process_s_append_of_the_same_message_id_is_folded_in(
 async def test_a_second_process_writing_the_stream_is_reloaded_never_forked(
     nats_server: NatsServer,
 ) -> None:
-    async with (
-        NatsEventLog(nats_server.url) as log_one,
-        NatsEventLog(nats_server.url) as log_two,
-        counter_system(log_one) as one,
-        counter_system(log_two) as two,
-    ):
+    async with two_processes(nats_server.url) as (_, one, two):
         a, b = one.ref("counter", "room-1"), two.ref("counter", "room-1")
         assert await a.ask(Add(1)) == 1
         assert await b.ask(Add(10)) == 11

@@ -754,21 +754,29 @@ async def test_a_close_during_a_rebuild_of_the_store_counts_each_event_once() ->
     assert (await kit.get_room("r1")).event_count == len(timeline)
 
 
-async def test_a_message_whose_caller_gave_up_as_its_room_decided_is_delivered_by_close() -> None:
-    # The caller was no longer counted once it gave up: closing stopped the room under the
-    # decision, and the message was recorded as the room stopped, never delivered, nothing said.
+def _deciding_until_told() -> tuple[RoomKit, SimpleChannel, anyio.Event, anyio.Event]:
+    """A kit with channels "in" and "out" (returned) whose BEFORE_BROADCAST hook sets the
+    first event as it starts deciding, then decides once the second is set."""
     kit = RoomKit()
     out = SimpleChannel("out")
     kit.register_channel(SimpleChannel("in"))
     kit.register_channel(out)
     deciding, decided = anyio.Event(), anyio.Event()
-    after: list[str] = []
 
     @kit.hook(HookTrigger.BEFORE_BROADCAST)
     async def hold(event: RoomEvent, context: RoomContext) -> HookResult:
         deciding.set()
         await decided.wait()
         return HookResult.allow()
+
+    return kit, out, deciding, decided
+
+
+async def test_a_message_whose_caller_gave_up_as_its_room_decided_is_delivered_by_close() -> None:
+    # The caller was no longer counted once it gave up: closing stopped the room under the
+    # decision, and the message was recorded as the room stopped, never delivered, nothing said.
+    kit, out, deciding, decided = _deciding_until_told()
+    after: list[str] = []
 
     @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
     async def noted(event: RoomEvent, context: RoomContext) -> None:
@@ -850,17 +858,7 @@ async def test_a_caller_whose_delivery_a_given_up_close_dropped_is_told_so(api: 
 async def test_a_caller_giving_up_while_close_waits_for_it_does_not_hold_close() -> None:
     # The closing task slept until an ask ended, and the one given up no longer ends as an
     # ask: close() held to its bound (4 x process_timeout, two minutes by default).
-    kit = RoomKit()
-    out = SimpleChannel("out")
-    kit.register_channel(SimpleChannel("in"))
-    kit.register_channel(out)
-    deciding, decided = anyio.Event(), anyio.Event()
-
-    @kit.hook(HookTrigger.BEFORE_BROADCAST)
-    async def hold(event: RoomEvent, context: RoomContext) -> HookResult:
-        deciding.set()
-        await decided.wait()
-        return HookResult.allow()
+    kit, out, deciding, decided = _deciding_until_told()
 
     with anyio.fail_after(30):  # a hang guard, far under close's bound
         await room_with(kit, "r", "in", "out")

@@ -87,6 +87,15 @@ class HeldStore(InMemoryStore):
         await super().add_event_envelope(data)
 
 
+def system_note(room_id: str, body: str) -> RoomEvent:
+    """A text event from the system, as a hook injects or records it."""
+    return RoomEvent(
+        room_id=room_id,
+        source=EventSource(channel_id="system", channel_type="system"),
+        content=TextContent(body=body),
+    )
+
+
 async def two_channel_room(kit: RoomKit) -> tuple[SimpleChannel, SimpleChannel]:
     sms, ws = SimpleChannel("sms"), SimpleChannel("ws")
     kit.register_channel(sms)
@@ -708,11 +717,7 @@ class TestInbound:
         async def notice(event: RoomEvent, context: RoomContext) -> HookResult:
             if event.source.channel_id != "sms":
                 return HookResult.allow()
-            reply = RoomEvent(
-                room_id=event.room_id,
-                source=EventSource(channel_id="system", channel_type="system"),
-                content=TextContent(body="we got it"),
-            )
+            reply = system_note(event.room_id, "we got it")
             return HookResult.block(
                 "held", injected=[InjectedEvent(event=reply, target_channel_ids=["sms"])]
             )
@@ -737,11 +742,7 @@ class TestInbound:
         async def notice(event: RoomEvent, context: RoomContext) -> HookResult:
             if event.source.channel_id != "sms":
                 return HookResult.allow()
-            injected = RoomEvent(
-                room_id=event.room_id,
-                source=EventSource(channel_id="system", channel_type="system"),
-                content=TextContent(body="a notice"),
-            )
+            injected = system_note(event.room_id, "a notice")
             targets = ["ws", *(b.channel_id for b in context.bindings)]
             return HookResult.allow(
                 injected=[InjectedEvent(event=injected, target_channel_ids=targets)]
@@ -800,11 +801,7 @@ class TestInbound:
         async def note(event: RoomEvent, context: RoomContext) -> HookResult:
             if event.source.channel_id != "sms":
                 return HookResult.allow()
-            injected = RoomEvent(
-                room_id=event.room_id,
-                source=EventSource(channel_id="system", channel_type="system"),
-                content=TextContent(body="a note"),
-            )
+            injected = system_note(event.room_id, "a note")
             return HookResult.allow(
                 injected=[InjectedEvent(event=injected, target_channel_ids=["ai1", "ws"])]
             )
@@ -948,11 +945,7 @@ class TestInbound:
             if event.source.channel_id != "sms":
                 return HookResult.allow()
             good = Task(room_id="r1", title="call back")
-            notice = RoomEvent(
-                room_id="r1",
-                source=EventSource(channel_id="system", channel_type="system"),
-                content=TextContent(body="noted"),
-            )
+            notice = system_note("r1", "noted")
             return HookResult(
                 action="allow",
                 tasks=[good, good.model_copy(update={"id": "t-bad", "title": None})],

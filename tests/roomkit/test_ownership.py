@@ -913,6 +913,25 @@ async def test_a_killed_process_s_rooms_go_to_the_others_with_nothing_committed_
             assert bodies == (expected or ["to the victim", "after"])
 
 
+async def a_room_of(a: RoomKit, member: str) -> str:
+    """Once ``member`` holds its share of the partitions as ``a`` sees them, a room it holds."""
+
+    async def shared() -> bool:
+        return settled(a, PARTITIONS // 2) and member in placement(a).members
+
+    await eventually(shared, what=f"{member} holds its share")
+    return next(r for r in (f"room-{n}" for n in range(200)) if placement(a).owner_of(r) == member)
+
+
+async def takes_all_up(a: RoomKit) -> None:
+    """Wait until ``a`` holds every partition (the other process's leases lapsed)."""
+
+    async def all_to_a() -> bool:
+        return len(placement(a).held) == PARTITIONS
+
+    await eventually(all_to_a, timeout=30, what="a takes the frozen process's rooms up")
+
+
 @pytest.mark.nats
 async def test_a_process_frozen_past_its_leases_does_not_act_on_them_as_it_wakes(
     nats_server: NatsServer, tmp_path: Path
@@ -927,16 +946,7 @@ async def test_a_process_frozen_past_its_leases_does_not_act_on_them_as_it_wakes
         kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
     ):
         async with victim(url, tmp_path, "victim", SHORT_LEASE_TTL) as frozen:
-
-            async def shared() -> bool:
-                return settled(a, PARTITIONS // 2) and "victim" in placement(a).members
-
-            await eventually(shared, what="the victim holds its share")
-            room_id = next(
-                r
-                for r in (f"room-{n}" for n in range(200))
-                if placement(a).owner_of(r) == "victim"
-            )
+            room_id = await a_room_of(a, "victim")
             await room_with(a, room_id, "sms")
             frozen.send_signal(signal.SIGSTOP)
             try:
@@ -949,11 +959,7 @@ async def test_a_process_frozen_past_its_leases_does_not_act_on_them_as_it_wakes
                         )
 
                     tg.start_soon(first)  # waits on the frozen process's connection
-
-                    async def all_to_a() -> bool:
-                        return len(placement(a).held) == PARTITIONS
-
-                    await eventually(all_to_a, timeout=30, what="a takes the victim's up")
+                    await takes_all_up(a)
                     await a.process_inbound(text("sms", "sent second"), room_id=room_id)
                     await anyio.sleep(SHORT_LEASE_TTL)  # frozen well past its leases
                     frozen.send_signal(signal.SIGCONT)
@@ -2191,24 +2197,14 @@ async def test_a_process_woken_past_its_leases_sends_its_own_callers_commands_on
             stdout = process.stdout
             assert (await anyio.to_thread.run_sync(stdout.readline)).strip() == b"ready"
 
-            async def shared() -> bool:
-                return settled(a, PARTITIONS // 2) and "woken" in placement(a).members
-
-            await eventually(shared, what="the other process holds its share")
-            room_id = next(
-                r for r in (f"room-{n}" for n in range(200)) if placement(a).owner_of(r) == "woken"
-            )
+            room_id = await a_room_of(a, "woken")
             await room_with(a, room_id, "sms")
             process.stdin.write(room_id.encode() + b"\n")
             process.stdin.flush()
             assert (await anyio.to_thread.run_sync(stdout.readline)).strip() == b"room"
             process.send_signal(signal.SIGSTOP)  # its caller's loop sees the jump as it wakes
             try:
-
-                async def all_to_a() -> bool:
-                    return len(placement(a).held) == PARTITIONS
-
-                await eventually(all_to_a, timeout=30, what="a takes the frozen one's up")
+                await takes_all_up(a)
                 await a.process_inbound(text("sms", "sent by a meanwhile"), room_id=room_id)
                 await anyio.sleep(SHORT_LEASE_TTL)
             finally:
