@@ -310,7 +310,10 @@ class KitRuntime:
             LogUnavailableError: the log could not be reached to start.
             RoomKitError: the log failed otherwise (not connected, a stream conflict).
         """
-        await self._launch(lambda: spawn_host(self._host, "roomkit.runtime"))
+        # In a context of its own, as on trio: a copy of the first caller's would be the
+        # context every room's actor runs in, its values (a request id, a tenant) seen by every
+        # later message and kept for the kit's life.
+        await self._launch(lambda: spawn_host(self._host, "roomkit.runtime", fresh_context=True))
 
     async def _launch(self, spawn: Callable[[], object]) -> None:
         """Start the runtime's host task with ``spawn`` unless it runs or is starting; wait

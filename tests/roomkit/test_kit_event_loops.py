@@ -4,12 +4,22 @@ a loop): e.g. a module-level kit used by tests that each get a new loop."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import anyio
 import pytest
 
 from eventlog import EventLogError, LogUnavailable, MemoryEventLog, Record
-from roomkit import KitClosedError, LogUnavailableError, RoomKit, RoomKitError
+from roomkit import (
+    HookResult,
+    HookTrigger,
+    KitClosedError,
+    LogUnavailableError,
+    RoomContext,
+    RoomEvent,
+    RoomKit,
+    RoomKitError,
+)
 from tests.roomkit.kit_helpers import SimpleChannel, text
 
 
@@ -169,3 +179,41 @@ def test_outcomes_left_waiting_by_an_ended_loop_are_appended_in_the_next(then: s
 
     asyncio.run(first())
     anyio.run(second, backend=then)
+
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_kit_started_by_its_first_call_does_not_run_its_rooms_in_that_call_s_context(
+    backend: str,
+) -> None:
+    """A kit used without ``async with`` starts on its first call: its rooms' actors must not
+    run in a copy of that caller's context, which every later message would see."""
+    if backend == "trio":
+        pytest.importorskip("trio")
+    kit, _ = new_kit()
+    seen: list[tuple[str, str | None]] = []
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def note(event: RoomEvent, context: RoomContext) -> HookResult:
+        seen.append((event.room_id, _request_id.get()))
+        return HookResult.allow()
+
+    async def request(request_id: str, room_id: str) -> None:
+        _request_id.set(request_id)
+        await kit.create_room(room_id=room_id)
+        await kit.attach_channel(room_id, "sms")
+        await kit.process_inbound(text("sms", "hi"), room_id=room_id)
+
+    async def main() -> None:
+        with anyio.fail_after(20):
+            for n in range(3):
+                async with anyio.create_task_group() as tg:  # each request in a task of its own
+                    tg.start_soon(request, f"req-{n}", f"room-{n}")
+            await kit.close()
+
+    anyio.run(main, backend=backend)
+    assert seen == [("room-0", None), ("room-1", None), ("room-2", None)]
