@@ -173,9 +173,7 @@ def _tagged(value: object) -> Any:
     if isinstance(value, tuple):
         return {"$tuple": [_tagged(item) for item in value]}
     if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            raise TypeError("a dict with keys that are not strings")
-        return {"$dict": {key: _tagged(item) for key, item in value.items()}}
+        return {"$dict": {_json_key(key): _tagged(item) for key, item in value.items()}}
     if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
         # A sequence of RoomKit's own (a context's recent events, validated as read) as the
         # list a model's field takes.
@@ -200,6 +198,19 @@ def _tagged(value: object) -> Any:
     except pydantic_core.PydanticSerializationError:
         raise TypeError(f"a {kind.__module__}.{kind.__qualname__}") from None
     return _tagged(plain)  # JSON's own types now: as the log writes it
+
+
+def _json_key(key: object) -> str:
+    """A dict's key as the log writes it: JSON keys are text (``1`` and ``(1, 2)`` are written
+    ``"1"`` and ``"1,2"``), so a dict keyed otherwise reaches the owner as it would come back
+    from the log."""
+    if isinstance(key, str):
+        return key
+    try:
+        written = pydantic_core.to_jsonable_python({key: None})
+    except pydantic_core.PydanticSerializationError:
+        raise TypeError(f"a dict key {type(key).__qualname__} JSON cannot write") from None
+    return str(next(iter(written)))
 
 
 def _is_own(kind: type) -> bool:

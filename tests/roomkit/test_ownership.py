@@ -226,6 +226,9 @@ def test_a_message_s_metadata_reaches_the_owner_as_it_left_or_as_the_log_writes_
         "set": {3},
         "id": uuid.UUID(int=7),
         "day": when.date(),
+        # JSON keys are text: a dict keyed otherwise ran in the caller's process.
+        "by_int": {1: "x"},
+        "by_pair": {(1, 2): "y"},
     }
     message = InboundMessage(
         channel_id="sms",
@@ -241,6 +244,7 @@ def test_a_message_s_metadata_reaches_the_owner_as_it_left_or_as_the_log_writes_
     as_logged = pydantic_core.to_jsonable_python(written)
     assert {key: metadata[key] for key in written} == as_logged
     assert as_logged["dec"] == "1.10" and as_logged["set"] == [3]
+    assert as_logged["by_int"] == {"1": "x"} and as_logged["by_pair"] == {"1,2": "y"}
     # A model written by an earlier version (its JSON dump) is still read.
     earlier = {
         "$model": "roomkit.models.event:TextContent",
@@ -265,7 +269,7 @@ def test_only_roomkit_s_own_classes_are_taken_from_another_process() -> None:
     with pytest.raises(WireError):
         encode({"callback": print})
     with pytest.raises(WireError):
-        encode({1: "a key that is not a string"})
+        encode({"m": {frozenset([1]): "a key JSON cannot write"}})
 
 
 def test_an_error_comes_back_as_its_own_class() -> None:
