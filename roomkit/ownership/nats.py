@@ -256,6 +256,9 @@ class NatsPlacement(Placement):
         # Leases expired since the table was last read: its view may name no holder for a
         # room another process holds now (see _owner_for).
         self._view_stale = False
+        # The read of the table that a stale view called for, while in flight: the callers
+        # that come meanwhile wait for it (see _fresh_view).
+        self._view_read: anyio.Event | None = None
         self._view = TableView({}, set())
         self._serving: Subscription | None = None
         self._changes: Subscription | None = None
@@ -608,18 +611,40 @@ class NatsPlacement(Placement):
         if not self._left:
             self._leases_checked()
             if self._view_stale:
-                # Woken past its leases (see _leases_checked): the room may be another
-                # process's now, which the table says; run here on the view, it was decided
-                # here and by its new holder at once. Read once (a table that fails must
-                # not hold every command).
-                self._view_stale = False
-                with contextlib.suppress(*KV_FAILURES):
-                    timeout = min(self._owner.connect_timeout, self._owner.lease_ttl / 3)
-                    self._view = await self._table.read(timeout)
+                await self._fresh_view()
             return self.owner_of(room_id)
         deadline = anyio.current_time() + self._owner.forward_timeout
         await self._read_table(deadline)
         return await self._holder_now(room_id, deadline)
+
+    async def _fresh_view(self) -> None:
+        """Read the table once leases expired (see ``_leases_checked``): the room may be
+        another process's now, which the table says; run here on the view, it was decided
+        here and by its new holder at once.
+
+        One read for every caller: those that come while it is in flight (the commands that
+        waited for a process woken past its leases come at once) wait for it, or they decided
+        on the view it replaces. Read once: a table that fails must not hold every command.
+        """
+        while self._view_stale:
+            reading = self._view_read
+            if reading is not None:
+                await reading.wait()
+                continue  # stale still if that reader was cancelled: one of these reads
+            reading = self._view_read = anyio.Event()
+            replaced = self._view
+            try:
+                timeout = min(self._owner.connect_timeout, self._owner.lease_ttl / 3)
+                try:
+                    view = await self._table.read(timeout)
+                except KV_FAILURES:
+                    view = None
+                if view is not None and self._view is replaced:  # not a tick's, newer
+                    self._view = view
+                self._view_stale = False
+            finally:
+                self._view_read = None
+                reading.set()
 
     async def _holder_now(self, room_id: str, deadline: float) -> str | None:
         """The process holding ``room_id`` as the view says (None: this one; callers whose
