@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pydantic_core
+
 from roomkit.channels.base import Channel
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
 from roomkit.core._helpers import (
@@ -16,10 +18,15 @@ from roomkit.core._helpers import (
     utcnow,
 )
 from roomkit.core._room_ids import check_read_room_id
-from roomkit.errors import ChannelNotFoundError, ChannelNotRegisteredError, RoomNotFoundError
+from roomkit.errors import (
+    ChannelNotFoundError,
+    ChannelNotRegisteredError,
+    EventRefusedError,
+    RoomNotFoundError,
+)
 from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models._copy import handed_out
-from roomkit.models.channel import ChannelBinding
+from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.enums import Access, ChannelCategory, ChannelType
 
 __all__ = ["ChannelOpsMixin"]
@@ -130,9 +137,27 @@ class ChannelOpsMixin(HelpersMixin):
             category=category,
             access=access,
             visibility=visibility,
-            capabilities=self._capabilities.capabilities(channel.capabilities()),
+            capabilities=self._capabilities_of(channel),
             **kwargs,
         )
+
+    def _capabilities_of(self, channel: Channel) -> ChannelCapabilities:
+        """The channel's capabilities, as the kit shares them between bindings.
+
+        Raises:
+            pydantic.ValidationError: they are not capabilities (0.3.0 validated them as a
+                binding's field: a dict of them is taken).
+            EventRefusedError: JSON cannot write them (an object in ``custom``).
+        """
+        capabilities = channel.capabilities()
+        if not isinstance(capabilities, ChannelCapabilities):
+            capabilities = ChannelCapabilities.model_validate(capabilities)
+        try:
+            return self._capabilities.capabilities(capabilities)
+        except pydantic_core.PydanticSerializationError as exc:
+            raise EventRefusedError(
+                f"channel {channel.channel_id}: its capabilities cannot be stored ({exc})"
+            ) from exc
 
     async def detach_channel(self, room_id: str, channel_id: str) -> bool:
         """Remove a channel's binding; ``False`` if it was not attached (or there is no such

@@ -1662,3 +1662,34 @@ async def test_capabilities_are_shared_and_seen_as_the_log_holds_them() -> None:
         await eventually(passivated, what="room r1 passivated")
         await kit.process_inbound(text("sms", "after"), room_id="r1")
     assert seen == [{"pair": [1, 2]}, {"pair": [1, 2]}]
+
+
+class _SaysCapabilities(SimpleChannel):
+    """A channel whose ``capabilities()`` returns what it was given."""
+
+    def __init__(self, channel_id: str, capabilities: object) -> None:
+        super().__init__(channel_id)
+        self.said = capabilities
+
+    def capabilities(self) -> ChannelCapabilities:
+        return self.said  # type: ignore[return-value]
+
+
+async def test_a_channel_s_capabilities_are_validated_as_0_3_0_validated_them(
+    kit: RoomKit, event_log: EventLog
+) -> None:
+    # They went to the kit's shared instances unchecked: a dict or None raised AttributeError,
+    # an object in ``custom`` a bare serialization error.
+    await kit.create_room(room_id="r1")
+    kit.register_channel(_SaysCapabilities("as-dict", {"max_length": 160}))
+    binding = await kit.attach_channel("r1", "as-dict")
+    assert binding.capabilities == ChannelCapabilities(max_length=160)
+    version = await event_log.last_version(room_stream("r1"))
+    kit.register_channel(_SaysCapabilities("none", None))
+    with pytest.raises(pydantic.ValidationError):
+        await kit.attach_channel("r1", "none")
+    kit.register_channel(_SaysCapabilities("odd", ChannelCapabilities(custom={"o": object()})))
+    with pytest.raises(EventRefusedError, match="odd"):
+        await kit.attach_channel("r1", "odd")
+    assert await event_log.last_version(room_stream("r1")) == version
+    assert [b.channel_id for b in await kit.list_bindings("r1")] == ["as-dict"]
