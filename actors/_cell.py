@@ -467,7 +467,8 @@ class Cell(Mailbox):
             self.policy.within,
             exc_info=error,
         )
-        self._fail_mailbox(error, "gave up after repeated crashes")
+        # The last crash said: what the caller can act on (a record the actor cannot read).
+        self._fail_mailbox(error, f"gave up after repeated crashes, the last: {error}")
 
     def _fail_on_log(self, error: Exception) -> None:
         logger.warning(

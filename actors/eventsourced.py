@@ -528,7 +528,16 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 raise ActorError(
                     f"stream {record.stream!r} jumps from version {version} to {record.version}"
                 )
-            state = self.evolve(state, self.decode_event(record))
+            try:
+                state = self.evolve(state, self.decode_event(record))
+            except Exception as exc:
+                # A record another writer appended that this actor cannot read: its state
+                # is no fold of the stream past it. Its caller is told the actor crashed,
+                # not what the decoder raised, and the actor restarts from the log.
+                raise ActorCrash(
+                    f"stream {record.stream!r}: record {record.version} ({record.type!r}) "
+                    f"cannot be applied: {exc!r}"
+                ) from exc
             version = record.version
         self._state = state
         self._version = version

@@ -631,9 +631,32 @@ async def test_a_room_whose_log_cannot_be_read_says_so_and_the_kit_goes_on() -> 
         with pytest.raises(RoomKitError, match="room bad is unavailable") as raised:
             await kit.process_inbound(text("sms", "x"), room_id="bad")
         assert not isinstance(raised.value, KitClosedError)
+        assert "record 1 ('room.created') cannot be applied" in str(raised.value)
         await kit.create_room(room_id="ok")
         await kit.attach_channel("ok", "sms")
         assert not (await kit.process_inbound(text("sms", "y"), room_id="ok")).blocked
+
+
+async def test_a_record_a_live_room_cannot_read_fails_its_commands_with_a_kit_error() -> None:
+    # Appended by another writer while the room's actor ran: the actor read it as its append
+    # conflicted, and every command raised what the decoder raised (msgspec's errors).
+    log = MemoryEventLog()
+    async with RoomKit(log=log) as kit:
+        await room(kit)
+        stream = room_stream("r1")
+        unreadable = NewEvent(type="message.recorded", data=b'{"event":{"id":5}}')
+        version = await log.last_version(stream)
+        await log.append(stream, [unreadable], expected_version=version)
+        with pytest.raises(RoomKitError, match=r"record \d+ \('message.recorded'\) cannot be"):
+            await kit.process_inbound(text("sms", "x"), room_id="r1")
+        for command in (
+            kit.send_event("r1", "sms", TextContent(body="x")),
+            kit.update_room_metadata("r1", {"a": 1}),
+            kit.mute("r1", "sms"),
+        ):
+            with pytest.raises(RoomKitError, match="room r1 is unavailable.*cannot be applied"):
+                await command
+        assert await log.last_version(stream) == version + 1
 
 
 async def test_a_room_that_cannot_be_checked_does_not_stop_the_timer_sweep(
