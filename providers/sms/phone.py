@@ -2,7 +2,10 @@
 
 With the optional ``phonenumbers`` package installed (``pip install phonenumbers``), both helpers
 use Google's libphonenumber metadata: any national format of any region is understood and
-validity is checked against the real numbering plans.
+validity is checked against the real numbering plans (``normalize_phone`` refuses a number
+they do not allow, as 0.3.0 did). A string of 10 digits or more with no ``+`` is read as a
+national number of ``default_region`` if that is a valid one, else as the digits of an
+international number written without its ``+`` (as Sinch and VoiceMeUp write them).
 
 Without it they fall back to a deliberately small set of rules, instead of failing (RoomKit
 0.3.0's ``is_valid_phone`` returned False for every number when the package was missing):
@@ -11,7 +14,8 @@ Without it they fall back to a deliberately small set of rules, instead of faili
   American Numbering Plan, ``00`` elsewhere) keeps its digits; formatting characters
   (spaces, ``-``, ``.``, ``/``, parentheses) are removed;
 * a national number is understood only for NANP regions (US, CA and the other ``+1``
-  countries): 10 digits, or 11 starting with 1;
+  countries): 10 digits, or 11 starting with 1; more digits than that are an international
+  number written without its ``+``;
 * validity means 7 to 15 digits with no leading 0, and for ``+1`` numbers the NANP shape
   (area code and exchange each starting with 2-9).
 """
@@ -63,12 +67,11 @@ def normalize_phone(number: str, default_region: str = "US") -> str:
         raise ValueError("phone number must be a non-empty string")
     pn = _phonenumbers()
     if pn is not None:
-        try:
-            parsed = pn.parse(number, default_region.upper())
-        except pn.NumberParseException as exc:
-            raise ValueError(f"not a phone number: {number!r}") from exc
-        if not pn.is_possible_number(parsed):
-            raise ValueError(f"not a possible phone number: {number!r}")
+        parsed = _parsed(pn, number, default_region.upper())
+        if parsed is None:
+            raise ValueError(f"not a phone number: {number!r}")
+        if not pn.is_valid_number(parsed):
+            raise ValueError(f"not a valid phone number: {number!r}")
         e164: str = pn.format_number(parsed, pn.PhoneNumberFormat.E164)
         # libphonenumber deems some short numbers "possible" (``+4900``); E.164 needs 7+ digits.
         if not 8 <= len(e164) <= 16:
@@ -84,11 +87,8 @@ def is_valid_phone(number: str, default_region: str = "US") -> bool:
         return False
     pn = _phonenumbers()
     if pn is not None:
-        try:
-            parsed = pn.parse(number, default_region.upper())
-        except pn.NumberParseException:
-            return False
-        valid: bool = pn.is_valid_number(parsed)
+        parsed = _parsed(pn, number, default_region.upper())
+        valid: bool = parsed is not None and pn.is_valid_number(parsed)
         return valid
     try:
         digits = _fallback_digits(number, default_region.upper())
@@ -97,6 +97,30 @@ def is_valid_phone(number: str, default_region: str = "US") -> bool:
     if digits.startswith("1"):
         return len(digits) == 11 and _NANP_NATIONAL.fullmatch(digits[1:]) is not None
     return True
+
+
+def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
+    """``number`` parsed by ``phonenumbers``, or None if it cannot be: a national number of
+    ``region``, or the digits of an international one written without ``+`` (a national
+    reading that is not a valid number is tried as those)."""
+    try:
+        parsed = pn.parse(number, region)
+    except pn.NumberParseException:
+        parsed = None
+    compact = _FORMATTING.sub("", number.strip())
+    if (
+        (parsed is None or not pn.is_valid_number(parsed))
+        and len(compact) >= 10
+        and compact.isascii()
+        and compact.isdigit()
+    ):
+        try:
+            international = pn.parse("+" + compact, None)
+        except pn.NumberParseException:
+            return parsed
+        if pn.is_valid_number(international):
+            return international
+    return parsed
 
 
 def _fallback_digits(number: str, region: str) -> str:
@@ -113,8 +137,8 @@ def _fallback_digits(number: str, region: str) -> str:
             raise ValueError(f"not a phone number: {number!r}")
         if len(compact) == 10:
             digits = "1" + compact
-        elif len(compact) == 11 and compact.startswith("1"):
-            digits = compact
+        elif (len(compact) == 11 and compact.startswith("1")) or len(compact) > 11:
+            digits = compact  # longer than a NANP number: an international one
         else:
             raise ValueError(f"not a NANP number: {number!r}")
     else:

@@ -377,6 +377,32 @@ class TestPhone:
         with pytest.raises(ValueError):
             normalize_phone(raw)
 
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [("442079460958", "+442079460958"), ("4915123456789", "+4915123456789")],
+    )
+    def test_an_international_number_written_without_its_plus(
+        self, engine: str, raw: str, expected: str
+    ) -> None:
+        # As Sinch and VoiceMeUp write them; 0.3.0 read them so. They raised ValueError.
+        assert normalize_phone(raw) == expected
+        assert is_valid_phone(raw)
+
+    def test_a_national_number_comes_before_the_digits_of_an_international_one(
+        self, engine: str
+    ) -> None:
+        assert normalize_phone("4155550100") == "+14155550100"
+        assert normalize_phone("15145550100") == "+15145550100"
+
+    @pytest.mark.parametrize("raw", ["(555) 123-4567", "+1 555 0100"])
+    def test_a_number_the_numbering_plan_does_not_allow_is_refused(self, raw: str) -> None:
+        # 0.3.0 refused them ("Invalid phone number"): apps use it to validate. They were
+        # taken as long as they were possible.
+        pytest.importorskip("phonenumbers")
+        assert not is_valid_phone(raw)
+        with pytest.raises(ValueError, match="not a valid phone number"):
+            normalize_phone(raw)
+
     def test_national_number_of_other_regions(self, engine: str) -> None:
         if engine == "phonenumbers":
             assert normalize_phone("020 7946 0958", "GB") == "+442079460958"
