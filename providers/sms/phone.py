@@ -103,6 +103,7 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
     """``number`` parsed by ``phonenumbers``, or None if it cannot be: a national number of
     ``region``, or the digits of an international one written without ``+`` (a national
     reading that is not a valid number is tried as those)."""
+    parsed: object | None
     try:
         parsed = pn.parse(number, region)
     except pn.NumberParseException:
@@ -114,6 +115,7 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
         and compact.isascii()
         and compact.isdigit()
     ):
+        international: object
         try:
             international = pn.parse("+" + compact, None)
         except pn.NumberParseException:
