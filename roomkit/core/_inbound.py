@@ -33,6 +33,7 @@ from roomkit.core._commands import (
 from roomkit.core._domain import checked_dump
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
+from roomkit.core._room_decider import inbound_event
 from roomkit.core._runtime import KitRuntime
 from roomkit.core._system_events import hook_failure
 from roomkit.core._taken_up import TakenUp
@@ -202,7 +203,7 @@ class InboundMixin(HelpersMixin):
             # Identity resolution may wait on I/O: it runs here, not in the room actor, so it
             # needs the context and the event before the room sees the message.
             context = await self._context(room_id)
-            event = await channel.handle_inbound(message, context)
+            event = inbound_event(channel, await channel.handle_inbound(message, context))
             # Refused now, not once its sender joined the room (recorded without it).
             self._check_storable(event, RoomEvent, f"room {room_id}'s message")
             stop = await self._resolve_identity(

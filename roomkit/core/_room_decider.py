@@ -18,6 +18,7 @@ import pydantic
 import pydantic_core
 from pydantic import BaseModel
 
+from roomkit.channels.base import Channel
 from roomkit.core._commands import (
     AttachChannel,
     CheckTimers,
@@ -657,12 +658,9 @@ class RoomDecider:
         context = state.context()  # the room before this message, for the channel and hooks
         event = cmd.event
         if event is None:
-            event = await cmd.channel.handle_inbound(cmd.message, context)
-            if not isinstance(event, RoomEvent):
-                raise TypeError(
-                    f"channel {cmd.channel.channel_id!r}: handle_inbound returned "
-                    f"{type(event).__name__}, expected RoomEvent"
-                )
+            event = inbound_event(
+                cmd.channel, await cmd.channel.handle_inbound(cmd.message, context)
+            )
         decision = deciding()
         if decision is not None:  # store writes about this very message wait for it
             decision.event_id = event.id
@@ -1116,3 +1114,17 @@ def _binding_change_text(cmd: UpdateBinding, old: ChannelBinding) -> tuple[str, 
         return f"Channel {channel_id} metadata updated", {"channel_id": channel_id, "keys": keys}
     # muted / unmuted
     return f"Channel {channel_id} {cmd.change}", {"channel_id": channel_id}
+
+
+def inbound_event(channel: Channel, event: object) -> RoomEvent:
+    """What ``channel.handle_inbound`` returned, if it is the ``RoomEvent`` it must return.
+
+    Raises:
+        TypeError: it is not (named, not an ``AttributeError`` further on).
+    """
+    if not isinstance(event, RoomEvent):
+        raise TypeError(
+            f"channel {channel.channel_id!r}: handle_inbound returned "
+            f"{type(event).__name__}, expected RoomEvent"
+        )
+    return event

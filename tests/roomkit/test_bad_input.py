@@ -769,12 +769,13 @@ class _Nothing(IdentityResolver):
 
 async def test_wrong_return_types_of_extension_points_are_named() -> None:
     # Each failed with an AttributeError from deep inside the kit.
-    async with RoomKit() as kit:
-        kit.register_channel(_Forgetful("sms"))
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "sms")
-        with pytest.raises(TypeError, match="handle_inbound returned NoneType, expected"):
-            await kit.process_inbound(text("sms", "x"), room_id="r1")
+    for identity_resolver in (None, _Unknown()):  # with one, the channel is called apart
+        async with RoomKit(identity_resolver=identity_resolver) as kit:
+            kit.register_channel(_Forgetful("sms"))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            with pytest.raises(TypeError, match="handle_inbound returned NoneType, expected"):
+                await kit.process_inbound(text("sms", "x"), room_id="r1")
     for resolver, returned in ((_Dict(), "dict"), (_Nothing(), "NoneType")):
         async with RoomKit(identity_resolver=resolver) as kit:
             await room(kit)
