@@ -148,7 +148,9 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
         # default=str: event metadata is free-form and may hold values JSON cannot encode.
         # allow_nan=False: a NaN written as the bare token NaN (not JSON) was refused by
         # strict receivers; ``_finite`` writes such numbers as null, as the event log does.
-        return json.dumps(payload, separators=(",", ":"), default=str, allow_nan=False).encode()
+        # json.dumps's own separators, as 0.3.0 wrote the body: a receiver that checks the
+        # signature over the parsed payload written again by json.dumps sees the same bytes.
+        return json.dumps(payload, default=str, allow_nan=False).encode()
 
     async def send(self, event: RoomEvent, to: str) -> ProviderResult:
         """POST ``event``'s text to the webhook for recipient ``to``.

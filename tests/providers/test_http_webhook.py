@@ -74,6 +74,9 @@ class TestSend:
         }
         expected = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
         assert request.headers["x-roomkit-signature"] == expected
+        # Written as 0.3.0 wrote it: a receiver checking the signature over the payload it
+        # parsed, written again by json.dumps, refused every compact body.
+        assert request.content == json.dumps(json.loads(request.content)).encode()
 
     def test_numbers_json_cannot_hold_are_sent_as_null(self) -> None:
         # The body held the bare token NaN (json.loads takes it from an inbound webhook):
