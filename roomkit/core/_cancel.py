@@ -56,7 +56,14 @@ def raised_uncancelled(error: BaseException, who: str) -> RuntimeError:
         BaseException: ``error`` itself when it is not the code's own: the task is being
             cancelled, or the process asked to exit.
     """
-    if isinstance(error, KeyboardInterrupt | SystemExit) or is_cancellation(error):
+    interrupt = interrupt_in(error)
+    if interrupt is not None:
+        # Bare, also out of a task group the code ran (which wraps what its children raise,
+        # and on asyncio cancels the task it runs in): on trio such a group was reported as
+        # the code's failure, and a Ctrl-C or sys.exit() in it lost; on asyncio it crashed
+        # the room's actor on the way out. Not shown as raised while handling that group.
+        raise interrupt from None
+    if is_cancellation(error):
         raise error
     if isinstance(error, asyncio.CancelledError):
         return RuntimeError(f"{who} raised CancelledError uncancelled")
