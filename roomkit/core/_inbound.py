@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from eventlog import EventLogError
 from roomkit.channels.base import Channel
 from roomkit.core._bounded import TimedOut, bounded, called_apart
+from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._commands import (
     EnsureParticipant,
     Outcome,
@@ -34,6 +35,7 @@ from roomkit.core._domain import checked_dump
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
 from roomkit.core._room_decider import inbound_event
+from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime
 from roomkit.core._system_events import hook_failure
 from roomkit.core._taken_up import TakenUp
@@ -339,14 +341,8 @@ class InboundMixin(HelpersMixin):
                 known = None  # the channel's first room the router saw, if that is known
                 if (await self._ensure_runtime()).projection.checkpoint == seen:
                     known = await store.find_room_id_by_channel(channel_id, status="active")
-                # One command, one append: a crash cannot leave a room without its channel
-                # (a redelivered message would then route to a second room).
-                room_id = uuid4().hex
-                binding = self._new_binding(room_id, channel)  # type: ignore[attr-defined]
-                now = utcnow()
-                room = Room(id=room_id, created_at=now, updated_at=now)
                 try:
-                    await self._create(room, (binding,))  # type: ignore[attr-defined]
+                    room_id = await self._room_made_for(channel)
                 finally:
                     # Also if this caller is cut short once the room is made (cancelled while
                     # a room_created handler ran): a message waiting here must look again.
@@ -356,6 +352,29 @@ class InboundMixin(HelpersMixin):
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._creating.pop(channel_id, None)
+
+    async def _room_made_for(self, channel: Channel) -> str:
+        """A new room with ``channel`` attached, its id.
+
+        One command, one append: a crash cannot leave a room without its channel (a
+        redelivered message would then route to a second room). But a subclass of the kit
+        that has ``create_room`` or ``attach_channel`` of its own gets them called, as 0.3.0
+        did (one that attaches more channels, or sets the room's metadata).
+        """
+        kit = type(self)
+        if (
+            kit.create_room is RoomLifecycleMixin.create_room  # type: ignore[attr-defined]
+            and kit.attach_channel is ChannelOpsMixin.attach_channel  # type: ignore[attr-defined]
+        ):
+            room_id = uuid4().hex
+            binding = self._new_binding(room_id, channel)  # type: ignore[attr-defined]
+            now = utcnow()
+            room = Room(id=room_id, created_at=now, updated_at=now)
+            await self._create(room, (binding,))  # type: ignore[attr-defined]
+            return room_id
+        made: Room = await self.create_room()  # type: ignore[attr-defined]
+        await self.attach_channel(made.id, channel.channel_id)  # type: ignore[attr-defined]
+        return made.id
 
     async def _first_room_made(
         self, message: InboundMessage, channel: Channel, made: str, known: str | None

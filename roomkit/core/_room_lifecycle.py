@@ -173,13 +173,20 @@ class RoomLifecycleMixin(HelpersMixin):
         # A command, even when no room is due: a closed kit's sweep said nothing (it answered
         # [] until a room came due). The kit's own work (a hook) may sweep while it closes.
         (await self._started_runtime()).check_takes_commands()
+        # A subclass's own check_room_timers is called for every room, as 0.3.0 did (it may
+        # check timers of its own).
+        own_check = type(self).check_room_timers is not RoomLifecycleMixin.check_room_timers
         changed: list[Room] = []
         for status in (RoomStatus.ACTIVE, RoomStatus.PAUSED):
             for room in await (await self._read_model()).find_rooms(status=status):
-                if timer_change(room, utcnow()) is None:
+                if not own_check and timer_change(room, utcnow()) is None:
                     continue  # not due by the read model, so not due (see roomkit.core._timers)
                 try:
-                    after, changed_here = await self._check_timers(room.id)
+                    if own_check:
+                        after = await self.check_room_timers(room.id)
+                        changed_here = after.status != room.status
+                    else:
+                        after, changed_here = await self._check_timers(room.id)
                 except (KitClosedError, LogUnavailableError):
                     raise  # the kit or its log, not this room: the others would fail too
                 except Exception as exc:  # this room's, whatever it is: the others go on

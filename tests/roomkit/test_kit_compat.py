@@ -693,3 +693,58 @@ class TestActivityAndFrameworkEvents:
         assert result.event.id in {e.id for e in await kit.get_timeline("r1")}
         assert (await kit.get_room("r1")).timers.last_activity_at is None
         assert events == []
+
+
+class _SupportKit(RoomKit):
+    """A 0.3.0 app's kit: every room it makes gets the AI channel and the tenant."""
+
+    async def create_room(
+        self,
+        room_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        room = await super().create_room(
+            room_id=room_id, metadata={**(metadata or {}), "tenant": "acme"}, **kwargs
+        )
+        await self.attach_channel(room.id, "ai", category=ChannelCategory.INTELLIGENCE)
+        return room
+
+    async def check_room_timers(self, room_id: str) -> Any:
+        self.checked.append(room_id)
+        return await super().check_room_timers(room_id)
+
+    checked: list[str]
+
+
+class TestSubclassOfTheKit:
+    async def test_a_room_made_for_a_message_is_made_by_its_create_room(self) -> None:
+        # The kit made it itself (one append): the app's create_room was not called, and the
+        # room had neither its AI channel nor its metadata.
+        async with _SupportKit() as kit:
+            sms = SimpleChannel("sms")
+            kit.register_channel(sms)
+            kit.register_channel(AIChannel("ai", provider=MockAIProvider(["Hi, the AI here"])))
+            result = await kit.process_inbound(text("sms", "hello"))
+            assert result.event is not None
+            room = await kit.get_room(result.event.room_id)
+            assert room.metadata == {"tenant": "acme"}
+            bindings = await kit.list_bindings(room.id)
+            assert sorted(b.channel_id for b in bindings) == ["ai", "sms"]
+            assert sms.texts() == ["Hi, the AI here"]
+
+    async def test_check_all_timers_calls_its_check_room_timers_for_each_room(self) -> None:
+        # Only the rooms due were checked, by the kit itself.
+        async with _SupportKit() as kit:
+            kit.checked = []
+            kit.register_channel(AIChannel("ai", provider=MockAIProvider(["x"])))
+            kit.register_channel(SimpleChannel("sms"))
+            for room_id in ("a", "b"):
+                await kit.create_room(room_id=room_id)
+            await kit.create_room(room_id="due", timers=RoomTimers(inactive_after_seconds=0))
+            await kit.attach_channel("due", "sms")
+            await kit.process_inbound(text("sms", "hi"), room_id="due")  # its activity
+            changed = await kit.check_all_timers()
+            assert set(kit.checked) == {"a", "b", "due"}  # "due" again once paused, as in 0.3.0
+            assert [room.id for room in changed] == ["due"]
+            assert (await kit.get_room("due")).status == RoomStatus.PAUSED
