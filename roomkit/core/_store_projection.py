@@ -279,6 +279,7 @@ class StoreProjection:
 
     async def _resume(self) -> None:
         if not self._keeps_position:
+            await self._check_fits_the_log()
             return
         position = await self._store.applied_position()
         if position <= 0:
@@ -296,6 +297,24 @@ class StoreProjection:
             await self._store.clear()
             return
         self.checkpoint = self._held = position
+
+    async def _check_fits_the_log(self) -> None:
+        """Warn of a store that holds rooms when the log holds nothing: an app's own durable
+        store (0.3.0's state) with a log that is not (the default memory log). The kit's rooms
+        are the log's: its reads showed the stored rooms, and its commands to them failed
+        with RoomNotFoundError."""
+        try:
+            if await self._log.last_position() > 0 or not await self._store.list_rooms(limit=1):
+                return
+        except Exception:  # a check for the app's sake: the kit starts all the same
+            logger.debug("store projection: the store not checked against the log", exc_info=True)
+            return
+        logger.warning(
+            "the store holds rooms but the event log holds nothing: the kit's rooms are those "
+            "of its log, and commands to the stored rooms fail with RoomNotFoundError. Give "
+            "the kit the log those rooms were recorded in (a durable one, NatsEventLog), or "
+            "an empty store"
+        )
 
     async def rebuild(self) -> None:
         """Empty the store and apply the whole log again (the live tail waits meanwhile).

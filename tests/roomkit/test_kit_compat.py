@@ -42,6 +42,7 @@ from roomkit import (
     TextContent,
 )
 from roomkit.models.room import RoomTimers
+from roomkit.store.memory import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
 
 
@@ -748,3 +749,24 @@ class TestSubclassOfTheKit:
             assert set(kit.checked) == {"a", "b", "due"}  # "due" again once paused, as in 0.3.0
             assert [room.id for room in changed] == ["due"]
             assert (await kit.get_room("due")).status == RoomStatus.PAUSED
+
+
+async def test_a_store_holding_rooms_a_log_holding_nothing_is_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A 0.3.0 app's own durable store, with the default memory log: after a restart the kit
+    # showed the stored rooms and refused every command to them, and said nothing.
+    store = InMemoryStore()  # standing for a store of the app's that outlives the process
+    async with RoomKit(store=store) as kit:
+        await kit.create_room(room_id="support")
+    with caplog.at_level(logging.WARNING, logger="roomkit"):
+        async with RoomKit(store=store) as kit:
+            assert (await kit.get_room("support")).id == "support"  # the store's
+            with pytest.raises(RoomNotFoundError):
+                await kit.update_room_metadata("support", {"a": 1})  # not the log's
+    assert any("the event log holds nothing" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="roomkit"):
+        async with RoomKit(store=InMemoryStore()) as kit:
+            await kit.create_room(room_id="fresh")
+    assert not any("the event log holds nothing" in r.getMessage() for r in caplog.records)
