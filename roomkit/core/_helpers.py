@@ -41,6 +41,19 @@ __all__ = [
 
 logger = logging.getLogger("roomkit.framework")
 
+#: The framework event types 0.3.0 documents (``kit.on``): the kit and its channels, voice
+#: and sources emit these and no other.
+FRAMEWORK_EVENT_TYPES = frozenset(
+    {
+        *("room_created", "room_closed", "room_paused", "room_channel_attached"),
+        *("room_channel_detached", "channel_connected", "channel_disconnected"),
+        *("event_processed", "event_blocked", "hook_error", "delivery_succeeded"),
+        *("delivery_failed", "broadcast_partial_failure", "chain_depth_exceeded"),
+        *("identity_timeout", "process_timeout", "source_attached", "source_detached"),
+        *("source_error", "source_exhausted", "voice_connected", "voice_disconnected"),
+    }
+)
+
 FrameworkHandler = Callable[[FrameworkEvent], Awaitable[None]]
 F = TypeVar("F", bound=FrameworkHandler)
 
@@ -131,6 +144,15 @@ class HelpersMixin:
             TypeError: ``event_type`` is not a string, or what is decorated is not callable.
         """
         check_str("event_type", event_type)
+        if event_type not in FRAMEWORK_EVENT_TYPES:
+            # Registered as 0.3.0 did; but a misspelled type ("room_create") is never called,
+            # and nothing said so (a hook that can never run is reported, see quirk 8).
+            logger.warning(
+                "kit.on(%r): the kit emits no framework event of that type (it emits %s); "
+                "the handler is never called",
+                event_type,
+                ", ".join(sorted(FRAMEWORK_EVENT_TYPES)),
+            )
 
         def register(fn: F) -> F:
             if not callable(fn):

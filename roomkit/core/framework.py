@@ -225,6 +225,16 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 "identity_channel_types must be a collection of channel types, got "
                 f"{identity_channel_types!r}"
             )
+        unknown = sorted(set(identity_channel_types or ()) - set(ChannelType))
+        if unknown:
+            # Accepted as 0.3.0 did; but no channel has such a type ("SMS" for "sms"): said,
+            # or the resolver never ran for those channels and nothing told why.
+            logger.warning(
+                "identity_channel_types holds %s, which no channel type is (they are %s): "
+                "the identity resolver runs for no channel of those",
+                ", ".join(map(repr, unknown)),
+                ", ".join(kind.value for kind in ChannelType),
+            )
         self._store = store if store is not None else InMemoryStore()
         self._store_view = KitStore(self, self._store)  # type: ignore[abstract]  # see its module
         self._log = log if log is not None else MemoryEventLog()

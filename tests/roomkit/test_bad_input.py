@@ -3,6 +3,7 @@ is logged that a replay of the room would fail on."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -348,6 +349,24 @@ def test_identity_channel_types_is_a_collection_not_a_string() -> None:
         with pytest.raises(TypeError, match="^identity_channel_types must be a collection"):
             RoomKit(identity_channel_types=wrong)  # type: ignore[arg-type]
     RoomKit(identity_channel_types={ChannelType.SMS, "email"})  # type: ignore[arg-type]
+
+
+def test_names_no_channel_or_framework_event_has_are_said_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Taken as 0.3.0 took them, and then nothing ever matched them: the resolver ran for no
+    # message of "SMS", the handler of "room_create" was never called, and nothing said so.
+    with caplog.at_level(logging.WARNING, logger="roomkit"):
+        RoomKit(identity_channel_types={ChannelType.SMS, "email"})  # type: ignore[arg-type]
+        kit = RoomKit()
+        kit.on("room_created")(print)
+        assert not caplog.records
+        RoomKit(identity_channel_types={"SMS", ChannelType.EMAIL})  # type: ignore[arg-type]
+        kit.on("room_create")(print)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert "identity_channel_types holds 'SMS'" in said[0]
+    assert "kit.on('room_create')" in said[1]
 
 
 def test_settings_take_any_real_number_as_0_3_0_did() -> None:
