@@ -64,6 +64,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from providers.sms.meta import WebhookMedia, WebhookMeta
+from roomkit.models.delivery import InboundMessage
 
 __all__ = [
     "STOP_GRACE_SECONDS",
@@ -131,6 +132,10 @@ class VoiceMeUpMMSAggregator:
         # parts held.
         self._drained = False
         self._running = False
+        # Set by configure_voicemeup_mms (0.3.0's API): on_timeout takes an InboundMessage of
+        # the channel each part was parsed for (note_channel), as 0.3.0's callback did.
+        self._hands_inbound = False
+        self._channels: OrderedDict[str, str] = OrderedDict()
 
     @property
     def timeout_seconds(self) -> float:
@@ -153,6 +158,7 @@ class VoiceMeUpMMSAggregator:
         """Change the timeout and the callback (held parts keep their deadlines)."""
         self._timeout = timeout_seconds
         self._on_timeout = on_timeout
+        self._hands_inbound = False  # a callback of this API takes the WebhookMeta
 
     def add(self, meta: WebhookMeta, *, now: float | None = None) -> WebhookMeta:
         """Feed one parsed webhook.
@@ -320,7 +326,7 @@ class VoiceMeUpMMSAggregator:
             meta = self._released.pop(0)
             if callback is not None:
                 self._handing.append(meta)
-                await self._hand_on(callback, meta)
+                await self._hand_on(callback, self._handed(meta))
                 if meta in self._handing:  # clear() meanwhile forgot it
                     self._handing.remove(meta)
             elif not self._drained:  # run() alone: nobody takes it
@@ -332,15 +338,27 @@ class VoiceMeUpMMSAggregator:
             released.append(meta)
         return released
 
+    def _handed(self, meta: WebhookMeta) -> WebhookMeta | InboundMessage:
+        """What ``on_timeout`` receives of a released part: the part, or, for a callback of
+        ``configure_voicemeup_mms``, its message on the channel it was parsed for (0.3.0
+        called it so: ``kit.process_inbound(message)`` failed on a ``WebhookMeta``)."""
+        channel_id = self._channels.pop(meta.message_id, None) if meta.message_id else None
+        if not self._hands_inbound or channel_id is None:
+            return meta
+        return meta.to_inbound(channel_id)
+
     @staticmethod
-    async def _hand_on(callback: MMSTimeoutCallback, meta: WebhookMeta) -> None:
-        """``callback(meta)``, awaited if async; its exception is logged."""
+    async def _hand_on(callback: MMSTimeoutCallback, handed: WebhookMeta | InboundMessage) -> None:
+        """``callback(handed)``, awaited if async; its exception is logged."""
         try:
-            result = callback(meta)
+            result = callback(handed)  # type: ignore[arg-type]  # see _handed
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            logger.exception("voicemeup: on_timeout failed for message %s", meta.message_id)
+            logger.exception(
+                "voicemeup: on_timeout failed for message %s",
+                getattr(handed, "message_id", None) or getattr(handed, "external_id", None),
+            )
 
     async def run(
         self,
@@ -388,6 +406,16 @@ class VoiceMeUpMMSAggregator:
         self._released.clear()
         self._handing.clear()
         self._merged_parts.clear()
+        self._channels.clear()
+
+    def note_channel(self, meta: WebhookMeta, channel_id: str) -> None:
+        """Remember the channel a held part was parsed for (``parse_voicemeup_webhook``):
+        the message an ``on_timeout`` of ``configure_voicemeup_mms`` receives is of it."""
+        if meta.message_id:
+            self._channels[meta.message_id] = channel_id
+            self._channels.move_to_end(meta.message_id)
+            while len(self._channels) > self._max_pending:
+                self._channels.popitem(last=False)
 
     def _expire(self, now: float) -> None:
         for key in [key for key, held in self._held.items() if held.deadline <= now]:
@@ -428,10 +456,14 @@ def configure_voicemeup_mms(
     """Configure the default aggregator (RoomKit 0.3.0's API) and return it.
 
     Expired attachments are released only by ``flush_expired()`` / ``run()`` of the returned
-    aggregator (nothing runs in the background), and ``on_timeout`` receives a
-    :class:`WebhookMeta` (``kit.process_webhook(meta, channel_id)`` processes it). Until one
-    of them runs, attachments are not held at all (they would never come out), ``on_timeout``
-    or not: each MMS part then reaches the room as its own message.
+    aggregator (nothing runs in the background). As in 0.3.0, ``on_timeout`` receives an
+    :class:`InboundMessage` of the channel ``parse_voicemeup_webhook`` was given
+    (``kit.process_inbound(message)`` processes it); a part held through
+    ``extract_voicemeup_meta``, which names no channel, is passed as its
+    :class:`WebhookMeta` (``kit.process_webhook(meta, channel_id)``). Until one of them runs,
+    attachments are not held at all (they would never come out), ``on_timeout`` or not:
+    each MMS part then reaches the room as its own message.
     """
     _default_aggregator.configure(timeout_seconds=timeout_seconds, on_timeout=on_timeout)
+    _default_aggregator._hands_inbound = True
     return _default_aggregator

@@ -119,6 +119,7 @@ def parse_voicemeup_webhook(
     """
     meta = extract_voicemeup_meta(payload, aggregator=aggregator)
     if meta.pending:
+        (aggregator or default_voicemeup_aggregator()).note_channel(meta, channel_id)
         return None
     if not meta.is_inbound:
         raise ValueError("VoiceMeUp webhook is not an inbound message")

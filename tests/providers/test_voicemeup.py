@@ -20,9 +20,11 @@ from providers.voicemeup import (
     configure_voicemeup_mms,
     default_voicemeup_aggregator,
     extract_voicemeup_meta,
+    mms,
     parse_voicemeup_webhook,
     read_voicemeup_payload,
 )
+from roomkit.models.delivery import InboundMessage
 from roomkit.models.event import CompositeContent, MediaContent, TextContent
 from tests.providers.sms_support import Recorder, event, form, mock_client, payloads, sms_kit
 
@@ -566,6 +568,26 @@ class TestMMSAggregator:
         finally:
             default.clear()
             configure_voicemeup_mms(*before)
+
+    async def test_configure_voicemeup_mms_s_callback_gets_a_message_as_in_0_3_0(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # 0.3.0's example, ``async def handle(message): await kit.process_inbound(message)``,
+        # was handed a WebhookMeta: process_inbound refused it, and the picture was lost.
+        monkeypatch.setattr(mms, "_default_aggregator", VoiceMeUpMMSAggregator())
+        released: list[object] = []
+        aggregator = configure_voicemeup_mms(timeout_seconds=5, on_timeout=released.append)
+        aggregator.expired()  # a caller that drains: parts are held from now on
+        assert parse_voicemeup_webhook(picture(), "sms") is None
+        await aggregator.flush_expired(now=_now() + 6)
+        (message,) = released
+        assert isinstance(message, InboundMessage) and message.channel_id == "sms"
+        assert isinstance(message.content, MediaContent)
+        # Its own aggregator API hands on the part, whose channel it was not told.
+        aggregator.configure(timeout_seconds=5, on_timeout=released.append)
+        assert extract_voicemeup_meta(picture("990003"), aggregator=aggregator).pending
+        await aggregator.flush_expired(now=_now() + 6)
+        assert isinstance(released[-1], WebhookMeta)
 
     def test_on_timeout_alone_holds_nothing(self) -> None:
         """``on_timeout`` is called only by ``flush_expired``: with nobody draining, a held
