@@ -73,6 +73,10 @@ class HTTPFailure:
             data["vendor_code"] = self.vendor_code
         if self.message:
             data["detail"] = self.message
+            if self.vendor_code is not None:
+                # 0.3.0's key for the vendor's own text of its coded error (Twilio, Sinch,
+                # Telnyx RCS, Messenger): apps showed or logged it from there.
+                data["message"] = self.message
         return data
 
     def to_result(self, result_type: type[R], **extra: Any) -> R:

@@ -174,6 +174,7 @@ class TestErrors:
         )
         assert result.error == "sinch_syntax_invalid_parameter_format"
         assert result.metadata["detail"] == "Parameter 'to' has invalid format"
+        assert result.metadata["message"] == "Parameter 'to' has invalid format"  # 0.3.0's key
 
     async def test_5xx_timeout(self) -> None:
         assert (await self.send_with(httpx.Response(502))).error == "http_502"

@@ -247,6 +247,8 @@ class TestErrors:
         )
         assert result.error == "twilio_21211"
         assert "not a valid phone number" in result.metadata["detail"]
+        # 0.3.0's key for it too (it was missing).
+        assert result.metadata["message"] == result.metadata["detail"]
         assert result.metadata["retryable"] is False
 
     @pytest.mark.parametrize(
