@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SIGNATURE_HEADER",
     "HTTPProviderConfig",
+    "InvalidHTTPWebhook",
     "WebhookHTTPProvider",
     "parse_http_webhook",
     "verify_http_signature",
@@ -182,6 +183,25 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
         )
 
 
+_NAME = "WebhookHTTP"
+
+
+class InvalidHTTPWebhook(ProviderError, ValueError):
+    """A payload ``parse_http_webhook`` cannot read (0.3.0 raised a ``ValueError``, pydantic's
+    validation error, for most of them)."""
+
+
+class _NotAnObject(InvalidHTTPWebhook, TypeError):
+    """Not a JSON object (0.3.0: ``TypeError``)."""
+
+
+class _NoSenderId(InvalidHTTPWebhook, KeyError):
+    """No ``sender_id`` (0.3.0: ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError's own puts the text in quotes
+        return self.message
+
+
 def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
     """Turn ``{"sender_id", "body"?, "external_id"?, "metadata"?}`` into an inbound message.
 
@@ -190,29 +210,31 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
     idempotency key (a re-posted message is recorded once).
 
     Raises:
-        ProviderError: ``payload`` is not an object, ``sender_id`` is missing or not a
-            non-empty string, ``body`` is not a string, ``external_id`` is not a string, or
-            ``metadata`` not an object.
+        InvalidHTTPWebhook: (a ``ProviderError`` and a ``ValueError``) ``payload`` is not an
+            object (also a ``TypeError``), ``sender_id`` is missing (also a ``KeyError``) or
+            not a non-empty string, ``body`` is not a string, ``external_id`` is not a string,
+            or ``metadata`` not an object. 0.3.0 raised those three for them: a handler
+            catching them answers such a request as before.
     """
     if not isinstance(payload, dict):
-        raise ProviderError("HTTP webhook payload must be a JSON object", provider="WebhookHTTP")
+        raise _NotAnObject("HTTP webhook payload must be a JSON object", provider=_NAME)
     sender, body = payload.get("sender_id"), payload.get("body")
+    if sender is None and "sender_id" not in payload:
+        raise _NoSenderId("HTTP webhook payload needs a sender_id string", provider=_NAME)
     if not isinstance(sender, str) or not sender:
-        raise ProviderError(
-            "HTTP webhook payload needs a sender_id string", provider="WebhookHTTP"
-        )
+        raise InvalidHTTPWebhook("HTTP webhook payload needs a sender_id string", provider=_NAME)
     if body is None:
         body = ""
     if not isinstance(body, str):
-        raise ProviderError("HTTP webhook body must be a string", provider="WebhookHTTP")
+        raise InvalidHTTPWebhook("HTTP webhook body must be a string", provider=_NAME)
     external_id = payload.get("external_id")
     if external_id is not None and not isinstance(external_id, str):
-        raise ProviderError("external_id must be a string", provider="WebhookHTTP")
+        raise InvalidHTTPWebhook("external_id must be a string", provider=_NAME)
     metadata = payload.get("metadata")
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise ProviderError("metadata must be a JSON object", provider="WebhookHTTP")
+        raise InvalidHTTPWebhook("metadata must be a JSON object", provider=_NAME)
     return InboundMessage(
         channel_id=channel_id,
         sender_id=sender,

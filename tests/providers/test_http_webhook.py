@@ -279,6 +279,16 @@ class TestParse:
     def test_invalid_payloads(self, payload: Any) -> None:
         with pytest.raises(ProviderError):
             parse_http_webhook(payload, "web")
+        # And what 0.3.0 raised for it, which a handler catches to answer 400: it escaped
+        # such a handler as a ProviderError (a 500).
+        with pytest.raises(ValueError):
+            parse_http_webhook(payload, "web")
+
+    def test_what_0_3_0_raised_is_still_raised(self) -> None:
+        with pytest.raises(TypeError):
+            parse_http_webhook("text", "web")
+        with pytest.raises(KeyError, match="^HTTP webhook payload needs a sender_id string$"):
+            parse_http_webhook({"body": "hi"}, "web")
 
 
 json_values = st.recursive(
