@@ -74,7 +74,8 @@ def read_voicemeup_payload(payload: Mapping[str, Any]) -> WebhookMeta:
         recipient=recipient,
         body=get_str(payload, "message", "body", "text"),
         media=[media] if media is not None else [],
-        message_id=get_str(payload, "sms_id", "message_id", "id", "sms_hash") or None,
+        # 0.3.0's id first: a message's id (its idempotency key) is the one it had then.
+        message_id=get_str(payload, "sms_hash", "sms_id", "message_id", "id") or None,
         timestamp=parse_timestamp(transmitted or get_str(payload, "timestamp", "date")),
         extra=extra,
         raw=raw_dict(payload),

@@ -285,6 +285,13 @@ class TestErrors:
 
 
 class TestWebhooks:
+    def test_the_id_is_0_3_0_s_sms_hash_when_there_is_one(self) -> None:
+        # Another field came first: a message's id (its idempotency key) was no longer the
+        # one 0.3.0 recorded, and a retry across the upgrade was recorded twice.
+        payload = incoming(sms_hash="h-77")
+        message = parse_voicemeup_webhook(payload, "sms", aggregator=VoiceMeUpMMSAggregator())
+        assert message is not None and message.external_id == message.idempotency_key == "h-77"
+
     def test_inbound_text(self) -> None:
         message = parse_voicemeup_webhook(incoming(), "sms", aggregator=VoiceMeUpMMSAggregator())
         assert message is not None
