@@ -24,7 +24,7 @@ from eventlog._nats_needed import nats_needed
 from roomkit._host import spawn_host
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
-from roomkit.core._cancel import interrupt_in
+from roomkit.core._cancel import interrupt_in, raised_uncancelled
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._helpers import FrameworkHandler, check_metadata, check_part, check_str
 from roomkit.core._in_decision import deciding
@@ -478,14 +478,25 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             return
         taken[key] = part  # held, so that its id names it for as long as the kit lives
         try:
-            await part.close()
+            try:
+                await part.close()
+            except Exception:
+                raise
+            except BaseException as exc:
+                try:
+                    # The part's own failure, whatever it raised (a BaseException subclass of
+                    # its own): it failed the whole close, and on trio, from a close called by
+                    # a hook or channel (run aside in a system task), ended the run with
+                    # TrioInternalError.
+                    failure = raised_uncancelled(exc, f"closing {what}")
+                except BaseException:
+                    del taken[key]  # cut short: the next close() closes it
+                    raise
+                raise failure from exc
         except Exception:
             if not log_failure:
                 raise
             logger.exception("closing %s failed", what)
-        except BaseException:
-            del taken[key]  # cut short: the next close() closes it
-            raise
 
     async def serve_ingress(
         self,

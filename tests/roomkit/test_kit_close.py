@@ -872,3 +872,39 @@ async def test_a_caller_giving_up_while_close_waits_for_it_does_not_hold_close()
             await anyio.sleep(0.05)
             decided.set()
     assert [e.content.body for e in out.delivered] == ["hi"]  # type: ignore[union-attr]
+
+
+class _Odd(BaseException):
+    """A BaseException of a channel's own (not an Exception, not a cancellation)."""
+
+
+class ClosesOddly(ClosedCounting):
+    async def close(self) -> None:
+        await super().close()
+        raise _Odd("odd close")
+
+
+@pytest.mark.parametrize("from_hook", [True, False])
+async def test_a_channel_whose_close_raises_a_baseexception_of_its_own_fails_that_close_only(
+    from_hook: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It ended the whole close; and from a close a hook called (which goes on aside, in a
+    # trio system task), trio's run with TrioInternalError.
+    odd, other = ClosesOddly("odd"), ClosedCounting("other")
+    with anyio.fail_after(10):
+        async with RoomKit() as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(odd)
+            kit.register_channel(other)
+            await room_with(kit, "r1", "sms")
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def closer(event: RoomEvent, context: RoomContext) -> HookResult:
+                if from_hook:
+                    await kit.close()
+                return HookResult.allow()
+
+            await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert (odd.closes, other.closes) == (1, 1)
+    said = [r for r in caplog.records if r.getMessage() == "closing channel odd failed"]
+    assert len(said) == 1 and "raised _Odd: odd close" in str(said[0].exc_info[1])  # type: ignore[index]
