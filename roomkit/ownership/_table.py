@@ -124,10 +124,20 @@ class LeaseTable:
 
     async def claim(self, partition: int) -> int | None:
         """Lease ``partition`` if nobody holds it: the lease's revision, or None."""
-        try:
-            return await self._open_kv().create(_PART + str(partition), self._me.encode())
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None
+        kv = self._open_kv()
+        key = _PART + str(partition)
+        for _ in range(2):
+            try:
+                return await kv.create(key, self._me.encode())
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return None
+            except nats.js.errors.KeyNotFoundError:
+                # nats-py's create found the key taken, looked for its deletion marker, and
+                # the marker had expired meanwhile (a lease given back lease_ttl ago): the
+                # key is gone now, so it is tried again. It failed the start of a process
+                # joining one that had left (LogUnavailableError, NATS up).
+                continue
+        return None
 
     async def renew(self, partition: int, revision: int) -> int | None:
         """Extend the lease written at ``revision``: its new revision, or None when it is

@@ -633,6 +633,37 @@ async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer
 
 
 @pytest.mark.nats
+async def test_a_lease_whose_deletion_marker_expires_as_it_is_claimed_is_claimed(
+    nats_server: NatsServer,
+) -> None:
+    # nats-py's create() writes "if absent", finds the key there (the marker of a lease given
+    # back), reads it and finds nothing: the marker expired in between (the bucket keeps
+    # entries lease_ttl). Its KeyNotFoundError failed the start of a process joining one that
+    # had left, as the log being away.
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        table = LeaseTable(js, "leases", LEASE_TTL, "a")
+        await table.open()
+        revision = await table.claim(0)
+        assert revision is not None
+        await table.release(0, revision)  # a deletion marker is left
+        kv = table._open_kv()
+        read = kv._get
+
+        async def as_the_marker_expires(key: str, *args: Any, **kwargs: Any) -> Any:
+            # What its expiry does, at the worst moment: no message of the key is left.
+            await js.purge_stream("KV_leases", subject=f"$KV.leases.{key}")
+            return await read(key, *args, **kwargs)
+
+        kv._get = as_the_marker_expires  # type: ignore[method-assign]
+        assert await table.claim(0) is not None
+        assert (await table.read(5)).owners == {0: "a"}
+    finally:
+        await nc.close()
+
+
+@pytest.mark.nats
 async def test_a_read_of_the_lease_table_cut_short_fails_rather_than_reading_nothing(
     nats_server: NatsServer,
 ) -> None:
