@@ -18,7 +18,6 @@ from typing import Any, NamedTuple, TypeVar
 from uuid import uuid4
 
 import anyio
-from pydantic import BaseModel
 
 from eventlog import EventLogError
 from roomkit.channels.base import Channel
@@ -31,7 +30,6 @@ from roomkit.core._commands import (
     RecordInjected,
     SendEvent,
 )
-from roomkit.core._domain import checked_dump
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
 from roomkit.core._room_decider import inbound_event
@@ -42,7 +40,6 @@ from roomkit.core._taken_up import TakenUp
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import (
     ChannelNotRegisteredError,
-    EventRefusedError,
     RoomKitError,
     RoomTimeoutError,
     StoreUnavailableError,
@@ -169,10 +166,6 @@ class InboundMixin(HelpersMixin):
         if room_id is not None:
             self._check_room_id(room_id)
         else:
-            # Refused now, not once its room was made for it (left behind, empty). Its
-            # content, which its event holds: a channel may well leave its metadata out.
-            content = message.content
-            self._check_storable(content, type(content), "the message's content")
             # The router reads the store, caught up with the log (the runtime started).
             await self._read_model_routes(runtime, message.channel_id)
             created = self._auto_created.get(message.channel_id, 0)
@@ -206,8 +199,6 @@ class InboundMixin(HelpersMixin):
             # needs the context and the event before the room sees the message.
             context = await self._context(room_id)
             event = inbound_event(channel, await channel.handle_inbound(message, context))
-            # Refused now, not once its sender joined the room (recorded without it).
-            self._check_storable(event, RoomEvent, f"room {room_id}'s message")
             stop = await self._resolve_identity(
                 room_id, message, event, context, channel.channel_type
             )
@@ -249,23 +240,6 @@ class InboundMixin(HelpersMixin):
                 # does not take it for lost and retry.
                 return await self._process_timed_out(room_id, recorded=outcome.event)
         return await self._inbound_result(room_id, outcome)
-
-    def _check_storable(self, model: BaseModel, stored: type[BaseModel], what: str) -> None:
-        """Raise what the log would refuse the message for, before anything is recorded for
-        it: a room made for it, its sender's participant. Only where that happens (a room
-        routed to, an identity resolved): it costs the message its encoding once more.
-
-        Raises:
-            EventRefusedError: JSON cannot write it, or it would not read back, or it is
-                larger than the log takes in one append.
-        """
-        data = bytes(checked_dump(model, stored))
-        limit = self._log.max_append_bytes
-        if limit is not None and len(data) > limit:
-            raise EventRefusedError(
-                f"{what} cannot be stored: {len(data)} bytes, more than the {limit} the event "
-                "log takes in one append"
-            )
 
     async def _past_the_queue(
         self, runtime: KitRuntime, outcome: Outcome, room_id: str, deadline: float

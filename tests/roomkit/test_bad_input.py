@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -17,7 +17,7 @@ import pydantic
 import pydantic_core
 import pytest
 
-from eventlog import EventLog, MemoryEventLog, NewEvent, Record
+from eventlog import EventLog, MemoryEventLog, NewEvent
 from roomkit import (
     Access,
     AIChannel,
@@ -1736,64 +1736,3 @@ async def test_a_channel_s_capabilities_are_validated_as_0_3_0_validated_them(
         await kit.attach_channel("r1", "odd")
     assert await event_log.last_version(room_stream("r1")) == version
     assert [b.channel_id for b in await kit.list_bindings("r1")] == ["as-dict"]
-
-
-class _Knows(IdentityResolver):
-    """Identifies every sender."""
-
-    async def resolve(self, message: InboundMessage, context: RoomContext) -> IdentityResult:
-        return IdentityResult(status="identified", identity=Identity(id=f"id-{message.sender_id}"))
-
-
-class _TakesLittle(MemoryEventLog):
-    """A log that takes appends of 4 KB at most (as a JetStream server takes 1 MB)."""
-
-    @property
-    def max_append_bytes(self) -> int:
-        return 4096
-
-    async def append(self, stream: str, events: Sequence[NewEvent], **kwargs: Any) -> list[Record]:
-        self.check_append(stream, events)
-        return await super().append(stream, events, **kwargs)
-
-
-_REFUSED_CONTENT = [text("sms", "\ud800"), text("sms", "x" * 5000)]  # 5 KB: more than it takes
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        text("sms", "hi", metadata={"o": object()}),
-        text("sms", "hi", metadata={"n": 10**5000}),
-        *_REFUSED_CONTENT,
-    ],
-    ids=["object", "digits", "surrogate", "size"],
-)
-async def test_a_message_the_log_refuses_records_nothing_for_its_sender(
-    message: InboundMessage,
-) -> None:
-    # Refused at its append, once its sender had joined the room: a participant and its
-    # system event were recorded for a message that was not.
-    log = _TakesLittle()
-    async with RoomKit(log=log, identity_resolver=_Knows()) as kit:
-        await room(kit)
-        version = await log.last_version(room_stream("r1"))
-        with pytest.raises(EventRefusedError):
-            await kit.process_inbound(message, room_id="r1")
-        assert await log.last_version(room_stream("r1")) == version
-        assert await kit.store.list_participants("r1") == []
-
-
-@pytest.mark.parametrize("message", _REFUSED_CONTENT, ids=["surrogate", "size"])
-async def test_a_message_whose_content_the_log_refuses_gets_no_room_made_for_it(
-    message: InboundMessage,
-) -> None:
-    # Routed to no room, it had one made for it (and its channel attached), left empty. Its
-    # metadata is not checked first: a channel may leave it out of its event.
-    log = _TakesLittle()
-    async with RoomKit(log=log) as kit:
-        kit.register_channel(SimpleChannel("sms"))
-        with pytest.raises(EventRefusedError):
-            await kit.process_inbound(message)
-        assert await kit.store.list_rooms() == []
-        assert await log.last_position() == 0
