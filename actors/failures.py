@@ -21,7 +21,12 @@ def is_cancellation(error: BaseException) -> bool:
     try:
         task = asyncio.current_task()
     except RuntimeError:
-        return isinstance(error, anyio.get_cancelled_exc_class())
+        cancelled = anyio.get_cancelled_exc_class()
+        if isinstance(error, BaseExceptionGroup):
+            # A trio nursery the code ran hands on its children's cancellations grouped:
+            # only cancellations in it, it is the task being cancelled all the same.
+            return error.split(cancelled)[1] is None
+        return isinstance(error, cancelled)
     return task is None or task.cancelling() > 0
 
 

@@ -908,3 +908,39 @@ async def test_a_channel_whose_close_raises_a_baseexception_of_its_own_fails_tha
     assert (odd.closes, other.closes) == (1, 1)
     said = [r for r in caplog.records if r.getMessage() == "closing channel odd failed"]
     assert len(said) == 1 and "raised _Odd: odd close" in str(said[0].exc_info[1])  # type: ignore[index]
+
+
+class ClosesInANursery(ClosedCounting):
+    """Closes two connections at once, in a trio nursery (a trio app's channel); slowly
+    the first time."""
+
+    slow = True
+
+    async def close(self) -> None:
+        import trio
+
+        pause, self.slow = (5 if self.slow else 0), False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, pause)
+            nursery.start_soon(trio.sleep, pause)
+        await super().close()
+
+
+async def test_a_close_given_up_while_a_channel_closes_in_a_trio_nursery_is_given_up(
+    anyio_backend: str,
+) -> None:
+    # The nursery hands on its children's cancellations as a group, which was taken for the
+    # channel's own failure: logged, the channel counted as closed, the later close() never
+    # closed it, and the caller's scope did not see its cancellation.
+    if anyio_backend != "trio":
+        pytest.skip("a trio nursery")
+    channel = ClosesInANursery("slow")
+    with anyio.fail_after(30):
+        kit = RoomKit()
+        kit.register_channel(channel)
+        await kit.create_room(room_id="r")
+        with anyio.move_on_after(0.3) as scope:
+            await kit.close()
+        assert scope.cancelled_caught and channel.closes == 0
+        await kit.close()  # "a later close() closes them"
+        assert channel.closes == 1
