@@ -3,9 +3,10 @@
 With the optional ``phonenumbers`` package installed (``pip install phonenumbers``), both helpers
 use Google's libphonenumber metadata: any national format of any region is understood and
 validity is checked against the real numbering plans (``normalize_phone`` refuses a number
-they do not allow, as 0.3.0 did). A string of 10 digits or more with no ``+`` is read as a
-national number of ``default_region`` if that is a valid one, else as the digits of an
-international number written without its ``+`` (as Sinch and VoiceMeUp write them).
+they do not allow, as 0.3.0 did). A string of 10 digits or more with no ``+`` is read as the
+digits of an international number written without its ``+`` (as Sinch and VoiceMeUp write
+them) if those make a valid number, as 0.3.0 read it; but for a NANP ``default_region`` a
+valid national number comes first (0.3.0 read ``2034176848`` as an Egyptian number).
 
 Without it they fall back to a deliberately small set of rules, instead of failing (RoomKit
 0.3.0's ``is_valid_phone`` returned False for every number when the package was missing):
@@ -101,28 +102,29 @@ def is_valid_phone(number: str, default_region: str = "US") -> bool:
 
 def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
     """``number`` parsed by ``phonenumbers``, or None if it cannot be: a national number of
-    ``region``, or the digits of an international one written without ``+`` (a national
-    reading that is not a valid number is tried as those)."""
-    parsed: object | None
+    ``region``, or the digits of an international one written without ``+``.
+
+    Ten digits or more with no ``+`` are read first as those digits, as 0.3.0 read them
+    (in Germany or Italy nearly any digits make a valid national number: ``33612345678``
+    was read as German), but in the NANP regions, where ten digits are first a national
+    number (``2034176848`` is not Egyptian).
+    """
+    national: object | None
     try:
-        parsed = pn.parse(number, region)
+        national = pn.parse(number, region)
     except pn.NumberParseException:
-        parsed = None
+        national = None
     compact = _FORMATTING.sub("", number.strip())
-    if (
-        (parsed is None or not pn.is_valid_number(parsed))
-        and len(compact) >= 10
-        and compact.isascii()
-        and compact.isdigit()
-    ):
-        international: object
-        try:
-            international = pn.parse("+" + compact, None)
-        except pn.NumberParseException:
-            return parsed
-        if pn.is_valid_number(international):
-            return international
-    return parsed
+    if len(compact) < 10 or not compact.isascii() or not compact.isdigit():
+        return national
+    if region in _NANP_REGIONS and national is not None and pn.is_valid_number(national):
+        return national
+    international: object
+    try:
+        international = pn.parse("+" + compact, None)
+    except pn.NumberParseException:
+        return national
+    return international if pn.is_valid_number(international) else national
 
 
 def _fallback_digits(number: str, region: str) -> str:
