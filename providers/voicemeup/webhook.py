@@ -2,7 +2,8 @@
 
 VoiceMeUp posts one message per webhook (JSON or form fields): ``source_number`` (sender),
 ``destination_number`` (our number), ``message`` (text), ``direction`` (``incoming`` /
-``outgoing``), a message id (``sms_id``, ``message_id`` or ``id``), ``datetime_transmission``,
+``outgoing``), a message id (``sms_hash`` as 0.3.0 read it, else ``sms_id``, ``message_id`` or
+``id``; the inbound message's idempotency key), ``datetime_transmission``,
 and for MMS an attachment URL (``attachment`` / ``attachment_url`` / ``media_url``) with its MIME
 type (``attachment_mime_type`` / ``attachment_type`` / ``content_type``). Numbers come as digits
 and are kept so (``15145550100``), as RoomKit 0.3.0 kept them: bind SMS channels with the number
