@@ -216,7 +216,7 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
             or ``metadata`` not an object. 0.3.0 raised those three for them: a handler
             catching them answers such a request as before.
     """
-    if not isinstance(payload, dict):
+    if not isinstance(payload, Mapping):  # any mapping, as 0.3.0 read it (a form's MultiDict)
         raise _NotAnObject("HTTP webhook payload must be a JSON object", provider=_NAME)
     sender, body = payload.get("sender_id"), payload.get("body")
     if sender is None and "sender_id" not in payload:
@@ -233,7 +233,7 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
     metadata = payload.get("metadata")
     if metadata is None:
         metadata = {}
-    if not isinstance(metadata, dict):
+    if not isinstance(metadata, Mapping):
         raise InvalidHTTPWebhook("metadata must be a JSON object", provider=_NAME)
     return InboundMessage(
         channel_id=channel_id,
@@ -241,7 +241,7 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
         content=TextContent(body=body),
         external_id=external_id or None,
         idempotency_key=external_id or None,
-        metadata=metadata,  # the payload's own, as in 0.3.0
+        metadata=dict(metadata),  # the payload's own, as in 0.3.0
     )
 
 

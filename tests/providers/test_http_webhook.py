@@ -9,6 +9,8 @@ import logging
 import math
 import subprocess
 import sys
+from collections import UserDict
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -283,6 +285,13 @@ class TestParse:
         # such a handler as a ProviderError (a 500).
         with pytest.raises(ValueError):
             parse_http_webhook(payload, "web")
+
+    def test_any_mapping_is_read_as_0_3_0_read_it(self) -> None:
+        # A form's MultiDict, a read-only view: refused as "not a JSON object".
+        payload = {"sender_id": "u1", "body": "hi", "metadata": MappingProxyType({"k": "v"})}
+        for mapping in (MappingProxyType(payload), UserDict(payload)):
+            message = parse_http_webhook(mapping, "web")
+            assert (message.sender_id, message.metadata) == ("u1", {"k": "v"})
 
     def test_what_0_3_0_raised_is_still_raised(self) -> None:
         with pytest.raises(TypeError):
