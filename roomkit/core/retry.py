@@ -30,11 +30,14 @@ def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
     return float(min(delay, policy.max_delay_seconds))
 
 
+sleep: Callable[[float], Awaitable[object]] = anyio.sleep
+"""The wait between two attempts of ``retry_with_backoff``."""
+
+
 async def retry_with_backoff(
     fn: Callable[..., Awaitable[T]],
     policy: RetryPolicy,
     *args: Any,
-    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
     **kwargs: Any,
 ) -> T:
     """Await ``fn(*args, **kwargs)`` up to ``1 + policy.max_retries`` times.
@@ -46,10 +49,9 @@ async def retry_with_backoff(
         fn: the async callable to try.
         policy: retries and backoff (see `backoff_delay`).
         *args: positional arguments for ``fn``.
-        sleep: async sleep between attempts (inject a fake one in tests). Because of it, ``fn``
-            cannot receive a keyword argument named ``sleep`` through here; bind it with
-            ``functools.partial`` instead.
-        **kwargs: keyword arguments for ``fn``.
+        **kwargs: keyword arguments for ``fn`` (every one, ``sleep=`` included, as in 0.3.0:
+            an injected sleep of this function's took an app's ``sleep=`` for its own). The
+            wait between attempts is the module's ``sleep``, which a test may replace.
 
     Returns:
         The first successful result.
@@ -78,7 +80,7 @@ async def retry_with_backoff(
             )
         # Sleep outside the except block so the traceback of a failure is not kept alive
         # (and not chained) across the wait.
-        await sleep(delay)
+        await sleep(delay)  # looked up now: a test may replace it
     raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
 

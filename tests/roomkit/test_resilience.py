@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
+from roomkit.core import retry
 from roomkit.core.circuit_breaker import CircuitBreaker, CircuitState
 from roomkit.core.rate_limiter import TokenBucketRateLimiter, rate_of
 from roomkit.core.retry import backoff_delay, retry_with_backoff
@@ -351,51 +352,66 @@ class Flaky:
 
 
 class TestRetry:
+    @pytest.fixture
+    def sleep(self, monkeypatch: pytest.MonkeyPatch) -> RecordingSleep:
+        """The waits between attempts, recorded instead of slept."""
+        recording = RecordingSleep()
+        monkeypatch.setattr(retry, "sleep", recording)
+        return recording
+
     @pytest.mark.parametrize(
         ("attempt", "delay"), [(0, 1.0), (1, 2.0), (2, 4.0), (5, 32.0), (6, 60.0), (10_000, 60.0)]
     )
     def test_backoff_delay(self, attempt: int, delay: float) -> None:
         assert backoff_delay(RetryPolicy(), attempt) == delay
 
-    async def test_succeeds_after_failures(self) -> None:
+    async def test_succeeds_after_failures(self, sleep: RecordingSleep) -> None:
         fn = Flaky(2)
-        sleep = RecordingSleep()
-        result = await retry_with_backoff(fn, RetryPolicy(), "a", 1, sleep=sleep, key="v")
+        result = await retry_with_backoff(fn, RetryPolicy(), "a", 1, key="v")
         assert result == (("a", 1), {"key": "v"})
         assert fn.calls == 3
         assert sleep.delays == [1.0, 2.0]
 
     async def test_gives_up_after_one_plus_max_retries_and_reraises_the_last(
-        self, caplog: pytest.LogCaptureFixture
+        self, caplog: pytest.LogCaptureFixture, sleep: RecordingSleep
     ) -> None:
         fn = Flaky(100)
-        sleep = RecordingSleep()
         policy = RetryPolicy(max_retries=3, base_delay_seconds=0.5, exponential_base=3)
         with (
             caplog.at_level(logging.INFO, logger="roomkit.retry"),
             pytest.raises(ConnectionError, match="boom 4"),
         ):
-            await retry_with_backoff(fn, policy, sleep=sleep)
+            await retry_with_backoff(fn, policy)
         assert fn.calls == 4
         assert sleep.delays == [0.5, 1.5, 4.5]
         assert [r.name for r in caplog.records] == ["roomkit.retry"] * 4
 
-    async def test_delay_is_capped(self) -> None:
-        sleep = RecordingSleep()
+    async def test_delay_is_capped(self, sleep: RecordingSleep) -> None:
         policy = RetryPolicy(max_retries=4, base_delay_seconds=10, max_delay_seconds=25)
         with pytest.raises(ConnectionError):
-            await retry_with_backoff(Flaky(100), policy, sleep=sleep)
+            await retry_with_backoff(Flaky(100), policy)
         assert sleep.delays == [10, 20, 25, 25]
 
-    async def test_zero_retries_is_a_single_attempt(self) -> None:
+    async def test_zero_retries_is_a_single_attempt(self, sleep: RecordingSleep) -> None:
         fn = Flaky(1)
-        sleep = RecordingSleep()
         with pytest.raises(ConnectionError):
-            await retry_with_backoff(fn, RetryPolicy(max_retries=0), sleep=sleep)
+            await retry_with_backoff(fn, RetryPolicy(max_retries=0))
         assert fn.calls == 1
         assert sleep.delays == []
 
-    async def test_base_exceptions_are_not_retried(self) -> None:
+    async def test_an_app_s_sleep_keyword_goes_to_its_function(
+        self, sleep: RecordingSleep
+    ) -> None:
+        # Taken by the injectable sleep retry_with_backoff had: fn got no sleep=, and a retry
+        # called 2.5(delay).
+        fn = Flaky(1)
+        assert await retry_with_backoff(fn, RetryPolicy(), "hi", sleep=2.5) == (
+            ("hi",),
+            {"sleep": 2.5},
+        )
+        assert sleep.delays == [1.0]
+
+    async def test_base_exceptions_are_not_retried(self, sleep: RecordingSleep) -> None:
         class Stop(BaseException):
             pass
 
@@ -407,7 +423,7 @@ class TestRetry:
             raise Stop
 
         with pytest.raises(Stop):
-            await retry_with_backoff(fn, RetryPolicy(), sleep=RecordingSleep())
+            await retry_with_backoff(fn, RetryPolicy())
         assert calls == 1
 
     async def test_real_sleep_is_the_default(self) -> None:
