@@ -108,6 +108,12 @@ def expected_execution(trigger: HookTrigger) -> HookExecution:
     return HookExecution.SYNC if trigger in SYNC_TRIGGERS else HookExecution.ASYNC
 
 
+# How many times a registration's place among the hooks changed (its trigger, execution or
+# priority set again): an engine sorts its hooks again once this moved (HookEngine._sorted).
+_reordered = [0]
+_ORDERING = frozenset({"trigger", "execution", "priority"})
+
+
 @dataclass(eq=False, slots=True)
 class HookRegistration:
     """One hook: when it runs, how, in which order, and for which event sources.
@@ -143,6 +149,13 @@ class HookRegistration:
     # The timeout as given, for the error text of a timed-out sync hook ("timeout (5s)", as
     # 0.3.0 wrote it from the value it kept).
     _timeout_text: str = field(default="", init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _ORDERING:
+            # 0.3.0 sorted the hooks at every run: a priority an app changed on a registration
+            # it kept took effect. Engines keep them sorted, and sort again after this.
+            _reordered[0] += 1
 
     def __post_init__(self) -> None:
         # Accept the enums' string values too; an unknown value fails here, not at run time.
@@ -338,6 +351,7 @@ class HookEngine:
         self._room: dict[str, list[HookRegistration]] = {}
         # Priority-sorted registrations per key; rooms without hooks use _global_index.
         self._global_index: dict[_Key, tuple[HookRegistration, ...]] = {}
+        self._reordered_seen = _reordered[0]
         self._room_index: dict[str, dict[_Key, tuple[HookRegistration, ...]]] = {}
 
     # -- registration ---------------------------------------------------------------------
@@ -427,6 +441,10 @@ class HookEngine:
     # -- lookup ---------------------------------------------------------------------------
 
     def _sorted(self, room_id: str, key: _Key) -> tuple[HookRegistration, ...]:
+        if self._reordered_seen != _reordered[0]:  # a registration changed its place
+            self._reordered_seen = _reordered[0]
+            self._global_index.clear()
+            self._room_index.clear()
         hooks = self._global_index.get(key)
         if hooks is None:
             hooks = tuple(

@@ -309,6 +309,23 @@ class TestRunSyncHooks:
         assert result.allowed
         assert rec.calls == ["a", "b", "c"]
 
+    async def test_a_registration_changed_after_it_was_registered_takes_its_new_place(
+        self,
+    ) -> None:
+        # The engine kept its hooks sorted as registered: a priority or execution an app set
+        # on a registration it kept did nothing (0.3.0 sorted at every run).
+        engine = HookEngine()
+        rec = Recorder()
+        a, b = reg(rec.hook("a"), priority=0), reg(rec.hook("b"), priority=1)
+        engine.register(a)
+        engine.register(b)
+        await engine.run_sync_hooks("r1", BEFORE, event(), CONTEXT)
+        a.priority = 5
+        await engine.run_sync_hooks("r1", BEFORE, event(), CONTEXT)
+        a.execution = ASYNC
+        await engine.run_sync_hooks("r1", BEFORE, event(), CONTEXT)
+        assert rec.calls == ["a", "b", "b", "a", "b"]
+
     async def test_block_stops_at_once(self) -> None:
         engine = HookEngine()
         rec = Recorder()
