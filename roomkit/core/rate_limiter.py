@@ -60,6 +60,10 @@ class _Bucket:
             self.tokens = self.capacity
 
 
+def _monotonic() -> float:
+    return time.monotonic()  # looked up now: a test may patch it, as 0.3.0's tests did
+
+
 class TokenBucketRateLimiter:
     """Per-key token buckets; `wait` queues callers instead of dropping them.
 
@@ -67,7 +71,8 @@ class TokenBucketRateLimiter:
     (QUIRK 14). State is plain arithmetic, safe under cooperative scheduling (one event loop).
 
     Args:
-        clock: monotonic time source in seconds.
+        clock: monotonic time source in seconds (``time.monotonic`` by default, looked up at
+            each call, so that a test patching it drives the limiter, as in 0.3.0).
         sleep: async sleep used by `wait` (inject a fake one in tests).
     """
 
@@ -75,7 +80,7 @@ class TokenBucketRateLimiter:
 
     def __init__(
         self,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = _monotonic,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
     ) -> None:
         self._clock = clock

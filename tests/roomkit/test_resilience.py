@@ -224,6 +224,18 @@ class TestRateOf:
 
 
 class TestTokenBucket:
+    def test_the_default_clock_follows_a_patched_time_monotonic(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # As 0.3.0's tests drove it (and the breaker, which followed already); it held its
+        # own reference to the function.
+        limiter = TokenBucketRateLimiter()
+        limit = RateLimit(max_per_second=1)
+        assert [limiter.acquire("ch", limit) for _ in range(2)] == [True, False]
+        later = time.monotonic() + 5
+        monkeypatch.setattr(time, "monotonic", lambda: later)
+        assert limiter.acquire("ch", limit)
+
     def test_unlimited_always_acquires(self) -> None:
         limiter = TokenBucketRateLimiter(clock=FakeClock())
         assert all(limiter.acquire("ch", RateLimit()) for _ in range(1000))
