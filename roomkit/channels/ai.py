@@ -200,7 +200,7 @@ class AIChannel(Channel):
         Raises:
             NotImplementedError: Always.
         """
-        raise NotImplementedError("AIChannel does not receive inbound messages")
+        raise NotImplementedError("AI channel does not accept inbound messages")  # 0.3.0's
 
     async def deliver(
         self, event: RoomEvent, binding: ChannelBinding, context: RoomContext

@@ -39,11 +39,11 @@ class HookResult(BaseModel):
     @model_validator(mode="after")
     def _action_needs(self) -> Self:
         if self.action == "modify" and self.event is None:
-            raise ValueError("HookResult action 'modify' requires an event")
+            raise ValueError("action='modify' requires 'event' to be set")  # 0.3.0's words
         # None only: 0.3.0 took an empty reason, and refusing it would make the hook fail,
         # which lets the message through (fail-open), the opposite of what it asked.
         if self.action == "block" and self.reason is None:
-            raise ValueError("HookResult action 'block' requires a reason")
+            raise ValueError("action='block' requires 'reason' to be set")
         return self
 
     @classmethod

@@ -122,7 +122,9 @@ class TestClass:
     async def test_no_inbound_and_no_delivery(self) -> None:
         channel = AIChannel(AI_ID, provider=MockAIProvider())
         message = InboundMessage(channel_id=AI_ID, sender_id="x", content=TextContent(body="x"))
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(
+            NotImplementedError, match="^AI channel does not accept inbound messages$"
+        ):
             await channel.handle_inbound(message, _context())
         assert await channel.deliver(_event(), _ai_binding(), _context()) == ChannelOutput.empty()
 

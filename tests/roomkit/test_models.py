@@ -189,10 +189,17 @@ class TestContentValidators:
 
     @pytest.mark.parametrize("url", ["ftp://a/b", "file:///etc/passwd", "/local/path", ""])
     def test_media_and_audio_reject_other_schemes(self, url: str) -> None:
-        with pytest.raises(ValidationError):
+        said = "URL must start with http://, https://, or data: \\["  # 0.3.0's words
+        with pytest.raises(ValidationError, match=said):
             MediaContent(url=url, mime_type="image/png")
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError, match=said):
             AudioContent(url=url)
+        with pytest.raises(ValidationError, match="URL must start with http:// or https:// \\["):
+            VideoContent(url=url)
+
+    def test_an_empty_composite_is_refused_in_0_3_0_s_words(self) -> None:
+        with pytest.raises(ValidationError, match="CompositeContent must have at least one part"):
+            CompositeContent(parts=[])
 
     def test_video_accepts_only_http_and_https(self) -> None:
         assert VideoContent(url="http://a/b").url == "http://a/b"

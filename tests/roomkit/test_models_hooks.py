@@ -78,11 +78,11 @@ class TestHookResultFactories:
 
 class TestHookResultValidation:
     def test_modify_requires_an_event(self) -> None:
-        with pytest.raises(ValidationError, match="requires an event"):
+        with pytest.raises(ValidationError, match="action='modify' requires 'event' to be set"):
             HookResult(action="modify")
 
     def test_block_requires_a_reason_which_may_be_empty_as_in_0_3_0(self) -> None:
-        with pytest.raises(ValidationError, match="requires a reason"):
+        with pytest.raises(ValidationError, match="action='block' requires 'reason' to be set"):
             HookResult(action="block")
         with pytest.raises(ValidationError):
             HookResult.block(None)  # type: ignore[arg-type]
