@@ -373,10 +373,11 @@ class InMemoryStore(ConversationStore):
             data.activity = activity_at
 
     async def delete_room(self, room_id: str) -> bool:
-        """Delete the room and everything in it; return whether the room existed."""
-        data = self._data.pop(room_id, None)
-        if data is None:
+        """Delete the room and everything in it; return whether the room existed (a room never
+        created keeps what was stored in it, as in 0.3.0: a removal that removed nothing)."""
+        if room_id not in self._rooms:
             return False
+        data = self._data.pop(room_id)
         existed = self._rooms.pop(room_id, None) is not None
         self._numbered[data.number] = None
         for raw in data.events or ():

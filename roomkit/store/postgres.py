@@ -697,8 +697,12 @@ class PostgresStore(ConversationStore):
         )
 
     async def delete_room(self, room_id: str) -> bool:
-        """Delete the room and everything stored in it; return whether the room existed."""
+        """Delete the room and everything stored in it; return whether the room existed (a
+        room never created keeps what was stored in it, as in 0.3.0)."""
         async with self._transaction() as conn:
+            result = await self._execute("DELETE FROM {rooms} WHERE id = $1", room_id, conn=conn)
+            if result == "DELETE 0":
+                return False
             for name in (
                 "events",
                 "idempotency",
@@ -711,8 +715,7 @@ class PostgresStore(ConversationStore):
                 await self._execute(
                     f"DELETE FROM {{{name}}} WHERE room_id = $1", room_id, conn=conn
                 )
-            result = await self._execute("DELETE FROM {rooms} WHERE id = $1", room_id, conn=conn)
-        return result != "DELETE 0"
+        return True
 
     async def list_rooms(self, offset: int = 0, limit: int = 50) -> list[Room]:
         """Return one page of rooms, in creation order."""

@@ -175,6 +175,16 @@ class ConversationStoreContract:
         assert await store.delete_room("r1") is False
         assert await store.delete_room("never") is False
 
+    async def test_deleting_a_room_never_created_removes_nothing(
+        self, store: ConversationStore
+    ) -> None:
+        # It answered False and removed what was stored in it all the same (0.3.0 kept it).
+        event = await store.add_event(make_event("never"))
+        await store.add_binding(make_binding("never", "sms1"))
+        assert await store.delete_room("never") is False
+        assert await store.get_event(event.id) is not None
+        assert await store.get_binding("never", "sms1") is not None
+
     async def test_delete_room_cascades(self, store: ConversationStore) -> None:
         for room_id in ("r1", "r2"):
             await store.create_room(make_room(room_id))

@@ -170,9 +170,10 @@ class _Model:
             case ("create" | "update", room_id, status):
                 self.rooms[room_id] = status
             case ("delete", room_id):
-                self.rooms.pop(room_id, None)
-                self.bindings.pop(room_id, None)
-                self.events.pop(room_id, None)
+                if room_id in self.rooms:  # a room never created keeps what it holds
+                    del self.rooms[room_id]
+                    self.bindings.pop(room_id, None)
+                    self.events.pop(room_id, None)
             case ("bind", room_id, channel_id):
                 self.bindings.setdefault(room_id, {})[channel_id] = None
             case ("unbind", room_id, channel_id):
