@@ -43,13 +43,19 @@ __all__ = ["ConversationStore", "StorePositionLost"]
 
 
 def page_size(name: str, value: object) -> int:
-    """An ``offset`` or ``limit`` as a store takes it: an int, a negative one as 0.
+    """An ``offset`` or ``limit`` as a store takes it: an int >= 0.
 
     Raises:
         TypeError: it is not an integer (None, a float, a bool): the stores answered those
             differently (an error deep inside, or a page of another size).
+        ValueError: it is negative. Taken as 0, it gave another page with no word (0.3.0's
+            in-memory store sliced with it: ``offset=-2`` was the last two events), and
+            ``kit.get_timeline`` refused it already.
     """
-    return max(0, check_count(name, value))
+    size = check_count(name, value)
+    if size < 0:
+        raise ValueError(f"{name} must be >= 0, got {size}")
+    return size
 
 
 class StorePositionLost(Exception):  # noqa: N818 - says what happened, as LogUnavailable
