@@ -31,6 +31,7 @@ import nats.errors
 import pydantic_core
 import pytest
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
 from eventlog.nats import NatsEventLog
@@ -601,6 +602,16 @@ async def test_what_a_command_raised_at_the_owner_reaches_its_caller(
         assert late.blocked and late.reason == "process_timeout"
 
 
+@asynccontextmanager
+async def jetstream_of(server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on ``server``, its connection closed after."""
+    nc = await nats.connect(server.url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
 @pytest.mark.nats
 async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer(
     nats_server: NatsServer,
@@ -608,9 +619,7 @@ async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer
     # nats-py's key watch, read before, could end its snapshot before its entries (a full
     # table read as empty: the process took its peers for dead), and left a consumer on the
     # server for five minutes after each read.
-    nc = await nats.connect(nats_server.url)
-    try:
-        js = nc.jetstream()
+    async with jetstream_of(nats_server) as js:
         empty = LeaseTable(js, "empty", LEASE_TTL, "a")
         await empty.open()
         view = await empty.read(5)
@@ -628,8 +637,6 @@ async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer
             assert view.members == {"a", "b"}
         for bucket in ("empty", "leases"):
             assert (await js.stream_info(f"KV_{bucket}")).state.consumer_count == 0
-    finally:
-        await nc.close()
 
 
 @pytest.mark.nats
@@ -640,9 +647,7 @@ async def test_a_lease_whose_deletion_marker_expires_as_it_is_claimed_is_claimed
     # back), reads it and finds nothing: the marker expired in between (the bucket keeps
     # entries lease_ttl). Its KeyNotFoundError failed the start of a process joining one that
     # had left, as the log being away.
-    nc = await nats.connect(nats_server.url)
-    try:
-        js = nc.jetstream()
+    async with jetstream_of(nats_server) as js:
         table = LeaseTable(js, "leases", LEASE_TTL, "a")
         await table.open()
         revision = await table.claim(0)
@@ -659,8 +664,6 @@ async def test_a_lease_whose_deletion_marker_expires_as_it_is_claimed_is_claimed
         kv._get = as_the_marker_expires  # type: ignore[method-assign]
         assert await table.claim(0) is not None
         assert (await table.read(5)).owners == {0: "a"}
-    finally:
-        await nc.close()
 
 
 @pytest.mark.nats
