@@ -648,8 +648,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
         Raises:
             RoomNotFoundError: no such room.
-            TypeError, ValueError: ``offset`` or ``limit`` is not an int >= 0 (a negative one
-                was taken as 0, or gave nothing, without a word).
+            TypeError: ``offset`` or ``limit`` is not an int.
+            ValueError: it is negative (0.3.0's in-memory store sliced with it: ``offset=-2``
+                gave the last two events).
             TypeError: ``visibility_filter`` is not a str or None.
             InvalidRoomIdError: ``room_id`` is not a str.
         """
