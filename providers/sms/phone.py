@@ -104,10 +104,11 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
     """``number`` parsed by ``phonenumbers``, or None if it cannot be: a national number of
     ``region``, or the digits of an international one written without ``+``.
 
-    Ten digits or more with no ``+`` are read first as those digits, as 0.3.0 read them
-    (in Germany or Italy nearly any digits make a valid national number: ``33612345678``
-    was read as German), but in the NANP regions, where ten digits are first a national
-    number (``2034176848`` is not Egyptian).
+    Ten digits or more with no ``+`` are the national number of ``region`` when they are
+    written as that region writes its numbers (a Chinese mobile ``15012345678``; any ten
+    digits of a NANP region: ``2034176848`` is not Egyptian), else an international number's
+    digits when those make a valid number, as 0.3.0 read them (German national numbers
+    begin with their trunk 0: ``33612345678`` in Germany is French), else national.
     """
     national: object | None
     try:
@@ -117,8 +118,10 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
     compact = _FORMATTING.sub("", number.strip())
     if len(compact) < 10 or not compact.isascii() or not compact.isdigit():
         return national
-    if region in _NANP_REGIONS and national is not None and pn.is_valid_number(national):
-        return national
+    if national is not None and pn.is_valid_number(national):
+        written = pn.format_number(national, pn.PhoneNumberFormat.NATIONAL)
+        if region in _NANP_REGIONS or re.sub(r"\D", "", written) == compact:
+            return national
     international: object
     try:
         international = pn.parse("+" + compact, None)

@@ -394,15 +394,26 @@ class TestPhone:
         assert normalize_phone("4155550100") == "+14155550100"
         assert normalize_phone("15145550100") == "+15145550100"
 
-    @pytest.mark.parametrize("region", ["DE", "AT", "IT"])
-    def test_outside_the_nanp_the_digits_of_an_international_number_come_first(
+    @pytest.mark.parametrize("region", ["DE", "AT"])
+    def test_digits_not_written_as_the_region_writes_its_numbers_are_international(
         self, region: str
     ) -> None:
-        # As 0.3.0 read them: there nearly any digits make a valid national number, and a
-        # French number written without its + was read as a German one.
+        # As 0.3.0 read them: there nearly any digits make a valid national number (written
+        # with a trunk 0), and a French number written without its + was read as a German one.
         pytest.importorskip("phonenumbers")
         assert normalize_phone("33612345678", region) == "+33612345678"
         assert normalize_phone("15145550100", region) == "+15145550100"
+
+    @pytest.mark.parametrize(
+        ("raw", "region", "expected"),
+        [("15012345678", "CN", "+8615012345678"), ("41911382025", "BR", "+5541911382025")],
+    )
+    def test_digits_written_as_the_region_writes_its_numbers_are_national(
+        self, raw: str, region: str, expected: str
+    ) -> None:
+        # Read first as international (0.3.0's order), a Chinese mobile was a US number.
+        pytest.importorskip("phonenumbers")
+        assert normalize_phone(raw, region) == expected
 
     @pytest.mark.parametrize("raw", ["(555) 123-4567", "+1 555 0100"])
     def test_a_number_the_numbering_plan_does_not_allow_is_refused(self, raw: str) -> None:
