@@ -108,6 +108,29 @@ def expected_execution(trigger: HookTrigger) -> HookExecution:
     return HookExecution.SYNC if trigger in SYNC_TRIGGERS else HookExecution.ASYNC
 
 
+def _checked_place(name: str, value: Any) -> Any:
+    """A registration's ``trigger``, ``execution`` or ``priority`` as it is kept.
+
+    Raises:
+        ValueError: a trigger or execution that is no value of its enum (the enums' string
+            values are taken too: an unknown one fails here, not at run time).
+        TypeError: a priority that is not a number.
+    """
+    if name == "trigger":
+        return HookTrigger(value)
+    if name == "execution":
+        return HookExecution(value)
+    # Sorted with the others at every message: one that does not compare would fail them.
+    try:
+        value < 0  # noqa: B015 - only whether it compares
+        # A float NaN compares false with everything: the hooks' order would be anyone's.
+        if value != value:
+            raise TypeError
+    except (TypeError, ArithmeticError):  # Decimal("NaN") raises InvalidOperation
+        raise TypeError(f"hook priority must be a number, got {value!r}") from None
+    return value
+
+
 # How many times a registration's place among the hooks changed (its trigger, execution or
 # priority set again): an engine sorts its hooks again once this moved (HookEngine._sorted).
 _reordered = [0]
@@ -151,6 +174,10 @@ class HookRegistration:
     _timeout_text: str = field(default="", init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in _ORDERING:
+            # Checked when made and when set again: one set to what does not sort failed
+            # every message of every room at the engine's next sort.
+            value = _checked_place(name, value)
         object.__setattr__(self, name, value)
         if name in _ORDERING:
             # 0.3.0 sorted the hooks at every run: a priority an app changed on a registration
@@ -158,9 +185,6 @@ class HookRegistration:
             _reordered[0] += 1
 
     def __post_init__(self) -> None:
-        # Accept the enums' string values too; an unknown value fails here, not at run time.
-        self.trigger = HookTrigger(self.trigger)
-        self.execution = HookExecution(self.execution)
         if not isinstance(self.name, str):
             # Logged as the hooks that modified or blocked a message: one of another type made
             # a record no replay of the room could read.
@@ -170,14 +194,6 @@ class HookRegistration:
                 f"hook {self.name or '<unnamed>'!r} for {self.trigger}: fn must be an async "
                 f"callable (event, context), got {type(self.fn).__name__}"
             )
-        # Sorted with the others at every message: one that does not compare would fail them.
-        try:
-            self.priority < 0  # noqa: B015 - only whether it compares
-            # A float NaN compares false with everything: the hooks' order would be anyone's.
-            if self.priority != self.priority:
-                raise TypeError
-        except (TypeError, ArithmeticError):  # Decimal("NaN") raises InvalidOperation
-            raise TypeError(f"hook priority must be a number, got {self.priority!r}") from None
         check_filters("hook", self.channel_types, self.channel_ids, self.directions)
         # 0.3.0 handed the timeout to asyncio.wait_for, where None means no bound.
         given = self.timeout

@@ -325,6 +325,16 @@ class TestRunSyncHooks:
         a.execution = ASYNC
         await engine.run_sync_hooks("r1", BEFORE, event(), CONTEXT)
         assert rec.calls == ["a", "b", "b", "a", "b"]
+        # Set to what does not sort, it failed every message of every room at the next sort:
+        # it is refused where it is set, as where it is made.
+        with pytest.raises(TypeError, match="hook priority must be a number"):
+            b.priority = None  # type: ignore[assignment]
+        with pytest.raises(ValueError):
+            b.execution = "sometimes"  # type: ignore[assignment]
+        b.execution = "sync"  # type: ignore[assignment]  # an enum's value, as when made
+        assert b.execution is SYNC
+        await engine.run_sync_hooks("r1", BEFORE, event(), CONTEXT)
+        assert rec.calls[-1] == "b"
 
     async def test_block_stops_at_once(self) -> None:
         engine = HookEngine()
