@@ -150,5 +150,7 @@ class SinchSMSProvider(VendorProvider[SinchConfig], SMSProvider):
         """
         secret = self._config.webhook_secret
         if secret is None or not secret.get_secret_value():
-            raise ValueError("SinchConfig.webhook_secret is not set")
+            raise ValueError(
+                "webhook_secret must be provided: SinchConfig.webhook_secret is not set"
+            )
         return verify_sinch_signature(secret.get_secret_value(), payload, signature)

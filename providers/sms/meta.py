@@ -247,7 +247,11 @@ class WebhookMeta(BaseModel):
         """
         if not self.is_inbound:
             kind = "a pending MMS part" if self.pending else f"direction={self.direction!r}"
-            raise ValueError(f"{self.provider} webhook is not an inbound message ({kind})")
+            # 0.3.0's words first, which apps and their tests may match.
+            raise ValueError(
+                f"Cannot convert outbound webhook to InboundMessage: {self.provider} webhook "
+                f"is not an inbound message ({kind})"
+            )
         metadata: dict[str, Any] = {
             "provider": self.provider,
             "recipient": self.recipient,
@@ -365,7 +369,7 @@ def extract_sms_meta(
 
         return extract_voicemeup_meta(payload, aggregator=aggregator)
     known = ", ".join(SMS_WEBHOOK_PROVIDERS)
-    raise ValueError(f"unknown SMS webhook provider {provider!r} (known: {known})")
+    raise ValueError(f"Unknown SMS provider: {provider} (known: {known})")  # 0.3.0's words
 
 
 @overload

@@ -69,10 +69,11 @@ def normalize_phone(number: str, default_region: str = "US") -> str:
     pn = _phonenumbers()
     if pn is not None:
         parsed = _parsed(pn, number, default_region.upper())
+        # 0.3.0's words, which apps and their tests may match.
         if parsed is None:
-            raise ValueError(f"not a phone number: {number!r}")
+            raise ValueError(f"Cannot parse phone number: {number!r}")
         if not pn.is_valid_number(parsed):
-            raise ValueError(f"not a valid phone number: {number!r}")
+            raise ValueError(f"Invalid phone number: {number!r}")
         e164: str = pn.format_number(parsed, pn.PhoneNumberFormat.E164)
         # libphonenumber deems some short numbers "possible" (``+4900``); E.164 needs 7+ digits.
         if not 8 <= len(e164) <= 16:

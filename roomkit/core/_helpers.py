@@ -196,14 +196,15 @@ class HelpersMixin:
                     self._process_timeout,
                 )
             except Exception:
-                logger.exception("framework event handler for %r failed", event_type)
+                # "handler failed" as 0.3.0 wrote it ("Framework event handler failed").
+                logger.exception("framework event handler failed for %r", event_type)
             except BaseException as exc:
                 # The handler's own CancelledError (it awaited something cancelled), nothing
                 # cancelling its caller: a failure of that handler, logged as any. Raised on,
                 # it crashed the room's delivery worker (the rest of the message's delivery
                 # lost) or came out of connect_websocket in a task nobody cancelled.
                 failure = raised_uncancelled(exc, "the handler")  # re-raises a real one
-                logger.error("framework event handler for %r failed: %s", event_type, failure)
+                logger.error("framework event handler failed for %r: %s", event_type, failure)
 
     # -- rooms -------------------------------------------------------------------------------
 

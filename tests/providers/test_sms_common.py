@@ -124,7 +124,9 @@ class TestWebhookMeta:
     def test_outbound_is_not_inbound(self) -> None:
         meta = WebhookMeta(provider="x", direction="outbound", sender="+1", body="hi")
         assert not meta.is_inbound and not meta.is_status
-        with pytest.raises(ValueError, match="direction='outbound'"):
+        with pytest.raises(
+            ValueError, match="^Cannot convert outbound webhook.*direction='outbound'"
+        ):
             meta.to_inbound("sms")
 
     def test_inbound_needs_a_sender(self) -> None:
@@ -216,7 +218,7 @@ class TestWebhookMeta:
         assert extract_sms_meta(provider, {}).provider == provider.strip().lower()
 
     def test_unknown_provider(self) -> None:
-        with pytest.raises(ValueError, match="unknown SMS webhook provider"):
+        with pytest.raises(ValueError, match="^Unknown SMS provider: nexmo "):
             extract_sms_meta("nexmo", {})
 
     @settings(max_examples=100, deadline=None)
@@ -421,7 +423,7 @@ class TestPhone:
         # taken as long as they were possible.
         pytest.importorskip("phonenumbers")
         assert not is_valid_phone(raw)
-        with pytest.raises(ValueError, match="not a valid phone number"):
+        with pytest.raises(ValueError, match="^Invalid phone number: "):
             normalize_phone(raw)
 
     def test_national_number_of_other_regions(self, engine: str) -> None:
