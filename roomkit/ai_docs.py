@@ -22,5 +22,10 @@ def get_llms_txt() -> str:
 
 
 def get_ai_context() -> str:
-    """Return both documents in one string, ready to put in an assistant's context."""
-    return f"{get_llms_txt()}\n\n{get_agents_md()}"
+    """Return both documents in one string, ready to put in an assistant's context, each under
+    a heading that names it (as 0.3.0's did)."""
+    return (
+        "# RoomKit: context for AI assistants\n\n"
+        f"## Project guidelines (AGENTS.md)\n\n{get_agents_md()}\n\n"
+        f"## Documentation index (llms.txt)\n\n{get_llms_txt()}"
+    )
