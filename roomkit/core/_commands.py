@@ -271,6 +271,8 @@ class Outcome:
     # (DeliveryJob) of what it committed, which that worker runs rather than queues.
     for_worker: Any = None
     jobs: tuple[Any, ...] = ()
+    # The context of the command's caller (_caller_context): the turn it opens runs in it.
+    caller: Any = None
     # RecordOutcome: what of it does not validate, left out, as (what, id, why): the worker
     # says it to the ON_ERROR hooks (``outcome_not_recorded``).
     left_out: tuple[tuple[str, str, str], ...] = ()

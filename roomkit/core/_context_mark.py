@@ -23,6 +23,14 @@ class ContextMark:
     __slots__ = ("_token", "active")
     _var: ClassVar[ContextVar[Any]]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        var = cls.__dict__.get("_var")
+        if var is not None:  # the kit's own: not carried to a room with a caller's context
+            from roomkit.core._caller_context import KIT_MARKS
+
+            KIT_MARKS.append(var)
+
     def __init__(self) -> None:
         self.active = True
         self._token: Token[Any] | None = None

@@ -13,9 +13,11 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import Context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from roomkit.core._caller_context import in_context
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
@@ -55,6 +57,7 @@ class DeliveryJob:
     context: RoomContext
     order: int = 0
     position: int = 0  # the log position of its commit: the read model holds it first
+    caller: Context | None = None  # its turn's caller's context (_caller_context)
 
 
 class RoomDelivery:
@@ -71,7 +74,7 @@ class RoomDelivery:
         self._errors: list[_Failure] | None = None
         # Failures of work done, with its context, for the ON_ERROR hooks once the work
         # queued here is done (see _run_reports).
-        self._reports_due: deque[tuple[list[_Failure], RoomContext]] | None = None
+        self._reports_due: deque[tuple[list[_Failure], RoomContext, Context | None]] | None = None
         # ``last`` work waiting for the rest of its turn, by turn, in arrival order.
         self._parked: dict[str, list[DeliveryJob]] | None = None
         # The replies this worker had recorded, as recorded, that a message queued behind
@@ -171,6 +174,12 @@ class RoomDelivery:
             await self._run(job)
 
     async def _run(self, job: DeliveryJob) -> None:
+        if job.caller is None:
+            await self._run_here(job)
+        else:  # in its turn's caller's context, as 0.3.0 ran it in the caller's task
+            await in_context(self._run_here(job), job.caller)
+
+    async def _run_here(self, job: DeliveryJob) -> None:
         work = job.work
         turns = self._services.turns
         turn = turns.get(work.root)
@@ -209,21 +218,27 @@ class RoomDelivery:
                     turns.opened(self._reports)
                     if self._reports_due is None:
                         self._reports_due = deque()
-                    self._reports_due.append((self._errors, job.context))
+                    self._reports_due.append((self._errors, job.context, job.caller))
                     self._errors = None
                 turns.delivered(work.root)
 
     async def _run_reports(self) -> None:
         """Run the ON_ERROR hooks of the failures noted by the work done (``_reports_due``)."""
         due = self._reports_due
+        while due:
+            errors, context, caller = due.popleft()
+            try:
+                if caller is None:
+                    await self._report_here(errors, context)
+                else:  # in the context of the caller of the work that failed
+                    await in_context(self._report_here(errors, context), caller)
+            finally:
+                self._services.turns.delivered(self._reports)
+
+    async def _report_here(self, errors: list[_Failure], context: RoomContext) -> None:
         # Post-commit work, as the work that failed: its commands go on while the kit closes.
         with PostCommitJob(self._room_id, self._services.kit):
-            while due:
-                errors, context = due.popleft()
-                try:
-                    await self._report_errors(errors, context)
-                finally:
-                    self._services.turns.delivered(self._reports)
+            await self._report_errors(errors, context)
 
     def _caught_up(self, event: RoomEvent, context: RoomContext) -> RoomContext:
         """``context`` (the room as of ``event``'s commit) with the replies this worker had
@@ -377,7 +392,7 @@ class RoomDelivery:
             services.turns.opened(work.root).last += 1
             # Run by this worker after the turn's replies (see handle), not queued behind the
             # room's later turns.
-            self._now.append(DeliveryJob(after, context))
+            self._now.append(DeliveryJob(after, context, caller=turn.context))
             return
         errors = await services.hooks.run_async_hooks(
             self._room_id,

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import logging
 import time
+from contextvars import Context
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ import pydantic
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import LogUnavailable, NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
+from roomkit.core._caller_context import Carried, in_context
 from roomkit.core._commands import (
     FlushOutcomes,
     ImportEvent,
@@ -107,6 +109,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._first_decided: tuple[ProcessInbound, float] | None = None
         # The command being handled (see conflict_retries).
         self._taken: object = None
+        # Its caller's context (_caller_context): the command is decided in a copy of it.
+        self._caller: Context | None = None
         # The log position of this incarnation's last commit. A command that commits nothing
         # (a duplicate, a room that exists already, a query) answers from state the read
         # model may not show yet: its caller waits for the read model to reach this.
@@ -149,6 +153,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         return self._services.known_version(self._stream)
 
     async def receive(self, message: object) -> object:
+        caller: Context | None = None
+        if type(message) is Carried:
+            caller, message = message.context, message.command
+        self._caller = caller
         if self._services.abandoned() and not isinstance(message, _KIT_OWN):
             # close() gave up waiting for the rooms (its caller's deadline, the kit's scope
             # cancelled): deliveries are over, and the actors stop with what their mailboxes
@@ -170,6 +178,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             # Decided (and retried) for good: an idle room must not keep the message.
             self._first_decided = None
             self._taken = None
+            self._caller = None
 
     def on_idle(self) -> None:
         # An idle room keeps its models as JSON only: its room, bindings and participants
@@ -251,9 +260,16 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
     async def decide(self, state: RoomState, command: object) -> Effect[Fact]:
         if state.resting:
             state = await self._woken(state)
+        caller = self._caller
         if type(command) is FlushOutcomes:
             facts: list[Fact] = []
             outcome = Outcome()
+        elif caller is not None:
+            if type(command) is ProcessInbound:
+                facts, outcome = await in_context(self._decide_inbound(state, command), caller)
+            else:
+                facts, outcome = await in_context(self._decider.decide(state, command), caller)
+            outcome.caller = caller
         elif type(command) is ProcessInbound:
             facts, outcome = await self._decide_inbound(state, command)
         else:
@@ -499,16 +515,24 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # (a later message's AI answering) held the reply back meanwhile. Not the outcome of
         # an append in doubt committed now: its worker is no longer waiting.
         for_worker = outcome is not None and outcome.for_worker is self._taken is not None
+        caller = outcome.caller if outcome is not None else None
         jobs: list[DeliveryJob] = []
         for work in works:
             turn = turns.opened(work.root)
+            # A turn this command opens (not one of the delivery outcomes it carries).
+            if (
+                caller is not None
+                and turn.context is None
+                and (turn.pending == 1 or work.root == outcome.root)  # type: ignore[union-attr]
+            ):
+                turn.context = caller
             if isinstance(work, RunLifecycle) and work.last:
                 turn.last += 1
             turns.reached(work.root, position)
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
             job_context = earlier.get(id(work), context) if earlier else context
-            job = DeliveryJob(work, job_context, next(_commit_order), position)
+            job = DeliveryJob(work, job_context, next(_commit_order), position, turn.context)
             if for_worker:
                 jobs.append(job)
             else:

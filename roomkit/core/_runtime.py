@@ -29,6 +29,7 @@ from actors import (
 from actors._ask import Ask
 from eventlog import EventLogError, InvalidAppend, LogUnavailable
 from roomkit._host import spawn_host
+from roomkit.core._caller_context import Carried, captured
 from roomkit.core._cancel import cut_context_cycle
 from roomkit.core._commands import Outcome
 from roomkit.core._helpers import utcnow
@@ -584,7 +585,7 @@ class KitRuntime:
         self._asking += 1
         try:
             reply = await system.ref(ROOM, room_id).ask(
-                command,
+                Carried(command, captured()),  # its caller's context: see _caller_context
                 timeout=_INTERNAL_ASK_TIMEOUT if internal else self._settings.ask_timeout,
                 wait_once_taken=True,
                 track=track,

@@ -13,6 +13,7 @@ them finishes, so the count reaches zero only when the whole turn is done.
 from __future__ import annotations
 
 import time
+from contextvars import Context
 
 import anyio
 
@@ -24,6 +25,7 @@ class Turn:
 
     __slots__ = (
         "abandoned",
+        "context",
         "done",
         "last",
         "opened_at",
@@ -35,6 +37,8 @@ class Turn:
 
     def __init__(self) -> None:
         self.pending = 0
+        # The context of the caller of the command that opened it (_caller_context), if any.
+        self.context: Context | None = None
         self.abandoned = False  # ended by the kit's stop, not delivered (see TurnTracker.stop)
         self.last = 0  # of ``pending``: the work that runs once the rest is delivered
         self.position = 0  # the last log position committed within the turn

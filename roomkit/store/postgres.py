@@ -46,6 +46,7 @@ from typing import Any, Self, TypeVar
 import anyio
 from pydantic import BaseModel, TypeAdapter
 
+from roomkit.core._caller_context import KIT_MARKS
 from roomkit.errors import StoreUnavailableError
 from roomkit.models._json import enveloped_event_fields, event_json, model_json
 from roomkit.models.channel import ChannelBinding
@@ -173,6 +174,8 @@ _TABLES = (*_REBUILT, "identities", "identity_addresses")
 _applying: ContextVar[tuple[PostgresStore, Any] | None] = ContextVar(
     "roomkit_postgres_applying", default=None
 )
+
+KIT_MARKS.append(_applying)  # the kit's own: see roomkit.core._caller_context
 
 _DATETIME = TypeAdapter(datetime)  # a time as the models' JSON writes it
 

@@ -190,8 +190,9 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 def test_a_kit_started_by_its_first_call_does_not_run_its_rooms_in_that_call_s_context(
     backend: str,
 ) -> None:
-    """A kit used without ``async with`` starts on its first call: its rooms' actors must not
-    run in a copy of that caller's context, which every later message would see."""
+    """A kit used without ``async with`` starts on its first call: its rooms' actors ran in a
+    copy of that caller's context, which every later message saw. Each message's hooks see
+    their own caller's (as 0.3.0 ran them in the caller's task), and only theirs."""
     if backend == "trio":
         pytest.importorskip("trio")
     kit, _ = new_kit()
@@ -216,4 +217,4 @@ def test_a_kit_started_by_its_first_call_does_not_run_its_rooms_in_that_call_s_c
             await kit.close()
 
     anyio.run(main, backend=backend)
-    assert seen == [("room-0", None), ("room-1", None), ("room-2", None)]
+    assert seen == [("room-0", "req-0"), ("room-1", "req-1"), ("room-2", "req-2")]
