@@ -2259,6 +2259,38 @@ async def test_a_second_signal_while_serve_stops_stops_it_at_once_without_a_trac
         assert code in (0, 130), text_out
 
 
+async def test_a_signal_after_the_graceful_stop_as_the_process_ends_gives_130_not_a_traceback(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Once the stop is over the signal receiver is closed and Python's own SIGINT handler is
+    # back: a Ctrl-C as the run ends (here while asyncio waits for an executor thread) raised
+    # KeyboardInterrupt out of anyio.run. The entry point turns it into 130, no traceback.
+    output = tmp_path / "serve.log"
+    server = start_server(nats_server.url, output, "--lingering")
+    try:
+
+        async def serving() -> bool:
+            return "Ctrl-C stops" in output.read_text()
+
+        async def stopped() -> bool:
+            return "roomkit serve: stopped;" in output.read_text()
+
+        await eventually(serving, timeout=20, what="roomkit serve to consume")
+        server.send_signal(signal.SIGINT)
+        await eventually(stopped, timeout=20, what="the graceful stop")
+        await anyio.sleep(0.2)  # in the second and a half the process lingers
+        assert server.poll() is None, output.read_text()
+        server.send_signal(signal.SIGINT)
+        code = await exit_code(server)
+    finally:
+        if server.poll() is None:  # the test failed before it ended
+            server.kill()
+            server.wait()
+    text_out = output.read_text()
+    assert "Traceback" not in text_out, text_out
+    assert code == 130, text_out
+
+
 _CANCELLED_SCOPE = """
 import sys, anyio
 from roomkit import RoomKit
