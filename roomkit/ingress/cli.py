@@ -174,7 +174,10 @@ async def run_serve(args: argparse.Namespace, console: Notes | None = None) -> i
 
     Returns:
         0 after a graceful stop; 130 after a stop at once (a second Ctrl-C or SIGTERM while
-        the first one's graceful stop runs, or one before the ingress served).
+        the first one's graceful stop runs, or one before the ingress served). A signal that
+        lands once it returned (as the caller's event loop ends) is Python's again: a
+        ``KeyboardInterrupt`` out of ``anyio.run``, which the ``roomkit`` entry point turns
+        into 130.
 
     Raises:
         roomkit.cli.CliError: a bad ``--app`` (usage), NATS unreachable or unusable; the
