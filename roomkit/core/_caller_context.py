@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from roomkit.core._first_step import first_step
 
-__all__ = ["KIT_MARKS", "Carried", "captured", "in_context"]
+__all__ = ["KIT_MARKS", "Carried", "captured", "in_context", "within"]
 
 T = TypeVar("T")
 
@@ -48,6 +48,12 @@ def captured() -> Context:
         if var.get(None) is not None:
             context.run(var.set, None)
     return context
+
+
+def within(awaitable: Awaitable[T], context: Context | None) -> Awaitable[T]:
+    """``awaitable`` to await in a copy of ``context`` (``in_context``), or as it is when
+    there is none (work with no caller): one awaitable either way, no extra frame then."""
+    return awaitable if context is None else in_context(awaitable, context)
 
 
 async def in_context(awaitable: Awaitable[T], context: Context) -> T:

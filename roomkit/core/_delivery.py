@@ -17,7 +17,7 @@ from contextvars import Context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from roomkit.core._caller_context import in_context
+from roomkit.core._caller_context import within
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
@@ -174,10 +174,8 @@ class RoomDelivery:
             await self._run(job)
 
     async def _run(self, job: DeliveryJob) -> None:
-        if job.caller is None:
-            await self._run_here(job)
-        else:  # in its turn's caller's context, as 0.3.0 ran it in the caller's task
-            await in_context(self._run_here(job), job.caller)
+        # In its turn's caller's context, as 0.3.0 ran it in the caller's task.
+        await within(self._run_here(job), job.caller)
 
     async def _run_here(self, job: DeliveryJob) -> None:
         work = job.work
@@ -228,10 +226,8 @@ class RoomDelivery:
         while due:
             errors, context, caller = due.popleft()
             try:
-                if caller is None:
-                    await self._report_here(errors, context)
-                else:  # in the context of the caller of the work that failed
-                    await in_context(self._report_here(errors, context), caller)
+                # In the context of the caller of the work that failed.
+                await within(self._report_here(errors, context), caller)
             finally:
                 self._services.turns.delivered(self._reports)
 

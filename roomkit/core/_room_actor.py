@@ -15,7 +15,7 @@ import pydantic
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import LogUnavailable, NewEvent, Record
 from roomkit.core._bounded import TimedOut, bounded_here
-from roomkit.core._caller_context import Carried, in_context
+from roomkit.core._caller_context import Carried, within
 from roomkit.core._commands import (
     FlushOutcomes,
     ImportEvent,
@@ -264,16 +264,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if type(command) is FlushOutcomes:
             facts: list[Fact] = []
             outcome = Outcome()
-        elif caller is not None:
-            if type(command) is ProcessInbound:
-                facts, outcome = await in_context(self._decide_inbound(state, command), caller)
-            else:
-                facts, outcome = await in_context(self._decider.decide(state, command), caller)
-            outcome.caller = caller
-        elif type(command) is ProcessInbound:
-            facts, outcome = await self._decide_inbound(state, command)
         else:
-            facts, outcome = await self._decider.decide(state, command)
+            deciding = (
+                self._decide_inbound(state, command)
+                if type(command) is ProcessInbound
+                else self._decider.decide(state, command)
+            )
+            facts, outcome = await within(deciding, caller)
+            outcome.caller = caller
         # Only commands that write carry the waiting delivery outcomes (a query never
         # appends). A re-run after a concurrency conflict carries them again: they leave
         # ``_unrecorded`` only once committed.
