@@ -160,7 +160,9 @@ async def test_a_room_whose_actor_runs_is_not_told_again_nor_given_up_on(
         assert rooms.told == [("busy", DELAY)] and flusher.holds("busy")
         # Its actor stopped without taking them (its start failed): told again.
         rooms.running.clear()
-        rooms.now = 30 * DELAY
+        # A whole DELAY past the last look (29 * DELAY), not just one: a look at 29 * DELAY
+        # came due at 1.5000000000000002, after 30 * DELAY (1.5), and the clock stopped there.
+        rooms.now = 31 * DELAY
         await rooms.until(lambda: len(rooms.told) == 2)
     assert flusher.holds("busy") and "dropped" not in caplog.text
 
