@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from unittest import mock
 
 import anyio
 import pytest
@@ -235,6 +236,16 @@ class TestTokenBucket:
         later = time.monotonic() + 5
         monkeypatch.setattr(time, "monotonic", lambda: later)
         assert limiter.acquire("ch", limit)
+
+    def test_time_is_patchable_through_the_module_as_in_0_3_0(self) -> None:
+        # 0.3.0's rate_limiter imported ``time``: ``patch("roomkit.core.rate_limiter.time
+        # .monotonic")`` raised AttributeError once the module took the breaker's clock.
+        limiter = TokenBucketRateLimiter()
+        limit = RateLimit(max_per_second=1)
+        assert [limiter.acquire("ch", limit) for _ in range(2)] == [True, False]
+        later = time.monotonic() + 5
+        with mock.patch("roomkit.core.rate_limiter.time.monotonic", return_value=later):
+            assert limiter.acquire("ch", limit)
 
     def test_unlimited_always_acquires(self) -> None:
         limiter = TokenBucketRateLimiter(clock=FakeClock())
