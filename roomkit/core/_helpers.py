@@ -181,6 +181,8 @@ class HelpersMixin:
             event_id=event_id,
             data=data or {},
         )
+        # On each failure's log record, as 0.3.0 put them there (a log filter may read them).
+        extra = {"event_type": event_type, "room_id": room_id}
         for handler in handlers:
             try:
                 answer, own = called_apart(handler, event)
@@ -196,15 +198,17 @@ class HelpersMixin:
                     self._process_timeout,
                 )
             except Exception:
-                # "handler failed" as 0.3.0 wrote it ("Framework event handler failed").
-                logger.exception("framework event handler failed for %r", event_type)
+                # Worded as 0.3.0 began it, which apps may match.
+                logger.exception("Framework event handler failed for %r", event_type, extra=extra)
             except BaseException as exc:
                 # The handler's own CancelledError (it awaited something cancelled), nothing
                 # cancelling its caller: a failure of that handler, logged as any. Raised on,
                 # it crashed the room's delivery worker (the rest of the message's delivery
                 # lost) or came out of connect_websocket in a task nobody cancelled.
                 failure = raised_uncancelled(exc, "the handler")  # re-raises a real one
-                logger.error("framework event handler failed for %r: %s", event_type, failure)
+                logger.error(
+                    "Framework event handler failed for %r: %s", event_type, failure, extra=extra
+                )
 
     # -- rooms -------------------------------------------------------------------------------
 

@@ -799,7 +799,12 @@ class TestResilience:
             assert after == ["one"]
         assert "raised CancelledError uncancelled" in caplog.text
         # Said as 0.3.0 said it ("Framework event handler failed"), which apps may match.
-        assert "framework event handler failed for 'delivery_succeeded'" in caplog.text
+        assert "Framework event handler failed for 'delivery_succeeded'" in caplog.text
+        failed = [r for r in caplog.records if r.getMessage().startswith("Framework event")]
+        assert [(r.event_type, r.room_id) for r in failed] == [  # type: ignore[attr-defined]
+            ("delivery_succeeded", "r1"),
+            ("channel_connected", None),
+        ]
 
     async def test_an_on_event_set_on_the_instance_is_bounded_too(
         self, make_kit: Callable[..., RoomKit]
