@@ -5,8 +5,10 @@ use Google's libphonenumber metadata: any national format of any region is under
 validity is checked against the real numbering plans (``normalize_phone`` refuses a number
 they do not allow, as 0.3.0 did). A string of 10 digits or more with no ``+`` is read as the
 digits of an international number written without its ``+`` (as Sinch and VoiceMeUp write
-them) if those make a valid number, as 0.3.0 read it; but for a NANP ``default_region`` a
-valid national number comes first (0.3.0 read ``2034176848`` as an Egyptian number).
+them) if those make a valid number, as 0.3.0 read it; but a valid national number written as
+``default_region`` writes its numbers, with as many digits as they have, comes first (any ten
+digits in a NANP region): 0.3.0 read ``2034176848`` in the US as an Egyptian number, and a
+Chinese mobile ``15012345678`` in China as a US one.
 
 Without it they fall back to a deliberately small set of rules, instead of failing (RoomKit
 0.3.0's ``is_valid_phone`` returned False for every number when the package was missing):
@@ -106,10 +108,12 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
     ``region``, or the digits of an international one written without ``+``.
 
     Ten digits or more with no ``+`` are the national number of ``region`` when they are
-    written as that region writes its numbers (a Chinese mobile ``15012345678``; any ten
-    digits of a NANP region: ``2034176848`` is not Egyptian), else an international number's
-    digits when those make a valid number, as 0.3.0 read them (German national numbers
-    begin with their trunk 0: ``33612345678`` in Germany is French), else national.
+    written as that region writes its numbers and are as long as its mobile or fixed-line
+    numbers are (a Chinese mobile ``15012345678``; any ten digits of a NANP region:
+    ``2034176848`` is not Egyptian), else an international number's digits when those make
+    a valid number, as 0.3.0 read them, else national. German national numbers begin with
+    their trunk 0 and Italian mobiles have ten digits: ``33612345678`` in either is French,
+    as Sinch and VoiceMeUp write a French number.
     """
     national: object | None
     try:
@@ -121,7 +125,10 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
         return national
     if national is not None and pn.is_valid_number(national):
         written = pn.format_number(national, pn.PhoneNumberFormat.NATIONAL)
-        if region in _NANP_REGIONS or re.sub(r"\D", "", written) == compact:
+        if region in _NANP_REGIONS or (
+            re.sub(r"\D", "", written) == compact
+            and len(pn.national_significant_number(national)) in _usual_lengths(pn, region)
+        ):
             return national
     international: object
     try:
@@ -129,6 +136,21 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
     except pn.NumberParseException:
         return national
     return international if pn.is_valid_number(international) else national
+
+
+@functools.cache
+def _usual_lengths(pn: ModuleType, region: str) -> frozenset[int]:
+    """How many digits ``region``'s mobile and fixed-line numbers have (libphonenumber's
+    example numbers): the length a number written without ``+`` has when it is national.
+    Any digits of the right shape may make a valid national number of some regions (an
+    Italian one of eleven digits), and read so, foreign numbers written without ``+`` were
+    taken for local ones."""
+    lengths = set()
+    for kind in (pn.PhoneNumberType.MOBILE, pn.PhoneNumberType.FIXED_LINE):
+        example = pn.example_number_for_type(region, kind)
+        if example is not None:
+            lengths.add(len(pn.national_significant_number(example)))
+    return frozenset(lengths)
 
 
 def _fallback_digits(number: str, region: str) -> str:

@@ -396,7 +396,7 @@ class TestPhone:
         assert normalize_phone("4155550100") == "+14155550100"
         assert normalize_phone("15145550100") == "+15145550100"
 
-    @pytest.mark.parametrize("region", ["DE", "AT"])
+    @pytest.mark.parametrize("region", ["DE", "AT", "IT"])
     def test_digits_not_written_as_the_region_writes_its_numbers_are_international(
         self, region: str
     ) -> None:
@@ -405,6 +405,16 @@ class TestPhone:
         pytest.importorskip("phonenumbers")
         assert normalize_phone("33612345678", region) == "+33612345678"
         assert normalize_phone("15145550100", region) == "+15145550100"
+
+    @pytest.mark.parametrize(
+        "digits", ["33612345678", "34612345678", "32470123456", "351912345678", "358401234567"]
+    )
+    def test_digits_longer_than_the_regions_numbers_are_international(self, digits: str) -> None:
+        # European mobiles as Sinch and VoiceMeUp write them: eleven or twelve digits make a
+        # valid Italian number too, but Italian mobiles have ten; read as Italian, they were.
+        pytest.importorskip("phonenumbers")
+        assert normalize_phone(digits, "IT") == "+" + digits
+        assert normalize_phone("3123456789", "IT") == "+393123456789"  # an Italian mobile
 
     @pytest.mark.parametrize(
         ("raw", "region", "expected"),
