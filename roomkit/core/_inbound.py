@@ -32,7 +32,7 @@ from roomkit.core._commands import (
 )
 from roomkit.core._helpers import HelpersMixin, check_str, utcnow
 from roomkit.core._in_decision import DecisionWait, message_waits
-from roomkit.core._room_decider import inbound_event
+from roomkit.core._room_decider import parsed_inbound
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime
 from roomkit.core._system_events import hook_failure
@@ -198,7 +198,7 @@ class InboundMixin(HelpersMixin):
             # Identity resolution may wait on I/O: it runs here, not in the room actor, so it
             # needs the context and the event before the room sees the message.
             context = await self._context(room_id)
-            event = inbound_event(channel, await channel.handle_inbound(message, context))
+            event = await parsed_inbound(channel, message, context)
             stop = await self._resolve_identity(
                 room_id, message, event, context, channel.channel_type
             )

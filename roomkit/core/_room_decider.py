@@ -19,6 +19,7 @@ import pydantic_core
 from pydantic import BaseModel
 
 from roomkit.channels.base import Channel
+from roomkit.core._bounded import bounded, called_apart
 from roomkit.core._commands import (
     AttachChannel,
     CheckTimers,
@@ -79,7 +80,8 @@ from roomkit.errors import (
 from roomkit.models._copy import updated
 from roomkit.models._json import event_json_view
 from roomkit.models.channel import ChannelBinding
-from roomkit.models.delivery import DeliveryResult
+from roomkit.models.context import RoomContext
+from roomkit.models.delivery import DeliveryResult, InboundMessage
 from roomkit.models.enums import (
     EventStatus,
     EventType,
@@ -658,9 +660,7 @@ class RoomDecider:
         context = state.context()  # the room before this message, for the channel and hooks
         event = cmd.event
         if event is None:
-            event = inbound_event(
-                cmd.channel, await cmd.channel.handle_inbound(cmd.message, context)
-            )
+            event = await parsed_inbound(cmd.channel, cmd.message, context)
         decision = deciding()
         if decision is not None:  # store writes about this very message wait for it
             decision.event_id = event.id
@@ -1114,6 +1114,20 @@ def _binding_change_text(cmd: UpdateBinding, old: ChannelBinding) -> tuple[str, 
         return f"Channel {channel_id} metadata updated", {"channel_id": channel_id, "keys": keys}
     # muted / unmuted
     return f"Channel {channel_id} {cmd.change}", {"channel_id": channel_id}
+
+
+async def parsed_inbound(
+    channel: Channel, message: InboundMessage, context: RoomContext
+) -> RoomEvent:
+    """``channel.handle_inbound(message, context)``, run in a copy of the running code's
+    context variables as every call of user code is (a variable it sets reaches neither the
+    hooks nor the caller; where it ran depended on an identity resolver being set).
+
+    Raises:
+        TypeError: it did not return a ``RoomEvent``.
+    """
+    answer, own = called_apart(channel.handle_inbound, message, context)
+    return inbound_event(channel, await bounded(answer, None, own))
 
 
 def inbound_event(channel: Channel, event: object) -> RoomEvent:

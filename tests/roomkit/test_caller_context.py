@@ -55,6 +55,9 @@ class _Probe(TransportChannel):
 
     async def handle_inbound(self, message: Any, context: Any) -> Any:
         self.seen.note("handle_inbound")
+        # Never seen by anything else: it reached the hooks, and with an identity resolver
+        # the caller too (handle_inbound ran in the caller's task there, in the room's not).
+        RID.set("set-by-a-channel")
         return await super().handle_inbound(message, context)
 
     async def deliver(self, event: Any, binding: Any, context: Any) -> ChannelOutput:
@@ -155,6 +158,7 @@ async def test_user_code_sees_the_context_of_the_call_that_caused_it(resolver: b
             token = RID.set(tag)
             try:
                 await call()
+                assert RID.get() == tag
             finally:
                 RID.reset(token)
             assert RID.get() == "-"
