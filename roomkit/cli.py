@@ -455,9 +455,23 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
     if args.room is not None:
         check_room_id(args.room)  # an invalid id is a usage error, before any connection
     waiting = False
+    unreachable = False
     while True:
         # A log not there yet is waited for, and said so below.
-        async with _source(args, missing_ok=True) as log:
+        async with AsyncExitStack() as stack:
+            try:
+                log = await stack.enter_async_context(_source(args, missing_ok=True))
+            except LogUnavailable as exc:
+                if not waiting:
+                    raise  # a wrong URL: said at once
+                # Its server restarted while the tail waited for the log: a tail that
+                # follows a log rides that out, and one waiting for it does too.
+                if not unreachable:
+                    console.note(f"cannot reach the log ({exc}): trying again")
+                    unreachable = True
+                await anyio.sleep(_LOG_POLL)
+                continue
+            unreachable = False
             if args.log is None or not isinstance(log, MemoryEventLog):
                 in_file = args.file is not None and args.room is not None
                 if in_file and not await _holds(log, args.room):
@@ -474,7 +488,9 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
                     log,
                     console.write,
                     room_id=args.room,
-                    last=max(args.lines, 0),
+                    # A log that came while the tail waited holds nothing from before it
+                    # started: all of it shows (its last lines alone lost the rest).
+                    last=None if waiting else max(args.lines, 0),
                     live=live,
                     format=args.format,
                 )

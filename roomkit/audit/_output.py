@@ -105,7 +105,7 @@ async def follow(
     write: Write,
     *,
     room_id: str | None = None,
-    last: int = 10,
+    last: int | None = 10,
     live: bool = True,
     format: Format = "text",
 ) -> None:
@@ -120,7 +120,8 @@ async def follow(
         log: the log to follow.
         write: takes each output line.
         room_id: the room to follow (``None``: all).
-        last: how many existing entries to show first.
+        last: how many existing entries to show first (``None``: all of them, from the
+            log's start).
         live: keep following the log (``False``: stop after the existing entries).
         format: ``text`` or ``json`` (one object per line).
 
@@ -142,20 +143,22 @@ async def follow(
 
     # Where the live part starts: taken before the catch-up, so nothing committed in between
     # is missed; what the catch-up already showed is skipped by version below.
-    start = await log.last_position()
+    # Every room from the log's start: all of it comes through the subscription.
+    start = 0 if last is None and stream is None else await log.last_position()
     shown = 0
     if stream is not None:
         newest = await log.last_version(stream)
+        first_shown = 0 if last is None else newest - last
         reader = RecordReader(log, stream)
         async for record in reader:
             entry = await entries.entry(record)
             missing = reader.missing
-            if missing is not None and missing[1] > newest - last:
+            if missing is not None and missing[1] > first_shown:
                 emit(entries.missing(stream, *missing))  # as replay shows them
-            if record.version > newest - last:
+            if record.version > first_shown:
                 emit(entry)
             shown = record.version
-    elif last > 0:
+    elif last is not None and last > 0:
         for record in await _last_records(log, start, last):
             emit(await entries.entry(record))
     if not live:

@@ -7,11 +7,13 @@ import contextlib
 import io
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -271,6 +273,71 @@ def test_tail_waits_for_a_log_that_does_not_exist_yet(nats_server: Any) -> None:
         create_room(nats_server.url, "late-room")
         lines = [tail.stdout.readline() for _ in range(2)]  # a date heading, the event
         assert lines[0].startswith("-- ") and "late-room" in lines[1]
+
+
+def create_rooms(url: str, *room_ids: str) -> None:
+    """Create the rooms, one after the other, through one kit on the JetStream log at ``url``."""
+
+    async def create() -> None:
+        from eventlog.nats import NatsEventLog
+
+        async with NatsEventLog(url) as log, RoomKit(log=log) as kit:
+            for room_id in room_ids:
+                await kit.create_room(room_id=room_id)
+
+    anyio.run(create)
+
+
+def lines_within(stream: Any, count: int, seconds: float = 20) -> list[str]:
+    """Up to ``count`` lines of a tail's output pipe: those that came within ``seconds``."""
+    came: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:  # ends when the tail does (its pipe closes)
+        for _ in range(count):
+            line = stream.readline()
+            if not line:
+                return
+            came.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while len(lines) < count:
+        try:
+            lines.append(came.get(timeout=max(deadline - time.monotonic(), 0)))
+        except queue.Empty:
+            break
+    return lines
+
+
+def test_tail_shows_all_of_a_log_that_came_while_it_waited(nats_server: Any) -> None:
+    # Once the log came, it followed from the log's end as it was then (or showed its last
+    # -n lines): what was written before its next look (up to a second) never showed.
+    rooms = [f"early-{n}" for n in range(5)]
+    with tail_process("--log", nats_server.url, "-n", "0", "--format", "json") as tail:
+        assert tail.stderr is not None and tail.stdout is not None
+        assert "waiting for it" in tail.stderr.readline()
+        create_rooms(nats_server.url, *rooms)
+        lines = lines_within(tail.stdout, len(rooms))
+    assert [json.loads(line)["room_id"] for line in lines] == rooms
+
+
+def test_tail_waiting_for_the_log_rides_out_a_server_restart(
+    restartable_nats_server: NatsServer,
+) -> None:
+    # A tail following a log did; one still waiting for it ended with exit 3 ("cannot reach
+    # the log"), and what the service wrote once the server was back never showed.
+    server = restartable_nats_server
+    with tail_process("--log", server.url, "--format", "json") as tail:
+        assert tail.stderr is not None and tail.stdout is not None
+        assert "waiting for it" in tail.stderr.readline()
+        server.stop()
+        assert "cannot reach the log" in tail.stderr.readline()
+        server.start()
+        create_rooms(server.url, "after-the-restart")
+        lines = lines_within(tail.stdout, 1)
+        assert tail.poll() is None
+    assert [json.loads(line)["room_id"] for line in lines] == ["after-the-restart"]
 
 
 def test_tail_of_a_room_not_in_the_log_says_it_waits_for_it(nats_server: Any) -> None:
