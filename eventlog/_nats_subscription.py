@@ -32,8 +32,16 @@ __all__ = ["NatsSubscription"]
 
 logger = logging.getLogger("roomkit.eventlog.nats")
 
-# Batches (one per JetStream message) buffered between nats-py's task and the reader.
-_BUFFER = 64
+# Batches (one per JetStream message) buffered between nats-py's task and the reader. A read
+# of the socket brings as many messages as appends were in flight (a thousand busy rooms: about
+# a thousand). With 64, nats-py's task stopped at the 64th and put the rest one slot per turn
+# of the event loop, so the reader (the kit's read model) fell a wave behind and nearly every
+# delivery waited for it (a cancel scope, a timer and an event each, and more objects alive
+# for the garbage collector): JetStream workload (b), 1,000 rooms x 10, took ~1,720 us of CPU
+# per message against ~1,140 with 1,024 (medians, 2026-11-28). The price: a slow reader holds
+# up to this many batches (each one append: a message and its outcomes, ~1 KB) besides the
+# flow-control window.
+_BUFFER = 1024
 
 
 class NatsSubscription(Subscription):
