@@ -696,7 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stderr.write(f"roomkit {args.command}: no standard output to write to\n")
             return EXIT_USAGE
         out = io.StringIO()  # nothing is written there
-    console = Console(out=out, err=sys.stderr)
+    # Closed too (``2>&-``): notes and errors are lost, the exit code still says what happened.
+    err = sys.stderr if sys.stderr is not None else io.StringIO()
+    console = Console(out=out, err=err)
     handler: Handler = args.handler
     try:
         code = anyio.run(handler, args, console)

@@ -59,7 +59,8 @@ class Notes(Protocol):
 
 class _Stderr:
     def note(self, line: str) -> None:
-        sys.stderr.write(line + "\n")
+        if sys.stderr is not None:  # closed (``2>&-``): serving goes on without its lines
+            sys.stderr.write(line + "\n")
 
 
 def configure_serve_parser(parser: argparse.ArgumentParser) -> None:

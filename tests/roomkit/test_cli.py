@@ -42,6 +42,7 @@ from roomkit.cli import (
     main,
 )
 from roomkit.core._domain import ReadMarked, RoomCreated, dump, encode_domain_event
+from roomkit.ingress.cli import _Stderr
 from roomkit.models.room import Room
 from tests.roomkit.kit_helpers import SimpleChannel, text
 from tests.roomkit.test_audit import remove_versions
@@ -422,6 +423,24 @@ class TestExitCodes:
         monkeypatch.setattr("sys.stdout", None)
         assert main(["replay", "r1", "--file", str(export)]) == EXIT_USAGE
         assert capsys.readouterr().err == "roomkit replay: no standard output to write to\n"
+
+    @pytest.mark.parametrize(
+        ("argv", "code"),
+        [
+            (["rooms", "--log", "nats://127.0.0.1:1", "--timeout", "0.5"], EXIT_UNREACHABLE),
+            (["replay", "nope", "--file", "EXPORT"], EXIT_UNKNOWN_ROOM),
+            (["replay", "r1", "--at", "99", "--file", "EXPORT"], EXIT_OK),
+        ],
+    )
+    def test_a_closed_stderr_loses_the_notes_not_the_exit_code(
+        self, monkeypatch: pytest.MonkeyPatch, export: Path, argv: list[str], code: int
+    ) -> None:
+        # sys.stderr is None when file descriptor 2 is closed (2>&-): every note or error
+        # raised AttributeError (exit 1), and `roomkit serve` died writing its first line.
+        monkeypatch.setattr("sys.stderr", None)
+        argv = [str(export) if arg == "EXPORT" else arg for arg in argv]
+        assert main(argv) == code
+        _Stderr().note("roomkit serve: consuming ...")  # serve's own lines
 
     @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
     def test_an_output_that_cannot_be_written(self, export: Path) -> None:
