@@ -238,6 +238,11 @@ async def _lines_of(path: str) -> AsyncGenerator[str, None]:
         raise CliError(EXIT_USAGE, "no export on stdin: pipe one in, or use --file EXPORT")
     try:
         if path == "-":
+            reconfigure = getattr(sys.stdin, "reconfigure", None)
+            if reconfigure is not None:
+                # UTF-8, strictly, as a file is read: under the C locale Python reads stdin
+                # with surrogateescape, and bytes that are not UTF-8 came out as a traceback.
+                reconfigure(encoding="utf-8", errors="strict")
             async for line in anyio.wrap_file(sys.stdin):
                 yield line
             return
@@ -245,7 +250,8 @@ async def _lines_of(path: str) -> AsyncGenerator[str, None]:
             async for line in lines:
                 yield line
     except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(EXIT_BAD_INPUT, f"cannot read {path}: {exc}") from exc
+        where = "stdin" if path == "-" else path
+        raise CliError(EXIT_BAD_INPUT, f"cannot read {where}: {exc}") from exc
 
 
 async def _read_file(path: str) -> CheckedExport:

@@ -442,6 +442,27 @@ class TestExitCodes:
         assert main(argv) == code
         _Stderr().note("roomkit serve: consuming ...")  # serve's own lines
 
+    @pytest.mark.parametrize("argv", [["rooms"], ["replay", "r1"], ["export", "r1"]])
+    def test_bytes_on_stdin_that_are_not_utf_8_are_bad_input(
+        self, export: Path, argv: list[str]
+    ) -> None:
+        # Read with surrogateescape under the C locale, they came out as a UnicodeEncodeError
+        # traceback, exit 1 (the same bytes in a --file were "cannot read", exit 5).
+        damaged = export.read_bytes().replace(b'"r1"', b'"r\xe9"', 1)
+        done = subprocess.run(
+            [sys.executable, "-m", "roomkit", *argv, "--file", "-"],
+            input=damaged,
+            capture_output=True,
+            check=False,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""},
+        )
+        assert done.returncode == EXIT_BAD_INPUT, done.stderr.decode()
+        assert done.stderr.decode().startswith(
+            f"roomkit {argv[0]}: cannot read stdin: 'utf-8' codec can't decode byte 0xe9"
+        )
+
     @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
     def test_an_output_that_cannot_be_written(self, export: Path) -> None:
         # A full disk gave a 30-line traceback (and another at exit, from the unflushed rest).
