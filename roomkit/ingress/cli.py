@@ -247,12 +247,22 @@ async def _serve(
                 subject_prefix=args.prefix,
                 connect_timeout=args.timeout,
             )
+            stack.push_async_callback(log.aclose)
             try:
-                await stack.enter_async_context(log)
+                # --timeout bounds it all, as it bounds the audit commands' (a server without
+                # JetStream was retried for the log's own retry_timeout: 10 s and more).
+                with anyio.fail_after(args.timeout):
+                    await log.connect()
             except StreamConflict as exc:
                 # The log's stream set up for other subjects (another --prefix): said as the
                 # ingress's own stream conflict is, not as a traceback.
                 raise CliError(EXIT_ERROR, str(exc)) from exc
+            except TimeoutError as exc:
+                raise CliError(
+                    EXIT_UNREACHABLE,
+                    f"the log at {redacted(args.log or args.nats)} did not open within "
+                    f"{args.timeout:g}s",
+                ) from exc
         kit = await _build_kit(target, log, CliError, EXIT_USAGE)
         _warn_if_volatile(kit, notes)
         try:

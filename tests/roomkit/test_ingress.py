@@ -34,7 +34,7 @@ from eventlog import EventLog, LogUnavailable, MemoryEventLog, NewEvent, Record
 from eventlog._nats_client import RoomKitNatsClient
 from eventlog._nats_setup import open_client
 from eventlog.nats import NatsEventLog
-from eventlog.testing_nats import NatsServer
+from eventlog.testing_nats import NatsServer, find_nats_server
 from roomkit import (
     EventType,
     HookExecution,
@@ -47,7 +47,7 @@ from roomkit import (
     RoomKit,
     TextContent,
 )
-from roomkit.cli import EXIT_ERROR, EXIT_USAGE, CliError
+from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from roomkit.errors import (
     KitClosedError,
     RoomConflictError,
@@ -2104,6 +2104,38 @@ async def test_serve_refuses_bad_settings_before_connecting(argv: list[str], mes
     with pytest.raises(CliError, match=re.escape(message)) as caught:
         await run_serve(args)
     assert caught.value.code == EXIT_USAGE
+
+
+async def test_serve_gives_up_opening_the_log_after_its_timeout(tmp_path: Path) -> None:
+    # A nats-server without JetStream: the log's stream was asked for again and again over
+    # the log's own retry_timeout (10 s; ~12.6 s measured) whatever --timeout said.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plain = subprocess.Popen(
+        [find_nats_server(), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"nats://127.0.0.1:{port}"
+
+        async def listening() -> bool:
+            try:
+                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+            except OSError:
+                return False
+            return True
+
+        await eventually(listening, timeout=20, what="nats-server to listen")
+        args = serve_args("--app", ingress_app.APP, "--nats", url, "--timeout", "0.5")
+        with pytest.raises(CliError) as caught:
+            await run_serve(args)
+    finally:
+        plain.terminate()
+        plain.wait()
+    assert caught.value.code == EXIT_UNREACHABLE
+    assert str(caught.value) == f"the log at {url} did not open within 0.5s"
 
 
 async def test_serve_runs_the_factory_kit(
