@@ -37,6 +37,7 @@ from roomkit.ingress.errors import IngressError, IngressUnavailable
 
 if TYPE_CHECKING:
     from eventlog import EventLog
+    from eventlog.nats import NatsEventLog
     from roomkit.core.framework import RoomKit
     from roomkit.ingress._work import IngressStats
     from roomkit.ingress.ingress import Ingress
@@ -233,7 +234,6 @@ async def _serve(
     args: argparse.Namespace, notes: Notes, target: Any, wants_log: bool, signals: _StopSignals
 ) -> IngressStats | None:
     """``run_serve``'s kit, log and ingress, served until stopped; the ingress's stats."""
-    from eventlog.errors import StreamConflict
     from eventlog.nats import NatsEventLog
     from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, CliError
     from roomkit.ingress.ingress import Ingress
@@ -247,24 +247,15 @@ async def _serve(
                 subject_prefix=args.prefix,
                 connect_timeout=args.timeout,
             )
-            stack.push_async_callback(log.aclose)
-            try:
-                # --timeout bounds it all, as it bounds the audit commands' (a server without
-                # JetStream was retried for the log's own retry_timeout: 10 s and more).
-                with anyio.fail_after(args.timeout):
-                    await log.connect()
-            except StreamConflict as exc:
-                # The log's stream set up for other subjects (another --prefix): said as the
-                # ingress's own stream conflict is, not as a traceback.
-                raise CliError(EXIT_ERROR, str(exc)) from exc
-            except TimeoutError as exc:
-                raise CliError(
-                    EXIT_UNREACHABLE,
-                    f"the log at {redacted(args.log or args.nats)} did not open within "
-                    f"{args.timeout:g}s",
-                ) from exc
+            await _open(log, args.timeout, stack)
         kit = await _build_kit(target, log, CliError, EXIT_USAGE)
         _warn_if_volatile(kit, notes)
+        if log is None and isinstance(kit.log, NatsEventLog):
+            # A kit the app made on a log of its own (``kit = RoomKit(log=NatsEventLog(url))``
+            # at import): nothing could connect that log before serve ran, and the kit could
+            # not start ("NatsEventLog is not connected", a traceback). Connecting twice is
+            # harmless, for a factory that connected it.
+            await _open(kit.log, args.timeout, stack)
         try:
             await stack.enter_async_context(kit)
         except KitClosedError as exc:
@@ -303,6 +294,28 @@ async def _serve(
             raise CliError(EXIT_ERROR, str(exc)) from exc
         return ingress.stats
     return None  # pragma: no cover - the block returns or raises
+
+
+async def _open(log: NatsEventLog, timeout: float, stack: AsyncExitStack) -> None:
+    """Connect ``log`` within ``timeout`` (``--timeout``, which bounds the audit commands'
+    too: a server without JetStream was retried for the log's own ``retry_timeout``, 10 s
+    and more); ``stack`` closes it."""
+    from eventlog.errors import StreamConflict
+    from roomkit.cli import EXIT_ERROR, EXIT_UNREACHABLE, CliError
+
+    stack.push_async_callback(log.aclose)
+    try:
+        with anyio.fail_after(timeout):
+            await log.connect()
+    except StreamConflict as exc:
+        # The log's stream set up for other subjects (another --prefix): said as the
+        # ingress's own stream conflict is, not as a traceback.
+        raise CliError(EXIT_ERROR, str(exc)) from exc
+    except TimeoutError as exc:
+        where = ", ".join(redacted(server) for server in log.servers)
+        raise CliError(
+            EXIT_UNREACHABLE, f"the log at {where} did not open within {timeout:g}s"
+        ) from exc
 
 
 class _StopSignals:

@@ -2169,6 +2169,40 @@ async def test_serve_runs_the_factory_kit(
         assert await bodies(kit, "room-1") == ["via serve"]
 
 
+async def test_serve_connects_the_log_of_a_kit_made_at_import(
+    nats_server: NatsServer,
+    client: NatsClient,
+    log: NatsEventLog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `kit = RoomKit(log=NatsEventLog(URL))` in the app's module: nothing could connect that
+    # log before serve ran, and the kit could not start (a 58-line traceback, exit 1).
+    async with kit_on(log) as kit:
+        await make_rooms(kit, "room-1")
+    (tmp_path / "import_time_app.py").write_text(
+        "from eventlog.nats import NatsEventLog\n"
+        "from tests.roomkit.ingress_app import build_kit\n"
+        f"kit = build_kit(NatsEventLog({nats_server.url!r}))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = serve_args("--app", "import_time_app:kit", "--nats", nats_server.url)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_serve, args, _Quiet())
+        await eventually(lambda: consumer_exists(client), what="the ingress consumer")
+        message = text("sms", "via a kit made at import", idempotency_key="k")
+        reply = await publish_inbound(client, message, room_id="room-1", reply_timeout=10)
+        tg.cancel_scope.cancel()
+    assert reply.ok and reply.room_id == "room-1"
+    async with kit_on(log) as kit:
+        assert await bodies(kit, "room-1") == ["via a kit made at import"]
+
+
+class _Quiet:
+    def note(self, line: str) -> None:
+        pass
+
+
 # -- kill -9 of the serving process ------------------------------------------------------------
 
 
