@@ -104,6 +104,26 @@ _BINDING_APART: Mapping[str, bool | set[str]] = {
 _NOTHING: Mapping[str, Any] = {}
 
 
+_HEX_DIGITS = "0123456789abcdef"
+
+
+def _loc_key(event_id: str) -> int | str | tuple[object]:
+    """The key of ``event_id`` in ``InMemoryStore._event_loc``: the kit's ids (``new_id``: 32
+    lowercase hex characters) as the 128-bit int they spell, 44 bytes instead of the string's
+    81 (the id itself stays in the event's JSON); any other id as it is.
+
+    Only canonical lowercase hex becomes an int (``int()`` would also take ``0x``, ``_``,
+    capitals, spaces and non-ASCII digits), so two ids never share a key, and an int key never
+    equals a str key. Something else than a str (a caller's mistake) is wrapped in a tuple,
+    so that an int given as an id finds nothing, as before.
+    """
+    if not isinstance(event_id, str):
+        return (event_id,)
+    if len(event_id) == 32 and not event_id.strip(_HEX_DIGITS):
+        return int(event_id, 16)
+    return event_id
+
+
 def _event(envelope: bytes) -> RoomEvent:
     return RoomEvent.model_validate_json(event_json(envelope))
 
@@ -250,8 +270,8 @@ class InMemoryStore(ConversationStore):
         self._rooms: dict[str, _RoomData] = {}
         # By _RoomData.number (None: deleted, or a number taken as a creation order).
         self._numbered: list[_RoomData | None] = []
-        # event_id -> room number << _POSITION_BITS | position in that room's events.
-        self._event_loc: dict[str, int] = {}
+        # _loc_key(event_id) -> room number << _POSITION_BITS | position in that room's events.
+        self._event_loc: dict[int | str | tuple[object], int] = {}
         # channel_id -> room status -> existing rooms with the channel bound, by creation order.
         self._by_channel: dict[str, dict[str, list[_RoomData]]] = {}
         # participant id -> rooms with a participant of that id / bindings naming it.
@@ -283,7 +303,7 @@ class InMemoryStore(ConversationStore):
         return data
 
     def _locate(self, event_id: str) -> tuple[_RoomData, int] | None:
-        loc = self._event_loc.get(event_id)
+        loc = self._event_loc.get(_loc_key(event_id))
         if loc is None:
             return None
         data = self._numbered[loc >> _POSITION_BITS]
@@ -382,7 +402,7 @@ class InMemoryStore(ConversationStore):
         self._numbered[data.number] = None
         for raw in data.events or ():
             # add_event refuses an id of another room, so every id here is this room's.
-            del self._event_loc[enveloped_event_fields(raw).id]
+            del self._event_loc[_loc_key(enveloped_event_fields(raw).id)]
         for channel_id, binding in (data.bindings or _NOTHING).items():
             if existed:
                 self._unindex_channel(data, channel_id, data.status)
@@ -536,7 +556,7 @@ class InMemoryStore(ConversationStore):
             visibilities = room.visibility = []
         found = self._locate(event_id)
         if found is None:
-            self._event_loc[event_id] = room.number << _POSITION_BITS | len(events)
+            self._event_loc[_loc_key(event_id)] = room.number << _POSITION_BITS | len(events)
             events.append(data)
             visibilities.append(visibility)
         elif found[0] is room:
