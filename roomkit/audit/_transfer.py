@@ -208,8 +208,10 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
     """
     if isinstance(lines, str | bytes | bytearray):
         # A whole export read at once (``path.read_text()``): read by character, it was
-        # "line 1: not an exported record" (bytes: an AttributeError).
-        lines = lines.splitlines()
+        # "line 1: not an exported record" (bytes: an AttributeError). Split at newlines
+        # only: str.splitlines also splits at U+2028 and U+0085, which a JSON string holds
+        # unescaped, and cut such a record in two ("Input data was truncated").
+        lines = lines.split("\n") if isinstance(lines, str) else lines.splitlines()
     streams: dict[str, list[Record]] = {}
     builder = None if keep_undecodable else TimelineBuilder()
     number = 0

@@ -483,6 +483,17 @@ class TestExportImport:
         assert (await import_room(MemoryEventLog(), whole)).appended == 5
         assert (await import_room(MemoryEventLog(), whole.encode())).appended == 5
 
+    @pytest.mark.parametrize("separator", ["\u2028", "\u0085"])
+    async def test_one_text_is_split_at_newlines_only(self, separator: str) -> None:
+        # JSON strings hold these unescaped; str.splitlines cut the record at them
+        # ("Input data was truncated"), which the same export as bytes or lines was not.
+        source = MemoryEventLog()
+        note = NewEvent("custom.note", b"{}", headers=Headers(message_id=f"a{separator}b"))
+        await source.append("room-1", [note], expected_version=0)
+        whole = "".join(await exported(source, "room-1"))
+        assert separator in whole
+        assert (await import_room(MemoryEventLog(), whole)).appended == 1
+
     @pytest.mark.parametrize(
         ("lines", "message"),
         [
