@@ -13,7 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -2294,6 +2295,28 @@ async def exit_code(server: subprocess.Popen[bytes], timeout: float = 20) -> int
             server.wait()
 
 
+@contextmanager
+def serve_process(url: str, output: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``start_server`` process for the block; killed after it if still running (the test
+    failed before it ended)."""
+    server = start_server(url, output, *options)
+    try:
+        yield server
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def says(output: Path, text: str) -> Callable[[], Awaitable[bool]]:
+    """Whether a ``start_server`` process has written ``text`` (for ``eventually``)."""
+
+    async def said() -> bool:
+        return text in output.read_text()
+
+    return said
+
+
 @pytest.mark.parametrize("gap", [0.0, 0.01, 0.1])
 async def test_a_second_signal_while_serve_stops_stops_it_at_once_without_a_traceback(
     nats_server: NatsServer, tmp_path: Path, gap: float
@@ -2302,21 +2325,12 @@ async def test_a_second_signal_while_serve_stops_stops_it_at_once_without_a_trac
     # receiver was closed by then: the second raised KeyboardInterrupt wherever the graceful
     # stop was (a traceback, a cancel scope error, exit code 1, or a hang).
     output = tmp_path / "serve.log"
-    server = start_server(nats_server.url, output)
-    try:
-
-        async def serving() -> bool:
-            return "Ctrl-C stops" in output.read_text()
-
-        await eventually(serving, timeout=20, what="roomkit serve to consume")
+    with serve_process(nats_server.url, output) as server:
+        await eventually(says(output, "Ctrl-C stops"), timeout=20, what="serve to consume")
         server.send_signal(signal.SIGINT)
         await anyio.sleep(gap)
         server.send_signal(signal.SIGINT)
         code = await exit_code(server)
-    finally:
-        if server.poll() is None:  # the test failed before it ended
-            server.kill()
-            server.wait()
     text_out = output.read_text()
     assert "Traceback" not in text_out, text_out
     if code == -signal.SIGINT:  # it came once the stop was over: Python's own way out
@@ -2332,26 +2346,14 @@ async def test_a_signal_after_the_graceful_stop_as_the_process_ends_gives_130_no
     # back: a Ctrl-C as the run ends (here while asyncio waits for an executor thread) raised
     # KeyboardInterrupt out of anyio.run. The entry point turns it into 130, no traceback.
     output = tmp_path / "serve.log"
-    server = start_server(nats_server.url, output, "--lingering")
-    try:
-
-        async def serving() -> bool:
-            return "Ctrl-C stops" in output.read_text()
-
-        async def stopped() -> bool:
-            return "roomkit serve: stopped;" in output.read_text()
-
-        await eventually(serving, timeout=20, what="roomkit serve to consume")
+    with serve_process(nats_server.url, output, "--lingering") as server:
+        await eventually(says(output, "Ctrl-C stops"), timeout=20, what="serve to consume")
         server.send_signal(signal.SIGINT)
-        await eventually(stopped, timeout=20, what="the graceful stop")
+        await eventually(says(output, "roomkit serve: stopped;"), timeout=20, what="the stop")
         await anyio.sleep(0.2)  # in the second and a half the process lingers
         assert server.poll() is None, output.read_text()
         server.send_signal(signal.SIGINT)
         code = await exit_code(server)
-    finally:
-        if server.poll() is None:  # the test failed before it ended
-            server.kill()
-            server.wait()
     text_out = output.read_text()
     assert "Traceback" not in text_out, text_out
     assert code == 130, text_out
