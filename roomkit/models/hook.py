@@ -13,6 +13,10 @@ __all__ = ["HookAction", "HookResult", "InjectedEvent"]
 
 HookAction = Literal["allow", "block", "modify"]
 
+_set = object.__setattr__
+# The fields ``HookResult.allow()`` sets (as pydantic counts them: those it is given).
+_ALLOW_FIELDS_SET = frozenset({"action", "injected_events", "tasks", "observations"})
+
 
 class InjectedEvent(BaseModel):
     """An extra event a hook adds to the room: recorded, and sent to the bound channels
@@ -61,6 +65,28 @@ class HookResult(BaseModel):
             tasks: Tasks to record.
             observations: Observations to record.
         """
+        if cls is HookResult and not injected and not tasks and not observations:
+            # What the call below makes, without pydantic's generic path (a sync hook's
+            # usual answer, once per hook and message): nothing here needs validating, and
+            # the "after" validator has nothing to say of "allow".
+            result = cls.__new__(cls)
+            _set(
+                result,
+                "__dict__",
+                {
+                    "action": "allow",
+                    "event": None,
+                    "reason": None,
+                    "injected_events": [],
+                    "tasks": [],
+                    "observations": [],
+                    "metadata": {},
+                },
+            )
+            _set(result, "__pydantic_fields_set__", set(_ALLOW_FIELDS_SET))
+            _set(result, "__pydantic_extra__", None)
+            _set(result, "__pydantic_private__", None)
+            return result
         return cls(
             action="allow",
             injected_events=injected or [],
