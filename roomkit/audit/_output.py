@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from eventlog import EventLog, Record
@@ -143,8 +143,7 @@ async def follow(
 
     # Where the live part starts: taken before the catch-up, so nothing committed in between
     # is missed; what the catch-up already showed is skipped by version below.
-    # Every room from the log's start: all of it comes through the subscription.
-    start = 0 if last is None and stream is None else await log.last_position()
+    start = await log.last_position()
     shown = 0
     if stream is not None:
         newest = await log.last_version(stream)
@@ -158,7 +157,10 @@ async def follow(
             if record.version > first_shown:
                 emit(entry)
             shown = record.version
-    elif last is not None and last > 0:
+    elif last is None:
+        async for record in _records_until(log, start):
+            emit(await entries.entry(record))
+    elif last > 0:
         for record in await _last_records(log, start, last):
             emit(await entries.entry(record))
     if not live:
@@ -205,6 +207,23 @@ class _LogEntries:
                     exc,
                 )
         return self._builder.entry(record)
+
+
+async def _records_until(log: EventLog, end: int) -> AsyncIterator[Record]:
+    """Every record at or before position ``end``, across every stream, a page at a time."""
+    after = 0
+    while after < end:
+        page = await log.read_all(after_position=after, limit=_PAGE)
+        for record in page:
+            if record.position > end:
+                return
+            yield record
+        if not page:
+            return
+        after = page[-1].position
+
+
+_PAGE = 1_000
 
 
 async def _last_records(log: EventLog, end: int, count: int) -> list[Record]:

@@ -715,6 +715,18 @@ class TestFollow:
         await follow(log, text.append, last=2, live=False)
         assert [line.split()[:2] for line in text[1:]] == [["r1", "v5"], ["r2", "v1"]]
 
+    @pytest.mark.parametrize("room_id", [None, "r1"])
+    async def test_all_of_the_log_with_last_none(self, room_id: str | None) -> None:
+        # Every room, not live: all of it was to come through the subscription, and nothing
+        # came (the subscription is for a live follow only).
+        log = await hand_made_room()
+        await append_at(log, "r2", RoomCreated(room=dump(Room(id="r2"))), T0)
+        lines: list[str] = []
+        await follow(log, lines.append, room_id=room_id, last=None, live=False, format="json")
+        shown = [(json.loads(line)["room_id"], json.loads(line)["version"]) for line in lines]
+        expected = [("r1", version) for version in range(1, 6)]
+        assert shown == (expected if room_id else [*expected, ("r2", 1)])
+
 
 # -- replay equals the live room -------------------------------------------------------------
 
