@@ -10,6 +10,8 @@ exit codes that scripts can rely on (see ``EXIT_CODES``). Each command is one en
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import io
 import logging
 import math
@@ -17,7 +19,7 @@ import os
 import sys
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO, TypeVar
@@ -238,11 +240,7 @@ async def _lines_of(path: str) -> AsyncGenerator[str, None]:
         raise CliError(EXIT_USAGE, "no export on stdin: pipe one in, or use --file EXPORT")
     try:
         if path == "-":
-            reconfigure = getattr(sys.stdin, "reconfigure", None)
-            if reconfigure is not None:
-                # UTF-8, strictly, as a file is read: under the C locale Python reads stdin
-                # with surrogateescape, and bytes that are not UTF-8 came out as a traceback.
-                reconfigure(encoding="utf-8", errors="strict")
+            _strict_utf8(sys.stdin)
             async for line in anyio.wrap_file(sys.stdin):
                 yield line
             return
@@ -252,6 +250,21 @@ async def _lines_of(path: str) -> AsyncGenerator[str, None]:
     except (OSError, UnicodeDecodeError) as exc:
         where = "stdin" if path == "-" else path
         raise CliError(EXIT_BAD_INPUT, f"cannot read {where}: {exc}") from exc
+
+
+def _strict_utf8(stream: TextIO) -> None:
+    """Have ``stream`` (stdin) decode UTF-8 strictly, as a file is read: under the C locale
+    Python reads stdin with surrogateescape, and bytes that are not UTF-8 came out as a
+    traceback. A stream that cannot be set so (one a host already read from) is left as
+    it is."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is None or (
+        codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
+        and getattr(stream, "errors", None) == "strict"
+    ):
+        return
+    with contextlib.suppress(io.UnsupportedOperation):
+        reconfigure(encoding="utf-8", errors="strict")
 
 
 async def _read_file(path: str) -> CheckedExport:
@@ -690,7 +703,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        # With stderr closed (``2>&-``), argparse writes a usage error's usage to stdout,
+        # into the output a caller may be keeping.
+        with contextlib.redirect_stderr(io.StringIO()) if sys.stderr is None else nullcontext():
+            args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     spec: Command = args.command_spec

@@ -442,6 +442,30 @@ class TestExitCodes:
         assert main(argv) == code
         _Stderr().note("roomkit serve: consuming ...")  # serve's own lines
 
+    def test_a_usage_error_with_stderr_closed_writes_nothing_to_stdout(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # argparse wrote its usage line to stdout then: into the export a caller was keeping.
+        monkeypatch.setattr("sys.stderr", None)
+        assert main(["export", "r1", "--bogus"]) == EXIT_USAGE
+        assert capsys.readouterr().out == ""
+
+    @pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+    def test_stdin_a_host_already_read_from_is_read_as_it_is(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        export: Path,
+        encoding: str,
+    ) -> None:
+        # Its encoding cannot be set once read from: "cannot read stdin", exit 5, for a
+        # valid export (in-process use: the roomkit command reads nothing before).
+        stdin = io.TextIOWrapper(io.BytesIO(b"\n" + export.read_bytes()), encoding=encoding)
+        assert stdin.readline() == "\n"
+        monkeypatch.setattr("sys.stdin", stdin)
+        code, out, _ = run(capsys, "rooms", "--file", "-")
+        assert code == EXIT_OK and "r1" in out
+
     @pytest.mark.parametrize("argv", [["rooms"], ["replay", "r1"], ["export", "r1"]])
     def test_bytes_on_stdin_that_are_not_utf_8_are_bad_input(
         self, export: Path, argv: list[str]
