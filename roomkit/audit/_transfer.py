@@ -12,6 +12,7 @@ Records name streams, as the log does; the functions here take and report room i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Self
@@ -49,6 +50,7 @@ __all__ = [
 logger = logging.getLogger("roomkit.audit")
 
 _BATCH = 500
+_LINE_END = re.compile(r"\r\n|\r|\n")
 """Records per append on import (fewer if the target accepts fewer)."""
 
 Lines = Iterable[str | bytes] | AsyncIterable[str | bytes] | str | bytes
@@ -208,10 +210,10 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
     """
     if isinstance(lines, str | bytes | bytearray):
         # A whole export read at once (``path.read_text()``): read by character, it was
-        # "line 1: not an exported record" (bytes: an AttributeError). Split at newlines
-        # only: str.splitlines also splits at U+2028 and U+0085, which a JSON string holds
-        # unescaped, and cut such a record in two ("Input data was truncated").
-        lines = lines.split("\n") if isinstance(lines, str) else lines.splitlines()
+        # "line 1: not an exported record" (bytes: an AttributeError). Split at line ends
+        # only (LF, CRLF, CR, as bytes are): str.splitlines also splits at U+2028 and U+0085,
+        # which a JSON string holds unescaped, and cut such a record in two.
+        lines = _LINE_END.split(lines) if isinstance(lines, str) else lines.splitlines()
     streams: dict[str, list[Record]] = {}
     builder = None if keep_undecodable else TimelineBuilder()
     number = 0
