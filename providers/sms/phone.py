@@ -6,9 +6,12 @@ validity is checked against the real numbering plans (``normalize_phone`` refuse
 they do not allow, as 0.3.0 did). A string of 10 digits or more with no ``+`` is read as the
 digits of an international number written without its ``+`` (as Sinch and VoiceMeUp write
 them) if those make a valid number, as 0.3.0 read it; but a valid national number written as
-``default_region`` writes its numbers, with as many digits as they have, comes first (any ten
-digits in a NANP region): 0.3.0 read ``2034176848`` in the US as an Egyptian number, and a
-Chinese mobile ``15012345678`` in China as a US one.
+``default_region`` writes its numbers, with as many digits as its example mobile or
+fixed-line number (libphonenumber's), comes first (any ten digits in a NANP region): 0.3.0
+read ``2034176848`` in the US as an Egyptian number, and a Chinese mobile ``15012345678`` in
+China as a US one. A national number of another length (a Luxembourg line of ten or eleven
+digits, a toll-free number) is still read as 0.3.0 read it, international first: write
+national numbers with their ``+`` and country code where lengths vary.
 
 Without it they fall back to a deliberately small set of rules, instead of failing (RoomKit
 0.3.0's ``is_valid_phone`` returned False for every number when the package was missing):
@@ -108,8 +111,8 @@ def _parsed(pn: ModuleType, number: str, region: str) -> object | None:
     ``region``, or the digits of an international one written without ``+``.
 
     Ten digits or more with no ``+`` are the national number of ``region`` when they are
-    written as that region writes its numbers and are as long as its mobile or fixed-line
-    numbers are (a Chinese mobile ``15012345678``; any ten digits of a NANP region:
+    written as that region writes its numbers and are as long as its example mobile or
+    fixed-line number (a Chinese mobile ``15012345678``; any ten digits of a NANP region:
     ``2034176848`` is not Egyptian), else an international number's digits when those make
     a valid number, as 0.3.0 read them, else national. German national numbers begin with
     their trunk 0 and Italian mobiles have ten digits: ``33612345678`` in either is French,
