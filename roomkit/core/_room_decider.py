@@ -19,7 +19,7 @@ import pydantic_core
 from pydantic import BaseModel
 
 from roomkit.channels.base import Channel
-from roomkit.core._bounded import bounded, called_apart
+from roomkit.core._bounded import called_apart
 from roomkit.core._commands import (
     AttachChannel,
     CheckTimers,
@@ -66,6 +66,7 @@ from roomkit.core._domain import (
     stored_form,
 )
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
+from roomkit.core._first_step import first_step
 from roomkit.core._in_decision import deciding
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState
@@ -1127,7 +1128,8 @@ async def parsed_inbound(
         TypeError: it did not return a ``RoomEvent``.
     """
     answer, own = called_apart(channel.handle_inbound, message, context)
-    return inbound_event(channel, await bounded(answer, None, own))
+    done, rest = first_step(answer, own)  # unbounded: process_timeout bounds the decision
+    return inbound_event(channel, rest if done else await rest)
 
 
 def inbound_event(channel: Channel, event: object) -> RoomEvent:
