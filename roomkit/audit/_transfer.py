@@ -234,6 +234,10 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
             record = decode_record_json(line)
         except msgspec.DecodeError as exc:
             raise BadExport(f"not an exported record: {exc}", number) from exc
+        except UnicodeEncodeError as exc:
+            # Text holding a lone surrogate: bytes that were not UTF-8, decoded with
+            # surrogateescape (stdin under the C locale, once read from before the command).
+            raise BadExport(f"not UTF-8 text: {exc}", number) from exc
         _check_envelope(record, streams.get(record.stream, []), number)
         records = streams.setdefault(record.stream, [])
         expected = len(records) + 1

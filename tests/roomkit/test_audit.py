@@ -500,6 +500,8 @@ class TestExportImport:
         ("lines", "message"),
         [
             (["not json\n"], "line 1: not an exported record"),
+            # Bytes that were not UTF-8, read with surrogateescape: a UnicodeEncodeError.
+            ([b'{"stream": "r\xff"}\n'.decode("utf-8", "surrogateescape")], "line 1: not UTF-8"),
             ([], "no record in the input"),
             (["   \n"], "no record in the input"),
         ],
