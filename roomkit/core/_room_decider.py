@@ -1128,7 +1128,9 @@ async def parsed_inbound(
         TypeError: it did not return a ``RoomEvent``.
     """
     answer, own = called_apart(channel.handle_inbound, message, context)
-    done, rest = first_step(answer, own)  # unbounded: process_timeout bounds the decision
+    # Not bounded here: in a room's decision process_timeout bounds it; run before identity
+    # resolution, nothing does, as in 0.3.0.
+    done, rest = first_step(answer, own)
     return inbound_event(channel, rest if done else await rest)
 
 
