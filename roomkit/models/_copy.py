@@ -10,7 +10,7 @@ of the cost. Neither validates anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -53,12 +53,22 @@ def handed_out(model: M) -> M:
     return model.model_copy(deep=True)
 
 
-def constructed(cls: type[M], values: dict[str, Any]) -> M:
+def constructed(
+    cls: type[M],
+    values: dict[str, Any],
+    *,
+    fields_set: Iterable[str] | None = None,
+    private: dict[str, Any] | None = None,
+) -> M:
     """``cls.model_construct(**values)`` when ``values`` names every field (no defaults to fill)
-    and the model allows no extra fields; ``values`` becomes the model's ``__dict__``."""
+    and the model allows no extra fields; ``values`` becomes the model's ``__dict__``.
+
+    ``fields_set`` (default: every field) and ``private`` (the private attributes' values,
+    for a model that has some) make it what a validating constructor given only some fields
+    makes (``ChannelOutput.empty()``, ``HookResult.allow()``)."""
     model = cls.__new__(cls)
     _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_fields_set__", set(values if fields_set is None else fields_set))
     _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
+    _set(model, "__pydantic_private__", private)
     return model

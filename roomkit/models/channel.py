@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from roomkit.models._copy import constructed
 from roomkit.models._defaults import utcnow
 from roomkit.models.delivery import ProviderResult
 from roomkit.models.enums import (
@@ -19,8 +20,6 @@ from roomkit.models.enums import (
 )
 from roomkit.models.event import RoomEvent
 from roomkit.models.task import Observation, Task
-
-_set = object.__setattr__
 
 __all__ = [
     "ChannelBinding",
@@ -136,10 +135,8 @@ class ChannelOutput(BaseModel):
         # four default factories and the private attributes' set-up cost ~8 times a plain
         # model's construction, and every message makes two (the base ``on_event`` of each
         # target, and most channels' ``deliver``). Nothing here needs validating.
-        output = cls.__new__(cls)
-        _set(
-            output,
-            "__dict__",
+        return constructed(
+            cls,
             {
                 "responded": False,
                 "response_events": [],
@@ -148,11 +145,9 @@ class ChannelOutput(BaseModel):
                 "metadata_updates": {},
                 "provider_result": None,
             },
+            fields_set=(),
+            private={"_failure": None},
         )
-        _set(output, "__pydantic_fields_set__", set())
-        _set(output, "__pydantic_extra__", None)
-        _set(output, "__pydantic_private__", {"_failure": None})
-        return output
 
     @classmethod
     def failed(cls, error: str) -> ChannelOutput:

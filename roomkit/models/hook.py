@@ -6,6 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from roomkit.models._copy import constructed
 from roomkit.models.event import RoomEvent
 from roomkit.models.task import Observation, Task
 
@@ -13,7 +14,6 @@ __all__ = ["HookAction", "HookResult", "InjectedEvent"]
 
 HookAction = Literal["allow", "block", "modify"]
 
-_set = object.__setattr__
 # The fields ``HookResult.allow()`` sets (as pydantic counts them: those it is given).
 _ALLOW_FIELDS_SET = frozenset({"action", "injected_events", "tasks", "observations"})
 
@@ -69,10 +69,8 @@ class HookResult(BaseModel):
             # What the call below makes, without pydantic's generic path (a sync hook's
             # usual answer, once per hook and message): nothing here needs validating, and
             # the "after" validator has nothing to say of "allow".
-            result = cls.__new__(cls)
-            _set(
-                result,
-                "__dict__",
+            return constructed(
+                cls,
                 {
                     "action": "allow",
                     "event": None,
@@ -82,11 +80,8 @@ class HookResult(BaseModel):
                     "observations": [],
                     "metadata": {},
                 },
+                fields_set=_ALLOW_FIELDS_SET,
             )
-            _set(result, "__pydantic_fields_set__", set(_ALLOW_FIELDS_SET))
-            _set(result, "__pydantic_extra__", None)
-            _set(result, "__pydantic_private__", None)
-            return result
         return cls(
             action="allow",
             injected_events=injected or [],
