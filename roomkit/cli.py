@@ -10,7 +10,6 @@ exit codes that scripts can rely on (see ``EXIT_CODES``). Each command is one en
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import io
 import logging
@@ -19,7 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO, TypeVar
@@ -258,13 +257,9 @@ def _strict_utf8(stream: TextIO) -> None:
     traceback. A stream that cannot be set so (one a host already read from) is left as
     it is."""
     reconfigure = getattr(stream, "reconfigure", None)
-    if reconfigure is None or (
-        codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
-        and getattr(stream, "errors", None) == "strict"
-    ):
-        return
-    with contextlib.suppress(io.UnsupportedOperation):
-        reconfigure(encoding="utf-8", errors="strict")
+    if reconfigure is not None:
+        with contextlib.suppress(io.UnsupportedOperation):
+            reconfigure(encoding="utf-8", errors="strict")
 
 
 async def _read_file(path: str) -> CheckedExport:
@@ -701,12 +696,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Writes to ``sys.stdout`` and ``sys.stderr`` as they are at call time (tests capture them).
     """
+    if sys.stderr is None:
+        # Closed (``2>&-``): notes and errors are lost, the exit code still says what
+        # happened. Each note raised AttributeError (exit 1), and argparse wrote a usage
+        # error's usage to stdout, into the output a caller may be keeping.
+        with contextlib.redirect_stderr(io.StringIO()):
+            return _main(argv)
+    return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        # With stderr closed (``2>&-``), argparse writes a usage error's usage to stdout,
-        # into the output a caller may be keeping.
-        with contextlib.redirect_stderr(io.StringIO()) if sys.stderr is None else nullcontext():
-            args = parser.parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     spec: Command = args.command_spec
@@ -714,13 +716,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is None:
         # Closed (``>&-``), as a service manager may leave it: nothing can be written.
         if spec.writes_output:
-            if sys.stderr is not None:
-                sys.stderr.write(f"roomkit {args.command}: no standard output to write to\n")
+            sys.stderr.write(f"roomkit {args.command}: no standard output to write to\n")
             return EXIT_USAGE
         out = io.StringIO()  # nothing is written there
-    # Closed too (``2>&-``): notes and errors are lost, the exit code still says what happened.
-    err = sys.stderr if sys.stderr is not None else io.StringIO()
-    console = Console(out=out, err=err)
+    console = Console(out=out, err=sys.stderr)
     handler: Handler = args.handler
     try:
         code = anyio.run(handler, args, console)
