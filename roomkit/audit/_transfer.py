@@ -50,8 +50,9 @@ __all__ = [
 logger = logging.getLogger("roomkit.audit")
 
 _BATCH = 500
-_LINE_END = re.compile(r"\r\n|\r|\n")
 """Records per append on import (fewer if the target accepts fewer)."""
+
+_LINE_END = re.compile(r"\r\n|\r|\n")  # where a whole export given as one text is split
 
 Lines = Iterable[str | bytes] | AsyncIterable[str | bytes] | str | bytes
 """Export lines, from a file (sync) or a stream (async), or a whole export as one text."""
