@@ -13,7 +13,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from types import TracebackType
 
 from eventlog import EventLog
 from roomkit import RoomKit
@@ -35,14 +34,9 @@ class _LingeringKit(RoomKit):
     """A kit whose process lingers for a second and a half once the kit closed: asyncio
     waits for its default executor's thread as the run ends."""
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:  # what leaving ``async with`` calls
         try:
-            await super().__aexit__(exc_type, exc, tb)
+            await super().close()
         finally:
             asyncio.get_running_loop().run_in_executor(None, time.sleep, 1.5)
 
