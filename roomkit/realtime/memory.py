@@ -136,6 +136,10 @@ class InMemoryRealtime(RealtimeBackend):
         finally:
             self._task_group = None
             self._ready = self._stop = self._done = None
+            # The turn lock is this run's too: one made on trio raised "must be called from
+            # async context" under the asyncio run a kit went on in. A publish still holding
+            # it releases the one it took.
+            self._publishing = None
             # Delivery tasks died with the group: forget their subscriptions, so a backend
             # whose owner was cancelled without close() can start again cleanly.
             self._subscriptions.clear()

@@ -103,6 +103,29 @@ def test_realtime_goes_on_after_a_loop_closed_without_cancelling_its_tasks() -> 
     assert heard == ["u1", "u2"]
 
 
+def test_a_burst_of_typing_goes_on_under_asyncio_after_one_on_trio() -> None:
+    # A burst fills a subscriber's queue, so publishes take turns on a lock: the one made on
+    # trio was kept, and asyncio's first burst raised trio's "must be called from async
+    # context".
+    pytest.importorskip("trio")
+    kit = RoomKit()
+
+    async def burst() -> int:
+        heard: list[int] = []
+        with anyio.fail_after(10):
+            subscription = await kit.subscribe_room("r1", lambda e: heard.append(e.data["n"]))
+            for n in range(300):  # more than a subscription's queue holds (100)
+                await kit.publish_typing("r1", "u1", data={"n": n})
+            while not heard or heard[-1] != 299:
+                await anyio.sleep(0.01)
+            await kit.unsubscribe_room(subscription)
+        return heard[-1]
+
+    assert anyio.run(burst, backend="trio") == 299
+    assert anyio.run(burst, backend="asyncio") == 299
+    anyio.run(kit.close)
+
+
 class _DownAtFirst(MemoryEventLog):
     """A log that cannot be read until ``down`` is cleared (a passing outage)."""
 
