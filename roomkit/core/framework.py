@@ -52,6 +52,7 @@ from roomkit.errors import (
     ChannelNotRegisteredError,
     IdentityNotFoundError,
     InvalidRoomIdError,
+    KitClosedError,
     ParticipantNotFoundError,
     RoomKitError,
     RoomNotFoundError,
@@ -826,7 +827,12 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         check_str("room_id", room_id)  # it would never hear a thing: publishing refuses it
         if not callable(callback):  # it failed at the room's next ephemeral event
             raise TypeError(f"callback must be callable, got {callback!r}")
-        return await self._realtime_backend.subscribe_to_room(room_id, callback)
+        try:
+            return await self._realtime_backend.subscribe_to_room(room_id, callback)
+        except RuntimeError as exc:
+            if self._runtime.closed:  # and its backend with it, as this subscribed
+                raise KitClosedError("the kit closed while subscribing") from exc
+            raise
 
     async def unsubscribe_room(
         self, subscription_id: str | None = None, *, sub_id: str | None = None

@@ -152,9 +152,10 @@ class NatsRealtime(RealtimeBackend):
         self._watch: _LoopWatch | None = None  # closes _nc as its loop ends
         self._connecting: anyio.Lock | None = None
         self._failed_at: float | None = None
-        self._remote_lock: anyio.Lock | None = None  # subscribing and unsubscribing on NATS
+        # Held while a NATS subscription is made or ended (not while it is confirmed).
+        self._remote_lock: anyio.Lock | None = None
         # One NATS subscription per channel with local subscribers, and who they are.
-        self._remote: dict[str, Subscription] = {}
+        self._remote: dict[str, _Remote] = {}
         self._channel_of: dict[str, str] = {}  # subscription id -> channel
         self._subscribers: dict[str, set[str]] = {}  # channel -> subscription ids
         self._closed = False
@@ -219,40 +220,69 @@ class NatsRealtime(RealtimeBackend):
         async with self._lock():  # two first subscribers of a channel: one NATS subscription
             if self._closed:
                 raise RuntimeError("NatsRealtime is closed")
-            if channel not in self._remote:
-                subject = channel_subject(self.subject_prefix, channel)
-
-                async def forward(msg: Msg) -> None:
-                    event = _event_of(msg)
-                    if event is not None:
-                        await self._local.publish(
-                            channel, event
-                        )  # queues (yields while one is full)
-
-                try:
-                    self._remote[channel] = await nc.subscribe(subject, cb=forward)
-                    # nats-py only queues the subscription: about one in ten of the events
-                    # another process published just after this returned was missed.
-                    await self._confirmed(nc)
-                except BaseException as exc:
-                    # Given up or failed: nothing of it is left (its NATS subscription stayed
-                    # for the process's life, with no subscriber to unsubscribe it).
-                    remote = self._remote.pop(channel, None)
-                    if remote is not None:
-                        with (
-                            anyio.CancelScope(shield=True),
-                            anyio.move_on_after(self._connect_timeout),
-                        ):
-                            await _unsubscribe_quietly(remote)
-                    if isinstance(exc, nats.errors.Error | OSError | TimeoutError):
-                        raise RealtimeUnavailableError(
-                            f"cannot subscribe to {channel!r}: {exc!r}"
-                        ) from exc
-                    raise
+            remote = self._remote.get(channel)
+            if remote is None:
+                remote = await self._subscribed(nc, channel)
+            remote.waiting += 1
+        # Confirmed outside the lock: held, subscribes to other channels on a server that
+        # stalled waited one after another (the sixth six connect_timeouts), and so did an
+        # unsubscribe behind them.
+        try:
+            await self._confirmed(remote.pinged)
             sub_id = await self._local.subscribe(channel, callback)
-            self._channel_of[sub_id] = channel
-            self._subscribers.setdefault(channel, set()).add(sub_id)
+        except BaseException as exc:
+            # Given up or failed: nothing of it is left (its NATS subscription stayed for the
+            # process's life, with no subscriber to unsubscribe it).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._connect_timeout):
+                await self._leave(channel, remote)
+            if isinstance(exc, Exception) and self._closed:  # its connection closed with it
+                raise RuntimeError("NatsRealtime is closed") from exc
+            if isinstance(exc, nats.errors.Error | OSError | TimeoutError):
+                raise RealtimeUnavailableError(
+                    f"cannot subscribe to {channel!r}: {exc!r}"
+                ) from exc
+            raise
+        remote.waiting -= 1
+        if self._closed:  # closed meanwhile: an id would never hear a thing
+            await self._local.unsubscribe(sub_id)
+            raise RuntimeError("NatsRealtime is closed")
+        self._channel_of[sub_id] = channel
+        self._subscribers.setdefault(channel, set()).add(sub_id)
         return sub_id
+
+    async def _subscribed(self, nc: NatsClient, channel: str) -> _Remote:
+        """Subscribe this process to ``channel``'s subject, its confirmation under way."""
+
+        async def forward(msg: Msg) -> None:
+            event = _event_of(msg)
+            if event is not None:
+                await self._local.publish(channel, event)  # queues (yields while one is full)
+
+        subject = channel_subject(self.subject_prefix, channel)
+        try:
+            subscription = await nc.subscribe(subject, cb=forward)
+        except (nats.errors.Error, OSError) as exc:
+            raise RealtimeUnavailableError(f"cannot subscribe to {channel!r}: {exc!r}") from exc
+        if self._closed:  # meanwhile, with the subscriptions it ended
+            await _unsubscribe_quietly(subscription)
+            raise RuntimeError("NatsRealtime is closed")
+        # nats-py only queues the subscription: about one in ten of the events another process
+        # published just after subscribe returned was missed, unconfirmed.
+        remote = self._remote[channel] = _Remote(subscription, _pinged_soon(nc))
+        return remote
+
+    async def _leave(self, channel: str, remote: _Remote) -> None:
+        """A subscriber that waited for ``remote`` gives up: the last to leave a channel
+        with no subscribers ends the NATS subscription."""
+        async with self._lock():
+            remote.waiting -= 1
+            if (
+                not remote.waiting
+                and self._remote.get(channel) is remote
+                and not self._subscribers.get(channel)
+            ):
+                del self._remote[channel]
+                await _unsubscribe_quietly(remote.subscription)
 
     async def unsubscribe(
         self, subscription_id: str | None = None, *, sub_id: str | None = None
@@ -264,42 +294,37 @@ class NatsRealtime(RealtimeBackend):
         if channel is None:
             return False
         # Shielded: its id is gone, so a caller cancelled in between left the subscription
-        # running for good (a retry answered False). The lock is held at most a subscribe's
-        # round trip (connect_timeout).
+        # running for good (a retry answered False). The lock is held only while a NATS
+        # subscription is made or ended, never for a round trip.
         with anyio.CancelScope(shield=True):
             async with self._lock():
                 subscribers = self._subscribers.get(channel, set())
                 subscribers.discard(sub_id)
                 if not subscribers:  # the last one here: this process no longer listens
                     self._subscribers.pop(channel, None)
-                    remote = self._remote.pop(channel, None)
-                    if remote is not None:
-                        await _unsubscribe_quietly(remote)
+                    remote = self._remote.get(channel)
+                    if remote is not None and not remote.waiting:
+                        del self._remote[channel]
+                        await _unsubscribe_quietly(remote.subscription)
             # Last: called from the subscription's own callback, this cancels what follows
             # (once the shield is left).
             await self._local.unsubscribe(sub_id)
         return True
 
-    async def _confirmed(self, nc: NatsClient) -> None:
-        """Return once the server has what this connection sent so far (a subscription):
-        it answered pings sent after it (nats-py only queues a subscription, and about one in
-        ten of the events another process published just after subscribe returned was
-        missed).
-
-        The pings wait in a task of their own that nothing cancels, with no timeout of
-        nats-py's: a flush given up (its timeout, its caller cancelled) left a future the
-        late pong could not be set on, which ended the connection's reader, every
-        subscription of the process silent, the connection still up. Only the wait for them
-        here is bounded.
+    async def _confirmed(self, pinged: asyncio.Future[None]) -> None:
+        """Return once ``pinged`` (``_pinged_soon``) is answered: the server has the
+        subscription sent before it.
 
         Raises:
             TimeoutError: not within ``connect_timeout``.
+            RuntimeError: ``close`` closed the connection meanwhile.
+            nats.errors.Error: the connection failed.
         """
-        pinged = asyncio.ensure_future(_pinged(nc))
-        _PINGS.add(pinged)
-        pinged.add_done_callback(_ping_done)
         with anyio.fail_after(self._connect_timeout):
-            await asyncio.shield(pinged)
+            await asyncio.wait((pinged,))  # a cancelled wait leaves the pings be
+        if pinged.cancelled():  # by close(), as it closed the connection
+            raise RuntimeError("NatsRealtime is closed")
+        pinged.result()
 
     async def close(self) -> None:
         """Stop every subscription and close the connection this backend made; later
@@ -308,7 +333,8 @@ class NatsRealtime(RealtimeBackend):
             logger.warning("%d more realtime events dropped before closing", self._dropped)
             self._dropped = 0
         self._closed = True
-        remote, self._remote = list(self._remote.values()), {}
+        remotes, self._remote = list(self._remote.values()), {}
+        remote = [each.subscription for each in remotes]
         self._channel_of.clear()
         self._subscribers.clear()
         nc, self._nc = self._nc, None
@@ -325,10 +351,13 @@ class NatsRealtime(RealtimeBackend):
             watch.task.cancel()
         if remote or nc is not None:
             own = nc if self._client is None else None
+            # Of a connection closed, the pongs never come: the subscribes confirming waited
+            # out connect_timeout, and the pings an hour.
+            pings = [each.pinged for each in remotes] if own is not None else []
             # Its own task, awaited through a shield: a caller cancelled meanwhile (a callback
             # closing the backend it runs in is cancelled by that close) leaves no connection
             # open behind it.
-            teardown = asyncio.ensure_future(_teardown(remote, own))
+            teardown = asyncio.ensure_future(_teardown(remote, own, pings))
             _TEARDOWNS.add(teardown)
             teardown.add_done_callback(_TEARDOWNS.discard)
             await asyncio.shield(teardown)
@@ -432,6 +461,15 @@ class NatsRealtime(RealtimeBackend):
 
 
 @dataclass(eq=False)
+class _Remote:
+    """This process's NATS subscription to a channel's subject."""
+
+    subscription: Subscription
+    pinged: asyncio.Future[None]  # answered once the server has the subscription
+    waiting: int = 0  # subscribers waiting for it to be confirmed (they keep it)
+
+
+@dataclass(eq=False)
 class _LoopWatch:
     """The task closing a connection as its event loop ends (``_close_with_the_loop``)."""
 
@@ -466,6 +504,20 @@ _PINGS: set[asyncio.Future[None]] = set()
 _PONG_PATIENCE = 3600
 
 
+def _pinged_soon(nc: NatsClient) -> asyncio.Future[None]:
+    """Ping the server in a task of its own, answered once it has what ``nc`` sent so far.
+
+    Nothing but ``close`` cancels it, and nats-py gets no timeout for it: a flush given up
+    (its timeout, its caller cancelled) left a future the late pong could not be set on,
+    which ended the connection's reader, every subscription of the process silent, the
+    connection still up. Only the waits for it are bounded (``NatsRealtime._confirmed``).
+    """
+    pinged = asyncio.ensure_future(_pinged(nc))
+    _PINGS.add(pinged)
+    pinged.add_done_callback(_ping_done)
+    return pinged
+
+
 async def _pinged(nc: NatsClient) -> None:
     # Twice: nats-py writes a ping straight to the socket, ahead of what waits for its
     # flusher (the subscription), which writes it during the first round trip.
@@ -486,8 +538,14 @@ async def _unsubscribe_quietly(subscription: Subscription) -> None:
         logger.info("realtime: unsubscribing from %s: %s", subscription.subject, exc)
 
 
-async def _teardown(remote: list[Subscription], own: NatsClient | None) -> None:
+async def _teardown(
+    remote: list[Subscription], own: NatsClient | None, pings: list[asyncio.Future[None]]
+) -> None:
     for subscription in remote:
         await _unsubscribe_quietly(subscription)
     if own is not None:
         await close_quietly(own)
+    # Once closed: earlier, a pong answered as it was cancelled kept the task going (asyncio's
+    # wait_for returns the result then), and its next ping waited for ever.
+    for pinged in pings:
+        pinged.cancel()

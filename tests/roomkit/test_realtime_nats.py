@@ -19,7 +19,8 @@ import nats
 import pytest
 
 from eventlog.testing_nats import NatsServer
-from roomkit import EphemeralEvent, EphemeralEventType, RoomKit
+from roomkit import EphemeralEvent, EphemeralEventType, KitClosedError, RoomKit
+from roomkit.realtime import nats as nats_realtime
 from roomkit.realtime.nats import NatsRealtime, RealtimeUnavailableError, channel_subject
 from tests.roomkit.kit_helpers import eventually
 
@@ -486,3 +487,67 @@ async def test_a_connection_that_hears_nothing_of_its_own_subscribes(
             await b.subscribe("room:r1", heard)
         await a.publish("room:r1", typing(1))
         assert len(await heard.count(1)) == 1
+
+
+async def test_subscribes_on_a_stalled_server_wait_side_by_side_and_unsubscribes_not_at_all(
+    nats_server: NatsServer,
+) -> None:
+    # Each first subscribe of a channel held the one lock for its round trip: on a server
+    # that stalled, the sixth waited six connect_timeouts, and an unsubscribe (shielded)
+    # waited behind them all, whatever its caller's deadline.
+    process = nats_server._process
+    assert process is not None
+    async with (
+        NatsRealtime(nats_server.url, connect_timeout=30) as rt,
+        NatsRealtime(nats_server.url) as publisher,
+    ):
+        leaving = await rt.subscribe("room:a", Inbox())
+        inboxes = {"room:b": Inbox(), "room:c": Inbox()}
+        with anyio.fail_after(20):
+            process.send_signal(signal.SIGSTOP)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for channel, inbox in inboxes.items():
+                        tg.start_soon(rt.subscribe, channel, inbox)
+
+                    async def both_sent() -> bool:
+                        return {"room:b", "room:c"} <= set(rt._remote)
+
+                    await eventually(both_sent, what="both subscriptions sent")
+                    assert await rt.unsubscribe(leaving)
+                    assert rt.subscription_count == 0  # b and c are still waiting
+                    process.send_signal(signal.SIGCONT)
+            finally:
+                process.send_signal(signal.SIGCONT)
+            assert rt.subscription_count == 2
+            for channel in inboxes:
+                await publisher.publish(channel, typing(1))
+            for inbox in inboxes.values():
+                assert len(await inbox.count(1)) == 1
+
+
+async def test_subscribes_racing_the_kits_close_are_refused_at_once(
+    nats_server: NatsServer,
+) -> None:
+    # They waited out connect_timeout for pongs of the connection the close had closed, most
+    # then raised a bare RuntimeError, and their pings were left pending for an hour.
+    kit = RoomKit(realtime=NatsRealtime(nats_server.url, connect_timeout=60))
+    await kit.subscribe_room("lobby", Inbox())
+    refused: list[BaseException] = []
+
+    async def subscribe(n: int) -> None:
+        try:
+            await kit.subscribe_room(f"room-{n}", Inbox())
+        except Exception as exc:
+            refused.append(exc)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(subscribe, n)
+            await anyio.sleep(0)
+            await kit.close()
+    assert len(refused) == 20
+    assert {type(exc) for exc in refused} == {KitClosedError}
+    assert kit.realtime.subscription_count == 0
+    assert not nats_realtime._PINGS
