@@ -21,6 +21,7 @@ of the wrong type or value raises ``TypeError`` or ``ValueError`` (pydantic's
     ├── LogUnavailableError    the event log cannot be reached
     ├── EventRefusedError      (also a ValueError) what a command would write cannot be stored
     ├── StoreUnavailableError  the read model's database cannot be reached
+    │   └── StoreClosedError   (roomkit.store.postgres; also a RuntimeError) closed by its owner
     ├── RealtimeUnavailableError (roomkit.realtime.nats) NATS cannot be reached for realtime
     └── KitClosedError         the kit takes no more commands
 

@@ -58,7 +58,7 @@ from roomkit.models.task import Observation, Task
 from roomkit.store._arguments import check_identity, check_link
 from roomkit.store.base import ConversationStore, StorePositionLost, page_size
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresStore", "StoreClosedError"]
 
 logger = logging.getLogger("roomkit.store.postgres")
 
@@ -374,6 +374,15 @@ def _room(row: Any) -> Room:
     return room
 
 
+class StoreClosedError(StoreUnavailableError, RuntimeError):
+    """The store was closed (``init()`` opens it again).
+
+    A ``StoreUnavailableError``: the kit's store projection holds the records committed
+    meanwhile until the store is open again (as a ``RuntimeError`` alone, it skipped them,
+    and the read model lacked those messages for good); a ``RuntimeError``, as before.
+    """
+
+
 class PostgresStore(ConversationStore):
     """A ``ConversationStore`` in PostgreSQL; see the module docstring.
 
@@ -386,8 +395,9 @@ class PostgresStore(ConversationStore):
 
     ``init()`` opens the pool (unless given one) and creates the tables if missing; the first
     call that needs the database does it if nobody did. ``close()`` closes a pool the store
-    opened; calls made after it raise ``RuntimeError`` until ``init()`` opens it again. As an
-    async context manager, the store does both.
+    opened; calls made after it raise ``StoreClosedError`` (a ``RuntimeError``) until
+    ``init()`` opens it again: a kit's read model takes what was recorded meanwhile then. As
+    an async context manager, the store does both.
 
     A database that cannot be reached makes calls raise ``StoreUnavailableError``.
 
@@ -425,6 +435,7 @@ class PostgresStore(ConversationStore):
             RuntimeError: not on asyncio (asyncpg runs on asyncio only; anyio's trio
                 backend fails here rather than deep inside asyncpg).
             StoreUnavailableError: the database cannot be reached.
+            StoreClosedError: ``close()`` was called before it was done.
             asyncpg.PostgresError: the database refuses (no right to create the tables...).
         """
         try:
@@ -446,9 +457,20 @@ class PostgresStore(ConversationStore):
                         "PostgresStore needs asyncpg: pip install 'roomkit[postgres]'"
                     ) from exc
                 with _translated():
-                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1)
-            with _translated():
-                await self._create_tables()
+                    pool = await asyncpg.create_pool(self._dsn, min_size=1)
+                if self._closed:  # close() came meanwhile: nobody else would close it
+                    await pool.close()
+                    raise StoreClosedError("PostgresStore was closed as it opened")
+                self._pool = pool
+            try:
+                with _translated():
+                    await self._create_tables()
+            except Exception as exc:
+                if self._closed:  # the pool closed under it
+                    raise StoreClosedError("PostgresStore was closed as it opened") from exc
+                raise
+            if self._closed:  # ready, it took calls with no pool to send them to
+                raise StoreClosedError("PostgresStore was closed as it opened")
             self._ready = True
 
     async def _create_tables(self) -> None:
@@ -497,7 +519,7 @@ class PostgresStore(ConversationStore):
         if not self._ready:
             if self._closed:
                 # Opening a pool again here would leave it to nobody to close.
-                raise RuntimeError("PostgresStore is closed (init() opens it again)")
+                raise StoreClosedError("PostgresStore is closed (init() opens it again)")
             await self.init()
         return self._pool
 
