@@ -211,7 +211,7 @@ _SHORT_ENOUGH = _LONGEST_KEY // 4
 
 
 class _Held(str):
-    """Text a key column holds as it is: ``_arguments`` escapes only plain ``str``."""
+    """Text a key column holds as it is: ``_arguments`` escapes every other ``str``."""
 
     __slots__ = ()
 
@@ -231,7 +231,16 @@ def _held(text: str) -> str:
 
 
 def _arguments(args: Sequence[Any]) -> list[Any]:
-    return [_held(a) if type(a) is str else a for a in args]
+    return [_held(a) if type(a) is str else _other_argument(a) for a in args]
+
+
+def _other_argument(value: Any) -> Any:
+    """An argument that is not a plain ``str``: escaped too if it is an app's ``str``
+    subclass (an id type, a ``StrEnum``): sent as it was, it missed the escaped row it stands
+    for, and a NUL in it failed in the driver."""
+    if isinstance(value, str) and not isinstance(value, _Held | _Json):
+        return _held(str.__str__(value))  # the text itself, whatever its str() says
+    return value
 
 
 def _unavailable() -> tuple[type[BaseException], ...]:

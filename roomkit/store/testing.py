@@ -445,6 +445,24 @@ class ConversationStoreContract:
         assert await store.get_room("r\ud800") is None
         assert await store.get_event_count("r\ud800") == 0
 
+    async def test_ids_and_keys_given_as_str_subclasses_find_what_plain_ones_do(
+        self, store: ConversationStore
+    ) -> None:
+        # An app's own id type, or a StrEnum: PostgresStore sent it unescaped, and missed the
+        # rows of an id with a backslash or past the length it holds by digest.
+        class RoomId(str):
+            __slots__ = ()
+
+        rooms = ["r\\1", "r" * 1200, "r\x00"]
+        for room_id in rooms:
+            await store.create_room(make_room(RoomId(room_id)))
+            await store.add_event(make_event(room_id, idempotency_key=RoomId("k\\")))
+        for room_id in rooms:
+            assert some(await store.get_room(RoomId(room_id))).id == room_id
+            assert some(await store.get_room(room_id)).id == room_id
+            assert await store.check_idempotency(RoomId(room_id), RoomId("k\\"))
+            assert await store.get_event_count(RoomId(room_id)) == 1
+
     async def test_rooms_created_at_the_edges_of_time_are_kept(
         self, store: ConversationStore
     ) -> None:
