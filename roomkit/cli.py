@@ -699,8 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.stderr is None:
         # Closed (``2>&-``): notes and errors are lost, the exit code still says what
         # happened. Each note raised AttributeError (exit 1), and argparse wrote a usage
-        # error's usage to stdout, into the output a caller may be keeping.
-        with contextlib.redirect_stderr(io.StringIO()):
+        # error's usage to stdout, into the output a caller may be keeping. A sink, not a
+        # StringIO: ``serve`` runs for days, and everything logged meanwhile was kept.
+        with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stderr(sink):
             return _main(argv)
     return _main(argv)
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -441,6 +441,23 @@ class TestExitCodes:
         argv = [str(export) if arg == "EXPORT" else arg for arg in argv]
         assert main(argv) == code
         _Stderr().note("roomkit serve: consuming ...")  # serve's own lines
+
+    def test_what_a_command_writes_to_a_closed_stderr_is_not_kept(
+        self, monkeypatch: pytest.MonkeyPatch, export: Path
+    ) -> None:
+        # It went into a StringIO for the whole command: `roomkit serve` kept every line it
+        # logged for as long as it ran.
+        monkeypatch.setattr("sys.stderr", None)
+        seen: list[Any] = []
+
+        def writes(argv: Sequence[str] | None) -> int:
+            sys.stderr.write("x" * 100_000)
+            seen.append(sys.stderr)
+            return 0
+
+        monkeypatch.setattr("roomkit.cli._main", writes)
+        assert main(["rooms", "--file", str(export)]) == 0
+        assert seen[0].name == os.devnull and not hasattr(seen[0], "getvalue")
 
     def test_a_usage_error_with_stderr_closed_writes_nothing_to_stdout(
         self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
