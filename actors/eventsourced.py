@@ -327,23 +327,29 @@ class EventSourcedActor(Actor, Generic[S, E]):
         work = self._append_now(effect, events)
         if asyncio._get_running_loop() is None:  # trio: its timeouts are scopes a shield holds
             with anyio.CancelScope(shield=True):
-                return await work
+                reply = await work
+            # Else nothing checked the cancellation before the code around went on, as if in
+            # time (a hook that timed out writing through kit.store had its block count).
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return reply
         # asyncio's timeouts cancel the task natively, which no anyio shield holds off: the
         # append runs in a task of its own, waited out through every cancellation (anyio
         # delivers its own again and again), then the caller is cancelled, unless the append
         # failed: its error is the caller's then.
         task = asyncio.ensure_future(work)
-        cancelled = False
+        cancelled: asyncio.CancelledError | None = None
         while not task.done():
             try:
                 await asyncio.shield(task)
-            except asyncio.CancelledError:
-                cancelled = True
+            except asyncio.CancelledError as exc:
+                cancelled = exc
         error = task.exception()
         if error is not None:
             raise error
-        if cancelled:
-            raise asyncio.CancelledError
+        if cancelled is not None:
+            # The one delivered, as it was: a bare one was no anyio scope's, and went through
+            # the scope that cancelled (a hook's move_on_after) as a cancellation from outside.
+            raise cancelled
         return task.result()
 
     async def _append_now(self, effect: Effect[E], events: list[E]) -> object:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ import anyio
 import pydantic
 import pytest
 
-from eventlog import LogUnavailable, MemoryEventLog
+from eventlog import LogUnavailable, MemoryEventLog, NewEvent, Record
 from eventlog.nats import NatsEventLog
 from roomkit import (
     Access,
@@ -450,6 +450,45 @@ async def test_a_hook_writing_its_own_room_through_the_store_does_not_hold_the_m
     assert room.metadata == {"seen": True}
     assert room.timers.last_activity_at is not None  # the message's, not taken back
     assert await kit.store.get_unread_count("r1", "ws") == 1  # the message came after
+
+
+class _SlowAppends(MemoryEventLog):
+    """A log whose appends take half a second once ``slow`` is set."""
+
+    slow = False
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> list[Record]:
+        if self.slow:
+            await anyio.sleep(0.5)
+        return await super().append(stream, events, expected_version=expected_version)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_hook_whose_time_runs_out_as_it_writes_through_the_store_timed_out(
+    anyio_backend: str,
+) -> None:
+    # On trio, the write's append (shielded, so that it lands whole) held the timeout off
+    # for good: the hook's block counted, where on asyncio it timed out (fail-open).
+    log = _SlowAppends()
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        ws = SimpleChannel("ws")
+        kit.register_channel(ws)
+        await room_with(kit, "r1", "sms", "ws")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=0.1)
+        async def late(event: RoomEvent, context: RoomContext) -> HookResult:
+            await kit.store.add_task(Task(id="t1", room_id="r1", title="follow up"))
+            return HookResult.block("decided too late")
+
+        errors = framework_events(kit, "hook_error")
+        log.slow = True
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        assert not result.blocked and ws.texts() == ["hi"]
+        assert [e.data["hook"] for e in errors] == ["late"]
+        assert [t.id for t in await kit.store.list_tasks("r1")] == ["t1"]  # the write landed
 
 
 async def test_a_hook_registering_the_sender_with_ensure_participant_does_not_fail(
