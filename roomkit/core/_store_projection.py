@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from eventlog import EventLog, EventLogError, Record
+from eventlog import EventLog, EventLogError, MemoryEventLog, Record
 from roomkit.core._domain import (
     ChannelAttached,
     ChannelDetached,
@@ -49,6 +49,7 @@ from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 from roomkit.store._shaped import ShapedStore, as_conversation_store
 from roomkit.store.base import ConversationStore, StorePositionLost
+from roomkit.store.memory import InMemoryStore
 
 __all__ = ["StoreProjection"]
 
@@ -123,6 +124,7 @@ class StoreProjection:
         self._keeps_position = apply_record is not ConversationStore.apply_record
         self._add_event = _event_entry(store)
         self._count_event = _count_entry(store)
+        self._put_logged = _logged_entry(log, store)
         # How one record goes into the store (a single call on the hot path).
         self._put = self._apply_at_position if self._keeps_position else self._apply
         self.checkpoint = 0
@@ -534,6 +536,10 @@ class StoreProjection:
         if kind == _DELIVERY:
             return  # audit only (the timeline API has no delivery outcomes): not even decoded
         match decode_domain_event(record):
+            case RoomCreated(room=raw) | RoomUpdated(room=raw) if self._put_logged:
+                await self._put_logged(load(Room, raw), record.data)
+            case ChannelAttached(binding=raw) | ChannelUpdated(binding=raw) if self._put_logged:
+                await self._put_logged(load(ChannelBinding, raw), record.data)
             case RoomCreated(room=raw):
                 await store.create_room(load(Room, raw))
             case RoomUpdated(room=raw):
@@ -609,6 +615,23 @@ def _event_entry(store: ConversationStore) -> Callable[[bytes], Awaitable[None]]
         await store.add_event(RoomEvent.model_validate_json(event_json(data)))
 
     return add_event_json if entry == "add_event_json" else add_event
+
+
+_LOGGED_WRITES = ("_put_logged", "create_room", "update_room", "add_binding", "update_binding")
+
+
+def _logged_entry(
+    log: EventLog, store: ConversationStore
+) -> Callable[[Room | ChannelBinding, bytes], Awaitable[None]] | None:
+    """``InMemoryStore._put_logged`` (it keeps the log's payload of a room or a binding instead
+    of JSON of its own), for the in-process log only, whose payloads stay in memory anyway;
+    ``None`` otherwise, and when an app's subclass of the store overrides one of the methods
+    that 0.3.0 called for them below it."""
+    if not isinstance(log, MemoryEventLog) or not isinstance(store, InMemoryStore):
+        return None
+    if _most_derived(store, _LOGGED_WRITES) != "_put_logged":
+        return None
+    return store._put_logged
 
 
 def _count_entry(

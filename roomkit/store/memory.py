@@ -14,6 +14,11 @@ beside the JSON as plain values, so that no index ever validates a model:
   changes (``event_count``, ``latest_index``, ``timers.last_activity_at``) are not in the JSON:
   they are plain values that ``count_event`` changes in O(1) and that a read puts back in the
   model; ``create_room``/``update_room`` take them from the room given.
+- **Rooms and bindings from the in-process log**: the store projection hands them over with the
+  log's payload (``_put_logged``), and the store keeps those very bytes instead of JSON of its
+  own (the payload's counters are those of its time: the plain values win), so that with
+  ``MemoryEventLog`` a room's and its bindings' JSON is held once for both; a read takes the
+  model's JSON out of the payload.
 - **Bindings**: the JSON without its key (``room_id``, ``channel_id``), without
   ``channel_type`` and ``participant_id`` (plain values beside it) and without
   ``capabilities``: that 25-field model, equal in every binding of a channel, is kept once per
@@ -26,7 +31,8 @@ beside the JSON as plain values, so that no index ever validates a model:
   the log's ``message.recorded`` payload: ``add_event_envelope`` keeps the log's own bytes, so
   with the in-process log an event's JSON is held once for both, and the store projection never
   builds a model at all. A timeline of a million events holds a million byte strings instead of
-  some ten million small objects.
+  some ten million small objects. Their visibilities (for ``list_events``' filter) are read
+  from the JSON by a room's first filtered listing and kept up to date from then on.
 
 So the models a store is given must serialise to JSON, and read back as their JSON validates:
 a tuple in ``metadata`` comes back as a list (as it does from the event log).
@@ -57,6 +63,7 @@ from itertools import islice
 from operator import attrgetter
 from typing import Any, NamedTuple
 
+import msgspec
 from pydantic import BaseModel
 
 from roomkit.models._capabilities import CapabilitiesInterner, binding_from_json
@@ -124,8 +131,45 @@ def _loc_key(event_id: str) -> int | str | tuple[object]:
     return event_id
 
 
+class _LoggedRoom(msgspec.Struct):
+    """A ``room.created`` / ``room.updated`` payload of the log: the room's JSON (the other
+    fields, such as ``reason``, are ignored)."""
+
+    room: msgspec.Raw
+
+
+class _LoggedBinding(msgspec.Struct):
+    """A ``channel.attached`` / ``channel.updated`` payload of the log: the binding's fields."""
+
+    binding: dict[str, Any]
+
+
+_logged_room = msgspec.json.Decoder(_LoggedRoom)
+_logged_binding = msgspec.json.Decoder(_LoggedBinding)
+# What the log's payloads start with (msgspec writes a struct's fields in order, the model's
+# first): no field of a Room or a ChannelBinding has these names, so no JSON the store writes
+# itself starts so.
+_ROOM_PAYLOAD = b'{"room":'
+_BINDING_PAYLOAD = b'{"binding":'
+
+
+def _room_json(stored: bytes) -> bytes:
+    """A room's JSON from what the store keeps: its own JSON, or the log's payload."""
+    if stored.startswith(_ROOM_PAYLOAD):
+        return bytes(_logged_room.decode(stored).room)
+    return stored
+
+
 def _event(envelope: bytes) -> RoomEvent:
     return RoomEvent.model_validate_json(event_json(envelope))
+
+
+def _visibility(envelope: bytes) -> str:
+    """An event's visibility, read from its envelope as ``add_event_envelope`` reads it."""
+    visibility = enveloped_event_fields(envelope).visibility
+    if visibility is not DEFAULT_VISIBILITY and type(visibility) is str:
+        visibility = sys.intern(visibility)
+    return visibility
 
 
 def _envelope(event_json: bytes) -> bytes:
@@ -197,7 +241,8 @@ class _RoomData:
     def __init__(self, room_id: str, number: int) -> None:
         self.room_id = room_id
         self.number = number  # its index in InMemoryStore._numbered
-        # The Room's JSON without its counters; None until the room is created.
+        # The Room's JSON without its counters, or the log's payload that holds it (with the
+        # counters it had then: the plain values below win); None until the room is created.
         self.room: bytes | None = None
         self.status = ""
         # Creation order of the room (what find_room_id_by_channel honours), drawn from the
@@ -207,7 +252,8 @@ class _RoomData:
         self.event_count = 0
         self.latest_index = 0
         self.activity: datetime | None = None  # timers.last_activity_at
-        # Each event as its JSON envelope, with its visibility alongside for filtered listings.
+        # Each event as its JSON envelope; their visibilities alongside, built by the first
+        # listing with a visibility filter (most rooms never have one) and kept from then on.
         self.events: list[bytes] | None = None
         self.visibility: list[str] | None = None
         self.keys: dict[str, str] | None = None  # idempotency key -> event id
@@ -226,12 +272,13 @@ _by_order = attrgetter("order")
 def _load_room(data: _RoomData) -> Room:
     """A new ``Room`` from the stored JSON, with the counters put back."""
     assert data.room is not None
-    room = Room.model_validate_json(data.room)
-    if data.event_count:
+    room = Room.model_validate_json(_room_json(data.room))
+    # The store's own JSON has no counters (0); the log's payload has those of its time.
+    if room.event_count != data.event_count:
         room.event_count = data.event_count
-    if data.latest_index:
+    if room.latest_index != data.latest_index:
         room.latest_index = data.latest_index
-    if data.activity is not None:
+    if data.activity is not None and room.timers.last_activity_at != data.activity:
         room.timers.last_activity_at = data.activity  # the model is new: nothing shares it
     return room
 
@@ -243,7 +290,13 @@ def _load_binding(room_id: str, channel_id: str, binding: _Binding) -> ChannelBi
         apart["participant_id"] = binding.participant_id
     # A copy of the capabilities kept once: a field assigned in one a caller read changed the
     # bindings of every room with those capabilities.
-    return binding_from_json(binding.json, binding.capabilities.model_copy(), **apart)
+    capabilities = binding.capabilities.model_copy()
+    if binding.json.startswith(_BINDING_PAYLOAD):  # the log's payload (see _put_binding)
+        fields = _logged_binding.decode(binding.json).binding
+        fields.update(apart)
+        fields["capabilities"] = capabilities
+        return ChannelBinding.model_validate(fields)
+    return binding_from_json(binding.json, capabilities, **apart)
 
 
 def _page(offset: int, limit: int) -> tuple[int, int]:
@@ -354,7 +407,26 @@ class InMemoryStore(ConversationStore):
         """Replace the room (an upsert), counters included; see ``ConversationStore``."""
         return self._put_room(room)
 
-    def _put_room(self, room: Room) -> Room:
+    async def _put_logged(self, model: Room | ChannelBinding, payload: bytes) -> None:
+        """Store a room or a binding that the log holds as ``payload`` (``{"room": ...}`` or
+        ``{"binding": ...}``: a ``room.created``/``room.updated`` or a
+        ``channel.attached``/``channel.updated`` payload), keeping those very bytes instead of
+        JSON of its own, as ``add_event_envelope`` does for events: with the in-process log,
+        the room's and the bindings' JSON is then held once for both. An upsert, as
+        ``create_room``/``update_room`` and ``add_binding``/``update_binding`` are.
+
+        The store projection calls it (with the in-process log only: the payload of another
+        log is held by the store alone, and its own JSON is smaller); ``model`` is the
+        payload's model, for the indexes and the counters.
+        """
+        # A payload of another shape (a log written by another version) is not kept: the
+        # store's own JSON then.
+        if isinstance(model, Room):
+            self._put_room(model, payload if payload.startswith(_ROOM_PAYLOAD) else None)
+        else:
+            self._put_binding(model, payload if payload.startswith(_BINDING_PAYLOAD) else None)
+
+    def _put_room(self, room: Room, payload: bytes | None = None) -> Room:
         data = self._data.get(room.id)
         if data is None:
             data = self._room_data(room.id)  # the newest number: its creation order too
@@ -365,7 +437,7 @@ class InMemoryStore(ConversationStore):
             self._numbered.append(None)
         created = data.room is None
         old_status = data.status
-        data.room = compact_json(room, _ROOM_COUNTERS)
+        data.room = compact_json(room, _ROOM_COUNTERS) if payload is None else payload
         data.status = room.status
         data.event_count = room.event_count
         data.latest_index = room.latest_index
@@ -469,7 +541,7 @@ class InMemoryStore(ConversationStore):
             if not self._takes_part(data, participant_id, channel_type):
                 continue
             assert data.room is not None
-            created_at = _CreatedAt.model_validate_json(data.room).created_at
+            created_at = _CreatedAt.model_validate_json(_room_json(data.room)).created_at
             if created_at.tzinfo is None:  # naive: read as UTC, comparable with the rest
                 created_at = created_at.replace(tzinfo=UTC)
             if best is None or created_at >= best[0]:
@@ -551,17 +623,18 @@ class InMemoryStore(ConversationStore):
         if visibility is not DEFAULT_VISIBILITY and type(visibility) is str:
             visibility = sys.intern(visibility)
         events, visibilities = room.events, room.visibility
-        if events is None or visibilities is None:
+        if events is None:
             events = room.events = []
-            visibilities = room.visibility = []
         found = self._locate(event_id)
         if found is None:
             self._event_loc[_loc_key(event_id)] = room.number << _POSITION_BITS | len(events)
             events.append(data)
-            visibilities.append(visibility)
+            if visibilities is not None:
+                visibilities.append(visibility)
         elif found[0] is room:
             events[found[1]] = data
-            visibilities[found[1]] = visibility
+            if visibilities is not None:
+                visibilities[found[1]] = visibility
         else:
             raise ValueError(f"event {event_id!r} is already stored in room {found[0].room_id!r}")
         if idempotency_key:
@@ -588,13 +661,16 @@ class InMemoryStore(ConversationStore):
         """Return one page of the timeline: O(limit), or a scan with a filter."""
         start, stop = _page(offset, limit)
         data = self._data.get(room_id)
-        if data is None or data.events is None or data.visibility is None or start == stop:
+        if data is None or data.events is None or start == stop:
             return []
         if visibility_filter is None:
             return [_event(raw) for raw in data.events[start:stop]]
+        visibilities = data.visibility
+        if visibilities is None:
+            visibilities = data.visibility = [_visibility(raw) for raw in data.events]
         matching = (
             raw
-            for raw, visibility in zip(data.events, data.visibility, strict=True)
+            for raw, visibility in zip(data.events, visibilities, strict=True)
             if visibility == visibility_filter
         )
         return [_event(raw) for raw in islice(matching, start, stop)]
@@ -639,14 +715,16 @@ class InMemoryStore(ConversationStore):
         """Replace the binding (an upsert)."""
         return self._put_binding(binding)
 
-    def _put_binding(self, binding: ChannelBinding) -> ChannelBinding:
+    def _put_binding(
+        self, binding: ChannelBinding, payload: bytes | None = None
+    ) -> ChannelBinding:
         data = self._room_data(binding.room_id)
         bindings = data.bindings
         if bindings is None:
             bindings = data.bindings = {}
         channel_id = _intern(binding.channel_id)
         entry = _Binding(
-            compact_json(binding, _BINDING_APART),
+            compact_json(binding, _BINDING_APART) if payload is None else payload,
             self._capabilities.capabilities(binding.capabilities),
             binding.channel_type,
             binding.participant_id,

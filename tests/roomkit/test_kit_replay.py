@@ -26,7 +26,8 @@ from roomkit import (
     TextContent,
 )
 from roomkit.core import _store_projection
-from roomkit.models.room import RoomTimers
+from roomkit.models.room import Room, RoomTimers
+from roomkit.store import InMemoryStore
 from tests.roomkit.kit_helpers import SimpleChannel, category_of, text
 
 
@@ -328,3 +329,79 @@ async def test_a_room_no_longer_remembered_reads_another_process_s_records_first
         await a._runtime.projection.wait(await log.last_position())
         assert "r" not in a._runtime.projection._versions
         assert (await a.check_room_timers("r")).status == RoomStatus.CLOSED
+
+
+class _StoreOfItsOwnJson(InMemoryStore):
+    """An ``InMemoryStore`` whose rooms and bindings come through the methods 0.3.0 called
+    (an app's override): the projection then hands it models, and it keeps JSON of its own."""
+
+    async def create_room(self, room: Room) -> Room:
+        return await super().create_room(room)
+
+
+async def test_the_memory_store_sharing_the_logs_payloads_reads_as_one_keeping_its_own() -> None:
+    """With the in-process log, the in-memory store keeps the log's payload of each room and
+    binding instead of JSON of its own: every read gives what a store keeping its own JSON
+    gives, after updates of the room and of its bindings, and after events counted."""
+    log = MemoryEventLog()
+    async with new_kit(log) as kit:
+        await kit.create_room(
+            room_id="r1",
+            metadata={"topic": "x", "n": [1, 2]},
+            timers=RoomTimers(inactive_after_seconds=60),
+            organization_id="org",
+        )
+        await kit.create_room(room_id="r2")
+        await kit.attach_channel("r1", "sms", participant_id="ana", metadata={"k": "v"})
+        await kit.attach_channel("r1", "ws")
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        await kit.attach_channel("r2", "sms")
+        await kit.process_inbound(text("sms", "hello", sender="+1555"), room_id="r1")
+        await kit.mute("r1", "ai")
+        await kit.update_binding_metadata("r1", "ws", {"w": 1})
+        await kit.update_room_metadata("r1", {"topic": "y"})
+        await kit.process_inbound(text("ws", "agent here", sender="agent"), room_id="r1")
+        await kit.close_room("r2")
+        store = kit._store
+        assert isinstance(store, InMemoryStore) and type(store) is InMemoryStore
+        # The log's payloads are what the store keeps.
+        assert store._data["r1"].room is not None and store._data["r1"].room.startswith(
+            b'{"room":'
+        )
+        bindings = store._data["r1"].bindings
+        assert bindings is not None
+        assert all(b.json.startswith(b'{"binding":') for b in bindings.values())
+        shared = await _reads(kit)
+
+    async with new_kit(log, store=_StoreOfItsOwnJson()) as own:
+        store = own._store
+        assert isinstance(store, _StoreOfItsOwnJson)
+        assert store._data["r1"].room is not None
+        assert not store._data["r1"].room.startswith(b'{"room":')
+        assert await _reads(own) == shared
+
+
+async def _reads(kit: RoomKit) -> dict[str, Any]:
+    store = kit.store
+    reads: dict[str, Any] = {"snapshot": await snapshot(kit)}
+    for room_id in ("r1", "r2"):
+        room = await store.get_room(room_id)
+        assert room is not None
+        reads[room_id] = (room, room.model_fields_set, room.timers.model_fields_set)
+        reads[f"{room_id} bindings"] = [
+            (b, b.model_fields_set) for b in await store.list_bindings(room_id)
+        ]
+        reads[f"{room_id} sms"] = await store.get_binding(room_id, "sms")
+        reads[f"{room_id} internal"] = await store.list_events(
+            room_id, visibility_filter="internal"
+        )
+    reads["latest"] = await store.find_latest_room("ana")
+    reads["latest sms"] = await store.find_latest_room("ana", channel_type="sms")
+    reads["by channel"] = [
+        await store.find_room_id_by_channel("sms", status=status)
+        for status in (None, RoomStatus.ACTIVE, RoomStatus.CLOSED)
+    ]
+    reads["found"] = await store.find_rooms(organization_id="org")
+    reads["closed"] = await store.find_rooms(status=RoomStatus.CLOSED)
+    reads["rooms"] = await store.list_rooms()
+    return reads

@@ -11,9 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import roomkit.store
-from roomkit.models.channel import ChannelCapabilities
+from roomkit.core._domain import (
+    ChannelAttached,
+    ChannelUpdated,
+    RoomCreated,
+    RoomUpdated,
+    dump,
+    encode_payload,
+)
+from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.enums import RoomStatus
-from roomkit.models.room import RoomTimers
+from roomkit.models.room import Room, RoomTimers
 from roomkit.store import ConversationStore, InMemoryStore
 from roomkit.store.testing import (
     T0,
@@ -314,3 +322,109 @@ async def test_count_event_agrees_with_the_default(ops: list[tuple[Any, ...]]) -
         for room_id in ROOMS:
             assert await own.get_room(room_id) == await default.get_room(room_id)
     assert await own.list_rooms() == await default.list_rooms()
+
+
+async def test_visibilities_are_read_at_the_first_filtered_listing_and_kept() -> None:
+    """A room's visibilities are built by its first listing with a filter (most rooms never
+    have one), then kept up to date by every event added or replaced."""
+    store = InMemoryStore()
+    events = [make_event("r1", str(i), visibility=v) for i, v in enumerate(["all", "internal"])]
+    for event in events:
+        await store.add_event(event)
+    await store.add_event_json(
+        make_event("r1", "2", visibility="internal").model_dump_json().encode()
+    )
+    assert store._data["r1"].visibility is None
+    assert await store.list_events("r1") != []
+    assert store._data["r1"].visibility is None
+    internal = await store.list_events("r1", visibility_filter="internal")
+    assert [e.content.body for e in internal] == ["1", "2"]  # type: ignore[union-attr]
+    assert store._data["r1"].visibility == ["all", "internal", "internal"]
+    await store.add_event(make_event("r1", "3", visibility="internal"))
+    await store.add_event(events[1].model_copy(update={"visibility": "transport"}))  # replaced
+    internal = await store.list_events("r1", visibility_filter="internal")
+    assert [e.content.body for e in internal] == ["2", "3"]  # type: ignore[union-attr]
+    transport = await store.list_events("r1", visibility_filter="transport")
+    assert [e.content.body for e in transport] == ["1"]  # type: ignore[union-attr]
+    assert await store.list_events("r2", visibility_filter="all") == []
+
+
+def _logged(model: Room | ChannelBinding, *, update: bool = False) -> bytes:
+    """The log's payload of ``model``, as the room actor writes it."""
+    raw = dump(model)
+    if isinstance(model, Room):
+        return encode_payload(
+            RoomUpdated(room=raw, reason="updated") if update else RoomCreated(room=raw)
+        )
+    return encode_payload(
+        ChannelUpdated(binding=raw, change="muted") if update else ChannelAttached(binding=raw)
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=counter_operations)
+async def test_a_room_kept_as_the_logs_payload_reads_as_one_kept_as_json(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    """``_put_logged`` (the store projection's, with the in-process log) keeps the payload; the
+    counters it holds are those of its time, the store's own win."""
+    logged, own = InMemoryStore(), InMemoryStore()
+    for op in ops:
+        match op:
+            case ("count", room_id, index, activity_at):
+                for store in (logged, own):
+                    await store.count_event(room_id, index, activity_at)
+            case ("create" | "update", room_id, count, latest, activity_at):
+                room = make_room(
+                    room_id,
+                    created_at=T0,
+                    updated_at=T0,
+                    event_count=count,
+                    latest_index=latest,
+                    metadata={"m": count},
+                    timers=RoomTimers(last_activity_at=activity_at, inactive_after_seconds=9),
+                )
+                await logged._put_logged(room, _logged(room, update=op[0] == "update"))
+                await own.update_room(room)
+            case ("delete", room_id):
+                for store in (logged, own):
+                    await store.delete_room(room_id)
+        for room_id in ROOMS:
+            kept, read = await logged.get_room(room_id), await own.get_room(room_id)
+            assert kept == read
+            if kept is not None and read is not None:
+                assert kept.timers.last_activity_at == read.timers.last_activity_at
+    assert await logged.list_rooms() == await own.list_rooms()
+
+
+async def test_a_binding_kept_as_the_logs_payload_reads_as_one_kept_as_json() -> None:
+    logged, own = InMemoryStore(), InMemoryStore()
+    capabilities = ChannelCapabilities(max_length=160, supports_media=True)
+    bindings = [
+        make_binding("r1", "sms1", capabilities=capabilities, participant_id="ana"),
+        make_binding("r1", "ws1", channel_type="websocket", metadata={"a": [1]}),
+        make_binding("r1", "sms1", capabilities=capabilities, participant_id="ana", muted=True),
+    ]
+    room = make_room("r1", created_at=T0, updated_at=T0)
+    for store in (logged, own):
+        await store.create_room(room)
+    for n, binding in enumerate(bindings):
+        await logged._put_logged(binding, _logged(binding, update=n == 2))
+        await own.add_binding(binding)
+    kept = logged._data["r1"].bindings
+    assert kept is not None and kept["sms1"].json.startswith(b'{"binding":')
+    assert (
+        await logged.list_bindings("r1")
+        == await own.list_bindings("r1")
+        == [
+            bindings[2],
+            bindings[1],
+        ]
+    )
+    assert await logged.get_binding("r1", "sms1") == bindings[2]
+    assert await logged.find_latest_room("ana", channel_type="sms") == await own.get_room("r1")
+    assert await logged.find_room_id_by_channel("ws1") == "r1"
+    # A payload of another shape (another version's log) is not kept: JSON of its own then.
+    await logged._put_logged(bindings[1], b'{"other":1,"binding":{}}')
+    assert not kept["ws1"].json.startswith(b'{"other"')
+    assert await logged.get_binding("r1", "ws1") == bindings[1]
