@@ -22,6 +22,7 @@ of the wrong type or value raises ``TypeError`` or ``ValueError`` (pydantic's
     ├── EventRefusedError      (also a ValueError) what a command would write cannot be stored
     ├── StoreUnavailableError  the read model's database cannot be reached
     │   └── StoreClosedError   (roomkit.store.postgres; also a RuntimeError) closed by its owner
+    ├── StoreSchemaError (roomkit.store.postgres) the tables are of another schema version
     ├── RealtimeUnavailableError (roomkit.realtime.nats) NATS cannot be reached for realtime
     └── KitClosedError         the kit takes no more commands
 

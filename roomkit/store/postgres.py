@@ -25,6 +25,11 @@ rows as they were first added (the order listings keep; an upsert keeps a row's 
 - ``position`` holds the log position the tables hold every record up to: each record goes in
   with it in one transaction (``apply_record``), so the kits of several processes sharing the
   tables apply each record once, and a kit starting takes the tables up from there.
+- The schema has a version, ``_SCHEMA_VERSION``, kept as the comment of the ``position``
+  table. Tables of another version (or of a RoomKit that kept none) are refused with
+  ``StoreSchemaError``, never used: each record failed on them and was skipped, while its
+  caller was answered. Upgrading means dropping the tables the log rebuilds; the kit then
+  fills them again from its event log.
 
 The tables are RoomKit's own (prefixed ``roomkit_`` by default); RoomKit 0.3.0's tables, where
 its store was the source of truth, are not read.
@@ -47,7 +52,7 @@ import anyio
 from pydantic import BaseModel, TypeAdapter
 
 from roomkit.core._caller_context import KIT_MARKS
-from roomkit.errors import StoreUnavailableError
+from roomkit.errors import RoomKitError, StoreUnavailableError
 from roomkit.models._json import enveloped_event_fields, event_json, model_json
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.event import RoomEvent
@@ -58,7 +63,7 @@ from roomkit.models.task import Observation, Task
 from roomkit.store._arguments import check_identity, check_link
 from roomkit.store.base import ConversationStore, StorePositionLost, page_size
 
-__all__ = ["PostgresStore", "StoreClosedError"]
+__all__ = ["PostgresStore", "StoreClosedError", "StoreSchemaError"]
 
 logger = logging.getLogger("roomkit.store.postgres")
 
@@ -68,7 +73,14 @@ _Identified = Room | RoomEvent | Identity
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _BIGINT_MAX = 2**63 - 1
 
-# The schema, with {p} for the table prefix. Creating it twice changes nothing.
+# The schema's version: one more whenever the schema below changes (tables of another
+# version are refused, see _check_version).
+_SCHEMA_VERSION = 1
+_VERSIONED = f"RoomKit schema {_SCHEMA_VERSION}"  # the position table's comment
+_VERSION_COMMENT = re.compile(r"RoomKit schema (\d+)")
+
+# The schema, with {p} for the table prefix and {v} for its version's comment. Creating it twice
+# changes nothing.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {p}rooms (
     id text PRIMARY KEY,
@@ -153,6 +165,7 @@ CREATE TABLE IF NOT EXISTS {p}position (
     position bigint NOT NULL
 );
 INSERT INTO {p}position (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+COMMENT ON TABLE {p}position IS '{v}';
 """
 
 # Everything the log rebuilds (``clear``); identities are the application's.
@@ -168,6 +181,9 @@ _REBUILT = (
     "position",
 )
 _TABLES = (*_REBUILT, "identities", "identity_addresses")
+
+# Whether the position's table exists, and its comment (the schema's version).
+_FOUND = "SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class')"
 
 # The connection of the record (or the rebuild) being applied, and its store: the store's
 # calls made meanwhile go into its transaction.
@@ -319,6 +335,13 @@ def _bad_argument(error: Exception) -> bool:
     )
 
 
+class StoreSchemaError(RoomKitError):
+    """The database holds RoomKit tables of another schema version than this RoomKit's (or
+    made before versions were kept): the store refuses them rather than fail on every record.
+    The message says which tables to drop; the kit then fills them again from its event log.
+    """
+
+
 def _check_held(held: int, after: int) -> None:
     """Raise ``StorePositionLost`` if the tables hold less of the log than the kit saw them
     hold (``after``): a failover to a replica behind the primary, or commits lost with
@@ -445,6 +468,8 @@ class PostgresStore(ConversationStore):
                 backend fails here rather than deep inside asyncpg).
             StoreUnavailableError: the database cannot be reached.
             StoreClosedError: ``close()`` was called before it was done.
+            StoreSchemaError: the tables are of another schema version (see the module
+                docstring).
             asyncpg.PostgresError: the database refuses (no right to create the tables...).
         """
         try:
@@ -483,7 +508,7 @@ class PostgresStore(ConversationStore):
             self._ready = True
 
     async def _create_tables(self) -> None:
-        """Create the tables unless they exist.
+        """Create the tables unless they exist; refuse tables of another schema version.
 
         Existing tables are left alone without a statement that locks them: ``CREATE INDEX
         IF NOT EXISTS`` takes a lock on its table even when the index exists, and a kit
@@ -493,13 +518,48 @@ class PostgresStore(ConversationStore):
         """
         position = self._t["position"]
         async with self._pool.acquire() as conn:
-            # The schema is created in one transaction: its last table means all of it.
-            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", position):
+            # The schema is created in one transaction: its last table, with its version,
+            # means all of it.
+            if (await conn.fetchrow(_FOUND, position))[1] == _VERSIONED:
                 return
-            async with conn.transaction():
-                # Two processes starting together: CREATE ... IF NOT EXISTS can collide.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._prefix)
-                await conn.execute(_SCHEMA.format(p=self._prefix))
+            # Two processes starting together: CREATE ... IF NOT EXISTS can collide. The lock
+            # is the session's, taken before the transaction begins: in a transaction begun
+            # before another store committed the tables, to_regclass still missed them once
+            # it had (and they were refused as an older RoomKit's).
+            await conn.execute("SELECT pg_advisory_lock(hashtext($1))", self._prefix)
+            try:
+                async with conn.transaction():
+                    made, version = await conn.fetchrow(_FOUND, position)
+                    # Tables without the position's are older still: the schema created next
+                    # to them would pass them for its own.
+                    if not made and not await conn.fetchval(
+                        "SELECT bool_or(to_regclass(t) IS NOT NULL) FROM unnest($1::text[]) t",
+                        [self._t[name] for name in _REBUILT],
+                    ):
+                        await conn.execute(_SCHEMA.format(p=self._prefix, v=_VERSIONED))
+                        return
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self._prefix)
+            self._check_version(version)
+
+    def _check_version(self, comment: str | None) -> None:
+        """Refuse tables of another schema version (``comment``: the position table's).
+
+        Raises:
+            StoreSchemaError: their version is not ``_SCHEMA_VERSION``.
+        """
+        if comment == _VERSIONED:
+            return
+        kept = comment and _VERSION_COMMENT.fullmatch(comment)
+        found = f"of schema version {kept[1]}" if kept else "of a RoomKit that kept no version"
+        rebuilt = ", ".join(self._t[name] for name in _REBUILT)
+        raise StoreSchemaError(
+            f"PostgresStore: the tables prefixed {self._prefix!r} are {found}; this "
+            f"RoomKit's schema version is {_SCHEMA_VERSION}. They are a projection of the "
+            f"event log: drop them (DROP TABLE IF EXISTS {rebuilt}) and the kit fills them again "
+            f"from its log as it starts. Keep {self._t['identities']} and "
+            f"{self._t['identity_addresses']}: the log does not hold identities."
+        )
 
     async def close(self) -> None:
         """Close the pool if the store opened it (a pool given to it stays open)."""

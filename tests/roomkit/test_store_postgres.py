@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,7 +38,7 @@ from roomkit import (
     TextContent,
 )
 from roomkit.store import ConversationStore, InMemoryStore
-from roomkit.store.postgres import PostgresStore, StoreClosedError
+from roomkit.store.postgres import PostgresStore, StoreClosedError, StoreSchemaError
 from roomkit.store.testing import ConversationStoreContract, make_event, make_room
 from tests.postgres_fixtures import postgres_directory, start_postgres, stop_postgres
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
@@ -313,6 +314,65 @@ async def test_two_stores_creating_the_tables_at_once_both_start(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_tables_of_an_older_schema_are_refused_and_dropping_them_rebuilds_them(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    log = MemoryEventLog()
+    async with new_kit(log, store=InMemoryStore()) as in_memory:
+        await converse(in_memory)
+        expected = await snapshot(in_memory)
+    # The tables as a RoomKit before the schema's version left them (commit 07ef95c^: no
+    # idempotency table, no counter columns; no version): each record failed on them, and
+    # was skipped while its caller was answered.
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+        await store.create_identity(Identity(id="i1", display_name="Ann"))
+    admin = await asyncpg.connect(postgres_uri)
+    try:
+        await admin.execute(
+            f"""DROP TABLE {postgres_prefix}idempotency;
+            ALTER TABLE {postgres_prefix}rooms DROP COLUMN event_count, DROP COLUMN latest_index;
+            COMMENT ON TABLE {postgres_prefix}position IS NULL"""
+        )
+        store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+        with pytest.raises(StoreSchemaError, match="kept no version.* version is 1") as refused:
+            async with new_kit(log, store=store) as kit:
+                await kit.get_room("r1")
+        await store.close()
+        # What the error says to do: drop the tables the log rebuilds, identities kept.
+        drop = re.search(r"DROP TABLE [^)]*", str(refused.value))
+        assert drop is not None and f"{postgres_prefix}identities" not in drop[0]
+        await admin.execute(drop[0])
+    finally:
+        await admin.close()
+    store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    async with store, new_kit(log, store=store) as kit:
+        assert await snapshot(kit) == expected
+        assert await store.get_identity("i1") == Identity(id="i1", display_name="Ann")
+
+
+async def test_tables_of_another_schema_version_are_refused(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+        await store.create_room(make_room("r1"))
+    admin = await asyncpg.connect(postgres_uri)
+    try:
+        for change, found in [
+            ("COMMENT ON TABLE {p}position IS 'RoomKit schema 2'", "schema version 2"),
+            # Older still: tables from before the position's (the schema is not created
+            # next to them).
+            ("DROP TABLE {p}position", "kept no version"),
+        ]:
+            await admin.execute(change.format(p=postgres_prefix))
+            store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+            with pytest.raises(StoreSchemaError, match=found):
+                await store.get_room("r1")
+            await store.close()
+        assert await admin.fetchval("SELECT to_regclass($1)", f"{postgres_prefix}position") is None
+    finally:
+        await admin.close()
 
 
 async def test_a_room_whose_json_jsonb_refuses_is_counted_all_the_same(
