@@ -484,6 +484,19 @@ async def _append_batch(log: EventLog, stream: str, batch: list[Record], room_id
         ) from exc
     if not committed or committed[0].version != first:
         # The log answered with an earlier append (a message id it had already seen).
+        message_id = batch[0].headers.message_id
+        if committed and message_id is not None and committed[0].headers.message_id == message_id:
+            # Not a conflict: the target holds the room's first records as the input does,
+            # but took this append for a retry of its own earlier one (a catch-up whose first
+            # record reuses the message id of a record the target holds).
+            raise BadExport(
+                f"room {room_id!r} v{first} reuses the message id {message_id!r} of "
+                f"v{committed[0].version}, which the target holds: the target takes an append "
+                "starting with it for a retry of that one (a log de-duplicates appends by "
+                f"their first record's message id) and appended nothing from v{first} on; "
+                "try again once the target's duplicate window has passed (NATS: its stream's, "
+                "2 minutes by default), or import the whole room into a target without it"
+            )
         raise ImportConflict(
             stream,
             first,

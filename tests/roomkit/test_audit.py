@@ -454,6 +454,23 @@ class TestExportImport:
         assert again.appended == 0
         assert await target.read("r1") == await conversation.read("r1")
 
+    async def test_a_resume_whose_first_record_reuses_a_held_message_id_says_so(self) -> None:
+        # The target took the append for a retry of the held record's own (a log dedups an
+        # append by its first event's message id): "differs at version 3", where nothing
+        # differed, sent the user looking for a conflict there was not.
+        def note(message_id: str) -> NewEvent:
+            return NewEvent("custom.note", b"{}", headers=Headers(message_id=message_id))
+
+        source = MemoryEventLog()
+        await source.append("r1", [note("a")], expected_version=0)
+        await source.append("r1", [note("b"), note("a")], expected_version=1)  # not first
+        lines = await exported(source, "r1")
+        target = MemoryEventLog()
+        await import_room(target, lines[:2])
+        with pytest.raises(BadExport, match="v3 reuses the message id 'a' of v1"):
+            await import_room(target, lines)
+        assert len(await target.read("r1")) == 2
+
     async def test_refuses_a_conflicting_stream_and_writes_nothing(self) -> None:
         ours = await hand_made_room()
         theirs = MemoryEventLog()
