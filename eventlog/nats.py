@@ -375,13 +375,7 @@ class NatsEventLog(EventLog):
         Raises:
             EventLogError: the log is not connected (the server says what it takes).
         """
-        io = self._connected()
-        limit = io.nc.max_payload
-        if self._max_msg_size is not None:
-            # An operator's limit below it: an import cut to the server's alone was refused
-            # half-way (its first appends stored, the rest not), or for good.
-            limit = min(limit, self._max_msg_size)
-        return limit - _HEADERS_ALLOWANCE - envelope_bytes()
+        return append_bytes_limit(self._connected().nc.max_payload, self._max_msg_size)
 
     def append_size(self, events: Sequence[NewEvent]) -> int:
         return sum(event_bytes(event) for event in events)
@@ -663,6 +657,17 @@ class NatsEventLog(EventLog):
             return decode_snapshot(value)
         except Exception as exc:
             raise EventLogError(f"the snapshot of {stream!r} cannot be decoded") from exc
+
+
+def append_bytes_limit(max_payload: int, max_msg_size: int | None = None) -> int:
+    """``NatsEventLog.max_append_bytes`` on a server taking ``max_payload`` bytes per message,
+    for a stream whose ``max_msg_size`` is given (``None``: a stream not made yet)."""
+    limit = max_payload
+    if max_msg_size is not None:
+        # An operator's limit below it: an import cut to the server's alone was refused
+        # half-way (its first appends stored, the rest not), or for good.
+        limit = min(limit, max_msg_size)
+    return limit - _HEADERS_ALLOWANCE - envelope_bytes()
 
 
 def _msg_id(stream: str, message_id: str | None) -> str:

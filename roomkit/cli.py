@@ -50,6 +50,7 @@ from roomkit.audit import (
     write_replay,
     write_rooms,
 )
+from roomkit.audit._transfer import check_import
 from roomkit.core._room_ids import check_room_id, room_stream
 from roomkit.errors import InvalidRoomIdError, RoomNotFoundError
 from roomkit.ingress.cli import SERVE_HELP, configure_serve_parser, run_serve
@@ -214,7 +215,11 @@ class Command:
 
 @asynccontextmanager
 async def _nats_log(
-    args: argparse.Namespace, *, create: bool, missing_ok: bool = False
+    args: argparse.Namespace,
+    *,
+    create: bool,
+    missing_ok: bool = False,
+    check: Callable[[EventLog], Awaitable[None]] | None = None,
 ) -> AsyncIterator[EventLog]:
     opened = open_nats_log(
         args.log,
@@ -223,10 +228,13 @@ async def _nats_log(
         timeout=args.timeout,
         create=create,
         missing_ok=missing_ok,
+        check=check,
     )
     async with AsyncExitStack() as stack:
         try:
             log = await stack.enter_async_context(opened)
+        except AuditError:  # what ``check`` refused (a BadExport is a ValueError too)
+            raise
         except ValueError as exc:  # a bad URL, or a stream of other subjects: fix the arguments
             raise CliError(EXIT_USAGE, f"--log: {exc}") from exc
         yield log
@@ -601,7 +609,13 @@ async def _run_import(args: argparse.Namespace, console: Console) -> int:
         export = await read_export(lines)
     finally:
         await lines.aclose()
-    async with _nats_log(args, create=True) as log:
+
+    # Checked against a missing stream's limits before it is made: an export the target
+    # refuses must not leave an empty stream and snapshot bucket behind.
+    async def check(target: EventLog) -> None:
+        await check_import(target, export)
+
+    async with _nats_log(args, create=True, check=check) as log:
         report = await import_room(log, export)
     for stream in report.streams:
         console.write(

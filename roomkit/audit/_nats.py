@@ -9,13 +9,13 @@ created there unless asked: imports), and a reader opens the log ``read_only``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import anyio
 
-from eventlog import EventLog, EventLogError, LogUnavailable, MemoryEventLog
+from eventlog import EventLog, EventLogError, LogUnavailable, MemoryEventLog, NewEvent
 from eventlog._redacted import redacted
 
 __all__ = ["DEFAULT_STREAM", "DEFAULT_SUBJECT_PREFIX", "open_nats_log"]
@@ -58,8 +58,33 @@ async def _connect_error(exc: Exception) -> None:
     logger.debug("NATS: %r", exc)
 
 
-async def _stream_exists(url: str, stream_name: str, subject_prefix: str, timeout: float) -> bool:
-    """Whether the log's stream exists (a reading tool must not create one).
+class _NewStream(MemoryEventLog):
+    """A stream not made yet, as ``NatsEventLog`` would make it on a server taking
+    ``max_payload`` bytes per message: empty, with its limits (an import checked against it
+    before its appends made the stream, and the snapshot bucket, for nothing)."""
+
+    def __init__(self, max_payload: int) -> None:
+        from eventlog.nats import NatsEventLog, append_bytes_limit
+
+        super().__init__()
+        self.max_append_events = NatsEventLog.max_append_events
+        self._max_bytes = append_bytes_limit(max_payload)
+
+    @property
+    def max_append_bytes(self) -> int:
+        return self._max_bytes
+
+    def append_size(self, events: Sequence[NewEvent]) -> int:
+        from eventlog._nats_codec import event_bytes
+
+        return sum(event_bytes(event) for event in events)
+
+
+async def _stream_exists(
+    url: str, stream_name: str, subject_prefix: str, timeout: float
+) -> tuple[bool, int]:
+    """Whether the log's stream exists (a reading tool must not create one), and the
+    server's max payload.
 
     Raises:
         ValueError: the stream holds other subjects (the wrong prefix was given).
@@ -82,7 +107,7 @@ async def _stream_exists(url: str, stream_name: str, subject_prefix: str, timeou
         with anyio.fail_after(timeout):
             info = await nc.jetstream(timeout=timeout).stream_info(stream_name)
     except nats.js.errors.NotFoundError:
-        return False
+        return False, nc.max_payload
     except (TimeoutError, nats.errors.Error) as exc:
         raise LogUnavailable(f"no JetStream answers at {redacted(url)}: {exc!r}") from exc
     finally:
@@ -95,7 +120,7 @@ async def _stream_exists(url: str, stream_name: str, subject_prefix: str, timeou
             f"JetStream stream {stream_name} at {redacted(url)} holds {config.subjects}, "
             f"not {subjects}: give the subject prefix its writers use"
         )
-    return True
+    return True, nc.max_payload
 
 
 @asynccontextmanager
@@ -107,6 +132,7 @@ async def open_nats_log(
     timeout: float = 5.0,
     create: bool = False,
     missing_ok: bool = False,
+    check: Callable[[EventLog], Awaitable[None]] | None = None,
 ) -> AsyncIterator[EventLog]:
     """Open the RoomKit log on the NATS server at ``url``, leaving its stream as it is.
 
@@ -118,6 +144,9 @@ async def open_nats_log(
         create: create the stream if it does not exist (imports); otherwise a server without
             it yields an empty log and is left untouched, with a warning unless
             ``missing_ok`` (a reader that waits for the stream to appear).
+        check: with ``create``, awaited with a stand-in of a missing stream (empty, with the
+            server's limits) before it is made: what it raises leaves the server untouched
+            (an import the target would refuse: ``check_import``).
 
     Raises:
         ValueError: ``url`` is not a NATS URL, or the stream holds other subjects.
@@ -133,7 +162,10 @@ async def open_nats_log(
             f"cannot open {redacted(url)}: NATS support is not installed ({exc})"
         ) from exc
     # An existing stream is used as it is (NatsEventLog never reconfigures one).
-    if not await _stream_exists(url, stream_name, subject_prefix, timeout) and not create:
+    exists, max_payload = await _stream_exists(url, stream_name, subject_prefix, timeout)
+    if not exists and create and check is not None:
+        await check(_NewStream(max_payload))
+    if not exists and not create:
         # A warning (on stderr from the CLI): a mistyped --stream read as an empty log.
         say = logger.info if missing_ok else logger.warning
         say(

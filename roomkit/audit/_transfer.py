@@ -344,14 +344,7 @@ async def import_room(log: EventLog, lines: Lines | CheckedExport) -> ImportRepo
     """
     export = lines if isinstance(lines, CheckedExport) else await read_export(lines)
     streams = export.streams
-    present: dict[str, int] = {}
-    for stream, records in streams.items():
-        existing = await log.last_version(stream)
-        present[stream] = await _compare(log, stream, records[:existing], export.room_id(stream))
-    plans = {
-        stream: _plan(log, records, present[stream], export.room_id(stream))
-        for stream, records in streams.items()
-    }
+    present, plans = await _prepared(log, export)
     report = []
     for stream, records in streams.items():
         room_id = export.room_id(stream)
@@ -363,6 +356,29 @@ async def import_room(log: EventLog, lines: Lines | CheckedExport) -> ImportRepo
             "imported %s: %d appended, %d already present", room_id, len(todo), present[stream]
         )
     return ImportReport(tuple(report))
+
+
+async def check_import(log: EventLog, export: CheckedExport) -> None:
+    """Raise what ``import_room(log, export)`` raises before its first append, appending
+    nothing (``log``: the target, or a stand-in with its limits, as ``open_nats_log``'s
+    ``check`` gives for a stream it has not made yet)."""
+    await _prepared(log, export)
+
+
+async def _prepared(
+    log: EventLog, export: CheckedExport
+) -> tuple[dict[str, int], dict[str, list[list[Record]]]]:
+    """Each stream's records the target holds already (checked equal), and the appends that
+    write the others (checked against the target's rules)."""
+    present: dict[str, int] = {}
+    for stream, records in export.streams.items():
+        existing = await log.last_version(stream)
+        present[stream] = await _compare(log, stream, records[:existing], export.room_id(stream))
+    plans = {
+        stream: _plan(log, records, present[stream], export.room_id(stream))
+        for stream, records in export.streams.items()
+    }
+    return present, plans
 
 
 def _room_id(stream: str, records: list[Record]) -> str:

@@ -299,7 +299,9 @@ class TestCli:
         target = MemoryEventLog()
 
         @asynccontextmanager
-        async def fake_nats_log(args: Any, *, create: bool) -> AsyncIterator[EventLog]:
+        async def fake_nats_log(
+            args: Any, *, create: bool, check: Any = None
+        ) -> AsyncIterator[EventLog]:
             yield target
 
         monkeypatch.setattr("roomkit.cli._nats_log", fake_nats_log)
@@ -318,7 +320,9 @@ class TestCli:
         target = MemoryEventLog()
 
         @asynccontextmanager
-        async def fake_nats_log(args: Any, *, create: bool) -> AsyncIterator[EventLog]:
+        async def fake_nats_log(
+            args: Any, *, create: bool, check: Any = None
+        ) -> AsyncIterator[EventLog]:
             yield target
 
         monkeypatch.setattr("roomkit.cli._nats_log", fake_nats_log)

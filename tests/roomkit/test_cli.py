@@ -590,7 +590,9 @@ class TestImport:
         log = MemoryEventLog()
 
         @asynccontextmanager
-        async def fake_nats_log(args: Any, *, create: bool) -> AsyncIterator[EventLog]:
+        async def fake_nats_log(
+            args: Any, *, create: bool, check: Any = None
+        ) -> AsyncIterator[EventLog]:
             yield log
 
         monkeypatch.setattr("roomkit.cli._nats_log", fake_nats_log)
@@ -819,6 +821,18 @@ class TestOnNats:
         code, _, err = run(capsys, "import", "--log", nats_server.url, "--file", str(bad))
         assert code == EXIT_BAD_INPUT and "line 1: not an exported record" in err
         assert anyio.run(streams) == []  # neither the log's stream nor its snapshots bucket
+        # A record over what the server takes in a message (known once connected): the
+        # stream and the bucket were made, and left empty.
+        lines = export.read_text().splitlines()
+        big = base64.b64encode(b"x" * 1_200_000).decode()
+        record = {"stream": "r1", "version": len(lines) + 1, "position": 0, "type": "note"}
+        too_big = export.parent / "too-big.jsonl"
+        too_big.write_text(
+            "\n".join([*lines, json.dumps(record | {"timestamp": 1.0, "data": big})])
+        )
+        code, _, err = run(capsys, "import", "--log", nats_server.url, "--file", str(too_big))
+        assert code == EXIT_BAD_INPUT and "bytes" in err
+        assert anyio.run(streams) == []
 
     def test_reading_leaves_the_server_as_it_was(
         self,
