@@ -829,7 +829,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             raise TypeError(f"callback must be callable, got {callback!r}")
         try:
             return await self._realtime_backend.subscribe_to_room(room_id, callback)
-        except RuntimeError as exc:
+        except Exception as exc:
             if self._runtime.closed:  # and its backend with it, as this subscribed
                 raise KitClosedError("the kit closed while subscribing") from exc
             raise

@@ -159,6 +159,11 @@ class NatsRealtime(RealtimeBackend):
         self._channel_of: dict[str, str] = {}  # subscription id -> channel
         self._subscribers: dict[str, set[str]] = {}  # channel -> subscription ids
         self._closed = False
+        # Pings confirming subscriptions, until answered (close() ends those of its own
+        # connection), and what close() sets for the subscribes waiting on them (made in the
+        # connection's loop).
+        self._pings: set[asyncio.Future[None]] = set()
+        self._closing: asyncio.Future[None] | None = None
         # Drops reported: the first at once, then one line per _REPORT_EVERY with the count.
         self._dropped = 0
         self._reported_at: float | None = None
@@ -216,7 +221,12 @@ class NatsRealtime(RealtimeBackend):
         """
         if self._closed:
             raise RuntimeError("NatsRealtime is closed")
-        nc = await self._connected()
+        try:
+            nc = await self._connected()
+        except RealtimeUnavailableError as exc:
+            if self._closed:  # as it connected
+                raise RuntimeError("NatsRealtime is closed") from exc
+            raise
         async with self._lock():  # two first subscribers of a channel: one NATS subscription
             if self._closed:
                 raise RuntimeError("NatsRealtime is closed")
@@ -228,7 +238,13 @@ class NatsRealtime(RealtimeBackend):
         # stalled waited one after another (the sixth six connect_timeouts), and so did an
         # unsubscribe behind them.
         try:
-            await self._confirmed(remote.pinged)
+            if not remote.confirmed:
+                # A ping of its own, sent after the subscription: one shared by the waiters
+                # was never answered once the connection that sent it dropped (nats-py forgets
+                # the pongs it waits for as it reconnects), and no one could subscribe to
+                # the channel while any waited on it.
+                await self._confirmed(nc)
+                remote.confirmed = True
             sub_id = await self._local.subscribe(channel, callback)
         except BaseException as exc:
             # Given up or failed: nothing of it is left (its NATS subscription stayed for the
@@ -251,7 +267,7 @@ class NatsRealtime(RealtimeBackend):
         return sub_id
 
     async def _subscribed(self, nc: NatsClient, channel: str) -> _Remote:
-        """Subscribe this process to ``channel``'s subject, its confirmation under way."""
+        """Subscribe this process to ``channel``'s subject, not confirmed yet."""
 
         async def forward(msg: Msg) -> None:
             event = _event_of(msg)
@@ -268,7 +284,7 @@ class NatsRealtime(RealtimeBackend):
             raise RuntimeError("NatsRealtime is closed")
         # nats-py only queues the subscription: about one in ten of the events another process
         # published just after subscribe returned was missed, unconfirmed.
-        remote = self._remote[channel] = _Remote(subscription, _pinged_soon(nc))
+        remote = self._remote[channel] = _Remote(subscription)
         return remote
 
     async def _leave(self, channel: str, remote: _Remote) -> None:
@@ -311,18 +327,24 @@ class NatsRealtime(RealtimeBackend):
             await self._local.unsubscribe(sub_id)
         return True
 
-    async def _confirmed(self, pinged: asyncio.Future[None]) -> None:
-        """Return once ``pinged`` (``_pinged_soon``) is answered: the server has the
-        subscription sent before it.
+    async def _confirmed(self, nc: NatsClient) -> None:
+        """Return once the server has what ``nc`` sent so far (a subscription): it answered
+        a ping sent after it (``_pinged_soon``).
 
         Raises:
             TimeoutError: not within ``connect_timeout``.
-            RuntimeError: ``close`` closed the connection meanwhile.
+            RuntimeError: ``close`` was called meanwhile.
             nats.errors.Error: the connection failed.
         """
+        pinged = _pinged_soon(nc)
+        self._pings.add(pinged)
+        pinged.add_done_callback(self._pings.discard)
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
         with anyio.fail_after(self._connect_timeout):
-            await asyncio.wait((pinged,))  # a cancelled wait leaves the pings be
-        if pinged.cancelled():  # by close(), as it closed the connection
+            # A cancelled wait leaves the ping be (see _pinged_soon).
+            await asyncio.wait((pinged, self._closing), return_when=asyncio.FIRST_COMPLETED)
+        if self._closed or pinged.cancelled():  # a ping cancelled by close(), or not answered
             raise RuntimeError("NatsRealtime is closed")
         pinged.result()
 
@@ -333,27 +355,35 @@ class NatsRealtime(RealtimeBackend):
             logger.warning("%d more realtime events dropped before closing", self._dropped)
             self._dropped = 0
         self._closed = True
-        remotes, self._remote = list(self._remote.values()), {}
-        remote = [each.subscription for each in remotes]
+        remote = [each.subscription for each in self._remote.values()]
+        self._remote = {}
         self._channel_of.clear()
         self._subscribers.clear()
         nc, self._nc = self._nc, None
         watch, self._watch = self._watch, None
         loop, self._loop = self._loop, None
+        closing, self._closing = self._closing, None
         if loop is not None and loop is not asyncio._get_running_loop():
             # Another event loop's connection: closed in that loop by its watch (at once if
             # the loop runs, in another thread; else when its tasks are cancelled).
-            if watch is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(watch.task.cancel)
+            if not loop.is_closed():
+                if watch is not None:
+                    loop.call_soon_threadsafe(watch.task.cancel)
+                if closing is not None:
+                    loop.call_soon_threadsafe(_done, closing)
             remote, nc = [], None
-        elif watch is not None:
-            watch.closes = False  # the teardown below is the one
-            watch.task.cancel()
+        else:
+            if closing is not None:
+                # The subscribes confirming waited out connect_timeout (a given client's
+                # server may well answer: the backend is closed all the same).
+                _done(closing)
+            if watch is not None:
+                watch.closes = False  # the teardown below is the one
+                watch.task.cancel()
         if remote or nc is not None:
             own = nc if self._client is None else None
-            # Of a connection closed, the pongs never come: the subscribes confirming waited
-            # out connect_timeout, and the pings an hour.
-            pings = [each.pinged for each in remotes] if own is not None else []
+            # Of a connection closed, the pongs never come: its pings waited an hour.
+            pings = list(self._pings) if own is not None else []
             # Its own task, awaited through a shield: a caller cancelled meanwhile (a callback
             # closing the backend it runs in is cancelled by that close) leaves no connection
             # open behind it.
@@ -440,7 +470,8 @@ class NatsRealtime(RealtimeBackend):
         self._remote.clear()
         self._channel_of.clear()
         self._subscribers.clear()
-        self._connecting = self._remote_lock = None
+        self._connecting = self._remote_lock = self._closing = None
+        self._pings = set()  # the ended loop's
 
     def _lock(self) -> anyio.Lock:
         if self._remote_lock is None:
@@ -465,7 +496,7 @@ class _Remote:
     """This process's NATS subscription to a channel's subject."""
 
     subscription: Subscription
-    pinged: asyncio.Future[None]  # answered once the server has the subscription
+    confirmed: bool = False  # the server answered a ping sent after it
     waiting: int = 0  # subscribers waiting for it to be confirmed (they keep it)
 
 
@@ -523,6 +554,11 @@ async def _pinged(nc: NatsClient) -> None:
     # flusher (the subscription), which writes it during the first round trip.
     for _ in range(2):
         await nc.flush(timeout=_PONG_PATIENCE)
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _ping_done(pinged: asyncio.Future[None]) -> None:

@@ -551,3 +551,112 @@ async def test_subscribes_racing_the_kits_close_are_refused_at_once(
     assert {type(exc) for exc in refused} == {KitClosedError}
     assert kit.realtime.subscription_count == 0
     assert not nats_realtime._PINGS
+
+
+async def test_a_channel_whose_confirmation_was_lost_in_a_reconnect_takes_subscribers(
+    restartable_nats_server: NatsServer,
+) -> None:
+    # The subscribers of a channel waited on the ping of its first: sent before the server
+    # went away, it was never answered (nats-py forgets the pongs it waits for as it
+    # reconnects), and no one could subscribe to the channel while any waited on it.
+    server = restartable_nats_server
+    process = server._process
+    assert process is not None
+    options = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
+    async with (
+        NatsRealtime(server.url, connect_timeout=60, connect_options=options) as rt,
+        NatsRealtime(server.url, connect_options=options) as publisher,
+    ):
+        await rt.subscribe("room:warm", Inbox())
+        first = Inbox()
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                process.send_signal(signal.SIGSTOP)
+                tg.start_soon(rt.subscribe, "room:x", first)
+
+                async def sent() -> bool:
+                    return "room:x" in rt._remote
+
+                await eventually(sent, what="the subscription sent")
+                await anyio.to_thread.run_sync(server.kill)
+                await anyio.to_thread.run_sync(server.start)
+
+                async def back() -> bool:
+                    return rt._nc is not None and rt._nc.is_connected
+
+                await eventually(back, what="connected again")
+                later = Inbox()
+                await rt.subscribe("room:x", later)
+                tg.cancel_scope.cancel()  # the first waits for a pong that never comes
+            await publisher.publish("room:x", typing(1))
+            assert len(await later.count(1)) == 1
+
+
+@pytest.mark.parametrize("given_a_client", [False, True])
+async def test_subscribes_racing_a_close_on_a_stalled_server_are_refused_at_once(
+    nats_server: NatsServer, given_a_client: bool
+) -> None:
+    # With a client given to it, a close left the subscribes confirming to wait out their
+    # connect_timeout; and the pings of subscribes given up stayed pending for an hour.
+    process = nats_server._process
+    assert process is not None
+    client = await nats.connect(nats_server.url) if given_a_client else None
+    rt = NatsRealtime(client or nats_server.url, connect_timeout=60)
+    try:
+        await rt.subscribe("room:warm", Inbox())
+        refused: list[BaseException] = []
+
+        async def subscribe(channel: str) -> None:
+            try:
+                await rt.subscribe(channel, Inbox())
+            except RuntimeError as exc:
+                refused.append(exc)
+
+        async def sent() -> bool:
+            return {"room:0", "room:1", "room:2"} <= set(rt._remote)
+
+        with anyio.fail_after(20):
+            process.send_signal(signal.SIGSTOP)
+            try:
+                with anyio.move_on_after(0.2):  # given up, its ping still out
+                    await rt.subscribe("room:given-up", Inbox())
+                async with anyio.create_task_group() as tg:
+                    for n in range(3):
+                        tg.start_soon(subscribe, f"room:{n}")
+                    await eventually(sent, what="the subscriptions sent")
+                    await rt.close()
+            finally:
+                process.send_signal(signal.SIGCONT)
+            assert len(refused) == 3 and rt.subscription_count == 0
+
+        async def answered() -> bool:  # its own connection's at once, a given client's
+            return not nats_realtime._PINGS  # once its server answers
+
+        await eventually(answered, what="the pings ended")
+    finally:
+        await rt.close()
+        if client is not None:
+            await client.close()
+
+
+async def test_a_kit_closed_as_its_realtime_connects_refuses_subscribes_as_closed(
+    nats_server: NatsServer,
+) -> None:
+    # The backend said "NatsRealtime is closed" as a RealtimeUnavailableError, which the kit
+    # passed on where a closed kit raises KitClosedError.
+    kit = RoomKit(realtime=NatsRealtime(nats_server.url, connect_timeout=10))
+    refused: list[BaseException] = []
+
+    async def subscribe(n: int) -> None:
+        try:
+            await kit.subscribe_room(f"room-{n}", Inbox())
+        except Exception as exc:
+            refused.append(exc)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(subscribe, n)
+            await anyio.sleep(0.001)  # connecting
+            await kit.close()
+    assert [type(exc) for exc in refused] == [KitClosedError] * 5
