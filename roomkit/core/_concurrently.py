@@ -48,6 +48,11 @@ async def concurrently(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     except RuntimeError:
         loop = None  # trio
     if loop is not None:
+        if len(calls) == 1:
+            # One call (one target, one async hook: the usual room): no task ever, so
+            # nothing of _in_asyncio_tasks but its first step, without its frame.
+            done, rest = first_step(calls[0](), contextvars.copy_context())
+            return [rest if done else await rest]
         return await _in_asyncio_tasks(loop, calls)
     return await _in_task_group(calls)
 

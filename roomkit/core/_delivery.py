@@ -288,7 +288,8 @@ class RoomDelivery:
         errors = await self._services.hooks.run_async_hooks(
             self._room_id, work.trigger, work.event, context, ceiling=self._hook_ceiling()
         )
-        await self._report_hook_errors(errors, context)
+        if errors:
+            await self._report_hook_errors(errors, context)
 
     def _hook_ceiling(self) -> float | None:
         """The longest an async hook run here may take: the kit's ``process_timeout``, as a
@@ -397,7 +398,8 @@ class RoomDelivery:
             context,
             ceiling=router.call_timeout,  # _hook_ceiling(), from the router already at hand
         )
-        await self._report_hook_errors(errors, context)
+        if errors:
+            await self._report_hook_errors(errors, context)
 
     async def _record(self, outcome: RecordOutcome) -> None:
         ask_room = self._services.ask_room

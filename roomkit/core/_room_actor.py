@@ -14,7 +14,7 @@ import pydantic
 
 from actors import Actor, Effect, EventSourcedActor
 from eventlog import LogUnavailable, NewEvent, Record
-from roomkit.core._bounded import TimedOut, bounded_here
+from roomkit.core._bounded import TimedOut, started_here
 from roomkit.core._caller_context import Carried, within
 from roomkit.core._commands import (
     FlushOutcomes,
@@ -423,7 +423,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             left = budget - (time.perf_counter() - started)
             if left <= 0:
                 raise TimedOut  # its earlier decisions, undone by other writers, used it up
-            facts, outcome = await bounded_here(self._decider.decide(state, command), left)
+            done, decided = started_here(self._decider.decide(state, command), left)
+            facts, outcome = decided if done else await decided
         except TimedOut:
             logger.warning(
                 "room %s: deciding an inbound message took longer than its process_timeout "

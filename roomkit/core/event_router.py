@@ -39,7 +39,12 @@ import anyio
 
 from actors import check_seconds, error_text
 from roomkit.channels.base import Channel
-from roomkit.core._bounded import TimedOut, bounded, bounded_here, called_apart
+from roomkit.core._bounded import (
+    TimedOut,
+    bounded,
+    called_apart,
+    started_here,
+)
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.core._failed_attempt import Health, channel_health, retry_after, retryable
@@ -345,7 +350,9 @@ class EventRouter:
         outcome = _Outcome(target)
         is_transport = target.category == ChannelCategory.TRANSPORT
         try:
-            prepared = await self._prepare(event, source_binding, target)
+            prepared = self._untranscoded(event, source_binding, target)
+            if prepared is None:  # to be transcoded
+                prepared = await self._prepare(event, source_binding, target)
             if prepared is None:
                 outcome.error = "transcoding_failed"
                 if is_transport:
@@ -353,14 +360,16 @@ class EventRouter:
                         channel_id=channel_id, success=False, error="transcoding_failed"
                     )
                 return outcome
-            reaction = channel.on_event(prepared, target, context)
             if type(channel).on_event is _BASE_ON_EVENT and "on_event" not in vars(channel):
-                # The base on_event does nothing and never waits: no bound to pay for on
-                # every target of every message.
-                outcome.output = await reaction
-                outcome.error = outcome.output.failure
+                # The base on_event does nothing but answer an empty output: not even called
+                # (nor bounded) on every target of every message.
+                outcome.output = ChannelOutput.empty()
             else:
-                output = await _answered(reaction, self.call_timeout)
+                output: Any = channel.on_event(prepared, target, context)
+                if _awaitable(output):  # bounded, its first step taken here (_deliver_once)
+                    done, output = started_here(output, self.call_timeout)
+                    if not done:
+                        output = await output
                 if output is not None and not isinstance(output, ChannelOutput):
                     output = taken_as_output(output, channel_id, "on_event")
                 outcome.output = output
@@ -566,10 +575,13 @@ class EventRouter:
                 event.id,
             )
 
-    async def _prepare(
-        self, event: RoomEvent, source_binding: ChannelBinding | None, target: ChannelBinding
+    @staticmethod
+    def _untranscoded(
+        event: RoomEvent, source_binding: ChannelBinding | None, target: ChannelBinding
     ) -> RoomEvent | None:
-        """``event`` as ``target`` should receive it (transcoded, truncated), or ``None``."""
+        """``event`` as ``target`` should receive it (truncated) when it needs no
+        transcoding; ``None`` when it does (`_prepare`). Not a coroutine: most targets need
+        none, and this runs for every target of every message."""
         content = event.content
         target_types = target.capabilities.media_types
         if not _fits(content, target_types) or (
@@ -578,12 +590,24 @@ class EventRouter:
         ):
             # Reference rule: transcode when the source binding's media types are not a subset
             # of the target's. QUIRK 11 fix: also when the content itself does not fit.
-            transcoded = await self._transcoder.transcode(
-                content, source_binding if source_binding is not None else target, target
-            )
-            if transcoded is None:
-                return None
-            content = transcoded
+            return None
+        content = _truncated(content, target.capabilities.max_length)
+        if content is event.content:
+            return event
+        return event.model_copy(update={"content": content})
+
+    async def _prepare(
+        self, event: RoomEvent, source_binding: ChannelBinding | None, target: ChannelBinding
+    ) -> RoomEvent | None:
+        """``event`` as ``target`` should receive it (transcoded, truncated), or ``None``."""
+        prepared = self._untranscoded(event, source_binding, target)
+        if prepared is not None:
+            return prepared
+        content = await self._transcoder.transcode(
+            event.content, source_binding if source_binding is not None else target, target
+        )
+        if content is None:
+            return None
         content = _truncated(content, target.capabilities.max_length)
         if content is event.content:
             return event
@@ -608,8 +632,14 @@ class EventRouter:
         probe = breaker.probe  # this delivery is the breaker's probe if not None
         try:
             if binding.retry_policy is None and binding.rate_limit is None:
-                # One attempt, no token: the usual binding, without a frame more per target.
-                output = await _deliver_once(channel, event, binding, context, self.call_timeout)
+                # One attempt, no token: the usual binding, without a frame more per target
+                # (_deliver_once, inlined).
+                answer: Any = channel.deliver(event, binding, context)
+                if _awaitable(answer):
+                    done, answer = started_here(answer, self.call_timeout)
+                    if not done:
+                        answer = await answer
+                output = _delivered(answer, binding)
             else:
                 output = await self._attempts(channel, event, binding, context)
         except (ProviderDeliveryError, _OutputFailed) as exc:
@@ -720,9 +750,26 @@ async def _deliver_once(
     context: RoomContext,
     limit: float | None,
 ) -> ChannelOutput:
-    output = await _answered(channel.deliver(event, binding, context), limit)
-    if not isinstance(output, ChannelOutput):
-        output = taken_as_output(output, binding.channel_id, "deliver")
+    # Awaited within ``limit`` if it is awaitable, as it is otherwise: a plain ``def deliver``
+    # that sent and returned its output was counted as failed ("can't be used in 'await'
+    # expression"); retried, it sent the message again at every attempt, then opened the
+    # breaker. The bound's first step is taken here (started_here): a deliver that never
+    # suspends (most) costs no coroutine of the bound's.
+    answer: Any = channel.deliver(event, binding, context)
+    if _awaitable(answer):
+        done, answer = started_here(answer, limit)
+        if not done:
+            answer = await answer
+    return _delivered(answer, binding)
+
+
+def _delivered(answer: Any, binding: ChannelBinding) -> ChannelOutput:
+    """What a ``deliver`` answered, as its `ChannelOutput`; raises if it says it failed."""
+    output = (
+        answer
+        if isinstance(answer, ChannelOutput)
+        else taken_as_output(answer, binding.channel_id, "deliver")
+    )
     provider_result = output.provider_result
     if provider_result is not None and provider_result.success is False:
         raise ProviderDeliveryError(provider_result)
@@ -733,14 +780,6 @@ async def _deliver_once(
 
 def _awaitable(value: object) -> bool:
     return type(value) is types.CoroutineType or inspect.isawaitable(value)
-
-
-async def _answered(value: Any, limit: float | None) -> Any:
-    """What a channel's method answered: awaited within ``limit`` if it is awaitable, as it
-    is otherwise. A plain ``def deliver`` that sent and returned its output was counted as
-    failed ("can't be used in 'await' expression"): retried, it sent the message again at
-    every attempt, then opened the breaker."""
-    return await bounded_here(value, limit) if _awaitable(value) else value
 
 
 class _OutputFailed(Exception):

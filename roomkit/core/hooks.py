@@ -15,6 +15,7 @@ returned so the caller can fire ON_ERROR (QUIRK 9).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from actors import check_seconds, error_text
-from roomkit.core._bounded import TimedOut, bounded
+from roomkit.core._bounded import TimedOut, started_bounded
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.core._system_events import hook_failure, lifecycle_event
@@ -544,7 +545,9 @@ class HookEngine:
         result = SyncPipelineResult(event=event)
         for reg in self._matching(room_id, trigger, HookExecution.SYNC, event, skip_event_filter):
             try:
-                outcome = await _call_with_timeout(reg, result.event, context)
+                done, outcome = _hook_started(reg, result.event, context)
+                if not done:
+                    outcome = await outcome
             except Exception as exc:
                 # A timeout is reported in 0.3.0's words, which apps may match.
                 timed_out = isinstance(exc, HookTimeoutError)
@@ -644,6 +647,12 @@ class HookEngine:
         if not hooks:
             return []
         errors: list[HookError | None] = [None] * len(hooks)
+        if len(hooks) == 1 and asyncio._get_running_loop() is not None:
+            # One hook (the usual case): what concurrently does for a single call on
+            # asyncio, run in place (its first step here, the rest in this task), without
+            # its frames (_run_async_one sets no context variable; the hook runs in a copy).
+            await _run_async_one(hooks[0], event, context, errors, 0, ceiling)
+            return [e for e in errors if e is not None]
         await concurrently(
             [
                 functools.partial(_run_async_one, reg, event, context, errors, slot, ceiling)
@@ -653,11 +662,14 @@ class HookEngine:
         return [e for e in errors if e is not None]
 
 
-async def _call_with_timeout(
+def _hook_started(
     reg: HookRegistration, event: Any, context: Any, ceiling: float | None = None
-) -> Any:
-    """Await the hook under its timeout (or ``ceiling``, if shorter); `HookTimeoutError` if it
-    did not finish in time."""
+) -> tuple[bool, Any]:
+    """Call the hook and take its first step: ``(True, its result)`` if it finished there
+    (most hooks do: no coroutine of the kit's own for them, twice per message), otherwise
+    ``(False, what to await for its result)``, under its timeout (or ``ceiling``, if
+    shorter; counted from before its first step): `HookTimeoutError` if it did not finish
+    in time."""
     # called_apart, inlined (twice per message): a plain function's work is done by the call.
     own = contextvars.copy_context()
     awaitable = own.run(reg.fn, event, context)
@@ -665,23 +677,39 @@ async def _call_with_timeout(
         # A plain function has done its work: what it returned is its result. (RoomKit 0.3.0
         # required async hooks; a `def` content filter failed at every message, and a failed
         # hook lets the message through.)
-        return awaitable
+        return True, awaitable
     # TimedOut, not TimeoutError: a TimeoutError raised by the hook's own I/O must not be
     # reported as the hook's timeout.
     seconds = reg.timeout
     if ceiling is not None and (seconds is None or ceiling < seconds):
         seconds = ceiling
     try:
-        return await bounded(awaitable, seconds, own)
+        done, rest = started_bounded(awaitable, seconds, own)
     except TimedOut:
         raise HookTimeoutError(reg.name, seconds or math.inf) from None
+    except Exception:
+        raise  # the hook's failure, reported as it is
+    except BaseException as exc:
+        # See _hook_finished.
+        raise raised_uncancelled(exc, f"hook {reg.name!r}") from None
+    if done:
+        return True, rest
+    return False, _hook_finished(rest, reg.name, seconds)
+
+
+async def _hook_finished(rest: Awaitable[Any], name: str, seconds: float | None) -> Any:
+    """The rest of a hook that suspended in its first step (`_hook_started`)."""
+    try:
+        return await rest
+    except TimedOut:
+        raise HookTimeoutError(name, seconds or math.inf) from None
     except Exception:
         raise  # the hook's failure, reported as it is
     except BaseException as exc:
         # The hook's own CancelledError (an inner operation's, let through) or another
         # BaseException, not a cancellation of the task running it: a failure like any,
         # as a channel's is (left to propagate, it would crash the room's actor).
-        raise raised_uncancelled(exc, f"hook {reg.name!r}") from None
+        raise raised_uncancelled(exc, f"hook {name!r}") from None
 
 
 async def _run_async_one(
@@ -693,7 +721,9 @@ async def _run_async_one(
     ceiling: float | None,
 ) -> None:
     try:
-        await _call_with_timeout(reg, event, context, ceiling)
+        done, rest = _hook_started(reg, event, context, ceiling)
+        if not done:
+            await rest
     except Exception as exc:
         timed_out = isinstance(exc, HookTimeoutError)
         logger.log(

@@ -1,4 +1,5 @@
-"""``bounded`` / ``bounded_here``: user code under a time limit, on asyncio (first step
+"""``bounded`` / ``bounded_here`` (and ``started_bounded`` / ``started_here``, the same with
+the first step taken by the caller): user code under a time limit, on asyncio (first step
 untimed) and trio."""
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from typing import Any
 import anyio
 import pytest
 
-from roomkit.core._bounded import TimedOut, bounded, bounded_here
+from roomkit.core._bounded import (
+    TimedOut,
+    bounded,
+    bounded_here,
+    started_bounded,
+    started_here,
+)
 
 Limit = Callable[[Awaitable[Any], float | None], Awaitable[Any]]
 
@@ -21,10 +28,24 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=[bounded, bounded_here], ids=["bounded", "bounded_here"])
+async def via_started_bounded(awaitable: Awaitable[Any], seconds: float | None) -> Any:
+    done, rest = started_bounded(awaitable, seconds, contextvars.copy_context())
+    return rest if done else await rest
+
+
+async def via_started_here(awaitable: Awaitable[Any], seconds: float | None) -> Any:
+    done, rest = started_here(awaitable, seconds)
+    return rest if done else await rest
+
+
+@pytest.fixture(
+    params=[bounded, bounded_here, via_started_bounded, via_started_here],
+    ids=["bounded", "bounded_here", "started_bounded", "started_here"],
+)
 def limit(request: pytest.FixtureRequest) -> Limit:
-    """Both keep these guarantees; ``bounded_here`` (fan-out targets, already in a context of
-    their own) only skips the context copy and times from the first suspension."""
+    """All keep these guarantees; ``bounded_here`` (fan-out targets, already in a context of
+    their own) only skips the context copy and times from the first suspension; the
+    ``started_`` forms are the same with their first step taken by the caller."""
     fn: Limit = request.param
     return fn
 
@@ -72,6 +93,8 @@ async def test_the_deadline_counts_from_before_the_first_step() -> None:
 
     with pytest.raises(TimedOut):
         await bounded(busy_then_asleep(), 0.3)
+    with pytest.raises(TimedOut):
+        await via_started_bounded(busy_then_asleep(), 0.3)
 
 
 async def test_the_codes_own_timeout_error_is_not_taken_for_the_limit(limit: Limit) -> None:
@@ -168,11 +191,12 @@ async def test_the_limit_cancels_as_the_backend_does(anyio_backend: str) -> None
         await anyio.sleep(0.01)
         return "answered on the second attempt"
 
-    if anyio_backend == "asyncio":
-        assert await bounded(retries_once(), 0.05) == "answered on the second attempt"
-    else:
-        with pytest.raises(TimedOut):
-            await bounded(retries_once(), 0.05)
+    for limit in (bounded, via_started_bounded):
+        if anyio_backend == "asyncio":
+            assert await limit(retries_once(), 0.05) == "answered on the second attempt"
+        else:
+            with pytest.raises(TimedOut):
+                await limit(retries_once(), 0.05)
 
 
 async def test_the_code_has_its_own_copy_of_the_context_variables() -> None:
@@ -189,5 +213,6 @@ async def test_the_code_has_its_own_copy_of_the_context_variables() -> None:
     tag.set("the caller's")
     for suspend in (False, True):
         for limit in (5, None):
-            assert await bounded(binds(suspend), limit) == "the caller's"
-            assert tag.get() == "the caller's"  # left as it was
+            for run in (bounded, via_started_bounded):
+                assert await run(binds(suspend), limit) == "the caller's"
+                assert tag.get() == "the caller's"  # left as it was
