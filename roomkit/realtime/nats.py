@@ -336,6 +336,8 @@ class NatsRealtime(RealtimeBackend):
             RuntimeError: ``close`` was called meanwhile.
             nats.errors.Error: the connection failed.
         """
+        if self._closed:  # meanwhile: close() ended the waits under way, not this one
+            raise RuntimeError("NatsRealtime is closed")
         pinged = _pinged_soon(nc)
         self._pings.add(pinged)
         pinged.add_done_callback(self._pings.discard)
