@@ -8,7 +8,9 @@ import json
 import logging
 import signal
 import socket
+import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,6 +48,29 @@ def typing(n: int, room_id: str = "r1") -> EphemeralEvent:
     return EphemeralEvent(
         room_id=room_id, type=EphemeralEventType.TYPING_START, user_id=f"u{n}", data={"n": n}
     )
+
+
+def frozen(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process`` (SIGSTOP) and return once each of its threads has stopped: the signal
+    is sent before they stop, and a thread still running answered the pings sent just after
+    (a server taken for frozen answered now and then)."""
+    process.send_signal(signal.SIGSTOP)
+    threads = Path(f"/proc/{process.pid}/task")
+    if not threads.is_dir():  # no /proc: a moment is all one can give it
+        time.sleep(0.05)
+        return
+    deadline = time.monotonic() + 10
+
+    def running() -> bool:
+        # /proc/<pid>/task/<tid>/stat: "<tid> (<name>) <state> ...", "T" once stopped.
+        states = (
+            t.joinpath("stat").read_text().rpartition(")")[2].split()[0] for t in threads.iterdir()
+        )
+        return any(state not in ("T", "t") for state in states)
+
+    while running():
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.001)
 
 
 def free_port() -> int:
@@ -419,7 +444,7 @@ async def test_a_subscribe_given_up_on_a_stalled_server_leaves_nothing_and_heari
         heard = Inbox()
         await rt.subscribe("room:a", heard)
         with anyio.fail_after(30):
-            process.send_signal(signal.SIGSTOP)
+            frozen(process)
             try:
                 with anyio.move_on_after(0.2) as given_up:
                     await rt.subscribe("room:b", Inbox())
@@ -452,7 +477,7 @@ async def test_an_unsubscribe_given_up_still_stops_its_subscription(
     async with NatsRealtime(nats_server.url, connect_timeout=1.0) as rt:
         sub_id = await rt.subscribe("room:a", Inbox())
         with anyio.fail_after(30):
-            process.send_signal(signal.SIGSTOP)
+            frozen(process)
             try:
                 async with anyio.create_task_group() as tg:
 
@@ -504,7 +529,7 @@ async def test_subscribes_on_a_stalled_server_wait_side_by_side_and_unsubscribes
         leaving = await rt.subscribe("room:a", Inbox())
         inboxes = {"room:b": Inbox(), "room:c": Inbox()}
         with anyio.fail_after(20):
-            process.send_signal(signal.SIGSTOP)
+            frozen(process)
             try:
                 async with anyio.create_task_group() as tg:
                     for channel, inbox in inboxes.items():
@@ -571,7 +596,7 @@ async def test_a_channel_whose_confirmation_was_lost_in_a_reconnect_takes_subscr
         first = Inbox()
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
-                process.send_signal(signal.SIGSTOP)
+                frozen(process)
                 tg.start_soon(rt.subscribe, "room:x", first)
 
                 async def sent() -> bool:
@@ -616,7 +641,7 @@ async def test_subscribes_racing_a_close_on_a_stalled_server_are_refused_at_once
             return {"room:0", "room:1", "room:2"} <= set(rt._remote)
 
         with anyio.fail_after(20):
-            process.send_signal(signal.SIGSTOP)
+            frozen(process)
             try:
                 with anyio.move_on_after(0.2):  # given up, its ping still out
                     await rt.subscribe("room:given-up", Inbox())
