@@ -195,6 +195,15 @@ def _fits(content: EventContent, target: Sequence[ChannelMediaType]) -> bool:
     return needed is None or needed in target
 
 
+def _with_content(event: RoomEvent, content: EventContent, target: ChannelBinding) -> RoomEvent:
+    """``event`` with ``content``, cut to what ``target`` takes (``event`` itself if that
+    changes nothing)."""
+    content = _truncated(content, target.capabilities.max_length)
+    if content is event.content:
+        return event
+    return event.model_copy(update={"content": content})
+
+
 def _truncated(content: EventContent, max_length: int | None) -> EventContent:
     if max_length is None or not isinstance(content, TextContent):
         return content
@@ -591,10 +600,7 @@ class EventRouter:
             # Reference rule: transcode when the source binding's media types are not a subset
             # of the target's. QUIRK 11 fix: also when the content itself does not fit.
             return None
-        content = _truncated(content, target.capabilities.max_length)
-        if content is event.content:
-            return event
-        return event.model_copy(update={"content": content})
+        return _with_content(event, content, target)
 
     async def _prepare(
         self, event: RoomEvent, source_binding: ChannelBinding | None, target: ChannelBinding
@@ -608,10 +614,7 @@ class EventRouter:
         )
         if content is None:
             return None
-        content = _truncated(content, target.capabilities.max_length)
-        if content is event.content:
-            return event
-        return event.model_copy(update={"content": content})
+        return _with_content(event, content, target)
 
     async def _deliver(
         self,
