@@ -551,14 +551,9 @@ async def test_subscribes_on_a_stalled_server_wait_side_by_side_and_unsubscribes
                 assert len(await inbox.count(1)) == 1
 
 
-async def test_subscribes_racing_the_kits_close_are_refused_at_once(
-    nats_server: NatsServer,
-) -> None:
-    # They waited out connect_timeout for pongs of the connection the close had closed, most
-    # then raised a bare RuntimeError, and their pings were left pending for an hour.
-    kit = RoomKit(realtime=NatsRealtime(nats_server.url, connect_timeout=60))
-    await kit.subscribe_room("lobby", Inbox())
-    refused: list[BaseException] = []
+async def subscribes_racing_close(kit: RoomKit, count: int, *, pause: float) -> list[Exception]:
+    """Start ``count`` subscribes, close ``kit`` after ``pause`` seconds; what they raised."""
+    refused: list[Exception] = []
 
     async def subscribe(n: int) -> None:
         try:
@@ -568,10 +563,21 @@ async def test_subscribes_racing_the_kits_close_are_refused_at_once(
 
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
-            for n in range(20):
+            for n in range(count):
                 tg.start_soon(subscribe, n)
-            await anyio.sleep(0)
+            await anyio.sleep(pause)
             await kit.close()
+    return refused
+
+
+async def test_subscribes_racing_the_kits_close_are_refused_at_once(
+    nats_server: NatsServer,
+) -> None:
+    # They waited out connect_timeout for pongs of the connection the close had closed, most
+    # then raised a bare RuntimeError, and their pings were left pending for an hour.
+    kit = RoomKit(realtime=NatsRealtime(nats_server.url, connect_timeout=60))
+    await kit.subscribe_room("lobby", Inbox())
+    refused = await subscribes_racing_close(kit, 20, pause=0)
     assert len(refused) == 20
     assert {type(exc) for exc in refused} == {KitClosedError}
     assert kit.realtime.subscription_count == 0
@@ -670,18 +676,5 @@ async def test_a_kit_closed_as_its_realtime_connects_refuses_subscribes_as_close
     # The backend said "NatsRealtime is closed" as a RealtimeUnavailableError, which the kit
     # passed on where a closed kit raises KitClosedError.
     kit = RoomKit(realtime=NatsRealtime(nats_server.url, connect_timeout=10))
-    refused: list[BaseException] = []
-
-    async def subscribe(n: int) -> None:
-        try:
-            await kit.subscribe_room(f"room-{n}", Inbox())
-        except Exception as exc:
-            refused.append(exc)
-
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            for n in range(5):
-                tg.start_soon(subscribe, n)
-            await anyio.sleep(0.001)  # connecting
-            await kit.close()
+    refused = await subscribes_racing_close(kit, 5, pause=0.001)  # as it connects
     assert [type(exc) for exc in refused] == [KitClosedError] * 5
