@@ -260,6 +260,15 @@ class NatsPlacement(Placement):
         # that come meanwhile wait for it (see _fresh_view).
         self._view_read: anyio.Event | None = None
         self._view = TableView({}, set())
+        # Reads of the table begun, numbered: the view installed is that of the read begun
+        # last (see _install), and only a read begun after the last expiry is fresh. A tick
+        # frozen in the tail of its read (SIGSTOP, a stalled VM) returned, as the process woke,
+        # a view read before the freeze, naming this process for the partitions it had just
+        # lost; installed over the callers' fresh read, it made them run here, in rooms
+        # another process held by then.
+        self._reads = 0
+        self._view_number = 0  # the read whose view is installed
+        self._fresh_from = 0  # the first read begun after the last expiry
         self._serving: Subscription | None = None
         self._changes: Subscription | None = None
         # Set when another process changed the table: the lease loop reads it at once.
@@ -354,6 +363,7 @@ class NatsPlacement(Placement):
             return
         # Its renewals come before the read, the next ones lease_ttl / 3 after it: a read is
         # bounded so that they still come in time.
+        number = self._begin_read()
         view = await table.read(min(self._owner.connect_timeout, self._owner.lease_ttl / 3))
         self._report_mismatches(view)
         # Leaving processes are counted out: the shares take up what they give back, all of
@@ -375,8 +385,13 @@ class NatsPlacement(Placement):
             # Those claimed before one failed are held all the same (and renewed).
             self._held.update(claimed)
             view.owners.update(dict.fromkeys(claimed, self._me))
-        self._view = view
-        self._view_stale = False
+        if not self._install(view, number):
+            # A read begun later is installed (the callers' after an expiry): this tick's
+            # own changes go into it.
+            for partition in change.release:
+                if self._view.owners.get(partition) == self._me:
+                    del self._view.owners[partition]
+            self._view.owners.update(dict.fromkeys(claimed, self._me))
         self._note_renewals()
         if joining or change.claim or change.release:
             await self._announce()
@@ -397,7 +412,12 @@ class NatsPlacement(Placement):
         revision = await self._table.renew(partition, lease.revision)
         if revision is None:
             logger.warning("room ownership: the lease of partition %d was lost", partition)
-            self._held.pop(partition, None)
+            if self._held.pop(partition, None) is not None:
+                # Another process may hold it now: the view, which names this one, is stale
+                # until read again. Left as it was, the callers that came before the tick's
+                # read ended (a process woken past its leases, whose tick renewed first)
+                # found the room neither held nor another's, and ran it here.
+                self._lost(partition)
         else:
             lease.revision, lease.renewed_at = revision, sent
 
@@ -446,9 +466,35 @@ class NatsPlacement(Placement):
             if lease.renewed_at < limit:
                 logger.warning("room ownership: the lease of partition %d expired", partition)
                 del self._held[partition]
-                self._view.owners.pop(partition, None)
-                self._view_stale = True
+                self._lost(partition)
         self._note_renewals()
+
+    def _lost(self, partition: int) -> None:
+        """``partition``'s lease is no longer this process's (expired, or its renewal
+        refused): the view is stale (see ``_fresh_view``), and so is the view of a read in
+        flight, begun before (see ``_install``)."""
+        if self._view.owners.get(partition) == self._me:
+            del self._view.owners[partition]
+        self._view_stale = True
+        self._fresh_from = self._reads + 1
+
+    def _begin_read(self) -> int:
+        """Number a read of the table about to begin (see ``_install``)."""
+        self._reads += 1
+        return self._reads
+
+    def _install(self, view: TableView, number: int) -> bool:
+        """Make ``view``, read by read ``number``, the view, unless the view of a read begun
+        after it is installed already (a read that ends last may have begun first: one frozen
+        in its tail); whether it was. Only a read begun after the last expiry makes the view
+        fresh again (see ``_fresh_view``)."""
+        if number >= self._fresh_from:
+            self._view_stale = False
+        if number <= self._view_number:
+            return False
+        self._view = view
+        self._view_number = number
+        return True
 
     def _note_renewals(self) -> None:
         held = self._held.values()
@@ -632,16 +678,18 @@ class NatsPlacement(Placement):
                 await reading.wait()
                 continue  # stale still if that reader was cancelled: one of these reads
             reading = self._view_read = anyio.Event()
-            replaced = self._view
             try:
                 timeout = min(self._owner.connect_timeout, self._owner.lease_ttl / 3)
+                number = self._begin_read()
                 try:
                     view = await self._table.read(timeout)
                 except KV_FAILURES:
-                    view = None
-                if view is not None and self._view is replaced:  # not a tick's, newer
-                    self._view = view
-                self._view_stale = False
+                    # Read once: a table that fails must not hold every command.
+                    self._view_stale = False
+                else:
+                    # Fresh unless leases expired again meanwhile (then read again); not
+                    # installed over the view of a read begun later (a tick's, newer).
+                    self._install(view, number)
             finally:
                 self._view_read = None
                 reading.set()
@@ -681,7 +729,8 @@ class NatsPlacement(Placement):
         """Read the lease table into the view (left as it was if the read fails)."""
         with contextlib.suppress(TimeoutError, *KV_FAILURES):
             left = max(0.1, deadline - anyio.current_time())
-            self._view = await self._table.read(min(self._owner.connect_timeout, left))
+            number = self._begin_read()
+            self._install(await self._table.read(min(self._owner.connect_timeout, left)), number)
 
     def _check_connected(self, room_id: str, owner: str) -> None:
         """Raise ``KitClosedError`` once this process closed its connection as it left: a
