@@ -346,7 +346,7 @@ class NatsRealtime(RealtimeBackend):
         with anyio.fail_after(self._connect_timeout):
             # A cancelled wait leaves the ping be (see _pinged_soon).
             await asyncio.wait((pinged, self._closing), return_when=asyncio.FIRST_COMPLETED)
-        if self._closed or pinged.cancelled():  # a ping cancelled by close(), or not answered
+        if self._closed or pinged.cancelled():  # closed meanwhile (its ping maybe cancelled)
             raise RuntimeError("NatsRealtime is closed")
         pinged.result()
 
