@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -111,6 +112,24 @@ def category_of(channel_id: str) -> ChannelCategory:
     return (
         ChannelCategory.INTELLIGENCE if channel_id.startswith("ai") else ChannelCategory.TRANSPORT
     )
+
+
+def stopped(pid: int) -> bool | None:
+    """Whether every thread of process ``pid`` is stopped (SIGSTOP), read from ``/proc``;
+    ``None`` where there is none. The signal is sent before they stop: a thread of a server
+    still running answered what was sent just after."""
+    threads = Path(f"/proc/{pid}/task")
+    if not threads.is_dir():
+        return None
+    for thread in threads.iterdir():
+        try:
+            stat = thread.joinpath("stat").read_text()
+        except FileNotFoundError:  # it ended meanwhile
+            continue
+        # "<tid> (<name>) <state> ...": "T" once stopped ("t" traced).
+        if stat.rpartition(")")[2].split()[0] not in ("T", "t"):
+            return False
+    return True
 
 
 async def eventually(

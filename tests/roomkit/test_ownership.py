@@ -81,7 +81,7 @@ from roomkit.ownership._wire import WireError, decode, decode_error, encode, enc
 from roomkit.ownership.nats import NatsOwnership, NatsPlacement
 from roomkit.store import InMemoryStore
 from tests.eventlog.link import Link
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, stopped, text
 from tests.roomkit.test_store_unavailable import FlakyStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -2272,12 +2272,6 @@ _WOKEN_WAYS = {
 }
 
 
-def _stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (SIGSTOP)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rpartition(")")[2].split()[0] in ("T", "t")
-
-
 @pytest.mark.nats
 @pytest.mark.parametrize("way", list(_WOKEN_WAYS))
 async def test_a_process_woken_past_its_leases_sends_its_own_callers_commands_on(
@@ -2328,7 +2322,7 @@ async def test_a_process_woken_past_its_leases_sends_its_own_callers_commands_on
             assert (await anyio.to_thread.run_sync(stdout.readline)).strip() == b"room"
             if way == "frozen in a tick's read":
                 with anyio.fail_after(10):
-                    while not _stopped(process.pid):  # by itself
+                    while stopped(process.pid) is False:  # by itself
                         await anyio.sleep(0.01)
             else:
                 process.send_signal(signal.SIGSTOP)  # its caller's loop sees the jump as it wakes

@@ -24,7 +24,7 @@ from eventlog.testing_nats import NatsServer
 from roomkit import EphemeralEvent, EphemeralEventType, KitClosedError, RoomKit
 from roomkit.realtime import nats as nats_realtime
 from roomkit.realtime.nats import NatsRealtime, RealtimeUnavailableError, channel_subject
-from tests.roomkit.kit_helpers import eventually
+from tests.roomkit.kit_helpers import eventually, stopped
 
 
 class Inbox:
@@ -55,22 +55,12 @@ def frozen(process: subprocess.Popen[bytes]) -> None:
     is sent before they stop, and a thread still running answered the pings sent just after
     (a server taken for frozen answered now and then)."""
     process.send_signal(signal.SIGSTOP)
-    threads = Path(f"/proc/{process.pid}/task")
-    if not threads.is_dir():  # no /proc: a moment is all one can give it
-        time.sleep(0.05)
-        return
     deadline = time.monotonic() + 10
-
-    def running() -> bool:
-        # /proc/<pid>/task/<tid>/stat: "<tid> (<name>) <state> ...", "T" once stopped.
-        states = (
-            t.joinpath("stat").read_text().rpartition(")")[2].split()[0] for t in threads.iterdir()
-        )
-        return any(state not in ("T", "t") for state in states)
-
-    while running():
+    while (state := stopped(process.pid)) is False:
         assert time.monotonic() < deadline, "the server did not stop"
         time.sleep(0.001)
+    if state is None:  # no /proc: a moment is all one can give it
+        time.sleep(0.05)
 
 
 def free_port() -> int:
