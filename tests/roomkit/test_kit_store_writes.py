@@ -473,10 +473,7 @@ async def test_a_hook_whose_time_runs_out_as_it_writes_through_the_store_timed_o
     # for good: the hook's block counted, where on asyncio it timed out (fail-open).
     log = _SlowAppends()
     async with RoomKit(log=log) as kit:
-        kit.register_channel(SimpleChannel("sms"))
-        ws = SimpleChannel("ws")
-        kit.register_channel(ws)
-        await room_with(kit, "r1", "sms", "ws")
+        _, ws = await two_channel_room(kit)
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST, timeout=0.1)
         async def late(event: RoomEvent, context: RoomContext) -> HookResult:
