@@ -103,7 +103,10 @@ def missing_versions(first: int, last: int) -> str:
 class ImportConflict(AuditError):
     """The target log already has a record of the stream, at that version, that differs.
 
-    Nothing of the import was written: an import never overwrites or forks a stream.
+    An import never overwrites or forks a stream. Found before any append (the target
+    already held a different record), nothing of the import was written; found during the
+    appends (another writer appended to the stream meanwhile), the streams and batches
+    before it stay written, identical to the input (an import run again skips them).
 
     Attributes:
         stream: the conflicting stream.
