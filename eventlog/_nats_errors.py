@@ -79,6 +79,16 @@ def translate(exc: BaseException, doing: str) -> EventLogError:
             "server lost its store; processes that hold its state are to be restarted once "
             "it is made again)"
         )
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError) or (
+        isinstance(exc, nats.js.errors.APIError) and exc.code == 503
+    ):
+        # The server answered: its JetStream cannot serve (off on that server, or a cluster
+        # without a leader for now). "Did not answer" sent users looking at the network.
+        said = f": {exc.description}" if exc.description else ""
+        return LogUnavailable(
+            f"{doing}: the server's JetStream is unavailable (not enabled there, or its "
+            f"cluster has no leader yet{said})"
+        )
     if is_transient(exc):
         return LogUnavailable(f"{doing}: NATS did not answer ({exc!r})")
     return EventLogError(f"{doing}: {exc}")

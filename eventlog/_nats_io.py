@@ -132,6 +132,9 @@ class JetStreamIO:
         self._requests: dict[str, tuple[float, asyncio.Future[Msg], str]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._unlisten: Callable[[], None] | None = None
+        # The last transient failure a retry waited out: why a connect, an append or a read
+        # took long, for whoever timed it out (NatsEventLog.last_failure).
+        self.last_failure: EventLogError | None = None
 
     async def start(self) -> None:
         """Subscribe the reply inbox (once connected)."""
@@ -278,8 +281,10 @@ class JetStreamIO:
             except EventLogError:
                 raise
             except Exception as exc:
+                failure = translate(exc, doing)
                 if not is_transient(exc) or time.monotonic() + delay > deadline:
-                    raise translate(exc, doing) from exc
+                    raise failure from exc
+                self.last_failure = failure
                 logger.debug("%s: %r; retrying in %.2f s", doing, exc, delay)
             # Backoff between attempts while the server or the connection comes back.
             await anyio.sleep(delay)

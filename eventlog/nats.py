@@ -249,6 +249,7 @@ class NatsEventLog(EventLog):
         self._all_subjects = f"{subject_prefix}.ev.>"
         self._owns_client = client is None
         self._io: JetStreamIO | None = None
+        self._opening: JetStreamIO | None = None  # connect's, for last_failure
         self._kv: KeyValue | None = None
         self._max_msg_size: int | None = None  # the stream's own limit, read as it connects
         self._closed = False
@@ -292,6 +293,7 @@ class NatsEventLog(EventLog):
                 retry_timeout=self.retry_timeout,
                 idle_heartbeat=self.idle_heartbeat,
             )
+            self._opening = io
             if self.read_only:
                 limits = await io.retrying(
                     "looking up the stream",
@@ -366,6 +368,14 @@ class NatsEventLog(EventLog):
                 raise EventLogError("this NatsEventLog is closed")
             raise EventLogError("NatsEventLog is not connected: use `async with` or connect()")
         return self._io
+
+    @property
+    def last_failure(self) -> EventLogError | None:
+        """The last transient failure a retry of this log waited out (the server away,
+        JetStream unavailable), or ``None``: why a ``connect()`` or an append that its caller
+        timed out took so long (``roomkit serve`` says it when the log does not open)."""
+        io = self._io or self._opening
+        return None if io is None else io.last_failure
 
     @property
     def max_append_bytes(self) -> int:

@@ -108,6 +108,11 @@ async def _stream_exists(
             info = await nc.jetstream(timeout=timeout).stream_info(stream_name)
     except nats.js.errors.NotFoundError:
         return False, nc.max_payload
+    except nats.js.errors.ServiceUnavailableError as exc:
+        raise LogUnavailable(
+            f"JetStream is unavailable at {redacted(url)} (not enabled there, or its cluster "
+            "has no leader yet)"
+        ) from exc
     except (TimeoutError, nats.errors.Error) as exc:
         raise LogUnavailable(f"no JetStream answers at {redacted(url)}: {exc!r}") from exc
     finally:
@@ -192,8 +197,10 @@ async def open_nats_log(
         with anyio.CancelScope(shield=True):
             await log.aclose()
         if isinstance(exc, TimeoutError):
+            failure = log.last_failure
+            why = "" if failure is None else f" ({failure})"
             raise LogUnavailable(
-                f"the log at {redacted(url)} did not open within {timeout:g}s"
+                f"the log at {redacted(url)} did not open within {timeout:g}s{why}"
             ) from exc
         if type(exc) is EventLogError:  # the stream as it is cannot be read (direct gets off)
             raise LogUnavailable(f"cannot read the log at {redacted(url)}: {exc}") from exc

@@ -313,8 +313,10 @@ async def _open(log: NatsEventLog, timeout: float, stack: AsyncExitStack) -> Non
         raise CliError(EXIT_ERROR, str(exc)) from exc
     except TimeoutError as exc:
         where = ", ".join(redacted(server) for server in log.servers)
+        failure = log.last_failure
+        why = "" if failure is None else f" ({failure})"
         raise CliError(
-            EXIT_UNREACHABLE, f"the log at {where} did not open within {timeout:g}s"
+            EXIT_UNREACHABLE, f"the log at {where} did not open within {timeout:g}s{why}"
         ) from exc
 
 

@@ -6,11 +6,13 @@ import asyncio
 import gc
 import logging
 import math
+import re
 import socket
 import subprocess
 import sys
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import anyio
 import nats
@@ -375,6 +377,27 @@ async def test_an_append_to_a_stream_deleted_under_the_log_says_so(
             await nc.close()
         with pytest.raises(LogUnavailable, match="the stream is missing"):
             await log.append("s1", [event(2)], expected_version=1)
+
+
+async def test_a_server_without_jetstream_is_said_so(tmp_path: Path) -> None:
+    # Its 503s were retried as "NATS did not answer (ServiceUnavailableError())", and a
+    # caller that timed the connect out (roomkit serve's --timeout) could say nothing more.
+    with NatsServer(tmp_path / "nats", extra_args=("-js=false",)) as plain:
+        log = NatsEventLog(plain.url, retry_timeout=0.3)
+        timed_out = NatsEventLog(plain.url, retry_timeout=30)
+        unavailable = "the server's JetStream is unavailable (not enabled there"
+        try:
+            assert log.last_failure is None
+            with pytest.raises(LogUnavailable, match=re.escape(unavailable)):
+                await log.connect()
+            assert unavailable in str(log.last_failure)
+            with anyio.move_on_after(0.3):
+                await timed_out.connect()
+            assert isinstance(timed_out.last_failure, LogUnavailable)
+            assert unavailable in str(timed_out.last_failure)
+        finally:
+            await log.aclose()
+            await timed_out.aclose()
 
 
 async def test_connecting_to_no_server_raises_log_unavailable() -> None:

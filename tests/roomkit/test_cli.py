@@ -949,6 +949,29 @@ class TestNatsConnectionErrors:
         ) as server:
             yield server
 
+    def test_a_server_without_jetstream_is_named_so(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], export: Path
+    ) -> None:
+        # The server answers each JetStream request with a 503: it was said as "no JetStream
+        # answers at ...: ServiceUnavailableError()".
+        with NatsServer(tmp_path / "nats", extra_args=("-js=false",)) as plain:
+            url = plain.url
+            said = {
+                command: run(capsys, *argv, "--log", url, "--timeout", "2")
+                for command, *argv in (
+                    ("rooms", "rooms"),
+                    ("replay", "replay", "r1"),
+                    ("import", "import", "--file", str(export)),
+                )
+            }
+        for command, answer in said.items():
+            assert answer == (
+                EXIT_UNREACHABLE,
+                "",
+                f"roomkit {command}: JetStream is unavailable at {url} (not enabled there, "
+                "or its cluster has no leader yet)\n",
+            )
+
     def test_refused_credentials(self, secured_server: NatsServer) -> None:
         # nats-py printed its "nats: encountered error" traceback first, and the message
         # echoed the password given in the URL.
