@@ -554,9 +554,15 @@ class Ingress:
                 self._inflight.hold_over(len(msgs) - wanted)
             else:
                 self._inflight.unreserve(wanted - len(msgs))
-        for msg in msgs:
-            # _prepare never raises: every fetched message must be held (and settled).
-            self._dispatch(self._prepare(msg))
+        # _prepare never raises: every fetched message must be held (and settled). All are
+        # held before any is sent: a fetch can return messages to an ingress already
+        # cancelled (nats-py's wait can swallow the cancellation as they come), whose lanes
+        # ended; those stay held, and leaving hands them back.
+        items = [self._prepare(msg) for msg in msgs]
+        for item in items:
+            self._inflight.hold(item)
+        for item in items:
+            self._dispatch(item)
 
     async def _fetch_failed(self, exc: BaseException) -> None:
         await pause(self._stopping, _FETCH_RETRY_DELAY)
@@ -654,14 +660,22 @@ class Ingress:
         return item
 
     def _dispatch(self, item: WorkItem) -> None:
-        # No checkpoint between the fetch and here: a fetched message is always held (and so
-        # acknowledged or handed back), even if the ingress is cancelled right now. The lane
-        # has room: its buffer is unbounded (the held messages are bounded by Inflight).
-        self._inflight.hold(item)
+        """Give ``item`` (held) to its room's lane.
+
+        No checkpoint between the fetch and here: a fetched message is always held (and so
+        acknowledged or handed back), even if the ingress is cancelled right now. The lane
+        has room: its buffer is unbounded (the held messages are bounded by Inflight).
+        """
         # Any str: a lane_key's lone surrogate raised here, outside every guard, and stopped
         # the ingress (at every start after, the message being still there).
         lane = zlib.crc32(item.key.encode("utf-8", "surrogatepass")) % self.lanes
-        self._senders[lane].send_nowait(item)
+        try:
+            self._senders[lane].send_nowait(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The lanes ended (the ingress cancelled): it raised out of the cancelled
+            # ingress and left the batch's next messages unheld, pending until ack_wait.
+            # Held, it is handed back as the ingress leaves.
+            logger.debug("ingress: the lanes ended; %s is handed back", item.key)
 
     async def _lane(self, receive: MemoryObjectReceiveStream[WorkItem]) -> None:
         handler = self._handler

@@ -274,6 +274,57 @@ async def test_a_fetch_handing_over_more_than_it_was_asked_for_loses_nothing(
     assert ingress._inflight._slots.value == 2  # the bound is back (nothing held, no fetch)
 
 
+async def test_a_fetch_returning_to_a_cancelled_ingress_hands_its_messages_back(
+    nats_server: NatsServer,
+    nats_kit: RoomKit,
+    client: NatsClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # nats-py's fetch can return messages after its task was cancelled (its wait swallows a
+    # cancellation landing as they come; emulated here by a shield): the lanes had ended,
+    # the first message raised BrokenResourceError out of the cancelled ingress, and the
+    # batch's others were held by nobody. Each is handed back now, and a restart takes
+    # them all.
+    rooms = ["room-a", "room-b", "room-c"]
+    await make_rooms(nats_kit, *rooms)
+    fetch = nats.js.client.JetStreamContext.PullSubscription.fetch
+    cancelled = anyio.Event()
+
+    async def fetch_past_its_cancel(self: Any, *args: Any, **kwargs: Any) -> list[Msg]:
+        with anyio.CancelScope(shield=True):
+            await cancelled.wait()
+            return await fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(
+        nats.js.client.JetStreamContext.PullSubscription, "fetch", fetch_past_its_cancel
+    )
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+
+            async def serve(*, task_status: anyio.abc.TaskStatus[Ingress]) -> None:
+                async with Ingress(nats_kit, nats_server.url, lanes=3) as ingress:
+                    task_status.started(ingress)
+                    await anyio.sleep_forever()
+
+            ingress = await tg.start(serve)  # its first fetch waits for the cancel
+            for j in range(2):
+                for room in rooms:
+                    message = text("sms", f"{room} #{j}", idempotency_key=f"{room}-{j}")
+                    await publish_inbound(client, message, room_id=room)
+            tg.cancel_scope.cancel()
+            cancelled.set()
+    assert ingress.stats.released == 6
+    monkeypatch.undo()
+    async with Ingress(nats_kit, nats_server.url) as again:
+
+        async def all_recorded() -> bool:
+            return again.stats.recorded == 6
+
+        await eventually(all_recorded, what="6 messages recorded")
+    for room in rooms:
+        assert await bodies(nats_kit, room) == [f"{room} #0", f"{room} #1"]
+
+
 async def test_rooms_are_processed_concurrently(
     nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
 ) -> None:
