@@ -13,6 +13,7 @@ import abc
 import asyncio
 import logging
 import random
+import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,6 +103,9 @@ class EventSourcedActor(Actor, Generic[S, E]):
         super().__init__(key)
         self._recovered = False
         self._version = 0
+        # The position and timestamp of the record at _version: a snapshot names the record
+        # it was taken at, so that one of an earlier stream of the same name is known.
+        self._at: tuple[int, float] = _NOWHERE
         self._snapshot_version = 0
         # Appends in doubt, all at the version the state is at (several if the log stayed
         # down: at most one of them can land).
@@ -460,7 +464,9 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 "the actor restarts from the log"
             ) from exc
         self._state = state
-        self._version = records[-1].version
+        last = records[-1]
+        self._version = last.version
+        self._at = (last.position, last.timestamp)
         await self._maybe_snapshot()
         reply = effect.reply_for(state)
         self.committing = effect
@@ -474,45 +480,60 @@ class EventSourcedActor(Actor, Generic[S, E]):
 
     async def _recover(self) -> None:
         stream = self.stream_id()
-        state = self.initial_state()
-        version = 0
-        snapshot = await self._load_snapshot(stream) if self._snapshots_supported() else None
-        if snapshot is not None:
-            try:
-                state = self.decode_state(snapshot.data)
-                version = snapshot.version
-            except Exception:
-                logger.warning(
-                    "snapshot of stream %r at version %d does not decode; replaying the stream",
-                    stream,
-                    snapshot.version,
-                    exc_info=True,
-                )
-                state = self.initial_state()
-        self._state = state
-        self._version = version
-        self._snapshot_version = version
+        self._state = self.initial_state()
+        self._version = 0
+        self._at = _NOWHERE
+        self._snapshot_version = 0
         self._recovered = True
-        if not await self._catch_up(stream) and version > 0:
-            # Nothing after the snapshot: it may be past the stream's end (appends after it
-            # would all conflict). Asked only then, not at every activation.
-            last = await self.log.last_version(stream)
-            if last < version:
-                logger.warning(
-                    "snapshot of stream %r is at version %d, past the stream's end (%d); "
-                    "replaying the stream",
-                    stream,
-                    version,
-                    last,
-                )
-                self._state = self.initial_state()
-                self._version = 0
-                # The stale snapshot is replaced at the next commit: left, it was loaded again
-                # once the stream grew past its version, and the new records applied on it.
-                self._snapshot_version = -sys.maxsize
-                await self._catch_up(stream)
+        snapshot = await self._load_snapshot(stream) if self._snapshots_supported() else None
+        if snapshot is None or not await self._resume(stream, snapshot):
+            await self._catch_up(stream)
         # A long tail since the last snapshot: take one now, so the next recovery is short.
         await self._maybe_snapshot()
+
+    async def _resume(self, stream: str, snapshot: Snapshot) -> bool:
+        """Take up ``snapshot`` and the records after it, if it is of the stream as it is:
+        whether it was.
+
+        Its record is read with the tail (one read more only for a tail of a whole batch).
+        Missing, or another record there, the snapshot is of an earlier stream of that name
+        (purged, or deleted and made again, an import filling it anew): taken up, the old
+        room's state went on under the new records (keys it never had taken for duplicates,
+        indexes given twice). It is then replaced at the next commit: left, it was loaded
+        again once the stream grew past its version.
+        """
+        version = snapshot.version
+        try:
+            at, data = _opened(snapshot.data)
+            state = self.decode_state(data)
+        except Exception:
+            logger.warning(
+                "snapshot of stream %r at version %d does not decode; replaying the stream",
+                stream,
+                version,
+                exc_info=True,
+            )
+            return False
+        batch = await self.log.read(stream, after_version=version - 1, limit=_REPLAY_BATCH)
+        if batch and batch[0].version == version and (batch[0].position, batch[0].timestamp) == at:
+            self._state = state
+            self._version = version
+            self._at = at
+            self._snapshot_version = version
+            self._apply_records(batch[1:])
+            if len(batch) == _REPLAY_BATCH:
+                await self._catch_up(stream)
+            return True
+        where = "another record" if batch else "past the stream's end"
+        logger.warning(
+            "snapshot of stream %r at version %d is of an earlier stream of that name (%s "
+            "there); replaying the stream",
+            stream,
+            version,
+            where,
+        )
+        self._snapshot_version = -sys.maxsize
+        return False
 
     async def _catch_up(self, stream: str) -> int:
         """Apply the records after ``version``; return how many there were."""
@@ -547,6 +568,9 @@ class EventSourcedActor(Actor, Generic[S, E]):
             version = record.version
         self._state = state
         self._version = version
+        if records:
+            last = records[-1]
+            self._at = (last.position, last.timestamp)
 
     async def _maybe_snapshot(self) -> None:
         interval = self.snapshot_interval()
@@ -554,7 +578,8 @@ class EventSourcedActor(Actor, Generic[S, E]):
             return
         stream = self.stream_id()
         try:
-            await self.log.save_snapshot(stream, self._version, self.encode_state(self.state))
+            data = _sealed(self._at, self.encode_state(self.state))
+            await self.log.save_snapshot(stream, self._version, data)
         except Exception:
             # A snapshot only shortens recovery; failing to take one loses nothing. The next
             # try waits for the next interval: one that fails for good (a state grown past the
@@ -588,6 +613,31 @@ class EventSourcedActor(Actor, Generic[S, E]):
             cls.encode_state is not EventSourcedActor.encode_state
             and cls.decode_state is not EventSourcedActor.decode_state
         )
+
+
+_NOWHERE = (0, 0.0)  # before the first record
+# A snapshot's data: this mark, the position and timestamp of the record it was taken at,
+# then the state as the actor encoded it.
+_SNAPSHOT_MARK = b"\x00snap1"
+_SNAPSHOT_HEAD = struct.Struct(f"<{len(_SNAPSHOT_MARK)}sqd")
+
+
+def _sealed(at: tuple[int, float], state: bytes) -> bytes:
+    """A snapshot's data: ``state`` with the record it was taken at."""
+    return _SNAPSHOT_HEAD.pack(_SNAPSHOT_MARK, *at) + state
+
+
+def _opened(data: bytes) -> tuple[tuple[int, float], bytes]:
+    """The record a snapshot was taken at, and its state (inverse of ``_sealed``).
+
+    Raises:
+        ValueError: not a snapshot's data (one written before snapshots named their record
+            is not used: it could be an earlier stream's).
+    """
+    if not data.startswith(_SNAPSHOT_MARK):
+        raise ValueError("not a snapshot of this version (no record named)")
+    _, position, timestamp = _SNAPSHOT_HEAD.unpack_from(data)
+    return (position, timestamp), data[_SNAPSHOT_HEAD.size :]
 
 
 def _records_of(encoded: Sequence[NewEvent], records: Sequence[Record]) -> bool:

@@ -21,6 +21,7 @@ from actors import (
     Effect,
     SupervisionPolicy,
 )
+from actors.eventsourced import _sealed
 from eventlog import (
     EventLogError,
     InvalidAppend,
@@ -128,12 +129,39 @@ async def test_a_snapshot_past_the_stream_s_end_or_unreadable_falls_back_to_full
         async with counter_system(log, snapshot_every=None) as system:
             await system.ref("counter", "c").ask(Add(1))
         state = msgspec.msgpack.encode(CounterState(total=5, count=5))
-        await MemoryEventLog.save_snapshot(log, "c", 99, state)
+        await MemoryEventLog.save_snapshot(log, "c", 99, _sealed((99, 0.0), state))
         async with counter_system(log, snapshot_every=None) as system:
             assert (await state_of(system)).total == 1
             await system.ref("counter", "c").ask(Add(2))  # appends go on
             assert (await state_of(system)).total == 3
         assert any(message in r.getMessage() for r in caplog.records)
+
+
+async def test_a_snapshot_of_an_earlier_stream_of_that_name_is_not_taken_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A stream purged, or deleted and made again (an import filling it anew), keeps the
+    # snapshot of its earlier self: at a version the new stream has reached, it was taken
+    # up, and the earlier state went on under the new records.
+    log = MemoryEventLog()
+    async with counter_system(log, snapshot_every=3) as system:
+        for _ in range(4):
+            await system.ref("counter", "earlier").ask(Add(100))
+        for n in range(5):
+            await system.ref("counter", "c").ask(Add(n))
+    earlier = await log.load_snapshot("earlier")
+    assert earlier is not None and earlier.version == 3
+    await MemoryEventLog.save_snapshot(log, "c", earlier.version, earlier.data)
+    async with counter_system(log, snapshot_every=3) as system:
+        assert await state_of(system) == replay(await log.read("c"))
+        await system.ref("counter", "c").ask(Add(5))  # the next commit replaces it
+    assert "is of an earlier stream of that name (another record there)" in caplog.text
+    snapshot = await log.load_snapshot("c")
+    assert snapshot is not None and snapshot.data != earlier.data
+    caplog.clear()
+    async with counter_system(log, snapshot_every=3) as system:
+        assert await state_of(system) == replay(await log.read("c"))
+    assert not caplog.records
 
 
 async def test_a_snapshot_that_fails_is_tried_again_one_interval_later_not_at_every_event() -> (

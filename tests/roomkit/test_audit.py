@@ -701,6 +701,49 @@ class TestImportIntoNats:
                 without_position(r) for r in await source.read("r1")
             ]
 
+    async def test_a_room_imported_into_a_stream_made_again_is_not_the_earlier_room(
+        self, nats_server: NatsServer
+    ) -> None:
+        # The operator deleted the log's stream, its snapshot bucket left, then imported
+        # another room of the same id: the kit took up the earlier room's snapshot, took a
+        # new message for a duplicate of the earlier room's, and gave indexes twice.
+        def kit_on(log: EventLog) -> RoomKit:
+            kit = RoomKit(log=log, snapshot_every=5)
+            kit.register_channel(SimpleChannel("sms"))
+            return kit
+
+        async def conversation(kit: RoomKit, prefix: str, count: int) -> None:
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            for n in range(count):
+                message = text("sms", f"{prefix} {n}", idempotency_key=f"{prefix}-{n}")
+                await kit.process_inbound(message, room_id="r1")
+
+        async with NatsEventLog(nats_server.url) as log:
+            async with kit_on(log) as kit:
+                await conversation(kit, "earlier", 8)
+            assert await log.load_snapshot(room_stream("r1")) is not None
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().delete_stream("ROOMKIT")
+        finally:
+            await nc.close()
+        source = MemoryEventLog()
+        async with kit_on(source) as kit:
+            await conversation(kit, "other", 12)
+        async with NatsEventLog(nats_server.url) as log:
+            await import_room(log, await exported(source, "r1"))
+            async with kit_on(log) as kit:
+                taken = await kit.process_inbound(
+                    text("sms", "new", idempotency_key="earlier-1"), room_id="r1"
+                )
+                assert not taken.blocked and taken.event is not None
+                timeline = await kit.get_timeline("r1", limit=100)
+                indexes = [event.index for event in timeline]
+                assert len(set(indexes)) == len(indexes) and taken.event.index == max(indexes)
+                room = await kit.get_room("r1")
+                assert room.event_count == (await replay(log, "r1")).event_count
+
 
 # -- follow (the CLI's tail) -----------------------------------------------------------------
 

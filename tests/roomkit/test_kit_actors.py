@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from actors.eventsourced import _opened, _sealed
 from eventlog import EventLog, LogUnavailable, MemoryEventLog, Record
 from roomkit import (
     HookResult,
@@ -109,9 +110,10 @@ async def test_a_recent_event_of_a_snapshot_that_does_not_read_is_left_out_of_it
             await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
     snapshot = await kit.log.load_snapshot("r1")
     assert snapshot is not None
-    state = json.loads(snapshot.data)
+    at, data = _opened(snapshot.data)
+    state = json.loads(data)
     state["recent"][0]["index"] = "x"  # as a corrupted value, or a later version's shape
-    await kit.log.save_snapshot("r1", snapshot.version, json.dumps(state).encode())
+    await kit.log.save_snapshot("r1", snapshot.version, _sealed(at, json.dumps(state).encode()))
     async with moderating(make_kit(snapshot_every=5)) as kit:
         result = await kit.process_inbound(text("sms", "a secret"), room_id="r1")
         assert result.blocked
