@@ -503,8 +503,17 @@ class EventSourcedActor(Actor, Generic[S, E]):
         again once the stream grew past its version.
         """
         version = snapshot.version
+        opened = _opened(snapshot.data)
+        if opened is None:
+            logger.info(
+                "snapshot of stream %r at version %d was written before snapshots named their "
+                "record; replaying the stream (the next snapshot replaces it)",
+                stream,
+                version,
+            )
+            return False
+        at, data = opened
         try:
-            at, data = _opened(snapshot.data)
             state = self.decode_state(data)
         except Exception:
             logger.warning(
@@ -627,15 +636,12 @@ def _sealed(at: tuple[int, float], state: bytes) -> bytes:
     return _SNAPSHOT_HEAD.pack(_SNAPSHOT_MARK, *at) + state
 
 
-def _opened(data: bytes) -> tuple[tuple[int, float], bytes]:
-    """The record a snapshot was taken at, and its state (inverse of ``_sealed``).
-
-    Raises:
-        ValueError: not a snapshot's data (one written before snapshots named their record
-            is not used: it could be an earlier stream's).
-    """
-    if not data.startswith(_SNAPSHOT_MARK):
-        raise ValueError("not a snapshot of this version (no record named)")
+def _opened(data: bytes) -> tuple[tuple[int, float], bytes] | None:
+    """The record a snapshot was taken at, and its state (inverse of ``_sealed``); ``None``
+    for a snapshot written before snapshots named their record (not used: it could be an
+    earlier stream's)."""
+    if len(data) < _SNAPSHOT_HEAD.size or not data.startswith(_SNAPSHOT_MARK):
+        return None
     _, position, timestamp = _SNAPSHOT_HEAD.unpack_from(data)
     return (position, timestamp), data[_SNAPSHOT_HEAD.size :]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,10 +111,28 @@ async def test_a_snapshot_that_does_not_decode_falls_back_to_full_replay(
     async with counter_system(log, snapshot_every=2) as system:
         for n in range(5):
             await system.ref("counter", "c").ask(Add(n))
-    await log.save_snapshot("c", 4, b"\xc1 not msgpack")
+    await log.save_snapshot("c", 4, _sealed((4, 0.0), b"\xc1 not msgpack"))
     async with counter_system(log, snapshot_every=None) as system:
         assert await state_of(system) == replay(await log.read("c"))
     assert any("does not decode" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_snapshot_written_before_snapshots_named_their_record_is_replaced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = MemoryEventLog()
+    async with counter_system(log, snapshot_every=2) as system:
+        for n in range(5):
+            await system.ref("counter", "c").ask(Add(n))
+    state = msgspec.msgpack.encode(CounterState(total=99, count=4))  # as it was written
+    await MemoryEventLog.save_snapshot(log, "c", 4, state)
+    with caplog.at_level(logging.INFO, logger="roomkit.actors"):
+        async with counter_system(log, snapshot_every=2) as system:
+            assert await state_of(system) == replay(await log.read("c"))
+    assert "written before snapshots named their record" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    snapshot = await log.load_snapshot("c")
+    assert snapshot is not None and snapshot.data != state  # taken again at recovery
 
 
 async def test_a_snapshot_past_the_stream_s_end_or_unreadable_falls_back_to_full_replay(

@@ -110,7 +110,9 @@ async def test_a_recent_event_of_a_snapshot_that_does_not_read_is_left_out_of_it
             await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
     snapshot = await kit.log.load_snapshot("r1")
     assert snapshot is not None
-    at, data = _opened(snapshot.data)
+    opened = _opened(snapshot.data)
+    assert opened is not None
+    at, data = opened
     state = json.loads(data)
     state["recent"][0]["index"] = "x"  # as a corrupted value, or a later version's shape
     await kit.log.save_snapshot("r1", snapshot.version, _sealed(at, json.dumps(state).encode()))
