@@ -170,23 +170,21 @@ def _resume_here(coroutine: Coroutine[Any, Any, T], yielded: Any) -> Generator[A
     """Go on with ``coroutine`` after its first step, in the current context (see
     `roomkit.core._first_step._resume`, which runs each step in a given one)."""
     while True:
+        thrown: BaseException | None = None
         try:
             sent = yield yielded
         except GeneratorExit:
             coroutine.close()
             raise
-        except BaseException as thrown:
-            try:
-                yielded = coroutine.throw(thrown)
-            except StopIteration as finished:
-                result: T = finished.value
-                return result
-        else:
-            try:
-                yielded = coroutine.send(sent)
-            except StopIteration as finished:
-                result = finished.value
-                return result
+        except BaseException as caught:
+            thrown = caught  # thrown in outside this handler: see _first_step._resume
+        try:
+            yielded = coroutine.send(sent) if thrown is None else coroutine.throw(thrown)
+        except StopIteration as finished:
+            result: T = finished.value
+            return result
+        finally:
+            thrown = None
 
 
 async def _under_timer(awaitable: Awaitable[T], deadline: float) -> T:

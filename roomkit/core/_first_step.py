@@ -52,20 +52,25 @@ def _resume(
     first step.
     """
     while True:
+        thrown: BaseException | None = None
         try:
             sent = yield yielded
         except GeneratorExit:
             context.run(coroutine.close)
             raise
-        except BaseException as thrown:
-            try:
-                yielded = context.run(coroutine.throw, thrown)
-            except StopIteration as finished:
-                result: T = finished.value
-                return result
-        else:
-            try:
+        except BaseException as caught:
+            # Thrown in below, outside this handler: thrown in from inside it, the coroutine
+            # ran to its next suspension "during handling" of it, as no await chain does
+            # (the hooks after one timed out saw its CancelledError in sys.exc_info(), and
+            # what they raised was chained to it).
+            thrown = caught
+        try:
+            if thrown is None:
                 yielded = context.run(coroutine.send, sent)
-            except StopIteration as finished:
-                result = finished.value
-                return result
+            else:
+                yielded = context.run(coroutine.throw, thrown)
+        except StopIteration as finished:
+            result: T = finished.value
+            return result
+        finally:
+            thrown = None  # no cycle through the exception's traceback

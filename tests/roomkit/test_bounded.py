@@ -5,6 +5,7 @@ untimed) and trio."""
 from __future__ import annotations
 
 import contextvars
+import sys
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -169,6 +170,24 @@ async def test_code_that_swallows_its_cancellation_keeps_its_result(limit: Limit
         return "never"  # pragma: no cover
 
     assert await limit(stubborn(), 0.05) == "kept"
+
+
+async def test_code_past_its_handled_cancellation_handles_no_exception(limit: Limit) -> None:
+    # The started_ forms threw the cancellation in from inside an `except` of their own: the
+    # code then ran "during handling" of it to its next suspension, as no await chain does
+    # (the hook after a timed-out one saw its CancelledError in sys.exc_info(), and what it
+    # raised was chained to it).
+    async def stubborn() -> tuple[object, object]:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass
+        try:
+            raise ValueError("its own")
+        except ValueError as exc:
+            return sys.exc_info()[1] is exc, exc.__context__
+
+    assert await limit(stubborn(), 0.05) == (True, None)
 
 
 async def test_awaitables_other_than_coroutines_are_bounded_too(limit: Limit) -> None:
