@@ -40,6 +40,7 @@ from roomkit.core._taken_up import TakenUp
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import (
     ChannelNotRegisteredError,
+    InvalidRoomIdError,
     RoomKitError,
     RoomTimeoutError,
     StoreUnavailableError,
@@ -289,6 +290,15 @@ class InboundMixin(HelpersMixin):
             channel_type=channel.channel_type,
             participant_id=message.sender_id,
         )
+        if room_id is not None:
+            # Checked as a room_id given to process_inbound is: an id the kit refuses went
+            # to the room's actor, which failed to start four times ("room ... is
+            # unavailable", 0.75 s later), or raised a bare TypeError (an int).
+            try:
+                self._check_room_id(room_id)
+            except InvalidRoomIdError as exc:
+                router = type(self._inbound_router).__name__
+                raise InvalidRoomIdError(f"the inbound router {router} answered: {exc}") from exc
         return room_id
 
     async def _route_or_create(

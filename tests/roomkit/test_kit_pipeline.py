@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -326,6 +327,24 @@ class TestInbound:
             assert "no look for a room made elsewhere: away for a moment" in caplog.text
             again = await kit.process_inbound(text("sms", "second"))
             assert again.event is not None and again.event.room_id == result.event.room_id
+
+    @pytest.mark.parametrize("answer", ["", "x" * 300, 5], ids=["empty", "long", "int"])
+    async def test_a_room_id_the_router_answers_is_checked(
+        self, answer: object, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # As a room_id given to process_inbound is: it went to the room's actor, which
+        # failed to start four times (ERROR tracebacks) before a plain RoomKitError, or
+        # raised a bare TypeError (an int).
+        class Router(InboundRoomRouter):
+            async def route(self, **kwargs: Any) -> str | None:  # type: ignore[override]
+                return answer  # type: ignore[return-value]
+
+        async with RoomKit(inbound_router=Router()) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            with pytest.raises(InvalidRoomIdError, match="^the inbound router Router answered"):
+                await kit.process_inbound(text("sms", "one"))
+            assert await kit.store.list_rooms() == []
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     async def test_the_router_is_asked_once_per_message_by_keyword(self) -> None:
         # 0.3.0 called route(channel_id=..., channel_type=..., participant_id=...) once: a
