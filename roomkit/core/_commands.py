@@ -173,6 +173,7 @@ class RecordInjected:
 
     injected: list[InjectedEvent]
     root: str
+    message_key: str | None = None  # the idempotency key of the message challenged
 
 
 @dataclass(frozen=True, slots=True)

@@ -528,7 +528,8 @@ class InboundMixin(HelpersMixin):
                 return await self._identified(room_id, event, hook.identity)
             if status == IdentificationStatus.CHALLENGE_SENT:
                 if hook is not None and hook.inject is not None:
-                    await self._command(room_id, RecordInjected([hook.inject], event.id))
+                    injected = RecordInjected([hook.inject], event.id, event.idempotency_key)
+                    await self._command(room_id, injected)
                 return InboundResult(blocked=True, reason="identity_challenge_sent")
             if status == IdentificationStatus.REJECTED:
                 reason = (hook.reason if hook else None) or "identity_rejected"

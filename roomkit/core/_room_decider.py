@@ -131,6 +131,7 @@ class _Draft:
         self.stamp = now.timestamp()
         self.facts: list[Fact] = []
         self._next_index = state.event_count
+        self._held_keys = state.idempotency
         # What user code gave that does not validate, left out (see _storable).
         self.left_out: list[tuple[str, str, str]] = []
 
@@ -138,6 +139,17 @@ class _Draft:
         index = self._next_index
         self._next_index += 1
         return index
+
+    def key_of(self, event: RoomEvent, message_key: str | None = None) -> str | None:
+        """The idempotency key ``event`` (an injected event, a reply) is recorded under: its
+        own, but none for the key of the message it stems from (``message_key``) or one the
+        room holds. A copy of the message (``event.model_copy(update=...)``, an auto-reply's
+        natural shape) keeps its key: recorded under it, the provider's retry of the message
+        was answered with the copy as the event first recorded."""
+        key = event.idempotency_key
+        if key is not None and (key == message_key or key in self._held_keys):
+            return None
+        return key
 
     def add(self, domain: Any, model: Any = None, then: Any = None) -> None:
         self.facts.append(Fact(domain=domain, timestamp=self.stamp, model=model, then=then))
@@ -241,8 +253,10 @@ class _Draft:
         room_id: str,
         injected: list[InjectedEvent],
         root: str,
+        message_key: str | None = None,
     ) -> None:
-        """Record injected events; those with targets are delivered to them."""
+        """Record injected events; those with targets are delivered to them. ``message_key``:
+        the idempotency key of the message they stem from (see ``key_of``)."""
         for item in injected:
             # The item whole: its targets are logged too (model_construct validates nothing).
             checked = _storable_or_none(item, InjectedEvent, "injected event")
@@ -258,6 +272,7 @@ class _Draft:
                     "room_id": room_id,
                     "index": self.next_index(),
                     "status": EventStatus.DELIVERED,
+                    "idempotency_key": self.key_of(injected_event, message_key),
                 }
             )
             targets = item.target_channel_ids
@@ -336,7 +351,7 @@ class RoomDecider:
                 return self._resolve_participant(state, command)
             case RecordInjected():
                 draft = _Draft(state, self._now())
-                draft.injected(room.id, command.injected, command.root)
+                draft.injected(room.id, command.injected, command.root, command.message_key)
                 return draft.facts, Outcome(root=command.root)
             case UpdateTask():
                 draft = _Draft(state, self._now())
@@ -688,7 +703,7 @@ class RoomDecider:
                 }
             )
             draft.message(blocked, modified_by=result.modified_by, reason=result.reason)
-            draft.injected(room.id, list(result.injected_events), blocked.id)
+            draft.injected(room.id, list(result.injected_events), blocked.id, key)
             draft.tasks_and_observations(
                 room.id, list(result.tasks), list(result.observations), blocked.id, blocked
             )
@@ -737,7 +752,7 @@ class RoomDecider:
             modified_by=result.modified_by,
             activity=bound,
         )
-        draft.injected(room.id, list(result.injected_events), final.id)
+        draft.injected(room.id, list(result.injected_events), final.id, key)
         if bound:
             # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
             # replacement, if one ran. A message whose channel is not bound in the room (routed
@@ -810,7 +825,8 @@ class RoomDecider:
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
-            draft.message(blocked.model_copy(update={"index": draft.next_index()}))
+            update = {"index": draft.next_index(), "idempotency_key": draft.key_of(blocked)}
+            draft.message(blocked.model_copy(update=update))
         recorded: list[RoomEvent] = []
         # A reply that does not validate (an AI's text with a lone surrogate) is left out, as
         # a task is; the delivery worker says so to the ON_ERROR hooks (see Outcome.left_out).
@@ -835,6 +851,7 @@ class RoomDecider:
                     "room_id": room.id,
                     "index": draft.next_index(),
                     "status": EventStatus.DELIVERED,
+                    "idempotency_key": draft.key_of(reply),
                 }
             )
             # A reply naming a channel not in the room as its source is recorded as it is, as

@@ -167,6 +167,37 @@ async def test_ambiguous_hook_can_identify_challenge_or_reject(
     await kit.close()
 
 
+async def test_a_challenge_copied_from_the_message_does_not_answer_for_its_key(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
+    # The challenge written as event.model_copy(update=...) kept the message's key: the
+    # provider's retry was answered "duplicate" with the challenge for its event, and the
+    # sender was never asked again.
+    kit = await kit_with(resolver)
+    sms = kit.get_channel("sms")
+    assert isinstance(sms, SimpleChannel)
+
+    @kit.identity_hook(HookTrigger.ON_IDENTITY_AMBIGUOUS)
+    async def ask(event: RoomEvent, context: RoomContext, result: IdentityResult) -> Any:
+        update = {
+            "id": f"question-{len(sms.delivered)}",
+            "source": EventSource(channel_id="system", channel_type="system"),
+            "content": TextContent(body="Are you Ana or Bob?"),
+        }
+        question = event.model_copy(update=update)
+        return IdentityHookResult.challenge(
+            InjectedEvent(event=question, target_channel_ids=["sms"])
+        )
+
+    for _ in range(2):
+        answer = await kit.process_inbound(text("sms", "hi", sender="+2", idempotency_key="SM1"))
+        assert answer.blocked and answer.reason == "identity_challenge_sent"
+    assert sms.texts() == ["Are you Ana or Bob?"] * 2
+    questions = [e for e in await kit.get_timeline("r1") if e.id.startswith("question-")]
+    assert [q.idempotency_key for q in questions] == [None, None]
+    await kit.close()
+
+
 async def test_unknown_sender_rejected_by_hook(
     resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:

@@ -485,6 +485,64 @@ class TestInbound:
         assert again.event is not None and again.event.id == first.event.id
         assert ws.texts() == ["***"]
 
+    @pytest.mark.parametrize("copy", ["injected", "injected beside a block", "reply"])
+    async def test_a_copy_of_the_message_does_not_answer_for_its_key(
+        self, make_kit: Callable[..., RoomKit], copy: str
+    ) -> None:
+        # An auto-reply written as event.model_copy(update=...) keeps the message's key:
+        # recorded under it, the provider's retry was answered with the auto-reply as the
+        # event first recorded (after a restart too).
+        def auto_reply(event: RoomEvent, source: str) -> RoomEvent:
+            update = {
+                "id": f"auto-{event.id}",
+                "content": TextContent(body="auto: got it"),
+                "source": EventSource(channel_id=source, channel_type=ChannelType.AI),
+                "chain_depth": event.chain_depth + 1,
+            }
+            return event.model_copy(update=update)
+
+        class Echo(SimpleChannel):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                if event.source.channel_id == self.channel_id:
+                    return ChannelOutput.empty()
+                return ChannelOutput(responded=True, response_events=[auto_reply(event, "ai")])
+
+        def kit_with_copies() -> RoomKit:
+            kit = make_kit()
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(Echo("ai", ChannelType.AI))
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def copies(event: RoomEvent, context: RoomContext) -> HookResult:
+                if copy == "reply" or event.source.channel_id != "sms":
+                    return HookResult.allow()
+                injected = [InjectedEvent(event=auto_reply(event, "ai"), target_channel_ids=[])]
+                if copy == "injected":
+                    return HookResult.allow(injected=injected)
+                return HookResult.block("after hours", injected=injected)
+
+            return kit
+
+        async with kit_with_copies() as kit:
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            if copy == "reply":
+                await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+            first = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
+            assert first.event is not None
+            again = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
+            assert again.reason == "duplicate" and again.event is not None
+            assert again.event.id == first.event.id
+            timeline = await kit.get_timeline("r1", limit=100)
+            (auto,) = [e for e in timeline if e.id == f"auto-{first.event.id}"]
+            assert auto.idempotency_key is None
+        async with kit_with_copies() as kit:
+            later = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
+            assert later.reason == "duplicate" and later.event is not None
+            assert later.event.id == first.event.id
+
     async def test_blocking_hook(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
         blocked_events: list[FrameworkEvent] = []
