@@ -248,13 +248,19 @@ class AIChannel(Channel):
             return ChannelOutput.empty()
         try:
             ai_context = self._build_context(conversation.messages, binding, context)
-        except ValueError:  # pydantic's ValidationError included
+        except ValueError as exc:  # pydantic's ValidationError included
             logger.exception(
                 "channel %s: invalid AI settings in the binding metadata of room %s",
                 self.channel_id,
                 binding.room_id,
             )
-            return ChannelOutput.empty()
+            # Nothing answered; reported as a provider's failure is (ON_ERROR,
+            # delivery_failed), as 0.3.0's error out of on_event was: a room misconfigured
+            # showed only in the log.
+            return ChannelOutput.failed(
+                f"invalid AI settings in the binding metadata of room {binding.room_id}: "
+                f"{error_text(exc)}"
+            )
         outcome = await self._generate(ai_context)
         if (
             isinstance(outcome, ProviderError)

@@ -228,6 +228,35 @@ async def test_a_provider_failure_reaches_on_error_hooks_and_framework_events() 
     assert "invalid api key" in str(error.content.data["error"])
 
 
+async def test_invalid_ai_settings_of_a_room_reach_on_error_hooks_and_framework_events() -> None:
+    # Logged only: a room whose binding said {"temperature": "hot"} never answered, and
+    # nothing but the log said why.
+    errors: list[RoomEvent] = []
+    failed: list[str | None] = []
+    async with RoomKit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(AIChannel(AI_ID, provider=MockAIProvider()))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel(
+            "r1", AI_ID, category=ChannelCategory.INTELLIGENCE, metadata={"temperature": "hot"}
+        )
+
+        @kit.hook(HookTrigger.ON_ERROR, HookExecution.ASYNC)
+        async def on_error(event: RoomEvent, context: RoomContext) -> None:
+            errors.append(event)
+
+        kit.on("delivery_failed")(lambda e: failed.append(e.channel_id))
+        result = await kit.process_inbound(text("sms", "hi"), room_id="r1")
+    assert not result.blocked
+    assert failed == [AI_ID]
+    [error] = errors
+    assert isinstance(error.content, SystemContent)
+    assert "invalid AI settings in the binding metadata of room r1" in str(
+        error.content.data["error"]
+    )
+
+
 class _Returning(AIProvider):
     """A provider returning whatever it is given (a custom provider's own result type)."""
 
@@ -404,18 +433,23 @@ class TestSettings:
         with caplog.at_level(logging.ERROR, logger="roomkit.channels.ai"):
             output = await channel.on_event(_event(), _ai_binding(**{key: None}), _context())
         assert output == ChannelOutput.empty()
+        assert output.failure is not None and key in output.failure
         assert provider.calls == []
         assert "invalid AI settings" in caplog.text
 
-    async def test_invalid_settings_give_empty_output_and_are_logged(
+    async def test_invalid_settings_give_a_failed_output_and_are_logged(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
+        # An empty output only: the kit said nothing of it (no delivery_failed, no ON_ERROR)
+        # where 0.3.0's error out of on_event was reported as the target's failure.
         provider = MockAIProvider()
         channel = AIChannel(AI_ID, provider=provider)
         binding = _ai_binding(tools=[{"description": "no name"}])
         with caplog.at_level(logging.ERROR, logger="roomkit.channels.ai"):
             output = await channel.on_event(_event(), binding, _context())
         assert output == ChannelOutput.empty()
+        assert output.failure is not None
+        assert output.failure.startswith("invalid AI settings in the binding metadata of room")
         assert provider.calls == []
         assert "invalid AI settings" in caplog.text
 
