@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from providers._http._error_body import ErrorParser
 from providers._http._failure import HTTPFailure, failure_from_exception, failure_from_response
-from providers._http._secrets import shorten
+from providers._http._secrets import redact, shorten
 
 if TYPE_CHECKING:
     import httpx
@@ -33,6 +33,25 @@ def import_httpx(provider: str) -> ModuleType:
             "(or: pip install httpx)"
         ) from exc
     return httpx
+
+
+def _mask_exception_texts(exc: BaseException, secrets: tuple[str, ...]) -> None:
+    """Mask ``secrets`` in the text of ``exc`` and of every exception chained under it
+    (``__cause__``, ``__context__``), in place: the ones whose only argument is their text."""
+    if not secrets:
+        return
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if len(current.args) == 1 and isinstance(current.args[0], str):
+            masked = redact(current.args[0], secrets)
+            if masked != current.args[0]:
+                current.args = (masked,)
+        pending.extend((current.__cause__, current.__context__))
 
 
 class VendorHTTP:
@@ -128,7 +147,14 @@ class VendorHTTP:
         )
 
     def _exception_failure(self, exc: Exception, method: str, url: str) -> HTTPFailure:
-        """Classify (and log) an httpx exception raised by a call to ``url``."""
+        """Classify (and log) an httpx exception raised by a call to ``url``.
+
+        The secrets are masked in the text of ``exc`` and of the exceptions chained under it
+        (the failure's ``cause``, the ``__cause__`` of the error raised for it): h11 quotes a
+        header value it refuses (``Illegal header value b'Bearer KEY\\n'``), and that text went
+        out in the tracebacks of ``VendorAPIError`` that RoomKit logs.
+        """
+        _mask_exception_texts(exc, self._secrets)
         failure = failure_from_exception(exc, provider=self._provider)
         self._log(method, url, failure)
         return failure
@@ -187,6 +213,12 @@ class VendorHTTP:
         cause = failure.cause
         if failure.error != "network_error" or not isinstance(cause, self._httpx.HTTPError):
             return failure
+        if isinstance(cause, self._httpx.LocalProtocolError):
+            # A request h11 refused to write: its text quotes the refused header value, an
+            # API key (with the newline that made it illegal) in ProviderResult.error, in
+            # RoomKit's delivery warnings and in its delivery_failed event. The class name says
+            # enough; no 0.3.0 caller matched on that text.
+            return dataclasses.replace(failure, error=type(cause).__name__)
         text = shorten(str(cause), self._secrets) or type(cause).__name__
         return dataclasses.replace(failure, error=text)
 

@@ -198,7 +198,13 @@ def failure_from_exception(exc: Exception, *, provider: str = "") -> HTTPFailure
     name = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return HTTPFailure("timeout", name, provider=provider, retryable=True, cause=exc)
-    # Transport failures (refused, reset, protocol errors) are transient; other client-side
-    # failures (an invalid URL, too many redirects, an undecodable body) would fail again.
-    retryable = isinstance(exc, httpx.TransportError)
+    # Transport failures (refused, reset, a peer breaking the protocol) are transient; other
+    # client-side failures (an invalid URL, too many redirects, an undecodable body) would
+    # fail again. So would two transport errors that are ours, not the network's: a URL
+    # without http(s) scheme (UnsupportedProtocol: a base_url "api.example.com") and a
+    # request h11 refuses to write (LocalProtocolError: a key ending in a newline). Both were
+    # classed retryable, and AI providers sent the same doomed request again after backoff.
+    retryable = isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+    )
     return HTTPFailure("network_error", name, provider=provider, retryable=retryable, cause=exc)

@@ -37,12 +37,27 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 def _echoed_forms(secret: str) -> list[str]:
     """``secret`` as it was sent, and so as a vendor's error may echo it: as is,
     URL-encoded (a form field, a query string) and in base64 (a Basic ``Authorization``
-    header); longest first, so that no form is left half masked."""
+    header); longest first, so that no form is left half masked.
+
+    Also the secret without surrounding whitespace and its escaped forms (``repr`` of the
+    text and of its UTF-8 bytes): a key read from a file with its trailing newline made h11
+    refuse the header with ``Illegal header value b'Bearer KEY\\n'``, a text holding neither
+    the key as given (with a real newline) nor any encoding of it, so the key went out in
+    clear in results and logs.
+    """
+    stripped = secret.strip()
+    plain = {secret, stripped} - {""}
     forms = {
-        secret,
-        quote(secret, safe=""),
-        quote_plus(secret),
-        base64.b64encode(secret.encode("utf-8", "surrogatepass")).decode("ascii"),
+        form
+        for value in plain
+        for form in (
+            value,
+            quote(value, safe=""),
+            quote_plus(value),
+            base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii"),
+            repr(value)[1:-1],
+            repr(value.encode("utf-8", "surrogatepass"))[2:-1],
+        )
     }
     return sorted(forms, key=len, reverse=True)
 

@@ -88,6 +88,14 @@ def _should_retry(failure: HTTPFailure, should_retry: str | None) -> bool:
     return status in _RETRY_STATUSES or status >= 500
 
 
+def _is_json(response: httpx.Response) -> bool:
+    """Whether ``response`` says its body is JSON (``application/json``, ``...+json``) rather
+    than an event stream (a stream without content type is still decoded as one)."""
+    content_type: str = response.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 def event_json(event: SSEEvent, *, provider: str) -> dict[str, Any]:
     """The JSON object carried by a server-sent event's data.
 
@@ -258,6 +266,15 @@ class VendorClient:
                     error_parser=self._attempt_parser(hints),
                 ) as response:
                     started = True
+                    if _is_json(response):
+                        # A 2xx JSON answer to a stream request: gateways and compatible
+                        # servers answer an error object so. Fed to the SSE decoder it gave no
+                        # event, and the vendor's error was lost for a generic, retryable
+                        # "stream ended before ..."; as one event, the vendor maps it as it
+                        # maps an error chunk (and as generate() maps the same answer).
+                        answer = await response.aread()
+                        yield SSEEvent(event="message", data=answer.decode("utf-8", "replace"))
+                        return
                     async for chunk in response.aiter_bytes():
                         for event in decoder.feed(chunk):
                             yield event

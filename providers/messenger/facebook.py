@@ -43,6 +43,7 @@ logger = logging.getLogger("roomkit.providers.messenger")
 MAX_BUTTONS = 3  # button template limit
 MAX_QUICK_REPLIES = 13
 MAX_QUICK_REPLY_TITLE = 20
+MAX_BUTTON_TITLE = 20  # the button template's title limit, as for quick replies
 MAX_BUTTON_TEXT = 640  # the button template's text limit
 
 
@@ -84,6 +85,10 @@ def _rich_message(content: RichContent) -> dict[str, Any]:
     buttons = rich_buttons(content.buttons)
     message: dict[str, Any]
     if buttons:
+        if not text.strip():
+            # The template's text is required: sent empty, the message was reported sent
+            # (WhatsApp refuses the same content up front, as done here).
+            raise Unsendable("empty_message")
         if len(buttons) > MAX_BUTTONS:
             logger.info("messenger shows at most %d buttons; dropping the rest", MAX_BUTTONS)
         message = {
@@ -93,9 +98,15 @@ def _rich_message(content: RichContent) -> dict[str, Any]:
                     "template_type": "button",
                     "text": text[:MAX_BUTTON_TEXT],
                     "buttons": [
-                        {"type": "web_url", "url": b.url, "title": b.title}
+                        # Titles cut as quick replies' are: they were sent whole, past
+                        # Meta's limit.
+                        {"type": "web_url", "url": b.url, "title": b.title[:MAX_BUTTON_TITLE]}
                         if b.url
-                        else {"type": "postback", "title": b.title, "payload": b.payload}
+                        else {
+                            "type": "postback",
+                            "title": b.title[:MAX_BUTTON_TITLE],
+                            "payload": b.payload,
+                        }
                         for b in buttons[:MAX_BUTTONS]
                     ],
                 },

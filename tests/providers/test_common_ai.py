@@ -12,16 +12,20 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from providers._http import import_httpx
 from providers._sse import SSEDecoder, SSEError, SSEEvent, aiter_sse
-from providers.ai import AIImagePart, AIMessage, AITextPart, AIToolCall
+from providers.ai import AIContext, AIImagePart, AIMessage, AITextPart, AIToolCall
 from providers.ai._data_url import DataURL, parse_data_url
 from providers.ai._http import VendorClient
 from providers.ai._messages import UNREADABLE_IMAGE, iter_parts, tool_call_id, tool_calls
 from providers.ai._streaming import AIStreamEnd, AITextDelta
 from providers.ai._text import StreamedText, clean_text
+from providers.anthropic import AnthropicAIProvider, AnthropicConfig
 from providers.errors import ProviderError
+from providers.gemini import GeminiAIProvider, GeminiConfig
+from providers.openai import OpenAIAIProvider, OpenAIConfig
 from providers.pydantic_ai import PydanticAIConfig
 from tests.providers.ai_support import CAT_URL, PNG_DATA_URL, FakeAPI
 
@@ -324,6 +328,63 @@ class TestVendorClient:
             async for _ in vendor.stream_sse("https://api.example.com/x", {}):
                 pass
         assert info.value.provider == "P"
+
+
+# Error objects that vendors and gateways answer with HTTP 200, and the error they stand for.
+_JSON_ERRORS: dict[str, tuple[dict[str, object], str, bool]] = {
+    "openai": (
+        {"error": {"message": "no model gpt-x", "type": "invalid_request_error"}},
+        "invalid_request_error: no model gpt-x",
+        False,
+    ),
+    "anthropic": (
+        {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+        "overloaded_error: busy",
+        True,
+    ),
+    "gemini": (
+        {"error": {"code": 400, "message": "bad request", "status": "INVALID_ARGUMENT"}},
+        "INVALID_ARGUMENT: bad request",
+        False,
+    ),
+}
+
+
+def _vendor(
+    kind: str, client: httpx.AsyncClient
+) -> OpenAIAIProvider | AnthropicAIProvider | GeminiAIProvider:
+    key = SecretStr("sk-1")
+    if kind == "openai":
+        return OpenAIAIProvider(OpenAIConfig(api_key=key, max_retries=0), client=client)
+    if kind == "anthropic":
+        return AnthropicAIProvider(AnthropicConfig(api_key=key, max_retries=0), client=client)
+    return GeminiAIProvider(GeminiConfig(api_key=key), client=client)
+
+
+@pytest.mark.parametrize("kind", sorted(_JSON_ERRORS))
+async def test_a_json_error_answer_to_a_stream_is_the_vendors_error(
+    fake: FakeAPI, kind: str
+) -> None:
+    # Fed to the SSE decoder, a 2xx JSON answer gave no event: the vendor's error was lost
+    # for a generic, retryable "stream ended before ..." where generate() reads it.
+    body, detail, retryable = _JSON_ERRORS[kind]
+    fake.reply(httpx.Response(200, json=body), httpx.Response(200, json=body))
+    vendor = _vendor(kind, fake.client)
+    with pytest.raises(ProviderError) as plain:
+        await vendor.generate(AIContext(messages=[AIMessage(role="user", content="hi")]))
+    with pytest.raises(ProviderError) as streamed:
+        async with contextlib.aclosing(
+            vendor.generate_stream(AIContext(messages=[AIMessage(role="user", content="hi")]))
+        ) as events:
+            async for _ in events:
+                pass
+    assert (plain.value.message, plain.value.retryable) == (f"error: {detail}", retryable)
+    assert (streamed.value.message, streamed.value.retryable) == (
+        f"stream error: {detail}",
+        retryable,
+    )
+    assert streamed.value.status_code == plain.value.status_code
+    assert len(fake.requests) == 2
 
 
 class TestImports:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import traceback
 import types
 from datetime import UTC, datetime
 from typing import Any
 
+import h11
 import httpx
 import pytest
 
@@ -18,11 +20,13 @@ from providers._http import (
     HTTPFailure,
     VendorAPIError,
     VendorHTTP,
+    bearer,
     body_error_parser,
     code_and_message,
     failure_from_exception,
     failure_from_response,
     parse_retry_after,
+    redact,
     retry_after_from_headers,
     vendor_error_message,
 )
@@ -153,6 +157,25 @@ class TestFailures:
                 False,
                 "HTTP client error: TooManyRedirects",
             ),
+            # Transport errors of our own making fail again: they were retried in vain.
+            (
+                httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://'"),
+                "network_error",
+                False,
+                "HTTP client error: UnsupportedProtocol",
+            ),
+            (
+                httpx.LocalProtocolError("Illegal header value b'Bearer k\\n'"),
+                "network_error",
+                False,
+                "HTTP client error: LocalProtocolError",
+            ),
+            (
+                httpx.RemoteProtocolError("peer closed connection"),
+                "network_error",
+                True,
+                "transport error: RemoteProtocolError",
+            ),
         ],
     )
     def test_exceptions(self, exc: Exception, error: str, retryable: bool, message: str) -> None:
@@ -235,6 +258,35 @@ class TestVendorHTTP:
             async with http.stream("POST", "https://api.example.com/x"):
                 pass
         assert (info.value.code, info.value.message) == ("auth_error", "HTTP 401: nope")
+
+    async def test_a_key_with_a_newline_is_masked_in_the_refusal_of_its_header(
+        self, fake: FakeAPI
+    ) -> None:
+        # A key read from a file with its newline: h11 refuses the header, quoting it escaped
+        # ("...KEY\\n"), which is not the key as given: it went out in clear, as the
+        # transport_error_as_text of SMS providers and as the cause of VendorAPIError.
+        key = "KEY0123456789_s3cr3t\n"
+        text = f"Illegal header value {f'Bearer {key}'.encode()!r}"
+
+        def h11_refuses(request: httpx.Request) -> httpx.Response:
+            raise httpx.LocalProtocolError(text) from h11.LocalProtocolError(text)
+
+        fake.reply(h11_refuses, h11_refuses)
+        http = VendorHTTP("P", client=fake.client, timeout=1, secrets=[key])
+        outcome = await http.request("POST", "https://api.example.com/x", headers=bearer(key))
+        assert isinstance(outcome, HTTPFailure) and not outcome.retryable
+        assert http.transport_error_as_text(outcome).error == "LocalProtocolError"
+        with pytest.raises(VendorAPIError) as info:
+            async with http.stream("POST", "https://api.example.com/x"):
+                pass
+        for error in (outcome.to_error(), info.value):
+            trace = "".join(traceback.format_exception(error))
+            assert "Illegal header value b'Bearer ***'" in trace
+            assert "s3cr3t" not in trace
+        # Escaped once (the error's text) or twice (its repr, in a log line).
+        masked = redact(f"{text} / {text!r}", [key])
+        assert masked.startswith("Illegal header value b'Bearer ***' / ")
+        assert "s3cr3t" not in masked
 
     async def test_answer_failure_masks_secrets(self, fake: FakeAPI) -> None:
         http = VendorHTTP("P", client=fake.client, timeout=1, secrets=["tok"])

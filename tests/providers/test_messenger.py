@@ -117,6 +117,27 @@ class TestSend:
             ],
         }
 
+    async def test_button_titles_are_cut_as_quick_reply_titles_are(self) -> None:
+        # Sent whole, past Meta's 20 characters (WhatsApp cuts its button titles too).
+        recorder = Recorder()
+        content = RichContent(
+            body="How can we help?",
+            buttons=[
+                {"title": "Schedule a callback tomorrow", "payload": "CB"},
+                {"title": "Our opening hours and address", "url": "https://shop.example.com"},
+            ],
+        )
+        assert (await send(recorder, content)).success
+        buttons = recorder.bodies()[0]["message"]["attachment"]["payload"]["buttons"]
+        assert buttons == [
+            {"type": "postback", "title": "Schedule a callback ", "payload": "CB"},
+            {
+                "type": "web_url",
+                "url": "https://shop.example.com",
+                "title": "Our opening hours an",
+            },
+        ]
+
     async def test_rich_without_buttons_is_text(self) -> None:
         recorder = Recorder()
         await send(recorder, RichContent(body="<b>Bold</b> move", format="html"))
@@ -158,6 +179,8 @@ class TestSend:
         [
             (TextContent(body="  "), "empty_message"),
             (RichContent(body=""), "empty_message"),
+            # A button template needs its text: it was sent empty, and reported sent.
+            (RichContent(body=" ", buttons=[{"title": "Yes"}]), "empty_message"),
             (
                 MediaContent(url="data:image/png;base64,AAAA", mime_type="image/png"),
                 "unsupported_media_url",

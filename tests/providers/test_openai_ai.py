@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from providers.ai import AIContext, AIImagePart, AIMessage, AITextPart, AIToolCall
 from providers.ai._messages import UNREADABLE_IMAGE
@@ -354,6 +356,43 @@ class TestErrors:
             await provider(fake.client).generate(rich_context())
         assert (info.value.message, info.value.retryable) == ("timeout", True)
         assert len(fake.requests) == 3
+
+    async def test_a_key_with_a_newline_is_not_retried_nor_shown(self, fake: FakeAPI) -> None:
+        # h11 refuses the header of a key read with its newline and quotes it, escaped: the
+        # request was sent twice more after backoff, and the key was in the error's cause
+        # (RoomKit logs AI failures with their traceback).
+        def h11_refuses(request: httpx.Request) -> httpx.Response:
+            for _, value in request.headers.raw:
+                if b"\n" in value:
+                    raise httpx.LocalProtocolError(f"Illegal header value {value!r}")
+            return httpx.Response(200, json=completion())
+
+        fake.reply(h11_refuses, h11_refuses, h11_refuses)
+        config = OpenAIConfig(api_key=SecretStr(KEY + "\n"))
+        openai = OpenAIAIProvider(config, client=fake.client, sleep=NoSleep())
+        with pytest.raises(ProviderError) as info:
+            await openai.generate(rich_context())
+        assert (info.value.message, info.value.retryable) == (
+            "HTTP client error: LocalProtocolError",
+            False,
+        )
+        assert len(fake.requests) == 1
+        assert KEY not in "".join(traceback.format_exception(info.value))
+
+    async def test_a_base_url_without_scheme_is_not_retried(self, fake: FakeAPI) -> None:
+        def httpcore_refuses(request: httpx.Request) -> httpx.Response:
+            # What httpcore's pool says of such a URL (MockTransport takes any).
+            assert request.url.scheme not in ("http", "https")
+            raise httpx.UnsupportedProtocol("Request URL is missing a protocol.")
+
+        fake.reply(httpcore_refuses, httpcore_refuses, httpcore_refuses)
+        with pytest.raises(ProviderError) as info:
+            await provider(fake.client, base_url="api.openai.com/v1").generate(rich_context())
+        assert (info.value.message, info.value.retryable) == (
+            "HTTP client error: UnsupportedProtocol",
+            False,
+        )
+        assert len(fake.requests) == 1
 
 
 def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:

@@ -305,6 +305,43 @@ class TestErrors:
             assert (result.success, result.provider_message_id) == (True, None)
         assert "without naming its id" in caplog.text
 
+    async def test_a_key_with_a_newline_is_never_echoed(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A key read from a file with its newline: h11 refuses the header and quotes it,
+        # escaped, in its error; that text was the result's error (and so RoomKit's delivery
+        # warning and delivery_failed event), marked retryable.
+        caplog.set_level(logging.DEBUG)
+
+        def h11_refuses(request: httpx.Request) -> httpx.Response:
+            for _, value in request.headers.raw:
+                if b"\n" in value:
+                    raise httpx.LocalProtocolError(f"Illegal header value {value!r}")
+            return accepted()
+
+        transport = httpx.MockTransport(h11_refuses)
+        async with httpx.AsyncClient(transport=transport) as client:
+            provider = TelnyxSMSProvider(config(api_key=API_KEY + "\n"), client=client)
+            result = await provider.send(event("x"), to="+1")
+        assert (result.error, result.metadata["retryable"]) == ("LocalProtocolError", False)
+        assert API_KEY not in repr(result) and API_KEY not in caplog.text
+
+    async def test_a_base_url_without_scheme_is_not_retryable(self) -> None:
+        def httpcore_refuses(request: httpx.Request) -> httpx.Response:
+            # What httpcore's pool says of such a URL (MockTransport takes any).
+            assert request.url.scheme not in ("http", "https")
+            raise httpx.UnsupportedProtocol(
+                "Request URL is missing an 'http://' or 'https://' protocol."
+            )
+
+        transport = httpx.MockTransport(httpcore_refuses)
+        async with httpx.AsyncClient(transport=transport) as client:
+            provider = TelnyxSMSProvider(config(base_url="api.telnyx.com"), client=client)
+            result = await provider.send(event("x"), to="+1")
+        # 0.3.0's text of the httpx error is kept; it would fail again, though.
+        assert result.error == "Request URL is missing an 'http://' or 'https://' protocol."
+        assert result.metadata["retryable"] is False
+
     async def test_secret_never_leaks(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
         for answer in (httpx.Response(401), httpx.Response(429), httpx.ReadTimeout("t")):
