@@ -361,6 +361,14 @@ class RoomDelivery:
                     "max_chain_depth": router.max_chain_depth,
                 },
             )
+        if broadcast.reentry_events:
+            turn = services.turns.get(work.root)
+            if turn is not None and turn.overdue():
+                # Past its message's process_timeout (or its caller gone), a chain stops
+                # re-entering, as 0.3.0's wait_for cut it: recorded blocked, not broadcast.
+                # Checked here, in the worker, so the room actor stays the only writer and
+                # records what it is told (replayed from the log, the same blocked events).
+                router.cut_chain(broadcast)
         outcome = RecordOutcome(
             event.id,
             work.root,

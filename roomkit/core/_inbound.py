@@ -37,6 +37,7 @@ from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime
 from roomkit.core._system_events import hook_failure
 from roomkit.core._taken_up import TakenUp
+from roomkit.core._turns import Turn
 from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
 from roomkit.errors import (
     ChannelNotRegisteredError,
@@ -234,12 +235,19 @@ class InboundMixin(HelpersMixin):
                 left = math.inf if deadline is None else deadline - time.perf_counter()
                 await bounded(self._settle(runtime, outcome, room_id), left)
             except TimedOut:
+                # Its replies stop re-entering the room, as 0.3.0's wait_for cut the chain.
+                _stop_chain(self._awaited_turn(outcome, room_id))
                 if outcome.event is None:
                     return await self._process_timed_out(room_id, known)
                 # Recorded; only its delivery or async hooks overran, or the read model (its
                 # store away): the result names it (0.3.0 gave no event), so that a caller
                 # does not take it for lost and retry.
                 return await self._process_timed_out(room_id, recorded=outcome.event)
+            except BaseException:
+                # Its caller is gone (cancelled; or the kit closed): nobody waits for the rest
+                # of the chain, which 0.3.0 cancelled with its caller's task.
+                _stop_chain(self._awaited_turn(outcome, room_id))
+                raise
         return await self._inbound_result(room_id, outcome)
 
     async def _past_the_queue(
@@ -782,3 +790,10 @@ class InboundMixin(HelpersMixin):
         if meta.is_status:
             await self.process_delivery_status(meta.to_status(), channel_id)
         return None
+
+
+def _stop_chain(turn: Turn | None) -> None:
+    """Stop ``turn``'s chain of replies from re-entering the room (see ``Turn.overdue``): its
+    caller no longer waits for it. A turn that already ended is left as it is."""
+    if turn is not None:
+        turn.cut = True

@@ -530,6 +530,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             turns.reached(work.root, position)
             if outcome is not None and work.root == outcome.root:
                 outcome.turn = turn  # the caller waits on it, even if it ends first
+                if outcome.budget_deadline is not None:
+                    # Its chain of replies stops re-entering once the budget is spent.
+                    turn.deadline = outcome.budget_deadline
             job_context = earlier.get(id(work), context) if earlier else context
             job = DeliveryJob(work, job_context, next(_commit_order), position, turn.context)
             if for_worker:

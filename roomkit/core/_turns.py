@@ -26,6 +26,8 @@ class Turn:
     __slots__ = (
         "abandoned",
         "context",
+        "cut",
+        "deadline",
         "done",
         "last",
         "opened_at",
@@ -49,6 +51,13 @@ class Turn:
         self.opened_at = time.perf_counter()
         self.started_at: float | None = None
         self.started: anyio.Event | None = None  # set at the start (or the end) for a waiter
+        # When (``time.perf_counter()``) the budget of the message that opened the turn
+        # (``process_timeout``) runs out, not counting the time it waited behind the room's
+        # earlier turns, as its caller counts it (see ``overdue``); None: no bound.
+        self.deadline: float | None = None
+        # Set when the caller stopped waiting for the turn (its process_timeout ran out, or it
+        # was cancelled): its chain of replies stops re-entering the room (see ``overdue``).
+        self.cut = False
 
     def start(self) -> None:
         """The room's delivery worker takes the turn's work up (again: no-op)."""
@@ -63,6 +72,21 @@ class Turn:
         (so far, if it has not started)."""
         started = self.started_at if self.started_at is not None else time.perf_counter()
         return max(0.0, started - self.opened_at)
+
+    def overdue(self) -> bool:
+        """Whether replies of the turn must stop re-entering the room: its caller stopped
+        waiting (``cut``), or the message's ``process_timeout`` ran out (``deadline``; a
+        caller that did not wait, ``wait_for_delivery=False``, is bounded alike).
+
+        0.3.0 ran a message's whole chain of AI replies under its ``process_timeout``; run
+        after the commit with no such bound, two AIs answering each other went on for good
+        once their caller was told ``process_timeout``, and held the room's later messages.
+        """
+        if self.cut:
+            return True
+        if self.deadline is None or self.started_at is None:
+            return False
+        return time.perf_counter() > self.deadline + self.queued
 
     async def wait_started(self) -> None:
         """Return once the turn's work started (or the turn ended)."""

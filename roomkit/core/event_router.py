@@ -16,7 +16,9 @@ Steps, per RoomKit 0.3.0:
 4. Per target, concurrently: transcode, truncate to ``max_length``, ``on_event``; for TRANSPORT
    bindings also deliver through the circuit breaker, the rate limit and the retry policy.
    A muted target's responses are dropped; other responses are re-entered below
-   ``max_chain_depth`` or come back as BLOCKED copies with an Observation.
+   ``max_chain_depth`` or come back as BLOCKED copies with an Observation. A response counts
+   at least one level deeper than the event it answers, whatever depth its channel gave it
+   (0.3.0 took the channel's word: two channels keeping the default 0 never reached the limit).
 
 Fixed quirks: provider failures returned as ``ProviderResult(success=False)`` count as failures
 for retries and the breaker (QUIRK 12); breakers and the rate limiter are injected so their
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHAIN_DEPTH_BLOCKED_BY",
+    "CHAIN_TIMEOUT_BLOCKED_BY",
     "BroadcastResult",
     "EventRouter",
     "ProviderDeliveryError",
@@ -83,6 +86,10 @@ logger = logging.getLogger("roomkit.event_router")
 
 CHAIN_DEPTH_BLOCKED_BY = "event_chain_depth_limit"
 """``blocked_by`` of a response that would exceed ``max_chain_depth``."""
+
+CHAIN_TIMEOUT_BLOCKED_BY = "event_chain_process_timeout"
+"""``blocked_by`` of a response that would continue a chain past its message's
+``process_timeout`` (or whose caller is gone); also its Observation's category."""
 
 _CANNOT_WRITE = frozenset({Access.READ_ONLY, Access.NONE})
 _CANNOT_READ = frozenset({Access.WRITE_ONLY, Access.NONE})
@@ -215,6 +222,27 @@ def _truncated(content: EventContent, max_length: int | None) -> EventContent:
     return content.model_copy(update={"body": body})
 
 
+def _deeper(response: RoomEvent, parent_depth: int) -> RoomEvent:
+    """``response`` at least one level deeper than the event it answers (``parent_depth``).
+
+    A response re-enters the room, and ``max_chain_depth`` can bound a chain only if each
+    answer counts deeper than what it answers. AIChannel sets ``chain_depth`` to its
+    parent's + 1 (then ``response`` itself is returned); a channel of the app's that leaves
+    the default 0 made two such channels answer each other for ever under any
+    ``max_chain_depth`` (0.3.0 stopped them only at ``process_timeout``). A depth that is not
+    an int (a ``model_copy`` that skipped validation) is left as it is: the room leaves such
+    a response out when it records it.
+    """
+    depth = response.chain_depth
+    if isinstance(depth, int) and depth <= parent_depth:
+        return response.model_copy(update={"chain_depth": parent_depth + 1})
+    return response
+
+
+def _blocked(response: RoomEvent, blocked_by: str) -> RoomEvent:
+    return response.model_copy(update={"status": EventStatus.BLOCKED, "blocked_by": blocked_by})
+
+
 class EventRouter:
     """Routes committed events to the channels bound in their room.
 
@@ -329,7 +357,7 @@ class EventRouter:
         )
         for outcome in outcomes:
             if outcome is not None:
-                self._merge(result, outcome)
+                self._merge(result, outcome, event.chain_depth)
         return result
 
     async def _process_target(
@@ -421,7 +449,7 @@ class EventRouter:
         if outcome.binding.category == ChannelCategory.TRANSPORT and outcome.delivery is None:
             outcome.delivery = DeliveryResult(channel_id=channel_id, success=False, error=text)
 
-    def _merge(self, result: BroadcastResult, outcome: _Outcome) -> None:
+    def _merge(self, result: BroadcastResult, outcome: _Outcome, parent_depth: int) -> None:
         binding = outcome.binding
         channel_id = binding.channel_id
         if outcome.error is not None:
@@ -447,6 +475,7 @@ class EventRouter:
             # responses go nowhere.
             return
         for response in output.response_events:
+            response = _deeper(response, parent_depth)
             if response.chain_depth < self.max_chain_depth:
                 result.reentry_events.append(response)
                 result.responders[response.id] = channel_id
@@ -464,11 +493,7 @@ class EventRouter:
             depth,
             self.max_chain_depth,
         )
-        result.blocked_events.append(
-            response.model_copy(
-                update={"status": EventStatus.BLOCKED, "blocked_by": CHAIN_DEPTH_BLOCKED_BY}
-            )
-        )
+        result.blocked_events.append(_blocked(response, CHAIN_DEPTH_BLOCKED_BY))
         result.observations.append(
             Observation(
                 id=f"obs_{response.id}",
@@ -483,6 +508,57 @@ class EventRouter:
                 },
             )
         )
+
+    def cut_chain(self, result: BroadcastResult) -> list[RoomEvent]:
+        """Block the responses of ``result`` that would re-enter the room: the message whose
+        chain they continue is past its ``process_timeout``, or its caller is gone.
+
+        0.3.0 ran a message's whole chain under ``asyncio.wait_for(process_timeout)``: past
+        it, nothing more of the chain was stored or sent. Here the chain runs after the
+        commit, in the room's delivery worker; left to go on, two channels answering each
+        other (``max_chain_depth=math.inf``) did so for good, and the room's later messages
+        waited behind them. Each response is recorded as a BLOCKED copy with an Observation,
+        as one over ``max_chain_depth`` is, so that the log says where the chain stopped.
+
+        Returns:
+            The BLOCKED copies, also appended to ``result.blocked_events``.
+        """
+        cut: list[RoomEvent] = []
+        for response in result.reentry_events:
+            depth = response.chain_depth
+            source_channel = response.source.channel_id
+            logger.info(
+                "room %s: response %s from %r blocked at chain depth %d: the message it "
+                "answers is past its process_timeout (%s s) or its caller is gone",
+                response.room_id,
+                response.id,
+                source_channel,
+                depth,
+                self.call_timeout,
+            )
+            blocked = _blocked(response, CHAIN_TIMEOUT_BLOCKED_BY)
+            cut.append(blocked)
+            result.observations.append(
+                Observation(
+                    id=f"obs_{response.id}",
+                    room_id=response.room_id,
+                    channel_id=source_channel,
+                    content=(
+                        f"Event chain stopped at depth {depth}: its message's process_timeout "
+                        "ran out, or its caller is gone"
+                    ),
+                    category=CHAIN_TIMEOUT_BLOCKED_BY,
+                    metadata={
+                        "chain_depth": depth,
+                        "process_timeout": self.call_timeout,
+                        "source_channel": source_channel,
+                    },
+                )
+            )
+        result.blocked_events.extend(cut)
+        result.reentry_events.clear()
+        result.responders.clear()
+        return cut
 
     # -- delivery -------------------------------------------------------------------------
 

@@ -967,6 +967,46 @@ class TestChainDepth:
         assert obs.room_id == "r1" and obs.channel_id == "ai"
         assert obs.metadata == {"chain_depth": 5, "max_chain_depth": 5, "source_channel": "ai"}
 
+    @pytest.mark.parametrize(("given", "counted"), [(0, 4), (3, 4), (4, 4), (9, 9)])
+    async def test_a_response_counts_deeper_than_the_event_it_answers(
+        self, given: int, counted: int
+    ) -> None:
+        # Whatever depth its channel gave it: one that kept the default 0 re-entered for ever.
+        def output(event: RoomEvent) -> ChannelOutput:
+            response = RoomEvent(
+                room_id=event.room_id,
+                source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+                content=TextContent(body="reply"),
+                chain_depth=given,
+            )
+            return ChannelOutput(responded=True, response_events=[response])
+
+        ai = Probe("ai", output=output)
+        result = await broadcast(
+            make_router(ai, max_chain_depth=math.inf),
+            bind("ai", category=INTELLIGENCE),
+            event=message(chain_depth=3),
+        )
+        assert [e.chain_depth for e in result.reentry_events] == [counted]
+
+    async def test_a_response_at_the_parents_depth_is_blocked_at_the_limit(self) -> None:
+        def output(event: RoomEvent) -> ChannelOutput:
+            response = RoomEvent(
+                room_id=event.room_id,
+                source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+                content=TextContent(body="same depth"),
+                chain_depth=event.chain_depth,
+            )
+            return ChannelOutput(responded=True, response_events=[response])
+
+        ai = Probe("ai", output=output)
+        result = await broadcast(
+            make_router(ai), bind("ai", category=INTELLIGENCE), event=message(chain_depth=4)
+        )
+        assert result.reentry_events == []
+        (blocked,) = result.blocked_events
+        assert blocked.chain_depth == 5 and blocked.blocked_by == CHAIN_DEPTH_BLOCKED_BY
+
     async def test_max_depth_one_blocks_the_first_reply(self) -> None:
         ai = Probe("ai", output=reply())
         result = await broadcast(
