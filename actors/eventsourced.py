@@ -496,23 +496,17 @@ class EventSourcedActor(Actor, Generic[S, E]):
         whether it was.
 
         Its record is read with the tail (one read more only for a tail of a whole batch).
-        Missing, or another record there, the snapshot is of an earlier stream of that name
-        (purged, or deleted and made again, an import filling it anew): taken up, the old
-        room's state went on under the new records (keys it never had taken for duplicates,
-        indexes given twice). It is then replaced at the next commit: left, it was loaded
-        again once the stream grew past its version.
+        Another record there, or none past the stream's end, the snapshot is of an earlier
+        stream of that name (purged, or deleted and made again, an import filling it anew):
+        taken up, the old room's state went on under the new records (keys it never had
+        taken for duplicates, indexes given twice). It is then replaced at the next commit:
+        left, it was loaded again once the stream grew past its version. A stream whose
+        limits dropped the snapshot's record (and those before it) holds its next one
+        instead: the snapshot is then the only way to the room's state, and is taken up.
         """
         version = snapshot.version
         opened = _opened(snapshot.data)
-        if opened is None:
-            logger.info(
-                "snapshot of stream %r at version %d was written before snapshots named their "
-                "record; replaying the stream (the next snapshot replaces it)",
-                stream,
-                version,
-            )
-            return False
-        at, data = opened
+        at, data = opened if opened is not None else (None, snapshot.data)
         try:
             state = self.decode_state(data)
         except Exception:
@@ -524,16 +518,43 @@ class EventSourcedActor(Actor, Generic[S, E]):
             )
             return False
         batch = await self.log.read(stream, after_version=version - 1, limit=_REPLAY_BATCH)
-        if batch and batch[0].version == version and (batch[0].position, batch[0].timestamp) == at:
+        first = batch[0] if batch else None
+        if first is not None and first.version == version:
+            if at is not None:
+                taken = (first.position, first.timestamp) == at
+            else:
+                # Written before snapshots named their record: not known to be of this
+                # stream, it is replayed past when the stream can be replayed.
+                taken = not await self._replayable(stream)
+                if not taken:
+                    logger.info(
+                        "snapshot of stream %r at version %d was written before snapshots "
+                        "named their record; replaying the stream (the next snapshot "
+                        "replaces it)",
+                        stream,
+                        version,
+                    )
+                    return False
+            at = (first.position, first.timestamp)
+            batch = batch[1:]
+        else:
+            # Its record dropped by the stream's limits: the next one follows it (positions
+            # only grow in a stream; one made again starts low).
+            taken = (
+                first is not None
+                and first.version == version + 1
+                and (at is None or first.position > at[0])
+            )
+        if taken:
             self._state = state
             self._version = version
-            self._at = at
+            self._at = at if at is not None else _NOWHERE  # the records applied set it
             self._snapshot_version = version
-            self._apply_records(batch[1:])
-            if len(batch) == _REPLAY_BATCH:
+            self._apply_records(batch)
+            if len(batch) >= _REPLAY_BATCH - 1:
                 await self._catch_up(stream)
             return True
-        where = "another record" if batch else "past the stream's end"
+        where = "another record" if first is not None else "past the stream's end"
         logger.warning(
             "snapshot of stream %r at version %d is of an earlier stream of that name (%s "
             "there); replaying the stream",
@@ -543,6 +564,11 @@ class EventSourcedActor(Actor, Generic[S, E]):
         )
         self._snapshot_version = -sys.maxsize
         return False
+
+    async def _replayable(self, stream: str) -> bool:
+        """Whether ``stream`` still holds its first record (its limits dropped none)."""
+        head = await self.log.read(stream, after_version=0, limit=1)
+        return not head or head[0].version == 1
 
     async def _catch_up(self, stream: str) -> int:
         """Apply the records after ``version``; return how many there were."""
@@ -583,7 +609,11 @@ class EventSourcedActor(Actor, Generic[S, E]):
 
     async def _maybe_snapshot(self) -> None:
         interval = self.snapshot_interval()
-        if interval is None or self._version - self._snapshot_version < interval:
+        if (
+            interval is None
+            or self._version - self._snapshot_version < interval
+            or self._version == 0  # nothing to keep (a stale snapshot found, no record yet)
+        ):
             return
         stream = self.stream_id()
         try:

@@ -18,6 +18,7 @@ import msgspec
 import sniffio
 
 from actors import Actor, ActorSystem, Effect, EventSourcedActor
+from actors.eventsourced import _sealed
 from bench._table import Row, Stopwatch, print_table, rate, row
 from eventlog import EventLog, MemoryEventLog, NewEvent, Record
 
@@ -221,7 +222,11 @@ async def _activation(backend: str, log: EventLog, name: str, *, snapshot: bool)
     for stream in streams:
         await _fill(log, stream, RECOVERED_EVENTS)
         if snapshot:
-            await log.save_snapshot(stream, SNAPSHOT_AT, _ENCODER.encode(SNAPSHOT_AT))
+            # Sealed with the record it was taken at, as the actor writes one: a snapshot
+            # naming none is replayed past (one written before they named their record).
+            (at,) = await log.read(stream, after_version=SNAPSHOT_AT - 1, limit=1)
+            state = _sealed((at.position, at.timestamp), _ENCODER.encode(SNAPSHOT_AT))
+            await log.save_snapshot(stream, SNAPSHOT_AT, state)
     system = ActorSystem(log, snapshot_every=None if not snapshot else 100)
     system.register("total", Total)
     async with system:

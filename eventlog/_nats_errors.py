@@ -55,8 +55,22 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+def limit_reached(exc: BaseException) -> bool:
+    """Whether JetStream refused a write for a limit of its stream or bucket reached with
+    ``discard=new`` (a 503, answered at once; only a change of the limits cures it)."""
+    return (
+        isinstance(exc, nats.js.errors.APIError)
+        and exc.err_code == ERR_STORE_FAILED
+        and (exc.description or "").startswith("maximum ")
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying ``exc`` later may succeed (the server or the connection is away)."""
+    if limit_reached(exc):
+        # A 503 like an outage's, but it lasts: a snapshot bucket at its max_bytes held each
+        # save for the whole retry_timeout, and with it the command that took the snapshot.
+        return False
     if isinstance(exc, _TRANSIENT):
         return True
     return isinstance(exc, nats.js.errors.APIError) and exc.code == 503
@@ -78,6 +92,12 @@ def translate(exc: BaseException, doing: str) -> EventLogError:
             f"{doing}: no JetStream stream answered (the stream is missing: deleted, or its "
             "server lost its store; processes that hold its state are to be restarted once "
             "it is made again)"
+        )
+    if isinstance(exc, nats.js.errors.APIError) and limit_reached(exc):
+        return EventLogError(
+            f"{doing}: refused, a limit of the JetStream stream or bucket is reached "
+            f"({exc.description}, with discard=new): raise its limits, or remove what it no "
+            "longer needs to hold"
         )
     if isinstance(exc, nats.js.errors.ServiceUnavailableError) or (
         isinstance(exc, nats.js.errors.APIError) and exc.code == 503

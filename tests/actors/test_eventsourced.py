@@ -183,6 +183,18 @@ async def test_a_snapshot_of_an_earlier_stream_of_that_name_is_not_taken_up(
     assert not caplog.records
 
 
+async def test_no_snapshot_is_taken_of_a_stream_without_records() -> None:
+    # A stale snapshot found past the end of an empty stream was replaced by one at version
+    # 0, itself found stale (and rewritten) at every activation until the first commit.
+    log = MemoryEventLog()
+    state = msgspec.msgpack.encode(CounterState(total=5, count=5))
+    await MemoryEventLog.save_snapshot(log, "c", 5, _sealed((5, 0.0), state))
+    async with counter_system(log, snapshot_every=2) as system:
+        assert await state_of(system) == CounterState()
+    snapshot = await log.load_snapshot("c")
+    assert snapshot is not None and snapshot.version == 5
+
+
 async def test_a_snapshot_that_fails_is_tried_again_one_interval_later_not_at_every_event() -> (
     None
 ):

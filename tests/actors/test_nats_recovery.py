@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import nats
 import pytest
 
 from actors import ActorSystem, ConcurrencyConflict
+from actors.eventsourced import _opened
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
 from tests.actors.models import Add, AddMany, Counter, CounterState, Get, Incremented, replay
@@ -128,3 +130,34 @@ async def test_a_second_process_writing_the_stream_is_reloaded_never_forked(
     assert state.amounts[:4] == (1, 10, 100, 1000)
     assert len(state.amounts) == 4 + len(applied)
     assert state.total == 1111 + sum(state.amounts[4:])
+
+
+@pytest.mark.parametrize("written", ["now", "before snapshots named their record"])
+async def test_a_snapshot_whose_record_the_stream_dropped_is_taken_up(
+    nats_server: NatsServer, log: NatsEventLog, written: str
+) -> None:
+    # A stream keeping the last 15 records of each subject (max_msgs_per_subject; max_age
+    # and discard=old do the same) no longer holds the snapshot's record: the snapshot was
+    # taken for an earlier stream's, the stream replayed from a start it no longer holds,
+    # and the actor failed to start ("jumps from version 0 to 21").
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(log.stream_name)).config
+        config.max_msgs_per_subject = 15
+        await js.update_stream(config)
+    finally:
+        await nc.close()
+    async with counter_system(log, snapshot_every=20) as system:
+        for amount in range(1, 36):
+            await system.ref("counter", "c").ask(Add(amount))
+    snapshot = await log.load_snapshot("c")
+    assert snapshot is not None and snapshot.version == 20
+    assert [r.version for r in await log.read("c")] == list(range(21, 36))
+    if written != "now":
+        opened = _opened(snapshot.data)
+        assert opened is not None
+        await log.save_snapshot("c", snapshot.version, opened[1])  # the state alone
+    async with counter_system(log, snapshot_every=20) as system:
+        state = await system.ref("counter", "c").ask(Get())
+    assert (state.total, state.count) == (sum(range(1, 36)), 35)

@@ -19,7 +19,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 
 from eventlog import (
     ANY_VERSION,
@@ -398,6 +398,27 @@ async def test_a_server_without_jetstream_is_said_so(tmp_path: Path) -> None:
         finally:
             await log.aclose()
             await timed_out.aclose()
+
+
+async def test_a_snapshot_bucket_at_its_limits_refuses_at_once(nats_server: NatsServer) -> None:
+    # Its 503 ("maximum bytes exceeded") was retried as an outage for the whole
+    # retry_timeout, then said "JetStream is unavailable": the command that took the
+    # snapshot waited with it, at every snapshot_every events.
+    nc = await nats.connect(nats_server.url)
+    try:
+        config = KeyValueConfig(bucket="ROOMKIT_snapshots", history=1, max_bytes=1500)
+        await nc.jetstream().create_key_value(config)
+    finally:
+        await nc.close()
+    async with NatsEventLog(nats_server.url, retry_timeout=60) as log:
+        for stream in ("a", "b"):
+            await log.save_snapshot(stream, 1, b"x" * 600)
+        with anyio.fail_after(30), pytest.raises(EventLogError) as refused:
+            await log.save_snapshot("c", 1, b"x" * 600)
+    assert not isinstance(refused.value, LogUnavailable)
+    assert "a limit of the JetStream stream or bucket is reached (maximum bytes" in str(
+        refused.value
+    )
 
 
 async def test_connecting_to_no_server_raises_log_unavailable() -> None:
