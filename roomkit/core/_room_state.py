@@ -336,11 +336,15 @@ def _record_message(
     # and the few fields the state keeps are read from it directly.
     event: RoomEvent | EventFields = model if model is not None else event_fields(raw)
     state.event_count += 1
-    if event.idempotency_key:
+    key = event.idempotency_key
+    # The first event recorded under a key answers for it: a log written before copies of a
+    # message (an injected auto-reply, a reply) were recorded without its key holds two, and
+    # the later one answered the provider's retry.
+    if key and key not in state.idempotency:
         keys = state.idempotency
         if keys is _RESTING:  # a resting room's empty window, shared: the room gets its own
             keys = state.idempotency = {}
-        keys[event.idempotency_key] = event.id
+        keys[key] = event.id
         state.keys_recorded += 1
         if len(keys) > IDEMPOTENCY_WINDOW:
             del keys[next(iter(keys))]  # the oldest: the read model answers for it now

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from anyio.abc import TaskGroup
 
@@ -47,7 +48,9 @@ from roomkit import (
     Task,
     TextContent,
 )
+from roomkit.core._domain import MessageRecorded, dump, encode_domain_event
 from roomkit.core._facts import fact_from_record
+from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.models.event import EventSource
 from roomkit.models.room import Room
@@ -542,6 +545,31 @@ class TestInbound:
             later = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
             assert later.reason == "duplicate" and later.event is not None
             assert later.event.id == first.event.id
+
+    async def test_of_two_events_a_log_holds_under_a_key_the_first_answers(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Logs written before copies were recorded without the message's key hold two
+        # events under it: replayed, the later one answered the provider's retry.
+        async with make_kit() as kit:
+            await two_channel_room(kit)
+            first = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
+            assert first.event is not None
+            copy = first.event.model_copy(
+                update={"id": "auto-reply", "index": first.event.index + 1}
+            )
+            log = kit.log
+            stream = room_stream("r1")
+            recorded = encode_domain_event(
+                MessageRecorded(event=msgspec.Raw(dump(copy)), deliver=False), timestamp=1.0
+            )
+            await log.append(stream, [recorded], expected_version=await log.last_version(stream))
+        async with make_kit() as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(SimpleChannel("ws"))
+            again = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
+        assert again.reason == "duplicate" and again.event is not None
+        assert again.event.id == first.event.id
 
     async def test_blocking_hook(self, kit: RoomKit) -> None:
         _, ws = await two_channel_room(kit)
