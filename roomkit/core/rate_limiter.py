@@ -1,4 +1,4 @@
-"""Token-bucket rate limiting per key (one bucket per channel id).
+"""Token-bucket rate limiting per key (one bucket per channel id and rate).
 
 The rate of a `RateLimit` is ``max_per_second``, else ``max_per_minute / 60``, else
 ``max_per_hour / 3600``; a limit with none of them set is unlimited. A bucket holds at most
@@ -46,16 +46,11 @@ class _Bucket:
         self.tokens = self.capacity
         self.updated = now
 
-    def refill(self, rate: float, now: float) -> None:
+    def refill(self, now: float) -> None:
         elapsed = now - self.updated
         if elapsed > 0:
-            # Time already spent accrues at the rate that applied during it.
             self.tokens += elapsed * self.rate
             self.updated = now
-        if rate != self.rate:
-            # The binding's limit changed: adopt it from now on.
-            self.rate = rate
-            self.capacity = max(1.0, rate)
         if self.tokens > self.capacity:
             self.tokens = self.capacity
 
@@ -85,15 +80,19 @@ class TokenBucketRateLimiter:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._buckets: dict[str, _Bucket] = {}
+        # A bucket per key and rate: the bindings of a channel that share a limit share its
+        # bucket (a vendor number's throughput); one of another limit has its own. One bucket
+        # per key took each caller's rate as the binding's limit changed, so a room's
+        # 100/s refilled at once the bucket of another room's 1/min for the same channel.
+        self._buckets: dict[tuple[str, float], _Bucket] = {}
 
     def _bucket(self, key: str, rate: float) -> _Bucket:
         now = self._clock()
-        bucket = self._buckets.get(key)
+        bucket = self._buckets.get((key, rate))
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(rate, now)
+            bucket = self._buckets[key, rate] = _Bucket(rate, now)
         else:
-            bucket.refill(rate, now)
+            bucket.refill(now)
         return bucket
 
     def acquire(self, channel_id: str, rate_limit: RateLimit) -> bool:
@@ -141,4 +140,5 @@ class TokenBucketRateLimiter:
         if key is None:
             self._buckets.clear()
         else:
-            self._buckets.pop(key, None)
+            for held in [held for held in self._buckets if held[0] == key]:
+                del self._buckets[held]

@@ -346,6 +346,21 @@ class TestTokenBucket:
         clock.advance(0.1)
         assert limiter.acquire("ch", slow)
 
+    def test_bindings_of_another_limit_do_not_refill_a_channel_s_bucket(self) -> None:
+        # One bucket per channel took each caller's rate: a room binding the channel at
+        # 100/s refilled, at once, the bucket another room's 1/min binding sent through.
+        clock = FakeClock()
+        limiter = TokenBucketRateLimiter(clock=clock)
+        slow, fast = RateLimit(max_per_minute=1), RateLimit(max_per_second=100)
+        assert limiter.acquire("ch", slow)
+        clock.advance(0.05)
+        assert limiter.acquire("ch", fast)
+        clock.advance(0.5)
+        assert not limiter.acquire("ch", slow)
+        clock.advance(59.5)
+        assert limiter.acquire("ch", slow)
+        assert not limiter.acquire("ch", RateLimit(max_per_minute=1))  # the same limit: shared
+
     def test_reset(self) -> None:
         limiter = TokenBucketRateLimiter(clock=FakeClock())
         limit = RateLimit(max_per_second=1)
