@@ -50,6 +50,7 @@ from roomkit.core._bounded import (
 from roomkit.core._cancel import raised_uncancelled
 from roomkit.core._concurrently import concurrently
 from roomkit.core._failed_attempt import Health, channel_health, retry_after, retryable
+from roomkit.core._text_cut import cut_point
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
 from roomkit.core.retry import backoff_delay
@@ -217,8 +218,12 @@ def _truncated(content: EventContent, max_length: int | None) -> EventContent:
     body = content.body
     if len(body) <= max_length:
         return content
-    # Room for the ellipsis only when the limit allows it (a limit of 1-3 keeps a bare prefix).
-    body = body[: max_length - 3] + "..." if max_length > 3 else body[:max_length]
+    # Room for the ellipsis only when the limit allows it (a limit of 1-3 keeps a bare prefix),
+    # cut between whole characters (see _text_cut).
+    if max_length > 3:
+        body = body[: cut_point(body, max_length - 3)] + "..."
+    else:
+        body = body[: cut_point(body, max_length)]
     return content.model_copy(update={"body": body})
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from providers.errors import ProviderError
 from roomkit.channels.base import Channel
+from roomkit.core._text_cut import cut_point
 from roomkit.core.circuit_breaker import CircuitBreaker, CircuitState
 from roomkit.core.event_router import (
     CHAIN_DEPTH_BLOCKED_BY,
@@ -515,6 +516,15 @@ class TestTruncation:
             (3, "abcdef", "abc"),
             (1, "abcdef", "a"),
             (None, "x" * 5000, "x" * 5000),
+            # Cut between whole characters: a family emoji (ZWJs), a flag (two regional
+            # indicators), a letter and its combining accents, a skin tone were split.
+            (10, "Hi there \U0001f468\u200d\U0001f469\u200d\U0001f467!", "Hi ther..."),
+            (10, "ab \U0001f468\u200d\U0001f469\u200d\U0001f467 cdef", "ab ..."),
+            (8, "abcd\U0001f1e8\U0001f1e6\U0001f1eb\U0001f1f7xyz", "abcd..."),
+            (9, "abcd\U0001f1e8\U0001f1e6\U0001f1eb\U0001f1f7xyz", "abcd\U0001f1e8\U0001f1e6..."),
+            (6, "abce\u0301\u0301xyz", "abc..."),
+            (6, "ab\U0001f44d\U0001f3fdxyzw", "ab..."),
+            (3, "e\u0301\u0301\u0301", ""),
         ],
     )
     async def test_text_is_cut_to_max_length(
@@ -525,6 +535,18 @@ class TestTruncation:
         await broadcast(make_router(target), bind("t", max_length=max_length), event=original)
         assert body(target.seen[0]) == body(target.delivered[0]) == expected
         assert body(original) == text
+
+    def test_a_cut_keeps_whole_characters(self) -> None:
+        family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+        for text in (f"x{family}y" * 3, "a\u0301b\u0308\u0323c" * 4, "\U0001f1e8\U0001f1e6" * 5):
+            for limit in range(len(text) + 2):
+                kept = text[: cut_point(text, limit)]
+                assert len(kept) <= limit
+                rest = text[len(kept) :]
+                # What is kept and what is left read as they did together: no mark, joiner
+                # or half flag at the seam.
+                assert not rest or cut_point(text, len(kept)) == len(kept)
+                assert not kept.endswith("\u200d") and not rest.startswith(("\u200d", "\u0301"))
 
     async def test_only_the_limited_target_is_cut(self) -> None:
         short, long = Probe("short"), Probe("long")
