@@ -306,18 +306,30 @@ class RoomDelivery:
         if work.targets is not None:
             # Injected events: each target's on_event, and a transport's deliver (quirk 5).
             # Each target once: a target named twice was sent the event twice.
+            failed: dict[str, str] = {}
             for target_id in dict.fromkeys(work.targets):
                 binding = context.get_binding(target_id)
                 if binding is None:
                     continue
-                result = await router.deliver_to(event, binding, context)
+                result, error = await router.deliver_injected(event, binding, context)
                 if result is not None:
                     results.append(result)
+                    if not result.success:
+                        failed[target_id] = result.error or "delivery_failed"
+                elif error is not None:
+                    # A target that sends nothing out (an AI channel) failed: reported as on a
+                    # broadcast. Its transcoding refused, or its on_event raising, was only
+                    # logged (or not at all), and the app never learned the AI missed it.
+                    failed[target_id] = error
+            if failed:
+                logger.warning(
+                    "room %s: injected event %s failed on %s",
+                    self._room_id,
+                    event.id,
+                    sorted(failed),
+                )
             await self._report_deliveries(
-                event,
-                [r.channel_id for r in results if r.success],
-                {r.channel_id: r.error or "delivery_failed" for r in results if not r.success},
-                _quiet,
+                event, [r.channel_id for r in results if r.success], failed, _quiet
             )
             if results:
                 services.outcomes.add(self._room_id, RecordOutcome(event.id, work.root, results))

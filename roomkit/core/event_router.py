@@ -586,7 +586,29 @@ class EventRouter:
         Returns:
             A TRANSPORT target's delivery (``error``: ``channel_not_registered``,
             ``transcoding_failed``, ``circuit_breaker_open``, the provider's error or an
-            exception text on failure); None for any other target, or one that may not read.
+            exception text on failure); None for any other target, or one that may not read
+            (`deliver_injected` also says how such a target failed).
+        """
+        delivery, _ = await self.deliver_injected(event, target_binding, context)
+        return delivery
+
+    async def deliver_injected(
+        self, event: RoomEvent, target_binding: ChannelBinding, context: RoomContext
+    ) -> tuple[DeliveryResult | None, str | None]:
+        """`deliver_to`, with the failure of a target that sends nothing out (an AI channel,
+        a transport that may not read the room).
+
+        Such a target's failure was only logged, or not even that: an injected event an AI
+        never saw (its transcoding refused, its ``on_event`` raised) fired no ON_ERROR, where
+        the same failure on a broadcast did (quirk 9 fixed: ON_ERROR fires for delivery
+        failures).
+
+        Returns:
+            ``(delivery, error)``: ``delivery`` as `deliver_to` returns it; ``error``, when
+            ``delivery`` is None, why the target was not served, as a broadcast's
+            ``BroadcastResult.errors`` says it (``transcoding_failed``, the transcoder's or
+            ``on_event``'s exception text, ``"timeout"``, the failure of a
+            ``ChannelOutput.failed``), else None.
         """
         is_transport = target_binding.category == ChannelCategory.TRANSPORT and (
             target_binding.access not in _CANNOT_READ
@@ -595,9 +617,12 @@ class EventRouter:
         channel = self._channels.get(channel_id)
         if channel is None:
             if not is_transport:
-                return None
-            return DeliveryResult(
-                channel_id=channel_id, success=False, error="channel_not_registered"
+                return None, None  # skipped, as a broadcast skips it
+            return (
+                DeliveryResult(
+                    channel_id=channel_id, success=False, error="channel_not_registered"
+                ),
+                None,
             )
         try:
             prepared = await self._prepare(
@@ -606,28 +631,33 @@ class EventRouter:
         except Exception as exc:
             logger.warning("transcoding for %r failed: %s", channel_id, exc, exc_info=True)
             if not is_transport:
-                return None
-            return DeliveryResult(channel_id=channel_id, success=False, error=error_text(exc))
+                return None, _error_text(exc)
+            failed = DeliveryResult(channel_id=channel_id, success=False, error=error_text(exc))
+            return failed, None
         if prepared is None:
             if not is_transport:
-                return None
-            return DeliveryResult(channel_id=channel_id, success=False, error="transcoding_failed")
-        await self._tell_injected(channel, prepared, target_binding, context)
+                return None, "transcoding_failed"
+            return (
+                DeliveryResult(channel_id=channel_id, success=False, error="transcoding_failed"),
+                None,
+            )
+        failure = await self._tell_injected(channel, prepared, target_binding, context)
         if not is_transport:
-            return None
+            return None, failure
         # ``bounded`` without a limit: the channel's deliver runs in a copy of the context, as
         # a broadcast target's does (the caller is the room's long-lived delivery worker).
         delivery, _ = await bounded(
             self._deliver(channel, prepared, target_binding, context), None
         )
-        return delivery
+        return delivery, None
 
     async def _tell_injected(
         self, channel: Channel, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-    ) -> None:
-        """The target's ``on_event`` for an injected event; a failure is logged."""
+    ) -> str | None:
+        """The target's ``on_event`` for an injected event; returns its failure (logged), as
+        a broadcast's ``errors`` would say it, or None."""
         if type(channel).on_event is _BASE_ON_EVENT and "on_event" not in vars(channel):
-            return  # does nothing
+            return None  # does nothing
         try:
             # In a copy of the context, as a broadcast target's call (the caller is the room's
             # long-lived delivery worker).
@@ -638,17 +668,18 @@ class EventRouter:
                 else reaction
             )
         except Exception as exc:
+            failure = _error_text(exc)
             logger.warning(
                 "room %s: target %r failed on injected event %s: %s",
                 event.room_id,
                 binding.channel_id,
                 event.id,
-                _error_text(exc),
+                failure,
                 exc_info=exc,
             )
-            return
+            return failure
         except BaseException as exc:  # its own CancelledError: see _target
-            failure = raised_uncancelled(exc, f"channel {binding.channel_id!r}")
+            failure = _error_text(raised_uncancelled(exc, f"channel {binding.channel_id!r}"))
             logger.warning(
                 "room %s: target %r failed on injected event %s: %s",
                 event.room_id,
@@ -656,14 +687,27 @@ class EventRouter:
                 event.id,
                 failure,
             )
-            return
-        if isinstance(output, ChannelOutput) and output.responded:
+            return failure
+        if not isinstance(output, ChannelOutput):
+            return None
+        if output.failure is not None:
+            # ChannelOutput.failed(...): a failure, as on a broadcast.
+            logger.warning(
+                "room %s: target %r failed on injected event %s: %s",
+                event.room_id,
+                binding.channel_id,
+                event.id,
+                output.failure,
+            )
+            return output.failure
+        if output.responded:
             logger.debug(
                 "room %s: %r answered injected event %s: not recorded (as in 0.3.0)",
                 event.room_id,
                 binding.channel_id,
                 event.id,
             )
+        return None
 
     @staticmethod
     def _untranscoded(

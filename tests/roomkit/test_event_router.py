@@ -1089,8 +1089,43 @@ class TestDeliverTo:
         target = Probe("ai", on_event_error=RuntimeError("the model is down"))
         ai = bind("ai", category=ChannelCategory.INTELLIGENCE)
         delivery = await make_router(target).deliver_to(message(), ai, context(bind("src"), ai))
-        assert delivery is None  # a failure of its on_event is logged, as in 0.3.0
+        assert delivery is None  # nothing to send out (deliver_injected says how it failed)
         assert len(target.seen) == 1 and target.delivered == []
+
+    async def test_the_failure_of_a_target_that_sends_nothing_is_said_as_a_broadcast_says_it(
+        self,
+    ) -> None:
+        # An AI target that missed an injected event (its transcoding refused, its on_event
+        # failed) was reported nowhere: deliver_to returned None, as for a success, so the
+        # room fired no ON_ERROR where a broadcast's errors named the target.
+        ai = bind("ai", category=ChannelCategory.INTELLIGENCE)
+        source = bind("src", media=(M.TEXT, M.MEDIA))
+        media = message(MediaContent(url=IMG, mime_type="image/png"))
+        cases: list[tuple[EventRouter, RoomEvent]] = [
+            (make_router(Probe("ai"), transcoder=SpyTranscoder(refuse=True)), media),
+            (make_router(Probe("ai"), transcoder=Broken()), media),
+            (
+                make_router(Probe("ai", on_event_error=RuntimeError("the model is down"))),
+                message(),
+            ),
+            (
+                make_router(Probe("ai", output=lambda e: ChannelOutput.failed("not now"))),
+                message(),
+            ),
+        ]
+        errors = []
+        for router, event in cases:
+            said = await router.broadcast(event, source, context(source, ai))
+            injected = await router.deliver_injected(event, ai, context(source, ai))
+            assert injected == (None, said.errors["ai"])
+            errors.append(said.errors["ai"])
+        assert errors == ["transcoding_failed", "no translator", "the model is down", "not now"]
+        # A target that did not fail, or is not registered (skipped, as by a broadcast).
+        assert await make_router(Probe("ai")).deliver_injected(message(), ai, context(ai)) == (
+            None,
+            None,
+        )
+        assert await make_router().deliver_injected(message(), ai, context(ai)) == (None, None)
 
     async def test_explicit_targets_skip_the_mute_check_not_the_access_one(self) -> None:
         target = Probe("t")

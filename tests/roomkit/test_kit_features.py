@@ -55,7 +55,8 @@ from roomkit import (
 from roomkit.channels.base import Channel
 from roomkit.core import _helpers
 from roomkit.core._runtime import ROOM
-from roomkit.models.event import EventSource
+from roomkit.core.router import DefaultContentTranscoder
+from roomkit.models.event import EventContent, EventSource
 from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
 from tests.roomkit.test_kit_pipeline import two_channel_room
 
@@ -1387,6 +1388,92 @@ async def _room_noting_failures(
         failed.append((event.channel_id, event.data["error"]))
 
     return failed
+
+
+class _Refuses(DefaultContentTranscoder):
+    """Cannot adapt media: a target that cannot show it gets nothing."""
+
+    async def transcode(
+        self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+    ) -> EventContent | None:
+        return None if isinstance(content, MediaContent) else content
+
+
+class _FailingAI(SimpleChannel):
+    """An AI channel whose ``on_event`` fails on ``"note"``: raises, or answers failed."""
+
+    def __init__(self, channel_id: str, how: str) -> None:
+        super().__init__(channel_id, ChannelType.AI)
+        self.how = how
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        seen = await super().on_event(event, binding, context)
+        if not isinstance(event.content, TextContent) or event.content.body != "note":
+            return seen
+        if self.how == "raises":
+            raise RuntimeError("the model is down")
+        return ChannelOutput.failed("not now")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("failure", ["transcoding refused", "on_event raises", "on_event failed"])
+async def test_an_injected_event_an_ai_target_missed_is_reported_as_a_broadcast_reports_it(
+    anyio_backend: str, failure: str
+) -> None:
+    # Quirk 9 fixed for injected events too: an AI target that never saw one (its transcoding
+    # refused) fired no ON_ERROR and wrote no log line; one whose on_event raised only logged
+    # a warning. The same failure on a broadcast is an ON_ERROR delivery_failed naming it.
+    errors: list[dict[str, object]] = []
+    transcoder = _Refuses() if failure == "transcoding refused" else None
+    with anyio.fail_after(20):  # a hang guard
+        async with RoomKit(transcoder=transcoder) as kit:
+            ai = _FailingAI("ai", "raises" if failure == "on_event raises" else "answers failed")
+            source = SimpleChannel(
+                "src", media_types=[ChannelMediaType.TEXT, ChannelMediaType.MEDIA]
+            )
+            kit.register_channel(source)
+            kit.register_channel(SimpleChannel("trig", media_types=[ChannelMediaType.TEXT]))
+            kit.register_channel(ai)
+            await room_with(kit, "r1", "src", "trig")
+            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+
+            @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+            async def noted(event: RoomEvent, context: RoomContext) -> None:
+                assert isinstance(event.content, SystemContent)
+                errors.append({"code": event.content.code, **event.content.data})
+
+            missed = (
+                MediaContent(url="https://x.test/cat.png", mime_type="image/png")
+                if failure == "transcoding refused"
+                else TextContent(body="note")
+            )
+            injected = RoomEvent(
+                room_id="r1",
+                source=EventSource(channel_id="src", channel_type=ChannelType.SMS),
+                content=missed,
+            )
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
+                if event.source.channel_id != "trig":
+                    return HookResult.allow()
+                return HookResult.allow(
+                    injected=[InjectedEvent(event=injected, target_channel_ids=["ai"])]
+                )
+
+            broadcast = await kit.process_inbound(
+                InboundMessage(channel_id="src", sender_id="u1", content=missed), room_id="r1"
+            )
+            await kit.process_inbound(text("trig", "go"), room_id="r1")
+        # Closing waited for the ON_ERROR hooks.
+    assert broadcast.event is not None
+    said = {str(e["event_id"]): e for e in errors if e.get("channel_id") == "ai"}
+    assert said[broadcast.event.id]["code"] == "delivery_failed"
+    assert said[injected.id] == {**said[broadcast.event.id], "event_id": injected.id}
+    if failure == "transcoding refused":
+        assert not any(isinstance(e.content, MediaContent) for e in ai.seen)
 
 
 class TestTranscoding:
