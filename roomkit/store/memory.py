@@ -640,7 +640,8 @@ class InMemoryStore(ConversationStore):
         if idempotency_key:
             if room.keys is None:
                 room.keys = {}
-            room.keys[idempotency_key] = event_id
+            # The first event added with a key answers for it (see idempotent_event_id).
+            room.keys.setdefault(idempotency_key, event_id)
 
     async def get_event(self, event_id: str) -> RoomEvent | None:
         """Return the event (O(1)), or ``None``."""

@@ -938,7 +938,7 @@ class PostgresStore(ConversationStore):
         visibility: str,
         data: _Json,
     ) -> None:
-        # One statement: the event, and its key (the latest event added with a key answers
+        # One statement: the event, and its key (the first event added with a key answers
         # for it, also once replaced by a version without it, as in InMemoryStore).
         stored = await self._fetchval(
             """WITH stored AS (
@@ -950,7 +950,7 @@ class PostgresStore(ConversationStore):
             ), keyed AS (
                 INSERT INTO {idempotency} (room_id, key, event_id)
                 SELECT $2, $3, id FROM stored WHERE $3::text IS NOT NULL
-                ON CONFLICT (room_id, key) DO UPDATE SET event_id = EXCLUDED.event_id
+                ON CONFLICT (room_id, key) DO NOTHING
             )
             SELECT id FROM stored""",
             event_id,
@@ -1009,7 +1009,7 @@ class PostgresStore(ConversationStore):
         return await self.idempotent_event_id(room_id, key) is not None
 
     async def idempotent_event_id(self, room_id: str, key: str) -> str | None:
-        """The id of the room's latest event added with idempotency ``key``, or None."""
+        """The id of the room's first event added with idempotency ``key``, or None."""
         event_id: str | None = await self._fetchval(
             "SELECT event_id FROM {idempotency} WHERE room_id = $1 AND key = $2",
             room_id,
