@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
+from uuid import uuid4
 
 import msgspec
 import pydantic
@@ -151,6 +152,24 @@ class _Draft:
             return None
         return key
 
+    @staticmethod
+    def id_of(event: RoomEvent, *taken: str | None) -> str:
+        """The id ``event`` (an injected event, a reply) is recorded under: its own, but a new
+        one for the id of the event it stems from (``taken``). A copy made with
+        ``event.model_copy(update=...)`` and no new id was recorded over that event: the
+        message left the read model, and the room's count and timeline disagreed."""
+        if event.id in taken:
+            fresh = uuid4().hex
+            logger.warning(
+                "room %s: an event with the id %s of the event it stems from is recorded as %s "
+                "(a copy given no id of its own)",
+                event.room_id,
+                event.id,
+                fresh,
+            )
+            return fresh
+        return event.id
+
     def add(self, domain: Any, model: Any = None, then: Any = None) -> None:
         self.facts.append(Fact(domain=domain, timestamp=self.stamp, model=model, then=then))
 
@@ -273,6 +292,7 @@ class _Draft:
                     "index": self.next_index(),
                     "status": EventStatus.DELIVERED,
                     "idempotency_key": self.key_of(injected_event, message_key),
+                    "id": self.id_of(injected_event, root),
                 }
             )
             targets = item.target_channel_ids
@@ -825,7 +845,11 @@ class RoomDecider:
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
-            update = {"index": draft.next_index(), "idempotency_key": draft.key_of(blocked)}
+            update = {
+                "index": draft.next_index(),
+                "idempotency_key": draft.key_of(blocked),
+                "id": draft.id_of(blocked, cmd.event_id, cmd.root),
+            }
             draft.message(blocked.model_copy(update=update))
         recorded: list[RoomEvent] = []
         # A reply that does not validate (an AI's text with a lone surrogate) is left out, as
@@ -852,6 +876,7 @@ class RoomDecider:
                     "index": draft.next_index(),
                     "status": EventStatus.DELIVERED,
                     "idempotency_key": draft.key_of(reply),
+                    "id": draft.id_of(reply, cmd.event_id, cmd.root),
                 }
             )
             # A reply naming a channel not in the room as its source is recorded as it is, as

@@ -546,6 +546,50 @@ class TestInbound:
             assert later.reason == "duplicate" and later.event is not None
             assert later.event.id == first.event.id
 
+    @pytest.mark.parametrize("copy", ["injected", "reply"])
+    async def test_a_copy_given_no_id_of_its_own_is_recorded_beside_the_message(
+        self, kit: RoomKit, copy: str
+    ) -> None:
+        # event.model_copy(update={"content": ...}) keeps the message's id: recorded over
+        # it, the message left the timeline (its retry answered with the copy's content) and
+        # the room's count and timeline disagreed.
+        class Echo(SimpleChannel):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                if event.source.channel_id != "sms":
+                    return ChannelOutput.empty()
+                source = EventSource(channel_id="ai", channel_type=ChannelType.AI)
+                reply = event.model_copy(
+                    update={"content": TextContent(body="copy"), "source": source}
+                )
+                return ChannelOutput(responded=True, response_events=[reply])
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(Echo("ai", ChannelType.AI))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def copies(event: RoomEvent, context: RoomContext) -> HookResult:
+            if copy != "injected" or event.source.channel_id != "sms":
+                return HookResult.allow()
+            auto = event.model_copy(update={"content": TextContent(body="copy")})
+            return HookResult.allow(injected=[InjectedEvent(event=auto, target_channel_ids=[])])
+
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        if copy == "reply":
+            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        first = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
+        assert first.event is not None
+        timeline = await kit.get_timeline("r1", limit=100)
+        messages = [e for e in timeline if e.type == "message"]
+        assert [e.content.body for e in messages] == ["hello", "copy"]  # type: ignore[union-attr]
+        assert messages[0].id == first.event.id != messages[1].id
+        room = await kit.get_room("r1")
+        assert room.event_count == len(timeline)
+        again = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
+        assert again.event is not None and again.event.content.body == "hello"  # type: ignore[union-attr]
+
     async def test_of_two_events_a_log_holds_under_a_key_the_first_answers(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
