@@ -644,6 +644,10 @@ class EventRouter:
         failure = await self._tell_injected(channel, prepared, target_binding, context)
         if not is_transport:
             return None, failure
+        if failure is not None:
+            # Failed as a broadcast target that failed on_event does: deliver is not called
+            # (it was, and the failure was only logged).
+            return DeliveryResult(channel_id=channel_id, success=False, error=failure), None
         # ``bounded`` without a limit: the channel's deliver runs in a copy of the context, as
         # a broadcast target's does (the caller is the room's long-lived delivery worker).
         delivery, _ = await bounded(

@@ -1746,3 +1746,59 @@ async def test_a_reply_of_an_ai_muted_or_detached_while_it_answered_is_dropped(
         timeline = await kit.get_timeline("r1")
         assert "the reply" not in [getattr(e.content, "body", None) for e in timeline]
         assert sms.texts() == []
+
+
+class _FailingTransport(SimpleChannel):
+    """A transport whose on_event raises, or answers ChannelOutput.failed."""
+
+    def __init__(self, channel_id: str, how: str) -> None:
+        super().__init__(channel_id)
+        self.how = how
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if self.how == "raises":
+            raise RuntimeError("on_event broke")
+        return ChannelOutput.failed("on_event refused")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("how", ["raises", "failed"])
+async def test_an_injected_event_a_transport_failed_on_is_not_sent_and_is_reported(
+    how: str,
+) -> None:
+    # A broadcast target whose on_event fails is reported and not sent to; for an injected
+    # event the failure was dropped and deliver ran all the same.
+    errors: dict[str, str] = {}
+    async with RoomKit() as kit:
+        target = _FailingTransport("dst", how)
+        kit.register_channel(SimpleChannel("src"))
+        kit.register_channel(SimpleChannel("trig"))
+        kit.register_channel(target)
+        await room_with(kit, "r1", "src", "trig", "dst")
+        note = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="src", channel_type=ChannelType.SMS),
+            content=TextContent(body="note"),
+        )
+
+        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+        async def noted(event: RoomEvent, context: RoomContext) -> None:
+            assert isinstance(event.content, SystemContent)
+            if event.content.data.get("channel_id") == "dst":
+                errors[str(event.content.data["event_id"])] = str(event.content.data["error"])
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
+            if event.source.channel_id != "trig":
+                return HookResult.allow()
+            return HookResult.allow(
+                injected=[InjectedEvent(event=note, target_channel_ids=["dst"])]
+            )
+
+        broadcast = await kit.process_inbound(text("src", "hi"), room_id="r1")
+        await kit.process_inbound(text("trig", "go"), room_id="r1")
+    assert broadcast.event is not None
+    assert target.delivered == []
+    assert errors[note.id] == errors[broadcast.event.id]
