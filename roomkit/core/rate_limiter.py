@@ -84,15 +84,25 @@ class TokenBucketRateLimiter:
         # bucket (a vendor number's throughput); one of another limit has its own. One bucket
         # per key took each caller's rate as the binding's limit changed, so a room's
         # 100/s refilled at once the bucket of another room's 1/min for the same channel.
-        self._buckets: dict[tuple[str, float], _Bucket] = {}
+        # A limit changed makes a bucket (full) for the new rate.
+        self._buckets: dict[str, dict[float, _Bucket]] = {}
 
     def _bucket(self, key: str, rate: float) -> _Bucket:
         now = self._clock()
-        bucket = self._buckets.get((key, rate))
-        if bucket is None:
-            bucket = self._buckets[key, rate] = _Bucket(rate, now)
-        else:
+        buckets = self._buckets.get(key)
+        if buckets is None:
+            buckets = self._buckets[key] = {}
+        bucket = buckets.get(rate)
+        if bucket is not None:
             bucket.refill(now)
+            return bucket
+        # A new rate for the key: its buckets refilled to capacity hold nothing a new one
+        # would not, and go (a limit changed often kept a bucket for each rate it had).
+        for held_rate, held in list(buckets.items()):
+            held.refill(now)
+            if held.tokens >= held.capacity:
+                del buckets[held_rate]
+        bucket = buckets[rate] = _Bucket(rate, now)
         return bucket
 
     def acquire(self, channel_id: str, rate_limit: RateLimit) -> bool:
@@ -140,5 +150,4 @@ class TokenBucketRateLimiter:
         if key is None:
             self._buckets.clear()
         else:
-            for held in [held for held in self._buckets if held[0] == key]:
-                del self._buckets[held]
+            self._buckets.pop(key, None)

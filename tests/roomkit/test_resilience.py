@@ -361,6 +361,14 @@ class TestTokenBucket:
         assert limiter.acquire("ch", slow)
         assert not limiter.acquire("ch", RateLimit(max_per_minute=1))  # the same limit: shared
 
+    def test_a_limit_changed_often_keeps_no_bucket_per_rate_it_had(self) -> None:
+        clock = FakeClock()
+        limiter = TokenBucketRateLimiter(clock=clock)
+        for per_minute in range(1, 1_001):
+            assert limiter.acquire("ch", RateLimit(max_per_minute=per_minute))
+            clock.advance(60.0)  # each refilled before the next rate comes
+        assert len(limiter._buckets["ch"]) == 1
+
     def test_reset(self) -> None:
         limiter = TokenBucketRateLimiter(clock=FakeClock())
         limit = RateLimit(max_per_second=1)
