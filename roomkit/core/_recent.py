@@ -135,6 +135,12 @@ class RecentEvents:
         """The events' JSON, oldest first (what a snapshot stores)."""
         return list(self._raw)
 
+    def may_hold(self, event_id: str) -> bool:
+        """Whether an event of the window may have the id ``event_id``: its JSON holds
+        ``"id":"<event_id>"`` (an id nested in one, a content's, answers yes too)."""
+        needle = msgspec.json.encode({"id": event_id})[1:-1]
+        return any(needle in bytes(raw) for raw in self._raw)
+
     def view(self, leave_out: int = 0) -> MutableSequence[RoomEvent]:
         """The events for a ``RoomContext``: a list of the models, or a ``LazyEvents``.
 

@@ -133,6 +133,8 @@ class _Draft:
         self.facts: list[Fact] = []
         self._next_index = state.event_count
         self._held_keys = state.idempotency
+        self._recent = state.recent
+        self._given: set[str] | None = None  # ids given by id_of in this decision
         # What user code gave that does not validate, left out (see _storable).
         self.left_out: list[tuple[str, str, str]] = []
 
@@ -152,23 +154,29 @@ class _Draft:
             return None
         return key
 
-    @staticmethod
-    def id_of(event: RoomEvent, *taken: str | None) -> str:
+    def id_of(self, event: RoomEvent, *taken: str | None) -> str:
         """The id ``event`` (an injected event, a reply) is recorded under: its own, but a new
-        one for the id of the event it stems from (``taken``). A copy made with
-        ``event.model_copy(update=...)`` and no new id was recorded over that event: the
-        message left the read model, and the room's count and timeline disagreed."""
-        if event.id in taken:
+        one for the id of the event it stems from (``taken``), of one recorded in this
+        decision or among the room's recent events. A copy made with
+        ``event.model_copy(update=...)`` and no new id, or one reply object a channel answers
+        every turn, was recorded over the earlier event: it left the read model, and the
+        room's count and timeline disagreed."""
+        event_id = event.id
+        given = self._given
+        if given is None:
+            given = self._given = set()
+        if event_id in taken or event_id in given or self._recent.may_hold(event_id):
             fresh = uuid4().hex
             logger.warning(
-                "room %s: an event with the id %s of the event it stems from is recorded as %s "
-                "(a copy given no id of its own)",
+                "room %s: an event with the id %s of one the room holds is recorded as %s (a "
+                "copy given no id of its own, or one event object given again)",
                 event.room_id,
                 event.id,
                 fresh,
             )
-            return fresh
-        return event.id
+            event_id = fresh
+        given.add(event_id)
+        return event_id
 
     def add(self, domain: Any, model: Any = None, then: Any = None) -> None:
         self.facts.append(Fact(domain=domain, timestamp=self.stamp, model=model, then=then))

@@ -590,6 +590,48 @@ class TestInbound:
         again = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
         assert again.event is not None and again.event.content.body == "hello"  # type: ignore[union-attr]
 
+    @pytest.mark.parametrize("given", ["injected twice", "a reply object every turn"])
+    async def test_one_event_object_given_again_is_recorded_apart(
+        self, kit: RoomKit, given: str
+    ) -> None:
+        # One RoomEvent given twice (two injections of one notice, a channel's canned reply
+        # answered every turn) was recorded over itself: the room counted both, its timeline
+        # held one.
+        notice = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+            content=TextContent(body="we are closed"),
+        )
+
+        class Canned(SimpleChannel):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                if event.source.channel_id != "sms":
+                    return ChannelOutput.empty()
+                return ChannelOutput(responded=True, response_events=[notice])
+
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(Canned("ai", ChannelType.AI))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def twice(event: RoomEvent, context: RoomContext) -> HookResult:
+            if given != "injected twice" or event.source.channel_id != "sms":
+                return HookResult.allow()
+            injected = [InjectedEvent(event=notice, target_channel_ids=[])] * 2
+            return HookResult.allow(injected=injected)
+
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        if given != "injected twice":
+            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+            await kit.process_inbound(text("sms", "one"))
+        await kit.process_inbound(text("sms", "two"))
+        timeline = await kit.get_timeline("r1", limit=100)
+        notices = [e for e in timeline if e.source.channel_id == "ai"]
+        assert len(notices) == 2 and len({e.id for e in notices}) == 2
+        assert (await kit.get_room("r1")).event_count == len(timeline)
+
     async def test_of_two_events_a_log_holds_under_a_key_the_first_answers(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
