@@ -219,11 +219,10 @@ def _truncated(content: EventContent, max_length: int | None) -> EventContent:
     if len(body) <= max_length:
         return content
     # Room for the ellipsis only when the limit allows it (a limit of 1-3 keeps a bare prefix),
-    # cut between whole characters (see _text_cut).
-    if max_length > 3:
-        body = body[: cut_point(body, max_length - 3)] + "..."
-    else:
-        body = body[: cut_point(body, max_length)]
+    # cut between whole characters (see _text_cut); at code points when not even the first
+    # fits (an empty text went out).
+    kept = max_length - 3 if max_length > 3 else max_length
+    body = body[: cut_point(body, kept) or kept] + ("..." if max_length > 3 else "")
     return content.model_copy(update={"body": body})
 
 

@@ -524,7 +524,7 @@ class TestTruncation:
             (9, "abcd\U0001f1e8\U0001f1e6\U0001f1eb\U0001f1f7xyz", "abcd\U0001f1e8\U0001f1e6..."),
             (6, "abce\u0301\u0301xyz", "abc..."),
             (6, "ab\U0001f44d\U0001f3fdxyzw", "ab..."),
-            (3, "e\u0301\u0301\u0301", ""),
+            (3, "e\u0301\u0301\u0301", "e\u0301\u0301"),  # no whole character fits
         ],
     )
     async def test_text_is_cut_to_max_length(
