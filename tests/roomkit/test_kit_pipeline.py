@@ -110,6 +110,21 @@ async def two_channel_room(kit: RoomKit) -> tuple[SimpleChannel, SimpleChannel]:
     return sms, ws
 
 
+class _Answering(SimpleChannel):
+    """An AI-like channel that answers each SMS message with what ``answer`` makes of it."""
+
+    def __init__(self, channel_id: str, answer: Callable[[RoomEvent], RoomEvent]) -> None:
+        super().__init__(channel_id, ChannelType.AI)
+        self.answer = answer
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if event.source.channel_id != "sms":
+            return ChannelOutput.empty()
+        return ChannelOutput(responded=True, response_events=[self.answer(event)])
+
+
 class TestRooms:
     async def test_create_and_get_room(self, kit: RoomKit) -> None:
         room = await kit.create_room(room_id="r1", metadata={"topic": "billing"})
@@ -504,18 +519,10 @@ class TestInbound:
             }
             return event.model_copy(update=update)
 
-        class Echo(SimpleChannel):
-            async def on_event(
-                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-            ) -> ChannelOutput:
-                if event.source.channel_id == self.channel_id:
-                    return ChannelOutput.empty()
-                return ChannelOutput(responded=True, response_events=[auto_reply(event, "ai")])
-
         def kit_with_copies() -> RoomKit:
             kit = make_kit()
             kit.register_channel(SimpleChannel("sms"))
-            kit.register_channel(Echo("ai", ChannelType.AI))
+            kit.register_channel(_Answering("ai", lambda event: auto_reply(event, "ai")))
 
             @kit.hook(HookTrigger.BEFORE_BROADCAST)
             async def copies(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -553,20 +560,12 @@ class TestInbound:
         # event.model_copy(update={"content": ...}) keeps the message's id: recorded over
         # it, the message left the timeline (its retry answered with the copy's content) and
         # the room's count and timeline disagreed.
-        class Echo(SimpleChannel):
-            async def on_event(
-                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-            ) -> ChannelOutput:
-                if event.source.channel_id != "sms":
-                    return ChannelOutput.empty()
-                source = EventSource(channel_id="ai", channel_type=ChannelType.AI)
-                reply = event.model_copy(
-                    update={"content": TextContent(body="copy"), "source": source}
-                )
-                return ChannelOutput(responded=True, response_events=[reply])
+        def copied(event: RoomEvent) -> RoomEvent:
+            source = EventSource(channel_id="ai", channel_type=ChannelType.AI)
+            return event.model_copy(update={"content": TextContent(body="copy"), "source": source})
 
         kit.register_channel(SimpleChannel("sms"))
-        kit.register_channel(Echo("ai", ChannelType.AI))
+        kit.register_channel(_Answering("ai", copied))
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def copies(event: RoomEvent, context: RoomContext) -> HookResult:
@@ -603,16 +602,8 @@ class TestInbound:
             content=TextContent(body="we are closed"),
         )
 
-        class Canned(SimpleChannel):
-            async def on_event(
-                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-            ) -> ChannelOutput:
-                if event.source.channel_id != "sms":
-                    return ChannelOutput.empty()
-                return ChannelOutput(responded=True, response_events=[notice])
-
         kit.register_channel(SimpleChannel("sms"))
-        kit.register_channel(Canned("ai", ChannelType.AI))
+        kit.register_channel(_Answering("ai", lambda event: notice))
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def twice(event: RoomEvent, context: RoomContext) -> HookResult:
