@@ -53,6 +53,13 @@ def counter_system(log: MemoryEventLog, **options: object) -> ActorSystem:
     return system
 
 
+async def counted(log: MemoryEventLog, key: str, amounts: Sequence[int], every: int) -> None:
+    """Add ``amounts`` to counter ``key`` one by one, a snapshot taken ``every`` events."""
+    async with counter_system(log, snapshot_every=every) as system:
+        for amount in amounts:
+            await system.ref("counter", key).ask(Add(amount))
+
+
 async def state_of(system: ActorSystem, key: str = "c") -> CounterState:
     state = await system.ref("counter", key).ask(Get())
     assert isinstance(state, CounterState)
@@ -108,9 +115,7 @@ async def test_a_snapshot_that_does_not_decode_falls_back_to_full_replay(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     log = MemoryEventLog()
-    async with counter_system(log, snapshot_every=2) as system:
-        for n in range(5):
-            await system.ref("counter", "c").ask(Add(n))
+    await counted(log, "c", range(5), every=2)
     await log.save_snapshot("c", 4, _sealed((4, 0.0), b"\xc1 not msgpack"))
     async with counter_system(log, snapshot_every=None) as system:
         assert await state_of(system) == replay(await log.read("c"))
@@ -121,9 +126,7 @@ async def test_a_snapshot_written_before_snapshots_named_their_record_is_replace
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     log = MemoryEventLog()
-    async with counter_system(log, snapshot_every=2) as system:
-        for n in range(5):
-            await system.ref("counter", "c").ask(Add(n))
+    await counted(log, "c", range(5), every=2)
     state = msgspec.msgpack.encode(CounterState(total=99, count=4))  # as it was written
     await MemoryEventLog.save_snapshot(log, "c", 4, state)
     with caplog.at_level(logging.INFO, logger="roomkit.actors"):
@@ -163,11 +166,8 @@ async def test_a_snapshot_of_an_earlier_stream_of_that_name_is_not_taken_up(
     # snapshot of its earlier self: at a version the new stream has reached, it was taken
     # up, and the earlier state went on under the new records.
     log = MemoryEventLog()
-    async with counter_system(log, snapshot_every=3) as system:
-        for _ in range(4):
-            await system.ref("counter", "earlier").ask(Add(100))
-        for n in range(5):
-            await system.ref("counter", "c").ask(Add(n))
+    await counted(log, "earlier", [100] * 4, every=3)
+    await counted(log, "c", range(5), every=3)
     earlier = await log.load_snapshot("earlier")
     assert earlier is not None and earlier.version == 3
     await MemoryEventLog.save_snapshot(log, "c", earlier.version, earlier.data)

@@ -125,6 +125,14 @@ class _Answering(SimpleChannel):
         return ChannelOutput(responded=True, response_events=[self.answer(event)])
 
 
+async def sms_room(kit: RoomKit, *, ai: bool) -> None:
+    """Room r1 with channel sms (and ai, an intelligence channel, when ``ai``)."""
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "sms")
+    if ai:
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+
+
 class TestRooms:
     async def test_create_and_get_room(self, kit: RoomKit) -> None:
         room = await kit.create_room(room_id="r1", metadata={"topic": "billing"})
@@ -536,10 +544,7 @@ class TestInbound:
             return kit
 
         async with kit_with_copies() as kit:
-            await kit.create_room(room_id="r1")
-            await kit.attach_channel("r1", "sms")
-            if copy == "reply":
-                await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+            await sms_room(kit, ai=copy == "reply")
             first = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
             assert first.event is not None
             again = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
@@ -574,10 +579,7 @@ class TestInbound:
             auto = event.model_copy(update={"content": TextContent(body="copy")})
             return HookResult.allow(injected=[InjectedEvent(event=auto, target_channel_ids=[])])
 
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "sms")
-        if copy == "reply":
-            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        await sms_room(kit, ai=copy == "reply")
         first = await kit.process_inbound(text("sms", "hello", idempotency_key="SM1"))
         assert first.event is not None
         timeline = await kit.get_timeline("r1", limit=100)
@@ -612,10 +614,8 @@ class TestInbound:
             injected = [InjectedEvent(event=notice, target_channel_ids=[])] * 2
             return HookResult.allow(injected=injected)
 
-        await kit.create_room(room_id="r1")
-        await kit.attach_channel("r1", "sms")
+        await sms_room(kit, ai=given != "injected twice")
         if given != "injected twice":
-            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
             await kit.process_inbound(text("sms", "one"))
         await kit.process_inbound(text("sms", "two"))
         timeline = await kit.get_timeline("r1", limit=100)
