@@ -134,7 +134,7 @@ class _Draft:
         self._next_index = state.event_count
         self._held_keys = state.idempotency
         self._recent = state.recent
-        self._given: set[str] | None = None  # ids given by id_of in this decision
+        self._given: set[str] | None = None  # ids given by own in this decision
         # What user code gave that does not validate, left out (see _storable).
         self.left_out: list[tuple[str, str, str]] = []
 
@@ -143,40 +143,40 @@ class _Draft:
         self._next_index += 1
         return index
 
-    def key_of(self, event: RoomEvent, message_key: str | None = None) -> str | None:
-        """The idempotency key ``event`` (an injected event, a reply) is recorded under: its
-        own, but none for the key of the message it stems from (``message_key``) or one the
-        room holds. A copy of the message (``event.model_copy(update=...)``, an auto-reply's
-        natural shape) keeps its key: recorded under it, the provider's retry of the message
-        was answered with the copy as the event first recorded."""
+    def own(
+        self, event: RoomEvent, stems_from: tuple[str, ...], message_key: str | None = None
+    ) -> dict[str, Any]:
+        """The id and idempotency key ``event`` (an injected event, a reply) is recorded
+        under, as ``model_copy`` updates: its own, but for a copy of what it stems from.
+
+        A copy made with ``event.model_copy(update=...)`` (an auto-reply's natural shape)
+        keeps the message's key and, given no id, its id; one event object given again (a
+        notice injected twice, a channel's canned reply every turn) keeps its id. Recorded
+        under the key, the provider's retry of the message was answered with the copy; under
+        the id, over the earlier event, which left the read model (the room's count and
+        timeline disagreed). So: no key for the message's (``message_key``) or one the room
+        holds; a new id for one of ``stems_from``, of this decision, or of the room's recent
+        events.
+        """
         key = event.idempotency_key
         if key is not None and (key == message_key or key in self._held_keys):
-            return None
-        return key
-
-    def id_of(self, event: RoomEvent, *taken: str | None) -> str:
-        """The id ``event`` (an injected event, a reply) is recorded under: its own, but a new
-        one for the id of the event it stems from (``taken``), of one recorded in this
-        decision or among the room's recent events. A copy made with
-        ``event.model_copy(update=...)`` and no new id, or one reply object a channel answers
-        every turn, was recorded over the earlier event: it left the read model, and the
-        room's count and timeline disagreed."""
+            key = None
         event_id = event.id
         given = self._given
         if given is None:
             given = self._given = set()
-        if event_id in taken or event_id in given or self._recent.may_hold(event_id):
+        if event_id in stems_from or event_id in given or self._recent.may_hold(event_id):
             fresh = uuid4().hex
             logger.warning(
                 "room %s: an event with the id %s of one the room holds is recorded as %s (a "
                 "copy given no id of its own, or one event object given again)",
                 event.room_id,
-                event.id,
+                event_id,
                 fresh,
             )
             event_id = fresh
         given.add(event_id)
-        return event_id
+        return {"id": event_id, "idempotency_key": key}
 
     def add(self, domain: Any, model: Any = None, then: Any = None) -> None:
         self.facts.append(Fact(domain=domain, timestamp=self.stamp, model=model, then=then))
@@ -283,7 +283,7 @@ class _Draft:
         message_key: str | None = None,
     ) -> None:
         """Record injected events; those with targets are delivered to them. ``message_key``:
-        the idempotency key of the message they stem from (see ``key_of``)."""
+        the idempotency key of the message they stem from (see ``own``)."""
         for item in injected:
             # The item whole: its targets are logged too (model_construct validates nothing).
             checked = _storable_or_none(item, InjectedEvent, "injected event")
@@ -299,8 +299,7 @@ class _Draft:
                     "room_id": room_id,
                     "index": self.next_index(),
                     "status": EventStatus.DELIVERED,
-                    "idempotency_key": self.key_of(injected_event, message_key),
-                    "id": self.id_of(injected_event, root),
+                    **self.own(injected_event, (root,), message_key),
                 }
             )
             targets = item.target_channel_ids
@@ -853,11 +852,7 @@ class RoomDecider:
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
-            update = {
-                "index": draft.next_index(),
-                "idempotency_key": draft.key_of(blocked),
-                "id": draft.id_of(blocked, cmd.event_id, cmd.root),
-            }
+            update = {"index": draft.next_index(), **draft.own(blocked, (cmd.event_id, cmd.root))}
             draft.message(blocked.model_copy(update=update))
         recorded: list[RoomEvent] = []
         # A reply that does not validate (an AI's text with a lone surrogate) is left out, as
@@ -883,8 +878,7 @@ class RoomDecider:
                     "room_id": room.id,
                     "index": draft.next_index(),
                     "status": EventStatus.DELIVERED,
-                    "idempotency_key": draft.key_of(reply),
-                    "id": draft.id_of(reply, cmd.event_id, cmd.root),
+                    **draft.own(reply, (cmd.event_id, cmd.root)),
                 }
             )
             # A reply naming a channel not in the room as its source is recorded as it is, as
