@@ -103,9 +103,9 @@ class EventSourcedActor(Actor, Generic[S, E]):
         super().__init__(key)
         self._recovered = False
         self._version = 0
-        # The position and timestamp of the record at _version: a snapshot names the record
-        # it was taken at, so that one of an earlier stream of the same name is known.
-        self._at: tuple[int, float] = _NOWHERE
+        # The record at _version (None before the first): a snapshot names the record it was
+        # taken at, so that one of an earlier stream of the same name is known.
+        self._last: Record | None = None
         self._snapshot_version = 0
         # Appends in doubt, all at the version the state is at (several if the log stayed
         # down: at most one of them can land).
@@ -464,9 +464,8 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 "the actor restarts from the log"
             ) from exc
         self._state = state
-        last = records[-1]
-        self._version = last.version
-        self._at = (last.position, last.timestamp)
+        self._last = records[-1]
+        self._version = self._last.version
         await self._maybe_snapshot()
         reply = effect.reply_for(state)
         self.committing = effect
@@ -482,7 +481,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         stream = self.stream_id()
         self._state = self.initial_state()
         self._version = 0
-        self._at = _NOWHERE
+        self._last = None
         self._snapshot_version = 0
         self._recovered = True
         snapshot = await self._load_snapshot(stream) if self._snapshots_supported() else None
@@ -535,7 +534,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
                         version,
                     )
                     return False
-            at = (first.position, first.timestamp)
+            last: Record | None = first
             batch = batch[1:]
         else:
             # Its record dropped by the stream's limits: the next one follows it (positions
@@ -545,10 +544,11 @@ class EventSourcedActor(Actor, Generic[S, E]):
                 and first.version == version + 1
                 and (at is None or first.position > at[0])
             )
+            last = None  # the records applied set it
         if taken:
             self._state = state
             self._version = version
-            self._at = at if at is not None else _NOWHERE  # the records applied set it
+            self._last = last
             self._snapshot_version = version
             self._apply_records(batch)
             if len(batch) >= _REPLAY_BATCH - 1:
@@ -604,8 +604,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
         self._state = state
         self._version = version
         if records:
-            last = records[-1]
-            self._at = (last.position, last.timestamp)
+            self._last = records[-1]
 
     async def _maybe_snapshot(self) -> None:
         interval = self.snapshot_interval()
@@ -617,7 +616,9 @@ class EventSourcedActor(Actor, Generic[S, E]):
             return
         stream = self.stream_id()
         try:
-            data = _sealed(self._at, self.encode_state(self.state))
+            last = self._last
+            at = _NOWHERE if last is None else (last.position, last.timestamp)
+            data = _sealed(at, self.encode_state(self.state))
             await self.log.save_snapshot(stream, self._version, data)
         except Exception:
             # A snapshot only shortens recovery; failing to take one loses nothing. The next
