@@ -1417,6 +1417,32 @@ class _FailingAI(SimpleChannel):
         return ChannelOutput.failed("not now")
 
 
+def _injecting_on_trig(
+    kit: RoomKit, injected: RoomEvent, target_id: str
+) -> dict[str, dict[str, object]]:
+    """Hooks injecting ``injected`` for ``target_id`` when a message comes from channel
+    trig; the ON_ERROR events naming ``target_id`` (code and data) by event id, as they
+    come."""
+    errors: dict[str, dict[str, object]] = {}
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        assert isinstance(event.content, SystemContent)
+        data = event.content.data
+        if data.get("channel_id") == target_id:
+            errors[str(data["event_id"])] = {"code": event.content.code, **data}
+
+    @kit.hook(HookTrigger.BEFORE_BROADCAST)
+    async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
+        if event.source.channel_id != "trig":
+            return HookResult.allow()
+        return HookResult.allow(
+            injected=[InjectedEvent(event=injected, target_channel_ids=[target_id])]
+        )
+
+    return errors
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("failure", ["transcoding refused", "on_event raises", "on_event failed"])
 async def test_an_injected_event_an_ai_target_missed_is_reported_as_a_broadcast_reports_it(
@@ -1425,7 +1451,6 @@ async def test_an_injected_event_an_ai_target_missed_is_reported_as_a_broadcast_
     # Quirk 9 fixed for injected events too: an AI target that never saw one (its transcoding
     # refused) fired no ON_ERROR and wrote no log line; one whose on_event raised only logged
     # a warning. The same failure on a broadcast is an ON_ERROR delivery_failed naming it.
-    errors: list[dict[str, object]] = []
     transcoder = _Refuses() if failure == "transcoding refused" else None
     with anyio.fail_after(20):  # a hang guard
         async with RoomKit(transcoder=transcoder) as kit:
@@ -1438,12 +1463,6 @@ async def test_an_injected_event_an_ai_target_missed_is_reported_as_a_broadcast_
             kit.register_channel(ai)
             await room_with(kit, "r1", "src", "trig")
             await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
-
-            @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
-            async def noted(event: RoomEvent, context: RoomContext) -> None:
-                assert isinstance(event.content, SystemContent)
-                errors.append({"code": event.content.code, **event.content.data})
-
             missed = (
                 MediaContent(url="https://x.test/cat.png", mime_type="image/png")
                 if failure == "transcoding refused"
@@ -1454,22 +1473,13 @@ async def test_an_injected_event_an_ai_target_missed_is_reported_as_a_broadcast_
                 source=EventSource(channel_id="src", channel_type=ChannelType.SMS),
                 content=missed,
             )
-
-            @kit.hook(HookTrigger.BEFORE_BROADCAST)
-            async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
-                if event.source.channel_id != "trig":
-                    return HookResult.allow()
-                return HookResult.allow(
-                    injected=[InjectedEvent(event=injected, target_channel_ids=["ai"])]
-                )
-
+            said = _injecting_on_trig(kit, injected, "ai")
             broadcast = await kit.process_inbound(
                 InboundMessage(channel_id="src", sender_id="u1", content=missed), room_id="r1"
             )
             await kit.process_inbound(text("trig", "go"), room_id="r1")
         # Closing waited for the ON_ERROR hooks.
     assert broadcast.event is not None
-    said = {str(e["event_id"]): e for e in errors if e.get("channel_id") == "ai"}
     assert said[broadcast.event.id]["code"] == "delivery_failed"
     assert said[injected.id] == {**said[broadcast.event.id], "event_id": injected.id}
     if failure == "transcoding refused":
@@ -1770,7 +1780,6 @@ async def test_an_injected_event_a_transport_failed_on_is_not_sent_and_is_report
 ) -> None:
     # A broadcast target whose on_event fails is reported and not sent to; for an injected
     # event the failure was dropped and deliver ran all the same.
-    errors: dict[str, str] = {}
     async with RoomKit() as kit:
         target = _FailingTransport("dst", how)
         kit.register_channel(SimpleChannel("src"))
@@ -1782,23 +1791,9 @@ async def test_an_injected_event_a_transport_failed_on_is_not_sent_and_is_report
             source=EventSource(channel_id="src", channel_type=ChannelType.SMS),
             content=TextContent(body="note"),
         )
-
-        @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
-        async def noted(event: RoomEvent, context: RoomContext) -> None:
-            assert isinstance(event.content, SystemContent)
-            if event.content.data.get("channel_id") == "dst":
-                errors[str(event.content.data["event_id"])] = str(event.content.data["error"])
-
-        @kit.hook(HookTrigger.BEFORE_BROADCAST)
-        async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
-            if event.source.channel_id != "trig":
-                return HookResult.allow()
-            return HookResult.allow(
-                injected=[InjectedEvent(event=note, target_channel_ids=["dst"])]
-            )
-
+        errors = _injecting_on_trig(kit, note, "dst")
         broadcast = await kit.process_inbound(text("src", "hi"), room_id="r1")
         await kit.process_inbound(text("trig", "go"), room_id="r1")
     assert broadcast.event is not None
     assert target.delivered == []
-    assert errors[note.id] == errors[broadcast.event.id]
+    assert errors[note.id]["error"] == errors[broadcast.event.id]["error"]
