@@ -63,7 +63,16 @@ class Counters:
 class Host:
     """What a cell needs from its system (kept apart so cells never import the system)."""
 
-    __slots__ = ("counters", "detach", "finished", "spawn", "sweeper", "system", "task_exited")
+    __slots__ = (
+        "counters",
+        "cut_kinds",
+        "detach",
+        "finished",
+        "spawn",
+        "sweeper",
+        "system",
+        "task_exited",
+    )
 
     def __init__(
         self,
@@ -87,6 +96,9 @@ class Host:
         self.detach = detach
         #: the cell's incarnation is over.
         self.finished = finished
+        #: the kinds whose cells are cancelled as their task starts (see
+        #: ``ActorSystem.cancel_first_kinds``).
+        self.cut_kinds: frozenset[str] = frozenset()
 
 
 class _Outcome(enum.Enum):
@@ -267,6 +279,9 @@ class Cell(Mailbox):
             # in half: the system drains, then cancels this scope itself if it must.
             with anyio.CancelScope(shield=True) as scope:
                 self._scope = scope
+                if self.kind in self._host.cut_kinds:
+                    # Cancelled while its task was starting (Cell.cancel found no scope).
+                    scope.cancel()
                 ended = await self._main()
         finally:
             self._scope = None

@@ -262,6 +262,8 @@ class ActorSystem:
         self._stopping: dict[tuple[str, str], Cell] = {}
         # Cells holding a task, to cancel them if the shutdown drain times out.
         self._running: set[Cell] = set()
+        # cancel_first_kinds was called: the kinds that stop first are cancelled as they stop.
+        self._first_cut = False
         self._live = 0
         self._drained: anyio.Event | None = None
         self._state = _State.NEW
@@ -493,6 +495,25 @@ class ActorSystem:
         if interrupted is not None:
             raise interrupted
 
+    def cancel_first_kinds(self) -> None:
+        """Cancel the actors of the kinds that stop first (see ``register``) as the system
+        stops, now if it is stopping, instead of giving them ``shutdown_timeout``: their work's
+        caller gave up waiting for it. The others stop as the shutdown policy says.
+
+        The drain is shielded: a caller that gave up (its deadline) leaving the system's
+        ``async with`` otherwise waited for that work to end, or for ``shutdown_timeout``.
+        """
+        self._first_cut = True
+        if self._state is _State.CLOSING:
+            self._cut_first_kinds()
+
+    def _cut_first_kinds(self) -> None:
+        cut = frozenset(name for name, kind in self._kinds.items() if kind.stops_first)
+        self._host.cut_kinds = cut
+        for cell in list(self._running):
+            if cell.kind in cut:
+                cell.cancel()
+
     async def _drain(self) -> None:
         """Stop every actor and wait for them, at most ``shutdown_timeout``: those of the
         kinds that stop first (see ``register``), then the others."""
@@ -511,6 +532,8 @@ class ActorSystem:
             for cell in first:
                 if self._cells.get((cell.kind, cell.key)) is cell:
                     self._stop_cell(cell)
+            if self._first_cut:
+                self._cut_first_kinds()
             for cell in first:
                 await cell.wait_stopped()
         with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as drain:

@@ -473,6 +473,18 @@ class KitRuntime:
             raise
         self._host_stop = self._host_done = self._starting = None
 
+    def cut_work(self) -> None:
+        """Cancel the delivery workers as the actors stop, instead of giving them the actor
+        system's shutdown timeout (10 s): the caller of ``stop`` gave up, and it waits for
+        the actors to stop (the kit's ``async with``: its task group holds the host's task).
+
+        What the workers do (a delivery waiting for a rate-limit token or a retry's backoff, a
+        channel's call, an async hook) is cut short and records no outcome; the rooms still
+        stop as usual, recording what they hold.
+        """
+        if self._system is not None:
+            self._system.cancel_first_kinds()
+
     async def _drain(self) -> None:
         # The commands callers wait for are decided and committed, and their turns (deliveries,
         # async hooks) finish, before any actor stops: a room that committed a message after

@@ -392,6 +392,14 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             del self._task_groups[task]
         try:
             await self.close()
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Its caller gave up (its deadline, its cancellation): the task group below
+                # waits for the runtime's task, which waits for the actors, which give the
+                # work in progress 10 s. Cut, the cancellation comes out at once, as from a
+                # close() under the same deadline.
+                self._runtime.cut_work()
+            raise
         finally:
             # The body's own exception propagates unchanged: handed to the task group, it
             # would come out wrapped in an ExceptionGroup.
@@ -414,9 +422,13 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         Past that bound, or once its caller gives up, a close no longer waits for deliveries:
         those still queued are dropped (their messages stay recorded), and the rooms' actors
         are stopped, each given 10 s to finish what it is doing (a delivery or hook in
-        progress) before it is cancelled. A close whose caller gave up leaves the channels
-        and realtime backend open (a later ``close()`` closes them). It may be called from any
-        task, also inside the kit's ``async with``.
+        progress) before it is cancelled. Leaving the kit's ``async with`` when its caller
+        gives up (its deadline, its cancellation) waits for the actors to stop, but cuts short
+        at once the deliveries and async hooks in progress (a delivery waiting for a rate-limit
+        token or a retry, a channel's call: it records no outcome), so that the cancellation
+        comes out at once, not 10 s late; what the rooms hold is still recorded. A close whose
+        caller gave up leaves the channels and realtime backend open (a later ``close()``
+        closes them). It may be called from any task, also inside the kit's ``async with``.
 
         Called from the kit's own work that closing waits for (a hook, a channel, a framework
         event handler a room's delivery runs, code a room's decision runs), it begins closing

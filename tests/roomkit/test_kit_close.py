@@ -15,10 +15,12 @@ import functools
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from eventlog import MemoryEventLog
 from roomkit import (
+    ChannelBinding,
     ChannelOutput,
     FrameworkEvent,
     HookExecution,
@@ -31,6 +33,8 @@ from roomkit import (
     InboundResult,
     InMemoryStore,
     KitClosedError,
+    RateLimit,
+    RetryPolicy,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -944,3 +948,84 @@ async def test_a_close_given_up_while_a_channel_closes_in_a_trio_nursery_is_give
         assert scope.cancelled_caught and channel.closes == 0
         await kit.close()  # "a later close() closes them"
         assert channel.closes == 1
+
+
+class Parks(SimpleChannel):
+    """A channel whose deliveries park in the router: behind a rate limit's token, or in the
+    backoff of a retry after a first attempt that fails (``fail_first``)."""
+
+    def __init__(self, channel_id: str, *, fail_first: bool = False) -> None:
+        super().__init__(channel_id)
+        self.fail_first = fail_first
+        self.attempts = 0
+        self.attempted = anyio.Event()
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.attempts += 1
+        self.attempted.set()
+        if self.fail_first and self.attempts == 1:
+            raise ConnectionError("the vendor is away")
+        return await super().deliver(event, binding, context)
+
+
+@pytest.fixture
+def long_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Actors still busy when the kit's actor system stops are cancelled after 30 s (10 s by
+    default): far past the hang guard of a test that must not wait for them."""
+    made = RuntimeSettings.actor_system
+
+    def actor_system(self: RuntimeSettings) -> dict[str, Any]:
+        return {**made(self), "shutdown_timeout": 30.0}
+
+    monkeypatch.setattr(RuntimeSettings, "actor_system", actor_system)
+
+
+@pytest.mark.parametrize("parked", ["rate limit", "retry backoff"])
+async def test_async_with_under_a_deadline_cuts_a_delivery_parked_in_the_router(
+    long_shutdown: None, parked: str
+) -> None:
+    # The caller's deadline ended the drain, but the actor system gave the delivery still
+    # waiting for its token (or its retry) the actors' time to stop (10 s) before it cancelled
+    # it, shielded from the caller's cancellation: the TimeoutError came 10 s late, where a
+    # close() under the same deadline returned at it. Here the token is a minute away and the
+    # actors get 30 s: past the hang guard, the test fails.
+    log = MemoryEventLog()
+    with anyio.fail_after(15) as guard:  # a hang guard
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(3600) as deadline:  # the caller's, brought forward below
+                async with RoomKit(log=log, wait_for_delivery=False) as kit:
+                    channel = Parks("slow", fail_first=parked == "retry backoff")
+                    kit.register_channel(SimpleChannel("sms"))
+                    kit.register_channel(channel)
+                    await kit.create_room(room_id="r1")
+                    await kit.attach_channel("r1", "sms")
+                    if parked == "rate limit":
+                        await kit.attach_channel(
+                            "r1", "slow", rate_limit=RateLimit(max_per_minute=1)
+                        )
+                        # Takes the token: the next message waits a minute for one.
+                        first = await kit.process_inbound(text("sms", "first"), room_id="r1")
+                        await channel.attempted.wait()
+                    else:
+                        policy = RetryPolicy(
+                            max_retries=1, base_delay_seconds=60, max_delay_seconds=60
+                        )
+                        await kit.attach_channel("r1", "slow", retry_policy=policy)
+                        first = None
+                    await kit.process_inbound(text("sms", "parked"), room_id="r1")
+                    await channel.attempted.wait()
+                    await anyio.wait_all_tasks_blocked()  # parked in the router for a minute
+                    deadline.deadline = anyio.current_time()
+                    await anyio.sleep_forever()
+    assert not guard.cancel_called
+    # Cut while parked: "parked" never went out (nor was tried again).
+    assert channel.texts() == ([] if first is None else ["first"])
+    assert channel.attempts == 1
+    if first is not None:
+        assert first.event is not None
+        # What finished is still recorded as the rooms stop: the first delivery's outcome.
+        records = await log.read("r1")
+        outcomes = [r for r in records if r.type == "delivery.recorded"]
+        assert [msgspec.json.decode(r.data)["event_id"] for r in outcomes] == [first.event.id]
