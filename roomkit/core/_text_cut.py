@@ -4,8 +4,9 @@ A cut at a code point split a family emoji (its people joined by ZERO WIDTH JOIN
 (two regional indicators) or a letter and its combining accents: the target got a broken
 emoji, a lone regional indicator, a letter without its accent. The rules here are the few of
 Unicode's grapheme clusters (UAX #29) that such texts need, not all of them: a cut never lands
-before a mark, a joiner, a variation selector, an emoji modifier or tag, or a Hangul vowel or
-final consonant, nor after a joiner, nor inside a pair of regional indicators.
+before a mark (a Thai or Lao SARA AM too), a joiner, a variation selector, an emoji modifier
+or tag, or a Hangul vowel or final consonant, nor after a joiner, nor inside a pair of
+regional indicators or a CR LF.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ __all__ = ["cut_point"]
 _ZWJ = "\u200d"
 _EXTENDING_CATEGORIES = frozenset({"Mn", "Me", "Mc"})
 _EXTENDING_RANGES = (
+    (0x0E33, 0x0E33),  # Thai SARA AM: a vowel (category Lo) spaced with the letter before
+    (0x0EB3, 0x0EB3),  # Lao SARA AM, likewise
     (0x1160, 0x11FF),  # Hangul jungseong and jongseong: the rest of a syllable
     (0xFE00, 0xFE0F),  # variation selectors (an emoji's presentation)
     (0x1F3FB, 0x1F3FF),  # emoji skin-tone modifiers
@@ -45,7 +48,7 @@ def cut_point(text: str, limit: int) -> int:
     index = min(max(limit, 0), len(text))
     while 0 < index < len(text):
         char, before = text[index], text[index - 1]
-        if _extends(char) or before == _ZWJ:
+        if _extends(char) or before == _ZWJ or (before == "\r" and char == "\n"):
             index -= 1
             continue
         if _regional(char) and _regional(before):

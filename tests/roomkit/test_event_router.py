@@ -538,7 +538,15 @@ class TestTruncation:
 
     def test_a_cut_keeps_whole_characters(self) -> None:
         family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
-        for text in (f"x{family}y" * 3, "a\u0301b\u0308\u0323c" * 4, "\U0001f1e8\U0001f1e6" * 5):
+        texts = (
+            f"x{family}y" * 3,
+            "a\u0301b\u0308\u0323c" * 4,
+            "\U0001f1e8\U0001f1e6" * 5,
+            "\u0e19\u0e49\u0e33\u0e17\u0e33" * 3,  # Thai: a SARA AM stays with its letter
+            "\u0ea5\u0eb3" * 3,  # Lao likewise
+            "ab\r\ncd" * 3,
+        )
+        for text in texts:
             for limit in range(len(text) + 2):
                 kept = text[: cut_point(text, limit)]
                 assert len(kept) <= limit
@@ -547,6 +555,8 @@ class TestTruncation:
                 # or half flag at the seam.
                 assert not rest or cut_point(text, len(kept)) == len(kept)
                 assert not kept.endswith("\u200d") and not rest.startswith(("\u200d", "\u0301"))
+                assert not rest.startswith(("\u0e33", "\u0eb3"))
+                assert not (kept.endswith("\r") and rest.startswith("\n"))
 
     async def test_only_the_limited_target_is_cut(self) -> None:
         short, long = Probe("short"), Probe("long")
