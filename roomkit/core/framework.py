@@ -786,7 +786,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         kind = EphemeralEventType.TYPING_START if is_typing else EphemeralEventType.TYPING_STOP
         if data is not None:  # subscribers got a list as their event's data, NATS none at all
             check_metadata(data, "data")
-        await self._publish(room_id, kind, user_id, data or {})
+        # A copy (a dict, whatever mapping was given): the caller's dict, reused or changed
+        # later, changed the events published with it, and another process got them as they
+        # were published (NatsRealtime encodes them).
+        await self._publish(room_id, kind, user_id, dict(data) if data else {})
 
     async def publish_presence(self, room_id: str, user_id: str, status: str) -> None:
         check_str("status", status)

@@ -263,6 +263,9 @@ class InMemoryRealtime(RealtimeBackend):
         serving = self._serving_elsewhere()
         if serving is None:
             self._forget_a_dead_loop()
+        if self._dropped and not self._closed:  # counted since the last report (_report_drop)
+            logger.warning("%d more realtime events dropped before closing", self._dropped)
+            self._dropped = 0
         self._closed = True
         subscriptions = list(self._subscriptions.values())
         self._subscriptions.clear()

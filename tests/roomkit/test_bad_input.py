@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import types
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -1529,6 +1530,28 @@ async def test_ephemeral_events_carry_what_their_model_says(kit: RoomKit) -> Non
     await kit.publish_typing("r1", "u1", data={"n": 1})
     await eventually(lambda: _not_empty(heard), what="the event that was right")
     assert [(e.user_id, e.data) for e in heard] == [("u1", {"n": 1})]
+
+
+async def test_an_ephemeral_event_carries_its_data_as_published(kit: RoomKit) -> None:
+    # The caller's dict went out as it was: one dict reused for each event (or changed by a
+    # subscriber) changed the events already published, where another process's
+    # NatsRealtime got each as published; a read-only mapping reached subscribers as itself,
+    # which json.dumps of the event's to_dict() refused.
+    heard: list[EphemeralEvent] = []
+    await kit.subscribe_room("r1", heard.append)
+    data: dict[str, Any] = {}
+    for n in range(3):
+        data["n"] = n
+        await kit.publish_typing("r1", "u1", data=data)
+    await kit.publish_typing("r1", "u1", data=types.MappingProxyType({"n": 3}))  # type: ignore[arg-type]
+    await eventually(lambda: _has(heard, 4), what="the four events")
+    assert [e.data for e in heard] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+    assert all(type(e.data) is dict for e in heard)
+    assert data == {"n": 2}
+
+
+async def _has(items: list[Any], count: int) -> bool:
+    return len(items) >= count
 
 
 async def _not_empty(items: list[Any]) -> bool:
