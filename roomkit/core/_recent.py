@@ -42,6 +42,9 @@ from the log makes no context between its appends: its next context lets them go
 
 Json = msgspec.Raw  # an event's JSON as logged (a view of the log's or snapshot's bytes)
 
+_ID_FIRST = b'{"id":'  # how an event's JSON begins as the kit writes it
+_ID_FIRST_SIZE = len(_ID_FIRST)
+
 
 def _model(raw: Json) -> RoomEvent:
     return RoomEvent.model_validate_json(bytes(raw))
@@ -136,10 +139,22 @@ class RecentEvents:
         return list(self._raw)
 
     def may_hold(self, event_id: str) -> bool:
-        """Whether an event of the window may have the id ``event_id``: its JSON holds
-        ``"id":"<event_id>"`` (an id nested in one, a content's, answers yes too)."""
-        needle = msgspec.json.encode({"id": event_id})[1:-1]
-        return any(needle in bytes(raw) for raw in self._raw)
+        """Whether an event of the window may have the id ``event_id``: its JSON begins
+        with ``{"id":"<event_id>"``, as the kit writes an event; one written otherwise (by
+        another writer) holds ``"id":"<event_id>"`` anywhere (a content's id answers yes too).
+
+        Only the start of each is read, without a copy: searched whole, each reply paid for
+        copying and reading the last fifty events (400 µs with events of 2.6 KB).
+        """
+        needle = msgspec.json.encode({"id": event_id})[:-1]  # {"id":"<event_id>"
+        size = len(needle)
+        for raw in self._raw:
+            start = memoryview(raw)[:size]
+            if start == needle:
+                return True
+            if start[:_ID_FIRST_SIZE] != _ID_FIRST and needle[1:] in bytes(raw):
+                return True
+        return False
 
     def view(self, leave_out: int = 0) -> MutableSequence[RoomEvent]:
         """The events for a ``RoomContext``: a list of the models, or a ``LazyEvents``.

@@ -135,6 +135,7 @@ class _Draft:
         self._held_keys = state.idempotency
         self._recent = state.recent
         self._given: set[str] | None = None  # ids given by own in this decision
+        self._given_keys: set[str] | None = None  # and idempotency keys
         # What user code gave that does not validate, left out (see _storable).
         self.left_out: list[tuple[str, str, str]] = []
 
@@ -154,13 +155,19 @@ class _Draft:
         notice injected twice, a channel's canned reply every turn) keeps its id. Recorded
         under the key, the provider's retry of the message was answered with the copy; under
         the id, over the earlier event, which left the read model (the room's count and
-        timeline disagreed). So: no key for the message's (``message_key``) or one the room
-        holds; a new id for one of ``stems_from``, of this decision, or of the room's recent
-        events.
+        timeline disagreed). So: no key for the message's (``message_key``), one the room
+        holds or one of this decision (a notice injected twice); a new id for one of
+        ``stems_from``, of this decision, or of the room's recent events.
         """
         key = event.idempotency_key
-        if key is not None and (key == message_key or key in self._held_keys):
-            key = None
+        if key is not None:
+            given_keys = self._given_keys
+            if given_keys is None:
+                given_keys = self._given_keys = set()
+            if key == message_key or key in self._held_keys or key in given_keys:
+                key = None
+            else:
+                given_keys.add(key)
         event_id = event.id
         given = self._given
         if given is None:
@@ -851,8 +858,11 @@ class RoomDecider:
         draft = _Draft(state, self._now())
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
+        renamed: dict[str, str] = {}  # blocked replies recorded under another id
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
             update = {"index": draft.next_index(), **draft.own(blocked, (cmd.event_id, cmd.root))}
+            if update["id"] != blocked.id:
+                renamed[blocked.id] = update["id"]
             draft.message(blocked.model_copy(update=update))
         recorded: list[RoomEvent] = []
         # A reply that does not validate (an AI's text with a lone surrogate) is left out, as
@@ -889,7 +899,12 @@ class RoomDecider:
             recorded.append(reply)
         # The tasks came from broadcasting ``cmd.event`` (an inbound message, a sent event or
         # a reply re-entering the room): its source and content go to ON_TASK_CREATED.
-        draft.tasks_and_observations(room.id, cmd.tasks, cmd.observations, cmd.root, cmd.event)
+        observations = cmd.observations
+        if renamed:
+            # The router names a blocked reply's Observation after the reply: one event object
+            # blocked twice (a channel's canned reply) made one Observation of two.
+            observations = [_named_after(o, renamed) for o in observations]
+        draft.tasks_and_observations(room.id, cmd.tasks, observations, cmd.root, cmd.event)
         # The replies as recorded: the delivery worker gives them to messages queued behind.
         return draft.facts, Outcome(
             value=tuple(recorded),
@@ -897,6 +912,15 @@ class RoomDecider:
             for_worker=cmd if cmd.worker_runs_them else None,
             left_out=tuple(draft.left_out),
         )
+
+
+def _named_after(observation: Any, renamed: dict[str, str]) -> Any:
+    """``observation``, named after the id its blocked reply is recorded under (see
+    ``EventRouter``'s ``obs_<reply id>``) if that reply was given another."""
+    name = getattr(observation, "id", None)
+    if isinstance(name, str) and name.startswith("obs_") and name[4:] in renamed:
+        return observation.model_copy(update={"id": f"obs_{renamed[name[4:]]}"})
+    return observation
 
 
 def validated(model: M, stored: type[BaseModel] | None = None) -> M:

@@ -597,11 +597,13 @@ class TestInbound:
     ) -> None:
         # One RoomEvent given twice (two injections of one notice, a channel's canned reply
         # answered every turn) was recorded over itself: the room counted both, its timeline
-        # held one.
+        # held one. Its idempotency key is recorded once (two injections in one decision
+        # recorded it twice).
         notice = RoomEvent(
             room_id="r1",
             source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
             content=TextContent(body="we are closed"),
+            idempotency_key="closed-notice",
         )
 
         kit.register_channel(SimpleChannel("sms"))
@@ -621,7 +623,30 @@ class TestInbound:
         timeline = await kit.get_timeline("r1", limit=100)
         notices = [e for e in timeline if e.source.channel_id == "ai"]
         assert len(notices) == 2 and len({e.id for e in notices}) == 2
+        assert [e.idempotency_key for e in notices] == ["closed-notice", None]
         assert (await kit.get_room("r1")).event_count == len(timeline)
+
+    async def test_a_reply_object_blocked_every_turn_leaves_an_observation_each_time(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Recorded under a new id the second time, its BLOCKED copy kept the Observation the
+        # router named after the reply's own id: one Observation for two blocked replies.
+        notice = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+            content=TextContent(body="we are closed"),
+        )
+        async with make_kit(max_chain_depth=1) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(_Answering("ai", lambda event: notice))
+            await sms_room(kit, ai=True)
+            await kit.process_inbound(text("sms", "one"))
+            await kit.process_inbound(text("sms", "two"))
+            timeline = await kit.get_timeline("r1", limit=100)
+            blocked = [e for e in timeline if e.status == EventStatus.BLOCKED]
+            assert len(blocked) == 2 and len({e.id for e in blocked}) == 2
+            observations = await kit.list_observations("r1")
+            assert sorted(o.id for o in observations) == sorted(f"obs_{e.id}" for e in blocked)
 
     async def test_of_two_events_a_log_holds_under_a_key_the_first_answers(
         self, make_kit: Callable[..., RoomKit]

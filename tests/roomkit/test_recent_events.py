@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import pickle
 
+import msgspec
+
 from roomkit import EventSource, RoomContext, RoomEvent, TextContent
 from roomkit.core._domain import dump
 from roomkit.core._recent import RECENT_EVENTS, SPARE_EVENTS, LazyEvents, RecentEvents
@@ -195,3 +197,17 @@ def test_a_resting_room_keeps_no_spare_events() -> None:
     recent.forget_models()
     assert recent.view(leave_out=1) == events[-RECENT_EVENTS:-1]
     assert recent.raw() == [dump(e) for e in events[-RECENT_EVENTS:]]  # what a snapshot keeps
+
+
+def test_the_window_says_which_event_ids_it_may_hold() -> None:
+    recent, events = _recent(3)
+    assert all(recent.may_hold(event.id) for event in events)
+    assert not recent.may_hold("elsewhere") and not recent.may_hold(events[0].id[:-1])
+    # Only each event's own id, at the start of its JSON as the kit writes it: read whole,
+    # every reply paid for copying and searching the last fifty events.
+    nested = _event(3).model_copy(update={"metadata": {"id": "nested"}})
+    recent.append(dump(nested))
+    assert bytes(dump(nested)).startswith(b'{"id":') and not recent.may_hold("nested")
+    # An event another writer wrote with its keys in another order is read whole.
+    recent.append(msgspec.Raw(b'{"room_id":"r1","id":"reordered"}'))
+    assert recent.may_hold("reordered")
