@@ -391,6 +391,7 @@ class RoomDelivery:
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
             event=event if broadcast.tasks else None,
+            event_made_at=event.created_at,
             worker_runs_them=True,
         )
         if outcome.continues_turn:
@@ -555,6 +556,7 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
             outcome.root,
             replies=[reply],
             responders=outcome.responders,
+            event_made_at=outcome.event_made_at,
             worker_runs_them=outcome.worker_runs_them,
         )
         for reply in outcome.replies

@@ -125,7 +125,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if decider is None:
             services = self._services
             decider = self._decider_made = RoomDecider(
-                self.key, self._before_broadcast, services.now, self._older_duplicate
+                self.key,
+                self._before_broadcast,
+                services.now,
+                self._older_duplicate,
+                services.event_stored,
             )
         return decider
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
@@ -136,6 +136,8 @@ class _Draft:
         self._recent = state.recent
         self._given: set[str] | None = None  # ids given by own in this decision
         self._given_keys: set[str] | None = None  # and idempotency keys
+        # The ids the read model holds out of the recent events (RoomDecider.stored_elsewhere).
+        self.stored: frozenset[str] = frozenset()
         # What user code gave that does not validate, left out (see _storable).
         self.left_out: list[tuple[str, str, str]] = []
 
@@ -157,7 +159,8 @@ class _Draft:
         the id, over the earlier event, which left the read model (the room's count and
         timeline disagreed). So: no key for the message's (``message_key``), one the room
         holds or one of this decision (a notice injected twice); a new id for one of
-        ``stems_from``, of this decision, or of the room's recent events.
+        ``stems_from``, of this decision, of the room's recent events, or of ``stored`` (one
+        the read model holds: see ``RoomDecider.stored_elsewhere``).
         """
         key = event.idempotency_key
         if key is not None:
@@ -172,7 +175,12 @@ class _Draft:
         given = self._given
         if given is None:
             given = self._given = set()
-        if event_id in stems_from or event_id in given or self._recent.may_hold(event_id):
+        if (
+            event_id in stems_from
+            or event_id in given
+            or event_id in self.stored
+            or self._recent.may_hold(event_id)
+        ):
             fresh = uuid4().hex
             logger.warning(
                 "room %s: an event with the id %s of one the room holds is recorded as %s (a "
@@ -337,11 +345,13 @@ class RoomDecider:
         run_before_broadcast: Callable[[str, RoomEvent, Any], Awaitable[Any]],
         now: Callable[[], datetime],
         older_duplicate: Callable[[RoomState, str], Awaitable[str | None]] | None = None,
+        event_stored: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._room_id = room_id
         self._run_before_broadcast = run_before_broadcast
         self._now = now
         self._older_duplicate = older_duplicate
+        self._event_stored = event_stored
         # Events that name no model of the room say which room only when the stream does not.
         self._named_room = None if room_stream(room_id) == room_id else room_id
 
@@ -358,7 +368,10 @@ class RoomDecider:
             raise RoomNotFoundError(f"Room {self._room_id} not found")
         match command:
             case RecordOutcome():
-                return self._record_outcome(state, command)
+                stored = await self.stored_elsewhere(
+                    state, (*command.replies, *command.blocked), command.event_made_at
+                )
+                return self._record_outcome(state, command, stored)
             case SendEvent():
                 return await self._send_event(state, command)
             case GetContext():
@@ -724,6 +737,9 @@ class RoomDecider:
         draft = _Draft(state, self._now())
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
+        if result.injected_events:
+            injected = [getattr(item, "event", None) for item in result.injected_events]
+            draft.stored = await self.stored_elsewhere(state, injected, event.created_at)
         # As 0.3.0: hook_error names the message whose hook failed; neither it nor
         # event_blocked names a channel.
         announce = [
@@ -851,11 +867,31 @@ class RoomDecider:
             if outcome.results
         ]
 
-    def _record_outcome(self, state: RoomState, cmd: RecordOutcome) -> Decision:
+    async def stored_elsewhere(
+        self, state: RoomState, events: Iterable[object], since: datetime | None
+    ) -> frozenset[str]:
+        """The ids of ``events`` (injected events, replies) made before ``since`` (the message
+        they stem from) that the read model holds, out of the room's recent events: one event
+        object given again after fifty others (a channel's canned reply), or in another room,
+        was recorded under the id of the event already stored (the room's timeline held one of
+        the two; the other room's, none). An event made for the message is not looked up."""
+        if self._event_stored is None or since is None:
+            return frozenset()
+        found: set[str] = set()
+        for event in events:
+            if not isinstance(event, RoomEvent) or not _made_before(event, since):
+                continue
+            if not state.recent.may_hold(event.id) and await self._event_stored(event.id):
+                found.add(event.id)
+        return frozenset(found)
 
+    def _record_outcome(
+        self, state: RoomState, cmd: RecordOutcome, stored: frozenset[str] = frozenset()
+    ) -> Decision:
         room = state.room
         assert room is not None
         draft = _Draft(state, self._now())
+        draft.stored = stored
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
         renamed: dict[str, str] = {}  # blocked replies recorded under another id
@@ -912,6 +948,13 @@ class RoomDecider:
             for_worker=cmd if cmd.worker_runs_them else None,
             left_out=tuple(draft.left_out),
         )
+
+
+def _made_before(event: RoomEvent, since: datetime) -> bool:
+    try:
+        return event.created_at < since
+    except TypeError:  # a naive time and an aware one: not known, so looked up
+        return True
 
 
 def _named_after(observation: Any, renamed: dict[str, str]) -> Any:

@@ -188,6 +188,7 @@ class KitRuntime:
             outcomes=self.flusher,
             capabilities=kit._capabilities,
             older_duplicate=self._older_duplicate,
+            event_stored=self._event_stored,
             kit=kit,
             abandoned=self._is_abandoned,
             settled=self._in_doubt.discard,
@@ -712,6 +713,17 @@ class KitRuntime:
             return "" if await store.check_idempotency(room_id, key) else None
         found: str | None = await find(room_id, key)
         return found
+
+    async def _event_stored(self, event_id: str) -> bool:
+        """Whether the read model holds an event of id ``event_id`` (in any room); False when
+        it cannot say (the event is then recorded under its id, as before)."""
+        try:
+            return await self._kit._store.get_event(event_id) is not None
+        except Exception as exc:
+            logger.warning(
+                "the read model could not say whether it holds event %s: %s", event_id, exc
+            )
+            return False
 
     async def _settle_doubts(self, settled: set[str]) -> None:
         """Have each room whose command failed on an outage settle its append in doubt now:

@@ -626,6 +626,51 @@ class TestInbound:
         assert [e.idempotency_key for e in notices] == ["closed-notice", None]
         assert (await kit.get_room("r1")).event_count == len(timeline)
 
+    @pytest.mark.parametrize(
+        "apart", ["past the recent events", "in another room", "injected in another room"]
+    )
+    async def test_one_reply_object_given_again_far_apart_is_recorded_apart(
+        self, kit: RoomKit, apart: str
+    ) -> None:
+        # Given again once its first copy had left the room's last fifty events, or in
+        # another room, the canned reply kept its id: recorded over the first (the room
+        # counted both, its timeline held one), or refused by the read model (the other
+        # room's timeline did not hold it).
+        notice = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+            content=TextContent(body="we are closed"),
+        )
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("web"))  # not answered
+        kit.register_channel(_Answering("ai", lambda event: notice))
+        rooms = ["r1"] if apart == "past the recent events" else ["r1", "r2"]
+        injects = apart.startswith("injected")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
+            if not injects or event.source.channel_id != "sms":
+                return HookResult.allow()
+            return HookResult.allow(injected=[InjectedEvent(event=notice, target_channel_ids=[])])
+
+        for room_id in rooms:
+            await kit.create_room(room_id=room_id)
+            for channel_id in ("sms", "web"):
+                await kit.attach_channel(room_id, channel_id)
+            if not injects:
+                await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
+        await kit.process_inbound(text("sms", "one"), room_id="r1")
+        if apart == "past the recent events":
+            for n in range(60):
+                await kit.process_inbound(text("web", f"chat {n}"), room_id="r1")
+        await kit.process_inbound(text("sms", "two"), room_id=rooms[-1])
+        notices = []
+        for room_id in rooms:
+            timeline = await kit.get_timeline(room_id, limit=200)
+            assert (await kit.get_room(room_id)).event_count == len(timeline)
+            notices += [e for e in timeline if e.source.channel_id == "ai"]
+        assert len(notices) == 2 and len({e.id for e in notices}) == 2
+
     async def test_a_reply_object_blocked_every_turn_leaves_an_observation_each_time(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
