@@ -29,6 +29,19 @@ def test_readme_example_runs(code: str, request: pytest.FixtureRequest) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+    _check_what_it_says(code, result.stdout)
+
+
+def _check_what_it_says(code: str, printed: str) -> None:
+    """What the README says an example prints, beyond that it runs."""
+    lines = printed.splitlines()
+    if "SM123" in code:  # the first example: a reply sent back by SMS, spam blocked
+        assert lines[:2] == ["['Hello! How can I help?']", "True spam"], lines
+        timeline = [line.split(" ", 1)[1] for line in lines[2:]]  # past each index
+        for said in ("message Hi!", "message Hello! How can I help?", "message buy spam now"):
+            assert said in timeline, lines
+    if "print(ownership)" in code:
+        assert re.search(r"<NatsOwnership member=\S+-\d+-\S+ partitions=64>", printed), printed
 
 
 def test_the_files_the_readme_names_ship_in_the_sdist() -> None:
