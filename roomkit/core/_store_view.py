@@ -270,6 +270,12 @@ def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         decision = deciding()
         if decision is not None and decision.kit is self._kit:
             await self._kit._read_model_at(decision.position)
+        else:
+            # During a rebuild (or past one cut short) the store is empty or half filled for a
+            # while: the kit's own reads wait for it, and so do these.
+            projection = self._kit._runtime.projection
+            if projection.rebuilding is not None:
+                await projection.rebuilt()
         return await getattr(self._contract, name)(*args, **kwargs)
 
     return forward

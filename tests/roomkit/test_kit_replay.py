@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -230,6 +231,45 @@ async def test_the_store_can_be_rebuilt_from_the_log_while_the_kit_runs() -> Non
         bodies = [getattr(e.content, "body", None) for e in await kit.get_timeline("r1")]
         # 0.3.0's body names the identity's display name (here it has none).
         assert bodies[-3:] == ["before", "Participant +1555 identified as None", "after"]
+
+
+class _Yielding(InMemoryStore):
+    """A store whose writes wait, as any store's I/O does: a rebuild takes a while."""
+
+    async def add_event_envelope(self, data: Any) -> Any:
+        await anyio.sleep(0.001)
+        return await super().add_event_envelope(data)
+
+
+async def test_reads_through_kit_store_wait_for_a_rebuild_even_one_cut_short() -> None:
+    # kit.store's reads answered from the store the rebuild was filling: rooms "not found",
+    # a room's events missing, during the rebuild and after one its caller gave up on,
+    # while the kit's own reads (get_room, get_timeline) waited for it.
+    async with new_kit(MemoryEventLog(), store=_Yielding()) as kit:
+        for n in range(5):
+            await kit.create_room(room_id=f"r{n}")
+            await kit.attach_channel(f"r{n}", "sms")
+            for m in range(5):
+                await kit.process_inbound(text("sms", f"m{m}"), room_id=f"r{n}")
+        count = await kit.store.get_event_count("r4")
+        seen: list[tuple[int, int]] = []
+
+        async def read_meanwhile() -> None:
+            for _ in range(20):
+                rooms = await kit.store.list_rooms(limit=100)
+                seen.append((len(rooms), await kit.store.get_event_count("r4")))
+                await anyio.sleep(0.001)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(read_meanwhile)
+            await kit.rebuild_store()
+        with anyio.move_on_after(0.01) as scope:
+            await kit.rebuild_store()
+        assert scope.cancelled_caught
+        seen.append(
+            (len(await kit.store.list_rooms(limit=100)), await kit.store.get_event_count("r4"))
+        )
+        assert set(seen) == {(5, count)}
 
 
 class _Signed(TextContent):
