@@ -140,13 +140,21 @@ class Console:
         with _writing():
             self.out.write(self.encodable(line) + "\n")
 
+    def write_now(self, line: str) -> None:
+        """``write``, flushed: a line a reader waits for (a live event ``tail`` follows)."""
+        self.write(line)
+        self.flush()
+
     def flush(self) -> None:
         """Flush ``out``: a write error held in its buffer shows here."""
         with _writing():
             self.out.flush()
 
     def note(self, line: str) -> None:
-        self.err.write(_encodable(line, self.err) + "\n")
+        # A note that cannot be written (stderr a closed pipe) is lost, not the exit code
+        # (an unknown room's 4 became 1).
+        with contextlib.suppress(OSError, ValueError):
+            self.err.write(_encodable(line, self.err) + "\n")
 
     def encodable(self, line: str) -> str:
         """``line`` as ``out``'s encoding can hold it."""
@@ -508,7 +516,9 @@ async def _run_tail(args: argparse.Namespace, console: Console) -> int:
                     )
                 await follow(
                     log,
-                    console.write,
+                    # Each line as its event comes: buffered (a pipe, a file), a live event
+                    # reached `| grep` only at 8 KiB, or never once a SIGTERM stopped tail.
+                    console.write_now if live else console.write,
                     room_id=args.room,
                     # A log that came while the tail waited holds nothing from before it
                     # started: all of it shows (its last lines alone lost the rest).

@@ -469,6 +469,14 @@ def test_bad_names_are_refused_up_front() -> None:
         NatsEventLog(stream_name="a.b")
     with pytest.raises(ValueError, match="subject prefix"):
         NatsEventLog(subject_prefix="rooms.*")
+    # Longer than JetStream takes, its snapshot bucket's name included: it failed as the log
+    # opened, said as an outage (the CLI's "log unreachable").
+    NatsEventLog(stream_name="S" * 242)
+    with pytest.raises(ValueError, match="243 characters, more than 242"):
+        NatsEventLog(stream_name="S" * 243)
+    NatsEventLog(stream_name="S" * 255, read_only=True)  # a reader makes no bucket
+    with pytest.raises(ValueError, match="256 characters, more than 255"):
+        NatsEventLog(stream_name="S" * 256, read_only=True)
 
 
 @pytest.mark.parametrize(

@@ -250,12 +250,16 @@ def tail_process(*args: str) -> Iterator[subprocess.Popen[str]]:
     success."""
     import signal
 
+    # Its output buffered as a user's is (a pipe, no PYTHONUNBUFFERED): lines it did not flush
+    # reached a `| grep` only at 8 KiB, or never once a SIGTERM stopped it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     with subprocess.Popen(
         [sys.executable, "-m", "roomkit", "tail", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
+        env=env,
     ) as tail:
         try:
             yield tail
@@ -386,6 +390,19 @@ class TestExitCodes:
             code, out, err = run(capsys, command, "nope", "--file", str(export))
             assert (code, out) == (EXIT_UNKNOWN_ROOM, "")
             assert err == f"roomkit {command}: Room nope not found in {export}\n"
+
+    def test_the_exit_code_holds_when_stderr_is_a_closed_pipe(
+        self, export: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The note's BrokenPipeError escaped the handler that maps errors to codes: exit 1
+        # for an unknown room (4), and for a usage error (2).
+        class ClosedPipe(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError(32, "Broken pipe")
+
+        monkeypatch.setattr(sys, "stderr", ClosedPipe())
+        assert main(["replay", "nope", "--file", str(export)]) == EXIT_UNKNOWN_ROOM
+        assert main(["replay", "r1", "--file", str(export), "--at", "bad"]) == EXIT_USAGE
 
     def test_unknown_room_in_an_export_on_stdin(
         self,
@@ -803,6 +820,17 @@ class TestOnNats:
             str(export),
         )
         assert (code, err) == (EXIT_OK, "")
+
+    def test_a_stream_name_too_long_is_a_usage_error(
+        self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
+    ) -> None:
+        # The server's refusal was said as "cannot read the log" (exit 3, unreachable).
+        name = "S" * 300
+        code, out, err = run(
+            capsys, "import", "--log", nats_server.url, "--stream", name, "--file", str(export)
+        )
+        assert (code, out) == (EXIT_USAGE, "")
+        assert "300 characters, more than 242" in err and "Traceback" not in err
 
     def test_a_rejected_import_leaves_the_server_as_it_was(
         self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
