@@ -4,6 +4,7 @@ into tables that outlive the kit."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -177,6 +178,73 @@ async def test_a_restarted_kit_takes_the_tables_up_where_they_are(
         assert await snapshot(again) == before
 
 
+@pytest.mark.parametrize("emptied", ["truncated", "position only"])
+async def test_tables_an_operator_emptied_are_filled_again_from_the_log(
+    postgres_uri: str, postgres_prefix: str, emptied: str
+) -> None:
+    # Without the position's row, applied_position() was None: the kit's start failed with a
+    # TypeError. With the other rows left, applying the log again over them counted each
+    # message twice.
+    log = MemoryEventLog()
+    async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
+        await converse(kit)
+        before = await snapshot(kit)
+    tables = [f"{postgres_prefix}{name}" for name in ("position", "rooms", "events")]
+    admin = await asyncpg.connect(postgres_uri)
+    try:
+        if emptied == "truncated":
+            await admin.execute(f"TRUNCATE {', '.join(tables)}")
+        else:
+            await admin.execute(f"DELETE FROM {tables[0]}")
+    finally:
+        await admin.close()
+    store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    async with store:
+        assert await store.applied_position() == 0
+        async with new_kit(log, store=store) as again:
+            assert await snapshot(again) == before
+            assert await store.applied_position() == await log.last_position()
+            room = await again.get_room("r1")
+            assert room.event_count == len(before["r1"]["events"])
+            # A rebuild finding no row to lock writes the position all the same.
+            admin = await asyncpg.connect(postgres_uri)
+            try:
+                await admin.execute(f"DELETE FROM {tables[0]}")
+            finally:
+                await admin.close()
+            await again.rebuild_store()
+            assert await snapshot(again) == before
+            assert await store.applied_position() == await log.last_position()
+
+
+async def test_a_message_sent_after_an_operator_emptied_the_tables_reaches_them(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    # Each record's update of the position found no row: every record after the TRUNCATE was
+    # skipped (a TypeError logged), while its caller was answered.
+    log = MemoryEventLog()
+    async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.process_inbound(text("sms", "before"), room_id="r1")
+        admin = await asyncpg.connect(postgres_uri)
+        try:
+            await admin.execute(
+                "TRUNCATE "
+                + ", ".join(f"{postgres_prefix}{name}" for name in ("position", "rooms", "events"))
+            )
+        finally:
+            await admin.close()
+        await kit.process_inbound(text("sms", "after"), room_id="r1")
+        timeline = await kit.get_timeline("r1", limit=100)
+        bodies = [e.content.body for e in timeline if isinstance(e.content, TextContent)]
+        assert bodies == ["before", "after"]
+        assert (await kit.get_room("r1")).event_count == len(timeline)
+        on_postgres = await snapshot(kit)
+    async with new_kit(log, store=InMemoryStore()) as in_memory:
+        assert await snapshot(in_memory) == on_postgres
+
+
 async def test_kits_of_two_processes_sharing_the_tables_apply_each_record_once(
     nats_server: NatsServer, postgres_uri: str, postgres_prefix: str
 ) -> None:
@@ -301,6 +369,40 @@ async def test_what_it_stored_outlives_the_store_and_a_given_pool_stays_open(
         await pool.close()
 
 
+async def test_a_given_pool_with_a_json_codec_reads_and_writes_the_same_json(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    # A pool set up as asyncpg's documentation shows (a json codec): each model's JSON was
+    # written as a JSON string, which SQL, and stores on other pools, could not read.
+    async def with_codec(conn: Any) -> None:
+        await conn.set_type_codec(
+            "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+    pool = await asyncpg.create_pool(postgres_uri, min_size=1, max_size=2, init=with_codec)
+    try:
+        async with (
+            PostgresStore(pool=pool, table_prefix=postgres_prefix) as coded,
+            PostgresStore(postgres_uri, table_prefix=postgres_prefix) as plain,
+        ):
+            for store, room_id in ((coded, "by-codec"), (plain, "by-plain")):
+                await store.create_room(make_room(room_id, metadata={"k": 1}))
+                await store.add_event(make_event(room_id, "hi", id=f"e-{room_id}"))
+                await store.create_identity(Identity(id=f"i-{room_id}", display_name="Ann"))
+            for store in (coded, plain):
+                assert [r.id for r in await store.list_rooms()] == ["by-codec", "by-plain"]
+                for room_id in ("by-codec", "by-plain"):
+                    room = await store.get_room(room_id)
+                    assert room is not None and room.metadata == {"k": 1}
+                    event = await store.get_event(f"e-{room_id}")
+                    assert event is not None and event.room_id == room_id
+                    assert await store.get_identity(f"i-{room_id}") is not None
+            ids = await pool.fetch(f"SELECT data->>'id' AS id FROM {postgres_prefix}rooms")
+            assert sorted(row["id"] for row in ids) == ["by-codec", "by-plain"]
+    finally:
+        await pool.close()
+
+
 async def test_two_stores_creating_the_tables_at_once_both_start(
     postgres_uri: str, postgres_prefix: str
 ) -> None:
@@ -372,6 +474,32 @@ async def test_tables_of_another_schema_version_are_refused(
             await store.close()
         assert await admin.fetchval("SELECT to_regclass($1)", f"{postgres_prefix}position") is None
     finally:
+        await admin.close()
+
+
+async def test_a_store_refusing_the_tables_closes_the_pool_it_opened(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    # Each refused store left its pool open, a connection held, with nobody to close it.
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix):
+        pass
+    admin = await asyncpg.connect(postgres_uri)
+    given = await asyncpg.create_pool(postgres_uri, min_size=1, max_size=1)
+    count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    try:
+        await admin.execute(f"COMMENT ON TABLE {postgres_prefix}position IS 'RoomKit schema 2'")
+        connections = await admin.fetchval(count)
+        for _ in range(3):
+            with pytest.raises(StoreSchemaError):
+                async with PostgresStore(postgres_uri, table_prefix=postgres_prefix):
+                    pass
+        assert await admin.fetchval(count) == connections
+        # A pool the app gave stays open.
+        with pytest.raises(StoreSchemaError):
+            await PostgresStore(pool=given, table_prefix=postgres_prefix).init()
+        assert await given.fetchval("SELECT 1") == 1
+    finally:
+        await given.close()
         await admin.close()
 
 
@@ -608,6 +736,49 @@ async def test_a_close_while_the_store_opens_leaves_it_closed(
         with pytest.raises(StoreClosedError):
             await store.get_room("r1")
         monkeypatch.undo()
+        async with store:
+            assert await store.get_room("r1") is None
+
+
+async def test_a_call_waiting_for_a_connection_as_the_store_closes_says_it_is_closed(
+    postgres_uri: str, postgres_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It got asyncpg's InterfaceError ("pool is closing"): the store projection took it for a
+    # record that cannot be stored and skipped the record for good, where it holds one the
+    # store is closed for until init() opens the store again.
+    connecting, connect = anyio.Event(), anyio.Event()
+    pools: list[Any] = []
+    create_pool = asyncpg.create_pool
+
+    async def gate(conn: Any) -> None:
+        if pools and not connect.is_set():  # the pool's later connections
+            connecting.set()
+            await connect.wait()
+
+    async def gated_pool(*args: Any, **kwargs: Any) -> Any:
+        pools.append(await create_pool(*args, init=gate, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(asyncpg, "create_pool", gated_pool)
+    store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    await store.init()
+    await pools[0].expire_connections()  # the next call connects anew, and waits at the gate
+    failed: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await store.get_room("r1")
+        except Exception as exc:
+            failed.append(exc)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await connecting.wait()
+            tg.start_soon(store.close)
+            await anyio.sleep(0.1)
+            connect.set()
+        assert [type(exc) for exc in failed] == [StoreClosedError]
         async with store:
             assert await store.get_room("r1") is None
 
