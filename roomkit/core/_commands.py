@@ -191,9 +191,8 @@ class RecordOutcome:
     observations: list[Observation] = field(default_factory=list)
     # The event delivered: the ON_TASK_CREATED hooks of ``tasks`` see its source and content.
     event: RoomEvent | None = None
-    # When the event delivered was made: replies made before it are looked up in the read
-    # model (see RoomDecider.stored_elsewhere).
-    event_made_at: datetime | None = None
+    # The ids of ``replies`` and ``blocked`` the read model holds (see _reused_ids).
+    stored: frozenset[str] = frozenset()
     # Sent by the worker delivering ``event``, which runs the work of what the room records
     # of it itself, ahead of the room's later turns (``Outcome.jobs``).
     worker_runs_them: bool = False

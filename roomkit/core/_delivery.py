@@ -21,6 +21,7 @@ from roomkit.core._caller_context import within
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
+from roomkit.core._reused_ids import stored_ids
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import hook_failure
 from roomkit.errors import EventRefusedError, KitClosedError
@@ -391,7 +392,11 @@ class RoomDelivery:
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
             event=event if broadcast.tasks else None,
-            event_made_at=event.created_at,
+            stored=await stored_ids(
+                (*broadcast.reentry_events, *broadcast.blocked_events),
+                event.created_at,
+                services.event_stored,
+            ),
             worker_runs_them=True,
         )
         if outcome.continues_turn:
@@ -556,7 +561,7 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
             outcome.root,
             replies=[reply],
             responders=outcome.responders,
-            event_made_at=outcome.event_made_at,
+            stored=outcome.stored,
             worker_runs_them=outcome.worker_runs_them,
         )
         for reply in outcome.replies

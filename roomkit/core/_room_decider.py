@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
@@ -69,6 +69,7 @@ from roomkit.core._domain import (
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._first_step import first_step
 from roomkit.core._in_decision import deciding
+from roomkit.core._reused_ids import stored_ids
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
@@ -136,7 +137,7 @@ class _Draft:
         self._recent = state.recent
         self._given: set[str] | None = None  # ids given by own in this decision
         self._given_keys: set[str] | None = None  # and idempotency keys
-        # The ids the read model holds out of the recent events (RoomDecider.stored_elsewhere).
+        # The ids the read model holds out of the recent events (see _reused_ids).
         self.stored: frozenset[str] = frozenset()
         # What user code gave that does not validate, left out (see _storable).
         self.left_out: list[tuple[str, str, str]] = []
@@ -160,7 +161,7 @@ class _Draft:
         timeline disagreed). So: no key for the message's (``message_key``), one the room
         holds or one of this decision (a notice injected twice); a new id for one of
         ``stems_from``, of this decision, of the room's recent events, or of ``stored`` (one
-        the read model holds: see ``RoomDecider.stored_elsewhere``).
+        the read model holds: see ``roomkit.core._reused_ids``).
         """
         key = event.idempotency_key
         if key is not None:
@@ -185,7 +186,7 @@ class _Draft:
             logger.warning(
                 "room %s: an event with the id %s of one the room holds is recorded as %s (a "
                 "copy given no id of its own, or one event object given again)",
-                event.room_id,
+                self.room_id,
                 event_id,
                 fresh,
             )
@@ -368,10 +369,7 @@ class RoomDecider:
             raise RoomNotFoundError(f"Room {self._room_id} not found")
         match command:
             case RecordOutcome():
-                stored = await self.stored_elsewhere(
-                    state, (*command.replies, *command.blocked), command.event_made_at
-                )
-                return self._record_outcome(state, command, stored)
+                return self._record_outcome(state, command)
             case SendEvent():
                 return await self._send_event(state, command)
             case GetContext():
@@ -739,7 +737,11 @@ class RoomDecider:
         result = await self._run_before_broadcast(room.id, event, context)
         if result.injected_events:
             injected = [getattr(item, "event", None) for item in result.injected_events]
-            draft.stored = await self.stored_elsewhere(state, injected, event.created_at)
+            # Before the message is recorded, the read model may lag behind another room's
+            # copy: this finds what it holds (bounded: see _reused_ids).
+            draft.stored = await stored_ids(
+                injected, event.created_at, self._event_stored, state.recent.may_hold
+            )
         # As 0.3.0: hook_error names the message whose hook failed; neither it nor
         # event_blocked names a channel.
         announce = [
@@ -867,31 +869,11 @@ class RoomDecider:
             if outcome.results
         ]
 
-    async def stored_elsewhere(
-        self, state: RoomState, events: Iterable[object], since: datetime | None
-    ) -> frozenset[str]:
-        """The ids of ``events`` (injected events, replies) made before ``since`` (the message
-        they stem from) that the read model holds, out of the room's recent events: one event
-        object given again after fifty others (a channel's canned reply), or in another room,
-        was recorded under the id of the event already stored (the room's timeline held one of
-        the two; the other room's, none). An event made for the message is not looked up."""
-        if self._event_stored is None or since is None:
-            return frozenset()
-        found: set[str] = set()
-        for event in events:
-            if not isinstance(event, RoomEvent) or not _made_before(event, since):
-                continue
-            if not state.recent.may_hold(event.id) and await self._event_stored(event.id):
-                found.add(event.id)
-        return frozenset(found)
-
-    def _record_outcome(
-        self, state: RoomState, cmd: RecordOutcome, stored: frozenset[str] = frozenset()
-    ) -> Decision:
+    def _record_outcome(self, state: RoomState, cmd: RecordOutcome) -> Decision:
         room = state.room
         assert room is not None
         draft = _Draft(state, self._now())
-        draft.stored = stored
+        draft.stored = cmd.stored  # looked up by the delivery worker (see _reused_ids)
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
         renamed: dict[str, str] = {}  # blocked replies recorded under another id
@@ -948,13 +930,6 @@ class RoomDecider:
             for_worker=cmd if cmd.worker_runs_them else None,
             left_out=tuple(draft.left_out),
         )
-
-
-def _made_before(event: RoomEvent, since: datetime) -> bool:
-    try:
-        return event.created_at < since
-    except TypeError:  # a naive time and an aware one: not known, so looked up
-        return True
 
 
 def _named_after(observation: Any, renamed: dict[str, str]) -> Any:

@@ -49,8 +49,7 @@ class KitServices:
     # the read model reached that position: for keys older than a room's window (see
     # _room_state.IDEMPOTENCY_WINDOW).
     older_duplicate: Callable[[str, str, int], Awaitable[str | None]]
-    # Whether the read model holds an event of that id (in any room): see
-    # RoomDecider.stored_elsewhere.
+    # Whether the read model holds an event of that id (in any room): see _reused_ids.
     event_stored: Callable[[str], Awaitable[bool]] | None = None
     # The kit these serve: code a room's decision runs may use another kit's store.
     kit: object = None

@@ -6,7 +6,9 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 import anyio
 import msgspec
@@ -670,6 +672,57 @@ class TestInbound:
             assert (await kit.get_room(room_id)).event_count == len(timeline)
             notices += [e for e in timeline if e.source.channel_id == "ai"]
         assert len(notices) == 2 and len({e.id for e in notices}) == 2
+
+    @pytest.mark.parametrize("store", ["lagging", "hanging", "naive times"])
+    async def test_the_read_model_is_asked_about_replies_made_before_their_message_only(
+        self, make_kit: Callable[..., RoomKit], store: str
+    ) -> None:
+        # The lookup ran in the room's decision, before the read model held another room's
+        # copy (a store slow to write: refused there again), with no bound (a store that
+        # hangs held the room: its messages cut at process_timeout, one never recorded), and
+        # for every reply with a naive time (taken as not known).
+        asked: list[str] = []
+
+        class Store(_SlowStore):
+            async def get_event(self, event_id: str) -> RoomEvent | None:
+                asked.append(event_id)
+                if store == "hanging":
+                    await anyio.sleep_forever()
+                return await super().get_event(event_id)
+
+        def canned(event: RoomEvent) -> RoomEvent:
+            return notice
+
+        def fresh(event: RoomEvent) -> RoomEvent:
+            return notice.model_copy(update={"id": uuid4().hex, "created_at": datetime.now()})
+
+        notice = RoomEvent(
+            room_id="r1",
+            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+            content=TextContent(body="we are closed"),
+        )
+        async with make_kit(store=Store(), process_timeout=5) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(_Answering("ai", fresh if store == "naive times" else canned))
+            for room_id in ("r1", "r2"):
+                await kit.create_room(room_id=room_id)
+                await kit.attach_channel(room_id, "sms")
+                await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
+                for n in range(2):
+                    result = await kit.process_inbound(text("sms", f"m{n}"), room_id=room_id)
+                    assert not result.blocked, result.reason
+            notices = []
+            for room_id in ("r1", "r2"):
+                timeline = await kit.get_timeline(room_id, limit=100)
+                assert [e.content.body for e in timeline if e.source.channel_id == "sms"] == [  # type: ignore[union-attr]
+                    "m0",
+                    "m1",
+                ]
+                notices += [e.id for e in timeline if e.source.channel_id == "ai"]
+        if store == "naive times":
+            assert asked == []  # fresh replies: nothing to ask
+        if store != "hanging":  # unanswered, a copy is recorded under its id, as before
+            assert len(notices) == len(set(notices)) == 4
 
     async def test_a_reply_object_blocked_every_turn_leaves_an_observation_each_time(
         self, make_kit: Callable[..., RoomKit]
