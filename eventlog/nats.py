@@ -137,7 +137,18 @@ def _new_id_source() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_id_source)
 
-_MAX_STREAM_NAME = 255  # JetStream's limit on a stream's name
+_MAX_STREAM_NAME = 255  # JetStream's limit on a stream's name, in bytes
+
+
+def _check_name_size(what: str, name: str, most: int) -> None:
+    size = len(name.encode())
+    if size > most:
+        raise ValueError(
+            f"invalid JetStream {what} {name[:20]!r}...: {size} bytes, more than {most} "
+            f"(JetStream's stream names are at most {_MAX_STREAM_NAME} bytes, a KV bucket's "
+            "KV_<bucket> included)"
+        )
+
 
 # A message id is sent as a header value: anything a header cannot carry verbatim, or longer
 # than this many bytes, is hashed.
@@ -216,15 +227,12 @@ class NatsEventLog(EventLog):
     ) -> None:
         if not stream_name or any(c in stream_name for c in ".*> \t\r\n"):
             raise ValueError(f"invalid JetStream stream name {stream_name!r}")
-        # JetStream takes names of up to 255 characters, its snapshot bucket's stream too
-        # (KV_<name>_snapshots): a longer one failed as the log opened, said as an outage.
-        longest = _MAX_STREAM_NAME - (0 if read_only else len("KV__snapshots"))
-        if len(stream_name) > longest:
-            raise ValueError(
-                f"invalid JetStream stream name {stream_name[:20]!r}...: {len(stream_name)} "
-                f"characters, more than {longest} (JetStream's names are at most "
-                f"{_MAX_STREAM_NAME}, its snapshot bucket's, KV_<name>_snapshots, included)"
-            )
+        # JetStream takes names of up to 255 bytes, its snapshot bucket's stream's too
+        # (KV_<bucket>): a longer one failed as the log opened, said as an outage.
+        _check_name_size("stream name", stream_name, _MAX_STREAM_NAME)
+        if not read_only:  # a reader makes no bucket
+            bucket = kv_bucket or f"{stream_name}_snapshots"
+            _check_name_size("snapshot bucket", bucket, _MAX_STREAM_NAME - len("KV_"))
         tokens = subject_prefix.split(".")
         if not all(tokens) or any(c in subject_prefix for c in "*> \t\r\n"):
             raise ValueError(f"invalid subject prefix {subject_prefix!r}")

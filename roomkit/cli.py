@@ -152,9 +152,12 @@ class Console:
 
     def note(self, line: str) -> None:
         # A note that cannot be written (stderr a closed pipe) is lost, not the exit code
-        # (an unknown room's 4 became 1).
-        with contextlib.suppress(OSError, ValueError):
+        # (an unknown room's 4 became 1; and 120 once Python failed to flush it at exit).
+        try:
             self.err.write(_encodable(line, self.err) + "\n")
+            self.err.flush()
+        except (OSError, ValueError):
+            _silence(self.err)
 
     def encodable(self, line: str) -> str:
         """``line`` as ``out``'s encoding can hold it."""
@@ -727,7 +730,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # StringIO: ``serve`` runs for days, and everything logged meanwhile was kept.
         with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stderr(sink):
             return _main(argv)
-    return _main(argv)
+    code = _main(argv)
+    # What is left in stderr's buffer (argparse's usage, which ignores a failed write) fails
+    # Python's flush at exit, and the process exits with 120, when stderr is a closed pipe.
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        _silence(sys.stderr)
+    return code
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -773,10 +783,16 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _silence_stdout() -> None:
+    _silence(sys.stdout)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream``'s file at /dev/null: what its buffer holds is flushed there at exit,
+    where Python otherwise complains (and exits with 120)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no real file behind stdout: nothing will complain
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):  # no real file behind it: nothing will complain
         pass
 
 

@@ -471,12 +471,17 @@ def test_bad_names_are_refused_up_front() -> None:
         NatsEventLog(subject_prefix="rooms.*")
     # Longer than JetStream takes, its snapshot bucket's name included: it failed as the log
     # opened, said as an outage (the CLI's "log unreachable").
-    NatsEventLog(stream_name="S" * 242)
-    with pytest.raises(ValueError, match="243 characters, more than 242"):
+    NatsEventLog(stream_name="S" * 242)  # its bucket's stream: KV_<name>_snapshots
+    with pytest.raises(ValueError, match="snapshot bucket 'SSS.*253 bytes, more than 252"):
         NatsEventLog(stream_name="S" * 243)
+    NatsEventLog(stream_name="S" * 250, kv_bucket="snapshots")
+    with pytest.raises(ValueError, match="snapshot bucket 'bbb.*253 bytes, more than 252"):
+        NatsEventLog(kv_bucket="b" * 253)
     NatsEventLog(stream_name="S" * 255, read_only=True)  # a reader makes no bucket
-    with pytest.raises(ValueError, match="256 characters, more than 255"):
+    with pytest.raises(ValueError, match="stream name 'SSS.*256 bytes, more than 255"):
         NatsEventLog(stream_name="S" * 256, read_only=True)
+    with pytest.raises(ValueError, match="stream name .*400 bytes, more than 255"):
+        NatsEventLog(stream_name="é" * 200)  # JetStream counts bytes
 
 
 @pytest.mark.parametrize(

@@ -403,6 +403,26 @@ class TestExitCodes:
         monkeypatch.setattr(sys, "stderr", ClosedPipe())
         assert main(["replay", "nope", "--file", str(export)]) == EXIT_UNKNOWN_ROOM
         assert main(["replay", "r1", "--file", str(export), "--at", "bad"]) == EXIT_USAGE
+        # A process: the note left in stderr's buffer failed Python's flush at exit (120).
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        for argv, expected in (
+            (["nope", "--file", str(export)], EXIT_UNKNOWN_ROOM),
+            (["r1", "--file", str(export), "--at", "bad"], EXIT_USAGE),
+            ([], EXIT_USAGE),  # argparse's own usage error
+        ):
+            read_end, write_end = os.pipe()
+            os.close(read_end)  # its reader is gone
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "roomkit", "replay", *argv],
+                    stdout=subprocess.DEVNULL,
+                    stderr=write_end,
+                    check=False,
+                    env=env,
+                )
+            finally:
+                os.close(write_end)
+            assert done.returncode == expected, argv
 
     def test_unknown_room_in_an_export_on_stdin(
         self,
@@ -830,7 +850,7 @@ class TestOnNats:
             capsys, "import", "--log", nats_server.url, "--stream", name, "--file", str(export)
         )
         assert (code, out) == (EXIT_USAGE, "")
-        assert "300 characters, more than 242" in err and "Traceback" not in err
+        assert "300 bytes, more than 255" in err and "Traceback" not in err
 
     def test_a_rejected_import_leaves_the_server_as_it_was(
         self, capsys: pytest.CaptureFixture[str], export: Path, nats_server: Any
