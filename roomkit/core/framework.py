@@ -9,6 +9,7 @@ starts on first use and stops in ``close()``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -789,7 +790,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
         # A copy (a dict, whatever mapping was given): the caller's dict, reused or changed
         # later, changed the events published with it, and another process got them as they
         # were published (NatsRealtime encodes them).
-        await self._publish(room_id, kind, user_id, dict(data) if data else {})
+        await self._publish(room_id, kind, user_id, copy.deepcopy(dict(data)) if data else {})
 
     async def publish_presence(self, room_id: str, user_id: str, status: str) -> None:
         check_str("status", status)

@@ -1539,15 +1539,16 @@ async def test_an_ephemeral_event_carries_its_data_as_published(kit: RoomKit) ->
     # which json.dumps of the event's to_dict() refused.
     heard: list[EphemeralEvent] = []
     await kit.subscribe_room("r1", heard.append)
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = {"cursor": {}}
     for n in range(3):
-        data["n"] = n
+        data["n"] = data["cursor"]["line"] = n
         await kit.publish_typing("r1", "u1", data=data)
     await kit.publish_typing("r1", "u1", data=types.MappingProxyType({"n": 3}))  # type: ignore[arg-type]
     await eventually(lambda: _has(heard, 4), what="the four events")
-    assert [e.data for e in heard] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+    assert [e.data.get("cursor") for e in heard] == [{"line": 0}, {"line": 1}, {"line": 2}, None]
+    assert [e.data["n"] for e in heard] == [0, 1, 2, 3]
     assert all(type(e.data) is dict for e in heard)
-    assert data == {"n": 2}
+    assert data == {"n": 2, "cursor": {"line": 2}}
 
 
 async def _has(items: list[Any], count: int) -> bool:
