@@ -392,10 +392,14 @@ class RoomDelivery:
             tasks=list(broadcast.tasks),
             observations=list(broadcast.observations),
             event=event if broadcast.tasks else None,
-            stored=await stored_ids(
-                (*broadcast.reentry_events, *broadcast.blocked_events),
-                event.created_at,
-                services.event_stored,
+            stored=(
+                await stored_ids(
+                    (*broadcast.reentry_events, *broadcast.blocked_events),
+                    event.created_at,
+                    services.event_stored,
+                )
+                if broadcast.reentry_events or broadcast.blocked_events
+                else frozenset()
             ),
             worker_runs_them=True,
         )
