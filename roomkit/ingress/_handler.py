@@ -37,7 +37,7 @@ from roomkit.errors import (
 from roomkit.ingress._crashes import CrashLedger
 from roomkit.ingress._deadletter import HEADER_SLACK, fit, own_headers
 from roomkit.ingress._inflight import Inflight, pause
-from roomkit.ingress._nats import is_transient
+from roomkit.ingress._nats import is_transient, stream_full
 from roomkit.ingress._work import IngressStats, Rejection, WorkItem
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 from roomkit.ingress.wire import (
@@ -301,7 +301,10 @@ class MessageHandler:
         stored: a message is terminated only once its dead letter exists.
 
         What would not fit the server's max payload is cut (see ``_deadletter.fit``); a dead
-        letter JetStream refuses for good is stored without payload nor original headers.
+        letter JetStream refuses for good is stored without payload nor original headers. A
+        dead-letter stream that is full (its limits with ``discard=new``) is waited for, the
+        letter whole: it was stripped of its payload, which it then lost once the stream had
+        room, and the letter was sent again at once, thousands of times a second.
 
         Raises:
             Abandon: the ingress is stopping, or the NATS connection was closed (which stops
@@ -320,6 +323,7 @@ class MessageHandler:
         data, headers = fit(item.data, item.headers, own, limit)
         subject = dead_letter_subject(settings.subject_prefix, item.subject[len(self._in_base) :])
         delay = 0.05
+        stripped = False
         while True:
             try:
                 with anyio.fail_after(settings.request_timeout):
@@ -340,10 +344,11 @@ class MessageHandler:
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 if self._stopping.is_set():
                     raise Abandon from exc
+                full = stream_full(exc)
                 refused = (
-                    isinstance(exc, nats.js.errors.APIError) and not is_transient(exc)
+                    isinstance(exc, nats.js.errors.APIError) and not is_transient(exc) and not full
                 ) or isinstance(exc, nats.errors.BadHeaderError)
-                if refused and (data or headers != own):
+                if refused and not stripped:
                     # JetStream refuses this letter itself (a limit of the dead-letter
                     # stream), or nats-py will not send one of its headers: keep what says
                     # why, which any stream takes. (Retried as it was, it was retried for
@@ -354,8 +359,16 @@ class MessageHandler:
                         exc,
                     )
                     data, headers = fit(item.data, {}, own, 0)
+                    stripped = True
                     continue
-                logger.warning("ingress: storing a dead letter failed (%r); retrying", exc)
+                if full:
+                    logger.warning(
+                        "ingress: the dead-letter stream is full (%s): raise its limits, or "
+                        "remove what it no longer needs to hold; retrying",
+                        getattr(exc, "description", exc),
+                    )
+                else:
+                    logger.warning("ingress: storing a dead letter failed (%r); retrying", exc)
                 await pause(self._stopping, delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY)
                 if isinstance(exc, nats.js.errors.NoStreamResponseError):

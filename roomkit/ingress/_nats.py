@@ -26,6 +26,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 
 from eventlog import LogUnavailable
+from eventlog._nats_errors import limit_reached
 from eventlog._redacted import redacted
 from eventlog.nats import close_nats_client, is_transient_nats_error, open_nats_client
 from roomkit.ingress.errors import IngressError, IngressUnavailable
@@ -50,6 +51,13 @@ ERR_CONSUMER_NOT_UNIQUE = 10100
 def is_transient(exc: BaseException) -> bool:
     """Whether a NATS call that raised ``exc`` may succeed later (server or link away)."""
     return is_transient_nats_error(exc)
+
+
+def stream_full(exc: BaseException) -> bool:
+    """Whether JetStream refused a message because its stream is full (its limits on what
+    it holds, with ``discard=new``): the log's writes wait for nobody to empty it, but the
+    ingress's streams empty as messages are taken (not transient for the log, it is here)."""
+    return limit_reached(exc)
 
 
 async def connect(

@@ -36,7 +36,7 @@ from nats.js.api import PubAck
 from actors import check_finite_seconds
 from roomkit.errors import InvalidRoomIdError
 from roomkit.ingress._deadletter import headers_size
-from roomkit.ingress._nats import is_transient
+from roomkit.ingress._nats import is_transient, stream_full
 from roomkit.ingress._work import Rejection, message_of
 from roomkit.ingress.errors import IngressTimeout, IngressUnavailable, InvalidInbound
 from roomkit.ingress.wire import (
@@ -134,9 +134,11 @@ async def publish_inbound(
             envelope that does not encode or decode as one (wrong field types, metadata with
             values JSON has no form for), content that is no RoomKit content, or a message
             larger than the server's max payload; or one JetStream refused for good (a limit
-            of the stream, ``max_msg_size`` say): publishing it again would be refused again.
+            of the stream on each message, ``max_msg_size`` say): publishing it again would be
+            refused again.
         IngressUnavailable: JetStream did not store the message (no server, no stream: the
-            ingress creates its stream when it starts).
+            ingress creates its stream when it starts; the stream full, its limits on what
+            it holds reached with ``discard=new``, until the ingress takes its messages).
         IngressTimeout: no reply within ``reply_timeout`` (the message is stored and will
             still be processed).
         TypeError: ``nc`` is not a nats-py client (a JetStream context, say), ``message`` is
@@ -286,7 +288,10 @@ async def _publish(
             "its stream), or check the subject prefix"
         ) from exc
     except nats.js.errors.APIError as exc:
-        if is_transient(exc):
+        if is_transient(exc) or stream_full(exc):
+            # A work queue at its limits (discard=new) empties as the ingress acknowledges
+            # what it holds: taken for a message of its own that is refused for good, a valid
+            # one was said invalid.
             raise IngressUnavailable(
                 f"JetStream did not store the message on {subject} (try again): {exc}"
             ) from exc

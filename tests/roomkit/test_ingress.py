@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import msgspec
 import nats
+import nats.js.api
 import nats.js.client
 import nats.js.errors
 import nats.js.kv
@@ -1377,6 +1378,43 @@ async def test_dead_letters_of_a_stream_made_again_are_not_taken_for_the_old_one
     assert [m.data for m in stored] == [b"first", b"second"]
 
 
+async def test_a_full_dead_letter_stream_is_waited_for_with_the_letter_whole(
+    nats_server: NatsServer,
+    nats_kit: RoomKit,
+    client: NatsClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Refused as full, the letter was stripped of its payload (lost once the stream had
+    # room), then sent again at once, thousands of times a second.
+    js = client.jetstream()
+    await js.add_stream(
+        name="ROOMKIT_DLQ",
+        subjects=["roomkit.dlq.>"],
+        max_msgs=1,
+        discard=nats.js.api.DiscardPolicy.NEW,
+    )
+    caplog.set_level(logging.WARNING, "roomkit.ingress")
+    async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
+        headers = {REPLY_TO_HEADER: replies.inbox}
+        await js.publish("roomkit.in.sms", b"first", headers=headers)
+        await replies.take(1)
+        await js.publish("roomkit.in.sms", b"second, kept whole", headers=headers)
+        await eventually(
+            lambda: _said(caplog, "the dead-letter stream is full"), what="the stream full"
+        )
+        await js.purge_stream("ROOMKIT_DLQ")  # the operator makes room
+        await replies.take(1)
+    assert ingress.stats.dead_lettered == 2
+    info = await js.stream_info("ROOMKIT_DLQ")
+    dead = await js.get_msg("ROOMKIT_DLQ", info.state.last_seq)
+    assert dead.data == b"second, kept whole"
+    assert "without its payload" not in caplog.text
+
+
+async def _said(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return text in caplog.text
+
+
 # -- duplicates --------------------------------------------------------------------------------
 
 
@@ -1656,6 +1694,22 @@ async def test_publish_inbound_says_when_jetstream_refuses_the_message_for_good(
     with pytest.raises(InvalidInbound, match="refused the message.*maximum"):
         await publish_inbound(client, large)
     assert (await publish_inbound(client, text("sms", "small", idempotency_key="k2"))).seq == 1
+
+
+async def test_publish_inbound_says_a_full_work_queue_is_unavailable_not_the_message_invalid(
+    client: NatsClient,
+) -> None:
+    # The stream at its limits with discard=new empties as the ingress takes its messages: a
+    # valid message was said invalid (InvalidInbound, a ValueError), and callers dropped it.
+    await client.jetstream().add_stream(
+        name="ROOMKIT_IN",
+        subjects=["roomkit.in.>"],
+        max_msgs=1,
+        discard=nats.js.api.DiscardPolicy.NEW,
+    )
+    await publish_inbound(client, text("sms", "one", idempotency_key="k1"))
+    with pytest.raises(IngressUnavailable, match="try again.*maximum messages"):
+        await publish_inbound(client, text("sms", "two", idempotency_key="k2"))
 
 
 async def test_optional_fields_written_as_null_are_taken_as_absent(
