@@ -31,7 +31,6 @@ from roomkit.models.enums import (
     ChannelMediaType,
     ChannelType,
     EventStatus,
-    EventType,
 )
 from roomkit.models.event import EventSource, RoomEvent, SystemContent, TextContent
 
@@ -72,17 +71,15 @@ def _never(url: str) -> bool:
 
 
 def _hidden_from_history(event: RoomEvent) -> bool:
-    """Whether a past event stays out of the model's history: blocked, or a system event.
+    """Whether a past event stays out of the model's history: blocked, or a system notice.
 
-    Blocked events were never delivered to the room's channels; system events (type
-    ``SYSTEM``, and the kit's audit notices such as a channel attached) are bookkeeping, not
-    conversation.
+    Blocked events were never delivered to the room's channels; system notices (the kit's
+    audit events such as a channel attached: ``SystemContent``) are bookkeeping, not
+    conversation. An event of type ``SYSTEM`` with text (``send_event(...,
+    event_type=SYSTEM)``) is answered, as in 0.3.0, and so it stays in the history: left out,
+    the model saw its own answer to a question it was not shown.
     """
-    return (
-        event.status == EventStatus.BLOCKED
-        or event.type == EventType.SYSTEM
-        or isinstance(event.content, SystemContent)
-    )
+    return event.status == EventStatus.BLOCKED or isinstance(event.content, SystemContent)
 
 
 class _Conversation:

@@ -615,7 +615,7 @@ class TestMessages:
         channel = AIChannel(AI_ID, provider=provider)
         history = [
             _attached(),
-            _event("room closed", type=EventType.SYSTEM),
+            _event(SystemContent(body="room closed", code="room_closed"), type=EventType.SYSTEM),
             _event("spam", status=EventStatus.BLOCKED),
             _event("spam edit", type=EventType.EDIT, status=EventStatus.BLOCKED),
             _event(""),
@@ -623,6 +623,22 @@ class TestMessages:
         ]
         await channel.on_event(history[-1], _ai_binding(), _context(history))
         assert _texts(provider.calls[0]) == [("user", "real")]
+
+    async def test_a_system_event_with_text_it_answered_stays_in_its_history(self) -> None:
+        # send_event(..., event_type=SYSTEM) with text: answered (as in 0.3.0), then left out
+        # of the history, so the model saw its answer to a question it was not shown.
+        provider = MockAIProvider(["4"])
+        channel = AIChannel(AI_ID, provider=provider)
+        question = _event("What is 2+2?", type=EventType.SYSTEM)
+        output = await channel.on_event(question, _ai_binding(), _context([question]))
+        assert output.responded
+        history = [question, _ai_event("4"), _event("and now?")]
+        await channel.on_event(history[-1], _ai_binding(), _context(history))
+        assert _texts(provider.calls[1]) == [
+            ("user", "What is 2+2?"),
+            ("assistant", "4"),
+            ("user", "and now?"),
+        ]
 
     async def test_past_events_of_every_answered_type_are_shown(self) -> None:
         """The channel answers edits, reactions, ...: the model must see what it answered,
