@@ -789,6 +789,20 @@ class InboundMixin(HelpersMixin):
             return result
         if meta.is_status:
             await self.process_delivery_status(meta.to_status(), channel_id)
+        else:
+            # Neither: an inbound message needs a sender, a status the id of the message it
+            # is about. Dropped without a word, a provider's change of payload went unseen.
+            # (A payload the extractor says is of no kind it knows, "unknown", is routine.)
+            say = logger.debug if meta.direction == "unknown" else logger.warning
+            say(
+                "process_webhook: %s payload for channel %r is neither an inbound message (a "
+                "sender: %r) nor a delivery status (a message id: %r, a status: %r); ignored",
+                meta.provider,
+                channel_id,
+                meta.sender,
+                meta.message_id,
+                meta.status or meta.event_type,
+            )
         return None
 
 

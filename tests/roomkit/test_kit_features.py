@@ -523,6 +523,29 @@ class TestFrameworkEvents:
         assert statuses == ["delivered"]
         assert hooked == ["SM1"]
 
+    async def test_a_webhook_neither_message_nor_status_is_said_ignored(
+        self, kit: RoomKit, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A message with no sender, a status with no message id: ignored without a word.
+        from providers.sms.meta import WebhookMeta
+
+        kit.register_channel(SMSChannel("sms", provider=MockSMSProvider()))
+        metas = [
+            WebhookMeta("twilio", "", "+15550002", "hello", "SM1", None, {}),
+            WebhookMeta(provider="telnyx", direction="outbound", event_type="message.delivered"),
+        ]
+        for meta in metas:
+            with caplog.at_level(logging.WARNING, logger="roomkit"):
+                assert await kit.process_webhook(meta, "sms") is None
+        said = [r.getMessage() for r in caplog.records if "process_webhook" in r.getMessage()]
+        assert len(said) == 2 and all("ignored" in line for line in said), said
+        assert "twilio payload" in said[0] and "telnyx payload" in said[1]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="roomkit"):  # routine: not a warning
+            unknown = WebhookMeta(provider="telnyx", direction="unknown")
+            assert await kit.process_webhook(unknown, "sms") is None
+        assert "process_webhook" not in caplog.text
+
     async def test_status_hooks_are_filtered_by_the_channel_the_webhook_came_through(
         self, kit: RoomKit, caplog: pytest.LogCaptureFixture
     ) -> None:
