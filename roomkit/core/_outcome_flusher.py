@@ -35,6 +35,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from actors import ActorDeadError, MailboxFull
+from actors._clock import loop_clock
 from roomkit.core._commands import FlushOutcomes, RecordOutcome
 
 __all__ = ["FLUSH", "OutcomeFlusher"]
@@ -126,6 +127,10 @@ class OutcomeFlusher:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Tell each room to append what still waits, ``delay`` after it started waiting."""
+        if self._clock is anyio.current_time:
+            # The same clock, resolved once: anyio's looks the async backend up on every
+            # call, and ``add`` reads it once per message (see actors/_clock.py).
+            self._clock = loop_clock()
         task_status.started()
         while True:
             wakeup = self._wakeup = anyio.Event()

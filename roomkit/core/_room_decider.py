@@ -789,7 +789,7 @@ class RoomDecider:
                 final.index,
                 event.index,
             )
-        changes = {"status": EventStatus.DELIVERED, "index": event.index, "room_id": room.id}
+        changes = {"status": _DELIVERED, "index": event.index, "room_id": room.id}
         if key and final.idempotency_key != key:
             # A replacement (a redaction hook's ``RoomEvent(...)``, or one given another key)
             # is still this message: under another key, or none, the provider's retry was
@@ -1093,6 +1093,9 @@ def _delivery_recorded(outcome: RecordOutcome) -> DeliveryRecorded:
 # made once per channel, not per message and target (a tenth of what recording a message's
 # outcome cost with ten targets). Bounded: forgotten when it holds this many.
 _PLAIN_RESULTS_KEPT = 1024
+# Enum members read per message, as module globals: a class attribute of an enum goes through
+# EnumType.__getattr__'s slot hook (Python 3.11: ~500 instructions a read).
+_DELIVERED = EventStatus.DELIVERED
 _plain_results: dict[tuple[str, bool], msgspec.Raw] = {}
 
 

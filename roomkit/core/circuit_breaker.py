@@ -37,6 +37,11 @@ class CircuitState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+# The states as module globals: a class attribute of an enum goes through EnumType.__getattr__'s
+# slot hook (Python 3.11: ~500 instructions a read), three reads per delivery.
+_CLOSED, _OPEN, _HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
+
 class CircuitBreaker:
     """Counts consecutive failures of one channel and refuses calls while it is open.
 
@@ -73,7 +78,7 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.recovery_timeout = recovery_timeout
         self._clock = clock
-        self._state = CircuitState.CLOSED
+        self._state = _CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._probe_started_at: float | None = None
@@ -91,15 +96,12 @@ class CircuitBreaker:
     @property
     def is_open(self) -> bool:
         """True while calls are refused without a probe being due."""
-        return (
-            self._state is CircuitState.OPEN
-            and self._clock() - self._opened_at < self.recovery_timeout
-        )
+        return self._state is _OPEN and self._clock() - self._opened_at < self.recovery_timeout
 
     @property
     def is_closed(self) -> bool:
         """True while calls go through (no failure streak reached the threshold)."""
-        return self._state is CircuitState.CLOSED
+        return self._state is _CLOSED
 
     @property
     def is_half_open(self) -> bool:
@@ -115,13 +117,13 @@ class CircuitBreaker:
         so the breaker cannot stay stuck.
         """
         state = self._state
-        if state is CircuitState.CLOSED:
+        if state is _CLOSED:
             return True
         now = self._clock()
-        if state is CircuitState.OPEN:
+        if state is _OPEN:
             if now - self._opened_at < self.recovery_timeout:
                 return False
-            self._state = CircuitState.HALF_OPEN
+            self._state = _HALF_OPEN
             self._probe_started_at = now
             return True
         # HALF_OPEN: one probe in flight.
@@ -136,26 +138,26 @@ class CircuitBreaker:
     def probe(self) -> float | None:
         """The probe under way (when it started, by the clock), if any: right after an
         ``allow_request`` that said True, whether that caller is the probe."""
-        return self._probe_started_at if self._state is CircuitState.HALF_OPEN else None
+        return self._probe_started_at if self._state is _HALF_OPEN else None
 
     def abandon_probe(self, probe: float) -> None:
         """The probe ``probe`` (see `probe`) was cut short (cancelled) and will not report:
         the next caller may probe at once. Nothing changes if another probe has started
         since, or the breaker left HALF_OPEN."""
-        if self._state is CircuitState.HALF_OPEN and self._probe_started_at == probe:
+        if self._state is _HALF_OPEN and self._probe_started_at == probe:
             self._probe_started_at = None
 
     def record_success(self) -> None:
         """A call succeeded: close the circuit and forget past failures."""
-        self._state = CircuitState.CLOSED
+        self._state = _CLOSED
         self._failures = 0
         self._probe_started_at = None
 
     def record_failure(self) -> None:
         """A call failed: count it; open the circuit at the threshold or when a probe fails."""
         self._failures += 1
-        if self._state is CircuitState.HALF_OPEN or self._failures >= self.failure_threshold:
-            self._state = CircuitState.OPEN
+        if self._state is _HALF_OPEN or self._failures >= self.failure_threshold:
+            self._state = _OPEN
             self._opened_at = self._clock()
             self._probe_started_at = None
 

@@ -94,6 +94,10 @@ CHAIN_TIMEOUT_BLOCKED_BY = "event_chain_process_timeout"
 
 _CANNOT_WRITE = frozenset({Access.READ_ONLY, Access.NONE})
 _CANNOT_READ = frozenset({Access.WRITE_ONLY, Access.NONE})
+# Enum members read per message, as module globals: a class attribute of an enum goes through
+# EnumType.__getattr__'s slot hook (Python 3.11: ~500 instructions a read).
+_OUTBOUND = ChannelDirection.OUTBOUND
+_TRANSPORT = ChannelCategory.TRANSPORT
 
 
 _BASE_ON_EVENT = Channel.on_event
@@ -328,7 +332,7 @@ class EventRouter:
             for b in context.bindings
             if b.channel_id != source_id
             and b.access not in _CANNOT_READ
-            and b.direction != ChannelDirection.OUTBOUND
+            and b.direction != _OUTBOUND
             and visible_to(visibility, b)
         ]
 
@@ -389,7 +393,7 @@ class EventRouter:
             )
             return None
         outcome = _Outcome(target)
-        is_transport = target.category == ChannelCategory.TRANSPORT
+        is_transport = target.category == _TRANSPORT
         try:
             prepared = self._untranscoded(event, source_binding, target)
             if prepared is None:  # to be transcoded
@@ -450,7 +454,7 @@ class EventRouter:
             exc_info=error,
         )
         outcome.error = text
-        if outcome.binding.category == ChannelCategory.TRANSPORT and outcome.delivery is None:
+        if outcome.binding.category == _TRANSPORT and outcome.delivery is None:
             outcome.delivery = DeliveryResult(channel_id=channel_id, success=False, error=text)
 
     def _merge(self, result: BroadcastResult, outcome: _Outcome, parent_depth: int) -> None:

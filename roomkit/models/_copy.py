@@ -22,13 +22,26 @@ M = TypeVar("M", bound=BaseModel)
 
 _set = object.__setattr__
 
+# Per model class: whether it takes extra fields, and its ``__new__``. Reading either from the
+# class goes through pydantic's metaclass ``__getattr__`` hook (~500 instructions a read, and
+# a copy read both); a class's configuration is fixed once it is built.
+_CLASSES: dict[type[BaseModel], tuple[bool, Any]] = {}
+
+
+def _class(cls: type[BaseModel]) -> tuple[bool, Any]:
+    known = _CLASSES.get(cls)
+    if known is None:
+        known = _CLASSES[cls] = (cls.model_config.get("extra") == "allow", cls.__new__)
+    return known
+
 
 def updated(model: M, changes: Mapping[str, Any]) -> M:
     """A shallow copy of ``model`` with ``changes`` applied (same as ``model_copy(update=)``)."""
     cls = type(model)
-    if cls.model_config.get("extra") == "allow":
+    extra_allowed, new = _CLASSES.get(cls) or _class(cls)
+    if extra_allowed:
         return model.model_copy(update=dict(changes))  # changes may go to the extra fields
-    copy = cls.__new__(cls)
+    copy: M = new(cls)
     values = model.__dict__.copy()
     values.update(changes)
     _set(copy, "__dict__", values)
@@ -66,7 +79,7 @@ def constructed(
     ``fields_set`` (default: every field) and ``private`` (the private attributes' values,
     for a model that has some) make it what a validating constructor given only some fields
     makes (``ChannelOutput.empty()``, ``HookResult.allow()``)."""
-    model = cls.__new__(cls)
+    model: M = (_CLASSES.get(cls) or _class(cls))[1](cls)
     _set(model, "__dict__", values)
     _set(model, "__pydantic_fields_set__", set(values if fields_set is None else fields_set))
     _set(model, "__pydantic_extra__", None)

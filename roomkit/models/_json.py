@@ -74,15 +74,34 @@ def event_fields(event_json: bytes | msgspec.Raw) -> EventFields:
     return _fields_decoder.decode(event_json)
 
 
+# The last envelope decoded, and what it decoded to: the store projection hands a
+# ``message.recorded`` payload to the store (``add_event_envelope``, which reads its fields) and
+# then reads the same bytes object's fields and activity itself. ``bytes`` cannot change, so
+# the same object decodes the same; one entry holds one payload alive at most.
+# One tuple, replaced whole: a reader in another thread never sees half an update.
+_last_envelope: tuple[object, _Enveloped | None] = (None, None)
+
+
+def _enveloped(envelope: bytes) -> _Enveloped:
+    global _last_envelope
+    last = _last_envelope
+    if last[0] is envelope:
+        return cast(_Enveloped, last[1])
+    enveloped = _enveloped_decoder.decode(envelope)
+    if type(envelope) is bytes:
+        _last_envelope = (envelope, enveloped)
+    return enveloped
+
+
 def enveloped_event_fields(envelope: bytes) -> EventFields:
     """The ``EventFields`` of the event in an envelope."""
-    return _enveloped_decoder.decode(envelope).event
+    return _enveloped(envelope).event
 
 
 def enveloped_event_activity(envelope: bytes) -> tuple[EventFields, bool | None]:
     """The ``EventFields`` of the event in a ``message.recorded`` envelope, and its
     ``activity`` flag (None when absent: see ``roomkit.core._domain.is_activity``)."""
-    enveloped = _enveloped_decoder.decode(envelope)
+    enveloped = _enveloped(envelope)
     return enveloped.event, enveloped.activity
 
 
