@@ -319,10 +319,12 @@ def _closed(conn: Any) -> bool:
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
+def _translated(pool_ours: bool = True) -> Iterator[None]:
     """``StoreUnavailableError`` for a failure that trying again later can cure;
     ``TypeError`` for an argument of the wrong type (an id given as a number), which the
-    driver refuses before sending anything."""
+    driver refuses before sending anything; ``StoreClosedError`` for a pool closing under the
+    call when the store closes it (``pool_ours``): a pool the app gave and closed itself is
+    not opened again by ``init()``, and its calls fail as asyncpg says."""
     try:
         yield
     except _unavailable() as exc:
@@ -330,7 +332,7 @@ def _translated() -> Iterator[None]:
     except Exception as exc:
         if _bad_argument(exc):
             raise TypeError(f"PostgresStore: {exc}") from exc
-        if _pool_closing(exc):
+        if pool_ours and _pool_closing(exc):
             # close() while the call waited for one of the pool's connections: asyncpg's own
             # InterfaceError was taken for a record that cannot be stored, and the store
             # projection skipped the record for good instead of holding it until init().
@@ -640,7 +642,7 @@ class PostgresStore(ConversationStore):
     async def _transaction(self) -> AsyncIterator[Any]:
         """A connection in a transaction (nested in the record's, if one is being applied),
         its failures translated."""
-        with _translated():
+        with _translated(self._owns_pool or self._closed):
             applying = _applying.get()
             if applying is not None and applying[0] is self:
                 conn = applying[1]
@@ -654,7 +656,7 @@ class PostgresStore(ConversationStore):
     async def _run(self, method: str, query: str, *args: Any, conn: Any = None) -> Any:
         """Run a statement (``{table}`` names filled in, key arguments escaped) on ``conn`` or
         where ``_db`` says."""
-        with _translated():
+        with _translated(self._owns_pool or self._closed):
             target = conn if conn is not None else await self._db()
             return await getattr(target, method)(query.format(**self._t), *_arguments(args))
 

@@ -783,6 +783,20 @@ async def test_a_call_waiting_for_a_connection_as_the_store_closes_says_it_is_cl
             assert await store.get_room("r1") is None
 
 
+async def test_a_pool_the_app_gave_and_closed_is_not_said_closed_by_the_store(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    # StoreClosedError says init() opens the store again, and the kit's projection waits for
+    # that: for a pool the app closed, which init() cannot open, it waited for ever (every
+    # message then held until process_timeout).
+    pool = await asyncpg.create_pool(postgres_uri, min_size=1)
+    store = PostgresStore(pool=pool, table_prefix=postgres_prefix)
+    await store.init()
+    await pool.close()
+    with pytest.raises(asyncpg.InterfaceError, match="pool is closed"):
+        await store.get_room("r1")
+
+
 async def test_an_argument_of_the_wrong_type_is_a_type_error(
     postgres_uri: str, postgres_prefix: str
 ) -> None:
