@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import anyio
 
@@ -29,16 +29,14 @@ EventStored = Callable[[str], Awaitable[bool]]
 
 
 def made_before(event: RoomEvent, since: datetime) -> bool:
-    """Whether ``event`` was made before ``since``; a naive time is taken as UTC, as the
-    kit's own times are (compared as they are, every naive reply was looked up)."""
+    """Whether ``event`` may have been made before ``since``: a naive time and an aware one
+    cannot say (a naive ``datetime.now()`` is local, ``utcnow()`` UTC), and are looked up
+    (taken as UTC, a local time east of it was never looked up). The kit's times are aware;
+    an app's channel that makes its replies with naive times pays a bounded lookup each."""
     made = event.created_at
     if (made.tzinfo is None) != (since.tzinfo is None):
-        made, since = _aware(made), _aware(since)
+        return True
     return made < since
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 async def stored_ids(
