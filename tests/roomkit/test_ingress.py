@@ -1411,6 +1411,27 @@ async def test_a_full_dead_letter_stream_is_waited_for_with_the_letter_whole(
     assert "without its payload" not in caplog.text
 
 
+async def test_a_dead_letter_over_the_dead_letter_stream_s_max_bytes_is_stored_stripped(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # It never fits, whatever the stream holds: taken for a full stream, it was retried for
+    # ever, and its message never terminated.
+    js = client.jetstream()
+    await js.add_stream(
+        name="ROOMKIT_DLQ",
+        subjects=["roomkit.dlq.>"],
+        max_bytes=400,
+        discard=nats.js.api.DiscardPolicy.NEW,
+    )
+    async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
+        headers = {REPLY_TO_HEADER: replies.inbox}
+        await js.publish("roomkit.in.sms", b"x" * 2_000, headers=headers)  # not an envelope
+        await replies.take(1)
+    assert ingress.stats.dead_lettered == 1
+    dead = await js.get_msg("ROOMKIT_DLQ", 1)
+    assert not dead.data and dead.headers is not None and "RoomKit-Truncated" in dead.headers
+
+
 async def _said(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return text in caplog.text
 
@@ -1710,6 +1731,20 @@ async def test_publish_inbound_says_a_full_work_queue_is_unavailable_not_the_mes
     await publish_inbound(client, text("sms", "one", idempotency_key="k1"))
     with pytest.raises(IngressUnavailable, match="try again.*maximum messages"):
         await publish_inbound(client, text("sms", "two", idempotency_key="k2"))
+
+
+async def test_publish_inbound_says_a_message_over_the_queue_s_max_bytes_is_refused_for_good(
+    client: NatsClient,
+) -> None:
+    # Over the stream's max_bytes, it is refused whatever the stream holds: not "try again".
+    await client.jetstream().add_stream(
+        name="ROOMKIT_IN",
+        subjects=["roomkit.in.>"],
+        max_bytes=300,
+        discard=nats.js.api.DiscardPolicy.NEW,
+    )
+    with pytest.raises(InvalidInbound, match="refused the message.*maximum bytes"):
+        await publish_inbound(client, text("sms", "y" * 1_000, idempotency_key="k1"))
 
 
 async def test_optional_fields_written_as_null_are_taken_as_absent(
