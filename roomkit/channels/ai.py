@@ -105,8 +105,8 @@ class AIChannel(Channel):
     ``temperature``, ``max_tokens`` or ``tools`` is an invalid setting (logged, no reply).
 
     The model sees the room's latest events of every type it answers (messages, edits,
-    reactions, ...), except blocked events and system events (``EventType.SYSTEM`` and system
-    notices), so that it never sees its own replies to events missing from its history. Past
+    reactions, ...), except blocked events and the kit's system notices (``SystemContent``),
+    so that it never sees its own replies to events missing from its history. Past
     events are rendered as the kit's
     ``DefaultContentTranscoder`` renders them for a text-only target (``"[Media: report.pdf]"``,
     ``"[Location: Office (48.85, 2.35)]"``, ...). A provider that supports vision also gets
@@ -458,8 +458,9 @@ class AIChannel(Channel):
         broadcast); it is then shown at its place, in the version passed to :meth:`on_event`
         (which may be transcoded), and not appended again. Past events of every type are
         shown (the channel answers edits, reactions, ... as it answers messages, so its replies
-        to them are in the history too), except blocked events and system events: events of
-        type ``SYSTEM`` and system notices (the kit's audit events, which read as nothing).
+        to them are in the history too), except blocked events and system notices (the kit's
+        audit events, ``SystemContent``, which read as nothing); an event of type ``SYSTEM``
+        with text is answered, and shown.
         """
         # The window counts the events shown: system events (a channel attached) took its
         # places and pushed the conversation out.
