@@ -1387,12 +1387,7 @@ async def test_a_full_dead_letter_stream_is_waited_for_with_the_letter_whole(
     # Refused as full, the letter was stripped of its payload (lost once the stream had
     # room), then sent again at once, thousands of times a second.
     js = client.jetstream()
-    await js.add_stream(
-        name="ROOMKIT_DLQ",
-        subjects=["roomkit.dlq.>"],
-        max_msgs=1,
-        discard=nats.js.api.DiscardPolicy.NEW,
-    )
+    await _refusing_when_full(client, "ROOMKIT_DLQ", max_msgs=1)
     caplog.set_level(logging.WARNING, "roomkit.ingress")
     async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
         headers = {REPLY_TO_HEADER: replies.inbox}
@@ -1417,12 +1412,7 @@ async def test_a_dead_letter_over_the_dead_letter_stream_s_max_bytes_is_stored_s
     # It never fits, whatever the stream holds: taken for a full stream, it was retried for
     # ever, and its message never terminated.
     js = client.jetstream()
-    await js.add_stream(
-        name="ROOMKIT_DLQ",
-        subjects=["roomkit.dlq.>"],
-        max_bytes=400,
-        discard=nats.js.api.DiscardPolicy.NEW,
-    )
+    await _refusing_when_full(client, "ROOMKIT_DLQ", max_bytes=400)
     async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
         headers = {REPLY_TO_HEADER: replies.inbox}
         await js.publish("roomkit.in.sms", b"x" * 2_000, headers=headers)  # not an envelope
@@ -1717,17 +1707,20 @@ async def test_publish_inbound_says_when_jetstream_refuses_the_message_for_good(
     assert (await publish_inbound(client, text("sms", "small", idempotency_key="k2"))).seq == 1
 
 
+async def _refusing_when_full(client: NatsClient, name: str, **limits: int) -> None:
+    """Make the ingress's stream ``name`` (ROOMKIT_IN or ROOMKIT_DLQ) with ``limits`` and
+    discard=new: at its limits it refuses what comes, as an operator may set it up."""
+    subjects = ["roomkit.in.>" if name == "ROOMKIT_IN" else "roomkit.dlq.>"]
+    discard = nats.js.api.DiscardPolicy.NEW
+    await client.jetstream().add_stream(name=name, subjects=subjects, discard=discard, **limits)
+
+
 async def test_publish_inbound_says_a_full_work_queue_is_unavailable_not_the_message_invalid(
     client: NatsClient,
 ) -> None:
     # The stream at its limits with discard=new empties as the ingress takes its messages: a
     # valid message was said invalid (InvalidInbound, a ValueError), and callers dropped it.
-    await client.jetstream().add_stream(
-        name="ROOMKIT_IN",
-        subjects=["roomkit.in.>"],
-        max_msgs=1,
-        discard=nats.js.api.DiscardPolicy.NEW,
-    )
+    await _refusing_when_full(client, "ROOMKIT_IN", max_msgs=1)
     await publish_inbound(client, text("sms", "one", idempotency_key="k1"))
     with pytest.raises(IngressUnavailable, match="try again.*maximum messages"):
         await publish_inbound(client, text("sms", "two", idempotency_key="k2"))
@@ -1737,12 +1730,7 @@ async def test_publish_inbound_says_a_message_over_the_queue_s_max_bytes_is_refu
     client: NatsClient,
 ) -> None:
     # Over the stream's max_bytes, it is refused whatever the stream holds: not "try again".
-    await client.jetstream().add_stream(
-        name="ROOMKIT_IN",
-        subjects=["roomkit.in.>"],
-        max_bytes=300,
-        discard=nats.js.api.DiscardPolicy.NEW,
-    )
+    await _refusing_when_full(client, "ROOMKIT_IN", max_bytes=300)
     with pytest.raises(InvalidInbound, match="refused the message.*maximum bytes"):
         await publish_inbound(client, text("sms", "y" * 1_000, idempotency_key="k1"))
 

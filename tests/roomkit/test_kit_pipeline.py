@@ -112,6 +112,16 @@ async def two_channel_room(kit: RoomKit) -> tuple[SimpleChannel, SimpleChannel]:
     return sms, ws
 
 
+def _notice(**fields: Any) -> RoomEvent:
+    """A channel's canned notice, "we are closed", from channel ai of room r1."""
+    return RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+        content=TextContent(body="we are closed"),
+        **fields,
+    )
+
+
 class _Answering(SimpleChannel):
     """An AI-like channel that answers each SMS message with what ``answer`` makes of it."""
 
@@ -601,12 +611,7 @@ class TestInbound:
         # answered every turn) was recorded over itself: the room counted both, its timeline
         # held one. Its idempotency key is recorded once (two injections in one decision
         # recorded it twice).
-        notice = RoomEvent(
-            room_id="r1",
-            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
-            content=TextContent(body="we are closed"),
-            idempotency_key="closed-notice",
-        )
+        notice = _notice(idempotency_key="closed-notice")
 
         kit.register_channel(SimpleChannel("sms"))
         kit.register_channel(_Answering("ai", lambda event: notice))
@@ -638,11 +643,7 @@ class TestInbound:
         # another room, the canned reply kept its id: recorded over the first (the room
         # counted both, its timeline held one), or refused by the read model (the other
         # room's timeline did not hold it).
-        notice = RoomEvent(
-            room_id="r1",
-            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
-            content=TextContent(body="we are closed"),
-        )
+        notice = _notice()
         kit.register_channel(SimpleChannel("sms"))
         kit.register_channel(SimpleChannel("web"))  # not answered
         kit.register_channel(_Answering("ai", lambda event: notice))
@@ -702,12 +703,7 @@ class TestInbound:
         def canned(event: RoomEvent) -> RoomEvent:
             return notice
 
-        notice = RoomEvent(
-            room_id="r1",
-            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
-            content=TextContent(body="we are closed"),
-            created_at=made,
-        )
+        notice = _notice(created_at=made)
         async with make_kit(store=Store(), process_timeout=5) as kit:
             kit.register_channel(SimpleChannel("sms"))
             kit.register_channel(_Answering("ai", canned))
@@ -734,11 +730,7 @@ class TestInbound:
     ) -> None:
         # Recorded under a new id the second time, its BLOCKED copy kept the Observation the
         # router named after the reply's own id: one Observation for two blocked replies.
-        notice = RoomEvent(
-            room_id="r1",
-            source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
-            content=TextContent(body="we are closed"),
-        )
+        notice = _notice()
         async with make_kit(max_chain_depth=1) as kit:
             kit.register_channel(SimpleChannel("sms"))
             kit.register_channel(_Answering("ai", lambda event: notice))

@@ -718,16 +718,9 @@ async def test_a_close_while_the_store_opens_leaves_it_closed(
         monkeypatch.setattr(PostgresStore, "_create_tables", slow_tables)
     store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
     failed: list[BaseException] = []
-
-    async def first_call() -> None:
-        try:
-            await store.get_room("r1")
-        except Exception as exc:
-            failed.append(exc)
-
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(first_call)
+            tg.start_soon(_get_room_noting_failure, store, failed)
             await closing.wait()
             await store.close()
             closed.set()
@@ -738,6 +731,14 @@ async def test_a_close_while_the_store_opens_leaves_it_closed(
         monkeypatch.undo()
         async with store:
             assert await store.get_room("r1") is None
+
+
+async def _get_room_noting_failure(store: PostgresStore, failed: list[BaseException]) -> None:
+    """Read room r1, noting what the read raised (a store closed under the call)."""
+    try:
+        await store.get_room("r1")
+    except Exception as exc:
+        failed.append(exc)
 
 
 async def test_a_call_waiting_for_a_connection_as_the_store_closes_says_it_is_closed(
@@ -764,16 +765,9 @@ async def test_a_call_waiting_for_a_connection_as_the_store_closes_says_it_is_cl
     await store.init()
     await pools[0].expire_connections()  # the next call connects anew, and waits at the gate
     failed: list[BaseException] = []
-
-    async def call() -> None:
-        try:
-            await store.get_room("r1")
-        except Exception as exc:
-            failed.append(exc)
-
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(call)
+            tg.start_soon(_get_room_noting_failure, store, failed)
             await connecting.wait()
             tg.start_soon(store.close)
             await anyio.sleep(0.1)
