@@ -28,6 +28,8 @@ __all__ = ["LeaseTable", "TableView"]
 
 logger = logging.getLogger("roomkit.ownership")
 
+_OPEN_READ_TIMEOUT = 5.0  # seconds to read who uses a bucket of another lease ttl
+
 _PART = "part."
 _MEMBER = "member."
 _LEAVING = b":leaving"
@@ -84,10 +86,16 @@ class LeaseTable:
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
-        """Make the bucket, or bind to it if it exists with the same lease ttl.
+        """Make the bucket, or bind to it if it exists with the same lease ttl, or with
+        another that no live process uses (then it takes this one).
+
+        The bucket keeps the ttl it was made with: the whole fleet stopped and started again
+        with a new ``lease_ttl`` was refused for good, each process told to use the ttl of
+        processes that were gone.
 
         Raises:
-            ValueError: it exists with another ttl (every process must use the same).
+            ValueError: it exists with another ttl that live processes use (every process
+                must use the same).
         """
         config = KeyValueConfig(
             bucket=self._bucket, history=1, ttl=self._lease_ttl, storage=StorageType.MEMORY
@@ -99,11 +107,26 @@ class LeaseTable:
             if exc.err_code != ERR_STREAM_NAME_IN_USE:
                 raise
         kv = await self._js.key_value(self._bucket)
-        ttl = (await kv.status()).stream_info.config.max_age
+        stream = (await kv.status()).stream_info.config
+        ttl = stream.max_age
         if ttl is None or abs(ttl - self._lease_ttl) > 1e-3:
-            raise ValueError(
-                f"the lease bucket {self._bucket} lets leases live {ttl} s, not "
-                f"{self._lease_ttl} s: every process sharing it must use the same lease_ttl"
+            live = (await self.read(_OPEN_READ_TIMEOUT)).members
+            if live:
+                raise ValueError(
+                    f"the lease bucket {self._bucket} lets leases live {ttl} s, not "
+                    f"{self._lease_ttl} s, and {len(live)} process(es) use it: every process "
+                    "sharing it must use the same lease_ttl (once they all stopped, and their "
+                    f"leases lapsed after {ttl} s, a process with another one changes it)"
+                )
+            stream.max_age = self._lease_ttl
+            # JetStream keeps a bucket's duplicate window within its max age.
+            stream.duplicate_window = min(stream.duplicate_window or 0.0, self._lease_ttl)
+            await self._js.update_stream(stream)
+            logger.warning(
+                "the lease bucket %s let leases live %s s; no process uses it: now %s s",
+                self._bucket,
+                ttl,
+                self._lease_ttl,
             )
         self._kv = kv
 

@@ -613,6 +613,26 @@ async def jetstream_of(server: NatsServer) -> AsyncIterator[JetStreamContext]:
 
 
 @pytest.mark.nats
+async def test_a_new_lease_ttl_is_taken_once_no_process_uses_the_old_one(
+    nats_server: NatsServer,
+) -> None:
+    # The bucket kept the ttl it was made with: a fleet started again with a new lease_ttl
+    # was refused for good, told to use the ttl of processes that were gone.
+    async with jetstream_of(nats_server) as js:
+        old = LeaseTable(js, "leases", 6.0, "a")
+        await old.open()
+        await old.heartbeat()
+        with pytest.raises(ValueError, match=r"6.0 s, not 3.0 s, and 1 process\(es\) use it"):
+            await LeaseTable(js, "leases", 3.0, "b").open()
+        await old.leave()
+        new = LeaseTable(js, "leases", 3.0, "b")
+        await new.open()
+        await new.heartbeat()
+        assert (await js.stream_info("KV_leases")).config.max_age == 3.0
+        assert (await new.read(5)).members == {"b"}
+
+
+@pytest.mark.nats
 async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer(
     nats_server: NatsServer,
 ) -> None:
