@@ -443,9 +443,13 @@ async def test_reads_and_routing_during_rebuild_store_see_every_room() -> None:
         seen: list[str] = []
 
         async def during_the_rebuild() -> None:
-            while await kit.store.get_room("r2") is not None:  # the store was just emptied
+            read_model = kit.store.read_model  # the store itself: kit.store's reads wait
+            while await read_model.get_room("r2") is not None:  # the store was just emptied
                 await anyio.sleep(0.001)
             seen.append((await kit.get_room("r2")).id)
+            room = await kit.store.get_room("r2")
+            assert room is not None
+            seen.append(room.id)
             routed = await kit.process_inbound(text("sms2", "hi again"))
             assert routed.event is not None
             seen.append(routed.event.room_id)
@@ -453,5 +457,5 @@ async def test_reads_and_routing_during_rebuild_store_see_every_room() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(during_the_rebuild)
             await kit.rebuild_store()
-        assert seen == ["r2", "r2"]
+        assert seen == ["r2", "r2", "r2"]
         assert sorted(room.id for room in await kit.store.list_rooms()) == ["r0", "r1", "r2"]
