@@ -244,6 +244,12 @@ def create_room(url: str, room_id: str) -> None:
     anyio.run(create)
 
 
+def _ctrl_c_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def tail_process(*args: str) -> Iterator[subprocess.Popen[str]]:
     """``roomkit tail ARGS`` running; stopped with Ctrl-C after, which must end it with
@@ -260,6 +266,9 @@ def tail_process(*args: str) -> Iterator[subprocess.Popen[str]]:
         text=True,
         cwd=Path(__file__).resolve().parents[2],
         env=env,
+        # Ctrl-C as a terminal sends it: a suite started in the background by a shell without
+        # job control inherits SIGINT ignored, and the tail never stopped.
+        preexec_fn=_ctrl_c_default,
     ) as tail:
         try:
             yield tail
