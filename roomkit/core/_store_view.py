@@ -273,9 +273,7 @@ def _forward(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
         else:
             # During a rebuild (or past one cut short) the store is empty or half filled for a
             # while: the kit's own reads wait for it, and so do these.
-            projection = self._kit._runtime.projection
-            if projection.rebuilding is not None:
-                await projection.rebuilt()
+            await self._kit._rebuilt(self._kit._runtime)
         return await getattr(self._contract, name)(*args, **kwargs)
 
     return forward

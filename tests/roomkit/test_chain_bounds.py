@@ -22,7 +22,6 @@ from roomkit import (
     ChannelType,
     EventSource,
     EventStatus,
-    InboundMessage,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -72,24 +71,15 @@ class Chatty(AIProvider):
         return AIResponse(content=f"reply {len(self.answered)}")
 
 
-class Bot(Channel):
+class Bot(SimpleChannel):
     """An intelligence channel of the app's own that answers every other channel's event with
     a reply keeping RoomEvent's default ``chain_depth`` (0)."""
 
-    channel_type = ChannelType.WEBHOOK
     category = ChannelCategory.INTELLIGENCE
 
     def __init__(self, channel_id: str) -> None:
-        super().__init__(channel_id)
+        super().__init__(channel_id, ChannelType.WEBHOOK)
         self.answered = 0
-
-    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
-        raise NotImplementedError
-
-    async def deliver(
-        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-    ) -> ChannelOutput:
-        return ChannelOutput.empty()
 
     async def on_event(
         self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
