@@ -37,7 +37,7 @@ from roomkit.errors import (
 from roomkit.ingress._crashes import CrashLedger
 from roomkit.ingress._deadletter import HEADER_SLACK, fit, own_headers
 from roomkit.ingress._inflight import Inflight, pause
-from roomkit.ingress._nats import is_transient, never_fits, stream_full
+from roomkit.ingress._nats import full_for_now, is_transient
 from roomkit.ingress._work import IngressStats, Rejection, WorkItem
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 from roomkit.ingress.wire import (
@@ -344,7 +344,8 @@ class MessageHandler:
             except (TimeoutError, nats.errors.Error, OSError) as exc:
                 if self._stopping.is_set():
                     raise Abandon from exc
-                full = stream_full(exc) and not await never_fits(
+                full = await full_for_now(
+                    exc,
                     self._js,
                     settings.dlq_stream,
                     subject,

@@ -53,28 +53,33 @@ def is_transient(exc: BaseException) -> bool:
     return is_transient_nats_error(exc)
 
 
-def stream_full(exc: BaseException) -> bool:
-    """Whether JetStream refused a message for a limit of its stream on what it holds
-    (with ``discard=new``): the log's writes wait for nobody to empty it, but the ingress's
-    streams empty as messages are taken (see ``never_fits``: not one too large for it)."""
-    return limit_reached(exc)
-
-
-async def never_fits(
-    js: JetStreamContext, stream: str | None, subject: str, size: int, timeout: float
+async def full_for_now(
+    exc: BaseException,
+    js: JetStreamContext,
+    stream: str | None,
+    subject: str,
+    size: int,
+    timeout: float,
 ) -> bool:
-    """Whether a message of ``size`` bytes that ``stream`` (or the stream capturing
-    ``subject``) refused as full will be refused whatever it holds: it holds nothing, or the
-    message alone is over its ``max_bytes``. (Waited for, a dead letter over it was retried
-    for ever, and a caller told to publish again did so for ever.) False when it cannot say."""
+    """Whether ``exc`` refused a message of ``size`` bytes because ``stream`` (or the stream
+    capturing ``subject``) is full, its limits on what it holds reached with ``discard=new``,
+    and it may take the message once it holds less: the log's writes wait for nobody to empty
+    its stream, but the ingress's streams empty as their messages are taken.
+
+    Not when the stream holds nothing, or the message alone is over its ``max_bytes``: it is
+    refused whatever the stream holds (waited for, a dead letter over it was retried for
+    ever, and a caller told to publish again did so for ever). Full when it cannot say.
+    """
+    if not limit_reached(exc):
+        return False
     try:
         with anyio.fail_after(timeout):
             name = stream or await js.find_stream_name_by_subject(subject)
             info = await js.stream_info(name)
     except Exception:  # noqa: BLE001 - not known: taken as full, waited for
-        return False
+        return True
     limit = info.config.max_bytes or -1
-    return info.state.messages == 0 or 0 < limit < size
+    return not (info.state.messages == 0 or 0 < limit < size)
 
 
 async def connect(

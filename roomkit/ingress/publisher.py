@@ -36,7 +36,7 @@ from nats.js.api import PubAck
 from actors import check_finite_seconds
 from roomkit.errors import InvalidRoomIdError
 from roomkit.ingress._deadletter import headers_size
-from roomkit.ingress._nats import is_transient, never_fits, stream_full
+from roomkit.ingress._nats import full_for_now, is_transient
 from roomkit.ingress._work import Rejection, message_of
 from roomkit.ingress.errors import IngressTimeout, IngressUnavailable, InvalidInbound
 from roomkit.ingress.wire import (
@@ -288,9 +288,7 @@ async def _publish(
             "its stream), or check the subject prefix"
         ) from exc
     except nats.js.errors.APIError as exc:
-        if is_transient(exc) or (
-            stream_full(exc) and not await never_fits(js, None, subject, len(payload), timeout)
-        ):
+        if is_transient(exc) or await full_for_now(exc, js, None, subject, len(payload), timeout):
             # A work queue at its limits (discard=new) empties as the ingress acknowledges
             # what it holds: taken for a message of its own that is refused for good, a valid
             # one was said invalid.
