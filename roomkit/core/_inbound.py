@@ -566,31 +566,42 @@ class InboundMixin(HelpersMixin):
         result: IdentityResult,
     ) -> IdentityHookResult | None:
         outcome: IdentityHookResult | None = None
+        # A failed identity hook is reported as a failed async hook is (hook_error, ON_ERROR):
+        # one meant to reject unknown senders that crashed let them in without a word.
+        failed: list[HookError] = []
         for registration in self._identity_hooks:
             if registration.trigger != trigger or not registration.matches(event):
                 continue
+            name = getattr(registration.fn, "__name__", "?")
             try:
                 value, own = called_apart(registration.fn, event, context, result)
                 if inspect.isawaitable(value):
                     value = await bounded(value, None, own)
-            except Exception:
-                logger.exception(
-                    "identity hook %r failed", getattr(registration.fn, "__name__", "?")
-                )
+            except Exception as error:
+                logger.exception("identity hook %r failed", name)
+                failed.append(HookError(name, error))
                 continue
             if value is None:
                 continue
             if not isinstance(value, IdentityHookResult):
                 logger.warning(
                     "identity hook %r returned %s, expected IdentityHookResult or None; ignored",
-                    getattr(registration.fn, "__name__", "?"),
+                    name,
                     type(value).__name__,
+                )
+                failed.append(
+                    HookError(
+                        name,
+                        TypeError(
+                            f"returned {type(value).__name__}, expected IdentityHookResult or None"
+                        ),
+                    )
                 )
                 continue
             outcome = value
             break
         errors = await self._hook_engine.run_async_hooks(room_id, trigger, event, context)
-        await self._report_async_hook_errors(room_id, errors, context)
+        await self._report_async_hook_errors(room_id, [*failed, *errors], context)
         return outcome
 
     async def _identified(self, room_id: str, event: RoomEvent, identity: Identity) -> RoomEvent:

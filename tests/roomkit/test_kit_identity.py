@@ -287,6 +287,44 @@ async def test_a_failed_async_identity_hook_is_reported(
     await kit.close()
 
 
+async def test_a_failed_identity_hook_is_reported(
+    resolver: MockIdentityResolver, kit_with: KitWith
+) -> None:
+    # An identity hook that raised or answered something else was only logged: one meant to
+    # reject unknown senders let them through, and the app was never told.
+    kit = await kit_with(resolver)
+    reported: list[dict[str, Any]] = []
+    on_error: list[str] = []
+    kit.on("hook_error")(lambda event: reported.append(event.data))
+
+    @kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN)
+    async def gatekeeper(
+        event: RoomEvent, context: RoomContext, result: IdentityResult
+    ) -> IdentityHookResult:
+        raise RuntimeError("the CRM is down")
+
+    @kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN)
+    def confused(event: RoomEvent, context: RoomContext, result: IdentityResult) -> Any:
+        return "reject"
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        on_error.append(f"{event.room_id}: {event.content.body}")  # type: ignore[union-attr]
+
+    result = await kit.process_inbound(text("sms", "hello", sender="+9"))
+    assert not result.blocked  # fail-open, as a failed hook is
+    wrong = "returned str, expected IdentityHookResult or None"
+    assert reported == [
+        {"hook": "gatekeeper", "error": "the CRM is down"},
+        {"hook": "confused", "error": wrong},
+    ]
+    assert on_error == [
+        "r1: hook gatekeeper failed: the CRM is down",
+        f"r1: hook confused failed: {wrong}",
+    ]
+    await kit.close()
+
+
 async def test_unknown_sender_without_hook_goes_through(
     resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:
