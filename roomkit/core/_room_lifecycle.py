@@ -215,7 +215,18 @@ class RoomLifecycleMixin(HelpersMixin):
         A store write in 0.3.0 (it took no room lock): called from the room's own decision (a
         BEFORE_BROADCAST hook registering the sender), the room commits it at once, as it
         does ``kit.store``'s writes.
+
+        Raises:
+            InvalidRoomIdError: ``room_id`` is not a string (as ``mark_read``'s).
+            TypeError: ``channel_id`` or ``participant_id`` is not a string, or
+                ``display_name`` is neither a string nor None (as ``resolve_participant``'s
+                arguments; the model's ValidationError said it differently).
         """
+        check_read_room_id(room_id)
+        check_str("channel_id", channel_id)
+        check_str("participant_id", participant_id)
+        if display_name is not None:
+            check_str("display_name", display_name)
         participant = Participant(
             id=participant_id, room_id=room_id, channel_id=channel_id, display_name=display_name
         )

@@ -529,6 +529,16 @@ async def test_ids_of_another_type_are_refused_by_name(kit: RoomKit) -> None:
         await kit.resolve_participant("r1", "p1", 5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^participant_id must be a string"):
         await kit.resolve_participant("r1", {"id": 1}, "i1")  # type: ignore[arg-type]
+    # ensure_participant raised the model's ValidationError for the same arguments.
+    with pytest.raises(InvalidRoomIdError, match="not NoneType"):
+        await kit.ensure_participant(None, "sms", "p1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^channel_id must be a string"):
+        await kit.ensure_participant("r1", 5, "p1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^participant_id must be a string"):
+        await kit.ensure_participant("r1", "sms", 123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^display_name must be a string"):
+        await kit.ensure_participant("r1", "sms", "p1", display_name=5)  # type: ignore[arg-type]
+    assert await kit.store.list_participants("r1") == []
     with pytest.raises(TypeError, match="^nats_url must be a URL"):
         await kit.serve_ingress(4222)
 
