@@ -350,6 +350,8 @@ class MessageHandler:
                     settings.dlq_stream,
                     subject,
                     len(data or b""),
+                    # as sent: nats-py adds the stream it expects
+                    {**(headers or {}), "Nats-Expected-Stream": settings.dlq_stream or ""},
                     settings.request_timeout,
                 )
                 refused = (

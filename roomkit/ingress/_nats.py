@@ -53,25 +53,59 @@ def is_transient(exc: BaseException) -> bool:
     return is_transient_nats_error(exc)
 
 
+#: What JetStream counts against a stream's ``max_bytes`` for each message beside its subject,
+#: headers and payload, by storage: sequence and time (memory); record length, sequence,
+#: time, subject length and hash, plus the headers' length when there are headers (file).
+#: Measured on nats-server 2.10/2.11: a message fits an empty stream iff all of it is at most
+#: ``max_bytes`` (``test_ingress.py`` checks it against the server the tests run).
+_MEMORY_OVERHEAD = 16
+_FILE_OVERHEAD = 30
+_FILE_HEADERS_OVERHEAD = 4
+
+
+def stored_size(
+    subject: str, payload: int, headers: Mapping[str, str] | None, storage: StorageType | None
+) -> int:
+    """The bytes a message of ``payload`` bytes on ``subject`` with ``headers`` (as sent)
+    takes in a stream of ``storage``, as JetStream counts them against ``max_bytes``."""
+    header_bytes = (
+        len(b"NATS/1.0\r\n\r\n")
+        + sum(len(k.encode()) + len(v.encode()) + len(b": \r\n") for k, v in headers.items())
+        if headers
+        else 0
+    )
+    size = len(subject.encode()) + header_bytes + payload
+    if storage == StorageType.MEMORY:
+        return size + _MEMORY_OVERHEAD
+    return size + _FILE_OVERHEAD + (_FILE_HEADERS_OVERHEAD if headers else 0)
+
+
 async def full_for_now(
     exc: BaseException,
     js: JetStreamContext,
     stream: str | None,
     subject: str,
-    size: int,
+    payload: int,
+    headers: Mapping[str, str] | None,
     timeout: float,
 ) -> bool:
-    """Whether ``exc`` refused a message of ``size`` bytes because ``stream`` (or the stream
-    capturing ``subject``) is full, its limits on what it holds reached with ``discard=new``,
-    and it may take the message once it holds less: the log's writes wait for nobody to empty
-    its stream, but the ingress's streams empty as their messages are taken.
+    """Whether ``exc`` refused a message (``payload`` bytes, ``headers`` as sent) because
+    ``stream`` (or the stream capturing ``subject``) is full, its limits on what it holds
+    reached with ``discard=new``, and it may take the message once it holds less: the log's
+    writes wait for nobody to empty its stream, but the ingress's streams empty as their
+    messages are taken.
 
-    Not when the stream holds nothing, or the message alone is over its ``max_bytes``: it is
-    refused whatever the stream holds (waited for, a dead letter over it was retried for
-    ever, and a caller told to publish again did so for ever). Full when it cannot say.
+    Not when the message alone, with its subject, headers and JetStream's own bytes, is over
+    the stream's ``max_bytes``: it is refused whatever the stream holds (waited for, a dead
+    letter over it was retried for ever, and a caller told to publish again did so for
+    ever). A limit on the number of messages is always full for now; so is a stream that
+    holds nothing as it is asked (its consumer emptied it since: taken as never fitting, a
+    valid message was said invalid for good). Full when it cannot say.
     """
     if not limit_reached(exc):
         return False
+    if not getattr(exc, "description", "").startswith("maximum bytes"):
+        return True
     try:
         with anyio.fail_after(timeout):
             name = stream or await js.find_stream_name_by_subject(subject)
@@ -79,7 +113,7 @@ async def full_for_now(
     except Exception:  # noqa: BLE001 - not known: taken as full, waited for
         return True
     limit = info.config.max_bytes or -1
-    return not (info.state.messages == 0 or 0 < limit < size)
+    return not 0 < limit < stored_size(subject, payload, headers, info.config.storage)
 
 
 async def connect(

@@ -288,7 +288,9 @@ async def _publish(
             "its stream), or check the subject prefix"
         ) from exc
     except nats.js.errors.APIError as exc:
-        if is_transient(exc) or await full_for_now(exc, js, None, subject, len(payload), timeout):
+        if is_transient(exc) or await full_for_now(
+            exc, js, None, subject, len(payload), headers, timeout
+        ):
             # A work queue at its limits (discard=new) empties as the ingress acknowledges
             # what it holds: taken for a message of its own that is refused for good, a valid
             # one was said invalid.

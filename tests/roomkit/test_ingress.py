@@ -70,6 +70,7 @@ from roomkit.ingress import (
     serve_ingress,
 )
 from roomkit.ingress._crashes import CRASH_BUCKET, CrashLedger
+from roomkit.ingress._nats import full_for_now, stored_size
 from roomkit.ingress.cli import _load_app, add_serve_parser, run_serve
 from roomkit.ingress.ingress import DEFAULT_MAX_LANES
 from roomkit.ingress.wire import (
@@ -1724,6 +1725,65 @@ async def test_publish_inbound_says_a_full_work_queue_is_unavailable_not_the_mes
     await publish_inbound(client, text("sms", "one", idempotency_key="k1"))
     with pytest.raises(IngressUnavailable, match="try again.*maximum messages"):
         await publish_inbound(client, text("sms", "two", idempotency_key="k2"))
+
+
+@pytest.mark.parametrize("storage", [nats.js.api.StorageType.MEMORY, nats.js.api.StorageType.FILE])
+@pytest.mark.parametrize("headers", [None, {"RoomKit-Error": "bad_payload", "X": "é"}])
+async def test_what_a_message_takes_in_a_stream_is_counted_as_jetstream_counts_it(
+    client: NatsClient,
+    storage: nats.js.api.StorageType,
+    headers: dict[str, str] | None,
+) -> None:
+    # Whether a message can ever fit a stream's max_bytes: counting only its payload, one a
+    # little under the limit was taken for fitting, and its dead letter waited for ever.
+    js = client.jetstream()
+    subject, payload = "roomkit.dlq.sms", b"x" * 500
+    size = stored_size(subject, len(payload), headers, storage)
+    discard = nats.js.api.DiscardPolicy.NEW
+    for name, limit, fits in (("EXACT", size, True), ("SHORT", size - 1, False)):
+        await js.add_stream(
+            name=name, subjects=[subject], storage=storage, max_bytes=limit, discard=discard
+        )
+        try:
+            await js.publish(subject, payload, headers=dict(headers or {}) or None)
+        except nats.js.errors.APIError as exc:
+            assert not fits, exc
+            assert not await full_for_now(exc, js, name, subject, len(payload), headers, 5)
+        else:
+            assert fits
+        await js.delete_stream(name)
+
+
+async def test_a_count_limit_is_full_for_now_though_the_stream_was_emptied_since(
+    client: NatsClient,
+) -> None:
+    # Its consumer emptied the queue between the refusal and the look at it: "the stream
+    # holds nothing" said the message never fits, and publish_inbound called a valid message
+    # invalid for good (20 of 2,400 with a consumer acking as fast as it could).
+    js = client.jetstream()
+    await _refusing_when_full(client, "ROOMKIT_IN", max_msgs=1)
+    await js.publish("roomkit.in.sms", b"one")
+    with pytest.raises(nats.js.errors.APIError, match="maximum messages") as refused:
+        await js.publish("roomkit.in.sms", b"two")
+    await js.purge_stream("ROOMKIT_IN")
+    assert await full_for_now(refused.value, js, None, "roomkit.in.sms", 3, None, 5)
+
+
+async def test_a_dead_letter_under_max_bytes_but_not_with_its_headers_is_stored_stripped(
+    nats_server: NatsServer, nats_kit: RoomKit, client: NatsClient
+) -> None:
+    # Its payload alone under the dead-letter stream's max_bytes, it was taken for a letter
+    # that fits once the stream holds less: it waited for ever, its message never settled.
+    js = client.jetstream()
+    await _refusing_when_full(client, "ROOMKIT_DLQ", max_bytes=2_000)
+    await js.publish("roomkit.dlq.sms", b"an older letter")
+    async with Ingress(nats_kit, nats_server.url) as ingress, Replies(client) as replies:
+        headers = {REPLY_TO_HEADER: replies.inbox}
+        await js.publish("roomkit.in.sms", b"x" * 1_900, headers=headers)  # not an envelope
+        await replies.take(1)
+    assert ingress.stats.dead_lettered == 1
+    dead = await js.get_msg("ROOMKIT_DLQ", 2)
+    assert not dead.data and dead.headers is not None and "RoomKit-Truncated" in dead.headers
 
 
 async def test_publish_inbound_says_a_message_over_the_queue_s_max_bytes_is_refused_for_good(
