@@ -64,6 +64,31 @@ def check_str(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a string, got {value!r}")
 
 
+def containers_copied(value: Any, _seen: dict[int, Any] | None = None) -> Any:
+    """``value`` with its mappings (as dicts), lists and tuples copied all the way down, and
+    every other value as it is: what a caller changes later no longer changes the copy, and a
+    value ``copy.deepcopy`` refuses (a lock, a read-only mapping, a handle an in-process
+    subscriber wants) is handed on, as it was before copies were made."""
+    if isinstance(value, Mapping | list) or type(value) is tuple:
+        seen = {} if _seen is None else _seen
+        known = seen.get(id(value))
+        if known is not None:  # a container holding itself: copied once, as deepcopy does
+            return known
+        if isinstance(value, Mapping):
+            mapping: dict[Any, Any] = {}
+            seen[id(value)] = mapping
+            for key, item in value.items():
+                mapping[key] = containers_copied(item, seen)
+            return mapping
+        if isinstance(value, list):
+            items: list[Any] = []
+            seen[id(value)] = items
+            items.extend(containers_copied(item, seen) for item in value)
+            return items
+        return tuple(containers_copied(item, seen) for item in value)
+    return value
+
+
 def check_metadata(value: object, name: str = "metadata") -> None:
     """Refuse metadata to merge (or data to publish) that is not a dict with string keys.
     JSON writes a key ``1`` as ``"1"``: the room would hold both ``1`` and ``"1"`` until it

@@ -9,7 +9,6 @@ starts on first use and stops in ``close()``.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -27,7 +26,13 @@ from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
 from roomkit.core._cancel import interrupt_in, raised_uncancelled
 from roomkit.core._channel_ops import ChannelOpsMixin
-from roomkit.core._helpers import FrameworkHandler, check_metadata, check_part, check_str
+from roomkit.core._helpers import (
+    FrameworkHandler,
+    check_metadata,
+    check_part,
+    check_str,
+    containers_copied,
+)
 from roomkit.core._in_decision import deciding
 from roomkit.core._inbound import InboundMixin
 from roomkit.core._post_commit import PostCommitJob
@@ -789,8 +794,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             check_metadata(data, "data")
         # A copy (a dict, whatever mapping was given): the caller's dict, reused or changed
         # later, changed the events published with it, and another process got them as they
-        # were published (NatsRealtime encodes them).
-        await self._publish(room_id, kind, user_id, copy.deepcopy(dict(data)) if data else {})
+        # were published (NatsRealtime encodes them). Its containers only: a value deepcopy
+        # refuses (a lock, a read-only mapping) made publish_typing raise, where it published.
+        await self._publish(room_id, kind, user_id, containers_copied(data) if data else {})
 
     async def publish_presence(self, room_id: str, user_id: str, status: str) -> None:
         check_str("status", status)

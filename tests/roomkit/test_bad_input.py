@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 import types
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -1559,6 +1560,14 @@ async def test_an_ephemeral_event_carries_its_data_as_published(kit: RoomKit) ->
     assert [e.data["n"] for e in heard] == [0, 1, 2, 3]
     assert all(type(e.data) is dict for e in heard)
     assert data == {"n": 2, "cursor": {"line": 2}}
+    # What deepcopy refuses is handed on as it is (publish_typing raised TypeError for it).
+    lock = threading.Lock()
+    nested = {"lock": lock, "seen": types.MappingProxyType({"a": [1]}), "pair": (1, [2])}
+    await kit.publish_typing("r1", "u1", data=nested)
+    await eventually(lambda: _has(heard, 5), what="the fifth event")
+    assert heard[4].data == {"lock": lock, "seen": {"a": [1]}, "pair": (1, [2])}
+    assert heard[4].data["lock"] is lock and type(heard[4].data["seen"]) is dict
+    assert heard[4].data["pair"][1] is not nested["pair"][1]  # type: ignore[index]
 
 
 async def _has(items: list[Any], count: int) -> bool:
