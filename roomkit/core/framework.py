@@ -557,8 +557,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
     async def rebuild_store(self) -> None:
         """Rebuild the read model from the log (the store must support ``clear()``).
 
-        Meanwhile the kit's reads and its routing of inbound messages wait for the rebuild to
-        end; reads made on ``kit.store`` directly see it empty, then filling up.
+        Meanwhile the kit's reads, those made through ``kit.store``, and its routing of
+        inbound messages wait for the rebuild to end; reads made on the store object itself
+        (the one given as ``store=``) see it empty, then filling up.
         """
         runtime = await self._ensure_runtime()
         await runtime.rebuild_store()
