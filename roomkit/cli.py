@@ -151,13 +151,7 @@ class Console:
             self.out.flush()
 
     def note(self, line: str) -> None:
-        # A note that cannot be written (stderr a closed pipe) is lost, not the exit code
-        # (an unknown room's 4 became 1; and 120 once Python failed to flush it at exit).
-        try:
-            self.err.write(_encodable(line, self.err) + "\n")
-            self.err.flush()
-        except (OSError, ValueError):
-            _silence(self.err)
+        _note(self.err, line)
 
     def encodable(self, line: str) -> str:
         """``line`` as ``out``'s encoding can hold it."""
@@ -172,6 +166,17 @@ def _writing() -> Iterator[None]:
         raise
     except OSError as exc:
         raise _OutputError(exc) from exc
+
+
+def _note(err: TextIO, line: str) -> None:
+    """Write ``line`` to ``err``: a note that cannot be written (stderr a closed pipe) is lost,
+    not the exit code (an unknown room's 4 became 1; and 120 once Python failed to flush it at
+    exit)."""
+    try:
+        err.write(_encodable(line, err) + "\n")
+        err.flush()
+    except (OSError, ValueError):
+        _silence(err)
 
 
 def _encodable(line: str, stream: TextIO) -> str:
@@ -751,7 +756,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if out is None:
         # Closed (``>&-``), as a service manager may leave it: nothing can be written.
         if spec.writes_output:
-            sys.stderr.write(f"roomkit {args.command}: no standard output to write to\n")
+            _note(sys.stderr, f"roomkit {args.command}: no standard output to write to")
             return EXIT_USAGE
         out = io.StringIO()  # nothing is written there
     console = Console(out=out, err=sys.stderr)

@@ -432,6 +432,21 @@ class TestExitCodes:
             finally:
                 os.close(write_end)
             assert done.returncode == expected, argv
+        # stdout closed as well: "no standard output to write to" was written bare, and its
+        # BrokenPipeError made the exit code 1.
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "roomkit", "rooms", "--file", str(export)],
+                stderr=write_end,
+                preexec_fn=lambda: os.close(1),  # noqa: PLW1509 - the child only closes a fd
+                check=False,
+                env=env,
+            )
+        finally:
+            os.close(write_end)
+        assert done.returncode == EXIT_USAGE
 
     def test_unknown_room_in_an_export_on_stdin(
         self,
