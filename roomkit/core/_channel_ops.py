@@ -88,8 +88,11 @@ class ChannelOpsMixin(HelpersMixin):
         Raises:
             RoomNotFoundError: no such room.
             ChannelNotRegisteredError: ``channel_id`` was not registered.
+            InvalidRoomIdError: ``room_id`` is not a string (the binding's ValidationError
+                said it, where every other binding operation raises this).
             TypeError: ``channel_id`` is not a string.
         """
+        check_read_room_id(room_id)
         check_str("channel_id", channel_id)
         channel = self._channels.get(channel_id)
         if channel is None:

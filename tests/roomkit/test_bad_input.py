@@ -540,6 +540,10 @@ async def test_ids_of_another_type_are_refused_by_name(kit: RoomKit) -> None:
     with pytest.raises(TypeError, match="^display_name must be a string"):
         await kit.ensure_participant("r1", "sms", "p1", display_name=5)  # type: ignore[arg-type]
     assert await kit.store.list_participants("r1") == []
+    # attach_channel too (the binding's ValidationError; mute, detach_channel... raised this).
+    for bad_room in (None, 123, ["r1"]):
+        with pytest.raises(InvalidRoomIdError):
+            await kit.attach_channel(bad_room, "sms")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^nats_url must be a URL"):
         await kit.serve_ingress(4222)
 
