@@ -38,7 +38,10 @@ def lifecycle_event(
 def hook_failure(name: str, error: BaseException) -> tuple[dict[str, str], str, dict[str, Any]]:
     """What a failed async hook is reported with: the data of its ``hook_error`` framework
     event, and the body and data of the event the ON_ERROR hooks get."""
-    text = error_text(error)
+    from roomkit.core.hooks import HookTimeoutError  # noqa: PLC0415 - hooks imports this
+
+    # A timeout in 0.3.0's words, as a sync hook's is: apps match on them.
+    text = error.reported if isinstance(error, HookTimeoutError) else error_text(error)
     return {"hook": name, "error": text}, f"hook {name} failed: {text}", {"hook": name}
 
 

@@ -316,12 +316,15 @@ class SyncPipelineResult:
 
 
 class HookTimeoutError(TimeoutError):
-    """A hook did not finish within its registration's ``timeout``."""
+    """A hook did not finish within its registration's ``timeout`` (or the kit's
+    ``process_timeout``, when shorter). ``reported`` is what a ``hook_error`` says of it:
+    0.3.0's ``"timeout (<its timeout as given>s)"``, as for a sync hook."""
 
-    def __init__(self, hook: str, timeout: float) -> None:
+    def __init__(self, hook: str, timeout: float, given: str = "") -> None:
         super().__init__(f"hook {hook!r} timed out after {timeout:g}s")
         self.hook = hook
         self.timeout = timeout
+        self.reported = f"timeout ({given or format(timeout, 'g')}s)"
 
 
 class HookError(NamedTuple):
@@ -554,7 +557,7 @@ class HookEngine:
             except Exception as exc:
                 # A timeout is reported in 0.3.0's words, which apps may match.
                 timed_out = isinstance(exc, HookTimeoutError)
-                text = f"timeout ({reg._timeout_text}s)" if timed_out else error_text(exc)
+                text = exc.reported if isinstance(exc, HookTimeoutError) else error_text(exc)
                 # 0.3.0's levels, which apps alert on: a timeout warns, an exception is an error.
                 logger.log(
                     logging.WARNING if timed_out else logging.ERROR,
@@ -685,12 +688,13 @@ def _hook_started(
     # TimedOut, not TimeoutError: a TimeoutError raised by the hook's own I/O must not be
     # reported as the hook's timeout.
     seconds = reg.timeout
+    given = reg._timeout_text
     if ceiling is not None and (seconds is None or ceiling < seconds):
-        seconds = ceiling
+        seconds, given = ceiling, ""
     try:
         done, rest = started_bounded(awaitable, seconds, own)
     except TimedOut:
-        raise HookTimeoutError(reg.name, seconds or math.inf) from None
+        raise HookTimeoutError(reg.name, seconds or math.inf, given) from None
     except Exception:
         raise  # the hook's failure, reported as it is
     except BaseException as exc:
@@ -698,15 +702,17 @@ def _hook_started(
         raise raised_uncancelled(exc, f"hook {reg.name!r}") from None
     if done:
         return True, rest
-    return False, _hook_finished(rest, reg.name, seconds)
+    return False, _hook_finished(rest, reg.name, seconds, given)
 
 
-async def _hook_finished(rest: Awaitable[Any], name: str, seconds: float | None) -> Any:
+async def _hook_finished(
+    rest: Awaitable[Any], name: str, seconds: float | None, given: str
+) -> Any:
     """The rest of a hook that suspended in its first step (`_hook_started`)."""
     try:
         return await rest
     except TimedOut:
-        raise HookTimeoutError(name, seconds or math.inf) from None
+        raise HookTimeoutError(name, seconds or math.inf, given) from None
     except Exception:
         raise  # the hook's failure, reported as it is
     except BaseException as exc:

@@ -48,7 +48,7 @@ from roomkit.core._domain import (
 )
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.room import Room, RoomTimers
-from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
 
 SYSTEM = ("system", ChannelType.SYSTEM)
 META = "Channel a metadata updated"
@@ -406,6 +406,32 @@ async def test_a_hook_timeout_is_reported_with_the_timeout_as_given(kit: RoomKit
 
     await kit.process_inbound(text("a", "hi"), room_id="r1")
     assert [f.data for f in seen] == [{"hook": "stuck", "error": "timeout (1s)"}]
+
+
+async def test_an_async_hook_timeout_is_reported_in_the_same_words(kit: RoomKit) -> None:
+    # An async hook's said "hook 'late' timed out after 0.2s": apps match 0.3.0's words.
+    register(kit, "a")
+    seen = record_framework(kit, "hook_error")
+    on_error: list[str] = []
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "a")
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC, timeout=0.2)
+    async def late(event: RoomEvent, context: RoomContext) -> None:
+        await anyio.sleep(5)
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        on_error.append(event.content.body)  # type: ignore[union-attr]
+
+    await kit.process_inbound(text("a", "hi"), room_id="r1")
+    await eventually(lambda: _said(on_error), what="the ON_ERROR hook")
+    assert [f.data for f in seen] == [{"hook": "late", "error": "timeout (0.2s)"}]
+    assert on_error == ["hook late failed: timeout (0.2s)"]
+
+
+async def _said(lines: list[str]) -> bool:
+    return bool(lines)
 
 
 class SlowResolver(IdentityResolver):
