@@ -125,6 +125,13 @@ RCS_CAPABILITIES = ChannelCapabilities(
 )
 
 
+def _check_optional_str(name: str, value: object) -> None:
+    """Refuse a sender (number, address) that is neither a string nor None: the provider got
+    it at every delivery, and failed or sent from nonsense."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or None, got {value!r}")
+
+
 def SMSChannel(  # noqa: N802 - a factory named like the class it stands for (public API)
     channel_id: str, *, provider: SMSProvider | None = None, from_number: str | None = None
 ) -> TransportChannel:
@@ -138,7 +145,13 @@ def SMSChannel(  # noqa: N802 - a factory named like the class it stands for (pu
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` or ``from_number`` is not a string (``from_number`` may be
+            None), or ``provider`` cannot send (see `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
+    _check_optional_str("from_number", from_number)
     return TransportChannel(
         channel_id,
         ChannelType.SMS,
@@ -162,7 +175,13 @@ def EmailChannel(  # noqa: N802 - public API
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` or ``from_address`` is not a string (``from_address`` may
+            be None), or ``provider`` cannot send (see `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
+    _check_optional_str("from_address", from_address)
     return TransportChannel(
         channel_id,
         ChannelType.EMAIL,
@@ -185,7 +204,15 @@ def RCSChannel(  # noqa: N802 - public API
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string, ``fallback`` not a bool, or ``provider``
+            cannot send (see `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
+    if not isinstance(fallback, bool):
+        # Passed to the provider's send at every delivery: "no" is true there.
+        raise TypeError(f"fallback must be a bool, got {fallback!r}")
     return TransportChannel(
         channel_id,
         ChannelType.RCS,
@@ -207,6 +234,11 @@ def WhatsAppChannel(  # noqa: N802 - public API
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string, or ``provider`` cannot send (see
+            `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
     return TransportChannel(
         channel_id,
@@ -228,6 +260,11 @@ def WhatsAppPersonalChannel(  # noqa: N802 - public API
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string, or ``provider`` cannot send (see
+            `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
     return TransportChannel(
         channel_id,
@@ -249,6 +286,11 @@ def MessengerChannel(  # noqa: N802 - public API
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string, or ``provider`` cannot send (see
+            `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
     return TransportChannel(
         channel_id,
@@ -270,6 +312,11 @@ def TeamsChannel(  # noqa: N802 - public API
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string, or ``provider`` cannot send (see
+            `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
     return TransportChannel(
         channel_id,
@@ -291,6 +338,11 @@ def HTTPChannel(  # noqa: N802 - public API
 
     Returns:
         The configured channel.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string, or ``provider`` cannot send (see
+            `TransportChannel`).
+        ValueError: ``channel_id`` is empty.
     """
     return TransportChannel(
         channel_id,

@@ -33,17 +33,55 @@ def _has_media(content: EventContent) -> bool:
     return False
 
 
+def _check_channel_id(channel_id: object) -> None:
+    """Refuse, when the channel is made, an id no room can name: not a string (it failed at
+    registration), or ``""`` (registered and routed, a channel of no name).
+
+    Raises:
+        TypeError: ``channel_id`` is not a string.
+        ValueError: it is empty.
+    """
+    if not isinstance(channel_id, str):
+        raise TypeError(f"channel_id must be a string, got {channel_id!r}")
+    if not channel_id:
+        raise ValueError("channel_id must not be empty")
+
+
+def _check_provider(provider: object) -> None:
+    """Refuse, when the channel is made, a provider that cannot send: each delivery failed
+    (``'str' object has no attribute 'send'``), as ``AIChannel`` refuses a provider that
+    cannot generate. None (nothing sent) and any object with a ``send`` method (a provider
+    shaped like one) are taken; a class, where an instance is due, is not.
+
+    Raises:
+        TypeError: ``provider`` has no callable ``send``, or is a class.
+    """
+    if isinstance(provider, type):
+        got = f"the class {provider.__name__}"
+    elif provider is not None and not callable(getattr(provider, "send", None)):
+        got = type(provider).__name__
+    else:
+        return
+    raise TypeError(f"provider must be a provider (with a send() method) or None, got {got}")
+
+
 class TransportChannel(Channel):
     """A channel backed by a provider whose ``send(event, to=..., **kwargs)`` sends messages out.
 
     Args:
         channel_id: Unique id of this channel in the kit.
         channel_type: What kind of transport this is.
-        provider: The provider that sends; without one, :meth:`deliver` does nothing.
+        provider: The provider that sends (anything with a ``send`` method); without one,
+            :meth:`deliver` does nothing.
         capabilities: What the channel can render (text only when None).
         recipient_key: The binding metadata key that holds the recipient address.
         defaults: Extra keyword arguments for ``provider.send``. A value is passed as is; a
             ``None`` value is read from the binding's metadata under the same key at delivery.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string, or ``provider`` is neither None nor has a
+            ``send`` method.
+        ValueError: ``channel_id`` is empty.
     """
 
     def __init__(
@@ -56,6 +94,8 @@ class TransportChannel(Channel):
         recipient_key: str = "recipient_id",
         defaults: dict[str, Any] | None = None,
     ) -> None:
+        _check_channel_id(channel_id)
+        _check_provider(provider)
         super().__init__(channel_id)
         # An instance attribute: one class serves every transport kind.
         self.channel_type = channel_type

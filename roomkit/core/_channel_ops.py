@@ -46,9 +46,14 @@ class ChannelOpsMixin(HelpersMixin):
         Raises:
             TypeError: ``channel`` is not a channel (nor shaped like one), or its
                 ``channel_id`` is not a string.
+            ValueError: its ``channel_id`` is empty.
         """
         check_part("channel", channel, Channel)
         check_str("channel_id", getattr(channel, "channel_id", None))
+        if not channel.channel_id:
+            # Registered, attached and routed, a channel of no name (a message's channel_id
+            # left empty reached it).
+            raise ValueError("channel_id must not be empty")
         self._channels[channel.channel_id] = channel
         set_framework = getattr(channel, "set_framework", None)
         if callable(set_framework):

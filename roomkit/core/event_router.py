@@ -54,7 +54,13 @@ from roomkit.core._text_cut import cut_point
 from roomkit.core.circuit_breaker import CircuitBreaker
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
 from roomkit.core.retry import backoff_delay
-from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder, required_media_type
+from roomkit.core.router import (
+    ContentTranscoder,
+    DefaultContentTranscoder,
+    check_transcoder,
+    required_media_type,
+    transcode_with,
+)
 from roomkit.models.channel import ChannelOutput
 from roomkit.models.delivery import DeliveryResult, ProviderResult
 from roomkit.models.enums import (
@@ -290,6 +296,7 @@ class EventRouter:
         self.call_timeout = check_seconds("call_timeout", call_timeout, none=True)
         if self.call_timeout is not None and not self.call_timeout > 0:
             raise ValueError(f"call_timeout must be positive or None, got {call_timeout!r}")
+        check_transcoder("transcoder", transcoder)
         self._transcoder = transcoder if transcoder is not None else DefaultContentTranscoder()
         self.max_chain_depth = max_chain_depth
         self._limiter = rate_limiter if rate_limiter is not None else TokenBucketRateLimiter()
@@ -741,8 +748,11 @@ class EventRouter:
         prepared = self._untranscoded(event, source_binding, target)
         if prepared is not None:
             return prepared
-        content = await self._transcoder.transcode(
-            event.content, source_binding if source_binding is not None else target, target
+        content = await transcode_with(
+            self._transcoder,
+            event.content,
+            source_binding if source_binding is not None else target,
+            target,
         )
         if content is None:
             return None

@@ -52,7 +52,7 @@ from roomkit.core.hooks import (
 from roomkit.core.inbound_router import DefaultInboundRoomRouter, InboundRoomRouter
 from roomkit.core.locks import InMemoryLockManager, RoomLockManager
 from roomkit.core.rate_limiter import TokenBucketRateLimiter
-from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder
+from roomkit.core.router import ContentTranscoder, DefaultContentTranscoder, check_transcoder
 from roomkit.errors import (
     ChannelNotFoundError,
     ChannelNotRegisteredError,
@@ -221,6 +221,7 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             ("ownership", ownership, RoomOwnership),
         ]:
             check_part(name, part, contract)
+        check_transcoder("transcoder", transcoder)
         if identity_channel_types is not None and (
             # ``"sms" in "sms,email"`` would match by substring: a collection is due, of
             # channel types (which are strings); anything else failed every message.

@@ -2,19 +2,22 @@
 
 `ContentTranscoder` is the pluggable interface; `DefaultContentTranscoder` implements RoomKit
 0.3.0's rules (reference §6.1). Returning ``None`` means "this target cannot receive it": the
-router records ``transcoding_failed`` for that target and skips it.
+router records ``transcoding_failed`` for that target and skips it; an answer that is neither
+content nor None fails the target, as a transcoder raising does (`transcode_with`).
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast, get_args
 
 from roomkit.models.enums import ChannelMediaType
 from roomkit.models.event import (
     AudioContent,
     CompositeContent,
+    EventContent,
     LocationContent,
     MediaContent,
     RichContent,
@@ -24,15 +27,20 @@ from roomkit.models.event import (
 
 if TYPE_CHECKING:
     from roomkit.models import ChannelBinding
-    from roomkit.models.event import EventContent
 
 __all__ = [
     "ContentTranscoder",
     "DefaultContentTranscoder",
+    "check_transcoder",
     "placeholder_text",
     "required_media_type",
     "shown_url",
+    "transcode_with",
 ]
+
+# The classes of `EventContent` (an Annotated union): what a transcoder may return, besides
+# None. Read from the union, so a content type added to it is not refused here.
+_CONTENT_CLASSES: tuple[type, ...] = get_args(get_args(EventContent)[0])
 
 _MEDIA_TYPE_OF: dict[str, ChannelMediaType] = {
     "text": ChannelMediaType.TEXT,
@@ -70,6 +78,49 @@ class ContentTranscoder(ABC):
         target_binding: ChannelBinding,
     ) -> EventContent | None:
         """Content for ``target_binding``, or ``None`` if it cannot be delivered there."""
+
+
+def check_transcoder(name: str, transcoder: object) -> None:
+    """Refuse, when the kit (or router) is made, a ``transcoder`` whose ``transcode`` cannot be
+    called: a subclass may set it to anything, and every delivery needing transcoding failed.
+
+    Raises:
+        TypeError: ``transcode`` is missing or not callable.
+    """
+    if transcoder is not None and not callable(getattr(transcoder, "transcode", None)):
+        raise TypeError(
+            f"{name} must have a callable transcode(content, source_binding, target_binding), "
+            f"got {type(transcoder).__name__}"
+        )
+
+
+async def transcode_with(
+    transcoder: ContentTranscoder,
+    content: EventContent,
+    source_binding: ChannelBinding,
+    target_binding: ChannelBinding,
+) -> EventContent | None:
+    """``transcoder.transcode(...)``, awaited only if it answers an awaitable, its answer
+    checked.
+
+    A ``transcode`` written with plain ``def`` has done its work when it returns, as a hook
+    or a channel's ``deliver`` written so (awaiting its content failed every delivery that
+    needed transcoding). An answer that is neither content nor None (a string) went into the
+    event as is, and reached the providers, which failed on it or sent nonsense.
+
+    Raises:
+        TypeError: the answer is neither an ``EventContent`` nor None: the target fails, as
+            when the transcoder raises.
+    """
+    answer: object = transcoder.transcode(content, source_binding, target_binding)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    if answer is None or isinstance(answer, _CONTENT_CLASSES):
+        return cast("EventContent | None", answer)  # one of EventContent's classes
+    raise TypeError(
+        f"transcoder {type(transcoder).__name__} returned a {type(answer).__name__}, "
+        "not an EventContent or None"
+    )
 
 
 # A data: URL's header is cut past this: it says what was inline, no more is needed.
@@ -121,7 +172,8 @@ class DefaultContentTranscoder(ContentTranscoder):
             return _transcode_single(content, target_binding.capabilities.media_types)
         parts: list[EventContent] = []
         for part in content.parts:
-            converted = await self.transcode(part, source_binding, target_binding)
+            # A subclass's transcode may be a plain def: see transcode_with.
+            converted = await transcode_with(self, part, source_binding, target_binding)
             if converted is not None:
                 parts.append(converted)
         if not parts:

@@ -60,6 +60,7 @@ from roomkit import (
     WebSocketChannel,
 )
 from roomkit.core._room_ids import room_stream
+from roomkit.core.router import DefaultContentTranscoder
 from roomkit.identity.base import IdentityResolver
 from roomkit.models.channel import RateLimit
 from roomkit.models.room import RoomTimers
@@ -334,7 +335,20 @@ def test_a_channel_of_the_wrong_kind_is_refused_when_registered() -> None:
         kit.register_channel(SimpleChannel)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^channel_id must be a string, got 7$"):
         kit.register_channel(SimpleChannel(7))  # type: ignore[arg-type]
+    # An empty id was registered, attached and routed to: a channel of no name.
+    with pytest.raises(ValueError, match="^channel_id must not be empty$"):
+        kit.register_channel(SimpleChannel(""))
     assert kit.list_channels() == []
+
+
+def test_a_transcoder_whose_transcode_cannot_be_called_is_refused() -> None:
+    # A ContentTranscoder subclass passes the isinstance check whatever its transcode is;
+    # every delivery needing transcoding then failed.
+    class NoTranscode(DefaultContentTranscoder):
+        transcode = None  # type: ignore[assignment]  # the mistake under test
+
+    with pytest.raises(TypeError, match="^transcoder must have a callable transcode"):
+        RoomKit(transcoder=NoTranscode())
 
 
 def test_framework_handlers_are_registered_under_a_string_type() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -108,6 +109,9 @@ class _Minimal(Channel):
 class _ClosingProvider:
     def __init__(self) -> None:
         self.closed = False
+
+    async def send(self, event: RoomEvent, to: str) -> ProviderResult:
+        return ProviderResult(success=True)  # a provider sends: one that cannot is refused
 
     async def close(self) -> None:
         self.closed = True
@@ -281,6 +285,50 @@ class TestFactories:
             "subject": None,
         }
         assert RCSChannel("r", fallback=False).defaults == {"fallback": False}
+
+    @pytest.mark.parametrize("factory", [row[0] for row in FACTORIES])
+    @pytest.mark.parametrize(
+        ("channel_id", "error", "said"),
+        [
+            (None, TypeError, "^channel_id must be a string, got None$"),
+            (123, TypeError, "^channel_id must be a string, got 123$"),
+            ("", ValueError, "^channel_id must not be empty$"),
+        ],
+    )
+    def test_an_id_no_room_can_name_is_refused(
+        self, factory: Any, channel_id: object, error: type[Exception], said: str
+    ) -> None:
+        # Each was made; "" was even registered, attached and routed to.
+        with pytest.raises(error, match=said):
+            factory(channel_id)
+
+    @pytest.mark.parametrize("factory", [row[0] for row in FACTORIES])
+    @pytest.mark.parametrize(
+        ("provider", "got"),
+        [("notaprovider", "str"), (5, "int"), (MockSMSProvider, "the class MockSMSProvider")],
+    )
+    def test_a_provider_that_cannot_send_is_refused(
+        self, factory: Any, provider: object, got: str
+    ) -> None:
+        # Each was taken, and every delivery failed: "'str' object has no attribute 'send'"
+        # (AIChannel refuses a provider that cannot generate).
+        said = f"provider must be a provider (with a send() method) or None, got {got}"
+        with pytest.raises(TypeError, match=f"^{re.escape(said)}$"):
+            factory("c1", provider=provider)
+
+    @pytest.mark.parametrize(
+        ("make", "said"),
+        [
+            (lambda: SMSChannel("s", from_number=5), "^from_number must be a string or None"),
+            (lambda: EmailChannel("e", from_address=b"a@x"), "^from_address must be a string"),
+            (lambda: RCSChannel("r", fallback="no"), "^fallback must be a bool, got 'no'$"),
+            (lambda: RCSChannel("r", fallback=None), "^fallback must be a bool, got None$"),
+        ],
+    )
+    def test_an_option_of_the_wrong_type_is_refused(self, make: Any, said: str) -> None:
+        # Each was passed to the provider's send at every delivery (fallback="no" is true).
+        with pytest.raises(TypeError, match=said):
+            make()
 
     def test_info_lists_fixed_defaults(self) -> None:
         assert SMSChannel("s").info == {}

@@ -50,6 +50,7 @@ from roomkit.models import (
     RoomEvent,
     Task,
     TextContent,
+    VideoContent,
 )
 
 
@@ -65,6 +66,7 @@ TRANSPORT = ChannelCategory.TRANSPORT
 INTELLIGENCE = ChannelCategory.INTELLIGENCE
 OK = ProviderResult(success=True, provider_message_id="msg-1")
 IMG = "https://x.test/cat.png"
+CLIP = "https://x.test/cat.mp4"
 
 
 class FakeClock:
@@ -428,7 +430,82 @@ class Broken(ContentTranscoder):
         raise RuntimeError("no translator")
 
 
+class Stringly(ContentTranscoder):
+    """Answers a string where content is due."""
+
+    async def transcode(
+        self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+    ) -> EventContent | None:
+        return "a string"  # type: ignore[return-value]  # the mistake under test
+
+
+class PlainDef(ContentTranscoder):
+    """A ``transcode`` written with plain ``def``, as hooks and channels may be."""
+
+    def transcode(  # type: ignore[override]  # the plain def under test
+        self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+    ) -> EventContent | None:
+        return TextContent(body="plain")
+
+
+STRINGLY_SAID = "transcoder Stringly returned a str, not an EventContent or None"
+
+
 class TestTranscoding:
+    async def test_a_transcoder_answering_no_content_fails_the_target(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Its string went into the event as is: providers got a RoomEvent whose content was
+        # a str (a real one crashed on it, a mock recorded it as sent).
+        target = Probe("t")
+        result = await broadcast(
+            make_router(target, transcoder=Stringly()),
+            bind("t"),
+            source=bind("src", media=(M.TEXT, M.RICH)),
+        )
+        assert target.seen == target.delivered == []
+        assert result.errors == {"t": STRINGLY_SAID}
+        assert result.delivery_results["t"].error == STRINGLY_SAID
+        assert STRINGLY_SAID in caplog.text
+
+    async def test_a_plain_def_transcoder_is_taken(self) -> None:
+        # Its content was awaited: "object TextContent can't be used in 'await' expression"
+        # failed every delivery that needed transcoding.
+        target = Probe("t")
+        result = await broadcast(
+            make_router(target, transcoder=PlainDef()),
+            bind("t"),
+            source=bind("src", media=(M.TEXT, M.RICH)),
+        )
+        assert result.errors == {}
+        assert body(target.delivered[0]) == "plain"
+
+    async def test_a_plain_def_subclass_judges_composite_parts_too(self) -> None:
+        # Composite parts went through ``await self.transcode(...)``: a subclass written
+        # with plain def failed on every composite ("can't be used in 'await' expression").
+        class PlainNoVideo(DefaultContentTranscoder):
+            def transcode(  # type: ignore[override]  # the plain def under test
+                self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+            ) -> Any:
+                if isinstance(content, VideoContent):
+                    return None
+                return super().transcode(content, source, target)  # awaited by the kit
+
+        target = Probe("t")
+        mixed = CompositeContent(parts=[TextContent(body="x"), VideoContent(url=CLIP)])
+        result = await broadcast(
+            make_router(target, transcoder=PlainNoVideo()), bind("t"), event=message(mixed)
+        )
+        assert result.errors == {}
+        assert body(target.delivered[0]) == "x"
+
+    def test_a_transcoder_whose_transcode_cannot_be_called_is_refused(self) -> None:
+        class NoTranscode(DefaultContentTranscoder):
+            transcode = None  # type: ignore[assignment]  # the mistake under test
+
+        with pytest.raises(TypeError, match="^transcoder must have a callable transcode"):
+            make_router(Probe("t"), transcoder=NoTranscode())
+
     async def test_not_invoked_when_source_types_are_a_subset(self) -> None:
         spy = SpyTranscoder()
         target = Probe("t")
@@ -1202,6 +1279,24 @@ class TestDeliverTo:
         )
         assert (delivery.success, delivery.error) == (False, "no translator")
         assert target.delivered == []
+
+    async def test_transcoder_answering_no_content(self) -> None:
+        # Its string reached the target's deliver as the event's content.
+        target = Probe("t")
+        source = bind("src", media=(M.TEXT, M.RICH))
+        delivery = await make_router(target, transcoder=Stringly()).deliver_to(
+            message(), bind("t"), context(source)
+        )
+        assert (delivery.success, delivery.error) == (False, STRINGLY_SAID)
+        assert target.delivered == []
+
+    async def test_plain_def_transcoder(self) -> None:
+        target = Probe("t")
+        source = bind("src", media=(M.TEXT, M.RICH))
+        delivery = await make_router(target, transcoder=PlainDef()).deliver_to(
+            message(), bind("t"), context(source)
+        )
+        assert delivery.success and body(target.delivered[0]) == "plain"
 
     async def test_retry_policy_applies(self) -> None:
         target = Probe("t", deliveries=[ConnectionError("once")])

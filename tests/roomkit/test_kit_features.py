@@ -57,7 +57,7 @@ from roomkit.core import _helpers
 from roomkit.core._runtime import ROOM
 from roomkit.core.router import DefaultContentTranscoder
 from roomkit.models.event import EventContent, EventSource
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.kit_helpers import SimpleChannel, errors_said, eventually, room_with, text
 from tests.roomkit.test_kit_pipeline import two_channel_room
 
 
@@ -1530,6 +1530,64 @@ class TestTranscoding:
             )
         )
         assert plain.texts() == ["[Media: a cat]"]
+
+
+class _Stringly(DefaultContentTranscoder):
+    """Answers a string where content is due."""
+
+    async def transcode(
+        self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+    ) -> EventContent | None:
+        return "a string"  # type: ignore[return-value]  # the mistake under test
+
+
+class _PlainDef(DefaultContentTranscoder):
+    """Transcodes with a plain ``def``, as hooks and channels may be written."""
+
+    def transcode(  # type: ignore[override]  # the plain def under test
+        self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+    ) -> EventContent | None:
+        return TextContent(body="as text")
+
+
+class TestCustomTranscoders:
+    async def test_an_answer_that_is_not_content_is_a_failed_delivery(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # The string became the event's content: the SMS provider was handed (and the mock
+        # recorded as sent) an event whose content was "a string"; a real one crashed.
+        provider = MockSMSProvider()
+        async with make_kit(transcoder=_Stringly()) as kit:
+            errors = errors_said(kit)
+            kit.register_channel(SimpleChannel("web", media_types=list(ChannelMediaType)))
+            kit.register_channel(SMSChannel("sms", provider=provider))
+            await room_with(kit, "r1", "web", "sms")
+            result = await kit.process_inbound(text("web", "hi"), room_id="r1")
+        # Closing waited for the ON_ERROR hooks.
+        assert provider.sent == []
+        assert result.event is not None
+        assert [(e["code"], e["channel_id"], e["error"]) for e in errors] == [
+            (
+                "delivery_failed",
+                "sms",
+                "transcoder _Stringly returned a str, not an EventContent or None",
+            )
+        ]
+
+    async def test_a_plain_def_transcoder_transcodes(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Every delivery needing transcoding failed: "object TextContent can't be used in
+        # 'await' expression".
+        provider = MockSMSProvider()
+        async with make_kit(transcoder=_PlainDef()) as kit:
+            errors = errors_said(kit)
+            kit.register_channel(SimpleChannel("web", media_types=list(ChannelMediaType)))
+            kit.register_channel(SMSChannel("sms", provider=provider))
+            await room_with(kit, "r1", "web", "sms")
+            await kit.process_inbound(text("web", "hi"), room_id="r1")
+        assert [sent["event"].content for sent in provider.sent] == [TextContent(body="as text")]
+        assert errors == []
 
 
 class TestWebSocketAndRealtime:

@@ -177,6 +177,20 @@ class TestComposite:
         only_video = CompositeContent(parts=[VideoContent(url=MOVIE)])
         assert await no_video.transcode(only_video, SOURCE, TEXT_ONLY) is None
 
+    async def test_a_part_that_is_not_content_fails_the_composite(self) -> None:
+        # It was put into the composite's parts as is.
+        class Stringly(DefaultContentTranscoder):
+            async def transcode(
+                self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+            ) -> EventContent | None:
+                if isinstance(content, VideoContent):
+                    return "a video"  # type: ignore[return-value]  # the mistake under test
+                return await super().transcode(content, source, target)
+
+        mixed = CompositeContent(parts=[text("x"), VideoContent(url=MOVIE)])
+        with pytest.raises(TypeError, match="^transcoder Stringly returned a str, not an "):
+            await Stringly().transcode(mixed, SOURCE, TEXT_ONLY)
+
 
 def test_contract_is_abstract() -> None:
     with pytest.raises(TypeError):
