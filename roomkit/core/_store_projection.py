@@ -9,6 +9,7 @@ they return.
 from __future__ import annotations
 
 import heapq
+import inspect
 import itertools
 import logging
 import sys
@@ -122,6 +123,9 @@ class StoreProjection:
         apply_record = store.apply_record
         apply_record = getattr(apply_record, "__func__", apply_record)
         self._keeps_position = apply_record is not ConversationStore.apply_record
+        # Whether it keeps the record's timestamp with its position (see _resume): an app's
+        # override of apply_record written before it took one is called as before.
+        self._stamps = self._keeps_position and _takes_timestamp(store.apply_record)
         self._add_event = _event_entry(store)
         self._count_event = _count_entry(store)
         self._put_logged = _logged_entry(log, store)
@@ -283,7 +287,7 @@ class StoreProjection:
         if not self._keeps_position:
             await self._check_fits_the_log()
             return
-        position = await self._store.applied_position()
+        position, timestamp = await self._store.applied_record()
         if position <= 0:
             return
         last = await self._log.last_position()
@@ -298,7 +302,38 @@ class StoreProjection:
             )
             await self._store.clear()
             return
+        if not await self._holds_record(position, timestamp):
+            await self._store.clear()
+            return
         self.checkpoint = self._held = position
+
+    async def _holds_record(self, position: int, timestamp: float | None) -> bool:
+        """Whether the log holds the record the store was filled up to: the record at
+        ``position``, with ``timestamp`` if the store kept it (as a room's snapshot is checked,
+        see ``EventSourcedActor._resume``).
+
+        A position within the log is not enough: a stream deleted and made again (and
+        written to past it by another process), or purged (JetStream goes on counting, so its
+        last position stays the store's), left the store with rooms the log no longer holds,
+        and without those it does (their reads raised RoomNotFoundError, and messages routed
+        by the stale bindings failed).
+        """
+        found = await self._log.read_all(after_position=position - 1, limit=1)
+        record = found[0] if found else None
+        if record is not None and record.position == position:
+            if timestamp is None or record.timestamp == timestamp:
+                return True
+            there = f"another record there ({record.stream} v{record.version})"
+        else:
+            there = "no record there"
+        logger.warning(
+            "the store holds the log up to position %d, but this log has %s: it was filled "
+            "from another log (a stream deleted and made again, or purged), and is filled "
+            "again from this one",
+            position,
+            there,
+        )
+        return False
 
     async def _check_fits_the_log(self) -> None:
         """Warn of a store that holds rooms when the log holds nothing: an app's own durable
@@ -500,10 +535,14 @@ class StoreProjection:
         hold (see ``ConversationStore.apply_record``)."""
         if record.type == _DELIVERY:
             return  # nothing to write: no transaction for it
+        apply = partial(self._apply, record)
         try:
-            await self._store.apply_record(
-                record.position, partial(self._apply, record), after=self._held
-            )
+            if self._stamps:
+                await self._store.apply_record(
+                    record.position, apply, after=self._held, timestamp=record.timestamp
+                )
+            else:
+                await self._store.apply_record(record.position, apply, after=self._held)
         except StorePositionLost as lost:
             self._rewind(lost.position)
         self._held = record.position  # applied, or held already
@@ -573,6 +612,21 @@ class StoreProjection:
         await self._count_event(
             event.room_id, event.index, datetime.fromtimestamp(at, UTC) if active else None
         )
+
+
+def _takes_timestamp(apply_record: Callable[..., Awaitable[bool]]) -> bool:
+    """Whether a store's ``apply_record`` takes the record's ``timestamp`` (a keyword added
+    after the method: an app's override written before takes none, and failed with a
+    TypeError on every record if given it)."""
+    try:
+        parameters = inspect.signature(apply_record).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): not told it
+        return False
+    return any(
+        parameter.kind is parameter.VAR_KEYWORD
+        or (parameter.name == "timestamp" and parameter.kind is not parameter.POSITIONAL_ONLY)
+        for parameter in parameters
+    )
 
 
 def _most_derived(store: ConversationStore, names: tuple[str, ...]) -> str | None:

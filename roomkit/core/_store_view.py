@@ -145,7 +145,12 @@ class KitStore(ConversationStore):
         _projection_only("count_event")
 
     async def apply_record(
-        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+        self,
+        position: int,
+        apply: Callable[[], Awaitable[None]],
+        *,
+        after: int = 0,
+        timestamp: float | None = None,
     ) -> bool:
         """Refused: the kit applies the log's records."""
         _projection_only("apply_record")

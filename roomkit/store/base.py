@@ -73,14 +73,14 @@ class ConversationStore(ABC):
     """Storage for rooms and everything in them; see the module docstring for shared rules.
 
     The 35 abstract methods are the RoomKit 0.3.0 interface. ``list_recent_events``,
-    ``count_event``, ``clear``, ``applied_position``, ``apply_record`` and ``rebuilding``
-    (among others) are additions with default implementations, so stores written for 0.3.0
-    still work; backends override them when they can do better. One rule is new: the kit
-    replays the log into the store when it starts, so a store that outlives the process must
-    take the same record twice as once (``add_event`` and ``add_observation`` replace by id,
-    see Upserts), or be empty at start, or keep the log position it holds
-    (``applied_position`` and ``apply_record``). Several processes sharing a store need the
-    position anyway: each one's kit follows the whole log.
+    ``count_event``, ``clear``, ``applied_position``, ``applied_record``, ``apply_record`` and
+    ``rebuilding`` (among others) are additions with default implementations, so stores
+    written for 0.3.0 still work; backends override them when they can do better. One rule is
+    new: the kit replays the log into the store when it starts, so a store that outlives the
+    process must take the same record twice as once (``add_event`` and ``add_observation``
+    replace by id, see Upserts), or be empty at start, or keep the log position it holds
+    (``applied_position``, ``applied_record`` and ``apply_record``). Several processes sharing
+    a store need the position anyway: each one's kit follows the whole log.
     """
 
     # -- rooms -----------------------------------------------------------------------------------
@@ -383,12 +383,32 @@ class ConversationStore(ABC):
         """
         return 0
 
+    async def applied_record(self) -> tuple[int, float | None]:
+        """``applied_position``, and the timestamp of the log record at it as ``apply_record``
+        was given it (``None``, the default: the store keeps none, or it is not known).
+
+        A kit starting checks that its log holds that record: a log made anew (a stream
+        deleted and made again, or purged: JetStream goes on counting) can reach the store's
+        position with records of its own, or none there, and the store then holds another
+        log's rooms. Without the timestamp, only whether the log holds a record there is
+        checked.
+        """
+        return await self.applied_position(), None
+
     async def apply_record(
-        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+        self,
+        position: int,
+        apply: Callable[[], Awaitable[None]],
+        *,
+        after: int = 0,
+        timestamp: float | None = None,
     ) -> bool:
         """Apply the log record at ``position``: await ``apply``, which makes the store calls
         the record needs; return whether it did. ``after`` is the position of the record
-        before it that the kit saw the store hold (0 for none).
+        before it that the kit saw the store hold (0 for none); ``timestamp`` is the record's,
+        which a store keeping its position keeps with it (see ``applied_record``). A store
+        whose ``apply_record`` takes no ``timestamp`` (written before it was given) is
+        called without it.
 
         The default awaits it. A store that outlives the process or that several processes
         share should run ``apply`` and keep ``position`` atomically (one transaction), and

@@ -29,9 +29,13 @@ rows as they were first added (the order listings keep; an upsert keeps a row's 
   with it in one transaction (``apply_record``), so the kits of several processes sharing the
   tables apply each record once, and a kit starting takes the tables up from there. Its row
   missing (an operator's ``TRUNCATE``), the tables hold nothing of the log: the next record
-  empties them, puts the row back and the kit applies the log again from its start.
+  empties them, puts the row back and the kit applies the log again from its start. The row
+  also keeps the timestamp of the record at that position (``record_position``,
+  ``record_time``): a kit starting on a log that has another record there, or none (a stream
+  deleted and made again, or purged), empties the tables and fills them from its log.
 - The schema has a version, ``_SCHEMA_VERSION``, kept as the comment of the ``position``
-  table. Tables of another version (or of a RoomKit that kept none) are refused with
+  table. Tables of version 1 are brought to it in place (``_MIGRATED``: two columns added).
+  Tables of another version (or of a RoomKit that kept none) are refused with
   ``StoreSchemaError``, never used: each record failed on them and was skipped, while its
   caller was answered. Upgrading means dropping the tables the log rebuilds; the kit then
   fills them again from its event log.
@@ -79,8 +83,8 @@ _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _BIGINT_MAX = 2**63 - 1
 
 # The schema's version: one more whenever the schema below changes (tables of another
-# version are refused, see _check_version).
-_SCHEMA_VERSION = 1
+# version are refused, see _check_version, except those _MIGRATED brings to it).
+_SCHEMA_VERSION = 2
 _VERSIONED = f"RoomKit schema {_SCHEMA_VERSION}"  # the position table's comment
 _VERSION_COMMENT = re.compile(r"RoomKit schema (\d+)")
 
@@ -167,11 +171,24 @@ CREATE TABLE IF NOT EXISTS {p}read_markers (
 );
 CREATE TABLE IF NOT EXISTS {p}position (
     id int PRIMARY KEY CHECK (id = 1),
-    position bigint NOT NULL
+    position bigint NOT NULL,
+    record_position bigint,
+    record_time double precision
 );
 INSERT INTO {p}position (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 COMMENT ON TABLE {p}position IS '{v}';
 """
+
+# Tables of an earlier version, by its comment, and what brings them to this one. Version 1
+# kept no record_position / record_time (see applied_record): the columns are added empty
+# (a kit then checks the position alone, once), which takes no rewrite of the table.
+_MIGRATED = {
+    "RoomKit schema 1": """
+ALTER TABLE {p}position ADD COLUMN IF NOT EXISTS record_position bigint,
+    ADD COLUMN IF NOT EXISTS record_time double precision;
+COMMENT ON TABLE {p}position IS '{v}';
+""",
+}
 
 # Everything the log rebuilds (``clear``); identities are the application's.
 _REBUILT = (
@@ -188,6 +205,10 @@ _REBUILT = (
 _TABLES = (*_REBUILT, "identities", "identity_addresses")
 
 _POSITION = "SELECT position FROM {position} WHERE id = 1"
+# The position and the timestamp of the record at it: only if the kit that moved it there
+# gave it (a RoomKit of schema 1 sharing the tables moves the position alone).
+_RECORD = """SELECT position, CASE WHEN record_position = position THEN record_time END
+FROM {position} WHERE id = 1"""
 
 # Whether the position's table exists, and its comment (the schema's version).
 _FOUND = "SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class')"
@@ -491,8 +512,9 @@ class PostgresStore(ConversationStore):
         self._ready = False
         self._closed = False
         self._following = False  # the last record was another process's (apply_record)
-        # Inside rebuilding(): its connection, and the position its records reached.
-        self._rebuild: tuple[Any, int] | None = None
+        # Inside rebuilding(): its connection, and the position its records reached with the
+        # timestamp of the record there.
+        self._rebuild: tuple[Any, int, float | None] | None = None
         self._init_lock = anyio.Lock()
         self._t = {name: f"{table_prefix}{name}" for name in _TABLES}
 
@@ -584,9 +606,24 @@ class PostgresStore(ConversationStore):
                     ):
                         await conn.execute(_SCHEMA.format(p=self._prefix, v=_VERSIONED))
                         return
+                    if made and version in _MIGRATED:
+                        await self._migrate(conn, version)
+                        return
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self._prefix)
             self._check_version(version)
+
+    async def _migrate(self, conn: Any, comment: str) -> None:
+        """Bring tables of an earlier schema version (``comment``) to this one, in the
+        transaction that found them: their rows are the log's projection as it is, and
+        refused, they would have to be dropped and filled again from the whole log."""
+        logger.info(
+            "PostgresStore: the tables prefixed %r are of %s; brought to schema version %d",
+            self._prefix,
+            comment,
+            _SCHEMA_VERSION,
+        )
+        await conn.execute(_MIGRATED[comment].format(p=self._prefix, v=_VERSIONED))
 
     def _check_version(self, comment: str | None) -> None:
         """Refuse tables of another schema version (``comment``: the position table's).
@@ -700,6 +737,15 @@ class PostgresStore(ConversationStore):
         # None failed the kit's start with a TypeError.
         return 0 if position is None else position
 
+    async def applied_record(self) -> tuple[int, float | None]:
+        """``applied_position`` and the timestamp of the record at it (``None`` if the kit
+        that applied it gave none, or the tables were made by schema version 1)."""
+        row = await self._run("fetchrow", _RECORD)
+        if row is None:
+            return 0, None  # see applied_position
+        time: float | None = row[1]
+        return row[0], time
+
     async def _restore_position(self, conn: Any) -> None:
         """Put back a missing position row (an operator's ``TRUNCATE`` of the tables), at 0,
         and empty the tables the log rebuilds in the same transaction: without the row, what
@@ -717,23 +763,32 @@ class PostgresStore(ConversationStore):
         if restored is not None:
             await self._empty(conn)
 
-    async def _advance(self, position: int, conn: Any) -> int | None:
-        """Move the position to ``position`` if it is below; return the position before, or
-        None if it was there or past it (or the row is missing)."""
+    async def _advance(self, position: int, timestamp: float | None, conn: Any) -> int | None:
+        """Move the position to ``position`` (the record there of ``timestamp``) if it is
+        below; return the position before, or None if it was there or past it (or the row is
+        missing)."""
         # The position before the update (the self-join reads the row as it was).
         held: int | None = await self._fetchval(
-            """UPDATE {position} AS p SET position = $1 FROM {position} AS o
+            """UPDATE {position} AS p
+            SET position = $1, record_position = $1, record_time = $2 FROM {position} AS o
             WHERE p.id = 1 AND o.id = 1 AND p.position < $1 RETURNING o.position""",
             position,
+            timestamp,
             conn=conn,
         )
         return held
 
     async def apply_record(
-        self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
+        self,
+        position: int,
+        apply: Callable[[], Awaitable[None]],
+        *,
+        after: int = 0,
+        timestamp: float | None = None,
     ) -> bool:
-        """Apply a log record and keep ``position``, in one transaction; skip a record at or
-        below the kept position (a kit of another process sharing these tables applied it).
+        """Apply a log record and keep ``position`` (and the record's ``timestamp``, see
+        ``applied_record``), in one transaction; skip a record at or below the kept position
+        (a kit of another process sharing these tables applied it).
 
         The position's row is locked from the start of the transaction: the kits of several
         processes apply each record once, in log order. A store whose last record another
@@ -743,19 +798,19 @@ class PostgresStore(ConversationStore):
         """
         rebuild = self._rebuild
         if rebuild is not None and _applying.get() == (self, rebuild[0]):
-            return await self._apply_rebuilt(position, apply, after)
+            return await self._apply_rebuilt(position, apply, after, timestamp)
         if self._following:
             held = await self.applied_position()
             _check_held(held, after)
             if held >= position:
                 return False
         async with self._transaction() as conn:
-            before = await self._advance(position, conn)
+            before = await self._advance(position, timestamp, conn)
             # Changing nothing, the update may have found no row (an operator emptied the
             # tables): looked for here only, the statement of every record stays the same.
             if before is None and await self._fetchval(_POSITION, conn=conn) is None:
                 await self._restore_position(conn)
-                before = await self._advance(position, conn)
+                before = await self._advance(position, timestamp, conn)
             self._following = before is None
             if before is None:
                 return False  # it holds this record: more than ``after``
@@ -768,20 +823,24 @@ class PostgresStore(ConversationStore):
         return True
 
     async def _apply_rebuilt(
-        self, position: int, apply: Callable[[], Awaitable[None]], after: int
+        self,
+        position: int,
+        apply: Callable[[], Awaitable[None]],
+        after: int,
+        timestamp: float | None,
     ) -> bool:
         """``apply_record`` inside ``rebuilding()``, whose transaction holds the position's
         row: the position is written once, as it commits. An update of that row per record
         made a rebuild quadratic (each walked the row versions the others left in the one
         transaction: 51 s for 8,000 records, 13 s for 4,000)."""
         assert self._rebuild is not None
-        conn, held = self._rebuild
+        conn, held, _ = self._rebuild
         if held >= position:
             return False
         _check_held(held, after)
         async with self._transaction():  # a savepoint: a record that fails undoes itself
             await apply()
-        self._rebuild = (conn, position)
+        self._rebuild = (conn, position, timestamp)
         return True
 
     async def clear(self) -> None:
@@ -790,9 +849,13 @@ class PostgresStore(ConversationStore):
         # still see the rows until it commits (TRUNCATE would lock them out).
         async with self._transaction() as conn:
             await self._empty(conn)
-            await self._execute("UPDATE {position} SET position = 0 WHERE id = 1", conn=conn)
+            await self._execute(
+                """UPDATE {position} SET position = 0, record_position = NULL,
+                record_time = NULL WHERE id = 1""",
+                conn=conn,
+            )
         if self._rebuild is not None:
-            self._rebuild = (self._rebuild[0], 0)
+            self._rebuild = (self._rebuild[0], 0, None)
 
     async def _empty(self, conn: Any) -> None:
         """Delete the rows of the tables the log rebuilds, the position's row excepted."""
@@ -806,18 +869,21 @@ class PostgresStore(ConversationStore):
         processes sharing the tables read them as they were until it commits, and wait to
         apply records (then skip those it applied)."""
         async with self._transaction() as conn:
-            lock = "SELECT position FROM {position} WHERE id = 1 FOR UPDATE"
-            held = await self._fetchval(lock, conn=conn)
+            lock = f"{_RECORD} FOR UPDATE"
+            held = await self._run("fetchrow", lock, conn=conn)
             if held is None:  # no row to lock, nor to write the position to as it commits
                 await self._restore_position(conn)
-                held = await self._fetchval(lock, conn=conn)
+                held = await self._run("fetchrow", lock, conn=conn)
             token = _applying.set((self, conn))
-            self._rebuild = (conn, held)
+            self._rebuild = (conn, held[0], held[1])
             try:
                 yield
+                _, position, timestamp = self._rebuild
                 await self._execute(
-                    "UPDATE {position} SET position = $1 WHERE id = 1",
-                    self._rebuild[1],
+                    """UPDATE {position} SET position = $1, record_position = $1,
+                    record_time = $2 WHERE id = 1""",
+                    position,
+                    timestamp,
                     conn=conn,
                 )
             finally:

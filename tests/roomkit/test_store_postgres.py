@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import anyio
 import asyncpg
+import nats
 import pytest
 
 from eventlog import EventLog, MemoryEventLog
@@ -147,6 +148,25 @@ class CountingStore(PostgresStore):
     applied = 0
 
     async def apply_record(
+        self,
+        position: int,
+        apply: Callable[[], Awaitable[None]],
+        *,
+        after: int = 0,
+        timestamp: float | None = None,
+    ) -> bool:
+        done = await super().apply_record(position, apply, after=after, timestamp=timestamp)
+        self.applied += done
+        return done
+
+
+class CountingStoreOfBefore(PostgresStore):
+    """Counts the records it applies, as an app's override written before ``apply_record``
+    took the record's timestamp: the kit calls it without one."""
+
+    applied = 0
+
+    async def apply_record(
         self, position: int, apply: Callable[[], Awaitable[None]], *, after: int = 0
     ) -> bool:
         done = await super().apply_record(position, apply, after=after)
@@ -154,15 +174,25 @@ class CountingStore(PostgresStore):
         return done
 
 
+@pytest.mark.parametrize("counting", [CountingStore, CountingStoreOfBefore])
 async def test_a_restarted_kit_takes_the_tables_up_where_they_are(
-    event_log: EventLog, postgres_uri: str, postgres_prefix: str
+    event_log: EventLog,
+    postgres_uri: str,
+    postgres_prefix: str,
+    counting: type[CountingStore | CountingStoreOfBefore],
 ) -> None:
-    async with postgres_kit(event_log, postgres_uri, postgres_prefix) as kit:
+    store: CountingStore | CountingStoreOfBefore = counting(
+        postgres_uri, table_prefix=postgres_prefix
+    )
+    async with store, new_kit(event_log, store=store) as kit:
         await converse(kit)
         before = await snapshot(kit)
+        _, timestamp = await store.applied_record()
+        assert (timestamp is None) == (counting is CountingStoreOfBefore)
     # A new process: the tables are as the last kit left them, with the log position they
-    # hold; the kit applies nothing of the log before it (it replayed the whole log before).
-    store = CountingStore(postgres_uri, table_prefix=postgres_prefix)
+    # hold (and the record's timestamp, which the log's record there has); the kit applies
+    # nothing of the log before it (it replayed the whole log before).
+    store = counting(postgres_uri, table_prefix=postgres_prefix)
     async with store, new_kit(event_log, store=store) as again:
         assert store.applied == 0
         assert await store.applied_position() == await event_log.last_position() > 0
@@ -336,6 +366,114 @@ async def test_tables_filled_from_another_log_are_filled_again(
     assert any("filled from another log" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("stream", ["deleted and made again", "purged"])
+async def test_tables_of_a_stream_made_anew_are_filled_again_from_it(
+    nats_server: NatsServer,
+    postgres_uri: str,
+    postgres_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    stream: str,
+) -> None:
+    # The kit checked only that the tables' position was within the log. A stream deleted,
+    # made again and written past that position by another process, or purged (JetStream
+    # goes on counting: its last position stays the tables'), left the tables with the old
+    # stream's room and without the new one's: reading it raised RoomNotFoundError, and a
+    # room made again under the old id showed the purged messages.
+    async with (
+        NatsEventLog(nats_server.url) as log,
+        postgres_kit(log, postgres_uri, postgres_prefix) as kit,
+    ):
+        await kit.create_room(room_id="old")
+        await kit.attach_channel("old", "sms")
+        for n in range(2):
+            await kit.process_inbound(text("sms", f"old {n}"), room_id="old")
+        held = await log.last_position()
+    nc = await nats.connect(nats_server.url)
+    try:
+        if stream == "purged":
+            await nc.jetstream().purge_stream(log.stream_name)
+        else:
+            await nc.jetstream().delete_stream(log.stream_name)
+    finally:
+        await nc.close()
+    if stream == "deleted and made again":
+        # Another process (no tables) makes the stream again and writes past their position.
+        async with NatsEventLog(nats_server.url) as log, new_kit(log) as other:
+            await other.create_room(room_id="new")
+            await other.attach_channel("new", "sms")
+            for n in range(4):
+                await other.process_inbound(text("sms", f"new {n}"), room_id="new")
+            assert await log.last_position() > held
+    with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+        async with (
+            NatsEventLog(nats_server.url) as log,
+            postgres_kit(log, postgres_uri, postgres_prefix) as kit,
+        ):
+            on_postgres = await snapshot(kit)
+            await kit.create_room(room_id="old")
+            assert await kit.get_timeline("old", limit=100) == []
+            assert (await kit.get_room("old")).event_count == 0
+    assert any("filled from another log" in r.getMessage() for r in caplog.records)
+    async with NatsEventLog(nats_server.url) as log, new_kit(log, store=InMemoryStore()) as mem:
+        expected = await snapshot(mem)
+    assert list(on_postgres) == ([] if stream == "purged" else ["new"])
+    assert on_postgres == {room: expected[room] for room in on_postgres}
+
+
+async def test_the_tables_keep_the_timestamp_of_the_record_at_their_position(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    async def create(room_id: str) -> None:
+        await store.create_room(make_room(room_id))
+
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+        assert await store.applied_record() == (0, None)
+        assert await store.apply_record(3, lambda: create("r3"), timestamp=1.25)
+        assert not await store.apply_record(2, lambda: create("r2"), timestamp=9.0)
+        assert await store.applied_record() == (3, 1.25)
+        assert await store.apply_record(5, lambda: create("r5"))  # given none: not known
+        assert await store.applied_record() == (5, None)
+        async with store.rebuilding():
+            await store.clear()
+            assert await store.apply_record(1, lambda: create("r1"), timestamp=2.5)
+        assert await store.applied_record() == (1, 2.5)
+        await store.clear()
+        assert await store.applied_record() == (0, None)
+
+
+async def test_tables_of_schema_version_1_are_taken_up_as_they_are(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    # Schema 2 keeps the timestamp of the record at the tables' position: tables of schema 1
+    # (without it) are brought to it in place, not refused nor filled again.
+    log = MemoryEventLog()
+    async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
+        await converse(kit)
+        before = await snapshot(kit)
+    position = f"{postgres_prefix}position"
+    admin = await asyncpg.connect(postgres_uri)
+    try:
+        await admin.execute(
+            f"""ALTER TABLE {position} DROP COLUMN record_position, DROP COLUMN record_time;
+            COMMENT ON TABLE {position} IS 'RoomKit schema 1'"""
+        )
+        store = CountingStore(postgres_uri, table_prefix=postgres_prefix)
+        async with store, new_kit(log, store=store) as again:
+            assert store.applied == 0
+            assert await snapshot(again) == before
+            # Not known for the record the tables were left at; known from the next one on.
+            assert await store.applied_record() == (await log.last_position(), None)
+        found = await admin.fetchval("SELECT obj_description($1::regclass, 'pg_class')", position)
+        assert found == "RoomKit schema 2"
+    finally:
+        await admin.close()
+    async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
+        await kit.process_inbound(text("sms", "after the upgrade", sender="+1555"))
+        # The last record the tables took (delivery outcomes go into no table).
+        last = [r for r in await log.read_all() if r.type != "delivery.recorded"][-1]
+        assert await kit.store.applied_record() == (last.position, last.timestamp)
+
+
 async def test_stores_with_other_prefixes_share_a_database_apart(
     postgres_uri: str, postgres_prefix: str
 ) -> None:
@@ -438,7 +576,7 @@ async def test_tables_of_an_older_schema_are_refused_and_dropping_them_rebuilds_
             COMMENT ON TABLE {postgres_prefix}position IS NULL"""
         )
         store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
-        with pytest.raises(StoreSchemaError, match="kept no version.* version is 1") as refused:
+        with pytest.raises(StoreSchemaError, match="kept no version.* version is 2") as refused:
             async with new_kit(log, store=store) as kit:
                 await kit.get_room("r1")
         await store.close()
@@ -462,7 +600,7 @@ async def test_tables_of_another_schema_version_are_refused(
     admin = await asyncpg.connect(postgres_uri)
     try:
         for change, found in [
-            ("COMMENT ON TABLE {p}position IS 'RoomKit schema 2'", "schema version 2"),
+            ("COMMENT ON TABLE {p}position IS 'RoomKit schema 3'", "schema version 3"),
             # Older still: tables from before the position's (the schema is not created
             # next to them).
             ("DROP TABLE {p}position", "kept no version"),
@@ -487,7 +625,7 @@ async def test_a_store_refusing_the_tables_closes_the_pool_it_opened(
     given = await asyncpg.create_pool(postgres_uri, min_size=1, max_size=1)
     count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
     try:
-        await admin.execute(f"COMMENT ON TABLE {postgres_prefix}position IS 'RoomKit schema 2'")
+        await admin.execute(f"COMMENT ON TABLE {postgres_prefix}position IS 'RoomKit schema 3'")
         connections = await admin.fetchval(count)
         for _ in range(3):
             with pytest.raises(StoreSchemaError):
