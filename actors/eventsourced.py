@@ -90,6 +90,7 @@ class EventSourcedActor(Actor, Generic[S, E]):
     Attributes:
         state: the current state (valid from ``on_start`` on).
         version: the stream version the state includes (0: no event yet).
+        last_timestamp: the timestamp of the record at ``version``.
         in_doubt: whether an append in doubt waits to be settled.
         committing: while ``after_commit`` runs, the effect whose events it commits.
     """
@@ -226,6 +227,13 @@ class EventSourcedActor(Actor, Generic[S, E]):
     def version(self) -> int:
         """The version of the last event applied to ``state`` (0: none)."""
         return self._version
+
+    @property
+    def last_timestamp(self) -> float:
+        """The timestamp of the record at ``version`` (0.0 before the first): a subclass that
+        stamps its events keeps the stream's stamps in version order from it."""
+        last = self._last
+        return last.timestamp if last is not None else 0.0
 
     @property
     def in_doubt(self) -> bool:

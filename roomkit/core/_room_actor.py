@@ -286,8 +286,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             taken = self._services.outcomes.take(self.key)
             if taken:
                 self._unrecorded = (*self._unrecorded, *self._decider.delivery_facts(taken))
-            if self._unrecorded:
-                facts = [*self._unrecorded, *facts]
+            carried = self._unrecorded
+            if carried:
+                facts = _in_time([*carried, *facts], self.last_timestamp)
+                # Restamped, they are still the ones after_commit knows as carried (by
+                # identity).
+                self._unrecorded = tuple(facts[: len(carried)])
+            else:
+                facts = _in_time(facts, self.last_timestamp)
         else:
             if self.version != self._position_version:
                 await self._find_last_position()
@@ -364,6 +370,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 decision.after.append(command)
                 return True
         facts, outcome = await self._decider.decide(self.state, command)
+        facts = _in_time(facts, self.last_timestamp)
         version = self.version
         try:
             await self.commit_now(Effect(events=facts, reply=outcome))
@@ -602,6 +609,28 @@ def _timed_out() -> Outcome:
     naming the event its channel had made, if it got that far."""
     decision = deciding()
     return Outcome(timed_out=True, dropped_event_id=decision.event_id if decision else None)
+
+
+def _in_time(facts: list[Fact], floor: float) -> list[Fact]:
+    """``facts`` (changed in place), each stamped no earlier than the facts before it and
+    ``floor`` (the stream's last record's stamp).
+
+    A room's records must be stamped in version order: ``until=<a time>`` (audit replay,
+    timeline) keeps the records up to the first one stamped after it. Facts are stamped where
+    they are decided, from different clocks: a message when its decision starts, the delivery
+    outcomes its append carries ahead of it when they are taken (after the decision), a
+    command at the time its caller gave (``cmd.now``, read before it waited in the mailbox),
+    another process's records by its clock. So one stamped before its predecessor is stamped
+    as that one (a few hundred microseconds later, for a carried outcome's message); the
+    models keep their own times (a message's ``created_at``).
+    """
+    for index, fact in enumerate(facts):
+        stamp = fact.timestamp
+        if stamp < floor:
+            facts[index] = fact.at(floor)
+        else:
+            floor = stamp  # (a NaN floor, of a record an older version wrote, is let go here)
+    return facts
 
 
 def _recorded_after(facts: list[Fact]) -> dict[int, int]:

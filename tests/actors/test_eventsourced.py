@@ -818,3 +818,49 @@ async def test_commit_now_whose_answer_was_lost_is_in_doubt_and_settled_once() -
         [Incremented(1)],
         [Incremented(100)],
     ]
+
+
+# -- last_timestamp: what a subclass keeps its stamps in order from ------------------------------
+
+
+@dataclass(frozen=True)
+class _LastStamp:
+    pass
+
+
+class _StampCounter(Counter):
+    """Answers ``_LastStamp`` with the actor's ``last_timestamp``."""
+
+    async def decide(self, state: CounterState, command: object) -> Effect[Incremented]:
+        if isinstance(command, _LastStamp):
+            return Effect.reply_only(self.last_timestamp)
+        return await super().decide(state, command)
+
+
+async def test_last_timestamp_is_the_stamp_of_the_record_at_the_actor_s_version() -> None:
+    # A room actor stamps its events no earlier than the stream's last record (records
+    # stamped out of order cut audit replays by time short): it must know that record's
+    # stamp after its own commits, a recovery from a snapshot, and another writer's append.
+    log = MemoryEventLog()
+
+    def system() -> ActorSystem:
+        made = ActorSystem(log, supervision=FAST, snapshot_every=2)
+        made.register("counter", _StampCounter)
+        return made
+
+    async with system() as one:
+        ref = one.ref("counter", "c")
+        assert await ref.ask(_LastStamp()) == 0.0  # no record yet
+        for amount in (1, 2, 3):
+            await ref.ask(Add(amount))
+        assert await ref.ask(_LastStamp()) == (await log.read("c"))[-1].timestamp
+        data = msgspec.msgpack.encode(Incremented(4))
+        other = NewEvent("counter.incremented", data, timestamp=4e9)
+        await log.append("c", [other], expected_version=3)
+        await ref.ask(Add(5))  # conflicts, reads the other writer's record, appends again
+        assert [r.timestamp for r in await log.read("c")][3] == 4e9
+        assert await ref.ask(_LastStamp()) == (await log.read("c"))[-1].timestamp
+    async with system() as two:  # recovered from the snapshot at version 4 and the tail
+        assert (
+            await two.ref("counter", "c").ask(_LastStamp()) == (await log.read("c"))[-1].timestamp
+        )

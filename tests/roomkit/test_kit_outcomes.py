@@ -8,8 +8,9 @@ what it holds. Nothing is lost and the order in the log stays: each outcome afte
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 import msgspec
@@ -17,18 +18,24 @@ import pytest
 
 from eventlog import EventLog, MemoryEventLog, NewEvent, Record
 from roomkit import (
+    AIChannel,
     ChannelBinding,
+    ChannelCategory,
     ChannelOutput,
     FrameworkEvent,
     InboundMessage,
+    MockAIProvider,
     RetryPolicy,
     RoomContext,
     RoomEvent,
     RoomKit,
+    TextContent,
 )
+from roomkit.audit import replay_point, timeline
 from roomkit.core._runtime import ROOM
 from roomkit.models._defaults import utcnow
 from tests.roomkit.kit_helpers import SimpleChannel, text
+from tests.roomkit.test_kit_replay import assert_consistent
 
 
 class _CountingLog(MemoryEventLog):
@@ -109,6 +116,74 @@ async def test_an_outcome_is_stamped_when_it_is_recorded_not_with_the_message_it
     outcomes = [r for r in records if r.type == "delivery.recorded"]
     outcome = next(r for r in outcomes if r.version > first.version)
     assert outcome.timestamp >= first.timestamp  # not the late message's hour-old stamp
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kit's clock a millisecond later at each reading: two stamps taken at different
+    moments of one command always differ, as they may not within a microsecond. It starts a
+    minute ahead, so as not to fall behind the real clock of the models' default times."""
+    start = utcnow() + timedelta(minutes=1)
+    ticks = itertools.count()
+
+    def now() -> datetime:
+        return start + timedelta(milliseconds=next(ticks))
+
+    monkeypatch.setattr("roomkit.core._runtime.utcnow", now)
+
+
+async def _assert_stamped_in_order(kit: RoomKit) -> None:
+    """r1's records are stamped in version order, and each is in the room as of its time."""
+    records = await kit.log.read("r1")
+    back = [
+        (a.version, b.version) for a, b in itertools.pairwise(records) if b.timestamp < a.timestamp
+    ]
+    assert back == []  # (the version, the next one stamped before it)
+    async for entry in timeline(kit.log, "r1"):
+        assert entry.time is not None
+        point = await replay_point(kit.log, "r1", until=entry.time)
+        assert point.version >= entry.version, entry
+
+
+@pytest.mark.usefixtures("ticking_clock")
+async def test_a_room_s_records_are_stamped_in_order_with_the_outcomes_its_messages_carry(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # The outcomes a message's append carries ahead of it were stamped when taken, after the
+    # message's decision, and the message when its decision began: every such message was
+    # stamped before the record in front of it, and replay_point(until=<its time>) gave the
+    # room without it.
+    async with make_kit(outcome_delay=3600) as kit:
+        await _room(kit)
+        for n in range(4):
+            await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+        await assert_consistent(kit)  # the live room took the same stamps as the log
+    types = [record.type for record in await kit.log.read("r1")]
+    assert types[-8:] == ["message.recorded", "delivery.recorded"] * 4
+    await _assert_stamped_in_order(kit)
+
+
+@pytest.mark.usefixtures("ticking_clock")
+async def test_a_room_s_records_stay_in_order_while_messages_replies_and_outcomes_interleave(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # Messages in flight while an AI answers the ones before and their outcomes wait: a
+    # reply, stamped when its delivery worker handed it over, went in ahead of a message
+    # stamped earlier (and a sent event carries the time its caller read before it waited).
+    async with make_kit(outcome_delay=3600) as kit:
+        await _room(kit)
+        kit.register_channel(AIChannel("ai", provider=MockAIProvider(["on it"])))
+        await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+        async with anyio.create_task_group() as tg:
+            for n in range(6):
+                tg.start_soon(
+                    functools.partial(kit.process_inbound, text("sms", f"m{n}"), room_id="r1")
+                )
+                tg.start_soon(kit.send_event, "r1", "ws", TextContent(body=f"sent {n}"))
+        await assert_consistent(kit)
+    types = [record.type for record in await kit.log.read("r1")]
+    assert types.count("delivery.recorded") >= 12
+    await _assert_stamped_in_order(kit)
 
 
 async def test_a_quiet_room_appends_its_outcomes_after_the_delay(
