@@ -7,6 +7,9 @@ the ttl; one that dies stops renewing, and the server drops its entries, which f
 partitions for the others. Claims are atomic (a key is created only if absent) and renewals
 conditional on the revision the process last wrote, so two processes never both hold a lease.
 The server's clock decides every expiry: the processes' clocks need not agree.
+
+The bucket's max age is the one lease ttl in use: each process says its own in its heartbeat,
+checks the bucket's against it at each renewal, and takes no lease while they differ.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from nats.js.kv import KeyValue
 
 from eventlog._nats_errors import ERR_STREAM_NAME_IN_USE
 
-__all__ = ["LeaseTable", "TableView"]
+__all__ = ["LeaseTable", "LeaseTtlError", "TableView"]
 
 logger = logging.getLogger("roomkit.ownership")
 
@@ -33,6 +36,9 @@ _OPEN_READ_TIMEOUT = 5.0  # seconds to read who uses a bucket of another lease t
 _PART = "part."
 _MEMBER = "member."
 _LEAVING = b":leaving"
+# The lease ttl a process uses, in a header of its heartbeat (its value is read by processes
+# of earlier versions, which ignore headers).
+_TTL_HEADER = "Roomkit-Lease-Ttl"
 
 # What a failure of the key-value store may raise: the server away, a request unanswered.
 KV_FAILURES: tuple[type[BaseException], ...] = (
@@ -43,10 +49,16 @@ KV_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+class LeaseTtlError(ValueError):
+    """The lease bucket lets leases live another time than this process's ``lease_ttl``, or
+    live processes use another one: this process must take no lease (they would lapse
+    between its renewals, or outlive what it counts on)."""
+
+
 class TableView:
     """The table as read at one moment: each leased partition's holder, the live processes."""
 
-    __slots__ = ("leaving", "members", "owners", "partitions")
+    __slots__ = ("leaving", "members", "owners", "partitions", "ttls")
 
     def __init__(
         self,
@@ -54,6 +66,7 @@ class TableView:
         members: set[str],
         partitions: dict[str, int] | None = None,
         leaving: set[str] | None = None,
+        ttls: dict[str, float] | None = None,
     ) -> None:
         self.owners = owners
         self.members = members
@@ -62,6 +75,8 @@ class TableView:
         # The live processes that said they are leaving: they hold what they hold until they
         # give it back, and take nothing more.
         self.leaving = leaving if leaving is not None else set()
+        # The lease ttl each live process said it uses (not said by earlier versions).
+        self.ttls = ttls if ttls is not None else {}
 
     @property
     def staying(self) -> set[str]:
@@ -87,41 +102,56 @@ class LeaseTable:
 
     async def open(self) -> None:
         """Make the bucket, or bind to it if it exists with the same lease ttl, or with
-        another that no live process uses (then it takes this one).
+        another that no live process uses (then it takes this one); then say this process is
+        alive and check that no other ttl took the bucket meanwhile.
 
         The bucket keeps the ttl it was made with: the whole fleet stopped and started again
         with a new ``lease_ttl`` was refused for good, each process told to use the ttl of
         processes that were gone.
 
         Raises:
-            ValueError: it exists with another ttl that live processes use (every process
-                must use the same).
+            LeaseTtlError (a ValueError): it exists with another ttl that live processes use
+                (every process must use the same), or another process took it to its own ttl
+                as this one did (then this process is not a live one).
+            TimeoutError: the ttl changed, and the check that no process uses another took
+                longer than this ttl (this process is not a live one).
+            nats errors: the server or the connection failed (``KV_FAILURES``).
         """
+        began = anyio.current_time()
+        found = await self._bind()
+        try:
+            await self._confirm(found, began)
+        except BaseException:
+            # Not said alive: its heartbeat would keep others from the bucket for a ttl.
+            with anyio.CancelScope(shield=True), contextlib.suppress(*KV_FAILURES):
+                await self.leave()
+            raise
+
+    async def _bind(self) -> float | None:
+        """Make the bucket or bind to it (taken to this ttl if no live process uses the one it
+        has): the ttl it had when found."""
         config = KeyValueConfig(
             bucket=self._bucket, history=1, ttl=self._lease_ttl, storage=StorageType.MEMORY
         )
         try:
             self._kv = await self._js.create_key_value(config)
-            return
+            return self._lease_ttl
         except nats.js.errors.APIError as exc:
             if exc.err_code != ERR_STREAM_NAME_IN_USE:
                 raise
         kv = await self._js.key_value(self._bucket)
         stream = (await kv.status()).stream_info.config
         ttl = stream.max_age
-        if ttl is None or abs(ttl - self._lease_ttl) > 1e-3:
-            live = (await self.read(_OPEN_READ_TIMEOUT)).members
+        if not self._is_mine(ttl):
+            live = (await self.read(_OPEN_READ_TIMEOUT)).members - {self._me}
             if live:
-                raise ValueError(
+                raise LeaseTtlError(
                     f"the lease bucket {self._bucket} lets leases live {ttl} s, not "
                     f"{self._lease_ttl} s, and {len(live)} process(es) use it: every process "
                     "sharing it must use the same lease_ttl (once they all stopped, and their "
                     f"leases lapsed after {ttl} s, a process with another one changes it)"
                 )
-            stream.max_age = self._lease_ttl
-            # JetStream keeps a bucket's duplicate window within its max age.
-            stream.duplicate_window = min(stream.duplicate_window or 0.0, self._lease_ttl)
-            await self._js.update_stream(stream)
+            await self._set_ttl(self._lease_ttl)
             logger.warning(
                 "the lease bucket %s let leases live %s s; no process uses it: now %s s",
                 self._bucket,
@@ -129,6 +159,70 @@ class LeaseTable:
                 self._lease_ttl,
             )
         self._kv = kv
+        return ttl
+
+    async def _confirm(self, found: float | None, began: float) -> None:
+        """Say this process is alive, then read the bucket's ttl and the live processes again:
+        one that took the bucket to another ttl as this one bound to it is seen in one or the
+        other. Two processes started together with different ttls each found no live process,
+        each took the bucket to its own, and both went on: the leases of the one whose ttl
+        lost lapsed between its renewals, and the other took its rooms.
+
+        ``found``: the bucket's ttl when this open began (that of the live processes that do
+        not say theirs, of earlier versions); ``began``: when it began.
+        """
+        await self.heartbeat()
+        await self.check()
+        others = self._others_ttls(await self.read(_OPEN_READ_TIMEOUT), found)
+        if any(not self._is_mine(ttl) for ttl in others.values()):
+            # The bucket goes to the longest of theirs: none of their leases lapses before
+            # they renew it, and those of another ttl stop taking leases at their next check.
+            longest = max(others.values())
+            if not self._is_mine(longest):
+                await self._set_ttl(longest)
+            raise LeaseTtlError(
+                f"processes using the lease bucket {self._bucket} use lease_ttl "
+                f"{sorted(set(others.values()))} s, not {self._lease_ttl} s: every process "
+                "sharing it must use the same lease_ttl (started together with another one)"
+            )
+        if not self._is_mine(found) and anyio.current_time() - began >= self._lease_ttl:
+            # A process of another ttl that said it was alive after this one found none may
+            # have lapsed under this ttl since: not seen, and not known to be gone.
+            raise TimeoutError(
+                f"the lease bucket {self._bucket}: checking that no process uses another "
+                f"lease_ttl took longer than {self._lease_ttl} s"
+            )
+
+    def _others_ttls(self, view: TableView, found: float | None) -> dict[str, float]:
+        """The lease ttl of each other live process in ``view`` (``found`` if not said)."""
+        default = found if found is not None else self._lease_ttl
+        return {m: view.ttls.get(m, default) for m in view.members if m != self._me}
+
+    async def check(self) -> None:
+        """Raise ``LeaseTtlError`` unless the bucket lets leases live this process's ttl.
+
+        Raises:
+            LeaseTtlError: it lets them live another time (changed by another process).
+            nats errors: the server or the connection failed (``KV_FAILURES``).
+        """
+        ttl = (await self._js.stream_info(f"KV_{self._bucket}")).config.max_age
+        if not self._is_mine(ttl):
+            raise LeaseTtlError(
+                f"the lease bucket {self._bucket} lets leases live {ttl} s, not "
+                f"{self._lease_ttl} s: another process took it to its lease_ttl (every "
+                "process sharing it must use the same)"
+            )
+
+    def _is_mine(self, ttl: float | None) -> bool:
+        return ttl is not None and abs(ttl - self._lease_ttl) <= 1e-3
+
+    async def _set_ttl(self, ttl: float) -> None:
+        """Let the bucket's entries live ``ttl`` seconds (those written already too)."""
+        stream = (await self._js.stream_info(f"KV_{self._bucket}")).config
+        stream.max_age = ttl
+        # JetStream keeps a bucket's duplicate window within its max age.
+        stream.duplicate_window = min(stream.duplicate_window or 0.0, ttl)
+        await self._js.update_stream(stream)
 
     @property
     def opened(self) -> bool:
@@ -143,7 +237,14 @@ class LeaseTable:
         said = str(self._partitions).encode() if self._partitions else b""
         if self.leaving:
             said += _LEAVING  # after the count, which processes before this one still read
-        await self._open_kv().put(_MEMBER + self._me, said)
+        self._open_kv()
+        # Published as KeyValue.put does, with the ttl this process uses (which put cannot
+        # say): a process that opens the bucket refuses one whose ttl differs.
+        await self._js.publish(
+            f"$KV.{self._bucket}.{_MEMBER}{self._me}",
+            said,
+            headers={_TTL_HEADER: repr(self._lease_ttl)},
+        )
 
     async def claim(self, partition: int) -> int | None:
         """Lease ``partition`` if nobody holds it: the lease's revision, or None."""
@@ -211,6 +312,7 @@ class LeaseTable:
         members: set[str] = set()
         partitions: dict[str, int] = {}
         leaving: set[str] = set()
+        ttls: dict[str, float] = {}
         consumer = None
         deadline = anyio.current_time() + timeout
         try:
@@ -230,7 +332,7 @@ class LeaseTable:
                             msgs = await pull.fetch(min(left, 1_000), timeout=timeout)
                             for msg in msgs:
                                 left = msg.metadata.num_pending or 0
-                                self._take(msg, prefix, owners, members, partitions, leaving)
+                                self._take(msg, prefix, owners, members, partitions, leaving, ttls)
                     finally:
                         with anyio.CancelScope(shield=True), contextlib.suppress(*KV_FAILURES):
                             await pull.unsubscribe()
@@ -245,7 +347,7 @@ class LeaseTable:
                     contextlib.suppress(*KV_FAILURES),
                 ):
                     await js.delete_consumer(stream, consumer.name)
-        return TableView(owners, members, partitions, leaving)
+        return TableView(owners, members, partitions, leaving, ttls)
 
     @staticmethod
     def _take(
@@ -255,6 +357,7 @@ class LeaseTable:
         members: set[str],
         partitions: dict[str, int],
         leaving: set[str],
+        ttls: dict[str, float],
     ) -> None:
         """Add one entry of the bucket to the view (a deletion adds nothing)."""
         headers = msg.headers or {}
@@ -270,6 +373,8 @@ class LeaseTable:
                 count = count[: -len(_LEAVING)]
             if count.isdigit():
                 partitions[member] = int(count)
+            with contextlib.suppress(ValueError):
+                ttls[member] = float(headers.get(_TTL_HEADER, ""))
         elif key.startswith(_PART) and msg.data:
             try:
                 owners[int(key[len(_PART) :])] = msg.data.decode()

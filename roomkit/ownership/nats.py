@@ -70,7 +70,7 @@ from roomkit.errors import (
 from roomkit.models.delivery import InboundMessage, InboundResult
 from roomkit.ownership._chain import current_chain, decode_chain, encode_chain
 from roomkit.ownership._partitions import partition_of, rebalance
-from roomkit.ownership._table import KV_FAILURES, LeaseTable, TableView
+from roomkit.ownership._table import KV_FAILURES, LeaseTable, LeaseTtlError, TableView
 from roomkit.ownership._wire import WireError, decode, decode_error, encode, encode_error
 from roomkit.ownership.base import KitPort, Placement, ReadModelBehind, RoomOwnership
 
@@ -285,6 +285,9 @@ class NatsPlacement(Placement):
         self._settled = False  # leaving, past the wait for its own commands: it takes no more
         self._ticking = anyio.Lock()  # a tick and leave() do not renew and release at once
         self._failing = False  # the lease table unreachable: reported once per outage
+        # The lease bucket lets leases live another time than this process's lease_ttl: it
+        # takes no lease until it lets them live this one again (reported once).
+        self._refused = False
 
     @property
     def held(self) -> frozenset[int]:
@@ -349,14 +352,12 @@ class NatsPlacement(Placement):
         """Renew, read the table, move towards a fair share, stop actors of others' rooms;
         announce a change (and a join, ``joining``)."""
         table = self._table
-        if self._failing:
-            # The server may have come back without the bucket (it is kept in memory).
-            await table.open()
-        await table.heartbeat()
-        await _at_once(
-            [functools.partial(self._renew, p, lease) for p, lease in self._held.items()]
-        )
-        self._note_renewals()
+        agreed = await self._heartbeat()
+        if agreed:
+            await _at_once(
+                [functools.partial(self._renew, p, lease) for p, lease in self._held.items()]
+            )
+            self._note_renewals()
         if self._left:
             # Still answering what it took: it keeps its leases (another process deciding
             # the same rooms meanwhile would run their hooks twice), and takes no more.
@@ -366,6 +367,11 @@ class NatsPlacement(Placement):
         number = self._begin_read()
         view = await table.read(min(self._owner.connect_timeout, self._owner.lease_ttl / 3))
         self._report_mismatches(view)
+        if not agreed:
+            # Read all the same: its commands go to the rooms' holders.
+            self._install(view, number)
+            self._stop_actors_of_others()
+            return
         # Leaving processes are counted out: the shares take up what they give back, all of
         # it (counted in, some of their partitions stayed free until they were gone).
         change = rebalance(
@@ -404,6 +410,60 @@ class NatsPlacement(Placement):
                 len(view.members | {self._me}),
             )
         self._stop_actors_of_others()
+
+    async def _heartbeat(self) -> bool:
+        """Say this process is alive, then whether the lease bucket lets leases live its
+        ``lease_ttl``; if not, its leases are given back. Checked at each tick, after the
+        heartbeat (a process that takes the bucket to another ttl later sees this one alive,
+        see ``LeaseTable.open``): a process of another ttl that took the bucket to its own
+        (started as this one was) made this one's leases lapse between its renewals, and
+        took its rooms while it still ran them. Opened again after a failure (the server may
+        have come back without the bucket: it is kept in memory) or a refusal (taken up if no
+        process uses the other ttl any more)."""
+        try:
+            if self._failing or self._refused:
+                await self._table.open()
+            else:
+                await self._table.heartbeat()
+                await self._table.check()
+        except LeaseTtlError as exc:
+            # Not a failure of the table: it answers, and will refuse until the processes of
+            # the other ttl stop. Raised from the lease loop, it ended the kit's runtime.
+            await self._give_back_for(exc)
+            return False
+        if self._refused:
+            logger.warning(
+                "room ownership: the lease bucket lets leases live %s s again: %s takes "
+                "rooms again",
+                self._owner.lease_ttl,
+                self._me,
+            )
+            self._refused = False
+        return True
+
+    async def _give_back_for(self, refusal: LeaseTtlError) -> None:
+        """Give every lease back and stop saying this process is alive (counted in, it kept
+        the others from their shares and from the bucket): the bucket refused its ttl. Once
+        per refusal: it takes no lease meanwhile."""
+        if self._refused:
+            return
+        logger.error(
+            "room ownership: %s (lease_ttl %s s) takes no rooms: %s",
+            self._me,
+            self._owner.lease_ttl,
+            refusal,
+        )
+        self._refused = True
+        held, self._held = self._held, {}
+        for partition in held:
+            self._lost(partition)
+        self._note_renewals()
+        # Its leases may have lapsed already (a shorter ttl): a release is conditional.
+        for partition, lease in sorted(held.items()):
+            await self._table.release(partition, lease.revision)
+        await self._table.leave()
+        if held:
+            await self._announce()  # the others take them up now
 
     async def _renew(self, partition: int, lease: _Lease) -> None:
         # Counted from before the request: the server's expiry runs from its write, which
@@ -540,7 +600,7 @@ class NatsPlacement(Placement):
                 contextlib.suppress(*KV_FAILURES),
                 anyio.move_on_after(self._owner.connect_timeout),
             ):
-                if self._table.opened:
+                if self._table.opened and not self._refused:
                     await self._table.heartbeat()
                     await self._announce()
             changes, self._changes = self._changes, None

@@ -32,6 +32,7 @@ import pydantic_core
 import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
 from pydantic import BaseModel, ValidationError
 
 from eventlog.nats import NatsEventLog
@@ -632,6 +633,56 @@ async def test_a_new_lease_ttl_is_taken_once_no_process_uses_the_old_one(
         assert (await new.read(5)).members == {"b"}
 
 
+async def left_by_a_stopped_fleet(js: JetStreamContext, bucket: str, ttl: float) -> None:
+    """The lease bucket ``bucket`` as a fleet that used ``ttl`` left it: no live process."""
+    config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.MEMORY)
+    await js.create_key_value(config)
+
+
+async def bucket_ttl(js: JetStreamContext, bucket: str = "roomkit_owners") -> float | None:
+    return (await js.stream_info(f"KV_{bucket}")).config.max_age
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("changed_last", ["as the first changes it", "once the first opened"])
+async def test_processes_started_together_with_other_lease_ttls_never_both_take_the_bucket(
+    nats_server: NatsServer, changed_last: str
+) -> None:
+    # Two processes started together with different lease_ttl on a bucket no live process
+    # used: each found nobody, each took the bucket to its own ttl, and both went on. The
+    # leases of the one whose ttl lost (12 s, renewed every 4) lapsed after 2 s, and the other
+    # took its rooms while it still ran them. Now one of them is refused and the bucket keeps
+    # the other's ttl (the second changes it "as the first changes it": before the first
+    # says it is alive; "once the first opened": after the first checked the bucket).
+    async with jetstream_of(nats_server) as js_a, jetstream_of(nats_server) as js_b:
+        await left_by_a_stopped_fleet(js_a, "leases", 6.0)
+        a = LeaseTable(js_a, "leases", 12.0, "a")
+        b = LeaseTable(js_b, "leases", 2.0, "b")
+        first, second = (js_a, b) if changed_last == "as the first changes it" else (js_b, a)
+        update = first.update_stream
+
+        async def the_other_opens_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            first.update_stream = update  # type: ignore[method-assign]
+            if changed_last == "as the first changes it":
+                info = await update(*args, **kwargs)
+                await second.open()
+                return info
+            await second.open()
+            return await update(*args, **kwargs)
+
+        first.update_stream = the_other_opens_meanwhile  # type: ignore[method-assign]
+        if changed_last == "as the first changes it":
+            with pytest.raises(ValueError, match=r"lets leases live 2.0 s, not 12.0 s"):
+                await a.open()
+            kept, alive = 2.0, {"b"}
+        else:
+            with pytest.raises(ValueError, match=r"use lease_ttl \[12.0\] s, not 2.0 s"):
+                await b.open()
+            kept, alive = 12.0, {"a"}
+        assert await bucket_ttl(js_a, "leases") == kept
+        assert (await a.read(5)).members == alive  # the one refused does not say it is alive
+
+
 @pytest.mark.nats
 async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer(
     nats_server: NatsServer,
@@ -641,7 +692,8 @@ async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer
     # server for five minutes after each read.
     async with jetstream_of(nats_server) as js:
         empty = LeaseTable(js, "empty", LEASE_TTL, "a")
-        await empty.open()
+        await empty.open()  # which says "a" is alive
+        await empty.leave()
         view = await empty.read(5)
         assert (view.owners, view.members) == ({}, set())
         tables = [LeaseTable(js, "leases", LEASE_TTL, member) for member in ("a", "b")]
@@ -744,6 +796,83 @@ async def test_processes_that_split_the_rooms_otherwise_are_reported(
             )
 
         await eventually(reported, what="each reports the other")
+
+
+@pytest.mark.nats
+async def test_a_process_gives_its_rooms_back_while_the_bucket_lets_leases_live_another_ttl(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A process checked the bucket's ttl only as it started: one started with another
+    # lease_ttl at the same time took the bucket to its own, and the first renewed its leases
+    # at its own pace, kept them (lapsed under a shorter ttl, taken by the other meanwhile)
+    # and ran their rooms. Now it gives them back at its next renewal, and takes the bucket
+    # back to its own ttl once no process uses the other.
+    ran: list[tuple[str, str]] = []
+    url = nats_server.url
+    async with (
+        NatsEventLog(url) as log,
+        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
+        jetstream_of(nats_server) as js,
+    ):
+        await takes_all_up(a)
+        # What the other's open did, the other alive (it says so in the bucket).
+        other = LeaseTable(js, "roomkit_owners", 10.0, "b")
+        other._kv = await js.key_value("roomkit_owners")
+        config = (await js.stream_info("KV_roomkit_owners")).config
+        config.max_age = 10.0
+        await js.update_stream(config)
+        await other.heartbeat()
+
+        async def given_back() -> bool:
+            return not placement(a).held and "(lease_ttl 1.5 s) takes no rooms" in caplog.text
+
+        await eventually(given_back, what="a gives its leases back")
+        assert await bucket_ttl(js) == 10.0
+        await other.leave()
+        await takes_all_up(a)
+        assert await bucket_ttl(js) == SHORT_LEASE_TTL
+        assert "lets leases live 1.5 s again: a takes rooms again" in caplog.text
+
+
+@pytest.mark.nats
+async def test_a_process_back_from_an_outage_refused_by_another_lease_ttl_waits_for_it(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Cut off longer than its lease_ttl, a process found, back, the bucket taken to another
+    # ttl by a process started meanwhile: its open raised ValueError in the lease loop, which
+    # only expected a failure of the table, and the kit's runtime ended with it.
+    ran: list[tuple[str, str]] = []
+    assert nats_server.port is not None
+    async with (
+        Link(nats_server.port) as link,
+        NatsEventLog(nats_server.url) as log,
+        kit_of(log, link.url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
+        jetstream_of(nats_server) as js,
+    ):
+        await takes_all_up(a)
+        link.holding = True  # a's requests go unanswered from now on
+        watcher = LeaseTable(js, "roomkit_owners", SHORT_LEASE_TTL, "watcher")
+
+        async def a_gone() -> bool:
+            try:
+                return not (await watcher.read(1)).members
+            except TimeoutError:  # a's entry expired as it was read: counted, never sent
+                return False
+
+        await eventually(a_gone, what="a's heartbeat lapses")
+        other = LeaseTable(js, "roomkit_owners", 10.0, "b")
+        await other.open()  # nobody alive: it takes the bucket to its ttl
+        await other.heartbeat()
+        link.cut()  # a reconnects
+
+        async def refused() -> bool:
+            return "(lease_ttl 1.5 s) takes no rooms" in caplog.text
+
+        await eventually(refused, timeout=30, what="a refused by b's ttl")
+        assert not placement(a).held
+        await other.leave()
+        await takes_all_up(a)  # its lease loop went on
+        assert await bucket_ttl(js) == SHORT_LEASE_TTL
 
 
 @pytest.mark.nats
