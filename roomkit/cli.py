@@ -36,6 +36,7 @@ from roomkit.audit import (
     BadExport,
     CheckedExport,
     CorruptRecord,
+    ForeignRecord,
     ImportConflict,
     MissingRecords,
     Progress,
@@ -708,8 +709,8 @@ def _exit_code(exc: BaseException) -> tuple[int, str] | None:
             return EXIT_USAGE, str(exc)
         case LogUnavailable():
             return EXIT_UNREACHABLE, str(exc)
-        case BadExport() | CorruptRecord() | MissingRecords() | InvalidAppend():
-            return EXIT_BAD_INPUT, str(exc)
+        case BadExport() | CorruptRecord() | ForeignRecord() | MissingRecords() | InvalidAppend():
+            return EXIT_BAD_INPUT, str(exc)  # ForeignRecord: says the room cannot be read
         case ForeignMessage():  # like a record that does not decode, but not even a record
             return EXIT_BAD_INPUT, f"{exc}; the room cannot be read past it"
         case ImportConflict():

@@ -23,6 +23,7 @@ of the wrong type or value raises ``TypeError`` or ``ValueError`` (pydantic's
     ├── StoreUnavailableError  the read model's database cannot be reached
     │   └── StoreClosedError   (roomkit.store.postgres; also a RuntimeError) closed by its owner
     ├── StoreSchemaError (roomkit.store.postgres) the tables are of another schema version
+    ├── StoredEventError       an event the store holds does not validate (another writer's)
     ├── RealtimeUnavailableError (roomkit.realtime.nats) NATS cannot be reached for realtime
     └── KitClosedError         the kit takes no more commands
 
@@ -47,6 +48,7 @@ __all__ = [
     "SourceAlreadyAttachedError",
     "SourceNotFoundError",
     "StoreUnavailableError",
+    "StoredEventError",
     "VoiceBackendNotConfiguredError",
     "VoiceNotConfiguredError",
 ]
@@ -130,6 +132,29 @@ class StoreUnavailableError(RoomKitError):
     projection then applies the same record again, after a pause that grows to 5 s, rather
     than skip it; meanwhile the kit's calls that wait for the read model wait for it too.
     """
+
+
+class StoredEventError(RoomKitError):
+    """An event the store holds does not validate as a ``RoomEvent``: its log record was
+    written by another writer, or by a newer RoomKit (a content type this version does not
+    know). The read that met it fails; the room's other reads, and other rooms, do not. The
+    room's actor refuses the same record: its commands raise a ``RoomKitError`` that says the
+    record cannot be applied.
+
+    Attributes:
+        room_id: the room the event names (``None`` when it names none).
+        event_id: the event's id (``None`` when it has none).
+        reason: what the validation said, in one line (without the event's content).
+    """
+
+    def __init__(self, room_id: str | None, event_id: str | None, reason: str) -> None:
+        self.room_id = room_id
+        self.event_id = event_id
+        self.reason = reason
+        super().__init__(
+            f"event {event_id!r} of room {room_id!r} in the store does not validate (written "
+            f"by another writer, or by a newer RoomKit?): {reason}"
+        )
 
 
 class EventRefusedError(RoomKitError, ValueError):

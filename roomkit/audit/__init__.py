@@ -23,6 +23,7 @@ from roomkit.audit._errors import (
     AuditError,
     BadExport,
     CorruptRecord,
+    ForeignRecord,
     ImportConflict,
     MissingRecords,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "DEFAULT_SUBJECT_PREFIX",
     "DeliveryOutcome",
     "ExportLines",
+    "ForeignRecord",
     "Format",
     "ImportConflict",
     "ImportReport",

@@ -7,12 +7,14 @@ Exception tree (``RoomNotFoundError`` is the kit's own, reused for an unknown ro
     └── AuditError
         ├── BadExport          an export line that is not a record, or records out of order
         ├── CorruptRecord      a record whose payload does not decode as its domain event
+        ├── ForeignRecord      a message on a room's subject that is no record of RoomKit's
         ├── MissingRecords     versions of a room are missing from its log (removed from it)
         └── ImportConflict     the target already holds different records for a stream
 """
 
 from __future__ import annotations
 
+from eventlog.errors import ForeignMessage
 from roomkit.core._room_ids import room_of_stream
 from roomkit.errors import RoomKitError
 
@@ -20,6 +22,7 @@ __all__ = [
     "AuditError",
     "BadExport",
     "CorruptRecord",
+    "ForeignRecord",
     "ImportConflict",
     "MissingRecords",
     "one_line",
@@ -71,6 +74,28 @@ class CorruptRecord(AuditError):
         super().__init__(
             f"room {self.room_id!r} v{version} ({type}) does not decode: {one_line(reason)}"
         )
+
+
+class ForeignRecord(AuditError):
+    """A read of a room's log met a message that is not one of RoomKit's records: another
+    app published on the room's subject (``roomkit.ev.<room>``). The room cannot be read
+    past it. Raised from the log's ``ForeignMessage`` (its ``__cause__``), which is no
+    ``AuditError``: callers catching the documented root let it through.
+
+    Attributes:
+        stream: the stream being read.
+        room_id: the room the stream holds, as its name tells it (the stream's name when it
+            does not).
+        seq: the message's sequence number in the JetStream stream.
+        subject: its subject (``None`` when not known).
+    """
+
+    def __init__(self, stream: str, foreign: ForeignMessage) -> None:
+        self.stream = stream
+        self.room_id = room_of_stream(stream) or stream
+        self.seq = foreign.seq
+        self.subject = foreign.subject
+        super().__init__(f"{foreign}; the room cannot be read past it")
 
 
 class MissingRecords(AuditError):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from eventlog import EventLog, Record
-from eventlog.errors import ForeignMessage
+from roomkit.audit._errors import ForeignRecord
 from roomkit.audit._records import Progress, RecordReader, Until
 from roomkit.audit._render import (
     TextRenderer,
@@ -63,6 +63,7 @@ async def write_replay(
         RoomNotFoundError: the log has no record of ``room_id``.
         InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: (with ``at``) a record does not decode.
+        ForeignRecord: the room's log holds another app's message (on its subject).
     """
     stream = room_stream(room_id)
     if at is not None:
@@ -127,6 +128,7 @@ async def follow(
 
     Raises:
         InvalidRoomIdError: ``room_id`` is not a valid room id.
+        ForeignRecord: ``room_id``'s log holds another app's message (on its subject).
     """
     stream = room_stream(room_id) if room_id is not None else None
     entries = _LogEntries(log)
@@ -198,7 +200,7 @@ class _LogEntries:
             try:
                 async for earlier in RecordReader(self._log, stream, until=record.version - 1):
                     self._builder.entry(earlier)
-            except ForeignMessage as exc:
+            except ForeignRecord as exc:
                 # Another app's message on the room's subject: its stream cannot be read, but
                 # the whole log's records can (they skip such messages). Following every room,
                 # the tail stopped at the first record of that room.

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Self
 
 from eventlog import EventLog, Record
+from eventlog.errors import ForeignMessage
+from roomkit.audit._errors import ForeignRecord
 
 __all__ = [
     "PAGE_SIZE",
@@ -91,6 +93,7 @@ class RecordReader:
 
     Raises:
         InvalidStreamId: (while iterating) ``stream`` is not a valid stream id.
+        ForeignRecord: (while iterating) the stream holds another app's message.
     """
 
     def __init__(
@@ -153,9 +156,14 @@ class RecordReader:
         return self._expected, last
 
     async def _fetch(self) -> None:
-        page = await self._log.read(
-            self._stream, after_version=self._next_after, limit=self._page_size
-        )
+        try:
+            page = await self._log.read(
+                self._stream, after_version=self._next_after, limit=self._page_size
+            )
+        except ForeignMessage as exc:
+            # The log's error, in the audit's terms: the one of the audit errors that tells
+            # a caller the room cannot be read (replay, timeline, export).
+            raise ForeignRecord(self._stream, exc) from exc
         if len(page) < self._page_size:
             self._done = True
         kept = 0

@@ -85,6 +85,7 @@ async def replay_point(
         RoomNotFoundError: the log has no record of ``room_id``.
         InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
+        ForeignRecord: the room's log holds another app's message (on its subject).
         MissingRecords: versions up to ``until`` are missing from the log.
         TypeError: ``until`` is neither a version (an int) nor a ``datetime``.
         ValueError: ``until`` is a negative version.
@@ -128,6 +129,7 @@ async def replay(
         RoomNotFoundError: the log has no record of ``room_id``.
         InvalidRoomIdError: ``room_id`` is not a valid room id.
         CorruptRecord: a record does not decode.
+        ForeignRecord: the room's log holds another app's message (on its subject).
         MissingRecords: versions up to ``until`` are missing from the log.
         TypeError: ``until`` is neither a version (an int) nor a ``datetime``.
         ValueError: ``until`` is a negative version.

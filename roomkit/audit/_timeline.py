@@ -539,6 +539,8 @@ def timeline(
 
     Raises:
         RoomNotFoundError: (while iterating) the log has no record of ``room_id``.
+        ForeignRecord: (while iterating) the room's log holds another app's message (on its
+            subject); the entries before it were given.
         InvalidRoomIdError: (at once) ``room_id`` is not a valid room id.
     """
     return Timeline(log, room_id, after_version=after_version, until=until, progress=progress)

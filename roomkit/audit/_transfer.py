@@ -138,6 +138,8 @@ def export_room(log: EventLog, room_id: str) -> ExportLines:
         RoomNotFoundError: (while iterating) the log has no record of ``room_id``.
         MissingRecords: (while iterating, at the gap) versions of the room are missing from
             the log; the lines before the gap were given.
+        ForeignRecord: (while iterating) the room's log holds another app's message (on its
+            subject); the lines before it were given.
         InvalidRoomIdError: (at once) ``room_id`` is not a valid room id.
     """
     return ExportLines(log, room_id)
@@ -341,6 +343,7 @@ async def import_room(log: EventLog, lines: Lines | CheckedExport) -> ImportRepo
         ImportConflict: the target holds different records for a stream (or another writer
             appended to it during the import).
         MissingRecords: versions of a room are missing from the target (removed from it).
+        ForeignRecord: a room's log in the target holds another app's message.
     """
     export = lines if isinstance(lines, CheckedExport) else await read_export(lines)
     streams = export.streams

@@ -185,7 +185,12 @@ class ConversationStore(ABC):
 
     @abstractmethod
     async def get_event(self, event_id: str) -> RoomEvent | None:
-        """Return the event with this id (in any room), or ``None``."""
+        """Return the event with this id (in any room), or ``None``.
+
+        Raises:
+            StoredEventError: (the in-memory and PostgreSQL stores) the event held does not
+                validate: its log record was another writer's, or a newer RoomKit's.
+        """
 
     @abstractmethod
     async def list_events(
@@ -203,6 +208,10 @@ class ConversationStore(ABC):
             limit: The most events to return.
             visibility_filter: Keep only events whose ``visibility`` equals this value; the
                 page is taken from the filtered timeline.
+
+        Raises:
+            StoredEventError: (the in-memory and PostgreSQL stores) an event of the page does
+                not validate (see ``get_event``); the room's other pages still read.
         """
 
     @abstractmethod

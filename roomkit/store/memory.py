@@ -81,6 +81,7 @@ from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
 from roomkit.store._arguments import check_identity, check_link
+from roomkit.store._stored_events import stored_event
 from roomkit.store.base import ConversationStore, page_size
 
 __all__ = ["InMemoryStore"]
@@ -161,7 +162,12 @@ def _room_json(stored: bytes) -> bytes:
 
 
 def _event(envelope: bytes) -> RoomEvent:
-    return RoomEvent.model_validate_json(event_json(envelope))
+    """The event of an envelope, validated (see ``stored_event``).
+
+    Raises:
+        StoredEventError: it does not validate (its record was another writer's).
+    """
+    return stored_event(event_json(envelope))
 
 
 def _visibility(envelope: bytes) -> str:

@@ -19,12 +19,14 @@ may share.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import pytest
 
+from roomkit.errors import StoredEventError
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import ChannelType, EventStatus, RoomStatus, TaskStatus
 from roomkit.models.event import EventSource, RoomEvent, TextContent
@@ -690,6 +692,37 @@ class ConversationStoreContract:
         assert await store.get_event(event.id) == event
         assert await store.list_events("r1") == [event]
         assert await store.check_idempotency("r1", "k1") is True
+
+    async def test_an_event_that_does_not_validate_is_refused_or_named_when_read(
+        self, store: ConversationStore
+    ) -> None:
+        # A log record another writer (or a newer RoomKit) appended may hold an event this
+        # version does not validate (a content type it does not know). A store that keeps
+        # events as their JSON raised pydantic's ValidationError from its reads: no
+        # RoomKitError, naming neither the room nor the event.
+        await store.create_room(make_room("r1"))
+        await store.create_room(make_room("r2"))
+        before = await store.add_event(make_event("r1", "before"))
+        other = await store.add_event(make_event("r2", "other room"))
+        foreign = make_event("r1", "x").model_dump(mode="json")
+        foreign.update(id="e-foreign", content={"type": "hologram"})
+        try:
+            await store.add_event_envelope(b'{"event":%s}' % json.dumps(foreign).encode())
+        except ValueError:
+            return  # refused when added: the store validates what it keeps
+        reads = (
+            lambda: store.get_event("e-foreign"),
+            lambda: store.list_events("r1"),
+            lambda: store.list_recent_events("r1", limit=1),
+        )
+        for read in reads:
+            with pytest.raises(StoredEventError) as raised:
+                await read()
+            assert (raised.value.room_id, raised.value.event_id) == ("r1", "e-foreign")
+        # Its room's other events, and other rooms, still read.
+        assert await store.get_event(before.id) == before
+        assert await store.list_events("r1", limit=1) == [before]
+        assert await store.list_events("r2") == [other]
 
     async def test_envelope_with_a_stored_id_replaces_it(self, store: ConversationStore) -> None:
         await store.create_room(make_room("r1"))

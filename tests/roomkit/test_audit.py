@@ -21,6 +21,7 @@ import roomkit.audit
 from eventlog import EventLog, Headers, MemoryEventLog, NewEvent, Record
 from eventlog._nats_codec import StoredBatch, StoredEvent
 from eventlog.codec import encode
+from eventlog.errors import ForeignMessage
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
 from providers.sms.mock import MockSMSProvider
@@ -41,9 +42,11 @@ from roomkit import (
     TextContent,
 )
 from roomkit.audit import (
+    AuditError,
     BadExport,
     CorruptRecord,
     DeliveryOutcome,
+    ForeignRecord,
     ImportConflict,
     TextRenderer,
     TimelineEntry,
@@ -330,6 +333,28 @@ class TestTimeline:
         with pytest.raises(CorruptRecord) as caught:
             await replay(log, "r1")
         assert caught.value.version == 6
+
+    async def test_a_message_whose_event_does_not_validate_is_a_corrupt_record(self) -> None:
+        # Its event decodes as JSON but is no RoomEvent this version reads (a content type
+        # it does not know, from another writer or a newer RoomKit): replay folded it as
+        # its few fields, silently, while the timeline said it was undecodable.
+        log = MemoryEventLog()
+        async with RoomKit(log=log) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            await kit.process_inbound(text("sms", "hello"))
+        event = json.loads((await log.read("r1"))[-1].data)["event"]
+        event.update(id="e-new", content={"type": "hologram"})
+        data = json.dumps({"event": event}).encode()
+        version = await log.last_version("r1")
+        await log.append("r1", [NewEvent("message.recorded", data)], expected_version=version)
+        with pytest.raises(CorruptRecord) as caught:
+            await replay(log, "r1")
+        assert (caught.value.version, caught.value.type) == (version + 1, "message.recorded")
+        assert "validation error for RoomEvent; content" in str(caught.value)
+        assert (await replay_point(log, "r1", until=version)).version == version
+        assert (await entries(log, "r1"))[-1].what.startswith("undecodable record:")
 
     async def test_unknown_room_and_invalid_id(self) -> None:
         log = await hand_made_room()
@@ -931,6 +956,32 @@ async def test_the_tail_of_every_room_goes_past_a_room_another_app_wrote_in(
     shown = [line.split()[:2] for line in lines if not line.startswith("--")]
     assert shown == [["r1", f"v{v}"] for v in range(2, 6)]
     assert "the room's earlier records cannot be read" in caplog.text
+
+
+async def test_reading_a_room_another_app_wrote_in_raises_an_audit_error(
+    nats_server: NatsServer, nats_log: NatsEventLog
+) -> None:
+    # The log's ForeignMessage went through replay, timeline and export as it was: neither
+    # an AuditError (the documented root of the audit's errors) nor a RoomKitError.
+    await import_room(nats_log, await exported(await hand_made_room("r1"), "r1"))
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().publish(nats_log._subject("r1"), b'{"not": "roomkit"}')
+    finally:
+        await nc.close()
+    for read in (
+        lambda: replay(nats_log, "r1"),
+        lambda: replay_point(nats_log, "r1", until=2),
+        lambda: entries(nats_log, "r1"),
+        lambda: exported(nats_log, "r1"),
+    ):
+        with pytest.raises(ForeignRecord) as caught:
+            await read()
+        assert isinstance(caught.value, AuditError)
+        assert isinstance(caught.value.__cause__, ForeignMessage)
+        assert caught.value.room_id == "r1"
+        assert caught.value.subject == nats_log._subject("r1")
+        assert str(caught.value).endswith("; the room cannot be read past it")
 
 
 # -- records written before appends checked their timestamps ---------------------------------

@@ -3,6 +3,7 @@ is logged that a replay of the room would fail on."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -55,6 +56,7 @@ from roomkit import (
     RoomKit,
     RoomKitError,
     RoomNotFoundError,
+    StoredEventError,
     Task,
     TextContent,
     WebSocketChannel,
@@ -706,6 +708,44 @@ async def test_a_record_a_live_room_cannot_read_fails_its_commands_with_a_kit_er
             with pytest.raises(RoomKitError, match="room r1 is unavailable.*cannot be applied"):
                 await command
         assert await log.last_version(stream) == version + 1
+
+
+async def test_a_message_whose_event_does_not_validate_is_refused_and_named_by_reads() -> None:
+    # Another writer's (or a newer RoomKit's) message.recorded whose event decodes but does
+    # not validate (a content type this version does not know): the room folded it as its
+    # few fields and recorded on top of it, and every read of the room's timeline raised
+    # pydantic's ValidationError, no RoomKitError, naming neither the room nor the event.
+    log = MemoryEventLog()
+    async with RoomKit(log=log) as kit:
+        await room(kit)
+        await kit.create_room(room_id="r2")
+        await kit.attach_channel("r2", "sms")
+        good = (await kit.process_inbound(text("sms", "fine"), room_id="r2")).event
+        assert good is not None
+        stream = room_stream("r1")
+        foreign = json.loads((await kit.get_timeline("r1"))[-1].model_dump_json())
+        foreign.update(id="from-a-newer-writer", content={"type": "hologram", "url": "x"})
+        data = json.dumps({"event": foreign}).encode()
+        version = await log.last_version(stream)
+        [record] = await log.append(
+            stream, [NewEvent("message.recorded", data)], expected_version=version
+        )
+        with pytest.raises(RoomKitError, match=r"record \d+ \('message.recorded'\) cannot be"):
+            await kit.process_inbound(text("sms", "on top"), room_id="r1")
+        assert await log.last_version(stream) == version + 1  # nothing recorded on top
+        await kit._read_model_at(record.position)
+        for read in (
+            lambda: kit.get_timeline("r1"),
+            lambda: kit.store.list_recent_events("r1"),
+            lambda: kit.store.get_event("from-a-newer-writer"),
+        ):
+            with pytest.raises(StoredEventError, match="content") as raised:
+                await read()
+            assert (raised.value.room_id, raised.value.event_id) == ("r1", "from-a-newer-writer")
+        # The other room, and the bad room's events before it, still read.
+        assert good in await kit.get_timeline("r2")
+        assert await kit.store.get_event(good.id) == good
+        assert len(await kit.get_timeline("r1", limit=1)) == 1
 
 
 async def test_a_room_that_cannot_be_checked_does_not_stop_the_timer_sweep(

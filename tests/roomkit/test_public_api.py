@@ -36,6 +36,7 @@ ADDED = {
     "RoomConflictError",
     "RoomTimeoutError",
     "StoreUnavailableError",
+    "StoredEventError",
 }
 
 
