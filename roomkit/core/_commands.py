@@ -270,6 +270,10 @@ class Outcome:
     # The turn ``root`` opened by this command, set by the actor before it replies, so that
     # the caller can wait for it even if it ends before the caller looks (a late waiter).
     turn: Any = None
+    # A room command (not a message) whose turn only runs lifecycle hooks: that work
+    # (RunLifecycle), for its caller to tell whether anything observes it (see
+    # HelpersMixin._settle_command); None for any other turn.
+    hooks: tuple[Any, ...] | None = None
     # RecordOutcome(worker_runs_them=True): the command it answers, and the post-commit work
     # (DeliveryJob) of what it committed, which that worker runs rather than queues.
     for_worker: Any = None

@@ -23,6 +23,7 @@ from roomkit.models.framework import FrameworkEvent
 
 if TYPE_CHECKING:
     from roomkit.channels.base import Channel
+    from roomkit.core._facts import RunLifecycle
     from roomkit.core._runtime import KitRuntime
     from roomkit.core._turns import Turn
     from roomkit.core.hooks import HookEngine
@@ -123,6 +124,28 @@ def _settled_position(outcome: Outcome, turn: Turn | None) -> int:
     awaited ``turn`` (replies are committed after the command) once the turn ended."""
     position = outcome.read_position
     return position if turn is None else max(position, turn.position)
+
+
+async def _started_within(turn: Turn, seconds: float, room_id: str) -> bool:
+    """Whether ``turn`` started (or ended) within ``seconds`` of its commit; said in a
+    warning if not."""
+    if turn.started_at is not None or turn.pending <= 0:
+        return True
+    left = seconds - turn.queued
+    try:
+        if left <= 0:
+            raise TimedOut
+        await bounded(turn.wait_started(), left)
+    except TimedOut:
+        logger.warning(
+            "room %s: the command is recorded, but its post-commit work (its hooks, its "
+            "deliveries) waits behind the room's earlier deliveries for over %g s: it returns "
+            "without waiting for it (it runs in turn)",
+            room_id,
+            seconds,
+        )
+        return False
+    return True
 
 
 def utcnow() -> datetime:
@@ -262,7 +285,7 @@ class HelpersMixin:
             outcome = await runtime.ask_room(room_id, command)
             if settle:
                 taken.settling()
-                await self._settle(runtime, outcome, room_id, runtime.ask_timeout)
+                await self._settle_command(runtime, outcome, room_id)
             return outcome
 
     async def _read_model_at(self, position: int) -> None:
@@ -296,6 +319,51 @@ class HelpersMixin:
                 ``send_event``, ...) waited out the store's whole outage.
         """
         turn = self._awaited_turn(outcome, room_id)
+        await self._settle_turn(runtime, outcome, room_id, turn, read_model_within)
+
+    async def _settle_command(self, runtime: KitRuntime, outcome: Outcome, room_id: str) -> None:
+        """``_settle`` for a room command (``attach_channel``, ``mute``, ``close_room``...).
+
+        Its turn runs its lifecycle hooks in the room's delivery worker, queued behind the
+        room's earlier turns: a message whose delivery retries a failing channel held a
+        ``detach_channel`` (the operator's fix) for the whole retry schedule, two minutes
+        with the defaults. It is waited for only when something observes it (a hook, a
+        framework event handler: the call returns after its hooks ran, as in 0.3.0), and
+        then only once it started, or within the ask's bound (then the command, committed,
+        returns with a warning)."""
+        turn = self._awaited_turn(outcome, room_id)
+        if turn is not None and (
+            not self._observed(room_id, outcome.hooks)
+            or not await _started_within(turn, runtime.ask_timeout, room_id)
+        ):
+            turn = None  # settled on the read model alone
+        await self._settle_turn(runtime, outcome, room_id, turn, runtime.ask_timeout)
+
+    def _observed(self, room_id: str, hooks: tuple[RunLifecycle, ...] | None) -> bool:
+        """Whether anything runs for a turn of lifecycle ``hooks`` (None: a turn that does
+        more, always): an async hook of their trigger (global or the room's), or a framework
+        event handler for what they announce. With neither, the turn does nothing its
+        caller could see."""
+        if hooks is None:
+            return True
+        engine = self._hook_engine
+        handlers = self._framework_handlers
+        for work in hooks:
+            if engine.has_async_hooks(room_id, work.trigger):
+                return True
+            if any(handlers.get(note.event_type) for note in work.announce):
+                return True
+        return False
+
+    async def _settle_turn(
+        self,
+        runtime: KitRuntime,
+        outcome: Outcome,
+        room_id: str,
+        turn: Turn | None,
+        read_model_within: float,
+    ) -> None:
+        """``_settle`` once the turn to wait for (None: none) is known."""
         if turn is not None:
             await runtime.turns.wait(turn)
             if turn.abandoned:

@@ -360,6 +360,20 @@ class RoomDecider:
         """Return the facts ``command`` produces in ``state`` and the reply to give."""
         if isinstance(command, ProcessInbound):
             return await self._process_inbound(state, command)
+        room = state.room
+        if room is not None:
+            # The turns of messages (a delivery's outcome, a sent event), ahead of the rest.
+            if type(command) is RecordOutcome:
+                return self._record_outcome(state, command)
+            if type(command) is SendEvent:
+                return await self._send_event(state, command)
+        facts, outcome = await self._decide_command(state, command)
+        if outcome.root is not None:
+            outcome.hooks = _hooks_only(facts, outcome.root)
+        return facts, outcome
+
+    async def _decide_command(self, state: RoomState, command: object) -> Decision:
+        """Decide a command other than a message's (see ``decide``)."""
         if isinstance(command, CreateRoom):
             return self._create_room(state, command)
         if isinstance(command, ReplaceRoom):
@@ -368,10 +382,6 @@ class RoomDecider:
         if room is None:
             raise RoomNotFoundError(f"Room {self._room_id} not found")
         match command:
-            case RecordOutcome():
-                return self._record_outcome(state, command)
-            case SendEvent():
-                return await self._send_event(state, command)
             case GetContext():
                 return [], Outcome(value=state.context())
             case AttachChannel():
@@ -930,6 +940,21 @@ class RoomDecider:
             for_worker=cmd if cmd.worker_runs_them else None,
             left_out=tuple(draft.left_out),
         )
+
+
+def _hooks_only(facts: list[Fact], root: str) -> tuple[RunLifecycle, ...] | None:
+    """The work of turn ``root`` if all the facts' work is lifecycle hooks of that turn (a
+    room command's: attach, detach, mute, close, ...); None if anything else is to be done
+    after the commit (a delivery), which its caller waits for as it always did."""
+    hooks: list[RunLifecycle] = []
+    for fact in facts:
+        work = fact.then
+        if work is None:
+            continue
+        if type(work) is not RunLifecycle or work.root != root:
+            return None
+        hooks.append(work)
+    return tuple(hooks) if hooks else None
 
 
 def _named_after(observation: Any, renamed: dict[str, str]) -> Any:

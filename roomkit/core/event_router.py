@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAIN_DEPTH_BLOCKED_BY",
     "CHAIN_TIMEOUT_BLOCKED_BY",
+    "CHANNEL_DETACHED",
     "BroadcastResult",
     "EventRouter",
     "ProviderDeliveryError",
@@ -93,6 +94,10 @@ logger = logging.getLogger("roomkit.event_router")
 
 CHAIN_DEPTH_BLOCKED_BY = "event_chain_depth_limit"
 """``blocked_by`` of a response that would exceed ``max_chain_depth``."""
+
+CHANNEL_DETACHED = "channel_detached"
+"""``error`` of a delivery stopped before a retry (or after a wait for a rate-limit token)
+because its channel was detached from the room meanwhile."""
 
 CHAIN_TIMEOUT_BLOCKED_BY = "event_chain_process_timeout"
 """``blocked_by`` of a response that would continue a chain past its message's
@@ -275,6 +280,11 @@ class EventRouter:
             failure for the breaker and retries). ``None``: no bound. The kit passes its
             ``process_timeout``, which bounded 0.3.0's whole pipeline: a hung channel must not
             hold its room's deliveries for ever.
+        still_bound: ``await still_bound(room_id, channel_id)``: whether the channel is
+            still bound in the room, asked before a delivery's retry and after a wait for a
+            rate-limit token. A channel detached meanwhile gets no further attempt: its
+            delivery fails with the error ``"channel_detached"`` (not a failure for the
+            breaker). ``None``: not asked (every attempt goes out).
     """
 
     def __init__(
@@ -288,6 +298,7 @@ class EventRouter:
         breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
         call_timeout: float | None = None,
+        still_bound: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         self._channels = channels
         self._unregistered: set[str] = set()  # bound channels found unregistered: warned of
@@ -303,6 +314,7 @@ class EventRouter:
         self._breakers: dict[str, CircuitBreaker] = breakers if breakers is not None else {}
         self._breaker_factory = breaker_factory
         self._sleep = sleep
+        self._still_bound = still_bound
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -787,6 +799,21 @@ class EventRouter:
                 output = _delivered(answer, binding)
             else:
                 output = await self._attempts(channel, event, binding, context)
+        except _Detached:
+            # The operator's fix for a failing channel (detach it) took effect: neither a
+            # success nor a failure of the channel, as for an open circuit.
+            if probe is not None:
+                breaker.abandon_probe(probe)
+            logger.info(
+                "delivery of %s to %r stopped: the channel was detached from room %s meanwhile",
+                event.id,
+                channel_id,
+                event.room_id,
+            )
+            return (
+                DeliveryResult(channel_id=channel_id, success=False, error=CHANNEL_DETACHED),
+                None,
+            )
         except (ProviderDeliveryError, _OutputFailed) as exc:
             health = channel_health(exc)
             if health is Health.FAILING:
@@ -853,9 +880,13 @@ class EventRouter:
         policy = binding.retry_policy
         attempts = 1 if policy is None else policy.max_retries + 1
         for attempt in range(attempts):
-            if binding.rate_limit is not None:
+            limit = binding.rate_limit
+            if limit is not None and not self._limiter.acquire(channel_id, limit):
                 # Queues rather than drops: the message waits for its token.
-                await self._limiter.wait(channel_id, binding.rate_limit)
+                await self._limiter.wait(channel_id, limit)
+                await self._check_bound(event, channel_id)
+            elif attempt:
+                await self._check_bound(event, channel_id)
             try:
                 return await _deliver_once(channel, event, binding, context, self.call_timeout)
             except Exception as exc:
@@ -886,6 +917,17 @@ class EventRouter:
             # Outside the except block: the failure's traceback is not kept across the wait.
             await self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _check_bound(self, event: RoomEvent, channel_id: str) -> None:
+        """Raise `_Detached` if ``channel_id`` is no longer bound in ``event``'s room.
+
+        Asked only after a wait (a retry's backoff, a rate-limit token): detaching a failing
+        channel is the operator's fix, and its retries went on calling it for the whole
+        policy (two minutes with a process_timeout of 30 s), holding the room's later
+        deliveries as long."""
+        still_bound = self._still_bound
+        if still_bound is not None and not await still_bound(event.room_id, channel_id):
+            raise _Detached(channel_id)
 
 
 async def _deliver_once(
@@ -925,6 +967,10 @@ def _delivered(answer: Any, binding: ChannelBinding) -> ChannelOutput:
 
 def _awaitable(value: object) -> bool:
     return type(value) is types.CoroutineType or inspect.isawaitable(value)
+
+
+class _Detached(Exception):
+    """The target was detached from its room while its delivery waited to try again."""
 
 
 class _OutputFailed(Exception):

@@ -369,8 +369,27 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 breakers=self._breakers,
                 # A hung channel fails its target, not its room's deliveries for ever.
                 call_timeout=self._process_timeout,
+                still_bound=self._still_bound,
             )
         return self._router
+
+    async def _still_bound(self, room_id: str, channel_id: str) -> bool:
+        """Whether the read model holds ``channel_id`` bound in ``room_id`` (a delivery about
+        to try again: see EventRouter). True when it cannot say (a rebuild under way, its
+        store away): the delivery goes on, as it did before anything was asked."""
+        if self._runtime.projection.rebuilding is not None:
+            return True
+        try:
+            return await self._store.get_binding(room_id, channel_id) is not None
+        except Exception as exc:
+            logger.warning(
+                "room %s: the read model could not say whether channel %r is still bound "
+                "(%s): its delivery goes on",
+                room_id,
+                channel_id,
+                exc,
+            )
+            return True
 
     async def __aenter__(self) -> Self:
         # The kit's runtime runs in a task of this group, entered here and left by __aexit__,

@@ -488,6 +488,11 @@ class HookEngine:
             index[key] = merged
         return merged
 
+    def has_async_hooks(self, room_id: str, trigger: HookTrigger) -> bool:
+        """Whether an ASYNC hook of ``trigger`` is registered for ``room_id`` (its own, or a
+        global one), whatever its channel filters."""
+        return bool(self._sorted(room_id, (trigger, _ASYNC)))
+
     def get_hooks(
         self,
         room_id: str,

@@ -20,6 +20,7 @@ from roomkit import (
     HookExecution,
     HookTrigger,
     InboundMessage,
+    RetryPolicy,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -79,6 +80,37 @@ class SimpleChannel(Channel):
 
     def texts(self) -> list[str]:
         return [e.content.body for e in self.delivered if isinstance(e.content, TextContent)]
+
+
+class Retried(SimpleChannel):
+    """Fails every delivery; its first attempt hangs until ``release`` is set (or its
+    ``process_timeout`` cuts it). Notes each attempt in ``log``."""
+
+    def __init__(self, channel_id: str, log: list[str] | None = None) -> None:
+        super().__init__(channel_id)
+        self.log = log if log is not None else []
+        self.attempts = 0
+        self.trying = anyio.Event()
+        self.release = anyio.Event()
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.attempts += 1
+        self.log.append(f"attempt {self.attempts}")
+        if self.attempts == 1:
+            self.trying.set()
+            await self.release.wait()
+        raise RuntimeError(f"{self.channel_id} is down")
+
+
+async def retrying_room(kit: RoomKit, sms: Retried, base_delay: float = 0.01) -> None:
+    """Room r1: ws (the sender) and ``sms``, whose deliveries are retried three times."""
+    kit.register_channel(SimpleChannel("ws", ChannelType.WEBSOCKET))
+    kit.register_channel(sms)
+    await room_with(kit, "r1", "ws")
+    policy = RetryPolicy(max_retries=3, base_delay_seconds=base_delay)
+    await kit.attach_channel("r1", "sms", retry_policy=policy)
 
 
 def text(channel_id: str, body: str, sender: str = "user-1", **kwargs: Any) -> InboundMessage:

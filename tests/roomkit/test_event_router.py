@@ -1047,6 +1047,57 @@ class TestRateLimit:
         assert sleep.delays == []
 
 
+class TestDetachedMeanwhile:
+    """A channel detached from its room while its delivery waited to try again gets no
+    further attempt: its retries went on calling it for the whole policy, the operator's
+    fix (detach the failing channel) notwithstanding."""
+
+    @staticmethod
+    def still_bound(bound: bool, asked: list[tuple[str, str]]) -> Any:
+        async def check(room_id: str, channel_id: str) -> bool:
+            asked.append((room_id, channel_id))
+            return bound
+
+        return check
+
+    async def test_a_retry_stops_once_the_channel_is_detached(self) -> None:
+        asked: list[tuple[str, str]] = []
+        target = Probe("t", deliveries=[ConnectionError("reset")] * 3)
+        breakers: dict[str, CircuitBreaker] = {}
+        router = make_router(target, still_bound=self.still_bound(False, asked), breakers=breakers)
+        result = await broadcast(router, bind("t", retry_policy=RetryPolicy(max_retries=3)))
+        assert len(target.delivered) == 1  # the first attempt only
+        assert result.delivery_results["t"].error == "channel_detached"
+        assert result.errors == {"t": "channel_detached"}
+        assert asked == [("r1", "t")]
+        # A delivery is one success or failure for its breaker: one cut short is neither.
+        assert breakers["t"].failure_count == 0
+
+    async def test_a_delivery_that_waited_for_its_token_stops(self) -> None:
+        asked: list[tuple[str, str]] = []
+        sleep = RecordingSleep()
+        limiter = TokenBucketRateLimiter(clock=FakeClock(), sleep=sleep)
+        target = Probe("t")
+        limited = bind("t", rate_limit=RateLimit(max_per_minute=30))
+        router = make_router(
+            target, rate_limiter=limiter, still_bound=self.still_bound(False, asked)
+        )
+        await broadcast(router, limited)  # its token at hand: nothing waited, nothing asked
+        assert asked == [] and len(target.delivered) == 1
+        result = await broadcast(router, limited)
+        assert sleep.delays == [pytest.approx(2.0)]
+        assert asked == [("r1", "t")] and len(target.delivered) == 1
+        assert result.delivery_results["t"].error == "channel_detached"
+
+    async def test_a_channel_still_bound_is_tried_again(self) -> None:
+        asked: list[tuple[str, str]] = []
+        target = Probe("t", deliveries=[ConnectionError("reset")] * 2)
+        router = make_router(target, still_bound=self.still_bound(True, asked))
+        result = await broadcast(router, bind("t", retry_policy=RetryPolicy(max_retries=3)))
+        assert len(target.delivered) == 3 and result.delivery_results["t"].success
+        assert asked == [("r1", "t")] * 2
+
+
 # -- chain depth ----------------------------------------------------------------------------
 
 

@@ -58,7 +58,14 @@ from roomkit.models.event import EventSource
 from roomkit.models.room import Room
 from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, room_with, text
+from tests.roomkit.kit_helpers import (
+    Retried,
+    SimpleChannel,
+    eventually,
+    retrying_room,
+    room_with,
+    text,
+)
 
 
 def hook_errors(kit: RoomKit) -> list[FrameworkEvent]:
@@ -1512,6 +1519,105 @@ class TestBindings:
         assert await kit.store.get_unread_count("r1", "ws") == 1
         await kit.mark_all_read("r1", "ws")
         assert await kit.store.get_unread_count("r1", "ws") == 0
+
+
+class TestChangesWhileADeliveryRetries:
+    """Detaching (or muting) a failing channel is the operator's fix: it takes effect and
+    returns while an earlier message's delivery to it still retries. Before, the command
+    waited for its lifecycle turn, queued behind that delivery's whole retry schedule (two
+    minutes with the defaults), and the detached channel kept getting the retries."""
+
+    @pytest.mark.parametrize("change", ["detach", "mute"])
+    async def test_the_command_returns_while_the_delivery_hangs(
+        self, make_kit: Callable[..., RoomKit], change: str
+    ) -> None:
+        async with make_kit() as kit:
+            sms = Retried("sms")
+            await retrying_room(kit, sms)
+            failed: list[FrameworkEvent] = []
+            kit.on("delivery_failed")(failed.append)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kit.process_inbound, text("ws", "hello"))
+                await sms.trying.wait()
+                try:
+                    with anyio.fail_after(10):  # it waited for good: the channel hangs
+                        if change == "detach":
+                            assert await kit.detach_channel("r1", "sms")
+                        else:
+                            assert (await kit.mute("r1", "sms")).muted
+                    assert sms.attempts == 1  # returned while the delivery still hangs
+                finally:
+                    sms.release.set()
+            if change == "detach":
+                # No attempt after the detach: the delivery failed for it.
+                assert sms.attempts == 1
+                assert [e.data["error"] for e in failed] == ["channel_detached"]
+            else:
+                # A muted channel still receives (0.3.0): its delivery goes on.
+                assert sms.attempts == 4
+                assert [b.channel_id for b in await kit.list_bindings("r1")] == ["ws", "sms"]
+
+    async def test_the_detached_channel_gets_no_further_attempt_and_its_hook_runs_after(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        log: list[str] = []
+        async with make_kit() as kit:
+            sms = Retried("sms", log)
+            await retrying_room(kit, sms)
+
+            @kit.hook(HookTrigger.ON_CHANNEL_DETACHED, execution=HookExecution.ASYNC)
+            async def detached(event: RoomEvent, context: RoomContext) -> None:
+                log.append("ON_CHANNEL_DETACHED")
+
+            async def detach() -> None:
+                assert await kit.detach_channel("r1", "sms")
+                log.append("detach returned")
+
+            async def unbound() -> bool:
+                return "sms" not in [b.channel_id for b in await kit.list_bindings("r1")]
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kit.process_inbound, text("ws", "hello"))
+                await sms.trying.wait()
+                tg.start_soon(detach)
+                try:
+                    await eventually(unbound, what="the detach committed")
+                finally:
+                    sms.release.set()
+        # Observed, the command waits for its hook (0.3.0), which runs in turn, after the
+        # earlier delivery, which stopped at the detach.
+        assert log == ["attempt 1", "ON_CHANNEL_DETACHED", "detach returned"]
+
+    async def test_a_hooked_command_waits_for_its_turn_within_the_ask_bound(
+        self, make_kit: Callable[..., RoomKit], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # process_timeout 0.1 s: a command waits for its room at most 0.4 s; the earlier
+        # delivery waits 1 s before its retry.
+        log: list[str] = []
+        async with make_kit(process_timeout=0.1) as kit:
+            sms = Retried("sms", log)
+            await retrying_room(kit, sms, base_delay=1.0)
+
+            @kit.hook(HookTrigger.ON_CHANNEL_DETACHED, execution=HookExecution.ASYNC)
+            async def detached(event: RoomEvent, context: RoomContext) -> None:
+                log.append("ON_CHANNEL_DETACHED")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kit.process_inbound, text("ws", "hello"))
+                await sms.trying.wait()
+                with caplog.at_level(logging.WARNING, "roomkit.framework"):
+                    assert await kit.detach_channel("r1", "sms")
+                log.append("detach returned")
+
+            async def hooked() -> bool:
+                return "ON_CHANNEL_DETACHED" in log
+
+            # Closing waits for the room's turns as long as a command would (0.4 s).
+            await eventually(hooked, what="the detach's hook ran")
+        # It returned, committed, once its turn had not started within the bound; its hook
+        # ran later, in turn, and the delivery stopped at its retry.
+        assert log == ["attempt 1", "detach returned", "ON_CHANNEL_DETACHED"]
+        assert "waits behind the room's earlier deliveries" in caplog.text
 
 
 async def test_a_kit_works_without_being_entered() -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from roomkit import (
@@ -22,7 +23,7 @@ from roomkit import (
     RoomEvent,
     RoomKit,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, room_with, text
+from tests.roomkit.kit_helpers import Retried, SimpleChannel, retrying_room, room_with, text
 
 
 @pytest.fixture
@@ -95,6 +96,31 @@ async def test_a_hook_raising_a_cancelled_error_of_its_own_fails_open_on_trio() 
         result = await kit.process_inbound(text("sms", "one"), room_id="r1")
     assert not result.blocked
     assert ws.texts() == ["one"]
+
+
+@pytest.mark.parametrize("change", ["detach", "mute"])
+async def test_a_binding_change_returns_while_an_earlier_delivery_retries_on_trio(
+    change: str,
+) -> None:
+    # The command waited for its lifecycle turn, queued behind the earlier message's whole
+    # retry schedule; and the detached channel kept getting the retries.
+    async with RoomKit() as kit:
+        sms = Retried("sms")
+        await retrying_room(kit, sms)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kit.process_inbound, text("ws", "hello"))
+            await sms.trying.wait()
+            try:
+                with anyio.fail_after(10):  # it waited for good: the channel hangs
+                    if change == "detach":
+                        assert await kit.detach_channel("r1", "sms")
+                    else:
+                        assert (await kit.mute("r1", "sms")).muted
+                assert sms.attempts == 1  # returned while the delivery still hangs
+            finally:
+                sms.release.set()
+    # Detached: no further attempt; muted: it still receives, as in 0.3.0.
+    assert sms.attempts == (1 if change == "detach" else 4)
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
