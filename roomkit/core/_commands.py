@@ -174,6 +174,9 @@ class RecordInjected:
     injected: list[InjectedEvent]
     root: str
     message_key: str | None = None  # the idempotency key of the message challenged
+    # The ids of ``injected`` the read model holds (see _reused_ids): a tuple, which travels
+    # to the room's owner as itself (a set arrives as a list).
+    stored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from roomkit.core._caller_context import within
 from roomkit.core._commands import RecordOutcome
 from roomkit.core._facts import Announcement, Deliver, ReportErrors, RunLifecycle
 from roomkit.core._post_commit import PostCommitJob
-from roomkit.core._reused_ids import stored_ids
 from roomkit.core._services import KitServices
 from roomkit.core._system_events import hook_failure
 from roomkit.errors import EventRefusedError, KitClosedError
@@ -342,6 +341,10 @@ class RoomDelivery:
         source_binding = context.get_binding(event.source.channel_id)
         if source_binding is None:
             return
+        # By the kit's clock: a reply made before the channels were called was made for
+        # another message (a canned reply), and may be recorded already (see _reused_ids).
+        # Not the event's created_at, which its channel may set to a provider's time.
+        asked_at = services.now()
         broadcast = await router.broadcast(event, source_binding, context)
         results = list(broadcast.delivery_results.values())
         notify = services.emit if work.report else _quiet
@@ -396,10 +399,8 @@ class RoomDelivery:
             observations=list(broadcast.observations),
             event=event if broadcast.tasks else None,
             stored=(
-                await stored_ids(
-                    (*broadcast.reentry_events, *broadcast.blocked_events),
-                    event.created_at,
-                    services.event_stored,
+                await services.reused_ids.stored(
+                    (*broadcast.reentry_events, *broadcast.blocked_events), asked_at
                 )
                 if broadcast.reentry_events or broadcast.blocked_events
                 else frozenset()

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 from uuid import uuid4
 
@@ -57,6 +58,7 @@ from roomkit.models.enums import (
     IdentificationStatus,
 )
 from roomkit.models.event import EventContent, RoomEvent
+from roomkit.models.hook import InjectedEvent
 from roomkit.models.identity import Identity, IdentityHookResult, IdentityResult
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
@@ -528,6 +530,7 @@ class InboundMixin(HelpersMixin):
         if result.status == IdentificationStatus.IDENTIFIED and result.identity is not None:
             return await self._identified(room_id, event, result.identity)
         if result.status in _AMBIGUOUS:
+            asked_at = utcnow()  # a challenge made before: another message's (see _challenge)
             hook = await self._run_identity_hooks(
                 HookTrigger.ON_IDENTITY_AMBIGUOUS, room_id, event, context, result
             )
@@ -536,8 +539,7 @@ class InboundMixin(HelpersMixin):
                 return await self._identified(room_id, event, hook.identity)
             if status == IdentificationStatus.CHALLENGE_SENT:
                 if hook is not None and hook.inject is not None:
-                    injected = RecordInjected([hook.inject], event.id, event.idempotency_key)
-                    await self._command(room_id, injected)
+                    await self._challenge(room_id, event, hook.inject, asked_at)
                 return InboundResult(blocked=True, reason="identity_challenge_sent")
             if status == IdentificationStatus.REJECTED:
                 reason = (hook.reason if hook else None) or "identity_rejected"
@@ -556,6 +558,22 @@ class InboundMixin(HelpersMixin):
             if status == IdentificationStatus.IDENTIFIED and hook and hook.identity is not None:
                 return await self._identified(room_id, event, hook.identity)
         return event
+
+    async def _challenge(
+        self, room_id: str, event: RoomEvent, inject: InjectedEvent, asked_at: datetime
+    ) -> None:
+        """Record and send the identity challenge ``inject`` (an InjectedEvent) for ``event``.
+
+        A challenge made once and given for every ambiguous sender, recorded by another
+        process (or before a restart), is in the read model only: looked up here, out of the
+        room's decision, if made before the hooks ran (see _reused_ids)."""
+        # The lookup waits for a rebuild of the read model itself, within its bound.
+        runtime = await self._started_runtime()
+        stored = await runtime.services.reused_ids.stored(
+            [getattr(inject, "event", None)], asked_at
+        )
+        injected = RecordInjected([inject], event.id, event.idempotency_key, tuple(stored))
+        await self._command(room_id, injected)
 
     async def _run_identity_hooks(
         self,

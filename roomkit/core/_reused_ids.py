@@ -1,16 +1,26 @@
-"""Which events a channel or hook gives again (one object, a canned reply) the read model holds.
+"""Which events a channel or hook gives again (one object, a canned reply) the kit recorded.
 
 An event object given again keeps its id: recorded under it, it went over the event already
 stored (the room's timeline held one of the two) or, in another room, the read model refused
-it (that room's timeline held none). The room's recent events say so for what it recorded
-lately (``RecentEvents.may_hold``); past them, or in another room, only the read model can. It
-is asked only for events made before the message they answer (a fresh reply is not), and
-within a bound: a store that hangs must not hold the room, nor its deliveries, for long.
+it (that room's timeline held none, and a rebuild of the read model failed on it again).
+
+Three things say so, cheapest first:
+
+- the room's recent events (``RecentEvents.may_hold``), for what it recorded lately;
+- ``ReusedIds.taken``: the ids of the replies and injected events this kit's rooms recorded
+  lately, checked and claimed as a room's decision owns the event. A decision does not await
+  in between, so of two rooms given one object at once, the second one finds the first's
+  claim (the read model, asked before, held neither copy yet);
+- the read model (``ReusedIds.stored``), for what another process, or this kit before a
+  restart, recorded. It is asked only about events made before the message they answer, by
+  the kit's clock (a fresh reply is not: the hot path asks nothing), and within one bound for
+  them all: a store that hangs must not hold the room, nor its deliveries, for long.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
@@ -18,14 +28,29 @@ import anyio
 
 from roomkit.models.event import RoomEvent
 
-__all__ = ["LOOKUP_BOUND", "made_before", "stored_ids"]
+__all__ = ["GIVEN_KEPT", "LOOKUP_BOUND", "ReusedIds", "lookup_bound", "made_before"]
 
 logger = logging.getLogger("roomkit.room")
 
 LOOKUP_BOUND = 1.0
-"""Seconds the read model is given to say whether it holds an event's id (each time)."""
+"""Seconds the read model is given to say which of a decision's events it holds (all of them
+at once), at most: see ``lookup_bound``."""
+
+GIVEN_KEPT = 4096
+"""The ids of recorded replies and injected events a kit keeps (~100 bytes each). Far more
+than it records while its read model catches up; one it let go, given again, was made before
+its message and the read model, which holds it by then, is asked."""
 
 EventStored = Callable[[str], Awaitable[bool]]
+
+
+def lookup_bound(process_timeout: float | None) -> float:
+    """The bound of one lookup for a kit whose messages may take ``process_timeout`` seconds:
+    ``LOOKUP_BOUND``, or a tenth of that if less, so that the hooks and channels of the
+    message keep the rest of its time."""
+    if process_timeout is None:
+        return LOOKUP_BOUND
+    return min(LOOKUP_BOUND, process_timeout / 10)
 
 
 def made_before(event: RoomEvent, since: datetime) -> bool:
@@ -39,31 +64,80 @@ def made_before(event: RoomEvent, since: datetime) -> bool:
     return made < since
 
 
-async def stored_ids(
-    events: Iterable[object],
-    since: datetime | None,
-    event_stored: EventStored | None,
-    recent: Callable[[str], bool] | None = None,
-) -> frozenset[str]:
-    """The ids of ``events`` made before ``since`` that the read model holds (``recent``:
-    ids the room says it holds itself, not looked up); those it does not answer for within
-    ``LOOKUP_BOUND`` are taken as not held (recorded under their id, as before)."""
-    if event_stored is None or since is None:
-        return frozenset()
-    found: set[str] = set()
-    for event in events:
-        if not isinstance(event, RoomEvent) or not made_before(event, since):
-            continue
-        if recent is not None and recent(event.id):
-            continue
-        with anyio.move_on_after(LOOKUP_BOUND) as bound:
-            if await event_stored(event.id):
-                found.add(event.id)
+class ReusedIds:
+    """What one kit knows of the ids of the events given to its rooms: see the module."""
+
+    __slots__ = ("_bound", "_claims", "_event_stored", "_kept")
+
+    def __init__(
+        self,
+        event_stored: EventStored | None = None,
+        bound: float = LOOKUP_BOUND,
+        kept: int = GIVEN_KEPT,
+    ) -> None:
+        self._event_stored = event_stored
+        self._bound = bound
+        self._kept = kept
+        # event id -> (the room that recorded it, the room's count of events before the
+        # decision that did), oldest first.
+        self._claims: OrderedDict[str, tuple[str, int]] = OrderedDict()
+
+    def taken(self, event_id: str, room_id: str, count: int) -> bool:
+        """Whether a room of this kit recorded an event of id ``event_id`` lately; if not, the
+        id is claimed for room ``room_id``, whose decision (made on ``count`` events) records
+        it now. The room's own claim made on as many events or more was not committed (a
+        decision made again after a conflict, or whose append failed): the id is still free."""
+        claims = self._claims
+        claim = claims.get(event_id)
+        if claim is not None and (claim[0] != room_id or claim[1] < count):
+            return True
+        claims[event_id] = (room_id, count)
+        if len(claims) > self._kept:
+            claims.popitem(last=False)
+        return False
+
+    async def stored(
+        self,
+        events: Iterable[object],
+        since: datetime | None,
+        known: Callable[[str], bool] | None = None,
+    ) -> frozenset[str]:
+        """The ids of ``events`` made before ``since`` that the read model holds. Those this
+        kit answers for (``taken``; ``known``: ids the room says it holds) are not asked
+        about; those the read model does not answer for within the bound are taken as not
+        held (recorded under their id, as before)."""
+        event_stored = self._event_stored
+        if event_stored is None or since is None:
+            return frozenset()
+        asked = {
+            event.id
+            for event in events
+            if isinstance(event, RoomEvent)
+            and made_before(event, since)
+            and event.id not in self._claims
+            and (known is None or not known(event.id))
+        }
+        if not asked:
+            return frozenset()
+        found: set[str] = set()
+        answered: set[str] = set()
+
+        async def ask(event_id: str) -> None:
+            if await event_stored(event_id):
+                found.add(event_id)
+            answered.add(event_id)
+
+        # One bound for them all, asked at once: each in turn under its own held a room's
+        # decision for as many bounds as a hook injected canned notices.
+        with anyio.move_on_after(self._bound) as bound:
+            async with anyio.create_task_group() as group:
+                for event_id in asked:
+                    group.start_soon(ask, event_id)
         if bound.cancelled_caught:
             logger.warning(
-                "the read model did not say within %.0f s whether it holds event %s: recorded "
-                "under its id",
-                LOOKUP_BOUND,
-                event.id,
+                "the read model did not say within %g s whether it holds events %s: recorded "
+                "under their ids",
+                self._bound,
+                sorted(asked - answered),
             )
-    return frozenset(found)
+        return frozenset(found)

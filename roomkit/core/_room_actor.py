@@ -132,7 +132,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 self._before_broadcast,
                 services.now,
                 self._older_duplicate,
-                services.event_stored,
+                services.reused_ids,
             )
         return decider
 

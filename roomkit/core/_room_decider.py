@@ -69,7 +69,7 @@ from roomkit.core._domain import (
 from roomkit.core._facts import Announcement, Deliver, Fact, RunLifecycle
 from roomkit.core._first_step import first_step
 from roomkit.core._in_decision import deciding
-from roomkit.core._reused_ids import stored_ids
+from roomkit.core._reused_ids import ReusedIds
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import IDEMPOTENCY_WINDOW, RoomState
 from roomkit.core._system_events import audit_event, lifecycle_event, task_created_event
@@ -126,13 +126,22 @@ _BINDING_CHANGES: dict[str, tuple[EventType, str, HookTrigger | None]] = {
 class _Draft:
     """The facts of one decision, with the timeline indices they take."""
 
-    def __init__(self, state: RoomState, now: datetime, room_id: str | None = None) -> None:
+    def __init__(
+        self,
+        state: RoomState,
+        now: datetime,
+        room_id: str | None = None,
+        reused: ReusedIds | None = None,
+    ) -> None:
         # The room the facts belong to: the state's, or the one being created.
         self.room_id = room_id or (state.room.id if state.room is not None else "")
         self.now = now
         self.stamp = now.timestamp()
         self.facts: list[Fact] = []
-        self._next_index = state.event_count
+        self._count = self._next_index = state.event_count
+        # The ids of given events the kit's rooms recorded (see own): None where this
+        # decision records none.
+        self._reused = reused
         self._held_keys = state.idempotency
         self._recent = state.recent
         self._given: set[str] | None = None  # ids given by own in this decision
@@ -160,8 +169,10 @@ class _Draft:
         the id, over the earlier event, which left the read model (the room's count and
         timeline disagreed). So: no key for the message's (``message_key``), one the room
         holds or one of this decision (a notice injected twice); a new id for one of
-        ``stems_from``, of this decision, of the room's recent events, or of ``stored`` (one
-        the read model holds: see ``roomkit.core._reused_ids``).
+        ``stems_from``, of this decision, of the room's recent events, of one a room of this
+        kit recorded lately (checked and claimed here, with no await since: two rooms given
+        one object at once), or of ``stored`` (one the read model holds: see
+        ``roomkit.core._reused_ids``).
         """
         key = event.idempotency_key
         if key is not None:
@@ -181,6 +192,10 @@ class _Draft:
             or event_id in given
             or event_id in self.stored
             or self._recent.may_hold(event_id)
+            or (
+                self._reused is not None
+                and self._reused.taken(event_id, self.room_id, self._count)
+            )
         ):
             fresh = uuid4().hex
             logger.warning(
@@ -346,13 +361,13 @@ class RoomDecider:
         run_before_broadcast: Callable[[str, RoomEvent, Any], Awaitable[Any]],
         now: Callable[[], datetime],
         older_duplicate: Callable[[RoomState, str], Awaitable[str | None]] | None = None,
-        event_stored: Callable[[str], Awaitable[bool]] | None = None,
+        reused: ReusedIds | None = None,
     ) -> None:
         self._room_id = room_id
         self._run_before_broadcast = run_before_broadcast
         self._now = now
         self._older_duplicate = older_duplicate
-        self._event_stored = event_stored
+        self._reused = reused
         # Events that name no model of the room say which room only when the stream does not.
         self._named_room = None if room_stream(room_id) == room_id else room_id
 
@@ -405,7 +420,9 @@ class RoomDecider:
             case ResolveParticipant():
                 return self._resolve_participant(state, command)
             case RecordInjected():
-                draft = _Draft(state, self._now())
+                draft = _Draft(state, self._now(), reused=self._reused)
+                # Looked up by process_inbound, out of the decision (see _reused_ids).
+                draft.stored = frozenset(command.stored)
                 draft.injected(room.id, command.injected, command.root, command.message_key)
                 return draft.facts, Outcome(root=command.root)
             case UpdateTask():
@@ -742,16 +759,15 @@ class RoomDecider:
                 return [], Outcome(blocked=True, reason="duplicate", duplicate_of=original)
         # Stamped now, not with the event's created_at: its channel may set that to a
         # provider's time, and the room's activity is when the message was recorded.
-        draft = _Draft(state, self._now())
+        draft = _Draft(state, self._now(), reused=self._reused)
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
-        if result.injected_events:
+        if result.injected_events and self._reused is not None:
             injected = [getattr(item, "event", None) for item in result.injected_events]
-            # Before the message is recorded, the read model may lag behind another room's
-            # copy: this finds what it holds (bounded: see _reused_ids).
-            draft.stored = await stored_ids(
-                injected, event.created_at, self._event_stored, state.recent.may_hold
-            )
+            # What another process (or this kit before a restart) recorded: events made
+            # before the hooks ran, by the kit's clock (the message's created_at may be its
+            # provider's time, hours old), looked up in the read model (see _reused_ids).
+            draft.stored = await self._reused.stored(injected, draft.now, state.recent.may_hold)
         # As 0.3.0: hook_error names the message whose hook failed; neither it nor
         # event_blocked names a channel.
         announce = [
@@ -882,7 +898,7 @@ class RoomDecider:
     def _record_outcome(self, state: RoomState, cmd: RecordOutcome) -> Decision:
         room = state.room
         assert room is not None
-        draft = _Draft(state, self._now())
+        draft = _Draft(state, self._now(), reused=self._reused)
         draft.stored = cmd.stored  # looked up by the delivery worker (see _reused_ids)
         if cmd.results:
             draft.add(_delivery_recorded(cmd))

@@ -43,6 +43,7 @@ from roomkit.core._in_decision import (
 )
 from roomkit.core._outcome_flusher import FLUSH, OutcomeFlusher
 from roomkit.core._post_commit import PostCommitJob, in_post_commit_work
+from roomkit.core._reused_ids import ReusedIds, lookup_bound
 from roomkit.core._room_actor import DeliveryActor, RoomActor
 from roomkit.core._room_ids import check_room_id
 from roomkit.core._services import KitServices
@@ -188,7 +189,7 @@ class KitRuntime:
             outcomes=self.flusher,
             capabilities=kit._capabilities,
             older_duplicate=self._older_duplicate,
-            event_stored=self._event_stored,
+            reused_ids=ReusedIds(self._event_stored, lookup_bound(kit._process_timeout)),
             kit=kit,
             abandoned=self._is_abandoned,
             settled=self._in_doubt.discard,
@@ -717,6 +718,9 @@ class KitRuntime:
     async def _event_stored(self, event_id: str) -> bool:
         """Whether the read model holds an event of id ``event_id`` (in any room); False when
         it cannot say (the event is then recorded under its id, as before)."""
+        # During a rebuild the store is empty, then filling up: asked then, it did not hold
+        # the first copy yet (the lookup's bound still applies, see _reused_ids).
+        await self._kit._rebuilt(self)
         try:
             return await self._kit._store.get_event(event_id) is not None
         except Exception as exc:

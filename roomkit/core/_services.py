@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from roomkit.core._reused_ids import ReusedIds
 from roomkit.core._turns import TurnTracker
 
 if TYPE_CHECKING:
@@ -49,8 +50,9 @@ class KitServices:
     # the read model reached that position: for keys older than a room's window (see
     # _room_state.IDEMPOTENCY_WINDOW).
     older_duplicate: Callable[[str, str, int], Awaitable[str | None]]
-    # Whether the read model holds an event of that id (in any room): see _reused_ids.
-    event_stored: Callable[[str], Awaitable[bool]] | None = None
+    # The ids of the events given to the rooms (replies, injected events) the kit recorded,
+    # and the read model's lookup of them: see _reused_ids.
+    reused_ids: ReusedIds = field(default_factory=ReusedIds)
     # The kit these serve: code a room's decision runs may use another kit's store.
     kit: object = None
     # Whether the kit stopped taking commands for good, its close() drain given up or over:

@@ -198,6 +198,60 @@ async def test_a_challenge_copied_from_the_message_does_not_answer_for_its_key(
     await kit.close()
 
 
+@pytest.mark.parametrize("second", ["in the same kit", "after a restart"])
+async def test_one_challenge_object_given_in_two_rooms_is_recorded_apart(
+    make_kit: Callable[..., RoomKit], second: str
+) -> None:
+    # A challenge made once and given for every ambiguous sender kept its id (it was never
+    # checked): recorded in room r2 under the id it has in room r1, it was refused by the
+    # read model there, and the sender's room showed no challenge.
+    question = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="system", channel_type="system"),
+        content=TextContent(body="Are you Ana or Bob?"),
+    )
+
+    def challenging_kit() -> RoomKit:
+        resolver = MockIdentityResolver(mapping={}, ambiguous={"+2": [ANA, BOB]})
+        kit = make_kit(identity_resolver=resolver)
+        kit.register_channel(SimpleChannel("sms"))
+
+        @kit.identity_hook(HookTrigger.ON_IDENTITY_AMBIGUOUS)
+        async def ask(event: RoomEvent, context: RoomContext, result: IdentityResult) -> Any:
+            return IdentityHookResult.challenge(
+                InjectedEvent(event=question, target_channel_ids=["sms"])
+            )
+
+        return kit
+
+    async def challenged(kit: RoomKit, room_id: str) -> None:
+        answer = await kit.process_inbound(text("sms", "hi", sender="+2"), room_id=room_id)
+        assert answer.blocked and answer.reason == "identity_challenge_sent"
+
+    async with challenging_kit() as kit:
+        for room_id in ("r1", "r2"):
+            await kit.create_room(room_id=room_id)
+            await kit.attach_channel(room_id, "sms")
+        await challenged(kit, "r1")
+        if second == "in the same kit":
+            await challenged(kit, "r2")
+    if second == "after a restart":
+        async with challenging_kit() as kit:
+            await challenged(kit, "r2")
+    async with challenging_kit() as kit:  # its read model rebuilt from the log
+        questions = []
+        for room_id in ("r1", "r2"):
+            timeline = await kit.get_timeline(room_id, limit=100)
+            assert (await kit.get_room(room_id)).event_count == len(timeline)
+            questions += [
+                e.id
+                for e in timeline
+                if e.source.channel_id == "system"
+                and getattr(e.content, "body", "") == "Are you Ana or Bob?"
+            ]
+        assert len(questions) == len(set(questions)) == 2
+
+
 async def test_unknown_sender_rejected_by_hook(
     resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -32,6 +32,7 @@ from roomkit import (
     HookExecution,
     HookResult,
     HookTrigger,
+    InboundMessage,
     InboundResult,
     InboundRoomRouter,
     InjectedEvent,
@@ -731,6 +732,168 @@ class TestInbound:
                 notices += [e.id for e in timeline if e.source.channel_id == "ai"]
         if store != "hanging":  # unanswered, a copy is recorded under its id, as before
             assert len(notices) == len(set(notices)) == 4
+
+    @pytest.mark.parametrize("given", ["a reply", "injected"])
+    async def test_one_event_object_given_in_two_rooms_at_once_is_recorded_apart(
+        self, make_kit: Callable[..., RoomKit], given: str
+    ) -> None:
+        # Given in two rooms at once, the canned reply (or notice) was looked up in the read
+        # model before it held the other room's copy: recorded under one id in both rooms,
+        # the second copy was refused by the read model, and by every rebuild of it.
+        notice = _notice()
+        async with make_kit(store=_SlowStore()) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(_Answering("ai", lambda event: notice))
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def inject(event: RoomEvent, context: RoomContext) -> HookResult:
+                if given != "injected" or event.source.channel_id != "sms":
+                    return HookResult.allow()
+                injected = [InjectedEvent(event=notice, target_channel_ids=[])]
+                return HookResult.allow(injected=injected)
+
+            for room_id in ("r1", "r2"):
+                await kit.create_room(room_id=room_id)
+                await kit.attach_channel(room_id, "sms")
+                if given == "a reply":
+                    await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
+            async with anyio.create_task_group() as tg:
+                for room_id in ("r1", "r2"):
+                    tg.start_soon(
+                        functools.partial(kit.process_inbound, text("sms", "hi"), room_id=room_id)
+                    )
+            for rebuild in (False, True):
+                if rebuild:
+                    await kit.rebuild_store()
+                notices = []
+                for room_id in ("r1", "r2"):
+                    timeline = await kit.get_timeline(room_id, limit=100)
+                    assert (await kit.get_room(room_id)).event_count == len(timeline)
+                    notices += [e.id for e in timeline if e.source.channel_id == "ai"]
+                assert len(notices) == len(set(notices)) == 2
+
+    async def test_a_reply_object_recorded_before_a_restart_is_looked_up_by_the_kit_clock(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Whether the canned reply was made before its message (and looked up) was read off
+        # the message's created_at, which its channel may set to the provider's time (an SMS
+        # an hour late): made after that, the reply recorded in room r1 before the restart
+        # was not looked up, kept its id in room r2, and the read model refused it there.
+        notice = _notice()
+
+        class ProviderTimed(SimpleChannel):
+            async def handle_inbound(
+                self, message: InboundMessage, context: RoomContext
+            ) -> RoomEvent:
+                event = await super().handle_inbound(message, context)
+                sent = datetime.now(UTC) - timedelta(hours=1)
+                return event.model_copy(update={"created_at": sent})
+
+        def answering_kit() -> RoomKit:
+            kit = make_kit()
+            kit.register_channel(ProviderTimed("sms"))
+            kit.register_channel(_Answering("ai", lambda event: notice))
+            return kit
+
+        for room_id in ("r1", "r2"):
+            async with answering_kit() as kit:
+                await kit.create_room(room_id=room_id)
+                await kit.attach_channel(room_id, "sms")
+                await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
+                await kit.process_inbound(text("sms", "hi"), room_id=room_id)
+        async with answering_kit() as kit:  # its read model rebuilt from the log
+            notices = []
+            for room_id in ("r1", "r2"):
+                timeline = await kit.get_timeline(room_id, limit=100)
+                assert (await kit.get_room(room_id)).event_count == len(timeline)
+                notices += [e.id for e in timeline if e.source.channel_id == "ai"]
+            assert len(notices) == len(set(notices)) == 2
+
+    async def test_the_read_model_is_asked_once_its_rebuild_is_over(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Asked while rebuild_store() had emptied the store, the read model did not hold the
+        # reply recorded in room r1 before the restart yet: the canned reply kept its id in
+        # room r2, and the read model refused it there.
+        notice = _notice()
+        called, cleared = anyio.Event(), anyio.Event()
+
+        class Rebuilt(InMemoryStore):
+            async def clear(self) -> None:
+                await super().clear()
+                cleared.set()
+
+            async def add_event_envelope(self, data: bytes) -> None:
+                if cleared.is_set():
+                    await anyio.sleep(0.02)  # put back slowly, as a database would
+                await super().add_event_envelope(data)
+
+        class Answering(_Answering):
+            async def on_event(
+                self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+            ) -> ChannelOutput:
+                if event.source.channel_id == "sms":
+                    called.set()
+                    await cleared.wait()  # answers once the rebuild emptied the store
+                return await super().on_event(event, binding, context)
+
+        def answering_kit(**kwargs: Any) -> RoomKit:
+            kit = make_kit(**kwargs)
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(Answering("ai", lambda event: notice))
+            return kit
+
+        async with answering_kit() as kit:
+            for room_id in ("r1", "r2"):
+                await kit.create_room(room_id=room_id)
+                await kit.attach_channel(room_id, "sms")
+                await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
+            cleared.set()
+            await kit.process_inbound(text("sms", "hi"), room_id="r1")
+        called, cleared = anyio.Event(), anyio.Event()  # for the restarted kit
+        async with answering_kit(store=Rebuilt()) as kit:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    functools.partial(kit.process_inbound, text("sms", "hi"), room_id="r2")
+                )
+                await called.wait()
+                await kit.rebuild_store()
+            notices = []
+            for room_id in ("r1", "r2"):
+                timeline = await kit.get_timeline(room_id, limit=100)
+                assert (await kit.get_room(room_id)).event_count == len(timeline)
+                notices += [e.id for e in timeline if e.source.channel_id == "ai"]
+            assert len(notices) == len(set(notices)) == 2
+
+    async def test_a_hanging_read_model_holds_a_message_once_however_many_events_it_is_asked(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Each canned notice a hook injected was looked up in turn, under a bound (1 s) of its
+        # own: with a read model that hangs, five of them held the room past the message's
+        # process_timeout, and the message was never recorded.
+        notices = [_notice() for _ in range(5)]
+
+        class Hanging(InMemoryStore):
+            async def get_event(self, event_id: str) -> RoomEvent | None:
+                await anyio.sleep_forever()
+                return None
+
+        async with make_kit(store=Hanging(), process_timeout=3) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+
+            @kit.hook(HookTrigger.BEFORE_BROADCAST)
+            async def closed(event: RoomEvent, context: RoomContext) -> HookResult:
+                injected = [InjectedEvent(event=n, target_channel_ids=[]) for n in notices]
+                return HookResult.allow(injected=injected)
+
+            await sms_room(kit, ai=False)
+            result = await kit.process_inbound(text("sms", "hi"))
+            assert not result.blocked, result.reason
+            timeline = await kit.get_timeline("r1", limit=100)
+            assert [e.content.body for e in timeline if e.type == "message"] == [  # type: ignore[union-attr]
+                "hi",
+                *["we are closed"] * 5,
+            ]
 
     async def test_a_reply_object_blocked_every_turn_leaves_an_observation_each_time(
         self, make_kit: Callable[..., RoomKit]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import subprocess
 import sys
@@ -14,14 +15,18 @@ import pytest
 
 from roomkit import (
     AIChannel,
+    ChannelBinding,
     ChannelCategory,
     ChannelOutput,
+    ChannelType,
+    EventSource,
     FrameworkEvent,
     HookTrigger,
     MockAIProvider,
     RoomContext,
     RoomEvent,
     RoomKit,
+    TextContent,
 )
 from tests.roomkit.kit_helpers import Retried, SimpleChannel, retrying_room, room_with, text
 
@@ -121,6 +126,43 @@ async def test_a_binding_change_returns_while_an_earlier_delivery_retries_on_tri
                 sms.release.set()
     # Detached: no further attempt; muted: it still receives, as in 0.3.0.
     assert sms.attempts == (1 if change == "detach" else 4)
+
+
+async def test_one_reply_object_given_in_two_rooms_at_once_is_recorded_apart_on_trio() -> None:
+    # A channel's canned reply answered in two rooms at once was looked up in the read model
+    # before it held the other room's copy: recorded under one id in both rooms, the second
+    # copy was refused by the read model (and by its rebuild), and room r2 showed no reply.
+    canned = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+        content=TextContent(body="we are closed"),
+    )
+
+    class Canned(SimpleChannel):
+        async def on_event(
+            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            if event.source.channel_id != "sms":
+                return ChannelOutput.empty()
+            return ChannelOutput(responded=True, response_events=[canned])
+
+    async with RoomKit() as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(Canned("ai", ChannelType.AI))
+        for room_id in ("r1", "r2"):
+            await room_with(kit, room_id, "sms")
+            await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
+        async with anyio.create_task_group() as tg:
+            for room_id in ("r1", "r2"):
+                tg.start_soon(
+                    functools.partial(kit.process_inbound, text("sms", "hi"), room_id=room_id)
+                )
+        await kit.rebuild_store()
+        replies = []
+        for room_id in ("r1", "r2"):
+            timeline = await kit.get_timeline(room_id, limit=100)
+            replies += [e.id for e in timeline if e.source.channel_id == "ai"]
+    assert len(replies) == len(set(replies)) == 2
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
