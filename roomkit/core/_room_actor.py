@@ -122,6 +122,28 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # moved on without a commit of its own (recovery, a reload after another writer's).
         self._position_version = 0
 
+    def _floor(self) -> float:
+        """The stamp no new fact of the room goes below (see ``_in_time``): its last
+        record's, unless that is not a time this kit's clock could have read (NaN, infinite,
+        or more than ``FLOOR_AHEAD`` seconds ahead of it: a record another writer stamped by
+        another clock). Taken as the floor, such a stamp was given to every later fact: the
+        log refused them all (a room no longer took any command), or the room's activity
+        froze at a future time (its timers never fired)."""
+        last = self.last_timestamp
+        if last <= self._services.now().timestamp() + FLOOR_AHEAD:  # False for NaN
+            return last
+        if self.key not in _FAR_FLOORS_SAID:
+            if len(_FAR_FLOORS_SAID) >= _FAR_FLOORS_KEPT:
+                _FAR_FLOORS_SAID.clear()
+            _FAR_FLOORS_SAID.add(self.key)
+            logger.warning(
+                "room %s: its last record is stamped %r, ahead of this kit's clock: the "
+                "room's new records are stamped by the clock, before it",
+                self.key,
+                last,
+            )
+        return 0.0
+
     @property
     def _decider(self) -> RoomDecider:
         decider = self._decider_made
@@ -288,12 +310,12 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 self._unrecorded = (*self._unrecorded, *self._decider.delivery_facts(taken))
             carried = self._unrecorded
             if carried:
-                facts = _in_time([*carried, *facts], self.last_timestamp)
+                facts = _in_time([*carried, *facts], self._floor())
                 # Restamped, they are still the ones after_commit knows as carried (by
                 # identity).
                 self._unrecorded = tuple(facts[: len(carried)])
             else:
-                facts = _in_time(facts, self.last_timestamp)
+                facts = _in_time(facts, self._floor())
         else:
             if self.version != self._position_version:
                 await self._find_last_position()
@@ -370,7 +392,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
                 decision.after.append(command)
                 return True
         facts, outcome = await self._decider.decide(self.state, command)
-        facts = _in_time(facts, self.last_timestamp)
+        facts = _in_time(facts, self._floor())
         version = self.version
         try:
             await self.commit_now(Effect(events=facts, reply=outcome))
@@ -611,6 +633,15 @@ def _timed_out() -> Outcome:
     return Outcome(timed_out=True, dropped_event_id=decision.event_id if decision else None)
 
 
+FLOOR_AHEAD = 5.0
+"""Seconds a room's last record may be stamped ahead of this kit's clock and still be the
+floor of its next facts' stamps (another process's clock a little ahead)."""
+
+# The rooms whose far stamp was said (once each; forgotten past a bound).
+_FAR_FLOORS_SAID: set[str] = set()
+_FAR_FLOORS_KEPT = 1024
+
+
 def _in_time(facts: list[Fact], floor: float) -> list[Fact]:
     """``facts`` (changed in place), each stamped no earlier than the facts before it and
     ``floor`` (the stream's last record's stamp).
@@ -629,7 +660,7 @@ def _in_time(facts: list[Fact], floor: float) -> list[Fact]:
         if stamp < floor:
             facts[index] = fact.at(floor)
         else:
-            floor = stamp  # (a NaN floor, of a record an older version wrote, is let go here)
+            floor = stamp
     return facts
 
 

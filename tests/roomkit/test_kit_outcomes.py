@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import anyio
 import msgspec
+import nats
 import pytest
 
 from eventlog import EventLog, MemoryEventLog, NewEvent, Record
+from eventlog._nats_codec import StoredBatch, StoredEvent
+from eventlog.codec import encode
+from eventlog.nats import NatsEventLog
+from eventlog.testing_nats import NatsServer
 from roomkit import (
     AIChannel,
     ChannelBinding,
@@ -32,6 +38,8 @@ from roomkit import (
     TextContent,
 )
 from roomkit.audit import replay_point, timeline
+from roomkit.core._domain import RoomUpdated, dump, encode_domain_event
+from roomkit.core._room_ids import room_stream
 from roomkit.core._runtime import ROOM
 from roomkit.models._defaults import utcnow
 from tests.roomkit.kit_helpers import SimpleChannel, text
@@ -368,3 +376,64 @@ async def test_a_delivery_that_ends_as_the_kit_closes_has_its_outcome_appended(
     assert failed == ["timeout"]
     (message,) = [e for e in await kit.get_timeline("r1") if e.type == "message"]
     assert await _deliveries(kit.log) == [message.id]
+
+
+async def _another_writers_record(kit: RoomKit, stamp: float) -> None:
+    """Append to r1 a record another writer stamped ``stamp`` (by its own clock)."""
+    room = await kit.get_room("r1")
+    version = await kit.log.last_version(room_stream("r1"))
+    updated = encode_domain_event(RoomUpdated(room=dump(room), reason="updated"), timestamp=stamp)
+    await kit.log.append(room_stream("r1"), [updated], expected_version=version)
+
+
+async def test_a_record_stamped_far_ahead_is_not_the_floor_of_the_room_s_stamps(
+    make_kit: Callable[..., RoomKit],
+) -> None:
+    # Another writer's record, its clock ten years ahead: every later fact of the room was
+    # stamped as it, so the room's activity froze in the future (its timers never fired).
+    ahead = (utcnow() + timedelta(days=3650)).timestamp()
+    async with make_kit() as kit:
+        await _room(kit)
+        await _another_writers_record(kit, ahead)
+    async with make_kit() as kit:
+        _register(kit)
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        room = await kit.get_room("r1")
+        assert room.timers.last_activity_at is not None
+        assert room.timers.last_activity_at < utcnow() + timedelta(minutes=1)
+        records = await kit.log.read(room_stream("r1"))
+        assert records[-1].timestamp < ahead
+
+
+@pytest.mark.parametrize("stamp", [1e300, math.inf])
+async def test_a_record_stamped_with_no_time_leaves_the_room_writable(
+    nats_server: NatsServer, stamp: float
+) -> None:
+    # Appends refuse such a stamp, but a log written before they did (or by another writer)
+    # may hold one: taken as the floor of the room's next stamps, every append was refused,
+    # and the room took no message nor command for good.
+    async with NatsEventLog(nats_server.url) as log:
+        async with RoomKit(log=log) as kit:
+            await _room(kit)
+            version = await log.last_version(room_stream("r1"))
+            room = await kit.get_room("r1")
+        updated = encode_domain_event(RoomUpdated(room=dump(room), reason="updated"), timestamp=0)
+        batch = StoredBatch(
+            version=version + 1,
+            events=[StoredEvent(type=updated.type, timestamp=stamp, data=updated.data)],
+        )
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().publish(log._subject(room_stream("r1")), encode(batch))
+        finally:
+            await nc.close()
+        async with RoomKit(log=log) as kit:
+            _register(kit)
+            result = await kit.process_inbound(text("sms", "hello"), room_id="r1")
+            assert not result.blocked
+            await kit.close_room("r1")
+
+
+def _register(kit: RoomKit) -> None:
+    kit.register_channel(SimpleChannel("sms"))
+    kit.register_channel(SimpleChannel("ws"))
