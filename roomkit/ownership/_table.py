@@ -143,7 +143,16 @@ class LeaseTable:
         stream = (await kv.status()).stream_info.config
         ttl = stream.max_age
         if not self._is_mine(ttl):
-            live = (await self.read(_OPEN_READ_TIMEOUT)).members - {self._me}
+            view = await self.read(_OPEN_READ_TIMEOUT)
+            live = view.members - {self._me}
+            if live and all(self._is_mine(view.ttls.get(m, ttl)) for m in live):
+                # Those alive say this process's ttl: one of them took the bucket to it since
+                # it was read (a fleet restarted with a new ttl, started together). Refused,
+                # processes of one ttl kept each other from starting.
+                ttl = (await self._js.stream_info(f"KV_{self._bucket}")).config.max_age
+                if self._is_mine(ttl):
+                    self._kv = kv
+                    return ttl
             if live:
                 raise LeaseTtlError(
                     f"the lease bucket {self._bucket} lets leases live {ttl} s, not "

@@ -684,6 +684,30 @@ async def test_processes_started_together_with_other_lease_ttls_never_both_take_
 
 
 @pytest.mark.nats
+async def test_processes_started_together_with_one_new_lease_ttl_all_take_the_bucket(
+    nats_server: NatsServer,
+) -> None:
+    # A fleet restarted with a new lease_ttl: b read the bucket's old ttl, a (of b's ttl)
+    # took it to theirs and said it was alive meanwhile, and b, finding a live process, was
+    # refused (LeaseTtlError) though a used its own ttl.
+    async with jetstream_of(nats_server) as js_a, jetstream_of(nats_server) as js_b:
+        await left_by_a_stopped_fleet(js_a, "leases", 6.0)
+        a = LeaseTable(js_a, "leases", 3.0, "a")
+        b = LeaseTable(js_b, "leases", 3.0, "b")
+        read = b.read
+
+        async def a_opens_meanwhile(timeout: float) -> Any:
+            b.read = read  # type: ignore[method-assign]
+            await a.open()
+            return await read(timeout)
+
+        b.read = a_opens_meanwhile  # type: ignore[method-assign]
+        await b.open()
+        assert await bucket_ttl(js_a, "leases") == 3.0
+        assert (await a.read(5)).members == {"a", "b"}
+
+
+@pytest.mark.nats
 async def test_a_read_of_the_lease_table_sees_every_entry_and_leaves_no_consumer(
     nats_server: NatsServer,
 ) -> None:
