@@ -193,26 +193,28 @@ def EmailChannel(  # noqa: N802 - public API
 
 
 def RCSChannel(  # noqa: N802 - public API
-    channel_id: str, *, provider: RCSProvider | None = None, fallback: bool = True
+    channel_id: str, *, provider: RCSProvider | None = None, fallback: bool | None = True
 ) -> TransportChannel:
     """An RCS channel; the recipient is the binding's ``phone_number`` metadata.
 
     Args:
         channel_id: Unique id of the channel.
         provider: The RCS provider that sends.
-        fallback: Let the provider fall back to SMS when the recipient lacks RCS.
+        fallback: Let the provider fall back to SMS when the recipient lacks RCS; None:
+            read from the binding's ``fallback`` metadata at each delivery (a setting per
+            room), as any None default of a transport channel.
 
     Returns:
         The configured channel.
 
     Raises:
-        TypeError: ``channel_id`` is not a string, ``fallback`` not a bool, or ``provider``
-            cannot send (see `TransportChannel`).
+        TypeError: ``channel_id`` is not a string, ``fallback`` neither a bool (0 or 1
+            taken as one) nor None, or ``provider`` cannot send (see `TransportChannel`).
         ValueError: ``channel_id`` is empty.
     """
-    if not isinstance(fallback, bool):
+    if fallback is not None and not (isinstance(fallback, int) and fallback in (0, 1)):
         # Passed to the provider's send at every delivery: "no" is true there.
-        raise TypeError(f"fallback must be a bool, got {fallback!r}")
+        raise TypeError(f"fallback must be a bool or None, got {fallback!r}")
     return TransportChannel(
         channel_id,
         ChannelType.RCS,

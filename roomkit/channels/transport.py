@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -51,12 +52,16 @@ def _check_provider(provider: object) -> None:
     """Refuse, when the channel is made, a provider that cannot send: each delivery failed
     (``'str' object has no attribute 'send'``), as ``AIChannel`` refuses a provider that
     cannot generate. None (nothing sent) and any object with a ``send`` method (a provider
-    shaped like one) are taken; a class, where an instance is due, is not.
+    shaped like one) are taken; a class, where an instance is due, only if its ``send`` is a
+    static or class method (it sends, called on the class).
 
     Raises:
-        TypeError: ``provider`` has no callable ``send``, or is a class.
+        TypeError: ``provider`` has no callable ``send``, or is a class whose ``send`` needs
+            an instance.
     """
-    if isinstance(provider, type):
+    if isinstance(provider, type) and not isinstance(
+        inspect.getattr_static(provider, "send", None), staticmethod | classmethod
+    ):
         got = f"the class {provider.__name__}"
     elif provider is not None and not callable(getattr(provider, "send", None)):
         got = type(provider).__name__

@@ -321,8 +321,8 @@ class TestFactories:
         [
             (lambda: SMSChannel("s", from_number=5), "^from_number must be a string or None"),
             (lambda: EmailChannel("e", from_address=b"a@x"), "^from_address must be a string"),
-            (lambda: RCSChannel("r", fallback="no"), "^fallback must be a bool, got 'no'$"),
-            (lambda: RCSChannel("r", fallback=None), "^fallback must be a bool, got None$"),
+            (lambda: RCSChannel("r", fallback="no"), "^fallback must be a bool or None, got 'no'"),
+            (lambda: RCSChannel("r", fallback=2), "^fallback must be a bool or None, got 2$"),
         ],
     )
     def test_an_option_of_the_wrong_type_is_refused(self, make: Any, said: str) -> None:
@@ -497,6 +497,28 @@ class TestDeliver:
         binding = _binding(channel, phone_number="+1", from_="+15550009999")
         await channel.deliver(_event(), binding, _context())
         assert provider.sent[0]["from"] == "+15550009999"
+
+    async def test_rcs_fallback_none_is_read_from_the_binding(self) -> None:
+        # A setting per room, as any None default: refused for a while, where 0.3.0 took it.
+        provider = MockRCSProvider()
+        channel = RCSChannel("r", provider=provider, fallback=None)
+        binding = _binding(channel, phone_number="+1", fallback=False)
+        await channel.deliver(_event(), binding, _context())
+        assert provider.calls[0]["fallback"] is False
+
+    async def test_a_provider_class_whose_send_is_static_sends(self) -> None:
+        # Refused for a while as a class where an instance is due, though it sends.
+        sent: list[str] = []
+
+        class StaticSMS:
+            @staticmethod
+            async def send(event: RoomEvent, to: str, **kwargs: Any) -> ProviderResult:
+                sent.append(to)
+                return ProviderResult(success=True)
+
+        channel = SMSChannel("s", provider=StaticSMS)  # type: ignore[arg-type]
+        await channel.deliver(_event(), _binding(channel, phone_number="+1"), _context())
+        assert sent == ["+1"]
 
     async def test_rcs_fallback_passed_through(self) -> None:
         provider = MockRCSProvider(simulate_fallback=True)
