@@ -218,15 +218,11 @@ class RoomLifecycleMixin(HelpersMixin):
 
         Raises:
             InvalidRoomIdError: ``room_id`` is not a string (as ``mark_read``'s).
-            TypeError: ``channel_id`` or ``participant_id`` is not a string, or
-                ``display_name`` is neither a string nor None (as ``resolve_participant``'s
-                arguments; the model's ValidationError said it differently).
+            pydantic.ValidationError: ``channel_id``, ``participant_id`` or ``display_name``
+                is not what the participant holds (a ``ValueError``, as in 0.3.0, which
+                callers may catch).
         """
         check_read_room_id(room_id)
-        check_str("channel_id", channel_id)
-        check_str("participant_id", participant_id)
-        if display_name is not None:
-            check_str("display_name", display_name)
         participant = Participant(
             id=participant_id, room_id=room_id, channel_id=channel_id, display_name=display_name
         )
