@@ -7,9 +7,11 @@ reads no clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from roomkit.core._in_decision import DecisionWait
 from roomkit.models.channel import ChannelBinding
@@ -131,8 +133,7 @@ class ResolveParticipant:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessInbound:
+class ProcessInbound(msgspec.Struct, frozen=True):  # a struct: made per message (see Fact)
     """Record an inbound event: idempotency, BEFORE_BROADCAST hooks, commit, then delivery.
 
     Either ``event`` is given (the caller already ran the channel's ``handle_inbound``, e.g. to
@@ -179,19 +180,18 @@ class RecordInjected:
     stored: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class RecordOutcome:
+class RecordOutcome(msgspec.Struct, frozen=True):  # a struct: made per message (see Fact)
     """What the delivery of one event produced, sent back by the room's delivery worker."""
 
     event_id: str
     root: str
-    results: list[Any] = field(default_factory=list)  # DeliveryResult
-    replies: list[RoomEvent] = field(default_factory=list)
+    results: list[Any] = msgspec.field(default_factory=list)  # DeliveryResult
+    replies: list[RoomEvent] = msgspec.field(default_factory=list)
     # The channel that gave each reply (BroadcastResult.responders).
-    responders: dict[str, str] = field(default_factory=dict)
-    blocked: list[RoomEvent] = field(default_factory=list)
-    tasks: list[Task] = field(default_factory=list)
-    observations: list[Observation] = field(default_factory=list)
+    responders: dict[str, str] = msgspec.field(default_factory=dict)
+    blocked: list[RoomEvent] = msgspec.field(default_factory=list)
+    tasks: list[Task] = msgspec.field(default_factory=list)
+    observations: list[Observation] = msgspec.field(default_factory=list)
     # The event delivered: the ON_TASK_CREATED hooks of ``tasks`` see its source and content.
     event: RoomEvent | None = None
     # The ids of ``replies`` and ``blocked`` the read model holds (see _reused_ids).

@@ -9,13 +9,13 @@ while this happens (quirk 7 fixed: async hooks do not hold the room).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import Context
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from roomkit.core._caller_context import within
 from roomkit.core._commands import RecordOutcome
@@ -51,8 +51,7 @@ Emit = Callable[..., Awaitable[None]]
 _Failure = tuple[str, str, dict[str, object]]
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryJob:
+class DeliveryJob(msgspec.Struct, frozen=True):  # a struct: made per message (see Fact)
     """One unit of post-commit work with the room's context as of its commit; ``order``:
     the order the room committed its work in (see ``_run_last``)."""
 
@@ -561,7 +560,7 @@ def _parts(outcome: RecordOutcome) -> list[RecordOutcome]:
     """``outcome`` as commands of their own: its delivery results and blocked replies, each
     reply alone, then its tasks and observations (the order of the single append, so the
     timeline's indices come out the same)."""
-    first = dataclasses.replace(outcome, replies=[], tasks=[], observations=[], event=None)
+    first = msgspec.structs.replace(outcome, replies=[], tasks=[], observations=[], event=None)
     parts = [first] if first.results or first.blocked else []
     parts.extend(
         RecordOutcome(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import time
@@ -528,7 +527,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         if outcome is not None and outcome.announce and works[0].root == outcome.root:
             # The turn's first work reports its hook errors (and blocking) before anything of
             # the turn goes out, as 0.3.0 did; the caller need not.
-            works[0] = dataclasses.replace(works[0], announce=outcome.announce)
+            works[0] = msgspec.structs.replace(works[0], announce=outcome.announce)
             outcome.announced = True
         later = _recorded_after(events) if len(works) > 1 else None
         earlier: dict[int, RoomContext] = {}

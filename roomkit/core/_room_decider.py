@@ -7,7 +7,6 @@ lifecycle hooks) say so in ``Fact.then``; the actor does it once the append is a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -272,7 +271,7 @@ class _Draft:
         event = lifecycle_event(self.room_id, type, code, body, self.now, data)
         root = root or event.id
         then = RunLifecycle(trigger, event, root)
-        self.facts[-1] = dataclasses.replace(self.facts[-1], then=then)
+        self.facts[-1] = msgspec.structs.replace(self.facts[-1], then=then)
         return root
 
     def tasks_and_observations(
