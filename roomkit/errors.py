@@ -23,7 +23,7 @@ of the wrong type or value raises ``TypeError`` or ``ValueError`` (pydantic's
     ├── StoreUnavailableError  the read model's database cannot be reached
     │   └── StoreClosedError   (roomkit.store.postgres; also a RuntimeError) closed by its owner
     ├── StoreSchemaError (roomkit.store.postgres) the tables are of another schema version
-    ├── StoredEventError       an event the store holds does not validate (another writer's)
+    ├── StoredEventError       an event the store holds does not validate
     ├── RealtimeUnavailableError (roomkit.realtime.nats) NATS cannot be reached for realtime
     └── KitClosedError         the kit takes no more commands
 
@@ -136,10 +136,11 @@ class StoreUnavailableError(RoomKitError):
 
 class StoredEventError(RoomKitError):
     """An event the store holds does not validate as a ``RoomEvent``: its log record was
-    written by another writer, or by a newer RoomKit (a content type this version does not
-    know). The read that met it fails; the room's other reads, and other rooms, do not. The
-    room's actor refuses the same record: its commands raise a ``RoomKitError`` that says the
-    record cannot be applied.
+    written by another writer, by another RoomKit version (a content type this one does not
+    know), or by the kit itself from an event its channel or a hook changed in place (not
+    validated again as it is recorded). The read that met it fails; the room's other reads,
+    and other rooms, do not. The room itself keeps working: it folds a message from its few
+    fields.
 
     Attributes:
         room_id: the room the event names (``None`` when it names none).
@@ -153,7 +154,7 @@ class StoredEventError(RoomKitError):
         self.reason = reason
         super().__init__(
             f"event {event_id!r} of room {room_id!r} in the store does not validate (written "
-            f"by another writer, or by a newer RoomKit?): {reason}"
+            f"by another writer or RoomKit version, or changed in place?): {reason}"
         )
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from eventlog import EventLog, Record
 from roomkit.audit._errors import ForeignRecord
-from roomkit.audit._records import Progress, RecordReader, Until
+from roomkit.audit._records import Progress, RecordReader, Until, last_version
 from roomkit.audit._render import (
     TextRenderer,
     entry_to_dict,
@@ -81,7 +81,7 @@ async def write_replay(
             write(to_json(entry_to_dict(entry)))
             continue
         if first:
-            version = await log.last_version(stream)
+            version = await last_version(log, stream)
             write(f"room {printable(room_id)}: log at version {version}")
             first = False
         for line in renderer.lines(entry):
@@ -148,7 +148,7 @@ async def follow(
     start = await log.last_position()
     shown = 0
     if stream is not None:
-        newest = await log.last_version(stream)
+        newest = await last_version(log, stream)
         first_shown = 0 if last is None else newest - last
         reader = RecordReader(log, stream)
         async for record in reader:

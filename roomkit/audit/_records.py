@@ -16,12 +16,27 @@ __all__ = [
     "RecordReader",
     "Until",
     "check_until",
+    "last_version",
     "to_datetime",
     "to_timestamp",
 ]
 
 PAGE_SIZE = 500
 """Records fetched per ``read``: bounds memory on long rooms and paces progress reports."""
+
+
+async def last_version(log: EventLog, stream: str) -> int:
+    """The stream's last version in the log (0: none).
+
+    Raises:
+        ForeignRecord: the last message on the stream's subject is another app's (the log
+            raises its own ``ForeignMessage``, no ``AuditError``, for it).
+    """
+    try:
+        return await log.last_version(stream)
+    except ForeignMessage as exc:
+        raise ForeignRecord(stream, exc) from exc
+
 
 Until = int | datetime | None
 """Where a replay stops: a version (inclusive), a time (inclusive) or ``None`` (the end)."""

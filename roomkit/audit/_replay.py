@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
-import pydantic
 
 from eventlog import EventLog, Record
 from roomkit.audit._errors import CorruptRecord, MissingRecords
-from roomkit.audit._records import Progress, RecordReader, Until, to_datetime
-from roomkit.core._domain import DomainEvent, decode_domain_event
+from roomkit.audit._records import Progress, RecordReader, Until, last_version, to_datetime
+from roomkit.core._domain import DomainEvent, UnreadableModel, decode_domain_event
 from roomkit.core._room_ids import room_stream
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.errors import RoomNotFoundError
@@ -52,7 +51,9 @@ def decode(record: Record) -> DomainEvent | None:
 def apply_record(state: RoomState, record: Record) -> RoomState:
     """Fold one record into ``state`` (in place) with the actor's ``evolve``.
 
-    Records of a tag this version does not know are skipped, as the actor skips them.
+    Records of a tag this version does not know are skipped, as the actor skips them. A
+    message is folded from its few fields, as the actor folds it: one whose event does not
+    validate (a newer writer's content type) is no corrupt record of the room's state.
 
     Raises:
         CorruptRecord: the payload, or the model it embeds, does not decode.
@@ -62,7 +63,7 @@ def apply_record(state: RoomState, record: Record) -> RoomState:
         return state
     try:
         return evolve(state, event, at=record.timestamp)
-    except (pydantic.ValidationError, msgspec.DecodeError) as exc:  # the embedded model's
+    except (UnreadableModel, msgspec.DecodeError) as exc:  # the embedded model's (no input)
         raise CorruptRecord(record.stream, record.version, record.type, str(exc)) from exc
 
 
@@ -102,7 +103,7 @@ async def replay_point(
     missing = records.missing_at_end()
     if missing is not None:
         raise _missing(room_id, missing, until)
-    if last is None and await log.last_version(stream) == 0:
+    if last is None and await last_version(log, stream) == 0:
         raise RoomNotFoundError(f"Room {room_id} not found in the log")
     return ReplayPoint(
         room_id=room_id,

@@ -17,7 +17,7 @@ import pydantic
 
 from eventlog import EventLog, Record
 from roomkit.audit._errors import CorruptRecord, missing_versions
-from roomkit.audit._records import Progress, RecordReader, Until, to_datetime
+from roomkit.audit._records import Progress, RecordReader, Until, last_version, to_datetime
 from roomkit.audit._replay import decode
 from roomkit.audit._room_ids import created_room_id
 from roomkit.core._domain import (
@@ -34,6 +34,7 @@ from roomkit.core._domain import (
     RoomCreated,
     RoomUpdated,
     TaskRecorded,
+    UnreadableModel,
     load,
 )
 from roomkit.core._room_ids import room_of_stream, room_stream
@@ -245,7 +246,7 @@ class TimelineBuilder:
         room = self._room(record.stream)
         try:
             details, model = _describe(event, record, room)
-        except (pydantic.ValidationError, msgspec.DecodeError) as exc:
+        except (UnreadableModel, msgspec.DecodeError) as exc:  # their texts hold no input
             raise CorruptRecord(record.stream, record.version, record.type, str(exc)) from exc
         evolve(room.state, event, model, at=record.timestamp)
         return TimelineEntry(**base, **details)
@@ -494,7 +495,7 @@ class Timeline:
             try:
                 record = await self._records.__anext__()
             except StopAsyncIteration:
-                if not self._started and await self._log.last_version(self._stream) == 0:
+                if not self._started and await last_version(self._log, self._stream) == 0:
                     raise RoomNotFoundError(f"Room {self._room_id} not found in the log") from None
                 missing = self._records.missing_at_end()
                 if missing is not None and missing[1] > self._after and not self._ended:

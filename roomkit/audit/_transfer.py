@@ -29,7 +29,7 @@ from roomkit.audit._errors import (
     MissingRecords,
     one_line,
 )
-from roomkit.audit._records import RecordReader
+from roomkit.audit._records import RecordReader, last_version
 from roomkit.audit._room_ids import created_room_id, find_room_id, named_room_id
 from roomkit.audit._timeline import TimelineBuilder
 from roomkit.core._room_ids import room_of_stream, room_stream, room_stream_or_none
@@ -375,7 +375,7 @@ async def _prepared(
     write the others (checked against the target's rules)."""
     present: dict[str, int] = {}
     for stream, records in export.streams.items():
-        existing = await log.last_version(stream)
+        existing = await last_version(log, stream)
         present[stream] = await _compare(log, stream, records[:existing], export.room_id(stream))
     plans = {
         stream: _plan(log, records, present[stream], export.room_id(stream))

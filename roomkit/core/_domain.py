@@ -39,15 +39,18 @@ __all__ = [
     "RoomCreated",
     "RoomUpdated",
     "TaskRecorded",
+    "UnreadableModel",
     "checked_dump",
     "decode_domain_event",
     "dump",
     "encode_domain_event",
     "encode_payload",
+    "errors_text",
     "load",
     "message_dump",
     "read_back",
     "unreadable",
+    "validation_text",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -192,11 +195,11 @@ def read_back(model: type[M], raw: msgspec.Raw) -> M:
     except ValueError as exc:  # a ValidationError, or JSON too deep to read
         raise EventRefusedError(
             f"{model.__name__} cannot be stored: the log could not read it back "
-            f"({_errors_text(exc)})"
+            f"({errors_text(exc)})"
         ) from exc
 
 
-def _errors_text(error: ValueError) -> str:
+def errors_text(error: ValueError) -> str:
     """A validation error in one line, its first errors by place, without the input (a
     message's text, which may be megabytes and which the kit does not log)."""
     if not isinstance(error, pydantic.ValidationError):
@@ -208,9 +211,41 @@ def _errors_text(error: ValueError) -> str:
     return text if len(found) <= 3 else f"{text}; and {len(found) - 3} more"
 
 
+class UnreadableModel(ValueError):
+    """A model embedded in a record does not validate. Its text is pydantic's, without the
+    input: the record's content (a message's text, a participant's name), which the kit does
+    not put in error texts or logs."""
+
+
+def validation_text(error: ValueError) -> str:
+    """A validation error as pydantic words it (its count and title, then each error's place
+    and message), without the input or a link: its first errors."""
+    if not isinstance(error, pydantic.ValidationError):
+        return str(error).splitlines()[0]
+    found = error.errors(include_url=False, include_input=False)
+    plural = "" if len(found) == 1 else "s"
+    lines = [f"{len(found)} validation error{plural} for {error.title}"]
+    for e in found[:3]:
+        if e["loc"]:
+            lines.append(".".join(str(part) for part in e["loc"]))
+        lines.append(f"  {e['msg']} [type={e['type']}]")
+    if len(found) > 3:
+        lines.append(f"  and {len(found) - 3} more")
+    return "\n".join(lines)
+
+
 def load(model: type[M], raw: msgspec.Raw) -> M:
-    """The pydantic model embedded in a domain event as raw JSON."""
-    return model.model_validate_json(bytes(raw))
+    """The pydantic model embedded in a domain event as raw JSON.
+
+    Raises:
+        UnreadableModel: it does not validate.
+    """
+    try:
+        return model.model_validate_json(bytes(raw))
+    except ValueError as exc:  # a ValidationError, or JSON too deep to read
+        # Not chained: a traceback logged (a room's crash) would print the cause, input and
+        # all.
+        raise UnreadableModel(validation_text(exc)) from None
 
 
 class DomainEvent(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -427,7 +462,7 @@ def logged_copy(model: M) -> M:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
             raise EventRefusedError(
                 f"{type(model).__name__} cannot be stored: the log could not read it back "
-                f"({_errors_text(exc)})"
+                f"({errors_text(exc)})"
             ) from exc
         raise
 

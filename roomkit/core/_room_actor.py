@@ -30,6 +30,7 @@ from roomkit.core._domain import (
     DomainEvent,
     MessageRecorded,
     dump,
+    errors_text,
     load,
 )
 from roomkit.core._facts import Deliver, Fact, ReportErrors, RunLifecycle, fact_from_record
@@ -434,12 +435,14 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         (changed in place through a context: nothing logged it), the state the log holds."""
         try:
             state.wake()
-        except pydantic.ValidationError:
+        except pydantic.ValidationError as exc:
+            # Its text, not its traceback: pydantic's quotes the input (a participant's
+            # name, the room's metadata), which the kit does not log.
             logger.warning(
                 "room %s: its models, kept as JSON while it was idle, no longer validate "
-                "(one changed in place?); the room reloads from the log",
+                "(one changed in place?); the room reloads from the log: %s",
                 self.key,
-                exc_info=True,
+                errors_text(exc),
             )
             await self.reload()
             state = self.state

@@ -40,7 +40,7 @@ from roomkit.core._domain import (
 from roomkit.core._recent import RecentEvents
 from roomkit.models._capabilities import binding_from_json, binding_json
 from roomkit.models._copy import constructed, updated
-from roomkit.models._json import compact_json
+from roomkit.models._json import EventFields, compact_json, event_fields
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities
 from roomkit.models.context import RoomContext
 from roomkit.models.event import RoomEvent
@@ -300,23 +300,22 @@ def evolve(
     place) and return it.
 
     ``model`` is the decoded public model the event carries, when the caller already has it
-    (the actor that just decided the event): it saves validating the JSON again.
+    (the actor that just decided the event): it saves decoding the JSON again.
 
     Raises:
-        pydantic.ValidationError: the model the event embeds does not validate (a record
-            another writer appended, or a newer RoomKit); nothing of the event is applied.
+        UnreadableModel: the room, a binding or a participant the event embeds does not
+            validate (a record another writer appended); nothing of the event is applied.
+        msgspec.DecodeError: a message's few fields do not decode.
     """
     match event:
         case MessageRecorded():
-            # Validated when read from the log (a recovery, a replay, another process's
-            # record), as a room's or a binding's is: taken as its few fields, one that did
-            # not validate (a content type this version does not know) was folded into the
-            # room, which recorded on top of it and handed it to hooks, and the room's whole
-            # timeline failed in the read model. A message the actor just decided comes
-            # with its model: the hot path validates nothing more.
-            message = model if model is not None else load(RoomEvent, event.event)
-            assert isinstance(message, RoomEvent)
-            _record_message(state, event.event, message, event.activity, at)
+            # A message is folded from its few fields, never validated: the kit records an
+            # event as its channel or a hook left it (changed in place, not checked again on
+            # the hot path), and one that an earlier version validated may not validate in
+            # this one. Refused here, the kit's own record made its room unavailable for
+            # good. The store's reads of that event name it (StoredEventError).
+            assert model is None or isinstance(model, RoomEvent)
+            _record_message(state, event.event, model, event.activity, at)
         case RoomCreated() | RoomUpdated():
             room = model if model is not None else load(Room, event.room)
             assert isinstance(room, Room)
@@ -339,11 +338,13 @@ def evolve(
 def _record_message(
     state: RoomState,
     raw: msgspec.Raw,
-    event: RoomEvent,
+    model: RoomEvent | None,
     activity: bool | None,
     at: float,
 ) -> None:
-    # The recent events keep the event's JSON (the log's bytes), not its model.
+    # Replaying, nothing here needs the validated event: its JSON goes to the recent events,
+    # and the few fields the state keeps are read from it directly.
+    event: RoomEvent | EventFields = model if model is not None else event_fields(raw)
     state.event_count += 1
     key = event.idempotency_key
     # The first event recorded under a key answers for it: a log written before copies of a

@@ -2,8 +2,9 @@
 
 The in-memory and PostgreSQL stores keep each event as the JSON its log record holds, and
 validate it only when it is read (validating every message as it is recorded cost the hot path
-~20 µs). A record another writer appended, or a newer RoomKit (a content type this version
-does not know), may hold an event that does not validate: its read raised pydantic's
+~20 µs). A record another writer appended, or another RoomKit version (a content type this
+one does not know), or the kit itself (an event its channel changed in place, recorded as
+it was), may hold an event that does not validate: its read raised pydantic's
 ``ValidationError``, which is no ``RoomKitError`` and named neither the room nor the event.
 """
 

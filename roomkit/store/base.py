@@ -189,7 +189,8 @@ class ConversationStore(ABC):
 
         Raises:
             StoredEventError: (the in-memory and PostgreSQL stores) the event held does not
-                validate: its log record was another writer's, or a newer RoomKit's.
+                validate: its log record was another writer's, another RoomKit version's,
+                or an event changed in place before the kit recorded it.
         """
 
     @abstractmethod

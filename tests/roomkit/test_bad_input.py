@@ -48,6 +48,7 @@ from roomkit import (
     InjectedEvent,
     InvalidRoomIdError,
     KitClosedError,
+    MediaContent,
     MockAIProvider,
     Observation,
     ProviderResult,
@@ -711,11 +712,14 @@ async def test_a_record_a_live_room_cannot_read_fails_its_commands_with_a_kit_er
         assert await log.last_version(stream) == version + 1
 
 
-async def test_a_message_whose_event_does_not_validate_is_refused_and_named_by_reads() -> None:
-    # Another writer's (or a newer RoomKit's) message.recorded whose event decodes but does
-    # not validate (a content type this version does not know): the room folded it as its
-    # few fields and recorded on top of it, and every read of the room's timeline raised
-    # pydantic's ValidationError, no RoomKitError, naming neither the room nor the event.
+async def test_a_message_whose_event_does_not_validate_keeps_its_room_and_is_named_by_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Another writer's (or another RoomKit version's) message.recorded whose event decodes
+    # but does not validate (a content type this version does not know). The room is folded
+    # from the message's few fields and keeps working: refusing it made the room unavailable
+    # for good, its error and logs quoting the message's content. The store's reads of that
+    # event raised pydantic's ValidationError, no RoomKitError, naming neither room nor event.
     log = MemoryEventLog()
     async with RoomKit(log=log) as kit:
         await room(kit)
@@ -725,16 +729,14 @@ async def test_a_message_whose_event_does_not_validate_is_refused_and_named_by_r
         assert good is not None
         stream = room_stream("r1")
         foreign = json.loads((await kit.get_timeline("r1"))[-1].model_dump_json())
-        foreign.update(id="from-a-newer-writer", content={"type": "hologram", "url": "x"})
+        foreign.update(id="from-a-newer-writer", content={"type": "hologram", "url": "PIN 4242"})
         data = json.dumps({"event": foreign}).encode()
         version = await log.last_version(stream)
-        [record] = await log.append(
-            stream, [NewEvent("message.recorded", data)], expected_version=version
-        )
-        with pytest.raises(RoomKitError, match=r"record \d+ \('message.recorded'\) cannot be"):
-            await kit.process_inbound(text("sms", "on top"), room_id="r1")
-        assert await log.last_version(stream) == version + 1  # nothing recorded on top
-        await kit._read_model_at(record.position)
+        await log.append(stream, [NewEvent("message.recorded", data)], expected_version=version)
+        on_top = (await kit.process_inbound(text("sms", "on top"), room_id="r1")).event
+        assert on_top is not None
+        assert await log.last_version(stream) == version + 2
+        await kit._read_model_at((await log.read(stream))[-1].position)
         for read in (
             lambda: kit.get_timeline("r1"),
             lambda: kit.store.list_recent_events("r1"),
@@ -743,10 +745,72 @@ async def test_a_message_whose_event_does_not_validate_is_refused_and_named_by_r
             with pytest.raises(StoredEventError, match="content") as raised:
                 await read()
             assert (raised.value.room_id, raised.value.event_id) == ("r1", "from-a-newer-writer")
-        # The other room, and the bad room's events before it, still read.
+            assert "PIN 4242" not in str(raised.value)
+        # The other room, and the bad room's events on either side of it, still read.
         assert good in await kit.get_timeline("r2")
         assert await kit.store.get_event(good.id) == good
         assert len(await kit.get_timeline("r1", limit=1)) == 1
+        assert await kit.store.list_recent_events("r1", limit=1) == [on_top]
+    assert "PIN 4242" not in caplog.text
+
+
+class _RewritesUrls(SimpleChannel):
+    """Points an inbound media message at the app's own bucket, in place: the kit records
+    the event as the channel left it (not validated again on the hot path)."""
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = RoomEvent(
+            room_id=context.room.id,
+            source=EventSource(channel_id=self.channel_id, channel_type=self.channel_type),
+            content=message.content,
+        )
+        assert isinstance(event.content, MediaContent)
+        event.content.url = "s3://bucket/1.png"  # no scheme a RoomEvent validates
+        return event
+
+
+async def test_a_message_its_channel_changed_in_place_survives_a_restart(
+    event_log: EventLog,
+) -> None:
+    # The kit recorded the event, then refused its own record on recovery: after a restart
+    # every command of the room failed "room r1 is unavailable: ... cannot be applied",
+    # for good.
+    media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
+    async with RoomKit(log=event_log) as kit:
+        kit.register_channel(_RewritesUrls("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        inbound = InboundMessage(channel_id="sms", sender_id="+1555", content=media)
+        recorded = (await kit.process_inbound(inbound, room_id="r1")).event
+        assert recorded is not None
+        count = (await kit.get_room("r1")).event_count
+    async with RoomKit(log=event_log) as kit:
+        kit.register_channel(_RewritesUrls("sms"))
+        sent = await kit.send_event("r1", "sms", TextContent(body="after the restart"))
+        assert (await kit.get_room("r1")).event_count == count + 1
+        assert await kit.store.list_recent_events("r1", limit=1) == [sent]
+        with pytest.raises(StoredEventError) as raised:
+            await kit.store.get_event(recorded.id)
+        assert raised.value.event_id == recorded.id
+
+
+async def test_a_record_that_does_not_validate_is_said_without_its_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # pydantic's report quotes the input (input_value=...): the room's error, and the
+    # crash its actor logged, held another writer's participant name as it was.
+    log = MemoryEventLog()
+    async with RoomKit(log=log) as kit:
+        await room(kit)
+        stream = room_stream("r1")
+        participant = {"id": "p1", "room_id": "r1", "display_name": "PIN 4242", "role": 5}
+        data = json.dumps({"participant": participant}).encode()
+        version = await log.last_version(stream)
+        await log.append(stream, [NewEvent("participant.joined", data)], expected_version=version)
+        with pytest.raises(RoomKitError, match=r"cannot be applied.*Participant") as raised:
+            await kit.send_event("r1", "sms", TextContent(body="x"))
+        assert "PIN 4242" not in str(raised.value)
+    assert "cannot be applied" in caplog.text and "PIN 4242" not in caplog.text
 
 
 async def test_a_room_that_cannot_be_checked_does_not_stop_the_timer_sweep(
