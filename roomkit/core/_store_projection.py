@@ -12,6 +12,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
@@ -317,11 +318,20 @@ class StoreProjection:
         last position stays the store's), left the store with rooms the log no longer holds,
         and without those it does (their reads raised RoomNotFoundError, and messages routed
         by the stale bindings failed).
+
+        No record there but later ones: the stream's limits dropped it (see
+        ``_dropped_by_limits``), and the store is the log's up to it, as a room's snapshot
+        whose record the limits dropped is (its actor takes it up): emptied, it came back
+        without the rooms whose early records were dropped, which their actors still had.
         """
         found = await self._log.read_all(after_position=position - 1, limit=1)
         record = found[0] if found else None
-        if record is not None and record.position == position:
-            if timestamp is None or record.timestamp == timestamp:
+        if record is not None and record.position > position:
+            if await self._dropped_by_limits(position, timestamp):
+                return True
+            there = "no record there"
+        elif record is not None:
+            if timestamp is None or _same_time(record.timestamp, timestamp):
                 return True
             there = f"another record there ({record.stream} v{record.version})"
         else:
@@ -334,6 +344,26 @@ class StoreProjection:
             there,
         )
         return False
+
+    async def _dropped_by_limits(self, position: int, timestamp: float | None) -> bool:
+        """Whether the log, holding records after ``position`` but none at it, is the one the
+        store was filled from, whose limits dropped the record there (``timestamp``'s).
+
+        A stream purged or deleted holds nothing at or after it. One made again and
+        written past it holds its first records before it (positions start low again),
+        written after the deletion, so after the store's record; the limits of the same log
+        leave none before it (``discard=old``, ``max_age``), or older ones of other rooms
+        (``max_msgs_per_subject``). Not known without ``timestamp`` (taken as the same log,
+        as before timestamps were kept). A stream purged and then written to by another
+        process holds only records after it, and passes for the same log.
+        """
+        first = await self._log.read_all(limit=1)
+        return (
+            not first
+            or first[0].position > position
+            or timestamp is None
+            or not first[0].timestamp > timestamp  # NaN: not known either
+        )
 
     async def _check_fits_the_log(self) -> None:
         """Warn of a store that holds rooms when the log holds nothing: an app's own durable
@@ -612,6 +642,13 @@ class StoreProjection:
         await self._count_event(
             event.room_id, event.index, datetime.fromtimestamp(at, UTC) if active else None
         )
+
+
+def _same_time(logged: float, kept: float) -> bool:
+    """Whether a record's timestamp is the one a store kept for it: NaN is the same as NaN
+    (a record another writer logged with one was taken for another log's at every start,
+    and the store filled again from the whole log)."""
+    return logged == kept or (math.isnan(logged) and math.isnan(kept))
 
 
 def _takes_timestamp(apply_record: Callable[..., Awaitable[bool]]) -> bool:

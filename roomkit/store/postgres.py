@@ -31,14 +31,17 @@ rows as they were first added (the order listings keep; an upsert keeps a row's 
   missing (an operator's ``TRUNCATE``), the tables hold nothing of the log: the next record
   empties them, puts the row back and the kit applies the log again from its start. The row
   also keeps the timestamp of the record at that position (``record_position``,
-  ``record_time``): a kit starting on a log that has another record there, or none (a stream
-  deleted and made again, or purged), empties the tables and fills them from its log.
+  ``record_time``): a kit starting on a log that has another record there, or none there
+  nor after it (a stream deleted and made again, or purged), empties the tables and fills
+  them from its log (a record the stream's limits dropped leaves later ones: kept).
 - The schema has a version, ``_SCHEMA_VERSION``, kept as the comment of the ``position``
-  table. Tables of version 1 are brought to it in place (``_MIGRATED``: two columns added).
-  Tables of another version (or of a RoomKit that kept none) are refused with
-  ``StoreSchemaError``, never used: each record failed on them and was skipped, while its
-  caller was answered. Upgrading means dropping the tables the log rebuilds; the kit then
-  fills them again from its event log.
+  table. Tables made before the position's row kept its record (``_RECORD_COLUMNS``) get
+  those two nullable columns as they open, and keep their version: a RoomKit that never
+  names them goes on using the tables (its processes restart during a rolling upgrade, or
+  after a rollback). Tables of another version (or of a RoomKit that kept none) are
+  refused with ``StoreSchemaError``, never used: each record failed on them and was
+  skipped, while its caller was answered. Upgrading means dropping the tables the log
+  rebuilds; the kit then fills them again from its event log.
 
 The tables are RoomKit's own (prefixed ``roomkit_`` by default); RoomKit 0.3.0's tables, where
 its store was the source of truth, are not read.
@@ -83,9 +86,11 @@ _Identified = Room | RoomEvent | Identity
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _BIGINT_MAX = 2**63 - 1
 
-# The schema's version: one more whenever the schema below changes (tables of another
-# version are refused, see _check_version, except those _MIGRATED brings to it).
-_SCHEMA_VERSION = 2
+# The schema's version: one more whenever the schema below changes so that a RoomKit of the
+# version before cannot use it (tables of another version are refused, see _check_version).
+# Columns that a RoomKit of the same version not knowing them leaves alone are added
+# instead (_RECORD_COLUMNS).
+_SCHEMA_VERSION = 1
 _VERSIONED = f"RoomKit schema {_SCHEMA_VERSION}"  # the position table's comment
 _VERSION_COMMENT = re.compile(r"RoomKit schema (\d+)")
 
@@ -180,16 +185,14 @@ INSERT INTO {p}position (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING
 COMMENT ON TABLE {p}position IS '{v}';
 """
 
-# Tables of an earlier version, by its comment, and what brings them to this one. Version 1
-# kept no record_position / record_time (see applied_record): the columns are added empty
-# (a kit then checks the position alone, once), which takes no rewrite of the table.
-_MIGRATED = {
-    "RoomKit schema 1": """
-ALTER TABLE {p}position ADD COLUMN IF NOT EXISTS record_position bigint,
-    ADD COLUMN IF NOT EXISTS record_time double precision;
-COMMENT ON TABLE {p}position IS '{v}';
-""",
-}
+# Columns added to schema 1 after its first release (see applied_record). Tables made before
+# get them as they open, empty (a kit then checks the position alone, once), which takes no
+# rewrite of the table. A RoomKit that does not know them names the position's columns it
+# writes, so it goes on using the tables: their version stays 1 (one more refused it, and
+# a process of it could not restart once one of this version had opened them).
+_RECORD_COLUMNS = ["record_position", "record_time"]
+_ADD_RECORD_COLUMNS = """ALTER TABLE {p}position ADD COLUMN IF NOT EXISTS record_position bigint,
+    ADD COLUMN IF NOT EXISTS record_time double precision"""
 
 # Everything the log rebuilds (``clear``); identities are the application's.
 _REBUILT = (
@@ -207,12 +210,18 @@ _TABLES = (*_REBUILT, "identities", "identity_addresses")
 
 _POSITION = "SELECT position FROM {position} WHERE id = 1"
 # The position and the timestamp of the record at it: only if the kit that moved it there
-# gave it (a RoomKit of schema 1 sharing the tables moves the position alone).
+# gave it (a RoomKit that does not know the columns, sharing the tables, moves the position
+# alone).
 _RECORD = """SELECT position, CASE WHEN record_position = position THEN record_time END
 FROM {position} WHERE id = 1"""
+# The timestamp of the record at a position given as $1 (see applied_record).
+_RECORD_TIME = "SELECT record_time FROM {position} WHERE id = 1 AND record_position = $1"
 
-# Whether the position's table exists, and its comment (the schema's version).
-_FOUND = "SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class')"
+# Whether the position's table exists, its comment (the schema's version), and whether it has
+# the columns given as $2 (not dropped).
+_FOUND = """SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class'),
+(SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND NOT attisdropped
+    AND attname = ANY($2::text[])) = cardinality($2::text[])"""
 
 # The connection of the record (or the rebuild) being applied, and its store: the store's
 # calls made meanwhile go into its transaction.
@@ -597,7 +606,8 @@ class PostgresStore(ConversationStore):
         async with self._pool.acquire() as conn:
             # The schema is created in one transaction: its last table, with its version,
             # means all of it.
-            if (await conn.fetchrow(_FOUND, position))[1] == _VERSIONED:
+            _, version, complete = await conn.fetchrow(_FOUND, position, _RECORD_COLUMNS)
+            if version == _VERSIONED and complete:
                 return
             # Two processes starting together: CREATE ... IF NOT EXISTS can collide. The lock
             # is the session's, taken before the transaction begins: in a transaction begun
@@ -606,7 +616,9 @@ class PostgresStore(ConversationStore):
             await conn.execute("SELECT pg_advisory_lock(hashtext($1))", self._prefix)
             try:
                 async with conn.transaction():
-                    made, version = await conn.fetchrow(_FOUND, position)
+                    made, version, complete = await conn.fetchrow(
+                        _FOUND, position, _RECORD_COLUMNS
+                    )
                     # Tables without the position's are older still: the schema created next
                     # to them would pass them for its own.
                     if not made and not await conn.fetchval(
@@ -615,24 +627,24 @@ class PostgresStore(ConversationStore):
                     ):
                         await conn.execute(_SCHEMA.format(p=self._prefix, v=_VERSIONED))
                         return
-                    if made and version in _MIGRATED:
-                        await self._migrate(conn, version)
+                    if made and version == _VERSIONED and not complete:
+                        await self._add_record_columns(conn)
                         return
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self._prefix)
             self._check_version(version)
 
-    async def _migrate(self, conn: Any, comment: str) -> None:
-        """Bring tables of an earlier schema version (``comment``) to this one, in the
-        transaction that found them: their rows are the log's projection as it is, and
+    async def _add_record_columns(self, conn: Any) -> None:
+        """Add ``_RECORD_COLUMNS`` to tables made without them, in the transaction (and under
+        the lock) that found them: their rows are the log's projection as it is, and
         refused, they would have to be dropped and filled again from the whole log."""
         logger.info(
-            "PostgresStore: the tables prefixed %r are of %s; brought to schema version %d",
+            "PostgresStore: the tables prefixed %r keep the timestamp of the record at their "
+            "position from now on (columns %s added)",
             self._prefix,
-            comment,
-            _SCHEMA_VERSION,
+            ", ".join(_RECORD_COLUMNS),
         )
-        await conn.execute(_MIGRATED[comment].format(p=self._prefix, v=_VERSIONED))
+        await conn.execute(_ADD_RECORD_COLUMNS.format(p=self._prefix))
 
     def _check_version(self, comment: str | None) -> None:
         """Refuse tables of another schema version (``comment``: the position table's).
@@ -748,11 +760,20 @@ class PostgresStore(ConversationStore):
 
     async def applied_record(self) -> tuple[int, float | None]:
         """``applied_position`` and the timestamp of the record at it (``None`` if the kit
-        that applied it gave none, or the tables were made by schema version 1)."""
+        that applied it gave none, or one that does not keep it moved the position there).
+
+        A subclass's ``applied_position`` is the position: read here in the same query, the
+        kit starting no longer consulted an override of it.
+        """
+        applied_position = getattr(self.applied_position, "__func__", None)
+        if applied_position is not PostgresStore.applied_position:
+            position = await self.applied_position()
+            time: float | None = await self._fetchval(_RECORD_TIME, position)
+            return position, time
         row = await self._run("fetchrow", _RECORD)
         if row is None:
             return 0, None  # see applied_position
-        time: float | None = row[1]
+        time = row[1]
         return row[0], time
 
     async def _restore_position(self, conn: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import sys
@@ -21,7 +22,7 @@ import asyncpg
 import nats
 import pytest
 
-from eventlog import EventLog, MemoryEventLog
+from eventlog import EventLog, MemoryEventLog, NewEvent
 from eventlog.nats import NatsEventLog
 from eventlog.testing_nats import NatsServer
 from roomkit import (
@@ -420,6 +421,148 @@ async def test_tables_of_a_stream_made_anew_are_filled_again_from_it(
     assert on_postgres == {room: expected[room] for room in on_postgres}
 
 
+async def test_tables_whose_record_the_stream_limits_dropped_are_kept(
+    nats_server: NatsServer,
+    postgres_uri: str,
+    postgres_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The kit took a log without the record at the tables' position for another log's: the
+    # stream's limits (discard=old) had dropped it while later records remained, and the
+    # tables were emptied and filled again without the rooms whose early records were
+    # dropped (their actors still resumed them from their snapshots).
+    tables = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    async with NatsEventLog(nats_server.url) as log, tables, new_kit(log, store=tables) as kit:
+        await kit.create_room(room_id="r")
+        await kit.attach_channel("r", "sms")
+        for n in range(3):
+            await kit.process_inbound(text("sms", f"first {n}"), room_id="r")
+        held = await tables.applied_position()
+    # Another process (with a store of its own) goes on with the room.
+    async with NatsEventLog(nats_server.url) as log, new_kit(log) as other:
+        for n in range(3):
+            await other.process_inbound(text("sms", f"then {n}"), room_id="r")
+        last = await log.last_position()
+    nc = await nats.connect(nats_server.url)
+    try:
+        # The operator's limit keeps the messages after the one of the tables' position
+        # alone (the last record of message ``seq`` is at position ``seq * 1000``).
+        info = await nc.jetstream().stream_info(log.stream_name)
+        info.config.max_msgs = (last - held) // 1000
+        info = await nc.jetstream().update_stream(info.config)
+        assert info.state.first_seq * 1000 > held
+    finally:
+        await nc.close()
+    store = CountingStore(postgres_uri, table_prefix=postgres_prefix)
+    with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+        async with NatsEventLog(nats_server.url) as log, store, new_kit(log, store=store) as kit:
+            bodies = [
+                e.content.body
+                for e in await kit.get_timeline("r", limit=100)
+                if isinstance(e.content, TextContent)
+            ]
+            assert bodies == [f"first {n}" for n in range(3)] + [f"then {n}" for n in range(3)]
+            assert store.applied > 0
+    assert not any("filled from another log" in r.getMessage() for r in caplog.records)
+
+
+async def test_tables_of_a_stream_made_anew_without_a_record_there_are_not_kept(
+    nats_server: NatsServer,
+    postgres_uri: str,
+    postgres_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Tables kept when the limits dropped their record (above) are not kept on a stream made
+    # anew that has no record at their position but records past it (its messages hold the
+    # events differently): it holds records before it too, written after the tables' own.
+    async with NatsEventLog(nats_server.url) as log, new_kit(log) as other:
+        await other.create_room(room_id="new")
+        await other.attach_channel("new", "sms")
+        for n in range(4):
+            await other.process_inbound(text("sms", f"new {n}"), room_id="new")
+        positions = [record.position for record in await log.read_all()]
+    held = positions[-1] - 1  # no record there: the last of its message is at seq * 1000
+    assert held not in positions and held > positions[0]
+    async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as tables:
+        # Filled from the stream deleted before, whose record there is older.
+        assert await tables.apply_record(
+            held, lambda: tables.create_room(make_room("old")), timestamp=1.0
+        )
+    with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+        async with (
+            NatsEventLog(nats_server.url) as log,
+            postgres_kit(log, postgres_uri, postgres_prefix) as kit,
+        ):
+            assert [room.id for room in await kit.store.list_rooms(limit=10)] == ["new"]
+    assert any("filled from another log" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_record_with_no_time_at_the_tables_position_is_recognised(
+    postgres_uri: str,
+    postgres_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A record another writer logged with a NaN timestamp (which appends now refuse) at the
+    # tables' position: NaN is not equal to itself, and the tables were taken for another
+    # log's, emptied and filled again from the whole log at every start.
+    log = MemoryEventLog()
+    tables = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    async with tables, new_kit(log, store=tables) as kit:
+        await converse(kit)
+        before = await snapshot(kit)
+        with monkeypatch.context() as unchecked:
+            unchecked.setattr("eventlog._streams._problem", lambda event: None)
+            await log.append(
+                "another-app",
+                [NewEvent(type="x", data=b"{}", timestamp=math.nan)],
+                expected_version=None,
+            )
+        nan = await log.last_position()
+        await eventually(lambda: _applied(tables, nan), what="the record applied")
+        assert math.isnan((await tables.applied_record())[1] or 0.0)
+    store = CountingStore(postgres_uri, table_prefix=postgres_prefix)
+    with caplog.at_level(logging.WARNING, logger="roomkit.projection.store"):
+        async with store, new_kit(log, store=store) as again:
+            assert store.applied == 0
+            assert await snapshot(again) == before
+    assert not any("filled from another log" in r.getMessage() for r in caplog.records)
+
+
+async def _applied(store: PostgresStore, position: int) -> bool:
+    return await store.applied_position() == position
+
+
+class WatchedPositionStore(PostgresStore):
+    """An app's PostgresStore that overrides ``applied_position`` (to watch it)."""
+
+    asked = 0
+
+    async def applied_position(self) -> int:
+        self.asked += 1
+        return await super().applied_position()
+
+
+async def test_an_override_of_applied_position_is_consulted_at_start(
+    postgres_uri: str, postgres_prefix: str
+) -> None:
+    # The kit starting read the tables' position and record in one query of its own: a
+    # subclass's applied_position was no longer consulted.
+    log = MemoryEventLog()
+    tables = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
+    async with tables, new_kit(log, store=tables) as kit:
+        await converse(kit)
+        before = await snapshot(kit)
+        kept = await tables.applied_record()
+    store = WatchedPositionStore(postgres_uri, table_prefix=postgres_prefix)
+    async with store, new_kit(log, store=store) as again:
+        assert store.asked > 0
+        assert await snapshot(again) == before
+        # The timestamp kept with the position still comes with it.
+        assert await store.applied_record() == kept
+        assert kept[1] is not None
+
+
 async def test_the_tables_keep_the_timestamp_of_the_record_at_their_position(
     postgres_uri: str, postgres_prefix: str
 ) -> None:
@@ -441,21 +584,24 @@ async def test_the_tables_keep_the_timestamp_of_the_record_at_their_position(
         assert await store.applied_record() == (0, None)
 
 
-async def test_tables_of_schema_version_1_are_taken_up_as_they_are(
+async def test_tables_made_before_they_kept_the_record_are_taken_up_as_they_are(
     postgres_uri: str, postgres_prefix: str
 ) -> None:
-    # Schema 2 keeps the timestamp of the record at the tables' position: tables of schema 1
-    # (without it) are brought to it in place, not refused nor filled again.
+    # The tables keep the timestamp of the record at their position: tables made before
+    # (without it) get its columns in place, not refused nor filled again. They keep schema
+    # version 1: made version 2, a process of the RoomKit before (which writes the position
+    # alone, and does not mind the columns) refused them and could not restart.
     log = MemoryEventLog()
     async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
         await converse(kit)
         before = await snapshot(kit)
     position = f"{postgres_prefix}position"
+    version = f"SELECT obj_description('{position}'::regclass, 'pg_class')"
     admin = await asyncpg.connect(postgres_uri)
     try:
+        assert await admin.fetchval(version) == "RoomKit schema 1"
         await admin.execute(
-            f"""ALTER TABLE {position} DROP COLUMN record_position, DROP COLUMN record_time;
-            COMMENT ON TABLE {position} IS 'RoomKit schema 1'"""
+            f"ALTER TABLE {position} DROP COLUMN record_position, DROP COLUMN record_time"
         )
         store = CountingStore(postgres_uri, table_prefix=postgres_prefix)
         async with store, new_kit(log, store=store) as again:
@@ -463,8 +609,13 @@ async def test_tables_of_schema_version_1_are_taken_up_as_they_are(
             assert await snapshot(again) == before
             # Not known for the record the tables were left at; known from the next one on.
             assert await store.applied_record() == (await log.last_position(), None)
-        found = await admin.fetchval("SELECT obj_description($1::regclass, 'pg_class')", position)
-        assert found == "RoomKit schema 2"
+        assert await admin.fetchval(version) == "RoomKit schema 1"
+        # A process of the RoomKit before moves the position alone, as it always did.
+        held = await admin.fetchval(f"SELECT position FROM {position}")
+        await admin.execute(f"UPDATE {position} SET position = position + 1 WHERE id = 1")
+        async with PostgresStore(postgres_uri, table_prefix=postgres_prefix) as store:
+            assert await store.applied_record() == (held + 1, None)
+        await admin.execute(f"UPDATE {position} SET position = position - 1 WHERE id = 1")
     finally:
         await admin.close()
     async with postgres_kit(log, postgres_uri, postgres_prefix) as kit:
@@ -576,7 +727,7 @@ async def test_tables_of_an_older_schema_are_refused_and_dropping_them_rebuilds_
             COMMENT ON TABLE {postgres_prefix}position IS NULL"""
         )
         store = PostgresStore(postgres_uri, table_prefix=postgres_prefix)
-        with pytest.raises(StoreSchemaError, match="kept no version.* version is 2") as refused:
+        with pytest.raises(StoreSchemaError, match="kept no version.* version is 1") as refused:
             async with new_kit(log, store=store) as kit:
                 await kit.get_room("r1")
         await store.close()
@@ -600,7 +751,7 @@ async def test_tables_of_another_schema_version_are_refused(
     admin = await asyncpg.connect(postgres_uri)
     try:
         for change, found in [
-            ("COMMENT ON TABLE {p}position IS 'RoomKit schema 3'", "schema version 3"),
+            ("COMMENT ON TABLE {p}position IS 'RoomKit schema 2'", "schema version 2"),
             # Older still: tables from before the position's (the schema is not created
             # next to them).
             ("DROP TABLE {p}position", "kept no version"),
@@ -625,7 +776,7 @@ async def test_a_store_refusing_the_tables_closes_the_pool_it_opened(
     given = await asyncpg.create_pool(postgres_uri, min_size=1, max_size=1)
     count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
     try:
-        await admin.execute(f"COMMENT ON TABLE {postgres_prefix}position IS 'RoomKit schema 3'")
+        await admin.execute(f"COMMENT ON TABLE {postgres_prefix}position IS 'RoomKit schema 2'")
         connections = await admin.fetchval(count)
         for _ in range(3):
             with pytest.raises(StoreSchemaError):
