@@ -188,7 +188,7 @@ class RoomDelivery:
         projection = self._services.projection
         if projection is not None and projection.checkpoint < job.position:
             await self._services.read_model_at(job.position)
-        with PostCommitJob(self._room_id, self._services.kit):
+        with PostCommitJob(self._room_id, self._services.kit, job.position):
             try:
                 for note in work.announce:
                     await note.emit(self._services.emit, self._room_id)

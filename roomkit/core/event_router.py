@@ -280,11 +280,14 @@ class EventRouter:
             failure for the breaker and retries). ``None``: no bound. The kit passes its
             ``process_timeout``, which bounded 0.3.0's whole pipeline: a hung channel must not
             hold its room's deliveries for ever.
-        still_bound: ``await still_bound(room_id, channel_id)``: whether the channel is
-            still bound in the room, asked before a delivery's retry and after a wait for a
-            rate-limit token. A channel detached meanwhile gets no further attempt: its
-            delivery fails with the error ``"channel_detached"`` (not a failure for the
-            breaker). ``None``: not asked (every attempt goes out).
+        still_bound: ``await still_bound(room_id, binding)``: whether ``binding`` (the one
+            the delivery uses) is still its channel's binding in the room, asked before a
+            delivery's retry and after a wait for a rate-limit token. A channel detached
+            meanwhile (or detached and attached again: its access, its policies may differ)
+            gets no further attempt: its delivery fails with the error
+            ``"channel_detached"``; the breaker counts the last attempt made, if any (a cut
+            probe that failed re-opens the circuit). ``None``: not asked (every attempt goes
+            out).
     """
 
     def __init__(
@@ -298,7 +301,7 @@ class EventRouter:
         breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
         call_timeout: float | None = None,
-        still_bound: Callable[[str, str], Awaitable[bool]] | None = None,
+        still_bound: Callable[[str, ChannelBinding], Awaitable[bool]] | None = None,
     ) -> None:
         self._channels = channels
         self._unregistered: set[str] = set()  # bound channels found unregistered: warned of
@@ -799,11 +802,12 @@ class EventRouter:
                 output = _delivered(answer, binding)
             else:
                 output = await self._attempts(channel, event, binding, context)
-        except _Detached:
-            # The operator's fix for a failing channel (detach it) took effect: neither a
-            # success nor a failure of the channel, as for an open circuit.
-            if probe is not None:
-                breaker.abandon_probe(probe)
+        except _Detached as cut:
+            # The operator's fix for a failing channel (detach it) took effect. The attempt
+            # made before the cut still says how the channel is: abandoning the probe of one
+            # that failed left the circuit half-open for the next delivery of any room, and
+            # a closed breaker never counted such failures. No attempt made: nothing to count.
+            _count(breaker, probe, cut.last)
             logger.info(
                 "delivery of %s to %r stopped: the channel was detached from room %s meanwhile",
                 event.id,
@@ -815,13 +819,7 @@ class EventRouter:
                 None,
             )
         except (ProviderDeliveryError, _OutputFailed) as exc:
-            health = channel_health(exc)
-            if health is Health.FAILING:
-                breaker.record_failure()
-            elif health is Health.ANSWERING:
-                breaker.record_success()  # its vendor answered: the channel works
-            elif probe is not None:
-                breaker.abandon_probe(probe)  # nothing was called: the next one probes
+            _count(breaker, probe, channel_health(exc))
             logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, exc)
             return (
                 DeliveryResult(
@@ -879,19 +877,21 @@ class EventRouter:
         channel_id = binding.channel_id
         policy = binding.retry_policy
         attempts = 1 if policy is None else policy.max_retries + 1
+        last: Health | None = None  # what the last attempt said of the channel (None: none)
         for attempt in range(attempts):
             limit = binding.rate_limit
             if limit is not None and not self._limiter.acquire(channel_id, limit):
                 # Queues rather than drops: the message waits for its token.
                 await self._limiter.wait(channel_id, limit)
-                await self._check_bound(event, channel_id)
+                await self._check_bound(event, binding, last)
             elif attempt:
-                await self._check_bound(event, channel_id)
+                await self._check_bound(event, binding, last)
             try:
                 return await _deliver_once(channel, event, binding, context, self.call_timeout)
             except Exception as exc:
                 if policy is None or attempt + 1 >= attempts or not retryable(exc):
                     raise
+                last = _health_of(exc)
                 delay = backoff_delay(policy, attempt)
                 asked = retry_after(exc)
                 if asked is not None and asked > delay:
@@ -918,16 +918,19 @@ class EventRouter:
             await self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _check_bound(self, event: RoomEvent, channel_id: str) -> None:
-        """Raise `_Detached` if ``channel_id`` is no longer bound in ``event``'s room.
+    async def _check_bound(
+        self, event: RoomEvent, binding: ChannelBinding, last: Health | None
+    ) -> None:
+        """Raise `_Detached` (carrying ``last``, what the attempt before said of the
+        channel) if ``binding`` is no longer its channel's binding in ``event``'s room.
 
         Asked only after a wait (a retry's backoff, a rate-limit token): detaching a failing
         channel is the operator's fix, and its retries went on calling it for the whole
         policy (two minutes with a process_timeout of 30 s), holding the room's later
         deliveries as long."""
         still_bound = self._still_bound
-        if still_bound is not None and not await still_bound(event.room_id, channel_id):
-            raise _Detached(channel_id)
+        if still_bound is not None and not await still_bound(event.room_id, binding):
+            raise _Detached(binding.channel_id, last)
 
 
 async def _deliver_once(
@@ -970,7 +973,30 @@ def _awaitable(value: object) -> bool:
 
 
 class _Detached(Exception):
-    """The target was detached from its room while its delivery waited to try again."""
+    """The target was detached from its room while its delivery waited to try again;
+    ``last``: what its last attempt said of the channel (None: no attempt was made)."""
+
+    def __init__(self, channel_id: str, last: Health | None) -> None:
+        super().__init__(channel_id)
+        self.last = last
+
+
+def _health_of(error: Exception) -> Health:
+    """What a failed attempt says of its channel, as `EventRouter._deliver` counts it."""
+    if isinstance(error, (ProviderDeliveryError, _OutputFailed)):
+        return channel_health(error)
+    return Health.FAILING
+
+
+def _count(breaker: CircuitBreaker, probe: float | None, health: Health | None) -> None:
+    """Tell ``breaker`` what a delivery's last attempt said of its channel (``probe``: the
+    delivery's probe, if it is the breaker's)."""
+    if health is Health.FAILING:
+        breaker.record_failure()
+    elif health is Health.ANSWERING:
+        breaker.record_success()  # its vendor answered: the channel works
+    elif probe is not None:
+        breaker.abandon_probe(probe)  # nothing was called: the next one probes
 
 
 class _OutputFailed(Exception):

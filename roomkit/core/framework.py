@@ -24,6 +24,7 @@ from eventlog._nats_needed import nats_needed
 from roomkit._host import spawn_host
 from roomkit.channels.base import Channel
 from roomkit.channels.websocket import WebSocketChannel
+from roomkit.core._bounded import TimedOut, bounded
 from roomkit.core._cancel import interrupt_in, raised_uncancelled
 from roomkit.core._channel_ops import ChannelOpsMixin
 from roomkit.core._helpers import (
@@ -35,7 +36,7 @@ from roomkit.core._helpers import (
 )
 from roomkit.core._in_decision import deciding
 from roomkit.core._inbound import InboundMixin
-from roomkit.core._post_commit import PostCommitJob
+from roomkit.core._post_commit import PostCommitJob, job_position
 from roomkit.core._room_ids import check_read_room_id, check_room_id
 from roomkit.core._room_lifecycle import RoomLifecycleMixin
 from roomkit.core._runtime import KitRuntime, RuntimeSettings
@@ -69,6 +70,7 @@ from roomkit.errors import (
 )
 from roomkit.identity.base import IdentityResolver
 from roomkit.models._capabilities import CapabilitiesInterner
+from roomkit.models.channel import ChannelBinding
 from roomkit.models.delivery import DeliveryStatus
 from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
 from roomkit.models.event import RoomEvent
@@ -114,6 +116,11 @@ DeliveryStatusHandler = Callable[[DeliveryStatus], Any]
 
 FrameworkEventHandler = FrameworkHandler
 """``async (FrameworkEvent) -> None``: a handler of ``kit.on(type)`` (0.3.0's name)."""
+
+_BOUND_READ_WITHIN = 1.0
+"""Seconds a delivery about to try again waits for the read model to say whether its channel
+is still bound (one row of a local store): a hanging store must not hold the room's
+deliveries, on top of the retry's own backoff (past it, the delivery goes on)."""
 
 _PRESENCE = {
     "online": EphemeralEventType.PRESENCE_ONLINE,
@@ -373,21 +380,38 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             )
         return self._router
 
-    async def _still_bound(self, room_id: str, channel_id: str) -> bool:
-        """Whether the read model holds ``channel_id`` bound in ``room_id`` (a delivery about
-        to try again: see EventRouter). True when it cannot say (a rebuild under way, its
-        store away): the delivery goes on, as it did before anything was asked."""
-        if self._runtime.projection.rebuilding is not None:
+    async def _still_bound(self, room_id: str, binding: ChannelBinding) -> bool:
+        """Whether the read model holds ``binding`` (the one a delivery about to try again
+        uses: see EventRouter) as its channel's binding in ``room_id``: False if it holds
+        none (detached), or one attached after it (detached and attached again: its access,
+        its policies may differ). True when it cannot say: a rebuild under way, its store
+        away, behind the delivery's own commit (it may not hold the attach yet), a read that
+        fails or hangs. The delivery goes on then, as it did before anything was asked.
+
+        The read model, not the room's actor: asking the actor waits behind its mailbox (the
+        room's inbound messages), and the actor may itself wait on this delivery worker's
+        mailbox (it hands it each commit's work) -- a deadlock until the ask's bound."""
+        projection = self._runtime.projection
+        if projection.rebuilding is not None or projection.store_away:
             return True
+        position = job_position(room_id)
+        if position is not None and projection.checkpoint < position:
+            return True  # its lag (a store that hung): the attach may not be in it yet
+        channel_id = binding.channel_id
         try:
-            return await self._store.get_binding(room_id, channel_id) is not None
+            stored = await bounded(
+                self._store.get_binding(room_id, channel_id),
+                min(self._runtime.ask_timeout, _BOUND_READ_WITHIN),
+            )
+            # Attached later: a new binding. Earlier (a store keeping coarser times): the same.
+            return stored is not None and stored.attached_at <= binding.attached_at
         except Exception as exc:
             logger.warning(
                 "room %s: the read model could not say whether channel %r is still bound "
                 "(%s): its delivery goes on",
                 room_id,
                 channel_id,
-                exc,
+                "no answer in time" if isinstance(exc, TimedOut) else exc,
             )
             return True
 

@@ -1054,8 +1054,8 @@ class TestDetachedMeanwhile:
 
     @staticmethod
     def still_bound(bound: bool, asked: list[tuple[str, str]]) -> Any:
-        async def check(room_id: str, channel_id: str) -> bool:
-            asked.append((room_id, channel_id))
+        async def check(room_id: str, binding: ChannelBinding) -> bool:
+            asked.append((room_id, binding.channel_id))
             return bound
 
         return check
@@ -1070,8 +1070,8 @@ class TestDetachedMeanwhile:
         assert result.delivery_results["t"].error == "channel_detached"
         assert result.errors == {"t": "channel_detached"}
         assert asked == [("r1", "t")]
-        # A delivery is one success or failure for its breaker: one cut short is neither.
-        assert breakers["t"].failure_count == 0
+        # The attempt it made failed: one failure for its breaker, as uncut.
+        assert breakers["t"].failure_count == 1
 
     async def test_a_delivery_that_waited_for_its_token_stops(self) -> None:
         asked: list[tuple[str, str]] = []
@@ -1088,6 +1088,85 @@ class TestDetachedMeanwhile:
         assert sleep.delays == [pytest.approx(2.0)]
         assert asked == [("r1", "t")] and len(target.delivered) == 1
         assert result.delivery_results["t"].error == "channel_detached"
+        # The kit's limiter spends a token per call made or waited for: this one is not
+        # given back (the channel is detached; a token lent meanwhile would be owed).
+        assert router.breaker("t").failure_count == 0  # no attempt: nothing to count
+
+    async def test_the_check_is_given_the_binding_the_delivery_uses(self) -> None:
+        # Asked with the channel id alone, a channel detached and attached again (another
+        # access, another policy) meanwhile was "still bound": the retry went out with the
+        # binding of before the detach.
+        seen: list[ChannelBinding] = []
+
+        async def check(room_id: str, binding: ChannelBinding) -> bool:
+            seen.append(binding)
+            return False
+
+        target = Probe("t", deliveries=[ConnectionError("reset")])
+        used = bind("t", retry_policy=RetryPolicy(max_retries=3))
+        result = await broadcast(make_router(target, still_bound=check), used)
+        assert result.delivery_results["t"].error == "channel_detached"
+        assert [b.attached_at for b in seen] == [used.attached_at]
+
+    async def test_a_probe_that_failed_then_was_cut_opens_the_circuit_again(self) -> None:
+        # Before, the cut abandoned the probe: the breaker stayed half-open with no probe,
+        # and the next delivery, from any room, went to the channel that had just failed.
+        now = [0.0]
+        breakers = {
+            "t": CircuitBreaker(failure_threshold=1, recovery_timeout=30, clock=lambda: now[0])
+        }
+        bound = [True]
+
+        async def check(room_id: str, binding: ChannelBinding) -> bool:
+            return bound[0]
+
+        target = Probe("t", deliveries=[ConnectionError("down")] * 10)
+        router = make_router(target, still_bound=check, breakers=breakers)
+        await broadcast(router, bind("t"))
+        assert breakers["t"].state is CircuitState.OPEN
+        now[0] = 31.0  # recovered: the next delivery is the probe
+        bound[0] = False  # its channel detached while its retry waits
+        result = await broadcast(router, bind("t", retry_policy=RetryPolicy(max_retries=3)))
+        assert result.delivery_results["t"].error == "channel_detached"
+        assert breakers["t"].state is CircuitState.OPEN
+        bound[0] = True  # another room's binding of the channel
+        result = await broadcast(router, bind("t"))
+        assert result.delivery_results["t"].error == "circuit_breaker_open"
+        assert len(target.delivered) == 2
+
+    async def test_deliveries_that_failed_then_were_cut_open_the_circuit(self) -> None:
+        # Before, a delivery cut after its attempt failed counted nothing: a channel failing
+        # every call never opened its breaker while its rooms detached it.
+        breakers = {"t": CircuitBreaker(failure_threshold=2, recovery_timeout=30)}
+        target = Probe("t", deliveries=[ConnectionError("down")] * 10)
+        router = make_router(target, still_bound=self.still_bound(False, []), breakers=breakers)
+        for _ in range(2):
+            result = await broadcast(router, bind("t", retry_policy=RetryPolicy(max_retries=3)))
+            assert result.delivery_results["t"].error == "channel_detached"
+        assert len(target.delivered) == 2
+        assert breakers["t"].state is CircuitState.OPEN
+
+    async def test_a_probe_cut_before_any_attempt_lets_the_next_one_probe(self) -> None:
+        now = [0.0]
+        breakers = {
+            "t": CircuitBreaker(failure_threshold=1, recovery_timeout=30, clock=lambda: now[0])
+        }
+        limiter = TokenBucketRateLimiter(clock=FakeClock(), sleep=RecordingSleep())
+        target = Probe("t", deliveries=[ConnectionError("down")])
+        limited = bind("t", rate_limit=RateLimit(max_per_minute=30))
+        router = make_router(
+            target,
+            rate_limiter=limiter,
+            breakers=breakers,
+            still_bound=self.still_bound(False, []),
+        )
+        await broadcast(router, limited)  # its token at hand: called, failed, opened
+        now[0] = 31.0
+        result = await broadcast(router, limited)  # the probe: waited for its token, cut
+        assert result.delivery_results["t"].error == "channel_detached"
+        assert len(target.delivered) == 1 and breakers["t"].state is CircuitState.HALF_OPEN
+        result = await broadcast(router, bind("t"))  # the channel was never called: it probes
+        assert result.delivery_results["t"].success
 
     async def test_a_channel_still_bound_is_tried_again(self) -> None:
         asked: list[tuple[str, str]] = []

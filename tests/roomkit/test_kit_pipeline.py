@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -48,6 +49,7 @@ from roomkit import (
     RoomKitError,
     RoomNotFoundError,
     RoomStatus,
+    StoreUnavailableError,
     Task,
     TextContent,
 )
@@ -1781,6 +1783,104 @@ class TestChangesWhileADeliveryRetries:
         # ran later, in turn, and the delivery stopped at its retry.
         assert log == ["attempt 1", "detach returned", "ON_CHANNEL_DETACHED"]
         assert "waits behind the room's earlier deliveries" in caplog.text
+
+    async def test_a_channel_attached_again_meanwhile_gets_no_retry_of_before(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Before, the retry only asked whether the channel had a binding: detached and
+        # attached again (write-only: it may no longer read the room), it still got the
+        # earlier message, with the binding of before the detach.
+        async with make_kit() as kit:
+            sms = Retried("sms")
+            await retrying_room(kit, sms)
+            failed: list[FrameworkEvent] = []
+            kit.on("delivery_failed")(failed.append)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kit.process_inbound, text("ws", "hello"))
+                await sms.trying.wait()
+                try:
+                    assert await kit.detach_channel("r1", "sms")
+                    again = await kit.attach_channel("r1", "sms", access=Access.WRITE_ONLY)
+                    assert again.access is Access.WRITE_ONLY
+                finally:
+                    sms.release.set()
+        assert sms.attempts == 1
+        assert [e.data["error"] for e in failed] == ["channel_detached"]
+
+    @pytest.mark.parametrize("store_fault", ["unavailable", "hanging", "slow reads"])
+    async def test_a_read_model_that_cannot_say_does_not_cut_the_delivery(
+        self, make_kit: Callable[..., RoomKit], store_fault: str
+    ) -> None:
+        # Before, a read model lagging the log (its store refusing or hanging on writes)
+        # did not hold a binding just attached: the delivery's retry was cut as
+        # "channel_detached" though the channel was never detached. And a read that hung
+        # held the room's deliveries with it.
+        store = _FaultyBindingStore(store_fault)
+        async with make_kit(store=store, process_timeout=0.25) as kit:
+            sms = _FailsOnce("sms")
+            kit.register_channel(SimpleChannel("ws", ChannelType.WEBSOCKET))
+            kit.register_channel(sms)
+            await room_with(kit, "r1", "ws")
+            failed: list[FrameworkEvent] = []
+            kit.on("delivery_failed")(failed.append)
+            store.faulty = True
+            policy = RetryPolicy(max_retries=3, base_delay_seconds=0.05)
+            with contextlib.suppress(RoomKitError):  # recorded, not shown yet: the store
+                await kit.attach_channel("r1", "sms", retry_policy=policy)
+            try:
+                with contextlib.suppress(RoomKitError):
+                    await kit.process_inbound(text("ws", "hello"), room_id="r1")
+
+                async def delivered() -> bool:
+                    return sms.texts() == ["hello"]
+
+                await eventually(delivered, timeout=5, what="the retry delivered")
+            finally:
+                store.faulty = False
+                store.back.set()
+        assert sms.attempts == 2
+        assert failed == []
+
+
+class _FaultyBindingStore(InMemoryStore):
+    """Once ``faulty``, its binding writes refuse (``"unavailable"``: a database failing
+    over) or hang until ``back`` (``"hanging"``), or its binding reads hang (``"slow
+    reads"``)."""
+
+    def __init__(self, fault: str) -> None:
+        super().__init__()
+        self.fault = fault
+        self.faulty = False
+        self.back = anyio.Event()
+
+    async def add_binding(self, binding: ChannelBinding) -> ChannelBinding:
+        if self.faulty:
+            if self.fault == "unavailable":
+                raise StoreUnavailableError("database failing over (read-only)")
+            if self.fault == "hanging":
+                await self.back.wait()
+        return await super().add_binding(binding)
+
+    async def get_binding(self, room_id: str, channel_id: str) -> ChannelBinding | None:
+        if self.faulty and self.fault == "slow reads":
+            await self.back.wait()
+        return await super().get_binding(room_id, channel_id)
+
+
+class _FailsOnce(SimpleChannel):
+    """Its first delivery fails (a blip): the retry delivers."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(channel_id)
+        self.attempts = 0
+
+    async def deliver(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise ConnectionError("blip")
+        return await super().deliver(event, binding, context)
 
 
 async def test_a_kit_works_without_being_entered() -> None:
