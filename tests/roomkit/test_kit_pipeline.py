@@ -64,6 +64,7 @@ from roomkit.store.memory import InMemoryStore
 from tests.roomkit.kit_helpers import (
     Retried,
     SimpleChannel,
+    changed_while_it_hangs,
     eventually,
     retrying_room,
     room_with,
@@ -767,12 +768,7 @@ class TestInbound:
             for rebuild in (False, True):
                 if rebuild:
                     await kit.rebuild_store()
-                notices = []
-                for room_id in ("r1", "r2"):
-                    timeline = await kit.get_timeline(room_id, limit=100)
-                    assert (await kit.get_room(room_id)).event_count == len(timeline)
-                    notices += [e.id for e in timeline if e.source.channel_id == "ai"]
-                assert len(notices) == len(set(notices)) == 2
+                await _one_ai_event_each_apart(kit)
 
     async def test_a_reply_object_recorded_before_a_restart_is_looked_up_by_the_kit_clock(
         self, make_kit: Callable[..., RoomKit]
@@ -804,12 +800,7 @@ class TestInbound:
                 await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
                 await kit.process_inbound(text("sms", "hi"), room_id=room_id)
         async with answering_kit() as kit:  # its read model rebuilt from the log
-            notices = []
-            for room_id in ("r1", "r2"):
-                timeline = await kit.get_timeline(room_id, limit=100)
-                assert (await kit.get_room(room_id)).event_count == len(timeline)
-                notices += [e.id for e in timeline if e.source.channel_id == "ai"]
-            assert len(notices) == len(set(notices)) == 2
+            await _one_ai_event_each_apart(kit)
 
     async def test_the_read_model_is_asked_once_its_rebuild_is_over(
         self, make_kit: Callable[..., RoomKit]
@@ -860,12 +851,7 @@ class TestInbound:
                 )
                 await called.wait()
                 await kit.rebuild_store()
-            notices = []
-            for room_id in ("r1", "r2"):
-                timeline = await kit.get_timeline(room_id, limit=100)
-                assert (await kit.get_room(room_id)).event_count == len(timeline)
-                notices += [e.id for e in timeline if e.source.channel_id == "ai"]
-            assert len(notices) == len(set(notices)) == 2
+            await _one_ai_event_each_apart(kit)
 
     async def test_a_hanging_read_model_holds_a_message_once_however_many_events_it_is_asked(
         self, make_kit: Callable[..., RoomKit]
@@ -1701,18 +1687,7 @@ class TestChangesWhileADeliveryRetries:
             await retrying_room(kit, sms)
             failed: list[FrameworkEvent] = []
             kit.on("delivery_failed")(failed.append)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(kit.process_inbound, text("ws", "hello"))
-                await sms.trying.wait()
-                try:
-                    with anyio.fail_after(10):  # it waited for good: the channel hangs
-                        if change == "detach":
-                            assert await kit.detach_channel("r1", "sms")
-                        else:
-                            assert (await kit.mute("r1", "sms")).muted
-                    assert sms.attempts == 1  # returned while the delivery still hangs
-                finally:
-                    sms.release.set()
+            await changed_while_it_hangs(kit, sms, change)
             if change == "detach":
                 # No attempt after the detach: the delivery failed for it.
                 assert sms.attempts == 1
@@ -2214,3 +2189,14 @@ class TestSendEventErrors:
         sent = await kit.send_event("r1", "sms", TextContent(body="x"), participant_id="ana")
         assert sent.source.channel_type == "sms" and sent.source.participant_id == "ana"
         assert sent.index == 1  # after the channel_attached audit event
+
+
+async def _one_ai_event_each_apart(kit: RoomKit) -> None:
+    """Rooms r1 and r2 each hold one event of channel "ai", under ids of their own, and count
+    every event their timeline shows."""
+    ids: list[str] = []
+    for room_id in ("r1", "r2"):
+        timeline = await kit.get_timeline(room_id, limit=100)
+        assert (await kit.get_room(room_id)).event_count == len(timeline)
+        ids += [e.id for e in timeline if e.source.channel_id == "ai"]
+    assert len(ids) == len(set(ids)) == 2
