@@ -280,14 +280,16 @@ class EventRouter:
             failure for the breaker and retries). ``None``: no bound. The kit passes its
             ``process_timeout``, which bounded 0.3.0's whole pipeline: a hung channel must not
             hold its room's deliveries for ever.
-        still_bound: ``await still_bound(room_id, binding)``: whether ``binding`` (the one
-            the delivery uses) is still its channel's binding in the room, asked before a
-            delivery's retry and after a wait for a rate-limit token. A channel detached
-            meanwhile (or detached and attached again: its access, its policies may differ)
-            gets no further attempt: its delivery fails with the error
-            ``"channel_detached"``; the breaker counts the last attempt made, if any (a cut
-            probe that failed re-opens the circuit). ``None``: not asked (every attempt goes
-            out).
+        still_bound: ``await still_bound(room_id, binding)``: the channel's binding in the
+            room as it is now (``binding``, the one the delivery used, if it cannot say), or
+            None if it is no longer bound there or may no longer read the room; asked before
+            a delivery's retry and after a wait for a rate-limit token. A channel detached
+            meanwhile (or whose access became ``WRITE_ONLY`` or ``NONE``) gets no further
+            attempt: its delivery fails with the error ``"channel_detached"``; the breaker
+            counts the last attempt made, if any (a cut probe that failed re-opens the
+            circuit). Changed or attached again meanwhile, the next attempt uses its binding
+            as it is (its recipient, its metadata). ``None``: not asked (every attempt goes
+            out with the binding it began with).
     """
 
     def __init__(
@@ -301,7 +303,8 @@ class EventRouter:
         breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
         call_timeout: float | None = None,
-        still_bound: Callable[[str, ChannelBinding], Awaitable[bool]] | None = None,
+        still_bound: Callable[[str, ChannelBinding], Awaitable[ChannelBinding | None]]
+        | None = None,
     ) -> None:
         self._channels = channels
         self._unregistered: set[str] = set()  # bound channels found unregistered: warned of
@@ -883,9 +886,9 @@ class EventRouter:
             if limit is not None and not self._limiter.acquire(channel_id, limit):
                 # Queues rather than drops: the message waits for its token.
                 await self._limiter.wait(channel_id, limit)
-                await self._check_bound(event, binding, last)
+                binding = await self._check_bound(event, binding, last)
             elif attempt:
-                await self._check_bound(event, binding, last)
+                binding = await self._check_bound(event, binding, last)
             try:
                 return await _deliver_once(channel, event, binding, context, self.call_timeout)
             except Exception as exc:
@@ -920,17 +923,22 @@ class EventRouter:
 
     async def _check_bound(
         self, event: RoomEvent, binding: ChannelBinding, last: Health | None
-    ) -> None:
-        """Raise `_Detached` (carrying ``last``, what the attempt before said of the
-        channel) if ``binding`` is no longer its channel's binding in ``event``'s room.
+    ) -> ChannelBinding:
+        """The channel's binding in ``event``'s room as it is now (see ``still_bound``);
+        raise `_Detached` (carrying ``last``, what the attempt before said of the channel)
+        if it has none, or one that may not read the room.
 
         Asked only after a wait (a retry's backoff, a rate-limit token): detaching a failing
         channel is the operator's fix, and its retries went on calling it for the whole
         policy (two minutes with a process_timeout of 30 s), holding the room's later
         deliveries as long."""
         still_bound = self._still_bound
-        if still_bound is not None and not await still_bound(event.room_id, binding):
+        if still_bound is None:
+            return binding
+        now = await still_bound(event.room_id, binding)
+        if now is None:
             raise _Detached(binding.channel_id, last)
+        return now
 
 
 async def _deliver_once(

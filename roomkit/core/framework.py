@@ -72,7 +72,13 @@ from roomkit.identity.base import IdentityResolver
 from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.delivery import DeliveryStatus
-from roomkit.models.enums import ChannelDirection, ChannelType, HookExecution, HookTrigger
+from roomkit.models.enums import (
+    Access,
+    ChannelDirection,
+    ChannelType,
+    HookExecution,
+    HookTrigger,
+)
 from roomkit.models.event import RoomEvent
 from roomkit.models.task import Observation, Task
 from roomkit.ownership.base import RoomOwnership
@@ -121,6 +127,9 @@ _BOUND_READ_WITHIN = 1.0
 """Seconds a delivery about to try again waits for the read model to say whether its channel
 is still bound (one row of a local store): a hanging store must not hold the room's
 deliveries, on top of the retry's own backoff (past it, the delivery goes on)."""
+
+_NOT_READING = frozenset({Access.WRITE_ONLY, Access.NONE})
+"""The accesses of a binding that does not read its room: no broadcast reaches it, nor a retry."""
 
 _PRESENCE = {
     "online": EphemeralEventType.PRESENCE_ONLINE,
@@ -380,31 +389,32 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             )
         return self._router
 
-    async def _still_bound(self, room_id: str, binding: ChannelBinding) -> bool:
-        """Whether the read model holds ``binding`` (the one a delivery about to try again
-        uses: see EventRouter) as its channel's binding in ``room_id``: False if it holds
-        none (detached), or one attached after it (detached and attached again: its access,
-        its policies may differ). True when it cannot say: a rebuild under way, its store
-        away, behind the delivery's own commit (it may not hold the attach yet), a read that
-        fails or hangs. The delivery goes on then, as it did before anything was asked.
+    async def _still_bound(self, room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+        """The binding the read model holds for ``binding``'s channel in ``room_id`` (for a
+        delivery about to try again: see EventRouter): None if it holds none (detached) or
+        one that may not read the room (``WRITE_ONLY``, ``NONE``). Changed in place or
+        attached again, the next attempt takes it as it is: told apart by their times of
+        attach, a re-attach at the same time (or an earlier one, by another clock) was not
+        seen, and a store keeping rounded times cut deliveries of channels never detached.
+        ``binding`` itself when it cannot say: a rebuild under way, its store away, behind
+        the delivery's own commit (it may not hold the attach yet), a read that fails or
+        hangs. The delivery goes on then, as it did before anything was asked.
 
         The read model, not the room's actor: asking the actor waits behind its mailbox (the
         room's inbound messages), and the actor may itself wait on this delivery worker's
         mailbox (it hands it each commit's work) -- a deadlock until the ask's bound."""
         projection = self._runtime.projection
         if projection.rebuilding is not None or projection.store_away:
-            return True
+            return binding
         position = job_position(room_id)
         if position is not None and projection.checkpoint < position:
-            return True  # its lag (a store that hung): the attach may not be in it yet
+            return binding  # its lag (a store that hung): the attach may not be in it yet
         channel_id = binding.channel_id
         try:
             stored = await bounded(
                 self._store.get_binding(room_id, channel_id),
                 min(self._runtime.ask_timeout, _BOUND_READ_WITHIN),
             )
-            # Attached later: a new binding. Earlier (a store keeping coarser times): the same.
-            return stored is not None and stored.attached_at <= binding.attached_at
         except Exception as exc:
             logger.warning(
                 "room %s: the read model could not say whether channel %r is still bound "
@@ -413,7 +423,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 channel_id,
                 "no answer in time" if isinstance(exc, TimedOut) else exc,
             )
-            return True
+            return binding
+        if stored is None or stored.access in _NOT_READING:
+            return None
+        return stored
 
     async def __aenter__(self) -> Self:
         # The kit's runtime runs in a task of this group, entered here and left by __aexit__,

@@ -90,6 +90,7 @@ class Retried(SimpleChannel):
         super().__init__(channel_id)
         self.log = log if log is not None else []
         self.attempts = 0
+        self.metadata: list[dict[str, Any]] = []  # each attempt's binding's
         self.trying = anyio.Event()
         self.release = anyio.Event()
 
@@ -97,6 +98,7 @@ class Retried(SimpleChannel):
         self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
     ) -> ChannelOutput:
         self.attempts += 1
+        self.metadata.append(binding.metadata)
         self.log.append(f"attempt {self.attempts}")
         if self.attempts == 1:
             self.trying.set()

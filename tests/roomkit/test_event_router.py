@@ -109,6 +109,7 @@ class Probe(Channel):
         super().__init__(channel_id)
         self.seen: list[RoomEvent] = []
         self.delivered: list[RoomEvent] = []
+        self.bindings: list[ChannelBinding] = []  # each deliver's
         self._output = output
         self._deliveries = list(deliveries)
         self._on_event_error = on_event_error
@@ -128,6 +129,7 @@ class Probe(Channel):
         self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
     ) -> ChannelOutput:
         self.delivered.append(event)
+        self.bindings.append(binding)
         behaviour = self._deliveries.pop(0) if self._deliveries else OK
         if isinstance(behaviour, Exception):
             raise behaviour
@@ -1054,9 +1056,9 @@ class TestDetachedMeanwhile:
 
     @staticmethod
     def still_bound(bound: bool, asked: list[tuple[str, str]]) -> Any:
-        async def check(room_id: str, binding: ChannelBinding) -> bool:
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
             asked.append((room_id, binding.channel_id))
-            return bound
+            return binding if bound else None
 
         return check
 
@@ -1098,9 +1100,9 @@ class TestDetachedMeanwhile:
         # binding of before the detach.
         seen: list[ChannelBinding] = []
 
-        async def check(room_id: str, binding: ChannelBinding) -> bool:
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
             seen.append(binding)
-            return False
+            return None
 
         target = Probe("t", deliveries=[ConnectionError("reset")])
         used = bind("t", retry_policy=RetryPolicy(max_retries=3))
@@ -1117,8 +1119,8 @@ class TestDetachedMeanwhile:
         }
         bound = [True]
 
-        async def check(room_id: str, binding: ChannelBinding) -> bool:
-            return bound[0]
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return binding if bound[0] else None
 
         target = Probe("t", deliveries=[ConnectionError("down")] * 10)
         router = make_router(target, still_bound=check, breakers=breakers)
@@ -1175,6 +1177,22 @@ class TestDetachedMeanwhile:
         result = await broadcast(router, bind("t", retry_policy=RetryPolicy(max_retries=3)))
         assert len(target.delivered) == 3 and result.delivery_results["t"].success
         assert asked == [("r1", "t")] * 2
+
+    async def test_a_retry_takes_the_binding_as_it_is_now(self) -> None:
+        # Changed meanwhile (its recipient, its metadata), the retry went out with the binding
+        # of before; told apart by their times of attach, a re-attach at the same time was
+        # taken for the same binding, and a store keeping rounded times cut deliveries of
+        # channels never detached.
+        used = bind("t", retry_policy=RetryPolicy(max_retries=3))
+        now = used.model_copy(update={"metadata": {"recipient_id": "+2"}})
+
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return now
+
+        target = Probe("t", deliveries=[ConnectionError("reset")])
+        result = await broadcast(make_router(target, still_bound=check), used)
+        assert result.delivery_results["t"].success
+        assert [b.metadata for b in target.bindings] == [{}, {"recipient_id": "+2"}]
 
 
 # -- chain depth ----------------------------------------------------------------------------

@@ -1782,6 +1782,46 @@ class TestChangesWhileADeliveryRetries:
         assert sms.attempts == 1
         assert [e.data["error"] for e in failed] == ["channel_detached"]
 
+    @pytest.mark.parametrize("change", ["access", "metadata", "attached again"])
+    async def test_a_binding_changed_in_place_meanwhile_is_taken_as_it_is(
+        self, make_kit: Callable[..., RoomKit], change: str
+    ) -> None:
+        # Before, only a binding attached at a later time was seen: one made write-only in
+        # place still got the earlier message, a retry went out with the metadata of before
+        # (its recipient), and a re-attach at the same time was taken for the same binding.
+        async with make_kit() as kit:
+            sms = Retried("sms")
+            await retrying_room(kit, sms)
+            failed: list[FrameworkEvent] = []
+            kit.on("delivery_failed")(failed.append)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kit.process_inbound, text("ws", "hello"))
+                await sms.trying.wait()
+                try:
+                    if change == "access":
+                        await kit.set_access("r1", "sms", Access.WRITE_ONLY)
+                    elif change == "metadata":
+                        await kit.update_binding_metadata("r1", "sms", {"to": "+2"})
+                    else:
+                        before = await kit.get_binding("r1", "sms")
+                        assert before is not None
+                        await kit.detach_channel("r1", "sms")
+                        policy = before.retry_policy
+                        await kit.attach_channel(
+                            "r1",
+                            "sms",
+                            access=Access.WRITE_ONLY,
+                            attached_at=before.attached_at,
+                            retry_policy=policy,
+                        )
+                finally:
+                    sms.release.set()
+        if change == "metadata":
+            assert sms.metadata == [{}, {"to": "+2"}, {"to": "+2"}, {"to": "+2"}]
+        else:
+            assert sms.attempts == 1
+            assert [e.data["error"] for e in failed] == ["channel_detached"]
+
     @pytest.mark.parametrize("store_fault", ["unavailable", "hanging", "slow reads"])
     async def test_a_read_model_that_cannot_say_does_not_cut_the_delivery(
         self, make_kit: Callable[..., RoomKit], store_fault: str
