@@ -28,6 +28,10 @@ SendFn = Callable[[str, RoomEvent], Awaitable[None]]
 function, which has sent when it returns, is taken too)."""
 
 
+_REACHED_KEPT = 64
+"""Deliveries cut short whose reached connections a channel keeps for their retry."""
+
+
 class _Connection:
     """One registration of a connection: ``_drop`` tells a re-registration (a client that
     reconnected under its id) from the one whose send failed by this object, not by the send
@@ -55,6 +59,10 @@ class WebSocketChannel(Channel):
     def __init__(self, channel_id: str, *, send_timeout: float | None = 10.0) -> None:
         super().__init__(channel_id)
         self._connections: dict[str, _Connection] = {}
+        # Of the deliveries cut short (see deliver), by event id: the connections their send
+        # reached, which a retry of that delivery skips. A few at most (a cut delivery is
+        # tried again, or given up, before its room's next one), the oldest let go.
+        self._reached: dict[str, frozenset[str]] = {}
         self._send_timeout = check_seconds("send_timeout", send_timeout, none=True)
         if self._send_timeout is not None and not self._send_timeout > 0:
             raise ValueError(f"send_timeout must be positive or None, got {send_timeout!r}")
@@ -132,6 +140,12 @@ class WebSocketChannel(Channel):
             An empty output.
         """
         connections = list(self._connections.items())
+        if self._reached:
+            reached = self._reached.pop(event.id, None)
+            if reached is not None:
+                # A retry of a delivery cut short: the clients it reached got the event (sent
+                # again, the healthy clients showed each message twice).
+                connections = [c for c in connections if c[0] not in reached]
         if not connections:
             return ChannelOutput.empty()
         unfinished = dict(connections)
@@ -149,6 +163,9 @@ class WebSocketChannel(Channel):
             # too slow for it. Kept, they would time out every delivery of the channel.
             for connection_id, connection in unfinished.items():
                 self._drop(connection_id, connection, "its send was cut short")
+            self._reached[event.id] = frozenset(c for c, _ in connections if c not in unfinished)
+            if len(self._reached) > _REACHED_KEPT:
+                del self._reached[next(iter(self._reached))]
             raise
         return ChannelOutput.empty()
 

@@ -1306,6 +1306,35 @@ class TestResilience:
             assert ws.connection_count == 1
             assert len(failed) == 1  # the first delivery only
 
+    async def test_a_websocket_delivery_cut_short_and_retried_reaches_each_client_once(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """A retry policy on the binding: the delivery cut at process_timeout by a stuck
+        client was tried again, and sent to every connection again: the healthy client
+        showed the message twice."""
+        ws = WebSocketChannel("ws", send_timeout=None)
+        received: list[str] = []
+
+        async def good(connection_id: str, event: RoomEvent) -> None:
+            received.append(event.content.body)  # type: ignore[union-attr]
+
+        async def stuck(connection_id: str, event: RoomEvent) -> None:
+            await anyio.sleep_forever()
+
+        async with make_kit(process_timeout=0.3) as kit:
+            kit.register_channel(ws)
+            kit.register_channel(SimpleChannel("sms"))
+            await room_with(kit, "r1", "sms")
+            policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
+            await kit.attach_channel("r1", "ws", retry_policy=policy)
+            await kit.connect_websocket("ws", "good", good)
+            await kit.connect_websocket("ws", "stuck", stuck)
+            with anyio.fail_after(10):
+                await kit.process_inbound(text("sms", "hello"), room_id="r1")
+                await kit.process_inbound(text("sms", "again"), room_id="r1")
+            assert received == ["hello", "again"]
+            assert ws.connection_count == 1
+
     @pytest.mark.parametrize("where", ["framework_handler", "async_hook"])
     async def test_post_commit_code_can_send_to_its_own_room(
         self, make_kit: Callable[..., RoomKit], where: str
