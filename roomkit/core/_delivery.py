@@ -399,7 +399,9 @@ class RoomDelivery:
             event=event if broadcast.tasks else None,
             stored=(
                 await services.reused_ids.stored(
-                    (*broadcast.reentry_events, *broadcast.blocked_events), asked_at
+                    (*broadcast.reentry_events, *broadcast.blocked_events),
+                    asked_at,
+                    self._room_id,
                 )
                 if broadcast.reentry_events or broadcast.blocked_events
                 else frozenset()

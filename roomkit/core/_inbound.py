@@ -570,7 +570,7 @@ class InboundMixin(HelpersMixin):
         # The lookup waits for a rebuild of the read model itself, within its bound.
         runtime = await self._started_runtime()
         stored = await runtime.services.reused_ids.stored(
-            [getattr(inject, "event", None)], asked_at
+            [getattr(inject, "event", None)], asked_at, room_id
         )
         injected = RecordInjected([inject], event.id, event.idempotency_key, tuple(stored))
         await self._command(room_id, injected)

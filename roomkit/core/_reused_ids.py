@@ -78,20 +78,22 @@ class ReusedIds:
         self._event_stored = event_stored
         self._bound = bound
         self._kept = kept
-        # event id -> (the room that recorded it, the room's count of events before the
-        # decision that did), oldest first.
-        self._claims: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # event id -> the room that recorded it, oldest first.
+        self._claims: OrderedDict[str, str] = OrderedDict()
 
-    def taken(self, event_id: str, room_id: str, count: int) -> bool:
-        """Whether a room of this kit recorded an event of id ``event_id`` lately; if not, the
-        id is claimed for room ``room_id``, whose decision (made on ``count`` events) records
-        it now. The room's own claim made on as many events or more was not committed (a
-        decision made again after a conflict, or whose append failed): the id is still free."""
+    def taken(self, event_id: str, room_id: str) -> bool:
+        """Whether another room of this kit recorded an event of id ``event_id`` lately; if
+        not, the id is claimed for room ``room_id``, whose decision records it now. The
+        room's own claims do not count: what it recorded, its recent events and the read
+        model say (a claim of a decision made again after a conflict with another process,
+        or whose append failed, named an event recorded nowhere, and an id the app chose
+        was changed for nothing)."""
         claims = self._claims
         claim = claims.get(event_id)
-        if claim is not None and (claim[0] != room_id or claim[1] < count):
+        if claim is not None and claim != room_id:
             return True
-        claims[event_id] = (room_id, count)
+        claims[event_id] = room_id
+        claims.move_to_end(event_id)
         if len(claims) > self._kept:
             claims.popitem(last=False)
         return False
@@ -100,12 +102,14 @@ class ReusedIds:
         self,
         events: Iterable[object],
         since: datetime | None,
+        room_id: str,
         known: Callable[[str], bool] | None = None,
     ) -> frozenset[str]:
-        """The ids of ``events`` made before ``since`` that the read model holds. Those this
-        kit answers for (``taken``; ``known``: ids the room says it holds) are not asked
-        about; those the read model does not answer for within the bound are taken as not
-        held (recorded under their id, as before)."""
+        """The ids of ``events`` (for room ``room_id``) made before ``since`` that the read
+        model holds. Those this kit answers for (``taken``: claimed by another room;
+        ``known``: ids the room says it holds) are not asked about; those the read model
+        does not answer for within the bound are taken as not held (recorded under their
+        id, as before)."""
         event_stored = self._event_stored
         if event_stored is None or since is None:
             return frozenset()
@@ -114,7 +118,7 @@ class ReusedIds:
             for event in events
             if isinstance(event, RoomEvent)
             and made_before(event, since)
-            and event.id not in self._claims
+            and self._claims.get(event.id, room_id) == room_id
             and (known is None or not known(event.id))
         }
         if not asked:

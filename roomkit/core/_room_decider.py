@@ -137,7 +137,7 @@ class _Draft:
         self.now = now
         self.stamp = now.timestamp()
         self.facts: list[Fact] = []
-        self._count = self._next_index = state.event_count
+        self._next_index = state.event_count
         # The ids of given events the kit's rooms recorded (see own): None where this
         # decision records none.
         self._reused = reused
@@ -191,10 +191,7 @@ class _Draft:
             or event_id in given
             or event_id in self.stored
             or self._recent.may_hold(event_id)
-            or (
-                self._reused is not None
-                and self._reused.taken(event_id, self.room_id, self._count)
-            )
+            or (self._reused is not None and self._reused.taken(event_id, self.room_id))
         ):
             fresh = uuid4().hex
             logger.warning(
@@ -766,7 +763,9 @@ class RoomDecider:
             # What another process (or this kit before a restart) recorded: events made
             # before the hooks ran, by the kit's clock (the message's created_at may be its
             # provider's time, hours old), looked up in the read model (see _reused_ids).
-            draft.stored = await self._reused.stored(injected, draft.now, state.recent.may_hold)
+            draft.stored = await self._reused.stored(
+                injected, draft.now, self._room_id, state.recent.may_hold
+            )
         # As 0.3.0: hook_error names the message whose hook failed; neither it nor
         # event_blocked names a channel.
         announce = [

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from anyio.abc import TaskGroup
 
 from actors import SupervisionPolicy
-from eventlog import LogUnavailable, MemoryEventLog
+from eventlog import LogUnavailable, MemoryEventLog, NewEvent, Record
 from roomkit import (
     Access,
     AIChannel,
@@ -2240,3 +2240,50 @@ async def _one_ai_event_each_apart(kit: RoomKit) -> None:
         assert (await kit.get_room(room_id)).event_count == len(timeline)
         ids += [e.id for e in timeline if e.source.channel_id == "ai"]
     assert len(ids) == len(set(ids)) == 2
+
+
+class _AwayOnce(MemoryEventLog):
+    """A memory log whose next append fails (nothing lands) once ``fail_next`` is set."""
+
+    fail_next = False
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> list[Record]:
+        if self.fail_next:
+            self.fail_next = False
+            raise LogUnavailable("away for a moment")
+        return await super().append(stream, events, expected_version=expected_version)
+
+
+async def test_an_event_id_the_app_chose_keeps_it_after_an_append_that_failed() -> None:
+    # The failed decision's claim of "ticket-42" stayed: the message sent again after the
+    # room recorded another was taken to give the event again, and recorded it under a new
+    # id, though no room had recorded it.
+    log = _AwayOnce()
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "r1", "sms")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def ticket(event: RoomEvent, context: RoomContext) -> HookResult:
+            if event.content.body != "open ticket":  # type: ignore[union-attr]
+                return HookResult.allow()
+            notice = RoomEvent(
+                id="ticket-42",
+                room_id="r1",
+                source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+                content=TextContent(body="ticket 42 opened"),
+            )
+            return HookResult.allow(injected=[InjectedEvent(event=notice, target_channel_ids=[])])
+
+        log.fail_next = True
+        with pytest.raises(LogUnavailableError):
+            await kit.process_inbound(
+                text("sms", "open ticket", idempotency_key="m1"), room_id="r1"
+            )
+        await kit.process_inbound(text("sms", "something else"), room_id="r1")
+        await kit.process_inbound(text("sms", "open ticket", idempotency_key="m1"), room_id="r1")
+        timeline = await kit.get_timeline("r1", limit=100)
+        notices = [e.id for e in timeline if e.content.body == "ticket 42 opened"]  # type: ignore[union-attr]
+        assert notices == ["ticket-42"]
