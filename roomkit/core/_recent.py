@@ -123,7 +123,11 @@ class RecentEvents:
                     del spare[0]
         self._appended += 1
         if self._models is not None:
-            self._models.append(_model(raw))
+            try:
+                self._models.append(_model(raw))
+            except ValueError as exc:
+                window.pop()  # the window and its models stay aligned
+                _left_out(exc)
 
     def forget_models(self) -> None:
         """Keep the JSON only (the room is idle) until the room makes a context again: a late
@@ -181,10 +185,41 @@ class RecentEvents:
 
     def _load(self, raws: tuple[Json, ...], appended: int) -> list[RoomEvent]:
         if appended != self._appended or self._resting:
-            return [_model(raw) for raw in raws]  # an older window, or an idle room
+            return _models(raws)[0]  # an older window, or an idle room
         if self._models is None:
-            self._models = deque((_model(raw) for raw in raws), maxlen=RECENT_EVENTS)
+            models, unread = _models(raws)
+            if unread:
+                for exc in unread.values():
+                    _left_out(exc)
+                self._raw = [raw for raw in self._raw if id(raw) not in unread]
+            self._models = deque(models, maxlen=RECENT_EVENTS)
         return list(self._models)
+
+
+def _models(raws: Iterable[Json]) -> tuple[list[RoomEvent], dict[int, ValueError]]:
+    """The models of ``raws`` that read as a ``RoomEvent``, and the error of each that does
+    not (by ``id`` of its JSON)."""
+    models: list[RoomEvent] = []
+    unread: dict[int, ValueError] = {}
+    for raw in raws:
+        try:
+            models.append(_model(raw))
+        except ValueError as exc:
+            unread[id(raw)] = exc
+    return models, unread
+
+
+def _left_out(error: ValueError) -> None:
+    """Say that a recorded event that does not read as a ``RoomEvent`` (another writer's, or
+    one a channel or hook changed in place before it was recorded) is left out of the room's
+    recent events: read with them, it failed the room's decision (the caller was told the
+    room crashed, though the message was recorded) and then every hook reading the room's
+    history for the next 50 events (a moderation hook failed open). Said without the input,
+    which is a message's content."""
+    logger.warning(
+        "a recorded event does not read as a RoomEvent, left out of the room's recent events: %s",
+        str(error).splitlines()[0] if str(error) else type(error).__name__,
+    )
 
 
 class LazyEvents(MutableSequence[RoomEvent]):

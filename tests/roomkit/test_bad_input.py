@@ -794,6 +794,37 @@ async def test_a_message_its_channel_changed_in_place_survives_a_restart(
         assert raised.value.event_id == recorded.id
 
 
+async def test_a_message_its_channel_changed_in_place_is_left_out_of_the_recent_events(
+    event_log: EventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The room's recent events read each event from its JSON once a hook had read them: the
+    # one its channel changed in place did not read, so the room's decision failed (the
+    # caller told the room crashed, though the message was recorded), and every hook
+    # reading the room's history failed for the next 50 events (a moderation hook, open).
+    media = MediaContent(url="https://vendor.example/m/SECRET-4242.png", mime_type="image/png")
+    read: list[int] = []
+    failed: list[object] = []
+    async with RoomKit(log=event_log) as kit:
+        kit.register_channel(_RewritesUrls("sms"))
+        kit.register_channel(SimpleChannel("web"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "web")
+        kit.on("hook_error")(failed.append)
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def reads_the_history(event: RoomEvent, context: RoomContext) -> None:
+            read.append(len(context.recent_events))
+
+        await kit.process_inbound(text("web", "before"), room_id="r1")
+        inbound = InboundMessage(channel_id="sms", sender_id="+1555", content=media)
+        assert (await kit.process_inbound(inbound, room_id="r1")).event is not None
+        after = await kit.process_inbound(text("web", "after"), room_id="r1")
+        assert after.event is not None and not after.blocked
+    assert failed == [] and len(read) == 3
+    assert "SECRET-4242" not in caplog.text
+
+
 async def test_a_record_that_does_not_validate_is_said_without_its_content(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
