@@ -902,7 +902,16 @@ class RoomDecider:
             draft.add(_delivery_recorded(cmd))
         renamed: dict[str, str] = {}  # blocked replies recorded under another id
         for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
-            update = {"index": draft.next_index(), **draft.own(blocked, (cmd.event_id, cmd.root))}
+            if blocked.room_id != room.id:
+                # As a reply that went through: named after another room (a canned reply made
+                # for one), it went to that room's timeline in the read model, at this room's
+                # indexes, and was missing from this one's.
+                _kept_here(room.id, "blocked reply", blocked.id, blocked.room_id)
+            update = {
+                "room_id": room.id,
+                "index": draft.next_index(),
+                **draft.own(blocked, (cmd.event_id, cmd.root)),
+            }
             if update["id"] != blocked.id:
                 renamed[blocked.id] = update["id"]
             draft.message(blocked.model_copy(update=update))

@@ -269,3 +269,44 @@ async def test_the_router_records_a_cut_chain_as_blocked_replies() -> None:
         "process_timeout": 2.0,
         "source_channel": "ai",
     }
+
+
+async def test_a_blocked_reply_naming_another_room_is_recorded_in_its_own(
+    log: MemoryEventLog,
+) -> None:
+    # A reply that went through was recorded in the room it answered in; one the chain
+    # limit blocked kept the room it named (a canned reply made for another room): the read
+    # model filed it in that room's timeline, at this room's indexes, and this room's lacked
+    # it (and a rebuild did the same).
+    canned = RoomEvent(
+        room_id="r0",
+        source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+        content=TextContent(body="canned reply"),
+    )
+
+    class Canned(SimpleChannel):
+        async def on_event(
+            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            if event.source.channel_id == "ai":
+                return ChannelOutput.empty()
+            return ChannelOutput(responded=True, response_events=[canned])
+
+    with anyio.fail_after(BOUND):
+        async with RoomKit(log=log, max_chain_depth=0) as kit:
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(Canned("ai", ChannelType.AI))
+            await kit.create_room(room_id="r0")
+            await kit.attach_channel("r0", "sms")
+            await kit.create_room(room_id="r2")
+            await kit.attach_channel("r2", "sms")
+            await kit.attach_channel("r2", "ai", category=ChannelCategory.INTELLIGENCE)
+            for n in range(2):
+                await kit.process_inbound(text("sms", f"m{n}"), room_id="r2")
+            assert [e.room_id for e in await kit.get_timeline("r0")] == ["r0"]  # its attach
+            timeline = await kit.get_timeline("r2")
+            assert [e.index for e in timeline] == list(range(len(timeline)))
+            blocked = [e for e in timeline if e.status == EventStatus.BLOCKED]
+            assert len(blocked) == 2 and all(e.room_id == "r2" for e in blocked)
+            live = await snapshot(kit)
+        await assert_rebuilt_alike(log, live)
