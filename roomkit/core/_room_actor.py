@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pydantic
 
-from actors import Actor, Effect, EventSourcedActor
+from actors import Actor, ConcurrencyConflict, Effect, EventSourcedActor
 from eventlog import LogUnavailable, NewEvent, Record
 from roomkit.core._bounded import TimedOut, started_here
 from roomkit.core._caller_context import Carried, within
@@ -381,6 +381,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
 
         Raises:
             ValueError: it imports the very message decided (recorded with the decision).
+            RoomConflictError: another process wrote the room since the decision began:
+                nothing was applied, and the message is decided again on the room as it is
+                (the hook was told the actor runtime's ConcurrencyConflict, no RoomKitError).
         """
         decision = deciding()
         assert decision is not None  # called through the decision's mark only
@@ -399,6 +402,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         except LogUnavailable as exc:
             decision.failed = exc
             raise
+        except ConcurrencyConflict as exc:
+            raise RoomConflictError(
+                f"room {self.key} changed under another writer; nothing was applied"
+            ) from exc
         finally:
             if self.version != version:
                 # Committed (also when the caller was cancelled): the decision's reads wait

@@ -43,6 +43,7 @@ from roomkit import (
     MockAIProvider,
     Observation,
     RetryPolicy,
+    RoomConflictError,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -2287,3 +2288,33 @@ async def test_an_event_id_the_app_chose_keeps_it_after_an_append_that_failed() 
         timeline = await kit.get_timeline("r1", limit=100)
         notices = [e.id for e in timeline if e.content.body == "ticket 42 opened"]  # type: ignore[union-attr]
         assert notices == ["ticket-42"]
+
+
+async def test_a_hook_writing_its_room_another_process_wrote_meanwhile_gets_a_roomkit_error() -> (
+    None
+):
+    # The room's commit of the hook's write met the other writer's record: the hook was told
+    # the actor runtime's ConcurrencyConflict (no RoomKitError), which apps catching
+    # RoomConflictError missed. The message is decided again on the room as it is.
+    log = MemoryEventLog()
+    here, there = RoomKit(log=log), RoomKit(log=log)
+    for kit in (here, there):
+        kit.register_channel(SimpleChannel("sms"))
+    raised: list[BaseException] = []
+    async with here, there:
+        await room_with(here, "r1", "sms")
+
+        @here.hook(HookTrigger.BEFORE_BROADCAST)
+        async def registrar(event: RoomEvent, context: RoomContext) -> HookResult:
+            try:
+                if not raised:
+                    await there.update_room_metadata("r1", {"written": "elsewhere"})
+                await here.ensure_participant("r1", "sms", "u1")
+            except RoomConflictError as exc:
+                raised.append(exc)
+            return HookResult.allow()
+
+        result = await here.process_inbound(text("sms", "hello", sender="u1"), room_id="r1")
+        assert result.event is not None and not result.blocked
+        assert len(raised) == 1
+        assert [p.id for p in await here.store.list_participants("r1")] == ["u1"]
