@@ -1760,29 +1760,6 @@ class TestChangesWhileADeliveryRetries:
         assert log == ["attempt 1", "detach returned", "ON_CHANNEL_DETACHED"]
         assert "waits behind the room's earlier deliveries" in caplog.text
 
-    async def test_a_channel_attached_again_meanwhile_gets_no_retry_of_before(
-        self, make_kit: Callable[..., RoomKit]
-    ) -> None:
-        # Before, the retry only asked whether the channel had a binding: detached and
-        # attached again (write-only: it may no longer read the room), it still got the
-        # earlier message, with the binding of before the detach.
-        async with make_kit() as kit:
-            sms = Retried("sms")
-            await retrying_room(kit, sms)
-            failed: list[FrameworkEvent] = []
-            kit.on("delivery_failed")(failed.append)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(kit.process_inbound, text("ws", "hello"))
-                await sms.trying.wait()
-                try:
-                    assert await kit.detach_channel("r1", "sms")
-                    again = await kit.attach_channel("r1", "sms", access=Access.WRITE_ONLY)
-                    assert again.access is Access.WRITE_ONLY
-                finally:
-                    sms.release.set()
-        assert sms.attempts == 1
-        assert [e.data["error"] for e in failed] == ["channel_detached"]
-
     @pytest.mark.parametrize("change", ["access", "metadata", "attached again"])
     async def test_a_binding_changed_in_place_meanwhile_is_taken_as_it_is(
         self, make_kit: Callable[..., RoomKit], change: str
