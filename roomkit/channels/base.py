@@ -15,6 +15,21 @@ from roomkit.models.event import ChannelData, EventSource, RoomEvent, TextConten
 __all__ = ["Channel"]
 
 
+def check_channel_id(channel_id: object) -> None:
+    """Refuse an id no room can name: not a string, or ``""`` (registered, attached and
+    routed, a channel of no name: a message's channel_id left empty reached it). Checked
+    when a transport channel is made and when any channel is registered.
+
+    Raises:
+        TypeError: ``channel_id`` is not a string.
+        ValueError: it is empty.
+    """
+    if not isinstance(channel_id, str):
+        raise TypeError(f"channel_id must be a string, got {channel_id!r}")
+    if not channel_id:
+        raise ValueError("channel_id must not be empty")
+
+
 class Channel(ABC):
     """A way in and out of rooms: SMS, email, WebSocket, an AI, ...
 

@@ -6,7 +6,7 @@ import inspect
 import logging
 from typing import Any
 
-from roomkit.channels.base import Channel
+from roomkit.channels.base import Channel, check_channel_id
 from roomkit.models.channel import ChannelBinding, ChannelCapabilities, ChannelOutput
 from roomkit.models.context import RoomContext
 from roomkit.models.delivery import InboundMessage, ProviderResult
@@ -32,20 +32,6 @@ def _has_media(content: EventContent) -> bool:
     if isinstance(content, CompositeContent):
         return any(isinstance(part, MediaContent) for part in content.parts)
     return False
-
-
-def _check_channel_id(channel_id: object) -> None:
-    """Refuse, when the channel is made, an id no room can name: not a string (it failed at
-    registration), or ``""`` (registered and routed, a channel of no name).
-
-    Raises:
-        TypeError: ``channel_id`` is not a string.
-        ValueError: it is empty.
-    """
-    if not isinstance(channel_id, str):
-        raise TypeError(f"channel_id must be a string, got {channel_id!r}")
-    if not channel_id:
-        raise ValueError("channel_id must not be empty")
 
 
 def _check_provider(provider: object) -> None:
@@ -99,7 +85,7 @@ class TransportChannel(Channel):
         recipient_key: str = "recipient_id",
         defaults: dict[str, Any] | None = None,
     ) -> None:
-        _check_channel_id(channel_id)
+        check_channel_id(channel_id)
         _check_provider(provider)
         super().__init__(channel_id)
         # An instance attribute: one class serves every transport kind.

@@ -7,7 +7,7 @@ from typing import Any
 
 import pydantic_core
 
-from roomkit.channels.base import Channel
+from roomkit.channels.base import Channel, check_channel_id
 from roomkit.core._commands import AttachChannel, DetachChannel, UpdateBinding
 from roomkit.core._helpers import (
     HelpersMixin,
@@ -49,11 +49,7 @@ class ChannelOpsMixin(HelpersMixin):
             ValueError: its ``channel_id`` is empty.
         """
         check_part("channel", channel, Channel)
-        check_str("channel_id", getattr(channel, "channel_id", None))
-        if not channel.channel_id:
-            # Registered, attached and routed, a channel of no name (a message's channel_id
-            # left empty reached it).
-            raise ValueError("channel_id must not be empty")
+        check_channel_id(getattr(channel, "channel_id", None))
         self._channels[channel.channel_id] = channel
         set_framework = getattr(channel, "set_framework", None)
         if callable(set_framework):
