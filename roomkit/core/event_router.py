@@ -282,7 +282,7 @@ class EventRouter:
             hold its room's deliveries for ever.
         still_bound: ``await still_bound(room_id, binding)``: the channel's binding in the
             room as it is now (``binding``, the one the delivery used, if it cannot say), or
-            None if it is no longer bound there or may no longer read the room; asked before
+            None if it is no longer bound there; asked before
             a delivery's retry and after a wait for a rate-limit token. A channel detached
             meanwhile (or whose access became ``WRITE_ONLY`` or ``NONE``) gets no further
             attempt: its delivery fails with the error ``"channel_detached"``; the breaker
@@ -936,7 +936,7 @@ class EventRouter:
         if still_bound is None:
             return binding
         now = await still_bound(event.room_id, binding)
-        if now is None:
+        if now is None or now.access in _CANNOT_READ:  # as for a broadcast's targets
             raise _Detached(binding.channel_id, last)
         return now
 

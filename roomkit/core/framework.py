@@ -73,7 +73,6 @@ from roomkit.models._capabilities import CapabilitiesInterner
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.delivery import DeliveryStatus
 from roomkit.models.enums import (
-    Access,
     ChannelDirection,
     ChannelType,
     HookExecution,
@@ -127,9 +126,6 @@ _BOUND_READ_WITHIN = 1.0
 """Seconds a delivery about to try again waits for the read model to say whether its channel
 is still bound (one row of a local store): a hanging store must not hold the room's
 deliveries, on top of the retry's own backoff (past it, the delivery goes on)."""
-
-_NOT_READING = frozenset({Access.WRITE_ONLY, Access.NONE})
-"""The accesses of a binding that does not read its room: no broadcast reaches it, nor a retry."""
 
 _PRESENCE = {
     "online": EphemeralEventType.PRESENCE_ONLINE,
@@ -391,9 +387,9 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
 
     async def _still_bound(self, room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
         """The binding the read model holds for ``binding``'s channel in ``room_id`` (for a
-        delivery about to try again: see EventRouter): None if it holds none (detached) or
-        one that may not read the room (``WRITE_ONLY``, ``NONE``). Changed in place or
-        attached again, the next attempt takes it as it is: told apart by their times of
+        delivery about to try again: see EventRouter), None if it holds none (detached).
+        Changed in place or attached again, the router takes it as it is (and stops if it
+        may no longer read the room): told apart by their times of
         attach, a re-attach at the same time (or an earlier one, by another clock) was not
         seen, and a store keeping rounded times cut deliveries of channels never detached.
         ``binding`` itself when it cannot say: a rebuild under way, its store away, behind
@@ -424,8 +420,6 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
                 "no answer in time" if isinstance(exc, TimedOut) else exc,
             )
             return binding
-        if stored is None or stored.access in _NOT_READING:
-            return None
         return stored
 
     async def __aenter__(self) -> Self:
