@@ -29,6 +29,7 @@ from eventlog import LogUnavailable
 from eventlog._nats_errors import limit_reached
 from eventlog._redacted import redacted
 from eventlog.nats import close_nats_client, is_transient_nats_error, open_nats_client
+from roomkit.ingress._deadletter import headers_size
 from roomkit.ingress.errors import IngressError, IngressUnavailable
 
 __all__ = [
@@ -68,13 +69,7 @@ def stored_size(
 ) -> int:
     """The bytes a message of ``payload`` bytes on ``subject`` with ``headers`` (as sent)
     takes in a stream of ``storage``, as JetStream counts them against ``max_bytes``."""
-    header_bytes = (
-        len(b"NATS/1.0\r\n\r\n")
-        + sum(len(k.encode()) + len(v.encode()) + len(b": \r\n") for k, v in headers.items())
-        if headers
-        else 0
-    )
-    size = len(subject.encode()) + header_bytes + payload
+    size = len(subject.encode()) + (headers_size(headers) if headers else 0) + payload
     if storage == StorageType.MEMORY:
         return size + _MEMORY_OVERHEAD
     return size + _FILE_OVERHEAD + (_FILE_HEADERS_OVERHEAD if headers else 0)
