@@ -115,19 +115,26 @@ async def retrying_room(kit: RoomKit, sms: Retried, base_delay: float = 0.01) ->
     await kit.attach_channel("r1", "sms", retry_policy=policy)
 
 
-async def changed_while_it_hangs(kit: RoomKit, sms: Retried, change: str) -> None:
+async def changed_while_it_hangs(
+    kit: RoomKit, sms: Retried, change: str | Callable[[], Awaitable[object]]
+) -> None:
     """Send r1 a message from ws and, while its delivery to ``sms`` hangs in its first
-    attempt, detach or mute ``sms`` (``change``): the command returns while it still hangs
-    (it waited for the delivery's whole retry schedule); then let the attempt end."""
+    attempt, detach or mute ``sms`` (``change``; or await ``change()``): the command returns
+    while it still hangs (it waited for the delivery's whole retry schedule); then let the
+    attempt end."""
+
+    async def named() -> None:
+        if change == "detach":
+            assert await kit.detach_channel("r1", "sms")
+        else:
+            assert (await kit.mute("r1", "sms")).muted
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(kit.process_inbound, text("ws", "hello"))
         await sms.trying.wait()
         try:
             with anyio.fail_after(10):  # it waited for good: the channel hangs
-                if change == "detach":
-                    assert await kit.detach_channel("r1", "sms")
-                else:
-                    assert (await kit.mute("r1", "sms")).muted
+                await (named() if isinstance(change, str) else change())
             assert sms.attempts == 1  # returned while the delivery still hangs
         finally:
             sms.release.set()

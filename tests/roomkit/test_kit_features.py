@@ -7,7 +7,7 @@ import contextvars
 import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -1262,14 +1262,10 @@ class TestResilience:
         await room_with(kit, "r1", "ws", "sms")
         received: list[str] = []
 
-        async def good(connection_id: str, event: RoomEvent) -> None:
-            received.append(event.content.body)  # type: ignore[union-attr]
-
-        async def stuck(connection_id: str, event: RoomEvent) -> None:
-            await anyio.sleep_forever()
+        good = _good(received)
 
         await kit.connect_websocket("ws", "good", good)
-        await kit.connect_websocket("ws", "stuck", stuck)
+        await kit.connect_websocket("ws", "stuck", _stuck)
         with anyio.fail_after(10):
             for body in ("one", "two", "three"):
                 await kit.process_inbound(text("sms", body))
@@ -1286,11 +1282,7 @@ class TestResilience:
         received: list[str] = []
         failed: list[object] = []
 
-        async def good(connection_id: str, event: RoomEvent) -> None:
-            received.append(event.content.body)  # type: ignore[union-attr]
-
-        async def stuck(connection_id: str, event: RoomEvent) -> None:
-            await anyio.sleep_forever()
+        good = _good(received)
 
         async with make_kit(process_timeout=0.2) as kit:
             kit.register_channel(ws)
@@ -1298,7 +1290,7 @@ class TestResilience:
             await room_with(kit, "r1", "ws", "sms")
             kit.on("delivery_failed")(failed.append)  # type: ignore[arg-type]
             await kit.connect_websocket("ws", "good", good)
-            await kit.connect_websocket("ws", "stuck", stuck)
+            await kit.connect_websocket("ws", "stuck", _stuck)
             with anyio.fail_after(10):
                 for n in range(7):
                     await kit.process_inbound(text("sms", f"m{n}"))
@@ -1315,11 +1307,7 @@ class TestResilience:
         ws = WebSocketChannel("ws", send_timeout=None)
         received: list[str] = []
 
-        async def good(connection_id: str, event: RoomEvent) -> None:
-            received.append(event.content.body)  # type: ignore[union-attr]
-
-        async def stuck(connection_id: str, event: RoomEvent) -> None:
-            await anyio.sleep_forever()
+        good = _good(received)
 
         async with make_kit(process_timeout=0.3) as kit:
             kit.register_channel(ws)
@@ -1328,7 +1316,7 @@ class TestResilience:
             policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
             await kit.attach_channel("r1", "ws", retry_policy=policy)
             await kit.connect_websocket("ws", "good", good)
-            await kit.connect_websocket("ws", "stuck", stuck)
+            await kit.connect_websocket("ws", "stuck", _stuck)
             with anyio.fail_after(10):
                 await kit.process_inbound(text("sms", "hello"), room_id="r1")
                 await kit.process_inbound(text("sms", "again"), room_id="r1")
@@ -1907,3 +1895,17 @@ async def test_an_injected_event_a_transport_failed_on_is_not_sent_and_is_report
     assert broadcast.event is not None
     assert target.delivered == []
     assert errors[note.id]["error"] == errors[broadcast.event.id]["error"]
+
+
+def _good(received: list[str]) -> Callable[[str, RoomEvent], Awaitable[None]]:
+    """A WebSocket client's send that takes every event's text into ``received``."""
+
+    async def send(connection_id: str, event: RoomEvent) -> None:
+        received.append(event.content.body)  # type: ignore[union-attr]
+
+    return send
+
+
+async def _stuck(connection_id: str, event: RoomEvent) -> None:
+    """A WebSocket client's send that never returns (a client that stopped reading)."""
+    await anyio.sleep_forever()

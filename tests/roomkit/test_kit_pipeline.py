@@ -1772,28 +1772,25 @@ class TestChangesWhileADeliveryRetries:
             await retrying_room(kit, sms)
             failed: list[FrameworkEvent] = []
             kit.on("delivery_failed")(failed.append)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(kit.process_inbound, text("ws", "hello"))
-                await sms.trying.wait()
-                try:
-                    if change == "access":
-                        await kit.set_access("r1", "sms", Access.WRITE_ONLY)
-                    elif change == "metadata":
-                        await kit.update_binding_metadata("r1", "sms", {"to": "+2"})
-                    else:
-                        before = await kit.get_binding("r1", "sms")
-                        assert before is not None
-                        await kit.detach_channel("r1", "sms")
-                        policy = before.retry_policy
-                        await kit.attach_channel(
-                            "r1",
-                            "sms",
-                            access=Access.WRITE_ONLY,
-                            attached_at=before.attached_at,
-                            retry_policy=policy,
-                        )
-                finally:
-                    sms.release.set()
+
+            async def changed() -> None:
+                if change == "access":
+                    await kit.set_access("r1", "sms", Access.WRITE_ONLY)
+                elif change == "metadata":
+                    await kit.update_binding_metadata("r1", "sms", {"to": "+2"})
+                else:
+                    before = await kit.get_binding("r1", "sms")
+                    assert before is not None
+                    await kit.detach_channel("r1", "sms")
+                    await kit.attach_channel(
+                        "r1",
+                        "sms",
+                        access=Access.WRITE_ONLY,
+                        attached_at=before.attached_at,
+                        retry_policy=before.retry_policy,
+                    )
+
+            await changed_while_it_hangs(kit, sms, changed)
         if change == "metadata":
             assert sms.metadata == [{}, {"to": "+2"}, {"to": "+2"}, {"to": "+2"}]
         else:
