@@ -40,6 +40,7 @@ from roomkit.core._domain import (
 from roomkit.core._room_ids import room_of_stream, room_stream
 from roomkit.core._room_state import RoomState, evolve
 from roomkit.errors import RoomNotFoundError
+from roomkit.models._json import event_fields
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.delivery import DeliveryResult
 from roomkit.models.enums import ChannelType, EventStatus, EventType
@@ -235,6 +236,10 @@ class TimelineBuilder:
         """The entry for ``record`` (and fold it into its room's state), for a caller that must
         not take a record the timeline cannot read (an import).
 
+        A message whose event does not validate as a ``RoomEvent`` is no such record: the
+        room folds it from its few fields, and so does this (its entry says it without its
+        content).
+
         Raises:
             CorruptRecord: the payload, or a model it embeds, does not decode; nothing folded.
         """
@@ -278,7 +283,10 @@ def _describe(
     ``evolve``)."""
     match event:
         case MessageRecorded():
-            message = load(RoomEvent, event.event)
+            try:
+                message = load(RoomEvent, event.event)
+            except UnreadableModel as exc:
+                return _unvalidated_message(event, record, room, exc), None
             room.remember(message.id, record.version)
             return _message(event, message, record, room.state), message
         case DeliveryRecorded():
@@ -353,6 +361,32 @@ def _describe(
             }
             return details, None
     return {"who": "?", "what": type(event).__name__}, None  # pragma: no cover - all tags above
+
+
+def _unvalidated_message(
+    recorded: MessageRecorded, record: Record, room: _Room, error: UnreadableModel
+) -> dict[str, Any]:
+    """The entry of a message whose event does not validate as a ``RoomEvent``, from its few
+    fields, as the room's actor and ``replay`` fold it.
+
+    Such a record may be the kit's own (an event its channel or a hook changed in
+    place, recorded as it was left), or an earlier or newer version's: refused here, an
+    import refused the whole room, and the timeline's state lacked the message. Said without
+    its content (``error`` holds none).
+
+    Raises:
+        msgspec.DecodeError: not even its few fields decode: a record the room cannot fold.
+    """
+    fields = event_fields(recorded.event)
+    room.remember(fields.id, record.version)
+    said = CorruptRecord(record.stream, record.version, record.type, str(error))
+    return {
+        "who": "?",
+        "what": f"undecodable record: {said}",
+        "event_id": fields.id,
+        "event_type": str(fields.type),
+        "status": str(fields.status),
+    }
 
 
 def _message(

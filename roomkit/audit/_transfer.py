@@ -209,7 +209,9 @@ async def read_export(lines: Lines, *, keep_undecodable: bool = False) -> Checke
     Raises:
         BadExport: a line is not a record, a record is one no log takes (stream id, type,
             timestamp, headers), a payload does not decode as its type (types this version
-            does not know are taken as they are), or a stream's versions have gaps.
+            does not know are taken as they are, and so is a message whose event does not
+            validate but whose few fields do: rooms fold it), or a stream's versions have
+            gaps.
     """
     if isinstance(lines, str | bytes | bytearray):
         # A whole export read at once (``path.read_text()``): read by character, it was

@@ -28,10 +28,13 @@ from providers.sms.mock import MockSMSProvider
 from roomkit import (
     AIChannel,
     ChannelCategory,
+    EventSource,
     HookResult,
     HookTrigger,
     Identity,
+    InboundMessage,
     InvalidRoomIdError,
+    MediaContent,
     MockAIProvider,
     MockIdentityResolver,
     RoomContext,
@@ -126,6 +129,44 @@ async def hand_made_room(room_id: str = "r1") -> MemoryEventLog:
     for minute, step in enumerate(steps):
         await append_at(log, room_id, step, T0 + timedelta(minutes=minute))
     return log
+
+
+class _RewritesUrls(SimpleChannel):
+    """Points an inbound media message at the app's own bucket, in place: the kit records the
+    event as the channel left it (not validated again on the hot path), one that does not
+    validate as a RoomEvent."""
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = RoomEvent(
+            room_id=context.room.id,
+            source=EventSource(channel_id=self.channel_id, channel_type=self.channel_type),
+            content=message.content,
+        )
+        assert isinstance(event.content, MediaContent)
+        event.content.url = "s3://bucket/SECRET-4242.png"  # no scheme a RoomEvent validates
+        return event
+
+
+async def room_with_a_message_changed_in_place(log: EventLog) -> int:
+    """Room ``r1``: a message, then one its channel changed in place (the returned version),
+    then another message; each delivered to the other channel."""
+    media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(_RewritesUrls("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        await kit.attach_channel("r1", "ws")
+        await kit.process_inbound(text("ws", "before"), room_id="r1")
+        inbound = InboundMessage(channel_id="sms", sender_id="+1555", content=media)
+        changed = (await kit.process_inbound(inbound, room_id="r1")).event
+        await kit.process_inbound(text("ws", "after"), room_id="r1")
+    assert changed is not None
+    return next(
+        r.version
+        for r in await log.read("r1")
+        if r.type == "message.recorded" and json.loads(r.data)["event"]["id"] == changed.id
+    )
 
 
 @pytest.fixture
@@ -360,6 +401,23 @@ class TestTimeline:
         # The timeline still says it cannot show it, without its content.
         shown = (await entries(log, "r1"))[-1].what
         assert shown.startswith("undecodable record:") and "PIN 4242" not in shown
+
+    async def test_a_message_its_channel_changed_in_place_is_folded_into_the_timeline(
+        self,
+    ) -> None:
+        # The timeline said it could not show the message and left it out of its fold: its
+        # state lacked it (event count, idempotency key), unlike replay's and the room's, and
+        # the delivery of that message named no version.
+        log = MemoryEventLog()
+        changed = await room_with_a_message_changed_in_place(log)
+        read = timeline(log, "r1")
+        found = [entry async for entry in read]
+        assert read.state == await replay(log, "r1")
+        odd = found[changed - 1]
+        assert odd.what.startswith("undecodable record:") and "SECRET-4242" not in odd.what
+        assert odd.event_id is not None and odd.event_type == "message"
+        delivery = found[changed]
+        assert delivery.kind == "delivery.recorded" and delivery.refers_to == changed
 
     async def test_a_record_that_does_not_validate_is_said_without_its_content(self) -> None:
         # pydantic's report quotes the input (input_value=...): a room's metadata, a
@@ -947,6 +1005,33 @@ class TestOnEveryBackend:
         with pytest.raises(ImportConflict):
             await import_room(event_log, await exported(other, "r1"))
         assert [info.stream for info in await rooms(event_log)] == ["r1"]
+
+    async def test_a_room_with_a_message_its_channel_changed_in_place_moves_as_it_is(
+        self, event_log: EventLog
+    ) -> None:
+        # The room, its actor and replay take such a message by its few fields (the kit's
+        # own record), but import refused the whole room as "a record that does not decode":
+        # a room that could be audited in place could not be moved.
+        source = MemoryEventLog()
+        changed = await room_with_a_message_changed_in_place(source)
+        lines = await exported(source, "r1")
+        # One whose few fields do not decode either is no record a room folds: still refused.
+        fieldless = base64.b64encode(b'{"event":{"x":1}}').decode()
+        damaged = json.dumps(json.loads(lines[changed - 1]) | {"data": fieldless})
+        with pytest.raises(BadExport, match=f"line {changed}: .* is a record that does not"):
+            await read_export([*lines[: changed - 1], damaged, *lines[changed:]])
+        report = await import_room(event_log, lines)
+        assert report.appended == len(lines)
+        assert [without_position(r) for r in await event_log.read("r1")] == [
+            without_position(r) for r in await source.read("r1")
+        ]
+        assert await replay(event_log, "r1") == await replay(source, "r1")
+        async with RoomKit(log=event_log) as kit:  # the room serves on from the target
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(SimpleChannel("ws"))
+            count = (await kit.get_room("r1")).event_count
+            await kit.process_inbound(text("ws", "moved"), room_id="r1")
+            assert (await kit.get_room("r1")).event_count == count + 1
 
     async def test_follow_a_room_live(self, event_log: EventLog) -> None:
         await import_room(event_log, await exported(await hand_made_room(), "r1"))
