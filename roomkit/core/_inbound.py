@@ -39,7 +39,12 @@ from roomkit.core._runtime import KitRuntime
 from roomkit.core._system_events import hook_failure
 from roomkit.core._taken_up import TakenUp
 from roomkit.core._turns import Turn
-from roomkit.core.hooks import HookError, IdentityHookRegistration, check_filters
+from roomkit.core.hooks import (
+    HookError,
+    HookTimeoutError,
+    IdentityHookRegistration,
+    check_filters,
+)
 from roomkit.errors import (
     ChannelNotRegisteredError,
     InvalidRoomIdError,
@@ -461,7 +466,9 @@ class InboundMixin(HelpersMixin):
     ) -> Callable[[F], F]:
         """Decorator: ``async fn(event, context, id_result) -> IdentityHookResult | None`` for
         ON_IDENTITY_AMBIGUOUS or ON_IDENTITY_UNKNOWN; hooks run in registration order and the
-        first non-None result wins.
+        first non-None result wins. Each is bounded by the kit's ``identity_timeout``, as the
+        resolver is: one that raises, answers something else or runs out of time is reported
+        (``hook_error``, ON_ERROR) and the next one is tried.
 
         Raises:
             ValueError: ``trigger`` is neither of those two (such a hook would never run).
@@ -592,9 +599,14 @@ class InboundMixin(HelpersMixin):
                 continue
             name = getattr(registration.fn, "__name__", "?")
             try:
-                value, own = called_apart(registration.fn, event, context, result)
-                if inspect.isawaitable(value):
-                    value = await bounded(value, None, own)
+                value = await self._identity_hook_called(
+                    registration, name, event, context, result
+                )
+            except HookTimeoutError as error:
+                # Logged as a timed-out sync hook is (0.3.0: a warning; an exception, an error).
+                logger.warning("identity hook %r failed, skipped: %s", name, error.reported)
+                failed.append(HookError(name, error))
+                continue
             except Exception as error:
                 logger.exception("identity hook %r failed", name)
                 failed.append(HookError(name, error))
@@ -621,6 +633,33 @@ class InboundMixin(HelpersMixin):
         errors = await self._hook_engine.run_async_hooks(room_id, trigger, event, context)
         await self._report_async_hook_errors(room_id, [*failed, *errors], context)
         return outcome
+
+    async def _identity_hook_called(
+        self,
+        registration: IdentityHookRegistration,
+        name: str,
+        event: RoomEvent,
+        context: RoomContext,
+        result: IdentityResult,
+    ) -> object:
+        """What the identity hook answered, within the kit's ``identity_timeout``.
+
+        Unbounded, a hook that hung (a CRM call without a timeout of its own) held its
+        message's ``process_inbound`` for good, out of reach of ``process_timeout`` (the
+        room had not taken the message up yet), and its caller past ``close()``.
+
+        Raises:
+            HookTimeoutError: it did not answer in time (it is cancelled).
+            Exception: what the hook raised.
+        """
+        value, own = called_apart(registration.fn, event, context, result)
+        if not inspect.isawaitable(value):
+            return value
+        try:
+            return await bounded(value, self._identity_timeout, own)
+        except TimedOut:
+            # TimedOut, not TimeoutError: one the hook's own I/O raised is its failure.
+            raise HookTimeoutError(name, self._identity_timeout) from None
 
     async def _identified(self, room_id: str, event: RoomEvent, identity: Identity) -> RoomEvent:
         now = utcnow()

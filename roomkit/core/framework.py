@@ -149,7 +149,10 @@ class RoomKit(InboundMixin, ChannelOpsMixin, RoomLifecycleMixin):
             is at depth 1, a reply to that reply at 2, ...; a reply at ``max_chain_depth`` or
             deeper is recorded as blocked. So ``max_chain_depth - 1`` AI replies may follow
             each other (as in 0.3.0).
-        identity_timeout: seconds the identity resolver may take.
+        identity_timeout: seconds the identity resolver may take, and each identity hook
+            (``identity_hook``) that awaits: one past it fails as if it raised (``hook_error``
+            ``"timeout (<identity_timeout>s)"``, ON_ERROR) and the next one is tried.
+            ``None``: no bound.
         process_timeout: seconds a room may spend on one inbound message, from when it takes
             the message up (``None``: no bound). A message spends at most four times as long
             waiting for its room (a backlog) before it is dropped unprocessed; either way

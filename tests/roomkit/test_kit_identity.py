@@ -379,6 +379,47 @@ async def test_a_failed_identity_hook_is_reported(
     await kit.close()
 
 
+@pytest.mark.parametrize(
+    ("trigger", "sender"),
+    [(HookTrigger.ON_IDENTITY_UNKNOWN, "+9"), (HookTrigger.ON_IDENTITY_AMBIGUOUS, "+2")],
+)
+async def test_a_hung_identity_hook_times_out_and_the_next_one_is_tried(
+    resolver: MockIdentityResolver, kit_with: KitWith, trigger: HookTrigger, sender: str
+) -> None:
+    # An identity hook that never answered (a CRM call without a timeout) held its message's
+    # process_inbound for good: process_timeout did not reach it, nothing was reported, and
+    # the caller was still waiting after close(). It is bounded by identity_timeout, as the
+    # resolver is, and a timed-out hook is a failed one: reported, and the next one tried.
+    kit = await kit_with(resolver, identity_timeout=0.05)
+    reported: list[dict[str, Any]] = []
+    on_error: list[str] = []
+    kit.on("hook_error")(lambda event: reported.append(event.data))
+
+    @kit.identity_hook(trigger)
+    async def crm(
+        event: RoomEvent, context: RoomContext, result: IdentityResult
+    ) -> IdentityHookResult:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    @kit.identity_hook(trigger)
+    async def gatekeeper(
+        event: RoomEvent, context: RoomContext, result: IdentityResult
+    ) -> IdentityHookResult:
+        return IdentityHookResult.reject("no CRM answer")
+
+    @kit.hook(HookTrigger.ON_ERROR, execution=HookExecution.ASYNC)
+    async def noted(event: RoomEvent, context: RoomContext) -> None:
+        on_error.append(f"{event.room_id}: {event.content.body}")  # type: ignore[union-attr]
+
+    with anyio.fail_after(5):  # the hang this guards against, cut short
+        result = await kit.process_inbound(text("sms", "hello", sender=sender))
+    assert result.blocked and result.reason == "no CRM answer"
+    assert reported == [{"hook": "crm", "error": "timeout (0.05s)"}]
+    assert on_error == ["r1: hook crm failed: timeout (0.05s)"]
+    await kit.close()
+
+
 async def test_unknown_sender_without_hook_goes_through(
     resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:

@@ -22,7 +22,9 @@ from roomkit import (
     EventSource,
     FrameworkEvent,
     HookTrigger,
+    IdentityResult,
     MockAIProvider,
+    MockIdentityResolver,
     RoomContext,
     RoomEvent,
     RoomKit,
@@ -108,6 +110,26 @@ async def test_a_hook_raising_a_cancelled_error_of_its_own_fails_open_on_trio() 
         result = await kit.process_inbound(text("sms", "one"), room_id="r1")
     assert not result.blocked
     assert ws.texts() == ["one"]
+
+
+async def test_a_hung_identity_hook_times_out_on_trio() -> None:
+    # It held its message's process_inbound for good (identity_timeout bounded the resolver
+    # only); it fails within identity_timeout, reported, and the message goes on.
+    reported: list[dict[str, Any]] = []
+    resolver = MockIdentityResolver(mapping={})
+    async with RoomKit(identity_resolver=resolver, identity_timeout=0.05) as kit:
+        kit.on("hook_error")(lambda event: reported.append(event.data))
+
+        @kit.identity_hook(HookTrigger.ON_IDENTITY_UNKNOWN)
+        async def crm(event: RoomEvent, context: RoomContext, result: IdentityResult) -> None:
+            await anyio.sleep_forever()
+
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "r1", "sms")
+        with anyio.fail_after(5):  # the hang this guards against, cut short
+            result = await kit.process_inbound(text("sms", "hello", sender="+9"), room_id="r1")
+    assert not result.blocked and result.event is not None
+    assert reported == [{"hook": "crm", "error": "timeout (0.05s)"}]
 
 
 @pytest.mark.parametrize("change", ["detach", "mute"])
