@@ -434,7 +434,7 @@ class RoomDelivery:
             ceiling=router.call_timeout,  # _hook_ceiling(), from the router already at hand
         )
         if errors:
-            await self._report_hook_errors(errors, context)
+            await self._report_hook_errors(errors, context, event.id)
 
     async def _record(self, outcome: RecordOutcome) -> None:
         ask_room = self._services.ask_room
@@ -535,11 +535,20 @@ class RoomDelivery:
             )
 
     async def _report_hook_errors(
-        self, errors: Sequence[tuple[str, BaseException]], context: RoomContext
+        self,
+        errors: Sequence[tuple[str, BaseException]],
+        context: RoomContext,
+        event_id: str | None = None,
     ) -> None:
+        """Report failed async hooks; ``event_id``: the stored event they ran for (an
+        AFTER_BROADCAST hook's message, named as a failed sync hook's is: without it, a
+        handler could not tell which message the hook failed on), None for a lifecycle
+        hook's synthetic event, which no store holds."""
         for name, error in errors:
             reported, body, data = hook_failure(name, error)
-            await self._services.emit("hook_error", room_id=self._room_id, data=reported)
+            await self._services.emit(
+                "hook_error", room_id=self._room_id, event_id=event_id, data=reported
+            )
             self._note_error("hook_error", body, data)
 
     def _note_error(self, code: str, body: str, data: dict[str, object]) -> None:

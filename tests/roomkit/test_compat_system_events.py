@@ -424,10 +424,13 @@ async def test_an_async_hook_timeout_is_reported_in_the_same_words(kit: RoomKit)
     async def noted(event: RoomEvent, context: RoomContext) -> None:
         on_error.append(event.content.body)  # type: ignore[union-attr]
 
-    await kit.process_inbound(text("a", "hi"), room_id="r1")
+    result = await kit.process_inbound(text("a", "hi"), room_id="r1")
     await eventually(lambda: _said(on_error), what="the ON_ERROR hook")
     assert [f.data for f in seen] == [{"hook": "late", "error": "timeout (0.2s)"}]
     assert on_error == ["hook late failed: timeout (0.2s)"]
+    # It names the message it ran for, as a failed sync hook's does (it named none).
+    assert result.event is not None
+    assert [f.event_id for f in seen] == [result.event.id]
 
 
 async def _said(lines: list[str]) -> bool:
