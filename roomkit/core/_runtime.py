@@ -503,10 +503,14 @@ class KitRuntime:
         if self.placement is not None:
             await self.placement.disconnect()
         if waited.cancelled_caught:
+            # Both counts: a message still taken up (its sender's identity being resolved)
+            # is no turn yet, and was said as "0 turn(s) still running".
             logger.warning(
-                "closing: %d turn(s) (deliveries, async hooks) still running after %g s are "
-                "cut short: what is queued is dropped, what runs gets the actors' time to stop "
-                "(a delivery cut short records no outcome)",
+                "closing: %d command(s) not yet answered and %d turn(s) (deliveries, async "
+                "hooks) still running after %g s are cut short: what is queued is dropped, "
+                "what runs gets the actors' time to stop (a delivery cut short records no "
+                "outcome)",
+                self._asking,
                 len(self.turns),
                 self._settings.ask_timeout,
             )

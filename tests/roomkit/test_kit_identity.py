@@ -450,6 +450,21 @@ async def test_identity_timeout_counts_as_unknown(kit_with: KitWith) -> None:
     await kit.close()
 
 
+async def test_a_close_that_gives_up_says_the_messages_still_resolving(
+    kit_with: KitWith, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A message still resolving its sender is no turn yet: the close's warning said "0
+    # turn(s) still running" of it, and nothing of what it gave up.
+    kit = await kit_with(SlowResolver(), identity_timeout=60, process_timeout=0.1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(kit.process_inbound, text("sms", "hello", sender="+1"))
+        await anyio.sleep(0.05)
+        with anyio.fail_after(10):
+            await kit.close()  # waits 4 x process_timeout for it
+        tg.cancel_scope.cancel()
+    assert "1 command(s) not yet answered and 0 turn(s)" in caplog.text
+
+
 async def test_resolve_participant_manually(
     resolver: MockIdentityResolver, kit_with: KitWith
 ) -> None:
