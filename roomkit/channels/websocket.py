@@ -31,6 +31,9 @@ function, which has sent when it returns, is taken too)."""
 _REACHED_KEPT = 64
 """Deliveries cut short whose reached connections a channel keeps for their retry."""
 
+_Reached = tuple[frozenset[str], int]
+"""Of a delivery cut short: the connections its sends reached, and the retries left to it."""
+
 
 class _Connection:
     """One registration of a connection: ``_drop`` tells a re-registration (a client that
@@ -59,10 +62,11 @@ class WebSocketChannel(Channel):
     def __init__(self, channel_id: str, *, send_timeout: float | None = 10.0) -> None:
         super().__init__(channel_id)
         self._connections: dict[str, _Connection] = {}
-        # Of the deliveries cut short (see deliver), by event id: the connections their send
-        # reached, which a retry of that delivery skips. A few at most (a cut delivery is
-        # tried again, or given up, before its room's next one), the oldest let go.
-        self._reached: dict[str, frozenset[str]] = {}
+        # Of the deliveries cut short that their binding's retry policy tries again (see
+        # deliver), by event id: the connections their sends reached, which a retry skips,
+        # and the retries left. Taken by the retry; a few at most (a cut delivery is tried
+        # again, or given up, before its room's next one), the oldest let go.
+        self._reached: dict[str, _Reached] = {}
         self._send_timeout = check_seconds("send_timeout", send_timeout, none=True)
         if self._send_timeout is not None and not self._send_timeout > 0:
             raise ValueError(f"send_timeout must be positive or None, got {send_timeout!r}")
@@ -140,20 +144,27 @@ class WebSocketChannel(Channel):
             An empty output.
         """
         connections = list(self._connections.items())
+        policy = binding.retry_policy
+        earlier: frozenset[str] = frozenset()
+        retries = 0 if policy is None else policy.max_retries
         if self._reached:
-            reached = self._reached.pop(event.id, None)
-            if reached is not None:
+            cut = self._reached.pop(event.id, None)
+            if cut is not None:
                 # A retry of a delivery cut short: the clients it reached got the event (sent
                 # again, the healthy clients showed each message twice).
-                connections = [c for c in connections if c[0] not in reached]
+                earlier, retries = cut[0], cut[1] - 1
+                connections = [c for c in connections if c[0] not in earlier]
         if not connections:
             return ChannelOutput.empty()
         unfinished = dict(connections)
+        reached: set[str] = set()
         try:
             # concurrently: a send that completes at once (a buffered write) costs no task.
             await concurrently(
                 [
-                    functools.partial(self._send_one, connection_id, connection, event, unfinished)
+                    functools.partial(
+                        self._send_one, connection_id, connection, event, unfinished, reached
+                    )
                     for connection_id, connection in connections
                 ]
             )
@@ -163,11 +174,27 @@ class WebSocketChannel(Channel):
             # too slow for it. Kept, they would time out every delivery of the channel.
             for connection_id, connection in unfinished.items():
                 self._drop(connection_id, connection, "its send was cut short")
-            self._reached[event.id] = frozenset(c for c, _ in connections if c not in unfinished)
-            if len(self._reached) > _REACHED_KEPT:
-                del self._reached[next(iter(self._reached))]
+            # The earlier attempts' too: a retry cut again that kept its own alone sent the
+            # next retry to the clients the attempts before it reached.
+            self._keep_reached(event.id, earlier.union(reached), retries)
             raise
         return ChannelOutput.empty()
+
+    async def close(self) -> None:
+        """Let go of what the deliveries cut short left for their retries, which closing
+        the kit stops."""
+        self._reached.clear()
+        await super().close()
+
+    def _keep_reached(self, event_id: str, reached: frozenset[str], retries: int) -> None:
+        """Keep what a delivery cut short reached for its retry, if one may follow."""
+        if retries <= 0:
+            # No retry policy, or its last attempt: nothing would take it (it stayed until
+            # _REACHED_KEPT later cuts pushed it out).
+            return
+        self._reached[event_id] = (reached, retries)
+        if len(self._reached) > _REACHED_KEPT:
+            del self._reached[next(iter(self._reached))]
 
     async def _send_one(
         self,
@@ -175,6 +202,7 @@ class WebSocketChannel(Channel):
         connection: _Connection,
         event: RoomEvent,
         unfinished: dict[str, _Connection],
+        reached: set[str],
     ) -> None:
         try:
             sent = connection.send(connection_id, event)
@@ -183,6 +211,9 @@ class WebSocketChannel(Channel):
             # of its own (concurrently): bounded_here.
             if inspect.isawaitable(sent):
                 await bounded_here(sent, self._send_timeout)
+            # Its send succeeded, and only then: a retry skipped a client whose send failed
+            # (a socket closed) and that reconnected under its id, which never got the event.
+            reached.add(connection_id)
         except TimedOut:
             self._drop(connection_id, connection, f"its send took over {self._send_timeout} s")
         except Exception as exc:

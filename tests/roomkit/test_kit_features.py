@@ -1323,6 +1323,125 @@ class TestResilience:
             assert received == ["hello", "again"]
             assert ws.connection_count == 1
 
+    async def test_a_websocket_delivery_cut_short_twice_reaches_each_client_once(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """A flaky client that reconnects under a new id and hangs again cuts the retry too:
+        that cut kept the clients its own sends reached alone, and the next retry sent the
+        message again to the healthy client the first attempt had reached."""
+        ws = WebSocketChannel("ws", send_timeout=None)
+        received: list[str] = []
+        good = _good(received)
+        reconnects = 0
+
+        async def flaky(connection_id: str, event: RoomEvent) -> None:
+            nonlocal reconnects
+            try:
+                await _stuck(connection_id, event)
+            finally:
+                reconnects += 1
+                if reconnects < 2:
+                    ws.register_connection(f"flaky-{reconnects}", flaky)
+
+        async with make_kit(process_timeout=0.3) as kit:
+            kit.register_channel(ws)
+            kit.register_channel(SimpleChannel("sms"))
+            await room_with(kit, "r1", "sms")
+            policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
+            await kit.attach_channel("r1", "ws", retry_policy=policy)
+            await kit.connect_websocket("ws", "good", good)
+            await kit.connect_websocket("ws", "flaky", flaky)
+            with anyio.fail_after(10):
+                await kit.process_inbound(text("sms", "hello"), room_id="r1")
+                await kit.process_inbound(text("sms", "again"), room_id="r1")
+            assert reconnects == 2  # both the first attempt and the retry were cut
+            assert received == ["hello", "again"]
+            assert ws.connection_count == 1
+
+    async def test_a_websocket_client_whose_send_failed_in_a_cut_delivery_gets_its_retry(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """A client whose send failed (its socket closed) in a delivery a stuck client cut
+        short, and that reconnected under its id: it was counted as reached, and the retry
+        skipped it: it never got the message."""
+        ws = WebSocketChannel("ws", send_timeout=None)
+        received: list[str] = []
+        reconnected = _good(received)
+
+        async def closed(connection_id: str, event: RoomEvent) -> None:
+            ws.register_connection(connection_id, reconnected)
+            raise ConnectionError("socket closed")
+
+        async with make_kit(process_timeout=0.3) as kit:
+            kit.register_channel(ws)
+            kit.register_channel(SimpleChannel("sms"))
+            await room_with(kit, "r1", "sms")
+            policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
+            await kit.attach_channel("r1", "ws", retry_policy=policy)
+            await kit.connect_websocket("ws", "flaky", closed)
+            await kit.connect_websocket("ws", "stuck", _stuck)
+            with anyio.fail_after(10):
+                await kit.process_inbound(text("sms", "hello"), room_id="r1")
+                await kit.process_inbound(text("sms", "again"), room_id="r1")
+            assert received == ["hello", "again"]
+            assert ws.connection_count == 1
+
+    async def test_a_websocket_channel_lets_go_of_cut_deliveries_no_retry_takes(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """What a cut delivery reached is kept for its retry alone: a delivery with no
+        retry policy, or whose retries ran out, kept it until 64 later cuts pushed it out
+        (each naming every client it reached), and closing the kit kept what a retry given
+        up (the channel detached meanwhile) had left."""
+        ws = WebSocketChannel("ws", send_timeout=None)
+        hangs = 0  # the stuck client's sends still to hang (it reconnects after each)
+
+        async def stuck(connection_id: str, event: RoomEvent) -> None:
+            nonlocal hangs
+            hangs -= 1
+            try:
+                await _stuck(connection_id, event)
+            finally:
+                if hangs:
+                    ws.register_connection(connection_id, stuck)
+
+        async def cut(room_id: str, times: int) -> None:
+            nonlocal hangs
+            hangs = times
+            await kit.connect_websocket("ws", "stuck", stuck)
+            with anyio.fail_after(10):
+                await kit.process_inbound(text("sms", "cut"), room_id=room_id)
+                await kit.process_inbound(text("sms", "after it"), room_id=room_id)
+
+        async with make_kit(process_timeout=0.3) as kit:
+            kit.register_channel(ws)
+            kit.register_channel(SimpleChannel("sms"))
+            await room_with(kit, "r1", "ws", "sms")  # no retry policy
+            await kit.create_room(room_id="r2")
+            await kit.attach_channel("r2", "sms")
+            policy = RetryPolicy(max_retries=1, base_delay_seconds=0.01)
+            await kit.attach_channel("r2", "ws", retry_policy=policy)
+            await kit.connect_websocket("ws", "good", _good([]))
+            await cut("r1", 1)
+            await cut("r2", 2)  # the retry cut too
+            assert not ws._reached
+            await kit.attach_channel(
+                "r2", "ws", retry_policy=RetryPolicy(max_retries=1, base_delay_seconds=0.5)
+            )
+            hangs = 1
+            await kit.connect_websocket("ws", "stuck", stuck)
+            await kit.process_inbound(text("sms", "given up"), room_id="r2")
+
+            async def held() -> bool:
+                return bool(ws._reached)
+
+            await eventually(held, what="the cut delivery's reached clients kept")
+            await kit.detach_channel("r2", "ws")  # before its retry, which is given up
+            with anyio.fail_after(10):
+                await kit.process_inbound(text("sms", "after it"), room_id="r2")
+            assert ws._reached  # no retry took it: the kit's close lets go of it
+        assert not ws._reached
+
     @pytest.mark.parametrize("where", ["framework_handler", "async_hook"])
     async def test_post_commit_code_can_send_to_its_own_room(
         self, make_kit: Callable[..., RoomKit], where: str
