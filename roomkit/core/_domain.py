@@ -193,10 +193,12 @@ def read_back(model: type[M], raw: msgspec.Raw) -> M:
     try:
         return model.model_validate_json(bytes(raw))
     except ValueError as exc:  # a ValidationError, or JSON too deep to read
-        raise EventRefusedError(
-            f"{model.__name__} cannot be stored: the log could not read it back "
-            f"({errors_text(exc)})"
-        ) from exc
+        reason = errors_text(exc)
+    # Raised outside the handler, neither chained nor in its context: a traceback logged of
+    # it would print pydantic's error, input (a message's content) and all.
+    raise EventRefusedError(
+        f"{model.__name__} cannot be stored: the log could not read it back ({reason})"
+    )
 
 
 def errors_text(error: ValueError) -> str:
@@ -243,9 +245,10 @@ def load(model: type[M], raw: msgspec.Raw) -> M:
     try:
         return model.model_validate_json(bytes(raw))
     except ValueError as exc:  # a ValidationError, or JSON too deep to read
-        # Not chained: a traceback logged (a room's crash) would print the cause, input and
-        # all.
-        raise UnreadableModel(validation_text(exc)) from None
+        text = validation_text(exc)
+    # Raised outside the handler, neither chained nor in its context: a traceback logged (a
+    # room's crash) would print the cause, input and all.
+    raise UnreadableModel(text)
 
 
 class DomainEvent(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -459,12 +462,14 @@ def logged_copy(model: M) -> M:
     try:
         return type(model).model_validate_json(data)
     except pydantic.ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise EventRefusedError(
-                f"{type(model).__name__} cannot be stored: the log could not read it back "
-                f"({errors_text(exc)})"
-            ) from exc
-        raise
+        if not any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise
+        reason = errors_text(exc)
+    # Raised outside the handler, neither chained nor in its context: pydantic's error quotes
+    # the input (the model's JSON), which a traceback logged of this one would print.
+    raise EventRefusedError(
+        f"{type(model).__name__} cannot be stored: the log could not read it back ({reason})"
+    )
 
 
 def encode_payload(event: DomainEvent) -> bytes:

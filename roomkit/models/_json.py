@@ -192,12 +192,17 @@ def _check_reads_back(model: BaseModel) -> None:
     try:
         cls.model_validate_json(model.__pydantic_serializer__.to_json(model, warnings=False))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise pydantic_core.PydanticSerializationError(
-            f"{cls.__name__}.{where}: {first['msg']} (a value its field refuses, set without "
-            "validation: model_copy(update=...) or model_construct)"
-        ) from exc
+        first = exc.errors(include_url=False, include_input=False)[0]
+    else:
+        return
+    # Raised outside the handler, neither chained nor in its context: pydantic's error quotes
+    # the input (the model's JSON: a message's content), which a traceback logged of the
+    # error the kit makes of this one would print.
+    where = ".".join(str(part) for part in first["loc"])
+    raise pydantic_core.PydanticSerializationError(
+        f"{cls.__name__}.{where}: {first['msg']} (a value its field refuses, set without "
+        "validation: model_copy(update=...) or model_construct)"
+    )
 
 
 class _Unfixed:

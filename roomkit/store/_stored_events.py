@@ -40,8 +40,12 @@ def stored_event(data: bytes | str) -> RoomEvent:
     try:
         return RoomEvent.model_validate_json(data)
     except ValueError as exc:  # pydantic's ValidationError, or JSON too deep to read
-        room_id, event_id = _names(data)
-        raise StoredEventError(room_id, event_id, _reason(exc)) from exc
+        reason = _reason(exc)
+    # Raised outside the handler, neither chained nor in its context: pydantic's text quotes
+    # the input (the message's content), and a traceback logged of this error (a failing
+    # hook's, an app's logger.exception) would print it, as it prints a cause.
+    room_id, event_id = _names(data)
+    raise StoredEventError(room_id, event_id, reason)
 
 
 def _names(data: bytes | str) -> tuple[str | None, str | None]:

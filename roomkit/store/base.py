@@ -38,6 +38,7 @@ from roomkit.models.identity import Identity
 from roomkit.models.participant import Participant
 from roomkit.models.room import Room
 from roomkit.models.task import Observation, Task
+from roomkit.store._stored_events import stored_event
 
 __all__ = ["ConversationStore", "StorePositionLost"]
 
@@ -171,8 +172,13 @@ class ConversationStore(ABC):
 
         Same contract as ``add_event``. The default validates the JSON into a ``RoomEvent`` and
         calls ``add_event``; a backend that keeps events serialised overrides it to skip that.
+
+        Raises:
+            StoredEventError: the default's, when the JSON does not validate as a
+                ``RoomEvent`` (an event its channel changed in place, another writer's),
+                naming the room and the event, not its content: ``add_event`` cannot take it.
         """
-        await self.add_event(RoomEvent.model_validate_json(data))
+        await self.add_event(stored_event(data))
 
     async def add_event_envelope(self, data: bytes) -> None:
         """Append an event given as a JSON object whose ``event`` member is the event's JSON

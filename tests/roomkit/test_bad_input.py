@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 import threading
+import traceback
 import types
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -765,8 +766,16 @@ class _RewritesUrls(SimpleChannel):
             content=message.content,
         )
         assert isinstance(event.content, MediaContent)
-        event.content.url = "s3://bucket/1.png"  # no scheme a RoomEvent validates
+        event.content.url = self.rewritten_url  # no scheme a RoomEvent validates
         return event
+
+    rewritten_url = "s3://bucket/1.png"
+
+
+class _RewritesToASecret(_RewritesUrls):
+    """Points it at a URL that is the message's content, which no error or log may quote."""
+
+    rewritten_url = "s3://bucket/SECRET-4242.png"
 
 
 async def test_a_message_its_channel_changed_in_place_survives_a_restart(
@@ -822,6 +831,94 @@ async def test_a_message_its_channel_changed_in_place_is_left_out_of_the_recent_
         after = await kit.process_inbound(text("web", "after"), room_id="r1")
         assert after.event is not None and not after.blocked
     assert failed == [] and len(read) == 3
+    assert "SECRET-4242" not in caplog.text
+
+
+def _traceback(error: BaseException) -> str:
+    """What a traceback logged of ``error`` prints (its cause and context included)."""
+    return "".join(traceback.format_exception(error))
+
+
+async def test_a_stored_event_error_holds_no_content_in_its_cause_or_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # StoredEventError was raised from pydantic's ValidationError, which quotes the input
+    # (input_value='s3://bucket/SECRET-4242.png'): the traceback the kit logged of an async
+    # hook that only read the timeline printed the message's content, as would an app's
+    # logger.exception of the error.
+    media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
+    failed: list[FrameworkEvent] = []
+    async with RoomKit() as kit:
+        kit.register_channel(_RewritesToASecret("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        kit.on("hook_error")(failed.append)
+
+        @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+        async def reads_the_timeline(event: RoomEvent, context: RoomContext) -> None:
+            await kit.get_timeline("r1")
+
+        inbound = InboundMessage(channel_id="sms", sender_id="+1555", content=media)
+        assert (await kit.process_inbound(inbound, room_id="r1")).event is not None
+
+        async def hook_failed() -> bool:
+            return bool(failed)
+
+        await eventually(hook_failed, what="the hook's failure")
+        with pytest.raises(StoredEventError) as raised:
+            await kit.get_timeline("r1")
+    error = raised.value
+    assert error.__cause__ is None and error.__context__ is None
+    assert "content.media.url" in str(error)  # what did not validate, still said
+    assert "SECRET-4242" not in _traceback(error)
+    assert "reads_the_timeline" in caplog.text and "SECRET-4242" not in caplog.text
+
+
+async def test_what_the_log_could_not_read_back_holds_no_content_in_its_traceback(
+    kit: RoomKit,
+) -> None:
+    # The refusal was raised from pydantic's ValidationError, which quotes the input: a
+    # traceback logged of it printed the content the kit refused to log.
+    await room(kit)
+    content = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
+    changed = content.model_copy(update={"size_bytes": "SECRET-4242"})
+    with pytest.raises(EventRefusedError, match="could not read it back.*size_bytes") as raised:
+        await kit.send_event("r1", "sms", changed)
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+    assert "SECRET-4242" not in _traceback(raised.value)
+
+
+class _TakesModelsOnly(InMemoryStore):
+    """An app's store written to 0.3.0's contract: it takes events through ``add_event``
+    only, as ``RoomEvent`` models (the base class's defaults of the newer entries)."""
+
+    add_event_json = ConversationStore.add_event_json
+    add_event_envelope = ConversationStore.add_event_envelope
+
+
+async def test_a_store_taking_models_only_is_told_of_an_event_that_does_not_validate_plainly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The store projection logged pydantic's traceback of the event its channel changed in
+    # place, input (the message's content) and all; the room's count in that store also
+    # missed the message, the next one taking an index past the count.
+    media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
+    async with RoomKit(store=_TakesModelsOnly()) as kit:
+        kit.register_channel(_RewritesToASecret("sms"))
+        await kit.create_room(room_id="r1")
+        await kit.attach_channel("r1", "sms")
+        inbound = InboundMessage(channel_id="sms", sender_id="+1555", content=media)
+        recorded = (await kit.process_inbound(inbound, room_id="r1")).event
+        assert recorded is not None
+        after = await kit.send_event("r1", "sms", TextContent(body="after"))
+        timeline = await kit.get_timeline("r1")
+        room_now = await kit.get_room("r1")
+    assert after in timeline and recorded.id not in [e.id for e in timeline]
+    assert room_now is not None and room_now.event_count == after.index + 1
+    said = [r for r in caplog.records if r.name == "roomkit.projection.store"]
+    assert [r.levelno for r in said] == [logging.ERROR]
+    assert recorded.id in said[0].getMessage() and "left r1 v" in said[0].getMessage()
+    assert said[0].exc_info is None
     assert "SECRET-4242" not in caplog.text
 
 
