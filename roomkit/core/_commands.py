@@ -286,3 +286,9 @@ class Outcome:
     # RecordOutcome: what of it does not validate, left out, as (what, id, why): the worker
     # says it to the ON_ERROR hooks (``outcome_not_recorded``).
     left_out: tuple[tuple[str, str, str], ...] = ()
+    # The event ids the decision claimed (ReusedIds.taken): the room's actor confirms them
+    # once this outcome's append commits.
+    claimed: tuple[str, ...] = ()
+    # RecordOutcome: blocked replies recorded under another id than their own (one event
+    # object blocked twice), original id -> recorded id; None if none was.
+    renamed: dict[str, str] | None = None

@@ -368,17 +368,10 @@ class RoomDelivery:
         await self._report_deliveries(
             event, list(broadcast.delivery_outputs), failed, notify, broadcast.delivery_results
         )
-        for blocked in broadcast.blocked_events:
-            await notify(
-                "chain_depth_exceeded",
-                room_id=self._room_id,
-                channel_id=blocked.source.channel_id,
-                event_id=blocked.id,
-                data={
-                    "chain_depth": blocked.chain_depth,
-                    "max_chain_depth": router.max_chain_depth,
-                },
-            )
+        # Those the chain limit blocked (not those a cut chain blocks below), said once the
+        # room has recorded them: under the id each is recorded under (one event object
+        # blocked twice is recorded apart; both were said under the first copy's id).
+        over_depth = list(broadcast.blocked_events)
         if broadcast.reentry_events:
             turn = services.turns.get(work.root)
             if turn is not None and turn.overdue():
@@ -408,11 +401,27 @@ class RoomDelivery:
             ),
             worker_runs_them=True,
         )
-        if outcome.continues_turn:
-            # The turn goes on with what the room commits now: wait for it.
-            await self._record(outcome)
-        elif results:
-            services.outcomes.add(self._room_id, outcome)  # audit only: rides on a later append
+        renamed: dict[str, str] = {}
+        try:
+            if outcome.continues_turn:
+                # The turn goes on with what the room commits now: wait for it.
+                renamed = await self._record(outcome)
+            elif results:
+                # Audit only: rides on a later append.
+                services.outcomes.add(self._room_id, outcome)
+        finally:
+            # Said even if the room could not record them, as they were before.
+            for blocked in over_depth:
+                await notify(
+                    "chain_depth_exceeded",
+                    room_id=self._room_id,
+                    channel_id=blocked.source.channel_id,
+                    event_id=renamed.get(blocked.id, blocked.id),
+                    data={
+                        "chain_depth": blocked.chain_depth,
+                        "max_chain_depth": router.max_chain_depth,
+                    },
+                )
 
         turn = services.turns.get(work.root)
         if event.id == work.root and turn is not None and turn.pending > 1:
@@ -436,8 +445,11 @@ class RoomDelivery:
         if errors:
             await self._report_hook_errors(errors, context, event.id)
 
-    async def _record(self, outcome: RecordOutcome) -> None:
+    async def _record(self, outcome: RecordOutcome) -> dict[str, str]:
+        """Have the room record ``outcome``; the blocked replies it recorded under another
+        id than their own (see ``Outcome.renamed``)."""
         ask_room = self._services.ask_room
+        renamed: dict[str, str] = {}
         try:
             reply = await ask_room(self._room_id, outcome, internal=True)
         except EventRefusedError as exc:
@@ -446,22 +458,24 @@ class RoomDelivery:
             self._note_replies(reply.value)
             self._now.extend(reply.jobs)
             self._left_out(outcome, reply.left_out)
-            return
+            return reply.renamed or renamed
         # One append holds the whole outcome, and a log with a size limit (JetStream's max
         # payload) refuses it all for one reply too large: record its parts one by one, so
         # that only what the log refuses is lost.
         parts = _parts(outcome)
         if len(parts) == 1:
             self._not_recorded(outcome, refused)
-            return
+            return renamed
         for part in parts:
             try:
                 reply = await ask_room(self._room_id, part, internal=True)
                 self._note_replies(reply.value)
                 self._now.extend(reply.jobs)
                 self._left_out(part, reply.left_out)
+                renamed.update(reply.renamed or ())
             except EventRefusedError as exc:
                 self._not_recorded(part, exc)
+        return renamed
 
     def _not_recorded(self, part: RecordOutcome, refused: EventRefusedError) -> None:
         """Say that the log refused ``part`` of an outcome (an AI's reply over JetStream's

@@ -10,7 +10,10 @@ Three things say so, cheapest first:
 - ``ReusedIds.taken``: the ids of the replies and injected events this kit's rooms recorded
   lately, checked and claimed as a room's decision owns the event. A decision does not await
   in between, so of two rooms given one object at once, the second one finds the first's
-  claim (the read model, asked before, held neither copy yet);
+  claim (the read model, asked before, held neither copy yet). A decision's claims are
+  provisional until its append commits (``provisional``, ``confirm``, ``release``): one whose
+  append failed or conflicted recorded nothing, and another room's copy renamed for it kept
+  an id the app chose from nobody;
 - the read model (``ReusedIds.stored``), for what another process, or this kit before a
   restart, recorded. It is asked only about events made before the message they answer, by
   the kit's clock (a fresh reply is not: the hot path asks nothing), and within one bound for
@@ -67,7 +70,7 @@ def made_before(event: RoomEvent, since: datetime) -> bool:
 class ReusedIds:
     """What one kit knows of the ids of the events given to its rooms: see the module."""
 
-    __slots__ = ("_bound", "_claims", "_event_stored", "_kept")
+    __slots__ = ("_bound", "_claims", "_event_stored", "_kept", "_provisional")
 
     def __init__(
         self,
@@ -80,6 +83,9 @@ class ReusedIds:
         self._kept = kept
         # event id -> the room that recorded it, oldest first.
         self._claims: OrderedDict[str, str] = OrderedDict()
+        # room id -> the ids its decision being made claimed anew, not yet tied to its
+        # outcome (see provisional).
+        self._provisional: dict[str, list[str]] = {}
 
     def taken(self, event_id: str, room_id: str) -> bool:
         """Whether another room of this kit recorded an event of id ``event_id`` lately; if
@@ -92,11 +98,41 @@ class ReusedIds:
         claim = claims.get(event_id)
         if claim is not None and claim != room_id:
             return True
+        if claim is None:
+            # Provisional: the room's actor confirms it once the decision's append commits,
+            # and releases it if the append fails or conflicts (see provisional).
+            self._provisional.setdefault(room_id, []).append(event_id)
+        self._claim(event_id, room_id)
+        return False
+
+    def provisional(self, room_id: str) -> tuple[str, ...]:
+        """The ids claimed anew by the decision room ``room_id`` just made, handed over to
+        its actor, which ``confirm``s them once its append commits or ``release``s them."""
+        return tuple(self._provisional.pop(room_id, ()))
+
+    def confirm(self, room_id: str, event_ids: tuple[str, ...]) -> None:
+        """Room ``room_id`` recorded the events of ``event_ids`` (its append committed, maybe
+        one in doubt that landed after its claims were released): claimed for good, unless
+        another room claimed one meanwhile."""
+        claims = self._claims
+        for event_id in event_ids:
+            if claims.get(event_id, room_id) == room_id:
+                self._claim(event_id, room_id)
+
+    def release(self, room_id: str, event_ids: tuple[str, ...]) -> None:
+        """Room ``room_id`` recorded none of ``event_ids`` (its append failed, conflicted or
+        was not made): the ids are free again for the kit's other rooms."""
+        claims = self._claims
+        for event_id in event_ids:
+            if claims.get(event_id) == room_id:
+                del claims[event_id]
+
+    def _claim(self, event_id: str, room_id: str) -> None:
+        claims = self._claims
         claims[event_id] = room_id
         claims.move_to_end(event_id)
         if len(claims) > self._kept:
             claims.popitem(last=False)
-        return False
 
     async def stored(
         self,

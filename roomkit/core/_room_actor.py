@@ -112,6 +112,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         self._first_decided: tuple[ProcessInbound, float] | None = None
         # The command being handled (see conflict_retries).
         self._taken: object = None
+        # The event ids its latest decision claimed (ReusedIds.taken), until its append
+        # commits: released otherwise (see _release_claims).
+        self._claimed: tuple[str, ...] = ()
         # Its caller's context (_caller_context): the command is decided in a copy of it.
         self._caller: Context | None = None
         # The log position of this incarnation's last commit. A command that commits nothing
@@ -204,6 +207,9 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         try:
             return await super().receive(message)
         finally:
+            # Its append failed or conflicted for good (or there was none): its claims
+            # named events recorded nowhere.
+            self._release_claims()
             # Decided (and retried) for good: an idle room must not keep the message.
             self._first_decided = None
             self._taken = None
@@ -294,6 +300,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             facts: list[Fact] = []
             outcome = Outcome()
         else:
+            # Decided again (a conflict): the claims of the decision before are not its.
+            self._release_claims()
             deciding = (
                 self._decide_inbound(state, command)
                 if type(command) is ProcessInbound
@@ -301,6 +309,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             )
             facts, outcome = await within(deciding, caller)
             outcome.caller = caller
+            claimed = self._services.reused_ids.provisional(self.key)
+            if claimed:
+                # Confirmed by after_commit, with the outcome: also an append in doubt's
+                # that lands after they were released.
+                outcome.claimed = self._claimed = claimed
         # Only commands that write carry the waiting delivery outcomes (a query never
         # appends). A re-run after a concurrency conflict carries them again: they leave
         # ``_unrecorded`` only once committed.
@@ -323,6 +336,17 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # The kit keeps the rooms whose appends are in doubt, to settle them as it closes.
         outcome.in_doubt = self.in_doubt
         return Effect(events=facts, reply=outcome)
+
+    def _release_claims(self) -> None:
+        """Free the event ids claimed by a decision of this room that did not commit (its
+        append failed or conflicted, or it raised): it recorded none of them."""
+        reused = self._services.reused_ids
+        left = reused.provisional(self.key)  # of a decision that raised
+        if self._claimed:
+            left = (*self._claimed, *left)
+            self._claimed = ()
+        if left:
+            reused.release(self.key, left)
 
     async def _decide_inbound(
         self, state: RoomState, command: ProcessInbound
@@ -513,6 +537,10 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # caller is gone; its turns run all the same).
         effect = self.committing
         outcome: Outcome | None = effect.reply if effect is not None else None  # type: ignore[assignment]
+        if outcome is not None and outcome.claimed:
+            self._services.reused_ids.confirm(self.key, outcome.claimed)
+            if outcome.claimed is self._claimed:
+                self._claimed = ()
         if outcome is not None:
             outcome.in_doubt = False  # committed after the version any doubt expected
             outcome.position = outcome.read_position = position

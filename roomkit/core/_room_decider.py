@@ -183,27 +183,57 @@ class _Draft:
             else:
                 given_keys.add(key)
         event_id = event.id
+        holder = self._holder(event_id, stems_from)
+        if holder is not None:
+            event_id = self._renamed(event_id, uuid4().hex, holder)
+        self._give(event_id)
+        return {"id": event_id, "idempotency_key": key}
+
+    def own_replacement(self, replacement_id: str, message_id: str) -> str:
+        """The id a hook's replacement for message ``message_id`` is recorded under: its
+        own, checked as ``own`` checks an event's, or else the message's (a modify of a copy
+        keeps it). One replacement object given for every message (a redaction made once)
+        kept its id: the room's second message went over its first in the read model, and
+        another room's was refused by it."""
+        if replacement_id != message_id:
+            holder = self._holder(replacement_id, ())
+            if holder is not None:
+                replacement_id = self._renamed(replacement_id, message_id, holder)
+        self._give(replacement_id)
+        return replacement_id
+
+    def _holder(self, event_id: str, stems_from: tuple[str, ...]) -> str | None:
+        """What holds the id ``event_id`` already (said in a warning), or None: it is free,
+        and claimed for this room if a room of this kit may record it (see ``own``)."""
+        if event_id in stems_from:
+            return "the event it stems from"
+        given = self._given
+        if given is not None and event_id in given:
+            return "another event of this decision"
+        if self._recent.may_hold(event_id):
+            return "an event the room holds"
+        if event_id in self.stored:
+            return "an event the read model holds"
+        if self._reused is not None and self._reused.taken(event_id, self.room_id):
+            return "an event another room of this kit recorded"
+        return None
+
+    def _give(self, event_id: str) -> None:
         given = self._given
         if given is None:
             given = self._given = set()
-        if (
-            event_id in stems_from
-            or event_id in given
-            or event_id in self.stored
-            or self._recent.may_hold(event_id)
-            or (self._reused is not None and self._reused.taken(event_id, self.room_id))
-        ):
-            fresh = uuid4().hex
-            logger.warning(
-                "room %s: an event with the id %s of one the room holds is recorded as %s (a "
-                "copy given no id of its own, or one event object given again)",
-                self.room_id,
-                event_id,
-                fresh,
-            )
-            event_id = fresh
         given.add(event_id)
-        return {"id": event_id, "idempotency_key": key}
+
+    def _renamed(self, event_id: str, new_id: str, holder: str) -> str:
+        logger.warning(
+            "room %s: an event with the id %s of %s is recorded as %s (a copy given no id "
+            "of its own, or one event object given again)",
+            self.room_id,
+            event_id,
+            holder,
+            new_id,
+        )
+        return new_id
 
     def add(self, domain: Any, model: Any = None, then: Any = None) -> None:
         self.facts.append(Fact(domain=domain, timestamp=self.stamp, model=model, then=then))
@@ -758,13 +788,17 @@ class RoomDecider:
         draft = _Draft(state, self._now(), reused=self._reused)
         event = updated(event, {"room_id": room.id, "index": draft.next_index()})
         result = await self._run_before_broadcast(room.id, event, context)
-        if result.injected_events and self._reused is not None:
-            injected = [getattr(item, "event", None) for item in result.injected_events]
+        # A replacement of the hooks' under an id of its own (not a modified copy).
+        replaced = result.event is not None and result.event.id != event.id
+        if (result.injected_events or replaced) and self._reused is not None:
+            given = [getattr(item, "event", None) for item in result.injected_events]
+            if replaced:
+                given.append(result.event)
             # What another process (or this kit before a restart) recorded: events made
             # before the hooks ran, by the kit's clock (the message's created_at may be its
             # provider's time, hours old), looked up in the read model (see _reused_ids).
             draft.stored = await self._reused.stored(
-                injected, draft.now, self._room_id, state.recent.may_hold
+                given, draft.now, self._room_id, state.recent.may_hold
             )
         # As 0.3.0: hook_error names the message whose hook failed; neither it nor
         # event_blocked names a channel.
@@ -819,6 +853,12 @@ class RoomDecider:
             # is still this message: under another key, or none, the provider's retry was
             # recorded and sent again.
             changes["idempotency_key"] = key
+        if replaced:
+            # Before the injected events own theirs: one given the replacement's id too is
+            # recorded under another.
+            own_id = draft.own_replacement(final.id, event.id)
+            if own_id != final.id:
+                changes["id"] = own_id
         final = updated(final, changes)
         bound = final.source.channel_id in state.bindings
         # Unbound source: recorded, not broadcast, no room activity (0.3.0 returned early).
@@ -962,6 +1002,7 @@ class RoomDecider:
             root=cmd.root if cmd.continues_turn else None,
             for_worker=cmd if cmd.worker_runs_them else None,
             left_out=tuple(draft.left_out),
+            renamed=renamed or None,
         )
 
 

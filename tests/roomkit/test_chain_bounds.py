@@ -310,3 +310,49 @@ async def test_a_blocked_reply_naming_another_room_is_recorded_in_its_own(
             assert len(blocked) == 2 and all(e.room_id == "r2" for e in blocked)
             live = await snapshot(kit)
         await assert_rebuilt_alike(log, live)
+
+
+async def test_chain_depth_exceeded_names_each_blocked_reply_as_recorded(
+    log: MemoryEventLog,
+) -> None:
+    # One canned reply object blocked by the chain limit twice is recorded under two ids,
+    # but both chain_depth_exceeded framework events named the first copy's id (said
+    # before the room recorded the second copy under an id of its own).
+    canned = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
+        content=TextContent(body="canned reply"),
+    )
+
+    class Canned(SimpleChannel):
+        async def on_event(
+            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            if event.source.channel_id == "ai":
+                return ChannelOutput.empty()
+            return ChannelOutput(responded=True, response_events=[canned])
+
+    with anyio.fail_after(BOUND):
+        async with RoomKit(log=log, max_chain_depth=0) as kit:
+            said: list[str | None] = []
+
+            @kit.on("chain_depth_exceeded")
+            async def exceeded(event: Any) -> None:
+                said.append(event.event_id)
+
+            kit.register_channel(SimpleChannel("sms"))
+            kit.register_channel(Canned("ai", ChannelType.AI))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
+            for n in range(2):
+                await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
+
+            async def both_said() -> bool:
+                return len(said) == 2
+
+            await eventually(both_said, what="two chain_depth_exceeded events")
+            timeline = await kit.get_timeline("r1")
+            blocked = [e.id for e in timeline if e.status == EventStatus.BLOCKED]
+            assert len(set(blocked)) == 2
+            assert said == blocked

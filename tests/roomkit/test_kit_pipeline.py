@@ -2292,3 +2292,85 @@ async def test_a_hook_writing_its_room_another_process_wrote_meanwhile_gets_a_ro
         assert result.event is not None and not result.blocked
         assert len(raised) == 1
         assert [p.id for p in await here.store.list_participants("r1")] == ["u1"]
+
+
+async def test_one_replacement_object_for_every_message_records_each_apart() -> None:
+    # A redaction hook modifying every message into one object made once: the replacement
+    # kept its id, so the room's second message went over its first in the read model
+    # (event_count 4, three events in the timeline), another room's was refused by the read
+    # model, and a channel got three messages under one id.
+    redacted = RoomEvent(
+        room_id="any",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="[redacted]"),
+    )
+    log = MemoryEventLog()
+
+    async def redact(event: RoomEvent, context: RoomContext) -> HookResult:
+        return HookResult.modify(redacted)
+
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        ws = SimpleChannel("ws")
+        kit.register_channel(ws)
+        kit.hook(HookTrigger.BEFORE_BROADCAST)(redact)
+        await room_with(kit, "a", "sms", "ws")
+        await room_with(kit, "b", "sms", "ws")
+        sent = [
+            await kit.process_inbound(text("sms", "secret 1", idempotency_key="k1"), room_id="a"),
+            await kit.process_inbound(text("sms", "secret 2", idempotency_key="k2"), room_id="a"),
+            await kit.process_inbound(text("sms", "secret 3"), room_id="b"),
+        ]
+        ids = [result.event.id for result in sent if result.event is not None]
+        assert len(set(ids)) == 3
+        for room_id in ("a", "b"):
+            timeline = await kit.get_timeline(room_id, limit=100)
+            assert (await kit.get_room(room_id)).event_count == len(timeline)
+        recorded = [e.id for e in await kit.get_timeline("a", limit=100)][-2:]
+        assert recorded == ids[:2]
+        assert [e.id for e in ws.delivered] == ids
+        again = await kit.process_inbound(
+            text("sms", "secret 2", idempotency_key="k2"), room_id="a"
+        )
+        assert again.reason == "duplicate" and again.event is not None
+        assert again.event.id == ids[1]
+    async with RoomKit(log=log) as kit:  # restarted: the room's keys come from the log
+        kit.register_channel(SimpleChannel("sms"))
+        kit.register_channel(SimpleChannel("ws"))
+        again = await kit.process_inbound(
+            text("sms", "secret 1", idempotency_key="k1"), room_id="a"
+        )
+        assert again.reason == "duplicate" and again.event is not None
+        assert again.event.id == ids[0]
+
+
+async def test_an_id_claimed_by_a_room_whose_append_failed_is_free_for_another_room(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Room a claimed the notice's app-chosen id, then its append failed (nothing recorded):
+    # the claim stayed, and room b's copy was recorded under a new id though no room had
+    # recorded the id, with a warning saying room b held it.
+    log = _AwayOnce()
+    notice = RoomEvent(
+        id="closed-notice",
+        room_id="any",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="we are closed"),
+    )
+    async with RoomKit(log=log) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "a", "sms")
+        await room_with(kit, "b", "sms")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def closed(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.allow(injected=[InjectedEvent(event=notice, target_channel_ids=[])])
+
+        log.fail_next = True
+        with pytest.raises(LogUnavailableError):
+            await kit.process_inbound(text("sms", "hi a"), room_id="a")
+        with caplog.at_level(logging.WARNING, logger="roomkit.room"):
+            await kit.process_inbound(text("sms", "hi b"), room_id="b")
+        notices = [e.id for e in await kit.get_timeline("b", limit=100)]
+        assert "closed-notice" in notices
+        assert not [r for r in caplog.records if "is recorded as" in r.getMessage()]
