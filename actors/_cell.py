@@ -22,7 +22,7 @@ from actors._ask import Ask
 from actors._mailbox import Mailbox
 from actors._signal import Signal, signal
 from actors.actor import Actor
-from actors.errors import ActorCrash, ActorDeadError
+from actors.errors import ActorCrash, ActorDeadError, ConcurrencyConflict
 from actors.failures import described, is_cancellation
 from actors.supervision import SupervisionPolicy
 from eventlog import EventLogError
@@ -414,7 +414,10 @@ class Cell(Mailbox):
                         if policy.escalates(exc):
                             counters.handled += 1  # handled, if not successfully
                             raise _Crash(exc) from exc
-                        if isinstance(exc, EventLogError):  # an outage: no bug to trace back
+                        if isinstance(exc, EventLogError | ConcurrencyConflict):
+                            # An outage, or other writers that kept moving the stream: no bug
+                            # to trace back (a traceback at ERROR for a flush a busy room
+                            # retries later read as a failure).
                             logger.warning(
                                 "actor %s/%s could not handle a told message: %s",
                                 self.kind,

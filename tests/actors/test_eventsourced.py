@@ -678,6 +678,24 @@ async def test_a_second_conflict_fails_the_command_with_a_clear_error() -> None:
         assert await ref.ask(Add(3)) == 2004
 
 
+async def test_a_told_message_that_kept_conflicting_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Other writers moving the stream is no bug: it was an error with a whole traceback.
+    log = InterferingLog()
+    async with counter_system(log) as system:
+        ref = system.ref("counter", "c")
+        await ref.ask(Add(1))
+        log.times = 2
+        await ref.tell(Add(2))
+        with anyio.fail_after(5):
+            while not [r for r in caplog.records if "told message" in r.getMessage()]:
+                await anyio.sleep(0.01)
+    told = [r for r in caplog.records if "told message" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in told] == [("WARNING", None)]
+    assert "kept moving under the actor" in told[0].getMessage()
+
+
 class PatientCounter(Counter):
     def conflict_retries(self) -> int:
         return 3
