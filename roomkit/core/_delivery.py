@@ -291,7 +291,10 @@ class RoomDelivery:
             self._room_id, work.trigger, work.event, context, ceiling=self._hook_ceiling()
         )
         if errors:
-            await self._report_hook_errors(errors, context)
+            # A message's AFTER_BROADCAST hooks run here when its turn has more (an AI's
+            # reply): they ran for the message, which is stored (see _report_hook_errors).
+            stored = work.trigger is _AFTER_BROADCAST
+            await self._report_hook_errors(errors, context, work.event.id if stored else None)
 
     def _hook_ceiling(self) -> float | None:
         """The longest an async hook run here may take: the kit's ``process_timeout``, as a

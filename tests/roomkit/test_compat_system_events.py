@@ -17,6 +17,7 @@ import pytest
 from eventlog import MemoryEventLog
 from roomkit import (
     Access,
+    AIChannel,
     ChannelNotFoundError,
     ChannelType,
     EventSource,
@@ -31,6 +32,7 @@ from roomkit import (
     IdentityResolver,
     IdentityResult,
     InboundMessage,
+    MockAIProvider,
     MockIdentityResolver,
     ParticipantNotFoundError,
     RoomContext,
@@ -431,6 +433,33 @@ async def test_an_async_hook_timeout_is_reported_in_the_same_words(kit: RoomKit)
     # It names the message it ran for, as a failed sync hook's does (it named none).
     assert result.event is not None
     assert [f.event_id for f in seen] == [result.event.id]
+
+
+async def test_a_failed_after_broadcast_hook_names_its_message_when_an_ai_answers(
+    kit: RoomKit,
+) -> None:
+    # With an AI in the room the message's AFTER_BROADCAST hooks run once its reply is
+    # delivered: their hook_error named no event there.
+    register(kit, "a")
+    kit.register_channel(AIChannel("ai", provider=MockAIProvider(["on it"])))
+    seen = record_framework(kit, "hook_error")
+    await kit.create_room(room_id="r1")
+    await kit.attach_channel("r1", "a")
+    await kit.attach_channel("r1", "ai")
+
+    @kit.hook(HookTrigger.AFTER_BROADCAST, execution=HookExecution.ASYNC)
+    async def after(event: RoomEvent, context: RoomContext) -> None:
+        raise RuntimeError("after failed")
+
+    result = await kit.process_inbound(text("a", "hi"), room_id="r1")
+    await eventually(lambda: _two(seen), what="both hook errors")
+    (reply,) = [e for e in await kit.get_timeline("r1") if e.source.channel_id == "ai"]
+    assert result.event is not None
+    assert sorted(f.event_id or "" for f in seen) == sorted([result.event.id, reply.id])
+
+
+async def _two(seen: list[FrameworkEvent]) -> bool:
+    return len(seen) == 2
 
 
 async def _said(lines: list[str]) -> bool:
