@@ -96,8 +96,9 @@ CHAIN_DEPTH_BLOCKED_BY = "event_chain_depth_limit"
 """``blocked_by`` of a response that would exceed ``max_chain_depth``."""
 
 CHANNEL_DETACHED = "channel_detached"
-"""``error`` of a delivery stopped before a retry (or after a wait for a rate-limit token)
-because its channel was detached from the room meanwhile."""
+"""``error`` of a delivery stopped before a retry (or before, during or after a wait for a
+rate-limit token) because its channel was detached from the room meanwhile, or its binding
+is no longer one a delivery goes to (see `EventRouter`'s ``still_bound``)."""
 
 CHAIN_TIMEOUT_BLOCKED_BY = "event_chain_process_timeout"
 """``blocked_by`` of a response that would continue a chain past its message's
@@ -112,6 +113,14 @@ _TRANSPORT = ChannelCategory.TRANSPORT
 
 
 _BASE_ON_EVENT = Channel.on_event
+
+# A wait of a delivery (a retry's backoff, a rate-limit token) longer than this asks again,
+# after this long, whether its channel is still bound, then after twice as long each time, up
+# to _WATCH_MAX: a detach ended the delivery only when its wait did (a backlog of a
+# 1/min channel held its room's other deliveries for a minute a message); a read model asked
+# every second by each waiting delivery of a busy kit would be asked too much.
+_WATCH_FIRST = 1.0
+_WATCH_MAX = 30.0
 
 
 class ProviderDeliveryError(Exception):
@@ -203,6 +212,30 @@ def visible_to(visibility: str, target: ChannelBinding) -> bool:
     return target.channel_id == visibility
 
 
+def _receives(visibility: str, binding: ChannelBinding) -> bool:
+    """Whether ``binding`` is a target of a broadcast from a source binding of ``visibility``
+    (step 3; the source itself aside): it may read the room, is not OUTBOUND-only and is
+    visible. The one rule for `EventRouter.targets` and for a retry asking again (a target
+    attached again OUTBOUND-only still got the retries)."""
+    return (
+        binding.access not in _CANNOT_READ
+        and binding.direction != _OUTBOUND
+        and visible_to(visibility, binding)
+    )
+
+
+def _broadcast_delivery(visibility: str, binding: ChannelBinding) -> bool:
+    """Whether a broadcast from a source binding of ``visibility`` delivers to ``binding``:
+    a target (`_receives`) that is a TRANSPORT (step 4e: others only see ``on_event``)."""
+    return binding.category == _TRANSPORT and _receives(visibility, binding)
+
+
+def _injected_delivery(binding: ChannelBinding) -> bool:
+    """Whether an injected event is delivered to ``binding`` (its caller chose it: no
+    visibility nor direction check): a TRANSPORT that may read the room."""
+    return binding.category == _TRANSPORT and binding.access not in _CANNOT_READ
+
+
 def _is_subset(source: Sequence[ChannelMediaType], target: Sequence[ChannelMediaType]) -> bool:
     # Lists of at most 7 items: a loop beats building two sets on every target.
     return all(media_type in target for media_type in source)
@@ -282,14 +315,19 @@ class EventRouter:
             hold its room's deliveries for ever.
         still_bound: ``await still_bound(room_id, binding)``: the channel's binding in the
             room as it is now (``binding``, the one the delivery used, if it cannot say), or
-            None if it is no longer bound there; asked before
-            a delivery's retry and after a wait for a rate-limit token. A channel detached
-            meanwhile (or whose access became ``WRITE_ONLY`` or ``NONE``) gets no further
-            attempt: its delivery fails with the error ``"channel_detached"``; the breaker
-            counts the last attempt made, if any (a cut probe that failed re-opens the
-            circuit). Changed or attached again meanwhile, the next attempt uses its binding
-            as it is (its recipient, its metadata). ``None``: not asked (every attempt goes
-            out with the binding it began with).
+            None if it is no longer bound there; asked before a delivery's retry, before
+            and after a wait for a rate-limit token, and every so often during a wait
+            longer than a second. A channel detached meanwhile, or whose binding is no
+            longer one its delivery would go to (access ``WRITE_ONLY`` or ``NONE``, not a
+            TRANSPORT, a broadcast's target made OUTBOUND-only: as a broadcast would choose
+            now), gets no further attempt: its delivery fails with the error
+            ``"channel_detached"``; the breaker counts the last attempt made, if any (a cut
+            probe that failed re-opens the circuit). Changed or attached again meanwhile,
+            the next attempt takes its binding as it is: its recipient and metadata, its
+            retry policy (no more attempts than it allows, its backoff), its rate limit, its
+            capabilities (the event is transcoded and truncated again for it), through the
+            channel registered under its id now. ``None``: not asked (every attempt goes out
+            with the binding it began with).
     """
 
     def __init__(
@@ -353,12 +391,7 @@ class EventRouter:
         source_id = source_binding.channel_id
         visibility = source_binding.visibility
         return [
-            b
-            for b in context.bindings
-            if b.channel_id != source_id
-            and b.access not in _CANNOT_READ
-            and b.direction != _OUTBOUND
-            and visible_to(visibility, b)
+            b for b in context.bindings if b.channel_id != source_id and _receives(visibility, b)
         ]
 
     async def broadcast(
@@ -454,7 +487,7 @@ class EventRouter:
                 )
             elif is_transport:
                 outcome.delivery, outcome.delivery_output = await self._deliver(
-                    channel, prepared, target, context
+                    channel, prepared, target, context, event, source_binding
                 )
         except Exception as exc:
             self._target_failed(outcome, event, exc)
@@ -638,9 +671,7 @@ class EventRouter:
             ``on_event``'s exception text, ``"timeout"``, the failure of a
             ``ChannelOutput.failed``), else None.
         """
-        is_transport = target_binding.category == ChannelCategory.TRANSPORT and (
-            target_binding.access not in _CANNOT_READ
-        )
+        is_transport = _injected_delivery(target_binding)
         channel_id = target_binding.channel_id
         channel = self._channels.get(channel_id)
         if channel is None:
@@ -652,10 +683,9 @@ class EventRouter:
                 ),
                 None,
             )
+        source_binding = context.get_binding(event.source.channel_id)
         try:
-            prepared = await self._prepare(
-                event, context.get_binding(event.source.channel_id), target_binding
-            )
+            prepared = await self._prepare(event, source_binding, target_binding)
         except Exception as exc:
             logger.warning("transcoding for %r failed: %s", channel_id, exc, exc_info=True)
             if not is_transport:
@@ -679,7 +709,10 @@ class EventRouter:
         # ``bounded`` without a limit: the channel's deliver runs in a copy of the context, as
         # a broadcast target's does (the caller is the room's long-lived delivery worker).
         delivery, _ = await bounded(
-            self._deliver(channel, prepared, target_binding, context), None
+            self._deliver(
+                channel, prepared, target_binding, context, event, source_binding, injected=True
+            ),
+            None,
         )
         return delivery, None
 
@@ -782,8 +815,16 @@ class EventRouter:
         event: RoomEvent,
         binding: ChannelBinding,
         context: RoomContext,
+        original: RoomEvent,
+        source_binding: ChannelBinding | None,
+        *,
+        injected: bool = False,
     ) -> tuple[DeliveryResult, ChannelOutput | None]:
-        """Deliver through breaker, rate limit and retries; never raises an ``Exception``."""
+        """Deliver ``event`` (``original`` prepared for ``binding``) through breaker, rate
+        limit and retries; never raises an ``Exception``.
+
+        ``original``, ``source_binding`` and ``injected`` (an injected event's delivery, not
+        a broadcast's) let a retry prepare the event again for its binding as it is then."""
         channel_id = binding.channel_id
         breaker = self.breaker(channel_id)
         if not breaker.allow_request():
@@ -804,23 +845,29 @@ class EventRouter:
                         answer = await answer
                 output = _delivered(answer, binding)
             else:
-                output = await self._attempts(channel, event, binding, context)
-        except _Detached as cut:
-            # The operator's fix for a failing channel (detach it) took effect. The attempt
-            # made before the cut still says how the channel is: abandoning the probe of one
-            # that failed left the circuit half-open for the next delivery of any room, and
-            # a closed breaker never counted such failures. No attempt made: nothing to count.
+                origin = _Origin(
+                    original,
+                    source_binding,
+                    _injected_delivery
+                    if injected or source_binding is None
+                    else functools.partial(_broadcast_delivery, source_binding.visibility),
+                )
+                output = await self._attempts(_Target(channel, event, binding), context, origin)
+        except _Cut as cut:
+            # The operator's fix for a failing channel (detach it) took effect, or the retry
+            # has nowhere to go. The attempt made before the cut still says how the channel
+            # is: abandoning the probe of one that failed left the circuit half-open for the
+            # next delivery of any room, and a closed breaker never counted such failures.
+            # No attempt made: nothing to count.
             _count(breaker, probe, cut.last)
             logger.info(
-                "delivery of %s to %r stopped: the channel was detached from room %s meanwhile",
+                "delivery of %s to %r in room %s stopped: %s",
                 event.id,
                 channel_id,
                 event.room_id,
+                cut.reason,
             )
-            return (
-                DeliveryResult(channel_id=channel_id, success=False, error=CHANNEL_DETACHED),
-                None,
-            )
+            return DeliveryResult(channel_id=channel_id, success=False, error=cut.error), None
         except (ProviderDeliveryError, _OutputFailed) as exc:
             _count(breaker, probe, channel_health(exc))
             logger.warning("delivery of %s to %r failed: %s", event.id, channel_id, exc)
@@ -865,7 +912,7 @@ class EventRouter:
         )
 
     async def _attempts(
-        self, channel: Channel, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        self, target: _Target, context: RoomContext, origin: _Origin
     ) -> ChannelOutput:
         """``deliver``, tried again as the binding's retry policy says, each attempt after a
         rate-limit token; raises the last attempt's failure.
@@ -876,69 +923,173 @@ class EventRouter:
         429's ``Retry-After``) is kept if longer than the backoff, and ends the retries if
         longer than the policy's ``max_delay_seconds``. A retry is a call like the first:
         it waits for its token too (retries went out past the binding's rate limit).
+
+        Each retry takes the binding as it is then (see ``still_bound``), its retry policy
+        included: the attempts stop once those made reach what it allows, and its backoff is
+        the next wait's (a channel attached again without retries was tried the first
+        policy's every time).
         """
-        channel_id = binding.channel_id
-        policy = binding.retry_policy
-        attempts = 1 if policy is None else policy.max_retries + 1
+        made = 0  # attempts made
         last: Health | None = None  # what the last attempt said of the channel (None: none)
-        for attempt in range(attempts):
-            limit = binding.rate_limit
-            if limit is not None and not self._limiter.acquire(channel_id, limit):
-                # Queues rather than drops: the message waits for its token.
-                await self._limiter.wait(channel_id, limit)
-                binding = await self._check_bound(event, binding, last)
-            elif attempt:
-                binding = await self._check_bound(event, binding, last)
+        failure: Exception | None = None  # the last attempt's
+        while True:
+            if made:
+                target = await self._current(target, last, origin)
+                allowed = _allowed(target.binding)
+                if made >= allowed:
+                    logger.info(
+                        "delivery of %s to %r: its binding now allows %d attempt(s), %d made: "
+                        "not retried",
+                        target.event.id,
+                        target.binding.channel_id,
+                        allowed,
+                        made,
+                    )
+                    assert failure is not None  # an attempt was made, and failed
+                    raise failure
+            target = await self._token(target, last, origin, checked=made > 0)
             try:
-                return await _deliver_once(channel, event, binding, context, self.call_timeout)
+                return await _deliver_once(
+                    target.channel, target.event, target.binding, context, self.call_timeout
+                )
             except Exception as exc:
-                if policy is None or attempt + 1 >= attempts or not retryable(exc):
+                made += 1
+                delay = _retry_delay(exc, target, made)
+                if delay is None:
                     raise
                 last = _health_of(exc)
-                delay = backoff_delay(policy, attempt)
-                asked = retry_after(exc)
-                if asked is not None and asked > delay:
-                    if asked > policy.max_delay_seconds:
-                        logger.info(
-                            "delivery of %s to %r: the vendor asks to wait %.3gs, more than "
-                            "the retry policy's max_delay_seconds: not retried",
-                            event.id,
-                            channel_id,
-                            asked,
-                        )
-                        raise
-                    delay = asked
-                logger.info(
-                    "delivery of %s to %r failed (attempt %d/%d), retrying in %.3fs: %s",
-                    event.id,
-                    channel_id,
-                    attempt + 1,
-                    attempts,
-                    delay,
-                    _error_text(exc),
-                )
-            # Outside the except block: the failure's traceback is not kept across the wait.
-            await self._sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                failure = exc
+            # Outside the except block: a failure (a cut) during the wait is not chained
+            # to this one.
+            await self._waited(functools.partial(self._sleep, delay), delay, target, last, origin)
 
-    async def _check_bound(
-        self, event: RoomEvent, binding: ChannelBinding, last: Health | None
+    async def _token(
+        self, target: _Target, last: Health | None, origin: _Origin, *, checked: bool
+    ) -> _Target:
+        """``target`` once it has a rate-limit token (as it is after a wait for one);
+        ``checked``: the binding was just asked for (a retry's). Queues rather than drops:
+        the message waits for its token.
+
+        A delivery that must wait asks first whether its channel is still bound: a detached
+        channel's backlog waited for a token of it a message, holding the room's later
+        deliveries as long (a token each 2 s: 8 s for 4 queued). One with its token at hand
+        asks nothing (the usual delivery reads no store)."""
+        limit = target.binding.rate_limit
+        channel_id = target.binding.channel_id
+        if limit is None or self._limiter.acquire(channel_id, limit):
+            return target
+        if not checked and self._still_bound is not None:
+            target = await self._current(target, last, origin)
+            limit = target.binding.rate_limit
+            if limit is None or self._limiter.acquire(channel_id, limit):
+                return target
+        await self._waited(
+            functools.partial(self._limiter.wait, channel_id, limit), None, target, last, origin
+        )
+        return await self._current(target, last, origin)
+
+    async def _waited(
+        self,
+        wait: Callable[[], Awaitable[object]],
+        delay: float | None,
+        target: _Target,
+        last: Health | None,
+        origin: _Origin,
+    ) -> None:
+        """``await wait()`` (a backoff of ``delay`` seconds, a token: ``None``, its length
+        unknown), ended early by a `_Cut` if the channel is detached meanwhile: past
+        ``_WATCH_FIRST`` seconds, its binding is asked for every so often (a token's wait
+        cut is given back to the limiter)."""
+        if self._still_bound is None or (delay is not None and delay <= _WATCH_FIRST):
+            await wait()
+            return
+        cut: list[_Cut] = []
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._watch, target.binding, last, origin, cut, group.cancel_scope)
+            await wait()
+            group.cancel_scope.cancel()
+        if cut:
+            raise cut[0]
+
+    async def _watch(
+        self,
+        binding: ChannelBinding,
+        last: Health | None,
+        origin: _Origin,
+        cut: list[_Cut],
+        scope: anyio.CancelScope,
+    ) -> None:
+        """Ask for ``binding`` after _WATCH_FIRST seconds, then twice as long each time (at
+        most _WATCH_MAX); once it is no longer one the delivery goes to, note the `_Cut`
+        in ``cut`` and end the wait (``scope``). Other changes are taken after the wait."""
+        pause = _WATCH_FIRST
+        while True:
+            await anyio.sleep(pause)  # the clock's: an injected sleep may not wait at all
+            pause = min(pause * 2, _WATCH_MAX)
+            try:
+                await self._bound_now(binding, last, origin)
+            except _Cut as stopped:
+                cut.append(stopped)
+                scope.cancel()
+                return
+            except Exception as exc:
+                # The check after the wait decides (and reports) as without this one.
+                logger.debug("room %s: still_bound failed: %s", origin.event.room_id, exc)
+
+    async def _bound_now(
+        self, binding: ChannelBinding, last: Health | None, origin: _Origin
     ) -> ChannelBinding:
-        """The channel's binding in ``event``'s room as it is now (see ``still_bound``);
-        raise `_Detached` (carrying ``last``, what the attempt before said of the channel)
-        if it has none, or one that may not read the room.
+        """The channel's binding in the room as it is now (see ``still_bound``); raise a
+        `_Cut` (carrying ``last``, what the attempt before said of the channel) if it has
+        none, or one the delivery would not go to now (``origin.chosen``: the rule that chose
+        the target: it may not read the room, it is not a TRANSPORT, a broadcast's target
+        became OUTBOUND-only) -- as a broadcast now would not.
 
-        Asked only after a wait (a retry's backoff, a rate-limit token): detaching a failing
+        Asked only around a wait (a retry's backoff, a rate-limit token): detaching a failing
         channel is the operator's fix, and its retries went on calling it for the whole
         policy (two minutes with a process_timeout of 30 s), holding the room's later
         deliveries as long."""
         still_bound = self._still_bound
         if still_bound is None:
             return binding
-        now = await still_bound(event.room_id, binding)
-        if now is None or now.access in _CANNOT_READ:  # as for a broadcast's targets
-            raise _Detached(binding.channel_id, last)
+        now = await still_bound(origin.event.room_id, binding)
+        if now is None or not origin.chosen(now):
+            reason = (
+                "the channel was detached meanwhile"
+                if now is None
+                else "its binding no longer takes the room's deliveries"
+            )
+            raise _Cut(CHANNEL_DETACHED, reason, last)
         return now
+
+    async def _current(self, target: _Target, last: Health | None, origin: _Origin) -> _Target:
+        """``target`` as the next attempt should use it: the binding as it is now
+        (`_bound_now`), through the channel registered now (``register_channel`` replaces a
+        channel under its id), the event prepared for that binding (transcoded, truncated)
+        if it changed. A retry went to the replaced object, with content prepared for the
+        binding of before (not cut to the new ``max_length``)."""
+        used = target.binding
+        now = await self._bound_now(used, last, origin)
+        channel = self._channels.get(used.channel_id)
+        if channel is None:
+            raise _Cut("channel_not_registered", "the channel is no longer registered", last)
+        if now is used or now == used:
+            if channel is target.channel and now is used:
+                return target
+            return _Target(channel, target.event, now)
+        try:
+            prepared = await self._prepare(origin.event, origin.source_binding, now)
+        except Exception as exc:
+            text = _error_text(exc)
+            logger.warning("transcoding for %r failed: %s", used.channel_id, text, exc_info=exc)
+            raise _Cut(
+                text, f"transcoding for its binding as it is now failed: {text}", last
+            ) from exc
+        if prepared is None:
+            raise _Cut(
+                "transcoding_failed", "its binding as it is now cannot take the event", last
+            )
+        return _Target(channel, prepared, now)
 
 
 async def _deliver_once(
@@ -980,13 +1131,73 @@ def _awaitable(value: object) -> bool:
     return type(value) is types.CoroutineType or inspect.isawaitable(value)
 
 
-class _Detached(Exception):
-    """The target was detached from its room while its delivery waited to try again;
-    ``last``: what its last attempt said of the channel (None: no attempt was made)."""
+class _Cut(Exception):
+    """A delivery stopped before an attempt: ``error`` is its `DeliveryResult`'s, ``reason``
+    says why in the log, ``last`` what its last attempt said of the channel (None: no
+    attempt was made)."""
 
-    def __init__(self, channel_id: str, last: Health | None) -> None:
-        super().__init__(channel_id)
+    def __init__(self, error: str, reason: str, last: Health | None) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
         self.last = last
+
+
+@dataclass(slots=True, frozen=True)
+class _Target:
+    """What a delivery's next attempt uses: the channel, the event prepared for the binding."""
+
+    channel: Channel
+    event: RoomEvent
+    binding: ChannelBinding
+
+
+@dataclass(slots=True, frozen=True)
+class _Origin:
+    """What a retried delivery began from, to prepare it again for a binding changed
+    meanwhile: the event as committed, its source binding, and the rule its target was
+    chosen by (``chosen(binding)``: a broadcast's, an injected event's)."""
+
+    event: RoomEvent
+    source_binding: ChannelBinding | None
+    chosen: Callable[[ChannelBinding], bool]
+
+
+def _allowed(binding: ChannelBinding) -> int:
+    """How many attempts ``binding``'s retry policy allows a delivery."""
+    policy = binding.retry_policy
+    return 1 if policy is None else policy.max_retries + 1
+
+
+def _retry_delay(error: Exception, target: _Target, made: int) -> float | None:
+    """Seconds to wait before trying again after ``error``, the failure of attempt ``made``
+    (the first is 1) under ``target``'s binding; None: not tried again."""
+    policy = target.binding.retry_policy
+    if policy is None or made > policy.max_retries or not retryable(error):
+        return None
+    delay = backoff_delay(policy, made - 1)
+    asked = retry_after(error)
+    if asked is not None and asked > delay:
+        if asked > policy.max_delay_seconds:
+            logger.info(
+                "delivery of %s to %r: the vendor asks to wait %.3gs, more than the retry "
+                "policy's max_delay_seconds: not retried",
+                target.event.id,
+                target.binding.channel_id,
+                asked,
+            )
+            return None
+        delay = asked
+    logger.info(
+        "delivery of %s to %r failed (attempt %d/%d), retrying in %.3fs: %s",
+        target.event.id,
+        target.binding.channel_id,
+        made,
+        policy.max_retries + 1,
+        delay,
+        _error_text(error),
+    )
+    return delay
 
 
 def _health_of(error: Exception) -> Health:

@@ -1075,7 +1075,10 @@ class TestDetachedMeanwhile:
         # The attempt it made failed: one failure for its breaker, as uncut.
         assert breakers["t"].failure_count == 1
 
-    async def test_a_delivery_that_waited_for_its_token_stops(self) -> None:
+    async def test_a_delivery_that_must_wait_for_its_token_asks_first(self) -> None:
+        # Before, it waited for a token of the detached channel, then stopped: a backlog of
+        # the room's messages for a channel of one message each 2 s held its room's other
+        # deliveries 2 s a message after the detach.
         asked: list[tuple[str, str]] = []
         sleep = RecordingSleep()
         limiter = TokenBucketRateLimiter(clock=FakeClock(), sleep=sleep)
@@ -1087,12 +1090,159 @@ class TestDetachedMeanwhile:
         await broadcast(router, limited)  # its token at hand: nothing waited, nothing asked
         assert asked == [] and len(target.delivered) == 1
         result = await broadcast(router, limited)
-        assert sleep.delays == [pytest.approx(2.0)]
+        assert sleep.delays == []  # no wait for the detached channel's token
         assert asked == [("r1", "t")] and len(target.delivered) == 1
+        assert result.delivery_results["t"].error == "channel_detached"
+        assert router.breaker("t").failure_count == 0  # no attempt: nothing to count
+
+    async def test_a_delivery_that_waited_for_its_token_stops(self) -> None:
+        bound = [True, False]  # bound before its wait, detached during it
+
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return binding if bound.pop(0) else None
+
+        sleep = RecordingSleep()
+        limiter = TokenBucketRateLimiter(clock=FakeClock(), sleep=sleep)
+        target = Probe("t")
+        limited = bind("t", rate_limit=RateLimit(max_per_minute=30))
+        router = make_router(target, rate_limiter=limiter, still_bound=check)
+        await broadcast(router, limited)
+        result = await broadcast(router, limited)
+        assert sleep.delays == [pytest.approx(2.0)] and bound == []
+        assert len(target.delivered) == 1
         assert result.delivery_results["t"].error == "channel_detached"
         # The kit's limiter spends a token per call made or waited for: this one is not
         # given back (the channel is detached; a token lent meanwhile would be owed).
         assert router.breaker("t").failure_count == 0  # no attempt: nothing to count
+
+    @pytest.mark.parametrize("waiting_for", ["token", "backoff"])
+    async def test_a_long_wait_ends_once_the_channel_is_detached(
+        self, monkeypatch: pytest.MonkeyPatch, waiting_for: str
+    ) -> None:
+        # Before, a delivery waiting 10 s (for a token, to try again) learnt of the detach
+        # only once the wait was over, holding its room's deliveries as long.
+        monkeypatch.setattr("roomkit.core.event_router._WATCH_FIRST", 0.05)
+        answers = [True]  # bound when the wait begins, then detached
+
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return binding if (answers.pop(0) if answers else False) else None
+
+        if waiting_for == "token":
+            target = Probe("t")
+            used = bind("t", rate_limit=RateLimit(max_per_second=0.1))
+        else:
+            target = Probe("t", deliveries=[ConnectionError("reset")])
+            used = bind("t", retry_policy=RetryPolicy(max_retries=1, base_delay_seconds=10))
+            answers.clear()  # a retry asks only once its backoff has begun
+        limiter = TokenBucketRateLimiter()
+        router = make_router(target, rate_limiter=limiter, still_bound=check, sleep=anyio.sleep)
+        if waiting_for == "token":
+            await broadcast(router, used)  # spends the one token
+        with anyio.fail_after(5):
+            result = await broadcast(router, used)
+        assert result.delivery_results["t"].error == "channel_detached"
+        assert len(target.delivered) == 1
+
+    @pytest.mark.parametrize(
+        ("now", "attempts", "delays"),
+        [
+            (None, 1, [1.0]),
+            (RetryPolicy(max_retries=0), 1, [1.0]),
+            (RetryPolicy(max_retries=1, base_delay_seconds=0.5), 2, [1.0]),
+            (
+                RetryPolicy(max_retries=5, base_delay_seconds=0.01),
+                6,
+                [1.0, 0.02, 0.04, 0.08, 0.16],
+            ),
+        ],
+    )
+    async def test_a_retry_follows_the_retry_policy_of_the_binding_as_it_is_now(
+        self, now: RetryPolicy | None, attempts: int, delays: list[float]
+    ) -> None:
+        # Before, the schedule of the binding the delivery began with went on: a channel
+        # attached again without retries was tried 4 times, each retry given a binding
+        # saying it takes none.
+        used = bind("t", retry_policy=RetryPolicy(max_retries=3))
+        changed = used.model_copy(update={"retry_policy": now})
+
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return changed
+
+        sleep = RecordingSleep()
+        target = Probe("t", deliveries=[ConnectionError("reset")] * 10)
+        result = await broadcast(make_router(target, still_bound=check, sleep=sleep), used)
+        assert result.delivery_results["t"].error == "reset"
+        assert len(target.delivered) == attempts
+        assert sleep.delays == [pytest.approx(d) for d in delays]
+
+    @pytest.mark.parametrize(
+        "change",
+        [{"category": INTELLIGENCE}, {"direction": ChannelDirection.OUTBOUND}],
+        ids=["intelligence", "outbound"],
+    )
+    async def test_a_retry_stops_for_a_binding_a_broadcast_would_not_deliver_to(
+        self, change: dict[str, Any]
+    ) -> None:
+        # Before, only an access that may not read cut it: attached again as an AI channel,
+        # or OUTBOUND-only, the channel still got the retries (a new message would not).
+        used = bind("t", retry_policy=RetryPolicy(max_retries=3))
+        changed = used.model_copy(update=change)
+
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return changed
+
+        target = Probe("t", deliveries=[ConnectionError("reset")] * 3)
+        router = make_router(target, still_bound=check)
+        result = await broadcast(router, used)
+        assert len(target.delivered) == 1
+        assert result.delivery_results["t"].error == "channel_detached"
+
+    async def test_a_retry_goes_through_the_channel_registered_now_prepared_for_it(
+        self,
+    ) -> None:
+        # Before, a channel registered again under its id (register_channel replaces it)
+        # and attached again meanwhile: the retry called the replaced object, with the new
+        # binding and the content prepared for the old one (not cut to its max_length).
+        old = Probe("t", deliveries=[ConnectionError("reset")])
+        new = Probe("t")
+        channels: dict[str, Channel] = {"t": old}
+        used = bind("t", retry_policy=RetryPolicy(max_retries=3))
+        changed = bind("t", max_length=10, retry_policy=RetryPolicy(max_retries=3))
+
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            channels["t"] = new
+            return changed
+
+        router = EventRouter(channels, sleep=RecordingSleep(), still_bound=check)
+        result = await broadcast(router, used, event=message("a message longer than ten"))
+        assert result.delivery_results["t"].success
+        assert [body(e) for e in old.delivered] == ["a message longer than ten"]
+        assert [body(e) for e in new.delivered] == ["a messa..."]
+        assert new.bindings == [changed]
+
+    async def test_a_retry_its_changed_binding_cannot_take_fails_as_not_transcoded(
+        self,
+    ) -> None:
+        # Prepared again for the binding as it is now: one that takes no such content fails
+        # as a broadcast to it would (its transcoding refused), without calling deliver.
+        class Refusing(ContentTranscoder):
+            async def transcode(
+                self, content: EventContent, source: ChannelBinding, target: ChannelBinding
+            ) -> EventContent | None:
+                return None if M.TEXT not in target.capabilities.media_types else content
+
+        used = bind("t", retry_policy=RetryPolicy(max_retries=3))
+        changed = bind("t", media=(M.AUDIO,), retry_policy=RetryPolicy(max_retries=3))
+
+        async def check(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return changed
+
+        target = Probe("t", deliveries=[ConnectionError("reset")])
+        router = make_router(target, still_bound=check, transcoder=Refusing())
+        result = await broadcast(router, used)
+        assert result.delivery_results["t"].error == "transcoding_failed"
+        assert len(target.delivered) == 1
+        assert router.breaker("t").failure_count == 1  # the attempt made, as uncut
 
     async def test_the_check_is_given_the_binding_the_delivery_uses(self) -> None:
         # Asked with the channel id alone, a channel detached and attached again (another

@@ -22,7 +22,10 @@ from roomkit import (
     Access,
     AIChannel,
     ChannelBinding,
+    ChannelCapabilities,
     ChannelCategory,
+    ChannelDirection,
+    ChannelMediaType,
     ChannelNotRegisteredError,
     ChannelOutput,
     ChannelType,
@@ -42,6 +45,7 @@ from roomkit import (
     LogUnavailableError,
     MockAIProvider,
     Observation,
+    RateLimit,
     RetryPolicy,
     RoomConflictError,
     RoomContext,
@@ -1796,6 +1800,120 @@ class TestChangesWhileADeliveryRetries:
         else:
             assert sms.attempts == 1
             assert [e.data["error"] for e in failed] == ["channel_detached"]
+
+    async def test_a_retry_follows_the_retry_policy_of_the_channel_attached_again(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Before, the retries went on under the policy of the binding of before the detach
+        # (4 attempts), each one given the binding attached again, which takes none.
+        async with make_kit() as kit:
+            sms = Retried("sms")
+            await retrying_room(kit, sms)
+            failed: list[FrameworkEvent] = []
+            kit.on("delivery_failed")(failed.append)
+
+            async def attached_again() -> None:
+                await kit.detach_channel("r1", "sms")
+                await kit.attach_channel("r1", "sms")  # no retry policy
+
+            await changed_while_it_hangs(kit, sms, attached_again)
+        assert sms.attempts == 1
+        assert [e.data["error"] for e in failed] == ["sms is down"]
+
+    @pytest.mark.parametrize(
+        "change",
+        [{"category": ChannelCategory.INTELLIGENCE}, {"direction": ChannelDirection.OUTBOUND}],
+        ids=["intelligence", "outbound"],
+    )
+    async def test_a_retry_stops_for_a_binding_a_new_message_would_not_be_delivered_to(
+        self, make_kit: Callable[..., RoomKit], change: dict[str, Any]
+    ) -> None:
+        # Before, attached again as an AI channel or OUTBOUND-only, the channel still got the
+        # earlier message's retries, where a new message is not delivered to it.
+        async with make_kit() as kit:
+            sms = Retried("sms")
+            await retrying_room(kit, sms)
+            failed: list[FrameworkEvent] = []
+            kit.on("delivery_failed")(failed.append)
+
+            async def attached_again() -> None:
+                before = await kit.get_binding("r1", "sms")
+                assert before is not None
+                await kit.detach_channel("r1", "sms")
+                await kit.attach_channel("r1", "sms", retry_policy=before.retry_policy, **change)
+
+            await changed_while_it_hangs(kit, sms, attached_again)
+        assert sms.attempts == 1
+        assert [e.data["error"] for e in failed] == ["channel_detached"]
+
+    async def test_a_retry_goes_through_the_channel_registered_again_prepared_for_it(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # Before, a channel registered again under its id (register_channel replaces it) and
+        # attached again with its capabilities: the retry called the replaced object, with
+        # the message prepared for the binding of before (not cut to the new max_length).
+        class Short(SimpleChannel):
+            def capabilities(self) -> ChannelCapabilities:
+                return ChannelCapabilities(media_types=[ChannelMediaType.TEXT], max_length=10)
+
+        async with make_kit() as kit:
+            sms = Retried("sms")
+            await retrying_room(kit, sms)
+            short = Short("sms")
+
+            async def registered_again() -> None:
+                before = await kit.get_binding("r1", "sms")
+                assert before is not None
+                await kit.detach_channel("r1", "sms")
+                kit.register_channel(short)
+                await kit.attach_channel("r1", "sms", retry_policy=before.retry_policy)
+
+            await changed_while_it_hangs(kit, sms, registered_again)
+
+            async def delivered() -> bool:
+                return short.texts() == ["hello"]
+
+            await eventually(delivered, timeout=5, what="the retry delivered")
+            await kit.process_inbound(text("ws", "a message longer than ten"), room_id="r1")
+        assert sms.attempts == 1
+        assert short.texts() == ["hello", "a messa..."]
+
+    async def test_a_rate_limited_backlog_ends_soon_after_the_detach(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        # One message each 100 s for sms, 5 messages queued: before, each one still waited
+        # for a token of the detached channel before it stopped (400 s), holding the room's
+        # deliveries to email as long. (A bound far from both: a loaded machine is slow.)
+        async with make_kit() as kit:
+            sms, email = SimpleChannel("sms"), SimpleChannel("email", ChannelType.EMAIL)
+            kit.register_channel(SimpleChannel("ws", ChannelType.WEBSOCKET))
+            kit.register_channel(sms)
+            kit.register_channel(email)
+            await room_with(kit, "r1", "ws", "email")
+            await kit.attach_channel("r1", "sms", rate_limit=RateLimit(max_per_second=0.01))
+            failed: list[FrameworkEvent] = []
+            kit.on("delivery_failed")(failed.append)
+
+            async def send(body: str) -> None:
+                await kit.process_inbound(text("ws", body), room_id="r1")
+
+            async def waiting() -> bool:  # m0 went out, m1 waits for its token
+                return email.texts() == ["m0", "m1"]
+
+            bodies = [f"m{i}" for i in range(5)]
+            async with anyio.create_task_group() as tg:
+                for body in bodies:
+                    tg.start_soon(send, body)
+                    await anyio.sleep(0.01)
+                await eventually(waiting, what="m1 waits for the token of sms")
+                await kit.detach_channel("r1", "sms")
+
+                async def all_sent() -> bool:
+                    return sorted(email.texts()) == bodies
+
+                await eventually(all_sent, timeout=30, what="the backlog went to email")
+        assert sms.texts() == ["m0"]
+        assert [e.data["error"] for e in failed] == ["channel_detached"] * 4
 
     @pytest.mark.parametrize("store_fault", ["unavailable", "hanging", "slow reads"])
     async def test_a_read_model_that_cannot_say_does_not_cut_the_delivery(
