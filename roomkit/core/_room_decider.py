@@ -783,11 +783,16 @@ class RoomDecider:
             original = await self._original(state, key)
             if original is not None:
                 return [], Outcome(blocked=True, reason="duplicate", duplicate_of=original)
+        # The room's id and the message's index, read once before the hooks and once after
+        # them (which may change the models in place): each attribute read of a pydantic
+        # model goes through its class's __getattr__ slot hook (~400 instructions).
+        room_id = room.id
         # Stamped now, not with the event's created_at: its channel may set that to a
         # provider's time, and the room's activity is when the message was recorded.
-        draft = _Draft(state, self._now(), reused=self._reused)
-        event = updated(event, {"room_id": room.id, "index": draft.next_index()})
-        result = await self._run_before_broadcast(room.id, event, context)
+        draft = _Draft(state, self._now(), room_id, self._reused)
+        event = updated(event, {"room_id": room_id, "index": draft.next_index()})
+        result = await self._run_before_broadcast(room_id, event, context)
+        room_id, index = room.id, event.index
         # A replacement of the hooks' under an id of its own (not a modified copy).
         replaced = result.event is not None and result.event.id != event.id
         if (result.injected_events or replaced) and self._reused is not None:
@@ -833,21 +838,21 @@ class RoomDecider:
                 root=blocked.id,
             )
         final = result.event if result.event is not None else event
-        if final.room_id != room.id or final.index not in (event.index, 0):
+        if final.room_id != room_id or final.index not in (index, 0):
             # 0.3.0 stored a modified event wherever it said (another room, an index of its
             # own); a room records only its own messages, at its next index. (Index 0: a
             # replacement made anew, which says nothing of its index.)
             logger.warning(
                 "room %s: hooks %s moved message %s to room %r, index %d: kept in this room at "
                 "index %d (a room records only its own messages)",
-                room.id,
+                room_id,
                 result.modified_by,
                 final.id,
                 final.room_id,
                 final.index,
-                event.index,
+                index,
             )
-        changes = {"status": _DELIVERED, "index": event.index, "room_id": room.id}
+        changes = {"status": _DELIVERED, "index": index, "room_id": room_id}
         if key and final.idempotency_key != key:
             # A replacement (a redaction hook's ``RoomEvent(...)``, or one given another key)
             # is still this message: under another key, or none, the provider's retry was
@@ -860,25 +865,26 @@ class RoomDecider:
             if own_id != final.id:
                 changes["id"] = own_id
         final = updated(final, changes)
+        final_id = final.id
         bound = final.source.channel_id in state.bindings
         # Unbound source: recorded, not broadcast, no room activity (0.3.0 returned early).
         draft.message(
             final,
-            deliver=Deliver(final, final.id, report=True) if bound else None,
+            deliver=Deliver(final, final_id, report=True) if bound else None,
             modified_by=result.modified_by,
             activity=bound,
         )
-        draft.injected(room.id, list(result.injected_events), final.id, key)
+        draft.injected(room_id, list(result.injected_events), final_id, key)
         if bound:
             # As in 0.3.0, the hooks' tasks belong to the message as recorded: a modify hook's
             # replacement, if one ran. A message whose channel is not bound in the room (routed
             # to a participant's room) keeps none: 0.3.0 returned before storing them (§5.2
             # step 7).
             draft.tasks_and_observations(
-                room.id, list(result.tasks), list(result.observations), final.id, final
+                room_id, list(result.tasks), list(result.observations), final_id, final
             )
         return draft.facts, Outcome(
-            event=final, root=final.id, announce=tuple(announce), unbound=not bound
+            event=final, root=final_id, announce=tuple(announce), unbound=not bound
         )
 
     async def _original(self, state: RoomState, key: str) -> str | None:

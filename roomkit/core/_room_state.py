@@ -280,14 +280,18 @@ class RoomState:
     def context(self, leave_out: int = 0) -> RoomContext:
         """A ``RoomContext`` snapshot: the most recent events, oldest first (quirk 1 fixed);
         without the last ``leave_out`` of them (the history as an earlier event saw it)."""
-        assert self.room is not None
+        # Woken once, then read past the properties (a call each; twice per message).
+        if self._at_rest is not None:
+            self._wake()
+        room = self._room
+        assert room is not None
         # Not validated: every part is already a validated model owned by this state.
         return constructed(
             RoomContext,
             {
-                "room": self.room,
-                "bindings": list(self.bindings.values()),
-                "participants": list(self.participants.values()),
+                "room": room,
+                "bindings": list(self._bindings.values()),
+                "participants": list(self._participants.values()),
                 "recent_events": self.recent.view(leave_out),
             },
         )

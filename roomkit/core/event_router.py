@@ -110,6 +110,9 @@ _CANNOT_READ = frozenset({Access.WRITE_ONLY, Access.NONE})
 # EnumType.__getattr__'s slot hook (Python 3.11: ~500 instructions a read).
 _OUTBOUND = ChannelDirection.OUTBOUND
 _TRANSPORT = ChannelCategory.TRANSPORT
+# Likewise a pydantic model's class attribute (pydantic's metaclass has a __getattr__ too): the
+# output of a target whose on_event is the base one, made for every such target of a message.
+_empty_output = ChannelOutput.empty
 
 
 _BASE_ON_EVENT = Channel.on_event
@@ -466,7 +469,7 @@ class EventRouter:
             if type(channel).on_event is _BASE_ON_EVENT and "on_event" not in vars(channel):
                 # The base on_event does nothing but answer an empty output: not even called
                 # (nor bounded) on every target of every message.
-                outcome.output = ChannelOutput.empty()
+                outcome.output = _empty_output()
             else:
                 output: Any = channel.on_event(prepared, target, context)
                 if _awaitable(output):  # bounded, its first step taken here (_deliver_once)

@@ -347,10 +347,14 @@ def _malformed(result: HookResult) -> str | None:
     set in place), or None. The pipeline reads its action, reason and lists, and logs the
     reason: one of another type would make a record no replay could read. (The items of its
     lists are checked as each is recorded.)"""
-    if not isinstance(result.action, str) or result.action not in _ACTIONS:
-        return f"returned a HookResult with action {result.action!r}"
-    if result.reason is not None and not isinstance(result.reason, str):
-        return f"returned a HookResult whose reason is a {type(result.reason).__name__}"
+    # Each field read once: a model's attribute read goes through pydantic's __getattr__
+    # slot hook (~400 instructions), and every sync hook's result is checked here.
+    action = result.action
+    if not isinstance(action, str) or action not in _ACTIONS:
+        return f"returned a HookResult with action {action!r}"
+    reason = result.reason
+    if reason is not None and not isinstance(reason, str):
+        return f"returned a HookResult whose reason is a {type(reason).__name__}"
     for name in _LISTS:
         value = getattr(result, name)
         if not isinstance(value, list):
@@ -585,7 +589,8 @@ class HookEngine:
                 logger.warning("sync hook %r (%s) %s, ignored", reg.name, trigger, wrong)
                 result.hook_errors.append({"hook": reg.name, "error": wrong})
                 continue
-            replacement = outcome.event if outcome.action == "modify" else None
+            action = outcome.action  # read once (see _malformed)
+            replacement = outcome.event if action == "modify" else None
             if replacement is not None and check is not None:
                 try:
                     replacement = check(replacement)
@@ -598,7 +603,7 @@ class HookEngine:
             result.injected_events.extend(outcome.injected_events)
             result.tasks.extend(outcome.tasks)
             result.observations.extend(outcome.observations)
-            if outcome.action == "block":
+            if action == "block":
                 result.allowed = False
                 result.reason = outcome.reason
                 result.blocked_by = reg.name
