@@ -58,7 +58,7 @@ from eventlog._nats_setup import (
     open_client,
     require_asyncio,
 )
-from roomkit.core._commands import GetContext, Outcome
+from roomkit.core._commands import GetContext, Outcome, SendEvent
 from roomkit.core._in_decision import DecisionWait
 from roomkit.errors import (
     KitClosedError,
@@ -113,7 +113,10 @@ class NatsOwnership(RoomOwnership):
         forward_timeout: how long a command sent to its room's owner is waited for; past it
             the caller gets ``RoomTimeoutError`` (``process_inbound``: a ``process_timeout``
             result), and the command may have been applied there. Keep it above the kit's
-            ``process_timeout``.
+            ``process_timeout``. An owner gone from the lease table before it answered (died,
+            or frozen past its leases) is not waited for further: a command safe to send again
+            (an inbound message or ``send_event`` with an idempotency key) goes to the room's
+            new holder, any other ends then as it would past this timeout.
         subject_prefix: the first tokens of the subjects commands are sent on.
         bucket: the JetStream key-value bucket that holds the leases.
         member: this process's name among them (default: host, pid and a random part). Two
@@ -237,6 +240,31 @@ class _Lease:
     renewed_at: float  # time.monotonic()
 
 
+@dataclass(eq=False, slots=True)
+class _Waiting:
+    """A command sent to ``owner`` for a room of ``partition``, waiting for its answer;
+    ``scope`` ends the wait once the owner is gone from the table (see ``_owners_gone``)."""
+
+    owner: str
+    partition: int
+    scope: anyio.CancelScope
+    # The owner was seen leaving: it answers what it received before it is gone (see leave).
+    leaving: bool = False
+
+
+def _sent_again_safely(request: dict[str, Any]) -> bool:
+    """Whether ``request``, sent to an owner that died (or froze) before it answered, may be
+    sent to the room's next owner: run twice, it records nothing twice. An inbound message or
+    a ``send_event`` with an idempotency key is answered as a duplicate of what the dead owner
+    recorded (the room's dedup reads the log); reading a room's context changes nothing."""
+    if request["op"] == "inbound":
+        return bool(request["message"].idempotency_key)
+    command = request["command"]
+    if isinstance(command, SendEvent):
+        return bool(command.idempotency_key)
+    return isinstance(command, GetContext)
+
+
 class NatsPlacement(Placement):
     """A process's leases, and the commands it sends and serves (see ``NatsOwnership``)."""
 
@@ -278,6 +306,9 @@ class NatsPlacement(Placement):
         # open for them (closed under them, they waited their forward_timeout for nothing).
         self._sending = 0
         self._sent = anyio.Event()
+        # Those of them waiting for an answer: each one's wait ends once its owner is gone
+        # from the table (see _owners_gone).
+        self._waiting: set[_Waiting] = set()
         self._left = False
         self._released = False  # the leases given back: the lease loop ends
         self._gone = False  # disconnected as the kit closed: nothing more is sent
@@ -554,6 +585,7 @@ class NatsPlacement(Placement):
             return False
         self._view = view
         self._view_number = number
+        self._owners_gone()
         return True
 
     def _note_renewals(self) -> None:
@@ -924,9 +956,7 @@ class NatsPlacement(Placement):
                     leaving = request["leaving"] = self._left
                     payload = encode(request)
                 try:
-                    reply = await self._nc.request(
-                        self._owner.subject(owner), payload, timeout=left
-                    )
+                    reply = await self._request(owner, room_id, payload, left)
                 except nats.errors.NoRespondersError:
                     # Gone (stopped or died) since the table was read: its leases go with it.
                     self._forget(owner)
@@ -950,6 +980,13 @@ class NatsPlacement(Placement):
                         "room %s: not sent to its owner %s (%r): run here", room_id, owner, exc
                     )
                     return None
+                if reply is None:
+                    # Its owner died or froze before it answered (see _owners_gone).
+                    owner_now = await self._after_owner_gone(owner, room_id, deadline, request)
+                    if owner_now is None:
+                        return None
+                    owner = owner_now
+                    continue
                 answer = decode(reply.data)
                 if isinstance(answer, dict) and "elsewhere" in answer:
                     owner_now = await self._moved(owner, room_id, deadline, answer["elsewhere"])
@@ -975,6 +1012,53 @@ class NatsPlacement(Placement):
         if isinstance(position, bool) or not isinstance(position, int):
             raise WireError(f"process {owner} answered without a log position: {answer!r}"[:300])
         return answer
+
+    async def _request(self, owner: str, room_id: str, payload: bytes, left: float) -> Msg | None:
+        """Send ``payload`` to ``owner`` and wait up to ``left`` seconds for its answer;
+        None once the owner is gone from the table meanwhile (see ``_owners_gone``).
+
+        Raises:
+            nats.errors.Error: as ``Client.request`` (TimeoutError after ``left`` seconds).
+        """
+        waiting = _Waiting(
+            owner,
+            partition_of(room_id, self._owner.partitions),
+            anyio.CancelScope(),
+            owner in self._view.leaving,
+        )
+        self._waiting.add(waiting)
+        try:
+            with waiting.scope:
+                return await self._nc.request(self._owner.subject(owner), payload, timeout=left)
+        finally:
+            self._waiting.discard(waiting)
+        return None  # the scope was cancelled by _owners_gone (a caller's cancel propagates)
+
+    async def _after_owner_gone(
+        self, owner: str, room_id: str, deadline: float, request: dict[str, Any]
+    ) -> str | None:
+        """The process to send ``request`` to now (None: run it here), its owner ``owner``
+        gone before it answered; the room's holder once one takes it up (this process
+        included), as for a command sent anew.
+
+        Raises:
+            RoomTimeoutError: the command is not one sent again safely (see
+                ``_sent_again_safely``): it may have been applied there, as after
+                ``forward_timeout``, but said now rather than when that ran out.
+        """
+        if not _sent_again_safely(request):
+            waited = self._owner.forward_timeout - (deadline - anyio.current_time())
+            raise RoomTimeoutError(
+                f"room {room_id}: its owner {owner} did not answer, and is gone (its lease "
+                f"lapsed after {waited:.1f} s of the {self._owner.forward_timeout:g} s waited "
+                "for: it died or froze) (the command may have been applied there)"
+            )
+        logger.info(
+            "room %s: its owner %s is gone before it answered: sent to the room's owner now",
+            room_id,
+            owner,
+        )
+        return await self._holder_now(room_id, deadline)
 
     async def _after_leaving(
         self, owner: str, room_id: str, deadline: float, sent_leaving: bool
@@ -1021,6 +1105,27 @@ class NatsPlacement(Placement):
         view.members.discard(owner)
         for partition in [p for p, member in view.owners.items() if member == owner]:
             del view.owners[partition]
+        self._owners_gone()  # its other commands in flight are not answered either
+
+    def _owners_gone(self) -> None:
+        """End the waits of the commands whose owner the view no longer counts alive and
+        no longer names for their room: it died or froze past its lease (its heartbeat
+        lapsed, not renewed). Each waited the whole forward_timeout (60 s by default) for
+        an answer that could not come, while a live process took the room up within a
+        lease_ttl. An owner still alive that gave the room on (a rebalance), or one seen
+        leaving, answers what it took: that wait goes on."""
+        view = self._view
+        for waiting in self._waiting:
+            if waiting.owner in view.leaving:
+                # Closing, it answers each command it received (or says "leaving") before
+                # it leaves the table; ended as it left, one it was about to answer
+                # "leaving" (then sent where the room went) ended in doubt.
+                waiting.leaving = True
+            elif not waiting.leaving and (
+                waiting.owner not in view.members
+                and view.owners.get(waiting.partition) != waiting.owner
+            ):
+                waiting.scope.cancel()
 
     # -- serving -----------------------------------------------------------------------------
 

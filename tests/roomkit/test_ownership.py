@@ -1012,7 +1012,7 @@ import anyio, sys
 from eventlog.nats import NatsEventLog
 from roomkit import RoomKit
 from roomkit.ownership.nats import NatsOwnership
-from tests.roomkit.kit_helpers import SimpleChannel
+from tests.roomkit.kit_helpers import Retried, SimpleChannel
 
 async def main(url: str) -> None:
     async with NatsEventLog(url) as log:
@@ -1022,6 +1022,7 @@ async def main(url: str) -> None:
                                     lease_ttl={lease_ttl}),
         )
         kit.register_channel(SimpleChannel("sms"))
+        {more_channels}
         async with kit:
             placement = kit._runtime.placement
             while len(placement.held) < {share}:
@@ -1035,14 +1036,18 @@ anyio.run(main, sys.argv[1])
 
 @asynccontextmanager
 async def victim(
-    url: str, directory: Path, member: str, lease_ttl: float
+    url: str, directory: Path, member: str, lease_ttl: float, *, stuck_ws: bool = False
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """A process named ``member`` holding its share of the partitions, killed with SIGKILL
-    as the block ends."""
+    as the block ends; ``stuck_ws``: with a "ws" channel whose first delivery never ends."""
     script = directory / f"{member}.py"
     script.write_text(
         textwrap.dedent(_VICTIM).format(
-            member=member, partitions=PARTITIONS, lease_ttl=lease_ttl, share=PARTITIONS // 2
+            member=member,
+            partitions=PARTITIONS,
+            lease_ttl=lease_ttl,
+            share=PARTITIONS // 2,
+            more_channels='kit.register_channel(Retried("ws"))' if stuck_ws else "",
         )
     )
     process = subprocess.Popen(
@@ -1154,32 +1159,145 @@ async def test_a_process_frozen_past_its_leases_does_not_act_on_them_as_it_wakes
     url = nats_server.url
     async with (
         NatsEventLog(url) as log,
-        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL) as a,
+        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL, forward_timeout=60.0) as a,
     ):
         async with victim(url, tmp_path, "victim", SHORT_LEASE_TTL) as frozen:
             room_id = await a_room_of(a, "victim")
             await room_with(a, room_id, "sms")
             frozen.send_signal(signal.SIGSTOP)
             try:
-                async with anyio.create_task_group() as tg:
-                    answers: list[InboundResult] = []
+                answers: list[InboundResult] = []
+                # Ends once a sees the frozen process's leases lapse (see the test below),
+                # long before its forward_timeout, and in doubt: it has no idempotency key.
+                with anyio.fail_after(20):
+                    answers.append(
+                        await a.process_inbound(text("sms", "sent first"), room_id=room_id)
+                    )
+                await takes_all_up(a)
+                await a.process_inbound(text("sms", "sent second"), room_id=room_id)
+                await anyio.sleep(SHORT_LEASE_TTL)  # frozen well past its leases
+                frozen.send_signal(signal.SIGCONT)
 
-                    async def first() -> None:
-                        answers.append(
-                            await a.process_inbound(text("sms", "sent first"), room_id=room_id)
-                        )
+                async def back() -> bool:  # woken, and past the command it had not taken
+                    return "victim" in placement(a).members
 
-                    tg.start_soon(first)  # waits on the frozen process's connection
-                    await takes_all_up(a)
-                    await a.process_inbound(text("sms", "sent second"), room_id=room_id)
-                    await anyio.sleep(SHORT_LEASE_TTL)  # frozen well past its leases
-                    frozen.send_signal(signal.SIGCONT)
+                await eventually(back, what="the frozen process back in the table")
+                await anyio.sleep(0.5)
             finally:
                 frozen.send_signal(signal.SIGCONT)
-            assert answers[0].event is not None
-        # Both ran in a, the room's holder: the one sent first was answered "elsewhere".
-        assert ran.count(("a", room_id)) == 2
-        assert bodies_of(await a.get_timeline(room_id)) == ["sent second", "sent first"]
+            assert (answers[0].reason, answers[0].event) == ("process_timeout", None)
+        # The one sent first was not run by the woken process (it no longer held the room).
+        assert ran.count(("a", room_id)) == 1
+        assert bodies_of(await a.get_timeline(room_id)) == ["sent second"]
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+async def test_a_command_whose_owner_dies_before_answering_ends_once_its_leases_lapse(
+    nats_server: NatsServer, tmp_path: Path, how: str
+) -> None:
+    # Sent to the room's owner, which then died (SIGKILL) or froze (SIGSTOP), a command was
+    # waited for the whole forward_timeout (60 s by default), while another process took the
+    # room up within a lease_ttl and its next message was recorded at once: the callers got
+    # process_timeout (RoomTimeoutError) a minute later, with nothing recorded. Now those
+    # that are safe to send again go to the room's new holder, and the others end in doubt
+    # as soon as the owner is seen gone.
+    ran: list[tuple[str, str]] = []
+    url = nats_server.url
+    async with (
+        NatsEventLog(url) as log,
+        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL, forward_timeout=60.0) as a,
+    ):
+        async with victim(url, tmp_path, "victim", SHORT_LEASE_TTL) as owner:
+            room_id = await a_room_of(a, "victim")
+            await room_with(a, room_id, "sms")
+            owner.send_signal(signal.SIGSTOP)  # it takes nothing from now on
+            inbound: dict[str, InboundResult] = {}
+            sent: list[RoomEvent] = []
+            refused: list[BaseException] = []
+            try:
+                with anyio.fail_after(20):  # well short of forward_timeout
+                    async with anyio.create_task_group() as tasks:
+
+                        async def send(body: str, key: str | None) -> None:
+                            message = text("sms", body, idempotency_key=key)
+                            inbound[body] = await a.process_inbound(message, room_id=room_id)
+
+                        async def send_event() -> None:
+                            content = TextContent(body="sent event")
+                            event = await a.send_event(
+                                room_id, "sms", content, idempotency_key="event-1"
+                            )
+                            sent.append(event)
+
+                        async def update() -> None:
+                            try:
+                                await a.update_room_metadata(room_id, {"step": 1})
+                            except RoomKitError as exc:
+                                refused.append(exc)
+
+                        tasks.start_soon(send, "with a key", "key-1")
+                        tasks.start_soon(send, "without a key", None)
+                        tasks.start_soon(send_event)
+                        tasks.start_soon(update)
+
+                        async def all_sent() -> bool:  # all four on their way to the owner
+                            return placement(a)._sending == 4
+
+                        await eventually(all_sent, what="the commands sent to the owner")
+                        if how == "killed":
+                            owner.send_signal(signal.SIGKILL)
+            finally:
+                owner.send_signal(signal.SIGCONT)
+        assert placement(a).owner_of(room_id) is None  # a took the room up
+        keyed, unkeyed = inbound["with a key"], inbound["without a key"]
+        assert keyed.reason is None and keyed.event is not None
+        assert (unkeyed.reason, unkeyed.event) == ("process_timeout", None)
+        assert [e.content.body for e in sent] == ["sent event"]  # type: ignore[union-attr]
+        assert len(refused) == 1 and "may have been applied" in str(refused[0]), refused
+        await a.process_inbound(text("sms", "next"), room_id=room_id)
+        timeline = await a.get_timeline(room_id)
+        assert sorted(bodies_of(timeline)[:2]) == ["sent event", "with a key"]
+        assert bodies_of(timeline)[2:] == ["next"]
+        assert (await a.get_room(room_id)).metadata == {}
+
+
+@pytest.mark.nats
+async def test_a_message_its_dead_owner_recorded_is_answered_as_a_duplicate_by_the_next(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # Recorded by its owner, which died as it delivered it: its caller waited the whole
+    # forward_timeout, then got process_timeout. Sent on to the room's next holder once the
+    # dead owner's leases lapse, it is answered as what its dedup finds: the recorded event.
+    ran: list[tuple[str, str]] = []
+    url = nats_server.url
+    async with (
+        NatsEventLog(url) as log,
+        kit_of(log, url, "a", ran, lease_ttl=SHORT_LEASE_TTL, forward_timeout=60.0) as a,
+    ):
+        async with victim(url, tmp_path, "victim", SHORT_LEASE_TTL, stuck_ws=True) as owner:
+            room_id = await a_room_of(a, "victim")
+            await room_with(a, room_id, "sms", "ws")
+            answers: list[InboundResult] = []
+            with anyio.fail_after(20):  # well short of forward_timeout
+                async with anyio.create_task_group() as tasks:
+
+                    async def send() -> None:
+                        message = text("sms", "recorded", idempotency_key="key-1")
+                        answers.append(await a.process_inbound(message, room_id=room_id))
+
+                    tasks.start_soon(send)
+
+                    async def recorded() -> bool:  # and its delivery to "ws" stuck
+                        return bodies_of(await a.get_timeline(room_id)) == ["recorded"]
+
+                    await eventually(recorded, what="the owner records the message")
+                    owner.send_signal(signal.SIGKILL)
+        [answer] = answers
+        assert (answer.blocked, answer.reason) == (True, "duplicate")
+        [event] = [e for e in await a.get_timeline(room_id) if e.type == EventType.MESSAGE]
+        assert answer.event is not None and answer.event.id == event.id
+        assert not ran  # decided once, by the owner that died
 
 
 @pytest.mark.nats
