@@ -289,6 +289,7 @@ class Outcome:
     # The event ids the decision claimed (ReusedIds.taken): the room's actor confirms them
     # once this outcome's append commits.
     claimed: tuple[str, ...] = ()
-    # RecordOutcome: blocked replies recorded under another id than their own (one event
-    # object blocked twice), original id -> recorded id; None if none was.
-    renamed: dict[str, str] | None = None
+    # RecordOutcome: the id each of its blocked replies is recorded under, one per reply in
+    # order (its own for one left out); None if each kept its own. By position, not keyed by
+    # the reply's id: one event object blocked twice is recorded under two.
+    blocked_ids: tuple[str, ...] | None = None

@@ -404,22 +404,23 @@ class RoomDelivery:
             ),
             worker_runs_them=True,
         )
-        renamed: dict[str, str] = {}
+        recorded_ids: tuple[str, ...] | None = None
         try:
             if outcome.continues_turn:
                 # The turn goes on with what the room commits now: wait for it.
-                renamed = await self._record(outcome)
+                recorded_ids = await self._record(outcome)
             elif results:
                 # Audit only: rides on a later append.
                 services.outcomes.add(self._room_id, outcome)
         finally:
-            # Said even if the room could not record them, as they were before.
-            for blocked in over_depth:
+            # Said even if the room could not record them, as they were before. By position:
+            # the blocked replies of the outcome begin with these (a cut chain's come after).
+            for n, blocked in enumerate(over_depth):
                 await notify(
                     "chain_depth_exceeded",
                     room_id=self._room_id,
                     channel_id=blocked.source.channel_id,
-                    event_id=renamed.get(blocked.id, blocked.id),
+                    event_id=recorded_ids[n] if recorded_ids is not None else blocked.id,
                     data={
                         "chain_depth": blocked.chain_depth,
                         "max_chain_depth": router.max_chain_depth,
@@ -448,11 +449,10 @@ class RoomDelivery:
         if errors:
             await self._report_hook_errors(errors, context, event.id)
 
-    async def _record(self, outcome: RecordOutcome) -> dict[str, str]:
-        """Have the room record ``outcome``; the blocked replies it recorded under another
-        id than their own (see ``Outcome.renamed``)."""
+    async def _record(self, outcome: RecordOutcome) -> tuple[str, ...] | None:
+        """Have the room record ``outcome``; the id each of its blocked replies is recorded
+        under (see ``Outcome.blocked_ids``), or None if each kept its own or none was."""
         ask_room = self._services.ask_room
-        renamed: dict[str, str] = {}
         try:
             reply = await ask_room(self._room_id, outcome, internal=True)
         except EventRefusedError as exc:
@@ -461,24 +461,27 @@ class RoomDelivery:
             self._note_replies(reply.value)
             self._now.extend(reply.jobs)
             self._left_out(outcome, reply.left_out)
-            return reply.renamed or renamed
+            recorded: tuple[str, ...] | None = reply.blocked_ids
+            return recorded
         # One append holds the whole outcome, and a log with a size limit (JetStream's max
         # payload) refuses it all for one reply too large: record its parts one by one, so
         # that only what the log refuses is lost.
         parts = _parts(outcome)
         if len(parts) == 1:
             self._not_recorded(outcome, refused)
-            return renamed
+            return None
+        recorded_ids: tuple[str, ...] | None = None
         for part in parts:
             try:
                 reply = await ask_room(self._room_id, part, internal=True)
                 self._note_replies(reply.value)
                 self._now.extend(reply.jobs)
                 self._left_out(part, reply.left_out)
-                renamed.update(reply.renamed or ())
+                if part.blocked:  # the first part holds them all (see _parts)
+                    recorded_ids = reply.blocked_ids
             except EventRefusedError as exc:
                 self._not_recorded(part, exc)
-        return renamed
+        return recorded_ids
 
     def _not_recorded(self, part: RecordOutcome, refused: EventRefusedError) -> None:
         """Say that the log refused ``part`` of an outcome (an AI's reply over JetStream's

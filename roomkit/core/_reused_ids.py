@@ -13,10 +13,12 @@ Three things say so, cheapest first:
   claim (the read model, asked before, held neither copy yet). A decision's claims are
   provisional until its append commits (``provisional``, ``confirm``, ``release``): one whose
   append failed or conflicted recorded nothing, and another room's copy renamed for it kept
-  an id the app chose from nobody;
+  an id the app chose from nobody. One whose append is in doubt keeps them until settling
+  says whether it landed (the room's actor);
 - the read model (``ReusedIds.stored``), for what another process, or this kit before a
   restart, recorded. It is asked only about events made before the message they answer, by
-  the kit's clock (a fresh reply is not: the hot path asks nothing), and within one bound for
+  the kit's clock (a fresh reply is not: the hot path asks nothing; nor is a hook's copy of
+  the message under a new id, which keeps the message's created_at), and within one bound for
   them all: a store that hangs must not hold the room, nor its deliveries, for long.
 """
 

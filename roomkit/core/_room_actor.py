@@ -113,8 +113,11 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         # The command being handled (see conflict_retries).
         self._taken: object = None
         # The event ids its latest decision claimed (ReusedIds.taken), until its append
-        # commits: released otherwise (see _release_claims).
+        # commits: released otherwise (see _drop_claims).
         self._claimed: tuple[str, ...] = ()
+        # Those of decisions whose appends are in doubt: kept claimed until settling finds
+        # whether they landed (confirmed by after_commit if so, released if not).
+        self._doubted: tuple[str, ...] = ()
         # Its caller's context (_caller_context): the command is decided in a copy of it.
         self._caller: Context | None = None
         # The log position of this incarnation's last commit. A command that commits nothing
@@ -208,8 +211,8 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             return await super().receive(message)
         finally:
             # Its append failed or conflicted for good (or there was none): its claims
-            # named events recorded nowhere.
-            self._release_claims()
+            # named events recorded nowhere. Unless it is in doubt (see _drop_claims).
+            self._drop_claims()
             # Decided (and retried) for good: an idle room must not keep the message.
             self._first_decided = None
             self._taken = None
@@ -301,7 +304,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
             outcome = Outcome()
         else:
             # Decided again (a conflict): the claims of the decision before are not its.
-            self._release_claims()
+            self._drop_claims()
             deciding = (
                 self._decide_inbound(state, command)
                 if type(command) is ProcessInbound
@@ -337,16 +340,40 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         outcome.in_doubt = self.in_doubt
         return Effect(events=facts, reply=outcome)
 
-    def _release_claims(self) -> None:
-        """Free the event ids claimed by a decision of this room that did not commit (its
-        append failed or conflicted, or it raised): it recorded none of them."""
+    def _drop_claims(self) -> None:
+        """Let go of the event ids claimed by decisions of this room that did not commit (an
+        append failed or conflicted, or a decision raised): released, as they recorded none
+        of them, unless an append of this room is in doubt. That one may have landed (the
+        log timed out after writing it): released at once, its ids were free for another
+        room, whose copy the read model then refused as already stored. Kept until settling
+        says (after_commit confirms those that landed); released once nothing is in doubt.
+        """
         reused = self._services.reused_ids
         left = reused.provisional(self.key)  # of a decision that raised
         if self._claimed:
-            left = (*self._claimed, *left)
+            if self.in_doubt:
+                self._doubted = (*self._doubted, *self._claimed)
+            else:
+                left = (*self._claimed, *left)
             self._claimed = ()
+        if self._doubted and not self.in_doubt:
+            left = (*self._doubted, *left)
+            self._doubted = ()
         if left:
-            reused.release(self.key, left)
+            # Not those the room holds: a later decision recorded one of them again (its own
+            # claims do not count, see ReusedIds.taken) after the append in doubt claimed it.
+            held = self.state.recent.may_hold
+            reused.release(self.key, tuple(i for i in left if not held(i)))
+
+    def _confirm_claims(self, claimed: tuple[str, ...]) -> None:
+        """The append of the decision that claimed ``claimed`` committed (the one in hand, or
+        one in doubt that landed): claimed for good."""
+        self._services.reused_ids.confirm(self.key, claimed)
+        if claimed is self._claimed:
+            self._claimed = ()
+        elif self._doubted:
+            confirmed = set(claimed)
+            self._doubted = tuple(i for i in self._doubted if i not in confirmed)
 
     async def _decide_inbound(
         self, state: RoomState, command: ProcessInbound
@@ -538,9 +565,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         effect = self.committing
         outcome: Outcome | None = effect.reply if effect is not None else None  # type: ignore[assignment]
         if outcome is not None and outcome.claimed:
-            self._services.reused_ids.confirm(self.key, outcome.claimed)
-            if outcome.claimed is self._claimed:
-                self._claimed = ()
+            self._confirm_claims(outcome.claimed)
         if outcome is not None:
             outcome.in_doubt = False  # committed after the version any doubt expected
             outcome.position = outcome.read_position = position
@@ -620,6 +645,7 @@ class RoomActor(EventSourcedActor[RoomState, Fact]):
         await super().on_stop()  # an append in doubt: its deliveries before those outcomes
         if not self.in_doubt:
             self._services.settled(self.key)
+            self._drop_claims()  # of an append in doubt that did not land
         # Passivation or shutdown: append what is still waiting rather than lose it.
         if self._unrecorded or self._services.outcomes.holds(self.key):
             try:

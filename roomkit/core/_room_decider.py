@@ -8,6 +8,7 @@ lifecycle hooks) say so in ``Fact.then``; the actor does it once the append is a
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -795,9 +796,15 @@ class RoomDecider:
         room_id, index = room.id, event.index
         # A replacement of the hooks' under an id of its own (not a modified copy).
         replaced = result.event is not None and result.event.id != event.id
-        if (result.injected_events or replaced) and self._reused is not None:
+        # Of those, one the hooks may give again (a canned object made before), which the read
+        # model is asked about: not a copy of the message, which keeps its created_at (a
+        # modify hook's ``event.model_copy(update={"id": ...})``, fresh for every message).
+        given_again = (
+            replaced and result.event is not None and result.event.created_at != event.created_at
+        )
+        if (result.injected_events or given_again) and self._reused is not None:
             given = [getattr(item, "event", None) for item in result.injected_events]
-            if replaced:
+            if given_again:
                 given.append(result.event)
             # What another process (or this kit before a restart) recorded: events made
             # before the hooks ran, by the kit's clock (the message's created_at may be its
@@ -946,8 +953,14 @@ class RoomDecider:
         draft.stored = cmd.stored  # looked up by the delivery worker (see _reused_ids)
         if cmd.results:
             draft.add(_delivery_recorded(cmd))
-        renamed: dict[str, str] = {}  # blocked replies recorded under another id
-        for blocked in _storable(cmd.blocked, RoomEvent, "blocked reply", draft.left_out):
+        # The id each blocked reply is recorded under, in order (see Outcome.blocked_ids).
+        blocked_ids: list[str] = []
+        renamed = False
+        for given in cmd.blocked:
+            blocked = _storable_or_none(given, RoomEvent, "blocked reply", draft.left_out)
+            if blocked is None:
+                blocked_ids.append(getattr(given, "id", ""))
+                continue
             if blocked.room_id != room.id:
                 # As a reply that went through: named after another room (a canned reply made
                 # for one), it went to that room's timeline in the read model, at this room's
@@ -958,8 +971,8 @@ class RoomDecider:
                 "index": draft.next_index(),
                 **draft.own(blocked, (cmd.event_id, cmd.root)),
             }
-            if update["id"] != blocked.id:
-                renamed[blocked.id] = update["id"]
+            blocked_ids.append(update["id"])
+            renamed = renamed or update["id"] != blocked.id
             draft.message(blocked.model_copy(update=update))
         recorded: list[RoomEvent] = []
         # A reply that does not validate (an AI's text with a lone surrogate) is left out, as
@@ -1000,7 +1013,7 @@ class RoomDecider:
         if renamed:
             # The router names a blocked reply's Observation after the reply: one event object
             # blocked twice (a channel's canned reply) made one Observation of two.
-            observations = [_named_after(o, renamed) for o in observations]
+            observations = _named_after(observations, cmd.blocked, blocked_ids)
         draft.tasks_and_observations(room.id, cmd.tasks, observations, cmd.root, cmd.event)
         # The replies as recorded: the delivery worker gives them to messages queued behind.
         return draft.facts, Outcome(
@@ -1008,7 +1021,7 @@ class RoomDecider:
             root=cmd.root if cmd.continues_turn else None,
             for_worker=cmd if cmd.worker_runs_them else None,
             left_out=tuple(draft.left_out),
-            renamed=renamed or None,
+            blocked_ids=tuple(blocked_ids) if renamed else None,
         )
 
 
@@ -1027,13 +1040,28 @@ def _hooks_only(facts: list[Fact], root: str) -> tuple[RunLifecycle, ...] | None
     return tuple(hooks) if hooks else None
 
 
-def _named_after(observation: Any, renamed: dict[str, str]) -> Any:
-    """``observation``, named after the id its blocked reply is recorded under (see
-    ``EventRouter``'s ``obs_<reply id>``) if that reply was given another."""
-    name = getattr(observation, "id", None)
-    if isinstance(name, str) and name.startswith("obs_") and name[4:] in renamed:
-        return observation.model_copy(update={"id": f"obs_{renamed[name[4:]]}"})
-    return observation
+def _named_after(
+    observations: Sequence[Any], blocked: Sequence[RoomEvent], recorded: Sequence[str]
+) -> list[Any]:
+    """``observations``, each named after the id its blocked reply is recorded under (see
+    ``EventRouter``'s ``obs_<reply id>``; ``recorded``: the id of each of ``blocked``, in
+    order). The router adds a blocked reply and its Observation in the same order, so the
+    n-th Observation named after an id is the n-th blocked reply of that id's: keyed by the
+    id alone, two copies of one object blocked twice made one Observation of two."""
+    pending: dict[str, deque[str]] = {}
+    for reply, recorded_id in zip(blocked, recorded, strict=True):
+        pending.setdefault(getattr(reply, "id", ""), deque()).append(recorded_id)
+    named: list[Any] = []
+    for observation in observations:
+        name = getattr(observation, "id", None)
+        if isinstance(name, str) and name.startswith("obs_"):
+            ids = pending.get(name[4:])
+            if ids:
+                recorded_id = ids.popleft()
+                if recorded_id != name[4:]:
+                    observation = observation.model_copy(update={"id": f"obs_{recorded_id}"})
+        named.append(observation)
+    return named
 
 
 def validated(model: M, stored: type[BaseModel] | None = None) -> M:

@@ -356,3 +356,52 @@ async def test_chain_depth_exceeded_names_each_blocked_reply_as_recorded(
             blocked = [e.id for e in timeline if e.status == EventStatus.BLOCKED]
             assert len(set(blocked)) == 2
             assert said == blocked
+
+
+async def test_one_reply_object_blocked_twice_in_one_broadcast_is_said_under_each_id(
+    log: MemoryEventLog,
+) -> None:
+    # Two AI channels answering one message with one canned reply object, both blocked: the
+    # copies were recorded under two ids, but the ids said were looked up by the reply's own
+    # id, so both chain_depth_exceeded events named the second copy, and one Observation
+    # (named after the second copy too) stood for the two blocked replies.
+    canned = RoomEvent(
+        room_id="r1",
+        source=EventSource(channel_id="ai1", channel_type=ChannelType.AI),
+        content=TextContent(body="canned reply"),
+    )
+
+    class Canned(SimpleChannel):
+        async def on_event(
+            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+        ) -> ChannelOutput:
+            if event.source.channel_type == ChannelType.AI:
+                return ChannelOutput.empty()
+            return ChannelOutput(responded=True, response_events=[canned])
+
+    with anyio.fail_after(BOUND):
+        async with RoomKit(log=log, max_chain_depth=0) as kit:
+            said: list[str | None] = []
+
+            @kit.on("chain_depth_exceeded")
+            async def exceeded(event: Any) -> None:
+                said.append(event.event_id)
+
+            kit.register_channel(SimpleChannel("sms"))
+            await kit.create_room(room_id="r1")
+            await kit.attach_channel("r1", "sms")
+            for channel_id in ("ai1", "ai2"):
+                kit.register_channel(Canned(channel_id, ChannelType.AI))
+                await kit.attach_channel("r1", channel_id, category=ChannelCategory.INTELLIGENCE)
+            await kit.process_inbound(text("sms", "m0"), room_id="r1")
+
+            async def both_said() -> bool:
+                return len(said) == 2
+
+            await eventually(both_said, what="two chain_depth_exceeded events")
+            timeline = await kit.get_timeline("r1")
+            blocked = [e.id for e in timeline if e.status == EventStatus.BLOCKED]
+            assert len(set(blocked)) == 2
+            assert said == blocked
+            observations = await kit.store.list_observations("r1")
+            assert sorted(o.id for o in observations) == sorted(f"obs_{i}" for i in blocked)

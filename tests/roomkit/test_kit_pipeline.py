@@ -2467,7 +2467,9 @@ async def test_an_id_claimed_by_a_room_whose_append_failed_is_free_for_another_r
 ) -> None:
     # Room a claimed the notice's app-chosen id, then its append failed (nothing recorded):
     # the claim stayed, and room b's copy was recorded under a new id though no room had
-    # recorded the id, with a warning saying room b held it.
+    # recorded the id, with a warning saying room b held it. (Released once room a's next
+    # append settles the one in doubt: until then it may have landed, see
+    # test_an_id_claimed_by_an_append_in_doubt_stays_claimed_until_it_is_settled.)
     log = _AwayOnce()
     notice = RoomEvent(
         id="closed-notice",
@@ -2482,13 +2484,143 @@ async def test_an_id_claimed_by_a_room_whose_append_failed_is_free_for_another_r
 
         @kit.hook(HookTrigger.BEFORE_BROADCAST)
         async def closed(event: RoomEvent, context: RoomContext) -> HookResult:
+            if isinstance(event.content, TextContent) and event.content.body == "settle":
+                return HookResult.allow()
             return HookResult.allow(injected=[InjectedEvent(event=notice, target_channel_ids=[])])
 
         log.fail_next = True
         with pytest.raises(LogUnavailableError):
             await kit.process_inbound(text("sms", "hi a"), room_id="a")
+        await kit.process_inbound(text("sms", "settle"), room_id="a")  # nothing had landed
         with caplog.at_level(logging.WARNING, logger="roomkit.room"):
             await kit.process_inbound(text("sms", "hi b"), room_id="b")
         notices = [e.id for e in await kit.get_timeline("b", limit=100)]
         assert "closed-notice" in notices
         assert not [r for r in caplog.records if "is recorded as" in r.getMessage()]
+
+
+class _CountingStore(InMemoryStore):
+    """A read model that notes the events it is asked about (``get_event``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    async def get_event(self, event_id: str) -> RoomEvent | None:
+        self.asked.append(event_id)
+        return await super().get_event(event_id)
+
+
+async def test_a_copy_of_the_message_under_a_new_id_asks_the_read_model_nothing() -> None:
+    # A modify hook giving each message a copy under a new id (the copy keeps the message's
+    # created_at, before the room's clock) made every message ask the read model whether it
+    # held that fresh id, inside the room's decision: a slow store held each message up to
+    # the lookup's bound. A canned replacement made before is still asked about after a
+    # restart (this kit never saw it recorded).
+    log = MemoryEventLog()
+    store = _CountingStore()
+    canned = RoomEvent(
+        id="redacted",
+        room_id="any",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="[redacted]"),
+    )
+
+    async def renamed(event: RoomEvent, context: RoomContext) -> HookResult:
+        body = TextContent(body="[redacted]")
+        return HookResult.modify(
+            event.model_copy(update={"id": f"red-{event.content.body}", "content": body})  # type: ignore[union-attr]
+        )
+
+    async with RoomKit(log=log, store=store) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.hook(HookTrigger.BEFORE_BROADCAST)(renamed)
+        await room_with(kit, "a", "sms")
+        for n in range(3):
+            result = await kit.process_inbound(text("sms", f"m{n}"), room_id="a")
+            assert result.event is not None and result.event.id == f"red-m{n}"
+        assert store.asked == []
+    async with RoomKit(log=log, store=store) as kit:  # restarted: the read model says
+        kit.register_channel(SimpleChannel("sms"))
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def redact(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.modify(canned)
+
+        await room_with(kit, "b", "sms")
+        first = await kit.process_inbound(text("sms", "x"), room_id="b")
+        assert first.event is not None and first.event.id == "redacted"
+    async with RoomKit(log=log, store=store) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        kit.hook(HookTrigger.BEFORE_BROADCAST)(redact)
+        await room_with(kit, "c", "sms")
+        again = await kit.process_inbound(text("sms", "y"), room_id="c")
+        assert "redacted" in store.asked
+        assert again.event is not None and again.event.id != "redacted"
+        assert [e.id for e in await kit.get_timeline("c", limit=100)][-1] == again.event.id
+
+
+class _LandsThenAway(MemoryEventLog):
+    """A memory log whose next append, once ``fail_next`` is set, lands and still fails (the
+    log timed out after writing it): an append in doubt that landed."""
+
+    fail_next = False
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> list[Record]:
+        records = await super().append(stream, events, expected_version=expected_version)
+        if self.fail_next:
+            self.fail_next = False
+            raise LogUnavailable("timed out after writing")
+        return records
+
+
+class _Behind(InMemoryStore):
+    """A read model that has not projected what it is asked about yet (``get_event``), until
+    ``behind`` is unset; it projects all the same."""
+
+    behind = True
+
+    async def get_event(self, event_id: str) -> RoomEvent | None:
+        return None if self.behind else await super().get_event(event_id)
+
+
+async def test_an_id_claimed_by_an_append_in_doubt_stays_claimed_until_it_is_settled() -> None:
+    # Room a's append of an injected notice landed, but the log reported an outage: its
+    # claim of the notice's id was released at once, so room b, given the same object
+    # before the read model held a's copy, recorded it under the same id; the read model
+    # refused b's copy ("already stored in room 'a'") and b's timeline lacked it.
+    log = _LandsThenAway()
+    store = _Behind()
+    notice = RoomEvent(
+        id="closed-notice",
+        room_id="any",
+        source=EventSource(channel_id="sms", channel_type=ChannelType.SMS),
+        content=TextContent(body="we are closed"),
+    )
+    async with RoomKit(log=log, store=store) as kit:
+        kit.register_channel(SimpleChannel("sms"))
+        await room_with(kit, "a", "sms")
+        await room_with(kit, "b", "sms")
+
+        @kit.hook(HookTrigger.BEFORE_BROADCAST)
+        async def closed(event: RoomEvent, context: RoomContext) -> HookResult:
+            return HookResult.allow(injected=[InjectedEvent(event=notice, target_channel_ids=[])])
+
+        log.fail_next = True
+        with pytest.raises(LogUnavailableError):
+            await kit.process_inbound(text("sms", "hi a"), room_id="a")
+        await kit.process_inbound(text("sms", "hi b"), room_id="b")
+        store.behind = False
+        await kit.process_inbound(text("sms", "hi a again"), room_id="a")  # settles a's
+        notices = {
+            room_id: [
+                e.id
+                for e in await kit.get_timeline(room_id, limit=100)
+                if isinstance(e.content, TextContent) and e.content.body == "we are closed"
+            ]
+            for room_id in ("a", "b")
+        }
+        assert notices["a"][0] == "closed-notice"
+        assert len(notices["b"]) == 1 and notices["b"][0] != "closed-notice"
