@@ -32,7 +32,7 @@ _REACHED_KEPT = 64
 """Deliveries cut short whose reached connections a channel keeps for their retry."""
 
 _Reached = tuple[frozenset[str], int]
-"""Of a delivery cut short: the connections its sends reached, and the retries left to it."""
+"""Of a delivery cut short: the connections its sends reached, and the attempts it made."""
 
 
 class _Connection:
@@ -144,15 +144,14 @@ class WebSocketChannel(Channel):
             An empty output.
         """
         connections = list(self._connections.items())
-        policy = binding.retry_policy
         earlier: frozenset[str] = frozenset()
-        retries = 0 if policy is None else policy.max_retries
+        made = 0  # the attempts made before this one
         if self._reached:
             cut = self._reached.pop(event.id, None)
             if cut is not None:
                 # A retry of a delivery cut short: the clients it reached got the event (sent
                 # again, the healthy clients showed each message twice).
-                earlier, retries = cut[0], cut[1] - 1
+                earlier, made = cut
                 connections = [c for c in connections if c[0] not in earlier]
         if not connections:
             return ChannelOutput.empty()
@@ -176,7 +175,7 @@ class WebSocketChannel(Channel):
                 self._drop(connection_id, connection, "its send was cut short")
             # The earlier attempts' too: a retry cut again that kept its own alone sent the
             # next retry to the clients the attempts before it reached.
-            self._keep_reached(event.id, earlier.union(reached), retries)
+            self._keep_reached(event.id, earlier.union(reached), made + 1, binding)
             raise
         return ChannelOutput.empty()
 
@@ -186,13 +185,20 @@ class WebSocketChannel(Channel):
         self._reached.clear()
         await super().close()
 
-    def _keep_reached(self, event_id: str, reached: frozenset[str], retries: int) -> None:
-        """Keep what a delivery cut short reached for its retry, if one may follow."""
-        if retries <= 0:
+    def _keep_reached(
+        self, event_id: str, reached: frozenset[str], made: int, binding: ChannelBinding
+    ) -> None:
+        """Keep what a delivery cut short reached for its retry, if one may follow: the
+        router tries again while the attempts ``made`` are fewer than the retry policy of
+        the binding as it is now allows (``binding``: this attempt's), as this does.
+        Counted down from the first attempt's policy, a policy raised meanwhile (a re-attach)
+        had the router try once more than kept for: the healthy clients got it twice."""
+        policy = binding.retry_policy
+        if policy is None or made > policy.max_retries:
             # No retry policy, or its last attempt: nothing would take it (it stayed until
             # _REACHED_KEPT later cuts pushed it out).
             return
-        self._reached[event_id] = (reached, retries)
+        self._reached[event_id] = (reached, made)
         if len(self._reached) > _REACHED_KEPT:
             del self._reached[next(iter(self._reached))]
 

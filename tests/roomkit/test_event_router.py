@@ -1143,6 +1143,24 @@ class TestDetachedMeanwhile:
         assert result.delivery_results["t"].error == "channel_detached"
         assert len(target.delivered) == 1
 
+    async def test_a_watched_wait_that_fails_fails_the_delivery_with_its_own_error(
+        self,
+    ) -> None:
+        # Raised inside the watch's task group, it came out as an ExceptionGroup: the
+        # delivery's error said "unhandled errors in a TaskGroup (1 sub-exception)".
+        async def bound(room_id: str, binding: ChannelBinding) -> ChannelBinding | None:
+            return binding
+
+        async def sleep(seconds: float) -> None:
+            raise RuntimeError("the clock is gone")
+
+        target = Probe("t", deliveries=[ConnectionError("reset")])
+        used = bind("t", retry_policy=RetryPolicy(max_retries=1, base_delay_seconds=10))
+        router = make_router(target, still_bound=bound, sleep=sleep)
+        with anyio.fail_after(5):
+            result = await broadcast(router, used)
+        assert result.delivery_results["t"].error == "the clock is gone"
+
     @pytest.mark.parametrize(
         ("now", "attempts", "delays"),
         [

@@ -1358,6 +1358,53 @@ class TestResilience:
             assert received == ["hello", "again"]
             assert ws.connection_count == 1
 
+    async def test_a_websocket_delivery_retried_under_a_policy_raised_meanwhile_reaches_once(
+        self, make_kit: Callable[..., RoomKit]
+    ) -> None:
+        """The channel counted a cut delivery's retries from its first binding's policy,
+        the router from the binding as it is now: attached again with more retries, the
+        router tried once more than the channel kept what was reached for, and the healthy
+        client got the message twice."""
+        ws = WebSocketChannel("ws", send_timeout=None)
+        received: list[str] = []
+        good = _good(received)
+        cuts = 0
+        first_cut = anyio.Event()
+        back: list[str] = []  # what the flaky client got once it answered
+
+        async def flaky(connection_id: str, event: RoomEvent) -> None:
+            nonlocal cuts
+            try:
+                await _stuck(connection_id, event)
+            finally:
+                cuts += 1
+                first_cut.set()
+                # Back at once, stuck again the first time, then answering.
+                ws.register_connection(f"flaky-{cuts}", flaky if cuts < 2 else _good(back))
+
+        async def delivered() -> bool:
+            return back == ["hello"]
+
+        async with make_kit(process_timeout=0.3) as kit:
+            kit.register_channel(ws)
+            kit.register_channel(SimpleChannel("sms"))
+            await room_with(kit, "r1", "sms")
+            once = RetryPolicy(max_retries=1, base_delay_seconds=2)
+            await kit.attach_channel("r1", "ws", retry_policy=once)
+            await kit.connect_websocket("ws", "good", good)
+            await kit.connect_websocket("ws", "flaky", flaky)
+            with anyio.fail_after(15):
+                async with anyio.create_task_group() as tg:
+                    send = functools.partial(kit.process_inbound, room_id="r1")
+                    tg.start_soon(send, text("sms", "hello"))
+                    await first_cut.wait()  # the first attempt was cut: a retry in 2 s
+                    await kit.detach_channel("r1", "ws")
+                    more = RetryPolicy(max_retries=3, base_delay_seconds=0.01)
+                    await kit.attach_channel("r1", "ws", retry_policy=more)
+                await eventually(delivered, timeout=10, what="the third attempt")
+            assert cuts == 2  # the first attempt and the first retry were cut
+            assert received == ["hello"]
+
     async def test_a_websocket_client_whose_send_failed_in_a_cut_delivery_gets_its_retry(
         self, make_kit: Callable[..., RoomKit]
     ) -> None:
