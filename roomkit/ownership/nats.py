@@ -1105,7 +1105,10 @@ class NatsPlacement(Placement):
         view.members.discard(owner)
         for partition in [p for p, member in view.owners.items() if member == owner]:
             del view.owners[partition]
-        self._owners_gone()  # its other commands in flight are not answered either
+        # Not _owners_gone: no responders says only that the owner is not subscribed now (a
+        # connection blip it reconnects from); the table says whether it is gone. Ended
+        # here, its other commands in flight were run again here while it ran them, or
+        # answered process_timeout though it recorded them.
 
     def _owners_gone(self) -> None:
         """End the waits of the commands whose owner the view no longer counts alive and

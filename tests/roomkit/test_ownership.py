@@ -793,6 +793,50 @@ async def test_a_read_of_the_lease_table_cut_short_fails_rather_than_reading_not
 
 
 @pytest.mark.nats
+async def test_an_owner_whose_connection_blips_still_answers_the_commands_it_took(
+    nats_server: NatsServer,
+) -> None:
+    # A command sent while the owner's connection was down got no responders, and that
+    # ended the waits of the other commands in flight to it, though it had taken them and
+    # answered them once back: the one without a key was answered process_timeout (and
+    # recorded there), the keyed one was decided again here.
+    assert nats_server.port is not None
+    ran: list[tuple[str, str]] = []
+    async with (
+        Link(nats_server.port) as link,
+        NatsEventLog(nats_server.url) as log_a,
+        NatsEventLog(nats_server.url) as log_b,
+    ):
+        a = kit_of(log_a, nats_server.url, "a", ran)
+        b = kit_of(log_b, link.url, "b", ran)  # its ownership connection goes through link
+        async with a, b:
+            await even_shares(a, b)
+            keyed, plain, third = rooms_of(b, 3)
+            for room_id in (keyed, plain, third):
+                await room_with(a, room_id, "sms")
+            ran.clear()
+            results: dict[str, InboundResult] = {}
+
+            async def send(room_id: str, key: str | None) -> None:
+                message = text("sms", "slow", sender=room_id, idempotency_key=key)
+                results[room_id] = await a.process_inbound(message, room_id=room_id)
+
+            async def taken() -> bool:  # b runs both (its hook takes 3 s)
+                return {("b", keyed), ("b", plain)} <= set(ran)
+
+            with anyio.fail_after(25):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send, keyed, "k1")
+                    tg.start_soon(send, plain, None)
+                    await eventually(taken, what="b takes both up")
+                    link.cut()  # b reconnects after its reconnect wait
+                    tg.start_soon(send, third, "k3")  # no responders, likely
+        assert results[plain].reason is None and results[plain].event is not None
+        assert results[keyed].reason is None
+        assert ("a", keyed) not in ran and ("a", plain) not in ran
+
+
+@pytest.mark.nats
 async def test_processes_that_split_the_rooms_otherwise_are_reported(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
