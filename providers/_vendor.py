@@ -66,6 +66,7 @@ class VendorProvider(HTTPClientOwner, Generic[ConfigT]):
             (``"twilio"`` → ``twilio_21211``); "" when only error parsers name codes.
         secrets: Credentials to mask should the vendor echo them in an error.
         logger: The vendor's logger.
+        log_path: Whether logs name the path of the URLs called (see :class:`VendorHTTP`).
 
     Raises:
         ImportError: httpx is not installed.
@@ -81,6 +82,7 @@ class VendorProvider(HTTPClientOwner, Generic[ConfigT]):
         code_prefix: str = "",
         secrets: Iterable[SecretStr | None] = (),
         logger: logging.Logger | None = None,
+        log_path: bool = True,
     ) -> None:
         self._config = config
         self._http = VendorHTTP(
@@ -90,6 +92,7 @@ class VendorProvider(HTTPClientOwner, Generic[ConfigT]):
             code_prefix=code_prefix,
             secrets=[secret.get_secret_value() for secret in secrets if secret is not None],
             logger=logger,
+            log_path=log_path,
         )
 
     @property

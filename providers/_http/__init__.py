@@ -53,7 +53,14 @@ from providers._http._failure import (
     is_retryable_status,
 )
 from providers._http._retry_after import parse_retry_after, retry_after_from_headers
-from providers._http._secrets import MAX_MESSAGE, bearer, redact, secret_value, shorten
+from providers._http._secrets import (
+    MAX_MESSAGE,
+    bearer,
+    loggable_url,
+    redact,
+    secret_value,
+    shorten,
+)
 
 __all__ = [
     "MAX_MESSAGE",
@@ -71,6 +78,7 @@ __all__ = [
     "failure_from_response",
     "import_httpx",
     "is_retryable_status",
+    "loggable_url",
     "parse_retry_after",
     "redact",
     "response_json",

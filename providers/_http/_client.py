@@ -9,14 +9,20 @@ from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from providers._http._error_body import ErrorParser
 from providers._http._failure import HTTPFailure, failure_from_exception, failure_from_response
-from providers._http._secrets import redact, shorten
+from providers._http._secrets import loggable_url, redact, shorten
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["VendorHTTP", "import_httpx"]
+__all__ = ["MAX_ANSWER_BYTES", "VendorHTTP", "import_httpx"]
+
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+"""Most bytes of an answer read (decoded): vendor answers are small JSON objects, and a 300 MB
+error page was read whole (600 MB of memory more) for the 300 characters a failure keeps."""
 
 
 def import_httpx(provider: str) -> ModuleType:
@@ -66,6 +72,15 @@ class VendorHTTP:
             :func:`failure_from_response`); "" to use vendor codes only through parsers.
         secrets: Values masked in failure messages (API keys, tokens).
         logger: Where failed calls are logged; ``roomkit.providers.http`` when None.
+        log_path: Whether logs name the path of the URLs called (never their userinfo or
+            query); only their scheme and host when False (a webhook URL whose path is its
+            token).
+
+    Each call must be complete within ``timeout`` (sending, the answer's headers and its
+    body): httpx's own read timeout restarts at each chunk, and a server sending one byte
+    every few tenths of a second held a ``send(timeout=1.0)`` for as long as it liked. An
+    answer is read up to :data:`MAX_ANSWER_BYTES`: an error page beyond is cut, a 2xx answer
+    beyond is an ``invalid_response`` failure.
 
     Raises:
         ImportError: httpx is not installed.
@@ -80,8 +95,10 @@ class VendorHTTP:
         code_prefix: str = "",
         secrets: Iterable[str] = (),
         logger: logging.Logger | None = None,
+        log_path: bool = True,
     ) -> None:
         self._httpx = import_httpx(provider)
+        self._log_path = log_path
         self._provider = provider
         self._timeout = timeout
         self._code_prefix = code_prefix
@@ -132,19 +149,97 @@ class VendorHTTP:
         """
         if self._client.is_closed:
             return self._closed_failure()
+        send_options = _send_options(kwargs)
+        request = self._build_request(method, url, kwargs)
+        if isinstance(request, HTTPFailure):
+            return request
+        with anyio.move_on_after(self._timeout) as deadline:
+            outcome = await self._exchange(
+                request, method, url, error_parser, send_options, read_all=True
+            )
+        if deadline.cancelled_caught:
+            return self._deadline_failure(method, url)
+        return outcome
+
+    def _build_request(
+        self, method: str, url: str, kwargs: dict[str, Any]
+    ) -> httpx.Request | HTTPFailure:
+        """The request to send, or why it cannot be built."""
         try:
-            response = await self._client.request(method, url, timeout=self._timeout, **kwargs)
+            return self._client.build_request(method, url, timeout=self._timeout, **kwargs)
+        except UnicodeEncodeError:
+            return self._unencodable_failure(method, url)
         except (self._httpx.HTTPError, self._httpx.InvalidURL) as exc:
             return self._exception_failure(exc, method, url)
-        if response.is_success:
-            return response
-        return self._response_failure(response, method, url, error_parser)
+
+    async def _exchange(
+        self,
+        request: httpx.Request,
+        method: str,
+        url: str,
+        error_parser: ErrorParser | None,
+        send_options: dict[str, Any],
+        *,
+        read_all: bool,
+    ) -> httpx.Response | HTTPFailure:
+        """Send ``request`` and read its answer up to :data:`MAX_ANSWER_BYTES`: the whole of
+        it when ``read_all``, else only a non-2xx one (a 2xx answer is returned open, to be
+        streamed and closed by the caller)."""
+        response: httpx.Response | None = None
+        try:
+            response = await self._client.send(request, stream=True, **send_options)
+            if not read_all and response.is_success:
+                return response
+            complete = await _read_at_most(response, MAX_ANSWER_BYTES)
+        except UnicodeEncodeError:
+            return self._unencodable_failure(method, url)
+        except (self._httpx.HTTPError, self._httpx.InvalidURL) as exc:
+            return self._exception_failure(exc, method, url)
+        finally:
+            if response is not None and (read_all or not response.is_success):
+                await _close(response)
+        if not response.is_success:
+            return self._response_failure(response, method, url, error_parser)
+        if not complete:
+            failure = self.answer_failure(
+                response, f"the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            )
+            self._log(method, url, failure)
+            return failure
+        return response
 
     def _closed_failure(self) -> HTTPFailure:
         """The failure of a call made after :meth:`aclose`."""
         return HTTPFailure(
             "client_closed", f"{self._provider} has been closed", provider=self._provider
         )
+
+    def _deadline_failure(self, method: str, url: str) -> HTTPFailure:
+        """The failure of a call not complete within the timeout (see the class doc)."""
+        failure = HTTPFailure(
+            "timeout",
+            f"no complete answer within {self._timeout:g} s",
+            provider=self._provider,
+            retryable=True,
+        )
+        self._log(method, url, failure)
+        return failure
+
+    def _unencodable_failure(self, method: str, url: str) -> HTTPFailure:
+        """The failure of a request whose headers httpx cannot encode (ASCII only).
+
+        A key pasted with a non-breaking space or a typographic quote made httpx raise a
+        ``UnicodeEncodeError`` holding the whole header (``Bearer KEY``) out of ``send`` and
+        ``generate``; the failure keeps neither that exception nor its text. Like a key
+        ending in a newline (refused by h11), it would fail again: not retryable.
+        """
+        failure = HTTPFailure(
+            "network_error",
+            "a request header holds a non-ASCII character (a credential pasted with one?)",
+            provider=self._provider,
+        )
+        self._log(method, url, failure)
+        return failure
 
     def _exception_failure(self, exc: Exception, method: str, url: str) -> HTTPFailure:
         """Classify (and log) an httpx exception raised by a call to ``url``.
@@ -196,6 +291,18 @@ class VendorHTTP:
             vendor_code=vendor_code,
         )
 
+    async def read_answer(self, response: httpx.Response) -> bytes:
+        """The whole body of a 2xx ``response`` held open by :meth:`stream`, for an answer
+        that is not a stream after all; read up to :data:`MAX_ANSWER_BYTES`.
+
+        Raises:
+            VendorAPIError: ``invalid_response``, the answer is longer.
+        """
+        if not await _read_at_most(response, MAX_ANSWER_BYTES):
+            message = f"the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            raise self.answer_failure(response, message).to_error()
+        return response.content
+
     def masked(self, text: str) -> str:
         """``text`` (a vendor's message) shortened, with this client's secrets masked."""
         return shorten(text, self._secrets)
@@ -227,7 +334,8 @@ class VendorHTTP:
             "%s %s %s failed: %s%s (%s)",
             self._provider,
             method,
-            url.split("?", 1)[0],  # no query: it could carry identifiers
+            # No userinfo (credentials) nor query (identifiers); no path for webhook URLs.
+            loggable_url(url, with_path=self._log_path),
             failure.error,
             "" if failure.status_code is None else f" [HTTP {failure.status_code}]",
             failure.message,
@@ -252,18 +360,58 @@ class VendorHTTP:
         """
         if self._client.is_closed:
             raise self._closed_failure().to_error()
+        send_options = _send_options(kwargs)
+        request = self._build_request(method, url, kwargs)
+        if isinstance(request, HTTPFailure):
+            raise request.to_error()
+        # The deadline covers the opening only: a stream of events may rightly last longer
+        # than the timeout, which httpx still applies to each of its reads.
+        with anyio.move_on_after(self._timeout) as deadline:
+            opened = await self._exchange(
+                request, method, url, error_parser, send_options, read_all=False
+            )
+        if deadline.cancelled_caught:
+            raise self._deadline_failure(method, url).to_error()
+        if isinstance(opened, HTTPFailure):
+            raise opened.to_error()
         try:
-            async with self._client.stream(
-                method, url, timeout=self._timeout, **kwargs
-            ) as response:
-                if not response.is_success:
-                    await response.aread()
-                    raise self._response_failure(response, method, url, error_parser).to_error()
-                yield response
+            yield opened
         except (self._httpx.HTTPError, self._httpx.InvalidURL) as exc:
             raise self._exception_failure(exc, method, url).to_error() from exc
+        finally:
+            await _close(opened)
 
     async def aclose(self) -> None:
         """Close the client if it was created here (idempotent; a borrowed client stays open)."""
         if self._owns_client and not self._client.is_closed:
             await self._client.aclose()
+
+
+def _send_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take out of ``kwargs`` the options that ``httpx.AsyncClient.send`` takes rather than
+    ``build_request`` (``auth``, ``follow_redirects``)."""
+    return {name: kwargs.pop(name) for name in ("auth", "follow_redirects") if name in kwargs}
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bool:
+    """Read the (decoded) body of a streamed ``response`` into its ``content``, up to
+    ``limit`` bytes; whether it was complete (the rest is left unread)."""
+    chunks: list[bytes] = []
+    size = 0
+    complete = True
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk[: limit - size])
+        size += len(chunk)
+        if size > limit:
+            complete = False
+            break
+    # What ``aread`` stores, so that ``content``, ``text`` and ``json()`` read these bytes.
+    response._content = b"".join(chunks)
+    return complete
+
+
+async def _close(response: httpx.Response) -> None:
+    """Close ``response`` even when the call's deadline has cancelled it (the connection
+    would otherwise be left half read)."""
+    with anyio.CancelScope(shield=True):
+        await response.aclose()

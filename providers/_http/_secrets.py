@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 from pydantic import SecretStr
 
-__all__ = ["MAX_MESSAGE", "bearer", "redact", "secret_value", "shorten"]
+__all__ = ["MAX_MESSAGE", "bearer", "loggable_url", "redact", "secret_value", "shorten"]
 
 MAX_MESSAGE = 300
 """Longest vendor message kept: a vendor echoing a large request body must not flood logs."""
@@ -68,3 +69,26 @@ def shorten(text: str, secrets: Iterable[str] = ()) -> str:
     # Masked before shortening: a cut could otherwise leave half a key unmasked.
     text = redact(text, secrets)
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+_USERINFO = re.compile(r"^[^/?#@]*@")
+
+
+def loggable_url(url: str, *, with_path: bool = True) -> str:
+    """``url`` as it may be logged: without its userinfo (``user:password@``), query and
+    fragment; only its scheme and host when ``with_path`` is false (a webhook URL's path may
+    be its token, as Slack's ``/services/T0/B0/TOKEN`` is).
+
+    Cutting only the query left ``https://bot:PASSWORD@hooks.example/in`` and an AI
+    ``base_url`` with credentials in clear in the warnings of failed calls.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an invalid IPv6 host: nothing of it is worth the risk
+        return "<invalid URL>"
+    if not parts.netloc:  # no scheme ("user:pw@host/x"): the host is at the start of the path
+        path = _USERINFO.sub("", parts.path)
+        return path if with_path else path.split("/", 1)[0]
+    host = parts.netloc.rpartition("@")[2]
+    base = f"{parts.scheme}://{host}" if parts.scheme else host
+    return base + parts.path if with_path else base

@@ -34,6 +34,7 @@ from providers._http import (
     VendorAPIError,
     VendorHTTP,
     default_error_detail,
+    loggable_url,
 )
 from providers._sse import SSEDecoder, SSEError, SSEEvent
 from providers.errors import ProviderError
@@ -178,7 +179,7 @@ class VendorClient:
         logger.info(
             "%s: %s failed (%s), retrying in %.2f s (retry %d of %d)",
             self.provider,
-            url.split("?", 1)[0],
+            loggable_url(url),  # a base_url may carry credentials (https://user:pw@host)
             failure.describe(),
             delay,
             retries_taken + 1,
@@ -203,7 +204,7 @@ class VendorClient:
                 a JSON object.
         """
         content = self._encode(body)
-        logger.debug("%s: POST %s", self.provider, url)
+        logger.debug("%s: POST %s", self.provider, loggable_url(url))
         retries_taken = 0
         while True:
             hints: dict[str, str] = {}
@@ -252,7 +253,7 @@ class VendorClient:
         """
         content = self._encode(body)
         decoder = SSEDecoder()
-        logger.debug("%s: POST %s (stream)", self.provider, url)
+        logger.debug("%s: POST %s (stream)", self.provider, loggable_url(url))
         retries_taken = 0
         while True:
             hints: dict[str, str] = {}
@@ -272,7 +273,7 @@ class VendorClient:
                         # event, and the vendor's error was lost for a generic, retryable
                         # "stream ended before ..."; as one event, the vendor maps it as it
                         # maps an error chunk (and as generate() maps the same answer).
-                        answer = await response.aread()
+                        answer = await self._http.read_answer(response)
                         yield SSEEvent(event="message", data=answer.decode("utf-8", "replace"))
                         return
                     async for chunk in response.aiter_bytes():

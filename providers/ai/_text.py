@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers._text import clean_text
+
 __all__ = ["StreamedText", "clean_text", "text_field"]
 
 _HIGH_SURROGATES = ("\ud800", "\udbff")
@@ -31,14 +33,6 @@ def text_field(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} is not a string")
     return value
-
-
-def clean_text(text: str) -> str:
-    """``text`` with surrogate pairs joined into their character and lone surrogates as U+FFFD."""
-    if text.isascii():  # the common case: nothing to do, nothing to copy
-        return text
-    # UTF-16 is the one codec where a pair of surrogate code points is one character.
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass

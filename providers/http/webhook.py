@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from providers._http import HTTPFailure, response_json
 from providers._signature import hmac_sha256_hex, verify_hmac_sha256_hex
+from providers._text import clean_strings
 from providers._vendor import VendorProvider
 from providers.errors import ProviderError
 from providers.http._render import content_text
@@ -127,7 +128,8 @@ class WebhookHTTPProvider(VendorProvider[HTTPProviderConfig], HTTPProvider):
         self, config: HTTPProviderConfig, *, client: httpx.AsyncClient | None = None
     ) -> None:
         secrets = [config.secret, *map(SecretStr, _header_credentials(config.headers))]
-        super().__init__(config, client=client, secrets=secrets, logger=logger)
+        # No path in logs: a webhook URL's path may be its token (Slack, Discord, Teams).
+        super().__init__(config, client=client, secrets=secrets, logger=logger, log_path=False)
         self._signing_key = (
             config.secret if config.secret and config.secret.get_secret_value() else None
         )
@@ -218,6 +220,9 @@ def parse_http_webhook(payload: Any, channel_id: str) -> InboundMessage:
     """
     if not isinstance(payload, Mapping):  # any mapping, as 0.3.0 read it (a form's MultiDict)
         raise _NotAnObject("HTTP webhook payload must be a JSON object", provider=_NAME)
+    # Lone surrogates as U+FFFD: one (half an emoji) in a text made the room refuse the
+    # message at each of the vendor's retries, so it was lost.
+    payload = clean_strings(payload)
     sender, body = payload.get("sender_id"), payload.get("body")
     if sender is None and "sender_id" not in payload:
         raise _NoSenderId("HTTP webhook payload needs a sender_id string", provider=_NAME)

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from providers._meta import verify_meta_signature, verify_meta_subscription
+from providers._text import clean_strings
 from providers.errors import ProviderError
 from roomkit.models._url import is_http_url
 from roomkit.models.delivery import InboundMessage
@@ -203,6 +204,9 @@ def parse_messenger_webhook(payload: Any, channel_id: str) -> list[InboundMessag
         raise ProviderError(
             "Messenger webhook payload must be a JSON object", provider="FacebookMessenger"
         )
+    # Lone surrogates as U+FFFD: one (half an emoji) in a text made the room refuse the
+    # message at each of the vendor's retries, so it was lost.
+    payload = clean_strings(payload)
     if payload.get("object", "page") not in ("page", "instagram"):
         return []
     entries = payload.get("entry")

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from providers._lazy import lazy_exports
 from providers._positional import as_keywords
+from providers._text import clean_strings
 from roomkit.models._url import is_http_url
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import (
@@ -177,7 +178,9 @@ class WebhookMeta(BaseModel):
         """Read 0.3.0's ``external_id`` and ``media_urls``, and its status event types."""
         if not isinstance(data, dict):
             return data
-        data = dict(data)
+        # Every vendor's fields, ``raw`` too: a lone surrogate (``"see you \\ud83d"``) made the
+        # room refuse the message at each of the vendor's retries; it is lost no more.
+        data = clean_strings(dict(data))
         if "external_id" in data:
             external_id = data.pop("external_id")
             if data.setdefault("message_id", external_id) != external_id:

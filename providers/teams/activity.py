@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from providers._text import clean_strings
 from providers.errors import ProviderError
 from roomkit.models.delivery import InboundMessage
 from roomkit.models.event import TextContent
@@ -150,7 +151,9 @@ def parse_teams_activity(payload: Any) -> dict[str, Any]:
     Raises:
         ProviderError: ``payload`` is not a JSON object.
     """
-    payload = _require_object(payload)
+    # Lone surrogates as U+FFFD: one (half an emoji) in a text made the room refuse the
+    # message at each of the vendor's retries, so it was lost.
+    payload = clean_strings(_require_object(payload))
     sender = _dict(payload.get("from"))
     recipient = _dict(payload.get("recipient"))
     conversation = _dict(payload.get("conversation"))

@@ -24,7 +24,7 @@ from providers._meta import GraphProvider
 from providers.errors import ProviderError
 from providers.http._render import Unsendable, content_text, public_url, rich_buttons, rich_text
 from providers.whatsapp.base import WhatsAppProvider
-from providers.whatsapp.cloud_webhook import parse_whatsapp_webhook
+from providers.whatsapp.cloud_webhook import media_path, parse_whatsapp_webhook
 from roomkit.models.delivery import InboundMessage, ProviderResult
 from roomkit.models.event import (
     AudioContent,
@@ -284,7 +284,7 @@ class WhatsAppCloudProvider(GraphProvider[WhatsAppCloudConfig], WhatsAppProvider
         Raises:
             ProviderError: The lookup failed (a ``VendorAPIError`` with its error code).
         """
-        outcome = await self._graph("GET", f"{self._graph_url}/{media_id}")
+        outcome = await self._graph("GET", f"{self._graph_url}/{media_path(media_id)}")
         if isinstance(outcome, HTTPFailure):
             raise outcome.to_error()
         body = response_json(outcome)

@@ -24,10 +24,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import SecretStr, ValidationError
 
 from providers._meta import verify_meta_signature, verify_meta_subscription
+from providers._text import clean_strings
 from providers.errors import ProviderError
 from roomkit.models.delivery import DeliveryStatus, InboundMessage
 from roomkit.models.event import (
@@ -41,6 +43,7 @@ from roomkit.models.event import (
 
 __all__ = [
     "DEFAULT_MEDIA_BASE_URL",
+    "media_path",
     "parse_whatsapp_statuses",
     "parse_whatsapp_webhook",
     "verify_whatsapp_signature",
@@ -87,6 +90,9 @@ def _values(payload: Any) -> Iterator[dict[str, Any]]:
     """The ``value`` of every ``messages`` change of the payload."""
     if not isinstance(payload, dict):
         raise ProviderError("WhatsApp webhook payload must be a JSON object", provider=_PROVIDER)
+    # Lone surrogates as U+FFFD: one (half an emoji) in a text made the room refuse the
+    # message at each of the vendor's retries, so it was lost.
+    payload = clean_strings(payload)
     if payload.get("object", "whatsapp_business_account") != "whatsapp_business_account":
         return
     entries = payload.get("entry")
@@ -98,6 +104,17 @@ def _values(payload: Any) -> Iterator[dict[str, Any]]:
                 yield _dict(change.get("value"))
 
 
+def media_path(media_id: str) -> str:
+    """``media_id`` (read from a webhook) as one segment of a Graph URL path.
+
+    Put in the path as it came, ``../../me/accounts?fields=access_token`` sent the request,
+    and the access token with it, to another Graph path; a ``.`` or ``..`` alone is a dot
+    segment that httpx resolves away, so its dots are escaped too.
+    """
+    segment = quote(media_id, safe="")
+    return segment.replace(".", "%2E") if not segment.strip(".") else segment
+
+
 def _media_content(
     kind: str, media: dict[str, Any], base_url: str, metadata: dict[str, Any]
 ) -> EventContent | None:
@@ -105,7 +122,7 @@ def _media_content(
     if media_id is None:
         return None
     metadata["media_id"] = media_id
-    url = f"{base_url.rstrip('/')}/{media_id}"
+    url = f"{base_url.rstrip('/')}/{media_path(media_id)}"
     mime = _str(media.get("mime_type"))
     caption = _str(media.get("caption"))
     if kind == "audio":

@@ -287,6 +287,25 @@ class TestVendorClient:
             await vendor.post_json("https://api.example.com/x", {"t": float("nan")})
         assert fake.requests == []
 
+    async def test_logs_show_no_credentials_of_the_base_url(
+        self, fake: FakeAPI, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A base_url "https://gw:PASSWORD@host/v1" went out in clear in the request's debug
+        # line and in the line of each retry.
+        caplog.set_level(logging.DEBUG, logger="roomkit.providers.ai")
+
+        async def no_wait(delay: float) -> None:
+            return None
+
+        fake.reply(httpx.Response(503), httpx.Response(503))
+        vendor = VendorClient(
+            provider="P", headers={}, timeout=1.0, client=fake.client, max_retries=1, sleep=no_wait
+        )
+        with pytest.raises(ProviderError):
+            await vendor.post_json("https://gw:GWPASS42@llm.example/v1/chat", {})
+        assert "https://llm.example/v1/chat" in caplog.text and "retrying" in caplog.text
+        assert "GWPASS42" not in caplog.text
+
     async def test_transport_errors_are_retryable(self, fake: FakeAPI) -> None:
         client = fake.client
 
@@ -319,6 +338,30 @@ class TestVendorClient:
                 received.append(event.data)
         assert received == ["1"]
         assert info.value.message == "timeout" and info.value.retryable
+
+    async def test_an_oversized_json_answer_to_a_stream_is_not_read_whole(
+        self, fake: FakeAPI
+    ) -> None:
+        # A JSON answer to a stream request was read whole, whatever its size.
+        sent: list[int] = []
+
+        def huge(request: httpx.Request) -> httpx.Response:
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(64):
+                    sent.append(1)
+                    yield b" " * (1024 * 1024)
+
+            return httpx.Response(
+                200, headers={"content-type": "application/json"}, content=chunks()
+            )
+
+        fake.reply(huge)
+        vendor = VendorClient(provider="P", headers={}, timeout=5.0, client=fake.client)
+        with pytest.raises(ProviderError, match="larger than") as info:
+            async for _ in vendor.stream_sse("https://api.example.com/x", {}):
+                pass
+        assert not info.value.retryable
+        assert len(sent) <= 5
 
     async def test_oversized_stream_event(self, fake: FakeAPI) -> None:
         client = fake.client

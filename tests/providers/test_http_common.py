@@ -9,9 +9,11 @@ import logging
 import sys
 import traceback
 import types
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import h11
 import httpx
 import pytest
@@ -25,11 +27,13 @@ from providers._http import (
     code_and_message,
     failure_from_exception,
     failure_from_response,
+    loggable_url,
     parse_retry_after,
     redact,
     retry_after_from_headers,
     vendor_error_message,
 )
+from providers._http._client import MAX_ANSWER_BYTES
 from providers._lazy import lazy_exports
 from providers.errors import ProviderError
 from roomkit.models.delivery import ProviderResult
@@ -287,6 +291,96 @@ class TestVendorHTTP:
         masked = redact(f"{text} / {text!r}", [key])
         assert masked.startswith("Illegal header value b'Bearer ***' / ")
         assert "s3cr3t" not in masked
+
+    async def test_a_key_with_a_non_ascii_character_is_a_failure_without_the_key(
+        self, fake: FakeAPI
+    ) -> None:
+        # A key pasted with a non-breaking space: httpx raised UnicodeEncodeError (holding
+        # "Bearer KEY") out of send() and generate() instead of a failure.
+        key = "sk-abc\u00a0s3cr3t"
+        http = VendorHTTP("P", client=fake.client, timeout=1, secrets=[key])
+        outcome = await http.request("POST", "https://api.example.com/x", headers=bearer(key))
+        assert isinstance(outcome, HTTPFailure)
+        assert (outcome.error, outcome.retryable) == ("network_error", False)
+        with pytest.raises(VendorAPIError) as info:
+            async with http.stream("POST", "https://api.example.com/x", headers=bearer(key)):
+                pass
+        for error in (outcome.to_error(), info.value):
+            trace = "".join(traceback.format_exception(error))
+            assert "s3cr3t" not in trace and "non-ASCII" in trace
+        assert fake.requests == []
+
+    async def test_logs_show_no_credentials_of_the_url(
+        self, fake: FakeAPI, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # Only the query was cut: "https://bot:PASSWORD@..." went out in clear, and so did
+        # the path of a webhook URL (its token).
+        caplog.set_level(logging.WARNING)
+        fake.reply(httpx.Response(500), httpx.Response(500))
+        url = "https://bot:PASSWORD@hooks.example.com/services/T0/TOKEN?key=QUERY"
+        await VendorHTTP("P", client=fake.client, timeout=1).request("POST", url)
+        assert "https://hooks.example.com/services/T0/TOKEN failed" in caplog.text
+        caplog.clear()
+        await VendorHTTP("P", client=fake.client, timeout=1, log_path=False).request("POST", url)
+        assert "POST https://hooks.example.com failed" in caplog.text
+        assert "TOKEN" not in caplog.text
+        assert loggable_url("bot:PASSWORD@hooks.example.com/in?k=1") == "hooks.example.com/in"
+        assert loggable_url("https://[::1/x") == "<invalid URL>"
+
+    async def test_the_timeout_bounds_the_whole_call(self, fake: FakeAPI) -> None:
+        # httpx's read timeout restarts at each chunk: an answer dripping a byte at a time
+        # held a call with timeout=1 for as long as the server went on.
+        def drips(request: httpx.Request) -> httpx.Response:
+            async def chunks() -> AsyncIterator[bytes]:
+                while True:
+                    yield b" "
+                    await anyio.sleep(0.05)
+
+            return httpx.Response(200, content=chunks())
+
+        fake.reply(drips, drips)
+        http = VendorHTTP("P", client=fake.client, timeout=0.3)
+        with anyio.fail_after(5):
+            outcome = await http.request("POST", "https://api.example.com/x")
+        assert isinstance(outcome, HTTPFailure)
+        assert (outcome.error, outcome.retryable) == ("timeout", True)
+        # A stream's body may last longer than the timeout (httpx bounds each read).
+        with anyio.fail_after(5):
+            async with http.stream("POST", "https://api.example.com/x") as response:
+                received = 0
+                async for chunk in response.aiter_bytes():
+                    received += len(chunk)
+                    if received == 10:
+                        break
+        assert received == 10
+
+    @pytest.mark.parametrize(("status", "error"), [(500, "http_500"), (200, "invalid_response")])
+    async def test_an_oversized_answer_is_not_read_whole(
+        self, fake: FakeAPI, status: int, error: str
+    ) -> None:
+        # Answers were read whole: a 300 MB error page took 600 MB more memory for the 300
+        # characters a failure keeps.
+        sent: list[int] = []
+
+        def huge(request: httpx.Request) -> httpx.Response:
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(64):
+                    sent.append(1)
+                    yield b"x" * (1024 * 1024)
+
+            return httpx.Response(status, content=chunks())
+
+        fake.reply(huge, huge)
+        http = VendorHTTP("P", client=fake.client, timeout=5)
+        outcome = await http.request("GET", "https://api.example.com/x")
+        assert isinstance(outcome, HTTPFailure) and outcome.error == error
+        assert len(sent) <= MAX_ANSWER_BYTES // (1024 * 1024) + 1
+        if status != 200:
+            sent.clear()
+            with pytest.raises(VendorAPIError):
+                async with http.stream("GET", "https://api.example.com/x"):
+                    pass
+            assert len(sent) <= MAX_ANSWER_BYTES // (1024 * 1024) + 1
 
     async def test_answer_failure_masks_secrets(self, fake: FakeAPI) -> None:
         http = VendorHTTP("P", client=fake.client, timeout=1, secrets=["tok"])

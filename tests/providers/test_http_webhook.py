@@ -199,6 +199,28 @@ class TestSend:
         assert "key *** unknown" in results[1].model_dump_json()
         assert "tenant globex, v2.1" in results[1].model_dump_json()
 
+    async def test_a_header_with_a_non_ascii_character_is_a_failed_result(self) -> None:
+        # A key pasted with a non-breaking space: httpx's UnicodeEncodeError (holding the
+        # header) came out of send() instead of a failed result.
+        config = HTTPProviderConfig(webhook_url=URL, headers={"X-Api-Key": "acme\u00a0live_8f2k"})
+        recorder = Recorder()
+        result = await send_with(recorder, config=config)
+        assert (result.success, result.error) == (False, "network_error")
+        assert "_live_8f2k" not in result.model_dump_json()
+        assert recorder.requests == []
+
+    async def test_logs_name_only_the_scheme_and_host_of_the_webhook(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # The URL's userinfo and path (a Slack-like token) were logged with each failure.
+        caplog.set_level(logging.WARNING)
+        url = "https://bot:PASSWORD123@hooks.example.com/services/T0/B0/PATHTOKEN456"
+        config = HTTPProviderConfig(webhook_url=url)
+        result = await send_with(Recorder(httpx.Response(500)), config=config)
+        assert result.error == "http_500"
+        assert "POST https://hooks.example.com failed" in caplog.text
+        assert "PASSWORD123" not in caplog.text and "PATHTOKEN456" not in caplog.text
+
     async def test_close_closes_only_its_own_client(self) -> None:
         provider = WebhookHTTPProvider(HTTPProviderConfig(webhook_url=URL))
         client = provider._http.client
@@ -252,6 +274,16 @@ class TestParse:
         assert message.content == TextContent(body="hi")
         assert (message.external_id, message.idempotency_key) == ("x-9", "x-9")
         assert message.metadata == {"a": 1}  # the payload's own only, as in 0.3.0
+
+    def test_a_lone_surrogate_becomes_a_replacement_character(self) -> None:
+        # Half an emoji (valid JSON): the room refused the message (EventRefusedError) at each
+        # of the vendor's retries, so it was lost; its lone surrogate is now U+FFFD.
+        payload = json.loads(
+            '{"sender_id": "u1", "body": "see you \\ud83d", "metadata": {"n": "\\udc00"}}'
+        )
+        message = parse_http_webhook(payload, "web")
+        assert message.content == TextContent(body="see you \ufffd")
+        assert message.metadata == {"n": "\ufffd"}
 
     def test_minimal_payload(self) -> None:
         message = parse_http_webhook({"sender_id": "u1", "body": "hi"}, "web")

@@ -291,6 +291,13 @@ class TestWebhook:
             "timestamp": 1700000000000,
         }
 
+    def test_a_lone_surrogate_becomes_a_replacement_character(self) -> None:
+        # Half an emoji (valid JSON): the room refused the message (EventRefusedError) at each
+        # of the vendor's retries, so it was lost; its lone surrogate is now U+FFFD.
+        payload = json.loads('{"mid": "m_1", "text": "see you \\ud83d"}')
+        (msg,) = parse_messenger_webhook(webhook(message_item(payload)), "fb")
+        assert msg.content == TextContent(body="see you \ufffd")
+
     def test_recipient_id_as_0_3_0(self) -> None:
         # From the entry's page id when the item has no recipient; "" when neither says.
         item = {"sender": {"id": PSID}, "message": {"mid": "m_1", "text": "hi"}}

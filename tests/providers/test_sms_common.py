@@ -3,12 +3,14 @@ outbound rendering and text splitting, HTTP failure mapping, lazy imports."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -25,7 +27,9 @@ from providers.sms.meta import (
     extract_text_body,
     get_str,
 )
+from providers.sms.mock import MockSMSProvider
 from providers.sms.phone import is_valid_phone, normalize_phone
+from roomkit import RoomKit, SMSChannel
 from roomkit.models.event import (
     AudioContent,
     CompositeContent,
@@ -220,6 +224,37 @@ class TestWebhookMeta:
     def test_unknown_provider(self) -> None:
         with pytest.raises(ValueError, match="^Unknown SMS provider: nexmo "):
             extract_sms_meta("nexmo", {})
+
+    @pytest.mark.parametrize(
+        ("provider", "raw"),
+        [
+            (
+                "telnyx",
+                b'{"data":{"event_type":"message.received","id":"e1","payload":{"id":"m1",'
+                b'"direction":"inbound","from":{"phone_number":"+15551112222"},'
+                b'"to":[{"phone_number":"+15553334444"}],"text":"see you \\ud83d"}}}',
+            ),
+            (
+                "sinch",
+                b'{"type":"mo_text","id":"01","from":"15551112222","to":"12345",'
+                b'"body":"see you \\ud83d"}',
+            ),
+        ],
+        ids=["telnyx", "sinch"],
+    )
+    async def test_a_lone_surrogate_does_not_lose_the_message(
+        self, provider: str, raw: bytes
+    ) -> None:
+        # Half an emoji (valid JSON, a vendor cutting UTF-16 text): the room refused the
+        # message with EventRefusedError at each of the vendor's retries, so it was lost.
+        meta = extract_sms_meta(provider, json.loads(raw))
+        assert meta.body == "see you \ufffd"
+        async with RoomKit() as kit:
+            kit.register_channel(SMSChannel("sms", provider=MockSMSProvider()))
+            with anyio.fail_after(10):
+                result = await kit.process_webhook(meta, "sms")
+        assert result is not None and result.event is not None
+        assert result.event.content == TextContent(body="see you \ufffd")
 
     @settings(max_examples=100, deadline=None)
     @given(st.sampled_from(["twilio", "telnyx", "sinch"]), json_values)

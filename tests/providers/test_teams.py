@@ -479,6 +479,13 @@ class TestReferences:
 
 
 class TestActivities:
+    def test_a_lone_surrogate_becomes_a_replacement_character(self) -> None:
+        # Half an emoji (valid JSON): the room refused the message (EventRefusedError) at each
+        # of the vendor's retries, so it was lost; its lone surrogate is now U+FFFD.
+        text_ = json.loads('"see you \\ud83d"')
+        (msg,) = parse_teams_webhook(message_activity(text_), "teams")
+        assert msg.content == TextContent(body="see you \ufffd")
+
     def test_message_with_bot_mention(self) -> None:
         (msg,) = parse_teams_webhook(
             message_activity("<at>RoomKit Bot</at> ask <at>Adele</at> please"), "teams"

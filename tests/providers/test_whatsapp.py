@@ -305,6 +305,35 @@ class TestSend:
         assert (lookup.method, str(lookup.url)) == ("GET", "https://graph.facebook.com/v21.0/1234")
         assert lookup.headers["authorization"] == f"Bearer {TOKEN}"
 
+    @pytest.mark.parametrize(
+        ("media_id", "path"),
+        [
+            (
+                "../../me/accounts?fields=access_token",
+                "/v21.0/..%2F..%2Fme%2Faccounts%3Ffields%3Daccess_token",
+            ),
+            ("123#frag", "/v21.0/123%23frag"),
+            ("..", "/v21.0/%2E%2E"),
+        ],
+    )
+    async def test_media_lookup_keeps_the_media_id_in_one_path_segment(
+        self, media_id: str, path: str
+    ) -> None:
+        # The id comes from a webhook: put in the path as it came, "../../me/accounts?..."
+        # sent the lookup, and the access token with it, to another Graph path.
+        recorder = Recorder(httpx.Response(200, json={"url": "https://lookaside.example/x"}))
+        async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+            await WhatsAppCloudProvider(config(), client=client).get_media_url(media_id)
+        (lookup,) = recorder.requests
+        assert (lookup.url.host, lookup.url.raw_path.decode()) == ("graph.facebook.com", path)
+        message = inbound("image", {"id": media_id, "mime_type": "image/jpeg"})
+        (parsed,) = parse_whatsapp_webhook(
+            webhook({"contacts": CONTACTS, "messages": [message]}), "wa"
+        )
+        assert isinstance(parsed.content, MediaContent)
+        assert httpx.URL(parsed.content.url).raw_path.decode() == path
+        assert parsed.metadata["media_id"] == media_id
+
 
 class TestErrors:
     @pytest.mark.parametrize(
@@ -381,6 +410,17 @@ def inbound(kind: str, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 class TestWebhook:
+    def test_a_lone_surrogate_becomes_a_replacement_character(self) -> None:
+        # Half an emoji (valid JSON): the room refused the message (EventRefusedError) at each
+        # of the vendor's retries, so it was lost; its lone surrogate is now U+FFFD.
+        contacts = [{"profile": json.loads('{"name": "Kerry \\udc00"}'), "wa_id": CUSTOMER}]
+        message = inbound("text", json.loads('{"body": "see you \\ud83d"}'))
+        (msg,) = parse_whatsapp_webhook(
+            webhook({"contacts": contacts, "messages": [message]}), "wa"
+        )
+        assert msg.content == TextContent(body="see you \ufffd")
+        assert msg.metadata["sender_name"] == "Kerry \ufffd"
+
     def test_text(self) -> None:
         (msg,) = parse_whatsapp_webhook(
             webhook({"contacts": CONTACTS, "messages": [inbound("text", {"body": "Hello"})]}), "wa"
