@@ -20,6 +20,7 @@ from roomkit import (
     HookExecution,
     HookTrigger,
     InboundMessage,
+    MediaContent,
     RetryPolicy,
     RoomContext,
     RoomEvent,
@@ -80,6 +81,25 @@ class SimpleChannel(Channel):
 
     def texts(self) -> list[str]:
         return [e.content.body for e in self.delivered if isinstance(e.content, TextContent)]
+
+
+class RewritesUrls(SimpleChannel):
+    """Points an inbound media message at the app's own bucket, in place: the kit records the
+    event as the channel left it (not validated again on the hot path), one that does not
+    validate as a RoomEvent. Where it points is the message's content, which no error or log
+    may quote."""
+
+    rewritten_url = "s3://bucket/SECRET-4242.png"  # no scheme a RoomEvent validates
+
+    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
+        event = RoomEvent(
+            room_id=context.room.id,
+            source=EventSource(channel_id=self.channel_id, channel_type=self.channel_type),
+            content=message.content,
+        )
+        assert isinstance(event.content, MediaContent)
+        event.content.url = self.rewritten_url
+        return event
 
 
 class Retried(SimpleChannel):

@@ -28,7 +28,6 @@ from providers.sms.mock import MockSMSProvider
 from roomkit import (
     AIChannel,
     ChannelCategory,
-    EventSource,
     HookResult,
     HookTrigger,
     Identity,
@@ -81,7 +80,7 @@ from roomkit.core._room_ids import room_stream
 from roomkit.models.channel import ChannelBinding
 from roomkit.models.enums import ChannelType, RoomStatus
 from roomkit.models.room import Room
-from tests.roomkit.kit_helpers import SimpleChannel, category_of, text
+from tests.roomkit.kit_helpers import RewritesUrls, SimpleChannel, category_of, text
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -131,28 +130,12 @@ async def hand_made_room(room_id: str = "r1") -> MemoryEventLog:
     return log
 
 
-class _RewritesUrls(SimpleChannel):
-    """Points an inbound media message at the app's own bucket, in place: the kit records the
-    event as the channel left it (not validated again on the hot path), one that does not
-    validate as a RoomEvent."""
-
-    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
-        event = RoomEvent(
-            room_id=context.room.id,
-            source=EventSource(channel_id=self.channel_id, channel_type=self.channel_type),
-            content=message.content,
-        )
-        assert isinstance(event.content, MediaContent)
-        event.content.url = "s3://bucket/SECRET-4242.png"  # no scheme a RoomEvent validates
-        return event
-
-
 async def room_with_a_message_changed_in_place(log: EventLog) -> int:
     """Room ``r1``: a message, then one its channel changed in place (the returned version),
     then another message; each delivered to the other channel."""
     media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
     async with RoomKit(log=log) as kit:
-        kit.register_channel(_RewritesUrls("sms"))
+        kit.register_channel(RewritesUrls("sms"))
         kit.register_channel(SimpleChannel("ws"))
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms")

@@ -71,7 +71,7 @@ from roomkit.models.room import RoomTimers
 from roomkit.realtime.memory import InMemoryRealtime
 from roomkit.store.base import ConversationStore
 from roomkit.store.memory import InMemoryStore
-from tests.roomkit.kit_helpers import SimpleChannel, errors_said, eventually, text
+from tests.roomkit.kit_helpers import RewritesUrls, SimpleChannel, errors_said, eventually, text
 
 
 async def room(kit: RoomKit) -> None:
@@ -755,29 +755,6 @@ async def test_a_message_whose_event_does_not_validate_keeps_its_room_and_is_nam
     assert "PIN 4242" not in caplog.text
 
 
-class _RewritesUrls(SimpleChannel):
-    """Points an inbound media message at the app's own bucket, in place: the kit records
-    the event as the channel left it (not validated again on the hot path)."""
-
-    async def handle_inbound(self, message: InboundMessage, context: RoomContext) -> RoomEvent:
-        event = RoomEvent(
-            room_id=context.room.id,
-            source=EventSource(channel_id=self.channel_id, channel_type=self.channel_type),
-            content=message.content,
-        )
-        assert isinstance(event.content, MediaContent)
-        event.content.url = self.rewritten_url  # no scheme a RoomEvent validates
-        return event
-
-    rewritten_url = "s3://bucket/1.png"
-
-
-class _RewritesToASecret(_RewritesUrls):
-    """Points it at a URL that is the message's content, which no error or log may quote."""
-
-    rewritten_url = "s3://bucket/SECRET-4242.png"
-
-
 async def test_a_message_its_channel_changed_in_place_survives_a_restart(
     event_log: EventLog,
 ) -> None:
@@ -786,7 +763,7 @@ async def test_a_message_its_channel_changed_in_place_survives_a_restart(
     # for good.
     media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
     async with RoomKit(log=event_log) as kit:
-        kit.register_channel(_RewritesUrls("sms"))
+        kit.register_channel(RewritesUrls("sms"))
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms")
         inbound = InboundMessage(channel_id="sms", sender_id="+1555", content=media)
@@ -794,7 +771,7 @@ async def test_a_message_its_channel_changed_in_place_survives_a_restart(
         assert recorded is not None
         count = (await kit.get_room("r1")).event_count
     async with RoomKit(log=event_log) as kit:
-        kit.register_channel(_RewritesUrls("sms"))
+        kit.register_channel(RewritesUrls("sms"))
         sent = await kit.send_event("r1", "sms", TextContent(body="after the restart"))
         assert (await kit.get_room("r1")).event_count == count + 1
         assert await kit.store.list_recent_events("r1", limit=1) == [sent]
@@ -814,7 +791,7 @@ async def test_a_message_its_channel_changed_in_place_is_left_out_of_the_recent_
     read: list[int] = []
     failed: list[object] = []
     async with RoomKit(log=event_log) as kit:
-        kit.register_channel(_RewritesUrls("sms"))
+        kit.register_channel(RewritesUrls("sms"))
         kit.register_channel(SimpleChannel("web"))
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms")
@@ -849,7 +826,7 @@ async def test_a_stored_event_error_holds_no_content_in_its_cause_or_traceback(
     media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
     failed: list[FrameworkEvent] = []
     async with RoomKit() as kit:
-        kit.register_channel(_RewritesToASecret("sms"))
+        kit.register_channel(RewritesUrls("sms"))
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms")
         kit.on("hook_error")(failed.append)
@@ -904,7 +881,7 @@ async def test_a_store_taking_models_only_is_told_of_an_event_that_does_not_vali
     # missed the message, the next one taking an index past the count.
     media = MediaContent(url="https://vendor.example/m/1.png", mime_type="image/png")
     async with RoomKit(store=_TakesModelsOnly()) as kit:
-        kit.register_channel(_RewritesToASecret("sms"))
+        kit.register_channel(RewritesUrls("sms"))
         await kit.create_room(room_id="r1")
         await kit.attach_channel("r1", "sms")
         inbound = InboundMessage(channel_id="sms", sender_id="+1555", content=media)
