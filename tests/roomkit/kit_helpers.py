@@ -83,6 +83,22 @@ class SimpleChannel(Channel):
         return [e.content.body for e in self.delivered if isinstance(e.content, TextContent)]
 
 
+class CannedReplies(SimpleChannel):
+    """An AI channel that answers each event of a channel that is not an AI with one and the
+    same reply object (a canned reply made once, given again every time)."""
+
+    def __init__(self, channel_id: str, reply: RoomEvent) -> None:
+        super().__init__(channel_id, ChannelType.AI)
+        self.reply = reply
+
+    async def on_event(
+        self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
+    ) -> ChannelOutput:
+        if event.source.channel_type == ChannelType.AI:
+            return ChannelOutput.empty()
+        return ChannelOutput(responded=True, response_events=[self.reply])
+
+
 class RewritesUrls(SimpleChannel):
     """Points an inbound media message at the app's own bucket, in place: the kit records the
     event as the channel left it (not validated again on the hot path), one that does not

@@ -27,7 +27,7 @@ from roomkit import (
     RoomKit,
     TextContent,
 )
-from tests.roomkit.kit_helpers import SimpleChannel, eventually, text
+from tests.roomkit.kit_helpers import CannedReplies, SimpleChannel, eventually, text
 from tests.roomkit.test_kit_replay import snapshot
 
 # The ``blocked_by`` of a reply past its chain's process_timeout, and its Observation's
@@ -284,18 +284,10 @@ async def test_a_blocked_reply_naming_another_room_is_recorded_in_its_own(
         content=TextContent(body="canned reply"),
     )
 
-    class Canned(SimpleChannel):
-        async def on_event(
-            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-        ) -> ChannelOutput:
-            if event.source.channel_id == "ai":
-                return ChannelOutput.empty()
-            return ChannelOutput(responded=True, response_events=[canned])
-
     with anyio.fail_after(BOUND):
         async with RoomKit(log=log, max_chain_depth=0) as kit:
             kit.register_channel(SimpleChannel("sms"))
-            kit.register_channel(Canned("ai", ChannelType.AI))
+            kit.register_channel(CannedReplies("ai", canned))
             await kit.create_room(room_id="r0")
             await kit.attach_channel("r0", "sms")
             await kit.create_room(room_id="r2")
@@ -324,14 +316,6 @@ async def test_chain_depth_exceeded_names_each_blocked_reply_as_recorded(
         content=TextContent(body="canned reply"),
     )
 
-    class Canned(SimpleChannel):
-        async def on_event(
-            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-        ) -> ChannelOutput:
-            if event.source.channel_id == "ai":
-                return ChannelOutput.empty()
-            return ChannelOutput(responded=True, response_events=[canned])
-
     with anyio.fail_after(BOUND):
         async with RoomKit(log=log, max_chain_depth=0) as kit:
             said: list[str | None] = []
@@ -341,7 +325,7 @@ async def test_chain_depth_exceeded_names_each_blocked_reply_as_recorded(
                 said.append(event.event_id)
 
             kit.register_channel(SimpleChannel("sms"))
-            kit.register_channel(Canned("ai", ChannelType.AI))
+            kit.register_channel(CannedReplies("ai", canned))
             await kit.create_room(room_id="r1")
             await kit.attach_channel("r1", "sms")
             await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
@@ -371,14 +355,6 @@ async def test_one_reply_object_blocked_twice_in_one_broadcast_is_said_under_eac
         content=TextContent(body="canned reply"),
     )
 
-    class Canned(SimpleChannel):
-        async def on_event(
-            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-        ) -> ChannelOutput:
-            if event.source.channel_type == ChannelType.AI:
-                return ChannelOutput.empty()
-            return ChannelOutput(responded=True, response_events=[canned])
-
     with anyio.fail_after(BOUND):
         async with RoomKit(log=log, max_chain_depth=0) as kit:
             said: list[str | None] = []
@@ -391,7 +367,7 @@ async def test_one_reply_object_blocked_twice_in_one_broadcast_is_said_under_eac
             await kit.create_room(room_id="r1")
             await kit.attach_channel("r1", "sms")
             for channel_id in ("ai1", "ai2"):
-                kit.register_channel(Canned(channel_id, ChannelType.AI))
+                kit.register_channel(CannedReplies(channel_id, canned))
                 await kit.attach_channel("r1", channel_id, category=ChannelCategory.INTELLIGENCE)
             await kit.process_inbound(text("sms", "m0"), room_id="r1")
 

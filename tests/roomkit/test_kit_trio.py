@@ -15,7 +15,6 @@ import pytest
 
 from roomkit import (
     AIChannel,
-    ChannelBinding,
     ChannelCategory,
     ChannelOutput,
     ChannelType,
@@ -31,6 +30,7 @@ from roomkit import (
     TextContent,
 )
 from tests.roomkit.kit_helpers import (
+    CannedReplies,
     Retried,
     SimpleChannel,
     changed_while_it_hangs,
@@ -156,17 +156,9 @@ async def test_one_reply_object_given_in_two_rooms_at_once_is_recorded_apart_on_
         content=TextContent(body="we are closed"),
     )
 
-    class Canned(SimpleChannel):
-        async def on_event(
-            self, event: RoomEvent, binding: ChannelBinding, context: RoomContext
-        ) -> ChannelOutput:
-            if event.source.channel_id != "sms":
-                return ChannelOutput.empty()
-            return ChannelOutput(responded=True, response_events=[canned])
-
     async with RoomKit() as kit:
         kit.register_channel(SimpleChannel("sms"))
-        kit.register_channel(Canned("ai", ChannelType.AI))
+        kit.register_channel(CannedReplies("ai", canned))
         for room_id in ("r1", "r2"):
             await room_with(kit, room_id, "sms")
             await kit.attach_channel(room_id, "ai", category=ChannelCategory.INTELLIGENCE)
