@@ -83,6 +83,15 @@ class SimpleChannel(Channel):
         return [e.content.body for e in self.delivered if isinstance(e.content, TextContent)]
 
 
+def canned_reply(room_id: str, channel_id: str = "ai", body: str = "canned reply") -> RoomEvent:
+    """An AI channel's reply made once, before any message it answers (see CannedReplies)."""
+    return RoomEvent(
+        room_id=room_id,
+        source=EventSource(channel_id=channel_id, channel_type=ChannelType.AI),
+        content=TextContent(body=body),
+    )
+
+
 class CannedReplies(SimpleChannel):
     """An AI channel that answers each event of a channel that is not an AI with one and the
     same reply object (a canned reply made once, given again every time)."""

@@ -27,7 +27,13 @@ from roomkit import (
     RoomKit,
     TextContent,
 )
-from tests.roomkit.kit_helpers import CannedReplies, SimpleChannel, eventually, text
+from tests.roomkit.kit_helpers import (
+    CannedReplies,
+    SimpleChannel,
+    canned_reply,
+    eventually,
+    text,
+)
 from tests.roomkit.test_kit_replay import snapshot
 
 # The ``blocked_by`` of a reply past its chain's process_timeout, and its Observation's
@@ -278,11 +284,7 @@ async def test_a_blocked_reply_naming_another_room_is_recorded_in_its_own(
     # limit blocked kept the room it named (a canned reply made for another room): the read
     # model filed it in that room's timeline, at this room's indexes, and this room's lacked
     # it (and a rebuild did the same).
-    canned = RoomEvent(
-        room_id="r0",
-        source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
-        content=TextContent(body="canned reply"),
-    )
+    canned = canned_reply("r0")
 
     with anyio.fail_after(BOUND):
         async with RoomKit(log=log, max_chain_depth=0) as kit:
@@ -304,26 +306,38 @@ async def test_a_blocked_reply_naming_another_room_is_recorded_in_its_own(
         await assert_rebuilt_alike(log, live)
 
 
+def _exceeded_said(kit: RoomKit) -> list[str | None]:
+    """The event ids the kit's ``chain_depth_exceeded`` framework events will name."""
+    said: list[str | None] = []
+    kit.on("chain_depth_exceeded")(lambda event: said.append(event.event_id))
+    return said
+
+
+async def _each_blocked_reply_said(kit: RoomKit, said: list[str | None]) -> list[str]:
+    """Room ``r1``'s two blocked replies, once ``said`` names each as it is recorded."""
+
+    async def both_said() -> bool:
+        return len(said) == 2
+
+    await eventually(both_said, what="two chain_depth_exceeded events")
+    timeline = await kit.get_timeline("r1")
+    blocked = [e.id for e in timeline if e.status == EventStatus.BLOCKED]
+    assert len(set(blocked)) == 2
+    assert said == blocked
+    return blocked
+
+
 async def test_chain_depth_exceeded_names_each_blocked_reply_as_recorded(
     log: MemoryEventLog,
 ) -> None:
     # One canned reply object blocked by the chain limit twice is recorded under two ids,
     # but both chain_depth_exceeded framework events named the first copy's id (said
     # before the room recorded the second copy under an id of its own).
-    canned = RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
-        content=TextContent(body="canned reply"),
-    )
+    canned = canned_reply("r1")
 
     with anyio.fail_after(BOUND):
         async with RoomKit(log=log, max_chain_depth=0) as kit:
-            said: list[str | None] = []
-
-            @kit.on("chain_depth_exceeded")
-            async def exceeded(event: Any) -> None:
-                said.append(event.event_id)
-
+            said = _exceeded_said(kit)
             kit.register_channel(SimpleChannel("sms"))
             kit.register_channel(CannedReplies("ai", canned))
             await kit.create_room(room_id="r1")
@@ -331,15 +345,7 @@ async def test_chain_depth_exceeded_names_each_blocked_reply_as_recorded(
             await kit.attach_channel("r1", "ai", category=ChannelCategory.INTELLIGENCE)
             for n in range(2):
                 await kit.process_inbound(text("sms", f"m{n}"), room_id="r1")
-
-            async def both_said() -> bool:
-                return len(said) == 2
-
-            await eventually(both_said, what="two chain_depth_exceeded events")
-            timeline = await kit.get_timeline("r1")
-            blocked = [e.id for e in timeline if e.status == EventStatus.BLOCKED]
-            assert len(set(blocked)) == 2
-            assert said == blocked
+            await _each_blocked_reply_said(kit, said)
 
 
 async def test_one_reply_object_blocked_twice_in_one_broadcast_is_said_under_each_id(
@@ -349,20 +355,11 @@ async def test_one_reply_object_blocked_twice_in_one_broadcast_is_said_under_eac
     # copies were recorded under two ids, but the ids said were looked up by the reply's own
     # id, so both chain_depth_exceeded events named the second copy, and one Observation
     # (named after the second copy too) stood for the two blocked replies.
-    canned = RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="ai1", channel_type=ChannelType.AI),
-        content=TextContent(body="canned reply"),
-    )
+    canned = canned_reply("r1", "ai1")
 
     with anyio.fail_after(BOUND):
         async with RoomKit(log=log, max_chain_depth=0) as kit:
-            said: list[str | None] = []
-
-            @kit.on("chain_depth_exceeded")
-            async def exceeded(event: Any) -> None:
-                said.append(event.event_id)
-
+            said = _exceeded_said(kit)
             kit.register_channel(SimpleChannel("sms"))
             await kit.create_room(room_id="r1")
             await kit.attach_channel("r1", "sms")
@@ -370,14 +367,6 @@ async def test_one_reply_object_blocked_twice_in_one_broadcast_is_said_under_eac
                 kit.register_channel(CannedReplies(channel_id, canned))
                 await kit.attach_channel("r1", channel_id, category=ChannelCategory.INTELLIGENCE)
             await kit.process_inbound(text("sms", "m0"), room_id="r1")
-
-            async def both_said() -> bool:
-                return len(said) == 2
-
-            await eventually(both_said, what="two chain_depth_exceeded events")
-            timeline = await kit.get_timeline("r1")
-            blocked = [e.id for e in timeline if e.status == EventStatus.BLOCKED]
-            assert len(set(blocked)) == 2
-            assert said == blocked
+            blocked = await _each_blocked_reply_said(kit, said)
             observations = await kit.store.list_observations("r1")
             assert sorted(o.id for o in observations) == sorted(f"obs_{i}" for i in blocked)

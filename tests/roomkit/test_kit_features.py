@@ -1310,16 +1310,14 @@ class TestResilience:
         good = _good(received)
 
         async with make_kit(process_timeout=0.3) as kit:
-            kit.register_channel(ws)
-            kit.register_channel(SimpleChannel("sms"))
-            await room_with(kit, "r1", "sms")
-            policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
-            await kit.attach_channel("r1", "ws", retry_policy=policy)
-            await kit.connect_websocket("ws", "good", good)
-            await kit.connect_websocket("ws", "stuck", _stuck)
-            with anyio.fail_after(10):
-                await kit.process_inbound(text("sms", "hello"), room_id="r1")
-                await kit.process_inbound(text("sms", "again"), room_id="r1")
+            await _retried_websocket_room(
+                kit,
+                ws,
+                RetryPolicy(max_retries=2, base_delay_seconds=0.01),
+                good=good,
+                stuck=_stuck,
+            )
+            await _hello_again(kit)
             assert received == ["hello", "again"]
             assert ws.connection_count == 1
 
@@ -1344,16 +1342,14 @@ class TestResilience:
                     ws.register_connection(f"flaky-{reconnects}", flaky)
 
         async with make_kit(process_timeout=0.3) as kit:
-            kit.register_channel(ws)
-            kit.register_channel(SimpleChannel("sms"))
-            await room_with(kit, "r1", "sms")
-            policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
-            await kit.attach_channel("r1", "ws", retry_policy=policy)
-            await kit.connect_websocket("ws", "good", good)
-            await kit.connect_websocket("ws", "flaky", flaky)
-            with anyio.fail_after(10):
-                await kit.process_inbound(text("sms", "hello"), room_id="r1")
-                await kit.process_inbound(text("sms", "again"), room_id="r1")
+            await _retried_websocket_room(
+                kit,
+                ws,
+                RetryPolicy(max_retries=2, base_delay_seconds=0.01),
+                good=good,
+                flaky=flaky,
+            )
+            await _hello_again(kit)
             assert reconnects == 2  # both the first attempt and the retry were cut
             assert received == ["hello", "again"]
             assert ws.connection_count == 1
@@ -1386,13 +1382,9 @@ class TestResilience:
             return back == ["hello"]
 
         async with make_kit(process_timeout=0.3) as kit:
-            kit.register_channel(ws)
-            kit.register_channel(SimpleChannel("sms"))
-            await room_with(kit, "r1", "sms")
-            once = RetryPolicy(max_retries=1, base_delay_seconds=2)
-            await kit.attach_channel("r1", "ws", retry_policy=once)
-            await kit.connect_websocket("ws", "good", good)
-            await kit.connect_websocket("ws", "flaky", flaky)
+            await _retried_websocket_room(
+                kit, ws, RetryPolicy(max_retries=1, base_delay_seconds=2), good=good, flaky=flaky
+            )
             with anyio.fail_after(15):
                 async with anyio.create_task_group() as tg:
                     send = functools.partial(kit.process_inbound, room_id="r1")
@@ -1420,16 +1412,14 @@ class TestResilience:
             raise ConnectionError("socket closed")
 
         async with make_kit(process_timeout=0.3) as kit:
-            kit.register_channel(ws)
-            kit.register_channel(SimpleChannel("sms"))
-            await room_with(kit, "r1", "sms")
-            policy = RetryPolicy(max_retries=2, base_delay_seconds=0.01)
-            await kit.attach_channel("r1", "ws", retry_policy=policy)
-            await kit.connect_websocket("ws", "flaky", closed)
-            await kit.connect_websocket("ws", "stuck", _stuck)
-            with anyio.fail_after(10):
-                await kit.process_inbound(text("sms", "hello"), room_id="r1")
-                await kit.process_inbound(text("sms", "again"), room_id="r1")
+            await _retried_websocket_room(
+                kit,
+                ws,
+                RetryPolicy(max_retries=2, base_delay_seconds=0.01),
+                flaky=closed,
+                stuck=_stuck,
+            )
+            await _hello_again(kit)
             assert received == ["hello", "again"]
             assert ws.connection_count == 1
 
@@ -2063,7 +2053,31 @@ async def test_an_injected_event_a_transport_failed_on_is_not_sent_and_is_report
     assert errors[note.id]["error"] == errors[broadcast.event.id]["error"]
 
 
-def _good(received: list[str]) -> Callable[[str, RoomEvent], Awaitable[None]]:
+WebSocketSend = Callable[[str, RoomEvent], Awaitable[None]]
+"""A WebSocket client's send, as ``connect_websocket`` takes it."""
+
+
+async def _retried_websocket_room(
+    kit: RoomKit, ws: WebSocketChannel, policy: RetryPolicy, **clients: WebSocketSend
+) -> None:
+    """Room ``r1``: ``sms``, and ``ws`` attached with ``policy``; ``clients`` (id: send)
+    connected to ``ws``."""
+    kit.register_channel(ws)
+    kit.register_channel(SimpleChannel("sms"))
+    await room_with(kit, "r1", "sms")
+    await kit.attach_channel("r1", "ws", retry_policy=policy)
+    for connection_id, send in clients.items():
+        await kit.connect_websocket("ws", connection_id, send)
+
+
+async def _hello_again(kit: RoomKit) -> None:
+    """Two messages from ``sms`` to room ``r1``, one after the other."""
+    with anyio.fail_after(10):
+        await kit.process_inbound(text("sms", "hello"), room_id="r1")
+        await kit.process_inbound(text("sms", "again"), room_id="r1")
+
+
+def _good(received: list[str]) -> WebSocketSend:
     """A WebSocket client's send that takes every event's text into ``received``."""
 
     async def send(connection_id: str, event: RoomEvent) -> None:

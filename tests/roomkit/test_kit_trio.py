@@ -17,8 +17,6 @@ from roomkit import (
     AIChannel,
     ChannelCategory,
     ChannelOutput,
-    ChannelType,
-    EventSource,
     FrameworkEvent,
     HookTrigger,
     IdentityResult,
@@ -27,12 +25,12 @@ from roomkit import (
     RoomContext,
     RoomEvent,
     RoomKit,
-    TextContent,
 )
 from tests.roomkit.kit_helpers import (
     CannedReplies,
     Retried,
     SimpleChannel,
+    canned_reply,
     changed_while_it_hangs,
     retrying_room,
     room_with,
@@ -150,11 +148,7 @@ async def test_one_reply_object_given_in_two_rooms_at_once_is_recorded_apart_on_
     # A channel's canned reply answered in two rooms at once was looked up in the read model
     # before it held the other room's copy: recorded under one id in both rooms, the second
     # copy was refused by the read model (and by its rebuild), and room r2 showed no reply.
-    canned = RoomEvent(
-        room_id="r1",
-        source=EventSource(channel_id="ai", channel_type=ChannelType.AI),
-        content=TextContent(body="we are closed"),
-    )
+    canned = canned_reply("r1", body="we are closed")
 
     async with RoomKit() as kit:
         kit.register_channel(SimpleChannel("sms"))
